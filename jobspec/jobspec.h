@@ -1,0 +1,171 @@
+// JobSpec: the job YAML, parsed and validated once, shared by the CLI, the coordinator and the trainer.
+//
+// Two spellings are accepted (docs/job-spec.md):
+//   - native nested:   kind/model/finetuning/data/train/eval/resources/scheduling sections;
+//   - LLaMA-Factory's flat keys (model_name_or_path, finetuning_type, lora_rank, dataset, template, cutoff_len,
+//     per_device_train_batch_size, learning_rate, num_train_epochs, bf16, output_dir, ...), so an existing
+//     LLaMA-Factory config runs unchanged. Flat and nested keys may be mixed; a key given twice is an error.
+// Unknown keys are errors that name the key, its location (file:line) and the closest known key. LLaMA-Factory
+// keys that have no meaning here (report_to, plot_loss, ...) are accepted and listed in JobSpec::warnings.
+// Every value is validated (type, range, allowed values) with a message naming the key and what is allowed.
+// Defaults are resolved at parse time, so ToYaml() writes a complete spec (what the coordinator stores and the
+// trainer receives); ParseJobSpec(ToYaml(s)) reproduces s.
+//
+// No Protobuf, ZeroMQ, RocksDB or LibTorch here: only yaml-cpp.
+//
+// Thread-safety: pure functions over values.
+//
+// Example:
+//   auto spec = anneal::jobspec::LoadJobSpecFile("job.yaml", {"learning_rate=1e-4"});
+//   if (!spec.ok()) { std::cerr << spec.status().message() << "\n"; return 2; }
+//   int dp = spec->resources.data_parallel();
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace anneal::jobspec {
+
+enum class JobKind { kTrain, kEval };
+enum class FinetuningType { kLora, kFull, kFreeze };
+
+struct ModelSpec {
+  std::string model_name_or_path;          // a local HF model directory (config.json + safetensors)
+  std::string adapter_name_or_path;        // optional PEFT adapter to continue from / evaluate with
+};
+
+struct FinetuningSpec {
+  FinetuningType type = FinetuningType::kLora;
+  std::string stage = "sft";               // LLaMA-Factory's stage; "sft" and "pt" are supported
+  int lora_rank = 8;
+  double lora_alpha = 16;                  // LLaMA-Factory's default: 2 * lora_rank
+  double lora_dropout = 0.0;
+  std::vector<std::string> lora_target = {"all"};  // "all" or module names: q_proj, k_proj, ..., down_proj
+  bool use_rslora = false;
+  int freeze_trainable_layers = 2;         // freeze: train the last N layers (negative: the first -N)
+  std::vector<std::string> freeze_trainable_modules = {"all"};
+};
+
+struct DataSpec {
+  std::vector<std::string> dataset;        // names in dataset_info.json, or file paths
+  std::vector<std::string> eval_dataset;
+  std::string dataset_dir = "data";
+  std::string template_name = "default";   // YAML key: template
+  int cutoff_len = 2048;
+  std::optional<int64_t> max_samples;
+  double val_size = 0.0;                   // fraction (< 1) or a count (>= 1) of examples held out
+  bool packing = false;
+  bool neat_packing = false;
+  bool train_on_prompt = false;
+  bool mask_history = false;
+  bool skip_bad_rows = false;
+  std::string tokenized_cache_dir;         // empty: <output_dir>/../.anneal-cache
+};
+
+struct TrainSpec {
+  std::string output_dir;
+  int per_device_train_batch_size = 1;
+  int per_device_eval_batch_size = 1;
+  int gradient_accumulation_steps = 1;
+  double learning_rate = 5e-5;
+  double num_train_epochs = 3.0;
+  int64_t max_steps = -1;                  // > 0 overrides num_train_epochs
+  std::string lr_scheduler_type = "linear";  // linear, cosine, constant, constant_with_warmup
+  double warmup_ratio = 0.0;
+  int64_t warmup_steps = 0;                // > 0 overrides warmup_ratio
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;              // <= 0 disables clipping
+  bool bf16 = false;
+  bool fp16 = false;
+  int64_t seed = 42;
+  bool gradient_checkpointing = false;
+  int64_t logging_steps = 10;
+  int64_t save_steps = 500;                // 0: no intermediate checkpoints
+  int64_t save_total_limit = 0;            // keep the latest N checkpoints; 0 keeps all
+  int64_t keep_best = 0;                   // also keep the best K by metric_for_best_model
+  std::string metric_for_best_model = "eval_loss";
+  bool greater_is_better = false;
+  std::string eval_strategy = "no";        // no, steps, epoch
+  int64_t eval_steps = 0;
+  std::string resume_from_checkpoint;      // a checkpoint-N path or "latest"
+  bool overwrite_output_dir = false;
+  std::string device = "auto";             // auto (cuda when available), cpu, cuda
+};
+
+struct EvalSpec {
+  std::vector<std::string> tasks = {"loss"};  // loss, mmlu, generate
+  std::string task_dir;                    // mmlu: directory of <subject>_dev.csv / <subject>_test.csv
+  int n_shot = 5;
+  int max_new_tokens = 64;
+  int num_samples = 8;                     // generate: how many prompts to sample
+  std::string output_file;                 // empty: <output_dir>/eval_results.json
+};
+
+struct ResourceSpec {
+  int nodes = 1;
+  int gpus_per_node = 1;                   // ranks per node (GPU slots, or CPU slots on CPU nodes)
+  int tensor_parallel = 1;                 // flat: tensor_model_parallel_size
+  int pipeline_parallel = 1;               // flat: pipeline_model_parallel_size
+  int zero_stage = 0;                      // 0 or 1 (optimizer state sharded across data parallel)
+  bool sequence_parallel = false;
+  int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
+  int comm_timeout_s = 600;                // collective timeout: a dead peer becomes an error after this
+
+  int world_size() const { return nodes * gpus_per_node; }
+  int data_parallel() const { return world_size() / (tensor_parallel * pipeline_parallel); }
+};
+
+struct SchedulingSpec {
+  std::string name;
+  int priority = 0;                        // higher runs first; FIFO within a priority
+  int max_attempts = 3;                    // 1 = no retry
+};
+
+struct JobSpec {
+  JobKind kind = JobKind::kTrain;
+  ModelSpec model;
+  FinetuningSpec finetuning;
+  DataSpec data;
+  TrainSpec train;
+  EvalSpec eval;
+  ResourceSpec resources;
+  SchedulingSpec scheduling;
+  std::vector<std::string> warnings;       // accepted-but-ignored LLaMA-Factory keys, deprecations
+};
+
+std::string_view JobKindName(JobKind kind);            // "train", "eval"
+std::string_view FinetuningTypeName(FinetuningType t); // "lora", "full", "freeze"
+
+// Parses and validates. `source` names the text in messages ("job.yaml"). `overrides` are "key=value" strings
+// (flat or dotted nested keys, e.g. "train.learning_rate=1e-4" or "learning_rate=1e-4") applied before
+// validation. Errors: INVALID_ARGUMENT naming source:line, the key and the allowed values.
+StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view source,
+                               const std::vector<std::string>& overrides = {});
+
+// Reads the file (NOT_FOUND / PERMISSION_DENIED naming the path) and parses it.
+StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The complete spec in the native nested spelling, every default explicit.
+std::string ToYaml(const JobSpec& spec);
+
+// What the cluster can offer, for the submit-time check of specs that can never run.
+struct ClusterShape {
+  int node_count = 0;
+  int max_slots_per_node = 0;
+  int total_slots = 0;
+};
+
+// Rejects specs no placement can ever satisfy: more ranks per node than any node has, more nodes than the
+// cluster has, tensor parallel that does not fit in one node, tp*pp not dividing the world size.
+// (tp*pp vs world size is also checked by ParseJobSpec; this adds what depends on the cluster.)
+Status CheckFitsCluster(const JobSpec& spec, const ClusterShape& cluster);
+
+}  // namespace anneal::jobspec
