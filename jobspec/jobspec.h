@@ -37,6 +37,8 @@ enum class FinetuningType { kLora, kFull, kFreeze };
 struct ModelSpec {
   std::string model_name_or_path;          // a local HF model directory (config.json + safetensors)
   std::string adapter_name_or_path;        // optional PEFT adapter to continue from / evaluate with
+
+  bool operator==(const ModelSpec&) const = default;
 };
 
 struct FinetuningSpec {
@@ -49,6 +51,8 @@ struct FinetuningSpec {
   bool use_rslora = false;
   int freeze_trainable_layers = 2;         // freeze: train the last N layers (negative: the first -N)
   std::vector<std::string> freeze_trainable_modules = {"all"};
+
+  bool operator==(const FinetuningSpec&) const = default;
 };
 
 struct DataSpec {
@@ -65,6 +69,8 @@ struct DataSpec {
   bool mask_history = false;
   bool skip_bad_rows = false;
   std::string tokenized_cache_dir;         // empty: <output_dir>/../.anneal-cache
+
+  bool operator==(const DataSpec&) const = default;
 };
 
 struct TrainSpec {
@@ -98,6 +104,8 @@ struct TrainSpec {
   std::string resume_from_checkpoint;      // a checkpoint-N path or "latest"
   bool overwrite_output_dir = false;
   std::string device = "auto";             // auto (cuda when available), cpu, cuda
+
+  bool operator==(const TrainSpec&) const = default;
 };
 
 struct EvalSpec {
@@ -107,6 +115,8 @@ struct EvalSpec {
   int max_new_tokens = 64;
   int num_samples = 8;                     // generate: how many prompts to sample
   std::string output_file;                 // empty: <output_dir>/eval_results.json
+
+  bool operator==(const EvalSpec&) const = default;
 };
 
 struct ResourceSpec {
@@ -121,12 +131,16 @@ struct ResourceSpec {
 
   int world_size() const { return nodes * gpus_per_node; }
   int data_parallel() const { return world_size() / (tensor_parallel * pipeline_parallel); }
+
+  bool operator==(const ResourceSpec&) const = default;
 };
 
 struct SchedulingSpec {
   std::string name;
   int priority = 0;                        // higher runs first; FIFO within a priority
   int max_attempts = 3;                    // 1 = no retry
+
+  bool operator==(const SchedulingSpec&) const = default;
 };
 
 struct JobSpec {
@@ -139,6 +153,8 @@ struct JobSpec {
   ResourceSpec resources;
   SchedulingSpec scheduling;
   std::vector<std::string> warnings;       // accepted-but-ignored LLaMA-Factory keys, deprecations
+
+  bool operator==(const JobSpec&) const = default;
 };
 
 std::string_view JobKindName(JobKind kind);            // "train", "eval"
@@ -166,6 +182,7 @@ struct ClusterShape {
 // Rejects specs no placement can ever satisfy: more ranks per node than any node has, more nodes than the
 // cluster has, tensor parallel that does not fit in one node, tp*pp not dividing the world size.
 // (tp*pp vs world size is also checked by ParseJobSpec; this adds what depends on the cluster.)
+// Errors: INVALID_ARGUMENT naming the resource key, what the job needs and what the cluster has.
 Status CheckFitsCluster(const JobSpec& spec, const ClusterShape& cluster);
 
 }  // namespace anneal::jobspec

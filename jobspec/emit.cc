@@ -1,0 +1,77 @@
+// ToYaml and the enum names: the complete spec in the native nested spelling.
+//
+// Strings are always double-quoted so that values such as "no", "1" or "" read back as the same strings;
+// numbers use the shortest text that parses back to the same double, so ParseJobSpec(ToYaml(s)) == s.
+#include <string>
+
+#include <yaml-cpp/yaml.h>
+
+#include "jobspec/jobspec.h"
+#include "jobspec/schema.h"
+
+namespace anneal::jobspec {
+namespace {
+
+void EmitValue(YAML::Emitter& out, const Field& field, const YAML::Node& value) {
+  const bool quote = field.type == "string" || field.type == "enum" || field.type == "list";
+  if (!value.IsDefined() || value.IsNull()) {
+    out << YAML::Null;
+  } else if (value.IsSequence()) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& item : value) out << YAML::DoubleQuoted << item.Scalar();
+    out << YAML::EndSeq;
+  } else if (quote) {
+    out << YAML::DoubleQuoted << value.Scalar();
+  } else {
+    out << value.Scalar();
+  }
+}
+
+}  // namespace
+
+std::string_view JobKindName(JobKind kind) {
+  switch (kind) {
+    case JobKind::kTrain: return "train";
+    case JobKind::kEval: return "eval";
+  }
+  return "train";
+}
+
+std::string_view FinetuningTypeName(FinetuningType t) {
+  switch (t) {
+    case FinetuningType::kLora: return "lora";
+    case FinetuningType::kFull: return "full";
+    case FinetuningType::kFreeze: return "freeze";
+  }
+  return "lora";
+}
+
+std::string ToYaml(const JobSpec& spec) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  // Top-level fields first (kind), then each section in table order.
+  for (const Field& f : KnownFields()) {
+    if (!f.section().empty()) continue;
+    out << YAML::Key << std::string(f.leaf()) << YAML::Value;
+    EmitValue(out, f, f.get(spec));
+  }
+  for (const std::string& section : Sections()) {
+    if (section.find('.') != std::string::npos) continue;  // alias sections (resources.parallel) are not written
+    out << YAML::Key << section << YAML::Value << YAML::BeginMap;
+    for (const Field& f : KnownFields()) {
+      if (f.section() != section) continue;
+      out << YAML::Key << std::string(f.leaf()) << YAML::Value;
+      EmitValue(out, f, f.get(spec));
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+
+  std::string text;
+  for (const std::string& w : spec.warnings) text += "# warning: " + w + "\n";
+  text += out.c_str();
+  text += "\n";
+  return text;
+}
+
+}  // namespace anneal::jobspec

@@ -1,0 +1,307 @@
+// ParseJobSpec: YAML text + overrides -> validated JobSpec.
+//
+// Three passes: (1) walk the document and the overrides, mapping every key (flat, nested, alias) to its field
+// and remembering where it was written; a field set twice is an error, an override replaces; (2) decode each
+// value into the spec (type and range checks, schema.cc); (3) resolve defaults that depend on other fields and
+// check what involves several fields (required keys, parallel sizes, precision, evaluation set).
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "jobspec/jobspec.h"
+#include "jobspec/schema.h"
+#include "jobspec/values.h"
+
+namespace anneal::jobspec {
+namespace {
+
+// Flat names kept for old configs; using one adds a warning naming the new key.
+const std::map<std::string, std::string, std::less<>> kDeprecated = {{"evaluation_strategy", "eval_strategy"}};
+
+struct Assignment {
+  const Field* field = nullptr;
+  YAML::Node value;
+  std::string key;    // as written: "lora_rank", "finetuning.lora_rank", "resources.parallel.tensor"
+  std::string where;  // "at job.yaml:7" or "in override 'lora_rank=8'"
+};
+
+std::string UnknownKeySuffix(std::string_view key) {
+  std::string suggestion = SuggestKey(key);
+  if (!suggestion.empty()) return fmt::format(" (did you mean '{}'?)", suggestion);
+  return " (see docs/job-spec.md for the accepted keys)";
+}
+
+class SpecReader {
+ public:
+  explicit SpecReader(std::string_view source) : source_(source) {}
+
+  Status ReadDocument(const YAML::Node& root) {
+    if (!root.IsDefined() || root.IsNull()) {
+      return InvalidArgumentError(fmt::format(
+          "{}: the job spec is empty: expected a mapping with at least model_name_or_path, dataset and output_dir",
+          source_));
+    }
+    if (!root.IsMap()) {
+      return InvalidArgumentError(fmt::format("{}: the job spec must be a mapping of keys, got {}", At(root),
+                                              jobspec::Describe(root)));
+    }
+    return Walk(root, "");
+  }
+
+  Status ReadOverride(const std::string& text) {
+    size_t eq = text.find('=');
+    std::string key = eq == std::string::npos ? "" : text.substr(0, eq);
+    key.erase(0, key.find_first_not_of(" \t"));
+    key.erase(key.find_last_not_of(" \t") + 1);
+    if (eq == std::string::npos || key.empty()) {
+      return InvalidArgumentError(
+          fmt::format("override '{}': expected key=value (e.g. learning_rate=1e-4 or train.learning_rate=1e-4)",
+                      text));
+    }
+    YAML::Node value;
+    try {
+      value = YAML::Load(text.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      return InvalidArgumentError(fmt::format("override '{}': malformed value: {}", text, e.msg));
+    }
+    std::string where = fmt::format("in override '{}'", text);
+    if (IsSection(key)) {
+      return InvalidArgumentError(fmt::format(
+          "override '{}': '{}' is a section; override one of its keys (e.g. {}.<key>=value)", text, key, key));
+    }
+    if (const Field* field = FindField(key)) return Record(field, value, key, where, /*replace=*/true);
+    if (key == "do_train") return RecordDoTrain(value, key, where);
+    if (const IgnoredKey* ignored = FindIgnoredKey(key)) {
+      warnings_.push_back(fmt::format("key '{}' {} is ignored: {}", key, where, ignored->reason));
+      return Status::Ok();
+    }
+    return InvalidArgumentError(fmt::format("override '{}': unknown key '{}'{}", text, key, UnknownKeySuffix(key)));
+  }
+
+  // Decodes every assignment into `spec` and resolves the defaults that depend on what was given.
+  Status Apply(JobSpec& spec) {
+    for (const Assignment& a : assignments_) {
+      if (a.field) RETURN_IF_ERROR(a.field->assign(a.value, a.key, a.where, spec));
+    }
+    if (do_train_.has_value()) {
+      const Assignment* kind = Given("kind");
+      if (!do_train_->value && kind && spec.kind == JobKind::kTrain) {
+        return InvalidArgumentError(fmt::format("key '{}' {}: do_train: false contradicts key '{}' {} (kind: train)",
+                                                do_train_->key, do_train_->where, kind->key, kind->where));
+      }
+      if (!do_train_->value && !kind) spec.kind = JobKind::kEval;
+    }
+    if (!Given("finetuning.lora_alpha")) spec.finetuning.lora_alpha = 2.0 * spec.finetuning.lora_rank;
+    if (spec.data.neat_packing) spec.data.packing = true;  // LLaMA-Factory: neat_packing implies packing
+    spec.warnings = warnings_;
+    return Status::Ok();
+  }
+
+  // The assignment of a field (by canonical nested path), or nullptr when it kept its default.
+  const Assignment* Given(std::string_view nested) const {
+    for (const Assignment& a : assignments_) {
+      if (a.field && a.field->nested == nested) return &a;
+    }
+    return nullptr;
+  }
+
+  // "key 'bf16' at job.yaml:14" for a given field; "the default of 'train.bf16'" otherwise.
+  std::string Located(std::string_view nested) const {
+    if (const Assignment* a = Given(nested)) return fmt::format("'{}' {}", a->key, a->where);
+    return fmt::format("'{}' (default)", nested);
+  }
+
+  const std::string& source() const { return source_; }
+
+ private:
+  struct DoTrain {
+    bool value = true;
+    std::string key, where;
+  };
+
+  std::string At(const YAML::Node& node) const {
+    return fmt::format("{}:{}", source_, node.Mark().line + 1);
+  }
+
+  Status Walk(const YAML::Node& map, const std::string& prefix) {
+    for (const auto& pair : map) {
+      const YAML::Node key_node = pair.first;  // copies: the iterator yields a temporary pair
+      const YAML::Node value = pair.second;
+      if (!key_node.IsScalar()) {
+        return InvalidArgumentError(fmt::format("{}: keys must be plain names, got {}", At(key_node),
+                                                jobspec::Describe(key_node)));
+      }
+      const std::string name = key_node.Scalar();
+      const std::string dotted = prefix.empty() ? name : prefix + "." + name;
+      const std::string where = "at " + At(key_node);
+      if (IsSection(dotted)) {
+        if (value.IsNull()) continue;  // "train:" with nothing under it
+        if (!value.IsMap()) {
+          return InvalidArgumentError(fmt::format("key '{}' {}: expected a mapping of {} keys, got {}", dotted,
+                                                  where, dotted, jobspec::Describe(value)));
+        }
+        RETURN_IF_ERROR(Walk(value, dotted));
+        continue;
+      }
+      const Field* field = prefix.empty() ? FindField(dotted) : FindNestedField(dotted);
+      if (field) {
+        RETURN_IF_ERROR(Record(field, value, dotted, where, /*replace=*/false));
+        continue;
+      }
+      if (prefix.empty() && dotted == "do_train") {
+        RETURN_IF_ERROR(RecordDoTrain(value, dotted, where));
+        continue;
+      }
+      if (prefix.empty()) {
+        if (const IgnoredKey* ignored = FindIgnoredKey(dotted)) {
+          warnings_.push_back(fmt::format("key '{}' {} is ignored: {}", dotted, where, ignored->reason));
+          continue;
+        }
+      }
+      return InvalidArgumentError(fmt::format("unknown key '{}' {}{}", dotted, where, UnknownKeySuffix(dotted)));
+    }
+    return Status::Ok();
+  }
+
+  Status Record(const Field* field, const YAML::Node& value, const std::string& key, const std::string& where,
+                bool replace) {
+    auto previous = std::find_if(assignments_.begin(), assignments_.end(),
+                                 [&](const Assignment& a) { return a.field == field; });
+    if (previous != assignments_.end()) {
+      if (!replace) {
+        return InvalidArgumentError(fmt::format("key '{}' {}: the same setting is already given as '{}' {}; give it once",
+                                                key, where, previous->key, previous->where));
+      }
+      // A tombstone, not erase(): erase would move-assign YAML::Nodes, and Node assignment writes through to
+      // the shared node data instead of rebinding the handle.
+      previous->field = nullptr;
+    }
+    if (auto d = kDeprecated.find(key); d != kDeprecated.end()) {
+      warnings_.push_back(fmt::format("key '{}' {} is deprecated: use '{}'", key, where, d->second));
+    }
+    if (value.IsNull()) return Status::Ok();  // "key:" or "key: null" keeps the default
+    assignments_.push_back({field, value, key, where});
+    return Status::Ok();
+  }
+
+  Status RecordDoTrain(const YAML::Node& value, const std::string& key, const std::string& where) {
+    bool b = true;
+    if (!value.IsNull() && !DecodeBool(value, &b)) {
+      return InvalidArgumentError(
+          fmt::format("key '{}' {}: expected true or false, got {}", key, where, jobspec::Describe(value)));
+    }
+    do_train_ = DoTrain{b, key, where};
+    return Status::Ok();
+  }
+
+  std::string source_;
+  std::vector<Assignment> assignments_;
+  std::vector<std::string> warnings_;
+  std::optional<DoTrain> do_train_;
+};
+
+// Checks that involve several fields. Runs after Apply, so every value is in range on its own.
+Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
+  const std::string& src = r.source();
+  if (s.model.model_name_or_path.empty()) {
+    return InvalidArgumentError(fmt::format(
+        "{}: missing required key 'model_name_or_path' (nested: model.model_name_or_path): the local HF model "
+        "directory",
+        src));
+  }
+  if (s.train.output_dir.empty()) {
+    return InvalidArgumentError(fmt::format(
+        "{}: missing required key 'output_dir' (nested: train.output_dir): where checkpoints and results go", src));
+  }
+  if (s.kind == JobKind::kTrain && s.data.dataset.empty()) {
+    return InvalidArgumentError(fmt::format(
+        "{}: missing required key 'dataset' (nested: data.dataset): a train job needs training data", src));
+  }
+  if (s.kind == JobKind::kTrain && s.train.num_train_epochs <= 0 && s.train.max_steps <= 0) {
+    return InvalidArgumentError(fmt::format(
+        "{}: nothing to train: {} is 0 and max_steps is not set; set num_train_epochs > 0 or max_steps > 0", src,
+        r.Located("train.num_train_epochs")));
+  }
+  if (s.train.bf16 && s.train.fp16) {
+    return InvalidArgumentError(fmt::format("{}: {} and {} are both true: choose one precision", src,
+                                            r.Located("train.bf16"), r.Located("train.fp16")));
+  }
+  if (s.data.val_size >= 1 && s.data.val_size != static_cast<double>(static_cast<int64_t>(s.data.val_size))) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {}: expected a fraction below 1 or a whole count of examples, got {}", src,
+        r.Located("data.val_size"), FormatNumber(s.data.val_size)));
+  }
+  if (s.train.eval_strategy != "no" && s.data.val_size <= 0 && s.data.eval_dataset.empty()) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} is '{}' but there is no evaluation set: set val_size (e.g. 0.1) or eval_dataset", src,
+        r.Located("train.eval_strategy"), s.train.eval_strategy));
+  }
+  if (s.kind == JobKind::kEval &&
+      std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() && s.eval.task_dir.empty()) {
+    return InvalidArgumentError(fmt::format(
+        "{}: eval task 'mmlu' needs 'eval.task_dir' (flat: task_dir): the directory of <subject>_dev.csv and "
+        "<subject>_test.csv",
+        src));
+  }
+  const ResourceSpec& res = s.resources;
+  const int64_t model_parallel = static_cast<int64_t>(res.tensor_parallel) * res.pipeline_parallel;
+  const int64_t world = static_cast<int64_t>(res.nodes) * res.gpus_per_node;
+  if (world % model_parallel != 0) {
+    return InvalidArgumentError(fmt::format(
+        "{}: impossible parallel layout: tensor parallel (tp={}) x pipeline parallel (pp={}) = {} does not divide "
+        "the world size {} (nodes {} x gpus_per_node {}); choose tp and pp so that tp*pp divides nodes*gpus_per_node",
+        src, res.tensor_parallel, res.pipeline_parallel, model_parallel, world, res.nodes, res.gpus_per_node));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view source,
+                               const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgumentError(
+        fmt::format("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+  SpecReader reader(source);
+  RETURN_IF_ERROR(reader.ReadDocument(root));
+  for (const std::string& o : overrides) RETURN_IF_ERROR(reader.ReadOverride(o));
+  JobSpec spec;
+  RETURN_IF_ERROR(reader.Apply(spec));
+  RETURN_IF_ERROR(CheckCrossField(spec, reader));
+  if (spec.resources.sequence_parallel && spec.resources.tensor_parallel == 1) {
+    spec.warnings.push_back(
+        fmt::format("{}: sequence_parallel has no effect with tensor_parallel 1", reader.source()));
+  }
+  return spec;
+}
+
+StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return InvalidArgumentError(fmt::format("job spec {} is a directory, not a YAML file", path));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    if (err == EACCES) return PermissionDeniedError(fmt::format("cannot read job spec {}: permission denied", path));
+    if (err == ENOENT) return NotFoundError(fmt::format("job spec file not found: {}", path));
+    return InvalidArgumentError(fmt::format("cannot read job spec {}: {}", path, std::strerror(err)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return InvalidArgumentError(fmt::format("cannot read job spec {}: read error", path));
+  return ParseJobSpec(text.str(), path, overrides);
+}
+
+}  // namespace anneal::jobspec

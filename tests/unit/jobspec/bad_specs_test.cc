@@ -1,0 +1,168 @@
+// Invalid job specs: one table row per mistake, each with the message (substring) a user must see. Every
+// message names the source and line (or the override), the key and what is allowed.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "jobspec/jobspec.h"
+
+namespace anneal::jobspec {
+namespace {
+
+// Lines 1-3 of most rows; what a row appends starts at line 4.
+constexpr const char* kBase = "model_name_or_path: /m\ndataset: d\noutput_dir: /o\n";
+
+struct BadSpec {
+  const char* name;
+  std::string yaml;
+  std::vector<std::string> overrides;
+  std::string message;  // expected substring of the error
+};
+
+std::string Base(const std::string& more) { return kBase + more; }
+
+const std::vector<BadSpec>& Table() {
+  static const std::vector<BadSpec> table = {
+      // ---- unknown keys, with the closest known key ----
+      {"UnknownFlatKey", Base("lora_rnak: 8\n"), {},
+       "unknown key 'lora_rnak' at job.yaml:4 (did you mean 'lora_rank'?)"},
+      {"UnknownNestedKey", Base("train:\n  learnin_rate: 1.0e-4\n"), {},
+       "unknown key 'train.learnin_rate' at job.yaml:5 (did you mean 'train.learning_rate'?)"},
+      {"KeyInTheWrongSection", Base("train:\n  lora_rank: 8\n"), {},
+       "unknown key 'train.lora_rank' at job.yaml:5 (did you mean 'finetuning.lora_rank'?)"},
+      {"UnknownKeyWithNothingClose", Base("zzzzqqqq: 1\n"), {},
+       "unknown key 'zzzzqqqq' at job.yaml:4 (see docs/job-spec.md for the accepted keys)"},
+      {"MisspelledSection", Base("trian:\n  seed: 1\n"), {}, "unknown key 'trian' at job.yaml:4 (did you mean 'train'?)"},
+      {"NonScalarKey", Base("? [a, b]\n: 1\n"), {}, "job.yaml:4: keys must be plain names, got a list"},
+      // ---- wrong types ----
+      {"IntegerGivenAWord", Base("lora_rank: eight\n"), {},
+       "key 'lora_rank' at job.yaml:4: expected a positive integer, got 'eight'"},
+      {"IntegerGivenAFraction", Base("lora_rank: 8.5\n"), {},
+       "key 'lora_rank' at job.yaml:4: expected a positive integer, got '8.5'"},
+      {"IntegerOverflow", Base("lora_rank: 99999999999\n"), {},
+       "key 'lora_rank' at job.yaml:4: expected a positive integer, got '99999999999'"},
+      {"NumberGivenAWord", Base("learning_rate: fast\n"), {},
+       "key 'learning_rate' at job.yaml:4: expected a positive number, got 'fast'"},
+      {"BoolGivenAWord", Base("bf16: maybe\n"), {}, "key 'bf16' at job.yaml:4: expected true or false, got 'maybe'"},
+      {"ListGivenAMapping", Base("eval_dataset: {a: 1}\n"), {},
+       "key 'eval_dataset' at job.yaml:4: expected a list (or comma-separated string), got a mapping"},
+      {"StringGivenAList", Base("dataset_dir: [a, b]\n"), {},
+       "key 'dataset_dir' at job.yaml:4: expected a non-empty string, got a list"},
+      {"SectionGivenAScalar", Base("train: 5\n"), {}, "key 'train' at job.yaml:4: expected a mapping of train keys, got '5'"},
+      // ---- ranges ----
+      {"LoraRankZero", Base("lora_rank: 0\n"), {}, "key 'lora_rank' at job.yaml:4: expected a positive integer, got '0'"},
+      {"LoraDropoutOne", Base("lora_dropout: 1\n"), {},
+       "key 'lora_dropout' at job.yaml:4: expected a number in [0, 1), got '1'"},
+      {"LoraDropoutNegative", Base("finetuning:\n  lora_dropout: -0.1\n"), {},
+       "key 'finetuning.lora_dropout' at job.yaml:5: expected a number in [0, 1), got '-0.1'"},
+      {"LearningRateZero", Base("learning_rate: 0\n"), {},
+       "key 'learning_rate' at job.yaml:4: expected a positive number, got '0'"},
+      {"EpochsNegative", Base("num_train_epochs: -1\n"), {},
+       "key 'num_train_epochs' at job.yaml:4: expected a number >= 0, got '-1'"},
+      {"NothingToTrain", Base("num_train_epochs: 0\n"), {},
+       "job.yaml: nothing to train: 'num_train_epochs' at job.yaml:4 is 0 and max_steps is not set"},
+      {"MaxStepsZero", Base("max_steps: 0\n"), {}, "key 'max_steps' at job.yaml:4: expected -1 or a positive integer, got '0'"},
+      {"CutoffLenZero", Base("cutoff_len: 0\n"), {}, "key 'cutoff_len' at job.yaml:4: expected a positive integer, got '0'"},
+      {"WarmupRatioOne", Base("warmup_ratio: 1.0\n"), {},
+       "key 'warmup_ratio' at job.yaml:4: expected a number in [0, 1), got '1.0'"},
+      {"ValSizeNegative", Base("val_size: -0.1\n"), {}, "key 'val_size' at job.yaml:4: expected a number >= 0, got '-0.1'"},
+      {"ValSizeFractionalCount", Base("val_size: 2.5\n"), {},
+       "'val_size' at job.yaml:4: expected a fraction below 1 or a whole count of examples, got 2.5"},
+      {"NodesZero", Base("nodes: 0\n"), {}, "key 'nodes' at job.yaml:4: expected a positive integer, got '0'"},
+      {"MaxAttemptsZero", Base("scheduling:\n  max_attempts: 0\n"), {},
+       "key 'scheduling.max_attempts' at job.yaml:5: expected a positive integer, got '0'"},
+      {"FreezeLayersZero", Base("freeze_trainable_layers: 0\n"), {},
+       "key 'freeze_trainable_layers' at job.yaml:4: expected a non-zero integer, got '0'"},
+      // ---- allowed values ----
+      {"FinetuningTypeUnknown", Base("finetuning_type: qlora\n"), {},
+       "key 'finetuning_type' at job.yaml:4: expected one of lora, full, freeze, got 'qlora'"},
+      {"SchedulerUnknown", Base("lr_scheduler_type: polynomial\n"), {},
+       "key 'lr_scheduler_type' at job.yaml:4: expected one of linear, cosine, constant, constant_with_warmup, got "
+       "'polynomial'"},
+      {"EvalStrategyUnknown", Base("eval_strategy: sometimes\n"), {},
+       "key 'eval_strategy' at job.yaml:4: expected one of no, steps, epoch, got 'sometimes'"},
+      {"KindUnknown", Base("kind: predict\n"), {}, "key 'kind' at job.yaml:4: expected one of train, eval, got 'predict'"},
+      {"DeviceUnknown", Base("train:\n  device: tpu\n"), {},
+       "key 'train.device' at job.yaml:5: expected one of auto, cpu, cuda, got 'tpu'"},
+      {"ZeroStageTwo", Base("resources:\n  parallel:\n    zero: 2\n"), {},
+       "key 'resources.parallel.zero' at job.yaml:6: expected 0 or 1, got '2'"},
+      {"TemplateEmpty", Base("template: \"\"\n"), {}, "key 'template' at job.yaml:4: expected a non-empty string, got ''"},
+      {"StageUnsupported", Base("stage: dpo\n"), {}, "key 'stage' at job.yaml:4: expected one of sft, pt, got 'dpo'"},
+      {"LoraTargetUnknown", Base("lora_target: q_proj,qkv\n"), {},
+       "key 'lora_target' at job.yaml:4: expected a list (or comma-separated string) of all, q_proj, k_proj, v_proj, "
+       "o_proj, gate_proj, up_proj, down_proj, got 'q_proj,qkv'"},
+      {"EvalTaskUnknown", Base("eval:\n  tasks: [loss, bleu]\n"), {},
+       "key 'eval.tasks' at job.yaml:5: expected a list (or comma-separated string) of loss, mmlu, generate, got a list"},
+      // ---- given twice ----
+      {"FlatAndNestedBothGiven", Base("learning_rate: 1.0e-4\ntrain:\n  learning_rate: 2.0e-4\n"), {},
+       "key 'train.learning_rate' at job.yaml:6: the same setting is already given as 'learning_rate' at job.yaml:4; "
+       "give it once"},
+      {"SameKeyTwice", Base("seed: 1\nseed: 2\n"), {},
+       "key 'seed' at job.yaml:5: the same setting is already given as 'seed' at job.yaml:4"},
+      {"OldAndNewEvalStrategyNames", Base("evaluation_strategy: \"no\"\neval_strategy: \"no\"\n"), {},
+       "key 'eval_strategy' at job.yaml:5: the same setting is already given as 'evaluation_strategy' at job.yaml:4"},
+      {"ParallelAliasAndFlatBothGiven", Base("tensor_model_parallel_size: 1\nresources: {parallel: {tensor: 1}}\n"), {},
+       "key 'resources.parallel.tensor' at job.yaml:5: the same setting is already given as "
+       "'tensor_model_parallel_size' at job.yaml:4"},
+      // ---- required keys ----
+      {"MissingModel", "dataset: d\noutput_dir: /o\n", {}, "job.yaml: missing required key 'model_name_or_path'"},
+      {"MissingOutputDir", "model_name_or_path: /m\ndataset: d\n", {}, "job.yaml: missing required key 'output_dir'"},
+      {"MissingDatasetForTrain", "model_name_or_path: /m\noutput_dir: /o\n", {},
+       "job.yaml: missing required key 'dataset' (nested: data.dataset): a train job needs training data"},
+      // ---- combinations ----
+      {"ParallelSizesDoNotDivideTheWorld", Base("gpus_per_node: 4\ntensor_model_parallel_size: 3\n"), {},
+       "impossible parallel layout: tensor parallel (tp=3) x pipeline parallel (pp=1) = 3 does not divide the world "
+       "size 4 (nodes 1 x gpus_per_node 4)"},
+      {"PipelineTooLargeForTheWorld", Base("nodes: 2\ngpus_per_node: 2\npipeline_model_parallel_size: 8\n"), {},
+       "tensor parallel (tp=1) x pipeline parallel (pp=8) = 8 does not divide the world size 4 (nodes 2 x "
+       "gpus_per_node 2)"},
+      {"Bf16AndFp16", Base("bf16: true\nfp16: true\n"), {},
+       "job.yaml: 'bf16' at job.yaml:4 and 'fp16' at job.yaml:5 are both true: choose one precision"},
+      {"EvalStrategyWithoutEvalSet", Base("eval_strategy: steps\n"), {},
+       "'eval_strategy' at job.yaml:4 is 'steps' but there is no evaluation set: set val_size (e.g. 0.1) or "
+       "eval_dataset"},
+      {"MmluWithoutTaskDir", "kind: eval\nmodel_name_or_path: /m\noutput_dir: /o\neval:\n  tasks: mmlu\n", {},
+       "eval task 'mmlu' needs 'eval.task_dir'"},
+      {"DoTrainFalseContradictsKindTrain", Base("kind: train\ndo_train: false\n"), {},
+       "key 'do_train' at job.yaml:5: do_train: false contradicts key 'kind' at job.yaml:4 (kind: train)"},
+      // ---- documents that are not specs ----
+      {"MalformedYaml", Base("lora_rank: [8\n"), {}, "job.yaml:5:1: malformed YAML:"},
+      {"BadIndentation", "model_name_or_path: /m\n  dataset: d\n", {}, "job.yaml:2:10: malformed YAML:"},
+      {"EmptyDocument", "", {}, "job.yaml: the job spec is empty"},
+      {"OnlyComments", "# nothing here\n", {}, "job.yaml: the job spec is empty"},
+      {"TopLevelList", "- a\n- b\n", {}, "job.yaml:1: the job spec must be a mapping of keys, got a list"},
+      {"TopLevelScalar", "hello\n", {}, "job.yaml:1: the job spec must be a mapping of keys, got 'hello'"},
+      // ---- overrides ----
+      {"OverrideWithoutEquals", kBase, {"lora_rank"}, "override 'lora_rank': expected key=value"},
+      {"OverrideUnknownKey", kBase, {"lora_rnak=8"}, "override 'lora_rnak=8': unknown key 'lora_rnak' (did you mean 'lora_rank'?)"},
+      {"OverrideBadValue", kBase, {"lora_rank=eight"},
+       "key 'lora_rank' in override 'lora_rank=eight': expected a positive integer, got 'eight'"},
+      {"OverrideBadNestedValue", kBase, {"train.learning_rate=-1"},
+       "key 'train.learning_rate' in override 'train.learning_rate=-1': expected a positive number, got '-1'"},
+      {"OverrideMalformedValue", kBase, {"dataset=[a"}, "override 'dataset=[a': malformed value:"},
+      {"OverrideOfASection", kBase, {"train=1"}, "override 'train=1': 'train' is a section"},
+      {"OverrideMakesParallelImpossible", kBase, {"tensor_model_parallel_size=2"},
+       "tensor parallel (tp=2) x pipeline parallel (pp=1) = 2 does not divide the world size 1"},
+  };
+  return table;
+}
+
+class BadSpecTest : public ::testing::TestWithParam<BadSpec> {};
+
+TEST_P(BadSpecTest, IsRejectedWithAClearMessage) {
+  const BadSpec& row = GetParam();
+  auto spec = ParseJobSpec(row.yaml, "job.yaml", row.overrides);
+  ASSERT_FALSE(spec.ok()) << "accepted:\n" << row.yaml;
+  EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(spec.status().message().find(row.message), std::string::npos)
+      << "got:      " << spec.status().message() << "\nexpected: " << row.message;
+}
+
+INSTANTIATE_TEST_SUITE_P(JobSpecValidation, BadSpecTest, ::testing::ValuesIn(Table()),
+                         [](const ::testing::TestParamInfo<BadSpec>& info) { return std::string(info.param.name); });
+
+TEST(JobSpecValidation, TableCoversAtLeastThirtyFiveMistakes) { EXPECT_GE(Table().size(), 35u); }
+
+}  // namespace
+}  // namespace anneal::jobspec
