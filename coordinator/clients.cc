@@ -1,0 +1,278 @@
+// The client channel's reads (answered after this round's batch is durable), long polls, logs, drain, and the
+// metric reports that feed them.
+#include <algorithm>
+#include <deque>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "coordinator/coordinator.h"
+#include "coordinator/job_state_machine.h"
+#include "storage/keys.h"
+
+namespace anneal::coordinator {
+
+using storage::Table;
+
+void Coordinator::Reply(const std::string& peer, pb::ClientReply reply) {
+  if (!reply.has_error()) reply.mutable_error()->set_code(pb::OK);
+  outbox_.push_back({peer, std::move(reply)});
+}
+
+void Coordinator::ReplyError(const std::string& peer, uint64_t request_id, const Status& error) {
+  pb::ClientReply reply;
+  reply.set_request_id(request_id);
+  reply.mutable_error()->set_code(static_cast<pb::ErrorCode>(error.code()));
+  reply.mutable_error()->set_message(error.message());
+  outbox_.push_back({peer, std::move(reply)});
+}
+
+void Coordinator::HandleMetricBatch(const pb::MetricBatch& batch) {
+  auto it = jobs_.find(batch.job_id());
+  if (it == jobs_.end() || batch.epoch() != it->second.record.epoch()) return;  // ended or stale attempt
+  JobRuntime& job = it->second;
+  for (const auto& reported : batch.points()) {
+    pb::MetricPoint point = reported;
+    point.set_job_id(batch.job_id());
+    point.set_attempt(batch.attempt());
+    if (point.time_ms() == 0) point.set_time_ms(clock_->NowMs());
+    batch_.Put(Table::kMetrics, storage::JobStepKey(batch.job_id(), point.step()), point);
+    job.last_metric_step = std::max(job.last_metric_step.value_or(0), point.step());
+  }
+  for (const auto& event : batch.events()) {
+    AddEvent(job, event.kind().empty() ? "message" : event.kind(), event.message());
+  }
+  changed_jobs_.insert(batch.job_id());
+}
+
+void Coordinator::HandleGetLogs(const std::string& peer, uint64_t request_id, const pb::GetLogsRequest& request) {
+  auto job = GetJobRecord(request.job_id());
+  if (!job.ok()) {
+    ReplyError(peer, request_id, job.status());
+    return;
+  }
+  std::string node_id;
+  for (const auto& node : job->placement().nodes()) {
+    for (const auto& rank : node.ranks()) {
+      if (rank.global_rank() == request.rank()) node_id = node.node_id();
+    }
+  }
+  if (node_id.empty()) {
+    ReplyError(peer, request_id, NotFoundError(fmt::format("job {} has no rank {} (placed: {})", request.job_id(),
+                                                           request.rank(), job->placement().nodes_size() > 0)));
+    return;
+  }
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end() || node->second.record.state() == pb::NODE_DOWN || node->second.routing_id.empty()) {
+    ReplyError(peer, request_id, UnavailableError(fmt::format("the logs of job {} rank {} are on node {}, which is "
+                                                              "down or not connected", request.job_id(),
+                                                              request.rank(), node_id)));
+    return;
+  }
+  const uint64_t internal_id = next_request_id_++;
+  pb::CoordinatorToAgent message;
+  auto* fetch = message.mutable_fetch_logs();
+  fetch->set_request_id(internal_id);
+  fetch->set_job_id(request.job_id());
+  fetch->set_rank(request.rank());
+  fetch->set_offset(request.offset());
+  fetch->set_max_bytes(request.max_bytes() == 0 ? 1 << 20 : std::min<uint32_t>(request.max_bytes(), 8 << 20));
+  SendToNode(node->second, std::move(message));
+  log_requests_[internal_id] = {node_id, peer, request_id, request.offset(),
+                                clock_->NowMs() + options_.log_fetch_timeout_ms};
+}
+
+void Coordinator::HandleLogChunk(const pb::LogChunk& chunk) {
+  auto it = log_requests_.find(chunk.request_id());
+  if (it == log_requests_.end()) return;  // answered already (timeout) or unknown
+  const PendingLogRequest request = it->second;
+  log_requests_.erase(it);
+  if (chunk.has_error() && chunk.error().code() != pb::OK) {
+    pb::ClientReply reply;
+    reply.set_request_id(request.client_request_id);
+    *reply.mutable_error() = chunk.error();
+    Reply(request.peer, std::move(reply));
+    return;
+  }
+  pb::ClientReply reply;
+  reply.set_request_id(request.client_request_id);
+  auto* logs = reply.mutable_get_logs();
+  logs->set_data(chunk.data());
+  logs->set_next_offset(chunk.offset() + chunk.data().size());
+  logs->set_eof(chunk.eof());
+  Reply(request.peer, std::move(reply));
+}
+
+void Coordinator::ExpireLogRequests() {
+  const int64_t now = clock_->NowMs();
+  for (auto it = log_requests_.begin(); it != log_requests_.end();) {
+    if (now < it->second.deadline_ms) {
+      ++it;
+      continue;
+    }
+    ReplyError(it->second.peer, it->second.client_request_id,
+               DeadlineExceededError(fmt::format("node {} did not send the logs within {} ms", it->second.node_id,
+                                                 options_.log_fetch_timeout_ms)));
+    it = log_requests_.erase(it);
+  }
+}
+
+void Coordinator::HandleDrain(const std::string& peer, uint64_t request_id, const pb::DrainNodeRequest& request) {
+  auto it = nodes_.find(request.node_id());
+  if (it == nodes_.end()) {
+    ReplyError(peer, request_id, NotFoundError(fmt::format("no node '{}'", request.node_id())));
+    return;
+  }
+  if (it->second.record.state() == pb::NODE_UP) {
+    it->second.record.set_state(pb::NODE_DRAINING);
+    PersistNode(it->second);
+    spdlog::info("node {} draining", request.node_id());
+  }
+  schedule_dirty_ = true;
+  pb::ClientReply reply;
+  reply.set_request_id(request_id);
+  reply.mutable_drain()->set_state(it->second.record.state());
+  Reply(peer, std::move(reply));
+}
+
+StatusOr<std::vector<pb::JobEvent>> Coordinator::ReadEvents(const std::string& job_id, uint64_t after,
+                                                             size_t limit) const {
+  std::vector<pb::JobEvent> out;
+  RETURN_IF_ERROR(store_->ScanRecords<pb::JobEvent>(Table::kEvents, storage::IdPrefix(job_id),
+                                                    [&](const pb::JobEvent& e) {
+                                                      out.push_back(e);
+                                                      return out.size() < limit;
+                                                    }, storage::JobStepKey(job_id, after + 1)));
+  return out;
+}
+
+StatusOr<std::vector<pb::MetricPoint>> Coordinator::ReadMetrics(const std::string& job_id, uint64_t after,
+                                                                 size_t limit) const {
+  std::vector<pb::MetricPoint> out;
+  RETURN_IF_ERROR(store_->ScanRecords<pb::MetricPoint>(Table::kMetrics, storage::IdPrefix(job_id),
+                                                       [&](const pb::MetricPoint& m) {
+                                                         out.push_back(m);
+                                                         return out.size() < limit;
+                                                       }, storage::JobStepKey(job_id, after + 1)));
+  return out;
+}
+
+void Coordinator::AnswerRead(const DeferredRead& read) {
+  const pb::ClientRequest& request = read.request;
+  pb::ClientReply reply;
+  reply.set_request_id(request.request_id());
+  Status status;
+  switch (request.body_case()) {
+    case pb::ClientRequest::kGetJob: {
+      auto job = GetJobRecord(request.get_job().job_id());
+      if (!job.ok()) { status = job.status(); break; }
+      auto* out = reply.mutable_get_job();
+      *out->mutable_job() = *job;
+      auto events = ReadEvents(job->job_id(), 0, options_.max_watch_items);
+      if (!events.ok()) { status = events.status(); break; }
+      for (auto& e : *events) *out->add_events() = std::move(e);
+      std::deque<pb::MetricPoint> last;  // the latest few steps
+      status = store_->ScanRecords<pb::MetricPoint>(Table::kMetrics, storage::IdPrefix(job->job_id()),
+                                                    [&](const pb::MetricPoint& m) {
+                                                      last.push_back(m);
+                                                      if (last.size() > 10) last.pop_front();
+                                                      return true;
+                                                    });
+      for (auto& m : last) *out->add_last_metrics() = std::move(m);
+      auto checkpoints = ReadCheckpoints(job->job_id());
+      if (!checkpoints.ok()) { status = checkpoints.status(); break; }
+      for (auto& c : *checkpoints) *out->add_checkpoints() = std::move(c);
+      break;
+    }
+    case pb::ClientRequest::kListJobs: {
+      const auto& filter = request.list_jobs().states();
+      const size_t limit = request.list_jobs().limit() == 0 ? 100 : request.list_jobs().limit();
+      const bool active_only = !filter.empty() && std::all_of(filter.begin(), filter.end(), [](int s) {
+        return !IsTerminal(static_cast<pb::JobState>(s));
+      });
+      auto wanted = [&](pb::JobState s) {
+        return filter.empty() || std::find(filter.begin(), filter.end(), s) != filter.end();
+      };
+      std::deque<pb::JobRecord> last;  // the most recent `limit` matches, in submission order
+      auto keep = [&](const pb::JobRecord& r) {
+        if (!wanted(r.state())) return;
+        last.push_back(r);
+        if (last.size() > limit) last.pop_front();
+      };
+      if (active_only) {
+        for (const auto& [id, job] : jobs_) keep(job.record);
+      } else {
+        status = store_->ScanRecords<pb::JobRecord>(Table::kJobs, "", [&](const pb::JobRecord& r) {
+          keep(r);
+          return true;
+        });
+      }
+      for (auto& r : last) *reply.mutable_list_jobs()->add_jobs() = std::move(r);
+      break;
+    }
+    case pb::ClientRequest::kListCheckpoints: {
+      auto job = GetJobRecord(request.list_checkpoints().job_id());
+      if (!job.ok()) { status = job.status(); break; }
+      auto checkpoints = ReadCheckpoints(job->job_id());
+      if (!checkpoints.ok()) { status = checkpoints.status(); break; }
+      for (auto& c : *checkpoints) *reply.mutable_list_checkpoints()->add_checkpoints() = std::move(c);
+      break;
+    }
+    case pb::ClientRequest::kListNodes:
+      for (auto& node : Nodes()) *reply.mutable_list_nodes()->add_nodes() = std::move(node);
+      break;
+    default:
+      status = InternalError("not a read request");
+  }
+  if (!status.ok()) {
+    ReplyError(read.peer, request.request_id(), status);
+    return;
+  }
+  Reply(read.peer, std::move(reply));
+}
+
+bool Coordinator::WatchReady(const Watcher& watcher, int64_t now) const {
+  if (now >= watcher.deadline_ms) return true;
+  auto it = jobs_.find(watcher.request.job_id());
+  if (it == jobs_.end() || IsTerminal(it->second.record.state())) return true;  // unknown or ended: answer now
+  const JobRuntime& job = it->second;
+  if (job.record.next_event_seq() > watcher.request.after_event_seq() + 1) return true;
+  return job.last_metric_step && *job.last_metric_step > watcher.request.after_metric_step();
+}
+
+void Coordinator::AnswerWatch(const Watcher& watcher) {
+  const pb::WatchJobRequest& request = watcher.request;
+  auto job = GetJobRecord(request.job_id());
+  if (!job.ok()) {
+    ReplyError(watcher.peer, watcher.request_id, job.status());
+    return;
+  }
+  pb::ClientReply reply;
+  reply.set_request_id(watcher.request_id);
+  auto* out = reply.mutable_watch();
+  *out->mutable_job() = *job;
+  auto events = ReadEvents(job->job_id(), request.after_event_seq(), options_.max_watch_items);
+  auto metrics = ReadMetrics(job->job_id(), request.after_metric_step(), options_.max_watch_items);
+  if (!events.ok() || !metrics.ok()) {
+    ReplyError(watcher.peer, watcher.request_id, events.ok() ? metrics.status() : events.status());
+    return;
+  }
+  for (auto& e : *events) *out->add_events() = std::move(e);
+  for (auto& m : *metrics) *out->add_metrics() = std::move(m);
+  Reply(watcher.peer, std::move(reply));
+}
+
+void Coordinator::AnswerWatchers(bool all_due) {
+  const int64_t now = clock_->NowMs();
+  std::deque<Watcher> waiting;
+  for (auto& watcher : watchers_) {
+    if (all_due || WatchReady(watcher, now)) {
+      AnswerWatch(watcher);
+    } else {
+      waiting.push_back(std::move(watcher));
+    }
+  }
+  watchers_.swap(waiting);
+}
+
+}  // namespace anneal::coordinator
