@@ -1,0 +1,158 @@
+#include "trainer/data/commands.h"
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "trainer/data/chat_template.h"
+#include "trainer/data/sft.h"
+#include "trainer/data/tokenizer.h"
+#include "trainer/data/preview.h"
+
+namespace anneal::data {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void Fail(const Status& s) {
+  std::cerr << "error: " << s.message() << "\n";
+  std::exit(2);
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) Fail(NotFoundError("cannot open " + path));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string FromHex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+std::shared_ptr<Tokenizer> LoadTokenizer(const std::string& dir) {
+  auto tok = Tokenizer::Load(dir);
+  if (!tok.ok()) Fail(tok.status());
+  return *tok;
+}
+
+struct TokenizeArgs {
+  std::string tokenizer, text, file, jsonl;
+  bool json_out = false, add_special = false;
+};
+
+void RunTokenize(const TokenizeArgs& a) {
+  auto tok = LoadTokenizer(a.tokenizer);
+  if (!a.jsonl.empty()) {
+    std::ifstream in(a.jsonl);
+    if (!in) Fail(NotFoundError("cannot open " + a.jsonl));
+    std::vector<std::string> texts;
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      if (line.empty()) continue;
+      json j = json::parse(line, nullptr, false);
+      if (j.is_discarded()) Fail(InvalidArgumentError(fmt::format("{}:{}: not JSON", a.jsonl, n)));
+      texts.push_back(j.contains("hex") ? FromHex(j["hex"].get<std::string>()) : j.value("text", std::string()));
+    }
+    auto ids = tok->EncodeBatch(texts, 0, a.add_special);
+    if (!ids.ok()) Fail(ids.status());
+    for (const auto& v : *ids) {
+      json o = {{"ids", v}, {"decoded", tok->Decode(v)}};
+      std::cout << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    }
+    return;
+  }
+  if (a.text.empty() == a.file.empty()) Fail(InvalidArgumentError("tokenize: give exactly one of --text or --file"));
+  std::string text = a.file.empty() ? a.text : ReadAll(a.file);
+  auto ids = tok->Encode(text, a.add_special);
+  if (!ids.ok()) Fail(ids.status());
+  if (a.json_out) {
+    std::cout << json{{"ids", *ids}}.dump() << "\n";
+  } else {
+    std::cout << fmt::format("{}", fmt::join(*ids, " ")) << "\n";
+  }
+}
+
+struct EncodeArgs {
+  std::string tokenizer, template_name, jsonl;
+  SftOptions options;
+};
+
+StatusOr<Role> ParseRole(const std::string& r) {
+  if (r == "user") return Role::kUser;
+  if (r == "assistant") return Role::kAssistant;
+  if (r == "observation") return Role::kObservation;
+  if (r == "function") return Role::kFunction;
+  if (r == "system") return Role::kSystem;
+  return InvalidArgumentError("unknown role '" + r + "'");
+}
+
+void RunEncode(const EncodeArgs& a) {
+  auto tok = LoadTokenizer(a.tokenizer);
+  auto t = GetChatTemplate(a.template_name);
+  if (!t.ok()) Fail(t.status());
+  Status fix = FixTokenizerForTemplate(*t, tok.get());
+  if (!fix.ok()) Fail(fix);
+  std::ifstream in(a.jsonl);
+  if (!in) Fail(NotFoundError("cannot open " + a.jsonl));
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("messages")) Fail(InvalidArgumentError(fmt::format("{}:{}: bad line", a.jsonl, n)));
+    std::vector<Message> messages;
+    for (const json& m : j["messages"]) {
+      auto role = ParseRole(m.value("role", std::string()));
+      if (!role.ok()) Fail(role.status().WithContext(fmt::format("{}:{}", a.jsonl, n)));
+      messages.push_back({*role, m.value("content", std::string())});
+    }
+    auto ex = EncodeSupervised(*t, *tok, messages, j.value("system", std::string()), a.options);
+    if (!ex.ok()) Fail(ex.status().WithContext(fmt::format("{}:{}", a.jsonl, n)));
+    std::cout << json{{"input_ids", ex->input_ids}, {"labels", ex->labels}}.dump() << "\n";
+  }
+}
+
+}  // namespace
+
+void AddDataCommands(CLI::App& app) {
+  auto targs = std::make_shared<TokenizeArgs>();
+  CLI::App* tokenize = app.add_subcommand("tokenize", "Tokenize text with a tokenizer.json (HF-identical ids)");
+  tokenize->add_option("--tokenizer", targs->tokenizer, "Directory with tokenizer.json (or the file)")->required();
+  auto* text_opt = tokenize->add_option("--text", targs->text, "Text to tokenize");
+  auto* file_opt = tokenize->add_option("--file", targs->file, "File whose bytes are tokenized");
+  text_opt->excludes(file_opt);
+  tokenize->add_option("--jsonl", targs->jsonl, "Batch: one {\"text\"} or {\"hex\"} object per line");
+  tokenize->add_flag("--json", targs->json_out, "Print {\"ids\": [...]}");
+  tokenize->add_flag("--add-special-tokens", targs->add_special, "Run the post-processor (e.g. BOS)");
+  tokenize->callback([targs] { RunTokenize(*targs); });
+
+  CLI::App* data = app.add_subcommand("data", "Inspect training data");
+  data->require_subcommand(1);
+  auto pargs = std::make_shared<PreviewArgs>();
+  CLI::App* preview = data->add_subcommand("preview", "Render examples of a job's datasets with their label masks");
+  preview->add_option("--config", pargs->config, "Job YAML")->required();
+  preview->add_option("--num", pargs->num, "How many examples")->default_val(3);
+  preview->callback([pargs] {
+    Status s = RunPreview(*pargs, std::cout);
+    if (!s.ok()) Fail(s);
+  });
+
+  auto eargs = std::make_shared<EncodeArgs>();
+  CLI::App* encode = data->add_subcommand("encode", "Encode conversations with a chat template (ids and labels)");
+  encode->add_option("--tokenizer", eargs->tokenizer, "Directory with tokenizer.json")->required();
+  encode->add_option("--template", eargs->template_name, "Chat template name")->required();
+  encode->add_option("--jsonl", eargs->jsonl, "One {\"messages\": [...], \"system\": s} per line")->required();
+  encode->add_option("--cutoff-len", eargs->options.cutoff_len, "Truncation length")->default_val(2048);
+  encode->add_flag("--train-on-prompt", eargs->options.train_on_prompt, "Compute loss on prompts too");
+  encode->add_flag("--mask-history", eargs->options.mask_history, "Train on the last turn only");
+  encode->callback([eargs] { RunEncode(*eargs); });
+}
+
+}  // namespace anneal::data

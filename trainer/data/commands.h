@@ -1,0 +1,26 @@
+// The data subcommands of anneal-train (and of the test tool anneal-data):
+//   tokenize --tokenizer DIR (--text T | --file F) [--json] [--add-special-tokens]
+//       prints the ids (space separated, or {"ids": [...]} with --json)
+//   tokenize --tokenizer DIR --jsonl F          one JSON per line: {"text": s} or {"hex": bytes}
+//       -> {"ids": [...], "decoded": "..."} per line (batch mode for parity tests)
+//   data preview --config job.yaml [--num N]    rendered examples of the job's datasets with their label masks
+//   data encode --tokenizer DIR --template NAME --jsonl F [--cutoff-len N] [--train-on-prompt]
+//       [--mask-history]                          {"messages": [...], "system": s} per line
+//       -> {"input_ids": [...], "labels": [...]} per line (template parity tests)
+// Errors print one line to stderr and exit with status 2.
+//
+// Thread-safety: registers callbacks on the given CLI::App; call once from main().
+//
+// Example:
+//   CLI::App app{"anneal-train"};
+//   anneal::data::AddDataCommands(app);
+//   CLI11_PARSE(app, argc, argv);
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace anneal::data {
+
+void AddDataCommands(CLI::App& app);
+
+}  // namespace anneal::data

@@ -1,0 +1,360 @@
+#include "trainer/data/dataset.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "trainer/data/sampler.h"
+
+namespace anneal::data {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return NotFoundError("cannot open dataset file " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A row of a file with the line it starts on.
+struct RawRow {
+  json value;
+  int64_t line;
+  std::string parse_error;  // non-empty: the row is not valid JSON
+};
+
+// Top-level elements of a JSON array with their starting lines (nlohmann reports no positions, so a small
+// scanner finds where each element starts; each element is then parsed on its own).
+StatusOr<std::vector<RawRow>> SplitJsonArray(const std::string& text, const std::string& path) {
+  std::vector<RawRow> rows;
+  size_t i = text.find_first_not_of(" \t\r\n\xEF\xBB\xBF");
+  if (i == std::string::npos || text[i] != '[')
+    return InvalidArgumentError(path + ":1: a .json dataset must be an array of rows");
+  int64_t line = 1;
+  for (size_t k = 0; k < i; ++k) line += text[k] == '\n';
+  ++i;
+  int depth = 0;
+  bool in_string = false, escape = false;
+  size_t start = std::string::npos;
+  int64_t start_line = line;
+  for (; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '\n') ++line;
+    if (in_string) {
+      if (escape) escape = false;
+      else if (c == '\\') escape = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (start == std::string::npos && c != ' ' && c != '\t' && c != '\r' && c != '\n' && c != ',' && c != ']') {
+      start = i;
+      start_line = line;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') ++depth;
+    else if ((c == '}' || c == ']') && depth > 0) --depth;
+    else if ((c == ',' || c == ']') && depth == 0) {
+      if (start != std::string::npos) {
+        RawRow r{json::parse(text.substr(start, i - start), nullptr, false), start_line, ""};
+        if (r.value.is_discarded()) r.parse_error = "not valid JSON";
+        rows.push_back(std::move(r));
+        start = std::string::npos;
+      }
+      if (c == ']') return rows;
+    }
+  }
+  return InvalidArgumentError(fmt::format("{}:{}: unterminated JSON array", path, line));
+}
+
+StatusOr<std::vector<RawRow>> ReadRows(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadText(path));
+  std::string ext = fs::path(path).extension().string();
+  if (ext == ".json") return SplitJsonArray(text, path);
+  if (ext != ".jsonl") return InvalidArgumentError(path + ": unsupported dataset file type (use .json or .jsonl)");
+  std::vector<RawRow> rows;
+  std::istringstream in(text);
+  std::string l;
+  for (int64_t n = 1; std::getline(in, l); ++n) {
+    if (l.find_first_not_of(" \t\r") == std::string::npos) continue;
+    RawRow r{json::parse(l, nullptr, false), n, ""};
+    if (r.value.is_discarded()) r.parse_error = "not valid JSON";
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+// Column value: null when the column is unset or absent from the row (HF datasets fills absent keys with None).
+const json& Col(const json& row, const std::optional<std::string>& column) {
+  static const json kNull;
+  if (!column || !row.is_object()) return kNull;
+  auto it = row.find(*column);
+  return it == row.end() ? kNull : *it;
+}
+
+// Python truthiness of a column value, for alpaca's `if example[prompt]`.
+bool Truthy(const json& v) {
+  if (v.is_null()) return false;
+  if (v.is_string()) return !v.get_ref<const std::string&>().empty();
+  if (v.is_boolean()) return v.get<bool>();
+  if (v.is_array() || v.is_object()) return !v.empty();
+  if (v.is_number()) return v.get<double>() != 0;
+  return true;
+}
+
+// Errors are "field: problem"; the caller prefixes file:line.
+StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row) {
+  Conversation c;
+  const json& history = Col(row, a.history);
+  if (history.is_array()) {
+    for (size_t k = 0; k < history.size(); ++k) {
+      const json& pair = history[k];
+      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_string() || !pair[1].is_string())
+        return InvalidArgumentError(fmt::format("field '{}'[{}]: must be a [prompt, response] pair of strings", *a.history, k));
+      c.messages.push_back({Role::kUser, pair[0].get<std::string>()});
+      c.messages.push_back({Role::kAssistant, pair[1].get<std::string>()});
+    }
+  } else if (!history.is_null()) {
+    return InvalidArgumentError(fmt::format("field '{}': must be a list of [prompt, response] pairs", *a.history));
+  }
+  std::vector<std::string> query;
+  for (const auto* col : {&a.prompt, &a.query}) {
+    const json& v = Col(row, *col);
+    if (!Truthy(v)) continue;
+    if (!v.is_string()) return InvalidArgumentError(fmt::format("field '{}': must be a string", **col));
+    query.push_back(v.get<std::string>());
+  }
+  std::string joined;
+  for (size_t k = 0; k < query.size(); ++k) joined += (k ? "\n" : "") + query[k];
+  c.messages.push_back({Role::kUser, joined});
+  const json& response = Col(row, a.response);
+  if (!response.is_string())
+    return InvalidArgumentError(fmt::format("field '{}': {}", a.response.value_or("output"),
+                                            response.is_null() ? "missing" : "must be a string"));
+  c.messages.push_back({Role::kAssistant, response.get<std::string>()});
+  const json& system = Col(row, a.system);
+  if (!system.is_null() && !system.is_string())
+    return InvalidArgumentError(fmt::format("field '{}': must be a string", *a.system));
+  if (system.is_string()) c.system = system.get<std::string>();
+  return c;
+}
+
+StatusOr<Conversation> ConvertSharegpt(const DatasetAttr& a, const json& row) {
+  Conversation c;
+  std::string field = a.messages.value_or("conversations");
+  const json& msgs = Col(row, a.messages);
+  if (!msgs.is_array() || msgs.empty())
+    return InvalidArgumentError(fmt::format("field '{}': must be a non-empty list of messages", field));
+  std::string role_tag = a.role_tag.value_or(""), content_tag = a.content_tag.value_or("");
+  auto role_of = [&](const json& m) -> std::string {
+    auto it = m.find(role_tag);
+    return it != m.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  for (size_t k = 0; k < msgs.size(); ++k) {
+    const json& m = msgs[k];
+    if (!m.is_object() || !m.contains(role_tag) || !m[role_tag].is_string() || !m.contains(content_tag) ||
+        !m[content_tag].is_string())
+      return InvalidArgumentError(fmt::format("field '{}'[{}]: needs string '{}' and '{}'", field, k, role_tag, content_tag));
+  }
+  size_t first = 0;
+  if (a.system_tag && role_of(msgs[0]) == *a.system_tag) {
+    c.system = msgs[0][content_tag].get<std::string>();
+    first = 1;
+  } else if (const json& s = Col(row, a.system); s.is_string()) {
+    c.system = s.get<std::string>();
+  }
+  for (size_t k = first; k < msgs.size(); ++k) {
+    std::string r = role_of(msgs[k]);
+    bool odd_turn = (k - first) % 2 == 0;  // user/observation turns
+    Role role;
+    if (odd_turn && a.user_tag && r == *a.user_tag) role = Role::kUser;
+    else if (odd_turn && a.observation_tag && r == *a.observation_tag) role = Role::kObservation;
+    else if (!odd_turn && a.assistant_tag && r == *a.assistant_tag) role = Role::kAssistant;
+    else if (!odd_turn && a.function_tag && r == *a.function_tag) role = Role::kFunction;
+    else
+      return InvalidArgumentError(fmt::format("field '{}'[{}].{}: role '{}' is invalid here (expected {})", field, k,
+                                              role_tag, r, odd_turn ? "a user or observation turn" : "an assistant or function turn"));
+    c.messages.push_back({role, msgs[k][content_tag].get<std::string>()});
+  }
+  if (c.messages.size() % 2 != 0)
+    return InvalidArgumentError(fmt::format("field '{}': {} turns; a conversation must end with an answer", field,
+                                            c.messages.size()));
+  return c;
+}
+
+StatusOr<Conversation> ConvertTokenized(const DatasetAttr& a, const json& row) {
+  Conversation c;
+  c.pretokenized = true;
+  std::string ids_col = a.input_ids.value_or("input_ids"), labels_col = a.labels.value_or("labels");
+  auto ints = [&](const json& v, const std::string& field, std::vector<int32_t>* out) -> Status {
+    if (!v.is_array()) return InvalidArgumentError(fmt::format("field '{}': must be a list of integers", field));
+    for (size_t k = 0; k < v.size(); ++k) {
+      if (!v[k].is_number_integer())
+        return InvalidArgumentError(fmt::format("field '{}'[{}]: must be an integer", field, k));
+      out->push_back(v[k].get<int32_t>());
+    }
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(ints(Col(row, a.input_ids), ids_col, &c.input_ids));
+  if (c.input_ids.empty()) return InvalidArgumentError(fmt::format("field '{}': empty", ids_col));
+  const json& labels = Col(row, a.labels);
+  if (!labels.is_null()) {
+    RETURN_IF_ERROR(ints(labels, labels_col, &c.labels));
+    if (c.labels.size() != c.input_ids.size())
+      return InvalidArgumentError(fmt::format("field '{}': {} labels for {} input_ids", labels_col, c.labels.size(),
+                                              c.input_ids.size()));
+  }
+  return c;
+}
+
+void SetColumn(const json& obj, const char* key, std::optional<std::string>* dst) {
+  auto it = obj.find(key);
+  if (it != obj.end() && it->is_string()) *dst = it->get<std::string>();
+  else *dst = std::nullopt;  // LLaMA-Factory: set_attr(key, columns) with default None
+}
+
+// Guesses the format of a file given by path from its first row.
+void DetectFormat(const json& row, DatasetAttr* a) {
+  if (!row.is_object()) return;
+  if (row.contains("input_ids")) a->formatting = "tokenized";
+  else if (row.contains("conversations")) a->formatting = "sharegpt";
+  else if (row.contains("messages")) {
+    a->formatting = "sharegpt";
+    a->messages = "messages";
+    a->role_tag = "role";
+    a->content_tag = "content";
+    a->user_tag = "user";
+    a->assistant_tag = "assistant";
+    a->observation_tag = "observation";
+    a->function_tag = "function";
+    a->system_tag = "system";
+  }
+}
+
+}  // namespace
+
+StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string>& names, const std::string& dataset_dir) {
+  std::vector<DatasetAttr> out;
+  fs::path info_path = fs::path(dataset_dir) / "dataset_info.json";
+  json info;
+  std::error_code ec;
+  if (fs::exists(info_path, ec)) {
+    ASSIGN_OR_RETURN(std::string text, ReadText(info_path.string()));
+    info = json::parse(text, nullptr, false);
+    if (info.is_discarded() || !info.is_object())
+      return InvalidArgumentError(info_path.string() + ": not a JSON object");
+  }
+  for (const std::string& name : names) {
+    DatasetAttr a;
+    a.name = name;
+    if (info.is_object() && info.contains(name)) {
+      const json& e = info[name];
+      std::string where = info_path.string() + ": dataset '" + name + "'";
+      if (!e.is_object() || !e.contains("file_name") || !e["file_name"].is_string())
+        return InvalidArgumentError(where + ": needs \"file_name\" (hub datasets are not supported)");
+      a.file_path = (fs::path(dataset_dir) / e["file_name"].get<std::string>()).string();
+      a.formatting = e.value("formatting", std::string("alpaca"));
+      if (a.formatting != "alpaca" && a.formatting != "sharegpt" && a.formatting != "tokenized")
+        return InvalidArgumentError(where + ": formatting '" + a.formatting + "' (known: alpaca, sharegpt, tokenized)");
+      if (e.contains("num_samples") && e["num_samples"].is_number_integer()) a.num_samples = e["num_samples"].get<int64_t>();
+      if (e.contains("columns") && e["columns"].is_object()) {
+        const json& c = e["columns"];
+        for (auto [key, dst] : {std::pair{"prompt", &a.prompt}, {"query", &a.query}, {"response", &a.response},
+                                {"history", &a.history}, {"messages", &a.messages}, {"system", &a.system},
+                                {"tools", &a.tools}})
+          SetColumn(c, key, dst);
+        if (c.contains("input_ids")) SetColumn(c, "input_ids", &a.input_ids);
+        if (c.contains("labels")) SetColumn(c, "labels", &a.labels);
+      }
+      if (e.contains("tags") && e["tags"].is_object()) {
+        const json& t = e["tags"];
+        for (auto [key, dst] : {std::pair{"role_tag", &a.role_tag}, {"content_tag", &a.content_tag},
+                                {"user_tag", &a.user_tag}, {"assistant_tag", &a.assistant_tag},
+                                {"observation_tag", &a.observation_tag}, {"function_tag", &a.function_tag},
+                                {"system_tag", &a.system_tag}})
+          SetColumn(t, key, dst);
+      }
+    } else {
+      fs::path p = fs::path(name);
+      if (!fs::exists(p, ec) && fs::exists(fs::path(dataset_dir) / name, ec)) p = fs::path(dataset_dir) / name;
+      if (!fs::exists(p, ec))
+        return NotFoundError(fmt::format("dataset '{}' is neither in {} nor an existing file", name, info_path.string()));
+      a.file_path = p.string();
+      a.formatting = "auto";
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr_in, const LoadOptions& o, LoadReport* report) {
+  DatasetAttr attr = attr_in;
+  ASSIGN_OR_RETURN(std::vector<RawRow> rows, ReadRows(attr.file_path));
+  if (attr.formatting == "auto") {
+    attr.formatting = "alpaca";
+    if (!rows.empty()) DetectFormat(rows[0].value, &attr);
+  }
+  int64_t limit = static_cast<int64_t>(rows.size());
+  if (attr.num_samples) limit = std::min(limit, *attr.num_samples);
+  if (o.max_samples) limit = std::min(limit, *o.max_samples);
+  std::vector<Conversation> out;
+  for (int64_t r = 0; r < static_cast<int64_t>(rows.size()) && static_cast<int64_t>(out.size()) < limit; ++r) {
+    const RawRow& row = rows[r];
+    std::string origin = fmt::format("{}:{}", attr.file_path, row.line);
+    StatusOr<Conversation> c = InvalidArgumentError(row.parse_error);
+    if (row.parse_error.empty()) {
+      if (!row.value.is_object()) c = InvalidArgumentError("row: must be a JSON object");
+      else if (attr.formatting == "sharegpt") c = ConvertSharegpt(attr, row.value);
+      else if (attr.formatting == "tokenized") c = ConvertTokenized(attr, row.value);
+      else c = ConvertAlpaca(attr, row.value);
+    }
+    if (report) ++report->rows;
+    if (!c.ok()) {
+      Status s = c.status().WithContext(origin);
+      if (!o.skip_bad_rows) return InvalidArgumentError(s.message() + " (set skip_bad_rows to skip such rows)");
+      if (report) {
+        ++report->skipped;
+        if (report->skipped_examples.size() < 5) report->skipped_examples.push_back(s.message());
+      }
+      continue;
+    }
+    c->origin = origin;
+    out.push_back(std::move(*c));
+  }
+  return out;
+}
+
+StatusOr<std::vector<Conversation>> LoadDatasets(const std::vector<std::string>& names, const std::string& dataset_dir,
+                                                 const LoadOptions& o, LoadReport* report) {
+  if (names.empty()) return InvalidArgumentError("no dataset given (data.dataset is empty)");
+  ASSIGN_OR_RETURN(auto attrs, ResolveDatasets(names, dataset_dir));
+  std::vector<Conversation> all;
+  for (const auto& a : attrs) {
+    ASSIGN_OR_RETURN(auto rows, LoadDataset(a, o, report));
+    for (auto& r : rows) all.push_back(std::move(r));
+  }
+  return all;
+}
+
+StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>> SplitTrainVal(int64_t n, double val_size, uint64_t seed) {
+  if (val_size < 0) return InvalidArgumentError(fmt::format("val_size must be >= 0, got {}", val_size));
+  int64_t n_val = val_size < 1.0 ? static_cast<int64_t>(std::ceil(val_size * static_cast<double>(n)))
+                                 : static_cast<int64_t>(val_size);
+  if (n_val >= n && n_val > 0)
+    return InvalidArgumentError(fmt::format("val_size {} leaves no training rows out of {}", val_size, n));
+  std::vector<int64_t> perm = ShuffledIndices(n, seed, /*epoch=*/0);
+  std::vector<int64_t> val(perm.begin(), perm.begin() + n_val), train(perm.begin() + n_val, perm.end());
+  std::sort(val.begin(), val.end());
+  std::sort(train.begin(), train.end());
+  return std::make_pair(std::move(train), std::move(val));
+}
+
+}  // namespace anneal::data

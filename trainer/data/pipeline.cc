@@ -1,0 +1,105 @@
+#include "trainer/data/pipeline.h"
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+namespace anneal::data {
+
+StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, const Tokenizer& tok,
+                                                      const std::vector<Conversation>& rows, const SftOptions& o,
+                                                      bool skip_bad_rows, int threads, LoadReport* report,
+                                                      const ProgressFn& progress) {
+  std::vector<std::optional<SftExample>> out(rows.size());
+  std::vector<Status> errors(rows.size());
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(rows.size())));
+  std::atomic<size_t> next{0}, done{0};
+  std::mutex progress_mu;
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < rows.size();) {
+      const Conversation& c = rows[i];
+      if (c.pretokenized) {
+        SftExample ex = FromTokens(c.input_ids, c.labels);
+        if (static_cast<int>(ex.input_ids.size()) > o.cutoff_len) {
+          ex.input_ids.resize(o.cutoff_len);
+          ex.labels.resize(o.cutoff_len);
+        }
+        out[i] = std::move(ex);
+      } else {
+        auto ex = EncodeSupervised(t, tok, c.messages, c.system, o);
+        if (ex.ok()) out[i] = std::move(*ex);
+        else errors[i] = ex.status().WithContext(c.origin);
+      }
+      size_t d = done.fetch_add(1) + 1;
+      if (progress && (d % 1024 == 0 || d == rows.size())) {
+        std::lock_guard<std::mutex> lock(progress_mu);
+        progress("tokenize", static_cast<int64_t>(d), static_cast<int64_t>(rows.size()));
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int k = 1; k < threads; ++k) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+  std::vector<SftExample> result;
+  result.reserve(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (!errors[i].ok()) {
+      if (!skip_bad_rows) return InvalidArgumentError(errors[i].message() + " (set skip_bad_rows to skip such rows)");
+      if (report) {
+        ++report->skipped;
+        if (report->skipped_examples.size() < 5) report->skipped_examples.push_back(errors[i].message());
+      }
+      continue;
+    }
+    result.push_back(std::move(*out[i]));
+  }
+  return result;
+}
+
+StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& progress) {
+  PreparedData d;
+  ASSIGN_OR_RETURN(d.tokenizer, Tokenizer::Load(c.tokenizer_dir));
+  ASSIGN_OR_RETURN(d.chat_template, GetChatTemplate(c.template_name));
+  RETURN_IF_ERROR(FixTokenizerForTemplate(d.chat_template, d.tokenizer.get()));
+
+  // The key: everything that changes the tokens.
+  ASSIGN_OR_RETURN(auto attrs, ResolveDatasets(c.datasets, c.dataset_dir));
+  std::vector<std::string> parts = {fmt::format("{:016x}", d.tokenizer->fingerprint()), c.template_name};
+  for (const auto& a : attrs) {
+    ASSIGN_OR_RETURN(std::string sum, FileChecksum(a.file_path));
+    parts.push_back(fmt::format("{}|{}|{}|{}", a.name, a.formatting, std::filesystem::path(a.file_path).filename().string(), sum));
+  }
+  parts.push_back(fmt::format("cutoff={} top={} mh={} max={} skip={}", c.sft.cutoff_len, c.sft.train_on_prompt,
+                              c.sft.mask_history, c.max_samples ? *c.max_samples : -1, c.skip_bad_rows));
+  d.cache_key = CacheKey(parts);
+
+  auto build = [&](TokenCacheWriter& w) -> Status {
+    LoadOptions lo;
+    lo.max_samples = c.max_samples;
+    lo.skip_bad_rows = c.skip_bad_rows;
+    std::vector<Conversation> rows;
+    for (const auto& a : attrs) {
+      ASSIGN_OR_RETURN(auto part, LoadDataset(a, lo, &d.report));
+      for (auto& r : part) rows.push_back(std::move(r));
+    }
+    if (progress) progress("load", static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows.size()));
+    ASSIGN_OR_RETURN(auto examples, EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows,
+                                                        c.threads, &d.report, progress));
+    for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
+    return Status::Ok();
+  };
+  if (c.cache_dir.empty()) return InvalidArgumentError("PrepareSftData: cache_dir is empty");
+  std::string description = fmt::format("template={} datasets={}", c.template_name, fmt::join(c.datasets, ","));
+  ASSIGN_OR_RETURN(d.cache, TokenCache::OpenOrBuild(c.cache_dir, d.cache_key, description, build, c.cache_wait_timeout_s));
+  ASSIGN_OR_RETURN(auto split, SplitTrainVal(d.cache->size(), c.val_size, c.seed));
+  d.train = std::move(split.first);
+  d.val = std::move(split.second);
+  return d;
+}
+
+}  // namespace anneal::data

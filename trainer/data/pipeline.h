@@ -1,0 +1,71 @@
+// From a job's data settings to tokenized, cached, split training examples: the one call the trainer makes.
+//
+// PrepareSftData: loads the tokenizer (model dir), applies the chat template's token fixes, loads and
+// concatenates the datasets, encodes every conversation on `threads` threads (SFT masking and cutoff as
+// LLaMA-Factory), and stores the result in the tokenized cache keyed by a hash of tokenizer.json + config,
+// the template, each data file's checksum and every option that changes tokens. Later calls (other ranks,
+// restarted attempts) open the cache without tokenizing. The train/val split is computed over cache rows.
+// Progress is reported through the callback (stage name, done, total).
+//
+// Thread-safety: PrepareSftData may run in several processes at once (the cache lock serializes building).
+//
+// Example:
+//   DataConfig c; c.tokenizer_dir = model_dir; c.template_name = "qwen"; c.datasets = {"alpaca_en_demo"};
+//   c.cache_dir = "/shared/.anneal-cache";
+//   ASSIGN_OR_RETURN(PreparedData d, PrepareSftData(c, [](std::string_view s, int64_t n, int64_t t) {}));
+//   auto ids = d.cache->input_ids(d.train[0]);
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "trainer/data/chat_template.h"
+#include "trainer/data/dataset.h"
+#include "trainer/data/sft.h"
+#include "trainer/data/token_cache.h"
+#include "trainer/data/tokenizer.h"
+
+namespace anneal::data {
+
+struct DataConfig {
+  std::string tokenizer_dir;
+  std::string template_name = "default";
+  std::vector<std::string> datasets;
+  std::string dataset_dir = "data";
+  SftOptions sft;
+  std::optional<int64_t> max_samples;
+  double val_size = 0.0;
+  bool skip_bad_rows = false;
+  std::string cache_dir;  // empty: no cache (encode in memory)
+  uint64_t seed = 42;
+  int threads = 0;        // 0: hardware concurrency
+  double cache_wait_timeout_s = 1800;
+};
+
+using ProgressFn = std::function<void(std::string_view stage, int64_t done, int64_t total)>;
+
+// Encodes conversations (or passes pre-tokenized rows through, cut to cutoff_len). Rows that cannot be
+// encoded are errors naming their origin, or skipped and counted with skip_bad_rows.
+StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, const Tokenizer& tok,
+                                                      const std::vector<Conversation>& rows, const SftOptions& o,
+                                                      bool skip_bad_rows, int threads, LoadReport* report,
+                                                      const ProgressFn& progress = {});
+
+struct PreparedData {
+  std::shared_ptr<Tokenizer> tokenizer;
+  ChatTemplate chat_template;
+  std::shared_ptr<TokenCache> cache;  // every example, tokenized
+  std::vector<int64_t> train, val;    // cache row indices
+  LoadReport report;
+  std::string cache_key;
+};
+
+StatusOr<PreparedData> PrepareSftData(const DataConfig& config, const ProgressFn& progress = {});
+
+}  // namespace anneal::data
