@@ -1,0 +1,29 @@
+# Trainer targets (included from trainer/CMakeLists.txt once LibTorch is found).
+set(ANNEAL_TRAINER_SOURCES
+  model/config.cc model/safetensors.cc model/linear.cc model/decoder.cc model/weights.cc model/generate.cc
+  model/presets.cc
+  kernels/rmsnorm.cc
+  cli/model_commands.cc)
+list(TRANSFORM ANNEAL_TRAINER_SOURCES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)
+
+add_library(anneal_trainer STATIC ${ANNEAL_TRAINER_SOURCES})
+target_include_directories(anneal_trainer PUBLIC ${CMAKE_SOURCE_DIR})
+# fmt: LibTorch ships its own fmt headers ahead of Debian's on the include path; use them header-only.
+target_link_libraries(anneal_trainer PUBLIC anneal_common_core ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json
+                      CLI11::CLI11)
+target_compile_definitions(anneal_trainer PUBLIC FMT_HEADER_ONLY=1)
+target_compile_options(anneal_trainer PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${ANNEAL_WARNINGS}>)
+target_precompile_headers(anneal_trainer PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${CMAKE_CURRENT_SOURCE_DIR}/pch.h>)
+
+if(ANNEAL_TRAINER_CUDA)
+  add_library(anneal_kernels_cuda STATIC ${CMAKE_CURRENT_SOURCE_DIR}/kernels/rmsnorm_cuda.cu)
+  target_include_directories(anneal_kernels_cuda PUBLIC ${CMAKE_SOURCE_DIR})
+  set_target_properties(anneal_kernels_cuda PROPERTIES CUDA_ARCHITECTURES 90 CUDA_STANDARD 17
+                        POSITION_INDEPENDENT_CODE ON)
+  target_link_libraries(anneal_trainer PUBLIC anneal_kernels_cuda)
+  target_compile_definitions(anneal_trainer PUBLIC ANNEAL_WITH_CUDA=1)
+endif()
+
+add_executable(anneal-train ${CMAKE_CURRENT_SOURCE_DIR}/main.cc)
+target_link_libraries(anneal-train PRIVATE anneal_trainer)
+target_compile_options(anneal-train PRIVATE ${ANNEAL_WARNINGS})

@@ -65,7 +65,7 @@ void RunTokenize(const TokenizeArgs& a) {
     if (!ids.ok()) Fail(ids.status());
     for (const auto& v : *ids) {
       json o = {{"ids", v}, {"decoded", tok->Decode(v)}};
-      std::cout << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      std::cout << o.dump(-1, ' ', true, json::error_handler_t::replace) << "\n";
     }
     return;
   }

@@ -1,0 +1,219 @@
+// anneal-train generate / model init.
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "trainer/cli/commands.h"
+#include "trainer/model/decoder.h"
+#include "trainer/model/generate.h"
+#include "trainer/model/presets.h"
+#include "trainer/model/safetensors.h"
+
+namespace anneal::trainer {
+
+int& ExitCode() {
+  static int code = 0;
+  return code;
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+int Fail(const Status& st) {
+  std::cerr << "error: " << st.message() << "\n";
+  ExitCode() = st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound ? 2 : 1;
+  return ExitCode();
+}
+
+StatusOr<std::vector<int64_t>> ParseIds(const std::string& text) {
+  std::vector<int64_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      ids.push_back(std::stoll(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      return InvalidArgumentError("--prompt-ids: '" + item + "' is not a token id (expected e.g. 1,2,3)");
+    }
+  }
+  if (ids.empty()) return InvalidArgumentError("--prompt-ids: no token ids given");
+  return ids;
+}
+
+StatusOr<torch::Device> ResolveDevice(const std::string& name) {
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  if (name == "cuda") {
+    if (!torch::cuda::is_available()) return FailedPreconditionError("--device cuda: no CUDA device is available");
+    return torch::Device(torch::kCUDA);
+  }
+  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  return InvalidArgumentError("--device: unknown device '" + name + "' (allowed: auto, cpu, cuda)");
+}
+
+struct GenerateArgs {
+  std::string model_dir, prompt_ids, dtype, device = "auto";
+  model::GenerateOptions options;
+  bool json = false;
+};
+
+int RunGenerate(const GenerateArgs& a) {
+  auto ids = ParseIds(a.prompt_ids);
+  if (!ids.ok()) return Fail(ids.status());
+  auto device = ResolveDevice(a.device);
+  if (!device.ok()) return Fail(device.status());
+  model::LoadOptions lo;
+  lo.device = *device;
+  if (!a.dtype.empty()) lo.dtype = model::DtypeFromName(a.dtype);
+  auto lm = model::LoadCausalLM(a.model_dir, lo);
+  if (!lm.ok()) return Fail(lm.status());
+  model::GenerateOptions o = a.options;
+  if ((*lm)->config().eos_token_id) o.stop_token_ids.push_back(*(*lm)->config().eos_token_id);
+  auto out = model::Generate(*lm, *ids, o);
+  if (!out.ok()) return Fail(out.status());
+  if (a.json) {
+    std::cout << nlohmann::json{{"ids", *out}, {"text", nullptr}}.dump() << "\n";
+  } else {
+    for (size_t i = 0; i < out->size(); ++i) std::cout << (i ? "," : "") << (*out)[i];
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+struct InitArgs {
+  std::string arch = "llama", preset = "tiny", out, dtype = "float32", tokenizer;
+  int64_t vocab_size = 0;
+  uint64_t seed = 0;
+  bool tied = false, untied = false;
+};
+
+int RunModelInit(const InitArgs& a) {
+  int64_t vocab = a.vocab_size;
+  std::optional<model::TokenizerFacts> facts;
+  if (!a.tokenizer.empty()) {
+    auto f = model::ReadTokenizerFacts(a.tokenizer);
+    if (!f.ok()) return Fail(f.status());
+    facts = *f;
+    if (vocab == 0) vocab = f->vocab_size;
+  }
+  auto cfg = model::PresetConfig(a.arch, a.preset, vocab);
+  if (!cfg.ok()) return Fail(cfg.status());
+  if (a.tied) cfg->tie_word_embeddings = true;
+  if (a.untied) cfg->tie_word_embeddings = false;
+  if (facts) {
+    cfg->bos_token_id = facts->bos_token_id;
+    cfg->eos_token_id = facts->eos_token_id;
+    cfg->pad_token_id = facts->pad_token_id;
+  }
+  const auto dtype = model::DtypeFromName(a.dtype);
+  cfg->torch_dtype = model::DtypeName(dtype);
+  model::CausalLM lm(*cfg, torch::TensorOptions().dtype(dtype));
+  model::InitWeights(lm, a.seed);
+  if (auto st = model::SaveCausalLM(lm, a.out); !st.ok()) return Fail(st);
+  if (!a.tokenizer.empty()) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                          "merges.txt", "generation_config.json"}) {
+      std::error_code ec;
+      if (fs::exists(fs::path(a.tokenizer) / f)) {
+        fs::copy_file(fs::path(a.tokenizer) / f, fs::path(a.out) / f, fs::copy_options::overwrite_existing, ec);
+        if (ec) return Fail(InternalError(std::string("cannot copy ") + f + ": " + ec.message()));
+      }
+    }
+  }
+  int64_t params = 0;
+  for (const auto& p : lm->parameters()) params += p.numel();
+  std::cout << "wrote a random " << a.arch << " (" << a.preset << ", " << params << " parameters, "
+            << cfg->torch_dtype << ", vocab " << cfg->vocab_size << ") to " << a.out << "\n";
+  return 0;
+}
+
+struct LogitsArgs {
+  std::string model_dir, inputs, out, dtype, device = "cpu";
+};
+
+// Reads input_ids [B, T] (+ optional attention_mask, position_ids, segment_ids) from a safetensors file, writes
+// logits [B, T, V] (fp32) to another: the bridge the parity tests use to compare with HF transformers.
+int RunLogits(const LogitsArgs& a) {
+  auto device = ResolveDevice(a.device);
+  if (!device.ok()) return Fail(device.status());
+  model::LoadOptions lo;
+  lo.device = *device;
+  if (!a.dtype.empty()) lo.dtype = model::DtypeFromName(a.dtype);
+  auto lm = model::LoadCausalLM(a.model_dir, lo);
+  if (!lm.ok()) return Fail(lm.status());
+  auto file = model::SafetensorsFile::Open(a.inputs);
+  if (!file.ok()) return Fail(file.status());
+  model::ForwardInputs in;
+  auto get = [&](const char* name, torch::Tensor& out) -> Status {
+    if (!(*file)->Contains(name)) return Status::Ok();
+    ASSIGN_OR_RETURN(torch::Tensor t, (*file)->Tensor(name, torch::kInt64));
+    out = t.to(*device);
+    return Status::Ok();
+  };
+  for (auto [name, dst] : {std::pair{"input_ids", &in.input_ids}, {"attention_mask", &in.attention_mask},
+                           {"position_ids", &in.position_ids}, {"segment_ids", &in.segment_ids}}) {
+    if (auto st = get(name, *dst); !st.ok()) return Fail(st);
+  }
+  if (!in.input_ids.defined()) return Fail(InvalidArgumentError(a.inputs + ": no tensor named 'input_ids'"));
+  torch::NoGradGuard no_grad;
+  (*lm)->eval();
+  torch::Tensor logits = (*lm)->Logits((*lm)->Forward(in)).to(torch::kFloat32);
+  if (auto st = model::WriteSafetensors(a.out, {{"logits", logits}}); !st.ok()) return Fail(st);
+  return 0;
+}
+
+}  // namespace
+
+void AddModelCommands(CLI::App& app) {
+  auto gen_args = std::make_shared<GenerateArgs>();
+  CLI::App* gen = app.add_subcommand("generate", "Generate tokens from a Hugging Face model directory");
+  gen->add_option("--model", gen_args->model_dir, "Model directory (config.json + safetensors)")->required();
+  gen->add_option("--prompt-ids", gen_args->prompt_ids, "Prompt token ids, comma-separated")->required();
+  gen->add_option("--max-new-tokens", gen_args->options.max_new_tokens, "Tokens to generate")
+      ->check(CLI::PositiveNumber)->default_val(32);
+  gen->add_option("--temperature", gen_args->options.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-p", gen_args->options.top_p, "Nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--top-k", gen_args->options.top_k, "Sample among the k most likely")->check(CLI::NonNegativeNumber);
+  gen->add_option("--seed", gen_args->options.seed, "Sampling seed");
+  gen->add_option("--dtype", gen_args->dtype, "float32 | bfloat16 | float16 (default: the model's)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16", "fp32", "bf16", "fp16"}));
+  gen->add_option("--device", gen_args->device, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  gen->add_flag("--json", gen_args->json, "Print {\"ids\": [...], \"text\": ...} on one line");
+  gen->callback([gen_args] { ExitCode() = RunGenerate(*gen_args); });
+
+  CLI::App* model_cmd = app.add_subcommand("model", "Model utilities");
+  model_cmd->require_subcommand(1);
+  auto init_args = std::make_shared<InitArgs>();
+  CLI::App* init = model_cmd->add_subcommand("init", "Write a random model in Hugging Face format");
+  init->add_option("--arch", init_args->arch, "llama | qwen2 | mistral")
+      ->check(CLI::IsMember({"llama", "qwen2", "mistral"}));
+  init->add_option("--preset", init_args->preset, "tiny | small | 1b")->check(CLI::IsMember({"tiny", "small", "1b"}));
+  init->add_option("--out", init_args->out, "Output directory")->required();
+  init->add_option("--vocab-size", init_args->vocab_size, "Vocabulary size (default: the tokenizer's, else 1024)");
+  init->add_option("--seed", init_args->seed, "Initialisation seed");
+  init->add_option("--dtype", init_args->dtype, "float32 | bfloat16 | float16")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  init->add_option("--tokenizer", init_args->tokenizer, "Directory with tokenizer.json to ship with the model");
+  init->add_flag("--tied", init_args->tied, "Tie the LM head to the embedding");
+  init->add_flag("--untied", init_args->untied, "Separate LM head");
+  init->callback([init_args] { ExitCode() = RunModelInit(*init_args); });
+
+  auto logits_args = std::make_shared<LogitsArgs>();
+  CLI::App* logits = model_cmd->add_subcommand("logits", "Compute logits for token ids (safetensors in, out)");
+  logits->add_option("--model", logits_args->model_dir, "Model directory")->required();
+  logits->add_option("--inputs", logits_args->inputs,
+                     "safetensors with input_ids [B,T] and optional attention_mask, position_ids, segment_ids")
+      ->required();
+  logits->add_option("--out", logits_args->out, "Output safetensors file (logits [B,T,V] fp32)")->required();
+  logits->add_option("--dtype", logits_args->dtype, "float32 | bfloat16 | float16 (default: the model's)");
+  logits->add_option("--device", logits_args->device, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  logits->callback([logits_args] { ExitCode() = RunLogits(*logits_args); });
+}
+
+}  // namespace anneal::trainer

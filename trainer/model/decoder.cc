@@ -1,0 +1,317 @@
+#include "trainer/model/decoder.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/embedding.h>
+#include <torch/nn/functional/loss.h>
+
+#include "trainer/kernels/rmsnorm.h"
+
+namespace anneal::model {
+
+// ---- RMSNorm -------------------------------------------------------------------------------------------------
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_in, const torch::TensorOptions& options) : eps(eps_in) {
+  weight = register_parameter("weight", torch::ones({dim}, options));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  if (x.is_cuda() && !torch::GradMode::is_enabled()) return kernels::RmsNorm(x, weight, eps);
+  return kernels::RmsNormReference(x, weight, eps);
+}
+
+// ---- Rotary embeddings ---------------------------------------------------------------------------------------
+
+RotaryEmbedding::RotaryEmbedding(const ModelConfig& config) : config_(config) {
+  const int64_t dim = config.head_dim;
+  // inv_freq = 1 / theta^(2i / D), i in [0, D/2): computed in fp32 exactly as transformers does.
+  torch::Tensor exponent = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  torch::Tensor inv_freq = 1.0 / torch::pow(config.rope_theta, exponent);
+  const RopeScaling& rs = config.rope_scaling;
+  if (rs.type == RopeScalingType::kLinear) {
+    inv_freq = inv_freq / rs.factor;
+  } else if (rs.type == RopeScalingType::kLlama3) {
+    const double old_len = static_cast<double>(rs.original_max_position_embeddings);
+    const double low_wavelen = old_len / rs.low_freq_factor;
+    const double high_wavelen = old_len / rs.high_freq_factor;
+    torch::Tensor wavelen = 2 * M_PI / inv_freq;
+    torch::Tensor llama = torch::where(wavelen > low_wavelen, inv_freq / rs.factor, inv_freq);
+    torch::Tensor smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+    torch::Tensor smoothed = (1 - smooth) * llama / rs.factor + smooth * llama;
+    torch::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv_freq = torch::where(medium, smoothed, llama);
+  }
+  base_inv_freq_ = inv_freq;
+}
+
+torch::Tensor RotaryEmbedding::InvFreq(int64_t seq_len, const torch::Device& device) const {
+  const RopeScaling& rs = config_.rope_scaling;
+  if (rs.type == RopeScalingType::kDynamic && seq_len > config_.max_position_embeddings) {
+    // Dynamic NTK: grow the base with the sequence length (transformers' _compute_dynamic_ntk_parameters).
+    const double dim = static_cast<double>(config_.head_dim);
+    const double base = config_.rope_theta *
+                        std::pow((rs.factor * seq_len / config_.max_position_embeddings) - (rs.factor - 1),
+                                 dim / (dim - 2));
+    torch::Tensor exponent = torch::arange(0, config_.head_dim, 2, torch::kInt64).to(torch::kFloat32) / dim;
+    return (1.0 / torch::pow(base, exponent)).to(device);
+  }
+  return base_inv_freq_.to(device);
+}
+
+std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::CosSin(const torch::Tensor& position_ids,
+                                                                torch::ScalarType dtype) const {
+  const int64_t seq_len = position_ids.numel() == 0 ? 0 : position_ids.max().item<int64_t>() + 1;
+  torch::Tensor inv_freq = InvFreq(seq_len, position_ids.device());            // [D/2]
+  torch::Tensor freqs = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [B, T, D/2]
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);                          // [B, T, D]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+namespace {
+
+// [.., D] -> [.., D]: (-x2, x1)
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// x [B, H, T, D], cos/sin [B, T, D]
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  return x * cos.unsqueeze(1) + RotateHalf(x) * sin.unsqueeze(1);
+}
+
+}  // namespace
+
+// ---- Attention -----------------------------------------------------------------------------------------------
+
+AttentionImpl::AttentionImpl(const ModelConfig& c, const LinearFactory& f, int64_t layer_index)
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim),
+      layer_index_(layer_index) {
+  const auto opts = torch::TensorOptions().dtype(DtypeFromName(c.torch_dtype));
+  q_proj = register_module("q_proj", f.Make({c.hidden_size, heads_ * head_dim_, c.attention_bias, "q_proj",
+                                             LinearSplit::kColumn}, opts));
+  k_proj = register_module("k_proj", f.Make({c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, "k_proj",
+                                             LinearSplit::kColumn}, opts));
+  v_proj = register_module("v_proj", f.Make({c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, "v_proj",
+                                             LinearSplit::kColumn}, opts));
+  o_proj = register_module("o_proj", f.Make({heads_ * head_dim_, c.hidden_size, c.o_proj_bias, "o_proj",
+                                             LinearSplit::kRow}, opts));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     const std::optional<torch::Tensor>& mask, KvCache* cache) {
+  const int64_t B = x.size(0), T = x.size(1);
+  // Under tensor parallelism the projections hold a shard of the heads: derive local counts from the weights.
+  const int64_t H = q_proj->weight.size(0) / head_dim_;
+  const int64_t K = k_proj->weight.size(0) / head_dim_;
+  // [B, T, C] -> [B, T, H*D] -> [B, H, T, D]
+  torch::Tensor q = q_proj->forward(x).view({B, T, H, head_dim_}).transpose(1, 2);
+  torch::Tensor k = k_proj->forward(x).view({B, T, K, head_dim_}).transpose(1, 2);
+  torch::Tensor v = v_proj->forward(x).view({B, T, K, head_dim_}).transpose(1, 2);
+  q = ApplyRotary(q, cos, sin);
+  k = ApplyRotary(k, cos, sin);
+  bool causal = !mask.has_value();
+  if (cache != nullptr) {
+    // Append to the preallocated cache [B, K, capacity, D]; attend over [0, length + T).
+    const int64_t past = cache->length;
+    torch::Tensor& ck = cache->keys[layer_index_];
+    torch::Tensor& cv = cache->values[layer_index_];
+    ck.narrow(2, past, T).copy_(k);
+    cv.narrow(2, past, T).copy_(v);
+    k = ck.narrow(2, 0, past + T);
+    v = cv.narrow(2, 0, past + T);
+    // With a past, "is_causal" would align the triangle to the top-left corner; a single query needs no mask.
+    if (past > 0) causal = false;
+    if (past > 0 && T > 1 && !mask.has_value()) {
+      TORCH_CHECK(false, "multi-token decoding over a cache needs an explicit mask");
+    }
+  }
+  // [B, H, T, D] x [B, K, S, D] -> [B, H, T, D]; GQA: each group of H/K query heads shares one kv head.
+  torch::Tensor out = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal,
+                                                       /*scale=*/std::nullopt, /*enable_gqa=*/H != K);
+  // [B, H, T, D] -> [B, T, H*D] -> [B, T, C]
+  return o_proj->forward(out.transpose(1, 2).reshape({B, T, H * head_dim_}));
+}
+
+// ---- MLP -----------------------------------------------------------------------------------------------------
+
+MlpImpl::MlpImpl(const ModelConfig& c, const LinearFactory& f) {
+  const auto opts = torch::TensorOptions().dtype(DtypeFromName(c.torch_dtype));
+  gate_proj = register_module("gate_proj", f.Make({c.hidden_size, c.intermediate_size, c.mlp_bias, "gate_proj",
+                                                   LinearSplit::kColumn}, opts));
+  up_proj = register_module("up_proj", f.Make({c.hidden_size, c.intermediate_size, c.mlp_bias, "up_proj",
+                                               LinearSplit::kColumn}, opts));
+  down_proj = register_module("down_proj", f.Make({c.intermediate_size, c.hidden_size, c.mlp_bias, "down_proj",
+                                                   LinearSplit::kRow}, opts));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  // [B, T, C] -> [B, T, F] -> [B, T, C]
+  return down_proj->forward(torch::silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+// ---- Layers --------------------------------------------------------------------------------------------------
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const LinearFactory& f, int64_t layer_index,
+                                   const torch::TensorOptions& options) {
+  self_attn = register_module("self_attn", Attention(c, f, layer_index));
+  mlp = register_module("mlp", Mlp(c, f));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        const std::optional<torch::Tensor>& mask, KvCache* cache) {
+  torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask, cache);
+  return h + mlp->forward(post_attention_layernorm->forward(h));
+}
+
+EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({vocab, dim}, options));
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+
+DecoderModelImpl::DecoderModelImpl(const ModelConfig& c, const LinearFactory& f,
+                                   const torch::TensorOptions& options) {
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c, f, i, options));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+// ---- Masks ---------------------------------------------------------------------------------------------------
+
+std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t B, int64_t T, int64_t past,
+                                                std::optional<int64_t> sliding_window,
+                                                const torch::Device& device) {
+  const int64_t S = past + T;
+  const bool has_padding = in.attention_mask.defined() && !in.attention_mask.all().item<bool>();
+  const bool has_segments = in.segment_ids.defined();
+  const bool window_bites = sliding_window.has_value() && S > *sliding_window;
+  if (!has_padding && !has_segments && !window_bites) {
+    return std::nullopt;  // plain causal (or, for one query over a cache, everything)
+  }
+  auto long_opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  torch::Tensor q_pos = torch::arange(past, S, long_opts).view({T, 1});  // [T, 1]
+  torch::Tensor k_pos = torch::arange(0, S, long_opts).view({1, S});     // [1, S]
+  torch::Tensor allowed = (k_pos <= q_pos);                             // [T, S]
+  if (window_bites) allowed = allowed.logical_and(q_pos - k_pos < *sliding_window);
+  allowed = allowed.view({1, 1, T, S}).expand({B, 1, T, S});
+  if (has_padding) {
+    torch::Tensor keys_ok = in.attention_mask.to(device).to(torch::kBool).view({B, 1, 1, S});
+    allowed = allowed.logical_and(keys_ok);
+  }
+  if (has_segments) {
+    TORCH_CHECK(past == 0, "packed segments cannot be combined with a KV cache");
+    torch::Tensor seg = in.segment_ids.to(device);
+    allowed = allowed.logical_and((seg.view({B, 1, T, 1}) == seg.view({B, 1, 1, S})));
+  }
+  // A query with nothing to attend to (a padding row) would give NaN: let it attend to itself.
+  torch::Tensor diag = (k_pos == q_pos).view({1, 1, T, S});
+  return allowed.logical_or(diag.logical_and(allowed.any(-1, /*keepdim=*/true).logical_not()));
+}
+
+// ---- CausalLM ------------------------------------------------------------------------------------------------
+
+CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& options, const LinearFactory& factory)
+    : config_(std::move(config)), rotary_(config_) {
+  config_.torch_dtype = DtypeName(options.dtype().toScalarType());
+  model = register_module("model", DecoderModel(config_, factory, options));
+  if (!config_.tie_word_embeddings) {
+    lm_head = register_module("lm_head", factory.Make({config_.hidden_size, config_.vocab_size, false, "lm_head",
+                                                       LinearSplit::kNone}, options));
+  }
+}
+
+torch::Tensor CausalLMImpl::head_weight() {
+  return config_.tie_word_embeddings ? model->embed_tokens->weight : lm_head->weight;
+}
+
+torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, int64_t begin, int64_t end) {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t past = in.cache ? in.cache->length : 0;
+  torch::Tensor pos = in.position_ids;
+  if (!pos.defined()) {
+    pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kInt64).device(x.device()))
+              .unsqueeze(0).expand({B, T});
+  }
+  auto [cos, sin] = rotary_.CosSin(pos.to(x.device()), x.scalar_type());  // [B, T, D]
+  std::optional<torch::Tensor> mask = BuildAttentionMask(in, B, T, past, config_.sliding_window, x.device());
+  for (int64_t i = begin; i < end; ++i) {
+    x = model->layers[i]->as<DecoderLayerImpl>()->forward(x, cos, sin, mask, in.cache);
+  }
+  return x;
+}
+
+torch::Tensor CausalLMImpl::Forward(const ForwardInputs& in) {
+  // [B, T] -> [B, T, C]
+  torch::Tensor x = model->embed_tokens->forward(in.input_ids);
+  const int64_t T = in.input_ids.size(1);
+  if (in.cache != nullptr && in.cache->keys.empty()) {
+    // Preallocate [B, K, capacity, D] per layer.
+    const int64_t cap = std::max<int64_t>(in.cache->capacity, T);
+    in.cache->capacity = cap;
+    for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+      auto* attn = model->layers[i]->as<DecoderLayerImpl>()->self_attn.get();
+      const int64_t K = attn->k_proj->weight.size(0) / config_.head_dim;
+      in.cache->keys.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
+      in.cache->values.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
+    }
+  }
+  TORCH_CHECK(in.cache == nullptr || in.cache->length + T <= in.cache->capacity, "KV cache capacity exceeded");
+  x = RunLayers(x, in, 0, config_.num_hidden_layers);
+  if (in.cache != nullptr) in.cache->length += T;
+  return model->norm->forward(x);
+}
+
+torch::Tensor CausalLMImpl::Logits(const torch::Tensor& hidden) {
+  // [.., C] x [V, C]^T -> [.., V]
+  return torch::matmul(hidden, head_weight().t());
+}
+
+std::pair<torch::Tensor, int64_t> CausalLMImpl::LossSum(const torch::Tensor& hidden,
+                                                        const torch::Tensor& shifted_labels) {
+  // logits [N, V] in fp32, labels [N]; -100 ignored. Sum (not mean) so gradient accumulation can normalise by
+  // the token count of the whole accumulated batch.
+  torch::Tensor logits = Logits(hidden).to(torch::kFloat32).reshape({-1, config_.vocab_size});
+  torch::Tensor labels = shifted_labels.reshape({-1}).to(logits.device());
+  const int64_t count = (labels != -100).sum().item<int64_t>();
+  torch::Tensor loss = torch::nn::functional::cross_entropy(
+      logits, labels, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  return {loss, count};
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::HfStateDict() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    if (item.key().find(".lora_") != std::string::npos) continue;
+    out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+torch::Tensor ShiftLabels(const torch::Tensor& labels) {
+  // [B, T] -> [B, T]: position t is trained to predict token t+1.
+  torch::Tensor shifted = torch::full_like(labels, -100);
+  const int64_t T = labels.size(1);
+  if (T > 1) shifted.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
+  return shifted;
+}
+
+torch::ScalarType DtypeFromName(const std::string& name) {
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return torch::kFloat16;
+  return torch::kFloat32;
+}
+
+std::string DtypeName(torch::ScalarType t) {
+  if (t == torch::kBFloat16) return "bfloat16";
+  if (t == torch::kFloat16) return "float16";
+  return "float32";
+}
+
+}  // namespace anneal::model

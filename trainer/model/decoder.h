@@ -1,0 +1,177 @@
+// The LLaMA-family decoder (LLaMA 2/3, Qwen2, Mistral, DeepSeek-LLM / R1 distills) in LibTorch.
+//
+// Module and parameter names equal Hugging Face's, so named_parameters() are HF weight names both ways:
+//   model.embed_tokens.weight, model.layers.{i}.self_attn.{q,k,v,o}_proj.{weight,bias},
+//   model.layers.{i}.mlp.{gate,up,down}_proj.weight, model.layers.{i}.{input,post_attention}_layernorm.weight,
+//   model.norm.weight, lm_head.weight (absent when tie_word_embeddings: the head reuses the embedding).
+// Shapes: B batch, T tokens (query), S keys (cache + T), H query heads, K kv heads, D head dim, C hidden,
+// F intermediate, V vocab.
+//
+// The model knows no parallelism: its linear layers are built by model::Linear (trainer/model/linear.h),
+// which with tensor parallel degree 1 is a plain linear layer.
+//
+// Thread-safety: a module is used by one thread at a time (LibTorch's rule).
+//
+// Example:
+//   ASSIGN_OR_RETURN(auto lm, LoadCausalLM("/models/qwen2-0.5b", {.dtype = torch::kBFloat16}));
+//   torch::Tensor logits = lm->Logits(lm->Forward({.input_ids = ids}));   // [B, T, V]
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include "trainer/model/config.h"
+#include "trainer/model/linear.h"
+
+namespace anneal::model {
+
+// Key/value cache for generation: per layer [B, K, capacity, D], filled up to `length`.
+struct KvCache {
+  std::vector<torch::Tensor> keys, values;
+  int64_t length = 0;
+  int64_t capacity = 0;
+  void Reset() { keys.clear(); values.clear(); length = 0; capacity = 0; }
+};
+
+struct ForwardInputs {
+  torch::Tensor input_ids;       // [B, T] int64
+  torch::Tensor attention_mask;  // optional [B, S] 1 = token, 0 = padding (S includes cached positions)
+  torch::Tensor position_ids;    // optional [B, T]; default: cache length + arange(T)
+  torch::Tensor segment_ids;     // optional [B, T]: packed sequences attend only within their segment
+  KvCache* cache = nullptr;      // optional: appended to, and attended over
+};
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);  // [.., C] -> [.., C], computed in fp32 as HF does
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// Rotary position embedding tables (with linear / dynamic / llama3 frequency scaling).
+class RotaryEmbedding {
+ public:
+  explicit RotaryEmbedding(const ModelConfig& config);
+  // position_ids [B, T] -> (cos, sin) each [B, T, D] in `dtype`.
+  std::pair<torch::Tensor, torch::Tensor> CosSin(const torch::Tensor& position_ids, torch::ScalarType dtype) const;
+
+ private:
+  torch::Tensor InvFreq(int64_t seq_len, const torch::Device& device) const;  // [D/2] fp32
+  ModelConfig config_;
+  torch::Tensor base_inv_freq_;  // [D/2] fp32 on CPU, scaling applied (except dynamic)
+};
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ModelConfig& config, const LinearFactory& factory, int64_t layer_index);
+  // x [B, T, C] -> [B, T, C]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const std::optional<torch::Tensor>& mask, KvCache* cache);
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t heads_, kv_heads_, head_dim_, layer_index_;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(const ModelConfig& config, const LinearFactory& factory);
+  torch::Tensor forward(const torch::Tensor& x);  // [B, T, C] -> [B, T, C]: down(silu(gate(x)) * up(x))
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const ModelConfig& config, const LinearFactory& factory, int64_t layer_index,
+                   const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const std::optional<torch::Tensor>& mask, KvCache* cache);
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& ids);  // [B, T] -> [B, T, C]
+  torch::Tensor weight;                             // [V, C]
+};
+TORCH_MODULE(Embedding);
+
+// The transformer body: "model." in HF names.
+class DecoderModelImpl : public torch::nn::Module {
+ public:
+  DecoderModelImpl(const ModelConfig& config, const LinearFactory& factory, const torch::TensorOptions& options);
+  Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(DecoderModel);
+
+struct LoadOptions {
+  std::optional<torch::ScalarType> dtype;  // default: the config's torch_dtype
+  torch::Device device = torch::kCPU;
+};
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  CausalLMImpl(ModelConfig config, const torch::TensorOptions& options,
+               const LinearFactory& factory = LinearFactory());
+
+  // Final hidden states [B, T, C] (after the last norm).
+  torch::Tensor Forward(const ForwardInputs& in);
+  // Hidden [.., C] -> logits [.., V] in the model dtype.
+  torch::Tensor Logits(const torch::Tensor& hidden);
+  // Mean cross-entropy over labels != -100, with labels already aligned to positions (shifted by the caller
+  // or by ShiftLabels); computed in fp32 as HF does. Returns (sum of token losses, token count).
+  std::pair<torch::Tensor, int64_t> LossSum(const torch::Tensor& hidden, const torch::Tensor& shifted_labels);
+  // Runs one decoder layer range [begin, end) (used by generation and by activation checkpointing).
+  torch::Tensor RunLayers(torch::Tensor x, const ForwardInputs& in, int64_t begin, int64_t end);
+
+  const ModelConfig& config() const { return config_; }
+  torch::Tensor head_weight();  // [V, C]: lm_head or the tied embedding
+
+  // HF names -> parameters (lm_head.weight omitted when tied).
+  std::vector<std::pair<std::string, torch::Tensor>> HfStateDict();
+
+  DecoderModel model{nullptr};
+  Linear lm_head{nullptr};
+
+ private:
+  ModelConfig config_;
+  RotaryEmbedding rotary_;
+};
+TORCH_MODULE(CausalLM);
+
+// labels [B, T] -> [B, T] with labels[:, t] = labels[:, t + 1] and -100 at the end: position t predicts t + 1.
+torch::Tensor ShiftLabels(const torch::Tensor& labels);
+
+// Builds the boolean attention mask [B, 1, T, S] (true = may attend), or nullopt when plain causal attention
+// (SDPA is_causal) computes the same thing.
+std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t batch, int64_t q_len,
+                                                int64_t past_len, std::optional<int64_t> sliding_window,
+                                                const torch::Device& device);
+
+// Loads config.json + safetensors weights (single or sharded) into a new model.
+StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions& options = {});
+// Writes config.json + weights (sharded past max_shard_bytes) in HF format.
+Status SaveCausalLM(CausalLM& lm, const std::string& out_dir, uint64_t max_shard_bytes = 5ull << 30);
+// Initialises weights as HF's _init_weights: normal(0, initializer_range) for linears and embeddings, ones
+// for norms, zeros for biases. Deterministic for a seed.
+void InitWeights(CausalLM& lm, uint64_t seed);
+
+torch::ScalarType DtypeFromName(const std::string& name);  // "float32"/"fp32", "bfloat16"/"bf16", ...
+std::string DtypeName(torch::ScalarType t);                // "float32", "bfloat16", "float16"
+
+}  // namespace anneal::model

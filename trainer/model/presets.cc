@@ -1,0 +1,83 @@
+#include "trainer/model/presets.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/fsutil.h"
+
+namespace anneal::model {
+
+StatusOr<ModelConfig> PresetConfig(const std::string& arch, const std::string& preset, int64_t vocab_size) {
+  if (arch != "llama" && arch != "qwen2" && arch != "mistral") {
+    return InvalidArgumentError("--arch: unknown architecture '" + arch + "' (supported: llama, qwen2, mistral)");
+  }
+  ModelConfig c;
+  c.model_type = arch;
+  if (preset == "tiny") {
+    c.hidden_size = 64; c.num_hidden_layers = 2; c.num_attention_heads = 4; c.num_key_value_heads = 2;
+    c.intermediate_size = 176; c.max_position_embeddings = 2048;
+  } else if (preset == "small") {
+    c.hidden_size = 256; c.num_hidden_layers = 4; c.num_attention_heads = 8; c.num_key_value_heads = 4;
+    c.intermediate_size = 688; c.max_position_embeddings = 4096;
+  } else if (preset == "1b") {
+    c.hidden_size = 2048; c.num_hidden_layers = 16; c.num_attention_heads = 32; c.num_key_value_heads = 8;
+    c.intermediate_size = 8192; c.max_position_embeddings = 131072; c.rope_theta = 500000.0;
+    if (arch == "llama") {
+      c.rope_scaling = {RopeScalingType::kLlama3, 32.0, 1.0, 4.0, 8192};
+      c.tie_word_embeddings = true;
+    }
+  } else {
+    return InvalidArgumentError("--preset: unknown preset '" + preset + "' (supported: tiny, small, 1b)");
+  }
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.vocab_size = vocab_size > 0 ? vocab_size : (preset == "1b" ? 128256 : 1024);
+  c.rms_norm_eps = 1e-5;
+  if (arch == "qwen2") {
+    c.attention_bias = true;
+    c.rms_norm_eps = 1e-6;
+    c.rope_theta = 1000000.0;
+    c.tie_word_embeddings = preset != "1b";
+  }
+  if (arch == "mistral") c.sliding_window = 4096;
+  return c;
+}
+
+StatusOr<TokenizerFacts> ReadTokenizerFacts(const std::string& dir) {
+  using json = nlohmann::json;
+  ASSIGN_OR_RETURN(std::string text, ReadFile(dir + "/tokenizer.json"));
+  json tok = json::parse(text, nullptr, false);
+  if (tok.is_discarded() || !tok.is_object()) return InvalidArgumentError(dir + "/tokenizer.json: not valid JSON");
+  TokenizerFacts f;
+  std::map<std::string, int64_t> added;
+  if (tok.contains("model") && tok["model"].contains("vocab") && tok["model"]["vocab"].is_object()) {
+    for (auto& [_, id] : tok["model"]["vocab"].items()) {
+      if (id.is_number_integer()) f.vocab_size = std::max(f.vocab_size, id.get<int64_t>() + 1);
+    }
+  }
+  if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
+    for (auto& t : tok["added_tokens"]) {
+      if (!t.contains("id") || !t.contains("content")) continue;
+      const int64_t id = t["id"].get<int64_t>();
+      added[t["content"].get<std::string>()] = id;
+      f.vocab_size = std::max(f.vocab_size, id + 1);
+    }
+  }
+  if (f.vocab_size == 0) return InvalidArgumentError(dir + "/tokenizer.json: no vocabulary found");
+  auto cfg_text = ReadFile(dir + "/tokenizer_config.json");
+  if (cfg_text.ok()) {
+    json cfg = json::parse(*cfg_text, nullptr, false);
+    auto lookup = [&](const char* key) -> std::optional<int64_t> {
+      if (cfg.is_discarded() || !cfg.contains(key)) return std::nullopt;
+      const json& v = cfg[key];
+      std::string s = v.is_string() ? v.get<std::string>() : (v.is_object() ? v.value("content", "") : "");
+      auto it = added.find(s);
+      if (it == added.end()) return std::nullopt;
+      return it->second;
+    };
+    f.bos_token_id = lookup("bos_token");
+    f.eos_token_id = lookup("eos_token");
+    f.pad_token_id = lookup("pad_token");
+  }
+  return f;
+}
+
+}  // namespace anneal::model

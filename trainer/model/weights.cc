@@ -1,0 +1,78 @@
+// Loading, saving and initialising CausalLM weights in Hugging Face format.
+#include <filesystem>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "common/fsutil.h"
+#include "trainer/model/decoder.h"
+#include "trainer/model/safetensors.h"
+
+namespace anneal::model {
+
+StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions& options) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  ASSIGN_OR_RETURN(SafetensorsCheckpoint ck, SafetensorsCheckpoint::Open(model_dir, "model"));
+  const torch::ScalarType dtype = options.dtype.value_or(DtypeFromName(config.torch_dtype));
+  CausalLM lm(config, torch::TensorOptions().dtype(dtype));
+  std::set<std::string> expected;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : lm->named_parameters(true)) {
+      const std::string& name = item.key();
+      expected.insert(name);
+      const SafetensorsEntry* e = ck.Entry(name);
+      if (e == nullptr) {
+        return NotFoundError(fmt::format("{}: weight '{}' is missing from the checkpoint", model_dir, name));
+      }
+      if (e->shape != item.value().sizes().vec()) {
+        return InvalidArgumentError(fmt::format("{}: weight '{}' has shape [{}] but config.json implies [{}]",
+                                                model_dir, name, fmt::join(e->shape, ", "),
+                                                fmt::join(item.value().sizes().vec(), ", ")));
+      }
+      ASSIGN_OR_RETURN(at::Tensor t, ck.Tensor(name));
+      item.value().copy_(t);  // converts dtype
+    }
+  }
+  for (const std::string& name : ck.Names()) {
+    // Tied checkpoints sometimes still carry lm_head.weight; rotary caches are buffers in old checkpoints.
+    if (expected.count(name) || name == "lm_head.weight" || name.find("rotary_emb.inv_freq") != std::string::npos) {
+      continue;
+    }
+    return InvalidArgumentError(fmt::format("{}: unexpected weight '{}' (not part of a {} model with this "
+                                            "config.json)", model_dir, name, config.model_type));
+  }
+  lm->to(options.device);
+  return lm;
+}
+
+Status SaveCausalLM(CausalLM& lm, const std::string& out_dir, uint64_t max_shard_bytes) {
+  RETURN_IF_ERROR(MakeDirs(out_dir));
+  RETURN_IF_ERROR(WriteSafetensorsCheckpoint(out_dir, "model", lm->HfStateDict(), max_shard_bytes));
+  return WriteFileAtomic(out_dir + "/config.json", ModelConfigToJson(lm->config()).dump(2) + "\n");
+}
+
+void InitWeights(CausalLM& lm, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const double std = lm->config().initializer_range;
+  for (auto& item : lm->named_parameters(true)) {
+    const std::string& name = item.key();
+    at::Tensor p = item.value();
+    if (name.find("lora_") != std::string::npos) continue;
+    if (name.find("norm.weight") != std::string::npos || name.find("layernorm.weight") != std::string::npos) {
+      p.fill_(1.0);
+    } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      p.zero_();
+    } else {
+      // Draw in fp32 on CPU so the values do not depend on the target dtype or device.
+      at::Tensor w = at::empty(p.sizes(), at::kFloat).normal_(0.0, std, gen);
+      p.copy_(w);
+    }
+  }
+}
+
+}  // namespace anneal::model
