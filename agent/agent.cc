@@ -1,0 +1,333 @@
+#include "agent/agent.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "common/fsutil.h"
+#include "common/shutdown.h"
+#include "common/version.h"
+#include "protocol/framing.h"
+
+namespace anneal::agent {
+
+using protocol::MessageKind;
+
+Agent::Agent(AgentConfig config, const Clock& clock, Nvml& nvml, AgentTiming timing)
+    : config_(std::move(config)), clock_(clock), nvml_(nvml), timing_(timing), heartbeat_ms_(config_.heartbeat_ms) {}
+
+Agent::~Agent() {
+  CloseSocket();
+  if (shutdown_fd_) {
+    boost::system::error_code ec;
+    shutdown_fd_->close(ec);
+  }
+}
+
+Status Agent::Init() {
+  RETURN_IF_ERROR(MakeDirs(config_.work_dir + "/jobs").WithContext("agent work directory"));
+  ASSIGN_OR_RETURN(spool_, Spool::Open(config_.work_dir + "/spool"));
+  SupervisorOptions opts;
+  opts.work_dir = config_.work_dir;
+  opts.node_id = config_.node;
+  opts.trainer = config_.trainer;
+  for (const auto& g : nvml_.Query()) opts.gpu_indices.push_back(g.index());
+  opts.slots = config_.slots != 0 ? config_.slots : static_cast<uint32_t>(opts.gpu_indices.size());
+  opts.log_max_bytes = config_.log_max_bytes;
+  opts.min_free_bytes = config_.min_free_bytes;
+  opts.fail_grace_ms = config_.shutdown_grace_ms;
+  supervisor_ = std::make_unique<Supervisor>(io_, clock_, opts, [this](pb::AgentToCoordinator m) { Report(std::move(m)); });
+  const auto adopted = supervisor_->Recover();
+  spdlog::info("anneal-agent {} node {}: {} slot(s), {} GPU(s), work dir {}, {} task(s) re-adopted, {} report(s) "
+               "spooled (next seq {})",
+               Version(), config_.node, opts.slots, opts.gpu_indices.size(), config_.work_dir, adopted.size(),
+               spool_->Pending().size(), spool_->next_seq());
+  if (opts.slots == 0) spdlog::warn("this node has no GPUs and no --slots: it cannot run any rank");
+  OpenSocket();
+  return Status::Ok();
+}
+
+void Agent::OpenSocket() {
+  CloseSocket();
+  ++socket_generation_;
+  socket_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::dealer);
+  socket_->set(zmq::sockopt::linger, 1000);
+  socket_->set(zmq::sockopt::reconnect_ivl, timing_.zmq_reconnect_ivl_ms);
+  socket_->set(zmq::sockopt::reconnect_ivl_max, timing_.zmq_reconnect_ivl_max_ms);
+  socket_->set(zmq::sockopt::heartbeat_ivl, 1000);
+  socket_->set(zmq::sockopt::heartbeat_timeout, 5000);
+  socket_->set(zmq::sockopt::routing_id, config_.node);
+  const std::string monitor_endpoint = "inproc://anneal-agent-monitor-" + std::to_string(socket_generation_);
+  if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0) {
+    monitor_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pair);
+    monitor_->set(zmq::sockopt::linger, 0);
+    monitor_->connect(monitor_endpoint);
+  }
+  try {
+    socket_->connect(config_.coordinator);
+  } catch (const zmq::error_t& e) {
+    spdlog::error("cannot connect to coordinator '{}': {}", config_.coordinator, e.what());
+  }
+  socket_fd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, socket_->get(zmq::sockopt::fd));
+  WatchSocket();
+}
+
+void Agent::CloseSocket() {
+  if (socket_fd_) {
+    boost::system::error_code ec;
+    socket_fd_->cancel(ec);
+    socket_fd_->release();  // ZeroMQ owns the descriptor
+    socket_fd_.reset();
+  }
+  if (monitor_ && socket_) zmq_socket_monitor(socket_->handle(), nullptr, 0);
+  monitor_.reset();
+  socket_.reset();
+  registered_ = false;
+}
+
+void Agent::WatchSocket() {
+  const uint64_t generation = socket_generation_;
+  socket_fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                         [this, generation](const boost::system::error_code& ec) {
+                           if (ec || generation != socket_generation_ || !socket_) return;
+                           DrainSocket();
+                           if (generation == socket_generation_ && socket_fd_) WatchSocket();
+                         });
+}
+
+void Agent::DrainSocket() {
+  DrainMonitor();
+  while (socket_ && (socket_->get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+    auto frames = protocol::Receive(*socket_, /*routed=*/false);
+    if (!frames.ok()) {
+      spdlog::warn("coordinator channel: {}", frames.status().ToString());
+      continue;
+    }
+    pb::CoordinatorToAgent msg;
+    if (Status st = protocol::Parse(*frames, MessageKind::kCoordinatorToAgent, &msg); !st.ok()) {
+      spdlog::warn("coordinator channel: dropping a message: {}", st.ToString());
+      continue;
+    }
+    const uint64_t generation = socket_generation_;
+    Handle(msg);
+    if (generation != socket_generation_) return;  // Handle reopened the socket
+  }
+}
+
+void Agent::DrainMonitor() {
+  while (monitor_) {
+    zmq::message_t event;
+    if (!monitor_->recv(event, zmq::recv_flags::dontwait)) return;
+    zmq::message_t address;
+    if (event.more()) (void)monitor_->recv(address, zmq::recv_flags::dontwait);
+    if (event.size() < 2) continue;
+    uint16_t id = 0;
+    std::memcpy(&id, event.data(), sizeof(id));
+    if (id == ZMQ_EVENT_DISCONNECTED) {
+      if (registered_) spdlog::warn("coordinator {} disconnected; re-registering when it is back", config_.coordinator);
+      registered_ = false;
+      register_backoff_ms_ = 0;
+      next_register_ms_ = clock_.SteadyMs() + timing_.register_backoff_max_ms;  // until CONNECTED
+    } else if (id == ZMQ_EVENT_CONNECTED && !registered_) {
+      register_backoff_ms_ = 0;
+      register_attempts_ = 0;
+      next_register_ms_ = clock_.SteadyMs();  // register right away
+    }
+  }
+}
+
+void Agent::Send(const pb::AgentToCoordinator& msg) {
+  if (!socket_) return;
+  if (Status st = protocol::Send(*socket_, MessageKind::kAgentToCoordinator, msg); !st.ok()) {
+    spdlog::debug("send to coordinator: {}", st.ToString());
+  }
+}
+
+void Agent::Report(pb::AgentToCoordinator msg) {
+  auto seq = spool_->Append(&msg);
+  if (!seq.ok()) {
+    spdlog::error("report not spooled (it is sent once, without a resend guarantee): {}", seq.status().ToString());
+  }
+  if (registered_) Send(msg);
+}
+
+void Agent::SendRegister() {
+  pb::AgentToCoordinator msg;
+  pb::RegisterRequest* r = msg.mutable_register_();
+  r->set_node_id(config_.node);
+  *r->mutable_inventory() = BuildInventory(config_, nvml_);
+  r->set_agent_version(Version());
+  for (auto& t : supervisor_->Tasks()) *r->add_running_tasks() = std::move(t);
+  spdlog::info("registering with coordinator {} as node {} (attempt {})", config_.coordinator, config_.node,
+               register_attempts_ + 1);
+  Send(msg);
+}
+
+void Agent::SendHeartbeat() {
+  pb::AgentToCoordinator msg;
+  pb::Heartbeat* h = msg.mutable_heartbeat();
+  h->set_node_id(config_.node);
+  h->set_session(session_);
+  for (auto& t : supervisor_->Tasks()) *h->add_tasks() = std::move(t);
+  for (auto& g : nvml_.Query()) *h->add_gpus() = std::move(g);
+  Send(msg);
+}
+
+void Agent::ResendPending() {
+  if (!spool_->Pending().empty()) {
+    spdlog::info("resending {} unacknowledged report(s) from seq {}", spool_->Pending().size(),
+                 ReportSeq(spool_->Pending().front()));
+  }
+  for (const auto& m : spool_->Pending()) Send(m);
+  last_ack_progress_ms_ = clock_.SteadyMs();
+}
+
+void Agent::Handle(const pb::CoordinatorToAgent& msg) {
+  switch (msg.body_case()) {
+    case pb::CoordinatorToAgent::kRegisterReply: {
+      const auto& reply = msg.register_reply();
+      if (!reply.accepted()) {
+        spdlog::error("coordinator refused registration: {}", reply.error().message());
+        return;  // the retry timer tries again with backoff
+      }
+      const bool was_registered = registered_;
+      registered_ = true;
+      session_ = reply.session();
+      register_attempts_ = 0;
+      register_backoff_ms_ = 0;
+      if (reply.heartbeat_interval_ms() != 0) heartbeat_ms_ = reply.heartbeat_interval_ms();
+      if (Status st = spool_->AdoptCoordinatorWatermark(reply.last_acked_seq()); !st.ok()) {
+        spdlog::error("spool: {}", st.ToString());
+      }
+      if (!was_registered) {
+        spdlog::info("registered with coordinator (session {}, coordinator has seq <= {}, heartbeat {} ms)", session_,
+                     reply.last_acked_seq(), heartbeat_ms_);
+      }
+      ResendPending();
+      SendHeartbeat();
+      next_heartbeat_ms_ = clock_.SteadyMs() + heartbeat_ms_;
+      return;
+    }
+    case pb::CoordinatorToAgent::kLaunch:
+      if (shutting_down_) {
+        spdlog::warn("launch of job {} ignored: the agent is shutting down", msg.launch().job_id());
+        return;
+      }
+      supervisor_->Launch(msg.launch());
+      return;
+    case pb::CoordinatorToAgent::kStop:
+      supervisor_->Stop(msg.stop());
+      return;
+    case pb::CoordinatorToAgent::kAck:
+      if (msg.ack().seq() > spool_->last_acked()) last_ack_progress_ms_ = clock_.SteadyMs();
+      if (Status st = spool_->Ack(msg.ack().seq()); !st.ok()) spdlog::error("spool: {}", st.ToString());
+      return;
+    case pb::CoordinatorToAgent::kDeleteCheckpoint: {
+      pb::AgentToCoordinator out;
+      *out.mutable_checkpoint_deleted() = supervisor_->DeleteCheckpoint(msg.delete_checkpoint());
+      Report(std::move(out));
+      return;
+    }
+    case pb::CoordinatorToAgent::kFetchLogs: {
+      pb::AgentToCoordinator out;
+      *out.mutable_log_chunk() = supervisor_->FetchLogs(msg.fetch_logs());
+      Send(out);
+      return;
+    }
+    case pb::CoordinatorToAgent::kError:
+      spdlog::warn("coordinator refused a message: {}; registering again", msg.error().message());
+      registered_ = false;
+      next_register_ms_ = clock_.SteadyMs();
+      return;
+    default:
+      spdlog::warn("coordinator channel: empty or unknown message body {}", static_cast<int>(msg.body_case()));
+  }
+}
+
+void Agent::OnTick() {
+  const int64_t now = clock_.SteadyMs();
+  DrainSocket();
+  supervisor_->Tick();
+  if (!registered_ && now >= next_register_ms_) {
+    // A fresh socket after a failed attempt drops stale queued messages and restarts ZeroMQ's reconnects.
+    if (register_attempts_ > 0) OpenSocket();
+    SendRegister();
+    ++register_attempts_;
+    register_backoff_ms_ = register_backoff_ms_ == 0 ? timing_.register_backoff_min_ms
+                                                     : std::min(register_backoff_ms_ * 2, timing_.register_backoff_max_ms);
+    next_register_ms_ = now + register_backoff_ms_;
+  }
+  if (registered_) {
+    if (now >= next_heartbeat_ms_) {
+      SendHeartbeat();
+      next_heartbeat_ms_ = now + heartbeat_ms_;
+    }
+    if (!spool_->Pending().empty() && now - last_ack_progress_ms_ >= timing_.resend_after_ms) ResendPending();
+  }
+  if (shutting_down_ && supervisor_->Idle()) {
+    if (shutdown_deadline_ms_ == 0) shutdown_deadline_ms_ = now + (registered_ ? 2000 : 0);
+    if (spool_->Pending().empty() || now >= shutdown_deadline_ms_) {
+      if (!spool_->Pending().empty()) {
+        spdlog::warn("leaving {} unacknowledged report(s) in the spool for the next start", spool_->Pending().size());
+      }
+      done_ = true;
+      io_.stop();
+    }
+  }
+}
+
+void Agent::ScheduleTick() {
+  tick_timer_.expires_after(std::chrono::milliseconds(timing_.tick_ms));
+  tick_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    OnTick();
+    if (!done_) ScheduleTick();
+  });
+}
+
+void Agent::WatchShutdownFd() {
+  if (ShutdownFd() < 0) return;
+  shutdown_fd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, ::dup(ShutdownFd()));
+  shutdown_fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+    if (!ec) RequestShutdown();
+  });
+}
+
+void Agent::WatchSigchld() {
+  sigchld_.async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    supervisor_->ReapNow();
+    WatchSigchld();
+  });
+}
+
+void Agent::RequestShutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  if (config_.keep_tasks_on_exit) {
+    spdlog::info("shutting down; --keep-tasks-on-exit: leaving {} task(s) running for the next agent",
+                 supervisor_->Tasks().size());
+    supervisor_->Detach();
+  } else {
+    spdlog::info("shutting down: stopping {} task(s) (SIGKILL after {} ms)", supervisor_->Tasks().size(),
+                 config_.shutdown_grace_ms);
+    supervisor_->StopAll(config_.shutdown_grace_ms, "agent shutdown");
+  }
+}
+
+Status Agent::Run() {
+  sigchld_.add(SIGCHLD);
+  WatchSigchld();
+  WatchShutdownFd();
+  next_register_ms_ = clock_.SteadyMs();
+  last_ack_progress_ms_ = clock_.SteadyMs();
+  ScheduleTick();
+  io_.run();
+  CloseSocket();
+  return Status::Ok();
+}
+
+}  // namespace anneal::agent

@@ -1,0 +1,117 @@
+// Agent: the anneal-agent daemon's event loop. One Boost.Asio io_context (one thread) owns all state: the
+// ZeroMQ DEALER connected to the coordinator's ROUTER, the spool of sequenced reports, the task supervisor.
+//
+// Channel (protocol/anneal.proto, agent channel):
+// - Register on every (re)connection (RegisterRequest with inventory and the tasks still supervised), retried
+//   with exponential backoff until a RegisterReply arrives; ZeroMQ itself reconnects with backoff.
+// - Heartbeat every heartbeat interval (the RegisterReply's, else --heartbeat-ms) with tasks and fresh GPU data.
+// - Reports (TaskUpdate, MetricBatch, CheckpointCommitted, CheckpointDeleted) are spooled with a seq before
+//   they are sent; Ack{seq} acknowledges every seq up to it; after a registration the agent drops what
+//   RegisterReply.last_acked_seq covers and resends the rest in order, and it resends every unacknowledged
+//   report when no ack progress happened for a resend interval (go-back-N). Resent reports keep their seq.
+// - Coordinator orders: LaunchTask, StopTask (fenced by epoch in the supervisor), DeleteCheckpoint (answered
+//   with a sequenced CheckpointDeleted), FetchLogs (answered with a LogChunk), Error (re-register).
+// Shutdown (SIGTERM/SIGINT through common/shutdown.h, or RequestShutdown): stops every rank (SIGTERM, SIGKILL
+// after --shutdown-grace-ms) and exits once they are reaped and reported; with keep_tasks_on_exit the ranks
+// are left running for the next agent to re-adopt.
+//
+// Thread-safety: not thread-safe; Run() is called from one thread, RequestShutdown from that thread too (use
+// the shutdown self-pipe from other threads or signal handlers).
+// Ownership: borrows the clock and the Nvml; owns the socket, spool and supervisor.
+//
+// Example:
+//   anneal::agent::SystemClock clock; anneal::agent::Nvml nvml;
+//   anneal::agent::Agent agent(config, clock, nvml);
+//   RETURN_IF_ERROR(agent.Init());
+//   return agent.Run();   // until SIGTERM
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <zmq.hpp>
+
+#include "agent/clock.h"
+#include "agent/config.h"
+#include "agent/inventory.h"
+#include "agent/spool.h"
+#include "agent/supervisor.h"
+#include "common/status.h"
+#include "protocol/anneal.pb.h"
+
+namespace anneal::agent {
+
+struct AgentTiming {
+  int64_t tick_ms = 50;
+  int64_t register_backoff_min_ms = 250;
+  int64_t register_backoff_max_ms = 5000;
+  int64_t resend_after_ms = 3000;       // no ack progress for this long: resend every pending report
+  int zmq_reconnect_ivl_ms = 100;
+  int zmq_reconnect_ivl_max_ms = 2000;
+};
+
+class Agent {
+ public:
+  Agent(AgentConfig config, const Clock& clock, Nvml& nvml, AgentTiming timing = {});
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Opens the spool and the work directory, recovers tasks left by an earlier agent, connects.
+  Status Init();
+  // Runs the loop until shutdown completes. Returns OK after a clean shutdown.
+  Status Run();
+  void RequestShutdown();
+
+ private:
+  void ScheduleTick();
+  void OnTick();
+  void WatchSocket();
+  void WatchShutdownFd();
+  void WatchSigchld();
+  void DrainSocket();
+  void DrainMonitor();
+  void Handle(const pb::CoordinatorToAgent& msg);
+  void OpenSocket();
+  void CloseSocket();
+  void SendRegister();
+  void SendHeartbeat();
+  void ResendPending();
+  void Send(const pb::AgentToCoordinator& msg);
+  void Report(pb::AgentToCoordinator msg);
+
+  AgentConfig config_;
+  const Clock& clock_;
+  Nvml& nvml_;
+  AgentTiming timing_;
+  boost::asio::io_context io_;
+  boost::asio::steady_timer tick_timer_{io_};
+  boost::asio::signal_set sigchld_{io_};
+  std::unique_ptr<boost::asio::posix::stream_descriptor> shutdown_fd_;
+  zmq::context_t zmq_{1};
+  std::unique_ptr<zmq::socket_t> socket_;
+  std::unique_ptr<zmq::socket_t> monitor_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> socket_fd_;  // ZMQ_FD; released, never closed
+  uint64_t socket_generation_ = 0;
+  std::unique_ptr<Spool> spool_;
+  std::unique_ptr<Supervisor> supervisor_;
+
+  bool registered_ = false;
+  uint64_t session_ = 0;
+  uint32_t heartbeat_ms_ = 2000;
+  int64_t next_register_ms_ = 0;
+  int64_t register_backoff_ms_ = 0;
+  int register_attempts_ = 0;
+  int64_t next_heartbeat_ms_ = 0;
+  int64_t last_ack_progress_ms_ = 0;
+  bool shutting_down_ = false;
+  int64_t shutdown_deadline_ms_ = 0;  // leave even with unsent reports (they stay spooled)
+  bool done_ = false;
+};
+
+}  // namespace anneal::agent

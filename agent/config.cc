@@ -1,0 +1,171 @@
+#include "agent/config.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "common/version.h"
+
+namespace anneal::agent {
+namespace {
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+std::string NormalizeKey(std::string key) {
+  for (char& c : key) {
+    if (c == '-') c = '_';
+  }
+  return key;
+}
+
+// Parses "B-E" into a port range.
+Status ParsePortRange(const std::string& text, uint32_t* begin, uint32_t* end) {
+  const auto dash = text.find('-');
+  try {
+    if (dash == std::string::npos) throw std::invalid_argument("no dash");
+    const unsigned long b = std::stoul(text.substr(0, dash));
+    const unsigned long e = std::stoul(text.substr(dash + 1));
+    if (b == 0 || e > 65535 || b > e) throw std::out_of_range("range");
+    *begin = static_cast<uint32_t>(b);
+    *end = static_cast<uint32_t>(e);
+  } catch (const std::exception&) {
+    return InvalidArgumentError("rendezvous port range '" + text +
+                                "': expected BEGIN-END with 1 <= BEGIN <= END <= 65535");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ParseLabel(const std::string& text, std::map<std::string, std::string>* labels) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return InvalidArgumentError("label '" + text + "': expected key=value with a non-empty key");
+  }
+  (*labels)[text.substr(0, eq)] = text.substr(eq + 1);
+  return Status::Ok();
+}
+
+Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool>& explicit_flags,
+                       AgentConfig* config) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return NotFoundError("agent config file " + path + ": cannot be read");
+  } catch (const YAML::Exception& e) {
+    return InvalidArgumentError("agent config file " + path + ": " + e.what());
+  }
+  if (root.IsNull()) return Status::Ok();
+  if (!root.IsMap()) return InvalidArgumentError("agent config file " + path + ": expected a map of settings");
+  for (const auto& kv : root) {
+    const std::string key = NormalizeKey(kv.first.as<std::string>());
+    if (explicit_flags.count(key) != 0) continue;  // the command line wins
+    const YAML::Node& v = kv.second;
+    const std::string where = "agent config file " + path + ": key '" + key + "'";
+    try {
+      if (key == "coordinator") config->coordinator = v.as<std::string>();
+      else if (key == "node") config->node = v.as<std::string>();
+      else if (key == "work_dir") config->work_dir = v.as<std::string>();
+      else if (key == "slots") config->slots = v.as<uint32_t>();
+      else if (key == "address") config->address = v.as<std::string>();
+      else if (key == "trainer") config->trainer = v.as<std::string>();
+      else if (key == "heartbeat_ms") config->heartbeat_ms = v.as<uint32_t>();
+      else if (key == "log_level") config->log_level = v.as<std::string>();
+      else if (key == "keep_tasks_on_exit") config->keep_tasks_on_exit = v.as<bool>();
+      else if (key == "log_max_bytes") config->log_max_bytes = v.as<uint64_t>();
+      else if (key == "shutdown_grace_ms") config->shutdown_grace_ms = v.as<uint32_t>();
+      else if (key == "min_free_bytes") config->min_free_bytes = v.as<uint64_t>();
+      else if (key == "rendezvous_ports") {
+        RETURN_IF_ERROR(ParsePortRange(v.as<std::string>(), &config->rendezvous_port_begin,
+                                       &config->rendezvous_port_end)
+                            .WithContext(where));
+      } else if (key == "labels") {
+        if (v.IsMap()) {
+          for (const auto& l : v) config->labels[l.first.as<std::string>()] = l.second.as<std::string>();
+        } else if (v.IsSequence()) {
+          for (const auto& l : v) RETURN_IF_ERROR(ParseLabel(l.as<std::string>(), &config->labels).WithContext(where));
+        } else {
+          return InvalidArgumentError(where + ": expected a map {key: value} or a list of key=value");
+        }
+      } else {
+        return InvalidArgumentError(where + ": unknown setting (allowed: coordinator, node, work_dir, slots, "
+                                    "labels, address, trainer, heartbeat_ms, log_level, keep_tasks_on_exit, "
+                                    "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes)");
+      }
+    } catch (const YAML::Exception& e) {
+      return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
+  ParsedFlags parsed;
+  AgentConfig& c = parsed.config;
+  CLI::App app{"anneal-agent: runs the trainer ranks of Anneal jobs on this node", "anneal-agent"};
+  app.set_version_flag("--version", std::string("anneal-agent ") + anneal::Version());
+  std::string config_file;
+  std::vector<std::string> labels;
+  std::string ports;
+  app.add_option("--coordinator", c.coordinator, "coordinator endpoint")->capture_default_str();
+  app.add_option("--node", c.node, "node name, unique in the cluster (default: hostname)");
+  app.add_option("--work-dir", c.work_dir, "task directories, logs, spool")->capture_default_str();
+  app.add_option("--slots", c.slots, "rank slots on a CPU node (default: one per GPU)");
+  app.add_option("--label", labels, "node label key=value (repeatable)");
+  app.add_option("--address", c.address, "address other nodes reach this one at (default: hostname)");
+  app.add_option("--trainer", c.trainer, "trainer program (default: anneal-train next to anneal-agent)");
+  app.add_option("--heartbeat-ms", c.heartbeat_ms, "heartbeat interval")->capture_default_str();
+  app.add_option("--config", config_file, "YAML config file (flags override it)");
+  app.add_option("--log-level", c.log_level, "trace|debug|info|warn|error|critical|off")->capture_default_str();
+  app.add_flag("--keep-tasks-on-exit", c.keep_tasks_on_exit,
+               "leave running ranks alone on shutdown (re-adopted by the next agent)");
+  app.add_option("--rendezvous-ports", ports, "rank-0 rendezvous port range BEGIN-END (default 29500-29999)");
+  app.add_option("--log-max-bytes", c.log_max_bytes, "rotate a rank log past this size")->capture_default_str();
+  app.add_option("--shutdown-grace-ms", c.shutdown_grace_ms, "SIGTERM->SIGKILL grace when stopping on exit")
+      ->capture_default_str();
+  app.add_option("--min-free-bytes", c.min_free_bytes, "free space required in output and work dirs")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    parsed.exit_now = true;
+    parsed.output = app.help();
+    return parsed;
+  } catch (const CLI::CallForVersion&) {
+    parsed.exit_now = true;
+    parsed.output = std::string("anneal-agent ") + anneal::Version() + "\n";
+    return parsed;
+  } catch (const CLI::ParseError& e) {
+    return InvalidArgumentError(std::string("anneal-agent: ") + e.what() + " (see --help)");
+  }
+  std::map<std::string, bool> explicit_flags;
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->count() > 0) explicit_flags[NormalizeKey(opt->get_name().substr(opt->get_name().find_first_not_of('-')))] = true;
+  }
+  if (!config_file.empty()) RETURN_IF_ERROR(ApplyConfigFile(config_file, explicit_flags, &c));
+  for (const auto& l : labels) RETURN_IF_ERROR(ParseLabel(l, &c.labels).WithContext("--label"));
+  if (!ports.empty()) RETURN_IF_ERROR(ParsePortRange(ports, &c.rendezvous_port_begin, &c.rendezvous_port_end));
+  if (c.node.empty()) c.node = Hostname();
+  if (c.address.empty()) c.address = Hostname();
+  if (c.heartbeat_ms == 0) return InvalidArgumentError("--heartbeat-ms must be positive");
+  if (c.trainer.empty()) {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) self = std::filesystem::absolute(argv[0], ec);
+    c.trainer = (self.parent_path() / "anneal-train").string();
+  }
+  std::error_code ec;
+  c.work_dir = std::filesystem::absolute(c.work_dir, ec).lexically_normal().string();
+  return parsed;
+}
+
+}  // namespace anneal::agent

@@ -1,0 +1,65 @@
+// AgentConfig: everything anneal-agent is told at start-up, from flags and an optional YAML file.
+//
+// Flags win over the file; the file wins over defaults. The YAML file uses the flag names without dashes
+// (underscores or dashes both accepted), labels as a map:
+//
+//   coordinator: tcp://10.0.0.1:7070
+//   node: gpu-07
+//   work_dir: /var/lib/anneal
+//   slots: 8                 # CPU nodes only; GPU nodes count their GPUs
+//   labels: {rack: r3, gpu: h100}
+//   heartbeat_ms: 2000
+//
+// Thread-safety: plain value type. ParseAgentFlags prints nothing; the caller prints help/version/errors.
+//
+// Example:
+//   auto parsed = anneal::agent::ParseAgentFlags(argc, argv);
+//   if (!parsed.ok()) { std::cerr << parsed.status().message() << "\n"; return 2; }
+//   if (parsed->exit_now) { std::cout << parsed->output; return 0; }   // --help / --version
+//   RunAgent(parsed->config);
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "common/status.h"
+
+namespace anneal::agent {
+
+struct AgentConfig {
+  std::string coordinator = "tcp://127.0.0.1:7070";
+  std::string node;                 // default: the hostname
+  std::string work_dir = "/var/lib/anneal";
+  uint32_t slots = 0;               // 0 = count GPUs (NVML); CPU nodes declare their slots
+  std::map<std::string, std::string> labels;
+  std::string address;              // default: the hostname
+  std::string trainer;              // default: anneal-train next to the anneal-agent binary
+  uint32_t heartbeat_ms = 2000;
+  std::string log_level = "info";
+  bool keep_tasks_on_exit = false;
+  uint32_t rendezvous_port_begin = 29500;
+  uint32_t rendezvous_port_end = 29999;
+  uint64_t log_max_bytes = 64ull << 20;  // a rank log is rotated (rank-<r>.log.1) past this size
+  uint32_t shutdown_grace_ms = 10000;    // SIGTERM -> SIGKILL when the agent stops its ranks on exit
+  uint64_t min_free_bytes = 64ull << 20; // pre-launch check on the output and work directories
+};
+
+struct ParsedFlags {
+  AgentConfig config;
+  bool exit_now = false;  // --help or --version: print `output` and exit 0
+  std::string output;
+};
+
+// Parses argv (argv[0] = the program path, used for the default trainer path) and the --config file.
+// Errors name the flag or the file and key.
+StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv);
+
+// Loads the YAML file into `config`, skipping keys named in `explicit_flags` (given on the command line).
+Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool>& explicit_flags,
+                       AgentConfig* config);
+
+// "k=v" -> (k, v); INVALID_ARGUMENT naming the label otherwise.
+Status ParseLabel(const std::string& text, std::map<std::string, std::string>* labels);
+
+}  // namespace anneal::agent

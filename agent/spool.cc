@@ -1,0 +1,192 @@
+#include "agent/spool.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+namespace anneal::agent {
+namespace {
+
+std::string Errno() { return std::strerror(errno); }
+
+Status WriteAll(int fd, const std::string& data, const std::string& path) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return DataLossError("writing " + path + ": " + Errno());
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+std::string Frame(const pb::AgentToCoordinator& msg) {
+  std::string body = msg.SerializeAsString();
+  std::string out(4, '\0');
+  const uint32_t n = static_cast<uint32_t>(body.size());
+  out[0] = static_cast<char>(n >> 24);
+  out[1] = static_cast<char>(n >> 16);
+  out[2] = static_cast<char>(n >> 8);
+  out[3] = static_cast<char>(n);
+  return out + body;
+}
+
+}  // namespace
+
+uint64_t ReportSeq(const pb::AgentToCoordinator& msg) {
+  switch (msg.body_case()) {
+    case pb::AgentToCoordinator::kTaskUpdate: return msg.task_update().seq();
+    case pb::AgentToCoordinator::kCheckpointCommitted: return msg.checkpoint_committed().seq();
+    case pb::AgentToCoordinator::kMetricBatch: return msg.metric_batch().seq();
+    case pb::AgentToCoordinator::kCheckpointDeleted: return msg.checkpoint_deleted().seq();
+    default: return 0;
+  }
+}
+
+bool SetReportSeq(pb::AgentToCoordinator* msg, uint64_t seq) {
+  switch (msg->body_case()) {
+    case pb::AgentToCoordinator::kTaskUpdate: msg->mutable_task_update()->set_seq(seq); return true;
+    case pb::AgentToCoordinator::kCheckpointCommitted: msg->mutable_checkpoint_committed()->set_seq(seq); return true;
+    case pb::AgentToCoordinator::kMetricBatch: msg->mutable_metric_batch()->set_seq(seq); return true;
+    case pb::AgentToCoordinator::kCheckpointDeleted: msg->mutable_checkpoint_deleted()->set_seq(seq); return true;
+    default: return false;
+  }
+}
+
+StatusOr<std::unique_ptr<Spool>> Spool::Open(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return InternalError("creating spool directory " + dir + ": " + ec.message());
+  std::unique_ptr<Spool> spool(new Spool(dir));
+  RETURN_IF_ERROR(spool->Load());
+  return spool;
+}
+
+Spool::~Spool() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status Spool::Load() {
+  {
+    std::ifstream acked(dir_ + "/acked");
+    if (acked) acked >> last_acked_;
+  }
+  const std::string path = dir_ + "/reports.log";
+  std::string data;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (in) {
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      data = ss.str();
+    }
+  }
+  size_t at = 0;
+  uint64_t max_seq = last_acked_;
+  while (at + 4 <= data.size()) {
+    const uint32_t n = (static_cast<uint32_t>(static_cast<uint8_t>(data[at])) << 24) |
+                       (static_cast<uint32_t>(static_cast<uint8_t>(data[at + 1])) << 16) |
+                       (static_cast<uint32_t>(static_cast<uint8_t>(data[at + 2])) << 8) |
+                       static_cast<uint32_t>(static_cast<uint8_t>(data[at + 3]));
+    if (at + 4 + n > data.size()) break;  // torn tail
+    pb::AgentToCoordinator msg;
+    if (!msg.ParseFromArray(data.data() + at + 4, static_cast<int>(n)) || ReportSeq(msg) == 0) break;
+    at += 4 + n;
+    ++records_in_file_;
+    const uint64_t seq = ReportSeq(msg);
+    max_seq = std::max(max_seq, seq);
+    if (seq > last_acked_) pending_.push_back(std::move(msg));
+  }
+  next_seq_ = max_seq + 1;
+  if (at != data.size()) {
+    spdlog::warn("spool {}: cutting {} bytes of a torn or unreadable record at offset {}", path,
+                 data.size() - at, at);
+    if (::truncate(path.c_str(), static_cast<off_t>(at)) != 0 && errno != ENOENT) {
+      return DataLossError("truncating the torn tail of " + path + ": " + Errno());
+    }
+  }
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) return InternalError("opening spool " + path + ": " + Errno());
+  if (pending_.empty() && records_in_file_ > 0) RETURN_IF_ERROR(Rewrite());
+  return Status::Ok();
+}
+
+StatusOr<uint64_t> Spool::Append(pb::AgentToCoordinator* msg) {
+  if (!SetReportSeq(msg, next_seq_)) {
+    return InvalidArgumentError("spool: message body " + std::to_string(msg->body_case()) + " carries no seq");
+  }
+  const std::string path = dir_ + "/reports.log";
+  RETURN_IF_ERROR(WriteAll(fd_, Frame(*msg), path));
+  if (::fdatasync(fd_) != 0) return DataLossError("fdatasync " + path + ": " + Errno());
+  ++records_in_file_;
+  pending_.push_back(*msg);
+  return next_seq_++;
+}
+
+Status Spool::WriteAcked() {
+  const std::string tmp = dir_ + "/acked.tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return InternalError("opening " + tmp + ": " + Errno());
+  Status st = WriteAll(fd, std::to_string(last_acked_) + "\n", tmp);
+  if (st.ok() && ::fsync(fd) != 0) st = DataLossError("fsync " + tmp + ": " + Errno());
+  ::close(fd);
+  RETURN_IF_ERROR(st);
+  if (::rename(tmp.c_str(), (dir_ + "/acked").c_str()) != 0) {
+    return InternalError("renaming " + tmp + ": " + Errno());
+  }
+  return Status::Ok();
+}
+
+Status Spool::Ack(uint64_t seq) {
+  if (seq <= last_acked_) return Status::Ok();
+  last_acked_ = std::min(seq, next_seq_ - 1);
+  while (!pending_.empty() && ReportSeq(pending_.front()) <= last_acked_) pending_.pop_front();
+  RETURN_IF_ERROR(WriteAcked());
+  // Keep reports.log small: empty it when all is acknowledged, rewrite it when mostly acknowledged.
+  if (pending_.empty() || (records_in_file_ > 1024 && pending_.size() * 2 < records_in_file_)) {
+    RETURN_IF_ERROR(Rewrite());
+  }
+  return Status::Ok();
+}
+
+Status Spool::AdoptCoordinatorWatermark(uint64_t coordinator_acked) {
+  if (coordinator_acked < next_seq_) return Ack(coordinator_acked);
+  spdlog::warn("spool {}: the coordinator has seen seq {} but this spool only issued up to {}; renumbering {} "
+               "pending reports after it", dir_, coordinator_acked, next_seq_ - 1, pending_.size());
+  last_acked_ = coordinator_acked;
+  next_seq_ = coordinator_acked + 1;
+  for (auto& msg : pending_) SetReportSeq(&msg, next_seq_++);
+  RETURN_IF_ERROR(WriteAcked());
+  return Rewrite();
+}
+
+Status Spool::Rewrite() {
+  const std::string path = dir_ + "/reports.log";
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return InternalError("opening " + tmp + ": " + Errno());
+  std::string all;
+  for (const auto& msg : pending_) all += Frame(msg);
+  Status st = WriteAll(fd, all, tmp);
+  if (st.ok() && ::fsync(fd) != 0) st = DataLossError("fsync " + tmp + ": " + Errno());
+  ::close(fd);
+  RETURN_IF_ERROR(st);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return InternalError("renaming " + tmp + ": " + Errno());
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd_ < 0) return InternalError("reopening spool " + path + ": " + Errno());
+  records_in_file_ = pending_.size();
+  return Status::Ok();
+}
+
+}  // namespace anneal::agent

@@ -1,0 +1,74 @@
+// Spool: the agent's durable outbox of sequenced reports (TaskUpdate, MetricBatch, CheckpointCommitted,
+// CheckpointDeleted), kept on disk until the coordinator acknowledges them, so a coordinator outage or an
+// agent restart loses nothing.
+//
+// Layout under the spool directory (<work dir>/spool/):
+//   reports.log  append-only records: 4-byte big-endian length + serialized pb::AgentToCoordinator.
+//                Each append is fdatasync'd before the report is sent. A torn last record (crash mid-write)
+//                is cut off at open.
+//   acked        the highest acknowledged seq, as decimal text (written to acked.tmp, fsync'd, renamed).
+// Sequence numbers increase per agent and survive restarts: the next seq is one past the highest of the
+// acked watermark and every seq in reports.log. Ack(seq) is cumulative (every report with seq <= it is
+// done), matching RegisterReply.last_acked_seq. Once everything is acknowledged the log is truncated; a
+// long-lagging log is rewritten with the pending records only.
+//
+// Thread-safety: not synchronized; owned and used by the agent's event loop.
+//
+// Example:
+//   ASSIGN_OR_RETURN(auto spool, Spool::Open(work_dir + "/spool"));
+//   pb::AgentToCoordinator msg; msg.mutable_task_update()->...;
+//   ASSIGN_OR_RETURN(uint64_t seq, spool->Append(&msg));   // msg now carries seq
+//   Send(msg);  ... on pb::Ack{seq}: spool->Ack(seq);
+//   after reconnect: for (auto& m : spool->Pending()) Send(m);
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "protocol/anneal.pb.h"
+
+namespace anneal::agent {
+
+// The seq of a sequenced report (0 for unsequenced bodies such as Heartbeat).
+uint64_t ReportSeq(const pb::AgentToCoordinator& msg);
+// Sets the seq of a sequenced report; false for a body that carries none.
+bool SetReportSeq(pb::AgentToCoordinator* msg, uint64_t seq);
+
+class Spool {
+ public:
+  static StatusOr<std::unique_ptr<Spool>> Open(const std::string& dir);
+  ~Spool();
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  // Gives `msg` the next seq, appends it durably and keeps it pending. INVALID_ARGUMENT for an unsequenced
+  // body; DATA_LOSS/INTERNAL when the disk write fails (the report is then not pending).
+  StatusOr<uint64_t> Append(pb::AgentToCoordinator* msg);
+  // Acknowledges every pending report with seq <= `seq`.
+  Status Ack(uint64_t seq);
+  // The coordinator knows seqs up to `coordinator_acked` that this spool never issued (the spool was lost):
+  // pending reports are renumbered after it so the coordinator does not drop them as duplicates.
+  Status AdoptCoordinatorWatermark(uint64_t coordinator_acked);
+
+  const std::deque<pb::AgentToCoordinator>& Pending() const { return pending_; }
+  uint64_t last_acked() const { return last_acked_; }
+  uint64_t next_seq() const { return next_seq_; }
+
+ private:
+  explicit Spool(std::string dir) : dir_(std::move(dir)) {}
+  Status Load();
+  Status WriteAcked();
+  Status Rewrite();  // reports.log := the pending records only
+
+  std::string dir_;
+  int fd_ = -1;  // reports.log, O_APPEND
+  std::deque<pb::AgentToCoordinator> pending_;
+  uint64_t last_acked_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t records_in_file_ = 0;
+};
+
+}  // namespace anneal::agent

@@ -1,0 +1,332 @@
+// Supervisor core: fencing, stop, reaping, failure of the local gang, final reports. Launching is in
+// supervisor_launch.cc, recovery after a restart and the file services in supervisor_recover.cc.
+#include "agent/supervisor.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/rank_logs.h"
+#include "agent/supervisor_internal.h"
+
+namespace anneal::agent {
+
+Supervisor::Supervisor(boost::asio::io_context& io, const Clock& clock, SupervisorOptions options, ReportFn report)
+    : io_(io), clock_(clock), options_(std::move(options)), report_(std::move(report)) {}
+
+Supervisor::~Supervisor() {
+  for (auto& [job, task] : tasks_) {
+    for (auto& r : task->ranks) {
+      if (r->reader) r->reader->Close();
+    }
+  }
+}
+
+uint64_t Supervisor::EpochSeen(const std::string& job_id) const {
+  uint64_t e = 0;
+  if (auto it = epochs_.find(job_id); it != epochs_.end()) e = it->second;
+  if (auto it = stop_epochs_.find(job_id); it != stop_epochs_.end()) e = std::max(e, it->second);
+  return e;
+}
+
+void Supervisor::Launch(const pb::LaunchTask& launch) {
+  const std::string& job = launch.job_id();
+  if (Status st = ValidateJobId(job); !st.ok()) {
+    spdlog::warn("launch refused: {}", st.message());
+    pb::AgentToCoordinator m;
+    pb::TaskStatus* s = m.mutable_task_update()->mutable_status();
+    s->set_job_id(job);
+    s->set_attempt(launch.attempt());
+    s->set_epoch(launch.epoch());
+    s->set_state(pb::TASK_FAILED);
+    s->set_message("launch refused: " + st.message());
+    report_(std::move(m));
+    return;
+  }
+  const uint64_t seen = epochs_.count(job) ? epochs_[job] : 0;
+  const uint64_t stopped = stop_epochs_.count(job) ? stop_epochs_[job] : 0;
+  if (launch.epoch() < seen || (launch.epoch() <= stopped && stopped > 0)) {
+    const std::string why = launch.epoch() < seen
+                                ? "epoch " + std::to_string(seen) + " was already launched"
+                                : "epoch " + std::to_string(stopped) + " was already stopped";
+    spdlog::warn("launch of job {} epoch {} refused: {}", job, launch.epoch(), why);
+    pb::AgentToCoordinator m;
+    pb::TaskStatus* s = m.mutable_task_update()->mutable_status();
+    s->set_job_id(job);
+    s->set_attempt(launch.attempt());
+    s->set_epoch(launch.epoch());
+    s->set_state(pb::TASK_FAILED);
+    s->set_message("launch refused: stale epoch " + std::to_string(launch.epoch()) + " (" + why + ")");
+    report_(std::move(m));
+    return;
+  }
+  if (launch.epoch() == seen && seen > 0) {
+    // At-least-once delivery: the same launch again. Re-report what it became; never start it twice.
+    spdlog::info("duplicate launch of job {} epoch {}: re-reporting its status", job, launch.epoch());
+    if (auto it = tasks_.find(job); it != tasks_.end() && it->second->id.epoch == launch.epoch()) {
+      ReportStatus(*it->second);
+    } else if (auto f = finished_.find(job); f != finished_.end() && f->second.epoch() == launch.epoch()) {
+      pb::AgentToCoordinator m;
+      *m.mutable_task_update()->mutable_status() = f->second;
+      report_(std::move(m));
+    }
+    return;
+  }
+  epochs_[job] = launch.epoch();
+  if (auto it = tasks_.find(job); it != tasks_.end()) {
+    spdlog::info("job {}: epoch {} supersedes the running epoch {}; killing the old ranks first", job,
+                 launch.epoch(), it->second->id.epoch);
+    queued_[job] = launch;
+    BeginStop(it->second.get(), 0, "superseded by epoch " + std::to_string(launch.epoch()), pb::TASK_STOPPED);
+    return;
+  }
+  StartTask(launch);
+}
+
+void Supervisor::Stop(const pb::StopTask& stop) {
+  const std::string& job = stop.job_id();
+  const uint64_t seen = epochs_.count(job) ? epochs_[job] : 0;
+  if (stop.epoch() < seen) {
+    spdlog::warn("stop of job {} epoch {} refused: epoch {} was already launched here", job, stop.epoch(), seen);
+    return;
+  }
+  stop_epochs_[job] = std::max(stop_epochs_[job], stop.epoch());
+  if (auto q = queued_.find(job); q != queued_.end() && q->second.epoch() <= stop.epoch()) queued_.erase(q);
+  auto it = tasks_.find(job);
+  if (it == tasks_.end()) {
+    spdlog::info("stop of job {} epoch {}: nothing runs here", job, stop.epoch());
+    return;
+  }
+  const std::string reason = stop.reason().empty() ? "stopped by the coordinator" : stop.reason();
+  BeginStop(it->second.get(), stop.grace_ms(), reason, pb::TASK_STOPPED);
+}
+
+void Supervisor::StopAll(uint32_t grace_ms, const std::string& reason) {
+  queued_.clear();
+  for (auto& [job, task] : tasks_) BeginStop(task.get(), grace_ms, reason, pb::TASK_STOPPED);
+}
+
+void Supervisor::Detach() {
+  for (auto& [job, task] : tasks_) {
+    for (auto& r : task->ranks) {
+      if (r->reader) r->reader->Close();
+    }
+  }
+  tasks_.clear();
+  queued_.clear();
+}
+
+void Supervisor::BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, pb::TaskState final_state) {
+  const int64_t deadline = clock_.SteadyMs() + grace_ms;
+  if (task->stopping) {
+    task->kill_at_ms = std::min(task->kill_at_ms, deadline);  // a shorter grace wins
+  } else {
+    task->stopping = true;
+    task->kill_at_ms = deadline;
+    task->stop_state = final_state;
+    task->stop_reason = reason;
+    spdlog::info("job {} epoch {}: stopping ({}; SIGKILL after {} ms)", task->id.job_id, task->id.epoch, reason,
+                 grace_ms);
+  }
+  for (auto& r : task->ranks) {
+    if (r->exited) continue;
+    SignalGroup(r->rec.pid, grace_ms == 0 ? SIGKILL : SIGTERM);
+  }
+}
+
+void Supervisor::Reap() {
+  const int64_t now = clock_.SteadyMs();
+  const bool poll_adopted = now >= next_adopted_poll_ms_;
+  if (poll_adopted) next_adopted_poll_ms_ = now + options_.adopted_poll_ms;
+  // Collect first: OnRankExit may finish and erase the task.
+  std::vector<std::pair<std::string, Rank*>> exited;
+  for (auto& [job, task] : tasks_) {
+    for (auto& r : task->ranks) {
+      if (r->exited) continue;
+      if (r->own_child) {
+        int wstatus = 0;
+        const pid_t got = ::waitpid(r->rec.pid, &wstatus, WNOHANG);
+        if (got == r->rec.pid) {
+          r->exit = DecodeWaitStatus(wstatus);
+          exited.emplace_back(job, r.get());
+        } else if (got < 0 && errno == ECHILD) {
+          r->exit_known = false;  // reaped elsewhere; treat like an adopted rank
+          exited.emplace_back(job, r.get());
+        }
+      } else if (poll_adopted && !ProcessAlive(r->rec.pid, r->rec.start_time)) {
+        r->exit_known = false;
+        exited.emplace_back(job, r.get());
+      }
+    }
+  }
+  for (auto& [job, rank] : exited) {
+    // An earlier exit may have finished the task (and a queued launch replaced it): check ownership.
+    auto it = tasks_.find(job);
+    if (it == tasks_.end()) continue;
+    bool owned = false;
+    for (const auto& r : it->second->ranks) owned = owned || r.get() == rank;
+    if (!owned) continue;
+    rank->exited = true;
+    OnRankExit(it->second.get(), rank);
+  }
+}
+
+void Supervisor::OnRankExit(Task* task, Rank* rank) {
+  DrainEvents(task, rank);
+  if (rank->reader) rank->reader->Close();
+  // Whatever the rank left in its process group (data loader workers, a shell's children) goes with it.
+  if (rank->rec.pid > 1) ::kill(-rank->rec.pid, SIGKILL);
+  spdlog::info("job {} epoch {}: rank {} (pid {}) {}", task->id.job_id, task->id.epoch, rank->rec.global_rank,
+               rank->rec.pid, rank->DescribeExit());
+  if (rank->Failed() && task->exit_code == 0 && task->signal == 0 && !task->failure_reported) {
+    task->exit_code = rank->exit_known ? rank->exit.exit_code : -1;
+    task->signal = rank->exit_known ? rank->exit.signal : 0;
+  }
+  if (rank->Failed() && !task->stopping) {
+    // The gang cannot go on without this rank: report at once, then stop the other local ranks.
+    task->state = pb::TASK_FAILED;
+    task->message = "rank " + std::to_string(rank->rec.global_rank) + " " + rank->DescribeExit();
+    if (!rank->finished_message.empty()) task->message += ": " + rank->finished_message;
+    task->failure_reported = true;
+    ReportStatus(*task);
+    Persist(*task);
+    BeginStop(task, options_.fail_grace_ms, "rank " + std::to_string(rank->rec.global_rank) + " failed",
+              pb::TASK_FAILED);
+    MaybeFinish(task);  // when this was the only rank left
+    return;
+  }
+  MaybeFinish(task);
+}
+
+void Supervisor::MaybeFinish(Task* task) {
+  if (!task->AllExited()) return;
+  std::string details;
+  bool any_failed = false;
+  for (const auto& r : task->ranks) {
+    any_failed = any_failed || r->Failed();
+    if (!details.empty()) details += "; ";
+    details += "rank " + std::to_string(r->rec.global_rank) + " " + r->DescribeExit();
+  }
+  if (task->stopping) {
+    task->state = task->stop_state;
+    task->message = task->stop_reason + ": " + details;
+  } else if (any_failed) {
+    task->state = pb::TASK_FAILED;
+    task->message = details;
+  } else {
+    task->state = pb::TASK_SUCCEEDED;
+    task->message = details;
+    for (const auto& r : task->ranks) {
+      if (r->rec.global_rank == 0 && !r->finished_message.empty()) task->message = r->finished_message;
+    }
+  }
+  spdlog::info("job {} epoch {}: task {}: {}", task->id.job_id, task->id.epoch, pb::TaskState_Name(task->state),
+               task->message);
+  // A failure was reported the moment it happened; a stop of an already failed task reports nothing new.
+  if (!task->failure_reported) ReportStatus(*task);
+  const std::string job = task->id.job_id;
+  finished_[job] = StatusOf(*task);
+  Persist(*task);
+  tasks_.erase(job);  // `task` is gone from here on
+  if (auto q = queued_.find(job); q != queued_.end()) {
+    pb::LaunchTask next = q->second;
+    queued_.erase(q);
+    StartTask(next);
+  }
+}
+
+void Supervisor::FinishWithoutRanks(Task* task, pb::TaskState state, const std::string& message) {
+  task->state = state;
+  task->message = message;
+  for (auto& r : task->ranks) {
+    if (r->reader) r->reader->Close();
+  }
+  spdlog::warn("job {} epoch {}: {}", task->id.job_id, task->id.epoch, message);
+  ReportStatus(*task);
+  const std::string job = task->id.job_id;
+  finished_[job] = StatusOf(*task);
+  Persist(*task);
+  tasks_.erase(job);
+}
+
+void Supervisor::Tick() {
+  Reap();
+  const int64_t now = clock_.SteadyMs();
+  std::vector<Task*> to_kill;
+  for (auto& [job, task] : tasks_) {
+    if (task->stopping && now >= task->kill_at_ms) to_kill.push_back(task.get());
+  }
+  for (Task* task : to_kill) {
+    for (auto& r : task->ranks) {
+      if (r->exited || r->killed_after_grace) continue;
+      if (SignalGroup(r->rec.pid, SIGKILL)) {
+        r->killed_after_grace = true;
+        spdlog::info("job {}: rank {} (pid {}) still running after the grace period: SIGKILL", task->id.job_id,
+                     r->rec.global_rank, r->rec.pid);
+      }
+    }
+  }
+  if (now >= next_rotate_ms_) {
+    next_rotate_ms_ = now + options_.rotate_check_ms;
+    for (auto& [job, task] : tasks_) {
+      for (auto& r : task->ranks) {
+        if (Status st = RotateLogIfLarger(r->log_path, options_.log_max_bytes); !st.ok()) {
+          spdlog::warn("{}", st.message());
+        }
+      }
+    }
+  }
+}
+
+bool Supervisor::Idle() const { return tasks_.empty() && queued_.empty(); }
+
+pb::TaskStatus Supervisor::StatusOf(const Task& task) const {
+  pb::TaskStatus s;
+  s.set_job_id(task.id.job_id);
+  s.set_attempt(task.id.attempt);
+  s.set_epoch(task.id.epoch);
+  s.set_state(task.state);
+  for (const auto& r : task.ranks) {
+    if (!r->exited && r->rec.pid > 0) s.add_pids(r->rec.pid);
+    s.add_global_ranks(r->rec.global_rank);
+  }
+  s.set_exit_code(task.exit_code);
+  s.set_signal(task.signal);
+  s.set_message(task.message);
+  return s;
+}
+
+std::vector<pb::TaskStatus> Supervisor::Tasks() const {
+  std::vector<pb::TaskStatus> out;
+  for (const auto& [job, task] : tasks_) out.push_back(StatusOf(*task));
+  return out;
+}
+
+void Supervisor::ReportStatus(const Task& task) {
+  pb::AgentToCoordinator m;
+  *m.mutable_task_update()->mutable_status() = StatusOf(task);
+  report_(std::move(m));
+}
+
+void Supervisor::Persist(const Task& task) {
+  TaskRecord rec;
+  rec.job_id = task.id.job_id;
+  rec.attempt = task.id.attempt;
+  rec.epoch = task.id.epoch;
+  rec.kind = task.launch.kind();
+  rec.output_dir = task.launch.output_dir();
+  for (const auto& r : task.ranks) rec.ranks.push_back(r->rec);
+  rec.final = task.state == pb::TASK_SUCCEEDED || task.state == pb::TASK_STOPPED ||
+              (task.state == pb::TASK_FAILED && task.AllExited());
+  rec.state = task.state;
+  rec.exit_code = task.exit_code;
+  rec.signal = task.signal;
+  rec.message = task.message;
+  if (Status st = WriteTaskRecord(task.dir, rec); !st.ok()) spdlog::error("{}", st.message());
+}
+
+}  // namespace anneal::agent

@@ -1,0 +1,125 @@
+// Supervisor: launches, watches and cleans up the trainer ranks of this node's tasks (one task = the local
+// ranks of one job attempt).
+//
+// - Launch: fencing (an epoch older than one seen for the job is refused; the same epoch again is a no-op
+//   that re-reports the task; a newer epoch kills the older task first), pre-launch checks (output and cache
+//   directories writable with free space, rendezvous port bindable on the rank-0 node, slots in range), the
+//   task directory with config.yaml, then one process per local rank in its own session, with torchrun's
+//   environment, its log file and an event pipe (a FIFO in the task directory, so a restarted agent can
+//   reopen it).
+// - Watch: events parsed into reports; exits reaped (waitpid for own children, /proc polling with the
+//   recorded start time for ranks adopted after an agent restart). A rank exiting non-zero fails the task at
+//   once (TASK_FAILED reported) and the other local ranks are stopped.
+// - Stop: SIGTERM to every rank's process group, SIGKILL when the grace period ends; the final TaskUpdate
+//   carries every rank's exit code or signal.
+// Every report goes to `report` (the agent spools and sends it); nothing here talks to the network.
+//
+// Thread-safety: none; everything runs on the io_context's single thread (the agent's loop). Tick() must be
+// called periodically (every ~50 ms): it reaps, polls, enforces grace deadlines and rotates logs.
+// Ownership: the supervisor owns its tasks' descriptors; processes outlive it only when Detach() was called.
+//
+// Example:
+//   Supervisor sup(io, clock, options, [&](pb::AgentToCoordinator m) { agent.Report(std::move(m)); });
+//   auto adopted = sup.Recover();          // tasks left by an earlier agent
+//   sup.Launch(launch_task);
+//   ... every 50 ms: sup.Tick();
+//   sup.StopAll(10000, "agent shutdown"); while (!sup.Idle()) { io.run_for(50ms); sup.Tick(); }
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "agent/clock.h"
+#include "agent/task_record.h"
+#include "common/status.h"
+#include "protocol/anneal.pb.h"
+
+namespace anneal::agent {
+
+struct SupervisorOptions {
+  std::string work_dir;
+  std::string node_id;
+  std::string trainer;              // program started for every rank
+  std::vector<uint32_t> gpu_indices;  // empty on CPU nodes (no CUDA_VISIBLE_DEVICES)
+  uint32_t slots = 0;               // rank slots on this node (RankAssignment.slot must be below)
+  uint64_t log_max_bytes = 64ull << 20;
+  uint64_t min_free_bytes = 64ull << 20;
+  uint32_t fail_grace_ms = 10000;   // grace for the other local ranks when one rank failed
+  int64_t adopted_poll_ms = 200;    // /proc polling period for adopted ranks
+  int64_t rotate_check_ms = 1000;
+};
+
+class Supervisor {
+ public:
+  using ReportFn = std::function<void(pb::AgentToCoordinator)>;
+  Supervisor(boost::asio::io_context& io, const Clock& clock, SupervisorOptions options, ReportFn report);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Scans <work dir>/jobs: remembers every job's epoch (fencing), re-adopts tasks whose ranks still run,
+  // and finishes (reports) tasks whose ranks ended while no agent watched them. Returns the statuses of
+  // the tasks it supervises now (for RegisterRequest.running_tasks).
+  std::vector<pb::TaskStatus> Recover();
+
+  void Launch(const pb::LaunchTask& launch);
+  void Stop(const pb::StopTask& stop);
+  // Stops every task (agent shutdown).
+  void StopAll(uint32_t grace_ms, const std::string& reason);
+  // Forgets every task without stopping it (--keep-tasks-on-exit): the ranks keep running for the next agent.
+  void Detach();
+  void Tick();
+  // Called on SIGCHLD: reaps at once instead of at the next tick.
+  void ReapNow() { Reap(); }
+
+  // Tasks with live ranks or not yet final (for heartbeats and registration).
+  std::vector<pb::TaskStatus> Tasks() const;
+  bool Idle() const;  // no live rank anywhere
+  uint64_t EpochSeen(const std::string& job_id) const;
+
+  // Reads a rank's log of the job's latest attempt on this node (FetchLogs).
+  pb::LogChunk FetchLogs(const pb::FetchLogs& request) const;
+  // Deletes a checkpoint directory inside the output directory; the answer has no seq yet.
+  pb::CheckpointDeleted DeleteCheckpoint(const pb::DeleteCheckpoint& request) const;
+
+ private:
+  struct Rank;
+  struct Task;
+
+  Status PreLaunchChecks(const pb::LaunchTask& launch) const;
+  void StartTask(const pb::LaunchTask& launch);
+  Status StartRanks(Task* task, const pb::LaunchTask& launch);
+  void StartReading(Task* task, Rank* rank);
+  void FinishWithoutRanks(Task* task, pb::TaskState state, const std::string& message);
+  void DrainEvents(Task* task, Rank* rank);
+  void HandleEventBytes(Task* task, Rank* rank, std::string_view bytes);
+  void Reap();
+  void OnRankExit(Task* task, Rank* rank);
+  void BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, pb::TaskState final_state);
+  void MaybeFinish(Task* task);
+  void ReportStatus(const Task& task);
+  void Persist(const Task& task);
+  pb::TaskStatus StatusOf(const Task& task) const;
+
+  boost::asio::io_context& io_;
+  const Clock& clock_;
+  SupervisorOptions options_;
+  ReportFn report_;
+  std::map<std::string, std::unique_ptr<Task>> tasks_;  // job id -> its current task on this node
+  std::map<std::string, pb::LaunchTask> queued_;         // launches waiting for an older task to end
+  std::map<std::string, uint64_t> epochs_;               // job id -> highest launch epoch seen
+  std::map<std::string, uint64_t> stop_epochs_;          // job id -> highest StopTask epoch seen
+  std::map<std::string, pb::TaskStatus> finished_;       // job id -> final status of its latest task here
+  std::map<std::string, uint32_t> latest_attempt_;       // job id -> latest attempt started here
+  int64_t next_adopted_poll_ms_ = 0;
+  int64_t next_rotate_ms_ = 0;
+};
+
+}  // namespace anneal::agent

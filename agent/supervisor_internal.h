@@ -1,0 +1,83 @@
+// Internal state of the Supervisor (agent/supervisor.h), shared by its .cc files. Not a public header.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include "agent/events.h"
+#include "agent/process.h"
+#include "agent/supervisor.h"
+#include "agent/task_record.h"
+
+namespace anneal::agent {
+
+// Reads one rank's event pipe. Shared with the pending async read, which checks `closed` first, so closing
+// a reader while a read is in flight is safe.
+struct EventReader {
+  explicit EventReader(boost::asio::io_context& io) : fifo(io) {}
+  boost::asio::posix::stream_descriptor fifo;
+  std::array<char, 8192> buffer{};
+  LineSplitter lines;
+  bool closed = false;
+  void Close() {
+    if (closed) return;
+    closed = true;
+    boost::system::error_code ec;
+    fifo.close(ec);
+  }
+};
+
+struct Supervisor::Rank {
+  RankRecord rec;
+  bool own_child = true;      // false: adopted after an agent restart (watched through /proc)
+  bool exited = false;
+  bool exit_known = true;     // false: an adopted rank ended; no wait status
+  ExitInfo exit;
+  bool killed_after_grace = false;
+  std::string log_path;
+  std::string fifo_path;
+  std::shared_ptr<EventReader> reader;
+  bool finished_seen = false;
+  std::string finished_status;
+  std::string finished_message;
+
+  bool Failed() const {
+    if (exit_known) return exit.exit_code != 0 || exit.signal != 0;
+    return !(finished_seen && finished_status == "ok");
+  }
+  std::string DescribeExit() const {
+    if (exit_known) return exit.Describe() + (killed_after_grace ? " after the grace period" : "");
+    if (finished_seen) return "ended while the agent was away (finished: " + finished_status + ")";
+    return "ended while the agent was away; exit status unknown";
+  }
+};
+
+struct Supervisor::Task {
+  TaskIdentity id;
+  pb::LaunchTask launch;
+  std::string dir;
+  std::vector<std::unique_ptr<Rank>> ranks;
+  pb::TaskState state = pb::TASK_LAUNCHING;
+  bool adopted = false;
+  bool stopping = false;
+  int64_t kill_at_ms = 0;
+  pb::TaskState stop_state = pb::TASK_STOPPED;
+  std::string stop_reason;
+  bool failure_reported = false;  // TASK_FAILED went out when the first rank failed
+  int exit_code = 0;
+  int signal = 0;
+  std::string message;
+
+  bool AllExited() const {
+    for (const auto& r : ranks) {
+      if (!r->exited) return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace anneal::agent

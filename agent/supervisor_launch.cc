@@ -1,0 +1,307 @@
+// Supervisor: pre-launch checks, the task directory, starting the ranks, and reading their event pipes.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <set>
+
+#include <boost/asio/read.hpp>
+#include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
+
+#include "agent/supervisor.h"
+#include "agent/supervisor_internal.h"
+#include "common/fsutil.h"
+
+extern char** environ;
+
+namespace anneal::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Creates `dir`, proves it writable with a probe file, and checks its free space.
+Status CheckWritableDir(const std::string& what, const std::string& dir, uint64_t min_free_bytes) {
+  if (Status st = MakeDirs(dir); !st.ok()) return FailedPreconditionError(what + " " + dir + ": " + st.message());
+  const std::string probe = dir + "/.anneal-write-probe-" + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return FailedPreconditionError(what + " " + dir + " is not writable: " + ErrnoText(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) return FailedPreconditionError(what + " " + dir + ": statvfs: " + ErrnoText(errno));
+  const uint64_t free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  if (free_bytes < min_free_bytes) {
+    return ResourceExhaustedError(what + " " + dir + " has " + std::to_string(free_bytes >> 20) +
+                                  " MiB free, below the required " + std::to_string(min_free_bytes >> 20) + " MiB");
+  }
+  return Status::Ok();
+}
+
+Status CheckPortBindable(uint32_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return InternalError("socket for the rendezvous port check: " + ErrnoText(errno));
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // like c10d's TCPStore
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  const int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return FailedPreconditionError("rendezvous port " + std::to_string(port) + " (MASTER_PORT) is not bindable: " +
+                                   ErrnoText(err));
+  }
+  return Status::Ok();
+}
+
+// The trainer's tokenized cache directory, as the job spec resolves it (flat or nested key).
+std::string CacheDir(const pb::LaunchTask& launch) {
+  try {
+    YAML::Node root = YAML::Load(launch.trainer_config_yaml());
+    if (root.IsMap()) {
+      if (root["tokenized_cache_dir"] && root["tokenized_cache_dir"].IsScalar()) {
+        return root["tokenized_cache_dir"].as<std::string>();
+      }
+      if (root["data"] && root["data"].IsMap() && root["data"]["tokenized_cache_dir"]) {
+        return root["data"]["tokenized_cache_dir"].as<std::string>();
+      }
+    }
+  } catch (const YAML::Exception&) {
+    // The trainer validates its config and fails with a clear message; nothing to check here.
+  }
+  if (launch.output_dir().empty()) return "";
+  return (fs::path(launch.output_dir()).parent_path() / ".anneal-cache").string();
+}
+
+}  // namespace
+
+Status Supervisor::PreLaunchChecks(const pb::LaunchTask& launch) const {
+  if (launch.ranks_size() == 0) return InvalidArgumentError("launch has no ranks for this node");
+  std::set<uint32_t> slots;
+  for (const auto& r : launch.ranks()) {
+    if (options_.slots > 0 && r.slot() >= options_.slots) {
+      return InvalidArgumentError("rank " + std::to_string(r.global_rank()) + " is placed on slot " +
+                                  std::to_string(r.slot()) + ", but this node has " + std::to_string(options_.slots) +
+                                  " slots");
+    }
+    if (!slots.insert(r.slot()).second) {
+      return InvalidArgumentError("slot " + std::to_string(r.slot()) + " is assigned to two ranks");
+    }
+    if (launch.world_size() != 0 && r.global_rank() >= launch.world_size()) {
+      return InvalidArgumentError("rank " + std::to_string(r.global_rank()) + " is outside world size " +
+                                  std::to_string(launch.world_size()));
+    }
+  }
+  RETURN_IF_ERROR(CheckWritableDir("work directory", options_.work_dir, options_.min_free_bytes));
+  if (!launch.output_dir().empty()) {
+    if (!fs::path(launch.output_dir()).is_absolute()) {
+      return InvalidArgumentError("output directory '" + launch.output_dir() + "' is not an absolute path");
+    }
+    RETURN_IF_ERROR(CheckWritableDir("output directory", launch.output_dir(), options_.min_free_bytes));
+  }
+  if (const std::string cache = CacheDir(launch); !cache.empty()) {
+    RETURN_IF_ERROR(CheckWritableDir("cache directory", cache, options_.min_free_bytes));
+  }
+  const bool hosts_rank0 = std::any_of(launch.ranks().begin(), launch.ranks().end(),
+                                       [](const pb::RankAssignment& r) { return r.global_rank() == 0; });
+  if (hosts_rank0 && launch.master_port() != 0) RETURN_IF_ERROR(CheckPortBindable(launch.master_port()));
+  return Status::Ok();
+}
+
+void Supervisor::StartTask(const pb::LaunchTask& launch) {
+  auto owned = std::make_unique<Task>();
+  Task* task = owned.get();
+  task->id = TaskIdentity{launch.job_id(), launch.attempt(), launch.epoch(), options_.node_id};
+  task->launch = launch;
+  task->dir = TaskDir(options_.work_dir, launch.job_id(), launch.attempt());
+  tasks_[launch.job_id()] = std::move(owned);
+  latest_attempt_[launch.job_id()] = launch.attempt();
+  spdlog::info("job {} attempt {} epoch {}: launching {} local rank(s) in {}", launch.job_id(), launch.attempt(),
+               launch.epoch(), launch.ranks_size(), task->dir);
+  Status st = MakeDirs(task->dir);
+  if (st.ok()) st = WriteFileAtomic(task->dir + "/config.yaml", launch.trainer_config_yaml());
+  if (st.ok()) st = PreLaunchChecks(launch);
+  if (st.ok()) st = StartRanks(task, launch);
+  if (!st.ok()) {
+    // Ranks started before the failure are killed; the task ends when they are reaped.
+    bool any_started = false;
+    for (auto& r : task->ranks) {
+      if (r->rec.pid <= 0) {
+        r->exited = true;  // never started
+        r->exit.exit_code = 127;
+        if (r->reader) r->reader->Close();
+      } else {
+        SignalGroup(r->rec.pid, SIGKILL);
+        any_started = true;
+      }
+    }
+    if (any_started) {
+      task->state = pb::TASK_FAILED;
+      task->message = "launch failed: " + st.message();
+      task->failure_reported = true;
+      ReportStatus(*task);
+      task->stopping = true;
+      task->stop_state = pb::TASK_FAILED;
+      task->stop_reason = task->message;
+      task->kill_at_ms = clock_.SteadyMs();
+      Persist(*task);
+    } else {
+      FinishWithoutRanks(task, pb::TASK_FAILED, "launch failed: " + st.message());
+    }
+    return;
+  }
+  task->state = pb::TASK_RUNNING;
+  Persist(*task);
+  ReportStatus(*task);
+}
+
+Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
+  std::vector<pb::RankAssignment> ranks(launch.ranks().begin(), launch.ranks().end());
+  std::sort(ranks.begin(), ranks.end(),
+            [](const auto& a, const auto& b) { return a.local_rank() < b.local_rank(); });
+  // The environment every rank shares: the agent's, then the job's, then torchrun's contract (which wins).
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string kv(*e);
+    if (auto eq = kv.find('='); eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& [k, v] : launch.env()) env[k] = v;
+  env["WORLD_SIZE"] = std::to_string(launch.world_size() != 0 ? launch.world_size() : ranks.size());
+  env["LOCAL_WORLD_SIZE"] = std::to_string(ranks.size());
+  env["MASTER_ADDR"] = launch.master_addr().empty() ? "127.0.0.1" : launch.master_addr();
+  env["MASTER_PORT"] = std::to_string(launch.master_port());
+  env["GROUP_RANK"] = std::to_string(launch.node_rank());
+  env["ANNEAL_JOB_ID"] = launch.job_id();
+  env["ANNEAL_ATTEMPT"] = std::to_string(launch.attempt());
+  env["ANNEAL_EPOCH"] = std::to_string(launch.epoch());
+  env["ANNEAL_EVENTS_FD"] = std::to_string(kRankEventsFd);
+  env.erase("CUDA_VISIBLE_DEVICES");
+  if (!options_.gpu_indices.empty()) {
+    // Every local rank sees the task's GPUs in LOCAL_RANK order and uses cuda:LOCAL_RANK (torchrun's habit).
+    std::string devices;
+    for (const auto& r : ranks) {
+      if (!devices.empty()) devices += ",";
+      devices += std::to_string(r.slot() < options_.gpu_indices.size() ? options_.gpu_indices[r.slot()] : r.slot());
+    }
+    env["CUDA_VISIBLE_DEVICES"] = devices;
+  }
+  const std::string config_path = task->dir + "/config.yaml";
+  std::vector<std::string> args = {launch.kind() == pb::JOB_EVAL ? "eval" : "train", "--config", config_path};
+  if (!launch.resume_checkpoint().empty()) {
+    args.push_back("--set");
+    args.push_back("resume_from_checkpoint=" + launch.resume_checkpoint());
+  }
+  for (const auto& a : ranks) {
+    auto rank = std::make_unique<Rank>();
+    rank->rec.global_rank = a.global_rank();
+    rank->rec.local_rank = a.local_rank();
+    rank->rec.slot = a.slot();
+    const std::string stem = task->dir + "/rank-" + std::to_string(a.global_rank());
+    rank->log_path = stem + ".log";
+    rank->fifo_path = stem + ".events";
+    Rank* r = rank.get();
+    task->ranks.push_back(std::move(rank));
+
+    ::unlink(r->fifo_path.c_str());
+    if (::mkfifo(r->fifo_path.c_str(), 0600) != 0) {
+      return InternalError("mkfifo " + r->fifo_path + ": " + ErrnoText(errno));
+    }
+    // The agent's read end first (succeeds without writers); the rank gets a read-write descriptor, so the
+    // pipe always has a reader and the rank never dies of SIGPIPE while the agent restarts.
+    const int read_fd = ::open(r->fifo_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (read_fd < 0) return InternalError("opening event pipe " + r->fifo_path + ": " + ErrnoText(errno));
+    r->reader = std::make_shared<EventReader>(io_);
+    r->reader->fifo.assign(read_fd);
+    const int child_fd = ::open(r->fifo_path.c_str(), O_RDWR | O_CLOEXEC);
+    if (child_fd < 0) return InternalError("opening event pipe " + r->fifo_path + " for the rank: " + ErrnoText(errno));
+
+    SpawnSpec spec;
+    spec.program = options_.trainer;
+    spec.args = args;
+    auto rank_env = env;
+    rank_env["RANK"] = std::to_string(a.global_rank());
+    rank_env["LOCAL_RANK"] = std::to_string(a.local_rank());
+    for (const auto& [k, v] : rank_env) spec.env.push_back(k + "=" + v);
+    spec.cwd = task->dir;
+    spec.log_path = r->log_path;
+    spec.events_fd = child_fd;
+    auto pid = Spawn(spec);
+    ::close(child_fd);
+    if (!pid.ok()) return pid.status();
+    r->rec.pid = *pid;
+    auto start = ProcessStartTime(*pid);
+    r->rec.start_time = start.ok() ? *start : 0;
+    spdlog::info("job {}: rank {} (local {}) started as pid {}", task->id.job_id, a.global_rank(), a.local_rank(),
+                 *pid);
+    StartReading(task, r);
+  }
+  return Status::Ok();
+}
+
+void Supervisor::StartReading(Task* task, Rank* rank) {
+  std::shared_ptr<EventReader> reader = rank->reader;
+  if (!reader || reader->closed) return;
+  const std::string job = task->id.job_id;
+  const uint64_t epoch = task->id.epoch;
+  reader->fifo.async_read_some(
+      boost::asio::buffer(reader->buffer),
+      [this, reader, job, epoch, rank](const boost::system::error_code& ec, size_t n) {
+        if (reader->closed) return;  // the task ended (or the supervisor is gone): touch nothing else
+        auto it = tasks_.find(job);
+        if (it == tasks_.end() || it->second->id.epoch != epoch) return;
+        Task* t = it->second.get();
+        if (n > 0) HandleEventBytes(t, rank, std::string_view(reader->buffer.data(), n));
+        if (ec) {
+          // EOF: no writer left (the rank and its children are gone); the exit is handled by Reap.
+          reader->Close();
+          return;
+        }
+        StartReading(t, rank);
+      });
+}
+
+void Supervisor::DrainEvents(Task* task, Rank* rank) {
+  if (!rank->reader || rank->reader->closed) return;
+  const int fd = rank->reader->fifo.native_handle();
+  char buf[8192];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n > 0) {
+      HandleEventBytes(task, rank, std::string_view(buf, static_cast<size_t>(n)));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;  // EAGAIN (a descendant still holds the pipe) or EOF
+  }
+  if (std::string rest = rank->reader->lines.TakeRest(); !rest.empty()) {
+    HandleEventBytes(task, rank, rest + "\n");
+  }
+}
+
+void Supervisor::HandleEventBytes(Task* task, Rank* rank, std::string_view bytes) {
+  for (std::string& line : rank->reader->lines.Feed(bytes)) {
+    auto ev = ParseTrainerEvent(line, task->id);
+    if (!ev.ok()) {
+      spdlog::warn("rank {}: {}", rank->rec.global_rank, ev.status().message());
+      continue;
+    }
+    if (ev->type == "finished") {
+      rank->finished_seen = true;
+      rank->finished_status = ev->finished_status;
+      rank->finished_message = ev->message;
+    }
+    if (ev->report) report_(std::move(*ev->report));
+  }
+}
+
+}  // namespace anneal::agent

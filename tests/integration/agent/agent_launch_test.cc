@@ -1,0 +1,291 @@
+// anneal-agent with real rank processes on loopback: launch, logs, events, exit codes, stop with a grace
+// period, a crashing rank, fencing, pre-launch checks, checkpoint deletion. The coordinator is scripted.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "agent_harness.h"
+
+namespace anneal::agent::testing {
+namespace {
+
+struct AgentFixture {
+  TempDir tmp;
+  std::string work = tmp.path + "/work";
+  std::string out = tmp.path + "/out";
+  std::string marker = "FAKE_MARKER=" + tmp.path;
+  ScriptedCoordinator coord;
+  std::unique_ptr<AgentProcess> agent;
+
+  explicit AgentFixture(std::vector<std::string> extra = {}) {
+    agent = std::make_unique<AgentProcess>(work, coord.endpoint(), std::move(extra));
+    auto reg = coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_register_(); });
+    EXPECT_TRUE(reg.has_value()) << "agent did not register; its log:\n" << agent->Log();
+  }
+  std::map<std::string, std::string> Env(std::map<std::string, std::string> env) {
+    env["FAKE_MARKER"] = tmp.path;
+    env["FAKE_OUTPUT_DIR"] = out;
+    return env;
+  }
+  ~AgentFixture() {
+    if (agent && agent->pid > 0) {
+      EXPECT_EQ(agent->Terminate(), 0) << agent->Log();
+    }
+    EXPECT_TRUE(WaitNoProcesses(marker, 5000)) << "rank processes left behind";
+  }
+};
+
+TEST(AgentBinary, PrintsVersionAndHelp) {
+  const std::string cmd = std::string(ANNEAL_AGENT_BIN) + " --version";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[256] = {};
+  ASSERT_NE(std::fgets(buf, sizeof(buf), p), nullptr);
+  EXPECT_EQ(::pclose(p), 0);
+  EXPECT_NE(std::string(buf).find("anneal-agent 0."), std::string::npos) << buf;
+  EXPECT_EQ(std::system((std::string(ANNEAL_AGENT_BIN) + " --help > /dev/null").c_str()), 0);
+  EXPECT_NE(std::system((std::string(ANNEAL_AGENT_BIN) + " --slots nope 2> /dev/null").c_str()), 0);
+}
+
+TEST(AgentLaunch, RunsRanksRelaysEventsAndServesLogs) {
+  AgentFixture f;
+  const auto& reg = f.coord.registrations.at(0);
+  EXPECT_EQ(reg.node_id(), "node-a");
+  EXPECT_EQ(reg.inventory().slots(), 4u);
+  EXPECT_EQ(reg.inventory().work_dir(), f.work);
+  EXPECT_EQ(reg.running_tasks_size(), 0);
+
+  f.coord.Send(MakeLaunch("job-ok", 1, 2, f.Env({{"FAKE_STEPS", "3"}}), f.out));
+  auto running = f.coord.WaitFor(TaskStateIs("job-ok", pb::TASK_RUNNING));
+  ASSERT_TRUE(running.has_value()) << f.agent->Log();
+  EXPECT_EQ(running->task_update().status().pids_size(), 2);
+  auto done = f.coord.WaitFor(TaskStateIs("job-ok", pb::TASK_SUCCEEDED));
+  ASSERT_TRUE(done.has_value()) << f.agent->Log();
+  EXPECT_EQ(done->task_update().status().exit_code(), 0);
+  EXPECT_EQ(done->task_update().status().epoch(), 1u);
+
+  // Events became reports: 3 metrics steps and one committed checkpoint, in seq order, nothing skipped.
+  std::vector<uint64_t> steps;
+  int checkpoints = 0;
+  for (const auto& m : f.coord.applied_reports) {
+    if (m.has_metric_batch()) {
+      for (const auto& p : m.metric_batch().points()) {
+        steps.push_back(p.step());
+        EXPECT_GT(p.values().at("loss"), 0.0);
+      }
+    }
+    if (m.has_checkpoint_committed()) {
+      ++checkpoints;
+      EXPECT_EQ(m.checkpoint_committed().checkpoint().step(), 3u);
+      EXPECT_EQ(m.checkpoint_committed().checkpoint().node_id(), "node-a");
+      EXPECT_EQ(m.checkpoint_committed().checkpoint().files_size(), 1);
+    }
+  }
+  EXPECT_EQ(steps, (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(checkpoints, 1);
+  EXPECT_EQ(f.coord.applied, SeqOf(*done));
+
+  // The task directory: resolved config, per-rank logs with torchrun's environment and both streams.
+  const std::string dir = f.work + "/jobs/job-ok/attempt-1";
+  EXPECT_NE(ReadText(dir + "/config.yaml").find("model_name_or_path: tiny"), std::string::npos);
+  const std::string log1 = ReadText(dir + "/rank-1.log");
+  EXPECT_NE(log1.find("RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1"), std::string::npos)
+      << log1;
+  EXPECT_NE(log1.find("JOB=job-ok ATTEMPT=1 EPOCH=1 CUDA_VISIBLE_DEVICES=- pgid_is_pid=1"), std::string::npos) << log1;
+  EXPECT_NE(log1.find("args: train --config " + dir + "/config.yaml"), std::string::npos) << log1;
+  EXPECT_NE(log1.find("config first line: model_name_or_path: tiny"), std::string::npos) << log1;
+  EXPECT_NE(log1.find("rank 1: stderr works"), std::string::npos) << log1;
+
+  // FetchLogs -> LogChunk, from an offset, with eof once the task ended.
+  pb::CoordinatorToAgent fetch;
+  fetch.mutable_fetch_logs()->set_request_id(42);
+  fetch.mutable_fetch_logs()->set_job_id("job-ok");
+  fetch.mutable_fetch_logs()->set_rank(0);
+  fetch.mutable_fetch_logs()->set_offset(5);
+  fetch.mutable_fetch_logs()->set_max_bytes(1 << 16);
+  f.coord.Send(fetch);
+  auto chunk = f.coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_log_chunk(); });
+  ASSERT_TRUE(chunk.has_value());
+  EXPECT_EQ(chunk->log_chunk().request_id(), 42u);
+  EXPECT_EQ(chunk->log_chunk().offset(), 5u);
+  EXPECT_EQ(chunk->log_chunk().data(), ReadText(dir + "/rank-0.log").substr(5));
+  EXPECT_TRUE(chunk->log_chunk().eof());
+
+  // A heartbeat lists no running task any more.
+  auto hb = f.coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_heartbeat(); });
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->heartbeat().tasks_size(), 0);
+  EXPECT_TRUE(ZombieChildrenOf(f.agent->pid).empty());
+}
+
+TEST(AgentStop, KillsARankIgnoringSigtermAfterTheGracePeriod) {
+  AgentFixture f;
+  f.coord.Send(MakeLaunch("job-stop", 1, 2,
+                          f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}, {"FAKE_IGNORE_TERM", "1"},
+                                 {"FAKE_CHILD", "1"}}),
+                          f.out));
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-stop", pb::TASK_RUNNING)).has_value()) << f.agent->Log();
+  // Heartbeats carry the running task with its pids.
+  auto hb = f.coord.WaitFor([](const pb::AgentToCoordinator& m) {
+    return m.has_heartbeat() && m.heartbeat().tasks_size() == 1;
+  });
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->heartbeat().tasks(0).pids_size(), 2);
+
+  pb::CoordinatorToAgent stop;
+  stop.mutable_stop()->set_job_id("job-stop");
+  stop.mutable_stop()->set_epoch(1);
+  stop.mutable_stop()->set_grace_ms(700);
+  stop.mutable_stop()->set_reason("cancelled by the user");
+  const auto t0 = Clock::now();
+  f.coord.Send(stop);
+  auto stopped = f.coord.WaitFor(TaskStateIs("job-stop", pb::TASK_STOPPED));
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  ASSERT_TRUE(stopped.has_value()) << f.agent->Log();
+  EXPECT_GE(elapsed, 650) << "SIGKILL came before the grace period ended";
+  EXPECT_LT(elapsed, 5000);
+  const std::string msg = stopped->task_update().status().message();
+  EXPECT_NE(msg.find("cancelled by the user"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("killed by signal 9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("after the grace period"), std::string::npos) << msg;
+  // The grandchildren went with their ranks' process groups; the agent reaped everything.
+  EXPECT_TRUE(WaitNoProcesses(f.marker, 3000));
+  EXPECT_TRUE(ZombieChildrenOf(f.agent->pid).empty());
+}
+
+TEST(AgentFailure, CrashingRankIsReportedAtOnceAndStopsItsLocalGang) {
+  AgentFixture f;
+  f.coord.Send(MakeLaunch("job-crash", 1, 3,
+                          f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}, {"FAKE_CRASH_RANK", "1"},
+                                 {"FAKE_CRASH_AFTER_MS", "300"}}),
+                          f.out));
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-crash", pb::TASK_RUNNING)).has_value()) << f.agent->Log();
+  const auto t0 = Clock::now();
+  auto failed = f.coord.WaitFor(TaskStateIs("job-crash", pb::TASK_FAILED), 5000);
+  ASSERT_TRUE(failed.has_value()) << f.agent->Log();
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count(), 1500);
+  const auto& s = failed->task_update().status();
+  EXPECT_EQ(s.exit_code(), 3);
+  EXPECT_EQ(s.signal(), 0);
+  EXPECT_NE(s.message().find("rank 1 exited with code 3"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("crashed on purpose"), std::string::npos) << s.message();
+  // The other local ranks are stopped (SIGTERM -> 143) without any order from the coordinator.
+  EXPECT_TRUE(WaitNoProcesses(f.marker, 3000)) << f.agent->Log();
+  f.coord.Pump(300);
+  EXPECT_TRUE(ZombieChildrenOf(f.agent->pid).empty());
+  int failed_updates = 0;
+  for (const auto& m : f.coord.applied_reports) failed_updates += TaskStateIs("job-crash", pb::TASK_FAILED)(m);
+  EXPECT_EQ(failed_updates, 1);
+}
+
+TEST(AgentFencing, RefusesLaunchesAndStopsOfAnOlderEpoch) {
+  AgentFixture f;
+  f.coord.Send(MakeLaunch("job-f", 5, 1, f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}}), f.out));
+  auto running = f.coord.WaitFor(TaskStateIs("job-f", pb::TASK_RUNNING));
+  ASSERT_TRUE(running.has_value()) << f.agent->Log();
+  const int32_t pid = running->task_update().status().pids(0);
+
+  // An older launch is refused; the same launch again starts nothing new.
+  auto stale = MakeLaunch("job-f", 4, 1, f.Env({}), f.out);
+  stale.mutable_launch()->set_attempt(7);
+  f.coord.Send(stale);
+  auto refused = f.coord.WaitFor([](const pb::AgentToCoordinator& m) {
+    return m.has_task_update() && m.task_update().status().epoch() == 4;
+  });
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->task_update().status().state(), pb::TASK_FAILED);
+  EXPECT_NE(refused->task_update().status().message().find("stale epoch 4"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(f.work + "/jobs/job-f/attempt-7"));
+  f.coord.Send(MakeLaunch("job-f", 5, 1, f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}}), f.out));
+  auto again = f.coord.WaitFor(TaskStateIs("job-f", pb::TASK_RUNNING));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->task_update().status().pids(0), pid);
+
+  // A stop of an older epoch is refused: the rank keeps running.
+  pb::CoordinatorToAgent old_stop;
+  old_stop.mutable_stop()->set_job_id("job-f");
+  old_stop.mutable_stop()->set_epoch(3);
+  f.coord.Send(old_stop);
+  f.coord.Pump(500);
+  EXPECT_EQ(::kill(pid, 0), 0) << "a stale StopTask stopped the rank";
+
+  // A newer launch replaces the old task: the old ranks are killed first.
+  f.coord.Send(MakeLaunch("job-f", 6, 1, f.Env({{"FAKE_STEPS", "1"}}), f.out));
+  auto superseded = f.coord.WaitFor(TaskStateIs("job-f", pb::TASK_STOPPED));
+  ASSERT_TRUE(superseded.has_value()) << f.agent->Log();
+  EXPECT_EQ(superseded->task_update().status().epoch(), 5u);
+  auto newer = f.coord.WaitFor(TaskStateIs("job-f", pb::TASK_SUCCEEDED));
+  ASSERT_TRUE(newer.has_value()) << f.agent->Log();
+  EXPECT_EQ(newer->task_update().status().epoch(), 6u);
+}
+
+TEST(AgentPrelaunch, UnwritableOutputDirAndBusyRendezvousPortFailTheTask) {
+  AgentFixture f;
+  f.coord.Send(MakeLaunch("job-ro", 1, 1, f.Env({}), "/proc/anneal-cannot-write-here"));
+  auto failed = f.coord.WaitFor(TaskStateIs("job-ro", pb::TASK_FAILED));
+  ASSERT_TRUE(failed.has_value()) << f.agent->Log();
+  EXPECT_NE(failed->task_update().status().message().find("output directory /proc/anneal-cannot-write-here"),
+            std::string::npos)
+      << failed->task_update().status().message();
+
+  // Someone listens on the rendezvous port: the rank-0 node refuses to launch.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto launch = MakeLaunch("job-port", 1, 1, f.Env({}), f.out);
+  launch.mutable_launch()->set_master_port(ntohs(addr.sin_port));
+  f.coord.Send(launch);
+  auto port_failed = f.coord.WaitFor(TaskStateIs("job-port", pb::TASK_FAILED));
+  ::close(fd);
+  ASSERT_TRUE(port_failed.has_value()) << f.agent->Log();
+  EXPECT_NE(port_failed->task_update().status().message().find("rendezvous port"), std::string::npos);
+}
+
+TEST(AgentCheckpoints, DeletesInsideTheOutputDirOnlyAndAnswers) {
+  AgentFixture f;
+  namespace fs = std::filesystem;
+  fs::create_directories(f.out + "/checkpoint-10");
+  std::ofstream(f.out + "/checkpoint-10/model.safetensors") << "weights";
+  const std::string outside = f.tmp.path + "/precious";
+  fs::create_directories(outside);
+  std::ofstream(outside + "/keep.txt") << "keep";
+  fs::create_symlink(outside, f.out + "/checkpoint-20");
+
+  uint64_t request = 0;
+  auto ask = [&](const std::string& path, uint64_t step) {
+    pb::CoordinatorToAgent del;
+    del.mutable_delete_checkpoint()->set_request_id(++request);
+    del.mutable_delete_checkpoint()->set_job_id("job-ck");
+    del.mutable_delete_checkpoint()->set_step(step);
+    del.mutable_delete_checkpoint()->set_path(path);
+    del.mutable_delete_checkpoint()->set_output_dir(f.out);
+    f.coord.Send(del);
+    auto answer = f.coord.WaitFor([step](const pb::AgentToCoordinator& m) {
+      return m.has_checkpoint_deleted() && m.checkpoint_deleted().step() == step;
+    });
+    EXPECT_TRUE(answer.has_value());
+    EXPECT_NE(SeqOf(*answer), 0u) << "CheckpointDeleted is a sequenced report";
+    return answer ? answer->checkpoint_deleted() : pb::CheckpointDeleted();
+  };
+  auto outside_answer = ask(outside, 1);
+  EXPECT_FALSE(outside_answer.ok());
+  EXPECT_NE(outside_answer.error().find("outside the output directory"), std::string::npos) << outside_answer.error();
+  auto dotdot = ask(f.out + "/../precious", 2);
+  EXPECT_FALSE(dotdot.ok());
+  EXPECT_NE(dotdot.error().find(".."), std::string::npos);
+  auto link = ask(f.out + "/checkpoint-20", 3);
+  EXPECT_FALSE(link.ok()) << "a symlink escaping the output directory was followed";
+  EXPECT_TRUE(fs::exists(outside + "/keep.txt"));
+
+  auto inside = ask(f.out + "/checkpoint-10", 10);
+  EXPECT_TRUE(inside.ok()) << inside.error();
+  EXPECT_FALSE(fs::exists(f.out + "/checkpoint-10"));
+  EXPECT_TRUE(ask(f.out + "/checkpoint-10", 10).ok()) << "deleting again is idempotent";
+}
+
+}  // namespace
+}  // namespace anneal::agent::testing

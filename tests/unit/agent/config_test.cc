@@ -1,0 +1,129 @@
+// anneal-agent flags and YAML config file.
+#include "agent/config.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "agent/inventory.h"
+
+namespace anneal::agent {
+namespace {
+
+StatusOr<ParsedFlags> Parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "/opt/anneal/bin/anneal-agent");
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  return ParseAgentFlags(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string WriteYaml(const std::string& text) {
+  char tmpl[] = "/tmp/anneal-agent-cfg-XXXXXX";
+  const int fd = ::mkstemp(tmpl);
+  ::close(fd);
+  std::ofstream(tmpl) << text;
+  return tmpl;
+}
+
+TEST(AgentConfig, FlagsAreParsed) {
+  auto p = Parse({"--coordinator", "tcp://10.0.0.1:7070", "--node", "n1", "--work-dir", "/tmp/w", "--slots", "3",
+                  "--label", "rack=r1", "--label", "gpu=none", "--address", "10.0.0.5", "--trainer", "/bin/true",
+                  "--heartbeat-ms", "500", "--keep-tasks-on-exit", "--rendezvous-ports", "30000-30010"});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const AgentConfig& c = p->config;
+  EXPECT_EQ(c.coordinator, "tcp://10.0.0.1:7070");
+  EXPECT_EQ(c.node, "n1");
+  EXPECT_EQ(c.work_dir, "/tmp/w");
+  EXPECT_EQ(c.slots, 3u);
+  EXPECT_EQ(c.labels.at("rack"), "r1");
+  EXPECT_EQ(c.labels.at("gpu"), "none");
+  EXPECT_EQ(c.address, "10.0.0.5");
+  EXPECT_EQ(c.trainer, "/bin/true");
+  EXPECT_EQ(c.heartbeat_ms, 500u);
+  EXPECT_TRUE(c.keep_tasks_on_exit);
+  EXPECT_EQ(c.rendezvous_port_begin, 30000u);
+  EXPECT_EQ(c.rendezvous_port_end, 30010u);
+}
+
+TEST(AgentConfig, DefaultTrainerSitsNextToTheAgentBinary) {
+  auto p = Parse({});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(std::filesystem::path(p->config.trainer).filename(), "anneal-train");
+  EXPECT_FALSE(p->config.node.empty());
+  EXPECT_EQ(p->config.heartbeat_ms, 2000u);
+}
+
+TEST(AgentConfig, FileFillsWhatFlagsDoNotSay) {
+  const std::string path = WriteYaml(
+      "coordinator: tcp://c:1\nnode: from-file\nslots: 8\nlabels: {zone: a}\nheartbeat-ms: 900\n"
+      "rendezvous_ports: 40000-40100\n");
+  auto p = Parse({"--config", path, "--node", "from-flag", "--label", "rack=r2"});
+  std::filesystem::remove(path);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->config.coordinator, "tcp://c:1");
+  EXPECT_EQ(p->config.node, "from-flag");
+  EXPECT_EQ(p->config.slots, 8u);
+  EXPECT_EQ(p->config.heartbeat_ms, 900u);
+  EXPECT_EQ(p->config.labels.at("zone"), "a");
+  EXPECT_EQ(p->config.labels.at("rack"), "r2");
+  EXPECT_EQ(p->config.rendezvous_port_begin, 40000u);
+}
+
+TEST(AgentConfig, ErrorsNameTheFlagOrKey) {
+  auto bad_flag = Parse({"--slots", "many"});
+  ASSERT_FALSE(bad_flag.ok());
+  EXPECT_NE(bad_flag.status().message().find("--slots"), std::string::npos) << bad_flag.status().message();
+  auto bad_label = Parse({"--label", "novalue"});
+  ASSERT_FALSE(bad_label.ok());
+  EXPECT_NE(bad_label.status().message().find("novalue"), std::string::npos);
+  const std::string path = WriteYaml("slots: [1, 2]\n");
+  auto bad_type = Parse({"--config", path});
+  ASSERT_FALSE(bad_type.ok());
+  EXPECT_NE(bad_type.status().message().find("key 'slots'"), std::string::npos) << bad_type.status().message();
+  std::ofstream(path) << "colour: blue\n";
+  auto unknown = Parse({"--config", path});
+  std::filesystem::remove(path);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("unknown setting"), std::string::npos);
+  auto missing = Parse({"--config", "/nonexistent/agent.yaml"});
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  auto ports = Parse({"--rendezvous-ports", "9-3"});
+  EXPECT_FALSE(ports.ok());
+}
+
+TEST(AgentConfig, HelpAndVersionExitEarly) {
+  auto help = Parse({"--help"});
+  ASSERT_TRUE(help.ok());
+  EXPECT_TRUE(help->exit_now);
+  EXPECT_NE(help->output.find("--keep-tasks-on-exit"), std::string::npos);
+  auto version = Parse({"--version"});
+  ASSERT_TRUE(version.ok());
+  EXPECT_NE(version->output.find("anneal-agent "), std::string::npos);
+}
+
+TEST(Inventory, NoNvmlMeansNoGpusAndDeclaredSlots) {
+  Nvml nvml("libnvidia-ml-does-not-exist.so.1");
+  EXPECT_FALSE(nvml.available());
+  EXPECT_FALSE(nvml.unavailable_reason().empty());
+  EXPECT_TRUE(nvml.Query().empty());
+  AgentConfig c;
+  c.slots = 6;
+  c.address = "10.1.1.1";
+  c.labels["k"] = "v";
+  c.work_dir = "/w";
+  const pb::NodeInventory inv = BuildInventory(c, nvml);
+  EXPECT_EQ(inv.gpus_size(), 0);
+  EXPECT_EQ(inv.slots(), 6u);
+  EXPECT_EQ(inv.address(), "10.1.1.1");
+  EXPECT_EQ(inv.labels().at("k"), "v");
+  EXPECT_EQ(inv.work_dir(), "/w");
+  EXPECT_GT(inv.cpu_count(), 0u);
+  EXPECT_GT(inv.memory_total_bytes(), 0u);
+  EXPECT_EQ(inv.rendezvous_port_begin(), 29500u);
+}
+
+}  // namespace
+}  // namespace anneal::agent

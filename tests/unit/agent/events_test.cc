@@ -1,0 +1,89 @@
+// Trainer event lines -> reports (docs/trainer-contract.md examples).
+#include "agent/events.h"
+
+#include <gtest/gtest.h>
+
+namespace anneal::agent {
+namespace {
+
+const TaskIdentity kId{"job-1", 2, 7, "node-a"};
+
+TEST(TrainerEvents, MetricsBecomeAMetricBatch) {
+  auto ev = ParseTrainerEvent(
+      R"({"type":"metrics","rank":0,"time_ms":5,"step":10,"total_steps":100,"values":{"loss":2.1,"lr":1e-4}})", kId);
+  ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+  ASSERT_TRUE(ev->report.has_value());
+  const auto& b = ev->report->metric_batch();
+  EXPECT_EQ(b.job_id(), "job-1");
+  EXPECT_EQ(b.attempt(), 2u);
+  EXPECT_EQ(b.epoch(), 7u);
+  ASSERT_EQ(b.points_size(), 1);
+  EXPECT_EQ(b.points(0).step(), 10u);
+  EXPECT_EQ(b.points(0).total_steps(), 100u);
+  EXPECT_DOUBLE_EQ(b.points(0).values().at("loss"), 2.1);
+  EXPECT_EQ(b.points(0).time_ms(), 5);
+}
+
+TEST(TrainerEvents, CheckpointBecomesACommittedRecord) {
+  auto ev = ParseTrainerEvent(
+      R"({"type":"checkpoint","rank":0,"time_ms":1,"step":10,"path":"/abs/out/checkpoint-10",)"
+      R"("files":[{"path":"model-tp0-pp0.safetensors","size":123,"sha256":"ff"}],)"
+      R"("layout":{"world_size":4,"tensor_parallel":2,"pipeline_parallel":1,"data_parallel":2},"metrics":{"loss":2.1}})",
+      kId);
+  ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+  const auto& c = ev->report->checkpoint_committed().checkpoint();
+  EXPECT_EQ(c.job_id(), "job-1");
+  EXPECT_EQ(c.step(), 10u);
+  EXPECT_EQ(c.path(), "/abs/out/checkpoint-10");
+  ASSERT_EQ(c.files_size(), 1);
+  EXPECT_EQ(c.files(0).size_bytes(), 123u);
+  EXPECT_EQ(c.layout().tensor_parallel(), 2u);
+  EXPECT_EQ(c.layout().data_parallel(), 2u);
+  EXPECT_EQ(c.state(), pb::CHECKPOINT_COMMITTED);
+  EXPECT_EQ(c.node_id(), "node-a");
+  EXPECT_EQ(c.epoch(), 7u);
+}
+
+TEST(TrainerEvents, EvalMessageAndFinished) {
+  auto eval = ParseTrainerEvent(R"({"type":"eval","rank":0,"time_ms":1,"step":10,"values":{"eval_loss":2.3}})", kId);
+  ASSERT_TRUE(eval.ok());
+  EXPECT_EQ(eval->report->metric_batch().points(0).values().at("eval_loss"), 2.3);
+  EXPECT_EQ(eval->report->metric_batch().events(0).kind(), "eval");
+
+  auto msg = ParseTrainerEvent(R"({"type":"message","rank":1,"time_ms":1,"level":"warn","text":"slow disk"})", kId);
+  ASSERT_TRUE(msg.ok());
+  EXPECT_EQ(msg->report->metric_batch().events(0).message(), "[warn] rank 1: slow disk");
+
+  auto fin = ParseTrainerEvent(R"({"type":"finished","rank":0,"time_ms":1,"status":"ok","message":"done"})", kId);
+  ASSERT_TRUE(fin.ok());
+  EXPECT_FALSE(fin->report.has_value());
+  EXPECT_EQ(fin->finished_status, "ok");
+  EXPECT_EQ(fin->message, "done");
+}
+
+TEST(TrainerEvents, BadLinesAreClearErrors) {
+  EXPECT_NE(ParseTrainerEvent("{not json", kId).status().message().find("malformed JSON"), std::string::npos);
+  EXPECT_NE(ParseTrainerEvent("[1,2]", kId).status().message().find("not a JSON object"), std::string::npos);
+  EXPECT_NE(ParseTrainerEvent(R"({"rank":0})", kId).status().message().find("'type'"), std::string::npos);
+  EXPECT_NE(ParseTrainerEvent(R"({"type":"metrics","rank":0})", kId).status().message().find("'step'"),
+            std::string::npos);
+  EXPECT_NE(ParseTrainerEvent(R"({"type":"checkpoint","step":1})", kId).status().message().find("'path'"),
+            std::string::npos);
+}
+
+TEST(LineSplitter, ReassemblesLinesAcrossReadsAndDropsRunaways) {
+  LineSplitter s(16);
+  EXPECT_TRUE(s.Feed("{\"a\":").empty());
+  auto lines = s.Feed("1}\n{\"b\":2}\n{\"c\"");
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "{\"a\":1}");
+  EXPECT_EQ(lines[1], "{\"b\":2}");
+  EXPECT_EQ(s.TakeRest(), "{\"c\"");
+  lines = s.Feed("0123456789abcdefghij\nok\n");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "ok");
+  EXPECT_EQ(s.dropped(), 1u);
+}
+
+}  // namespace
+}  // namespace anneal::agent

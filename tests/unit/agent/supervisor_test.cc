@@ -1,0 +1,146 @@
+// Supervisor in-process with real rank processes (shell scripts) and the injected FakeClock: the SIGKILL
+// comes exactly when the clock passes the grace period, not before; launch failures are reported.
+#include "agent/supervisor.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "agent/process.h"
+
+namespace anneal::agent {
+namespace {
+
+struct Fixture {
+  std::string dir;
+  FakeClock clock;
+  boost::asio::io_context io;
+  std::vector<pb::AgentToCoordinator> reports;
+  std::unique_ptr<Supervisor> sup;
+
+  explicit Fixture(const std::string& script) {
+    char tmpl[] = "/tmp/anneal-sup-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    const std::string trainer = dir + "/trainer.sh";
+    std::ofstream(trainer) << script;
+    ::chmod(trainer.c_str(), 0755);
+    SupervisorOptions o;
+    o.work_dir = dir + "/work";
+    o.node_id = "n";
+    o.trainer = script.empty() ? dir + "/missing-trainer" : trainer;
+    o.slots = 2;
+    o.min_free_bytes = 0;
+    sup = std::make_unique<Supervisor>(io, clock, o, [this](pb::AgentToCoordinator m) { reports.push_back(m); });
+  }
+  ~Fixture() {
+    sup->StopAll(0, "teardown");
+    for (int i = 0; i < 200 && !sup->Idle(); ++i) Spin(10);
+    sup.reset();
+    std::filesystem::remove_all(dir);
+  }
+  void Spin(int ms) {
+    io.poll();
+    sup->Tick();
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  }
+  const pb::TaskStatus* Find(pb::TaskState state) const {
+    for (const auto& r : reports) {
+      if (r.has_task_update() && r.task_update().status().state() == state) return &r.task_update().status();
+    }
+    return nullptr;
+  }
+  bool SpinUntil(pb::TaskState state, int ms) {
+    for (int waited = 0; waited < ms; waited += 10) {
+      if (Find(state) != nullptr) return true;
+      Spin(10);
+    }
+    return Find(state) != nullptr;
+  }
+};
+
+pb::LaunchTask OneRank(const std::string& job, uint64_t epoch) {
+  pb::LaunchTask l;
+  l.set_job_id(job);
+  l.set_attempt(1);
+  l.set_epoch(epoch);
+  auto* r = l.add_ranks();
+  r->set_global_rank(0);
+  r->set_local_rank(0);
+  r->set_slot(0);
+  l.set_world_size(1);
+  l.set_trainer_config_yaml("a: 1\n");
+  return l;
+}
+
+TEST(Supervisor, SigkillComesWhenTheInjectedClockPassesTheGracePeriod) {
+  Fixture f("#!/bin/sh\ntrap '' TERM\necho \"rank $RANK up\"\nexec sleep 30\n");
+  f.sup->Launch(OneRank("j", 1));
+  const pb::TaskStatus* running = f.Find(pb::TASK_RUNNING);
+  ASSERT_NE(running, nullptr);
+  const pid_t pid = running->pids(0);
+
+  pb::StopTask stop;
+  stop.set_job_id("j");
+  stop.set_epoch(1);
+  stop.set_grace_ms(5000);
+  f.sup->Stop(stop);
+  for (int i = 0; i < 30; ++i) f.Spin(10);  // 300 ms of real time, 0 ms on the injected clock
+  EXPECT_TRUE(ProcessAlive(pid, 0)) << "killed before the grace period ended";
+  EXPECT_EQ(f.Find(pb::TASK_STOPPED), nullptr);
+  f.clock.Advance(4999);
+  f.Spin(50);
+  EXPECT_TRUE(ProcessAlive(pid, 0));
+  f.clock.Advance(1);
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_STOPPED, 3000));
+  EXPECT_NE(f.Find(pb::TASK_STOPPED)->message().find("killed by signal 9"), std::string::npos)
+      << f.Find(pb::TASK_STOPPED)->message();
+  EXPECT_FALSE(ProcessAlive(pid, 0));
+  EXPECT_TRUE(f.sup->Idle());
+}
+
+TEST(Supervisor, MissingTrainerFailsTheLaunchWithTheProgramNamed) {
+  Fixture f("");
+  f.sup->Launch(OneRank("j", 1));
+  const pb::TaskStatus* failed = f.Find(pb::TASK_FAILED);
+  ASSERT_NE(failed, nullptr);
+  EXPECT_NE(failed->message().find("missing-trainer"), std::string::npos) << failed->message();
+  EXPECT_TRUE(f.sup->Idle());
+}
+
+TEST(Supervisor, SlotOutOfRangeAndBadJobIdAreRefused) {
+  Fixture f("#!/bin/sh\nexit 0\n");
+  auto l = OneRank("j", 1);
+  l.mutable_ranks(0)->set_slot(5);
+  f.sup->Launch(l);
+  const pb::TaskStatus* failed = f.Find(pb::TASK_FAILED);
+  ASSERT_NE(failed, nullptr);
+  EXPECT_NE(failed->message().find("slot 5"), std::string::npos) << failed->message();
+  f.reports.clear();
+  f.sup->Launch(OneRank("../escape", 1));
+  ASSERT_NE(f.Find(pb::TASK_FAILED), nullptr);
+  EXPECT_FALSE(std::filesystem::exists(f.dir + "/escape"));
+}
+
+TEST(Supervisor, ExitCodesDecideTheFinalState) {
+  Fixture f("#!/bin/sh\nexit $EXIT_WITH\n");
+  auto ok = OneRank("ok", 1);
+  (*ok.mutable_env())["EXIT_WITH"] = "0";
+  f.sup->Launch(ok);
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_SUCCEEDED, 3000));
+  auto bad = OneRank("bad", 1);
+  (*bad.mutable_env())["EXIT_WITH"] = "7";
+  f.sup->Launch(bad);
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_FAILED, 3000));
+  EXPECT_EQ(f.Find(pb::TASK_FAILED)->exit_code(), 7);
+  EXPECT_EQ(f.Find(pb::TASK_FAILED)->job_id(), "bad");
+}
+
+}  // namespace
+}  // namespace anneal::agent
