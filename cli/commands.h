@@ -1,0 +1,57 @@
+// The anneal subcommands: registration on a CLI11 app, and what they share (global options, exit codes).
+//
+// Exit codes: 0 ok; 1 the job failed or the operation failed; 2 usage error or invalid job spec; 3 coordinator
+// unreachable; 4 not found or not authorized. Every error is one line on stderr: "anneal <command>: <message>".
+//
+// Each Add*Commands registers subcommands whose callbacks store the command to run in `*action`; main() runs it
+// after parsing, so parsing errors never half-run a command.
+//
+// Thread-safety: main thread only.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/client.h"
+#include "common/status.h"
+
+namespace anneal::cli {
+
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailed = 1,
+  kExitUsage = 2,
+  kExitUnreachable = 3,
+  kExitNotFound = 4,
+};
+
+struct GlobalOptions {
+  std::string coordinator;  // --coordinator
+  std::string token;        // --token
+  bool json = false;        // --json
+  double timeout_s = 5.0;   // --timeout
+};
+
+using Action = std::function<int()>;
+
+int ExitCodeFor(const Status& status);
+// Prints "anneal <command>: <message>" on stderr and returns the exit code for the status.
+int ReportError(std::string_view command, const Status& status);
+
+// A client for the resolved coordinator address and token (flags > env > ~/.anneal/config).
+StatusOr<std::unique_ptr<CoordinatorClient>> MakeClient(const GlobalOptions& g);
+
+void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action);      // submit ls show logs cancel checkpoints
+void AddWatchCommand(CLI::App& app, GlobalOptions& g, Action* action);     // watch
+void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action);     // nodes drain
+void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action);  // up down
+void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);    // model init
+
+// Follows a job until it ends (shared by `watch` and `submit --follow`): exit 0 on SUCCEEDED, 1 otherwise.
+int WatchJob(const GlobalOptions& g, const std::string& job_id);
+
+}  // namespace anneal::cli

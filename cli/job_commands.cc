@@ -1,0 +1,344 @@
+// submit, ls, show, logs, cancel, checkpoints.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/output.h"
+#include "jobspec/jobspec.h"
+
+namespace anneal::cli {
+namespace {
+
+// ---- submit ------------------------------------------------------------------------------------------------
+
+struct SubmitOptions {
+  std::string file;
+  std::vector<std::string> overrides;
+  std::string name;
+  bool follow = false;
+};
+
+int Submit(const GlobalOptions& g, const SubmitOptions& o) {
+  // Validate here first: a bad spec is reported before anything is sent, with the same messages the
+  // coordinator would give.
+  auto spec = jobspec::LoadJobSpecFile(o.file, o.overrides);
+  if (!spec.ok()) {
+    std::cerr << "anneal submit: " << spec.status().message() << "\n";
+    return kExitUsage;
+  }
+  for (const std::string& w : spec->warnings) std::cerr << "anneal submit: warning: " << w << "\n";
+  std::ifstream in(o.file, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+
+  auto client = MakeClient(g);
+  if (!client.ok()) return ReportError("submit", client.status());
+  pb::ClientRequest req;
+  auto* submit = req.mutable_submit();
+  submit->set_spec_yaml(text.str());
+  for (const std::string& ov : o.overrides) submit->add_overrides(ov);
+  submit->set_name(o.name);
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return ReportError("submit", reply.status());
+  const pb::SubmitJobReply& r = reply->submit();
+  if (g.json) {
+    nlohmann::json j = {{"job_id", r.job_id()}, {"warnings", nlohmann::json::array()}};
+    for (const auto& w : r.warnings()) j["warnings"].push_back(w);
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << r.job_id() << "\n";
+  }
+  std::cout.flush();
+  if (o.follow) return WatchJob(g, r.job_id());
+  return kExitOk;
+}
+
+// ---- ls ----------------------------------------------------------------------------------------------------
+
+struct ListOptions {
+  std::vector<std::string> states;
+  unsigned limit = 0;
+};
+
+std::string Ranks(const pb::ResolvedResources& r) {
+  if (r.world_size() == 0) return "-";
+  return fmt::format("{}x{}", r.nodes(), r.gpus_per_node());
+}
+
+std::string Shorten(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 3) + "..."; }
+
+int List(const GlobalOptions& g, const ListOptions& o) {
+  pb::ClientRequest req;
+  auto* list = req.mutable_list_jobs();
+  for (const std::string& s : o.states) {
+    pb::JobState state;
+    if (!ParseJobState(s, &state)) {
+      std::cerr << "anneal ls: unknown state '" << s
+                << "' (pending, starting, running, restarting, succeeded, failed, cancelling, cancelled)\n";
+      return kExitUsage;
+    }
+    list->add_states(state);
+  }
+  list->set_limit(o.limit);
+  auto client = MakeClient(g);
+  if (!client.ok()) return ReportError("ls", client.status());
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return ReportError("ls", reply.status());
+  if (g.json) {
+    nlohmann::json jobs = nlohmann::json::array();
+    for (const auto& job : reply->list_jobs().jobs()) jobs.push_back(ToJson(job));
+    std::cout << jobs.dump(2) << "\n";
+    return kExitOk;
+  }
+  const int64_t now = NowMs();
+  Table t({"JOB", "NAME", "STATE", "ATTEMPT", "RANKS", "AGE", "RESULT"});
+  for (const auto& job : reply->list_jobs().jobs()) {
+    t.Add({job.job_id(), job.name().empty() ? "-" : job.name(), StateName(job.state()),
+           fmt::format("{}/{}", job.attempt(), job.max_attempts()), Ranks(job.resources()),
+           Age(job.submitted_at_ms(), now), Shorten(job.result(), 60)});
+  }
+  t.Print(std::cout);
+  return kExitOk;
+}
+
+// ---- show --------------------------------------------------------------------------------------------------
+
+struct ShowOptions {
+  std::string job;
+  bool spec = false;
+};
+
+void PrintCheckpoints(const google::protobuf::RepeatedPtrField<pb::CheckpointRecord>& cps, std::ostream& out) {
+  const int64_t now = NowMs();
+  Table t({"STEP", "STATE", "SIZE", "FILES", "METRICS", "AGE", "PATH"});
+  for (const auto& cp : cps) {
+    uint64_t size = 0;
+    for (const auto& f : cp.files()) size += f.size_bytes();
+    std::string metrics;
+    for (const auto& [k, v] : cp.metrics()) metrics += (metrics.empty() ? "" : " ") + k + "=" + Metric(v);
+    t.Add({std::to_string(cp.step()), StateName(cp.state()), Bytes(size), std::to_string(cp.files_size()),
+           metrics.empty() ? "-" : metrics, Age(cp.committed_at_ms(), now), cp.path()});
+  }
+  t.Print(out);
+}
+
+std::string Placement(const pb::Placement& p) {
+  std::string s;
+  for (const auto& node : p.nodes()) {
+    if (!s.empty()) s += "; ";
+    std::vector<std::string> ranks;
+    for (const auto& r : node.ranks()) ranks.push_back(std::to_string(r.global_rank()));
+    s += fmt::format("{} ranks {}", node.node_id(), fmt::join(ranks, ","));
+  }
+  if (s.empty()) return "-";
+  if (!p.master_addr().empty()) s += fmt::format("  (master {}:{})", p.master_addr(), p.master_port());
+  return s;
+}
+
+int Show(const GlobalOptions& g, const ShowOptions& o) {
+  auto client = MakeClient(g);
+  if (!client.ok()) return ReportError("show", client.status());
+  pb::ClientRequest req;
+  req.mutable_get_job()->set_job_id(o.job);
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return ReportError("show", reply.status());
+  const pb::GetJobReply& r = reply->get_job();
+  const pb::JobRecord& job = r.job();
+  if (g.json) {
+    std::cout << ToJson(r).dump(2) << "\n";
+    return kExitOk;
+  }
+  if (o.spec) {
+    std::cout << job.spec_yaml();
+    return kExitOk;
+  }
+  const int64_t now = NowMs();
+  auto line = [](const std::string& label, const std::string& value) {
+    std::cout << fmt::format("{:<13}{}\n", label + ":", value);
+  };
+  line("Job", job.job_id() + (job.name().empty() ? "" : "  (" + job.name() + ")"));
+  line("State", fmt::format("{}  attempt {}/{}, epoch {}", StateName(job.state()), job.attempt(), job.max_attempts(),
+                            job.epoch()));
+  auto spec = jobspec::ParseJobSpec(job.spec_yaml(), job.job_id());
+  if (spec.ok()) {
+    line("Kind", std::string(jobspec::JobKindName(spec->kind)) + " / " +
+                     std::string(jobspec::FinetuningTypeName(spec->finetuning.type)) +
+                     (spec->finetuning.type == jobspec::FinetuningType::kLora
+                          ? fmt::format(" (rank {}, alpha {})", spec->finetuning.lora_rank,
+                                        Metric(spec->finetuning.lora_alpha))
+                          : ""));
+    line("Model", spec->model.model_name_or_path);
+    if (!spec->data.dataset.empty()) line("Data", fmt::format("{}", fmt::join(spec->data.dataset, ", ")));
+  }
+  const auto& res = job.resources();
+  line("Resources", fmt::format("{} node(s) x {} = {} ranks (tp {}, pp {}, dp {})", res.nodes(), res.gpus_per_node(),
+                                res.world_size(), res.tensor_parallel(), res.pipeline_parallel(),
+                                res.data_parallel()));
+  line("Priority", std::to_string(job.priority()));
+  line("Output", job.output_dir().empty() ? "-" : job.output_dir());
+  line("Submitted", fmt::format("{} ({} ago)", Timestamp(job.submitted_at_ms()), Age(job.submitted_at_ms(), now)));
+  if (job.started_at_ms() > 0) line("Started", Timestamp(job.started_at_ms()));
+  if (job.finished_at_ms() > 0) {
+    line("Finished", fmt::format("{} (ran {})", Timestamp(job.finished_at_ms()),
+                                 Duration(job.finished_at_ms() - job.started_at_ms())));
+  }
+  if (!job.result().empty()) line("Result", job.result());
+  line("Placement", Placement(job.placement()));
+  if (!job.resume_checkpoint().empty()) line("Resumed from", job.resume_checkpoint());
+  if (!job.task_states().empty()) {
+    std::string tasks;
+    for (const auto& [node, state] : job.task_states()) {
+      tasks += (tasks.empty() ? "" : ", ") + node + "=" + StateName(state);
+    }
+    line("Tasks", tasks);
+  }
+  if (!r.last_metrics().empty()) {
+    const pb::MetricPoint& m = r.last_metrics(r.last_metrics_size() - 1);
+    std::string values;
+    for (const auto& [k, v] : m.values()) values += fmt::format("  {}={}", k, Metric(v));
+    line("Metrics", fmt::format("step {}{}{}", m.step(), m.total_steps() ? "/" + std::to_string(m.total_steps()) : "",
+                                values));
+  }
+  if (!r.checkpoints().empty()) {
+    std::cout << "\nCheckpoints:\n";
+    PrintCheckpoints(r.checkpoints(), std::cout);
+  }
+  if (!r.events().empty()) {
+    std::cout << "\nEvents:\n";
+    Table t({"TIME", "ATTEMPT", "KIND", "STATE", "MESSAGE"});
+    for (const auto& e : r.events()) {
+      std::string state = e.to_state() == pb::JOB_STATE_UNSPECIFIED
+                              ? "-"
+                              : (e.from_state() == pb::JOB_STATE_UNSPECIFIED ? "" : StateName(e.from_state()) + "->") +
+                                    StateName(e.to_state());
+      t.Add({Timestamp(e.time_ms()), std::to_string(e.attempt()), e.kind(), state, e.message()});
+    }
+    t.Print(std::cout);
+  }
+  return kExitOk;
+}
+
+// ---- logs --------------------------------------------------------------------------------------------------
+
+struct LogsOptions {
+  std::string job;
+  unsigned rank = 0;
+  bool follow = false;
+};
+
+int Logs(const GlobalOptions& g, const LogsOptions& o) {
+  auto client = MakeClient(g);
+  if (!client.ok()) return ReportError("logs", client.status());
+  uint64_t offset = 0;
+  while (true) {
+    pb::ClientRequest req;
+    auto* logs = req.mutable_get_logs();
+    logs->set_job_id(o.job);
+    logs->set_rank(o.rank);
+    logs->set_offset(offset);
+    logs->set_max_bytes(1 << 20);
+    auto reply = (*client)->Call(req);
+    if (!reply.ok()) return ReportError("logs", reply.status());
+    const pb::GetLogsReply& r = reply->get_logs();
+    std::cout << r.data();
+    std::cout.flush();
+    offset = std::max(r.next_offset(), offset + r.data().size());
+    if (r.eof()) return kExitOk;
+    if (r.data().empty()) {
+      if (!o.follow) return kExitOk;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  }
+}
+
+// ---- cancel, checkpoints -----------------------------------------------------------------------------------
+
+int Cancel(const GlobalOptions& g, const std::string& job) {
+  auto client = MakeClient(g);
+  if (!client.ok()) return ReportError("cancel", client.status());
+  pb::ClientRequest req;
+  req.mutable_cancel()->set_job_id(job);
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return ReportError("cancel", reply.status());
+  const std::string state = StateName(reply->cancel().state());
+  if (g.json) {
+    std::cout << nlohmann::json{{"job_id", job}, {"state", state}}.dump() << "\n";
+  } else {
+    std::cout << job << ": " << state << "\n";
+  }
+  return kExitOk;
+}
+
+int Checkpoints(const GlobalOptions& g, const std::string& job) {
+  auto client = MakeClient(g);
+  if (!client.ok()) return ReportError("checkpoints", client.status());
+  pb::ClientRequest req;
+  req.mutable_list_checkpoints()->set_job_id(job);
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return ReportError("checkpoints", reply.status());
+  if (g.json) {
+    nlohmann::json cps = nlohmann::json::array();
+    for (const auto& cp : reply->list_checkpoints().checkpoints()) cps.push_back(ToJson(cp));
+    std::cout << cps.dump(2) << "\n";
+    return kExitOk;
+  }
+  PrintCheckpoints(reply->list_checkpoints().checkpoints(), std::cout);
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action) {
+  {
+    auto o = std::make_shared<SubmitOptions>();
+    auto* cmd = app.add_subcommand("submit", "Validate a job spec here, then submit it; prints the job id");
+    cmd->add_option("JOB.yaml", o->file, "job spec (YAML; docs/job-spec.md)")->required();
+    cmd->add_option("--set", o->overrides, "override a key: key=value (flat or dotted); repeatable")
+        ->allow_extra_args(false);
+    cmd->add_option("--name", o->name, "display name (default: scheduling.name)");
+    cmd->add_flag("-f,--follow", o->follow, "watch the job until it ends (like anneal watch)");
+    cmd->callback([&g, o, action] { *action = [&g, o] { return Submit(g, *o); }; });
+  }
+  {
+    auto o = std::make_shared<ListOptions>();
+    auto* cmd = app.add_subcommand("ls", "List jobs, newest first");
+    cmd->add_option("--state", o->states, "only jobs in these states (pending, running, failed, ...)")
+        ->delimiter(',')
+        ->allow_extra_args(false);
+    cmd->add_option("--limit", o->limit, "at most N jobs (0: the coordinator's default)");
+    cmd->callback([&g, o, action] { *action = [&g, o] { return List(g, *o); }; });
+  }
+  {
+    auto o = std::make_shared<ShowOptions>();
+    auto* cmd = app.add_subcommand("show", "Show a job: spec summary, attempts, placement, metrics, checkpoints, events");
+    cmd->add_option("job", o->job, "job id")->required();
+    cmd->add_flag("--spec", o->spec, "print the stored (resolved) spec YAML instead");
+    cmd->callback([&g, o, action] { *action = [&g, o] { return Show(g, *o); }; });
+  }
+  {
+    auto o = std::make_shared<LogsOptions>();
+    auto* cmd = app.add_subcommand("logs", "Print a rank's log (stdout and stderr of the trainer)");
+    cmd->add_option("job", o->job, "job id")->required();
+    cmd->add_option("--rank", o->rank, "global rank (default 0)");
+    cmd->add_flag("-f,--follow", o->follow, "keep printing until the rank's log ends");
+    cmd->callback([&g, o, action] { *action = [&g, o] { return Logs(g, *o); }; });
+  }
+  {
+    auto job = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("cancel", "Cancel a job (the whole gang is stopped)");
+    cmd->add_option("job", *job, "job id")->required();
+    cmd->callback([&g, job, action] { *action = [&g, job] { return Cancel(g, *job); }; });
+  }
+  {
+    auto job = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("checkpoints", "List a job's checkpoints");
+    cmd->add_option("job", *job, "job id")->required();
+    cmd->callback([&g, job, action] { *action = [&g, job] { return Checkpoints(g, *job); }; });
+  }
+}
+
+}  // namespace anneal::cli

@@ -1,0 +1,177 @@
+// anneal up / down / model init as real processes: stand-in daemons (shell scripts next to a copy of the
+// anneal binary) record their command lines; failures are reported with the daemon's log and nothing is left
+// running; down signals only the processes it recorded.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "cli_harness.h"
+
+namespace anneal::cli::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
+// A copy of anneal in <dir>/bin, so "next to the anneal binary" is a directory the test controls.
+std::string CopyAnneal(const TempDir& dir) {
+  fs::create_directories(dir.path() + "/bin");
+  const std::string copy = dir.path() + "/bin/anneal";
+  fs::copy_file(ANNEAL_BINARY, copy, fs::copy_options::overwrite_existing);
+  return copy;
+}
+
+// A stand-in daemon: records its arguments and pid, prints a line, then runs `tail_command`.
+void WriteStandIn(const TempDir& dir, const std::string& name, const std::string& tail_command) {
+  dir.Write("bin/" + name,
+            "#!/bin/sh\n"
+            "d=$(dirname \"$0\")\n"
+            "echo \"$@\" >> \"$d/" + name + ".args\"\n"
+            "echo $$ >> \"$d/" + name + ".pids\"\n"
+            "echo \"" + name + " starting\"\n" + tail_command + "\n",
+            /*executable=*/true);
+}
+
+bool GoneWithin(pid_t pid, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    size_t paren = content.rfind(')');
+    if (content.empty() || (paren != std::string::npos && content.substr(paren + 2, 1) == "Z")) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+TEST(CliCluster, UpWithoutTheDaemonsNamesTheMissingBinary) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  RunResult r = RunProgram(anneal, {"up", "--state-dir", dir.path() + "/state"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "anneal up: " + dir.path() + "/bin/anneal-coordinator not found next to anneal (build the "
+                   "anneal-coordinator target)\n");
+}
+
+TEST(CliCluster, UpReportsADaemonThatExitsWithItsLogAndStopsTheOthers) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  WriteStandIn(dir, "anneal-coordinator", "echo 'cannot bind tcp://127.0.0.1: address in use' >&2; exit 3");
+  WriteStandIn(dir, "anneal-agent", "exec sleep 30");
+  const std::string state = dir.path() + "/state";
+  RunResult r = RunProgram(anneal, {"up", "--agents", "2", "--slots", "3", "--state-dir", state, "--wait", "10"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "anneal up: coordinator exited with status 3 during start-up")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "| cannot bind tcp://127.0.0.1: address in use")) << r.err;
+  EXPECT_LT(r.seconds, 8.0);
+  // The agents that had started were stopped, and no cluster is left recorded.
+  std::ifstream pids(dir.path() + "/bin/anneal-agent.pids");
+  pid_t pid;
+  int agents = 0;
+  while (pids >> pid) {
+    ++agents;
+    EXPECT_TRUE(GoneWithin(pid, std::chrono::seconds(3))) << "agent pid " << pid << " still running";
+  }
+  EXPECT_EQ(agents, 2);
+  EXPECT_FALSE(fs::exists(state + "/cluster.yaml"));
+  EXPECT_TRUE(fs::exists(state + "/logs/coordinator.log"));
+}
+
+TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  WriteStandIn(dir, "anneal-coordinator", "exec sleep 30");
+  WriteStandIn(dir, "anneal-agent", "exec sleep 30");
+  const std::string state = dir.path() + "/state";
+  RunResult r = RunProgram(anneal, {"up", "--agents", "1", "--slots", "4", "--state-dir", state, "--port", "45123", "--wait", "1"},
+                    dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "anneal up: the local cluster did not come up within 1 s")) << r.err;
+  const std::string coordinator_args = ReadFile(dir.path() + "/bin/anneal-coordinator.args");
+  EXPECT_EQ(coordinator_args.rfind("--bind tcp://127.0.0.1:45123 --state-dir " + state + "/coordinator --token ", 0),
+            0u)
+      << coordinator_args;
+  EXPECT_TRUE(Contains(coordinator_args, "--config " + state + "/coordinator.yaml")) << coordinator_args;
+  EXPECT_EQ(ReadFile(dir.path() + "/bin/anneal-agent.args"),
+            "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state + "/agents/local-0 --slots 4");
+  pid_t coordinator_pid = std::stoi(ReadFile(dir.path() + "/bin/anneal-coordinator.pids"));
+  EXPECT_TRUE(GoneWithin(coordinator_pid, std::chrono::seconds(3)));
+  // The failed start did not write a client config.
+  EXPECT_FALSE(fs::exists(dir.path() + "/.anneal/config"));
+}
+
+TEST(CliCluster, DownWithoutAClusterSaysSo) {
+  TempDir dir;
+  RunResult r = RunAnneal({"down", "--state-dir", dir.path()}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "anneal down: no local cluster recorded in " + dir.path() + "/cluster.yaml\n");
+}
+
+TEST(CliCluster, DownStopsRecordedProcessesButNotARecycledPid) {
+  TempDir dir;
+  pid_t listed = ::fork();
+  if (listed == 0) {
+    ::execl("/bin/sleep", "sleep", "30", nullptr);
+    ::_exit(127);
+  }
+  pid_t stranger = ::fork();
+  if (stranger == 0) {
+    ::execl("/bin/sleep", "sleep", "30", nullptr);
+    ::_exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let both exec
+  dir.Write("cluster.yaml", "coordinator: tcp://127.0.0.1:1\ntoken: t\nprocesses:\n"
+                            "  - {name: agent local-0, pid: " + std::to_string(listed) +
+                                ", program: /bin/sleep, log: x}\n"
+                                "  - {name: coordinator, pid: " + std::to_string(stranger) +
+                                ", program: /usr/bin/anneal-coordinator, log: y}\n");
+  RunResult r = RunAnneal({"down", "--state-dir", dir.path(), "--grace", "5"}, dir.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "agent local-0 (pid " + std::to_string(listed) + ") stopped\n");
+  int status = 0;
+  ASSERT_EQ(::waitpid(listed, &status, 0), listed);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+  // The pid recorded for another program was left alone.
+  EXPECT_EQ(::waitpid(stranger, &status, WNOHANG), 0);
+  ::kill(stranger, SIGKILL);
+  ::waitpid(stranger, &status, 0);
+  EXPECT_FALSE(fs::exists(dir.path() + "/cluster.yaml"));
+}
+
+TEST(CliCluster, ModelInitWithoutTheTrainerIsAClearError) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  RunResult r = RunProgram(anneal, {"model", "init", "--preset", "tiny-llama", "--out", "/tmp/x"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "anneal model init: the trainer was not built: " + dir.path() +
+                       "/bin/anneal-train does not exist (configure with LibTorch and build the anneal-train target)\n");
+}
+
+TEST(CliCluster, ModelInitForwardsEveryArgumentToTheTrainer) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  dir.Write("bin/anneal-train", "#!/bin/sh\necho \"trainer got: $@\"\nexit 7\n", /*executable=*/true);
+  RunResult r = RunProgram(anneal, {"model", "init", "--preset", "tiny-llama", "--out", "/tmp/x"}, dir.path());
+  EXPECT_EQ(r.exit_code, 7);
+  EXPECT_EQ(r.out, "trainer got: model init --preset tiny-llama --out /tmp/x\n");
+}
+
+}  // namespace
+}  // namespace anneal::cli::testing
