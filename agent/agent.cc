@@ -1,6 +1,7 @@
 #include "agent/agent.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -39,6 +40,7 @@ Status Agent::Init() {
   opts.log_max_bytes = config_.log_max_bytes;
   opts.min_free_bytes = config_.min_free_bytes;
   opts.fail_grace_ms = config_.shutdown_grace_ms;
+  opts.reap_orphans = ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0;
   supervisor_ = std::make_unique<Supervisor>(io_, clock_, opts, [this](pb::AgentToCoordinator m) { Report(std::move(m)); });
   const auto adopted = supervisor_->Recover();
   spdlog::info("anneal-agent {} node {}: {} slot(s), {} GPU(s), work dir {}, {} task(s) re-adopted, {} report(s) "

@@ -142,6 +142,14 @@ void Supervisor::Reap() {
   const int64_t now = clock_.SteadyMs();
   const bool poll_adopted = now >= next_adopted_poll_ms_;
   if (poll_adopted) next_adopted_poll_ms_ = now + options_.adopted_poll_ms;
+  // As a subreaper the agent also inherits the orphaned descendants of its ranks: reap them all, keeping the
+  // statuses of ranks for the loop below.
+  std::map<pid_t, int> reaped;
+  if (options_.reap_orphans) {
+    int wstatus = 0;
+    pid_t got;
+    while ((got = ::waitpid(-1, &wstatus, WNOHANG)) > 0) reaped[got] = wstatus;
+  }
   // Collect first: OnRankExit may finish and erase the task.
   std::vector<std::pair<std::string, Rank*>> exited;
   for (auto& [job, task] : tasks_) {
@@ -149,7 +157,13 @@ void Supervisor::Reap() {
       if (r->exited) continue;
       if (r->own_child) {
         int wstatus = 0;
-        const pid_t got = ::waitpid(r->rec.pid, &wstatus, WNOHANG);
+        pid_t got = 0;
+        if (auto it = reaped.find(r->rec.pid); it != reaped.end()) {
+          got = it->first;
+          wstatus = it->second;
+        } else {
+          got = ::waitpid(r->rec.pid, &wstatus, WNOHANG);
+        }
         if (got == r->rec.pid) {
           r->exit = DecodeWaitStatus(wstatus);
           exited.emplace_back(job, r.get());

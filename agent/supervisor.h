@@ -54,6 +54,9 @@ struct SupervisorOptions {
   uint32_t fail_grace_ms = 10000;   // grace for the other local ranks when one rank failed
   int64_t adopted_poll_ms = 200;    // /proc polling period for adopted ranks
   int64_t rotate_check_ms = 1000;
+  // waitpid(-1): reap every child, not only ranks. Set by the agent, which is a child subreaper
+  // (PR_SET_CHILD_SUBREAPER) so orphaned grandchildren of ranks end up as its children, never as zombies.
+  bool reap_orphans = false;
 };
 
 class Supervisor {

@@ -213,6 +213,14 @@ class AgentProcess {
     pid = -1;
     return -1;
   }
+  // Non-blocking: true (and the exit status in *code) once the agent has exited.
+  bool Exited(int* code) {
+    int st = 0;
+    if (pid <= 0 || ::waitpid(pid, &st, WNOHANG) != pid) return pid <= 0;
+    pid = -1;
+    *code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return true;
+  }
   std::string Log() const { return ReadText(log_path); }
 
   pid_t pid = -1;

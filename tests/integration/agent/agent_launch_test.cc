@@ -147,8 +147,9 @@ TEST(AgentStop, KillsARankIgnoringSigtermAfterTheGracePeriod) {
   EXPECT_NE(msg.find("cancelled by the user"), std::string::npos) << msg;
   EXPECT_NE(msg.find("killed by signal 9"), std::string::npos) << msg;
   EXPECT_NE(msg.find("after the grace period"), std::string::npos) << msg;
-  // The grandchildren went with their ranks' process groups; the agent reaped everything.
+  // The grandchildren went with their ranks' process groups; the agent (their subreaper) reaped everything.
   EXPECT_TRUE(WaitNoProcesses(f.marker, 3000));
+  f.coord.Pump(200);
   EXPECT_TRUE(ZombieChildrenOf(f.agent->pid).empty());
 }
 
@@ -175,6 +176,23 @@ TEST(AgentFailure, CrashingRankIsReportedAtOnceAndStopsItsLocalGang) {
   int failed_updates = 0;
   for (const auto& m : f.coord.applied_reports) failed_updates += TaskStateIs("job-crash", pb::TASK_FAILED)(m);
   EXPECT_EQ(failed_updates, 1);
+}
+
+TEST(AgentShutdown, SigtermStopsTheRanksAndReportsBeforeExiting) {
+  AgentFixture f({"--shutdown-grace-ms", "300"});
+  f.coord.Send(MakeLaunch("job-sd", 1, 2,
+                          f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}, {"FAKE_IGNORE_TERM", "1"}}), f.out));
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-sd", pb::TASK_RUNNING)).has_value()) << f.agent->Log();
+  ::kill(f.agent->pid, SIGTERM);
+  int code = -1;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (!f.agent->Exited(&code) && Clock::now() < deadline) f.coord.Pump(50);
+  ASSERT_EQ(code, 0) << f.agent->Log();
+  f.coord.Pump(200);
+  bool stopped = false;
+  for (const auto& m : f.coord.applied_reports) stopped = stopped || TaskStateIs("job-sd", pb::TASK_STOPPED)(m);
+  EXPECT_TRUE(stopped) << "the final TaskUpdate was not delivered before the agent exited";
+  EXPECT_TRUE(LiveProcessesWithEnv(f.marker).empty()) << "ranks outlived their agent";
 }
 
 TEST(AgentFencing, RefusesLaunchesAndStopsOfAnOlderEpoch) {
