@@ -12,6 +12,9 @@ target_include_directories(anneal_trainer PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(anneal_trainer PUBLIC anneal_common_core ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json
                       CLI11::CLI11)
 target_compile_definitions(anneal_trainer PUBLIC FMT_HEADER_ONLY=1)
+# libtorch.so exports its own copies of std::filesystem symbols, which crash when an executable binds to them.
+# Put libstdc++ first among the needed libraries so the executable's references bind to the real ones.
+target_link_options(anneal_trainer INTERFACE "LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
 target_compile_options(anneal_trainer PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${ANNEAL_WARNINGS}>)
 target_precompile_headers(anneal_trainer PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${CMAKE_CURRENT_SOURCE_DIR}/pch.h>)
 
@@ -20,6 +23,7 @@ if(ANNEAL_TRAINER_CUDA)
   target_include_directories(anneal_kernels_cuda PUBLIC ${CMAKE_SOURCE_DIR})
   set_target_properties(anneal_kernels_cuda PROPERTIES CUDA_ARCHITECTURES 90 CUDA_STANDARD 17
                         POSITION_INDEPENDENT_CODE ON)
+  target_link_libraries(anneal_kernels_cuda PUBLIC CUDA::cudart)
   target_link_libraries(anneal_trainer PUBLIC anneal_kernels_cuda)
   target_compile_definitions(anneal_trainer PUBLIC ANNEAL_WITH_CUDA=1)
 endif()

@@ -113,7 +113,11 @@ void RunEncode(const EncodeArgs& a) {
       if (!role.ok()) Fail(role.status().WithContext(fmt::format("{}:{}", a.jsonl, n)));
       messages.push_back({*role, m.value("content", std::string())});
     }
-    auto ex = EncodeSupervised(*t, *tok, messages, j.value("system", std::string()), a.options);
+    SftOptions o = a.options;  // a line may override the options (batching many option sets in one run)
+    o.cutoff_len = j.value("cutoff_len", o.cutoff_len);
+    o.train_on_prompt = j.value("train_on_prompt", o.train_on_prompt);
+    o.mask_history = j.value("mask_history", o.mask_history);
+    auto ex = EncodeSupervised(*t, *tok, messages, j.value("system", std::string()), o);
     if (!ex.ok()) Fail(ex.status().WithContext(fmt::format("{}:{}", a.jsonl, n)));
     std::cout << json{{"input_ids", ex->input_ids}, {"labels", ex->labels}}.dump() << "\n";
   }

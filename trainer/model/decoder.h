@@ -39,10 +39,10 @@ struct KvCache {
 };
 
 struct ForwardInputs {
-  torch::Tensor input_ids;       // [B, T] int64
-  torch::Tensor attention_mask;  // optional [B, S] 1 = token, 0 = padding (S includes cached positions)
-  torch::Tensor position_ids;    // optional [B, T]; default: cache length + arange(T)
-  torch::Tensor segment_ids;     // optional [B, T]: packed sequences attend only within their segment
+  torch::Tensor input_ids = {};       // [B, T] int64
+  torch::Tensor attention_mask = {};  // optional [B, S] 1 = token, 0 = padding (S includes cached positions)
+  torch::Tensor position_ids = {};    // optional [B, T]; default: cache length + arange(T)
+  torch::Tensor segment_ids = {};     // optional [B, T]: packed sequences attend only within their segment
   KvCache* cache = nullptr;      // optional: appended to, and attended over
 };
 

@@ -40,7 +40,7 @@ struct LinearSpec {
   int64_t in = 0;
   int64_t out = 0;
   bool bias = false;
-  std::string role;               // q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head
+  std::string role = {};          // q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head
   LinearSplit split = LinearSplit::kNone;
 };
 
