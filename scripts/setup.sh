@@ -10,7 +10,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ccache
   librocksdb-dev libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler
   libboost-dev libboost-system-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
-  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   python3-venv procps
 )
 
