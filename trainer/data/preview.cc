@@ -1,5 +1,7 @@
 #include "trainer/data/preview.h"
 
+#include <filesystem>
+
 #include <fmt/format.h>
 
 #include "jobspec/jobspec.h"
@@ -20,6 +22,8 @@ DataConfig DataConfigFromJob(const jobspec::JobSpec& spec) {
   c.skip_bad_rows = spec.data.skip_bad_rows;
   c.seed = static_cast<uint64_t>(spec.train.seed);
   c.cache_dir = spec.data.tokenized_cache_dir;
+  if (c.cache_dir.empty() && !spec.train.output_dir.empty())  // docs/job-spec.md: <output_dir>/../.anneal-cache
+    c.cache_dir = (std::filesystem::path(spec.train.output_dir).parent_path() / ".anneal-cache").string();
   return c;
 }
 
