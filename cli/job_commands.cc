@@ -183,8 +183,10 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
   line("Submitted", fmt::format("{} ({} ago)", Timestamp(job.submitted_at_ms()), Age(job.submitted_at_ms(), now)));
   if (job.started_at_ms() > 0) line("Started", Timestamp(job.started_at_ms()));
   if (job.finished_at_ms() > 0) {
-    line("Finished", fmt::format("{} (ran {})", Timestamp(job.finished_at_ms()),
-                                 Duration(job.finished_at_ms() - job.started_at_ms())));
+    line("Finished", job.started_at_ms() > 0
+                         ? fmt::format("{} (ran {})", Timestamp(job.finished_at_ms()),
+                                       Duration(job.finished_at_ms() - job.started_at_ms()))
+                         : Timestamp(job.finished_at_ms()) + " (never started)");
   }
   if (!job.result().empty()) line("Result", job.result());
   line("Placement", Placement(job.placement()));

@@ -57,8 +57,10 @@ std::string ProgressText(const pb::MetricPoint& m, const Rate& rate, bool bar) {
 }
 
 std::string EventText(const pb::JobEvent& e) {
+  // State changes show the new state; other events (error, checkpoint, message) their kind.
   std::string s = Timestamp(e.time_ms());
-  if (e.to_state() != pb::JOB_STATE_UNSPECIFIED) s += "  " + StateName(e.to_state());
+  const bool state_change = (e.kind().empty() || e.kind() == "state") && e.to_state() != pb::JOB_STATE_UNSPECIFIED;
+  if (state_change) s += "  " + StateName(e.to_state());
   else s += "  " + (e.kind().empty() ? std::string("event") : e.kind());
   if (e.attempt() > 0) s += fmt::format("  attempt {}", e.attempt());
   if (!e.message().empty()) s += ": " + e.message();

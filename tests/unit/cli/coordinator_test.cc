@@ -194,6 +194,7 @@ TEST(CliCoordinator, ShowPrintsSummaryPlacementMetricsCheckpointsAndEvents) {
     pb::ClientReply reply;
     auto* r = reply.mutable_get_job();
     *r->mutable_job() = Job("j-7", pb::JOB_RUNNING);
+    r->mutable_job()->set_finished_at_ms(1'700'000'000'000);  // finished without ever starting
     r->mutable_job()->set_spec_yaml("model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /out/j-7\n");
     auto* node = r->mutable_job()->mutable_placement()->add_nodes();
     node->set_node_id("node-a");
@@ -221,7 +222,7 @@ TEST(CliCoordinator, ShowPrintsSummaryPlacementMetricsCheckpointsAndEvents) {
   for (const char* text : {"Job:         j-7  (demo-j-7)", "State:       RUNNING  attempt 1/3", "Model:       /models/tiny",
                            "Kind:        train / lora (rank 8, alpha 16)", "node-a ranks 0,1", "step 40/100",
                            "loss=1.25", "Checkpoints:", "/out/j-7/checkpoint-20", "2.0 KiB", "Events:",
-                           "PENDING->STARTING", "placed on node-a"}) {
+                           "PENDING->STARTING", "placed on node-a", "(never started)"}) {
     EXPECT_TRUE(Contains(r.out, text)) << "missing '" << text << "' in:\n" << r.out;
   }
   RunResult missing = RunAnneal({"--coordinator", coordinator.address(), "show", "j-9"}, home.path());
@@ -310,6 +311,13 @@ FakeCoordinator::Handler WatchScript(pb::JobState final_state, const std::string
       e->set_to_state(pb::JOB_RUNNING);
       e->set_attempt(1);
       e->set_message("all ranks up");
+      auto* warn = w->add_events();
+      warn->set_seq(1);
+      warn->set_kind("message");
+      warn->set_from_state(pb::JOB_RUNNING);
+      warn->set_to_state(pb::JOB_RUNNING);
+      warn->set_attempt(1);
+      warn->set_message("rank 0: tokenizer has no chat template");
       for (int i = 1; i <= 2; ++i) {
         auto* m = w->add_metrics();
         m->set_step(10 * i);
@@ -336,7 +344,8 @@ TEST(CliCoordinator, WatchFollowsToSuccessAndExitsZero) {
   FakeCoordinator coordinator(WatchScript(pb::JOB_SUCCEEDED, "adapter written to /out/j-5"));
   RunResult r = RunAnneal({"--coordinator", coordinator.address(), "watch", "j-5"}, home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  for (const char* text : {"RUNNING  attempt 1: all ranks up", "step 10/100  loss 2", "step 20/100  loss 1",
+  for (const char* text : {"RUNNING  attempt 1: all ranks up", "message  attempt 1: rank 0: tokenizer has no chat template",
+                           "step 10/100  loss 2", "step 20/100  loss 1",
                            "5100 tok/s", "ETA 8s", "j-5 SUCCEEDED: adapter written to /out/j-5 (output: /out/j-5)"}) {
     EXPECT_TRUE(Contains(r.out, text)) << "missing '" << text << "' in:\n" << r.out;
   }
@@ -359,7 +368,8 @@ TEST(CliCoordinator, WatchOfAFailedJobExitsOneAndJsonEndsWithTheFinalState) {
   EXPECT_EQ(last["type"], "final");
   EXPECT_EQ(last["state"], "FAILED");
   EXPECT_EQ(last["result"], "rank 0 exited with status 1");
-  EXPECT_EQ(nlohmann::json::parse(lines[1])["type"], "metric");
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["type"], "event");
+  EXPECT_EQ(nlohmann::json::parse(lines[2])["type"], "metric");
 }
 
 TEST(CliCoordinator, SubmitFollowWatchesTheNewJob) {

@@ -20,6 +20,9 @@ struct BadSpec {
   std::string message;  // expected substring of the error
 };
 
+// gtest prints the row's name instead of its bytes.
+void PrintTo(const BadSpec& row, std::ostream* os) { *os << row.name; }
+
 std::string Base(const std::string& more) { return kBase + more; }
 
 const std::vector<BadSpec>& Table() {
