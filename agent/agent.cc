@@ -151,7 +151,8 @@ void Agent::Send(const pb::AgentToCoordinator& msg) {
 void Agent::Report(pb::AgentToCoordinator msg) {
   auto seq = spool_->Append(&msg);
   if (!seq.ok()) {
-    spdlog::error("report not spooled (it is sent once, without a resend guarantee): {}", seq.status().ToString());
+    spdlog::error("report not spooled: {}", seq.status().ToString());
+    return;
   }
   if (registered_) Send(msg);
 }

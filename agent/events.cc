@@ -1,5 +1,6 @@
 #include "agent/events.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 namespace anneal::agent {
@@ -101,8 +102,7 @@ StatusOr<TrainerEvent> ParseTrainerEvent(std::string_view line, const TaskIdenti
       e->set_attempt(id.attempt);
       e->set_epoch(id.epoch);
       e->set_kind("message");
-      e->set_message("[" + j.value("level", std::string("info")) + "] rank " + std::to_string(ev.rank) + ": " +
-                     ev.message);
+      e->set_message(fmt::format("[{}] rank {}: {}", j.value("level", std::string("info")), ev.rank, ev.message));
     } else if (ev.type == "finished") {
       ev.finished_status = j.value("status", std::string("ok"));
       ev.message = j.value("message", "");

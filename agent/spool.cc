@@ -126,9 +126,12 @@ StatusOr<uint64_t> Spool::Append(pb::AgentToCoordinator* msg) {
     return InvalidArgumentError("spool: message body " + std::to_string(msg->body_case()) + " carries no seq");
   }
   const std::string path = dir_ + "/reports.log";
-  RETURN_IF_ERROR(WriteAll(fd_, Frame(*msg), path));
-  if (::fdatasync(fd_) != 0) return DataLossError("fdatasync " + path + ": " + Errno());
-  ++records_in_file_;
+  Status st = WriteAll(fd_, Frame(*msg), path);
+  if (st.ok() && ::fdatasync(fd_) != 0) st = DataLossError("fdatasync " + path + ": " + Errno());
+  // Even when the disk failed the report stays pending in memory (resent until acked while this agent
+  // lives); only its survival across a restart is lost.
+  if (st.ok()) ++records_in_file_;
+  else spdlog::error("spool: report seq {} is kept in memory only: {}", next_seq_, st.message());
   pending_.push_back(*msg);
   return next_seq_++;
 }

@@ -45,7 +45,7 @@ class Spool {
   Spool& operator=(const Spool&) = delete;
 
   // Gives `msg` the next seq, appends it durably and keeps it pending. INVALID_ARGUMENT for an unsequenced
-  // body; DATA_LOSS/INTERNAL when the disk write fails (the report is then not pending).
+  // body. A failed disk write is logged and the report is kept pending in memory only.
   StatusOr<uint64_t> Append(pb::AgentToCoordinator* msg);
   // Acknowledges every pending report with seq <= `seq`.
   Status Ack(uint64_t seq);
