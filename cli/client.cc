@@ -64,6 +64,12 @@ StatusOr<pb::ClientReply> CoordinatorClient::Call(pb::ClientRequest request, std
     }
     if (reply.request_id() != id) continue;  // a late reply to an earlier request
     if (reply.has_error() && reply.error().code() != pb::OK) return protocol::FromProto(reply.error());
+    // The reply's body has the same field number as the request's (submit = 10 in both, ...).
+    if (static_cast<int>(reply.body_case()) != static_cast<int>(request.body_case())) {
+      return InternalError(fmt::format("coordinator at {} answered request {} with reply body {} (expected {})",
+                                       address_, id, static_cast<int>(reply.body_case()),
+                                       static_cast<int>(request.body_case())));
+    }
     return reply;
   }
   // Drop the socket: a reply that arrives later must not be read as the answer to the next request.

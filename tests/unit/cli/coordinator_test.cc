@@ -298,6 +298,68 @@ TEST(CliCoordinator, LogsReadsChunksUntilEof) {
   EXPECT_EQ(requests[1].get_logs().offset(), 16u);
 }
 
+// Logs that have one line, then nothing new once, then a last line and the end.
+FakeCoordinator::Handler GrowingLog() {
+  auto empty_replies = std::make_shared<int>(0);
+  return [empty_replies](const pb::ClientRequest& req) {
+    pb::ClientReply reply;
+    auto* logs = reply.mutable_get_logs();
+    if (req.get_logs().offset() == 0) {
+      logs->set_data("first\n");
+      logs->set_next_offset(6);
+    } else if ((*empty_replies)++ == 0) {
+      logs->set_next_offset(6);  // nothing new yet, not the end
+    } else {
+      logs->set_data("second\n");
+      logs->set_next_offset(13);
+      logs->set_eof(true);
+    }
+    return reply;
+  };
+}
+
+TEST(CliCoordinator, LogsFollowWaitsForMoreOutput) {
+  TempDir home;
+  FakeCoordinator once_coordinator(GrowingLog());
+  RunResult once = RunAnneal({"--coordinator", once_coordinator.address(), "logs", "j-1"}, home.path());
+  EXPECT_EQ(once.exit_code, 0) << once.err;
+  EXPECT_EQ(once.out, "first\n");  // without -f it stops at the first empty chunk
+  FakeCoordinator follow_coordinator(GrowingLog());
+  RunResult follow = RunAnneal({"--coordinator", follow_coordinator.address(), "logs", "j-1", "-f"}, home.path());
+  EXPECT_EQ(follow.exit_code, 0) << follow.err;
+  EXPECT_EQ(follow.out, "first\nsecond\n");
+  EXPECT_EQ(follow_coordinator.requests().size(), 3u);
+}
+
+TEST(CliCoordinator, AReplyWithTheWrongBodyIsAnError) {
+  TempDir home;
+  FakeCoordinator coordinator([](const pb::ClientRequest&) {
+    pb::ClientReply reply;
+    reply.mutable_list_nodes();
+    return reply;
+  });
+  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "cancel", "j-1"}, home.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "anneal cancel: coordinator at " + coordinator.address() + " answered request"))
+      << r.err;
+}
+
+TEST(CliCoordinator, GlobalFlagsMayFollowTheCommand) {
+  TempDir home;
+  FakeCoordinator coordinator([](const pb::ClientRequest&) {
+    pb::ClientReply reply;
+    reply.mutable_submit()->set_job_id("j-2");
+    return reply;
+  });
+  RunResult r = RunAnneal({"submit", "--set", "seed=3", kExamples + "/tiny_cpu_lora.yaml", "--json", "--coordinator",
+                           coordinator.address()},
+                          home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["job_id"], "j-2");
+  ASSERT_EQ(coordinator.requests().size(), 1u);
+  EXPECT_EQ(coordinator.requests()[0].submit().overrides(0), "seed=3");
+}
+
 // A watch that sees two metric points while running, then the final state.
 FakeCoordinator::Handler WatchScript(pb::JobState final_state, const std::string& result) {
   auto calls = std::make_shared<int>(0);
