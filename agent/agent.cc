@@ -61,7 +61,8 @@ void Agent::OpenSocket() {
   socket_->set(zmq::sockopt::reconnect_ivl_max, timing_.zmq_reconnect_ivl_max_ms);
   socket_->set(zmq::sockopt::heartbeat_ivl, 1000);
   socket_->set(zmq::sockopt::heartbeat_timeout, 5000);
-  socket_->set(zmq::sockopt::routing_id, config_.node);
+  // No fixed routing id: a ROUTER without ZMQ_ROUTER_HANDOVER rejects a reconnect that reuses a live id. The
+  // coordinator learns this node's current id from each message it receives (RegisterRequest names the node).
   const std::string monitor_endpoint = "inproc://anneal-agent-monitor-" + std::to_string(socket_generation_);
   if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0) {
     monitor_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pair);

@@ -130,6 +130,21 @@ TEST(AgentStop, KillsARankIgnoringSigtermAfterTheGracePeriod) {
   });
   ASSERT_TRUE(hb.has_value());
   EXPECT_EQ(hb->heartbeat().tasks(0).pids_size(), 2);
+  // Live tail of a running rank: data so far, not eof.
+  pb::CoordinatorToAgent fetch;
+  fetch.mutable_fetch_logs()->set_request_id(7);
+  fetch.mutable_fetch_logs()->set_job_id("job-stop");
+  fetch.mutable_fetch_logs()->set_rank(1);
+  f.coord.Send(fetch);
+  auto chunk = f.coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_log_chunk(); });
+  ASSERT_TRUE(chunk.has_value());
+  EXPECT_NE(chunk->log_chunk().data().find("fake rank RANK=1"), std::string::npos) << chunk->log_chunk().data();
+  EXPECT_FALSE(chunk->log_chunk().eof());
+  fetch.mutable_fetch_logs()->set_job_id("no-such-job");
+  f.coord.Send(fetch);
+  auto missing = f.coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_log_chunk(); });
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_EQ(missing->log_chunk().error().code(), pb::NOT_FOUND);
 
   pb::CoordinatorToAgent stop;
   stop.mutable_stop()->set_job_id("job-stop");
@@ -163,7 +178,8 @@ TEST(AgentFailure, CrashingRankIsReportedAtOnceAndStopsItsLocalGang) {
   const auto t0 = Clock::now();
   auto failed = f.coord.WaitFor(TaskStateIs("job-crash", pb::TASK_FAILED), 5000);
   ASSERT_TRUE(failed.has_value()) << f.agent->Log();
-  EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count(), 1500);
+  // The crash comes 300 ms after start; "at once" = well before any grace period or heartbeat timeout.
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count(), 2500);
   const auto& s = failed->task_update().status();
   EXPECT_EQ(s.exit_code(), 3);
   EXPECT_EQ(s.signal(), 0);

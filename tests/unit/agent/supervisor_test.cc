@@ -25,7 +25,7 @@ struct Fixture {
   std::vector<pb::AgentToCoordinator> reports;
   std::unique_ptr<Supervisor> sup;
 
-  explicit Fixture(const std::string& script) {
+  explicit Fixture(const std::string& script, std::vector<uint32_t> gpus = {}) {
     char tmpl[] = "/tmp/anneal-sup-XXXXXX";
     dir = ::mkdtemp(tmpl);
     const std::string trainer = dir + "/trainer.sh";
@@ -36,6 +36,7 @@ struct Fixture {
     o.node_id = "n";
     o.trainer = script.empty() ? dir + "/missing-trainer" : trainer;
     o.slots = 2;
+    o.gpu_indices = gpus;
     o.min_free_bytes = 0;
     sup = std::make_unique<Supervisor>(io, clock, o, [this](pb::AgentToCoordinator m) { reports.push_back(m); });
   }
@@ -140,6 +141,23 @@ TEST(Supervisor, ExitCodesDecideTheFinalState) {
   ASSERT_TRUE(f.SpinUntil(pb::TASK_FAILED, 3000));
   EXPECT_EQ(f.Find(pb::TASK_FAILED)->exit_code(), 7);
   EXPECT_EQ(f.Find(pb::TASK_FAILED)->job_id(), "bad");
+}
+
+TEST(Supervisor, GpuNodesGetCudaVisibleDevicesInLocalRankOrder) {
+  Fixture f("#!/bin/sh\necho \"devices=$CUDA_VISIBLE_DEVICES local=$LOCAL_RANK\"\n", {0, 1});
+  pb::LaunchTask l = OneRank("g", 1);
+  l.mutable_ranks(0)->set_slot(1);
+  auto* r1 = l.add_ranks();
+  r1->set_global_rank(1);
+  r1->set_local_rank(1);
+  r1->set_slot(0);
+  l.set_world_size(2);
+  f.sup->Launch(l);
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_SUCCEEDED, 3000));
+  std::ifstream log(f.dir + "/work/jobs/g/attempt-1/rank-0.log");
+  std::string line;
+  std::getline(log, line);
+  EXPECT_EQ(line, "devices=1,0 local=0");
 }
 
 }  // namespace
