@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -101,6 +102,45 @@ RunResult RunProgram(const std::string& binary, const std::vector<std::string>& 
 RunResult RunAnneal(const std::vector<std::string>& args, const std::string& home,
                     const std::map<std::string, std::string>& env, double timeout_s) {
   return RunProgram(ANNEAL_BINARY, args, home, env, timeout_s);
+}
+
+RunResult RunAnnealInTerminal(const std::vector<std::string>& args, const std::string& home, double timeout_s) {
+  RunResult result;
+  const auto start = std::chrono::steady_clock::now();
+  int master = -1;
+  pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  if (pid < 0) return result;
+  if (pid == 0) {
+    ::setenv("HOME", home.c_str(), 1);
+    for (const char* v : {"ANNEAL_COORDINATOR", "ANNEAL_TOKEN", "ANNEAL_HOME"}) ::unsetenv(v);
+    std::vector<char*> argv = {const_cast<char*>(ANNEAL_BINARY)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(ANNEAL_BINARY, argv.data());
+    ::_exit(127);
+  }
+  const auto deadline = start + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  bool killed = false;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      ::kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    pollfd fd{master, POLLIN, 0};
+    if (::poll(&fd, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(master, buf, sizeof(buf));
+    if (n <= 0) break;  // EIO once the child side is closed
+    result.out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(master);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.exit_code = killed ? -1 : (WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  return result;
 }
 
 std::string DeadAddress() {

@@ -44,6 +44,9 @@ RunResult RunProgram(const std::string& binary, const std::vector<std::string>& 
 RunResult RunAnneal(const std::vector<std::string>& args, const std::string& home,
                     const std::map<std::string, std::string>& env = {}, double timeout_s = 20);
 
+// Runs the anneal binary with stdout and stderr on a pseudo-terminal (as a person would); `out` gets both.
+RunResult RunAnnealInTerminal(const std::vector<std::string>& args, const std::string& home, double timeout_s = 20);
+
 // A loopback TCP address with nothing listening on it.
 std::string DeadAddress();
 

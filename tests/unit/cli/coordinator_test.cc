@@ -419,6 +419,18 @@ TEST(CliCoordinator, WatchFollowsToSuccessAndExitsZero) {
   EXPECT_GT(requests[1].watch().timeout_ms(), 0u);
 }
 
+TEST(CliCoordinator, WatchOnATerminalRedrawsAProgressBar) {
+  TempDir home;
+  FakeCoordinator coordinator(WatchScript(pb::JOB_SUCCEEDED, "done"));
+  RunResult r = RunAnnealInTerminal({"--coordinator", coordinator.address(), "watch", "j-5"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  // The bar of the latest point (20 of 100 steps: 6 of 30 cells), drawn in place, then cleared for the end line.
+  EXPECT_TRUE(Contains(r.out, "\r\033[K[######........................] step 20/100  loss 1")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "ETA 8s\r\033[K")) << r.out;  // cleared before the next event line
+  EXPECT_TRUE(Contains(r.out, "j-5 SUCCEEDED: done (output: /out/j-5)")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "step 10/100")) << "a terminal shows only the latest point:\n" << r.out;
+}
+
 TEST(CliCoordinator, WatchOfAFailedJobExitsOneAndJsonEndsWithTheFinalState) {
   TempDir home;
   FakeCoordinator coordinator(WatchScript(pb::JOB_FAILED, "rank 0 exited with status 1"));
