@@ -50,6 +50,8 @@ struct Field {
 
 // All fields, in emission order (kind, model, finetuning, data, train, eval, resources, scheduling).
 const std::vector<Field>& KnownFields();
+// Builds the table (fields.cc); KnownFields() keeps one copy.
+std::vector<Field> BuildFields();
 
 // Sections of the nested spelling ("model", ..., "resources.parallel").
 const std::vector<std::string>& Sections();

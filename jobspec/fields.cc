@@ -1,0 +1,367 @@
+// The field table: one row per JobSpec field with its spellings, type, allowed values (as the message says
+// them), a one-line doc and how to read/write the member. Ranges live in the decoders, so a wrong type and an
+// out-of-range value get the same message ("expected a positive integer, got '0'").
+#include <algorithm>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "jobspec/schema.h"
+#include "jobspec/values.h"
+
+namespace anneal::jobspec {
+namespace {
+
+template <class T>
+using Decoder = std::function<bool(const YAML::Node&, T*)>;
+template <class T>
+using Ref = std::function<T&(JobSpec&)>;
+
+// Spellings of one field.
+struct Names {
+  std::string nested;
+  std::string flat;
+  std::vector<std::string> nested_aliases = {};
+  std::vector<std::string> flat_aliases = {};
+};
+
+template <class T>
+Field Make(Names names, std::string type, std::string expected, std::string doc, Ref<T> ref,
+           Decoder<T> decode, std::function<YAML::Node(const T&)> encode) {
+  Field f;
+  f.nested = std::move(names.nested);
+  f.flat = std::move(names.flat);
+  f.nested_aliases = std::move(names.nested_aliases);
+  f.flat_aliases = std::move(names.flat_aliases);
+  f.type = std::move(type);
+  f.expected = expected;
+  f.doc = std::move(doc);
+  f.assign = [ref, decode, expected](const YAML::Node& value, std::string_view key, std::string_view where,
+                                     JobSpec& spec) -> Status {
+    T decoded{};
+    if (!decode(value, &decoded)) {
+      return InvalidArgumentError(
+          fmt::format("key '{}' {}: expected {}, got {}", key, where, expected, Describe(value)));
+    }
+    ref(spec) = std::move(decoded);
+    return Status::Ok();
+  };
+  f.get = [ref, encode](const JobSpec& spec) { return encode(ref(const_cast<JobSpec&>(spec))); };
+  return f;
+}
+
+// ---- decoders ----------------------------------------------------------------------------------------------
+
+Decoder<int> IntIn(int64_t lo, int64_t hi) {
+  return [lo, hi](const YAML::Node& n, int* out) {
+    int64_t v;
+    if (!DecodeInt64(n, &v) || v < lo || v > hi) return false;
+    *out = static_cast<int>(v);
+    return true;
+  };
+}
+Decoder<int64_t> Int64In(int64_t lo, int64_t hi = std::numeric_limits<int64_t>::max()) {
+  return [lo, hi](const YAML::Node& n, int64_t* out) { return DecodeInt64(n, out) && *out >= lo && *out <= hi; };
+}
+Decoder<double> NumberWhere(std::function<bool(double)> ok) {
+  return [ok](const YAML::Node& n, double* out) { return DecodeNumber(n, out) && ok(*out); };
+}
+Decoder<bool> Bool() { return [](const YAML::Node& n, bool* out) { return DecodeBool(n, out); }; }
+Decoder<std::string> AnyString() {
+  return [](const YAML::Node& n, std::string* out) { return DecodeString(n, out); };
+}
+Decoder<std::string> NonEmptyString() {
+  return [](const YAML::Node& n, std::string* out) { return DecodeString(n, out) && !out->empty(); };
+}
+Decoder<std::string> OneOf(std::vector<std::string> allowed) {
+  return [allowed](const YAML::Node& n, std::string* out) {
+    return DecodeString(n, out) && std::find(allowed.begin(), allowed.end(), *out) != allowed.end();
+  };
+}
+// A list whose items are all in `allowed` (any item when `allowed` is empty); `non_empty` refuses [].
+Decoder<std::vector<std::string>> ListOf(std::vector<std::string> allowed, bool non_empty) {
+  return [allowed, non_empty](const YAML::Node& n, std::vector<std::string>* out) {
+    if (!DecodeList(n, out) || (non_empty && out->empty())) return false;
+    if (allowed.empty()) return true;
+    return std::all_of(out->begin(), out->end(), [&](const std::string& item) {
+      return std::find(allowed.begin(), allowed.end(), item) != allowed.end();
+    });
+  };
+}
+
+std::string Join(const std::vector<std::string>& items) { return fmt::format("{}", fmt::join(items, ", ")); }
+
+// ---- encoders ----------------------------------------------------------------------------------------------
+
+YAML::Node EncInt(const int& v) { return YAML::Node(std::to_string(v)); }
+YAML::Node EncInt64(const int64_t& v) { return YAML::Node(std::to_string(v)); }
+YAML::Node EncNumber(const double& v) { return YAML::Node(FormatNumber(v)); }
+YAML::Node EncBool(const bool& v) { return YAML::Node(v ? "true" : "false"); }
+YAML::Node EncString(const std::string& v) { return YAML::Node(v); }
+YAML::Node EncList(const std::vector<std::string>& v) {
+  YAML::Node n(YAML::NodeType::Sequence);
+  for (const auto& item : v) n.push_back(item);
+  return n;
+}
+
+// ---- field kinds -------------------------------------------------------------------------------------------
+
+constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+
+Field PositiveInt(Names n, std::string doc, Ref<int> ref) {
+  return Make<int>(std::move(n), "integer", "a positive integer", std::move(doc), ref, IntIn(1, kIntMax), EncInt);
+}
+Field NonNegativeInt(Names n, std::string doc, Ref<int> ref) {
+  return Make<int>(std::move(n), "integer", "an integer >= 0", std::move(doc), ref, IntIn(0, kIntMax), EncInt);
+}
+Field NonNegativeInt64(Names n, std::string doc, Ref<int64_t> ref) {
+  return Make<int64_t>(std::move(n), "integer", "an integer >= 0", std::move(doc), ref, Int64In(0), EncInt64);
+}
+Field PositiveInt64(Names n, std::string doc, Ref<int64_t> ref) {
+  return Make<int64_t>(std::move(n), "integer", "a positive integer", std::move(doc), ref, Int64In(1), EncInt64);
+}
+Field Number(Names n, std::string expected, std::function<bool(double)> ok, std::string doc, Ref<double> ref) {
+  return Make<double>(std::move(n), "number", std::move(expected), std::move(doc), ref, NumberWhere(ok),
+                      EncNumber);
+}
+Field Flag(Names n, std::string doc, Ref<bool> ref) {
+  return Make<bool>(std::move(n), "bool", "true or false", std::move(doc), ref, Bool(), EncBool);
+}
+Field Text(Names n, std::string doc, Ref<std::string> ref) {
+  return Make<std::string>(std::move(n), "string", "a string", std::move(doc), ref, AnyString(), EncString);
+}
+Field RequiredText(Names n, std::string doc, Ref<std::string> ref) {
+  return Make<std::string>(std::move(n), "string", "a non-empty string", std::move(doc), ref, NonEmptyString(),
+                           EncString);
+}
+Field Choice(Names n, std::vector<std::string> allowed, std::string doc, Ref<std::string> ref) {
+  return Make<std::string>(std::move(n), "enum", "one of " + Join(allowed), std::move(doc), ref, OneOf(allowed),
+                           EncString);
+}
+Field List(Names n, std::vector<std::string> allowed, bool non_empty, std::string doc,
+           Ref<std::vector<std::string>> ref) {
+  std::string expected = allowed.empty() ? (non_empty ? "a non-empty list (or comma-separated string)"
+                                                      : "a list (or comma-separated string)")
+                                         : "a list (or comma-separated string) of " + Join(allowed);
+  return Make<std::vector<std::string>>(std::move(n), "list", std::move(expected), std::move(doc), ref,
+                                        ListOf(allowed, non_empty), EncList);
+}
+
+const std::vector<std::string> kLoraTargets = {"all",    "q_proj",    "k_proj", "v_proj",
+                                               "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+#define REF(expr) [](JobSpec& s) -> auto& { return s.expr; }
+
+}  // namespace
+
+std::vector<Field> BuildFields() {
+  std::vector<Field> f;
+  // kind
+  f.push_back(Make<JobKind>(
+      {"kind", "kind"}, "enum", "one of train, eval", "what the job does: train (fine-tune) or eval",
+      REF(kind),
+      [](const YAML::Node& n, JobKind* out) {
+        std::string s;
+        if (!DecodeString(n, &s)) return false;
+        if (s == "train") *out = JobKind::kTrain;
+        else if (s == "eval") *out = JobKind::kEval;
+        else return false;
+        return true;
+      },
+      [](const JobKind& k) { return YAML::Node(std::string(JobKindName(k))); }));
+  // model
+  f.push_back(RequiredText({"model.model_name_or_path", "model_name_or_path"},
+                           "local HF model directory (config.json + *.safetensors); required",
+                           REF(model.model_name_or_path)));
+  f.push_back(Text({"model.adapter_name_or_path", "adapter_name_or_path"},
+                   "PEFT adapter directory to continue training from or to evaluate with",
+                   REF(model.adapter_name_or_path)));
+  // finetuning
+  f.push_back(Make<FinetuningType>(
+      {"finetuning.type", "finetuning_type"}, "enum", "one of lora, full, freeze",
+      "lora: low-rank adapters; full: every weight; freeze: only the last layers", REF(finetuning.type),
+      [](const YAML::Node& n, FinetuningType* out) {
+        std::string s;
+        if (!DecodeString(n, &s)) return false;
+        if (s == "lora") *out = FinetuningType::kLora;
+        else if (s == "full") *out = FinetuningType::kFull;
+        else if (s == "freeze") *out = FinetuningType::kFreeze;
+        else return false;
+        return true;
+      },
+      [](const FinetuningType& t) { return YAML::Node(std::string(FinetuningTypeName(t))); }));
+  f.push_back(Choice({"finetuning.stage", "stage"}, {"sft", "pt"},
+                     "sft: supervised (prompt masked); pt: plain language-model pre-training on text",
+                     REF(finetuning.stage)));
+  f.push_back(PositiveInt({"finetuning.lora_rank", "lora_rank"}, "LoRA rank r", REF(finetuning.lora_rank)));
+  f.push_back(Number({"finetuning.lora_alpha", "lora_alpha"}, "a positive number", [](double v) { return v > 0; },
+                     "LoRA alpha (scaling alpha/r); default 2 * lora_rank", REF(finetuning.lora_alpha)));
+  f.push_back(Number({"finetuning.lora_dropout", "lora_dropout"}, "a number in [0, 1)",
+                     [](double v) { return v >= 0 && v < 1; }, "dropout on the LoRA input",
+                     REF(finetuning.lora_dropout)));
+  f.push_back(List({"finetuning.lora_target", "lora_target"}, kLoraTargets, true,
+                   "modules that get adapters: all, or names (comma-separated string or list)",
+                   REF(finetuning.lora_target)));
+  f.push_back(Flag({"finetuning.use_rslora", "use_rslora"}, "rank-stabilized scaling alpha/sqrt(r)",
+                   REF(finetuning.use_rslora)));
+  f.push_back(Make<int>({"finetuning.freeze_trainable_layers", "freeze_trainable_layers"}, "integer",
+                        "a non-zero integer", "freeze: train the last N layers (negative: the first -N)",
+                        REF(finetuning.freeze_trainable_layers),
+                        [](const YAML::Node& n, int* out) {
+                          int64_t v;
+                          if (!DecodeInt64(n, &v) || v == 0 || v < -kIntMax || v > kIntMax) return false;
+                          *out = static_cast<int>(v);
+                          return true;
+                        },
+                        EncInt));
+  f.push_back(List({"finetuning.freeze_trainable_modules", "freeze_trainable_modules"}, {}, true,
+                   "freeze: trainable modules inside those layers (all, mlp, self_attn, ...)",
+                   REF(finetuning.freeze_trainable_modules)));
+  // data
+  f.push_back(List({"data.dataset", "dataset"}, {}, false,
+                   "training datasets: names in dataset_dir/dataset_info.json or file paths; required for train",
+                   REF(data.dataset)));
+  f.push_back(List({"data.eval_dataset", "eval_dataset"}, {}, false, "evaluation datasets (same forms)",
+                   REF(data.eval_dataset)));
+  f.push_back(RequiredText({"data.dataset_dir", "dataset_dir"}, "directory of dataset_info.json and data files",
+                           REF(data.dataset_dir)));
+  f.push_back(RequiredText({"data.template", "template"}, "chat template name (default, llama3, qwen, ...)",
+                           REF(data.template_name)));
+  f.push_back(PositiveInt({"data.cutoff_len", "cutoff_len"}, "maximum tokens per example (longer ones are cut)",
+                          REF(data.cutoff_len)));
+  f.push_back(Make<std::optional<int64_t>>(
+      {"data.max_samples", "max_samples"}, "integer", "a positive integer",
+      "use at most this many examples per dataset (null: all)", REF(data.max_samples),
+      [](const YAML::Node& n, std::optional<int64_t>* out) {
+        int64_t v;
+        if (!DecodeInt64(n, &v) || v < 1) return false;
+        *out = v;
+        return true;
+      },
+      [](const std::optional<int64_t>& v) { return v ? YAML::Node(std::to_string(*v)) : YAML::Node(); }));
+  f.push_back(Number({"data.val_size", "val_size"}, "a number >= 0", [](double v) { return v >= 0; },
+                     "held-out validation split: a fraction (< 1) or a count (>= 1)", REF(data.val_size)));
+  f.push_back(Flag({"data.packing", "packing"}, "pack several examples into each cutoff_len sequence",
+                   REF(data.packing)));
+  f.push_back(Flag({"data.neat_packing", "neat_packing"}, "packing without cross-example attention",
+                   REF(data.neat_packing)));
+  f.push_back(Flag({"data.train_on_prompt", "train_on_prompt"}, "also compute the loss on prompt tokens",
+                   REF(data.train_on_prompt)));
+  f.push_back(Flag({"data.mask_history", "mask_history"}, "multi-turn: train on the last turn only",
+                   REF(data.mask_history)));
+  f.push_back(Flag({"data.skip_bad_rows", "skip_bad_rows"}, "skip malformed rows (counted) instead of failing",
+                   REF(data.skip_bad_rows)));
+  f.push_back(Text({"data.tokenized_cache_dir", "tokenized_cache_dir"},
+                   "tokenized-dataset cache; empty: <output_dir>/../.anneal-cache", REF(data.tokenized_cache_dir)));
+  // train
+  f.push_back(RequiredText({"train.output_dir", "output_dir"}, "where checkpoints and the result go; required",
+                           REF(train.output_dir)));
+  f.push_back(PositiveInt({"train.per_device_train_batch_size", "per_device_train_batch_size"},
+                          "micro-batch size per data-parallel rank", REF(train.per_device_train_batch_size)));
+  f.push_back(PositiveInt({"train.per_device_eval_batch_size", "per_device_eval_batch_size"},
+                          "evaluation batch size per rank", REF(train.per_device_eval_batch_size)));
+  f.push_back(PositiveInt({"train.gradient_accumulation_steps", "gradient_accumulation_steps"},
+                          "micro-batches per optimizer step", REF(train.gradient_accumulation_steps)));
+  f.push_back(Number({"train.learning_rate", "learning_rate"}, "a positive number", [](double v) { return v > 0; },
+                     "peak learning rate", REF(train.learning_rate)));
+  f.push_back(Number({"train.num_train_epochs", "num_train_epochs"}, "a number >= 0",
+                     [](double v) { return v >= 0; }, "epochs (fractions allowed); ignored when max_steps > 0",
+                     REF(train.num_train_epochs)));
+  f.push_back(Make<int64_t>({"train.max_steps", "max_steps"}, "integer", "-1 or a positive integer",
+                            "optimizer steps; > 0 overrides num_train_epochs", REF(train.max_steps),
+                            [](const YAML::Node& n, int64_t* out) {
+                              return DecodeInt64(n, out) && (*out == -1 || *out > 0);
+                            },
+                            EncInt64));
+  f.push_back(Choice({"train.lr_scheduler_type", "lr_scheduler_type"},
+                     {"linear", "cosine", "constant", "constant_with_warmup"}, "learning-rate schedule after warmup",
+                     REF(train.lr_scheduler_type)));
+  f.push_back(Number({"train.warmup_ratio", "warmup_ratio"}, "a number in [0, 1)",
+                     [](double v) { return v >= 0 && v < 1; }, "warmup as a fraction of the total steps",
+                     REF(train.warmup_ratio)));
+  f.push_back(NonNegativeInt64({"train.warmup_steps", "warmup_steps"}, "warmup steps; > 0 overrides warmup_ratio",
+                               REF(train.warmup_steps)));
+  f.push_back(Number({"train.weight_decay", "weight_decay"}, "a number >= 0", [](double v) { return v >= 0; },
+                     "AdamW decoupled weight decay", REF(train.weight_decay)));
+  f.push_back(Number({"train.adam_beta1", "adam_beta1"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; },
+                     "AdamW beta1", REF(train.adam_beta1)));
+  f.push_back(Number({"train.adam_beta2", "adam_beta2"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; },
+                     "AdamW beta2", REF(train.adam_beta2)));
+  f.push_back(Number({"train.adam_epsilon", "adam_epsilon"}, "a positive number", [](double v) { return v > 0; },
+                     "AdamW epsilon", REF(train.adam_epsilon)));
+  f.push_back(Number({"train.max_grad_norm", "max_grad_norm"}, "a number", [](double) { return true; },
+                     "global gradient-norm clipping; <= 0 disables it", REF(train.max_grad_norm)));
+  f.push_back(Flag({"train.bf16", "bf16"}, "bfloat16 compute (fp32 master weights and optimizer state)",
+                   REF(train.bf16)));
+  f.push_back(Flag({"train.fp16", "fp16"}, "float16 compute with loss scaling", REF(train.fp16)));
+  f.push_back(NonNegativeInt64({"train.seed", "seed"}, "random seed (init, dropout, data order)", REF(train.seed)));
+  f.push_back(Flag({"train.gradient_checkpointing", "gradient_checkpointing"},
+                   "recompute activations in backward to save memory", REF(train.gradient_checkpointing)));
+  f.push_back(PositiveInt64({"train.logging_steps", "logging_steps"}, "report metrics every N steps",
+                            REF(train.logging_steps)));
+  f.push_back(NonNegativeInt64({"train.save_steps", "save_steps"}, "checkpoint every N steps; 0: only at the end",
+                               REF(train.save_steps)));
+  f.push_back(NonNegativeInt64({"train.save_total_limit", "save_total_limit"},
+                               "keep the latest N checkpoints; 0 keeps all", REF(train.save_total_limit)));
+  f.push_back(NonNegativeInt64({"train.keep_best", "keep_best"},
+                               "also keep the best K checkpoints by metric_for_best_model", REF(train.keep_best)));
+  f.push_back(RequiredText({"train.metric_for_best_model", "metric_for_best_model"},
+                           "metric that ranks checkpoints (eval_loss, loss, ...)", REF(train.metric_for_best_model)));
+  f.push_back(Flag({"train.greater_is_better", "greater_is_better"}, "whether a larger metric is better",
+                   REF(train.greater_is_better)));
+  f.push_back(Choice({"train.eval_strategy", "eval_strategy", {}, {"evaluation_strategy"}}, {"no", "steps", "epoch"},
+                     "when to evaluate during training (old name: evaluation_strategy)", REF(train.eval_strategy)));
+  f.push_back(NonNegativeInt64({"train.eval_steps", "eval_steps"},
+                               "eval_strategy steps: every N steps; 0: every logging_steps", REF(train.eval_steps)));
+  f.push_back(Text({"train.resume_from_checkpoint", "resume_from_checkpoint"},
+                   "a checkpoint-N directory or 'latest' to resume from", REF(train.resume_from_checkpoint)));
+  f.push_back(Flag({"train.overwrite_output_dir", "overwrite_output_dir"},
+                   "start fresh even if output_dir holds checkpoints", REF(train.overwrite_output_dir)));
+  f.push_back(Choice({"train.device", "device"}, {"auto", "cpu", "cuda"}, "auto: cuda when available, else cpu",
+                     REF(train.device)));
+  // eval
+  f.push_back(List({"eval.tasks", ""}, {"loss", "mmlu", "generate"}, true,
+                   "eval jobs: loss (and perplexity), mmlu (multiple choice), generate (greedy samples)",
+                   REF(eval.tasks)));
+  f.push_back(Text({"eval.task_dir", "task_dir"}, "mmlu: directory of <subject>_dev.csv and <subject>_test.csv",
+                   REF(eval.task_dir)));
+  f.push_back(NonNegativeInt({"eval.n_shot", "n_shot"}, "mmlu: examples in the prompt", REF(eval.n_shot)));
+  f.push_back(PositiveInt({"eval.max_new_tokens", "max_new_tokens"}, "generate: tokens per answer",
+                          REF(eval.max_new_tokens)));
+  f.push_back(PositiveInt({"eval.num_samples", ""}, "generate: prompts to sample", REF(eval.num_samples)));
+  f.push_back(Text({"eval.output_file", ""}, "results file; empty: <output_dir>/eval_results.json",
+                   REF(eval.output_file)));
+  // resources
+  f.push_back(PositiveInt({"resources.nodes", "nodes"}, "nodes the job spans", REF(resources.nodes)));
+  f.push_back(PositiveInt({"resources.gpus_per_node", "gpus_per_node"}, "ranks per node (GPUs, or CPU slots)",
+                          REF(resources.gpus_per_node)));
+  f.push_back(PositiveInt({"resources.tensor_parallel", "tensor_model_parallel_size", {"resources.parallel.tensor"}},
+                          "tensor-parallel size (within a node)", REF(resources.tensor_parallel)));
+  f.push_back(PositiveInt(
+      {"resources.pipeline_parallel", "pipeline_model_parallel_size", {"resources.parallel.pipeline"}},
+      "pipeline-parallel stages", REF(resources.pipeline_parallel)));
+  f.push_back(Make<int>({"resources.zero_stage", "zero_stage", {"resources.parallel.zero"}}, "integer", "0 or 1",
+                        "1: shard optimizer state across data parallel (ZeRO-1)", REF(resources.zero_stage),
+                        IntIn(0, 1), EncInt));
+  f.push_back(Flag({"resources.sequence_parallel", "sequence_parallel", {"resources.parallel.sequence_parallel"}},
+                   "shard norms/dropout activations along the sequence across tensor parallel",
+                   REF(resources.sequence_parallel)));
+  f.push_back(NonNegativeInt({"resources.pipeline_microbatches", "pipeline_microbatches"},
+                             "micro-batches per pipeline step; 0: gradient_accumulation_steps",
+                             REF(resources.pipeline_microbatches)));
+  f.push_back(PositiveInt({"resources.comm_timeout_s", "comm_timeout_s", {}, {"ddp_timeout"}},
+                          "collective timeout in seconds (LLaMA-Factory's ddp_timeout)",
+                          REF(resources.comm_timeout_s)));
+  // scheduling
+  f.push_back(Text({"scheduling.name", ""}, "display name of the job", REF(scheduling.name)));
+  f.push_back(Make<int>({"scheduling.priority", "priority"}, "integer", "an integer",
+                        "higher runs first; FIFO within a priority", REF(scheduling.priority),
+                        IntIn(-kIntMax, kIntMax), EncInt));
+  f.push_back(PositiveInt({"scheduling.max_attempts", "max_attempts"}, "attempts before the job fails (1: no retry)",
+                          REF(scheduling.max_attempts)));
+  return f;
+}
+
+#undef REF
+
+}  // namespace anneal::jobspec
