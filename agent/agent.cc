@@ -57,6 +57,7 @@ void Agent::OpenSocket() {
   ++socket_generation_;
   socket_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::dealer);
   socket_->set(zmq::sockopt::linger, 1000);
+  socket_->set(zmq::sockopt::sndhwm, 100000);  // a backlog after an outage; FlushPending handles a full queue
   socket_->set(zmq::sockopt::reconnect_ivl, timing_.zmq_reconnect_ivl_ms);
   socket_->set(zmq::sockopt::reconnect_ivl_max, timing_.zmq_reconnect_ivl_max_ms);
   socket_->set(zmq::sockopt::heartbeat_ivl, 1000);
@@ -142,11 +143,13 @@ void Agent::DrainMonitor() {
   }
 }
 
-void Agent::Send(const pb::AgentToCoordinator& msg) {
-  if (!socket_) return;
+bool Agent::Send(const pb::AgentToCoordinator& msg) {
+  if (!socket_) return false;
   if (Status st = protocol::Send(*socket_, MessageKind::kAgentToCoordinator, msg); !st.ok()) {
     spdlog::debug("send to coordinator: {}", st.ToString());
+    return false;
   }
+  return true;
 }
 
 void Agent::Report(pb::AgentToCoordinator msg) {
@@ -155,7 +158,21 @@ void Agent::Report(pb::AgentToCoordinator msg) {
     spdlog::error("report not spooled: {}", seq.status().ToString());
     return;
   }
-  if (registered_) Send(msg);
+  FlushPending();
+}
+
+void Agent::FlushPending() {
+  if (!registered_) return;
+  const auto& pending = spool_->Pending();
+  if (pending.empty()) return;
+  // Pending seqs are contiguous, so the first unsent one is found by arithmetic. Sending stops at the first
+  // refusal (queue full): a later seq must never overtake an earlier one, or the coordinator would see a gap.
+  const uint64_t front = ReportSeq(pending.front());
+  size_t i = sent_upto_ >= front ? static_cast<size_t>(sent_upto_ - front + 1) : 0;
+  for (; i < pending.size(); ++i) {
+    if (!Send(pending[i])) return;
+    sent_upto_ = ReportSeq(pending[i]);
+  }
 }
 
 void Agent::SendRegister() {
@@ -182,11 +199,12 @@ void Agent::SendHeartbeat() {
 
 void Agent::ResendPending() {
   if (!spool_->Pending().empty()) {
-    spdlog::info("resending {} unacknowledged report(s) from seq {}", spool_->Pending().size(),
+    spdlog::info("sending {} unacknowledged report(s) from seq {}", spool_->Pending().size(),
                  ReportSeq(spool_->Pending().front()));
   }
-  for (const auto& m : spool_->Pending()) Send(m);
+  sent_upto_ = 0;  // from the oldest unacknowledged report, in order; each keeps its seq
   last_ack_progress_ms_ = clock_.SteadyMs();
+  FlushPending();
 }
 
 void Agent::Handle(const pb::CoordinatorToAgent& msg) {
@@ -242,9 +260,17 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
       return;
     }
     case pb::CoordinatorToAgent::kError:
-      spdlog::warn("coordinator refused a message: {}; registering again", msg.error().message());
-      registered_ = false;
-      next_register_ms_ = clock_.SteadyMs();
+      if (registered_) {
+        // The coordinator does not know this session (it restarted, or declared the node down): register now.
+        spdlog::warn("coordinator refused a message: {}; registering again", msg.error().message());
+        registered_ = false;
+        register_backoff_ms_ = 0;
+        next_register_ms_ = clock_.SteadyMs();
+      } else {
+        // Not registered (yet): a refused registration, or stale messages from before a reconnect. The
+        // registration retry keeps its backoff, so a coordinator that refuses us is not flooded.
+        spdlog::warn("coordinator refused a message: {}", msg.error().message());
+      }
       return;
     default:
       spdlog::warn("coordinator channel: empty or unknown message body {}", static_cast<int>(msg.body_case()));
@@ -265,6 +291,7 @@ void Agent::OnTick() {
     next_register_ms_ = now + register_backoff_ms_;
   }
   if (registered_) {
+    FlushPending();
     if (now >= next_heartbeat_ms_) {
       SendHeartbeat();
       next_heartbeat_ms_ = now + heartbeat_ms_;

@@ -82,7 +82,8 @@ class Agent {
   void SendRegister();
   void SendHeartbeat();
   void ResendPending();
-  void Send(const pb::AgentToCoordinator& msg);
+  void FlushPending();  // sends pending reports after sent_upto_, in order, until the socket refuses
+  bool Send(const pb::AgentToCoordinator& msg);
   void Report(pb::AgentToCoordinator msg);
 
   AgentConfig config_;
@@ -109,6 +110,7 @@ class Agent {
   int register_attempts_ = 0;
   int64_t next_heartbeat_ms_ = 0;
   int64_t last_ack_progress_ms_ = 0;
+  uint64_t sent_upto_ = 0;  // highest seq handed to the current registration's socket
   bool shutting_down_ = false;
   int64_t shutdown_deadline_ms_ = 0;  // leave even with unsent reports (they stay spooled)
   bool done_ = false;

@@ -86,6 +86,14 @@ TEST(Supervisor, SigkillComesWhenTheInjectedClockPassesTheGracePeriod) {
   const pb::TaskStatus* running = f.Find(pb::TASK_RUNNING);
   ASSERT_NE(running, nullptr);
   const pid_t pid = running->pids(0);
+  // Stop only once the script ignores SIGTERM (its trap ran before it logged).
+  const std::string log = f.dir + "/work/jobs/j/attempt-1/rank-0.log";
+  for (int i = 0; i < 300; ++i) {
+    std::ifstream in(log);
+    std::string line;
+    if (std::getline(in, line) && line == "rank 0 up") break;
+    f.Spin(10);
+  }
 
   pb::StopTask stop;
   stop.set_job_id("j");
