@@ -1,0 +1,182 @@
+// The anneal-coordinator process end to end: flags, submit -> place -> run -> succeed, kill -9 and restart
+// mid-job, garbage and wrong-version frames, SIGTERM.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "sim.h"
+
+namespace anneal::itest {
+namespace {
+
+const std::vector<std::string> kFastFlags = {"--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "1000",
+                                             "--token", "t0ken"};
+
+TEST(CoordinatorProcess, HelpAndVersion) {
+  FILE* help = popen(ANNEAL_COORDINATOR_BIN " --help", "r");
+  ASSERT_NE(help, nullptr);
+  std::string text;
+  char buf[256];
+  while (fgets(buf, sizeof buf, help)) text += buf;
+  EXPECT_EQ(pclose(help), 0);
+  EXPECT_NE(text.find("--state-dir"), std::string::npos);
+  EXPECT_NE(text.find("--heartbeat-timeout-ms"), std::string::npos);
+  FILE* version = popen(ANNEAL_COORDINATOR_BIN " --version", "r");
+  ASSERT_NE(version, nullptr);
+  text.clear();
+  while (fgets(buf, sizeof buf, version)) text += buf;
+  EXPECT_EQ(pclose(version), 0);
+  EXPECT_FALSE(text.empty());
+}
+
+TEST(CoordinatorProcess, SubmitPlaceRunSucceed) {
+  TempDir dir;
+  CoordinatorProcess coordinator(dir.str(), kFastFlags);
+  coordinator.Start();
+  zmq::context_t ctx;
+  ScriptedAgent agent(ctx, coordinator.endpoint(), "node-a", 2);
+  agent.Register();
+  Client client(ctx, coordinator.endpoint(), "t0ken");
+  const std::string job = client.Submit(Spec("gpus_per_node: 2\n"));
+  auto launch = agent.WaitForLaunch();
+  ASSERT_TRUE(launch.has_value());
+  EXPECT_EQ(launch->job_id(), job);
+  EXPECT_EQ(launch->ranks_size(), 2);
+  EXPECT_EQ(launch->master_addr(), "127.0.0.1");
+  EXPECT_GE(launch->master_port(), 29500u);
+  EXPECT_EQ(client.Job(job).state(), pb::JOB_STARTING);
+  agent.ReportTask(*launch, pb::TASK_RUNNING);
+  EXPECT_EQ(client.Job(job).state(), pb::JOB_RUNNING);
+  agent.ReportTask(*launch, pb::TASK_SUCCEEDED);
+  pb::JobRecord done = client.Job(job);
+  EXPECT_EQ(done.state(), pb::JOB_SUCCEEDED);
+  EXPECT_EQ(done.attempt(), 1u);
+
+  // Watch sees the whole story.
+  pb::ClientRequest watch;
+  watch.mutable_watch()->set_job_id(job);
+  watch.mutable_watch()->set_timeout_ms(1000);
+  auto reply = client.Call(watch);
+  ASSERT_GE(reply.watch().events_size(), 4);
+  EXPECT_EQ(reply.watch().events(reply.watch().events_size() - 1).to_state(), pb::JOB_SUCCEEDED);
+}
+
+TEST(CoordinatorProcess, WrongTokenIsRefused) {
+  TempDir dir;
+  CoordinatorProcess coordinator(dir.str(), kFastFlags);
+  coordinator.Start();
+  zmq::context_t ctx;
+  Client client(ctx, coordinator.endpoint(), "wrong");
+  pb::ClientRequest req;
+  req.mutable_list_jobs();
+  EXPECT_EQ(client.Call(req).error().code(), pb::UNAUTHENTICATED);
+}
+
+TEST(CoordinatorProcess, KillNineAndRestartMidJobKeepsTheJobRunning) {
+  TempDir dir;
+  CoordinatorProcess coordinator(dir.str(), kFastFlags);
+  coordinator.Start();
+  const std::string endpoint = coordinator.endpoint();
+  zmq::context_t ctx;
+  ScriptedAgent agent(ctx, endpoint, "node-a", 1);
+  agent.Register();
+  std::string job, queued;
+  {
+    Client client(ctx, endpoint, "t0ken");
+    job = client.Submit(Spec());
+    queued = client.Submit(Spec());  // waits behind the first: accepted, so it must survive too
+  }
+  auto launch = agent.WaitForLaunch();
+  ASSERT_TRUE(launch.has_value());
+  agent.ReportTask(*launch, pb::TASK_RUNNING);
+
+  coordinator.Kill(SIGKILL);
+  ASSERT_TRUE(WIFSIGNALED(coordinator.last_status()));
+  coordinator.Start(endpoint);  // same state dir, same port
+
+  // The agent's DEALER reconnects by itself; its heartbeat is refused (unknown peer), so it registers again
+  // with its running task, which is re-adopted (no stop, no new launch).
+  agent.Heartbeat();
+  auto refused = agent.WaitFor([](const pb::CoordinatorToAgent& m) { return m.has_error(); }, 5000);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->error().code(), pb::FAILED_PRECONDITION);
+  agent.Register();
+  Client client(ctx, endpoint, "t0ken");
+  EXPECT_EQ(client.Job(job).state(), pb::JOB_RUNNING);
+  EXPECT_EQ(client.Job(job).epoch(), launch->epoch());
+  EXPECT_EQ(client.Job(queued).state(), pb::JOB_PENDING);
+  agent.Idle(300);
+  for (const auto& m : agent.inbox()) {
+    EXPECT_FALSE(m.has_stop()) << m.ShortDebugString();
+    EXPECT_FALSE(m.has_launch()) << m.ShortDebugString();
+  }
+  agent.ReportTask(*launch, pb::TASK_SUCCEEDED);
+  EXPECT_EQ(client.Job(job).state(), pb::JOB_SUCCEEDED);
+  // The slot is free: the queued job runs next.
+  auto next = agent.WaitForLaunch();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->job_id(), queued);
+}
+
+TEST(CoordinatorProcess, GarbageAndWrongVersionFramesGetErrorsAndServiceContinues) {
+  TempDir dir;
+  CoordinatorProcess coordinator(dir.str(), kFastFlags);
+  coordinator.Start();
+  zmq::context_t ctx;
+  Client client(ctx, coordinator.endpoint(), "t0ken");
+  auto& sock = client.socket();
+
+  auto receive_reply = [&]() {
+    auto frames = protocol::Receive(sock, false);
+    EXPECT_TRUE(frames.ok()) << frames.status().ToString();
+    pb::ClientReply reply;
+    if (frames.ok()) EXPECT_TRUE(protocol::Parse(*frames, protocol::MessageKind::kClientReply, &reply).ok());
+    return reply;
+  };
+  // 1. Garbage in one frame.
+  sock.send(zmq::str_buffer("GET / HTTP/1.1\r\n\r\n"), zmq::send_flags::none);
+  pb::ClientReply garbage = receive_reply();
+  EXPECT_EQ(garbage.error().code(), pb::INVALID_ARGUMENT);
+  EXPECT_NE(garbage.error().message().find("not an Anneal message"), std::string::npos);
+  // 2. A valid header of another protocol version.
+  const std::string header = protocol::EncodeHeader(protocol::MessageKind::kClientRequest, 99);
+  sock.send(zmq::buffer(header), zmq::send_flags::sndmore);
+  sock.send(zmq::str_buffer("body"), zmq::send_flags::none);
+  pb::ClientReply version = receive_reply();
+  EXPECT_EQ(version.error().code(), pb::VERSION_MISMATCH);
+  EXPECT_NE(version.error().message().find("version 99"), std::string::npos) << version.error().message();
+  // 3. A good header with a body that is not a ClientRequest.
+  const std::string good = protocol::EncodeHeader(protocol::MessageKind::kClientRequest);
+  sock.send(zmq::buffer(good), zmq::send_flags::sndmore);
+  sock.send(zmq::str_buffer("\xff\xff\xff"), zmq::send_flags::none);
+  EXPECT_EQ(receive_reply().error().code(), pb::INVALID_ARGUMENT);
+  // 4. An agent of another version gets a CoordinatorToAgent error.
+  ScriptedAgent agent(ctx, coordinator.endpoint(), "node-v", 1);
+  const std::string agent_header = protocol::EncodeHeader(protocol::MessageKind::kAgentToCoordinator, 7);
+  agent.socket().send(zmq::buffer(agent_header), zmq::send_flags::sndmore);
+  agent.socket().send(zmq::str_buffer("x"), zmq::send_flags::none);
+  auto error = agent.WaitFor([](const pb::CoordinatorToAgent& m) { return m.has_error(); }, 5000);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->error().code(), pb::VERSION_MISMATCH);
+  // Still serving.
+  pb::ClientRequest list;
+  list.mutable_list_nodes();
+  EXPECT_EQ(client.Call(list).error().code(), pb::OK);
+  EXPECT_FALSE(client.Submit(Spec()).empty());
+}
+
+TEST(CoordinatorProcess, SigtermShutsDownCleanly) {
+  TempDir dir;
+  CoordinatorProcess coordinator(dir.str(), kFastFlags);
+  coordinator.Start();
+  coordinator.Kill(SIGTERM);
+  ASSERT_TRUE(WIFEXITED(coordinator.last_status()));
+  EXPECT_EQ(WEXITSTATUS(coordinator.last_status()), 0);
+  // And the state directory is unlocked: a new process starts on it.
+  CoordinatorProcess again(dir.str(), kFastFlags);
+  again.Start();
+  EXPECT_FALSE(again.endpoint().empty());
+}
+
+}  // namespace
+}  // namespace anneal::itest
