@@ -11,6 +11,7 @@ APT_PACKAGES=(
   librocksdb-dev libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler
   libboost-dev libboost-system-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
+  libssl-dev libgloo-dev
   python3-venv procps
 )
 
@@ -24,7 +25,8 @@ if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/anneal-apt.log 2>&1 || {
+    tail -30 /tmp/anneal-apt.log; echo "setup.sh: apt-get install failed (log: /tmp/anneal-apt.log)" >&2; exit 1; }
 else
   log "Debian packages: all present"
 fi
