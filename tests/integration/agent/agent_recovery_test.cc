@@ -149,5 +149,23 @@ TEST(AgentOutage, NoReportIsLostOrAppliedTwiceAcrossACoordinatorRestart) {
   EXPECT_EQ(agent.Terminate(), 0) << agent.Log();
 }
 
+TEST(AgentConnect, KeepsTryingUntilTheCoordinatorComesUp) {
+  TempDir tmp;
+  ScriptedCoordinator coord;
+  coord.Close();  // nobody listens on the port yet
+  AgentProcess agent(tmp.path + "/work", coord.endpoint());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  int code = 0;
+  ASSERT_FALSE(agent.Exited(&code)) << "the agent gave up without a coordinator:\n" << agent.Log();
+  coord.Restart();
+  auto reg = coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_register_(); }, 10000);
+  ASSERT_TRUE(reg.has_value()) << agent.Log();
+  EXPECT_EQ(reg->register_().node_id(), "node-a");
+  auto hb = coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_heartbeat(); }, 5000);
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->heartbeat().session(), coord.session);
+  EXPECT_EQ(agent.Terminate(), 0) << agent.Log();
+}
+
 }  // namespace
 }  // namespace anneal::agent::testing

@@ -25,7 +25,7 @@ struct Fixture {
   std::vector<pb::AgentToCoordinator> reports;
   std::unique_ptr<Supervisor> sup;
 
-  explicit Fixture(const std::string& script, std::vector<uint32_t> gpus = {}) {
+  explicit Fixture(const std::string& script, std::vector<uint32_t> gpus = {}, uint64_t log_max_bytes = 64 << 20) {
     char tmpl[] = "/tmp/anneal-sup-XXXXXX";
     dir = ::mkdtemp(tmpl);
     const std::string trainer = dir + "/trainer.sh";
@@ -37,6 +37,7 @@ struct Fixture {
     o.trainer = script.empty() ? dir + "/missing-trainer" : trainer;
     o.slots = 2;
     o.gpu_indices = gpus;
+    o.log_max_bytes = log_max_bytes;
     o.min_free_bytes = 0;
     sup = std::make_unique<Supervisor>(io, clock, o, [this](pb::AgentToCoordinator m) { reports.push_back(m); });
   }
@@ -149,6 +150,25 @@ TEST(Supervisor, ExitCodesDecideTheFinalState) {
   ASSERT_TRUE(f.SpinUntil(pb::TASK_FAILED, 3000));
   EXPECT_EQ(f.Find(pb::TASK_FAILED)->exit_code(), 7);
   EXPECT_EQ(f.Find(pb::TASK_FAILED)->job_id(), "bad");
+}
+
+TEST(Supervisor, RotatesALargeRankLogOnTheClock) {
+  Fixture f("#!/bin/sh\nhead -c 5000 /dev/zero | tr '\\0' x\necho\necho tail-line\nexec sleep 30\n", {}, 1000);
+  f.Spin(0);  // the first rotation check happens now, before the rank writes; the next one is 1000 ms away
+  f.sup->Launch(OneRank("big", 1));
+  const std::string log = f.dir + "/work/jobs/big/attempt-1/rank-0.log";
+  for (int i = 0; i < 300 && !(std::filesystem::exists(log) && std::filesystem::file_size(log) >= 5011); ++i) f.Spin(10);
+  f.clock.Advance(1000);  // the rotation check is due
+  f.Spin(10);
+  ASSERT_TRUE(std::filesystem::exists(log + ".1"));
+  EXPECT_EQ(std::filesystem::file_size(log + ".1"), 5011u);
+  EXPECT_EQ(std::filesystem::file_size(log), 0u);
+  pb::FetchLogs fetch;
+  fetch.set_job_id("big");
+  fetch.set_offset(5001);
+  const pb::LogChunk chunk = f.sup->FetchLogs(fetch);
+  EXPECT_EQ(chunk.data(), "tail-line\n");
+  EXPECT_FALSE(chunk.eof());
 }
 
 TEST(Supervisor, GpuNodesGetCudaVisibleDevicesInLocalRankOrder) {
