@@ -155,6 +155,7 @@ Status FixTokenizerForTemplate(const ChatTemplate& t, Tokenizer* tok) {
     first_stop = 1;
   }
   if (!tok->eos_id()) tok->SetEosToken("<|endoftext|>");
+  if (!tok->pad_id()) tok->SetPadToken(tok->eos_token());
   for (size_t i = first_stop; i < t.stop_words.size(); ++i) tok->AddSpecialToken(t.stop_words[i]);
   return Status::Ok();
 }

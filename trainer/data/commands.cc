@@ -83,6 +83,7 @@ void RunTokenize(const TokenizeArgs& a) {
 struct EncodeArgs {
   std::string tokenizer, template_name, jsonl;
   SftOptions options;
+  bool pack = false;
 };
 
 StatusOr<Role> ParseRole(const std::string& r) {
@@ -103,6 +104,7 @@ void RunEncode(const EncodeArgs& a) {
   std::ifstream in(a.jsonl);
   if (!in) Fail(NotFoundError("cannot open " + a.jsonl));
   std::string line;
+  std::vector<SftExample> examples;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.empty()) continue;
     json j = json::parse(line, nullptr, false);
@@ -119,8 +121,13 @@ void RunEncode(const EncodeArgs& a) {
     o.mask_history = j.value("mask_history", o.mask_history);
     auto ex = EncodeSupervised(*t, *tok, messages, j.value("system", std::string()), o);
     if (!ex.ok()) Fail(ex.status().WithContext(fmt::format("{}:{}", a.jsonl, n)));
-    std::cout << json{{"input_ids", ex->input_ids}, {"labels", ex->labels}}.dump() << "\n";
+    if (a.pack) examples.push_back(std::move(*ex));
+    else std::cout << json{{"input_ids", ex->input_ids}, {"labels", ex->labels}}.dump() << "\n";
   }
+  if (!a.pack) return;
+  for (const PackedSequence& p : PackExamples(examples, a.options.cutoff_len, tok->pad_id().value_or(0)))
+    std::cout << json{{"input_ids", p.input_ids}, {"labels", p.labels}, {"position_ids", p.position_ids},
+                      {"segment_ids", p.segment_ids}}.dump() << "\n";
 }
 
 }  // namespace
@@ -156,6 +163,7 @@ void AddDataCommands(CLI::App& app) {
   encode->add_option("--cutoff-len", eargs->options.cutoff_len, "Truncation length")->default_val(2048);
   encode->add_flag("--train-on-prompt", eargs->options.train_on_prompt, "Compute loss on prompts too");
   encode->add_flag("--mask-history", eargs->options.mask_history, "Train on the last turn only");
+  encode->add_flag("--pack", eargs->pack, "Pack the encoded examples (greedy knapsack, neat-packing ids)");
   encode->callback([eargs] { RunEncode(*eargs); });
 }
 

@@ -5,8 +5,10 @@
 //       -> {"ids": [...], "decoded": "..."} per line (batch mode for parity tests)
 //   data preview --config job.yaml [--num N]    rendered examples of the job's datasets with their label masks
 //   data encode --tokenizer DIR --template NAME --jsonl F [--cutoff-len N] [--train-on-prompt]
-//       [--mask-history]                          {"messages": [...], "system": s} per line
-//       -> {"input_ids": [...], "labels": [...]} per line (template parity tests)
+//       [--mask-history] [--pack]                 {"messages": [...], "system": s} per line (a line may also
+//                                                 set cutoff_len, train_on_prompt, mask_history)
+//       -> {"input_ids": [...], "labels": [...]} per line (template parity tests); with --pack, packed
+//       sequences {"input_ids", "labels", "position_ids", "segment_ids"} of cutoff_len + 1 tokens instead
 // Errors print one line to stderr and exit with status 2.
 //
 // Thread-safety: registers callbacks on the given CLI::App; call once from main().

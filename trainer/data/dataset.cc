@@ -111,7 +111,15 @@ bool Truthy(const json& v) {
 }
 
 // Errors are "field: problem"; the caller prefixes file:line.
+// Tool definitions change what LLaMA-Factory renders (format_tools); we do not render them, so say so.
+Status RejectTools(const DatasetAttr& a, const json& row) {
+  if (Truthy(Col(row, a.tools)))
+    return InvalidArgumentError(fmt::format("field '{}': tool definitions are not supported", *a.tools));
+  return Status::Ok();
+}
+
 StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row) {
+  RETURN_IF_ERROR(RejectTools(a, row));
   Conversation c;
   const json& history = Col(row, a.history);
   if (history.is_array()) {
@@ -148,6 +156,7 @@ StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row) {
 }
 
 StatusOr<Conversation> ConvertSharegpt(const DatasetAttr& a, const json& row) {
+  RETURN_IF_ERROR(RejectTools(a, row));
   Conversation c;
   std::string field = a.messages.value_or("conversations");
   const json& msgs = Col(row, a.messages);

@@ -75,15 +75,12 @@ class ByteLevelPre : public PreTokenizer {
 class DigitsPre : public PreTokenizer {
  public:
   bool individual = false;
+  std::shared_ptr<Regex> numeric;  // \p{N}: HF's char::is_numeric (Nd, Nl, No), one match per character
   Status Apply(std::vector<Word>* words) const override {
     std::vector<Word> out;
     std::vector<std::pair<size_t, size_t>> m;
     for (const auto& w : *words) {
-      m.clear();
-      // HF uses char::is_numeric (Unicode N*); ASCII digits cover the families we load, plus full \p{N} via
-      // PCRE2 would be slower on every word. Non-ASCII numerics are rare in pre-tokenizer Digits users.
-      for (size_t i = 0; i < w.text.size(); ++i)
-        if (w.text[i] >= '0' && w.text[i] <= '9') m.emplace_back(i, i + 1);
+      numeric->FindAll(w.text, &m);
       SplitWord(w, m, individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous, false, &out);
     }
     words->swap(out);
@@ -180,6 +177,7 @@ StatusOr<std::unique_ptr<PreTokenizer>> BuildPreTokenizer(const json& j, const s
   if (type == "Digits") {
     auto d = std::make_unique<DigitsPre>();
     d->individual = BoolField(j, "individual_digits", false);
+    ASSIGN_OR_RETURN(d->numeric, Regex::Compile(R"(\p{N})"));
     return std::unique_ptr<PreTokenizer>(std::move(d));
   }
   if (type == "Metaspace") {

@@ -75,37 +75,50 @@ SftExample FromTokens(std::vector<int32_t> ids, std::vector<int32_t> labels) {
   return ex;
 }
 
-std::vector<PackedSequence> PackExamples(std::span<const SftExample> examples, int cutoff_len, int32_t pad_id) {
-  // greedy_knapsack over the lengths; within one length, LLaMA-Factory pops the last-added index first.
-  std::vector<int> lengths;
-  std::map<int, std::vector<int64_t>> by_length;
-  for (size_t i = 0; i < examples.size(); ++i) {
-    int len = static_cast<int>(examples[i].input_ids.size());
-    if (len > cutoff_len) continue;  // dropped: lengthy example
-    lengths.push_back(len);
-    by_length[len].push_back(static_cast<int64_t>(i));
+std::vector<std::vector<int64_t>> GreedyKnapsackBins(std::span<const int64_t> lengths_in, int cutoff_len) {
+  // greedy_knapsack: sorted lengths, each bin takes the largest that still fits (bisect); within one length,
+  // LLaMA-Factory pops the last-added index first.
+  std::vector<int64_t> lengths;
+  std::map<int64_t, std::vector<int64_t>> by_length;
+  for (size_t i = 0; i < lengths_in.size(); ++i) {
+    if (lengths_in[i] > cutoff_len) continue;  // dropped: lengthy example
+    lengths.push_back(lengths_in[i]);
+    by_length[lengths_in[i]].push_back(static_cast<int64_t>(i));
   }
   std::sort(lengths.begin(), lengths.end());
-  std::vector<PackedSequence> out;
+  std::vector<std::vector<int64_t>> bins;
   while (!lengths.empty()) {
-    PackedSequence p;
-    int remaining = cutoff_len;
-    int32_t segment = 0;
+    std::vector<int64_t> bin;
+    int64_t remaining = cutoff_len;
     while (true) {
       auto it = std::upper_bound(lengths.begin(), lengths.end(), remaining);  // bisect.bisect
       if (it == lengths.begin()) break;
       --it;
-      int len = *it;
+      int64_t len = *it;
       lengths.erase(it);
       remaining -= len;
-      int64_t index = by_length[len].back();
+      bin.push_back(by_length[len].back());
       by_length[len].pop_back();
+    }
+    bins.push_back(std::move(bin));
+  }
+  return bins;
+}
+
+std::vector<PackedSequence> PackExamples(std::span<const SftExample> examples, int cutoff_len, int32_t pad_id) {
+  std::vector<int64_t> lengths;
+  for (const auto& ex : examples) lengths.push_back(static_cast<int64_t>(ex.input_ids.size()));
+  std::vector<PackedSequence> out;
+  for (const auto& bin : GreedyKnapsackBins(lengths, cutoff_len)) {
+    PackedSequence p;
+    int32_t segment = 0;
+    for (int64_t index : bin) {
       const SftExample& ex = examples[index];
       ++segment;
       p.input_ids.insert(p.input_ids.end(), ex.input_ids.begin(), ex.input_ids.end());
       p.labels.insert(p.labels.end(), ex.labels.begin(), ex.labels.end());
-      for (int k = 0; k < len; ++k) {
-        p.position_ids.push_back(k);
+      for (size_t k = 0; k < ex.input_ids.size(); ++k) {
+        p.position_ids.push_back(static_cast<int32_t>(k));
         p.segment_ids.push_back(segment);
       }
       p.example_indices.push_back(index);

@@ -59,6 +59,10 @@ struct PackedSequence {
   std::vector<int64_t> example_indices;  // which inputs were packed, in order
 };
 
+// LLaMA-Factory's greedy_knapsack over example lengths: bins of example indices, each bin's total length
+// <= cutoff_len; examples longer than cutoff_len are left out. Works on cache rows without copying tokens.
+std::vector<std::vector<int64_t>> GreedyKnapsackBins(std::span<const int64_t> lengths, int cutoff_len);
+
 // LLaMA-Factory packing: drops examples longer than cutoff_len, greedy knapsack of lengths into bins of
 // cutoff_len, each bin padded to cutoff_len + 1 with pad_id (labels -100). Deterministic for a given input.
 std::vector<PackedSequence> PackExamples(std::span<const SftExample> examples, int cutoff_len, int32_t pad_id);

@@ -69,6 +69,7 @@ class Tokenizer {
   // an unknown one is added with the next free id. Returns the id.
   int32_t AddSpecialToken(const std::string& content);
   void SetEosToken(const std::string& content) { eos_token_ = content; eos_id_ = AddSpecialToken(content); }
+  void SetPadToken(const std::string& content) { pad_token_ = content; pad_id_ = AddSpecialToken(content); }
 
   const std::string& bos_token() const { return bos_token_; }
   const std::string& eos_token() const { return eos_token_; }

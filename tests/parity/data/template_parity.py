@@ -71,6 +71,57 @@ def import_llamafactory():
     raise RuntimeError("cannot import llamafactory")
 
 
+PACK_TEMPLATES = ["qwen", "llama2", "default"]
+
+
+def check_packing(binary, work, chosen, get_template, lf_template, pristine, tokenizer_class):
+    """Packed sequences (neat packing) equal LLaMA-Factory's PackedSupervisedDatasetProcessor output."""
+    from llamafactory.data.processor.supervised import PackedSupervisedDatasetProcessor
+    convs = []
+    for k in range(4):  # varied lengths so bins hold several examples
+        for c in CONVERSATIONS:
+            msgs = [dict(m, content=m["content"] + " x" * k) for m in c["messages"]]
+            convs.append({"messages": msgs, "system": c.get("system", "")})
+    jsonl = os.path.join(work, "pack.jsonl")
+    with open(jsonl, "w") as f:
+        for c in convs:
+            f.write(json.dumps(c) + "\n")
+    failures = 0
+    cutoff = 96
+    for tname, tdir in chosen.items():
+        for template in PACK_TEMPLATES:
+            out = subprocess.run([binary, "data", "encode", "--tokenizer", tdir, "--template", template, "--jsonl", jsonl,
+                                  "--cutoff-len", str(cutoff), "--pack"], capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                print("FAIL pack %s/%s: %s" % (tname, template, out.stderr.strip()))
+                failures += 1
+                continue
+            ours = [json.loads(l) for l in out.stdout.split("\n") if l]
+            lf_template.TEMPLATES.clear()
+            lf_template.TEMPLATES.update(copy.deepcopy(pristine))
+            tok = tokenizer_class.from_pretrained(tdir)
+            args = types.SimpleNamespace(template=template, tool_format=None, default_system=None, enable_thinking=True,
+                                         preserve_thinking=False, cutoff_len=cutoff, train_on_prompt=False,
+                                         mask_history=False, neat_packing=True)
+            tmpl = get_template(tok, args)
+            proc = PackedSupervisedDatasetProcessor(template=tmpl, tokenizer=tok, processor=None, data_args=args)
+            examples = {"_prompt": [c["messages"][:-1] for c in convs], "_response": [c["messages"][-1:] for c in convs],
+                        "_system": [c["system"] for c in convs], "_tools": [""] * len(convs),
+                        "_images": [None] * len(convs), "_videos": [None] * len(convs), "_audios": [None] * len(convs)}
+            lf = proc.preprocess_dataset(examples)
+            want = [{"input_ids": a, "labels": b, "position_ids": c, "segment_ids": d} for a, b, c, d in
+                    zip(lf["input_ids"], lf["labels"], lf["position_ids"], lf["attention_mask"])]
+            if ours != want:
+                failures += 1
+                print("FAIL pack %s/%s: %d ours vs %d LLaMA-Factory sequences; first differing: %s" % (
+                    tname, template, len(ours), len(want),
+                    next(((i, o, w) for i, (o, w) in enumerate(zip(ours, want)) if o != w), None)))
+            else:
+                print("pack %s/%s: %d packed sequences identical (ids, labels, position ids, segment ids)" % (
+                    tname, template, len(ours)))
+    return failures
+
+
 def main():
     binary, work = sys.argv[1], sys.argv[2]
     os.makedirs(work, exist_ok=True)
@@ -123,6 +174,7 @@ def main():
                         print("FAIL %s/%s conv %r opts %s\n  ours ids %s\n  lf   ids %s\n  ours lab %s\n  lf   lab %s" % (
                             tname, template, msgs[0]["content"][:30], {k: case[k] for k in OPTIONS[0]},
                             mine["input_ids"][:60], ids[:60], mine["labels"][:60], labels[:60]))
+    failures += check_packing(binary, work, chosen, get_template, lf_template, pristine, PreTrainedTokenizerFast)
     print("%d examples checked (%d templates x %d tokenizers x %d option sets x %d conversations), %d failures" % (
         checked, len(TEMPLATES), len(chosen), len(OPTIONS), len(CONVERSATIONS), failures))
     sys.exit(1 if failures else 0)
