@@ -34,6 +34,7 @@ struct GlobalOptions {
   std::string token;        // --token
   bool json = false;        // --json
   double timeout_s = 5.0;   // --timeout
+  double reconnect_s = 60;  // watch --reconnect: how long a watch waits for a coordinator that went away
 };
 
 using Action = std::function<int()>;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -76,6 +77,12 @@ int WatchJob(const GlobalOptions& g, const std::string& job_id) {
   uint64_t after_event = 0, after_metric = 0;
   Rate rate;
   bool progress_shown = false;
+  bool answered_once = false;
+  bool lost = false;
+  std::chrono::steady_clock::time_point lost_since{};
+  // The long poll is at most --timeout, so a short --timeout also notices a lost coordinator quickly.
+  const uint32_t poll_ms = static_cast<uint32_t>(std::min<double>(kPollMs, g.timeout_s * 1000));
+  const auto reconnect = std::chrono::milliseconds(static_cast<int64_t>(g.reconnect_s * 1000));
   auto clear_progress = [&] {
     if (progress_shown) std::cout << "\r\033[K";
     progress_shown = false;
@@ -86,11 +93,32 @@ int WatchJob(const GlobalOptions& g, const std::string& job_id) {
     w->set_job_id(job_id);
     w->set_after_event_seq(after_event);
     w->set_after_metric_step(after_metric);
-    w->set_timeout_ms(kPollMs);
-    auto reply = (*client)->Call(req, std::chrono::milliseconds(kPollMs));
+    w->set_timeout_ms(poll_ms);
+    auto reply = (*client)->Call(req, std::chrono::milliseconds(poll_ms));
     if (!reply.ok()) {
-      clear_progress();
-      return ReportError("watch", reply.status());
+      // A coordinator that answered before and then went away (a restart, a network blip) is waited for; one
+      // that never answered is reported at once.
+      const auto now = std::chrono::steady_clock::now();
+      const bool retry = reply.status().code() == StatusCode::kUnavailable && answered_once &&
+                         (!lost || now - lost_since < reconnect);
+      if (!retry) {
+        clear_progress();
+        return ReportError("watch", reply.status());
+      }
+      if (!lost) {
+        clear_progress();
+        lost = true;
+        lost_since = now;
+        std::cerr << "anneal watch: " << reply.status().message() << "; retrying for up to "
+                  << std::chrono::duration_cast<std::chrono::seconds>(reconnect).count() << " s\n";
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    answered_once = true;
+    if (lost) {
+      std::cerr << "anneal watch: reconnected to " << (*client)->address() << "\n";
+      lost = false;
     }
     const pb::WatchJobReply& r = reply->watch();
     for (const pb::JobEvent& e : r.events()) {
@@ -148,6 +176,8 @@ void AddWatchCommand(CLI::App& app, GlobalOptions& g, Action* action) {
   auto job = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("watch", "Follow a job live: progress, loss, tokens/s, ETA; exit 0 if it succeeds");
   cmd->add_option("job", *job, "job id")->required();
+  cmd->add_option("--reconnect", g.reconnect_s, "seconds to keep retrying when the coordinator goes away")
+      ->capture_default_str();
   cmd->callback([&g, job, action] { *action = [&g, job] { return WatchJob(g, *job); }; });
 }
 

@@ -84,6 +84,12 @@ const std::vector<IgnoredKey>& IgnoredKeys() {
       {"ddp_backend", "NCCL on GPU nodes, Gloo on CPU nodes"},
       {"disable_tqdm", "progress is shown by anneal watch"},
       {"log_level", "the agent keeps every rank's log"},
+      {"enable_liger_kernel", "the trainer has its own fused kernels"},
+      {"use_unsloth", "the trainer has its own fused kernels"},
+      {"print_param_status", "the trainer logs its trainable parameter count"},
+      {"save_safetensors", "checkpoints and exports are always safetensors"},
+      {"torch_compile", "the trainer is compiled C++"},
+      {"disable_gradient_checkpointing", "use gradient_checkpointing (default false)"},
   };
   return keys;
 }

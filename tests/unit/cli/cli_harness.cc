@@ -20,6 +20,10 @@
 
 namespace anneal::cli::testing {
 
+namespace {
+constexpr uint64_t kDropMarker = ~uint64_t{0};
+}  // namespace
+
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "anneal-cli-test-XXXXXX").string();
   char* made = ::mkdtemp(tmpl.data());
@@ -186,9 +190,16 @@ void FakeCoordinator::Serve() {
       requests_.push_back(req);
     }
     pb::ClientReply reply = handler_(req);
+    if (reply.request_id() == kDropMarker) continue;
     reply.set_request_id(req.request_id());
     (void)protocol::Send(socket_, protocol::MessageKind::kClientReply, reply, &*frames->routing_id).ok();
   }
+}
+
+pb::ClientReply DropReply() {
+  pb::ClientReply reply;
+  reply.set_request_id(kDropMarker);
+  return reply;
 }
 
 pb::ClientReply ErrorReply(pb::ErrorCode code, const std::string& message) {

@@ -74,5 +74,7 @@ class FakeCoordinator {
 
 // An error reply.
 pb::ClientReply ErrorReply(pb::ErrorCode code, const std::string& message);
+// A handler returning this sends nothing back: the request is lost, as with a coordinator that went away.
+pb::ClientReply DropReply();
 
 }  // namespace anneal::cli::testing

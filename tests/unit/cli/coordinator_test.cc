@@ -419,6 +419,36 @@ TEST(CliCoordinator, WatchFollowsToSuccessAndExitsZero) {
   EXPECT_GT(requests[1].watch().timeout_ms(), 0u);
 }
 
+TEST(CliCoordinator, WatchWaitsForACoordinatorThatWentAwayAndGivesUpLater) {
+  TempDir home;
+  auto script = WatchScript(pb::JOB_SUCCEEDED, "done");
+  auto calls = std::make_shared<int>(0);
+  FakeCoordinator coordinator([script, calls](const pb::ClientRequest& req) {
+    const int n = (*calls)++;
+    if (n == 1 || n == 2) return DropReply();  // the coordinator is away for two polls
+    return script(req);
+  });
+  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "--timeout", "0.3", "watch", "j-5"}, home.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.err, "anneal watch: coordinator not reachable at " + coordinator.address())) << r.err;
+  EXPECT_TRUE(Contains(r.err, "retrying for up to 60 s")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "anneal watch: reconnected to " + coordinator.address())) << r.err;
+  EXPECT_TRUE(Contains(r.out, "j-5 SUCCEEDED: done")) << r.out;
+
+  // Away for good: the watch gives up after --reconnect and exits 3.
+  auto first = std::make_shared<bool>(true);
+  FakeCoordinator gone([script = WatchScript(pb::JOB_SUCCEEDED, "done"), first](const pb::ClientRequest& req) {
+    if (!*first) return DropReply();
+    *first = false;
+    return script(req);
+  });
+  RunResult g = RunAnneal({"--coordinator", gone.address(), "--timeout", "0.3", "watch", "j-5", "--reconnect", "1"},
+                          home.path());
+  EXPECT_EQ(g.exit_code, 3) << g.err;
+  EXPECT_TRUE(Contains(g.err, "retrying for up to 1 s")) << g.err;
+  EXPECT_LT(g.seconds, 8.0);
+}
+
 TEST(CliCoordinator, WatchOnATerminalRedrawsAProgressBar) {
   TempDir home;
   FakeCoordinator coordinator(WatchScript(pb::JOB_SUCCEEDED, "done"));
