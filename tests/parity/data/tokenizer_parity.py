@@ -44,6 +44,15 @@ def tokenizer_dirs(work):
         j = dict(base)
         j["normalizer"] = extra.get("normalizer")
         j["model"] = dict(base["model"], ignore_merges=extra.get("ignore_merges", False))
+        if "llama3" in variant:  # LLaMA-3's post-processor: BOS through TemplateProcessing
+            bos = "<｜begin▁of▁sentence｜>"
+            j["post_processor"] = {"type": "Sequence", "processors": [
+                {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+                {"type": "TemplateProcessing",
+                 "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                 "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                          {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                 "special_tokens": {bos: {"id": bos, "ids": [0], "tokens": [bos]}}}]}
         j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
@@ -70,9 +79,12 @@ def main():
         for r in rows:
             f.write(json.dumps(r) + "\n")
     failures = 0
-    for name, d in tokenizer_dirs(work).items():
+    runs = [(name, d, False) for name, d in tokenizer_dirs(work).items()]
+    runs += [(name + " +special", d, True) for name, d, _ in runs if "llama3" in name]
+    for name, d, add_special in runs:
         hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-        out = subprocess.run([binary, "tokenize", "--tokenizer", d, "--jsonl", jsonl], capture_output=True, text=True,
+        out = subprocess.run([binary, "tokenize", "--tokenizer", d, "--jsonl", jsonl] +
+                             (["--add-special-tokens"] if add_special else []), capture_output=True, text=True,
                              timeout=120)
         if out.returncode != 0:
             print("FAIL %s: anneal-data exited %d: %s" % (name, out.returncode, out.stderr))
@@ -82,7 +94,7 @@ def main():
         assert len(ours) == len(refs), (len(ours), len(refs))
         ok = roundtrips = 0
         for text, mine in zip(refs, ours):
-            want = hf.encode(text, add_special_tokens=False).ids
+            want = hf.encode(text, add_special_tokens=add_special).ids
             if mine["ids"] != want:
                 failures += 1
                 if failures < 15:

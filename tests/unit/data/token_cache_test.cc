@@ -1,5 +1,9 @@
 #include "trainer/data/token_cache.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -70,6 +74,46 @@ TEST(TokenCache, ConcurrentBuildersBuildOnce) {
   for (auto& t : ranks) t.join();
   EXPECT_EQ(ok.load(), 4);
   EXPECT_EQ(builds.load(), 1);
+}
+
+TEST(TokenCache, SeparateProcessesBuildOnceAndShare) {
+  // Real processes (ranks of one node): exactly one builds, the others wait and open the same cache.
+  TempDir d;
+  std::string key = CacheKey({"processes"});
+  std::string builds = d.path() + "/builds.log";
+  std::vector<pid_t> children;
+  for (int r = 0; r < 3; ++r) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto c = TokenCache::OpenOrBuild(d.path(), key, "", [&](TokenCacheWriter& w) {
+        std::ofstream(builds, std::ios::app) << ::getpid() << "\n";
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        return WriteThree(w);
+      }, 20);
+      ::_exit(c.ok() && (*c)->size() == 3 ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  int ok = 0;
+  for (pid_t pid : children) {
+    int status = 0;
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++ok;
+  }
+  EXPECT_EQ(ok, 3);
+  std::ifstream in(builds);
+  int lines = 0;
+  for (std::string l; std::getline(in, l);) ++lines;
+  EXPECT_EQ(lines, 1);
 }
 
 TEST(TokenCache, WaiterTimesOutWithClearError) {
