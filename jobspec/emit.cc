@@ -67,9 +67,8 @@ std::string ToYaml(const JobSpec& spec) {
   }
   out << YAML::EndMap;
 
-  std::string text;
-  for (const std::string& w : spec.warnings) text += "# warning: " + w + "\n";
-  text += out.c_str();
+  // Warnings are not written: the text depends on the settings alone, so it can be hashed and compared.
+  std::string text = out.c_str();
   text += "\n";
   return text;
 }

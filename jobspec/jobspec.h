@@ -169,7 +169,8 @@ StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view sour
 // Reads the file (NOT_FOUND / PERMISSION_DENIED naming the path) and parses it.
 StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std::string>& overrides = {});
 
-// The complete spec in the native nested spelling, every default explicit.
+// The complete spec in the native nested spelling, every default explicit. `warnings` are not written, so the
+// text depends on the settings alone (ParseJobSpec(ToYaml(s)) == s with its warnings cleared).
 std::string ToYaml(const JobSpec& spec);
 
 // What the cluster can offer, for the submit-time check of specs that can never run.
