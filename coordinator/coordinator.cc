@@ -81,13 +81,13 @@ void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoord
 
 void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientRequest& request) {
   const uint64_t id = request.request_id();
-  if (!options_.admin_token.empty() && request.token() != options_.admin_token) {
+  if (!Authorized(request)) {
     ReplyError(peer, id, UnauthenticatedError("the request's token is not valid for this coordinator "
                                               "(pass the admin token: --token or ANNEAL_TOKEN)"));
     return;
   }
   switch (request.body_case()) {
-    case pb::ClientRequest::kSubmit: HandleSubmit(peer, id, request.submit()); break;
+    case pb::ClientRequest::kSubmit: HandleSubmit(PrepareSubmit(peer, request)); break;
     case pb::ClientRequest::kCancel: HandleCancel(peer, id, request.cancel()); break;
     case pb::ClientRequest::kGetLogs: HandleGetLogs(peer, id, request.get_logs()); break;
     case pb::ClientRequest::kDrain: HandleDrain(peer, id, request.drain()); break;
@@ -107,6 +107,8 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
       break;
   }
 }
+
+void Coordinator::OnPreparedSubmit(const PreparedSubmit& prepared) { HandleSubmit(prepared); }
 
 void Coordinator::OnBadAgentMessage(const std::string& peer, const Status& error) {
   spdlog::warn("refused a message from agent peer: {}", error.ToString());

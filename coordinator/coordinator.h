@@ -40,6 +40,7 @@
 #include "common/status.h"
 #include "coordinator/clock.h"
 #include "coordinator/scheduler.h"
+#include "jobspec/jobspec.h"
 #include "protocol/anneal.pb.h"
 #include "storage/state_store.h"
 
@@ -55,6 +56,17 @@ struct CoordinatorOptions {
   uint32_t default_port_end = 30000;
   uint32_t max_watch_items = 1000;         // events / metrics per WatchJob reply
 };
+
+// A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
+struct PreparedSubmit {
+  std::string peer;
+  pb::ClientRequest request;
+  Status status;                // the spec's error, when it does not parse
+  std::shared_ptr<const jobspec::JobSpec> spec;
+  std::string resolved_yaml;    // jobspec::ToYaml(*spec)
+};
+// Parses request.submit() and resolves its defaults. Thread-safe (pure).
+PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request);
 
 // One message to send: to an agent (CoordinatorToAgent) or a client (ClientReply), by ZeroMQ routing id.
 struct Outgoing {
@@ -73,6 +85,11 @@ class Coordinator {
 
   void OnAgentMessage(const std::string& peer, const pb::AgentToCoordinator& message);
   void OnClientRequest(const std::string& peer, const pb::ClientRequest& request);
+  // A SubmitJob prepared off the loop (the token was checked with Authorized() before).
+  void OnPreparedSubmit(const PreparedSubmit& prepared);
+  bool Authorized(const pb::ClientRequest& request) const {
+    return options_.admin_token.empty() || request.token() == options_.admin_token;
+  }
   // A frame that did not parse: answered with an Error of the reply kind the sender expects.
   void OnBadAgentMessage(const std::string& peer, const Status& error);
   void OnBadClientMessage(const std::string& peer, uint64_t request_id, const Status& error);
@@ -153,7 +170,7 @@ class Coordinator {
   void PersistNode(const NodeRuntime& node);
 
   // ---- jobs.cc
-  void HandleSubmit(const std::string& peer, uint64_t request_id, const pb::SubmitJobRequest& request);
+  void HandleSubmit(const PreparedSubmit& prepared);
   void HandleCancel(const std::string& peer, uint64_t request_id, const pb::CancelJobRequest& request);
   void Transition(JobRuntime& job, pb::JobState to, const std::string& message);
   void AddEvent(JobRuntime& job, const std::string& kind, const std::string& message);

@@ -23,14 +23,32 @@ bool IsFailureLike(pb::TaskState state) {
 
 }  // namespace
 
-void Coordinator::HandleSubmit(const std::string& peer, uint64_t request_id, const pb::SubmitJobRequest& request) {
-  std::vector<std::string> overrides(request.overrides().begin(), request.overrides().end());
-  auto spec = jobspec::ParseJobSpec(request.spec_yaml(), "submitted job spec", overrides);
+PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request) {
+  PreparedSubmit prepared;
+  prepared.peer = std::move(peer);
+  const pb::SubmitJobRequest& submit = request.submit();
+  std::vector<std::string> overrides(submit.overrides().begin(), submit.overrides().end());
+  auto spec = jobspec::ParseJobSpec(submit.spec_yaml(), "submitted job spec", overrides);
   if (!spec.ok()) {
-    ReplyError(peer, request_id, spec.status());
+    prepared.status = spec.status();
+  } else {
+    if (!submit.name().empty()) spec->scheduling.name = submit.name();
+    prepared.resolved_yaml = jobspec::ToYaml(*spec);
+    prepared.spec = std::make_shared<const jobspec::JobSpec>(std::move(*spec));
+  }
+  prepared.request = std::move(request);
+  return prepared;
+}
+
+void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
+  const std::string& peer = prepared.peer;
+  const uint64_t request_id = prepared.request.request_id();
+  const pb::SubmitJobRequest& request = prepared.request.submit();
+  if (!prepared.status.ok()) {
+    ReplyError(peer, request_id, prepared.status);
     return;
   }
-  if (!request.name().empty()) spec->scheduling.name = request.name();
+  const jobspec::JobSpec* spec = prepared.spec.get();
   std::vector<std::string> warnings = spec->warnings;
   if (nodes_.empty()) {
     warnings.push_back("no node has registered yet: the job's fit to the cluster is checked when nodes join");
@@ -55,7 +73,7 @@ void Coordinator::HandleSubmit(const std::string& peer, uint64_t request_id, con
   r.set_job_id(fmt::format("job-{:06d}", number));
   r.set_name(spec->scheduling.name.empty() ? r.job_id() : spec->scheduling.name);
   r.set_kind(spec->kind == jobspec::JobKind::kEval ? pb::JOB_EVAL : pb::JOB_TRAIN);
-  r.set_spec_yaml(jobspec::ToYaml(*spec));
+  r.set_spec_yaml(prepared.resolved_yaml);
   r.set_submitted_spec_yaml(request.spec_yaml());
   auto* res = r.mutable_resources();
   res->set_nodes(spec->resources.nodes);

@@ -13,9 +13,13 @@ namespace anneal::coordinator {
 using protocol::MessageKind;
 
 Server::Server(ServerOptions options, Coordinator* core, Clock* clock)
-    : options_(std::move(options)), core_(core), clock_(clock), context_(1), router_(context_, zmq::socket_type::router) {}
+    : options_(std::move(options)), core_(core), clock_(clock), context_(1), router_(context_, zmq::socket_type::router) {
+  if (options_.spec_threads > 0) workers_ = std::make_unique<SpecWorkers>(options_.spec_threads);
+}
 
-Server::~Server() = default;
+Server::~Server() {
+  if (workers_) workers_->Stop();
+}
 
 Status Server::Bind() {
   try {
@@ -35,9 +39,11 @@ Status Server::Bind() {
 Status Server::Run() {
   while (!stop_.load() && !ShutdownRequested()) {
     const int64_t wait = std::clamp<int64_t>(core_->NextWakeupMs() - clock_->NowMs(), 0, 200);
-    zmq::pollitem_t items[2] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, ShutdownFd(), ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[3] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, workers_ ? workers_->fd() : -1, ZMQ_POLLIN, 0},
+                                {nullptr, ShutdownFd(), ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, ShutdownFd() >= 0 ? 2 : 1, std::chrono::milliseconds(wait));
+      zmq::poll(items, ShutdownFd() >= 0 ? 3 : 2, std::chrono::milliseconds(wait));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) return UnavailableError(fmt::format("poll failed: {}", e.what()));
     }
@@ -50,6 +56,9 @@ Status Server::Run() {
         break;
       }
       Dispatch(*frames);
+    }
+    if (workers_) {
+      for (auto& prepared : workers_->TakeReady()) core_->OnPreparedSubmit(prepared);
     }
     core_->Tick();
     auto out = core_->Flush();
@@ -85,8 +94,13 @@ void Server::Dispatch(protocol::Frames& frames) {
   }
   pb::ClientRequest request;
   Status st = protocol::Parse(frames, MessageKind::kClientRequest, &request);
-  if (st.ok()) core_->OnClientRequest(peer, request);
-  else core_->OnBadClientMessage(peer, request.request_id(), st);
+  if (!st.ok()) {
+    core_->OnBadClientMessage(peer, request.request_id(), st);
+  } else if (workers_ && request.has_submit() && core_->Authorized(request)) {
+    workers_->Enqueue(peer, std::move(request));
+  } else {
+    core_->OnClientRequest(peer, request);
+  }
 }
 
 void Server::SendAll(std::vector<Outgoing>& out) {

@@ -2,6 +2,7 @@
 // frame's header says which (AgentToCoordinator from agents' DEALERs, ClientRequest from clients' DEALER or
 // REQ sockets). The loop owns the Coordinator: it drains up to `max_batch` messages, runs Tick(), commits the
 // round with Flush() (one synced write) and only then sends the replies and orders (group commit).
+// SubmitJob specs are resolved on SpecWorkers threads (coordinator/spec_workers.h) and accepted when they return.
 // Garbage and wrong-version frames get an Error reply (CoordinatorToAgent.error or ClientReply.error, by the
 // kind the header names; ClientReply when it names none) and the loop goes on.
 //
@@ -24,6 +25,7 @@
 #include "common/status.h"
 #include "coordinator/clock.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/spec_workers.h"
 #include "protocol/framing.h"
 
 namespace anneal::coordinator {
@@ -31,6 +33,7 @@ namespace anneal::coordinator {
 struct ServerOptions {
   std::string bind = "tcp://127.0.0.1:7070";
   size_t max_batch = 1024;  // messages per round (per synced write)
+  int spec_threads = 2;     // SubmitJob specs are parsed and resolved on these threads (0: on the loop)
 };
 
 class Server {
@@ -60,6 +63,7 @@ class Server {
   std::atomic<bool> stop_{false};
   std::set<std::string> req_peers_;  // REQ clients: replies need the empty delimiter frame
   std::function<void()> round_hook_;
+  std::unique_ptr<SpecWorkers> workers_;
 };
 
 }  // namespace anneal::coordinator

@@ -1,0 +1,55 @@
+// SpecWorkers: parses and resolves submitted job specs on worker threads, off the event loop.
+//
+// Resolving a spec (jobspec::ParseJobSpec + ToYaml, yaml-cpp) costs far more CPU than the rest of a submission,
+// so the loop hands SubmitJob requests here and gets them back prepared (Coordinator::OnPreparedSubmit). The
+// loop polls fd() (an eventfd, readable when results wait) next to its socket and calls TakeReady().
+// Submissions are accepted in the order they come back, which can differ from arrival order by a few.
+//
+// Thread-safety: Enqueue/TakeReady from the loop thread; the workers are internal. Stop() joins them.
+// Ownership: owns its threads and the eventfd.
+//
+// Example:
+//   SpecWorkers workers(2);
+//   workers.Enqueue(peer, request);
+//   ... poll workers.fd() ...
+//   for (auto& prepared : workers.TakeReady()) core.OnPreparedSubmit(std::move(prepared));
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coordinator/coordinator.h"
+
+namespace anneal::coordinator {
+
+class SpecWorkers {
+ public:
+  explicit SpecWorkers(int threads);
+  ~SpecWorkers();
+  SpecWorkers(const SpecWorkers&) = delete;
+  SpecWorkers& operator=(const SpecWorkers&) = delete;
+
+  void Enqueue(std::string peer, pb::ClientRequest request);
+  std::vector<PreparedSubmit> TakeReady();
+  int fd() const { return event_fd_; }
+  size_t in_flight() const { return in_flight_; }
+  void Stop();
+
+ private:
+  void Work();
+
+  int event_fd_ = -1;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::string, pb::ClientRequest>> input_;
+  std::vector<PreparedSubmit> output_;
+  bool stopping_ = false;
+  size_t in_flight_ = 0;  // loop thread only
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace anneal::coordinator
