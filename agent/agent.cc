@@ -1,6 +1,8 @@
 #include "agent/agent.h"
 
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -22,14 +24,34 @@ Agent::Agent(AgentConfig config, const Clock& clock, Nvml& nvml, AgentTiming tim
 
 Agent::~Agent() {
   CloseSocket();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
   if (shutdown_fd_) {
     boost::system::error_code ec;
     shutdown_fd_->close(ec);
   }
 }
 
+Status Agent::LockWorkDir() {
+  // One agent per work directory: two would re-adopt the same ranks and interleave the same spool. The lock
+  // descriptor is close-on-exec, so ranks never inherit it and a restarted agent can lock while they run.
+  const std::string path = config_.work_dir + "/agent.lock";
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) return InternalError("opening " + path + ": " + ErrnoText(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const std::string holder = ReadFile(path).ok() ? *ReadFile(path) : std::string("?");
+    return FailedPreconditionError("work directory " + config_.work_dir + " is in use by another anneal-agent (pid " +
+                                   holder.substr(0, holder.find('\n')) + ")");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0) {
+    spdlog::warn("cannot write the pid into {}: {}", path, ErrnoText(errno));
+  }
+  return Status::Ok();
+}
+
 Status Agent::Init() {
   RETURN_IF_ERROR(MakeDirs(config_.work_dir + "/jobs").WithContext("agent work directory"));
+  RETURN_IF_ERROR(LockWorkDir());
   ASSIGN_OR_RETURN(spool_, Spool::Open(config_.work_dir + "/spool"));
   SupervisorOptions opts;
   opts.work_dir = config_.work_dir;

@@ -69,6 +69,7 @@ class Agent {
   void RequestShutdown();
 
  private:
+  Status LockWorkDir();
   void ScheduleTick();
   void OnTick();
   void WatchSocket();
@@ -114,6 +115,7 @@ class Agent {
   bool shutting_down_ = false;
   int64_t shutdown_deadline_ms_ = 0;  // leave even with unsent reports (they stay spooled)
   bool done_ = false;
+  int lock_fd_ = -1;  // flock on <work dir>/agent.lock
 };
 
 }  // namespace anneal::agent

@@ -170,6 +170,7 @@ class AgentProcess {
                                      FAKE_RANK_BIN,     "--heartbeat-ms", "200",      "--log-level",   "debug",
                                      "--min-free-bytes", "1024"};
     for (auto& e : extra) args.push_back(e);
+    std::filesystem::create_directories(work_dir);
     log_path = work_dir + "/agent-" + std::to_string(++counter_) + ".stderr";
     pid = ::fork();
     if (pid == 0) {

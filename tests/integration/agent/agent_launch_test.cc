@@ -46,6 +46,15 @@ TEST(AgentBinary, PrintsVersionAndHelp) {
   EXPECT_NE(std::system((std::string(ANNEAL_AGENT_BIN) + " --slots nope 2> /dev/null").c_str()), 0);
 }
 
+TEST(AgentBinary, RefusesAWorkDirInUseByAnotherAgent) {
+  AgentFixture f;
+  AgentProcess second(f.work, f.coord.endpoint());
+  EXPECT_EQ(second.Wait(5000), 1);
+  EXPECT_NE(second.Log().find("is in use by another anneal-agent (pid " + std::to_string(f.agent->pid) + ")"),
+            std::string::npos)
+      << second.Log();
+}
+
 TEST(AgentLaunch, RunsRanksRelaysEventsAndServesLogs) {
   AgentFixture f;
   const auto& reg = f.coord.registrations.at(0);
