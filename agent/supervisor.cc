@@ -98,7 +98,19 @@ void Supervisor::Stop(const pb::StopTask& stop) {
   if (auto q = queued_.find(job); q != queued_.end() && q->second.epoch() <= stop.epoch()) queued_.erase(q);
   auto it = tasks_.find(job);
   if (it == tasks_.end()) {
-    spdlog::info("stop of job {} epoch {}: nothing runs here", job, stop.epoch());
+    if (auto f = finished_.find(job); f != finished_.end() && f->second.epoch() >= stop.epoch()) {
+      spdlog::info("stop of job {} epoch {}: its task already ended here", job, stop.epoch());
+      return;  // its final status was reported
+    }
+    // Never launched here (the launch was refused or lost): confirm at once so the coordinator need not wait.
+    spdlog::info("stop of job {} epoch {}: nothing was launched here", job, stop.epoch());
+    pb::AgentToCoordinator m;
+    pb::TaskStatus* s = m.mutable_task_update()->mutable_status();
+    s->set_job_id(job);
+    s->set_epoch(stop.epoch());
+    s->set_state(pb::TASK_STOPPED);
+    s->set_message("no task of epoch " + std::to_string(stop.epoch()) + " was launched on node " + options_.node_id);
+    report_(std::move(m));
     return;
   }
   const std::string reason = stop.reason().empty() ? "stopped by the coordinator" : stop.reason();

@@ -259,6 +259,19 @@ TEST(AgentFencing, RefusesLaunchesAndStopsOfAnOlderEpoch) {
   auto newer = f.coord.WaitFor(TaskStateIs("job-f", pb::TASK_SUCCEEDED));
   ASSERT_TRUE(newer.has_value()) << f.agent->Log();
   EXPECT_EQ(newer->task_update().status().epoch(), 6u);
+
+  // A stop for a task that never ran here is confirmed at once; a later launch of that epoch is refused.
+  pb::CoordinatorToAgent stop_unknown;
+  stop_unknown.mutable_stop()->set_job_id("job-never");
+  stop_unknown.mutable_stop()->set_epoch(2);
+  f.coord.Send(stop_unknown);
+  auto confirmed = f.coord.WaitFor(TaskStateIs("job-never", pb::TASK_STOPPED));
+  ASSERT_TRUE(confirmed.has_value());
+  EXPECT_EQ(confirmed->task_update().status().epoch(), 2u);
+  f.coord.Send(MakeLaunch("job-never", 2, 1, f.Env({}), f.out));
+  auto late = f.coord.WaitFor(TaskStateIs("job-never", pb::TASK_FAILED));
+  ASSERT_TRUE(late.has_value());
+  EXPECT_NE(late->task_update().status().message().find("already stopped"), std::string::npos);
 }
 
 TEST(AgentPrelaunch, UnwritableOutputDirAndBusyRendezvousPortFailTheTask) {
