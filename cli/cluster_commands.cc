@@ -54,7 +54,7 @@ int Drain(const GlobalOptions& g, const std::string& node) {
 
 struct UpOptions {
   int agents = 1;
-  int slots = 2;
+  int slots = 0;  // 0: one per GPU on a GPU machine, else 2 CPU slots
   std::string state_dir;
   int port = 0;
   double wait_s = 30;
@@ -65,7 +65,8 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
   if (!home.ok()) return ReportError("up", home.status());
   LocalClusterOptions lo;
   lo.agents = o.agents;
-  lo.slots = o.slots;
+  const int gpus = NvidiaGpuCount();
+  lo.slots = o.slots > 0 ? o.slots : (gpus > 0 ? 0 : 2);
   lo.state_dir = o.state_dir.empty() ? *home : o.state_dir;
   lo.port = o.port;
   lo.wait = std::chrono::milliseconds(static_cast<int64_t>(o.wait_s * 1000));
@@ -83,8 +84,9 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
     for (const auto& p : cluster->processes) j["processes"].push_back({{"name", p.name}, {"pid", p.pid}, {"log", p.log}});
     std::cout << j.dump(2) << "\n";
   } else {
-    std::cout << fmt::format("local cluster up: coordinator {}, {} agent(s) x {} slot(s)\n", cluster->coordinator,
-                             o.agents, o.slots)
+    const std::string slots = lo.slots > 0 ? fmt::format("{} slot(s)", lo.slots) : fmt::format("{} GPU(s)", gpus);
+    std::cout << fmt::format("local cluster up: coordinator {}, {} agent(s) x {}\n", cluster->coordinator, o.agents,
+                             slots)
               << fmt::format("state {}, logs {}/logs, client config {}\n", lo.state_dir, lo.state_dir,
                              ClientConfigPath(*home))
               << "stop it with: anneal down\n";
@@ -136,7 +138,8 @@ void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action) {
     auto o = std::make_shared<UpOptions>();
     auto* cmd = app.add_subcommand("up", "Start a local cluster: a coordinator and N agents on this machine");
     cmd->add_option("--agents", o->agents, "agents (nodes) to start")->capture_default_str();
-    cmd->add_option("--slots", o->slots, "rank slots per agent (CPU ranks, or GPUs to use)")->capture_default_str();
+    cmd->add_option("--slots", o->slots,
+                    "rank slots per agent (default: one per GPU on a GPU machine, else 2 CPU slots)");
     cmd->add_option("--state-dir", o->state_dir, "state, logs and cluster.yaml (default ~/.anneal)");
     cmd->add_option("--port", o->port, "coordinator port (default: a free one)");
     cmd->add_option("--wait", o->wait_s, "seconds to wait for the agents to register")->capture_default_str();

@@ -223,13 +223,27 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
 
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator,
                                    const std::string& node, const std::string& work_dir, int slots) {
-  return {program, "--coordinator", coordinator, "--node", node, "--work-dir", work_dir,
-          "--slots", std::to_string(slots)};
+  std::vector<std::string> argv = {program, "--coordinator", coordinator, "--node", node, "--work-dir", work_dir};
+  if (slots > 0) {
+    argv.push_back("--slots");
+    argv.push_back(std::to_string(slots));
+  }
+  return argv;
+}
+
+int NvidiaGpuCount() {
+  std::error_code ec;
+  int n = 0;
+  for (auto it = fs::directory_iterator("/proc/driver/nvidia/gpus", ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    ++n;
+  }
+  return n;
 }
 
 StatusOr<LocalCluster> StartLocalCluster(const LocalClusterOptions& o, std::ostream& progress) {
   if (o.agents < 1) return InvalidArgumentError(fmt::format("--agents must be at least 1, got {}", o.agents));
-  if (o.slots < 1) return InvalidArgumentError(fmt::format("--slots must be at least 1, got {}", o.slots));
+  if (o.slots < 0) return InvalidArgumentError(fmt::format("--slots must be at least 1, got {}", o.slots));
   const std::string bin = o.bin_dir.empty() ? SelfDir() : o.bin_dir;
   const std::string coordinator_bin = bin + "/anneal-coordinator";
   const std::string agent_bin = bin + "/anneal-agent";

@@ -28,7 +28,7 @@ namespace anneal::cli {
 
 struct LocalClusterOptions {
   int agents = 1;
-  int slots = 2;
+  int slots = 2;           // 0: no --slots flag (the agent counts its GPUs)
   std::string state_dir;  // ~/.anneal by default
   int port = 0;           // coordinator port; 0 picks a free one
   std::chrono::milliseconds wait{30000};
@@ -54,8 +54,12 @@ std::string SelfDir();
 std::vector<std::string> CoordinatorArgv(const std::string& program, const std::string& bind,
                                          const std::string& state_dir, const std::string& token,
                                          const std::string& config_file);
+// slots 0: no --slots flag, so the agent schedules one rank per GPU it finds.
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator,
                                    const std::string& node, const std::string& work_dir, int slots);
+
+// GPUs the NVIDIA driver lists (/proc/driver/nvidia/gpus); 0 without the driver.
+int NvidiaGpuCount();
 
 // Starts the daemons and waits until every agent is registered (ListNodes). On failure everything started is
 // stopped again and the error carries the tail of the failing daemon's log.

@@ -136,7 +136,14 @@ TEST(CliCluster, DownStopsRecordedProcessesButNotARecycledPid) {
     ::execl("/bin/sleep", "sleep", "30", nullptr);
     ::_exit(127);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let both exec
+  // Both must have exec'd sleep before anneal down looks at their command lines.
+  for (pid_t pid : {listed, stranger}) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (ReadFile("/proc/" + std::to_string(pid) + "/cmdline").rfind("sleep", 0) != 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
   dir.Write("cluster.yaml", "coordinator: tcp://127.0.0.1:1\ntoken: t\nprocesses:\n"
                             "  - {name: agent local-0, pid: " + std::to_string(listed) +
                                 ", program: /bin/sleep, log: x}\n"

@@ -428,7 +428,7 @@ TEST(CliCoordinator, WatchWaitsForACoordinatorThatWentAwayAndGivesUpLater) {
     if (n == 1 || n == 2) return DropReply();  // the coordinator is away for two polls
     return script(req);
   });
-  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "--timeout", "0.3", "watch", "j-5"}, home.path());
+  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "--timeout", "0.5", "watch", "j-5"}, home.path());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Contains(r.err, "anneal watch: coordinator not reachable at " + coordinator.address())) << r.err;
   EXPECT_TRUE(Contains(r.err, "retrying for up to 60 s")) << r.err;
@@ -442,7 +442,7 @@ TEST(CliCoordinator, WatchWaitsForACoordinatorThatWentAwayAndGivesUpLater) {
     *first = false;
     return script(req);
   });
-  RunResult g = RunAnneal({"--coordinator", gone.address(), "--timeout", "0.3", "watch", "j-5", "--reconnect", "1"},
+  RunResult g = RunAnneal({"--coordinator", gone.address(), "--timeout", "0.5", "watch", "j-5", "--reconnect", "1"},
                           home.path());
   EXPECT_EQ(g.exit_code, 3) << g.err;
   EXPECT_TRUE(Contains(g.err, "retrying for up to 1 s")) << g.err;
