@@ -73,7 +73,11 @@ TEST(CliCluster, UpWithoutTheDaemonsNamesTheMissingBinary) {
 TEST(CliCluster, UpReportsADaemonThatExitsWithItsLogAndStopsTheOthers) {
   TempDir dir;
   const std::string anneal = CopyAnneal(dir);
-  WriteStandIn(dir, "anneal-coordinator", "echo 'cannot bind tcp://127.0.0.1: address in use' >&2; exit 3");
+  // The coordinator fails only once both agents have recorded their pids (so the test knows whom to look for).
+  WriteStandIn(dir, "anneal-coordinator",
+               "i=0; while [ \"$(cat \"$d/anneal-agent.pids\" 2>/dev/null | wc -l)\" -lt 2 ] && [ $i -lt 200 ]; do "
+               "sleep 0.05; i=$((i+1)); done\n"
+               "echo 'cannot bind tcp://127.0.0.1: address in use' >&2; exit 3");
   WriteStandIn(dir, "anneal-agent", "exec sleep 30");
   const std::string state = dir.path() + "/state";
   RunResult r = RunProgram(anneal, {"up", "--agents", "2", "--slots", "3", "--state-dir", state, "--wait", "10"}, dir.path());
