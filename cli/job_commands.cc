@@ -307,11 +307,11 @@ void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action) {
   }
   {
     auto o = std::make_shared<ListOptions>();
-    auto* cmd = app.add_subcommand("ls", "List jobs, newest first");
+    auto* cmd = app.add_subcommand("ls", "List the most recent jobs, in submission order");
     cmd->add_option("--state", o->states, "only jobs in these states (pending, running, failed, ...)")
         ->delimiter(',')
         ->allow_extra_args(false);
-    cmd->add_option("--limit", o->limit, "at most N jobs (0: the coordinator's default)");
+    cmd->add_option("--limit", o->limit, "the N most recent jobs (0: the coordinator's default, 100)");
     cmd->callback([&g, o, action] { *action = [&g, o] { return List(g, *o); }; });
   }
   {
