@@ -226,6 +226,8 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
 
 // ---- logs --------------------------------------------------------------------------------------------------
 
+constexpr std::chrono::milliseconds kAgentFetchWait{6000};
+
 struct LogsOptions {
   std::string job;
   unsigned rank = 0;
@@ -243,7 +245,9 @@ int Logs(const GlobalOptions& g, const LogsOptions& o) {
     logs->set_rank(o.rank);
     logs->set_offset(offset);
     logs->set_max_bytes(1 << 20);
-    auto reply = (*client)->Call(req);
+    // The coordinator fetches the log from the rank's agent and waits up to its log_fetch_timeout_ms (5 s by
+    // default) for it: wait past that, so a slow agent is reported as such, not as an unreachable coordinator.
+    auto reply = (*client)->Call(req, kAgentFetchWait);
     if (!reply.ok()) return ReportError("logs", reply.status());
     const pb::GetLogsReply& r = reply->get_logs();
     std::cout << r.data();
