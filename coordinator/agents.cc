@@ -117,6 +117,17 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
   // Orders the agent may have missed while disconnected: launches (at-least-once; the agent dedups by epoch),
   // stops of gangs being torn down, deletions of checkpoints.
   for (auto& [job_id, job] : jobs_) {
+    for (const auto& [step, checkpoint] : job.checkpoints) {
+      if (checkpoint.state() == pb::CHECKPOINT_DELETING && checkpoint.node_id() == id) {
+        SendDeleteCheckpoint(job, checkpoint);
+      }
+    }
+  }
+  const std::set<std::string> on_node = node.task_jobs;
+  for (const auto& job_id : on_node) {
+    auto found = jobs_.find(job_id);
+    if (found == jobs_.end()) continue;
+    JobRuntime& job = found->second;
     auto task = job.record.task_states().find(id);
     if (task == job.record.task_states().end() || IsTaskEnded(task->second)) continue;
     job.task_last_seen_ms[id] = now;
@@ -125,11 +136,6 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
       SendStop(node, job_id, job.record.epoch(), "the job is stopping");
     } else if (task->second == pb::TASK_LAUNCHING && !reported.count(job_id)) {
       SendLaunch(job, id);
-    }
-    for (const auto& [step, checkpoint] : job.checkpoints) {
-      if (checkpoint.state() == pb::CHECKPOINT_DELETING && checkpoint.node_id() == id) {
-        SendDeleteCheckpoint(job, checkpoint);
-      }
     }
   }
   schedule_dirty_ = true;
@@ -166,7 +172,11 @@ void Coordinator::HandleHeartbeat(const std::string& peer, const pb::Heartbeat& 
   }
   // A task this node should be running that it stopped listing for a whole heartbeat timeout is gone
   // (the agent restarted without it, or its launch never happened).
-  for (auto& [job_id, job] : jobs_) {
+  const std::set<std::string> on_node = node->task_jobs;  // a copy: SetTaskState edits the index
+  for (const auto& job_id : on_node) {
+    auto found = jobs_.find(job_id);
+    if (found == jobs_.end()) continue;
+    JobRuntime& job = found->second;
     auto task = job.record.task_states().find(id);
     if (task == job.record.task_states().end() || IsTaskEnded(task->second) || listed.count(job_id)) continue;
     if (now - job.task_last_seen_ms[id] <= options_.heartbeat_timeout_ms) continue;
@@ -254,7 +264,11 @@ void Coordinator::MarkNodeDown(NodeRuntime& node, const std::string& reason) {
   if (!node.routing_id.empty()) node_by_peer_.erase(node.routing_id);
   node.routing_id.clear();
   PersistNode(node);
-  for (auto& [job_id, job] : jobs_) {
+  const std::set<std::string> on_node = node.task_jobs;  // a copy: SetTaskState edits the index
+  for (const auto& job_id : on_node) {
+    auto found = jobs_.find(job_id);
+    if (found == jobs_.end()) continue;
+    JobRuntime& job = found->second;
     auto task = job.record.task_states().find(id);
     if (task == job.record.task_states().end() || IsTaskEnded(task->second)) continue;
     if (job.record.state() == pb::JOB_STARTING || job.record.state() == pb::JOB_RUNNING) {

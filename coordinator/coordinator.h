@@ -132,6 +132,7 @@ class Coordinator {
     int64_t last_heartbeat_ms = 0;
     std::set<uint32_t> used_slots;
     std::set<uint32_t> used_ports;
+    std::set<std::string> task_jobs;    // jobs with a task here that has not ended (index for node events)
   };
   using QueueKey = std::tuple<int64_t, uint64_t, std::string>;  // (-priority, submit_seq, job id)
   struct Watcher {

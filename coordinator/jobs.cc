@@ -272,6 +272,7 @@ void Coordinator::ReleaseTask(const JobRuntime& job, const std::string& node_id)
     if (placement.nodes(i).node_id() != node_id) continue;
     for (const auto& rank : placement.nodes(i).ranks()) it->second.used_slots.erase(rank.slot());
     if (i == 0) it->second.used_ports.erase(placement.master_port());
+    it->second.task_jobs.erase(job.record.job_id());
   }
   schedule_dirty_ = true;
 }
@@ -286,6 +287,7 @@ void Coordinator::ReserveTasks(const JobRuntime& job) {
     if (it == nodes_.end()) continue;
     for (const auto& rank : placement.nodes(i).ranks()) it->second.used_slots.insert(rank.slot());
     if (i == 0) it->second.used_ports.insert(placement.master_port());
+    it->second.task_jobs.insert(job.record.job_id());
   }
 }
 
