@@ -101,6 +101,9 @@ StatusOr<BpeModel> BpeModel::FromJson(const nlohmann::json& m, const std::string
   const auto& alpha = ByteLevelAlphabet();
   bpe.byte_ids_.assign(256, -1);
   bpe.byte_fallback_ids_.assign(256, -1);
+  bpe.ascii_ids_.assign(128, -1);
+  for (int c = 0; c < 128; ++c)
+    if (auto id = bpe.TokenToId(std::string(1, static_cast<char>(c)))) bpe.ascii_ids_[c] = *id;
   for (int b = 0; b < 256; ++b) {
     if (auto id = bpe.TokenToId(alpha[b])) bpe.byte_ids_[b] = *id;
     if (auto id = bpe.TokenToId(fmt::format("<0x{:02X}>", b))) bpe.byte_fallback_ids_[b] = *id;
@@ -144,6 +147,11 @@ void BpeModel::TokenizeWord(std::string_view word, bool byte_level, std::vector<
       if (pos + len > word.size()) len = word.size() - pos;
       std::string_view ch = word.substr(pos, len);
       pos += len;
+      if (len == 1 && static_cast<unsigned char>(ch[0]) < 128 && ascii_ids_[ch[0]] >= 0) {  // fast path
+        push(ascii_ids_[ch[0]]);
+        prev_unk = false;
+        continue;
+      }
       if (auto id = TokenToId(ch)) {
         push(*id);
         prev_unk = false;

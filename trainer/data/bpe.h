@@ -62,6 +62,7 @@ class BpeModel {
   uint64_t merge_mask_ = 0;
   std::vector<int32_t> byte_ids_;           // byte-level: byte -> id of its alphabet char (-1 if absent)
   std::vector<int32_t> byte_fallback_ids_;  // byte -> id of <0xXX> (-1 if absent)
+  std::vector<int32_t> ascii_ids_;          // ASCII char -> id of that one-char token (-1 if absent)
   bool byte_fallback_ = false;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;

@@ -1,6 +1,8 @@
 #include "trainer/data/tokenizer.h"
 
+#include <array>
 #include <atomic>
+#include <mutex>
 #include <bitset>
 #include <filesystem>
 #include <fstream>
@@ -93,31 +95,46 @@ void Tokenizer::SplitAdded(std::string_view text, size_t base, const Matcher& m,
   if (prev < text.size()) out->push_back({text.substr(prev), -1, base + prev});
 }
 
-Status Tokenizer::EncodePlain(std::string_view text, bool at_origin, std::vector<int32_t>* out) const {
-  // Per-thread word cache: pre-token -> ids. Keyed by tokenizer instance so two tokenizers never mix.
-  struct Cache {
-    uint64_t owner = 0;
+// Pre-token word -> ids, shared by all threads of this tokenizer (sharded locks: threads rarely meet), so a
+// batch on fresh threads still starts warm. Bounded: a shard that grows past its share is cleared.
+struct Tokenizer::WordCache {
+  static constexpr size_t kShards = 64;
+  static constexpr size_t kMaxPerShard = 1 << 14;
+  struct Shard {
+    std::mutex mu;
     std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> words;
   };
-  thread_local Cache cache;
-  if (cache.owner != instance_id_) {
-    cache.words.clear();
-    cache.owner = instance_id_;
-  }
+  std::array<Shard, kShards> shards;
+  Shard& For(std::string_view word) { return shards[(StringHash{}(word) >> 7) % kShards]; }
+};
+
+Tokenizer::Tokenizer() : word_cache_(std::make_unique<WordCache>()) {}
+Tokenizer::~Tokenizer() = default;
+
+Status Tokenizer::EncodePlain(std::string_view text, bool at_origin, std::vector<int32_t>* out) const {
   thread_local std::vector<Word> words;
   words.clear();
   words.push_back({std::string(text), at_origin});
   if (pre_tokenizer_) RETURN_IF_ERROR(pre_tokenizer_->Apply(&words));
   for (const Word& w : words) {
-    auto it = cache.words.find(std::string_view(w.text));
-    if (it != cache.words.end()) {
-      out->insert(out->end(), it->second.begin(), it->second.end());
-      continue;
+    bool cacheable = w.text.size() < 256;  // long words (whitespace runs, CJK runs) rarely repeat
+    if (cacheable) {
+      WordCache::Shard& shard = word_cache_->For(w.text);
+      std::lock_guard<std::mutex> lock(shard.mu);
+      auto it = shard.words.find(std::string_view(w.text));
+      if (it != shard.words.end()) {
+        out->insert(out->end(), it->second.begin(), it->second.end());
+        continue;
+      }
     }
     size_t before = out->size();
     model_.TokenizeWord(w.text, byte_level_, out);
-    if (cache.words.size() > 200000) cache.words.clear();  // bound memory on huge vocabularies of words
-    if (w.text.size() < 256) cache.words.emplace(w.text, std::vector<int32_t>(out->begin() + before, out->end()));
+    if (cacheable) {
+      WordCache::Shard& shard = word_cache_->For(w.text);
+      std::lock_guard<std::mutex> lock(shard.mu);
+      if (shard.words.size() >= WordCache::kMaxPerShard) shard.words.clear();
+      shard.words.emplace(w.text, std::vector<int32_t>(out->begin() + before, out->end()));
+    }
   }
   return Status::Ok();
 }
@@ -296,8 +313,6 @@ StatusOr<std::shared_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view js
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgumentError(source + ": not a JSON object");
   auto tok = std::shared_ptr<Tokenizer>(new Tokenizer());
-  static std::atomic<uint64_t> instances{1};
-  tok->instance_id_ = instances.fetch_add(1);
   tok->fingerprint_ = Fnv1a64(config_text, Fnv1a64(json_text));
   auto ctx = [&](const Status& s) { return s.WithContext(source); };
 

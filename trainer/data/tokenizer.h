@@ -3,7 +3,7 @@
 //
 // Encoding: invalid UTF-8 is repaired (U+FFFD per maximal invalid subpart); added tokens that are not
 // "normalized" are matched first on the raw text (leftmost-longest), the rest is normalized, then "normalized"
-// added tokens are matched, then pre-tokenized into words, each word BPE-encoded (cached per thread).
+// added tokens are matched, then pre-tokenized into words, each word BPE-encoded (a word cache shared by the threads).
 // add_special_tokens runs the post-processor (TemplateProcessing's single sequence, e.g. LLaMA-3's BOS).
 // Decoding: ids -> tokens (added tokens included unless skip_special_tokens) -> decoder chain -> text.
 //
@@ -48,6 +48,9 @@ class Tokenizer {
  public:
   // path: a directory holding tokenizer.json (and optionally tokenizer_config.json), or the json file itself.
   static StatusOr<std::shared_ptr<Tokenizer>> Load(const std::string& path);
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
   // From the text of a tokenizer.json (`source` names it in errors) and an optional tokenizer_config.json text.
   static StatusOr<std::shared_ptr<Tokenizer>> FromJsonText(std::string_view json_text, const std::string& source,
                                                            std::string_view config_text = {});
@@ -80,8 +83,9 @@ class Tokenizer {
   uint64_t fingerprint() const { return fingerprint_; }
 
  private:
-  Tokenizer() = default;
-  struct Matcher;  // added-token trie
+  Tokenizer();
+  struct Matcher;    // added-token trie
+  struct WordCache;  // pre-token word -> ids
   struct Segment { std::string_view text; int32_t added_id; size_t offset; };
   void RebuildMatchers();
   void SplitAdded(std::string_view text, size_t base, const Matcher& m, std::vector<Segment>* out) const;
@@ -100,7 +104,7 @@ class Tokenizer {
   std::string bos_token_, eos_token_, pad_token_;
   std::optional<int32_t> bos_id_, eos_id_, pad_id_;
   uint64_t fingerprint_ = 0;
-  uint64_t instance_id_ = 0;
+  std::unique_ptr<WordCache> word_cache_;
 };
 
 // FNV-1a 64 over bytes, chained from `seed` (stable across platforms and runs).
