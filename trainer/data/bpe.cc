@@ -173,16 +173,19 @@ void BpeModel::TokenizeWord(std::string_view word, bool byte_level, std::vector<
     }
   }
   if (syms.size() > 1) {
+    // A candidate remembers the pair it was made for: when that pair is still there it is valid without a
+    // second hash lookup; otherwise HF's rule decides (the current pair must merge into the same token).
     struct Cand {
-      uint32_t rank; int32_t pos; int32_t new_id;
+      uint32_t rank; int32_t pos; int32_t new_id; int32_t left_id; int32_t right_pos; int32_t right_id;
       bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
     thread_local std::vector<Cand> heap;
     heap.clear();
     auto consider = [&](int32_t p) {
       if (p < 0 || syms[p].next < 0) return;
-      if (const MergeSlot* m = FindMerge(syms[p].id, syms[syms[p].next].id)) {
-        heap.push_back({m->rank, p, m->new_id});
+      int32_t r = syms[p].next;
+      if (const MergeSlot* m = FindMerge(syms[p].id, syms[r].id)) {
+        heap.push_back({m->rank, p, m->new_id, syms[p].id, r, syms[r].id});
         std::push_heap(heap.begin(), heap.end(), std::greater<>());
       }
     };
@@ -192,9 +195,11 @@ void BpeModel::TokenizeWord(std::string_view word, bool byte_level, std::vector<
       Cand c = heap.back();
       heap.pop_back();
       Sym& s = syms[c.pos];
-      if (s.id < 0 || s.next < 0) continue;
-      const MergeSlot* m = FindMerge(s.id, syms[s.next].id);
-      if (m == nullptr || m->new_id != c.new_id) continue;  // stale candidate
+      if (s.id < 0 || s.next < 0) continue;  // dead, or nothing to the right any more
+      if (s.id != c.left_id || s.next != c.right_pos || syms[c.right_pos].id != c.right_id) {
+        const MergeSlot* m = FindMerge(s.id, syms[s.next].id);
+        if (m == nullptr || m->new_id != c.new_id) continue;  // stale
+      }
       int32_t right = s.next;
       s.id = c.new_id;
       s.next = syms[right].next;
