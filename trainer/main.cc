@@ -5,12 +5,15 @@
 
 #include "common/version.h"
 #include "trainer/cli/commands.h"
+#include "trainer/data/commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"anneal-train: LLaMA-family fine-tuning, evaluation and generation (LibTorch)"};
   app.set_version_flag("--version", std::string("anneal-train ") + anneal::Version());
   app.require_subcommand(1);
   anneal::trainer::AddModelCommands(app);
+  anneal::trainer::AddTrainCommands(app);
+  anneal::data::AddDataCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -3,5 +3,3 @@
 #include <torch/torch.h>
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
-#include <fmt/format.h>
-#include <fmt/ranges.h>

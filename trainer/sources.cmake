@@ -3,15 +3,18 @@ set(ANNEAL_TRAINER_SOURCES
   model/config.cc model/safetensors.cc model/linear.cc model/decoder.cc model/weights.cc model/generate.cc
   model/presets.cc
   kernels/rmsnorm.cc
-  cli/model_commands.cc)
+  optim/adamw.cc optim/schedule.cc
+  parallel/dims.cc parallel/comm.cc
+  train/finetune.cc train/batch.cc train/events.cc train/runtime.cc train/loop.cc
+  checkpoint/checkpoint.cc export/peft.cc eval/eval.cc
+  cli/model_commands.cc cli/train_commands.cc)
 list(TRANSFORM ANNEAL_TRAINER_SOURCES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)
 
 add_library(anneal_trainer STATIC ${ANNEAL_TRAINER_SOURCES})
 target_include_directories(anneal_trainer PUBLIC ${CMAKE_SOURCE_DIR})
-# fmt: LibTorch ships its own fmt headers ahead of Debian's on the include path; use them header-only.
-target_link_libraries(anneal_trainer PUBLIC anneal_common_core ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json
-                      CLI11::CLI11)
-target_compile_definitions(anneal_trainer PUBLIC FMT_HEADER_ONLY=1)
+find_package(OpenSSL REQUIRED)
+target_link_libraries(anneal_trainer PUBLIC anneal_common_core anneal_jobspec anneal_data anneal_data_commands
+                      ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json CLI11::CLI11 OpenSSL::Crypto)
 # libtorch.so exports its own copies of std::filesystem symbols, which crash when an executable binds to them.
 # Put libstdc++ first among the needed libraries so the executable's references bind to the real ones.
 target_link_options(anneal_trainer INTERFACE "LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")

@@ -8,7 +8,8 @@ namespace CLI { class App; }
 
 namespace anneal::trainer {
 
-void AddModelCommands(CLI::App& app);     // generate, model init
+void AddModelCommands(CLI::App& app);     // generate, model init, model logits
+void AddTrainCommands(CLI::App& app);     // train, eval, export
 // Set by a subcommand callback; returned by main.
 int& ExitCode();
 

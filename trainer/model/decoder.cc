@@ -215,6 +215,44 @@ std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t
   return allowed.logical_or(diag.logical_and(allowed.any(-1, /*keepdim=*/true).logical_not()));
 }
 
+// ---- Activation checkpointing --------------------------------------------------------------------------------
+
+namespace {
+
+// Runs one decoder layer without keeping its activations; backward recomputes them.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor cos,
+                               torch::Tensor sin, torch::Tensor mask, int64_t layer_address) {
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_address);
+    ctx->saved_data["layer"] = layer_address;
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->save_for_backward({x, cos, sin, mask});
+    torch::NoGradGuard no_grad;
+    return layer->forward(x, cos, sin, mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, nullptr);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
+    auto gen = at::detail::getDefaultCPUGenerator();
+    torch::Tensor rng_now = gen.get_state();
+    gen.set_state(ctx->saved_data["rng"].toTensor());
+    torch::Tensor x = saved[0].detach().requires_grad_(true);
+    torch::Tensor y;
+    {
+      torch::AutoGradMode enable(true);
+      y = layer->forward(x, saved[1], saved[2], saved[3].defined() ? std::optional<torch::Tensor>(saved[3]) : std::nullopt,
+                         nullptr);
+    }
+    gen.set_state(rng_now);
+    torch::autograd::backward({y}, {grad_out[0]});
+    return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 // ---- CausalLM ------------------------------------------------------------------------------------------------
 
 CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& options, const LinearFactory& factory)
@@ -241,8 +279,17 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
   }
   auto [cos, sin] = rotary_.CosSin(pos.to(x.device()), x.scalar_type());  // [B, T, D]
   std::optional<torch::Tensor> mask = BuildAttentionMask(in, B, T, past, config_.sliding_window, x.device());
+  const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled() && in.cache == nullptr;
+  // A frozen embedding gives an input without grad; the checkpointed layers still need a graph to recompute
+  // into (transformers' enable_input_require_grads does the same for LoRA with gradient checkpointing).
+  if (checkpoint && !x.requires_grad()) x = x.detach().requires_grad_(true);
   for (int64_t i = begin; i < end; ++i) {
-    x = model->layers[i]->as<DecoderLayerImpl>()->forward(x, cos, sin, mask, in.cache);
+    auto* layer = model->layers[i]->as<DecoderLayerImpl>();
+    if (checkpoint) {
+      x = CheckpointedLayer::apply(x, cos, sin, mask.value_or(torch::Tensor()), reinterpret_cast<int64_t>(layer));
+    } else {
+      x = layer->forward(x, cos, sin, mask, in.cache);
+    }
   }
   return x;
 }

@@ -140,6 +140,9 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor RunLayers(torch::Tensor x, const ForwardInputs& in, int64_t begin, int64_t end);
 
   const ModelConfig& config() const { return config_; }
+  // Activation checkpointing: each decoder layer keeps only its input during forward and recomputes its
+  // activations in backward (a custom autograd function; the CPU RNG is replayed so dropout masks match).
+  void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
   torch::Tensor head_weight();  // [V, C]: lm_head or the tied embedding
 
   // HF names -> parameters (lm_head.weight omitted when tied).
@@ -151,6 +154,7 @@ class CausalLMImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   RotaryEmbedding rotary_;
+  bool checkpointing_ = false;
 };
 TORCH_MODULE(CausalLM);
 

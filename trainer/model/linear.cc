@@ -52,6 +52,12 @@ torch::Tensor LinearImpl::DeltaWeight() {
   return torch::matmul(lora_B->weight, lora_A->weight) * lora_scaling_;
 }
 
+torch::Tensor LinearImpl::MergedWeight() {
+  torch::NoGradGuard no_grad;
+  if (!has_lora() || merged_) return weight.detach().clone();
+  return (weight.to(torch::kFloat32) + DeltaWeight()).to(weight.scalar_type());
+}
+
 void LinearImpl::MergeLora() {
   ANNEAL_CHECK(has_lora() && !merged_);
   torch::NoGradGuard no_grad;

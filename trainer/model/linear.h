@@ -67,6 +67,8 @@ class LinearImpl : public torch::nn::Module {
   void MergeLora();
   void UnmergeLora();
   bool merged() const { return merged_; }
+  // W + B A * scaling in W's dtype, without touching W (for exports).
+  torch::Tensor MergedWeight();
 
   const LinearSpec& spec() const { return spec_; }
   double lora_scaling() const { return lora_scaling_; }

@@ -10,7 +10,6 @@
 #include <filesystem>
 
 #include <ATen/ATen.h>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/fsutil.h"
@@ -107,8 +106,7 @@ StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(
     e.end = off[1].get<uint64_t>();
     if (e.end < e.begin) return DataLossError(where + ": data_offsets end < begin");
     if (e.end - e.begin != numel * elem) {
-      return DataLossError(fmt::format("{}: {} bytes for shape of {} {} elements (expected {})", where,
-                                       e.end - e.begin, numel, e.dtype, numel * elem));
+      return DataLossError(c10::str(where, ": ", e.end - e.begin, " bytes for shape of ", numel, " ", e.dtype, " elements (expected ", numel * elem, ")"));
     }
     entries.emplace(name, std::move(e));
   }
@@ -121,14 +119,12 @@ StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(
   uint64_t cursor = 0;
   for (auto* e : order) {
     if (e->begin != cursor) {
-      return DataLossError(fmt::format("{}: tensor '{}' starts at byte {} of the data buffer, expected {} "
-                                       "(offsets overlap or leave a gap)", source, e->name, e->begin, cursor));
+      return DataLossError(c10::str(source, ": tensor '", e->name, "' starts at byte ", e->begin, " of the data buffer, expected ", cursor, " (offsets overlap or leave a gap)"));
     }
     cursor = e->end;
   }
   if (cursor != data_size) {
-    return DataLossError(fmt::format("{}: tensors cover {} bytes but the data buffer has {} (truncated or "
-                                     "trailing garbage)", source, cursor, data_size));
+    return DataLossError(c10::str(source, ": tensors cover ", cursor, " bytes but the data buffer has ", data_size, " (truncated or trailing garbage)"));
   }
   return entries;
 }
@@ -158,8 +154,7 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   uint64_t header_len = 0;
   std::memcpy(&header_len, map, 8);  // little-endian on every platform we build for
   if (header_len > kMaxHeaderBytes || header_len > size - 8) {
-    return DataLossError(fmt::format("{}: corrupt or truncated safetensors file: header length {} exceeds "
-                                     "the file ({} bytes)", path, header_len, size));
+    return DataLossError(c10::str(path, ": corrupt or truncated safetensors file: header length ", header_len, " exceeds the file (", size, " bytes)"));
   }
   const std::string header(static_cast<const char*>(map) + 8, header_len);
   file->data_start_ = 8 + header_len;
@@ -298,7 +293,9 @@ Status WriteSafetensorsCheckpoint(const std::string& dir, const std::string& pre
   }
   json weight_map = json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
-    const std::string file = fmt::format("{}-{:05d}-of-{:05d}.safetensors", prefix, i + 1, shards.size());
+    char numbered[64];
+    std::snprintf(numbered, sizeof(numbered), "-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+    const std::string file = prefix + numbered;
     RETURN_IF_ERROR(WriteSafetensors(dir + "/" + file, shards[i]));
     for (const auto& [name, _] : shards[i]) weight_map[name] = file;
   }

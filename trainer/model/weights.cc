@@ -3,8 +3,6 @@
 #include <set>
 
 #include <ATen/ATen.h>
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "common/fsutil.h"
@@ -26,12 +24,10 @@ StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions&
       expected.insert(name);
       const SafetensorsEntry* e = ck.Entry(name);
       if (e == nullptr) {
-        return NotFoundError(fmt::format("{}: weight '{}' is missing from the checkpoint", model_dir, name));
+        return NotFoundError(c10::str(model_dir, ": weight '", name, "' is missing from the checkpoint"));
       }
       if (e->shape != item.value().sizes().vec()) {
-        return InvalidArgumentError(fmt::format("{}: weight '{}' has shape [{}] but config.json implies [{}]",
-                                                model_dir, name, fmt::join(e->shape, ", "),
-                                                fmt::join(item.value().sizes().vec(), ", ")));
+        return InvalidArgumentError(c10::str(model_dir, ": weight '", name, "' has shape ", c10::IntArrayRef(e->shape), " but config.json implies ", c10::IntArrayRef(item.value().sizes().vec())));
       }
       ASSIGN_OR_RETURN(at::Tensor t, ck.Tensor(name));
       item.value().copy_(t);  // converts dtype
@@ -42,8 +38,7 @@ StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions&
     if (expected.count(name) || name == "lm_head.weight" || name.find("rotary_emb.inv_freq") != std::string::npos) {
       continue;
     }
-    return InvalidArgumentError(fmt::format("{}: unexpected weight '{}' (not part of a {} model with this "
-                                            "config.json)", model_dir, name, config.model_type));
+    return InvalidArgumentError(c10::str(model_dir, ": unexpected weight '", name, "' (not part of a ", config.model_type, " model with this config.json)"));
   }
   lm->to(options.device);
   return lm;

@@ -1,0 +1,140 @@
+#include "trainer/export/peft.h"
+
+#include <filesystem>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "common/fsutil.h"
+#include "trainer/model/safetensors.h"
+#include "trainer/model/config.h"
+#include "trainer/train/finetune.h"
+
+namespace anneal::train {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+constexpr const char* kPrefix = "base_model.model.";
+
+}  // namespace
+
+StatusOr<PeftAdapter> LoadPeftAdapter(const std::string& dir) {
+  const std::string cfg_path = dir + "/adapter_config.json";
+  ASSIGN_OR_RETURN(std::string text, ReadFile(cfg_path));
+  json cfg = json::parse(text, nullptr, false);
+  if (cfg.is_discarded() || !cfg.is_object()) return InvalidArgumentError(cfg_path + ": not valid JSON");
+  if (cfg.value("peft_type", "") != "LORA") {
+    return InvalidArgumentError(cfg_path + ": peft_type '" + cfg.value("peft_type", "") + "' is not supported (LORA)");
+  }
+  if (cfg.value("use_dora", false)) return InvalidArgumentError(cfg_path + ": use_dora is not supported");
+  PeftAdapter a;
+  a.source = dir;
+  a.options.rank = cfg.value("r", 8);
+  a.options.alpha = cfg.value("lora_alpha", 8.0);
+  a.options.dropout = cfg.value("lora_dropout", 0.0);
+  a.options.use_rslora = cfg.value("use_rslora", false);
+  const json& tm = cfg["target_modules"];
+  if (tm.is_string()) {
+    return InvalidArgumentError(cfg_path + ": target_modules as a regex is not supported; list the module names");
+  }
+  if (!tm.is_array()) return InvalidArgumentError(cfg_path + ": target_modules must be a list of module names");
+  for (const auto& t : tm) {
+    const std::string name = t.get<std::string>();
+    if (std::find(LoraTargetNames().begin(), LoraTargetNames().end(), name) == LoraTargetNames().end()) {
+      return InvalidArgumentError(cfg_path + ": target module '" + name + "' is not a linear layer of the decoder");
+    }
+    a.target_modules.push_back(name);
+  }
+  ASSIGN_OR_RETURN(model::SafetensorsCheckpoint ck, model::SafetensorsCheckpoint::Open(dir, "adapter_model"));
+  for (const std::string& key : ck.Names()) {
+    std::string name = key;
+    if (name.rfind(kPrefix, 0) == 0) name = name.substr(std::string(kPrefix).size());
+    // peft may keep the adapter name in keys written by some versions: "...lora_A.default.weight".
+    for (const char* infix : {".lora_A.default.weight", ".lora_B.default.weight"}) {
+      auto pos = name.find(infix);
+      if (pos != std::string::npos) name = name.substr(0, pos) + std::string(infix).substr(0, 7) + ".weight";
+    }
+    ASSIGN_OR_RETURN(at::Tensor t, ck.Tensor(key, torch::kFloat32));
+    a.weights[name] = t.clone();
+  }
+  return a;
+}
+
+Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  for (auto& [name, lin] : LoraModules(lm)) {
+    for (auto [suffix, dst] : {std::pair{".lora_A.weight", &lin->lora_A->weight},
+                               {".lora_B.weight", &lin->lora_B->weight}}) {
+      auto it = adapter.weights.find(name + suffix);
+      if (it == adapter.weights.end()) {
+        return NotFoundError(adapter.source + ": adapter has no weight for " + name + suffix);
+      }
+      if (it->second.sizes() != dst->sizes()) {
+        return InvalidArgumentError(adapter.source + ": " + name + suffix + " has shape " +
+                                    c10::str(it->second.sizes()) + ", the model expects " + c10::str(dst->sizes()));
+      }
+      dst->copy_(it->second);
+      used.insert(name + suffix);
+    }
+  }
+  for (const auto& [name, _] : adapter.weights) {
+    if (!used.count(name)) return InvalidArgumentError(adapter.source + ": adapter weight '" + name + "' matches no module");
+  }
+  return Status::Ok();
+}
+
+Status ExportPeftAdapter(model::CausalLM& lm, const std::string& dir, const std::string& base_model) {
+  RETURN_IF_ERROR(MakeDirs(dir));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::set<std::string> targets;
+  model::LoraOptions opts;
+  for (auto& [name, lin] : LoraModules(lm)) {
+    tensors.emplace_back(kPrefix + name + ".lora_A.weight", lin->lora_A->weight);
+    tensors.emplace_back(kPrefix + name + ".lora_B.weight", lin->lora_B->weight);
+    targets.insert(name.substr(name.rfind('.') + 1));
+    opts = lin->lora_options();
+  }
+  if (tensors.empty()) return FailedPreconditionError("export: the model has no LoRA adapters");
+  RETURN_IF_ERROR(model::WriteSafetensors(dir + "/adapter_model.safetensors", tensors));
+  json cfg = {
+      {"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"base_model_name_or_path", base_model},
+      {"r", opts.rank}, {"lora_alpha", opts.alpha}, {"lora_dropout", opts.dropout},
+      {"use_rslora", opts.use_rslora}, {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
+      {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true}, {"init_lora_weights", true},
+      {"modules_to_save", nullptr}, {"layers_to_transform", nullptr}, {"layers_pattern", nullptr},
+      {"rank_pattern", json::object()}, {"alpha_pattern", json::object()}, {"use_dora", false},
+      {"revision", nullptr}};
+  return WriteFileAtomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
+}
+
+Status CopyTokenizerFiles(const std::string& from, const std::string& to) {
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                        "merges.txt", "tokenizer.model", "generation_config.json"}) {
+    std::error_code ec;
+    if (!fs::exists(fs::path(from) / f)) continue;
+    fs::copy_file(fs::path(from) / f, fs::path(to) / f, fs::copy_options::overwrite_existing, ec);
+    if (ec) return InternalError(std::string("cannot copy ") + f + " to " + to + ": " + ec.message());
+  }
+  return Status::Ok();
+}
+
+Status ExportMergedModel(model::CausalLM& lm, const std::string& dir, const std::string& base_model,
+                         uint64_t max_shard_bytes) {
+  // Merge into copies: merging in place and unmerging would not restore bf16 weights exactly.
+  std::map<std::string, at::Tensor> merged;
+  for (auto& [name, lin] : LoraModules(lm)) merged[name + ".weight"] = lin->MergedWeight();
+  std::vector<std::pair<std::string, at::Tensor>> tensors = lm->HfStateDict();
+  for (auto& [name, t] : tensors) {
+    auto it = merged.find(name);
+    if (it != merged.end()) t = it->second;
+  }
+  RETURN_IF_ERROR(MakeDirs(dir));
+  RETURN_IF_ERROR(model::WriteSafetensorsCheckpoint(dir, "model", tensors, max_shard_bytes));
+  RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", model::ModelConfigToJson(lm->config()).dump(2) + "\n"));
+  return CopyTokenizerFiles(base_model, dir);
+}
+
+}  // namespace anneal::train

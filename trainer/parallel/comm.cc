@@ -1,0 +1,123 @@
+#include "trainer/parallel/comm.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef ANNEAL_WITH_CUDA
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+namespace anneal::parallel {
+
+struct StoreHandle {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+struct Comm::Impl {
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+
+StatusOr<std::shared_ptr<StoreHandle>> ConnectStore(const std::string& addr, int port, int rank, int world,
+                                                    std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions opts;
+  opts.port = static_cast<uint16_t>(port);
+  opts.isServer = rank == 0;
+  opts.numWorkers = world;
+  opts.waitWorkers = true;
+  opts.timeout = timeout;
+  try {
+    auto h = std::make_shared<StoreHandle>();
+    h->store = c10::make_intrusive<c10d::TCPStore>(addr, opts);
+    return h;
+  } catch (const std::exception& e) {
+    return UnavailableError("rendezvous at " + addr + ":" + std::to_string(port) + " failed for rank " +
+                            std::to_string(rank) + " of " + std::to_string(world) + ": " + e.what());
+  }
+}
+
+StatusOr<std::shared_ptr<Comm>> Comm::Create(const std::shared_ptr<StoreHandle>& store, const std::string& name,
+                                             const std::vector<int>& ranks, int rank, bool cuda,
+                                             std::chrono::milliseconds timeout) {
+  auto it = std::find(ranks.begin(), ranks.end(), rank);
+  if (it == ranks.end()) return InternalError("rank " + std::to_string(rank) + " is not in group " + name);
+  std::shared_ptr<Comm> c(new Comm());
+  c->ranks_ = ranks;
+  c->group_rank_ = static_cast<int>(it - ranks.begin());
+  c->timeout_ = timeout;
+  c->cuda_ = cuda;
+  c->impl_ = std::make_unique<Impl>();
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(name, store->store);
+  try {
+#ifdef ANNEAL_WITH_CUDA
+    if (cuda) {
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = timeout;
+      c->impl_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, c->group_rank_, c->size(), opts);
+      return c;
+    }
+#else
+    if (cuda) return FailedPreconditionError("this anneal-train was built without CUDA; NCCL is unavailable");
+#endif
+    auto opts = c10d::ProcessGroupGloo::Options::create();
+    opts->timeout = timeout;
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    c->impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, c->group_rank_, c->size(), opts);
+  } catch (const std::exception& e) {
+    return UnavailableError("cannot create process group " + name + ": " + e.what());
+  }
+  return c;
+}
+
+Comm::~Comm() = default;
+
+void Comm::AllReduceSum(at::Tensor& t) {
+  if (size() == 1) return;
+  std::vector<at::Tensor> v = {t};
+  impl_->backend->allreduce(v)->wait(timeout_);
+}
+
+at::Tensor Comm::AllGather(const at::Tensor& in) {
+  if (size() == 1) return in.clone();
+  std::vector<at::Tensor> input = {in.contiguous()};
+  std::vector<std::vector<at::Tensor>> output(1);
+  for (int i = 0; i < size(); ++i) output[0].push_back(at::empty_like(input[0]));
+  impl_->backend->allgather(output, input)->wait(timeout_);
+  return at::cat(output[0], 0);
+}
+
+at::Tensor Comm::ReduceScatterSum(const at::Tensor& in) {
+  // All-reduce then slice: Gloo has no reduce_scatter for CPU tensors of every dtype.
+  at::Tensor t = in.contiguous().clone();
+  AllReduceSum(t);
+  return t.chunk(size(), 0)[group_rank_].contiguous();
+}
+
+void Comm::Broadcast(at::Tensor& t, int group_root) {
+  if (size() == 1) return;
+  std::vector<at::Tensor> v = {t};
+  c10d::BroadcastOptions o;
+  o.rootRank = group_root;
+  impl_->backend->broadcast(v, o)->wait(timeout_);
+}
+
+void Comm::Send(const at::Tensor& t, int group_dst) {
+  std::vector<at::Tensor> v = {t.contiguous()};
+  impl_->backend->send(v, group_dst, 0)->wait(timeout_);
+}
+
+void Comm::Recv(at::Tensor& t, int group_src) {
+  std::vector<at::Tensor> v = {t};
+  impl_->backend->recv(v, group_src, 0)->wait(timeout_);
+}
+
+void Comm::Barrier() {
+  if (size() == 1) return;
+  // A tiny all-reduce: the barrier collective of some backends does not honour our timeout.
+  at::Tensor t = at::zeros({1}, at::TensorOptions().device(cuda_ ? at::kCUDA : at::kCPU));
+  AllReduceSum(t);
+}
+
+}  // namespace anneal::parallel

@@ -1,0 +1,67 @@
+// Comm: the small collective interface the trainer uses, over c10d (ProcessGroupNCCL on CUDA, ProcessGroupGloo
+// on CPU). Every operation waits with the group's timeout, so a dead peer becomes an error (an exception that
+// the trainer's boundary reports), never a hang.
+//
+// Groups are made from one TCPStore (hosted by global rank 0 at MASTER_ADDR:MASTER_PORT) through a PrefixStore
+// per group, so every group has its own rendezvous namespace.
+//
+// Thread-safety: one thread at a time per Comm.
+//
+// Example:
+//   ASSIGN_OR_RETURN(auto store, ConnectStore(addr, port, rank, world, timeout));
+//   ASSIGN_OR_RETURN(auto dp, Comm::Create(store, "dp0", ranks, rank, /*cuda=*/false, timeout));
+//   dp->AllReduceSum(grad);
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "common/status.h"
+
+namespace c10d { class Store; class Backend; }
+namespace c10 { template <class T, class NullType> class intrusive_ptr; }
+
+namespace anneal::parallel {
+
+struct StoreHandle;  // owns the c10d TCPStore
+
+StatusOr<std::shared_ptr<StoreHandle>> ConnectStore(const std::string& addr, int port, int rank, int world,
+                                                    std::chrono::milliseconds timeout);
+
+class Comm {
+ public:
+  // `ranks` are the global ranks of the group in group order; `rank` is this process's global rank (a member).
+  static StatusOr<std::shared_ptr<Comm>> Create(const std::shared_ptr<StoreHandle>& store, const std::string& name,
+                                                const std::vector<int>& ranks, int rank, bool cuda,
+                                                std::chrono::milliseconds timeout);
+  ~Comm();
+
+  int rank() const { return group_rank_; }  // rank within the group
+  int size() const { return static_cast<int>(ranks_.size()); }
+  const std::vector<int>& ranks() const { return ranks_; }
+
+  void AllReduceSum(at::Tensor& t);
+  // out [size * n...] from every rank's `in` [n...] concatenated along dim 0.
+  at::Tensor AllGather(const at::Tensor& in);
+  // Sum over ranks, then rank i keeps chunk i of dim 0.
+  at::Tensor ReduceScatterSum(const at::Tensor& in);
+  void Broadcast(at::Tensor& t, int group_root);
+  void Send(const at::Tensor& t, int group_dst);
+  void Recv(at::Tensor& t, int group_src);
+  void Barrier();
+
+ private:
+  Comm() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<int> ranks_;
+  int group_rank_ = 0;
+  bool cuda_ = false;
+  std::chrono::milliseconds timeout_{600000};
+};
+
+}  // namespace anneal::parallel

@@ -1,0 +1,64 @@
+#include "trainer/parallel/dims.h"
+
+namespace anneal::parallel {
+
+StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, int64_t heads, int64_t kv_heads, int64_t layers) {
+  std::vector<std::string> problems;
+  if (tp < 1) problems.push_back("tensor parallel size must be >= 1 (got " + std::to_string(tp) + ")");
+  if (pp < 1) problems.push_back("pipeline parallel size must be >= 1 (got " + std::to_string(pp) + ")");
+  if (world < 1) problems.push_back("world size must be >= 1 (got " + std::to_string(world) + ")");
+  if (problems.empty()) {
+    if (world % (tp * pp) != 0) {
+      problems.push_back("world size " + std::to_string(world) + " is not divisible by tensor " + std::to_string(tp) +
+                         " x pipeline " + std::to_string(pp) + " = " + std::to_string(tp * pp) +
+                         " (data parallel = world / (tp * pp) must be whole)");
+    }
+    if (heads % tp != 0) {
+      problems.push_back("tensor parallel " + std::to_string(tp) + " does not divide the " + std::to_string(heads) +
+                         " attention heads");
+    }
+    if (kv_heads % tp != 0 && tp % kv_heads != 0) {
+      problems.push_back("tensor parallel " + std::to_string(tp) + " neither divides the " + std::to_string(kv_heads) +
+                         " kv heads nor is a multiple of them (to replicate them)");
+    }
+    if (pp > layers) {
+      problems.push_back("pipeline parallel " + std::to_string(pp) + " exceeds the " + std::to_string(layers) +
+                         " layers");
+    }
+  }
+  if (!problems.empty()) {
+    std::string msg = "invalid parallel layout (tp=" + std::to_string(tp) + ", pp=" + std::to_string(pp) +
+                      ", world=" + std::to_string(world) + "): ";
+    for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
+    return InvalidArgumentError(msg);
+  }
+  ParallelDims d;
+  d.world_ = world;
+  d.tp_ = tp;
+  d.pp_ = pp;
+  d.dp_ = world / (tp * pp);
+  return d;
+}
+
+std::vector<int> ParallelDims::TpGroup(int rank) const {
+  std::vector<int> g;
+  for (int t = 0; t < tp_; ++t) g.push_back(RankOf(t, DpRank(rank), PpRank(rank)));
+  return g;
+}
+std::vector<int> ParallelDims::DpGroup(int rank) const {
+  std::vector<int> g;
+  for (int d = 0; d < dp_; ++d) g.push_back(RankOf(TpRank(rank), d, PpRank(rank)));
+  return g;
+}
+std::vector<int> ParallelDims::PpGroup(int rank) const {
+  std::vector<int> g;
+  for (int p = 0; p < pp_; ++p) g.push_back(RankOf(TpRank(rank), DpRank(rank), p));
+  return g;
+}
+
+std::string ParallelDims::ToString() const {
+  return "tp=" + std::to_string(tp_) + " pp=" + std::to_string(pp_) + " dp=" + std::to_string(dp_) +
+         " (world " + std::to_string(world_) + ")";
+}
+
+}  // namespace anneal::parallel

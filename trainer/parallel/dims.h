@@ -1,0 +1,46 @@
+// ParallelDims: the 3D layout (tensor x pipeline x data) of a job, validated once.
+//
+// Vocabulary: an "axis" is a mesh axis (tp, pp, dp); a "dim" is a tensor dimension.
+// Rank order: tp is innermost (tensor-parallel peers are consecutive ranks, so they share a node), then dp,
+// then pp:  rank = pp_rank * (dp * tp) + dp_rank * tp + tp_rank.
+//
+// Thread-safety: immutable value.
+//
+// Example:
+//   ASSIGN_OR_RETURN(ParallelDims d, ParallelDims::Make(/*world=*/8, /*tp=*/2, /*pp=*/2, heads, kv_heads, layers));
+//   d.dp() == 2; d.TpRank(5) == 1;
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace anneal::parallel {
+
+class ParallelDims {
+ public:
+  // Checks world = tp * pp * dp, tp divides the attention heads and the kv heads (or kv heads are replicated:
+  // tp a multiple of kv heads), pp <= layers. Every violated constraint is named in the error.
+  static StatusOr<ParallelDims> Make(int world, int tp, int pp, int64_t heads, int64_t kv_heads, int64_t layers);
+
+  int world() const { return world_; }
+  int tp() const { return tp_; }
+  int pp() const { return pp_; }
+  int dp() const { return dp_; }
+  int TpRank(int rank) const { return rank % tp_; }
+  int DpRank(int rank) const { return (rank / tp_) % dp_; }
+  int PpRank(int rank) const { return rank / (tp_ * dp_); }
+  int RankOf(int tp_rank, int dp_rank, int pp_rank) const { return pp_rank * dp_ * tp_ + dp_rank * tp_ + tp_rank; }
+  // Ranks of the group along one axis that contains `rank`.
+  std::vector<int> TpGroup(int rank) const;
+  std::vector<int> DpGroup(int rank) const;
+  std::vector<int> PpGroup(int rank) const;
+  std::string ToString() const;
+
+ private:
+  int world_ = 1, tp_ = 1, pp_ = 1, dp_ = 1;
+};
+
+}  // namespace anneal::parallel

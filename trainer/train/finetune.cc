@@ -1,0 +1,122 @@
+#include "trainer/train/finetune.h"
+
+#include <algorithm>
+#include <set>
+
+#include <torch/torch.h>
+
+#include "trainer/export/peft.h"
+
+namespace anneal::train {
+namespace {
+
+// Stable per-module seed so adapters initialise identically on every run and rank.
+uint64_t ModuleSeed(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull ^ seed;
+  for (char c : name) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return h;
+}
+
+std::string LastComponent(const std::string& name) {
+  auto pos = name.rfind('.');
+  return pos == std::string::npos ? name : name.substr(pos + 1);
+}
+
+int LayerIndexOf(const std::string& name) {
+  const std::string key = "layers.";
+  auto pos = name.find(key);
+  if (pos == std::string::npos) return -1;
+  return std::stoi(name.substr(pos + key.size()));
+}
+
+}  // namespace
+
+const std::vector<std::string>& LoraTargetNames() {
+  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+std::vector<std::pair<std::string, model::Linear>> LoraModules(model::CausalLM& lm) {
+  std::vector<std::pair<std::string, model::Linear>> out;
+  for (const auto& item : lm->named_modules("", /*include_self=*/false)) {
+    if (auto lin = std::dynamic_pointer_cast<model::LinearImpl>(item.value())) {
+      if (lin->has_lora()) out.emplace_back(item.key(), model::Linear(lin));
+    }
+  }
+  return out;
+}
+
+StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm, const jobspec::JobSpec& spec,
+                                                             uint64_t seed) {
+  const auto& ft = spec.finetuning;
+  for (auto& p : lm->parameters()) p.set_requires_grad(false);
+  std::vector<optim::TrainableParam> trainable;
+  const int64_t layers = lm->config().num_hidden_layers;
+
+  if (ft.type == jobspec::FinetuningType::kLora) {
+    std::set<std::string> targets;
+    model::LoraOptions lora{ft.lora_rank, ft.lora_alpha, ft.lora_dropout, ft.use_rslora};
+    std::optional<PeftAdapter> adapter;
+    if (!spec.model.adapter_name_or_path.empty()) {
+      ASSIGN_OR_RETURN(adapter, LoadPeftAdapter(spec.model.adapter_name_or_path));
+      lora = adapter->options;
+      targets.insert(adapter->target_modules.begin(), adapter->target_modules.end());
+    } else {
+      for (const std::string& t : ft.lora_target) {
+        if (t == "all") {
+          targets.insert(LoraTargetNames().begin(), LoraTargetNames().end());
+        } else if (std::find(LoraTargetNames().begin(), LoraTargetNames().end(), t) != LoraTargetNames().end()) {
+          targets.insert(t);
+        } else {
+          return InvalidArgumentError("lora_target: unknown module '" + t +
+                                      "' (allowed: all, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+        }
+      }
+    }
+    for (const auto& item : lm->named_modules("", false)) {
+      auto lin = std::dynamic_pointer_cast<model::LinearImpl>(item.value());
+      if (!lin || !targets.count(LastComponent(item.key()))) continue;
+      lin->EnableLora(lora, ModuleSeed(seed, item.key()));
+    }
+    if (adapter) RETURN_IF_ERROR(ApplyPeftWeights(lm, *adapter));
+    for (auto& item : lm->named_parameters(true)) {
+      if (item.key().find(".lora_") == std::string::npos) continue;
+      item.value().set_requires_grad(true);
+      trainable.push_back({item.key(), item.value(), /*decay=*/true});
+    }
+    if (trainable.empty()) return InvalidArgumentError("lora_target: no module of the model matches the targets");
+    return trainable;
+  }
+
+  std::set<int> train_layers;
+  if (ft.type == jobspec::FinetuningType::kFreeze) {
+    const int n = ft.freeze_trainable_layers;
+    if (n == 0 || std::abs(n) > layers) {
+      return InvalidArgumentError("freeze_trainable_layers: " + std::to_string(n) + " is not within 1.." +
+                                  std::to_string(layers) + " (or its negative) for a model of " +
+                                  std::to_string(layers) + " layers");
+    }
+    for (int i = 0; i < std::abs(n); ++i) train_layers.insert(n > 0 ? static_cast<int>(layers) - 1 - i : i);
+  }
+  const bool all_modules = std::find(ft.freeze_trainable_modules.begin(), ft.freeze_trainable_modules.end(),
+                                     "all") != ft.freeze_trainable_modules.end();
+  for (auto& item : lm->named_parameters(true)) {
+    const std::string& name = item.key();
+    if (ft.type == jobspec::FinetuningType::kFreeze) {
+      const int layer = LayerIndexOf(name);
+      if (layer < 0 || !train_layers.count(layer)) continue;
+      if (!all_modules) {
+        bool match = false;
+        for (const auto& m : ft.freeze_trainable_modules) match |= name.find("." + m + ".") != std::string::npos;
+        if (!match) continue;
+      }
+    }
+    item.value().set_requires_grad(true);
+    trainable.push_back({name, item.value(), optim::DecayParameter(name)});
+  }
+  if (trainable.empty()) return InvalidArgumentError("freeze_trainable_modules: no parameter matches");
+  return trainable;
+}
+
+}  // namespace anneal::train

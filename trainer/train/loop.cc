@@ -1,0 +1,334 @@
+#include "trainer/train/loop.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+
+#include <torch/torch.h>
+
+#include "common/fsutil.h"
+#include "common/shutdown.h"
+#include "trainer/checkpoint/checkpoint.h"
+#include "trainer/data/pipeline.h"
+#include "trainer/data/sampler.h"
+#include "trainer/export/peft.h"
+#include "trainer/optim/schedule.h"
+#include "trainer/model/safetensors.h"
+#include "trainer/train/batch.h"
+#include "trainer/train/events.h"
+#include "trainer/train/finetune.h"
+#include "trainer/train/runtime.h"
+
+namespace anneal::train {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using jobspec::FinetuningType;
+
+// Owns the training rows (plain examples from the cache, or packed sequences) and turns indices into batches.
+struct TrainRows {
+  std::shared_ptr<data::TokenCache> cache;
+  std::vector<int64_t> examples;               // cache rows (unpacked)
+  std::vector<data::PackedSequence> packed;    // packed rows (packing on)
+  bool neat = false;
+  int32_t pad_id = 0;
+
+  int64_t size() const { return packed.empty() ? static_cast<int64_t>(examples.size()) : static_cast<int64_t>(packed.size()); }
+  Row At(int64_t i) const {
+    if (!packed.empty()) {
+      const auto& p = packed[i];
+      return {p.input_ids, p.labels, p.position_ids, p.segment_ids};
+    }
+    return {cache->input_ids(examples[i]), cache->labels(examples[i]), {}, {}};
+  }
+  Batch Make(const std::vector<int64_t>& idx) const {
+    std::vector<Row> rows;
+    for (int64_t i : idx) rows.push_back(At(i));
+    return Collate(rows, pad_id, neat);
+  }
+};
+
+Batch ToDevice(Batch b, const torch::Device& d) {
+  for (at::Tensor* t : {&b.input_ids, &b.labels, &b.attention_mask, &b.position_ids, &b.segment_ids}) {
+    if (t->defined()) *t = t->to(d);
+  }
+  return b;
+}
+
+model::ForwardInputs InputsOf(const Batch& b) {
+  return {.input_ids = b.input_ids, .attention_mask = b.attention_mask, .position_ids = b.position_ids,
+          .segment_ids = b.segment_ids};
+}
+
+// Validation loss over `rows` (sum of token losses / label tokens).
+double EvalLoss(model::CausalLM& lm, const TrainRows& rows, const std::vector<int64_t>& idx, int batch,
+                const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  lm->eval();
+  double sum = 0;
+  int64_t count = 0;
+  for (size_t i = 0; i < idx.size(); i += batch) {
+    std::vector<int64_t> part(idx.begin() + i, idx.begin() + std::min(idx.size(), i + batch));
+    Batch b = ToDevice(rows.Make(part), device);
+    auto [loss, n] = lm->LossSum(lm->Forward(InputsOf(b)), model::ShiftLabels(b.labels));
+    sum += loss.item<double>();
+    count += n;
+  }
+  lm->train();
+  return count > 0 ? sum / count : std::nan("");
+}
+
+Status SaveTrainable(model::CausalLM& lm, const jobspec::JobSpec& spec, const std::vector<optim::TrainableParam>& params,
+                     const std::string& dir) {
+  if (spec.finetuning.type == FinetuningType::kLora) {
+    return ExportPeftAdapter(lm, dir, spec.model.model_name_or_path);
+  }
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& p : params) tensors.emplace_back(p.name, p.param);
+  return model::WriteSafetensors(dir + "/trainable.safetensors", tensors);
+}
+
+Status LoadTrainable(model::CausalLM& lm, const jobspec::JobSpec& spec, const std::vector<optim::TrainableParam>& params,
+                     const std::string& dir) {
+  torch::NoGradGuard no_grad;
+  if (spec.finetuning.type == FinetuningType::kLora) {
+    ASSIGN_OR_RETURN(PeftAdapter a, LoadPeftAdapter(dir));
+    return ApplyPeftWeights(lm, a);
+  }
+  ASSIGN_OR_RETURN(auto file, model::SafetensorsFile::Open(dir + "/trainable.safetensors"));
+  for (const auto& p : params) {
+    ASSIGN_OR_RETURN(at::Tensor t, file->Tensor(p.name));
+    p.param.copy_(t);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RunTraining(const jobspec::JobSpec& spec) {
+  ASSIGN_OR_RETURN(Runtime rt, Runtime::FromEnvironment(spec));
+  const auto& ts = spec.train;
+  const std::string out = ts.output_dir;
+  RETURN_IF_ERROR(MakeDirs(out));
+  EventSink events = EventSink::FromEnvironment(rt.rank);
+  events.Emit("started", {{"world_size", rt.world}, {"pid", ::getpid()}});
+  const bool leader = rt.rank == 0;
+
+  // Resume point and the output-directory guard (HF refuses to train over an old run unless told).
+  std::string resume_dir;
+  if (!ts.resume_from_checkpoint.empty()) {
+    ASSIGN_OR_RETURN(resume_dir, checkpoint::ResolveCheckpoint(out, ts.resume_from_checkpoint));
+  } else if (!checkpoint::ListCheckpoints(out).empty() && !ts.overwrite_output_dir) {
+    return FailedPreconditionError("output_dir " + out + " already holds checkpoints; set resume_from_checkpoint: "
+                                   "latest to continue, or overwrite_output_dir: true to start over");
+  }
+
+  // ---- data ----
+  data::DataConfig dc;
+  dc.tokenizer_dir = spec.model.model_name_or_path;
+  dc.template_name = spec.data.template_name;
+  dc.datasets = spec.data.dataset;
+  dc.dataset_dir = spec.data.dataset_dir;
+  dc.sft.cutoff_len = spec.data.cutoff_len;
+  dc.sft.train_on_prompt = spec.data.train_on_prompt || spec.finetuning.stage == "pt";
+  dc.sft.mask_history = spec.data.mask_history;
+  dc.max_samples = spec.data.max_samples;
+  dc.val_size = spec.data.val_size;
+  dc.skip_bad_rows = spec.data.skip_bad_rows;
+  dc.cache_dir = spec.data.tokenized_cache_dir.empty() ? (fs::path(out).parent_path() / ".anneal-cache").string()
+                                                       : spec.data.tokenized_cache_dir;
+  dc.seed = static_cast<uint64_t>(ts.seed);
+  ASSIGN_OR_RETURN(data::PreparedData data, data::PrepareSftData(dc, [&](std::string_view stage, int64_t done, int64_t total) {
+    if (leader && (done == total || done % 10000 == 0)) std::cerr << "[data] " << stage << " " << done << "/" << total << "\n";
+  }));
+  if (data.report.skipped > 0 && leader) {
+    events.Emit("message", {{"level", "warn"}, {"text", "skipped " + std::to_string(data.report.skipped) + " bad rows"}});
+  }
+  TrainRows rows;
+  rows.cache = data.cache;
+  rows.examples = data.train;
+  rows.pad_id = data.tokenizer->pad_id().value_or(data.tokenizer->eos_id().value_or(0));
+  rows.neat = spec.data.neat_packing;
+  if (spec.data.packing || spec.data.neat_packing) {
+    std::vector<data::SftExample> ex;
+    for (int64_t i : data.train) {
+      auto ids = data.cache->input_ids(i);
+      auto lab = data.cache->labels(i);
+      ex.push_back({{ids.begin(), ids.end()}, {lab.begin(), lab.end()}});
+    }
+    rows.packed = data::PackExamples(ex, spec.data.cutoff_len, rows.pad_id);
+  }
+  TrainRows val_rows = rows;
+  val_rows.packed.clear();
+  val_rows.examples = data.val;
+  if (rows.size() == 0) return InvalidArgumentError("dataset: no training examples after loading and the split");
+
+  // ---- model ----
+  model::LoadOptions lo{rt.dtype, rt.device};
+  ASSIGN_OR_RETURN(model::CausalLM lm, model::LoadCausalLM(spec.model.model_name_or_path, lo));
+  lm->SetActivationCheckpointing(ts.gradient_checkpointing);
+  torch::manual_seed(static_cast<uint64_t>(ts.seed));
+  ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params, ApplyFinetuning(lm, spec, static_cast<uint64_t>(ts.seed)));
+  lm->to(rt.device);
+  lm->train();
+  optim::AdamW opt(params, {ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay});
+
+  const int64_t bs = ts.per_device_train_batch_size, ga = ts.gradient_accumulation_steps, dp = rt.dp;
+  const int64_t n = rows.size();
+  const int64_t micro_per_epoch = (n + bs * dp - 1) / (bs * dp);
+  const int64_t steps_per_epoch = std::max<int64_t>(1, (micro_per_epoch + ga - 1) / ga);
+  const int64_t total_steps = ts.max_steps > 0 ? ts.max_steps
+                                               : static_cast<int64_t>(std::ceil(ts.num_train_epochs * steps_per_epoch));
+  ASSIGN_OR_RETURN(optim::LrSchedule schedule, optim::LrSchedule::Make(ts.lr_scheduler_type, ts.learning_rate,
+                                                                       total_steps, ts.warmup_steps, ts.warmup_ratio));
+  data::Sampler sampler(n, static_cast<uint64_t>(ts.seed));
+  int64_t step = 0, consumed = 0, total_tokens = 0;
+  TrainerLog log(out + "/trainer_log.jsonl");
+
+  if (!resume_dir.empty()) {
+    auto manifest = checkpoint::VerifyCheckpoint(resume_dir);
+    if (!manifest.ok()) {
+      auto prev = checkpoint::PreviousCheckpoint(out, resume_dir);
+      return manifest.status().WithContext(
+          "cannot resume" + (prev ? "; the previous checkpoint " + *prev + " is offered: set resume_from_checkpoint: " + *prev
+                                  : std::string("; no earlier checkpoint exists")));
+    }
+    RETURN_IF_ERROR(LoadTrainable(lm, spec, params, resume_dir));
+    ASSIGN_OR_RETURN(auto opt_file, model::SafetensorsFile::Open(resume_dir + "/optimizer.safetensors"));
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    for (const auto& [name, _] : opt_file->entries()) {
+      ASSIGN_OR_RETURN(at::Tensor t, opt_file->Tensor(name));
+      state.emplace_back(name, t.to(rt.device));
+    }
+    const json& md = manifest->metadata;
+    step = md.value("step", int64_t{0});
+    consumed = md.value("consumed_samples", int64_t{0});
+    total_tokens = md.value("total_tokens", int64_t{0});
+    RETURN_IF_ERROR(opt.LoadStateTensors(state, md.value("optimizer_steps", step)));
+    if (opt_file->Contains("rng.cpu")) {
+      ASSIGN_OR_RETURN(at::Tensor rng, opt_file->Tensor("rng.cpu"));
+      auto gen = at::detail::getDefaultCPUGenerator();
+      gen.set_state(rng.clone());
+    }
+    if (leader) log.TruncateAfter(step);
+    std::cerr << "[train] resumed from " << resume_dir << " at step " << step << "\n";
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t start_step = step;
+  double window_loss = 0;
+  int64_t window_steps = 0;
+  while (step < total_steps) {
+    if (ShutdownRequested()) return CancelledError("stopped by signal " + std::to_string(ShutdownSignal()) + " at step " + std::to_string(step));
+    // ---- one optimizer step ----
+    std::vector<Batch> micro;
+    int64_t label_tokens = 0;
+    for (int64_t m = 0; m < ga; ++m) {
+      auto idx = sampler.RankBatch(consumed + m * bs * dp, rt.dp_rank, static_cast<int>(dp), static_cast<int>(bs));
+      micro.push_back(rows.Make(idx));
+      label_tokens += micro.back().label_tokens;
+      total_tokens += micro.back().input_tokens;
+    }
+    const int64_t denom = std::max<int64_t>(1, rt.ReduceSum(label_tokens));
+    double step_loss = 0;
+    for (Batch& b : micro) {
+      b = ToDevice(std::move(b), rt.device);
+      auto [sum, count] = lm->LossSum(lm->Forward(InputsOf(b)), model::ShiftLabels(b.labels));
+      torch::Tensor loss = sum / static_cast<double>(denom);
+      loss.backward();
+      step_loss += loss.item<double>();
+    }
+    step_loss = rt.ReduceSumDouble(step_loss);
+    rt.ReduceGradients(params);
+    if (!std::isfinite(step_loss)) {
+      return DataLossError("step " + std::to_string(step + 1) + ": the loss is " + (std::isnan(step_loss) ? "NaN" : "Inf") +
+                           " (lower the learning rate, or check the data)");
+    }
+    const double grad_norm = optim::ClipGradNorm(params, ts.max_grad_norm);
+    if (!std::isfinite(grad_norm)) {
+      return DataLossError("step " + std::to_string(step + 1) + ": the gradient norm is not finite");
+    }
+    opt.Step(schedule.LrAt(step));
+    opt.ZeroGrad();
+    ++step;
+    consumed += bs * ga * dp;
+    window_loss += step_loss;
+    ++window_steps;
+
+    // ---- logging ----
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double epoch = static_cast<double>(consumed) / static_cast<double>(n);
+    std::optional<double> eval_loss;
+    const bool last = step == total_steps;
+    if (ts.eval_strategy == "steps" && ts.eval_steps > 0 && !data.val.empty() && (step % ts.eval_steps == 0 || last)) {
+      eval_loss = rt.ReduceMeanDouble(EvalLoss(lm, val_rows, data.val, ts.per_device_eval_batch_size, rt.device));
+    }
+    if (leader && (step % std::max<int64_t>(1, ts.logging_steps) == 0 || last)) {
+      const double per_step = elapsed / static_cast<double>(step - start_step);
+      json entry = {{"current_steps", step}, {"total_steps", total_steps}, {"loss", window_loss / window_steps},
+                    {"lr", schedule.LrAt(step)}, {"epoch", epoch},
+                    {"percentage", std::round(10000.0 * step / total_steps) / 100.0},
+                    {"elapsed_time", FormatDuration(elapsed)},
+                    {"remaining_time", FormatDuration(per_step * (total_steps - step))},
+                    {"throughput", std::round(100.0 * total_tokens * dp / std::max(elapsed, 1e-9)) / 100.0},
+                    {"total_tokens", total_tokens * dp}, {"grad_norm", grad_norm}};
+      log.Append(entry);
+      events.Emit("metrics", {{"step", step}, {"total_steps", total_steps},
+                              {"values", {{"loss", entry["loss"]}, {"lr", entry["lr"]}, {"grad_norm", grad_norm},
+                                          {"tokens_per_s", entry["throughput"]}, {"epoch", epoch}}}});
+      window_loss = 0;
+      window_steps = 0;
+    }
+    if (eval_loss && leader) {
+      log.Append({{"current_steps", step}, {"total_steps", total_steps}, {"eval_loss", *eval_loss}, {"epoch", epoch}});
+      events.Emit("eval", {{"step", step}, {"values", {{"eval_loss", *eval_loss}, {"eval_perplexity", std::exp(*eval_loss)}}}});
+    }
+
+    // ---- checkpoint ----
+    if (ts.save_steps > 0 && (step % ts.save_steps == 0 || last)) {
+      ASSIGN_OR_RETURN(checkpoint::CheckpointWriter w, checkpoint::CheckpointWriter::Begin(out, step));
+      if (leader) {
+        RETURN_IF_ERROR(SaveTrainable(lm, spec, params, w.dir()));
+        auto state = opt.StateTensors();
+        state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+        RETURN_IF_ERROR(model::WriteSafetensors(w.dir() + "/optimizer.safetensors", state));
+        json md = {{"step", step}, {"consumed_samples", consumed}, {"total_tokens", total_tokens},
+                   {"optimizer_steps", opt.step_count()}, {"epoch", epoch}, {"total_steps", total_steps},
+                   {"finetuning_type", std::string(jobspec::FinetuningTypeName(spec.finetuning.type))},
+                   {"layout", rt.LayoutJson()}, {"config_hash", rt.config_hash},
+                   {"metrics", {{"loss", step_loss}}}};
+        if (eval_loss) md["metrics"]["eval_loss"] = *eval_loss;
+        std::vector<checkpoint::FileEntry> files;
+        ASSIGN_OR_RETURN(std::string final_dir, w.Commit(md, &files));
+        json jf = json::array();
+        for (const auto& f : files) jf.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
+        events.Emit("checkpoint", {{"step", step}, {"path", fs::absolute(final_dir).string()}, {"files", jf},
+                                   {"layout", rt.LayoutJson()}, {"metrics", md["metrics"]}});
+        RETURN_IF_ERROR(checkpoint::ApplyRetention(out, ts.save_total_limit));
+      }
+      rt.Barrier();
+    }
+  }
+
+  // ---- export ----
+  std::string output = fs::absolute(out).string();
+  if (leader) {
+    if (spec.finetuning.type == FinetuningType::kLora) {
+      RETURN_IF_ERROR(ExportPeftAdapter(lm, out, spec.model.model_name_or_path));
+      RETURN_IF_ERROR(CopyTokenizerFiles(spec.model.model_name_or_path, out));
+    } else {
+      RETURN_IF_ERROR(ExportMergedModel(lm, out, spec.model.model_name_or_path));
+    }
+    events.Emit("finished", {{"status", "ok"}, {"output", output},
+                             {"message", std::string(spec.finetuning.type == FinetuningType::kLora ? "adapter" : "model") +
+                                             " written to " + output}});
+  } else {
+    events.Emit("finished", {{"status", "ok"}});
+  }
+  std::cerr << "[train] done: " << step << " steps; output in " << output << "\n";
+  return Status::Ok();
+}
+
+}  // namespace anneal::train

@@ -1,0 +1,131 @@
+#include "trainer/train/runtime.h"
+
+#include <cstdlib>
+
+#include <torch/torch.h>
+
+#include "trainer/model/config.h"
+
+namespace anneal::train {
+namespace {
+
+StatusOr<int> EnvInt(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < 0) return InvalidArgumentError(std::string("environment ") + name + "='" + v + "' is not a non-negative integer");
+  return static_cast<int>(x);
+}
+
+std::string Fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : s) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace
+
+StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
+  Runtime rt;
+  ASSIGN_OR_RETURN(rt.rank, EnvInt("RANK", 0));
+  ASSIGN_OR_RETURN(rt.world, EnvInt("WORLD_SIZE", 1));
+  ASSIGN_OR_RETURN(rt.local_rank, EnvInt("LOCAL_RANK", 0));
+  if (rt.world < 1 || rt.rank >= rt.world) {
+    return InvalidArgumentError("RANK " + std::to_string(rt.rank) + " is not below WORLD_SIZE " + std::to_string(rt.world));
+  }
+  ASSIGN_OR_RETURN(model::ModelConfig mc, model::LoadModelConfig(spec.model.model_name_or_path));
+  ASSIGN_OR_RETURN(rt.dims, parallel::ParallelDims::Make(rt.world, spec.resources.tensor_parallel,
+                                                         spec.resources.pipeline_parallel, mc.num_attention_heads,
+                                                         mc.num_key_value_heads, mc.num_hidden_layers));
+  if (rt.dims.tp() > 1 || rt.dims.pp() > 1) {
+    return FailedPreconditionError("tensor and pipeline parallelism are not implemented in this build yet (asked " +
+                                   rt.dims.ToString() + "); use data parallelism (tp=1, pp=1)");
+  }
+  rt.dp = rt.dims.dp();
+  rt.dp_rank = rt.dims.DpRank(rt.rank);
+
+  const std::string& dev = spec.train.device;
+  const bool cuda_ok = torch::cuda::is_available();
+  if (dev == "cuda" && !cuda_ok) return FailedPreconditionError("train.device cuda: no CUDA device is available");
+  if (dev == "cuda" || (dev == "auto" && cuda_ok)) {
+    const int count = static_cast<int>(torch::cuda::device_count());
+    rt.device = torch::Device(torch::kCUDA, count == 1 ? 0 : rt.local_rank % count);
+  }
+  rt.dtype = spec.train.bf16 ? torch::kBFloat16 : (spec.train.fp16 ? torch::kFloat16 : torch::kFloat32);
+  jobspec::JobSpec hashed = spec;
+  hashed.train.resume_from_checkpoint.clear();
+  rt.config_hash = Fnv1a(jobspec::ToYaml(hashed));
+
+  if (rt.world > 1) {
+    const char* addr = std::getenv("MASTER_ADDR");
+    ASSIGN_OR_RETURN(int port, EnvInt("MASTER_PORT", 0));
+    if (addr == nullptr || port == 0) {
+      return InvalidArgumentError("WORLD_SIZE " + std::to_string(rt.world) + " needs MASTER_ADDR and MASTER_PORT");
+    }
+    const auto timeout = std::chrono::milliseconds(1000LL * spec.resources.comm_timeout_s);
+    ASSIGN_OR_RETURN(rt.store, parallel::ConnectStore(addr, port, rt.rank, rt.world, timeout));
+    std::vector<int> all;
+    for (int r = 0; r < rt.world; ++r) all.push_back(r);
+    const bool cuda = rt.device.is_cuda();
+    ASSIGN_OR_RETURN(rt.world_comm, parallel::Comm::Create(rt.store, "world", all, rt.rank, cuda, timeout));
+    const auto dp_group = rt.dims.DpGroup(rt.rank);
+    ASSIGN_OR_RETURN(rt.dp_comm, parallel::Comm::Create(rt.store, "dp-pp" + std::to_string(rt.dims.PpRank(rt.rank)) +
+                                                                      "-tp" + std::to_string(rt.dims.TpRank(rt.rank)),
+                                                        dp_group, rt.rank, cuda, timeout));
+  }
+  return rt;
+}
+
+int64_t Runtime::ReduceSum(int64_t v) const {
+  if (!dp_comm) return v;
+  at::Tensor t = torch::tensor({v}, torch::kInt64).to(device);
+  dp_comm->AllReduceSum(t);
+  return t.item<int64_t>();
+}
+
+double Runtime::ReduceSumDouble(double v) const {
+  if (!dp_comm) return v;
+  at::Tensor t = torch::tensor({v}, torch::kFloat64).to(device);
+  dp_comm->AllReduceSum(t);
+  return t.item<double>();
+}
+
+double Runtime::ReduceMeanDouble(double v) const { return ReduceSumDouble(v) / dp; }
+
+void Runtime::ReduceGradients(const std::vector<optim::TrainableParam>& params) const {
+  if (!dp_comm) return;
+  torch::NoGradGuard no_grad;
+  // One flat bucket per dtype keeps the number of collectives small.
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params) {
+    if (!p.param.grad().defined()) p.param.mutable_grad() = torch::zeros_like(p.param);
+    grads.push_back(p.param.grad());
+  }
+  std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
+  for (auto& g : grads) by_dtype[g.scalar_type()].push_back(g);
+  for (auto& [dtype, list] : by_dtype) {
+    std::vector<at::Tensor> flat_parts;
+    for (auto& g : list) flat_parts.push_back(g.reshape({-1}));
+    at::Tensor flat = torch::cat(flat_parts);
+    dp_comm->AllReduceSum(flat);
+    int64_t off = 0;
+    for (auto& g : list) {
+      g.copy_(flat.narrow(0, off, g.numel()).view_as(g));
+      off += g.numel();
+    }
+  }
+}
+
+void Runtime::Barrier() const {
+  if (world_comm) world_comm->Barrier();
+}
+
+nlohmann::json Runtime::LayoutJson() const {
+  return {{"world_size", world}, {"tensor_parallel", dims.tp()}, {"pipeline_parallel", dims.pp()},
+          {"data_parallel", dims.dp()}};
+}
+
+}  // namespace anneal::train
