@@ -123,10 +123,15 @@ void Coordinator::HandleDrain(const std::string& peer, uint64_t request_id, cons
     ReplyError(peer, request_id, NotFoundError(fmt::format("no node '{}'", request.node_id())));
     return;
   }
-  if (it->second.record.state() == pb::NODE_UP) {
+  const pb::NodeState from = it->second.record.state();
+  if (!request.undrain() && from == pb::NODE_UP) {
     it->second.record.set_state(pb::NODE_DRAINING);
     PersistNode(it->second);
     spdlog::info("node {} draining", request.node_id());
+  } else if (request.undrain() && from == pb::NODE_DRAINING) {
+    it->second.record.set_state(pb::NODE_UP);
+    PersistNode(it->second);
+    spdlog::info("node {} back in service", request.node_id());
   }
   schedule_dirty_ = true;
   pb::ClientReply reply;

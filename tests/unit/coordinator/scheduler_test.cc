@@ -104,6 +104,15 @@ TEST(SchedulerQueue, ABlockedHeadIsNotPassedButAnImpossibleJobIs) {
   EXPECT_EQ(h.Call(drain).drain().state(), pb::NODE_DRAINING);
   EXPECT_EQ(h.State(behind), pb::JOB_STARTING);
   EXPECT_EQ(h.State(waits), pb::JOB_PENDING);
+  // Draining sticks across a re-registration; undrain puts n2 back and the 4-slot job runs there.
+  h.Register("n2", 4);
+  EXPECT_EQ(h.core().FindNode("n2")->state(), pb::NODE_DRAINING);
+  drain.mutable_drain()->set_undrain(true);
+  EXPECT_EQ(h.Call(drain).drain().state(), pb::NODE_UP);
+  EXPECT_EQ(h.State(waits), pb::JOB_PENDING);  // n2 still runs the first 4-slot job
+  h.ReportAll(big, pb::TASK_RUNNING);
+  h.ReportAll(big, pb::TASK_SUCCEEDED);
+  EXPECT_EQ(h.State(waits), pb::JOB_STARTING);
 }
 
 TEST(SchedulerQueue, SubmitRejectsWhatTheClusterCanNeverRun) {
