@@ -31,45 +31,56 @@ struct HttpServer::Impl {
   void Accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) return;  // acceptor closed
-      Serve(std::move(socket));
+      std::make_shared<Session>(std::move(socket), this)->Start();
       Accept();
     });
   }
 
-  // One request per connection, served synchronously: the bodies are prebuilt, so this is quick.
-  void Serve(tcp::socket socket) {
+  // Fills the response for a request from the current snapshot.
+  void Answer(const http::request<http::string_body>& request, http::response<http::string_body>* response) {
+    response->version(request.version());
+    response->keep_alive(false);
+    std::string target(request.target());
+    std::lock_guard<std::mutex> lock(mu);
+    if (request.method() != http::verb::get) {
+      response->result(http::status::method_not_allowed);
+      response->body() = "only GET is served\n";
+    } else if (target == "/metrics") {
+      response->set(http::field::content_type, "text/plain; version=0.0.4");
+      response->body() = metrics;
+    } else if (target == "/api/jobs") {
+      response->set(http::field::content_type, "application/json");
+      response->body() = jobs;
+    } else if (target == "/api/nodes") {
+      response->set(http::field::content_type, "application/json");
+      response->body() = nodes;
+    } else {
+      response->result(http::status::not_found);
+      response->body() = "not found: try /metrics, /api/jobs or /api/nodes\n";
+    }
+    response->prepare_payload();
+  }
+
+  // One request per connection, asynchronous with a deadline, so a silent client never holds the thread.
+  struct Session : std::enable_shared_from_this<Session> {
+    Session(tcp::socket socket, Impl* owner) : stream(std::move(socket)), impl(owner) {}
+    void Start() {
+      stream.expires_after(std::chrono::seconds(5));
+      http::async_read(stream, buffer, request, [self = shared_from_this()](beast::error_code ec, size_t) {
+        if (ec) return;
+        self->impl->Answer(self->request, &self->response);
+        http::async_write(self->stream, self->response, [self](beast::error_code, size_t) {
+          beast::error_code ignored;
+          self->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+        });
+      });
+    }
+    beast::tcp_stream stream;
+    Impl* impl;
     beast::flat_buffer buffer;
     http::request<http::string_body> request;
-    beast::error_code ec;
-    http::read(socket, buffer, request, ec);
-    if (ec) return;
     http::response<http::string_body> response;
-    response.version(request.version());
-    response.keep_alive(false);
-    std::string target(request.target());
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (request.method() != http::verb::get) {
-        response.result(http::status::method_not_allowed);
-        response.body() = "only GET is served\n";
-      } else if (target == "/metrics") {
-        response.set(http::field::content_type, "text/plain; version=0.0.4");
-        response.body() = metrics;
-      } else if (target == "/api/jobs") {
-        response.set(http::field::content_type, "application/json");
-        response.body() = jobs;
-      } else if (target == "/api/nodes") {
-        response.set(http::field::content_type, "application/json");
-        response.body() = nodes;
-      } else {
-        response.result(http::status::not_found);
-        response.body() = "not found: try /metrics, /api/jobs or /api/nodes\n";
-      }
-    }
-    response.prepare_payload();
-    http::write(socket, response, ec);
-    socket.shutdown(tcp::socket::shutdown_both, ec);
-  }
+  };
 };
 
 HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
