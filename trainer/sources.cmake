@@ -5,7 +5,7 @@ set(ANNEAL_TRAINER_SOURCES
   kernels/rmsnorm.cc
   optim/adamw.cc optim/schedule.cc
   parallel/dims.cc parallel/comm.cc
-  train/finetune.cc train/batch.cc train/events.cc train/runtime.cc train/loop.cc
+  train/finetune.cc train/batch.cc train/data_config.cc train/events.cc train/runtime.cc train/loop.cc
   checkpoint/checkpoint.cc export/peft.cc eval/eval.cc
   cli/model_commands.cc cli/train_commands.cc)
 list(TRANSFORM ANNEAL_TRAINER_SOURCES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)

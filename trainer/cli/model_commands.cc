@@ -12,6 +12,7 @@
 #include "trainer/model/generate.h"
 #include "trainer/model/presets.h"
 #include "trainer/model/safetensors.h"
+#include "trainer/train/finetune.h"
 
 namespace anneal::trainer {
 
@@ -134,7 +135,7 @@ int RunModelInit(const InitArgs& a) {
 }
 
 struct LogitsArgs {
-  std::string model_dir, inputs, out, dtype, device = "cpu";
+  std::string model_dir, adapter, inputs, out, dtype, device = "cpu";
 };
 
 // Reads input_ids [B, T] (+ optional attention_mask, position_ids, segment_ids) from a safetensors file, writes
@@ -147,6 +148,13 @@ int RunLogits(const LogitsArgs& a) {
   if (!a.dtype.empty()) lo.dtype = model::DtypeFromName(a.dtype);
   auto lm = model::LoadCausalLM(a.model_dir, lo);
   if (!lm.ok()) return Fail(lm.status());
+  if (!a.adapter.empty()) {
+    jobspec::JobSpec spec;
+    spec.model.adapter_name_or_path = a.adapter;
+    auto applied = train::ApplyFinetuning(*lm, spec, 0);
+    if (!applied.ok()) return Fail(applied.status());
+    (*lm)->to(*device);
+  }
   auto file = model::SafetensorsFile::Open(a.inputs);
   if (!file.ok()) return Fail(file.status());
   model::ForwardInputs in;
@@ -210,6 +218,7 @@ void AddModelCommands(CLI::App& app) {
   logits->add_option("--inputs", logits_args->inputs,
                      "safetensors with input_ids [B,T] and optional attention_mask, position_ids, segment_ids")
       ->required();
+  logits->add_option("--adapter", logits_args->adapter, "PEFT adapter directory applied (unmerged) on the model");
   logits->add_option("--out", logits_args->out, "Output safetensors file (logits [B,T,V] fp32)")->required();
   logits->add_option("--dtype", logits_args->dtype, "float32 | bfloat16 | float16 (default: the model's)");
   logits->add_option("--device", logits_args->device, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));

@@ -111,30 +111,50 @@ struct Tokenizer::WordCache {
 Tokenizer::Tokenizer() : word_cache_(std::make_unique<WordCache>()) {}
 Tokenizer::~Tokenizer() = default;
 
+static constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // ▁
+
+void Tokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* out) const {
+  bool cacheable = word.size() < 256;  // long words (whitespace runs, CJK runs) rarely repeat
+  if (cacheable) {
+    WordCache::Shard& shard = word_cache_->For(word);
+    std::lock_guard<std::mutex> lock(shard.mu);
+    auto it = shard.words.find(word);
+    if (it != shard.words.end()) {
+      out->insert(out->end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  size_t before = out->size();
+  model_.TokenizeWord(word, byte_level_, out);
+  if (cacheable) {
+    WordCache::Shard& shard = word_cache_->For(word);
+    std::lock_guard<std::mutex> lock(shard.mu);
+    if (shard.words.size() >= WordCache::kMaxPerShard) shard.words.clear();
+    shard.words.emplace(std::string(word), std::vector<int32_t>(out->begin() + before, out->end()));
+  }
+}
+
 Status Tokenizer::EncodePlain(std::string_view text, bool at_origin, std::vector<int32_t>* out) const {
   thread_local std::vector<Word> words;
   words.clear();
   words.push_back({std::string(text), at_origin});
   if (pre_tokenizer_) RETURN_IF_ERROR(pre_tokenizer_->Apply(&words));
   for (const Word& w : words) {
-    bool cacheable = w.text.size() < 256;  // long words (whitespace runs, CJK runs) rarely repeat
-    if (cacheable) {
-      WordCache::Shard& shard = word_cache_->For(w.text);
-      std::lock_guard<std::mutex> lock(shard.mu);
-      auto it = shard.words.find(std::string_view(w.text));
-      if (it != shard.words.end()) {
-        out->insert(out->end(), it->second.begin(), it->second.end());
-        continue;
+    if (!split_at_word_starts_) {
+      EncodeWord(w.text, out);
+      continue;
+    }
+    // No vocab token spans "x▁" (checked at load), so BPE never merges across the start of a "▁word":
+    // cutting there changes nothing but makes words short and cacheable.
+    std::string_view text = w.text;
+    size_t start = 0;
+    for (size_t p = 1; p + 3 <= text.size(); ++p) {
+      if (text.compare(p, 3, kMetaspace) == 0 && !(p >= 3 && text.compare(p - 3, 3, kMetaspace) == 0) && p > start) {
+        EncodeWord(text.substr(start, p - start), out);
+        start = p;
       }
     }
-    size_t before = out->size();
-    model_.TokenizeWord(w.text, byte_level_, out);
-    if (cacheable) {
-      WordCache::Shard& shard = word_cache_->For(w.text);
-      std::lock_guard<std::mutex> lock(shard.mu);
-      if (shard.words.size() >= WordCache::kMaxPerShard) shard.words.clear();
-      shard.words.emplace(w.text, std::vector<int32_t>(out->begin() + before, out->end()));
-    }
+    EncodeWord(text.substr(start), out);
   }
   return Status::Ok();
 }
@@ -328,6 +348,16 @@ StatusOr<std::shared_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view js
   auto dec = BuildDecoder(j.value("decoder", json()), "decoder");
   if (!dec.ok()) return ctx(dec.status());
   tok->decoder_ = std::move(*dec);
+
+  if (!tok->byte_level_) {
+    bool spans = false;  // does any vocab token contain "x▁" (x not ▁)?
+    for (int32_t id = 0; id < tok->model_.id_limit() && !spans; ++id) {
+      std::string_view t = tok->model_.IdToToken(id);
+      for (size_t p = t.find(kMetaspace, 1); p != std::string_view::npos; p = t.find(kMetaspace, p + 1))
+        if (!(p >= 3 && t.compare(p - 3, 3, kMetaspace) == 0)) { spans = true; break; }
+    }
+    tok->split_at_word_starts_ = !spans;
+  }
 
   const json& added = j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"] : json::array();
   for (size_t i = 0; i < added.size(); ++i) {

@@ -90,12 +90,14 @@ class Tokenizer {
   void RebuildMatchers();
   void SplitAdded(std::string_view text, size_t base, const Matcher& m, std::vector<Segment>* out) const;
   Status EncodePlain(std::string_view text, bool at_origin, std::vector<int32_t>* out) const;
+  void EncodeWord(std::string_view word, std::vector<int32_t>* out) const;
 
   BpeModel model_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<Decoder> decoder_;
   bool byte_level_ = false;
+  bool split_at_word_starts_ = false;  // SentencePiece-style vocab: BPE words may be cut before each "▁"
   std::vector<AddedToken> added_;
   TokenMap added_by_content_;
   std::unordered_map<int32_t, size_t> added_by_id_;

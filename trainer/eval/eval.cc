@@ -14,6 +14,7 @@
 #include "trainer/export/peft.h"
 #include "trainer/model/generate.h"
 #include "trainer/train/batch.h"
+#include "trainer/train/data_config.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
 
@@ -152,14 +153,8 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
   json results = {{"model", spec.model.model_name_or_path}, {"adapter", spec.model.adapter_name_or_path}};
   for (const std::string& task : spec.eval.tasks) {
     if (task == "loss" || task == "generate") {
-      data::DataConfig dc;
-      dc.tokenizer_dir = spec.model.model_name_or_path;
-      dc.template_name = spec.data.template_name;
-      dc.datasets = spec.data.eval_dataset.empty() ? spec.data.dataset : spec.data.eval_dataset;
-      dc.dataset_dir = spec.data.dataset_dir;
-      dc.sft.cutoff_len = spec.data.cutoff_len;
-      dc.max_samples = spec.data.max_samples;
-      dc.skip_bad_rows = spec.data.skip_bad_rows;
+      data::DataConfig dc = train::DataConfigFor(spec, spec.data.eval_dataset.empty() ? spec.data.dataset
+                                                                                       : spec.data.eval_dataset);
       ASSIGN_OR_RETURN(data::PreparedData d, data::PrepareSftData(dc));
       if (d.train.empty()) return InvalidArgumentError("eval: the evaluation dataset has no examples");
       if (task == "loss") {

@@ -16,6 +16,7 @@
 #include "trainer/optim/schedule.h"
 #include "trainer/model/safetensors.h"
 #include "trainer/train/batch.h"
+#include "trainer/train/data_config.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
 #include "trainer/train/runtime.h"
@@ -126,20 +127,8 @@ Status RunTraining(const jobspec::JobSpec& spec) {
   }
 
   // ---- data ----
-  data::DataConfig dc;
-  dc.tokenizer_dir = spec.model.model_name_or_path;
-  dc.template_name = spec.data.template_name;
-  dc.datasets = spec.data.dataset;
-  dc.dataset_dir = spec.data.dataset_dir;
-  dc.sft.cutoff_len = spec.data.cutoff_len;
-  dc.sft.train_on_prompt = spec.data.train_on_prompt || spec.finetuning.stage == "pt";
-  dc.sft.mask_history = spec.data.mask_history;
-  dc.max_samples = spec.data.max_samples;
+  data::DataConfig dc = DataConfigFor(spec, spec.data.dataset);
   dc.val_size = spec.data.val_size;
-  dc.skip_bad_rows = spec.data.skip_bad_rows;
-  dc.cache_dir = spec.data.tokenized_cache_dir.empty() ? (fs::path(out).parent_path() / ".anneal-cache").string()
-                                                       : spec.data.tokenized_cache_dir;
-  dc.seed = static_cast<uint64_t>(ts.seed);
   ASSIGN_OR_RETURN(data::PreparedData data, data::PrepareSftData(dc, [&](std::string_view stage, int64_t done, int64_t total) {
     if (leader && (done == total || done % 10000 == 0)) std::cerr << "[data] " << stage << " " << done << "/" << total << "\n";
   }));
@@ -191,9 +180,10 @@ Status RunTraining(const jobspec::JobSpec& spec) {
     auto manifest = checkpoint::VerifyCheckpoint(resume_dir);
     if (!manifest.ok()) {
       auto prev = checkpoint::PreviousCheckpoint(out, resume_dir);
-      return manifest.status().WithContext(
-          "cannot resume" + (prev ? "; the previous checkpoint " + *prev + " is offered: set resume_from_checkpoint: " + *prev
-                                  : std::string("; no earlier checkpoint exists")));
+      return Status(manifest.status().code(),
+                    "cannot resume: " + manifest.status().message() +
+                        (prev ? "; the previous checkpoint " + *prev + " is offered: set resume_from_checkpoint: " + *prev
+                              : std::string("; no earlier checkpoint exists")));
     }
     RETURN_IF_ERROR(LoadTrainable(lm, spec, params, resume_dir));
     ASSIGN_OR_RETURN(auto opt_file, model::SafetensorsFile::Open(resume_dir + "/optimizer.safetensors"));

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Training parity of anneal-train with HF transformers + peft + torch.optim.AdamW (peers nobody here wrote).
+
+Cases (one ctest each):
+  lora   : the same PEFT adapter (random, non-zero B) loaded on both sides; 20 steps; per-step losses equal
+           (rel < 1e-4); our exported adapter loads in peft and reproduces our logits; `anneal-train export`
+           (merged) loads in HF and reproduces them too.
+  full   : full fine-tuning with weight decay (no decay on norms/biases); 20 steps; losses equal; the exported
+           model loads in HF and equals the reference model's logits after training.
+  resume : kill -9 at a checkpoint, resume from latest: final weights bit-identical to an uninterrupted run;
+           then a corrupted checkpoint is refused with a message naming the file and offering the previous one.
+  eval   : eval job loss/perplexity and MMLU-style accuracy equal references computed with HF here.
+
+Each step's batch is the whole 8-example dataset (global batch = 8), so the data order cannot matter.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers.optimization import get_scheduler
+
+torch.set_num_threads(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+PY = sys.executable
+STEPS = 20
+
+
+def run(cmd, check=True, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def setup(tmp, binary):
+    """A tokenizer, a random llama model (HF writes it), and a pre-tokenized dataset of 8 rows."""
+    tok = os.path.join(tmp, "tok")
+    run([PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", tok, "--vocab-size", "300"])
+    vocab = json.load(open(os.path.join(tok, "tokenizer.json")))
+    vocab_size = max(vocab["model"]["vocab"].values()) + 1
+    vocab_size = max([vocab_size] + [t["id"] + 1 for t in vocab["added_tokens"]])
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      rms_norm_eps=1e-6, tie_word_embeddings=False)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    model_dir = os.path.join(tmp, "base")
+    model.save_pretrained(model_dir)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        os.link(os.path.join(tok, f), os.path.join(model_dir, f))
+    g = torch.Generator().manual_seed(5)
+    rows = []
+    for i in range(8):
+        n = 12 + 3 * i
+        ids = torch.randint(3, vocab_size, (n,), generator=g).tolist()
+        labels = [-100] * 5 + ids[5:]  # a masked "prompt" of 5 tokens
+        rows.append({"input_ids": ids, "labels": labels})
+    data = os.path.join(tmp, "data")
+    os.makedirs(data)
+    with open(os.path.join(data, "toy.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    json.dump({"toy": {"file_name": "toy.jsonl", "formatting": "tokenized"}}, open(os.path.join(data, "dataset_info.json"), "w"))
+    return model_dir, data, rows
+
+
+def job_yaml(path, model_dir, data, out, extra):
+    lines = [f"model_name_or_path: {model_dir}", "stage: sft", "dataset: toy", f"dataset_dir: {data}",
+             "template: empty", "cutoff_len: 256", f"output_dir: {out}", "per_device_train_batch_size: 4",
+             "gradient_accumulation_steps: 2", "learning_rate: 1.0e-3", f"max_steps: {STEPS}",
+             "lr_scheduler_type: cosine", "warmup_steps: 2", "max_grad_norm: 1.0", "logging_steps: 1",
+             "save_steps: 0", "seed: 3", "overwrite_output_dir: true"]
+    keys = {e.split(":")[0] for e in extra}
+    lines = [l for l in lines if l.split(":")[0] not in keys] + extra
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None):
+    """HF-style loop: sum of token CE over the whole batch / label tokens; clip 1.0; AdamW; cosine + warmup."""
+    groups = [{"params": [p for n, p in params if decay_names is None or n in decay_names], "weight_decay": weight_decay},
+              {"params": [p for n, p in params if decay_names is not None and n not in decay_names], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=2, num_training_steps=STEPS)
+    T = max(len(r["input_ids"]) for r in rows)
+    ids = torch.zeros(len(rows), T, dtype=torch.long)
+    labels = torch.full((len(rows), T), -100, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+        mask[i, :n] = 1
+    losses = []
+    model.train()
+    for _ in range(STEPS):
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        shift_logits, shift_labels = logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+        n_tok = (shift_labels != -100).sum()
+        loss = torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum") / n_tok
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def our_losses(out):
+    with open(os.path.join(out, "trainer_log.jsonl")) as f:
+        return [json.loads(l)["loss"] for l in f if "loss" in json.loads(l)]
+
+
+def compare_losses(ours, ref, tol=1e-4):
+    assert len(ours) == len(ref) == STEPS, f"{len(ours)} vs {len(ref)} steps"
+    worst = max(abs(a - b) / abs(b) for a, b in zip(ours, ref))
+    assert worst < tol, f"per-step losses differ (max rel {worst:.2e}):\nours {ours}\nref  {ref}"
+    assert ref[-1] < ref[0], "the reference loss did not fall: the test would prove nothing"
+    return worst
+
+
+def our_logits(binary, model_dir, ids, tmp, adapter=None):
+    inp = os.path.join(tmp, "in.safetensors")
+    save_file({"input_ids": ids.contiguous()}, inp)
+    cmd = [binary, "model", "logits", "--model", model_dir, "--inputs", inp, "--out", os.path.join(tmp, "lo.safetensors")]
+    if adapter:
+        cmd += ["--adapter", adapter]
+    run(cmd)
+    return load_file(os.path.join(tmp, "lo.safetensors"))["logits"]
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def case_lora(binary, tmp):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    model_dir, data, rows = setup(tmp, binary)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    torch.manual_seed(1)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                 "gate_proj", "up_proj", "down_proj"]))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn_like(p) * 0.05)
+    init_adapter = os.path.join(tmp, "init_adapter")
+    peft_model.save_pretrained(init_adapter)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}"])
+    run([binary, "train", "--config", cfg])
+    ours = our_losses(out)
+    ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                          init_adapter, is_trainable=True)
+    params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
+    ref = reference_losses(ref_model, rows, params)
+    worst = compare_losses(ours, ref)
+    print(f"lora: {STEPS} per-step losses equal peft + torch.optim.AdamW (max rel diff {worst:.2e})")
+    # The exported adapter loads in peft unchanged and reproduces our logits.
+    ids = torch.tensor([rows[7]["input_ids"]])
+    mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
+    with torch.no_grad():
+        theirs = loaded(input_ids=ids).logits.float()
+    err = rel(mine, theirs)
+    assert err < 1e-5, f"peft-loaded adapter logits differ from ours: rel {err:.2e}"
+    # Merged export loads in HF and reproduces them too.
+    merged = os.path.join(tmp, "merged")
+    run([binary, "export", "--model", model_dir, "--adapter", out, "--out", merged])
+    hf_merged = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    with torch.no_grad():
+        err2 = rel(hf_merged(input_ids=ids).logits.float(), mine)
+    assert err2 < 1e-5, f"merged export logits differ: rel {err2:.2e}"
+    print(f"lora: exported adapter in peft (rel {err:.1e}) and merged model in HF (rel {err2:.1e}) reproduce our logits")
+
+
+def case_full(binary, tmp):
+    model_dir, data, rows = setup(tmp, binary)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out, ["finetuning_type: full", "weight_decay: 0.01"])
+    run([binary, "train", "--config", cfg])
+    ours = our_losses(out)
+    ref_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    params = list(ref_model.named_parameters())
+    decay = {n for n, _ in params if not any(k in n for k in ("bias", "norm"))}
+    ref = reference_losses(ref_model, rows, params, weight_decay=0.01, decay_names=decay)
+    worst = compare_losses(ours, ref)
+    ids = torch.tensor([rows[3]["input_ids"]])
+    exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    ref_model.eval()
+    with torch.no_grad():
+        err = rel(exported(input_ids=ids).logits, ref_model(input_ids=ids).logits)
+    assert err < 1e-3, f"exported model differs from the reference-trained one: rel {err:.2e}"
+    print(f"full: {STEPS} per-step losses equal torch.optim.AdamW with decay groups (max rel {worst:.2e}); "
+          f"the exported model loads in HF (rel {err:.1e} to the reference model)")
+
+
+def case_resume(binary, tmp):
+    model_dir, data, rows = setup(tmp, binary)
+    common = ["finetuning_type: lora", "lora_rank: 4", "lora_target: all", "save_steps: 5"]
+    straight = os.path.join(tmp, "straight")
+    run([binary, "train", "--config", job_yaml(os.path.join(tmp, "a.yaml"), model_dir, data, straight, common)])
+    out = os.path.join(tmp, "killed")
+    cfg = job_yaml(os.path.join(tmp, "b.yaml"), model_dir, data, out, common)
+    r, w = os.pipe()
+    proc = subprocess.Popen([binary, "train", "--config", cfg], pass_fds=(w,), env=dict(os.environ, ANNEAL_EVENTS_FD=str(w)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    killed_at = None
+    with os.fdopen(r) as events:
+        for line in events:
+            ev = json.loads(line)
+            if ev["type"] == "checkpoint" and ev["step"] == 10:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = ev["step"]
+                break
+    proc.wait()
+    assert killed_at == 10 and proc.returncode == -signal.SIGKILL, f"trainer not killed mid-run (rc {proc.returncode})"
+    run([binary, "train", "--config", cfg, "--set", "resume_from_checkpoint=latest"])
+    a = load_file(os.path.join(straight, "adapter_model.safetensors"))
+    b = load_file(os.path.join(out, "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after kill -9 and resume"
+    assert our_losses(straight) == our_losses(out), "loss curves differ after resume"
+    print("resume: kill -9 at step 10, resume from latest -> final adapter bit-identical, same loss curve")
+    # A corrupted checkpoint is refused, naming the file and offering the previous one.
+    victim = os.path.join(out, "checkpoint-20", "adapter_model.safetensors")
+    with open(victim, "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    p = run([binary, "train", "--config", cfg, "--set", "resume_from_checkpoint=latest"], check=False)
+    assert p.returncode == 1, p.stderr
+    assert "file adapter_model.safetensors fails its sha256 checksum (corrupt)" in p.stderr, p.stderr
+    assert "checkpoint-15 is offered" in p.stderr, p.stderr
+    print("resume: a corrupted checkpoint is refused and the previous one is offered:", p.stderr.strip().splitlines()[-1])
+
+
+def case_eval(binary, tmp):
+    model_dir, data, rows = setup(tmp, binary)
+    task_dir = os.path.join(tmp, "mmlu")
+    os.makedirs(task_dir)
+    qs = [["What is 2+2?", "3", "4", "5", "6", "B"], ["Colour of the sky?", "green", "red", "blue", "black", "C"],
+          ["Largest planet?", "Jupiter", "Mars", "Venus", "Earth", "A"], ["Opposite of up?", "left", "right", "in", "down", "D"]]
+    with open(os.path.join(task_dir, "toy_test.csv"), "w") as f:
+        for q in qs:
+            f.write(",".join(f'"{x}"' for x in q) + "\n")
+    with open(os.path.join(task_dir, "toy_dev.csv"), "w") as f:
+        f.write('"1+1?","2","3","4","5","A"\n')
+    out = os.path.join(tmp, "eval")
+    cfg = os.path.join(tmp, "eval.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"kind: eval\nmodel_name_or_path: {model_dir}\ndataset: toy\ndataset_dir: {data}\ntemplate: empty\n"
+                f"output_dir: {out}\ncutoff_len: 256\neval:\n  tasks: [loss, mmlu]\n  task_dir: {task_dir}\n  n_shot: 1\n")
+    run([binary, "eval", "--config", cfg])
+    res = json.load(open(os.path.join(out, "eval_results.json")))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for r in rows:
+            ids = torch.tensor([r["input_ids"]])
+            lab = torch.tensor([r["labels"]])
+            lg = model(input_ids=ids).logits.float()[0, :-1]
+            tgt = lab[0, 1:]
+            total += torch.nn.functional.cross_entropy(lg, tgt, ignore_index=-100, reduction="sum").item()
+            n += (tgt != -100).sum().item()
+    ref_loss = total / n
+    got = res["loss"]["eval_loss"]
+    assert abs(got - ref_loss) / ref_loss < 1e-5, f"eval loss {got} vs HF {ref_loss}"
+    assert abs(res["loss"]["perplexity"] - math.exp(ref_loss)) / math.exp(ref_loss) < 1e-5
+    # MMLU reference with the HF tokenizer and model.
+    from transformers import PreTrainedTokenizerFast
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    choice = [tok.encode(c, add_special_tokens=False)[-1] for c in (" A", " B", " C", " D")]
+    fmt = lambda q, ans: q[0] + "".join(f"\n{l}. {x}" for l, x in zip("ABCD", q[1:5])) + "\nAnswer:" + (f" {q[5]}\n\n" if ans else "")
+    header = "The following are multiple choice questions (with answers) about toy.\n\n" + fmt(["1+1?", "2", "3", "4", "5", "A"], True)
+    correct = 0
+    with torch.no_grad():
+        for q in qs:
+            ids = torch.tensor([tok.encode(header + fmt(q, False), add_special_tokens=False)])
+            last = model(input_ids=ids).logits[0, -1]
+            correct += "ABCD"[int(torch.stack([last[c] for c in choice]).argmax())] == q[5]
+    assert res["mmlu"]["accuracy"] == correct / len(qs), f"mmlu accuracy {res['mmlu']['accuracy']} vs HF {correct / len(qs)}"
+    print(f"eval: loss {got:.6f} = HF {ref_loss:.6f}; perplexity {res['loss']['perplexity']:.3f}; "
+          f"mmlu accuracy {res['mmlu']['accuracy']} = HF")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--case", required=True, choices=["lora", "full", "resume", "eval"])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        globals()["case_" + args.case](os.path.abspath(args.bin), tmp)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        sys.exit(1)
