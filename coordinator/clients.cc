@@ -176,13 +176,12 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
       auto events = ReadEvents(job->job_id(), 0, options_.max_watch_items);
       if (!events.ok()) { status = events.status(); break; }
       for (auto& e : *events) *out->add_events() = std::move(e);
-      std::deque<pb::MetricPoint> last;  // the latest few steps
-      status = store_->ScanRecords<pb::MetricPoint>(Table::kMetrics, storage::IdPrefix(job->job_id()),
-                                                    [&](const pb::MetricPoint& m) {
-                                                      last.push_back(m);
-                                                      if (last.size() > 10) last.pop_front();
-                                                      return true;
-                                                    });
+      std::deque<pb::MetricPoint> last;  // the latest few steps, read newest first
+      status = store_->ScanRecordsReverse<pb::MetricPoint>(Table::kMetrics, storage::IdPrefix(job->job_id()),
+                                                           [&](const pb::MetricPoint& m) {
+                                                             last.push_front(m);
+                                                             return last.size() < 10;
+                                                           });
       for (auto& m : last) *out->add_last_metrics() = std::move(m);
       auto checkpoints = ReadCheckpoints(job->job_id());
       if (!checkpoints.ok()) { status = checkpoints.status(); break; }
@@ -199,17 +198,17 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
         return filter.empty() || std::find(filter.begin(), filter.end(), s) != filter.end();
       };
       std::deque<pb::JobRecord> last;  // the most recent `limit` matches, in submission order
-      auto keep = [&](const pb::JobRecord& r) {
-        if (!wanted(r.state())) return;
-        last.push_back(r);
-        if (last.size() > limit) last.pop_front();
-      };
       if (active_only) {
-        for (const auto& [id, job] : jobs_) keep(job.record);
+        for (const auto& [id, job] : jobs_) {
+          if (!wanted(job.record.state())) continue;
+          last.push_back(job.record);
+          if (last.size() > limit) last.pop_front();
+        }
       } else {
-        status = store_->ScanRecords<pb::JobRecord>(Table::kJobs, "", [&](const pb::JobRecord& r) {
-          keep(r);
-          return true;
+        // Newest first, stopping at `limit` matches: the loop never parses the whole history.
+        status = store_->ScanRecordsReverse<pb::JobRecord>(Table::kJobs, "", [&](const pb::JobRecord& r) {
+          if (wanted(r.state())) last.push_front(r);
+          return last.size() < limit;
         });
       }
       for (auto& r : last) *reply.mutable_list_jobs()->add_jobs() = std::move(r);

@@ -205,6 +205,28 @@ Status StateStore::Scan(Table table, std::string_view prefix, const Visitor& vis
   return Status::Ok();
 }
 
+Status StateStore::ScanReverse(Table table, std::string_view prefix, const Visitor& visit) const {
+  rocksdb::ReadOptions ro;
+  ro.total_order_seek = true;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, Handle(table)));
+  if (prefix.empty()) {
+    it->SeekToLast();
+  } else {
+    std::string upper(prefix);
+    upper.append(16, '\xff');  // past every key with the prefix (ids and 8-byte numbers)
+    it->SeekForPrev(upper);
+  }
+  for (; it->Valid(); it->Prev()) {
+    std::string_view key(it->key().data(), it->key().size());
+    if (key.substr(0, prefix.size()) != prefix) break;
+    if (!visit(key, std::string_view(it->value().data(), it->value().size()))) break;
+  }
+  if (!it->status().ok()) {
+    return InternalError(fmt::format("scanning table {} of {}: {}", TableName(table), dir_, it->status().ToString()));
+  }
+  return Status::Ok();
+}
+
 StatusOr<std::optional<std::string>> StateStore::LastKeyWithPrefix(Table table, std::string_view prefix) const {
   rocksdb::ReadOptions ro;
   ro.total_order_seek = true;

@@ -99,6 +99,8 @@ class StateStore {
   // The visitor returns false to stop. Errors: the iterator's status, naming the table.
   using Visitor = std::function<bool(std::string_view key, std::string_view value)>;
   Status Scan(Table table, std::string_view prefix, const Visitor& visit, std::string_view start = {}) const;
+  // Visits keys that start with `prefix` from the last one backwards (newest first for numbered keys).
+  Status ScanReverse(Table table, std::string_view prefix, const Visitor& visit) const;
   // The last key with `prefix` (nullopt when none).
   StatusOr<std::optional<std::string>> LastKeyWithPrefix(Table table, std::string_view prefix) const;
 
@@ -115,6 +117,19 @@ class StateStore {
       }
       return visit(record);
     }, start));
+    return parse_error;
+  }
+  template <typename T>
+  Status ScanRecordsReverse(Table table, std::string_view prefix, const std::function<bool(const T&)>& visit) const {
+    Status parse_error;
+    RETURN_IF_ERROR(ScanReverse(table, prefix, [&](std::string_view key, std::string_view value) {
+      T record;
+      if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+        parse_error = CorruptValue(table, key);
+        return false;
+      }
+      return visit(record);
+    }));
     return parse_error;
   }
 

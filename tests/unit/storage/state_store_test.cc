@@ -98,6 +98,14 @@ TEST(StateStore, PrefixScanReturnsOneJobInNumericOrder) {
   }, JobStepKey("job-1", 3)).ok());
   EXPECT_EQ(steps, (std::vector<uint64_t>{10, 300}));
 
+  steps.clear();
+  ASSERT_TRUE((*store)->ScanRecordsReverse<pb::MetricPoint>(Table::kMetrics, IdPrefix("job-1"),
+                                                            [&](const pb::MetricPoint& p) {
+                                                              steps.push_back(p.step());
+                                                              return steps.size() < 2;
+                                                            }).ok());
+  EXPECT_EQ(steps, (std::vector<uint64_t>{300, 10}));
+
   auto last = (*store)->LastKeyWithPrefix(Table::kMetrics, IdPrefix("job-1"));
   ASSERT_TRUE(last.ok() && last->has_value());
   EXPECT_EQ(DecodeJobStepKey(**last)->second, 300u);
