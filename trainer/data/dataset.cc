@@ -273,6 +273,9 @@ StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string
       a.formatting = e.value("formatting", std::string("alpaca"));
       if (a.formatting != "alpaca" && a.formatting != "sharegpt" && a.formatting != "tokenized")
         return InvalidArgumentError(where + ": formatting '" + a.formatting + "' (known: alpaca, sharegpt, tokenized)");
+      if (e.value("ranking", false))
+        return InvalidArgumentError(where + ": ranking (pairwise preference) datasets are not supported; SFT needs "
+                                            "one answer per conversation");
       if (e.contains("num_samples") && e["num_samples"].is_number_integer()) a.num_samples = e["num_samples"].get<int64_t>();
       if (e.contains("columns") && e["columns"].is_object()) {
         const json& c = e["columns"];
