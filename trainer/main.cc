@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   anneal::trainer::AddModelCommands(app);
   anneal::trainer::AddTrainCommands(app);
+  anneal::trainer::AddLaunchCommand(app);
   anneal::data::AddDataCommands(app);
   try {
     app.parse(argc, argv);

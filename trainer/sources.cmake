@@ -7,7 +7,7 @@ set(ANNEAL_TRAINER_SOURCES
   parallel/dims.cc parallel/comm.cc
   train/finetune.cc train/batch.cc train/data_config.cc train/events.cc train/runtime.cc train/loop.cc
   checkpoint/checkpoint.cc export/peft.cc eval/eval.cc
-  cli/model_commands.cc cli/train_commands.cc)
+  cli/model_commands.cc cli/train_commands.cc cli/launch_command.cc)
 list(TRANSFORM ANNEAL_TRAINER_SOURCES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)
 
 add_library(anneal_trainer STATIC ${ANNEAL_TRAINER_SOURCES})

@@ -10,6 +10,7 @@ namespace anneal::trainer {
 
 void AddModelCommands(CLI::App& app);     // generate, model init, model logits
 void AddTrainCommands(CLI::App& app);     // train, eval, export
+void AddLaunchCommand(CLI::App& app);     // launch
 // Set by a subcommand callback; returned by main.
 int& ExitCode();
 
