@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <random>
 
 #include "sim.h"
 
@@ -116,6 +117,44 @@ TEST(CoordinatorProcess, KillNineAndRestartMidJobKeepsTheJobRunning) {
   auto next = agent.WaitForLaunch();
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(next->job_id(), queued);
+}
+
+TEST(CoordinatorProcess, KillNineAtRandomMomentsLosesNoAcknowledgedSubmission) {
+  TempDir dir;
+  CoordinatorProcess coordinator(dir.str(), kFastFlags);
+  coordinator.Start();
+  const std::string endpoint = coordinator.endpoint();
+  zmq::context_t ctx;
+  std::vector<std::string> acknowledged;
+  std::mt19937 random(12345);
+  for (int round = 0; round < 4; ++round) {
+    {
+      Client client(ctx, endpoint, "t0ken");
+      const int before_kill = 5 + static_cast<int>(random() % 20);
+      for (int i = 0; i < before_kill; ++i) acknowledged.push_back(client.Submit(Spec()));
+      // A burst in flight when the kill lands: these may or may not be accepted, but none was acknowledged.
+      pb::ClientRequest burst;
+      burst.set_token("t0ken");
+      burst.mutable_submit()->set_spec_yaml(Spec());
+      for (int i = 0; i < 20; ++i) {
+        (void)protocol::Send(client.socket(), protocol::MessageKind::kClientRequest, burst);
+      }
+      usleep(random() % 3000);
+      coordinator.Kill(SIGKILL);
+    }
+    coordinator.Start(endpoint);
+  }
+  Client client(ctx, endpoint, "t0ken");
+  for (const auto& id : acknowledged) {
+    pb::ClientRequest get;
+    get.mutable_get_job()->set_job_id(id);
+    pb::ClientReply reply = client.Call(get);
+    EXPECT_EQ(reply.error().code(), pb::OK) << id << ": " << reply.error().message();
+    EXPECT_EQ(reply.get_job().job().state(), pb::JOB_PENDING) << id;
+  }
+  // Ids are never reused: a new job gets a number above every acknowledged one.
+  const std::string next = client.Submit(Spec());
+  EXPECT_GT(next, acknowledged.back());
 }
 
 TEST(CoordinatorProcess, GarbageAndWrongVersionFramesGetErrorsAndServiceContinues) {
