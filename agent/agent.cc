@@ -112,6 +112,7 @@ void Agent::CloseSocket() {
   monitor_.reset();
   socket_.reset();
   registered_ = false;
+  register_in_flight_ = false;
 }
 
 void Agent::WatchSocket() {
@@ -155,9 +156,11 @@ void Agent::DrainMonitor() {
     if (id == ZMQ_EVENT_DISCONNECTED) {
       if (registered_) spdlog::warn("coordinator {} disconnected; re-registering when it is back", config_.coordinator);
       registered_ = false;
+      register_in_flight_ = false;
       register_backoff_ms_ = 0;
       next_register_ms_ = clock_.SteadyMs() + timing_.register_backoff_max_ms;  // until CONNECTED
-    } else if (id == ZMQ_EVENT_CONNECTED && !registered_) {
+    } else if (id == ZMQ_EVENT_CONNECTED && !registered_ && !register_in_flight_) {
+      // (A Register sent before the connection was up is still queued and goes out now: no second one.)
       register_backoff_ms_ = 0;
       register_attempts_ = 0;
       next_register_ms_ = clock_.SteadyMs();  // register right away
@@ -206,7 +209,7 @@ void Agent::SendRegister() {
   for (auto& t : supervisor_->Tasks()) *r->add_running_tasks() = std::move(t);
   spdlog::info("registering with coordinator {} as node {} (attempt {})", config_.coordinator, config_.node,
                register_attempts_ + 1);
-  Send(msg);
+  register_in_flight_ = Send(msg);
 }
 
 void Agent::SendHeartbeat() {
@@ -239,6 +242,7 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
       }
       const bool was_registered = registered_;
       registered_ = true;
+      register_in_flight_ = false;
       session_ = reply.session();
       register_attempts_ = 0;
       register_backoff_ms_ = 0;

@@ -104,6 +104,7 @@ class Agent {
   std::unique_ptr<Supervisor> supervisor_;
 
   bool registered_ = false;
+  bool register_in_flight_ = false;  // a Register went out on this connection and awaits its reply
   uint64_t session_ = 0;
   uint32_t heartbeat_ms_ = 2000;
   int64_t next_register_ms_ = 0;

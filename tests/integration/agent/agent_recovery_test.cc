@@ -20,6 +20,12 @@ std::vector<uint64_t> Range(uint64_t n) {
   return v;
 }
 
+char ProcessStateLetter(pid_t pid) {
+  const std::string stat = ReadText("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() ? '\0' : stat[close + 2];
+}
+
 // Reaps every zombie child of the test process (ranks re-parented to it as subreaper).
 void ReapAll() {
   int st;
@@ -107,6 +113,42 @@ TEST(AgentRestart, ReadoptedTaskIsStoppedWhenTheCoordinatorSaysSo) {
   ASSERT_TRUE(stopped.has_value()) << second.Log();
   EXPECT_EQ(stopped->task_update().status().epoch(), 3u);
   ReapAll();
+  EXPECT_TRUE(WaitNoProcesses(marker, 3000));
+  EXPECT_EQ(second.Terminate(), 0) << second.Log();
+}
+
+TEST(AgentRestart, ANewerEpochLaunchReplacesAReadoptedTask) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir tmp;
+  const std::string work = tmp.path + "/work";
+  const std::string marker = "FAKE_MARKER=" + tmp.path;
+  ScriptedCoordinator coord;
+  int32_t old_pid = 0;
+  {
+    AgentProcess first(work, coord.endpoint(), {"--keep-tasks-on-exit"});
+    ASSERT_TRUE(coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_register_(); }).has_value());
+    coord.Send(MakeLaunch("job-n", 1, 1, {{"FAKE_MARKER", tmp.path}, {"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}},
+                          tmp.path + "/out"));
+    auto running = coord.WaitFor(TaskStateIs("job-n", pb::TASK_RUNNING));
+    ASSERT_TRUE(running.has_value()) << first.Log();
+    old_pid = running->task_update().status().pids(0);
+    ASSERT_EQ(first.Terminate(), 0) << first.Log();
+  }
+  AgentProcess second(work, coord.endpoint());
+  auto reg = coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_register_(); });
+  ASSERT_TRUE(reg.has_value());
+  ASSERT_EQ(reg->register_().running_tasks_size(), 1);
+  auto next = MakeLaunch("job-n", 2, 1, {{"FAKE_MARKER", tmp.path}, {"FAKE_STEPS", "1"}}, tmp.path + "/out");
+  next.mutable_launch()->set_attempt(2);
+  coord.Send(next);
+  auto superseded = coord.WaitFor(TaskStateIs("job-n", pb::TASK_STOPPED), 8000);
+  ASSERT_TRUE(superseded.has_value()) << second.Log();
+  EXPECT_EQ(superseded->task_update().status().epoch(), 1u);
+  auto done = coord.WaitFor(TaskStateIs("job-n", pb::TASK_SUCCEEDED), 8000);
+  ASSERT_TRUE(done.has_value()) << second.Log();
+  EXPECT_EQ(done->task_update().status().epoch(), 2u);
+  ReapAll();
+  EXPECT_NE(ProcessStateLetter(old_pid), 'S') << "the old rank survived its replacement";
   EXPECT_TRUE(WaitNoProcesses(marker, 3000));
   EXPECT_EQ(second.Terminate(), 0) << second.Log();
 }
