@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Data-parallel layouts against the single-process run, and dead-peer detection.
+
+  dp     : LoRA and full runs with world 2 (tp=1, pp=1, dp=2, Gloo on CPU) give the per-step losses of the
+           single-process run (rel < 1e-5) and the same exported weights (rel < 1e-5).
+  deadpeer: two ranks started directly (no launcher to clean up); rank 1 is killed with SIGKILL mid-run; rank 0
+           must exit with an error within the configured collective timeout (comm_timeout_s) plus slack.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from safetensors.torch import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+PY = sys.executable
+
+
+def run(cmd, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+    return p
+
+
+def setup(tmp, binary):
+    tok = os.path.join(tmp, "tok")
+    run([PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", tok, "--vocab-size", "400"])
+    model = os.path.join(tmp, "model")
+    run([binary, "model", "init", "--arch", "llama", "--preset", "tiny", "--tokenizer", tok, "--out", model, "--seed", "3"])
+    return model
+
+
+def job(tmp, model, out, ft, extra=()):
+    path = os.path.join(tmp, f"{os.path.basename(out)}.yaml")
+    lines = [f"model_name_or_path: {model}", "stage: sft", f"finetuning_type: {ft}", "lora_rank: 4",
+             "dataset: demo_train", f"dataset_dir: {ROOT}/examples/data", "template: qwen", "cutoff_len: 96",
+             "max_samples: 64", f"output_dir: {out}", "gradient_accumulation_steps: 2", "learning_rate: 2.0e-3",
+             "max_steps: 8", "logging_steps: 1", "save_steps: 0", "overwrite_output_dir: true",
+             f"tokenized_cache_dir: {tmp}/cache"]
+    keys = {e.split(":")[0] for e in extra}
+    lines = [l for l in lines if l.split(":")[0] not in keys] + list(extra)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def losses(out):
+    return [json.loads(l)["loss"] for l in open(os.path.join(out, "trainer_log.jsonl")) if "loss" in l]
+
+
+def weights(out, ft):
+    f = "adapter_model.safetensors" if ft == "lora" else "model.safetensors"
+    return load_file(os.path.join(out, f))
+
+
+def case_dp(binary, tmp):
+    model = setup(tmp, binary)
+    for ft in ("lora", "full"):
+        single = os.path.join(tmp, f"{ft}-1")
+        run([binary, "train", "--config", job(tmp, model, single, ft, ["per_device_train_batch_size: 8"])])
+        dp2 = os.path.join(tmp, f"{ft}-dp2")
+        run([binary, "launch", "--nproc-per-node", "2", "--", "train", "--config",
+             job(tmp, model, dp2, ft, ["per_device_train_batch_size: 4"])])
+        a, b = losses(single), losses(dp2)
+        assert len(a) == len(b) == 8, (a, b)
+        worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+        assert worst < 1e-5, f"{ft}: dp=2 losses differ from one process (max rel {worst:.2e})\n{a}\n{b}"
+        wa, wb = weights(single, ft), weights(dp2, ft)
+        werr = max(((wa[k] - wb[k]).abs().max() / wa[k].abs().max().clamp(min=1e-12)).item() for k in wa)
+        # Adam divides by sqrt(v): elements whose gradients are near zero amplify summation-order rounding,
+        # so weights get a looser bound than losses.
+        assert werr < 1e-4, f"{ft}: exported weights differ (rel {werr:.2e})"
+        print(f"dp: {ft} world 2 (tp1 pp1 dp2) equals one process: losses max rel {worst:.1e}, weights {werr:.1e}")
+
+
+def case_deadpeer(binary, tmp):
+    model = setup(tmp, binary)
+    out = os.path.join(tmp, "dead")
+    cfg = job(tmp, model, out, "lora", ["per_device_train_batch_size: 4", "max_steps: 100000", "ddp_timeout: 5"])
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    procs = []
+    for r in range(2):
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([binary, "train", "--config", cfg], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    # Wait until training is under way (the log has a step), then kill rank 1.
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(os.path.join(out, "trainer_log.jsonl"))):
+        time.sleep(0.1)
+    if not os.path.exists(os.path.join(out, "trainer_log.jsonl")):
+        for p in procs:
+            p.kill()
+        raise AssertionError("training never started: " + " | ".join(p.communicate()[1][-500:] for p in procs))
+    procs[1].send_signal(signal.SIGKILL)
+    t0 = time.time()
+    try:
+        _, err = procs[0].communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        raise AssertionError("rank 0 still running 60 s after its peer died: a hang")
+    waited = time.time() - t0
+    assert procs[0].returncode != 0, "rank 0 exited 0 although its peer died"
+    assert waited < 5 + 20, f"rank 0 took {waited:.1f} s to notice (timeout 5 s)"
+    procs[1].wait()
+    print(f"deadpeer: rank 0 exited with status {procs[0].returncode} {waited:.1f} s after rank 1 was killed: "
+          f"{err.strip().splitlines()[-1][:160]}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--case", required=True, choices=["dp", "deadpeer"])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        globals()["case_" + args.case](os.path.abspath(args.bin), tmp)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        sys.exit(1)
