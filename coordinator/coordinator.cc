@@ -132,6 +132,11 @@ void Coordinator::Tick() {
 
 StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
   if (schedule_dirty_) Schedule();
+  for (const auto& id : dirty_jobs_) {
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) batch_.Put(Table::kJobs, id, it->second.record);
+  }
+  dirty_jobs_.clear();
   if (!batch_.empty()) {
     Status st = store_->Commit(batch_);
     if (!st.ok()) return st.WithContext("committing the coordinator's state (fatal: restart to recover)");
@@ -142,7 +147,6 @@ StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
     if (it != jobs_.end() && IsTerminal(it->second.record.state())) jobs_.erase(it);
   }
   to_erase_.clear();
-  finished_this_round_.clear();
   std::vector<DeferredRead> reads;
   reads.swap(reads_);
   for (const auto& read : reads) AnswerRead(read);
@@ -176,7 +180,6 @@ const pb::JobRecord* Coordinator::FindActiveJob(const std::string& job_id) const
 
 StatusOr<pb::JobRecord> Coordinator::GetJobRecord(const std::string& job_id) const {
   if (const auto* job = FindActiveJob(job_id)) return *job;
-  if (auto it = finished_this_round_.find(job_id); it != finished_this_round_.end()) return it->second;
   pb::JobRecord record;
   Status st = store_->Get(Table::kJobs, job_id, &record);
   if (st.code() == StatusCode::kNotFound) return NotFoundError(fmt::format("no job '{}'", job_id));

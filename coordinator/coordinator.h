@@ -218,8 +218,8 @@ class Coordinator {
   storage::WriteBatch batch_;                          // this round's changes
   std::vector<Outgoing> outbox_;                       // sent after batch_ is durable
   std::vector<DeferredRead> reads_;                    // answered after batch_ is durable
-  std::map<std::string, pb::JobRecord> finished_this_round_;  // terminal jobs whose record is not yet durable
-  std::vector<std::string> to_erase_;                  // terminal jobs leave jobs_ at Flush (no dangling refs)
+  std::set<std::string> dirty_jobs_;                   // records to write in this round's batch (once each)
+  std::vector<std::string> to_erase_;                  // terminal jobs leave jobs_ after the commit
 
   std::map<std::string, JobRuntime> jobs_;             // every non-terminal job
   std::set<QueueKey> queue_;                           // PENDING jobs in scheduling order

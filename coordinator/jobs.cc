@@ -183,10 +183,10 @@ void Coordinator::AddEvent(JobRuntime& job, const std::string& kind, const std::
   PersistJob(job);
 }
 
+// Marks the record for this round's batch: Flush serializes each changed job once, however many times it changed.
 void Coordinator::PersistJob(const JobRuntime& job) {
-  batch_.Put(Table::kJobs, job.record.job_id(), job.record);
+  dirty_jobs_.insert(job.record.job_id());
   changed_jobs_.insert(job.record.job_id());
-  if (IsTerminal(job.record.state())) finished_this_round_[job.record.job_id()] = job.record;
 }
 
 void Coordinator::SetTaskState(JobRuntime& job, const std::string& node_id, pb::TaskState state) {
