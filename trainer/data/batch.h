@@ -7,6 +7,7 @@
 //   PackRows + PackedBatch: LLaMA-Factory packing over cache rows (greedy knapsack into cutoff_len bins);
 //                     the sampler then runs over bins instead of rows
 //
+// Ownership: a Batch owns its arrays (copies of the cache rows).
 // Thread-safety: pure functions over an immutable TokenCache.
 //
 // Example:

@@ -6,6 +6,7 @@
 // Merges run lowest rank first, leftmost on ties (HF's Word::merge_all), with a (left id, right id) -> rank
 // hash table.
 //
+// Ownership: a BpeModel is a value owning its vocab and merge table.
 // Thread-safety: immutable after FromJson; TokenizeWord may run concurrently.
 //
 // Example:

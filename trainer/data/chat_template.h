@@ -7,6 +7,7 @@
 // Like LLaMA-Factory, each slot string is tokenized on its own (add_special_tokens=false) and {bos,eos}
 // slots become the tokenizer's ids, so token boundaries match too.
 //
+// Ownership: templates are values copied out of a static registry; the Tokenizer is borrowed.
 // Thread-safety: templates are values; EncodeMultiturn is const over a shared Tokenizer.
 //
 // Example:

@@ -11,6 +11,7 @@
 //       sequences {"input_ids", "labels", "position_ids", "segment_ids"} of cutoff_len + 1 tokens instead
 // Errors print one line to stderr and exit with status 2.
 //
+// Ownership: the registered callbacks own their parsed arguments (shared_ptr captured by the lambdas).
 // Thread-safety: registers callbacks on the given CLI::App; call once from main().
 //
 // Example:

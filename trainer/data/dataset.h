@@ -16,6 +16,7 @@
 // A malformed row is an INVALID_ARGUMENT naming file, line and field; with skip_bad_rows it is skipped and
 // counted in LoadReport.
 //
+// Ownership: results are values; nothing is kept open.
 // Thread-safety: pure functions over files.
 //
 // Example:

@@ -7,6 +7,7 @@
 // restarted attempts) open the cache without tokenizing. The train/val split is computed over cache rows.
 // Progress is reported through the callback (stage name, done, total).
 //
+// Ownership: PreparedData shares the tokenizer and the cache (shared_ptr); rows index into that cache.
 // Thread-safety: PrepareSftData may run in several processes at once (the cache lock serializes building).
 //
 // Example:

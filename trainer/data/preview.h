@@ -2,6 +2,7 @@
 // decoded text, and which tokens carry loss), from the job YAML (jobspec/jobspec.h: spec.data and
 // spec.model.model_name_or_path as the tokenizer directory).
 //
+// Ownership: none kept; output goes to the given stream.
 // Thread-safety: single-threaded command code.
 //
 // Example:

@@ -7,6 +7,7 @@
 // positions is the same set of samples whatever dp is (G divisible by dp), and resuming needs only the
 // number of consumed samples (global), so every restart replays the identical order.
 //
+// Ownership: a Sampler is a self-contained value (n, seed, a cached permutation).
 // Thread-safety: Sampler caches the current epoch's permutation under a mutex; all methods are safe to call
 // concurrently.
 //

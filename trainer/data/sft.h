@@ -8,6 +8,7 @@
 //
 // Plain C++ structures: the trainer turns them into tensors.
 //
+// Ownership: values in, values out; the tokenizer and template are borrowed.
 // Thread-safety: pure functions.
 //
 // Example:

@@ -11,6 +11,7 @@
 // Semantics follow huggingface/tokenizers (normalizer.rs split behaviours, Metaspace prepend_scheme "first"
 // only on the piece that starts the input, ByteLevel's GPT-2 regex, ByteFallback's U+FFFD per invalid byte).
 //
+// Ownership: builders return unique_ptr stages that the Tokenizer owns; Regex is shared (shared_ptr).
 // Thread-safety: every stage is immutable after construction and safe to share across threads; per-thread
 // PCRE2 match data is kept in thread_local storage.
 //

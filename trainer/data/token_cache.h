@@ -13,6 +13,7 @@
 // is released without a cache (a builder that died), or fail with DEADLINE_EXCEEDED after wait_timeout_s
 // naming the lock file.
 //
+// Ownership: a TokenCache owns its mappings; spans it returns are valid while it lives (hold the shared_ptr).
 // Thread-safety: a TokenCache is immutable after opening and safe to read from many threads.
 //
 // Example:

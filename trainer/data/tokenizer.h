@@ -11,6 +11,7 @@
 // tokenizer.json when present. AddSpecialToken / SetEosToken mirror transformers' add_special_tokens (used by
 // chat templates that replace EOS): they give a new id past the vocab when the token is unknown.
 //
+// Ownership: Load returns a shared_ptr; the Tokenizer owns its model, pipeline stages and word cache.
 // Thread-safety: Encode/Decode/EncodeBatch are const and safe from many threads. AddSpecialToken and
 // SetEosToken mutate: call them before sharing the tokenizer.
 //

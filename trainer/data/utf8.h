@@ -5,6 +5,7 @@
 // HF tokenizers would after the caller decoded the bytes.
 // NFC/NFD/NFKC/NFKD go through ICU (libicu, Debian package libicu-dev).
 //
+// Ownership: none (string values in and out).
 // Thread-safety: pure functions (ICU's normalizer instances are immutable singletons).
 //
 // Example:
