@@ -63,7 +63,7 @@ struct PreparedData {
   ChatTemplate chat_template;
   std::shared_ptr<TokenCache> cache;  // every example, tokenized
   std::vector<int64_t> train, val;    // cache row indices
-  LoadReport report;
+  LoadReport report;       // rows read and skipped: filled only by the process that built the cache
   std::string cache_key;
 };
 
