@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
                config.state_dir, config.heartbeat_timeout_ms);
   // Tests and scripts wait for this line on stdout to know the endpoint (port 0 binds are resolved).
   std::printf("listening %s\n", server.endpoint().c_str());
+  if (http_server) std::printf("http %u\n", static_cast<unsigned>(http_server->port()));
   std::fflush(stdout);
   auto st = server.Run();
   if (http_server) http_server->Stop();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <fstream>
 #include <random>
 
 #include "sim.h"
@@ -202,6 +203,45 @@ TEST(CoordinatorProcess, GarbageAndWrongVersionFramesGetErrorsAndServiceContinue
   list.mutable_list_nodes();
   EXPECT_EQ(client.Call(list).error().code(), pb::OK);
   EXPECT_FALSE(client.Submit(Spec()).empty());
+}
+
+TEST(CoordinatorProcess, ConfigFileIsReadAndFlagsOverrideIt) {
+  TempDir dir;
+  const std::string bad = dir.str() + "/bad.yaml";
+  std::ofstream(bad) << "bind: tcp://127.0.0.1:*\nheartbeat_timout_ms: 5\n";
+  const std::string cmd = std::string(ANNEAL_COORDINATOR_BIN) + " --config " + bad + " --state-dir " + dir.str() +
+                          "/state 2>&1";
+  FILE* out = popen(cmd.c_str(), "r");
+  ASSERT_NE(out, nullptr);
+  std::string text;
+  char buf[512];
+  while (fgets(buf, sizeof buf, out)) text += buf;
+  const int status = pclose(out);
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_NE(text.find("heartbeat_timout_ms"), std::string::npos) << text;
+
+  // A good file: its token is required; --http-bind from the flags serves /metrics.
+  const std::string good = dir.str() + "/good.yaml";
+  std::ofstream(good) << "token: from-file\nheartbeat_timeout_ms: 3000\n";
+  CoordinatorProcess coordinator(dir.str() + "/state", {"--config", good, "--http-bind", "127.0.0.1:0"});
+  coordinator.expect_http();
+  coordinator.Start();
+  ASSERT_GT(coordinator.http_port(), 0);
+  zmq::context_t ctx;
+  pb::ClientRequest list;
+  list.mutable_list_jobs();
+  Client wrong(ctx, coordinator.endpoint(), "t0ken");
+  EXPECT_EQ(wrong.Call(list).error().code(), pb::UNAUTHENTICATED);
+  Client right(ctx, coordinator.endpoint(), "from-file");
+  EXPECT_EQ(right.Call(list).error().code(), pb::OK);
+  const std::string curl = "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(coordinator.http_port()) +
+                           " && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
+  FILE* http = popen(("bash -c \"" + curl + "\"").c_str(), "r");
+  ASSERT_NE(http, nullptr);
+  text.clear();
+  while (fgets(buf, sizeof buf, http)) text += buf;
+  pclose(http);
+  EXPECT_NE(text.find("anneal_queue_length"), std::string::npos) << text;
 }
 
 TEST(CoordinatorProcess, SigtermShutsDownCleanly) {

@@ -88,6 +88,9 @@ class CoordinatorProcess {
       if (c == '\n') {
         if (line.rfind("listening ", 0) == 0) {
           endpoint_ = line.substr(10);
+          if (!expect_http_) return;
+        } else if (line.rfind("http ", 0) == 0) {
+          http_port_ = std::stoi(line.substr(5));
           return;
         }
         line.clear();
@@ -109,6 +112,9 @@ class CoordinatorProcess {
     stdout_fd_ = -1;
   }
   int last_status() const { return last_status_; }
+  // With --http-bind among the flags: Start() also waits for the "http <port>" line.
+  void expect_http() { expect_http_ = true; }
+  int http_port() const { return http_port_; }
   const std::string& endpoint() const { return endpoint_; }
 
  private:
@@ -118,6 +124,8 @@ class CoordinatorProcess {
   int stdout_fd_ = -1;
   std::string endpoint_;
   int last_status_ = 0;
+  bool expect_http_ = false;
+  int http_port_ = 0;
 };
 
 // A client: one DEALER, request/reply.
