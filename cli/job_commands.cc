@@ -1,4 +1,5 @@
 // submit, ls, show, logs, cancel, checkpoints.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -22,6 +23,24 @@ struct SubmitOptions {
   bool follow = false;
 };
 
+// "key=/abs/path" overrides for every relative path of the spec (model, adapter, data, output, cache, tasks).
+std::vector<std::string> AbsolutePathOverrides(const jobspec::JobSpec& spec) {
+  std::vector<std::string> out;
+  auto add = [&](const char* key, const std::string& value) {
+    if (value.empty() || value == "latest" || std::filesystem::path(value).is_absolute()) return;
+    out.push_back(std::string(key) + "=" + std::filesystem::absolute(value).lexically_normal().string());
+  };
+  add("model.model_name_or_path", spec.model.model_name_or_path);
+  add("model.adapter_name_or_path", spec.model.adapter_name_or_path);
+  add("data.dataset_dir", spec.data.dataset_dir);
+  add("data.tokenized_cache_dir", spec.data.tokenized_cache_dir);
+  add("train.output_dir", spec.train.output_dir);
+  add("train.resume_from_checkpoint", spec.train.resume_from_checkpoint);
+  add("eval.task_dir", spec.eval.task_dir);
+  add("eval.output_file", spec.eval.output_file);
+  return out;
+}
+
 int Submit(const GlobalOptions& g, const SubmitOptions& o) {
   // Validate here first: a bad spec is reported before anything is sent, with the same messages the
   // coordinator would give.
@@ -41,6 +60,9 @@ int Submit(const GlobalOptions& g, const SubmitOptions& o) {
   auto* submit = req.mutable_submit();
   submit->set_spec_yaml(text.str());
   for (const std::string& ov : o.overrides) submit->add_overrides(ov);
+  // Agents run elsewhere (another directory, another node): relative paths are resolved here, against the
+  // directory `anneal submit` runs in, as LLaMA-Factory resolves them against its working directory.
+  for (const std::string& ov : AbsolutePathOverrides(*spec)) submit->add_overrides(ov);
   submit->set_name(o.name);
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError("submit", reply.status());

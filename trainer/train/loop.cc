@@ -278,8 +278,16 @@ Status RunTraining(const jobspec::JobSpec& spec) {
 
     // ---- checkpoint ----
     if (ts.save_steps > 0 && (step % ts.save_steps == 0 || last)) {
-      ASSIGN_OR_RETURN(checkpoint::CheckpointWriter w, checkpoint::CheckpointWriter::Begin(out, step));
+      // Only the leader prepares and commits the directory; data-parallel replicas hold identical trainable
+      // state, so nothing of theirs needs writing (tensor/pipeline shards would be written between the two
+      // barriers).
+      std::optional<checkpoint::CheckpointWriter> writer;
       if (leader) {
+        ASSIGN_OR_RETURN(writer, checkpoint::CheckpointWriter::Begin(out, step));
+      }
+      rt.Barrier();
+      if (leader) {
+        checkpoint::CheckpointWriter& w = *writer;
         RETURN_IF_ERROR(SaveTrainable(lm, spec, params, w.dir()));
         auto state = opt.StateTensors();
         state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
