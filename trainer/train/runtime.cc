@@ -1,6 +1,7 @@
 #include "trainer/train/runtime.h"
 
 #include <cstdlib>
+#include <thread>
 
 #include <torch/torch.h>
 
@@ -43,6 +44,12 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   if (rt.dims.tp() > 1 || rt.dims.pp() > 1) {
     return FailedPreconditionError("tensor and pipeline parallelism are not implemented in this build yet (asked " +
                                    rt.dims.ToString() + "); use data parallelism (tp=1, pp=1)");
+  }
+  // Like torchrun: several CPU ranks on one node share its cores instead of each spawning a thread per core.
+  ASSIGN_OR_RETURN(int local_world, EnvInt("LOCAL_WORLD_SIZE", 1));
+  if (local_world > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    torch::set_num_threads(std::max(1, cores / local_world));
   }
   rt.dp = rt.dims.dp();
   rt.dp_rank = rt.dims.DpRank(rt.rank);
