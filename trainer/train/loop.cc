@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <numeric>
 
 #include <torch/torch.h>
 
@@ -253,7 +254,9 @@ Status RunTraining(const jobspec::JobSpec& spec) {
     std::optional<double> eval_loss;
     const bool last = step == total_steps;
     if (ts.eval_strategy == "steps" && ts.eval_steps > 0 && !data.val.empty() && (step % ts.eval_steps == 0 || last)) {
-      eval_loss = rt.ReduceMeanDouble(EvalLoss(lm, val_rows, data.val, ts.per_device_eval_batch_size, rt.device));
+      std::vector<int64_t> positions(val_rows.size());
+      std::iota(positions.begin(), positions.end(), 0);  // val_rows maps positions to cache rows
+      eval_loss = rt.ReduceMeanDouble(EvalLoss(lm, val_rows, positions, ts.per_device_eval_batch_size, rt.device));
     }
     if (leader && (step % std::max<int64_t>(1, ts.logging_steps) == 0 || last)) {
       const double per_step = elapsed / static_cast<double>(step - start_step);

@@ -44,6 +44,7 @@ def job(tmp, model, out, ft, extra=()):
              "dataset: demo_train", f"dataset_dir: {ROOT}/examples/data", "template: qwen", "cutoff_len: 96",
              "max_samples: 64", f"output_dir: {out}", "gradient_accumulation_steps: 2", "learning_rate: 2.0e-3",
              "max_steps: 8", "logging_steps: 1", "save_steps: 0", "overwrite_output_dir: true",
+             "val_size: 8", "eval_strategy: steps", "eval_steps: 4",
              f"tokenized_cache_dir: {tmp}/cache"]
     keys = {e.split(":")[0] for e in extra}
     lines = [l for l in lines if l.split(":")[0] not in keys] + list(extra)
@@ -53,7 +54,11 @@ def job(tmp, model, out, ft, extra=()):
 
 
 def losses(out):
-    return [json.loads(l)["loss"] for l in open(os.path.join(out, "trainer_log.jsonl")) if "loss" in l]
+    return [json.loads(l)["loss"] for l in open(os.path.join(out, "trainer_log.jsonl")) if '"loss"' in l]
+
+
+def eval_losses(out):
+    return [json.loads(l)["eval_loss"] for l in open(os.path.join(out, "trainer_log.jsonl")) if "eval_loss" in l]
 
 
 def weights(out, ft):
@@ -73,6 +78,8 @@ def case_dp(binary, tmp):
         assert len(a) == len(b) == 8, (a, b)
         worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
         assert worst < 1e-5, f"{ft}: dp=2 losses differ from one process (max rel {worst:.2e})\n{a}\n{b}"
+        ea, eb = eval_losses(single), eval_losses(dp2)
+        assert len(ea) == len(eb) == 2 and max(abs(x - y) / x for x, y in zip(ea, eb)) < 1e-5, (ea, eb)
         wa, wb = weights(single, ft), weights(dp2, ft)
         werr = max(((wa[k] - wb[k]).abs().max() / wa[k].abs().max().clamp(min=1e-12)).item() for k in wa)
         # Adam divides by sqrt(v): elements whose gradients are near zero amplify summation-order rounding,
