@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 KEEP=0
-STEPS=120
+STEPS=240
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep) KEEP=1 ;;
