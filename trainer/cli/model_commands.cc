@@ -11,6 +11,7 @@
 #include "trainer/model/decoder.h"
 #include "trainer/model/generate.h"
 #include "trainer/model/presets.h"
+#include "trainer/data/tokenizer.h"
 #include "trainer/model/safetensors.h"
 #include "trainer/train/finetune.h"
 
@@ -59,13 +60,28 @@ StatusOr<torch::Device> ResolveDevice(const std::string& name) {
 }
 
 struct GenerateArgs {
-  std::string model_dir, prompt_ids, dtype, device = "auto";
+  std::string model_dir, prompt_ids, prompt, dtype, device = "auto";
   model::GenerateOptions options;
   bool json = false;
 };
 
 int RunGenerate(const GenerateArgs& a) {
-  auto ids = ParseIds(a.prompt_ids);
+  // The model directory's tokenizer.json (when it has one) turns --prompt into ids and the output into text.
+  std::shared_ptr<data::Tokenizer> tokenizer;
+  if (std::filesystem::exists(a.model_dir + "/tokenizer.json")) {
+    auto tok = data::Tokenizer::Load(a.model_dir);
+    if (!tok.ok()) return Fail(tok.status());
+    tokenizer = *tok;
+  }
+  StatusOr<std::vector<int64_t>> ids = InvalidArgumentError("give --prompt-ids or --prompt");
+  if (!a.prompt_ids.empty()) {
+    ids = ParseIds(a.prompt_ids);
+  } else if (!a.prompt.empty()) {
+    if (!tokenizer) return Fail(InvalidArgumentError("--prompt: " + a.model_dir + " has no tokenizer.json; use --prompt-ids"));
+    auto enc = tokenizer->Encode(a.prompt, /*add_special_tokens=*/true);
+    if (!enc.ok()) return Fail(enc.status());
+    ids = std::vector<int64_t>(enc->begin(), enc->end());
+  }
   if (!ids.ok()) return Fail(ids.status());
   auto device = ResolveDevice(a.device);
   if (!device.ok()) return Fail(device.status());
@@ -78,8 +94,12 @@ int RunGenerate(const GenerateArgs& a) {
   if ((*lm)->config().eos_token_id) o.stop_token_ids.push_back(*(*lm)->config().eos_token_id);
   auto out = model::Generate(*lm, *ids, o);
   if (!out.ok()) return Fail(out.status());
+  nlohmann::json text = nullptr;
+  if (tokenizer) text = tokenizer->Decode(std::vector<int32_t>(out->begin(), out->end()), /*skip_special_tokens=*/true);
   if (a.json) {
-    std::cout << nlohmann::json{{"ids", *out}, {"text", nullptr}}.dump() << "\n";
+    std::cout << nlohmann::json{{"ids", *out}, {"text", text}}.dump() << "\n";
+  } else if (tokenizer) {
+    std::cout << text.get<std::string>() << "\n";
   } else {
     for (size_t i = 0; i < out->size(); ++i) std::cout << (i ? "," : "") << (*out)[i];
     std::cout << "\n";
@@ -182,7 +202,9 @@ void AddModelCommands(CLI::App& app) {
   auto gen_args = std::make_shared<GenerateArgs>();
   CLI::App* gen = app.add_subcommand("generate", "Generate tokens from a Hugging Face model directory");
   gen->add_option("--model", gen_args->model_dir, "Model directory (config.json + safetensors)")->required();
-  gen->add_option("--prompt-ids", gen_args->prompt_ids, "Prompt token ids, comma-separated")->required();
+  auto* ids_opt = gen->add_option("--prompt-ids", gen_args->prompt_ids, "Prompt token ids, comma-separated");
+  gen->add_option("--prompt", gen_args->prompt, "Prompt text (encoded with the model directory's tokenizer.json)")
+      ->excludes(ids_opt);
   gen->add_option("--max-new-tokens", gen_args->options.max_new_tokens, "Tokens to generate")
       ->check(CLI::PositiveNumber)->default_val(32);
   gen->add_option("--temperature", gen_args->options.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);

@@ -69,9 +69,20 @@ TEST(CliCoordinator, SubmitSendsTheFileTextOverridesAndTokenAndPrintsTheJobId) {
   EXPECT_EQ(req.token(), "s3cret");
   ASSERT_TRUE(req.has_submit());
   EXPECT_EQ(req.submit().spec_yaml(), ReadFile(spec));
-  ASSERT_EQ(req.submit().overrides_size(), 2);
+  // The user's overrides first, then the spec's relative paths resolved against the CLI's working directory
+  // (agents run elsewhere).
+  ASSERT_GE(req.submit().overrides_size(), 2);
   EXPECT_EQ(req.submit().overrides(0), "lora_rank=16");
   EXPECT_EQ(req.submit().overrides(1), "train.learning_rate=3e-4");
+  bool dataset_dir_resolved = false;
+  for (int i = 2; i < req.submit().overrides_size(); ++i) {
+    const std::string& ov = req.submit().overrides(i);
+    const auto eq = ov.find('=');
+    ASSERT_NE(eq, std::string::npos) << ov;
+    EXPECT_EQ(ov[eq + 1], '/') << "not an absolute path: " << ov;
+    if (ov.rfind("data.dataset_dir=", 0) == 0) dataset_dir_resolved = true;
+  }
+  EXPECT_TRUE(dataset_dir_resolved) << "the example's relative dataset_dir was not resolved";
   EXPECT_EQ(req.submit().name(), "tiny");
 
   RunResult j = RunAnneal({"--coordinator", coordinator.address(), "--json", "submit", spec}, home.path());

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Training throughput and peak memory on CPU: anneal-train vs HF transformers + peft, same model, data,
+batch and threads, in one run. LoRA (r=16, all linears) and full fine-tuning.
+
+    .venv/bin/python bench/train/run.py [--preset small] [--steps 20] [--batch 8] [--seq 256]
+
+Each side runs in its own process (peak RSS from getrusage of that child). Tokens/s counts non-padding input
+tokens of the optimizer steps after the warm-up steps. Prints one table with the ratios (goal >= 1.0).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PY = sys.executable
+
+HF_SIDE = r'''
+import json, sys, time, torch
+from transformers import AutoModelForCausalLM
+model_dir, data, ft, steps, warm, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+torch.set_num_threads(threads)
+rows = [json.loads(l) for l in open(data)]
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+if ft == "lora":
+    from peft import LoraConfig, get_peft_model
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+params = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=1e-4)
+model.train()
+ids = torch.tensor([r["input_ids"] for r in rows])
+tokens, t0 = 0, None
+for s in range(warm + steps):
+    if s == warm:
+        t0 = time.perf_counter()
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step(); opt.zero_grad()
+    if s >= warm:
+        tokens += ids.numel()
+print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - t0)}))
+'''
+
+
+def child_peak_rss_mb(cmd, env):
+    """Runs cmd; returns (stdout, peak RSS MB of that child alone)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed:\n{p.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return p.stdout, max(after, before) / 1024.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build/bin/anneal-train"))
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", f"{tmp}/tok"], check=True,
+                       capture_output=True)
+        subprocess.run([args.bin, "model", "init", "--arch", "llama", "--preset", args.preset, "--tokenizer",
+                        f"{tmp}/tok", "--out", f"{tmp}/model"], check=True, capture_output=True)
+        import torch
+        g = torch.Generator().manual_seed(0)
+        vocab = json.load(open(f"{tmp}/model/config.json"))["vocab_size"]
+        os.makedirs(f"{tmp}/data")
+        with open(f"{tmp}/data/bench.jsonl", "w") as f:
+            for _ in range(args.batch):
+                f.write(json.dumps({"input_ids": torch.randint(3, vocab, (args.seq,), generator=g).tolist()}) + "\n")
+        json.dump({"bench": {"file_name": "bench.jsonl", "formatting": "tokenized"}}, open(f"{tmp}/data/dataset_info.json", "w"))
+        for ft in ("lora", "full"):
+            out = f"{tmp}/out-{ft}"
+            cfg = f"{tmp}/{ft}.yaml"
+            with open(cfg, "w") as f:
+                f.write(f"model_name_or_path: {tmp}/model\nfinetuning_type: {ft}\nlora_rank: 16\nlora_target: all\n"
+                        f"dataset: bench\ndataset_dir: {tmp}/data\ntemplate: empty\ncutoff_len: {args.seq}\n"
+                        f"stage: pt\noutput_dir: {out}\nper_device_train_batch_size: {args.batch}\n"
+                        f"max_steps: {args.warmup + args.steps}\nlogging_steps: 1\nsave_steps: 0\nlearning_rate: 1.0e-4\n")
+            _, ours_mb = child_peak_rss_mb([args.bin, "train", "--config", cfg], env)
+            log = [json.loads(l) for l in open(f"{out}/trainer_log.jsonl")]
+            # Elapsed time of the measured steps: from the end of the warm-up step to the last step.
+            t = lambda e: sum(int(x) * m for x, m in zip(e["elapsed_time"].split(":"), (3600, 60, 1)))
+            tok = log[-1]["total_tokens"] - log[args.warmup - 1]["total_tokens"]
+            secs = max(t(log[-1]) - t(log[args.warmup - 1]), 1)
+            ours = tok / secs
+            hf_out, hf_mb = child_peak_rss_mb([PY, "-c", HF_SIDE, f"{tmp}/model", f"{tmp}/data/bench.jsonl", ft,
+                                               str(args.steps), str(args.warmup), str(args.threads)], env)
+            hf = json.loads(hf_out.strip().splitlines()[-1])["tokens_per_s"]
+            results.append((ft, ours, hf, ours_mb, hf_mb))
+    print(f"\nTraining on CPU: llama/{args.preset}, batch {args.batch} x seq {args.seq}, {args.threads} threads, fp32")
+    print(f"| {'mode':<5} | {'anneal tok/s':>12} | {'HF+peft tok/s':>13} | {'speed ratio':>11} | {'anneal peak MB':>14} | {'HF peak MB':>10} |")
+    print(f"|{'-'*7}|{'-'*14}|{'-'*15}|{'-'*13}|{'-'*16}|{'-'*12}|")
+    for ft, ours, hf, om, hm in results:
+        print(f"| {ft:<5} | {ours:>12.0f} | {hf:>13.0f} | {ours / hf:>11.2f} | {om:>14.0f} | {hm:>10.0f} |")
+
+
+if __name__ == "__main__":
+    main()
