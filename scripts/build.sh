@@ -33,9 +33,10 @@ if [ "$RUN_SETUP" = 1 ]; then bash scripts/setup.sh; fi
 export CCACHE_BASEDIR="$ROOT"
 export CCACHE_NOHASHDIR=1
 
+mkdir -p "$BUILD_DIR"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DANNEAL_SANITIZE="$SANITIZE" \
-  -DANNEAL_PYTHON="$ROOT/.venv/bin/python" >"$BUILD_DIR.configure.log" 2>&1 || {
-  cat "$BUILD_DIR.configure.log"; echo "build.sh: cmake configure failed" >&2; exit 1; }
-grep -E "anneal-train" "$BUILD_DIR.configure.log" || true
+  -DANNEAL_PYTHON="$ROOT/.venv/bin/python" >"$BUILD_DIR/configure.log" 2>&1 || {
+  cat "$BUILD_DIR/configure.log"; echo "build.sh: cmake configure failed" >&2; exit 1; }
+grep -E "anneal-train" "$BUILD_DIR/configure.log" || true
 JOBS="${ANNEAL_JOBS:-$(nproc)}"
 ninja -C "$BUILD_DIR" -j "$JOBS" "${TARGETS[@]}"
