@@ -10,7 +10,6 @@ tokens of the optimizer steps after the warm-up steps. Prints one table with the
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -49,13 +48,16 @@ print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - t0)}))
 
 
 def child_peak_rss_mb(cmd, env):
-    """Runs cmd; returns (stdout, peak RSS MB of that child alone)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed:\n{p.stderr[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return p.stdout, max(after, before) / 1024.0
+    """Runs cmd; returns (stdout, peak RSS MB of that child alone, from wait4's rusage)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if p.returncode != 0:
+            raise SystemExit(f"{cmd[0]} failed:\n{err.read()[-3000:]}")
+        return out.read(), usage.ru_maxrss / 1024.0
 
 
 def main():
@@ -93,11 +95,11 @@ def main():
                         f"max_steps: {args.warmup + args.steps}\nlogging_steps: 1\nsave_steps: 0\nlearning_rate: 1.0e-4\n")
             _, ours_mb = child_peak_rss_mb([args.bin, "train", "--config", cfg], env)
             log = [json.loads(l) for l in open(f"{out}/trainer_log.jsonl")]
-            # Elapsed time of the measured steps: from the end of the warm-up step to the last step.
-            t = lambda e: sum(int(x) * m for x, m in zip(e["elapsed_time"].split(":"), (3600, 60, 1)))
+            # Elapsed seconds at a logged step = total_tokens / throughput (both exact in the log); measure from
+            # the end of the warm-up steps to the last step.
+            t = lambda e: e["total_tokens"] / e["throughput"]
             tok = log[-1]["total_tokens"] - log[args.warmup - 1]["total_tokens"]
-            secs = max(t(log[-1]) - t(log[args.warmup - 1]), 1)
-            ours = tok / secs
+            ours = tok / (t(log[-1]) - t(log[args.warmup - 1]))
             hf_out, hf_mb = child_peak_rss_mb([PY, "-c", HF_SIDE, f"{tmp}/model", f"{tmp}/data/bench.jsonl", ft,
                                                str(args.steps), str(args.warmup), str(args.threads)], env)
             hf = json.loads(hf_out.strip().splitlines()[-1])["tokens_per_s"]
