@@ -164,11 +164,8 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
         const int bs = spec.train.per_device_eval_batch_size;
         const int32_t pad = d.tokenizer->pad_id().value_or(d.tokenizer->eos_id().value_or(0));
         for (size_t i = 0; i < d.train.size(); i += bs) {
-          std::vector<train::Row> rows;
-          for (size_t j = i; j < std::min(d.train.size(), i + bs); ++j) {
-            rows.push_back({d.cache->input_ids(d.train[j]), d.cache->labels(d.train[j]), {}, {}});
-          }
-          train::Batch b = train::Collate(rows, pad, false);
+          std::vector<int64_t> rows(d.train.begin() + i, d.train.begin() + std::min(d.train.size(), i + bs));
+          train::Batch b = train::ToTensors(data::PadBatch(*d.cache, rows, pad), false, false);
           auto [loss, n] = lm->LossSum(lm->Forward({.input_ids = b.input_ids.to(device),
                                                     .attention_mask = b.attention_mask.to(device)}),
                                        model::ShiftLabels(b.labels));

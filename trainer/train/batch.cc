@@ -1,54 +1,31 @@
 #include "trainer/train/batch.h"
 
-#include <algorithm>
-
 #include <ATen/ATen.h>
 
 namespace anneal::train {
+namespace {
 
-Batch Collate(const std::vector<Row>& rows, int32_t pad_id, bool neat_packing) {
-  const int64_t B = static_cast<int64_t>(rows.size());
-  int64_t T = 1;
-  for (const Row& r : rows) T = std::max<int64_t>(T, static_cast<int64_t>(r.input_ids.size()));
-  const bool packed = !rows.empty() && !rows[0].position_ids.empty();
-  at::Tensor ids = at::full({B, T}, pad_id, at::kLong);
-  at::Tensor labels = at::full({B, T}, -100, at::kLong);
-  at::Tensor mask = at::zeros({B, T}, at::kLong);
-  at::Tensor pos = at::zeros({B, T}, at::kLong);
-  at::Tensor seg = at::zeros({B, T}, at::kLong);
-  auto ids_a = ids.accessor<int64_t, 2>();
-  auto lab_a = labels.accessor<int64_t, 2>();
-  auto mask_a = mask.accessor<int64_t, 2>();
-  auto pos_a = pos.accessor<int64_t, 2>();
-  auto seg_a = seg.accessor<int64_t, 2>();
-  Batch b;
-  for (int64_t i = 0; i < B; ++i) {
-    const Row& r = rows[i];
-    for (size_t t = 0; t < r.input_ids.size(); ++t) {
-      ids_a[i][t] = r.input_ids[t];
-      lab_a[i][t] = r.labels[t];
-      mask_a[i][t] = (!packed || r.segment_ids.empty() || r.segment_ids[t] != 0) ? 1 : 0;
-      if (packed) {
-        pos_a[i][t] = r.position_ids[t];
-        if (!r.segment_ids.empty()) seg_a[i][t] = r.segment_ids[t];
-        if (r.segment_ids.empty() || r.segment_ids[t] != 0) ++b.input_tokens;
-      } else {
-        ++b.input_tokens;
-      }
-    }
-    // Label tokens after the shift: position t predicts t+1, so the first label never counts.
-    for (size_t t = 1; t < r.labels.size(); ++t) b.label_tokens += r.labels[t] != -100;
-  }
-  b.input_ids = ids;
-  b.labels = labels;
+// int32 [rows * seq_len] -> int64 [rows, seq_len]
+at::Tensor Int64Matrix(const std::vector<int32_t>& v, int rows, int cols) {
+  return at::from_blob(const_cast<int32_t*>(v.data()), {rows, cols}, at::kInt).to(at::kLong);
+}
+
+}  // namespace
+
+Batch ToTensors(const data::Batch& b, bool packed, bool neat_packing) {
+  Batch out;
+  out.input_ids = Int64Matrix(b.input_ids, b.rows, b.seq_len);
+  out.labels = Int64Matrix(b.labels, b.rows, b.seq_len);
+  at::Tensor mask = Int64Matrix(b.attention_mask, b.rows, b.seq_len);
   if (packed) {
-    b.position_ids = pos;
-    if (neat_packing) b.segment_ids = seg;
-    else b.attention_mask = mask;
-  } else {
-    b.attention_mask = mask;
+    out.position_ids = Int64Matrix(b.position_ids, b.rows, b.seq_len);
+    if (neat_packing) out.segment_ids = Int64Matrix(b.segment_ids, b.rows, b.seq_len);
   }
-  return b;
+  if (!packed || !neat_packing) out.attention_mask = mask;
+  out.input_tokens = mask.sum().item<int64_t>();
+  // Position t predicts t + 1, so the first column's label never counts.
+  out.label_tokens = (out.labels.narrow(1, 1, std::max(0, b.seq_len - 1)) != -100).sum().item<int64_t>();
+  return out;
 }
 
 }  // namespace anneal::train

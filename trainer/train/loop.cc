@@ -29,26 +29,25 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using jobspec::FinetuningType;
 
-// Owns the training rows (plain examples from the cache, or packed sequences) and turns indices into batches.
+// The training rows: cache rows (unpacked) or packing bins of cache rows, addressed by sampler position.
 struct TrainRows {
   std::shared_ptr<data::TokenCache> cache;
-  std::vector<int64_t> examples;               // cache rows (unpacked)
-  std::vector<data::PackedSequence> packed;    // packed rows (packing on)
-  bool neat = false;
+  std::vector<int64_t> examples;            // cache rows (unpacked)
+  std::vector<std::vector<int64_t>> bins;   // packing bins of cache rows (packing on)
+  bool packed = false, neat = false;
+  int cutoff_len = 0;
   int32_t pad_id = 0;
 
-  int64_t size() const { return packed.empty() ? static_cast<int64_t>(examples.size()) : static_cast<int64_t>(packed.size()); }
-  Row At(int64_t i) const {
-    if (!packed.empty()) {
-      const auto& p = packed[i];
-      return {p.input_ids, p.labels, p.position_ids, p.segment_ids};
+  int64_t size() const { return packed ? static_cast<int64_t>(bins.size()) : static_cast<int64_t>(examples.size()); }
+  Batch Make(const std::vector<int64_t>& positions) const {
+    if (packed) {
+      std::vector<std::vector<int64_t>> chosen;
+      for (int64_t p : positions) chosen.push_back(bins[p]);
+      return ToTensors(data::PackedBatch(*cache, chosen, cutoff_len, pad_id), true, neat);
     }
-    return {cache->input_ids(examples[i]), cache->labels(examples[i]), {}, {}};
-  }
-  Batch Make(const std::vector<int64_t>& idx) const {
-    std::vector<Row> rows;
-    for (int64_t i : idx) rows.push_back(At(i));
-    return Collate(rows, pad_id, neat);
+    std::vector<int64_t> rows;
+    for (int64_t p : positions) rows.push_back(examples[p]);
+    return ToTensors(data::PadBatch(*cache, rows, pad_id), false, false);
   }
 };
 
@@ -140,18 +139,13 @@ Status RunTraining(const jobspec::JobSpec& spec) {
   rows.cache = data.cache;
   rows.examples = data.train;
   rows.pad_id = data.tokenizer->pad_id().value_or(data.tokenizer->eos_id().value_or(0));
+  rows.cutoff_len = spec.data.cutoff_len;
+  rows.packed = spec.data.packing || spec.data.neat_packing;
   rows.neat = spec.data.neat_packing;
-  if (spec.data.packing || spec.data.neat_packing) {
-    std::vector<data::SftExample> ex;
-    for (int64_t i : data.train) {
-      auto ids = data.cache->input_ids(i);
-      auto lab = data.cache->labels(i);
-      ex.push_back({{ids.begin(), ids.end()}, {lab.begin(), lab.end()}});
-    }
-    rows.packed = data::PackExamples(ex, spec.data.cutoff_len, rows.pad_id);
-  }
+  if (rows.packed) rows.bins = data::PackRows(*data.cache, data.train, spec.data.cutoff_len);
   TrainRows val_rows = rows;
-  val_rows.packed.clear();
+  val_rows.packed = false;
+  val_rows.bins.clear();
   val_rows.examples = data.val;
   if (rows.size() == 0) return InvalidArgumentError("dataset: no training examples after loading and the split");
 
