@@ -211,6 +211,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
           return last.size() < limit;
         });
       }
+      reply.mutable_list_jobs();  // an empty list is still a list_jobs reply
       for (auto& r : last) *reply.mutable_list_jobs()->add_jobs() = std::move(r);
       break;
     }
@@ -219,10 +220,12 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
       if (!job.ok()) { status = job.status(); break; }
       auto checkpoints = ReadCheckpoints(job->job_id());
       if (!checkpoints.ok()) { status = checkpoints.status(); break; }
+      reply.mutable_list_checkpoints();  // an empty list is still a list_checkpoints reply
       for (auto& c : *checkpoints) *reply.mutable_list_checkpoints()->add_checkpoints() = std::move(c);
       break;
     }
     case pb::ClientRequest::kListNodes:
+      reply.mutable_list_nodes();  // an empty list is still a list_nodes reply
       for (auto& node : Nodes()) *reply.mutable_list_nodes()->add_nodes() = std::move(node);
       break;
     default:

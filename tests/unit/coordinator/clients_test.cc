@@ -51,6 +51,20 @@ TEST(ClientApi, SubmitStoresTheResolvedSpecAndOverrides) {
   EXPECT_EQ(r.max_attempts(), 3u);
 }
 
+TEST(ClientApi, EmptyListsAreStillRepliesOfTheirKind) {
+  // A client matches the reply's body to its request: an empty list must still set the body.
+  Harness h;
+  const std::string job = h.Submit(BaseSpec());
+  pb::ClientRequest ck;
+  ck.mutable_list_checkpoints()->set_job_id(job);
+  pb::ClientReply reply = h.Call(ck);
+  EXPECT_EQ(reply.body_case(), pb::ClientReply::kListCheckpoints);
+  EXPECT_EQ(reply.list_checkpoints().checkpoints_size(), 0);
+  pb::ClientRequest jobs;
+  jobs.mutable_list_jobs()->add_states(pb::JOB_SUCCEEDED);
+  EXPECT_EQ(h.Call(jobs).body_case(), pb::ClientReply::kListJobs);
+}
+
 TEST(ClientApi, GetJobAndListJobs) {
   Harness h;
   const std::string a = h.Submit(BaseSpec());
