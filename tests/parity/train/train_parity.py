@@ -167,12 +167,19 @@ def case_lora(binary, tmp):
                    ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}"])
     run([binary, "train", "--config", cfg])
     ours = our_losses(out)
+    # Activation checkpointing recomputes the layers in backward: the same losses to rounding.
+    out_ckpt = os.path.join(tmp, "out-ckpt")
+    run([binary, "train", "--config", cfg, "--set", f"output_dir={out_ckpt}", "--set", "gradient_checkpointing=true"])
+    ckpt_losses = our_losses(out_ckpt)
+    ckpt_err = max(abs(a - b) / abs(b) for a, b in zip(ckpt_losses, ours))
+    assert len(ckpt_losses) == STEPS and ckpt_err < 1e-6, f"gradient_checkpointing changes the losses ({ckpt_err:.2e})"
     ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
                                           init_adapter, is_trainable=True)
     params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
     ref = reference_losses(ref_model, rows, params)
     worst = compare_losses(ours, ref)
-    print(f"lora: {STEPS} per-step losses equal peft + torch.optim.AdamW (max rel diff {worst:.2e})")
+    print(f"lora: {STEPS} per-step losses equal peft + torch.optim.AdamW (max rel diff {worst:.2e}); "
+          f"with activation checkpointing too (rel {ckpt_err:.1e})")
     # The exported adapter loads in peft unchanged and reproduces our logits.
     ids = torch.tensor([rows[7]["input_ids"]])
     mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
@@ -210,6 +217,28 @@ def case_full(binary, tmp):
     assert err < 1e-3, f"exported model differs from the reference-trained one: rel {err:.2e}"
     print(f"full: {STEPS} per-step losses equal torch.optim.AdamW with decay groups (max rel {worst:.2e}); "
           f"the exported model loads in HF (rel {err:.1e} to the reference model)")
+
+
+def case_freeze(binary, tmp):
+    model_dir, data, rows = setup(tmp, binary)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   ["finetuning_type: freeze", "freeze_trainable_layers: 1", "freeze_trainable_modules: mlp"])
+    run([binary, "train", "--config", cfg])
+    ours = our_losses(out)
+    ref_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    for n, p in ref_model.named_parameters():
+        p.requires_grad_(n.startswith("model.layers.1.mlp."))
+    params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
+    assert len(params) == 3, [n for n, _ in params]
+    ref = reference_losses(ref_model, rows, params)
+    worst = compare_losses(ours, ref)
+    exported = load_file(os.path.join(out, "model.safetensors"))
+    base = load_file(os.path.join(model_dir, "model.safetensors"))
+    changed = sorted(k for k in base if not torch.equal(base[k], exported[k]))
+    assert changed == sorted(n + "" for n, _ in params), f"freeze changed {changed}"
+    print(f"freeze: last layer's MLP trained ({len(changed)} tensors changed, the rest bit-identical); "
+          f"{STEPS} losses equal torch.optim.AdamW (max rel {worst:.2e})")
 
 
 def case_resume(binary, tmp):
@@ -307,7 +336,7 @@ def case_eval(binary, tmp):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
-    ap.add_argument("--case", required=True, choices=["lora", "full", "resume", "eval"])
+    ap.add_argument("--case", required=True, choices=["lora", "full", "freeze", "resume", "eval"])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         globals()["case_" + args.case](os.path.abspath(args.bin), tmp)

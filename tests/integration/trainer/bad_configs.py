@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""anneal-train refuses bad jobs with one clear line naming what and where, and a non-zero exit (a table).
+
+The job-spec validator has its own table (tests/unit/jobspec); these are the errors only the trainer can see:
+files, models, adapters, datasets, layouts and checkpoints.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, f"{ROOT}/scripts/make_tokenizer.py", "--out", f"{tmp}/tok", "--vocab-size", "300"],
+                       check=True, capture_output=True)
+        subprocess.run([binary, "model", "init", "--arch", "llama", "--preset", "tiny", "--tokenizer", f"{tmp}/tok",
+                        "--out", f"{tmp}/m"], check=True, capture_output=True)
+        os.makedirs(f"{tmp}/bad-model")
+        json.dump({"model_type": "gpt2", "hidden_size": 8}, open(f"{tmp}/bad-model/config.json", "w"))
+        import shutil
+        shutil.copytree(f"{tmp}/m", f"{tmp}/trunc")
+        st = f"{tmp}/trunc/model.safetensors"
+        os.truncate(st, os.path.getsize(st) - 1000)
+        os.makedirs(f"{tmp}/bad-adapter")
+        json.dump({"peft_type": "PREFIX_TUNING"}, open(f"{tmp}/bad-adapter/adapter_config.json", "w"))
+        base = [f"model_name_or_path: {tmp}/m", "dataset: demo_train", f"dataset_dir: {ROOT}/examples/data",
+                "template: qwen", "cutoff_len: 64", f"output_dir: {tmp}/out", "max_steps: 2", "save_steps: 0",
+                "overwrite_output_dir: true", f"tokenized_cache_dir: {tmp}/cache"]
+        cases = [
+            # (name, replaced/added lines, extra args, exit code, expected substring)
+            ("missing model", [f"model_name_or_path: {tmp}/nope"], [], 1, f"model config not found: {tmp}/nope/config.json"),
+            ("unsupported model type", [f"model_name_or_path: {tmp}/bad-model"], [], 1,
+             "key 'model_type': unsupported model type 'gpt2' (supported: llama, qwen2, mistral)"),
+            ("unknown lora target", ["lora_target: q_proj,lm_head"], [], 2, "key 'lora_target' at"),
+            ("truncated weights", [f"model_name_or_path: {tmp}/trunc"], [], 1,
+             "truncated or trailing garbage"),
+            ("missing adapter", [f"adapter_name_or_path: {tmp}/no-adapter"], [], 1, f"{tmp}/no-adapter/adapter_config.json"),
+            ("non-LoRA adapter", [f"adapter_name_or_path: {tmp}/bad-adapter"], [], 1,
+             "peft_type 'PREFIX_TUNING' is not supported (LORA)"),
+            ("unknown dataset", ["dataset: no_such_dataset"], [], 1, "no_such_dataset"),
+            ("unknown template", ["template: nonsense"], [], 1, "nonsense"),
+            ("layout does not divide", ["tensor_model_parallel_size: 3"], [], 2, "tp"),
+            ("freeze layers beyond the model", ["finetuning_type: freeze", "freeze_trainable_layers: 9"], [], 1,
+             "freeze_trainable_layers: 9 is not within 1..2"),
+            ("resume without checkpoints", ["resume_from_checkpoint: latest"], [], 1,
+             f"resume_from_checkpoint: latest: no checkpoint in {tmp}/out"),
+            ("missing config file", None, [], 2, f"{tmp}/absent.yaml"),
+            ("bad override", [], ["--set", "learning_rate=fast"], 2, "learning_rate"),
+        ]
+        failures = 0
+        for name, lines, extra, code, expected in cases:
+            path = f"{tmp}/job.yaml"
+            if lines is None:
+                path = f"{tmp}/absent.yaml"
+            else:
+                keys = {l.split(":")[0] for l in lines}
+                with open(path, "w") as f:
+                    f.write("\n".join([l for l in base if l.split(":")[0] not in keys] + lines) + "\n")
+            p = subprocess.run([binary, "train", "--config", path, *extra], capture_output=True, text=True, timeout=120)
+            last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+            ok = p.returncode == code and expected in p.stderr and last.startswith("error: ")
+            print(f"{'ok  ' if ok else 'FAIL'} {name:<32} exit {p.returncode} | {last[:150]}")
+            if not ok:
+                failures += 1
+                print(f"     expected exit {code} and '{expected}' in stderr:\n{p.stderr[-1500:]}")
+        print(f"{len(cases) - failures} passed, {failures} failed")
+        return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
