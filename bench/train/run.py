@@ -3,6 +3,8 @@
 batch and threads, in one run. LoRA (r=16, all linears) and full fine-tuning.
 
     .venv/bin/python bench/train/run.py [--preset small] [--steps 20] [--batch 8] [--seq 256]
+    GPU (bf16, ~1B LLaMA shape, seq 2048):
+    python3 bench/train/run.py --device cuda --dtype bfloat16 --preset 1b --batch 1 --seq 2048
 
 Each side runs in its own process (peak RSS from getrusage of that child). Tokens/s counts non-padding input
 tokens of the optimizer steps after the warm-up steps. Prints one table with the ratios (goal >= 1.0).
@@ -22,9 +24,10 @@ HF_SIDE = r'''
 import json, sys, time, torch
 from transformers import AutoModelForCausalLM
 model_dir, data, ft, steps, warm, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+device, dtype = sys.argv[7], {"float32": torch.float32, "bfloat16": torch.bfloat16}[sys.argv[8]]
 torch.set_num_threads(threads)
 rows = [json.loads(l) for l in open(data)]
-model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
 if ft == "lora":
     from peft import LoraConfig, get_peft_model
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
@@ -32,7 +35,7 @@ if ft == "lora":
 params = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=1e-4)
 model.train()
-ids = torch.tensor([r["input_ids"] for r in rows])
+ids = torch.tensor([r["input_ids"] for r in rows], device=device)
 tokens, t0 = 0, None
 for s in range(warm + steps):
     if s == warm:
@@ -41,9 +44,12 @@ for s in range(warm + steps):
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step(); opt.zero_grad()
+    if device == "cuda":
+        torch.cuda.synchronize()
     if s >= warm:
         tokens += ids.numel()
-print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - t0)}))
+peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0
+print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - t0), "gpu_peak_mb": peak}))
 '''
 
 
@@ -69,6 +75,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     results = []
@@ -92,7 +100,8 @@ def main():
                 f.write(f"model_name_or_path: {tmp}/model\nfinetuning_type: {ft}\nlora_rank: 16\nlora_target: all\n"
                         f"dataset: bench\ndataset_dir: {tmp}/data\ntemplate: empty\ncutoff_len: {args.seq}\n"
                         f"stage: pt\noutput_dir: {out}\nper_device_train_batch_size: {args.batch}\n"
-                        f"max_steps: {args.warmup + args.steps}\nlogging_steps: 1\nsave_steps: 0\nlearning_rate: 1.0e-4\n")
+                        f"max_steps: {args.warmup + args.steps}\nlogging_steps: 1\nsave_steps: 0\nlearning_rate: 1.0e-4\n"
+                        f"device: {args.device}\nbf16: {str(args.dtype == 'bfloat16').lower()}\n")
             _, ours_mb = child_peak_rss_mb([args.bin, "train", "--config", cfg], env)
             log = [json.loads(l) for l in open(f"{out}/trainer_log.jsonl")]
             # Elapsed seconds at a logged step = total_tokens / throughput (both exact in the log); measure from
@@ -101,10 +110,12 @@ def main():
             tok = log[-1]["total_tokens"] - log[args.warmup - 1]["total_tokens"]
             ours = tok / (t(log[-1]) - t(log[args.warmup - 1]))
             hf_out, hf_mb = child_peak_rss_mb([PY, "-c", HF_SIDE, f"{tmp}/model", f"{tmp}/data/bench.jsonl", ft,
-                                               str(args.steps), str(args.warmup), str(args.threads)], env)
+                                               str(args.steps), str(args.warmup), str(args.threads), args.device,
+                                               args.dtype], env)
             hf = json.loads(hf_out.strip().splitlines()[-1])["tokens_per_s"]
             results.append((ft, ours, hf, ours_mb, hf_mb))
-    print(f"\nTraining on CPU: llama/{args.preset}, batch {args.batch} x seq {args.seq}, {args.threads} threads, fp32")
+    print(f"\nTraining on {args.device}: llama/{args.preset}, batch {args.batch} x seq {args.seq}, {args.threads} threads, "
+          f"{args.dtype} (peak MB: process RSS; GPU memory is not in it)")
     print(f"| {'mode':<5} | {'anneal tok/s':>12} | {'HF+peft tok/s':>13} | {'speed ratio':>11} | {'anneal peak MB':>14} | {'HF peak MB':>10} |")
     print(f"|{'-'*7}|{'-'*14}|{'-'*15}|{'-'*13}|{'-'*16}|{'-'*12}|")
     for ft, ours, hf, om, hm in results:
