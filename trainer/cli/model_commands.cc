@@ -59,6 +59,16 @@ StatusOr<torch::Device> ResolveDevice(const std::string& name) {
   return InvalidArgumentError("--device: unknown device '" + name + "' (allowed: auto, cpu, cuda)");
 }
 
+// The model of `model_dir` on the requested device, in the requested dtype (default: config.json's).
+StatusOr<model::CausalLM> LoadForInference(const std::string& model_dir, const std::string& dtype,
+                                           const std::string& device_name) {
+  ASSIGN_OR_RETURN(torch::Device device, ResolveDevice(device_name));
+  model::LoadOptions lo;
+  lo.device = device;
+  if (!dtype.empty()) lo.dtype = model::DtypeFromName(dtype);
+  return model::LoadCausalLM(model_dir, lo);
+}
+
 struct GenerateArgs {
   std::string model_dir, prompt_ids, prompt, dtype, device = "auto";
   model::GenerateOptions options;
@@ -83,12 +93,7 @@ int RunGenerate(const GenerateArgs& a) {
     ids = std::vector<int64_t>(enc->begin(), enc->end());
   }
   if (!ids.ok()) return Fail(ids.status());
-  auto device = ResolveDevice(a.device);
-  if (!device.ok()) return Fail(device.status());
-  model::LoadOptions lo;
-  lo.device = *device;
-  if (!a.dtype.empty()) lo.dtype = model::DtypeFromName(a.dtype);
-  auto lm = model::LoadCausalLM(a.model_dir, lo);
+  auto lm = LoadForInference(a.model_dir, a.dtype, a.device);
   if (!lm.ok()) return Fail(lm.status());
   model::GenerateOptions o = a.options;
   if ((*lm)->config().eos_token_id) o.stop_token_ids.push_back(*(*lm)->config().eos_token_id);
@@ -161,19 +166,15 @@ struct LogitsArgs {
 // Reads input_ids [B, T] (+ optional attention_mask, position_ids, segment_ids) from a safetensors file, writes
 // logits [B, T, V] (fp32) to another: the bridge the parity tests use to compare with HF transformers.
 int RunLogits(const LogitsArgs& a) {
-  auto device = ResolveDevice(a.device);
-  if (!device.ok()) return Fail(device.status());
-  model::LoadOptions lo;
-  lo.device = *device;
-  if (!a.dtype.empty()) lo.dtype = model::DtypeFromName(a.dtype);
-  auto lm = model::LoadCausalLM(a.model_dir, lo);
+  auto lm = LoadForInference(a.model_dir, a.dtype, a.device);
   if (!lm.ok()) return Fail(lm.status());
+  const torch::Device device = (*lm)->head_weight().device();
   if (!a.adapter.empty()) {
     jobspec::JobSpec spec;
     spec.model.adapter_name_or_path = a.adapter;
     auto applied = train::ApplyFinetuning(*lm, spec, 0);
     if (!applied.ok()) return Fail(applied.status());
-    (*lm)->to(*device);
+    (*lm)->to(device);
   }
   auto file = model::SafetensorsFile::Open(a.inputs);
   if (!file.ok()) return Fail(file.status());
@@ -181,7 +182,7 @@ int RunLogits(const LogitsArgs& a) {
   auto get = [&](const char* name, torch::Tensor& out) -> Status {
     if (!(*file)->Contains(name)) return Status::Ok();
     ASSIGN_OR_RETURN(torch::Tensor t, (*file)->Tensor(name, torch::kInt64));
-    out = t.to(*device);
+    out = t.to(device);
     return Status::Ok();
   };
   for (auto [name, dst] : {std::pair{"input_ids", &in.input_ids}, {"attention_mask", &in.attention_mask},
