@@ -47,59 +47,17 @@ cleanup() { if [ "$KEEP" = 0 ]; then "$BIN/anneal" down >/dev/null 2>&1 || true;
 trap cleanup EXIT
 "$BIN/anneal" nodes
 
-cat > "$DEMO/lora-sft.yaml" <<YAML
-# A LoRA SFT job in LLaMA-Factory's flat spelling, plus Anneal's resource keys.
-model_name_or_path: $DEMO/base-model
-stage: sft
-finetuning_type: lora
-lora_target: all
-lora_rank: 16
-dataset: demo_train
-dataset_dir: $ROOT/examples/data
-template: qwen
-cutoff_len: 128
-val_size: 0.05
-output_dir: $DEMO/lora-sft
-per_device_train_batch_size: 4
-gradient_accumulation_steps: 1
-learning_rate: 1.0e-2
-lr_scheduler_type: cosine
-warmup_ratio: 0.05
-max_steps: $STEPS
-logging_steps: 5
-save_steps: 40
-save_total_limit: 2
-eval_strategy: steps
-eval_steps: 40
-nodes: 2
-gpus_per_node: 2
-YAML
-
 say "submit the LoRA SFT job (4 ranks: 2 nodes x 2 slots, data parallel 4) and follow it"
-JOB=$("$BIN/anneal" submit "$DEMO/lora-sft.yaml")
+# Paths in the example are relative to the repository root (this directory); anneal submit resolves them.
+JOB=$("$BIN/anneal" submit examples/demo_lora_sft.yaml --set max_steps="$STEPS")
 echo "job id: $JOB"
 "$BIN/anneal" watch "$JOB"
 
 say "checkpoints of $JOB (committed, with checksums)"
 "$BIN/anneal" checkpoints "$JOB"
 
-cat > "$DEMO/eval.yaml" <<YAML
-kind: eval
-model_name_or_path: $DEMO/base-model
-adapter_name_or_path: $DEMO/lora-sft
-dataset: demo_eval
-dataset_dir: $ROOT/examples/data
-template: qwen
-cutoff_len: 128
-output_dir: $DEMO/eval
-eval:
-  tasks: [loss, generate]
-  num_samples: 4
-  max_new_tokens: 24
-YAML
-
 say "evaluate the adapter (loss, perplexity, sample generations)"
-EVAL=$("$BIN/anneal" submit "$DEMO/eval.yaml")
+EVAL=$("$BIN/anneal" submit examples/demo_eval.yaml)
 "$BIN/anneal" watch "$EVAL"
 
 say "where everything is"

@@ -51,6 +51,14 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
     torch::set_num_threads(std::max(1, cores / local_world));
   }
+  if (spec.resources.zero_stage != 0) {
+    return FailedPreconditionError("parallel.zero: " + std::to_string(spec.resources.zero_stage) +
+                                   " (ZeRO-1 optimizer sharding) is not implemented in this build yet; use zero: 0");
+  }
+  if (spec.resources.sequence_parallel) {
+    return FailedPreconditionError("parallel.sequence_parallel is not implemented in this build yet (it needs tensor "
+                                   "parallelism); set it to false");
+  }
   rt.dp = rt.dims.dp();
   rt.dp_rank = rt.dims.DpRank(rt.rank);
 

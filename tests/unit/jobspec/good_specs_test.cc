@@ -338,8 +338,8 @@ TEST(JobSpecExamples, EveryExampleInTheRepositoryIsValid) {
   }
   auto native = LoadJobSpecFile(kSourceDir + "/examples/lora_sft_native.yaml");
   ASSERT_TRUE(native.ok());
-  EXPECT_EQ(native->resources.data_parallel(), 4);
-  EXPECT_EQ(native->resources.zero_stage, 1);
+  EXPECT_EQ(native->resources.data_parallel(), 8);
+  EXPECT_EQ(native->resources.zero_stage, 0);
 }
 
 TEST(JobSpecFile, MissingFileIsNotFound) {
