@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/shutdown.h"
 #include "trainer/cli/commands.h"
 
 namespace anneal::trainer {
@@ -52,6 +53,7 @@ struct LaunchArgs {
 };
 
 int RunLaunch(const LaunchArgs& a) {
+  InstallShutdownHandlers();
   const int port = a.port > 0 ? a.port : FreePort();
   char self[4096];
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -81,7 +83,15 @@ int RunLaunch(const LaunchArgs& a) {
   int first_failure = 0;
   size_t alive = pids.size();
   auto deadline = std::chrono::steady_clock::time_point::max();
+  bool forwarded = false;
   while (alive > 0) {
+    if (ShutdownRequested() && !forwarded) {
+      // SIGTERM / SIGINT to the launcher stops the ranks the same way: SIGTERM now, SIGKILL after the grace.
+      forwarded = true;
+      if (first_failure == 0) first_failure = 128 + ShutdownSignal();
+      for (pid_t p : pids) ::kill(p, SIGTERM);
+      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(a.grace_s * 1000));
+    }
     int status = 0;
     pid_t done = ::waitpid(-1, &status, WNOHANG);
     if (done > 0) {
