@@ -48,4 +48,11 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
 else
   log "Python packages: up to date"
 fi
+# LLaMA-Factory is the peer of the chat-template parity test. Its own pins conflict with the transformers above,
+# and the test imports only its template code, so it is installed without dependencies.
+LLAMAFACTORY_PIN="llamafactory==0.9.5"
+if [ "$(.venv/bin/python -m pip show llamafactory 2>/dev/null | sed -n 's/^Version: //p')" != "${LLAMAFACTORY_PIN#*==}" ]; then
+  log "installing $LLAMAFACTORY_PIN (--no-deps: the template parity test's peer)"
+  .venv/bin/python -m pip install -q --no-deps "$LLAMAFACTORY_PIN"
+fi
 log "done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cmake prefix", torch.utils.cmake_prefix_path)')"
