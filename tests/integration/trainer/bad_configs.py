@@ -49,6 +49,9 @@ def main():
              "freeze_trainable_layers: 9 is not within 1..2"),
             ("resume without checkpoints", ["resume_from_checkpoint: latest"], [], 1,
              f"resume_from_checkpoint: latest: no checkpoint in {tmp}/out"),
+            ("diverging run (NaN loss)", ["finetuning_type: full", "learning_rate: 1.0e+20", "max_grad_norm: 0",
+                                          "max_steps: 10"], [], 1,
+             "step 2: the loss is NaN (lower the learning rate, or check the data)"),
             ("missing config file", None, [], 2, f"{tmp}/absent.yaml"),
             ("bad override", [], ["--set", "learning_rate=fast"], 2, "learning_rate"),
         ]

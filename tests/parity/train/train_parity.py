@@ -89,13 +89,13 @@ def job_yaml(path, model_dir, data, out, extra):
     return path
 
 
-def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None):
+def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None, schedule="cosine"):
     """HF-style loop: sum of token CE over the whole batch / label tokens; clip 1.0; AdamW; cosine + warmup."""
     groups = [{"params": [p for n, p in params if decay_names is None or n in decay_names], "weight_decay": weight_decay},
               {"params": [p for n, p in params if decay_names is not None and n not in decay_names], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, foreach=False)
-    sched = get_scheduler("cosine", opt, num_warmup_steps=2, num_training_steps=STEPS)
+    sched = get_scheduler(schedule, opt, num_warmup_steps=2, num_training_steps=STEPS)
     T = max(len(r["input_ids"]) for r in rows)
     ids = torch.zeros(len(rows), T, dtype=torch.long)
     labels = torch.full((len(rows), T), -100, dtype=torch.long)
@@ -148,12 +148,13 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def case_lora(binary, tmp):
+def case_lora(binary, tmp, rslora=False, schedule="cosine"):
     from peft import LoraConfig, PeftModel, get_peft_model
     model_dir, data, rows = setup(tmp, binary)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     torch.manual_seed(1)
     peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                                 use_rslora=rslora,
                                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                                  "gate_proj", "up_proj", "down_proj"]))
     with torch.no_grad():
@@ -164,7 +165,7 @@ def case_lora(binary, tmp):
     peft_model.save_pretrained(init_adapter)
     out = os.path.join(tmp, "out")
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
-                   ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}"])
+                   ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", f"lr_scheduler_type: {schedule}"])
     run([binary, "train", "--config", cfg])
     ours = our_losses(out)
     # Activation checkpointing recomputes the layers in backward: the same losses to rounding.
@@ -176,8 +177,12 @@ def case_lora(binary, tmp):
     ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
                                           init_adapter, is_trainable=True)
     params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
-    ref = reference_losses(ref_model, rows, params)
+    ref = reference_losses(ref_model, rows, params, schedule=schedule)
     worst = compare_losses(ours, ref)
+    if rslora:
+        print(f"lora_rslora: use_rslora (alpha/sqrt(r)) with the {schedule} schedule: {STEPS} losses equal peft "
+              f"(max rel {worst:.2e})")
+        return
     print(f"lora: {STEPS} per-step losses equal peft + torch.optim.AdamW (max rel diff {worst:.2e}); "
           f"with activation checkpointing too (rel {ckpt_err:.1e})")
     # The exported adapter loads in peft unchanged and reproduces our logits.
@@ -196,6 +201,10 @@ def case_lora(binary, tmp):
         err2 = rel(hf_merged(input_ids=ids).logits.float(), mine)
     assert err2 < 1e-5, f"merged export logits differ: rel {err2:.2e}"
     print(f"lora: exported adapter in peft (rel {err:.1e}) and merged model in HF (rel {err2:.1e}) reproduce our logits")
+
+
+def case_lora_rslora(binary, tmp):
+    case_lora(binary, tmp, rslora=True, schedule="linear")
 
 
 def case_full(binary, tmp):
@@ -336,7 +345,7 @@ def case_eval(binary, tmp):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
-    ap.add_argument("--case", required=True, choices=["lora", "full", "freeze", "resume", "eval"])
+    ap.add_argument("--case", required=True, choices=["lora", "lora_rslora", "full", "freeze", "resume", "eval"])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         globals()["case_" + args.case](os.path.abspath(args.bin), tmp)
