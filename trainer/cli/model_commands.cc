@@ -13,7 +13,9 @@
 #include "trainer/model/presets.h"
 #include "trainer/data/tokenizer.h"
 #include "trainer/model/safetensors.h"
+#include "trainer/export/peft.h"
 #include "trainer/train/finetune.h"
+#include "trainer/train/runtime.h"
 
 namespace anneal::trainer {
 
@@ -24,7 +26,6 @@ int& ExitCode() {
 
 namespace {
 
-namespace fs = std::filesystem;
 
 int Fail(const Status& st) {
   std::cerr << "error: " << st.message() << "\n";
@@ -49,20 +50,10 @@ StatusOr<std::vector<int64_t>> ParseIds(const std::string& text) {
   return ids;
 }
 
-StatusOr<torch::Device> ResolveDevice(const std::string& name) {
-  if (name == "cpu") return torch::Device(torch::kCPU);
-  if (name == "cuda") {
-    if (!torch::cuda::is_available()) return FailedPreconditionError("--device cuda: no CUDA device is available");
-    return torch::Device(torch::kCUDA);
-  }
-  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  return InvalidArgumentError("--device: unknown device '" + name + "' (allowed: auto, cpu, cuda)");
-}
-
 // The model of `model_dir` on the requested device, in the requested dtype (default: config.json's).
 StatusOr<model::CausalLM> LoadForInference(const std::string& model_dir, const std::string& dtype,
                                            const std::string& device_name) {
-  ASSIGN_OR_RETURN(torch::Device device, ResolveDevice(device_name));
+  ASSIGN_OR_RETURN(torch::Device device, train::ResolveDevice(device_name, "--device"));
   model::LoadOptions lo;
   lo.device = device;
   if (!dtype.empty()) lo.dtype = model::DtypeFromName(dtype);
@@ -143,14 +134,7 @@ int RunModelInit(const InitArgs& a) {
   model::InitWeights(lm, a.seed);
   if (auto st = model::SaveCausalLM(lm, a.out); !st.ok()) return Fail(st);
   if (!a.tokenizer.empty()) {
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                          "merges.txt", "generation_config.json"}) {
-      std::error_code ec;
-      if (fs::exists(fs::path(a.tokenizer) / f)) {
-        fs::copy_file(fs::path(a.tokenizer) / f, fs::path(a.out) / f, fs::copy_options::overwrite_existing, ec);
-        if (ec) return Fail(InternalError(std::string("cannot copy ") + f + ": " + ec.message()));
-      }
-    }
+    if (auto st = train::CopyTokenizerFiles(a.tokenizer, a.out); !st.ok()) return Fail(st);
   }
   int64_t params = 0;
   for (const auto& p : lm->parameters()) params += p.numel();

@@ -17,6 +17,7 @@
 #include "trainer/train/data_config.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
+#include "trainer/train/runtime.h"
 
 namespace anneal::eval {
 namespace {
@@ -135,14 +136,10 @@ StatusOr<json> RunMmlu(model::CausalLM& lm, const data::Tokenizer& tok, const jo
 StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
   train::EventSink events = train::EventSink::FromEnvironment(0);
   events.Emit("started", {{"world_size", 1}, {"pid", ::getpid()}});
-  torch::Device device = torch::kCPU;
-  if (spec.train.device == "cuda" || (spec.train.device == "auto" && torch::cuda::is_available())) {
-    if (!torch::cuda::is_available()) return FailedPreconditionError("train.device cuda: no CUDA device is available");
-    device = torch::Device(torch::kCUDA, 0);
-  }
+  ASSIGN_OR_RETURN(torch::Device device, train::ResolveDevice(spec.train.device, "train.device"));
   model::LoadOptions lo;
   lo.device = device;
-  lo.dtype = spec.train.bf16 ? torch::kBFloat16 : (spec.train.fp16 ? torch::kFloat16 : torch::kFloat32);
+  lo.dtype = train::ComputeDtype(spec.train);
   ASSIGN_OR_RETURN(model::CausalLM lm, model::LoadCausalLM(spec.model.model_name_or_path, lo));
   if (!spec.model.adapter_name_or_path.empty()) {
     ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> unused, train::ApplyFinetuning(lm, spec, 0));

@@ -29,6 +29,21 @@ std::string Fnv1a(const std::string& s) {
 
 }  // namespace
 
+StatusOr<torch::Device> ResolveDevice(const std::string& name, const std::string& option, int local_rank) {
+  if (name != "auto" && name != "cpu" && name != "cuda") {
+    return InvalidArgumentError(option + ": unknown device '" + name + "' (allowed: auto, cpu, cuda)");
+  }
+  const bool cuda_ok = torch::cuda::is_available();
+  if (name == "cuda" && !cuda_ok) return FailedPreconditionError(option + " cuda: no CUDA device is available");
+  if (name == "cpu" || !cuda_ok) return torch::Device(torch::kCPU);
+  const int count = static_cast<int>(torch::cuda::device_count());
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(count == 1 ? 0 : local_rank % count));
+}
+
+torch::ScalarType ComputeDtype(const jobspec::TrainSpec& train) {
+  return train.bf16 ? torch::kBFloat16 : (train.fp16 ? torch::kFloat16 : torch::kFloat32);
+}
+
 StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   Runtime rt;
   ASSIGN_OR_RETURN(rt.rank, EnvInt("RANK", 0));
@@ -62,14 +77,8 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   rt.dp = rt.dims.dp();
   rt.dp_rank = rt.dims.DpRank(rt.rank);
 
-  const std::string& dev = spec.train.device;
-  const bool cuda_ok = torch::cuda::is_available();
-  if (dev == "cuda" && !cuda_ok) return FailedPreconditionError("train.device cuda: no CUDA device is available");
-  if (dev == "cuda" || (dev == "auto" && cuda_ok)) {
-    const int count = static_cast<int>(torch::cuda::device_count());
-    rt.device = torch::Device(torch::kCUDA, count == 1 ? 0 : rt.local_rank % count);
-  }
-  rt.dtype = spec.train.bf16 ? torch::kBFloat16 : (spec.train.fp16 ? torch::kFloat16 : torch::kFloat32);
+  ASSIGN_OR_RETURN(rt.device, ResolveDevice(spec.train.device, "train.device", rt.local_rank));
+  rt.dtype = ComputeDtype(spec.train);
   jobspec::JobSpec hashed = spec;
   hashed.train.resume_from_checkpoint.clear();
   rt.config_hash = Fnv1a(jobspec::ToYaml(hashed));

@@ -20,6 +20,12 @@
 
 namespace anneal::train {
 
+// "auto" (CUDA when available), "cpu" or "cuda" as a device. `option` names the setting in errors
+// ("train.device", "--device"); with several visible GPUs, `local_rank` picks one (torchrun's convention).
+StatusOr<torch::Device> ResolveDevice(const std::string& name, const std::string& option, int local_rank = 0);
+// The compute dtype a job asks for: bf16, fp16, else fp32.
+torch::ScalarType ComputeDtype(const jobspec::TrainSpec& train);
+
 struct Runtime {
   int rank = 0, world = 1, local_rank = 0;
   int dp = 1, dp_rank = 0;
