@@ -8,20 +8,18 @@
               that checkpoint once the node is back and finishes with the same final loss as an uninterrupted
               run of the same job.
 """
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
 from safetensors.torch import load_file, save_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PY = sys.executable
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
 
 
 class Cluster:
@@ -45,8 +43,7 @@ class Cluster:
 
 
 def prepare(tmp, bindir):
-    run = lambda cmd: subprocess.run(cmd, check=True, capture_output=True, text=True)
-    run([PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", f"{tmp}/tok"])
+    make_tokenizer(f"{tmp}/tok")
     run([os.path.join(bindir, "anneal-train"), "model", "init", "--arch", "qwen2", "--preset", "tiny", "--tokenizer",
          f"{tmp}/tok", "--out", f"{tmp}/base", "--seed", "2"])
 
@@ -183,18 +180,5 @@ def case_agent_kill(bindir, tmp):
           f"with loss {got[1]:.6f} = uninterrupted {ref[1]:.6f}")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bindir", required=True)
-    ap.add_argument("--case", required=True, choices=["succeed", "agent_kill"])
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        globals()["case_" + args.case](os.path.abspath(args.bindir), tmp)
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_cases({"succeed": case_succeed, "agent_kill": case_agent_kill}, binary_flag="--bindir")

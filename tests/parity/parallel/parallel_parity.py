@@ -6,33 +6,23 @@
   deadpeer: two ranks started directly (no launcher to clean up); rank 1 is killed with SIGKILL mid-run; rank 0
            must exit with an error within the configured collective timeout (comm_timeout_s) plus slack.
 """
-import argparse
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
 from safetensors.torch import load_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PY = sys.executable
-
-
-def run(cmd, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
-    return p
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
 
 
 def setup(tmp, binary):
-    tok = os.path.join(tmp, "tok")
-    run([PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", tok, "--vocab-size", "400"])
+    tok = make_tokenizer(os.path.join(tmp, "tok"), 400)
     model = os.path.join(tmp, "model")
     run([binary, "model", "init", "--arch", "llama", "--preset", "tiny", "--tokenizer", tok, "--out", model, "--seed", "3"])
     return model
@@ -126,18 +116,5 @@ def case_deadpeer(binary, tmp):
           f"{err.strip().splitlines()[-1][:160]}")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--case", required=True, choices=["dp", "deadpeer"])
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        globals()["case_" + args.case](os.path.abspath(args.bin), tmp)
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_cases({"dp": case_dp, "deadpeer": case_deadpeer})

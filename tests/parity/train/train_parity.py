@@ -13,14 +13,12 @@ Cases (one ctest each):
 
 Each step's batch is the whole 8-example dataset (global batch = 8), so the data order cannot matter.
 """
-import argparse
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,22 +26,15 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from transformers.optimization import get_scheduler
 
 torch.set_num_threads(1)
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-PY = sys.executable
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from testlib import make_tokenizer, run, run_cases  # noqa: E402
+
 STEPS = 20
-
-
-def run(cmd, check=True, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 def setup(tmp, binary):
     """A tokenizer, a random llama model (HF writes it), and a pre-tokenized dataset of 8 rows."""
-    tok = os.path.join(tmp, "tok")
-    run([PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", tok, "--vocab-size", "300"])
+    tok = make_tokenizer(os.path.join(tmp, "tok"), 300)
     vocab = json.load(open(os.path.join(tok, "tokenizer.json")))
     vocab_size = max(vocab["model"]["vocab"].values()) + 1
     vocab_size = max([vocab_size] + [t["id"] + 1 for t in vocab["added_tokens"]])
@@ -342,18 +333,6 @@ def case_eval(binary, tmp):
           f"mmlu accuracy {res['mmlu']['accuracy']} = HF")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--case", required=True, choices=["lora", "lora_rslora", "full", "freeze", "resume", "eval"])
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        globals()["case_" + args.case](os.path.abspath(args.bin), tmp)
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_cases({"lora": case_lora, "lora_rslora": case_lora_rslora, "full": case_full, "freeze": case_freeze,
+               "resume": case_resume, "eval": case_eval})

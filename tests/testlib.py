@@ -1,0 +1,43 @@
+"""Shared scaffolding of the Python-driven tests (tests/parity/*, tests/integration/*): running commands,
+making a small tokenizer, and the `--bin/--case` entry point that turns a failed assertion into one FAIL line
+and exit status 1 for ctest.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+
+
+def run(cmd, check=True, **kw):
+    """Runs cmd capturing its output; a non-zero exit (with check) is an AssertionError showing both streams."""
+    p = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+    return p
+
+
+def make_tokenizer(out_dir, vocab_size=None):
+    """A small byte-level BPE tokenizer (scripts/make_tokenizer.py, HF tokenizers) in out_dir."""
+    cmd = [PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", out_dir]
+    if vocab_size:
+        cmd += ["--vocab-size", str(vocab_size)]
+    run(cmd)
+    return out_dir
+
+
+def run_cases(cases, binary_flag="--bin"):
+    """Entry point: `script BINARY_FLAG PATH --case NAME` calls cases[NAME](abs PATH, a fresh temp dir)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument(binary_flag, required=True, dest="binary")
+    ap.add_argument("--case", required=True, choices=sorted(cases))
+    args = ap.parse_args()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cases[args.case](os.path.abspath(args.binary), tmp)
+    except AssertionError as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        sys.exit(1)
