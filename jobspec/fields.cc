@@ -349,6 +349,9 @@ std::vector<Field> BuildFields() {
   f.push_back(NonNegativeInt({"resources.pipeline_microbatches", "pipeline_microbatches"},
                              "micro-batches per pipeline step; 0: gradient_accumulation_steps",
                              REF(resources.pipeline_microbatches)));
+  f.push_back(Choice({"resources.pipeline_schedule", "pipeline_schedule"}, {"1f1b", "gpipe"},
+                     "pipeline schedule: 1f1b (bounded activation memory) or gpipe (all forwards, then backwards)",
+                     REF(resources.pipeline_schedule)));
   f.push_back(PositiveInt({"resources.comm_timeout_s", "comm_timeout_s", {}, {"ddp_timeout"}},
                           "collective timeout in seconds (LLaMA-Factory's ddp_timeout)",
                           REF(resources.comm_timeout_s)));

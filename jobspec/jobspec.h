@@ -127,6 +127,7 @@ struct ResourceSpec {
   int zero_stage = 0;                      // 0 or 1 (optimizer state sharded across data parallel)
   bool sequence_parallel = false;
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
+  std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)
   int comm_timeout_s = 600;                // collective timeout: a dead peer becomes an error after this
 
   int world_size() const { return nodes * gpus_per_node; }

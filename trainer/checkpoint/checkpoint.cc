@@ -39,11 +39,15 @@ StatusOr<std::string> Sha256File(const std::string& path) {
   return out;
 }
 
+std::string TmpCheckpointDir(const std::string& output_dir, int64_t step) {
+  return output_dir + "/.tmp-checkpoint-" + std::to_string(step);
+}
+
 StatusOr<CheckpointWriter> CheckpointWriter::Begin(const std::string& output_dir, int64_t step) {
   CheckpointWriter w;
   w.output_dir_ = output_dir;
   w.step_ = step;
-  w.tmp_dir_ = output_dir + "/.tmp-checkpoint-" + std::to_string(step);
+  w.tmp_dir_ = TmpCheckpointDir(output_dir, step);
   std::error_code ec;
   fs::remove_all(w.tmp_dir_, ec);
   RETURN_IF_ERROR(MakeDirs(w.tmp_dir_));

@@ -45,6 +45,10 @@ class CheckpointWriter {
   int64_t step_ = 0;
 };
 
+// <output_dir>/.tmp-checkpoint-<step>: where CheckpointWriter::Begin collects the files of step `step` (other
+// ranks write their shards there between Begin and Commit).
+std::string TmpCheckpointDir(const std::string& output_dir, int64_t step);
+
 struct Manifest {
   int64_t step = 0;
   std::vector<FileEntry> files;

@@ -105,7 +105,7 @@ int RunGenerate(const GenerateArgs& a) {
 
 struct InitArgs {
   std::string arch = "llama", preset = "tiny", out, dtype = "float32", tokenizer;
-  int64_t vocab_size = 0;
+  int64_t vocab_size = 0, layers = 0;
   uint64_t seed = 0;
   bool tied = false, untied = false;
 };
@@ -121,6 +121,7 @@ int RunModelInit(const InitArgs& a) {
   }
   auto cfg = model::PresetConfig(a.arch, a.preset, vocab);
   if (!cfg.ok()) return Fail(cfg.status());
+  if (a.layers > 0) cfg->num_hidden_layers = a.layers;
   if (a.tied) cfg->tie_word_embeddings = true;
   if (a.untied) cfg->tie_word_embeddings = false;
   if (facts) {
@@ -211,6 +212,8 @@ void AddModelCommands(CLI::App& app) {
   init->add_option("--preset", init_args->preset, "tiny | small | 1b")->check(CLI::IsMember({"tiny", "small", "1b"}));
   init->add_option("--out", init_args->out, "Output directory")->required();
   init->add_option("--vocab-size", init_args->vocab_size, "Vocabulary size (default: the tokenizer's, else 1024)");
+  init->add_option("--layers", init_args->layers, "Decoder layers (default: the preset's)")
+      ->check(CLI::PositiveNumber);
   init->add_option("--seed", init_args->seed, "Initialisation seed");
   init->add_option("--dtype", init_args->dtype, "float32 | bfloat16 | float16")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));

@@ -87,17 +87,29 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
 }
 
 Status ExportPeftAdapter(model::CausalLM& lm, const std::string& dir, const std::string& base_model) {
-  RETURN_IF_ERROR(MakeDirs(dir));
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  std::set<std::string> targets;
   model::LoraOptions opts;
   for (auto& [name, lin] : LoraModules(lm)) {
-    tensors.emplace_back(kPrefix + name + ".lora_A.weight", lin->lora_A->weight);
-    tensors.emplace_back(kPrefix + name + ".lora_B.weight", lin->lora_B->weight);
-    targets.insert(name.substr(name.rfind('.') + 1));
+    tensors.emplace_back(name + ".lora_A.weight", lin->lora_A->weight);
+    tensors.emplace_back(name + ".lora_B.weight", lin->lora_B->weight);
     opts = lin->lora_options();
   }
+  return WritePeftAdapter(tensors, opts, dir, base_model);
+}
+
+Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& lora, const model::LoraOptions& opts,
+                        const std::string& dir, const std::string& base_model) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::set<std::string> targets;
+  for (const auto& [name, t] : lora) {
+    const auto pos = name.find(".lora_");
+    if (pos == std::string::npos) continue;
+    tensors.emplace_back(kPrefix + name, t);
+    const std::string module = name.substr(0, pos);
+    targets.insert(module.substr(module.rfind('.') + 1));
+  }
   if (tensors.empty()) return FailedPreconditionError("export: the model has no LoRA adapters");
+  RETURN_IF_ERROR(MakeDirs(dir));
   RETURN_IF_ERROR(model::WriteSafetensors(dir + "/adapter_model.safetensors", tensors));
   json cfg = {
       {"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"base_model_name_or_path", base_model},
@@ -131,9 +143,14 @@ Status ExportMergedModel(model::CausalLM& lm, const std::string& dir, const std:
     auto it = merged.find(name);
     if (it != merged.end()) t = it->second;
   }
+  return WriteMergedModel(tensors, lm->config(), dir, base_model, max_shard_bytes);
+}
+
+Status WriteMergedModel(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const model::ModelConfig& config,
+                        const std::string& dir, const std::string& base_model, uint64_t max_shard_bytes) {
   RETURN_IF_ERROR(MakeDirs(dir));
   RETURN_IF_ERROR(model::WriteSafetensorsCheckpoint(dir, "model", tensors, max_shard_bytes));
-  RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", model::ModelConfigToJson(lm->config()).dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", model::ModelConfigToJson(config).dump(2) + "\n"));
   return CopyTokenizerFiles(base_model, dir);
 }
 

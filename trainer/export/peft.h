@@ -32,10 +32,16 @@ StatusOr<PeftAdapter> LoadPeftAdapter(const std::string& dir);
 Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter);
 // Writes adapter_config.json and adapter_model.safetensors into `dir`.
 Status ExportPeftAdapter(model::CausalLM& lm, const std::string& dir, const std::string& base_model);
+// The same from full tensors named "<module>.lora_A.weight" / "<module>.lora_B.weight" (other names ignored).
+Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                        const model::LoraOptions& options, const std::string& dir, const std::string& base_model);
 // Merges LoRA into the base weights (if any), writes config.json + sharded safetensors + the tokenizer files of
 // `base_model` into `dir`, then unmerges again so training state is untouched.
 Status ExportMergedModel(model::CausalLM& lm, const std::string& dir, const std::string& base_model,
                          uint64_t max_shard_bytes = 5ull << 30);
+// The same from full HF-named tensors (LoRA already merged).
+Status WriteMergedModel(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const model::ModelConfig& config,
+                        const std::string& dir, const std::string& base_model, uint64_t max_shard_bytes = 5ull << 30);
 // Copies tokenizer files (tokenizer.json, tokenizer_config.json, ...) that exist in `from` into `to`.
 Status CopyTokenizerFiles(const std::string& from, const std::string& to);
 

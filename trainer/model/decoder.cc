@@ -1,6 +1,7 @@
 #include "trainer/model/decoder.h"
 
 #include <cmath>
+#include <map>
 
 #include <ATen/ATen.h>
 #include <torch/nn/functional/activation.h>
@@ -169,18 +170,27 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
-EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options) {
-  weight = register_parameter("weight", torch::empty({vocab, dim}, options));
-}
-
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+namespace {
+// Stands in for a decoder layer held by another pipeline stage: no parameters, never run.
+class AbsentLayerImpl : public torch::nn::Module {};
+}  // namespace
 
 DecoderModelImpl::DecoderModelImpl(const ModelConfig& c, const LinearFactory& f,
-                                   const torch::TensorOptions& options) {
-  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
+                                   const torch::TensorOptions& options, const StageSpec& stage) {
+  // The last stage needs the embedding too when the head is tied to it.
+  if (stage.first || (stage.last && c.tie_word_embeddings)) {
+    embed_tokens = register_module("embed_tokens", f.MakeEmbedding(c.vocab_size, c.hidden_size, options));
+  }
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c, f, i, options));
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+  const int64_t end = stage.layer_end < 0 ? c.num_hidden_layers : stage.layer_end;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    if (i >= stage.layer_begin && i < end) {
+      layers->push_back(DecoderLayer(c, f, i, options));
+    } else {
+      layers->push_back(std::make_shared<AbsentLayerImpl>());
+    }
+  }
+  if (stage.last) norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
 }
 
 // ---- Masks ---------------------------------------------------------------------------------------------------
@@ -255,13 +265,17 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 
 // ---- CausalLM ------------------------------------------------------------------------------------------------
 
-CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& options, const LinearFactory& factory)
-    : config_(std::move(config)), rotary_(config_) {
+CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& options,
+                           std::shared_ptr<const LinearFactory> factory, StageSpec stage)
+    : config_(std::move(config)), factory_(factory ? std::move(factory) : std::make_shared<LinearFactory>()),
+      stage_(stage), rotary_(config_) {
+  if (stage_.layer_end < 0) stage_.layer_end = config_.num_hidden_layers;
   config_.torch_dtype = DtypeName(options.dtype().toScalarType());
-  model = register_module("model", DecoderModel(config_, factory, options));
-  if (!config_.tie_word_embeddings) {
-    lm_head = register_module("lm_head", factory.Make({config_.hidden_size, config_.vocab_size, false, "lm_head",
-                                                       LinearSplit::kNone}, options));
+  model = register_module("model", DecoderModel(config_, *factory_, options, stage_));
+  if (!config_.tie_word_embeddings && stage_.last) {
+    // Split by vocabulary rows under tensor parallelism (vocab-parallel head).
+    lm_head = register_module("lm_head", factory_->Make({config_.hidden_size, config_.vocab_size, false, "lm_head",
+                                                         LinearSplit::kColumn}, options));
   }
 }
 
@@ -285,6 +299,7 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
   if (checkpoint && !x.requires_grad()) x = x.detach().requires_grad_(true);
   for (int64_t i = begin; i < end; ++i) {
     auto* layer = model->layers[i]->as<DecoderLayerImpl>();
+    TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is held by another pipeline stage");
     if (checkpoint) {
       x = CheckpointedLayer::apply(x, cos, sin, mask.value_or(torch::Tensor()), reinterpret_cast<int64_t>(layer));
     } else {
@@ -294,7 +309,18 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
   return x;
 }
 
+torch::Tensor CausalLMImpl::Embed(const torch::Tensor& input_ids) {
+  TORCH_CHECK(stage_.first, "Embed on a pipeline stage without the embedding");
+  return model->embed_tokens->forward(input_ids);  // [B, T] -> [B, T, C]
+}
+
+torch::Tensor CausalLMImpl::FinalNorm(const torch::Tensor& x) {
+  TORCH_CHECK(stage_.last, "FinalNorm on a pipeline stage without the final norm");
+  return model->norm->forward(x);
+}
+
 torch::Tensor CausalLMImpl::Forward(const ForwardInputs& in) {
+  TORCH_CHECK(stage_.first && stage_.last, "Forward needs the whole model; pipeline stages run their part");
   // [B, T] -> [B, T, C]
   torch::Tensor x = model->embed_tokens->forward(in.input_ids);
   const int64_t T = in.input_ids.size(1);
@@ -317,19 +343,19 @@ torch::Tensor CausalLMImpl::Forward(const ForwardInputs& in) {
 
 torch::Tensor CausalLMImpl::Logits(const torch::Tensor& hidden) {
   // [.., C] x [V, C]^T -> [.., V]
-  return torch::matmul(hidden, head_weight().t());
+  return factory_->FullLogits(factory_->HeadLogits(hidden, head_weight()));
 }
 
 std::pair<torch::Tensor, int64_t> CausalLMImpl::LossSum(const torch::Tensor& hidden,
                                                         const torch::Tensor& shifted_labels) {
   // logits [N, V] in fp32, labels [N]; -100 ignored. Sum (not mean) so gradient accumulation can normalise by
   // the token count of the whole accumulated batch.
-  torch::Tensor logits = Logits(hidden).to(torch::kFloat32).reshape({-1, config_.vocab_size});
+  // Under tensor parallelism the logits are this rank's vocabulary piece [N, V/tp].
+  torch::Tensor logits = factory_->HeadLogits(hidden, head_weight()).to(torch::kFloat32);
+  logits = logits.reshape({-1, logits.size(-1)});
   torch::Tensor labels = shifted_labels.reshape({-1}).to(logits.device());
   const int64_t count = (labels != -100).sum().item<int64_t>();
-  torch::Tensor loss = torch::nn::functional::cross_entropy(
-      logits, labels, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
-  return {loss, count};
+  return {factory_->CrossEntropySum(logits, labels), count};
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::HfStateDict() {
@@ -337,6 +363,35 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::HfStateDict() {
   for (const auto& item : named_parameters(/*recurse=*/true)) {
     if (item.key().find(".lora_") != std::string::npos) continue;
     out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+std::vector<LayoutParam> CausalLMImpl::LayoutParameters() {
+  // Owner module of each parameter: "a.b.q_proj.weight" -> ("a.b.q_proj", "weight"); LoRA factors live one
+  // level down ("a.b.q_proj.lora_A" holds "weight") and take their layout from the Linear above them.
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> modules;
+  for (const auto& item : named_modules("", /*include_self=*/false)) modules[item.key()] = item.value();
+  auto layout_of = [&](const std::string& name) -> ParamLayout {
+    const auto dot = name.rfind('.');
+    if (dot == std::string::npos) return {};
+    std::string owner = name.substr(0, dot), local = name.substr(dot + 1);
+    for (const char* lora : {".lora_A", ".lora_B"}) {
+      const std::string suffix = lora;
+      if (owner.size() > suffix.size() && owner.compare(owner.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        local = suffix.substr(1) + "." + local;
+        owner = owner.substr(0, owner.size() - suffix.size());
+      }
+    }
+    auto it = modules.find(owner);
+    if (it == modules.end()) return {};
+    if (auto* lin = dynamic_cast<LinearImpl*>(it->second.get())) return lin->Layout(local);
+    if (auto* emb = dynamic_cast<EmbeddingImpl*>(it->second.get())) return emb->Layout();
+    return {};
+  };
+  std::vector<LayoutParam> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    out.push_back({item.key(), item.value(), layout_of(item.key())});
   }
   return out;
 }

@@ -7,8 +7,11 @@
 // Shapes: B batch, T tokens (query), S keys (cache + T), H query heads, K kv heads, D head dim, C hidden,
 // F intermediate, V vocab.
 //
-// The model knows no parallelism: its linear layers are built by model::Linear (trainer/model/linear.h),
-// which with tensor parallel degree 1 is a plain linear layer.
+// The model knows no parallelism: its linear layers and embedding are built by a LinearFactory
+// (trainer/model/linear.h), which by default makes plain layers. A pipeline stage (StageSpec) builds only its
+// own part: the embedding on the first stage, a range of decoder layers, the norm and head on the last (with
+// tied embeddings the last stage keeps its own copy of the embedding for the head). Layers of other stages
+// are empty placeholders, so parameter names stay HF's ("model.layers.7...." on the stage that owns layer 7).
 //
 // Thread-safety: a module is used by one thread at a time (LibTorch's rule).
 //
@@ -17,6 +20,7 @@
 //   torch::Tensor logits = lm->Logits(lm->Forward({.input_ids = ids}));   // [B, T, V]
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -101,37 +105,51 @@ class DecoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DecoderLayer);
 
-class EmbeddingImpl : public torch::nn::Module {
- public:
-  EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& ids);  // [B, T] -> [B, T, C]
-  torch::Tensor weight;                             // [V, C]
+// Which part of the model this process holds (pipeline parallelism). The default: everything.
+struct StageSpec {
+  int64_t layer_begin = 0;
+  int64_t layer_end = -1;  // exclusive; -1 = num_hidden_layers
+  bool first = true;       // holds the embedding
+  bool last = true;        // holds the final norm and the head
 };
-TORCH_MODULE(Embedding);
 
 // The transformer body: "model." in HF names.
 class DecoderModelImpl : public torch::nn::Module {
  public:
-  DecoderModelImpl(const ModelConfig& config, const LinearFactory& factory, const torch::TensorOptions& options);
+  DecoderModelImpl(const ModelConfig& config, const LinearFactory& factory, const torch::TensorOptions& options,
+                   const StageSpec& stage);
   Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
 };
 TORCH_MODULE(DecoderModel);
 
+// A parameter with its HF name and how it maps onto the full tensor.
+struct LayoutParam {
+  std::string name;
+  torch::Tensor tensor;
+  ParamLayout layout;
+};
+
 struct LoadOptions {
   std::optional<torch::ScalarType> dtype;  // default: the config's torch_dtype
   torch::Device device = torch::kCPU;
+  std::shared_ptr<const LinearFactory> factory = nullptr;  // default: plain layers
+  StageSpec stage = {};
 };
 
 class CausalLMImpl : public torch::nn::Module {
  public:
   CausalLMImpl(ModelConfig config, const torch::TensorOptions& options,
-               const LinearFactory& factory = LinearFactory());
+               std::shared_ptr<const LinearFactory> factory = nullptr, StageSpec stage = {});
 
-  // Final hidden states [B, T, C] (after the last norm).
+  // Final hidden states [B, T, C] (after the last norm). Needs the whole model (one stage).
   torch::Tensor Forward(const ForwardInputs& in);
-  // Hidden [.., C] -> logits [.., V] in the model dtype.
+  // The pieces of Forward for pipeline stages: ids [B, T] -> [B, T, C] (first stage); the final norm (last).
+  torch::Tensor Embed(const torch::Tensor& input_ids);
+  torch::Tensor FinalNorm(const torch::Tensor& x);
+  // Hidden [.., C] -> logits [.., V] in the model dtype (gathered from the vocabulary pieces under tensor
+  // parallelism).
   torch::Tensor Logits(const torch::Tensor& hidden);
   // Mean cross-entropy over labels != -100, with labels already aligned to positions (shifted by the caller
   // or by ShiftLabels); computed in fp32 as HF does. Returns (sum of token losses, token count).
@@ -145,14 +163,20 @@ class CausalLMImpl : public torch::nn::Module {
   void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
   torch::Tensor head_weight();  // [V, C]: lm_head or the tied embedding
 
-  // HF names -> parameters (lm_head.weight omitted when tied).
+  // HF names -> parameters (lm_head.weight omitted when tied), this rank's pieces.
   std::vector<std::pair<std::string, torch::Tensor>> HfStateDict();
+  // Every parameter of this rank (LoRA included) with its layout.
+  std::vector<LayoutParam> LayoutParameters();
+  const StageSpec& stage() const { return stage_; }
+  const LinearFactory& factory() const { return *factory_; }
 
   DecoderModel model{nullptr};
   Linear lm_head{nullptr};
 
  private:
   ModelConfig config_;
+  std::shared_ptr<const LinearFactory> factory_;
+  StageSpec stage_;
   RotaryEmbedding rotary_;
   bool checkpointing_ = false;
 };
@@ -167,7 +191,8 @@ std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t
                                                 int64_t past_len, std::optional<int64_t> sliding_window,
                                                 const torch::Device& device);
 
-// Loads config.json + safetensors weights (single or sharded) into a new model.
+// Loads config.json + safetensors weights (single or sharded) into a new model; with a factory or a stage,
+// each parameter gets its piece of the full tensor.
 StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions& options = {});
 // Writes config.json + weights (sharded past max_shard_bytes) in HF format.
 Status SaveCausalLM(CausalLM& lm, const std::string& out_dir, uint64_t max_shard_bytes = 5ull << 30);

@@ -5,16 +5,35 @@
 #include <ATen/ATen.h>
 #include <torch/nn/functional/dropout.h>
 #include <torch/nn/functional/linear.h>
+#include <torch/nn/functional/loss.h>
 #include <torch/nn/init.h>
 
 #include "common/status.h"
 
 namespace anneal::model {
 
-LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options) : spec_(spec) {
-  weight = register_parameter("weight", torch::empty({spec.out, spec.in}, options));
-  if (spec.bias) bias = register_parameter("bias", torch::zeros({spec.out}, options));
+torch::Tensor ParamLayout::Slice(const torch::Tensor& full) const {
+  if (shards == 1) return full;
+  return full.chunk(shards, dim)[index];
 }
+
+std::vector<int64_t> ParamLayout::FullShape(c10::IntArrayRef local) const {
+  std::vector<int64_t> shape = local.vec();
+  if (shards > 1) shape[dim] *= shards;
+  return shape;
+}
+
+LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options)
+    : LinearImpl(spec, options, spec.out, spec.in) {}
+
+LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options, int64_t local_out,
+                       int64_t local_in)
+    : spec_(spec) {
+  weight = register_parameter("weight", torch::empty({local_out, local_in}, options));
+  if (spec.bias) bias = register_parameter("bias", torch::zeros({local_out}, options));
+}
+
+ParamLayout LinearImpl::Layout(const std::string& /*name*/) const { return {}; }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
@@ -43,8 +62,10 @@ void LinearImpl::EnableLora(const LoraOptions& options, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const double bound = 1.0 / std::sqrt(static_cast<double>(spec_.in));
   torch::Tensor a = at::empty({options.rank, spec_.in}, torch::kFloat32).uniform_(-bound, bound, gen);
+  a = Layout("lora_A.weight").Slice(a).contiguous();
   lora_A = register_module("lora_A", LoraWeight(a.to(fp32)));
-  lora_B = register_module("lora_B", LoraWeight(torch::zeros({spec_.out, options.rank}, fp32)));
+  // B [out or out/tp, r]: as many rows as this rank's weight.
+  lora_B = register_module("lora_B", LoraWeight(torch::zeros({weight.size(0), options.rank}, fp32)));
 }
 
 torch::Tensor LinearImpl::DeltaWeight() {
@@ -72,8 +93,28 @@ void LinearImpl::UnmergeLora() {
   merged_ = false;
 }
 
+EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({vocab, dim}, options));
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+
 Linear LinearFactory::Make(const LinearSpec& spec, const torch::TensorOptions& options) const {
   return Linear(spec, options);
+}
+
+Embedding LinearFactory::MakeEmbedding(int64_t vocab, int64_t dim, const torch::TensorOptions& options) const {
+  return Embedding(vocab, dim, options);
+}
+
+torch::Tensor LinearFactory::HeadLogits(const torch::Tensor& hidden, const torch::Tensor& weight) const {
+  // [.., C] x [V, C]^T -> [.., V]
+  return torch::matmul(hidden, weight.t());
+}
+
+torch::Tensor LinearFactory::CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) const {
+  return torch::nn::functional::cross_entropy(
+      logits, labels, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
 }
 
 }  // namespace anneal::model

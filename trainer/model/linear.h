@@ -1,4 +1,5 @@
-// Linear: the one linear layer of the model, with optional LoRA adapters (peft's LoraLayer semantics).
+// Linear and Embedding: the layers of the model that tensor parallelism splits, and LinearFactory, which builds
+// them. Linear carries optional LoRA adapters (peft's LoraLayer semantics).
 //
 //   y = x W^T + b                                   W [out, in], b [out]
 //   y += dropout(x) A^T B^T * scaling (LoRA)        A [r, in], B [out, r], scaling = alpha / r or alpha / sqrt(r)
@@ -7,8 +8,13 @@
 // named "...q_proj.lora_A.weight" exactly as peft names it. Adapters stay fp32 while the base may be bf16: the
 // input is cast to fp32 for the adapter path and the sum cast back, as peft does.
 //
-// LinearFactory builds every linear of the model. Its default builds plain layers; the tensor-parallel
-// factory (trainer/parallel) builds column/row-parallel ones, so the model code never changes for parallelism.
+// LinearFactory builds every linear and the embedding of the model, and computes the vocabulary head's
+// logits and loss. Its default builds plain layers; the tensor-parallel factory (trainer/parallel) builds
+// column/row/vocab-parallel ones, so the model code never changes for parallelism.
+//
+// ParamLayout says how a parameter of this rank relates to the full tensor of the HF checkpoint: the full
+// tensor is cut into `shards` equal pieces along `dim` and this rank holds piece `index`. Loading slices by it,
+// exports and checkpoints gather by it, so files always hold full tensors whatever the layout.
 //
 // Thread-safety: one thread at a time (LibTorch modules).
 //
@@ -20,6 +26,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -35,6 +42,22 @@ struct LoraOptions {
 
 // How a linear is split under tensor parallelism (ignored when the degree is 1).
 enum class LinearSplit { kNone, kColumn, kRow };
+
+// How one parameter of this rank maps onto the full (unsplit) tensor. The default: the whole tensor.
+struct ParamLayout {
+  int64_t dim = 0;        // the dimension cut into shards (meaningless when shards == 1)
+  int64_t shards = 1;     // equal pieces of the full tensor; 1 = this rank holds it whole (replicated)
+  int64_t index = 0;      // the piece this rank holds
+  // Set when the tensor-parallel ranks holding the same piece each compute only part of its gradient (a
+  // replicated LoRA factor, or kv heads replicated over several ranks): their gradients must be summed.
+  bool partial_grad = false;
+
+  bool sharded() const { return shards > 1; }
+  // The piece of `full` this rank holds (a view).
+  torch::Tensor Slice(const torch::Tensor& full) const;
+  // The full shape from this rank's piece shape.
+  std::vector<int64_t> FullShape(c10::IntArrayRef local) const;
+};
 
 struct LinearSpec {
   int64_t in = 0;
@@ -59,15 +82,19 @@ class LinearImpl : public torch::nn::Module {
 
   // x [.., in] -> [.., out]
   virtual torch::Tensor forward(const torch::Tensor& x);
+  // The layout of a parameter of this layer: "weight", "bias", "lora_A.weight" or "lora_B.weight".
+  virtual ParamLayout Layout(const std::string& name) const;
 
-  // Adds zero-initialised-B LoRA adapters: A kaiming-uniform(a=sqrt(5)) as peft, B zeros. fp32.
+  // Adds zero-initialised-B LoRA adapters: A kaiming-uniform(a=sqrt(5)) as peft, B zeros. fp32. A is drawn at
+  // full size and sliced by Layout("lora_A.weight"), so every layout starts from the same adapter.
   void EnableLora(const LoraOptions& options, uint64_t seed);
   bool has_lora() const { return !lora_A.is_empty(); }
   // W += B A * scaling (and back). Merging twice, or unmerging an unmerged layer, is a programmer error.
   void MergeLora();
   void UnmergeLora();
   bool merged() const { return merged_; }
-  // W + B A * scaling in W's dtype, without touching W (for exports).
+  // W + B A * scaling in W's dtype, without touching W (for exports). Under tensor parallelism this is this
+  // rank's piece of the merged weight (laid out as Layout("weight")).
   torch::Tensor MergedWeight();
 
   const LinearSpec& spec() const { return spec_; }
@@ -79,6 +106,8 @@ class LinearImpl : public torch::nn::Module {
   LoraWeight lora_A{nullptr}, lora_B{nullptr};
 
  protected:
+  // For subclasses whose weight is a piece [local_out, local_in] of the full [spec.out, spec.in].
+  LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options, int64_t local_out, int64_t local_in);
   torch::Tensor LoraDelta(const torch::Tensor& x);  // x [.., in] -> [.., out] in x's dtype
   torch::Tensor DeltaWeight();                       // B A * scaling, [out, in] fp32
 
@@ -89,10 +118,29 @@ class LinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Linear);
 
+// Token embedding: weight [V, C] (a vocabulary piece under tensor parallelism).
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options);
+  virtual ~EmbeddingImpl() = default;
+  virtual torch::Tensor forward(const torch::Tensor& ids);  // [B, T] -> [B, T, C]
+  virtual ParamLayout Layout() const { return {}; }
+  torch::Tensor weight;                                     // [V, C] (or [V/tp, C])
+};
+TORCH_MODULE(Embedding);
+
 class LinearFactory {
  public:
   virtual ~LinearFactory() = default;
   virtual Linear Make(const LinearSpec& spec, const torch::TensorOptions& options) const;
+  virtual Embedding MakeEmbedding(int64_t vocab, int64_t dim, const torch::TensorOptions& options) const;
+  // The vocabulary head: hidden [.., C] x weight [V, C] -> logits [.., V] (a vocabulary piece [.., V/tp] under
+  // tensor parallelism; the full logits are never formed there).
+  virtual torch::Tensor HeadLogits(const torch::Tensor& hidden, const torch::Tensor& weight) const;
+  // Logits from HeadLogits -> the full logits [.., V] (gathers the pieces; for generation and inspection).
+  virtual torch::Tensor FullLogits(const torch::Tensor& logits) const { return logits; }
+  // Sum of token cross-entropies: logits [N, V or V/tp] fp32, labels [N] (-100 ignored) -> scalar.
+  virtual torch::Tensor CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) const;
 };
 
 }  // namespace anneal::model

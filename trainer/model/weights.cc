@@ -15,27 +15,40 @@ StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions&
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   ASSIGN_OR_RETURN(SafetensorsCheckpoint ck, SafetensorsCheckpoint::Open(model_dir, "model"));
   const torch::ScalarType dtype = options.dtype.value_or(DtypeFromName(config.torch_dtype));
-  CausalLM lm(config, torch::TensorOptions().dtype(dtype));
+  CausalLM lm(config, torch::TensorOptions().dtype(dtype), options.factory, options.stage);
+  const StageSpec& stage = lm->stage();
   std::set<std::string> expected;
   {
     torch::NoGradGuard no_grad;
-    for (auto& item : lm->named_parameters(true)) {
-      const std::string& name = item.key();
+    for (const LayoutParam& p : lm->LayoutParameters()) {
+      const std::string& name = p.name;
       expected.insert(name);
       const SafetensorsEntry* e = ck.Entry(name);
       if (e == nullptr) {
         return NotFoundError(c10::str(model_dir, ": weight '", name, "' is missing from the checkpoint"));
       }
-      if (e->shape != item.value().sizes().vec()) {
-        return InvalidArgumentError(c10::str(model_dir, ": weight '", name, "' has shape ", c10::IntArrayRef(e->shape), " but config.json implies ", c10::IntArrayRef(item.value().sizes().vec())));
+      const std::vector<int64_t> full = p.layout.FullShape(p.tensor.sizes());
+      if (e->shape != full) {
+        return InvalidArgumentError(c10::str(model_dir, ": weight '", name, "' has shape ", c10::IntArrayRef(e->shape), " but config.json implies ", c10::IntArrayRef(full)));
       }
       ASSIGN_OR_RETURN(at::Tensor t, ck.Tensor(name));
-      item.value().copy_(t);  // converts dtype
+      p.tensor.copy_(p.layout.Slice(t));  // this rank's piece; converts dtype
     }
   }
+  // Weights held by other pipeline stages are expected in the file but not here.
+  auto other_stage = [&](const std::string& name) {
+    if (name.rfind("model.layers.", 0) == 0) {
+      const int64_t i = std::stoll(name.substr(13));
+      return i < stage.layer_begin || i >= stage.layer_end;
+    }
+    if (name == "model.embed_tokens.weight") return !lm->model->embed_tokens;
+    if (name == "model.norm.weight") return !stage.last;
+    return false;
+  };
   for (const std::string& name : ck.Names()) {
     // Tied checkpoints sometimes still carry lm_head.weight; rotary caches are buffers in old checkpoints.
-    if (expected.count(name) || name == "lm_head.weight" || name.find("rotary_emb.inv_freq") != std::string::npos) {
+    if (expected.count(name) || name == "lm_head.weight" || name.find("rotary_emb.inv_freq") != std::string::npos ||
+        other_stage(name)) {
       continue;
     }
     return InvalidArgumentError(c10::str(model_dir, ": unexpected weight '", name, "' (not part of a ", config.model_type, " model with this config.json)"));

@@ -79,6 +79,14 @@ void Comm::AllReduceSum(at::Tensor& t) {
   impl_->backend->allreduce(v)->wait(timeout_);
 }
 
+void Comm::AllReduceMax(at::Tensor& t) {
+  if (size() == 1) return;
+  std::vector<at::Tensor> v = {t};
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp(c10d::ReduceOp::MAX);
+  impl_->backend->allreduce(v, o)->wait(timeout_);
+}
+
 at::Tensor Comm::AllGather(const at::Tensor& in) {
   if (size() == 1) return in.clone();
   std::vector<at::Tensor> input = {in.contiguous()};
@@ -111,6 +119,23 @@ void Comm::Send(const at::Tensor& t, int group_dst) {
 void Comm::Recv(at::Tensor& t, int group_src) {
   std::vector<at::Tensor> v = {t};
   impl_->backend->recv(v, group_src, 0)->wait(timeout_);
+}
+
+void Comm::SendRecv(const at::Tensor* send, int group_dst, at::Tensor* recv, int group_src) {
+  std::vector<at::Tensor> out, in;
+  if (send != nullptr) out.push_back(send->contiguous());
+  if (recv != nullptr) in.push_back(*recv);
+  // NCCL needs the pair in one group call; Gloo's point-to-point operations are asynchronous already.
+  const bool coalesce = cuda_ && send != nullptr && recv != nullptr;
+  if (coalesce) impl_->backend->startCoalescing();
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  if (send != nullptr) works.push_back(impl_->backend->send(out, group_dst, 0));
+  if (recv != nullptr) works.push_back(impl_->backend->recv(in, group_src, 0));
+  if (coalesce) {
+    impl_->backend->endCoalescing()->wait(timeout_);
+    return;
+  }
+  for (auto& w : works) w->wait(timeout_);
 }
 
 void Comm::Barrier() {

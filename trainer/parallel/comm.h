@@ -45,6 +45,7 @@ class Comm {
   const std::vector<int>& ranks() const { return ranks_; }
 
   void AllReduceSum(at::Tensor& t);
+  void AllReduceMax(at::Tensor& t);
   // out [size * n...] from every rank's `in` [n...] concatenated along dim 0.
   at::Tensor AllGather(const at::Tensor& in);
   // Sum over ranks, then rank i keeps chunk i of dim 0.
@@ -52,6 +53,9 @@ class Comm {
   void Broadcast(at::Tensor& t, int group_root);
   void Send(const at::Tensor& t, int group_dst);
   void Recv(at::Tensor& t, int group_src);
+  // Posts a send and a receive together and waits for both (either may be null): neighbours that exchange in
+  // both directions at once (a 1F1B pipeline) cannot deadlock on each other's blocking send.
+  void SendRecv(const at::Tensor* send, int group_dst, at::Tensor* recv, int group_src);
   void Barrier();
 
  private:

@@ -2,7 +2,8 @@
 
 namespace anneal::parallel {
 
-StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, int64_t heads, int64_t kv_heads, int64_t layers) {
+StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, const ModelShape& shape) {
+  const int64_t heads = shape.heads, kv_heads = shape.kv_heads, layers = shape.layers;
   std::vector<std::string> problems;
   if (tp < 1) problems.push_back("tensor parallel size must be >= 1 (got " + std::to_string(tp) + ")");
   if (pp < 1) problems.push_back("pipeline parallel size must be >= 1 (got " + std::to_string(pp) + ")");
@@ -21,6 +22,14 @@ StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, int64_t hea
       problems.push_back("tensor parallel " + std::to_string(tp) + " neither divides the " + std::to_string(kv_heads) +
                          " kv heads nor is a multiple of them (to replicate them)");
     }
+    if (shape.intermediate % tp != 0) {
+      problems.push_back("tensor parallel " + std::to_string(tp) + " does not divide the MLP width (intermediate_size " +
+                         std::to_string(shape.intermediate) + ")");
+    }
+    if (shape.vocab % tp != 0) {
+      problems.push_back("tensor parallel " + std::to_string(tp) + " does not divide the vocabulary (vocab_size " +
+                         std::to_string(shape.vocab) + ")");
+    }
     if (pp > layers) {
       problems.push_back("pipeline parallel " + std::to_string(pp) + " exceeds the " + std::to_string(layers) +
                          " layers");
@@ -38,6 +47,10 @@ StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, int64_t hea
   d.pp_ = pp;
   d.dp_ = world / (tp * pp);
   return d;
+}
+
+std::pair<int64_t, int64_t> ParallelDims::StageLayers(int pp_rank, int64_t layers) const {
+  return {pp_rank * layers / pp_, (pp_rank + 1) * layers / pp_};
 }
 
 std::vector<int> ParallelDims::TpGroup(int rank) const {

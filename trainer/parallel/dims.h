@@ -7,23 +7,33 @@
 // Thread-safety: immutable value.
 //
 // Example:
-//   ASSIGN_OR_RETURN(ParallelDims d, ParallelDims::Make(/*world=*/8, /*tp=*/2, /*pp=*/2, heads, kv_heads, layers));
+//   ASSIGN_OR_RETURN(ParallelDims d, ParallelDims::Make(/*world=*/8, /*tp=*/2, /*pp=*/2, shape));
 //   d.dp() == 2; d.TpRank(5) == 1;
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
 
 namespace anneal::parallel {
 
+// The model sizes the layout must split evenly.
+struct ModelShape {
+  int64_t heads = 1, kv_heads = 1, layers = 1, intermediate = 1, vocab = 1;
+};
+
 class ParallelDims {
  public:
-  // Checks world = tp * pp * dp, tp divides the attention heads and the kv heads (or kv heads are replicated:
-  // tp a multiple of kv heads), pp <= layers. Every violated constraint is named in the error.
-  static StatusOr<ParallelDims> Make(int world, int tp, int pp, int64_t heads, int64_t kv_heads, int64_t layers);
+  // Checks world = tp * pp * dp; tp divides the attention heads, the kv heads (or is a multiple of them: kv
+  // heads are then replicated), the MLP width and the vocabulary; pp <= layers. Every violated constraint is
+  // named in the error.
+  static StatusOr<ParallelDims> Make(int world, int tp, int pp, const ModelShape& shape);
+  // The decoder layers [begin, end) of pipeline stage `pp_rank`: an even split, earlier stages taking one
+  // fewer when the layers do not divide.
+  std::pair<int64_t, int64_t> StageLayers(int pp_rank, int64_t layers) const;
 
   int world() const { return world_; }
   int tp() const { return tp_; }

@@ -20,7 +20,10 @@
 #include "trainer/train/data_config.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
+#include "trainer/train/pipeline.h"
 #include "trainer/train/runtime.h"
+#include "trainer/train/state_io.h"
+#include "trainer/train/zero.h"
 
 namespace anneal::train {
 namespace {
@@ -58,52 +61,41 @@ Batch ToDevice(Batch b, const torch::Device& d) {
   return b;
 }
 
-model::ForwardInputs InputsOf(const Batch& b) {
-  return {.input_ids = b.input_ids, .attention_mask = b.attention_mask, .position_ids = b.position_ids,
-          .segment_ids = b.segment_ids};
-}
-
-// Validation loss over `rows` (sum of token losses / label tokens).
-double EvalLoss(model::CausalLM& lm, const TrainRows& rows, const std::vector<int64_t>& idx, int batch,
-                const torch::Device& device) {
-  torch::NoGradGuard no_grad;
+// Validation loss over `rows` (sum of token losses / label tokens), the positions dealt out over data
+// parallel and run through the pipeline.
+double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt) {
   lm->eval();
-  double sum = 0;
-  int64_t count = 0;
-  for (size_t i = 0; i < idx.size(); i += batch) {
-    std::vector<int64_t> part(idx.begin() + i, idx.begin() + std::min(idx.size(), i + batch));
-    Batch b = ToDevice(rows.Make(part), device);
-    auto [loss, n] = lm->LossSum(lm->Forward(InputsOf(b)), model::ShiftLabels(b.labels));
-    sum += loss.item<double>();
-    count += n;
+  std::vector<Batch> micro;
+  std::vector<int64_t> part;
+  for (int64_t p = rt.dp_rank; p < rows.size(); p += rt.dp) {
+    part.push_back(p);
+    if (static_cast<int>(part.size()) == batch) {
+      micro.push_back(ToDevice(rows.Make(part), rt.device));
+      part.clear();
+    }
   }
+  if (!part.empty()) micro.push_back(ToDevice(rows.Make(part), rt.device));
+  auto [sum, count] = EvalMicroBatches(lm, micro, rt.stage_context());
   lm->train();
-  return count > 0 ? sum / count : std::nan("");
+  const bool counts = rt.stage.last && rt.tp_rank == 0;
+  const double total = rt.SumOverWorld(sum, counts), tokens = rt.SumOverWorld(static_cast<double>(count), counts);
+  return tokens > 0 ? total / tokens : std::nan("");
 }
 
-Status SaveTrainable(model::CausalLM& lm, const jobspec::JobSpec& spec, const std::vector<optim::TrainableParam>& params,
-                     const std::string& dir) {
-  if (spec.finetuning.type == FinetuningType::kLora) {
-    return ExportPeftAdapter(lm, dir, spec.model.model_name_or_path);
+// The final export: every stage writes its gathered part, rank 0 joins them into one PEFT or HF directory.
+Status ExportResult(model::CausalLM& lm, const jobspec::JobSpec& spec, const Runtime& rt, const std::string& out) {
+  const bool lora = spec.finetuning.type == FinetuningType::kLora;
+  RETURN_IF_ERROR(WriteStageExport(lm, rt, lora, out));
+  rt.Barrier();
+  if (rt.rank != 0) return Status::Ok();
+  ASSIGN_OR_RETURN(auto tensors, ReadStageExports(out, rt.dims.pp()));
+  if (lora) {
+    auto modules = LoraModules(lm);
+    if (modules.empty()) return FailedPreconditionError("export: the model has no LoRA adapters");
+    RETURN_IF_ERROR(WritePeftAdapter(tensors, modules.front().second->lora_options(), out, spec.model.model_name_or_path));
+    return CopyTokenizerFiles(spec.model.model_name_or_path, out);
   }
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& p : params) tensors.emplace_back(p.name, p.param);
-  return model::WriteSafetensors(dir + "/trainable.safetensors", tensors);
-}
-
-Status LoadTrainable(model::CausalLM& lm, const jobspec::JobSpec& spec, const std::vector<optim::TrainableParam>& params,
-                     const std::string& dir) {
-  torch::NoGradGuard no_grad;
-  if (spec.finetuning.type == FinetuningType::kLora) {
-    ASSIGN_OR_RETURN(PeftAdapter a, LoadPeftAdapter(dir));
-    return ApplyPeftWeights(lm, a);
-  }
-  ASSIGN_OR_RETURN(auto file, model::SafetensorsFile::Open(dir + "/trainable.safetensors"));
-  for (const auto& p : params) {
-    ASSIGN_OR_RETURN(at::Tensor t, file->Tensor(p.name));
-    p.param.copy_(t);
-  }
-  return Status::Ok();
+  return WriteMergedModel(tensors, lm->config(), out, spec.model.model_name_or_path);
 }
 
 }  // namespace
@@ -150,16 +142,26 @@ Status RunTraining(const jobspec::JobSpec& spec) {
   if (rows.size() == 0) return InvalidArgumentError("dataset: no training examples after loading and the split");
 
   // ---- model ----
-  model::LoadOptions lo{rt.dtype, rt.device};
+  model::LoadOptions lo{rt.dtype, rt.device, rt.factory, rt.stage};
   ASSIGN_OR_RETURN(model::CausalLM lm, model::LoadCausalLM(spec.model.model_name_or_path, lo));
   lm->SetActivationCheckpointing(ts.gradient_checkpointing);
   torch::manual_seed(static_cast<uint64_t>(ts.seed));
   ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params, ApplyFinetuning(lm, spec, static_cast<uint64_t>(ts.seed)));
   lm->to(rt.device);
   lm->train();
-  optim::AdamW opt(params, {ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay});
+  const TrainableSet trainable = WithLayouts(lm, params);
+  TrainerOptimizer opt(params, {ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
+                       rt.dp_comm.get(), rt.zero);
 
   const int64_t bs = ts.per_device_train_batch_size, ga = ts.gradient_accumulation_steps, dp = rt.dp;
+  // Micro-batches per step: gradient_accumulation_steps, or pipeline_microbatches splitting the same rows.
+  const int64_t rows_per_step = bs * ga;
+  const int64_t micro_count = spec.resources.pipeline_microbatches > 0 ? spec.resources.pipeline_microbatches : ga;
+  if (rows_per_step % micro_count != 0) {
+    return InvalidArgumentError("pipeline_microbatches " + std::to_string(micro_count) + " does not divide the " +
+                                std::to_string(rows_per_step) + " rows per step and rank (per_device_train_batch_size " +
+                                std::to_string(bs) + " x gradient_accumulation_steps " + std::to_string(ga) + ")");
+  }
   const int64_t n = rows.size();
   const int64_t micro_per_epoch = (n + bs * dp - 1) / (bs * dp);
   const int64_t steps_per_epoch = std::max<int64_t>(1, (micro_per_epoch + ga - 1) / ga);
@@ -180,23 +182,11 @@ Status RunTraining(const jobspec::JobSpec& spec) {
                         (prev ? "; the previous checkpoint " + *prev + " is offered: set resume_from_checkpoint: " + *prev
                               : std::string("; no earlier checkpoint exists")));
     }
-    RETURN_IF_ERROR(LoadTrainable(lm, spec, params, resume_dir));
-    ASSIGN_OR_RETURN(auto opt_file, model::SafetensorsFile::Open(resume_dir + "/optimizer.safetensors"));
-    std::vector<std::pair<std::string, at::Tensor>> state;
-    for (const auto& [name, _] : opt_file->entries()) {
-      ASSIGN_OR_RETURN(at::Tensor t, opt_file->Tensor(name));
-      state.emplace_back(name, t.to(rt.device));
-    }
     const json& md = manifest->metadata;
     step = md.value("step", int64_t{0});
     consumed = md.value("consumed_samples", int64_t{0});
     total_tokens = md.value("total_tokens", int64_t{0});
-    RETURN_IF_ERROR(opt.LoadStateTensors(state, md.value("optimizer_steps", step)));
-    if (opt_file->Contains("rng.cpu")) {
-      ASSIGN_OR_RETURN(at::Tensor rng, opt_file->Tensor("rng.cpu"));
-      auto gen = at::detail::getDefaultCPUGenerator();
-      gen.set_state(rng.clone());
-    }
+    RETURN_IF_ERROR(ReadTrainingState(trainable, opt, rt, resume_dir, md.value("optimizer_steps", step)));
     if (leader) log.TruncateAfter(step);
     std::cerr << "[train] resumed from " << resume_dir << " at step " << step << "\n";
   }
@@ -208,30 +198,30 @@ Status RunTraining(const jobspec::JobSpec& spec) {
   while (step < total_steps) {
     if (ShutdownRequested()) return CancelledError("stopped by signal " + std::to_string(ShutdownSignal()) + " at step " + std::to_string(step));
     // ---- one optimizer step ----
-    std::vector<Batch> micro;
-    int64_t label_tokens = 0;
+    std::vector<int64_t> step_rows;
     for (int64_t m = 0; m < ga; ++m) {
       auto idx = sampler.RankBatch(consumed + m * bs * dp, rt.dp_rank, static_cast<int>(dp), static_cast<int>(bs));
-      micro.push_back(rows.Make(idx));
+      step_rows.insert(step_rows.end(), idx.begin(), idx.end());
+    }
+    std::vector<Batch> micro;
+    int64_t label_tokens = 0;
+    const int64_t per_micro = rows_per_step / micro_count;
+    for (int64_t m = 0; m < micro_count; ++m) {
+      std::vector<int64_t> part(step_rows.begin() + m * per_micro, step_rows.begin() + (m + 1) * per_micro);
+      micro.push_back(ToDevice(rows.Make(part), rt.device));
       label_tokens += micro.back().label_tokens;
       total_tokens += micro.back().input_tokens;
     }
     const int64_t denom = std::max<int64_t>(1, rt.ReduceSum(label_tokens));
-    double step_loss = 0;
-    for (Batch& b : micro) {
-      b = ToDevice(std::move(b), rt.device);
-      auto [sum, count] = lm->LossSum(lm->Forward(InputsOf(b)), model::ShiftLabels(b.labels));
-      torch::Tensor loss = sum / static_cast<double>(denom);
-      loss.backward();
-      step_loss += loss.item<double>();
-    }
-    step_loss = rt.ReduceSumDouble(step_loss);
-    rt.ReduceGradients(params);
+    const double loss_part = TrainMicroBatches(lm, micro, static_cast<double>(denom), rt.stage_context());
+    // The last stage holds the loss; count it once per data-parallel replica.
+    double step_loss = rt.SumOverWorld(loss_part, rt.stage.last && rt.tp_rank == 0);
+    rt.SyncGradients(trainable.params, trainable.layouts);
     if (!std::isfinite(step_loss)) {
       return DataLossError("step " + std::to_string(step + 1) + ": the loss is " + (std::isnan(step_loss) ? "NaN" : "Inf") +
                            " (lower the learning rate, or check the data)");
     }
-    const double grad_norm = optim::ClipGradNorm(params, ts.max_grad_norm);
+    const double grad_norm = rt.ClipGradNorm(trainable.params, trainable.layouts, ts.max_grad_norm);
     if (!std::isfinite(grad_norm)) {
       return DataLossError("step " + std::to_string(step + 1) + ": the gradient norm is not finite");
     }
@@ -248,9 +238,7 @@ Status RunTraining(const jobspec::JobSpec& spec) {
     std::optional<double> eval_loss;
     const bool last = step == total_steps;
     if (ts.eval_strategy == "steps" && ts.eval_steps > 0 && !data.val.empty() && (step % ts.eval_steps == 0 || last)) {
-      std::vector<int64_t> positions(val_rows.size());
-      std::iota(positions.begin(), positions.end(), 0);  // val_rows maps positions to cache rows
-      eval_loss = rt.ReduceMeanDouble(EvalLoss(lm, val_rows, positions, ts.per_device_eval_batch_size, rt.device));
+      eval_loss = EvalLoss(lm, val_rows, ts.per_device_eval_batch_size, rt);
     }
     if (leader && (step % std::max<int64_t>(1, ts.logging_steps) == 0 || last)) {
       const double per_step = elapsed / static_cast<double>(step - start_step);
@@ -275,20 +263,23 @@ Status RunTraining(const jobspec::JobSpec& spec) {
 
     // ---- checkpoint ----
     if (ts.save_steps > 0 && (step % ts.save_steps == 0 || last)) {
-      // Only the leader prepares and commits the directory; data-parallel replicas hold identical trainable
-      // state, so nothing of theirs needs writing (tensor/pipeline shards would be written between the two
-      // barriers).
+      // The leader prepares the directory, every stage writes its files, the leader commits them all.
       std::optional<checkpoint::CheckpointWriter> writer;
       if (leader) {
         ASSIGN_OR_RETURN(writer, checkpoint::CheckpointWriter::Begin(out, step));
       }
       rt.Barrier();
+      const std::string tmp_dir = checkpoint::TmpCheckpointDir(out, step);
+      RETURN_IF_ERROR(WriteTrainingState(trainable, opt, rt, tmp_dir));
+      rt.Barrier();
       if (leader) {
         checkpoint::CheckpointWriter& w = *writer;
-        RETURN_IF_ERROR(SaveTrainable(lm, spec, params, w.dir()));
-        auto state = opt.StateTensors();
-        state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-        RETURN_IF_ERROR(model::WriteSafetensors(w.dir() + "/optimizer.safetensors", state));
+        if (spec.finetuning.type == FinetuningType::kLora) {
+          // A PEFT copy of the adapter, so a checkpoint loads in peft (and as adapter_name_or_path) as it is.
+          ASSIGN_OR_RETURN(auto tensors, ReadTrainable(w.dir()));
+          RETURN_IF_ERROR(WritePeftAdapter(tensors, LoraModules(lm).front().second->lora_options(), w.dir(),
+                                           spec.model.model_name_or_path));
+        }
         json md = {{"step", step}, {"consumed_samples", consumed}, {"total_tokens", total_tokens},
                    {"optimizer_steps", opt.step_count()}, {"epoch", epoch}, {"total_steps", total_steps},
                    {"finetuning_type", std::string(jobspec::FinetuningTypeName(spec.finetuning.type))},
@@ -309,13 +300,8 @@ Status RunTraining(const jobspec::JobSpec& spec) {
 
   // ---- export ----
   std::string output = fs::absolute(out).string();
+  RETURN_IF_ERROR(ExportResult(lm, spec, rt, out));
   if (leader) {
-    if (spec.finetuning.type == FinetuningType::kLora) {
-      RETURN_IF_ERROR(ExportPeftAdapter(lm, out, spec.model.model_name_or_path));
-      RETURN_IF_ERROR(CopyTokenizerFiles(spec.model.model_name_or_path, out));
-    } else {
-      RETURN_IF_ERROR(ExportMergedModel(lm, out, spec.model.model_name_or_path));
-    }
     events.Emit("finished", {{"status", "ok"}, {"output", output},
                              {"message", std::string(spec.finetuning.type == FinetuningType::kLora ? "adapter" : "model") +
                                              " written to " + output}});

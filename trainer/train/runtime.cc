@@ -1,11 +1,14 @@
 #include "trainer/train/runtime.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 
 #include <torch/torch.h>
 
 #include "trainer/model/config.h"
+#include "trainer/parallel/sharding.h"
+#include "trainer/parallel/tensor_parallel.h"
 
 namespace anneal::train {
 namespace {
@@ -53,29 +56,30 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
     return InvalidArgumentError("RANK " + std::to_string(rt.rank) + " is not below WORLD_SIZE " + std::to_string(rt.world));
   }
   ASSIGN_OR_RETURN(model::ModelConfig mc, model::LoadModelConfig(spec.model.model_name_or_path));
+  const parallel::ModelShape shape{mc.num_attention_heads, mc.num_key_value_heads, mc.num_hidden_layers,
+                                   mc.intermediate_size, mc.vocab_size};
   ASSIGN_OR_RETURN(rt.dims, parallel::ParallelDims::Make(rt.world, spec.resources.tensor_parallel,
-                                                         spec.resources.pipeline_parallel, mc.num_attention_heads,
-                                                         mc.num_key_value_heads, mc.num_hidden_layers));
-  if (rt.dims.tp() > 1 || rt.dims.pp() > 1) {
-    return FailedPreconditionError("tensor and pipeline parallelism are not implemented in this build yet (asked " +
-                                   rt.dims.ToString() + "); use data parallelism (tp=1, pp=1)");
-  }
+                                                         spec.resources.pipeline_parallel, shape));
   // Like torchrun: several CPU ranks on one node share its cores instead of each spawning a thread per core.
   ASSIGN_OR_RETURN(int local_world, EnvInt("LOCAL_WORLD_SIZE", 1));
   if (local_world > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
     torch::set_num_threads(std::max(1, cores / local_world));
   }
-  if (spec.resources.zero_stage != 0) {
-    return FailedPreconditionError("parallel.zero: " + std::to_string(spec.resources.zero_stage) +
-                                   " (ZeRO-1 optimizer sharding) is not implemented in this build yet; use zero: 0");
-  }
   if (spec.resources.sequence_parallel) {
-    return FailedPreconditionError("parallel.sequence_parallel is not implemented in this build yet (it needs tensor "
-                                   "parallelism); set it to false");
+    return FailedPreconditionError("parallel.sequence_parallel is not supported by this trainer (tensor parallelism "
+                                   "keeps activations replicated); set it to false");
   }
+  rt.zero = spec.resources.zero_stage == 1;
+  rt.schedule = spec.resources.pipeline_schedule == "gpipe" ? PipelineSchedule::kGPipe : PipelineSchedule::kOneFOneB;
   rt.dp = rt.dims.dp();
   rt.dp_rank = rt.dims.DpRank(rt.rank);
+  rt.tp_rank = rt.dims.TpRank(rt.rank);
+  rt.pp_rank = rt.dims.PpRank(rt.rank);
+  const auto [layer_begin, layer_end] = rt.dims.StageLayers(rt.pp_rank, mc.num_hidden_layers);
+  rt.stage = {.layer_begin = layer_begin, .layer_end = layer_end, .first = rt.pp_rank == 0,
+              .last = rt.pp_rank == rt.dims.pp() - 1};
+  rt.tied_embeddings = mc.tie_word_embeddings;
 
   ASSIGN_OR_RETURN(rt.device, ResolveDevice(spec.train.device, "train.device", rt.local_rank));
   rt.dtype = ComputeDtype(spec.train);
@@ -95,10 +99,21 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
     for (int r = 0; r < rt.world; ++r) all.push_back(r);
     const bool cuda = rt.device.is_cuda();
     ASSIGN_OR_RETURN(rt.world_comm, parallel::Comm::Create(rt.store, "world", all, rt.rank, cuda, timeout));
-    const auto dp_group = rt.dims.DpGroup(rt.rank);
-    ASSIGN_OR_RETURN(rt.dp_comm, parallel::Comm::Create(rt.store, "dp-pp" + std::to_string(rt.dims.PpRank(rt.rank)) +
-                                                                      "-tp" + std::to_string(rt.dims.TpRank(rt.rank)),
-                                                        dp_group, rt.rank, cuda, timeout));
+    const std::string t = std::to_string(rt.tp_rank), d = std::to_string(rt.dp_rank), p = std::to_string(rt.pp_rank);
+    // Every rank creates its groups in the same axis order, so the rendezvous never waits in a cycle.
+    ASSIGN_OR_RETURN(rt.tp_comm, parallel::Comm::Create(rt.store, "tp-pp" + p + "-dp" + d, rt.dims.TpGroup(rt.rank),
+                                                        rt.rank, cuda, timeout));
+    ASSIGN_OR_RETURN(rt.dp_comm, parallel::Comm::Create(rt.store, "dp-pp" + p + "-tp" + t, rt.dims.DpGroup(rt.rank),
+                                                        rt.rank, cuda, timeout));
+    ASSIGN_OR_RETURN(rt.pp_comm, parallel::Comm::Create(rt.store, "pp-dp" + d + "-tp" + t, rt.dims.PpGroup(rt.rank),
+                                                        rt.rank, cuda, timeout));
+    if (rt.tied_embeddings && rt.dims.pp() > 1 && (rt.stage.first || rt.stage.last)) {
+      const std::vector<int> ends = {rt.dims.RankOf(rt.tp_rank, rt.dp_rank, 0),
+                                     rt.dims.RankOf(rt.tp_rank, rt.dp_rank, rt.dims.pp() - 1)};
+      ASSIGN_OR_RETURN(rt.tied_comm, parallel::Comm::Create(rt.store, "tied-dp" + d + "-tp" + t, ends, rt.rank, cuda,
+                                                            timeout));
+    }
+    if (rt.dims.tp() > 1) rt.factory = std::make_shared<parallel::TensorParallelFactory>(rt.tp_comm, mc.head_dim);
   }
   return rt;
 }
@@ -143,13 +158,62 @@ void Runtime::ReduceGradients(const std::vector<optim::TrainableParam>& params) 
   }
 }
 
+bool Runtime::IsTiedDuplicate(const std::string& param_name) const {
+  return tied_embeddings && dims.pp() > 1 && !stage.first && param_name == "model.embed_tokens.weight";
+}
+
+void Runtime::SyncGradients(const std::vector<optim::TrainableParam>& params,
+                            const std::vector<model::ParamLayout>& layouts) const {
+  if (tp_comm && tp_comm->size() > 1) {
+    std::vector<std::pair<at::Tensor, model::ParamLayout>> with_layout;
+    for (size_t i = 0; i < params.size(); ++i) with_layout.emplace_back(params[i].param, layouts[i]);
+    parallel::SumPartialGradients(with_layout, tp_comm.get());
+  }
+  ReduceGradients(params);
+  if (tied_comm) {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : params) {
+      if (p.name != "model.embed_tokens.weight") continue;
+      if (!p.param.grad().defined()) p.param.mutable_grad() = torch::zeros_like(p.param);
+      at::Tensor g = p.param.grad();
+      tied_comm->AllReduceSum(g);
+    }
+  }
+}
+
+double Runtime::ClipGradNorm(const std::vector<optim::TrainableParam>& params,
+                             const std::vector<model::ParamLayout>& layouts, double max_norm) const {
+  // Squared norms of the pieces this rank counts (each piece once over tp, the tied copy once over pp, one
+  // data-parallel replica), summed over the world.
+  std::vector<optim::TrainableParam> counted;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (parallel::CountsOnce(layouts[i], tp_rank, dims.tp()) && !IsTiedDuplicate(params[i].name)) {
+      counted.push_back(params[i]);
+    }
+  }
+  const double norm = std::sqrt(SumOverWorld(optim::GradNormSquared(counted), dp_rank == 0));
+  if (max_norm > 0 && std::isfinite(norm)) {
+    // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped to 1.
+    const double coef = std::min(1.0, max_norm / (norm + 1e-6));
+    if (coef < 1.0) optim::ScaleGrads(params, coef);
+  }
+  return norm;
+}
+
+double Runtime::SumOverWorld(double v, bool contribute) const {
+  if (!world_comm) return contribute ? v : 0.0;
+  at::Tensor t = torch::tensor({contribute ? v : 0.0}, torch::kFloat64).to(device);
+  world_comm->AllReduceSum(t);
+  return t.item<double>();
+}
+
 void Runtime::Barrier() const {
   if (world_comm) world_comm->Barrier();
 }
 
 nlohmann::json Runtime::LayoutJson() const {
   return {{"world_size", world}, {"tensor_parallel", dims.tp()}, {"pipeline_parallel", dims.pp()},
-          {"data_parallel", dims.dp()}};
+          {"data_parallel", dims.dp()}, {"zero_stage", zero ? 1 : 0}};
 }
 
 }  // namespace anneal::train

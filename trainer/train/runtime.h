@@ -1,6 +1,10 @@
 // Runtime: where and how this trainer process runs — rank and world from torchrun's environment, the parallel
-// layout (ParallelDims), the device and dtype, and the collectives the training loop needs. With WORLD_SIZE 1
-// every collective is a no-op.
+// layout (ParallelDims) with a process group per axis, this rank's part of the model (its pipeline stage and
+// the tensor-parallel layer factory), the device and dtype, and the reductions the training loop needs. With
+// WORLD_SIZE 1 every collective is a no-op.
+//
+// Groups: tp (consecutive ranks), dp, pp (one rank per stage), world, and "tied" (the first and last stage of
+// one pipeline, when the head is tied to the embedding: their two copies' gradients are summed).
 //
 // Thread-safety: one thread at a time.
 #pragma once
@@ -14,9 +18,11 @@
 
 #include "common/status.h"
 #include "jobspec/jobspec.h"
+#include "trainer/model/decoder.h"
 #include "trainer/optim/adamw.h"
 #include "trainer/parallel/comm.h"
 #include "trainer/parallel/dims.h"
+#include "trainer/train/pipeline.h"
 
 namespace anneal::train {
 
@@ -28,13 +34,24 @@ torch::ScalarType ComputeDtype(const jobspec::TrainSpec& train);
 
 struct Runtime {
   int rank = 0, world = 1, local_rank = 0;
-  int dp = 1, dp_rank = 0;
+  int dp = 1, dp_rank = 0, tp_rank = 0, pp_rank = 0;
   parallel::ParallelDims dims;
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;
   std::string config_hash;
+  bool zero = false;                         // ZeRO-1
+  PipelineSchedule schedule = PipelineSchedule::kOneFOneB;
+  model::StageSpec stage;                    // this rank's pipeline stage
+  std::shared_ptr<const model::LinearFactory> factory;  // tensor-parallel layers (null: plain)
+  bool tied_embeddings = false;
   std::shared_ptr<parallel::StoreHandle> store;
-  std::shared_ptr<parallel::Comm> world_comm, dp_comm;
+  std::shared_ptr<parallel::Comm> world_comm, dp_comm, tp_comm, pp_comm, tied_comm;
+
+  // The rank that writes this stage's checkpoint and export files (tp rank 0 of data-parallel replica 0).
+  bool stage_writer() const { return tp_rank == 0 && dp_rank == 0; }
+  StageContext stage_context() const { return {pp_comm.get(), device, dtype, schedule}; }
+  // The embedding copy on the last stage of a tied pipeline: a duplicate of the first stage's.
+  bool IsTiedDuplicate(const std::string& param_name) const;
 
   // Reads RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT, validates the layout against the model's
   // config.json, picks the device (train.device) and dtype (bf16 / fp16 / fp32), and forms the groups.
@@ -45,6 +62,16 @@ struct Runtime {
   double ReduceMeanDouble(double v) const;      // over data parallel
   // Sums gradients across data-parallel replicas (the loss is already normalised by the global token count).
   void ReduceGradients(const std::vector<optim::TrainableParam>& params) const;
+  // After backward: partial tensor-parallel gradients summed (`layouts` align with `params`), then data
+  // parallel, then the tied embedding's two copies.
+  void SyncGradients(const std::vector<optim::TrainableParam>& params,
+                     const std::vector<model::ParamLayout>& layouts) const;
+  // The global gradient norm over every axis (each piece counted once), clipped to max_norm (0: no clipping).
+  double ClipGradNorm(const std::vector<optim::TrainableParam>& params, const std::vector<model::ParamLayout>& layouts,
+                      double max_norm) const;
+  // Sum over all ranks of `v` from the ranks where `contribute` is true (e.g. the last stage's loss once per
+  // data-parallel replica).
+  double SumOverWorld(double v, bool contribute) const;
   void Barrier() const;
   nlohmann::json LayoutJson() const;
 };

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Data-parallel layouts against the single-process run, and dead-peer detection.
+"""Parallel layouts against the single-process run, resharding on resume, and dead-peer detection.
 
   dp     : LoRA and full runs with world 2 (tp=1, pp=1, dp=2, Gloo on CPU) give the per-step losses of the
-           single-process run (rel < 1e-5) and the same exported weights (rel < 1e-5).
+           single-process run (rel < 1e-5) and the same exported weights.
+  layouts_lora / layouts_full: (tp, pp, dp) = (2,1,1), (1,2,1), (1,1,2), (2,2,1), (2,2,2), (1,4,2) on a 4-layer
+           model give the single-process losses for 10 steps (rel < 1e-5), eval losses, and exported weights;
+           plus GPipe against 1F1B and ZeRO-1.
+  tied_gqa: a qwen2 model (tied head, biases) with pp 2 and 4, and tp 4 over 2 kv heads.
+  reshard: a run saved at step 5 with tp2 pp2 dp2 resumes with tp1 pp4 dp2 (and tp2 pp1 dp1) and continues
+           with the single-process losses.
   deadpeer: two ranks started directly (no launcher to clean up); rank 1 is killed with SIGKILL mid-run; rank 0
            must exit with an error within the configured collective timeout (comm_timeout_s) plus slack.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,10 +28,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
 
 
-def setup(tmp, binary):
+def setup(tmp, binary, layers=2, arch="llama"):
     tok = make_tokenizer(os.path.join(tmp, "tok"), 400)
     model = os.path.join(tmp, "model")
-    run([binary, "model", "init", "--arch", "llama", "--preset", "tiny", "--tokenizer", tok, "--out", model, "--seed", "3"])
+    run([binary, "model", "init", "--arch", arch, "--preset", "tiny", "--tokenizer", tok, "--out", model, "--seed", "3",
+         "--layers", str(layers)])
     return model
 
 
@@ -79,6 +87,89 @@ def case_dp(binary, tmp):
         print(f"dp: {ft} world 2 (tp1 pp1 dp2) equals one process: losses max rel {worst:.1e}, weights {werr:.1e}")
 
 
+GLOBAL_BATCH = 8  # rows per micro-batch over all data-parallel replicas
+
+
+def train_layout(binary, tmp, model, ft, tp, pp, dp, name, extra=()):
+    out = os.path.join(tmp, name)
+    world = tp * pp * dp
+    cfg = job(tmp, model, out, ft, [f"per_device_train_batch_size: {GLOBAL_BATCH // dp}", "max_steps: 10",
+                                    "eval_steps: 5", f"tensor_model_parallel_size: {tp}",
+                                    f"pipeline_model_parallel_size: {pp}", f"gpus_per_node: {world}"] + list(extra))
+    cmd = [binary, "train", "--config", cfg] if world == 1 else \
+        [binary, "launch", "--nproc-per-node", str(world), "--", "train", "--config", cfg]
+    run(cmd)
+    return out
+
+
+def compare(ft, ref, out, label, first_step=1):
+    a, b = losses(ref)[first_step - 1:], losses(out)
+    b = b[-len(a):]
+    assert len(a) == len(b) and a, (label, a, b)
+    worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+    assert worst < 1e-5, f"{ft} {label}: losses differ from one process (max rel {worst:.2e})\n{a}\n{b}"
+    ea, eb = eval_losses(ref)[-1], eval_losses(out)[-1]
+    assert abs(ea - eb) / ea < 1e-5, (label, ea, eb)
+    wa, wb = weights(ref, ft), weights(out, ft)
+    assert sorted(wa) == sorted(wb), (label, sorted(set(wa) ^ set(wb)))
+    werr = max(((wa[k] - wb[k]).norm() / wa[k].norm().clamp(min=1e-12)).item() for k in wa)
+    assert werr < 1e-3, f"{ft} {label}: exported weights differ (relative Frobenius {werr:.2e})"
+    print(f"{ft} {label}: equals one process: losses max rel {worst:.1e}, weights {werr:.1e}")
+
+
+LAYOUTS = [(2, 1, 1), (1, 2, 1), (1, 1, 2), (2, 2, 1), (2, 2, 2), (1, 4, 2)]
+
+
+def layouts(binary, tmp, ft):
+    model = setup(tmp, binary, layers=4)
+    ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single")
+    for tp, pp, dp in LAYOUTS:
+        out = train_layout(binary, tmp, model, ft, tp, pp, dp, f"{ft}-tp{tp}-pp{pp}-dp{dp}")
+        compare(ft, ref, out, f"(tp {tp}, pp {pp}, dp {dp})")
+    out = train_layout(binary, tmp, model, ft, 1, 2, 1, f"{ft}-gpipe", ["pipeline_schedule: gpipe"])
+    compare(ft, ref, out, "(tp 1, pp 2, dp 1) with the GPipe schedule")
+    out = train_layout(binary, tmp, model, ft, 2, 1, 2, f"{ft}-zero", ["zero_stage: 1"])
+    compare(ft, ref, out, "(tp 2, pp 1, dp 2) with ZeRO-1")
+
+
+def case_layouts_lora(binary, tmp):
+    layouts(binary, tmp, "lora")
+
+
+def case_layouts_full(binary, tmp):
+    layouts(binary, tmp, "full")
+
+
+def case_tied_gqa(binary, tmp):
+    # qwen2: the head tied to the embedding (split over pipeline stages: two copies whose gradients are summed),
+    # q/k/v biases, and tp 4 over 2 kv heads (each kv head replicated on two ranks).
+    model = setup(tmp, binary, layers=4, arch="qwen2")
+    for ft in ("full", "lora"):
+        ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single")
+        for tp, pp, dp in [(2, 2, 1), (4, 1, 1), (1, 4, 1)]:
+            out = train_layout(binary, tmp, model, ft, tp, pp, dp, f"{ft}-tp{tp}-pp{pp}-dp{dp}")
+            compare(ft, ref, out, f"qwen2 tied (tp {tp}, pp {pp}, dp {dp})")
+
+
+def case_reshard(binary, tmp):
+    model = setup(tmp, binary, layers=4)
+    for ft in ("lora", "full"):
+        ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single", ["save_steps: 5"])
+        saved = train_layout(binary, tmp, model, ft, 2, 2, 2, f"{ft}-saved", ["save_steps: 5", "zero_stage: 1"])
+        manifest = json.load(open(os.path.join(saved, "checkpoint-5", "manifest.json")))
+        assert manifest["metadata"]["layout"]["tensor_parallel"] == 2, manifest["metadata"]["layout"]
+        for tp, pp, dp in [(1, 4, 2), (2, 1, 1)]:
+            out = os.path.join(tmp, f"{ft}-resumed-tp{tp}-pp{pp}-dp{dp}")
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(saved, out)
+            shutil.rmtree(os.path.join(out, "checkpoint-10"))
+            os.remove(os.path.join(out, "trainer_log.jsonl"))
+            train_layout(binary, tmp, model, ft, tp, pp, dp, os.path.basename(out),
+                         ["resume_from_checkpoint: " + os.path.join(out, "checkpoint-5"), "save_steps: 5"])
+            compare(ft, ref, out, f"saved with (tp 2, pp 2, dp 2, ZeRO-1), resumed with (tp {tp}, pp {pp}, dp {dp})",
+                    first_step=6)
+
+
 def case_deadpeer(binary, tmp):
     model = setup(tmp, binary)
     out = os.path.join(tmp, "dead")
@@ -117,4 +208,5 @@ def case_deadpeer(binary, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"dp": case_dp, "deadpeer": case_deadpeer})
+    run_cases({"dp": case_dp, "deadpeer": case_deadpeer, "layouts_lora": case_layouts_lora,
+               "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa})

@@ -1,0 +1,183 @@
+#include "trainer/parallel/tensor_parallel.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/nn/functional/linear.h>
+
+#include "common/status.h"
+
+namespace anneal::parallel {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+Comm* CommOf(AutogradContext* ctx) { return reinterpret_cast<Comm*>(ctx->saved_data["comm"].toInt()); }
+
+struct CopyToGroupFn : public torch::autograd::Function<CopyToGroupFn> {
+  static at::Tensor forward(AutogradContext* ctx, at::Tensor x, int64_t comm) {
+    ctx->saved_data["comm"] = comm;
+    return x;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) {
+    at::Tensor g = grad[0].contiguous().clone();
+    CommOf(ctx)->AllReduceSum(g);
+    return {g, at::Tensor()};
+  }
+};
+
+struct ReduceFromGroupFn : public torch::autograd::Function<ReduceFromGroupFn> {
+  static at::Tensor forward(AutogradContext* /*ctx*/, at::Tensor x, int64_t comm) {
+    at::Tensor y = x.contiguous().clone();
+    reinterpret_cast<Comm*>(comm)->AllReduceSum(y);
+    return y;
+  }
+  static variable_list backward(AutogradContext* /*ctx*/, variable_list grad) { return {grad[0], at::Tensor()}; }
+};
+
+int64_t Address(Comm* c) { return reinterpret_cast<int64_t>(c); }
+
+// weight [out/shards, in]; pieces of the output dimension.
+class ColumnParallelLinearImpl : public model::LinearImpl {
+ public:
+  ColumnParallelLinearImpl(const model::LinearSpec& spec, const torch::TensorOptions& options, std::shared_ptr<Comm> tp,
+                           int64_t shards)
+      : LinearImpl(spec, options, spec.out / shards, spec.in), tp_(std::move(tp)), shards_(shards),
+        index_(tp_->rank() / (tp_->size() / shards)) {}
+
+  torch::Tensor forward(const torch::Tensor& x) override {
+    // x [.., in] replicated -> [.., out/shards]
+    torch::Tensor xin = CopyToGroup(x, tp_.get());
+    torch::Tensor y = torch::nn::functional::linear(xin, weight, bias);
+    if (has_lora() && !merged()) y = y + LoraDelta(xin);
+    return y;
+  }
+
+  model::ParamLayout Layout(const std::string& name) const override {
+    if (name == "lora_A.weight") return {.dim = 0, .shards = 1, .index = 0, .partial_grad = true};
+    // Pieces held by several ranks (kv heads fewer than tp) get partial gradients on each of them.
+    return {.dim = 0, .shards = shards_, .index = index_, .partial_grad = shards_ < tp_->size()};
+  }
+
+ private:
+  std::shared_ptr<Comm> tp_;
+  int64_t shards_, index_;
+};
+
+// weight [out, in/tp]; pieces of the input dimension.
+class RowParallelLinearImpl : public model::LinearImpl {
+ public:
+  RowParallelLinearImpl(const model::LinearSpec& spec, const torch::TensorOptions& options, std::shared_ptr<Comm> tp)
+      : LinearImpl(spec, options, spec.out, spec.in / tp->size()), tp_(std::move(tp)) {}
+
+  torch::Tensor forward(const torch::Tensor& x) override {
+    // x [.., in/tp] -> partial [.., out] -> summed over the group -> + bias
+    torch::Tensor y = torch::nn::functional::linear(x, weight);
+    if (has_lora() && !merged()) y = y + LoraDelta(x);  // (x A_piece^T) B^T: this rank's share of the delta
+    y = ReduceFromGroup(y, tp_.get());
+    if (bias.defined()) y = y + bias;
+    return y;
+  }
+
+  model::ParamLayout Layout(const std::string& name) const override {
+    if (name == "weight" || name == "lora_A.weight") return {.dim = 1, .shards = tp_->size(), .index = tp_->rank()};
+    if (name == "lora_B.weight") return {.dim = 0, .shards = 1, .index = 0, .partial_grad = true};
+    return {};  // bias: replicated, added after the reduction (identical gradients)
+  }
+
+ private:
+  std::shared_ptr<Comm> tp_;
+};
+
+// weight [V/tp, C]: rows [index * V/tp, (index + 1) * V/tp) of the full table.
+class VocabParallelEmbeddingImpl : public model::EmbeddingImpl {
+ public:
+  VocabParallelEmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options, std::shared_ptr<Comm> tp)
+      : EmbeddingImpl(vocab / tp->size(), dim, options), tp_(std::move(tp)) {}
+
+  torch::Tensor forward(const torch::Tensor& ids) override {
+    // ids [B, T] -> [B, T, C]: look up own rows, zeros for the others' ids, sum over the group.
+    const int64_t rows = weight.size(0), start = tp_->rank() * rows;
+    torch::Tensor outside = (ids < start).logical_or(ids >= start + rows);
+    torch::Tensor local = (ids - start).masked_fill(outside, 0);
+    torch::Tensor out = torch::embedding(weight, local).masked_fill(outside.unsqueeze(-1), 0);
+    return ReduceFromGroup(out, tp_.get());
+  }
+
+  model::ParamLayout Layout() const override { return {.dim = 0, .shards = tp_->size(), .index = tp_->rank()}; }
+
+ private:
+  std::shared_ptr<Comm> tp_;
+};
+
+}  // namespace
+
+at::Tensor CopyToGroup(const at::Tensor& x, Comm* comm) {
+  if (comm == nullptr || comm->size() == 1) return x;
+  return CopyToGroupFn::apply(x, Address(comm));
+}
+
+at::Tensor ReduceFromGroup(const at::Tensor& x, Comm* comm) {
+  if (comm == nullptr || comm->size() == 1) return x;
+  return ReduceFromGroupFn::apply(x, Address(comm));
+}
+
+TensorParallelFactory::TensorParallelFactory(std::shared_ptr<Comm> tp, int64_t head_dim)
+    : tp_(std::move(tp)), head_dim_(head_dim) {}
+
+model::Linear TensorParallelFactory::Make(const model::LinearSpec& spec, const torch::TensorOptions& options) const {
+  const int64_t tp = tp_->size();
+  if (spec.split == model::LinearSplit::kRow) {
+    ANNEAL_CHECK(spec.in % tp == 0);
+    return model::Linear(std::shared_ptr<model::LinearImpl>(std::make_shared<RowParallelLinearImpl>(spec, options, tp_)));
+  }
+  if (spec.split == model::LinearSplit::kColumn) {
+    int64_t shards = tp;
+    if (spec.role == "k_proj" || spec.role == "v_proj") {
+      // Fewer kv heads than ranks: one head per piece, each held by tp / kv ranks (ParallelDims checked that
+      // tp is a multiple of the kv heads).
+      const int64_t kv_heads = spec.out / head_dim_;
+      if (kv_heads % tp != 0) shards = kv_heads;
+    }
+    ANNEAL_CHECK(spec.out % shards == 0 && tp % shards == 0);
+    return model::Linear(
+        std::shared_ptr<model::LinearImpl>(std::make_shared<ColumnParallelLinearImpl>(spec, options, tp_, shards)));
+  }
+  return model::Linear(spec, options);
+}
+
+model::Embedding TensorParallelFactory::MakeEmbedding(int64_t vocab, int64_t dim,
+                                                      const torch::TensorOptions& options) const {
+  ANNEAL_CHECK(vocab % tp_->size() == 0);
+  return model::Embedding(
+      std::shared_ptr<model::EmbeddingImpl>(std::make_shared<VocabParallelEmbeddingImpl>(vocab, dim, options, tp_)));
+}
+
+torch::Tensor TensorParallelFactory::HeadLogits(const torch::Tensor& hidden, const torch::Tensor& weight) const {
+  // [.., C] x [V/tp, C]^T -> [.., V/tp]; the input gradient is summed over the group in backward.
+  return torch::matmul(CopyToGroup(hidden, tp_.get()), weight.t());
+}
+
+torch::Tensor TensorParallelFactory::FullLogits(const torch::Tensor& logits) const {
+  // [.., V/tp] -> gather pieces along a leading dim [tp * V/tp, ..] -> [.., V]
+  torch::NoGradGuard no_grad;
+  torch::Tensor moved = logits.movedim(-1, 0).contiguous();
+  return tp_->AllGather(moved).movedim(0, -1).contiguous();
+}
+
+torch::Tensor TensorParallelFactory::CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) const {
+  // logits [N, V/tp] fp32, labels [N]. loss_i = log(sum_v exp(l_iv - m_i)) - (l_i,label - m_i), m_i = max_v l_iv.
+  at::Tensor max = std::get<0>(logits.detach().max(-1)).contiguous();  // [N]
+  tp_->AllReduceMax(max);
+  torch::Tensor shifted = logits - max.unsqueeze(1);                    // [N, V/tp]
+  const int64_t rows = logits.size(1), start = tp_->rank() * rows;
+  torch::Tensor valid = labels != -100;
+  torch::Tensor mine = valid.logical_and(labels >= start).logical_and(labels < start + rows);
+  torch::Tensor local = (labels - start).masked_fill(mine.logical_not(), 0);
+  torch::Tensor target = shifted.gather(1, local.unsqueeze(1)).squeeze(1) * mine.to(shifted.scalar_type());  // [N]
+  target = ReduceFromGroup(target, tp_.get());
+  torch::Tensor sum_exp = ReduceFromGroup(shifted.exp().sum(-1), tp_.get());  // [N]
+  return ((sum_exp.log() - target) * valid.to(shifted.scalar_type())).sum();
+}
+
+}  // namespace anneal::parallel

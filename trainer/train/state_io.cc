@@ -1,0 +1,191 @@
+#include "trainer/train/state_io.h"
+
+#include <filesystem>
+#include <map>
+
+#include <torch/torch.h>
+
+#include "trainer/model/safetensors.h"
+#include "trainer/parallel/sharding.h"
+#include "trainer/train/finetune.h"
+
+namespace anneal::train {
+namespace {
+
+namespace fs = std::filesystem;
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// Every safetensors file in `dir` whose name starts with `prefix`, seen as one name -> tensor map.
+class NamedTensorFiles {
+ public:
+  static StatusOr<NamedTensorFiles> Open(const std::string& dir, const std::string& prefix) {
+    NamedTensorFiles files;
+    std::error_code ec;
+    std::vector<std::string> paths;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind(prefix, 0) == 0 && e.path().extension() == ".safetensors") paths.push_back(e.path().string());
+    }
+    if (ec) return NotFoundError("cannot list " + dir + ": " + ec.message());
+    if (paths.empty()) return NotFoundError(dir + " has no " + prefix + "*.safetensors");
+    std::sort(paths.begin(), paths.end());
+    for (const auto& path : paths) {
+      ASSIGN_OR_RETURN(auto f, model::SafetensorsFile::Open(path));
+      for (const auto& [name, _] : f->entries()) files.file_of_.emplace(name, f);
+      files.sources_ += (files.sources_.empty() ? "" : ", ") + fs::path(path).filename().string();
+    }
+    return files;
+  }
+  bool Contains(const std::string& name) const { return file_of_.count(name) != 0; }
+  StatusOr<at::Tensor> Tensor(const std::string& name) const {
+    auto it = file_of_.find(name);
+    if (it == file_of_.end()) return DataLossError("'" + name + "' is in none of " + sources_);
+    return it->second->Tensor(name);
+  }
+  NamedTensors All() const {
+    NamedTensors out;
+    for (const auto& [name, f] : file_of_) {
+      auto t = f->Tensor(name);
+      if (t.ok()) out.emplace_back(name, *t);
+    }
+    return out;
+  }
+
+ private:
+  std::map<std::string, std::shared_ptr<model::SafetensorsFile>> file_of_;
+  std::string sources_;
+};
+
+// Full tensor from a file -> this rank's piece, checking the full shape.
+StatusOr<at::Tensor> PieceOf(const NamedTensorFiles& files, const std::string& key, const at::Tensor& local,
+                             const model::ParamLayout& layout) {
+  ASSIGN_OR_RETURN(at::Tensor full, files.Tensor(key));
+  const std::vector<int64_t> want = layout.FullShape(local.sizes());
+  if (full.sizes().vec() != want) {
+    return DataLossError("'" + key + "' has shape " + c10::str(full.sizes()) + ", this model needs " +
+                         c10::str(c10::IntArrayRef(want)));
+  }
+  return layout.Slice(full);
+}
+
+std::string StageFile(const std::string& dir, const std::string& stem, const Runtime& rt) {
+  return dir + "/" + stem + "-stage" + std::to_string(rt.pp_rank) + ".safetensors";
+}
+
+}  // namespace
+
+const model::ParamLayout& TrainableSet::LayoutOf(const std::string& name) const {
+  static const model::ParamLayout kWhole;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].name == name) return layouts[i];
+  }
+  return kWhole;
+}
+
+TrainableSet WithLayouts(model::CausalLM& lm, std::vector<optim::TrainableParam> params) {
+  std::map<std::string, model::ParamLayout> by_name;
+  for (const auto& p : lm->LayoutParameters()) by_name[p.name] = p.layout;
+  TrainableSet set;
+  for (auto& p : params) set.layouts.push_back(by_name[p.name]);
+  set.params = std::move(params);
+  return set;
+}
+
+Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer& opt, const Runtime& rt,
+                          const std::string& dir) {
+  parallel::Comm* tp = rt.tp_comm.get();
+  // Trainable parameters: replica 0 of each stage gathers over tp; its tp rank 0 writes.
+  if (rt.dp_rank == 0) {
+    NamedTensors full;
+    for (size_t i = 0; i < trainable.params.size(); ++i) {
+      const auto& p = trainable.params[i];
+      at::Tensor t = parallel::GatherFull(p.param.detach(), trainable.layouts[i], tp);
+      if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
+    }
+    if (rt.tp_rank == 0) RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
+  }
+  // Optimizer state: every replica under ZeRO-1 (each owns different parameters), else replica 0.
+  if (rt.zero || rt.dp_rank == 0) {
+    NamedTensors full;
+    for (const auto& [key, t] : opt.StateTensors()) {
+      const std::string param = key.substr(key.find('.') + 1);  // exp_avg.<param> -> <param>
+      at::Tensor g = parallel::GatherFull(t, trainable.LayoutOf(param), tp);
+      if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(param)) full.emplace_back(key, g);
+    }
+    if (rt.tp_rank == 0) {
+      full.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+      const std::string path = dir + "/optimizer-stage" + std::to_string(rt.pp_rank) + "-dp" +
+                               std::to_string(rt.dp_rank) + ".safetensors";
+      RETURN_IF_ERROR(model::WriteSafetensors(path, full));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const Runtime& rt,
+                         const std::string& dir, int64_t optimizer_steps) {
+  torch::NoGradGuard no_grad;
+  ASSIGN_OR_RETURN(NamedTensorFiles params, NamedTensorFiles::Open(dir, "trainable-"));
+  for (size_t i = 0; i < trainable.params.size(); ++i) {
+    const auto& p = trainable.params[i];
+    ASSIGN_OR_RETURN(at::Tensor piece, PieceOf(params, p.name, p.param, trainable.layouts[i]));
+    p.param.copy_(piece);
+  }
+  ASSIGN_OR_RETURN(NamedTensorFiles state, NamedTensorFiles::Open(dir, "optimizer-"));
+  NamedTensors mine;
+  for (const auto& [key, t] : opt.StateTensors()) {
+    const std::string param = key.substr(key.find('.') + 1);
+    ASSIGN_OR_RETURN(at::Tensor piece, PieceOf(state, key, t, trainable.LayoutOf(param)));
+    mine.emplace_back(key, piece.to(t.device()));
+  }
+  RETURN_IF_ERROR(opt.LoadStateTensors(mine, optimizer_steps));
+  (void)rt;
+  if (state.Contains("rng.cpu")) {
+    ASSIGN_OR_RETURN(at::Tensor rng, state.Tensor("rng.cpu"));
+    auto gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(rng.clone());
+  }
+  return Status::Ok();
+}
+
+StatusOr<NamedTensors> ReadTrainable(const std::string& dir) {
+  ASSIGN_OR_RETURN(NamedTensorFiles files, NamedTensorFiles::Open(dir, "trainable-"));
+  return files.All();
+}
+
+Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out) {
+  if (rt.dp_rank != 0) return Status::Ok();  // replicas hold the same weights
+  std::map<std::string, at::Tensor> merged;
+  if (!lora_only) {
+    for (auto& [name, lin] : LoraModules(lm)) merged[name + ".weight"] = lin->MergedWeight();
+  }
+  NamedTensors full;
+  for (const model::LayoutParam& p : lm->LayoutParameters()) {
+    const bool lora = p.name.find(".lora_") != std::string::npos;
+    if (lora != lora_only) continue;
+    auto it = merged.find(p.name);
+    at::Tensor t = parallel::GatherFull(it != merged.end() ? it->second : p.tensor.detach(), p.layout, rt.tp_comm.get());
+    if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
+  }
+  if (rt.tp_rank != 0) return Status::Ok();
+  return model::WriteSafetensors(out + "/.export-stage" + std::to_string(rt.pp_rank) + ".safetensors", full);
+}
+
+StatusOr<NamedTensors> ReadStageExports(const std::string& out, int stages) {
+  NamedTensors all;
+  for (int s = 0; s < stages; ++s) {
+    const std::string path = out + "/.export-stage" + std::to_string(s) + ".safetensors";
+    ASSIGN_OR_RETURN(auto f, model::SafetensorsFile::Open(path));
+    for (const auto& [name, _] : f->entries()) {
+      ASSIGN_OR_RETURN(at::Tensor t, f->Tensor(name));
+      all.emplace_back(name, t.clone());  // detach from the mapping before the file goes
+    }
+  }
+  for (int s = 0; s < stages; ++s) {
+    std::error_code ec;
+    fs::remove(out + "/.export-stage" + std::to_string(s) + ".safetensors", ec);
+  }
+  return all;
+}
+
+}  // namespace anneal::train

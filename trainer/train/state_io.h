@@ -1,0 +1,52 @@
+// Layout-independent training state on disk. Files hold full tensors by their HF names, whatever the layout
+// that wrote them; each is written by the rank that holds its part of the model after gathering pieces over
+// the tensor-parallel group, and any layout reads them back by slicing (resharding comes for free: a run saved
+// with tp2 pp2 dp2 resumes with tp1 pp4 dp2).
+//
+//   trainable-stage<s>.safetensors          trainable parameters of pipeline stage s
+//   optimizer-stage<s>-dp<d>.safetensors    AdamW state of the parameters data-parallel rank d owns (every
+//                                           replica under ZeRO-1, else only d = 0) and the CPU RNG (rng.cpu)
+//   .export-stage<s>.safetensors            a stage's part of the final export (LoRA factors, or the merged
+//                                           full model), joined by rank 0 into one PEFT or HF directory
+//
+// With pipeline parallelism across nodes the output directory must be shared (as for Megatron-LM).
+// Every Write* function is a collective over the tensor-parallel group (all its ranks call it).
+//
+// Thread-safety: one thread at a time.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "trainer/model/decoder.h"
+#include "trainer/train/runtime.h"
+#include "trainer/train/zero.h"
+
+namespace anneal::train {
+
+// The trainable parameters with their layouts (aligned vectors).
+struct TrainableSet {
+  std::vector<optim::TrainableParam> params;
+  std::vector<model::ParamLayout> layouts;
+  const model::ParamLayout& LayoutOf(const std::string& name) const;
+};
+
+TrainableSet WithLayouts(model::CausalLM& lm, std::vector<optim::TrainableParam> params);
+
+// Writes this rank's share of a checkpoint into `dir` (see the file list above).
+Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer& opt, const Runtime& rt,
+                          const std::string& dir);
+// Loads trainable parameters and this rank's optimizer state from a checkpoint written by any layout.
+Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const Runtime& rt,
+                         const std::string& dir, int64_t optimizer_steps);
+// The checkpoint's trainable tensors as one list (all stages), for the PEFT copy of a LoRA checkpoint.
+StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadTrainable(const std::string& dir);
+
+// Writes this stage's part of the final export to <out>/.export-stage<s>.safetensors: the LoRA factors
+// (`lora_only`) or every weight with LoRA merged. Then ReadStageExports on rank 0 joins the parts (and
+// removes them).
+Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out);
+StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadStageExports(const std::string& out, int stages);
+
+}  // namespace anneal::train
