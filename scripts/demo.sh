@@ -4,7 +4,7 @@
 #   1. set up and build (scripts/build.sh; the first run installs every dependency)
 #   2. generate a small tokenizer and a random Qwen2-shaped model (no downloads)
 #   3. `anneal up`: a coordinator and 2 agents x 2 CPU slots (state under out/demo/)
-#   4. submit a LoRA SFT job over 4 ranks (2 nodes x 2, data parallel 4) and follow it to the end
+#   4. submit a LoRA SFT job over 4 ranks (2 nodes x 2: tensor parallel 2 x data parallel 2) and follow it to the end
 #   5. list its checkpoints, then run an eval job (loss, perplexity, sample generations) on the adapter
 #   6. print where everything is, and stop the cluster (--keep leaves it running)
 #
@@ -47,7 +47,7 @@ cleanup() { if [ "$KEEP" = 0 ]; then "$BIN/anneal" down >/dev/null 2>&1 || true;
 trap cleanup EXIT
 "$BIN/anneal" nodes
 
-say "submit the LoRA SFT job (4 ranks: 2 nodes x 2 slots, data parallel 4) and follow it"
+say "submit the LoRA SFT job (4 ranks: 2 nodes x 2 slots, tensor parallel 2 x data parallel 2) and follow it"
 # Paths in the example are relative to the repository root (this directory); anneal submit resolves them.
 JOB=$("$BIN/anneal" submit examples/demo_lora_sft.yaml --set max_steps="$STEPS")
 echo "job id: $JOB"

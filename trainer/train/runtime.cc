@@ -135,26 +135,41 @@ double Runtime::ReduceSumDouble(double v) const {
 double Runtime::ReduceMeanDouble(double v) const { return ReduceSumDouble(v) / dp; }
 
 void Runtime::ReduceGradients(const std::vector<optim::TrainableParam>& params) const {
-  if (!dp_comm) return;
+  if (!dp_comm || dp_comm->size() == 1) return;
   torch::NoGradGuard no_grad;
-  // One flat bucket per dtype keeps the number of collectives small.
-  std::vector<at::Tensor> grads;
+  // Buckets of at most kBucketBytes per dtype (as DDP's 25 MiB buckets): few collectives, and no full-size
+  // flat copy of every gradient (which would double gradient memory in full fine-tuning).
+  constexpr int64_t kBucketBytes = 64ll << 20;
+  std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
   for (const auto& p : params) {
     if (!p.param.grad().defined()) p.param.mutable_grad() = torch::zeros_like(p.param);
-    grads.push_back(p.param.grad());
+    by_dtype[p.param.grad().scalar_type()].push_back(p.param.grad());
   }
-  std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
-  for (auto& g : grads) by_dtype[g.scalar_type()].push_back(g);
-  for (auto& [dtype, list] : by_dtype) {
-    std::vector<at::Tensor> flat_parts;
-    for (auto& g : list) flat_parts.push_back(g.reshape({-1}));
-    at::Tensor flat = torch::cat(flat_parts);
+  auto flush = [&](std::vector<at::Tensor>& bucket) {
+    if (bucket.empty()) return;
+    std::vector<at::Tensor> parts;
+    for (auto& g : bucket) parts.push_back(g.reshape({-1}));
+    at::Tensor flat = torch::cat(parts);
     dp_comm->AllReduceSum(flat);
     int64_t off = 0;
-    for (auto& g : list) {
+    for (auto& g : bucket) {
       g.copy_(flat.narrow(0, off, g.numel()).view_as(g));
       off += g.numel();
     }
+    bucket.clear();
+  };
+  for (auto& [dtype, list] : by_dtype) {
+    std::vector<at::Tensor> bucket;
+    int64_t bytes = 0;
+    for (auto& g : list) {
+      if (bytes > 0 && bytes + g.nbytes() > kBucketBytes) {
+        flush(bucket);
+        bytes = 0;
+      }
+      bucket.push_back(g);
+      bytes += static_cast<int64_t>(g.nbytes());
+    }
+    flush(bucket);
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End to end with real processes: `anneal up` (coordinator + 2 agents x 2 CPU slots), real anneal-train ranks.
 
-  succeed   : submit a LoRA SFT job over 4 ranks (2 nodes x 2, data parallel 4), watch it to SUCCEEDED; its
+  succeed   : submit a LoRA SFT job over 4 ranks (2 nodes x 2: tensor parallel 2 x data parallel 2), watch it to SUCCEEDED; its
               checkpoints are listed with sha256 checksums; the exported adapter loads in peft and reproduces
               our logits; an eval job on the adapter succeeds and its result file is stored.
   agent_kill: kill -9 one agent (and its ranks) after the first committed checkpoint; the job restarts from
@@ -68,6 +68,7 @@ logging_steps: 1
 save_steps: {save_steps}
 nodes: 2
 gpus_per_node: 2
+tensor_model_parallel_size: 2
 tokenized_cache_dir: {tmp}/cache
 {extra}""")
     return path

@@ -9,8 +9,9 @@
   tied_gqa: a qwen2 model (tied head, biases) with pp 2 and 4, and tp 4 over 2 kv heads.
   reshard: a run saved at step 5 with tp2 pp2 dp2 resumes with tp1 pp4 dp2 (and tp2 pp1 dp1) and continues
            with the single-process losses.
-  deadpeer: two ranks started directly (no launcher to clean up); rank 1 is killed with SIGKILL mid-run; rank 0
-           must exit with an error within the configured collective timeout (comm_timeout_s) plus slack.
+  deadpeer: ranks started directly (no launcher to clean up), dp 2 and then tp 2 x pp 2; one is killed with
+           SIGKILL mid-run; every other rank must exit with an error within the configured collective timeout
+           (comm_timeout_s) plus slack.
 """
 import json
 import os
@@ -170,21 +171,23 @@ def case_reshard(binary, tmp):
                     first_step=6)
 
 
-def case_deadpeer(binary, tmp):
-    model = setup(tmp, binary)
-    out = os.path.join(tmp, "dead")
-    cfg = job(tmp, model, out, "lora", ["per_device_train_batch_size: 4", "max_steps: 100000", "ddp_timeout: 5"])
+def deadpeer(binary, tmp, model, tp, pp, dp, victim):
+    world = tp * pp * dp
+    out = os.path.join(tmp, f"dead-tp{tp}-pp{pp}-dp{dp}")
+    cfg = job(tmp, model, out, "lora", ["per_device_train_batch_size: 4", "max_steps: 100000", "ddp_timeout: 5",
+                                        f"tensor_model_parallel_size: {tp}", f"pipeline_model_parallel_size: {pp}",
+                                        f"gpus_per_node: {world}"])
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     procs = []
-    for r in range(2):
-        env = dict(os.environ, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2",
+    for r in range(world):
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(world),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([binary, "train", "--config", cfg], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True))
-    # Wait until training is under way (the log has a step), then kill rank 1.
+    # Wait until training is under way (the log has a step), then kill the victim.
     deadline = time.time() + 120
     while time.time() < deadline and not (os.path.exists(os.path.join(out, "trainer_log.jsonl"))):
         time.sleep(0.1)
@@ -192,19 +195,31 @@ def case_deadpeer(binary, tmp):
         for p in procs:
             p.kill()
         raise AssertionError("training never started: " + " | ".join(p.communicate()[1][-500:] for p in procs))
-    procs[1].send_signal(signal.SIGKILL)
+    procs[victim].send_signal(signal.SIGKILL)
     t0 = time.time()
-    try:
-        _, err = procs[0].communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        procs[0].kill()
-        raise AssertionError("rank 0 still running 60 s after its peer died: a hang")
-    waited = time.time() - t0
-    assert procs[0].returncode != 0, "rank 0 exited 0 although its peer died"
-    assert waited < 5 + 20, f"rank 0 took {waited:.1f} s to notice (timeout 5 s)"
-    procs[1].wait()
-    print(f"deadpeer: rank 0 exited with status {procs[0].returncode} {waited:.1f} s after rank 1 was killed: "
-          f"{err.strip().splitlines()[-1][:160]}")
+    for r, p in enumerate(procs):
+        if r == victim:
+            p.wait()
+            continue
+        try:
+            _, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError(f"rank {r} still running 60 s after rank {victim} died: a hang")
+        waited = time.time() - t0
+        assert p.returncode != 0, f"rank {r} exited 0 although rank {victim} died"
+        assert waited < 5 + 20, f"rank {r} took {waited:.1f} s to notice (timeout 5 s)"
+        print(f"deadpeer (tp {tp}, pp {pp}, dp {dp}): rank {r} exited with status {p.returncode} {waited:.1f} s after rank "
+              f"{victim} was killed: {err.strip().splitlines()[-1][:160]}")
+
+
+def case_deadpeer(binary, tmp):
+    # Ranks started directly (no launcher to clean up): data parallel 2, then tp 2 x pp 2 where the last
+    # stage's second rank dies and its tensor-parallel peer and the first stage (waiting on send/recv) must go.
+    model = setup(tmp, binary)
+    deadpeer(binary, tmp, model, tp=1, pp=1, dp=2, victim=1)
+    deadpeer(binary, tmp, model, tp=2, pp=2, dp=1, victim=3)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+// The parallel layout's pure parts: ParallelDims (validation, rank order, groups, stage split), ParamLayout
+// slicing, and pipeline-stage models (which parameters a stage holds, and loading a stage's part of a full
+// checkpoint). The collectives themselves run in tests/parity/parallel with real processes.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+#include <unistd.h>
+
+#include <torch/torch.h>
+
+#include "trainer/model/decoder.h"
+#include "trainer/model/presets.h"
+#include "trainer/parallel/dims.h"
+#include "trainer/parallel/sharding.h"
+
+namespace anneal {
+namespace {
+
+namespace fs = std::filesystem;
+using parallel::ModelShape;
+using parallel::ParallelDims;
+
+const ModelShape kShape{.heads = 8, .kv_heads = 4, .layers = 4, .intermediate = 64, .vocab = 128};
+
+TEST(ParallelDims, DerivesDataParallelAndOrdersTensorParallelInnermost) {
+  auto d = ParallelDims::Make(8, 2, 2, kShape);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->dp(), 2);
+  // rank = pp * (dp * tp) + dp * tp + tp
+  EXPECT_EQ(d->RankOf(1, 1, 1), 7);
+  EXPECT_EQ(d->TpRank(5), 1);
+  EXPECT_EQ(d->DpRank(5), 0);
+  EXPECT_EQ(d->PpRank(5), 1);
+  EXPECT_EQ(d->TpGroup(5), (std::vector<int>{4, 5}));
+  EXPECT_EQ(d->DpGroup(5), (std::vector<int>{5, 7}));
+  EXPECT_EQ(d->PpGroup(5), (std::vector<int>{1, 5}));
+}
+
+TEST(ParallelDims, NamesEveryViolatedConstraint) {
+  const ModelShape odd{.heads = 6, .kv_heads = 3, .layers = 2, .intermediate = 50, .vocab = 101};
+  auto d = ParallelDims::Make(10, 4, 3, odd);
+  ASSERT_FALSE(d.ok());
+  const std::string m = d.status().message();
+  EXPECT_NE(m.find("world size 10 is not divisible by tensor 4 x pipeline 3"), std::string::npos) << m;
+  EXPECT_NE(m.find("does not divide the 6 attention heads"), std::string::npos) << m;
+  EXPECT_NE(m.find("3 kv heads"), std::string::npos) << m;
+  EXPECT_NE(m.find("intermediate_size 50"), std::string::npos) << m;
+  EXPECT_NE(m.find("vocab_size 101"), std::string::npos) << m;
+  EXPECT_NE(m.find("pipeline parallel 3 exceeds the 2 layers"), std::string::npos) << m;
+}
+
+TEST(ParallelDims, AllowsReplicatedKvHeadsWhenTensorParallelIsAMultiple) {
+  const ModelShape gqa{.heads = 8, .kv_heads = 2, .layers = 2, .intermediate = 64, .vocab = 128};
+  EXPECT_TRUE(ParallelDims::Make(4, 4, 1, gqa).ok());
+  EXPECT_FALSE(ParallelDims::Make(0, 1, 1, gqa).ok());
+  EXPECT_FALSE(ParallelDims::Make(2, 0, 1, gqa).ok());
+}
+
+TEST(ParallelDims, SplitsLayersEvenlyOverStages) {
+  auto d = ParallelDims::Make(3, 1, 3, kShape);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->StageLayers(0, 4), (std::pair<int64_t, int64_t>{0, 1}));
+  EXPECT_EQ(d->StageLayers(1, 4), (std::pair<int64_t, int64_t>{1, 2}));
+  EXPECT_EQ(d->StageLayers(2, 4), (std::pair<int64_t, int64_t>{2, 4}));
+}
+
+TEST(ParamLayout, SlicesAndRestoresTheFullShape) {
+  torch::Tensor full = torch::arange(24).view({4, 6});
+  model::ParamLayout cols{.dim = 1, .shards = 3, .index = 2};
+  EXPECT_TRUE(torch::equal(cols.Slice(full), full.narrow(1, 4, 2)));
+  EXPECT_EQ(cols.FullShape(cols.Slice(full).sizes()), (std::vector<int64_t>{4, 6}));
+  model::ParamLayout whole;
+  EXPECT_TRUE(torch::equal(whole.Slice(full), full));
+  EXPECT_TRUE(parallel::CountsOnce(whole, 0, 2));
+  EXPECT_FALSE(parallel::CountsOnce(whole, 1, 2));  // a replicated tensor counts on the first rank only
+  model::ParamLayout kv{.dim = 0, .shards = 2, .index = 0, .partial_grad = true};
+  EXPECT_TRUE(parallel::CountsOnce(kv, 2, 4));   // ranks 2 and 3 hold piece 1: rank 2 counts it
+  EXPECT_FALSE(parallel::CountsOnce(kv, 3, 4));
+  EXPECT_TRUE(torch::equal(parallel::GatherFull(full, cols, nullptr), full));  // no group: as it is
+}
+
+model::ModelConfig TinyConfig() {
+  auto cfg = model::PresetConfig("llama", "tiny", 128);
+  EXPECT_TRUE(cfg.ok());
+  cfg->num_hidden_layers = 4;
+  return *cfg;
+}
+
+TEST(PipelineStage, HoldsOnlyItsLayersUnderHfNames) {
+  model::CausalLM middle(TinyConfig(), torch::TensorOptions(), nullptr,
+                         model::StageSpec{.layer_begin = 1, .layer_end = 3, .first = false, .last = false});
+  std::set<std::string> layers;
+  for (const auto& p : middle->named_parameters()) {
+    const std::string& n = p.key();
+    ASSERT_EQ(n.rfind("model.layers.", 0), 0u) << n;  // no embedding, norm or head
+    layers.insert(n.substr(13, 1));
+  }
+  EXPECT_EQ(layers, (std::set<std::string>{"1", "2"}));
+  EXPECT_THROW(middle->Embed(torch::zeros({1, 2}, torch::kInt64)), c10::Error);
+  EXPECT_THROW(middle->Forward({.input_ids = torch::zeros({1, 2}, torch::kInt64)}), c10::Error);
+}
+
+TEST(PipelineStage, StagesTogetherComputeTheWholeModel) {
+  const fs::path dir = fs::temp_directory_path() / ("anneal_stage_test_" + std::to_string(::getpid()));
+  model::CausalLM whole(TinyConfig(), torch::TensorOptions());
+  model::InitWeights(whole, 3);
+  ASSERT_TRUE(model::SaveCausalLM(whole, dir.string()).ok());
+  model::LoadOptions first_stage, last_stage;
+  first_stage.stage = {.layer_begin = 0, .layer_end = 2, .first = true, .last = false};
+  last_stage.stage = {.layer_begin = 2, .layer_end = 4, .first = false, .last = true};
+  auto first = model::LoadCausalLM(dir.string(), first_stage);
+  auto last = model::LoadCausalLM(dir.string(), last_stage);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_TRUE(last.ok()) << last.status().ToString();
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::randint(0, 128, {2, 9}, torch::kInt64);
+  model::ForwardInputs in{.input_ids = ids};
+  torch::Tensor x = (*first)->RunLayers((*first)->Embed(ids), in, 0, 2);
+  torch::Tensor staged = (*last)->FinalNorm((*last)->RunLayers(x, in, 2, 4));
+  EXPECT_TRUE(torch::allclose(staged, whole->Forward(in), 1e-6, 1e-6));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace anneal
