@@ -353,6 +353,9 @@ std::vector<Field> BuildFields() {
   f.push_back(Choice({"resources.pipeline_schedule", "pipeline_schedule"}, {"1f1b", "gpipe"},
                      "pipeline schedule: 1f1b (bounded activation memory) or gpipe (all forwards, then backwards)",
                      REF(resources.pipeline_schedule)));
+  f.push_back(Number({"resources.bucket_cap_mb", "ddp_bucket_cap_mb"}, "a number > 0", [](double v) { return v > 0; },
+                     "data-parallel gradient all-reduce bucket (MiB), started during backward as buckets fill",
+                     REF(resources.bucket_cap_mb)));
   f.push_back(PositiveInt({"resources.comm_timeout_s", "comm_timeout_s", {}, {"ddp_timeout"}},
                           "collective timeout in seconds (LLaMA-Factory's ddp_timeout)",
                           REF(resources.comm_timeout_s)));

@@ -128,6 +128,7 @@ struct ResourceSpec {
   bool sequence_parallel = false;
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
   std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)
+  double bucket_cap_mb = 25;               // data-parallel all-reduce bucket size (flat: ddp_bucket_cap_mb)
   int comm_timeout_s = 600;                // collective timeout: a dead peer becomes an error after this
 
   int world_size() const { return nodes * gpus_per_node; }

@@ -79,6 +79,14 @@ void Comm::AllReduceSum(at::Tensor& t) {
   impl_->backend->allreduce(v)->wait(timeout_);
 }
 
+std::function<void()> Comm::AllReduceSumAsync(at::Tensor& t) {
+  if (size() == 1) return [] {};
+  std::vector<at::Tensor> v = {t};
+  c10::intrusive_ptr<c10d::Work> work = impl_->backend->allreduce(v);
+  const auto timeout = timeout_;
+  return [work, timeout] { work->wait(timeout); };
+}
+
 void Comm::AllReduceMax(at::Tensor& t) {
   if (size() == 1) return;
   std::vector<at::Tensor> v = {t};

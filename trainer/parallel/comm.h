@@ -14,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ class Comm {
 
   void AllReduceSum(at::Tensor& t);
   void AllReduceMax(at::Tensor& t);
+  // Starts an all-reduce of `t` in place and returns at once; the returned function waits for it (with the
+  // group's timeout). `t` must stay alive and untouched until then.
+  std::function<void()> AllReduceSumAsync(at::Tensor& t);
   // out [size * n...] from every rank's `in` [n...] concatenated along dim 0.
   at::Tensor AllGather(const at::Tensor& in);
   // Sum over ranks, then rank i keeps chunk i of dim 0.

@@ -39,15 +39,25 @@ void SumPartialGradients(const std::vector<std::pair<at::Tensor, model::ParamLay
   std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
   for (auto& g : whole) by_dtype[g.scalar_type()].push_back(g);
   for (auto& [dtype, list] : by_dtype) {
-    std::vector<at::Tensor> flat_parts;
-    for (auto& g : list) flat_parts.push_back(g.reshape({-1}));
-    at::Tensor flat = at::cat(flat_parts);
+    at::Tensor flat = Flatten(list);
     tp->AllReduceSum(flat);
-    int64_t off = 0;
-    for (auto& g : list) {
-      g.copy_(flat.narrow(0, off, g.numel()).view_as(g));
-      off += g.numel();
-    }
+    CopyFromFlat(flat, list);
+  }
+}
+
+at::Tensor Flatten(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> parts;
+  for (const auto& t : tensors) parts.push_back(t.reshape({-1}));
+  return at::cat(parts);
+}
+
+void CopyFromFlat(const at::Tensor& flat, const std::vector<at::Tensor>& tensors) {
+  at::NoGradGuard no_grad;
+  int64_t off = 0;
+  for (const auto& t : tensors) {
+    at::Tensor dst = t;
+    dst.copy_(flat.narrow(0, off, t.numel()).view_as(t));
+    off += t.numel();
   }
 }
 

@@ -22,6 +22,10 @@ at::Tensor GatherFull(const at::Tensor& piece, const model::ParamLayout& layout,
 // flat all-reduce, pieces held by a subset of ranks (replicated kv heads) through a zero-padded full tensor.
 void SumPartialGradients(const std::vector<std::pair<at::Tensor, model::ParamLayout>>& params, Comm* tp);
 
+// One flat 1-D tensor of `tensors` (same dtype), and back: the buckets of every fused collective.
+at::Tensor Flatten(const std::vector<at::Tensor>& tensors);
+void CopyFromFlat(const at::Tensor& flat, const std::vector<at::Tensor>& tensors);
+
 // Whether this rank's copy of a parameter is the one that counts when summing over the tensor-parallel group
 // (each piece once): pieces held by one rank always, replicated ones on the first rank holding them.
 bool CountsOnce(const model::ParamLayout& layout, int tp_rank, int tp_size);

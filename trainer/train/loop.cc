@@ -20,6 +20,7 @@
 #include "trainer/train/data_config.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
+#include "trainer/train/grad_reducer.h"
 #include "trainer/train/pipeline.h"
 #include "trainer/train/runtime.h"
 #include "trainer/train/state_io.h"
@@ -169,6 +170,14 @@ Status RunTraining(const jobspec::JobSpec& spec) {
                                                : static_cast<int64_t>(std::ceil(ts.num_train_epochs * steps_per_epoch));
   ASSIGN_OR_RETURN(optim::LrSchedule schedule, optim::LrSchedule::Make(ts.lr_scheduler_type, ts.learning_rate,
                                                                        total_steps, ts.warmup_steps, ts.warmup_ratio));
+  // The data-parallel all-reduce overlaps the last backward of each step.
+  std::unique_ptr<GradientReducer> reducer;
+  if (rt.dp_comm && rt.dp > 1) {
+    const auto bucket_bytes = static_cast<int64_t>(spec.resources.bucket_cap_mb * (1 << 20));
+    reducer = std::make_unique<GradientReducer>(params, rt.dp_comm.get(), std::max<int64_t>(1, bucket_bytes));
+  }
+  StageContext stage_ctx = rt.stage_context();
+  if (reducer) stage_ctx.before_last_backward = [&reducer] { reducer->Arm(); };
   data::Sampler sampler(n, static_cast<uint64_t>(ts.seed));
   int64_t step = 0, consumed = 0, total_tokens = 0;
   TrainerLog log(out + "/trainer_log.jsonl");
@@ -213,7 +222,14 @@ Status RunTraining(const jobspec::JobSpec& spec) {
       total_tokens += micro.back().input_tokens;
     }
     const int64_t denom = std::max<int64_t>(1, rt.ReduceSum(label_tokens));
-    const double loss_part = TrainMicroBatches(lm, micro, static_cast<double>(denom), rt.stage_context());
+    const double loss_part = TrainMicroBatches(lm, micro, static_cast<double>(denom), stage_ctx);
+    if (reducer) {
+      const size_t early = reducer->Finish();
+      if (leader && step == start_step) {
+        std::cerr << "[train] data-parallel all-reduce: " << reducer->buckets() << " bucket(s), " << early
+                  << " started during backward\n";
+      }
+    }
     // The last stage holds the loss; count it once per data-parallel replica.
     double step_loss = rt.SumOverWorld(loss_part, rt.stage.last && rt.tp_rank == 0);
     rt.SyncGradients(trainable.params, trainable.layouts);

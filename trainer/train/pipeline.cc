@@ -13,7 +13,8 @@ model::ForwardInputs InputsOf(const Batch& b) {
 // One stage's view of the pipeline: which neighbours exist and how to talk to them.
 class Stage {
  public:
-  Stage(model::CausalLM& lm, const StageContext& ctx) : lm_(lm), ctx_(ctx) {
+  Stage(model::CausalLM& lm, const StageContext& ctx, int64_t micro_batches = 0)
+      : lm_(lm), ctx_(ctx), micro_batches_(micro_batches) {
     const bool multi = ctx.pp != nullptr && ctx.pp->size() > 1;
     rank_ = multi ? ctx.pp->rank() : 0;
     size_ = multi ? ctx.pp->size() : 1;
@@ -22,6 +23,10 @@ class Stage {
   bool last() const { return rank_ == size_ - 1; }
   int rank() const { return rank_; }
   int size() const { return size_; }
+  // Counts backwards; before the step's last one, runs the context's hook.
+  void BeforeBackward() {
+    if (++backwards_ == micro_batches_ && ctx_.before_last_backward) ctx_.before_last_backward();
+  }
 
   // [B, T, C] for a micro-batch, in the activations' dtype.
   torch::Tensor Empty(const Batch& b) const {
@@ -78,6 +83,7 @@ class Stage {
  private:
   model::CausalLM& lm_;
   const StageContext& ctx_;
+  int64_t micro_batches_ = 0, backwards_ = 0;
   int rank_ = 0, size_ = 1;
 };
 
@@ -96,6 +102,7 @@ InFlight RunForward(Stage& stage, const Batch& b, torch::Tensor received, double
 // Backward of one micro-batch: from the loss on the last stage, else from the gradient received for the
 // output. Returns the gradient of the stage input to send back (zeros when nothing upstream needs it).
 torch::Tensor RunBackward(Stage& stage, InFlight& f, const torch::Tensor& output_grad) {
+  stage.BeforeBackward();
   if (stage.last()) {
     f.output.backward();
   } else if (f.output.requires_grad()) {
@@ -111,8 +118,8 @@ torch::Tensor RunBackward(Stage& stage, InFlight& f, const torch::Tensor& output
 
 double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, double denom,
                          const StageContext& ctx) {
-  Stage stage(lm, ctx);
   const int64_t m_count = static_cast<int64_t>(micro.size());
+  Stage stage(lm, ctx, m_count);
   double loss_sum = 0;
   std::vector<InFlight> flight(micro.size());
   if (ctx.schedule == PipelineSchedule::kGPipe || stage.size() == 1) {

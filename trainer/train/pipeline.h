@@ -15,6 +15,7 @@
 // Thread-safety: one thread at a time.
 #pragma once
 
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -31,6 +32,8 @@ struct StageContext {
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;  // the activations' dtype (the model's)
   PipelineSchedule schedule = PipelineSchedule::kOneFOneB;
+  // Runs just before this stage's last backward of the step (to arm the overlapped gradient all-reduce).
+  std::function<void()> before_last_backward = nullptr;
 };
 
 // Forward and backward of every micro-batch (already on the device); each micro-batch's loss is its summed

@@ -125,53 +125,6 @@ int64_t Runtime::ReduceSum(int64_t v) const {
   return t.item<int64_t>();
 }
 
-double Runtime::ReduceSumDouble(double v) const {
-  if (!dp_comm) return v;
-  at::Tensor t = torch::tensor({v}, torch::kFloat64).to(device);
-  dp_comm->AllReduceSum(t);
-  return t.item<double>();
-}
-
-double Runtime::ReduceMeanDouble(double v) const { return ReduceSumDouble(v) / dp; }
-
-void Runtime::ReduceGradients(const std::vector<optim::TrainableParam>& params) const {
-  if (!dp_comm || dp_comm->size() == 1) return;
-  torch::NoGradGuard no_grad;
-  // Buckets of at most kBucketBytes per dtype (as DDP's 25 MiB buckets): few collectives, and no full-size
-  // flat copy of every gradient (which would double gradient memory in full fine-tuning).
-  constexpr int64_t kBucketBytes = 64ll << 20;
-  std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
-  for (const auto& p : params) {
-    if (!p.param.grad().defined()) p.param.mutable_grad() = torch::zeros_like(p.param);
-    by_dtype[p.param.grad().scalar_type()].push_back(p.param.grad());
-  }
-  auto flush = [&](std::vector<at::Tensor>& bucket) {
-    if (bucket.empty()) return;
-    std::vector<at::Tensor> parts;
-    for (auto& g : bucket) parts.push_back(g.reshape({-1}));
-    at::Tensor flat = torch::cat(parts);
-    dp_comm->AllReduceSum(flat);
-    int64_t off = 0;
-    for (auto& g : bucket) {
-      g.copy_(flat.narrow(0, off, g.numel()).view_as(g));
-      off += g.numel();
-    }
-    bucket.clear();
-  };
-  for (auto& [dtype, list] : by_dtype) {
-    std::vector<at::Tensor> bucket;
-    int64_t bytes = 0;
-    for (auto& g : list) {
-      if (bytes > 0 && bytes + g.nbytes() > kBucketBytes) {
-        flush(bucket);
-        bytes = 0;
-      }
-      bucket.push_back(g);
-      bytes += static_cast<int64_t>(g.nbytes());
-    }
-    flush(bucket);
-  }
-}
 
 bool Runtime::IsTiedDuplicate(const std::string& param_name) const {
   return tied_embeddings && dims.pp() > 1 && !stage.first && param_name == "model.embed_tokens.weight";
@@ -184,7 +137,6 @@ void Runtime::SyncGradients(const std::vector<optim::TrainableParam>& params,
     for (size_t i = 0; i < params.size(); ++i) with_layout.emplace_back(params[i].param, layouts[i]);
     parallel::SumPartialGradients(with_layout, tp_comm.get());
   }
-  ReduceGradients(params);
   if (tied_comm) {
     torch::NoGradGuard no_grad;
     for (const auto& p : params) {

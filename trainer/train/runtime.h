@@ -58,12 +58,8 @@ struct Runtime {
   static StatusOr<Runtime> FromEnvironment(const jobspec::JobSpec& spec);
 
   int64_t ReduceSum(int64_t v) const;
-  double ReduceSumDouble(double v) const;       // over data parallel
-  double ReduceMeanDouble(double v) const;      // over data parallel
-  // Sums gradients across data-parallel replicas (the loss is already normalised by the global token count).
-  void ReduceGradients(const std::vector<optim::TrainableParam>& params) const;
-  // After backward: partial tensor-parallel gradients summed (`layouts` align with `params`), then data
-  // parallel, then the tied embedding's two copies.
+  // After backward and the data-parallel all-reduce (GradientReducer, overlapped with backward): partial
+  // tensor-parallel gradients summed (`layouts` align with `params`), then the tied embedding's two copies.
   void SyncGradients(const std::vector<optim::TrainableParam>& params,
                      const std::vector<model::ParamLayout>& layouts) const;
   // The global gradient norm over every axis (each piece counted once), clipped to max_norm (0: no clipping).

@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "trainer/parallel/sharding.h"
+
 namespace anneal::train {
 
 TrainerOptimizer::TrainerOptimizer(std::vector<optim::TrainableParam> params, optim::AdamWOptions options,
@@ -41,16 +43,9 @@ void TrainerOptimizer::Step(double lr) {
       if (owner_[p.name] == owner) by_dtype[p.param.scalar_type()].push_back(p.param);
     }
     for (auto& [dtype, list] : by_dtype) {
-      std::vector<at::Tensor> parts;
-      for (auto& t : list) parts.push_back(t.reshape({-1}));
-      at::Tensor flat = at::cat(parts);
+      at::Tensor flat = parallel::Flatten(list);
       dp_->Broadcast(flat, owner);
-      if (owner == my_rank_) continue;
-      int64_t off = 0;
-      for (auto& t : list) {
-        t.copy_(flat.narrow(0, off, t.numel()).view_as(t));
-        off += t.numel();
-      }
+      if (owner != my_rank_) parallel::CopyFromFlat(flat, list);
     }
   }
 }

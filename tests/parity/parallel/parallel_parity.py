@@ -2,7 +2,8 @@
 """Parallel layouts against the single-process run, resharding on resume, and dead-peer detection.
 
   dp     : LoRA and full runs with world 2 (tp=1, pp=1, dp=2, Gloo on CPU) give the per-step losses of the
-           single-process run (rel < 1e-5) and the same exported weights.
+           single-process run (rel < 1e-5) and the same exported weights; with small buckets every bucket's
+           all-reduce starts during backward.
   layouts_lora / layouts_full: (tp, pp, dp) = (2,1,1), (1,2,1), (1,1,2), (2,2,1), (2,2,2), (1,4,2) on a 4-layer
            model give the single-process losses for 10 steps (rel < 1e-5), eval losses, and exported weights;
            plus GPipe against 1F1B and ZeRO-1.
@@ -15,6 +16,7 @@
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -71,8 +73,13 @@ def case_dp(binary, tmp):
         single = os.path.join(tmp, f"{ft}-1")
         run([binary, "train", "--config", job(tmp, model, single, ft, ["per_device_train_batch_size: 8"])])
         dp2 = os.path.join(tmp, f"{ft}-dp2")
-        run([binary, "launch", "--nproc-per-node", "2", "--", "train", "--config",
-             job(tmp, model, dp2, ft, ["per_device_train_batch_size: 4"])])
+        # Small buckets (10 KiB) so the all-reduce runs in several pieces, started while backward goes on.
+        p = run([binary, "launch", "--nproc-per-node", "2", "--", "train", "--config",
+                 job(tmp, model, dp2, ft, ["per_device_train_batch_size: 4", "ddp_bucket_cap_mb: 0.01"])])
+        m = re.search(r"data-parallel all-reduce: (\d+) bucket\(s\), (\d+) started during backward", p.stderr)
+        assert m, p.stderr[-2000:]
+        buckets, early = int(m.group(1)), int(m.group(2))
+        assert buckets > 1 and early == buckets, (ft, buckets, early)
         a, b = losses(single), losses(dp2)
         assert len(a) == len(b) == 8, (a, b)
         worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
@@ -85,7 +92,8 @@ def case_dp(binary, tmp):
         # Frobenius norm of the difference, per tensor).
         werr = max(((wa[k] - wb[k]).norm() / wa[k].norm().clamp(min=1e-12)).item() for k in wa)
         assert werr < 1e-3, f"{ft}: exported weights differ (relative Frobenius {werr:.2e})"
-        print(f"dp: {ft} world 2 (tp1 pp1 dp2) equals one process: losses max rel {worst:.1e}, weights {werr:.1e}")
+        print(f"dp: {ft} world 2 (tp1 pp1 dp2) equals one process: losses max rel {worst:.1e}, weights {werr:.1e}; "
+              f"all-reduce in {buckets} buckets, {early} started during backward")
 
 
 GLOBAL_BATCH = 8  # rows per micro-batch over all data-parallel replicas
