@@ -139,7 +139,7 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def case_lora(binary, tmp, rslora=False, schedule="cosine"):
+def case_lora(binary, tmp, rslora=False, schedule="cosine", quick=False):
     from peft import LoraConfig, PeftModel, get_peft_model
     model_dir, data, rows = setup(tmp, binary)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -159,6 +159,14 @@ def case_lora(binary, tmp, rslora=False, schedule="cosine"):
                    ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", f"lr_scheduler_type: {schedule}"])
     run([binary, "train", "--config", cfg])
     ours = our_losses(out)
+    if quick:
+        ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                              init_adapter, is_trainable=True)
+        params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
+        worst = compare_losses(ours, reference_losses(ref_model, rows, params, schedule=schedule))
+        print(f"lora with the {schedule} schedule: {STEPS} losses equal peft + transformers' scheduler "
+              f"(max rel {worst:.2e})")
+        return
     # Activation checkpointing recomputes the layers in backward: the same losses to rounding.
     out_ckpt = os.path.join(tmp, "out-ckpt")
     run([binary, "train", "--config", cfg, "--set", f"output_dir={out_ckpt}", "--set", "gradient_checkpointing=true"])
@@ -196,6 +204,42 @@ def case_lora(binary, tmp, rslora=False, schedule="cosine"):
 
 def case_lora_rslora(binary, tmp):
     case_lora(binary, tmp, rslora=True, schedule="linear")
+
+
+def case_schedules(binary, tmp):
+    for schedule in ("constant", "constant_with_warmup"):
+        sub = os.path.join(tmp, schedule)
+        os.makedirs(sub)
+        case_lora(binary, sub, schedule=schedule, quick=True)
+
+
+def case_bf16(binary, tmp):
+    """bf16 base weights, fp32 LoRA adapters (peft's autocast_adapter_dtype) and fp32 optimizer state: both
+    start from the same adapter; the per-step losses follow peft's bf16 run to bf16 rounding."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    model_dir, data, rows = setup(tmp, binary)
+    torch.manual_seed(1)
+    init = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                          LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                     "down_proj"]))
+    with torch.no_grad():
+        for n, p in init.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn_like(p) * 0.05)
+    init_adapter = os.path.join(tmp, "init_adapter")
+    init.save_pretrained(init_adapter)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", "bf16: true"])
+    run([binary, "train", "--config", cfg])
+    ours = our_losses(out)
+    ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16),
+                                          init_adapter, is_trainable=True)
+    params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for _, p in params), "peft did not keep the adapters in fp32"
+    worst = compare_losses(ours, reference_losses(ref_model, rows, params), tol=2e-3)
+    print(f"bf16: {STEPS} per-step losses follow peft's bf16 run (max rel {worst:.2e})")
 
 
 def case_full(binary, tmp):
@@ -335,4 +379,4 @@ def case_eval(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "lora_rslora": case_lora_rslora, "full": case_full, "freeze": case_freeze,
-               "resume": case_resume, "eval": case_eval})
+               "resume": case_resume, "eval": case_eval, "schedules": case_schedules, "bf16": case_bf16})
