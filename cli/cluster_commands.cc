@@ -39,11 +39,12 @@ int Nodes(const GlobalOptions& g) {
   return kExitOk;
 }
 
-int Drain(const GlobalOptions& g, const std::string& node) {
+int Drain(const GlobalOptions& g, const std::string& node, bool undrain) {
   auto client = MakeClient(g);
   if (!client.ok()) return ReportError("drain", client.status());
   pb::ClientRequest req;
   req.mutable_drain()->set_node_id(node);
+  req.mutable_drain()->set_undrain(undrain);
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError("drain", reply.status());
   const std::string state = StateName(reply->drain().state());
@@ -130,7 +131,9 @@ void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action) {
   auto node = std::make_shared<std::string>();
   auto* drain = app.add_subcommand("drain", "Stop placing new jobs on a node (running jobs continue)");
   drain->add_option("node", *node, "node name")->required();
-  drain->callback([&g, node, action] { *action = [&g, node] { return Drain(g, *node); }; });
+  auto undrain = std::make_shared<bool>(false);
+  drain->add_flag("--undrain", *undrain, "put a draining node back into service (it gets placements again)");
+  drain->callback([&g, node, undrain, action] { *action = [&g, node, undrain] { return Drain(g, *node, *undrain); }; });
 }
 
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action) {

@@ -252,7 +252,7 @@ TEST(CliCoordinator, NodesDrainCancelAndCheckpoints) {
       n->mutable_inventory()->set_slots(2);
       n->set_agent_version("0.1.0");
     } else if (req.has_drain()) {
-      reply.mutable_drain()->set_state(pb::NODE_DRAINING);
+      reply.mutable_drain()->set_state(req.drain().undrain() ? pb::NODE_UP : pb::NODE_DRAINING);
     } else if (req.has_cancel()) {
       reply.mutable_cancel()->set_state(pb::JOB_CANCELLING);
     } else if (req.has_list_checkpoints()) {
@@ -278,11 +278,15 @@ TEST(CliCoordinator, NodesDrainCancelAndCheckpoints) {
   RunResult cps = RunAnneal({"--coordinator", addr, "checkpoints", "j-3"}, home.path());
   EXPECT_TRUE(Contains(cps.out, "/out/checkpoint-10")) << cps.out;
   EXPECT_TRUE(Contains(cps.out, "COMMITTED")) << cps.out;
+  RunResult undrain = RunAnneal({"--coordinator", addr, "drain", "--undrain", "local-0"}, home.path());
+  EXPECT_EQ(undrain.out, "local-0: UP\n");
   auto requests = coordinator.requests();
-  ASSERT_EQ(requests.size(), 4u);
+  ASSERT_EQ(requests.size(), 5u);
   EXPECT_EQ(requests[1].drain().node_id(), "local-0");
+  EXPECT_FALSE(requests[1].drain().undrain());
   EXPECT_EQ(requests[2].cancel().job_id(), "j-3");
   EXPECT_EQ(requests[3].list_checkpoints().job_id(), "j-3");
+  EXPECT_TRUE(requests[4].drain().undrain());
 }
 
 TEST(CliCoordinator, LogsReadsChunksUntilEof) {
