@@ -344,8 +344,8 @@ std::vector<Field> BuildFields() {
                         "1: shard optimizer state across data parallel (ZeRO-1)", REF(resources.zero_stage),
                         IntIn(0, 1), EncInt));
   f.push_back(Flag({"resources.sequence_parallel", "sequence_parallel", {"resources.parallel.sequence_parallel"}},
-                   "shard norms/dropout activations along the sequence across tensor parallel (not supported yet: the "
-                   "trainer refuses true)",
+                   "split the activations between tensor-parallel regions along the sequence (Megatron-LM's sequence "
+                   "parallelism; needs tensor parallel > 1)",
                    REF(resources.sequence_parallel)));
   f.push_back(NonNegativeInt({"resources.pipeline_microbatches", "pipeline_microbatches"},
                              "micro-batches per pipeline step; 0: gradient_accumulation_steps",

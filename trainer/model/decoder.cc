@@ -103,14 +103,16 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, const LinearFactory& f, int64
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                      const std::optional<torch::Tensor>& mask, KvCache* cache) {
-  const int64_t B = x.size(0), T = x.size(1);
-  // Under tensor parallelism the projections hold a shard of the heads: derive local counts from the weights.
-  const int64_t H = q_proj->weight.size(0) / head_dim_;
-  const int64_t K = k_proj->weight.size(0) / head_dim_;
+  // Under tensor parallelism the projections hold a shard of the heads, and with sequence parallelism their
+  // output covers the whole sequence while x holds a part of it: take every size from the projections.
+  torch::Tensor q_out = q_proj->forward(x), k_out = k_proj->forward(x), v_out = v_proj->forward(x);
+  const int64_t B = q_out.size(0), T = q_out.size(1);
+  const int64_t H = q_out.size(2) / head_dim_;
+  const int64_t K = k_out.size(2) / head_dim_;
   // [B, T, C] -> [B, T, H*D] -> [B, H, T, D]
-  torch::Tensor q = q_proj->forward(x).view({B, T, H, head_dim_}).transpose(1, 2);
-  torch::Tensor k = k_proj->forward(x).view({B, T, K, head_dim_}).transpose(1, 2);
-  torch::Tensor v = v_proj->forward(x).view({B, T, K, head_dim_}).transpose(1, 2);
+  torch::Tensor q = q_out.view({B, T, H, head_dim_}).transpose(1, 2);
+  torch::Tensor k = k_out.view({B, T, K, head_dim_}).transpose(1, 2);
+  torch::Tensor v = v_out.view({B, T, K, head_dim_}).transpose(1, 2);
   q = ApplyRotary(q, cos, sin);
   k = ApplyRotary(k, cos, sin);
   bool causal = !mask.has_value();
@@ -284,7 +286,8 @@ torch::Tensor CausalLMImpl::head_weight() {
 }
 
 torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, int64_t begin, int64_t end) {
-  const int64_t B = x.size(0), T = x.size(1);
+  // The sequence length of the inputs (x may hold a part of it under sequence parallelism).
+  const int64_t B = x.size(0), T = in.input_ids.defined() ? in.input_ids.size(1) : x.size(1);
   const int64_t past = in.cache ? in.cache->length : 0;
   torch::Tensor pos = in.position_ids;
   if (!pos.defined()) {

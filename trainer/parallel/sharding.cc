@@ -18,12 +18,13 @@ at::Tensor GatherFull(const at::Tensor& piece, const model::ParamLayout& layout,
   return at::cat(pieces, 0).movedim(0, layout.dim).contiguous();
 }
 
-void SumPartialGradients(const std::vector<std::pair<at::Tensor, model::ParamLayout>>& params, Comm* tp) {
+void SumPartialGradients(const std::vector<std::pair<at::Tensor, model::ParamLayout>>& params, Comm* tp,
+                         bool sequence_parallel) {
   if (tp == nullptr || tp->size() == 1) return;
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> whole;  // replicated on every rank: one flat all-reduce per dtype
   for (const auto& [param, layout] : params) {
-    if (!layout.partial_grad) continue;
+    if (!layout.partial_grad && !(sequence_parallel && !layout.sharded())) continue;
     at::Tensor& g = param.mutable_grad();
     if (!g.defined()) g = at::zeros_like(param);
     if (!layout.sharded()) {

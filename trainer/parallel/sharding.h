@@ -20,7 +20,10 @@ at::Tensor GatherFull(const at::Tensor& piece, const model::ParamLayout& layout,
 
 // Sums the gradients marked partial_grad over the ranks holding the same piece: fully replicated ones in one
 // flat all-reduce, pieces held by a subset of ranks (replicated kv heads) through a zero-padded full tensor.
-void SumPartialGradients(const std::vector<std::pair<at::Tensor, model::ParamLayout>>& params, Comm* tp);
+// With sequence parallelism every replicated parameter's gradient is partial (each rank saw part of the
+// sequence).
+void SumPartialGradients(const std::vector<std::pair<at::Tensor, model::ParamLayout>>& params, Comm* tp,
+                         bool sequence_parallel = false);
 
 // One flat 1-D tensor of `tensors` (same dtype), and back: the buckets of every fused collective.
 at::Tensor Flatten(const std::vector<at::Tensor>& tensors);

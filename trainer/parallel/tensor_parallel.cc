@@ -1,5 +1,7 @@
 #include "trainer/parallel/tensor_parallel.h"
 
+#include <optional>
+
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/nn/functional/linear.h>
@@ -35,19 +37,73 @@ struct ReduceFromGroupFn : public torch::autograd::Function<ReduceFromGroupFn> {
   static variable_list backward(AutogradContext* /*ctx*/, variable_list grad) { return {grad[0], at::Tensor()}; }
 };
 
+// Along the sequence (dim 1) through Comm's dim-0 collectives: [B, T, ..] <-> [T, B, ..].
+at::Tensor AllGatherDim1(const at::Tensor& x, Comm* comm) {
+  return comm->AllGather(x.transpose(0, 1).contiguous()).transpose(0, 1).contiguous();
+}
+at::Tensor ReduceScatterDim1(const at::Tensor& x, Comm* comm) {
+  TORCH_CHECK(x.size(1) % comm->size() == 0, "sequence length ", x.size(1), " is not divisible by tensor parallel ",
+              comm->size());
+  return comm->ReduceScatterSum(x.transpose(0, 1).contiguous()).transpose(0, 1).contiguous();
+}
+
+struct GatherSequenceFn : public torch::autograd::Function<GatherSequenceFn> {
+  static at::Tensor forward(AutogradContext* ctx, at::Tensor x, int64_t comm) {
+    ctx->saved_data["comm"] = comm;
+    return AllGatherDim1(x, reinterpret_cast<Comm*>(comm));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) {
+    return {ReduceScatterDim1(grad[0], CommOf(ctx)), at::Tensor()};
+  }
+};
+
+struct ReduceScatterSequenceFn : public torch::autograd::Function<ReduceScatterSequenceFn> {
+  static at::Tensor forward(AutogradContext* ctx, at::Tensor x, int64_t comm) {
+    ctx->saved_data["comm"] = comm;
+    return ReduceScatterDim1(x, reinterpret_cast<Comm*>(comm));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) {
+    return {AllGatherDim1(grad[0], CommOf(ctx)), at::Tensor()};
+  }
+};
+
 int64_t Address(Comm* c) { return reinterpret_cast<int64_t>(c); }
+
+}  // namespace
+
+// The last sequence all-gather, reused by the column layers that read the same input (q, k, v; gate, up). The
+// source is held weakly: once it is freed, or modified in place, the entry no longer matches.
+struct SequenceGatherCache {
+  at::Tensor Gather(const at::Tensor& x, Comm* comm) {
+    if (source) {
+      auto live = source->lock();
+      if (live && live.get() == x.unsafeGetTensorImpl() && version == x._version() && gathered.defined()) {
+        return gathered;
+      }
+    }
+    gathered = GatherSequence(x, comm);
+    source.emplace(x.getIntrusivePtr());
+    version = x._version();
+    return gathered;
+  }
+  std::optional<c10::weak_intrusive_ptr<c10::TensorImpl>> source;
+  uint32_t version = 0;
+  at::Tensor gathered;
+};
+
+namespace {
 
 // weight [out/shards, in]; pieces of the output dimension.
 class ColumnParallelLinearImpl : public model::LinearImpl {
  public:
   ColumnParallelLinearImpl(const model::LinearSpec& spec, const torch::TensorOptions& options, std::shared_ptr<Comm> tp,
-                           int64_t shards)
+                           int64_t shards, std::shared_ptr<SequenceGatherCache> gather)
       : LinearImpl(spec, options, spec.out / shards, spec.in), tp_(std::move(tp)), shards_(shards),
-        index_(tp_->rank() / (tp_->size() / shards)) {}
+        index_(tp_->rank() / (tp_->size() / shards)), gather_(std::move(gather)) {}
 
   torch::Tensor forward(const torch::Tensor& x) override {
-    // x [.., in] replicated -> [.., out/shards]
-    torch::Tensor xin = CopyToGroup(x, tp_.get());
+    // x [B, T, in] replicated (or [B, T/tp, in] with sequence parallelism) -> [B, T, out/shards]
+    torch::Tensor xin = gather_ ? gather_->Gather(x, tp_.get()) : CopyToGroup(x, tp_.get());
     torch::Tensor y = torch::nn::functional::linear(xin, weight, bias);
     if (has_lora() && !merged()) y = y + LoraDelta(xin);
     return y;
@@ -62,19 +118,22 @@ class ColumnParallelLinearImpl : public model::LinearImpl {
  private:
   std::shared_ptr<Comm> tp_;
   int64_t shards_, index_;
+  std::shared_ptr<SequenceGatherCache> gather_;  // set under sequence parallelism
 };
 
 // weight [out, in/tp]; pieces of the input dimension.
 class RowParallelLinearImpl : public model::LinearImpl {
  public:
-  RowParallelLinearImpl(const model::LinearSpec& spec, const torch::TensorOptions& options, std::shared_ptr<Comm> tp)
-      : LinearImpl(spec, options, spec.out, spec.in / tp->size()), tp_(std::move(tp)) {}
+  RowParallelLinearImpl(const model::LinearSpec& spec, const torch::TensorOptions& options, std::shared_ptr<Comm> tp,
+                        bool sequence_parallel)
+      : LinearImpl(spec, options, spec.out, spec.in / tp->size()), tp_(std::move(tp)), sp_(sequence_parallel) {}
 
   torch::Tensor forward(const torch::Tensor& x) override {
-    // x [.., in/tp] -> partial [.., out] -> summed over the group -> + bias
+    // x [B, T, in/tp] -> partial [B, T, out] -> summed over the group ([B, T/tp, out] with sequence
+    // parallelism) -> + bias
     torch::Tensor y = torch::nn::functional::linear(x, weight);
     if (has_lora() && !merged()) y = y + LoraDelta(x);  // (x A_piece^T) B^T: this rank's share of the delta
-    y = ReduceFromGroup(y, tp_.get());
+    y = sp_ ? ReduceScatterSequence(y, tp_.get()) : ReduceFromGroup(y, tp_.get());
     if (bias.defined()) y = y + bias;
     return y;
   }
@@ -87,13 +146,15 @@ class RowParallelLinearImpl : public model::LinearImpl {
 
  private:
   std::shared_ptr<Comm> tp_;
+  bool sp_;
 };
 
 // weight [V/tp, C]: rows [index * V/tp, (index + 1) * V/tp) of the full table.
 class VocabParallelEmbeddingImpl : public model::EmbeddingImpl {
  public:
-  VocabParallelEmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options, std::shared_ptr<Comm> tp)
-      : EmbeddingImpl(vocab / tp->size(), dim, options), tp_(std::move(tp)) {}
+  VocabParallelEmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options, std::shared_ptr<Comm> tp,
+                             bool sequence_parallel)
+      : EmbeddingImpl(vocab / tp->size(), dim, options), tp_(std::move(tp)), sp_(sequence_parallel) {}
 
   torch::Tensor forward(const torch::Tensor& ids) override {
     // ids [B, T] -> [B, T, C]: look up own rows, zeros for the others' ids, sum over the group.
@@ -101,13 +162,14 @@ class VocabParallelEmbeddingImpl : public model::EmbeddingImpl {
     torch::Tensor outside = (ids < start).logical_or(ids >= start + rows);
     torch::Tensor local = (ids - start).masked_fill(outside, 0);
     torch::Tensor out = torch::embedding(weight, local).masked_fill(outside.unsqueeze(-1), 0);
-    return ReduceFromGroup(out, tp_.get());
+    return sp_ ? ReduceScatterSequence(out, tp_.get()) : ReduceFromGroup(out, tp_.get());
   }
 
   model::ParamLayout Layout() const override { return {.dim = 0, .shards = tp_->size(), .index = tp_->rank()}; }
 
  private:
   std::shared_ptr<Comm> tp_;
+  bool sp_;
 };
 
 }  // namespace
@@ -122,14 +184,26 @@ at::Tensor ReduceFromGroup(const at::Tensor& x, Comm* comm) {
   return ReduceFromGroupFn::apply(x, Address(comm));
 }
 
-TensorParallelFactory::TensorParallelFactory(std::shared_ptr<Comm> tp, int64_t head_dim)
-    : tp_(std::move(tp)), head_dim_(head_dim) {}
+at::Tensor GatherSequence(const at::Tensor& x, Comm* comm) {
+  if (comm == nullptr || comm->size() == 1) return x;
+  return GatherSequenceFn::apply(x, Address(comm));
+}
+
+at::Tensor ReduceScatterSequence(const at::Tensor& x, Comm* comm) {
+  if (comm == nullptr || comm->size() == 1) return x;
+  return ReduceScatterSequenceFn::apply(x, Address(comm));
+}
+
+TensorParallelFactory::TensorParallelFactory(std::shared_ptr<Comm> tp, int64_t head_dim, bool sequence_parallel)
+    : tp_(std::move(tp)), head_dim_(head_dim), sequence_parallel_(sequence_parallel) {
+  if (sequence_parallel_) gather_cache_ = std::make_shared<SequenceGatherCache>();
+}
 
 model::Linear TensorParallelFactory::Make(const model::LinearSpec& spec, const torch::TensorOptions& options) const {
   const int64_t tp = tp_->size();
   if (spec.split == model::LinearSplit::kRow) {
     ANNEAL_CHECK(spec.in % tp == 0);
-    return model::Linear(std::shared_ptr<model::LinearImpl>(std::make_shared<RowParallelLinearImpl>(spec, options, tp_)));
+    return model::Linear(std::shared_ptr<model::LinearImpl>(std::make_shared<RowParallelLinearImpl>(spec, options, tp_, sequence_parallel_)));
   }
   if (spec.split == model::LinearSplit::kColumn) {
     int64_t shards = tp;
@@ -141,7 +215,7 @@ model::Linear TensorParallelFactory::Make(const model::LinearSpec& spec, const t
     }
     ANNEAL_CHECK(spec.out % shards == 0 && tp % shards == 0);
     return model::Linear(
-        std::shared_ptr<model::LinearImpl>(std::make_shared<ColumnParallelLinearImpl>(spec, options, tp_, shards)));
+        std::shared_ptr<model::LinearImpl>(std::make_shared<ColumnParallelLinearImpl>(spec, options, tp_, shards, gather_cache_)));
   }
   return model::Linear(spec, options);
 }
@@ -150,11 +224,13 @@ model::Embedding TensorParallelFactory::MakeEmbedding(int64_t vocab, int64_t dim
                                                       const torch::TensorOptions& options) const {
   ANNEAL_CHECK(vocab % tp_->size() == 0);
   return model::Embedding(
-      std::shared_ptr<model::EmbeddingImpl>(std::make_shared<VocabParallelEmbeddingImpl>(vocab, dim, options, tp_)));
+      std::shared_ptr<model::EmbeddingImpl>(std::make_shared<VocabParallelEmbeddingImpl>(vocab, dim, options, tp_, sequence_parallel_)));
 }
 
 torch::Tensor TensorParallelFactory::HeadLogits(const torch::Tensor& hidden, const torch::Tensor& weight) const {
-  // [.., C] x [V/tp, C]^T -> [.., V/tp]; the input gradient is summed over the group in backward.
+  // [.., C] x [V/tp, C]^T -> [.., V/tp]; the input gradient is summed over the group in backward (by the
+  // sequence gather's reduce-scatter under sequence parallelism).
+  if (sequence_parallel_) return torch::matmul(GatherSequence(hidden, tp_.get()), weight.t());
   return torch::matmul(CopyToGroup(hidden, tp_.get()), weight.t());
 }
 

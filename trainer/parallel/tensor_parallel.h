@@ -15,6 +15,13 @@
 //       each rank (ParamLayout::partial_grad) and the trainer sums it over the group (SumPartialGradients).
 //   kv heads fewer than tp (GQA): each kv head is held by tp / kv ranks (those whose query heads use it); its
 //       weights' gradients are partial there too.
+//   sequence parallel (optional, Megatron-LM's): between the tensor-parallel regions the activations are split
+//       along the sequence, [B, T/tp, C], so norms, residuals and the stage-to-stage activations take 1/tp of
+//       the memory. Column layers all-gather their input along the sequence (backward: reduce-scatter), row
+//       layers and the embedding reduce-scatter their output (backward: all-gather), the head all-gathers the
+//       final hidden states. One all-gather serves q, k and v (and gate and up): the gathered input is reused
+//       while its source tensor is alive and unmodified. Replicated weights (norms, row biases) then see only
+//       part of the sequence: their gradients are partial and summed over the group.
 //
 // Thread-safety: layers are used by one thread at a time; the Comm must outlive them.
 //
@@ -34,14 +41,18 @@ namespace anneal::parallel {
 at::Tensor CopyToGroup(const at::Tensor& x, Comm* comm);
 // Forward all-reduce over `comm`, backward identity (Megatron's reduce_from_tensor_model_parallel).
 at::Tensor ReduceFromGroup(const at::Tensor& x, Comm* comm);
+// x [B, T/n, ..] -> [B, T, ..] concatenated over the group; backward: reduce-scatter along the sequence.
+at::Tensor GatherSequence(const at::Tensor& x, Comm* comm);
+// x [B, T, ..] partial sums -> [B, T/n, ..] of the sum, this rank's chunk; backward: all-gather.
+at::Tensor ReduceScatterSequence(const at::Tensor& x, Comm* comm);
 
 class TensorParallelFactory : public model::LinearFactory {
  public:
-  TensorParallelFactory(std::shared_ptr<Comm> tp, int64_t head_dim);
+  TensorParallelFactory(std::shared_ptr<Comm> tp, int64_t head_dim, bool sequence_parallel = false);
 
   model::Linear Make(const model::LinearSpec& spec, const torch::TensorOptions& options) const override;
   model::Embedding MakeEmbedding(int64_t vocab, int64_t dim, const torch::TensorOptions& options) const override;
-  // hidden [.., C] (replicated) x weight [V/tp, C] -> [.., V/tp]
+  // hidden [B, T, C] (replicated; [B, T/tp, C] with sequence parallelism) x weight [V/tp, C] -> [B, T, V/tp]
   torch::Tensor HeadLogits(const torch::Tensor& hidden, const torch::Tensor& weight) const override;
   // [.., V/tp] -> [.., V] (all-gather; no autograd)
   torch::Tensor FullLogits(const torch::Tensor& logits) const override;
@@ -51,6 +62,8 @@ class TensorParallelFactory : public model::LinearFactory {
  private:
   std::shared_ptr<Comm> tp_;
   int64_t head_dim_;
+  bool sequence_parallel_;
+  std::shared_ptr<struct SequenceGatherCache> gather_cache_;
 };
 
 }  // namespace anneal::parallel

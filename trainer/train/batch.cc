@@ -28,4 +28,19 @@ Batch ToTensors(const data::Batch& b, bool packed, bool neat_packing) {
   return out;
 }
 
+Batch PadSequenceTo(Batch b, int64_t multiple, int64_t pad_id) {
+  const int64_t T = b.input_ids.size(1);
+  const int64_t extra = (multiple - T % multiple) % multiple;
+  if (extra == 0) return b;
+  auto pad = [&](const at::Tensor& t, int64_t value) {
+    return t.defined() ? at::cat({t, at::full({t.size(0), extra}, value, t.options())}, 1) : t;
+  };
+  b.input_ids = pad(b.input_ids, pad_id);
+  b.labels = pad(b.labels, -100);
+  b.attention_mask = pad(b.attention_mask, 0);
+  b.position_ids = pad(b.position_ids, 0);
+  if (b.segment_ids.defined()) b.segment_ids = pad(b.segment_ids, b.segment_ids.max().item<int64_t>() + 1);
+  return b;
+}
+
 }  // namespace anneal::train

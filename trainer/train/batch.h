@@ -30,4 +30,9 @@ struct Batch {
 // `packed`: the rows are packing bins (position_ids restart per example).
 Batch ToTensors(const data::Batch& b, bool packed, bool neat_packing);
 
+// Pads the sequence dimension to a multiple of `multiple` (sequence parallelism splits it evenly): pad_id
+// tokens, -100 labels, attention_mask 0, position 0, and a segment of their own. The loss and token counts do
+// not change.
+Batch PadSequenceTo(Batch b, int64_t multiple, int64_t pad_id);
+
 }  // namespace anneal::train

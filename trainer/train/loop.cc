@@ -62,6 +62,12 @@ Batch ToDevice(Batch b, const torch::Device& d) {
   return b;
 }
 
+// On the device, and padded for sequence parallelism when it is on.
+Batch Prepare(Batch b, const Runtime& rt, int64_t pad_id) {
+  if (rt.sequence_parallel) b = PadSequenceTo(std::move(b), rt.dims.tp(), pad_id);
+  return ToDevice(std::move(b), rt.device);
+}
+
 // Validation loss over `rows` (sum of token losses / label tokens), the positions dealt out over data
 // parallel and run through the pipeline.
 double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt) {
@@ -71,11 +77,11 @@ double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Run
   for (int64_t p = rt.dp_rank; p < rows.size(); p += rt.dp) {
     part.push_back(p);
     if (static_cast<int>(part.size()) == batch) {
-      micro.push_back(ToDevice(rows.Make(part), rt.device));
+      micro.push_back(Prepare(rows.Make(part), rt, rows.pad_id));
       part.clear();
     }
   }
-  if (!part.empty()) micro.push_back(ToDevice(rows.Make(part), rt.device));
+  if (!part.empty()) micro.push_back(Prepare(rows.Make(part), rt, rows.pad_id));
   auto [sum, count] = EvalMicroBatches(lm, micro, rt.stage_context());
   lm->train();
   const bool counts = rt.stage.last && rt.tp_rank == 0;
@@ -217,7 +223,7 @@ Status RunTraining(const jobspec::JobSpec& spec) {
     const int64_t per_micro = rows_per_step / micro_count;
     for (int64_t m = 0; m < micro_count; ++m) {
       std::vector<int64_t> part(step_rows.begin() + m * per_micro, step_rows.begin() + (m + 1) * per_micro);
-      micro.push_back(ToDevice(rows.Make(part), rt.device));
+      micro.push_back(Prepare(rows.Make(part), rt, rows.pad_id));
       label_tokens += micro.back().label_tokens;
       total_tokens += micro.back().input_tokens;
     }

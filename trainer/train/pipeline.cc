@@ -30,7 +30,7 @@ class Stage {
 
   // [B, T, C] for a micro-batch, in the activations' dtype.
   torch::Tensor Empty(const Batch& b) const {
-    return torch::empty({b.input_ids.size(0), b.input_ids.size(1), lm_->config().hidden_size},
+    return torch::empty({b.input_ids.size(0), b.input_ids.size(1) / ctx_.sequence_shards, lm_->config().hidden_size},
                         torch::TensorOptions().dtype(ctx_.dtype).device(ctx_.device));
   }
 

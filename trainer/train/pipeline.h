@@ -34,6 +34,8 @@ struct StageContext {
   PipelineSchedule schedule = PipelineSchedule::kOneFOneB;
   // Runs just before this stage's last backward of the step (to arm the overlapped gradient all-reduce).
   std::function<void()> before_last_backward = nullptr;
+  // Sequence parallelism: the activations between stages hold 1/sequence_shards of the sequence.
+  int64_t sequence_shards = 1;
 };
 
 // Forward and backward of every micro-batch (already on the device); each micro-batch's loss is its summed

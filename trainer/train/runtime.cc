@@ -66,10 +66,7 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
     torch::set_num_threads(std::max(1, cores / local_world));
   }
-  if (spec.resources.sequence_parallel) {
-    return FailedPreconditionError("parallel.sequence_parallel is not supported by this trainer (tensor parallelism "
-                                   "keeps activations replicated); set it to false");
-  }
+  rt.sequence_parallel = spec.resources.sequence_parallel && rt.dims.tp() > 1;
   rt.zero = spec.resources.zero_stage == 1;
   rt.schedule = spec.resources.pipeline_schedule == "gpipe" ? PipelineSchedule::kGPipe : PipelineSchedule::kOneFOneB;
   rt.dp = rt.dims.dp();
@@ -113,7 +110,9 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
       ASSIGN_OR_RETURN(rt.tied_comm, parallel::Comm::Create(rt.store, "tied-dp" + d + "-tp" + t, ends, rt.rank, cuda,
                                                             timeout));
     }
-    if (rt.dims.tp() > 1) rt.factory = std::make_shared<parallel::TensorParallelFactory>(rt.tp_comm, mc.head_dim);
+    if (rt.dims.tp() > 1) {
+      rt.factory = std::make_shared<parallel::TensorParallelFactory>(rt.tp_comm, mc.head_dim, rt.sequence_parallel);
+    }
   }
   return rt;
 }
@@ -135,7 +134,7 @@ void Runtime::SyncGradients(const std::vector<optim::TrainableParam>& params,
   if (tp_comm && tp_comm->size() > 1) {
     std::vector<std::pair<at::Tensor, model::ParamLayout>> with_layout;
     for (size_t i = 0; i < params.size(); ++i) with_layout.emplace_back(params[i].param, layouts[i]);
-    parallel::SumPartialGradients(with_layout, tp_comm.get());
+    parallel::SumPartialGradients(with_layout, tp_comm.get(), sequence_parallel);
   }
   if (tied_comm) {
     torch::NoGradGuard no_grad;
@@ -180,7 +179,7 @@ void Runtime::Barrier() const {
 
 nlohmann::json Runtime::LayoutJson() const {
   return {{"world_size", world}, {"tensor_parallel", dims.tp()}, {"pipeline_parallel", dims.pp()},
-          {"data_parallel", dims.dp()}, {"zero_stage", zero ? 1 : 0}};
+          {"data_parallel", dims.dp()}, {"zero_stage", zero ? 1 : 0}, {"sequence_parallel", sequence_parallel}};
 }
 
 }  // namespace anneal::train

@@ -40,6 +40,7 @@ struct Runtime {
   torch::ScalarType dtype = torch::kFloat32;
   std::string config_hash;
   bool zero = false;                         // ZeRO-1
+  bool sequence_parallel = false;            // activations split along the sequence between TP regions
   PipelineSchedule schedule = PipelineSchedule::kOneFOneB;
   model::StageSpec stage;                    // this rank's pipeline stage
   std::shared_ptr<const model::LinearFactory> factory;  // tensor-parallel layers (null: plain)
@@ -49,7 +50,9 @@ struct Runtime {
 
   // The rank that writes this stage's checkpoint and export files (tp rank 0 of data-parallel replica 0).
   bool stage_writer() const { return tp_rank == 0 && dp_rank == 0; }
-  StageContext stage_context() const { return {pp_comm.get(), device, dtype, schedule}; }
+  StageContext stage_context() const {
+    return {pp_comm.get(), device, dtype, schedule, nullptr, sequence_parallel ? dims.tp() : 1};
+  }
   // The embedding copy on the last stage of a tied pipeline: a duplicate of the first stage's.
   bool IsTiedDuplicate(const std::string& param_name) const;
 

@@ -13,7 +13,9 @@ pb::ClientReply ReceiveReply(Client& client) {
   auto frames = protocol::Receive(client.socket(), false);
   EXPECT_TRUE(frames.ok()) << frames.status().ToString();
   pb::ClientReply reply;
-  if (frames.ok()) EXPECT_TRUE(protocol::Parse(*frames, protocol::MessageKind::kClientReply, &reply).ok());
+  if (frames.ok()) {
+    EXPECT_TRUE(protocol::Parse(*frames, protocol::MessageKind::kClientReply, &reply).ok());
+  }
   return reply;
 }
 

@@ -170,7 +170,9 @@ TEST(CoordinatorProcess, GarbageAndWrongVersionFramesGetErrorsAndServiceContinue
     auto frames = protocol::Receive(sock, false);
     EXPECT_TRUE(frames.ok()) << frames.status().ToString();
     pb::ClientReply reply;
-    if (frames.ok()) EXPECT_TRUE(protocol::Parse(*frames, protocol::MessageKind::kClientReply, &reply).ok());
+    if (frames.ok()) {
+      EXPECT_TRUE(protocol::Parse(*frames, protocol::MessageKind::kClientReply, &reply).ok());
+    }
     return reply;
   };
   // 1. Garbage in one frame.

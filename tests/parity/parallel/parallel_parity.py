@@ -6,7 +6,7 @@
            all-reduce starts during backward.
   layouts_lora / layouts_full: (tp, pp, dp) = (2,1,1), (1,2,1), (1,1,2), (2,2,1), (2,2,2), (1,4,2) on a 4-layer
            model give the single-process losses for 10 steps (rel < 1e-5), eval losses, and exported weights;
-           plus GPipe against 1F1B and ZeRO-1.
+           plus GPipe against 1F1B, ZeRO-1 and sequence parallelism.
   tied_gqa: a qwen2 model (tied head, biases) with pp 2 and 4, and tp 4 over 2 kv heads.
   reshard: a run saved at step 5 with tp2 pp2 dp2 resumes with tp1 pp4 dp2 (and tp2 pp1 dp1) and continues
            with the single-process losses.
@@ -139,6 +139,10 @@ def layouts(binary, tmp, ft):
     compare(ft, ref, out, "(tp 1, pp 2, dp 1) with the GPipe schedule")
     out = train_layout(binary, tmp, model, ft, 2, 1, 2, f"{ft}-zero", ["zero_stage: 1"])
     compare(ft, ref, out, "(tp 2, pp 1, dp 2) with ZeRO-1")
+    for tp, pp, dp in [(2, 1, 1), (2, 2, 2)]:
+        out = train_layout(binary, tmp, model, ft, tp, pp, dp, f"{ft}-sp-tp{tp}-pp{pp}-dp{dp}",
+                           ["sequence_parallel: true"])
+        compare(ft, ref, out, f"(tp {tp}, pp {pp}, dp {dp}) with sequence parallelism")
 
 
 def case_layouts_lora(binary, tmp):
@@ -158,6 +162,8 @@ def case_tied_gqa(binary, tmp):
         for tp, pp, dp in [(2, 2, 1), (4, 1, 1), (1, 4, 1)]:
             out = train_layout(binary, tmp, model, ft, tp, pp, dp, f"{ft}-tp{tp}-pp{pp}-dp{dp}")
             compare(ft, ref, out, f"qwen2 tied (tp {tp}, pp {pp}, dp {dp})")
+        out = train_layout(binary, tmp, model, ft, 4, 1, 1, f"{ft}-sp", ["sequence_parallel: true"])
+        compare(ft, ref, out, "qwen2 tied (tp 4, pp 1, dp 1) with sequence parallelism")
 
 
 def case_reshard(binary, tmp):

@@ -68,7 +68,11 @@ TEST_F(SafetensorsTest, RoundTripIsBitExactForEveryDtype) {
 
 TEST_F(SafetensorsTest, ShardedCheckpointWritesAnIndexAndReadsBack) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (int i = 0; i < 5; ++i) tensors.emplace_back("w" + std::to_string(i), torch::full({256}, float(i)));
+  for (int i = 0; i < 5; ++i) {
+    std::string name = "w";
+    name += std::to_string(i);  // (GCC 12 warns falsely on "w" + std::to_string(i) here)
+    tensors.emplace_back(std::move(name), torch::full({256}, float(i)));
+  }
   ASSERT_TRUE(WriteSafetensorsCheckpoint(dir_.string(), "model", tensors, /*max_shard_bytes=*/2048).ok());
   EXPECT_TRUE(fs::exists(Path("model.safetensors.index.json")));
   EXPECT_TRUE(fs::exists(Path("model-00001-of-00003.safetensors")));
