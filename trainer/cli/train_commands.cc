@@ -1,18 +1,21 @@
 // anneal-train train / eval / export.
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include "common/shutdown.h"
 #include "jobspec/jobspec.h"
+#include "trainer/checkpoint/checkpoint.h"
 #include "trainer/cli/commands.h"
 #include "trainer/eval/eval.h"
 #include "trainer/export/peft.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
 #include "trainer/train/loop.h"
+#include "trainer/train/state_io.h"
 
 namespace anneal::trainer {
 namespace {
@@ -58,6 +61,27 @@ struct ExportArgs {
   uint64_t max_shard_mb = 5120;
 };
 
+// A full or freeze fine-tuning checkpoint (trainable-stage*.safetensors, any layout) applied on its base model.
+Status ExportCheckpoint(const ExportArgs& ex) {
+  ASSIGN_OR_RETURN(checkpoint::Manifest manifest, checkpoint::VerifyCheckpoint(ex.adapter));
+  (void)manifest;
+  ASSIGN_OR_RETURN(model::CausalLM lm, model::LoadCausalLM(ex.model));
+  ASSIGN_OR_RETURN(auto trained, train::ReadTrainable(ex.adapter));
+  std::map<std::string, at::Tensor> params;
+  for (auto& item : lm->named_parameters()) params[item.key()] = item.value();
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, t] : trained) {
+    auto it = params.find(name);
+    if (it == params.end()) return InvalidArgumentError(ex.adapter + ": '" + name + "' is not a weight of " + ex.model);
+    if (it->second.sizes() != t.sizes()) {
+      return InvalidArgumentError(ex.adapter + ": '" + name + "' has shape " + c10::str(t.sizes()) + ", " + ex.model +
+                                  " has " + c10::str(it->second.sizes()));
+    }
+    it->second.copy_(t);
+  }
+  return train::ExportMergedModel(lm, ex.out, ex.model, ex.max_shard_mb << 20);
+}
+
 }  // namespace
 
 void AddTrainCommands(CLI::App& app) {
@@ -88,13 +112,22 @@ void AddTrainCommands(CLI::App& app) {
   });
 
   auto ex = std::make_shared<ExportArgs>();
-  CLI::App* exp = app.add_subcommand("export", "Merge a PEFT adapter into its base model and write an HF model");
+  CLI::App* exp = app.add_subcommand("export", "Merge a PEFT adapter (or a checkpoint) into its base model and write "
+                                                "an HF model");
   exp->add_option("--model", ex->model, "Base model directory")->required();
-  exp->add_option("--adapter", ex->adapter, "PEFT adapter directory")->required();
+  exp->add_option("--adapter", ex->adapter,
+                  "PEFT adapter directory, or a checkpoint-N directory of a LoRA, full or freeze run (any layout)")
+      ->required();
   exp->add_option("--out", ex->out, "Output directory for the merged model")->required();
   exp->add_option("--max-shard-mb", ex->max_shard_mb, "Shard size limit in MiB");
   exp->callback([ex] {
     ExitCode() = RunWithBoundary([&]() -> Status {
+      const bool is_adapter = std::filesystem::exists(ex->adapter + "/adapter_config.json");
+      if (!is_adapter && std::filesystem::exists(ex->adapter + "/manifest.json")) {
+        RETURN_IF_ERROR(ExportCheckpoint(*ex));
+        std::cout << "model written to " << std::filesystem::absolute(ex->out).string() << "\n";
+        return Status::Ok();
+      }
       jobspec::JobSpec spec;
       spec.model.model_name_or_path = ex->model;
       spec.model.adapter_name_or_path = ex->adapter;

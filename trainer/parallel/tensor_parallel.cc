@@ -174,24 +174,20 @@ class VocabParallelEmbeddingImpl : public model::EmbeddingImpl {
 
 }  // namespace
 
-at::Tensor CopyToGroup(const at::Tensor& x, Comm* comm) {
+namespace {
+// With one rank each of these operations is the identity.
+template <class Fn>
+at::Tensor ApplyInGroup(const at::Tensor& x, Comm* comm) {
   if (comm == nullptr || comm->size() == 1) return x;
-  return CopyToGroupFn::apply(x, Address(comm));
+  return Fn::apply(x, Address(comm));
 }
+}  // namespace
 
-at::Tensor ReduceFromGroup(const at::Tensor& x, Comm* comm) {
-  if (comm == nullptr || comm->size() == 1) return x;
-  return ReduceFromGroupFn::apply(x, Address(comm));
-}
-
-at::Tensor GatherSequence(const at::Tensor& x, Comm* comm) {
-  if (comm == nullptr || comm->size() == 1) return x;
-  return GatherSequenceFn::apply(x, Address(comm));
-}
-
+at::Tensor CopyToGroup(const at::Tensor& x, Comm* comm) { return ApplyInGroup<CopyToGroupFn>(x, comm); }
+at::Tensor ReduceFromGroup(const at::Tensor& x, Comm* comm) { return ApplyInGroup<ReduceFromGroupFn>(x, comm); }
+at::Tensor GatherSequence(const at::Tensor& x, Comm* comm) { return ApplyInGroup<GatherSequenceFn>(x, comm); }
 at::Tensor ReduceScatterSequence(const at::Tensor& x, Comm* comm) {
-  if (comm == nullptr || comm->size() == 1) return x;
-  return ReduceScatterSequenceFn::apply(x, Address(comm));
+  return ApplyInGroup<ReduceScatterSequenceFn>(x, comm);
 }
 
 TensorParallelFactory::TensorParallelFactory(std::shared_ptr<Comm> tp, int64_t head_dim, bool sequence_parallel)

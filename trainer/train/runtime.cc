@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/torch.h>
 
 #include "trainer/model/config.h"
@@ -79,6 +80,11 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   rt.tied_embeddings = mc.tie_word_embeddings;
 
   ASSIGN_OR_RETURN(rt.device, ResolveDevice(spec.train.device, "train.device", rt.local_rank));
+  if (rt.device.is_cuda()) {
+    // Make this rank's GPU the current one: NCCL communicators and any tensor made with a bare "cuda" device
+    // (barriers, scratch buffers) must not all land on GPU 0.
+    c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(rt.device);
+  }
   rt.dtype = ComputeDtype(spec.train);
   jobspec::JobSpec hashed = spec;
   hashed.train.resume_from_checkpoint.clear();

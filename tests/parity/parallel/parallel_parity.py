@@ -173,6 +173,15 @@ def case_reshard(binary, tmp):
         saved = train_layout(binary, tmp, model, ft, 2, 2, 2, f"{ft}-saved", ["save_steps: 5", "zero_stage: 1"])
         manifest = json.load(open(os.path.join(saved, "checkpoint-5", "manifest.json")))
         assert manifest["metadata"]["layout"]["tensor_parallel"] == 2, manifest["metadata"]["layout"]
+        # Any checkpoint exports to one HF model (the last one equals the run's own export); a LoRA checkpoint
+        # carries a PEFT copy of its adapter.
+        merged = os.path.join(tmp, f"{ft}-from-checkpoint")
+        run([binary, "export", "--model", model, "--adapter", os.path.join(saved, "checkpoint-10"), "--out", merged])
+        if ft == "full":
+            final, exported = weights(saved, ft), load_file(os.path.join(merged, "model.safetensors"))
+            assert sorted(exported) == sorted(final), sorted(set(exported) ^ set(final))
+            assert all(torch.equal(exported[k], final[k]) for k in final), "checkpoint export differs from the run's"
+            print("reshard: full checkpoint-10 of (tp 2, pp 2, dp 2) exports to the run's final HF model exactly")
         for tp, pp, dp in [(1, 4, 2), (2, 1, 1)]:
             out = os.path.join(tmp, f"{ft}-resumed-tp{tp}-pp{pp}-dp{dp}")
             shutil.rmtree(out, ignore_errors=True)

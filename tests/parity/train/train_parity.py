@@ -139,21 +139,29 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def case_lora(binary, tmp, rslora=False, schedule="cosine", quick=False):
-    from peft import LoraConfig, PeftModel, get_peft_model
-    model_dir, data, rows = setup(tmp, binary)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+def initial_adapter(model_dir, tmp, rslora=False):
+    """A peft adapter on every projection with random non-zero B (so it matters from step 1), saved for both
+    sides to start from."""
+    from peft import LoraConfig, get_peft_model
     torch.manual_seed(1)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                                 use_rslora=rslora,
-                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                 "gate_proj", "up_proj", "down_proj"]))
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                           use_rslora=rslora,
+                                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                           "up_proj", "down_proj"]))
     with torch.no_grad():
         for n, p in peft_model.named_parameters():
             if "lora_B" in n:
                 p.copy_(torch.randn_like(p) * 0.05)
-    init_adapter = os.path.join(tmp, "init_adapter")
-    peft_model.save_pretrained(init_adapter)
+    path = os.path.join(tmp, "init_adapter")
+    peft_model.save_pretrained(path)
+    return path
+
+
+def case_lora(binary, tmp, rslora=False, schedule="cosine", quick=False):
+    from peft import PeftModel
+    model_dir, data, rows = setup(tmp, binary)
+    init_adapter = initial_adapter(model_dir, tmp, rslora)
     out = os.path.join(tmp, "out")
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
                    ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", f"lr_scheduler_type: {schedule}"])
@@ -216,19 +224,9 @@ def case_schedules(binary, tmp):
 def case_bf16(binary, tmp):
     """bf16 base weights, fp32 LoRA adapters (peft's autocast_adapter_dtype) and fp32 optimizer state: both
     start from the same adapter; the per-step losses follow peft's bf16 run to bf16 rounding."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel
     model_dir, data, rows = setup(tmp, binary)
-    torch.manual_seed(1)
-    init = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-                          LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                     "down_proj"]))
-    with torch.no_grad():
-        for n, p in init.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn_like(p) * 0.05)
-    init_adapter = os.path.join(tmp, "init_adapter")
-    init.save_pretrained(init_adapter)
+    init_adapter = initial_adapter(model_dir, tmp)
     out = os.path.join(tmp, "out")
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
                    ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", "bf16: true"])
