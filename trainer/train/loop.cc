@@ -160,6 +160,17 @@ Status RunTraining(const jobspec::JobSpec& spec) {
   TrainerOptimizer opt(params, {ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
                        rt.dp_comm.get(), rt.zero);
 
+  {
+    // What this rank holds: the numbers that tensor, pipeline and ZeRO-1 sharding shrink.
+    int64_t held = 0, trained = 0, state_bytes = 0;
+    for (const auto& p : lm->parameters()) held += p.numel();
+    for (const auto& p : params) trained += p.param.numel();
+    for (const auto& [name, t] : opt.StateTensors()) state_bytes += static_cast<int64_t>(t.nbytes());
+    std::cerr << "[train] rank " << rt.rank << " (tp " << rt.tp_rank << ", pp " << rt.pp_rank << ", dp " << rt.dp_rank
+              << "): layers [" << rt.stage.layer_begin << ", " << rt.stage.layer_end << "), " << held
+              << " parameters (" << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
+              << (rt.zero ? " (ZeRO-1 share)" : "") << "\n";
+  }
   const int64_t bs = ts.per_device_train_batch_size, ga = ts.gradient_accumulation_steps, dp = rt.dp;
   // Micro-batches per step: gradient_accumulation_steps, or pipeline_microbatches splitting the same rows.
   const int64_t rows_per_step = bs * ga;
