@@ -328,6 +328,9 @@ std::vector<Field> BuildFields() {
   f.push_back(NonNegativeInt({"eval.n_shot", "n_shot"}, "mmlu: examples in the prompt", REF(eval.n_shot)));
   f.push_back(PositiveInt({"eval.max_new_tokens", "max_new_tokens"}, "generate: tokens per answer",
                           REF(eval.max_new_tokens)));
+  f.push_back(NonNegativeInt({"eval.min_new_tokens", "min_new_tokens"},
+                             "generate: tokens before the end-of-sequence token may end an answer",
+                             REF(eval.min_new_tokens)));
   f.push_back(PositiveInt({"eval.num_samples", ""}, "generate: prompts to sample", REF(eval.num_samples)));
   f.push_back(Text({"eval.output_file", ""}, "results file; empty: <output_dir>/eval_results.json",
                    REF(eval.output_file)));

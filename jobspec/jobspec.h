@@ -113,6 +113,7 @@ struct EvalSpec {
   std::string task_dir;                    // mmlu: directory of <subject>_dev.csv / <subject>_test.csv
   int n_shot = 5;
   int max_new_tokens = 64;
+  int min_new_tokens = 0;                  // generate: tokens before the end-of-sequence token may end an answer
   int num_samples = 8;                     // generate: how many prompts to sample
   std::string output_file;                 // empty: <output_dir>/eval_results.json
 

@@ -191,6 +191,9 @@ void AddModelCommands(CLI::App& app) {
   auto* ids_opt = gen->add_option("--prompt-ids", gen_args->prompt_ids, "Prompt token ids, comma-separated");
   gen->add_option("--prompt", gen_args->prompt, "Prompt text (encoded with the model directory's tokenizer.json)")
       ->excludes(ids_opt);
+  gen->add_option("--min-new-tokens", gen_args->options.min_new_tokens,
+                  "Tokens to generate before the end-of-sequence token may end it")
+      ->check(CLI::NonNegativeNumber);
   gen->add_option("--max-new-tokens", gen_args->options.max_new_tokens, "Tokens to generate")
       ->check(CLI::PositiveNumber)->default_val(32);
   gen->add_option("--temperature", gen_args->options.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);

@@ -177,6 +177,7 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
         json samples = json::array();
         model::GenerateOptions go;
         go.max_new_tokens = spec.eval.max_new_tokens;
+        go.min_new_tokens = spec.eval.min_new_tokens;
         if (d.tokenizer->eos_id()) go.stop_token_ids.push_back(*d.tokenizer->eos_id());
         for (size_t i = 0; i < std::min<size_t>(d.train.size(), spec.eval.num_samples); ++i) {
           auto ids = d.cache->input_ids(d.train[i]);

@@ -53,6 +53,10 @@ StatusOr<std::vector<int64_t>> Generate(CausalLM& lm, const std::vector<int64_t>
     torch::Tensor hidden = lm->Forward({.input_ids = ids, .cache = &cache});   // [1, T, C]
     torch::Tensor last = lm->Logits(hidden.select(1, hidden.size(1) - 1))      // [1, V]
                              .squeeze(0).to(torch::kFloat32).to(torch::kCPU);
+    if (step < o.min_new_tokens) {
+      // HF MinNewTokensLengthLogitsProcessor: the stop tokens cannot be chosen yet.
+      for (int64_t id : o.stop_token_ids) last[id] = -INFINITY;
+    }
     const int64_t next = PickToken(last, o, gen);
     out.push_back(next);
     if (std::find(o.stop_token_ids.begin(), o.stop_token_ids.end(), next) != o.stop_token_ids.end()) break;

@@ -25,6 +25,7 @@ struct GenerateOptions {
   double top_p = 1.0;        // 1: off
   uint64_t seed = 0;
   std::vector<int64_t> stop_token_ids;  // generation ends after emitting one of these
+  int64_t min_new_tokens = 0;           // stop tokens are forbidden before this many (HF's min_new_tokens)
 };
 
 // Returns only the new tokens.

@@ -133,6 +133,25 @@ TEST(Generate, RejectsTokenIdsOutsideTheVocabulary) {
   EXPECT_EQ(out.status().message(), "generate: prompt token id 500 is outside the vocabulary [0, 128)");
 }
 
+TEST(Generate, MinNewTokensKeepsTheStopTokenAwayUntilThen) {
+  CausalLM lm = TinyModel();
+  GenerateOptions free_run;
+  free_run.max_new_tokens = 6;
+  auto greedy = Generate(lm, {1, 2, 3}, free_run);
+  ASSERT_TRUE(greedy.ok());
+  // Make the first greedy token the stop token: without min_new_tokens generation ends at once.
+  GenerateOptions stop = free_run;
+  stop.stop_token_ids = {(*greedy)[0]};
+  auto ended = Generate(lm, {1, 2, 3}, stop);
+  ASSERT_TRUE(ended.ok());
+  EXPECT_EQ(ended->size(), 1u);
+  stop.min_new_tokens = 4;
+  auto longer = Generate(lm, {1, 2, 3}, stop);
+  ASSERT_TRUE(longer.ok());
+  ASSERT_GE(longer->size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_NE((*longer)[i], (*greedy)[0]) << "token " << i;
+}
+
 TEST(RmsNormKernel, MatchesTheReferenceOnCuda) {
   if (!kernels::HasCudaKernels() || !torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device here; runs on the GPU machine (scripts/device-build.sh)";
