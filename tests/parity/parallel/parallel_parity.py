@@ -46,7 +46,10 @@ def job(tmp, model, out, ft, extra=()):
              "max_samples: 64", f"output_dir: {out}", "gradient_accumulation_steps: 2", "learning_rate: 2.0e-3",
              "max_steps: 8", "logging_steps: 1", "save_steps: 0", "overwrite_output_dir: true",
              "val_size: 8", "eval_strategy: steps", "eval_steps: 4",
-             f"tokenized_cache_dir: {tmp}/cache"]
+             f"tokenized_cache_dir: {tmp}/cache",
+             # CPU (Gloo) unless told otherwise: scripts/device-bench.sh runs them on GPUs (NCCL) where there are
+             # enough of them for the layouts.
+             f"device: {os.environ.get('ANNEAL_PARITY_DEVICE', 'cpu')}"]
     keys = {e.split(":")[0] for e in extra}
     lines = [l for l in lines if l.split(":")[0] not in keys] + list(extra)
     with open(path, "w") as f:
