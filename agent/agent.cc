@@ -126,6 +126,23 @@ void Agent::WatchSocket() {
 }
 
 void Agent::DrainSocket() {
+  // A signal (SIGCHLD from a finishing rank, SIGTERM) can interrupt ZeroMQ calls with EINTR, which cppzmq throws:
+  // nothing was consumed then, so drain again (ZeroMQ's descriptor only signals new readiness, so leaving
+  // messages queued could stall the channel). Other errors are reported and the next readiness retries.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    try {
+      DrainSocketOnce();
+      return;
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) {
+        spdlog::warn("coordinator channel: {}", e.what());
+        return;
+      }
+    }
+  }
+}
+
+void Agent::DrainSocketOnce() {
   DrainMonitor();
   while (socket_ && (socket_->get(zmq::sockopt::events) & ZMQ_POLLIN)) {
     auto frames = protocol::Receive(*socket_, /*routed=*/false);

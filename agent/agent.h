@@ -75,7 +75,8 @@ class Agent {
   void WatchSocket();
   void WatchShutdownFd();
   void WatchSigchld();
-  void DrainSocket();
+  void DrainSocket();       // DrainSocketOnce, again after an EINTR
+  void DrainSocketOnce();
   void DrainMonitor();
   void Handle(const pb::CoordinatorToAgent& msg);
   void OpenSocket();
