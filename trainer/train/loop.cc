@@ -307,6 +307,7 @@ Status RunTraining(const jobspec::JobSpec& spec) {
       rt.Barrier();
       if (leader) {
         checkpoint::CheckpointWriter& w = *writer;
+        RETURN_IF_ERROR(CheckStateFiles(rt, w.dir()));
         if (spec.finetuning.type == FinetuningType::kLora) {
           // A PEFT copy of the adapter, so a checkpoint loads in peft (and as adapter_name_or_path) as it is.
           ASSIGN_OR_RETURN(auto tensors, ReadTrainable(w.dir()));

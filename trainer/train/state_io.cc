@@ -122,6 +122,23 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
   return Status::Ok();
 }
 
+Status CheckStateFiles(const Runtime& rt, const std::string& dir) {
+  std::vector<std::string> expected;
+  for (int s = 0; s < rt.dims.pp(); ++s) {
+    expected.push_back("trainable-stage" + std::to_string(s) + ".safetensors");
+    for (int d = 0; d < (rt.zero ? rt.dims.dp() : 1); ++d) {
+      expected.push_back("optimizer-stage" + std::to_string(s) + "-dp" + std::to_string(d) + ".safetensors");
+    }
+  }
+  for (const auto& name : expected) {
+    if (!fs::exists(dir + "/" + name)) {
+      return FailedPreconditionError(dir + "/" + name + " is missing: its rank wrote it on another node, which this "
+                                     "node cannot see; put output_dir on a filesystem shared by every node of the job");
+    }
+  }
+  return Status::Ok();
+}
+
 Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const Runtime& rt,
                          const std::string& dir, int64_t optimizer_steps) {
   torch::NoGradGuard no_grad;
@@ -175,6 +192,10 @@ StatusOr<NamedTensors> ReadStageExports(const std::string& out, int stages) {
   NamedTensors all;
   for (int s = 0; s < stages; ++s) {
     const std::string path = out + "/.export-stage" + std::to_string(s) + ".safetensors";
+    if (!fs::exists(path)) {
+      return FailedPreconditionError(path + " is missing: pipeline stage " + std::to_string(s) + " wrote it on another "
+                                     "node, which this node cannot see; put output_dir on a shared filesystem");
+    }
     ASSIGN_OR_RETURN(auto f, model::SafetensorsFile::Open(path));
     for (const auto& [name, _] : f->entries()) {
       ASSIGN_OR_RETURN(at::Tensor t, f->Tensor(name));

@@ -37,6 +37,10 @@ TrainableSet WithLayouts(model::CausalLM& lm, std::vector<optim::TrainableParam>
 // Writes this rank's share of a checkpoint into `dir` (see the file list above).
 Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer& opt, const Runtime& rt,
                           const std::string& dir);
+// On rank 0 before the commit: every stage's (and every ZeRO-1 shard's) files are in `dir`. A file written on
+// another node but missing here means the output directory is not shared: FAILED_PRECONDITION saying so, and
+// nothing is committed.
+Status CheckStateFiles(const Runtime& rt, const std::string& dir);
 // Loads trainable parameters and this rank's optimizer state from a checkpoint written by any layout.
 Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const Runtime& rt,
                          const std::string& dir, int64_t optimizer_steps);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include "trainer/model/presets.h"
 #include "trainer/parallel/dims.h"
 #include "trainer/parallel/sharding.h"
+#include "trainer/train/state_io.h"
 
 namespace anneal {
 namespace {
@@ -119,6 +121,28 @@ TEST(PipelineStage, StagesTogetherComputeTheWholeModel) {
   torch::Tensor x = (*first)->RunLayers((*first)->Embed(ids), in, 0, 2);
   torch::Tensor staged = (*last)->FinalNorm((*last)->RunLayers(x, in, 2, 4));
   EXPECT_TRUE(torch::allclose(staged, whole->Forward(in), 1e-6, 1e-6));
+  fs::remove_all(dir);
+}
+
+TEST(CheckStateFiles, NamesAShardWrittenOnANodeThisOneCannotSee) {
+  const fs::path dir = fs::temp_directory_path() / ("anneal_state_files_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  train::Runtime rt;
+  auto dims = ParallelDims::Make(4, 1, 2, kShape);  // pp 2 x dp 2
+  ASSERT_TRUE(dims.ok());
+  rt.dims = *dims;
+  rt.zero = true;
+  for (const char* f : {"trainable-stage0.safetensors", "trainable-stage1.safetensors",
+                        "optimizer-stage0-dp0.safetensors", "optimizer-stage0-dp1.safetensors",
+                        "optimizer-stage1-dp0.safetensors"}) {
+    std::ofstream(dir / f) << "x";
+  }
+  Status st = train::CheckStateFiles(rt, dir.string());
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("optimizer-stage1-dp1.safetensors is missing"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("shared by every node"), std::string::npos) << st.message();
+  std::ofstream(dir / "optimizer-stage1-dp1.safetensors") << "x";
+  EXPECT_TRUE(train::CheckStateFiles(rt, dir.string()).ok());
   fs::remove_all(dir);
 }
 
