@@ -61,6 +61,7 @@ Status Agent::Init() {
   opts.slots = config_.slots != 0 ? config_.slots : static_cast<uint32_t>(opts.gpu_indices.size());
   opts.log_max_bytes = config_.log_max_bytes;
   opts.min_free_bytes = config_.min_free_bytes;
+  opts.log_retention_ms = static_cast<int64_t>(config_.log_retention_hours) * 3600 * 1000;
   opts.fail_grace_ms = config_.shutdown_grace_ms;
   opts.reap_orphans = ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0;
   supervisor_ = std::make_unique<Supervisor>(io_, clock_, opts, [this](pb::AgentToCoordinator m) { Report(std::move(m)); });

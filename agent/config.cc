@@ -84,6 +84,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
       else if (key == "log_max_bytes") config->log_max_bytes = v.as<uint64_t>();
       else if (key == "shutdown_grace_ms") config->shutdown_grace_ms = v.as<uint32_t>();
       else if (key == "min_free_bytes") config->min_free_bytes = v.as<uint64_t>();
+      else if (key == "log_retention_hours") config->log_retention_hours = v.as<uint32_t>();
       else if (key == "rendezvous_ports") {
         RETURN_IF_ERROR(ParsePortRange(v.as<std::string>(), &config->rendezvous_port_begin,
                                        &config->rendezvous_port_end)
@@ -99,7 +100,8 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
       } else {
         return InvalidArgumentError(where + ": unknown setting (allowed: coordinator, node, work_dir, slots, "
                                     "labels, address, trainer, heartbeat_ms, log_level, keep_tasks_on_exit, "
-                                    "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes)");
+                                    "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
+                                    "log_retention_hours)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -133,6 +135,9 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   app.add_option("--shutdown-grace-ms", c.shutdown_grace_ms, "SIGTERM->SIGKILL grace when stopping on exit")
       ->capture_default_str();
   app.add_option("--min-free-bytes", c.min_free_bytes, "free space required in output and work dirs")
+      ->capture_default_str();
+  app.add_option("--log-retention-hours", c.log_retention_hours,
+                 "delete rank logs of tasks that ended longer ago (0: keep them)")
       ->capture_default_str();
   try {
     app.parse(argc, argv);

@@ -43,6 +43,7 @@ struct AgentConfig {
   uint64_t log_max_bytes = 64ull << 20;  // a rank log is rotated (rank-<r>.log.1) past this size
   uint32_t shutdown_grace_ms = 10000;    // SIGTERM -> SIGKILL when the agent stops its ranks on exit
   uint64_t min_free_bytes = 64ull << 20; // pre-launch check on the output and work directories
+  uint32_t log_retention_hours = 168;     // rank logs of tasks ended longer ago are deleted (0: keep)
 };
 
 struct ParsedFlags {

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
@@ -296,6 +298,10 @@ void Supervisor::Tick() {
       }
     }
   }
+  if (options_.log_retention_ms > 0 && now >= next_prune_ms_) {
+    next_prune_ms_ = now + options_.prune_check_ms;
+    PruneOldLogs();
+  }
   if (now >= next_rotate_ms_) {
     next_rotate_ms_ = now + options_.rotate_check_ms;
     for (auto& [job, task] : tasks_) {
@@ -303,6 +309,29 @@ void Supervisor::Tick() {
         if (Status st = RotateLogIfLarger(r->log_path, options_.log_max_bytes); !st.ok()) {
           spdlog::warn("{}", st.message());
         }
+      }
+    }
+  }
+}
+
+void Supervisor::PruneOldLogs() {
+  namespace fs = std::filesystem;
+  const auto cutoff = std::chrono::system_clock::time_point(std::chrono::milliseconds(clock_.WallMs() -
+                                                                                      options_.log_retention_ms));
+  std::error_code ec;
+  for (const auto& job : fs::directory_iterator(options_.work_dir + "/jobs", ec)) {
+    const std::string job_id = job.path().filename().string();
+    auto active = tasks_.find(job_id);
+    for (const auto& attempt : fs::directory_iterator(job.path(), ec)) {
+      if (active != tasks_.end() && active->second->dir == attempt.path().string()) continue;  // still running
+      for (const auto& f : fs::directory_iterator(attempt.path(), ec)) {
+        const std::string name = f.path().filename().string();
+        const bool prunable = name.rfind("rank-", 0) == 0 || name == "config.yaml";
+        if (!prunable || name.find(".events") != std::string::npos) continue;
+        std::error_code time_ec;
+        const auto written = fs::last_write_time(f.path(), time_ec);
+        if (time_ec || std::chrono::file_clock::to_sys(written) >= cutoff) continue;
+        if (fs::remove(f.path(), time_ec)) spdlog::info("pruned {} (older than the log retention)", f.path().string());
       }
     }
   }

@@ -54,6 +54,10 @@ struct SupervisorOptions {
   uint32_t fail_grace_ms = 10000;   // grace for the other local ranks when one rank failed
   int64_t adopted_poll_ms = 200;    // /proc polling period for adopted ranks
   int64_t rotate_check_ms = 1000;
+  // Rank logs (and resolved configs) of tasks that ended longer ago than this are deleted; the task records
+  // (task.json) stay, so epoch fencing survives. 0 keeps everything.
+  int64_t log_retention_ms = 7ll * 24 * 3600 * 1000;
+  int64_t prune_check_ms = 3600 * 1000;
   // waitpid(-1): reap every child, not only ranks. Set by the agent, which is a child subreaper
   // (PR_SET_CHILD_SUBREAPER) so orphaned grandchildren of ranks end up as its children, never as zombies.
   bool reap_orphans = false;
@@ -110,6 +114,7 @@ class Supervisor {
   void ReportStatus(const Task& task);
   void Persist(const Task& task);
   pb::TaskStatus StatusOf(const Task& task) const;
+  void PruneOldLogs();
 
   boost::asio::io_context& io_;
   const Clock& clock_;
@@ -123,6 +128,7 @@ class Supervisor {
   std::map<std::string, uint32_t> latest_attempt_;       // job id -> latest attempt started here
   int64_t next_adopted_poll_ms_ = 0;
   int64_t next_rotate_ms_ = 0;
+  int64_t next_prune_ms_ = 0;
 };
 
 }  // namespace anneal::agent

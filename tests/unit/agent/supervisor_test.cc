@@ -188,5 +188,29 @@ TEST(Supervisor, GpuNodesGetCudaVisibleDevicesInLocalRankOrder) {
   EXPECT_EQ(line, "devices=1,0 local=0");
 }
 
+TEST(Supervisor, PrunesOldRankLogsButKeepsTaskRecords) {
+  namespace fs = std::filesystem;
+  Fixture f("#!/bin/sh\nexit 0\n");
+  const fs::path old_dir = fs::path(f.dir) / "work/jobs/job-old/attempt-1";
+  const fs::path new_dir = fs::path(f.dir) / "work/jobs/job-new/attempt-1";
+  for (const auto& d : {old_dir, new_dir}) {
+    fs::create_directories(d);
+    for (const char* name : {"rank-0.log", "rank-0.log.1", "config.yaml", "task.json"}) std::ofstream(d / name) << "x";
+  }
+  // The fake clock's "now": the old attempt's files were written 8 days before it, the new one's 1 hour before.
+  const auto now = std::chrono::file_clock::from_sys(
+      std::chrono::system_clock::time_point(std::chrono::milliseconds(f.clock.WallMs())));
+  for (const auto& e : fs::directory_iterator(old_dir)) fs::last_write_time(e.path(), now - std::chrono::hours(24 * 8));
+  for (const auto& e : fs::directory_iterator(new_dir)) fs::last_write_time(e.path(), now - std::chrono::hours(1));
+  f.Spin(0);
+  EXPECT_FALSE(fs::exists(old_dir / "rank-0.log"));
+  EXPECT_FALSE(fs::exists(old_dir / "rank-0.log.1"));
+  EXPECT_FALSE(fs::exists(old_dir / "config.yaml"));
+  EXPECT_TRUE(fs::exists(old_dir / "task.json"));  // epoch fencing still knows the job
+  for (const char* name : {"rank-0.log", "rank-0.log.1", "config.yaml", "task.json"}) {
+    EXPECT_TRUE(fs::exists(new_dir / name)) << name;
+  }
+}
+
 }  // namespace
 }  // namespace anneal::agent
