@@ -110,22 +110,4 @@ void ScaleGrads(const std::vector<TrainableParam>& params, double factor) {
   }
 }
 
-double ClipGradNorm(const std::vector<TrainableParam>& params, double max_norm) {
-  // torch: total_norm = ||(||g_i||_2)_i||_2; clip_coef = max_norm / (total_norm + 1e-6), clamped to 1.
-  torch::NoGradGuard no_grad;
-  std::vector<at::Tensor> norms;
-  for (const auto& tp : params) {
-    if (tp.param.grad().defined()) norms.push_back(at::linalg_vector_norm(tp.param.grad(), 2));
-  }
-  if (norms.empty()) return 0.0;
-  at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
-  if (max_norm > 0) {
-    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-    for (const auto& tp : params) {
-      if (tp.param.grad().defined()) tp.param.mutable_grad().mul_(coef.to(tp.param.grad().scalar_type()));
-    }
-  }
-  return total.item<double>();
-}
-
 }  // namespace anneal::optim

@@ -64,10 +64,8 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// Global L2 norm of the gradients (fp32) and in-place clipping to max_norm as torch.nn.utils.clip_grad_norm_
-// (coefficient max_norm / (norm + 1e-6), clamped to 1). Returns the norm before clipping.
-double ClipGradNorm(const std::vector<TrainableParam>& params, double max_norm);
-// Norm only (for ranks that sum squared norms across a group first).
+// Squared L2 norm of the gradients (fp32 sums): a rank's share of the global norm, which the trainer sums over
+// the parallel groups and clips with ScaleGrads as torch.nn.utils.clip_grad_norm_ (train::Runtime::ClipGradNorm).
 double GradNormSquared(const std::vector<TrainableParam>& params);
 void ScaleGrads(const std::vector<TrainableParam>& params, double factor);
 

@@ -119,15 +119,9 @@ void Comm::Broadcast(at::Tensor& t, int group_root) {
   impl_->backend->broadcast(v, o)->wait(timeout_);
 }
 
-void Comm::Send(const at::Tensor& t, int group_dst) {
-  std::vector<at::Tensor> v = {t.contiguous()};
-  impl_->backend->send(v, group_dst, 0)->wait(timeout_);
-}
+void Comm::Send(const at::Tensor& t, int group_dst) { SendRecv(&t, group_dst, nullptr, 0); }
 
-void Comm::Recv(at::Tensor& t, int group_src) {
-  std::vector<at::Tensor> v = {t};
-  impl_->backend->recv(v, group_src, 0)->wait(timeout_);
-}
+void Comm::Recv(at::Tensor& t, int group_src) { SendRecv(nullptr, 0, &t, group_src); }
 
 void Comm::SendRecv(const at::Tensor* send, int group_dst, at::Tensor* recv, int group_src) {
   std::vector<at::Tensor> out, in;

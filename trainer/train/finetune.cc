@@ -47,6 +47,12 @@ std::vector<std::pair<std::string, model::Linear>> LoraModules(model::CausalLM& 
   return out;
 }
 
+StatusOr<model::LoraOptions> LoraOptionsOf(model::CausalLM& lm) {
+  auto modules = LoraModules(lm);
+  if (modules.empty()) return FailedPreconditionError("export: the model has no LoRA adapters");
+  return modules.front().second->lora_options();
+}
+
 StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm, const jobspec::JobSpec& spec,
                                                              uint64_t seed) {
   const auto& ft = spec.finetuning;

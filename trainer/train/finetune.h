@@ -29,5 +29,7 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
 
 // Every Linear with LoRA, with its HF module name (e.g. "model.layers.0.self_attn.q_proj").
 std::vector<std::pair<std::string, model::Linear>> LoraModules(model::CausalLM& lm);
+// The LoRA options the model's adapters were enabled with (FAILED_PRECONDITION when it has none).
+StatusOr<model::LoraOptions> LoraOptionsOf(model::CausalLM& lm);
 
 }  // namespace anneal::train

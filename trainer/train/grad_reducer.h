@@ -32,7 +32,7 @@ class GradientReducer {
   // Returns how many buckets had started during backward (the overlap achieved).
   size_t Finish();
   size_t buckets() const { return buckets_.size(); }
-  // Called by the hooks: the gradient of parameter `index` (of bucket `bucket`) is final.
+  // Called by the hooks: one more gradient of bucket `bucket` is final.
   void OnReady(size_t bucket);
 
  private:

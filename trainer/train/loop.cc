@@ -97,9 +97,8 @@ Status ExportResult(model::CausalLM& lm, const jobspec::JobSpec& spec, const Run
   if (rt.rank != 0) return Status::Ok();
   ASSIGN_OR_RETURN(auto tensors, ReadStageExports(out, rt.dims.pp()));
   if (lora) {
-    auto modules = LoraModules(lm);
-    if (modules.empty()) return FailedPreconditionError("export: the model has no LoRA adapters");
-    RETURN_IF_ERROR(WritePeftAdapter(tensors, modules.front().second->lora_options(), out, spec.model.model_name_or_path));
+    ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm));
+    RETURN_IF_ERROR(WritePeftAdapter(tensors, options, out, spec.model.model_name_or_path));
     return CopyTokenizerFiles(spec.model.model_name_or_path, out);
   }
   return WriteMergedModel(tensors, lm->config(), out, spec.model.model_name_or_path);
@@ -212,7 +211,7 @@ Status RunTraining(const jobspec::JobSpec& spec) {
     step = md.value("step", int64_t{0});
     consumed = md.value("consumed_samples", int64_t{0});
     total_tokens = md.value("total_tokens", int64_t{0});
-    RETURN_IF_ERROR(ReadTrainingState(trainable, opt, rt, resume_dir, md.value("optimizer_steps", step)));
+    RETURN_IF_ERROR(ReadTrainingState(trainable, opt, resume_dir, md.value("optimizer_steps", step)));
     if (leader) log.TruncateAfter(step);
     std::cerr << "[train] resumed from " << resume_dir << " at step " << step << "\n";
   }
@@ -311,8 +310,8 @@ Status RunTraining(const jobspec::JobSpec& spec) {
         if (spec.finetuning.type == FinetuningType::kLora) {
           // A PEFT copy of the adapter, so a checkpoint loads in peft (and as adapter_name_or_path) as it is.
           ASSIGN_OR_RETURN(auto tensors, ReadTrainable(w.dir()));
-          RETURN_IF_ERROR(WritePeftAdapter(tensors, LoraModules(lm).front().second->lora_options(), w.dir(),
-                                           spec.model.model_name_or_path));
+          ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm));
+          RETURN_IF_ERROR(WritePeftAdapter(tensors, options, w.dir(), spec.model.model_name_or_path));
         }
         json md = {{"step", step}, {"consumed_samples", consumed}, {"total_tokens", total_tokens},
                    {"optimizer_steps", opt.step_count()}, {"epoch", epoch}, {"total_steps", total_steps},

@@ -34,35 +34,42 @@ class Stage {
                         torch::TensorOptions().dtype(ctx_.dtype).device(ctx_.device));
   }
 
-  // This stage's forward of one micro-batch. `input` is the received activation (undefined on the first
-  // stage). Returns the stage output: the loss (last stage) or the activation to send.
-  torch::Tensor Forward(const Batch& b, const torch::Tensor& input, double denom, double* loss_sum) {
-    const model::ForwardInputs in = InputsOf(b);
+  // This stage's layers on one micro-batch. `input` is the received activation (undefined on the first stage,
+  // which embeds). Returns the activation to send, or on the last stage the summed token losses and their count.
+  torch::Tensor RunLayers(const Batch& b, const torch::Tensor& input, int64_t* label_tokens = nullptr) {
     torch::Tensor x = first() ? lm_->Embed(b.input_ids) : input;
     const auto& st = lm_->stage();
-    x = lm_->RunLayers(x, in, st.layer_begin, st.layer_end);
+    x = lm_->RunLayers(x, InputsOf(b), st.layer_begin, st.layer_end);
     if (!last()) return x;
     auto [sum, count] = lm_->LossSum(lm_->FinalNorm(x), model::ShiftLabels(b.labels));
-    (void)count;
-    torch::Tensor loss = sum / denom;
+    if (label_tokens != nullptr) *label_tokens += count;
+    return sum;
+  }
+
+  // Training forward: the loss (summed token losses / denom) on the last stage, added to *loss_sum; elsewhere
+  // the activation to send.
+  torch::Tensor Forward(const Batch& b, const torch::Tensor& input, double denom, double* loss_sum) {
+    torch::Tensor out = RunLayers(b, input);
+    if (!last()) return out;
+    torch::Tensor loss = out / denom;
     *loss_sum += loss.item<double>();
     return loss;
   }
 
   // Posts what is given (forward activation to the next stage, input gradient to the previous) and receives
   // what is asked, pairing the operations with one neighbour.
-  void SendNext(const torch::Tensor& t) { if (!last()) ctx_.pp->SendRecv(&t, rank_ + 1, nullptr, 0); }
-  void SendPrev(const torch::Tensor& t) { if (!first()) ctx_.pp->SendRecv(&t, rank_ - 1, nullptr, 0); }
+  void SendNext(const torch::Tensor& t) { if (!last()) ctx_.pp->Send(t, rank_ + 1); }
+  void SendPrev(const torch::Tensor& t) { if (!first()) ctx_.pp->Send(t, rank_ - 1); }
   torch::Tensor RecvPrev(const Batch& b) {
     if (first()) return {};
     torch::Tensor t = Empty(b);
-    ctx_.pp->SendRecv(nullptr, 0, &t, rank_ - 1);
+    ctx_.pp->Recv(t, rank_ - 1);
     return t;
   }
   torch::Tensor RecvNext(const Batch& b) {
     if (last()) return {};
     torch::Tensor t = Empty(b);
-    ctx_.pp->SendRecv(nullptr, 0, &t, rank_ + 1);
+    ctx_.pp->Recv(t, rank_ + 1);
     return t;
   }
   // Send the activation forward while receiving the gradient of an earlier one from the next stage.
@@ -177,18 +184,12 @@ std::pair<double, int64_t> EvalMicroBatches(model::CausalLM& lm, const std::vect
   double sum = 0;
   int64_t count = 0;
   for (const Batch& b : micro) {
-    torch::Tensor x = stage.first() ? lm->Embed(b.input_ids) : stage.RecvPrev(b);
-    const auto& st = lm->stage();
-    x = lm->RunLayers(x, {.input_ids = b.input_ids, .attention_mask = b.attention_mask,
-                          .position_ids = b.position_ids, .segment_ids = b.segment_ids},
-                      st.layer_begin, st.layer_end);
-    if (!stage.last()) {
-      stage.SendNext(x);
-      continue;
+    torch::Tensor out = stage.RunLayers(b, stage.RecvPrev(b), &count);
+    if (stage.last()) {
+      sum += out.item<double>();
+    } else {
+      stage.SendNext(out);
     }
-    auto [loss, n] = lm->LossSum(lm->FinalNorm(x), model::ShiftLabels(b.labels));
-    sum += loss.item<double>();
-    count += n;
   }
   return {sum, count};
 }

@@ -48,8 +48,6 @@ struct Runtime {
   std::shared_ptr<parallel::StoreHandle> store;
   std::shared_ptr<parallel::Comm> world_comm, dp_comm, tp_comm, pp_comm, tied_comm;
 
-  // The rank that writes this stage's checkpoint and export files (tp rank 0 of data-parallel replica 0).
-  bool stage_writer() const { return tp_rank == 0 && dp_rank == 0; }
   StageContext stage_context() const {
     return {pp_comm.get(), device, dtype, schedule, nullptr, sequence_parallel ? dims.tp() : 1};
   }

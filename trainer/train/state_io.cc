@@ -42,11 +42,11 @@ class NamedTensorFiles {
     if (it == file_of_.end()) return DataLossError("'" + name + "' is in none of " + sources_);
     return it->second->Tensor(name);
   }
-  NamedTensors All() const {
+  StatusOr<NamedTensors> All() const {
     NamedTensors out;
     for (const auto& [name, f] : file_of_) {
-      auto t = f->Tensor(name);
-      if (t.ok()) out.emplace_back(name, *t);
+      ASSIGN_OR_RETURN(at::Tensor t, f->Tensor(name));
+      out.emplace_back(name, t);
     }
     return out;
   }
@@ -139,8 +139,8 @@ Status CheckStateFiles(const Runtime& rt, const std::string& dir) {
   return Status::Ok();
 }
 
-Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const Runtime& rt,
-                         const std::string& dir, int64_t optimizer_steps) {
+Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const std::string& dir,
+                         int64_t optimizer_steps) {
   torch::NoGradGuard no_grad;
   ASSIGN_OR_RETURN(NamedTensorFiles params, NamedTensorFiles::Open(dir, "trainable-"));
   for (size_t i = 0; i < trainable.params.size(); ++i) {
@@ -156,7 +156,6 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
     mine.emplace_back(key, piece.to(t.device()));
   }
   RETURN_IF_ERROR(opt.LoadStateTensors(mine, optimizer_steps));
-  (void)rt;
   if (state.Contains("rng.cpu")) {
     ASSIGN_OR_RETURN(at::Tensor rng, state.Tensor("rng.cpu"));
     auto gen = at::detail::getDefaultCPUGenerator();

@@ -42,8 +42,8 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
 // nothing is committed.
 Status CheckStateFiles(const Runtime& rt, const std::string& dir);
 // Loads trainable parameters and this rank's optimizer state from a checkpoint written by any layout.
-Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const Runtime& rt,
-                         const std::string& dir, int64_t optimizer_steps);
+Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, const std::string& dir,
+                         int64_t optimizer_steps);
 // The checkpoint's trainable tensors as one list (all stages), for the PEFT copy of a LoRA checkpoint.
 StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadTrainable(const std::string& dir);
 
