@@ -7,6 +7,8 @@
   layouts_lora / layouts_full: (tp, pp, dp) = (2,1,1), (1,2,1), (1,1,2), (2,2,1), (2,2,2), (1,4,2) on a 4-layer
            model give the single-process losses for 10 steps (rel < 1e-5), eval losses, and exported weights;
            plus GPipe against 1F1B, ZeRO-1 and sequence parallelism.
+  bad_layouts: impossible layouts (sizes that do not divide the world, heads, MLP, vocabulary or layers;
+           micro-batches that do not divide the rows) stop before training with one line naming each problem.
   tied_gqa: a qwen2 model (tied head, biases) with pp 2 and 4, and tp 4 over 2 kv heads.
   reshard: a run saved at step 5 with tp2 pp2 dp2 resumes with tp1 pp4 dp2 (and tp2 pp1 dp1) and continues
            with the single-process losses.
@@ -240,6 +242,29 @@ def deadpeer(binary, tmp, model, tp, pp, dp, victim):
               f"{victim} was killed: {err.strip().splitlines()[-1][:160]}")
 
 
+def case_bad_layouts(binary, tmp):
+    """Impossible layouts stop before training with one clear line naming each problem."""
+    model = setup(tmp, binary)
+    cases = [
+        (["tensor_model_parallel_size: 3", "gpus_per_node: 3"],
+         ["invalid parallel layout (tp=3, pp=1, world=1)", "world size 1 is not divisible by tensor 3",
+          "does not divide the 4 attention heads", "intermediate_size 176",
+          "does not divide the vocabulary (vocab_size 400)"]),
+        (["pipeline_model_parallel_size: 3", "gpus_per_node: 3"], ["pipeline parallel 3 exceeds the 2 layers"]),
+        (["per_device_train_batch_size: 2", "gradient_accumulation_steps: 2", "pipeline_microbatches: 3"],
+         ["pipeline_microbatches 3 does not divide the 4 rows per step and rank"]),
+    ]
+    for i, (extra, expected) in enumerate(cases):
+        out = os.path.join(tmp, f"bad{i}")
+        env = dict(os.environ, WORLD_SIZE="1", RANK="0")
+        p = run([binary, "train", "--config", job(tmp, model, out, "lora", extra)], check=False, env=env)
+        assert p.returncode != 0, (extra, p.stdout, p.stderr)
+        for e in expected:
+            assert e in p.stderr, f"{extra}: missing '{e}' in:\n{p.stderr[-1500:]}"
+        assert not os.path.exists(os.path.join(out, "trainer_log.jsonl")), f"{extra}: training started"
+        print(f"bad layout {extra}: {p.stderr.strip().splitlines()[-1][:200]}")
+
+
 def case_deadpeer(binary, tmp):
     # Ranks started directly (no launcher to clean up): data parallel 2, then tp 2 x pp 2 where the last
     # stage's second rank dies and its tensor-parallel peer and the first stage (waiting on send/recv) must go.
@@ -250,4 +275,5 @@ def case_deadpeer(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"dp": case_dp, "deadpeer": case_deadpeer, "layouts_lora": case_layouts_lora,
-               "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa})
+               "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa,
+               "bad_layouts": case_bad_layouts})
