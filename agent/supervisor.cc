@@ -14,6 +14,7 @@
 
 #include "agent/rank_logs.h"
 #include "agent/supervisor_internal.h"
+#include "protocol/states.h"
 
 namespace anneal::agent {
 
@@ -252,7 +253,7 @@ void Supervisor::MaybeFinish(Task* task) {
       if (r->rec.global_rank == 0 && !r->finished_message.empty()) task->message = r->finished_message;
     }
   }
-  spdlog::info("job {} epoch {}: task {}: {}", task->id.job_id, task->id.epoch, pb::TaskState_Name(task->state),
+  spdlog::info("job {} epoch {}: task {}: {}", task->id.job_id, task->id.epoch, protocol::StateName(task->state),
                task->message);
   // A failure was reported the moment it happened; a stop of an already failed task reports nothing new.
   if (!task->failure_reported) ReportStatus(*task);

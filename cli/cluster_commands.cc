@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
 #include "cli/output.h"
+#include "protocol/states.h"
 #include "cli/settings.h"
 
 namespace anneal::cli {
@@ -31,7 +32,7 @@ int Nodes(const GlobalOptions& g) {
   for (const auto& n : reply->list_nodes().nodes()) {
     const auto& inv = n.inventory();
     std::string gpus = inv.gpus().empty() ? "-" : fmt::format("{}x {}", inv.gpus_size(), inv.gpus(0).name());
-    t.Add({n.node_id(), StateName(n.state()), std::to_string(inv.slots()), gpus,
+    t.Add({n.node_id(), std::string(protocol::StateName(n.state())), std::to_string(inv.slots()), gpus,
            inv.address().empty() ? "-" : inv.address(), Age(n.last_heartbeat_ms(), now) + " ago",
            n.agent_version().empty() ? "-" : n.agent_version()});
   }
@@ -47,7 +48,7 @@ int Drain(const GlobalOptions& g, const std::string& node, bool undrain) {
   req.mutable_drain()->set_undrain(undrain);
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError("drain", reply.status());
-  const std::string state = StateName(reply->drain().state());
+  const std::string state = std::string(protocol::StateName(reply->drain().state()));
   if (g.json) std::cout << nlohmann::json{{"node_id", node}, {"state", state}}.dump() << "\n";
   else std::cout << node << ": " << state << "\n";
   return kExitOk;

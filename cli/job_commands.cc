@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "protocol/states.h"
 #include "jobspec/jobspec.h"
 
 namespace anneal::cli {
@@ -97,13 +98,13 @@ int List(const GlobalOptions& g, const ListOptions& o) {
   pb::ClientRequest req;
   auto* list = req.mutable_list_jobs();
   for (const std::string& s : o.states) {
-    pb::JobState state;
-    if (!ParseJobState(s, &state)) {
+    auto state = protocol::ParseJobState(s);
+    if (!state.ok()) {
       std::cerr << "anneal ls: unknown state '" << s
                 << "' (pending, starting, running, restarting, succeeded, failed, cancelling, cancelled)\n";
       return kExitUsage;
     }
-    list->add_states(state);
+    list->add_states(*state);
   }
   list->set_limit(o.limit);
   auto client = MakeClient(g);
@@ -119,7 +120,7 @@ int List(const GlobalOptions& g, const ListOptions& o) {
   const int64_t now = NowMs();
   Table t({"JOB", "NAME", "STATE", "ATTEMPT", "RANKS", "AGE", "RESULT"});
   for (const auto& job : reply->list_jobs().jobs()) {
-    t.Add({job.job_id(), job.name().empty() ? "-" : job.name(), StateName(job.state()),
+    t.Add({job.job_id(), job.name().empty() ? "-" : job.name(), std::string(protocol::StateName(job.state())),
            fmt::format("{}/{}", job.attempt(), job.max_attempts()), Ranks(job.resources()),
            Age(job.submitted_at_ms(), now), Shorten(job.result(), 60)});
   }
@@ -142,7 +143,7 @@ void PrintCheckpoints(const google::protobuf::RepeatedPtrField<pb::CheckpointRec
     for (const auto& f : cp.files()) size += f.size_bytes();
     std::string metrics;
     for (const auto& [k, v] : cp.metrics()) metrics += (metrics.empty() ? "" : " ") + k + "=" + Metric(v);
-    t.Add({std::to_string(cp.step()), StateName(cp.state()), Bytes(size), std::to_string(cp.files_size()),
+    t.Add({std::to_string(cp.step()), std::string(protocol::StateName(cp.state())), Bytes(size), std::to_string(cp.files_size()),
            metrics.empty() ? "-" : metrics, Age(cp.committed_at_ms(), now), cp.path()});
   }
   t.Print(out);
@@ -183,7 +184,7 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
     std::cout << fmt::format("{:<13}{}\n", label + ":", value);
   };
   line("Job", job.job_id() + (job.name().empty() ? "" : "  (" + job.name() + ")"));
-  line("State", fmt::format("{}  attempt {}/{}, epoch {}", StateName(job.state()), job.attempt(), job.max_attempts(),
+  line("State", fmt::format("{}  attempt {}/{}, epoch {}", protocol::StateName(job.state()), job.attempt(), job.max_attempts(),
                             job.epoch()));
   auto spec = jobspec::ParseJobSpec(job.spec_yaml(), job.job_id());
   if (spec.ok()) {
@@ -216,7 +217,7 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
   if (!job.task_states().empty()) {
     std::string tasks;
     for (const auto& [node, state] : job.task_states()) {
-      tasks += (tasks.empty() ? "" : ", ") + node + "=" + StateName(state);
+      tasks += (tasks.empty() ? "" : ", ") + node + "=" + std::string(protocol::StateName(state));
     }
     line("Tasks", tasks);
   }
@@ -237,8 +238,8 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
     for (const auto& e : r.events()) {
       std::string state = e.to_state() == pb::JOB_STATE_UNSPECIFIED
                               ? "-"
-                              : (e.from_state() == pb::JOB_STATE_UNSPECIFIED ? "" : StateName(e.from_state()) + "->") +
-                                    StateName(e.to_state());
+                              : (e.from_state() == pb::JOB_STATE_UNSPECIFIED ? "" : std::string(protocol::StateName(e.from_state())) + "->") +
+                                    std::string(protocol::StateName(e.to_state()));
       t.Add({Timestamp(e.time_ms()), std::to_string(e.attempt()), e.kind(), state, e.message()});
     }
     t.Print(std::cout);
@@ -292,7 +293,7 @@ int Cancel(const GlobalOptions& g, const std::string& job) {
   req.mutable_cancel()->set_job_id(job);
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError("cancel", reply.status());
-  const std::string state = StateName(reply->cancel().state());
+  const std::string state = std::string(protocol::StateName(reply->cancel().state()));
   if (g.json) {
     std::cout << nlohmann::json{{"job_id", job}, {"state", state}}.dump() << "\n";
   } else {

@@ -30,28 +30,6 @@ void Table::Print(std::ostream& out) const {
   for (const auto& row : rows_) print_row(row);
 }
 
-namespace {
-std::string StripPrefix(const std::string& name, const std::string& prefix) {
-  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-}
-}  // namespace
-
-std::string StateName(pb::JobState s) { return StripPrefix(pb::JobState_Name(s), "JOB_"); }
-std::string StateName(pb::NodeState s) { return StripPrefix(pb::NodeState_Name(s), "NODE_"); }
-std::string StateName(pb::CheckpointState s) { return StripPrefix(pb::CheckpointState_Name(s), "CHECKPOINT_"); }
-std::string StateName(pb::TaskState s) { return StripPrefix(pb::TaskState_Name(s), "TASK_"); }
-
-bool IsTerminal(pb::JobState s) {
-  return s == pb::JOB_SUCCEEDED || s == pb::JOB_FAILED || s == pb::JOB_CANCELLED;
-}
-
-bool ParseJobState(const std::string& text, pb::JobState* out) {
-  std::string upper = text;
-  std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
-  if (upper.rfind("JOB_", 0) != 0) upper = "JOB_" + upper;
-  return pb::JobState_Parse(upper, out) && *out != pb::JOB_STATE_UNSPECIFIED;
-}
-
 std::string Age(int64_t then_ms, int64_t now_ms) {
   if (then_ms <= 0) return "-";
   int64_t s = std::max<int64_t>(0, (now_ms - then_ms) / 1000);

@@ -37,15 +37,6 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-// "RUNNING" for JOB_RUNNING; "UP" for NODE_UP; "COMMITTED" for CHECKPOINT_COMMITTED.
-std::string StateName(pb::JobState s);
-std::string StateName(pb::NodeState s);
-std::string StateName(pb::CheckpointState s);
-std::string StateName(pb::TaskState s);
-bool IsTerminal(pb::JobState s);
-// Parses "running", "RUNNING" or "JOB_RUNNING"; false when unknown.
-bool ParseJobState(const std::string& text, pb::JobState* out);
-
 // "12s", "5m", "3h", "2d" between two unix-ms times; "-" when `then_ms` is 0.
 std::string Age(int64_t then_ms, int64_t now_ms);
 // "2026-11-24 02:30:05" (local time); "-" for 0.

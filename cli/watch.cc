@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "protocol/states.h"
 
 namespace anneal::cli {
 namespace {
@@ -61,7 +62,7 @@ std::string EventText(const pb::JobEvent& e) {
   // State changes show the new state; other events (error, checkpoint, message) their kind.
   std::string s = Timestamp(e.time_ms());
   const bool state_change = (e.kind().empty() || e.kind() == "state") && e.to_state() != pb::JOB_STATE_UNSPECIFIED;
-  if (state_change) s += "  " + StateName(e.to_state());
+  if (state_change) s += "  " + std::string(protocol::StateName(e.to_state()));
   else s += "  " + (e.kind().empty() ? std::string("event") : e.kind());
   if (e.attempt() > 0) s += fmt::format("  attempt {}", e.attempt());
   if (!e.message().empty()) s += ": " + e.message();
@@ -151,9 +152,9 @@ int WatchJob(const GlobalOptions& g, const std::string& job_id) {
     }
     std::cout.flush();
     const pb::JobRecord& job = r.job();
-    if (IsTerminal(job.state())) {
+    if (protocol::IsTerminal(job.state())) {
       clear_progress();
-      const std::string state = StateName(job.state());
+      const std::string state = std::string(protocol::StateName(job.state()));
       if (g.json) {
         std::cout << nlohmann::json{{"type", "final"},     {"job_id", job.job_id()},
                                     {"state", state},      {"result", job.result()},

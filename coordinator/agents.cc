@@ -26,7 +26,7 @@ bool Coordinator::IsCurrentTask(std::map<std::string, JobRuntime>::const_iterato
                                 uint64_t epoch) const {
   if (job == jobs_.end() || epoch != job->second.record.epoch()) return false;
   auto task = job->second.record.task_states().find(node_id);
-  return task != job->second.record.task_states().end() && !IsTaskEnded(task->second);
+  return task != job->second.record.task_states().end() && !protocol::TaskEnded(task->second);
 }
 
 Coordinator::NodeRuntime* Coordinator::NodeByPeer(const std::string& peer) {
@@ -106,7 +106,7 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
     auto job = jobs_.find(task.job_id());
     const bool current = IsCurrentTask(job, id, task.epoch());
     if (!current) {
-      if (!IsTaskEnded(task.state())) {
+      if (!protocol::TaskEnded(task.state())) {
         SendStop(node, task.job_id(), task.epoch(), "stale task: its epoch is no longer current");
       }
       continue;
@@ -129,7 +129,7 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
     if (found == jobs_.end()) continue;
     JobRuntime& job = found->second;
     auto task = job.record.task_states().find(id);
-    if (task == job.record.task_states().end() || IsTaskEnded(task->second)) continue;
+    if (task == job.record.task_states().end() || protocol::TaskEnded(task->second)) continue;
     job.task_last_seen_ms[id] = now;
     const pb::JobState state = job.record.state();
     if (state == pb::JOB_RESTARTING || state == pb::JOB_CANCELLING) {
@@ -166,7 +166,7 @@ void Coordinator::HandleHeartbeat(const std::string& peer, const pb::Heartbeat& 
     if (current) {
       listed.insert(task.job_id());
       job->second.task_last_seen_ms[id] = now;
-    } else if (!IsTaskEnded(task.state())) {
+    } else if (!protocol::TaskEnded(task.state())) {
       SendStop(*node, task.job_id(), task.epoch(), "stale task: its epoch is no longer current");
     }
   }
@@ -178,7 +178,7 @@ void Coordinator::HandleHeartbeat(const std::string& peer, const pb::Heartbeat& 
     if (found == jobs_.end()) continue;
     JobRuntime& job = found->second;
     auto task = job.record.task_states().find(id);
-    if (task == job.record.task_states().end() || IsTaskEnded(task->second) || listed.count(job_id)) continue;
+    if (task == job.record.task_states().end() || protocol::TaskEnded(task->second) || listed.count(job_id)) continue;
     if (now - job.task_last_seen_ms[id] <= options_.heartbeat_timeout_ms) continue;
     job.record.set_result(fmt::format("node {} no longer reports the job's task", id));
     AddEvent(job, "error", job.record.result());
@@ -221,7 +221,7 @@ void Coordinator::ApplyTaskStatus(NodeRuntime& node, const pb::TaskStatus& statu
   auto it = jobs_.find(status.job_id());
   if (!IsCurrentTask(it, node_id, status.epoch())) {
     // Unknown job or another epoch: ignored. A stale task still alive is told to stop.
-    if (!IsTaskEnded(status.state())) {
+    if (!protocol::TaskEnded(status.state())) {
       SendStop(node, status.job_id(), status.epoch(), "stale task: its epoch is no longer current");
     }
     return;
@@ -270,7 +270,7 @@ void Coordinator::MarkNodeDown(NodeRuntime& node, const std::string& reason) {
     if (found == jobs_.end()) continue;
     JobRuntime& job = found->second;
     auto task = job.record.task_states().find(id);
-    if (task == job.record.task_states().end() || IsTaskEnded(task->second)) continue;
+    if (task == job.record.task_states().end() || protocol::TaskEnded(task->second)) continue;
     if (job.record.state() == pb::JOB_STARTING || job.record.state() == pb::JOB_RUNNING) {
       job.record.set_result(reason + ": task lost");
     }

@@ -192,7 +192,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
       const auto& filter = request.list_jobs().states();
       const size_t limit = request.list_jobs().limit() == 0 ? 100 : request.list_jobs().limit();
       const bool active_only = !filter.empty() && std::all_of(filter.begin(), filter.end(), [](int s) {
-        return !IsTerminal(static_cast<pb::JobState>(s));
+        return !protocol::IsTerminal(static_cast<pb::JobState>(s));
       });
       auto wanted = [&](pb::JobState s) {
         return filter.empty() || std::find(filter.begin(), filter.end(), s) != filter.end();
@@ -241,7 +241,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
 bool Coordinator::WatchReady(const Watcher& watcher, int64_t now) const {
   if (now >= watcher.deadline_ms) return true;
   auto it = jobs_.find(watcher.request.job_id());
-  if (it == jobs_.end() || IsTerminal(it->second.record.state())) return true;  // unknown or ended: answer now
+  if (it == jobs_.end() || protocol::IsTerminal(it->second.record.state())) return true;  // unknown or ended: answer now
   const JobRuntime& job = it->second;
   if (job.record.next_event_seq() > watcher.request.after_event_seq() + 1) return true;
   return job.last_metric_step && *job.last_metric_step > watcher.request.after_metric_step();

@@ -144,7 +144,7 @@ StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
   }
   for (const auto& id : to_erase_) {
     auto it = jobs_.find(id);
-    if (it != jobs_.end() && IsTerminal(it->second.record.state())) jobs_.erase(it);
+    if (it != jobs_.end() && protocol::IsTerminal(it->second.record.state())) jobs_.erase(it);
   }
   to_erase_.clear();
   std::vector<DeferredRead> reads;
@@ -204,7 +204,7 @@ std::vector<pb::NodeRecord> Coordinator::Nodes() const {
 std::vector<pb::JobRecord> Coordinator::ActiveJobs() const {
   std::vector<pb::JobRecord> out;
   for (const auto& [id, job] : jobs_) {
-    if (!IsTerminal(job.record.state())) out.push_back(job.record);
+    if (!protocol::IsTerminal(job.record.state())) out.push_back(job.record);
   }
   return out;
 }

@@ -136,19 +136,19 @@ std::string HttpServer::RenderMetrics(const Coordinator& core) {
   out += "# HELP anneal_jobs Active (non-terminal) jobs by state.\n# TYPE anneal_jobs gauge\n";
   auto by_state = core.ActiveJobsByState();
   for (auto state : {pb::JOB_PENDING, pb::JOB_STARTING, pb::JOB_RUNNING, pb::JOB_RESTARTING, pb::JOB_CANCELLING}) {
-    out += fmt::format("anneal_jobs{{state=\"{}\"}} {}\n", JobStateName(state), by_state[state]);
+    out += fmt::format("anneal_jobs{{state=\"{}\"}} {}\n", protocol::StateName(state), by_state[state]);
   }
   out += fmt::format("# HELP anneal_queue_length Jobs waiting for a placement.\n# TYPE anneal_queue_length gauge\n"
                      "anneal_queue_length {}\n", core.PendingJobCount());
-  std::map<std::string, size_t> nodes;
+  std::map<pb::NodeState, size_t> nodes;
   uint64_t slots = 0;
   for (const auto& node : core.Nodes()) {
-    ++nodes[pb::NodeState_Name(node.state())];
+    ++nodes[node.state()];
     if (node.state() == pb::NODE_UP) slots += node.inventory().slots();
   }
   out += "# HELP anneal_nodes Registered nodes by state.\n# TYPE anneal_nodes gauge\n";
-  for (const char* state : {"NODE_UP", "NODE_DRAINING", "NODE_DOWN"}) {
-    out += fmt::format("anneal_nodes{{state=\"{}\"}} {}\n", std::string_view(state).substr(5), nodes[state]);
+  for (auto state : {pb::NODE_UP, pb::NODE_DRAINING, pb::NODE_DOWN}) {
+    out += fmt::format("anneal_nodes{{state=\"{}\"}} {}\n", protocol::StateName(state), nodes[state]);
   }
   out += fmt::format("# HELP anneal_slots_up Rank slots on nodes that are up.\n# TYPE anneal_slots_up gauge\n"
                      "anneal_slots_up {}\n", slots);
@@ -160,7 +160,7 @@ std::string HttpServer::RenderJobs(const Coordinator& core) {
   for (const auto& r : core.ActiveJobs()) {
     nlohmann::json placed = nlohmann::json::array();
     for (const auto& n : r.placement().nodes()) placed.push_back(n.node_id());
-    jobs.push_back({{"job_id", r.job_id()}, {"name", r.name()}, {"state", JobStateName(r.state())},
+    jobs.push_back({{"job_id", r.job_id()}, {"name", r.name()}, {"state", protocol::StateName(r.state())},
                     {"attempt", r.attempt()}, {"epoch", r.epoch()}, {"priority", r.priority()},
                     {"world_size", r.resources().world_size()}, {"nodes", placed},
                     {"submitted_at_ms", r.submitted_at_ms()}});
@@ -171,7 +171,7 @@ std::string HttpServer::RenderJobs(const Coordinator& core) {
 std::string HttpServer::RenderNodes(const Coordinator& core) {
   nlohmann::json nodes = nlohmann::json::array();
   for (const auto& n : core.Nodes()) {
-    nodes.push_back({{"node_id", n.node_id()}, {"state", std::string(pb::NodeState_Name(n.state())).substr(5)},
+    nodes.push_back({{"node_id", n.node_id()}, {"state", protocol::StateName(n.state())},
                      {"slots", n.inventory().slots()}, {"address", n.inventory().address()},
                      {"last_heartbeat_ms", n.last_heartbeat_ms()}});
   }

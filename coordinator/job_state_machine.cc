@@ -21,25 +21,4 @@ bool IsAllowedTransition(pb::JobState from, pb::JobState to) {
   }
 }
 
-bool IsTerminal(pb::JobState state) {
-  return state == pb::JOB_SUCCEEDED || state == pb::JOB_FAILED || state == pb::JOB_CANCELLED;
-}
-
-bool IsTaskEnded(pb::TaskState state) {
-  return state == pb::TASK_SUCCEEDED || state == pb::TASK_FAILED || state == pb::TASK_STOPPED ||
-         state == pb::TASK_LOST;
-}
-
-std::string_view JobStateName(pb::JobState state) {
-  std::string_view name = pb::JobState_Name(state);
-  if (name.substr(0, 4) == "JOB_") name.remove_prefix(4);
-  return name;
-}
-
-std::string_view TaskStateName(pb::TaskState state) {
-  std::string_view name = pb::TaskState_Name(state);
-  if (name.substr(0, 5) == "TASK_") name.remove_prefix(5);
-  return name;
-}
-
 }  // namespace anneal::coordinator

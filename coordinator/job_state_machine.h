@@ -18,19 +18,12 @@
 //   if (!IsAllowedTransition(job.state(), pb::JOB_RUNNING)) ...  // a programmer error in the coordinator
 #pragma once
 
-#include <string_view>
-
 #include "protocol/anneal.pb.h"
+#include "protocol/states.h"
 
 namespace anneal::coordinator {
 
+// Whether the diagram has the edge from -> to. Terminal states (protocol::IsTerminal) have no outgoing edge.
 bool IsAllowedTransition(pb::JobState from, pb::JobState to);
-// SUCCEEDED, FAILED, CANCELLED: no further transition.
-bool IsTerminal(pb::JobState state);
-// A task state from which the task no longer runs (SUCCEEDED, FAILED, STOPPED, LOST).
-bool IsTaskEnded(pb::TaskState state);
-// "PENDING", "RUNNING", ... (the enum name without the JOB_ prefix).
-std::string_view JobStateName(pb::JobState state);
-std::string_view TaskStateName(pb::TaskState state);
 
 }  // namespace anneal::coordinator

@@ -15,14 +15,6 @@ namespace anneal::coordinator {
 
 using storage::Table;
 
-namespace {
-
-bool IsFailureLike(pb::TaskState state) {
-  return state == pb::TASK_FAILED || state == pb::TASK_STOPPED || state == pb::TASK_LOST;
-}
-
-}  // namespace
-
 PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request) {
   PreparedSubmit prepared;
   prepared.peer = std::move(peer);
@@ -106,7 +98,7 @@ void Coordinator::HandleCancel(const std::string& peer, uint64_t request_id, con
   pb::ClientReply reply;
   reply.set_request_id(request_id);
   auto it = jobs_.find(request.job_id());
-  if (it == jobs_.end() || IsTerminal(it->second.record.state())) {
+  if (it == jobs_.end() || protocol::IsTerminal(it->second.record.state())) {
     auto record = GetJobRecord(request.job_id());
     if (!record.ok()) {
       ReplyError(peer, request_id, record.status());
@@ -145,7 +137,7 @@ void Coordinator::Transition(JobRuntime& job, pb::JobState to, const std::string
   event.set_message(message);
   r.set_next_event_seq(event.seq() + 1);
   batch_.Put(Table::kEvents, storage::JobStepKey(r.job_id(), event.seq()), event);
-  spdlog::info("job {}: {} -> {} ({})", r.job_id(), JobStateName(from), JobStateName(to), message);
+  spdlog::info("job {}: {} -> {} ({})", r.job_id(), protocol::StateName(from), protocol::StateName(to), message);
 
   const QueueKey key{-static_cast<int64_t>(r.priority()), r.submit_seq(), r.job_id()};
   if (from == pb::JOB_PENDING) queue_.erase(key);
@@ -156,7 +148,7 @@ void Coordinator::Transition(JobRuntime& job, pb::JobState to, const std::string
   r.set_state(to);
   if (to == pb::JOB_RUNNING && r.started_at_ms() == 0) r.set_started_at_ms(now);
   if (from == pb::JOB_STATE_UNSPECIFIED) batch_.PutRaw(Table::kMeta, ActiveKey(r.job_id()), "");
-  if (IsTerminal(to)) {
+  if (protocol::IsTerminal(to)) {
     r.set_finished_at_ms(now);
     job.stop_deadline_ms = 0;
     batch_.Delete(Table::kMeta, ActiveKey(r.job_id()));
@@ -192,10 +184,10 @@ void Coordinator::PersistJob(const JobRuntime& job) {
 void Coordinator::SetTaskState(JobRuntime& job, const std::string& node_id, pb::TaskState state) {
   auto& tasks = *job.record.mutable_task_states();
   auto it = tasks.find(node_id);
-  if (it == tasks.end() || IsTaskEnded(it->second) || it->second == state) return;
+  if (it == tasks.end() || protocol::TaskEnded(it->second) || it->second == state) return;
   it->second = state;
   job.task_last_seen_ms[node_id] = clock_->NowMs();
-  if (IsTaskEnded(state)) ReleaseTask(job, node_id);
+  if (protocol::TaskEnded(state)) ReleaseTask(job, node_id);
   PersistJob(job);
 }
 
@@ -207,8 +199,8 @@ void Coordinator::Reconcile(JobRuntime& job) {
     ++total;
     if (state == pb::TASK_RUNNING || state == pb::TASK_SUCCEEDED) ++up;
     if (state == pb::TASK_SUCCEEDED) ++succeeded;
-    if (IsTaskEnded(state)) ++ended;
-    if (IsFailureLike(state) && failed_node.empty()) failed_node = node;
+    if (protocol::TaskEnded(state)) ++ended;
+    if (protocol::TaskEndedUnsuccessfully(state) && failed_node.empty()) failed_node = node;
   }
   switch (r.state()) {
     case pb::JOB_STARTING:
@@ -258,7 +250,7 @@ void Coordinator::FailAttempt(JobRuntime& job, const std::string& reason) {
 
 void Coordinator::StopGang(JobRuntime& job, const std::string& reason) {
   for (const auto& [node_id, state] : job.record.task_states()) {
-    if (IsTaskEnded(state)) continue;
+    if (protocol::TaskEnded(state)) continue;
     auto it = nodes_.find(node_id);
     if (it != nodes_.end()) SendStop(it->second, job.record.job_id(), job.record.epoch(), reason);
   }
@@ -282,7 +274,7 @@ void Coordinator::ReserveTasks(const JobRuntime& job) {
   for (int i = 0; i < placement.nodes_size(); ++i) {
     const std::string& node_id = placement.nodes(i).node_id();
     auto task = job.record.task_states().find(node_id);
-    if (task == job.record.task_states().end() || IsTaskEnded(task->second)) continue;
+    if (task == job.record.task_states().end() || protocol::TaskEnded(task->second)) continue;
     auto it = nodes_.find(node_id);
     if (it == nodes_.end()) continue;
     for (const auto& rank : placement.nodes(i).ranks()) it->second.used_slots.insert(rank.slot());
@@ -298,7 +290,7 @@ void Coordinator::CheckStopDeadlines() {
     job.stop_deadline_ms = 0;
     const auto tasks = job.record.task_states();  // a copy: SetTaskState changes the map
     for (const auto& [node_id, state] : tasks) {
-      if (IsTaskEnded(state)) continue;
+      if (protocol::TaskEnded(state)) continue;
       AddEvent(job, "error", fmt::format("node {} did not confirm the stop within {} ms; its slots are released",
                                          node_id, options_.stop_timeout_ms));
       SetTaskState(job, node_id, pb::TASK_STOPPED);

@@ -28,8 +28,8 @@ TEST(JobStateMachine, TransitionTableMatchesTheDiagram) {
   EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLED, pb::JOB_CANCELLING));
   EXPECT_FALSE(IsAllowedTransition(pb::JOB_FAILED, pb::JOB_PENDING));
   EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLING, pb::JOB_RUNNING));
-  EXPECT_TRUE(IsTerminal(pb::JOB_CANCELLED));
-  EXPECT_FALSE(IsTerminal(pb::JOB_RESTARTING));
+  EXPECT_TRUE(protocol::IsTerminal(pb::JOB_CANCELLED));
+  EXPECT_FALSE(protocol::IsTerminal(pb::JOB_RESTARTING));
 }
 
 TEST(JobStateMachine, SubmitEntersPendingWithItsEvent) {

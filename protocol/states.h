@@ -1,0 +1,41 @@
+// The names and predicates of the stored states (JobState, TaskState, NodeState, CheckpointState), in one place
+// for the coordinator, the agent and the CLI.
+//
+// Names are the enum names without their prefix: "RUNNING" for JOB_RUNNING, "LOST" for TASK_LOST, "UP" for
+// NODE_UP, "COMMITTED" for CHECKPOINT_COMMITTED. They appear in events, logs, tables, metrics labels and JSON,
+// so they are part of the user-visible interface; the numbers are stored and never change
+// (protocol/anneal.proto).
+//
+// Predicates:
+//   IsTerminal(job)          SUCCEEDED, FAILED, CANCELLED: the job never moves again.
+//   TaskEnded(task)          SUCCEEDED, FAILED, STOPPED, LOST: the task no longer runs.
+//   TaskEndedUnsuccessfully  FAILED, STOPPED, LOST: ended without every rank exiting 0.
+//
+// Thread-safety: pure functions. The returned views point at static storage (valid forever).
+//
+// Example:
+//   spdlog::info("job {} is {}", id, protocol::StateName(record.state()));
+//   ASSIGN_OR_RETURN(pb::JobState wanted, protocol::ParseJobState("running"));
+#pragma once
+
+#include <string_view>
+
+#include "common/status.h"
+#include "protocol/anneal.pb.h"
+
+namespace anneal::protocol {
+
+std::string_view StateName(pb::JobState state);
+std::string_view StateName(pb::TaskState state);
+std::string_view StateName(pb::NodeState state);
+std::string_view StateName(pb::CheckpointState state);
+
+bool IsTerminal(pb::JobState state);
+bool TaskEnded(pb::TaskState state);
+bool TaskEndedUnsuccessfully(pb::TaskState state);
+
+// Accepts "running", "RUNNING" or "JOB_RUNNING". An unknown name, or UNSPECIFIED, is an INVALID_ARGUMENT error
+// that names the text and lists the valid names.
+StatusOr<pb::JobState> ParseJobState(std::string_view text);
+
+}  // namespace anneal::protocol
