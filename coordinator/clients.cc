@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "coordinator/coordinator.h"
-#include "coordinator/job_state_machine.h"
+#include "protocol/states.h"
 #include "storage/keys.h"
 
 namespace anneal::coordinator {
@@ -28,9 +28,9 @@ void Coordinator::ReplyError(const std::string& peer, uint64_t request_id, const
 }
 
 void Coordinator::HandleMetricBatch(const pb::MetricBatch& batch) {
-  auto it = jobs_.find(batch.job_id());
-  if (it == jobs_.end() || batch.epoch() != it->second.record.epoch()) return;  // ended or stale attempt
-  JobRuntime& job = it->second;
+  Job* found = jobs_.Find(batch.job_id());
+  if (found == nullptr || batch.epoch() != found->record.epoch()) return;  // ended or stale attempt
+  Job& job = *found;
   for (const auto& reported : batch.points()) {
     pb::MetricPoint point = reported;
     point.set_job_id(batch.job_id());
@@ -40,9 +40,8 @@ void Coordinator::HandleMetricBatch(const pb::MetricBatch& batch) {
     job.last_metric_step = std::max(job.last_metric_step.value_or(0), point.step());
   }
   for (const auto& event : batch.events()) {
-    AddEvent(job, event.kind().empty() ? "message" : event.kind(), event.message());
+    jobs_.AddEvent(job, event.kind().empty() ? "message" : event.kind(), event.message());
   }
-  changed_jobs_.insert(batch.job_id());
 }
 
 void Coordinator::HandleGetLogs(const std::string& peer, uint64_t request_id, const pb::GetLogsRequest& request) {
@@ -62,8 +61,8 @@ void Coordinator::HandleGetLogs(const std::string& peer, uint64_t request_id, co
                                                            request.rank(), job->placement().nodes_size() > 0)));
     return;
   }
-  auto node = nodes_.find(node_id);
-  if (node == nodes_.end() || node->second.record.state() == pb::NODE_DOWN || node->second.routing_id.empty()) {
+  const Node* node = nodes_.Find(node_id);
+  if (node == nullptr || !node->Connected()) {
     ReplyError(peer, request_id, UnavailableError(fmt::format("the logs of job {} rank {} are on node {}, which is "
                                                               "down or not connected", request.job_id(),
                                                               request.rank(), node_id)));
@@ -77,7 +76,7 @@ void Coordinator::HandleGetLogs(const std::string& peer, uint64_t request_id, co
   fetch->set_rank(request.rank());
   fetch->set_offset(request.offset());
   fetch->set_max_bytes(request.max_bytes() == 0 ? 1 << 20 : std::min<uint32_t>(request.max_bytes(), 8 << 20));
-  SendToNode(node->second, std::move(message));
+  SendToNode(*node, std::move(message));
   log_requests_[internal_id] = {node_id, peer, request_id, request.offset(),
                                 clock_->NowMs() + options_.log_fetch_timeout_ms};
 }
@@ -118,25 +117,15 @@ void Coordinator::ExpireLogRequests() {
 }
 
 void Coordinator::HandleDrain(const std::string& peer, uint64_t request_id, const pb::DrainNodeRequest& request) {
-  auto it = nodes_.find(request.node_id());
-  if (it == nodes_.end()) {
-    ReplyError(peer, request_id, NotFoundError(fmt::format("no node '{}'", request.node_id())));
+  auto state = nodes_.SetDraining(request.node_id(), request.undrain());
+  if (!state.ok()) {
+    ReplyError(peer, request_id, state.status());
     return;
-  }
-  const pb::NodeState from = it->second.record.state();
-  if (!request.undrain() && from == pb::NODE_UP) {
-    it->second.record.set_state(pb::NODE_DRAINING);
-    PersistNode(it->second);
-    spdlog::info("node {} draining", request.node_id());
-  } else if (request.undrain() && from == pb::NODE_DRAINING) {
-    it->second.record.set_state(pb::NODE_UP);
-    PersistNode(it->second);
-    spdlog::info("node {} back in service", request.node_id());
   }
   schedule_dirty_ = true;
   pb::ClientReply reply;
   reply.set_request_id(request_id);
-  reply.mutable_drain()->set_state(it->second.record.state());
+  reply.mutable_drain()->set_state(*state);
   Reply(peer, std::move(reply));
 }
 
@@ -183,7 +172,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
                                                              return last.size() < 10;
                                                            });
       for (auto& m : last) *out->add_last_metrics() = std::move(m);
-      auto checkpoints = ReadCheckpoints(job->job_id());
+      auto checkpoints = checkpoints_.Read(job->job_id());
       if (!checkpoints.ok()) { status = checkpoints.status(); break; }
       for (auto& c : *checkpoints) *out->add_checkpoints() = std::move(c);
       break;
@@ -199,7 +188,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
       };
       std::deque<pb::JobRecord> last;  // the most recent `limit` matches, in submission order
       if (active_only) {
-        for (const auto& [id, job] : jobs_) {
+        for (const auto& [id, job] : jobs_.all()) {
           if (!wanted(job.record.state())) continue;
           last.push_back(job.record);
           if (last.size() > limit) last.pop_front();
@@ -218,7 +207,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
     case pb::ClientRequest::kListCheckpoints: {
       auto job = GetJobRecord(request.list_checkpoints().job_id());
       if (!job.ok()) { status = job.status(); break; }
-      auto checkpoints = ReadCheckpoints(job->job_id());
+      auto checkpoints = checkpoints_.Read(job->job_id());
       if (!checkpoints.ok()) { status = checkpoints.status(); break; }
       reply.mutable_list_checkpoints();  // an empty list is still a list_checkpoints reply
       for (auto& c : *checkpoints) *reply.mutable_list_checkpoints()->add_checkpoints() = std::move(c);
@@ -240,11 +229,10 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
 
 bool Coordinator::WatchReady(const Watcher& watcher, int64_t now) const {
   if (now >= watcher.deadline_ms) return true;
-  auto it = jobs_.find(watcher.request.job_id());
-  if (it == jobs_.end() || protocol::IsTerminal(it->second.record.state())) return true;  // unknown or ended: answer now
-  const JobRuntime& job = it->second;
-  if (job.record.next_event_seq() > watcher.request.after_event_seq() + 1) return true;
-  return job.last_metric_step && *job.last_metric_step > watcher.request.after_metric_step();
+  const Job* job = jobs_.Find(watcher.request.job_id());
+  if (job == nullptr || protocol::IsTerminal(job->record.state())) return true;  // unknown or ended: answer now
+  if (job->record.next_event_seq() > watcher.request.after_event_seq() + 1) return true;
+  return job->last_metric_step && *job->last_metric_step > watcher.request.after_metric_step();
 }
 
 void Coordinator::AnswerWatch(const Watcher& watcher) {

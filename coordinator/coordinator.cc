@@ -7,55 +7,29 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "coordinator/job_state_machine.h"
-#include "coordinator/store_keys.h"
-#include "storage/keys.h"
+#include "protocol/states.h"
 
 namespace anneal::coordinator {
 
-using storage::Table;
-
 Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store, Clock* clock)
-    : options_(std::move(options)), store_(store), clock_(clock) {}
+    : options_(std::move(options)),
+      store_(store),
+      clock_(clock),
+      jobs_(&batch_, store, clock),
+      nodes_(&batch_, store, clock, {options_.default_port_begin, options_.default_port_end}),
+      checkpoints_(&batch_, store) {}
 
 Coordinator::~Coordinator() = default;
 
 Status Coordinator::Recover() {
-  ASSIGN_OR_RETURN(auto next_job, store_->GetU64(Table::kMeta, kNextJobKey));
-  ASSIGN_OR_RETURN(auto next_epoch, store_->GetU64(Table::kMeta, kNextEpochKey));
-  next_job_number_ = next_job.value_or(1);
-  next_epoch_ = next_epoch.value_or(1);
-  const int64_t now = clock_->NowMs();
-
-  Status node_error;
-  RETURN_IF_ERROR(store_->ScanRecords<pb::NodeRecord>(Table::kNodes, "", [&](const pb::NodeRecord& record) {
-    NodeRuntime node;
-    node.record = record;
-    node.last_heartbeat_ms = now;  // a full timeout to re-register after a coordinator restart
-    auto seq = store_->GetU64(Table::kMeta, NodeSeqKey(record.node_id()));
-    if (!seq.ok()) {
-      node_error = seq.status();
-      return false;
-    }
-    node.last_applied_seq = seq->value_or(0);
-    nodes_.emplace(record.node_id(), std::move(node));
-    return true;
-  }));
-  RETURN_IF_ERROR(node_error);
-
-  std::vector<std::string> active_ids;
-  RETURN_IF_ERROR(store_->Scan(Table::kMeta, kActivePrefix, [&](std::string_view key, std::string_view) {
-    active_ids.emplace_back(key.substr(kActivePrefix.size()));
-    return true;
-  }));
-  for (const auto& id : active_ids) {
-    pb::JobRecord record;
-    RETURN_IF_ERROR(store_->Get(Table::kJobs, id, &record).WithContext("recovering active job " + id));
-    RETURN_IF_ERROR(LoadJob(record));
+  RETURN_IF_ERROR(nodes_.Recover());
+  RETURN_IF_ERROR(jobs_.Recover(options_.stop_timeout_ms));
+  for (const auto& [id, job] : jobs_.all()) {
+    RETURN_IF_ERROR(checkpoints_.Load(job.record));
+    nodes_.ReserveTasks(job.record);
   }
-  for (auto& [id, job] : jobs_) ReserveTasks(job);
-  spdlog::info("recovered {} node(s), {} active job(s) ({} pending) from {}", nodes_.size(), jobs_.size(),
-               queue_.size(), store_->dir());
+  spdlog::info("recovered {} node(s), {} active job(s) ({} pending) from {}", nodes_.all().size(), jobs_.all().size(),
+               jobs_.PendingCount(), store_->dir());
   schedule_dirty_ = true;
   return Status::Ok();
 }
@@ -127,31 +101,24 @@ void Coordinator::Tick() {
   DetectFailedNodes();
   CheckStopDeadlines();
   ExpireLogRequests();
+  if (jobs_.TakeQueueGrew()) schedule_dirty_ = true;
   if (schedule_dirty_) Schedule();
 }
 
 StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
+  if (jobs_.TakeQueueGrew()) schedule_dirty_ = true;
   if (schedule_dirty_) Schedule();
-  for (const auto& id : dirty_jobs_) {
-    auto it = jobs_.find(id);
-    if (it != jobs_.end()) batch_.Put(Table::kJobs, id, it->second.record);
-  }
-  dirty_jobs_.clear();
+  jobs_.WriteChanged();
   if (!batch_.empty()) {
     Status st = store_->Commit(batch_);
     if (!st.ok()) return st.WithContext("committing the coordinator's state (fatal: restart to recover)");
     batch_.Clear();
   }
-  for (const auto& id : to_erase_) {
-    auto it = jobs_.find(id);
-    if (it != jobs_.end() && protocol::IsTerminal(it->second.record.state())) jobs_.erase(it);
-  }
-  to_erase_.clear();
+  for (const auto& id : jobs_.EraseEnded()) checkpoints_.Forget(id);
   std::vector<DeferredRead> reads;
   reads.swap(reads_);
   for (const auto& read : reads) AnswerRead(read);
   AnswerWatchers(/*all_due=*/false);
-  changed_jobs_.clear();
   std::vector<Outgoing> out;
   out.swap(outbox_);
   return out;
@@ -159,42 +126,32 @@ StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
 
 int64_t Coordinator::NextWakeupMs() const {
   const int64_t now = clock_->NowMs();
-  int64_t wake = now + 1000;
-  for (const auto& [id, node] : nodes_) {
-    if (node.record.state() != pb::NODE_DOWN) {
-      wake = std::min(wake, node.last_heartbeat_ms + options_.heartbeat_timeout_ms + 1);
-    }
-  }
+  int64_t wake = std::min(now + 1000, nodes_.NextSilenceDeadlineMs(options_.heartbeat_timeout_ms));
   for (const auto& watcher : watchers_) wake = std::min(wake, watcher.deadline_ms);
   for (const auto& [id, request] : log_requests_) wake = std::min(wake, request.deadline_ms);
-  for (const auto& [id, job] : jobs_) {
+  for (const auto& [id, job] : jobs_.all()) {
     if (job.stop_deadline_ms > 0) wake = std::min(wake, job.stop_deadline_ms);
   }
   return std::max(wake, now);
 }
 
 const pb::JobRecord* Coordinator::FindActiveJob(const std::string& job_id) const {
-  auto it = jobs_.find(job_id);
-  return it == jobs_.end() ? nullptr : &it->second.record;
+  const Job* job = jobs_.Find(job_id);
+  return job == nullptr ? nullptr : &job->record;
 }
 
 StatusOr<pb::JobRecord> Coordinator::GetJobRecord(const std::string& job_id) const {
-  if (const auto* job = FindActiveJob(job_id)) return *job;
-  pb::JobRecord record;
-  Status st = store_->Get(Table::kJobs, job_id, &record);
-  if (st.code() == StatusCode::kNotFound) return NotFoundError(fmt::format("no job '{}'", job_id));
-  RETURN_IF_ERROR(st);
-  return record;
+  return jobs_.GetRecord(job_id);
 }
 
 const pb::NodeRecord* Coordinator::FindNode(const std::string& node_id) const {
-  auto it = nodes_.find(node_id);
-  return it == nodes_.end() ? nullptr : &it->second.record;
+  const Node* node = nodes_.Find(node_id);
+  return node == nullptr ? nullptr : &node->record;
 }
 
 std::vector<pb::NodeRecord> Coordinator::Nodes() const {
   std::vector<pb::NodeRecord> out;
-  for (const auto& [id, node] : nodes_) {
+  for (const auto& [id, node] : nodes_.all()) {
     out.push_back(node.record);
     out.back().set_last_heartbeat_ms(node.last_heartbeat_ms);
   }
@@ -203,7 +160,7 @@ std::vector<pb::NodeRecord> Coordinator::Nodes() const {
 
 std::vector<pb::JobRecord> Coordinator::ActiveJobs() const {
   std::vector<pb::JobRecord> out;
-  for (const auto& [id, job] : jobs_) {
+  for (const auto& [id, job] : jobs_.all()) {
     if (!protocol::IsTerminal(job.record.state())) out.push_back(job.record);
   }
   return out;
@@ -211,7 +168,7 @@ std::vector<pb::JobRecord> Coordinator::ActiveJobs() const {
 
 std::map<pb::JobState, size_t> Coordinator::ActiveJobsByState() const {
   std::map<pb::JobState, size_t> counts;
-  for (const auto& [id, job] : jobs_) ++counts[job.record.state()];
+  for (const auto& [id, job] : jobs_.all()) ++counts[job.record.state()];
   return counts;
 }
 

@@ -1,10 +1,22 @@
 // Coordinator: the cluster's single owner of state (Ray GCS style), driven by one event loop.
 //
-// It holds the jobs (queue + state machine, coordinator/job_state_machine.h), the node registry with failure
-// detection, the checkpoint registry with retention, and answers the agent and client channels. It does no
-// I/O of its own besides the injected StateStore: the transport (coordinator/server.h) hands it parsed
-// messages and sends what Flush() returns; the clock is injected. Unit tests drive it directly with a
-// FakeClock and a real StateStore in a temp dir.
+// It is the thin facade that wires one manager per concern, each with its own state and contract:
+//   JobTable            job records, the pending queue, events, their persistence   coordinator/job_table.h
+//   NodeRegistry        nodes, connections, heartbeats, slots, ports, applied seqs  coordinator/node_registry.h
+//   CheckpointRegistry  committed checkpoints, the resume point, retention          coordinator/checkpoint_registry.h
+//   NextTransition      the pure decision of a job's next edge                      coordinator/job_state_machine.h
+//   PlaceGang           the pure placement of one gang                              coordinator/scheduler.h
+// and answers the agent and client channels. It does no I/O of its own besides the injected StateStore: the
+// transport (coordinator/server.h) hands it parsed messages and sends what Flush() returns; the clock is
+// injected. Unit tests drive it directly with a FakeClock and a real StateStore in a temp dir.
+//
+// Its own files (the handlers that read messages, ask the managers and queue what to send):
+//   coordinator.cc   Recover, dispatch, the Tick/Flush round, introspection
+//   agents.cc        the agent channel: Register / re-adoption, heartbeats, failure detection, sequenced reports
+//   jobs.cc          SubmitJob, CancelJob, applying NextTransition's decisions, stop deadlines
+//   scheduling.cc    the queue walk, placements, launch orders
+//   checkpoints.cc   checkpoint reports, retention's delete orders
+//   clients.cc       reads, WatchJob long polls, GetLogs via the agent, DrainNode, metric reports
 //
 // The loop contract (group commit):
 //   1. OnAgentMessage / OnClientRequest / OnBadMessage for every message that arrived (any number);
@@ -33,12 +45,15 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <tuple>
 #include <variant>
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/checkpoint_registry.h"
 #include "coordinator/clock.h"
+#include "coordinator/job_state_machine.h"
+#include "coordinator/job_table.h"
+#include "coordinator/node_registry.h"
 #include "coordinator/scheduler.h"
 #include "jobspec/jobspec.h"
 #include "protocol/anneal.pb.h"
@@ -105,36 +120,11 @@ class Coordinator {
   const pb::NodeRecord* FindNode(const std::string& node_id) const;
   std::vector<pb::NodeRecord> Nodes() const;
   std::vector<pb::JobRecord> ActiveJobs() const;
-  size_t ActiveJobCount() const { return jobs_.size(); }
-  size_t PendingJobCount() const { return queue_.size(); }
+  size_t ActiveJobCount() const { return jobs_.all().size(); }
+  size_t PendingJobCount() const { return jobs_.PendingCount(); }
   std::map<pb::JobState, size_t> ActiveJobsByState() const;
 
  private:
-  struct Retention {
-    int64_t save_total_limit = 0;
-    int64_t keep_best = 0;
-    std::string metric = "eval_loss";
-    bool greater_is_better = false;
-  };
-  struct JobRuntime {
-    pb::JobRecord record;
-    Retention retention;
-    std::map<uint64_t, pb::CheckpointRecord> checkpoints;  // by step
-    std::optional<uint64_t> last_metric_step;
-    int64_t stop_deadline_ms = 0;                          // RESTARTING / CANCELLING
-    std::map<std::string, int64_t> task_last_seen_ms;      // node -> last sign of the task
-    std::string wait_reason;                               // last "not placed" reason (evented once)
-  };
-  struct NodeRuntime {
-    pb::NodeRecord record;
-    std::string routing_id;             // empty until the agent (re-)registers with this process
-    uint64_t last_applied_seq = 0;      // sequenced reports up to this are applied (durable, meta table)
-    int64_t last_heartbeat_ms = 0;
-    std::set<uint32_t> used_slots;
-    std::set<uint32_t> used_ports;
-    std::set<std::string> task_jobs;    // jobs with a task here that has not ended (index for node events)
-  };
-  using QueueKey = std::tuple<int64_t, uint64_t, std::string>;  // (-priority, submit_seq, job id)
   struct Watcher {
     std::string peer;
     uint64_t request_id;
@@ -155,46 +145,37 @@ class Coordinator {
 
   // ---- agents.cc
   void HandleRegister(const std::string& peer, const pb::RegisterRequest& request);
+  void ResendMissedOrders(Node& node, const std::set<std::string>& reported);
   void HandleHeartbeat(const std::string& peer, const pb::Heartbeat& heartbeat);
   void HandleSequenced(const std::string& peer, uint64_t seq, const pb::AgentToCoordinator& message);
-  void ApplyTaskStatus(NodeRuntime& node, const pb::TaskStatus& status);
+  void ApplyTaskStatus(Node& node, const pb::TaskStatus& status);
   void HandleLogChunk(const pb::LogChunk& chunk);
   void DetectFailedNodes();
-  void MarkNodeDown(NodeRuntime& node, const std::string& reason);
-  NodeRuntime* NodeByPeer(const std::string& peer);
-  bool IsCurrentTask(std::map<std::string, JobRuntime>::const_iterator job, const std::string& node_id,
-                     uint64_t epoch) const;
-  void SendToNode(const NodeRuntime& node, pb::CoordinatorToAgent message);
+  void MarkNodeDown(Node& node, const std::string& reason);
+  bool IsCurrentTask(const Job* job, const std::string& node_id, uint64_t epoch) const;
+  void SendToNode(const Node& node, pb::CoordinatorToAgent message);
   void SendToPeer(const std::string& peer, pb::CoordinatorToAgent message);
-  void SendStop(const NodeRuntime& node, const std::string& job_id, uint64_t epoch, const std::string& reason);
-  void SendLaunch(const JobRuntime& job, const std::string& node_id);
-  void PersistNode(const NodeRuntime& node);
+  void SendStop(const Node& node, const std::string& job_id, uint64_t epoch, const std::string& reason);
 
   // ---- jobs.cc
   void HandleSubmit(const PreparedSubmit& prepared);
   void HandleCancel(const std::string& peer, uint64_t request_id, const pb::CancelJobRequest& request);
-  void Transition(JobRuntime& job, pb::JobState to, const std::string& message);
-  void AddEvent(JobRuntime& job, const std::string& kind, const std::string& message);
-  void PersistJob(const JobRuntime& job);
-  void Reconcile(JobRuntime& job);                     // moves the job on after its tasks changed
-  void FailAttempt(JobRuntime& job, const std::string& reason);
-  void StopGang(JobRuntime& job, const std::string& reason);
-  void SetTaskState(JobRuntime& job, const std::string& node_id, pb::TaskState state);
-  void ReleaseTask(const JobRuntime& job, const std::string& node_id);
-  void ReserveTasks(const JobRuntime& job);
-  void Schedule();
-  bool TryPlace(JobRuntime& job, std::vector<NodeCapacity>& capacities);  // false: blocks the queue
-  std::vector<NodeCapacity> Capacities() const;
+  // Applies NextTransition's decisions until the job stays where it is.
+  void Reconcile(Job& job, JobReport report = JobReport::kTasksChanged);
+  void StopGang(Job& job, const std::string& reason);
+  void SetTaskState(Job& job, const std::string& node_id, pb::TaskState state);
   void CheckStopDeadlines();
-  void ResumeFromLatestCheckpoint(JobRuntime& job);
-  Status LoadJob(const pb::JobRecord& record);
+
+  // ---- scheduling.cc
+  void Schedule();
+  bool TryPlace(Job& job, std::vector<NodeCapacity>& capacities);  // false: blocks the queue
+  void SendLaunch(const Job& job, const std::string& node_id);
 
   // ---- checkpoints.cc
-  void HandleCheckpointCommitted(NodeRuntime& node, const pb::CheckpointRecord& checkpoint);
-  void HandleCheckpointDeleted(NodeRuntime& node, const pb::CheckpointDeleted& deleted);
-  void ApplyRetention(JobRuntime& job);
-  void SendDeleteCheckpoint(const JobRuntime& job, const pb::CheckpointRecord& checkpoint);
-  const pb::CheckpointRecord* LatestCommittedCheckpoint(const JobRuntime& job) const;
+  void HandleCheckpointCommitted(Node& node, const pb::CheckpointRecord& checkpoint);
+  void HandleCheckpointDeleted(Node& node, const pb::CheckpointDeleted& deleted);
+  void ApplyRetention(Job& job);
+  void SendDeleteCheckpoint(const Job& job, const pb::CheckpointRecord& checkpoint);
 
   // ---- clients.cc
   void HandleMetricBatch(const pb::MetricBatch& batch);
@@ -209,29 +190,21 @@ class Coordinator {
   void ReplyError(const std::string& peer, uint64_t request_id, const Status& error);
   StatusOr<std::vector<pb::JobEvent>> ReadEvents(const std::string& job_id, uint64_t after, size_t limit) const;
   StatusOr<std::vector<pb::MetricPoint>> ReadMetrics(const std::string& job_id, uint64_t after, size_t limit) const;
-  StatusOr<std::vector<pb::CheckpointRecord>> ReadCheckpoints(const std::string& job_id) const;
 
   CoordinatorOptions options_;
   storage::StateStore* store_;
   Clock* clock_;
 
-  storage::WriteBatch batch_;                          // this round's changes
+  storage::WriteBatch batch_;                          // this round's changes, shared by the managers
   std::vector<Outgoing> outbox_;                       // sent after batch_ is durable
   std::vector<DeferredRead> reads_;                    // answered after batch_ is durable
-  std::set<std::string> dirty_jobs_;                   // records to write in this round's batch (once each)
-  std::vector<std::string> to_erase_;                  // terminal jobs leave jobs_ after the commit
 
-  std::map<std::string, JobRuntime> jobs_;             // every non-terminal job
-  std::set<QueueKey> queue_;                           // PENDING jobs in scheduling order
-  std::map<std::string, NodeRuntime> nodes_;
-  std::map<std::string, std::string> node_by_peer_;    // routing id -> node id
+  JobTable jobs_;
+  NodeRegistry nodes_;
+  CheckpointRegistry checkpoints_;
   std::deque<Watcher> watchers_;
-  std::set<std::string> changed_jobs_;                 // jobs whose watchers may have news
   std::map<uint64_t, PendingLogRequest> log_requests_;
   bool schedule_dirty_ = true;
-
-  uint64_t next_job_number_ = 1;
-  uint64_t next_epoch_ = 1;
   uint64_t next_request_id_ = 1;
 };
 

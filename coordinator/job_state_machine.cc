@@ -1,5 +1,9 @@
 #include "coordinator/job_state_machine.h"
 
+#include <map>
+
+#include <fmt/format.h>
+
 namespace anneal::coordinator {
 
 bool IsAllowedTransition(pb::JobState from, pb::JobState to) {
@@ -19,6 +23,110 @@ bool IsAllowedTransition(pb::JobState from, pb::JobState to) {
     default:
       return false;
   }
+}
+
+TaskSummary SummarizeTasks(const google::protobuf::Map<std::string, pb::TaskState>& task_states) {
+  TaskSummary summary;
+  // protobuf maps have no order: walk the node ids sorted, so "the first failed node" is deterministic.
+  std::map<std::string, pb::TaskState> sorted(task_states.begin(), task_states.end());
+  for (const auto& [node, state] : sorted) {
+    ++summary.total;
+    if (state == pb::TASK_RUNNING || state == pb::TASK_SUCCEEDED) ++summary.up;
+    if (state == pb::TASK_SUCCEEDED) ++summary.succeeded;
+    if (protocol::TaskEnded(state)) ++summary.ended;
+    if (protocol::TaskEndedUnsuccessfully(state) && summary.first_unsuccessful_node.empty()) {
+      summary.first_unsuccessful_node = node;
+    }
+  }
+  return summary;
+}
+
+JobView ViewOf(const pb::JobRecord& record, const std::string& latest_checkpoint) {
+  JobView view;
+  view.state = record.state();
+  view.attempt = record.attempt();
+  view.max_attempts = record.max_attempts();
+  view.result = record.result();
+  view.output_dir = record.output_dir();
+  view.resume_checkpoint = latest_checkpoint.empty() ? record.resume_checkpoint() : latest_checkpoint;
+  view.tasks = SummarizeTasks(record.task_states());
+  return view;
+}
+
+namespace {
+
+Decision Stay() {
+  return {};
+}
+
+Decision OnCancel(const JobView& job) {
+  switch (job.state) {
+    case pb::JOB_PENDING:
+    case pb::JOB_STARTING:
+    case pb::JOB_RUNNING:
+    case pb::JOB_RESTARTING:
+      return {pb::JOB_CANCELLING, JobAction::kStopGang, "cancel requested", "cancelled", "job cancelled"};
+    default:
+      return Stay();  // already cancelling, or ended
+  }
+}
+
+Decision OnTasksChanged(const JobView& job) {
+  const TaskSummary& tasks = job.tasks;
+  switch (job.state) {
+    case pb::JOB_STARTING:
+    case pb::JOB_RUNNING:
+      if (!tasks.first_unsuccessful_node.empty()) {
+        const std::string reason =
+            job.result.empty() ? fmt::format("the task on node {} ended", tasks.first_unsuccessful_node) : job.result;
+        return {pb::JOB_RESTARTING, JobAction::kStopGang, reason, reason, reason};
+      }
+      if (job.state == pb::JOB_STARTING && tasks.total > 0 && tasks.up == tasks.total) {
+        return {pb::JOB_RUNNING, JobAction::kNone, fmt::format("all {} task(s) running", tasks.total), {}, {}};
+      }
+      if (job.state == pb::JOB_RUNNING && tasks.total > 0 && tasks.succeeded == tasks.total) {
+        return {pb::JOB_SUCCEEDED,
+                JobAction::kNone,
+                "every task exited 0",
+                job.output_dir.empty() ? "succeeded" : "output in " + job.output_dir,
+                {}};
+      }
+      return Stay();
+    case pb::JOB_RESTARTING: {
+      if (tasks.ended < tasks.total) return Stay();
+      if (job.attempt < job.max_attempts) {
+        const std::string from = job.resume_checkpoint.empty() ? "from the start" : "from " + job.resume_checkpoint;
+        return {pb::JOB_PENDING,
+                JobAction::kRetry,
+                fmt::format("retrying (attempt {} of {} failed: {}); resuming {}", job.attempt, job.max_attempts,
+                            job.result, from),
+                {},
+                {}};
+      }
+      return {pb::JOB_FAILED,
+              JobAction::kNone,
+              fmt::format("no attempts left ({} of {}): {}", job.attempt, job.max_attempts, job.result),
+              {},
+              {}};
+    }
+    case pb::JOB_CANCELLING:
+      if (tasks.ended == tasks.total) return {pb::JOB_CANCELLED, JobAction::kNone, "every task stopped", {}, {}};
+      return Stay();
+    default:
+      return Stay();
+  }
+}
+
+}  // namespace
+
+Decision NextTransition(const JobView& job, JobReport report) {
+  switch (report) {
+    case JobReport::kCancelRequested:
+      return OnCancel(job);
+    case JobReport::kTasksChanged:
+      return OnTasksChanged(job);
+  }
+  return Stay();
 }
 
 }  // namespace anneal::coordinator

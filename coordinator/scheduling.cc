@@ -6,78 +6,42 @@
 #include <spdlog/spdlog.h>
 
 #include "coordinator/coordinator.h"
-#include "coordinator/job_state_machine.h"
-#include "coordinator/store_keys.h"
 
 namespace anneal::coordinator {
 
-using storage::Table;
-
-namespace {
-
-std::pair<uint32_t, uint32_t> PortRange(const pb::NodeInventory& inv, const CoordinatorOptions& options) {
-  if (inv.rendezvous_port_end() > inv.rendezvous_port_begin()) {
-    return {inv.rendezvous_port_begin(), inv.rendezvous_port_end()};
-  }
-  return {options.default_port_begin, options.default_port_end};
-}
-
-}  // namespace
-
-std::vector<NodeCapacity> Coordinator::Capacities() const {
-  std::vector<NodeCapacity> out;
-  out.reserve(nodes_.size());
-  for (const auto& [id, node] : nodes_) {
-    // Only nodes that are up and connected to this process get work: an order to an unconnected agent is lost.
-    if (node.record.state() != pb::NODE_UP || node.routing_id.empty()) continue;
-    NodeCapacity cap;
-    cap.node_id = id;
-    cap.total_slots = node.record.inventory().slots();
-    for (uint32_t slot = 0; slot < cap.total_slots; ++slot) {
-      if (!node.used_slots.count(slot)) cap.free_slots.push_back(slot);
-    }
-    auto [begin, end] = PortRange(node.record.inventory(), options_);
-    cap.has_free_port = node.used_ports.size() < end - begin;
-    out.push_back(std::move(cap));
-  }
-  return out;
-}
-
 void Coordinator::Schedule() {
   schedule_dirty_ = false;
-  if (queue_.empty()) return;
-  std::vector<NodeCapacity> capacities = Capacities();
-  // Copy the keys: placing a job removes it from the queue.
-  std::vector<QueueKey> order(queue_.begin(), queue_.end());
-  for (const auto& key : order) {
-    auto it = jobs_.find(std::get<2>(key));
-    if (it == jobs_.end() || it->second.record.state() != pb::JOB_PENDING) continue;
-    if (!TryPlace(it->second, capacities)) break;  // strict order: the head waits, so nobody passes it
+  jobs_.TakeQueueGrew();
+  if (jobs_.PendingCount() == 0) return;
+  std::vector<NodeCapacity> capacities = nodes_.Capacities();
+  // A copy of the order: placing a job removes it from the queue.
+  for (const auto& id : jobs_.PendingInOrder()) {
+    Job* job = jobs_.Find(id);
+    if (job == nullptr || job->record.state() != pb::JOB_PENDING) continue;
+    if (!TryPlace(*job, capacities)) break;  // strict order: the head waits, so nobody passes it
   }
 }
 
-bool Coordinator::TryPlace(JobRuntime& job, std::vector<NodeCapacity>& capacities) {
+bool Coordinator::TryPlace(Job& job, std::vector<NodeCapacity>& capacities) {
   pb::JobRecord& r = job.record;
   GangRequest request{r.resources().nodes(), r.resources().gpus_per_node(), r.resources().tensor_parallel()};
   PlacementResult result = PlaceGang(request, capacities);
   if (result.outcome != PlacementOutcome::kPlaced) {
     if (result.reason != job.wait_reason) {
       job.wait_reason = result.reason;
-      AddEvent(job, "placement", "not placed yet: " + result.reason);
+      jobs_.AddEvent(job, "placement", "not placed yet: " + result.reason);
     }
     return result.outcome == PlacementOutcome::kNever;  // a job no current node set can hold blocks nobody
   }
   job.wait_reason.clear();
 
   // Rendezvous on node rank 0: its inventory address and the lowest port of its range no running job holds.
-  NodeRuntime& master = nodes_.at(result.nodes[0].node_id);
-  auto [port_begin, port_end] = PortRange(master.record.inventory(), options_);
-  uint32_t port = port_begin;
-  while (port < port_end && master.used_ports.count(port)) ++port;
+  const Node& master = *nodes_.Find(result.nodes[0].node_id);
+  const PortRange master_ports = nodes_.PortsOf(master);
+  const uint32_t port = nodes_.FreePort(master);
 
   r.set_attempt(r.attempt() + 1);
-  r.set_epoch(next_epoch_++);
-  batch_.PutU64(Table::kMeta, kNextEpochKey, next_epoch_);
+  r.set_epoch(jobs_.NextEpoch());
   pb::Placement* placement = r.mutable_placement();
   placement->Clear();
   const std::string& address = master.record.inventory().address();
@@ -110,22 +74,24 @@ bool Coordinator::TryPlace(JobRuntime& job, std::vector<NodeCapacity>& capacitie
       cap->free_slots = std::move(left);
     }
   }
-  Transition(job, pb::JOB_STARTING,
-             fmt::format("placed on {} (attempt {}, epoch {}, rendezvous {}:{}){}", fmt::join(names, ", "),
-                         r.attempt(), r.epoch(), placement->master_addr(), port,
-                         r.resume_checkpoint().empty() ? "" : ", resuming from " + r.resume_checkpoint()));
-  ReserveTasks(job);
+  jobs_.Transition(job, pb::JOB_STARTING,
+                   fmt::format("placed on {} (attempt {}, epoch {}, rendezvous {}:{}){}", fmt::join(names, ", "),
+                               r.attempt(), r.epoch(), placement->master_addr(), port,
+                               r.resume_checkpoint().empty() ? "" : ", resuming from " + r.resume_checkpoint()));
+  nodes_.ReserveTasks(r);
   auto master_cap = std::find_if(capacities.begin(), capacities.end(),
                                  [&](const NodeCapacity& c) { return c.node_id == result.nodes[0].node_id; });
-  if (master_cap != capacities.end()) master_cap->has_free_port = master.used_ports.size() < port_end - port_begin;
+  if (master_cap != capacities.end()) {
+    master_cap->has_free_port = master.used_ports.size() < master_ports.end - master_ports.begin;
+  }
   for (const auto& chosen : result.nodes) SendLaunch(job, chosen.node_id);
   return true;
 }
 
-void Coordinator::SendLaunch(const JobRuntime& job, const std::string& node_id) {
+void Coordinator::SendLaunch(const Job& job, const std::string& node_id) {
   const pb::JobRecord& r = job.record;
-  auto node = nodes_.find(node_id);
-  if (node == nodes_.end()) return;
+  const Node* node = nodes_.Find(node_id);
+  if (node == nullptr) return;
   pb::CoordinatorToAgent message;
   pb::LaunchTask* launch = message.mutable_launch();
   launch->set_job_id(r.job_id());
@@ -147,7 +113,7 @@ void Coordinator::SendLaunch(const JobRuntime& job, const std::string& node_id) 
   (*launch->mutable_env())["ANNEAL_JOB_ID"] = r.job_id();
   (*launch->mutable_env())["ANNEAL_ATTEMPT"] = std::to_string(r.attempt());
   (*launch->mutable_env())["ANNEAL_EPOCH"] = std::to_string(r.epoch());
-  SendToNode(node->second, std::move(message));
+  SendToNode(*node, std::move(message));
 }
 
 }  // namespace anneal::coordinator

@@ -1,5 +1,6 @@
 // The job state machine, one test per edge of the diagram in coordinator/job_state_machine.h, driven through
-// the Coordinator with a fake clock and a real store.
+// the Coordinator (coordinator/jobs.cc applies the decisions) with a fake clock and a real store. The pure
+// decision table is tested in job_state_machine_test.cc.
 #include <gtest/gtest.h>
 
 #include "coordinator/job_state_machine.h"
@@ -18,18 +19,6 @@ std::vector<pb::JobState> StatePath(Harness& h, const std::string& job) {
     if (e.kind() == "state") path.push_back(e.to_state());
   }
   return path;
-}
-
-TEST(JobStateMachine, TransitionTableMatchesTheDiagram) {
-  EXPECT_TRUE(IsAllowedTransition(pb::JOB_PENDING, pb::JOB_STARTING));
-  EXPECT_TRUE(IsAllowedTransition(pb::JOB_RESTARTING, pb::JOB_PENDING));
-  EXPECT_FALSE(IsAllowedTransition(pb::JOB_PENDING, pb::JOB_RUNNING));
-  EXPECT_FALSE(IsAllowedTransition(pb::JOB_SUCCEEDED, pb::JOB_RUNNING));
-  EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLED, pb::JOB_CANCELLING));
-  EXPECT_FALSE(IsAllowedTransition(pb::JOB_FAILED, pb::JOB_PENDING));
-  EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLING, pb::JOB_RUNNING));
-  EXPECT_TRUE(protocol::IsTerminal(pb::JOB_CANCELLED));
-  EXPECT_FALSE(protocol::IsTerminal(pb::JOB_RESTARTING));
 }
 
 TEST(JobStateMachine, SubmitEntersPendingWithItsEvent) {

@@ -1,0 +1,161 @@
+// CheckpointRegistry (coordinator/checkpoint_registry.h): committed checkpoints, resume point, retention.
+#include "coordinator/checkpoint_registry.h"
+
+#include <algorithm>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "storage/keys.h"
+
+namespace anneal::coordinator {
+
+using storage::Table;
+
+namespace {
+
+// The committed steps (ascending) that `policy` no longer keeps: all but the latest N and the best K.
+std::vector<uint64_t> StepsToDelete(const Retention& policy,
+                                    const std::vector<const pb::CheckpointRecord*>& committed) {
+  if (policy.save_total_limit <= 0) return {};  // 0 keeps every checkpoint (keep_best only protects)
+  std::set<uint64_t> keep;
+  for (auto rit = committed.rbegin();
+       rit != committed.rend() && keep.size() < static_cast<size_t>(policy.save_total_limit); ++rit) {
+    keep.insert((*rit)->step());
+  }
+  if (policy.keep_best > 0) {
+    std::vector<const pb::CheckpointRecord*> scored;
+    for (const auto* c : committed) {
+      if (c->metrics().count(policy.metric)) scored.push_back(c);
+    }
+    std::stable_sort(scored.begin(), scored.end(), [&](const auto* a, const auto* b) {
+      const double x = a->metrics().at(policy.metric), y = b->metrics().at(policy.metric);
+      return policy.greater_is_better ? x > y : x < y;
+    });
+    for (size_t i = 0; i < scored.size() && i < static_cast<size_t>(policy.keep_best); ++i) {
+      keep.insert(scored[i]->step());
+    }
+  }
+  std::vector<uint64_t> doomed;
+  for (const auto* c : committed) {
+    if (!keep.count(c->step())) doomed.push_back(c->step());
+  }
+  return doomed;
+}
+
+}  // namespace
+
+Retention RetentionOf(const jobspec::TrainSpec& train) {
+  return {train.save_total_limit, train.keep_best, train.metric_for_best_model, train.greater_is_better};
+}
+
+CheckpointRegistry::CheckpointRegistry(storage::WriteBatch* batch, const storage::StateStore* store)
+    : batch_(batch), store_(store) {}
+
+void CheckpointRegistry::Track(const std::string& job_id, Retention retention) {
+  jobs_[job_id].retention = std::move(retention);
+}
+
+Status CheckpointRegistry::Load(const pb::JobRecord& record) {
+  JobCheckpoints& job = jobs_[record.job_id()];
+  auto spec = jobspec::ParseJobSpec(record.spec_yaml(), "stored spec of " + record.job_id());
+  if (spec.ok()) {
+    job.retention = RetentionOf(spec->train);
+  } else {
+    spdlog::warn("job {}: stored spec no longer parses ({}); checkpoint retention keeps everything", record.job_id(),
+                 spec.status().ToString());
+  }
+  ASSIGN_OR_RETURN(auto checkpoints, Read(record.job_id()));
+  for (auto& c : checkpoints) job.by_step.emplace(c.step(), std::move(c));
+  return Status::Ok();
+}
+
+void CheckpointRegistry::Put(const pb::CheckpointRecord& record) {
+  batch_->Put(Table::kCheckpoints, storage::JobStepKey(record.job_id(), record.step()), record);
+}
+
+bool CheckpointRegistry::RecordCommitted(const pb::CheckpointRecord& record) {
+  auto it = jobs_.find(record.job_id());
+  if (it == jobs_.end()) {
+    pb::CheckpointRecord existing;
+    const std::string key = storage::JobStepKey(record.job_id(), record.step());
+    if (store_->Get(Table::kCheckpoints, key, &existing).code() == StatusCode::kNotFound) Put(record);
+    return false;
+  }
+  auto& by_step = it->second.by_step;
+  auto known = by_step.find(record.step());
+  if (known != by_step.end() && known->second.state() != pb::CHECKPOINT_DELETED) return false;  // idempotent
+  by_step[record.step()] = record;
+  Put(record);
+  return true;
+}
+
+std::vector<pb::CheckpointRecord> CheckpointRegistry::ApplyRetention(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return {};
+  JobCheckpoints& job = it->second;
+  std::vector<const pb::CheckpointRecord*> committed;  // ascending by step
+  for (const auto& [step, c] : job.by_step) {
+    if (c.state() == pb::CHECKPOINT_COMMITTED) committed.push_back(&c);
+  }
+  std::vector<pb::CheckpointRecord> doomed;
+  for (uint64_t step : StepsToDelete(job.retention, committed)) {
+    pb::CheckpointRecord& record = job.by_step[step];
+    record.set_state(pb::CHECKPOINT_DELETING);
+    Put(record);
+    doomed.push_back(record);
+  }
+  return doomed;
+}
+
+std::optional<pb::CheckpointRecord> CheckpointRegistry::ConfirmDeleted(const pb::CheckpointDeleted& deleted) {
+  pb::CheckpointRecord stored;
+  pb::CheckpointRecord* record = nullptr;
+  if (auto it = jobs_.find(deleted.job_id()); it != jobs_.end()) {
+    auto c = it->second.by_step.find(deleted.step());
+    if (c != it->second.by_step.end()) record = &c->second;
+  } else if (store_->Get(Table::kCheckpoints, storage::JobStepKey(deleted.job_id(), deleted.step()), &stored).ok()) {
+    record = &stored;
+  }
+  if (record == nullptr || record->state() != pb::CHECKPOINT_DELETING) return std::nullopt;
+  // Not deleted: the files are still there; retention tries again at the next commit.
+  record->set_state(deleted.ok() ? pb::CHECKPOINT_DELETED : pb::CHECKPOINT_COMMITTED);
+  Put(*record);
+  return *record;
+}
+
+const pb::CheckpointRecord* CheckpointRegistry::LatestCommitted(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return nullptr;
+  for (auto c = it->second.by_step.rbegin(); c != it->second.by_step.rend(); ++c) {
+    if (c->second.state() == pb::CHECKPOINT_COMMITTED) return &c->second;
+  }
+  return nullptr;
+}
+
+std::vector<pb::CheckpointRecord> CheckpointRegistry::DeletingOn(const std::string& node_id) const {
+  std::vector<pb::CheckpointRecord> out;
+  for (const auto& [job_id, job] : jobs_) {
+    for (const auto& [step, c] : job.by_step) {
+      if (c.state() == pb::CHECKPOINT_DELETING && c.node_id() == node_id) out.push_back(c);
+    }
+  }
+  return out;
+}
+
+const Retention* CheckpointRegistry::RetentionFor(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : &it->second.retention;
+}
+
+StatusOr<std::vector<pb::CheckpointRecord>> CheckpointRegistry::Read(const std::string& job_id) const {
+  std::vector<pb::CheckpointRecord> out;
+  RETURN_IF_ERROR(store_->ScanRecords<pb::CheckpointRecord>(Table::kCheckpoints, storage::IdPrefix(job_id),
+                                                            [&](const pb::CheckpointRecord& c) {
+                                                              out.push_back(c);
+                                                              return true;
+                                                            }));
+  return out;
+}
+
+}  // namespace anneal::coordinator

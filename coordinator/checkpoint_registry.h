@@ -1,0 +1,86 @@
+// CheckpointRegistry: the committed checkpoints of the jobs in memory, recorded idempotently by (job, step), the
+// latest committed one (where a retried attempt resumes), and retention (keep the latest N and the best K).
+//
+// Checkpoint states (protocol CheckpointState):
+//   (reported) ──RecordCommitted──▶ COMMITTED ──ApplyRetention──▶ DELETING ──agent deleted──▶ DELETED
+//                                       ▲                            │ agent could not delete
+//                                       └────────────────────────────┘ (retried at the next commit)
+// The agent deletes the files first; the record says DELETED only once it confirmed.
+//
+// Contract per method (record changes go into the borrowed batch; the Coordinator commits it in Flush):
+//   Track / Load   a job enters the registry at submit (its retention policy) or at recovery (its stored
+//                  spec's policy, every policy field at "keep everything" when the spec no longer parses, and
+//                  its checkpoints from the store); Forget when it leaves the coordinator's memory.
+//   RecordCommitted   a tracked job's checkpoint: true when new (a step already COMMITTED or DELETING is a
+//                  duplicate report; a DELETED step may be committed again). An untracked job's checkpoint
+//                  (a late report after the job ended) is written once if the store has no record of it.
+//   ApplyRetention the checkpoints retention no longer keeps: marked DELETING and returned (the caller orders
+//                  their deletion and records the events).
+//   ConfirmDeleted the agent's answer for a DELETING checkpoint: DELETED when it deleted, back to COMMITTED
+//                  when it could not; nullopt when the checkpoint was not DELETING (a duplicate or unknown).
+//
+// Thread-safety: none; the coordinator's loop owns it.
+// Ownership: borrows the batch and the store; both must outlive it.
+//
+// Example:
+//   CheckpointRegistry checkpoints(&batch, store);
+//   checkpoints.Track(job_id, RetentionOf(spec.train));
+//   if (checkpoints.RecordCommitted(record)) for (auto& c : checkpoints.ApplyRetention(job_id)) SendDelete(c);
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "jobspec/jobspec.h"
+#include "protocol/anneal.pb.h"
+#include "storage/state_store.h"
+
+namespace anneal::coordinator {
+
+struct Retention {
+  int64_t save_total_limit = 0;  // keep the latest N committed checkpoints; 0 keeps every checkpoint
+  int64_t keep_best = 0;         // and the best K by `metric` (only protects, never deletes by itself)
+  std::string metric = "eval_loss";
+  bool greater_is_better = false;
+};
+Retention RetentionOf(const jobspec::TrainSpec& train);
+
+class CheckpointRegistry {
+ public:
+  CheckpointRegistry(storage::WriteBatch* batch, const storage::StateStore* store);
+
+  void Track(const std::string& job_id, Retention retention);
+  Status Load(const pb::JobRecord& record);
+  void Forget(const std::string& job_id) { jobs_.erase(job_id); }
+  bool Tracks(const std::string& job_id) const { return jobs_.count(job_id) > 0; }
+
+  // `record` is complete (state COMMITTED, node id, commit time).
+  bool RecordCommitted(const pb::CheckpointRecord& record);
+  std::vector<pb::CheckpointRecord> ApplyRetention(const std::string& job_id);
+  std::optional<pb::CheckpointRecord> ConfirmDeleted(const pb::CheckpointDeleted& deleted);
+
+  // The latest COMMITTED checkpoint of a tracked job; nullptr when it has none.
+  const pb::CheckpointRecord* LatestCommitted(const std::string& job_id) const;
+  // DELETING checkpoints on the node (their deletion is ordered again when the node registers).
+  std::vector<pb::CheckpointRecord> DeletingOn(const std::string& node_id) const;
+  const Retention* RetentionFor(const std::string& job_id) const;
+  // Every stored checkpoint of the job, by step (tracked or not).
+  StatusOr<std::vector<pb::CheckpointRecord>> Read(const std::string& job_id) const;
+
+ private:
+  struct JobCheckpoints {
+    Retention retention;
+    std::map<uint64_t, pb::CheckpointRecord> by_step;
+  };
+  void Put(const pb::CheckpointRecord& record);
+
+  storage::WriteBatch* batch_;
+  const storage::StateStore* store_;
+  std::map<std::string, JobCheckpoints> jobs_;
+};
+
+}  // namespace anneal::coordinator

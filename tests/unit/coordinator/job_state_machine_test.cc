@@ -1,0 +1,136 @@
+// The pure part of the job state machine (coordinator/job_state_machine.h): the diagram's edges, and
+// NextTransition as a table of (state, report, tasks) -> (next state, action) rows.
+#include "coordinator/job_state_machine.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace anneal::coordinator {
+namespace {
+
+constexpr pb::JobState kStay = pb::JOB_STATE_UNSPECIFIED;
+
+TEST(JobStateMachine, TransitionTableMatchesTheDiagram) {
+  EXPECT_TRUE(IsAllowedTransition(pb::JOB_PENDING, pb::JOB_STARTING));
+  EXPECT_TRUE(IsAllowedTransition(pb::JOB_RESTARTING, pb::JOB_PENDING));
+  EXPECT_FALSE(IsAllowedTransition(pb::JOB_PENDING, pb::JOB_RUNNING));
+  EXPECT_FALSE(IsAllowedTransition(pb::JOB_SUCCEEDED, pb::JOB_RUNNING));
+  EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLED, pb::JOB_CANCELLING));
+  EXPECT_FALSE(IsAllowedTransition(pb::JOB_FAILED, pb::JOB_PENDING));
+  EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLING, pb::JOB_RUNNING));
+  EXPECT_TRUE(protocol::IsTerminal(pb::JOB_CANCELLED));
+  EXPECT_FALSE(protocol::IsTerminal(pb::JOB_RESTARTING));
+}
+
+// A job of two tasks in `state`, with the given task states, on attempt `attempt` of 2.
+JobView View(pb::JobState state, std::vector<pb::TaskState> tasks, uint32_t attempt = 1) {
+  pb::JobRecord record;
+  record.set_state(state);
+  record.set_attempt(attempt);
+  record.set_max_attempts(2);
+  record.set_output_dir("/out/run");
+  const char* const nodes[] = {"n1", "n2", "n3"};
+  for (size_t i = 0; i < tasks.size(); ++i) (*record.mutable_task_states())[nodes[i]] = tasks[i];
+  return ViewOf(record, "");
+}
+
+struct Row {
+  const char* name;
+  JobView job;
+  JobReport report;
+  pb::JobState next;
+  JobAction action;
+};
+
+TEST(NextTransition, FollowsTheDecisionTable) {
+  using R = JobReport;
+  using A = JobAction;
+  const auto run = pb::TASK_RUNNING, launching = pb::TASK_LAUNCHING, ok = pb::TASK_SUCCEEDED, failed = pb::TASK_FAILED,
+             stopped = pb::TASK_STOPPED, lost = pb::TASK_LOST;
+  const Row rows[] = {
+      {"starting, one still launching", View(pb::JOB_STARTING, {run, launching}), R::kTasksChanged, kStay, A::kNone},
+      {"starting, all up", View(pb::JOB_STARTING, {run, run}), R::kTasksChanged, pb::JOB_RUNNING, A::kNone},
+      {"starting, one up one done", View(pb::JOB_STARTING, {run, ok}), R::kTasksChanged, pb::JOB_RUNNING, A::kNone},
+      {"starting, a launch failed", View(pb::JOB_STARTING, {failed, launching}), R::kTasksChanged, pb::JOB_RESTARTING,
+       A::kStopGang},
+      {"running, one still running", View(pb::JOB_RUNNING, {run, ok}), R::kTasksChanged, kStay, A::kNone},
+      {"running, all exited 0", View(pb::JOB_RUNNING, {ok, ok}), R::kTasksChanged, pb::JOB_SUCCEEDED, A::kNone},
+      {"running, a task failed", View(pb::JOB_RUNNING, {run, failed}), R::kTasksChanged, pb::JOB_RESTARTING,
+       A::kStopGang},
+      {"running, a task stopped", View(pb::JOB_RUNNING, {stopped, run}), R::kTasksChanged, pb::JOB_RESTARTING,
+       A::kStopGang},
+      {"running, a node lost", View(pb::JOB_RUNNING, {lost, ok}), R::kTasksChanged, pb::JOB_RESTARTING, A::kStopGang},
+      {"restarting, gang not stopped yet", View(pb::JOB_RESTARTING, {failed, run}), R::kTasksChanged, kStay, A::kNone},
+      {"restarting, gang stopped, attempts left", View(pb::JOB_RESTARTING, {failed, stopped}), R::kTasksChanged,
+       pb::JOB_PENDING, A::kRetry},
+      {"restarting, gang stopped, none left", View(pb::JOB_RESTARTING, {failed, stopped}, 2), R::kTasksChanged,
+       pb::JOB_FAILED, A::kNone},
+      {"cancelling, one still running", View(pb::JOB_CANCELLING, {stopped, run}), R::kTasksChanged, kStay, A::kNone},
+      {"cancelling, all ended", View(pb::JOB_CANCELLING, {stopped, ok}), R::kTasksChanged, pb::JOB_CANCELLED, A::kNone},
+      {"cancelling, no tasks (was pending)", View(pb::JOB_CANCELLING, {}), R::kTasksChanged, pb::JOB_CANCELLED,
+       A::kNone},
+      {"pending, tasks changed", View(pb::JOB_PENDING, {}), R::kTasksChanged, kStay, A::kNone},
+      {"pending, cancel", View(pb::JOB_PENDING, {}), R::kCancelRequested, pb::JOB_CANCELLING, A::kStopGang},
+      {"starting, cancel", View(pb::JOB_STARTING, {run, launching}), R::kCancelRequested, pb::JOB_CANCELLING,
+       A::kStopGang},
+      {"running, cancel", View(pb::JOB_RUNNING, {run, run}), R::kCancelRequested, pb::JOB_CANCELLING, A::kStopGang},
+      {"restarting, cancel", View(pb::JOB_RESTARTING, {failed, run}), R::kCancelRequested, pb::JOB_CANCELLING,
+       A::kStopGang},
+      {"cancelling, cancel again", View(pb::JOB_CANCELLING, {stopped, run}), R::kCancelRequested, kStay, A::kNone},
+      {"succeeded, tasks changed", View(pb::JOB_SUCCEEDED, {ok, ok}), R::kTasksChanged, kStay, A::kNone},
+      {"failed, cancel", View(pb::JOB_FAILED, {failed, stopped}), R::kCancelRequested, kStay, A::kNone},
+      {"cancelled, cancel", View(pb::JOB_CANCELLED, {stopped}), R::kCancelRequested, kStay, A::kNone},
+  };
+  for (const Row& row : rows) {
+    const Decision d = NextTransition(row.job, row.report);
+    EXPECT_EQ(d.next, row.next) << row.name << ": got " << protocol::StateName(d.next);
+    EXPECT_EQ(d.action, row.action) << row.name;
+    if (d.next != kStay) {
+      EXPECT_TRUE(IsAllowedTransition(row.job.state, d.next)) << row.name << ": not an edge of the diagram";
+      EXPECT_FALSE(d.message.empty()) << row.name << ": a transition needs its event text";
+    }
+  }
+}
+
+TEST(NextTransition, AFailureNamesTheFirstEndedNodeUnlessTheResultAlreadySaysWhy) {
+  JobView job = View(pb::JOB_RUNNING, {pb::TASK_RUNNING, pb::TASK_LOST});
+  Decision d = NextTransition(job, JobReport::kTasksChanged);
+  EXPECT_EQ(d.result, "the task on node n2 ended");
+  EXPECT_EQ(d.stop_reason, "the task on node n2 ended");
+  job.result = "task on node n2 failed (exit code 3)";
+  d = NextTransition(job, JobReport::kTasksChanged);
+  EXPECT_EQ(d.result, job.result);
+  EXPECT_EQ(d.message, job.result);
+}
+
+TEST(NextTransition, SuccessNamesTheOutputAndCancelSaysCancelled) {
+  Decision d = NextTransition(View(pb::JOB_RUNNING, {pb::TASK_SUCCEEDED}), JobReport::kTasksChanged);
+  EXPECT_EQ(d.result, "output in /out/run");
+  d = NextTransition(View(pb::JOB_RUNNING, {pb::TASK_RUNNING}), JobReport::kCancelRequested);
+  EXPECT_EQ(d.result, "cancelled");
+  EXPECT_EQ(d.stop_reason, "job cancelled");
+}
+
+TEST(NextTransition, ARetryResumesFromTheLatestCheckpointElseTheRecordsOwn) {
+  pb::JobRecord record;
+  record.set_state(pb::JOB_RESTARTING);
+  record.set_attempt(1);
+  record.set_max_attempts(3);
+  record.set_result("task on node n1 failed");
+  record.set_resume_checkpoint("/out/run/checkpoint-5");
+  (*record.mutable_task_states())["n1"] = pb::TASK_FAILED;
+  EXPECT_EQ(ViewOf(record, "").resume_checkpoint, "/out/run/checkpoint-5");
+  const JobView view = ViewOf(record, "/out/run/checkpoint-10");
+  EXPECT_EQ(view.resume_checkpoint, "/out/run/checkpoint-10");
+  const Decision d = NextTransition(view, JobReport::kTasksChanged);
+  EXPECT_EQ(d.next, pb::JOB_PENDING);
+  EXPECT_EQ(d.action, JobAction::kRetry);
+  EXPECT_EQ(d.message,
+            "retrying (attempt 1 of 3 failed: task on node n1 failed); resuming from "
+            "/out/run/checkpoint-10");
+}
+
+}  // namespace
+}  // namespace anneal::coordinator
