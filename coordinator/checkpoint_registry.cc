@@ -1,9 +1,6 @@
 // CheckpointRegistry (coordinator/checkpoint_registry.h): committed checkpoints, resume point, retention.
 #include "coordinator/checkpoint_registry.h"
 
-#include <algorithm>
-#include <set>
-
 #include <spdlog/spdlog.h>
 
 #include "storage/keys.h"
@@ -11,43 +8,6 @@
 namespace anneal::coordinator {
 
 using storage::Table;
-
-namespace {
-
-// The committed steps (ascending) that `policy` no longer keeps: all but the latest N and the best K.
-std::vector<uint64_t> StepsToDelete(const Retention& policy,
-                                    const std::vector<const pb::CheckpointRecord*>& committed) {
-  if (policy.save_total_limit <= 0) return {};  // 0 keeps every checkpoint (keep_best only protects)
-  std::set<uint64_t> keep;
-  for (auto rit = committed.rbegin();
-       rit != committed.rend() && keep.size() < static_cast<size_t>(policy.save_total_limit); ++rit) {
-    keep.insert((*rit)->step());
-  }
-  if (policy.keep_best > 0) {
-    std::vector<const pb::CheckpointRecord*> scored;
-    for (const auto* c : committed) {
-      if (c->metrics().count(policy.metric)) scored.push_back(c);
-    }
-    std::stable_sort(scored.begin(), scored.end(), [&](const auto* a, const auto* b) {
-      const double x = a->metrics().at(policy.metric), y = b->metrics().at(policy.metric);
-      return policy.greater_is_better ? x > y : x < y;
-    });
-    for (size_t i = 0; i < scored.size() && i < static_cast<size_t>(policy.keep_best); ++i) {
-      keep.insert(scored[i]->step());
-    }
-  }
-  std::vector<uint64_t> doomed;
-  for (const auto* c : committed) {
-    if (!keep.count(c->step())) doomed.push_back(c->step());
-  }
-  return doomed;
-}
-
-}  // namespace
-
-Retention RetentionOf(const jobspec::TrainSpec& train) {
-  return {train.save_total_limit, train.keep_best, train.metric_for_best_model, train.greater_is_better};
-}
 
 CheckpointRegistry::CheckpointRegistry(storage::WriteBatch* batch, const storage::StateStore* store)
     : batch_(batch), store_(store) {}
@@ -60,7 +20,7 @@ Status CheckpointRegistry::Load(const pb::JobRecord& record) {
   JobCheckpoints& job = jobs_[record.job_id()];
   auto spec = jobspec::ParseJobSpec(record.spec_yaml(), "stored spec of " + record.job_id());
   if (spec.ok()) {
-    job.retention = RetentionOf(spec->train);
+    job.retention = jobspec::RetentionPolicy::Of(spec->train);
   } else {
     spdlog::warn("job {}: stored spec no longer parses ({}); checkpoint retention keeps everything", record.job_id(),
                  spec.status().ToString());
@@ -94,13 +54,14 @@ std::vector<pb::CheckpointRecord> CheckpointRegistry::ApplyRetention(const std::
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return {};
   JobCheckpoints& job = it->second;
-  std::vector<const pb::CheckpointRecord*> committed;  // ascending by step
+  std::vector<jobspec::ScoredCheckpoint> committed;
   for (const auto& [step, c] : job.by_step) {
-    if (c.state() == pb::CHECKPOINT_COMMITTED) committed.push_back(&c);
+    if (c.state() != pb::CHECKPOINT_COMMITTED) continue;
+    committed.push_back({static_cast<int64_t>(step), {c.metrics().begin(), c.metrics().end()}});
   }
   std::vector<pb::CheckpointRecord> doomed;
-  for (uint64_t step : StepsToDelete(job.retention, committed)) {
-    pb::CheckpointRecord& record = job.by_step[step];
+  for (int64_t step : jobspec::StepsToDelete(job.retention, committed)) {
+    pb::CheckpointRecord& record = job.by_step[static_cast<uint64_t>(step)];
     record.set_state(pb::CHECKPOINT_DELETING);
     Put(record);
     doomed.push_back(record);

@@ -14,8 +14,8 @@
 //   RecordCommitted   a tracked job's checkpoint: true when new (a step already COMMITTED or DELETING is a
 //                  duplicate report; a DELETED step may be committed again). An untracked job's checkpoint
 //                  (a late report after the job ended) is written once if the store has no record of it.
-//   ApplyRetention the checkpoints retention no longer keeps: marked DELETING and returned (the caller orders
-//                  their deletion and records the events).
+//   ApplyRetention the checkpoints retention (jobspec::StepsToDelete) no longer keeps: marked DELETING and
+//                  returned (the caller orders their deletion and records the events).
 //   ConfirmDeleted the agent's answer for a DELETING checkpoint: DELETED when it deleted, back to COMMITTED
 //                  when it could not; nullopt when the checkpoint was not DELETING (a duplicate or unknown).
 //
@@ -24,7 +24,7 @@
 //
 // Example:
 //   CheckpointRegistry checkpoints(&batch, store);
-//   checkpoints.Track(job_id, RetentionOf(spec.train));
+//   checkpoints.Track(job_id, jobspec::RetentionPolicy::Of(spec.train));
 //   if (checkpoints.RecordCommitted(record)) for (auto& c : checkpoints.ApplyRetention(job_id)) SendDelete(c);
 #pragma once
 
@@ -36,18 +36,14 @@
 
 #include "common/status.h"
 #include "jobspec/jobspec.h"
+#include "jobspec/retention.h"
 #include "protocol/anneal.pb.h"
 #include "storage/state_store.h"
 
 namespace anneal::coordinator {
 
-struct Retention {
-  int64_t save_total_limit = 0;  // keep the latest N committed checkpoints; 0 keeps every checkpoint
-  int64_t keep_best = 0;         // and the best K by `metric` (only protects, never deletes by itself)
-  std::string metric = "eval_loss";
-  bool greater_is_better = false;
-};
-Retention RetentionOf(const jobspec::TrainSpec& train);
+// The policy itself (which steps to delete) is jobspec/retention.h, shared with a standalone trainer.
+using Retention = jobspec::RetentionPolicy;
 
 class CheckpointRegistry {
  public:

@@ -1,5 +1,5 @@
-// The job state machine: which transitions exist, which states are terminal, and the pure decision of a job's
-// next transition from its record and what was reported about it.
+// The job state machine (docs/architecture.md, "Job lifecycle"): which transitions exist, which states are
+// terminal, and the pure decision of a job's next transition from its record and what was reported about it.
 //
 //   PENDING ──place──▶ STARTING ──all ranks up──▶ RUNNING ──every task exited 0──▶ SUCCEEDED
 //      ▲                  │                          │ task failed / node lost / task missing

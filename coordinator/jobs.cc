@@ -68,7 +68,7 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
     return;
   }
   Job& job = jobs_.Submit(NewJobRecord(prepared));
-  checkpoints_.Track(job.record.job_id(), RetentionOf(prepared.spec->train));
+  checkpoints_.Track(job.record.job_id(), jobspec::RetentionPolicy::Of(prepared.spec->train));
 
   pb::ClientReply reply;
   reply.set_request_id(request_id);
