@@ -112,8 +112,7 @@ void Agent::CloseSocket() {
   if (monitor_ && socket_) zmq_socket_monitor(socket_->handle(), nullptr, 0);
   monitor_.reset();
   socket_.reset();
-  registered_ = false;
-  register_in_flight_ = false;
+  Connection(ConnectionEvent::kSocketOpened);
 }
 
 void Agent::WatchSocket() {
@@ -172,12 +171,13 @@ void Agent::DrainMonitor() {
     uint16_t id = 0;
     std::memcpy(&id, event.data(), sizeof(id));
     if (id == ZMQ_EVENT_DISCONNECTED) {
-      if (registered_) spdlog::warn("coordinator {} disconnected; re-registering when it is back", config_.coordinator);
-      registered_ = false;
-      register_in_flight_ = false;
+      if (Registered()) {
+        spdlog::warn("coordinator {} disconnected; re-registering when it is back", config_.coordinator);
+      }
+      Connection(ConnectionEvent::kDisconnected);
       register_backoff_ms_ = 0;
       next_register_ms_ = clock_.SteadyMs() + timing_.register_backoff_max_ms;  // until CONNECTED
-    } else if (id == ZMQ_EVENT_CONNECTED && !registered_ && !register_in_flight_) {
+    } else if (id == ZMQ_EVENT_CONNECTED && connection_ == ConnectionState::kUnregistered) {
       // (A Register sent before the connection was up is still queued and goes out now: no second one.)
       register_backoff_ms_ = 0;
       register_attempts_ = 0;
@@ -205,7 +205,7 @@ void Agent::Report(pb::AgentToCoordinator msg) {
 }
 
 void Agent::FlushPending() {
-  if (!registered_) return;
+  if (!Registered()) return;
   const auto& pending = spool_->Pending();
   if (pending.empty()) return;
   // Pending seqs are contiguous, so the first unsent one is found by arithmetic. Sending stops at the first
@@ -227,7 +227,7 @@ void Agent::SendRegister() {
   for (auto& t : supervisor_->Tasks()) *r->add_running_tasks() = std::move(t);
   spdlog::info("registering with coordinator {} as node {} (attempt {})", config_.coordinator, config_.node,
                register_attempts_ + 1);
-  register_in_flight_ = Send(msg);
+  Connection(Send(msg) ? ConnectionEvent::kRegisterSent : ConnectionEvent::kRegisterNotSent);
 }
 
 void Agent::SendHeartbeat() {
@@ -258,9 +258,8 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
         spdlog::error("coordinator refused registration: {}", reply.error().message());
         return;  // the retry timer tries again with backoff
       }
-      const bool was_registered = registered_;
-      registered_ = true;
-      register_in_flight_ = false;
+      const bool was_registered = Registered();
+      Connection(ConnectionEvent::kRegisterAccepted);
       session_ = reply.session();
       register_attempts_ = 0;
       register_backoff_ms_ = 0;
@@ -304,10 +303,10 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
       return;
     }
     case pb::CoordinatorToAgent::kError:
-      if (registered_) {
+      if (Registered()) {
         // The coordinator does not know this session (it restarted, or declared the node down): register now.
         spdlog::warn("coordinator refused a message: {}; registering again", msg.error().message());
-        registered_ = false;
+        Connection(ConnectionEvent::kSessionRefused);
         register_backoff_ms_ = 0;
         next_register_ms_ = clock_.SteadyMs();
       } else {
@@ -325,7 +324,7 @@ void Agent::OnTick() {
   const int64_t now = clock_.SteadyMs();
   DrainSocket();
   supervisor_->Tick();
-  if (!registered_ && now >= next_register_ms_) {
+  if (!Registered() && now >= next_register_ms_) {
     // A fresh socket after a failed attempt drops stale queued messages and restarts ZeroMQ's reconnects.
     if (register_attempts_ > 0) OpenSocket();
     SendRegister();
@@ -334,7 +333,7 @@ void Agent::OnTick() {
                                                      : std::min(register_backoff_ms_ * 2, timing_.register_backoff_max_ms);
     next_register_ms_ = now + register_backoff_ms_;
   }
-  if (registered_) {
+  if (Registered()) {
     FlushPending();
     if (now >= next_heartbeat_ms_) {
       SendHeartbeat();
@@ -343,7 +342,7 @@ void Agent::OnTick() {
     if (!spool_->Pending().empty() && now - last_ack_progress_ms_ >= timing_.resend_after_ms) ResendPending();
   }
   if (shutting_down_ && supervisor_->Idle()) {
-    if (shutdown_deadline_ms_ == 0) shutdown_deadline_ms_ = now + (registered_ ? 2000 : 0);
+    if (shutdown_deadline_ms_ == 0) shutdown_deadline_ms_ = now + (Registered() ? 2000 : 0);
     if (spool_->Pending().empty() || now >= shutdown_deadline_ms_) {
       if (!spool_->Pending().empty()) {
         spdlog::warn("leaving {} unacknowledged report(s) in the spool for the next start", spool_->Pending().size());

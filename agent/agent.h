@@ -1,7 +1,8 @@
 // Agent: the anneal-agent daemon's event loop. One Boost.Asio io_context (one thread) owns all state: the
 // ZeroMQ DEALER connected to the coordinator's ROUTER, the spool of sequenced reports, the task supervisor.
 //
-// Channel (protocol/anneal.proto, agent channel):
+// Channel (protocol/anneal.proto, agent channel); its states (UNREGISTERED -> REGISTERING -> REGISTERED) and
+// every edge are drawn in agent/lifecycle.h:
 // - Register on every (re)connection (RegisterRequest with inventory and the tasks still supervised), retried
 //   with exponential backoff until a RegisterReply arrives; ZeroMQ itself reconnects with backoff.
 // - Heartbeat every heartbeat interval (the RegisterReply's, else --heartbeat-ms) with tasks and fresh GPU data.
@@ -39,6 +40,7 @@
 #include "agent/clock.h"
 #include "agent/config.h"
 #include "agent/inventory.h"
+#include "agent/lifecycle.h"
 #include "agent/spool.h"
 #include "agent/supervisor.h"
 #include "common/status.h"
@@ -104,8 +106,10 @@ class Agent {
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Supervisor> supervisor_;
 
-  bool registered_ = false;
-  bool register_in_flight_ = false;  // a Register went out on this connection and awaits its reply
+  void Connection(ConnectionEvent event) { connection_ = NextConnectionState(connection_, event); }
+  bool Registered() const { return connection_ == ConnectionState::kRegistered; }
+
+  ConnectionState connection_ = ConnectionState::kUnregistered;
   uint64_t session_ = 0;
   uint32_t heartbeat_ms_ = 2000;
   int64_t next_register_ms_ = 0;

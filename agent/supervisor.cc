@@ -84,7 +84,7 @@ void Supervisor::Launch(const pb::LaunchTask& launch) {
     spdlog::info("job {}: epoch {} supersedes the running epoch {}; killing the old ranks first", job,
                  launch.epoch(), it->second->id.epoch);
     queued_[job] = launch;
-    BeginStop(it->second.get(), 0, "superseded by epoch " + std::to_string(launch.epoch()), pb::TASK_STOPPED);
+    BeginStop(it->second.get(), 0, "superseded by epoch " + std::to_string(launch.epoch()), TaskEvent::kStopOrdered);
     return;
   }
   StartTask(launch);
@@ -117,12 +117,12 @@ void Supervisor::Stop(const pb::StopTask& stop) {
     return;
   }
   const std::string reason = stop.reason().empty() ? "stopped by the coordinator" : stop.reason();
-  BeginStop(it->second.get(), stop.grace_ms(), reason, pb::TASK_STOPPED);
+  BeginStop(it->second.get(), stop.grace_ms(), reason, TaskEvent::kStopOrdered);
 }
 
 void Supervisor::StopAll(uint32_t grace_ms, const std::string& reason) {
   queued_.clear();
-  for (auto& [job, task] : tasks_) BeginStop(task.get(), grace_ms, reason, pb::TASK_STOPPED);
+  for (auto& [job, task] : tasks_) BeginStop(task.get(), grace_ms, reason, TaskEvent::kStopOrdered);
 }
 
 void Supervisor::Detach() {
@@ -135,14 +135,13 @@ void Supervisor::Detach() {
   queued_.clear();
 }
 
-void Supervisor::BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, pb::TaskState final_state) {
+void Supervisor::BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, TaskEvent event) {
   const int64_t deadline = clock_.SteadyMs() + grace_ms;
-  if (task->stopping) {
+  if (IsStopping(task->phase)) {
     task->kill_at_ms = std::min(task->kill_at_ms, deadline);  // a shorter grace wins
   } else {
-    task->stopping = true;
+    task->phase = NextTaskPhase(task->phase, event);
     task->kill_at_ms = deadline;
-    task->stop_state = final_state;
     task->stop_reason = reason;
     spdlog::info("job {} epoch {}: stopping ({}; SIGKILL after {} ms)", task->id.job_id, task->id.epoch, reason,
                  grace_ms);
@@ -211,20 +210,19 @@ void Supervisor::OnRankExit(Task* task, Rank* rank) {
   if (rank->rec.pid > 1) ::kill(-rank->rec.pid, SIGKILL);
   spdlog::info("job {} epoch {}: rank {} (pid {}) {}", task->id.job_id, task->id.epoch, rank->rec.global_rank,
                rank->rec.pid, rank->DescribeExit());
-  if (rank->Failed() && task->exit_code == 0 && task->signal == 0 && !task->failure_reported) {
+  if (rank->Failed() && task->exit_code == 0 && task->signal == 0 && task->phase != TaskPhase::kFailing) {
     task->exit_code = rank->exit_known ? rank->exit.exit_code : -1;
     task->signal = rank->exit_known ? rank->exit.signal : 0;
   }
-  if (rank->Failed() && !task->stopping) {
+  if (rank->Failed() && !IsStopping(task->phase)) {
     // The gang cannot go on without this rank: report at once, then stop the other local ranks.
     task->state = pb::TASK_FAILED;
     task->message = "rank " + std::to_string(rank->rec.global_rank) + " " + rank->DescribeExit();
     if (!rank->finished_message.empty()) task->message += ": " + rank->finished_message;
-    task->failure_reported = true;
     ReportStatus(*task);
     Persist(*task);
     BeginStop(task, options_.fail_grace_ms, "rank " + std::to_string(rank->rec.global_rank) + " failed",
-              pb::TASK_FAILED);
+              TaskEvent::kRankFailed);  // -> FAILING: the failure is reported
     MaybeFinish(task);  // when this was the only rank left
     return;
   }
@@ -240,8 +238,9 @@ void Supervisor::MaybeFinish(Task* task) {
     if (!details.empty()) details += "; ";
     details += "rank " + std::to_string(r->rec.global_rank) + " " + r->DescribeExit();
   }
-  if (task->stopping) {
-    task->state = task->stop_state;
+  const bool failure_reported = task->phase == TaskPhase::kFailing;
+  if (IsStopping(task->phase)) {
+    task->state = failure_reported ? pb::TASK_FAILED : pb::TASK_STOPPED;
     task->message = task->stop_reason + ": " + details;
   } else if (any_failed) {
     task->state = pb::TASK_FAILED;
@@ -253,10 +252,11 @@ void Supervisor::MaybeFinish(Task* task) {
       if (r->rec.global_rank == 0 && !r->finished_message.empty()) task->message = r->finished_message;
     }
   }
+  task->phase = NextTaskPhase(task->phase, TaskEvent::kAllRanksExited);
   spdlog::info("job {} epoch {}: task {}: {}", task->id.job_id, task->id.epoch, protocol::StateName(task->state),
                task->message);
   // A failure was reported the moment it happened; a stop of an already failed task reports nothing new.
-  if (!task->failure_reported) ReportStatus(*task);
+  if (!failure_reported) ReportStatus(*task);
   const std::string job = task->id.job_id;
   finished_[job] = StatusOf(*task);
   Persist(*task);
@@ -269,6 +269,7 @@ void Supervisor::MaybeFinish(Task* task) {
 }
 
 void Supervisor::FinishWithoutRanks(Task* task, pb::TaskState state, const std::string& message) {
+  task->phase = NextTaskPhase(task->phase, TaskEvent::kAllRanksExited);
   task->state = state;
   task->message = message;
   for (auto& r : task->ranks) {
@@ -287,7 +288,7 @@ void Supervisor::Tick() {
   const int64_t now = clock_.SteadyMs();
   std::vector<Task*> to_kill;
   for (auto& [job, task] : tasks_) {
-    if (task->stopping && now >= task->kill_at_ms) to_kill.push_back(task.get());
+    if (IsStopping(task->phase) && now >= task->kill_at_ms) to_kill.push_back(task.get());
   }
   for (Task* task : to_kill) {
     for (auto& r : task->ranks) {

@@ -1,5 +1,6 @@
 // Supervisor: launches, watches and cleans up the trainer ranks of this node's tasks (one task = the local
-// ranks of one job attempt).
+// ranks of one job attempt). A task's phases (LAUNCHING, RUNNING, FAILING, STOPPING, ENDED) and every edge
+// are drawn in agent/lifecycle.h.
 //
 // - Launch: fencing (an epoch older than one seen for the job is refused; the same epoch again is a no-op
 //   that re-reports the task; a newer epoch kills the older task first), pre-launch checks (output and cache
@@ -37,6 +38,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "agent/clock.h"
+#include "agent/lifecycle.h"
 #include "agent/task_record.h"
 #include "common/status.h"
 #include "protocol/anneal.pb.h"
@@ -109,7 +111,8 @@ class Supervisor {
   void HandleEventBytes(Task* task, Rank* rank, std::string_view bytes);
   void Reap();
   void OnRankExit(Task* task, Rank* rank);
-  void BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, pb::TaskState final_state);
+  // `event`: kStopOrdered (ends STOPPED) or kRankFailed (ends FAILED); a task already stopping keeps its phase.
+  void BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, TaskEvent event);
   void MaybeFinish(Task* task);
   void ReportStatus(const Task& task);
   void Persist(const Task& task);

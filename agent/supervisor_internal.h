@@ -9,6 +9,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "agent/events.h"
+#include "agent/lifecycle.h"
 #include "agent/process.h"
 #include "agent/supervisor.h"
 #include "agent/task_record.h"
@@ -61,13 +62,11 @@ struct Supervisor::Task {
   pb::LaunchTask launch;
   std::string dir;
   std::vector<std::unique_ptr<Rank>> ranks;
-  pb::TaskState state = pb::TASK_LAUNCHING;
+  TaskPhase phase = TaskPhase::kLaunching;   // agent/lifecycle.h; FAILING: TASK_FAILED went out at the first failure
+  pb::TaskState state = pb::TASK_LAUNCHING;  // what is reported (the phase's bracket in the diagram)
   bool adopted = false;
-  bool stopping = false;
-  int64_t kill_at_ms = 0;
-  pb::TaskState stop_state = pb::TASK_STOPPED;
+  int64_t kill_at_ms = 0;  // FAILING / STOPPING: SIGKILL from then on
   std::string stop_reason;
-  bool failure_reported = false;  // TASK_FAILED went out when the first rank failed
   int exit_code = 0;
   int signal = 0;
   std::string message;

@@ -148,10 +148,8 @@ void Supervisor::StartTask(const pb::LaunchTask& launch) {
     if (any_started) {
       task->state = pb::TASK_FAILED;
       task->message = "launch failed: " + st.message();
-      task->failure_reported = true;
       ReportStatus(*task);
-      task->stopping = true;
-      task->stop_state = pb::TASK_FAILED;
+      task->phase = NextTaskPhase(task->phase, TaskEvent::kLaunchFailed);  // -> FAILING: the failure is reported
       task->stop_reason = task->message;
       task->kill_at_ms = clock_.SteadyMs();
       Persist(*task);
@@ -160,6 +158,7 @@ void Supervisor::StartTask(const pb::LaunchTask& launch) {
     }
     return;
   }
+  task->phase = NextTaskPhase(task->phase, TaskEvent::kRanksStarted);
   task->state = pb::TASK_RUNNING;
   Persist(*task);
   ReportStatus(*task);

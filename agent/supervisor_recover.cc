@@ -65,6 +65,7 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
       continue;
     }
     t->adopted = true;
+    t->phase = TaskPhase::kRunning;  // adopted: its ranks run (a failure before the restart is reported again)
     if (t->state == pb::TASK_LAUNCHING) t->state = pb::TASK_RUNNING;
     spdlog::info("job {} attempt {} epoch {}: re-adopted {} rank(s) left running by an earlier agent", t->id.job_id,
                  t->id.attempt, t->id.epoch, t->ranks.size());
@@ -88,7 +89,7 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
     if (it == tasks_.end()) continue;
     Task* t = it->second.get();
     for (auto& r : t->ranks) {
-      if (r->exited && !t->stopping && t->state != pb::TASK_FAILED) {
+      if (r->exited && !IsStopping(t->phase) && t->state != pb::TASK_FAILED) {
         OnRankExit(t, r.get());
         break;
       }

@@ -1,0 +1,70 @@
+// The agent's two lifecycles as explicit states with pure transition functions: its connection to the
+// coordinator (agent/agent.h) and each task it supervises (agent/supervisor.h).
+//
+// Connection (one per agent):
+//
+//   UNREGISTERED ──Register sent──▶ REGISTERING ──RegisterReply accepted──▶ REGISTERED
+//        ▲  ▲                           │ send refused (queue full, no socket)     │
+//        │  └───────────────────────────┘                                          │
+//        └───────── socket reopened / peer disconnected / session refused (Error) ─┘
+//   A refused RegisterReply leaves REGISTERING (the retry timer sends again with backoff). A socket reopened or a
+//   disconnect also ends REGISTERING. An Error while not REGISTERED changes nothing (stale, or a refusal the
+//   backoff answers). Reports and heartbeats go out only while REGISTERED.
+//
+// Task (one per job on this node; the reported pb::TaskState in brackets):
+//
+//   LAUNCHING [LAUNCHING] ──every rank started──▶ RUNNING [RUNNING] ──every rank exited 0──▶ ENDED [SUCCEEDED]
+//      │  └── launch failed, no rank started ──▶ ENDED [FAILED]     │
+//      │ launch failed after some ranks started, or a rank failed   │ a rank failed (reported at once)
+//      ▼                                                            ▼
+//   FAILING [FAILED] (the other local ranks get SIGTERM, SIGKILL after the grace) ──all exited──▶ ENDED [FAILED]
+//   LAUNCHING | RUNNING ──StopTask / superseded / shutdown──▶ STOPPING [RUNNING] ──all exited──▶ ENDED [STOPPED]
+//   FAILING and STOPPING absorb a further stop order (the shorter grace wins) and further rank failures.
+//   ENDED is final: its status was reported and persisted, and the task leaves the supervisor.
+//
+// Thread-safety: pure functions.
+//
+// Example:
+//   connection_ = NextConnectionState(connection_, sent ? ConnectionEvent::kRegisterSent
+//                                                       : ConnectionEvent::kRegisterNotSent);
+//   task->phase = NextTaskPhase(task->phase, TaskEvent::kStopOrdered);
+#pragma once
+
+#include <string_view>
+
+namespace anneal::agent {
+
+enum class ConnectionState { kUnregistered, kRegistering, kRegistered };
+
+enum class ConnectionEvent {
+  kSocketOpened,      // a new socket (or the old one closed): nothing was said on it yet
+  kRegisterSent,      // a RegisterRequest went out
+  kRegisterNotSent,   // the socket refused the RegisterRequest
+  kRegisterAccepted,  // RegisterReply{accepted}
+  kDisconnected,      // ZeroMQ reported the coordinator's connection lost
+  kSessionRefused,    // the coordinator answered Error: it does not know this session
+};
+
+ConnectionState NextConnectionState(ConnectionState state, ConnectionEvent event);
+std::string_view ConnectionStateName(ConnectionState state);  // "UNREGISTERED", ...
+
+enum class TaskPhase { kLaunching, kRunning, kFailing, kStopping, kEnded };
+
+enum class TaskEvent {
+  kRanksStarted,    // every local rank process started
+  kLaunchFailed,    // a pre-launch check or a rank start failed
+  kRankFailed,      // a rank exited non-zero or by a signal while no stop was under way
+  kStopOrdered,     // StopTask, a newer epoch, or the agent's shutdown
+  kAllRanksExited,  // the last live rank exited
+};
+
+// The phase after `event`. An event that has no edge from `phase` leaves it unchanged (for example a stop order
+// to a task already stopping, or any event after ENDED).
+TaskPhase NextTaskPhase(TaskPhase phase, TaskEvent event);
+std::string_view TaskPhaseName(TaskPhase phase);  // "LAUNCHING", ...
+// Whether the task's ranks are being stopped (FAILING or STOPPING): SIGKILL follows at the grace deadline.
+inline bool IsStopping(TaskPhase phase) {
+  return phase == TaskPhase::kFailing || phase == TaskPhase::kStopping;
+}
+
+}  // namespace anneal::agent
