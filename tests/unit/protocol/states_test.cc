@@ -60,7 +60,8 @@ TEST(ParseJobState, RefusesUnknownNamesAndUnspecifiedNamingTheText) {
     auto state = ParseJobState(text);
     ASSERT_FALSE(state.ok()) << text;
     EXPECT_EQ(state.status().code(), StatusCode::kInvalidArgument);
-    EXPECT_NE(state.status().message().find("'" + std::string(text) + "'"), std::string::npos)
+    const std::string quoted = std::string("'").append(text).append("'");
+    EXPECT_NE(state.status().message().find(quoted), std::string::npos)
         << state.status().message();
     EXPECT_NE(state.status().message().find("PENDING"), std::string::npos) << state.status().message();
   }
