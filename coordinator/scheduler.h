@@ -9,7 +9,7 @@
 //   - Packing (best fit): among nodes that fit, the ones with the fewest free slots are taken first (ties by
 //     node id), so large holes stay open for large jobs. Slots are taken lowest index first.
 //   - Rank 0's node must have a free rendezvous port; the first chosen node with one becomes node rank 0.
-// The queue order (priority, then FIFO) is the caller's: coordinator/jobs.cc walks the queue and calls
+// The queue order (priority, then FIFO) is the caller's: coordinator/scheduling.cc walks the queue and calls
 // PlaceGang for each job; a job that fits no current capacity but would fit an empty cluster blocks the jobs
 // behind it (no starvation of large jobs); a job that does not fit even the empty cluster is skipped.
 //
