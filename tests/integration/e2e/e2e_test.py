@@ -123,8 +123,11 @@ def case_succeed(bindir, tmp):
         assert c.anneal("watch", ejob, check=False).returncode == 0
         res = json.load(open(f"{tmp}/eval/eval_results.json"))
         assert res["loss"]["eval_loss"] > 0
-        events = json.dumps(json.loads(c.anneal("--json", "show", ejob).stdout))
-        assert "eval_loss" in events, "the eval result is not in the job's stored events/metrics"
+        shown = json.loads(c.anneal("--json", "show", ejob).stdout)
+        assert "eval_loss" in json.dumps(shown), "the eval result is not in the job's stored events/metrics"
+        # The eval event names what was evaluated, not a training step.
+        evals = [e["message"] for e in shown["events"] if e["kind"] == "eval"]
+        assert any(m.startswith(f"eval of adapter {tmp}/sft on dataset demo_eval: eval_loss=") for m in evals), evals
     print(f"succeed: 4-rank LoRA job SUCCEEDED, checkpoints {steps} with sha256, peft logits rel {err:.1e}, "
           f"eval loss {res['loss']['eval_loss']:.4f} stored")
 
