@@ -99,10 +99,10 @@ TEST(CliCoordinator, SubmitPrintsLocalWarnings) {
     return reply;
   });
   RunResult r = RunAnneal({"--coordinator", coordinator.address(), "submit",
-                           kExamples + "/llamafactory/llama3_full_sft.yaml"},
+                           kExamples + "/llamafactory/llama3_lora_sft.yaml"},
                           home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(Contains(r.err, "anneal submit: warning: key 'deepspeed' at ")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "anneal submit: warning: key 'trust_remote_code' at ")) << r.err;
 }
 
 TEST(CliCoordinator, CoordinatorRejectionOfASpecExitsTwo) {
