@@ -87,7 +87,6 @@ StatusOr<std::vector<SftExample>> EncodePretrainTexts(const Tokenizer& tok, std:
   o.packing = c.pretrain_packing;
   o.batch_size = c.preprocessing_batch_size;
   o.num_shards = c.preprocessing_num_workers;
-  if (tok.add_bos_token()) o.bos_id = tok.bos_id();
   o.pad_id = tok.pad_id() ? tok.pad_id() : tok.eos_id();  // LLaMA-Factory sets pad to eos when there is none
   return GroupPretrainTexts(ids, o);
 }

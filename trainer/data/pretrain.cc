@@ -26,7 +26,6 @@ void GroupBatch(const std::vector<std::vector<int32_t>>& texts, int64_t lo, int6
   for (size_t start = 0; start + block <= all.size(); start += block) {
     std::vector<int32_t> ids(all.begin() + static_cast<std::ptrdiff_t>(start),
                              all.begin() + static_cast<std::ptrdiff_t>(start + block));
-    if (o.bos_id) ids[0] = *o.bos_id;
     out->push_back(WithLabels(std::move(ids), o));
   }
 }
@@ -44,9 +43,7 @@ std::vector<SftExample> GroupPretrainTexts(const std::vector<std::vector<int32_t
   const auto n = static_cast<int64_t>(texts.size());
   if (!o.packing) {
     for (const auto& text : texts) {
-      std::vector<int32_t> ids;
-      if (o.bos_id) ids.push_back(*o.bos_id);
-      ids.insert(ids.end(), text.begin(), text.end());
+      std::vector<int32_t> ids = text;
       if (static_cast<int>(ids.size()) > o.cutoff_len) ids.resize(o.cutoff_len);
       out.push_back(WithLabels(std::move(ids), o));
     }

@@ -2,16 +2,18 @@
 // v0.9.5): each row's text (the first prompt message: alpaca's prompt column, e.g. dataset_info.json
 // "columns": {"prompt": "text"}) gets the end-of-sequence token appended ("<|end_of_text|>" for template llama3,
 // else the tokenizer's eos after the template's fixes), no chat template. Without packing each text is cut to
-// cutoff_len (bos first when the tokenizer has add_bos_token). With packing (the pt default) the rows are split
+// cutoff_len. With packing (the pt default) the rows are split
 // into `num_shards` contiguous shards (datasets.map(num_proc)), each shard into groups of `batch_size` rows (the
 // map batch), and each group's token ids are concatenated and cut into blocks of cutoff_len, the remainder of
-// the group dropped; with add_bos_token the first token of each block becomes bos. Labels are the inputs except
-// where the token is the pad token (-100), as LLaMA-Factory's DataCollatorForLanguageModeling sets them.
+// the group dropped. No bos is added: LLaMA-Factory adds one only when the tokenizer's add_bos_token attribute
+// is set, and transformers 5 drops add_bos_token from tokenizer_config.json when tokenizer.json exists (the only
+// tokenizers the trainer loads). Labels are the inputs except where the token is the pad token (-100), as
+// LLaMA-Factory's DataCollatorForLanguageModeling sets them.
 //
 // Ownership: values in, values out. Thread-safety: pure functions.
 //
 // Example:
-//   PretrainOptions o; o.cutoff_len = 1024; o.eos_id = *tok->eos_id(); o.pad_id = tok->pad_id();
+//   PretrainOptions o; o.cutoff_len = 1024; o.pad_id = tok->pad_id();
 //   std::vector<SftExample> blocks = GroupPretrainTexts(texts_ids, o);
 #pragma once
 
@@ -28,7 +30,6 @@ struct PretrainOptions {
   bool packing = true;
   int batch_size = 1000;                // LLaMA-Factory's preprocessing_batch_size
   int num_shards = 1;                   // LLaMA-Factory's preprocessing_num_workers
-  std::optional<int32_t> bos_id;        // set when the tokenizer has add_bos_token
   std::optional<int32_t> pad_id;        // labels are -100 where the input is this token
 };
 

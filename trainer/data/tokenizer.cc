@@ -412,8 +412,6 @@ StatusOr<std::shared_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view js
       tok->bos_token_ = TokenName(c.value("bos_token", json()));
       tok->eos_token_ = TokenName(c.value("eos_token", json()));
       tok->pad_token_ = TokenName(c.value("pad_token", json()));
-      const json& add_bos = c.value("add_bos_token", json());
-      tok->add_bos_token_ = add_bos.is_boolean() && add_bos.get<bool>();
     }
   }
   if (!tok->bos_token_.empty()) tok->bos_id_ = tok->TokenToId(tok->bos_token_);

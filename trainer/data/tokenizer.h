@@ -80,9 +80,6 @@ class Tokenizer {
   std::optional<int32_t> bos_id() const { return bos_id_; }
   std::optional<int32_t> eos_id() const { return eos_id_; }
   std::optional<int32_t> pad_id() const { return pad_id_; }
-  // tokenizer_config.json's add_bos_token (false when absent): LLaMA-Factory's pretrain processor puts bos
-  // before each text (or the first token of each block) when it is set.
-  bool add_bos_token() const { return add_bos_token_; }
   // Hash of tokenizer.json, the config and every added token (keys the tokenized cache).
   uint64_t fingerprint() const { return fingerprint_; }
 
@@ -109,7 +106,6 @@ class Tokenizer {
   std::vector<int32_t> post_prefix_, post_suffix_;
   std::string bos_token_, eos_token_, pad_token_;
   std::optional<int32_t> bos_id_, eos_id_, pad_id_;
-  bool add_bos_token_ = false;
   uint64_t fingerprint_ = 0;
   std::unique_ptr<WordCache> word_cache_;
 };

@@ -1,6 +1,6 @@
 // Stage pt examples against hand-checked expectations of LLaMA-Factory's PretrainDatasetProcessor (v0.9.5) run
 // through datasets.map(batched=True, batch_size, num_proc): blocks per map batch and shard, the remainder of
-// each group dropped, bos over the first token of each block, labels -100 on the pad token.
+// each group dropped, labels -100 on the pad token.
 #include "trainer/data/pretrain.h"
 
 #include <gtest/gtest.h>
@@ -54,23 +54,21 @@ TEST(Pretrain, ShardsAreContiguousAndGroupedSeparately) {
   EXPECT_EQ(Inputs(blocks), Ids({{1, 2}, {4, 5}}));
 }
 
-TEST(Pretrain, BosReplacesTheFirstTokenOfEachBlockAndPadIsNotALabel) {
+TEST(Pretrain, ThePadTokenIsNotALabel) {
   PretrainOptions o;
   o.cutoff_len = 3;
-  o.bos_id = 100;
   o.pad_id = 9;  // pad == eos in LLaMA-Factory when the tokenizer has no pad token
   auto blocks = GroupPretrainTexts(Ids({{1, 2, 9}, {3, 4, 9}}), o);
-  EXPECT_EQ(Inputs(blocks), Ids({{100, 2, 9}, {100, 4, 9}}));
-  EXPECT_EQ(blocks[0].labels, (std::vector<int32_t>{100, 2, kIgnoreIndex}));
+  EXPECT_EQ(Inputs(blocks), Ids({{1, 2, 9}, {3, 4, 9}}));
+  EXPECT_EQ(blocks[0].labels, (std::vector<int32_t>{1, 2, kIgnoreIndex}));
 }
 
-TEST(Pretrain, WithoutPackingEachTextIsCutToCutoffLenAfterBos) {
+TEST(Pretrain, WithoutPackingEachTextIsCutToCutoffLen) {
   PretrainOptions o;
   o.cutoff_len = 3;
   o.packing = false;
-  o.bos_id = 100;
   auto examples = GroupPretrainTexts(Ids({{1, 2, 3, 4}, {5}}), o);
-  EXPECT_EQ(Inputs(examples), Ids({{100, 1, 2}, {100, 5}}));
+  EXPECT_EQ(Inputs(examples), Ids({{1, 2, 3}, {5}}));
 }
 
 // A byte-level tokenizer: one token per byte, <s> = 256, </s> = 257.
