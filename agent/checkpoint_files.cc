@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "common/durable_dirs.h"
+
 namespace anneal::agent {
 
 namespace fs = std::filesystem;
@@ -39,10 +41,10 @@ StatusOr<std::string> ResolveDeletablePath(const std::string& path, const std::s
 
 Status DeleteCheckpointDir(const std::string& path, const std::string& output_dir) {
   ASSIGN_OR_RETURN(std::string real, ResolveDeletablePath(path, output_dir));
-  std::error_code ec;
-  if (!fs::exists(fs::symlink_status(real, ec))) return Status::Ok();  // already gone
-  fs::remove_all(real, ec);
-  if (ec) return InternalError("deleting checkpoint '" + real + "': " + ec.message());
+  // Marked (renamed to .deleting-<name>) before removal, so the trainer's listings never see a half-deleted
+  // checkpoint; already gone is success.
+  Status st = DeleteDirectoryMarked(real);
+  if (!st.ok()) return Status(st.code(), "deleting checkpoint '" + real + "': " + st.message());
   return Status::Ok();
 }
 

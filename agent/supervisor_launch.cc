@@ -185,6 +185,8 @@ Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
   env["ANNEAL_ATTEMPT"] = std::to_string(launch.attempt());
   env["ANNEAL_EPOCH"] = std::to_string(launch.epoch());
   env["ANNEAL_EVENTS_FD"] = std::to_string(kRankEventsFd);
+  // The coordinator's checkpoint registry owns retention; the ranks never delete checkpoints themselves.
+  env["ANNEAL_CHECKPOINT_RETENTION"] = "coordinator";
   env.erase("CUDA_VISIBLE_DEVICES");
   if (!options_.gpu_indices.empty()) {
     // Every local rank sees the task's GPUs in LOCAL_RANK order and uses cuda:LOCAL_RANK (torchrun's habit).

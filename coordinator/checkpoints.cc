@@ -8,6 +8,7 @@
 
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state_machine.h"
+#include "jobspec/retention.h"
 #include "storage/keys.h"
 
 namespace anneal::coordinator {
@@ -67,34 +68,14 @@ void Coordinator::HandleCheckpointDeleted(NodeRuntime& node, const pb::Checkpoin
 }
 
 void Coordinator::ApplyRetention(JobRuntime& job) {
-  const Retention& policy = job.retention;
-  if (policy.save_total_limit <= 0) return;  // 0 keeps every checkpoint (keep_best only protects)
-  std::vector<const pb::CheckpointRecord*> committed;
+  const jobspec::RetentionPolicy& policy = job.retention;
+  std::vector<jobspec::ScoredCheckpoint> committed;
   for (const auto& [step, c] : job.checkpoints) {
-    if (c.state() == pb::CHECKPOINT_COMMITTED) committed.push_back(&c);
+    if (c.state() != pb::CHECKPOINT_COMMITTED) continue;
+    committed.push_back({static_cast<int64_t>(step), {c.metrics().begin(), c.metrics().end()}});
   }
-  std::set<uint64_t> keep;
-  // Latest N by step (checkpoints is ordered by step).
-  for (auto rit = committed.rbegin(); rit != committed.rend() &&
-                                      keep.size() < static_cast<size_t>(policy.save_total_limit); ++rit) {
-    keep.insert((*rit)->step());
-  }
-  if (policy.keep_best > 0) {
-    std::vector<const pb::CheckpointRecord*> scored;
-    for (const auto* c : committed) {
-      if (c->metrics().count(policy.metric)) scored.push_back(c);
-    }
-    std::stable_sort(scored.begin(), scored.end(), [&](const auto* a, const auto* b) {
-      const double x = a->metrics().at(policy.metric), y = b->metrics().at(policy.metric);
-      return policy.greater_is_better ? x > y : x < y;
-    });
-    for (size_t i = 0; i < scored.size() && i < static_cast<size_t>(policy.keep_best); ++i) {
-      keep.insert(scored[i]->step());
-    }
-  }
-  for (const auto* c : committed) {
-    if (keep.count(c->step())) continue;
-    pb::CheckpointRecord& record = job.checkpoints[c->step()];
+  for (int64_t step : jobspec::StepsToDelete(policy, committed)) {
+    pb::CheckpointRecord& record = job.checkpoints[static_cast<uint64_t>(step)];
     record.set_state(pb::CHECKPOINT_DELETING);
     batch_.Put(Table::kCheckpoints, storage::JobStepKey(record.job_id(), record.step()), record);
     AddEvent(job, "checkpoint", fmt::format("retention: deleting checkpoint at step {} (keep latest {}, best {} by "

@@ -41,6 +41,7 @@
 #include "coordinator/clock.h"
 #include "coordinator/scheduler.h"
 #include "jobspec/jobspec.h"
+#include "jobspec/retention.h"
 #include "protocol/anneal.pb.h"
 #include "storage/state_store.h"
 
@@ -110,15 +111,9 @@ class Coordinator {
   std::map<pb::JobState, size_t> ActiveJobsByState() const;
 
  private:
-  struct Retention {
-    int64_t save_total_limit = 0;
-    int64_t keep_best = 0;
-    std::string metric = "eval_loss";
-    bool greater_is_better = false;
-  };
   struct JobRuntime {
     pb::JobRecord record;
-    Retention retention;
+    jobspec::RetentionPolicy retention;
     std::map<uint64_t, pb::CheckpointRecord> checkpoints;  // by step
     std::optional<uint64_t> last_metric_step;
     int64_t stop_deadline_ms = 0;                          // RESTARTING / CANCELLING

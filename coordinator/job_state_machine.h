@@ -1,4 +1,4 @@
-// The job state machine of DESIGN.md: which transitions exist, which states are terminal.
+// The job state machine (docs/architecture.md, "Job lifecycle"): which transitions exist, which states are terminal.
 //
 //   PENDING ──place──▶ STARTING ──all ranks up──▶ RUNNING ──every task exited 0──▶ SUCCEEDED
 //      ▲                  │                          │ task failed / node lost / task missing

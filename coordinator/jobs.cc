@@ -89,8 +89,7 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
   r.set_owner("admin");
   r.set_submit_seq(number);
   r.set_next_event_seq(1);
-  job.retention = {spec->train.save_total_limit, spec->train.keep_best, spec->train.metric_for_best_model,
-                   spec->train.greater_is_better};
+  job.retention = jobspec::RetentionPolicy::Of(spec->train);
   const std::string id = r.job_id();
   JobRuntime& stored = jobs_.emplace(id, std::move(job)).first->second;
   Transition(stored, pb::JOB_PENDING, "submitted");
@@ -316,8 +315,7 @@ Status Coordinator::LoadJob(const pb::JobRecord& record) {
   job.record = record;
   auto spec = jobspec::ParseJobSpec(record.spec_yaml(), "stored spec of " + record.job_id());
   if (spec.ok()) {
-    job.retention = {spec->train.save_total_limit, spec->train.keep_best, spec->train.metric_for_best_model,
-                     spec->train.greater_is_better};
+    job.retention = jobspec::RetentionPolicy::Of(spec->train);
   } else {
     spdlog::warn("job {}: stored spec no longer parses ({}); checkpoint retention keeps everything",
                  record.job_id(), spec.status().ToString());

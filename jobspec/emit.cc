@@ -87,6 +87,9 @@ std::string ToYaml(const JobSpec& spec) {
     out << YAML::Key << section << YAML::Value << YAML::BeginMap;
     for (const Field& f : KnownFields()) {
       if (f.section() != section) continue;
+      if (!spec.resources.world_size_given && (f.nested == "resources.nodes" || f.nested == "resources.gpus_per_node")) {
+        continue;  // the launcher decides the world size
+      }
       out << YAML::Key << std::string(f.leaf()) << YAML::Value;
       EmitValue(out, f, f.get(spec));
     }

@@ -144,6 +144,11 @@ struct ResourceSpec {
   std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)
   double bucket_cap_mb = 25;               // data-parallel all-reduce bucket size (flat: ddp_bucket_cap_mb)
   int comm_timeout_s = 600;                // collective timeout: a dead peer becomes an error after this
+  // Whether the spec names nodes or gpus_per_node. The resource keys are the coordinator's business: a spec
+  // without them runs under any launcher (torchrun, srun) at the world size its environment gives, which
+  // tp x pp must divide; with them, the launcher's world size must equal nodes x gpus_per_node. ToYaml writes
+  // the two keys only when given, so the round trip keeps this.
+  bool world_size_given = false;
 
   int world_size() const { return nodes * gpus_per_node; }
   int data_parallel() const { return world_size() / (tensor_parallel * pipeline_parallel); }

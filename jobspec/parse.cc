@@ -120,6 +120,7 @@ class SpecReader {
           "up to rounding",
           a->key, a->where, AttentionName(spec.model.flash_attn)));
     }
+    spec.resources.world_size_given = Given("resources.nodes") || Given("resources.gpus_per_node");
     spec.warnings = warnings_;
     return Status::Ok();
   }
@@ -341,7 +342,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   const ResourceSpec& res = s.resources;
   const int64_t model_parallel = static_cast<int64_t>(res.tensor_parallel) * res.pipeline_parallel;
   const int64_t world = static_cast<int64_t>(res.nodes) * res.gpus_per_node;
-  if (world % model_parallel != 0) {
+  if (res.world_size_given && world % model_parallel != 0) {
     return InvalidArgumentError(fmt::format(
         "{}: impossible parallel layout: tensor parallel (tp={}) x pipeline parallel (pp={}) = {} does not divide "
         "the world size {} (nodes {} x gpus_per_node {}); choose tp and pp so that tp*pp divides nodes*gpus_per_node",

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/durable_dirs.h"
 #include "common/fsutil.h"
 
 namespace anneal::checkpoint {
@@ -69,12 +70,9 @@ StatusOr<std::string> CheckpointWriter::Commit(const json& metadata, std::vector
   json m = {{"format", "anneal-checkpoint-1"}, {"step", step_}, {"metadata", metadata}, {"files", json::array()}};
   for (const auto& f : files) m["files"].push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
   RETURN_IF_ERROR(WriteFileAtomic(tmp_dir_ + "/manifest.json", m.dump(2) + "\n"));
-  const std::string final_dir = output_dir_ + "/checkpoint-" + std::to_string(step_);
-  std::error_code ec;
-  fs::remove_all(final_dir, ec);  // a re-run step after a resume replaces its older commit
-  fs::rename(tmp_dir_, final_dir, ec);
-  if (ec) return InternalError("cannot rename " + tmp_dir_ + " to " + final_dir + ": " + ec.message());
-  RETURN_IF_ERROR(FsyncPath(output_dir_));
+  const std::string final_dir = CheckpointDir(output_dir_, step_);
+  // A re-run step after a resume replaces its older commit atomically: never neither on disk.
+  RETURN_IF_ERROR(ReplaceDirectory(tmp_dir_, final_dir));
   if (files_out) *files_out = files;
   return final_dir;
 }
@@ -144,15 +142,28 @@ std::optional<std::string> PreviousCheckpoint(const std::string& output_dir, con
   return prev;
 }
 
-Status ApplyRetention(const std::string& output_dir, int64_t keep_latest) {
-  if (keep_latest <= 0) return Status::Ok();
-  auto all = ListCheckpoints(output_dir);
-  for (size_t i = 0; i + static_cast<size_t>(keep_latest) < all.size(); ++i) {
-    std::error_code ec;
-    fs::remove_all(all[i].second, ec);
-    if (ec) return InternalError("cannot delete " + all[i].second + ": " + ec.message());
+StatusOr<std::vector<int64_t>> ApplyRetention(const std::string& output_dir, const jobspec::RetentionPolicy& policy) {
+  std::vector<jobspec::ScoredCheckpoint> committed;
+  for (const auto& [step, dir] : ListCheckpoints(output_dir)) {
+    jobspec::ScoredCheckpoint c{step, {}};
+    // The metrics the commit recorded (manifest.json: metadata.metrics); an unreadable manifest scores nothing.
+    if (auto text = ReadFile(dir + "/manifest.json"); text.ok()) {
+      const json m = json::parse(*text, nullptr, false);
+      if (!m.is_discarded() && m.contains("metadata") && m["metadata"].contains("metrics")) {
+        for (const auto& [name, value] : m["metadata"]["metrics"].items()) {
+          if (value.is_number()) c.metrics[name] = value.get<double>();
+        }
+      }
+    }
+    committed.push_back(std::move(c));
   }
-  return Status::Ok();
+  const std::vector<int64_t> doomed = jobspec::StepsToDelete(policy, committed);
+  for (int64_t step : doomed) RETURN_IF_ERROR(DeleteDirectoryMarked(CheckpointDir(output_dir, step)));
+  return doomed;
+}
+
+std::string CheckpointDir(const std::string& output_dir, int64_t step) {
+  return output_dir + "/checkpoint-" + std::to_string(step);
 }
 
 }  // namespace anneal::checkpoint

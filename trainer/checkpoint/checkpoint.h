@@ -2,8 +2,8 @@
 //
 // Commit protocol (CheckpointWriter): files are written under <output_dir>/.tmp-checkpoint-N/, fsync'd; then
 // manifest.json (step, files with size and sha256, metadata) is written last; the directory is fsync'd and
-// renamed to checkpoint-N, and the parent fsync'd. A crash at any moment leaves either no checkpoint-N or a
-// complete one. VerifyCheckpoint recomputes every checksum; a mismatch is DATA_LOSS naming the file, and
+// renamed to checkpoint-N (exchanged atomically with an existing checkpoint-N of a re-run step), and the parent
+// fsync'd. A crash at any moment leaves a complete checkpoint-N (old or new) or, for a new step, none. VerifyCheckpoint recomputes every checksum; a mismatch is DATA_LOSS naming the file, and
 // the caller can offer the previous checkpoint (PreviousCheckpoint).
 //
 // Thread-safety: a writer is used by one thread; several ranks may write different files into one writer's
@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "jobspec/retention.h"
 
 namespace anneal::checkpoint {
 
@@ -64,7 +65,12 @@ std::vector<std::pair<int64_t, std::string>> ListCheckpoints(const std::string& 
 StatusOr<std::string> ResolveCheckpoint(const std::string& output_dir, const std::string& spec);
 // The newest committed checkpoint older than `dir`, if any (offered when `dir` fails verification).
 std::optional<std::string> PreviousCheckpoint(const std::string& output_dir, const std::string& dir);
-// Deletes the oldest checkpoints beyond `keep_latest` (0 keeps all).
-Status ApplyRetention(const std::string& output_dir, int64_t keep_latest);
+// <output_dir>/checkpoint-<step>.
+std::string CheckpointDir(const std::string& output_dir, int64_t step);
+// Standalone retention (a trainer with no coordinator): deletes the committed checkpoints that
+// jobspec::StepsToDelete names for `policy`, scored by the metrics in their manifests, each marked before removal
+// (common/durable_dirs.h). Returns the deleted steps. Under an agent the coordinator owns retention and the
+// trainer must not call this.
+StatusOr<std::vector<int64_t>> ApplyRetention(const std::string& output_dir, const jobspec::RetentionPolicy& policy);
 
 }  // namespace anneal::checkpoint

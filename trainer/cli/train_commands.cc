@@ -14,7 +14,7 @@
 #include "trainer/export/peft.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
-#include "trainer/train/loop.h"
+#include "trainer/train/trainer.h"
 #include "trainer/train/state_io.h"
 
 namespace anneal::trainer {

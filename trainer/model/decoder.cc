@@ -9,6 +9,7 @@
 #include <torch/nn/functional/loss.h>
 
 #include "trainer/kernels/rmsnorm.h"
+#include "trainer/model/rng.h"
 
 namespace anneal::model {
 
@@ -237,7 +238,11 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
                                torch::Tensor sin, torch::Tensor mask, int64_t layer_address) {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_address);
     ctx->saved_data["layer"] = layer_address;
-    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    // The RNG of the device the layer runs on (and the CPU's): dropout in the recomputed forward draws the same
+    // masks as this one.
+    const RngState rng = RngState::Capture(x.device());
+    ctx->saved_data["rng.cpu"] = rng.cpu;
+    if (rng.device.defined()) ctx->saved_data["rng.device"] = rng.device;
     ctx->save_for_backward({x, cos, sin, mask});
     torch::NoGradGuard no_grad;
     return layer->forward(x, cos, sin, mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, nullptr);
@@ -247,9 +252,11 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
                                                  torch::autograd::variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
-    auto gen = at::detail::getDefaultCPUGenerator();
-    torch::Tensor rng_now = gen.get_state();
-    gen.set_state(ctx->saved_data["rng"].toTensor());
+    const c10::Device device = saved[0].device();
+    const RngState rng_now = RngState::Capture(device);
+    RngState forward_rng{ctx->saved_data["rng.cpu"].toTensor(), {}, device};
+    if (ctx->saved_data.count("rng.device")) forward_rng.device = ctx->saved_data["rng.device"].toTensor();
+    forward_rng.Restore();
     torch::Tensor x = saved[0].detach().requires_grad_(true);
     torch::Tensor y;
     {
@@ -257,7 +264,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
       y = layer->forward(x, saved[1], saved[2], saved[3].defined() ? std::optional<torch::Tensor>(saved[3]) : std::nullopt,
                          nullptr);
     }
-    gen.set_state(rng_now);
+    rng_now.Restore();
     torch::autograd::backward({y}, {grad_out[0]});
     return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }

@@ -56,6 +56,19 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   if (rt.world < 1 || rt.rank >= rt.world) {
     return InvalidArgumentError("RANK " + std::to_string(rt.rank) + " is not below WORLD_SIZE " + std::to_string(rt.world));
   }
+  // The launcher (agent, torchrun, srun, anneal-train launch) decides the world size; resource keys in the spec
+  // must agree with it.
+  const jobspec::ResourceSpec& res = spec.resources;
+  if (res.world_size_given && res.world_size() != rt.world) {
+    const char* env_world = std::getenv("WORLD_SIZE");
+    return InvalidArgumentError(
+        "the spec asks for nodes " + std::to_string(res.nodes) + " x gpus_per_node " +
+        std::to_string(res.gpus_per_node) + " = " + std::to_string(res.world_size()) + " ranks but the launcher " +
+        (env_world != nullptr ? "started WORLD_SIZE=" + std::string(env_world)
+                              : std::string("started one process (no WORLD_SIZE)")) +
+        "; remove nodes and gpus_per_node from the spec to run at the launcher's world size, or launch " +
+        std::to_string(res.world_size()) + " ranks");
+  }
   ASSIGN_OR_RETURN(model::ModelConfig mc, model::LoadModelConfig(spec.model.model_name_or_path));
   const parallel::ModelShape shape{mc.num_attention_heads, mc.num_key_value_heads, mc.num_hidden_layers,
                                    mc.intermediate_size, mc.vocab_size};

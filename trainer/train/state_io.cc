@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "trainer/model/rng.h"
 #include "trainer/model/safetensors.h"
 #include "trainer/parallel/sharding.h"
 #include "trainer/train/finetune.h"
@@ -113,7 +114,9 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
       if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(param)) full.emplace_back(key, g);
     }
     if (rt.tp_rank == 0) {
-      full.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+      const model::RngState rng = model::RngState::Capture(rt.device);
+      full.emplace_back("rng.cpu", rng.cpu);
+      if (rng.device.defined()) full.emplace_back("rng.cuda", rng.device);
       const std::string path = dir + "/optimizer-stage" + std::to_string(rt.pp_rank) + "-dp" +
                                std::to_string(rt.dp_rank) + ".safetensors";
       RETURN_IF_ERROR(model::WriteSafetensors(path, full));
@@ -156,11 +159,19 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
     mine.emplace_back(key, piece.to(t.device()));
   }
   RETURN_IF_ERROR(opt.LoadStateTensors(mine, optimizer_steps));
+  // The RNG streams continue where the checkpoint left them: the CPU's, and the GPU's when both the writer and
+  // this rank ran on CUDA (a CPU checkpoint resumed on a GPU keeps the GPU's fresh stream, and vice versa).
+  model::RngState rng;
+  rng.where = trainable.params.empty() ? c10::Device(c10::kCPU) : trainable.params.front().param.device();
   if (state.Contains("rng.cpu")) {
-    ASSIGN_OR_RETURN(at::Tensor rng, state.Tensor("rng.cpu"));
-    auto gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(rng.clone());
+    ASSIGN_OR_RETURN(at::Tensor cpu, state.Tensor("rng.cpu"));
+    rng.cpu = cpu.clone();
   }
+  if (state.Contains("rng.cuda") && rng.where.is_cuda()) {
+    ASSIGN_OR_RETURN(at::Tensor cuda, state.Tensor("rng.cuda"));
+    rng.device = cuda.clone();
+  }
+  rng.Restore();
   return Status::Ok();
 }
 

@@ -5,7 +5,8 @@
 //
 //   trainable-stage<s>.safetensors          trainable parameters of pipeline stage s
 //   optimizer-stage<s>-dp<d>.safetensors    AdamW state of the parameters data-parallel rank d owns (every
-//                                           replica under ZeRO-1, else only d = 0) and the CPU RNG (rng.cpu)
+//                                           replica under ZeRO-1, else only d = 0) and the RNG (rng.cpu, and
+//                                           rng.cuda on a GPU)
 //   .export-stage<s>.safetensors            a stage's part of the final export (LoRA factors, or the merged
 //                                           full model), joined by rank 0 into one PEFT or HF directory
 //

@@ -1,0 +1,122 @@
+#include "trainer/train/checkpointer.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include <torch/torch.h>
+
+#include "common/durable_dirs.h"
+#include "trainer/export/peft.h"
+#include "trainer/train/finetune.h"
+
+namespace anneal::train {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+StatusOr<bool> TrainerOwnsRetention() {
+  const char* v = std::getenv("ANNEAL_CHECKPOINT_RETENTION");
+  const std::string owner = v == nullptr ? "" : v;
+  if (owner.empty() || owner == "trainer") return true;
+  if (owner == "coordinator") return false;
+  return InvalidArgumentError("environment ANNEAL_CHECKPOINT_RETENTION='" + owner +
+                              "' is not one of: coordinator (an agent launched this trainer), trainer");
+}
+
+}  // namespace
+
+StatusOr<Checkpointer> Checkpointer::Make(const jobspec::JobSpec& spec, const Runtime& rt, const EventSink& events) {
+  Checkpointer c;
+  ASSIGN_OR_RETURN(c.owns_retention_, TrainerOwnsRetention());
+  c.spec_ = &spec;
+  c.rt_ = &rt;
+  c.events_ = &events;
+  c.out_ = spec.train.output_dir;
+  return c;
+}
+
+StatusOr<std::optional<std::string>> Checkpointer::ResumeDir() const {
+  const auto& ts = spec_->train;
+  if (rt_->rank == 0) RETURN_IF_ERROR(CleanDirectoryLeftovers(out_));
+  if (!ts.resume_from_checkpoint.empty()) {
+    ASSIGN_OR_RETURN(std::string dir, checkpoint::ResolveCheckpoint(out_, ts.resume_from_checkpoint));
+    return std::optional<std::string>(dir);
+  }
+  if (!checkpoint::ListCheckpoints(out_).empty() && !ts.overwrite_output_dir) {
+    return FailedPreconditionError("output_dir " + out_ + " already holds checkpoints; set resume_from_checkpoint: "
+                                   "latest to continue, or overwrite_output_dir: true to start over");
+  }
+  return std::optional<std::string>();
+}
+
+StatusOr<Progress> Checkpointer::Restore(const std::string& dir, const TrainableSet& trainable, TrainerOptimizer& opt,
+                                         Progress progress) const {
+  auto manifest = checkpoint::VerifyCheckpoint(dir);
+  if (!manifest.ok()) {
+    auto prev = checkpoint::PreviousCheckpoint(out_, dir);
+    return Status(manifest.status().code(),
+                  "cannot resume: " + manifest.status().message() +
+                      (prev ? "; the previous checkpoint " + *prev + " is offered: set resume_from_checkpoint: " + *prev
+                            : std::string("; no earlier checkpoint exists")));
+  }
+  const json& md = manifest->metadata;
+  progress.step = md.value("step", int64_t{0});
+  progress.start_step = progress.step;
+  progress.consumed = md.value("consumed_samples", int64_t{0});
+  progress.total_tokens = md.value("total_tokens", int64_t{0});
+  progress.attempt_tokens = 0;
+  RETURN_IF_ERROR(ReadTrainingState(trainable, opt, dir, md.value("optimizer_steps", progress.step)));
+  std::cerr << "[train] resumed from " << dir << " at step " << progress.step << "\n";
+  return progress;
+}
+
+bool Checkpointer::Due(const Progress& p) const {
+  const int64_t every = spec_->train.save_steps;
+  return every > 0 && (p.step % every == 0 || p.last());
+}
+
+Status Checkpointer::Save(const Progress& p, const json& metrics, model::CausalLM& lm, const TrainableSet& trainable,
+                          const TrainerOptimizer& opt) const {
+  const bool leader = rt_->rank == 0;
+  std::optional<checkpoint::CheckpointWriter> writer;
+  if (leader) {
+    ASSIGN_OR_RETURN(writer, checkpoint::CheckpointWriter::Begin(out_, p.step));
+  }
+  rt_->Barrier();
+  RETURN_IF_ERROR(WriteTrainingState(trainable, opt, *rt_, checkpoint::TmpCheckpointDir(out_, p.step)));
+  rt_->Barrier();
+  if (leader) RETURN_IF_ERROR(Commit(p, metrics, lm, opt, *writer));
+  rt_->Barrier();
+  return Status::Ok();
+}
+
+Status Checkpointer::Commit(const Progress& p, const json& metrics, model::CausalLM& lm, const TrainerOptimizer& opt,
+                            checkpoint::CheckpointWriter& writer) const {
+  RETURN_IF_ERROR(CheckStateFiles(*rt_, writer.dir()));
+  const jobspec::JobSpec& spec = *spec_;
+  if (spec.finetuning.type == jobspec::FinetuningType::kLora) {
+    // A PEFT copy of the adapter, so a checkpoint loads in peft (and as adapter_name_or_path) as it is.
+    ASSIGN_OR_RETURN(auto tensors, ReadTrainable(writer.dir()));
+    ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm));
+    RETURN_IF_ERROR(WritePeftAdapter(tensors, options, writer.dir(), spec.model.model_name_or_path));
+  }
+  const json md = {{"step", p.step}, {"consumed_samples", p.consumed}, {"total_tokens", p.total_tokens},
+                   {"optimizer_steps", opt.step_count()}, {"epoch", p.epoch()}, {"total_steps", p.total_steps},
+                   {"finetuning_type", std::string(jobspec::FinetuningTypeName(spec.finetuning.type))},
+                   {"layout", rt_->LayoutJson()}, {"config_hash", rt_->config_hash}, {"metrics", metrics}};
+  std::vector<checkpoint::FileEntry> files;
+  ASSIGN_OR_RETURN(std::string final_dir, writer.Commit(md, &files));
+  json listed = json::array();
+  for (const auto& f : files) listed.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
+  events_->Emit("checkpoint", {{"step", p.step}, {"path", fs::absolute(final_dir).string()}, {"files", listed},
+                               {"layout", rt_->LayoutJson()}, {"metrics", metrics}});
+  if (!owns_retention_) return Status::Ok();
+  ASSIGN_OR_RETURN(std::vector<int64_t> deleted,
+                   checkpoint::ApplyRetention(out_, jobspec::RetentionPolicy::Of(spec.train)));
+  for (int64_t step : deleted) std::cerr << "[train] retention: deleted checkpoint-" << step << "\n";
+  return Status::Ok();
+}
+
+}  // namespace anneal::train

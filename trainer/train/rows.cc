@@ -1,0 +1,60 @@
+#include "trainer/train/rows.h"
+
+#include <torch/torch.h>
+
+namespace anneal::train {
+namespace {
+
+Batch ToDevice(Batch b, const torch::Device& d) {
+  for (at::Tensor* t : {&b.input_ids, &b.labels, &b.attention_mask, &b.position_ids, &b.segment_ids}) {
+    if (t->defined()) *t = t->to(d);
+  }
+  return b;
+}
+
+TrainRows CommonRows(const data::PreparedData& prepared, const jobspec::DataSpec& spec) {
+  TrainRows rows;
+  rows.cache = prepared.cache;
+  rows.pad_id = prepared.tokenizer->pad_id().value_or(prepared.tokenizer->eos_id().value_or(0));
+  rows.cutoff_len = spec.cutoff_len;
+  return rows;
+}
+
+}  // namespace
+
+TrainRows TrainRows::ForTraining(const data::PreparedData& prepared, const jobspec::DataSpec& spec) {
+  TrainRows rows = CommonRows(prepared, spec);
+  rows.examples = prepared.train;
+  rows.packed = spec.packing || spec.neat_packing;
+  rows.neat = spec.neat_packing;
+  if (rows.packed) rows.bins = data::PackRows(*prepared.cache, prepared.train, spec.cutoff_len);
+  return rows;
+}
+
+TrainRows TrainRows::ForValidation(const data::PreparedData& prepared, const jobspec::DataSpec& spec) {
+  TrainRows rows = CommonRows(prepared, spec);
+  rows.examples = prepared.val;
+  return rows;
+}
+
+int64_t TrainRows::size() const {
+  return packed ? static_cast<int64_t>(bins.size()) : static_cast<int64_t>(examples.size());
+}
+
+Batch TrainRows::Make(const std::vector<int64_t>& positions) const {
+  if (packed) {
+    std::vector<std::vector<int64_t>> chosen;
+    for (int64_t p : positions) chosen.push_back(bins[p]);
+    return ToTensors(data::PackedBatch(*cache, chosen, cutoff_len, pad_id), true, neat);
+  }
+  std::vector<int64_t> rows;
+  for (int64_t p : positions) rows.push_back(examples[p]);
+  return ToTensors(data::PadBatch(*cache, rows, pad_id), false, false);
+}
+
+Batch Prepare(Batch b, const Runtime& rt, int64_t pad_id) {
+  if (rt.sequence_parallel) b = PadSequenceTo(std::move(b), rt.dims.tp(), pad_id);
+  return ToDevice(std::move(b), rt.device);
+}
+
+}  // namespace anneal::train

@@ -1,0 +1,232 @@
+#include "trainer/train/trainer.h"
+
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+
+#include <unistd.h>
+
+#include <torch/torch.h>
+
+#include "common/fsutil.h"
+#include "common/shutdown.h"
+#include "trainer/data/pipeline.h"
+#include "trainer/export/peft.h"
+#include "trainer/train/data_config.h"
+#include "trainer/train/finetune.h"
+#include "trainer/train/pipeline.h"
+
+namespace anneal::train {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using jobspec::FinetuningType;
+
+}  // namespace
+
+Status RunTraining(const jobspec::JobSpec& spec) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Setup(spec));
+  return trainer->Train();
+}
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Setup(const jobspec::JobSpec& spec) {
+  std::unique_ptr<Trainer> t(new Trainer(spec));
+  ASSIGN_OR_RETURN(t->rt_, Runtime::FromEnvironment(t->spec_));
+  t->out_ = t->spec_.train.output_dir;
+  RETURN_IF_ERROR(MakeDirs(t->out_));
+  t->events_ = EventSink::FromEnvironment(t->rt_.rank);
+  t->events_.Emit("started", {{"world_size", t->rt_.world}, {"pid", ::getpid()}});
+  ASSIGN_OR_RETURN(t->checkpointer_, Checkpointer::Make(t->spec_, t->rt_, t->events_));
+  // The resume point (and the old-output guard) before the slow phases, so a wrong one fails at once.
+  ASSIGN_OR_RETURN(t->resume_dir_, t->checkpointer_->ResumeDir());
+  t->logger_.emplace(t->spec_.train, t->rt_, t->events_, t->out_);
+  RETURN_IF_ERROR(t->SetupData());
+  RETURN_IF_ERROR(t->SetupModel());
+  RETURN_IF_ERROR(t->SetupPlan());
+  RETURN_IF_ERROR(t->Resume());
+  return t;
+}
+
+Status Trainer::Train() {
+  logger_->StartAttempt(progress_);
+  while (progress_.step < progress_.total_steps) {
+    if (ShutdownRequested()) {
+      return CancelledError("stopped by signal " + std::to_string(ShutdownSignal()) + " at step " +
+                            std::to_string(progress_.step));
+    }
+    ASSIGN_OR_RETURN(StepResult result, TrainStep());
+    const std::optional<double> eval_loss = validator_->MaybeEvaluate(lm_, progress_);
+    logger_->Record(progress_, result);
+    if (eval_loss) logger_->RecordEval(progress_, *eval_loss);
+    if (checkpointer_->Due(progress_)) {
+      json metrics = {{"loss", result.loss}};
+      if (eval_loss) metrics["eval_loss"] = *eval_loss;
+      RETURN_IF_ERROR(checkpointer_->Save(progress_, metrics, lm_, trainable_, *opt_));
+    }
+  }
+  return Export();
+}
+
+// ---- setup phases ----
+
+Status Trainer::SetupData() {
+  const bool leader = rt_.rank == 0;
+  data::DataConfig dc = DataConfigFor(spec_, spec_.data.dataset);
+  dc.val_size = spec_.data.val_size;
+  ASSIGN_OR_RETURN(data::PreparedData data, data::PrepareSftData(dc, [&](std::string_view stage, int64_t done, int64_t total) {
+    if (leader && (done == total || done % 10000 == 0)) std::cerr << "[data] " << stage << " " << done << "/" << total << "\n";
+  }));
+  if (data.report.skipped > 0 && leader) {
+    events_.Emit("message", {{"level", "warn"}, {"text", "skipped " + std::to_string(data.report.skipped) + " bad rows"}});
+  }
+  rows_ = TrainRows::ForTraining(data, spec_.data);
+  validator_.emplace(spec_.train, TrainRows::ForValidation(data, spec_.data), rt_);
+  if (rows_.size() == 0) return InvalidArgumentError("dataset: no training examples after loading and the split");
+  return Status::Ok();
+}
+
+Status Trainer::SetupModel() {
+  const auto& ts = spec_.train;
+  model::LoadOptions lo{rt_.dtype, rt_.device, rt_.factory, rt_.stage};
+  ASSIGN_OR_RETURN(lm_, model::LoadCausalLM(spec_.model.model_name_or_path, lo));
+  lm_->SetActivationCheckpointing(ts.gradient_checkpointing);
+  torch::manual_seed(static_cast<uint64_t>(ts.seed));
+  ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params,
+                   ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));
+  lm_->to(rt_.device);
+  lm_->train();
+  trainable_ = WithLayouts(lm_, params);
+  opt_ = std::make_unique<TrainerOptimizer>(
+      params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
+      rt_.dp_comm.get(), rt_.zero);
+  LogHoldings();
+  return Status::Ok();
+}
+
+// Micro-batches per step, steps per epoch and in total, the LR schedule and the overlapped all-reduce.
+Status Trainer::SetupPlan() {
+  const auto& ts = spec_.train;
+  batch_size_ = ts.per_device_train_batch_size;
+  accumulation_ = ts.gradient_accumulation_steps;
+  // gradient_accumulation_steps micro-batches, or pipeline_microbatches splitting the same rows.
+  const int64_t rows_per_step = batch_size_ * accumulation_;
+  micro_count_ = spec_.resources.pipeline_microbatches > 0 ? spec_.resources.pipeline_microbatches : accumulation_;
+  if (rows_per_step % micro_count_ != 0) {
+    return InvalidArgumentError("pipeline_microbatches " + std::to_string(micro_count_) + " does not divide the " +
+                                std::to_string(rows_per_step) + " rows per step and rank (per_device_train_batch_size " +
+                                std::to_string(batch_size_) + " x gradient_accumulation_steps " +
+                                std::to_string(accumulation_) + ")");
+  }
+  const int64_t n = rows_.size(), dp = rt_.dp;
+  const int64_t micro_per_epoch = (n + batch_size_ * dp - 1) / (batch_size_ * dp);
+  progress_.train_rows = n;
+  progress_.steps_per_epoch = std::max<int64_t>(1, (micro_per_epoch + accumulation_ - 1) / accumulation_);
+  progress_.total_steps = ts.max_steps > 0
+                              ? ts.max_steps
+                              : static_cast<int64_t>(std::ceil(ts.num_train_epochs * progress_.steps_per_epoch));
+  ASSIGN_OR_RETURN(schedule_, optim::LrSchedule::Make(ts.lr_scheduler_type, ts.learning_rate, progress_.total_steps,
+                                                      ts.warmup_steps, ts.warmup_ratio));
+  if (rt_.dp_comm && rt_.dp > 1) {
+    const auto bucket_bytes = static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20));
+    reducer_ = std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes));
+  }
+  stage_ctx_ = rt_.stage_context();
+  if (reducer_) stage_ctx_.before_last_backward = [this] { reducer_->Arm(); };
+  sampler_ = std::make_unique<data::Sampler>(n, static_cast<uint64_t>(ts.seed));
+  return Status::Ok();
+}
+
+Status Trainer::Resume() {
+  if (!resume_dir_) return Status::Ok();
+  ASSIGN_OR_RETURN(progress_, checkpointer_->Restore(*resume_dir_, trainable_, *opt_, progress_));
+  return Status::Ok();
+}
+
+// ---- one optimizer step ----
+
+StatusOr<StepResult> Trainer::TrainStep() {
+  const int64_t dp = rt_.dp, bs = batch_size_;
+  std::vector<int64_t> step_rows;
+  for (int64_t m = 0; m < accumulation_; ++m) {
+    auto idx = sampler_->RankBatch(progress_.consumed + m * bs * dp, rt_.dp_rank, static_cast<int>(dp),
+                                   static_cast<int>(bs));
+    step_rows.insert(step_rows.end(), idx.begin(), idx.end());
+  }
+  std::vector<Batch> micro;
+  int64_t label_tokens = 0;
+  const int64_t per_micro = static_cast<int64_t>(step_rows.size()) / micro_count_;
+  for (int64_t m = 0; m < micro_count_; ++m) {
+    std::vector<int64_t> part(step_rows.begin() + m * per_micro, step_rows.begin() + (m + 1) * per_micro);
+    micro.push_back(Prepare(rows_.Make(part), rt_, rows_.pad_id));
+    label_tokens += micro.back().label_tokens;
+    progress_.total_tokens += micro.back().input_tokens;
+    progress_.attempt_tokens += micro.back().input_tokens;
+  }
+  const int64_t denom = std::max<int64_t>(1, rt_.ReduceSum(label_tokens));
+  const double loss_part = TrainMicroBatches(lm_, micro, static_cast<double>(denom), stage_ctx_);
+  if (reducer_) {
+    const size_t early = reducer_->Finish();
+    if (rt_.rank == 0 && progress_.step == progress_.start_step) {
+      std::cerr << "[train] data-parallel all-reduce: " << reducer_->buckets() << " bucket(s), " << early
+                << " started during backward\n";
+    }
+  }
+  StepResult r;
+  // The last stage holds the loss; count it once per data-parallel replica.
+  r.loss = rt_.SumOverWorld(loss_part, rt_.stage.last && rt_.tp_rank == 0);
+  rt_.SyncGradients(trainable_.params, trainable_.layouts);
+  const std::string at_step = "step " + std::to_string(progress_.step + 1);
+  if (!std::isfinite(r.loss)) {
+    return DataLossError(at_step + ": the loss is " + (std::isnan(r.loss) ? "NaN" : "Inf") +
+                         " (lower the learning rate, or check the data)");
+  }
+  r.grad_norm = rt_.ClipGradNorm(trainable_.params, trainable_.layouts, spec_.train.max_grad_norm);
+  if (!std::isfinite(r.grad_norm)) return DataLossError(at_step + ": the gradient norm is not finite");
+  opt_->Step(schedule_.LrAt(progress_.step));
+  opt_->ZeroGrad();
+  ++progress_.step;
+  progress_.consumed += bs * accumulation_ * dp;
+  r.lr = schedule_.LrAt(progress_.step);
+  return r;
+}
+
+// ---- export ----
+
+// Every stage writes its gathered part, rank 0 joins them into one PEFT or HF directory.
+Status Trainer::Export() {
+  const bool lora = spec_.finetuning.type == FinetuningType::kLora;
+  const std::string output = fs::absolute(out_).string();
+  RETURN_IF_ERROR(WriteStageExport(lm_, rt_, lora, out_));
+  rt_.Barrier();
+  if (rt_.rank == 0) {
+    ASSIGN_OR_RETURN(auto tensors, ReadStageExports(out_, rt_.dims.pp()));
+    if (lora) {
+      ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm_));
+      RETURN_IF_ERROR(WritePeftAdapter(tensors, options, out_, spec_.model.model_name_or_path));
+      RETURN_IF_ERROR(CopyTokenizerFiles(spec_.model.model_name_or_path, out_));
+    } else {
+      RETURN_IF_ERROR(WriteMergedModel(tensors, lm_->config(), out_, spec_.model.model_name_or_path));
+    }
+    events_.Emit("finished", {{"status", "ok"}, {"output", output},
+                              {"message", std::string(lora ? "adapter" : "model") + " written to " + output}});
+  } else {
+    events_.Emit("finished", {{"status", "ok"}});
+  }
+  std::cerr << "[train] done: " << progress_.step << " steps; output in " << output << "\n";
+  return Status::Ok();
+}
+
+// What this rank holds: the numbers that tensor, pipeline and ZeRO-1 sharding shrink.
+void Trainer::LogHoldings() const {
+  int64_t held = 0, trained = 0, state_bytes = 0;
+  for (const auto& p : lm_->parameters()) held += p.numel();
+  for (const auto& p : trainable_.params) trained += p.param.numel();
+  for (const auto& [name, t] : opt_->StateTensors()) state_bytes += static_cast<int64_t>(t.nbytes());
+  std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp "
+            << rt_.dp_rank << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held
+            << " parameters (" << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
+            << (rt_.zero ? " (ZeRO-1 share)" : "") << "\n";
+}
+
+}  // namespace anneal::train

@@ -1,0 +1,84 @@
+// The training run of `anneal-train train` (LoRA, full or freeze fine-tuning; SFT or pre-training data), as a
+// Trainer with named phases, in the manner of torchtitan's train():
+//
+//   Setup      runtime and layout, data (TrainRows), model + fine-tuning + optimizer, the step plan (micro-batches,
+//              total steps, LR schedule), the data-parallel reducer, and the resume point (Checkpointer)
+//   Train      while steps remain: TrainStep, then each component decides whether to act —
+//                Validator (validation loss), MetricsLogger (trainer_log.jsonl + events), Checkpointer (save)
+//   Export     the adapter (LoRA) or the model (full / freeze) joined from every stage into output_dir
+//
+// One optimizer step = gradient_accumulation_steps micro-batches of per_device_train_batch_size rows on each
+// data-parallel rank; the loss is the sum of token losses divided by the label-token count of the whole
+// accumulated batch (transformers' num_items_in_batch), clipped by global norm, then AdamW and the schedule.
+//
+// Resuming (resume_from_checkpoint = path or latest) restores weights, optimizer, schedule position, sampler
+// position and RNG state: on CPU fp32 the continued run is bit-identical to an uninterrupted one.
+//
+// Thread-safety: runs on the calling thread; SIGTERM (common/shutdown.h) stops it at the next step boundary.
+//
+// Example:
+//   RETURN_IF_ERROR(RunTraining(spec));   // = Trainer::Setup(spec), then Train()
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "common/status.h"
+#include "jobspec/jobspec.h"
+#include "trainer/data/sampler.h"
+#include "trainer/optim/schedule.h"
+#include "trainer/train/checkpointer.h"
+#include "trainer/train/events.h"
+#include "trainer/train/grad_reducer.h"
+#include "trainer/train/metrics_logger.h"
+#include "trainer/train/progress.h"
+#include "trainer/train/rows.h"
+#include "trainer/train/runtime.h"
+#include "trainer/train/state_io.h"
+#include "trainer/train/validator.h"
+#include "trainer/train/zero.h"
+
+namespace anneal::train {
+
+Status RunTraining(const jobspec::JobSpec& spec);
+
+class Trainer {
+ public:
+  // Everything up to the first step, including the resume. Errors name what and where (data, model, layout,
+  // checkpoint).
+  static StatusOr<std::unique_ptr<Trainer>> Setup(const jobspec::JobSpec& spec);
+  // Trains the remaining steps, then exports. CANCELLED on SIGTERM/SIGINT (at a step boundary); DATA_LOSS when
+  // the loss or gradient norm is not finite.
+  Status Train();
+
+ private:
+  explicit Trainer(const jobspec::JobSpec& spec) : spec_(spec) {}
+  Status SetupData();
+  Status SetupModel();
+  Status SetupPlan();
+  Status Resume();
+  StatusOr<StepResult> TrainStep();
+  Status Export();
+  void LogHoldings() const;
+
+  const jobspec::JobSpec spec_;
+  Runtime rt_;
+  EventSink events_;
+  std::string out_;
+  TrainRows rows_;
+  std::optional<Validator> validator_;
+  model::CausalLM lm_{nullptr};
+  TrainableSet trainable_;
+  std::unique_ptr<TrainerOptimizer> opt_;
+  int64_t batch_size_ = 1, accumulation_ = 1, micro_count_ = 1;
+  optim::LrSchedule schedule_;
+  std::unique_ptr<GradientReducer> reducer_;
+  StageContext stage_ctx_;
+  std::unique_ptr<data::Sampler> sampler_;
+  std::optional<Checkpointer> checkpointer_;
+  std::optional<std::string> resume_dir_;
+  std::optional<MetricsLogger> logger_;
+  Progress progress_;
+};
+
+}  // namespace anneal::train

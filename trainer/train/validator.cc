@@ -1,0 +1,40 @@
+#include "trainer/train/validator.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "trainer/train/pipeline.h"
+
+namespace anneal::train {
+
+double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt) {
+  lm->eval();
+  std::vector<Batch> micro;
+  std::vector<int64_t> part;
+  for (int64_t p = rt.dp_rank; p < rows.size(); p += rt.dp) {
+    part.push_back(p);
+    if (static_cast<int>(part.size()) == batch) {
+      micro.push_back(Prepare(rows.Make(part), rt, rows.pad_id));
+      part.clear();
+    }
+  }
+  if (!part.empty()) micro.push_back(Prepare(rows.Make(part), rt, rows.pad_id));
+  auto [sum, count] = EvalMicroBatches(lm, micro, rt.stage_context());
+  lm->train();
+  const bool counts = rt.stage.last && rt.tp_rank == 0;
+  const double total = rt.SumOverWorld(sum, counts), tokens = rt.SumOverWorld(static_cast<double>(count), counts);
+  return tokens > 0 ? total / tokens : std::nan("");
+}
+
+bool Validator::Due(const Progress& p) const {
+  if (rows_.size() == 0 || train_->eval_strategy != "steps" || train_->eval_steps <= 0) return false;
+  return p.step % train_->eval_steps == 0 || p.last();
+}
+
+std::optional<double> Validator::MaybeEvaluate(model::CausalLM& lm, const Progress& p) const {
+  if (!Due(p)) return std::nullopt;
+  return EvalLoss(lm, rows_, train_->per_device_eval_batch_size, *rt_);
+}
+
+}  // namespace anneal::train

@@ -1,0 +1,40 @@
+// Validator: the trainer's validation component. It decides when the validation loss is due (eval_strategy
+// "steps": every eval_steps and at the last step; "no": never; with no validation rows: never) and computes it.
+//
+// Thread-safety: one thread at a time; Evaluate is a collective over the world group (every rank calls it).
+//
+// Example:
+//   Validator validator(spec.train, TrainRows::ForValidation(data, spec.data), rt);
+//   std::optional<double> eval_loss = validator.MaybeEvaluate(lm, progress);
+#pragma once
+
+#include <optional>
+
+#include "jobspec/jobspec.h"
+#include "trainer/model/decoder.h"
+#include "trainer/train/progress.h"
+#include "trainer/train/rows.h"
+#include "trainer/train/runtime.h"
+
+namespace anneal::train {
+
+// Validation loss over `rows` (sum of token losses / label tokens): positions dealt out over data parallel in
+// micro-batches of `batch` rows and run through the pipeline. NaN when there are no label tokens.
+double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt);
+
+class Validator {
+ public:
+  Validator(const jobspec::TrainSpec& train, TrainRows rows, const Runtime& rt)
+      : train_(&train), rows_(std::move(rows)), rt_(&rt) {}
+
+  bool Due(const Progress& p) const;
+  // The validation loss when Due, else nothing.
+  std::optional<double> MaybeEvaluate(model::CausalLM& lm, const Progress& p) const;
+
+ private:
+  const jobspec::TrainSpec* train_;
+  TrainRows rows_;
+  const Runtime* rt_;
+};
+
+}  // namespace anneal::train
