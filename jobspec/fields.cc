@@ -261,7 +261,9 @@ std::vector<Field> BuildFields() {
   f.push_back(List({"data.dataset", "dataset"}, {}, false,
                    "training datasets: names in dataset_dir/dataset_info.json or file paths; required for train",
                    REF(data.dataset)));
-  f.push_back(List({"data.eval_dataset", "eval_dataset"}, {}, false, "evaluation datasets (same forms)",
+  f.push_back(List({"data.eval_dataset", "eval_dataset"}, {}, false,
+                   "evaluation datasets (same forms): the validation set during training (instead of val_size), or "
+                   "what kind: eval evaluates",
                    REF(data.eval_dataset)));
   f.push_back(RequiredText({"data.dataset_dir", "dataset_dir"}, "directory of dataset_info.json and data files",
                            REF(data.dataset_dir)));

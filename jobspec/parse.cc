@@ -265,32 +265,12 @@ class SpecReader {
   bool saw_section_ = false;  // the document uses the nested spelling somewhere
 };
 
-// LLaMA-Factory settings the training loop does not act on yet: refused, so none is silently ignored.
-Status CheckTrainLoopSupport(const JobSpec& s, const SpecReader& r) {
-  if (s.kind != JobKind::kTrain) return Status::Ok();
-  const std::string& src = r.source();
-  if (s.train.save_strategy != SaveStrategy::kSteps) {
-    return InvalidArgumentError(fmt::format("{}: {} is '{}', which the trainer does not act on yet: use save_strategy: "
-                                            "steps with save_steps",
-                                            src, r.Located("train.save_strategy"),
-                                            SaveStrategyName(s.train.save_strategy)));
-  }
-  if (s.train.save_steps == 0) {
-    return InvalidArgumentError(fmt::format("{}: {} is 0 (a checkpoint only at the end), which the trainer does not "
-                                            "act on yet: use save_steps equal to max_steps",
-                                            src, r.Located("train.save_steps")));
-  }
-  if (s.train.eval_strategy == "epoch") {
-    return InvalidArgumentError(fmt::format("{}: {} is 'epoch', which the trainer does not act on yet: use "
-                                            "eval_strategy: steps with eval_steps",
-                                            src, r.Located("train.eval_strategy")));
-  }
-  if (!s.data.eval_dataset.empty()) {
-    return InvalidArgumentError(fmt::format("{}: {} during training is not used by the trainer yet: use val_size to "
-                                            "hold out part of the training data, or a kind: eval job on the dataset",
-                                            src, r.Located("data.eval_dataset")));
-  }
-  return Status::Ok();
+// What LLaMA-Factory refuses about evaluation during training (data/data_utils.py split_dataset).
+Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
+  if (s.kind != JobKind::kTrain || s.data.eval_dataset.empty() || s.data.val_size <= 0) return Status::Ok();
+  return InvalidArgumentError(fmt::format("{}: {} and {} are both given: validate on eval_dataset or on a val_size "
+                                          "split of the training data, not both (as LLaMA-Factory); use one",
+                                          r.source(), r.Located("data.val_size"), r.Located("data.eval_dataset")));
 }
 
 // Checks that involve several fields. Runs after Apply, so every value is in range on its own.
@@ -331,7 +311,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
         "{}: {} is '{}' but there is no evaluation set: set val_size (e.g. 0.1) or eval_dataset", src,
         r.Located("train.eval_strategy"), s.train.eval_strategy));
   }
-  RETURN_IF_ERROR(CheckTrainLoopSupport(s, r));
+  RETURN_IF_ERROR(CheckTrainEvalSet(s, r));
   if (s.kind == JobKind::kEval &&
       std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() && s.eval.task_dir.empty()) {
     return InvalidArgumentError(fmt::format(

@@ -154,7 +154,9 @@ StatusOr<JobSpec> ParseRow(const LfRow& row) {
   std::filesystem::current_path(ANNEAL_SOURCE_DIR);
   std::string text;
   for (const char* line : {"model_name_or_path: /m\n", "dataset: d\n", "output_dir: /o\n", "val_size: 0.1\n"}) {
-    if (std::string(line).rfind(row.key + ":", 0) != 0) text += line;  // the row's key replaces the base's
+    if (std::string(line).rfind(row.key + ":", 0) == 0) continue;  // the row's key replaces the base's
+    if (row.key == "eval_dataset" && std::string(line).rfind("val_size:", 0) == 0) continue;  // one or the other
+    text += line;
   }
   auto spec = ParseJobSpec(text + row.key + ": " + row.example + "\n", "job.yaml");
   std::filesystem::current_path(cwd);
