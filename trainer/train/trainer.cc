@@ -233,7 +233,9 @@ void Trainer::LogHoldings() const {
   std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp "
             << rt_.dp_rank << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held
             << " parameters (" << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
-            << (rt_.zero ? " (ZeRO-1 share)" : "") << "\n";
+            << (rt_.zero ? " (ZeRO-1 share)" : "")
+            << (spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off")
+            << "\n";
 }
 
 }  // namespace anneal::train
