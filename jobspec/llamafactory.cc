@@ -1,13 +1,13 @@
 // LLaMA-Factory keys that are not plain fields: the translated ones (deepspeed, disable_gradient_checkpointing)
 // and the refused ones (a feature Anneal does not have, with what to use instead). docs/job-spec.md's
 // "LLaMA-Factory keys" table lists these next to the honoured and ignored keys; docs_test.cc checks it.
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "jobspec/schema.h"
 #include "jobspec/values.h"
@@ -48,7 +48,9 @@ YAML::Node At(const YAML::Node& root, std::string_view dotted) {
   }
 }
 
-bool IsAuto(const YAML::Node& n) { return n.IsScalar() && n.Scalar() == "auto"; }
+bool IsAuto(const YAML::Node& n) {
+  return n.IsScalar() && n.Scalar() == "auto";
+}
 
 // The ZeRO stage of a DeepSpeed JSON (HF TrainingArguments' `deepspeed`): the file is resolved against the
 // working directory, as HF opens it. Stage 0 and 1 are built; 2 and 3, CPU/NVMe offload, a DeepSpeed
@@ -56,14 +58,14 @@ bool IsAuto(const YAML::Node& n) { return n.IsScalar() && n.Scalar() == "auto"; 
 StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string_view key, std::string_view where) {
   std::string path;
   if (!DecodeString(value, &path) || path.empty()) {
-    return InvalidArgumentError(fmt::format("key '{}' {}: expected the path of a DeepSpeed JSON config, got {}", key,
-                                            where, Describe(value)));
+    return InvalidArgumentError(
+        fmt::format("key '{}' {}: expected the path of a DeepSpeed JSON config, got {}", key, where, Describe(value)));
   }
   const std::string shown = std::filesystem::absolute(path).lexically_normal().string();
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return InvalidArgumentError(fmt::format("key '{}' {}: cannot read the DeepSpeed config {}: {}", key, where, shown,
-                                            std::strerror(errno)));
+    return InvalidArgumentError(
+        fmt::format("key '{}' {}: cannot read the DeepSpeed config {}: {}", key, where, shown, std::strerror(errno)));
   }
   std::ostringstream text;
   text << in.rdbuf();
@@ -71,8 +73,8 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
   try {
     root = YAML::Load(text.str());  // JSON is YAML
   } catch (const YAML::Exception& e) {
-    return InvalidArgumentError(fmt::format("key '{}' {}: the DeepSpeed config {} is not valid JSON (line {}): {}",
-                                            key, where, shown, e.mark.line + 1, e.msg));
+    return InvalidArgumentError(fmt::format("key '{}' {}: the DeepSpeed config {} is not valid JSON (line {}): {}", key,
+                                            where, shown, e.mark.line + 1, e.msg));
   }
   if (!root.IsMap()) {
     return InvalidArgumentError(
@@ -161,7 +163,8 @@ const std::vector<RefusedKey>& RefusedKeys() {
       {"use_apollo", "false", "APOLLO is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},
       {"use_badam", "false", "BAdam is not built: use AdamW (optim: adamw_torch), with zero_stage: 1 to save memory"},
       {"pure_bf16", "false", "pure bf16 (bf16 optimizer state) is not built: use bf16: true (fp32 master weights)"},
-      {"rope_scaling", "", "RoPE scaling is not built: remove it and keep cutoff_len within the model's max_position_embeddings"},
+      {"rope_scaling", "",
+       "RoPE scaling is not built: remove it and keep cutoff_len within the model's max_position_embeddings"},
       {"shift_attn", "false", "S^2-Attn is not built: remove it and keep cutoff_len within the model's context"},
       {"neftune_noise_alpha", "0", "NEFTune noise is not built: remove the key"},
       {"loraplus_lr_ratio", "", "LoRA+ is not built: use one learning_rate for both LoRA factors"},

@@ -28,9 +28,9 @@ namespace anneal::data {
 struct PretrainOptions {
   int cutoff_len = 2048;
   bool packing = true;
-  int batch_size = 1000;                // LLaMA-Factory's preprocessing_batch_size
-  int num_shards = 1;                   // LLaMA-Factory's preprocessing_num_workers
-  std::optional<int32_t> pad_id;        // labels are -100 where the input is this token
+  int batch_size = 1000;          // LLaMA-Factory's preprocessing_batch_size
+  int num_shards = 1;             // LLaMA-Factory's preprocessing_num_workers
+  std::optional<int32_t> pad_id;  // labels are -100 where the input is this token
 };
 
 // [lo, hi) of shard `index` of `n` rows in `shards` contiguous shards (HF datasets' shard(contiguous=True)).

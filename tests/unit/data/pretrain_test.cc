@@ -11,7 +11,9 @@
 namespace anneal::data {
 namespace {
 
-std::vector<std::vector<int32_t>> Ids(std::initializer_list<std::vector<int32_t>> rows) { return rows; }
+std::vector<std::vector<int32_t>> Ids(std::initializer_list<std::vector<int32_t>> rows) {
+  return rows;
+}
 
 std::vector<std::vector<int32_t>> Inputs(const std::vector<SftExample>& examples) {
   std::vector<std::vector<int32_t>> out;
@@ -77,8 +79,8 @@ std::string ByteTokenizerJson() {
   const auto& alpha = ByteLevelAlphabet();
   for (int b = 0; b < 256; ++b) vocab[alpha[b]] = b;
   nlohmann::json j = {
-      {"added_tokens", {{{"id", 256}, {"content", "<s>"}, {"special", true}},
-                        {{"id", 257}, {"content", "</s>"}, {"special", true}}}},
+      {"added_tokens",
+       {{{"id", 256}, {"content", "<s>"}, {"special", true}}, {{"id", 257}, {"content", "</s>"}, {"special", true}}}},
       {"normalizer", nullptr},
       {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
       {"decoder", {{"type", "ByteLevel"}}},

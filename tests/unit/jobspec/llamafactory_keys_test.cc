@@ -1,11 +1,11 @@
 // LLaMA-Factory keys that used to be accepted and ignored: each now behaves as in LLaMA-Factory or is refused
 // with what to use instead (one test per key; the training-loop keys' behaviour is in tests/parity/train).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 #include "jobspec/jobspec.h"
 
@@ -25,8 +25,8 @@ bool HasWarningContaining(const JobSpec& s, const std::string& text) {
 class DeepSpeedConfig {
  public:
   explicit DeepSpeedConfig(const std::string& json) {
-    dir_ = std::filesystem::temp_directory_path() / ("anneal-ds-" + std::to_string(::getpid()) + "-" +
-                                                     std::to_string(counter_++));
+    dir_ = std::filesystem::temp_directory_path() /
+           ("anneal-ds-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
     std::filesystem::create_directories(dir_);
     std::ofstream(path()) << json;
   }
@@ -47,7 +47,8 @@ TEST(LlamaFactoryDeepSpeed, StageZeroIsPlainDataParallelAndStageOneIsZeroOne) {
   auto zero = WithDeepSpeed(R"({"train_batch_size": "auto", "zero_optimization": {"stage": 0}})");
   ASSERT_TRUE(zero.ok()) << zero.status().ToString();
   EXPECT_EQ(zero->resources.zero_stage, 0);
-  auto one = WithDeepSpeed(R"({"bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 1, "overlap_comm": false}})");
+  auto one =
+      WithDeepSpeed(R"({"bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 1, "overlap_comm": false}})");
   ASSERT_TRUE(one.ok()) << one.status().ToString();
   EXPECT_EQ(one->resources.zero_stage, 1);
   auto none = WithDeepSpeed(R"({"gradient_clipping": "auto"})");  // DeepSpeed's default stage is 0
@@ -70,8 +71,7 @@ TEST(LlamaFactoryDeepSpeed, StagesTwoAndThreeAreRefusedNamingTheStage) {
 TEST(LlamaFactoryDeepSpeed, OffloadOptimizerAndExplicitSpecValuesAreRefused) {
   auto offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}}})");
   ASSERT_FALSE(offload.ok());
-  EXPECT_NE(offload.status().message().find("offloads to cpu (zero_optimization.offload_optimizer)"),
-            std::string::npos)
+  EXPECT_NE(offload.status().message().find("offloads to cpu (zero_optimization.offload_optimizer)"), std::string::npos)
       << offload.status().message();
   auto no_offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 1, "offload_param": {"device": "none"}}})");
   EXPECT_TRUE(no_offload.ok()) << no_offload.status().ToString();
@@ -129,7 +129,8 @@ TEST(LlamaFactoryGradientCheckpointing, OnInAFlatDocumentUnlessDisabled) {
   ASSERT_TRUE(not_disabled.ok());
   EXPECT_TRUE(not_disabled->train.gradient_checkpointing);
   // The native nested spelling keeps Anneal's default.
-  auto nested = ParseJobSpec("model: {model_name_or_path: /m}\ndata: {dataset: d}\ntrain: {output_dir: /o}\n", "n.yaml");
+  auto nested =
+      ParseJobSpec("model: {model_name_or_path: /m}\ndata: {dataset: d}\ntrain: {output_dir: /o}\n", "n.yaml");
   ASSERT_TRUE(nested.ok()) << nested.status().ToString();
   EXPECT_FALSE(nested->train.gradient_checkpointing);
   auto both = ParseJobSpec(std::string(kBase) + "gradient_checkpointing: true\ndisable_gradient_checkpointing: true\n",
@@ -194,7 +195,8 @@ TEST(LlamaFactoryStage, PtPacksByDefaultAndRefusesSftOnlyKeys) {
   for (const char* key : {"train_on_prompt", "mask_history", "neat_packing"}) {
     auto bad = ParseJobSpec(std::string(kBase) + "stage: pt\n" + key + ": true\n", "job.yaml");
     ASSERT_FALSE(bad.ok()) << key;
-    EXPECT_NE(bad.status().message().find(std::string("key '") + key + "' at job.yaml:5: only for stage sft, but "
+    EXPECT_NE(bad.status().message().find(std::string("key '") + key +
+                                          "' at job.yaml:5: only for stage sft, but "
                                           "'stage' at job.yaml:4 is pt"),
               std::string::npos)
         << bad.status().message();
@@ -206,8 +208,8 @@ TEST(LlamaFactoryStage, PtPacksByDefaultAndRefusesSftOnlyKeys) {
 
 TEST(LlamaFactoryTrainLoopKeys, SaveAndEvalStrategiesAreRepresentedForTheTrainer) {
   // What the trainer does with them is tests/parity/train (checkpoint and eval steps); here: the values parse.
-  auto epoch = ParseJobSpec(std::string(kBase) + "save_strategy: epoch\nval_size: 0.1\neval_strategy: epoch\n",
-                            "job.yaml");
+  auto epoch =
+      ParseJobSpec(std::string(kBase) + "save_strategy: epoch\nval_size: 0.1\neval_strategy: epoch\n", "job.yaml");
   ASSERT_TRUE(epoch.ok()) << epoch.status().ToString();
   EXPECT_EQ(epoch->train.save_strategy, SaveStrategy::kEpoch);
   EXPECT_EQ(epoch->train.eval_strategy, "epoch");
