@@ -23,7 +23,8 @@ struct SubmitOptions {
   bool follow = false;
 };
 
-// "key=/abs/path" overrides for every relative path of the spec (model, adapter, data, output, cache, tasks).
+// "key=/abs/path" overrides for every relative path of the spec (model, adapter, data, output, cache, tasks),
+// and the resolved ZeRO stage.
 std::vector<std::string> AbsolutePathOverrides(const jobspec::JobSpec& spec) {
   std::vector<std::string> out;
   auto add = [&](const char* key, const std::string& value) {
@@ -38,6 +39,9 @@ std::vector<std::string> AbsolutePathOverrides(const jobspec::JobSpec& spec) {
   add("train.resume_from_checkpoint", spec.train.resume_from_checkpoint);
   add("eval.task_dir", spec.eval.task_dir);
   add("eval.output_file", spec.eval.output_file);
+  // A `deepspeed` JSON is read here, where its relative path means something; the coordinator gets the stage it
+  // named (an override replaces the deepspeed key, so the coordinator never opens the file).
+  out.push_back("resources.zero_stage=" + std::to_string(spec.resources.zero_stage));
   return out;
 }
 

@@ -29,7 +29,7 @@ def main():
         os.makedirs(f"{tmp}/bad-adapter")
         json.dump({"peft_type": "PREFIX_TUNING"}, open(f"{tmp}/bad-adapter/adapter_config.json", "w"))
         base = [f"model_name_or_path: {tmp}/m", "dataset: demo_train", f"dataset_dir: {ROOT}/examples/data",
-                "template: qwen", "cutoff_len: 64", f"output_dir: {tmp}/out", "max_steps: 2", "save_steps: 0",
+                "template: qwen", "cutoff_len: 64", f"output_dir: {tmp}/out", "max_steps: 2", "save_strategy: \"no\"",
                 "overwrite_output_dir: true", f"tokenized_cache_dir: {tmp}/cache"]
         cases = [
             # (name, replaced/added lines, extra args, exit code, expected substring)

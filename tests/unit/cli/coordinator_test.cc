@@ -70,12 +70,14 @@ TEST(CliCoordinator, SubmitSendsTheFileTextOverridesAndTokenAndPrintsTheJobId) {
   ASSERT_TRUE(req.has_submit());
   EXPECT_EQ(req.submit().spec_yaml(), ReadFile(spec));
   // The user's overrides first, then the spec's relative paths resolved against the CLI's working directory
-  // (agents run elsewhere).
-  ASSERT_GE(req.submit().overrides_size(), 2);
+  // (agents run elsewhere), then the ZeRO stage (a deepspeed JSON is read by the CLI, not the coordinator).
+  ASSERT_GE(req.submit().overrides_size(), 3);
   EXPECT_EQ(req.submit().overrides(0), "lora_rank=16");
   EXPECT_EQ(req.submit().overrides(1), "train.learning_rate=3e-4");
+  const int last = req.submit().overrides_size() - 1;
+  EXPECT_EQ(req.submit().overrides(last), "resources.zero_stage=0");
   bool dataset_dir_resolved = false;
-  for (int i = 2; i < req.submit().overrides_size(); ++i) {
+  for (int i = 2; i < last; ++i) {
     const std::string& ov = req.submit().overrides(i);
     const auto eq = ov.find('=');
     ASSERT_NE(eq, std::string::npos) << ov;
@@ -91,6 +93,26 @@ TEST(CliCoordinator, SubmitSendsTheFileTextOverridesAndTokenAndPrintsTheJobId) {
   EXPECT_EQ(parsed["job_id"], "j-000042");
 }
 
+TEST(CliCoordinator, SubmitSendsTheZeroStageOfTheDeepSpeedConfigItRead) {
+  TempDir home;
+  FakeCoordinator coordinator([](const pb::ClientRequest&) {
+    pb::ClientReply reply;
+    reply.mutable_submit()->set_job_id("j-1");
+    return reply;
+  });
+  const std::string ds = home.Write("ds_z1.json", R"({"zero_optimization": {"stage": 1}})");
+  const std::string spec = home.Write("job.yaml", "model_name_or_path: /m\ndataset: d\noutput_dir: /o\ndeepspeed: " +
+                                                      ds + "\n");
+  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "submit", spec}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto requests = coordinator.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  const auto& overrides = requests[0].submit().overrides();
+  ASSERT_GE(overrides.size(), 1);
+  // The coordinator (elsewhere, without the file) gets the stage as an override that replaces the deepspeed key.
+  EXPECT_EQ(overrides[overrides.size() - 1], "resources.zero_stage=1");
+}
+
 TEST(CliCoordinator, SubmitPrintsLocalWarnings) {
   TempDir home;
   FakeCoordinator coordinator([](const pb::ClientRequest&) {
@@ -99,10 +121,10 @@ TEST(CliCoordinator, SubmitPrintsLocalWarnings) {
     return reply;
   });
   RunResult r = RunAnneal({"--coordinator", coordinator.address(), "submit",
-                           kExamples + "/llamafactory/llama3_full_sft.yaml"},
+                           kExamples + "/llamafactory/llama3_lora_sft.yaml"},
                           home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(Contains(r.err, "anneal submit: warning: key 'deepspeed' at ")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "anneal submit: warning: key 'trust_remote_code' at ")) << r.err;
 }
 
 TEST(CliCoordinator, CoordinatorRejectionOfASpecExitsTwo) {
