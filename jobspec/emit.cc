@@ -46,6 +46,33 @@ std::string_view FinetuningTypeName(FinetuningType t) {
   return "lora";
 }
 
+std::string_view SaveStrategyName(SaveStrategy s) {
+  switch (s) {
+    case SaveStrategy::kNo: return "no";
+    case SaveStrategy::kSteps: return "steps";
+    case SaveStrategy::kEpoch: return "epoch";
+  }
+  return "steps";
+}
+
+std::string_view OptimizerName(Optimizer o) {
+  switch (o) {
+    case Optimizer::kAdamWTorch: return "adamw_torch";
+    case Optimizer::kAdamWTorchFused: return "adamw_torch_fused";
+  }
+  return "adamw_torch";
+}
+
+std::string_view AttentionName(Attention a) {
+  switch (a) {
+    case Attention::kAuto: return "auto";
+    case Attention::kSdpa: return "sdpa";
+    case Attention::kFa2: return "fa2";
+    case Attention::kFa3: return "fa3";
+  }
+  return "auto";
+}
+
 std::string ToYaml(const JobSpec& spec) {
   YAML::Emitter out;
   out << YAML::BeginMap;

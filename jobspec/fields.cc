@@ -147,6 +147,35 @@ Field List(Names n, std::vector<std::string> allowed, bool non_empty, std::strin
                                         ListOf(allowed, non_empty), EncList);
 }
 
+// An enum field: the names in `values` map to E. `unsupported` (may be empty) follows the list in messages and
+// says what is refused and what to use instead, e.g. "(disabled is not built: use auto)".
+template <class E>
+Field Enum(Names n, std::vector<std::pair<std::string, E>> values, std::string unsupported, std::string doc,
+           Ref<E> ref) {
+  std::vector<std::string> names;
+  for (const auto& [name, value] : values) names.push_back(name);
+  std::string expected = "one of " + Join(names) + (unsupported.empty() ? "" : " " + unsupported);
+  return Make<E>(
+      std::move(n), "enum", std::move(expected), std::move(doc), ref,
+      [values](const YAML::Node& node, E* out) {
+        std::string s;
+        if (!DecodeString(node, &s)) return false;
+        for (const auto& [name, value] : values) {
+          if (name == s) {
+            *out = value;
+            return true;
+          }
+        }
+        return false;
+      },
+      [values](const E& e) {
+        for (const auto& [name, value] : values) {
+          if (value == e) return YAML::Node(name);
+        }
+        return YAML::Node(values.front().first);
+      });
+}
+
 const std::vector<std::string> kLoraTargets = {"all",    "q_proj",    "k_proj", "v_proj",
                                                "o_proj", "gate_proj", "up_proj", "down_proj"};
 
@@ -176,6 +205,15 @@ std::vector<Field> BuildFields() {
   f.push_back(Text({"model.adapter_name_or_path", "adapter_name_or_path"},
                    "PEFT adapter directory to continue training from or to evaluate with",
                    REF(model.adapter_name_or_path)));
+  f.push_back(Enum<Attention>({"model.flash_attn", "flash_attn"},
+                              {{"auto", Attention::kAuto},
+                               {"sdpa", Attention::kSdpa},
+                               {"fa2", Attention::kFa2},
+                               {"fa3", Attention::kFa3}},
+                              "(disabled, eager attention, is not built: use auto, the same result up to rounding "
+                              "with less memory)",
+                              "attention kernel: every value runs PyTorch SDPA (fa2/fa3 with a warning)",
+                              REF(model.flash_attn)));
   // finetuning
   f.push_back(Make<FinetuningType>(
       {"finetuning.type", "finetuning_type"}, "enum", "one of lora, full, freeze",
@@ -190,9 +228,11 @@ std::vector<Field> BuildFields() {
         return true;
       },
       [](const FinetuningType& t) { return YAML::Node(std::string(FinetuningTypeName(t))); }));
-  f.push_back(Choice({"finetuning.stage", "stage"}, {"sft", "pt"},
-                     "sft: supervised (prompt masked); pt: plain language-model pre-training on text",
-                     REF(finetuning.stage)));
+  f.push_back(Make<std::string>({"finetuning.stage", "stage"}, "enum",
+                                "one of sft, pt (rm, ppo, dpo and kto are not built yet, issue 21: use sft or pt)",
+                                "sft: supervised (prompt masked, chat template); pt: raw text, no template, grouped "
+                                "into cutoff_len blocks",
+                                REF(finetuning.stage), OneOf({"sft", "pt"}), EncString));
   f.push_back(PositiveInt({"finetuning.lora_rank", "lora_rank"}, "LoRA rank r", REF(finetuning.lora_rank)));
   f.push_back(Number({"finetuning.lora_alpha", "lora_alpha"}, "a positive number", [](double v) { return v > 0; },
                      "LoRA alpha (scaling alpha/r); default 2 * lora_rank", REF(finetuning.lora_alpha)));
@@ -221,7 +261,9 @@ std::vector<Field> BuildFields() {
   f.push_back(List({"data.dataset", "dataset"}, {}, false,
                    "training datasets: names in dataset_dir/dataset_info.json or file paths; required for train",
                    REF(data.dataset)));
-  f.push_back(List({"data.eval_dataset", "eval_dataset"}, {}, false, "evaluation datasets (same forms)",
+  f.push_back(List({"data.eval_dataset", "eval_dataset"}, {}, false,
+                   "evaluation datasets (same forms): the validation set during training (instead of val_size), or "
+                   "what kind: eval evaluates",
                    REF(data.eval_dataset)));
   f.push_back(RequiredText({"data.dataset_dir", "dataset_dir"}, "directory of dataset_info.json and data files",
                            REF(data.dataset_dir)));
@@ -253,6 +295,14 @@ std::vector<Field> BuildFields() {
                    REF(data.skip_bad_rows)));
   f.push_back(Text({"data.tokenized_cache_dir", "tokenized_cache_dir"},
                    "tokenized-dataset cache; empty: <output_dir>/../.anneal-cache", REF(data.tokenized_cache_dir)));
+  f.push_back(PositiveInt({"data.preprocessing_batch_size", "preprocessing_batch_size"},
+                          "stage pt with packing: rows concatenated and cut into blocks together (LLaMA-Factory's map "
+                          "batch; the remainder of each group is dropped)",
+                          REF(data.preprocessing_batch_size)));
+  f.push_back(PositiveInt({"data.preprocessing_num_workers", "preprocessing_num_workers"},
+                          "stage pt with packing: the rows are split into this many contiguous shards first, as "
+                          "LLaMA-Factory's datasets.map(num_proc); no effect on sft",
+                          REF(data.preprocessing_num_workers)));
   // train
   f.push_back(RequiredText({"train.output_dir", "output_dir"}, "where checkpoints and the result go; required",
                            REF(train.output_dir)));
@@ -289,17 +339,29 @@ std::vector<Field> BuildFields() {
                      "AdamW beta2", REF(train.adam_beta2)));
   f.push_back(Number({"train.adam_epsilon", "adam_epsilon"}, "a positive number", [](double v) { return v > 0; },
                      "AdamW epsilon", REF(train.adam_epsilon)));
+  f.push_back(Enum<Optimizer>({"train.optim", "optim"},
+                              {{"adamw_torch", Optimizer::kAdamWTorch}, {"adamw_torch_fused", Optimizer::kAdamWTorchFused}},
+                              "(the trainer's optimizer is torch's AdamW; adamw_hf is gone from transformers 5 and "
+                              "others are not built: use adamw_torch)",
+                              "optimizer: torch's AdamW (both names, the same update)", REF(train.optim)));
   f.push_back(Number({"train.max_grad_norm", "max_grad_norm"}, "a number", [](double) { return true; },
                      "global gradient-norm clipping; <= 0 disables it", REF(train.max_grad_norm)));
   f.push_back(Flag({"train.bf16", "bf16"}, "bfloat16 compute (fp32 master weights and optimizer state)",
                    REF(train.bf16)));
-  f.push_back(Flag({"train.fp16", "fp16"}, "float16 compute with loss scaling", REF(train.fp16)));
+  f.push_back(Flag({"train.fp16", "fp16"}, "refused when true: float16 needs a loss scaler, not built (use bf16)",
+                   REF(train.fp16)));
   f.push_back(NonNegativeInt64({"train.seed", "seed"}, "random seed (init, dropout, data order)", REF(train.seed)));
   f.push_back(Flag({"train.gradient_checkpointing", "gradient_checkpointing"},
                    "recompute activations in backward to save memory", REF(train.gradient_checkpointing)));
   f.push_back(PositiveInt64({"train.logging_steps", "logging_steps"}, "report metrics every N steps",
                             REF(train.logging_steps)));
-  f.push_back(NonNegativeInt64({"train.save_steps", "save_steps"}, "checkpoint every N steps; 0: only at the end",
+  f.push_back(Enum<SaveStrategy>({"train.save_strategy", "save_strategy"},
+                                 {{"no", SaveStrategy::kNo}, {"steps", SaveStrategy::kSteps}, {"epoch", SaveStrategy::kEpoch}},
+                                 "(best is not built: use steps with keep_best)",
+                                 "when to checkpoint: no, steps (every save_steps and at the end), epoch (every epoch)",
+                                 REF(train.save_strategy)));
+  f.push_back(NonNegativeInt64({"train.save_steps", "save_steps"},
+                               "save_strategy steps: checkpoint every N steps and at the end; 0: only at the end",
                                REF(train.save_steps)));
   f.push_back(NonNegativeInt64({"train.save_total_limit", "save_total_limit"},
                                "keep the latest N checkpoints; 0 keeps all", REF(train.save_total_limit)));

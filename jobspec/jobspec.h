@@ -5,8 +5,13 @@
 //   - LLaMA-Factory's flat keys (model_name_or_path, finetuning_type, lora_rank, dataset, template, cutoff_len,
 //     per_device_train_batch_size, learning_rate, num_train_epochs, bf16, output_dir, ...), so an existing
 //     LLaMA-Factory config runs unchanged. Flat and nested keys may be mixed; a key given twice is an error.
-// Unknown keys are errors that name the key, its location (file:line) and the closest known key. LLaMA-Factory
-// keys that have no meaning here (report_to, plot_loss, ...) are accepted and listed in JobSpec::warnings.
+// Unknown keys are errors that name the key, its location (file:line) and the closest known key. Every
+// LLaMA-Factory key the parser knows is honoured (it means what it means in LLaMA-Factory), refused (an error
+// saying what to use instead: quantization_bit, fp16: true, stage: dpo, ...), or ignored with a warning in
+// JobSpec::warnings (only keys that change neither the result nor the memory: report_to, plot_loss, ...);
+// docs/job-spec.md tables which is which. Two LLaMA-Factory keys are translated: `deepspeed` (its JSON's
+// zero_optimization.stage becomes resources.zero_stage) and `disable_gradient_checkpointing` (the inverse of
+// train.gradient_checkpointing, whose default is true in a flat LLaMA-Factory document, as there).
 // Every value is validated (type, range, allowed values) with a message naming the key and what is allowed.
 // Defaults are resolved at parse time, so ToYaml() writes a complete spec (what the coordinator stores and the
 // trainer receives); ParseJobSpec(ToYaml(s)) reproduces s.
@@ -33,17 +38,21 @@ namespace anneal::jobspec {
 
 enum class JobKind { kTrain, kEval };
 enum class FinetuningType { kLora, kFull, kFreeze };
+enum class SaveStrategy { kNo, kSteps, kEpoch };         // HF TrainingArguments.save_strategy ("best" is refused)
+enum class Optimizer { kAdamWTorch, kAdamWTorchFused };  // HF optim names of the one AdamW the trainer has
+enum class Attention { kAuto, kSdpa, kFa2, kFa3 };       // LLaMA-Factory's flash_attn ("disabled" is refused)
 
 struct ModelSpec {
   std::string model_name_or_path;          // a local HF model directory (config.json + safetensors)
   std::string adapter_name_or_path;        // optional PEFT adapter to continue from / evaluate with
+  Attention flash_attn = Attention::kAuto; // every value runs PyTorch SDPA (see docs/job-spec.md)
 
   bool operator==(const ModelSpec&) const = default;
 };
 
 struct FinetuningSpec {
   FinetuningType type = FinetuningType::kLora;
-  std::string stage = "sft";               // LLaMA-Factory's stage; "sft" and "pt" are supported
+  std::string stage = "sft";               // sft: supervised; pt: raw text (rm, ppo, dpo, kto are refused)
   int lora_rank = 8;
   double lora_alpha = 16;                  // LLaMA-Factory's default: 2 * lora_rank
   double lora_dropout = 0.0;
@@ -63,12 +72,14 @@ struct DataSpec {
   int cutoff_len = 2048;
   std::optional<int64_t> max_samples;
   double val_size = 0.0;                   // fraction (< 1) or a count (>= 1) of examples held out
-  bool packing = false;
+  bool packing = false;                    // default: true for stage pt, false for sft (LLaMA-Factory's rule)
   bool neat_packing = false;
   bool train_on_prompt = false;
   bool mask_history = false;
   bool skip_bad_rows = false;
   std::string tokenized_cache_dir;         // empty: <output_dir>/../.anneal-cache
+  int preprocessing_batch_size = 1000;     // stage pt packing: rows grouped together (LLaMA-Factory's map batch)
+  int preprocessing_num_workers = 1;       // stage pt packing: contiguous shards, each grouped on its own
 
   bool operator==(const DataSpec&) const = default;
 };
@@ -88,13 +99,15 @@ struct TrainSpec {
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
+  Optimizer optim = Optimizer::kAdamWTorchFused;  // HF's default with torch >= 2.8; both are the same AdamW
   double max_grad_norm = 1.0;              // <= 0 disables clipping
   bool bf16 = false;
-  bool fp16 = false;
+  bool fp16 = false;                       // always false: fp16: true is refused (no loss scaler; use bf16)
   int64_t seed = 42;
-  bool gradient_checkpointing = false;
+  bool gradient_checkpointing = false;     // default true in a flat (LLaMA-Factory) document, false in a nested one
   int64_t logging_steps = 10;
-  int64_t save_steps = 500;                // 0: no intermediate checkpoints
+  SaveStrategy save_strategy = SaveStrategy::kSteps;
+  int64_t save_steps = 500;                // save_strategy steps: every N steps and at the end; 0: only at the end
   int64_t save_total_limit = 0;            // keep the latest N checkpoints; 0 keeps all
   int64_t keep_best = 0;                   // also keep the best K by metric_for_best_model
   std::string metric_for_best_model = "eval_loss";
@@ -167,6 +180,9 @@ struct JobSpec {
 
 std::string_view JobKindName(JobKind kind);            // "train", "eval"
 std::string_view FinetuningTypeName(FinetuningType t); // "lora", "full", "freeze"
+std::string_view SaveStrategyName(SaveStrategy s);     // "no", "steps", "epoch"
+std::string_view OptimizerName(Optimizer o);           // "adamw_torch", "adamw_torch_fused"
+std::string_view AttentionName(Attention a);           // "auto", "sdpa", "fa2", "fa3"
 
 // Parses and validates. `source` names the text in messages ("job.yaml"). `overrides` are "key=value" strings
 // (flat or dotted nested keys, e.g. "train.learning_rate=1e-4" or "learning_rate=1e-4") applied before

@@ -30,6 +30,7 @@ struct Assignment {
   YAML::Node value;
   std::string key;    // as written: "lora_rank", "finetuning.lora_rank", "resources.parallel.tensor"
   std::string where;  // "at job.yaml:7" or "in override 'lora_rank=8'"
+  const TranslatedKey* translated = nullptr;  // set when `key` is deepspeed / disable_gradient_checkpointing
 };
 
 std::string UnknownKeySuffix(std::string_view key) {
@@ -78,17 +79,21 @@ class SpecReader {
     }
     if (const Field* field = FindField(key)) return Record(field, value, key, where, /*replace=*/true);
     if (key == "do_train") return RecordDoTrain(value, key, where);
-    if (const IgnoredKey* ignored = FindIgnoredKey(key)) {
-      warnings_.push_back(fmt::format("key '{}' {} is ignored: {}", key, where, ignored->reason));
-      return Status::Ok();
-    }
+    bool known = false;
+    RETURN_IF_ERROR(ReadLlamaFactoryKey(key, value, where, /*replace=*/true, &known));
+    if (known) return Status::Ok();
     return InvalidArgumentError(fmt::format("override '{}': unknown key '{}'{}", text, key, UnknownKeySuffix(key)));
   }
 
   // Decodes every assignment into `spec` and resolves the defaults that depend on what was given.
   Status Apply(JobSpec& spec) {
     for (const Assignment& a : assignments_) {
-      if (a.field) RETURN_IF_ERROR(a.field->assign(a.value, a.key, a.where, spec));
+      if (!a.field) continue;
+      YAML::Node value = a.value;
+      if (a.translated) {
+        ASSIGN_OR_RETURN(value, a.translated->translate(a.value, a.key, a.where));
+      }
+      RETURN_IF_ERROR(a.field->assign(value, a.key, a.where, spec));
     }
     if (do_train_.has_value()) {
       const Assignment* kind = Given("kind");
@@ -99,9 +104,41 @@ class SpecReader {
       if (!do_train_->value && !kind) spec.kind = JobKind::kEval;
     }
     if (!Given("finetuning.lora_alpha")) spec.finetuning.lora_alpha = 2.0 * spec.finetuning.lora_rank;
+    // LLaMA-Factory checkpoints activations unless disable_gradient_checkpointing: true; the nested spelling
+    // keeps Anneal's default (off). A document is LLaMA-Factory's when it has no section.
+    if (!Given("train.gradient_checkpointing")) spec.train.gradient_checkpointing = !saw_section_;
+    if (spec.finetuning.stage == "pt") {
+      RETURN_IF_ERROR(CheckPretrainKeys());
+      // LLaMA-Factory: packing (concatenate and cut into cutoff_len blocks) is on for pt unless given.
+      if (!Given("data.packing")) spec.data.packing = true;
+    }
     if (spec.data.neat_packing) spec.data.packing = true;  // LLaMA-Factory: neat_packing implies packing
+    if (const Assignment* a = Given("model.flash_attn");
+        a && (spec.model.flash_attn == Attention::kFa2 || spec.model.flash_attn == Attention::kFa3)) {
+      warnings_.push_back(fmt::format(
+          "key '{}' {}: '{}' runs PyTorch SDPA (its FlashAttention kernel on CUDA where it applies): the same result "
+          "up to rounding",
+          a->key, a->where, AttentionName(spec.model.flash_attn)));
+    }
     spec.resources.world_size_given = Given("resources.nodes") || Given("resources.gpus_per_node");
     spec.warnings = warnings_;
+    return Status::Ok();
+  }
+
+  // LLaMA-Factory refuses these outside sft (hparams/parser.py); so does Anneal, naming the key.
+  Status CheckPretrainKeys() const {
+    const Assignment* stage = Given("finetuning.stage");
+    if (!stage) return Status::Ok();
+    for (const char* nested : {"data.neat_packing", "data.train_on_prompt", "data.mask_history"}) {
+      const Assignment* a = Given(nested);
+      bool on = false;
+      if (a && DecodeBool(a->value, &on) && on) {
+        return InvalidArgumentError(fmt::format(
+            "key '{}' {}: only for stage sft, but '{}' {} is pt (pt trains on every token of the raw text{})", a->key,
+            a->where, stage->key, stage->where,
+            std::string_view(nested) == "data.neat_packing" ? "; use packing" : ""));
+      }
+    }
     return Status::Ok();
   }
 
@@ -143,6 +180,7 @@ class SpecReader {
       const std::string dotted = prefix.empty() ? name : prefix + "." + name;
       const std::string where = "at " + At(key_node);
       if (IsSection(dotted)) {
+        saw_section_ = true;
         if (value.IsNull()) continue;  // "train:" with nothing under it
         if (!value.IsMap()) {
           return InvalidArgumentError(fmt::format("key '{}' {}: expected a mapping of {} keys, got {}", dotted,
@@ -161,18 +199,36 @@ class SpecReader {
         continue;
       }
       if (prefix.empty()) {
-        if (const IgnoredKey* ignored = FindIgnoredKey(dotted)) {
-          warnings_.push_back(fmt::format("key '{}' {} is ignored: {}", dotted, where, ignored->reason));
-          continue;
-        }
+        bool known = false;
+        RETURN_IF_ERROR(ReadLlamaFactoryKey(dotted, value, where, /*replace=*/false, &known));
+        if (known) continue;
       }
       return InvalidArgumentError(fmt::format("unknown key '{}' {}{}", dotted, where, UnknownKeySuffix(dotted)));
     }
     return Status::Ok();
   }
 
+  // A translated, refused or ignored LLaMA-Factory key; *known is false when `key` is none of them.
+  Status ReadLlamaFactoryKey(const std::string& key, const YAML::Node& value, const std::string& where, bool replace,
+                             bool* known) {
+    *known = true;
+    if (const TranslatedKey* translated = FindTranslatedKey(key)) {
+      return Record(FindNestedField(translated->target), value, key, where, replace, translated);
+    }
+    if (const RefusedKey* refused = FindRefusedKey(key)) {
+      if (IsHarmlessValue(*refused, value)) return Status::Ok();
+      return InvalidArgumentError(fmt::format("key '{}' {} is not supported: {}", key, where, refused->instead));
+    }
+    if (const IgnoredKey* ignored = FindIgnoredKey(key)) {
+      warnings_.push_back(fmt::format("key '{}' {} is ignored: {}", key, where, ignored->reason));
+      return Status::Ok();
+    }
+    *known = false;
+    return Status::Ok();
+  }
+
   Status Record(const Field* field, const YAML::Node& value, const std::string& key, const std::string& where,
-                bool replace) {
+                bool replace, const TranslatedKey* translated = nullptr) {
     auto previous = std::find_if(assignments_.begin(), assignments_.end(),
                                  [&](const Assignment& a) { return a.field == field; });
     if (previous != assignments_.end()) {
@@ -188,7 +244,7 @@ class SpecReader {
       warnings_.push_back(fmt::format("key '{}' {} is deprecated: use '{}'", key, where, d->second));
     }
     if (value.IsNull()) return Status::Ok();  // "key:" or "key: null" keeps the default
-    assignments_.push_back({field, value, key, where});
+    assignments_.push_back({field, value, key, where, translated});
     return Status::Ok();
   }
 
@@ -206,7 +262,16 @@ class SpecReader {
   std::vector<Assignment> assignments_;
   std::vector<std::string> warnings_;
   std::optional<DoTrain> do_train_;
+  bool saw_section_ = false;  // the document uses the nested spelling somewhere
 };
+
+// What LLaMA-Factory refuses about evaluation during training (data/data_utils.py split_dataset).
+Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
+  if (s.kind != JobKind::kTrain || s.data.eval_dataset.empty() || s.data.val_size <= 0) return Status::Ok();
+  return InvalidArgumentError(fmt::format("{}: {} and {} are both given: validate on eval_dataset or on a val_size "
+                                          "split of the training data, not both (as LLaMA-Factory); use one",
+                                          r.source(), r.Located("data.val_size"), r.Located("data.eval_dataset")));
+}
 
 // Checks that involve several fields. Runs after Apply, so every value is in range on its own.
 Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
@@ -230,9 +295,11 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
         "{}: nothing to train: {} is 0 and max_steps is not set; set num_train_epochs > 0 or max_steps > 0", src,
         r.Located("train.num_train_epochs")));
   }
-  if (s.train.bf16 && s.train.fp16) {
-    return InvalidArgumentError(fmt::format("{}: {} and {} are both true: choose one precision", src,
-                                            r.Located("train.bf16"), r.Located("train.fp16")));
+  if (s.train.fp16) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} is not supported: float16 training needs a dynamic loss scaler, which is not built; use bf16: true "
+        "(bfloat16 has float32's range and needs no loss scaling)",
+        src, r.Located("train.fp16")));
   }
   if (s.data.val_size >= 1 && s.data.val_size != static_cast<double>(static_cast<int64_t>(s.data.val_size))) {
     return InvalidArgumentError(fmt::format(
@@ -244,6 +311,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
         "{}: {} is '{}' but there is no evaluation set: set val_size (e.g. 0.1) or eval_dataset", src,
         r.Located("train.eval_strategy"), s.train.eval_strategy));
   }
+  RETURN_IF_ERROR(CheckTrainEvalSet(s, r));
   if (s.kind == JobKind::kEval &&
       std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() && s.eval.task_dir.empty()) {
     return InvalidArgumentError(fmt::format(

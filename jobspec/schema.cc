@@ -63,33 +63,23 @@ const std::vector<IgnoredKey>& IgnoredKeys() {
       {"report_to", "metrics go to the coordinator (anneal watch, the web UI)"},
       {"plot_loss", "loss curves are in anneal watch and the web UI"},
       {"logging_dir", "logs are kept by the agent (anneal logs)"},
-      {"preprocessing_num_workers", "tokenization runs in the trainer"},
       {"dataloader_num_workers", "data loading runs in the trainer"},
       {"overwrite_cache", "the tokenized cache is keyed by dataset, tokenizer and template"},
       {"trust_remote_code", "only built-in LLaMA-family architectures are loaded; no remote code runs"},
-      {"flash_attn", "the trainer picks its attention kernel"},
       {"save_only_model", "checkpoints always hold what resuming needs"},
-      {"save_strategy", "checkpoints follow save_steps"},
       {"do_eval", "evaluation follows eval_strategy"},
       {"do_predict", "use kind: eval"},
       {"run_name", "use scheduling.name"},
       {"include_num_input_tokens_seen", "token throughput is always reported"},
-      {"deepspeed", "replaced by native parallelism (resources.zero_stage, tensor/pipeline parallel)"},
       {"ddp_find_unused_parameters", "not needed by the native data parallelism"},
       {"dataloader_pin_memory", "data loading runs in the trainer"},
       {"use_fast_tokenizer", "the trainer reads tokenizer.json directly"},
       {"cache_dir", "models are loaded from a local directory"},
-      {"streaming", "datasets are tokenized once and cached"},
-      {"optim", "the optimizer is AdamW"},
       {"ddp_backend", "NCCL on GPU nodes, Gloo on CPU nodes"},
       {"disable_tqdm", "progress is shown by anneal watch"},
       {"log_level", "the agent keeps every rank's log"},
-      {"enable_liger_kernel", "the trainer has its own fused kernels"},
-      {"use_unsloth", "the trainer has its own fused kernels"},
       {"print_param_status", "the trainer logs its trainable parameter count"},
       {"save_safetensors", "checkpoints and exports are always safetensors"},
-      {"torch_compile", "the trainer is compiled C++"},
-      {"disable_gradient_checkpointing", "use gradient_checkpointing (default false)"},
   };
   return keys;
 }
@@ -108,6 +98,8 @@ std::string SuggestKey(std::string_view key) {
     if (!f.flat.empty()) candidates.insert(f.flat);
   }
   for (const IgnoredKey& k : IgnoredKeys()) candidates.insert(k.key);
+  for (const TranslatedKey& k : TranslatedKeys()) candidates.insert(k.key);
+  for (const RefusedKey& k : RefusedKeys()) candidates.insert(k.key);
   for (const std::string& s : Sections()) candidates.insert(s);
 
   // A known leaf in the wrong section ("train.lora_rank"): point at the right section.

@@ -1,7 +1,8 @@
 // The job-spec schema: one table row per JobSpec field, with both spellings, type, default and allowed values.
 //
-// Every key the parser accepts comes from this table (KnownFields) or from the list of LLaMA-Factory keys that
-// are accepted and ignored (IgnoredKeys). docs/job-spec.md documents the same table; a test checks that the
+// Every key the parser accepts comes from this table (KnownFields), from the LLaMA-Factory keys translated into a
+// field (TranslatedKeys: deepspeed, disable_gradient_checkpointing), or from the LLaMA-Factory keys that are
+// accepted and ignored (IgnoredKeys); RefusedKeys are known LLaMA-Factory keys refused with what to use instead. docs/job-spec.md documents the same table; a test checks that the
 // two agree. The parser (parse.cc) and the emitter (emit.cc) are generic over these rows, so adding a field is
 // one row here plus one line in docs/job-spec.md.
 //
@@ -70,7 +71,32 @@ struct IgnoredKey {
 const std::vector<IgnoredKey>& IgnoredKeys();
 const IgnoredKey* FindIgnoredKey(std::string_view key);
 
-// The closest known key by edit distance (flat, nested and ignored keys), or "" when nothing is close.
+// A LLaMA-Factory key that sets a field under another meaning: `deepspeed` (a JSON file whose
+// zero_optimization.stage becomes resources.zero_stage) and `disable_gradient_checkpointing` (the inverse of
+// train.gradient_checkpointing). It counts as the target field: giving both is the "same setting twice" error.
+struct TranslatedKey {
+  std::string key;
+  std::string target;  // nested path of the field it sets
+  // The target field's value for `value`, computed when the spec is applied (after overrides, so an override
+  // of the target means the translation never runs). Errors: INVALID_ARGUMENT naming key, where and the file.
+  std::function<StatusOr<YAML::Node>(const YAML::Node& value, std::string_view key, std::string_view where)>
+      translate;
+};
+const std::vector<TranslatedKey>& TranslatedKeys();
+const TranslatedKey* FindTranslatedKey(std::string_view key);
+
+// A LLaMA-Factory key for a feature Anneal does not have: an error saying what to use instead, unless the value
+// is LLaMA-Factory's default (which changes nothing) or null.
+struct RefusedKey {
+  std::string key;
+  std::string harmless;  // LLaMA-Factory's default, accepted silently ("false", "concat"); "" when only null is
+  std::string instead;   // the message after "key '<key>' <where> is not supported: "
+};
+const std::vector<RefusedKey>& RefusedKeys();
+const RefusedKey* FindRefusedKey(std::string_view key);
+bool IsHarmlessValue(const RefusedKey& refused, const YAML::Node& value);
+
+// The closest known key by edit distance (flat, nested, translated, refused and ignored keys), or "" when nothing is close.
 std::string SuggestKey(std::string_view key);
 
 // Renders a YAML node as scalar text for docs and messages ("[a, b]" for a list, "null" for null).

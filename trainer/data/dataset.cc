@@ -118,7 +118,7 @@ Status RejectTools(const DatasetAttr& a, const json& row) {
   return Status::Ok();
 }
 
-StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row) {
+StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row, bool response_optional) {
   RETURN_IF_ERROR(RejectTools(a, row));
   Conversation c;
   const json& history = Col(row, a.history);
@@ -144,6 +144,7 @@ StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row) {
   for (size_t k = 0; k < query.size(); ++k) joined += (k ? "\n" : "") + query[k];
   c.messages.push_back({Role::kUser, joined});
   const json& response = Col(row, a.response);
+  if (response_optional && response.is_null()) return c;  // LLaMA-Factory: an empty response (unsupervised)
   if (!response.is_string())
     return InvalidArgumentError(fmt::format("field '{}': {}", a.response.value_or("output"),
                                             response.is_null() ? "missing" : "must be a string"));
@@ -326,7 +327,7 @@ StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr_in, cons
       if (!row.value.is_object()) c = InvalidArgumentError("row: must be a JSON object");
       else if (attr.formatting == "sharegpt") c = ConvertSharegpt(attr, row.value);
       else if (attr.formatting == "tokenized") c = ConvertTokenized(attr, row.value);
-      else c = ConvertAlpaca(attr, row.value);
+      else c = ConvertAlpaca(attr, row.value, o.response_optional);
     }
     if (report) ++report->rows;
     if (!c.ok()) {

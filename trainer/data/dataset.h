@@ -61,6 +61,7 @@ struct Conversation {
 struct LoadOptions {
   std::optional<int64_t> max_samples;
   bool skip_bad_rows = false;
+  bool response_optional = false;  // stage pt: an alpaca row without a response column is the prompt alone
 };
 
 struct LoadReport {

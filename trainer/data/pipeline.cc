@@ -61,6 +61,36 @@ StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, con
   return result;
 }
 
+StatusOr<std::vector<SftExample>> EncodePretrainTexts(const Tokenizer& tok, std::string_view template_name,
+                                                      const std::vector<Conversation>& rows, const DataConfig& c,
+                                                      const ProgressFn& progress) {
+  // LLaMA-Factory appends "<|end_of_text|>" for llama3 (its template's eos is <|eot_id|>), else the eos token.
+  std::optional<int32_t> eos = template_name == "llama3" ? tok.TokenToId("<|end_of_text|>") : tok.eos_id();
+  if (!eos) {
+    return InvalidArgumentError(fmt::format("stage pt: the tokenizer has no end-of-sequence token{} to end each text",
+                                            template_name == "llama3" ? " <|end_of_text|>" : ""));
+  }
+  std::vector<std::string> texts;
+  texts.reserve(rows.size());
+  for (const Conversation& row : rows) {
+    if (row.pretokenized || row.messages.empty()) {
+      return InvalidArgumentError(row.origin + ": stage pt needs a text column (e.g. dataset_info.json \"columns\": "
+                                  "{\"prompt\": \"text\"})");
+    }
+    texts.push_back(row.messages[0].content);
+  }
+  ASSIGN_OR_RETURN(auto ids, tok.EncodeBatch(texts, c.threads));
+  for (auto& text_ids : ids) text_ids.push_back(*eos);
+  if (progress) progress("tokenize", static_cast<int64_t>(ids.size()), static_cast<int64_t>(ids.size()));
+  PretrainOptions o;
+  o.cutoff_len = c.sft.cutoff_len;
+  o.packing = c.pretrain_packing;
+  o.batch_size = c.preprocessing_batch_size;
+  o.num_shards = c.preprocessing_num_workers;
+  o.pad_id = tok.pad_id() ? tok.pad_id() : tok.eos_id();  // LLaMA-Factory sets pad to eos when there is none
+  return GroupPretrainTexts(ids, o);
+}
+
 StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& progress) {
   PreparedData d;
   ASSIGN_OR_RETURN(d.tokenizer, Tokenizer::Load(c.tokenizer_dir));
@@ -76,20 +106,30 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   }
   parts.push_back(fmt::format("cutoff={} top={} mh={} max={} skip={}", c.sft.cutoff_len, c.sft.train_on_prompt,
                               c.sft.mask_history, c.max_samples ? *c.max_samples : -1, c.skip_bad_rows));
+  if (c.pretrain) {
+    parts.push_back(fmt::format("pt packing={} batch={} shards={}", c.pretrain_packing, c.preprocessing_batch_size,
+                                c.preprocessing_num_workers));
+  }
   d.cache_key = CacheKey(parts);
 
   auto build = [&](TokenCacheWriter& w) -> Status {
     LoadOptions lo;
     lo.max_samples = c.max_samples;
     lo.skip_bad_rows = c.skip_bad_rows;
+    lo.response_optional = c.pretrain;
     std::vector<Conversation> rows;
     for (const auto& a : attrs) {
       ASSIGN_OR_RETURN(auto part, LoadDataset(a, lo, &d.report));
       for (auto& r : part) rows.push_back(std::move(r));
     }
     if (progress) progress("load", static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows.size()));
-    ASSIGN_OR_RETURN(auto examples, EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows,
-                                                        c.threads, &d.report, progress));
+    std::vector<SftExample> examples;
+    if (c.pretrain) {
+      ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*d.tokenizer, c.template_name, rows, c, progress));
+    } else {
+      ASSIGN_OR_RETURN(examples, EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows,
+                                                     c.threads, &d.report, progress));
+    }
     for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
     return Status::Ok();
   };

@@ -28,6 +28,7 @@
 #include "common/status.h"
 #include "trainer/data/chat_template.h"
 #include "trainer/data/dataset.h"
+#include "trainer/data/pretrain.h"
 #include "trainer/data/sft.h"
 #include "trainer/data/token_cache.h"
 #include "trainer/data/tokenizer.h"
@@ -40,6 +41,12 @@ struct DataConfig {
   std::vector<std::string> datasets;
   std::string dataset_dir = "data";
   SftOptions sft;
+  // Stage pt (trainer/data/pretrain.h): raw text, no chat template, grouped into blocks. The template still
+  // fixes the tokenizer (its eos), as in LLaMA-Factory. sft's options other than cutoff_len do not apply.
+  bool pretrain = false;
+  bool pretrain_packing = true;
+  int preprocessing_batch_size = 1000;
+  int preprocessing_num_workers = 1;
   std::optional<int64_t> max_samples;
   double val_size = 0.0;
   bool skip_bad_rows = false;
@@ -67,6 +74,12 @@ struct PreparedData {
   std::string cache_key;
 };
 
+// With config.pretrain the cache holds stage pt examples (blocks, or one cut text per row without packing).
 StatusOr<PreparedData> PrepareSftData(const DataConfig& config, const ProgressFn& progress = {});
+
+// Stage pt: each row's text (its first message) encoded, eos appended, grouped (pretrain.h).
+StatusOr<std::vector<SftExample>> EncodePretrainTexts(const Tokenizer& tok, std::string_view template_name,
+                                                      const std::vector<Conversation>& rows, const DataConfig& c,
+                                                      const ProgressFn& progress = {});
 
 }  // namespace anneal::data

@@ -17,6 +17,10 @@ DataConfig DataConfigFromJob(const jobspec::JobSpec& spec) {
   c.sft.cutoff_len = spec.data.cutoff_len;
   c.sft.train_on_prompt = spec.data.train_on_prompt;
   c.sft.mask_history = spec.data.mask_history;
+  c.pretrain = spec.finetuning.stage == "pt";
+  c.pretrain_packing = spec.data.packing;
+  c.preprocessing_batch_size = spec.data.preprocessing_batch_size;
+  c.preprocessing_num_workers = spec.data.preprocessing_num_workers;
   c.max_samples = spec.data.max_samples;
   c.val_size = spec.data.val_size;
   c.skip_bad_rows = spec.data.skip_bad_rows;
@@ -36,11 +40,18 @@ Status RunPreview(const PreviewArgs& args, std::ostream& out) {
   LoadOptions lo;
   lo.max_samples = args.num;
   lo.skip_bad_rows = c.skip_bad_rows;
+  lo.response_optional = c.pretrain;
   LoadReport report;
   ASSIGN_OR_RETURN(auto rows, LoadDatasets(c.datasets, c.dataset_dir, lo, &report));
   if (static_cast<int>(rows.size()) > args.num) rows.resize(args.num);
-  ASSIGN_OR_RETURN(auto examples, EncodeConversations(t, *tok, rows, c.sft, c.skip_bad_rows, 1, &report));
-  out << fmt::format("template: {}   tokenizer: {}   cutoff_len: {}\n", t.name, c.tokenizer_dir, c.sft.cutoff_len);
+  std::vector<SftExample> examples;
+  if (c.pretrain) {  // stage pt: the first --num rows' texts, grouped into blocks (no template)
+    ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*tok, c.template_name, rows, c));
+  } else {
+    ASSIGN_OR_RETURN(examples, EncodeConversations(t, *tok, rows, c.sft, c.skip_bad_rows, 1, &report));
+  }
+  out << fmt::format("template: {}   tokenizer: {}   cutoff_len: {}{}\n", t.name, c.tokenizer_dir, c.sft.cutoff_len,
+                     c.pretrain ? fmt::format("   stage pt, packing {}", c.pretrain_packing) : "");
   for (size_t i = 0; i < examples.size(); ++i) {
     const SftExample& ex = examples[i];
     std::vector<int32_t> trained;

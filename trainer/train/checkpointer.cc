@@ -72,9 +72,16 @@ StatusOr<Progress> Checkpointer::Restore(const std::string& dir, const Trainable
   return progress;
 }
 
+// HF's DefaultFlowCallback: steps saves every save_steps (none when 0) and at the end; epoch at each epoch's end
+// (the last, possibly partial, epoch ends with the run); no never.
 bool Checkpointer::Due(const Progress& p) const {
-  const int64_t every = spec_->train.save_steps;
-  return every > 0 && (p.step % every == 0 || p.last());
+  const jobspec::TrainSpec& ts = spec_->train;
+  switch (ts.save_strategy) {
+    case jobspec::SaveStrategy::kNo: return false;
+    case jobspec::SaveStrategy::kSteps: return p.last() || (ts.save_steps > 0 && p.step % ts.save_steps == 0);
+    case jobspec::SaveStrategy::kEpoch: return p.epoch_end() || p.last();
+  }
+  return false;
 }
 
 Status Checkpointer::Save(const Progress& p, const json& metrics, model::CausalLM& lm, const TrainableSet& trainable,

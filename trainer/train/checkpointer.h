@@ -1,5 +1,6 @@
-// Checkpointer: the trainer's checkpoint component. It decides when a checkpoint is due (every save_steps and
-// at the last step), writes one with the barrier protocol, resumes from one, and — only when no coordinator
+// Checkpointer: the trainer's checkpoint component. It decides when a checkpoint is due (save_strategy as HF's
+// TrainingArguments: steps = every save_steps (0: none) and at the last step; epoch = at each epoch's end and
+// the last step; no = never), writes one with the barrier protocol, resumes from one, and — only when no coordinator
 // owns retention — deletes old ones.
 //
 // Save protocol (a collective over the world group):

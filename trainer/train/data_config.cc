@@ -11,8 +11,12 @@ data::DataConfig DataConfigFor(const jobspec::JobSpec& spec, const std::vector<s
   dc.datasets = datasets;
   dc.dataset_dir = spec.data.dataset_dir;
   dc.sft.cutoff_len = spec.data.cutoff_len;
-  dc.sft.train_on_prompt = spec.data.train_on_prompt || spec.finetuning.stage == "pt";
+  dc.sft.train_on_prompt = spec.data.train_on_prompt;
   dc.sft.mask_history = spec.data.mask_history;
+  dc.pretrain = spec.finetuning.stage == "pt";  // raw text blocks (trainer/data/pretrain.h)
+  dc.pretrain_packing = spec.data.packing;
+  dc.preprocessing_batch_size = spec.data.preprocessing_batch_size;
+  dc.preprocessing_num_workers = spec.data.preprocessing_num_workers;
   dc.max_samples = spec.data.max_samples;
   dc.skip_bad_rows = spec.data.skip_bad_rows;
   dc.seed = static_cast<uint64_t>(spec.train.seed);

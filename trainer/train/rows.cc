@@ -22,10 +22,12 @@ TrainRows CommonRows(const data::PreparedData& prepared, const jobspec::DataSpec
 
 }  // namespace
 
-TrainRows TrainRows::ForTraining(const data::PreparedData& prepared, const jobspec::DataSpec& spec) {
+TrainRows TrainRows::ForTraining(const data::PreparedData& prepared, const jobspec::DataSpec& spec,
+                                 bool stage_packs_bins) {
   TrainRows rows = CommonRows(prepared, spec);
   rows.examples = prepared.train;
-  rows.packed = spec.packing || spec.neat_packing;
+  // Stage pt packs while preprocessing (the cache rows are the cutoff_len blocks); sft packs rows into bins.
+  rows.packed = stage_packs_bins && (spec.packing || spec.neat_packing);
   rows.neat = spec.neat_packing;
   if (rows.packed) rows.bins = data::PackRows(*prepared.cache, prepared.train, spec.cutoff_len);
   return rows;
@@ -34,6 +36,12 @@ TrainRows TrainRows::ForTraining(const data::PreparedData& prepared, const jobsp
 TrainRows TrainRows::ForValidation(const data::PreparedData& prepared, const jobspec::DataSpec& spec) {
   TrainRows rows = CommonRows(prepared, spec);
   rows.examples = prepared.val;
+  return rows;
+}
+
+TrainRows TrainRows::ForEvalDataset(const data::PreparedData& prepared, const jobspec::DataSpec& spec) {
+  TrainRows rows = CommonRows(prepared, spec);
+  rows.examples = prepared.train;  // prepared with val_size 0: every row
   return rows;
 }
 

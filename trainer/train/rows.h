@@ -31,9 +31,13 @@ struct TrainRows {
   int cutoff_len = 0;
   int32_t pad_id = 0;
 
-  // The training split (packed into bins when the spec packs) and the validation split (never packed).
-  static TrainRows ForTraining(const data::PreparedData& prepared, const jobspec::DataSpec& spec);
+  // The training split (packed into bins when the spec packs, unless `stage_packs_bins` is false: stage pt
+  // packs while preprocessing) and the validation split (never packed).
+  static TrainRows ForTraining(const data::PreparedData& prepared, const jobspec::DataSpec& spec,
+                               bool stage_packs_bins = true);
   static TrainRows ForValidation(const data::PreparedData& prepared, const jobspec::DataSpec& spec);
+  // Every row of a separately prepared eval_dataset (never packed).
+  static TrainRows ForEvalDataset(const data::PreparedData& prepared, const jobspec::DataSpec& spec);
 
   int64_t size() const;
   // One micro-batch of the rows at sampler positions `positions`.

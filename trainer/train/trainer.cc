@@ -80,8 +80,15 @@ Status Trainer::SetupData() {
   if (data.report.skipped > 0 && leader) {
     events_.Emit("message", {{"level", "warn"}, {"text", "skipped " + std::to_string(data.report.skipped) + " bad rows"}});
   }
-  rows_ = TrainRows::ForTraining(data, spec_.data);
-  validator_.emplace(spec_.train, TrainRows::ForValidation(data, spec_.data), rt_);
+  rows_ = TrainRows::ForTraining(data, spec_.data, /*stage_packs_bins=*/spec_.finetuning.stage != "pt");
+  if (spec_.data.eval_dataset.empty()) {
+    validator_.emplace(spec_.train, TrainRows::ForValidation(data, spec_.data), rt_);
+  } else {
+    // LLaMA-Factory: eval_dataset (merged, preprocessed like the training data) instead of a val_size split.
+    data::DataConfig ec = DataConfigFor(spec_, spec_.data.eval_dataset);
+    ASSIGN_OR_RETURN(data::PreparedData eval_data, data::PrepareSftData(ec));
+    validator_.emplace(spec_.train, TrainRows::ForEvalDataset(eval_data, spec_.data), rt_);
+  }
   if (rows_.size() == 0) return InvalidArgumentError("dataset: no training examples after loading and the split");
   return Status::Ok();
 }
@@ -226,7 +233,9 @@ void Trainer::LogHoldings() const {
   std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp "
             << rt_.dp_rank << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held
             << " parameters (" << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
-            << (rt_.zero ? " (ZeRO-1 share)" : "") << "\n";
+            << (rt_.zero ? " (ZeRO-1 share)" : "")
+            << (spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off")
+            << "\n";
 }
 
 }  // namespace anneal::train

@@ -1,5 +1,6 @@
 #include "trainer/train/validator.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <torch/torch.h>
@@ -27,9 +28,16 @@ double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Run
   return tokens > 0 ? total / tokens : std::nan("");
 }
 
+// HF's DefaultFlowCallback: steps = every eval_steps (logging_steps when 0, as HF's None) and at the end;
+// epoch = at each epoch's end (the last, possibly partial, epoch ends with the run).
 bool Validator::Due(const Progress& p) const {
-  if (rows_.size() == 0 || train_->eval_strategy != "steps" || train_->eval_steps <= 0) return false;
-  return p.step % train_->eval_steps == 0 || p.last();
+  if (rows_.size() == 0) return false;
+  if (train_->eval_strategy == "steps") {
+    const int64_t every = train_->eval_steps > 0 ? train_->eval_steps : std::max<int64_t>(1, train_->logging_steps);
+    return p.step % every == 0 || p.last();
+  }
+  if (train_->eval_strategy == "epoch") return p.epoch_end() || p.last();
+  return false;
 }
 
 std::optional<double> Validator::MaybeEvaluate(model::CausalLM& lm, const Progress& p) const {

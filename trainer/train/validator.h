@@ -1,5 +1,7 @@
 // Validator: the trainer's validation component. It decides when the validation loss is due (eval_strategy
-// "steps": every eval_steps and at the last step; "no": never; with no validation rows: never) and computes it.
+// "steps": every eval_steps (logging_steps when 0) and at the last step; "epoch": at each epoch's end and the
+// last step; "no": never; with no validation rows: never) and computes it, over the val_size split or the
+// eval_dataset.
 //
 // Thread-safety: one thread at a time; Evaluate is a collective over the world group (every rank calls it).
 //

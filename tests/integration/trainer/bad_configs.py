@@ -29,7 +29,7 @@ def main():
         os.makedirs(f"{tmp}/bad-adapter")
         json.dump({"peft_type": "PREFIX_TUNING"}, open(f"{tmp}/bad-adapter/adapter_config.json", "w"))
         base = [f"model_name_or_path: {tmp}/m", "dataset: demo_train", f"dataset_dir: {ROOT}/examples/data",
-                "template: qwen", "cutoff_len: 64", f"output_dir: {tmp}/out", "max_steps: 2", "save_steps: 0",
+                "template: qwen", "cutoff_len: 64", f"output_dir: {tmp}/out", "max_steps: 2", "save_strategy: \"no\"",
                 "overwrite_output_dir: true", f"tokenized_cache_dir: {tmp}/cache"]
         cases = [
             # (name, replaced/added lines, extra args, exit code, expected substring)
@@ -44,7 +44,13 @@ def main():
              "peft_type 'PREFIX_TUNING' is not supported (LORA)"),
             ("unknown dataset", ["dataset: no_such_dataset"], [], 1, "no_such_dataset"),
             ("unknown template", ["template: nonsense"], [], 1, "nonsense"),
-            ("layout does not divide", ["tensor_model_parallel_size: 3"], [], 2, "tp"),
+            ("layout does not divide the launcher's world", ["tensor_model_parallel_size: 3"], [], 1,
+             "world size 1 is not divisible by tensor 3 x pipeline 1"),
+            ("layout does not divide the spec's world", ["tensor_model_parallel_size: 3", "gpus_per_node: 2"], [], 2,
+             "= 3 does not divide the world size 2 (nodes 1 x gpus_per_node 2)"),
+            ("resource keys disagree with the launcher", ["gpus_per_node: 2"], [], 1,
+             "the spec asks for nodes 1 x gpus_per_node 2 = 2 ranks but the launcher started one process "
+             "(no WORLD_SIZE)"),
             ("freeze layers beyond the model", ["finetuning_type: freeze", "freeze_trainable_layers: 9"], [], 1,
              "freeze_trainable_layers: 9 is not within 1..2"),
             ("resume without checkpoints", ["resume_from_checkpoint: latest"], [], 1,

@@ -2,6 +2,7 @@
 // default), every accepted key is documented, and the documented defaults are the real ones.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -81,6 +82,7 @@ TEST(JobSpecDocs, EveryAcceptedKeyIsDocumentedAndNothingElse) {
     accepted_flat.insert(f.flat_aliases.begin(), f.flat_aliases.end());
   }
   accepted_flat.insert("do_train");  // documented with kind: do_train: false means kind: eval
+  for (const TranslatedKey& k : TranslatedKeys()) accepted_flat.insert(k.key);  // documented with their field
   EXPECT_EQ(documented_nested, accepted_nested);
   EXPECT_EQ(documented_flat, accepted_flat);
 }
@@ -100,7 +102,7 @@ TEST(JobSpecDocs, EveryDocumentedSpellingIsAcceptedWithItsDocumentedDefault) {
     std::vector<std::string> spellings = row.nested;
     spellings.insert(spellings.end(), row.flat.begin(), row.flat.end());
     for (const std::string& key : spellings) {
-      if (key == "do_train") continue;
+      if (key == "do_train" || FindTranslatedKey(key)) continue;
       std::string value = row.default_value;
       if (value.empty() || value == "null") value = "null";
       auto spec = ParseJobSpec(kBase, "job.yaml", {key + "=" + value});
@@ -111,17 +113,119 @@ TEST(JobSpecDocs, EveryDocumentedSpellingIsAcceptedWithItsDocumentedDefault) {
   EXPECT_GT(checked, 100);
 }
 
-TEST(JobSpecDocs, IgnoredKeysTableMatchesTheParser) {
-  std::set<std::string> documented, accepted;
-  for (const auto& cells : TableAfter("## Accepted and ignored LLaMA-Factory keys")) {
-    for (const auto& name : Backticked(cells[0])) documented.insert(name);
+// ---- the LLaMA-Factory keys table ---------------------------------------------------------------------------
+
+struct LfRow {
+  std::string key, handling, example;
+};
+
+std::vector<LfRow> LlamaFactoryRows() {
+  std::vector<LfRow> rows;
+  for (const auto& cells : TableAfter("## LLaMA-Factory keys")) {
+    EXPECT_GE(cells.size(), 4u) << "short row: " << cells[0];
+    if (cells.size() < 4) continue;
+    auto key = Backticked(cells[0]), example = Backticked(cells[2]);
+    EXPECT_EQ(key.size(), 1u) << cells[0];
+    EXPECT_EQ(example.size(), 1u) << cells[0] << ": the example column holds one backticked value";
+    if (key.size() != 1 || example.size() != 1) continue;
+    std::string handling = cells[1];
+    handling.erase(0, handling.find_first_not_of(' '));
+    handling.erase(handling.find_last_not_of(' ') + 1);
+    rows.push_back({key[0], handling, example[0]});
   }
-  for (const IgnoredKey& k : IgnoredKeys()) accepted.insert(k.key);
-  EXPECT_EQ(documented, accepted);
-  for (const std::string& key : documented) {
-    auto spec = ParseJobSpec(std::string(kBase) + key + ": 1\n", "job.yaml");
-    ASSERT_TRUE(spec.ok()) << key << ": " << spec.status().ToString();
-    ASSERT_EQ(spec->warnings.size(), 1u) << key;
+  return rows;
+}
+
+// The backticked names of the paragraph that starts with `prefix`.
+std::set<std::string> ListedAfter(const std::string& prefix) {
+  std::ifstream in(std::string(ANNEAL_SOURCE_DIR) + "/docs/job-spec.md");
+  std::string line;
+  std::set<std::string> names;
+  while (std::getline(in, line)) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    for (const std::string& name : Backticked(line)) names.insert(name);
+  }
+  return names;
+}
+
+// Parses the base spec plus "key: example" with the repository as the working directory (deepspeed paths).
+StatusOr<JobSpec> ParseRow(const LfRow& row) {
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(ANNEAL_SOURCE_DIR);
+  std::string text;
+  for (const char* line : {"model_name_or_path: /m\n", "dataset: d\n", "output_dir: /o\n", "val_size: 0.1\n"}) {
+    if (std::string(line).rfind(row.key + ":", 0) == 0) continue;  // the row's key replaces the base's
+    if (row.key == "eval_dataset" && std::string(line).rfind("val_size:", 0) == 0) continue;  // one or the other
+    text += line;
+  }
+  auto spec = ParseJobSpec(text + row.key + ": " + row.example + "\n", "job.yaml");
+  std::filesystem::current_path(cwd);
+  return spec;
+}
+
+bool WarnsAbout(const JobSpec& spec, const std::string& key, bool deprecation_only) {
+  for (const std::string& w : spec.warnings) {
+    if (w.find("'" + key + "'") == std::string::npos) continue;
+    if (!deprecation_only || w.find("deprecated") == std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(JobSpecDocs, LlamaFactoryTableListsEveryFlatKeyTheParserKnows) {
+  std::set<std::string> tabled, anneal_own = ListedAfter("Anneal's own flat keys");
+  for (const LfRow& row : LlamaFactoryRows()) tabled.insert(row.key);
+  std::set<std::string> known;
+  for (const Field& f : KnownFields()) {
+    if (!f.flat.empty()) known.insert(f.flat);
+    known.insert(f.flat_aliases.begin(), f.flat_aliases.end());
+  }
+  known.insert("do_train");
+  for (const TranslatedKey& k : TranslatedKeys()) known.insert(k.key);
+  for (const RefusedKey& k : RefusedKeys()) known.insert(k.key);
+  for (const IgnoredKey& k : IgnoredKeys()) known.insert(k.key);
+  std::set<std::string> documented = tabled;
+  documented.insert(anneal_own.begin(), anneal_own.end());
+  EXPECT_EQ(documented, known);
+  for (const std::string& key : anneal_own) EXPECT_EQ(tabled.count(key), 0u) << key << " is in both lists";
+}
+
+TEST(JobSpecDocs, LlamaFactoryKeysAreHandledAsTheTableSays) {
+  int rows = 0;
+  for (const LfRow& row : LlamaFactoryRows()) {
+    ++rows;
+    const std::string trace = row.key + ": " + row.example + " (" + row.handling + ")";
+    SCOPED_TRACE(trace);
+    auto spec = ParseRow(row);
+    if (row.handling == "honoured") {
+      EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+      if (!spec.ok()) continue;
+      EXPECT_FALSE(WarnsAbout(*spec, row.key, /*deprecation_only=*/true));
+      EXPECT_TRUE(FindField(row.key) || FindTranslatedKey(row.key) || row.key == "do_train");
+    } else if (row.handling == "ignored") {
+      EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+      if (!spec.ok()) continue;
+      EXPECT_TRUE(WarnsAbout(*spec, row.key, false));
+    } else if (row.handling == "refused") {
+      EXPECT_FALSE(spec.ok());
+      if (spec.ok()) continue;
+      const std::string message = spec.status().message();
+      EXPECT_NE(message.find("'" + row.key + "'"), std::string::npos) << message;
+      // A refusal says what to use instead.
+      EXPECT_TRUE(message.find("use ") != std::string::npos || message.find("remove") != std::string::npos) << message;
+    } else {
+      ADD_FAILURE() << "handling must be honoured, refused or ignored, got '" << row.handling << "'";
+    }
+  }
+  EXPECT_GT(rows, 100);
+}
+
+TEST(JobSpecDocs, RefusedKeysWithLlamaFactorysDefaultChangeNothing) {
+  JobSpec plain = *ParseJobSpec(kBase, "job.yaml");
+  for (const RefusedKey& k : RefusedKeys()) {
+    if (k.harmless.empty()) continue;
+    auto spec = ParseJobSpec(std::string(kBase) + k.key + ": " + k.harmless + "\n", "job.yaml");
+    ASSERT_TRUE(spec.ok()) << k.key << ": " << spec.status().ToString();
+    EXPECT_EQ(*spec, plain) << k.key;
   }
 }
 

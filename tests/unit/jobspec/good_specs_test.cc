@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <string>
 
 #include "jobspec/jobspec.h"
@@ -71,7 +72,6 @@ lora_dropout: 0.1
 lora_target: q_proj,v_proj
 use_rslora: true
 dataset: [alpaca, identity]
-eval_dataset: held_out
 dataset_dir: /data
 template: llama3
 cutoff_len: 512
@@ -121,7 +121,6 @@ finetuning:
   use_rslora: true
 data:
   dataset: alpaca, identity
-  eval_dataset: [held_out]
   dataset_dir: /data
   template: llama3
   cutoff_len: 512
@@ -181,6 +180,11 @@ TEST(JobSpecParse, NestedParallelKeysAndFlatResourceKeysAgree) {
                         "b.yaml");
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   ASSERT_TRUE(b.ok()) << b.status().ToString();
+  // A document with a section is in the nested spelling: activation checkpointing keeps Anneal's default (off);
+  // a flat one is LLaMA-Factory's, where it is on.
+  EXPECT_FALSE(a->train.gradient_checkpointing);
+  EXPECT_TRUE(b->train.gradient_checkpointing);
+  b->train.gradient_checkpointing = false;
   EXPECT_EQ(*a, *b);
   EXPECT_EQ(a->resources.zero_stage, 1);
   EXPECT_TRUE(a->resources.sequence_parallel);
@@ -188,13 +192,13 @@ TEST(JobSpecParse, NestedParallelKeysAndFlatResourceKeysAgree) {
 
 TEST(JobSpecParse, IgnoredLlamaFactoryKeysBecomeWarnings) {
   auto spec = ParseJobSpec(std::string(kMinimalFlat) +
-                               "report_to: none\nplot_loss: true\ndeepspeed: ds_z3_config.json\n"
+                               "report_to: none\nplot_loss: true\nlogging_dir: logs\n"
                                "evaluation_strategy: \"no\"\nddp_timeout: 180000000\n",
                            "job.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_TRUE(HasWarningContaining(*spec, "key 'report_to' at job.yaml:5 is ignored"));
   EXPECT_TRUE(HasWarningContaining(*spec, "key 'plot_loss' at job.yaml:6 is ignored"));
-  EXPECT_TRUE(HasWarningContaining(*spec, "key 'deepspeed' at job.yaml:7 is ignored: replaced by native parallelism"));
+  EXPECT_TRUE(HasWarningContaining(*spec, "key 'logging_dir' at job.yaml:7 is ignored: logs are kept by the agent"));
   EXPECT_TRUE(HasWarningContaining(*spec, "key 'evaluation_strategy' at job.yaml:8 is deprecated: use 'eval_strategy'"));
   EXPECT_EQ(spec->resources.comm_timeout_s, 180000000);
 }
@@ -259,8 +263,12 @@ max_steps: 77
 warmup_ratio: 0.3333333333333333
 max_samples: 5
 val_size: 3
-eval_strategy: epoch
-fp16: true
+eval_strategy: steps
+save_strategy: steps
+optim: adamw_torch
+flash_attn: sdpa
+disable_gradient_checkpointing: true
+bf16: true
 device: cpu
 nodes: 2
 gpus_per_node: 3
@@ -320,15 +328,20 @@ TEST(JobSpecExamples, LlamaFactoryLoraExampleParsesUnchanged) {
   EXPECT_TRUE(spec->train.overwrite_output_dir);
   EXPECT_EQ(spec->resources.comm_timeout_s, 180000000);
   EXPECT_TRUE(HasWarningContaining(*spec, "'trust_remote_code'"));
-  EXPECT_TRUE(HasWarningContaining(*spec, "'preprocessing_num_workers'"));
+  EXPECT_EQ(spec->data.preprocessing_num_workers, 16);
+  EXPECT_TRUE(spec->train.gradient_checkpointing);  // LLaMA-Factory's default
 }
 
-TEST(JobSpecExamples, LlamaFactoryFullExampleParsesUnchangedAndWarnsAboutDeepSpeed) {
-  auto spec = LoadJobSpecFile(kSourceDir + "/examples/llamafactory/llama3_full_sft.yaml");
+TEST(JobSpecExamples, LlamaFactoryFullExampleTakesItsZeroStageFromTheDeepSpeedConfig) {
+  // The deepspeed path is relative to the working directory, as in LLaMA-Factory (run from the repository root).
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(kSourceDir);
+  auto spec = LoadJobSpecFile("examples/llamafactory/llama3_full_sft.yaml");
+  std::filesystem::current_path(cwd);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->finetuning.type, FinetuningType::kFull);
   EXPECT_DOUBLE_EQ(spec->train.learning_rate, 1e-5);
-  EXPECT_TRUE(HasWarningContaining(*spec, "key 'deepspeed' at"));
+  EXPECT_EQ(spec->resources.zero_stage, 1);
 }
 
 TEST(JobSpecExamples, EveryExampleInTheRepositoryIsValid) {

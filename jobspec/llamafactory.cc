@@ -1,0 +1,207 @@
+// LLaMA-Factory keys that are not plain fields: the translated ones (deepspeed, disable_gradient_checkpointing)
+// and the refused ones (a feature Anneal does not have, with what to use instead). docs/job-spec.md's
+// "LLaMA-Factory keys" table lists these next to the honoured and ignored keys; docs_test.cc checks it.
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "jobspec/schema.h"
+#include "jobspec/values.h"
+
+namespace anneal::jobspec {
+namespace {
+
+// DeepSpeed settings the job spec owns: in the JSON they must be "auto" (HF fills them from TrainingArguments;
+// an explicit value either repeats the spec or is an HF mismatch error). Anneal takes the spec's value.
+struct SpecOwned {
+  const char* json_path;  // dotted path inside the JSON
+  const char* spec_key;   // the job-spec key to set instead
+};
+constexpr SpecOwned kSpecOwned[] = {
+    {"train_batch_size", "per_device_train_batch_size and gradient_accumulation_steps"},
+    {"train_micro_batch_size_per_gpu", "per_device_train_batch_size"},
+    {"gradient_accumulation_steps", "gradient_accumulation_steps"},
+    {"gradient_clipping", "max_grad_norm"},
+    {"fp16.enabled", "bf16 (fp16 is not supported)"},
+    {"bf16.enabled", "bf16"},
+};
+
+// The node at a dotted path, or an undefined node. (Node::reset rebinds; operator= would write through.)
+YAML::Node At(const YAML::Node& root, std::string_view dotted) {
+  YAML::Node node;
+  node.reset(root);
+  size_t start = 0;
+  while (true) {
+    const size_t dot = dotted.find('.', start);
+    const std::string part(dotted.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+    if (!node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+    const YAML::Node& map = node;
+    const YAML::Node child = map[part];
+    if (!child.IsDefined()) return YAML::Node(YAML::NodeType::Undefined);
+    node.reset(child);
+    if (dot == std::string_view::npos) return node;
+    start = dot + 1;
+  }
+}
+
+bool IsAuto(const YAML::Node& n) {
+  return n.IsScalar() && n.Scalar() == "auto";
+}
+
+// The ZeRO stage of a DeepSpeed JSON (HF TrainingArguments' `deepspeed`): the file is resolved against the
+// working directory, as HF opens it. Stage 0 and 1 are built; 2 and 3, CPU/NVMe offload, a DeepSpeed
+// optimizer or scheduler, and explicit values for what the spec owns are refused, naming the file.
+StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string_view key, std::string_view where) {
+  std::string path;
+  if (!DecodeString(value, &path) || path.empty()) {
+    return InvalidArgumentError(
+        fmt::format("key '{}' {}: expected the path of a DeepSpeed JSON config, got {}", key, where, Describe(value)));
+  }
+  const std::string shown = std::filesystem::absolute(path).lexically_normal().string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return InvalidArgumentError(
+        fmt::format("key '{}' {}: cannot read the DeepSpeed config {}: {}", key, where, shown, std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  YAML::Node root;
+  try {
+    root = YAML::Load(text.str());  // JSON is YAML
+  } catch (const YAML::Exception& e) {
+    return InvalidArgumentError(fmt::format("key '{}' {}: the DeepSpeed config {} is not valid JSON (line {}): {}", key,
+                                            where, shown, e.mark.line + 1, e.msg));
+  }
+  if (!root.IsMap()) {
+    return InvalidArgumentError(
+        fmt::format("key '{}' {}: the DeepSpeed config {} is not a JSON object", key, where, shown));
+  }
+  auto refuse = [&](const std::string& what) {
+    return InvalidArgumentError(fmt::format("key '{}' {}: the DeepSpeed config {} {}", key, where, shown, what));
+  };
+  int64_t stage = 0;  // DeepSpeed's default when zero_optimization or its stage is absent
+  const YAML::Node stage_node = At(root, "zero_optimization.stage");
+  if (stage_node.IsDefined() && !DecodeInt64(stage_node, &stage)) {
+    return refuse(fmt::format("has zero_optimization.stage {}: expected 0, 1, 2 or 3", Describe(stage_node)));
+  }
+  if (stage == 2 || stage == 3) {
+    return refuse(fmt::format(
+        "asks for ZeRO stage {}, which is not built yet (ZeRO-2/3: issue 22): use zero_stage: 1 (optimizer state "
+        "sharded across data parallel) or a DeepSpeed config with stage 0 or 1, or finetuning_type: lora to fit the "
+        "model",
+        stage));
+  }
+  if (stage < 0 || stage > 3) {
+    return refuse(fmt::format("has zero_optimization.stage {}: expected 0, 1, 2 or 3", stage));
+  }
+  for (const char* offload : {"offload_optimizer", "offload_param"}) {
+    const YAML::Node device = At(root, fmt::format("zero_optimization.{}.device", offload));
+    if (At(root, fmt::format("zero_optimization.{}", offload)).IsDefined() &&
+        !(device.IsScalar() && device.Scalar() == "none")) {
+      return refuse(fmt::format(
+          "offloads to {} (zero_optimization.{}), which is not built: remove it; zero_stage: 1 shards the optimizer "
+          "state across GPUs instead",
+          device.IsScalar() ? device.Scalar() : "another device", offload));
+    }
+  }
+  for (const char* section : {"optimizer", "scheduler"}) {
+    if (At(root, section).IsDefined()) {
+      return refuse(fmt::format(
+          "defines its own {} (the \"{}\" section), which would replace the job's; remove it and set optim, "
+          "learning_rate, adam_beta1/2, weight_decay and lr_scheduler_type in the job spec",
+          section, section));
+    }
+  }
+  for (const SpecOwned& owned : kSpecOwned) {
+    const YAML::Node v = At(root, owned.json_path);
+    if (v.IsDefined() && !v.IsNull() && !IsAuto(v)) {
+      return refuse(fmt::format("sets {} to {}: write \"auto\" there and set {} in the job spec", owned.json_path,
+                                Describe(v), owned.spec_key));
+    }
+  }
+  return YAML::Node(std::to_string(stage));
+}
+
+StatusOr<YAML::Node> GradientCheckpointingFromDisable(const YAML::Node& value, std::string_view key,
+                                                      std::string_view where) {
+  bool disable = false;
+  if (!DecodeBool(value, &disable)) {
+    return InvalidArgumentError(
+        fmt::format("key '{}' {}: expected true or false, got {}", key, where, Describe(value)));
+  }
+  return YAML::Node(disable ? "false" : "true");
+}
+
+}  // namespace
+
+const std::vector<TranslatedKey>& TranslatedKeys() {
+  static const std::vector<TranslatedKey> keys = {
+      {"deepspeed", "resources.zero_stage", ZeroStageFromDeepSpeed},
+      {"disable_gradient_checkpointing", "train.gradient_checkpointing", GradientCheckpointingFromDisable},
+  };
+  return keys;
+}
+
+const TranslatedKey* FindTranslatedKey(std::string_view key) {
+  for (const TranslatedKey& k : TranslatedKeys()) {
+    if (k.key == key) return &k;
+  }
+  return nullptr;
+}
+
+const std::vector<RefusedKey>& RefusedKeys() {
+  static const std::vector<RefusedKey> keys = {
+      {"quantization_bit", "", "quantized (QLoRA) training is not built: use finetuning_type: lora with bf16: true"},
+      {"quantization_method", "bnb", "quantized (QLoRA) training is not built: use finetuning_type: lora with bf16"},
+      {"use_dora", "false", "DoRA is not built: use plain LoRA (optionally use_rslora: true)"},
+      {"pissa_init", "false", "PiSSA initialization is not built: use plain LoRA"},
+      {"use_galore", "false", "GaLore is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},
+      {"use_apollo", "false", "APOLLO is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},
+      {"use_badam", "false", "BAdam is not built: use AdamW (optim: adamw_torch), with zero_stage: 1 to save memory"},
+      {"pure_bf16", "false", "pure bf16 (bf16 optimizer state) is not built: use bf16: true (fp32 master weights)"},
+      {"rope_scaling", "",
+       "RoPE scaling is not built: remove it and keep cutoff_len within the model's max_position_embeddings"},
+      {"shift_attn", "false", "S^2-Attn is not built: remove it and keep cutoff_len within the model's context"},
+      {"neftune_noise_alpha", "0", "NEFTune noise is not built: remove the key"},
+      {"loraplus_lr_ratio", "", "LoRA+ is not built: use one learning_rate for both LoRA factors"},
+      {"additional_target", "", "extra trainable modules are not built: use finetuning_type: full or freeze"},
+      {"resize_vocab", "false", "resizing the vocabulary is not built: use a model whose tokenizer has the tokens"},
+      {"mix_strategy", "concat", "only concat (datasets one after another) is built: remove the key"},
+      {"load_best_model_at_end", "false",
+       "loading the best checkpoint at the end is not built: use keep_best to keep it, and its directory as "
+       "adapter_name_or_path"},
+      {"lr_scheduler_kwargs", "", "scheduler arguments are not built: use lr_scheduler_type and warmup_steps"},
+      {"streaming", "false",
+       "streaming changes the data order (buffered shuffle): remove it; datasets are tokenized once and cached"},
+      {"enable_liger_kernel", "false",
+       "Liger kernels are not built (they change memory and rounding): remove the key; the trainer uses its own "
+       "kernels"},
+      {"use_unsloth", "false", "Unsloth is not built (it changes memory and rounding): remove the key"},
+      {"torch_compile", "false", "torch.compile does not apply to the C++ trainer: remove the key"},
+      {"predict_with_generate", "false", "use kind: eval with eval.tasks: [generate]"},
+  };
+  return keys;
+}
+
+const RefusedKey* FindRefusedKey(std::string_view key) {
+  for (const RefusedKey& k : RefusedKeys()) {
+    if (k.key == key) return &k;
+  }
+  return nullptr;
+}
+
+bool IsHarmlessValue(const RefusedKey& refused, const YAML::Node& value) {
+  if (!value.IsDefined() || value.IsNull()) return true;
+  if (refused.harmless.empty() || !value.IsScalar()) return false;
+  bool want = false, got = false;
+  if (DecodeBool(YAML::Node(refused.harmless), &want) && DecodeBool(value, &got)) return want == got;
+  double want_n = 0, got_n = 0;
+  if (DecodeNumber(YAML::Node(refused.harmless), &want_n) && DecodeNumber(value, &got_n)) return want_n == got_n;
+  return value.Scalar() == refused.harmless;
+}
+
+}  // namespace anneal::jobspec

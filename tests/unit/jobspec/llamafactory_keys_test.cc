@@ -1,0 +1,240 @@
+// LLaMA-Factory keys that used to be accepted and ignored: each now behaves as in LLaMA-Factory or is refused
+// with what to use instead (one test per key; the training-loop keys' behaviour is in tests/parity/train).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "jobspec/jobspec.h"
+
+namespace anneal::jobspec {
+namespace {
+
+constexpr const char* kBase = "model_name_or_path: /m\ndataset: d\noutput_dir: /o\n";
+
+bool HasWarningContaining(const JobSpec& s, const std::string& text) {
+  for (const std::string& w : s.warnings) {
+    if (w.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// A DeepSpeed JSON in a fresh directory.
+class DeepSpeedConfig {
+ public:
+  explicit DeepSpeedConfig(const std::string& json) {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("anneal-ds-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    std::filesystem::create_directories(dir_);
+    std::ofstream(path()) << json;
+  }
+  ~DeepSpeedConfig() { std::filesystem::remove_all(dir_); }
+  std::string path() const { return (dir_ / "ds.json").string(); }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path dir_;
+};
+
+StatusOr<JobSpec> WithDeepSpeed(const std::string& json) {
+  DeepSpeedConfig ds(json);
+  return ParseJobSpec(std::string(kBase) + "deepspeed: " + ds.path() + "\n", "job.yaml");
+}
+
+TEST(LlamaFactoryDeepSpeed, StageZeroIsPlainDataParallelAndStageOneIsZeroOne) {
+  auto zero = WithDeepSpeed(R"({"train_batch_size": "auto", "zero_optimization": {"stage": 0}})");
+  ASSERT_TRUE(zero.ok()) << zero.status().ToString();
+  EXPECT_EQ(zero->resources.zero_stage, 0);
+  auto one =
+      WithDeepSpeed(R"({"bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 1, "overlap_comm": false}})");
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->resources.zero_stage, 1);
+  auto none = WithDeepSpeed(R"({"gradient_clipping": "auto"})");  // DeepSpeed's default stage is 0
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->resources.zero_stage, 0);
+}
+
+TEST(LlamaFactoryDeepSpeed, StagesTwoAndThreeAreRefusedNamingTheStage) {
+  for (int stage : {2, 3}) {
+    auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": )" + std::to_string(stage) + "}}");
+    ASSERT_FALSE(spec.ok());
+    EXPECT_NE(spec.status().message().find("asks for ZeRO stage " + std::to_string(stage) +
+                                           ", which is not built yet (ZeRO-2/3: issue 22): use zero_stage: 1"),
+              std::string::npos)
+        << spec.status().message();
+    EXPECT_NE(spec.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
+  }
+}
+
+TEST(LlamaFactoryDeepSpeed, OffloadOptimizerAndExplicitSpecValuesAreRefused) {
+  auto offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}}})");
+  ASSERT_FALSE(offload.ok());
+  EXPECT_NE(offload.status().message().find("offloads to cpu (zero_optimization.offload_optimizer)"), std::string::npos)
+      << offload.status().message();
+  auto no_offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 1, "offload_param": {"device": "none"}}})");
+  EXPECT_TRUE(no_offload.ok()) << no_offload.status().ToString();
+  auto optimizer = WithDeepSpeed(R"({"optimizer": {"type": "AdamW"}})");
+  ASSERT_FALSE(optimizer.ok());
+  EXPECT_NE(optimizer.status().message().find("defines its own optimizer"), std::string::npos);
+  auto micro = WithDeepSpeed(R"({"train_micro_batch_size_per_gpu": 4})");
+  ASSERT_FALSE(micro.ok());
+  EXPECT_NE(micro.status().message().find(
+                "sets train_micro_batch_size_per_gpu to '4': write \"auto\" there and set per_device_train_batch_size"),
+            std::string::npos)
+      << micro.status().message();
+}
+
+TEST(LlamaFactoryDeepSpeed, MissingOrCorruptJsonNamesThePath) {
+  auto missing = ParseJobSpec(std::string(kBase) + "deepspeed: /nonexistent/ds_z1.json\n", "job.yaml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find(
+                "key 'deepspeed' at job.yaml:4: cannot read the DeepSpeed config /nonexistent/ds_z1.json"),
+            std::string::npos)
+      << missing.status().message();
+  DeepSpeedConfig corrupt(R"({"zero_optimization": {"stage": 1)");
+  auto bad = ParseJobSpec(std::string(kBase) + "deepspeed: " + corrupt.path() + "\n", "job.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("the DeepSpeed config " + corrupt.path() + " is not valid JSON"),
+            std::string::npos)
+      << bad.status().message();
+}
+
+TEST(LlamaFactoryDeepSpeed, DeepSpeedAndZeroStageTogetherAreTheSameSettingTwice) {
+  DeepSpeedConfig ds(R"({"zero_optimization": {"stage": 1}})");
+  auto both = ParseJobSpec(std::string(kBase) + "zero_stage: 1\ndeepspeed: " + ds.path() + "\n", "job.yaml");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("the same setting is already given as 'zero_stage' at job.yaml:4"),
+            std::string::npos)
+      << both.status().message();
+}
+
+TEST(LlamaFactoryDeepSpeed, AnOverrideOfTheStageMeansTheFileIsNeverRead) {
+  // What the coordinator sees: the raw text (a path valid only on the submitting machine) and the CLI's override.
+  auto spec = ParseJobSpec(std::string(kBase) + "deepspeed: /only/on/the/laptop.json\n", "job.yaml",
+                           {"resources.zero_stage=1"});
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->resources.zero_stage, 1);
+}
+
+TEST(LlamaFactoryGradientCheckpointing, OnInAFlatDocumentUnlessDisabled) {
+  auto flat = ParseJobSpec(kBase, "job.yaml");
+  ASSERT_TRUE(flat.ok());
+  EXPECT_TRUE(flat->train.gradient_checkpointing);
+  auto disabled = ParseJobSpec(std::string(kBase) + "disable_gradient_checkpointing: true\n", "job.yaml");
+  ASSERT_TRUE(disabled.ok()) << disabled.status().ToString();
+  EXPECT_FALSE(disabled->train.gradient_checkpointing);
+  auto not_disabled = ParseJobSpec(std::string(kBase) + "disable_gradient_checkpointing: false\n", "job.yaml");
+  ASSERT_TRUE(not_disabled.ok());
+  EXPECT_TRUE(not_disabled->train.gradient_checkpointing);
+  // The native nested spelling keeps Anneal's default.
+  auto nested =
+      ParseJobSpec("model: {model_name_or_path: /m}\ndata: {dataset: d}\ntrain: {output_dir: /o}\n", "n.yaml");
+  ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+  EXPECT_FALSE(nested->train.gradient_checkpointing);
+  auto both = ParseJobSpec(std::string(kBase) + "gradient_checkpointing: true\ndisable_gradient_checkpointing: true\n",
+                           "job.yaml");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("the same setting is already given"), std::string::npos);
+}
+
+TEST(LlamaFactoryOptim, TorchAdamWNamesAreHonouredOthersRefused) {
+  auto fused = ParseJobSpec(std::string(kBase) + "optim: adamw_torch_fused\n", "job.yaml");
+  ASSERT_TRUE(fused.ok());
+  EXPECT_EQ(fused->train.optim, Optimizer::kAdamWTorchFused);
+  auto plain = ParseJobSpec(std::string(kBase) + "optim: adamw_torch\n", "job.yaml");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->train.optim, Optimizer::kAdamWTorch);
+  EXPECT_TRUE(plain->warnings.empty());
+  auto eight_bit = ParseJobSpec(std::string(kBase) + "optim: adamw_8bit\n", "job.yaml");
+  ASSERT_FALSE(eight_bit.ok());
+  EXPECT_NE(eight_bit.status().message().find(
+                "key 'optim' at job.yaml:4: expected one of adamw_torch, adamw_torch_fused (the trainer's optimizer is "
+                "torch's AdamW; adamw_hf is gone from transformers 5 and others are not built: use adamw_torch), got "
+                "'adamw_8bit'"),
+            std::string::npos)
+      << eight_bit.status().message();
+}
+
+TEST(LlamaFactoryFlashAttn, SdpaValuesRunDisabledIsRefused) {
+  auto sdpa = ParseJobSpec(std::string(kBase) + "flash_attn: sdpa\n", "job.yaml");
+  ASSERT_TRUE(sdpa.ok());
+  EXPECT_EQ(sdpa->model.flash_attn, Attention::kSdpa);
+  EXPECT_TRUE(sdpa->warnings.empty());
+  auto fa2 = ParseJobSpec(std::string(kBase) + "flash_attn: fa2\n", "job.yaml");
+  ASSERT_TRUE(fa2.ok());
+  EXPECT_TRUE(HasWarningContaining(*fa2, "key 'flash_attn' at job.yaml:4: 'fa2' runs PyTorch SDPA"));
+  auto eager = ParseJobSpec(std::string(kBase) + "flash_attn: disabled\n", "job.yaml");
+  ASSERT_FALSE(eager.ok());
+  EXPECT_NE(eager.status().message().find("(disabled, eager attention, is not built: use auto"), std::string::npos)
+      << eager.status().message();
+}
+
+TEST(LlamaFactoryFp16, TrueIsRefusedWithBf16AsTheAlternative) {
+  auto fp16 = ParseJobSpec(std::string(kBase) + "fp16: true\n", "job.yaml");
+  ASSERT_FALSE(fp16.ok());
+  EXPECT_NE(fp16.status().message().find("'fp16' at job.yaml:4 is not supported: float16 training needs a dynamic "
+                                         "loss scaler, which is not built; use bf16: true"),
+            std::string::npos)
+      << fp16.status().message();
+  EXPECT_TRUE(ParseJobSpec(std::string(kBase) + "fp16: false\n", "job.yaml").ok());
+}
+
+TEST(LlamaFactoryStage, PtPacksByDefaultAndRefusesSftOnlyKeys) {
+  auto pt = ParseJobSpec(std::string(kBase) + "stage: pt\n", "job.yaml");
+  ASSERT_TRUE(pt.ok()) << pt.status().ToString();
+  EXPECT_EQ(pt->finetuning.stage, "pt");
+  EXPECT_TRUE(pt->data.packing);  // LLaMA-Factory: packing defaults to stage == pt
+  auto unpacked = ParseJobSpec(std::string(kBase) + "stage: pt\npacking: false\n", "job.yaml");
+  ASSERT_TRUE(unpacked.ok());
+  EXPECT_FALSE(unpacked->data.packing);
+  auto back = ParseJobSpec(ToYaml(*pt), "emitted.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, *pt);
+  for (const char* key : {"train_on_prompt", "mask_history", "neat_packing"}) {
+    auto bad = ParseJobSpec(std::string(kBase) + "stage: pt\n" + key + ": true\n", "job.yaml");
+    ASSERT_FALSE(bad.ok()) << key;
+    EXPECT_NE(bad.status().message().find(std::string("key '") + key +
+                                          "' at job.yaml:5: only for stage sft, but "
+                                          "'stage' at job.yaml:4 is pt"),
+              std::string::npos)
+        << bad.status().message();
+  }
+  auto dpo = ParseJobSpec(std::string(kBase) + "stage: dpo\n", "job.yaml");
+  ASSERT_FALSE(dpo.ok());
+  EXPECT_NE(dpo.status().message().find("rm, ppo, dpo and kto are not built yet, issue 21"), std::string::npos);
+}
+
+TEST(LlamaFactoryTrainLoopKeys, SaveAndEvalStrategiesAreRepresentedForTheTrainer) {
+  // What the trainer does with them is tests/parity/train (checkpoint and eval steps); here: the values parse.
+  auto epoch =
+      ParseJobSpec(std::string(kBase) + "save_strategy: epoch\nval_size: 0.1\neval_strategy: epoch\n", "job.yaml");
+  ASSERT_TRUE(epoch.ok()) << epoch.status().ToString();
+  EXPECT_EQ(epoch->train.save_strategy, SaveStrategy::kEpoch);
+  EXPECT_EQ(epoch->train.eval_strategy, "epoch");
+  auto none = ParseJobSpec(std::string(kBase) + "save_strategy: \"no\"\n", "job.yaml");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->train.save_strategy, SaveStrategy::kNo);
+  auto end_only = ParseJobSpec(std::string(kBase) + "save_steps: 0\n", "job.yaml");
+  ASSERT_TRUE(end_only.ok()) << end_only.status().ToString();
+  EXPECT_EQ(end_only->train.save_steps, 0);
+  EXPECT_EQ(end_only->train.save_strategy, SaveStrategy::kSteps);
+  auto best = ParseJobSpec(std::string(kBase) + "save_strategy: best\n", "job.yaml");
+  ASSERT_FALSE(best.ok());
+  EXPECT_NE(best.status().message().find("(best is not built: use steps with keep_best)"), std::string::npos);
+}
+
+TEST(LlamaFactoryEvalDataset, ReplacesTheValSizeSplitAndBothTogetherAreRefused) {
+  auto eval_set = ParseJobSpec(std::string(kBase) + "eval_dataset: held_out\neval_strategy: steps\n", "job.yaml");
+  ASSERT_TRUE(eval_set.ok()) << eval_set.status().ToString();
+  EXPECT_EQ(eval_set->data.eval_dataset, std::vector<std::string>{"held_out"});
+  auto both = ParseJobSpec(std::string(kBase) + "val_size: 0.1\neval_dataset: held_out\n", "job.yaml");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("'val_size' at job.yaml:4 and 'eval_dataset' at job.yaml:5 are both given"),
+            std::string::npos)
+      << both.status().message();
+}
+
+}  // namespace
+}  // namespace anneal::jobspec
