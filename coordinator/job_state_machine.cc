@@ -1,8 +1,8 @@
 #include "coordinator/job_state_machine.h"
 
-#include <map>
-
 #include <fmt/format.h>
+
+#include <map>
 
 namespace anneal::coordinator {
 

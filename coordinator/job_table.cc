@@ -1,10 +1,10 @@
 // JobTable (coordinator/job_table.h): job records, the pending queue, events and their persistence.
 #include "coordinator/job_table.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "coordinator/job_state_machine.h"
 #include "coordinator/store_keys.h"

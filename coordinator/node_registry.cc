@@ -1,10 +1,10 @@
 // NodeRegistry (coordinator/node_registry.h): node records, connections, liveness, slots and ports, seqs.
 #include "coordinator/node_registry.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "coordinator/store_keys.h"
 #include "protocol/states.h"

@@ -15,9 +15,15 @@ std::string_view WithoutPrefix(const std::string& name, std::string_view prefix)
 
 }  // namespace
 
-std::string_view StateName(pb::JobState state) { return WithoutPrefix(pb::JobState_Name(state), "JOB_"); }
-std::string_view StateName(pb::TaskState state) { return WithoutPrefix(pb::TaskState_Name(state), "TASK_"); }
-std::string_view StateName(pb::NodeState state) { return WithoutPrefix(pb::NodeState_Name(state), "NODE_"); }
+std::string_view StateName(pb::JobState state) {
+  return WithoutPrefix(pb::JobState_Name(state), "JOB_");
+}
+std::string_view StateName(pb::TaskState state) {
+  return WithoutPrefix(pb::TaskState_Name(state), "TASK_");
+}
+std::string_view StateName(pb::NodeState state) {
+  return WithoutPrefix(pb::NodeState_Name(state), "NODE_");
+}
 std::string_view StateName(pb::CheckpointState state) {
   return WithoutPrefix(pb::CheckpointState_Name(state), "CHECKPOINT_");
 }
@@ -26,7 +32,9 @@ bool IsTerminal(pb::JobState state) {
   return state == pb::JOB_SUCCEEDED || state == pb::JOB_FAILED || state == pb::JOB_CANCELLED;
 }
 
-bool TaskEnded(pb::TaskState state) { return state == pb::TASK_SUCCEEDED || TaskEndedUnsuccessfully(state); }
+bool TaskEnded(pb::TaskState state) {
+  return state == pb::TASK_SUCCEEDED || TaskEndedUnsuccessfully(state);
+}
 
 bool TaskEndedUnsuccessfully(pb::TaskState state) {
   return state == pb::TASK_FAILED || state == pb::TASK_STOPPED || state == pb::TASK_LOST;

@@ -29,9 +29,12 @@ TEST(TaskStatePredicates, EndedAndUnsuccessfulFollowTheTable) {
     bool unsuccessful;
   };
   const Row rows[] = {
-      {pb::TASK_STATE_UNSPECIFIED, false, false}, {pb::TASK_LAUNCHING, false, false},
-      {pb::TASK_RUNNING, false, false},           {pb::TASK_SUCCEEDED, true, false},
-      {pb::TASK_FAILED, true, true},              {pb::TASK_STOPPED, true, true},
+      {pb::TASK_STATE_UNSPECIFIED, false, false},
+      {pb::TASK_LAUNCHING, false, false},
+      {pb::TASK_RUNNING, false, false},
+      {pb::TASK_SUCCEEDED, true, false},
+      {pb::TASK_FAILED, true, true},
+      {pb::TASK_STOPPED, true, true},
       {pb::TASK_LOST, true, true},
   };
   ASSERT_EQ(std::size(rows), static_cast<size_t>(pb::TaskState_MAX + 1)) << "a new TaskState needs a row";
@@ -61,8 +64,7 @@ TEST(ParseJobState, RefusesUnknownNamesAndUnspecifiedNamingTheText) {
     ASSERT_FALSE(state.ok()) << text;
     EXPECT_EQ(state.status().code(), StatusCode::kInvalidArgument);
     const std::string quoted = std::string("'").append(text).append("'");
-    EXPECT_NE(state.status().message().find(quoted), std::string::npos)
-        << state.status().message();
+    EXPECT_NE(state.status().message().find(quoted), std::string::npos) << state.status().message();
     EXPECT_NE(state.status().message().find("PENDING"), std::string::npos) << state.status().message();
   }
 }
