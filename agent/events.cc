@@ -24,6 +24,33 @@ pb::MetricBatch* NewMetricBatch(TrainerEvent* ev, const TaskIdentity& id) {
   return batch;
 }
 
+std::string OptionalString(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+}
+
+// "eval of adapter A on dataset D: eval_loss=2.3" when the event names what was evaluated (an eval job),
+// "eval at step N: eval_loss=2.3" otherwise (training's periodic evaluation).
+std::string EvalText(const json& j, uint64_t step) {
+  const std::string adapter = OptionalString(j, "adapter");
+  const std::string model = OptionalString(j, "model");
+  const std::string dataset = OptionalString(j, "dataset");
+  std::string text;
+  if (!adapter.empty() || !model.empty()) {
+    text = adapter.empty() ? "eval of model " + model : "eval of adapter " + adapter;
+    if (!dataset.empty()) text += " on dataset " + dataset;
+  } else {
+    text = "eval at step " + std::to_string(step);
+    if (!dataset.empty()) text += " on dataset " + dataset;
+  }
+  text += ":";
+  if (j.contains("values") && j["values"].is_object()) {
+    for (const auto& [k, v] : j["values"].items()) {
+      text += " " + k + "=" + (v.is_number() ? fmt::format("{:.4g}", v.get<double>()) : v.dump());
+    }
+  }
+  return text;
+}
+
 }  // namespace
 
 StatusOr<TrainerEvent> ParseTrainerEvent(std::string_view line, const TaskIdentity& id) {
@@ -59,9 +86,7 @@ StatusOr<TrainerEvent> ParseTrainerEvent(std::string_view line, const TaskIdenti
         e->set_attempt(id.attempt);
         e->set_epoch(id.epoch);
         e->set_kind("eval");
-        std::string text = "eval at step " + std::to_string(p->step()) + ":";
-        for (const auto& [k, v] : j["values"].items()) text += " " + k + "=" + v.dump();
-        e->set_message(text);
+        e->set_message(EvalText(j, p->step()));
       }
     } else if (ev.type == "checkpoint") {
       if (!j.contains("step") || !j["step"].is_number_integer()) return where("missing integer field 'step'");

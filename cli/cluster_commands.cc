@@ -1,9 +1,10 @@
 // nodes, drain, up, down, model init.
+#include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
-
-#include <fmt/format.h>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
@@ -48,50 +49,88 @@ int Drain(const GlobalOptions& g, const std::string& node, bool undrain) {
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError("drain", reply.status());
   const std::string state = StateName(reply->drain().state());
-  if (g.json) std::cout << nlohmann::json{{"node_id", node}, {"state", state}}.dump() << "\n";
-  else std::cout << node << ": " << state << "\n";
+  if (g.json)
+    std::cout << nlohmann::json{{"node_id", node}, {"state", state}}.dump() << "\n";
+  else
+    std::cout << node << ": " << state << "\n";
   return kExitOk;
 }
 
 struct UpOptions {
-  int agents = 1;
-  int slots = 0;  // 0: one per GPU on a GPU machine, else 2 CPU slots
+  std::optional<int> agents;  // unset: the running (or recorded) cluster's, else 1
+  std::optional<int> slots;   // unset: the running cluster's, else one per GPU on a GPU machine, else 2 CPU slots
   std::string state_dir;
-  int port = 0;
+  std::optional<int> port;
   double wait_s = 30;
 };
+
+std::string Pids(const std::vector<DaemonProcess>& processes) {
+  std::vector<std::string> out;
+  for (const auto& p : processes) out.push_back(fmt::format("{} (pid {})", p.name, p.pid));
+  return fmt::format("{}", fmt::join(out, ", "));
+}
 
 int Up(const GlobalOptions& g, const UpOptions& o) {
   auto home = AnnealHome();
   if (!home.ok()) return ReportError("up", home.status());
   LocalClusterOptions lo;
   lo.agents = o.agents;
+  lo.slots = o.slots;
   const int gpus = NvidiaGpuCount();
-  lo.slots = o.slots > 0 ? o.slots : (gpus > 0 ? 0 : 2);
+  lo.default_slots = gpus > 0 ? 0 : 2;
   lo.state_dir = o.state_dir.empty() ? *home : o.state_dir;
   lo.port = o.port;
   lo.wait = std::chrono::milliseconds(static_cast<int64_t>(o.wait_s * 1000));
-  auto cluster = StartLocalCluster(lo, std::cerr);
-  if (!cluster.ok()) {
-    const Status& st = cluster.status();
-    return ReportError("up", st.code() == StatusCode::kInvalidArgument ? st : Status(StatusCode::kInternal, st.message()));
+  auto up = UpLocalCluster(lo, std::cerr);
+  if (!up.ok()) {
+    const Status& st = up.status();
+    return ReportError("up",
+                       st.code() == StatusCode::kInvalidArgument ? st : Status(StatusCode::kInternal, st.message()));
   }
-  if (Status st = WriteClientConfig(*home, cluster->coordinator, cluster->token); !st.ok()) {
+  const LocalCluster& cluster = up->cluster;
+  if (Status st = WriteClientConfig(*home, cluster.coordinator, cluster.token); !st.ok()) {
     return ReportError("up", st);
   }
+  const char* outcome = up->outcome == UpOutcome::kStarted          ? "started"
+                        : up->outcome == UpOutcome::kAlreadyRunning ? "already_running"
+                                                                    : "healed";
   if (g.json) {
-    nlohmann::json j = {{"coordinator", cluster->coordinator}, {"state_dir", lo.state_dir},
+    nlohmann::json j = {{"outcome", outcome},
+                        {"coordinator", cluster.coordinator},
+                        {"state_dir", lo.state_dir},
+                        {"restarted", up->restarted},
                         {"processes", nlohmann::json::array()}};
-    for (const auto& p : cluster->processes) j["processes"].push_back({{"name", p.name}, {"pid", p.pid}, {"log", p.log}});
+    for (const auto& p : cluster.processes)
+      j["processes"].push_back({{"name", p.name}, {"pid", p.pid}, {"log", p.log}});
     std::cout << j.dump(2) << "\n";
-  } else {
-    const std::string slots = lo.slots > 0 ? fmt::format("{} slot(s)", lo.slots) : fmt::format("{} GPU(s)", gpus);
-    std::cout << fmt::format("local cluster up: coordinator {}, {} agent(s) x {}\n", cluster->coordinator, o.agents,
-                             slots)
-              << fmt::format("state {}, logs {}/logs, client config {}\n", lo.state_dir, lo.state_dir,
-                             ClientConfigPath(*home))
-              << "stop it with: anneal down\n";
+    return kExitOk;
   }
+  const std::string slots =
+      cluster.slots > 0 ? fmt::format("{} slot(s)", cluster.slots) : fmt::format("{} GPU(s)", gpus);
+  const std::string shape = fmt::format("coordinator {}, {} agent(s) x {}", cluster.coordinator, cluster.agents, slots);
+  switch (up->outcome) {
+    case UpOutcome::kStarted:
+      std::cout << "local cluster up: " << shape << "\n";
+      break;
+    case UpOutcome::kAlreadyRunning:
+      std::cout << "local cluster already running, nothing to do: " << shape << "\n"
+                << "running: " << Pids(cluster.processes) << "\n";
+      break;
+    case UpOutcome::kHealed: {
+      std::vector<DaemonProcess> restarted, kept;
+      for (const auto& p : cluster.processes) {
+        const bool was_restarted = std::find(up->restarted.begin(), up->restarted.end(), p.name) != up->restarted.end();
+        (was_restarted ? restarted : kept).push_back(p);
+      }
+      std::cout << "local cluster healed: " << shape << "\n"
+                << "restarted: " << Pids(restarted) << "\n"
+                << "kept running: " << (kept.empty() ? "-" : Pids(kept)) << "\n";
+      break;
+    }
+  }
+  std::cout << fmt::format("state {}, logs {}/logs, client config {}\n", lo.state_dir, lo.state_dir,
+                           ClientConfigPath(*home))
+            << "stop it with: anneal down\n";
   return kExitOk;
 }
 
@@ -100,7 +139,8 @@ int Down(const std::string& state_dir_flag, double grace_s) {
   if (!home.ok()) return ReportError("down", home.status());
   const std::string state_dir = state_dir_flag.empty() ? *home : state_dir_flag;
   Status st = StopLocalCluster(state_dir, std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)), std::cout);
-  if (!st.ok()) return ReportError("down", st.code() == StatusCode::kNotFound ? Status(StatusCode::kInternal, st.message()) : st);
+  if (!st.ok())
+    return ReportError("down", st.code() == StatusCode::kNotFound ? Status(StatusCode::kInternal, st.message()) : st);
   return kExitOk;
 }
 
@@ -139,10 +179,13 @@ void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action) {
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action) {
   {
     auto o = std::make_shared<UpOptions>();
-    auto* cmd = app.add_subcommand("up", "Start a local cluster: a coordinator and N agents on this machine");
-    cmd->add_option("--agents", o->agents, "agents (nodes) to start")->capture_default_str();
+    auto* cmd = app.add_subcommand("up",
+                                   "Start a local cluster (a coordinator and N agents on this machine), or "
+                                   "restart the daemons of a running one that are gone");
+    cmd->add_option("--agents", o->agents, "agents (nodes) to start (default: the recorded cluster's, else 1)");
     cmd->add_option("--slots", o->slots,
-                    "rank slots per agent (default: one per GPU on a GPU machine, else 2 CPU slots)");
+                    "rank slots per agent (default: the recorded cluster's, else one per GPU on a GPU machine, "
+                    "else 2 CPU slots)");
     cmd->add_option("--state-dir", o->state_dir, "state, logs and cluster.yaml (default ~/.anneal)");
     cmd->add_option("--port", o->port, "coordinator port (default: a free one)");
     cmd->add_option("--wait", o->wait_s, "seconds to wait for the agents to register")->capture_default_str();

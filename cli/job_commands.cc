@@ -165,6 +165,39 @@ std::string Placement(const pb::Placement& p) {
   return s;
 }
 
+// GetJob answers with the job's first events (up to the coordinator's max_watch_items): page through the rest
+// with immediate WatchJob calls until the record's next_event_seq is reached.
+Status ReadAllEvents(CoordinatorClient& client, pb::GetJobReply* r) {
+  constexpr uint64_t kNoMetrics = uint64_t{1} << 62;  // "metrics after this step": none
+  while (true) {
+    const uint64_t last = r->events().empty() ? 0 : r->events(r->events_size() - 1).seq();
+    if (last + 1 >= r->job().next_event_seq()) return Status::Ok();
+    pb::ClientRequest req;
+    auto* watch = req.mutable_watch();
+    watch->set_job_id(r->job().job_id());
+    watch->set_after_event_seq(last);
+    watch->set_after_metric_step(kNoMetrics);
+    watch->set_timeout_ms(0);
+    ASSIGN_OR_RETURN(pb::ClientReply reply, client.Call(req));
+    for (const auto& e : reply.watch().events()) {
+      if (e.seq() > last) *r->add_events() = e;
+    }
+    if (r->events().empty() || r->events(r->events_size() - 1).seq() == last) return Status::Ok();  // no progress
+  }
+}
+
+// Every attempt that failed: each one's move to RESTARTING (the only way out of a failed attempt, whether a
+// retry or the end of the job follows), with the reason.
+nlohmann::json FailedAttempts(const google::protobuf::RepeatedPtrField<pb::JobEvent>& events) {
+  nlohmann::json failed = nlohmann::json::array();
+  for (const auto& e : events) {
+    if (e.kind() == "state" && e.to_state() == pb::JOB_RESTARTING && e.from_state() != pb::JOB_RESTARTING) {
+      failed.push_back({{"attempt", e.attempt()}, {"time_ms", e.time_ms()}, {"reason", e.message()}});
+    }
+  }
+  return failed;
+}
+
 int Show(const GlobalOptions& g, const ShowOptions& o) {
   auto client = MakeClient(g);
   if (!client.ok()) return ReportError("show", client.status());
@@ -172,10 +205,14 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
   req.mutable_get_job()->set_job_id(o.job);
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError("show", reply.status());
-  const pb::GetJobReply& r = reply->get_job();
+  pb::GetJobReply& r = *reply->mutable_get_job();
+  if (Status st = ReadAllEvents(**client, &r); !st.ok()) return ReportError("show", st);
   const pb::JobRecord& job = r.job();
+  const nlohmann::json failed = FailedAttempts(r.events());
   if (g.json) {
-    std::cout << ToJson(r).dump(2) << "\n";
+    nlohmann::json j = ToJson(r);
+    j["failed_attempts"] = failed;
+    std::cout << j.dump(2) << "\n";
     return kExitOk;
   }
   if (o.spec) {
@@ -189,6 +226,12 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
   line("Job", job.job_id() + (job.name().empty() ? "" : "  (" + job.name() + ")"));
   line("State", fmt::format("{}  attempt {}/{}, epoch {}", StateName(job.state()), job.attempt(), job.max_attempts(),
                             job.epoch()));
+  std::vector<std::string> failures;
+  for (const auto& f : failed) {
+    failures.push_back(fmt::format("attempt {}: {}", f["attempt"].get<uint32_t>(), f["reason"].get<std::string>()));
+  }
+  line("Failed", failures.empty() ? "no attempt failed"
+                                  : fmt::format("{} attempt(s): {}", failures.size(), fmt::join(failures, "; ")));
   auto spec = jobspec::ParseJobSpec(job.spec_yaml(), job.job_id());
   if (spec.ok()) {
     line("Kind", std::string(jobspec::JobKindName(spec->kind)) + " / " +

@@ -1,22 +1,20 @@
 #include "cli/local_cluster.h"
 
-#include <fcntl.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
-
-#include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 #include "cli/client.h"
 
@@ -24,7 +22,14 @@ namespace anneal::cli {
 namespace fs = std::filesystem;
 namespace {
 
-std::string ClusterFile(const std::string& state_dir) { return state_dir + "/cluster.yaml"; }
+std::string ClusterFile(const std::string& state_dir) {
+  return state_dir + "/cluster.yaml";
+}
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 std::string RandomToken() {
   std::random_device rd;
@@ -49,141 +54,96 @@ StatusOr<int> FreePort() {
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
-// The last `n` lines of a file, each prefixed for the error report.
-std::string Tail(const std::string& path, size_t n = 15) {
-  std::ifstream in(path);
-  if (!in) return fmt::format("\n  ({} is missing)", path);
-  std::deque<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    lines.push_back(line);
-    if (lines.size() > n) lines.pop_front();
+// The port of "tcp://HOST:PORT"; 0 when there is none.
+int PortOf(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return 0;
+  try {
+    return std::stoi(address.substr(colon + 1));
+  } catch (const std::exception&) {
+    return 0;
   }
-  if (lines.empty()) return fmt::format("\n  ({} is empty)", path);
-  std::string out = fmt::format("\nlast lines of {}:", path);
-  for (const auto& l : lines) out += "\n  | " + l;
-  return out;
 }
 
-// fork + setsid + exec with stdout/stderr appended to `log`. The child is its own session: closing the
-// terminal or the CLI does not stop it.
-StatusOr<pid_t> SpawnDaemon(const std::vector<std::string>& argv, const std::string& log) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) return InternalError(fmt::format("fork: {}", std::strerror(errno)));
-  if (pid == 0) {
-    ::setsid();
-    int in = ::open("/dev/null", O_RDONLY);
-    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (in >= 0) ::dup2(in, 0);
-    if (out >= 0) {
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-    }
-    for (int fd = 3; fd < 1024; ++fd) ::close(fd);
-    ::execv(args[0], args.data());
-    std::string msg = fmt::format("anneal up: cannot exec {}: {}\n", argv[0], std::strerror(errno));
-    ssize_t ignored = ::write(2, msg.data(), msg.size());
-    (void)ignored;
-    ::_exit(127);
-  }
-  return pid;
-}
-
-bool IsAlive(pid_t pid) {
-  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
-  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  size_t paren = content.rfind(')');
-  return paren == std::string::npos || paren + 2 >= content.size() || content[paren + 2] != 'Z';
-}
-
-// The pid still runs `program` (guards against signalling a recycled pid).
-bool Runs(pid_t pid, const std::string& program) {
-  std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
-  std::string argv0;
-  std::getline(in, argv0, '\0');
-  return !argv0.empty() && fs::path(argv0).filename() == fs::path(program).filename();
+std::string SlotsText(int slots) {
+  return slots > 0 ? fmt::format("{} slot(s)", slots) : "one rank per GPU";
 }
 
 Status WriteClusterFile(const std::string& state_dir, const LocalCluster& c) {
   YAML::Emitter e;
   e << YAML::BeginMap << YAML::Key << "coordinator" << YAML::Value << c.coordinator << YAML::Key << "token"
-    << YAML::Value << YAML::DoubleQuoted << c.token << YAML::Key << "processes" << YAML::Value << YAML::BeginSeq;
+    << YAML::Value << YAML::DoubleQuoted << c.token << YAML::Key << "agents" << YAML::Value << c.agents << YAML::Key
+    << "slots" << YAML::Value << c.slots << YAML::Key << "processes" << YAML::Value << YAML::BeginSeq;
   for (const auto& p : c.processes) {
-    e << YAML::BeginMap << YAML::Key << "name" << YAML::Value << p.name << YAML::Key << "pid" << YAML::Value << p.pid
-      << YAML::Key << "program" << YAML::Value << p.program << YAML::Key << "log" << YAML::Value << p.log
-      << YAML::EndMap;
+    e << YAML::BeginMap << YAML::Key << "name" << YAML::Value << p.name;
+    if (!p.node.empty()) e << YAML::Key << "node" << YAML::Value << p.node;
+    e << YAML::Key << "pid" << YAML::Value << p.pid << YAML::Key << "program" << YAML::Value << p.program << YAML::Key
+      << "log" << YAML::Value << p.log << YAML::Key << "argv" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const auto& a : p.argv) e << YAML::DoubleQuoted << a;
+    e << YAML::EndSeq << YAML::EndMap;
   }
   e << YAML::EndSeq << YAML::EndMap;
-  std::ofstream out(ClusterFile(state_dir), std::ios::trunc);
-  out << "# written by `anneal up`; `anneal down` stops these processes\n" << e.c_str() << "\n";
-  if (!out.flush()) return InternalError(fmt::format("cannot write {}", ClusterFile(state_dir)));
+  // Written whole, then renamed: a crash never leaves half a record of running daemons.
+  const std::string path = ClusterFile(state_dir), tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  out << "# written by `anneal up`: `anneal down` stops these processes, `anneal up` restarts the ones gone\n"
+      << e.c_str() << "\n";
+  std::error_code ec;
+  if (!out.flush()) return InternalError(fmt::format("cannot write {}", tmp));
+  out.close();
+  fs::rename(tmp, path, ec);
+  if (ec) return InternalError(fmt::format("cannot write {}: {}", path, ec.message()));
   return Status::Ok();
 }
 
-StatusOr<LocalCluster> ReadClusterFile(const std::string& state_dir) {
+// The recorded cluster. A file written by an older `anneal up` has no command lines: `legacy` is then true.
+struct Recorded {
+  LocalCluster cluster;
+  bool legacy = false;
+};
+
+StatusOr<Recorded> ReadClusterFile(const std::string& state_dir) {
   const std::string path = ClusterFile(state_dir);
   if (!fs::exists(path)) return NotFoundError(fmt::format("no local cluster recorded in {}", path));
-  LocalCluster c;
+  Recorded r;
+  LocalCluster& c = r.cluster;
   try {
     YAML::Node root = YAML::LoadFile(path);
     c.coordinator = root["coordinator"].as<std::string>("");
     c.token = root["token"].as<std::string>("");
+    c.slots = root["slots"].as<int>(0);
     for (const auto& p : root["processes"]) {
-      c.processes.push_back({p["name"].as<std::string>(""), p["program"].as<std::string>(""), p["pid"].as<pid_t>(0),
-                             p["log"].as<std::string>("")});
+      DaemonProcess d{p["name"].as<std::string>(""),
+                      p["program"].as<std::string>(""),
+                      p["pid"].as<pid_t>(0),
+                      p["log"].as<std::string>(""),
+                      p["argv"].as<std::vector<std::string>>(std::vector<std::string>{}),
+                      p["node"].as<std::string>("")};
+      if (d.argv.empty()) r.legacy = true;
+      if (!d.node.empty()) ++c.agents;
+      c.processes.push_back(std::move(d));
     }
+    r.legacy = r.legacy || !root["agents"];
   } catch (const YAML::Exception& e) {
     return InvalidArgumentError(fmt::format("{}: malformed: {}", path, e.what()));
   }
-  return c;
+  return r;
 }
 
-// SIGTERM to every live process (last started first), SIGKILL to what is left after `grace`.
-// `verify_program`: only signal a pid whose command line still names its program (pids read from cluster.yaml
-// may have been recycled); our own unreaped children cannot be, so a failed `up` skips the check.
-std::vector<std::string> StopProcesses(const std::vector<DaemonProcess>& processes, std::chrono::milliseconds grace,
-                                       bool verify_program) {
-  std::vector<std::string> report;
-  std::vector<const DaemonProcess*> live;
-  for (auto it = processes.rbegin(); it != processes.rend(); ++it) {
-    if (IsAlive(it->pid) && (!verify_program || Runs(it->pid, it->program))) {
-      ::kill(it->pid, SIGTERM);
-      live.push_back(&*it);
-    }
-  }
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  for (const DaemonProcess* p : live) {
-    while (IsAlive(p->pid) && std::chrono::steady_clock::now() < deadline) {
-      ::waitpid(p->pid, nullptr, WNOHANG);  // reaps it when it is our child (a failed `up`)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    if (IsAlive(p->pid)) {
-      ::kill(p->pid, SIGKILL);
-      ::waitpid(p->pid, nullptr, WNOHANG);
-      report.push_back(fmt::format("{} (pid {}) killed after {} ms", p->name, p->pid, grace.count()));
-    } else {
-      report.push_back(fmt::format("{} (pid {}) stopped", p->name, p->pid));
-    }
-  }
-  return report;
-}
-
-// Polls ListNodes until `agents` nodes are UP; fails early when a daemon exits.
-Status WaitForNodes(const LocalCluster& c, int agents, std::chrono::milliseconds wait) {
+// Polls ListNodes until every node in `nodes` is UP (or DRAINING) with a registration at or after `since_ms`;
+// fails early when a daemon in `started` (this process's children) exits.
+Status WaitForAgents(const LocalCluster& c, const std::vector<std::string>& nodes, int64_t since_ms,
+                     const std::vector<DaemonProcess>& started, std::chrono::milliseconds wait) {
   const auto deadline = std::chrono::steady_clock::now() + wait;
-  int up = 0;
+  size_t ready = 0;
   Status last = Status::Ok();
   while (std::chrono::steady_clock::now() < deadline) {
-    for (const DaemonProcess& p : c.processes) {
+    for (const DaemonProcess& p : started) {
       int status = 0;
       if (::waitpid(p.pid, &status, WNOHANG) == p.pid) {
         std::string how = WIFEXITED(status) ? fmt::format("exited with status {}", WEXITSTATUS(status))
                                             : fmt::format("was killed by signal {}", WTERMSIG(status));
-        return UnavailableError(fmt::format("{} {} during start-up{}", p.name, how, Tail(p.log)));
+        return UnavailableError(fmt::format("{} {} during start-up{}", p.name, how, LogTail(p.log)));
       }
     }
     CoordinatorClient client(c.coordinator, c.token, std::chrono::milliseconds(1000));
@@ -191,20 +151,166 @@ Status WaitForNodes(const LocalCluster& c, int agents, std::chrono::milliseconds
     req.mutable_list_nodes();
     auto reply = client.Call(req);
     if (reply.ok()) {
-      up = 0;
-      for (const auto& n : reply->list_nodes().nodes()) up += n.state() == pb::NODE_UP ? 1 : 0;
-      if (up >= agents) return Status::Ok();
+      std::set<std::string> registered;
+      for (const auto& n : reply->list_nodes().nodes()) {
+        const bool serving = n.state() == pb::NODE_UP || n.state() == pb::NODE_DRAINING;
+        if (serving && n.registered_at_ms() >= since_ms) registered.insert(n.node_id());
+      }
+      ready = std::count_if(nodes.begin(), nodes.end(), [&](const std::string& n) { return registered.count(n); });
+      if (ready == nodes.size()) return Status::Ok();
     } else {
       last = reply.status();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  std::string detail = up > 0 ? fmt::format("only {} of {} agents registered", up, agents)
-                              : (last.ok() ? "no agent registered" : last.message());
+  std::string detail = ready > 0 ? fmt::format("only {} of {} agents registered", ready, nodes.size())
+                                 : (last.ok() ? "no agent registered" : last.message());
   std::string tails;
-  for (const DaemonProcess& p : c.processes) tails += Tail(p.log, 8);
+  for (const DaemonProcess& p : started) tails += LogTail(p.log, 8);
   return DeadlineExceededError(
       fmt::format("the local cluster did not come up within {} s: {}{}", wait.count() / 1000.0, detail, tails));
+}
+
+Status CheckExecutable(const std::string& program) {
+  if (::access(program.c_str(), X_OK) == 0) return Status::Ok();
+  return FailedPreconditionError(
+      fmt::format("{} not found next to anneal (build the {} target)", program, fs::path(program).filename().string()));
+}
+
+// INVALID_ARGUMENT when an explicit --agents, --slots or --port contradicts the running cluster.
+Status CheckRequestAgrees(const LocalClusterOptions& o, const LocalCluster& c) {
+  std::vector<std::string> conflicts;
+  if (o.agents && *o.agents != c.agents) {
+    conflicts.push_back(fmt::format("--agents {} (it runs {} agent(s))", *o.agents, c.agents));
+  }
+  if (o.slots && *o.slots != c.slots) {
+    conflicts.push_back(fmt::format("--slots {} (its agents have {})", *o.slots, SlotsText(c.slots)));
+  }
+  if (o.port && *o.port != 0 && *o.port != PortOf(c.coordinator)) {
+    conflicts.push_back(fmt::format("--port {} (its coordinator is at {})", *o.port, c.coordinator));
+  }
+  if (conflicts.empty()) return Status::Ok();
+  return InvalidArgumentError(fmt::format(
+      "a local cluster of {} agent(s) x {} is running in {} and this request differs: {}; run anneal up without "
+      "these flags to keep it, anneal down first to replace it (its running jobs are stopped), or use another "
+      "--state-dir",
+      c.agents, SlotsText(c.slots), o.state_dir, fmt::join(conflicts, "; ")));
+}
+
+// Restarts the recorded daemons that are gone, each with its recorded command line.
+StatusOr<UpResult> Heal(const LocalClusterOptions& o, LocalCluster c, std::ostream& progress) {
+  UpResult result;
+  std::vector<size_t> gone;
+  for (size_t i = 0; i < c.processes.size(); ++i) {
+    if (!IsRunning(c.processes[i])) gone.push_back(i);
+  }
+  if (gone.empty()) {
+    result.outcome = UpOutcome::kAlreadyRunning;
+    result.cluster = std::move(c);
+    return result;
+  }
+  for (size_t i : gone) RETURN_IF_ERROR(CheckExecutable(c.processes[i].argv.front()));
+  const int64_t since_ms = WallMs();
+  std::vector<DaemonProcess> started;
+  bool coordinator_restarted = false;
+  for (size_t i : gone) {
+    DaemonProcess& p = c.processes[i];
+    progress << fmt::format("{} (pid {}) is not running: restarting it\n", p.name, p.pid);
+    auto pid = SpawnDaemon(p.argv, p.log);
+    if (!pid.ok()) {
+      StopDaemons(started, std::chrono::seconds(5), /*verify_program=*/false);
+      return pid.status();
+    }
+    p.pid = *pid;
+    started.push_back(p);
+    result.restarted.push_back(p.name);
+    coordinator_restarted = coordinator_restarted || p.node.empty();
+  }
+  RETURN_IF_ERROR(WriteClusterFile(o.state_dir, c));
+  // A new coordinator hears again from every agent; a running coordinator only from the restarted agents.
+  std::vector<std::string> nodes;
+  for (const DaemonProcess& p : coordinator_restarted ? c.processes : started) {
+    if (!p.node.empty()) nodes.push_back(p.node);
+  }
+  progress << fmt::format("waiting for {} agent(s) to register...\n", nodes.size());
+  progress.flush();
+  if (Status st = WaitForAgents(c, nodes, since_ms, started, o.wait); !st.ok()) {
+    StopDaemons(started, std::chrono::seconds(5), /*verify_program=*/false);
+    return st;
+  }
+  result.outcome = UpOutcome::kHealed;
+  result.cluster = std::move(c);
+  return result;
+}
+
+// Starts every daemon. `recorded` (a cluster.yaml whose daemons are all gone) gives the default shape.
+StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* recorded, std::ostream& progress) {
+  LocalCluster c;
+  c.agents = o.agents.value_or(recorded != nullptr ? recorded->agents : 1);
+  c.slots = o.slots.value_or(recorded != nullptr ? recorded->slots : o.default_slots);
+  if (c.agents < 1) return InvalidArgumentError(fmt::format("--agents must be at least 1, got {}", c.agents));
+  const std::string bin = o.bin_dir.empty() ? SelfDir() : o.bin_dir;
+  const std::string coordinator_bin = bin + "/anneal-coordinator";
+  const std::string agent_bin = bin + "/anneal-agent";
+  RETURN_IF_ERROR(CheckExecutable(coordinator_bin));
+  RETURN_IF_ERROR(CheckExecutable(agent_bin));
+  int port = o.port.value_or(0);
+  if (port == 0) {
+    ASSIGN_OR_RETURN(port, FreePort());
+  }
+  c.coordinator = fmt::format("tcp://127.0.0.1:{}", port);
+  c.token = RandomToken();
+
+  const std::string config_file = o.state_dir + "/coordinator.yaml";
+  {
+    std::ofstream cfg(config_file, std::ios::trunc);
+    cfg << "# written by `anneal up`: the local cluster's coordinator; its flags carry the settings\n";
+  }
+  const int64_t since_ms = WallMs();
+  DaemonProcess coordinator{
+      "coordinator",
+      coordinator_bin,
+      0,
+      o.state_dir + "/logs/coordinator.log",
+      CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator", c.token, config_file),
+      ""};
+  ASSIGN_OR_RETURN(coordinator.pid, SpawnDaemon(coordinator.argv, coordinator.log));
+  c.processes.push_back(std::move(coordinator));
+  std::vector<std::string> nodes;
+  for (int i = 0; i < c.agents; ++i) {
+    const std::string node = fmt::format("local-{}", i);
+    const std::string work = o.state_dir + "/agents/" + node;
+    std::error_code ec;
+    fs::create_directories(work, ec);
+    DaemonProcess agent{"agent " + node,
+                        agent_bin,
+                        0,
+                        o.state_dir + "/logs/agent-" + node + ".log",
+                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots),
+                        node};
+    auto pid = SpawnDaemon(agent.argv, agent.log);
+    if (!pid.ok()) {
+      StopDaemons(c.processes, std::chrono::seconds(5), /*verify_program=*/false);
+      return pid.status();
+    }
+    agent.pid = *pid;
+    c.processes.push_back(std::move(agent));
+    nodes.push_back(node);
+  }
+  RETURN_IF_ERROR(WriteClusterFile(o.state_dir, c));
+  progress << fmt::format("started coordinator at {} and {} agent(s); waiting for them to register...\n", c.coordinator,
+                          c.agents);
+  progress.flush();
+  if (Status st = WaitForAgents(c, nodes, since_ms, c.processes, o.wait); !st.ok()) {
+    StopDaemons(c.processes, std::chrono::seconds(5), /*verify_program=*/false);
+    std::error_code ec;
+    fs::remove(ClusterFile(o.state_dir), ec);
+    return st;
+  }
+  UpResult result;
+  result.outcome = UpOutcome::kStarted;
+  result.cluster = std::move(c);
+  return result;
 }
 
 }  // namespace
@@ -221,8 +327,8 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
   return {program, "--bind", bind, "--state-dir", state_dir, "--token", token, "--config", config_file};
 }
 
-std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator,
-                                   const std::string& node, const std::string& work_dir, int slots) {
+std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
+                                   const std::string& work_dir, int slots) {
   std::vector<std::string> argv = {program, "--coordinator", coordinator, "--node", node, "--work-dir", work_dir};
   if (slots > 0) {
     argv.push_back("--slots");
@@ -241,78 +347,36 @@ int NvidiaGpuCount() {
   return n;
 }
 
-StatusOr<LocalCluster> StartLocalCluster(const LocalClusterOptions& o, std::ostream& progress) {
-  if (o.agents < 1) return InvalidArgumentError(fmt::format("--agents must be at least 1, got {}", o.agents));
-  if (o.slots < 0) return InvalidArgumentError(fmt::format("--slots must be at least 1, got {}", o.slots));
-  const std::string bin = o.bin_dir.empty() ? SelfDir() : o.bin_dir;
-  const std::string coordinator_bin = bin + "/anneal-coordinator";
-  const std::string agent_bin = bin + "/anneal-agent";
-  for (const std::string& p : {coordinator_bin, agent_bin}) {
-    if (::access(p.c_str(), X_OK) != 0) {
-      return FailedPreconditionError(fmt::format("{} not found next to anneal (build the {} target)", p,
-                                                 fs::path(p).filename().string()));
-    }
-  }
+StatusOr<UpResult> UpLocalCluster(const LocalClusterOptions& o, std::ostream& progress) {
+  if (o.agents && *o.agents < 1)
+    return InvalidArgumentError(fmt::format("--agents must be at least 1, got {}", *o.agents));
+  if (o.slots && *o.slots < 0) return InvalidArgumentError(fmt::format("--slots must be at least 1, got {}", *o.slots));
   std::error_code ec;
   for (const std::string& d : {o.state_dir + "/logs", o.state_dir + "/coordinator", o.state_dir + "/agents"}) {
     fs::create_directories(d, ec);
     if (ec) return InvalidArgumentError(fmt::format("cannot create {}: {}", d, ec.message()));
   }
-  if (auto existing = ReadClusterFile(o.state_dir); existing.ok()) {
-    for (const auto& p : existing->processes) {
-      if (IsAlive(p.pid) && Runs(p.pid, p.program)) {
-        return AlreadyExistsError(fmt::format("a local cluster is already running ({} pid {}, see {}): run anneal down "
-                                              "first",
-                                              p.name, p.pid, ClusterFile(o.state_dir)));
-      }
-    }
+  auto recorded = ReadClusterFile(o.state_dir);
+  if (!recorded.ok()) {
+    if (recorded.status().code() != StatusCode::kNotFound) return recorded.status();
+    return StartFresh(o, nullptr, progress);
   }
-  int port = o.port;
-  if (port == 0) {
-    ASSIGN_OR_RETURN(port, FreePort());
+  const auto& processes = recorded->cluster.processes;
+  auto running = std::find_if(processes.begin(), processes.end(), [](const DaemonProcess& p) { return IsRunning(p); });
+  if (running == processes.end()) return StartFresh(o, recorded->legacy ? nullptr : &recorded->cluster, progress);
+  if (recorded->legacy) {
+    return AlreadyExistsError(
+        fmt::format("a local cluster is already running ({} pid {}, see {}), recorded by an "
+                    "older anneal up that cannot restart it: run anneal down first",
+                    running->name, running->pid, ClusterFile(o.state_dir)));
   }
-  LocalCluster c;
-  c.coordinator = fmt::format("tcp://127.0.0.1:{}", port);
-  c.token = RandomToken();
-
-  const std::string config_file = o.state_dir + "/coordinator.yaml";
-  {
-    std::ofstream cfg(config_file, std::ios::trunc);
-    cfg << "# written by `anneal up`: the local cluster's coordinator; its flags carry the settings\n";
-  }
-  const std::string coordinator_log = o.state_dir + "/logs/coordinator.log";
-  ASSIGN_OR_RETURN(pid_t cpid,
-                   SpawnDaemon(CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator", c.token,
-                                               config_file),
-                               coordinator_log));
-  c.processes.push_back({"coordinator", coordinator_bin, cpid, coordinator_log});
-  for (int i = 0; i < o.agents; ++i) {
-    const std::string node = fmt::format("local-{}", i);
-    const std::string work = o.state_dir + "/agents/" + node;
-    fs::create_directories(work, ec);
-    const std::string log = o.state_dir + "/logs/agent-" + node + ".log";
-    auto pid = SpawnDaemon(AgentArgv(agent_bin, c.coordinator, node, work, o.slots), log);
-    if (!pid.ok()) {
-      StopProcesses(c.processes, std::chrono::seconds(5), /*verify_program=*/false);
-      return pid.status();
-    }
-    c.processes.push_back({"agent " + node, agent_bin, *pid, log});
-  }
-  RETURN_IF_ERROR(WriteClusterFile(o.state_dir, c));
-  progress << fmt::format("started coordinator at {} and {} agent(s); waiting for them to register...\n",
-                          c.coordinator, o.agents);
-  progress.flush();
-  if (Status st = WaitForNodes(c, o.agents, o.wait); !st.ok()) {
-    StopProcesses(c.processes, std::chrono::seconds(5), /*verify_program=*/false);
-    fs::remove(ClusterFile(o.state_dir), ec);
-    return st;
-  }
-  return c;
+  RETURN_IF_ERROR(CheckRequestAgrees(o, recorded->cluster));
+  return Heal(o, std::move(recorded->cluster), progress);
 }
 
 Status StopLocalCluster(const std::string& state_dir, std::chrono::milliseconds grace, std::ostream& progress) {
-  ASSIGN_OR_RETURN(LocalCluster c, ReadClusterFile(state_dir));
-  std::vector<std::string> report = StopProcesses(c.processes, grace, /*verify_program=*/true);
+  ASSIGN_OR_RETURN(Recorded recorded, ReadClusterFile(state_dir));
+  std::vector<std::string> report = StopDaemons(recorded.cluster.processes, grace, /*verify_program=*/true);
   if (report.empty()) progress << "nothing was running\n";
   for (const std::string& line : report) progress << line << "\n";
   std::error_code ec;

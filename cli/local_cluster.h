@@ -1,6 +1,25 @@
 // A local cluster for one machine: `anneal up` starts anneal-coordinator and N anneal-agent processes found
 // next to the anneal binary, daemonized (own session, logs in <state>/logs/), and records them in
-// <state>/cluster.yaml; `anneal down` stops what that file lists (SIGTERM, then SIGKILL after a grace period).
+// <state>/cluster.yaml: the cluster's shape (agents, slots), its address and token, and each daemon's pid,
+// program, log and full command line. `anneal down` stops what that file lists (SIGTERM, then SIGKILL after a
+// grace period).
+//
+// `anneal up` heals a cluster that lost daemons, on the same state:
+//
+//   cluster.yaml             request                        UpLocalCluster
+//   ───────────────────────  ─────────────────────────────  ─────────────────────────────────────────────────
+//   none, or no daemon runs  any                            start everything: fresh port and token, the same
+//                                                           state dir (unset --agents/--slots: the recorded
+//                                                           shape, else 1 agent x default_slots)  kStarted
+//   every daemon runs        agrees with it (or unset)      nothing to do                          kAlreadyRunning
+//   some daemons gone        agrees with it (or unset)      restart exactly those, each with its recorded
+//                                                           command line (same port, token, RocksDB dir,
+//                                                           node id, work dir); running ones untouched  kHealed
+//   some daemon runs         --agents/--slots/--port differ INVALID_ARGUMENT naming the request and the cluster
+//
+// Running agents keep their tasks, and a restarted coordinator re-adopts them from the agents' registrations
+// (docs/coordinator.md, "After a coordinator restart"); a restarted agent re-adopts its own ranks from its work
+// dir (docs/agent.md, "Re-adoption after an agent restart"). So a job survives the heal with no failed attempt.
 //
 // The daemons' command lines are built in CoordinatorArgv / AgentArgv only, so a flag change there is a
 // one-line edit.
@@ -10,42 +29,51 @@
 //
 // Example:
 //   LocalClusterOptions o{.agents = 2, .slots = 2, .state_dir = home};
-//   ASSIGN_OR_RETURN(LocalCluster c, StartLocalCluster(o, std::cout));
+//   ASSIGN_OR_RETURN(UpResult up, UpLocalCluster(o, std::cerr));
+//   if (up.outcome == UpOutcome::kHealed) for (auto& name : up.restarted) std::cout << "restarted " << name;
 //   ...
 //   RETURN_IF_ERROR(StopLocalCluster(home, std::chrono::seconds(10), std::cout));
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "cli/daemons.h"
 #include "common/status.h"
 
 namespace anneal::cli {
 
 struct LocalClusterOptions {
-  int agents = 1;
-  int slots = 2;           // 0: no --slots flag (the agent counts its GPUs)
-  std::string state_dir;  // ~/.anneal by default
-  int port = 0;           // coordinator port; 0 picks a free one
+  std::optional<int> agents;  // unset: the recorded cluster's, else 1
+  std::optional<int> slots;   // 0: no --slots flag (the agent counts its GPUs); unset: recorded, else default_slots
+  int default_slots = 2;
+  std::string state_dir;    // ~/.anneal by default
+  std::optional<int> port;  // coordinator port; unset or 0: a free one (a heal keeps the recorded one)
   std::chrono::milliseconds wait{30000};
-  std::string bin_dir;    // where anneal-coordinator / anneal-agent are; default: next to this binary
-};
-
-struct DaemonProcess {
-  std::string name;       // "coordinator", "agent local-0"
-  std::string program;    // absolute path
-  pid_t pid = 0;
-  std::string log;
+  std::string bin_dir;  // where anneal-coordinator / anneal-agent are; default: next to this binary
 };
 
 struct LocalCluster {
   std::string coordinator;  // tcp://127.0.0.1:PORT
   std::string token;
-  std::vector<DaemonProcess> processes;  // coordinator first
+  int agents = 0;
+  int slots = 0;                         // 0: one rank per GPU
+  std::vector<DaemonProcess> processes;  // coordinator first, then agents local-0, local-1, ...
+};
+
+enum class UpOutcome {
+  kStarted,         // nothing ran: every daemon was started
+  kAlreadyRunning,  // every recorded daemon runs: nothing was started
+  kHealed,          // the recorded daemons that were gone were restarted
+};
+
+struct UpResult {
+  UpOutcome outcome = UpOutcome::kStarted;
+  LocalCluster cluster;                // as recorded in cluster.yaml now
+  std::vector<std::string> restarted;  // kHealed: the daemons started by this call ("coordinator", "agent local-1")
 };
 
 // The directory of the running anneal binary.
@@ -55,15 +83,20 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
                                          const std::string& state_dir, const std::string& token,
                                          const std::string& config_file);
 // slots 0: no --slots flag, so the agent schedules one rank per GPU it finds.
-std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator,
-                                   const std::string& node, const std::string& work_dir, int slots);
+std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
+                                   const std::string& work_dir, int slots);
 
 // GPUs the NVIDIA driver lists (/proc/driver/nvidia/gpus); 0 without the driver.
 int NvidiaGpuCount();
 
-// Starts the daemons and waits until every agent is registered (ListNodes). On failure everything started is
-// stopped again and the error carries the tail of the failing daemon's log.
-StatusOr<LocalCluster> StartLocalCluster(const LocalClusterOptions& options, std::ostream& progress);
+// Brings the local cluster of options.state_dir up (table above) and waits until every agent that had to
+// (re-)register did (ListNodes: UP or DRAINING, registered after this call began). Errors: INVALID_ARGUMENT
+// for bad options or a request that contradicts the running cluster; FAILED_PRECONDITION when a daemon binary
+// is missing; ALREADY_EXISTS when live daemons are recorded by an older anneal (no command lines to reuse);
+// UNAVAILABLE / DEADLINE_EXCEEDED when a daemon exits during start-up or the agents do not register in time,
+// with the tail of the daemon logs. On such a failure the daemons this call started are stopped again (the
+// ones that were running are left alone).
+StatusOr<UpResult> UpLocalCluster(const LocalClusterOptions& options, std::ostream& progress);
 
 // Stops the processes recorded in <state_dir>/cluster.yaml and removes the file. NOT_FOUND when there is none.
 Status StopLocalCluster(const std::string& state_dir, std::chrono::milliseconds grace, std::ostream& progress);

@@ -32,6 +32,8 @@ if [ "$RUN_SETUP" = 1 ]; then bash scripts/setup.sh; fi
 # ccache keys on relative paths, so clones in other directories share the cache.
 export CCACHE_BASEDIR="$ROOT"
 export CCACHE_NOHASHDIR=1
+# The trainer compiles with a precompiled header: without these, ccache refuses every trainer file.
+export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 
 mkdir -p "$BUILD_DIR"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DANNEAL_SANITIZE="$SANITIZE" \

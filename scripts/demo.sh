@@ -7,6 +7,7 @@
 #   4. submit a LoRA SFT job over 4 ranks (2 nodes x 2: tensor parallel 2 x data parallel 2) and follow it to the end
 #   5. list its checkpoints, then run an eval job (loss, perplexity, sample generations) on the adapter
 #   6. print where everything is, and stop the cluster (--keep leaves it running)
+#   7. check that no attempt of either job failed (exit 1 naming each failed attempt and its reason otherwise)
 #
 #   scripts/demo.sh [--keep] [--steps N]
 set -euo pipefail
@@ -18,7 +19,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --keep) KEEP=1 ;;
     --steps) STEPS="$2"; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,14 +52,14 @@ say "submit the LoRA SFT job (4 ranks: 2 nodes x 2 slots, tensor parallel 2 x da
 # Paths in the example are relative to the repository root (this directory); anneal submit resolves them.
 JOB=$("$BIN/anneal" submit examples/demo_lora_sft.yaml --set max_steps="$STEPS")
 echo "job id: $JOB"
-"$BIN/anneal" watch "$JOB"
+"$BIN/anneal" watch "$JOB" || { echo "demo.sh: FAILED: the training job $JOB did not succeed (anneal show $JOB)" >&2; exit 1; }
 
 say "checkpoints of $JOB (committed, with checksums)"
 "$BIN/anneal" checkpoints "$JOB"
 
 say "evaluate the adapter (loss, perplexity, sample generations)"
 EVAL=$("$BIN/anneal" submit examples/demo_eval.yaml)
-"$BIN/anneal" watch "$EVAL"
+"$BIN/anneal" watch "$EVAL" || { echo "demo.sh: FAILED: the eval job $EVAL did not succeed (anneal show $EVAL)" >&2; exit 1; }
 
 say "where everything is"
 cat <<TXT
@@ -78,5 +79,25 @@ r = json.load(open(sys.argv[2]))
 print(f"  eval            loss {r['loss']['eval_loss']:.3f}, perplexity {r['loss']['perplexity']:.1f}")
 for s in r.get("generate", [])[:2]:
     print(f"  sample          {s['prompt'][-60:]!r} -> {s['output'][:60]!r}")
+PY
+
+say "check: no attempt of the demo's jobs failed"
+# The demo is a test of the product: a job that succeeded only after a failed attempt (a crash, a lost node,
+# a retried rank) fails the demo, with the reason of every failed attempt.
+for id in "$JOB" "$EVAL"; do "$BIN/anneal" --json show "$id" >"$DEMO/show-$id.json"; done
+.venv/bin/python - "$DEMO/show-$JOB.json" "$DEMO/show-$EVAL.json" <<'PY'
+import json, sys
+failed = 0
+for path in sys.argv[1:]:
+    shown = json.load(open(path))
+    job = shown["job"]
+    for f in shown["failed_attempts"]:
+        failed += 1
+        print(f"  {job['job_id']}: attempt {f['attempt']} failed: {f['reason']}", file=sys.stderr)
+    if not shown["failed_attempts"]:
+        print(f"  {job['job_id']}: {job['state'].removeprefix('JOB_')} in attempt {job['attempt']}, none failed")
+if failed:
+    sys.exit(f"demo.sh: FAILED: {failed} attempt(s) of the demo's jobs failed (reasons above; anneal show JOB)")
+print("  no attempt of the demo's jobs failed")
 PY
 if [ "$KEEP" = 1 ]; then echo "  the cluster is still up (ANNEAL_HOME=$ANNEAL_HOME); stop it with: ANNEAL_HOME=$ANNEAL_HOME $BIN/anneal down"; fi

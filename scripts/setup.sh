@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libboost-dev libboost-system-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   libssl-dev libgloo-dev
-  python3-venv procps
+  python3-venv procps clang-format
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -1,6 +1,6 @@
 // StateStore: the coordinator's durable state, typed tables over RocksDB column families.
 //
-// Tables (column families, DESIGN.md "Storage"): jobs (job id -> pb::JobRecord), events ((job, seq) ->
+// Tables (column families, docs/coordinator.md "Storage"): jobs (job id -> pb::JobRecord), events ((job, seq) ->
 // pb::JobEvent), metrics ((job, step) -> pb::MetricPoint), checkpoints ((job, step) -> pb::CheckpointRecord),
 // nodes (node id -> pb::NodeRecord), meta (name -> raw bytes: schema version, counters, indexes).
 // Composite keys come from storage/keys.h (big-endian numbers, so scans return them in numeric order).

@@ -148,10 +148,18 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
   lm->eval();
   ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(spec.model.model_name_or_path));
   json results = {{"model", spec.model.model_name_or_path}, {"adapter", spec.model.adapter_name_or_path}};
+  // An eval event names what was evaluated (docs/trainer-contract.md): the model, the adapter, the dataset.
+  auto eval_event = [&](const std::string& dataset, json values) {
+    json fields = {
+        {"step", 0}, {"model", spec.model.model_name_or_path}, {"dataset", dataset}, {"values", std::move(values)}};
+    if (!spec.model.adapter_name_or_path.empty()) fields["adapter"] = spec.model.adapter_name_or_path;
+    events.Emit("eval", fields);
+  };
+  const std::vector<std::string>& datasets =
+      spec.data.eval_dataset.empty() ? spec.data.dataset : spec.data.eval_dataset;
   for (const std::string& task : spec.eval.tasks) {
     if (task == "loss" || task == "generate") {
-      data::DataConfig dc = train::DataConfigFor(spec, spec.data.eval_dataset.empty() ? spec.data.dataset
-                                                                                       : spec.data.eval_dataset);
+      data::DataConfig dc = train::DataConfigFor(spec, datasets);
       ASSIGN_OR_RETURN(data::PreparedData d, data::PrepareSftData(dc));
       if (d.train.empty()) return InvalidArgumentError("eval: the evaluation dataset has no examples");
       if (task == "loss") {
@@ -172,7 +180,9 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
         const double mean = sum / std::max<int64_t>(count, 1);
         results["loss"] = {{"eval_loss", mean}, {"perplexity", std::exp(mean)}, {"tokens", count},
                            {"examples", d.train.size()}};
-        events.Emit("eval", {{"step", 0}, {"values", {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}}}});
+        std::string names;
+        for (const std::string& name : datasets) names += (names.empty() ? "" : ",") + name;
+        eval_event(names, {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}});
       } else {
         json samples = json::array();
         model::GenerateOptions go;
@@ -195,7 +205,7 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
     } else if (task == "mmlu") {
       ASSIGN_OR_RETURN(json r, RunMmlu(lm, *tok, spec, device));
       results["mmlu"] = r;
-      events.Emit("eval", {{"step", 0}, {"values", {{"mmlu_accuracy", r["accuracy"]}}}});
+      eval_event(spec.eval.task_dir, {{"mmlu_accuracy", r["accuracy"]}});
     } else {
       return InvalidArgumentError("eval.tasks: unknown task '" + task + "' (allowed: loss, mmlu, generate)");
     }

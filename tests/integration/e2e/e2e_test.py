@@ -7,6 +7,11 @@
   agent_kill: kill -9 one agent (and its ranks) after the first committed checkpoint; the job restarts from
               that checkpoint once the node is back and finishes with the same final loss as an uninterrupted
               run of the same job.
+  retention : a 4-rank job checkpointing every 2 steps with save_total_limit 2 and keep_best 1 (eval_loss): no
+              failed attempt; `anneal checkpoints` agrees with the disk at every sample taken while it runs; at
+              the end the disk holds exactly the latest 2 plus the best (computed from trainer_log.jsonl).
+  retention_standalone: the same job under `anneal-train launch` alone (the trainer owns retention): the same
+              end state, and no checkpoint directory is ever seen without its manifest.
 """
 import json
 import os
@@ -118,8 +123,11 @@ def case_succeed(bindir, tmp):
         assert c.anneal("watch", ejob, check=False).returncode == 0
         res = json.load(open(f"{tmp}/eval/eval_results.json"))
         assert res["loss"]["eval_loss"] > 0
-        events = json.dumps(json.loads(c.anneal("--json", "show", ejob).stdout))
-        assert "eval_loss" in events, "the eval result is not in the job's stored events/metrics"
+        shown = json.loads(c.anneal("--json", "show", ejob).stdout)
+        assert "eval_loss" in json.dumps(shown), "the eval result is not in the job's stored events/metrics"
+        # The eval event names what was evaluated, not a training step.
+        evals = [e["message"] for e in shown["events"] if e["kind"] == "eval"]
+        assert any(m.startswith(f"eval of adapter {tmp}/sft on dataset demo_eval: eval_loss=") for m in evals), evals
     print(f"succeed: 4-rank LoRA job SUCCEEDED, checkpoints {steps} with sha256, peft logits rel {err:.1e}, "
           f"eval loss {res['loss']['eval_loss']:.4f} stored")
 
@@ -181,5 +189,111 @@ def case_agent_kill(bindir, tmp):
           f"with loss {got[1]:.6f} = uninterrupted {ref[1]:.6f}")
 
 
+RETENTION_EXTRA = """save_total_limit: 2
+keep_best: 1
+metric_for_best_model: eval_loss
+greater_is_better: true
+val_size: 0.25
+eval_strategy: steps
+eval_steps: 2
+"""
+# greater_is_better on eval_loss makes the "best" an early checkpoint (the loss falls), so the best one is
+# not among the latest two and retention has to keep it apart.
+
+
+def disk_steps(out):
+    """checkpoint-N directories on disk (committed ones are renamed into place whole)."""
+    if not os.path.isdir(out):
+        return set()
+    return {int(n[11:]) for n in os.listdir(out) if n.startswith("checkpoint-") and n[11:].isdigit()}
+
+
+def expected_steps(out, total, every, keep_latest):
+    evals = {int(r["current_steps"]): r["eval_loss"] for r in map(json.loads, open(f"{out}/trainer_log.jsonl"))
+             if "eval_loss" in r}
+    saved = list(range(every, total + 1, every))
+    best = max(saved, key=lambda s: (evals[s], -s))  # greater is better; ties go to the earlier step
+    return set(saved[-keep_latest:]) | {best}
+
+
+def registry(c, job):
+    cks = json.loads(c.anneal("--json", "checkpoints", job).stdout)
+    cks = cks["checkpoints"] if isinstance(cks, dict) else cks
+    return {int(k["step"]): k.get("state", "") for k in cks}
+
+
+def case_retention(bindir, tmp):
+    prepare(tmp, bindir)
+    steps, every = 16, 2
+    out = f"{tmp}/kept"
+    with Cluster(bindir, f"{tmp}/home") as c:
+        job = c.anneal("submit", job_yaml(tmp, "kept", steps, every, RETENTION_EXTRA)).stdout.strip()
+        samples, deadline = 0, time.time() + 600
+        while time.time() < deadline:
+            before = registry(c, job)
+            on_disk = disk_steps(out)
+            after = registry(c, job)
+            for step, state in before.items():
+                if "COMMITTED" in state and "COMMITTED" in after.get(step, ""):
+                    assert step in on_disk, f"checkpoint {step} is COMMITTED in the registry but not on disk"
+            for step in on_disk:
+                newest = max(after) if after else -1
+                assert ("COMMITTED" in after.get(step, "") or "DELETING" in after.get(step, "") or step > newest), \
+                    f"checkpoint-{step} is on disk but the registry says {after.get(step, 'nothing')!r}"
+                assert "DELETED" not in before.get(step, "X").replace("DELETING", ""), \
+                    f"checkpoint-{step} was DELETED in the registry yet is on disk"
+            samples += 1
+            state = json.dumps(json.loads(c.anneal("--json", "show", job).stdout).get("job", {}).get("state", ""))
+            if any(s in state for s in ("SUCCEEDED", "FAILED", "CANCELLED")):
+                break
+            time.sleep(0.3)
+        w = c.anneal("watch", job, check=False)
+        assert w.returncode == 0, f"watch ended with {w.returncode}:\n{w.stdout[-2000:]}"
+        show = json.loads(c.anneal("--json", "show", job).stdout)
+        assert not show["failed_attempts"] and int(show["job"]["attempt"]) == 1, \
+            f"an attempt failed: {show['failed_attempts']}"
+        # Deletes are confirmed by the agent shortly after the last commit.
+        deadline = time.time() + 30
+        while time.time() < deadline and any("DELETING" in s for s in registry(c, job).values()):
+            time.sleep(0.2)
+        final = registry(c, job)
+    want = expected_steps(out, steps, every, 2)
+    committed = {s for s, state in final.items() if "COMMITTED" in state}
+    assert disk_steps(out) == want, f"on disk {sorted(disk_steps(out))}, expected latest 2 + best = {sorted(want)}"
+    assert committed == want, f"registry COMMITTED {sorted(committed)} != disk {sorted(want)} ({final})"
+    assert all("DELETED" in final[s] for s in final if s not in want), final
+    assert not [n for n in os.listdir(out) if n.startswith(".deleting-") or n.startswith(".tmp-checkpoint")]
+    print(f"retention: {samples} samples of registry vs disk agreed; kept {sorted(want)} (latest 2 + best), "
+          f"no failed attempt")
+
+
+def case_retention_standalone(bindir, tmp):
+    prepare(tmp, bindir)
+    steps, every = 16, 2
+    out = f"{tmp}/alone"
+    cfg = job_yaml(tmp, "alone", steps, every, RETENTION_EXTRA)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("ANNEAL_CHECKPOINT_RETENTION", None)
+    proc = subprocess.Popen([os.path.join(bindir, "anneal-train"), "launch", "--nproc-per-node", "4", "train",
+                             "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    samples, most = 0, 0
+    while proc.poll() is None:
+        for step in disk_steps(out):
+            d = f"{out}/checkpoint-{step}"
+            if not os.path.exists(f"{d}/manifest.json"):
+                assert not os.path.isdir(d), f"{d} exists without its manifest (half-written or half-deleted)"
+        most = max(most, len(disk_steps(out)))
+        samples += 1
+        time.sleep(0.1)
+    log = proc.stdout.read()
+    assert proc.returncode == 0, f"anneal-train launch failed ({proc.returncode}):\n{log[-4000:]}"
+    want = expected_steps(out, steps, every, 2)
+    assert disk_steps(out) == want, f"on disk {sorted(disk_steps(out))}, expected latest 2 + best = {sorted(want)}"
+    assert most <= len(want) + 1, f"up to {most} checkpoints were on disk at once"
+    assert "retention: deleted checkpoint-" in log, log[-2000:]
+    print(f"retention_standalone: {samples} samples; kept {sorted(want)} (latest 2 + best), at most {most} on disk")
+
+
 if __name__ == "__main__":
-    run_cases({"succeed": case_succeed, "agent_kill": case_agent_kill}, binary_flag="--bindir")
+    run_cases({"succeed": case_succeed, "agent_kill": case_agent_kill, "retention": case_retention,
+               "retention_standalone": case_retention_standalone}, binary_flag="--bindir")

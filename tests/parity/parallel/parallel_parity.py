@@ -107,9 +107,11 @@ GLOBAL_BATCH = 8  # rows per micro-batch over all data-parallel replicas
 def train_layout(binary, tmp, model, ft, tp, pp, dp, name, extra=()):
     out = os.path.join(tmp, name)
     world = tp * pp * dp
+    # World 8 names no resource keys, as a LLaMA-Factory YAML started by torchrun: the launcher's WORLD_SIZE decides.
+    resources = [] if world == 8 else [f"gpus_per_node: {world}"]
     cfg = job(tmp, model, out, ft, [f"per_device_train_batch_size: {GLOBAL_BATCH // dp}", "max_steps: 10",
                                     "eval_steps: 5", f"tensor_model_parallel_size: {tp}",
-                                    f"pipeline_model_parallel_size: {pp}", f"gpus_per_node: {world}"] + list(extra))
+                                    f"pipeline_model_parallel_size: {pp}"] + resources + list(extra))
     cmd = [binary, "train", "--config", cfg] if world == 1 else \
         [binary, "launch", "--nproc-per-node", str(world), "--", "train", "--config", cfg]
     run(cmd)

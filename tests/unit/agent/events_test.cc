@@ -44,11 +44,32 @@ TEST(TrainerEvents, CheckpointBecomesACommittedRecord) {
   EXPECT_EQ(c.epoch(), 7u);
 }
 
+TEST(TrainerEvents, AnEvalJobsEventNamesTheAdapterAndTheDataset) {
+  auto ev = ParseTrainerEvent(
+      R"({"type":"eval","rank":0,"time_ms":1,"step":0,"model":"/m/base","adapter":"/out/demo/lora-sft",)"
+      R"("dataset":"demo_eval","values":{"eval_loss":3.21987,"eval_perplexity":25.0265}})",
+      kId);
+  ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+  EXPECT_EQ(ev->report->metric_batch().events(0).message(),
+            "eval of adapter /out/demo/lora-sft on dataset demo_eval: eval_loss=3.22 eval_perplexity=25.03");
+  EXPECT_DOUBLE_EQ(ev->report->metric_batch().points(0).values().at("eval_loss"), 3.21987);
+
+  // Without an adapter the model is named.
+  auto model =
+      ParseTrainerEvent(R"({"type":"eval","rank":0,"time_ms":1,"step":0,"model":"/m/base","dataset":"/tasks/mmlu",)"
+                        R"("values":{"mmlu_accuracy":0.25}})",
+                        kId);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  EXPECT_EQ(model->report->metric_batch().events(0).message(),
+            "eval of model /m/base on dataset /tasks/mmlu: mmlu_accuracy=0.25");
+}
+
 TEST(TrainerEvents, EvalMessageAndFinished) {
   auto eval = ParseTrainerEvent(R"({"type":"eval","rank":0,"time_ms":1,"step":10,"values":{"eval_loss":2.3}})", kId);
   ASSERT_TRUE(eval.ok());
   EXPECT_EQ(eval->report->metric_batch().points(0).values().at("eval_loss"), 2.3);
   EXPECT_EQ(eval->report->metric_batch().events(0).kind(), "eval");
+  EXPECT_EQ(eval->report->metric_batch().events(0).message(), "eval at step 10: eval_loss=2.3");
 
   auto msg = ParseTrainerEvent(R"({"type":"message","rank":1,"time_ms":1,"level":"warn","text":"slow disk"})", kId);
   ASSERT_TRUE(msg.ok());

@@ -166,6 +166,125 @@ TEST(CliCluster, DownStopsRecordedProcessesButNotARecycledPid) {
   EXPECT_FALSE(fs::exists(dir.path() + "/cluster.yaml"));
 }
 
+// `sleep 60` as this test's child, once it has exec'd (so its command line names /bin/sleep).
+pid_t StartSleep() {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sleep", "sleep", "60", nullptr);
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (ReadFile("/proc/" + std::to_string(pid) + "/cmdline").rfind("sleep", 0) != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pid;
+}
+
+void Reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+// A dead pid: a child that exited and was reaped.
+pid_t DeadPid() {
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  ::waitpid(pid, nullptr, 0);
+  return pid;
+}
+
+// A cluster.yaml of 2 agents x 2 slots whose daemons are the given pids; `agent1_argv` is local-1's command line.
+std::string ClusterYaml(const TempDir& dir, pid_t coordinator, pid_t agent0, pid_t agent1,
+                        const std::string& agent1_argv) {
+  const std::string logs = dir.path() + "/state/logs/";
+  return "coordinator: " + DeadAddress() + "\ntoken: \"t\"\nagents: 2\nslots: 2\nprocesses:\n" +
+         "  - {name: coordinator, pid: " + std::to_string(coordinator) + ", program: /bin/sleep, log: " + logs +
+         "c.log, argv: [/bin/sleep, '60']}\n" +
+         "  - {name: agent local-0, node: local-0, pid: " + std::to_string(agent0) +
+         ", program: /bin/sleep, log: " + logs + "a0.log, argv: [/bin/sleep, '60']}\n" +
+         "  - {name: agent local-1, node: local-1, pid: " + std::to_string(agent1) +
+         ", program: /bin/sleep, log: " + logs + "a1.log, argv: " + agent1_argv + "}\n";
+}
+
+TEST(CliCluster, UpWithEveryRecordedDaemonRunningSaysSoAndStartsNothing) {
+  TempDir dir;
+  const pid_t c = StartSleep(), a0 = StartSleep(), a1 = StartSleep();
+  const std::string yaml = ClusterYaml(dir, c, a0, a1, "[/bin/sleep, '60']");
+  dir.Write("state/cluster.yaml", yaml);
+  RunResult r = RunAnneal({"up", "--state-dir", dir.path() + "/state"}, dir.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "local cluster already running, nothing to do")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "agent local-1 (pid " + std::to_string(a1) + ")")) << r.out;
+  EXPECT_EQ(ReadFile(dir.path() + "/state/cluster.yaml") + "\n", yaml) << "nothing was restarted or rewritten";
+  for (pid_t pid : {c, a0, a1}) {
+    EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "pid " << pid << " was signalled";
+    Reap(pid);
+  }
+}
+
+TEST(CliCluster, UpThatContradictsTheRunningClusterNamesBoth) {
+  TempDir dir;
+  const pid_t c = StartSleep(), a0 = StartSleep();
+  dir.Write("state/cluster.yaml", ClusterYaml(dir, c, a0, DeadPid(), "[/bin/sleep, '60']"));
+  RunResult r = RunAnneal({"up", "--state-dir", dir.path() + "/state", "--agents", "3", "--slots", "4"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "anneal up: a local cluster of 2 agent(s) x 2 slot(s) is running in " + dir.path() +
+                       "/state and this request differs: --agents 3 (it runs 2 agent(s)); --slots 4 (its agents "
+                       "have 2 slot(s)); run anneal up without these flags to keep it, anneal down first to replace "
+                       "it (its running jobs are stopped), or use another --state-dir\n");
+  // The same values as the running cluster are no conflict (the dead agent is restarted; it cannot register
+  // here, so the up fails after --wait, which is the next test's subject).
+  RunResult same = RunAnneal(
+      {"up", "--state-dir", dir.path() + "/state", "--agents", "2", "--slots", "2", "--wait", "0.2"}, dir.path());
+  EXPECT_TRUE(Contains(same.err, "agent local-1 (pid")) << same.err;
+  EXPECT_FALSE(Contains(same.err, "differs")) << same.err;
+  for (pid_t pid : {c, a0}) {
+    EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "pid " << pid << " was signalled";
+    Reap(pid);
+  }
+}
+
+TEST(CliCluster, UpRestartsOnlyTheGoneDaemonWithItsRecordedCommandLine) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  WriteStandIn(dir, "anneal-agent", "exec sleep 30");
+  const pid_t c = StartSleep(), a0 = StartSleep();
+  const pid_t gone = DeadPid();
+  const std::string state = dir.path() + "/state";
+  dir.Write(
+      "state/cluster.yaml",
+      ClusterYaml(dir, c, a0, gone, "[" + dir.path() + "/bin/anneal-agent, --node, local-1, --work-dir, /w/local-1]"));
+  // The coordinator recorded is no coordinator at all, so local-1 never registers: the up fails after --wait,
+  // stops what it started, and leaves the running daemons alone.
+  RunResult r = RunProgram(anneal, {"up", "--state-dir", state, "--wait", "1"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "agent local-1 (pid " + std::to_string(gone) + ") is not running: restarting it"))
+      << r.err;
+  EXPECT_TRUE(Contains(r.err, "anneal up: the local cluster did not come up within 1 s")) << r.err;
+  EXPECT_EQ(ReadFile(dir.path() + "/bin/anneal-agent.args"), "--node local-1 --work-dir /w/local-1");
+  const pid_t restarted = std::stoi(ReadFile(dir.path() + "/bin/anneal-agent.pids"));
+  EXPECT_TRUE(GoneWithin(restarted, std::chrono::seconds(3))) << "the restarted agent was not stopped again";
+  for (pid_t pid : {c, a0}) {
+    EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "pid " << pid << " was signalled";
+    Reap(pid);
+  }
+  EXPECT_TRUE(fs::exists(state + "/cluster.yaml")) << "the running daemons stay recorded";
+}
+
+TEST(CliCluster, UpWithLiveDaemonsRecordedByAnOlderAnnealAsksForDown) {
+  TempDir dir;
+  const pid_t c = StartSleep();
+  dir.Write("state/cluster.yaml",
+            "coordinator: tcp://127.0.0.1:1\ntoken: t\nprocesses:\n"
+            "  - {name: coordinator, pid: " +
+                std::to_string(c) + ", program: /bin/sleep, log: x}\n");
+  RunResult r = RunAnneal({"up", "--state-dir", dir.path() + "/state"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "recorded by an older anneal up that cannot restart it: run anneal down first")) << r.err;
+  Reap(c);
+}
+
 TEST(CliCluster, ModelInitWithoutTheTrainerIsAClearError) {
   TempDir dir;
   const std::string anneal = CopyAnneal(dir);

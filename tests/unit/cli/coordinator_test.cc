@@ -252,15 +252,65 @@ TEST(CliCoordinator, ShowPrintsSummaryPlacementMetricsCheckpointsAndEvents) {
   });
   RunResult r = RunAnneal({"--coordinator", coordinator.address(), "show", "j-7"}, home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  for (const char* text : {"Job:         j-7  (demo-j-7)", "State:       RUNNING  attempt 1/3", "Model:       /models/tiny",
-                           "Kind:        train / lora (rank 8, alpha 16)", "node-a ranks 0,1", "step 40/100",
-                           "loss=1.25", "Checkpoints:", "/out/j-7/checkpoint-20", "2.0 KiB", "Events:",
-                           "PENDING->STARTING", "placed on node-a", "(never started)"}) {
+  for (const char* text :
+       {"Job:         j-7  (demo-j-7)", "State:       RUNNING  attempt 1/3", "Model:       /models/tiny",
+        "Kind:        train / lora (rank 8, alpha 16)", "node-a ranks 0,1", "step 40/100", "loss=1.25",
+        "Checkpoints:", "/out/j-7/checkpoint-20", "2.0 KiB", "Events:", "PENDING->STARTING", "placed on node-a",
+        "(never started)", "Failed:      no attempt failed"}) {
     EXPECT_TRUE(Contains(r.out, text)) << "missing '" << text << "' in:\n" << r.out;
   }
   RunResult missing = RunAnneal({"--coordinator", coordinator.address(), "show", "j-9"}, home.path());
   EXPECT_EQ(missing.exit_code, 4);
   EXPECT_EQ(missing.err, "anneal show: job j-9 not found\n");
+}
+
+pb::JobEvent StateEvent(uint64_t seq, uint32_t attempt, pb::JobState from, pb::JobState to, const std::string& why) {
+  pb::JobEvent e;
+  e.set_seq(seq);
+  e.set_attempt(attempt);
+  e.set_kind("state");
+  e.set_from_state(from);
+  e.set_to_state(to);
+  e.set_message(why);
+  return e;
+}
+
+TEST(CliCoordinator, ShowCountsFailedAttemptsOverEveryPageOfEvents) {
+  TempDir home;
+  // GetJob answers with the first 3 of 6 events (as a coordinator with max_watch_items 3 would); the failure
+  // is on the second page, which only an immediate WatchJob from seq 3 returns.
+  FakeCoordinator coordinator([](const pb::ClientRequest& req) {
+    pb::ClientReply reply;
+    if (req.has_get_job()) {
+      auto* r = reply.mutable_get_job();
+      *r->mutable_job() = Job("j-3", pb::JOB_SUCCEEDED);
+      r->mutable_job()->set_attempt(2);
+      r->mutable_job()->set_next_event_seq(7);
+      *r->add_events() = StateEvent(1, 0, pb::JOB_STATE_UNSPECIFIED, pb::JOB_PENDING, "submitted");
+      *r->add_events() = StateEvent(2, 1, pb::JOB_PENDING, pb::JOB_STARTING, "placed");
+      *r->add_events() = StateEvent(3, 1, pb::JOB_STARTING, pb::JOB_RUNNING, "all 2 task(s) running");
+    } else if (req.has_watch() && req.watch().after_event_seq() == 3 && req.watch().timeout_ms() == 0) {
+      auto* w = reply.mutable_watch();
+      *w->add_events() = StateEvent(4, 1, pb::JOB_RUNNING, pb::JOB_RESTARTING, "rank 0 exited with code 1: boom");
+      *w->add_events() = StateEvent(5, 1, pb::JOB_RESTARTING, pb::JOB_PENDING, "retrying");
+      *w->add_events() = StateEvent(6, 2, pb::JOB_RUNNING, pb::JOB_SUCCEEDED, "every task exited 0");
+    } else {
+      return ErrorReply(pb::INVALID_ARGUMENT, "unexpected request");
+    }
+    return reply;
+  });
+  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "show", "j-3"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "Failed:      1 attempt(s): attempt 1: rank 0 exited with code 1: boom\n")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "every task exited 0")) << "the second page of events is shown:\n" << r.out;
+
+  RunResult j = RunAnneal({"--coordinator", coordinator.address(), "--json", "show", "j-3"}, home.path());
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  auto parsed = nlohmann::json::parse(j.out);
+  ASSERT_EQ(parsed["failed_attempts"].size(), 1u) << j.out;
+  EXPECT_EQ(parsed["failed_attempts"][0]["attempt"], 1);
+  EXPECT_EQ(parsed["failed_attempts"][0]["reason"], "rank 0 exited with code 1: boom");
+  EXPECT_EQ(parsed["events"].size(), 6u);
 }
 
 TEST(CliCoordinator, NodesDrainCancelAndCheckpoints) {

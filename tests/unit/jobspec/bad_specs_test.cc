@@ -148,8 +148,9 @@ const std::vector<BadSpec>& Table() {
        "key 'train.learning_rate' in override 'train.learning_rate=-1': expected a positive number, got '-1'"},
       {"OverrideMalformedValue", kBase, {"dataset=[a"}, "override 'dataset=[a': malformed value:"},
       {"OverrideOfASection", kBase, {"train=1"}, "override 'train=1': 'train' is a section"},
-      {"OverrideMakesParallelImpossible", kBase, {"tensor_model_parallel_size=2"},
-       "tensor parallel (tp=2) x pipeline parallel (pp=1) = 2 does not divide the world size 1"},
+      {"OverrideMakesParallelImpossible", kBase, {"gpus_per_node=1", "tensor_model_parallel_size=2"},
+       "tensor parallel (tp=2) x pipeline parallel (pp=1) = 2 does not divide the world size 1 (nodes 1 x "
+       "gpus_per_node 1)"},
   };
   return table;
 }
