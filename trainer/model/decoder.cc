@@ -232,6 +232,15 @@ std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t
 
 namespace {
 
+// autograd::Function::apply needs defined tensors (VariableInfo reads each input's device), so "no mask" (no
+// padding: e.g. one row, or rows of equal length) travels as an empty tensor.
+torch::Tensor MaskArgument(const std::optional<torch::Tensor>& mask, const torch::Device& device) {
+  return mask ? *mask : torch::empty({0}, torch::TensorOptions().device(device));
+}
+std::optional<torch::Tensor> OptionalMask(const torch::Tensor& mask) {
+  return mask.defined() && mask.numel() > 0 ? std::optional<torch::Tensor>(mask) : std::nullopt;
+}
+
 // Runs one decoder layer without keeping its activations; backward recomputes them.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor cos,
@@ -245,7 +254,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     if (rng.device.defined()) ctx->saved_data["rng.device"] = rng.device;
     ctx->save_for_backward({x, cos, sin, mask});
     torch::NoGradGuard no_grad;
-    return layer->forward(x, cos, sin, mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, nullptr);
+    return layer->forward(x, cos, sin, OptionalMask(mask), nullptr);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -261,8 +270,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     torch::Tensor y;
     {
       torch::AutoGradMode enable(true);
-      y = layer->forward(x, saved[1], saved[2], saved[3].defined() ? std::optional<torch::Tensor>(saved[3]) : std::nullopt,
-                         nullptr);
+      y = layer->forward(x, saved[1], saved[2], OptionalMask(saved[3]), nullptr);
     }
     rng_now.Restore();
     torch::autograd::backward({y}, {grad_out[0]});
@@ -311,7 +319,7 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
     auto* layer = model->layers[i]->as<DecoderLayerImpl>();
     TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is held by another pipeline stage");
     if (checkpoint) {
-      x = CheckpointedLayer::apply(x, cos, sin, mask.value_or(torch::Tensor()), reinterpret_cast<int64_t>(layer));
+      x = CheckpointedLayer::apply(x, cos, sin, MaskArgument(mask, x.device()), reinterpret_cast<int64_t>(layer));
     } else {
       x = layer->forward(x, cos, sin, mask, in.cache);
     }

@@ -182,7 +182,7 @@ def case_lora(binary, tmp, rslora=False, schedule="cosine", quick=False):
          "disable_gradient_checkpointing=true"])
     ckpt_losses = our_losses(out_ckpt)
     ckpt_err = max(abs(a - b) / abs(b) for a, b in zip(ckpt_losses, ours))
-    assert len(ckpt_losses) == STEPS and ckpt_err < 1e-6, f"gradient_checkpointing changes the losses ({ckpt_err:.2e})""
+    assert len(ckpt_losses) == STEPS and ckpt_err < 1e-6, f"gradient_checkpointing changes the losses ({ckpt_err:.2e})"
     ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
                                           init_adapter, is_trainable=True)
     params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
