@@ -274,7 +274,7 @@ def case_retention_standalone(bindir, tmp):
     cfg = job_yaml(tmp, "alone", steps, every, RETENTION_EXTRA)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("ANNEAL_CHECKPOINT_RETENTION", None)
-    proc = subprocess.Popen([os.path.join(bindir, "anneal-train"), "launch", "--nproc-per-node", "4", "train",
+    proc = subprocess.Popen([os.path.join(bindir, "anneal-train"), "launch", "--nproc-per-node", "4", "--", "train",
                              "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     samples, most = 0, 0
     while proc.poll() is None:
