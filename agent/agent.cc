@@ -1,14 +1,13 @@
 #include "agent/agent.h"
 
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
-
-#include <spdlog/spdlog.h>
 
 #include "common/fsutil.h"
 #include "common/shutdown.h"
@@ -64,12 +63,14 @@ Status Agent::Init() {
   opts.log_retention_ms = static_cast<int64_t>(config_.log_retention_hours) * 3600 * 1000;
   opts.fail_grace_ms = config_.shutdown_grace_ms;
   opts.reap_orphans = ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0;
-  supervisor_ = std::make_unique<Supervisor>(io_, clock_, opts, [this](pb::AgentToCoordinator m) { Report(std::move(m)); });
+  supervisor_ =
+      std::make_unique<Supervisor>(io_, clock_, opts, [this](pb::AgentToCoordinator m) { Report(std::move(m)); });
   const auto adopted = supervisor_->Recover();
-  spdlog::info("anneal-agent {} node {}: {} slot(s), {} GPU(s), work dir {}, {} task(s) re-adopted, {} report(s) "
-               "spooled (next seq {})",
-               Version(), config_.node, opts.slots, opts.gpu_indices.size(), config_.work_dir, adopted.size(),
-               spool_->Pending().size(), spool_->next_seq());
+  spdlog::info(
+      "anneal-agent {} node {}: {} slot(s), {} GPU(s), work dir {}, {} task(s) re-adopted, {} report(s) "
+      "spooled (next seq {})",
+      Version(), config_.node, opts.slots, opts.gpu_indices.size(), config_.work_dir, adopted.size(),
+      spool_->Pending().size(), spool_->next_seq());
   if (opts.slots == 0) spdlog::warn("this node has no GPUs and no --slots: it cannot run any rank");
   OpenSocket();
   return Status::Ok();
@@ -88,7 +89,8 @@ void Agent::OpenSocket() {
   // No fixed routing id: a ROUTER without ZMQ_ROUTER_HANDOVER rejects a reconnect that reuses a live id. The
   // coordinator learns this node's current id from each message it receives (RegisterRequest names the node).
   const std::string monitor_endpoint = "inproc://anneal-agent-monitor-" + std::to_string(socket_generation_);
-  if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0) {
+  if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) ==
+      0) {
     monitor_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(monitor_endpoint);
@@ -329,8 +331,9 @@ void Agent::OnTick() {
     if (register_attempts_ > 0) OpenSocket();
     SendRegister();
     ++register_attempts_;
-    register_backoff_ms_ = register_backoff_ms_ == 0 ? timing_.register_backoff_min_ms
-                                                     : std::min(register_backoff_ms_ * 2, timing_.register_backoff_max_ms);
+    register_backoff_ms_ = register_backoff_ms_ == 0
+                               ? timing_.register_backoff_min_ms
+                               : std::min(register_backoff_ms_ * 2, timing_.register_backoff_max_ms);
     next_register_ms_ = now + register_backoff_ms_;
   }
   if (Registered()) {
@@ -365,9 +368,10 @@ void Agent::ScheduleTick() {
 void Agent::WatchShutdownFd() {
   if (ShutdownFd() < 0) return;
   shutdown_fd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, ::dup(ShutdownFd()));
-  shutdown_fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
-    if (!ec) RequestShutdown();
-  });
+  shutdown_fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                           [this](const boost::system::error_code& ec) {
+                             if (!ec) RequestShutdown();
+                           });
 }
 
 void Agent::WatchSigchld() {

@@ -27,14 +27,13 @@
 //   return agent.Run();   // until SIGTERM
 #pragma once
 
-#include <cstdint>
-#include <memory>
-#include <string>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
 #include <zmq.hpp>
 
 #include "agent/clock.h"
@@ -52,7 +51,7 @@ struct AgentTiming {
   int64_t tick_ms = 50;
   int64_t register_backoff_min_ms = 250;
   int64_t register_backoff_max_ms = 5000;
-  int64_t resend_after_ms = 3000;       // no ack progress for this long: resend every pending report
+  int64_t resend_after_ms = 3000;  // no ack progress for this long: resend every pending report
   int zmq_reconnect_ivl_ms = 100;
   int zmq_reconnect_ivl_max_ms = 2000;
 };
@@ -77,7 +76,7 @@ class Agent {
   void WatchSocket();
   void WatchShutdownFd();
   void WatchSigchld();
-  void DrainSocket();       // DrainSocketOnce, again after an EINTR
+  void DrainSocket();  // DrainSocketOnce, again after an EINTR
   void DrainSocketOnce();
   void DrainMonitor();
   void Handle(const pb::CoordinatorToAgent& msg);

@@ -33,7 +33,8 @@ StatusOr<std::string> ResolveDeletablePath(const std::string& path, const std::s
   auto o = real_out.begin();
   auto r = real.begin();
   for (; o != real_out.end(); ++o, ++r) {
-    if (r == real.end() || *o != *r) return refuse("it resolves to '" + real.string() + "', outside the output directory");
+    if (r == real.end() || *o != *r)
+      return refuse("it resolves to '" + real.string() + "', outside the output directory");
   }
   if (r == real.end()) return refuse("it is the output directory itself");
   return real.string();

@@ -1,6 +1,7 @@
 #include "agent/events.h"
 
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 namespace anneal::agent {

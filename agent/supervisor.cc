@@ -3,14 +3,13 @@
 #include "agent/supervisor.h"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/rank_logs.h"
 #include "agent/supervisor_internal.h"
@@ -53,9 +52,8 @@ void Supervisor::Launch(const pb::LaunchTask& launch) {
   const uint64_t seen = epochs_.count(job) ? epochs_[job] : 0;
   const uint64_t stopped = stop_epochs_.count(job) ? stop_epochs_[job] : 0;
   if (launch.epoch() < seen || (launch.epoch() <= stopped && stopped > 0)) {
-    const std::string why = launch.epoch() < seen
-                                ? "epoch " + std::to_string(seen) + " was already launched"
-                                : "epoch " + std::to_string(stopped) + " was already stopped";
+    const std::string why = launch.epoch() < seen ? "epoch " + std::to_string(seen) + " was already launched"
+                                                  : "epoch " + std::to_string(stopped) + " was already stopped";
     spdlog::warn("launch of job {} epoch {} refused: {}", job, launch.epoch(), why);
     pb::AgentToCoordinator m;
     pb::TaskStatus* s = m.mutable_task_update()->mutable_status();
@@ -81,8 +79,8 @@ void Supervisor::Launch(const pb::LaunchTask& launch) {
   }
   epochs_[job] = launch.epoch();
   if (auto it = tasks_.find(job); it != tasks_.end()) {
-    spdlog::info("job {}: epoch {} supersedes the running epoch {}; killing the old ranks first", job,
-                 launch.epoch(), it->second->id.epoch);
+    spdlog::info("job {}: epoch {} supersedes the running epoch {}; killing the old ranks first", job, launch.epoch(),
+                 it->second->id.epoch);
     queued_[job] = launch;
     BeginStop(it->second.get(), 0, "superseded by epoch " + std::to_string(launch.epoch()), TaskEvent::kStopOrdered);
     return;
@@ -223,7 +221,7 @@ void Supervisor::OnRankExit(Task* task, Rank* rank) {
     Persist(*task);
     BeginStop(task, options_.fail_grace_ms, "rank " + std::to_string(rank->rec.global_rank) + " failed",
               TaskEvent::kRankFailed);  // -> FAILING: the failure is reported
-    MaybeFinish(task);  // when this was the only rank left
+    MaybeFinish(task);                  // when this was the only rank left
     return;
   }
   MaybeFinish(task);
@@ -318,8 +316,8 @@ void Supervisor::Tick() {
 
 void Supervisor::PruneOldLogs() {
   namespace fs = std::filesystem;
-  const auto cutoff = std::chrono::system_clock::time_point(std::chrono::milliseconds(clock_.WallMs() -
-                                                                                      options_.log_retention_ms));
+  const auto cutoff =
+      std::chrono::system_clock::time_point(std::chrono::milliseconds(clock_.WallMs() - options_.log_retention_ms));
   std::error_code ec;
   for (const auto& job : fs::directory_iterator(options_.work_dir + "/jobs", ec)) {
     const std::string job_id = job.path().filename().string();
@@ -339,7 +337,9 @@ void Supervisor::PruneOldLogs() {
   }
 }
 
-bool Supervisor::Idle() const { return tasks_.empty() && queued_.empty(); }
+bool Supervisor::Idle() const {
+  return tasks_.empty() && queued_.empty();
+}
 
 pb::TaskStatus Supervisor::StatusOf(const Task& task) const {
   pb::TaskStatus s;

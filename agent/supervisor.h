@@ -29,13 +29,12 @@
 
 #include <sys/types.h>
 
+#include <boost/asio/io_context.hpp>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
 
 #include "agent/clock.h"
 #include "agent/lifecycle.h"
@@ -48,13 +47,13 @@ namespace anneal::agent {
 struct SupervisorOptions {
   std::string work_dir;
   std::string node_id;
-  std::string trainer;              // program started for every rank
+  std::string trainer;                // program started for every rank
   std::vector<uint32_t> gpu_indices;  // empty on CPU nodes (no CUDA_VISIBLE_DEVICES)
-  uint32_t slots = 0;               // rank slots on this node (RankAssignment.slot must be below)
+  uint32_t slots = 0;                 // rank slots on this node (RankAssignment.slot must be below)
   uint64_t log_max_bytes = 64ull << 20;
   uint64_t min_free_bytes = 64ull << 20;
-  uint32_t fail_grace_ms = 10000;   // grace for the other local ranks when one rank failed
-  int64_t adopted_poll_ms = 200;    // /proc polling period for adopted ranks
+  uint32_t fail_grace_ms = 10000;  // grace for the other local ranks when one rank failed
+  int64_t adopted_poll_ms = 200;   // /proc polling period for adopted ranks
   int64_t rotate_check_ms = 1000;
   // Rank logs (and resolved configs) of tasks that ended longer ago than this are deleted; the task records
   // (task.json) stay, so epoch fencing survives. 0 keeps everything.
@@ -124,11 +123,11 @@ class Supervisor {
   SupervisorOptions options_;
   ReportFn report_;
   std::map<std::string, std::unique_ptr<Task>> tasks_;  // job id -> its current task on this node
-  std::map<std::string, pb::LaunchTask> queued_;         // launches waiting for an older task to end
-  std::map<std::string, uint64_t> epochs_;               // job id -> highest launch epoch seen
-  std::map<std::string, uint64_t> stop_epochs_;          // job id -> highest StopTask epoch seen
-  std::map<std::string, pb::TaskStatus> finished_;       // job id -> final status of its latest task here
-  std::map<std::string, uint32_t> latest_attempt_;       // job id -> latest attempt started here
+  std::map<std::string, pb::LaunchTask> queued_;        // launches waiting for an older task to end
+  std::map<std::string, uint64_t> epochs_;              // job id -> highest launch epoch seen
+  std::map<std::string, uint64_t> stop_epochs_;         // job id -> highest StopTask epoch seen
+  std::map<std::string, pb::TaskStatus> finished_;      // job id -> final status of its latest task here
+  std::map<std::string, uint32_t> latest_attempt_;      // job id -> latest attempt started here
   int64_t next_adopted_poll_ms_ = 0;
   int64_t next_rotate_ms_ = 0;
   int64_t next_prune_ms_ = 0;

@@ -2,11 +2,10 @@
 #pragma once
 
 #include <array>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "agent/events.h"
 #include "agent/lifecycle.h"
@@ -34,9 +33,9 @@ struct EventReader {
 
 struct Supervisor::Rank {
   RankRecord rec;
-  bool own_child = true;      // false: adopted after an agent restart (watched through /proc)
+  bool own_child = true;  // false: adopted after an agent restart (watched through /proc)
   bool exited = false;
-  bool exit_known = true;     // false: an adopted rank ended; no wait status
+  bool exit_known = true;  // false: an adopted rank ended; no wait status
   ExitInfo exit;
   bool killed_after_grace = false;
   std::string log_path;

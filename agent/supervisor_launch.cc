@@ -2,19 +2,18 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <boost/asio/read.hpp>
 #include <cerrno>
 #include <filesystem>
 #include <set>
-
-#include <boost/asio/read.hpp>
-#include <spdlog/spdlog.h>
-#include <yaml-cpp/yaml.h>
 
 #include "agent/supervisor.h"
 #include "agent/supervisor_internal.h"
@@ -36,7 +35,8 @@ Status CheckWritableDir(const std::string& what, const std::string& dir, uint64_
   ::close(fd);
   ::unlink(probe.c_str());
   struct statvfs vfs {};
-  if (::statvfs(dir.c_str(), &vfs) != 0) return FailedPreconditionError(what + " " + dir + ": statvfs: " + ErrnoText(errno));
+  if (::statvfs(dir.c_str(), &vfs) != 0)
+    return FailedPreconditionError(what + " " + dir + ": statvfs: " + ErrnoText(errno));
   const uint64_t free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
   if (free_bytes < min_free_bytes) {
     return ResourceExhaustedError(what + " " + dir + " has " + std::to_string(free_bytes >> 20) +
@@ -58,8 +58,8 @@ Status CheckPortBindable(uint32_t port) {
   const int err = errno;
   ::close(fd);
   if (rc != 0) {
-    return FailedPreconditionError("rendezvous port " + std::to_string(port) + " (MASTER_PORT) is not bindable: " +
-                                   ErrnoText(err));
+    return FailedPreconditionError("rendezvous port " + std::to_string(port) +
+                                   " (MASTER_PORT) is not bindable: " + ErrnoText(err));
   }
   return Status::Ok();
 }
@@ -166,8 +166,7 @@ void Supervisor::StartTask(const pb::LaunchTask& launch) {
 
 Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
   std::vector<pb::RankAssignment> ranks(launch.ranks().begin(), launch.ranks().end());
-  std::sort(ranks.begin(), ranks.end(),
-            [](const auto& a, const auto& b) { return a.local_rank() < b.local_rank(); });
+  std::sort(ranks.begin(), ranks.end(), [](const auto& a, const auto& b) { return a.local_rank() < b.local_rank(); });
   // The environment every rank shares: the agent's, then the job's, then torchrun's contract (which wins).
   std::map<std::string, std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
@@ -254,21 +253,22 @@ void Supervisor::StartReading(Task* task, Rank* rank) {
   if (!reader || reader->closed) return;
   const std::string job = task->id.job_id;
   const uint64_t epoch = task->id.epoch;
-  reader->fifo.async_read_some(
-      boost::asio::buffer(reader->buffer),
-      [this, reader, job, epoch, rank](const boost::system::error_code& ec, size_t n) {
-        if (reader->closed) return;  // the task ended (or the supervisor is gone): touch nothing else
-        auto it = tasks_.find(job);
-        if (it == tasks_.end() || it->second->id.epoch != epoch) return;
-        Task* t = it->second.get();
-        if (n > 0) HandleEventBytes(t, rank, std::string_view(reader->buffer.data(), n));
-        if (ec) {
-          // EOF: no writer left (the rank and its children are gone); the exit is handled by Reap.
-          reader->Close();
-          return;
-        }
-        StartReading(t, rank);
-      });
+  reader->fifo.async_read_some(boost::asio::buffer(reader->buffer),
+                               [this, reader, job, epoch, rank](const boost::system::error_code& ec, size_t n) {
+                                 if (reader->closed)
+                                   return;  // the task ended (or the supervisor is gone): touch nothing else
+                                 auto it = tasks_.find(job);
+                                 if (it == tasks_.end() || it->second->id.epoch != epoch) return;
+                                 Task* t = it->second.get();
+                                 if (n > 0) HandleEventBytes(t, rank, std::string_view(reader->buffer.data(), n));
+                                 if (ec) {
+                                   // EOF: no writer left (the rank and its children are gone); the exit is handled by
+                                   // Reap.
+                                   reader->Close();
+                                   return;
+                                 }
+                                 StartReading(t, rank);
+                               });
 }
 
 void Supervisor::DrainEvents(Task* task, Rank* rank) {

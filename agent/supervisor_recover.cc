@@ -1,11 +1,10 @@
 // Supervisor: recovery after an agent restart (re-adoption through /proc), log reads, checkpoint deletion.
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <filesystem>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/checkpoint_files.h"
 #include "agent/rank_logs.h"
@@ -130,7 +129,8 @@ pb::LogChunk Supervisor::FetchLogs(const pb::FetchLogs& request) const {
   }
   const std::string path =
       TaskDir(options_.work_dir, request.job_id(), attempt) + "/rank-" + std::to_string(request.rank()) + ".log";
-  auto slice = ReadLog(path, request.offset(), std::min<uint32_t>(request.max_bytes() ? request.max_bytes() : 65536, 4 << 20));
+  auto slice =
+      ReadLog(path, request.offset(), std::min<uint32_t>(request.max_bytes() ? request.max_bytes() : 65536, 4 << 20));
   if (!slice.ok()) {
     return fail(slice.status().WithContext("job " + request.job_id() + " rank " + std::to_string(request.rank())));
   }

@@ -9,8 +9,8 @@
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
 #include "cli/output.h"
-#include "protocol/states.h"
 #include "cli/settings.h"
+#include "protocol/states.h"
 
 namespace anneal::cli {
 namespace {

@@ -1,16 +1,16 @@
 // submit, ls, show, logs, cancel, checkpoints.
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
-#include <fmt/format.h>
-
 #include "cli/commands.h"
 #include "cli/output.h"
-#include "protocol/states.h"
 #include "jobspec/jobspec.h"
+#include "protocol/states.h"
 
 namespace anneal::cli {
 namespace {
@@ -96,7 +96,9 @@ std::string Ranks(const pb::ResolvedResources& r) {
   return fmt::format("{}x{}", r.nodes(), r.gpus_per_node());
 }
 
-std::string Shorten(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n - 3) + "..."; }
+std::string Shorten(const std::string& s, size_t n) {
+  return s.size() <= n ? s : s.substr(0, n - 3) + "...";
+}
 
 int List(const GlobalOptions& g, const ListOptions& o) {
   pb::ClientRequest req;
@@ -147,8 +149,9 @@ void PrintCheckpoints(const google::protobuf::RepeatedPtrField<pb::CheckpointRec
     for (const auto& f : cp.files()) size += f.size_bytes();
     std::string metrics;
     for (const auto& [k, v] : cp.metrics()) metrics += (metrics.empty() ? "" : " ") + k + "=" + Metric(v);
-    t.Add({std::to_string(cp.step()), std::string(protocol::StateName(cp.state())), Bytes(size), std::to_string(cp.files_size()),
-           metrics.empty() ? "-" : metrics, Age(cp.committed_at_ms(), now), cp.path()});
+    t.Add({std::to_string(cp.step()), std::string(protocol::StateName(cp.state())), Bytes(size),
+           std::to_string(cp.files_size()), metrics.empty() ? "-" : metrics, Age(cp.committed_at_ms(), now),
+           cp.path()});
   }
   t.Print(out);
 }
@@ -225,8 +228,8 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
     std::cout << fmt::format("{:<13}{}\n", label + ":", value);
   };
   line("Job", job.job_id() + (job.name().empty() ? "" : "  (" + job.name() + ")"));
-  line("State", fmt::format("{}  attempt {}/{}, epoch {}", protocol::StateName(job.state()), job.attempt(), job.max_attempts(),
-                            job.epoch()));
+  line("State", fmt::format("{}  attempt {}/{}, epoch {}", protocol::StateName(job.state()), job.attempt(),
+                            job.max_attempts(), job.epoch()));
   std::vector<std::string> failures;
   for (const auto& f : failed) {
     failures.push_back(fmt::format("attempt {}: {}", f["attempt"].get<uint32_t>(), f["reason"].get<std::string>()));
@@ -235,28 +238,26 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
                                   : fmt::format("{} attempt(s): {}", failures.size(), fmt::join(failures, "; ")));
   auto spec = jobspec::ParseJobSpec(job.spec_yaml(), job.job_id());
   if (spec.ok()) {
-    line("Kind", std::string(jobspec::JobKindName(spec->kind)) + " / " +
-                     std::string(jobspec::FinetuningTypeName(spec->finetuning.type)) +
-                     (spec->finetuning.type == jobspec::FinetuningType::kLora
-                          ? fmt::format(" (rank {}, alpha {})", spec->finetuning.lora_rank,
-                                        Metric(spec->finetuning.lora_alpha))
-                          : ""));
+    line("Kind",
+         std::string(jobspec::JobKindName(spec->kind)) + " / " +
+             std::string(jobspec::FinetuningTypeName(spec->finetuning.type)) +
+             (spec->finetuning.type == jobspec::FinetuningType::kLora
+                  ? fmt::format(" (rank {}, alpha {})", spec->finetuning.lora_rank, Metric(spec->finetuning.lora_alpha))
+                  : ""));
     line("Model", spec->model.model_name_or_path);
     if (!spec->data.dataset.empty()) line("Data", fmt::format("{}", fmt::join(spec->data.dataset, ", ")));
   }
   const auto& res = job.resources();
   line("Resources", fmt::format("{} node(s) x {} = {} ranks (tp {}, pp {}, dp {})", res.nodes(), res.gpus_per_node(),
-                                res.world_size(), res.tensor_parallel(), res.pipeline_parallel(),
-                                res.data_parallel()));
+                                res.world_size(), res.tensor_parallel(), res.pipeline_parallel(), res.data_parallel()));
   line("Priority", std::to_string(job.priority()));
   line("Output", job.output_dir().empty() ? "-" : job.output_dir());
   line("Submitted", fmt::format("{} ({} ago)", Timestamp(job.submitted_at_ms()), Age(job.submitted_at_ms(), now)));
   if (job.started_at_ms() > 0) line("Started", Timestamp(job.started_at_ms()));
   if (job.finished_at_ms() > 0) {
-    line("Finished", job.started_at_ms() > 0
-                         ? fmt::format("{} (ran {})", Timestamp(job.finished_at_ms()),
-                                       Duration(job.finished_at_ms() - job.started_at_ms()))
-                         : Timestamp(job.finished_at_ms()) + " (never started)");
+    line("Finished", job.started_at_ms() > 0 ? fmt::format("{} (ran {})", Timestamp(job.finished_at_ms()),
+                                                           Duration(job.finished_at_ms() - job.started_at_ms()))
+                                             : Timestamp(job.finished_at_ms()) + " (never started)");
   }
   if (!job.result().empty()) line("Result", job.result());
   line("Placement", Placement(job.placement()));
@@ -272,8 +273,8 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
     const pb::MetricPoint& m = r.last_metrics(r.last_metrics_size() - 1);
     std::string values;
     for (const auto& [k, v] : m.values()) values += fmt::format("  {}={}", k, Metric(v));
-    line("Metrics", fmt::format("step {}{}{}", m.step(), m.total_steps() ? "/" + std::to_string(m.total_steps()) : "",
-                                values));
+    line("Metrics",
+         fmt::format("step {}{}{}", m.step(), m.total_steps() ? "/" + std::to_string(m.total_steps()) : "", values));
   }
   if (!r.checkpoints().empty()) {
     std::cout << "\nCheckpoints:\n";
@@ -285,7 +286,9 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
     for (const auto& e : r.events()) {
       std::string state = e.to_state() == pb::JOB_STATE_UNSPECIFIED
                               ? "-"
-                              : (e.from_state() == pb::JOB_STATE_UNSPECIFIED ? "" : std::string(protocol::StateName(e.from_state())) + "->") +
+                              : (e.from_state() == pb::JOB_STATE_UNSPECIFIED
+                                     ? ""
+                                     : std::string(protocol::StateName(e.from_state())) + "->") +
                                     std::string(protocol::StateName(e.to_state()));
       t.Add({Timestamp(e.time_ms()), std::to_string(e.attempt()), e.kind(), state, e.message()});
     }
@@ -390,7 +393,8 @@ void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action) {
   }
   {
     auto o = std::make_shared<ShowOptions>();
-    auto* cmd = app.add_subcommand("show", "Show a job: spec summary, attempts, placement, metrics, checkpoints, events");
+    auto* cmd =
+        app.add_subcommand("show", "Show a job: spec summary, attempts, placement, metrics, checkpoints, events");
     cmd->add_option("job", o->job, "job id")->required();
     cmd->add_flag("--spec", o->spec, "print the stored (resolved) spec YAML instead");
     cmd->callback([&g, o, action] { *action = [&g, o] { return Show(g, *o); }; });

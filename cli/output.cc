@@ -1,12 +1,12 @@
 #include "cli/output.h"
 
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
-
-#include <fmt/format.h>
-#include <google/protobuf/util/json_util.h>
 
 namespace anneal::cli {
 

@@ -13,13 +13,13 @@
 //   std::cout << ToJson(job_record).dump(2) << "\n";
 #pragma once
 
+#include <google/protobuf/message.h>
+
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/message.h>
-#include <nlohmann/json.hpp>
 
 #include "protocol/anneal.pb.h"
 

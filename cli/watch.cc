@@ -1,5 +1,6 @@
 // watch: follows a job through WatchJob long polls: events as lines, metrics as a live progress bar (on a
 // terminal) or one line per metric point (in a pipe), and the final state with the result.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,8 +8,6 @@
 #include <iostream>
 #include <optional>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/output.h"
@@ -62,8 +61,10 @@ std::string EventText(const pb::JobEvent& e) {
   // State changes show the new state; other events (error, checkpoint, message) their kind.
   std::string s = Timestamp(e.time_ms());
   const bool state_change = (e.kind().empty() || e.kind() == "state") && e.to_state() != pb::JOB_STATE_UNSPECIFIED;
-  if (state_change) s += "  " + std::string(protocol::StateName(e.to_state()));
-  else s += "  " + (e.kind().empty() ? std::string("event") : e.kind());
+  if (state_change)
+    s += "  " + std::string(protocol::StateName(e.to_state()));
+  else
+    s += "  " + (e.kind().empty() ? std::string("event") : e.kind());
   if (e.attempt() > 0) s += fmt::format("  attempt {}", e.attempt());
   if (!e.message().empty()) s += ": " + e.message();
   return s;
@@ -100,8 +101,8 @@ int WatchJob(const GlobalOptions& g, const std::string& job_id) {
       // A coordinator that answered before and then went away (a restart, a network blip) is waited for; one
       // that never answered is reported at once.
       const auto now = std::chrono::steady_clock::now();
-      const bool retry = reply.status().code() == StatusCode::kUnavailable && answered_once &&
-                         (!lost || now - lost_since < reconnect);
+      const bool retry =
+          reply.status().code() == StatusCode::kUnavailable && answered_once && (!lost || now - lost_since < reconnect);
       if (!retry) {
         clear_progress();
         return ReportError("watch", reply.status());
@@ -156,15 +157,18 @@ int WatchJob(const GlobalOptions& g, const std::string& job_id) {
       clear_progress();
       const std::string state = std::string(protocol::StateName(job.state()));
       if (g.json) {
-        std::cout << nlohmann::json{{"type", "final"},     {"job_id", job.job_id()},
-                                    {"state", state},      {"result", job.result()},
+        std::cout << nlohmann::json{{"type", "final"},
+                                    {"job_id", job.job_id()},
+                                    {"state", state},
+                                    {"result", job.result()},
                                     {"output_dir", job.output_dir()}}
                          .dump()
                   << "\n";
       } else {
         std::string line = fmt::format("{} {}", job.job_id().empty() ? job_id : job.job_id(), state);
         if (!job.result().empty()) line += ": " + job.result();
-        if (job.state() == pb::JOB_SUCCEEDED && !job.output_dir().empty()) line += " (output: " + job.output_dir() + ")";
+        if (job.state() == pb::JOB_SUCCEEDED && !job.output_dir().empty())
+          line += " (output: " + job.output_dir() + ")";
         std::cout << line << "\n";
       }
       std::cout.flush();

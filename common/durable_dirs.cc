@@ -64,7 +64,9 @@ Status ReplaceBySteps(const std::string& staged, const std::string& target) {
 
 }  // namespace
 
-std::string DeletingMarkPath(const std::string& dir) { return Sibling(StripSlashes(dir), ".deleting-"); }
+std::string DeletingMarkPath(const std::string& dir) {
+  return Sibling(StripSlashes(dir), ".deleting-");
+}
 
 Status ReplaceDirectory(const std::string& staged_in, const std::string& target_in) {
   const std::string staged = StripSlashes(staged_in), target = StripSlashes(target_in);

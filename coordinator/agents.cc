@@ -53,9 +53,8 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
   }
   Node& node = **registered;
   const std::string& id = node.record.node_id();
-  spdlog::info("node {} registered ({} slot(s), session {}, {} running task(s){})", id,
-               request.inventory().slots(), node.record.session(), request.running_tasks_size(),
-               was_known ? "" : ", new");
+  spdlog::info("node {} registered ({} slot(s), session {}, {} running task(s){})", id, request.inventory().slots(),
+               node.record.session(), request.running_tasks_size(), was_known ? "" : ", new");
 
   pb::CoordinatorToAgent reply;
   auto* r = reply.mutable_register_reply();
@@ -112,7 +111,8 @@ void Coordinator::HandleHeartbeat(const std::string& peer, const pb::Heartbeat& 
     SendToPeer(peer, ErrorMessage(StatusCode::kFailedPrecondition,
                                   fmt::format("heartbeat from node '{}' session {}: not registered with this "
                                               "coordinator (restarted, or the node was declared down); register "
-                                              "again", heartbeat.node_id(), heartbeat.session())));
+                                              "again",
+                                              heartbeat.node_id(), heartbeat.session())));
     return;
   }
   nodes_.Heartbeat(*node, heartbeat);
@@ -151,20 +151,26 @@ void Coordinator::HandleSequenced(const std::string& peer, uint64_t seq, const p
   if (node == nullptr || node->record.state() == pb::NODE_DOWN) {
     SendToPeer(peer, ErrorMessage(StatusCode::kFailedPrecondition,
                                   fmt::format("report seq {} from a peer that is not registered with this "
-                                              "coordinator; register again, then resend", seq)));
+                                              "coordinator; register again, then resend",
+                                              seq)));
     return;
   }
   if (nodes_.ApplySeq(*node, seq)) {  // a resend of an applied report is not applied again
     switch (message.body_case()) {
-      case pb::AgentToCoordinator::kTaskUpdate: ApplyTaskStatus(*node, message.task_update().status()); break;
+      case pb::AgentToCoordinator::kTaskUpdate:
+        ApplyTaskStatus(*node, message.task_update().status());
+        break;
       case pb::AgentToCoordinator::kCheckpointCommitted:
         HandleCheckpointCommitted(*node, message.checkpoint_committed().checkpoint());
         break;
-      case pb::AgentToCoordinator::kMetricBatch: HandleMetricBatch(message.metric_batch()); break;
+      case pb::AgentToCoordinator::kMetricBatch:
+        HandleMetricBatch(message.metric_batch());
+        break;
       case pb::AgentToCoordinator::kCheckpointDeleted:
         HandleCheckpointDeleted(*node, message.checkpoint_deleted());
         break;
-      default: break;
+      default:
+        break;
     }
   }
   // Duplicates are acked too: the agent stops resending.
@@ -188,8 +194,8 @@ void Coordinator::ApplyTaskStatus(Node& node, const pb::TaskStatus& status) {
   job.task_last_seen_ms[node_id] = clock_->NowMs();
   if (status.state() == pb::TASK_FAILED ||
       (status.state() == pb::TASK_STOPPED && state != pb::JOB_CANCELLING && state != pb::JOB_RESTARTING)) {
-    std::string what = fmt::format("task on node {} {}", node_id,
-                                   status.state() == pb::TASK_FAILED ? "failed" : "stopped");
+    std::string what =
+        fmt::format("task on node {} {}", node_id, status.state() == pb::TASK_FAILED ? "failed" : "stopped");
     if (status.exit_code() != 0) what += fmt::format(" (exit code {})", status.exit_code());
     if (status.signal() != 0) what += fmt::format(" (signal {})", status.signal());
     if (!status.message().empty()) what += ": " + status.message();

@@ -1,10 +1,10 @@
 // The client channel's reads (answered after this round's batch is durable), long polls, logs, drain, and the
 // metric reports that feed them.
-#include <algorithm>
-#include <deque>
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <deque>
 
 #include "coordinator/coordinator.h"
 #include "protocol/states.h"
@@ -57,15 +57,17 @@ void Coordinator::HandleGetLogs(const std::string& peer, uint64_t request_id, co
     }
   }
   if (node_id.empty()) {
-    ReplyError(peer, request_id, NotFoundError(fmt::format("job {} has no rank {} (placed: {})", request.job_id(),
-                                                           request.rank(), job->placement().nodes_size() > 0)));
+    ReplyError(peer, request_id,
+               NotFoundError(fmt::format("job {} has no rank {} (placed: {})", request.job_id(), request.rank(),
+                                         job->placement().nodes_size() > 0)));
     return;
   }
   const Node* node = nodes_.Find(node_id);
   if (node == nullptr || !node->Connected()) {
-    ReplyError(peer, request_id, UnavailableError(fmt::format("the logs of job {} rank {} are on node {}, which is "
-                                                              "down or not connected", request.job_id(),
-                                                              request.rank(), node_id)));
+    ReplyError(peer, request_id,
+               UnavailableError(fmt::format("the logs of job {} rank {} are on node {}, which is "
+                                            "down or not connected",
+                                            request.job_id(), request.rank(), node_id)));
     return;
   }
   const uint64_t internal_id = next_request_id_++;
@@ -130,24 +132,28 @@ void Coordinator::HandleDrain(const std::string& peer, uint64_t request_id, cons
 }
 
 StatusOr<std::vector<pb::JobEvent>> Coordinator::ReadEvents(const std::string& job_id, uint64_t after,
-                                                             size_t limit) const {
+                                                            size_t limit) const {
   std::vector<pb::JobEvent> out;
-  RETURN_IF_ERROR(store_->ScanRecords<pb::JobEvent>(Table::kEvents, storage::IdPrefix(job_id),
-                                                    [&](const pb::JobEvent& e) {
-                                                      out.push_back(e);
-                                                      return out.size() < limit;
-                                                    }, storage::JobStepKey(job_id, after + 1)));
+  RETURN_IF_ERROR(store_->ScanRecords<pb::JobEvent>(
+      Table::kEvents, storage::IdPrefix(job_id),
+      [&](const pb::JobEvent& e) {
+        out.push_back(e);
+        return out.size() < limit;
+      },
+      storage::JobStepKey(job_id, after + 1)));
   return out;
 }
 
 StatusOr<std::vector<pb::MetricPoint>> Coordinator::ReadMetrics(const std::string& job_id, uint64_t after,
-                                                                 size_t limit) const {
+                                                                size_t limit) const {
   std::vector<pb::MetricPoint> out;
-  RETURN_IF_ERROR(store_->ScanRecords<pb::MetricPoint>(Table::kMetrics, storage::IdPrefix(job_id),
-                                                       [&](const pb::MetricPoint& m) {
-                                                         out.push_back(m);
-                                                         return out.size() < limit;
-                                                       }, storage::JobStepKey(job_id, after + 1)));
+  RETURN_IF_ERROR(store_->ScanRecords<pb::MetricPoint>(
+      Table::kMetrics, storage::IdPrefix(job_id),
+      [&](const pb::MetricPoint& m) {
+        out.push_back(m);
+        return out.size() < limit;
+      },
+      storage::JobStepKey(job_id, after + 1)));
   return out;
 }
 
@@ -159,11 +165,17 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
   switch (request.body_case()) {
     case pb::ClientRequest::kGetJob: {
       auto job = GetJobRecord(request.get_job().job_id());
-      if (!job.ok()) { status = job.status(); break; }
+      if (!job.ok()) {
+        status = job.status();
+        break;
+      }
       auto* out = reply.mutable_get_job();
       *out->mutable_job() = *job;
       auto events = ReadEvents(job->job_id(), 0, options_.max_watch_items);
-      if (!events.ok()) { status = events.status(); break; }
+      if (!events.ok()) {
+        status = events.status();
+        break;
+      }
       for (auto& e : *events) *out->add_events() = std::move(e);
       std::deque<pb::MetricPoint> last;  // the latest few steps, read newest first
       status = store_->ScanRecordsReverse<pb::MetricPoint>(Table::kMetrics, storage::IdPrefix(job->job_id()),
@@ -173,7 +185,10 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
                                                            });
       for (auto& m : last) *out->add_last_metrics() = std::move(m);
       auto checkpoints = checkpoints_.Read(job->job_id());
-      if (!checkpoints.ok()) { status = checkpoints.status(); break; }
+      if (!checkpoints.ok()) {
+        status = checkpoints.status();
+        break;
+      }
       for (auto& c : *checkpoints) *out->add_checkpoints() = std::move(c);
       break;
     }
@@ -206,9 +221,15 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
     }
     case pb::ClientRequest::kListCheckpoints: {
       auto job = GetJobRecord(request.list_checkpoints().job_id());
-      if (!job.ok()) { status = job.status(); break; }
+      if (!job.ok()) {
+        status = job.status();
+        break;
+      }
       auto checkpoints = checkpoints_.Read(job->job_id());
-      if (!checkpoints.ok()) { status = checkpoints.status(); break; }
+      if (!checkpoints.ok()) {
+        status = checkpoints.status();
+        break;
+      }
       reply.mutable_list_checkpoints();  // an empty list is still a list_checkpoints reply
       for (auto& c : *checkpoints) *reply.mutable_list_checkpoints()->add_checkpoints() = std::move(c);
       break;

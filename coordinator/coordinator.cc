@@ -1,11 +1,11 @@
 // Coordinator lifecycle: recovery from the store, the Tick/Flush round, dispatch, introspection.
 #include "coordinator/coordinator.h"
 
-#include <algorithm>
-#include <limits>
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <limits>
 
 #include "protocol/states.h"
 
@@ -36,17 +36,27 @@ Status Coordinator::Recover() {
 
 void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoordinator& message) {
   switch (message.body_case()) {
-    case pb::AgentToCoordinator::kRegister: HandleRegister(peer, message.register_()); break;
-    case pb::AgentToCoordinator::kHeartbeat: HandleHeartbeat(peer, message.heartbeat()); break;
-    case pb::AgentToCoordinator::kTaskUpdate: HandleSequenced(peer, message.task_update().seq(), message); break;
+    case pb::AgentToCoordinator::kRegister:
+      HandleRegister(peer, message.register_());
+      break;
+    case pb::AgentToCoordinator::kHeartbeat:
+      HandleHeartbeat(peer, message.heartbeat());
+      break;
+    case pb::AgentToCoordinator::kTaskUpdate:
+      HandleSequenced(peer, message.task_update().seq(), message);
+      break;
     case pb::AgentToCoordinator::kCheckpointCommitted:
       HandleSequenced(peer, message.checkpoint_committed().seq(), message);
       break;
-    case pb::AgentToCoordinator::kMetricBatch: HandleSequenced(peer, message.metric_batch().seq(), message); break;
+    case pb::AgentToCoordinator::kMetricBatch:
+      HandleSequenced(peer, message.metric_batch().seq(), message);
+      break;
     case pb::AgentToCoordinator::kCheckpointDeleted:
       HandleSequenced(peer, message.checkpoint_deleted().seq(), message);
       break;
-    case pb::AgentToCoordinator::kLogChunk: HandleLogChunk(message.log_chunk()); break;
+    case pb::AgentToCoordinator::kLogChunk:
+      HandleLogChunk(message.log_chunk());
+      break;
     case pb::AgentToCoordinator::BODY_NOT_SET:
       OnBadAgentMessage(peer, InvalidArgumentError("AgentToCoordinator message with no body"));
       break;
@@ -56,15 +66,24 @@ void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoord
 void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientRequest& request) {
   const uint64_t id = request.request_id();
   if (!Authorized(request)) {
-    ReplyError(peer, id, UnauthenticatedError("the request's token is not valid for this coordinator "
-                                              "(pass the admin token: --token or ANNEAL_TOKEN)"));
+    ReplyError(peer, id,
+               UnauthenticatedError("the request's token is not valid for this coordinator "
+                                    "(pass the admin token: --token or ANNEAL_TOKEN)"));
     return;
   }
   switch (request.body_case()) {
-    case pb::ClientRequest::kSubmit: HandleSubmit(PrepareSubmit(peer, request)); break;
-    case pb::ClientRequest::kCancel: HandleCancel(peer, id, request.cancel()); break;
-    case pb::ClientRequest::kGetLogs: HandleGetLogs(peer, id, request.get_logs()); break;
-    case pb::ClientRequest::kDrain: HandleDrain(peer, id, request.drain()); break;
+    case pb::ClientRequest::kSubmit:
+      HandleSubmit(PrepareSubmit(peer, request));
+      break;
+    case pb::ClientRequest::kCancel:
+      HandleCancel(peer, id, request.cancel());
+      break;
+    case pb::ClientRequest::kGetLogs:
+      HandleGetLogs(peer, id, request.get_logs());
+      break;
+    case pb::ClientRequest::kDrain:
+      HandleDrain(peer, id, request.drain());
+      break;
     case pb::ClientRequest::kWatch: {
       const int64_t timeout = std::min<int64_t>(request.watch().timeout_ms(), 600'000);
       watchers_.push_back({peer, id, request.watch(), clock_->NowMs() + timeout});
@@ -82,7 +101,9 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
   }
 }
 
-void Coordinator::OnPreparedSubmit(const PreparedSubmit& prepared) { HandleSubmit(prepared); }
+void Coordinator::OnPreparedSubmit(const PreparedSubmit& prepared) {
+  HandleSubmit(prepared);
+}
 
 void Coordinator::OnBadAgentMessage(const std::string& peer, const Status& error) {
   spdlog::warn("refused a message from agent peer: {}", error.ToString());

@@ -62,23 +62,23 @@
 namespace anneal::coordinator {
 
 struct CoordinatorOptions {
-  std::string admin_token;                 // required on every client request; empty: no check
-  int64_t heartbeat_interval_ms = 2000;    // told to agents at Register
-  int64_t heartbeat_timeout_ms = 10000;    // silent this long -> node DOWN, its tasks LOST
-  int64_t stop_timeout_ms = 60000;         // a StopTask unconfirmed this long counts as done (node unreachable)
-  int64_t log_fetch_timeout_ms = 5000;     // GetLogs waits this long for the agent's LogChunk
-  uint32_t default_port_begin = 29500;     // rendezvous ports when an inventory advertises none
+  std::string admin_token;               // required on every client request; empty: no check
+  int64_t heartbeat_interval_ms = 2000;  // told to agents at Register
+  int64_t heartbeat_timeout_ms = 10000;  // silent this long -> node DOWN, its tasks LOST
+  int64_t stop_timeout_ms = 60000;       // a StopTask unconfirmed this long counts as done (node unreachable)
+  int64_t log_fetch_timeout_ms = 5000;   // GetLogs waits this long for the agent's LogChunk
+  uint32_t default_port_begin = 29500;   // rendezvous ports when an inventory advertises none
   uint32_t default_port_end = 30000;
-  uint32_t max_watch_items = 1000;         // events / metrics per WatchJob reply
+  uint32_t max_watch_items = 1000;  // events / metrics per WatchJob reply
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
 struct PreparedSubmit {
   std::string peer;
   pb::ClientRequest request;
-  Status status;                // the spec's error, when it does not parse
+  Status status;  // the spec's error, when it does not parse
   std::shared_ptr<const jobspec::JobSpec> spec;
-  std::string resolved_yaml;    // jobspec::ToYaml(*spec)
+  std::string resolved_yaml;  // jobspec::ToYaml(*spec)
 };
 // Parses request.submit() and resolves its defaults. Thread-safe (pure).
 PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request);
@@ -195,9 +195,9 @@ class Coordinator {
   storage::StateStore* store_;
   Clock* clock_;
 
-  storage::WriteBatch batch_;                          // this round's changes, shared by the managers
-  std::vector<Outgoing> outbox_;                       // sent after batch_ is durable
-  std::vector<DeferredRead> reads_;                    // answered after batch_ is durable
+  storage::WriteBatch batch_;        // this round's changes, shared by the managers
+  std::vector<Outgoing> outbox_;     // sent after batch_ is durable
+  std::vector<DeferredRead> reads_;  // answered after batch_ is durable
 
   JobTable jobs_;
   NodeRegistry nodes_;

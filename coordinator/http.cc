@@ -1,13 +1,13 @@
 #include "coordinator/http.h"
 
-#include <chrono>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
+#include <chrono>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state_machine.h"
@@ -84,7 +84,9 @@ struct HttpServer::Impl {
 };
 
 HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
-HttpServer::~HttpServer() { Stop(); }
+HttpServer::~HttpServer() {
+  Stop();
+}
 
 Status HttpServer::Start(const std::string& host_port) {
   const auto colon = host_port.rfind(':');
@@ -120,8 +122,9 @@ void HttpServer::Stop() {
 }
 
 void HttpServer::Publish(const Coordinator& core) {
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch()).count();
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count();
   if (now - last_publish_ms_ < 1000) return;
   last_publish_ms_ = now;
   std::string metrics = RenderMetrics(core), jobs = RenderJobs(core), nodes = RenderNodes(core);
@@ -138,8 +141,10 @@ std::string HttpServer::RenderMetrics(const Coordinator& core) {
   for (auto state : {pb::JOB_PENDING, pb::JOB_STARTING, pb::JOB_RUNNING, pb::JOB_RESTARTING, pb::JOB_CANCELLING}) {
     out += fmt::format("anneal_jobs{{state=\"{}\"}} {}\n", protocol::StateName(state), by_state[state]);
   }
-  out += fmt::format("# HELP anneal_queue_length Jobs waiting for a placement.\n# TYPE anneal_queue_length gauge\n"
-                     "anneal_queue_length {}\n", core.PendingJobCount());
+  out += fmt::format(
+      "# HELP anneal_queue_length Jobs waiting for a placement.\n# TYPE anneal_queue_length gauge\n"
+      "anneal_queue_length {}\n",
+      core.PendingJobCount());
   std::map<pb::NodeState, size_t> nodes;
   uint64_t slots = 0;
   for (const auto& node : core.Nodes()) {
@@ -150,8 +155,10 @@ std::string HttpServer::RenderMetrics(const Coordinator& core) {
   for (auto state : {pb::NODE_UP, pb::NODE_DRAINING, pb::NODE_DOWN}) {
     out += fmt::format("anneal_nodes{{state=\"{}\"}} {}\n", protocol::StateName(state), nodes[state]);
   }
-  out += fmt::format("# HELP anneal_slots_up Rank slots on nodes that are up.\n# TYPE anneal_slots_up gauge\n"
-                     "anneal_slots_up {}\n", slots);
+  out += fmt::format(
+      "# HELP anneal_slots_up Rank slots on nodes that are up.\n# TYPE anneal_slots_up gauge\n"
+      "anneal_slots_up {}\n",
+      slots);
   return out;
 }
 
@@ -160,9 +167,14 @@ std::string HttpServer::RenderJobs(const Coordinator& core) {
   for (const auto& r : core.ActiveJobs()) {
     nlohmann::json placed = nlohmann::json::array();
     for (const auto& n : r.placement().nodes()) placed.push_back(n.node_id());
-    jobs.push_back({{"job_id", r.job_id()}, {"name", r.name()}, {"state", protocol::StateName(r.state())},
-                    {"attempt", r.attempt()}, {"epoch", r.epoch()}, {"priority", r.priority()},
-                    {"world_size", r.resources().world_size()}, {"nodes", placed},
+    jobs.push_back({{"job_id", r.job_id()},
+                    {"name", r.name()},
+                    {"state", protocol::StateName(r.state())},
+                    {"attempt", r.attempt()},
+                    {"epoch", r.epoch()},
+                    {"priority", r.priority()},
+                    {"world_size", r.resources().world_size()},
+                    {"nodes", placed},
                     {"submitted_at_ms", r.submitted_at_ms()}});
   }
   return nlohmann::json{{"jobs", jobs}}.dump();
@@ -171,8 +183,10 @@ std::string HttpServer::RenderJobs(const Coordinator& core) {
 std::string HttpServer::RenderNodes(const Coordinator& core) {
   nlohmann::json nodes = nlohmann::json::array();
   for (const auto& n : core.Nodes()) {
-    nodes.push_back({{"node_id", n.node_id()}, {"state", protocol::StateName(n.state())},
-                     {"slots", n.inventory().slots()}, {"address", n.inventory().address()},
+    nodes.push_back({{"node_id", n.node_id()},
+                     {"state", protocol::StateName(n.state())},
+                     {"slots", n.inventory().slots()},
+                     {"address", n.inventory().address()},
                      {"last_heartbeat_ms", n.last_heartbeat_ms()}});
   }
   return nlohmann::json{{"nodes", nodes}}.dump();

@@ -1,9 +1,9 @@
 // Jobs: SubmitJob, CancelJob, applying NextTransition's decisions (coordinator/job_state_machine.h) after a
 // job's tasks changed, and the stop deadlines of gangs being torn down.
-#include <algorithm>
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "coordinator/coordinator.h"
 #include "jobspec/jobspec.h"
@@ -140,8 +140,8 @@ void Coordinator::CheckStopDeadlines() {
     for (const auto& [node_id, state] : tasks) {
       if (protocol::TaskEnded(state)) continue;
       jobs_.AddEvent(job, "error",
-                     fmt::format("node {} did not confirm the stop within {} ms; its slots are released",
-                                 node_id, options_.stop_timeout_ms));
+                     fmt::format("node {} did not confirm the stop within {} ms; its slots are released", node_id,
+                                 options_.stop_timeout_ms));
       SetTaskState(job, node_id, pb::TASK_STOPPED);
     }
     Reconcile(job);

@@ -46,9 +46,9 @@ struct ChosenNode {
 };
 
 enum class PlacementOutcome {
-  kPlaced,   // `nodes` holds the placement, nodes[0] is node rank 0
-  kWait,     // would fit the schedulable nodes if they were idle: wait for tasks to end
-  kNever,    // cannot fit these nodes even idle (more ranks per node than any has, too few nodes, TP split)
+  kPlaced,  // `nodes` holds the placement, nodes[0] is node rank 0
+  kWait,    // would fit the schedulable nodes if they were idle: wait for tasks to end
+  kNever,   // cannot fit these nodes even idle (more ranks per node than any has, too few nodes, TP split)
 };
 
 struct PlacementResult {

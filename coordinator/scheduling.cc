@@ -1,9 +1,9 @@
 // The scheduling pass: walk the queue (priority, then FIFO), place gangs, send the launch orders.
-#include <algorithm>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "coordinator/coordinator.h"
 
@@ -69,8 +69,8 @@ bool Coordinator::TryPlace(Job& job, std::vector<NodeCapacity>& capacities) {
                             [&](const NodeCapacity& c) { return c.node_id == chosen.node_id; });
     if (cap != capacities.end()) {
       std::vector<uint32_t> left;
-      std::set_difference(cap->free_slots.begin(), cap->free_slots.end(), chosen.slots.begin(),
-                          chosen.slots.end(), std::back_inserter(left));
+      std::set_difference(cap->free_slots.begin(), cap->free_slots.end(), chosen.slots.begin(), chosen.slots.end(),
+                          std::back_inserter(left));
       cap->free_slots = std::move(left);
     }
   }

@@ -2,9 +2,9 @@
 //
 // Strings are always double-quoted so that values such as "no", "1" or "" read back as the same strings;
 // numbers use the shortest text that parses back to the same double, so ParseJobSpec(ToYaml(s)) == s.
-#include <string>
-
 #include <yaml-cpp/yaml.h>
+
+#include <string>
 
 #include "jobspec/jobspec.h"
 #include "jobspec/schema.h"
@@ -31,44 +31,58 @@ void EmitValue(YAML::Emitter& out, const Field& field, const YAML::Node& value) 
 
 std::string_view JobKindName(JobKind kind) {
   switch (kind) {
-    case JobKind::kTrain: return "train";
-    case JobKind::kEval: return "eval";
+    case JobKind::kTrain:
+      return "train";
+    case JobKind::kEval:
+      return "eval";
   }
   return "train";
 }
 
 std::string_view FinetuningTypeName(FinetuningType t) {
   switch (t) {
-    case FinetuningType::kLora: return "lora";
-    case FinetuningType::kFull: return "full";
-    case FinetuningType::kFreeze: return "freeze";
+    case FinetuningType::kLora:
+      return "lora";
+    case FinetuningType::kFull:
+      return "full";
+    case FinetuningType::kFreeze:
+      return "freeze";
   }
   return "lora";
 }
 
 std::string_view SaveStrategyName(SaveStrategy s) {
   switch (s) {
-    case SaveStrategy::kNo: return "no";
-    case SaveStrategy::kSteps: return "steps";
-    case SaveStrategy::kEpoch: return "epoch";
+    case SaveStrategy::kNo:
+      return "no";
+    case SaveStrategy::kSteps:
+      return "steps";
+    case SaveStrategy::kEpoch:
+      return "epoch";
   }
   return "steps";
 }
 
 std::string_view OptimizerName(Optimizer o) {
   switch (o) {
-    case Optimizer::kAdamWTorch: return "adamw_torch";
-    case Optimizer::kAdamWTorchFused: return "adamw_torch_fused";
+    case Optimizer::kAdamWTorch:
+      return "adamw_torch";
+    case Optimizer::kAdamWTorchFused:
+      return "adamw_torch_fused";
   }
   return "adamw_torch";
 }
 
 std::string_view AttentionName(Attention a) {
   switch (a) {
-    case Attention::kAuto: return "auto";
-    case Attention::kSdpa: return "sdpa";
-    case Attention::kFa2: return "fa2";
-    case Attention::kFa3: return "fa3";
+    case Attention::kAuto:
+      return "auto";
+    case Attention::kSdpa:
+      return "sdpa";
+    case Attention::kFa2:
+      return "fa2";
+    case Attention::kFa3:
+      return "fa3";
   }
   return "auto";
 }
@@ -87,7 +101,8 @@ std::string ToYaml(const JobSpec& spec) {
     out << YAML::Key << section << YAML::Value << YAML::BeginMap;
     for (const Field& f : KnownFields()) {
       if (f.section() != section) continue;
-      if (!spec.resources.world_size_given && (f.nested == "resources.nodes" || f.nested == "resources.gpus_per_node")) {
+      if (!spec.resources.world_size_given &&
+          (f.nested == "resources.nodes" || f.nested == "resources.gpus_per_node")) {
         continue;  // the launcher decides the world size
       }
       out << YAML::Key << std::string(f.leaf()) << YAML::Value;

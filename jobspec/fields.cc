@@ -1,10 +1,10 @@
 // The field table: one row per JobSpec field with its spellings, type, allowed values (as the message says
 // them), a one-line doc and how to read/write the member. Ranges live in the decoders, so a wrong type and an
 // out-of-range value get the same message ("expected a positive integer, got '0'").
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <limits>
-
-#include <fmt/format.h>
 
 #include "jobspec/schema.h"
 #include "jobspec/values.h"
@@ -26,8 +26,8 @@ struct Names {
 };
 
 template <class T>
-Field Make(Names names, std::string type, std::string expected, std::string doc, Ref<T> ref,
-           Decoder<T> decode, std::function<YAML::Node(const T&)> encode) {
+Field Make(Names names, std::string type, std::string expected, std::string doc, Ref<T> ref, Decoder<T> decode,
+           std::function<YAML::Node(const T&)> encode) {
   Field f;
   f.nested = std::move(names.nested);
   f.flat = std::move(names.flat);
@@ -66,7 +66,9 @@ Decoder<int64_t> Int64In(int64_t lo, int64_t hi = std::numeric_limits<int64_t>::
 Decoder<double> NumberWhere(std::function<bool(double)> ok) {
   return [ok](const YAML::Node& n, double* out) { return DecodeNumber(n, out) && ok(*out); };
 }
-Decoder<bool> Bool() { return [](const YAML::Node& n, bool* out) { return DecodeBool(n, out); }; }
+Decoder<bool> Bool() {
+  return [](const YAML::Node& n, bool* out) { return DecodeBool(n, out); };
+}
 Decoder<std::string> AnyString() {
   return [](const YAML::Node& n, std::string* out) { return DecodeString(n, out); };
 }
@@ -89,15 +91,27 @@ Decoder<std::vector<std::string>> ListOf(std::vector<std::string> allowed, bool 
   };
 }
 
-std::string Join(const std::vector<std::string>& items) { return fmt::format("{}", fmt::join(items, ", ")); }
+std::string Join(const std::vector<std::string>& items) {
+  return fmt::format("{}", fmt::join(items, ", "));
+}
 
 // ---- encoders ----------------------------------------------------------------------------------------------
 
-YAML::Node EncInt(const int& v) { return YAML::Node(std::to_string(v)); }
-YAML::Node EncInt64(const int64_t& v) { return YAML::Node(std::to_string(v)); }
-YAML::Node EncNumber(const double& v) { return YAML::Node(FormatNumber(v)); }
-YAML::Node EncBool(const bool& v) { return YAML::Node(v ? "true" : "false"); }
-YAML::Node EncString(const std::string& v) { return YAML::Node(v); }
+YAML::Node EncInt(const int& v) {
+  return YAML::Node(std::to_string(v));
+}
+YAML::Node EncInt64(const int64_t& v) {
+  return YAML::Node(std::to_string(v));
+}
+YAML::Node EncNumber(const double& v) {
+  return YAML::Node(FormatNumber(v));
+}
+YAML::Node EncBool(const bool& v) {
+  return YAML::Node(v ? "true" : "false");
+}
+YAML::Node EncString(const std::string& v) {
+  return YAML::Node(v);
+}
 YAML::Node EncList(const std::vector<std::string>& v) {
   YAML::Node n(YAML::NodeType::Sequence);
   for (const auto& item : v) n.push_back(item);
@@ -121,8 +135,7 @@ Field PositiveInt64(Names n, std::string doc, Ref<int64_t> ref) {
   return Make<int64_t>(std::move(n), "integer", "a positive integer", std::move(doc), ref, Int64In(1), EncInt64);
 }
 Field Number(Names n, std::string expected, std::function<bool(double)> ok, std::string doc, Ref<double> ref) {
-  return Make<double>(std::move(n), "number", std::move(expected), std::move(doc), ref, NumberWhere(ok),
-                      EncNumber);
+  return Make<double>(std::move(n), "number", std::move(expected), std::move(doc), ref, NumberWhere(ok), EncNumber);
 }
 Field Flag(Names n, std::string doc, Ref<bool> ref) {
   return Make<bool>(std::move(n), "bool", "true or false", std::move(doc), ref, Bool(), EncBool);
@@ -176,10 +189,13 @@ Field Enum(Names n, std::vector<std::pair<std::string, E>> values, std::string u
       });
 }
 
-const std::vector<std::string> kLoraTargets = {"all",    "q_proj",    "k_proj", "v_proj",
+const std::vector<std::string> kLoraTargets = {"all",    "q_proj",    "k_proj",  "v_proj",
                                                "o_proj", "gate_proj", "up_proj", "down_proj"};
 
-#define REF(expr) [](JobSpec& s) -> auto& { return s.expr; }
+#define REF(expr)            \
+  [](JobSpec & s) -> auto& { \
+    return s.expr;           \
+  }
 
 }  // namespace
 
@@ -187,14 +203,16 @@ std::vector<Field> BuildFields() {
   std::vector<Field> f;
   // kind
   f.push_back(Make<JobKind>(
-      {"kind", "kind"}, "enum", "one of train, eval", "what the job does: train (fine-tune) or eval",
-      REF(kind),
+      {"kind", "kind"}, "enum", "one of train, eval", "what the job does: train (fine-tune) or eval", REF(kind),
       [](const YAML::Node& n, JobKind* out) {
         std::string s;
         if (!DecodeString(n, &s)) return false;
-        if (s == "train") *out = JobKind::kTrain;
-        else if (s == "eval") *out = JobKind::kEval;
-        else return false;
+        if (s == "train")
+          *out = JobKind::kTrain;
+        else if (s == "eval")
+          *out = JobKind::kEval;
+        else
+          return false;
         return true;
       },
       [](const JobKind& k) { return YAML::Node(std::string(JobKindName(k))); }));
@@ -205,15 +223,12 @@ std::vector<Field> BuildFields() {
   f.push_back(Text({"model.adapter_name_or_path", "adapter_name_or_path"},
                    "PEFT adapter directory to continue training from or to evaluate with",
                    REF(model.adapter_name_or_path)));
-  f.push_back(Enum<Attention>({"model.flash_attn", "flash_attn"},
-                              {{"auto", Attention::kAuto},
-                               {"sdpa", Attention::kSdpa},
-                               {"fa2", Attention::kFa2},
-                               {"fa3", Attention::kFa3}},
-                              "(disabled, eager attention, is not built: use auto, the same result up to rounding "
-                              "with less memory)",
-                              "attention kernel: every value runs PyTorch SDPA (fa2/fa3 with a warning)",
-                              REF(model.flash_attn)));
+  f.push_back(Enum<Attention>(
+      {"model.flash_attn", "flash_attn"},
+      {{"auto", Attention::kAuto}, {"sdpa", Attention::kSdpa}, {"fa2", Attention::kFa2}, {"fa3", Attention::kFa3}},
+      "(disabled, eager attention, is not built: use auto, the same result up to rounding "
+      "with less memory)",
+      "attention kernel: every value runs PyTorch SDPA (fa2/fa3 with a warning)", REF(model.flash_attn)));
   // finetuning
   f.push_back(Make<FinetuningType>(
       {"finetuning.type", "finetuning_type"}, "enum", "one of lora, full, freeze",
@@ -221,10 +236,14 @@ std::vector<Field> BuildFields() {
       [](const YAML::Node& n, FinetuningType* out) {
         std::string s;
         if (!DecodeString(n, &s)) return false;
-        if (s == "lora") *out = FinetuningType::kLora;
-        else if (s == "full") *out = FinetuningType::kFull;
-        else if (s == "freeze") *out = FinetuningType::kFreeze;
-        else return false;
+        if (s == "lora")
+          *out = FinetuningType::kLora;
+        else if (s == "full")
+          *out = FinetuningType::kFull;
+        else if (s == "freeze")
+          *out = FinetuningType::kFreeze;
+        else
+          return false;
         return true;
       },
       [](const FinetuningType& t) { return YAML::Node(std::string(FinetuningTypeName(t))); }));
@@ -234,26 +253,27 @@ std::vector<Field> BuildFields() {
                                 "into cutoff_len blocks",
                                 REF(finetuning.stage), OneOf({"sft", "pt"}), EncString));
   f.push_back(PositiveInt({"finetuning.lora_rank", "lora_rank"}, "LoRA rank r", REF(finetuning.lora_rank)));
-  f.push_back(Number({"finetuning.lora_alpha", "lora_alpha"}, "a positive number", [](double v) { return v > 0; },
-                     "LoRA alpha (scaling alpha/r); default 2 * lora_rank", REF(finetuning.lora_alpha)));
-  f.push_back(Number({"finetuning.lora_dropout", "lora_dropout"}, "a number in [0, 1)",
-                     [](double v) { return v >= 0 && v < 1; }, "dropout on the LoRA input",
-                     REF(finetuning.lora_dropout)));
+  f.push_back(Number(
+      {"finetuning.lora_alpha", "lora_alpha"}, "a positive number", [](double v) { return v > 0; },
+      "LoRA alpha (scaling alpha/r); default 2 * lora_rank", REF(finetuning.lora_alpha)));
+  f.push_back(Number(
+      {"finetuning.lora_dropout", "lora_dropout"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; },
+      "dropout on the LoRA input", REF(finetuning.lora_dropout)));
   f.push_back(List({"finetuning.lora_target", "lora_target"}, kLoraTargets, true,
                    "modules that get adapters: all, or names (comma-separated string or list)",
                    REF(finetuning.lora_target)));
   f.push_back(Flag({"finetuning.use_rslora", "use_rslora"}, "rank-stabilized scaling alpha/sqrt(r)",
                    REF(finetuning.use_rslora)));
-  f.push_back(Make<int>({"finetuning.freeze_trainable_layers", "freeze_trainable_layers"}, "integer",
-                        "a non-zero integer", "freeze: train the last N layers (negative: the first -N)",
-                        REF(finetuning.freeze_trainable_layers),
-                        [](const YAML::Node& n, int* out) {
-                          int64_t v;
-                          if (!DecodeInt64(n, &v) || v == 0 || v < -kIntMax || v > kIntMax) return false;
-                          *out = static_cast<int>(v);
-                          return true;
-                        },
-                        EncInt));
+  f.push_back(Make<int>(
+      {"finetuning.freeze_trainable_layers", "freeze_trainable_layers"}, "integer", "a non-zero integer",
+      "freeze: train the last N layers (negative: the first -N)", REF(finetuning.freeze_trainable_layers),
+      [](const YAML::Node& n, int* out) {
+        int64_t v;
+        if (!DecodeInt64(n, &v) || v == 0 || v < -kIntMax || v > kIntMax) return false;
+        *out = static_cast<int>(v);
+        return true;
+      },
+      EncInt));
   f.push_back(List({"finetuning.freeze_trainable_modules", "freeze_trainable_modules"}, {}, true,
                    "freeze: trainable modules inside those layers (all, mlp, self_attn, ...)",
                    REF(finetuning.freeze_trainable_modules)));
@@ -281,16 +301,17 @@ std::vector<Field> BuildFields() {
         return true;
       },
       [](const std::optional<int64_t>& v) { return v ? YAML::Node(std::to_string(*v)) : YAML::Node(); }));
-  f.push_back(Number({"data.val_size", "val_size"}, "a number >= 0", [](double v) { return v >= 0; },
-                     "held-out validation split: a fraction (< 1) or a count (>= 1)", REF(data.val_size)));
-  f.push_back(Flag({"data.packing", "packing"}, "pack several examples into each cutoff_len sequence",
-                   REF(data.packing)));
-  f.push_back(Flag({"data.neat_packing", "neat_packing"}, "packing without cross-example attention",
-                   REF(data.neat_packing)));
+  f.push_back(Number(
+      {"data.val_size", "val_size"}, "a number >= 0", [](double v) { return v >= 0; },
+      "held-out validation split: a fraction (< 1) or a count (>= 1)", REF(data.val_size)));
+  f.push_back(
+      Flag({"data.packing", "packing"}, "pack several examples into each cutoff_len sequence", REF(data.packing)));
+  f.push_back(
+      Flag({"data.neat_packing", "neat_packing"}, "packing without cross-example attention", REF(data.neat_packing)));
   f.push_back(Flag({"data.train_on_prompt", "train_on_prompt"}, "also compute the loss on prompt tokens",
                    REF(data.train_on_prompt)));
-  f.push_back(Flag({"data.mask_history", "mask_history"}, "multi-turn: train on the last turn only",
-                   REF(data.mask_history)));
+  f.push_back(
+      Flag({"data.mask_history", "mask_history"}, "multi-turn: train on the last turn only", REF(data.mask_history)));
   f.push_back(Flag({"data.skip_bad_rows", "skip_bad_rows"}, "skip malformed rows (counted) instead of failing",
                    REF(data.skip_bad_rows)));
   f.push_back(Text({"data.tokenized_cache_dir", "tokenized_cache_dir"},
@@ -312,42 +333,47 @@ std::vector<Field> BuildFields() {
                           "evaluation batch size per rank", REF(train.per_device_eval_batch_size)));
   f.push_back(PositiveInt({"train.gradient_accumulation_steps", "gradient_accumulation_steps"},
                           "micro-batches per optimizer step", REF(train.gradient_accumulation_steps)));
-  f.push_back(Number({"train.learning_rate", "learning_rate"}, "a positive number", [](double v) { return v > 0; },
-                     "peak learning rate", REF(train.learning_rate)));
-  f.push_back(Number({"train.num_train_epochs", "num_train_epochs"}, "a number >= 0",
-                     [](double v) { return v >= 0; }, "epochs (fractions allowed); ignored when max_steps > 0",
-                     REF(train.num_train_epochs)));
-  f.push_back(Make<int64_t>({"train.max_steps", "max_steps"}, "integer", "-1 or a positive integer",
-                            "optimizer steps; > 0 overrides num_train_epochs", REF(train.max_steps),
-                            [](const YAML::Node& n, int64_t* out) {
-                              return DecodeInt64(n, out) && (*out == -1 || *out > 0);
-                            },
-                            EncInt64));
+  f.push_back(Number(
+      {"train.learning_rate", "learning_rate"}, "a positive number", [](double v) { return v > 0; },
+      "peak learning rate", REF(train.learning_rate)));
+  f.push_back(Number(
+      {"train.num_train_epochs", "num_train_epochs"}, "a number >= 0", [](double v) { return v >= 0; },
+      "epochs (fractions allowed); ignored when max_steps > 0", REF(train.num_train_epochs)));
+  f.push_back(Make<int64_t>(
+      {"train.max_steps", "max_steps"}, "integer", "-1 or a positive integer",
+      "optimizer steps; > 0 overrides num_train_epochs", REF(train.max_steps),
+      [](const YAML::Node& n, int64_t* out) { return DecodeInt64(n, out) && (*out == -1 || *out > 0); }, EncInt64));
   f.push_back(Choice({"train.lr_scheduler_type", "lr_scheduler_type"},
                      {"linear", "cosine", "constant", "constant_with_warmup"}, "learning-rate schedule after warmup",
                      REF(train.lr_scheduler_type)));
-  f.push_back(Number({"train.warmup_ratio", "warmup_ratio"}, "a number in [0, 1)",
-                     [](double v) { return v >= 0 && v < 1; }, "warmup as a fraction of the total steps",
-                     REF(train.warmup_ratio)));
+  f.push_back(Number(
+      {"train.warmup_ratio", "warmup_ratio"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; },
+      "warmup as a fraction of the total steps", REF(train.warmup_ratio)));
   f.push_back(NonNegativeInt64({"train.warmup_steps", "warmup_steps"}, "warmup steps; > 0 overrides warmup_ratio",
                                REF(train.warmup_steps)));
-  f.push_back(Number({"train.weight_decay", "weight_decay"}, "a number >= 0", [](double v) { return v >= 0; },
-                     "AdamW decoupled weight decay", REF(train.weight_decay)));
-  f.push_back(Number({"train.adam_beta1", "adam_beta1"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; },
-                     "AdamW beta1", REF(train.adam_beta1)));
-  f.push_back(Number({"train.adam_beta2", "adam_beta2"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; },
-                     "AdamW beta2", REF(train.adam_beta2)));
-  f.push_back(Number({"train.adam_epsilon", "adam_epsilon"}, "a positive number", [](double v) { return v > 0; },
-                     "AdamW epsilon", REF(train.adam_epsilon)));
-  f.push_back(Enum<Optimizer>({"train.optim", "optim"},
-                              {{"adamw_torch", Optimizer::kAdamWTorch}, {"adamw_torch_fused", Optimizer::kAdamWTorchFused}},
-                              "(the trainer's optimizer is torch's AdamW; adamw_hf is gone from transformers 5 and "
-                              "others are not built: use adamw_torch)",
-                              "optimizer: torch's AdamW (both names, the same update)", REF(train.optim)));
-  f.push_back(Number({"train.max_grad_norm", "max_grad_norm"}, "a number", [](double) { return true; },
-                     "global gradient-norm clipping; <= 0 disables it", REF(train.max_grad_norm)));
-  f.push_back(Flag({"train.bf16", "bf16"}, "bfloat16 compute (fp32 master weights and optimizer state)",
-                   REF(train.bf16)));
+  f.push_back(Number(
+      {"train.weight_decay", "weight_decay"}, "a number >= 0", [](double v) { return v >= 0; },
+      "AdamW decoupled weight decay", REF(train.weight_decay)));
+  f.push_back(Number(
+      {"train.adam_beta1", "adam_beta1"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; }, "AdamW beta1",
+      REF(train.adam_beta1)));
+  f.push_back(Number(
+      {"train.adam_beta2", "adam_beta2"}, "a number in [0, 1)", [](double v) { return v >= 0 && v < 1; }, "AdamW beta2",
+      REF(train.adam_beta2)));
+  f.push_back(Number(
+      {"train.adam_epsilon", "adam_epsilon"}, "a positive number", [](double v) { return v > 0; }, "AdamW epsilon",
+      REF(train.adam_epsilon)));
+  f.push_back(
+      Enum<Optimizer>({"train.optim", "optim"},
+                      {{"adamw_torch", Optimizer::kAdamWTorch}, {"adamw_torch_fused", Optimizer::kAdamWTorchFused}},
+                      "(the trainer's optimizer is torch's AdamW; adamw_hf is gone from transformers 5 and "
+                      "others are not built: use adamw_torch)",
+                      "optimizer: torch's AdamW (both names, the same update)", REF(train.optim)));
+  f.push_back(Number(
+      {"train.max_grad_norm", "max_grad_norm"}, "a number", [](double) { return true; },
+      "global gradient-norm clipping; <= 0 disables it", REF(train.max_grad_norm)));
+  f.push_back(
+      Flag({"train.bf16", "bf16"}, "bfloat16 compute (fp32 master weights and optimizer state)", REF(train.bf16)));
   f.push_back(Flag({"train.fp16", "fp16"}, "refused when true: float16 needs a loss scaler, not built (use bf16)",
                    REF(train.fp16)));
   f.push_back(NonNegativeInt64({"train.seed", "seed"}, "random seed (init, dropout, data order)", REF(train.seed)));
@@ -355,11 +381,12 @@ std::vector<Field> BuildFields() {
                    "recompute activations in backward to save memory", REF(train.gradient_checkpointing)));
   f.push_back(PositiveInt64({"train.logging_steps", "logging_steps"}, "report metrics every N steps",
                             REF(train.logging_steps)));
-  f.push_back(Enum<SaveStrategy>({"train.save_strategy", "save_strategy"},
-                                 {{"no", SaveStrategy::kNo}, {"steps", SaveStrategy::kSteps}, {"epoch", SaveStrategy::kEpoch}},
-                                 "(best is not built: use steps with keep_best)",
-                                 "when to checkpoint: no, steps (every save_steps and at the end), epoch (every epoch)",
-                                 REF(train.save_strategy)));
+  f.push_back(
+      Enum<SaveStrategy>({"train.save_strategy", "save_strategy"},
+                         {{"no", SaveStrategy::kNo}, {"steps", SaveStrategy::kSteps}, {"epoch", SaveStrategy::kEpoch}},
+                         "(best is not built: use steps with keep_best)",
+                         "when to checkpoint: no, steps (every save_steps and at the end), epoch (every epoch)",
+                         REF(train.save_strategy)));
   f.push_back(NonNegativeInt64({"train.save_steps", "save_steps"},
                                "save_strategy steps: checkpoint every N steps and at the end; 0: only at the end",
                                REF(train.save_steps)));
@@ -388,23 +415,23 @@ std::vector<Field> BuildFields() {
   f.push_back(Text({"eval.task_dir", "task_dir"}, "mmlu: directory of <subject>_dev.csv and <subject>_test.csv",
                    REF(eval.task_dir)));
   f.push_back(NonNegativeInt({"eval.n_shot", "n_shot"}, "mmlu: examples in the prompt", REF(eval.n_shot)));
-  f.push_back(PositiveInt({"eval.max_new_tokens", "max_new_tokens"}, "generate: tokens per answer",
-                          REF(eval.max_new_tokens)));
+  f.push_back(
+      PositiveInt({"eval.max_new_tokens", "max_new_tokens"}, "generate: tokens per answer", REF(eval.max_new_tokens)));
   f.push_back(NonNegativeInt({"eval.min_new_tokens", "min_new_tokens"},
                              "generate: tokens before the end-of-sequence token may end an answer",
                              REF(eval.min_new_tokens)));
   f.push_back(PositiveInt({"eval.num_samples", ""}, "generate: prompts to sample", REF(eval.num_samples)));
-  f.push_back(Text({"eval.output_file", ""}, "results file; empty: <output_dir>/eval_results.json",
-                   REF(eval.output_file)));
+  f.push_back(
+      Text({"eval.output_file", ""}, "results file; empty: <output_dir>/eval_results.json", REF(eval.output_file)));
   // resources
   f.push_back(PositiveInt({"resources.nodes", "nodes"}, "nodes the job spans", REF(resources.nodes)));
   f.push_back(PositiveInt({"resources.gpus_per_node", "gpus_per_node"}, "ranks per node (GPUs, or CPU slots)",
                           REF(resources.gpus_per_node)));
   f.push_back(PositiveInt({"resources.tensor_parallel", "tensor_model_parallel_size", {"resources.parallel.tensor"}},
                           "tensor-parallel size (within a node)", REF(resources.tensor_parallel)));
-  f.push_back(PositiveInt(
-      {"resources.pipeline_parallel", "pipeline_model_parallel_size", {"resources.parallel.pipeline"}},
-      "pipeline-parallel stages", REF(resources.pipeline_parallel)));
+  f.push_back(
+      PositiveInt({"resources.pipeline_parallel", "pipeline_model_parallel_size", {"resources.parallel.pipeline"}},
+                  "pipeline-parallel stages", REF(resources.pipeline_parallel)));
   f.push_back(Make<int>({"resources.zero_stage", "zero_stage", {"resources.parallel.zero"}}, "integer", "0 or 1",
                         "1: shard optimizer state across data parallel (ZeRO-1)", REF(resources.zero_stage),
                         IntIn(0, 1), EncInt));
@@ -418,17 +445,18 @@ std::vector<Field> BuildFields() {
   f.push_back(Choice({"resources.pipeline_schedule", "pipeline_schedule"}, {"1f1b", "gpipe"},
                      "pipeline schedule: 1f1b (bounded activation memory) or gpipe (all forwards, then backwards)",
                      REF(resources.pipeline_schedule)));
-  f.push_back(Number({"resources.bucket_cap_mb", "ddp_bucket_cap_mb"}, "a number > 0", [](double v) { return v > 0; },
-                     "data-parallel gradient all-reduce bucket (MiB), started during backward as buckets fill",
-                     REF(resources.bucket_cap_mb)));
+  f.push_back(Number(
+      {"resources.bucket_cap_mb", "ddp_bucket_cap_mb"}, "a number > 0", [](double v) { return v > 0; },
+      "data-parallel gradient all-reduce bucket (MiB), started during backward as buckets fill",
+      REF(resources.bucket_cap_mb)));
   f.push_back(PositiveInt({"resources.comm_timeout_s", "comm_timeout_s", {}, {"ddp_timeout"}},
                           "collective timeout in seconds (LLaMA-Factory's ddp_timeout)",
                           REF(resources.comm_timeout_s)));
   // scheduling
   f.push_back(Text({"scheduling.name", ""}, "display name of the job", REF(scheduling.name)));
   f.push_back(Make<int>({"scheduling.priority", "priority"}, "integer", "an integer",
-                        "higher runs first; FIFO within a priority", REF(scheduling.priority),
-                        IntIn(-kIntMax, kIntMax), EncInt));
+                        "higher runs first; FIFO within a priority", REF(scheduling.priority), IntIn(-kIntMax, kIntMax),
+                        EncInt));
   f.push_back(PositiveInt({"scheduling.max_attempts", "max_attempts"}, "attempts before the job fails (1: no retry)",
                           REF(scheduling.max_attempts)));
   return f;

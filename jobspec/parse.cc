@@ -4,6 +4,9 @@
 // and remembering where it was written; a field set twice is an error, an override replaces; (2) decode each
 // value into the spec (type and range checks, schema.cc); (3) resolve defaults that depend on other fields and
 // check what involves several fields (required keys, parallel sizes, precision, evaluation set).
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -11,9 +14,6 @@
 #include <fstream>
 #include <map>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 #include "jobspec/jobspec.h"
 #include "jobspec/schema.h"
@@ -50,8 +50,8 @@ class SpecReader {
           source_));
     }
     if (!root.IsMap()) {
-      return InvalidArgumentError(fmt::format("{}: the job spec must be a mapping of keys, got {}", At(root),
-                                              jobspec::Describe(root)));
+      return InvalidArgumentError(
+          fmt::format("{}: the job spec must be a mapping of keys, got {}", At(root), jobspec::Describe(root)));
     }
     return Walk(root, "");
   }
@@ -63,8 +63,7 @@ class SpecReader {
     key.erase(key.find_last_not_of(" \t") + 1);
     if (eq == std::string::npos || key.empty()) {
       return InvalidArgumentError(
-          fmt::format("override '{}': expected key=value (e.g. learning_rate=1e-4 or train.learning_rate=1e-4)",
-                      text));
+          fmt::format("override '{}': expected key=value (e.g. learning_rate=1e-4 or train.learning_rate=1e-4)", text));
     }
     YAML::Node value;
     try {
@@ -164,17 +163,15 @@ class SpecReader {
     std::string key, where;
   };
 
-  std::string At(const YAML::Node& node) const {
-    return fmt::format("{}:{}", source_, node.Mark().line + 1);
-  }
+  std::string At(const YAML::Node& node) const { return fmt::format("{}:{}", source_, node.Mark().line + 1); }
 
   Status Walk(const YAML::Node& map, const std::string& prefix) {
     for (const auto& pair : map) {
       const YAML::Node key_node = pair.first;  // copies: the iterator yields a temporary pair
       const YAML::Node value = pair.second;
       if (!key_node.IsScalar()) {
-        return InvalidArgumentError(fmt::format("{}: keys must be plain names, got {}", At(key_node),
-                                                jobspec::Describe(key_node)));
+        return InvalidArgumentError(
+            fmt::format("{}: keys must be plain names, got {}", At(key_node), jobspec::Describe(key_node)));
       }
       const std::string name = key_node.Scalar();
       const std::string dotted = prefix.empty() ? name : prefix + "." + name;
@@ -183,8 +180,8 @@ class SpecReader {
         saw_section_ = true;
         if (value.IsNull()) continue;  // "train:" with nothing under it
         if (!value.IsMap()) {
-          return InvalidArgumentError(fmt::format("key '{}' {}: expected a mapping of {} keys, got {}", dotted,
-                                                  where, dotted, jobspec::Describe(value)));
+          return InvalidArgumentError(fmt::format("key '{}' {}: expected a mapping of {} keys, got {}", dotted, where,
+                                                  dotted, jobspec::Describe(value)));
         }
         RETURN_IF_ERROR(Walk(value, dotted));
         continue;
@@ -229,12 +226,13 @@ class SpecReader {
 
   Status Record(const Field* field, const YAML::Node& value, const std::string& key, const std::string& where,
                 bool replace, const TranslatedKey* translated = nullptr) {
-    auto previous = std::find_if(assignments_.begin(), assignments_.end(),
-                                 [&](const Assignment& a) { return a.field == field; });
+    auto previous =
+        std::find_if(assignments_.begin(), assignments_.end(), [&](const Assignment& a) { return a.field == field; });
     if (previous != assignments_.end()) {
       if (!replace) {
-        return InvalidArgumentError(fmt::format("key '{}' {}: the same setting is already given as '{}' {}; give it once",
-                                                key, where, previous->key, previous->where));
+        return InvalidArgumentError(
+            fmt::format("key '{}' {}: the same setting is already given as '{}' {}; give it once", key, where,
+                        previous->key, previous->where));
       }
       // A tombstone, not erase(): erase would move-assign YAML::Nodes, and Node assignment writes through to
       // the shared node data instead of rebinding the handle.
@@ -268,9 +266,10 @@ class SpecReader {
 // What LLaMA-Factory refuses about evaluation during training (data/data_utils.py split_dataset).
 Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
   if (s.kind != JobKind::kTrain || s.data.eval_dataset.empty() || s.data.val_size <= 0) return Status::Ok();
-  return InvalidArgumentError(fmt::format("{}: {} and {} are both given: validate on eval_dataset or on a val_size "
-                                          "split of the training data, not both (as LLaMA-Factory); use one",
-                                          r.source(), r.Located("data.val_size"), r.Located("data.eval_dataset")));
+  return InvalidArgumentError(
+      fmt::format("{}: {} and {} are both given: validate on eval_dataset or on a val_size "
+                  "split of the training data, not both (as LLaMA-Factory); use one",
+                  r.source(), r.Located("data.val_size"), r.Located("data.eval_dataset")));
 }
 
 // Checks that involve several fields. Runs after Apply, so every value is in range on its own.
@@ -287,13 +286,13 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
         "{}: missing required key 'output_dir' (nested: train.output_dir): where checkpoints and results go", src));
   }
   if (s.kind == JobKind::kTrain && s.data.dataset.empty()) {
-    return InvalidArgumentError(fmt::format(
-        "{}: missing required key 'dataset' (nested: data.dataset): a train job needs training data", src));
+    return InvalidArgumentError(
+        fmt::format("{}: missing required key 'dataset' (nested: data.dataset): a train job needs training data", src));
   }
   if (s.kind == JobKind::kTrain && s.train.num_train_epochs <= 0 && s.train.max_steps <= 0) {
-    return InvalidArgumentError(fmt::format(
-        "{}: nothing to train: {} is 0 and max_steps is not set; set num_train_epochs > 0 or max_steps > 0", src,
-        r.Located("train.num_train_epochs")));
+    return InvalidArgumentError(
+        fmt::format("{}: nothing to train: {} is 0 and max_steps is not set; set num_train_epochs > 0 or max_steps > 0",
+                    src, r.Located("train.num_train_epochs")));
   }
   if (s.train.fp16) {
     return InvalidArgumentError(fmt::format(
@@ -302,18 +301,17 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
         src, r.Located("train.fp16")));
   }
   if (s.data.val_size >= 1 && s.data.val_size != static_cast<double>(static_cast<int64_t>(s.data.val_size))) {
-    return InvalidArgumentError(fmt::format(
-        "{}: {}: expected a fraction below 1 or a whole count of examples, got {}", src,
-        r.Located("data.val_size"), FormatNumber(s.data.val_size)));
+    return InvalidArgumentError(fmt::format("{}: {}: expected a fraction below 1 or a whole count of examples, got {}",
+                                            src, r.Located("data.val_size"), FormatNumber(s.data.val_size)));
   }
   if (s.train.eval_strategy != "no" && s.data.val_size <= 0 && s.data.eval_dataset.empty()) {
-    return InvalidArgumentError(fmt::format(
-        "{}: {} is '{}' but there is no evaluation set: set val_size (e.g. 0.1) or eval_dataset", src,
-        r.Located("train.eval_strategy"), s.train.eval_strategy));
+    return InvalidArgumentError(
+        fmt::format("{}: {} is '{}' but there is no evaluation set: set val_size (e.g. 0.1) or eval_dataset", src,
+                    r.Located("train.eval_strategy"), s.train.eval_strategy));
   }
   RETURN_IF_ERROR(CheckTrainEvalSet(s, r));
-  if (s.kind == JobKind::kEval &&
-      std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() && s.eval.task_dir.empty()) {
+  if (s.kind == JobKind::kEval && std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() &&
+      s.eval.task_dir.empty()) {
     return InvalidArgumentError(fmt::format(
         "{}: eval task 'mmlu' needs 'eval.task_dir' (flat: task_dir): the directory of <subject>_dev.csv and "
         "<subject>_test.csv",
@@ -349,8 +347,7 @@ StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view sour
   RETURN_IF_ERROR(reader.Apply(spec));
   RETURN_IF_ERROR(CheckCrossField(spec, reader));
   if (spec.resources.sequence_parallel && spec.resources.tensor_parallel == 1) {
-    spec.warnings.push_back(
-        fmt::format("{}: sequence_parallel has no effect with tensor_parallel 1", reader.source()));
+    spec.warnings.push_back(fmt::format("{}: sequence_parallel has no effect with tensor_parallel 1", reader.source()));
   }
   return spec;
 }

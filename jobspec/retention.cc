@@ -29,7 +29,8 @@ std::vector<int64_t> StepsToDelete(const RetentionPolicy& policy, const std::vec
     std::stable_sort(scored.begin(), scored.end(), [&](const auto& a, const auto& b) {
       return policy.greater_is_better ? a.first > b.first : a.first < b.first;
     });
-    for (size_t i = 0; i < scored.size() && i < static_cast<size_t>(policy.keep_best); ++i) keep.insert(scored[i].second);
+    for (size_t i = 0; i < scored.size() && i < static_cast<size_t>(policy.keep_best); ++i)
+      keep.insert(scored[i].second);
   }
   std::vector<int64_t> out;
   for (const auto& [step, c] : by_step) {

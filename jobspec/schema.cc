@@ -1,11 +1,11 @@
 // Lookups over the field table (fields.cc): spellings, sections, ignored LLaMA-Factory keys, suggestions.
 #include "jobspec/schema.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <limits>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "jobspec/values.h"
 

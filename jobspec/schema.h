@@ -2,9 +2,9 @@
 //
 // Every key the parser accepts comes from this table (KnownFields), from the LLaMA-Factory keys translated into a
 // field (TranslatedKeys: deepspeed, disable_gradient_checkpointing), or from the LLaMA-Factory keys that are
-// accepted and ignored (IgnoredKeys); RefusedKeys are known LLaMA-Factory keys refused with what to use instead. docs/job-spec.md documents the same table; a test checks that the
-// two agree. The parser (parse.cc) and the emitter (emit.cc) are generic over these rows, so adding a field is
-// one row here plus one line in docs/job-spec.md.
+// accepted and ignored (IgnoredKeys); RefusedKeys are known LLaMA-Factory keys refused with what to use instead.
+// docs/job-spec.md documents the same table; a test checks that the two agree. The parser (parse.cc) and the emitter
+// (emit.cc) are generic over these rows, so adding a field is one row here plus one line in docs/job-spec.md.
 //
 // Thread-safety: the tables are built once (function-local statics) and read-only afterwards.
 // Ownership: rows are owned by the static table; callers hold const references.
@@ -15,12 +15,12 @@
 //   std::string fix = SuggestKey("lora_rnak");               // "lora_rank"
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "common/status.h"
 #include "jobspec/jobspec.h"
@@ -40,13 +40,12 @@ struct Field {
   // Converts and checks `value` and stores it. `key` is the key as the user wrote it, `where` is
   // "at job.yaml:7" or "in override 'lora_rank=8'". Errors: INVALID_ARGUMENT
   // "key '<key>' <where>: expected <expected>, got '<value>'".
-  std::function<Status(const YAML::Node& value, std::string_view key, std::string_view where, JobSpec& spec)>
-      assign;
+  std::function<Status(const YAML::Node& value, std::string_view key, std::string_view where, JobSpec& spec)> assign;
   // The field's value as one YAML node (scalars are strings; lists are sequences; unset optionals are null).
   std::function<YAML::Node(const JobSpec& spec)> get;
 
-  std::string_view section() const;         // "train" for "train.learning_rate", "" for "kind"
-  std::string_view leaf() const;            // "learning_rate"
+  std::string_view section() const;  // "train" for "train.learning_rate", "" for "kind"
+  std::string_view leaf() const;     // "learning_rate"
 };
 
 // All fields, in emission order (kind, model, finetuning, data, train, eval, resources, scheduling).
@@ -66,7 +65,7 @@ const Field* FindNestedField(std::string_view dotted);
 // An accepted LLaMA-Factory key that has no effect here, and why.
 struct IgnoredKey {
   std::string key;
-  std::string reason;                       // the warning text after "key '<key>' <where> is ignored: "
+  std::string reason;  // the warning text after "key '<key>' <where> is ignored: "
 };
 const std::vector<IgnoredKey>& IgnoredKeys();
 const IgnoredKey* FindIgnoredKey(std::string_view key);
@@ -79,8 +78,7 @@ struct TranslatedKey {
   std::string target;  // nested path of the field it sets
   // The target field's value for `value`, computed when the spec is applied (after overrides, so an override
   // of the target means the translation never runs). Errors: INVALID_ARGUMENT naming key, where and the file.
-  std::function<StatusOr<YAML::Node>(const YAML::Node& value, std::string_view key, std::string_view where)>
-      translate;
+  std::function<StatusOr<YAML::Node>(const YAML::Node& value, std::string_view key, std::string_view where)> translate;
 };
 const std::vector<TranslatedKey>& TranslatedKeys();
 const TranslatedKey* FindTranslatedKey(std::string_view key);
@@ -96,7 +94,8 @@ const std::vector<RefusedKey>& RefusedKeys();
 const RefusedKey* FindRefusedKey(std::string_view key);
 bool IsHarmlessValue(const RefusedKey& refused, const YAML::Node& value);
 
-// The closest known key by edit distance (flat, nested, translated, refused and ignored keys), or "" when nothing is close.
+// The closest known key by edit distance (flat, nested, translated, refused and ignored keys), or "" when nothing is
+// close.
 std::string SuggestKey(std::string_view key);
 
 // Renders a YAML node as scalar text for docs and messages ("[a, b]" for a list, "null" for null).

@@ -35,8 +35,14 @@
 
 #include "common/status.h"
 
-namespace google::protobuf { class Message; }
-namespace rocksdb { class DB; class ColumnFamilyHandle; class WriteBatch; }
+namespace google::protobuf {
+class Message;
+}
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class WriteBatch;
+}  // namespace rocksdb
 
 namespace anneal::storage {
 
@@ -109,14 +115,17 @@ class StateStore {
   Status ScanRecords(Table table, std::string_view prefix, const std::function<bool(const T&)>& visit,
                      std::string_view start = {}) const {
     Status parse_error;
-    RETURN_IF_ERROR(Scan(table, prefix, [&](std::string_view key, std::string_view value) {
-      T record;
-      if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-        parse_error = CorruptValue(table, key);
-        return false;
-      }
-      return visit(record);
-    }, start));
+    RETURN_IF_ERROR(Scan(
+        table, prefix,
+        [&](std::string_view key, std::string_view value) {
+          T record;
+          if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+            parse_error = CorruptValue(table, key);
+            return false;
+          }
+          return visit(record);
+        },
+        start));
     return parse_error;
   }
   template <typename T>

@@ -3,8 +3,9 @@
 // Commit protocol (CheckpointWriter): files are written under <output_dir>/.tmp-checkpoint-N/, fsync'd; then
 // manifest.json (step, files with size and sha256, metadata) is written last; the directory is fsync'd and
 // renamed to checkpoint-N (exchanged atomically with an existing checkpoint-N of a re-run step), and the parent
-// fsync'd. A crash at any moment leaves a complete checkpoint-N (old or new) or, for a new step, none. VerifyCheckpoint recomputes every checksum; a mismatch is DATA_LOSS naming the file, and
-// the caller can offer the previous checkpoint (PreviousCheckpoint).
+// fsync'd. A crash at any moment leaves a complete checkpoint-N (old or new) or, for a new step, none. VerifyCheckpoint
+// recomputes every checksum; a mismatch is DATA_LOSS naming the file, and the caller can offer the previous checkpoint
+// (PreviousCheckpoint).
 //
 // Thread-safety: a writer is used by one thread; several ranks may write different files into one writer's
 // directory (the commit happens once, on one rank, after all files are written).
@@ -16,11 +17,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "jobspec/retention.h"

@@ -1,10 +1,10 @@
 // anneal-train train / eval / export.
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
 #include <map>
-
-#include <CLI/CLI.hpp>
-#include <torch/torch.h>
 
 #include "common/shutdown.h"
 #include "jobspec/jobspec.h"
@@ -14,8 +14,8 @@
 #include "trainer/export/peft.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
-#include "trainer/train/trainer.h"
 #include "trainer/train/state_io.h"
+#include "trainer/train/trainer.h"
 
 namespace anneal::trainer {
 namespace {
@@ -39,8 +39,8 @@ StatusOr<jobspec::JobSpec> LoadSpec(const JobArgs& a, jobspec::JobKind expected)
   ASSIGN_OR_RETURN(jobspec::JobSpec spec, jobspec::LoadJobSpecFile(a.config, a.overrides));
   for (const auto& w : spec.warnings) std::cerr << "warning: " << w << "\n";
   if (spec.kind != expected) {
-    return InvalidArgumentError(a.config + ": kind is '" + std::string(jobspec::JobKindName(spec.kind)) + "', this command runs '" +
-                                std::string(jobspec::JobKindName(expected)) + "' jobs");
+    return InvalidArgumentError(a.config + ": kind is '" + std::string(jobspec::JobKindName(spec.kind)) +
+                                "', this command runs '" + std::string(jobspec::JobKindName(expected)) + "' jobs");
   }
   return spec;
 }
@@ -92,18 +92,25 @@ void AddTrainCommands(CLI::App& app) {
   train->callback([train_args] {
     InstallShutdownHandlers();
     auto spec = LoadSpec(*train_args, jobspec::JobKind::kTrain);
-    if (!spec.ok()) { ExitCode() = Report(spec.status(), true); return; }
+    if (!spec.ok()) {
+      ExitCode() = Report(spec.status(), true);
+      return;
+    }
     ExitCode() = RunWithBoundary([&] { return train::RunTraining(*spec); });
   });
 
   auto eval_args = std::make_shared<JobArgs>();
-  CLI::App* eval = app.add_subcommand("eval", "Evaluate a model or adapter: loss/perplexity, MMLU-style accuracy, samples");
+  CLI::App* eval =
+      app.add_subcommand("eval", "Evaluate a model or adapter: loss/perplexity, MMLU-style accuracy, samples");
   eval->add_option("--config", eval_args->config, "Job YAML with kind: eval")->required();
   eval->add_option("--set", eval_args->overrides, "Override a key: key=value (repeatable)");
   eval->callback([eval_args] {
     InstallShutdownHandlers();
     auto spec = LoadSpec(*eval_args, jobspec::JobKind::kEval);
-    if (!spec.ok()) { ExitCode() = Report(spec.status(), true); return; }
+    if (!spec.ok()) {
+      ExitCode() = Report(spec.status(), true);
+      return;
+    }
     ExitCode() = RunWithBoundary([&]() -> Status {
       ASSIGN_OR_RETURN(nlohmann::json r, eval::RunEvaluation(*spec));
       std::cout << r.dump(2) << "\n";
@@ -112,8 +119,9 @@ void AddTrainCommands(CLI::App& app) {
   });
 
   auto ex = std::make_shared<ExportArgs>();
-  CLI::App* exp = app.add_subcommand("export", "Merge a PEFT adapter (or a checkpoint) into its base model and write "
-                                                "an HF model");
+  CLI::App* exp = app.add_subcommand("export",
+                                     "Merge a PEFT adapter (or a checkpoint) into its base model and write "
+                                     "an HF model");
   exp->add_option("--model", ex->model, "Base model directory")->required();
   exp->add_option("--adapter", ex->adapter,
                   "PEFT adapter directory, or a checkpoint-N directory of a LoRA, full or freeze run (any layout)")

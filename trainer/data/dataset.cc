@@ -1,13 +1,13 @@
 #include "trainer/data/dataset.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "trainer/data/sampler.h"
 
@@ -50,18 +50,24 @@ StatusOr<std::vector<RawRow>> SplitJsonArray(const std::string& text, const std:
     char c = text[i];
     if (c == '\n') ++line;
     if (in_string) {
-      if (escape) escape = false;
-      else if (c == '\\') escape = true;
-      else if (c == '"') in_string = false;
+      if (escape)
+        escape = false;
+      else if (c == '\\')
+        escape = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
     if (start == std::string::npos && c != ' ' && c != '\t' && c != '\r' && c != '\n' && c != ',' && c != ']') {
       start = i;
       start_line = line;
     }
-    if (c == '"') in_string = true;
-    else if (c == '{' || c == '[') ++depth;
-    else if ((c == '}' || c == ']') && depth > 0) --depth;
+    if (c == '"')
+      in_string = true;
+    else if (c == '{' || c == '[')
+      ++depth;
+    else if ((c == '}' || c == ']') && depth > 0)
+      --depth;
     else if ((c == ',' || c == ']') && depth == 0) {
       if (start != std::string::npos) {
         RawRow r{json::parse(text.substr(start, i - start), nullptr, false), start_line, ""};
@@ -126,7 +132,8 @@ StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row, bool
     for (size_t k = 0; k < history.size(); ++k) {
       const json& pair = history[k];
       if (!pair.is_array() || pair.size() != 2 || !pair[0].is_string() || !pair[1].is_string())
-        return InvalidArgumentError(fmt::format("field '{}'[{}]: must be a [prompt, response] pair of strings", *a.history, k));
+        return InvalidArgumentError(
+            fmt::format("field '{}'[{}]: must be a [prompt, response] pair of strings", *a.history, k));
       c.messages.push_back({Role::kUser, pair[0].get<std::string>()});
       c.messages.push_back({Role::kAssistant, pair[1].get<std::string>()});
     }
@@ -172,7 +179,8 @@ StatusOr<Conversation> ConvertSharegpt(const DatasetAttr& a, const json& row) {
     const json& m = msgs[k];
     if (!m.is_object() || !m.contains(role_tag) || !m[role_tag].is_string() || !m.contains(content_tag) ||
         !m[content_tag].is_string())
-      return InvalidArgumentError(fmt::format("field '{}'[{}]: needs string '{}' and '{}'", field, k, role_tag, content_tag));
+      return InvalidArgumentError(
+          fmt::format("field '{}'[{}]: needs string '{}' and '{}'", field, k, role_tag, content_tag));
   }
   size_t first = 0;
   if (a.system_tag && role_of(msgs[0]) == *a.system_tag) {
@@ -185,18 +193,23 @@ StatusOr<Conversation> ConvertSharegpt(const DatasetAttr& a, const json& row) {
     std::string r = role_of(msgs[k]);
     bool odd_turn = (k - first) % 2 == 0;  // user/observation turns
     Role role;
-    if (odd_turn && a.user_tag && r == *a.user_tag) role = Role::kUser;
-    else if (odd_turn && a.observation_tag && r == *a.observation_tag) role = Role::kObservation;
-    else if (!odd_turn && a.assistant_tag && r == *a.assistant_tag) role = Role::kAssistant;
-    else if (!odd_turn && a.function_tag && r == *a.function_tag) role = Role::kFunction;
+    if (odd_turn && a.user_tag && r == *a.user_tag)
+      role = Role::kUser;
+    else if (odd_turn && a.observation_tag && r == *a.observation_tag)
+      role = Role::kObservation;
+    else if (!odd_turn && a.assistant_tag && r == *a.assistant_tag)
+      role = Role::kAssistant;
+    else if (!odd_turn && a.function_tag && r == *a.function_tag)
+      role = Role::kFunction;
     else
-      return InvalidArgumentError(fmt::format("field '{}'[{}].{}: role '{}' is invalid here (expected {})", field, k,
-                                              role_tag, r, odd_turn ? "a user or observation turn" : "an assistant or function turn"));
+      return InvalidArgumentError(
+          fmt::format("field '{}'[{}].{}: role '{}' is invalid here (expected {})", field, k, role_tag, r,
+                      odd_turn ? "a user or observation turn" : "an assistant or function turn"));
     c.messages.push_back({role, msgs[k][content_tag].get<std::string>()});
   }
   if (c.messages.size() % 2 != 0)
-    return InvalidArgumentError(fmt::format("field '{}': {} turns; a conversation must end with an answer", field,
-                                            c.messages.size()));
+    return InvalidArgumentError(
+        fmt::format("field '{}': {} turns; a conversation must end with an answer", field, c.messages.size()));
   return c;
 }
 
@@ -219,23 +232,27 @@ StatusOr<Conversation> ConvertTokenized(const DatasetAttr& a, const json& row) {
   if (!labels.is_null()) {
     RETURN_IF_ERROR(ints(labels, labels_col, &c.labels));
     if (c.labels.size() != c.input_ids.size())
-      return InvalidArgumentError(fmt::format("field '{}': {} labels for {} input_ids", labels_col, c.labels.size(),
-                                              c.input_ids.size()));
+      return InvalidArgumentError(
+          fmt::format("field '{}': {} labels for {} input_ids", labels_col, c.labels.size(), c.input_ids.size()));
   }
   return c;
 }
 
 void SetColumn(const json& obj, const char* key, std::optional<std::string>* dst) {
   auto it = obj.find(key);
-  if (it != obj.end() && it->is_string()) *dst = it->get<std::string>();
-  else *dst = std::nullopt;  // LLaMA-Factory: set_attr(key, columns) with default None
+  if (it != obj.end() && it->is_string())
+    *dst = it->get<std::string>();
+  else
+    *dst = std::nullopt;  // LLaMA-Factory: set_attr(key, columns) with default None
 }
 
 // Guesses the format of a file given by path from its first row.
 void DetectFormat(const json& row, DatasetAttr* a) {
   if (!row.is_object()) return;
-  if (row.contains("input_ids")) a->formatting = "tokenized";
-  else if (row.contains("conversations")) a->formatting = "sharegpt";
+  if (row.contains("input_ids"))
+    a->formatting = "tokenized";
+  else if (row.contains("conversations"))
+    a->formatting = "sharegpt";
   else if (row.contains("messages")) {
     a->formatting = "sharegpt";
     a->messages = "messages";
@@ -251,7 +268,8 @@ void DetectFormat(const json& row, DatasetAttr* a) {
 
 }  // namespace
 
-StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string>& names, const std::string& dataset_dir) {
+StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string>& names,
+                                                   const std::string& dataset_dir) {
   std::vector<DatasetAttr> out;
   fs::path info_path = fs::path(dataset_dir) / "dataset_info.json";
   json info;
@@ -275,13 +293,19 @@ StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string
       if (a.formatting != "alpaca" && a.formatting != "sharegpt" && a.formatting != "tokenized")
         return InvalidArgumentError(where + ": formatting '" + a.formatting + "' (known: alpaca, sharegpt, tokenized)");
       if (e.value("ranking", false))
-        return InvalidArgumentError(where + ": ranking (pairwise preference) datasets are not supported; SFT needs "
-                                            "one answer per conversation");
-      if (e.contains("num_samples") && e["num_samples"].is_number_integer()) a.num_samples = e["num_samples"].get<int64_t>();
+        return InvalidArgumentError(where +
+                                    ": ranking (pairwise preference) datasets are not supported; SFT needs "
+                                    "one answer per conversation");
+      if (e.contains("num_samples") && e["num_samples"].is_number_integer())
+        a.num_samples = e["num_samples"].get<int64_t>();
       if (e.contains("columns") && e["columns"].is_object()) {
         const json& c = e["columns"];
-        for (auto [key, dst] : {std::pair{"prompt", &a.prompt}, {"query", &a.query}, {"response", &a.response},
-                                {"history", &a.history}, {"messages", &a.messages}, {"system", &a.system},
+        for (auto [key, dst] : {std::pair{"prompt", &a.prompt},
+                                {"query", &a.query},
+                                {"response", &a.response},
+                                {"history", &a.history},
+                                {"messages", &a.messages},
+                                {"system", &a.system},
                                 {"tools", &a.tools}})
           SetColumn(c, key, dst);
         if (c.contains("input_ids")) SetColumn(c, "input_ids", &a.input_ids);
@@ -289,9 +313,12 @@ StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string
       }
       if (e.contains("tags") && e["tags"].is_object()) {
         const json& t = e["tags"];
-        for (auto [key, dst] : {std::pair{"role_tag", &a.role_tag}, {"content_tag", &a.content_tag},
-                                {"user_tag", &a.user_tag}, {"assistant_tag", &a.assistant_tag},
-                                {"observation_tag", &a.observation_tag}, {"function_tag", &a.function_tag},
+        for (auto [key, dst] : {std::pair{"role_tag", &a.role_tag},
+                                {"content_tag", &a.content_tag},
+                                {"user_tag", &a.user_tag},
+                                {"assistant_tag", &a.assistant_tag},
+                                {"observation_tag", &a.observation_tag},
+                                {"function_tag", &a.function_tag},
                                 {"system_tag", &a.system_tag}})
           SetColumn(t, key, dst);
       }
@@ -299,7 +326,8 @@ StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string
       fs::path p = fs::path(name);
       if (!fs::exists(p, ec) && fs::exists(fs::path(dataset_dir) / name, ec)) p = fs::path(dataset_dir) / name;
       if (!fs::exists(p, ec))
-        return NotFoundError(fmt::format("dataset '{}' is neither in {} nor an existing file", name, info_path.string()));
+        return NotFoundError(
+            fmt::format("dataset '{}' is neither in {} nor an existing file", name, info_path.string()));
       a.file_path = p.string();
       a.formatting = "auto";
     }
@@ -324,10 +352,14 @@ StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr_in, cons
     std::string origin = fmt::format("{}:{}", attr.file_path, row.line);
     StatusOr<Conversation> c = InvalidArgumentError(row.parse_error);
     if (row.parse_error.empty()) {
-      if (!row.value.is_object()) c = InvalidArgumentError("row: must be a JSON object");
-      else if (attr.formatting == "sharegpt") c = ConvertSharegpt(attr, row.value);
-      else if (attr.formatting == "tokenized") c = ConvertTokenized(attr, row.value);
-      else c = ConvertAlpaca(attr, row.value, o.response_optional);
+      if (!row.value.is_object())
+        c = InvalidArgumentError("row: must be a JSON object");
+      else if (attr.formatting == "sharegpt")
+        c = ConvertSharegpt(attr, row.value);
+      else if (attr.formatting == "tokenized")
+        c = ConvertTokenized(attr, row.value);
+      else
+        c = ConvertAlpaca(attr, row.value, o.response_optional);
     }
     if (report) ++report->rows;
     if (!c.ok()) {
@@ -357,7 +389,8 @@ StatusOr<std::vector<Conversation>> LoadDatasets(const std::vector<std::string>&
   return all;
 }
 
-StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>> SplitTrainVal(int64_t n, double val_size, uint64_t seed) {
+StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>> SplitTrainVal(int64_t n, double val_size,
+                                                                              uint64_t seed) {
   if (val_size < 0) return InvalidArgumentError(fmt::format("val_size must be >= 0, got {}", val_size));
   int64_t n_val = val_size < 1.0 ? static_cast<int64_t>(std::ceil(val_size * static_cast<double>(n)))
                                  : static_cast<int64_t>(val_size);

@@ -37,8 +37,8 @@ namespace anneal::data {
 
 struct DatasetAttr {
   std::string name;
-  std::string file_path;               // resolved path of the file
-  std::string formatting = "alpaca";   // alpaca, sharegpt, tokenized
+  std::string file_path;              // resolved path of the file
+  std::string formatting = "alpaca";  // alpaca, sharegpt, tokenized
   std::optional<int64_t> num_samples;
   // columns (nullopt: unset)
   std::optional<std::string> prompt = "instruction", query = "input", response = "output", history, system, tools;
@@ -71,9 +71,11 @@ struct LoadReport {
 };
 
 // Resolves names through <dataset_dir>/dataset_info.json (or as file paths).
-StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string>& names, const std::string& dataset_dir);
+StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string>& names,
+                                                   const std::string& dataset_dir);
 
-StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr, const LoadOptions& options, LoadReport* report);
+StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr, const LoadOptions& options,
+                                                LoadReport* report);
 
 // Resolve + load + concatenate.
 StatusOr<std::vector<Conversation>> LoadDatasets(const std::vector<std::string>& names, const std::string& dataset_dir,
@@ -82,6 +84,7 @@ StatusOr<std::vector<Conversation>> LoadDatasets(const std::vector<std::string>&
 // Held-out split: val_size < 1 is a fraction (ceil(val_size * n) rows, as HF datasets' train_test_split),
 // >= 1 a count. The permutation is a Fisher-Yates shuffle driven by splitmix64(seed), so the split depends
 // only on (n, val_size, seed). Returns (train indices, val indices), each ascending.
-StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>> SplitTrainVal(int64_t n, double val_size, uint64_t seed);
+StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>> SplitTrainVal(int64_t n, double val_size,
+                                                                              uint64_t seed);
 
 }  // namespace anneal::data

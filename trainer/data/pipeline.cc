@@ -1,11 +1,11 @@
 #include "trainer/data/pipeline.h"
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <filesystem>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
 
 namespace anneal::data {
 
@@ -31,8 +31,10 @@ StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, con
         out[i] = std::move(ex);
       } else {
         auto ex = EncodeSupervised(t, tok, c.messages, c.system, o);
-        if (ex.ok()) out[i] = std::move(*ex);
-        else errors[i] = ex.status().WithContext(c.origin);
+        if (ex.ok())
+          out[i] = std::move(*ex);
+        else
+          errors[i] = ex.status().WithContext(c.origin);
       }
       size_t d = done.fetch_add(1) + 1;
       if (progress && (d % 1024 == 0 || d == rows.size())) {
@@ -74,7 +76,8 @@ StatusOr<std::vector<SftExample>> EncodePretrainTexts(const Tokenizer& tok, std:
   texts.reserve(rows.size());
   for (const Conversation& row : rows) {
     if (row.pretokenized || row.messages.empty()) {
-      return InvalidArgumentError(row.origin + ": stage pt needs a text column (e.g. dataset_info.json \"columns\": "
+      return InvalidArgumentError(row.origin +
+                                  ": stage pt needs a text column (e.g. dataset_info.json \"columns\": "
                                   "{\"prompt\": \"text\"})");
     }
     texts.push_back(row.messages[0].content);
@@ -102,7 +105,8 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   std::vector<std::string> parts = {fmt::format("{:016x}", d.tokenizer->fingerprint()), c.template_name};
   for (const auto& a : attrs) {
     ASSIGN_OR_RETURN(std::string sum, FileChecksum(a.file_path));
-    parts.push_back(fmt::format("{}|{}|{}|{}", a.name, a.formatting, std::filesystem::path(a.file_path).filename().string(), sum));
+    parts.push_back(
+        fmt::format("{}|{}|{}|{}", a.name, a.formatting, std::filesystem::path(a.file_path).filename().string(), sum));
   }
   parts.push_back(fmt::format("cutoff={} top={} mh={} max={} skip={}", c.sft.cutoff_len, c.sft.train_on_prompt,
                               c.sft.mask_history, c.max_samples ? *c.max_samples : -1, c.skip_bad_rows));
@@ -135,7 +139,8 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   };
   if (c.cache_dir.empty()) return InvalidArgumentError("PrepareSftData: cache_dir is empty");
   std::string description = fmt::format("template={} datasets={}", c.template_name, fmt::join(c.datasets, ","));
-  ASSIGN_OR_RETURN(d.cache, TokenCache::OpenOrBuild(c.cache_dir, d.cache_key, description, build, c.cache_wait_timeout_s));
+  ASSIGN_OR_RETURN(d.cache,
+                   TokenCache::OpenOrBuild(c.cache_dir, d.cache_key, description, build, c.cache_wait_timeout_s));
   ASSIGN_OR_RETURN(auto split, SplitTrainVal(d.cache->size(), c.val_size, c.seed));
   d.train = std::move(split.first);
   d.val = std::move(split.second);

@@ -52,7 +52,7 @@ struct DataConfig {
   bool skip_bad_rows = false;
   std::string cache_dir;  // empty: no cache (encode in memory)
   uint64_t seed = 42;
-  int threads = 0;        // 0: hardware concurrency
+  int threads = 0;  // 0: hardware concurrency
   double cache_wait_timeout_s = 1800;
 };
 
@@ -70,7 +70,7 @@ struct PreparedData {
   ChatTemplate chat_template;
   std::shared_ptr<TokenCache> cache;  // every example, tokenized
   std::vector<int64_t> train, val;    // cache row indices
-  LoadReport report;       // rows read and skipped: filled only by the process that built the cache
+  LoadReport report;                  // rows read and skipped: filled only by the process that built the cache
   std::string cache_key;
 };
 

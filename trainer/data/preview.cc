@@ -1,8 +1,8 @@
 #include "trainer/data/preview.h"
 
-#include <filesystem>
-
 #include <fmt/format.h>
+
+#include <filesystem>
 
 #include "jobspec/jobspec.h"
 

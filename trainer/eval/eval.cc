@@ -1,12 +1,12 @@
 #include "trainer/eval/eval.h"
 
+#include <torch/torch.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <torch/torch.h>
 
 #include "common/fsutil.h"
 #include "trainer/data/pipeline.h"
@@ -34,16 +34,22 @@ StatusOr<std::vector<std::vector<std::string>>> ReadCsv(const std::string& path)
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
     if (quoted) {
-      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') { field += '"'; ++i; }
-      else if (c == '"') quoted = false;
-      else field += c;
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (c == '"')
+        quoted = false;
+      else
+        field += c;
     } else if (c == '"') {
       quoted = true;
     } else if (c == ',') {
-      rows.back().push_back(std::move(field)); field.clear();
+      rows.back().push_back(std::move(field));
+      field.clear();
     } else if (c == '\n' || c == '\r') {
       if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-      rows.back().push_back(std::move(field)); field.clear();
+      rows.back().push_back(std::move(field));
+      field.clear();
       rows.emplace_back();
     } else {
       field += c;
@@ -54,7 +60,8 @@ StatusOr<std::vector<std::vector<std::string>>> ReadCsv(const std::string& path)
   if (rows.back().empty()) rows.pop_back();
   for (size_t r = 0; r < rows.size(); ++r) {
     if (rows[r].size() != 6) {
-      return InvalidArgumentError(path + ":" + std::to_string(r + 1) + ": expected 6 fields (question,A,B,C,D,answer), got " +
+      return InvalidArgumentError(path + ":" + std::to_string(r + 1) +
+                                  ": expected 6 fields (question,A,B,C,D,answer), got " +
                                   std::to_string(rows[r].size()));
     }
     const std::string& a = rows[r][5];
@@ -114,7 +121,8 @@ StatusOr<json> RunMmlu(model::CausalLM& lm, const data::Tokenizer& tok, const jo
     int64_t correct = 0;
     for (const auto& row : test) {
       ASSIGN_OR_RETURN(auto ids, tok.Encode(header + FormatQuestion(row, false)));
-      torch::Tensor in = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).view({1, -1}).to(device);
+      torch::Tensor in =
+          torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).view({1, -1}).to(device);
       torch::Tensor hidden = lm->Forward({.input_ids = in});
       torch::Tensor logits = lm->Logits(hidden.select(1, hidden.size(1) - 1)).squeeze(0).to(torch::kFloat32).cpu();
       int best = 0;
@@ -127,8 +135,8 @@ StatusOr<json> RunMmlu(model::CausalLM& lm, const data::Tokenizer& tok, const jo
     correct_all += correct;
     total_all += static_cast<int64_t>(test.size());
   }
-  return json{{"accuracy", static_cast<double>(correct_all) / total_all}, {"questions", total_all},
-              {"subjects", per_subject}};
+  return json{
+      {"accuracy", static_cast<double>(correct_all) / total_all}, {"questions", total_all}, {"subjects", per_subject}};
 }
 
 }  // namespace
@@ -171,15 +179,15 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
         for (size_t i = 0; i < d.train.size(); i += bs) {
           std::vector<int64_t> rows(d.train.begin() + i, d.train.begin() + std::min(d.train.size(), i + bs));
           train::Batch b = train::ToTensors(data::PadBatch(*d.cache, rows, pad), false, false);
-          auto [loss, n] = lm->LossSum(lm->Forward({.input_ids = b.input_ids.to(device),
-                                                    .attention_mask = b.attention_mask.to(device)}),
-                                       model::ShiftLabels(b.labels));
+          auto [loss, n] = lm->LossSum(
+              lm->Forward({.input_ids = b.input_ids.to(device), .attention_mask = b.attention_mask.to(device)}),
+              model::ShiftLabels(b.labels));
           sum += loss.item<double>();
           count += n;
         }
         const double mean = sum / std::max<int64_t>(count, 1);
-        results["loss"] = {{"eval_loss", mean}, {"perplexity", std::exp(mean)}, {"tokens", count},
-                           {"examples", d.train.size()}};
+        results["loss"] = {
+            {"eval_loss", mean}, {"perplexity", std::exp(mean)}, {"tokens", count}, {"examples", d.train.size()}};
         std::string names;
         for (const std::string& name : datasets) names += (names.empty() ? "" : ",") + name;
         eval_event(names, {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}});
@@ -210,11 +218,12 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
       return InvalidArgumentError("eval.tasks: unknown task '" + task + "' (allowed: loss, mmlu, generate)");
     }
   }
-  const std::string out_file = spec.eval.output_file.empty() ? spec.train.output_dir + "/eval_results.json"
-                                                             : spec.eval.output_file;
+  const std::string out_file =
+      spec.eval.output_file.empty() ? spec.train.output_dir + "/eval_results.json" : spec.eval.output_file;
   RETURN_IF_ERROR(MakeDirs(fs::path(out_file).parent_path().string()));
   RETURN_IF_ERROR(WriteFileAtomic(out_file, results.dump(2) + "\n"));
-  events.Emit("finished", {{"status", "ok"}, {"output", fs::absolute(out_file).string()},
+  events.Emit("finished", {{"status", "ok"},
+                           {"output", fs::absolute(out_file).string()},
                            {"message", "evaluation results written to " + fs::absolute(out_file).string()}});
   return results;
 }

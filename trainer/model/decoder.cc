@@ -1,12 +1,12 @@
 #include "trainer/model/decoder.h"
 
-#include <cmath>
-#include <map>
-
 #include <ATen/ATen.h>
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/embedding.h>
 #include <torch/nn/functional/loss.h>
+
+#include <cmath>
+#include <map>
 
 #include "trainer/kernels/rmsnorm.h"
 #include "trainer/model/rng.h"
@@ -53,9 +53,9 @@ torch::Tensor RotaryEmbedding::InvFreq(int64_t seq_len, const torch::Device& dev
   if (rs.type == RopeScalingType::kDynamic && seq_len > config_.max_position_embeddings) {
     // Dynamic NTK: grow the base with the sequence length (transformers' _compute_dynamic_ntk_parameters).
     const double dim = static_cast<double>(config_.head_dim);
-    const double base = config_.rope_theta *
-                        std::pow((rs.factor * seq_len / config_.max_position_embeddings) - (rs.factor - 1),
-                                 dim / (dim - 2));
+    const double base =
+        config_.rope_theta *
+        std::pow((rs.factor * seq_len / config_.max_position_embeddings) - (rs.factor - 1), dim / (dim - 2));
     torch::Tensor exponent = torch::arange(0, config_.head_dim, 2, torch::kInt64).to(torch::kFloat32) / dim;
     return (1.0 / torch::pow(base, exponent)).to(device);
   }
@@ -65,9 +65,9 @@ torch::Tensor RotaryEmbedding::InvFreq(int64_t seq_len, const torch::Device& dev
 std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::CosSin(const torch::Tensor& position_ids,
                                                                 torch::ScalarType dtype) const {
   const int64_t seq_len = position_ids.numel() == 0 ? 0 : position_ids.max().item<int64_t>() + 1;
-  torch::Tensor inv_freq = InvFreq(seq_len, position_ids.device());            // [D/2]
+  torch::Tensor inv_freq = InvFreq(seq_len, position_ids.device());                 // [D/2]
   torch::Tensor freqs = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [B, T, D/2]
-  torch::Tensor emb = torch::cat({freqs, freqs}, -1);                          // [B, T, D]
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);                               // [B, T, D]
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
@@ -89,17 +89,19 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, cons
 // ---- Attention -----------------------------------------------------------------------------------------------
 
 AttentionImpl::AttentionImpl(const ModelConfig& c, const LinearFactory& f, int64_t layer_index)
-    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim),
+    : heads_(c.num_attention_heads),
+      kv_heads_(c.num_key_value_heads),
+      head_dim_(c.head_dim),
       layer_index_(layer_index) {
   const auto opts = torch::TensorOptions().dtype(DtypeFromName(c.torch_dtype));
-  q_proj = register_module("q_proj", f.Make({c.hidden_size, heads_ * head_dim_, c.attention_bias, "q_proj",
-                                             LinearSplit::kColumn}, opts));
-  k_proj = register_module("k_proj", f.Make({c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, "k_proj",
-                                             LinearSplit::kColumn}, opts));
-  v_proj = register_module("v_proj", f.Make({c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, "v_proj",
-                                             LinearSplit::kColumn}, opts));
-  o_proj = register_module("o_proj", f.Make({heads_ * head_dim_, c.hidden_size, c.o_proj_bias, "o_proj",
-                                             LinearSplit::kRow}, opts));
+  q_proj = register_module(
+      "q_proj", f.Make({c.hidden_size, heads_ * head_dim_, c.attention_bias, "q_proj", LinearSplit::kColumn}, opts));
+  k_proj = register_module(
+      "k_proj", f.Make({c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, "k_proj", LinearSplit::kColumn}, opts));
+  v_proj = register_module(
+      "v_proj", f.Make({c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, "v_proj", LinearSplit::kColumn}, opts));
+  o_proj = register_module(
+      "o_proj", f.Make({heads_ * head_dim_, c.hidden_size, c.o_proj_bias, "o_proj", LinearSplit::kRow}, opts));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -143,12 +145,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 
 MlpImpl::MlpImpl(const ModelConfig& c, const LinearFactory& f) {
   const auto opts = torch::TensorOptions().dtype(DtypeFromName(c.torch_dtype));
-  gate_proj = register_module("gate_proj", f.Make({c.hidden_size, c.intermediate_size, c.mlp_bias, "gate_proj",
-                                                   LinearSplit::kColumn}, opts));
-  up_proj = register_module("up_proj", f.Make({c.hidden_size, c.intermediate_size, c.mlp_bias, "up_proj",
-                                               LinearSplit::kColumn}, opts));
-  down_proj = register_module("down_proj", f.Make({c.intermediate_size, c.hidden_size, c.mlp_bias, "down_proj",
-                                                   LinearSplit::kRow}, opts));
+  gate_proj = register_module(
+      "gate_proj", f.Make({c.hidden_size, c.intermediate_size, c.mlp_bias, "gate_proj", LinearSplit::kColumn}, opts));
+  up_proj = register_module(
+      "up_proj", f.Make({c.hidden_size, c.intermediate_size, c.mlp_bias, "up_proj", LinearSplit::kColumn}, opts));
+  down_proj = register_module(
+      "down_proj", f.Make({c.intermediate_size, c.hidden_size, c.mlp_bias, "down_proj", LinearSplit::kRow}, opts));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
@@ -178,8 +180,8 @@ namespace {
 class AbsentLayerImpl : public torch::nn::Module {};
 }  // namespace
 
-DecoderModelImpl::DecoderModelImpl(const ModelConfig& c, const LinearFactory& f,
-                                   const torch::TensorOptions& options, const StageSpec& stage) {
+DecoderModelImpl::DecoderModelImpl(const ModelConfig& c, const LinearFactory& f, const torch::TensorOptions& options,
+                                   const StageSpec& stage) {
   // The last stage needs the embedding too when the head is tied to it.
   if (stage.first || (stage.last && c.tie_word_embeddings)) {
     embed_tokens = register_module("embed_tokens", f.MakeEmbedding(c.vocab_size, c.hidden_size, options));
@@ -199,8 +201,7 @@ DecoderModelImpl::DecoderModelImpl(const ModelConfig& c, const LinearFactory& f,
 // ---- Masks ---------------------------------------------------------------------------------------------------
 
 std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t B, int64_t T, int64_t past,
-                                                std::optional<int64_t> sliding_window,
-                                                const torch::Device& device) {
+                                                std::optional<int64_t> sliding_window, const torch::Device& device) {
   const int64_t S = past + T;
   const bool has_padding = in.attention_mask.defined() && !in.attention_mask.all().item<bool>();
   const bool has_segments = in.segment_ids.defined();
@@ -211,7 +212,7 @@ std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t
   auto long_opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
   torch::Tensor q_pos = torch::arange(past, S, long_opts).view({T, 1});  // [T, 1]
   torch::Tensor k_pos = torch::arange(0, S, long_opts).view({1, S});     // [1, S]
-  torch::Tensor allowed = (k_pos <= q_pos);                             // [T, S]
+  torch::Tensor allowed = (k_pos <= q_pos);                              // [T, S]
   if (window_bites) allowed = allowed.logical_and(q_pos - k_pos < *sliding_window);
   allowed = allowed.view({1, 1, T, S}).expand({B, 1, T, S});
   if (has_padding) {
@@ -284,15 +285,18 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 
 CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& options,
                            std::shared_ptr<const LinearFactory> factory, StageSpec stage)
-    : config_(std::move(config)), factory_(factory ? std::move(factory) : std::make_shared<LinearFactory>()),
-      stage_(stage), rotary_(config_) {
+    : config_(std::move(config)),
+      factory_(factory ? std::move(factory) : std::make_shared<LinearFactory>()),
+      stage_(stage),
+      rotary_(config_) {
   if (stage_.layer_end < 0) stage_.layer_end = config_.num_hidden_layers;
   config_.torch_dtype = DtypeName(options.dtype().toScalarType());
   model = register_module("model", DecoderModel(config_, *factory_, options, stage_));
   if (!config_.tie_word_embeddings && stage_.last) {
     // Split by vocabulary rows under tensor parallelism (vocab-parallel head).
-    lm_head = register_module("lm_head", factory_->Make({config_.hidden_size, config_.vocab_size, false, "lm_head",
-                                                         LinearSplit::kColumn}, options));
+    lm_head = register_module(
+        "lm_head",
+        factory_->Make({config_.hidden_size, config_.vocab_size, false, "lm_head", LinearSplit::kColumn}, options));
   }
 }
 
@@ -307,7 +311,8 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
   torch::Tensor pos = in.position_ids;
   if (!pos.defined()) {
     pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kInt64).device(x.device()))
-              .unsqueeze(0).expand({B, T});
+              .unsqueeze(0)
+              .expand({B, T});
   }
   auto [cos, sin] = rotary_.CosSin(pos.to(x.device()), x.scalar_type());  // [B, T, D]
   std::optional<torch::Tensor> mask = BuildAttentionMask(in, B, T, past, config_.sliding_window, x.device());

@@ -1,8 +1,8 @@
 #include "trainer/model/rng.h"
 
-#include <mutex>
-
 #include <ATen/Context.h>
+
+#include <mutex>
 
 namespace anneal::model {
 namespace {

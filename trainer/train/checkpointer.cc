@@ -1,10 +1,10 @@
 #include "trainer/train/checkpointer.h"
 
+#include <torch/torch.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-
-#include <torch/torch.h>
 
 #include "common/durable_dirs.h"
 #include "trainer/export/peft.h"
@@ -45,7 +45,8 @@ StatusOr<std::optional<std::string>> Checkpointer::ResumeDir() const {
     return std::optional<std::string>(dir);
   }
   if (!checkpoint::ListCheckpoints(out_).empty() && !ts.overwrite_output_dir) {
-    return FailedPreconditionError("output_dir " + out_ + " already holds checkpoints; set resume_from_checkpoint: "
+    return FailedPreconditionError("output_dir " + out_ +
+                                   " already holds checkpoints; set resume_from_checkpoint: "
                                    "latest to continue, or overwrite_output_dir: true to start over");
   }
   return std::optional<std::string>();
@@ -77,9 +78,12 @@ StatusOr<Progress> Checkpointer::Restore(const std::string& dir, const Trainable
 bool Checkpointer::Due(const Progress& p) const {
   const jobspec::TrainSpec& ts = spec_->train;
   switch (ts.save_strategy) {
-    case jobspec::SaveStrategy::kNo: return false;
-    case jobspec::SaveStrategy::kSteps: return p.last() || (ts.save_steps > 0 && p.step % ts.save_steps == 0);
-    case jobspec::SaveStrategy::kEpoch: return p.epoch_end() || p.last();
+    case jobspec::SaveStrategy::kNo:
+      return false;
+    case jobspec::SaveStrategy::kSteps:
+      return p.last() || (ts.save_steps > 0 && p.step % ts.save_steps == 0);
+    case jobspec::SaveStrategy::kEpoch:
+      return p.epoch_end() || p.last();
   }
   return false;
 }
@@ -109,16 +113,25 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
     ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm));
     RETURN_IF_ERROR(WritePeftAdapter(tensors, options, writer.dir(), spec.model.model_name_or_path));
   }
-  const json md = {{"step", p.step}, {"consumed_samples", p.consumed}, {"total_tokens", p.total_tokens},
-                   {"optimizer_steps", opt.step_count()}, {"epoch", p.epoch()}, {"total_steps", p.total_steps},
+  const json md = {{"step", p.step},
+                   {"consumed_samples", p.consumed},
+                   {"total_tokens", p.total_tokens},
+                   {"optimizer_steps", opt.step_count()},
+                   {"epoch", p.epoch()},
+                   {"total_steps", p.total_steps},
                    {"finetuning_type", std::string(jobspec::FinetuningTypeName(spec.finetuning.type))},
-                   {"layout", rt_->LayoutJson()}, {"config_hash", rt_->config_hash}, {"metrics", metrics}};
+                   {"layout", rt_->LayoutJson()},
+                   {"config_hash", rt_->config_hash},
+                   {"metrics", metrics}};
   std::vector<checkpoint::FileEntry> files;
   ASSIGN_OR_RETURN(std::string final_dir, writer.Commit(md, &files));
   json listed = json::array();
   for (const auto& f : files) listed.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
-  events_->Emit("checkpoint", {{"step", p.step}, {"path", fs::absolute(final_dir).string()}, {"files", listed},
-                               {"layout", rt_->LayoutJson()}, {"metrics", metrics}});
+  events_->Emit("checkpoint", {{"step", p.step},
+                               {"path", fs::absolute(final_dir).string()},
+                               {"files", listed},
+                               {"layout", rt_->LayoutJson()},
+                               {"metrics", metrics}});
   if (!owns_retention_) return Status::Ok();
   ASSIGN_OR_RETURN(std::vector<int64_t> deleted,
                    checkpoint::ApplyRetention(out_, jobspec::RetentionPolicy::Of(spec.train)));

@@ -21,10 +21,9 @@
 //   if (ckpt.Due(progress)) RETURN_IF_ERROR(ckpt.Save(progress, {...}, lm, trainable, opt));
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "jobspec/jobspec.h"

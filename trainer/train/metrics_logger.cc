@@ -31,26 +31,36 @@ void MetricsLogger::Record(const Progress& p, const StepResult& r) {
   const double dp = rt_->dp;
   const double throughput = static_cast<double>(p.attempt_tokens) * dp / std::max(elapsed, 1e-9);
   const double mean_loss = window_loss_ / static_cast<double>(window_steps_);
-  const json entry = {{"current_steps", p.step}, {"total_steps", p.total_steps}, {"loss", mean_loss},
-                      {"lr", r.lr}, {"epoch", p.epoch()},
+  const json entry = {{"current_steps", p.step},
+                      {"total_steps", p.total_steps},
+                      {"loss", mean_loss},
+                      {"lr", r.lr},
+                      {"epoch", p.epoch()},
                       {"percentage", std::round(10000.0 * p.step / p.total_steps) / 100.0},
                       {"elapsed_time", FormatDuration(elapsed)},
                       {"remaining_time", FormatDuration(per_step * static_cast<double>(p.total_steps - p.step))},
                       {"throughput", std::round(100.0 * throughput) / 100.0},
-                      {"total_tokens", p.total_tokens * rt_->dp}, {"grad_norm", r.grad_norm}};
+                      {"total_tokens", p.total_tokens * rt_->dp},
+                      {"grad_norm", r.grad_norm}};
   log_.Append(entry);
-  events_->Emit("metrics", {{"step", p.step}, {"total_steps", p.total_steps},
-                            {"values", {{"loss", mean_loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
-                                        {"tokens_per_s", entry["throughput"]}, {"epoch", p.epoch()}}}});
+  events_->Emit("metrics", {{"step", p.step},
+                            {"total_steps", p.total_steps},
+                            {"values",
+                             {{"loss", mean_loss},
+                              {"lr", r.lr},
+                              {"grad_norm", r.grad_norm},
+                              {"tokens_per_s", entry["throughput"]},
+                              {"epoch", p.epoch()}}}});
   window_loss_ = 0;
   window_steps_ = 0;
 }
 
 void MetricsLogger::RecordEval(const Progress& p, double eval_loss) {
   if (!leader_) return;
-  log_.Append({{"current_steps", p.step}, {"total_steps", p.total_steps}, {"eval_loss", eval_loss},
-               {"epoch", p.epoch()}});
-  events_->Emit("eval", {{"step", p.step}, {"values", {{"eval_loss", eval_loss}, {"eval_perplexity", std::exp(eval_loss)}}}});
+  log_.Append(
+      {{"current_steps", p.step}, {"total_steps", p.total_steps}, {"eval_loss", eval_loss}, {"epoch", p.epoch()}});
+  events_->Emit("eval",
+                {{"step", p.step}, {"values", {{"eval_loss", eval_loss}, {"eval_perplexity", std::exp(eval_loss)}}}});
 }
 
 }  // namespace anneal::train

@@ -9,14 +9,14 @@
 namespace anneal::train {
 
 struct Progress {
-  int64_t step = 0;             // optimizer steps done (all attempts)
+  int64_t step = 0;  // optimizer steps done (all attempts)
   int64_t total_steps = 0;
   int64_t steps_per_epoch = 1;
-  int64_t consumed = 0;         // samples consumed: the sampler position (all data-parallel ranks together)
-  int64_t train_rows = 1;       // rows (or packing bins) in one epoch
-  int64_t total_tokens = 0;     // this rank's input tokens over the whole run (restored on resume)
-  int64_t start_step = 0;       // where this attempt started (0, or the resumed checkpoint's step)
-  int64_t attempt_tokens = 0;   // this rank's input tokens in this attempt alone: what throughput counts
+  int64_t consumed = 0;        // samples consumed: the sampler position (all data-parallel ranks together)
+  int64_t train_rows = 1;      // rows (or packing bins) in one epoch
+  int64_t total_tokens = 0;    // this rank's input tokens over the whole run (restored on resume)
+  int64_t start_step = 0;      // where this attempt started (0, or the resumed checkpoint's step)
+  int64_t attempt_tokens = 0;  // this rank's input tokens in this attempt alone: what throughput counts
 
   bool last() const { return step == total_steps; }
   bool epoch_end() const { return steps_per_epoch > 0 && step % steps_per_epoch == 0; }

@@ -1,11 +1,11 @@
 #include "trainer/train/runtime.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/torch.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <thread>
-
-#include <c10/core/impl/DeviceGuardImplInterface.h>
-#include <torch/torch.h>
 
 #include "trainer/model/config.h"
 #include "trainer/parallel/sharding.h"
@@ -19,7 +19,8 @@ StatusOr<int> EnvInt(const char* name, int fallback) {
   if (v == nullptr || *v == '\0') return fallback;
   char* end = nullptr;
   long x = std::strtol(v, &end, 10);
-  if (*end != '\0' || x < 0) return InvalidArgumentError(std::string("environment ") + name + "='" + v + "' is not a non-negative integer");
+  if (*end != '\0' || x < 0)
+    return InvalidArgumentError(std::string("environment ") + name + "='" + v + "' is not a non-negative integer");
   return static_cast<int>(x);
 }
 
@@ -54,7 +55,8 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   ASSIGN_OR_RETURN(rt.world, EnvInt("WORLD_SIZE", 1));
   ASSIGN_OR_RETURN(rt.local_rank, EnvInt("LOCAL_RANK", 0));
   if (rt.world < 1 || rt.rank >= rt.world) {
-    return InvalidArgumentError("RANK " + std::to_string(rt.rank) + " is not below WORLD_SIZE " + std::to_string(rt.world));
+    return InvalidArgumentError("RANK " + std::to_string(rt.rank) + " is not below WORLD_SIZE " +
+                                std::to_string(rt.world));
   }
   // The launcher (agent, torchrun, srun, anneal-train launch) decides the world size; resource keys in the spec
   // must agree with it.
@@ -88,7 +90,9 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   rt.tp_rank = rt.dims.TpRank(rt.rank);
   rt.pp_rank = rt.dims.PpRank(rt.rank);
   const auto [layer_begin, layer_end] = rt.dims.StageLayers(rt.pp_rank, mc.num_hidden_layers);
-  rt.stage = {.layer_begin = layer_begin, .layer_end = layer_end, .first = rt.pp_rank == 0,
+  rt.stage = {.layer_begin = layer_begin,
+              .layer_end = layer_end,
+              .first = rt.pp_rank == 0,
               .last = rt.pp_rank == rt.dims.pp() - 1};
   rt.tied_embeddings = mc.tie_word_embeddings;
 
@@ -126,8 +130,8 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
     if (rt.tied_embeddings && rt.dims.pp() > 1 && (rt.stage.first || rt.stage.last)) {
       const std::vector<int> ends = {rt.dims.RankOf(rt.tp_rank, rt.dp_rank, 0),
                                      rt.dims.RankOf(rt.tp_rank, rt.dp_rank, rt.dims.pp() - 1)};
-      ASSIGN_OR_RETURN(rt.tied_comm, parallel::Comm::Create(rt.store, "tied-dp" + d + "-tp" + t, ends, rt.rank, cuda,
-                                                            timeout));
+      ASSIGN_OR_RETURN(rt.tied_comm,
+                       parallel::Comm::Create(rt.store, "tied-dp" + d + "-tp" + t, ends, rt.rank, cuda, timeout));
     }
     if (rt.dims.tp() > 1) {
       rt.factory = std::make_shared<parallel::TensorParallelFactory>(rt.tp_comm, mc.head_dim, rt.sequence_parallel);
@@ -142,7 +146,6 @@ int64_t Runtime::ReduceSum(int64_t v) const {
   dp_comm->AllReduceSum(t);
   return t.item<int64_t>();
 }
-
 
 bool Runtime::IsTiedDuplicate(const std::string& param_name) const {
   return tied_embeddings && dims.pp() > 1 && !stage.first && param_name == "model.embed_tokens.weight";
@@ -197,8 +200,8 @@ void Runtime::Barrier() const {
 }
 
 nlohmann::json Runtime::LayoutJson() const {
-  return {{"world_size", world}, {"tensor_parallel", dims.tp()}, {"pipeline_parallel", dims.pp()},
-          {"data_parallel", dims.dp()}, {"zero_stage", zero ? 1 : 0}, {"sequence_parallel", sequence_parallel}};
+  return {{"world_size", world},        {"tensor_parallel", dims.tp()}, {"pipeline_parallel", dims.pp()},
+          {"data_parallel", dims.dp()}, {"zero_stage", zero ? 1 : 0},   {"sequence_parallel", sequence_parallel}};
 }
 
 }  // namespace anneal::train

@@ -1,9 +1,9 @@
 #include "trainer/train/state_io.h"
 
+#include <torch/torch.h>
+
 #include <filesystem>
 #include <map>
-
-#include <torch/torch.h>
 
 #include "trainer/model/rng.h"
 #include "trainer/model/safetensors.h"
@@ -117,8 +117,8 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
       const model::RngState rng = model::RngState::Capture(rt.device);
       full.emplace_back("rng.cpu", rng.cpu);
       if (rng.device.defined()) full.emplace_back("rng.cuda", rng.device);
-      const std::string path = dir + "/optimizer-stage" + std::to_string(rt.pp_rank) + "-dp" +
-                               std::to_string(rt.dp_rank) + ".safetensors";
+      const std::string path =
+          dir + "/optimizer-stage" + std::to_string(rt.pp_rank) + "-dp" + std::to_string(rt.dp_rank) + ".safetensors";
       RETURN_IF_ERROR(model::WriteSafetensors(path, full));
     }
   }
@@ -135,7 +135,8 @@ Status CheckStateFiles(const Runtime& rt, const std::string& dir) {
   }
   for (const auto& name : expected) {
     if (!fs::exists(dir + "/" + name)) {
-      return FailedPreconditionError(dir + "/" + name + " is missing: its rank wrote it on another node, which this "
+      return FailedPreconditionError(dir + "/" + name +
+                                     " is missing: its rank wrote it on another node, which this "
                                      "node cannot see; put output_dir on a filesystem shared by every node of the job");
     }
   }
@@ -191,7 +192,8 @@ Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, 
     const bool lora = p.name.find(".lora_") != std::string::npos;
     if (lora != lora_only) continue;
     auto it = merged.find(p.name);
-    at::Tensor t = parallel::GatherFull(it != merged.end() ? it->second : p.tensor.detach(), p.layout, rt.tp_comm.get());
+    at::Tensor t =
+        parallel::GatherFull(it != merged.end() ? it->second : p.tensor.detach(), p.layout, rt.tp_comm.get());
     if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
   }
   if (rt.tp_rank != 0) return Status::Ok();
@@ -203,7 +205,8 @@ StatusOr<NamedTensors> ReadStageExports(const std::string& out, int stages) {
   for (int s = 0; s < stages; ++s) {
     const std::string path = out + "/.export-stage" + std::to_string(s) + ".safetensors";
     if (!fs::exists(path)) {
-      return FailedPreconditionError(path + " is missing: pipeline stage " + std::to_string(s) + " wrote it on another "
+      return FailedPreconditionError(path + " is missing: pipeline stage " + std::to_string(s) +
+                                     " wrote it on another "
                                      "node, which this node cannot see; put output_dir on a shared filesystem");
     }
     ASSIGN_OR_RETURN(auto f, model::SafetensorsFile::Open(path));

@@ -1,12 +1,11 @@
 #include "trainer/train/trainer.h"
 
+#include <torch/torch.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-
-#include <unistd.h>
-
-#include <torch/torch.h>
 
 #include "common/fsutil.h"
 #include "common/shutdown.h"
@@ -74,11 +73,14 @@ Status Trainer::SetupData() {
   const bool leader = rt_.rank == 0;
   data::DataConfig dc = DataConfigFor(spec_, spec_.data.dataset);
   dc.val_size = spec_.data.val_size;
-  ASSIGN_OR_RETURN(data::PreparedData data, data::PrepareSftData(dc, [&](std::string_view stage, int64_t done, int64_t total) {
-    if (leader && (done == total || done % 10000 == 0)) std::cerr << "[data] " << stage << " " << done << "/" << total << "\n";
-  }));
+  ASSIGN_OR_RETURN(data::PreparedData data,
+                   data::PrepareSftData(dc, [&](std::string_view stage, int64_t done, int64_t total) {
+                     if (leader && (done == total || done % 10000 == 0))
+                       std::cerr << "[data] " << stage << " " << done << "/" << total << "\n";
+                   }));
   if (data.report.skipped > 0 && leader) {
-    events_.Emit("message", {{"level", "warn"}, {"text", "skipped " + std::to_string(data.report.skipped) + " bad rows"}});
+    events_.Emit("message",
+                 {{"level", "warn"}, {"text", "skipped " + std::to_string(data.report.skipped) + " bad rows"}});
   }
   rows_ = TrainRows::ForTraining(data, spec_.data, /*stage_packs_bins=*/spec_.finetuning.stage != "pt");
   if (spec_.data.eval_dataset.empty()) {
@@ -121,9 +123,9 @@ Status Trainer::SetupPlan() {
   micro_count_ = spec_.resources.pipeline_microbatches > 0 ? spec_.resources.pipeline_microbatches : accumulation_;
   if (rows_per_step % micro_count_ != 0) {
     return InvalidArgumentError("pipeline_microbatches " + std::to_string(micro_count_) + " does not divide the " +
-                                std::to_string(rows_per_step) + " rows per step and rank (per_device_train_batch_size " +
-                                std::to_string(batch_size_) + " x gradient_accumulation_steps " +
-                                std::to_string(accumulation_) + ")");
+                                std::to_string(rows_per_step) +
+                                " rows per step and rank (per_device_train_batch_size " + std::to_string(batch_size_) +
+                                " x gradient_accumulation_steps " + std::to_string(accumulation_) + ")");
   }
   const int64_t n = rows_.size(), dp = rt_.dp;
   const int64_t micro_per_epoch = (n + batch_size_ * dp - 1) / (batch_size_ * dp);
@@ -136,7 +138,8 @@ Status Trainer::SetupPlan() {
                                                       ts.warmup_steps, ts.warmup_ratio));
   if (rt_.dp_comm && rt_.dp > 1) {
     const auto bucket_bytes = static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20));
-    reducer_ = std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes));
+    reducer_ =
+        std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes));
   }
   stage_ctx_ = rt_.stage_context();
   if (reducer_) stage_ctx_.before_last_backward = [this] { reducer_->Arm(); };
@@ -156,8 +159,8 @@ StatusOr<StepResult> Trainer::TrainStep() {
   const int64_t dp = rt_.dp, bs = batch_size_;
   std::vector<int64_t> step_rows;
   for (int64_t m = 0; m < accumulation_; ++m) {
-    auto idx = sampler_->RankBatch(progress_.consumed + m * bs * dp, rt_.dp_rank, static_cast<int>(dp),
-                                   static_cast<int>(bs));
+    auto idx =
+        sampler_->RankBatch(progress_.consumed + m * bs * dp, rt_.dp_rank, static_cast<int>(dp), static_cast<int>(bs));
     step_rows.insert(step_rows.end(), idx.begin(), idx.end());
   }
   std::vector<Batch> micro;
@@ -215,7 +218,8 @@ Status Trainer::Export() {
     } else {
       RETURN_IF_ERROR(WriteMergedModel(tensors, lm_->config(), out_, spec_.model.model_name_or_path));
     }
-    events_.Emit("finished", {{"status", "ok"}, {"output", output},
+    events_.Emit("finished", {{"status", "ok"},
+                              {"output", output},
                               {"message", std::string(lora ? "adapter" : "model") + " written to " + output}});
   } else {
     events_.Emit("finished", {{"status", "ok"}});
@@ -230,9 +234,9 @@ void Trainer::LogHoldings() const {
   for (const auto& p : lm_->parameters()) held += p.numel();
   for (const auto& p : trainable_.params) trained += p.param.numel();
   for (const auto& [name, t] : opt_->StateTensors()) state_bytes += static_cast<int64_t>(t.nbytes());
-  std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp "
-            << rt_.dp_rank << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held
-            << " parameters (" << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
+  std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp " << rt_.dp_rank
+            << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held << " parameters ("
+            << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
             << (rt_.zero ? " (ZeRO-1 share)" : "")
             << (spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off")
             << "\n";

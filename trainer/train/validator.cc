@@ -1,9 +1,9 @@
 #include "trainer/train/validator.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <cmath>
-
-#include <torch/torch.h>
 
 #include "trainer/train/pipeline.h"
 

@@ -2,7 +2,6 @@
 // anneal binary) record their command lines; failures are reported with the daemon's log and nothing is left
 // running; down signals only the processes it recorded.
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,9 +42,14 @@ void WriteStandIn(const TempDir& dir, const std::string& name, const std::string
   dir.Write("bin/" + name,
             "#!/bin/sh\n"
             "d=$(dirname \"$0\")\n"
-            "echo \"$@\" >> \"$d/" + name + ".args\"\n"
-            "echo $$ >> \"$d/" + name + ".pids\"\n"
-            "echo \"" + name + " starting\"\n" + tail_command + "\n",
+            "echo \"$@\" >> \"$d/" +
+                name +
+                ".args\"\n"
+                "echo $$ >> \"$d/" +
+                name +
+                ".pids\"\n"
+                "echo \"" +
+                name + " starting\"\n" + tail_command + "\n",
             /*executable=*/true);
 }
 
@@ -66,8 +70,9 @@ TEST(CliCluster, UpWithoutTheDaemonsNamesTheMissingBinary) {
   const std::string anneal = CopyAnneal(dir);
   RunResult r = RunProgram(anneal, {"up", "--state-dir", dir.path() + "/state"}, dir.path());
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, "anneal up: " + dir.path() + "/bin/anneal-coordinator not found next to anneal (build the "
-                   "anneal-coordinator target)\n");
+  EXPECT_EQ(r.err, "anneal up: " + dir.path() +
+                       "/bin/anneal-coordinator not found next to anneal (build the "
+                       "anneal-coordinator target)\n");
 }
 
 TEST(CliCluster, UpReportsADaemonThatExitsWithItsLogAndStopsTheOthers) {
@@ -80,7 +85,8 @@ TEST(CliCluster, UpReportsADaemonThatExitsWithItsLogAndStopsTheOthers) {
                "echo 'cannot bind tcp://127.0.0.1: address in use' >&2; exit 3");
   WriteStandIn(dir, "anneal-agent", "exec sleep 30");
   const std::string state = dir.path() + "/state";
-  RunResult r = RunProgram(anneal, {"up", "--agents", "2", "--slots", "3", "--state-dir", state, "--wait", "10"}, dir.path());
+  RunResult r =
+      RunProgram(anneal, {"up", "--agents", "2", "--slots", "3", "--state-dir", state, "--wait", "10"}, dir.path());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.err, "anneal up: coordinator exited with status 3 during start-up")) << r.err;
   EXPECT_TRUE(Contains(r.err, "| cannot bind tcp://127.0.0.1: address in use")) << r.err;
@@ -104,8 +110,9 @@ TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
   WriteStandIn(dir, "anneal-coordinator", "exec sleep 30");
   WriteStandIn(dir, "anneal-agent", "exec sleep 30");
   const std::string state = dir.path() + "/state";
-  RunResult r = RunProgram(anneal, {"up", "--agents", "1", "--slots", "4", "--state-dir", state, "--port", "45123", "--wait", "1"},
-                    dir.path());
+  RunResult r = RunProgram(
+      anneal, {"up", "--agents", "1", "--slots", "4", "--state-dir", state, "--port", "45123", "--wait", "1"},
+      dir.path());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.err, "anneal up: the local cluster did not come up within 1 s")) << r.err;
   const std::string coordinator_args = ReadFile(dir.path() + "/bin/anneal-coordinator.args");
@@ -148,11 +155,13 @@ TEST(CliCluster, DownStopsRecordedProcessesButNotARecycledPid) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  dir.Write("cluster.yaml", "coordinator: tcp://127.0.0.1:1\ntoken: t\nprocesses:\n"
-                            "  - {name: agent local-0, pid: " + std::to_string(listed) +
-                                ", program: /bin/sleep, log: x}\n"
-                                "  - {name: coordinator, pid: " + std::to_string(stranger) +
-                                ", program: /usr/bin/anneal-coordinator, log: y}\n");
+  dir.Write("cluster.yaml",
+            "coordinator: tcp://127.0.0.1:1\ntoken: t\nprocesses:\n"
+            "  - {name: agent local-0, pid: " +
+                std::to_string(listed) +
+                ", program: /bin/sleep, log: x}\n"
+                "  - {name: coordinator, pid: " +
+                std::to_string(stranger) + ", program: /usr/bin/anneal-coordinator, log: y}\n");
   RunResult r = RunAnneal({"down", "--state-dir", dir.path(), "--grace", "5"}, dir.path());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "agent local-0 (pid " + std::to_string(listed) + ") stopped\n");
@@ -290,8 +299,9 @@ TEST(CliCluster, ModelInitWithoutTheTrainerIsAClearError) {
   const std::string anneal = CopyAnneal(dir);
   RunResult r = RunProgram(anneal, {"model", "init", "--preset", "tiny-llama", "--out", "/tmp/x"}, dir.path());
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, "anneal model init: the trainer was not built: " + dir.path() +
-                       "/bin/anneal-train does not exist (configure with LibTorch and build the anneal-train target)\n");
+  EXPECT_EQ(r.err,
+            "anneal model init: the trainer was not built: " + dir.path() +
+                "/bin/anneal-train does not exist (configure with LibTorch and build the anneal-train target)\n");
 }
 
 TEST(CliCluster, ModelInitForwardsEveryArgumentToTheTrainer) {

@@ -3,9 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli_harness.h"
 
@@ -101,8 +100,8 @@ TEST(CliCoordinator, SubmitSendsTheZeroStageOfTheDeepSpeedConfigItRead) {
     return reply;
   });
   const std::string ds = home.Write("ds_z1.json", R"({"zero_optimization": {"stage": 1}})");
-  const std::string spec = home.Write("job.yaml", "model_name_or_path: /m\ndataset: d\noutput_dir: /o\ndeepspeed: " +
-                                                      ds + "\n");
+  const std::string spec =
+      home.Write("job.yaml", "model_name_or_path: /m\ndataset: d\noutput_dir: /o\ndeepspeed: " + ds + "\n");
   RunResult r = RunAnneal({"--coordinator", coordinator.address(), "submit", spec}, home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto requests = coordinator.requests();
@@ -120,9 +119,9 @@ TEST(CliCoordinator, SubmitPrintsLocalWarnings) {
     reply.mutable_submit()->set_job_id("j-1");
     return reply;
   });
-  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "submit",
-                           kExamples + "/llamafactory/llama3_lora_sft.yaml"},
-                          home.path());
+  RunResult r =
+      RunAnneal({"--coordinator", coordinator.address(), "submit", kExamples + "/llamafactory/llama3_lora_sft.yaml"},
+                home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Contains(r.err, "anneal submit: warning: key 'trust_remote_code' at ")) << r.err;
 }
@@ -132,8 +131,8 @@ TEST(CliCoordinator, CoordinatorRejectionOfASpecExitsTwo) {
   FakeCoordinator coordinator([](const pb::ClientRequest&) {
     return ErrorReply(pb::INVALID_ARGUMENT, "resources.nodes is 4 but the cluster has only 1 node(s)");
   });
-  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "submit", kExamples + "/tiny_cpu_lora.yaml"},
-                          home.path());
+  RunResult r =
+      RunAnneal({"--coordinator", coordinator.address(), "submit", kExamples + "/tiny_cpu_lora.yaml"}, home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err, "anneal submit: resources.nodes is 4 but the cluster has only 1 node(s)\n");
 }
@@ -178,8 +177,8 @@ TEST(CliCoordinator, TokenAndAddressPrecedenceIsFlagThenEnvThenConfig) {
   RunResult env = RunAnneal({"--timeout", "0.5", "nodes"}, home.path(), {{"ANNEAL_COORDINATOR", dead}});
   EXPECT_EQ(env.exit_code, 3);
   EXPECT_TRUE(Contains(env.err, dead)) << env.err;
-  RunResult flag = RunAnneal({"--coordinator", coordinator.address(), "nodes"}, home.path(),
-                             {{"ANNEAL_COORDINATOR", dead}});
+  RunResult flag =
+      RunAnneal({"--coordinator", coordinator.address(), "nodes"}, home.path(), {{"ANNEAL_COORDINATOR", dead}});
   EXPECT_EQ(flag.exit_code, 0) << flag.err;
 }
 
@@ -223,7 +222,8 @@ TEST(CliCoordinator, LsPrintsAnAlignedTableAndJson) {
 TEST(CliCoordinator, ShowPrintsSummaryPlacementMetricsCheckpointsAndEvents) {
   TempDir home;
   FakeCoordinator coordinator([](const pb::ClientRequest& req) {
-    if (req.get_job().job_id() != "j-7") return ErrorReply(pb::NOT_FOUND, "job " + req.get_job().job_id() + " not found");
+    if (req.get_job().job_id() != "j-7")
+      return ErrorReply(pb::NOT_FOUND, "job " + req.get_job().job_id() + " not found");
     pb::ClientReply reply;
     auto* r = reply.mutable_get_job();
     *r->mutable_job() = Job("j-7", pb::JOB_RUNNING);
@@ -427,8 +427,7 @@ TEST(CliCoordinator, AReplyWithTheWrongBodyIsAnError) {
   });
   RunResult r = RunAnneal({"--coordinator", coordinator.address(), "cancel", "j-1"}, home.path());
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(Contains(r.err, "anneal cancel: coordinator at " + coordinator.address() + " answered request"))
-      << r.err;
+  EXPECT_TRUE(Contains(r.err, "anneal cancel: coordinator at " + coordinator.address() + " answered request")) << r.err;
 }
 
 TEST(CliCoordinator, GlobalFlagsMayFollowTheCommand) {
@@ -493,9 +492,10 @@ TEST(CliCoordinator, WatchFollowsToSuccessAndExitsZero) {
   FakeCoordinator coordinator(WatchScript(pb::JOB_SUCCEEDED, "adapter written to /out/j-5"));
   RunResult r = RunAnneal({"--coordinator", coordinator.address(), "watch", "j-5"}, home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  for (const char* text : {"RUNNING  attempt 1: all ranks up", "message  attempt 1: rank 0: tokenizer has no chat template",
-                           "step 10/100  loss 2", "step 20/100  loss 1",
-                           "5100 tok/s", "ETA 8s", "j-5 SUCCEEDED: adapter written to /out/j-5 (output: /out/j-5)"}) {
+  for (const char* text :
+       {"RUNNING  attempt 1: all ranks up", "message  attempt 1: rank 0: tokenizer has no chat template",
+        "step 10/100  loss 2", "step 20/100  loss 1", "5100 tok/s", "ETA 8s",
+        "j-5 SUCCEEDED: adapter written to /out/j-5 (output: /out/j-5)"}) {
     EXPECT_TRUE(Contains(r.out, text)) << "missing '" << text << "' in:\n" << r.out;
   }
   auto requests = coordinator.requests();
@@ -529,8 +529,8 @@ TEST(CliCoordinator, WatchWaitsForACoordinatorThatWentAwayAndGivesUpLater) {
     *first = false;
     return script(req);
   });
-  RunResult g = RunAnneal({"--coordinator", gone.address(), "--timeout", "0.5", "watch", "j-5", "--reconnect", "1"},
-                          home.path());
+  RunResult g =
+      RunAnneal({"--coordinator", gone.address(), "--timeout", "0.5", "watch", "j-5", "--reconnect", "1"}, home.path());
   EXPECT_EQ(g.exit_code, 3) << g.err;
   EXPECT_TRUE(Contains(g.err, "retrying for up to 1 s")) << g.err;
   EXPECT_LT(g.seconds, 8.0);
@@ -574,9 +574,8 @@ TEST(CliCoordinator, SubmitFollowWatchesTheNewJob) {
     }
     return watch(req);
   });
-  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "submit", kExamples + "/tiny_cpu_lora.yaml",
-                           "--follow"},
-                          home.path());
+  RunResult r = RunAnneal(
+      {"--coordinator", coordinator.address(), "submit", kExamples + "/tiny_cpu_lora.yaml", "--follow"}, home.path());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("j-8\n", 0), 0u) << r.out;
   EXPECT_TRUE(Contains(r.out, "j-8 SUCCEEDED: done")) << r.out;

@@ -1,13 +1,12 @@
 // Replacing and deleting committed directories on a real filesystem (a temp dir).
 #include "common/durable_dirs.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace anneal {
 namespace {

@@ -71,8 +71,8 @@ TEST(JobStateMachine, RunningToSucceededWhenEveryTaskExitsZero) {
   h.ReportAll(job, pb::TASK_RUNNING);
   h.ReportAll(job, pb::TASK_SUCCEEDED);
   EXPECT_EQ(h.State(job), pb::JOB_SUCCEEDED);
-  EXPECT_EQ(StatePath(h, job), (std::vector<pb::JobState>{pb::JOB_PENDING, pb::JOB_STARTING, pb::JOB_RUNNING,
-                                                          pb::JOB_SUCCEEDED}));
+  EXPECT_EQ(StatePath(h, job),
+            (std::vector<pb::JobState>{pb::JOB_PENDING, pb::JOB_STARTING, pb::JOB_RUNNING, pb::JOB_SUCCEEDED}));
   EXPECT_EQ(h.core().ActiveJobCount(), 0u);
 }
 

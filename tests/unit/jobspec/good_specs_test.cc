@@ -199,7 +199,8 @@ TEST(JobSpecParse, IgnoredLlamaFactoryKeysBecomeWarnings) {
   EXPECT_TRUE(HasWarningContaining(*spec, "key 'report_to' at job.yaml:5 is ignored"));
   EXPECT_TRUE(HasWarningContaining(*spec, "key 'plot_loss' at job.yaml:6 is ignored"));
   EXPECT_TRUE(HasWarningContaining(*spec, "key 'logging_dir' at job.yaml:7 is ignored: logs are kept by the agent"));
-  EXPECT_TRUE(HasWarningContaining(*spec, "key 'evaluation_strategy' at job.yaml:8 is deprecated: use 'eval_strategy'"));
+  EXPECT_TRUE(
+      HasWarningContaining(*spec, "key 'evaluation_strategy' at job.yaml:8 is deprecated: use 'eval_strategy'"));
   EXPECT_EQ(spec->resources.comm_timeout_s, 180000000);
 }
 
@@ -210,8 +211,8 @@ TEST(JobSpecParse, DoTrainFalseMeansAnEvalJob) {
 }
 
 TEST(JobSpecParse, NullValuesKeepTheDefault) {
-  auto spec = ParseJobSpec(std::string(kMinimalFlat) + "resume_from_checkpoint: null\nmax_samples:\ntrain:\n",
-                           "job.yaml");
+  auto spec =
+      ParseJobSpec(std::string(kMinimalFlat) + "resume_from_checkpoint: null\nmax_samples:\ntrain:\n", "job.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->train.resume_from_checkpoint, "");
   EXPECT_FALSE(spec->data.max_samples.has_value());
@@ -368,7 +369,9 @@ TEST(JobSpecFile, DirectoryIsRejected) {
   EXPECT_NE(spec.status().message().find("is a directory"), std::string::npos);
 }
 
-ClusterShape Cluster(int nodes, int slots) { return {nodes, slots, nodes * slots}; }
+ClusterShape Cluster(int nodes, int slots) {
+  return {nodes, slots, nodes * slots};
+}
 
 TEST(JobSpecCluster, FittingSpecIsAccepted) {
   auto spec = ParseJobSpec(std::string(kMinimalFlat) + "nodes: 2\ngpus_per_node: 4\ntensor_model_parallel_size: 4\n",
@@ -383,8 +386,7 @@ TEST(JobSpecCluster, SpecsThatCanNeverRunAreRejected) {
   ASSERT_TRUE(spec.ok());
   Status too_few_nodes = CheckFitsCluster(*spec, Cluster(1, 8));
   EXPECT_EQ(too_few_nodes.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(too_few_nodes.message().find("resources.nodes is 2 but the cluster has only 1 node(s)"),
-            std::string::npos)
+  EXPECT_NE(too_few_nodes.message().find("resources.nodes is 2 but the cluster has only 1 node(s)"), std::string::npos)
       << too_few_nodes.message();
   Status small_nodes = CheckFitsCluster(*spec, Cluster(4, 2));
   EXPECT_NE(small_nodes.message().find("gpus_per_node is 4 but the largest node has 2 slot(s)"), std::string::npos)

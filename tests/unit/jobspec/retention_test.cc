@@ -1,16 +1,18 @@
 // The one retention policy the coordinator's registry and a standalone trainer both apply.
 #include "jobspec/retention.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 namespace anneal::jobspec {
 namespace {
 
 using Steps = std::vector<int64_t>;
 
-ScoredCheckpoint At(int64_t step, std::map<std::string, double> metrics = {}) { return {step, std::move(metrics)}; }
+ScoredCheckpoint At(int64_t step, std::map<std::string, double> metrics = {}) {
+  return {step, std::move(metrics)};
+}
 
 TEST(RetentionPolicy, ZeroLimitKeepsEverything) {
   RetentionPolicy p{.save_total_limit = 0, .keep_best = 1};

@@ -2,12 +2,11 @@
 // files in a temp dir.
 #include "trainer/checkpoint/checkpoint.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "common/fsutil.h"
 

@@ -1,14 +1,14 @@
 // Decoder behaviour that needs no peer: forward + backward on CPU, save/load bit-exactness, LoRA merge,
 // masks, the CUDA kernel against its reference (on CUDA machines).
+#include "trainer/model/decoder.h"
+
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include <torch/torch.h>
-
 #include "trainer/kernels/rmsnorm.h"
-#include "trainer/model/decoder.h"
 #include "trainer/model/generate.h"
 #include "trainer/model/presets.h"
 
@@ -85,7 +85,8 @@ TEST(CausalLM, KvCacheDecodingEqualsFullForward) {
   cache.capacity = 12;
   torch::Tensor first = lm->Logits(lm->Forward({.input_ids = ids.narrow(1, 0, 8), .cache = &cache}));
   std::vector<torch::Tensor> steps = {first};
-  for (int t = 8; t < 12; ++t) steps.push_back(lm->Logits(lm->Forward({.input_ids = ids.narrow(1, t, 1), .cache = &cache})));
+  for (int t = 8; t < 12; ++t)
+    steps.push_back(lm->Logits(lm->Forward({.input_ids = ids.narrow(1, t, 1), .cache = &cache})));
   torch::Tensor inc = torch::cat(steps, 1);
   EXPECT_TRUE(torch::allclose(inc, full, 1e-5, 1e-5));
 }

@@ -11,7 +11,7 @@ namespace {
 using json = nlohmann::json;
 
 json Base() {
-  return {{"model_type", "llama"}, {"vocab_size", 100}, {"hidden_size", 64}, {"intermediate_size", 128},
+  return {{"model_type", "llama"},  {"vocab_size", 100},        {"hidden_size", 64},       {"intermediate_size", 128},
           {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2}};
 }
 
@@ -61,14 +61,16 @@ TEST(ModelConfig, EosTokenListTakesTheFirst) {
 TEST(ModelConfig, UnknownModelTypeListsTheSupportedOnes) {
   json j = Base();
   j["model_type"] = "gpt2";
-  EXPECT_EQ(ErrorOf(j), "config.json: key 'model_type': unsupported model type 'gpt2' (supported: llama, qwen2, mistral)");
+  EXPECT_EQ(ErrorOf(j),
+            "config.json: key 'model_type': unsupported model type 'gpt2' (supported: llama, qwen2, mistral)");
 }
 
 TEST(ModelConfig, UnsupportedRopeScalingIsNamed) {
   json j = Base();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_EQ(ErrorOf(j), "config.json: key 'rope_scaling.rope_type': unsupported rope scaling 'yarn' (supported: "
-                        "default, linear, dynamic, llama3)");
+  EXPECT_EQ(ErrorOf(j),
+            "config.json: key 'rope_scaling.rope_type': unsupported rope scaling 'yarn' (supported: "
+            "default, linear, dynamic, llama3)");
 }
 
 TEST(ModelConfig, KvHeadsMustDivideHeads) {

@@ -1,13 +1,13 @@
 // safetensors: bit-exact round trips, sharding, and clear errors on corrupt or truncated files.
+#include "trainer/model/safetensors.h"
+
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include <torch/torch.h>
-
 #include "common/fsutil.h"
-#include "trainer/model/safetensors.h"
 
 namespace anneal::model {
 namespace {
@@ -152,7 +152,8 @@ TEST_F(SafetensorsTest, UnknownDtypeIsNamed) {
 TEST_F(SafetensorsTest, IndexPointingAtAMissingTensorIsRefused) {
   ASSERT_TRUE(WriteSafetensors(Path("model-00001-of-00001.safetensors"), {{"a", torch::ones({1})}}).ok());
   ASSERT_TRUE(WriteFileAtomic(Path("model.safetensors.index.json"),
-                              R"({"weight_map": {"b": "model-00001-of-00001.safetensors"}})").ok());
+                              R"({"weight_map": {"b": "model-00001-of-00001.safetensors"}})")
+                  .ok());
   auto ck = SafetensorsCheckpoint::Open(dir_.string());
   ASSERT_FALSE(ck.ok());
   EXPECT_NE(ck.status().message().find("'b' is mapped to model-00001-of-00001.safetensors which does not contain it"),

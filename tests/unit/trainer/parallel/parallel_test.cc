@@ -2,13 +2,12 @@
 // slicing, and pipeline-stage models (which parameters a stage holds, and loading a stage's part of a full
 // checkpoint). The collectives themselves run in tests/parity/parallel with real processes.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <unistd.h>
-
-#include <torch/torch.h>
 
 #include "trainer/model/decoder.h"
 #include "trainer/model/presets.h"
@@ -77,7 +76,7 @@ TEST(ParamLayout, SlicesAndRestoresTheFullShape) {
   EXPECT_TRUE(parallel::CountsOnce(whole, 0, 2));
   EXPECT_FALSE(parallel::CountsOnce(whole, 1, 2));  // a replicated tensor counts on the first rank only
   model::ParamLayout kv{.dim = 0, .shards = 2, .index = 0, .partial_grad = true};
-  EXPECT_TRUE(parallel::CountsOnce(kv, 2, 4));   // ranks 2 and 3 hold piece 1: rank 2 counts it
+  EXPECT_TRUE(parallel::CountsOnce(kv, 2, 4));  // ranks 2 and 3 hold piece 1: rank 2 counts it
   EXPECT_FALSE(parallel::CountsOnce(kv, 3, 4));
   EXPECT_TRUE(torch::equal(parallel::GatherFull(full, cols, nullptr), full));  // no group: as it is
 }
@@ -132,9 +131,9 @@ TEST(CheckStateFiles, NamesAShardWrittenOnANodeThisOneCannotSee) {
   ASSERT_TRUE(dims.ok());
   rt.dims = *dims;
   rt.zero = true;
-  for (const char* f : {"trainable-stage0.safetensors", "trainable-stage1.safetensors",
-                        "optimizer-stage0-dp0.safetensors", "optimizer-stage0-dp1.safetensors",
-                        "optimizer-stage1-dp0.safetensors"}) {
+  for (const char* f :
+       {"trainable-stage0.safetensors", "trainable-stage1.safetensors", "optimizer-stage0-dp0.safetensors",
+        "optimizer-stage0-dp1.safetensors", "optimizer-stage1-dp0.safetensors"}) {
     std::ofstream(dir / f) << "x";
   }
   Status st = train::CheckStateFiles(rt, dir.string());

@@ -4,14 +4,13 @@
 // parameter that got no gradient in the step is reduced as zeros after backward.
 #include "trainer/train/grad_reducer.h"
 
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "trainer/parallel/comm.h"
 
