@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cli/client.h"
+#include "common/net.h"
 
 namespace anneal::cli {
 namespace fs = std::filesystem;
@@ -36,22 +37,6 @@ std::string RandomToken() {
   std::string token;
   for (int i = 0; i < 4; ++i) token += fmt::format("{:08x}", rd());
   return token;
-}
-
-StatusOr<int> FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return InternalError(fmt::format("socket: {}", std::strerror(errno)));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return InternalError(fmt::format("cannot find a free port: {}", std::strerror(errno)));
-  }
-  ::close(fd);
-  return static_cast<int>(ntohs(addr.sin_port));
 }
 
 // The port of "tcp://HOST:PORT"; 0 when there is none.
@@ -256,7 +241,7 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
   RETURN_IF_ERROR(CheckExecutable(agent_bin));
   int port = o.port.value_or(0);
   if (port == 0) {
-    ASSIGN_OR_RETURN(port, FreePort());
+    ASSIGN_OR_RETURN(port, FreeLoopbackPort());
   }
   c.coordinator = fmt::format("tcp://127.0.0.1:{}", port);
   c.token = RandomToken();

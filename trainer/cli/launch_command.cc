@@ -10,33 +10,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
+#include "common/net.h"
 #include "common/shutdown.h"
 #include "trainer/cli/commands.h"
 
 namespace anneal::trainer {
 namespace {
 
+// A free loopback port for the rendezvous, or torchrun's default when none can be found.
 int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = 29500;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
+  StatusOr<int> port = FreeLoopbackPort();
+  return port.ok() ? *port : 29500;
 }
 
 int ExitStatusOf(int status) {

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/net.h"
 #include "protocol/framing.h"
 
 namespace anneal::cli::testing {
@@ -44,7 +45,7 @@ std::string TempDir::Write(const std::string& name, const std::string& content, 
 }
 
 RunResult RunProgram(const std::string& binary, const std::vector<std::string>& args, const std::string& home,
-              const std::map<std::string, std::string>& env, double timeout_s) {
+                     const std::map<std::string, std::string>& env, double timeout_s) {
   RunResult result;
   int out_pipe[2], err_pipe[2];
   if (::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) return result;
@@ -148,16 +149,8 @@ RunResult RunAnnealInTerminal(const std::vector<std::string>& args, const std::s
 }
 
 std::string DeadAddress() {
-  // Bind an ephemeral port and close it: nothing listens there afterwards.
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  // A port that was free a moment ago: nothing listens there.
+  return "tcp://127.0.0.1:" + std::to_string(FreeLoopbackPort().value());
 }
 
 FakeCoordinator::FakeCoordinator(Handler handler)

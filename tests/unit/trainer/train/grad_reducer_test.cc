@@ -12,22 +12,11 @@
 
 #include <thread>
 
+#include "common/net.h"
 #include "trainer/parallel/comm.h"
 
 namespace anneal::train {
 namespace {
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // What one rank saw after Finish.
 struct RankResult {
@@ -73,7 +62,7 @@ void RunRank(int rank, int port, int64_t bucket_bytes, RankResult* out) {
 
 std::array<RankResult, 2> RunPair(int64_t bucket_bytes) {
   std::array<RankResult, 2> results;
-  const int port = FreePort();
+  const int port = FreeLoopbackPort().value();
   std::thread r1(RunRank, 1, port, bucket_bytes, &results[1]);
   RunRank(0, port, bucket_bytes, &results[0]);
   r1.join();
