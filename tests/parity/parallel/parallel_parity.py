@@ -248,11 +248,15 @@ def case_bad_layouts(binary, tmp):
     """Impossible layouts stop before training with one clear line naming each problem."""
     model = setup(tmp, binary)
     cases = [
-        (["tensor_model_parallel_size: 3", "gpus_per_node: 3"],
+        # No resource keys: the launcher's world (WORLD_SIZE=1) is checked against the layout and the model.
+        (["tensor_model_parallel_size: 3"],
          ["invalid parallel layout (tp=3, pp=1, world=1)", "world size 1 is not divisible by tensor 3",
           "does not divide the 4 attention heads", "intermediate_size 176",
           "does not divide the vocabulary (vocab_size 400)"]),
-        (["pipeline_model_parallel_size: 3", "gpus_per_node: 3"], ["pipeline parallel 3 exceeds the 2 layers"]),
+        (["pipeline_model_parallel_size: 3"], ["pipeline parallel 3 exceeds the 2 layers"]),
+        # Resource keys that disagree with the launcher: both named.
+        (["gpus_per_node: 3"], ["the spec asks for nodes 1 x gpus_per_node 3 = 3 ranks but the launcher started "
+                                "WORLD_SIZE=1"]),
         (["per_device_train_batch_size: 2", "gradient_accumulation_steps: 2", "pipeline_microbatches: 3"],
          ["pipeline_microbatches 3 does not divide the 4 rows per step and rank"]),
     ]

@@ -38,14 +38,16 @@ void RunRank(int rank, int port, int64_t bucket_bytes, RankResult* out) {
     out->error = comm.status().ToString();
     return;
   }
-  torch::manual_seed(7);  // the same parameters and inputs on both ranks
+  // The same parameters and inputs on both ranks, without the global generator (the two ranks are threads of
+  // one process and would interleave their draws).
   std::vector<optim::TrainableParam> params = {
-      {"a", torch::randn({4}).requires_grad_(true)},
-      {"b", torch::randn({3}).requires_grad_(true)},
-      {"c", torch::randn({2}, torch::kFloat64).requires_grad_(true)},
-      {"u", torch::randn({2}).requires_grad_(true)},
+      {"a", torch::linspace(-1.0, 1.0, 4).requires_grad_(true)},
+      {"b", torch::linspace(0.5, 2.0, 3).requires_grad_(true)},
+      {"c", torch::linspace(-2.0, 3.0, 2, torch::kFloat64).requires_grad_(true)},
+      {"u", torch::ones({2}).requires_grad_(true)},
   };
-  const at::Tensor xa = torch::randn({4}), xb = torch::randn({3}), xc = torch::randn({2}, torch::kFloat64);
+  const at::Tensor xa = torch::linspace(0.3, -0.7, 4), xb = torch::linspace(1.5, -0.25, 3),
+                   xc = torch::linspace(0.125, 0.75, 2, torch::kFloat64);
   GradientReducer reducer(params, comm->get(), bucket_bytes);
   reducer.Arm();
   const double coeff = rank + 1;
