@@ -60,9 +60,12 @@ def main():
              "step 2: the loss is NaN (lower the learning rate, or check the data)"),
             ("missing config file", None, [], 2, f"{tmp}/absent.yaml"),
             ("bad override", [], ["--set", "learning_rate=fast"], 2, "learning_rate"),
+            ("unknown retention owner", [], [], 1,
+             "environment ANNEAL_CHECKPOINT_RETENTION='agent' is not one of: coordinator", {"ANNEAL_CHECKPOINT_RETENTION": "agent"}),
         ]
         failures = 0
-        for name, lines, extra, code, expected in cases:
+        for name, lines, extra, code, expected, *env_extra in cases:
+            env = dict(os.environ, **(env_extra[0] if env_extra else {}))
             path = f"{tmp}/job.yaml"
             if lines is None:
                 path = f"{tmp}/absent.yaml"
@@ -70,7 +73,8 @@ def main():
                 keys = {l.split(":")[0] for l in lines}
                 with open(path, "w") as f:
                     f.write("\n".join([l for l in base if l.split(":")[0] not in keys] + lines) + "\n")
-            p = subprocess.run([binary, "train", "--config", path, *extra], capture_output=True, text=True, timeout=120)
+            p = subprocess.run([binary, "train", "--config", path, *extra], capture_output=True, text=True, timeout=120,
+                               env=env)
             last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
             ok = p.returncode == code and expected in p.stderr and last.startswith("error: ")
             print(f"{'ok  ' if ok else 'FAIL'} {name:<32} exit {p.returncode} | {last[:150]}")
