@@ -77,7 +77,7 @@ StatusOr<std::string> CheckpointWriter::Commit(const json& metadata, std::vector
   return final_dir;
 }
 
-StatusOr<Manifest> VerifyCheckpoint(const std::string& dir) {
+StatusOr<Manifest> ReadManifest(const std::string& dir) {
   const std::string path = dir + "/manifest.json";
   auto text = ReadFile(path);
   if (!text.ok()) return DataLossError(dir + ": no manifest.json (an uncommitted or truncated checkpoint)");
@@ -89,7 +89,14 @@ StatusOr<Manifest> VerifyCheckpoint(const std::string& dir) {
   out.step = m["step"].get<int64_t>();
   out.metadata = m.value("metadata", json::object());
   for (const auto& f : m["files"]) {
-    FileEntry e{f["path"].get<std::string>(), f["size"].get<uint64_t>(), f["sha256"].get<std::string>()};
+    out.files.push_back({f["path"].get<std::string>(), f["size"].get<uint64_t>(), f["sha256"].get<std::string>()});
+  }
+  return out;
+}
+
+StatusOr<Manifest> VerifyCheckpoint(const std::string& dir) {
+  ASSIGN_OR_RETURN(Manifest out, ReadManifest(dir));
+  for (const FileEntry& e : out.files) {
     const std::string file = dir + "/" + e.path;
     std::error_code ec;
     const uint64_t size = fs::file_size(file, ec);
@@ -100,7 +107,6 @@ StatusOr<Manifest> VerifyCheckpoint(const std::string& dir) {
     }
     ASSIGN_OR_RETURN(std::string sha, Sha256File(file));
     if (sha != e.sha256) return DataLossError(dir + ": file " + e.path + " fails its sha256 checksum (corrupt)");
-    out.files.push_back(std::move(e));
   }
   return out;
 }
@@ -146,13 +152,10 @@ StatusOr<std::vector<int64_t>> ApplyRetention(const std::string& output_dir, con
   std::vector<jobspec::ScoredCheckpoint> committed;
   for (const auto& [step, dir] : ListCheckpoints(output_dir)) {
     jobspec::ScoredCheckpoint c{step, {}};
-    // The metrics the commit recorded (manifest.json: metadata.metrics); an unreadable manifest scores nothing.
-    if (auto text = ReadFile(dir + "/manifest.json"); text.ok()) {
-      const json m = json::parse(*text, nullptr, false);
-      if (!m.is_discarded() && m.contains("metadata") && m["metadata"].contains("metrics")) {
-        for (const auto& [name, value] : m["metadata"]["metrics"].items()) {
-          if (value.is_number()) c.metrics[name] = value.get<double>();
-        }
+    // The metrics the commit recorded (metadata.metrics); an unreadable manifest scores nothing.
+    if (auto m = ReadManifest(dir); m.ok() && m->metadata.contains("metrics")) {
+      for (const auto& [name, value] : m->metadata["metrics"].items()) {
+        if (value.is_number()) c.metrics[name] = value.get<double>();
       }
     }
     committed.push_back(std::move(c));
