@@ -82,6 +82,7 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
   lo.state_dir = o.state_dir.empty() ? *home : o.state_dir;
   lo.port = o.port;
   lo.wait = std::chrono::milliseconds(static_cast<int64_t>(o.wait_s * 1000));
+  lo.client_config = ClientConfigPath(*home);
   auto up = UpLocalCluster(lo, std::cerr);
   if (!up.ok()) {
     const Status& st = up.status();
@@ -89,9 +90,8 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
                        st.code() == StatusCode::kInvalidArgument ? st : Status(StatusCode::kInternal, st.message()));
   }
   const LocalCluster& cluster = up->cluster;
-  if (Status st = WriteClientConfig(*home, cluster.coordinator, cluster.token); !st.ok()) {
-    return ReportError("up", st);
-  }
+  // The coordinator wrote the admin's credential there when it bootstrapped; the address may be new.
+  if (Status st = UpdateClientConfigAddress(*home, cluster.coordinator); !st.ok()) return ReportError("up", st);
   const char* outcome = up->outcome == UpOutcome::kStarted          ? "started"
                         : up->outcome == UpOutcome::kAlreadyRunning ? "already_running"
                                                                     : "healed";

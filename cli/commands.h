@@ -51,6 +51,11 @@ void AddWatchCommand(CLI::App& app, GlobalOptions& g, Action* action);     // wa
 void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action);     // nodes drain
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action);  // up down
 void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);    // model init
+// whoami, token, user, team, audit
+void AddIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);
+
+// "90m", "24h", "30d", "45s" or plain seconds -> milliseconds; INVALID_ARGUMENT naming the text otherwise.
+StatusOr<int64_t> ParseDurationMs(std::string_view text);
 
 // Follows a job until it ends (shared by `watch` and `submit --follow`): exit 0 on SUCCEEDED, 1 otherwise.
 int WatchJob(const GlobalOptions& g, const std::string& job_id);

@@ -21,6 +21,7 @@ struct SubmitOptions {
   std::string file;
   std::vector<std::string> overrides;
   std::string name;
+  std::string team;
   bool follow = false;
 };
 
@@ -63,6 +64,7 @@ int Submit(const GlobalOptions& g, const SubmitOptions& o) {
   if (!client.ok()) return ReportError("submit", client.status());
   pb::ClientRequest req;
   auto* submit = req.mutable_submit();
+  submit->set_team(o.team);
   submit->set_spec_yaml(text.str());
   for (const std::string& ov : o.overrides) submit->add_overrides(ov);
   // Agents run elsewhere (another directory, another node): relative paths are resolved here, against the
@@ -379,6 +381,7 @@ void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action) {
     cmd->add_option("--set", o->overrides, "override a key: key=value (flat or dotted); repeatable")
         ->allow_extra_args(false);
     cmd->add_option("--name", o->name, "display name (default: scheduling.name)");
+    cmd->add_option("--team", o->team, "submit to this team (default: your only team where you are a member)");
     cmd->add_flag("-f,--follow", o->follow, "watch the job until it ends (like anneal watch)");
     cmd->callback([&g, o, action] { *action = [&g, o] { return Submit(g, *o); }; });
   }

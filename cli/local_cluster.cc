@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cli/client.h"
+#include "common/client_config.h"
 #include "common/net.h"
 
 namespace anneal::cli {
@@ -30,13 +31,6 @@ std::string ClusterFile(const std::string& state_dir) {
 int64_t WallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string RandomToken() {
-  std::random_device rd;
-  std::string token;
-  for (int i = 0; i < 4; ++i) token += fmt::format("{:08x}", rd());
-  return token;
 }
 
 // The port of "tcp://HOST:PORT"; 0 when there is none.
@@ -56,9 +50,9 @@ std::string SlotsText(int slots) {
 
 Status WriteClusterFile(const std::string& state_dir, const LocalCluster& c) {
   YAML::Emitter e;
-  e << YAML::BeginMap << YAML::Key << "coordinator" << YAML::Value << c.coordinator << YAML::Key << "token"
-    << YAML::Value << YAML::DoubleQuoted << c.token << YAML::Key << "agents" << YAML::Value << c.agents << YAML::Key
-    << "slots" << YAML::Value << c.slots << YAML::Key << "processes" << YAML::Value << YAML::BeginSeq;
+  e << YAML::BeginMap << YAML::Key << "coordinator" << YAML::Value << c.coordinator << YAML::Key << "agents"
+    << YAML::Value << c.agents << YAML::Key << "slots" << YAML::Value << c.slots << YAML::Key << "processes"
+    << YAML::Value << YAML::BeginSeq;
   for (const auto& p : c.processes) {
     e << YAML::BeginMap << YAML::Key << "name" << YAML::Value << p.name;
     if (!p.node.empty()) e << YAML::Key << "node" << YAML::Value << p.node;
@@ -95,7 +89,6 @@ StatusOr<Recorded> ReadClusterFile(const std::string& state_dir) {
   try {
     YAML::Node root = YAML::LoadFile(path);
     c.coordinator = root["coordinator"].as<std::string>("");
-    c.token = root["token"].as<std::string>("");
     c.slots = root["slots"].as<int>(0);
     for (const auto& p : root["processes"]) {
       DaemonProcess d{p["name"].as<std::string>(""),
@@ -117,8 +110,8 @@ StatusOr<Recorded> ReadClusterFile(const std::string& state_dir) {
 
 // Polls ListNodes until every node in `nodes` is UP (or DRAINING) with a registration at or after `since_ms`;
 // fails early when a daemon in `started` (this process's children) exits.
-Status WaitForAgents(const LocalCluster& c, const std::vector<std::string>& nodes, int64_t since_ms,
-                     const std::vector<DaemonProcess>& started, std::chrono::milliseconds wait) {
+Status WaitForAgents(const LocalCluster& c, const std::string& client_config, const std::vector<std::string>& nodes,
+                     int64_t since_ms, const std::vector<DaemonProcess>& started, std::chrono::milliseconds wait) {
   const auto deadline = std::chrono::steady_clock::now() + wait;
   size_t ready = 0;
   Status last = Status::Ok();
@@ -131,7 +124,9 @@ Status WaitForAgents(const LocalCluster& c, const std::vector<std::string>& node
         return UnavailableError(fmt::format("{} {} during start-up{}", p.name, how, LogTail(p.log)));
       }
     }
-    CoordinatorClient client(c.coordinator, c.token, std::chrono::milliseconds(1000));
+    // Re-read each time: a fresh coordinator writes the admin's credential there once it has bootstrapped.
+    auto config = ReadClientConfigFile(client_config);
+    CoordinatorClient client(c.coordinator, config.ok() ? config->token : "", std::chrono::milliseconds(1000));
     pb::ClientRequest req;
     req.mutable_list_nodes();
     auto reply = client.Call(req);
@@ -219,7 +214,7 @@ StatusOr<UpResult> Heal(const LocalClusterOptions& o, LocalCluster c, std::ostre
   }
   progress << fmt::format("waiting for {} agent(s) to register...\n", nodes.size());
   progress.flush();
-  if (Status st = WaitForAgents(c, nodes, since_ms, started, o.wait); !st.ok()) {
+  if (Status st = WaitForAgents(c, o.client_config, nodes, since_ms, started, o.wait); !st.ok()) {
     StopDaemons(started, std::chrono::seconds(5), /*verify_program=*/false);
     return st;
   }
@@ -244,7 +239,6 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
     ASSIGN_OR_RETURN(port, FreeLoopbackPort());
   }
   c.coordinator = fmt::format("tcp://127.0.0.1:{}", port);
-  c.token = RandomToken();
 
   const std::string config_file = o.state_dir + "/coordinator.yaml";
   {
@@ -257,7 +251,7 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
       coordinator_bin,
       0,
       o.state_dir + "/logs/coordinator.log",
-      CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator", c.token, config_file),
+      CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator", o.client_config, config_file),
       ""};
   ASSIGN_OR_RETURN(coordinator.pid, SpawnDaemon(coordinator.argv, coordinator.log));
   c.processes.push_back(std::move(coordinator));
@@ -286,7 +280,7 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
   progress << fmt::format("started coordinator at {} and {} agent(s); waiting for them to register...\n", c.coordinator,
                           c.agents);
   progress.flush();
-  if (Status st = WaitForAgents(c, nodes, since_ms, c.processes, o.wait); !st.ok()) {
+  if (Status st = WaitForAgents(c, o.client_config, nodes, since_ms, c.processes, o.wait); !st.ok()) {
     StopDaemons(c.processes, std::chrono::seconds(5), /*verify_program=*/false);
     std::error_code ec;
     fs::remove(ClusterFile(o.state_dir), ec);
@@ -307,9 +301,10 @@ std::string SelfDir() {
 }
 
 std::vector<std::string> CoordinatorArgv(const std::string& program, const std::string& bind,
-                                         const std::string& state_dir, const std::string& token,
+                                         const std::string& state_dir, const std::string& client_config,
                                          const std::string& config_file) {
-  return {program, "--bind", bind, "--state-dir", state_dir, "--token", token, "--config", config_file};
+  return {program,       "--bind",   bind,       "--state-dir", state_dir, "--bootstrap-admin-config",
+          client_config, "--config", config_file};
 }
 
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,

@@ -1,6 +1,6 @@
 // A local cluster for one machine: `anneal up` starts anneal-coordinator and N anneal-agent processes found
 // next to the anneal binary, daemonized (own session, logs in <state>/logs/), and records them in
-// <state>/cluster.yaml: the cluster's shape (agents, slots), its address and token, and each daemon's pid,
+// <state>/cluster.yaml: the cluster's shape (agents, slots), its address, and each daemon's pid,
 // program, log and full command line. `anneal down` stops what that file lists (SIGTERM, then SIGKILL after a
 // grace period).
 //
@@ -8,12 +8,12 @@
 //
 //   cluster.yaml             request                        UpLocalCluster
 //   ───────────────────────  ─────────────────────────────  ─────────────────────────────────────────────────
-//   none, or no daemon runs  any                            start everything: fresh port and token, the same
+//   none, or no daemon runs  any                            start everything: a fresh port, the same
 //                                                           state dir (unset --agents/--slots: the recorded
 //                                                           shape, else 1 agent x default_slots)  kStarted
 //   every daemon runs        agrees with it (or unset)      nothing to do                          kAlreadyRunning
 //   some daemons gone        agrees with it (or unset)      restart exactly those, each with its recorded
-//                                                           command line (same port, token, RocksDB dir,
+//                                                           command line (same port, RocksDB dir,
 //                                                           node id, work dir); running ones untouched  kHealed
 //   some daemon runs         --agents/--slots/--port differ INVALID_ARGUMENT naming the request and the cluster
 //
@@ -54,11 +54,13 @@ struct LocalClusterOptions {
   std::optional<int> port;  // coordinator port; unset or 0: a free one (a heal keeps the recorded one)
   std::chrono::milliseconds wait{30000};
   std::string bin_dir;  // where anneal-coordinator / anneal-agent are; default: next to this binary
+  // The client config (<anneal home>/config): a fresh coordinator writes its cluster admin's credential there
+  // (--bootstrap-admin-config), and `anneal up` reads the token from it to wait for the agents.
+  std::string client_config;
 };
 
 struct LocalCluster {
   std::string coordinator;  // tcp://127.0.0.1:PORT
-  std::string token;
   int agents = 0;
   int slots = 0;                         // 0: one rank per GPU
   std::vector<DaemonProcess> processes;  // coordinator first, then agents local-0, local-1, ...
@@ -79,8 +81,10 @@ struct UpResult {
 // The directory of the running anneal binary.
 std::string SelfDir();
 
+// `client_config`: where a fresh coordinator writes the cluster admin's client config (the credential is
+// never on a command line or in cluster.yaml).
 std::vector<std::string> CoordinatorArgv(const std::string& program, const std::string& bind,
-                                         const std::string& state_dir, const std::string& token,
+                                         const std::string& state_dir, const std::string& client_config,
                                          const std::string& config_file);
 // slots 0: no --slots flag, so the agent schedules one rank per GPU it finds.
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,

@@ -1,4 +1,5 @@
 // anneal: the command-line client of an Anneal cluster (docs/user-guide.md).
+#include <algorithm>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -33,6 +34,23 @@ int ReportError(std::string_view command, const Status& status) {
   return ExitCodeFor(status);
 }
 
+StatusOr<int64_t> ParseDurationMs(std::string_view text) {
+  static constexpr std::pair<char, int64_t> kUnits[] = {{'s', 1000}, {'m', 60'000}, {'h', 3'600'000}, {'d', 86'400'000}};
+  std::string_view digits = text;
+  int64_t unit = 1000;
+  for (const auto& [suffix, ms] : kUnits) {
+    if (!text.empty() && text.back() == suffix) digits = text.substr(0, text.size() - 1), unit = ms;
+  }
+  int64_t value = 0;
+  const bool ok = !digits.empty() && digits.size() <= 9 &&
+                  std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (ok) value = std::stoll(std::string(digits));
+  if (!ok) {
+    return InvalidArgumentError(fmt::format("'{}' is not a duration: use 90m, 24h, 30d, 45s or seconds", text));
+  }
+  return value * unit;
+}
+
 StatusOr<std::unique_ptr<CoordinatorClient>> MakeClient(const GlobalOptions& g) {
   ASSIGN_OR_RETURN(Settings s, ResolveSettings(g.coordinator, g.token));
   if (g.timeout_s <= 0) return InvalidArgumentError(fmt::format("--timeout must be positive, got {}", g.timeout_s));
@@ -60,6 +78,7 @@ int main(int argc, char** argv) {
   AddNodeCommands(app, g, &action);
   AddClusterCommands(app, g, &action);
   AddModelCommands(app, g, &action);
+  AddIdentityCommands(app, g, &action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

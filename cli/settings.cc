@@ -9,7 +9,8 @@
 #include <fstream>
 
 #include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
+
+#include "common/client_config.h"
 
 namespace anneal::cli {
 namespace {
@@ -17,38 +18,6 @@ namespace {
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
   return v ? std::string(v) : std::string();
-}
-
-struct FileConfig {
-  std::string coordinator, token;
-};
-
-StatusOr<FileConfig> ReadClientConfig(const std::string& path) {
-  FileConfig c;
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return c;
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    return InvalidArgumentError(
-        fmt::format("{}:{}:{}: malformed client config: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
-  }
-  if (root.IsNull()) return c;
-  if (!root.IsMap()) return InvalidArgumentError(fmt::format("{}: expected a mapping with coordinator: and token:", path));
-  for (const auto& kv : root) {
-    const std::string key = kv.first.Scalar();
-    if (!kv.second.IsScalar()) {
-      return InvalidArgumentError(fmt::format("{}:{}: '{}' must be a string", path, kv.first.Mark().line + 1, key));
-    }
-    if (key == "coordinator") c.coordinator = kv.second.Scalar();
-    else if (key == "token") c.token = kv.second.Scalar();
-    else {
-      return InvalidArgumentError(fmt::format("{}:{}: unknown key '{}' (known: coordinator, token)", path,
-                                              kv.first.Mark().line + 1, key));
-    }
-  }
-  return c;
 }
 
 }  // namespace
@@ -65,11 +34,11 @@ std::string ClientConfigPath(const std::string& home) { return home + "/config";
 
 StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const std::string& flag_token) {
   Settings s;
-  FileConfig file;
+  ClientConfig file;
   std::string config_path;
   if (auto home = AnnealHome(); home.ok()) {
     config_path = ClientConfigPath(*home);
-    ASSIGN_OR_RETURN(file, ReadClientConfig(config_path));
+    ASSIGN_OR_RETURN(file, ReadClientConfigFile(config_path));
   }
   if (!flag_coordinator.empty()) {
     s.coordinator = flag_coordinator, s.coordinator_from = "--coordinator";
@@ -86,26 +55,12 @@ StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const st
   return s;
 }
 
-Status WriteClientConfig(const std::string& home, const std::string& coordinator, const std::string& token) {
-  std::error_code ec;
-  std::filesystem::create_directories(home, ec);
-  if (ec) return InvalidArgumentError(fmt::format("cannot create {}: {}", home, ec.message()));
+Status UpdateClientConfigAddress(const std::string& home, const std::string& coordinator) {
   const std::string path = ClientConfigPath(home);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return InvalidArgumentError(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
-    YAML::Emitter e;
-    e << YAML::BeginMap << YAML::Key << "coordinator" << YAML::Value << coordinator << YAML::Key << "token"
-      << YAML::Value << YAML::DoubleQuoted << token << YAML::EndMap;
-    out << "# written by `anneal up`; flags and ANNEAL_COORDINATOR / ANNEAL_TOKEN take precedence\n"
-        << e.c_str() << "\n";
-    if (!out.flush()) return InvalidArgumentError(fmt::format("cannot write {}", tmp));
-  }
-  ::chmod(tmp.c_str(), 0600);
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return InvalidArgumentError(fmt::format("cannot write {}: {}", path, ec.message()));
-  return Status::Ok();
+  ASSIGN_OR_RETURN(ClientConfig config, ReadClientConfigFile(path));
+  if (config.coordinator == coordinator) return Status::Ok();
+  config.coordinator = coordinator;
+  return WriteClientConfigFile(path, config);
 }
 
 }  // namespace anneal::cli

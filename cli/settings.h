@@ -35,7 +35,7 @@ std::string ClientConfigPath(const std::string& home);
 // Resolves the settings; empty flags mean "not given". A malformed config file is INVALID_ARGUMENT naming it.
 StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const std::string& flag_token);
 
-// Writes <home>/config (mode 0600: it holds the token), creating <home>.
-Status WriteClientConfig(const std::string& home, const std::string& coordinator, const std::string& token);
+// Sets the coordinator address in <home>/config, keeping its token and server key.
+Status UpdateClientConfigAddress(const std::string& home, const std::string& coordinator);
 
 }  // namespace anneal::cli

@@ -43,9 +43,10 @@ Status MakeDirs(const std::string& path) {
   return Status::Ok();
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view data) {
+Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned mode) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd >= 0) ::fchmod(fd, mode);  // the umask must not widen or narrow it
   if (fd < 0) return PermissionDeniedError("cannot create " + tmp + ": " + ErrnoText(errno));
   size_t done = 0;
   while (done < data.size()) {

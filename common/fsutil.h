@@ -18,7 +18,8 @@
 namespace anneal {
 
 StatusOr<std::string> ReadFile(const std::string& path);
-Status WriteFileAtomic(const std::string& path, std::string_view data);
+// `mode`: the file's permissions from its creation on (0600 for a file holding a secret).
+Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned mode = 0644);
 // fsync of a file or directory by path.
 Status FsyncPath(const std::string& path);
 // mkdir -p.

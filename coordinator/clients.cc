@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <deque>
 
+#include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 #include "protocol/states.h"
 #include "storage/keys.h"
@@ -44,8 +45,24 @@ void Coordinator::HandleMetricBatch(const pb::MetricBatch& batch) {
   }
 }
 
-void Coordinator::HandleGetLogs(const std::string& peer, uint64_t request_id, const pb::GetLogsRequest& request) {
-  auto job = GetJobRecord(request.job_id());
+StatusOr<pb::JobRecord> Coordinator::ReadableJob(const Principal& who, const std::string& job_id) const {
+  ASSIGN_OR_RETURN(pb::JobRecord job, GetJobRecord(job_id));
+  RETURN_IF_ERROR(RequireTeamRole(who, pb::ROLE_VIEWER, JobTeam(job), "read jobs of"));
+  return job;
+}
+
+void Coordinator::HandleWatch(const Principal& who, const std::string& peer, const pb::ClientRequest& request) {
+  if (auto job = ReadableJob(who, request.watch().job_id()); !job.ok()) {
+    ReplyError(peer, request.request_id(), job.status());
+    return;
+  }
+  const int64_t timeout = std::min<int64_t>(request.watch().timeout_ms(), 600'000);
+  watchers_.push_back({who, peer, request.request_id(), request.watch(), clock_->NowMs() + timeout});
+}
+
+void Coordinator::HandleGetLogs(const Principal& who, const std::string& peer, uint64_t request_id,
+                                const pb::GetLogsRequest& request) {
+  auto job = ReadableJob(who, request.job_id());
   if (!job.ok()) {
     ReplyError(peer, request_id, job.status());
     return;
@@ -118,17 +135,22 @@ void Coordinator::ExpireLogRequests() {
   }
 }
 
-void Coordinator::HandleDrain(const std::string& peer, uint64_t request_id, const pb::DrainNodeRequest& request) {
-  auto state = nodes_.SetDraining(request.node_id(), request.undrain());
-  if (!state.ok()) {
-    ReplyError(peer, request_id, state.status());
-    return;
-  }
-  schedule_dirty_ = true;
+void Coordinator::HandleDrain(const Principal& who, const std::string& peer, uint64_t request_id,
+                              const pb::DrainNodeRequest& request) {
+  pb::ClientRequest audited;
+  audited.set_request_id(request_id);
+  *audited.mutable_drain() = request;
+  Status allowed = RequireClusterAdmin(who, request.undrain() ? "undrain nodes" : "drain nodes");
+  StatusOr<pb::NodeState> state = allowed;
+  if (allowed.ok()) state = nodes_.SetDraining(request.node_id(), request.undrain());
   pb::ClientReply reply;
   reply.set_request_id(request_id);
-  reply.mutable_drain()->set_state(*state);
-  Reply(peer, std::move(reply));
+  if (state.ok()) {
+    schedule_dirty_ = true;
+    reply.mutable_drain()->set_state(*state);
+  }
+  AuditAndReply(who, peer, audited, "", request.node_id(), state.status(), std::move(reply),
+                state.ok() ? fmt::format("now {}", pb::NodeState_Name(*state)) : "");
 }
 
 StatusOr<std::vector<pb::JobEvent>> Coordinator::ReadEvents(const std::string& job_id, uint64_t after,
@@ -164,7 +186,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
   Status status;
   switch (request.body_case()) {
     case pb::ClientRequest::kGetJob: {
-      auto job = GetJobRecord(request.get_job().job_id());
+      auto job = ReadableJob(read.who, request.get_job().job_id());
       if (!job.ok()) {
         status = job.status();
         break;
@@ -198,20 +220,22 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
       const bool active_only = !filter.empty() && std::all_of(filter.begin(), filter.end(), [](int s) {
         return !protocol::IsTerminal(static_cast<pb::JobState>(s));
       });
-      auto wanted = [&](pb::JobState s) {
-        return filter.empty() || std::find(filter.begin(), filter.end(), s) != filter.end();
+      // Only the jobs of teams the caller may read (every job for a cluster admin).
+      auto wanted = [&](const pb::JobRecord& r) {
+        const bool state_ok = filter.empty() || std::find(filter.begin(), filter.end(), r.state()) != filter.end();
+        return state_ok && (read.who.cluster_admin || RoleIn(read.who, JobTeam(r)) >= pb::ROLE_VIEWER);
       };
       std::deque<pb::JobRecord> last;  // the most recent `limit` matches, in submission order
       if (active_only) {
         for (const auto& [id, job] : jobs_.all()) {
-          if (!wanted(job.record.state())) continue;
+          if (!wanted(job.record)) continue;
           last.push_back(job.record);
           if (last.size() > limit) last.pop_front();
         }
       } else {
         // Newest first, stopping at `limit` matches: the loop never parses the whole history.
         status = store_->ScanRecordsReverse<pb::JobRecord>(Table::kJobs, "", [&](const pb::JobRecord& r) {
-          if (wanted(r.state())) last.push_front(r);
+          if (wanted(r)) last.push_front(r);
           return last.size() < limit;
         });
       }
@@ -220,7 +244,7 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
       break;
     }
     case pb::ClientRequest::kListCheckpoints: {
-      auto job = GetJobRecord(request.list_checkpoints().job_id());
+      auto job = ReadableJob(read.who, request.list_checkpoints().job_id());
       if (!job.ok()) {
         status = job.status();
         break;

@@ -38,7 +38,14 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
     const YAML::Node& v = item.second;
     if (key == "bind") RETURN_IF_ERROR(Read(v, where, &config->bind));
     else if (key == "state_dir") RETURN_IF_ERROR(Read(v, where, &config->state_dir));
-    else if (key == "token") RETURN_IF_ERROR(Read(v, where, &config->token));
+    else if (key == "bootstrap_admin_config") RETURN_IF_ERROR(Read(v, where, &config->bootstrap_admin_config));
+    else if (key == "audit_max_records") RETURN_IF_ERROR(Read(v, where, &config->audit_max_records));
+    else if (key == "token") {
+      return InvalidArgumentError(fmt::format("{}: the shared admin token was replaced by users and API tokens: "
+                                              "remove it and start once with bootstrap_admin_config (see "
+                                              "docs/coordinator.md, \"Users, teams and tokens\")",
+                                              where));
+    }
     else if (key == "heartbeat_interval_ms") RETURN_IF_ERROR(Read(v, where, &config->heartbeat_interval_ms));
     else if (key == "heartbeat_timeout_ms") RETURN_IF_ERROR(Read(v, where, &config->heartbeat_timeout_ms));
     else if (key == "stop_timeout_ms") RETURN_IF_ERROR(Read(v, where, &config->stop_timeout_ms));
@@ -47,7 +54,7 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
     else if (key == "http_bind") RETURN_IF_ERROR(Read(v, where, &config->http_bind));
     else {
       return InvalidArgumentError(fmt::format(
-          "{}: unknown setting (known: bind, state_dir, token, heartbeat_interval_ms, heartbeat_timeout_ms, "
+          "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, heartbeat_interval_ms, heartbeat_timeout_ms, "
           "stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind)", where));
     }
   }

@@ -4,7 +4,8 @@
 // YAML keys are the flag names with underscores:
 //   bind: tcp://0.0.0.0:7070
 //   state_dir: /var/lib/anneal/coordinator
-//   token: s3cret
+//   bootstrap_admin_config: /root/.anneal/config   # fresh state only: the cluster admin's client config
+//   audit_max_records: 1000000
 //   heartbeat_interval_ms: 2000
 //   heartbeat_timeout_ms: 10000
 //   stop_timeout_ms: 60000
@@ -30,7 +31,11 @@ namespace anneal::coordinator {
 struct CoordinatorConfig {
   std::string bind = "tcp://127.0.0.1:7070";
   std::string state_dir = "./anneal-state";
-  std::string token;
+  // On a fresh state directory the coordinator creates the cluster admin and writes its client config
+  // (coordinator address + API token, mode 0600) here. Empty: no bootstrap (the cluster stays unusable until
+  // started once with it).
+  std::string bootstrap_admin_config;
+  uint64_t audit_max_records = 1'000'000;
   int64_t heartbeat_interval_ms = 2000;
   int64_t heartbeat_timeout_ms = 10000;
   int64_t stop_timeout_ms = 60000;

@@ -17,11 +17,15 @@ Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store,
       clock_(clock),
       jobs_(&batch_, store, clock),
       nodes_(&batch_, store, clock, {options_.default_port_begin, options_.default_port_end}),
-      checkpoints_(&batch_, store) {}
+      checkpoints_(&batch_, store),
+      identity_(&batch_, store, clock),
+      audit_(&batch_, store, clock, options_.audit_max_records) {}
 
 Coordinator::~Coordinator() = default;
 
 Status Coordinator::Recover() {
+  RETURN_IF_ERROR(identity_.Recover());
+  RETURN_IF_ERROR(audit_.Recover());
   RETURN_IF_ERROR(nodes_.Recover());
   RETURN_IF_ERROR(jobs_.Recover(options_.stop_timeout_ms));
   for (const auto& [id, job] : jobs_.all()) {
@@ -63,39 +67,47 @@ void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoord
   }
 }
 
+StatusOr<std::string> Coordinator::BootstrapAdmin(const std::string& admin_name) {
+  ASSIGN_OR_RETURN(std::string token, identity_.Bootstrap(admin_name));
+  audit_.Append({.user = admin_name,
+                 .team = std::string(kDefaultTeam),
+                 .operation = "bootstrap",
+                 .target = admin_name,
+                 .message = "created the cluster admin and team 'default'"},
+                Status::Ok());
+  return token;
+}
+
 void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientRequest& request) {
-  const uint64_t id = request.request_id();
-  if (!Authorized(request)) {
-    ReplyError(peer, id,
-               UnauthenticatedError("the request's token is not valid for this coordinator "
-                                    "(pass the admin token: --token or ANNEAL_TOKEN)"));
+  if (request.has_submit()) {
+    auto ticket = AdmitSubmit(peer, request);
+    if (ticket) HandleSubmit(PrepareSubmit(peer, request, std::move(ticket->submitter), std::move(ticket->team)));
     return;
   }
+  const auto who = AuthenticateClient(peer, request);
+  if (!who) return;
+  const uint64_t id = request.request_id();
+  if (HandleIdentityRequest(*who, peer, request)) return;
   switch (request.body_case()) {
-    case pb::ClientRequest::kSubmit:
-      HandleSubmit(PrepareSubmit(peer, request));
-      break;
     case pb::ClientRequest::kCancel:
-      HandleCancel(peer, id, request.cancel());
+      HandleCancel(*who, peer, id, request.cancel());
       break;
     case pb::ClientRequest::kGetLogs:
-      HandleGetLogs(peer, id, request.get_logs());
+      HandleGetLogs(*who, peer, id, request.get_logs());
       break;
     case pb::ClientRequest::kDrain:
-      HandleDrain(peer, id, request.drain());
+      HandleDrain(*who, peer, id, request.drain());
       break;
-    case pb::ClientRequest::kWatch: {
-      const int64_t timeout = std::min<int64_t>(request.watch().timeout_ms(), 600'000);
-      watchers_.push_back({peer, id, request.watch(), clock_->NowMs() + timeout});
+    case pb::ClientRequest::kWatch:
+      HandleWatch(*who, peer, request);
       break;
-    }
     case pb::ClientRequest::kGetJob:
     case pb::ClientRequest::kListJobs:
     case pb::ClientRequest::kListCheckpoints:
     case pb::ClientRequest::kListNodes:
-      reads_.push_back({peer, request});
+      reads_.push_back({*who, peer, request});
       break;
-    case pb::ClientRequest::BODY_NOT_SET:
+    default:
       ReplyError(peer, id, InvalidArgumentError("ClientRequest with no body (which call is it?)"));
       break;
   }

@@ -4,6 +4,9 @@
 //   JobTable            job records, the pending queue, events, their persistence   coordinator/job_table.h
 //   NodeRegistry        nodes, connections, heartbeats, slots, ports, applied seqs  coordinator/node_registry.h
 //   CheckpointRegistry  committed checkpoints, the resume point, retention          coordinator/checkpoint_registry.h
+//   IdentityRegistry    users, teams, roles, API tokens                             coordinator/identity.h
+//   AuditLog            every mutating request and its outcome                      coordinator/audit.h
+//   Require*            the pure decision of who may do what                        coordinator/authz.h
 //   NextTransition      the pure decision of a job's next edge                      coordinator/job_state_machine.h
 //   PlaceGang           the pure placement of one gang                              coordinator/scheduler.h
 // and answers the agent and client channels. It does no I/O of its own besides the injected StateStore: the
@@ -17,6 +20,7 @@
 //   scheduling.cc    the queue walk, placements, launch orders
 //   checkpoints.cc   checkpoint reports, retention's delete orders
 //   clients.cc       reads, WatchJob long polls, GetLogs via the agent, DrainNode, metric reports
+//   identity_requests.cc  authentication of every client request; users, teams, tokens, the audit log
 //
 // The loop contract (group commit):
 //   1. OnAgentMessage / OnClientRequest / OnBadMessage for every message that arrived (any number);
@@ -49,8 +53,10 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/audit.h"
 #include "coordinator/checkpoint_registry.h"
 #include "coordinator/clock.h"
+#include "coordinator/identity.h"
 #include "coordinator/job_state_machine.h"
 #include "coordinator/job_table.h"
 #include "coordinator/node_registry.h"
@@ -62,26 +68,28 @@
 namespace anneal::coordinator {
 
 struct CoordinatorOptions {
-  std::string admin_token;               // required on every client request; empty: no check
   int64_t heartbeat_interval_ms = 2000;  // told to agents at Register
   int64_t heartbeat_timeout_ms = 10000;  // silent this long -> node DOWN, its tasks LOST
   int64_t stop_timeout_ms = 60000;       // a StopTask unconfirmed this long counts as done (node unreachable)
   int64_t log_fetch_timeout_ms = 5000;   // GetLogs waits this long for the agent's LogChunk
   uint32_t default_port_begin = 29500;   // rendezvous ports when an inventory advertises none
   uint32_t default_port_end = 30000;
-  uint32_t max_watch_items = 1000;  // events / metrics per WatchJob reply
+  uint32_t max_watch_items = 1000;         // events / metrics per WatchJob reply
+  uint64_t audit_max_records = 1'000'000;  // the audit log keeps the newest this many
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
 struct PreparedSubmit {
   std::string peer;
   pb::ClientRequest request;
-  Status status;  // the spec's error, when it does not parse
+  Principal submitter;  // authenticated on the loop, before the spec is prepared
+  std::string team;     // the team it is submitted to (authorized on the loop)
+  Status status;        // the spec's error, when it does not parse
   std::shared_ptr<const jobspec::JobSpec> spec;
   std::string resolved_yaml;  // jobspec::ToYaml(*spec)
 };
 // Parses request.submit() and resolves its defaults. Thread-safe (pure).
-PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request);
+PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, Principal submitter, std::string team);
 
 // One message to send: to an agent (CoordinatorToAgent) or a client (ClientReply), by ZeroMQ routing id.
 struct Outgoing {
@@ -98,13 +106,24 @@ class Coordinator {
   // re-register before they count as down. Call once before anything else.
   Status Recover();
 
+  // On a fresh state directory (no user yet): creates team "default" and the cluster admin `admin_name` and
+  // returns its API token (shown once); the caller hands it to the operator, then Flush() makes it durable.
+  // FAILED_PRECONDITION when the cluster already has users.
+  StatusOr<std::string> BootstrapAdmin(const std::string& admin_name = "admin");
+  bool HasUsers() const { return !identity_.empty(); }
+
   void OnAgentMessage(const std::string& peer, const pb::AgentToCoordinator& message);
+  // Authenticates, authorizes and answers (or queues the answer of) one client request.
   void OnClientRequest(const std::string& peer, const pb::ClientRequest& request);
-  // A SubmitJob prepared off the loop (the token was checked with Authorized() before).
+  // The first half of a SubmitJob prepared off the loop: authenticates the token and authorizes the team.
+  // On a refusal it queues the error reply (and the audit record) itself and returns nullopt; otherwise the
+  // caller prepares the spec (PrepareSubmit, any thread) and hands it to OnPreparedSubmit.
+  struct SubmitTicket {
+    Principal submitter;
+    std::string team;
+  };
+  std::optional<SubmitTicket> AdmitSubmit(const std::string& peer, const pb::ClientRequest& request);
   void OnPreparedSubmit(const PreparedSubmit& prepared);
-  bool Authorized(const pb::ClientRequest& request) const {
-    return options_.admin_token.empty() || request.token() == options_.admin_token;
-  }
   // A frame that did not parse: answered with an Error of the reply kind the sender expects.
   void OnBadAgentMessage(const std::string& peer, const Status& error);
   void OnBadClientMessage(const std::string& peer, uint64_t request_id, const Status& error);
@@ -126,6 +145,7 @@ class Coordinator {
 
  private:
   struct Watcher {
+    Principal who;
     std::string peer;
     uint64_t request_id;
     pb::WatchJobRequest request;
@@ -139,6 +159,7 @@ class Coordinator {
     int64_t deadline_ms;
   };
   struct DeferredRead {
+    Principal who;
     std::string peer;
     pb::ClientRequest request;
   };
@@ -159,7 +180,8 @@ class Coordinator {
 
   // ---- jobs.cc
   void HandleSubmit(const PreparedSubmit& prepared);
-  void HandleCancel(const std::string& peer, uint64_t request_id, const pb::CancelJobRequest& request);
+  void HandleCancel(const Principal& who, const std::string& peer, uint64_t request_id,
+                    const pb::CancelJobRequest& request);
   // Applies NextTransition's decisions until the job stays where it is.
   void Reconcile(Job& job, JobReport report = JobReport::kTasksChanged);
   void StopGang(Job& job, const std::string& reason);
@@ -179,8 +201,13 @@ class Coordinator {
 
   // ---- clients.cc
   void HandleMetricBatch(const pb::MetricBatch& batch);
-  void HandleGetLogs(const std::string& peer, uint64_t request_id, const pb::GetLogsRequest& request);
-  void HandleDrain(const std::string& peer, uint64_t request_id, const pb::DrainNodeRequest& request);
+  void HandleGetLogs(const Principal& who, const std::string& peer, uint64_t request_id,
+                     const pb::GetLogsRequest& request);
+  void HandleDrain(const Principal& who, const std::string& peer, uint64_t request_id,
+                   const pb::DrainNodeRequest& request);
+  void HandleWatch(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  // The job's record when `who` may read its team's jobs; NOT_FOUND or PERMISSION_DENIED otherwise.
+  StatusOr<pb::JobRecord> ReadableJob(const Principal& who, const std::string& job_id) const;
   void AnswerRead(const DeferredRead& read);
   bool WatchReady(const Watcher& watcher, int64_t now) const;
   void AnswerWatch(const Watcher& watcher);
@@ -190,6 +217,15 @@ class Coordinator {
   void ReplyError(const std::string& peer, uint64_t request_id, const Status& error);
   StatusOr<std::vector<pb::JobEvent>> ReadEvents(const std::string& job_id, uint64_t after, size_t limit) const;
   StatusOr<std::vector<pb::MetricPoint>> ReadMetrics(const std::string& job_id, uint64_t after, size_t limit) const;
+
+  // ---- identity_requests.cc
+  std::optional<Principal> AuthenticateClient(const std::string& peer, const pb::ClientRequest& request);
+  // Identity requests (whoami, tokens, users, teams, audit); false when `request` is not one.
+  bool HandleIdentityRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  // Audits one mutating request and answers it: `reply` when `result` is OK, the error otherwise.
+  void AuditAndReply(const Principal& who, const std::string& peer, const pb::ClientRequest& request,
+                     const std::string& team, const std::string& target, const Status& result, pb::ClientReply reply,
+                     const std::string& done = "");
 
   CoordinatorOptions options_;
   storage::StateStore* store_;
@@ -202,6 +238,8 @@ class Coordinator {
   JobTable jobs_;
   NodeRegistry nodes_;
   CheckpointRegistry checkpoints_;
+  IdentityRegistry identity_;
+  AuditLog audit_;
   std::deque<Watcher> watchers_;
   std::map<uint64_t, PendingLogRequest> log_requests_;
   bool schedule_dirty_ = true;

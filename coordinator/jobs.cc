@@ -5,15 +5,18 @@
 
 #include <algorithm>
 
+#include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 #include "jobspec/jobspec.h"
 #include "protocol/states.h"
 
 namespace anneal::coordinator {
 
-PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request) {
+PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, Principal submitter, std::string team) {
   PreparedSubmit prepared;
   prepared.peer = std::move(peer);
+  prepared.submitter = std::move(submitter);
+  prepared.team = std::move(team);
   const pb::SubmitJobRequest& submit = request.submit();
   std::vector<std::string> overrides(submit.overrides().begin(), submit.overrides().end());
   auto spec = jobspec::ParseJobSpec(submit.spec_yaml(), "submitted job spec", overrides);
@@ -47,53 +50,75 @@ pb::JobRecord NewJobRecord(const PreparedSubmit& prepared) {
   r.set_priority(spec.scheduling.priority);
   r.set_max_attempts(std::max(1, spec.scheduling.max_attempts));
   r.set_output_dir(spec.train.output_dir);
-  r.set_owner("admin");
+  r.set_owner(prepared.submitter.user);
+  r.set_team(prepared.team);
   return r;
 }
 
 }  // namespace
 
+std::optional<Coordinator::SubmitTicket> Coordinator::AdmitSubmit(const std::string& peer,
+                                                                  const pb::ClientRequest& request) {
+  auto who = AuthenticateClient(peer, request);
+  if (!who) return std::nullopt;
+  auto team = ResolveSubmitTeam(*who, request.submit().team());
+  Status allowed = team.status();
+  if (team.ok() && identity_.FindTeam(*team) == nullptr) {
+    allowed = NotFoundError(fmt::format("no team '{}' (anneal team ls lists them)", *team));
+  }
+  if (allowed.ok()) allowed = RequireTeamRole(*who, pb::ROLE_MEMBER, *team, "submit jobs to");
+  if (!allowed.ok()) {
+    AuditAndReply(*who, peer, request, team.ok() ? *team : request.submit().team(), request.submit().name(), allowed,
+                  {});
+    return std::nullopt;
+  }
+  return SubmitTicket{std::move(*who), std::move(*team)};
+}
+
 void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
   const std::string& peer = prepared.peer;
-  const uint64_t request_id = prepared.request.request_id();
-  if (!prepared.status.ok()) {
-    ReplyError(peer, request_id, prepared.status);
-    return;
-  }
+  const pb::ClientRequest& request = prepared.request;
+  auto refuse = [&](const Status& error) {
+    AuditAndReply(prepared.submitter, peer, request, prepared.team, request.submit().name(), error, {});
+  };
+  if (!prepared.status.ok()) return refuse(prepared.status);
   std::vector<std::string> warnings = prepared.spec->warnings;
   if (nodes_.empty()) {
     warnings.push_back("no node has registered yet: the job's fit to the cluster is checked when nodes join");
   } else if (Status fit = jobspec::CheckFitsCluster(*prepared.spec, nodes_.Shape()); !fit.ok()) {
-    ReplyError(peer, request_id, fit.WithContext("the cluster can never run this job"));
-    return;
+    return refuse(fit.WithContext("the cluster can never run this job"));
   }
   Job& job = jobs_.Submit(NewJobRecord(prepared));
   checkpoints_.Track(job.record.job_id(), jobspec::RetentionPolicy::Of(prepared.spec->train));
 
   pb::ClientReply reply;
-  reply.set_request_id(request_id);
+  reply.set_request_id(request.request_id());
   reply.mutable_submit()->set_job_id(job.record.job_id());
   for (auto& w : warnings) reply.mutable_submit()->add_warnings(w);
-  Reply(peer, std::move(reply));
+  AuditAndReply(prepared.submitter, peer, request, prepared.team, job.record.job_id(), Status::Ok(), std::move(reply),
+                fmt::format("submitted '{}'", job.record.name()));
 }
 
-void Coordinator::HandleCancel(const std::string& peer, uint64_t request_id, const pb::CancelJobRequest& request) {
+void Coordinator::HandleCancel(const Principal& who, const std::string& peer, uint64_t request_id,
+                               const pb::CancelJobRequest& request) {
+  pb::ClientRequest audited;
+  audited.set_request_id(request_id);
+  *audited.mutable_cancel() = request;
+  auto record = jobs_.GetRecord(request.job_id());
+  Status allowed = record.status();
+  const std::string team = record.ok() ? JobTeam(*record) : "";
+  if (allowed.ok()) allowed = RequireTeamRole(who, pb::ROLE_MEMBER, team, "cancel jobs of");
   pb::ClientReply reply;
   reply.set_request_id(request_id);
-  Job* job = jobs_.Find(request.job_id());
-  if (job == nullptr || protocol::IsTerminal(job->record.state())) {
-    auto record = jobs_.GetRecord(request.job_id());
-    if (!record.ok()) {
-      ReplyError(peer, request_id, record.status());
-      return;
-    }
+  Job* job = allowed.ok() ? jobs_.Find(request.job_id()) : nullptr;
+  if (allowed.ok() && job == nullptr) {
     reply.mutable_cancel()->set_state(record->state());  // already ended: cancelling is a no-op
-    Reply(peer, std::move(reply));
-    return;
+  } else if (allowed.ok()) {
+    Reconcile(*job, JobReport::kCancelRequested);
+    reply.mutable_cancel()->set_state(job->record.state());
   }
-  Reconcile(*job, JobReport::kCancelRequested);
-  reply.mutable_cancel()->set_state(job->record.state());
-  Reply(peer, std::move(reply));
+  AuditAndReply(who, peer, audited, team, request.job_id(), allowed, std::move(reply),
+                allowed.ok() ? fmt::format("now {}", pb::JobState_Name(reply.cancel().state())) : "");
 }
 
 void Coordinator::Reconcile(Job& job, JobReport report) {

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/client_config.h"
 #include "common/log.h"
 #include "common/shutdown.h"
 #include "common/version.h"
@@ -15,6 +16,36 @@
 #include "coordinator/http.h"
 #include "coordinator/server.h"
 #include "storage/state_store.h"
+
+namespace {
+
+// The address a client on this host uses for `endpoint` (a wildcard bind is reached on loopback).
+std::string ClientAddress(std::string endpoint) {
+  for (const char* wildcard : {"tcp://0.0.0.0:", "tcp://*:"}) {
+    if (endpoint.rfind(wildcard, 0) == 0) return "tcp://127.0.0.1:" + endpoint.substr(std::string(wildcard).size());
+  }
+  return endpoint;
+}
+
+// A fresh cluster (no user) gets its cluster admin. The client config is written before the admin is committed:
+// a crash in between leaves a token that does not exist yet, and the next start bootstraps again and rewrites
+// it; the other order could leave an admin whose token nobody has.
+anneal::Status BootstrapIfFresh(anneal::coordinator::Coordinator& core, const std::string& endpoint,
+                                const std::string& config_path) {
+  if (core.HasUsers()) return anneal::Status::Ok();
+  if (config_path.empty()) {
+    spdlog::warn("this cluster has no user yet and no --bootstrap-admin-config was given: nobody can use it; "
+                 "restart once with --bootstrap-admin-config ~/.anneal/config");
+    return anneal::Status::Ok();
+  }
+  ASSIGN_OR_RETURN(std::string token, core.BootstrapAdmin("admin"));
+  RETURN_IF_ERROR(anneal::WriteClientConfigFile(config_path, {.coordinator = ClientAddress(endpoint), .token = token}));
+  RETURN_IF_ERROR(core.Flush().status());
+  spdlog::info("bootstrapped the cluster admin 'admin'; its client config is {}", config_path);
+  return anneal::Status::Ok();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace anneal::coordinator;
@@ -28,7 +59,12 @@ int main(int argc, char** argv) {
                    ->default_val(flags.bind);
   auto* state_dir = app.add_option("--state-dir", flags.state_dir, "RocksDB state directory")
                         ->default_val(flags.state_dir);
-  auto* token = app.add_option("--token", flags.token, "admin token clients must present (empty: no check)");
+  auto* bootstrap = app.add_option("--bootstrap-admin-config", flags.bootstrap_admin_config,
+                                   "on a fresh state dir: create the cluster admin and write its client config "
+                                   "(address + API token, mode 0600) to this path");
+  auto* audit_max = app.add_option("--audit-max-records", flags.audit_max_records,
+                                   "the audit log keeps the newest this many records")
+                        ->default_val(flags.audit_max_records);
   auto* interval = app.add_option("--heartbeat-interval-ms", flags.heartbeat_interval_ms,
                                   "heartbeat interval told to agents")->default_val(flags.heartbeat_interval_ms);
   auto* timeout = app.add_option("--heartbeat-timeout-ms", flags.heartbeat_timeout_ms,
@@ -53,7 +89,8 @@ int main(int argc, char** argv) {
   }
   if (bind->count()) config.bind = flags.bind;
   if (state_dir->count()) config.state_dir = flags.state_dir;
-  if (token->count()) config.token = flags.token;
+  if (bootstrap->count()) config.bootstrap_admin_config = flags.bootstrap_admin_config;
+  if (audit_max->count()) config.audit_max_records = flags.audit_max_records;
   if (interval->count()) config.heartbeat_interval_ms = flags.heartbeat_interval_ms;
   if (timeout->count()) config.heartbeat_timeout_ms = flags.heartbeat_timeout_ms;
   if (stop_timeout->count()) config.stop_timeout_ms = flags.stop_timeout_ms;
@@ -77,7 +114,7 @@ int main(int argc, char** argv) {
   }
   SystemClock clock;
   CoordinatorOptions options;
-  options.admin_token = config.token;
+  options.audit_max_records = config.audit_max_records;
   options.heartbeat_interval_ms = config.heartbeat_interval_ms;
   options.heartbeat_timeout_ms = config.heartbeat_timeout_ms;
   options.stop_timeout_ms = config.stop_timeout_ms;
@@ -90,6 +127,10 @@ int main(int argc, char** argv) {
   Server server({.bind = config.bind}, &core, &clock);
   if (auto st = server.Bind(); !st.ok()) {
     spdlog::critical("{}", st.ToString());
+    return 1;
+  }
+  if (auto st = BootstrapIfFresh(core, server.endpoint(), config.bootstrap_admin_config); !st.ok()) {
+    spdlog::critical("bootstrapping the cluster admin: {}", st.ToString());
     return 1;
   }
   std::unique_ptr<HttpServer> http_server;

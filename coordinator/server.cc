@@ -96,8 +96,8 @@ void Server::Dispatch(protocol::Frames& frames) {
   Status st = protocol::Parse(frames, MessageKind::kClientRequest, &request);
   if (!st.ok()) {
     core_->OnBadClientMessage(peer, request.request_id(), st);
-  } else if (workers_ && request.has_submit() && core_->Authorized(request)) {
-    workers_->Enqueue(peer, std::move(request));
+  } else if (workers_ && request.has_submit()) {
+    if (auto ticket = core_->AdmitSubmit(peer, request)) workers_->Enqueue(peer, std::move(request), std::move(*ticket));
   } else {
     core_->OnClientRequest(peer, request);
   }

@@ -26,10 +26,15 @@ void SpecWorkers::Stop() {
   }
 }
 
-void SpecWorkers::Enqueue(std::string peer, pb::ClientRequest request) {
+void SpecWorkers::Enqueue(std::string peer, pb::ClientRequest request, Coordinator::SubmitTicket ticket) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    input_.emplace_back(std::move(peer), std::move(request));
+    PreparedSubmit unprepared;
+    unprepared.peer = std::move(peer);
+    unprepared.request = std::move(request);
+    unprepared.submitter = std::move(ticket.submitter);
+    unprepared.team = std::move(ticket.team);
+    input_.push_back(std::move(unprepared));
   }
   ++in_flight_;
   cv_.notify_one();
@@ -50,7 +55,7 @@ std::vector<PreparedSubmit> SpecWorkers::TakeReady() {
 
 void SpecWorkers::Work() {
   while (true) {
-    std::pair<std::string, pb::ClientRequest> job;
+    PreparedSubmit job;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !input_.empty(); });
@@ -58,7 +63,8 @@ void SpecWorkers::Work() {
       job = std::move(input_.front());
       input_.pop_front();
     }
-    PreparedSubmit prepared = PrepareSubmit(std::move(job.first), std::move(job.second));
+    PreparedSubmit prepared =
+        PrepareSubmit(std::move(job.peer), std::move(job.request), std::move(job.submitter), std::move(job.team));
     {
       std::lock_guard<std::mutex> lock(mu_);
       output_.push_back(std::move(prepared));

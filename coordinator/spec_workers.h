@@ -10,7 +10,7 @@
 //
 // Example:
 //   SpecWorkers workers(2);
-//   workers.Enqueue(peer, request);
+//   if (auto ticket = core.AdmitSubmit(peer, request)) workers.Enqueue(peer, request, std::move(*ticket));
 //   ... poll workers.fd() ...
 //   for (auto& prepared : workers.TakeReady()) core.OnPreparedSubmit(std::move(prepared));
 #pragma once
@@ -33,7 +33,8 @@ class SpecWorkers {
   SpecWorkers(const SpecWorkers&) = delete;
   SpecWorkers& operator=(const SpecWorkers&) = delete;
 
-  void Enqueue(std::string peer, pb::ClientRequest request);
+  // `ticket`: the submitter and team the loop authenticated and authorized (Coordinator::AdmitSubmit).
+  void Enqueue(std::string peer, pb::ClientRequest request, Coordinator::SubmitTicket ticket);
   std::vector<PreparedSubmit> TakeReady();
   int fd() const { return event_fd_; }
   size_t in_flight() const { return in_flight_; }
@@ -45,7 +46,7 @@ class SpecWorkers {
   int event_fd_ = -1;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<std::string, pb::ClientRequest>> input_;
+  std::deque<PreparedSubmit> input_;  // not prepared yet: peer, request, submitter, team
   std::vector<PreparedSubmit> output_;
   bool stopping_ = false;
   size_t in_flight_ = 0;  // loop thread only

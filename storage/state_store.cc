@@ -17,7 +17,7 @@ namespace anneal::storage {
 namespace {
 
 constexpr std::string_view kTableNames[kTableCount] = {"jobs", "events", "metrics", "checkpoints", "nodes",
-                                                       "meta"};
+                                                       "meta", "users",  "teams",   "tokens",      "audit"};
 constexpr std::string_view kSchemaKey = "schema_version";
 
 // Names the cause of a failed open: another process holds the lock, the files are corrupt, or the directory

@@ -146,9 +146,13 @@ class AgentSwarm {
   uint64_t heartbeats_ = 0;
 };
 
+// The cluster admin's API token: every submission is authenticated, as in production.
+std::string g_admin_token;
+
 pb::ClientRequest SubmitRequest(uint64_t id) {
   pb::ClientRequest req;
   req.set_request_id(id);
+  req.set_token(g_admin_token);
   req.mutable_submit()->set_spec_yaml(kSpec);
   req.mutable_submit()->add_overrides(fmt::format("seed={}", id));  // every submission resolves differently
   return req;
@@ -295,6 +299,9 @@ int main(int argc, char** argv) {
   coordinator::SystemClock clock;
   coordinator::Coordinator core({}, store->get(), &clock);
   if (!core.Recover().ok()) return 1;
+  auto admin = core.BootstrapAdmin();
+  if (!admin.ok() || !core.Flush().ok()) return 1;
+  g_admin_token = *admin;
   coordinator::Server server({.bind = "tcp://127.0.0.1:*"}, &core, &clock);
   if (!server.Bind().ok()) return 1;
   std::thread loop([&] { server.Run().IgnoreError(); });

@@ -26,7 +26,7 @@ TEST(CoordinatorApi, WatchJobAnswersWhenTheJobMovesNotAtTheTimeout) {
   zmq::context_t ctx;
   ScriptedAgent agent(ctx, coordinator.endpoint(), "node-a", 1);
   agent.Register();
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   const std::string job = client.Submit(Spec());
   auto launch = agent.WaitForLaunch();
   ASSERT_TRUE(launch.has_value());
@@ -34,6 +34,7 @@ TEST(CoordinatorApi, WatchJobAnswersWhenTheJobMovesNotAtTheTimeout) {
 
   pb::ClientRequest watch;
   watch.set_request_id(4242);
+  watch.set_token(coordinator.admin_token());
   watch.mutable_watch()->set_job_id(job);
   watch.mutable_watch()->set_after_event_seq(before.next_event_seq() - 1);  // caught up
   watch.mutable_watch()->set_timeout_ms(8000);
@@ -56,12 +57,13 @@ TEST(CoordinatorApi, GetLogsIsFetchedFromTheAgent) {
   zmq::context_t ctx;
   ScriptedAgent agent(ctx, coordinator.endpoint(), "node-a", 1);
   agent.Register();
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   const std::string job = client.Submit(Spec());
   ASSERT_TRUE(agent.WaitForLaunch().has_value());
 
   pb::ClientRequest logs;
   logs.set_request_id(7);
+  logs.set_token(coordinator.admin_token());
   logs.mutable_get_logs()->set_job_id(job);
   logs.mutable_get_logs()->set_rank(0);
   logs.mutable_get_logs()->set_offset(0);

@@ -6,13 +6,14 @@
 #include <fstream>
 #include <random>
 
+#include <sys/stat.h>
+
 #include "sim.h"
 
 namespace anneal::itest {
 namespace {
 
-const std::vector<std::string> kFastFlags = {"--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "1000",
-                                             "--token", "t0ken"};
+const std::vector<std::string> kFastFlags = {"--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "1000"};
 
 TEST(CoordinatorProcess, HelpAndVersion) {
   FILE* help = popen(ANNEAL_COORDINATOR_BIN " --help", "r");
@@ -38,7 +39,7 @@ TEST(CoordinatorProcess, SubmitPlaceRunSucceed) {
   zmq::context_t ctx;
   ScriptedAgent agent(ctx, coordinator.endpoint(), "node-a", 2);
   agent.Register();
-  Client client(ctx, coordinator.endpoint(), "t0ken");
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   const std::string job = client.Submit(Spec("gpus_per_node: 2\n"));
   auto launch = agent.WaitForLaunch();
   ASSERT_TRUE(launch.has_value());
@@ -72,6 +73,42 @@ TEST(CoordinatorProcess, WrongTokenIsRefused) {
   pb::ClientRequest req;
   req.mutable_list_jobs();
   EXPECT_EQ(client.Call(req).error().code(), pb::UNAUTHENTICATED);
+  Client none(ctx, coordinator.endpoint(), "");
+  EXPECT_EQ(none.Call(req).error().code(), pb::UNAUTHENTICATED);
+}
+
+TEST(CoordinatorProcess, BootstrapWritesTheAdminCredentialOnlyToAPrivateClientConfigOnce) {
+  TempDir dir;
+  CoordinatorProcess coordinator(dir.str(), kFastFlags);
+  coordinator.Start();
+  struct stat st {};
+  ASSERT_EQ(stat(coordinator.client_config().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto config = ReadClientConfigFile(coordinator.client_config());
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->coordinator, coordinator.endpoint());
+  const std::string token = config->token;
+  ASSERT_EQ(token.rfind("ant_", 0), 0u) << token;
+  // The state directory holds no copy of the secret.
+  const std::string secret = token.substr(token.rfind('_') + 1);
+  const std::string grep = "grep -rqa " + secret + " " + dir.str() + " --exclude=*-client.yaml";
+  EXPECT_NE(std::system(grep.c_str()), 0) << "the token's secret is stored under " << dir.str();
+  zmq::context_t ctx;
+  Client client(ctx, coordinator.endpoint(), token);
+  pb::ClientRequest whoami;
+  whoami.mutable_whoami();
+  pb::ClientReply me = client.Call(whoami);
+  ASSERT_EQ(me.error().code(), pb::OK) << me.error().message();
+  EXPECT_EQ(me.whoami().user().name(), "admin");
+  EXPECT_TRUE(me.whoami().user().cluster_admin());
+  // A restart on the same state does not bootstrap again: the file and the token stay as they are.
+  const std::string endpoint = coordinator.endpoint();
+  coordinator.Kill(SIGTERM);
+  std::filesystem::remove(coordinator.client_config());
+  coordinator.Start(endpoint);
+  EXPECT_FALSE(std::filesystem::exists(coordinator.client_config()));
+  Client again(ctx, endpoint, token);
+  EXPECT_EQ(again.Call(whoami).error().code(), pb::OK);
 }
 
 TEST(CoordinatorProcess, KillNineAndRestartMidJobKeepsTheJobRunning) {
@@ -84,7 +121,7 @@ TEST(CoordinatorProcess, KillNineAndRestartMidJobKeepsTheJobRunning) {
   agent.Register();
   std::string job, queued;
   {
-    Client client(ctx, endpoint, "t0ken");
+    Client client(ctx, endpoint, coordinator.admin_token());
     job = client.Submit(Spec());
     queued = client.Submit(Spec());  // waits behind the first: accepted, so it must survive too
   }
@@ -103,7 +140,7 @@ TEST(CoordinatorProcess, KillNineAndRestartMidJobKeepsTheJobRunning) {
   ASSERT_TRUE(refused.has_value());
   EXPECT_EQ(refused->error().code(), pb::FAILED_PRECONDITION);
   agent.Register();
-  Client client(ctx, endpoint, "t0ken");
+  Client client(ctx, endpoint, coordinator.admin_token());
   EXPECT_EQ(client.Job(job).state(), pb::JOB_RUNNING);
   EXPECT_EQ(client.Job(job).epoch(), launch->epoch());
   EXPECT_EQ(client.Job(queued).state(), pb::JOB_PENDING);
@@ -130,12 +167,12 @@ TEST(CoordinatorProcess, KillNineAtRandomMomentsLosesNoAcknowledgedSubmission) {
   std::mt19937 random(12345);
   for (int round = 0; round < 4; ++round) {
     {
-      Client client(ctx, endpoint, "t0ken");
+      Client client(ctx, endpoint, coordinator.admin_token());
       const int before_kill = 5 + static_cast<int>(random() % 20);
       for (int i = 0; i < before_kill; ++i) acknowledged.push_back(client.Submit(Spec()));
       // A burst in flight when the kill lands: these may or may not be accepted, but none was acknowledged.
       pb::ClientRequest burst;
-      burst.set_token("t0ken");
+      burst.set_token(coordinator.admin_token());
       burst.mutable_submit()->set_spec_yaml(Spec());
       for (int i = 0; i < 20; ++i) {
         (void)protocol::Send(client.socket(), protocol::MessageKind::kClientRequest, burst);
@@ -145,7 +182,7 @@ TEST(CoordinatorProcess, KillNineAtRandomMomentsLosesNoAcknowledgedSubmission) {
     }
     coordinator.Start(endpoint);
   }
-  Client client(ctx, endpoint, "t0ken");
+  Client client(ctx, endpoint, coordinator.admin_token());
   for (const auto& id : acknowledged) {
     pb::ClientRequest get;
     get.mutable_get_job()->set_job_id(id);
@@ -163,7 +200,7 @@ TEST(CoordinatorProcess, GarbageAndWrongVersionFramesGetErrorsAndServiceContinue
   CoordinatorProcess coordinator(dir.str(), kFastFlags);
   coordinator.Start();
   zmq::context_t ctx;
-  Client client(ctx, coordinator.endpoint(), "t0ken");
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   auto& sock = client.socket();
 
   auto receive_reply = [&]() {
@@ -222,9 +259,20 @@ TEST(CoordinatorProcess, ConfigFileIsReadAndFlagsOverrideIt) {
   EXPECT_EQ(WEXITSTATUS(status), 2);
   EXPECT_NE(text.find("heartbeat_timout_ms"), std::string::npos) << text;
 
-  // A good file: its token is required; --http-bind from the flags serves /metrics.
+  // The removed shared token is refused with what replaces it.
+  const std::string legacy = dir.str() + "/legacy.yaml";
+  std::ofstream(legacy) << "token: s3cret\n";
+  FILE* old = popen((std::string(ANNEAL_COORDINATOR_BIN) + " --config " + legacy + " --state-dir " + dir.str() +
+                     "/state 2>&1").c_str(), "r");
+  ASSERT_NE(old, nullptr);
+  text.clear();
+  while (fgets(buf, sizeof buf, old)) text += buf;
+  EXPECT_EQ(WEXITSTATUS(pclose(old)), 2);
+  EXPECT_NE(text.find("replaced by users and API tokens"), std::string::npos) << text;
+
+  // A good file: its settings apply; --http-bind from the flags serves /metrics.
   const std::string good = dir.str() + "/good.yaml";
-  std::ofstream(good) << "token: from-file\nheartbeat_timeout_ms: 3000\n";
+  std::ofstream(good) << "audit_max_records: 10\nheartbeat_timeout_ms: 3000\n";
   CoordinatorProcess coordinator(dir.str() + "/state", {"--config", good, "--http-bind", "127.0.0.1:0"});
   coordinator.expect_http();
   coordinator.Start();
@@ -234,7 +282,7 @@ TEST(CoordinatorProcess, ConfigFileIsReadAndFlagsOverrideIt) {
   list.mutable_list_jobs();
   Client wrong(ctx, coordinator.endpoint(), "t0ken");
   EXPECT_EQ(wrong.Call(list).error().code(), pb::UNAUTHENTICATED);
-  Client right(ctx, coordinator.endpoint(), "from-file");
+  Client right(ctx, coordinator.endpoint(), coordinator.admin_token());
   EXPECT_EQ(right.Call(list).error().code(), pb::OK);
   const std::string curl = "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(coordinator.http_port()) +
                            " && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";

@@ -16,7 +16,7 @@ TEST(CoordinatorFailures, SilentAgentJobRestartsFromLastCheckpointOnAnotherNode)
   zmq::context_t ctx;
   ScriptedAgent a(ctx, coordinator.endpoint(), "node-a", 1);
   a.Register();
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   const std::string job = client.Submit(Spec("max_attempts: 3\n"));
   auto launch = a.WaitForLaunch();
   ASSERT_TRUE(launch.has_value());
@@ -58,7 +58,7 @@ TEST(CoordinatorFailures, DuplicateAndStaleEpochReportsAreIgnored) {
   zmq::context_t ctx;
   ScriptedAgent a(ctx, coordinator.endpoint(), "node-a", 1);
   a.Register();
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   const std::string job = client.Submit(Spec("max_attempts: 3\n"));
   auto first = a.WaitForLaunch();
   ASSERT_TRUE(first.has_value());
@@ -94,7 +94,7 @@ TEST(CoordinatorFailures, GangFailureStopsEveryOtherNode) {
   ScriptedAgent b(ctx, coordinator.endpoint(), "node-b", 1);
   a.Register();
   b.Register();
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   const std::string job = client.Submit(Spec("nodes: 2\nmax_attempts: 1\n"));
   auto la = a.WaitForLaunch();
   auto lb = b.WaitForLaunch();

@@ -23,6 +23,7 @@
 #include <zmq.hpp>
 
 #include "protocol/anneal.pb.h"
+#include "common/client_config.h"
 #include "protocol/framing.h"
 
 namespace anneal::itest {
@@ -60,8 +61,9 @@ class CoordinatorProcess {
   void Start(const std::string& bind = "tcp://127.0.0.1:*") {
     int out[2];
     ASSERT_EQ(pipe(out), 0);
-    std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN, "--bind", bind, "--state-dir", state_dir_,
-                                     "--log-level", "warn"};
+    std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN, "--bind",      bind, "--state-dir", state_dir_,
+                                     "--log-level",          "warn",      "--bootstrap-admin-config",
+                                     client_config()};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
     ASSERT_GE(pid_, 0);
@@ -116,6 +118,14 @@ class CoordinatorProcess {
   void expect_http() { expect_http_ = true; }
   int http_port() const { return http_port_; }
   const std::string& endpoint() const { return endpoint_; }
+  // Where the coordinator wrote the cluster admin's client config when it bootstrapped the fresh state dir.
+  std::string client_config() const { return state_dir_ + "-client.yaml"; }
+  // The cluster admin's API token (from that client config).
+  std::string admin_token() const {
+    auto config = ReadClientConfigFile(client_config());
+    EXPECT_TRUE(config.ok()) << config.status().ToString();
+    return config.ok() ? config->token : "";
+  }
 
  private:
   std::string state_dir_;

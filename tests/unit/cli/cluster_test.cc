@@ -116,7 +116,8 @@ TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.err, "anneal up: the local cluster did not come up within 1 s")) << r.err;
   const std::string coordinator_args = ReadFile(dir.path() + "/bin/anneal-coordinator.args");
-  EXPECT_EQ(coordinator_args.rfind("--bind tcp://127.0.0.1:45123 --state-dir " + state + "/coordinator --token ", 0),
+  EXPECT_EQ(coordinator_args.rfind(
+                "--bind tcp://127.0.0.1:45123 --state-dir " + state + "/coordinator --bootstrap-admin-config ", 0),
             0u)
       << coordinator_args;
   EXPECT_TRUE(Contains(coordinator_args, "--config " + state + "/coordinator.yaml")) << coordinator_args;

@@ -9,20 +9,24 @@ namespace {
 using testing::BaseSpec;
 using testing::Harness;
 
-CoordinatorOptions WithToken() {
-  CoordinatorOptions o;
-  o.admin_token = "s3cret";
-  return o;
-}
-
 TEST(ClientApi, WrongTokenIsUnauthenticated) {
-  Harness h(WithToken());
+  Harness h;
   pb::ClientRequest req;
-  req.set_token("nope");
   req.mutable_list_nodes();
-  EXPECT_EQ(h.Call(req).error().code(), pb::UNAUTHENTICATED);
-  req.set_token("s3cret");
-  EXPECT_EQ(h.Call(req).error().code(), pb::OK);
+  pb::ClientReply none = h.CallExactly(req);
+  EXPECT_EQ(none.error().code(), pb::UNAUTHENTICATED);
+  EXPECT_NE(none.error().message().find("no token"), std::string::npos) << none.error().message();
+  req.set_token("nope");
+  pb::ClientReply malformed = h.CallExactly(req);
+  EXPECT_EQ(malformed.error().code(), pb::UNAUTHENTICATED);
+  EXPECT_NE(malformed.error().message().find("ant_<12 hex digits>_<64 hex digits>"), std::string::npos)
+      << malformed.error().message();
+  std::string forged = h.admin_token();
+  forged.back() = forged.back() == '0' ? '1' : '0';  // the right id, a wrong secret
+  req.set_token(forged);
+  EXPECT_EQ(h.CallExactly(req).error().code(), pb::UNAUTHENTICATED);
+  req.set_token(h.admin_token());
+  EXPECT_EQ(h.CallExactly(req).error().code(), pb::OK);
 }
 
 TEST(ClientApi, InvalidSpecIsRejectedNamingTheKey) {
@@ -111,6 +115,7 @@ TEST(ClientApi, WatchLongPollsUntilNewsOrTimeout) {
   watch.mutable_watch()->set_job_id(job);
   watch.mutable_watch()->set_after_event_seq(h.Job(job).next_event_seq() - 1);  // caught up
   watch.mutable_watch()->set_timeout_ms(5000);
+  watch.set_token(h.admin_token());
   h.core().OnClientRequest("watcher", watch);
   h.Round();
   auto replies_to_watcher = [&] {
@@ -130,6 +135,7 @@ TEST(ClientApi, WatchLongPollsUntilNewsOrTimeout) {
   }
   // Caught up: answered empty after the timeout.
   watch.mutable_watch()->set_after_event_seq(h.Job(job).next_event_seq() - 1);
+  watch.set_token(h.admin_token());
   h.core().OnClientRequest("watcher", watch);
   h.Advance(4999);
   EXPECT_EQ(replies_to_watcher(), 0);
@@ -174,6 +180,7 @@ TEST(ClientApi, GetLogsIsFetchedFromTheAgentThatHoldsThem) {
   req.mutable_get_logs()->set_job_id(job);
   req.mutable_get_logs()->set_rank(0);
   req.mutable_get_logs()->set_offset(100);
+  req.set_token(h.admin_token());
   h.core().OnClientRequest("cli", req);
   h.Round();
   pb::FetchLogs fetch;
@@ -215,6 +222,7 @@ TEST(ClientApi, GetLogsTimesOutWhenTheAgentNeverAnswers) {
   const std::string job = h.Submit(BaseSpec());
   pb::ClientRequest req;
   req.mutable_get_logs()->set_job_id(job);
+  req.set_token(h.admin_token());
   h.core().OnClientRequest("cli", req);
   h.Round();
   h.Heartbeat("n1");

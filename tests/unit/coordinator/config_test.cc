@@ -19,13 +19,27 @@ std::string WriteTemp(const std::string& text) {
 }
 
 TEST(CoordinatorConfig, FileSetsTheKeysItNames) {
-  const std::string path = WriteTemp("bind: tcp://0.0.0.0:9000\nheartbeat_timeout_ms: 3000\ntoken: t\n");
+  const std::string path = WriteTemp(
+      "bind: tcp://0.0.0.0:9000\nheartbeat_timeout_ms: 3000\nbootstrap_admin_config: /root/.anneal/config\n"
+      "audit_max_records: 42\n");
   CoordinatorConfig c;
   ASSERT_TRUE(LoadConfigFile(path, &c).ok());
   EXPECT_EQ(c.bind, "tcp://0.0.0.0:9000");
   EXPECT_EQ(c.heartbeat_timeout_ms, 3000);
-  EXPECT_EQ(c.token, "t");
+  EXPECT_EQ(c.bootstrap_admin_config, "/root/.anneal/config");
+  EXPECT_EQ(c.audit_max_records, 42u);
   EXPECT_EQ(c.heartbeat_interval_ms, 2000);  // default kept
+  std::filesystem::remove(path);
+}
+
+TEST(CoordinatorConfig, TheRemovedSharedTokenIsRefusedNamingWhatReplacedIt) {
+  const std::string path = WriteTemp("token: s3cret\n");
+  CoordinatorConfig c;
+  Status st = LoadConfigFile(path, &c);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find(":1: key 'token': the shared admin token was replaced by users and API tokens"),
+            std::string::npos)
+      << st.message();
   std::filesystem::remove(path);
 }
 

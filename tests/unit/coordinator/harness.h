@@ -123,7 +123,15 @@ class Harness {
     Round();
   }
 
+  // The cluster admin's token (bootstrapped on the fresh store); requests without a token are sent with it.
+  const std::string& admin_token() const { return admin_token_; }
+
   pb::ClientReply Call(pb::ClientRequest request, const std::string& client = "client-1") {
+    if (request.token().empty()) request.set_token(admin_token_);
+    return CallExactly(std::move(request), client);
+  }
+  // Sends the request with exactly its token (none when empty).
+  pb::ClientReply CallExactly(pb::ClientRequest request, const std::string& client = "client-1") {
     request.set_request_id(++request_id_);
     core_->OnClientRequest(client, request);
     Round();
@@ -217,6 +225,12 @@ class Harness {
     store_ = std::move(*store);
     core_ = std::make_unique<Coordinator>(options_, store_.get(), &clock_);
     ASSERT_TRUE(core_->Recover().ok());
+    if (!core_->HasUsers()) {
+      auto token = core_->BootstrapAdmin("admin");
+      ASSERT_TRUE(token.ok()) << token.status().ToString();
+      admin_token_ = *token;
+      ASSERT_TRUE(core_->Flush().ok());
+    }
     sent_.clear();
   }
 
@@ -229,6 +243,7 @@ class Harness {
   std::map<std::string, uint64_t> sessions_;
   std::map<std::string, uint64_t> seqs_;
   uint64_t request_id_ = 0;
+  std::string admin_token_;
 };
 
 }  // namespace anneal::coordinator::testing
