@@ -126,9 +126,10 @@ int List(const GlobalOptions& g, const ListOptions& o) {
     return kExitOk;
   }
   const int64_t now = NowMs();
-  Table t({"JOB", "NAME", "STATE", "ATTEMPT", "RANKS", "AGE", "RESULT"});
+  Table t({"JOB", "NAME", "TEAM", "OWNER", "STATE", "ATTEMPT", "RANKS", "AGE", "RESULT"});
   for (const auto& job : reply->list_jobs().jobs()) {
-    t.Add({job.job_id(), job.name().empty() ? "-" : job.name(), std::string(protocol::StateName(job.state())),
+    t.Add({job.job_id(), job.name().empty() ? "-" : job.name(), job.team().empty() ? "default" : job.team(),
+           job.owner().empty() ? "-" : job.owner(), std::string(protocol::StateName(job.state())),
            fmt::format("{}/{}", job.attempt(), job.max_attempts()), Ranks(job.resources()),
            Age(job.submitted_at_ms(), now), Shorten(job.result(), 60)});
   }
@@ -252,6 +253,8 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
   const auto& res = job.resources();
   line("Resources", fmt::format("{} node(s) x {} = {} ranks (tp {}, pp {}, dp {})", res.nodes(), res.gpus_per_node(),
                                 res.world_size(), res.tensor_parallel(), res.pipeline_parallel(), res.data_parallel()));
+  line("Team", fmt::format("{} (submitted by {})", job.team().empty() ? "default" : job.team(),
+                           job.owner().empty() ? "-" : job.owner()));
   line("Priority", std::to_string(job.priority()));
   line("Output", job.output_dir().empty() ? "-" : job.output_dir());
   line("Submitted", fmt::format("{} ({} ago)", Timestamp(job.submitted_at_ms()), Age(job.submitted_at_ms(), now)));

@@ -198,3 +198,81 @@ TEST_F(LocalClusterTest, UpOnAHealthyClusterChangesNothingAndAConflictingShapeIs
 
 }  // namespace
 }  // namespace anneal::cli::testing
+
+namespace anneal::cli::testing {
+namespace {
+
+// Teams through the real CLI and daemons: the bootstrapped cluster admin creates a team, two users and their
+// tokens; the member submits, the viewer is refused and reads, an outsider reads nothing, a revoked token stops
+// at once, and the audit log tells the story. The cluster admin's credential is only in the 0600 client config.
+TEST_F(LocalClusterTest, TeamsUsersAndTokensThroughTheCli) {
+  ASSERT_EQ(Anneal({"up", "--agents", "1", "--slots", "2"}).exit_code, 0);
+  const std::string config = dir_.path() + "/.anneal/config";
+  EXPECT_EQ(fs::status(config).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  std::ifstream cluster_file(dir_.path() + "/.anneal/cluster.yaml");
+  const std::string cluster((std::istreambuf_iterator<char>(cluster_file)), std::istreambuf_iterator<char>());
+  EXPECT_FALSE(Contains(cluster, "ant_")) << cluster;
+  RunResult who = Anneal({"whoami"});
+  ASSERT_EQ(who.exit_code, 0) << who.err;
+  EXPECT_TRUE(Contains(who.out, "admin (cluster admin)")) << who.out;
+
+  for (const std::vector<std::string>& step :
+       std::vector<std::vector<std::string>>{{"team", "create", "nlp"},
+                                             {"user", "create", "nina"},
+                                             {"user", "create", "vic"},
+                                             {"user", "create", "otto"},
+                                             {"team", "add-member", "nlp", "nina", "--role", "member"},
+                                             {"team", "add-member", "nlp", "vic", "--role", "viewer"}}) {
+    RunResult r = Anneal(step);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  std::map<std::string, std::string> token;
+  for (const std::string user : {"nina", "vic", "otto"}) {
+    RunResult r = Anneal({"token", "create", "--user", user, "--ttl", "1d"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    token[user] = r.out.substr(0, r.out.find('\n'));
+    EXPECT_EQ(token[user].rfind("ant_", 0), 0u) << r.out;
+    EXPECT_TRUE(Contains(r.err, "shown once")) << r.err;
+  }
+  auto as = [&](const std::string& user, std::vector<std::string> args) {
+    args.insert(args.begin(), {"--token", token[user]});
+    return Anneal(args);
+  };
+  const std::string spec = dir_.path() + "/job.yaml";
+  std::ofstream(spec) << "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: " << dir_.path()
+                      << "/out/job\n";
+  RunResult viewer_submit = as("vic", {"submit", spec});
+  EXPECT_EQ(viewer_submit.exit_code, 4);
+  EXPECT_TRUE(Contains(viewer_submit.err, "user 'vic' may not submit jobs to team 'nlp': that needs role member"))
+      << viewer_submit.err;
+  RunResult submit = as("nina", {"submit", spec});
+  ASSERT_EQ(submit.exit_code, 0) << submit.err;
+  const std::string job = submit.out.substr(0, submit.out.find('\n'));
+  RunResult viewer_ls = as("vic", {"ls"});
+  EXPECT_TRUE(Contains(viewer_ls.out, job)) << viewer_ls.out;
+  EXPECT_TRUE(Contains(viewer_ls.out, "nina")) << viewer_ls.out;
+  EXPECT_FALSE(Contains(as("otto", {"ls"}).out, job));
+  RunResult outsider = as("otto", {"cancel", job});
+  EXPECT_EQ(outsider.exit_code, 4);
+  EXPECT_TRUE(Contains(outsider.err, "may not cancel jobs of team 'nlp'")) << outsider.err;
+
+  RunResult mine = as("nina", {"--json", "token", "ls"});
+  ASSERT_EQ(mine.exit_code, 0) << mine.err;
+  const json tokens = json::parse(mine.out);
+  ASSERT_EQ(tokens.size(), 1u);
+  EXPECT_FALSE(tokens[0].contains("secret_hash") && !tokens[0]["secret_hash"].get<std::string>().empty());
+  ASSERT_EQ(as("nina", {"token", "revoke", tokens[0]["token_id"].get<std::string>()}).exit_code, 0);
+  RunResult revoked = as("nina", {"ls"});
+  EXPECT_EQ(revoked.exit_code, 4);
+  EXPECT_TRUE(Contains(revoked.err, "was revoked")) << revoked.err;
+
+  RunResult audit = Anneal({"audit"});
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  for (const std::string line : {"team.create", "user.create", "permission_denied", "token.revoke", "submit"}) {
+    EXPECT_TRUE(Contains(audit.out, line)) << line << "\n" << audit.out;
+  }
+  ASSERT_EQ(Anneal({"cancel", job}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace anneal::cli::testing
