@@ -16,13 +16,15 @@ Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store,
       store_(store),
       clock_(clock),
       jobs_(&batch_, store, clock),
-      nodes_(&batch_, store, clock, {options_.default_port_begin, options_.default_port_end}),
-      checkpoints_(&batch_, store) {}
+      nodes_(&batch_, store, clock, {options_.default_port_begin, options_.default_port_end}, options_.agent_limits),
+      checkpoints_(&batch_, store),
+      join_tokens_(&batch_, store, clock) {}
 
 Coordinator::~Coordinator() = default;
 
 Status Coordinator::Recover() {
   RETURN_IF_ERROR(nodes_.Recover());
+  RETURN_IF_ERROR(join_tokens_.Recover());
   RETURN_IF_ERROR(jobs_.Recover(options_.stop_timeout_ms));
   for (const auto& [id, job] : jobs_.all()) {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
@@ -55,7 +57,7 @@ void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoord
       HandleSequenced(peer, message.checkpoint_deleted().seq(), message);
       break;
     case pb::AgentToCoordinator::kLogChunk:
-      HandleLogChunk(message.log_chunk());
+      HandleLogChunk(peer, message.log_chunk());
       break;
     case pb::AgentToCoordinator::BODY_NOT_SET:
       OnBadAgentMessage(peer, InvalidArgumentError("AgentToCoordinator message with no body"));
@@ -83,6 +85,18 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
       break;
     case pb::ClientRequest::kDrain:
       HandleDrain(peer, id, request.drain());
+      break;
+    case pb::ClientRequest::kCreateJoinToken:  // authz: cluster admin
+      HandleCreateJoinToken(peer, id, request.create_join_token());
+      break;
+    case pb::ClientRequest::kListJoinTokens:  // authz: cluster admin
+      HandleListJoinTokens(peer, id);
+      break;
+    case pb::ClientRequest::kRevokeJoinToken:  // authz: cluster admin
+      HandleRevokeJoinToken(peer, id, request.revoke_join_token());
+      break;
+    case pb::ClientRequest::kRemoveNode:  // authz: cluster admin
+      HandleRemoveNode(peer, id, request.remove_node());
       break;
     case pb::ClientRequest::kWatch: {
       const int64_t timeout = std::min<int64_t>(request.watch().timeout_ms(), 600'000);
