@@ -189,6 +189,7 @@ std::vector<pb::NodeRecord> Coordinator::Nodes() const {
   for (const auto& [id, node] : nodes_.all()) {
     out.push_back(node.record);
     out.back().set_last_heartbeat_ms(node.last_heartbeat_ms);
+    out.back().clear_credential_hash();  // a node's secret never leaves the coordinator, not even hashed
   }
   return out;
 }

@@ -109,6 +109,7 @@ class Harness {
     return join_token_;
   }
   std::string Credential(const std::string& node) { return credentials_[node]; }
+  uint64_t NextSeq(const std::string& node) { return ++seqs_[node]; }
   void ForgetCredential(const std::string& node) { credentials_.erase(node); }
   // The register reply (or error) last sent to the node's peer.
   pb::RegisterReply LastRegisterReply(const std::string& node) const {
