@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   AddWatchCommand(app, g, &action);
   AddNodeCommands(app, g, &action);
   AddClusterCommands(app, g, &action);
+  AddNodeIdentityCommands(app, g, &action);
   AddModelCommands(app, g, &action);
   try {
     app.parse(argc, argv);
