@@ -65,6 +65,12 @@ Status Agent::LoadIdentity() {
                                    ") and no join token: create one with `anneal node join-token create` on an "
                                    "admin machine, put it in a file (chmod 600) and pass --join-token-file");
   }
+  if (node_credential_.empty()) {
+    // A new node proposes its own credential with the join token, stored before it is ever sent: a join retried
+    // after a lost reply (a new socket) presents the same one, so the node id is never bound to a lost secret.
+    node_credential_ = FormatNodeCredential(RandomHex(kSecretBytes));
+    RETURN_IF_ERROR(WriteFileAtomic(path, node_credential_ + "\n", 0600).WithContext("storing the node credential"));
+  }
   return Status::Ok();
 }
 
@@ -286,6 +292,11 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
   switch (msg.body_case()) {
     case pb::CoordinatorToAgent::kRegisterReply: {
       const auto& reply = msg.register_reply();
+      if (!reply.accepted() && Registered()) {
+        // The answer to an earlier, duplicate attempt: this registration was accepted already.
+        spdlog::warn("ignoring a refusal of an earlier registration attempt: {}", reply.error().message());
+        return;
+      }
       if (!reply.accepted()) {
         const auto code = reply.error().code() == pb::OK ? StatusCode::kPermissionDenied
                                                          : static_cast<StatusCode>(reply.error().code());

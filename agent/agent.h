@@ -6,9 +6,10 @@
 // - Register on every (re)connection (RegisterRequest with inventory and the tasks still supervised), retried
 //   with exponential backoff until a RegisterReply arrives; ZeroMQ itself reconnects with backoff.
 // - Node identity (docs/agent.md): a registration carries the node credential from <work_dir>/node-credential
-//   and, when --join-token-file is set, the join token. The RegisterReply that admits a new node carries its
-//   credential, stored at once (0600, durable). Init fails when there is neither a credential nor a join
-//   token; a refused registration (RegisterReply.accepted false) stops the agent: Run returns the refusal.
+//   and, when --join-token-file is set, the join token. A new node makes its credential itself (random, stored
+//   0600 and fsynced before the first registration) and proposes it with the join token; a credential in a
+//   RegisterReply (a coordinator that made one) replaces it. Init fails when there is neither a credential nor
+//   a join token; a refused registration (RegisterReply.accepted false) stops the agent: Run returns it.
 // - Heartbeat every heartbeat interval (the RegisterReply's, else --heartbeat-ms) with tasks and fresh GPU data.
 // - Reports (TaskUpdate, MetricBatch, CheckpointCommitted, CheckpointDeleted) are spooled with a seq before
 //   they are sent; Ack{seq} acknowledges every seq up to it; after a registration the agent drops what

@@ -68,6 +68,13 @@ StatusOr<std::optional<NodeIdentity>> Coordinator::Authenticate(const pb::Regist
   }
   auto token_id = join_tokens_.Verify(request.join_token());
   if (!token_id.ok()) return token_id.status().WithContext(fmt::format("node '{}'", id));
+  // The agent may propose its credential (written to its disk before it first registers): a retried join whose
+  // first reply was lost then still proves the node. Otherwise the coordinator makes one and shows it once.
+  if (!request.node_credential().empty()) {
+    auto proposed = ParseNodeCredential(request.node_credential());
+    if (!proposed.ok()) return UnauthenticatedError(fmt::format("node '{}': {}", id, proposed.status().message()));
+    return std::optional<NodeIdentity>(NodeIdentity{SecretHash(*proposed), *token_id, request.spool_acked_seq()});
+  }
   const std::string secret = RandomHex(kSecretBytes);
   *credential = FormatNodeCredential(secret);
   return std::optional<NodeIdentity>(NodeIdentity{SecretHash(secret), *token_id, request.spool_acked_seq()});

@@ -1,5 +1,6 @@
-// anneal-agent's node identity: it joins with its join token, stores the credential it is given (0600) and
-// registers with it from then on; it exits with a clear error without any credential, or when refused.
+// anneal-agent's node identity: it joins with its join token and the credential it made and stored (0600)
+// before registering, and registers with that credential from then on; it exits with a clear error without any
+// credential, or when refused.
 #include <sys/stat.h>
 
 #include "agent_harness.h"
@@ -11,17 +12,20 @@ TEST(AgentIdentity, JoinsWithTheTokenThenRegistersWithTheStoredCredential) {
   TempDir tmp;
   const std::string work = tmp.path + "/work";
   ScriptedCoordinator coord;
+  std::string credential;
   {
     AgentProcess first(work, coord.endpoint());
     auto reg = coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_register_(); });
     ASSERT_TRUE(reg.has_value()) << first.Log();
     EXPECT_EQ(reg->register_().join_token(), AgentProcess::kJoinToken);
-    EXPECT_TRUE(reg->register_().node_credential().empty());
+    credential = reg->register_().node_credential();
+    EXPECT_EQ(credential.rfind("anc_", 0), 0u) << credential;
+    EXPECT_EQ(credential.size(), 4u + 64u);
     coord.Pump(500);
     EXPECT_EQ(first.Terminate(), 0) << first.Log();
   }
   const std::string credential_file = work + "/node-credential";
-  EXPECT_EQ(ReadText(credential_file), std::string(ScriptedCoordinator::kCredential) + "\n");
+  EXPECT_EQ(ReadText(credential_file), credential + "\n");
   struct stat st {};
   ASSERT_EQ(::stat(credential_file.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -29,7 +33,7 @@ TEST(AgentIdentity, JoinsWithTheTokenThenRegistersWithTheStoredCredential) {
   AgentProcess second(work, coord.endpoint(), {"--no-join-token"});
   auto reg = coord.WaitFor([](const pb::AgentToCoordinator& m) { return m.has_register_(); });
   ASSERT_TRUE(reg.has_value()) << second.Log();
-  EXPECT_EQ(reg->register_().node_credential(), ScriptedCoordinator::kCredential);
+  EXPECT_EQ(reg->register_().node_credential(), credential);
   EXPECT_TRUE(reg->register_().join_token().empty());
 }
 

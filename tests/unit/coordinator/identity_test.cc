@@ -122,6 +122,28 @@ TEST(NodeIdentity, JoinIssuesACredentialThatAloneRegistersTheNodeAgainEvenAfterA
   EXPECT_EQ(reply.session(), 2u);
 }
 
+TEST(NodeIdentity, AJoinRetriedWithTheProposedCredentialIsAcceptedAndAnotherIsNot) {
+  Harness h;
+  const std::string proposed = FormatNodeCredential(RandomHex(kSecretBytes));
+  pb::AgentToCoordinator join = Harness::RegisterMessage("n1", 1);
+  join.mutable_register_()->set_join_token(h.JoinToken());
+  join.mutable_register_()->set_node_credential(proposed);
+  h.SendRegister("n1", join);
+  EXPECT_TRUE(h.LastRegisterReply("n1").accepted()) << h.LastRegisterReply("n1").error().message();
+  EXPECT_TRUE(h.LastRegisterReply("n1").node_credential().empty()) << "the agent's own credential is kept";
+  h.SendRegister("n1", join, "peer-n1-new-socket");  // the first reply was lost; the agent retries
+  bool accepted = false;
+  for (const auto& m : h.sent()) {
+    if (m.routing_id == "peer-n1-new-socket") {
+      accepted = std::get<pb::CoordinatorToAgent>(m.message).register_reply().accepted();
+    }
+  }
+  EXPECT_TRUE(accepted);
+  join.mutable_register_()->set_node_credential(FormatNodeCredential(RandomHex(kSecretBytes)));
+  h.SendRegister("n1", join);
+  EXPECT_EQ(h.LastRegisterReply("n1").error().code(), pb::PERMISSION_DENIED);
+}
+
 TEST(NodeIdentity, RegistrationUnderAnExistingIdWithoutItsCredentialIsRefusedAndTheNodeKeepsItsRouting) {
   Harness h;
   h.Register("n1", 1);
