@@ -10,6 +10,7 @@
 #include <chrono>
 
 #include "common/fsutil.h"
+#include "common/secret.h"
 #include "common/shutdown.h"
 #include "common/version.h"
 #include "protocol/framing.h"
@@ -48,9 +49,41 @@ Status Agent::LockWorkDir() {
   return Status::Ok();
 }
 
+Status Agent::LoadIdentity() {
+  const std::string path = config_.work_dir + "/node-credential";
+  if (auto text = ReadFile(path); text.ok()) {
+    node_credential_ = TrimSecret(*text);
+    RETURN_IF_ERROR(ParseNodeCredential(node_credential_).status().WithContext(path));
+  }
+  if (!config_.join_token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string text, ReadFile(config_.join_token_file));
+    join_token_ = TrimSecret(text);
+    RETURN_IF_ERROR(ParseJoinToken(join_token_).status().WithContext(config_.join_token_file));
+  }
+  if (node_credential_.empty() && join_token_.empty()) {
+    return FailedPreconditionError("node " + config_.node + " has no node credential (" + path +
+                                   ") and no join token: create one with `anneal node join-token create` on an "
+                                   "admin machine, put it in a file (chmod 600) and pass --join-token-file");
+  }
+  if (node_credential_.empty()) {
+    // A new node proposes its own credential with the join token, stored before it is ever sent: a join retried
+    // after a lost reply (a new socket) presents the same one, so the node id is never bound to a lost secret.
+    node_credential_ = FormatNodeCredential(RandomHex(kSecretBytes));
+    RETURN_IF_ERROR(WriteFileAtomic(path, node_credential_ + "\n", 0600).WithContext("storing the node credential"));
+  }
+  return Status::Ok();
+}
+
+void Agent::Refused(const Status& why) {
+  spdlog::critical("the coordinator refused node {}: {}; stopping", config_.node, why.message());
+  fatal_ = why;
+  RequestShutdown();
+}
+
 Status Agent::Init() {
   RETURN_IF_ERROR(MakeDirs(config_.work_dir + "/jobs").WithContext("agent work directory"));
   RETURN_IF_ERROR(LockWorkDir());
+  RETURN_IF_ERROR(LoadIdentity());
   ASSIGN_OR_RETURN(spool_, Spool::Open(config_.work_dir + "/spool"));
   SupervisorOptions opts;
   opts.work_dir = config_.work_dir;
@@ -226,6 +259,9 @@ void Agent::SendRegister() {
   r->set_node_id(config_.node);
   *r->mutable_inventory() = BuildInventory(config_, nvml_);
   r->set_agent_version(Version());
+  r->set_node_credential(node_credential_);
+  r->set_join_token(join_token_);  // used only when the coordinator does not know this node
+  r->set_spool_acked_seq(spool_->last_acked());
   for (auto& t : supervisor_->Tasks()) *r->add_running_tasks() = std::move(t);
   spdlog::info("registering with coordinator {} as node {} (attempt {})", config_.coordinator, config_.node,
                register_attempts_ + 1);
@@ -256,9 +292,26 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
   switch (msg.body_case()) {
     case pb::CoordinatorToAgent::kRegisterReply: {
       const auto& reply = msg.register_reply();
+      if (!reply.accepted() && Registered()) {
+        // The answer to an earlier, duplicate attempt: this registration was accepted already.
+        spdlog::warn("ignoring a refusal of an earlier registration attempt: {}", reply.error().message());
+        return;
+      }
       if (!reply.accepted()) {
-        spdlog::error("coordinator refused registration: {}", reply.error().message());
-        return;  // the retry timer tries again with backoff
+        const auto code = reply.error().code() == pb::OK ? StatusCode::kPermissionDenied
+                                                         : static_cast<StatusCode>(reply.error().code());
+        if (!shutting_down_) Refused(Status(code, reply.error().message()));
+        return;
+      }
+      if (!reply.node_credential().empty()) {
+        // The coordinator admitted this node: the credential is shown once, so it must be on disk before use.
+        const std::string path = config_.work_dir + "/node-credential";
+        if (Status st = WriteFileAtomic(path, reply.node_credential() + "\n", 0600); !st.ok()) {
+          Refused(st.WithContext("storing the node credential"));
+          return;
+        }
+        node_credential_ = reply.node_credential();
+        spdlog::info("joined the cluster as node {}; node credential stored in {}", config_.node, path);
       }
       const bool was_registered = Registered();
       Connection(ConnectionEvent::kRegisterAccepted);
@@ -405,7 +458,7 @@ Status Agent::Run() {
   ScheduleTick();
   io_.run();
   CloseSocket();
-  return Status::Ok();
+  return fatal_;
 }
 
 }  // namespace anneal::agent

@@ -5,6 +5,11 @@
 // every edge are drawn in agent/lifecycle.h:
 // - Register on every (re)connection (RegisterRequest with inventory and the tasks still supervised), retried
 //   with exponential backoff until a RegisterReply arrives; ZeroMQ itself reconnects with backoff.
+// - Node identity (docs/agent.md): a registration carries the node credential from <work_dir>/node-credential
+//   and, when --join-token-file is set, the join token. A new node makes its credential itself (random, stored
+//   0600 and fsynced before the first registration) and proposes it with the join token; a credential in a
+//   RegisterReply (a coordinator that made one) replaces it. Init fails when there is neither a credential nor
+//   a join token; a refused registration (RegisterReply.accepted false) stops the agent: Run returns it.
 // - Heartbeat every heartbeat interval (the RegisterReply's, else --heartbeat-ms) with tasks and fresh GPU data.
 // - Reports (TaskUpdate, MetricBatch, CheckpointCommitted, CheckpointDeleted) are spooled with a seq before
 //   they are sent; Ack{seq} acknowledges every seq up to it; after a registration the agent drops what
@@ -71,6 +76,8 @@ class Agent {
 
  private:
   Status LockWorkDir();
+  Status LoadIdentity();  // node_credential_ / join_token_, or the error why this node cannot register
+  void Refused(const Status& why);
   void ScheduleTick();
   void OnTick();
   void WatchSocket();
@@ -121,6 +128,9 @@ class Agent {
   int64_t shutdown_deadline_ms_ = 0;  // leave even with unsent reports (they stay spooled)
   bool done_ = false;
   int lock_fd_ = -1;  // flock on <work dir>/agent.lock
+  std::string node_credential_;  // "anc_...", from <work dir>/node-credential
+  std::string join_token_;       // "anj_...", from --join-token-file
+  Status fatal_;                 // a refusal: Run returns it
 };
 
 }  // namespace anneal::agent

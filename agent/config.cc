@@ -85,6 +85,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
       else if (key == "shutdown_grace_ms") config->shutdown_grace_ms = v.as<uint32_t>();
       else if (key == "min_free_bytes") config->min_free_bytes = v.as<uint64_t>();
       else if (key == "log_retention_hours") config->log_retention_hours = v.as<uint32_t>();
+      else if (key == "join_token_file") config->join_token_file = v.as<std::string>();
       else if (key == "rendezvous_ports") {
         RETURN_IF_ERROR(ParsePortRange(v.as<std::string>(), &config->rendezvous_port_begin,
                                        &config->rendezvous_port_end)
@@ -101,7 +102,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         return InvalidArgumentError(where + ": unknown setting (allowed: coordinator, node, work_dir, slots, "
                                     "labels, address, trainer, heartbeat_ms, log_level, keep_tasks_on_exit, "
                                     "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
-                                    "log_retention_hours)");
+                                    "log_retention_hours, join_token_file)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -139,6 +140,8 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   app.add_option("--log-retention-hours", c.log_retention_hours,
                  "delete rank logs of tasks that ended longer ago (0: keep them)")
       ->capture_default_str();
+  app.add_option("--join-token-file", c.join_token_file,
+                 "file holding the join token of a new node (from `anneal node join-token create`)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -9,6 +9,7 @@
 //   slots: 8                 # CPU nodes only; GPU nodes count their GPUs
 //   labels: {rack: r3, gpu: h100}
 //   heartbeat_ms: 2000
+//   join_token_file: /etc/anneal/join-token   # a new node's join token (never on the command line)
 //
 // Thread-safety: plain value type. ParseAgentFlags prints nothing; the caller prints help/version/errors.
 //
@@ -44,6 +45,8 @@ struct AgentConfig {
   uint32_t shutdown_grace_ms = 10000;    // SIGTERM -> SIGKILL when the agent stops its ranks on exit
   uint64_t min_free_bytes = 64ull << 20; // pre-launch check on the output and work directories
   uint32_t log_retention_hours = 168;     // rank logs of tasks ended longer ago are deleted (0: keep)
+  // ---- node identity: a new node joins with this token; afterwards <work_dir>/node-credential proves it
+  std::string join_token_file;
 };
 
 struct ParsedFlags {

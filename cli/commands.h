@@ -50,6 +50,7 @@ void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action);      // su
 void AddWatchCommand(CLI::App& app, GlobalOptions& g, Action* action);     // watch
 void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action);     // nodes drain
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action);  // up down
+void AddNodeIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);  // node join-token, node remove
 void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);    // model init
 // whoami, token, user, team, audit
 void AddIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);

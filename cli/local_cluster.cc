@@ -18,7 +18,9 @@
 
 #include "cli/client.h"
 #include "common/client_config.h"
+#include "common/fsutil.h"
 #include "common/net.h"
+#include "common/secret.h"
 
 namespace anneal::cli {
 namespace fs = std::filesystem;
@@ -245,13 +247,15 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
     std::ofstream cfg(config_file, std::ios::trunc);
     cfg << "# written by `anneal up`: the local cluster's coordinator; its flags carry the settings\n";
   }
+  ASSIGN_OR_RETURN(const std::string join_token_file, EnsureLocalJoinToken(o.state_dir));
   const int64_t since_ms = WallMs();
   DaemonProcess coordinator{
       "coordinator",
       coordinator_bin,
       0,
       o.state_dir + "/logs/coordinator.log",
-      CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator", o.client_config, config_file),
+      CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator", o.client_config, config_file,
+                      join_token_file),
       ""};
   ASSIGN_OR_RETURN(coordinator.pid, SpawnDaemon(coordinator.argv, coordinator.log));
   c.processes.push_back(std::move(coordinator));
@@ -265,7 +269,7 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
                         agent_bin,
                         0,
                         o.state_dir + "/logs/agent-" + node + ".log",
-                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots),
+                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots, join_token_file),
                         node};
     auto pid = SpawnDaemon(agent.argv, agent.log);
     if (!pid.ok()) {
@@ -302,19 +306,36 @@ std::string SelfDir() {
 
 std::vector<std::string> CoordinatorArgv(const std::string& program, const std::string& bind,
                                          const std::string& state_dir, const std::string& client_config,
-                                         const std::string& config_file) {
-  return {program,       "--bind",   bind,       "--state-dir", state_dir, "--bootstrap-admin-config",
-          client_config, "--config", config_file};
+                                         const std::string& config_file, const std::string& join_token_file) {
+  std::vector<std::string> argv = {program,       "--bind",   bind,       "--state-dir", state_dir, "--bootstrap-admin-config",
+                                   client_config, "--config", config_file};
+  if (!join_token_file.empty()) {
+    argv.push_back("--bootstrap-join-token-file");
+    argv.push_back(join_token_file);
+  }
+  return argv;
 }
 
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
-                                   const std::string& work_dir, int slots) {
+                                   const std::string& work_dir, int slots, const std::string& join_token_file) {
   std::vector<std::string> argv = {program, "--coordinator", coordinator, "--node", node, "--work-dir", work_dir};
   if (slots > 0) {
     argv.push_back("--slots");
     argv.push_back(std::to_string(slots));
   }
+  if (!join_token_file.empty()) {
+    argv.push_back("--join-token-file");
+    argv.push_back(join_token_file);
+  }
   return argv;
+}
+
+StatusOr<std::string> EnsureLocalJoinToken(const std::string& state_dir) {
+  const std::string path = state_dir + "/join-token";
+  const std::string token = FormatJoinToken(RandomHex(kJoinTokenIdBytes), RandomHex(kSecretBytes));
+  Status st = WriteNewFile(path, token + "\n", 0600);
+  if (!st.ok() && st.code() != StatusCode::kAlreadyExists) return st.WithContext("the local cluster's join token");
+  return path;
 }
 
 int NvidiaGpuCount() {

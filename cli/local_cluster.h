@@ -21,6 +21,11 @@
 // (docs/coordinator.md, "After a coordinator restart"); a restarted agent re-adopts its own ranks from its work
 // dir (docs/agent.md, "Re-adoption after an agent restart"). So a job survives the heal with no failed attempt.
 //
+// Node identity: a fresh start writes <state>/join-token (0600, once; kept across ups) and passes it to the
+// coordinator as --bootstrap-join-token-file (stored as a join token only on a fresh coordinator store) and to
+// every agent as --join-token-file. An agent joins with it once and then proves itself with the node
+// credential in its work dir, so a healed (restarted) agent re-registers without the token.
+//
 // The daemons' command lines are built in CoordinatorArgv / AgentArgv only, so a flag change there is a
 // one-line edit.
 //
@@ -82,13 +87,16 @@ struct UpResult {
 std::string SelfDir();
 
 // `client_config`: where a fresh coordinator writes the cluster admin's client config (the credential is
-// never on a command line or in cluster.yaml).
+// never on a command line or in cluster.yaml). join_token_file: the bootstrap join token (flag omitted when
+// empty).
 std::vector<std::string> CoordinatorArgv(const std::string& program, const std::string& bind,
                                          const std::string& state_dir, const std::string& client_config,
-                                         const std::string& config_file);
+                                         const std::string& config_file, const std::string& join_token_file = "");
 // slots 0: no --slots flag, so the agent schedules one rank per GPU it finds.
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
-                                   const std::string& work_dir, int slots);
+                                   const std::string& work_dir, int slots, const std::string& join_token_file = "");
+// <state_dir>/join-token, created (0600, a fresh "anj_" token) when missing; its path.
+StatusOr<std::string> EnsureLocalJoinToken(const std::string& state_dir);
 
 // GPUs the NVIDIA driver lists (/proc/driver/nvidia/gpus); 0 without the driver.
 int NvidiaGpuCount();

@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   AddWatchCommand(app, g, &action);
   AddNodeCommands(app, g, &action);
   AddClusterCommands(app, g, &action);
+  AddNodeIdentityCommands(app, g, &action);
   AddModelCommands(app, g, &action);
   AddIdentityCommands(app, g, &action);
   try {

@@ -45,8 +45,9 @@ Status MakeDirs(const std::string& path) {
 
 Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned mode) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd >= 0) ::fchmod(fd, mode);  // the umask must not widen or narrow it
+  ::unlink(tmp.c_str());  // a leftover of a crashed writer would keep its old mode
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, static_cast<mode_t>(mode));
+  if (fd >= 0) ::fchmod(fd, static_cast<mode_t>(mode));  // the umask must not widen or narrow it
   if (fd < 0) return PermissionDeniedError("cannot create " + tmp + ": " + ErrnoText(errno));
   size_t done = 0;
   while (done < data.size()) {
@@ -71,6 +72,36 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned 
     const int err = errno;
     ::unlink(tmp.c_str());
     return InternalError("rename " + tmp + " -> " + path + ": " + ErrnoText(err));
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return FsyncPath(dir.empty() ? "." : dir);
+}
+
+Status WriteNewFile(const std::string& path, std::string_view data, unsigned mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, static_cast<mode_t>(mode));
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EEXIST) return AlreadyExistsError(path + " already exists");
+    return PermissionDeniedError("cannot create " + path + ": " + ErrnoText(err));
+  }
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      ::unlink(path.c_str());
+      return ResourceExhaustedError("cannot write " + path + ": " + ErrnoText(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!synced) {
+    ::unlink(path.c_str());
+    return InternalError("fsync " + path + ": " + ErrnoText(err));
   }
   const std::string dir = std::filesystem::path(path).parent_path().string();
   return FsyncPath(dir.empty() ? "." : dir);

@@ -18,8 +18,10 @@
 namespace anneal {
 
 StatusOr<std::string> ReadFile(const std::string& path);
-// `mode`: the file's permissions from its creation on (0600 for a file holding a secret).
+// `mode` applies to the new file (0600 for a credential: it is never readable by others, not even briefly).
 Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned mode = 0644);
+// Creates `path` (O_EXCL: ALREADY_EXISTS when it exists) with `mode`, writes, fsyncs it and its directory.
+Status WriteNewFile(const std::string& path, std::string_view data, unsigned mode);
 // fsync of a file or directory by path.
 Status FsyncPath(const std::string& path);
 // mkdir -p.

@@ -4,8 +4,10 @@
 // read; the secret (32 random bytes, 64 hex digits) is checked against the record's BLAKE2b-256 hash in
 // constant time (libsodium), so neither the stored hash nor the timing of a comparison reveals it.
 //
-// Thread-safety: pure functions (libsodium's random source is thread-safe once sodium_init ran, which
-// GenerateSecretToken does).
+// Built on common/secret.h (random hex, BLAKE2b hash, constant-time compare), which also has the agents' join
+// token and node credential formats.
+//
+// Thread-safety: pure functions.
 //
 // Example:
 //   SecretToken t = GenerateSecretToken("ant");     // t.token is shown once; store t.id and t.secret_hash
@@ -37,11 +39,7 @@ SecretToken GenerateSecretToken(std::string_view prefix);
 // itself is never echoed: it may be a mistyped secret).
 StatusOr<ParsedSecretToken> ParseSecretToken(std::string_view token, std::string_view prefix);
 
-std::string HashSecret(std::string_view secret);
-// Constant-time comparison of HashSecret(secret) with `stored_hash`.
+// Constant-time comparison of SecretHash(secret) (common/secret.h) with `stored_hash`.
 bool SecretMatches(std::string_view secret, std::string_view stored_hash);
-
-// `n` random bytes as 2n lowercase hex digits.
-std::string RandomHex(size_t n);
 
 }  // namespace anneal

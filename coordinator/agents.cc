@@ -45,13 +45,29 @@ void Coordinator::SendStop(const Node& node, const std::string& job_id, uint64_t
 }
 
 void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequest& request) {
+  // Bounds first (nothing unbounded is looked at), then the credential (coordinator/node_identity.cc): a refusal
+  // leaves the node id's record and routing as they were.
+  if (Status valid = nodes_.Validate(request); !valid.ok()) {
+    RefuseRegister(peer, request, valid);
+    return;
+  }
+  std::string credential;
+  auto identity = Authenticate(request, &credential);
+  if (!identity.ok()) {
+    RefuseRegister(peer, request, identity.status());
+    return;
+  }
   const bool was_known = nodes_.Find(request.node_id()) != nullptr;
-  auto registered = nodes_.Register(peer, request);
+  auto registered = nodes_.Register(peer, request, identity->has_value() ? &**identity : nullptr);
   if (!registered.ok()) {
-    SendToPeer(peer, ErrorMessage(registered.status().code(), registered.status().message()));
+    RefuseRegister(peer, request, registered.status());
     return;
   }
   Node& node = **registered;
+  if (identity->has_value()) {
+    join_tokens_.CountJoin((*identity)->joined_with);
+    spdlog::info("node {} joined with join token {}", request.node_id(), (*identity)->joined_with);
+  }
   const std::string& id = node.record.node_id();
   spdlog::info("node {} registered ({} slot(s), session {}, {} running task(s){})", id, request.inventory().slots(),
                node.record.session(), request.running_tasks_size(), was_known ? "" : ", new");
@@ -62,6 +78,7 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
   r->set_heartbeat_interval_ms(static_cast<uint32_t>(options_.heartbeat_interval_ms));
   r->set_session(node.record.session());
   r->set_last_acked_seq(node.last_applied_seq);
+  r->set_node_credential(credential);  // only on a join: shown once
   SendToPeer(peer, std::move(reply));
 
   // Re-adoption: tasks of the current epoch continue; anything older is told to stop.
@@ -115,6 +132,13 @@ void Coordinator::HandleHeartbeat(const std::string& peer, const pb::Heartbeat& 
                                               heartbeat.node_id(), heartbeat.session())));
     return;
   }
+  if (static_cast<uint32_t>(heartbeat.tasks_size()) > nodes_.limits().max_running_tasks) {
+    SendToPeer(peer, ErrorMessage(StatusCode::kInvalidArgument,
+                                  fmt::format("heartbeat from node '{}' lists {} tasks (at most {}): refused",
+                                              heartbeat.node_id(), heartbeat.tasks_size(),
+                                              nodes_.limits().max_running_tasks)));
+    return;
+  }
   nodes_.Heartbeat(*node, heartbeat);
   const int64_t now = clock_->NowMs();
   const std::string& id = node->record.node_id();
@@ -155,22 +179,39 @@ void Coordinator::HandleSequenced(const std::string& peer, uint64_t seq, const p
                                               seq)));
     return;
   }
-  if (nodes_.ApplySeq(*node, seq)) {  // a resend of an applied report is not applied again
-    switch (message.body_case()) {
-      case pb::AgentToCoordinator::kTaskUpdate:
-        ApplyTaskStatus(*node, message.task_update().status());
-        break;
-      case pb::AgentToCoordinator::kCheckpointCommitted:
-        HandleCheckpointCommitted(*node, message.checkpoint_committed().checkpoint());
-        break;
-      case pb::AgentToCoordinator::kMetricBatch:
-        HandleMetricBatch(message.metric_batch());
-        break;
-      case pb::AgentToCoordinator::kCheckpointDeleted:
-        HandleCheckpointDeleted(*node, message.checkpoint_deleted());
-        break;
-      default:
-        break;
+  const std::string& id = node->record.node_id();
+  if (!nodes_.SeqInWindow(*node, seq)) {
+    // Applying it would make every later report look like a resend: refused, not acknowledged, not recorded.
+    spdlog::warn("node {}: refused report seq {}: more than {} past its last applied seq {}", id, seq,
+                 nodes_.limits().max_seq_ahead, node->last_applied_seq);
+    SendToPeer(peer, ErrorMessage(StatusCode::kInvalidArgument,
+                                  fmt::format("report seq {} from node {} is more than {} (max_seq_ahead) past its "
+                                              "last applied seq {}: refused",
+                                              seq, id, nodes_.limits().max_seq_ahead, node->last_applied_seq)));
+    return;
+  }
+  // A resend of an applied report is not applied again. A report the node may not send (coordinator/node_identity.cc)
+  // is logged and applied to nothing, but its seq is consumed and acknowledged like any other.
+  if (nodes_.ApplySeq(*node, seq)) {
+    if (std::string foreign = ForeignReport(*node, message); !foreign.empty()) {
+      spdlog::warn("node {}: ignored report seq {}: {}", id, seq, foreign);
+    } else {
+      switch (message.body_case()) {
+        case pb::AgentToCoordinator::kTaskUpdate:
+          ApplyTaskStatus(*node, message.task_update().status());
+          break;
+        case pb::AgentToCoordinator::kCheckpointCommitted:
+          HandleCheckpointCommitted(*node, message.checkpoint_committed().checkpoint());
+          break;
+        case pb::AgentToCoordinator::kMetricBatch:
+          HandleMetricBatch(message.metric_batch());
+          break;
+        case pb::AgentToCoordinator::kCheckpointDeleted:
+          HandleCheckpointDeleted(*node, message.checkpoint_deleted());
+          break;
+        default:
+          break;
+      }
     }
   }
   // Duplicates are acked too: the agent stops resending.
@@ -184,6 +225,10 @@ void Coordinator::ApplyTaskStatus(Node& node, const pb::TaskStatus& status) {
   Job* found = jobs_.Find(status.job_id());
   if (!IsCurrentTask(found, node_id, status.epoch())) {
     // Unknown job or another epoch: ignored. A stale task still alive is told to stop.
+    if (found == nullptr || !found->record.task_states().count(node_id)) {
+      spdlog::warn("node {}: ignored a status of job {} epoch {}, which has no task on it", node_id,
+                   status.job_id().substr(0, 64), status.epoch());
+    }
     if (!protocol::TaskEnded(status.state())) {
       SendStop(node, status.job_id(), status.epoch(), "stale task: its epoch is no longer current");
     }

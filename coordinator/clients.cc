@@ -100,9 +100,17 @@ void Coordinator::HandleGetLogs(const Principal& who, const std::string& peer, u
                                 clock_->NowMs() + options_.log_fetch_timeout_ms};
 }
 
-void Coordinator::HandleLogChunk(const pb::LogChunk& chunk) {
+void Coordinator::HandleLogChunk(const std::string& peer, const pb::LogChunk& chunk) {
   auto it = log_requests_.find(chunk.request_id());
   if (it == log_requests_.end()) return;  // answered already (timeout) or unknown
+  const Node* sender = nodes_.FindByPeer(peer);
+  if (sender == nullptr || sender->record.node_id() != it->second.node_id) {
+    // Only the node the request went to answers it (node identity: coordinator/node_identity.cc).
+    spdlog::warn("ignored a LogChunk for request {} from {}: the request went to node {}", chunk.request_id(),
+                 sender == nullptr ? std::string("an unregistered peer") : "node " + sender->record.node_id(),
+                 it->second.node_id);
+    return;
+  }
   const PendingLogRequest request = it->second;
   log_requests_.erase(it);
   if (chunk.has_error() && chunk.error().code() != pb::OK) {

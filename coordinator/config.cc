@@ -52,10 +52,25 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
     else if (key == "log_fetch_timeout_ms") RETURN_IF_ERROR(Read(v, where, &config->log_fetch_timeout_ms));
     else if (key == "log_level") RETURN_IF_ERROR(Read(v, where, &config->log_level));
     else if (key == "http_bind") RETURN_IF_ERROR(Read(v, where, &config->http_bind));
+    // ---- agent identity and bounds
+    else if (key == "join_token_ttl_ms") RETURN_IF_ERROR(Read(v, where, &config->join_token_ttl_ms));
+    else if (key == "bootstrap_join_token_file") RETURN_IF_ERROR(Read(v, where, &config->bootstrap_join_token_file));
+    else if (key == "max_nodes") RETURN_IF_ERROR(Read(v, where, &config->max_nodes));
+    else if (key == "max_slots_per_node") RETURN_IF_ERROR(Read(v, where, &config->max_slots_per_node));
+    else if (key == "max_gpus_per_node") RETURN_IF_ERROR(Read(v, where, &config->max_gpus_per_node));
+    else if (key == "max_labels_per_node") RETURN_IF_ERROR(Read(v, where, &config->max_labels_per_node));
+    else if (key == "max_label_length") RETURN_IF_ERROR(Read(v, where, &config->max_label_length));
+    else if (key == "max_node_id_length") RETURN_IF_ERROR(Read(v, where, &config->max_node_id_length));
+    else if (key == "max_inventory_string_length") {
+      RETURN_IF_ERROR(Read(v, where, &config->max_inventory_string_length));
+    } else if (key == "max_seq_ahead") RETURN_IF_ERROR(Read(v, where, &config->max_seq_ahead));
     else {
       return InvalidArgumentError(fmt::format(
-          "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, heartbeat_interval_ms, heartbeat_timeout_ms, "
-          "stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind)", where));
+          "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, "
+          "heartbeat_interval_ms, heartbeat_timeout_ms, stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind, "
+          "join_token_ttl_ms, bootstrap_join_token_file, max_nodes, max_slots_per_node, max_gpus_per_node, "
+          "max_labels_per_node, max_label_length, max_node_id_length, max_inventory_string_length, max_seq_ahead)",
+          where));
     }
   }
   return Status::Ok();
@@ -72,6 +87,30 @@ Status ValidateConfig(const CoordinatorConfig& c) {
                                             c.heartbeat_interval_ms, c.heartbeat_timeout_ms));
   }
   if (c.state_dir.empty()) return InvalidArgumentError("state_dir must not be empty");
+  // ---- agent identity and bounds: each a positive count that fits the 32-bit fields it bounds
+  const std::pair<const char*, int64_t> bounds[] = {
+      {"join_token_ttl_ms", c.join_token_ttl_ms},
+      {"max_nodes", c.max_nodes},
+      {"max_slots_per_node", c.max_slots_per_node},
+      {"max_gpus_per_node", c.max_gpus_per_node},
+      {"max_labels_per_node", c.max_labels_per_node},
+      {"max_label_length", c.max_label_length},
+      {"max_node_id_length", c.max_node_id_length},
+      {"max_inventory_string_length", c.max_inventory_string_length},
+      {"max_seq_ahead", c.max_seq_ahead}};
+  for (const auto& [name, value] : bounds) {
+    if (value <= 0) return InvalidArgumentError(fmt::format("{} must be positive, got {}", name, value));
+  }
+  for (int i = 1; i < 8; ++i) {  // the counts and lengths, not the TTL or the seq window
+    if (bounds[i].second > 0x7fffffff) {
+      return InvalidArgumentError(fmt::format("{} must be below 2^31, got {}", bounds[i].first, bounds[i].second));
+    }
+  }
+  if (c.max_nodes * c.max_slots_per_node > 0x7fffffff || c.max_slots_per_node > 65536) {
+    return InvalidArgumentError(fmt::format("max_nodes x max_slots_per_node ({} x {}) must stay below 2^31 and "
+                                            "max_slots_per_node at most 65536",
+                                            c.max_nodes, c.max_slots_per_node));
+  }
   return Status::Ok();
 }
 

@@ -12,6 +12,17 @@
 //   log_fetch_timeout_ms: 5000
 //   log_level: info
 //   http_bind: 127.0.0.1:7071      # optional; empty = no HTTP endpoint
+//   # agent identity and bounds (docs/coordinator.md "Node identity"):
+//   join_token_ttl_ms: 86400000    # a join token's lifetime when `anneal node join-token create` names none
+//   bootstrap_join_token_file: ""  # fresh store only: import the token in this file, or create it (0600)
+//   max_nodes: 10000               # registered nodes; a new node beyond is refused
+//   max_slots_per_node: 1024
+//   max_gpus_per_node: 64
+//   max_labels_per_node: 64
+//   max_label_length: 256          # bytes of a label key or value
+//   max_node_id_length: 128        # node ids: letters, digits, '.', '_', '-'
+//   max_inventory_string_length: 1024  # hostname, address, work dir, GPU name and uuid, agent version
+//   max_seq_ahead: 1000000         # a report's seq may be at most this far past the node's last applied one
 // Unknown keys and wrong types are errors naming the file, line and key.
 //
 // Thread-safety: value type; LoadConfigFile is a pure function of the file.
@@ -42,6 +53,17 @@ struct CoordinatorConfig {
   int64_t log_fetch_timeout_ms = 5000;
   std::string log_level = "info";
   std::string http_bind;
+  // ---- agent identity and bounds (defaults: coordinator/node_registry.h AgentLimits)
+  int64_t join_token_ttl_ms = 24LL * 3600 * 1000;
+  std::string bootstrap_join_token_file;
+  int64_t max_nodes = 10000;
+  int64_t max_slots_per_node = 1024;
+  int64_t max_gpus_per_node = 64;
+  int64_t max_labels_per_node = 64;
+  int64_t max_label_length = 256;
+  int64_t max_node_id_length = 128;
+  int64_t max_inventory_string_length = 1024;
+  int64_t max_seq_ahead = 1000000;
 };
 
 // Overwrites the fields the file sets.

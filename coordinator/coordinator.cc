@@ -16,10 +16,11 @@ Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store,
       store_(store),
       clock_(clock),
       jobs_(&batch_, store, clock),
-      nodes_(&batch_, store, clock, {options_.default_port_begin, options_.default_port_end}),
+      nodes_(&batch_, store, clock, {options_.default_port_begin, options_.default_port_end}, options_.agent_limits),
       checkpoints_(&batch_, store),
       identity_(&batch_, store, clock),
-      audit_(&batch_, store, clock, options_.audit_max_records) {}
+      audit_(&batch_, store, clock, options_.audit_max_records),
+      join_tokens_(&batch_, store, clock) {}
 
 Coordinator::~Coordinator() = default;
 
@@ -27,6 +28,7 @@ Status Coordinator::Recover() {
   RETURN_IF_ERROR(identity_.Recover());
   RETURN_IF_ERROR(audit_.Recover());
   RETURN_IF_ERROR(nodes_.Recover());
+  RETURN_IF_ERROR(join_tokens_.Recover());
   RETURN_IF_ERROR(jobs_.Recover(options_.stop_timeout_ms));
   for (const auto& [id, job] : jobs_.all()) {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
@@ -59,7 +61,7 @@ void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoord
       HandleSequenced(peer, message.checkpoint_deleted().seq(), message);
       break;
     case pb::AgentToCoordinator::kLogChunk:
-      HandleLogChunk(message.log_chunk());
+      HandleLogChunk(peer, message.log_chunk());
       break;
     case pb::AgentToCoordinator::BODY_NOT_SET:
       OnBadAgentMessage(peer, InvalidArgumentError("AgentToCoordinator message with no body"));
@@ -97,6 +99,12 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
       break;
     case pb::ClientRequest::kDrain:
       HandleDrain(*who, peer, id, request.drain());
+      break;
+    case pb::ClientRequest::kCreateJoinToken:
+    case pb::ClientRequest::kListJoinTokens:
+    case pb::ClientRequest::kRevokeJoinToken:
+    case pb::ClientRequest::kRemoveNode:
+      HandleNodeAdminRequest(*who, peer, request);
       break;
     case pb::ClientRequest::kWatch:
       HandleWatch(*who, peer, request);
@@ -187,6 +195,7 @@ std::vector<pb::NodeRecord> Coordinator::Nodes() const {
   for (const auto& [id, node] : nodes_.all()) {
     out.push_back(node.record);
     out.back().set_last_heartbeat_ms(node.last_heartbeat_ms);
+    out.back().clear_credential_hash();  // a node's secret never leaves the coordinator, not even hashed
   }
   return out;
 }

@@ -21,6 +21,8 @@
 //   checkpoints.cc   checkpoint reports, retention's delete orders
 //   clients.cc       reads, WatchJob long polls, GetLogs via the agent, DrainNode, metric reports
 //   identity_requests.cc  authentication of every client request; users, teams, tokens, the audit log
+//   node_identity.cc  node identity: join tokens, the credential check at Register, which reports a node may
+//                    send, node removal (docs/architecture.md "Node identity")
 //
 // The loop contract (group commit):
 //   1. OnAgentMessage / OnClientRequest / OnBadMessage for every message that arrived (any number);
@@ -59,6 +61,7 @@
 #include "coordinator/identity.h"
 #include "coordinator/job_state_machine.h"
 #include "coordinator/job_table.h"
+#include "coordinator/join_tokens.h"
 #include "coordinator/node_registry.h"
 #include "coordinator/scheduler.h"
 #include "jobspec/jobspec.h"
@@ -76,6 +79,11 @@ struct CoordinatorOptions {
   uint32_t default_port_end = 30000;
   uint32_t max_watch_items = 1000;         // events / metrics per WatchJob reply
   uint64_t audit_max_records = 1'000'000;  // the audit log keeps the newest this many
+  // ---- agent identity (coordinator/node_identity.cc)
+  int64_t join_token_ttl_ms = 24LL * 3600 * 1000;  // a join token's lifetime when its creator names none
+  std::vector<std::string> coordinator_addresses;  // the join bundle's addresses (the bind endpoint)
+  std::string server_public_key;  // Z85 CurveZMQ public key; set by main (transport part)
+  AgentLimits agent_limits;        // bounds on registrations and reports (coordinator/node_registry.h)
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -133,6 +141,12 @@ class Coordinator {
   // When Tick next has something to do (heartbeat deadline, long-poll deadline, stop deadline), in clock ms.
   int64_t NextWakeupMs() const;
 
+  // --bootstrap-join-token-file: on a coordinator with no node and no join token yet, stores `token` as a join
+  // token living options.join_token_ttl_ms and commits it. False (nothing stored) when the cluster already has
+  // nodes or tokens; INVALID_ARGUMENT for a malformed token.
+  StatusOr<bool> BootstrapJoinToken(const std::string& token);
+  bool HasNodeIdentities() const { return !nodes_.empty() || !join_tokens_.empty(); }
+
   // Introspection (tests, HTTP, benchmarks): the in-memory view.
   const pb::JobRecord* FindActiveJob(const std::string& job_id) const;
   StatusOr<pb::JobRecord> GetJobRecord(const std::string& job_id) const;  // active or from the store
@@ -170,13 +184,27 @@ class Coordinator {
   void HandleHeartbeat(const std::string& peer, const pb::Heartbeat& heartbeat);
   void HandleSequenced(const std::string& peer, uint64_t seq, const pb::AgentToCoordinator& message);
   void ApplyTaskStatus(Node& node, const pb::TaskStatus& status);
-  void HandleLogChunk(const pb::LogChunk& chunk);
+  void HandleLogChunk(const std::string& peer, const pb::LogChunk& chunk);
   void DetectFailedNodes();
   void MarkNodeDown(Node& node, const std::string& reason);
   bool IsCurrentTask(const Job* job, const std::string& node_id, uint64_t epoch) const;
   void SendToNode(const Node& node, pb::CoordinatorToAgent message);
   void SendToPeer(const std::string& peer, pb::CoordinatorToAgent message);
   void SendStop(const Node& node, const std::string& job_id, uint64_t epoch, const std::string& reason);
+
+  // ---- node_identity.cc
+  // The registration's credential check: the identity to bind when a join token admitted a new node (nullopt
+  // for a node that proved its own credential), or the refusal (UNAUTHENTICATED / PERMISSION_DENIED).
+  StatusOr<std::optional<NodeIdentity>> Authenticate(const pb::RegisterRequest& request, std::string* credential);
+  void RefuseRegister(const std::string& peer, const pb::RegisterRequest& request, const Status& error);
+  // Why the node may not send this report (empty: it may): the job has no task of the node in that epoch, a
+  // checkpoint path outside the job's output directory, a deletion nobody ordered.
+  std::string ForeignReport(const Node& node, const pb::AgentToCoordinator& message) const;
+  bool HasTaskInEpoch(const pb::JobRecord& job, const std::string& node_id, uint64_t epoch) const;
+  // Join tokens (create, list, revoke) and node removal: cluster admin only; the mutations are audited.
+  void HandleNodeAdminRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  StatusOr<pb::ClientReply> CreateJoinToken(const pb::CreateJoinTokenRequest& request);
+  StatusOr<pb::ClientReply> RemoveNode(const pb::RemoveNodeRequest& request);
 
   // ---- jobs.cc
   void HandleSubmit(const PreparedSubmit& prepared);
@@ -240,6 +268,7 @@ class Coordinator {
   CheckpointRegistry checkpoints_;
   IdentityRegistry identity_;
   AuditLog audit_;
+  JoinTokenRegistry join_tokens_;
   std::deque<Watcher> watchers_;
   std::map<uint64_t, PendingLogRequest> log_requests_;
   bool schedule_dirty_ = true;

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/shutdown.h"
 #include "common/version.h"
+#include "coordinator/bootstrap.h"
 #include "coordinator/config.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/http.h"
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
                    ->default_val(flags.bind);
   auto* state_dir = app.add_option("--state-dir", flags.state_dir, "RocksDB state directory")
                         ->default_val(flags.state_dir);
-  auto* bootstrap = app.add_option("--bootstrap-admin-config", flags.bootstrap_admin_config,
+  auto* bootstrap_admin = app.add_option("--bootstrap-admin-config", flags.bootstrap_admin_config,
                                    "on a fresh state dir: create the cluster admin and write its client config "
                                    "(address + API token, mode 0600) to this path");
   auto* audit_max = app.add_option("--audit-max-records", flags.audit_max_records,
@@ -78,6 +79,9 @@ int main(int argc, char** argv) {
                     ->default_val(flags.log_level);
   auto* http = app.add_option("--http-bind", flags.http_bind,
                               "HOST:PORT for GET /metrics and GET /api/jobs (default: off)");
+  auto* bootstrap = app.add_option("--bootstrap-join-token-file", flags.bootstrap_join_token_file,
+                                   "fresh cluster only: the join token in this file (created 0600 if missing) "
+                                   "admits the first agents");
   CLI11_PARSE(app, argc, argv);
 
   CoordinatorConfig config;
@@ -89,7 +93,7 @@ int main(int argc, char** argv) {
   }
   if (bind->count()) config.bind = flags.bind;
   if (state_dir->count()) config.state_dir = flags.state_dir;
-  if (bootstrap->count()) config.bootstrap_admin_config = flags.bootstrap_admin_config;
+  if (bootstrap_admin->count()) config.bootstrap_admin_config = flags.bootstrap_admin_config;
   if (audit_max->count()) config.audit_max_records = flags.audit_max_records;
   if (interval->count()) config.heartbeat_interval_ms = flags.heartbeat_interval_ms;
   if (timeout->count()) config.heartbeat_timeout_ms = flags.heartbeat_timeout_ms;
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
   if (log_timeout->count()) config.log_fetch_timeout_ms = flags.log_fetch_timeout_ms;
   if (level->count()) config.log_level = flags.log_level;
   if (http->count()) config.http_bind = flags.http_bind;
+  if (bootstrap->count()) config.bootstrap_join_token_file = flags.bootstrap_join_token_file;
   if (auto st = ValidateConfig(config); !st.ok()) {
     std::fprintf(stderr, "anneal-coordinator: %s\n", st.message().c_str());
     return 2;
@@ -119,9 +124,14 @@ int main(int argc, char** argv) {
   options.heartbeat_timeout_ms = config.heartbeat_timeout_ms;
   options.stop_timeout_ms = config.stop_timeout_ms;
   options.log_fetch_timeout_ms = config.log_fetch_timeout_ms;
+  ApplyIdentityConfig(config, &options);  // agent identity: join tokens, bounds
   Coordinator core(options, store->get(), &clock);
   if (auto st = core.Recover(); !st.ok()) {
     spdlog::critical("recovering state from {}: {}", config.state_dir, st.ToString());
+    return 1;
+  }
+  if (auto st = BootstrapJoinTokenFile(core, config.bootstrap_join_token_file); !st.ok()) {
+    spdlog::critical("{}", st.ToString());
     return 1;
   }
   Server server({.bind = config.bind}, &core, &clock);

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "coordinator/store_keys.h"
 #include "protocol/states.h"
@@ -14,13 +15,92 @@ namespace anneal::coordinator {
 using storage::Table;
 
 NodeRegistry::NodeRegistry(storage::WriteBatch* batch, const storage::StateStore* store, const Clock* clock,
-                           PortRange default_ports)
-    : batch_(batch), store_(store), clock_(clock), default_ports_(default_ports) {}
+                           PortRange default_ports, AgentLimits limits)
+    : batch_(batch), store_(store), clock_(clock), default_ports_(default_ports), limits_(limits) {}
+
+namespace {
+
+Status CheckLength(const std::string& node, const char* field, const std::string& value, uint32_t max) {
+  if (value.size() <= max) return Status::Ok();
+  return InvalidArgumentError(
+      fmt::format("register: node {}: {} is {} bytes long (at most {})", node, field, value.size(), max));
+}
+
+bool ValidNodeId(const std::string& id) {
+  if (id.empty() || !std::isalnum(static_cast<unsigned char>(id[0]))) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+// The inventory within the limits (a registration, or a record found in the store).
+Status CheckInventory(const std::string& id, const pb::NodeInventory& inv, const AgentLimits& limits) {
+  if (inv.slots() == 0) return InvalidArgumentError(fmt::format("register: node {} offers 0 slots", id));
+  if (inv.slots() > limits.max_slots_per_node) {
+    return InvalidArgumentError(fmt::format("register: node {} offers {} slots (at most {}: max_slots_per_node)", id,
+                                            inv.slots(), limits.max_slots_per_node));
+  }
+  if (static_cast<uint32_t>(inv.gpus_size()) > limits.max_gpus_per_node) {
+    return InvalidArgumentError(fmt::format("register: node {} lists {} GPUs (at most {}: max_gpus_per_node)", id,
+                                            inv.gpus_size(), limits.max_gpus_per_node));
+  }
+  if (inv.labels_size() > static_cast<int>(limits.max_labels_per_node)) {
+    return InvalidArgumentError(fmt::format("register: node {} has {} labels (at most {}: max_labels_per_node)", id,
+                                            inv.labels_size(), limits.max_labels_per_node));
+  }
+  for (const auto& [key, value] : inv.labels()) {
+    RETURN_IF_ERROR(CheckLength(id, "a label key", key, limits.max_label_length));
+    RETURN_IF_ERROR(CheckLength(id, fmt::format("label '{}'", key.substr(0, 64)).c_str(), value,
+                                limits.max_label_length));
+  }
+  const uint32_t max = limits.max_inventory_string_length;
+  RETURN_IF_ERROR(CheckLength(id, "hostname", inv.hostname(), max));
+  RETURN_IF_ERROR(CheckLength(id, "address", inv.address(), max));
+  RETURN_IF_ERROR(CheckLength(id, "work_dir", inv.work_dir(), max));
+  for (const auto& gpu : inv.gpus()) {
+    RETURN_IF_ERROR(CheckLength(id, "a GPU name", gpu.name(), max));
+    RETURN_IF_ERROR(CheckLength(id, "a GPU uuid", gpu.uuid(), max));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status NodeRegistry::Validate(const pb::RegisterRequest& request) const {
+  const std::string& id = request.node_id();
+  if (id.size() > limits_.max_node_id_length) {
+    return InvalidArgumentError(fmt::format("register: node_id is {} bytes long (at most {}: max_node_id_length)",
+                                            id.size(), limits_.max_node_id_length));
+  }
+  if (!ValidNodeId(id)) {
+    return InvalidArgumentError(fmt::format("register: node_id '{}' must be a non-empty name of letters, digits, "
+                                            "'.', '_' and '-', starting with a letter or digit",
+                                            id.substr(0, 64)));
+  }
+  RETURN_IF_ERROR(CheckInventory(id, request.inventory(), limits_));
+  RETURN_IF_ERROR(CheckLength(id, "agent_version", request.agent_version(), limits_.max_inventory_string_length));
+  if (static_cast<uint32_t>(request.running_tasks_size()) > limits_.max_running_tasks) {
+    return InvalidArgumentError(fmt::format("register: node {} lists {} running tasks (at most {})", id,
+                                            request.running_tasks_size(), limits_.max_running_tasks));
+  }
+  if (Find(id) == nullptr && nodes_.size() >= limits_.max_nodes) {
+    return ResourceExhaustedError(fmt::format("register: node {} would exceed the cluster's {} nodes (max_nodes); "
+                                              "remove a node first (anneal node remove)",
+                                              id, limits_.max_nodes));
+  }
+  return Status::Ok();
+}
 
 Status NodeRegistry::Recover() {
   const int64_t now = clock_->NowMs();
   Status error;
   RETURN_IF_ERROR(store_->ScanRecords<pb::NodeRecord>(Table::kNodes, "", [&](const pb::NodeRecord& record) {
+    if (Status bounds = CheckInventory(record.node_id(), record.inventory(), limits_); !bounds.ok()) {
+      // Stored by an older coordinator that did not check: loading it would break placement and submit.
+      spdlog::warn("skipping stored node '{}': {} (it must register again)", record.node_id().substr(0, 64),
+                   bounds.message());
+      return true;
+    }
     Node node;
     node.record = record;
     node.last_heartbeat_ms = now;  // a full timeout to re-register after a coordinator restart
@@ -40,14 +120,10 @@ void NodeRegistry::Persist(const Node& node) {
   batch_->Put(Table::kNodes, node.record.node_id(), node.record);
 }
 
-StatusOr<Node*> NodeRegistry::Register(const std::string& peer, const pb::RegisterRequest& request) {
+StatusOr<Node*> NodeRegistry::Register(const std::string& peer, const pb::RegisterRequest& request,
+                                       const NodeIdentity* joined) {
+  RETURN_IF_ERROR(Validate(request));
   const std::string& id = request.node_id();
-  if (id.empty() || id.find('\0') != std::string::npos) {
-    return InvalidArgumentError("register: node_id must be a non-empty name");
-  }
-  if (request.inventory().slots() == 0) {
-    return InvalidArgumentError(fmt::format("register: node {} offers 0 slots", id));
-  }
   const int64_t now = clock_->NowMs();
   Node& node = nodes_[id];
   const pb::NodeState previous = node.record.state();
@@ -65,8 +141,24 @@ StatusOr<Node*> NodeRegistry::Register(const std::string& peer, const pb::Regist
   node.record.set_last_heartbeat_ms(now);
   node.record.set_agent_version(request.agent_version());
   node.record.set_session(node.record.session() + 1);
+  if (joined != nullptr) {
+    node.record.set_credential_hash(joined->credential_hash);
+    node.record.set_joined_with(joined->joined_with);
+    node.record.set_joined_at_ms(now);
+    node.last_applied_seq = joined->spool_acked_seq;
+    batch_->PutU64(Table::kMeta, NodeSeqKey(id), node.last_applied_seq);
+  }
   Persist(node);
   return &node;
+}
+
+void NodeRegistry::Remove(const std::string& node_id) {
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return;
+  if (!it->second.routing_id.empty()) node_by_peer_.erase(it->second.routing_id);
+  nodes_.erase(it);
+  batch_->Delete(Table::kNodes, node_id);
+  batch_->Delete(Table::kMeta, NodeSeqKey(node_id));
 }
 
 void NodeRegistry::Heartbeat(Node& node, const pb::Heartbeat& heartbeat) {

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,6 +101,10 @@ class ScriptedCoordinator {
     ASSERT_TRUE(protocol::Send(*router_, MessageKind::kCoordinatorToAgent, msg, &*agent_id_).ok());
   }
 
+  static constexpr const char* kCredential =
+      "anc_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+  bool refuse_registrations = false;  // answer RegisterReply{accepted: false, PERMISSION_DENIED, refusal}
+  std::string refusal = "node 'node-a' is already registered and has its own node credential";
   bool auto_ack = true;
   uint64_t applied = 0;                                   // highest seq applied, in order
   std::vector<pb::AgentToCoordinator> applied_reports;    // each seq once
@@ -134,7 +139,16 @@ class ScriptedCoordinator {
     if (m.has_register_()) {
       registrations.push_back(m.register_());
       pb::CoordinatorToAgent reply;
+      if (refuse_registrations) {
+        reply.mutable_register_reply()->set_accepted(false);
+        reply.mutable_register_reply()->mutable_error()->set_code(pb::PERMISSION_DENIED);
+        reply.mutable_register_reply()->mutable_error()->set_message(refusal);
+        protocol::Send(*router_, MessageKind::kCoordinatorToAgent, reply, &*agent_id_).IgnoreError();
+        return m;
+      }
       reply.mutable_register_reply()->set_accepted(true);
+      // A new node (no credential yet) is issued one, as the real coordinator does when a join token admits it.
+      if (m.register_().node_credential().empty()) reply.mutable_register_reply()->set_node_credential(kCredential);
       reply.mutable_register_reply()->set_session(++session);
       reply.mutable_register_reply()->set_last_acked_seq(applied);
       reply.mutable_register_reply()->set_heartbeat_interval_ms(200);
@@ -164,13 +178,27 @@ class ScriptedCoordinator {
 // The real anneal-agent binary.
 class AgentProcess {
  public:
+  static constexpr const char* kJoinToken =
+      "anj_0123456789abcdef_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
   AgentProcess(const std::string& work_dir, const std::string& coordinator, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {ANNEAL_AGENT_BIN,  "--coordinator", coordinator, "--node",        "node-a",
                                      "--work-dir",      work_dir,        "--slots",   "4",             "--trainer",
                                      FAKE_RANK_BIN,     "--heartbeat-ms", "200",      "--log-level",   "debug",
                                      "--min-free-bytes", "1024"};
-    for (auto& e : extra) args.push_back(e);
     std::filesystem::create_directories(work_dir);
+    // A new node joins with a join token (node identity); tests of a node without one pass --no-join-token.
+    bool join = true;
+    for (auto& e : extra) {
+      if (e == "--no-join-token") join = false;
+      else args.push_back(e);
+    }
+    if (join) {
+      const std::string token_file = work_dir + "/join-token";
+      std::ofstream(token_file) << kJoinToken << "\n";
+      ::chmod(token_file.c_str(), 0600);
+      args.push_back("--join-token-file");
+      args.push_back(token_file);
+    }
     log_path = work_dir + "/agent-" + std::to_string(++counter_) + ".stderr";
     pid = ::fork();
     if (pid == 0) {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <optional>
@@ -50,20 +51,47 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The anneal-coordinator binary as a child process. Start() waits for its "listening <endpoint>" line.
+// The join token of the coordinator at each endpoint (its bootstrap token), for the scripted agents.
+inline std::map<std::string, std::string>& JoinTokens() {
+  static std::map<std::string, std::string> tokens;
+  return tokens;
+}
+
+inline std::string ReadTrimmed(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// The anneal-coordinator binary as a child process. Start() waits for its "listening <endpoint>" line. It
+// starts with --bootstrap-join-token-file <state_dir>.join-token, so scripted agents can join.
 class CoordinatorProcess {
  public:
   CoordinatorProcess(std::string state_dir, std::vector<std::string> extra_flags = {})
       : state_dir_(std::move(state_dir)), extra_(std::move(extra_flags)) {}
-  ~CoordinatorProcess() { Kill(SIGKILL); }
+  ~CoordinatorProcess() {
+    Kill(SIGKILL);
+    std::filesystem::remove(join_token_file());
+  }
+  std::string join_token_file() const { return state_dir_ + ".join-token"; }
+  std::string join_token() const { return ReadTrimmed(join_token_file()); }
 
   // bind: "tcp://127.0.0.1:*" picks a port; a restart passes the previous endpoint to keep it.
   void Start(const std::string& bind = "tcp://127.0.0.1:*") {
     int out[2];
     ASSERT_EQ(pipe(out), 0);
-    std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN, "--bind",      bind, "--state-dir", state_dir_,
-                                     "--log-level",          "warn",      "--bootstrap-admin-config",
-                                     client_config()};
+    std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN,
+                                     "--bind",
+                                     bind,
+                                     "--state-dir",
+                                     state_dir_,
+                                     "--log-level",
+                                     "warn",
+                                     "--bootstrap-admin-config",
+                                     client_config(),
+                                     "--bootstrap-join-token-file",
+                                     join_token_file()};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
     ASSERT_GE(pid_, 0);
@@ -90,6 +118,7 @@ class CoordinatorProcess {
       if (c == '\n') {
         if (line.rfind("listening ", 0) == 0) {
           endpoint_ = line.substr(10);
+          JoinTokens()[endpoint_] = join_token();
           if (!expect_http_) return;
         } else if (line.rfind("http ", 0) == 0) {
           http_port_ = std::stoi(line.substr(5));
@@ -212,10 +241,14 @@ class ScriptedAgent {
     socket_->connect(endpoint_);
   }
 
+  // Registers as a real agent does: with its node credential once it has one, else with the join token of
+  // the coordinator at the endpoint.
   pb::RegisterReply Register() {
     pb::AgentToCoordinator msg;
     auto* reg = msg.mutable_register_();
     reg->set_node_id(node_id_);
+    if (credential_.empty()) reg->set_join_token(JoinTokens()[endpoint_]);
+    reg->set_node_credential(credential_);
     reg->set_agent_version("scripted");
     reg->mutable_inventory()->set_slots(slots_);
     reg->mutable_inventory()->set_hostname(node_id_);
@@ -228,6 +261,7 @@ class ScriptedAgent {
     EXPECT_TRUE(reply.has_value()) << node_id_ << ": no RegisterReply";
     if (!reply) return {};
     session_ = reply->register_reply().session();
+    if (!reply->register_reply().node_credential().empty()) credential_ = reply->register_reply().node_credential();
     return reply->register_reply();
   }
 
@@ -323,6 +357,7 @@ class ScriptedAgent {
   uint32_t slots_;
   std::unique_ptr<zmq::socket_t> socket_;
   uint64_t session_ = 0;
+  std::string credential_;
   uint64_t seq_ = 0;
   bool beating_ = true;
   Clock::time_point last_beat_ = Clock::now();

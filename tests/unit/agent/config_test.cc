@@ -125,5 +125,17 @@ TEST(Inventory, NoNvmlMeansNoGpusAndDeclaredSlots) {
   EXPECT_EQ(inv.rendezvous_port_begin(), 29500u);
 }
 
+TEST(AgentConfig, JoinTokenFileComesFromTheFlagOrTheFileNeverTheSecretItself) {
+  auto flag = Parse({"--join-token-file", "/etc/anneal/join-token"});
+  ASSERT_TRUE(flag.ok()) << flag.status().ToString();
+  EXPECT_EQ(flag->config.join_token_file, "/etc/anneal/join-token");
+  const std::string yaml = WriteYaml("join_token_file: /srv/token\n");
+  auto file = Parse({"--config", yaml});
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ(file->config.join_token_file, "/srv/token");
+  std::filesystem::remove(yaml);
+  EXPECT_FALSE(Parse({"--join-token", "anj_x"}).ok()) << "there is no flag that takes the token itself";
+}
+
 }  // namespace
 }  // namespace anneal::agent

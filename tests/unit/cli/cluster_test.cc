@@ -121,8 +121,13 @@ TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
             0u)
       << coordinator_args;
   EXPECT_TRUE(Contains(coordinator_args, "--config " + state + "/coordinator.yaml")) << coordinator_args;
+  // Node identity: the coordinator takes the local join token (fresh store only), the agents join with it.
+  EXPECT_TRUE(Contains(coordinator_args, "--bootstrap-join-token-file " + state + "/join-token")) << coordinator_args;
   EXPECT_EQ(ReadFile(dir.path() + "/bin/anneal-agent.args"),
-            "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state + "/agents/local-0 --slots 4");
+            "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state +
+                "/agents/local-0 --slots 4 --join-token-file " + state + "/join-token");
+  EXPECT_EQ(fs::status(state + "/join-token").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
   pid_t coordinator_pid = std::stoi(ReadFile(dir.path() + "/bin/anneal-coordinator.pids"));
   EXPECT_TRUE(GoneWithin(coordinator_pid, std::chrono::seconds(3)));
   // The failed start did not write a client config.

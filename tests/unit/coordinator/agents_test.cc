@@ -35,8 +35,10 @@ TEST(NodeRegistry, BadRegistrationIsRefusedWithAnError) {
   h.Register("n1", 0);
   auto msgs = h.AgentMessages("n1");
   ASSERT_EQ(msgs.size(), 1u);
-  ASSERT_TRUE(msgs[0].has_error());
-  EXPECT_NE(msgs[0].error().message().find("0 slots"), std::string::npos);
+  ASSERT_TRUE(msgs[0].has_register_reply());
+  EXPECT_FALSE(msgs[0].register_reply().accepted());
+  EXPECT_EQ(msgs[0].register_reply().error().code(), pb::INVALID_ARGUMENT);
+  EXPECT_NE(msgs[0].register_reply().error().message().find("0 slots"), std::string::npos);
   EXPECT_EQ(h.core().FindNode("n1"), nullptr);
 }
 

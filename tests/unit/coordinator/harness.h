@@ -61,8 +61,11 @@ class Harness {
 
   static std::string Peer(const std::string& node) { return "peer-" + node; }
 
-  void Register(const std::string& node, uint32_t slots, std::vector<pb::TaskStatus> running = {},
-                uint32_t port_begin = 29500, uint32_t port_end = 29510) {
+  // A RegisterRequest as a real agent sends it: its node credential once it has one, else the harness's join
+  // token (created on first use through the client channel).
+  static pb::AgentToCoordinator RegisterMessage(const std::string& node, uint32_t slots,
+                                                std::vector<pb::TaskStatus> running = {}, uint32_t port_begin = 29500,
+                                                uint32_t port_end = 29510) {
     pb::AgentToCoordinator msg;
     auto* reg = msg.mutable_register_();
     reg->set_node_id(node);
@@ -72,11 +75,48 @@ class Harness {
     reg->mutable_inventory()->set_rendezvous_port_begin(port_begin);
     reg->mutable_inventory()->set_rendezvous_port_end(port_end);
     for (auto& t : running) *reg->add_running_tasks() = t;
-    core_->OnAgentMessage(Peer(node), msg);
+    return msg;
+  }
+  void Register(const std::string& node, uint32_t slots, std::vector<pb::TaskStatus> running = {},
+                uint32_t port_begin = 29500, uint32_t port_end = 29510) {
+    pb::AgentToCoordinator msg = RegisterMessage(node, slots, std::move(running), port_begin, port_end);
+    if (credentials_.count(node)) {
+      msg.mutable_register_()->set_node_credential(credentials_[node]);
+    } else {
+      msg.mutable_register_()->set_join_token(JoinToken());
+    }
+    SendRegister(node, msg);
+  }
+  // Sends `msg` from the node's peer as is, one round; keeps the session and any credential it was given.
+  void SendRegister(const std::string& node, const pb::AgentToCoordinator& msg, const std::string& peer = "") {
+    core_->OnAgentMessage(peer.empty() ? Peer(node) : peer, msg);
     Round();
     for (const auto& m : AgentMessages(node)) {
-      if (m.has_register_reply()) sessions_[node] = m.register_reply().session();
+      if (m.has_register_reply() && m.register_reply().accepted()) {
+        sessions_[node] = m.register_reply().session();
+        if (!m.register_reply().node_credential().empty()) credentials_[node] = m.register_reply().node_credential();
+      }
     }
+  }
+  // The harness's join token (a 24 h one, created through the client channel on first use).
+  std::string JoinToken() {
+    if (join_token_.empty()) {
+      pb::ClientRequest req;
+      req.mutable_create_join_token();
+      join_token_ = Call(req, "admin").create_join_token().token();
+      EXPECT_FALSE(join_token_.empty());
+    }
+    return join_token_;
+  }
+  std::string Credential(const std::string& node) { return credentials_[node]; }
+  uint64_t NextSeq(const std::string& node) { return ++seqs_[node]; }
+  void ForgetCredential(const std::string& node) { credentials_.erase(node); }
+  // The register reply (or error) last sent to the node's peer.
+  pb::RegisterReply LastRegisterReply(const std::string& node) const {
+    for (const auto& m : AgentMessages(node)) {
+      if (m.has_register_reply()) return m.register_reply();
+    }
+    return {};
   }
 
   void Heartbeat(const std::string& node, std::vector<pb::TaskStatus> tasks = {}) {
@@ -98,14 +138,18 @@ class Harness {
     return seq;
   }
 
+  // Reports a checkpoint of the job's current attempt (its epoch) under the job's output dir (/out/run).
   uint64_t ReportCheckpoint(const std::string& node, const std::string& job, uint64_t step,
                             std::map<std::string, double> metrics = {}) {
     const uint64_t seq = ++seqs_[node];
     pb::AgentToCoordinator msg;
     msg.mutable_checkpoint_committed()->set_seq(seq);
     auto* c = msg.mutable_checkpoint_committed()->mutable_checkpoint();
+    const pb::JobRecord record = Job(job);
     c->set_job_id(job);
     c->set_step(step);
+    c->set_epoch(record.epoch());
+    c->set_attempt(record.attempt());
     c->set_path("/out/run/checkpoint-" + std::to_string(step));
     for (auto& [k, v] : metrics) (*c->mutable_metrics())[k] = v;
     core_->OnAgentMessage(Peer(node), msg);
@@ -242,6 +286,8 @@ class Harness {
   std::vector<Outgoing> sent_;
   std::map<std::string, uint64_t> sessions_;
   std::map<std::string, uint64_t> seqs_;
+  std::map<std::string, std::string> credentials_;
+  std::string join_token_;
   uint64_t request_id_ = 0;
   std::string admin_token_;
 };
