@@ -70,6 +70,15 @@ void Coordinator::HandleGetLogs(const std::string& peer, uint64_t request_id, co
                                             request.job_id(), request.rank(), node_id)));
     return;
   }
+  const size_t pending_for_peer = std::count_if(log_requests_.begin(), log_requests_.end(),
+                                                [&](const auto& entry) { return entry.second.peer == peer; });
+  if (pending_for_peer >= options_.limits.max_log_fetches_per_peer) {
+    ReplyError(peer, request_id,
+               ResourceExhaustedError(fmt::format("this connection already has {} GetLogs waiting for agents, the "
+                                                  "limit (max_log_fetches_per_peer); wait for their replies",
+                                                  pending_for_peer)));
+    return;
+  }
   const uint64_t internal_id = next_request_id_++;
   pb::CoordinatorToAgent message;
   auto* fetch = message.mutable_fetch_logs();
@@ -246,6 +255,28 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
     return;
   }
   Reply(read.peer, std::move(reply));
+}
+
+void Coordinator::HandleWatch(const std::string& peer, uint64_t request_id, const pb::WatchJobRequest& request) {
+  const Limits& limits = options_.limits;
+  const size_t for_peer =
+      std::count_if(watchers_.begin(), watchers_.end(), [&](const Watcher& w) { return w.peer == peer; });
+  if (for_peer >= limits.max_watchers_per_peer) {
+    ReplyError(peer, request_id,
+               ResourceExhaustedError(fmt::format("this connection already has {} WatchJob long polls waiting, the "
+                                                  "limit (max_watchers_per_peer)",
+                                                  for_peer)));
+    return;
+  }
+  if (watchers_.size() >= limits.max_watchers_total) {
+    ReplyError(peer, request_id,
+               ResourceExhaustedError(fmt::format("the coordinator already has {} WatchJob long polls waiting, the "
+                                                  "limit (max_watchers_total); retry shortly",
+                                                  watchers_.size())));
+    return;
+  }
+  const int64_t timeout = std::min<int64_t>(request.timeout_ms(), 600'000);
+  watchers_.push_back({peer, request_id, request, clock_->NowMs() + timeout});
 }
 
 bool Coordinator::WatchReady(const Watcher& watcher, int64_t now) const {

@@ -35,6 +35,10 @@ Status Coordinator::Recover() {
 }
 
 void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoordinator& message) {
+  if (Status st = CheckAgentMessageLimits(message, options_.limits); !st.ok()) {
+    OnBadAgentMessage(peer, st);
+    return;
+  }
   switch (message.body_case()) {
     case pb::AgentToCoordinator::kRegister:
       HandleRegister(peer, message.register_());
@@ -71,6 +75,10 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
                                     "(pass the admin token: --token or ANNEAL_TOKEN)"));
     return;
   }
+  if (Status st = WithinLimits(request); !st.ok()) {
+    ReplyError(peer, id, st);
+    return;
+  }
   switch (request.body_case()) {
     case pb::ClientRequest::kSubmit:
       HandleSubmit(PrepareSubmit(peer, request));
@@ -84,11 +92,9 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
     case pb::ClientRequest::kDrain:
       HandleDrain(peer, id, request.drain());
       break;
-    case pb::ClientRequest::kWatch: {
-      const int64_t timeout = std::min<int64_t>(request.watch().timeout_ms(), 600'000);
-      watchers_.push_back({peer, id, request.watch(), clock_->NowMs() + timeout});
+    case pb::ClientRequest::kWatch:
+      HandleWatch(peer, id, request.watch());
       break;
-    }
     case pb::ClientRequest::kGetJob:
     case pb::ClientRequest::kListJobs:
     case pb::ClientRequest::kListCheckpoints:

@@ -53,6 +53,7 @@
 #include "coordinator/clock.h"
 #include "coordinator/job_state_machine.h"
 #include "coordinator/job_table.h"
+#include "coordinator/limits.h"
 #include "coordinator/node_registry.h"
 #include "coordinator/scheduler.h"
 #include "jobspec/jobspec.h"
@@ -70,6 +71,9 @@ struct CoordinatorOptions {
   uint32_t default_port_begin = 29500;   // rendezvous ports when an inventory advertises none
   uint32_t default_port_end = 30000;
   uint32_t max_watch_items = 1000;  // events / metrics per WatchJob reply
+  // ---- transport and limits (coordinator/limits.h)
+  Limits limits;                  // request sizes, names, watchers and log fetches per peer
+  std::string server_public_key;  // Z85 CurveZMQ public key; set by main (empty: plaintext)
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -102,6 +106,8 @@ class Coordinator {
   void OnClientRequest(const std::string& peer, const pb::ClientRequest& request);
   // A SubmitJob prepared off the loop (the token was checked with Authorized() before).
   void OnPreparedSubmit(const PreparedSubmit& prepared);
+  // The request's sizes and names are within options.limits (coordinator/limits.h).
+  Status WithinLimits(const pb::ClientRequest& request) const { return CheckClientRequestLimits(request, options_.limits); }
   bool Authorized(const pb::ClientRequest& request) const {
     return options_.admin_token.empty() || request.token() == options_.admin_token;
   }
@@ -181,6 +187,7 @@ class Coordinator {
   void HandleMetricBatch(const pb::MetricBatch& batch);
   void HandleGetLogs(const std::string& peer, uint64_t request_id, const pb::GetLogsRequest& request);
   void HandleDrain(const std::string& peer, uint64_t request_id, const pb::DrainNodeRequest& request);
+  void HandleWatch(const std::string& peer, uint64_t request_id, const pb::WatchJobRequest& request);
   void AnswerRead(const DeferredRead& read);
   bool WatchReady(const Watcher& watcher, int64_t now) const;
   void AnswerWatch(const Watcher& watcher);

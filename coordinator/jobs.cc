@@ -60,6 +60,11 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
     ReplyError(peer, request_id, prepared.status);
     return;
   }
+  if (Status st = CheckNameLength("the job name (scheduling.name)", prepared.spec->scheduling.name, options_.limits);
+      !st.ok()) {
+    ReplyError(peer, request_id, st);
+    return;
+  }
   std::vector<std::string> warnings = prepared.spec->warnings;
   if (nodes_.empty()) {
     warnings.push_back("no node has registered yet: the job's fit to the cluster is checked when nodes join");
