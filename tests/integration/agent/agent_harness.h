@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <dirent.h>
@@ -29,6 +30,7 @@
 #include <zmq.hpp>
 
 #include "protocol/anneal.pb.h"
+#include "protocol/curve.h"
 #include "protocol/framing.h"
 
 namespace anneal::agent::testing {
@@ -65,7 +67,14 @@ inline uint64_t SeqOf(const pb::AgentToCoordinator& m) {
   }
 }
 
-// The coordinator side, scripted by the test.
+// The scripted coordinator's CurveZMQ keypair (one per test process); AgentProcess pins its public key unless
+// the test passes its own --server-key / --server-key-file / --insecure-plaintext.
+inline const protocol::CurveKeyPair& TestServerKeys() {
+  static const protocol::CurveKeyPair keys = *protocol::GenerateCurveKeyPair();
+  return keys;
+}
+
+// The coordinator side, scripted by the test (a CurveZMQ server with TestServerKeys()).
 class ScriptedCoordinator {
  public:
   ScriptedCoordinator() { Bind("tcp://127.0.0.1:*"); }
@@ -113,6 +122,7 @@ class ScriptedCoordinator {
     router_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
     router_->set(zmq::sockopt::linger, 0);
     router_->set(zmq::sockopt::rcvtimeo, 50);
+    if (!protocol::ConfigureCurveServer(*router_, TestServerKeys()).ok()) ADD_FAILURE() << "no CurveZMQ";
     router_->bind(where);
     endpoint_ = router_->get(zmq::sockopt::last_endpoint);
   }
@@ -169,6 +179,13 @@ class AgentProcess {
                                      "--work-dir",      work_dir,        "--slots",   "4",             "--trainer",
                                      FAKE_RANK_BIN,     "--heartbeat-ms", "200",      "--log-level",   "debug",
                                      "--min-free-bytes", "1024"};
+    const bool own_security = std::any_of(extra.begin(), extra.end(), [](const std::string& e) {
+      return e == "--server-key" || e == "--server-key-file" || e == "--insecure-plaintext";
+    });
+    if (!own_security) {
+      args.push_back("--server-key");
+      args.push_back(TestServerKeys().public_key);
+    }
     for (auto& e : extra) args.push_back(e);
     std::filesystem::create_directories(work_dir);
     log_path = work_dir + "/agent-" + std::to_string(++counter_) + ".stderr";
