@@ -89,7 +89,7 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
                        st.code() == StatusCode::kInvalidArgument ? st : Status(StatusCode::kInternal, st.message()));
   }
   const LocalCluster& cluster = up->cluster;
-  if (Status st = WriteClientConfig(*home, cluster.coordinator, cluster.token); !st.ok()) {
+  if (Status st = WriteClientConfig(*home, cluster.coordinator, cluster.token, cluster.server_key); !st.ok()) {
     return ReportError("up", st);
   }
   const char* outcome = up->outcome == UpOutcome::kStarted          ? "started"

@@ -59,6 +59,7 @@ struct LocalClusterOptions {
 struct LocalCluster {
   std::string coordinator;  // tcp://127.0.0.1:PORT
   std::string token;
+  std::string server_key;  // the coordinator's CurveZMQ public key, read from <state dir>/coordinator/curve.pub
   int agents = 0;
   int slots = 0;                         // 0: one rank per GPU
   std::vector<DaemonProcess> processes;  // coordinator first, then agents local-0, local-1, ...
@@ -83,8 +84,9 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
                                          const std::string& state_dir, const std::string& token,
                                          const std::string& config_file);
 // slots 0: no --slots flag, so the agent schedules one rank per GPU it finds.
+// `server_key_file`: the coordinator's public key file the agent pins (--server-key-file).
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
-                                   const std::string& work_dir, int slots);
+                                   const std::string& work_dir, int slots, const std::string& server_key_file);
 
 // GPUs the NVIDIA driver lists (/proc/driver/nvidia/gpus); 0 without the driver.
 int NvidiaGpuCount();

@@ -1,6 +1,8 @@
 #include "cli/settings.h"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -8,8 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
+#include "protocol/curve.h"
 
 namespace anneal::cli {
 namespace {
@@ -20,7 +21,7 @@ std::string Env(const char* name) {
 }
 
 struct FileConfig {
-  std::string coordinator, token;
+  std::string coordinator, token, server_key;
 };
 
 StatusOr<FileConfig> ReadClientConfig(const std::string& path) {
@@ -35,16 +36,21 @@ StatusOr<FileConfig> ReadClientConfig(const std::string& path) {
         fmt::format("{}:{}:{}: malformed client config: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   if (root.IsNull()) return c;
-  if (!root.IsMap()) return InvalidArgumentError(fmt::format("{}: expected a mapping with coordinator: and token:", path));
+  if (!root.IsMap())
+    return InvalidArgumentError(fmt::format("{}: expected a mapping with coordinator: and token:", path));
   for (const auto& kv : root) {
     const std::string key = kv.first.Scalar();
     if (!kv.second.IsScalar()) {
       return InvalidArgumentError(fmt::format("{}:{}: '{}' must be a string", path, kv.first.Mark().line + 1, key));
     }
-    if (key == "coordinator") c.coordinator = kv.second.Scalar();
-    else if (key == "token") c.token = kv.second.Scalar();
+    if (key == "coordinator")
+      c.coordinator = kv.second.Scalar();
+    else if (key == "token")
+      c.token = kv.second.Scalar();
+    else if (key == "server_key")
+      c.server_key = kv.second.Scalar();
     else {
-      return InvalidArgumentError(fmt::format("{}:{}: unknown key '{}' (known: coordinator, token)", path,
+      return InvalidArgumentError(fmt::format("{}:{}: unknown key '{}' (known: coordinator, token, server_key)", path,
                                               kv.first.Mark().line + 1, key));
     }
   }
@@ -61,9 +67,12 @@ StatusOr<std::string> AnnealHome() {
   return user_home + "/.anneal";
 }
 
-std::string ClientConfigPath(const std::string& home) { return home + "/config"; }
+std::string ClientConfigPath(const std::string& home) {
+  return home + "/config";
+}
 
-StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const std::string& flag_token) {
+StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const std::string& flag_token,
+                                   const TransportFlags& transport) {
   Settings s;
   FileConfig file;
   std::string config_path;
@@ -80,13 +89,27 @@ StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const st
   } else {
     s.coordinator = kDefaultCoordinator, s.coordinator_from = "default";
   }
-  if (!flag_token.empty()) s.token = flag_token;
-  else if (std::string env = Env("ANNEAL_TOKEN"); !env.empty()) s.token = env;
-  else s.token = file.token;
+  if (!flag_token.empty())
+    s.token = flag_token;
+  else if (std::string env = Env("ANNEAL_TOKEN"); !env.empty())
+    s.token = env;
+  else
+    s.token = file.token;
+  // ---- transport
+  if (!transport.server_key.empty()) {
+    s.server_key = transport.server_key, s.server_key_from = "--server-key";
+  } else if (std::string env = Env("ANNEAL_SERVER_KEY"); !env.empty()) {
+    s.server_key = env, s.server_key_from = "ANNEAL_SERVER_KEY";
+  } else if (!file.server_key.empty()) {
+    s.server_key = file.server_key, s.server_key_from = config_path + ": server_key";
+  }
+  s.insecure_plaintext = transport.insecure_plaintext || Env("ANNEAL_INSECURE_PLAINTEXT") == "1";
+  if (!s.server_key.empty()) RETURN_IF_ERROR(protocol::CheckCurveKeyText(s.server_key, s.server_key_from));
   return s;
 }
 
-Status WriteClientConfig(const std::string& home, const std::string& coordinator, const std::string& token) {
+Status WriteClientConfig(const std::string& home, const std::string& coordinator, const std::string& token,
+                         const std::string& server_key) {
   std::error_code ec;
   std::filesystem::create_directories(home, ec);
   if (ec) return InvalidArgumentError(fmt::format("cannot create {}: {}", home, ec.message()));
@@ -97,8 +120,11 @@ Status WriteClientConfig(const std::string& home, const std::string& coordinator
     if (!out) return InvalidArgumentError(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
     YAML::Emitter e;
     e << YAML::BeginMap << YAML::Key << "coordinator" << YAML::Value << coordinator << YAML::Key << "token"
-      << YAML::Value << YAML::DoubleQuoted << token << YAML::EndMap;
-    out << "# written by `anneal up`; flags and ANNEAL_COORDINATOR / ANNEAL_TOKEN take precedence\n"
+      << YAML::Value << YAML::DoubleQuoted << token;
+    if (!server_key.empty()) e << YAML::Key << "server_key" << YAML::Value << YAML::DoubleQuoted << server_key;
+    e << YAML::EndMap;
+    out << "# written by `anneal up`; flags and ANNEAL_COORDINATOR / ANNEAL_TOKEN / ANNEAL_SERVER_KEY take "
+           "precedence\n"
         << e.c_str() << "\n";
     if (!out.flush()) return InvalidArgumentError(fmt::format("cannot write {}", tmp));
   }
