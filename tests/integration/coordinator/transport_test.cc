@@ -3,12 +3,11 @@
 // memory, spec and name limits, watchers per peer, and the HTTP API's token, public metrics and accept loop
 // under file-descriptor exhaustion. After each refusal the coordinator still serves.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
@@ -122,8 +121,8 @@ TEST(Transport, ACorruptSecretKeyFileStopsTheCoordinatorNamingTheFile) {
     coordinator.Start();
   }
   std::ofstream(dir.str() + "/curve.key", std::ios::trunc) << "garbage\n";
-  const std::string cmd = std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:0 --state-dir " +
-                          dir.str() + " 2>&1";
+  const std::string cmd =
+      std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:0 --state-dir " + dir.str() + " 2>&1";
   FILE* out = popen(cmd.c_str(), "r");
   ASSERT_NE(out, nullptr);
   std::string text;
