@@ -176,7 +176,9 @@ StatusOr<std::string> WaitForServerKey(const std::string& path, const DaemonProc
     last = key.status();
     int status = 0;
     if (::waitpid(coordinator.pid, &status, WNOHANG) == coordinator.pid) {
-      return UnavailableError(fmt::format("the coordinator exited during start-up{}", LogTail(coordinator.log)));
+      std::string how = WIFEXITED(status) ? fmt::format("exited with status {}", WEXITSTATUS(status))
+                                          : fmt::format("was killed by signal {}", WTERMSIG(status));
+      return UnavailableError(fmt::format("{} {} during start-up{}", coordinator.name, how, LogTail(coordinator.log)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -37,8 +37,14 @@ std::string CopyAnneal(const TempDir& dir) {
   return copy;
 }
 
-// A stand-in daemon: records its arguments and pid, prints a line, then runs `tail_command`.
+// A stand-in daemon: records its arguments and pid, prints a line, then runs `tail_command`. A stand-in
+// coordinator writes a public key into its --state-dir, as the real one does before it listens.
 void WriteStandIn(const TempDir& dir, const std::string& name, const std::string& tail_command) {
+  const std::string write_key =
+      name != "anneal-coordinator"
+          ? ""
+          : "for a in \"$@\"; do [ \"$next\" = 1 ] && mkdir -p \"$a\" && echo '" + FakeServerKeys().public_key +
+                "' > \"$a/curve.pub\"; next=0; [ \"$a\" = --state-dir ] && next=1; done\n";
   dir.Write("bin/" + name,
             "#!/bin/sh\n"
             "d=$(dirname \"$0\")\n"
@@ -47,9 +53,8 @@ void WriteStandIn(const TempDir& dir, const std::string& name, const std::string
                 ".args\"\n"
                 "echo $$ >> \"$d/" +
                 name +
-                ".pids\"\n"
-                "echo \"" +
-                name + " starting\"\n" + tail_command + "\n",
+                ".pids\"\n" +
+                write_key + "echo \"" + name + " starting\"\n" + tail_command + "\n",
             /*executable=*/true);
 }
 
@@ -121,7 +126,8 @@ TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
       << coordinator_args;
   EXPECT_TRUE(Contains(coordinator_args, "--config " + state + "/coordinator.yaml")) << coordinator_args;
   EXPECT_EQ(ReadFile(dir.path() + "/bin/anneal-agent.args"),
-            "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state + "/agents/local-0 --slots 4");
+            "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state +
+                "/agents/local-0 --server-key-file " + state + "/coordinator/curve.pub --slots 4");
   pid_t coordinator_pid = std::stoi(ReadFile(dir.path() + "/bin/anneal-coordinator.pids"));
   EXPECT_TRUE(GoneWithin(coordinator_pid, std::chrono::seconds(3)));
   // The failed start did not write a client config.

@@ -104,7 +104,7 @@ TEST(CliOffline, MalformedClientConfigNamesTheFile) {
   home.Write(".anneal/config", "coordinater: tcp://127.0.0.1:1\n");
   RunResult unknown = RunAnneal({"nodes"}, home.path());
   EXPECT_EQ(unknown.exit_code, 2);
-  EXPECT_TRUE(Contains(unknown.err, "unknown key 'coordinater' (known: coordinator, token)")) << unknown.err;
+  EXPECT_TRUE(Contains(unknown.err, "unknown key 'coordinater' (known: coordinator, token, server_key)")) << unknown.err;
 }
 
 }  // namespace
