@@ -89,9 +89,12 @@ void Agent::OpenSocket() {
   socket_->set(zmq::sockopt::heartbeat_timeout, 5000);
   // ---- transport: CurveZMQ with the pinned coordinator key (protocol/curve.h), frame limit
   socket_->set(zmq::sockopt::maxmsgsize, config_.max_message_bytes);
+  bool secured = true;
   if (!config_.insecure_plaintext) {
+    // The key was checked at start (config.cc); should it still fail, never fall back to plaintext.
     if (Status st = protocol::ConfigureCurveClient(*socket_, config_.server_key); !st.ok()) {
-      spdlog::error("coordinator channel: {}", st.ToString());  // checked at start (config.cc): not expected
+      spdlog::critical("coordinator channel: {}; not connecting", st.ToString());
+      secured = false;
     }
   }
   // No fixed routing id: a ROUTER without ZMQ_ROUTER_HANDOVER rejects a reconnect that reuses a live id. The
@@ -105,7 +108,7 @@ void Agent::OpenSocket() {
     monitor_->connect(monitor_endpoint);
   }
   try {
-    socket_->connect(config_.coordinator);
+    if (secured) socket_->connect(config_.coordinator);
   } catch (const zmq::error_t& e) {
     spdlog::error("cannot connect to coordinator '{}': {}", config_.coordinator, e.what());
   }
