@@ -73,14 +73,13 @@ class LocalClusterTest : public ::testing::Test {
   // anneal with HOME in the temp dir: the state is <dir>/.anneal, the client config <dir>/.anneal/config.
   // Every rank of every job runs FAKE_STEPS steps FAKE_INTERVAL_MS apart (about 12 s).
   RunResult Anneal(const std::vector<std::string>& args, double timeout_s = 60) {
-    return RunProgram(
-        anneal_, args, dir_.path(),
-        // The client config that anneal up writes pins the cluster's key (not the harness's fake one).
-        {{"FAKE_STEPS", "40"},
-         {"FAKE_INTERVAL_MS", "300"},
-         {"FAKE_OUTPUT_DIR", dir_.path() + "/out/job"},
-         {"ANNEAL_SERVER_KEY", ""}},
-        timeout_s);
+    return RunProgram(anneal_, args, dir_.path(),
+                      // The client config that anneal up writes pins the cluster's key (not the harness's fake one).
+                      {{"FAKE_STEPS", "40"},
+                       {"FAKE_INTERVAL_MS", "300"},
+                       {"FAKE_OUTPUT_DIR", dir_.path() + "/out/job"},
+                       {"ANNEAL_SERVER_KEY", ""}},
+                      timeout_s);
   }
 
   // name -> pid, as cluster.yaml records them now.

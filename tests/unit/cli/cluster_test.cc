@@ -40,11 +40,11 @@ std::string CopyAnneal(const TempDir& dir) {
 // A stand-in daemon: records its arguments and pid, prints a line, then runs `tail_command`. A stand-in
 // coordinator writes a public key into its --state-dir, as the real one does before it listens.
 void WriteStandIn(const TempDir& dir, const std::string& name, const std::string& tail_command) {
-  const std::string write_key =
-      name != "anneal-coordinator"
-          ? ""
-          : "for a in \"$@\"; do [ \"$next\" = 1 ] && mkdir -p \"$a\" && echo '" + FakeServerKeys().public_key +
-                "' > \"$a/curve.pub\"; next=0; [ \"$a\" = --state-dir ] && next=1; done\n";
+  const std::string write_key = name != "anneal-coordinator"
+                                    ? ""
+                                    : "for a in \"$@\"; do [ \"$next\" = 1 ] && mkdir -p \"$a\" && echo '" +
+                                          FakeServerKeys().public_key +
+                                          "' > \"$a/curve.pub\"; next=0; [ \"$a\" = --state-dir ] && next=1; done\n";
   dir.Write("bin/" + name,
             "#!/bin/sh\n"
             "d=$(dirname \"$0\")\n"
@@ -52,9 +52,7 @@ void WriteStandIn(const TempDir& dir, const std::string& name, const std::string
                 name +
                 ".args\"\n"
                 "echo $$ >> \"$d/" +
-                name +
-                ".pids\"\n" +
-                write_key + "echo \"" + name + " starting\"\n" + tail_command + "\n",
+                name + ".pids\"\n" + write_key + "echo \"" + name + " starting\"\n" + tail_command + "\n",
             /*executable=*/true);
 }
 
