@@ -13,6 +13,7 @@
 #include "common/secret.h"
 #include "common/shutdown.h"
 #include "common/version.h"
+#include "protocol/curve.h"
 #include "protocol/framing.h"
 
 namespace anneal::agent {
@@ -84,7 +85,7 @@ Status Agent::Init() {
   RETURN_IF_ERROR(MakeDirs(config_.work_dir + "/jobs").WithContext("agent work directory"));
   RETURN_IF_ERROR(LockWorkDir());
   RETURN_IF_ERROR(LoadIdentity());
-  ASSIGN_OR_RETURN(spool_, Spool::Open(config_.work_dir + "/spool"));
+  ASSIGN_OR_RETURN(spool_, Spool::Open(config_.work_dir + "/spool", config_.spool_max_bytes));
   SupervisorOptions opts;
   opts.work_dir = config_.work_dir;
   opts.node_id = config_.node;
@@ -119,17 +120,28 @@ void Agent::OpenSocket() {
   socket_->set(zmq::sockopt::reconnect_ivl_max, timing_.zmq_reconnect_ivl_max_ms);
   socket_->set(zmq::sockopt::heartbeat_ivl, 1000);
   socket_->set(zmq::sockopt::heartbeat_timeout, 5000);
+  // ---- transport: CurveZMQ with the pinned coordinator key (protocol/curve.h), frame limit
+  socket_->set(zmq::sockopt::maxmsgsize, config_.max_message_bytes);
+  bool secured = true;
+  if (!config_.insecure_plaintext) {
+    // The key was checked at start (config.cc); should it still fail, never fall back to plaintext.
+    if (Status st = protocol::ConfigureCurveClient(*socket_, config_.server_key); !st.ok()) {
+      spdlog::critical("coordinator channel: {}; not connecting", st.ToString());
+      secured = false;
+    }
+  }
   // No fixed routing id: a ROUTER without ZMQ_ROUTER_HANDOVER rejects a reconnect that reuses a live id. The
   // coordinator learns this node's current id from each message it receives (RegisterRequest names the node).
   const std::string monitor_endpoint = "inproc://anneal-agent-monitor-" + std::to_string(socket_generation_);
-  if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) ==
-      0) {
+  const int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(), events) == 0) {
     monitor_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(monitor_endpoint);
   }
   try {
-    socket_->connect(config_.coordinator);
+    if (secured) socket_->connect(config_.coordinator);
   } catch (const zmq::error_t& e) {
     spdlog::error("cannot connect to coordinator '{}': {}", config_.coordinator, e.what());
   }
@@ -205,7 +217,10 @@ void Agent::DrainMonitor() {
     if (event.size() < 2) continue;
     uint16_t id = 0;
     std::memcpy(&id, event.data(), sizeof(id));
-    if (id == ZMQ_EVENT_DISCONNECTED) {
+    if (id & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)) {
+      WarnHandshakeFailed();
+    } else if (id == ZMQ_EVENT_DISCONNECTED) {
       if (Registered()) {
         spdlog::warn("coordinator {} disconnected; re-registering when it is back", config_.coordinator);
       }
@@ -221,6 +236,24 @@ void Agent::DrainMonitor() {
   }
 }
 
+void Agent::WarnHandshakeFailed() {
+  ++failed_handshakes_;
+  const int64_t now = clock_.SteadyMs();
+  if (last_handshake_warning_ms_ >= 0 && now - last_handshake_warning_ms_ < 30000) return;
+  last_handshake_warning_ms_ = now;
+  if (config_.insecure_plaintext) {
+    spdlog::error("coordinator {}: the plaintext handshake failed ({} time(s)): the coordinator probably requires "
+                  "CurveZMQ; pass its public key (--server-key-file <state dir>/curve.pub) instead of "
+                  "--insecure-plaintext; retrying",
+                  config_.coordinator, failed_handshakes_);
+  } else {
+    spdlog::error("coordinator {}: the CurveZMQ handshake failed ({} time(s)): the server key {}{} is probably not "
+                  "this coordinator's (compare its <state dir>/curve.pub), or it runs --insecure-plaintext; retrying",
+                  config_.coordinator, failed_handshakes_, config_.server_key,
+                  config_.server_key_file.empty() ? "" : " (from " + config_.server_key_file + ")");
+  }
+}
+
 bool Agent::Send(const pb::AgentToCoordinator& msg) {
   if (!socket_) return false;
   if (Status st = protocol::Send(*socket_, MessageKind::kAgentToCoordinator, msg); !st.ok()) {
@@ -233,7 +266,10 @@ bool Agent::Send(const pb::AgentToCoordinator& msg) {
 void Agent::Report(pb::AgentToCoordinator msg) {
   auto seq = spool_->Append(&msg);
   if (!seq.ok()) {
-    spdlog::error("report not spooled: {}", seq.status().ToString());
+    // A full spool drops metric batches and has warned already (agent/spool.h).
+    if (seq.status().code() != StatusCode::kResourceExhausted) {
+      spdlog::error("report not spooled: {}", seq.status().ToString());
+    }
     return;
   }
   FlushPending();

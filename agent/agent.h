@@ -86,6 +86,7 @@ class Agent {
   void DrainSocket();  // DrainSocketOnce, again after an EINTR
   void DrainSocketOnce();
   void DrainMonitor();
+  void WarnHandshakeFailed();  // logs (rate-limited) that the Curve or plaintext handshake failed
   void Handle(const pb::CoordinatorToAgent& msg);
   void OpenSocket();
   void CloseSocket();
@@ -109,6 +110,8 @@ class Agent {
   std::unique_ptr<zmq::socket_t> monitor_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> socket_fd_;  // ZMQ_FD; released, never closed
   uint64_t socket_generation_ = 0;
+  int64_t last_handshake_warning_ms_ = -1;  // failed CurveZMQ handshakes are logged at most every 30 s
+  uint64_t failed_handshakes_ = 0;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Supervisor> supervisor_;
 

@@ -1,14 +1,14 @@
 #include "agent/config.h"
 
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
+#include <CLI/CLI.hpp>
 #include <filesystem>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <yaml-cpp/yaml.h>
-
 #include "common/version.h"
+#include "protocol/curve.h"
 
 namespace anneal::agent {
 namespace {
@@ -72,24 +72,50 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
     const YAML::Node& v = kv.second;
     const std::string where = "agent config file " + path + ": key '" + key + "'";
     try {
-      if (key == "coordinator") config->coordinator = v.as<std::string>();
-      else if (key == "node") config->node = v.as<std::string>();
-      else if (key == "work_dir") config->work_dir = v.as<std::string>();
-      else if (key == "slots") config->slots = v.as<uint32_t>();
-      else if (key == "address") config->address = v.as<std::string>();
-      else if (key == "trainer") config->trainer = v.as<std::string>();
-      else if (key == "heartbeat_ms") config->heartbeat_ms = v.as<uint32_t>();
-      else if (key == "log_level") config->log_level = v.as<std::string>();
-      else if (key == "keep_tasks_on_exit") config->keep_tasks_on_exit = v.as<bool>();
-      else if (key == "log_max_bytes") config->log_max_bytes = v.as<uint64_t>();
-      else if (key == "shutdown_grace_ms") config->shutdown_grace_ms = v.as<uint32_t>();
-      else if (key == "min_free_bytes") config->min_free_bytes = v.as<uint64_t>();
-      else if (key == "log_retention_hours") config->log_retention_hours = v.as<uint32_t>();
-      else if (key == "join_token_file") config->join_token_file = v.as<std::string>();
+      if (key == "coordinator")
+        config->coordinator = v.as<std::string>();
+      else if (key == "node")
+        config->node = v.as<std::string>();
+      else if (key == "work_dir")
+        config->work_dir = v.as<std::string>();
+      else if (key == "slots")
+        config->slots = v.as<uint32_t>();
+      else if (key == "address")
+        config->address = v.as<std::string>();
+      else if (key == "trainer")
+        config->trainer = v.as<std::string>();
+      else if (key == "heartbeat_ms")
+        config->heartbeat_ms = v.as<uint32_t>();
+      else if (key == "log_level")
+        config->log_level = v.as<std::string>();
+      else if (key == "keep_tasks_on_exit")
+        config->keep_tasks_on_exit = v.as<bool>();
+      else if (key == "log_max_bytes")
+        config->log_max_bytes = v.as<uint64_t>();
+      else if (key == "shutdown_grace_ms")
+        config->shutdown_grace_ms = v.as<uint32_t>();
+      else if (key == "min_free_bytes")
+        config->min_free_bytes = v.as<uint64_t>();
+      else if (key == "log_retention_hours")
+        config->log_retention_hours = v.as<uint32_t>();
+      // ---- transport and limits
+      else if (key == "server_key")
+        config->server_key = v.as<std::string>();
+      else if (key == "server_key_file")
+        config->server_key_file = v.as<std::string>();
+      else if (key == "insecure_plaintext")
+        config->insecure_plaintext = v.as<bool>();
+      else if (key == "max_message_bytes")
+        config->max_message_bytes = v.as<int64_t>();
+      else if (key == "spool_max_bytes")
+        config->spool_max_bytes = v.as<uint64_t>();
+      // ---- node identity
+      else if (key == "join_token_file")
+        config->join_token_file = v.as<std::string>();
       else if (key == "rendezvous_ports") {
-        RETURN_IF_ERROR(ParsePortRange(v.as<std::string>(), &config->rendezvous_port_begin,
-                                       &config->rendezvous_port_end)
-                            .WithContext(where));
+        RETURN_IF_ERROR(
+            ParsePortRange(v.as<std::string>(), &config->rendezvous_port_begin, &config->rendezvous_port_end)
+                .WithContext(where));
       } else if (key == "labels") {
         if (v.IsMap()) {
           for (const auto& l : v) config->labels[l.first.as<std::string>()] = l.second.as<std::string>();
@@ -99,14 +125,33 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
           return InvalidArgumentError(where + ": expected a map {key: value} or a list of key=value");
         }
       } else {
-        return InvalidArgumentError(where + ": unknown setting (allowed: coordinator, node, work_dir, slots, "
+        return InvalidArgumentError(where +
+                                    ": unknown setting (allowed: coordinator, node, work_dir, slots, "
                                     "labels, address, trainer, heartbeat_ms, log_level, keep_tasks_on_exit, "
                                     "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
-                                    "log_retention_hours, join_token_file)");
+                                    "log_retention_hours, join_token_file, server_key, server_key_file, "
+                                    "insecure_plaintext, max_message_bytes, spool_max_bytes)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
     }
+  }
+  return Status::Ok();
+}
+
+Status ResolveServerKey(AgentConfig* c) {
+  if (c->max_message_bytes <= 0) return InvalidArgumentError("--max-message-bytes must be positive");
+  if (c->server_key.empty() && !c->server_key_file.empty()) {
+    auto key = protocol::ReadCurveKeyFile(c->server_key_file);
+    if (!key.ok()) return key.status().WithContext("anneal-agent: --server-key-file");
+    c->server_key = *key;
+  } else if (!c->server_key.empty()) {
+    RETURN_IF_ERROR(protocol::CheckCurveKeyText(c->server_key, "anneal-agent: --server-key"));
+  }
+  if (c->server_key.empty() && !c->insecure_plaintext) {
+    return InvalidArgumentError(
+        "anneal-agent: no coordinator server key: pass --server-key KEY or --server-key-file FILE (the "
+        "coordinator's <state dir>/curve.pub), or --insecure-plaintext for a coordinator run without CurveZMQ");
   }
   return Status::Ok();
 }
@@ -142,6 +187,14 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--join-token-file", c.join_token_file,
                  "file holding the join token of a new node (from `anneal node join-token create`)");
+  app.add_option("--server-key", c.server_key, "the coordinator's CurveZMQ public key (Z85)");
+  app.add_option("--server-key-file", c.server_key_file, "file holding the coordinator's public key (its curve.pub)");
+  app.add_flag("--insecure-plaintext", c.insecure_plaintext,
+               "talk to a coordinator run with --insecure-plaintext (no encryption, no server authentication)");
+  app.add_option("--max-message-bytes", c.max_message_bytes, "largest frame accepted from the coordinator")
+      ->capture_default_str();
+  app.add_option("--spool-max-bytes", c.spool_max_bytes, "spool size past which metric batches are dropped")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -157,7 +210,8 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   }
   std::map<std::string, bool> explicit_flags;
   for (const CLI::Option* opt : app.get_options()) {
-    if (opt->count() > 0) explicit_flags[NormalizeKey(opt->get_name().substr(opt->get_name().find_first_not_of('-')))] = true;
+    if (opt->count() > 0)
+      explicit_flags[NormalizeKey(opt->get_name().substr(opt->get_name().find_first_not_of('-')))] = true;
   }
   if (!config_file.empty()) RETURN_IF_ERROR(ApplyConfigFile(config_file, explicit_flags, &c));
   for (const auto& l : labels) RETURN_IF_ERROR(ParseLabel(l, &c.labels).WithContext("--label"));
@@ -165,6 +219,7 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   if (c.node.empty()) c.node = Hostname();
   if (c.address.empty()) c.address = Hostname();
   if (c.heartbeat_ms == 0) return InvalidArgumentError("--heartbeat-ms must be positive");
+  RETURN_IF_ERROR(ResolveServerKey(&c));
   if (c.trainer.empty()) {
     std::error_code ec;
     auto self = std::filesystem::read_symlink("/proc/self/exe", ec);

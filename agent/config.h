@@ -10,6 +10,13 @@
 //   labels: {rack: r3, gpu: h100}
 //   heartbeat_ms: 2000
 //   join_token_file: /etc/anneal/join-token   # a new node's join token (never on the command line)
+//   server_key_file: /etc/anneal/coordinator.pub   # or server_key: <Z85>; insecure_plaintext: true for none
+//   max_message_bytes: 67108864                    # largest frame accepted from the coordinator
+//   spool_max_bytes: 268435456                     # on-disk spool of unacknowledged reports (agent/spool.h)
+//
+// Transport: the coordinator's CurveZMQ public key is pinned from --server-key, else --server-key-file (read at
+// start; an unreadable or malformed file is an error naming it). Without a key the agent refuses to start unless
+// --insecure-plaintext is given.
 //
 // Thread-safety: plain value type. ParseAgentFlags prints nothing; the caller prints help/version/errors.
 //
@@ -30,23 +37,29 @@ namespace anneal::agent {
 
 struct AgentConfig {
   std::string coordinator = "tcp://127.0.0.1:7070";
-  std::string node;                 // default: the hostname
+  std::string node;  // default: the hostname
   std::string work_dir = "/var/lib/anneal";
-  uint32_t slots = 0;               // 0 = count GPUs (NVML); CPU nodes declare their slots
+  uint32_t slots = 0;  // 0 = count GPUs (NVML); CPU nodes declare their slots
   std::map<std::string, std::string> labels;
-  std::string address;              // default: the hostname
-  std::string trainer;              // default: anneal-train next to the anneal-agent binary
+  std::string address;  // default: the hostname
+  std::string trainer;  // default: anneal-train next to the anneal-agent binary
   uint32_t heartbeat_ms = 2000;
   std::string log_level = "info";
   bool keep_tasks_on_exit = false;
   uint32_t rendezvous_port_begin = 29500;
   uint32_t rendezvous_port_end = 29999;
-  uint64_t log_max_bytes = 64ull << 20;  // a rank log is rotated (rank-<r>.log.1) past this size
-  uint32_t shutdown_grace_ms = 10000;    // SIGTERM -> SIGKILL when the agent stops its ranks on exit
-  uint64_t min_free_bytes = 64ull << 20; // pre-launch check on the output and work directories
+  uint64_t log_max_bytes = 64ull << 20;   // a rank log is rotated (rank-<r>.log.1) past this size
+  uint32_t shutdown_grace_ms = 10000;     // SIGTERM -> SIGKILL when the agent stops its ranks on exit
+  uint64_t min_free_bytes = 64ull << 20;  // pre-launch check on the output and work directories
   uint32_t log_retention_hours = 168;     // rank logs of tasks ended longer ago are deleted (0: keep)
   // ---- node identity: a new node joins with this token; afterwards <work_dir>/node-credential proves it
   std::string join_token_file;
+  // ---- transport and limits
+  std::string server_key;       // the coordinator's Z85 CurveZMQ public key (from --server-key or the file)
+  std::string server_key_file;  // where server_key was read from, if a file
+  bool insecure_plaintext = false;
+  int64_t max_message_bytes = 64ll << 20;   // ZMQ_MAXMSGSIZE of the DEALER
+  uint64_t spool_max_bytes = 256ull << 20;  // spool limit: past it metric batches are dropped (agent/spool.h)
 };
 
 struct ParsedFlags {
@@ -60,8 +73,11 @@ struct ParsedFlags {
 StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv);
 
 // Loads the YAML file into `config`, skipping keys named in `explicit_flags` (given on the command line).
-Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool>& explicit_flags,
-                       AgentConfig* config);
+Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool>& explicit_flags, AgentConfig* config);
+
+// Reads server_key_file into server_key when no key was given, checks the key; INVALID_ARGUMENT when there is no
+// key and no insecure_plaintext. (Called by ParseAgentFlags.)
+Status ResolveServerKey(AgentConfig* config);
 
 // "k=v" -> (k, v); INVALID_ARGUMENT naming the label otherwise.
 Status ParseLabel(const std::string& text, std::map<std::string, std::string>* labels);

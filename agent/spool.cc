@@ -1,6 +1,8 @@
 #include "agent/spool.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,12 +12,12 @@
 #include <fstream>
 #include <sstream>
 
-#include <spdlog/spdlog.h>
-
 namespace anneal::agent {
 namespace {
 
-std::string Errno() { return std::strerror(errno); }
+std::string Errno() {
+  return std::strerror(errno);
+}
 
 Status WriteAll(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;
@@ -45,29 +47,43 @@ std::string Frame(const pb::AgentToCoordinator& msg) {
 
 uint64_t ReportSeq(const pb::AgentToCoordinator& msg) {
   switch (msg.body_case()) {
-    case pb::AgentToCoordinator::kTaskUpdate: return msg.task_update().seq();
-    case pb::AgentToCoordinator::kCheckpointCommitted: return msg.checkpoint_committed().seq();
-    case pb::AgentToCoordinator::kMetricBatch: return msg.metric_batch().seq();
-    case pb::AgentToCoordinator::kCheckpointDeleted: return msg.checkpoint_deleted().seq();
-    default: return 0;
+    case pb::AgentToCoordinator::kTaskUpdate:
+      return msg.task_update().seq();
+    case pb::AgentToCoordinator::kCheckpointCommitted:
+      return msg.checkpoint_committed().seq();
+    case pb::AgentToCoordinator::kMetricBatch:
+      return msg.metric_batch().seq();
+    case pb::AgentToCoordinator::kCheckpointDeleted:
+      return msg.checkpoint_deleted().seq();
+    default:
+      return 0;
   }
 }
 
 bool SetReportSeq(pb::AgentToCoordinator* msg, uint64_t seq) {
   switch (msg->body_case()) {
-    case pb::AgentToCoordinator::kTaskUpdate: msg->mutable_task_update()->set_seq(seq); return true;
-    case pb::AgentToCoordinator::kCheckpointCommitted: msg->mutable_checkpoint_committed()->set_seq(seq); return true;
-    case pb::AgentToCoordinator::kMetricBatch: msg->mutable_metric_batch()->set_seq(seq); return true;
-    case pb::AgentToCoordinator::kCheckpointDeleted: msg->mutable_checkpoint_deleted()->set_seq(seq); return true;
-    default: return false;
+    case pb::AgentToCoordinator::kTaskUpdate:
+      msg->mutable_task_update()->set_seq(seq);
+      return true;
+    case pb::AgentToCoordinator::kCheckpointCommitted:
+      msg->mutable_checkpoint_committed()->set_seq(seq);
+      return true;
+    case pb::AgentToCoordinator::kMetricBatch:
+      msg->mutable_metric_batch()->set_seq(seq);
+      return true;
+    case pb::AgentToCoordinator::kCheckpointDeleted:
+      msg->mutable_checkpoint_deleted()->set_seq(seq);
+      return true;
+    default:
+      return false;
   }
 }
 
-StatusOr<std::unique_ptr<Spool>> Spool::Open(const std::string& dir) {
+StatusOr<std::unique_ptr<Spool>> Spool::Open(const std::string& dir, uint64_t max_bytes) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return InternalError("creating spool directory " + dir + ": " + ec.message());
-  std::unique_ptr<Spool> spool(new Spool(dir));
+  std::unique_ptr<Spool> spool(new Spool(dir, max_bytes));
   RETURN_IF_ERROR(spool->Load());
   return spool;
 }
@@ -108,9 +124,9 @@ Status Spool::Load() {
     if (seq > last_acked_) pending_.push_back(std::move(msg));
   }
   next_seq_ = max_seq + 1;
+  file_bytes_ = at;
   if (at != data.size()) {
-    spdlog::warn("spool {}: cutting {} bytes of a torn or unreadable record at offset {}", path,
-                 data.size() - at, at);
+    spdlog::warn("spool {}: cutting {} bytes of a torn or unreadable record at offset {}", path, data.size() - at, at);
     if (::truncate(path.c_str(), static_cast<off_t>(at)) != 0 && errno != ENOENT) {
       return DataLossError("truncating the torn tail of " + path + ": " + Errno());
     }
@@ -126,12 +142,32 @@ StatusOr<uint64_t> Spool::Append(pb::AgentToCoordinator* msg) {
     return InvalidArgumentError("spool: message body " + std::to_string(msg->body_case()) + " carries no seq");
   }
   const std::string path = dir_ + "/reports.log";
-  Status st = WriteAll(fd_, Frame(*msg), path);
+  const std::string record = Frame(*msg);
+  if (!Fits(record.size())) {
+    if (msg->has_metric_batch()) {
+      if (dropped_metric_batches_++ % 100 == 0) {
+        spdlog::warn(
+            "spool {} is full ({} bytes of {} spool_max_bytes, {} reports unacknowledged): dropping new "
+            "metric batches until the coordinator acknowledges ({} dropped so far)",
+            dir_, file_bytes_, max_bytes_, pending_.size(), dropped_metric_batches_);
+      }
+      return ResourceExhaustedError(
+          fmt::format("spool {} is full ({} of {} bytes): metric batch dropped", dir_, file_bytes_, max_bytes_));
+    }
+    spdlog::warn(
+        "spool {} is past its limit ({} of {} bytes): keeping report seq {} anyway (task and checkpoint "
+        "reports are never dropped)",
+        dir_, file_bytes_, max_bytes_, next_seq_);
+  }
+  Status st = WriteAll(fd_, record, path);
   if (st.ok() && ::fdatasync(fd_) != 0) st = DataLossError("fdatasync " + path + ": " + Errno());
+  if (st.ok()) file_bytes_ += record.size();
   // Even when the disk failed the report stays pending in memory (resent until acked while this agent
   // lives); only its survival across a restart is lost.
-  if (st.ok()) ++records_in_file_;
-  else spdlog::error("spool: report seq {} is kept in memory only: {}", next_seq_, st.message());
+  if (st.ok())
+    ++records_in_file_;
+  else
+    spdlog::error("spool: report seq {} is kept in memory only: {}", next_seq_, st.message());
   pending_.push_back(*msg);
   return next_seq_++;
 }
@@ -164,8 +200,10 @@ Status Spool::Ack(uint64_t seq) {
 
 Status Spool::AdoptCoordinatorWatermark(uint64_t coordinator_acked) {
   if (coordinator_acked < next_seq_) return Ack(coordinator_acked);
-  spdlog::warn("spool {}: the coordinator has seen seq {} but this spool only issued up to {}; renumbering {} "
-               "pending reports after it", dir_, coordinator_acked, next_seq_ - 1, pending_.size());
+  spdlog::warn(
+      "spool {}: the coordinator has seen seq {} but this spool only issued up to {}; renumbering {} "
+      "pending reports after it",
+      dir_, coordinator_acked, next_seq_ - 1, pending_.size());
   last_acked_ = coordinator_acked;
   next_seq_ = coordinator_acked + 1;
   for (auto& msg : pending_) SetReportSeq(&msg, next_seq_++);
@@ -189,7 +227,16 @@ Status Spool::Rewrite() {
   fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd_ < 0) return InternalError("reopening spool " + path + ": " + Errno());
   records_in_file_ = pending_.size();
+  file_bytes_ = all.size();
   return Status::Ok();
+}
+
+bool Spool::Fits(uint64_t bytes) {
+  if (max_bytes_ == 0 || file_bytes_ + bytes <= max_bytes_) return true;
+  if (records_in_file_ > pending_.size()) {
+    if (Status st = Rewrite(); !st.ok()) spdlog::error("spool: compacting: {}", st.ToString());
+  }
+  return file_bytes_ + bytes <= max_bytes_;
 }
 
 }  // namespace anneal::agent

@@ -12,6 +12,14 @@
 // done), matching RegisterReply.last_acked_seq. Once everything is acknowledged the log is truncated; a
 // long-lagging log is rewritten with the pending records only.
 //
+// Size limit (max_bytes, the agent's spool_max_bytes; 0 = none): when an append would grow reports.log past
+// it, the log is first compacted (acknowledged records dropped). If it is still full:
+//   - a MetricBatch is refused (RESOURCE_EXHAUSTED, counted in dropped_metric_batches(), logged as a warning
+//     on the first drop and every 100th): metrics are the bulk and are sampled anyway, and refusing the newest
+//     keeps the pending seqs contiguous (nothing already sent is renumbered or skipped);
+//   - a TaskUpdate, CheckpointCommitted or CheckpointDeleted is never dropped: it is appended beyond the limit
+//     (with a warning) since the job state machine and retention depend on it, and these are few and small.
+//
 // Thread-safety: not synchronized; owned and used by the agent's event loop.
 //
 // Example:
@@ -39,13 +47,15 @@ bool SetReportSeq(pb::AgentToCoordinator* msg, uint64_t seq);
 
 class Spool {
  public:
-  static StatusOr<std::unique_ptr<Spool>> Open(const std::string& dir);
+  // max_bytes: the size limit of reports.log (0: unlimited).
+  static StatusOr<std::unique_ptr<Spool>> Open(const std::string& dir, uint64_t max_bytes = 0);
   ~Spool();
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
 
   // Gives `msg` the next seq, appends it durably and keeps it pending. INVALID_ARGUMENT for an unsequenced
-  // body. A failed disk write is logged and the report is kept pending in memory only.
+  // body; RESOURCE_EXHAUSTED for a MetricBatch when the spool is full (see above; msg gets no seq). A failed disk
+  // write is logged and the report is kept pending in memory only.
   StatusOr<uint64_t> Append(pb::AgentToCoordinator* msg);
   // Acknowledges every pending report with seq <= `seq`.
   Status Ack(uint64_t seq);
@@ -56,9 +66,13 @@ class Spool {
   const std::deque<pb::AgentToCoordinator>& Pending() const { return pending_; }
   uint64_t last_acked() const { return last_acked_; }
   uint64_t next_seq() const { return next_seq_; }
+  uint64_t file_bytes() const { return file_bytes_; }
+  uint64_t dropped_metric_batches() const { return dropped_metric_batches_; }
 
  private:
-  explicit Spool(std::string dir) : dir_(std::move(dir)) {}
+  Spool(std::string dir, uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
+  // Compacts, then says whether `bytes` more fit under max_bytes_.
+  bool Fits(uint64_t bytes);
   Status Load();
   Status WriteAcked();
   Status Rewrite();  // reports.log := the pending records only
@@ -69,6 +83,9 @@ class Spool {
   uint64_t last_acked_ = 0;
   uint64_t next_seq_ = 1;
   uint64_t records_in_file_ = 0;
+  uint64_t max_bytes_ = 0;
+  uint64_t file_bytes_ = 0;  // size of reports.log
+  uint64_t dropped_metric_batches_ = 0;
 };
 
 }  // namespace anneal::agent

@@ -90,8 +90,10 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
                        st.code() == StatusCode::kInvalidArgument ? st : Status(StatusCode::kInternal, st.message()));
   }
   const LocalCluster& cluster = up->cluster;
-  // The coordinator wrote the admin's credential there when it bootstrapped; the address may be new.
-  if (Status st = UpdateClientConfigAddress(*home, cluster.coordinator); !st.ok()) return ReportError("up", st);
+  // The coordinator wrote the admin's credential there when it bootstrapped; the address and key may be new.
+  if (Status st = UpdateClientConfig(*home, cluster.coordinator, cluster.server_key); !st.ok()) {
+    return ReportError("up", st);
+  }
   const char* outcome = up->outcome == UpOutcome::kStarted          ? "started"
                         : up->outcome == UpOutcome::kAlreadyRunning ? "already_running"
                                                                     : "healed";

@@ -35,6 +35,8 @@ struct GlobalOptions {
   bool json = false;        // --json
   double timeout_s = 5.0;   // --timeout
   double reconnect_s = 60;  // watch --reconnect: how long a watch waits for a coordinator that went away
+  std::string server_key;           // --server-key (the coordinator's CurveZMQ public key)
+  bool insecure_plaintext = false;  // --insecure-plaintext
 };
 
 using Action = std::function<int()>;

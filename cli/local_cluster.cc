@@ -21,6 +21,7 @@
 #include "common/fsutil.h"
 #include "common/net.h"
 #include "common/secret.h"
+#include "protocol/curve.h"
 
 namespace anneal::cli {
 namespace fs = std::filesystem;
@@ -28,6 +29,11 @@ namespace {
 
 std::string ClusterFile(const std::string& state_dir) {
   return state_dir + "/cluster.yaml";
+}
+
+// The coordinator writes its CurveZMQ public key here at its first start (protocol/curve.h).
+std::string ServerKeyFile(const std::string& state_dir) {
+  return state_dir + "/coordinator/" + protocol::kCurvePublicKeyFile;
 }
 
 int64_t WallMs() {
@@ -107,6 +113,7 @@ StatusOr<Recorded> ReadClusterFile(const std::string& state_dir) {
   } catch (const YAML::Exception& e) {
     return InvalidArgumentError(fmt::format("{}: malformed: {}", path, e.what()));
   }
+  if (auto key = protocol::ReadCurveKeyFile(ServerKeyFile(state_dir)); key.ok()) c.server_key = *key;
   return r;
 }
 
@@ -128,7 +135,8 @@ Status WaitForAgents(const LocalCluster& c, const std::string& client_config, co
     }
     // Re-read each time: a fresh coordinator writes the admin's credential there once it has bootstrapped.
     auto config = ReadClientConfigFile(client_config);
-    CoordinatorClient client(c.coordinator, config.ok() ? config->token : "", std::chrono::milliseconds(1000));
+    CoordinatorClient client(c.coordinator, config.ok() ? config->token : "", std::chrono::milliseconds(1000),
+                             {.server_key = c.server_key, .server_key_from = "the local coordinator's curve.pub"});
     pb::ClientRequest req;
     req.mutable_list_nodes();
     auto reply = client.Call(req);
@@ -151,6 +159,27 @@ Status WaitForAgents(const LocalCluster& c, const std::string& client_config, co
   for (const DaemonProcess& p : started) tails += LogTail(p.log, 8);
   return DeadlineExceededError(
       fmt::format("the local cluster did not come up within {} s: {}{}", wait.count() / 1000.0, detail, tails));
+}
+
+// Waits for the coordinator's public key file (written at its first start, before it listens); fails early when
+// the coordinator exits.
+StatusOr<std::string> WaitForServerKey(const std::string& path, const DaemonProcess& coordinator,
+                                       std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  Status last = NotFoundError(fmt::format("{} was not written", path));
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto key = protocol::ReadCurveKeyFile(path);
+    if (key.ok()) return *key;
+    last = key.status();
+    int status = 0;
+    if (::waitpid(coordinator.pid, &status, WNOHANG) == coordinator.pid) {
+      std::string how = WIFEXITED(status) ? fmt::format("exited with status {}", WEXITSTATUS(status))
+                                          : fmt::format("was killed by signal {}", WTERMSIG(status));
+      return UnavailableError(fmt::format("{} {} during start-up{}", coordinator.name, how, LogTail(coordinator.log)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return DeadlineExceededError(fmt::format("the coordinator's public key: {}{}", last.message(), LogTail(coordinator.log)));
 }
 
 Status CheckExecutable(const std::string& program) {
@@ -259,6 +288,14 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
       ""};
   ASSIGN_OR_RETURN(coordinator.pid, SpawnDaemon(coordinator.argv, coordinator.log));
   c.processes.push_back(std::move(coordinator));
+  // Curve on: the agents and the client config pin the key the coordinator made (or kept) in its state dir.
+  const std::string key_file = ServerKeyFile(o.state_dir);
+  auto key = WaitForServerKey(key_file, c.processes.front(), o.wait);
+  if (!key.ok()) {
+    StopDaemons(c.processes, std::chrono::seconds(5), /*verify_program=*/false);
+    return key.status();
+  }
+  c.server_key = *key;
   std::vector<std::string> nodes;
   for (int i = 0; i < c.agents; ++i) {
     const std::string node = fmt::format("local-{}", i);
@@ -269,7 +306,7 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
                         agent_bin,
                         0,
                         o.state_dir + "/logs/agent-" + node + ".log",
-                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots, join_token_file),
+                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots, key_file, join_token_file),
                         node};
     auto pid = SpawnDaemon(agent.argv, agent.log);
     if (!pid.ok()) {
@@ -317,8 +354,10 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
 }
 
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
-                                   const std::string& work_dir, int slots, const std::string& join_token_file) {
-  std::vector<std::string> argv = {program, "--coordinator", coordinator, "--node", node, "--work-dir", work_dir};
+                                   const std::string& work_dir, int slots, const std::string& server_key_file,
+                                   const std::string& join_token_file) {
+  std::vector<std::string> argv = {program,  "--coordinator", coordinator, "--node",           node,
+                                   "--work-dir", work_dir,    "--server-key-file", server_key_file};
   if (slots > 0) {
     argv.push_back("--slots");
     argv.push_back(std::to_string(slots));

@@ -66,6 +66,7 @@ struct LocalClusterOptions {
 
 struct LocalCluster {
   std::string coordinator;  // tcp://127.0.0.1:PORT
+  std::string server_key;  // the coordinator's CurveZMQ public key, read from <state dir>/coordinator/curve.pub
   int agents = 0;
   int slots = 0;                         // 0: one rank per GPU
   std::vector<DaemonProcess> processes;  // coordinator first, then agents local-0, local-1, ...
@@ -93,8 +94,10 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
                                          const std::string& state_dir, const std::string& client_config,
                                          const std::string& config_file, const std::string& join_token_file = "");
 // slots 0: no --slots flag, so the agent schedules one rank per GPU it finds.
+// `server_key_file`: the coordinator's public key file the agent pins (--server-key-file).
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
-                                   const std::string& work_dir, int slots, const std::string& join_token_file = "");
+                                   const std::string& work_dir, int slots, const std::string& server_key_file,
+                                   const std::string& join_token_file = "");
 // <state_dir>/join-token, created (0600, a fresh "anj_" token) when missing; its path.
 StatusOr<std::string> EnsureLocalJoinToken(const std::string& state_dir);
 

@@ -52,10 +52,13 @@ StatusOr<int64_t> ParseDurationMs(std::string_view text) {
 }
 
 StatusOr<std::unique_ptr<CoordinatorClient>> MakeClient(const GlobalOptions& g) {
-  ASSIGN_OR_RETURN(Settings s, ResolveSettings(g.coordinator, g.token));
+  ASSIGN_OR_RETURN(Settings s, ResolveSettings(g.coordinator, g.token, {g.server_key, g.insecure_plaintext}));
   if (g.timeout_s <= 0) return InvalidArgumentError(fmt::format("--timeout must be positive, got {}", g.timeout_s));
-  return std::make_unique<CoordinatorClient>(s.coordinator, s.token,
-                                             std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)));
+  return std::make_unique<CoordinatorClient>(
+      s.coordinator, s.token, std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)),
+      ClientTransport{.server_key = s.server_key,
+                      .server_key_from = s.server_key_from,
+                      .insecure_plaintext = s.insecure_plaintext});
 }
 
 }  // namespace anneal::cli
@@ -70,6 +73,10 @@ int main(int argc, char** argv) {
   app.add_option("--coordinator", g.coordinator,
                  "coordinator address tcp://HOST:PORT (else ANNEAL_COORDINATOR, ~/.anneal/config)");
   app.add_option("--token", g.token, "access token (else ANNEAL_TOKEN, ~/.anneal/config)");
+  app.add_option("--server-key", g.server_key,
+                 "the coordinator's CurveZMQ public key (else ANNEAL_SERVER_KEY, server_key in ~/.anneal/config)");
+  app.add_flag("--insecure-plaintext", g.insecure_plaintext,
+               "talk to a coordinator run with --insecure-plaintext (no encryption, no server authentication)");
   app.add_flag("--json", g.json, "machine-readable output");
   app.add_option("--timeout", g.timeout_s, "seconds to wait for the coordinator")->capture_default_str();
   Action action;

@@ -5,6 +5,12 @@
 // (<anneal home>/config, YAML with `coordinator:` and `token:`), then the default address tcp://127.0.0.1:7070
 // (no token). The anneal home is $ANNEAL_HOME, else $HOME/.anneal.
 //
+// Transport security: the coordinator's CurveZMQ public key (Z85, 40 characters) is pinned from --server-key,
+// else ANNEAL_SERVER_KEY, else `server_key:` in the client config (anneal up writes it). A key that is not a
+// Curve key is INVALID_ARGUMENT naming where it came from. --insecure-plaintext (or ANNEAL_INSECURE_PLAINTEXT=1)
+// talks plaintext instead; with neither a key nor that flag, commands that need the coordinator fail with an
+// error saying how to set the key.
+//
 // Thread-safety: functions read the environment and files; call them from the main thread.
 //
 // Example:
@@ -26,6 +32,16 @@ struct Settings {
   std::string coordinator_from;  // "--coordinator", "ANNEAL_COORDINATOR", "<path>", "default"
   std::string token;
   std::chrono::milliseconds timeout{5000};
+  // ---- transport
+  std::string server_key;       // Z85 CurveZMQ public key of the coordinator; empty: none configured
+  std::string server_key_from;  // "--server-key", "ANNEAL_SERVER_KEY", "<path>: server_key"
+  bool insecure_plaintext = false;
+};
+
+// The transport flags of the command line (empty / false: not given).
+struct TransportFlags {
+  std::string server_key;           // --server-key
+  bool insecure_plaintext = false;  // --insecure-plaintext
 };
 
 // $ANNEAL_HOME, else $HOME/.anneal (INVALID_ARGUMENT when neither is set).
@@ -33,9 +49,10 @@ StatusOr<std::string> AnnealHome();
 std::string ClientConfigPath(const std::string& home);
 
 // Resolves the settings; empty flags mean "not given". A malformed config file is INVALID_ARGUMENT naming it.
-StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const std::string& flag_token);
+StatusOr<Settings> ResolveSettings(const std::string& flag_coordinator, const std::string& flag_token,
+                                   const TransportFlags& transport = {});
 
-// Sets the coordinator address in <home>/config, keeping its token and server key.
-Status UpdateClientConfigAddress(const std::string& home, const std::string& coordinator);
+// Sets the coordinator address and (when not empty) its CurveZMQ public key in <home>/config, keeping the token.
+Status UpdateClientConfig(const std::string& home, const std::string& coordinator, const std::string& server_key);
 
 }  // namespace anneal::cli

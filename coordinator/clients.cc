@@ -52,12 +52,30 @@ StatusOr<pb::JobRecord> Coordinator::ReadableJob(const Principal& who, const std
 }
 
 void Coordinator::HandleWatch(const Principal& who, const std::string& peer, const pb::ClientRequest& request) {
+  const uint64_t request_id = request.request_id();
   if (auto job = ReadableJob(who, request.watch().job_id()); !job.ok()) {
-    ReplyError(peer, request.request_id(), job.status());
+    ReplyError(peer, request_id, job.status());
+    return;
+  }
+  const Limits& limits = options_.limits;
+  const size_t for_peer =
+      std::count_if(watchers_.begin(), watchers_.end(), [&](const Watcher& w) { return w.peer == peer; });
+  if (for_peer >= limits.max_watchers_per_peer) {
+    ReplyError(peer, request_id,
+               ResourceExhaustedError(fmt::format("this connection already has {} WatchJob long polls waiting, the "
+                                                  "limit (max_watchers_per_peer)",
+                                                  for_peer)));
+    return;
+  }
+  if (watchers_.size() >= limits.max_watchers_total) {
+    ReplyError(peer, request_id,
+               ResourceExhaustedError(fmt::format("the coordinator already has {} WatchJob long polls waiting, the "
+                                                  "limit (max_watchers_total); retry shortly",
+                                                  watchers_.size())));
     return;
   }
   const int64_t timeout = std::min<int64_t>(request.watch().timeout_ms(), 600'000);
-  watchers_.push_back({who, peer, request.request_id(), request.watch(), clock_->NowMs() + timeout});
+  watchers_.push_back({who, peer, request_id, request.watch(), clock_->NowMs() + timeout});
 }
 
 void Coordinator::HandleGetLogs(const Principal& who, const std::string& peer, uint64_t request_id,
@@ -85,6 +103,15 @@ void Coordinator::HandleGetLogs(const Principal& who, const std::string& peer, u
                UnavailableError(fmt::format("the logs of job {} rank {} are on node {}, which is "
                                             "down or not connected",
                                             request.job_id(), request.rank(), node_id)));
+    return;
+  }
+  const size_t pending_for_peer = std::count_if(log_requests_.begin(), log_requests_.end(),
+                                                [&](const auto& entry) { return entry.second.peer == peer; });
+  if (pending_for_peer >= options_.limits.max_log_fetches_per_peer) {
+    ReplyError(peer, request_id,
+               ResourceExhaustedError(fmt::format("this connection already has {} GetLogs waiting for agents, the "
+                                                  "limit (max_log_fetches_per_peer); wait for their replies",
+                                                  pending_for_peer)));
     return;
   }
   const uint64_t internal_id = next_request_id_++;

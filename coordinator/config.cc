@@ -14,7 +14,9 @@ Status Read(const YAML::Node& value, const std::string& where, T* out) {
     *out = value.as<T>();
   } catch (const YAML::Exception&) {
     return InvalidArgumentError(fmt::format("{}: expected {}", where,
-                                            std::is_same_v<T, std::string> ? "a string" : "an integer"));
+                                            std::is_same_v<T, std::string> ? "a string"
+                                            : std::is_same_v<T, bool>      ? "true or false"
+                                                                           : "an integer"));
   }
   return Status::Ok();
 }
@@ -64,12 +66,26 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
     else if (key == "max_inventory_string_length") {
       RETURN_IF_ERROR(Read(v, where, &config->max_inventory_string_length));
     } else if (key == "max_seq_ahead") RETURN_IF_ERROR(Read(v, where, &config->max_seq_ahead));
+    // ---- transport and limits
+    else if (key == "insecure_plaintext") RETURN_IF_ERROR(Read(v, where, &config->insecure_plaintext));
+    else if (key == "max_message_bytes") RETURN_IF_ERROR(Read(v, where, &config->max_message_bytes));
+    else if (key == "max_spec_bytes") RETURN_IF_ERROR(Read(v, where, &config->max_spec_bytes));
+    else if (key == "max_name_bytes") RETURN_IF_ERROR(Read(v, where, &config->max_name_bytes));
+    else if (key == "max_watchers_per_peer") RETURN_IF_ERROR(Read(v, where, &config->max_watchers_per_peer));
+    else if (key == "max_watchers_total") RETURN_IF_ERROR(Read(v, where, &config->max_watchers_total));
+    else if (key == "max_log_fetches_per_peer") RETURN_IF_ERROR(Read(v, where, &config->max_log_fetches_per_peer));
+    else if (key == "http_public_metrics") RETURN_IF_ERROR(Read(v, where, &config->http_public_metrics));
+    else if (key == "http_max_connections") RETURN_IF_ERROR(Read(v, where, &config->http_max_connections));
+    else if (key == "http_max_request_bytes") RETURN_IF_ERROR(Read(v, where, &config->http_max_request_bytes));
     else {
       return InvalidArgumentError(fmt::format(
           "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, "
           "heartbeat_interval_ms, heartbeat_timeout_ms, stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind, "
           "join_token_ttl_ms, bootstrap_join_token_file, max_nodes, max_slots_per_node, max_gpus_per_node, "
-          "max_labels_per_node, max_label_length, max_node_id_length, max_inventory_string_length, max_seq_ahead)",
+          "max_labels_per_node, max_label_length, max_node_id_length, max_inventory_string_length, max_seq_ahead, "
+          "insecure_plaintext, max_message_bytes, max_spec_bytes, max_name_bytes, max_watchers_per_peer, "
+          "max_watchers_total, max_log_fetches_per_peer, http_public_metrics, http_max_connections, "
+          "http_max_request_bytes)",
           where));
     }
   }
@@ -110,6 +126,20 @@ Status ValidateConfig(const CoordinatorConfig& c) {
     return InvalidArgumentError(fmt::format("max_nodes x max_slots_per_node ({} x {}) must stay below 2^31 and "
                                             "max_slots_per_node at most 65536",
                                             c.max_nodes, c.max_slots_per_node));
+  }
+  // ---- transport and limits
+  const std::pair<const char*, int64_t> limits[] = {
+      {"max_message_bytes", c.max_message_bytes},         {"max_spec_bytes", c.max_spec_bytes},
+      {"max_name_bytes", c.max_name_bytes},               {"max_watchers_per_peer", c.max_watchers_per_peer},
+      {"max_watchers_total", c.max_watchers_total},       {"max_log_fetches_per_peer", c.max_log_fetches_per_peer},
+      {"http_max_connections", c.http_max_connections},   {"http_max_request_bytes", c.http_max_request_bytes}};
+  for (const auto& [name, value] : limits) {
+    if (value <= 0) return InvalidArgumentError(fmt::format("{} must be positive, got {}", name, value));
+  }
+  if (c.max_spec_bytes + 4096 > c.max_message_bytes) {
+    return InvalidArgumentError(fmt::format("max_spec_bytes ({}) must leave room in max_message_bytes ({}) for the "
+                                            "rest of the request",
+                                            c.max_spec_bytes, c.max_message_bytes));
   }
   return Status::Ok();
 }

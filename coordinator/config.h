@@ -23,6 +23,17 @@
 //   max_node_id_length: 128        # node ids: letters, digits, '.', '_', '-'
 //   max_inventory_string_length: 1024  # hostname, address, work dir, GPU name and uuid, agent version
 //   max_seq_ahead: 1000000         # a report's seq may be at most this far past the node's last applied one
+// Transport and limits (docs/coordinator.md, "Security and limits"):
+//   insecure_plaintext: false      # true: no CurveZMQ (logged as a warning at start); default: Curve on
+//   max_message_bytes: 16777216    # ZMQ_MAXMSGSIZE of the ROUTER: a larger frame closes its peer's connection
+//   max_spec_bytes: 1048576        # a submitted spec (with its overrides)
+//   max_name_bytes: 256            # job names, job and node ids, labels
+//   max_watchers_per_peer: 16      # WatchJob long polls waiting per connection
+//   max_watchers_total: 4096       # ... in total
+//   max_log_fetches_per_peer: 8    # GetLogs waiting for an agent per connection
+//   http_public_metrics: false     # true: GET /metrics without a token (everything else needs one)
+//   http_max_connections: 64       # concurrent HTTP connections; more get 503
+//   http_max_request_bytes: 16384  # request line + headers + body; larger gets 431/413
 // Unknown keys and wrong types are errors naming the file, line and key.
 //
 // Thread-safety: value type; LoadConfigFile is a pure function of the file.
@@ -64,11 +75,22 @@ struct CoordinatorConfig {
   int64_t max_node_id_length = 128;
   int64_t max_inventory_string_length = 1024;
   int64_t max_seq_ahead = 1000000;
+  // ---- transport and limits
+  bool insecure_plaintext = false;
+  int64_t max_message_bytes = 16 << 20;
+  int64_t max_spec_bytes = 1 << 20;
+  int64_t max_name_bytes = 256;
+  int64_t max_watchers_per_peer = 16;
+  int64_t max_watchers_total = 4096;
+  int64_t max_log_fetches_per_peer = 8;
+  bool http_public_metrics = false;
+  int64_t http_max_connections = 64;
+  int64_t http_max_request_bytes = 16384;
 };
 
 // Overwrites the fields the file sets.
 Status LoadConfigFile(const std::string& path, CoordinatorConfig* config);
-// Cross-field checks (timeouts positive, interval below the timeout).
+// Cross-field checks (timeouts positive, interval below the timeout, limits positive).
 Status ValidateConfig(const CoordinatorConfig& config);
 
 }  // namespace anneal::coordinator

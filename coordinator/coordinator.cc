@@ -41,6 +41,10 @@ Status Coordinator::Recover() {
 }
 
 void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoordinator& message) {
+  if (Status st = CheckAgentMessageLimits(message, options_.limits); !st.ok()) {
+    OnBadAgentMessage(peer, st);
+    return;
+  }
   switch (message.body_case()) {
     case pb::AgentToCoordinator::kRegister:
       HandleRegister(peer, message.register_());
@@ -84,6 +88,10 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
   if (request.has_submit()) {
     auto ticket = AdmitSubmit(peer, request);
     if (ticket) HandleSubmit(PrepareSubmit(peer, request, std::move(ticket->submitter), std::move(ticket->team)));
+    return;
+  }
+  if (Status st = WithinLimits(request); !st.ok()) {
+    ReplyError(peer, request.request_id(), st);
     return;
   }
   const auto who = AuthenticateClient(peer, request);

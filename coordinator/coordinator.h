@@ -62,6 +62,7 @@
 #include "coordinator/job_state_machine.h"
 #include "coordinator/job_table.h"
 #include "coordinator/join_tokens.h"
+#include "coordinator/limits.h"
 #include "coordinator/node_registry.h"
 #include "coordinator/scheduler.h"
 #include "jobspec/jobspec.h"
@@ -82,8 +83,10 @@ struct CoordinatorOptions {
   // ---- agent identity (coordinator/node_identity.cc)
   int64_t join_token_ttl_ms = 24LL * 3600 * 1000;  // a join token's lifetime when its creator names none
   std::vector<std::string> coordinator_addresses;  // the join bundle's addresses (the bind endpoint)
-  std::string server_public_key;  // Z85 CurveZMQ public key; set by main (transport part)
-  AgentLimits agent_limits;        // bounds on registrations and reports (coordinator/node_registry.h)
+  AgentLimits agent_limits;                        // bounds on registrations and reports (coordinator/node_registry.h)
+  // ---- transport and limits (coordinator/limits.h)
+  Limits limits;                  // request sizes, names, watchers and log fetches per peer
+  std::string server_public_key;  // Z85 CurveZMQ public key; set by main (empty: plaintext)
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -132,6 +135,8 @@ class Coordinator {
   };
   std::optional<SubmitTicket> AdmitSubmit(const std::string& peer, const pb::ClientRequest& request);
   void OnPreparedSubmit(const PreparedSubmit& prepared);
+  // The request's sizes and names are within options.limits (coordinator/limits.h).
+  Status WithinLimits(const pb::ClientRequest& request) const { return CheckClientRequestLimits(request, options_.limits); }
   // A frame that did not parse: answered with an Error of the reply kind the sender expects.
   void OnBadAgentMessage(const std::string& peer, const Status& error);
   void OnBadClientMessage(const std::string& peer, uint64_t request_id, const Status& error);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -20,67 +21,115 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 struct HttpServer::Impl {
+  // Declared before `io`: the sessions destroyed with io's pending handlers still count themselves out.
+  HttpServerOptions options;
+  size_t open_sessions = 0;  // on the HTTP thread only
   asio::io_context io;
   tcp::acceptor acceptor{io};
+  asio::steady_timer retry{io};
   std::thread thread;
-  std::mutex mu;
-  std::string metrics = "# no snapshot yet\n";
-  std::string jobs = "{\"jobs\":[]}";
-  std::string nodes = "{\"nodes\":[]}";
+  mutable std::mutex mu;
+  HttpSnapshot snapshot;  // under mu
+  std::atomic<uint64_t> accept_errors{0};
+  std::chrono::steady_clock::time_point last_warning{};
 
   void Accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
-      if (ec) return;  // acceptor closed
-      std::make_shared<Session>(std::move(socket), this)->Start();
+      if (!acceptor.is_open() || ec == asio::error::operation_aborted) return;  // Stop()
+      if (ec) {
+        OnAcceptError(ec);
+        return;
+      }
+      if (open_sessions >= options.max_connections) {
+        RefuseBusy(std::move(socket));
+      } else {
+        std::make_shared<Session>(std::move(socket), this)->Start();
+      }
       Accept();
     });
   }
 
-  // Fills the response for a request from the current snapshot.
-  void Answer(const http::request<http::string_body>& request, http::response<http::string_body>* response) {
-    response->version(request.version());
-    response->keep_alive(false);
-    std::string target(request.target());
-    std::lock_guard<std::mutex> lock(mu);
-    if (request.method() != http::verb::get) {
-      response->result(http::status::method_not_allowed);
-      response->body() = "only GET is served\n";
-    } else if (target == "/metrics") {
-      response->set(http::field::content_type, "text/plain; version=0.0.4");
-      response->body() = metrics;
-    } else if (target == "/api/jobs") {
-      response->set(http::field::content_type, "application/json");
-      response->body() = jobs;
-    } else if (target == "/api/nodes") {
-      response->set(http::field::content_type, "application/json");
-      response->body() = nodes;
-    } else {
-      response->result(http::status::not_found);
-      response->body() = "not found: try /metrics, /api/jobs or /api/nodes\n";
+  // EMFILE and friends: the pending connection stays queued; wait a little (so a full fd table is not a busy
+  // loop) and accept again.
+  void OnAcceptError(const beast::error_code& ec) {
+    accept_errors.fetch_add(1);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_warning > std::chrono::seconds(10)) {
+      spdlog::warn("HTTP accept failed: {} ({} so far); retrying in 100 ms", ec.message(), accept_errors.load());
+      last_warning = now;
     }
-    response->prepare_payload();
+    retry.expires_after(std::chrono::milliseconds(100));
+    retry.async_wait([this](beast::error_code wait_ec) {
+      if (!wait_ec && acceptor.is_open()) Accept();
+    });
+  }
+
+  // Over max_connections: a short 503 and close, without reading the request.
+  void RefuseBusy(tcp::socket socket) {
+    auto text = std::make_shared<std::string>();
+    const std::string body =
+        fmt::format("503: too many HTTP connections (limit {}, http_max_connections)\n", options.max_connections);
+    *text = fmt::format(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {}"
+        "\r\n\r\n{}",
+        body.size(), body);
+    auto shared = std::make_shared<tcp::socket>(std::move(socket));
+    asio::async_write(*shared, asio::buffer(*text), [shared, text](beast::error_code, size_t) {
+      beast::error_code ignored;
+      shared->shutdown(tcp::socket::shutdown_both, ignored);
+    });
   }
 
   // One request per connection, asynchronous with a deadline, so a silent client never holds the thread.
   struct Session : std::enable_shared_from_this<Session> {
-    Session(tcp::socket socket, Impl* owner) : stream(std::move(socket)), impl(owner) {}
+    Session(tcp::socket socket, Impl* owner) : stream(std::move(socket)), impl(owner) {
+      ++impl->open_sessions;
+      parser.header_limit(static_cast<uint32_t>(impl->options.max_request_bytes));
+      parser.body_limit(impl->options.max_request_bytes);
+    }
+    ~Session() { --impl->open_sessions; }
     void Start() {
-      stream.expires_after(std::chrono::seconds(5));
-      http::async_read(stream, buffer, request, [self = shared_from_this()](beast::error_code ec, size_t) {
-        if (ec) return;
-        self->impl->Answer(self->request, &self->response);
-        http::async_write(self->stream, self->response, [self](beast::error_code, size_t) {
-          beast::error_code ignored;
-          self->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-        });
+      stream.expires_after(impl->options.request_timeout);
+      http::async_read(stream, buffer, parser,
+                       [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    }
+    void OnRead(beast::error_code ec) {
+      HttpResponse answer;
+      if (ec == http::error::header_limit || ec == http::error::body_limit || ec == http::error::buffer_overflow) {
+        answer.status = ec == http::error::body_limit ? 413 : 431;
+        answer.body = fmt::format("{}: the request is larger than {} bytes (http_max_request_bytes)\n", answer.status,
+                                  impl->options.max_request_bytes);
+      } else if (ec) {
+        return;  // timeout, reset, garbage: close
+      } else {
+        const auto& request = parser.get();
+        answer = impl->Respond({std::string(request.method_string()), std::string(request.target()),
+                                std::string(request[http::field::authorization])});
+      }
+      response.version(11);
+      response.keep_alive(false);
+      response.result(static_cast<http::status>(answer.status));
+      response.set(http::field::content_type, answer.content_type);
+      for (const auto& [name, value] : answer.headers) response.set(name, value);
+      response.body() = std::move(answer.body);
+      response.prepare_payload();
+      http::async_write(stream, response, [self = shared_from_this()](beast::error_code, size_t) {
+        beast::error_code ignored;
+        self->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
       });
     }
     beast::tcp_stream stream;
     Impl* impl;
     beast::flat_buffer buffer;
-    http::request<http::string_body> request;
+    http::request_parser<http::string_body> parser;
     http::response<http::string_body> response;
   };
+
+  HttpResponse Respond(const HttpRequest& request) const {
+    HttpRouteOptions route{options.public_metrics, options.authenticate};
+    std::lock_guard<std::mutex> lock(mu);
+    return RouteHttpRequest(request, snapshot, route);
+  }
 };
 
 HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
@@ -88,11 +137,12 @@ HttpServer::~HttpServer() {
   Stop();
 }
 
-Status HttpServer::Start(const std::string& host_port) {
+Status HttpServer::Start(const std::string& host_port, HttpServerOptions options) {
   const auto colon = host_port.rfind(':');
   if (colon == std::string::npos) {
     return InvalidArgumentError(fmt::format("--http-bind '{}': expected HOST:PORT", host_port));
   }
+  impl_->options = std::move(options);
   try {
     tcp::resolver resolver(impl_->io);
     auto endpoints = resolver.resolve(host_port.substr(0, colon), host_port.substr(colon + 1));
@@ -107,7 +157,8 @@ Status HttpServer::Start(const std::string& host_port) {
   }
   impl_->Accept();
   impl_->thread = std::thread([this] { impl_->io.run(); });
-  spdlog::info("HTTP on port {} (/metrics, /api/jobs, /api/nodes)", port_);
+  spdlog::info("HTTP on port {} (/metrics{}, /api/jobs, /api/nodes; bearer token required; up to {} connections)",
+               port_, impl_->options.public_metrics ? " public" : "", impl_->options.max_connections);
   return Status::Ok();
 }
 
@@ -116,9 +167,18 @@ void HttpServer::Stop() {
   asio::post(impl_->io, [this] {
     beast::error_code ec;
     impl_->acceptor.close(ec);
+    impl_->retry.cancel();
   });
   impl_->io.stop();
   impl_->thread.join();
+}
+
+HttpResponse HttpServer::Respond(const HttpRequest& request) const {
+  return impl_->Respond(request);
+}
+
+uint64_t HttpServer::accept_errors() const {
+  return impl_->accept_errors.load();
 }
 
 void HttpServer::Publish(const Coordinator& core) {
@@ -127,13 +187,10 @@ void HttpServer::Publish(const Coordinator& core) {
           .count();
   if (now - last_publish_ms_ < 1000) return;
   last_publish_ms_ = now;
-  std::string metrics = RenderMetrics(core), jobs = RenderJobs(core), nodes = RenderNodes(core);
+  HttpSnapshot fresh{RenderMetrics(core), RenderJobs(core), RenderNodes(core)};
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->metrics = std::move(metrics);
-  impl_->jobs = std::move(jobs);
-  impl_->nodes = std::move(nodes);
+  impl_->snapshot = std::move(fresh);
 }
-
 std::string HttpServer::RenderMetrics(const Coordinator& core) {
   std::string out;
   out += "# HELP anneal_jobs Active (non-terminal) jobs by state.\n# TYPE anneal_jobs gauge\n";

@@ -59,6 +59,10 @@ pb::JobRecord NewJobRecord(const PreparedSubmit& prepared) {
 
 std::optional<Coordinator::SubmitTicket> Coordinator::AdmitSubmit(const std::string& peer,
                                                                   const pb::ClientRequest& request) {
+  if (Status st = WithinLimits(request); !st.ok()) {
+    ReplyError(peer, request.request_id(), st);
+    return std::nullopt;
+  }
   auto who = AuthenticateClient(peer, request);
   if (!who) return std::nullopt;
   auto team = ResolveSubmitTeam(*who, request.submit().team());
@@ -82,6 +86,10 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
     AuditAndReply(prepared.submitter, peer, request, prepared.team, request.submit().name(), error, {});
   };
   if (!prepared.status.ok()) return refuse(prepared.status);
+  if (Status st = CheckNameLength("the job name (scheduling.name)", prepared.spec->scheduling.name, options_.limits);
+      !st.ok()) {
+    return refuse(st);
+  }
   std::vector<std::string> warnings = prepared.spec->warnings;
   if (nodes_.empty()) {
     warnings.push_back("no node has registered yet: the job's fit to the cluster is checked when nodes join");

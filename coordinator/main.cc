@@ -16,6 +16,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/http.h"
 #include "coordinator/server.h"
+#include "protocol/curve.h"
 #include "storage/state_store.h"
 
 namespace {
@@ -32,7 +33,7 @@ std::string ClientAddress(std::string endpoint) {
 // a crash in between leaves a token that does not exist yet, and the next start bootstraps again and rewrites
 // it; the other order could leave an admin whose token nobody has.
 anneal::Status BootstrapIfFresh(anneal::coordinator::Coordinator& core, const std::string& endpoint,
-                                const std::string& config_path) {
+                                const std::string& server_key, const std::string& config_path) {
   if (core.HasUsers()) return anneal::Status::Ok();
   if (config_path.empty()) {
     spdlog::warn("this cluster has no user yet and no --bootstrap-admin-config was given: nobody can use it; "
@@ -40,7 +41,8 @@ anneal::Status BootstrapIfFresh(anneal::coordinator::Coordinator& core, const st
     return anneal::Status::Ok();
   }
   ASSIGN_OR_RETURN(std::string token, core.BootstrapAdmin("admin"));
-  RETURN_IF_ERROR(anneal::WriteClientConfigFile(config_path, {.coordinator = ClientAddress(endpoint), .token = token}));
+  RETURN_IF_ERROR(anneal::WriteClientConfigFile(
+      config_path, {.coordinator = ClientAddress(endpoint), .token = token, .server_key = server_key}));
   RETURN_IF_ERROR(core.Flush().status());
   spdlog::info("bootstrapped the cluster admin 'admin'; its client config is {}", config_path);
   return anneal::Status::Ok();
@@ -82,6 +84,10 @@ int main(int argc, char** argv) {
   auto* bootstrap = app.add_option("--bootstrap-join-token-file", flags.bootstrap_join_token_file,
                                    "fresh cluster only: the join token in this file (created 0600 if missing) "
                                    "admits the first agents");
+  auto* plaintext = app.add_flag("--insecure-plaintext", flags.insecure_plaintext,
+                                 "serve without CurveZMQ encryption and authentication (tests, trusted networks)");
+  auto* max_message = app.add_option("--max-message-bytes", flags.max_message_bytes,
+                                     "largest frame accepted (ZMQ_MAXMSGSIZE)")->default_val(flags.max_message_bytes);
   CLI11_PARSE(app, argc, argv);
 
   CoordinatorConfig config;
@@ -102,6 +108,8 @@ int main(int argc, char** argv) {
   if (level->count()) config.log_level = flags.log_level;
   if (http->count()) config.http_bind = flags.http_bind;
   if (bootstrap->count()) config.bootstrap_join_token_file = flags.bootstrap_join_token_file;
+  if (plaintext->count()) config.insecure_plaintext = flags.insecure_plaintext;
+  if (max_message->count()) config.max_message_bytes = flags.max_message_bytes;
   if (auto st = ValidateConfig(config); !st.ok()) {
     std::fprintf(stderr, "anneal-coordinator: %s\n", st.message().c_str());
     return 2;
@@ -117,9 +125,35 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", store.status().ToString());
     return 1;
   }
+  // ---- transport: the long-term CurveZMQ keypair in the state dir (protocol/curve.h), or loud plaintext
+  std::optional<anneal::protocol::CurveKeyPair> curve;
+  if (config.insecure_plaintext) {
+    spdlog::warn("INSECURE: --insecure-plaintext: agent and client traffic is neither encrypted nor authenticated; "
+                 "anyone who reaches {} can read it and impersonate the coordinator",
+                 config.bind);
+  } else if (!anneal::protocol::CurveAvailable()) {
+    spdlog::critical("this libzmq has no CurveZMQ (zmq_has(\"curve\") is false): install a libzmq built with "
+                     "libsodium, or run with --insecure-plaintext");
+    return 1;
+  } else {
+    auto keys = anneal::protocol::LoadOrCreateServerKeys(config.state_dir);
+    if (!keys.ok()) {
+      spdlog::critical("CurveZMQ keys: {}", keys.status().ToString());
+      return 1;
+    }
+    curve = *keys;
+    spdlog::info("CurveZMQ on; public key {} (in {}/{})", keys->public_key, config.state_dir,
+                 anneal::protocol::kCurvePublicKeyFile);
+  }
   SystemClock clock;
   CoordinatorOptions options;
   options.audit_max_records = config.audit_max_records;
+  options.server_public_key = curve ? curve->public_key : "";
+  options.limits = {.max_spec_bytes = static_cast<size_t>(config.max_spec_bytes),
+                    .max_name_bytes = static_cast<size_t>(config.max_name_bytes),
+                    .max_watchers_per_peer = static_cast<size_t>(config.max_watchers_per_peer),
+                    .max_watchers_total = static_cast<size_t>(config.max_watchers_total),
+                    .max_log_fetches_per_peer = static_cast<size_t>(config.max_log_fetches_per_peer)};
   options.heartbeat_interval_ms = config.heartbeat_interval_ms;
   options.heartbeat_timeout_ms = config.heartbeat_timeout_ms;
   options.stop_timeout_ms = config.stop_timeout_ms;
@@ -134,19 +168,24 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", st.ToString());
     return 1;
   }
-  Server server({.bind = config.bind}, &core, &clock);
+  Server server({.bind = config.bind, .max_message_bytes = config.max_message_bytes, .curve = curve}, &core, &clock);
   if (auto st = server.Bind(); !st.ok()) {
     spdlog::critical("{}", st.ToString());
     return 1;
   }
-  if (auto st = BootstrapIfFresh(core, server.endpoint(), config.bootstrap_admin_config); !st.ok()) {
+  if (auto st = BootstrapIfFresh(core, server.endpoint(), curve ? curve->public_key : "", config.bootstrap_admin_config); !st.ok()) {
     spdlog::critical("bootstrapping the cluster admin: {}", st.ToString());
     return 1;
   }
   std::unique_ptr<HttpServer> http_server;
   if (!config.http_bind.empty()) {
     http_server = std::make_unique<HttpServer>();
-    if (auto st = http_server->Start(config.http_bind); !st.ok()) {
+    HttpServerOptions http_options;
+    http_options.public_metrics = config.http_public_metrics;
+    http_options.authenticate = ClusterAdminTokenAuthenticator(store->get(), &clock);
+    http_options.max_connections = static_cast<size_t>(config.http_max_connections);
+    http_options.max_request_bytes = static_cast<size_t>(config.http_max_request_bytes);
+    if (auto st = http_server->Start(config.http_bind, std::move(http_options)); !st.ok()) {
       spdlog::critical("{}", st.ToString());
       return 1;
     }
@@ -154,7 +193,9 @@ int main(int argc, char** argv) {
   }
   spdlog::info("anneal-coordinator {} ready (state {}, heartbeat timeout {} ms)", anneal::Version(),
                config.state_dir, config.heartbeat_timeout_ms);
-  // Tests and scripts wait for this line on stdout to know the endpoint (port 0 binds are resolved).
+  // Tests and scripts wait for this line on stdout to know the endpoint (port 0 binds are resolved); the
+  // server key comes first, so whoever waits for "listening" has it.
+  if (curve) std::printf("server-key %s\n", curve->public_key.c_str());
   std::printf("listening %s\n", server.endpoint().c_str());
   if (http_server) std::printf("http %u\n", static_cast<unsigned>(http_server->port()));
   std::fflush(stdout);

@@ -19,6 +19,7 @@ Server::Server(ServerOptions options, Coordinator* core, Clock* clock)
 
 Server::~Server() {
   if (workers_) workers_->Stop();
+  if (monitor_) zmq_socket_monitor(router_.handle(), nullptr, 0);
 }
 
 Status Server::Bind() {
@@ -27,12 +28,23 @@ Status Server::Bind() {
     router_.set(zmq::sockopt::rcvtimeo, 0);   // drained after poll: never blocks
     router_.set(zmq::sockopt::sndhwm, 100000);
     router_.set(zmq::sockopt::rcvhwm, 100000);
+    router_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+    if (options_.curve) RETURN_IF_ERROR(protocol::ConfigureCurveServer(router_, *options_.curve));
+    const std::string monitor_endpoint = fmt::format("inproc://anneal-coordinator-monitor-{}", fmt::ptr(this));
+    if (zmq_socket_monitor(router_.handle(), monitor_endpoint.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+      monitor_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pair);
+      monitor_->set(zmq::sockopt::linger, 0);
+      monitor_->connect(monitor_endpoint);
+    }
     router_.bind(options_.bind);
     endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
     return UnavailableError(fmt::format("cannot bind {}: {}", options_.bind, e.what()));
   }
-  spdlog::info("serving agents and clients on {}", endpoint_);
+  spdlog::info("serving agents and clients on {} ({}; frames up to {} bytes)", endpoint_,
+               options_.curve ? "CurveZMQ" : "PLAINTEXT", options_.max_message_bytes);
   return Status::Ok();
 }
 
@@ -60,6 +72,7 @@ Status Server::Run() {
     if (workers_) {
       for (auto& prepared : workers_->TakeReady()) core_->OnPreparedSubmit(prepared);
     }
+    DrainMonitor();
     core_->Tick();
     auto out = core_->Flush();
     if (!out.ok()) return out.status();
@@ -68,6 +81,23 @@ Status Server::Run() {
   }
   spdlog::info("event loop stopped{}", ShutdownSignal() ? fmt::format(" (signal {})", ShutdownSignal()) : "");
   return Status::Ok();
+}
+
+void Server::DrainMonitor() {
+  while (monitor_) {
+    zmq::message_t event, address;
+    if (!monitor_->recv(event, zmq::recv_flags::dontwait)) break;
+    if (event.more()) (void)monitor_->recv(address, zmq::recv_flags::dontwait);
+    ++failed_handshakes_;
+  }
+  const int64_t now = clock_->NowMs();
+  if (failed_handshakes_ == 0 || now - last_handshake_warning_ms_ < 10000) return;
+  spdlog::warn("{} connection(s) failed the {} handshake: a client or agent with a wrong server key, or a peer "
+               "using {}",
+               failed_handshakes_, options_.curve ? "CurveZMQ" : "ZeroMQ",
+               options_.curve ? "plaintext (--insecure-plaintext)" : "CurveZMQ against this plaintext coordinator");
+  failed_handshakes_ = 0;
+  last_handshake_warning_ms_ = now;
 }
 
 void Server::Dispatch(protocol::Frames& frames) {

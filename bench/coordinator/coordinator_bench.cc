@@ -3,8 +3,12 @@
 // each, registering, heartbeating every 2 s, answering launches with RUNNING then SUCCEEDED reports), and
 // clients. Prints one table. Goals: >= 2,000 accepted submissions/s, placement p99 < 10 ms, startup over 100k
 // job records < 1 s. The peer row is RocksDB itself: one synced write per submission, no group commit.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,33 +17,44 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
-#include <unistd.h>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
 #include "coordinator/clock.h"
+#include "common/secret.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/server.h"
 #include "coordinator/store_keys.h"
 #include "protocol/anneal.pb.h"
+#include "protocol/curve.h"
 #include "protocol/framing.h"
 #include "storage/state_store.h"
 
 namespace {
 
+// The cluster admin's API token (every submission is authenticated) and the agents' join token.
+std::string g_admin_token;
+std::string g_join_token;
+
 using namespace anneal;
 using Steady = std::chrono::steady_clock;
 
-double Ms(Steady::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double Ms(Steady::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 const std::string kSpec = "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /tmp/anneal-bench-out\n";
 
 // Launch receipt times by job id, filled by the agents' thread.
+// The coordinator's CurveZMQ public key in this round; empty: plaintext. Every simulated agent and client pins it.
+std::string g_server_key;
+
+void Secure(zmq::socket_t& socket) {
+  if (!g_server_key.empty()) protocol::ConfigureCurveClient(socket, g_server_key).IgnoreError();
+}
+
 struct LaunchBoard {
   std::mutex mu;
   std::condition_variable cv;
@@ -55,14 +70,14 @@ struct LaunchBoard {
 // N agents on one thread.
 class AgentSwarm {
  public:
-  AgentSwarm(zmq::context_t& ctx, const std::string& endpoint, int count, LaunchBoard* board)
-      : board_(board) {
+  AgentSwarm(zmq::context_t& ctx, const std::string& endpoint, int count, LaunchBoard* board) : board_(board) {
     for (int i = 0; i < count; ++i) {
       Agent a;
       a.node_id = fmt::format("node-{:04d}", i);
       a.socket = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
       a.socket->set(zmq::sockopt::linger, 0);
       a.socket->set(zmq::sockopt::rcvtimeo, 0);
+      Secure(*a.socket);
       a.socket->connect(endpoint);
       agents_.push_back(std::move(a));
     }
@@ -74,6 +89,7 @@ class AgentSwarm {
       pb::AgentToCoordinator msg;
       auto* reg = msg.mutable_register_();
       reg->set_node_id(agents_[i].node_id);
+      reg->set_join_token(g_join_token);
       reg->mutable_inventory()->set_slots(8);
       reg->mutable_inventory()->set_address("127.0.0.1");
       reg->mutable_inventory()->set_rendezvous_port_begin(29500);
@@ -146,8 +162,6 @@ class AgentSwarm {
   uint64_t heartbeats_ = 0;
 };
 
-// The cluster admin's API token: every submission is authenticated, as in production.
-std::string g_admin_token;
 
 pb::ClientRequest SubmitRequest(uint64_t id) {
   pb::ClientRequest req;
@@ -168,18 +182,21 @@ double SubmitThroughput(zmq::context_t& ctx, const std::string& endpoint, int to
       zmq::socket_t sock(ctx, zmq::socket_type::dealer);
       sock.set(zmq::sockopt::linger, 0);
       sock.set(zmq::sockopt::rcvtimeo, 10000);
+      Secure(sock);
       sock.connect(endpoint);
       const int mine = total / clients;
       int sent = 0, done = 0;
       while (done < mine) {
         while (sent < mine && sent - done < window) {
-          protocol::Send(sock, protocol::MessageKind::kClientRequest, SubmitRequest(c * 1'000'000 + sent)).IgnoreError();
+          protocol::Send(sock, protocol::MessageKind::kClientRequest, SubmitRequest(c * 1'000'000 + sent))
+              .IgnoreError();
           ++sent;
         }
         auto frames = protocol::Receive(sock, false);
         if (!frames.ok()) break;
         pb::ClientReply reply;
-        if (protocol::Parse(*frames, protocol::MessageKind::kClientReply, &reply).ok() && reply.error().code() == pb::OK) {
+        if (protocol::Parse(*frames, protocol::MessageKind::kClientReply, &reply).ok() &&
+            reply.error().code() == pb::OK) {
           accepted.fetch_add(1);
         }
         ++done;
@@ -191,10 +208,12 @@ double SubmitThroughput(zmq::context_t& ctx, const std::string& endpoint, int to
 }
 
 // Sequential submit -> LaunchTask at an agent, `count` times.
-std::vector<double> PlacementLatencies(zmq::context_t& ctx, const std::string& endpoint, int count, LaunchBoard* board) {
+std::vector<double> PlacementLatencies(zmq::context_t& ctx, const std::string& endpoint, int count,
+                                       LaunchBoard* board) {
   zmq::socket_t sock(ctx, zmq::socket_type::dealer);
   sock.set(zmq::sockopt::linger, 0);
   sock.set(zmq::sockopt::rcvtimeo, 10000);
+  Secure(sock);
   sock.connect(endpoint);
   std::vector<double> out;
   for (int i = 0; i < count; ++i) {
@@ -271,6 +290,61 @@ double StartupMs(const std::string& dir, int terminal, int active) {
   return ms;
 }
 
+// One full round (fresh state, coordinator, agents, clients) with CurveZMQ on or off.
+struct RoundResult {
+  double register_ms = 0, submits_per_s = 0, p50 = 0, p99 = 0;
+  int registered = 0;
+  size_t samples = 0;
+  uint64_t beats = 0;
+};
+
+std::optional<RoundResult> RunRound(const std::filesystem::path& dir, bool curve, int agents, int jobs,
+                                    int latency_samples, int clients, int window) {
+  auto store = storage::StateStore::Open(dir.string());
+  if (!store.ok()) {
+    std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
+    return std::nullopt;
+  }
+  std::optional<protocol::CurveKeyPair> keys;
+  if (curve) keys = *protocol::GenerateCurveKeyPair();
+  g_server_key = curve ? keys->public_key : "";
+  coordinator::SystemClock clock;
+  coordinator::Coordinator core({}, store->get(), &clock);
+  if (!core.Recover().ok()) return std::nullopt;
+  // As in production: clients authenticate with the cluster admin's API token, agents join with a join token.
+  auto admin = core.BootstrapAdmin();
+  g_join_token = FormatJoinToken(RandomHex(kJoinTokenIdBytes), RandomHex(kSecretBytes));
+  if (!admin.ok() || !core.BootstrapJoinToken(g_join_token).ok() || !core.Flush().ok()) return std::nullopt;
+  g_admin_token = *admin;
+  coordinator::Server server({.bind = "tcp://127.0.0.1:*", .curve = keys}, &core, &clock);
+  if (!server.Bind().ok()) return std::nullopt;
+  std::thread loop([&] { server.Run().IgnoreError(); });
+
+  zmq::context_t ctx;
+  ctx.set(zmq::ctxopt::max_sockets, agents + 256);
+  LaunchBoard board;
+  AgentSwarm swarm(ctx, server.endpoint(), agents, &board);
+  std::atomic<bool> stop_agents{false};
+  std::atomic<int> registered{0};
+  const auto reg_start = Steady::now();
+  std::thread swarm_thread([&] { swarm.Run(&stop_agents, &registered); });
+  while (registered.load() < agents && Ms(Steady::now() - reg_start) < 60000) usleep(10000);
+  RoundResult r;
+  r.register_ms = Ms(Steady::now() - reg_start);
+  r.registered = registered.load();
+  auto latencies = PlacementLatencies(ctx, server.endpoint(), latency_samples, &board);
+  r.submits_per_s = SubmitThroughput(ctx, server.endpoint(), jobs, clients, window);
+  r.beats = swarm.heartbeats();
+  stop_agents = true;
+  swarm_thread.join();
+  server.RequestStop();
+  loop.join();
+  r.p50 = Percentile(latencies, 0.50);
+  r.p99 = Percentile(latencies, 0.99);
+  r.samples = latencies.size();
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -291,61 +365,34 @@ int main(int argc, char** argv) {
 
   const auto root = std::filesystem::temp_directory_path() / fmt::format("anneal-coord-bench-{}", getpid());
   std::filesystem::create_directories(root);
-  auto store = storage::StateStore::Open((root / "state").string());
-  if (!store.ok()) {
-    std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
-    return 1;
-  }
-  coordinator::SystemClock clock;
-  coordinator::Coordinator core({}, store->get(), &clock);
-  if (!core.Recover().ok()) return 1;
-  auto admin = core.BootstrapAdmin();
-  if (!admin.ok() || !core.Flush().ok()) return 1;
-  g_admin_token = *admin;
-  coordinator::Server server({.bind = "tcp://127.0.0.1:*"}, &core, &clock);
-  if (!server.Bind().ok()) return 1;
-  std::thread loop([&] { server.Run().IgnoreError(); });
-
-  zmq::context_t ctx;
-  ctx.set(zmq::ctxopt::max_sockets, agents + 256);
-  LaunchBoard board;
-  AgentSwarm swarm(ctx, server.endpoint(), agents, &board);
-  std::atomic<bool> stop_agents{false};
-  std::atomic<int> registered{0};
-  const auto reg_start = Steady::now();
-  std::thread swarm_thread([&] { swarm.Run(&stop_agents, &registered); });
-  while (registered.load() < agents && Ms(Steady::now() - reg_start) < 60000) usleep(10000);
-  const double register_ms = Ms(Steady::now() - reg_start);
-
-  auto latencies = PlacementLatencies(ctx, server.endpoint(), latency_samples, &board);
-  const double submits_per_s = SubmitThroughput(ctx, server.endpoint(), jobs, clients, window);
-  const uint64_t beats = swarm.heartbeats();
-
-  stop_agents = true;
-  swarm_thread.join();
-  server.RequestStop();
-  loop.join();
+  // Both transports in the same run, plaintext first, each on a fresh state directory.
+  auto plain = RunRound(root / "plain", false, agents, jobs, latency_samples, clients, window);
+  auto curve = RunRound(root / "curve", true, agents, jobs, latency_samples, clients, window);
+  if (!plain || !curve) return 1;
   const double peer_per_s = SyncedSingleWritesPerSecond((root / "peer").string(), 500);
   const double startup_ms = StartupMs((root / "startup").string(), startup_jobs - 1000, 1000);
   std::filesystem::remove_all(root);
 
-  const double p50 = Percentile(latencies, 0.50), p99 = Percentile(latencies, 0.99);
-  std::printf("\nanneal-coordinator benchmark: %d agents x 8 slots heartbeating every 2 s (%d registered in %.0f ms, "
-              "%llu heartbeats sent)\n\n", agents, registered.load(), register_ms,
-              static_cast<unsigned long long>(beats));
-  std::printf("| %-58s | %14s | %12s | %-4s |\n", "measure", "value", "goal", "ok");
-  std::printf("|%s|%s|%s|%s|\n", std::string(60, '-').c_str(), std::string(16, '-').c_str(),
-              std::string(14, '-').c_str(), std::string(6, '-').c_str());
-  auto row = [](const std::string& what, const std::string& value, const std::string& goal, bool ok) {
-    std::printf("| %-58s | %14s | %12s | %-4s |\n", what.c_str(), value.c_str(), goal.c_str(), ok ? "yes" : "NO");
+  std::printf(
+      "\nanneal-coordinator benchmark: %d agents x 8 slots heartbeating every 2 s (plaintext: %d registered in "
+      "%.0f ms; CurveZMQ: %d registered in %.0f ms)\n\n",
+      agents, plain->registered, plain->register_ms, curve->registered, curve->register_ms);
+  std::printf("| %-58s | %12s | %12s | %10s | %-4s |\n", "measure", "plaintext", "CurveZMQ", "goal", "ok");
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(60, '-').c_str(), std::string(14, '-').c_str(),
+              std::string(14, '-').c_str(), std::string(12, '-').c_str(), std::string(6, '-').c_str());
+  auto row = [](const std::string& what, const std::string& a, const std::string& b, const std::string& goal, bool ok) {
+    std::printf("| %-58s | %12s | %12s | %10s | %-4s |\n", what.c_str(), a.c_str(), b.c_str(), goal.c_str(),
+                ok ? "yes" : "NO");
   };
   row(fmt::format("submissions accepted/s (synced, {} clients x {} in flight)", clients, window),
-      fmt::format("{:.0f}", submits_per_s), ">= 2000", submits_per_s >= 2000);
-  row("peer: RocksDB, one synced write per submission", fmt::format("{:.0f}", peer_per_s), "-", true);
-  row(fmt::format("placement latency p50, submit -> LaunchTask ({} samples)", latencies.size()),
-      fmt::format("{:.2f} ms", p50), "-", true);
-  row("placement latency p99", fmt::format("{:.2f} ms", p99), "< 10 ms", p99 < 10);
-  row(fmt::format("startup over {} job records (1000 active)", startup_jobs), fmt::format("{:.0f} ms", startup_ms),
+      fmt::format("{:.0f}", plain->submits_per_s), fmt::format("{:.0f}", curve->submits_per_s), ">= 2000",
+      curve->submits_per_s >= 2000);
+  row(fmt::format("placement latency p50, submit -> LaunchTask ({} samples)", curve->samples),
+      fmt::format("{:.2f} ms", plain->p50), fmt::format("{:.2f} ms", curve->p50), "-", true);
+  row("placement latency p99", fmt::format("{:.2f} ms", plain->p99), fmt::format("{:.2f} ms", curve->p99), "< 10 ms",
+      curve->p99 < 10);
+  row("peer: RocksDB, one synced write per submission", fmt::format("{:.0f}", peer_per_s), "", "-", true);
+  row(fmt::format("startup over {} job records (1000 active)", startup_jobs), fmt::format("{:.0f} ms", startup_ms), "",
       "< 1000 ms", startup_ms >= 0 && startup_ms < 1000);
   std::printf("\n");
   return 0;

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <dirent.h>
@@ -30,6 +31,7 @@
 #include <zmq.hpp>
 
 #include "protocol/anneal.pb.h"
+#include "protocol/curve.h"
 #include "protocol/framing.h"
 
 namespace anneal::agent::testing {
@@ -66,7 +68,14 @@ inline uint64_t SeqOf(const pb::AgentToCoordinator& m) {
   }
 }
 
-// The coordinator side, scripted by the test.
+// The scripted coordinator's CurveZMQ keypair (one per test process); AgentProcess pins its public key unless
+// the test passes its own --server-key / --server-key-file / --insecure-plaintext.
+inline const protocol::CurveKeyPair& TestServerKeys() {
+  static const protocol::CurveKeyPair keys = *protocol::GenerateCurveKeyPair();
+  return keys;
+}
+
+// The coordinator side, scripted by the test (a CurveZMQ server with TestServerKeys()).
 class ScriptedCoordinator {
  public:
   ScriptedCoordinator() { Bind("tcp://127.0.0.1:*"); }
@@ -118,6 +127,7 @@ class ScriptedCoordinator {
     router_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
     router_->set(zmq::sockopt::linger, 0);
     router_->set(zmq::sockopt::rcvtimeo, 50);
+    if (!protocol::ConfigureCurveServer(*router_, TestServerKeys()).ok()) ADD_FAILURE() << "no CurveZMQ";
     router_->bind(where);
     endpoint_ = router_->get(zmq::sockopt::last_endpoint);
   }
@@ -185,6 +195,13 @@ class AgentProcess {
                                      "--work-dir",      work_dir,        "--slots",   "4",             "--trainer",
                                      FAKE_RANK_BIN,     "--heartbeat-ms", "200",      "--log-level",   "debug",
                                      "--min-free-bytes", "1024"};
+    const bool own_security = std::any_of(extra.begin(), extra.end(), [](const std::string& e) {
+      return e == "--server-key" || e == "--server-key-file" || e == "--insecure-plaintext";
+    });
+    if (!own_security) {
+      args.push_back("--server-key");
+      args.push_back(TestServerKeys().public_key);
+    }
     std::filesystem::create_directories(work_dir);
     // A new node joins with a join token (node identity); tests of a node without one pass --no-join-token.
     bool join = true;

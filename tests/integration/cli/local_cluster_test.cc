@@ -50,6 +50,11 @@ bool GoneWithin(pid_t pid, const std::string& program, std::chrono::milliseconds
   return true;
 }
 
+std::string ReadFileText(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 class LocalClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -68,9 +73,13 @@ class LocalClusterTest : public ::testing::Test {
   // anneal with HOME in the temp dir: the state is <dir>/.anneal, the client config <dir>/.anneal/config.
   // Every rank of every job runs FAKE_STEPS steps FAKE_INTERVAL_MS apart (about 12 s).
   RunResult Anneal(const std::vector<std::string>& args, double timeout_s = 60) {
-    return RunProgram(
-        anneal_, args, dir_.path(),
-        {{"FAKE_STEPS", "40"}, {"FAKE_INTERVAL_MS", "300"}, {"FAKE_OUTPUT_DIR", dir_.path() + "/out/job"}}, timeout_s);
+    return RunProgram(anneal_, args, dir_.path(),
+                      // The client config that anneal up writes pins the cluster's key (not the harness's fake one).
+                      {{"FAKE_STEPS", "40"},
+                       {"FAKE_INTERVAL_MS", "300"},
+                       {"FAKE_OUTPUT_DIR", dir_.path() + "/out/job"},
+                       {"ANNEAL_SERVER_KEY", ""}},
+                      timeout_s);
   }
 
   // name -> pid, as cluster.yaml records them now.
@@ -175,6 +184,16 @@ TEST_F(LocalClusterTest, UpOnAHealthyClusterChangesNothingAndAConflictingShapeIs
   RunResult up = Anneal({"up", "--agents", "2", "--slots", "2"});
   ASSERT_EQ(up.exit_code, 0) << up.err;
   const std::map<std::string, pid_t> before = Pids();
+  // CurveZMQ is on: the client config pins the coordinator's public key, the agents its key file.
+  std::ifstream pub_file(dir_.path() + "/.anneal/coordinator/curve.pub");
+  std::string pub;
+  pub_file >> pub;
+  ASSERT_EQ(pub.size(), 40u);
+  std::ifstream config_file(dir_.path() + "/.anneal/config");
+  const std::string config((std::istreambuf_iterator<char>(config_file)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(Contains(config, "server_key: \"" + pub + "\"")) << config;
+  const std::string cluster = ReadFileText(dir_.path() + "/.anneal/cluster.yaml");
+  EXPECT_TRUE(Contains(cluster, "--server-key-file")) << cluster;
 
   RunResult again = Anneal({"up"});
   EXPECT_EQ(again.exit_code, 0) << again.err;

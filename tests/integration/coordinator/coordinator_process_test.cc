@@ -285,7 +285,8 @@ TEST(CoordinatorProcess, ConfigFileIsReadAndFlagsOverrideIt) {
   Client right(ctx, coordinator.endpoint(), coordinator.admin_token());
   EXPECT_EQ(right.Call(list).error().code(), pb::OK);
   const std::string curl = "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(coordinator.http_port()) +
-                           " && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
+                           " && printf 'GET /metrics HTTP/1.0\\r\\nAuthorization: Bearer " + coordinator.admin_token() +
+                           "\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
   FILE* http = popen(("bash -c \"" + curl + "\"").c_str(), "r");
   ASSERT_NE(http, nullptr);
   text.clear();

@@ -1,5 +1,8 @@
 // Test doubles that speak the real protocol over real ZeroMQ: the anneal-coordinator process (started,
 // killed, restarted), a scripted agent (DEALER) and a client (DEALER).
+// The coordinator runs with CurveZMQ (its default): Start() reads the "server-key" line it prints and records
+// it by endpoint (ServerKeyOf), and Client / ScriptedAgent connect as Curve clients pinning that key. A test
+// about the transport itself picks the key (or plaintext) explicitly with a Security value.
 #pragma once
 
 #include <fcntl.h>
@@ -25,6 +28,7 @@
 
 #include "protocol/anneal.pb.h"
 #include "common/client_config.h"
+#include "protocol/curve.h"
 #include "protocol/framing.h"
 
 namespace anneal::itest {
@@ -33,6 +37,31 @@ using Clock = std::chrono::steady_clock;
 
 inline int64_t MsSince(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+// The server key each coordinator started by this test process printed, by endpoint.
+inline std::map<std::string, std::string>& ServerKeys() {
+  static std::map<std::string, std::string> keys;
+  return keys;
+}
+inline std::string ServerKeyOf(const std::string& endpoint) {
+  auto it = ServerKeys().find(endpoint);
+  return it == ServerKeys().end() ? "" : it->second;
+}
+
+// How a test socket connects: the endpoint's recorded key (default), a given key, or plaintext.
+struct Security {
+  enum Mode { kRecordedKey, kKey, kPlaintext } mode = kRecordedKey;
+  std::string key;
+  static Security Key(std::string k) { return {kKey, std::move(k)}; }
+  static Security Plaintext() { return {kPlaintext, ""}; }
+};
+
+// Makes `socket` a Curve client per `security` (before connect). A plaintext coordinator has no recorded key.
+inline void ApplySecurity(zmq::socket_t& socket, const std::string& endpoint, const Security& security) {
+  std::string key = security.mode == Security::kKey ? security.key : ServerKeyOf(endpoint);
+  if (security.mode == Security::kPlaintext || key.empty()) return;
+  ASSERT_TRUE(protocol::ConfigureCurveClient(socket, key).ok());
 }
 
 // A unique temp dir, removed at the end.
@@ -116,9 +145,12 @@ class CoordinatorProcess {
       char c;
       if (read(stdout_fd_, &c, 1) != 1) break;
       if (c == '\n') {
-        if (line.rfind("listening ", 0) == 0) {
+        if (line.rfind("server-key ", 0) == 0) {
+          server_key_ = line.substr(11);
+        } else if (line.rfind("listening ", 0) == 0) {
           endpoint_ = line.substr(10);
           JoinTokens()[endpoint_] = join_token();
+          ServerKeys()[endpoint_] = server_key_;
           if (!expect_http_) return;
         } else if (line.rfind("http ", 0) == 0) {
           http_port_ = std::stoi(line.substr(5));
@@ -155,8 +187,11 @@ class CoordinatorProcess {
     EXPECT_TRUE(config.ok()) << config.status().ToString();
     return config.ok() ? config->token : "";
   }
+  const std::string& server_key() const { return server_key_; }  // empty with --insecure-plaintext
+  pid_t pid() const { return pid_; }
 
  private:
+  std::string server_key_;
   std::string state_dir_;
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
@@ -170,10 +205,11 @@ class CoordinatorProcess {
 // A client: one DEALER, request/reply.
 class Client {
  public:
-  Client(zmq::context_t& ctx, const std::string& endpoint, std::string token = "")
+  Client(zmq::context_t& ctx, const std::string& endpoint, std::string token = "", Security security = {})
       : socket_(ctx, zmq::socket_type::dealer), token_(std::move(token)) {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::rcvtimeo, 10000);
+    ApplySecurity(socket_, endpoint, security);
     socket_.connect(endpoint);
   }
   pb::ClientReply Call(pb::ClientRequest request) {
@@ -238,6 +274,7 @@ class ScriptedAgent {
     socket_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::rcvtimeo, 50);
+    ApplySecurity(*socket_, endpoint_, {});
     socket_->connect(endpoint_);
   }
 

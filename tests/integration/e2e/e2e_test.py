@@ -174,7 +174,8 @@ def case_agent_kill(bindir, tmp):
         # Capacity returns: the node's agent starts again with the same identity and work dir.
         cfg = dict(l.split(": ", 1) for l in open(f"{home}/config").read().splitlines() if ": " in l and not l.startswith("#"))
         subprocess.Popen([os.path.join(bindir, "anneal-agent"), "--coordinator", cfg["coordinator"].strip(), "--node",
-                          "local-1", "--work-dir", f"{home}/agents/local-1", "--slots", "2"],
+                          "local-1", "--work-dir", f"{home}/agents/local-1", "--slots", "2",
+                          "--server-key-file", f"{home}/coordinator/curve.pub"],
                          stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/agent-restart.log", "w"), start_new_session=True,
                          env=c.env)
         w = c.anneal("watch", job, check=False, timeout=400)

@@ -1,14 +1,14 @@
 // anneal-agent flags and YAML config file.
 #include "agent/config.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include <gtest/gtest.h>
-
 #include "agent/inventory.h"
+#include "protocol/curve.h"
 
 namespace anneal::agent {
 namespace {
@@ -28,10 +28,32 @@ std::string WriteYaml(const std::string& text) {
   return tmpl;
 }
 
+const std::string kKey = protocol::GenerateCurveKeyPair()->public_key;
+
 TEST(AgentConfig, FlagsAreParsed) {
-  auto p = Parse({"--coordinator", "tcp://10.0.0.1:7070", "--node", "n1", "--work-dir", "/tmp/w", "--slots", "3",
-                  "--label", "rack=r1", "--label", "gpu=none", "--address", "10.0.0.5", "--trainer", "/bin/true",
-                  "--heartbeat-ms", "500", "--keep-tasks-on-exit", "--rendezvous-ports", "30000-30010"});
+  auto p = Parse({"--coordinator",
+                  "tcp://10.0.0.1:7070",
+                  "--node",
+                  "n1",
+                  "--work-dir",
+                  "/tmp/w",
+                  "--slots",
+                  "3",
+                  "--label",
+                  "rack=r1",
+                  "--label",
+                  "gpu=none",
+                  "--address",
+                  "10.0.0.5",
+                  "--trainer",
+                  "/bin/true",
+                  "--heartbeat-ms",
+                  "500",
+                  "--keep-tasks-on-exit",
+                  "--rendezvous-ports",
+                  "30000-30010",
+                  "--server-key",
+                  kKey});
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   const AgentConfig& c = p->config;
   EXPECT_EQ(c.coordinator, "tcp://10.0.0.1:7070");
@@ -46,10 +68,12 @@ TEST(AgentConfig, FlagsAreParsed) {
   EXPECT_TRUE(c.keep_tasks_on_exit);
   EXPECT_EQ(c.rendezvous_port_begin, 30000u);
   EXPECT_EQ(c.rendezvous_port_end, 30010u);
+  EXPECT_EQ(c.server_key, kKey);
+  EXPECT_FALSE(c.insecure_plaintext);
 }
 
 TEST(AgentConfig, DefaultTrainerSitsNextToTheAgentBinary) {
-  auto p = Parse({});
+  auto p = Parse({"--insecure-plaintext"});
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(std::filesystem::path(p->config.trainer).filename(), "anneal-train");
   EXPECT_FALSE(p->config.node.empty());
@@ -59,7 +83,8 @@ TEST(AgentConfig, DefaultTrainerSitsNextToTheAgentBinary) {
 TEST(AgentConfig, FileFillsWhatFlagsDoNotSay) {
   const std::string path = WriteYaml(
       "coordinator: tcp://c:1\nnode: from-file\nslots: 8\nlabels: {zone: a}\nheartbeat-ms: 900\n"
-      "rendezvous_ports: 40000-40100\n");
+      "rendezvous_ports: 40000-40100\nserver_key: \"" +
+      kKey + "\"\n");
   auto p = Parse({"--config", path, "--node", "from-flag", "--label", "rack=r2"});
   std::filesystem::remove(path);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -92,6 +117,32 @@ TEST(AgentConfig, ErrorsNameTheFlagOrKey) {
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   auto ports = Parse({"--rendezvous-ports", "9-3"});
   EXPECT_FALSE(ports.ok());
+}
+
+TEST(AgentConfig, TheServerKeyComesFromAFlagOrAFileAndIsRequiredWithoutPlaintext) {
+  auto none = Parse({});
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("no coordinator server key"), std::string::npos) << none.status().message();
+  const std::string key_file = WriteYaml(kKey + "\n");
+  auto from_file = Parse({"--server-key-file", key_file});
+  ASSERT_TRUE(from_file.ok()) << from_file.status().ToString();
+  EXPECT_EQ(from_file->config.server_key, kKey);
+  std::ofstream(key_file, std::ios::trunc) << "short\n";
+  auto bad_file = Parse({"--server-key-file", key_file});
+  ASSERT_FALSE(bad_file.ok());
+  EXPECT_NE(bad_file.status().message().find(key_file), std::string::npos) << bad_file.status().message();
+  std::filesystem::remove(key_file);
+  auto bad_flag = Parse({"--server-key", "nope"});
+  ASSERT_FALSE(bad_flag.ok());
+  EXPECT_NE(bad_flag.status().message().find("--server-key"), std::string::npos) << bad_flag.status().message();
+  const std::string yaml = WriteYaml("insecure_plaintext: true\nmax_message_bytes: 1048576\nspool_max_bytes: 4096\n");
+  auto limits = Parse({"--config", yaml});
+  std::filesystem::remove(yaml);
+  ASSERT_TRUE(limits.ok()) << limits.status().ToString();
+  EXPECT_TRUE(limits->config.insecure_plaintext);
+  EXPECT_EQ(limits->config.max_message_bytes, 1048576);
+  EXPECT_EQ(limits->config.spool_max_bytes, 4096u);
+  EXPECT_EQ(AgentConfig{}.spool_max_bytes, 256ull << 20);
 }
 
 TEST(AgentConfig, HelpAndVersionExitEarly) {

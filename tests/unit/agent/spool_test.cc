@@ -123,5 +123,43 @@ TEST(Spool, RefusesUnsequencedBodies) {
   EXPECT_EQ((*spool)->Append(&hb).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(Spool, AFullSpoolDropsNewMetricBatchesButNeverTaskOrCheckpointReports) {
+  TempDir d;
+  auto spool = Spool::Open(d.path, /*max_bytes=*/200);
+  ASSERT_TRUE(spool.ok()) << spool.status().ToString();
+  Spool& s = **spool;
+  uint64_t accepted = 0;
+  Status refused;
+  for (uint64_t step = 1; step <= 50 && refused.ok(); ++step) {
+    auto m = Metric(step);
+    auto seq = s.Append(&m);
+    if (seq.ok()) ++accepted;
+    else refused = seq.status();
+  }
+  ASSERT_FALSE(refused.ok()) << "200 bytes cannot hold 50 metric batches";
+  EXPECT_EQ(refused.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.message().find("metric batch dropped"), std::string::npos) << refused.message();
+  EXPECT_EQ(s.dropped_metric_batches(), 1u);
+  EXPECT_LE(s.file_bytes(), 200u);
+  EXPECT_EQ(s.next_seq(), accepted + 1) << "a dropped batch takes no seq: pending seqs stay contiguous";
+  // A task report is kept beyond the limit.
+  pb::AgentToCoordinator task;
+  task.mutable_task_update()->mutable_status()->set_job_id("j");
+  auto seq = s.Append(&task);
+  ASSERT_TRUE(seq.ok()) << seq.status().ToString();
+  EXPECT_EQ(*seq, accepted + 1);
+  EXPECT_GT(s.file_bytes(), 200u);
+  // Once acknowledged, the log is compacted and metric batches fit again.
+  ASSERT_TRUE(s.Ack(*seq).ok());
+  auto m = Metric(99);
+  EXPECT_TRUE(s.Append(&m).ok());
+  // The pending reports and their seqs survive a reopen with the limit.
+  spool->reset();
+  auto reopened = Spool::Open(d.path, 200);
+  ASSERT_TRUE(reopened.ok());
+  ASSERT_EQ((*reopened)->Pending().size(), 1u);
+  EXPECT_EQ(ReportSeq((*reopened)->Pending().front()), *seq + 1);
+}
+
 }  // namespace
 }  // namespace anneal::agent

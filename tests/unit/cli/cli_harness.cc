@@ -17,6 +17,7 @@
 #include <fstream>
 
 #include "common/net.h"
+#include "protocol/curve.h"
 #include "protocol/framing.h"
 
 namespace anneal::cli::testing {
@@ -58,7 +59,11 @@ RunResult RunProgram(const std::string& binary, const std::vector<std::string>& 
     int devnull = ::open("/dev/null", O_RDONLY);
     ::dup2(devnull, 0);
     ::setenv("HOME", home.c_str(), 1);
-    for (const char* v : {"ANNEAL_COORDINATOR", "ANNEAL_TOKEN", "ANNEAL_HOME"}) ::unsetenv(v);
+    for (const char* v : {"ANNEAL_COORDINATOR", "ANNEAL_TOKEN", "ANNEAL_HOME", "ANNEAL_INSECURE_PLAINTEXT"}) {
+      ::unsetenv(v);
+    }
+    // FakeCoordinator is a Curve server with the test keypair: the CLI pins it unless the test says otherwise.
+    ::setenv("ANNEAL_SERVER_KEY", FakeServerKeys().public_key.c_str(), 1);
     for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -118,6 +123,7 @@ RunResult RunAnnealInTerminal(const std::vector<std::string>& args, const std::s
   if (pid == 0) {
     ::setenv("HOME", home.c_str(), 1);
     for (const char* v : {"ANNEAL_COORDINATOR", "ANNEAL_TOKEN", "ANNEAL_HOME"}) ::unsetenv(v);
+    ::setenv("ANNEAL_SERVER_KEY", FakeServerKeys().public_key.c_str(), 1);
     std::vector<char*> argv = {const_cast<char*>(ANNEAL_BINARY)};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -148,6 +154,11 @@ RunResult RunAnnealInTerminal(const std::vector<std::string>& args, const std::s
   return result;
 }
 
+const protocol::CurveKeyPair& FakeServerKeys() {
+  static const protocol::CurveKeyPair keys = *protocol::GenerateCurveKeyPair();
+  return keys;
+}
+
 std::string DeadAddress() {
   // A port that was free a moment ago: nothing listens there.
   return "tcp://127.0.0.1:" + std::to_string(FreeLoopbackPort().value());
@@ -157,6 +168,7 @@ FakeCoordinator::FakeCoordinator(Handler handler)
     : handler_(std::move(handler)), context_(1), socket_(context_, zmq::socket_type::router) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::rcvtimeo, 50);
+  if (!protocol::ConfigureCurveServer(socket_, FakeServerKeys()).ok()) std::abort();
   socket_.bind("tcp://127.0.0.1:*");
   address_ = socket_.get(zmq::sockopt::last_endpoint);
   thread_ = std::thread([this] { Serve(); });

@@ -15,6 +15,7 @@
 #include <zmq.hpp>
 
 #include "protocol/anneal.pb.h"
+#include "protocol/curve.h"
 
 namespace anneal::cli::testing {
 
@@ -46,6 +47,10 @@ RunResult RunAnneal(const std::vector<std::string>& args, const std::string& hom
 
 // Runs the anneal binary with stdout and stderr on a pseudo-terminal (as a person would); `out` gets both.
 RunResult RunAnnealInTerminal(const std::vector<std::string>& args, const std::string& home, double timeout_s = 20);
+
+// FakeCoordinator's CurveZMQ keypair (one per test process); RunProgram / RunAnneal export its public key as
+// ANNEAL_SERVER_KEY unless `env` sets another (an empty value: no key).
+const protocol::CurveKeyPair& FakeServerKeys();
 
 // A loopback TCP address with nothing listening on it.
 std::string DeadAddress();

@@ -37,8 +37,14 @@ std::string CopyAnneal(const TempDir& dir) {
   return copy;
 }
 
-// A stand-in daemon: records its arguments and pid, prints a line, then runs `tail_command`.
+// A stand-in daemon: records its arguments and pid, prints a line, then runs `tail_command`. A stand-in
+// coordinator writes a public key into its --state-dir, as the real one does before it listens.
 void WriteStandIn(const TempDir& dir, const std::string& name, const std::string& tail_command) {
+  const std::string write_key = name != "anneal-coordinator"
+                                    ? ""
+                                    : "for a in \"$@\"; do [ \"$next\" = 1 ] && mkdir -p \"$a\" && echo '" +
+                                          FakeServerKeys().public_key +
+                                          "' > \"$a/curve.pub\"; next=0; [ \"$a\" = --state-dir ] && next=1; done\n";
   dir.Write("bin/" + name,
             "#!/bin/sh\n"
             "d=$(dirname \"$0\")\n"
@@ -46,10 +52,7 @@ void WriteStandIn(const TempDir& dir, const std::string& name, const std::string
                 name +
                 ".args\"\n"
                 "echo $$ >> \"$d/" +
-                name +
-                ".pids\"\n"
-                "echo \"" +
-                name + " starting\"\n" + tail_command + "\n",
+                name + ".pids\"\n" + write_key + "echo \"" + name + " starting\"\n" + tail_command + "\n",
             /*executable=*/true);
 }
 
@@ -125,7 +128,8 @@ TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
   EXPECT_TRUE(Contains(coordinator_args, "--bootstrap-join-token-file " + state + "/join-token")) << coordinator_args;
   EXPECT_EQ(ReadFile(dir.path() + "/bin/anneal-agent.args"),
             "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state +
-                "/agents/local-0 --slots 4 --join-token-file " + state + "/join-token");
+                "/agents/local-0 --server-key-file " + state + "/coordinator/curve.pub --slots 4 --join-token-file " +
+                state + "/join-token");
   EXPECT_EQ(fs::status(state + "/join-token").permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
   pid_t coordinator_pid = std::stoi(ReadFile(dir.path() + "/bin/anneal-coordinator.pids"));

@@ -77,7 +77,8 @@ TEST(CliOffline, UnreachableCoordinatorExitsThreeWithinTheTimeout) {
                           home.path());
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.err, "anneal submit: coordinator not reachable at " + dead +
-                       ": no reply within 1 s; is it running? (anneal up)\n");
+                       ": no reply within 1 s; is it running? (anneal up); if it is, the server key (from "
+                       "ANNEAL_SERVER_KEY) may be wrong\n");
   EXPECT_LT(r.seconds, 5.0);
   RunResult nodes = RunAnneal({"--timeout", "0.5", "nodes"}, home.path(), {{"ANNEAL_COORDINATOR", dead}});
   EXPECT_EQ(nodes.exit_code, 3);

@@ -63,5 +63,49 @@ TEST(CoordinatorConfig, WrongTypeAndBadTimeoutsAreErrors) {
   EXPECT_EQ(LoadConfigFile("/nonexistent/anneal.yaml", &c).code(), StatusCode::kNotFound);
 }
 
+TEST(CoordinatorConfig, TransportAndLimitKeysHaveDefaultsAndAreRead) {
+  CoordinatorConfig defaults;
+  EXPECT_FALSE(defaults.insecure_plaintext);
+  EXPECT_EQ(defaults.max_message_bytes, 16 << 20);
+  EXPECT_EQ(defaults.max_spec_bytes, 1 << 20);
+  EXPECT_EQ(defaults.max_name_bytes, 256);
+  EXPECT_FALSE(defaults.http_public_metrics);
+  EXPECT_TRUE(ValidateConfig(defaults).ok());
+  const std::string path = WriteTemp(
+      "insecure_plaintext: true\nmax_message_bytes: 4194304\nmax_spec_bytes: 65536\nmax_name_bytes: 64\n"
+      "max_watchers_per_peer: 3\nmax_watchers_total: 30\nmax_log_fetches_per_peer: 2\nhttp_public_metrics: true\n"
+      "http_max_connections: 5\nhttp_max_request_bytes: 2048\n");
+  CoordinatorConfig c;
+  ASSERT_TRUE(LoadConfigFile(path, &c).ok());
+  EXPECT_TRUE(c.insecure_plaintext);
+  EXPECT_EQ(c.max_message_bytes, 4194304);
+  EXPECT_EQ(c.max_spec_bytes, 65536);
+  EXPECT_EQ(c.max_name_bytes, 64);
+  EXPECT_EQ(c.max_watchers_per_peer, 3);
+  EXPECT_EQ(c.max_watchers_total, 30);
+  EXPECT_EQ(c.max_log_fetches_per_peer, 2);
+  EXPECT_TRUE(c.http_public_metrics);
+  EXPECT_EQ(c.http_max_connections, 5);
+  EXPECT_EQ(c.http_max_request_bytes, 2048);
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  std::filesystem::remove(path);
+}
+
+TEST(CoordinatorConfig, LimitsMustBePositiveAndTheSpecMustFitInAFrame) {
+  CoordinatorConfig c;
+  c.max_watchers_per_peer = 0;
+  Status zero = ValidateConfig(c);
+  EXPECT_EQ(zero.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(zero.message().find("max_watchers_per_peer must be positive"), std::string::npos) << zero.message();
+  c = CoordinatorConfig{};
+  c.max_spec_bytes = c.max_message_bytes;
+  Status big = ValidateConfig(c);
+  EXPECT_NE(big.message().find("max_spec_bytes"), std::string::npos) << big.message();
+  const std::string path = WriteTemp("http_public_metrics: maybe\n");
+  Status type = LoadConfigFile(path, &c);
+  EXPECT_NE(type.message().find("expected true or false"), std::string::npos) << type.message();
+  std::filesystem::remove(path);
+}
+
 }  // namespace
 }  // namespace anneal::coordinator

@@ -1,0 +1,92 @@
+#include "coordinator/http_router.h"
+
+#include "coordinator/authz.h"
+
+#include <fmt/format.h>
+
+namespace anneal::coordinator {
+namespace {
+
+HttpResponse Unauthorized(std::string why) {
+  HttpResponse r;
+  r.status = 401;
+  r.body = "401 unauthorized: " + std::move(why) + "\n";
+  r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"anneal\"");
+  return r;
+}
+
+// The bearer token of an Authorization header value, or the reason there is none.
+StatusOr<std::string_view> BearerToken(std::string_view header) {
+  if (header.empty()) {
+    return UnauthenticatedError(
+        "no Authorization header; send 'Authorization: Bearer <API token>' (every endpoint but a public /metrics "
+        "needs one)");
+  }
+  constexpr std::string_view kScheme = "Bearer ";
+  if (header.size() <= kScheme.size() || header.substr(0, kScheme.size()) != kScheme) {
+    return UnauthenticatedError("the Authorization header is not 'Bearer <API token>'");
+  }
+  return header.substr(kScheme.size());
+}
+
+}  // namespace
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  const size_t n = std::max(a.size(), b.size());
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+HttpAuthenticator AdminTokenAuthenticator(std::string token) {
+  return [token = std::move(token)](std::string_view bearer) -> Status {
+    if (token.empty()) {
+      return UnauthenticatedError("this coordinator has no API token configured (--token), so the API is closed");
+    }
+    if (!ConstantTimeEquals(bearer, token)) return UnauthenticatedError("the token is not valid for this coordinator");
+    return Status::Ok();
+  };
+}
+
+HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& snapshot,
+                              const HttpRouteOptions& options) {
+  const std::string_view path = std::string_view(request.target).substr(0, request.target.find('?'));
+  const bool public_route = options.public_metrics && path == "/metrics";
+  if (!public_route) {
+    auto bearer = BearerToken(request.authorization);
+    if (!bearer.ok()) return Unauthorized(bearer.status().message());
+    if (!options.authenticate) return Unauthorized("this coordinator has no HTTP authenticator configured");
+    if (Status st = options.authenticate(*bearer); !st.ok()) return Unauthorized(st.message());
+  }
+  HttpResponse r;
+  if (request.method != "GET") {
+    r.status = 405;
+    r.body = fmt::format("405 method not allowed: only GET is served, not {}\n", request.method.substr(0, 16));
+  } else if (path == "/metrics") {
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = snapshot.metrics;
+  } else if (path == "/api/jobs") {
+    r.content_type = "application/json";
+    r.body = snapshot.jobs;
+  } else if (path == "/api/nodes") {
+    r.content_type = "application/json";
+    r.body = snapshot.nodes;
+  } else {
+    r.status = 404;
+    r.body = "404 not found: try /metrics, /api/jobs or /api/nodes\n";
+  }
+  return r;
+}
+
+HttpAuthenticator ClusterAdminTokenAuthenticator(const storage::StateStore* store, const Clock* clock) {
+  return [store, clock](std::string_view token) -> Status {
+    ASSIGN_OR_RETURN(Principal who, AuthenticateInStore(*store, token, clock->NowMs()));
+    return RequireClusterAdmin(who, "read the cluster's state over HTTP");
+  };
+}
+
+}  // namespace anneal::coordinator

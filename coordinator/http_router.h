@@ -1,0 +1,78 @@
+// The coordinator's HTTP API as a pure function: one request (method, target, Authorization header) and the
+// latest published snapshot in, one response out. HttpServer (coordinator/http.h) parses the bytes and calls
+// RouteHttpRequest; unit tests and fuzz targets call it without sockets.
+//
+// Routes (GET only):
+//   /metrics    Prometheus text                    public when `public_metrics`, else like the others
+//   /api/jobs   JSON of the active jobs
+//   /api/nodes  JSON of the nodes
+// Every route needs `Authorization: Bearer <token>` accepted by the authenticator, except a public /metrics.
+// Outcomes: 200 with the body; 401 (with WWW-Authenticate: Bearer) when the header is missing, not a Bearer
+// token, or refused (the body says which, with the authenticator's message); 405 for another method;
+// 404 for another path. The query string is ignored.
+//
+// Thread-safety: RouteHttpRequest is pure; the authenticator must be thread-safe (called on the HTTP thread).
+//
+// Example:
+//   HttpRouteOptions options{.public_metrics = false, .authenticate = AdminTokenAuthenticator("s3cret")};
+//   HttpResponse r = RouteHttpRequest({.method = "GET", .target = "/api/jobs",
+//                                      .authorization = "Bearer s3cret"}, snapshot, options);
+//   // r.status == 200, r.body == snapshot.jobs
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/clock.h"
+#include "storage/state_store.h"
+
+namespace anneal::coordinator {
+
+struct HttpRequest {
+  std::string method;         // "GET"
+  std::string target;         // "/api/jobs?x=1"
+  std::string authorization;  // the Authorization header's value; empty when absent
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers (WWW-Authenticate)
+};
+
+// What the HTTP thread serves: bodies rendered by the event loop (HttpServer::Publish).
+struct HttpSnapshot {
+  std::string metrics = "# no snapshot yet\n";
+  std::string jobs = "{\"jobs\":[]}";
+  std::string nodes = "{\"nodes\":[]}";
+};
+
+// OK when the bearer token may read the API; an error whose message the 401 body carries otherwise.
+using HttpAuthenticator = std::function<Status(std::string_view bearer_token)>;
+
+struct HttpRouteOptions {
+  bool public_metrics = false;
+  HttpAuthenticator authenticate;  // empty: every authenticated route is refused
+};
+
+HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& snapshot,
+                              const HttpRouteOptions& options);
+
+// Accepts exactly `token`, compared in constant time (for its length). An empty `token` accepts nothing: the
+// API is closed until a token is configured.
+HttpAuthenticator AdminTokenAuthenticator(std::string token);
+
+// The production authenticator: an API token of a cluster admin (coordinator/identity.h), read from the
+// store (thread-safe; the HTTP thread calls it). The endpoints serve the whole cluster's state, so a team role
+// is not enough (per-team views come with the web console).
+HttpAuthenticator ClusterAdminTokenAuthenticator(const storage::StateStore* store, const Clock* clock);
+
+// a == b without an early exit on the first difference (the time depends only on the lengths).
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
+}  // namespace anneal::coordinator

@@ -1,0 +1,57 @@
+#include "coordinator/limits.h"
+
+#include <fmt/format.h>
+
+namespace anneal::coordinator {
+
+Status CheckNameLength(std::string_view field, std::string_view value, const Limits& limits) {
+  if (value.size() <= limits.max_name_bytes) return Status::Ok();
+  return InvalidArgumentError(fmt::format("{} is {} bytes, above the limit of {} bytes (max_name_bytes)", field,
+                                          value.size(), limits.max_name_bytes));
+}
+
+Status CheckClientRequestLimits(const pb::ClientRequest& request, const Limits& limits) {
+  switch (request.body_case()) {
+    case pb::ClientRequest::kSubmit: {
+      const auto& submit = request.submit();
+      size_t spec_bytes = submit.spec_yaml().size();
+      for (const auto& o : submit.overrides()) spec_bytes += o.size();
+      if (spec_bytes > limits.max_spec_bytes) {
+        return InvalidArgumentError(fmt::format(
+            "the job spec (with its --set overrides) is {} bytes, above the limit of {} bytes (max_spec_bytes)",
+            spec_bytes, limits.max_spec_bytes));
+      }
+      return CheckNameLength("the job name (submit.name)", submit.name(), limits);
+    }
+    case pb::ClientRequest::kGetJob:
+      return CheckNameLength("the job id", request.get_job().job_id(), limits);
+    case pb::ClientRequest::kCancel:
+      return CheckNameLength("the job id", request.cancel().job_id(), limits);
+    case pb::ClientRequest::kWatch:
+      return CheckNameLength("the job id", request.watch().job_id(), limits);
+    case pb::ClientRequest::kGetLogs:
+      return CheckNameLength("the job id", request.get_logs().job_id(), limits);
+    case pb::ClientRequest::kListCheckpoints:
+      return CheckNameLength("the job id", request.list_checkpoints().job_id(), limits);
+    case pb::ClientRequest::kDrain:
+      return CheckNameLength("the node id", request.drain().node_id(), limits);
+    default:
+      return Status::Ok();
+  }
+}
+
+Status CheckAgentMessageLimits(const pb::AgentToCoordinator& message, const Limits& limits) {
+  if (message.has_heartbeat()) return CheckNameLength("the heartbeat's node id", message.heartbeat().node_id(), limits);
+  if (!message.has_register_()) return Status::Ok();
+  const auto& reg = message.register_();
+  RETURN_IF_ERROR(CheckNameLength("the node id", reg.node_id(), limits));
+  RETURN_IF_ERROR(CheckNameLength("the inventory's hostname", reg.inventory().hostname(), limits));
+  RETURN_IF_ERROR(CheckNameLength("the inventory's address", reg.inventory().address(), limits));
+  for (const auto& [key, value] : reg.inventory().labels()) {
+    RETURN_IF_ERROR(CheckNameLength("a label key", key, limits));
+    RETURN_IF_ERROR(CheckNameLength(fmt::format("the value of label '{}'", key.substr(0, 64)), value, limits));
+  }
+  return Status::Ok();
+}
+
+}  // namespace anneal::coordinator
