@@ -45,10 +45,14 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
     else if (key == "log_fetch_timeout_ms") RETURN_IF_ERROR(Read(v, where, &config->log_fetch_timeout_ms));
     else if (key == "log_level") RETURN_IF_ERROR(Read(v, where, &config->log_level));
     else if (key == "http_bind") RETURN_IF_ERROR(Read(v, where, &config->http_bind));
-    else {
+    else if (key == "path_policy") {
+      auto policy = jobspec::ParsePathPolicy(v, fmt::format("{}:{}", path, item.first.Mark().line + 1));
+      if (!policy.ok()) return policy.status();
+      config->path_policy = std::move(*policy);
+    } else {
       return InvalidArgumentError(fmt::format(
           "{}: unknown setting (known: bind, state_dir, token, heartbeat_interval_ms, heartbeat_timeout_ms, "
-          "stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind)", where));
+          "stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind, path_policy)", where));
     }
   }
   return Status::Ok();

@@ -11,6 +11,9 @@
 //   log_fetch_timeout_ms: 5000
 //   log_level: info
 //   http_bind: 127.0.0.1:7071      # optional; empty = no HTTP endpoint
+//   path_policy:                   # required: where each team's jobs may read and write (jobspec/path_policy.h)
+//     default: {models: [/shared/models], datasets: [/shared/data], outputs: ["/data/{team}/outputs"]}
+//     teams: {nlp: {models: [/shared/models, /nlp/models]}}
 // Unknown keys and wrong types are errors naming the file, line and key.
 //
 // Thread-safety: value type; LoadConfigFile is a pure function of the file.
@@ -21,9 +24,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
+#include "jobspec/path_policy.h"
 
 namespace anneal::coordinator {
 
@@ -37,6 +42,9 @@ struct CoordinatorConfig {
   int64_t log_fetch_timeout_ms = 5000;
   std::string log_level = "info";
   std::string http_bind;
+  // Allowed roots per team for models, datasets and outputs, checked at submit. anneal-coordinator refuses to
+  // start without one (`anneal up` writes one for its local cluster); allow everything with roots [/].
+  std::optional<jobspec::PathPolicy> path_policy;
 };
 
 // Overwrites the fields the file sets.

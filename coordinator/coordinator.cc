@@ -27,6 +27,7 @@ Status Coordinator::Recover() {
   for (const auto& [id, job] : jobs_.all()) {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
     nodes_.ReserveTasks(job.record);
+    output_dirs_[OutputDirKey(job.record.output_dir())] = id;
   }
   spdlog::info("recovered {} node(s), {} active job(s) ({} pending) from {}", nodes_.all().size(), jobs_.all().size(),
                jobs_.PendingCount(), store_->dir());
@@ -73,7 +74,7 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
   }
   switch (request.body_case()) {
     case pb::ClientRequest::kSubmit:
-      HandleSubmit(PrepareSubmit(peer, request));
+      HandleSubmit(PrepareSubmit(peer, request, options_.path_policy.get()));
       break;
     case pb::ClientRequest::kCancel:
       HandleCancel(peer, id, request.cancel());

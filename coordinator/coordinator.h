@@ -56,6 +56,7 @@
 #include "coordinator/node_registry.h"
 #include "coordinator/scheduler.h"
 #include "jobspec/jobspec.h"
+#include "jobspec/path_policy.h"
 #include "protocol/anneal.pb.h"
 #include "storage/state_store.h"
 
@@ -70,6 +71,10 @@ struct CoordinatorOptions {
   uint32_t default_port_begin = 29500;   // rendezvous ports when an inventory advertises none
   uint32_t default_port_end = 30000;
   uint32_t max_watch_items = 1000;  // events / metrics per WatchJob reply
+  // Where each team's jobs may read and write, checked at submit (PrepareSubmit); its outputs roots also go to
+  // the agents (LaunchTask.output_roots). Null: no path check (embedders and tests only: anneal-coordinator
+  // refuses to start without a policy).
+  std::shared_ptr<const jobspec::PathPolicy> path_policy;
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -79,9 +84,12 @@ struct PreparedSubmit {
   Status status;  // the spec's error, when it does not parse
   std::shared_ptr<const jobspec::JobSpec> spec;
   std::string resolved_yaml;  // jobspec::ToYaml(*spec)
+  std::string team;           // the submitter's team (the path policy's roots are that team's)
 };
-// Parses request.submit() and resolves its defaults. Thread-safe (pure).
-PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request);
+// Parses request.submit() (never opening a file the spec names: jobspec::ParseOptions), resolves its defaults
+// and checks its paths against `policy` (null: no check); a path outside the team's roots is the status
+// (PERMISSION_DENIED naming the key, the path and the roots). Thread-safe (pure; reads the filesystem).
+PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, const jobspec::PathPolicy* policy);
 
 // One message to send: to an agent (CoordinatorToAgent) or a client (ClientReply), by ZeroMQ routing id.
 struct Outgoing {
@@ -102,6 +110,7 @@ class Coordinator {
   void OnClientRequest(const std::string& peer, const pb::ClientRequest& request);
   // A SubmitJob prepared off the loop (the token was checked with Authorized() before).
   void OnPreparedSubmit(const PreparedSubmit& prepared);
+  const std::shared_ptr<const jobspec::PathPolicy>& path_policy() const { return options_.path_policy; }
   bool Authorized(const pb::ClientRequest& request) const {
     return options_.admin_token.empty() || request.token() == options_.admin_token;
   }
@@ -160,6 +169,9 @@ class Coordinator {
   // ---- jobs.cc
   void HandleSubmit(const PreparedSubmit& prepared);
   void HandleCancel(const std::string& peer, uint64_t request_id, const pb::CancelJobRequest& request);
+  // The active job whose output directory is `output_dir`, lies inside it or contains it ("" when none).
+  std::string OutputDirHolder(const std::string& output_dir);
+  static std::string OutputDirKey(const std::string& dir);  // lexically normal, no trailing slash
   // Applies NextTransition's decisions until the job stays where it is.
   void Reconcile(Job& job, JobReport report = JobReport::kTasksChanged);
   void StopGang(Job& job, const std::string& reason);
@@ -205,6 +217,8 @@ class Coordinator {
   std::deque<Watcher> watchers_;
   std::map<uint64_t, PendingLogRequest> log_requests_;
   bool schedule_dirty_ = true;
+  // Normalized output_dir -> the job that writes it; entries of ended jobs are dropped when met (jobs.cc).
+  std::map<std::string, std::string> output_dirs_;
   uint64_t next_request_id_ = 1;
 };
 

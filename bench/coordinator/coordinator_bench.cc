@@ -151,6 +151,8 @@ pb::ClientRequest SubmitRequest(uint64_t id) {
   req.set_request_id(id);
   req.mutable_submit()->set_spec_yaml(kSpec);
   req.mutable_submit()->add_overrides(fmt::format("seed={}", id));  // every submission resolves differently
+  // Two active jobs never share an output directory (the coordinator refuses that).
+  req.mutable_submit()->add_overrides(fmt::format("output_dir=/tmp/anneal-bench-out/{}", id));
   return req;
 }
 
@@ -293,7 +295,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   coordinator::SystemClock clock;
-  coordinator::Coordinator core({}, store->get(), &clock);
+  // As in production, every submission's paths are checked (a policy allowing everything walks the same paths).
+  coordinator::CoordinatorOptions options;
+  auto policy = std::make_shared<jobspec::PathPolicy>();
+  policy->defaults = {{"/"}, {"/"}, {"/"}};
+  options.path_policy = policy;
+  coordinator::Coordinator core(options, store->get(), &clock);
   if (!core.Recover().ok()) return 1;
   coordinator::Server server({.bind = "tcp://127.0.0.1:*"}, &core, &clock);
   if (!server.Bind().ok()) return 1;

@@ -9,9 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <optional>
@@ -62,6 +64,12 @@ class CoordinatorProcess {
     ASSERT_EQ(pipe(out), 0);
     std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN, "--bind", bind, "--state-dir", state_dir_,
                                      "--log-level", "warn"};
+    if (std::find(extra_.begin(), extra_.end(), "--config") == extra_.end()) {
+      // The coordinator needs a path policy; these tests are not about it: every path is allowed.
+      const std::string config = state_dir_ + ".yaml";
+      std::ofstream(config) << "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
+      args.insert(args.end(), {"--config", config});
+    }
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
     ASSERT_GE(pid_, 0);
@@ -320,8 +328,11 @@ class ScriptedAgent {
   std::deque<pb::CoordinatorToAgent> inbox_;
 };
 
+// Every call names its own output directory: two active jobs never share one (the coordinator refuses that).
 inline std::string Spec(const std::string& extra = "") {
-  return "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /tmp/anneal-itest-out\n" + extra;
+  static int next = 0;
+  return "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /tmp/anneal-itest-out/" +
+         std::to_string(++next) + "\n" + extra;
 }
 
 }  // namespace anneal::itest
