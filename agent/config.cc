@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
@@ -39,6 +41,26 @@ Status ParsePortRange(const std::string& text, uint32_t* begin, uint32_t* end) {
   } catch (const std::exception&) {
     return InvalidArgumentError("rendezvous port range '" + text +
                                 "': expected BEGIN-END with 1 <= BEGIN <= END <= 65535");
+  }
+  return Status::Ok();
+}
+
+// run_as: a user for every team (a scalar), or {default: USER, teams: {TEAM: USER}}; USER = name or UID:GID.
+Status ParseRunAs(const YAML::Node& v, const std::string& where, RunAsConfig* run_as) {
+  if (v.IsScalar()) {
+    run_as->default_user = v.as<std::string>();
+    return Status::Ok();
+  }
+  if (!v.IsMap()) return InvalidArgumentError(where + ": expected a user, or {default: USER, teams: {TEAM: USER}}");
+  for (const auto& kv : v) {
+    const std::string k = kv.first.as<std::string>();
+    if (k == "default") {
+      run_as->default_user = kv.second.as<std::string>();
+    } else if (k == "teams" && kv.second.IsMap()) {
+      for (const auto& t : kv.second) run_as->teams[t.first.as<std::string>()] = t.second.as<std::string>();
+    } else {
+      return InvalidArgumentError(where + "." + k + ": unknown key (known: default, teams: {TEAM: USER})");
+    }
   }
   return Status::Ok();
 }
@@ -97,11 +119,16 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         } else {
           return InvalidArgumentError(where + ": expected a map {key: value} or a list of key=value");
         }
+      } else if (key == "run_as") {
+        RETURN_IF_ERROR(ParseRunAs(v, where, &config->run_as));
+      } else if (key == "rank_env_allow") {
+        if (!v.IsSequence()) return InvalidArgumentError(where + ": expected a list of variable names or PREFIX_*");
+        for (const auto& n : v) config->rank_env_allow.push_back(n.as<std::string>());
       } else {
         return InvalidArgumentError(where + ": unknown setting (allowed: coordinator, node, work_dir, slots, "
                                     "labels, address, trainer, heartbeat_ms, log_level, keep_tasks_on_exit, "
                                     "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
-                                    "log_retention_hours)");
+                                    "log_retention_hours, run_as, rank_env_allow)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -136,6 +163,9 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--min-free-bytes", c.min_free_bytes, "free space required in output and work dirs")
       ->capture_default_str();
+  app.add_option("--run-as", c.run_as.default_user,
+                 "user (name or UID:GID) ranks run as when the agent runs as root (default nobody; per team: the "
+                 "config file's run_as)");
   app.add_option("--log-retention-hours", c.log_retention_hours,
                  "delete rank logs of tasks that ended longer ago (0: keep them)")
       ->capture_default_str();
@@ -159,6 +189,15 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   if (!config_file.empty()) RETURN_IF_ERROR(ApplyConfigFile(config_file, explicit_flags, &c));
   for (const auto& l : labels) RETURN_IF_ERROR(ParseLabel(l, &c.labels).WithContext("--label"));
   if (!ports.empty()) RETURN_IF_ERROR(ParsePortRange(ports, &c.rendezvous_port_begin, &c.rendezvous_port_end));
+  // ANNEAL_RANK_ENV_ALLOW=A,B_* adds to rank_env_allow (for agents started by `anneal up`, which passes no config).
+  if (const char* extra = std::getenv("ANNEAL_RANK_ENV_ALLOW"); extra != nullptr) {
+    std::string list = extra;
+    for (size_t start = 0; start <= list.size();) {
+      const size_t comma = std::min(list.find(',', start), list.size());
+      if (comma > start) c.rank_env_allow.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
   if (c.node.empty()) c.node = Hostname();
   if (c.address.empty()) c.address = Hostname();
   if (c.heartbeat_ms == 0) return InvalidArgumentError("--heartbeat-ms must be positive");

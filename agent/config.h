@@ -9,6 +9,8 @@
 //   slots: 8                 # CPU nodes only; GPU nodes count their GPUs
 //   labels: {rack: r3, gpu: h100}
 //   heartbeat_ms: 2000
+//   run_as: {default: nobody, teams: {nlp: "2001:2001"}}   # an agent running as root: the ranks' users
+//   rank_env_allow: [HF_HUB_OFFLINE, "WANDB_*"]            # agent variables ranks inherit beyond the built-ins
 //
 // Thread-safety: plain value type. ParseAgentFlags prints nothing; the caller prints help/version/errors.
 //
@@ -22,7 +24,9 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
+#include "agent/rank_identity.h"
 #include "common/status.h"
 
 namespace anneal::agent {
@@ -44,6 +48,8 @@ struct AgentConfig {
   uint32_t shutdown_grace_ms = 10000;    // SIGTERM -> SIGKILL when the agent stops its ranks on exit
   uint64_t min_free_bytes = 64ull << 20; // pre-launch check on the output and work directories
   uint32_t log_retention_hours = 168;     // rank logs of tasks ended longer ago are deleted (0: keep)
+  RunAsConfig run_as;                     // an agent running as root starts a team's ranks as run_as's user
+  std::vector<std::string> rank_env_allow;  // extra agent variables (or "PREFIX_*") ranks inherit
 };
 
 struct ParsedFlags {

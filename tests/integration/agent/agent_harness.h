@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +49,7 @@ struct TempDir {
   TempDir() {
     char tmpl[] = "/tmp/anneal-agent-it-XXXXXX";
     path = ::mkdtemp(tmpl);
+    ::chmod(path.c_str(), 0755);  // an agent running as root starts ranks as nobody: they must reach the work dir
   }
   ~TempDir() {
     std::error_code ec;
