@@ -67,7 +67,8 @@ Status Agent::Init() {
   // Ranks unprivileged (docs/agent.md, "Ranks run unprivileged").
   opts.run_as = config_.run_as;
   opts.rank_env_allow = config_.rank_env_allow;
-  opts.ranks_die_with_agent = !config_.keep_tasks_on_exit;  // re-adoption needs ranks that outlive the agent
+  // Re-adoption needs ranks that outlive the agent.
+  opts.ranks_die_with_agent = !(config_.keep_tasks_on_exit || config_.ranks_survive_agent);
   if (auto base = TaskCgroupBase(); base.ok()) {
     opts.cgroup_base = *base;
   } else {

@@ -90,6 +90,13 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
   if (!root.IsMap()) return InvalidArgumentError("agent config file " + path + ": expected a map of settings");
   for (const auto& kv : root) {
     const std::string key = NormalizeKey(kv.first.as<std::string>());
+    if (key == "run_as" && explicit_flags.count(key) != 0) {
+      // --run-as sets the default user only: the file's team mapping still applies.
+      RunAsConfig from_file;
+      RETURN_IF_ERROR(ParseRunAs(kv.second, "agent config file " + path + ": key 'run_as'", &from_file));
+      config->run_as.teams = from_file.teams;
+      continue;
+    }
     if (explicit_flags.count(key) != 0) continue;  // the command line wins
     const YAML::Node& v = kv.second;
     const std::string where = "agent config file " + path + ": key '" + key + "'";
@@ -103,6 +110,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
       else if (key == "heartbeat_ms") config->heartbeat_ms = v.as<uint32_t>();
       else if (key == "log_level") config->log_level = v.as<std::string>();
       else if (key == "keep_tasks_on_exit") config->keep_tasks_on_exit = v.as<bool>();
+      else if (key == "ranks_survive_agent") config->ranks_survive_agent = v.as<bool>();
       else if (key == "log_max_bytes") config->log_max_bytes = v.as<uint64_t>();
       else if (key == "shutdown_grace_ms") config->shutdown_grace_ms = v.as<uint32_t>();
       else if (key == "min_free_bytes") config->min_free_bytes = v.as<uint64_t>();
@@ -128,7 +136,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         return InvalidArgumentError(where + ": unknown setting (allowed: coordinator, node, work_dir, slots, "
                                     "labels, address, trainer, heartbeat_ms, log_level, keep_tasks_on_exit, "
                                     "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
-                                    "log_retention_hours, run_as, rank_env_allow)");
+                                    "log_retention_hours, run_as, rank_env_allow, ranks_survive_agent)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -157,6 +165,8 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   app.add_option("--log-level", c.log_level, "trace|debug|info|warn|error|critical|off")->capture_default_str();
   app.add_flag("--keep-tasks-on-exit", c.keep_tasks_on_exit,
                "leave running ranks alone on shutdown (re-adopted by the next agent)");
+  app.add_flag("--ranks-survive-agent", c.ranks_survive_agent,
+               "ranks outlive an agent crash (no death signal) and are re-adopted by the restarted agent");
   app.add_option("--rendezvous-ports", ports, "rank-0 rendezvous port range BEGIN-END (default 29500-29999)");
   app.add_option("--log-max-bytes", c.log_max_bytes, "rotate a rank log past this size")->capture_default_str();
   app.add_option("--shutdown-grace-ms", c.shutdown_grace_ms, "SIGTERM->SIGKILL grace when stopping on exit")

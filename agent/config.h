@@ -42,6 +42,9 @@ struct AgentConfig {
   uint32_t heartbeat_ms = 2000;
   std::string log_level = "info";
   bool keep_tasks_on_exit = false;
+  // No PR_SET_PDEATHSIG on ranks: they outlive an agent crash and the restarted agent re-adopts them (anneal up's
+  // local cluster). Implied by keep_tasks_on_exit. Default: ranks die with their agent.
+  bool ranks_survive_agent = false;
   uint32_t rendezvous_port_begin = 29500;
   uint32_t rendezvous_port_end = 29999;
   uint64_t log_max_bytes = 64ull << 20;  // a rank log is rotated (rank-<r>.log.1) past this size

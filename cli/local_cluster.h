@@ -54,6 +54,9 @@ struct LocalClusterOptions {
   std::optional<int> port;  // coordinator port; unset or 0: a free one (a heal keeps the recorded one)
   std::chrono::milliseconds wait{30000};
   std::string bin_dir;  // where anneal-coordinator / anneal-agent are; default: next to this binary
+  // The local cluster's path policy (coordinator.yaml): every team may use the anneal home, the directory
+  // `anneal up` runs in and these roots (--allow-root) for models, datasets and outputs.
+  std::vector<std::string> allow_roots;
 };
 
 struct LocalCluster {
