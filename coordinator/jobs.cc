@@ -25,7 +25,7 @@ PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, const 
   if (!spec.ok()) {
     prepared.status = spec.status();
   } else if (!paths.ok()) {
-    prepared.status = paths.WithContext("the job's paths are outside what its team may use");
+    prepared.status = paths.WithContext("refused by the path policy");
   } else {
     if (!submit.name().empty()) spec->scheduling.name = submit.name();
     prepared.resolved_yaml = jobspec::ToYaml(*spec);

@@ -37,7 +37,8 @@ using Steady = std::chrono::steady_clock;
 
 double Ms(Steady::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-const std::string kSpec = "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /tmp/anneal-bench-out\n";
+const std::string kSpec =
+    "model_name_or_path: /models/tiny\ndataset: alpaca\ndataset_dir: /datasets\noutput_dir: /tmp/anneal-bench-out\n";
 
 // Launch receipt times by job id, filled by the agents' thread.
 struct LaunchBoard {

@@ -329,9 +329,10 @@ class ScriptedAgent {
 };
 
 // Every call names its own output directory: two active jobs never share one (the coordinator refuses that).
+// Every path is absolute, as `anneal submit` sends it (the path policy refuses relative ones).
 inline std::string Spec(const std::string& extra = "") {
   static int next = 0;
-  return "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /tmp/anneal-itest-out/" +
+  return "model_name_or_path: /models/tiny\ndataset: alpaca\ndataset_dir: /datasets\noutput_dir: /tmp/anneal-itest-out/" +
          std::to_string(++next) + "\n" + extra;
 }
 
