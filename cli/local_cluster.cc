@@ -348,8 +348,8 @@ std::vector<std::string> AgentArgv(const std::string& program, const std::string
                                    const std::string& work_dir, int slots) {
   // --ranks-survive-agent: a crashed local agent is restarted by `anneal up` and re-adopts its ranks (the local
   // cluster heals); `anneal down` still stops them (SIGTERM to the agents, which stop their ranks).
-  std::vector<std::string> argv = {program,  "--coordinator", coordinator, "--node",
-                                   node,     "--work-dir",    work_dir,    "--ranks-survive-agent"};
+  std::vector<std::string> argv = {program, "--coordinator", coordinator, "--node",
+                                   node,    "--work-dir",    work_dir,    "--ranks-survive-agent"};
   if (slots > 0) {
     argv.push_back("--slots");
     argv.push_back(std::to_string(slots));

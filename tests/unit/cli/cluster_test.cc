@@ -5,13 +5,12 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <thread>
-
-#include <yaml-cpp/yaml.h>
 
 #include "cli_harness.h"
 #include "jobspec/path_policy.h"
@@ -323,12 +322,13 @@ TEST(CliCluster, UpWritesAPathPolicyForTheHomeTheWorkingDirectoryAndEachAllowRoo
   WriteStandIn(dir, "anneal-coordinator", "exec sleep 30");
   WriteStandIn(dir, "anneal-agent", "exec sleep 30");
   const std::string state = dir.path() + "/state";
-  RunResult r = RunProgram(anneal,
-                           {"up", "--state-dir", state, "--wait", "0.2", "--allow-root", "/data/models",
-                            "--allow-root", "/data/out/"},
-                           dir.path());
+  RunResult r = RunProgram(
+      anneal,
+      {"up", "--state-dir", state, "--wait", "0.2", "--allow-root", "/data/models", "--allow-root", "/data/out/"},
+      dir.path());
   EXPECT_EQ(r.exit_code, 1) << r.err;  // the stand-ins never register
-  auto policy = jobspec::ParsePathPolicy(YAML::LoadFile(state + "/coordinator.yaml")["path_policy"], "coordinator.yaml");
+  auto policy =
+      jobspec::ParsePathPolicy(YAML::LoadFile(state + "/coordinator.yaml")["path_policy"], "coordinator.yaml");
   ASSERT_TRUE(policy.ok()) << policy.status().message() << "\n" << ReadFile(state + "/coordinator.yaml");
   const std::vector<std::string> expected = {state, fs::current_path().string(), "/data/models", "/data/out"};
   EXPECT_EQ(policy->defaults.models, expected);
