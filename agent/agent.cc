@@ -9,6 +9,7 @@
 
 #include <chrono>
 
+#include "agent/task_cgroup.h"
 #include "common/fsutil.h"
 #include "common/secret.h"
 #include "common/shutdown.h"
@@ -97,6 +98,24 @@ Status Agent::Init() {
   opts.log_retention_ms = static_cast<int64_t>(config_.log_retention_hours) * 3600 * 1000;
   opts.fail_grace_ms = config_.shutdown_grace_ms;
   opts.reap_orphans = ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0;
+  // Ranks unprivileged (docs/agent.md, "Ranks run unprivileged").
+  opts.run_as = config_.run_as;
+  opts.rank_env_allow = config_.rank_env_allow;
+  // Re-adoption needs ranks that outlive the agent.
+  opts.ranks_die_with_agent = !(config_.keep_tasks_on_exit || config_.ranks_survive_agent);
+  if (auto base = TaskCgroupBase(); base.ok()) {
+    opts.cgroup_base = *base;
+  } else {
+    spdlog::warn("no task cgroups ({}): ranks are tracked and killed by process group only", base.status().message());
+  }
+  if (opts.agent_is_root) {
+    for (const auto& [team, user] : config_.run_as.teams) {
+      if (auto u = ResolveRunAs(user); !u.ok()) spdlog::warn("run_as for team {}: {}", team, u.status().message());
+    }
+    auto fallback = ResolveRunAs(config_.run_as.default_user);
+    spdlog::info("running as root: ranks run as {} unless run_as maps their team",
+                 fallback.ok() ? fallback->Describe() : fallback.status().message());
+  }
   supervisor_ =
       std::make_unique<Supervisor>(io_, clock_, opts, [this](pb::AgentToCoordinator m) { Report(std::move(m)); });
   const auto adopted = supervisor_->Recover();

@@ -4,6 +4,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
@@ -43,6 +45,26 @@ Status ParsePortRange(const std::string& text, uint32_t* begin, uint32_t* end) {
   return Status::Ok();
 }
 
+// run_as: a user for every team (a scalar), or {default: USER, teams: {TEAM: USER}}; USER = name or UID:GID.
+Status ParseRunAs(const YAML::Node& v, const std::string& where, RunAsConfig* run_as) {
+  if (v.IsScalar()) {
+    run_as->default_user = v.as<std::string>();
+    return Status::Ok();
+  }
+  if (!v.IsMap()) return InvalidArgumentError(where + ": expected a user, or {default: USER, teams: {TEAM: USER}}");
+  for (const auto& kv : v) {
+    const std::string k = kv.first.as<std::string>();
+    if (k == "default") {
+      run_as->default_user = kv.second.as<std::string>();
+    } else if (k == "teams" && kv.second.IsMap()) {
+      for (const auto& t : kv.second) run_as->teams[t.first.as<std::string>()] = t.second.as<std::string>();
+    } else {
+      return InvalidArgumentError(where + "." + k + ": unknown key (known: default, teams: {TEAM: USER})");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status ParseLabel(const std::string& text, std::map<std::string, std::string>* labels) {
@@ -68,6 +90,13 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
   if (!root.IsMap()) return InvalidArgumentError("agent config file " + path + ": expected a map of settings");
   for (const auto& kv : root) {
     const std::string key = NormalizeKey(kv.first.as<std::string>());
+    if (key == "run_as" && explicit_flags.count(key) != 0) {
+      // --run-as sets the default user only: the file's team mapping still applies.
+      RunAsConfig from_file;
+      RETURN_IF_ERROR(ParseRunAs(kv.second, "agent config file " + path + ": key 'run_as'", &from_file));
+      config->run_as.teams = from_file.teams;
+      continue;
+    }
     if (explicit_flags.count(key) != 0) continue;  // the command line wins
     const YAML::Node& v = kv.second;
     const std::string where = "agent config file " + path + ": key '" + key + "'";
@@ -90,6 +119,8 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         config->log_level = v.as<std::string>();
       else if (key == "keep_tasks_on_exit")
         config->keep_tasks_on_exit = v.as<bool>();
+      else if (key == "ranks_survive_agent")
+        config->ranks_survive_agent = v.as<bool>();
       else if (key == "log_max_bytes")
         config->log_max_bytes = v.as<uint64_t>();
       else if (key == "shutdown_grace_ms")
@@ -124,13 +155,19 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         } else {
           return InvalidArgumentError(where + ": expected a map {key: value} or a list of key=value");
         }
+      } else if (key == "run_as") {
+        RETURN_IF_ERROR(ParseRunAs(v, where, &config->run_as));
+      } else if (key == "rank_env_allow") {
+        if (!v.IsSequence()) return InvalidArgumentError(where + ": expected a list of variable names or PREFIX_*");
+        for (const auto& n : v) config->rank_env_allow.push_back(n.as<std::string>());
       } else {
         return InvalidArgumentError(where +
                                     ": unknown setting (allowed: coordinator, node, work_dir, slots, "
                                     "labels, address, trainer, heartbeat_ms, log_level, keep_tasks_on_exit, "
                                     "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
                                     "log_retention_hours, join_token_file, server_key, server_key_file, "
-                                    "insecure_plaintext, max_message_bytes, spool_max_bytes)");
+                                    "insecure_plaintext, max_message_bytes, spool_max_bytes, run_as, rank_env_allow, "
+                                    "ranks_survive_agent)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -176,12 +213,17 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   app.add_option("--log-level", c.log_level, "trace|debug|info|warn|error|critical|off")->capture_default_str();
   app.add_flag("--keep-tasks-on-exit", c.keep_tasks_on_exit,
                "leave running ranks alone on shutdown (re-adopted by the next agent)");
+  app.add_flag("--ranks-survive-agent", c.ranks_survive_agent,
+               "ranks outlive an agent crash (no death signal) and are re-adopted by the restarted agent");
   app.add_option("--rendezvous-ports", ports, "rank-0 rendezvous port range BEGIN-END (default 29500-29999)");
   app.add_option("--log-max-bytes", c.log_max_bytes, "rotate a rank log past this size")->capture_default_str();
   app.add_option("--shutdown-grace-ms", c.shutdown_grace_ms, "SIGTERM->SIGKILL grace when stopping on exit")
       ->capture_default_str();
   app.add_option("--min-free-bytes", c.min_free_bytes, "free space required in output and work dirs")
       ->capture_default_str();
+  app.add_option("--run-as", c.run_as.default_user,
+                 "user (name or UID:GID) ranks run as when the agent runs as root (default nobody; per team: the "
+                 "config file's run_as)");
   app.add_option("--log-retention-hours", c.log_retention_hours,
                  "delete rank logs of tasks that ended longer ago (0: keep them)")
       ->capture_default_str();
@@ -216,6 +258,15 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   if (!config_file.empty()) RETURN_IF_ERROR(ApplyConfigFile(config_file, explicit_flags, &c));
   for (const auto& l : labels) RETURN_IF_ERROR(ParseLabel(l, &c.labels).WithContext("--label"));
   if (!ports.empty()) RETURN_IF_ERROR(ParsePortRange(ports, &c.rendezvous_port_begin, &c.rendezvous_port_end));
+  // ANNEAL_RANK_ENV_ALLOW=A,B_* adds to rank_env_allow (for agents started by `anneal up`, which passes no config).
+  if (const char* extra = std::getenv("ANNEAL_RANK_ENV_ALLOW"); extra != nullptr) {
+    std::string list = extra;
+    for (size_t start = 0; start <= list.size();) {
+      const size_t comma = std::min(list.find(',', start), list.size());
+      if (comma > start) c.rank_env_allow.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
   if (c.node.empty()) c.node = Hostname();
   if (c.address.empty()) c.address = Hostname();
   if (c.heartbeat_ms == 0) return InvalidArgumentError("--heartbeat-ms must be positive");

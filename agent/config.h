@@ -17,6 +17,8 @@
 // Transport: the coordinator's CurveZMQ public key is pinned from --server-key, else --server-key-file (read at
 // start; an unreadable or malformed file is an error naming it). Without a key the agent refuses to start unless
 // --insecure-plaintext is given.
+//   run_as: {default: nobody, teams: {nlp: "2001:2001"}}   # an agent running as root: the ranks' users
+//   rank_env_allow: [HF_HUB_OFFLINE, "WANDB_*"]            # agent variables ranks inherit beyond the built-ins
 //
 // Thread-safety: plain value type. ParseAgentFlags prints nothing; the caller prints help/version/errors.
 //
@@ -30,7 +32,9 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
+#include "agent/rank_identity.h"
 #include "common/status.h"
 
 namespace anneal::agent {
@@ -46,6 +50,9 @@ struct AgentConfig {
   uint32_t heartbeat_ms = 2000;
   std::string log_level = "info";
   bool keep_tasks_on_exit = false;
+  // No PR_SET_PDEATHSIG on ranks: they outlive an agent crash and the restarted agent re-adopts them (anneal up's
+  // local cluster). Implied by keep_tasks_on_exit. Default: ranks die with their agent.
+  bool ranks_survive_agent = false;
   uint32_t rendezvous_port_begin = 29500;
   uint32_t rendezvous_port_end = 29999;
   uint64_t log_max_bytes = 64ull << 20;   // a rank log is rotated (rank-<r>.log.1) past this size
@@ -60,6 +67,8 @@ struct AgentConfig {
   bool insecure_plaintext = false;
   int64_t max_message_bytes = 64ll << 20;   // ZMQ_MAXMSGSIZE of the DEALER
   uint64_t spool_max_bytes = 256ull << 20;  // spool limit: past it metric batches are dropped (agent/spool.h)
+  RunAsConfig run_as;                     // an agent running as root starts a team's ranks as run_as's user
+  std::vector<std::string> rank_env_allow;  // extra agent variables (or "PREFIX_*") ranks inherit
 };
 
 struct ParsedFlags {

@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,10 +31,40 @@ bool ReadStatFields(pid_t pid, std::vector<std::string>* fields) {
   return !fields->empty();
 }
 
-[[noreturn]] void ChildFail(int err_fd, int err) {
-  ssize_t ignored = ::write(err_fd, &err, sizeof(err));
+// What the child was doing when it failed (reported with errno through the error pipe).
+enum ChildStep : int { kStepExec = 0, kStepSession, kStepCgroup, kStepCredentials, kStepVerify, kStepSetup };
+
+const char* StepText(int step) {
+  switch (step) {
+    case kStepSession:
+      return "creating its session";
+    case kStepCgroup:
+      return "joining the task cgroup";
+    case kStepCredentials:
+      return "switching to the rank's user";
+    case kStepVerify:
+      return "verifying the rank's user (it kept privileges)";
+    case kStepSetup:
+      return "setting up descriptors and working directory";
+    default:
+      return nullptr;
+  }
+}
+
+[[noreturn]] void ChildFail(int err_fd, int err, int step = kStepSetup) {
+  const int report[2] = {err, step};
+  ssize_t ignored = ::write(err_fd, report, sizeof(report));
   (void)ignored;
   _exit(127);
+}
+
+// In the child, after the switch: every id is the target and root cannot be regained.
+bool CredentialsTook(uid_t uid, gid_t gid) {
+  uid_t ru, eu, su;
+  gid_t rg, eg, sg;
+  if (::getresuid(&ru, &eu, &su) != 0 || ::getresgid(&rg, &eg, &sg) != 0) return false;
+  if (ru != uid || eu != uid || su != uid || rg != gid || eg != gid || sg != gid || uid == 0) return false;
+  return ::setuid(0) != 0;  // must fail
 }
 
 }  // namespace
@@ -47,24 +79,55 @@ StatusOr<pid_t> Spawn(const SpawnSpec& spec) {
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
+  if (spec.switch_user && (spec.uid == 0 || spec.gid == 0)) {
+    return PermissionDeniedError("starting trainer " + spec.program + ": refusing to run a rank as uid/gid 0");
+  }
+  const std::vector<gid_t> groups = spec.groups.empty() ? std::vector<gid_t>{spec.gid} : spec.groups;
+  const pid_t parent = ::getpid();
+  int cgroup_fd = -1;
+  if (!spec.cgroup_procs.empty()) {
+    cgroup_fd = ::open(spec.cgroup_procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (cgroup_fd < 0) return InternalError("opening " + spec.cgroup_procs + ": " + std::strerror(errno));
+  }
   const int log_fd = ::open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return InternalError("opening rank log " + spec.log_path + ": " + std::strerror(errno));
+  if (log_fd < 0) {
+    const int err = errno;
+    if (cgroup_fd >= 0) ::close(cgroup_fd);
+    return InternalError("opening rank log " + spec.log_path + ": " + std::strerror(err));
+  }
   int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    const int err = errno;
     ::close(log_fd);
-    return InternalError(std::string("pipe2 for spawn: ") + std::strerror(errno));
+    if (cgroup_fd >= 0) ::close(cgroup_fd);
+    return InternalError(std::string("pipe2 for spawn: ") + std::strerror(err));
   }
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int err = errno;
     ::close(log_fd);
+    if (cgroup_fd >= 0) ::close(cgroup_fd);
     ::close(err_pipe[0]);
     ::close(err_pipe[1]);
     return ResourceExhaustedError("fork for " + spec.program + ": " + std::strerror(err));
   }
   if (pid == 0) {
     // Child.
-    if (::setsid() < 0) ChildFail(err_pipe[1], errno);
+    if (::setsid() < 0) ChildFail(err_pipe[1], errno, kStepSession);
+    if (cgroup_fd >= 0 && ::write(cgroup_fd, "0", 1) != 1) ChildFail(err_pipe[1], errno, kStepCgroup);
+    if (spec.switch_user) {
+      if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(spec.gid, spec.gid, spec.gid) != 0 ||
+          ::setresuid(spec.uid, spec.uid, spec.uid) != 0) {
+        ChildFail(err_pipe[1], errno, kStepCredentials);
+      }
+      if (!CredentialsTook(spec.uid, spec.gid)) ChildFail(err_pipe[1], EPERM, kStepVerify);
+    }
+    if (spec.die_with_parent) {
+      // After the credential change, which clears the death signal. If the agent died before this point,
+      // nobody would send it: the parent is then already someone else.
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ChildFail(err_pipe[1], errno, kStepSetup);
+      if (::getppid() != parent) _exit(127);
+    }
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -87,20 +150,28 @@ StatusOr<pid_t> Spawn(const SpawnSpec& spec) {
     ::close_range(static_cast<unsigned>(err_fd) + 1, ~0U, 0);
     if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) != 0) ChildFail(err_fd, errno);
     ::execve(spec.program.c_str(), argv.data(), envp.data());
-    ChildFail(err_fd, errno);
+    ChildFail(err_fd, errno, kStepExec);
   }
   ::close(log_fd);
+  if (cgroup_fd >= 0) ::close(cgroup_fd);
   ::close(err_pipe[1]);
-  int child_err = 0;
+  int report[2] = {0, 0};
   ssize_t n;
   do {
-    n = ::read(err_pipe[0], &child_err, sizeof(child_err));
+    n = ::read(err_pipe[0], report, sizeof(report));
   } while (n < 0 && errno == EINTR);
   ::close(err_pipe[0]);
-  if (n == static_cast<ssize_t>(sizeof(child_err))) {
+  if (n == static_cast<ssize_t>(sizeof(report))) {
     int ignored;
     ::waitpid(pid, &ignored, 0);  // reap the failed child
-    const std::string what = "starting trainer " + spec.program + ": " + std::strerror(child_err);
+    const int child_err = report[0];
+    std::string what = "starting trainer " + spec.program + ": ";
+    if (const char* step = StepText(report[1])) what += std::string(step) + ": ";
+    what += std::strerror(child_err);
+    if (spec.switch_user && report[1] == kStepExec && (child_err == EACCES || child_err == ENOENT)) {
+      what += " (as uid " + std::to_string(spec.uid) +
+              ": the program and every directory above it must be readable and searchable by that user)";
+    }
     if (child_err == ENOENT) return NotFoundError(what);
     if (child_err == EACCES || child_err == EPERM) return PermissionDeniedError(what);
     return InternalError(what);

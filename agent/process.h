@@ -1,5 +1,6 @@
 // Process primitives of the task supervisor: start a rank in its own session with its stdout/stderr on a
-// log file and its event pipe on a fixed descriptor; signal its process group; identify a process across
+// log file and its event pipe on a fixed descriptor, optionally in a task cgroup, as another user and dying
+// with the agent; signal its process group; identify a process across
 // agent restarts by pid plus start time (/proc/<pid>/stat field 22), so a recycled pid is never mistaken
 // for a rank.
 //
@@ -34,10 +35,23 @@ struct SpawnSpec {
   std::string cwd;
   std::string log_path;           // stdout and stderr, opened O_APPEND (so copytruncate rotation works)
   int events_fd = -1;             // dup'ed to kRankEventsFd in the child when >= 0
+  // Run as this user (the agent must be root): setgroups(groups), setgid, setuid before exec, then verified
+  // (real, effective and saved ids; setuid(0) must fail). uid 0 is refused.
+  bool switch_user = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  // PR_SET_PDEATHSIG(SIGKILL) after the credential change (a change clears it), then getppid() is checked: an
+  // agent that died between fork and prctl means the child exits at once. The death signal follows the
+  // thread that forked: spawn from the agent's loop thread, which lives as long as the agent.
+  bool die_with_parent = false;
+  // <task cgroup>/cgroup.procs: the child moves itself there first ("0"), so everything it starts stays there.
+  std::string cgroup_procs;
 };
 
 // Starts the process in a new session (setsid: its pid is its process group id). Fails with NOT_FOUND /
-// PERMISSION_DENIED / INTERNAL naming the program when exec fails (reported through a close-on-exec pipe).
+// PERMISSION_DENIED / INTERNAL naming the program and the step (joining the cgroup, switching user, exec)
+// that failed (reported through a close-on-exec pipe).
 StatusOr<pid_t> Spawn(const SpawnSpec& spec);
 
 // Start time of `pid` in clock ticks since boot; NOT_FOUND when there is no such process.

@@ -13,6 +13,7 @@
 
 #include "agent/rank_logs.h"
 #include "agent/supervisor_internal.h"
+#include "agent/task_cgroup.h"
 #include "protocol/states.h"
 
 namespace anneal::agent {
@@ -128,6 +129,9 @@ void Supervisor::Detach() {
     for (auto& r : task->ranks) {
       if (r->reader) r->reader->Close();
     }
+    // The next agent takes the output lock again when it re-adopts the task; the cgroup stays (in task.json).
+    if (task->output_lock_fd >= 0) ::close(task->output_lock_fd);
+    task->output_lock_fd = -1;
   }
   tasks_.clear();
   queued_.clear();
@@ -148,6 +152,7 @@ void Supervisor::BeginStop(Task* task, uint32_t grace_ms, const std::string& rea
     if (r->exited) continue;
     SignalGroup(r->rec.pid, grace_ms == 0 ? SIGKILL : SIGTERM);
   }
+  if (grace_ms == 0) KillCgroupOf(*task);
 }
 
 void Supervisor::Reap() {
@@ -255,6 +260,7 @@ void Supervisor::MaybeFinish(Task* task) {
                task->message);
   // A failure was reported the moment it happened; a stop of an already failed task reports nothing new.
   if (!failure_reported) ReportStatus(*task);
+  ReleaseTaskResources(task);
   const std::string job = task->id.job_id;
   finished_[job] = StatusOf(*task);
   Persist(*task);
@@ -275,6 +281,7 @@ void Supervisor::FinishWithoutRanks(Task* task, pb::TaskState state, const std::
   }
   spdlog::warn("job {} epoch {}: {}", task->id.job_id, task->id.epoch, message);
   ReportStatus(*task);
+  ReleaseTaskResources(task);
   const std::string job = task->id.job_id;
   finished_[job] = StatusOf(*task);
   Persist(*task);
@@ -289,14 +296,20 @@ void Supervisor::Tick() {
     if (IsStopping(task->phase) && now >= task->kill_at_ms) to_kill.push_back(task.get());
   }
   for (Task* task : to_kill) {
+    bool killed_any = false;
     for (auto& r : task->ranks) {
       if (r->exited || r->killed_after_grace) continue;
       if (SignalGroup(r->rec.pid, SIGKILL)) {
         r->killed_after_grace = true;
+        killed_any = true;
         spdlog::info("job {}: rank {} (pid {}) still running after the grace period: SIGKILL", task->id.job_id,
                      r->rec.global_rank, r->rec.pid);
       }
     }
+    if (killed_any) KillCgroupOf(*task);
+  }
+  for (auto it = cgroups_to_remove_.begin(); it != cgroups_to_remove_.end();) {
+    it = RemoveTaskCgroup(*it).ok() ? cgroups_to_remove_.erase(it) : std::next(it);
   }
   if (options_.log_retention_ms > 0 && now >= next_prune_ms_) {
     next_prune_ms_ = now + options_.prune_check_ms;
@@ -334,6 +347,24 @@ void Supervisor::PruneOldLogs() {
         if (fs::remove(f.path(), time_ec)) spdlog::info("pruned {} (older than the log retention)", f.path().string());
       }
     }
+  }
+}
+
+void Supervisor::KillCgroupOf(const Task& task) {
+  if (task.cgroup.empty()) return;
+  if (Status st = KillTaskCgroup(task.cgroup); !st.ok()) spdlog::warn("job {}: {}", task.id.job_id, st.message());
+}
+
+void Supervisor::ReleaseTaskResources(Task* task) {
+  if (task->output_lock_fd >= 0) {
+    ::close(task->output_lock_fd);
+    task->output_lock_fd = -1;
+  }
+  if (!task->cgroup.empty()) {
+    // The ranks are gone; whatever they left (daemons in other sessions) goes now. The cgroup is removed once
+    // empty (retried by Tick).
+    KillCgroupOf(*task);
+    if (!RemoveTaskCgroup(task->cgroup).ok()) cgroups_to_remove_.push_back(task->cgroup);
   }
 }
 
@@ -383,6 +414,7 @@ void Supervisor::Persist(const Task& task) {
   rec.exit_code = task.exit_code;
   rec.signal = task.signal;
   rec.message = task.message;
+  rec.cgroup = task.cgroup;
   if (Status st = WriteTaskRecord(task.dir, rec); !st.ok()) spdlog::error("{}", st.message());
 }
 

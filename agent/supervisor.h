@@ -11,8 +11,11 @@
 // - Watch: events parsed into reports; exits reaped (waitpid for own children, /proc polling with the
 //   recorded start time for ranks adopted after an agent restart). A rank exiting non-zero fails the task at
 //   once (TASK_FAILED reported) and the other local ranks are stopped.
-// - Stop: SIGTERM to every rank's process group, SIGKILL when the grace period ends; the final TaskUpdate
-//   carries every rank's exit code or signal.
+// - Stop: SIGTERM to every rank's process group, SIGKILL when the grace period ends (and cgroup.kill of the
+//   task's cgroup, where there is one); the final TaskUpdate carries every rank's exit code or signal.
+// - Confinement (docs/agent.md, "Ranks run unprivileged"): ranks run as the team's mapped user when the agent
+//   is root, with an allow-listed environment, die with the agent (unless re-adoption is on), live in a task
+//   cgroup where cgroup v2 is writable; the task hosting global rank 0 holds the output directory's lock.
 // Every report goes to `report` (the agent spools and sends it); nothing here talks to the network.
 //
 // Thread-safety: none; everything runs on the io_context's single thread (the agent's loop). Tick() must be
@@ -28,6 +31,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <functional>
@@ -38,6 +42,7 @@
 
 #include "agent/clock.h"
 #include "agent/lifecycle.h"
+#include "agent/rank_identity.h"
 #include "agent/task_record.h"
 #include "common/status.h"
 #include "protocol/anneal.pb.h"
@@ -62,6 +67,16 @@ struct SupervisorOptions {
   // waitpid(-1): reap every child, not only ranks. Set by the agent, which is a child subreaper
   // (PR_SET_CHILD_SUBREAPER) so orphaned grandchildren of ranks end up as its children, never as zombies.
   bool reap_orphans = false;
+  // Who ranks run as (agent/rank_identity.h): when the agent runs as root, the team's mapped user (run_as);
+  // otherwise the agent's own user. Never root.
+  RunAsConfig run_as;
+  bool agent_is_root = ::geteuid() == 0;
+  std::vector<std::string> rank_env_allow;  // agent variables ranks inherit beyond the built-in allow-list
+  // PR_SET_PDEATHSIG(SIGKILL) on every rank: ranks die with the agent. The agent sets it to
+  // !keep_tasks_on_exit (re-adoption needs ranks that outlive it).
+  bool ranks_die_with_agent = true;
+  // Where task cgroups are created (agent/task_cgroup.h); empty: no cgroups (process groups only).
+  std::string cgroup_base;
 };
 
 class Supervisor {
@@ -101,7 +116,12 @@ class Supervisor {
   struct Rank;
   struct Task;
 
-  Status PreLaunchChecks(const pb::LaunchTask& launch) const;
+  Status PreLaunchChecks(const pb::LaunchTask& launch, const std::optional<RankUser>& user) const;
+  // Output lock and task cgroup of a task whose ranks started (or are about to): taken in StartTask.
+  Status AcquireTaskResources(Task* task);
+  // Closes the output lock and kills/removes the task cgroup (an ended task; its ranks are gone).
+  void ReleaseTaskResources(Task* task);
+  void KillCgroupOf(const Task& task);  // cgroup.kill of the task's cgroup, when it has one
   void StartTask(const pb::LaunchTask& launch);
   Status StartRanks(Task* task, const pb::LaunchTask& launch);
   void StartReading(Task* task, Rank* rank);
@@ -128,6 +148,7 @@ class Supervisor {
   std::map<std::string, uint64_t> stop_epochs_;         // job id -> highest StopTask epoch seen
   std::map<std::string, pb::TaskStatus> finished_;      // job id -> final status of its latest task here
   std::map<std::string, uint32_t> latest_attempt_;      // job id -> latest attempt started here
+  std::vector<std::string> cgroups_to_remove_;          // killed task cgroups not yet empty (retried by Tick)
   int64_t next_adopted_poll_ms_ = 0;
   int64_t next_rotate_ms_ = 0;
   int64_t next_prune_ms_ = 0;

@@ -4,6 +4,7 @@
 #include <array>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,9 @@ struct Supervisor::Task {
   int exit_code = 0;
   int signal = 0;
   std::string message;
+  std::optional<RankUser> user;  // who the ranks run as (nullopt: the agent's user)
+  int output_lock_fd = -1;       // agent/output_lock.h: held while the ranks of the rank-0 task run
+  std::string cgroup;            // agent/task_cgroup.h: empty when none
 
   bool AllExited() const {
     for (const auto& r : ranks) {

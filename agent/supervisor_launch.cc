@@ -11,13 +11,17 @@
 
 #include <algorithm>
 #include <boost/asio/read.hpp>
+#include <cctype>
 #include <cerrno>
 #include <filesystem>
 #include <set>
 
+#include "agent/output_lock.h"
 #include "agent/supervisor.h"
 #include "agent/supervisor_internal.h"
+#include "agent/task_cgroup.h"
 #include "common/fsutil.h"
+#include "jobspec/path_policy.h"
 
 extern char** environ;
 
@@ -26,9 +30,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Creates `dir`, proves it writable with a probe file, and checks its free space.
-Status CheckWritableDir(const std::string& what, const std::string& dir, uint64_t min_free_bytes) {
-  if (Status st = MakeDirs(dir); !st.ok()) return FailedPreconditionError(what + " " + dir + ": " + st.message());
+// Creates `dir` (what this creates is given to the rank's user), proves it writable with a probe file and,
+// for another user, by its permission bits, and checks its free space.
+Status CheckWritableDir(const std::string& what, const std::string& dir, uint64_t min_free_bytes,
+                        const std::optional<RankUser>& user = std::nullopt) {
+  if (Status st = MakeDirsOwnedBy(dir, user); !st.ok()) {
+    return FailedPreconditionError(what + " " + dir + ": " + st.message());
+  }
+  if (user) RETURN_IF_ERROR(CheckAccessibleBy(what, dir, *user, /*writable=*/true));
   const std::string probe = dir + "/.anneal-write-probe-" + std::to_string(::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return FailedPreconditionError(what + " " + dir + " is not writable: " + ErrnoText(errno));
@@ -83,9 +92,26 @@ std::string CacheDir(const pb::LaunchTask& launch) {
   return (fs::path(launch.output_dir()).parent_path() / ".anneal-cache").string();
 }
 
+// The team's outputs roots as the coordinator sent them, checked again on this node's filesystem (symlinks
+// the coordinator cannot see). Nothing to check when the launch carries no roots.
+Status CheckUnderOutputRoots(const std::string& what, const std::string& dir, const pb::LaunchTask& launch) {
+  if (launch.output_roots().empty() || dir.empty()) return Status::Ok();
+  auto resolved = jobspec::ResolvePolicyPath(dir);
+  if (!resolved.ok()) return InvalidArgumentError(what + ": " + resolved.status().message());
+  std::string allowed;
+  for (const auto& root : launch.output_roots()) {
+    allowed += (allowed.empty() ? "" : ", ") + root;
+    auto r = jobspec::ResolvePolicyPath(root);
+    if (r.ok() && jobspec::PathIsStrictlyUnder(*resolved, *r)) return Status::Ok();
+  }
+  return PermissionDeniedError(what + " " + dir + (*resolved != dir ? " (resolves to " + *resolved + " here)" : "") +
+                               " is outside the outputs roots of team '" + launch.team() + "' (allowed: " + allowed +
+                               ")");
+}
+
 }  // namespace
 
-Status Supervisor::PreLaunchChecks(const pb::LaunchTask& launch) const {
+Status Supervisor::PreLaunchChecks(const pb::LaunchTask& launch, const std::optional<RankUser>& user) const {
   if (launch.ranks_size() == 0) return InvalidArgumentError("launch has no ranks for this node");
   std::set<uint32_t> slots;
   for (const auto& r : launch.ranks()) {
@@ -103,14 +129,20 @@ Status Supervisor::PreLaunchChecks(const pb::LaunchTask& launch) const {
     }
   }
   RETURN_IF_ERROR(CheckWritableDir("work directory", options_.work_dir, options_.min_free_bytes));
+  const std::string cache = CacheDir(launch);
   if (!launch.output_dir().empty()) {
     if (!fs::path(launch.output_dir()).is_absolute()) {
       return InvalidArgumentError("output directory '" + launch.output_dir() + "' is not an absolute path");
     }
-    RETURN_IF_ERROR(CheckWritableDir("output directory", launch.output_dir(), options_.min_free_bytes));
+    // Before anything is created there, and again after (a symlink swapped in meanwhile).
+    RETURN_IF_ERROR(CheckUnderOutputRoots("output directory", launch.output_dir(), launch));
+    RETURN_IF_ERROR(CheckUnderOutputRoots("cache directory", cache, launch));
+    RETURN_IF_ERROR(CheckWritableDir("output directory", launch.output_dir(), options_.min_free_bytes, user));
+    RETURN_IF_ERROR(CheckUnderOutputRoots("output directory", launch.output_dir(), launch));
   }
-  if (const std::string cache = CacheDir(launch); !cache.empty()) {
-    RETURN_IF_ERROR(CheckWritableDir("cache directory", cache, options_.min_free_bytes));
+  if (!cache.empty()) {
+    RETURN_IF_ERROR(CheckWritableDir("cache directory", cache, options_.min_free_bytes, user));
+    RETURN_IF_ERROR(CheckUnderOutputRoots("cache directory", cache, launch));
   }
   const bool hosts_rank0 = std::any_of(launch.ranks().begin(), launch.ranks().end(),
                                        [](const pb::RankAssignment& r) { return r.global_rank() == 0; });
@@ -128,9 +160,16 @@ void Supervisor::StartTask(const pb::LaunchTask& launch) {
   latest_attempt_[launch.job_id()] = launch.attempt();
   spdlog::info("job {} attempt {} epoch {}: launching {} local rank(s) in {}", launch.job_id(), launch.attempt(),
                launch.epoch(), launch.ranks_size(), task->dir);
-  Status st = MakeDirs(task->dir);
+  auto user = RankUserFor(options_.run_as, launch.team(), options_.agent_is_root);
+  Status st = user.status();
+  if (st.ok()) task->user = *user;
+  // The task directory stays the agent's (task.json is trusted at re-adoption); the rank gets <task dir>/home.
+  if (st.ok()) st = MakeDirs(task->dir);
+  if (st.ok()) st = MakeDirsOwnedBy(task->dir + "/home", task->user);
+  if (st.ok() && task->user) st = CheckAccessibleBy("task directory", task->dir, *task->user, /*writable=*/false);
   if (st.ok()) st = WriteFileAtomic(task->dir + "/config.yaml", launch.trainer_config_yaml());
-  if (st.ok()) st = PreLaunchChecks(launch);
+  if (st.ok()) st = PreLaunchChecks(launch, task->user);
+  if (st.ok()) st = AcquireTaskResources(task);
   if (st.ok()) st = StartRanks(task, launch);
   if (!st.ok()) {
     // Ranks started before the failure are killed; the task ends when they are reaped.
@@ -167,12 +206,11 @@ void Supervisor::StartTask(const pb::LaunchTask& launch) {
 Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
   std::vector<pb::RankAssignment> ranks(launch.ranks().begin(), launch.ranks().end());
   std::sort(ranks.begin(), ranks.end(), [](const auto& a, const auto& b) { return a.local_rank() < b.local_rank(); });
-  // The environment every rank shares: the agent's, then the job's, then torchrun's contract (which wins).
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    const std::string kv(*e);
-    if (auto eq = kv.find('='); eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  // The environment every rank shares: the allow-listed part of the agent's (never its secrets), HOME, then
+  // the job's, then torchrun's contract (which wins).
+  std::map<std::string, std::string> env = AllowedAgentEnvironment(environ, options_.rank_env_allow);
+  env["HOME"] = task->dir + "/home";
+  if (task->user && !task->user->name.empty()) env["USER"] = env["LOGNAME"] = task->user->name;
   for (const auto& [k, v] : launch.env()) env[k] = v;
   env["WORLD_SIZE"] = std::to_string(launch.world_size() != 0 ? launch.world_size() : ranks.size());
   env["LOCAL_WORLD_SIZE"] = std::to_string(ranks.size());
@@ -235,6 +273,14 @@ Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
     spec.cwd = task->dir;
     spec.log_path = r->log_path;
     spec.events_fd = child_fd;
+    if (task->user) {
+      spec.switch_user = true;
+      spec.uid = task->user->uid;
+      spec.gid = task->user->gid;
+      spec.groups = task->user->groups;
+    }
+    spec.die_with_parent = options_.ranks_die_with_agent;
+    if (!task->cgroup.empty()) spec.cgroup_procs = task->cgroup + "/cgroup.procs";
     auto pid = Spawn(spec);
     ::close(child_fd);
     if (!pid.ok()) return pid.status();
@@ -248,27 +294,64 @@ Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
   return Status::Ok();
 }
 
+Status Supervisor::AcquireTaskResources(Task* task) {
+  const pb::LaunchTask& launch = task->launch;
+  const bool hosts_rank0 = std::any_of(launch.ranks().begin(), launch.ranks().end(),
+                                       [](const pb::RankAssignment& r) { return r.global_rank() == 0; });
+  if (hosts_rank0 && !launch.output_dir().empty()) {
+    ASSIGN_OR_RETURN(task->output_lock_fd, LockOutputDir(launch.output_dir(), launch.job_id(), launch.epoch()));
+  }
+  if (!options_.cgroup_base.empty()) {
+    std::string node = options_.node_id;
+    for (char& c : node) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+    }
+    const std::string name = "anneal-" + node + "-" + launch.job_id() + "-e" + std::to_string(launch.epoch()) + "-" +
+                             std::to_string(::getpid());
+    auto cg = CreateTaskCgroup(options_.cgroup_base, name);
+    if (cg.ok()) {
+      task->cgroup = *cg;
+    } else {
+      spdlog::warn("job {}: {}; its ranks are tracked by process group only", launch.job_id(), cg.status().message());
+    }
+  }
+  return Status::Ok();
+}
+
 void Supervisor::StartReading(Task* task, Rank* rank) {
   std::shared_ptr<EventReader> reader = rank->reader;
   if (!reader || reader->closed) return;
   const std::string job = task->id.job_id;
   const uint64_t epoch = task->id.epoch;
-  reader->fifo.async_read_some(boost::asio::buffer(reader->buffer),
-                               [this, reader, job, epoch, rank](const boost::system::error_code& ec, size_t n) {
-                                 if (reader->closed)
-                                   return;  // the task ended (or the supervisor is gone): touch nothing else
-                                 auto it = tasks_.find(job);
-                                 if (it == tasks_.end() || it->second->id.epoch != epoch) return;
-                                 Task* t = it->second.get();
-                                 if (n > 0) HandleEventBytes(t, rank, std::string_view(reader->buffer.data(), n));
-                                 if (ec) {
-                                   // EOF: no writer left (the rank and its children are gone); the exit is handled by
-                                   // Reap.
-                                   reader->Close();
-                                   return;
-                                 }
-                                 StartReading(t, rank);
-                               });
+  // Wait for readability, then read here: never async_read_some, whose speculative read can take bytes out of
+  // the pipe into a handler that a rank exit (OnRankExit closes the reader) then drops, losing the rank's last
+  // events. Bytes stay in the pipe until this handler or DrainEvents reads them.
+  reader->fifo.async_wait(
+      boost::asio::posix::descriptor::wait_read, [this, reader, job, epoch, rank](const boost::system::error_code& ec) {
+        if (reader->closed) return;  // the task ended (or the supervisor is gone): touch nothing else
+        auto it = tasks_.find(job);
+        if (it == tasks_.end() || it->second->id.epoch != epoch) return;
+        Task* t = it->second.get();
+        if (ec) {
+          reader->Close();
+          return;
+        }
+        while (true) {
+          const ssize_t n = ::read(reader->fifo.native_handle(), reader->buffer.data(), reader->buffer.size());
+          if (n > 0) {
+            HandleEventBytes(t, rank, std::string_view(reader->buffer.data(), static_cast<size_t>(n)));
+            continue;
+          }
+          if (n < 0 && errno == EINTR) continue;
+          if (n == 0) {
+            // EOF: no writer left (the rank and its children are gone); the exit is handled by Reap.
+            reader->Close();
+            return;
+          }
+          break;  // EAGAIN: everything there was read
+        }
+        StartReading(t, rank);
+      });
 }
 
 void Supervisor::DrainEvents(Task* task, Rank* rank) {

@@ -4,9 +4,11 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "agent/checkpoint_files.h"
+#include "agent/output_lock.h"
 #include "agent/rank_logs.h"
 #include "agent/supervisor.h"
 #include "agent/supervisor_internal.h"
@@ -31,6 +33,8 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
     task->exit_code = rec.exit_code;
     task->signal = rec.signal;
     task->message = rec.message;
+    // Only a cgroup of ours (task.json is the agent's own file; this guards against a stale or odd path).
+    if (rec.cgroup.find("/anneal-") != std::string::npos) task->cgroup = rec.cgroup;
     bool any_alive = false;
     for (const auto& rr : rec.ranks) {
       auto rank = std::make_unique<Rank>();
@@ -46,6 +50,7 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
     }
     if (rec.final) {
       finished_[rec.job_id] = StatusOf(*task);
+      if (!task->cgroup.empty() && ::access(task->cgroup.c_str(), F_OK) == 0) ReleaseTaskResources(task.get());
       continue;
     }
     if (auto older = tasks_.find(rec.job_id); older != tasks_.end()) {
@@ -64,6 +69,17 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
       continue;
     }
     t->adopted = true;
+    // The output lock was the previous agent's: take it again for the task hosting global rank 0.
+    const bool hosts_rank0 =
+        std::any_of(rec.ranks.begin(), rec.ranks.end(), [](const RankRecord& r) { return r.global_rank == 0; });
+    if (hosts_rank0 && !rec.output_dir.empty()) {
+      auto fd = LockOutputDir(rec.output_dir, rec.job_id, rec.epoch);
+      if (fd.ok()) {
+        t->output_lock_fd = *fd;
+      } else {
+        spdlog::warn("job {}: re-adopted without its output lock: {}", rec.job_id, fd.status().message());
+      }
+    }
     t->phase = TaskPhase::kRunning;  // adopted: its ranks run (a failure before the restart is reported again)
     if (t->state == pb::TASK_LAUNCHING) t->state = pb::TASK_RUNNING;
     spdlog::info("job {} attempt {} epoch {}: re-adopted {} rank(s) left running by an earlier agent", t->id.job_id,

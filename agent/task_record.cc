@@ -36,6 +36,7 @@ Status WriteTaskRecord(const std::string& task_dir, const TaskRecord& r) {
   j["kind"] = r.kind;
   j["output_dir"] = r.output_dir;
   j["final"] = r.final;
+  if (!r.cgroup.empty()) j["cgroup"] = r.cgroup;
   j["state"] = r.state;
   j["exit_code"] = r.exit_code;
   j["signal"] = r.signal;
@@ -64,6 +65,7 @@ StatusOr<TaskRecord> ReadTaskRecord(const std::string& task_dir) {
     r.kind = j.value("kind", 0);
     r.output_dir = j.value("output_dir", "");
     r.final = j.value("final", false);
+    r.cgroup = j.value("cgroup", "");
     r.state = j.value("state", 0);
     r.exit_code = j.value("exit_code", 0);
     r.signal = j.value("signal", 0);

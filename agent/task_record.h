@@ -46,6 +46,7 @@ struct TaskRecord {
   int exit_code = 0;
   int signal = 0;
   std::string message;
+  std::string cgroup;       // the task cgroup (agent/task_cgroup.h); empty when none
 };
 
 // <work dir>/jobs/<job>/attempt-<n>

@@ -63,6 +63,7 @@ struct UpOptions {
   std::string state_dir;
   std::optional<int> port;
   double wait_s = 30;
+  std::vector<std::string> allow_roots;
 };
 
 std::string Pids(const std::vector<DaemonProcess>& processes) {
@@ -83,6 +84,7 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
   lo.port = o.port;
   lo.wait = std::chrono::milliseconds(static_cast<int64_t>(o.wait_s * 1000));
   lo.client_config = ClientConfigPath(*home);
+  lo.allow_roots = o.allow_roots;
   auto up = UpLocalCluster(lo, std::cerr);
   if (!up.ok()) {
     const Status& st = up.status();
@@ -192,6 +194,9 @@ void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action) {
     cmd->add_option("--state-dir", o->state_dir, "state, logs and cluster.yaml (default ~/.anneal)");
     cmd->add_option("--port", o->port, "coordinator port (default: a free one)");
     cmd->add_option("--wait", o->wait_s, "seconds to wait for the agents to register")->capture_default_str();
+    cmd->add_option("--allow-root", o->allow_roots,
+                    "a directory jobs may read models/datasets from and write outputs to, besides the anneal home "
+                    "and the directory anneal up runs in (repeatable)");
     cmd->callback([&g, o, action] { *action = [&g, o] { return Up(g, *o); }; });
   }
   {

@@ -22,6 +22,7 @@
 #include "common/net.h"
 #include "common/secret.h"
 #include "protocol/curve.h"
+#include "jobspec/path_policy.h"
 
 namespace anneal::cli {
 namespace fs = std::filesystem;
@@ -254,6 +255,31 @@ StatusOr<UpResult> Heal(const LocalClusterOptions& o, LocalCluster c, std::ostre
   return result;
 }
 
+// The local cluster's path policy: the anneal home, the working directory and --allow-root, for every team.
+StatusOr<jobspec::PathPolicy> LocalPathPolicy(const LocalClusterOptions& o) {
+  std::vector<std::string> roots;
+  auto add = [&](const std::string& path, const std::string& what) -> Status {
+    std::error_code ec;
+    const std::string root = fs::absolute(path, ec).lexically_normal().string();
+    auto resolved = jobspec::ResolvePolicyPath(root);
+    if (ec || !resolved.ok()) {
+      return InvalidArgumentError(
+          fmt::format("{} '{}': {}", what, path, ec ? ec.message() : resolved.status().message()));
+    }
+    std::string r = root;
+    while (r.size() > 1 && r.back() == '/') r.pop_back();
+    if (std::find(roots.begin(), roots.end(), r) == roots.end()) roots.push_back(r);
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(add(o.state_dir, "the anneal home"));
+  std::error_code ec;
+  RETURN_IF_ERROR(add(fs::current_path(ec).string(), "the working directory"));
+  for (const auto& r : o.allow_roots) RETURN_IF_ERROR(add(r, "--allow-root"));
+  jobspec::PathPolicy policy;
+  policy.defaults = {roots, roots, roots};
+  return policy;
+}
+
 // Starts every daemon. `recorded` (a cluster.yaml whose daemons are all gone) gives the default shape.
 StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* recorded, std::ostream& progress) {
   LocalCluster c;
@@ -275,6 +301,12 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
   {
     std::ofstream cfg(config_file, std::ios::trunc);
     cfg << "# written by `anneal up`: the local cluster's coordinator; its flags carry the settings\n";
+    // path policy (helper D): the coordinator refuses to start without one.
+    ASSIGN_OR_RETURN(const jobspec::PathPolicy policy, LocalPathPolicy(o));
+    cfg << "# Jobs may read models and datasets and write outputs only below these roots (anneal up --allow-root\n"
+           "# adds more; docs/coordinator.md, \"Path policy\").\n"
+        << jobspec::PathPolicyYaml(policy);
+    if (!cfg) return InternalError(fmt::format("writing {}", config_file));
   }
   ASSIGN_OR_RETURN(const std::string join_token_file, EnsureLocalJoinToken(o.state_dir));
   const int64_t since_ms = WallMs();
@@ -356,8 +388,11 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
                                    const std::string& work_dir, int slots, const std::string& server_key_file,
                                    const std::string& join_token_file) {
-  std::vector<std::string> argv = {program,  "--coordinator", coordinator, "--node",           node,
-                                   "--work-dir", work_dir,    "--server-key-file", server_key_file};
+  // --ranks-survive-agent: a crashed local agent is restarted by `anneal up` and re-adopts its ranks (the local
+  // cluster heals); `anneal down` still stops them (SIGTERM to the agents, which stop their ranks).
+  std::vector<std::string> argv = {program,    "--coordinator", coordinator,         "--node",          node,
+                                   "--work-dir", work_dir,      "--ranks-survive-agent", "--server-key-file",
+                                   server_key_file};
   if (slots > 0) {
     argv.push_back("--slots");
     argv.push_back(std::to_string(slots));

@@ -62,6 +62,9 @@ struct LocalClusterOptions {
   // The client config (<anneal home>/config): a fresh coordinator writes its cluster admin's credential there
   // (--bootstrap-admin-config), and `anneal up` reads the token from it to wait for the agents.
   std::string client_config;
+  // The local cluster's path policy (coordinator.yaml): every team may use the anneal home, the directory
+  // `anneal up` runs in and these roots (--allow-root) for models, datasets and outputs.
+  std::vector<std::string> allow_roots;
 };
 
 struct LocalCluster {

@@ -77,7 +77,11 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
     else if (key == "http_public_metrics") RETURN_IF_ERROR(Read(v, where, &config->http_public_metrics));
     else if (key == "http_max_connections") RETURN_IF_ERROR(Read(v, where, &config->http_max_connections));
     else if (key == "http_max_request_bytes") RETURN_IF_ERROR(Read(v, where, &config->http_max_request_bytes));
-    else {
+    else if (key == "path_policy") {
+      auto policy = jobspec::ParsePathPolicy(v, fmt::format("{}:{}", path, item.first.Mark().line + 1));
+      if (!policy.ok()) return policy.status();
+      config->path_policy = std::move(*policy);
+    } else {
       return InvalidArgumentError(fmt::format(
           "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, "
           "heartbeat_interval_ms, heartbeat_timeout_ms, stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind, "
@@ -85,7 +89,7 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
           "max_labels_per_node, max_label_length, max_node_id_length, max_inventory_string_length, max_seq_ahead, "
           "insecure_plaintext, max_message_bytes, max_spec_bytes, max_name_bytes, max_watchers_per_peer, "
           "max_watchers_total, max_log_fetches_per_peer, http_public_metrics, http_max_connections, "
-          "http_max_request_bytes)",
+          "http_max_request_bytes, path_policy)",
           where));
     }
   }

@@ -34,6 +34,9 @@
 //   http_public_metrics: false     # true: GET /metrics without a token (everything else needs one)
 //   http_max_connections: 64       # concurrent HTTP connections; more get 503
 //   http_max_request_bytes: 16384  # request line + headers + body; larger gets 431/413
+//   path_policy:                   # required: where each team's jobs may read and write (jobspec/path_policy.h)
+//     default: {models: [/shared/models], datasets: [/shared/data], outputs: ["/data/{team}/outputs"]}
+//     teams: {nlp: {models: [/shared/models, /nlp/models]}}
 // Unknown keys and wrong types are errors naming the file, line and key.
 //
 // Thread-safety: value type; LoadConfigFile is a pure function of the file.
@@ -44,9 +47,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
+#include "jobspec/path_policy.h"
 
 namespace anneal::coordinator {
 
@@ -86,6 +91,9 @@ struct CoordinatorConfig {
   bool http_public_metrics = false;
   int64_t http_max_connections = 64;
   int64_t http_max_request_bytes = 16384;
+  // Allowed roots per team for models, datasets and outputs, checked at submit. anneal-coordinator refuses to
+  // start without one (`anneal up` writes one for its local cluster); allow everything with roots [/].
+  std::optional<jobspec::PathPolicy> path_policy;
 };
 
 // Overwrites the fields the file sets.

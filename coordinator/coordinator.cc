@@ -33,6 +33,7 @@ Status Coordinator::Recover() {
   for (const auto& [id, job] : jobs_.all()) {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
     nodes_.ReserveTasks(job.record);
+    output_dirs_[OutputDirKey(job.record.output_dir())] = id;
   }
   spdlog::info("recovered {} node(s), {} active job(s) ({} pending) from {}", nodes_.all().size(), jobs_.all().size(),
                jobs_.PendingCount(), store_->dir());
@@ -87,7 +88,10 @@ StatusOr<std::string> Coordinator::BootstrapAdmin(const std::string& admin_name)
 void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientRequest& request) {
   if (request.has_submit()) {
     auto ticket = AdmitSubmit(peer, request);
-    if (ticket) HandleSubmit(PrepareSubmit(peer, request, std::move(ticket->submitter), std::move(ticket->team)));
+    if (ticket) {
+      HandleSubmit(PrepareSubmit(peer, request, std::move(ticket->submitter), std::move(ticket->team),
+                                 options_.path_policy.get()));
+    }
     return;
   }
   if (Status st = WithinLimits(request); !st.ok()) {

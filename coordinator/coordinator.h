@@ -66,6 +66,7 @@
 #include "coordinator/node_registry.h"
 #include "coordinator/scheduler.h"
 #include "jobspec/jobspec.h"
+#include "jobspec/path_policy.h"
 #include "protocol/anneal.pb.h"
 #include "storage/state_store.h"
 
@@ -87,6 +88,10 @@ struct CoordinatorOptions {
   // ---- transport and limits (coordinator/limits.h)
   Limits limits;                  // request sizes, names, watchers and log fetches per peer
   std::string server_public_key;  // Z85 CurveZMQ public key; set by main (empty: plaintext)
+  // Where each team's jobs may read and write, checked at submit (PrepareSubmit); its outputs roots also go to
+  // the agents (LaunchTask.output_roots). Null: no path check (embedders and tests only: anneal-coordinator
+  // refuses to start without a policy).
+  std::shared_ptr<const jobspec::PathPolicy> path_policy;
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -98,9 +103,13 @@ struct PreparedSubmit {
   Status status;        // the spec's error, when it does not parse
   std::shared_ptr<const jobspec::JobSpec> spec;
   std::string resolved_yaml;  // jobspec::ToYaml(*spec)
+  std::string team;           // the submitter's team (the path policy's roots are that team's)
 };
-// Parses request.submit() and resolves its defaults. Thread-safe (pure).
-PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, Principal submitter, std::string team);
+// Parses request.submit() (never opening a file the spec names: jobspec::ParseOptions), resolves its defaults
+// and checks its paths against `policy` for `team` (null: no check); a path outside the team's roots is the
+// status (PERMISSION_DENIED naming the key, the path and the roots). Thread-safe (pure; reads the filesystem).
+PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, Principal submitter, std::string team,
+                             const jobspec::PathPolicy* policy);
 
 // One message to send: to an agent (CoordinatorToAgent) or a client (ClientReply), by ZeroMQ routing id.
 struct Outgoing {
@@ -137,6 +146,7 @@ class Coordinator {
   void OnPreparedSubmit(const PreparedSubmit& prepared);
   // The request's sizes and names are within options.limits (coordinator/limits.h).
   Status WithinLimits(const pb::ClientRequest& request) const { return CheckClientRequestLimits(request, options_.limits); }
+  const std::shared_ptr<const jobspec::PathPolicy>& path_policy() const { return options_.path_policy; }
   // A frame that did not parse: answered with an Error of the reply kind the sender expects.
   void OnBadAgentMessage(const std::string& peer, const Status& error);
   void OnBadClientMessage(const std::string& peer, uint64_t request_id, const Status& error);
@@ -215,6 +225,9 @@ class Coordinator {
   void HandleSubmit(const PreparedSubmit& prepared);
   void HandleCancel(const Principal& who, const std::string& peer, uint64_t request_id,
                     const pb::CancelJobRequest& request);
+  // The active job whose output directory is `output_dir`, lies inside it or contains it ("" when none).
+  std::string OutputDirHolder(const std::string& output_dir);
+  static std::string OutputDirKey(const std::string& dir);  // lexically normal, no trailing slash
   // Applies NextTransition's decisions until the job stays where it is.
   void Reconcile(Job& job, JobReport report = JobReport::kTasksChanged);
   void StopGang(Job& job, const std::string& reason);
@@ -277,6 +290,8 @@ class Coordinator {
   std::deque<Watcher> watchers_;
   std::map<uint64_t, PendingLogRequest> log_requests_;
   bool schedule_dirty_ = true;
+  // Normalized output_dir -> the job that writes it; entries of ended jobs are dropped when met (jobs.cc).
+  std::map<std::string, std::string> output_dirs_;
   uint64_t next_request_id_ = 1;
 };
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
@@ -12,16 +13,21 @@
 
 namespace anneal::coordinator {
 
-PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, Principal submitter, std::string team) {
+PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, Principal submitter, std::string team,
+                             const jobspec::PathPolicy* policy) {
   PreparedSubmit prepared;
   prepared.peer = std::move(peer);
   prepared.submitter = std::move(submitter);
   prepared.team = std::move(team);
   const pb::SubmitJobRequest& submit = request.submit();
   std::vector<std::string> overrides(submit.overrides().begin(), submit.overrides().end());
-  auto spec = jobspec::ParseJobSpec(submit.spec_yaml(), "submitted job spec", overrides);
+  // The coordinator never opens a file a submitted spec names (a `deepspeed` JSON is read by anneal submit).
+  auto spec = jobspec::ParseJobSpec(submit.spec_yaml(), "submitted job spec", overrides, {.open_files = false});
+  Status paths = !spec.ok() || policy == nullptr ? Status::Ok() : jobspec::CheckSpecPaths(*spec, prepared.team, *policy);
   if (!spec.ok()) {
     prepared.status = spec.status();
+  } else if (!paths.ok()) {
+    prepared.status = paths.WithContext("refused by the path policy");
   } else {
     if (!submit.name().empty()) spec->scheduling.name = submit.name();
     prepared.resolved_yaml = jobspec::ToYaml(*spec);
@@ -96,7 +102,19 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
   } else if (Status fit = jobspec::CheckFitsCluster(*prepared.spec, nodes_.Shape()); !fit.ok()) {
     return refuse(fit.WithContext("the cluster can never run this job"));
   }
+  // Two jobs never write one output directory (nor one inside the other): the second is refused here, and
+  // the agents' output lock (docs/agent.md) refuses what this cannot see (a stale attempt of the same job).
+  const std::string output_key = OutputDirKey(prepared.spec->train.output_dir);
+  if (const std::string holder = OutputDirHolder(output_key); !holder.empty()) {
+    const Job* other = jobs_.Find(holder);
+    return refuse(FailedPreconditionError(fmt::format(
+                   "output_dir {} overlaps the output directory {} of active job {} ({}): two jobs never write one "
+                   "directory; choose another output_dir, or wait for {} to end (anneal cancel {} stops it)",
+                   prepared.spec->train.output_dir, other->record.output_dir(), holder,
+                   protocol::StateName(other->record.state()), holder, holder)));
+  }
   Job& job = jobs_.Submit(NewJobRecord(prepared));
+  output_dirs_[output_key] = job.record.job_id();
   checkpoints_.Track(job.record.job_id(), jobspec::RetentionPolicy::Of(prepared.spec->train));
 
   pb::ClientReply reply;
@@ -105,6 +123,41 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
   for (auto& w : warnings) reply.mutable_submit()->add_warnings(w);
   AuditAndReply(prepared.submitter, peer, request, prepared.team, job.record.job_id(), Status::Ok(), std::move(reply),
                 fmt::format("submitted '{}'", job.record.name()));
+}
+
+std::string Coordinator::OutputDirKey(const std::string& dir) {
+  std::string key = std::filesystem::path(dir).lexically_normal().string();
+  while (key.size() > 1 && key.back() == '/') key.pop_back();
+  return key;
+}
+
+std::string Coordinator::OutputDirHolder(const std::string& output_dir) {
+  auto active = [&](std::map<std::string, std::string>::iterator it) {
+    const Job* job = jobs_.Find(it->second);
+    if (job != nullptr && !protocol::IsTerminal(job->record.state()) &&
+        OutputDirKey(job->record.output_dir()) == it->first) {
+      return true;
+    }
+    output_dirs_.erase(it);  // that job ended (or was forgotten): the directory is free
+    return false;
+  };
+  // The directory itself and every directory above it.
+  for (std::filesystem::path p(output_dir); !p.empty(); p = p.parent_path()) {
+    if (auto it = output_dirs_.find(p.string()); it != output_dirs_.end()) {
+      const std::string job = it->second;
+      if (active(it)) return job;
+    }
+    if (p == p.parent_path()) break;
+  }
+  // Directories below it.
+  const std::string prefix = output_dir == "/" ? "/" : output_dir + "/";
+  for (auto it = output_dirs_.lower_bound(prefix); it != output_dirs_.end() && it->first.rfind(prefix, 0) == 0;) {
+    auto next = std::next(it);
+    const std::string job = it->second;
+    if (active(it)) return job;
+    it = next;
+  }
+  return "";
 }
 
 void Coordinator::HandleCancel(const Principal& who, const std::string& peer, uint64_t request_id,

@@ -118,6 +118,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "anneal-coordinator: %s\n", st.message().c_str());
     return 2;
   }
+  if (!config.path_policy) {
+    // Without one, a spec could name any path the agents can reach (/, other teams' data): refuse to start.
+    std::fprintf(stderr,
+                 "anneal-coordinator: no path_policy in the config file: set the roots each team's jobs may read "
+                 "models and datasets from and write outputs to (docs/coordinator.md, \"Path policy\"); "
+                 "`anneal up` writes one for its local cluster\n");
+    return 2;
+  }
   anneal::InstallShutdownHandlers();
 
   auto store = anneal::storage::StateStore::Open(config.state_dir);
@@ -159,6 +167,7 @@ int main(int argc, char** argv) {
   options.stop_timeout_ms = config.stop_timeout_ms;
   options.log_fetch_timeout_ms = config.log_fetch_timeout_ms;
   ApplyIdentityConfig(config, &options);  // agent identity: join tokens, bounds
+  options.path_policy = std::make_shared<const anneal::jobspec::PathPolicy>(*config.path_policy);
   Coordinator core(options, store->get(), &clock);
   if (auto st = core.Recover(); !st.ok()) {
     spdlog::critical("recovering state from {}: {}", config.state_dir, st.ToString());

@@ -113,6 +113,14 @@ void Coordinator::SendLaunch(const Job& job, const std::string& node_id) {
   (*launch->mutable_env())["ANNEAL_JOB_ID"] = r.job_id();
   (*launch->mutable_env())["ANNEAL_ATTEMPT"] = std::to_string(r.attempt());
   (*launch->mutable_env())["ANNEAL_EPOCH"] = std::to_string(r.epoch());
+  const std::string team = "default";  // team: from the principal (lead) -- the job record's team
+  launch->set_team(team);
+  if (options_.path_policy) {
+    // The agent re-checks the output directory on its own filesystem (symlinks the coordinator cannot see).
+    if (auto roots = options_.path_policy->RootsFor(team); roots.ok()) {
+      for (const auto& root : roots->outputs) launch->add_output_roots(root);
+    }
+  }
   SendToNode(*node, std::move(message));
 }
 

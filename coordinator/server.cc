@@ -14,7 +14,7 @@ using protocol::MessageKind;
 
 Server::Server(ServerOptions options, Coordinator* core, Clock* clock)
     : options_(std::move(options)), core_(core), clock_(clock), context_(1), router_(context_, zmq::socket_type::router) {
-  if (options_.spec_threads > 0) workers_ = std::make_unique<SpecWorkers>(options_.spec_threads);
+  if (options_.spec_threads > 0) workers_ = std::make_unique<SpecWorkers>(options_.spec_threads, core_->path_policy());
 }
 
 Server::~Server() {

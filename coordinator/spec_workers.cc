@@ -5,7 +5,7 @@
 
 namespace anneal::coordinator {
 
-SpecWorkers::SpecWorkers(int threads) {
+SpecWorkers::SpecWorkers(int threads, std::shared_ptr<const jobspec::PathPolicy> policy) : policy_(std::move(policy)) {
   event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Work(); });
 }
@@ -63,8 +63,8 @@ void SpecWorkers::Work() {
       job = std::move(input_.front());
       input_.pop_front();
     }
-    PreparedSubmit prepared =
-        PrepareSubmit(std::move(job.peer), std::move(job.request), std::move(job.submitter), std::move(job.team));
+    PreparedSubmit prepared = PrepareSubmit(std::move(job.peer), std::move(job.request), std::move(job.submitter),
+                                            std::move(job.team), policy_.get());
     {
       std::lock_guard<std::mutex> lock(mu_);
       output_.push_back(std::move(prepared));

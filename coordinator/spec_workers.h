@@ -17,6 +17,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -28,7 +29,8 @@ namespace anneal::coordinator {
 
 class SpecWorkers {
  public:
-  explicit SpecWorkers(int threads);
+  // `policy`: the path policy every prepared spec is checked against (null: none); shared, read-only.
+  explicit SpecWorkers(int threads, std::shared_ptr<const jobspec::PathPolicy> policy = nullptr);
   ~SpecWorkers();
   SpecWorkers(const SpecWorkers&) = delete;
   SpecWorkers& operator=(const SpecWorkers&) = delete;
@@ -50,6 +52,7 @@ class SpecWorkers {
   std::vector<PreparedSubmit> output_;
   bool stopping_ = false;
   size_t in_flight_ = 0;  // loop thread only
+  std::shared_ptr<const jobspec::PathPolicy> policy_;
   std::vector<std::thread> threads_;
 };
 

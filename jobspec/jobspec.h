@@ -187,8 +187,13 @@ std::string_view AttentionName(Attention a);           // "auto", "sdpa", "fa2",
 // Parses and validates. `source` names the text in messages ("job.yaml"). `overrides` are "key=value" strings
 // (flat or dotted nested keys, e.g. "train.learning_rate=1e-4" or "learning_rate=1e-4") applied before
 // validation. Errors: INVALID_ARGUMENT naming source:line, the key and the allowed values.
+// With options.open_files false, a key that names a file read at parse time (LLaMA-Factory's `deepspeed`) and
+// is not replaced by an override of its target is refused instead of opened: the coordinator parses so.
+struct ParseOptions {
+  bool open_files = true;
+};
 StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view source,
-                               const std::vector<std::string>& overrides = {});
+                               const std::vector<std::string>& overrides = {}, const ParseOptions& options = {});
 
 // Reads the file (NOT_FOUND / PERMISSION_DENIED naming the path) and parses it.
 StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std::string>& overrides = {});

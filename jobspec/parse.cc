@@ -85,10 +85,16 @@ class SpecReader {
   }
 
   // Decodes every assignment into `spec` and resolves the defaults that depend on what was given.
-  Status Apply(JobSpec& spec) {
+  Status Apply(JobSpec& spec, const ParseOptions& options) {
     for (const Assignment& a : assignments_) {
       if (!a.field) continue;
       YAML::Node value = a.value;
+      if (a.translated && a.translated->key == "deepspeed" && !options.open_files) {
+        return InvalidArgumentError(fmt::format(
+            "key '{}' {}: names a file, which is not opened here (the coordinator never opens files a submitted "
+            "spec names): `anneal submit` reads the DeepSpeed JSON and sends resources.zero_stage instead",
+            a.key, a.where));
+      }
       if (a.translated) {
         ASSIGN_OR_RETURN(value, a.translated->translate(a.value, a.key, a.where));
       }
@@ -332,7 +338,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
 }  // namespace
 
 StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view source,
-                               const std::vector<std::string>& overrides) {
+                               const std::vector<std::string>& overrides, const ParseOptions& options) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml_text));
@@ -344,7 +350,7 @@ StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view sour
   RETURN_IF_ERROR(reader.ReadDocument(root));
   for (const std::string& o : overrides) RETURN_IF_ERROR(reader.ReadOverride(o));
   JobSpec spec;
-  RETURN_IF_ERROR(reader.Apply(spec));
+  RETURN_IF_ERROR(reader.Apply(spec, options));
   RETURN_IF_ERROR(CheckCrossField(spec, reader));
   if (spec.resources.sequence_parallel && spec.resources.tensor_parallel == 1) {
     spec.warnings.push_back(fmt::format("{}: sequence_parallel has no effect with tensor_parallel 1", reader.source()));

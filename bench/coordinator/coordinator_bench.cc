@@ -45,7 +45,8 @@ double Ms(Steady::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
-const std::string kSpec = "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /tmp/anneal-bench-out\n";
+const std::string kSpec =
+    "model_name_or_path: /models/tiny\ndataset: alpaca\ndataset_dir: /datasets\noutput_dir: /tmp/anneal-bench-out\n";
 
 // Launch receipt times by job id, filled by the agents' thread.
 // The coordinator's CurveZMQ public key in this round; empty: plaintext. Every simulated agent and client pins it.
@@ -169,6 +170,8 @@ pb::ClientRequest SubmitRequest(uint64_t id) {
   req.set_token(g_admin_token);
   req.mutable_submit()->set_spec_yaml(kSpec);
   req.mutable_submit()->add_overrides(fmt::format("seed={}", id));  // every submission resolves differently
+  // Two active jobs never share an output directory (the coordinator refuses that).
+  req.mutable_submit()->add_overrides(fmt::format("output_dir=/tmp/anneal-bench-out/{}", id));
   return req;
 }
 
@@ -309,7 +312,12 @@ std::optional<RoundResult> RunRound(const std::filesystem::path& dir, bool curve
   if (curve) keys = *protocol::GenerateCurveKeyPair();
   g_server_key = curve ? keys->public_key : "";
   coordinator::SystemClock clock;
-  coordinator::Coordinator core({}, store->get(), &clock);
+  // As in production, every submission's paths are checked (a policy allowing everything walks the same paths).
+  coordinator::CoordinatorOptions options;
+  auto policy = std::make_shared<jobspec::PathPolicy>();
+  policy->defaults = {{"/"}, {"/"}, {"/"}};
+  options.path_policy = policy;
+  coordinator::Coordinator core(options, store->get(), &clock);
   if (!core.Recover().ok()) return std::nullopt;
   // As in production: clients authenticate with the cluster admin's API token, agents join with a join token.
   auto admin = core.BootstrapAdmin();

@@ -51,6 +51,7 @@ struct TempDir {
   TempDir() {
     char tmpl[] = "/tmp/anneal-agent-it-XXXXXX";
     path = ::mkdtemp(tmpl);
+    ::chmod(path.c_str(), 0755);  // an agent running as root starts ranks as nobody: they must reach the work dir
   }
   ~TempDir() {
     std::error_code ec;

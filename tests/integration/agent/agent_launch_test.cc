@@ -343,5 +343,70 @@ TEST(AgentCheckpoints, DeletesInsideTheOutputDirOnlyAndAnswers) {
   EXPECT_TRUE(ask(f.out + "/checkpoint-10", 10).ok()) << "deleting again is idempotent";
 }
 
+TEST(AgentConfinement, RanksDieWhenTheAgentIsKilled) {
+  AgentFixture f;  // no --keep-tasks-on-exit: ranks carry PR_SET_PDEATHSIG
+  f.coord.Send(MakeLaunch("job-orphan", 1, 2, f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}}), f.out));
+  auto running = f.coord.WaitFor(TaskStateIs("job-orphan", pb::TASK_RUNNING));
+  ASSERT_TRUE(running.has_value()) << f.agent->Log();
+  const auto& pids = running->task_update().status().pids();
+  ASSERT_EQ(pids.size(), 2);
+  for (int32_t pid : pids) {
+    EXPECT_EQ(::kill(pid, 0), 0);
+    // A root agent's rank runs as nobody.
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line, uid_line;
+    while (std::getline(status, line)) {
+      if (line.rfind("Uid:", 0) == 0) uid_line = line;
+    }
+    if (::geteuid() == 0) {
+      EXPECT_EQ(uid_line, "Uid:\t65534\t65534\t65534\t65534") << pid;
+    }
+  }
+  ::kill(f.agent->pid, SIGKILL);
+  f.agent->Wait(5000);
+  EXPECT_TRUE(WaitNoProcesses(f.marker, 5000)) << "ranks outlived their SIGKILLed agent";
+}
+
+TEST(AgentConfinement, TheAgentsSecretsNeverReachARank) {
+  ::setenv("ANNEAL_AGENT_TEST_SECRET", "agent-secret-value", 1);
+  AgentFixture f;  // the agent inherits the secret
+  ::unsetenv("ANNEAL_AGENT_TEST_SECRET");
+  f.coord.Send(MakeLaunch("job-env", 1, 1, f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}}), f.out));
+  auto running = f.coord.WaitFor(TaskStateIs("job-env", pb::TASK_RUNNING));
+  ASSERT_TRUE(running.has_value()) << f.agent->Log();
+  const int32_t pid = running->task_update().status().pids(0);
+  std::ifstream agent_env("/proc/" + std::to_string(f.agent->pid) + "/environ");
+  std::string agent_text((std::istreambuf_iterator<char>(agent_env)), std::istreambuf_iterator<char>());
+  ASSERT_NE(agent_text.find("agent-secret-value"), std::string::npos) << "the test needs the secret in the agent";
+  std::ifstream rank_env("/proc/" + std::to_string(pid) + "/environ");
+  std::string rank_text((std::istreambuf_iterator<char>(rank_env)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(rank_text.find("agent-secret-value"), std::string::npos);
+  EXPECT_NE(rank_text.find("FAKE_MARKER=" + f.tmp.path), std::string::npos) << "the job's variables reach it";
+  pb::CoordinatorToAgent stop;
+  stop.mutable_stop()->set_job_id("job-env");
+  stop.mutable_stop()->set_epoch(1);
+  f.coord.Send(stop);
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-env", pb::TASK_STOPPED)).has_value());
+}
+
+TEST(AgentConfinement, AnotherJobOnAHeldOutputDirectoryIsRefusedAndTheAgentServesOn) {
+  AgentFixture f;
+  f.coord.Send(MakeLaunch("job-holder", 1, 1, f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}}), f.out));
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-holder", pb::TASK_RUNNING)).has_value()) << f.agent->Log();
+  f.coord.Send(MakeLaunch("job-intruder", 1, 1, f.Env({{"FAKE_STEPS", "1"}}), f.out));
+  auto refused = f.coord.WaitFor(TaskStateIs("job-intruder", pb::TASK_FAILED));
+  ASSERT_TRUE(refused.has_value()) << f.agent->Log();
+  EXPECT_NE(refused->task_update().status().message().find("locked by job job-holder epoch 1"), std::string::npos)
+      << refused->task_update().status().message();
+  // Still serving: another output directory runs.
+  f.coord.Send(MakeLaunch("job-other", 1, 1, f.Env({{"FAKE_STEPS", "1"}}), f.tmp.path + "/out2"));
+  EXPECT_TRUE(f.coord.WaitFor(TaskStateIs("job-other", pb::TASK_SUCCEEDED)).has_value()) << f.agent->Log();
+  pb::CoordinatorToAgent stop;
+  stop.mutable_stop()->set_job_id("job-holder");
+  stop.mutable_stop()->set_epoch(1);
+  f.coord.Send(stop);
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-holder", pb::TASK_STOPPED)).has_value());
+}
+
 }  // namespace
 }  // namespace anneal::agent::testing

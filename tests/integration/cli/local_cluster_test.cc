@@ -58,6 +58,9 @@ std::string ReadFileText(const std::string& path) {
 class LocalClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // Run as root, the agents start ranks as nobody: the fake trainer and the work dirs must be reachable.
+    fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                     fs::perms::others_read | fs::perms::others_exec);
     fs::create_directories(dir_.path() + "/bin");
     for (const auto& [from, to] : std::map<std::string, std::string>{{ANNEAL_BINARY, "anneal"},
                                                                      {ANNEAL_COORDINATOR_BIN, "anneal-coordinator"},
@@ -72,13 +75,16 @@ class LocalClusterTest : public ::testing::Test {
 
   // anneal with HOME in the temp dir: the state is <dir>/.anneal, the client config <dir>/.anneal/config.
   // Every rank of every job runs FAKE_STEPS steps FAKE_INTERVAL_MS apart (about 12 s).
-  RunResult Anneal(const std::vector<std::string>& args, double timeout_s = 60) {
+  RunResult Anneal(std::vector<std::string> args, double timeout_s = 60) {
+    // The jobs' model and outputs are in the temp dir: the local cluster's path policy must allow it.
+    if (!args.empty() && args[0] == "up") args.insert(args.end(), {"--allow-root", dir_.path()});
     return RunProgram(anneal_, args, dir_.path(),
                       // The client config that anneal up writes pins the cluster's key (not the harness's fake one).
                       {{"FAKE_STEPS", "40"},
                        {"FAKE_INTERVAL_MS", "300"},
                        {"FAKE_OUTPUT_DIR", dir_.path() + "/out/job"},
-                       {"ANNEAL_SERVER_KEY", ""}},
+                       {"ANNEAL_SERVER_KEY", ""},
+                       {"ANNEAL_RANK_ENV_ALLOW", "FAKE_*"}},  // the agents pass these on to the ranks (an allow-list)
                       timeout_s);
   }
 
@@ -93,7 +99,9 @@ class LocalClusterTest : public ::testing::Test {
 
   std::string SubmitJob() {
     const std::string spec = dir_.path() + "/job.yaml";
-    std::ofstream(spec) << "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: " << dir_.path()
+    // Inside the local cluster's path policy (the directory anneal up runs in).
+    std::ofstream(spec) << "model_name_or_path: " << dir_.path()
+                        << "/models/tiny\ndataset: alpaca\noutput_dir: " << dir_.path()
                         << "/out/job\nnodes: 2\ngpus_per_node: 2\n";
     RunResult r = Anneal({"submit", spec});
     EXPECT_EQ(r.exit_code, 0) << r.err;

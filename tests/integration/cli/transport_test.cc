@@ -33,7 +33,8 @@ class Coordinator {
     EXPECT_EQ(::pipe(out), 0);
     std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN, "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
                                      "--log-level",          "error",  "--bootstrap-admin-config",
-                                     state_dir + "-client.yaml"};
+                                     state_dir + "-client.yaml", "--config", state_dir + ".yaml"};
+    std::ofstream(state_dir + ".yaml") << "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
     if (plaintext) args.push_back("--insecure-plaintext");
     pid_ = ::fork();
     if (pid_ == 0) {

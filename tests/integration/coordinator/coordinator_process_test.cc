@@ -244,6 +244,19 @@ TEST(CoordinatorProcess, GarbageAndWrongVersionFramesGetErrorsAndServiceContinue
   EXPECT_FALSE(client.Submit(Spec()).empty());
 }
 
+TEST(CoordinatorProcess, RefusesToStartWithoutAPathPolicy) {
+  TempDir dir;
+  const std::string cmd = std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:* --state-dir " + dir.str() +
+                          "/state 2>&1";
+  FILE* out = popen(cmd.c_str(), "r");
+  ASSERT_NE(out, nullptr);
+  std::string text;
+  char buf[512];
+  while (fgets(buf, sizeof buf, out)) text += buf;
+  EXPECT_EQ(WEXITSTATUS(pclose(out)), 2);
+  EXPECT_NE(text.find("no path_policy in the config file"), std::string::npos) << text;
+}
+
 TEST(CoordinatorProcess, ConfigFileIsReadAndFlagsOverrideIt) {
   TempDir dir;
   const std::string bad = dir.str() + "/bad.yaml";
@@ -272,7 +285,8 @@ TEST(CoordinatorProcess, ConfigFileIsReadAndFlagsOverrideIt) {
 
   // A good file: its settings apply; --http-bind from the flags serves /metrics.
   const std::string good = dir.str() + "/good.yaml";
-  std::ofstream(good) << "audit_max_records: 10\nheartbeat_timeout_ms: 3000\n";
+  std::ofstream(good) << "audit_max_records: 10\nheartbeat_timeout_ms: 3000\n"
+                          "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   CoordinatorProcess coordinator(dir.str() + "/state", {"--config", good, "--http-bind", "127.0.0.1:0"});
   coordinator.expect_http();
   coordinator.Start();

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <filesystem>
@@ -121,6 +122,12 @@ class CoordinatorProcess {
                                      client_config(),
                                      "--bootstrap-join-token-file",
                                      join_token_file()};
+    if (std::find(extra_.begin(), extra_.end(), "--config") == extra_.end()) {
+      // The coordinator needs a path policy; these tests are not about it: every path is allowed.
+      const std::string config = state_dir_ + ".yaml";
+      std::ofstream(config) << "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
+      args.insert(args.end(), {"--config", config});
+    }
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
     ASSERT_GE(pid_, 0);
@@ -402,8 +409,12 @@ class ScriptedAgent {
   std::deque<pb::CoordinatorToAgent> inbox_;
 };
 
+// Every call names its own output directory: two active jobs never share one (the coordinator refuses that).
+// Every path is absolute, as `anneal submit` sends it (the path policy refuses relative ones).
 inline std::string Spec(const std::string& extra = "") {
-  return "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /tmp/anneal-itest-out\n" + extra;
+  static int next = 0;
+  return "model_name_or_path: /models/tiny\ndataset: alpaca\ndataset_dir: /datasets\noutput_dir: /tmp/anneal-itest-out/" +
+         std::to_string(++next) + "\n" + extra;
 }
 
 }  // namespace anneal::itest

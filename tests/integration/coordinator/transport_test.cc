@@ -197,7 +197,8 @@ TEST(Transport, AHugeJobNameOrSpecIsRefusedNamingTheLimit) {
 TEST(Transport, TooManyWatchersFromOnePeerAreRefused) {
   TempDir dir;
   const std::string config = dir.str() + "/c.yaml";
-  std::ofstream(config) << "max_watchers_per_peer: 2\n";
+  std::ofstream(config) << "max_watchers_per_peer: 2\n"
+                          "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   std::vector<std::string> flags = kFlags;
   flags.insert(flags.end(), {"--config", config});
   CoordinatorProcess coordinator(dir.str() + "/state", flags);
@@ -284,7 +285,8 @@ TEST(TransportHttp, EveryEndpointNeedsTheTokenAndMetricsArePublicOnlyWhenConfigu
   coordinator.Kill(SIGTERM);
 
   const std::string config = dir.str() + "/public.yaml";
-  std::ofstream(config) << "http_public_metrics: true\n";
+  std::ofstream(config) << "http_public_metrics: true\n"
+                          "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   flags.insert(flags.end(), {"--config", config});
   CoordinatorProcess open_metrics(dir.str() + "/2", flags);
   open_metrics.expect_http();
@@ -302,7 +304,8 @@ TEST(TransportHttp, EveryEndpointNeedsTheTokenAndMetricsArePublicOnlyWhenConfigu
 TEST(TransportHttp, TheAcceptLoopSurvivesRunningOutOfFileDescriptors) {
   TempDir dir;
   const std::string config = dir.str() + "/c.yaml";
-  std::ofstream(config) << "http_max_connections: 1000\n";
+  std::ofstream(config) << "http_max_connections: 1000\n"
+                          "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   std::vector<std::string> flags = kFlags;
   flags.insert(flags.end(), {"--http-bind", "127.0.0.1:0", "--config", config});
   CoordinatorProcess coordinator(dir.str() + "/state", flags);

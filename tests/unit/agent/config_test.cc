@@ -155,6 +155,29 @@ TEST(AgentConfig, HelpAndVersionExitEarly) {
   EXPECT_NE(version->output.find("anneal-agent "), std::string::npos);
 }
 
+TEST(AgentConfig, RunAsAndTheRankEnvironmentAllowList) {
+  const std::string file = WriteYaml(
+      "run_as: {default: nobody, teams: {nlp: \"2001:2001\"}}\nrank_env_allow: [HF_HUB_OFFLINE, \"WANDB_*\"]\n");
+  ::setenv("ANNEAL_RANK_ENV_ALLOW", "FAKE_*,EXTRA", 1);
+  auto p = Parse({"--config", file});
+  ::unsetenv("ANNEAL_RANK_ENV_ALLOW");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->config.run_as.default_user, "nobody");
+  EXPECT_EQ(p->config.run_as.teams.at("nlp"), "2001:2001");
+  EXPECT_EQ(p->config.rank_env_allow, (std::vector<std::string>{"HF_HUB_OFFLINE", "WANDB_*", "FAKE_*", "EXTRA"}));
+  auto flag = Parse({"--config", file, "--run-as", "2002:2002"});
+  ASSERT_TRUE(flag.ok());
+  EXPECT_EQ(flag->config.run_as.default_user, "2002:2002");
+  EXPECT_EQ(flag->config.run_as.teams.at("nlp"), "2001:2001");  // the flag sets the default only
+  const std::string bad = WriteYaml("run_as: {defualt: nobody}\n");
+  auto refused = Parse({"--config", bad});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("key 'run_as'.defualt: unknown key"), std::string::npos)
+      << refused.status().message();
+  std::filesystem::remove(file);
+  std::filesystem::remove(bad);
+}
+
 TEST(Inventory, NoNvmlMeansNoGpusAndDeclaredSlots) {
   Nvml nvml("libnvidia-ml-does-not-exist.so.1");
   EXPECT_FALSE(nvml.available());

@@ -9,11 +9,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "agent/process.h"
+#include "agent/task_cgroup.h"
 
 namespace anneal::agent {
 namespace {
@@ -25,9 +27,11 @@ struct Fixture {
   std::vector<pb::AgentToCoordinator> reports;
   std::unique_ptr<Supervisor> sup;
 
-  explicit Fixture(const std::string& script, std::vector<uint32_t> gpus = {}, uint64_t log_max_bytes = 64 << 20) {
+  explicit Fixture(const std::string& script, std::vector<uint32_t> gpus = {}, uint64_t log_max_bytes = 64 << 20,
+                   std::string cgroup_base = "") {
     char tmpl[] = "/tmp/anneal-sup-XXXXXX";
     dir = ::mkdtemp(tmpl);
+    ::chmod(dir.c_str(), 0755);  // run as root, the ranks run as nobody: they must reach the trainer and work dir
     const std::string trainer = dir + "/trainer.sh";
     std::ofstream(trainer) << script;
     ::chmod(trainer.c_str(), 0755);
@@ -39,6 +43,7 @@ struct Fixture {
     o.gpu_indices = gpus;
     o.log_max_bytes = log_max_bytes;
     o.min_free_bytes = 0;
+    o.cgroup_base = std::move(cgroup_base);
     sup = std::make_unique<Supervisor>(io, clock, o, [this](pb::AgentToCoordinator m) { reports.push_back(m); });
   }
   ~Fixture() {
@@ -210,6 +215,139 @@ TEST(Supervisor, PrunesOldRankLogsButKeepsTaskRecords) {
   for (const char* name : {"rank-0.log", "rank-0.log.1", "config.yaml", "task.json"}) {
     EXPECT_TRUE(fs::exists(new_dir / name)) << name;
   }
+}
+
+}  // namespace
+}  // namespace anneal::agent
+
+namespace anneal::agent {
+namespace {
+
+std::string RankLog(const Fixture& f, const std::string& job) {
+  std::ifstream in(f.dir + "/work/jobs/" + job + "/attempt-1/rank-0.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(SupervisorConfinement, TheRankSeesTheAllowListAndTheJobsVariablesNeverTheAgentsSecrets) {
+  ::setenv("ANNEAL_AGENT_SECRET", "s3cret-value", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value", 1);
+  ::setenv("LC_MESSAGES", "C", 1);
+  Fixture f("#!/bin/sh\nenv\necho uid=$(id -u)\n");
+  auto l = OneRank("envjob", 1);
+  (*l.mutable_env())["JOB_VARIABLE"] = "from-the-job";
+  f.sup->Launch(l);
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_SUCCEEDED, 5000)) << RankLog(f, "envjob");
+  const std::string log = RankLog(f, "envjob");
+  EXPECT_EQ(log.find("s3cret-value"), std::string::npos) << log;
+  EXPECT_EQ(log.find("aws-secret-value"), std::string::npos) << log;
+  EXPECT_NE(log.find("JOB_VARIABLE=from-the-job"), std::string::npos) << log;
+  EXPECT_NE(log.find("LC_MESSAGES=C"), std::string::npos) << log;
+  EXPECT_NE(log.find("PATH="), std::string::npos) << log;
+  EXPECT_NE(log.find("RANK=0"), std::string::npos) << log;
+  EXPECT_NE(log.find("HOME=" + f.dir + "/work/jobs/envjob/attempt-1/home"), std::string::npos) << log;
+  if (::geteuid() == 0) {
+    EXPECT_NE(log.find("uid=65534"), std::string::npos) << "a root agent's rank must run as nobody: " << log;
+    EXPECT_EQ(log.find("uid=0"), std::string::npos) << log;
+  }
+  ::unsetenv("ANNEAL_AGENT_SECRET");
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+}
+
+TEST(SupervisorConfinement, AnOutputDirectoryHeldByARunningJobRefusesAnotherLaunch) {
+  Fixture f("#!/bin/sh\nexec sleep 30\n");
+  const std::string out = f.dir + "/out";
+  auto first = OneRank("first", 1);
+  first.set_output_dir(out);
+  f.sup->Launch(first);
+  ASSERT_NE(f.Find(pb::TASK_RUNNING), nullptr);
+  if (::geteuid() == 0) {
+    struct stat st {};
+    ASSERT_EQ(::stat(out.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 65534u) << "the agent gives the output directory it created to the rank's user";
+  }
+  auto second = OneRank("second", 1);
+  second.set_output_dir(out);
+  f.sup->Launch(second);
+  const pb::TaskStatus* refused = f.Find(pb::TASK_FAILED);
+  ASSERT_NE(refused, nullptr);
+  EXPECT_EQ(refused->job_id(), "second");
+  EXPECT_NE(refused->message().find("locked by job first epoch 1"), std::string::npos) << refused->message();
+  // Once the first job ended the directory is free.
+  pb::StopTask stop;
+  stop.set_job_id("first");
+  stop.set_epoch(1);
+  f.sup->Stop(stop);
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_STOPPED, 3000));
+  f.reports.clear();
+  auto third = OneRank("third", 1);
+  third.set_output_dir(out);
+  f.sup->Launch(third);
+  EXPECT_NE(f.Find(pb::TASK_RUNNING), nullptr);
+}
+
+TEST(SupervisorConfinement, OutputRootsAreCheckedAgainOnTheNodesFilesystem) {
+  Fixture f("#!/bin/sh\nexit 0\n");
+  std::filesystem::create_directories(f.dir + "/roots/team");
+  std::filesystem::create_directories(f.dir + "/elsewhere");
+  std::filesystem::create_directory_symlink(f.dir + "/elsewhere", f.dir + "/roots/team/escape");
+  auto l = OneRank("escaper", 1);
+  l.set_team("nlp");
+  l.add_output_roots(f.dir + "/roots/team");
+  l.set_output_dir(f.dir + "/roots/team/escape/run");
+  f.sup->Launch(l);
+  const pb::TaskStatus* failed = f.Find(pb::TASK_FAILED);
+  ASSERT_NE(failed, nullptr);
+  EXPECT_NE(failed->message().find("outside the outputs roots of team 'nlp'"), std::string::npos) << failed->message();
+  EXPECT_NE(failed->message().find("resolves to " + f.dir + "/elsewhere/run"), std::string::npos) << failed->message();
+  EXPECT_FALSE(std::filesystem::exists(f.dir + "/elsewhere/run")) << "nothing is created outside the roots";
+}
+
+TEST(SupervisorConfinement, AStopKillsTheWholeTaskCgroup) {
+  auto base = TaskCgroupBase();
+  if (!base.ok()) GTEST_SKIP() << "cgroup v2 is not writable here: " << base.status().message();
+  Fixture f("#!/bin/sh\nsetsid sleep 60 &\necho $! > $HOME/daemon.pid\nexec sleep 60\n", {}, 64 << 20, *base);
+  f.sup->Launch(OneRank("cg", 1));
+  ASSERT_NE(f.Find(pb::TASK_RUNNING), nullptr);
+  const std::string pid_file = f.dir + "/work/jobs/cg/attempt-1/home/daemon.pid";
+  pid_t daemon = 0;
+  for (int i = 0; i < 300 && daemon == 0; ++i) {
+    std::ifstream(pid_file) >> daemon;
+    f.Spin(10);
+  }
+  ASSERT_GT(daemon, 0);
+  EXPECT_TRUE(ProcessAlive(daemon, 0));
+  pb::StopTask stop;
+  stop.set_job_id("cg");
+  stop.set_epoch(1);
+  f.sup->Stop(stop);  // grace 0: SIGKILL and cgroup.kill
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_STOPPED, 3000));
+  for (int i = 0; i < 300 && ProcessAlive(daemon, 0); ++i) f.Spin(10);
+  EXPECT_FALSE(ProcessAlive(daemon, 0)) << "the daemon escaped its process group but not the cgroup";
+  for (int i = 0; i < 300; ++i) f.Spin(10);
+  bool leftover = false;
+  for (const auto& e : std::filesystem::directory_iterator(*base)) {
+    leftover = leftover || e.path().filename().string().find("anneal-n-cg-e1-") == 0;
+  }
+  EXPECT_FALSE(leftover) << "the task cgroup is removed once empty";
+}
+
+}  // namespace
+}  // namespace anneal::agent
+
+namespace anneal::agent {
+namespace {
+
+TEST(SupervisorConfinement, EventsStillFlowFromAConfinedRank) {
+  const std::string script =
+      "#!/bin/sh\necho '{\"type\":\"finished\",\"rank\":0,\"time_ms\":1,\"status\":\"ok\",\"message\":\"adapter "
+      "written\"}' >&3\n";
+  auto base = TaskCgroupBase();
+  Fixture f(script, {}, 64 << 20, base.ok() ? *base : "");
+  f.sup->Launch(OneRank("ev", 1));
+  ASSERT_TRUE(f.SpinUntil(pb::TASK_SUCCEEDED, 3000));
+  EXPECT_EQ(f.Find(pb::TASK_SUCCEEDED)->message(), "adapter written");
 }
 
 }  // namespace

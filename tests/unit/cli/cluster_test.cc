@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <chrono>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "cli_harness.h"
+#include "jobspec/path_policy.h"
 
 namespace anneal::cli::testing {
 namespace {
@@ -128,8 +130,8 @@ TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
   EXPECT_TRUE(Contains(coordinator_args, "--bootstrap-join-token-file " + state + "/join-token")) << coordinator_args;
   EXPECT_EQ(ReadFile(dir.path() + "/bin/anneal-agent.args"),
             "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state +
-                "/agents/local-0 --server-key-file " + state + "/coordinator/curve.pub --slots 4 --join-token-file " +
-                state + "/join-token");
+                "/agents/local-0 --ranks-survive-agent --server-key-file " + state +
+                "/coordinator/curve.pub --slots 4 --join-token-file " + state + "/join-token");
   EXPECT_EQ(fs::status(state + "/join-token").permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
   pid_t coordinator_pid = std::stoi(ReadFile(dir.path() + "/bin/anneal-coordinator.pids"));
@@ -321,6 +323,27 @@ TEST(CliCluster, ModelInitForwardsEveryArgumentToTheTrainer) {
   RunResult r = RunProgram(anneal, {"model", "init", "--preset", "tiny-llama", "--out", "/tmp/x"}, dir.path());
   EXPECT_EQ(r.exit_code, 7);
   EXPECT_EQ(r.out, "trainer got: model init --preset tiny-llama --out /tmp/x\n");
+}
+
+TEST(CliCluster, UpWritesAPathPolicyForTheHomeTheWorkingDirectoryAndEachAllowRoot) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  WriteStandIn(dir, "anneal-coordinator", "exec sleep 30");
+  WriteStandIn(dir, "anneal-agent", "exec sleep 30");
+  const std::string state = dir.path() + "/state";
+  RunResult r = RunProgram(
+      anneal,
+      {"up", "--state-dir", state, "--wait", "0.2", "--allow-root", "/data/models", "--allow-root", "/data/out/"},
+      dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // the stand-ins never register
+  auto policy =
+      jobspec::ParsePathPolicy(YAML::LoadFile(state + "/coordinator.yaml")["path_policy"], "coordinator.yaml");
+  ASSERT_TRUE(policy.ok()) << policy.status().message() << "\n" << ReadFile(state + "/coordinator.yaml");
+  const std::vector<std::string> expected = {state, fs::current_path().string(), "/data/models", "/data/out"};
+  EXPECT_EQ(policy->defaults.models, expected);
+  EXPECT_EQ(policy->defaults.datasets, expected);
+  EXPECT_EQ(policy->defaults.outputs, expected);
+  EXPECT_TRUE(policy->teams.empty());
 }
 
 }  // namespace

@@ -42,7 +42,8 @@ TEST(ClientApi, InvalidSpecIsRejectedNamingTheKey) {
 TEST(ClientApi, SubmitStoresTheResolvedSpecAndOverrides) {
   Harness h;
   pb::ClientRequest req;
-  req.mutable_submit()->set_spec_yaml(BaseSpec());
+  const std::string spec = BaseSpec();
+  req.mutable_submit()->set_spec_yaml(spec);
   req.mutable_submit()->add_overrides("learning_rate=0.001");
   req.mutable_submit()->set_name("my-run");
   pb::ClientReply reply = h.Call(req);
@@ -51,7 +52,7 @@ TEST(ClientApi, SubmitStoresTheResolvedSpecAndOverrides) {
   EXPECT_EQ(r.name(), "my-run");
   EXPECT_NE(r.spec_yaml().find("learning_rate"), std::string::npos);
   EXPECT_NE(r.spec_yaml().find("lora_rank"), std::string::npos);  // defaults are explicit
-  EXPECT_EQ(r.submitted_spec_yaml(), BaseSpec());
+  EXPECT_EQ(r.submitted_spec_yaml(), spec);
   EXPECT_EQ(r.max_attempts(), 3u);
 }
 

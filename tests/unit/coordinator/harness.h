@@ -18,8 +18,11 @@
 
 namespace anneal::coordinator::testing {
 
+// Every call names its own output directory: two active jobs never share one (the coordinator refuses that).
 inline std::string BaseSpec(const std::string& extra = "") {
-  return "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /out/run\n" + extra;
+  static int next = 0;
+  return "model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /out/run-" + std::to_string(++next) + "\n" +
+         extra;
 }
 
 class Harness {
