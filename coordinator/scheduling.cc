@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 
 namespace anneal::coordinator {
@@ -113,7 +114,7 @@ void Coordinator::SendLaunch(const Job& job, const std::string& node_id) {
   (*launch->mutable_env())["ANNEAL_JOB_ID"] = r.job_id();
   (*launch->mutable_env())["ANNEAL_ATTEMPT"] = std::to_string(r.attempt());
   (*launch->mutable_env())["ANNEAL_EPOCH"] = std::to_string(r.epoch());
-  const std::string team = "default";  // team: from the principal (lead) -- the job record's team
+  const std::string team = JobTeam(r);
   launch->set_team(team);
   if (options_.path_policy) {
     // The agent re-checks the output directory on its own filesystem (symlinks the coordinator cannot see).
