@@ -43,6 +43,8 @@ Status Coordinator::Recover() {
 
 void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoordinator& message) {
   if (Status st = CheckAgentMessageLimits(message, options_.limits); !st.ok()) {
+    // A registration is refused like any other (the agent reads a RegisterReply); other reports get an Error.
+    if (message.has_register_()) return RefuseRegister(peer, message.register_(), st);
     OnBadAgentMessage(peer, st);
     return;
   }

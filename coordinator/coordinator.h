@@ -99,11 +99,10 @@ struct PreparedSubmit {
   std::string peer;
   pb::ClientRequest request;
   Principal submitter;  // authenticated on the loop, before the spec is prepared
-  std::string team;     // the team it is submitted to (authorized on the loop)
+  std::string team;     // the team it is submitted to (authorized on the loop; the path policy's roots)
   Status status;        // the spec's error, when it does not parse
   std::shared_ptr<const jobspec::JobSpec> spec;
   std::string resolved_yaml;  // jobspec::ToYaml(*spec)
-  std::string team;           // the submitter's team (the path policy's roots are that team's)
 };
 // Parses request.submit() (never opening a file the spec names: jobspec::ParseOptions), resolves its defaults
 // and checks its paths against `policy` for `team` (null: no check); a path outside the team's roots is the

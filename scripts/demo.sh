@@ -43,6 +43,8 @@ say "generate a tokenizer and a random model (qwen2, preset small)"
 "$BIN/anneal" model init --arch qwen2 --preset small --tokenizer "$DEMO/tokenizer" --out "$DEMO/base-model" --seed 1
 
 say "start a local cluster: 2 agents x 2 CPU slots"
+# As root, the agents run the ranks as `nobody`: the trainer, LibTorch and the demo's files must be reachable.
+bash scripts/rank-access.sh "$BIN" "$ROOT/.venv" "$DEMO"
 "$BIN/anneal" up --agents 2 --slots 2
 cleanup() { if [ "$KEEP" = 0 ]; then "$BIN/anneal" down >/dev/null 2>&1 || true; fi; }
 trap cleanup EXIT

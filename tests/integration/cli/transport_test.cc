@@ -93,7 +93,7 @@ TEST(CliTransport, ThePinnedKeyFromTheEnvironmentOrTheConfigWorks) {
 
   std::filesystem::create_directories(home.path() + "/.anneal");
   std::ofstream(home.path() + "/.anneal/config")
-      << "coordinator: " << coordinator.address() << "\ntoken: t0ken\nserver_key: \"" << coordinator.key() << "\"\n";
+      << "coordinator: " << coordinator.address() << "\ntoken: " << coordinator.token() << "\nserver_key: \"" << coordinator.key() << "\"\n";
   RunResult file = RunAnneal({"nodes"}, home.path(), {{"ANNEAL_SERVER_KEY", ""}});
   EXPECT_EQ(file.exit_code, 0) << file.err;
   RunResult flag =

@@ -45,7 +45,7 @@ TEST(CoordinatorIdentity, RegistrationWithoutCredentialIsRefusedAndUnderAnExisti
   CoordinatorProcess coordinator(dir.str(), kFastFlags);
   coordinator.Start();
   zmq::context_t ctx;
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   ScriptedAgent attacker(ctx, coordinator.endpoint(), "intruder", 1);
   attacker.set_beating(false);
   pb::RegisterReply refused = SendRegister(attacker, RegisterMessage("intruder", 4));
@@ -76,7 +76,7 @@ TEST(CoordinatorIdentity, ForgedCheckpointForAnotherNodesJobChangesNothing) {
   CoordinatorProcess coordinator(dir.str(), kFastFlags);
   coordinator.Start();
   zmq::context_t ctx;
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   ScriptedAgent victim(ctx, coordinator.endpoint(), "node-a", 1);
   ASSERT_TRUE(victim.Register().accepted());
   const std::string job = client.Submit(Spec("save_total_limit: 1\nmax_attempts: 2\n"));
@@ -127,14 +127,14 @@ TEST(CoordinatorIdentity, HugeSlotCountsAreRefusedAndSubmitWorksAfterARestart) {
     }
     ScriptedAgent real(ctx, coordinator.endpoint(), "node-a", 2);
     ASSERT_TRUE(real.Register().accepted());
-    Client client(ctx, coordinator.endpoint());
+    Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
     client.Submit(Spec());
     EXPECT_EQ(NodeIds(client), std::vector<std::string>{"node-a"});
   }
   const std::string endpoint = coordinator.endpoint();
   coordinator.Kill(SIGKILL);
   coordinator.Start(endpoint);
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   client.Submit(Spec());  // before bounds: "the cluster has -2147483640 in total", even after a restart
 }
 
@@ -143,7 +143,7 @@ TEST(CoordinatorIdentity, SeqFarAheadIsRefusedAndTheAgentsLaterReportsStillApply
   CoordinatorProcess coordinator(dir.str(), kFastFlags);
   coordinator.Start();
   zmq::context_t ctx;
-  Client client(ctx, coordinator.endpoint());
+  Client client(ctx, coordinator.endpoint(), coordinator.admin_token());
   ScriptedAgent agent(ctx, coordinator.endpoint(), "node-a", 1);
   ASSERT_TRUE(agent.Register().accepted());
   const std::string job = client.Submit(Spec());

@@ -123,7 +123,8 @@ TEST(Transport, ACorruptSecretKeyFileStopsTheCoordinatorNamingTheFile) {
   }
   std::ofstream(dir.str() + "/curve.key", std::ios::trunc) << "garbage\n";
   const std::string cmd =
-      std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:0 --state-dir " + dir.str() + " 2>&1";
+      std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:0 --state-dir " + dir.str() + " --config " +
+      dir.str() + ".yaml 2>&1";  // the policy CoordinatorProcess wrote
   FILE* out = popen(cmd.c_str(), "r");
   ASSERT_NE(out, nullptr);
   std::string text;

@@ -40,7 +40,11 @@ class Cluster:
         return p
 
     def __enter__(self):
-        self.anneal("up", "--agents", "2", "--slots", "2")
+        # The jobs' files live in the test's temp dir: the local cluster's path policy must allow it, and ranks
+        # (run as `nobody` when the agents run as root) must reach it, the trainer and LibTorch.
+        tmp = os.path.dirname(self.home)
+        run(["bash", os.path.join(ROOT, "scripts/rank-access.sh"), self.bindir, os.path.join(ROOT, ".venv"), tmp])
+        self.anneal("up", "--agents", "2", "--slots", "2", "--allow-root", tmp)
         return self
 
     def __exit__(self, *exc):

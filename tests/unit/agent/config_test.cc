@@ -159,18 +159,18 @@ TEST(AgentConfig, RunAsAndTheRankEnvironmentAllowList) {
   const std::string file = WriteYaml(
       "run_as: {default: nobody, teams: {nlp: \"2001:2001\"}}\nrank_env_allow: [HF_HUB_OFFLINE, \"WANDB_*\"]\n");
   ::setenv("ANNEAL_RANK_ENV_ALLOW", "FAKE_*,EXTRA", 1);
-  auto p = Parse({"--config", file});
+  auto p = Parse({"--insecure-plaintext", "--config", file});
   ::unsetenv("ANNEAL_RANK_ENV_ALLOW");
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->config.run_as.default_user, "nobody");
   EXPECT_EQ(p->config.run_as.teams.at("nlp"), "2001:2001");
   EXPECT_EQ(p->config.rank_env_allow, (std::vector<std::string>{"HF_HUB_OFFLINE", "WANDB_*", "FAKE_*", "EXTRA"}));
-  auto flag = Parse({"--config", file, "--run-as", "2002:2002"});
+  auto flag = Parse({"--insecure-plaintext", "--config", file, "--run-as", "2002:2002"});
   ASSERT_TRUE(flag.ok());
   EXPECT_EQ(flag->config.run_as.default_user, "2002:2002");
   EXPECT_EQ(flag->config.run_as.teams.at("nlp"), "2001:2001");  // the flag sets the default only
   const std::string bad = WriteYaml("run_as: {defualt: nobody}\n");
-  auto refused = Parse({"--config", bad});
+  auto refused = Parse({"--insecure-plaintext", "--config", bad});
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("key 'run_as'.defualt: unknown key"), std::string::npos)
       << refused.status().message();
@@ -200,15 +200,15 @@ TEST(Inventory, NoNvmlMeansNoGpusAndDeclaredSlots) {
 }
 
 TEST(AgentConfig, JoinTokenFileComesFromTheFlagOrTheFileNeverTheSecretItself) {
-  auto flag = Parse({"--join-token-file", "/etc/anneal/join-token"});
+  auto flag = Parse({"--insecure-plaintext", "--join-token-file", "/etc/anneal/join-token"});
   ASSERT_TRUE(flag.ok()) << flag.status().ToString();
   EXPECT_EQ(flag->config.join_token_file, "/etc/anneal/join-token");
   const std::string yaml = WriteYaml("join_token_file: /srv/token\n");
-  auto file = Parse({"--config", yaml});
+  auto file = Parse({"--insecure-plaintext", "--config", yaml});
   ASSERT_TRUE(file.ok()) << file.status().ToString();
   EXPECT_EQ(file->config.join_token_file, "/srv/token");
   std::filesystem::remove(yaml);
-  EXPECT_FALSE(Parse({"--join-token", "anj_x"}).ok()) << "there is no flag that takes the token itself";
+  EXPECT_FALSE(Parse({"--insecure-plaintext", "--join-token", "anj_x"}).ok()) << "there is no flag that takes the token itself";
 }
 
 }  // namespace

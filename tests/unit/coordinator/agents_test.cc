@@ -60,10 +60,10 @@ TEST(NodeRegistry, SilentNodeIsDownAndItsJobRestartsFromTheLastCheckpointElsewhe
   EXPECT_EQ(r.state(), pb::JOB_STARTING);
   EXPECT_EQ(r.attempt(), 2u);
   EXPECT_EQ(r.placement().nodes(0).node_id(), "n2");
-  EXPECT_EQ(r.resume_checkpoint(), "/out/run/checkpoint-200");
+  EXPECT_EQ(r.resume_checkpoint(), h.Job(job).output_dir() + "/checkpoint-200");
   auto launches = h.Launches("n2");
   ASSERT_EQ(launches.size(), 1u);
-  EXPECT_EQ(launches[0].resume_checkpoint(), "/out/run/checkpoint-200");
+  EXPECT_EQ(launches[0].resume_checkpoint(), h.Job(job).output_dir() + "/checkpoint-200");
 }
 
 TEST(NodeRegistry, SilentNodeFailsTheJobWhenAttemptsRunOut) {

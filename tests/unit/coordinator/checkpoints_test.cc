@@ -111,9 +111,9 @@ TEST(CheckpointRegistry, RetryResumesFromTheLatestCommittedNotADeletedOne) {
   h.ReportAll(job, pb::TASK_FAILED);
   pb::JobRecord r = h.Job(job);
   EXPECT_EQ(r.attempt(), 2u);
-  EXPECT_EQ(r.resume_checkpoint(), "/out/run/checkpoint-20");
+  EXPECT_EQ(r.resume_checkpoint(), h.Job(job).output_dir() + "/checkpoint-20");
   ASSERT_EQ(h.Launches("n1").size(), 1u);
-  EXPECT_EQ(h.Launches("n1")[0].resume_checkpoint(), "/out/run/checkpoint-20");
+  EXPECT_EQ(h.Launches("n1")[0].resume_checkpoint(), h.Job(job).output_dir() + "/checkpoint-20");
 }
 
 TEST(CheckpointRegistry, PendingDeletionIsResentWhenTheNodeReRegisters) {

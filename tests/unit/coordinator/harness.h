@@ -141,7 +141,7 @@ class Harness {
     return seq;
   }
 
-  // Reports a checkpoint of the job's current attempt (its epoch) under the job's output dir (/out/run).
+  // Reports a checkpoint of the job's current attempt (its epoch) under the job's output dir.
   uint64_t ReportCheckpoint(const std::string& node, const std::string& job, uint64_t step,
                             std::map<std::string, double> metrics = {}) {
     const uint64_t seq = ++seqs_[node];
@@ -153,7 +153,7 @@ class Harness {
     c->set_step(step);
     c->set_epoch(record.epoch());
     c->set_attempt(record.attempt());
-    c->set_path("/out/run/checkpoint-" + std::to_string(step));
+    c->set_path(Job(job).output_dir() + "/checkpoint-" + std::to_string(step));
     for (auto& [k, v] : metrics) (*c->mutable_metrics())[k] = v;
     core_->OnAgentMessage(Peer(node), msg);
     Round();

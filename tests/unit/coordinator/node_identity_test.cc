@@ -189,7 +189,7 @@ TEST(NodeIdentity, ForgedCheckpointForAnotherNodesJobChangesNothing) {
   EXPECT_EQ(listed.list_checkpoints().checkpoints(0).step(), 10u);
   EXPECT_EQ(listed.list_checkpoints().checkpoints(0).state(), pb::CHECKPOINT_COMMITTED);
   h.ReportAll(job, pb::TASK_FAILED);
-  EXPECT_EQ(h.Job(job).resume_checkpoint(), "/out/run/checkpoint-10");
+  EXPECT_EQ(h.Job(job).resume_checkpoint(), h.Job(job).output_dir() + "/checkpoint-10");
 }
 
 TEST(NodeIdentity, CheckpointOutsideTheJobsOutputDirIsRefused) {
@@ -211,7 +211,7 @@ TEST(NodeIdentity, CheckpointOutsideTheJobsOutputDirIsRefused) {
   }
   h.ReportCheckpoint("n1", job, 7);  // the real one, normalized path
   h.ReportAll(job, pb::TASK_FAILED);
-  EXPECT_EQ(h.Job(job).resume_checkpoint(), "/out/run/checkpoint-7");
+  EXPECT_EQ(h.Job(job).resume_checkpoint(), h.Job(job).output_dir() + "/checkpoint-7");
 }
 
 TEST(NodeIdentity, MetricsDeletionsAndLogsAreAcceptedOnlyFromTheNodeTheyConcern) {
