@@ -1,14 +1,13 @@
 #include "bench/fuzz/fuzz_support.h"
 
+#include <google/protobuf/stubs/logging.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
-
-#include <google/protobuf/stubs/logging.h>
-#include <spdlog/spdlog.h>
 
 namespace anneal::fuzz {
 namespace {
