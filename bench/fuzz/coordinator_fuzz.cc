@@ -31,16 +31,17 @@ namespace {
 // kInputsPerStore inputs, because the deletes pile up as RocksDB tombstones that slow every later scan.
 constexpr int kInputsPerStore = 256;
 
+// Never destroyed at exit: RocksDB's own statics may be gone by then (its destructor flushes and logs).
 storage::StateStore& Store() {
-  static std::unique_ptr<storage::StateStore> store;
+  static storage::StateStore* store = nullptr;
   static int inputs = 0;
   if (store == nullptr || ++inputs % kInputsPerStore == 0) {
     const std::string dir = anneal::fuzz::ProcessTempDir() + "/state";
-    store.reset();
+    delete store;
     std::filesystem::remove_all(dir);
     auto opened = storage::StateStore::Open(dir, {.create_if_missing = true, .sync_writes = false});
     if (!opened.ok()) FuzzFail("opening the state store: " + opened.status().ToString());
-    store = std::move(*opened);
+    store = opened->release();
   }
   return *store;
 }
