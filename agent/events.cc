@@ -52,6 +52,18 @@ std::string EvalText(const json& j, uint64_t step) {
   return text;
 }
 
+// An integer field; a float is truncated only when it fits (converting 5e32 to int64 is undefined behaviour).
+int64_t IntField(const json& j, const char* key, int64_t fallback) {
+  if (!j.contains(key)) return fallback;
+  const json& v = j[key];
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (d >= -9.2e18 && d <= 9.2e18) return static_cast<int64_t>(d);
+  }
+  return fallback;
+}
+
 }  // namespace
 
 StatusOr<TrainerEvent> ParseTrainerEvent(std::string_view line, const TaskIdentity& id) {
@@ -66,10 +78,10 @@ StatusOr<TrainerEvent> ParseTrainerEvent(std::string_view line, const TaskIdenti
   TrainerEvent ev;
   ev.type = j["type"].get<std::string>();
   if (j.contains("rank") && j["rank"].is_number_integer()) ev.rank = j["rank"].get<int>();
-  if (j.contains("time_ms") && j["time_ms"].is_number()) ev.time_ms = j["time_ms"].get<int64_t>();
+  ev.time_ms = IntField(j, "time_ms", 0);
   try {
     if (ev.type == "started") {
-      ev.pid = j.value("pid", 0);
+      ev.pid = static_cast<int>(IntField(j, "pid", 0));
     } else if (ev.type == "metrics" || ev.type == "eval") {
       if (!j.contains("step") || !j["step"].is_number_integer()) return where("missing integer field 'step'");
       pb::MetricBatch* batch = NewMetricBatch(&ev, id);

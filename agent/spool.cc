@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <optional>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -41,6 +43,17 @@ std::string Frame(const pb::AgentToCoordinator& msg) {
   out[2] = static_cast<char>(n >> 8);
   out[3] = static_cast<char>(n);
   return out + body;
+}
+
+// The acked watermark as WriteAcked writes it (decimal, newline), below kMaxReportSeq; nullopt otherwise.
+std::optional<uint64_t> ParseAcked(std::string text) {
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value >= kMaxReportSeq) {
+    return std::nullopt;
+  }
+  return value;
 }
 
 }  // namespace
@@ -93,9 +106,14 @@ Spool::~Spool() {
 }
 
 Status Spool::Load() {
-  {
-    std::ifstream acked(dir_ + "/acked");
-    if (acked) acked >> last_acked_;
+  if (std::ifstream acked(dir_ + "/acked", std::ios::binary); acked) {
+    std::string text((std::istreambuf_iterator<char>(acked)), std::istreambuf_iterator<char>());
+    const std::optional<uint64_t> watermark = ParseAcked(text);
+    if (!watermark) {
+      spdlog::warn("spool {}: acked file unreadable ('{}'), counting from 0: reports the coordinator already "
+                   "applied are resent and dropped there", dir_, text.substr(0, 40));
+    }
+    last_acked_ = watermark.value_or(0);
   }
   const std::string path = dir_ + "/reports.log";
   std::string data;
@@ -109,6 +127,7 @@ Status Spool::Load() {
   }
   size_t at = 0;
   uint64_t max_seq = last_acked_;
+  uint64_t last_seq_in_file = 0;
   while (at + 4 <= data.size()) {
     const uint32_t n = (static_cast<uint32_t>(static_cast<uint8_t>(data[at])) << 24) |
                        (static_cast<uint32_t>(static_cast<uint8_t>(data[at + 1])) << 16) |
@@ -116,10 +135,13 @@ Status Spool::Load() {
                        static_cast<uint32_t>(static_cast<uint8_t>(data[at + 3]));
     if (at + 4 + n > data.size()) break;  // torn tail
     pb::AgentToCoordinator msg;
-    if (!msg.ParseFromArray(data.data() + at + 4, static_cast<int>(n)) || ReportSeq(msg) == 0) break;
+    if (!msg.ParseFromArray(data.data() + at + 4, static_cast<int>(n))) break;
+    // Seqs in the file only increase (Append and Rewrite keep that): anything else is corrupt, cut like a tail.
+    const uint64_t seq = ReportSeq(msg);
+    if (seq == 0 || seq <= last_seq_in_file || seq >= kMaxReportSeq) break;
+    last_seq_in_file = seq;
     at += 4 + n;
     ++records_in_file_;
-    const uint64_t seq = ReportSeq(msg);
     max_seq = std::max(max_seq, seq);
     if (seq > last_acked_) pending_.push_back(std::move(msg));
   }
@@ -199,6 +221,11 @@ Status Spool::Ack(uint64_t seq) {
 }
 
 Status Spool::AdoptCoordinatorWatermark(uint64_t coordinator_acked) {
+  if (coordinator_acked >= kMaxReportSeq) {
+    return InvalidArgumentError("spool " + dir_ + ": the coordinator's acknowledged seq " +
+                                std::to_string(coordinator_acked) +
+                                " leaves no room for new seqs (limit 2^63); pending reports keep their seqs");
+  }
   if (coordinator_acked < next_seq_) return Ack(coordinator_acked);
   spdlog::warn(
       "spool {}: the coordinator has seen seq {} but this spool only issued up to {}; renumbering {} "

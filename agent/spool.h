@@ -11,6 +11,10 @@
 // acked watermark and every seq in reports.log. Ack(seq) is cumulative (every report with seq <= it is
 // done), matching RegisterReply.last_acked_seq. Once everything is acknowledged the log is truncated; a
 // long-lagging log is rewritten with the pending records only.
+// Seqs stay below kMaxReportSeq (2^63), so numbering never wraps around: an unreadable `acked` file counts
+// as 0 (a warning; the coordinator drops what it already applied and its RegisterReply restores the
+// watermark), a record whose seq is not above the previous one is cut off like a torn tail, and a
+// coordinator watermark at or above the bound is refused (INVALID_ARGUMENT).
 //
 // Size limit (max_bytes, the agent's spool_max_bytes; 0 = none): when an append would grow reports.log past
 // it, the log is first compacted (acknowledged records dropped). If it is still full:
@@ -44,6 +48,8 @@ namespace anneal::agent {
 uint64_t ReportSeq(const pb::AgentToCoordinator& msg);
 // Sets the seq of a sequenced report; false for a body that carries none.
 bool SetReportSeq(pb::AgentToCoordinator* msg, uint64_t seq);
+
+inline constexpr uint64_t kMaxReportSeq = uint64_t{1} << 63;
 
 class Spool {
  public:

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -32,6 +33,40 @@ struct Assignment {
   std::string where;  // "at job.yaml:7" or "in override 'lora_rank=8'"
   const TranslatedKey* translated = nullptr;  // set when `key` is deepspeed / disable_gradient_checkpointing
 };
+
+// Where `text` stops being valid UTF-8 (npos when it all is): truncated or stray continuation bytes, overlong
+// forms, surrogates, code points past U+10FFFF. YAML is Unicode text; yaml-cpp reads raw bytes, but its emitter
+// rewrites an invalid one, so ToYaml of such a spec (what the trainer runs) would name another path.
+size_t InvalidUtf8At(std::string_view s) {
+  static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    size_t length = 1;
+    uint32_t cp = lead;
+    if (lead >= 0x80) {
+      length = (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 0;
+      if (length == 0 || i + length > s.size()) return i;
+      cp = lead & (0x7F >> length);
+      for (size_t k = 1; k < length; ++k) {
+        const auto next = static_cast<unsigned char>(s[i + k]);
+        if ((next & 0xC0) != 0x80) return i;
+        cp = (cp << 6) | (next & 0x3F);
+      }
+      if (cp < kMinForLength[length] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    }
+    i += length;
+  }
+  return std::string_view::npos;
+}
+
+// INVALID_ARGUMENT naming `where` (source:line:column, or the override) and the offending byte.
+Status CheckUtf8(std::string_view text, const std::function<std::string(size_t)>& where) {
+  const size_t at = InvalidUtf8At(text);
+  if (at == std::string_view::npos) return Status::Ok();
+  return InvalidArgumentError(fmt::format("{}: byte 0x{:02X} is not valid UTF-8 (a job spec is UTF-8 text)", where(at),
+                                          static_cast<unsigned char>(text[at])));
+}
 
 std::string UnknownKeySuffix(std::string_view key) {
   std::string suggestion = SuggestKey(key);
@@ -339,6 +374,14 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
 
 StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_view source,
                                const std::vector<std::string>& overrides, const ParseOptions& options) {
+  RETURN_IF_ERROR(CheckUtf8(yaml_text, [&](size_t at) {
+    const size_t line_start = yaml_text.rfind('\n', at == 0 ? 0 : at - 1);
+    const size_t column = line_start == std::string_view::npos || at == 0 ? at : at - line_start - 1;
+    return fmt::format("{}:{}:{}", source, std::count(yaml_text.begin(), yaml_text.begin() + at, '\n') + 1, column + 1);
+  }));
+  for (const std::string& o : overrides) {
+    RETURN_IF_ERROR(CheckUtf8(o, [&](size_t) { return fmt::format("override '{}'", o); }));
+  }
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml_text));

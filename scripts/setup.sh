@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   libssl-dev libgloo-dev
   python3-venv procps clang-format
+  clang libclang-rt-14-dev
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -330,6 +330,7 @@ StatusOr<std::shared_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
 
 StatusOr<std::shared_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view json_text, const std::string& source,
                                                              std::string_view config_text) {
+  try {
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgumentError(source + ": not a JSON object");
   auto tok = std::shared_ptr<Tokenizer>(new Tokenizer());
@@ -418,6 +419,10 @@ StatusOr<std::shared_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view js
   if (!tok->eos_token_.empty()) tok->eos_id_ = tok->TokenToId(tok->eos_token_);
   if (!tok->pad_token_.empty()) tok->pad_id_ = tok->TokenToId(tok->pad_token_);
   return tok;
+  } catch (const json::exception& e) {
+    // A field of the wrong type (a list where a string belongs, ...): nlohmann's value()/get() throw.
+    return InvalidArgumentError(source + ": unexpected JSON value: " + std::string(e.what()));
+  }
 }
 
 }  // namespace anneal::data

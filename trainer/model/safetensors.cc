@@ -1,5 +1,6 @@
 #include "trainer/model/safetensors.h"
 
+#include <ATen/ATen.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -8,8 +9,6 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-
-#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 #include "common/fsutil.h"
@@ -20,32 +19,32 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-// Headers above this are refused as corrupt (the format's reference implementation uses 100 MB).
-constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
-
-size_t ElementSize(const std::string& dtype) {
-  if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
-  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
-  if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
-  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2") return 1;
-  return 0;
-}
-
 }  // namespace
 
 std::string DtypeToSafetensors(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "F32";
-    case at::kHalf: return "F16";
-    case at::kBFloat16: return "BF16";
-    case at::kDouble: return "F64";
-    case at::kLong: return "I64";
-    case at::kInt: return "I32";
-    case at::kShort: return "I16";
-    case at::kChar: return "I8";
-    case at::kByte: return "U8";
-    case at::kBool: return "BOOL";
-    default: return "";
+    case at::kFloat:
+      return "F32";
+    case at::kHalf:
+      return "F16";
+    case at::kBFloat16:
+      return "BF16";
+    case at::kDouble:
+      return "F64";
+    case at::kLong:
+      return "I64";
+    case at::kInt:
+      return "I32";
+    case at::kShort:
+      return "I16";
+    case at::kChar:
+      return "I8";
+    case at::kByte:
+      return "U8";
+    case at::kBool:
+      return "BOOL";
+    default:
+      return "";
   }
 }
 
@@ -61,72 +60,6 @@ std::optional<at::ScalarType> SafetensorsToDtype(const std::string& s) {
   if (s == "U8") return at::kByte;
   if (s == "BOOL") return at::kBool;
   return std::nullopt;
-}
-
-StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(
-    const std::string& header_json, uint64_t data_size, const std::string& source,
-    std::map<std::string, std::string>* metadata) {
-  json h = json::parse(header_json, nullptr, /*allow_exceptions=*/false);
-  if (h.is_discarded()) return DataLossError(source + ": corrupt safetensors header: not valid JSON");
-  if (!h.is_object()) return DataLossError(source + ": corrupt safetensors header: not a JSON object");
-  std::map<std::string, SafetensorsEntry> entries;
-  for (auto& [name, v] : h.items()) {
-    if (name == "__metadata__") {
-      if (!v.is_object()) return DataLossError(source + ": __metadata__ is not an object");
-      for (auto& [k, mv] : v.items()) {
-        if (!mv.is_string()) return DataLossError(source + ": __metadata__." + k + " is not a string");
-        if (metadata) (*metadata)[k] = mv.get<std::string>();
-      }
-      continue;
-    }
-    const std::string where = source + ": tensor '" + name + "'";
-    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets")) {
-      return DataLossError(where + ": entry needs dtype, shape and data_offsets");
-    }
-    SafetensorsEntry e;
-    e.name = name;
-    if (!v["dtype"].is_string()) return DataLossError(where + ": dtype is not a string");
-    e.dtype = v["dtype"].get<std::string>();
-    const size_t elem = ElementSize(e.dtype);
-    if (elem == 0) return InvalidArgumentError(where + ": unsupported dtype '" + e.dtype + "'");
-    if (!v["shape"].is_array()) return DataLossError(where + ": shape is not a list");
-    uint64_t numel = 1;
-    for (auto& d : v["shape"]) {
-      if (!d.is_number_unsigned()) return DataLossError(where + ": shape has a non-integer or negative dim");
-      const uint64_t dim = d.get<uint64_t>();
-      if (dim != 0 && numel > (uint64_t{1} << 62) / dim) return DataLossError(where + ": shape overflows");
-      numel *= dim;
-      e.shape.push_back(static_cast<int64_t>(dim));
-    }
-    const auto& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
-      return DataLossError(where + ": data_offsets must be [begin, end]");
-    }
-    e.begin = off[0].get<uint64_t>();
-    e.end = off[1].get<uint64_t>();
-    if (e.end < e.begin) return DataLossError(where + ": data_offsets end < begin");
-    if (e.end - e.begin != numel * elem) {
-      return DataLossError(c10::str(where, ": ", e.end - e.begin, " bytes for shape of ", numel, " ", e.dtype, " elements (expected ", numel * elem, ")"));
-    }
-    entries.emplace(name, std::move(e));
-  }
-  // Offsets must tile the buffer exactly: sorted by begin, each starts where the previous ended.
-  std::vector<const SafetensorsEntry*> order;
-  for (auto& [_, e] : entries) order.push_back(&e);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) {
-    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
-  });
-  uint64_t cursor = 0;
-  for (auto* e : order) {
-    if (e->begin != cursor) {
-      return DataLossError(c10::str(source, ": tensor '", e->name, "' starts at byte ", e->begin, " of the data buffer, expected ", cursor, " (offsets overlap or leave a gap)"));
-    }
-    cursor = e->end;
-  }
-  if (cursor != data_size) {
-    return DataLossError(c10::str(source, ": tensors cover ", cursor, " bytes but the data buffer has ", data_size, " (truncated or trailing garbage)"));
-  }
-  return entries;
 }
 
 StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
@@ -151,14 +84,11 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   file->map_ = map;
   file->map_size_ = size;
   file->self_ = file;
-  uint64_t header_len = 0;
-  std::memcpy(&header_len, map, 8);  // little-endian on every platform we build for
-  if (header_len > kMaxHeaderBytes || header_len > size - 8) {
-    return DataLossError(c10::str(path, ": corrupt or truncated safetensors file: header length ", header_len, " exceeds the file (", size, " bytes)"));
-  }
-  const std::string header(static_cast<const char*>(map) + 8, header_len);
-  file->data_start_ = 8 + header_len;
-  ASSIGN_OR_RETURN(file->entries_, ParseSafetensorsHeader(header, size - file->data_start_, path, &file->metadata_));
+  ASSIGN_OR_RETURN(SafetensorsLayout layout,
+                   ParseSafetensorsFile(std::string_view(static_cast<const char*>(map), size), size, path));
+  file->data_start_ = layout.data_start;
+  file->entries_ = std::move(layout.entries);
+  file->metadata_ = std::move(layout.metadata);
   return file;
 }
 
@@ -232,7 +162,8 @@ StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::string& d
     for (auto& [name, f] : j["weight_map"].items()) {
       if (!f.is_string()) return DataLossError(index + ": weight_map['" + name + "'] is not a file name");
       const std::string file = f.get<std::string>();
-      if (file.find('/') != std::string::npos) return DataLossError(index + ": shard '" + file + "' is not a file name");
+      if (file.find('/') != std::string::npos)
+        return DataLossError(index + ": shard '" + file + "' is not a file name");
       if (!opened.count(file)) {
         ASSIGN_OR_RETURN(opened[file], SafetensorsFile::Open(dir + "/" + file));
       }
@@ -256,8 +187,7 @@ std::vector<std::string> SafetensorsCheckpoint::Names() const {
   return names;
 }
 
-StatusOr<at::Tensor> SafetensorsCheckpoint::Tensor(const std::string& name,
-                                                   std::optional<at::ScalarType> dtype) const {
+StatusOr<at::Tensor> SafetensorsCheckpoint::Tensor(const std::string& name, std::optional<at::ScalarType> dtype) const {
   auto it = file_of_.find(name);
   if (it == file_of_.end()) return NotFoundError("checkpoint has no tensor named '" + name + "'");
   return it->second->Tensor(name, dtype);

@@ -2,10 +2,11 @@
 //
 // File layout: 8-byte little-endian header length N, N bytes of JSON header
 //   {"__metadata__": {str: str}, "<name>": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...}
-// then the data buffer. The reader validates everything before touching data: header length within bounds,
-// JSON an object, known dtypes (F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL), shape * element size ==
-// end - begin, offsets contiguous, non-overlapping and covering the whole buffer. A corrupt or truncated file
-// is a DATA_LOSS / INVALID_ARGUMENT error naming the file and the tensor, never a crash.
+// then the data buffer. The reader validates everything before touching data (ParseSafetensorsFile,
+// trainer/model/safetensors_header.h, LibTorch-free): header length within bounds, JSON an object, known dtypes,
+// shape * element size == end - begin without overflow, offsets contiguous, non-overlapping and covering the
+// whole buffer. A corrupt or truncated file is a DATA_LOSS / INVALID_ARGUMENT error naming the file and the
+// tensor, never a crash.
 //
 // Reads are memory-mapped: Tensor() returns a CPU tensor viewing the mapping (kept alive by the tensor), or a
 // converted copy when a dtype is requested.
@@ -18,6 +19,8 @@
 //   RETURN_IF_ERROR(WriteSafetensors("out.safetensors", {{"w", w}}, {{"format", "pt"}}));
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -26,19 +29,10 @@
 #include <utility>
 #include <vector>
 
-#include <ATen/core/Tensor.h>
-
 #include "common/status.h"
+#include "trainer/model/safetensors_header.h"
 
 namespace anneal::model {
-
-struct SafetensorsEntry {
-  std::string name;
-  std::string dtype;  // "F32", "BF16", ...
-  std::vector<int64_t> shape;
-  uint64_t begin = 0;  // offsets into the data buffer
-  uint64_t end = 0;
-};
 
 class SafetensorsFile {
  public:
@@ -65,12 +59,6 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
   std::weak_ptr<SafetensorsFile> self_;
 };
-
-// Validates a header (the JSON text) against a buffer of `data_size` bytes. Exposed for tests.
-StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(const std::string& header_json,
-                                                                         uint64_t data_size,
-                                                                         const std::string& source,
-                                                                         std::map<std::string, std::string>* metadata);
 
 // Writes tensors (any device; copied to CPU, made contiguous) to `path` atomically (tmp file, fsync, rename).
 Status WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

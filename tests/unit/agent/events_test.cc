@@ -106,5 +106,18 @@ TEST(LineSplitter, ReassemblesLinesAcrossReadsAndDropsRunaways) {
   EXPECT_EQ(s.dropped(), 1u);
 }
 
+// Found by bench/fuzz/trainer_events_fuzz.cc (UBSan): a float time_ms or pid outside int64 was converted with
+// undefined behaviour. Such a field now counts as absent; the event is still parsed.
+TEST(TrainerEvents, OutOfRangeFloatTimesAndPidsCountAsAbsent) {
+  const TaskIdentity id{"job-1", 1, 1, "node-a"};
+  auto started = ParseTrainerEvent(R"({"type":"started","rank":0,"time_ms":5.1e32,"pid":1e300})", id);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ(started->time_ms, 0);
+  EXPECT_EQ(started->pid, 0);
+  auto metrics = ParseTrainerEvent(R"({"type":"metrics","rank":0,"time_ms":12.5,"step":3,"values":{"loss":2.0}})", id);
+  ASSERT_TRUE(metrics.ok()) << metrics.status().ToString();
+  EXPECT_EQ(metrics->time_ms, 12);
+}
+
 }  // namespace
 }  // namespace anneal::agent

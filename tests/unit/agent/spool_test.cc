@@ -161,5 +161,80 @@ TEST(Spool, AFullSpoolDropsNewMetricBatchesButNeverTaskOrCheckpointReports) {
   EXPECT_EQ(ReportSeq((*reopened)->Pending().front()), *seq + 1);
 }
 
+// Seq space (found by the spool fuzz target's invariants, bench/fuzz/spool_fuzz.cc): a watermark of 2^64-1 made
+// next_seq wrap around to 0, so new reports went out with seq 0 (unsequenced) and then 1, 2, ... below it.
+TEST(Spool, RefusesACoordinatorWatermarkThatLeavesNoSeqSpace) {
+  TempDir d;
+  auto spool = Spool::Open(d.path);
+  ASSERT_TRUE(spool.ok());
+  auto m = Metric(1);
+  ASSERT_TRUE((*spool)->Append(&m).ok());
+  const Status st = (*spool)->AdoptCoordinatorWatermark(UINT64_MAX);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("acknowledged seq 18446744073709551615 leaves no room"), std::string::npos)
+      << st.message();
+  ASSERT_EQ((*spool)->Pending().size(), 1u);  // nothing renumbered, nothing dropped
+  EXPECT_EQ(ReportSeq((*spool)->Pending().front()), 1u);
+  auto next = Metric(2);
+  auto seq = (*spool)->Append(&next);
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 2u);
+}
+
+TEST(Spool, AnUnreadableAckedFileCountsAsZero) {
+  for (const std::string bad : {"18446744073709551615\n", "99999999999999999999999\n", "12abc\n", "-3\n", ""}) {
+    TempDir d;
+    {
+      auto spool = Spool::Open(d.path);
+      ASSERT_TRUE(spool.ok());
+      for (uint64_t i = 1; i <= 3; ++i) {
+        auto m = Metric(i);
+        ASSERT_TRUE((*spool)->Append(&m).ok());
+      }
+    }
+    std::ofstream(d.path + "/acked", std::ios::trunc) << bad;
+    auto spool = Spool::Open(d.path);
+    ASSERT_TRUE(spool.ok()) << spool.status().ToString();
+    EXPECT_EQ((*spool)->last_acked(), 0u) << bad;
+    EXPECT_EQ((*spool)->Pending().size(), 3u) << bad;  // resent; the coordinator drops what it applied
+    EXPECT_EQ((*spool)->next_seq(), 4u) << bad;
+  }
+}
+
+TEST(Spool, ARecordWhoseSeqDoesNotIncreaseIsCutLikeATornTail) {
+  TempDir d;
+  {
+    auto spool = Spool::Open(d.path);
+    ASSERT_TRUE(spool.ok());
+    for (uint64_t i = 1; i <= 2; ++i) {
+      auto m = Metric(i);
+      ASSERT_TRUE((*spool)->Append(&m).ok());
+    }
+  }
+  // Append a copy of the first record (seq 1 again) and one with seq 2^63.
+  std::ifstream in(d.path + "/reports.log", std::ios::binary);
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const uint32_t first = (uint32_t(uint8_t(log[0])) << 24) | (uint32_t(uint8_t(log[1])) << 16) |
+                         (uint32_t(uint8_t(log[2])) << 8) | uint32_t(uint8_t(log[3]));
+  std::ofstream(d.path + "/reports.log", std::ios::app | std::ios::binary) << log.substr(0, 4 + first);
+  auto spool = Spool::Open(d.path);
+  ASSERT_TRUE(spool.ok());
+  ASSERT_EQ((*spool)->Pending().size(), 2u);
+  EXPECT_EQ(ReportSeq((*spool)->Pending().back()), 2u);
+  EXPECT_EQ((*spool)->next_seq(), 3u);
+  EXPECT_EQ(std::filesystem::file_size(d.path + "/reports.log"), log.size());  // the bad record is cut
+
+  auto huge = Metric(9);
+  SetReportSeq(&huge, kMaxReportSeq);
+  const std::string body = huge.SerializeAsString();
+  std::string frame(4, '\0');
+  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>(body.size() >> (24 - 8 * i));
+  spool->reset();
+  std::ofstream(d.path + "/reports.log", std::ios::app | std::ios::binary) << frame + body;
+  auto reopened = Spool::Open(d.path);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ((*reopened)->next_seq(), 3u);  // 2^63 is no seq: cut, numbering continues after 2
+}
+
 }  // namespace
 }  // namespace anneal::agent

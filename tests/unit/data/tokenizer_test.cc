@@ -66,5 +66,18 @@ TEST(ChatTemplate, UnknownNameListsKnownOnes) {
   EXPECT_EQ(KnownChatTemplates().size(), 10u);
 }
 
+
+// Found by bench/fuzz/tokenizer_fuzz.cc: a field of the wrong JSON type (a list where a string belongs) threw
+// nlohmann's type_error out of FromJsonText, which terminated the process.
+TEST(Tokenizer, AFieldOfTheWrongTypeIsAnErrorNotAnException) {
+  for (const char* text : {R"({"model": {"type": ["BPE"]}})", R"({"model": {"type": "BPE", "vocab": {}, "merges": []},
+                             "post_processor": {"type": ["TemplateProcessing"]}})"}) {
+    auto tok = Tokenizer::FromJsonText(text, "bad.json");
+    ASSERT_FALSE(tok.ok()) << text;
+    EXPECT_EQ(tok.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(tok.status().message().find("bad.json"), std::string::npos) << tok.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace anneal::data

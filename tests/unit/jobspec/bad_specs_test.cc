@@ -259,6 +259,15 @@ const std::vector<BadSpec>& Table() {
        {"train.learning_rate=-1"},
        "key 'train.learning_rate' in override 'train.learning_rate=-1': expected a positive number, got '-1'"},
       {"OverrideMalformedValue", kBase, {"dataset=[a"}, "override 'dataset=[a': malformed value:"},
+      // ---- not UTF-8 (found by bench/fuzz/jobspec_fuzz.cc: yaml-cpp's emitter rewrote the byte, so the resolved
+      // spec named another model path than the one submitted) ----
+      {"InvalidUtf8InAValue",
+       Base("template: llama\xb1\n"),
+       {},
+       "job.yaml:4:16: byte 0xB1 is not valid UTF-8 (a job spec is UTF-8 text)"},
+      {"TruncatedUtf8AtTheEnd", Base("template: x\xe2\x82"), {}, "job.yaml:4:12: byte 0xE2 is not valid UTF-8"},
+      {"OverlongUtf8", Base("# \xc0\xaf\n"), {}, "job.yaml:4:3: byte 0xC0 is not valid UTF-8"},
+      {"InvalidUtf8InAnOverride", kBase, {"template=\xff"}, "override 'template=\xff': byte 0xFF is not valid UTF-8"},
       {"OverrideOfASection", kBase, {"train=1"}, "override 'train=1': 'train' is a section"},
       {"OverrideMakesParallelImpossible",
        kBase,
