@@ -43,12 +43,10 @@ Status MakeDirs(const std::string& path) {
   return Status::Ok();
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned mode) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  ::unlink(tmp.c_str());  // a leftover of a crashed writer would keep its old mode
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, static_cast<mode_t>(mode));
-  if (fd >= 0) ::fchmod(fd, static_cast<mode_t>(mode));  // the umask must not widen or narrow it
-  if (fd < 0) return PermissionDeniedError("cannot create " + tmp + ": " + ErrnoText(errno));
+namespace {
+
+// Writes all of `data` to `fd`, fsyncs and closes it; on failure closes it and unlinks `name` (the file `fd` is).
+Status WriteSyncClose(int fd, const std::string& name, std::string_view data) {
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::write(fd, data.data() + done, data.size() - done);
@@ -56,25 +54,41 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned 
       if (errno == EINTR) continue;
       const int err = errno;
       ::close(fd);
-      ::unlink(tmp.c_str());
-      return ResourceExhaustedError("cannot write " + tmp + ": " + ErrnoText(err));
+      ::unlink(name.c_str());
+      return ResourceExhaustedError("cannot write " + name + ": " + ErrnoText(err));
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return InternalError("fsync " + tmp + ": " + ErrnoText(err));
-  }
+  const bool synced = ::fsync(fd) == 0;
+  const int err = errno;
   ::close(fd);
+  if (!synced) {
+    ::unlink(name.c_str());
+    return InternalError("fsync " + name + ": " + ErrnoText(err));
+  }
+  return Status::Ok();
+}
+
+Status FsyncParent(const std::string& path) {
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return FsyncPath(dir.empty() ? "." : dir);
+}
+
+}  // namespace
+
+Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned mode) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  ::unlink(tmp.c_str());  // a leftover of a crashed writer would keep its old mode
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, static_cast<mode_t>(mode));
+  if (fd < 0) return PermissionDeniedError("cannot create " + tmp + ": " + ErrnoText(errno));
+  ::fchmod(fd, static_cast<mode_t>(mode));  // the umask must not widen or narrow it
+  RETURN_IF_ERROR(WriteSyncClose(fd, tmp, data));
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     return InternalError("rename " + tmp + " -> " + path + ": " + ErrnoText(err));
   }
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  return FsyncPath(dir.empty() ? "." : dir);
+  return FsyncParent(path);
 }
 
 Status WriteNewFile(const std::string& path, std::string_view data, unsigned mode) {
@@ -84,27 +98,8 @@ Status WriteNewFile(const std::string& path, std::string_view data, unsigned mod
     if (err == EEXIST) return AlreadyExistsError(path + " already exists");
     return PermissionDeniedError("cannot create " + path + ": " + ErrnoText(err));
   }
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(path.c_str());
-      return ResourceExhaustedError("cannot write " + path + ": " + ErrnoText(err));
-    }
-    done += static_cast<size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!synced) {
-    ::unlink(path.c_str());
-    return InternalError("fsync " + path + ": " + ErrnoText(err));
-  }
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  return FsyncPath(dir.empty() ? "." : dir);
+  RETURN_IF_ERROR(WriteSyncClose(fd, path, data));
+  return FsyncParent(path);
 }
 
 }  // namespace anneal

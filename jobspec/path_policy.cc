@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -380,7 +381,9 @@ Status CheckSpecPaths(const JobSpec& spec, std::string_view team, const PathPoli
     std::vector<std::string> allowed = roots.Of(check.category);
     std::string text = fmt::format("the {} roots of team '{}'", PathCategoryName(check.category), team);
     if (!check.outputs_only && check.category != PathCategory::kOutputs) {
-      allowed.insert(allowed.end(), roots.outputs.begin(), roots.outputs.end());
+      for (const auto& root : roots.outputs) {
+        if (std::find(allowed.begin(), allowed.end(), root) == allowed.end()) allowed.push_back(root);
+      }
       text = fmt::format("the {} and outputs roots of team '{}'", PathCategoryName(check.category), team);
     }
     RETURN_IF_ERROR(CheckPathUnderRoots(check.key, check.path, allowed, text, check.strict));

@@ -15,8 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-# Every target with its maximum input length (bytes). The HTTP request handler's target goes here once it
-# exists (bench/fuzz/CMakeLists.txt has its slot): "http 8192".
+# Every target with its maximum input length (bytes).
 TARGETS_AND_MAX_LEN=(
   "frame 4096"
   "coordinator 16384"
@@ -26,6 +25,7 @@ TARGETS_AND_MAX_LEN=(
   "spool 8192"
   "tokenizer 65536"
   "safetensors_header 4096"
+  "http 8192"
 )
 
 BUILD=1
