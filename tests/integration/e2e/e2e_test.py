@@ -44,7 +44,7 @@ class Cluster:
         # (run as `nobody` when the agents run as root) must reach it, the trainer and LibTorch.
         tmp = os.path.dirname(self.home)
         run(["bash", os.path.join(ROOT, "scripts/rank-access.sh"), self.bindir, os.path.join(ROOT, ".venv"), tmp])
-        self.anneal("up", "--agents", "2", "--slots", "2", "--allow-root", tmp)
+        self.anneal("up", "--agents", "2", "--slots", "2", "--allow-root", tmp, "--allow-root", os.path.join(ROOT, "examples"))
         return self
 
     def __exit__(self, *exc):

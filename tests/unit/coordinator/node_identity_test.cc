@@ -245,6 +245,7 @@ TEST(NodeIdentity, MetricsDeletionsAndLogsAreAcceptedOnlyFromTheNodeTheyConcern)
   pb::ClientRequest logs;
   logs.mutable_get_logs()->set_job_id(job);
   logs.set_request_id(77);
+  logs.set_token(h.admin_token());
   h.core().OnClientRequest("client-logs", logs);
   h.Round();
   uint64_t fetch_id = 0;
