@@ -77,11 +77,14 @@ Status CheckPortBindable(uint32_t port) {
 std::string CacheDir(const pb::LaunchTask& launch) {
   try {
     YAML::Node root = YAML::Load(launch.trainer_config_yaml());
+    // The resolved spec spells every key, an unset cache dir as "": that means the default below.
     if (root.IsMap()) {
-      if (root["tokenized_cache_dir"] && root["tokenized_cache_dir"].IsScalar()) {
+      if (root["tokenized_cache_dir"] && root["tokenized_cache_dir"].IsScalar() &&
+          !root["tokenized_cache_dir"].as<std::string>().empty()) {
         return root["tokenized_cache_dir"].as<std::string>();
       }
-      if (root["data"] && root["data"].IsMap() && root["data"]["tokenized_cache_dir"]) {
+      if (root["data"] && root["data"].IsMap() && root["data"]["tokenized_cache_dir"] &&
+          !root["data"]["tokenized_cache_dir"].as<std::string>().empty()) {
         return root["data"]["tokenized_cache_dir"].as<std::string>();
       }
     }

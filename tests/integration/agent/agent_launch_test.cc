@@ -410,3 +410,25 @@ TEST(AgentConfinement, AnotherJobOnAHeldOutputDirectoryIsRefusedAndTheAgentServe
 
 }  // namespace
 }  // namespace anneal::agent::testing
+
+namespace anneal::agent::testing {
+namespace {
+
+// The resolved spec spells an unset cache dir as tokenized_cache_dir: "": the agent still prepares the default
+// <output_dir>/../.anneal-cache for the rank's user (the demo's ranks failed creating it as nobody).
+TEST(AgentConfinement, AnUnsetCacheDirInTheResolvedSpecIsTheDefaultPreparedForTheRank) {
+  AgentFixture f;
+  pb::CoordinatorToAgent launch = MakeLaunch("job-cache", 1, 1, f.Env({{"FAKE_STEPS", "0"}}), f.out);
+  launch.mutable_launch()->set_trainer_config_yaml("model_name_or_path: tiny\noutput_dir: " + f.out +
+                                                   "\ndata:\n  tokenized_cache_dir: \"\"\n");
+  f.coord.Send(launch);
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-cache", pb::TASK_SUCCEEDED)).has_value()) << f.agent->Log();
+  const std::filesystem::path cache = std::filesystem::path(f.out).parent_path() / ".anneal-cache";
+  struct stat out_stat {}, cache_stat {};
+  ASSERT_EQ(::stat(f.out.c_str(), &out_stat), 0);
+  ASSERT_EQ(::stat(cache.c_str(), &cache_stat), 0) << cache << " was not prepared";
+  EXPECT_EQ(cache_stat.st_uid, out_stat.st_uid) << "the cache belongs to the same user as the output directory";
+}
+
+}  // namespace
+}  // namespace anneal::agent::testing
