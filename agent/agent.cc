@@ -261,15 +261,17 @@ void Agent::WarnHandshakeFailed() {
   if (last_handshake_warning_ms_ >= 0 && now - last_handshake_warning_ms_ < 30000) return;
   last_handshake_warning_ms_ = now;
   if (config_.insecure_plaintext) {
-    spdlog::error("coordinator {}: the plaintext handshake failed ({} time(s)): the coordinator probably requires "
-                  "CurveZMQ; pass its public key (--server-key-file <state dir>/curve.pub) instead of "
-                  "--insecure-plaintext; retrying",
-                  config_.coordinator, failed_handshakes_);
+    spdlog::error(
+        "coordinator {}: the plaintext handshake failed ({} time(s)): the coordinator probably requires "
+        "CurveZMQ; pass its public key (--server-key-file <state dir>/curve.pub) instead of "
+        "--insecure-plaintext; retrying",
+        config_.coordinator, failed_handshakes_);
   } else {
-    spdlog::error("coordinator {}: the CurveZMQ handshake failed ({} time(s)): the server key {}{} is probably not "
-                  "this coordinator's (compare its <state dir>/curve.pub), or it runs --insecure-plaintext; retrying",
-                  config_.coordinator, failed_handshakes_, config_.server_key,
-                  config_.server_key_file.empty() ? "" : " (from " + config_.server_key_file + ")");
+    spdlog::error(
+        "coordinator {}: the CurveZMQ handshake failed ({} time(s)): the server key {}{} is probably not "
+        "this coordinator's (compare its <state dir>/curve.pub), or it runs --insecure-plaintext; retrying",
+        config_.coordinator, failed_handshakes_, config_.server_key,
+        config_.server_key_file.empty() ? "" : " (from " + config_.server_key_file + ")");
   }
 }
 

@@ -130,7 +130,7 @@ class Agent {
   bool shutting_down_ = false;
   int64_t shutdown_deadline_ms_ = 0;  // leave even with unsent reports (they stay spooled)
   bool done_ = false;
-  int lock_fd_ = -1;  // flock on <work dir>/agent.lock
+  int lock_fd_ = -1;             // flock on <work dir>/agent.lock
   std::string node_credential_;  // "anc_...", from <work dir>/node-credential
   std::string join_token_;       // "anj_...", from --join-token-file
   Status fatal_;                 // a refusal: Run returns it

@@ -21,8 +21,8 @@
 #include "common/fsutil.h"
 #include "common/net.h"
 #include "common/secret.h"
-#include "protocol/curve.h"
 #include "jobspec/path_policy.h"
+#include "protocol/curve.h"
 
 namespace anneal::cli {
 namespace fs = std::filesystem;
@@ -180,7 +180,8 @@ StatusOr<std::string> WaitForServerKey(const std::string& path, const DaemonProc
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return DeadlineExceededError(fmt::format("the coordinator's public key: {}{}", last.message(), LogTail(coordinator.log)));
+  return DeadlineExceededError(
+      fmt::format("the coordinator's public key: {}{}", last.message(), LogTail(coordinator.log)));
 }
 
 Status CheckExecutable(const std::string& program) {
@@ -310,14 +311,13 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
   }
   ASSIGN_OR_RETURN(const std::string join_token_file, EnsureLocalJoinToken(o.state_dir));
   const int64_t since_ms = WallMs();
-  DaemonProcess coordinator{
-      "coordinator",
-      coordinator_bin,
-      0,
-      o.state_dir + "/logs/coordinator.log",
-      CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator", o.client_config, config_file,
-                      join_token_file),
-      ""};
+  DaemonProcess coordinator{"coordinator",
+                            coordinator_bin,
+                            0,
+                            o.state_dir + "/logs/coordinator.log",
+                            CoordinatorArgv(coordinator_bin, c.coordinator, o.state_dir + "/coordinator",
+                                            o.client_config, config_file, join_token_file),
+                            ""};
   ASSIGN_OR_RETURN(coordinator.pid, SpawnDaemon(coordinator.argv, coordinator.log));
   c.processes.push_back(std::move(coordinator));
   // Curve on: the agents and the client config pin the key the coordinator made (or kept) in its state dir.
@@ -376,7 +376,8 @@ std::string SelfDir() {
 std::vector<std::string> CoordinatorArgv(const std::string& program, const std::string& bind,
                                          const std::string& state_dir, const std::string& client_config,
                                          const std::string& config_file, const std::string& join_token_file) {
-  std::vector<std::string> argv = {program,       "--bind",   bind,       "--state-dir", state_dir, "--bootstrap-admin-config",
+  std::vector<std::string> argv = {program,       "--bind",   bind,
+                                   "--state-dir", state_dir,  "--bootstrap-admin-config",
                                    client_config, "--config", config_file};
   if (!join_token_file.empty()) {
     argv.push_back("--bootstrap-join-token-file");
@@ -390,9 +391,9 @@ std::vector<std::string> AgentArgv(const std::string& program, const std::string
                                    const std::string& join_token_file) {
   // --ranks-survive-agent: a crashed local agent is restarted by `anneal up` and re-adopts its ranks (the local
   // cluster heals); `anneal down` still stops them (SIGTERM to the agents, which stop their ranks).
-  std::vector<std::string> argv = {program,    "--coordinator", coordinator,         "--node",          node,
-                                   "--work-dir", work_dir,      "--ranks-survive-agent", "--server-key-file",
-                                   server_key_file};
+  std::vector<std::string> argv = {
+      program,  "--coordinator",         coordinator,         "--node",       node, "--work-dir",
+      work_dir, "--ranks-survive-agent", "--server-key-file", server_key_file};
   if (slots > 0) {
     argv.push_back("--slots");
     argv.push_back(std::to_string(slots));

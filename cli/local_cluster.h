@@ -69,7 +69,7 @@ struct LocalClusterOptions {
 
 struct LocalCluster {
   std::string coordinator;  // tcp://127.0.0.1:PORT
-  std::string server_key;  // the coordinator's CurveZMQ public key, read from <state dir>/coordinator/curve.pub
+  std::string server_key;   // the coordinator's CurveZMQ public key, read from <state dir>/coordinator/curve.pub
   int agents = 0;
   int slots = 0;                         // 0: one rank per GPU
   std::vector<DaemonProcess> processes;  // coordinator first, then agents local-0, local-1, ...

@@ -133,10 +133,10 @@ void Coordinator::HandleHeartbeat(const std::string& peer, const pb::Heartbeat& 
     return;
   }
   if (static_cast<uint32_t>(heartbeat.tasks_size()) > nodes_.limits().max_running_tasks) {
-    SendToPeer(peer, ErrorMessage(StatusCode::kInvalidArgument,
-                                  fmt::format("heartbeat from node '{}' lists {} tasks (at most {}): refused",
-                                              heartbeat.node_id(), heartbeat.tasks_size(),
-                                              nodes_.limits().max_running_tasks)));
+    SendToPeer(peer, ErrorMessage(
+                         StatusCode::kInvalidArgument,
+                         fmt::format("heartbeat from node '{}' lists {} tasks (at most {}): refused",
+                                     heartbeat.node_id(), heartbeat.tasks_size(), nodes_.limits().max_running_tasks)));
     return;
   }
   nodes_.Heartbeat(*node, heartbeat);

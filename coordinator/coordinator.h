@@ -144,7 +144,9 @@ class Coordinator {
   std::optional<SubmitTicket> AdmitSubmit(const std::string& peer, const pb::ClientRequest& request);
   void OnPreparedSubmit(const PreparedSubmit& prepared);
   // The request's sizes and names are within options.limits (coordinator/limits.h).
-  Status WithinLimits(const pb::ClientRequest& request) const { return CheckClientRequestLimits(request, options_.limits); }
+  Status WithinLimits(const pb::ClientRequest& request) const {
+    return CheckClientRequestLimits(request, options_.limits);
+  }
   const std::shared_ptr<const jobspec::PathPolicy>& path_policy() const { return options_.path_policy; }
   // A frame that did not parse: answered with an Error of the reply kind the sender expects.
   void OnBadAgentMessage(const std::string& peer, const Status& error);

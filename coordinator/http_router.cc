@@ -1,8 +1,8 @@
 #include "coordinator/http_router.h"
 
-#include "coordinator/authz.h"
-
 #include <fmt/format.h>
+
+#include "coordinator/authz.h"
 
 namespace anneal::coordinator {
 namespace {

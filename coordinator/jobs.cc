@@ -23,7 +23,8 @@ PreparedSubmit PrepareSubmit(std::string peer, pb::ClientRequest request, Princi
   std::vector<std::string> overrides(submit.overrides().begin(), submit.overrides().end());
   // The coordinator never opens a file a submitted spec names (a `deepspeed` JSON is read by anneal submit).
   auto spec = jobspec::ParseJobSpec(submit.spec_yaml(), "submitted job spec", overrides, {.open_files = false});
-  Status paths = !spec.ok() || policy == nullptr ? Status::Ok() : jobspec::CheckSpecPaths(*spec, prepared.team, *policy);
+  Status paths =
+      !spec.ok() || policy == nullptr ? Status::Ok() : jobspec::CheckSpecPaths(*spec, prepared.team, *policy);
   if (!spec.ok()) {
     prepared.status = spec.status();
   } else if (!paths.ok()) {
@@ -107,11 +108,11 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
   const std::string output_key = OutputDirKey(prepared.spec->train.output_dir);
   if (const std::string holder = OutputDirHolder(output_key); !holder.empty()) {
     const Job* other = jobs_.Find(holder);
-    return refuse(FailedPreconditionError(fmt::format(
-                   "output_dir {} overlaps the output directory {} of active job {} ({}): two jobs never write one "
-                   "directory; choose another output_dir, or wait for {} to end (anneal cancel {} stops it)",
-                   prepared.spec->train.output_dir, other->record.output_dir(), holder,
-                   protocol::StateName(other->record.state()), holder, holder)));
+    return refuse(FailedPreconditionError(
+        fmt::format("output_dir {} overlaps the output directory {} of active job {} ({}): two jobs never write one "
+                    "directory; choose another output_dir, or wait for {} to end (anneal cancel {} stops it)",
+                    prepared.spec->train.output_dir, other->record.output_dir(), holder,
+                    protocol::StateName(other->record.state()), holder, holder)));
   }
   Job& job = jobs_.Submit(NewJobRecord(prepared));
   output_dirs_[output_key] = job.record.job_id();

@@ -174,9 +174,10 @@ void Coordinator::HandleNodeAdminRequest(const Principal& who, const std::string
 
 StatusOr<pb::ClientReply> Coordinator::CreateJoinToken(const pb::CreateJoinTokenRequest& request) {
   if (request.ttl_ms() < 0 || request.description().size() > 1024) {
-    return InvalidArgumentError(fmt::format("create join token: the TTL must be >= 0 ms (got {}) and the "
-                                            "description at most 1024 bytes (got {})",
-                                            request.ttl_ms(), request.description().size()));
+    return InvalidArgumentError(
+        fmt::format("create join token: the TTL must be >= 0 ms (got {}) and the "
+                    "description at most 1024 bytes (got {})",
+                    request.ttl_ms(), request.description().size()));
   }
   CreatedJoinToken created =
       join_tokens_.Create(request.ttl_ms() > 0 ? request.ttl_ms() : options_.join_token_ttl_ms, request.description());

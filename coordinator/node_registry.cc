@@ -50,8 +50,8 @@ Status CheckInventory(const std::string& id, const pb::NodeInventory& inv, const
   }
   for (const auto& [key, value] : inv.labels()) {
     RETURN_IF_ERROR(CheckLength(id, "a label key", key, limits.max_label_length));
-    RETURN_IF_ERROR(CheckLength(id, fmt::format("label '{}'", key.substr(0, 64)).c_str(), value,
-                                limits.max_label_length));
+    RETURN_IF_ERROR(
+        CheckLength(id, fmt::format("label '{}'", key.substr(0, 64)).c_str(), value, limits.max_label_length));
   }
   const uint32_t max = limits.max_inventory_string_length;
   RETURN_IF_ERROR(CheckLength(id, "hostname", inv.hostname(), max));
@@ -73,9 +73,10 @@ Status NodeRegistry::Validate(const pb::RegisterRequest& request) const {
                                             id.size(), limits_.max_node_id_length));
   }
   if (!ValidNodeId(id)) {
-    return InvalidArgumentError(fmt::format("register: node_id '{}' must be a non-empty name of letters, digits, "
-                                            "'.', '_' and '-', starting with a letter or digit",
-                                            id.substr(0, 64)));
+    return InvalidArgumentError(
+        fmt::format("register: node_id '{}' must be a non-empty name of letters, digits, "
+                    "'.', '_' and '-', starting with a letter or digit",
+                    id.substr(0, 64)));
   }
   RETURN_IF_ERROR(CheckInventory(id, request.inventory(), limits_));
   RETURN_IF_ERROR(CheckLength(id, "agent_version", request.agent_version(), limits_.max_inventory_string_length));
@@ -84,9 +85,10 @@ Status NodeRegistry::Validate(const pb::RegisterRequest& request) const {
                                             request.running_tasks_size(), limits_.max_running_tasks));
   }
   if (Find(id) == nullptr && nodes_.size() >= limits_.max_nodes) {
-    return ResourceExhaustedError(fmt::format("register: node {} would exceed the cluster's {} nodes (max_nodes); "
-                                              "remove a node first (anneal node remove)",
-                                              id, limits_.max_nodes));
+    return ResourceExhaustedError(
+        fmt::format("register: node {} would exceed the cluster's {} nodes (max_nodes); "
+                    "remove a node first (anneal node remove)",
+                    id, limits_.max_nodes));
   }
   return Status::Ok();
 }

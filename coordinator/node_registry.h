@@ -72,17 +72,17 @@ struct AgentLimits {
   uint32_t max_slots_per_node = 1024;
   uint32_t max_gpus_per_node = 64;
   uint32_t max_labels_per_node = 64;
-  uint32_t max_label_length = 256;       // a label's key or value, bytes
+  uint32_t max_label_length = 256;  // a label's key or value, bytes
   uint32_t max_node_id_length = 128;
   uint32_t max_inventory_string_length = 1024;  // hostname, address, work dir, GPU name/uuid, agent version
-  uint32_t max_running_tasks = 4096;     // tasks listed in one RegisterRequest or Heartbeat
-  uint64_t max_seq_ahead = 1000000;      // a report's seq may be at most this far past the last applied one
+  uint32_t max_running_tasks = 4096;            // tasks listed in one RegisterRequest or Heartbeat
+  uint64_t max_seq_ahead = 1000000;             // a report's seq may be at most this far past the last applied one
 };
 
 // A node's identity, set when a join token admits it.
 struct NodeIdentity {
   std::string credential_hash;
-  std::string joined_with;   // the join token's id
+  std::string joined_with;  // the join token's id
   uint64_t spool_acked_seq = 0;
 };
 

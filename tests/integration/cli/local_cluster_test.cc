@@ -266,8 +266,8 @@ TEST_F(LocalClusterTest, TeamsUsersAndTokensThroughTheCli) {
     return Anneal(args);
   };
   const std::string spec = dir_.path() + "/job.yaml";
-  std::ofstream(spec) << "model_name_or_path: " << dir_.path() << "/models/tiny\ndataset: alpaca\noutput_dir: "
-                      << dir_.path() << "/out/job\n";
+  std::ofstream(spec) << "model_name_or_path: " << dir_.path()
+                      << "/models/tiny\ndataset: alpaca\noutput_dir: " << dir_.path() << "/out/job\n";
   RunResult viewer_submit = as("vic", {"submit", spec, "--team", "nlp"});
   EXPECT_EQ(viewer_submit.exit_code, 4);
   EXPECT_TRUE(Contains(viewer_submit.err, "user 'vic' may not submit jobs to team 'nlp': that needs role member"))

@@ -31,9 +31,17 @@ class Coordinator {
   explicit Coordinator(const std::string& state_dir, bool plaintext = false) {
     int out[2];
     EXPECT_EQ(::pipe(out), 0);
-    std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN, "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
-                                     "--log-level",          "error",  "--bootstrap-admin-config",
-                                     state_dir + "-client.yaml", "--config", state_dir + ".yaml"};
+    std::vector<std::string> args = {ANNEAL_COORDINATOR_BIN,
+                                     "--bind",
+                                     "tcp://127.0.0.1:*",
+                                     "--state-dir",
+                                     state_dir,
+                                     "--log-level",
+                                     "error",
+                                     "--bootstrap-admin-config",
+                                     state_dir + "-client.yaml",
+                                     "--config",
+                                     state_dir + ".yaml"};
     std::ofstream(state_dir + ".yaml") << "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
     if (plaintext) args.push_back("--insecure-plaintext");
     pid_ = ::fork();
@@ -87,13 +95,14 @@ TEST(CliTransport, ThePinnedKeyFromTheEnvironmentOrTheConfigWorks) {
   TempDir home;
   Coordinator coordinator(home.path() + "/state");
   ASSERT_EQ(coordinator.key().size(), 40u);
-  RunResult env = RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "nodes"}, home.path(),
-                            {{"ANNEAL_SERVER_KEY", coordinator.key()}});
+  RunResult env = RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "nodes"},
+                            home.path(), {{"ANNEAL_SERVER_KEY", coordinator.key()}});
   EXPECT_EQ(env.exit_code, 0) << env.err;
 
   std::filesystem::create_directories(home.path() + "/.anneal");
   std::ofstream(home.path() + "/.anneal/config")
-      << "coordinator: " << coordinator.address() << "\ntoken: " << coordinator.token() << "\nserver_key: \"" << coordinator.key() << "\"\n";
+      << "coordinator: " << coordinator.address() << "\ntoken: " << coordinator.token() << "\nserver_key: \""
+      << coordinator.key() << "\"\n";
   RunResult file = RunAnneal({"nodes"}, home.path(), {{"ANNEAL_SERVER_KEY", ""}});
   EXPECT_EQ(file.exit_code, 0) << file.err;
   RunResult flag =
@@ -105,24 +114,25 @@ TEST(CliTransport, AWrongServerKeyFailsWithinTheDeadlineSayingTheKeyIsWrong) {
   TempDir home;
   Coordinator coordinator(home.path() + "/state");
   const auto other = *protocol::GenerateCurveKeyPair();
-  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "--timeout", "1", "nodes"},
-                          home.path(), {{"ANNEAL_SERVER_KEY", other.public_key}});
+  RunResult r =
+      RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "--timeout", "1", "nodes"},
+                home.path(), {{"ANNEAL_SERVER_KEY", other.public_key}});
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_LT(r.seconds, 5.0);
   EXPECT_TRUE(Contains(r.err, "closed the connection during the CurveZMQ handshake")) << r.err;
   EXPECT_TRUE(Contains(r.err, "the server key (from ANNEAL_SERVER_KEY) is probably wrong")) << r.err;
   // The coordinator still serves the right key.
-  RunResult right = RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "nodes"}, home.path(),
-                              {{"ANNEAL_SERVER_KEY", coordinator.key()}});
+  RunResult right = RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "nodes"},
+                              home.path(), {{"ANNEAL_SERVER_KEY", coordinator.key()}});
   EXPECT_EQ(right.exit_code, 0) << right.err;
 }
 
 TEST(CliTransport, APlaintextClientIsToldTheCoordinatorRequiresCurve) {
   TempDir home;
   Coordinator coordinator(home.path() + "/state");
-  RunResult r = RunAnneal(
-      {"--coordinator", coordinator.address(), "--token", coordinator.token(), "--timeout", "1", "--insecure-plaintext", "nodes"},
-      home.path(), {{"ANNEAL_SERVER_KEY", ""}});
+  RunResult r = RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "--timeout", "1",
+                           "--insecure-plaintext", "nodes"},
+                          home.path(), {{"ANNEAL_SERVER_KEY", ""}});
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_TRUE(Contains(r.err, "refused the plaintext handshake")) << r.err;
   EXPECT_TRUE(Contains(r.err, "requires CurveZMQ")) << r.err;
@@ -148,9 +158,9 @@ TEST(CliTransport, NoKeyOrAMalformedKeyIsRefusedBeforeConnecting) {
 TEST(CliTransport, APlaintextCoordinatorNeedsTheExplicitFlag) {
   TempDir home;
   Coordinator coordinator(home.path() + "/state", /*plaintext=*/true);
-  RunResult ok =
-      RunAnneal({"--coordinator", coordinator.address(), "--token", coordinator.token(), "--insecure-plaintext", "nodes"},
-                home.path(), {{"ANNEAL_SERVER_KEY", ""}});
+  RunResult ok = RunAnneal(
+      {"--coordinator", coordinator.address(), "--token", coordinator.token(), "--insecure-plaintext", "nodes"},
+      home.path(), {{"ANNEAL_SERVER_KEY", ""}});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 

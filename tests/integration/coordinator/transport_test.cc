@@ -122,9 +122,8 @@ TEST(Transport, ACorruptSecretKeyFileStopsTheCoordinatorNamingTheFile) {
     coordinator.Start();
   }
   std::ofstream(dir.str() + "/curve.key", std::ios::trunc) << "garbage\n";
-  const std::string cmd =
-      std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:0 --state-dir " + dir.str() + " --config " +
-      dir.str() + ".yaml 2>&1";  // the policy CoordinatorProcess wrote
+  const std::string cmd = std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:0 --state-dir " + dir.str() +
+                          " --config " + dir.str() + ".yaml 2>&1";  // the policy CoordinatorProcess wrote
   FILE* out = popen(cmd.c_str(), "r");
   ASSERT_NE(out, nullptr);
   std::string text;
@@ -199,7 +198,7 @@ TEST(Transport, TooManyWatchersFromOnePeerAreRefused) {
   TempDir dir;
   const std::string config = dir.str() + "/c.yaml";
   std::ofstream(config) << "max_watchers_per_peer: 2\n"
-                          "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
+                           "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   std::vector<std::string> flags = kFlags;
   flags.insert(flags.end(), {"--config", config});
   CoordinatorProcess coordinator(dir.str() + "/state", flags);
@@ -287,7 +286,7 @@ TEST(TransportHttp, EveryEndpointNeedsTheTokenAndMetricsArePublicOnlyWhenConfigu
 
   const std::string config = dir.str() + "/public.yaml";
   std::ofstream(config) << "http_public_metrics: true\n"
-                          "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
+                           "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   flags.insert(flags.end(), {"--config", config});
   CoordinatorProcess open_metrics(dir.str() + "/2", flags);
   open_metrics.expect_http();
@@ -306,7 +305,7 @@ TEST(TransportHttp, TheAcceptLoopSurvivesRunningOutOfFileDescriptors) {
   TempDir dir;
   const std::string config = dir.str() + "/c.yaml";
   std::ofstream(config) << "http_max_connections: 1000\n"
-                          "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
+                           "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   std::vector<std::string> flags = kFlags;
   flags.insert(flags.end(), {"--http-bind", "127.0.0.1:0", "--config", config});
   CoordinatorProcess coordinator(dir.str() + "/state", flags);
