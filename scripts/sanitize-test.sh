@@ -5,21 +5,23 @@
 # sanitizers, the fuzz targets link libFuzzer too. The trainer is not built (its LibTorch is uninstrumented).
 # A sanitizer report fails the test that triggered it (halt_on_error; UBSan does not recover).
 #
-#   scripts/sanitize-test.sh [--fuzz-seconds N] [--no-fuzz] [--no-tests] [ctest args...]
+#   scripts/sanitize-test.sh [--fuzz-runs N] [--fuzz-seconds N] [--no-fuzz] [--no-tests] [ctest args...]
 #
 # Default: the unit tests of agent, cli, common, coordinator, jobspec, protocol, storage and the agent and
-# coordinator integration tests, then 15 s per fuzz target. Non-zero on any failure, sanitizer report or crash.
+# coordinator integration tests, then 2000 executions per fuzz target with a fixed seed (at most 60 s each). Non-zero on any failure, sanitizer report or crash.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-FUZZ_SECONDS=15
+FUZZ_SECONDS=60
+FUZZ_RUNS=2000
 RUN_FUZZ=1
 RUN_TESTS=1
 CTEST_ARGS=()
 while (($#)); do
   case "$1" in
     --fuzz-seconds) FUZZ_SECONDS="$2"; shift ;;
+    --fuzz-runs) FUZZ_RUNS="$2"; shift ;;
     --no-fuzz) RUN_FUZZ=0 ;;
     --no-tests) RUN_TESTS=0 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
@@ -59,12 +61,19 @@ if [ "$RUN_TESTS" = 1 ]; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1:strict_string_checks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
   export OMP_NUM_THREADS=1
-  (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 600 -j "${ANNEAL_TEST_JOBS:-2}" "${CTEST_ARGS[@]}") || status=1
+  # Left out here (it runs in scripts/test.sh): the test that exhausts the coordinator's file descriptors on
+  # purpose. The sanitizer runtime itself needs descriptors (its symbolizer, /proc/self/maps for UBSan's vptr
+  # check) and reports a false "invalid vptr" when it has none.
+  (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 600 -j "${ANNEAL_TEST_JOBS:-2}" \
+    -E 'TransportHttp.TheAcceptLoopSurvivesRunningOutOfFileDescriptors' "${CTEST_ARGS[@]}") || status=1
   tested=$(date +%s)
   echo "sanitize-test.sh: tests took $((tested - built)) s"
 fi
 if [ "$RUN_FUZZ" = 1 ]; then
-  bash bench/fuzz/run.sh --no-build "$FUZZ_SECONDS" || status=1
+  # Repeatable in CI: a fixed seed and a fixed number of executions per target (FUZZ_SECONDS only caps a slow
+  # machine), from the seed corpora alone (what earlier local runs found is not read).
+  rm -rf "$BUILD_DIR/fuzz"
+  bash bench/fuzz/run.sh --no-build --seed 1 --runs "$FUZZ_RUNS" "$FUZZ_SECONDS" || status=1
 fi
 echo "sanitize-test.sh: total $(($(date +%s) - start)) s"
 exit $status

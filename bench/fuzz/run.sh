@@ -3,7 +3,10 @@
 # target, executions, exec/s, corpus size (inputs in the fuzzer's corpus at the end), crashes (with the path
 # of every crash, leak, timeout or out-of-memory input kept). Non-zero when any target found one.
 #
-#   bench/fuzz/run.sh [--no-build] [--runs N] SECONDS [TARGET...]
+#   bench/fuzz/run.sh [--no-build] [--runs N] [--seed S] SECONDS [TARGET...]
+#
+# --seed S fixes libFuzzer's random seed: with --runs N (and SECONDS as a generous cap) a run is repeatable,
+# which is how CI runs it (scripts/sanitize-test.sh), so a red CI is a finding anyone can reproduce.
 #
 # Builds first (scripts/sanitize-test.sh --no-tests --no-fuzz: the clang build dir build-sanitize/, or
 # $ANNEAL_SANITIZE_BUILD_DIR) unless --no-build. --runs N stops a target after N executions (or SECONDS,
@@ -30,18 +33,20 @@ TARGETS_AND_MAX_LEN=(
 
 BUILD=1
 RUNS=-1
+SEED=0
 SECONDS_EACH=""
 SELECTED=()
 while (($#)); do
   case "$1" in
     --no-build) BUILD=0 ;;
     --runs) RUNS="$2"; shift ;;
+    --seed) SEED="$2"; shift ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) if [ -z "$SECONDS_EACH" ]; then SECONDS_EACH="$1"; else SELECTED+=("$1"); fi ;;
   esac
   shift
 done
-[[ "$SECONDS_EACH" =~ ^[0-9]+$ ]] || { echo "usage: bench/fuzz/run.sh [--no-build] [--runs N] SECONDS [TARGET...]" >&2; exit 2; }
+[[ "$SECONDS_EACH" =~ ^[0-9]+$ ]] || { echo "usage: bench/fuzz/run.sh [--no-build] [--runs N] [--seed S] SECONDS [TARGET...]" >&2; exit 2; }
 
 BUILD_DIR="${ANNEAL_SANITIZE_BUILD_DIR:-$ROOT/build-sanitize}"
 if [ "$BUILD" = 1 ]; then
@@ -66,7 +71,7 @@ for entry in "${TARGETS_AND_MAX_LEN[@]}"; do
   rc=0
   TMPDIR="$SCRATCH/$name" ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" \
     UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}" \
-    "$bin" -max_total_time="$SECONDS_EACH" -runs="$RUNS" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
+    "$bin" -max_total_time="$SECONDS_EACH" -runs="$RUNS" -seed="$SEED" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" "$ROOT/bench/fuzz/corpus/$name" \
     >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

@@ -9,6 +9,9 @@
 
 namespace anneal::data {
 
+// Largest vocabularies in use are ~256k tokens; a table of 16M ids is the most a tokenizer.json may ask for.
+constexpr int64_t kMaxTokenId = int64_t{1} << 24;
+
 static uint64_t MergeKey(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
@@ -58,7 +61,13 @@ StatusOr<BpeModel> BpeModel::FromJson(const nlohmann::json& m, const std::string
   bpe.vocab_.reserve(m["vocab"].size() * 2);
   for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
     if (!it.value().is_number_integer()) return InvalidArgumentError(where + ".vocab['" + it.key() + "']: not an id");
-    int32_t id = it.value().get<int32_t>();
+    // Ids index a table of max id + 1 entries: negative or absurd ids are refused, never wrapped or allocated.
+    const int64_t wide = it.value().get<int64_t>();
+    if (wide < 0 || wide >= kMaxTokenId) {
+      return InvalidArgumentError(fmt::format("{}.vocab['{}']: id {} is outside [0, {})", where, it.key(), wide,
+                                              kMaxTokenId));
+    }
+    const int32_t id = static_cast<int32_t>(wide);
     bpe.vocab_.emplace(it.key(), id);
     max_id = std::max(max_id, id);
   }

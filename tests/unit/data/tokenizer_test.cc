@@ -79,5 +79,19 @@ TEST(Tokenizer, AFieldOfTheWrongTypeIsAnErrorNotAnException) {
   }
 }
 
+// Found by the tokenizer fuzz target: a negative vocab id indexed the id table out of bounds, and a huge one
+// would have allocated a table of that size.
+TEST(Tokenizer, AVocabIdOutsideTheTableIsRefusedNamingTheToken) {
+  for (const char* id : {"-1", "2147483647", "99999999999"}) {
+    const std::string text = std::string(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": )") + id +
+                             R"(}, "merges": []}})";
+    auto tok = Tokenizer::FromJsonText(text, "bad.json");
+    ASSERT_FALSE(tok.ok()) << id;
+    EXPECT_EQ(tok.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(tok.status().message().find("vocab['b']: id " + std::string(id) + " is outside"), std::string::npos)
+        << tok.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace anneal::data
