@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdio.h>  // renameat2, RENAME_NOREPLACE (glibc, _GNU_SOURCE)
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -164,31 +165,63 @@ Status CheckAccessibleBy(const std::string& what, const std::string& path, const
   return Status::Ok();
 }
 
+namespace {
+
+// Creates `path` already owned by `user`: a fresh sibling is made, given away, then renamed into place without
+// replacing anything (RENAME_NOREPLACE). Another agent creating the same directory at the same moment (agents
+// of one job on a shared filesystem) then never sees it owned by root, as a plain mkdir + chown would let it.
+// OK when `path` exists afterwards, whoever made it; `*made` says whether this call did.
+Status MakeDirOwnedBy(const std::filesystem::path& path, const RankUser& user, bool* made) {
+  *made = false;
+  const std::string staged = path.string() + ".anneal-mkdir-" + std::to_string(::getpid());
+  if (::mkdir(staged.c_str(), 0755) != 0 && errno != EEXIST) {  // EEXIST: left by a crashed agent of this pid
+    return InternalError("mkdir " + path.string() + ": " + ErrnoText(errno));
+  }
+  if (::chown(staged.c_str(), user.uid, user.gid) != 0) {
+    const int err = errno;
+    ::rmdir(staged.c_str());
+    return InternalError("chown " + staged + " to " + user.Describe() + ": " + ErrnoText(err));
+  }
+  if (::renameat2(AT_FDCWD, staged.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
+    *made = true;
+    return Status::Ok();
+  }
+  const int err = errno;
+  ::rmdir(staged.c_str());
+  if (err == EEXIST) return Status::Ok();  // made meanwhile by someone else
+  if (err != EINVAL) return InternalError("rename " + staged + " -> " + path.string() + ": " + ErrnoText(err));
+  // No RENAME_NOREPLACE on this filesystem: mkdir, then give it away.
+  if (::mkdir(path.c_str(), 0755) != 0) {
+    if (errno == EEXIST) return Status::Ok();
+    return InternalError("mkdir " + path.string() + ": " + ErrnoText(errno));
+  }
+  *made = true;
+  if (::chown(path.c_str(), user.uid, user.gid) != 0) {
+    return InternalError("chown " + path.string() + " to " + user.Describe() + ": " + ErrnoText(errno));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status MakeDirsOwnedBy(const std::string& dir, const std::optional<RankUser>& user) {
   namespace fs = std::filesystem;
-  std::vector<fs::path> created;
   fs::path prefix;
   for (const auto& part : fs::path(dir).lexically_normal()) {
     prefix /= part;
     if (part.empty()) continue;
-    if (::mkdir(prefix.c_str(), 0755) == 0) {
-      created.push_back(prefix);
-    } else if (errno != EEXIST) {
+    struct stat existing {};
+    if (::stat(prefix.c_str(), &existing) == 0) continue;
+    if (user) {
+      bool made = false;
+      RETURN_IF_ERROR(MakeDirOwnedBy(prefix, *user, &made));
+    } else if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
       return InternalError("mkdir " + prefix.string() + ": " + ErrnoText(errno));
     }
   }
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return FailedPreconditionError(dir + " is not a directory");
-  }
-  if (!user) return Status::Ok();
-  for (const auto& d : created) {
-    const int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return InternalError("opening " + d.string() + " to give it to the rank's user: " + ErrnoText(errno));
-    const int rc = ::fchown(fd, user->uid, user->gid);
-    const int err = errno;
-    ::close(fd);
-    if (rc != 0) return InternalError("chown " + d.string() + " to " + user->Describe() + ": " + ErrnoText(err));
   }
   return Status::Ok();
 }
