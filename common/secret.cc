@@ -16,6 +16,8 @@ void InitSodium() {
   (void)ready;
 }
 
+}  // namespace
+
 bool IsHex(std::string_view text, size_t length) {
   if (text.size() != length) return false;
   for (char c : text) {
@@ -23,8 +25,6 @@ bool IsHex(std::string_view text, size_t length) {
   }
   return true;
 }
-
-}  // namespace
 
 std::string RandomHex(size_t bytes) {
   InitSodium();

@@ -28,6 +28,8 @@ inline constexpr std::string_view kNodeCredentialPrefix = "anc_";
 inline constexpr size_t kJoinTokenIdBytes = 8;
 inline constexpr size_t kSecretBytes = 32;
 
+// Exactly `length` lowercase hex digits.
+bool IsHex(std::string_view text, size_t length);
 // `bytes` random bytes from the OS CSPRNG, as 2*bytes lowercase hex digits.
 std::string RandomHex(size_t bytes);
 // BLAKE2b-256 of the secret: 32 raw bytes.

@@ -7,14 +7,6 @@ namespace {
 
 constexpr size_t kTokenIdBytes = 6;
 
-bool IsLowerHex(std::string_view s, size_t digits) {
-  if (s.size() != digits) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 bool SecretMatches(std::string_view secret, std::string_view stored_hash) {
@@ -40,7 +32,7 @@ StatusOr<ParsedSecretToken> ParseSecretToken(std::string_view token, std::string
   }
   ParsedSecretToken parsed{std::string(token.substr(id_start, 2 * kTokenIdBytes)),
                            std::string(token.substr(secret_start))};
-  if (!IsLowerHex(parsed.id, 2 * kTokenIdBytes) || !IsLowerHex(parsed.secret, 2 * kSecretBytes)) {
+  if (!IsHex(parsed.id, 2 * kTokenIdBytes) || !IsHex(parsed.secret, 2 * kSecretBytes)) {
     return UnauthenticatedError("the token is not an Anneal token of the form " + shape);
   }
   return parsed;

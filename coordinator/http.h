@@ -20,7 +20,7 @@
 //
 // Example:
 //   HttpServer http;
-//   RETURN_IF_ERROR(http.Start("127.0.0.1:7071", {.authenticate = AdminTokenAuthenticator(token)}));
+//   RETURN_IF_ERROR(http.Start("127.0.0.1:7071", {.authenticate = ClusterAdminTokenAuthenticator(store, &clock)}));
 //   server.SetRoundHook([&] { http.Publish(core); });
 #pragma once
 

@@ -31,27 +31,6 @@ StatusOr<std::string_view> BearerToken(std::string_view header) {
 
 }  // namespace
 
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  const size_t n = std::max(a.size(), b.size());
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
-
-HttpAuthenticator AdminTokenAuthenticator(std::string token) {
-  return [token = std::move(token)](std::string_view bearer) -> Status {
-    if (token.empty()) {
-      return UnauthenticatedError("this coordinator has no API token configured (--token), so the API is closed");
-    }
-    if (!ConstantTimeEquals(bearer, token)) return UnauthenticatedError("the token is not valid for this coordinator");
-    return Status::Ok();
-  };
-}
-
 HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& snapshot,
                               const HttpRouteOptions& options) {
   const std::string_view path = std::string_view(request.target).substr(0, request.target.find('?'));

@@ -14,7 +14,7 @@
 // Thread-safety: RouteHttpRequest is pure; the authenticator must be thread-safe (called on the HTTP thread).
 //
 // Example:
-//   HttpRouteOptions options{.public_metrics = false, .authenticate = AdminTokenAuthenticator("s3cret")};
+//   HttpRouteOptions options{.public_metrics = false, .authenticate = ClusterAdminTokenAuthenticator(store, &clock)};
 //   HttpResponse r = RouteHttpRequest({.method = "GET", .target = "/api/jobs",
 //                                      .authorization = "Bearer s3cret"}, snapshot, options);
 //   // r.status == 200, r.body == snapshot.jobs
@@ -63,16 +63,9 @@ struct HttpRouteOptions {
 HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& snapshot,
                               const HttpRouteOptions& options);
 
-// Accepts exactly `token`, compared in constant time (for its length). An empty `token` accepts nothing: the
-// API is closed until a token is configured.
-HttpAuthenticator AdminTokenAuthenticator(std::string token);
-
 // The production authenticator: an API token of a cluster admin (coordinator/identity.h), read from the
 // store (thread-safe; the HTTP thread calls it). The endpoints serve the whole cluster's state, so a team role
 // is not enough (per-team views come with the web console).
 HttpAuthenticator ClusterAdminTokenAuthenticator(const storage::StateStore* store, const Clock* clock);
-
-// a == b without an early exit on the first difference (the time depends only on the lengths).
-bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
 }  // namespace anneal::coordinator

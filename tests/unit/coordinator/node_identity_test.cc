@@ -197,7 +197,7 @@ TEST(NodeIdentity, CheckpointOutsideTheJobsOutputDirIsRefused) {
   h.Register("n1", 1);
   const std::string job = h.Submit(BaseSpec("max_attempts: 2\n"));
   h.ReportAll(job, pb::TASK_RUNNING);
-  for (const std::string& path : {"/", "/out/run/../other/checkpoint-5", "/out/run/checkpoint-6", "/etc"}) {
+  for (const std::string path : {"/", "/out/run/../other/checkpoint-5", "/out/run/checkpoint-6", "/etc"}) {
     pb::AgentToCoordinator msg;
     msg.mutable_checkpoint_committed()->set_seq(h.NextSeq("n1"));
     auto* c = msg.mutable_checkpoint_committed()->mutable_checkpoint();
