@@ -37,7 +37,7 @@ bool TaskEnded(pb::TaskState state) {
 }
 
 bool TaskEndedUnsuccessfully(pb::TaskState state) {
-  return state == pb::TASK_FAILED || state == pb::TASK_STOPPED || state == pb::TASK_LOST;
+  return state == pb::TASK_FAILED || state == pb::TASK_STOPPED || state == pb::TASK_LOST || state == pb::TASK_PREEMPTED;
 }
 
 StatusOr<pb::JobState> ParseJobState(std::string_view text) {

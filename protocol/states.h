@@ -8,8 +8,8 @@
 //
 // Predicates:
 //   IsTerminal(job)          SUCCEEDED, FAILED, CANCELLED: the job never moves again.
-//   TaskEnded(task)          SUCCEEDED, FAILED, STOPPED, LOST: the task no longer runs.
-//   TaskEndedUnsuccessfully  FAILED, STOPPED, LOST: ended without every rank exiting 0.
+//   TaskEnded(task)          SUCCEEDED, FAILED, STOPPED, LOST, PREEMPTED: the task no longer runs.
+//   TaskEndedUnsuccessfully  FAILED, STOPPED, LOST, PREEMPTED: ended without every rank exiting 0.
 //
 // Thread-safety: pure functions. The returned views point at static storage (valid forever).
 //
@@ -24,6 +24,10 @@
 #include "protocol/anneal.pb.h"
 
 namespace anneal::protocol {
+
+// A rank that checkpointed and stopped on a preemption request exits with this code (EX_TEMPFAIL: "try
+// again later"); the agent reports its task TASK_PREEMPTED.
+inline constexpr int kPreemptedExitCode = 75;
 
 std::string_view StateName(pb::JobState state);
 std::string_view StateName(pb::TaskState state);

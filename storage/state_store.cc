@@ -1,49 +1,49 @@
 #include "storage/state_store.h"
 
-#include <unistd.h>
-
-#include <filesystem>
-
+#include <fmt/format.h>
 #include <google/protobuf/message.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
+#include <unistd.h>
 
-#include <fmt/format.h>
+#include <filesystem>
 
 #include "storage/keys.h"
 
 namespace anneal::storage {
 namespace {
 
-constexpr std::string_view kTableNames[kTableCount] = {"jobs", "events", "metrics", "checkpoints", "nodes",
-                                                       "meta", "users",  "teams",   "tokens",      "audit"};
+constexpr std::string_view kTableNames[kTableCount] = {"jobs",  "events", "metrics", "checkpoints", "nodes", "meta",
+                                                       "users", "teams",  "tokens",  "audit",       "usage"};
 constexpr std::string_view kSchemaKey = "schema_version";
 
 // Names the cause of a failed open: another process holds the lock, the files are corrupt, or the directory
 // is not ours to write.
 Status OpenError(const std::string& dir, const rocksdb::Status& s) {
   const std::string text = s.ToString();
-  if (s.IsIOError() && (text.find("lock") != std::string::npos || text.find("Resource temporarily") !=
-                                                                       std::string::npos)) {
-    return UnavailableError(fmt::format(
-        "state directory {} is locked by another process (is another anneal-coordinator running with this "
-        "--state-dir?): {}", dir, text));
+  if (s.IsIOError() &&
+      (text.find("lock") != std::string::npos || text.find("Resource temporarily") != std::string::npos)) {
+    return UnavailableError(
+        fmt::format("state directory {} is locked by another process (is another anneal-coordinator running with this "
+                    "--state-dir?): {}",
+                    dir, text));
   }
   if (text.find("Permission denied") != std::string::npos) {
     return PermissionDeniedError(fmt::format("state directory {}: no permission: {}", dir, text));
   }
   if (s.IsCorruption()) {
     return DataLossError(fmt::format(
-        "state directory {} is corrupt ({}); restore it from a backup or move it aside to start empty", dir,
-        text));
+        "state directory {} is corrupt ({}); restore it from a backup or move it aside to start empty", dir, text));
   }
   return InternalError(fmt::format("cannot open state directory {}: {}", dir, text));
 }
 
 }  // namespace
 
-std::string_view TableName(Table table) { return kTableNames[static_cast<int>(table)]; }
+std::string_view TableName(Table table) {
+  return kTableNames[static_cast<int>(table)];
+}
 
 // ---- WriteBatch ---------------------------------------------------------------------------------------------
 
@@ -144,7 +144,8 @@ Status StateStore::CheckSchema() {
   if (*stored != kSchemaVersion) {
     return FailedPreconditionError(fmt::format(
         "state directory {} has schema version {}, this build of anneal-coordinator reads schema version {}; "
-        "run the matching version (no automatic migration exists)", dir_, *stored, kSchemaVersion));
+        "run the matching version (no automatic migration exists)",
+        dir_, *stored, kSchemaVersion));
   }
   return Status::Ok();
 }
@@ -154,8 +155,8 @@ Status StateStore::Commit(const WriteBatch& batch) {
   rocksdb::WriteBatch rb;
   for (const auto& op : batch.ops_) {
     rocksdb::Status s = op.value ? rb.Put(Handle(op.table), op.key, *op.value) : rb.Delete(Handle(op.table), op.key);
-    if (!s.ok()) return InternalError(fmt::format("building a write batch for table {}: {}", TableName(op.table),
-                                                  s.ToString()));
+    if (!s.ok())
+      return InternalError(fmt::format("building a write batch for table {}: {}", TableName(op.table), s.ToString()));
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync_writes_;
@@ -246,8 +247,8 @@ StatusOr<std::optional<std::string>> StateStore::LastKeyWithPrefix(Table table, 
 }
 
 Status StateStore::CorruptValue(Table table, std::string_view key) {
-  return DataLossError(fmt::format("table {}: the value of key '{}' is not a valid record (corrupt state?)",
-                                   TableName(table), key));
+  return DataLossError(
+      fmt::format("table {}: the value of key '{}' is not a valid record (corrupt state?)", TableName(table), key));
 }
 
 }  // namespace anneal::storage
