@@ -1,0 +1,228 @@
+// The pure scheduler (coordinator/planner.h): quotas and borrowing, fair-share order, EASY backfill, reclaim
+// preemption, time limits, node labels and the explanations of pending jobs.
+#include "coordinator/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+namespace anneal::coordinator {
+namespace {
+
+constexpr int64_t kNow = 1'000'000'000;
+constexpr int64_t kMinute = 60'000;
+
+PlannerNode Node(const std::string& id, uint32_t total, uint32_t used, std::map<std::string, std::string> labels = {}) {
+  PlannerNode n;
+  n.node_id = id;
+  n.total_slots = total;
+  n.labels = std::move(labels);
+  for (uint32_t s = used; s < total; ++s) n.free_slots.push_back(s);
+  return n;
+}
+
+RunningJob Running(const std::string& id, const std::string& team, std::map<std::string, uint32_t> slots,
+                   int64_t started_ago_ms = 60 * kMinute, int64_t time_limit_ms = 0, int32_t priority = 0) {
+  RunningJob r;
+  r.job_id = id;
+  r.team = team;
+  r.priority = priority;
+  r.slots_by_node = std::move(slots);
+  r.started_at_ms = kNow - started_ago_ms;
+  r.time_limit_ms = time_limit_ms;
+  return r;
+}
+
+PendingJob Pending(const std::string& id, const std::string& team, uint32_t nodes, uint32_t per_node, uint64_t seq,
+                   int64_t time_limit_ms = 0) {
+  PendingJob p;
+  p.job_id = id;
+  p.team = team;
+  p.gang = {nodes, per_node, 1};
+  p.submit_seq = seq;
+  p.time_limit_ms = time_limit_ms;
+  p.submitted_at_ms = kNow - 1000;
+  return p;
+}
+
+TeamPolicy Team(const std::string& name, std::vector<QuotaEntry> quotas = {}, double usage = 0, double weight = 1) {
+  TeamPolicy t;
+  t.name = name;
+  t.weight = weight;
+  t.decayed_usage = usage;
+  t.quotas = std::move(quotas);
+  return t;
+}
+
+PlannerInput Input(std::vector<PlannerNode> nodes, std::vector<RunningJob> running, std::vector<PendingJob> pending,
+                   std::vector<TeamPolicy> teams = {}) {
+  PlannerInput in;
+  in.now_ms = kNow;
+  in.nodes = std::move(nodes);
+  in.running = std::move(running);
+  in.pending = std::move(pending);
+  in.teams = std::move(teams);
+  return in;
+}
+
+const PlannedStart* StartOf(const SchedulePlan& plan, const std::string& id) {
+  for (const auto& s : plan.starts) {
+    if (s.job_id == id) return &s;
+  }
+  return nullptr;
+}
+
+std::string ReasonOf(const SchedulePlan& plan, const std::string& id) {
+  auto it = plan.pending.find(id);
+  return it == plan.pending.end() ? "<started>" : it->second.reason;
+}
+
+bool Has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// ---- placement ----
+
+TEST(Planner, StartsWhatFitsWithBestFit) {
+  auto plan = PlanSchedule(Input({Node("a", 8, 0), Node("b", 8, 6)}, {}, {Pending("j", "t", 1, 2, 1)}));
+  ASSERT_EQ(plan.starts.size(), 1u);
+  ASSERT_EQ(plan.starts[0].nodes.size(), 1u);
+  EXPECT_EQ(plan.starts[0].nodes[0].node_id, "b");
+  EXPECT_EQ(plan.starts[0].nodes[0].slots, (std::vector<uint32_t>{6, 7}));
+  EXPECT_TRUE(plan.pending.empty());
+}
+
+TEST(Planner, PlacementMatchesPlaceGang) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 300; ++round) {
+    std::vector<PlannerNode> nodes;
+    std::vector<NodeCapacity> caps;
+    const int count = 1 + static_cast<int>(rng() % 8);
+    for (int i = 0; i < count; ++i) {
+      const uint32_t total = 1 + rng() % 8;
+      PlannerNode n = Node("n" + std::to_string(rng() % 100), total, rng() % (total + 1));
+      if (std::any_of(nodes.begin(), nodes.end(), [&](const auto& o) { return o.node_id == n.node_id; })) continue;
+      n.has_free_port = rng() % 4 != 0;
+      caps.push_back({n.node_id, n.total_slots, n.free_slots, n.has_free_port});
+      nodes.push_back(std::move(n));
+    }
+    GangRequest gang{1 + static_cast<uint32_t>(rng() % 3), 1 + static_cast<uint32_t>(rng() % 6), 1};
+    PendingJob job = Pending("j", "t", gang.nodes, gang.ranks_per_node, 1);
+    const PlacementResult expected = PlaceGang(gang, caps);
+    const SchedulePlan plan = PlanSchedule(Input(nodes, {}, {job}));
+    ASSERT_EQ(plan.starts.size() == 1, expected.outcome == PlacementOutcome::kPlaced) << "round " << round;
+    if (plan.starts.empty()) continue;
+    ASSERT_EQ(plan.starts[0].nodes.size(), expected.nodes.size());
+    for (size_t i = 0; i < expected.nodes.size(); ++i) {
+      EXPECT_EQ(plan.starts[0].nodes[i].node_id, expected.nodes[i].node_id) << "round " << round;
+      EXPECT_EQ(plan.starts[0].nodes[i].slots, expected.nodes[i].slots) << "round " << round;
+    }
+  }
+}
+
+TEST(Planner, AJobThatCanNeverFitIsExplainedAndBlocksNobody) {
+  auto plan =
+      PlanSchedule(Input({Node("a", 4, 0)}, {}, {Pending("huge", "t", 1, 16, 1), Pending("small", "t", 1, 2, 2)}));
+  EXPECT_NE(StartOf(plan, "small"), nullptr);
+  EXPECT_TRUE(Has(ReasonOf(plan, "huge"), "16 slot(s)")) << ReasonOf(plan, "huge");
+  EXPECT_FALSE(plan.reservation.has_value());
+}
+
+TEST(Planner, NodeSelectorPlacesOnlyOnMatchingNodes) {
+  auto job = Pending("j", "t", 1, 2, 1);
+  job.node_selector = {{"gpu", "h100"}};
+  auto plan = PlanSchedule(Input({Node("a", 8, 6), Node("b", 8, 0, {{"gpu", "h100"}})}, {}, {job}));
+  ASSERT_EQ(plan.starts.size(), 1u);
+  EXPECT_EQ(plan.starts[0].nodes[0].node_id, "b");  // a fits better but lacks the label
+}
+
+TEST(Planner, ReportsThatNoNodeHasTheLabel) {
+  auto job = Pending("j", "t", 1, 2, 1);
+  job.node_selector = {{"gpu", "a100"}};
+  auto plan = PlanSchedule(Input({Node("a", 8, 0, {{"gpu", "h100"}})}, {}, {job, Pending("k", "t", 1, 2, 2)}));
+  EXPECT_EQ(ReasonOf(plan, "j"), "no node has label gpu=a100");
+  EXPECT_NE(StartOf(plan, "k"), nullptr);
+}
+
+TEST(Planner, NodeMatchesAndPools) {
+  const std::map<std::string, std::string> labels = {{"gpu", "h100"}, {"zone", "x"}};
+  EXPECT_TRUE(NodeMatches(labels, {{"gpu", "h100"}}));
+  EXPECT_FALSE(NodeMatches(labels, {{"gpu", "h100"}, {"zone", "y"}}));
+  EXPECT_TRUE(NodeMatches(labels, {}));
+  EXPECT_TRUE(NodeInPool(labels, ""));
+  EXPECT_TRUE(NodeInPool(labels, "zone=x"));
+  EXPECT_FALSE(NodeInPool(labels, "gpu=a100"));
+  EXPECT_FALSE(NodeInPool(labels, "gpu"));
+}
+
+// ---- quotas ----
+
+TEST(Planner, MaxLimitsBorrowing) {
+  auto in = Input({Node("a", 8, 6), Node("b", 8, 0)}, {Running("r", "x", {{"a", 6}})},
+                  {Pending("over", "x", 1, 4, 1), Pending("other", "y", 1, 4, 2)}, {Team("x", {{"", 0, 8}})});
+  auto plan = PlanSchedule(in);
+  EXPECT_EQ(StartOf(plan, "over"), nullptr);
+  EXPECT_TRUE(Has(ReasonOf(plan, "over"), "over quota: team x holds 6 of its max 8 slots on the cluster"))
+      << ReasonOf(plan, "over");
+  EXPECT_NE(StartOf(plan, "other"), nullptr);  // over quota blocks nobody
+  in.teams = {Team("x", {{"", 0, 10}})};
+  EXPECT_NE(StartOf(PlanSchedule(in), "over"), nullptr);
+}
+
+TEST(Planner, QuotaOnALabelPoolCountsOnlyThatPool) {
+  auto pinned = Pending("pinned", "x", 1, 2, 1);
+  pinned.node_selector = {{"gpu", "h100"}};
+  auto in = Input({Node("h", 8, 4, {{"gpu", "h100"}}), Node("c", 8, 0)}, {Running("r", "x", {{"h", 4}})},
+                  {pinned, Pending("free", "x", 1, 2, 2)}, {Team("x", {{"gpu=h100", 0, 4}})});
+  auto plan = PlanSchedule(in);
+  EXPECT_TRUE(Has(ReasonOf(plan, "pinned"), "on pool gpu=h100")) << ReasonOf(plan, "pinned");
+  EXPECT_NE(StartOf(plan, "free"), nullptr);  // charged to "" only, where x has no limit
+}
+
+TEST(Planner, SlotsStartedInThePassCountTowardTheMax) {
+  auto plan = PlanSchedule(Input({Node("a", 8, 0)}, {}, {Pending("one", "x", 1, 3, 1), Pending("two", "x", 1, 3, 2)},
+                                 {Team("x", {{"", 0, 4}})}));
+  EXPECT_NE(StartOf(plan, "one"), nullptr);
+  EXPECT_TRUE(Has(ReasonOf(plan, "two"), "holds 3 of its max 4")) << ReasonOf(plan, "two");
+}
+
+// ---- fair share ----
+
+TEST(Planner, OrderFavoursTheTeamFurthestBelowItsWeightedShare) {
+  auto in = Input({Node("a", 1, 0)}, {}, {Pending("a1", "a", 1, 1, 1), Pending("b1", "b", 1, 1, 2)},
+                  {Team("a", {}, 1000), Team("b", {}, 10)});
+  EXPECT_EQ(PlanSchedule(in).order.front(), "b1");
+  in.teams = {Team("a", {}, 100, 4), Team("b", {}, 60, 1)};  // 25 per weight vs 60
+  auto plan = PlanSchedule(in);
+  EXPECT_EQ(plan.order.front(), "a1");
+  EXPECT_NE(StartOf(plan, "a1"), nullptr);
+  EXPECT_EQ(plan.pending.at("b1").position, 2u);
+}
+
+TEST(Planner, SlotsHeldNowCountTowardUsage) {
+  auto in = Input({Node("a", 8, 4)}, {Running("r", "a", {{"a", 4}})},
+                  {Pending("a1", "a", 1, 1, 1), Pending("b1", "b", 1, 1, 2)}, {Team("a"), Team("b", {}, 1000)});
+  EXPECT_EQ(PlanSchedule(in).order.front(), "b1");  // 4 slots x 3600 s outweighs 1000 slot-seconds
+  in.config.share_horizon_s = 1;
+  EXPECT_EQ(PlanSchedule(in).order.front(), "a1");
+}
+
+TEST(Planner, OnePassInterleavesTeams) {
+  auto plan = PlanSchedule(Input({Node("a", 8, 0)}, {},
+                                 {Pending("a1", "a", 1, 1, 1), Pending("a2", "a", 1, 1, 2), Pending("a3", "a", 1, 1, 3),
+                                  Pending("b1", "b", 1, 1, 4), Pending("b2", "b", 1, 1, 5)}));
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"a1", "b1", "a2", "b2", "a3"}));
+}
+
+TEST(Planner, WithinATeamPriorityThenFifo) {
+  auto high = Pending("high", "a", 1, 1, 3);
+  high.priority = 5;
+  auto plan = PlanSchedule(
+      Input({Node("a", 1, 0)}, {}, {Pending("first", "a", 1, 1, 1), high, Pending("second", "a", 1, 1, 2)}));
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"high", "first", "second"}));
+  EXPECT_NE(StartOf(plan, "high"), nullptr);
+}
+
+}  // namespace
+}  // namespace anneal::coordinator
