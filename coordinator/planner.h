@@ -9,9 +9,10 @@
 //      below its weighted share (lowest (decayed usage + slots held now x share_horizon_s) / weight, ties by
 //      team name); within a team, priority (higher first) then submit_seq (FIFO). A job is charged to its team
 //      in this ordering as soon as it is ordered, so one pass interleaves teams instead of draining one.
-//   3. Feasibility per job: node_selector (every key=value on the node), quota (the team's slots held on the
-//      matching pool, plus the job's, within `max`), the gang shape (PlaceGang's kNever is reported, never
-//      blocks anyone).
+//   3. Feasibility per job: node_selector (every key=value on the node), quota (the team's slots held on each
+//      matching pool, plus the job's, within `max`; a job's matching pools are "" and every pool whose label
+//      is one of its node_selector pairs), the gang shape (PlaceGang's kNever is reported, never blocks
+//      anyone).
 //   4. Placement in order, EASY backfill: the first job that fits quota but not the free capacity gets a
 //      reservation (the earliest time enough slots free, from running jobs' expected ends = started_at +
 //      time_limit; nodes and slots named). Later jobs start now only if they fit the free capacity and either
@@ -19,7 +20,7 @@
 //      job without a time limit backfills only into slots the reservation does not need. When no reservation
 //      time is known (some needed slots are held by jobs without a time limit), the reservation still holds
 //      the slots it would take first (the nodes whose holders end soonest, unknown ends last) and has no time.
-//   5. Preemption: a job whose team is within its guarantee (held + job <= guaranteed on the pool) and that
+//   5. Preemption: a job whose team is within its guarantee (held + job <= guaranteed on a matching pool) and that
 //      cannot be placed may reclaim slots from jobs of teams above their own guarantee (borrowers). Victims are
 //      whole gangs (never part of one), chosen in order: jobs of teams borrowing the most first, then lowest
 //      priority, then least work lost (now - last checkpoint or start), ties by job id; a job that started less
