@@ -179,6 +179,8 @@ class Coordinator {
   size_t ActiveJobCount() const { return jobs_.all().size(); }
   size_t PendingJobCount() const { return jobs_.PendingCount(); }
   std::map<pb::JobState, size_t> ActiveJobsByState() const;
+  // The pending queue `who` may see (coordinator/sharing.h BuildQueueReply; queue_requests.cc).
+  StatusOr<pb::QueueReply> Queue(const Principal& who, const std::string& team) const;
 
  private:
   struct Watcher {

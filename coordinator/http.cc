@@ -10,6 +10,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state_machine.h"
 
@@ -157,8 +158,9 @@ Status HttpServer::Start(const std::string& host_port, HttpServerOptions options
   }
   impl_->Accept();
   impl_->thread = std::thread([this] { impl_->io.run(); });
-  spdlog::info("HTTP on port {} (/metrics{}, /api/jobs, /api/nodes; bearer token required; up to {} connections)",
-               port_, impl_->options.public_metrics ? " public" : "", impl_->options.max_connections);
+  spdlog::info(
+      "HTTP on port {} (/metrics{}, /api/jobs, /api/nodes, /api/queue; bearer token required; up to {} connections)",
+      port_, impl_->options.public_metrics ? " public" : "", impl_->options.max_connections);
   return Status::Ok();
 }
 
@@ -187,7 +189,7 @@ void HttpServer::Publish(const Coordinator& core) {
           .count();
   if (now - last_publish_ms_ < 1000) return;
   last_publish_ms_ = now;
-  HttpSnapshot fresh{RenderMetrics(core), RenderJobs(core), RenderNodes(core)};
+  HttpSnapshot fresh{RenderMetrics(core), RenderJobs(core), RenderNodes(core), RenderQueue(core)};
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->snapshot = std::move(fresh);
 }
@@ -247,6 +249,46 @@ std::string HttpServer::RenderNodes(const Coordinator& core) {
                      {"last_heartbeat_ms", n.last_heartbeat_ms()}});
   }
   return nlohmann::json{{"nodes", nodes}}.dump();
+}
+
+std::string HttpServer::RenderQueue(const Coordinator& core) {
+  Principal everyone;  // the endpoint is a cluster admin's (ClusterAdminTokenAuthenticator)
+  everyone.cluster_admin = true;
+  auto queue = core.Queue(everyone, "");
+  if (!queue.ok()) return nlohmann::json{{"error", queue.status().message()}}.dump();
+  std::map<std::string, double> usage;
+  for (const auto& u : queue->usage()) usage[u.team()] = u.decayed_slot_seconds();
+  nlohmann::json teams = nlohmann::json::array();
+  for (const auto& t : queue->teams()) {
+    nlohmann::json quotas = nlohmann::json::array();
+    for (const auto& q : t.quotas()) {
+      quotas.push_back({{"label", q.label()}, {"guaranteed", q.guaranteed()}, {"max", q.max()}});
+    }
+    auto held = queue->slots_held().find(t.name());
+    teams.push_back({{"name", t.name()},
+                     {"weight", t.weight() == 0 ? 1.0 : t.weight()},
+                     {"quotas", quotas},
+                     {"usage_slot_seconds", usage[t.name()]},
+                     {"slots_held", held == queue->slots_held().end() ? 0u : held->second}});
+  }
+  nlohmann::json jobs = nlohmann::json::array();
+  for (const auto& r : queue->jobs()) {
+    jobs.push_back({{"job_id", r.job_id()},
+                    {"name", r.name()},
+                    {"team", JobTeam(r)},
+                    {"state", protocol::StateName(r.state())},
+                    {"priority", r.priority()},
+                    {"queue_position", r.queue_position()},
+                    {"wait_reason", r.wait_reason()},
+                    {"estimated_start_ms", r.estimated_start_ms()},
+                    {"nodes", r.resources().nodes()},
+                    {"gpus_per_node", r.resources().gpus_per_node()},
+                    {"submit_seq", r.submit_seq()},
+                    {"submitted_at_ms", r.submitted_at_ms()},
+                    {"preemptions", r.preemptions()},
+                    {"preempt_reason", r.preempt_reason()}});
+  }
+  return nlohmann::json{{"teams", teams}, {"jobs", jobs}}.dump();
 }
 
 }  // namespace anneal::coordinator

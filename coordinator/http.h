@@ -4,6 +4,10 @@
 //   GET /api/jobs  JSON: {"jobs": [ {job_id, name, state, attempt, epoch, priority, placement nodes}, ... ]}
 //                  the active (non-terminal) jobs
 //   GET /api/nodes JSON: {"nodes": [ {node_id, state, slots, address, last_heartbeat_ms}, ... ]}
+//   GET /api/queue JSON: {"teams": [ {name, weight, quotas: [{label, guaranteed, max}], usage_slot_seconds,
+//                  slots_held}, ... ], "jobs": [ {job_id, name, team, state, priority, queue_position,
+//                  wait_reason, estimated_start_ms, nodes, gpus_per_node, submit_seq, submitted_at_ms,
+//                  preemptions, preempt_reason}, ... ]}: what `anneal queue` shows, every team
 // Every route needs `Authorization: Bearer <token>` (checked by HttpServerOptions.authenticate), except /metrics
 // when public_metrics is set; the routing is the pure RouteHttpRequest (coordinator/http_router.h).
 // The event loop publishes a snapshot (at most once a second, Publish()); the HTTP thread serves the latest
@@ -64,6 +68,7 @@ class HttpServer {
   static std::string RenderMetrics(const Coordinator& core);
   static std::string RenderJobs(const Coordinator& core);
   static std::string RenderNodes(const Coordinator& core);
+  static std::string RenderQueue(const Coordinator& core);
 
  private:
   struct Impl;

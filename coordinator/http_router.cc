@@ -54,9 +54,12 @@ HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& sn
   } else if (path == "/api/nodes") {
     r.content_type = "application/json";
     r.body = snapshot.nodes;
+  } else if (path == "/api/queue") {
+    r.content_type = "application/json";
+    r.body = snapshot.queue;
   } else {
     r.status = 404;
-    r.body = "404 not found: try /metrics, /api/jobs or /api/nodes\n";
+    r.body = "404 not found: try /metrics, /api/jobs, /api/nodes or /api/queue\n";
   }
   return r;
 }

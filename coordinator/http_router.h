@@ -6,6 +6,7 @@
 //   /metrics    Prometheus text                    public when `public_metrics`, else like the others
 //   /api/jobs   JSON of the active jobs
 //   /api/nodes  JSON of the nodes
+//   /api/queue  JSON of the pending queue per team (HttpServer::RenderQueue)
 // Every route needs `Authorization: Bearer <token>` accepted by the authenticator, except a public /metrics.
 // Outcomes: 200 with the body; 401 (with WWW-Authenticate: Bearer) when the header is missing, not a Bearer
 // token, or refused (the body says which, with the authenticator's message); 405 for another method;
@@ -50,6 +51,7 @@ struct HttpSnapshot {
   std::string metrics = "# no snapshot yet\n";
   std::string jobs = "{\"jobs\":[]}";
   std::string nodes = "{\"nodes\":[]}";
+  std::string queue = "{\"teams\":[],\"jobs\":[]}";
 };
 
 // OK when the bearer token may read the API; an error whose message the 401 body carries otherwise.

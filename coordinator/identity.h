@@ -22,6 +22,14 @@
 //   DeleteUser     NOT_FOUND; revokes all its tokens; refuses to delete the last cluster admin.
 //   DeleteTeam     NOT_FOUND; removes the team from every user (the caller checks it has no active jobs).
 //   SetRole        NOT_FOUND for an unknown user or team; ROLE_UNSPECIFIED removes the membership.
+//   SetTeamQuota   the team's fair-share weight and quotas (docs/user-guide.md "Sharing the cluster"). NOT_FOUND
+//                  for an unknown team; INVALID_ARGUMENT naming the value for a weight that is not in
+//                  (0, kMaxTeamWeight] (0 leaves it unchanged), a label that is not "" or key=value
+//                  (ValidatePoolLabel), the same label twice, max < guaranteed (max 0 means no limit), more than
+//                  kMaxQuotasPerTeam entries; FAILED_PRECONDITION when a raised guarantee would make the sum of
+//                  every team's guarantees on a pool exceed its slots (`pool_slots`: label -> slots; a label
+//                  missing there has 0), naming the pool, the sum and the capacity. guaranteed = max = 0 removes
+//                  the entry. Nothing changes on an error. Lowering a guarantee is always allowed.
 //   CreateToken    NOT_FOUND for an unknown user; ttl_ms < 0 INVALID_ARGUMENT; 0 = never expires.
 //   RevokeToken    NOT_FOUND; revoking twice is OK (idempotent).
 //
@@ -50,6 +58,8 @@ namespace anneal::coordinator {
 
 inline constexpr std::string_view kTokenPrefix = "ant";
 inline constexpr std::string_view kDefaultTeam = "default";
+inline constexpr double kMaxTeamWeight = 1e6;    // a team's fair-share weight is in (0, kMaxTeamWeight]
+inline constexpr size_t kMaxQuotasPerTeam = 16;  // quota entries (pools) per team
 
 // Who a request comes from.
 struct Principal {
@@ -86,6 +96,8 @@ class IdentityRegistry {
   const pb::TeamRecord* FindTeam(const std::string& name) const;
   std::vector<pb::TeamRecord> Teams() const;
   Status SetRole(const std::string& team, const std::string& user, pb::Role role);
+  StatusOr<pb::TeamRecord> SetTeamQuota(const pb::SetTeamQuotaRequest& request,
+                                        const std::map<std::string, uint64_t>& pool_slots);
 
   // Returns the token (shown once) and its record with the hash cleared.
   StatusOr<std::pair<std::string, pb::ApiTokenRecord>> CreateToken(const std::string& user, int64_t ttl_ms,

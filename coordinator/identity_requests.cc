@@ -5,6 +5,7 @@
 
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/sharing.h"
 #include "protocol/states.h"
 
 namespace anneal::coordinator {
@@ -34,9 +35,21 @@ std::string OperationOf(const pb::ClientRequest& request) {
       return "team.delete";
     case pb::ClientRequest::kSetRole:
       return "team.set_role";
+    case pb::ClientRequest::kSetTeamQuota:
+      return "team.quota";
     default:
       return "";
   }
+}
+
+// "weight 2; gpu=h100 guaranteed 8 max 16; whole cluster guaranteed 4 max unlimited" (the audit's message).
+std::string DescribeSharing(const pb::TeamRecord& team) {
+  std::string out = fmt::format("weight {}", team.weight() == 0 ? 1.0 : team.weight());
+  for (const auto& q : team.quotas()) {
+    out += fmt::format("; {} guaranteed {} max {}", q.label().empty() ? "whole cluster" : q.label(), q.guaranteed(),
+                       q.max() == 0 ? std::string("unlimited") : std::to_string(q.max()));
+  }
+  return out;
 }
 
 pb::ClientReply Done(uint64_t request_id, std::string message) {
@@ -208,6 +221,34 @@ bool Coordinator::HandleIdentityRequest(const Principal& who, const std::string&
               ? fmt::format("user '{}' removed from team '{}'", r.user(), r.team())
               : fmt::format("user '{}' is now {} in team '{}'", r.user(), RoleName(r.role()), r.team());
       AuditAndReply(who, peer, request, r.team(), r.user(), allowed, Done(id, what), what);
+      return true;
+    }
+    case pb::ClientRequest::kSetTeamQuota: {
+      const auto& r = request.set_team_quota();
+      Status allowed = RequireClusterAdmin(who, "set team weights and quotas");
+      pb::ClientReply reply;
+      if (allowed.ok()) {
+        const std::vector<pb::NodeRecord> nodes = Nodes();
+        std::map<std::string, uint64_t> pool_slots;
+        for (const auto& q : r.quotas()) pool_slots[q.label()] = PoolSlots(nodes, q.label());
+        auto changed = identity_.SetTeamQuota(r, pool_slots);
+        allowed = changed.status();
+        if (changed.ok()) *reply.mutable_set_team_quota()->add_teams() = std::move(*changed);
+      }
+      const std::string what = allowed.ok() ? DescribeSharing(reply.set_team_quota().teams(0)) : "";
+      AuditAndReply(who, peer, request, r.team(), r.team(), allowed, std::move(reply), what);
+      return true;
+    }
+    case pb::ClientRequest::kQueue: {
+      auto queue = Queue(who, request.queue().team());
+      if (!queue.ok()) {
+        ReplyError(peer, id, queue.status());
+        return true;
+      }
+      pb::ClientReply reply;
+      reply.set_request_id(id);
+      *reply.mutable_queue() = std::move(*queue);
+      Reply(peer, std::move(reply));
       return true;
     }
     case pb::ClientRequest::kListAudit: {

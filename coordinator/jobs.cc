@@ -8,6 +8,7 @@
 
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/sharing.h"
 #include "jobspec/jobspec.h"
 #include "protocol/states.h"
 
@@ -56,6 +57,7 @@ pb::JobRecord NewJobRecord(const PreparedSubmit& prepared) {
   res->set_data_parallel(spec.resources.data_parallel());
   r.set_priority(spec.scheduling.priority);
   r.set_max_attempts(std::max(1, spec.scheduling.max_attempts));
+  CopySchedulingKeys(spec, &r);  // time_limit, node_selector, max_preemptions (coordinator/sharing.h)
   r.set_output_dir(spec.train.output_dir);
   r.set_owner(prepared.submitter.user);
   r.set_team(prepared.team);

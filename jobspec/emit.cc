@@ -16,6 +16,13 @@ void EmitValue(YAML::Emitter& out, const Field& field, const YAML::Node& value) 
   const bool quote = field.type == "string" || field.type == "enum" || field.type == "list";
   if (!value.IsDefined() || value.IsNull()) {
     out << YAML::Null;
+  } else if (value.IsMap()) {
+    out << YAML::Flow << YAML::BeginMap;
+    for (const auto& pair : value) {
+      out << YAML::Key << YAML::DoubleQuoted << pair.first.Scalar() << YAML::Value << YAML::DoubleQuoted
+          << pair.second.Scalar();
+    }
+    out << YAML::EndMap;
   } else if (value.IsSequence()) {
     out << YAML::Flow << YAML::BeginSeq;
     for (const auto& item : value) out << YAML::DoubleQuoted << item.Scalar();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 
 #include "jobspec/schema.h"
 #include "jobspec/values.h"
@@ -187,6 +188,93 @@ Field Enum(Names n, std::vector<std::pair<std::string, E>> values, std::string u
         }
         return YAML::Node(values.front().first);
       });
+}
+
+// ---- sharing keys ------------------------------------------------------------------------------------------
+
+// Node labels are bounded as the coordinator bounds an agent's (AgentLimits: max_label_length,
+// max_labels_per_node): a selector longer than that could never match a node.
+constexpr size_t kMaxLabelBytes = 256;
+constexpr size_t kMaxSelectorPairs = 64;
+
+// Why `key: value` is not a usable label pair ("" when it is).
+std::string BadLabelPair(std::string_view key, std::string_view value) {
+  if (key.empty()) return "a label key is empty";
+  if (key.find('=') != std::string_view::npos) return fmt::format("label key '{}' contains '='", key);
+  if (key.size() > kMaxLabelBytes) {
+    return fmt::format("label key '{}...' is {} bytes (at most {})", key.substr(0, 32), key.size(), kMaxLabelBytes);
+  }
+  if (value.size() > kMaxLabelBytes) {
+    return fmt::format("the value of label '{}' is {} bytes (at most {})", key, value.size(), kMaxLabelBytes);
+  }
+  return "";
+}
+
+// A mapping {key: value}, or a string "key=value,key=value" (handy in an override).
+Status DecodeSelector(const YAML::Node& node, std::map<std::string, std::string>* out) {
+  out->clear();
+  std::vector<std::pair<std::string, std::string>> pairs;
+  if (node.IsMap()) {
+    for (const auto& pair : node) {
+      if (!pair.first.IsScalar() || !pair.second.IsScalar())
+        return InvalidArgumentError("expected text keys and values");
+      pairs.emplace_back(pair.first.Scalar(), pair.second.Scalar());
+    }
+  } else {
+    std::vector<std::string> items;
+    if (!DecodeList(node, &items)) return InvalidArgumentError(fmt::format("got {}", Describe(node)));
+    for (const std::string& item : items) {
+      const size_t eq = item.find('=');
+      if (eq == std::string::npos) return InvalidArgumentError(fmt::format("'{}' is not key=value", item));
+      pairs.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    }
+  }
+  if (pairs.size() > kMaxSelectorPairs) {
+    return InvalidArgumentError(fmt::format("{} labels (at most {})", pairs.size(), kMaxSelectorPairs));
+  }
+  for (const auto& [key, value] : pairs) {
+    if (std::string why = BadLabelPair(key, value); !why.empty()) return InvalidArgumentError(why);
+    if (!out->emplace(key, value).second) return InvalidArgumentError(fmt::format("label '{}' given twice", key));
+  }
+  return Status::Ok();
+}
+
+Field NodeSelector(Names n, std::string doc) {
+  Field f;
+  f.nested = std::move(n.nested);
+  f.flat = std::move(n.flat);
+  f.type = "map";
+  f.expected = "a mapping of node label to value ({gpu: h100}, or \"gpu=h100,zone=a\")";
+  f.doc = std::move(doc);
+  const std::string expected = f.expected;
+  f.assign = [expected](const YAML::Node& value, std::string_view key, std::string_view where,
+                        JobSpec& spec) -> Status {
+    std::map<std::string, std::string> selector;
+    if (Status st = DecodeSelector(value, &selector); !st.ok()) {
+      return InvalidArgumentError(fmt::format("key '{}' {}: expected {}: {}", key, where, expected, st.message()));
+    }
+    spec.scheduling.node_selector = std::move(selector);
+    return Status::Ok();
+  };
+  f.get = [](const JobSpec& spec) {
+    YAML::Node map(YAML::NodeType::Map);
+    for (const auto& [key, value] : spec.scheduling.node_selector) map[key] = value;
+    return map;
+  };
+  return f;
+}
+
+Field Duration(Names n, std::string doc, Ref<std::optional<int64_t>> ref) {
+  return Make<std::optional<int64_t>>(
+      std::move(n), "duration", "a duration such as 90m, 2h, 1h30m or seconds as a number, from 1s to 365d",
+      std::move(doc), ref,
+      [](const YAML::Node& node, std::optional<int64_t>* out) {
+        int64_t seconds = 0;
+        if (!DecodeDuration(node, &seconds)) return false;
+        *out = seconds;
+        return true;
+      },
+      [](const std::optional<int64_t>& v) { return v ? YAML::Node(FormatDuration(*v)) : YAML::Node(); });
 }
 
 const std::vector<std::string> kLoraTargets = {"all",    "q_proj",    "k_proj",  "v_proj",
@@ -459,6 +547,15 @@ std::vector<Field> BuildFields() {
                         EncInt));
   f.push_back(PositiveInt({"scheduling.max_attempts", "max_attempts"}, "attempts before the job fails (1: no retry)",
                           REF(scheduling.max_attempts)));
+  f.push_back(Duration({"scheduling.time_limit", "time_limit"},
+                       "wall-clock limit of one run (90m, 2h, 1h30m, or seconds); past it the job checkpoints and "
+                       "stops; backfill plans with it (null: none)",
+                       REF(scheduling.time_limit_s)));
+  f.push_back(NodeSelector({"scheduling.node_selector", "node_selector"},
+                           "node labels every node of the job must carry (anneal-agent --label gpu=h100)"));
+  f.push_back(NonNegativeInt({"scheduling.max_preemptions", "max_preemptions"},
+                             "times the job may be preempted (checkpointed and requeued); 0: never preempted",
+                             REF(scheduling.max_preemptions)));
   return f;
 }
 

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -160,6 +161,10 @@ struct SchedulingSpec {
   std::string name;
   int priority = 0;                        // higher runs first; FIFO within a priority
   int max_attempts = 3;                    // 1 = no retry
+  // Anneal's sharing keys (docs/job-spec.md "Scheduling keys"), copied into the job record at submit.
+  std::optional<int64_t> time_limit_s;     // wall-clock limit of one run, checkpointed and stopped past it; none
+  std::map<std::string, std::string> node_selector;  // labels every node of the placement must carry
+  int max_preemptions = 10;                // times the job may be preempted; 0: never
 
   bool operator==(const SchedulingSpec&) const = default;
 };

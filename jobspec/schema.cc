@@ -127,6 +127,10 @@ std::string NodeText(const YAML::Node& node) {
   if (!node.IsDefined() || node.IsNull()) return "null";
   if (node.IsScalar()) return node.Scalar();
   std::vector<std::string> items;
+  if (node.IsMap()) {
+    for (const auto& pair : node) items.push_back(NodeText(pair.first) + ": " + NodeText(pair.second));
+    return fmt::format("{{{}}}", fmt::join(items, ", "));
+  }
   for (const auto& item : node) items.push_back(NodeText(item));
   return fmt::format("[{}]", fmt::join(items, ", "));
 }

@@ -1,10 +1,12 @@
 #include "jobspec/values.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-
-#include <fmt/format.h>
+#include <iterator>
+#include <utility>
 
 namespace anneal::jobspec {
 namespace {
@@ -71,6 +73,47 @@ bool DecodeList(const YAML::Node& node, std::vector<std::string>* out) {
   return true;
 }
 
+bool DecodeDuration(const YAML::Node& node, int64_t* seconds) {
+  if (!node.IsScalar()) return false;
+  int64_t plain = 0;
+  if (DecodeInt64(node, &plain)) {
+    *seconds = plain;
+    return plain > 0 && plain <= kMaxDurationSeconds;
+  }
+  static constexpr std::pair<char, int64_t> kUnits[] = {{'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
+  std::string_view s = Trim(node.Scalar());
+  if (s.empty()) return false;
+  int64_t total = 0;
+  size_t next_unit = 0;  // units must come largest first, each once
+  while (!s.empty()) {
+    int64_t count = 0;
+    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), count);
+    if (ec != std::errc() || ptr == s.data() || ptr == s.data() + s.size() || count < 0) return false;
+    const char unit = *ptr;
+    size_t u = next_unit;
+    while (u < std::size(kUnits) && kUnits[u].first != unit) ++u;
+    if (u == std::size(kUnits) || count > kMaxDurationSeconds / kUnits[u].second) return false;
+    total += count * kUnits[u].second;
+    if (total > kMaxDurationSeconds) return false;
+    next_unit = u + 1;
+    s.remove_prefix(static_cast<size_t>(ptr - s.data()) + 1);
+  }
+  *seconds = total;
+  return total > 0;
+}
+
+std::string FormatDuration(int64_t seconds) {
+  if (seconds <= 0) return "0s";
+  std::string out;
+  for (const auto& [unit, size] : {std::pair{'d', 86400LL}, {'h', 3600LL}, {'m', 60LL}, {'s', 1LL}}) {
+    if (seconds >= size) {
+      out += fmt::format("{}{}", seconds / size, unit);
+      seconds %= size;
+    }
+  }
+  return out;
+}
+
 std::string Describe(const YAML::Node& node) {
   if (!node.IsDefined() || node.IsNull()) return "nothing";
   if (node.IsMap()) return "a mapping";
@@ -78,7 +121,9 @@ std::string Describe(const YAML::Node& node) {
   return "'" + node.Scalar() + "'";
 }
 
-std::string FormatNumber(double value) { return fmt::format("{}", value); }
+std::string FormatNumber(double value) {
+  return fmt::format("{}", value);
+}
 
 size_t EditDistance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
