@@ -129,13 +129,10 @@ TEST(SchedulerQueue, AJobBehindABlockedHeadBackfillsIntoSlotsItsReservationDoesN
   Harness h;
   h.Register("n1", 2);
   h.Register("n2", 4);
-  const std::string big = h.Submit(BaseSpec("gpus_per_node: 4
-"));  // n2
+  const std::string big = h.Submit(BaseSpec("gpus_per_node: 4\n"));  // n2
   ASSERT_EQ(h.State(big), pb::JOB_STARTING);
-  const std::string waits = h.Submit(BaseSpec("gpus_per_node: 4
-"));  // reserved on n2
-  const std::string behind = h.Submit(BaseSpec("gpus_per_node: 1
-"));
+  const std::string waits = h.Submit(BaseSpec("gpus_per_node: 4\n"));  // reserved on n2
+  const std::string behind = h.Submit(BaseSpec("gpus_per_node: 1\n"));
   EXPECT_EQ(h.State(waits), pb::JOB_PENDING);
   EXPECT_EQ(h.State(behind), pb::JOB_STARTING);
   EXPECT_EQ(h.Job(behind).placement().nodes(0).node_id(), "n1");
