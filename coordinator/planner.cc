@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <climits>
 #include <queue>
+#include <unordered_map>
 
 #include "coordinator/planner_internal.h"
 
@@ -135,12 +136,25 @@ std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const GangRequest&
   return std::nullopt;
 }
 
-std::string WaitingReason(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t behind) {
-  const size_t have = pass.real.CountAtLeast(view.index_view, gang.ranks_per_node);
-  std::string prefix = behind > 0 ? fmt::format("behind {} job(s) of teams with lower usage; ", behind) : "";
-  return fmt::format("{}waiting for {} node(s) with {} free slot(s); {} have them now", prefix, gang.nodes,
-                     gang.ranks_per_node, have);
-}
+// "waiting for N node(s) with M free slot(s); K have them now", cached per shape while the free slots do not
+// change (most passes explain thousands of jobs of a few shapes on a full cluster).
+class WaitingTexts {
+ public:
+  std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t behind) {
+    const uint64_t key = (uint64_t{view.index_view} << 40) ^ (uint64_t{gang.nodes} << 20) ^ gang.ranks_per_node;
+    auto& [version, text] = cache_[key];
+    if (text.empty() || version != pass.real.Version()) {
+      version = pass.real.Version();
+      text = fmt::format("waiting for {} node(s) with {} free slot(s); {} have them now", gang.nodes,
+                         gang.ranks_per_node, pass.real.CountAtLeast(view.index_view, gang.ranks_per_node));
+    }
+    if (behind == 0) return text;
+    return "behind " + std::to_string(behind) + " job(s) of teams with lower usage; " + text;
+  }
+
+ private:
+  std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> cache_;
+};
 
 struct Walk {
   explicit Walk(PlannerPass& p) : pass(p) {}
@@ -152,6 +166,7 @@ struct Walk {
   std::vector<uint32_t> blocked_of_team;
   std::string strict_blocker;
   std::string reserved_for;  // the reason of jobs that fit only the slots the reservation holds
+  WaitingTexts waiting;
 
   void Start(uint32_t i, const std::vector<uint32_t>& nodes, bool outlives, uint32_t team) {
     const auto& job = pass.jobs[i];
@@ -228,7 +243,7 @@ struct Walk {
       planner_detail::Reserve(pass, i);
       if (!in.config.backfill) strict_blocker = in.pending[i].job_id;
       Block(i, team,
-            WaitingReason(pass, job.gang, view, behind) + "; its slots are reserved from " +
+            waiting.Get(pass, job.gang, view, behind) + "; its slots are reserved from " +
                 planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms),
             pass.reservation->at_ms);
       return;
@@ -241,7 +256,7 @@ struct Walk {
       Block(i, team, reserved_for, 0);
       return;
     }
-    Block(i, team, WaitingReason(pass, job.gang, view, behind), 0);
+    Block(i, team, waiting.Get(pass, job.gang, view, behind), 0);
   }
 };
 

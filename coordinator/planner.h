@@ -25,10 +25,13 @@
 //      whole gangs (never part of one), chosen in order: jobs of teams borrowing the most first, then lowest
 //      priority, then least work lost (now - last checkpoint or start), ties by job id; a job that started less
 //      than min_runtime_ms ago, one whose preemption budget is spent, or one already being preempted is never a
-//      victim. The fewest victims (in that order) whose slots let the job's gang be placed are chosen; if no
-//      such set exists, nobody is preempted. The beneficiary does not start in this pass (the victims still
-//      hold their slots); it keeps its place and is reported as waiting for them. Slots of jobs already being
-//      preempted count as freed for this decision (no second round of victims for the same need).
+//      victim. Victims are taken in that order until the job's gang fits (a team stops giving once it is no
+//      longer above its guarantee), then every victim the gang does not need is dropped, least preferred
+//      first (the fewest victims); if no such set exists, nobody is preempted. The beneficiary does not start
+//      in this pass (the victims still hold their slots); it keeps its place, holds the slots it will take
+//      (later jobs of the pass do not get them) and is reported as waiting for them. Slots of jobs already
+//      being preempted or stopped count as freed for this decision (no second round of victims for the same
+//      need).
 //   6. Explanations: every pending job not started gets a reason (over quota; behind K jobs of teams with lower
 //      usage; waiting for N nodes with M free slots; reserved for job X until T; no node has label k=v; waiting
 //      for the preemption of X) and an estimated start (0: unknown).

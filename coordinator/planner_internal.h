@@ -31,6 +31,7 @@ class FreeIndex {
   FreeIndex(std::vector<uint32_t> free, uint32_t max_slots);
 
   uint32_t Free(uint32_t node) const { return free_[node]; }
+  uint64_t Version() const { return version_; }  // changes whenever a count does
   void Set(uint32_t node, uint32_t count);
   // Registers `members` (one flag per node) as the next view; returns its number.
   size_t AddView(const std::vector<char>* members);
@@ -41,6 +42,7 @@ class FreeIndex {
 
  private:
   std::vector<uint32_t> free_;
+  uint64_t version_ = 0;
   std::vector<std::vector<uint64_t>> buckets_;    // buckets_[k]: bitset of the nodes with exactly k free
   std::vector<const std::vector<char>*> views_;   // nullptr: every node
   std::vector<std::vector<uint32_t>> histogram_;  // histogram_[view][k]: nodes of the view with k free

@@ -23,7 +23,7 @@ bool NodeInPool(const std::map<std::string, std::string>& node_labels, const std
   const size_t eq = pool_label.find('=');
   if (eq == std::string::npos) return false;
   auto it = node_labels.find(pool_label.substr(0, eq));
-  return it != node_labels.end() && it->second == pool_label.substr(eq + 1);
+  return it != node_labels.end() && it->second == std::string_view(pool_label).substr(eq + 1);
 }
 
 namespace planner_detail {
@@ -51,6 +51,7 @@ void FreeIndex::Set(uint32_t node, uint32_t count) {
   buckets_[old][node / 64] &= ~(uint64_t{1} << (node % 64));
   buckets_[count][node / 64] |= uint64_t{1} << (node % 64);
   free_[node] = count;
+  ++version_;
   for (size_t v = 0; v < views_.size(); ++v) {
     if (views_[v] != nullptr && !(*views_[v])[node]) continue;
     --histogram_[v][old];
@@ -83,7 +84,8 @@ std::vector<const PlannerNode*> SortedNodes(const std::vector<PlannerNode>& node
   std::vector<const PlannerNode*> sorted;
   sorted.reserve(nodes.size());
   for (const auto& n : nodes) sorted.push_back(&n);
-  std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->node_id < b->node_id; });
+  auto by_id = [](const auto* a, const auto* b) { return a->node_id < b->node_id; };
+  if (!std::is_sorted(sorted.begin(), sorted.end(), by_id)) std::sort(sorted.begin(), sorted.end(), by_id);
   return sorted;
 }
 
@@ -109,8 +111,16 @@ PlannerPass::PlannerPass(const PlannerInput& input)
   }
   pools.assign(labels.begin(), labels.end());  // "" sorts first: pool 0
   for (const auto& label : pools) {
-    std::vector<char> members(nodes.size(), 0);
-    for (uint32_t i = 0; i < nodes.size(); ++i) members[i] = NodeInPool(nodes[i]->labels, label) ? 1 : 0;
+    std::vector<char> members(nodes.size(), label.empty() ? 1 : 0);
+    const size_t eq = label.find('=');
+    if (!label.empty() && eq != std::string::npos) {
+      const std::string key = label.substr(0, eq);
+      const std::string_view value = std::string_view(label).substr(eq + 1);
+      for (uint32_t i = 0; i < nodes.size(); ++i) {
+        auto it = nodes[i]->labels.find(key);
+        members[i] = it != nodes[i]->labels.end() && it->second == value ? 1 : 0;
+      }
+    }
     pool_members.push_back(std::move(members));
   }
 
