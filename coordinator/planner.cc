@@ -167,6 +167,7 @@ struct Walk {
   std::string strict_blocker;
   std::string reserved_for;  // the reason of jobs that fit only the slots the reservation holds
   WaitingTexts waiting;
+  std::vector<uint32_t> waiting_jobs;  // jobs that wait for capacity: estimated after the walk
 
   void Start(uint32_t i, const std::vector<uint32_t>& nodes, bool outlives, uint32_t team) {
     const auto& job = pass.jobs[i];
@@ -253,10 +254,11 @@ struct Walk {
         reserved_for = fmt::format("reserved for job {} until {}", in.pending[res->pending].job_id,
                                    planner_detail::FormatWhen(res->at_ms, in.now_ms));
       }
-      Block(i, team, reserved_for, 0);
+      Block(i, team, reserved_for, res->at_ms);
       return;
     }
     Block(i, team, waiting.Get(pass, job.gang, view, behind), 0);
+    waiting_jobs.push_back(i);
   }
 };
 
@@ -274,6 +276,7 @@ SchedulePlan PlanSchedule(const PlannerInput& input) {
   walk.started.assign(count, 0);
   walk.blocked_of_team.assign(pass.teams.size(), 0);
   for (uint32_t i : order) walk.Visit(i);
+  planner_detail::EstimateStarts(pass, walk.waiting_jobs, walk.estimate);
 
   SchedulePlan& plan = pass.plan;
   if (pass.reservation) {

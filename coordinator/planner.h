@@ -34,7 +34,10 @@
 //      need).
 //   6. Explanations: every pending job not started gets a reason (over quota; behind K jobs of teams with lower
 //      usage; waiting for N nodes with M free slots; reserved for job X until T; no node has label k=v; waiting
-//      for the preemption of X) and an estimated start (0: unknown).
+//      for the preemption of X) and an estimated start (0: unknown): the reservation's time for the reserved
+//      job and for jobs that fit only the slots it holds; for other jobs waiting for capacity the earliest time
+//      enough slots of matching nodes free from expected ends (a lower bound: the jobs ahead are not counted);
+//      0 for jobs waiting for a preemption, over quota, or that can never fit.
 //
 // Pools and quotas: a quota entry names a label ("gpu=h100") or "" for the whole cluster; a slot on a node
 // counts toward every entry whose label the node has (and toward ""). A team without an entry for a pool has

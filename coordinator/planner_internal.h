@@ -173,6 +173,9 @@ void StopJobsPastTimeLimit(PlannerPass& pass);
 std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives);
 // Stage 4 (planner_reserve.cc): the EASY reservation for `job`, which fits no free capacity now.
 void Reserve(PlannerPass& pass, uint32_t job);
+// Stage 6 (planner_reserve.cc): for each job of `waiting`, the earliest time enough nodes of its view have its
+// slots free, from expected ends (0: a needed end is unknown). A lower bound: the jobs ahead are not counted.
+void EstimateStarts(const PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate);
 // Best-fit placement on `index`: node numbers, rank 0 first (with a free port); nullopt when it does not fit.
 std::optional<std::vector<uint32_t>> PlaceOn(const PlannerPass& pass, const FreeIndex& index, size_t view,
                                              const GangRequest& gang);

@@ -3,6 +3,7 @@
 // they end before it.
 #include <algorithm>
 #include <climits>
+#include <unordered_map>
 
 #include "coordinator/planner_internal.h"
 
@@ -85,6 +86,66 @@ void Reserve(PlannerPass& pass, uint32_t job) {
     pass.guarded->Set(node, pass.spare[node]);
   }
   pass.reservation = std::move(reservation);
+}
+
+void EstimateStarts(const PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate) {
+  if (waiting.empty()) return;
+  struct Shape {
+    uint32_t view, nodes, per_node;
+    int64_t at = -1;  // -1: not yet
+  };
+  std::vector<Shape> shapes;
+  std::unordered_map<uint64_t, uint32_t> shape_of;
+  std::vector<uint32_t> job_shape;
+  for (uint32_t job : waiting) {
+    const auto& f = pass.jobs[job];
+    const uint64_t key = (uint64_t{f.view} << 40) ^ (uint64_t{f.gang.nodes} << 20) ^ f.gang.ranks_per_node;
+    auto [it, inserted] = shape_of.emplace(key, static_cast<uint32_t>(shapes.size()));
+    if (inserted) shapes.push_back({f.view, f.gang.nodes, f.gang.ranks_per_node});
+    job_shape.push_back(it->second);
+  }
+  // at_least[v][r]: nodes of view v (dense over the views in use) with >= r slots projected free.
+  std::vector<uint32_t> dense(pass.views.size(), UINT32_MAX);
+  std::vector<uint32_t> used_views;
+  for (const Shape& s : shapes) {
+    if (dense[s.view] == UINT32_MAX) {
+      dense[s.view] = static_cast<uint32_t>(used_views.size());
+      used_views.push_back(s.view);
+    }
+  }
+  const uint32_t top = pass.max_slots;
+  std::vector<std::vector<uint32_t>> at_least(used_views.size(), std::vector<uint32_t>(top + 2, 0));
+  for (size_t d = 0; d < used_views.size(); ++d) {
+    for (uint32_t r = 1; r <= top; ++r) {
+      at_least[d][r] = static_cast<uint32_t>(pass.real.CountAtLeast(pass.views[used_views[d]].index_view, r));
+    }
+  }
+  size_t open = shapes.size();
+  auto resolve = [&](int64_t when) {
+    for (Shape& s : shapes) {
+      if (s.at >= 0 || s.per_node > top || at_least[dense[s.view]][s.per_node] < s.nodes) continue;
+      s.at = when;
+      --open;
+    }
+  };
+  resolve(pass.in.now_ms);
+  std::vector<uint32_t> projected(pass.nodes.size());
+  for (uint32_t node = 0; node < projected.size(); ++node) projected[node] = pass.real.Free(node);
+  for (const Release& release : ReleasesInOrder(pass)) {
+    if (open == 0 || release.end_ms == 0) break;  // past here the time is unknown: those stay 0
+    for (const auto& [node, count] : *release.slots) {
+      const uint32_t before = std::min(projected[node], top);
+      projected[node] += count;
+      const uint32_t after = std::min(projected[node], top);
+      for (size_t d = 0; d < used_views.size(); ++d) {
+        const View& view = pass.views[used_views[d]];
+        if (!view.members.empty() && !view.members[node]) continue;
+        for (uint32_t r = before + 1; r <= after; ++r) ++at_least[d][r];
+      }
+    }
+    resolve(release.end_ms);
+  }
+  for (size_t k = 0; k < waiting.size(); ++k) estimate[waiting[k]] = std::max<int64_t>(shapes[job_shape[k]].at, 0);
 }
 
 }  // namespace anneal::coordinator::planner_detail

@@ -306,6 +306,19 @@ TEST(Planner, StrictOrderWhenBackfillIsOff) {
   EXPECT_NE(StartOf(PlanSchedule(in), "short"), nullptr);
 }
 
+TEST(Planner, EstimatesWhenWaitingJobsCouldStart) {
+  auto plan = PlanSchedule(
+      BackfillCluster({Pending("wide", "t", 1, 8, 2), Pending("three", "t", 3, 4, 3), Pending("five", "t", 1, 5, 4)}));
+  // wide needs a whole node: n2 has 8 free once y ends at +50 s (a lower bound: the head is ahead of it).
+  EXPECT_EQ(plan.pending.at("wide").estimated_start_ms, kNow + 50'000);
+  EXPECT_EQ(ReasonOf(plan, "wide"), "waiting for 1 node(s) with 8 free slot(s); 0 have them now");
+  // three needs n3 too, held by a job without a time limit: unknown.
+  EXPECT_EQ(plan.pending.at("three").estimated_start_ms, 0);
+  // five fits n2's 6 free slots, but only 4 are not reserved: it may start when the head does.
+  EXPECT_TRUE(Has(ReasonOf(plan, "five"), "reserved for job head")) << ReasonOf(plan, "five");
+  EXPECT_EQ(plan.pending.at("five").estimated_start_ms, kNow + 100'000);
+}
+
 TEST(Planner, ExplainsJobsBehindOtherTeams) {
   auto in = BackfillCluster({Pending("mine", "t", 1, 8, 2), Pending("theirs", "v", 1, 8, 3)});
   in.teams = {Team("t", {}, 0), Team("v", {}, 1e12)};
