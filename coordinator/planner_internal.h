@@ -130,7 +130,8 @@ struct PlannerPass {
     std::vector<std::pair<uint32_t, uint32_t>> slots;  // (node, slots)
     int64_t end_ms = 0;                                // 0: unknown
   };
-  std::vector<Started> started;  // jobs started in this pass, for the reservation's forecast
+  std::vector<Started> started;          // jobs started in this pass, for the reservation's forecast
+  std::vector<uint32_t> running_by_end;  // running jobs by expected end, sorted once (planner_reserve.cc)
 
   // Reclaims that found no victims, by (pool, view, nodes, ranks per node, outlives); cleared when held slots
   // or freeing jobs change, so identical shapes are answered at once while nothing changes.
@@ -175,7 +176,7 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
 void Reserve(PlannerPass& pass, uint32_t job);
 // Stage 6 (planner_reserve.cc): for each job of `waiting`, the earliest time enough nodes of its view have its
 // slots free, from expected ends (0: a needed end is unknown). A lower bound: the jobs ahead are not counted.
-void EstimateStarts(const PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate);
+void EstimateStarts(PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate);
 // Best-fit placement on `index`: node numbers, rank 0 first (with a free port); nullopt when it does not fit.
 std::optional<std::vector<uint32_t>> PlaceOn(const PlannerPass& pass, const FreeIndex& index, size_t view,
                                              const GangRequest& gang);

@@ -3,6 +3,7 @@
 // they end before it.
 #include <algorithm>
 #include <climits>
+#include <iterator>
 #include <unordered_map>
 
 #include "coordinator/planner_internal.h"
@@ -17,23 +18,43 @@ struct Release {
   uint32_t seq;  // ties: running jobs in input order, then the ones started in this pass
 };
 
-std::vector<Release> ReleasesInOrder(const PlannerPass& pass) {
+bool EndsBefore(const Release& a, const Release& b) {
+  if ((a.end_ms == 0) != (b.end_ms == 0)) return b.end_ms == 0;
+  if (a.end_ms != b.end_ms) return a.end_ms < b.end_ms;
+  return a.seq < b.seq;
+}
+
+// Running jobs and the jobs started in this pass, by expected end (unknown last); freeing jobs end now. The
+// running jobs' order is sorted once per pass (pass.running_by_end) and merged with what changed since.
+std::vector<Release> ReleasesInOrder(PlannerPass& pass) {
+  const int64_t now = pass.in.now_ms;
+  auto end_of = [&](const RunningState& r) { return r.end_ms > 0 ? std::max(r.end_ms, now) : 0; };
+  if (pass.running_by_end.empty() && !pass.running.empty()) {
+    std::vector<Release> all;
+    all.reserve(pass.running.size());
+    for (uint32_t i = 0; i < pass.running.size(); ++i) all.push_back({end_of(pass.running[i]), nullptr, i});
+    std::sort(all.begin(), all.end(), EndsBefore);
+    pass.running_by_end.reserve(all.size());
+    for (const Release& r : all) pass.running_by_end.push_back(r.seq);
+  }
   std::vector<Release> releases;
   releases.reserve(pass.running.size() + pass.started.size());
-  const int64_t now = pass.in.now_ms;
-  for (const auto& r : pass.running) {
-    // A freeing job (being preempted, stopped, or chosen as a victim) ends about now.
-    const int64_t end = r.freeing ? now : (r.end_ms > 0 ? std::max(r.end_ms, now) : 0);
-    releases.push_back({end, &r.slots, static_cast<uint32_t>(releases.size())});
+  for (uint32_t i = 0; i < pass.running.size(); ++i) {
+    if (pass.running[i].freeing) releases.push_back({now, &pass.running[i].slots, i});
   }
-  for (size_t i = 0; i < pass.started.size(); ++i) {
-    releases.push_back({pass.started[i].end_ms, &pass.started[i].slots, static_cast<uint32_t>(releases.size())});
+  std::vector<Release> rest;
+  rest.reserve(pass.running.size());
+  for (uint32_t i : pass.running_by_end) {
+    const RunningState& r = pass.running[i];
+    if (!r.freeing) rest.push_back({end_of(r), &r.slots, i});
   }
-  std::sort(releases.begin(), releases.end(), [](const Release& a, const Release& b) {
-    if ((a.end_ms == 0) != (b.end_ms == 0)) return b.end_ms == 0;
-    if (a.end_ms != b.end_ms) return a.end_ms < b.end_ms;
-    return a.seq < b.seq;
-  });
+  std::vector<Release> started;
+  started.reserve(pass.started.size());
+  for (size_t k = 0; k < pass.started.size(); ++k) {
+    started.push_back({pass.started[k].end_ms, &pass.started[k].slots, static_cast<uint32_t>(pass.running.size() + k)});
+  }
+  std::sort(started.begin(), started.end(), EndsBefore);
+  std::merge(rest.begin(), rest.end(), started.begin(), started.end(), std::back_inserter(releases), EndsBefore);
   return releases;
 }
 
@@ -88,7 +109,7 @@ void Reserve(PlannerPass& pass, uint32_t job) {
   pass.reservation = std::move(reservation);
 }
 
-void EstimateStarts(const PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate) {
+void EstimateStarts(PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate) {
   if (waiting.empty()) return;
   struct Shape {
     uint32_t view, nodes, per_node;
