@@ -450,6 +450,15 @@ TEST(Planner, VictimsAreWholeGangsAndTheFewest) {
   EXPECT_EQ(Victims(plan), (std::vector<std::string>{"a-gang"}));
 }
 
+TEST(Planner, ReclaimNeverTakesAVictimTeamBelowItsOwnGuarantee) {
+  // a is guaranteed 4 and holds 8; c holds 4 with no guarantee. b (guaranteed 8) needs 2 nodes x 4. a gives
+  // only what it borrows (one job), so the second victim comes from c although a2 sorts before c1.
+  auto in = Input({Node("n1", 4, 4), Node("n2", 4, 4), Node("n3", 4, 4)},
+                  {Running("a1", "a", {{"n1", 4}}), Running("a2", "a", {{"n2", 4}}), Running("c1", "c", {{"n3", 4}})},
+                  {Pending("b1", "b", 2, 4, 1)}, {Team("a", {{"", 4, 0}}), Team("b", {{"", 8, 0}})});
+  EXPECT_EQ(Victims(PlanSchedule(in)), (std::vector<std::string>{"a1", "c1"}));
+}
+
 TEST(Planner, MinimumRuntimeProtectsAJustStartedJob) {
   auto in = ReclaimCluster();
   in.running[0].started_at_ms = kNow - 5 * kMinute;
