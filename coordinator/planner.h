@@ -25,13 +25,19 @@
 //      whole gangs (never part of one), chosen in order: jobs of teams borrowing the most first, then lowest
 //      priority, then least work lost (now - last checkpoint or start), ties by job id; a job that started less
 //      than min_runtime_ms ago, one whose preemption budget is spent, or one already being preempted is never a
-//      victim. The fewest victims (in that order) whose slots let the job's gang be placed are chosen; if no
-//      such set exists, nobody is preempted. The beneficiary does not start in this pass (the victims still
-//      hold their slots); it keeps its place and is reported as waiting for them. Slots of jobs already being
-//      preempted count as freed for this decision (no second round of victims for the same need).
+//      victim. Victims are taken in that order until the job's gang fits (a team stops giving once it is no
+//      longer above its guarantee), then every victim the gang does not need is dropped, least preferred
+//      first (the fewest victims); if no such set exists, nobody is preempted. The beneficiary does not start
+//      in this pass (the victims still hold their slots); it keeps its place, holds the slots it will take
+//      (later jobs of the pass do not get them) and is reported as waiting for them. Slots of jobs already
+//      being preempted or stopped count as freed for this decision (no second round of victims for the same
+//      need).
 //   6. Explanations: every pending job not started gets a reason (over quota; behind K jobs of teams with lower
 //      usage; waiting for N nodes with M free slots; reserved for job X until T; no node has label k=v; waiting
-//      for the preemption of X) and an estimated start (0: unknown).
+//      for the preemption of X) and an estimated start (0: unknown): the reservation's time for the reserved
+//      job and for jobs that fit only the slots it holds; for other jobs waiting for capacity the earliest time
+//      enough slots of matching nodes free from expected ends (a lower bound: the jobs ahead are not counted);
+//      0 for jobs waiting for a preemption, over quota, or that can never fit.
 //
 // Pools and quotas: a quota entry names a label ("gpu=h100") or "" for the whole cluster; a slot on a node
 // counts toward every entry whose label the node has (and toward ""). A team without an entry for a pool has

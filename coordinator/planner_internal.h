@@ -31,6 +31,7 @@ class FreeIndex {
   FreeIndex(std::vector<uint32_t> free, uint32_t max_slots);
 
   uint32_t Free(uint32_t node) const { return free_[node]; }
+  uint64_t Version() const { return version_; }  // changes whenever a count does
   void Set(uint32_t node, uint32_t count);
   // Registers `members` (one flag per node) as the next view; returns its number.
   size_t AddView(const std::vector<char>* members);
@@ -41,6 +42,7 @@ class FreeIndex {
 
  private:
   std::vector<uint32_t> free_;
+  uint64_t version_ = 0;
   std::vector<std::vector<uint64_t>> buckets_;    // buckets_[k]: bitset of the nodes with exactly k free
   std::vector<const std::vector<char>*> views_;   // nullptr: every node
   std::vector<std::vector<uint32_t>> histogram_;  // histogram_[view][k]: nodes of the view with k free
@@ -68,10 +70,10 @@ struct TeamState {
   std::string name;
   double weight = 1.0;
   double usage = 0;
-  const std::vector<QuotaEntry>* quotas = nullptr;
-  std::vector<int64_t> held;  // per pool (PlannerPass::pools); pool of "" counts every held slot
+  std::vector<const QuotaEntry*> quota;  // per pool; nullptr: no entry (guaranteed 0, no max)
+  std::vector<int64_t> held;             // per pool (PlannerPass::pools); pool of "" counts every held slot
   uint64_t held_total = 0;
-  const QuotaEntry* Quota(const std::string& pool) const;
+  const QuotaEntry* Quota(size_t pool) const { return quota[pool]; }
 };
 
 // A node subset for one node_selector, with what follows from it.
@@ -104,7 +106,7 @@ struct PlannerPass {
   const PlannerInput& in;
   std::vector<const PlannerNode*> nodes;  // by node id
   std::unordered_map<std::string_view, uint32_t> node_index;
-  std::vector<std::vector<uint32_t>> slots;  // free slot indices per node, ascending; taken from slot_taken on
+  std::vector<const std::vector<uint32_t>*> slots;  // free slot indices per node, ascending; taken from slot_taken on
   std::vector<uint32_t> slot_taken;
   uint32_t max_slots = 0;
   FreeIndex real;                    // free slots now
@@ -128,17 +130,33 @@ struct PlannerPass {
     std::vector<std::pair<uint32_t, uint32_t>> slots;  // (node, slots)
     int64_t end_ms = 0;                                // 0: unknown
   };
-  std::vector<Started> started;  // jobs started in this pass, for the reservation's forecast
+  std::vector<Started> started;          // jobs started in this pass, for the reservation's forecast
+  std::vector<uint32_t> running_by_end;  // running jobs by expected end, sorted once (planner_reserve.cc)
 
   // Reclaims that found no victims, by (pool, view, nodes, ranks per node, outlives); cleared when held slots
   // or freeing jobs change, so identical shapes are answered at once while nothing changes.
   std::set<std::tuple<size_t, size_t, uint32_t, uint32_t, bool>> reclaim_failed;
   std::vector<uint32_t> scratch;  // per node, zero between uses
+  bool victims_built = false;     // the three below are built at the first reclaim (planner_preempt.cc)
+  std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
+  std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
 
   SchedulePlan plan;
   std::optional<ReservationState> reservation;
 
+  // The fields of each pending job the walk reads, packed (the walk visits jobs out of input order).
+  struct JobFacts {
+    GangRequest gang;
+    int32_t priority = 0;
+    uint32_t team = 0;
+    uint32_t view = 0;
+    uint64_t submit_seq = 0;
+    int64_t time_limit_ms = 0;
+  };
+  std::vector<JobFacts> jobs;  // per pending job, in input order
+
   uint32_t TeamOf(const std::string& name);
+  void IndexPending();  // fills `jobs`
   size_t ViewFor(const std::map<std::string, std::string>& selector);
   size_t PoolIndex(const std::string& label) const;  // pools.size() when not a pool
   // Adds `sign * slots` on `node` to the team's held slots on every pool holding that node.
@@ -156,6 +174,9 @@ void StopJobsPastTimeLimit(PlannerPass& pass);
 std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives);
 // Stage 4 (planner_reserve.cc): the EASY reservation for `job`, which fits no free capacity now.
 void Reserve(PlannerPass& pass, uint32_t job);
+// Stage 6 (planner_reserve.cc): for each job of `waiting`, the earliest time enough nodes of its view have its
+// slots free, from expected ends (0: a needed end is unknown). A lower bound: the jobs ahead are not counted.
+void EstimateStarts(PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate);
 // Best-fit placement on `index`: node numbers, rank 0 first (with a free port); nullopt when it does not fit.
 std::optional<std::vector<uint32_t>> PlaceOn(const PlannerPass& pass, const FreeIndex& index, size_t view,
                                              const GangRequest& gang);

@@ -23,7 +23,7 @@ bool NodeInPool(const std::map<std::string, std::string>& node_labels, const std
   const size_t eq = pool_label.find('=');
   if (eq == std::string::npos) return false;
   auto it = node_labels.find(pool_label.substr(0, eq));
-  return it != node_labels.end() && it->second == pool_label.substr(eq + 1);
+  return it != node_labels.end() && it->second == std::string_view(pool_label).substr(eq + 1);
 }
 
 namespace planner_detail {
@@ -51,6 +51,7 @@ void FreeIndex::Set(uint32_t node, uint32_t count) {
   buckets_[old][node / 64] &= ~(uint64_t{1} << (node % 64));
   buckets_[count][node / 64] |= uint64_t{1} << (node % 64);
   free_[node] = count;
+  ++version_;
   for (size_t v = 0; v < views_.size(); ++v) {
     if (views_[v] != nullptr && !(*views_[v])[node]) continue;
     --histogram_[v][old];
@@ -62,14 +63,6 @@ size_t FreeIndex::CountAtLeast(size_t view, uint32_t slots) const {
   size_t count = 0;
   for (size_t k = slots; k < histogram_[view].size(); ++k) count += histogram_[view][k];
   return count;
-}
-
-const QuotaEntry* TeamState::Quota(const std::string& pool) const {
-  if (quotas == nullptr) return nullptr;
-  for (const auto& q : *quotas) {
-    if (q.label == pool) return &q;
-  }
-  return nullptr;
 }
 
 namespace {
@@ -91,7 +84,8 @@ std::vector<const PlannerNode*> SortedNodes(const std::vector<PlannerNode>& node
   std::vector<const PlannerNode*> sorted;
   sorted.reserve(nodes.size());
   for (const auto& n : nodes) sorted.push_back(&n);
-  std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->node_id < b->node_id; });
+  auto by_id = [](const auto* a, const auto* b) { return a->node_id < b->node_id; };
+  if (!std::is_sorted(sorted.begin(), sorted.end(), by_id)) std::sort(sorted.begin(), sorted.end(), by_id);
   return sorted;
 }
 
@@ -104,7 +98,7 @@ PlannerPass::PlannerPass(const PlannerInput& input)
   slots.reserve(nodes.size());
   for (uint32_t i = 0; i < nodes.size(); ++i) {
     node_index.emplace(nodes[i]->node_id, i);
-    slots.push_back(nodes[i]->free_slots);
+    slots.push_back(&nodes[i]->free_slots);
   }
   slot_taken.assign(nodes.size(), 0);
   freed.assign(nodes.size(), 0);
@@ -117,8 +111,16 @@ PlannerPass::PlannerPass(const PlannerInput& input)
   }
   pools.assign(labels.begin(), labels.end());  // "" sorts first: pool 0
   for (const auto& label : pools) {
-    std::vector<char> members(nodes.size(), 0);
-    for (uint32_t i = 0; i < nodes.size(); ++i) members[i] = NodeInPool(nodes[i]->labels, label) ? 1 : 0;
+    std::vector<char> members(nodes.size(), label.empty() ? 1 : 0);
+    const size_t eq = label.find('=');
+    if (!label.empty() && eq != std::string::npos) {
+      const std::string key = label.substr(0, eq);
+      const std::string_view value = std::string_view(label).substr(eq + 1);
+      for (uint32_t i = 0; i < nodes.size(); ++i) {
+        auto it = nodes[i]->labels.find(key);
+        members[i] = it != nodes[i]->labels.end() && it->second == value ? 1 : 0;
+      }
+    }
     pool_members.push_back(std::move(members));
   }
 
@@ -126,7 +128,7 @@ PlannerPass::PlannerPass(const PlannerInput& input)
     TeamState& team = teams[TeamOf(t.name)];
     team.weight = t.weight > 0 ? t.weight : 1.0;  // the contract says > 0; anything else gets the default
     team.usage = t.decayed_usage;
-    team.quotas = &t.quotas;
+    for (const auto& q : t.quotas) team.quota[PoolIndex(q.label)] = &q;
   }
   running.reserve(input.running.size());
   for (const auto& job : input.running) {
@@ -167,9 +169,22 @@ uint32_t PlannerPass::TeamOf(const std::string& name) {
     TeamState t;
     t.name = name;
     t.held.assign(pools.size(), 0);
+    t.quota.assign(pools.size(), nullptr);
     teams.push_back(std::move(t));
   }
   return it->second;
+}
+
+void PlannerPass::IndexPending() {
+  jobs.reserve(in.pending.size());
+  const std::string* last_name = nullptr;
+  uint32_t last_team = 0;
+  for (const auto& job : in.pending) {
+    if (last_name == nullptr || *last_name != job.team) last_team = TeamOf(job.team);
+    last_name = &job.team;
+    jobs.push_back({job.gang, job.priority, last_team, static_cast<uint32_t>(ViewFor(job.node_selector)),
+                    job.submit_seq, job.time_limit_ms});
+  }
 }
 
 size_t PlannerPass::PoolIndex(const std::string& label) const {
@@ -228,9 +243,9 @@ void PlannerPass::Charge(uint32_t team, uint32_t node, uint32_t count, int sign)
 
 std::vector<uint32_t> PlannerPass::TakeFree(uint32_t node, uint32_t count, bool outlives) {
   const uint32_t begin = slot_taken[node];
-  std::vector<uint32_t> taken(slots[node].begin() + begin, slots[node].begin() + begin + count);
+  std::vector<uint32_t> taken(slots[node]->begin() + begin, slots[node]->begin() + begin + count);
   slot_taken[node] += count;
-  const uint32_t left = static_cast<uint32_t>(slots[node].size()) - slot_taken[node];
+  const uint32_t left = static_cast<uint32_t>(slots[node]->size()) - slot_taken[node];
   real.Set(node, left);
   if (guarded) {
     if (outlives && spare[node] != UINT32_MAX) spare[node] -= std::min(spare[node], count);

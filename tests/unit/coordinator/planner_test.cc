@@ -78,6 +78,11 @@ std::string ReasonOf(const SchedulePlan& plan, const std::string& id) {
   return it == plan.pending.end() ? "<started>" : it->second.reason;
 }
 
+// Built with append, not "x" + std::to_string(i): GCC 12 warns falsely (-Wrestrict) on the latter at -O2.
+std::string Id(const char* prefix, uint64_t n) {
+  return std::string(prefix).append(std::to_string(n));
+}
+
 bool Has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
@@ -109,7 +114,7 @@ TEST(Planner, PlacementMatchesPlaceGang) {
     const int count = 1 + static_cast<int>(rng() % 8);
     for (int i = 0; i < count; ++i) {
       const uint32_t total = 1 + rng() % 8;
-      PlannerNode n = Node("n" + std::to_string(rng() % 100), total, rng() % (total + 1));
+      PlannerNode n = Node(Id("n", rng() % 100), total, rng() % (total + 1));
       if (std::any_of(nodes.begin(), nodes.end(), [&](const auto& o) { return o.node_id == n.node_id; })) continue;
       n.has_free_port = rng() % 4 != 0;
       caps.push_back({n.node_id, n.total_slots, n.free_slots, n.has_free_port});
@@ -301,6 +306,19 @@ TEST(Planner, StrictOrderWhenBackfillIsOff) {
   EXPECT_NE(StartOf(PlanSchedule(in), "short"), nullptr);
 }
 
+TEST(Planner, EstimatesWhenWaitingJobsCouldStart) {
+  auto plan = PlanSchedule(
+      BackfillCluster({Pending("wide", "t", 1, 8, 2), Pending("three", "t", 3, 4, 3), Pending("five", "t", 1, 5, 4)}));
+  // wide needs a whole node: n2 has 8 free once y ends at +50 s (a lower bound: the head is ahead of it).
+  EXPECT_EQ(plan.pending.at("wide").estimated_start_ms, kNow + 50'000);
+  EXPECT_EQ(ReasonOf(plan, "wide"), "waiting for 1 node(s) with 8 free slot(s); 0 have them now");
+  // three needs n3 too, held by a job without a time limit: unknown.
+  EXPECT_EQ(plan.pending.at("three").estimated_start_ms, 0);
+  // five fits n2's 6 free slots, but only 4 are not reserved: it may start when the head does.
+  EXPECT_TRUE(Has(ReasonOf(plan, "five"), "reserved for job head")) << ReasonOf(plan, "five");
+  EXPECT_EQ(plan.pending.at("five").estimated_start_ms, kNow + 100'000);
+}
+
 TEST(Planner, ExplainsJobsBehindOtherTeams) {
   auto in = BackfillCluster({Pending("mine", "t", 1, 8, 2), Pending("theirs", "v", 1, 8, 3)});
   in.teams = {Team("t", {}, 0), Team("v", {}, 1e12)};
@@ -324,12 +342,12 @@ TEST(Planner, BackfillNeverDelaysTheReservation) {
     int job_seq = 0;
     for (int i = 0; i < node_count; ++i) {
       const uint32_t total = 2 + rng() % 7;
-      PlannerNode node = Node("n" + std::to_string(i), total, 0);
+      PlannerNode node = Node(Id("n", i), total, 0);
       uint32_t next = 0;
       while (next < total && rng() % 3 != 0) {  // fill with single-node running jobs
         const uint32_t take = std::min<uint32_t>(total - next, 1 + rng() % 4);
         const int64_t limit = 10'000 + static_cast<int64_t>(rng() % 200) * 1000;
-        in.running.push_back(Running("r" + std::to_string(job_seq++), "u", {{node.node_id, take}}, 5000, limit));
+        in.running.push_back(Running(Id("r", job_seq++), "u", {{node.node_id, take}}, 5000, limit));
         next += take;
       }
       node.free_slots.clear();
@@ -339,7 +357,7 @@ TEST(Planner, BackfillNeverDelaysTheReservation) {
     const int pending_count = 1 + static_cast<int>(rng() % 8);
     for (int j = 0; j < pending_count; ++j) {
       const int64_t limit = rng() % 3 == 0 ? 0 : 1000 * static_cast<int64_t>(1 + rng() % 300);
-      in.pending.push_back(Pending("p" + std::to_string(j), "t", 1 + rng() % 2, 1 + rng() % 6, j, limit));
+      in.pending.push_back(Pending(Id("p", j), "t", 1 + rng() % 2, 1 + rng() % 6, j, limit));
     }
     const SchedulePlan plan = PlanSchedule(in);
     if (!plan.reservation || plan.reservation->at_ms == 0) continue;
@@ -432,6 +450,15 @@ TEST(Planner, VictimsAreWholeGangsAndTheFewest) {
   EXPECT_EQ(Victims(plan), (std::vector<std::string>{"a-gang"}));
 }
 
+TEST(Planner, ReclaimNeverTakesAVictimTeamBelowItsOwnGuarantee) {
+  // a is guaranteed 4 and holds 8; c holds 4 with no guarantee. b (guaranteed 8) needs 2 nodes x 4. a gives
+  // only what it borrows (one job), so the second victim comes from c although a2 sorts before c1.
+  auto in = Input({Node("n1", 4, 4), Node("n2", 4, 4), Node("n3", 4, 4)},
+                  {Running("a1", "a", {{"n1", 4}}), Running("a2", "a", {{"n2", 4}}), Running("c1", "c", {{"n3", 4}})},
+                  {Pending("b1", "b", 2, 4, 1)}, {Team("a", {{"", 4, 0}}), Team("b", {{"", 8, 0}})});
+  EXPECT_EQ(Victims(PlanSchedule(in)), (std::vector<std::string>{"a1", "c1"}));
+}
+
 TEST(Planner, MinimumRuntimeProtectsAJustStartedJob) {
   auto in = ReclaimCluster();
   in.running[0].started_at_ms = kNow - 5 * kMinute;
@@ -511,11 +538,11 @@ TEST(Planner, ALargePassNeverOversubscribesANode) {
   std::mt19937 rng(11);
   PlannerInput in;
   in.now_ms = kNow;
-  for (int i = 0; i < 500; ++i) in.nodes.push_back(Node("node" + std::to_string(i), 8, rng() % 9));
+  for (int i = 0; i < 500; ++i) in.nodes.push_back(Node(Id("node", i), 8, rng() % 9));
   for (int j = 0; j < 2000; ++j) {
     const uint32_t per_node = 1 + rng() % 8;
-    in.pending.push_back(Pending("job" + std::to_string(j), "team" + std::to_string(rng() % 3), 1 + rng() % 4, per_node,
-                                 j, rng() % 2 ? 0 : 1000 * (1 + rng() % 1000)));
+    in.pending.push_back(Pending(Id("job", j), Id("team", rng() % 3), 1 + rng() % 4, per_node, j,
+                                 rng() % 2 ? 0 : 1000 * (1 + rng() % 1000)));
   }
   const SchedulePlan plan = PlanSchedule(in);
   std::map<std::string, size_t> used;
