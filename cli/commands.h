@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -54,8 +56,19 @@ void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action);     // no
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action);  // up down
 void AddNodeIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);  // node join-token, node remove
 void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);    // model init
-// whoami, token, user, team, audit
+// whoami, token, user, team (quota included), audit
 void AddIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);
+void AddQueueCommand(CLI::App& app, GlobalOptions& g, Action* action);  // queue
+
+// Sharing display (queue_commands.cc). "in 12m", "now", or "-" when the estimate is 0 (unknown).
+std::string StartEstimate(int64_t estimated_start_ms, int64_t now_ms);
+// "gpu=h100 8/16, cluster 4/-": each quota as guaranteed/max ("-": no limit); "-" when none.
+std::string QuotaText(const pb::TeamRecord& team);
+// The team's fair-share weight ("1" when unset).
+std::string WeightText(const pb::TeamRecord& team);
+// `anneal show`'s scheduling lines (label, value): limits, queue position and wait reason of a pending job,
+// preemptions and the preemption reason.
+std::vector<std::pair<std::string, std::string>> SchedulingLines(const pb::JobRecord& job, int64_t now_ms);
 
 // "90m", "24h", "30d", "45s" or plain seconds -> milliseconds; INVALID_ARGUMENT naming the text otherwise.
 StatusOr<int64_t> ParseDurationMs(std::string_view text);

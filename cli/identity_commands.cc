@@ -162,7 +162,7 @@ int TeamList(const GlobalOptions& g) {
     std::cout << ToJson(reply->list_teams()).dump(2) << "\n";
     return kExitOk;
   }
-  Table t({"TEAM", "MEMBERS", "DESCRIPTION"});
+  Table t({"TEAM", "WEIGHT", "QUOTAS (GUARANTEED/MAX)", "MEMBERS", "DESCRIPTION"});
   for (const auto& team : reply->list_teams().teams()) {
     std::vector<std::string> members;
     for (const auto& u : reply->list_teams().members()) {
@@ -172,10 +172,49 @@ int TeamList(const GlobalOptions& g) {
             fmt::format("{}:{}", u.name(), Lower(pb::Role_Name(static_cast<pb::Role>(it->second)).substr(5))));
       }
     }
-    t.Add({team.name(), members.empty() ? "-" : fmt::format("{}", fmt::join(members, ",")),
+    t.Add({team.name(), WeightText(team), QuotaText(team),
+           members.empty() ? "-" : fmt::format("{}", fmt::join(members, ",")),
            team.description().empty() ? "-" : team.description()});
   }
   t.Print(std::cout);
+  return kExitOk;
+}
+
+struct QuotaOptions {
+  std::string team;
+  double weight = 0;        // 0: unchanged
+  int64_t guaranteed = -1;  // -1: not given (then max is not given either)
+  int64_t max = -1;
+  std::string label;
+};
+
+// Prints the team's sharing settings as the coordinator stored them.
+int TeamQuota(const GlobalOptions& g, const QuotaOptions& o) {
+  if (o.weight == 0 && o.guaranteed < 0) {
+    return ReportError("team quota",
+                       InvalidArgumentError("nothing to change: give --weight, or --guaranteed and --max"));
+  }
+  pb::ClientRequest req;
+  auto* r = req.mutable_set_team_quota();
+  r->set_team(o.team);
+  r->set_weight(o.weight);
+  if (o.guaranteed >= 0) {
+    auto* q = r->add_quotas();
+    q->set_label(o.label);
+    q->set_guaranteed(static_cast<uint32_t>(o.guaranteed));
+    q->set_max(static_cast<uint32_t>(o.max));
+  }
+  int exit = kExitOk;
+  auto reply = CallOrReport(g, "team quota", req, &exit);
+  if (!reply) return exit;
+  if (g.json) {
+    std::cout << ToJson(reply->set_team_quota()).dump(2) << "\n";
+    return kExitOk;
+  }
+  for (const auto& team : reply->set_team_quota().teams()) {
+    std::cout << fmt::format("team '{}': weight {}, quotas (guaranteed/max): {}\n", team.name(), WeightText(team),
+                             QuotaText(team));
+  }
   return kExitOk;
 }
 
@@ -295,6 +334,24 @@ void AddTeamCommands(CLI::App& app, GlobalOptions& g, Action* action) {
         return RunDone(g, "team create", req);
       };
     });
+  }
+  {
+    auto o = std::make_shared<QuotaOptions>();
+    auto* cmd = team->add_subcommand(
+        "quota", "Set a team's fair-share weight and its guaranteed/max slots on a pool (cluster admin)");
+    cmd->add_option("team", o->team, "team name")->required();
+    cmd->add_option("--weight", o->weight, "fair-share weight (> 0; shares are weight / sum of weights)")
+        ->check(CLI::PositiveNumber);
+    auto* guaranteed =
+        cmd->add_option("--guaranteed", o->guaranteed, "slots the team may always reclaim on the pool (by preemption)")
+            ->check(CLI::Range(int64_t{0}, int64_t{UINT32_MAX}));
+    auto* max = cmd->add_option("--max", o->max, "slots it may hold there at most, borrowing included (0: no limit)")
+                    ->check(CLI::Range(int64_t{0}, int64_t{UINT32_MAX}));
+    guaranteed->needs(max);
+    max->needs(guaranteed);
+    cmd->add_option("--label", o->label, "the pool: nodes with label key=value (default: the whole cluster)")
+        ->needs(guaranteed);
+    cmd->callback([&g, o, action] { *action = [&g, o] { return TeamQuota(g, *o); }; });
   }
   team->add_subcommand("ls", "List teams and the members you may see")->callback([&g, action] {
     *action = [&g] { return TeamList(g); };

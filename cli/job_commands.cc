@@ -256,6 +256,7 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
   line("Team", fmt::format("{} (submitted by {})", job.team().empty() ? "default" : job.team(),
                            job.owner().empty() ? "-" : job.owner()));
   line("Priority", std::to_string(job.priority()));
+  for (const auto& [label, value] : SchedulingLines(job, now)) line(label, value);
   line("Output", job.output_dir().empty() ? "-" : job.output_dir());
   line("Submitted", fmt::format("{} ({} ago)", Timestamp(job.submitted_at_ms()), Age(job.submitted_at_ms(), now)));
   if (job.started_at_ms() > 0) line("Started", Timestamp(job.started_at_ms()));

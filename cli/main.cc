@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
   AddNodeIdentityCommands(app, g, &action);
   AddModelCommands(app, g, &action);
   AddIdentityCommands(app, g, &action);
+  AddQueueCommand(app, g, &action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
