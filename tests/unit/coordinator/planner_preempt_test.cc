@@ -1,0 +1,157 @@
+// The pure scheduler's preemption (coordinator/planner.h stages 1 and 5): time-limit stops and reclaims, victim
+// choice, minimum runtime, preemption budget, jobs already being preempted.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "coordinator/planner.h"
+#include "planner_test_helpers.h"
+
+namespace anneal::coordinator {
+namespace {
+
+using namespace planner_testing;  // NOLINT: the test builders
+
+// ---- preemption ----
+
+// Team a borrows the whole cluster (2 nodes x 4) with two 4-slot jobs; team b is guaranteed 4.
+PlannerInput ReclaimCluster() {
+  return Input({Node("n1", 4, 4), Node("n2", 4, 4)},
+               {Running("a-old", "a", {{"n1", 4}}, 60 * kMinute), Running("a-new", "a", {{"n2", 4}}, 30 * kMinute)},
+               {Pending("b1", "b", 1, 4, 1)}, {Team("a"), Team("b", {{"", 4, 0}})});
+}
+
+TEST(Planner, ATeamWithinItsGuaranteeReclaimsBorrowedSlots) {
+  auto in = ReclaimCluster();
+  in.running[0].last_checkpoint_ms = kNow - 2 * kMinute;  // a-old would lose 2 minutes, a-new 30
+  auto plan = PlanSchedule(in);
+  ASSERT_EQ(plan.preemptions.size(), 1u);
+  const Preemption& p = plan.preemptions[0];
+  EXPECT_EQ(p.kind, PreemptionKind::kReclaim);
+  EXPECT_EQ(p.victim_job_id, "a-old");  // least work lost
+  EXPECT_EQ(p.beneficiary_job_id, "b1");
+  EXPECT_EQ(p.work_lost_ms, 2 * kMinute);
+  EXPECT_TRUE(Has(p.reason, "team b below its guarantee (0 of 4 slots on the cluster)")) << p.reason;
+  EXPECT_TRUE(plan.starts.empty());  // the victim still holds its slots
+  EXPECT_EQ(ReasonOf(plan, "b1"), "waiting for the preemption of a-old");
+}
+
+TEST(Planner, NoReclaimBeyondTheGuaranteeOrWhenOff) {
+  auto in = ReclaimCluster();
+  in.pending[0].gang = {2, 4, 1};  // 8 slots: more than b's guarantee of 4
+  EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
+  in = ReclaimCluster();
+  in.config.preemption = false;
+  EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
+  in = ReclaimCluster();
+  in.teams = {Team("a", {{"", 8, 0}}), Team("b", {{"", 4, 0}})};  // a holds 8, within its own guarantee
+  EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
+}
+
+TEST(Planner, VictimsComeFromTheBiggestBorrowerThenLowestPriority) {
+  auto in =
+      Input({Node("n1", 4, 4), Node("n2", 4, 4), Node("n3", 4, 4)},
+            {Running("c1", "c", {{"n1", 4}}, 60 * kMinute, 0, /*priority=*/-5),
+             Running("a1", "a", {{"n2", 4}}, 60 * kMinute, 0, 3), Running("a2", "a", {{"n3", 4}}, 60 * kMinute, 0, 1)},
+            {Pending("b1", "b", 1, 4, 1)}, {Team("b", {{"", 4, 0}})});
+  EXPECT_EQ(Victims(PlanSchedule(in)), (std::vector<std::string>{"a2"}));  // a borrows 8, c only 4
+  in.running[2].priority = 5;
+  EXPECT_EQ(Victims(PlanSchedule(in)), (std::vector<std::string>{"a1"}));
+}
+
+TEST(Planner, VictimsAreWholeGangsAndTheFewest) {
+  // a-small (lowest priority) holds 2 of n1's slots next to a job that cannot be preempted; a-gang spans n2 and
+  // n3. Taking a-small first does not help, so only the gang is preempted, all of it.
+  auto in = Input(
+      {Node("n1", 4, 4), Node("n2", 4, 4), Node("n3", 4, 2)},
+      {Running("a-small", "a", {{"n1", 2}}, 60 * kMinute, 0, -1), Running("a-fixed", "a", {{"n1", 2}}, 60 * kMinute),
+       Running("a-gang", "a", {{"n2", 4}, {"n3", 2}}, 60 * kMinute)},
+      {Pending("b1", "b", 1, 4, 1)}, {Team("b", {{"", 4, 0}})});
+  in.running[1].preemptible = false;
+  auto plan = PlanSchedule(in);
+  EXPECT_EQ(Victims(plan), (std::vector<std::string>{"a-gang"}));
+}
+
+TEST(Planner, ReclaimNeverTakesAVictimTeamBelowItsOwnGuarantee) {
+  // a is guaranteed 4 and holds 8; c holds 4 with no guarantee. b (guaranteed 8) needs 2 nodes x 4. a gives
+  // only what it borrows (one job), so the second victim comes from c although a2 sorts before c1.
+  auto in = Input({Node("n1", 4, 4), Node("n2", 4, 4), Node("n3", 4, 4)},
+                  {Running("a1", "a", {{"n1", 4}}), Running("a2", "a", {{"n2", 4}}), Running("c1", "c", {{"n3", 4}})},
+                  {Pending("b1", "b", 2, 4, 1)}, {Team("a", {{"", 4, 0}}), Team("b", {{"", 8, 0}})});
+  EXPECT_EQ(Victims(PlanSchedule(in)), (std::vector<std::string>{"a1", "c1"}));
+}
+
+TEST(Planner, MinimumRuntimeProtectsAJustStartedJob) {
+  auto in = ReclaimCluster();
+  in.running[0].started_at_ms = kNow - 5 * kMinute;
+  in.running[1].started_at_ms = kNow - 5 * kMinute;
+  auto plan = PlanSchedule(in);
+  EXPECT_TRUE(plan.preemptions.empty());
+  EXPECT_FALSE(Has(ReasonOf(plan, "b1"), "preemption")) << ReasonOf(plan, "b1");
+  in.config.min_runtime_ms = 4 * kMinute;
+  EXPECT_EQ(PlanSchedule(in).preemptions.size(), 1u);
+}
+
+TEST(Planner, AJobWhosePreemptionBudgetIsSpentIsNeverAVictim) {
+  auto in = ReclaimCluster();
+  in.running[0].preemptible = false;
+  EXPECT_EQ(Victims(PlanSchedule(in)), (std::vector<std::string>{"a-new"}));
+  in.running[1].preemptible = false;
+  EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
+}
+
+TEST(Planner, SlotsBeingPreemptedCountAsFreedSoNoSecondRound) {
+  auto in = ReclaimCluster();
+  in.running[1].being_preempted = true;  // the previous pass chose a-new
+  auto plan = PlanSchedule(in);
+  EXPECT_TRUE(plan.preemptions.empty());
+  EXPECT_EQ(ReasonOf(plan, "b1"), "waiting for the preemption of a-new");
+  // A second job of b is not covered by those slots any more: it gets a victim of its own.
+  in.pending.push_back(Pending("b2", "b", 1, 2, 2));
+  in.teams[1].quotas = {{"", 6, 0}};
+  plan = PlanSchedule(in);
+  EXPECT_EQ(Victims(plan), (std::vector<std::string>{"a-old"}));
+}
+
+TEST(Planner, GuaranteesApplyPerLabelPool) {
+  auto job = Pending("b1", "b", 1, 4, 1);
+  job.node_selector = {{"gpu", "h100"}};
+  auto in =
+      Input({Node("c", 4, 4), Node("h", 4, 4, {{"gpu", "h100"}})},
+            {Running("a-cpu", "a", {{"c", 4}}, 60 * kMinute, 0, -9), Running("a-h100", "a", {{"h", 4}}, 60 * kMinute)},
+            {job}, {Team("b", {{"gpu=h100", 4, 0}})});
+  EXPECT_EQ(Victims(PlanSchedule(in)), (std::vector<std::string>{"a-h100"}));
+  in.pending[0].node_selector.clear();  // not pinned: only the "" pool matters, where b has no guarantee
+  EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
+}
+
+TEST(Planner, NoVictimSetMeansNobodyIsPreempted) {
+  auto in = ReclaimCluster();
+  in.running[1].preemptible = false;
+  in.pending[0].gang = {1, 4, 1};
+  in.running[0].slots_by_node = {{"n1", 2}};  // a-old holds only half of n1; the rest is held by nobody known
+  in.nodes[0].free_slots = {};
+  EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
+}
+
+// ---- time limits ----
+
+TEST(Planner, StopsJobsPastTheirTimeLimit) {
+  auto in = Input({Node("n1", 4, 4)},
+                  {Running("over", "a", {{"n1", 2}}, 10 * kMinute, 10 * kMinute),
+                   Running("under", "a", {{"n1", 2}}, 10 * kMinute, 11 * kMinute)},
+                  {});
+  in.running[0].last_checkpoint_ms = kNow - kMinute;
+  auto plan = PlanSchedule(in);
+  ASSERT_EQ(plan.preemptions.size(), 1u);
+  EXPECT_EQ(plan.preemptions[0].victim_job_id, "over");
+  EXPECT_EQ(plan.preemptions[0].kind, PreemptionKind::kTimeLimit);
+  EXPECT_TRUE(plan.preemptions[0].beneficiary_job_id.empty());
+  EXPECT_EQ(plan.preemptions[0].work_lost_ms, kMinute);
+  in.running[0].being_preempted = true;  // already stopping: not again
+  EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
+}
+
+}  // namespace
+}  // namespace anneal::coordinator
