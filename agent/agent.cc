@@ -398,6 +398,9 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
     case pb::CoordinatorToAgent::kStop:
       supervisor_->Stop(msg.stop());
       return;
+    case pb::CoordinatorToAgent::kPreempt:
+      supervisor_->Preempt(msg.preempt());
+      return;
     case pb::CoordinatorToAgent::kAck:
       if (msg.ack().seq() > spool_->last_acked()) last_ack_progress_ms_ = clock_.SteadyMs();
       if (Status st = spool_->Ack(msg.ack().seq()); !st.ok()) spdlog::error("spool: {}", st.ToString());

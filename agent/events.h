@@ -2,8 +2,8 @@
 //
 // The trainer writes newline-delimited JSON on ANNEAL_EVENTS_FD (docs/trainer-contract.md). ParseTrainerEvent
 // turns one line into what the agent does with it: a report to spool and send (MetricBatch for metrics,
-// eval and message events; CheckpointCommitted for checkpoint events), or a fact about the rank (started,
-// finished with status and message). LineSplitter cuts a byte stream from a pipe into whole lines.
+// eval, message and preempted events; CheckpointCommitted for checkpoint events), or a fact about the rank
+// (started, finished with status and message). LineSplitter cuts a byte stream from a pipe into whole lines.
 //
 // Thread-safety: pure functions and a value type.
 //
@@ -35,12 +35,13 @@ struct TaskIdentity {
 };
 
 struct TrainerEvent {
-  std::string type;  // started, metrics, eval, checkpoint, message, finished (others are kept, not acted on)
+  // started, metrics, eval, checkpoint, message, preempted, finished (others are kept, not acted on)
+  std::string type;
   int rank = -1;
   int64_t time_ms = 0;
-  int pid = 0;                      // started
-  std::string finished_status;      // finished: "ok" or an error kind
-  std::string message;              // finished / message text
+  int pid = 0;                                   // started
+  std::string finished_status;                   // finished: "ok" or an error kind
+  std::string message;                           // finished / message text
   std::optional<pb::AgentToCoordinator> report;  // seq unset; to spool and send
 };
 

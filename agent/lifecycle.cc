@@ -43,6 +43,12 @@ TaskPhase NextTaskPhase(TaskPhase phase, TaskEvent event) {
       if (event == TaskEvent::kRankFailed) return TaskPhase::kFailing;
       if (event == TaskEvent::kStopOrdered) return TaskPhase::kStopping;
       if (event == TaskEvent::kAllRanksExited) return TaskPhase::kEnded;
+      if (event == TaskEvent::kPreemptOrdered) return TaskPhase::kPreempting;
+      return phase;
+    case TaskPhase::kPreempting:
+      if (event == TaskEvent::kRankFailed) return TaskPhase::kFailing;
+      if (event == TaskEvent::kStopOrdered) return TaskPhase::kStopping;
+      if (event == TaskEvent::kAllRanksExited) return TaskPhase::kEnded;
       return phase;
     case TaskPhase::kFailing:
     case TaskPhase::kStopping:
@@ -60,6 +66,8 @@ std::string_view TaskPhaseName(TaskPhase phase) {
       return "LAUNCHING";
     case TaskPhase::kRunning:
       return "RUNNING";
+    case TaskPhase::kPreempting:
+      return "PREEMPTING";
     case TaskPhase::kFailing:
       return "FAILING";
     case TaskPhase::kStopping:

@@ -20,6 +20,16 @@
 //   FAILING [FAILED] (the other local ranks get SIGTERM, SIGKILL after the grace) ──all exited──▶ ENDED [FAILED]
 //   LAUNCHING | RUNNING ──StopTask / superseded / shutdown──▶ STOPPING [RUNNING] ──all exited──▶ ENDED [STOPPED]
 //   FAILING and STOPPING absorb a further stop order (the shorter grace wins) and further rank failures.
+//
+//   Preemption (PreemptTask of the running epoch; SIGUSR1 to each rank's own pid, SIGKILL at the deadline):
+//
+//   RUNNING ──PreemptTask──▶ PREEMPTING [RUNNING] ──all exited (75, 0, or killed at the deadline)──▶ ENDED [PREEMPTED]
+//                               │  │  └── a rank failed (another code or signal) ──▶ FAILING [FAILED, reported at once]
+//                               │  └── StopTask / superseded / shutdown ──▶ STOPPING [RUNNING] ──▶ ENDED [STOPPED]
+//                               └── PreemptTask again ──▶ PREEMPTING (the first deadline stays)
+//   A PreemptTask finds no edge from LAUNCHING (a launch completes before the next message is read), FAILING or
+//   STOPPING (already ending) or ENDED: ignored. Every rank exiting 0 while PREEMPTING (the training finished
+//   before it saw the signal) still ends SUCCEEDED: there is nothing left to resume.
 //   ENDED is final: its status was reported and persisted, and the task leaves the supervisor.
 //
 // Thread-safety: pure functions.
@@ -28,6 +38,7 @@
 //   connection_ = NextConnectionState(connection_, sent ? ConnectionEvent::kRegisterSent
 //                                                       : ConnectionEvent::kRegisterNotSent);
 //   task->phase = NextTaskPhase(task->phase, TaskEvent::kStopOrdered);
+//   if (HasKillDeadline(task->phase) && now >= task->kill_at_ms) ... SIGKILL ...
 #pragma once
 
 #include <string_view>
@@ -48,7 +59,7 @@ enum class ConnectionEvent {
 ConnectionState NextConnectionState(ConnectionState state, ConnectionEvent event);
 std::string_view ConnectionStateName(ConnectionState state);  // "UNREGISTERED", ...
 
-enum class TaskPhase { kLaunching, kRunning, kFailing, kStopping, kEnded };
+enum class TaskPhase { kLaunching, kRunning, kPreempting, kFailing, kStopping, kEnded };
 
 enum class TaskEvent {
   kRanksStarted,    // every local rank process started
@@ -56,6 +67,7 @@ enum class TaskEvent {
   kRankFailed,      // a rank exited non-zero or by a signal while no stop was under way
   kStopOrdered,     // StopTask, a newer epoch, or the agent's shutdown
   kAllRanksExited,  // the last live rank exited
+  kPreemptOrdered,  // PreemptTask of this task's epoch: checkpoint and exit, SIGKILL at the deadline
 };
 
 // The phase after `event`. An event that has no edge from `phase` leaves it unchanged (for example a stop order
@@ -65,6 +77,10 @@ std::string_view TaskPhaseName(TaskPhase phase);  // "LAUNCHING", ...
 // Whether the task's ranks are being stopped (FAILING or STOPPING): SIGKILL follows at the grace deadline.
 inline bool IsStopping(TaskPhase phase) {
   return phase == TaskPhase::kFailing || phase == TaskPhase::kStopping;
+}
+// Whether ranks still alive at the task's deadline (kill_at_ms) are SIGKILLed: stopping, or preempting.
+inline bool HasKillDeadline(TaskPhase phase) {
+  return IsStopping(phase) || phase == TaskPhase::kPreempting;
 }
 
 }  // namespace anneal::agent

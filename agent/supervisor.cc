@@ -119,6 +119,40 @@ void Supervisor::Stop(const pb::StopTask& stop) {
   BeginStop(it->second.get(), stop.grace_ms(), reason, TaskEvent::kStopOrdered);
 }
 
+void Supervisor::Preempt(const pb::PreemptTask& preempt) {
+  const std::string& job = preempt.job_id();
+  auto it = tasks_.find(job);
+  if (it == tasks_.end() || it->second->id.epoch != preempt.epoch()) {
+    spdlog::warn("preempt of job {} epoch {} ignored: no task of that epoch runs here{}", job, preempt.epoch(),
+                 it == tasks_.end() ? "" : " (epoch " + std::to_string(it->second->id.epoch) + " does)");
+    return;
+  }
+  Task* task = it->second.get();
+  if (task->phase == TaskPhase::kPreempting) {
+    spdlog::info("preempt of job {} epoch {}: already preempting; the first deadline stays", job, preempt.epoch());
+    return;
+  }
+  const TaskPhase next = NextTaskPhase(task->phase, TaskEvent::kPreemptOrdered);
+  if (next != TaskPhase::kPreempting) {
+    spdlog::warn("preempt of job {} epoch {} ignored: the task is {}", job, preempt.epoch(),
+                 TaskPhaseName(task->phase));
+    return;
+  }
+  task->phase = next;
+  task->kill_at_ms = clock_.SteadyMs() + preempt.grace_ms();
+  task->preempt_deadline_wall_ms = clock_.WallMs() + preempt.grace_ms();
+  task->stop_reason = "preempted" + (preempt.reason().empty() ? std::string() : " (" + preempt.reason() + ")");
+  spdlog::info("job {} epoch {}: {}; SIGUSR1 to every rank, SIGKILL after {} ms", job, task->id.epoch,
+               task->stop_reason, preempt.grace_ms());
+  Persist(*task);  // first: an agent that dies now still knows, when restarted, that the ranks were told
+  for (auto& r : task->ranks) {
+    if (r->exited) continue;
+    // The rank's own pid, not its group: the trainer decides when to stop; a wrapper that does not forward the
+    // signal leaves the trainer running until the deadline. An adopted pid is checked against its start time.
+    if (r->own_child || ProcessAlive(r->rec.pid, r->rec.start_time)) ::kill(r->rec.pid, SIGUSR1);
+  }
+}
+
 void Supervisor::StopAll(uint32_t grace_ms, const std::string& reason) {
   queued_.clear();
   for (auto& [job, task] : tasks_) BeginStop(task.get(), grace_ms, reason, TaskEvent::kStopOrdered);
@@ -142,8 +176,9 @@ void Supervisor::BeginStop(Task* task, uint32_t grace_ms, const std::string& rea
   if (IsStopping(task->phase)) {
     task->kill_at_ms = std::min(task->kill_at_ms, deadline);  // a shorter grace wins
   } else {
+    const bool had_deadline = HasKillDeadline(task->phase);  // PREEMPTING: the preemption's deadline still holds
     task->phase = NextTaskPhase(task->phase, event);
-    task->kill_at_ms = deadline;
+    task->kill_at_ms = had_deadline ? std::min(task->kill_at_ms, deadline) : deadline;
     task->stop_reason = reason;
     spdlog::info("job {} epoch {}: stopping ({}; SIGKILL after {} ms)", task->id.job_id, task->id.epoch, reason,
                  grace_ms);
@@ -213,11 +248,13 @@ void Supervisor::OnRankExit(Task* task, Rank* rank) {
   if (rank->rec.pid > 1) ::kill(-rank->rec.pid, SIGKILL);
   spdlog::info("job {} epoch {}: rank {} (pid {}) {}", task->id.job_id, task->id.epoch, rank->rec.global_rank,
                rank->rec.pid, rank->DescribeExit());
-  if (rank->Failed() && task->exit_code == 0 && task->signal == 0 && task->phase != TaskPhase::kFailing) {
+  // While preempting, exiting kPreemptedExitCode or being killed at the deadline is the expected end.
+  const bool failed = rank->Failed() && !(task->phase == TaskPhase::kPreempting && rank->EndedPreempted());
+  if (failed && task->exit_code == 0 && task->signal == 0 && task->phase != TaskPhase::kFailing) {
     task->exit_code = rank->exit_known ? rank->exit.exit_code : -1;
     task->signal = rank->exit_known ? rank->exit.signal : 0;
   }
-  if (rank->Failed() && !IsStopping(task->phase)) {
+  if (failed && !IsStopping(task->phase)) {
     // The gang cannot go on without this rank: report at once, then stop the other local ranks.
     task->state = pb::TASK_FAILED;
     task->message = "rank " + std::to_string(rank->rec.global_rank) + " " + rank->DescribeExit();
@@ -245,6 +282,8 @@ void Supervisor::MaybeFinish(Task* task) {
   if (IsStopping(task->phase)) {
     task->state = failure_reported ? pb::TASK_FAILED : pb::TASK_STOPPED;
     task->message = task->stop_reason + ": " + details;
+  } else if (task->phase == TaskPhase::kPreempting && any_failed) {
+    SetPreemptedOutcome(task, details);  // "failed" here means 75 or killed at the deadline (OnRankExit)
   } else if (any_failed) {
     task->state = pb::TASK_FAILED;
     task->message = details;
@@ -272,6 +311,24 @@ void Supervisor::MaybeFinish(Task* task) {
   }
 }
 
+void Supervisor::SetPreemptedOutcome(Task* task, const std::string& details) {
+  // exit_code/signal say how it ended: kPreemptedExitCode when every rank checkpointed and exited, else the
+  // signal of a rank killed at the deadline (or dead of the SIGUSR1 itself).
+  task->state = pb::TASK_PREEMPTED;
+  task->exit_code = protocol::kPreemptedExitCode;
+  task->signal = 0;
+  for (const auto& r : task->ranks) {
+    // An adopted rank has no wait status, but a rank SIGKILLed at the deadline died of that.
+    const int signal = r->exit_known ? r->exit.signal : (r->killed_after_grace ? SIGKILL : 0);
+    if (signal == 0) continue;
+    if (task->signal == 0 || r->killed_after_grace) {
+      task->exit_code = 128 + signal;
+      task->signal = signal;
+    }
+  }
+  task->message = task->stop_reason + ": " + details;
+}
+
 void Supervisor::FinishWithoutRanks(Task* task, pb::TaskState state, const std::string& message) {
   task->phase = NextTaskPhase(task->phase, TaskEvent::kAllRanksExited);
   task->state = state;
@@ -293,7 +350,7 @@ void Supervisor::Tick() {
   const int64_t now = clock_.SteadyMs();
   std::vector<Task*> to_kill;
   for (auto& [job, task] : tasks_) {
-    if (IsStopping(task->phase) && now >= task->kill_at_ms) to_kill.push_back(task.get());
+    if (HasKillDeadline(task->phase) && now >= task->kill_at_ms) to_kill.push_back(task.get());
   }
   for (Task* task : to_kill) {
     bool killed_any = false;
@@ -302,8 +359,8 @@ void Supervisor::Tick() {
       if (SignalGroup(r->rec.pid, SIGKILL)) {
         r->killed_after_grace = true;
         killed_any = true;
-        spdlog::info("job {}: rank {} (pid {}) still running after the grace period: SIGKILL", task->id.job_id,
-                     r->rec.global_rank, r->rec.pid);
+        spdlog::info("job {}: rank {} (pid {}) still running after the grace period ({}): SIGKILL", task->id.job_id,
+                     r->rec.global_rank, r->rec.pid, TaskPhaseName(task->phase));
       }
     }
     if (killed_any) KillCgroupOf(*task);
@@ -408,8 +465,12 @@ void Supervisor::Persist(const Task& task) {
   rec.kind = task.launch.kind();
   rec.output_dir = task.launch.output_dir();
   for (const auto& r : task.ranks) rec.ranks.push_back(r->rec);
-  rec.final = task.state == pb::TASK_SUCCEEDED || task.state == pb::TASK_STOPPED ||
+  rec.final = task.state == pb::TASK_SUCCEEDED || task.state == pb::TASK_STOPPED || task.state == pb::TASK_PREEMPTED ||
               (task.state == pb::TASK_FAILED && task.AllExited());
+  if (task.phase == TaskPhase::kPreempting) {
+    rec.preempt_deadline_wall_ms = task.preempt_deadline_wall_ms;
+    rec.preempt_reason = task.stop_reason;
+  }
   rec.state = task.state;
   rec.exit_code = task.exit_code;
   rec.signal = task.signal;

@@ -13,6 +13,10 @@
 //   once (TASK_FAILED reported) and the other local ranks are stopped.
 // - Stop: SIGTERM to every rank's process group, SIGKILL when the grace period ends (and cgroup.kill of the
 //   task's cgroup, where there is one); the final TaskUpdate carries every rank's exit code or signal.
+// - Preempt: SIGUSR1 to each rank's own pid (not its group: the trainer checkpoints at the next step boundary
+//   and exits kPreemptedExitCode), SIGKILL to the groups (and cgroup.kill) of ranks still alive after grace_ms;
+//   the task ends TASK_PREEMPTED (agent/lifecycle.h, PREEMPTING). The order and its deadline are persisted, so a
+//   restarted agent finishes the preemption of the ranks it re-adopts.
 // - Confinement (docs/agent.md, "Ranks run unprivileged"): ranks run as the team's mapped user when the agent
 //   is root, with an allow-listed environment, die with the agent (unless re-adoption is on), live in a task
 //   cgroup where cgroup v2 is writable; the task hosting global rank 0 holds the output directory's lock.
@@ -94,6 +98,9 @@ class Supervisor {
 
   void Launch(const pb::LaunchTask& launch);
   void Stop(const pb::StopTask& stop);
+  // PreemptTask: only for the running task of exactly that epoch; anything else (no task, another epoch, a task
+  // already failing, stopping or ended) is ignored and logged. A repeated order keeps the first deadline.
+  void Preempt(const pb::PreemptTask& preempt);
   // Stops every task (agent shutdown).
   void StopAll(uint32_t grace_ms, const std::string& reason);
   // Forgets every task without stopping it (--keep-tasks-on-exit): the ranks keep running for the next agent.
@@ -133,6 +140,8 @@ class Supervisor {
   // `event`: kStopOrdered (ends STOPPED) or kRankFailed (ends FAILED); a task already stopping keeps its phase.
   void BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, TaskEvent event);
   void MaybeFinish(Task* task);
+  // The final state, exit code, signal and message of a PREEMPTING task whose ranks all exited.
+  void SetPreemptedOutcome(Task* task, const std::string& details);
   void ReportStatus(const Task& task);
   void Persist(const Task& task);
   pb::TaskStatus StatusOf(const Task& task) const;

@@ -387,6 +387,9 @@ void Supervisor::HandleEventBytes(Task* task, Rank* rank, std::string_view bytes
       rank->finished_status = ev->finished_status;
       rank->finished_message = ev->message;
     }
+    if (ev->type == "preempted" || (ev->type == "finished" && ev->finished_status == "preempted")) {
+      rank->preempted_seen = true;
+    }
     if (ev->report) report_(std::move(*ev->report));
   }
 }

@@ -45,6 +45,7 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
       rank->log_path = stem + ".log";
       rank->fifo_path = stem + ".events";
       rank->exited = rec.final || !ProcessAlive(rr.pid, rr.start_time);
+      rank->ended_unwatched = !rec.final && rank->exited;
       any_alive = any_alive || !rank->exited;
       task->ranks.push_back(std::move(rank));
     }
@@ -63,6 +64,16 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
     }
     Task* t = task.get();
     tasks_[rec.job_id] = std::move(task);
+    const bool preempting = rec.preempt_deadline_wall_ms > 0;
+    if (!any_alive && preempting) {
+      // The preempt order was given and the ranks ended: the coordinator resumes from the last committed
+      // checkpoint whether they checkpointed or not, and a preemption never costs the job an attempt.
+      FinishWithoutRanks(t, pb::TASK_PREEMPTED,
+                         rec.preempt_reason +
+                             ": every rank ended while the agent was not running; exit status unknown (see the "
+                             "rank logs)");
+      continue;
+    }
     if (!any_alive) {
       FinishWithoutRanks(t, pb::TASK_FAILED,
                          "every rank ended while the agent was not running; exit status unknown (see the rank logs)");
@@ -82,6 +93,16 @@ std::vector<pb::TaskStatus> Supervisor::Recover() {
     }
     t->phase = TaskPhase::kRunning;  // adopted: its ranks run (a failure before the restart is reported again)
     if (t->state == pb::TASK_LAUNCHING) t->state = pb::TASK_RUNNING;
+    if (preempting && t->state == pb::TASK_RUNNING) {
+      // The earlier agent obeyed a PreemptTask: keep its deadline (on the wall clock, since steady clocks do
+      // not survive a restart); the ranks got their SIGUSR1 then.
+      t->phase = NextTaskPhase(t->phase, TaskEvent::kPreemptOrdered);
+      t->preempt_deadline_wall_ms = rec.preempt_deadline_wall_ms;
+      t->kill_at_ms = clock_.SteadyMs() + std::max<int64_t>(0, rec.preempt_deadline_wall_ms - clock_.WallMs());
+      t->stop_reason = rec.preempt_reason;
+      spdlog::info("job {} epoch {}: still preempting ({}); SIGKILL in {} ms", t->id.job_id, t->id.epoch,
+                   t->stop_reason, t->kill_at_ms - clock_.SteadyMs());
+    }
     spdlog::info("job {} attempt {} epoch {}: re-adopted {} rank(s) left running by an earlier agent", t->id.job_id,
                  t->id.attempt, t->id.epoch, t->ranks.size());
     for (auto& r : t->ranks) {

@@ -1,9 +1,9 @@
 #include "agent/task_record.h"
 
-#include <filesystem>
-
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "common/fsutil.h"
 
@@ -21,8 +21,8 @@ Status ValidateJobId(const std::string& job_id) {
     return InvalidArgumentError("job id '" + job_id + "': must be 1-128 characters and not '.' or '..'");
   }
   for (char c : job_id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return InvalidArgumentError("job id '" + job_id + "': only letters, digits, '.', '_' and '-' allowed");
   }
   return Status::Ok();
@@ -37,6 +37,10 @@ Status WriteTaskRecord(const std::string& task_dir, const TaskRecord& r) {
   j["output_dir"] = r.output_dir;
   j["final"] = r.final;
   if (!r.cgroup.empty()) j["cgroup"] = r.cgroup;
+  if (r.preempt_deadline_wall_ms > 0) {
+    j["preempt_deadline_wall_ms"] = r.preempt_deadline_wall_ms;
+    j["preempt_reason"] = r.preempt_reason;
+  }
   j["state"] = r.state;
   j["exit_code"] = r.exit_code;
   j["signal"] = r.signal;
@@ -66,6 +70,8 @@ StatusOr<TaskRecord> ReadTaskRecord(const std::string& task_dir) {
     r.output_dir = j.value("output_dir", "");
     r.final = j.value("final", false);
     r.cgroup = j.value("cgroup", "");
+    r.preempt_deadline_wall_ms = j.value("preempt_deadline_wall_ms", int64_t{0});
+    r.preempt_reason = j.value("preempt_reason", "");
     r.state = j.value("state", 0);
     r.exit_code = j.value("exit_code", 0);
     r.signal = j.value("signal", 0);

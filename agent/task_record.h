@@ -38,15 +38,19 @@ struct TaskRecord {
   std::string job_id;
   uint32_t attempt = 0;
   uint64_t epoch = 0;
-  int kind = 0;             // pb::JobKind
+  int kind = 0;  // pb::JobKind
   std::string output_dir;
   std::vector<RankRecord> ranks;
-  bool final = false;       // the final status below was reached (and handed to the spool)
-  int state = 0;            // pb::TaskState
+  bool final = false;  // the final status below was reached (and handed to the spool)
+  int state = 0;       // pb::TaskState
   int exit_code = 0;
   int signal = 0;
   std::string message;
-  std::string cgroup;       // the task cgroup (agent/task_cgroup.h); empty when none
+  std::string cgroup;  // the task cgroup (agent/task_cgroup.h); empty when none
+  // A PreemptTask was obeyed and the ranks have not all ended (agent/lifecycle.h, PREEMPTING): its deadline on
+  // the wall clock (unix ms) and the reason. 0: not preempting. A restarted agent keeps preempting until then.
+  int64_t preempt_deadline_wall_ms = 0;
+  std::string preempt_reason;
 };
 
 // <work dir>/jobs/<job>/attempt-<n>

@@ -4,6 +4,11 @@
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT (a free port unless given).
 // If any rank fails, the others are sent SIGTERM, then SIGKILL after a grace period: no rank is left waiting
 // on a dead peer. Exits with the first failing rank's status (0 when all succeed).
+//
+// Preemption: every SIGUSR1 the launcher gets is forwarded to each live rank (trainer/train/preemption.h: the
+// ranks agree on a step, checkpoint and exit kPreemptedExitCode). A rank exiting kPreemptedExitCode is not a
+// failure (its peers are stopping at the same step); the launcher exits kPreemptedExitCode when no rank
+// failed and at least one exited so (with the agreement, all of them).
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -19,6 +24,7 @@
 #include "common/net.h"
 #include "common/shutdown.h"
 #include "trainer/cli/commands.h"
+#include "trainer/train/preemption.h"
 
 namespace anneal::trainer {
 namespace {
@@ -44,6 +50,7 @@ struct LaunchArgs {
 
 int RunLaunch(const LaunchArgs& a) {
   InstallShutdownHandlers();
+  train::InstallPreemptHandler();
   const int port = a.port > 0 ? a.port : FreePort();
   char self[4096];
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -71,36 +78,57 @@ int RunLaunch(const LaunchArgs& a) {
     pids.push_back(pid);
   }
   int first_failure = 0;
+  bool preempted = false;
   size_t alive = pids.size();
+  std::vector<bool> exited(pids.size(), false);
   auto deadline = std::chrono::steady_clock::time_point::max();
   bool forwarded = false;
+  int preempts_forwarded = 0;
   while (alive > 0) {
     if (ShutdownRequested() && !forwarded) {
       // SIGTERM / SIGINT to the launcher stops the ranks the same way: SIGTERM now, SIGKILL after the grace.
       forwarded = true;
       if (first_failure == 0) first_failure = 128 + ShutdownSignal();
-      for (pid_t p : pids) ::kill(p, SIGTERM);
+      for (size_t i = 0; i < pids.size(); ++i) {
+        if (!exited[i]) ::kill(pids[i], SIGTERM);
+      }
       deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(a.grace_s * 1000));
+    }
+    if (const int requests = train::PreemptRequestCount(); requests != preempts_forwarded) {
+      preempts_forwarded = requests;
+      for (size_t i = 0; i < pids.size(); ++i) {
+        if (!exited[i]) ::kill(pids[i], SIGUSR1);
+      }
     }
     int status = 0;
     pid_t done = ::waitpid(-1, &status, WNOHANG);
     if (done > 0) {
       --alive;
+      for (size_t i = 0; i < pids.size(); ++i) exited[i] = exited[i] || pids[i] == done;
       const int code = ExitStatusOf(status);
+      if (code == train::kPreemptedExitCode) {
+        preempted = true;
+        continue;
+      }
       if (code != 0 && first_failure == 0) {
         first_failure = code;
         std::cerr << "launch: a rank exited with status " << code << "; stopping the others\n";
-        for (pid_t p : pids) ::kill(p, SIGTERM);
+        for (size_t i = 0; i < pids.size(); ++i) {
+          if (!exited[i]) ::kill(pids[i], SIGTERM);
+        }
         deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(a.grace_s * 1000));
       }
       continue;
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      for (pid_t p : pids) ::kill(p, SIGKILL);
+      for (size_t i = 0; i < pids.size(); ++i) {
+        if (!exited[i]) ::kill(pids[i], SIGKILL);
+      }
       deadline = std::chrono::steady_clock::time_point::max();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  if (first_failure == 0 && preempted) return train::kPreemptedExitCode;
   return first_failure;
 }
 

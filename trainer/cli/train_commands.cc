@@ -14,6 +14,7 @@
 #include "trainer/export/peft.h"
 #include "trainer/train/events.h"
 #include "trainer/train/finetune.h"
+#include "trainer/train/preemption.h"
 #include "trainer/train/state_io.h"
 #include "trainer/train/trainer.h"
 
@@ -91,12 +92,19 @@ void AddTrainCommands(CLI::App& app) {
   train->add_option("--set", train_args->overrides, "Override a key: key=value (repeatable)");
   train->callback([train_args] {
     InstallShutdownHandlers();
+    train::InstallPreemptHandler();  // first: a SIGUSR1 during setup is kept for the first step boundary
     auto spec = LoadSpec(*train_args, jobspec::JobKind::kTrain);
     if (!spec.ok()) {
       ExitCode() = Report(spec.status(), true);
       return;
     }
-    ExitCode() = RunWithBoundary([&] { return train::RunTraining(*spec); });
+    train::TrainOutcome outcome = train::TrainOutcome::kCompleted;
+    ExitCode() = RunWithBoundary([&]() -> Status {
+      ASSIGN_OR_RETURN(outcome, train::RunTraining(*spec));
+      return Status::Ok();
+    });
+    // Preempted: the checkpoint is committed and the run can resume from it ("try again later").
+    if (ExitCode() == 0 && outcome == train::TrainOutcome::kPreempted) ExitCode() = train::kPreemptedExitCode;
   });
 
   auto eval_args = std::make_shared<JobArgs>();

@@ -195,6 +195,14 @@ double Runtime::SumOverWorld(double v, bool contribute) const {
   return t.item<double>();
 }
 
+bool Runtime::AnyOverWorld(bool v) const {
+  if (!world_comm || world_comm->size() == 1) return v;
+  // On the runtime's device: NCCL reduces CUDA tensors only, Gloo CPU ones.
+  at::Tensor t = torch::tensor({v ? 1.0 : 0.0}, torch::kFloat64).to(device);
+  world_comm->AllReduceMax(t);
+  return t.item<double>() > 0.5;
+}
+
 void Runtime::Barrier() const {
   if (world_comm) world_comm->Barrier();
 }

@@ -9,12 +9,12 @@
 // Thread-safety: one thread at a time.
 #pragma once
 
+#include <torch/types.h>
+
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-#include <torch/types.h>
 
 #include "common/status.h"
 #include "jobspec/jobspec.h"
@@ -39,10 +39,10 @@ struct Runtime {
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;
   std::string config_hash;
-  bool zero = false;                         // ZeRO-1
-  bool sequence_parallel = false;            // activations split along the sequence between TP regions
+  bool zero = false;               // ZeRO-1
+  bool sequence_parallel = false;  // activations split along the sequence between TP regions
   PipelineSchedule schedule = PipelineSchedule::kOneFOneB;
-  model::StageSpec stage;                    // this rank's pipeline stage
+  model::StageSpec stage;                               // this rank's pipeline stage
   std::shared_ptr<const model::LinearFactory> factory;  // tensor-parallel layers (null: plain)
   bool tied_embeddings = false;
   std::shared_ptr<parallel::StoreHandle> store;
@@ -69,6 +69,10 @@ struct Runtime {
   // Sum over all ranks of `v` from the ranks where `contribute` is true (e.g. the last stage's loss once per
   // data-parallel replica).
   double SumOverWorld(double v, bool contribute) const;
+  // Whether `v` is true on any rank (a MAX all-reduce of one number over the world group; every rank must call
+  // it at the same point). WORLD_SIZE 1: `v` itself, no collective. What the ranks agree to stop on
+  // (trainer/train/preemption.h).
+  bool AnyOverWorld(bool v) const;
   void Barrier() const;
   nlohmann::json LayoutJson() const;
 };

@@ -14,6 +14,7 @@
 #include "trainer/train/data_config.h"
 #include "trainer/train/finetune.h"
 #include "trainer/train/pipeline.h"
+#include "trainer/train/preemption.h"
 
 namespace anneal::train {
 namespace {
@@ -24,7 +25,7 @@ using jobspec::FinetuningType;
 
 }  // namespace
 
-Status RunTraining(const jobspec::JobSpec& spec) {
+StatusOr<TrainOutcome> RunTraining(const jobspec::JobSpec& spec) {
   ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Setup(spec));
   return trainer->Train();
 }
@@ -47,14 +48,20 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Setup(const jobspec::JobSpec& spec) 
   return t;
 }
 
-Status Trainer::Train() {
+StatusOr<TrainOutcome> Trainer::Train() {
   logger_->StartAttempt(progress_);
   while (progress_.step < progress_.total_steps) {
     if (ShutdownRequested()) {
       return CancelledError("stopped by signal " + std::to_string(ShutdownSignal()) + " at step " +
                             std::to_string(progress_.step));
     }
+    // Every rank asks at every boundary, so all of them stop at the same step however late the signal came.
+    if (rt_.AnyOverWorld(PreemptRequested())) {
+      RETURN_IF_ERROR(StopPreempted());
+      return TrainOutcome::kPreempted;
+    }
     ASSIGN_OR_RETURN(StepResult result, TrainStep());
+    last_result_ = result;
     const std::optional<double> eval_loss = validator_->MaybeEvaluate(lm_, progress_);
     logger_->Record(progress_, result);
     if (eval_loss) logger_->RecordEval(progress_, *eval_loss);
@@ -62,9 +69,29 @@ Status Trainer::Train() {
       json metrics = {{"loss", result.loss}};
       if (eval_loss) metrics["eval_loss"] = *eval_loss;
       RETURN_IF_ERROR(checkpointer_->Save(progress_, metrics, lm_, trainable_, *opt_));
+      committed_step_ = progress_.step;
     }
   }
-  return Export();
+  RETURN_IF_ERROR(Export());
+  return TrainOutcome::kCompleted;
+}
+
+Status Trainer::StopPreempted() {
+  const int64_t step = progress_.step;
+  // Step 0 has nothing to keep (a resume starts over); a checkpoint saved or restored at this step is current.
+  if (step > 0 && committed_step_ != step) {
+    json metrics = json::object();
+    if (last_result_) metrics["loss"] = last_result_->loss;
+    RETURN_IF_ERROR(checkpointer_->Save(progress_, metrics, lm_, trainable_, *opt_));
+    committed_step_ = step;
+  }
+  const std::string path = step > 0 ? fs::absolute(checkpoint::CheckpointDir(out_, step)).string() : "";
+  if (rt_.rank == 0) events_.Emit("preempted", {{"step", step}, {"checkpoint", path}});
+  const std::string message = "preempted at step " + std::to_string(step) +
+                              (path.empty() ? ": nothing trained yet, no checkpoint" : ": checkpoint " + path);
+  events_.Emit("finished", {{"status", "preempted"}, {"message", message}});
+  std::cerr << "[train] " << message << "\n";
+  return Status::Ok();
 }
 
 // ---- setup phases ----
@@ -150,6 +177,7 @@ Status Trainer::SetupPlan() {
 Status Trainer::Resume() {
   if (!resume_dir_) return Status::Ok();
   ASSIGN_OR_RETURN(progress_, checkpointer_->Restore(*resume_dir_, trainable_, *opt_, progress_));
+  committed_step_ = progress_.step;
   return Status::Ok();
 }
 

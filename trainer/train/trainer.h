@@ -14,10 +14,17 @@
 // Resuming (resume_from_checkpoint = path or latest) restores weights, optimizer, schedule position, sampler
 // position and RNG state: on CPU fp32 the continued run is bit-identical to an uninterrupted one.
 //
+// Preemption (trainer/train/preemption.h): after a SIGUSR1 on any rank, all ranks agree at the next step boundary
+// (one MAX all-reduce), save a checkpoint there (unless one was just committed or restored at that step, or no
+// step was done), rank 0 emits `preempted` {step, checkpoint}, every rank emits `finished` {status: preempted},
+// and the run returns TrainOutcome::kPreempted: the command exits kPreemptedExitCode. Resuming from that
+// checkpoint continues exactly as if the run had not stopped.
+//
 // Thread-safety: runs on the calling thread; SIGTERM (common/shutdown.h) stops it at the next step boundary.
 //
 // Example:
-//   RETURN_IF_ERROR(RunTraining(spec));   // = Trainer::Setup(spec), then Train()
+//   ASSIGN_OR_RETURN(TrainOutcome outcome, RunTraining(spec));   // = Trainer::Setup(spec), then Train()
+//   if (outcome == TrainOutcome::kPreempted) return kPreemptedExitCode;
 #pragma once
 
 #include <memory>
@@ -40,16 +47,21 @@
 
 namespace anneal::train {
 
-Status RunTraining(const jobspec::JobSpec& spec);
+// How a run that did not fail ended: every step trained and the output exported, or stopped on a preemption
+// request with its checkpoint committed.
+enum class TrainOutcome { kCompleted, kPreempted };
+
+StatusOr<TrainOutcome> RunTraining(const jobspec::JobSpec& spec);
 
 class Trainer {
  public:
   // Everything up to the first step, including the resume. Errors name what and where (data, model, layout,
   // checkpoint).
   static StatusOr<std::unique_ptr<Trainer>> Setup(const jobspec::JobSpec& spec);
-  // Trains the remaining steps, then exports. CANCELLED on SIGTERM/SIGINT (at a step boundary); DATA_LOSS when
-  // the loss or gradient norm is not finite.
-  Status Train();
+  // Trains the remaining steps, then exports (kCompleted); kPreempted when the ranks agreed to stop on a
+  // preemption request (the checkpoint is committed). CANCELLED on SIGTERM/SIGINT (at a step boundary);
+  // DATA_LOSS when the loss or gradient norm is not finite.
+  StatusOr<TrainOutcome> Train();
 
  private:
   explicit Trainer(const jobspec::JobSpec& spec) : spec_(spec) {}
@@ -59,6 +71,8 @@ class Trainer {
   Status Resume();
   StatusOr<StepResult> TrainStep();
   Status Export();
+  // The agreed preemption at the current step boundary: checkpoint (if needed) and the events.
+  Status StopPreempted();
   void LogHoldings() const;
 
   const jobspec::JobSpec spec_;
@@ -79,6 +93,8 @@ class Trainer {
   std::optional<std::string> resume_dir_;
   std::optional<MetricsLogger> logger_;
   Progress progress_;
+  int64_t committed_step_ = -1;  // the step of the checkpoint last saved or restored (-1: none)
+  std::optional<StepResult> last_result_;
 };
 
 }  // namespace anneal::train

@@ -24,6 +24,25 @@ TEST(TrainerEvents, MetricsBecomeAMetricBatch) {
   EXPECT_EQ(b.points(0).time_ms(), 5);
 }
 
+TEST(TrainerEvents, PreemptedBecomesAJobEventNamingTheStepAndCheckpoint) {
+  auto ev = ParseTrainerEvent(
+      R"({"type":"preempted","rank":0,"time_ms":9,"step":12,"checkpoint":"/abs/out/checkpoint-12"})", kId);
+  ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+  ASSERT_TRUE(ev->report.has_value());
+  const auto& b = ev->report->metric_batch();
+  EXPECT_EQ(b.job_id(), "job-1");
+  EXPECT_EQ(b.points_size(), 0);
+  ASSERT_EQ(b.events_size(), 1);
+  EXPECT_EQ(b.events(0).kind(), "preempted");
+  EXPECT_EQ(b.events(0).epoch(), 7u);
+  EXPECT_EQ(b.events(0).time_ms(), 9);
+  EXPECT_EQ(b.events(0).message(), "preempted at step 12: checkpoint /abs/out/checkpoint-12");
+  // Step 0: nothing was trained, so nothing was saved.
+  auto none = ParseTrainerEvent(R"({"type":"preempted","rank":0,"time_ms":9,"step":0,"checkpoint":""})", kId);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->report->metric_batch().events(0).message(), "preempted at step 0: no checkpoint was written");
+}
+
 TEST(TrainerEvents, CheckpointBecomesACommittedRecord) {
   auto ev = ParseTrainerEvent(
       R"({"type":"checkpoint","rank":0,"time_ms":1,"step":10,"path":"/abs/out/checkpoint-10",)"

@@ -54,11 +54,22 @@ TEST(TaskLifecycle, EveryEdgeOfTheDiagram) {
     TP to;
   };
   const Row rows[] = {
-      {TP::kLaunching, TE::kRanksStarted, TP::kRunning}, {TP::kLaunching, TE::kLaunchFailed, TP::kFailing},
-      {TP::kLaunching, TE::kRankFailed, TP::kFailing},   {TP::kLaunching, TE::kAllRanksExited, TP::kEnded},
-      {TP::kLaunching, TE::kStopOrdered, TP::kStopping}, {TP::kRunning, TE::kRankFailed, TP::kFailing},
-      {TP::kRunning, TE::kStopOrdered, TP::kStopping},   {TP::kRunning, TE::kAllRanksExited, TP::kEnded},
-      {TP::kFailing, TE::kAllRanksExited, TP::kEnded},   {TP::kStopping, TE::kAllRanksExited, TP::kEnded},
+      {TP::kLaunching, TE::kRanksStarted, TP::kRunning},
+      {TP::kLaunching, TE::kLaunchFailed, TP::kFailing},
+      {TP::kLaunching, TE::kRankFailed, TP::kFailing},
+      {TP::kLaunching, TE::kAllRanksExited, TP::kEnded},
+      {TP::kLaunching, TE::kStopOrdered, TP::kStopping},
+      {TP::kRunning, TE::kRankFailed, TP::kFailing},
+      {TP::kRunning, TE::kStopOrdered, TP::kStopping},
+      {TP::kRunning, TE::kAllRanksExited, TP::kEnded},
+      {TP::kFailing, TE::kAllRanksExited, TP::kEnded},
+      {TP::kStopping, TE::kAllRanksExited, TP::kEnded},
+      // Preemption.
+      {TP::kRunning, TE::kPreemptOrdered, TP::kPreempting},
+      {TP::kPreempting, TE::kAllRanksExited, TP::kEnded},
+      {TP::kPreempting, TE::kRankFailed, TP::kFailing},
+      {TP::kPreempting, TE::kStopOrdered, TP::kStopping},
+      {TP::kPreempting, TE::kPreemptOrdered, TP::kPreempting},  // repeated order: idempotent
   };
   for (const Row& row : rows) {
     EXPECT_EQ(NextTaskPhase(row.from, row.event), row.to)
@@ -71,9 +82,18 @@ TEST(TaskLifecycle, EventsWithoutAnEdgeLeaveThePhase) {
   EXPECT_EQ(NextTaskPhase(TP::kStopping, TE::kRankFailed), TP::kStopping);  // stays a stop
   EXPECT_EQ(NextTaskPhase(TP::kStopping, TE::kStopOrdered), TP::kStopping);
   EXPECT_EQ(NextTaskPhase(TP::kRunning, TE::kRanksStarted), TP::kRunning);
-  for (TE event : {TE::kRanksStarted, TE::kLaunchFailed, TE::kRankFailed, TE::kStopOrdered, TE::kAllRanksExited}) {
+  for (TE event : {TE::kRanksStarted, TE::kLaunchFailed, TE::kRankFailed, TE::kStopOrdered, TE::kAllRanksExited,
+                   TE::kPreemptOrdered}) {
     EXPECT_EQ(NextTaskPhase(TP::kEnded, event), TP::kEnded) << "ENDED is final";
   }
+}
+
+TEST(TaskLifecycle, APreemptOrderHasNoEdgeOutsideRunning) {
+  EXPECT_EQ(NextTaskPhase(TP::kLaunching, TE::kPreemptOrdered), TP::kLaunching);
+  EXPECT_EQ(NextTaskPhase(TP::kFailing, TE::kPreemptOrdered), TP::kFailing);    // already ending as a failure
+  EXPECT_EQ(NextTaskPhase(TP::kStopping, TE::kPreemptOrdered), TP::kStopping);  // a stop is not undone
+  EXPECT_EQ(NextTaskPhase(TP::kPreempting, TE::kRanksStarted), TP::kPreempting);
+  EXPECT_EQ(NextTaskPhase(TP::kPreempting, TE::kLaunchFailed), TP::kPreempting);
 }
 
 TEST(TaskLifecycle, OnlyFailingAndStoppingAreStopping) {
@@ -82,7 +102,18 @@ TEST(TaskLifecycle, OnlyFailingAndStoppingAreStopping) {
   EXPECT_TRUE(IsStopping(TP::kFailing));
   EXPECT_TRUE(IsStopping(TP::kStopping));
   EXPECT_FALSE(IsStopping(TP::kEnded));
+  EXPECT_FALSE(IsStopping(TP::kPreempting));  // a preempted rank that fails still reports the failure
   EXPECT_EQ(TaskPhaseName(TP::kFailing), "FAILING");
+  EXPECT_EQ(TaskPhaseName(TP::kPreempting), "PREEMPTING");
+}
+
+TEST(TaskLifecycle, PreemptingStoppingAndFailingHaveAKillDeadline) {
+  EXPECT_FALSE(HasKillDeadline(TP::kLaunching));
+  EXPECT_FALSE(HasKillDeadline(TP::kRunning));
+  EXPECT_TRUE(HasKillDeadline(TP::kPreempting));
+  EXPECT_TRUE(HasKillDeadline(TP::kFailing));
+  EXPECT_TRUE(HasKillDeadline(TP::kStopping));
+  EXPECT_FALSE(HasKillDeadline(TP::kEnded));
 }
 
 }  // namespace

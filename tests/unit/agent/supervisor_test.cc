@@ -2,6 +2,7 @@
 // comes exactly when the clock passes the grace period, not before; launch failures are reported.
 #include "agent/supervisor.h"
 
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,79 +13,12 @@
 #include <sstream>
 #include <thread>
 
-#include <gtest/gtest.h>
-
 #include "agent/process.h"
 #include "agent/task_cgroup.h"
+#include "supervisor_fixture.h"
 
 namespace anneal::agent {
 namespace {
-
-struct Fixture {
-  std::string dir;
-  FakeClock clock;
-  boost::asio::io_context io;
-  std::vector<pb::AgentToCoordinator> reports;
-  std::unique_ptr<Supervisor> sup;
-
-  explicit Fixture(const std::string& script, std::vector<uint32_t> gpus = {}, uint64_t log_max_bytes = 64 << 20,
-                   std::string cgroup_base = "") {
-    char tmpl[] = "/tmp/anneal-sup-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-    ::chmod(dir.c_str(), 0755);  // run as root, the ranks run as nobody: they must reach the trainer and work dir
-    const std::string trainer = dir + "/trainer.sh";
-    std::ofstream(trainer) << script;
-    ::chmod(trainer.c_str(), 0755);
-    SupervisorOptions o;
-    o.work_dir = dir + "/work";
-    o.node_id = "n";
-    o.trainer = script.empty() ? dir + "/missing-trainer" : trainer;
-    o.slots = 2;
-    o.gpu_indices = gpus;
-    o.log_max_bytes = log_max_bytes;
-    o.min_free_bytes = 0;
-    o.cgroup_base = std::move(cgroup_base);
-    sup = std::make_unique<Supervisor>(io, clock, o, [this](pb::AgentToCoordinator m) { reports.push_back(m); });
-  }
-  ~Fixture() {
-    sup->StopAll(0, "teardown");
-    for (int i = 0; i < 200 && !sup->Idle(); ++i) Spin(10);
-    sup.reset();
-    std::filesystem::remove_all(dir);
-  }
-  void Spin(int ms) {
-    io.poll();
-    sup->Tick();
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-  }
-  const pb::TaskStatus* Find(pb::TaskState state) const {
-    for (const auto& r : reports) {
-      if (r.has_task_update() && r.task_update().status().state() == state) return &r.task_update().status();
-    }
-    return nullptr;
-  }
-  bool SpinUntil(pb::TaskState state, int ms) {
-    for (int waited = 0; waited < ms; waited += 10) {
-      if (Find(state) != nullptr) return true;
-      Spin(10);
-    }
-    return Find(state) != nullptr;
-  }
-};
-
-pb::LaunchTask OneRank(const std::string& job, uint64_t epoch) {
-  pb::LaunchTask l;
-  l.set_job_id(job);
-  l.set_attempt(1);
-  l.set_epoch(epoch);
-  auto* r = l.add_ranks();
-  r->set_global_rank(0);
-  r->set_local_rank(0);
-  r->set_slot(0);
-  l.set_world_size(1);
-  l.set_trainer_config_yaml("a: 1\n");
-  return l;
-}
 
 TEST(Supervisor, SigkillComesWhenTheInjectedClockPassesTheGracePeriod) {
   Fixture f("#!/bin/sh\ntrap '' TERM\necho \"rank $RANK up\"\nexec sleep 30\n");
@@ -162,7 +96,8 @@ TEST(Supervisor, RotatesALargeRankLogOnTheClock) {
   f.Spin(0);  // the first rotation check happens now, before the rank writes; the next one is 1000 ms away
   f.sup->Launch(OneRank("big", 1));
   const std::string log = f.dir + "/work/jobs/big/attempt-1/rank-0.log";
-  for (int i = 0; i < 300 && !(std::filesystem::exists(log) && std::filesystem::file_size(log) >= 5011); ++i) f.Spin(10);
+  for (int i = 0; i < 300 && !(std::filesystem::exists(log) && std::filesystem::file_size(log) >= 5011); ++i)
+    f.Spin(10);
   f.clock.Advance(1000);  // the rotation check is due
   f.Spin(10);
   ASSERT_TRUE(std::filesystem::exists(log + ".1"));
