@@ -36,10 +36,11 @@ struct Options {
   bool check_goals = false;
 };
 
-TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config) {
-  anneal::coordinator::PlannerInput in =
-      MakeSnapshot(o.timing_nodes, trace_config.slots_per_node, o.timing_pending, o.timing_fill, trace_config);
+TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bool balanced) {
+  anneal::coordinator::PlannerInput in = MakeSnapshot(o.timing_nodes, trace_config.slots_per_node, o.timing_pending,
+                                                      o.timing_fill, balanced, trace_config);
   TimingMeasures t;
+  t.snapshot = balanced ? "teams near their guarantees" : "teams a and b far below their guarantees";
   t.nodes = o.timing_nodes;
   t.running = in.running.size();
   t.pending = in.pending.size();
@@ -100,13 +101,16 @@ int main(int argc, char** argv) {
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall).count();
   const Goals goals = PrintComparison(stdout, Measure("FIFO (today)", fifo, trace, sim),
                                       Measure("Anneal planner", planner, trace, sim), sim, trace.size());
+  PrintReclaims(stdout, planner, sim);
   fmt::print("\n(both simulations: {:.1f} s of wall time)\n", wall_s);
   for (const SimResult* r : {&fifo, &planner}) {
     for (const auto& v : r->violations) {
       fmt::print("violation ({}): {}\n", r->policy == Policy::kFifo ? "FIFO" : "planner", v);
     }
   }
-  if (!o.skip_timing) PrintTiming(stdout, TimeOnePass(o, trace_config));
+  if (!o.skip_timing) {
+    PrintTiming(stdout, {TimeOnePass(o, trace_config, true), TimeOnePass(o, trace_config, false)});
+  }
   std::fflush(stdout);
   if (fifo.violation_count + planner.violation_count > 0) return 2;
   if (o.check_goals && !(goals.utilization && goals.fairness)) return 3;

@@ -43,6 +43,7 @@ class Sim {
   Sim(const std::vector<TraceJob>& trace, const SimConfig& config, Policy policy)
       : trace_(trace), config_(config), policy_(policy) {
     result_.policy = policy;
+    result_.reclaims_by_team.assign(config.teams.size(), std::vector<uint64_t>(config.teams.size(), 0));
     result_.jobs.resize(trace.size());
     remaining_ms_.resize(trace.size());
     attempts_.resize(trace.size(), 0);
@@ -190,6 +191,10 @@ class Sim {
     pending_.erase(job);
     JobOutcome& out = result_.jobs[job];
     if (out.first_start_ms < 0) out.first_start_ms = now;
+    if (auto named = first_named_ms_.find(job); named != first_named_ms_.end()) {
+      result_.beneficiary_delay_ms.push_back(static_cast<double>(now - named->second));
+      first_named_ms_.erase(named);
+    }
     const uint32_t attempt = ++attempts_[job];
     running_[job] = Running{std::move(placement), now, remaining_ms_[job], attempt, false, false};
     Push(now + remaining_ms_[job], EventKind::kEnd, job, attempt);
@@ -301,6 +306,7 @@ class Sim {
     coordinator::SchedulePlan plan = coordinator::PlanSchedule(in);
     RecordPass(begin);
     const int64_t now = last_ms_;
+    std::set<size_t> named_now;
     for (const auto& p : plan.preemptions) {
       const size_t job = JobIndex(p.victim_job_id);
       auto it = running_.find(job);
@@ -316,6 +322,24 @@ class Sim {
         ++result_.time_limit_stops;
       } else {
         ++result_.preemptions;
+        const size_t beneficiary = JobIndex(p.beneficiary_job_id);
+        if (beneficiary < trace_.size()) {
+          ++result_
+                .reclaims_by_team[static_cast<size_t>(trace_[job].team)][static_cast<size_t>(trace_[beneficiary].team)];
+          victims_of_[beneficiary].push_back(job);
+          if (named_now.insert(beneficiary).second) {
+            if (!first_named_ms_.emplace(beneficiary, now).second) {
+              ++result_.repeated_reclaim_passes;
+              bool in_grace = false;
+              for (size_t v : victims_of_[beneficiary]) {
+                auto vr = running_.find(v);
+                in_grace |= vr != running_.end() && vr->second.being_preempted && v != job;
+              }
+              if (in_grace) ++result_.repeated_during_grace;
+            }
+            if (ever_named_.insert(beneficiary).second) ++result_.beneficiaries;
+          }
+        }
         result_.lost_slot_ms +=
             static_cast<double>(trace_[job].slots()) * static_cast<double>(now - LastCheckpoint(r, now));
       }
@@ -348,6 +372,9 @@ class Sim {
   std::vector<uint32_t> held_;  // slots by team
   std::vector<double> usage_;   // decayed slot-seconds by team
   std::vector<uint32_t> guaranteed_;
+  std::map<size_t, int64_t> first_named_ms_;  // beneficiaries not started yet -> first reclaim for them
+  std::set<size_t> ever_named_;
+  std::map<size_t, std::vector<size_t>> victims_of_;
 };
 
 }  // namespace

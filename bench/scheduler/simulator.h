@@ -76,6 +76,13 @@ struct SimResult {
   uint64_t time_limit_stops = 0;
   std::vector<double> pass_ms;  // wall time of each scheduling decision (PlanSchedule, or the FIFO walk)
   uint64_t max_pending = 0;
+  // Reclaim diagnostics: victim team x beneficiary team; beneficiaries; passes that named a beneficiary again
+  // (its earlier victims' slots went to someone else); delay from the first reclaim for a job to its start.
+  std::vector<std::vector<uint64_t>> reclaims_by_team;
+  uint64_t beneficiaries = 0;
+  uint64_t repeated_reclaim_passes = 0;
+  uint64_t repeated_during_grace = 0;  // ... while an earlier victim for it was still in its grace period
+  std::vector<double> beneficiary_delay_ms;
   std::vector<std::string> violations;  // plan checks that failed (at most 20 kept) and a stuck queue
   uint64_t violation_count = 0;
 };

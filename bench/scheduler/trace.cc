@@ -136,9 +136,13 @@ std::vector<TraceJob> MakeTrace(const TraceConfig& config) {
   return jobs;
 }
 
-coordinator::PlannerInput MakeSnapshot(uint32_t nodes, uint32_t slots_per_node, int pending, double fill,
+coordinator::PlannerInput MakeSnapshot(uint32_t nodes, uint32_t slots_per_node, int pending, double fill, bool balanced,
                                        const TraceConfig& config) {
   Draw draw(config.seed ^ 0x5eed);
+  std::vector<TeamSpec> running_mix = config.teams;
+  if (balanced) {
+    for (auto& t : running_mix) t.job_fraction = t.weight;
+  }
   coordinator::PlannerInput in;
   in.now_ms = 1'000 * kHour;
   std::vector<uint32_t> used(nodes, 0);
@@ -151,7 +155,7 @@ coordinator::PlannerInput MakeSnapshot(uint32_t nodes, uint32_t slots_per_node, 
     const coordinator::GangRequest gang = DrawShape(draw, slots_per_node, nodes);
     coordinator::RunningJob r;
     r.job_id = fmt::format("run-{:06d}", n);
-    r.team = config.teams[static_cast<size_t>(DrawTeam(draw, config.teams))].name;
+    r.team = config.teams[static_cast<size_t>(DrawTeam(draw, running_mix))].name;
     if (gang.ranks_per_node == slots_per_node) {
       if (top < next_empty + gang.nodes) break;
       for (uint32_t k = 0; k < gang.nodes; ++k) {

@@ -62,8 +62,10 @@ double OfferedSlotHours(const std::vector<TraceJob>& trace);
 
 // A one-pass snapshot for timing: `nodes` nodes of `slots_per_node`, about `fill` of the slots held by running
 // jobs of mixed shapes (with start times, time limits and checkpoints), `pending` queued jobs of mixed shapes
-// across the config's teams, guarantees = weighted shares of the cluster.
-coordinator::PlannerInput MakeSnapshot(uint32_t nodes, uint32_t slots_per_node, int pending, double fill,
+// across the config's teams, guarantees = weighted shares of the cluster. `balanced`: the running jobs' teams
+// are drawn by weight (every team near its guarantee: the steady state under fair share); otherwise by the
+// teams' job fractions (some teams far below their guarantee: a pass full of reclaims).
+coordinator::PlannerInput MakeSnapshot(uint32_t nodes, uint32_t slots_per_node, int pending, double fill, bool balanced,
                                        const TraceConfig& config);
 
 // Node ids "node-0000".. (sorted order = numeric order).
