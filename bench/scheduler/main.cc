@@ -51,13 +51,16 @@ TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bo
   }
   t.fill = static_cast<double>(held) / (static_cast<double>(o.timing_nodes) * trace_config.slots_per_node);
   std::vector<double> samples;
-  for (int i = 0; i < o.reps; ++i) {
+  // At most `reps` repetitions, and no more than a minute of them (a slow planner must not stall the run).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (int i = 0; i < o.reps && (i < 3 || std::chrono::steady_clock::now() < deadline); ++i) {
     const auto begin = std::chrono::steady_clock::now();
     anneal::coordinator::SchedulePlan plan = anneal::coordinator::PlanSchedule(in);
     samples.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count());
     t.starts = plan.starts.size();
     t.preemptions = plan.preemptions.size();
   }
+  t.reps = static_cast<int>(samples.size());
   t.pass_ms = PercentilesOf(std::move(samples));
   return t;
 }
@@ -73,7 +76,8 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "the trace's random seed");
   app.add_option("--overload", o.overload, "offered work / capacity over the arrival span")
       ->check(CLI::Range(0.1, 100.0));
-  app.add_option("--reps", o.reps, "repetitions of the timed pass")->check(CLI::Range(1, 100'000));
+  app.add_option("--reps", o.reps, "repetitions of the timed pass (at most a minute of them, at least 3)")
+      ->check(CLI::Range(1, 100'000));
   app.add_option("--timing-nodes", o.timing_nodes, "nodes in the timing snapshot")->check(CLI::Range(1, 1'000'000));
   app.add_option("--timing-pending", o.timing_pending, "pending jobs in the timing snapshot")
       ->check(CLI::Range(0, 10'000'000));

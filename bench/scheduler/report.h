@@ -37,6 +37,8 @@ struct PolicyMeasures {
   std::string name;
   double utilization_waiting = 0;  // fraction
   double utilization_makespan = 0;
+  double utilization_window = 0;        // in the all-backlogged window
+  double net_utilization_makespan = 0;  // less the slot-hours lost to preemption
   double makespan_h = 0;
   double waiting_h = 0;  // simulated hours with a job waiting
   double window_begin_h = 0;
