@@ -36,11 +36,13 @@ struct Options {
   bool check_goals = false;
 };
 
-TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bool balanced) {
+TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bool balanced, bool preemption) {
   anneal::coordinator::PlannerInput in = MakeSnapshot(o.timing_nodes, trace_config.slots_per_node, o.timing_pending,
                                                       o.timing_fill, balanced, trace_config);
+  in.config.preemption = preemption;
   TimingMeasures t;
   t.snapshot = balanced ? "teams near their guarantees" : "teams a and b far below their guarantees";
+  if (!preemption) t.snapshot += ", preemption off (order, placement, backfill, reasons only)";
   t.nodes = o.timing_nodes;
   t.running = in.running.size();
   t.pending = in.pending.size();
@@ -113,7 +115,8 @@ int main(int argc, char** argv) {
     }
   }
   if (!o.skip_timing) {
-    PrintTiming(stdout, {TimeOnePass(o, trace_config, true), TimeOnePass(o, trace_config, false)});
+    PrintTiming(stdout, {TimeOnePass(o, trace_config, true, true), TimeOnePass(o, trace_config, false, true),
+                         TimeOnePass(o, trace_config, true, false)});
   }
   std::fflush(stdout);
   if (fifo.violation_count + planner.violation_count > 0) return 2;
