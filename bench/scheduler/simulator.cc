@@ -139,6 +139,9 @@ class Sim {
     // the trainer takes on the preempt request is not counted).
     const int64_t saved = LastCheckpoint(r, r.preempted_at_ms) - r.started_at_ms;
     remaining_ms_[e.job] = r.remaining_at_start_ms - saved;
+    // Counted here, not at the decision: a victim that finishes within its grace period loses nothing.
+    result_.lost_slot_ms += static_cast<double>(trace_[e.job].slots()) *
+                            static_cast<double>(r.preempted_at_ms - LastCheckpoint(r, r.preempted_at_ms));
     Release(e.job);
     ++out.preemptions;
     pending_.insert(e.job);
@@ -340,8 +343,6 @@ class Sim {
             if (ever_named_.insert(beneficiary).second) ++result_.beneficiaries;
           }
         }
-        result_.lost_slot_ms +=
-            static_cast<double>(trace_[job].slots()) * static_cast<double>(now - LastCheckpoint(r, now));
       }
       Push(now + config_.grace_ms, EventKind::kFree, job, r.attempt);
     }
