@@ -15,6 +15,7 @@ namespace anneal::coordinator {
 
 using planner_detail::FreeIndex;
 using planner_detail::PlannerPass;
+using planner_detail::TeamState;
 using planner_detail::View;
 
 namespace planner_detail {
@@ -51,11 +52,9 @@ uint32_t GangSlots(const GangRequest& gang) {
 
 // Stage 2: teams interleaved by fair share; within a team, priority then FIFO.
 std::vector<uint32_t> FairShareOrder(PlannerPass& pass) {
-  const auto& pending = pass.in.pending;
-  std::vector<uint32_t> team_of(pending.size());
-  for (uint32_t i = 0; i < pending.size(); ++i) team_of[i] = pass.TeamOf(pending[i].team);
+  const auto& facts = pass.jobs;
   std::vector<std::vector<uint32_t>> by_team(pass.teams.size());
-  for (uint32_t i = 0; i < pending.size(); ++i) by_team[team_of[i]].push_back(i);
+  for (uint32_t i = 0; i < facts.size(); ++i) by_team[facts[i].team].push_back(i);
 
   struct Turn {
     double key;
@@ -72,31 +71,30 @@ std::vector<uint32_t> FairShareOrder(PlannerPass& pass) {
     auto& jobs = by_team[t];
     if (jobs.empty()) continue;
     std::sort(jobs.begin(), jobs.end(), [&](uint32_t a, uint32_t b) {
-      const PendingJob& x = pending[a];
-      const PendingJob& y = pending[b];
+      const auto& x = facts[a];
+      const auto& y = facts[b];
       if (x.priority != y.priority) return x.priority > y.priority;
       if (x.submit_seq != y.submit_seq) return x.submit_seq < y.submit_seq;
-      return x.job_id < y.job_id;
+      return pass.in.pending[a].job_id < pass.in.pending[b].job_id;
     });
     const auto& team = pass.teams[t];
     turns.push({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, 0});
   }
   std::vector<uint32_t> order;
-  order.reserve(pending.size());
+  order.reserve(facts.size());
   while (!turns.empty()) {
     Turn turn = turns.top();
     turns.pop();
     const uint32_t job = by_team[turn.team][turn.next];
     order.push_back(job);
-    turn.key += static_cast<double>(GangSlots(pending[job].gang)) * horizon / pass.teams[turn.team].weight;
+    turn.key += static_cast<double>(GangSlots(facts[job].gang)) * horizon / pass.teams[turn.team].weight;
     if (++turn.next < by_team[turn.team].size()) turns.push(turn);
   }
   return order;
 }
 
 // Why a job can never be placed on these nodes (PlaceGang's kNever), or empty.
-std::string NeverReason(const PendingJob& job, const View& view, uint32_t max_slots) {
-  const GangRequest& g = job.gang;
+std::string NeverReason(const GangRequest& g, const View& view, uint32_t max_slots) {
   if (g.nodes == 0 || g.ranks_per_node == 0 || g.tensor_parallel == 0) {
     return "the job asks for zero nodes, ranks or tensor-parallel size";
   }
@@ -109,16 +107,16 @@ std::string NeverReason(const PendingJob& job, const View& view, uint32_t max_sl
   const uint32_t idle = view.idle_at_least[std::min(g.ranks_per_node, max_slots + 1)];
   if (idle < g.nodes) {
     return fmt::format("needs {} node(s) with {} slot(s) each; only {} schedulable node(s){} have that many slots",
-                       g.nodes, g.ranks_per_node, idle, job.node_selector.empty() ? "" : " matching its node_selector");
+                       g.nodes, g.ranks_per_node, idle, view.members.empty() ? "" : " matching its node_selector");
   }
   return "";
 }
 
-std::string OverQuotaReason(const PlannerPass& pass, const PendingJob& job, uint32_t team, const View& view) {
+std::string OverQuotaReason(const PlannerPass& pass, const GangRequest& gang, uint32_t team, const View& view) {
   const auto& t = pass.teams[team];
-  const uint32_t need = GangSlots(job.gang);
+  const uint32_t need = GangSlots(gang);
   for (size_t p : view.pools) {
-    const QuotaEntry* q = t.Quota(pass.pools[p]);
+    const QuotaEntry* q = t.Quota(p);
     if (q == nullptr || q->max == 0 || t.held[p] + need <= q->max) continue;
     return fmt::format("over quota: team {} holds {} of its max {} slots on {} and the job needs {}", t.name, t.held[p],
                        q->max, pass.pools[p].empty() ? "the cluster" : "pool " + pass.pools[p], need);
@@ -127,20 +125,21 @@ std::string OverQuotaReason(const PlannerPass& pass, const PendingJob& job, uint
 }
 
 // The matching pool on which the job's team is within its guarantee, if any (stage 5).
-std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const PendingJob& job, uint32_t team, const View& view) {
+std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const GangRequest& gang, uint32_t team,
+                                     const View& view) {
   const auto& t = pass.teams[team];
   for (size_t p : view.pools) {
-    const QuotaEntry* q = t.Quota(pass.pools[p]);
-    if (q != nullptr && q->guaranteed > 0 && t.held[p] + GangSlots(job.gang) <= q->guaranteed) return p;
+    const QuotaEntry* q = t.Quota(p);
+    if (q != nullptr && q->guaranteed > 0 && t.held[p] + GangSlots(gang) <= q->guaranteed) return p;
   }
   return std::nullopt;
 }
 
-std::string WaitingReason(const PlannerPass& pass, const PendingJob& job, const View& view, uint32_t behind) {
-  const size_t have = pass.real.CountAtLeast(view.index_view, job.gang.ranks_per_node);
+std::string WaitingReason(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t behind) {
+  const size_t have = pass.real.CountAtLeast(view.index_view, gang.ranks_per_node);
   std::string prefix = behind > 0 ? fmt::format("behind {} job(s) of teams with lower usage; ", behind) : "";
-  return fmt::format("{}waiting for {} node(s) with {} free slot(s); {} have them now", prefix, job.gang.nodes,
-                     job.gang.ranks_per_node, have);
+  return fmt::format("{}waiting for {} node(s) with {} free slot(s); {} have them now", prefix, gang.nodes,
+                     gang.ranks_per_node, have);
 }
 
 struct Walk {
@@ -152,18 +151,25 @@ struct Walk {
   uint32_t blocked = 0;  // jobs ahead that wait for capacity
   std::vector<uint32_t> blocked_of_team;
   std::string strict_blocker;
+  std::string reserved_for;  // the reason of jobs that fit only the slots the reservation holds
 
   void Start(uint32_t i, const std::vector<uint32_t>& nodes, bool outlives, uint32_t team) {
-    const PendingJob& job = pass.in.pending[i];
+    const auto& job = pass.jobs[i];
     PlannedStart start;
-    start.job_id = job.job_id;
+    start.job_id = pass.in.pending[i].job_id;
     PlannerPass::Started held;
     held.end_ms = job.time_limit_ms > 0 ? pass.in.now_ms + job.time_limit_ms : 0;
+    TeamState& t = pass.teams[team];
+    const std::vector<int64_t> held_before = t.held;
     for (uint32_t node : nodes) {
       start.nodes.push_back({pass.nodes[node]->node_id, pass.TakeFree(node, job.gang.ranks_per_node, outlives)});
       pass.Charge(team, node, job.gang.ranks_per_node, +1);
-      pass.reclaim_failed.clear();  // a team's held slots changed: borrowers may differ
       held.slots.emplace_back(node, job.gang.ranks_per_node);
+    }
+    for (size_t p = 0; p < t.held.size(); ++p) {
+      const int64_t guaranteed = t.Quota(p) == nullptr ? 0 : t.Quota(p)->guaranteed;
+      // The team now borrows on that pool: its running jobs may become victims, so failed reclaims may not be.
+      if (held_before[p] <= guaranteed && t.held[p] > guaranteed) pass.reclaim_failed.clear();
     }
     pass.teams[team].held_total += GangSlots(job.gang);
     pass.plan.starts.push_back(std::move(start));
@@ -179,20 +185,20 @@ struct Walk {
   }
 
   void Visit(uint32_t i) {
-    const PendingJob& job = pass.in.pending[i];
+    const auto& job = pass.jobs[i];
     const PlannerInput& in = pass.in;
-    const uint32_t team = pass.TeamOf(job.team);
-    const size_t v = pass.ViewFor(job.node_selector);
+    const uint32_t team = job.team;
+    const size_t v = job.view;
     const View& view = pass.views[v];
     if (!view.missing_label.empty()) {
       reason[i] = "no node has label " + view.missing_label;
       return;
     }
-    if (std::string never = NeverReason(job, view, pass.max_slots); !never.empty()) {
+    if (std::string never = NeverReason(job.gang, view, pass.max_slots); !never.empty()) {
       reason[i] = std::move(never);
       return;
     }
-    if (std::string over = OverQuotaReason(pass, job, team, view); !over.empty()) {
+    if (std::string over = OverQuotaReason(pass, job.gang, team, view); !over.empty()) {
       reason[i] = std::move(over);
       return;
     }
@@ -210,7 +216,7 @@ struct Walk {
       return;
     }
     if (in.config.preemption) {
-      if (auto pool = GuaranteedPool(pass, job, team, view)) {
+      if (auto pool = GuaranteedPool(pass, job.gang, team, view)) {
         if (auto why = planner_detail::TryReclaim(pass, i, *pool, outlives)) {
           reason[i] = std::move(*why);
           return;
@@ -220,20 +226,22 @@ struct Walk {
     const uint32_t behind = blocked - blocked_of_team[team];
     if (!res) {
       planner_detail::Reserve(pass, i);
-      if (!in.config.backfill) strict_blocker = job.job_id;
+      if (!in.config.backfill) strict_blocker = in.pending[i].job_id;
       Block(i, team,
-            WaitingReason(pass, job, view, behind) + "; its slots are reserved from " +
+            WaitingReason(pass, job.gang, view, behind) + "; its slots are reserved from " +
                 planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms),
             pass.reservation->at_ms);
       return;
     }
-    const std::string& holder = in.pending[res->pending].job_id;
-    if (outlives && planner_detail::PlaceOn(pass, pass.real, v, job.gang)) {
-      Block(i, team,
-            fmt::format("reserved for job {} until {}", holder, planner_detail::FormatWhen(res->at_ms, in.now_ms)), 0);
+    if (outlives && pass.real.CountAtLeast(view.index_view, job.gang.ranks_per_node) >= job.gang.nodes) {
+      if (reserved_for.empty()) {
+        reserved_for = fmt::format("reserved for job {} until {}", in.pending[res->pending].job_id,
+                                   planner_detail::FormatWhen(res->at_ms, in.now_ms));
+      }
+      Block(i, team, reserved_for, 0);
       return;
     }
-    Block(i, team, WaitingReason(pass, job, view, behind), 0);
+    Block(i, team, WaitingReason(pass, job.gang, view, behind), 0);
   }
 };
 
@@ -242,6 +250,7 @@ struct Walk {
 SchedulePlan PlanSchedule(const PlannerInput& input) {
   PlannerPass pass(input);
   planner_detail::StopJobsPastTimeLimit(pass);
+  pass.IndexPending();
   const std::vector<uint32_t> order = FairShareOrder(pass);
   const size_t count = input.pending.size();
   Walk walk{pass};
@@ -260,13 +269,15 @@ SchedulePlan PlanSchedule(const PlannerInput& input) {
     for (uint32_t node : pass.reservation->nodes) r.slots_by_node[pass.nodes[node]->node_id] = per_node;
     plan.reservation = std::move(r);
   }
-  plan.order.reserve(order.size());
-  for (uint32_t position = 0; position < order.size(); ++position) {
-    const uint32_t i = order[position];
-    plan.order.push_back(input.pending[i].job_id);
+  // Written in input order: the pending jobs are read sequentially, not in the walk's order.
+  std::vector<uint32_t> position(count);
+  for (uint32_t p = 0; p < order.size(); ++p) position[order[p]] = p;
+  plan.order.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    plan.order[position[i]] = input.pending[i].job_id;
     if (walk.started[i]) continue;
     plan.pending.emplace(input.pending[i].job_id,
-                         PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position + 1});
+                         PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
   }
   return std::move(plan);
 }

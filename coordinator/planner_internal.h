@@ -68,10 +68,10 @@ struct TeamState {
   std::string name;
   double weight = 1.0;
   double usage = 0;
-  const std::vector<QuotaEntry>* quotas = nullptr;
-  std::vector<int64_t> held;  // per pool (PlannerPass::pools); pool of "" counts every held slot
+  std::vector<const QuotaEntry*> quota;  // per pool; nullptr: no entry (guaranteed 0, no max)
+  std::vector<int64_t> held;             // per pool (PlannerPass::pools); pool of "" counts every held slot
   uint64_t held_total = 0;
-  const QuotaEntry* Quota(const std::string& pool) const;
+  const QuotaEntry* Quota(size_t pool) const { return quota[pool]; }
 };
 
 // A node subset for one node_selector, with what follows from it.
@@ -104,7 +104,7 @@ struct PlannerPass {
   const PlannerInput& in;
   std::vector<const PlannerNode*> nodes;  // by node id
   std::unordered_map<std::string_view, uint32_t> node_index;
-  std::vector<std::vector<uint32_t>> slots;  // free slot indices per node, ascending; taken from slot_taken on
+  std::vector<const std::vector<uint32_t>*> slots;  // free slot indices per node, ascending; taken from slot_taken on
   std::vector<uint32_t> slot_taken;
   uint32_t max_slots = 0;
   FreeIndex real;                    // free slots now
@@ -134,11 +134,26 @@ struct PlannerPass {
   // or freeing jobs change, so identical shapes are answered at once while nothing changes.
   std::set<std::tuple<size_t, size_t, uint32_t, uint32_t, bool>> reclaim_failed;
   std::vector<uint32_t> scratch;  // per node, zero between uses
+  bool victims_built = false;     // the three below are built at the first reclaim (planner_preempt.cc)
+  std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
+  std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
 
   SchedulePlan plan;
   std::optional<ReservationState> reservation;
 
+  // The fields of each pending job the walk reads, packed (the walk visits jobs out of input order).
+  struct JobFacts {
+    GangRequest gang;
+    int32_t priority = 0;
+    uint32_t team = 0;
+    uint32_t view = 0;
+    uint64_t submit_seq = 0;
+    int64_t time_limit_ms = 0;
+  };
+  std::vector<JobFacts> jobs;  // per pending job, in input order
+
   uint32_t TeamOf(const std::string& name);
+  void IndexPending();  // fills `jobs`
   size_t ViewFor(const std::map<std::string, std::string>& selector);
   size_t PoolIndex(const std::string& label) const;  // pools.size() when not a pool
   // Adds `sign * slots` on `node` to the team's held slots on every pool holding that node.

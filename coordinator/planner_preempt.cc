@@ -14,93 +14,95 @@ int64_t WorkLost(const RunningJob& job, int64_t now_ms) {
   return std::max<int64_t>(0, now_ms - std::max(job.started_at_ms, job.last_checkpoint_ms));
 }
 
-uint32_t Guaranteed(const TeamState& team, const std::string& pool) {
+uint32_t Guaranteed(const TeamState& team, size_t pool) {
   const QuotaEntry* q = team.Quota(pool);
   return q == nullptr ? 0 : q->guaranteed;
 }
 
-struct Candidate {
-  uint32_t running;
-  int64_t borrowed;
-  int32_t priority;
-  int64_t work_lost;
-  std::string_view id;
-};
+// Eligible victims per team (not freeing, preemptible, past the minimum runtime), each list in preference
+// order within a team (lowest priority, least work lost, job id); built once per pass, at the first reclaim.
+void BuildVictimLists(PlannerPass& pass) {
+  pass.victims_built = true;
+  const int64_t now = pass.in.now_ms;
+  std::vector<uint32_t> eligible;
+  for (uint32_t i = 0; i < pass.running.size(); ++i) {
+    const RunningState& r = pass.running[i];
+    if (r.freeing || !r.job->preemptible || now - r.job->started_at_ms < pass.in.config.min_runtime_ms) continue;
+    eligible.push_back(i);
+  }
+  std::sort(eligible.begin(), eligible.end(), [&](uint32_t a, uint32_t b) {
+    const RunningJob& x = *pass.running[a].job;
+    const RunningJob& y = *pass.running[b].job;
+    if (x.priority != y.priority) return x.priority < y.priority;
+    const int64_t lost_x = WorkLost(x, now);
+    const int64_t lost_y = WorkLost(y, now);
+    if (lost_x != lost_y) return lost_x < lost_y;
+    return x.job_id < y.job_id;
+  });
+  pass.victim_rank.assign(pass.running.size(), UINT32_MAX);
+  pass.victims_by_team.assign(pass.teams.size(), {});
+  for (uint32_t rank = 0; rank < eligible.size(); ++rank) {
+    pass.victim_rank[eligible[rank]] = rank;
+    pass.victims_by_team[pass.running[eligible[rank]].team].push_back(eligible[rank]);
+  }
+}
 
-// Reclaim for one beneficiary: which gangs to preempt so that its gang fits.
+// Reclaim for one beneficiary: which gangs to preempt so that its gang fits. `fitting_` counts the nodes of
+// the job's view with enough slots once the freeing jobs and the tentative victims (pass.scratch) are gone,
+// kept up to date as victims are added or dropped.
 class Reclaim {
  public:
   Reclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives)
       : pass_(pass),
         job_(pass.in.pending[job]),
-        view_(pass.views[pass.ViewFor(job_.node_selector)]),
+        view_(pass.views[pass.jobs[job].view]),
+        team_(pass.jobs[job].team),
         index_(outlives ? *pass.guarded : pass.real),
-        pool_(pool) {}
-
-  // True when the gang fits the free slots plus the freeing ones plus `scratch` (tentative victims).
-  bool Fits() const {
-    const uint32_t per_node = job_.gang.ranks_per_node;
-    size_t count = index_.CountAtLeast(view_.index_view, per_node);
-    for (uint32_t node : touched_) {
-      const uint32_t free = index_.Free(node);
-      if (Member(node) && free < per_node && free + pass_.freed[node] + pass_.scratch[node] >= per_node) ++count;
+        pool_(pool),
+        per_node_(job_.gang.ranks_per_node) {
+    fitting_ = index_.CountAtLeast(view_.index_view, per_node_);
+    for (uint32_t node : pass_.freed_nodes) {
+      if (Member(node) && index_.Free(node) < per_node_ && Avail(node) >= per_node_) ++fitting_;
     }
-    return count >= job_.gang.nodes;
   }
-
-  std::vector<Candidate> Candidates() const {
-    std::vector<Candidate> out;
-    const int64_t now = pass_.in.now_ms;
-    for (uint32_t i = 0; i < pass_.running.size(); ++i) {
-      const RunningState& r = pass_.running[i];
-      const RunningJob& job = *r.job;
-      if (r.freeing || !job.preemptible || now - job.started_at_ms < pass_.in.config.min_runtime_ms) continue;
-      const TeamState& team = pass_.teams[r.team];
-      const int64_t borrowed = team.held[pool_] - static_cast<int64_t>(Guaranteed(team, pass_.pools[pool_]));
-      if (borrowed <= 0) continue;
-      const bool helps = std::any_of(r.slots.begin(), r.slots.end(), [&](const auto& s) { return Member(s.first); });
-      if (helps) out.push_back({i, borrowed, job.priority, WorkLost(job, now), job.job_id});
-    }
-    std::sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
-      if (a.borrowed != b.borrowed) return a.borrowed > b.borrowed;
-      if (a.priority != b.priority) return a.priority < b.priority;
-      if (a.work_lost != b.work_lost) return a.work_lost < b.work_lost;
-      return a.id < b.id;
-    });
-    return out;
+  ~Reclaim() {
+    for (uint32_t node : touched_) pass_.scratch[node] = 0;
   }
+  Reclaim(const Reclaim&) = delete;
+  Reclaim& operator=(const Reclaim&) = delete;
 
-  // The fewest victims, in preference order, that make the gang fit; empty when none does.
-  std::vector<uint32_t> ChooseVictims() {
-    for (uint32_t node : pass_.freed_nodes) Touch(node);
+  bool Fits() const { return fitting_ >= job_.gang.nodes; }
+
+  // The fewest victims, in preference order, that make the gang fit (none when the freeing jobs suffice);
+  // nullopt when no set of victims does.
+  std::optional<std::vector<uint32_t>> ChooseVictims() {
     std::vector<uint32_t> chosen;
     if (Fits()) return chosen;  // the jobs already freeing are enough: no second round of victims
-    std::unordered_map<uint32_t, int64_t> borrowed_left;
-    bool fits = false;
-    for (const Candidate& c : Candidates()) {
-      const RunningState& r = pass_.running[c.running];
-      auto [it, inserted] = borrowed_left.emplace(r.team, c.borrowed);
-      if (it->second <= 0) continue;  // taking more would put that team below its own guarantee
-      chosen.push_back(c.running);
-      Add(r, +1);
-      for (const auto& [node, count] : r.slots) {
-        if (pass_.pool_members[pool_][node]) it->second -= count;
-      }
-      if ((fits = Fits())) break;
-    }
-    if (fits) {
-      // Fewest: drop the least preferred victims the gang does not need.
-      for (size_t k = chosen.size(); k-- > 0;) {
-        Add(pass_.running[chosen[k]], -1);
-        if (Fits()) {
-          chosen.erase(chosen.begin() + static_cast<std::ptrdiff_t>(k));
-        } else {
-          Add(pass_.running[chosen[k]], +1);
+    if (!pass_.victims_built) BuildVictimLists(pass_);
+    for (const auto& group : BorrowerGroups()) {
+      for (uint32_t candidate : group) {
+        const RunningState& r = pass_.running[candidate];
+        int64_t& left = borrowed_left_[r.team];
+        if (r.freeing || left <= 0 || !Helps(r)) continue;  // left <= 0: it would go below its own guarantee
+        chosen.push_back(candidate);
+        Add(r, +1);
+        for (const auto& [node, count] : r.slots) {
+          if (pass_.pool_members[pool_][node]) left -= count;
         }
+        if (Fits()) break;
+      }
+      if (Fits()) break;
+    }
+    if (!Fits()) return std::nullopt;
+    // Fewest: drop the least preferred victims the gang does not need.
+    for (size_t k = chosen.size(); k-- > 0;) {
+      Add(pass_.running[chosen[k]], -1);
+      if (Fits()) {
+        chosen.erase(chosen.begin() + static_cast<std::ptrdiff_t>(k));
+      } else {
+        Add(pass_.running[chosen[k]], +1);
       }
     }
-    for (uint32_t node : touched_) pass_.scratch[node] = 0;
-    if (!fits) chosen.clear();
     return chosen;
   }
 
@@ -126,7 +128,7 @@ class Reclaim {
       });
     }
     std::vector<std::string> waits_for;
-    const uint32_t team = pass_.TeamOf(job_.team);
+    const uint32_t team = team_;
     for (uint32_t node : nodes) {
       const uint32_t from_freed = std::min(pass_.freed[node], per_node);
       pass_.freed[node] -= from_freed;
@@ -142,23 +144,63 @@ class Reclaim {
 
  private:
   bool Member(uint32_t node) const { return view_.members.empty() || view_.members[node]; }
-  void Touch(uint32_t node) {
-    if (std::find(touched_.begin(), touched_.end(), node) == touched_.end()) touched_.push_back(node);
+  uint32_t Avail(uint32_t node) const { return index_.Free(node) + pass_.freed[node] + pass_.scratch[node]; }
+  bool Helps(const RunningState& r) const {
+    return std::any_of(r.slots.begin(), r.slots.end(), [&](const auto& s) { return Member(s.first); });
   }
   void Add(const RunningState& r, int sign) {
     for (const auto& [node, count] : r.slots) {
       if (!Member(node)) continue;
-      Touch(node);
+      if (pass_.scratch[node] == 0 && sign > 0) touched_.push_back(node);
+      const bool before = Avail(node) >= per_node_;
       pass_.scratch[node] = static_cast<uint32_t>(static_cast<int64_t>(pass_.scratch[node]) + sign * int64_t{count});
+      const bool after = Avail(node) >= per_node_;
+      if (before != after) fitting_ += after ? 1 : -1;
     }
+  }
+  // Candidates grouped by how much their team borrows on the pool (most first); within a group in preference
+  // order (teams that borrow equally are merged by the pass-wide preference rank).
+  std::vector<std::vector<uint32_t>> BorrowerGroups() {
+    std::vector<std::pair<int64_t, uint32_t>> borrowers;
+    for (uint32_t t = 0; t < pass_.teams.size(); ++t) {
+      const TeamState& team = pass_.teams[t];
+      const int64_t borrowed = team.held[pool_] - static_cast<int64_t>(Guaranteed(team, pool_));
+      if (borrowed > 0 && !pass_.victims_by_team[t].empty()) {
+        borrowers.emplace_back(borrowed, t);
+        borrowed_left_[t] = borrowed;
+      }
+    }
+    std::sort(borrowers.begin(), borrowers.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    std::vector<std::vector<uint32_t>> groups;
+    for (size_t i = 0; i < borrowers.size();) {
+      size_t j = i;
+      std::vector<uint32_t> group;
+      for (; j < borrowers.size() && borrowers[j].first == borrowers[i].first; ++j) {
+        const auto& list = pass_.victims_by_team[borrowers[j].second];
+        group.insert(group.end(), list.begin(), list.end());
+      }
+      if (j - i > 1) {
+        std::sort(group.begin(), group.end(),
+                  [&](uint32_t a, uint32_t b) { return pass_.victim_rank[a] < pass_.victim_rank[b]; });
+      }
+      groups.push_back(std::move(group));
+      i = j;
+    }
+    return groups;
   }
 
   PlannerPass& pass_;
   const PendingJob& job_;
   const View& view_;
+  uint32_t team_;
   const FreeIndex& index_;
   size_t pool_;
+  uint32_t per_node_;
+  size_t fitting_ = 0;
   std::vector<uint32_t> touched_;
+  std::unordered_map<uint32_t, int64_t> borrowed_left_;
 };
 
 std::string JoinIds(const std::vector<std::string>& ids) {
@@ -190,19 +232,20 @@ void StopJobsPastTimeLimit(PlannerPass& pass) {
 
 std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives) {
   const PendingJob& pending = pass.in.pending[job];
-  const size_t view = pass.ViewFor(pending.node_selector);
+  const size_t view = pass.jobs[job].view;
   const auto key = std::make_tuple(pool, view, pending.gang.nodes, pending.gang.ranks_per_node, outlives);
   if (pass.reclaim_failed.count(key) > 0) return std::nullopt;
 
   Reclaim reclaim(pass, job, pool, outlives);
-  const TeamState& team = pass.teams[pass.TeamOf(pending.team)];
+  const TeamState& team = pass.teams[pass.jobs[job].team];
   const int64_t held_before = team.held[pool];
-  const uint32_t guaranteed = Guaranteed(team, pass.pools[pool]);
-  std::vector<uint32_t> victims = reclaim.ChooseVictims();
-  if (victims.empty() && !reclaim.Fits()) {
+  const uint32_t guaranteed = Guaranteed(team, pool);
+  std::optional<std::vector<uint32_t>> chosen = reclaim.ChooseVictims();
+  if (!chosen) {
     pass.reclaim_failed.insert(key);
     return std::nullopt;
   }
+  const std::vector<uint32_t>& victims = *chosen;
   const std::string pool_name = pass.pools[pool].empty() ? "the cluster" : "pool " + pass.pools[pool];
   for (uint32_t v : victims) {
     RunningState& r = pass.running[v];

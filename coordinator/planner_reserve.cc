@@ -13,7 +13,7 @@ namespace {
 struct Release {
   int64_t end_ms;  // 0: unknown (sorted last)
   const std::vector<std::pair<uint32_t, uint32_t>>* slots;
-  std::string_view id;
+  uint32_t seq;  // ties: running jobs in input order, then the ones started in this pass
 };
 
 std::vector<Release> ReleasesInOrder(const PlannerPass& pass) {
@@ -23,15 +23,15 @@ std::vector<Release> ReleasesInOrder(const PlannerPass& pass) {
   for (const auto& r : pass.running) {
     // A freeing job (being preempted, stopped, or chosen as a victim) ends about now.
     const int64_t end = r.freeing ? now : (r.end_ms > 0 ? std::max(r.end_ms, now) : 0);
-    releases.push_back({end, &r.slots, r.job->job_id});
+    releases.push_back({end, &r.slots, static_cast<uint32_t>(releases.size())});
   }
   for (size_t i = 0; i < pass.started.size(); ++i) {
-    releases.push_back({pass.started[i].end_ms, &pass.started[i].slots, pass.plan.starts[i].job_id});
+    releases.push_back({pass.started[i].end_ms, &pass.started[i].slots, static_cast<uint32_t>(releases.size())});
   }
   std::sort(releases.begin(), releases.end(), [](const Release& a, const Release& b) {
     if ((a.end_ms == 0) != (b.end_ms == 0)) return b.end_ms == 0;
     if (a.end_ms != b.end_ms) return a.end_ms < b.end_ms;
-    return a.id < b.id;
+    return a.seq < b.seq;
   });
   return releases;
 }
@@ -40,7 +40,7 @@ std::vector<Release> ReleasesInOrder(const PlannerPass& pass) {
 
 void Reserve(PlannerPass& pass, uint32_t job) {
   const PendingJob& pending = pass.in.pending[job];
-  const View& view = pass.views[pass.ViewFor(pending.node_selector)];
+  const View& view = pass.views[pass.jobs[job].view];
   const uint32_t per_node = pending.gang.ranks_per_node;
   const uint32_t wanted = pending.gang.nodes;
   auto member = [&](uint32_t node) { return view.members.empty() || view.members[node]; };

@@ -64,14 +64,6 @@ size_t FreeIndex::CountAtLeast(size_t view, uint32_t slots) const {
   return count;
 }
 
-const QuotaEntry* TeamState::Quota(const std::string& pool) const {
-  if (quotas == nullptr) return nullptr;
-  for (const auto& q : *quotas) {
-    if (q.label == pool) return &q;
-  }
-  return nullptr;
-}
-
 namespace {
 
 std::vector<uint32_t> FreeCounts(const std::vector<const PlannerNode*>& nodes) {
@@ -104,7 +96,7 @@ PlannerPass::PlannerPass(const PlannerInput& input)
   slots.reserve(nodes.size());
   for (uint32_t i = 0; i < nodes.size(); ++i) {
     node_index.emplace(nodes[i]->node_id, i);
-    slots.push_back(nodes[i]->free_slots);
+    slots.push_back(&nodes[i]->free_slots);
   }
   slot_taken.assign(nodes.size(), 0);
   freed.assign(nodes.size(), 0);
@@ -126,7 +118,7 @@ PlannerPass::PlannerPass(const PlannerInput& input)
     TeamState& team = teams[TeamOf(t.name)];
     team.weight = t.weight > 0 ? t.weight : 1.0;  // the contract says > 0; anything else gets the default
     team.usage = t.decayed_usage;
-    team.quotas = &t.quotas;
+    for (const auto& q : t.quotas) team.quota[PoolIndex(q.label)] = &q;
   }
   running.reserve(input.running.size());
   for (const auto& job : input.running) {
@@ -167,9 +159,22 @@ uint32_t PlannerPass::TeamOf(const std::string& name) {
     TeamState t;
     t.name = name;
     t.held.assign(pools.size(), 0);
+    t.quota.assign(pools.size(), nullptr);
     teams.push_back(std::move(t));
   }
   return it->second;
+}
+
+void PlannerPass::IndexPending() {
+  jobs.reserve(in.pending.size());
+  const std::string* last_name = nullptr;
+  uint32_t last_team = 0;
+  for (const auto& job : in.pending) {
+    if (last_name == nullptr || *last_name != job.team) last_team = TeamOf(job.team);
+    last_name = &job.team;
+    jobs.push_back({job.gang, job.priority, last_team, static_cast<uint32_t>(ViewFor(job.node_selector)),
+                    job.submit_seq, job.time_limit_ms});
+  }
 }
 
 size_t PlannerPass::PoolIndex(const std::string& label) const {
@@ -228,9 +233,9 @@ void PlannerPass::Charge(uint32_t team, uint32_t node, uint32_t count, int sign)
 
 std::vector<uint32_t> PlannerPass::TakeFree(uint32_t node, uint32_t count, bool outlives) {
   const uint32_t begin = slot_taken[node];
-  std::vector<uint32_t> taken(slots[node].begin() + begin, slots[node].begin() + begin + count);
+  std::vector<uint32_t> taken(slots[node]->begin() + begin, slots[node]->begin() + begin + count);
   slot_taken[node] += count;
-  const uint32_t left = static_cast<uint32_t>(slots[node].size()) - slot_taken[node];
+  const uint32_t left = static_cast<uint32_t>(slots[node]->size()) - slot_taken[node];
   real.Set(node, left);
   if (guarded) {
     if (outlives && spare[node] != UINT32_MAX) spare[node] -= std::min(spare[node], count);
