@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
+
 #include "coordinator/coordinator.h"
 #include "protocol/states.h"
 
@@ -222,6 +224,33 @@ void Coordinator::HandleSequenced(const std::string& peer, uint64_t seq, const p
   SendToPeer(peer, std::move(ack));
 }
 
+namespace {
+
+// How a preempted task ended, from the agent's report (docs/agent.md, "Preemption").
+std::string PreemptedTaskText(const std::string& node_id, const pb::TaskStatus& status) {
+  if (status.exit_code() == protocol::kPreemptedExitCode) {
+    return fmt::format("task on node {} checkpointed and stopped", node_id);
+  }
+  if (status.signal() == SIGKILL) {
+    return fmt::format(
+        "task on node {} did not stop within the grace period: killed; the job resumes from its last "
+        "committed checkpoint",
+        node_id);
+  }
+  if (status.signal() != 0) {
+    return fmt::format(
+        "task on node {} died of signal {} on the preemption request (a rank without a handler); the "
+        "job resumes from its last committed checkpoint",
+        node_id, status.signal());
+  }
+  return fmt::format(
+      "task on node {} ended after the preemption request (exit status unknown: its agent restarted); "
+      "the job resumes from its last committed checkpoint",
+      node_id);
+}
+
+}  // namespace
+
 void Coordinator::ApplyTaskStatus(Node& node, const pb::TaskStatus& status) {
   const std::string& node_id = node.record.node_id();
   Job* found = jobs_.Find(status.job_id());
@@ -241,12 +270,7 @@ void Coordinator::ApplyTaskStatus(Node& node, const pb::TaskStatus& status) {
   job.task_last_seen_ms[node_id] = clock_->NowMs();
   const bool stopping = state == pb::JOB_CANCELLING || state == pb::JOB_RESTARTING || state == pb::JOB_PREEMPTED;
   if (status.state() == pb::TASK_PREEMPTED && state == pb::JOB_PREEMPTED) {
-    jobs_.AddEvent(job, "preemption",
-                   status.exit_code() == protocol::kPreemptedExitCode
-                       ? fmt::format("task on node {} checkpointed and stopped", node_id)
-                       : fmt::format("task on node {} did not stop within the grace period: killed (signal {}); the "
-                                     "job resumes from its last committed checkpoint",
-                                     node_id, status.signal()));
+    jobs_.AddEvent(job, "preemption", PreemptedTaskText(node_id, status));
   } else if (status.state() == pb::TASK_FAILED || status.state() == pb::TASK_PREEMPTED ||
              (status.state() == pb::TASK_STOPPED && !stopping)) {
     std::string what =

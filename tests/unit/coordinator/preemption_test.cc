@@ -82,11 +82,10 @@ class PreemptionTest : public ::testing::Test {
 
 TEST_F(PreemptionTest, ATeamWithinItsGuaranteeReclaimsBorrowedSlotsAndTheVictimResumesFromItsCheckpoint) {
   const std::string victim = RunningJobOfA("max_attempts: 1\n");
-  const std::string mine = SubmitTo("b");
-  h_.Round();
+  const std::string mine = SubmitTo("b");  // the round that accepts it also plans and sends the preemption
+  const auto preempts = Preempts("n1");
   EXPECT_EQ(h_.State(victim), pb::JOB_PREEMPTED);
   EXPECT_EQ(h_.State(mine), pb::JOB_PENDING);
-  const auto preempts = Preempts("n1");
   ASSERT_EQ(preempts.size(), 1u);
   EXPECT_EQ(preempts[0].job_id(), victim);
   EXPECT_EQ(preempts[0].grace_ms(), 5000u);

@@ -36,6 +36,7 @@ TEST(TaskStatePredicates, EndedAndUnsuccessfulFollowTheTable) {
       {pb::TASK_FAILED, true, true},
       {pb::TASK_STOPPED, true, true},
       {pb::TASK_LOST, true, true},
+      {pb::TASK_PREEMPTED, true, true},
   };
   ASSERT_EQ(std::size(rows), static_cast<size_t>(pb::TaskState_MAX + 1)) << "a new TaskState needs a row";
   for (const Row& row : rows) {
