@@ -48,6 +48,8 @@ TEST_F(TeamsTest, TheQueueShowsOnlyTheTeamsTheCallerMayRead) {
   const std::string message = Refusal(As("nina", QueueOf("vision")), pb::PERMISSION_DENIED);
   EXPECT_NE(message.find("read the queue of team 'vision'"), std::string::npos) << message;
   EXPECT_NE(Refusal(As("nina", QueueOf("nope")), pb::NOT_FOUND).find("no team 'nope'"), std::string::npos);
+  EXPECT_NE(Refusal(As("nina", QueueOf(std::string(500, 'x'))), pb::INVALID_ARGUMENT).find("team name"),
+            std::string::npos);
 
   // A viewer reads their team's queue; the cluster admin reads every team's.
   EXPECT_EQ(As("vic", QueueOf("nlp")).queue().jobs_size(), 2);
