@@ -64,6 +64,7 @@ struct UpOptions {
   std::optional<int> port;
   double wait_s = 30;
   std::vector<std::string> allow_roots;
+  std::vector<std::string> coordinator_settings;
 };
 
 std::string Pids(const std::vector<DaemonProcess>& processes) {
@@ -85,6 +86,7 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
   lo.wait = std::chrono::milliseconds(static_cast<int64_t>(o.wait_s * 1000));
   lo.client_config = ClientConfigPath(*home);
   lo.allow_roots = o.allow_roots;
+  lo.coordinator_settings = o.coordinator_settings;
   auto up = UpLocalCluster(lo, std::cerr);
   if (!up.ok()) {
     const Status& st = up.status();
@@ -197,6 +199,9 @@ void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action) {
     cmd->add_option("--allow-root", o->allow_roots,
                     "a directory jobs may read models/datasets from and write outputs to, besides the anneal home "
                     "and the directory anneal up runs in (repeatable)");
+    cmd->add_option("--coordinator-set", o->coordinator_settings,
+                    "a coordinator setting KEY=VALUE written into its coordinator.yaml, e.g. min_runtime_ms=0 "
+                    "(repeatable; docs/coordinator.md lists the keys)");
     cmd->callback([&g, o, action] { *action = [&g, o] { return Up(g, *o); }; });
   }
   {

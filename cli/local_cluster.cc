@@ -307,6 +307,18 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
     cfg << "# Jobs may read models and datasets and write outputs only below these roots (anneal up --allow-root\n"
            "# adds more; docs/coordinator.md, \"Path policy\").\n"
         << jobspec::PathPolicyYaml(policy);
+    for (const auto& setting : o.coordinator_settings) {
+      const size_t eq = setting.find('=');
+      const std::string key = setting.substr(0, eq);
+      if (eq == std::string::npos || key.empty() ||
+          key.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos ||
+          setting.find_first_of("\n\r#{}[]:") != std::string::npos) {
+        return InvalidArgumentError(fmt::format("--coordinator-set '{}': expected KEY=VALUE with a lower-case key "
+                                                "(e.g. min_runtime_ms=0) and a plain value",
+                                                setting));
+      }
+      cfg << key << ": " << setting.substr(eq + 1) << "\n";
+    }
     if (!cfg) return InternalError(fmt::format("writing {}", config_file));
   }
   ASSIGN_OR_RETURN(const std::string join_token_file, EnsureLocalJoinToken(o.state_dir));

@@ -65,6 +65,9 @@ struct LocalClusterOptions {
   // The local cluster's path policy (coordinator.yaml): every team may use the anneal home, the directory
   // `anneal up` runs in and these roots (--allow-root) for models, datasets and outputs.
   std::vector<std::string> allow_roots;
+  // Extra coordinator settings (--coordinator-set KEY=VALUE): written into coordinator.yaml as `KEY: VALUE`;
+  // the coordinator refuses an unknown key or a bad value (coordinator/config.h lists them).
+  std::vector<std::string> coordinator_settings;
 };
 
 struct LocalCluster {

@@ -115,6 +115,8 @@ void Coordinator::ResendMissedOrders(Node& node, const std::set<std::string>& re
     const pb::JobState state = job->record.state();
     if (state == pb::JOB_RESTARTING || state == pb::JOB_CANCELLING) {
       SendStop(node, job_id, job->record.epoch(), "the job is stopping");
+    } else if (state == pb::JOB_PREEMPTED) {
+      PreemptGang(*job);  // idempotent on the agent: the first deadline stands
     } else if (task->second == pb::TASK_LAUNCHING && !reported.count(job_id)) {
       SendLaunch(*job, id);
     }
@@ -237,8 +239,16 @@ void Coordinator::ApplyTaskStatus(Node& node, const pb::TaskStatus& status) {
   Job& job = *found;
   const pb::JobState state = job.record.state();
   job.task_last_seen_ms[node_id] = clock_->NowMs();
-  if (status.state() == pb::TASK_FAILED ||
-      (status.state() == pb::TASK_STOPPED && state != pb::JOB_CANCELLING && state != pb::JOB_RESTARTING)) {
+  const bool stopping = state == pb::JOB_CANCELLING || state == pb::JOB_RESTARTING || state == pb::JOB_PREEMPTED;
+  if (status.state() == pb::TASK_PREEMPTED && state == pb::JOB_PREEMPTED) {
+    jobs_.AddEvent(job, "preemption",
+                   status.exit_code() == protocol::kPreemptedExitCode
+                       ? fmt::format("task on node {} checkpointed and stopped", node_id)
+                       : fmt::format("task on node {} did not stop within the grace period: killed (signal {}); the "
+                                     "job resumes from its last committed checkpoint",
+                                     node_id, status.signal()));
+  } else if (status.state() == pb::TASK_FAILED || status.state() == pb::TASK_PREEMPTED ||
+             (status.state() == pb::TASK_STOPPED && !stopping)) {
     std::string what =
         fmt::format("task on node {} {}", node_id, status.state() == pb::TASK_FAILED ? "failed" : "stopped");
     if (status.exit_code() != 0) what += fmt::format(" (exit code {})", status.exit_code());

@@ -37,6 +37,14 @@
 //   path_policy:                   # required: where each team's jobs may read and write (jobspec/path_policy.h)
 //     default: {models: [/shared/models], datasets: [/shared/data], outputs: ["/data/{team}/outputs"]}
 //     teams: {nlp: {models: [/shared/models, /nlp/models]}}
+// Sharing (docs/coordinator.md, "Scheduling"):
+//   preemption: true               # teams within their guarantee reclaim borrowed slots (checkpoint first)
+//   preemption_grace_ms: 120000    # PreemptTask -> the gang is killed when it has not stopped by then
+//   min_runtime_ms: 600000         # a job younger than this is never a preemption victim
+//   usage_half_life_ms: 604800000  # fair-share usage decay (7 days)
+//   share_horizon_s: 3600          # weight of slots held now against decayed usage in the fair-share order
+//   backfill: true                 # EASY backfill; false: the first job that cannot start blocks the queue
+//   schedule_interval_ms: 1000     # a scheduling pass at least this often while any job is active
 // Unknown keys and wrong types are errors naming the file, line and key.
 //
 // Thread-safety: value type; LoadConfigFile is a pure function of the file.
@@ -94,6 +102,14 @@ struct CoordinatorConfig {
   // Allowed roots per team for models, datasets and outputs, checked at submit. anneal-coordinator refuses to
   // start without one (`anneal up` writes one for its local cluster); allow everything with roots [/].
   std::optional<jobspec::PathPolicy> path_policy;
+  // ---- sharing
+  bool preemption = true;
+  int64_t preemption_grace_ms = 120000;
+  int64_t min_runtime_ms = 600000;
+  int64_t usage_half_life_ms = 7LL * 24 * 3600 * 1000;
+  double share_horizon_s = 3600;
+  bool backfill = true;
+  int64_t schedule_interval_ms = 1000;
 };
 
 // Overwrites the fields the file sets.

@@ -20,7 +20,8 @@ Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store,
       checkpoints_(&batch_, store),
       identity_(&batch_, store, clock),
       audit_(&batch_, store, clock, options_.audit_max_records),
-      join_tokens_(&batch_, store, clock) {}
+      join_tokens_(&batch_, store, clock),
+      usage_(&batch_, store, options_.usage_half_life_ms) {}
 
 Coordinator::~Coordinator() = default;
 
@@ -29,6 +30,7 @@ Status Coordinator::Recover() {
   RETURN_IF_ERROR(audit_.Recover());
   RETURN_IF_ERROR(nodes_.Recover());
   RETURN_IF_ERROR(join_tokens_.Recover());
+  RETURN_IF_ERROR(usage_.Recover(clock_->NowMs()));
   RETURN_IF_ERROR(jobs_.Recover(options_.stop_timeout_ms));
   for (const auto& [id, job] : jobs_.all()) {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
@@ -157,7 +159,12 @@ void Coordinator::Tick() {
   CheckStopDeadlines();
   ExpireLogRequests();
   if (jobs_.TakeQueueGrew()) schedule_dirty_ = true;
+  // Time moves the plan too (time limits, minimum runtimes, reservations): a pass at least every interval
+  // while anything waits or runs.
+  const int64_t now = clock_->NowMs();
+  if (now - last_schedule_ms_ >= options_.schedule_interval_ms && !jobs_.all().empty()) schedule_dirty_ = true;
   if (schedule_dirty_) Schedule();
+  usage_.Persist(now, options_.usage_persist_interval_ms);
 }
 
 StatusOr<std::vector<Outgoing>> Coordinator::Flush() {

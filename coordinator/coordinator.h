@@ -64,7 +64,8 @@
 #include "coordinator/join_tokens.h"
 #include "coordinator/limits.h"
 #include "coordinator/node_registry.h"
-#include "coordinator/scheduler.h"
+#include "coordinator/planner.h"
+#include "coordinator/team_usage.h"
 #include "jobspec/jobspec.h"
 #include "jobspec/path_policy.h"
 #include "protocol/anneal.pb.h"
@@ -92,6 +93,12 @@ struct CoordinatorOptions {
   // the agents (LaunchTask.output_roots). Null: no path check (embedders and tests only: anneal-coordinator
   // refuses to start without a policy).
   std::shared_ptr<const jobspec::PathPolicy> path_policy;
+  // ---- sharing (coordinator/planner.h, docs/coordinator.md "Scheduling")
+  PlannerConfig planner;                                // preemption on/off, minimum runtime, backfill, share horizon
+  int64_t preemption_grace_ms = 120000;                 // PreemptTask -> the gang is killed if it has not stopped
+  int64_t usage_half_life_ms = 7LL * 24 * 3600 * 1000;  // fair-share usage decay (Slurm's default: 7 days)
+  int64_t schedule_interval_ms = 1000;        // a pass at least this often while jobs wait or have time limits
+  int64_t usage_persist_interval_ms = 60000;  // team usage is written at most this often
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -234,12 +241,19 @@ class Coordinator {
   // Applies NextTransition's decisions until the job stays where it is.
   void Reconcile(Job& job, JobReport report = JobReport::kTasksChanged);
   void StopGang(Job& job, const std::string& reason);
+  // PreemptTask (record.preempt_reason, options.preemption_grace_ms) to every task of the gang not ended.
+  void PreemptGang(Job& job);
   void SetTaskState(Job& job, const std::string& node_id, pb::TaskState state);
   void CheckStopDeadlines();
 
   // ---- scheduling.cc
+  // One pass: accrue usage, PlanSchedule over BuildPlannerInput, apply its preemptions, starts and reasons.
   void Schedule();
-  bool TryPlace(Job& job, std::vector<NodeCapacity>& capacities);  // false: blocks the queue
+  PlannerInput BuildPlannerInput(int64_t now) const;
+  std::map<std::string, uint32_t> SlotsHeldByTeam() const;  // team -> slots its placed, not-ended tasks hold
+  void ApplyPreemption(const Preemption& preemption);
+  void Launch(Job& job, const std::vector<ChosenNode>& nodes);  // PENDING -> STARTING, LaunchTask to each node
+  void Explain(Job& job, const PendingExplanation& why);        // the pending job's reason, position, estimate
   void SendLaunch(const Job& job, const std::string& node_id);
 
   // ---- checkpoints.cc
@@ -292,7 +306,9 @@ class Coordinator {
   JoinTokenRegistry join_tokens_;
   std::deque<Watcher> watchers_;
   std::map<uint64_t, PendingLogRequest> log_requests_;
+  TeamUsage usage_;
   bool schedule_dirty_ = true;
+  int64_t last_schedule_ms_ = 0;
   // Normalized output_dir -> the job that writes it; entries of ended jobs are dropped when met (jobs.cc).
   std::map<std::string, std::string> output_dirs_;
   uint64_t next_request_id_ = 1;

@@ -15,7 +15,9 @@ bool IsAllowedTransition(pb::JobState from, pb::JobState to) {
     case pb::JOB_STARTING:
       return to == pb::JOB_RUNNING || to == pb::JOB_RESTARTING || to == pb::JOB_CANCELLING;
     case pb::JOB_RUNNING:
-      return to == pb::JOB_SUCCEEDED || to == pb::JOB_RESTARTING || to == pb::JOB_CANCELLING;
+      return to == pb::JOB_SUCCEEDED || to == pb::JOB_RESTARTING || to == pb::JOB_CANCELLING || to == pb::JOB_PREEMPTED;
+    case pb::JOB_PREEMPTED:
+      return to == pb::JOB_PENDING || to == pb::JOB_FAILED || to == pb::JOB_CANCELLING;
     case pb::JOB_RESTARTING:
       return to == pb::JOB_PENDING || to == pb::JOB_FAILED || to == pb::JOB_CANCELLING;
     case pb::JOB_CANCELLING:
@@ -44,8 +46,11 @@ TaskSummary SummarizeTasks(const google::protobuf::Map<std::string, pb::TaskStat
 JobView ViewOf(const pb::JobRecord& record, const std::string& latest_checkpoint) {
   JobView view;
   view.state = record.state();
-  view.attempt = record.attempt();
+  view.attempt = record.attempt() >= record.preemptions() ? record.attempt() - record.preemptions() : 0;
   view.max_attempts = record.max_attempts();
+  view.preemptions = record.preemptions();
+  view.preempt_for_time_limit = record.preempt_for_time_limit();
+  view.preempt_reason = record.preempt_reason();
   view.result = record.result();
   view.output_dir = record.output_dir();
   view.resume_checkpoint = latest_checkpoint.empty() ? record.resume_checkpoint() : latest_checkpoint;
@@ -65,10 +70,29 @@ Decision OnCancel(const JobView& job) {
     case pb::JOB_STARTING:
     case pb::JOB_RUNNING:
     case pb::JOB_RESTARTING:
+    case pb::JOB_PREEMPTED:
       return {pb::JOB_CANCELLING, JobAction::kStopGang, "cancel requested", "cancelled", "job cancelled"};
     default:
       return Stay();  // already cancelling, or ended
   }
+}
+
+// Every task of a preempted gang ended (checkpointed and exited, killed at the deadline, or lost): the job
+// resumes from its latest checkpoint, or, stopped by its time limit, ends.
+Decision OnPreemptedTasksChanged(const JobView& job) {
+  if (job.tasks.ended < job.tasks.total) return Stay();
+  const std::string from = job.resume_checkpoint.empty() ? "from the start" : "from " + job.resume_checkpoint;
+  if (job.preempt_for_time_limit) {
+    const std::string result = fmt::format(
+        "{}; the gang stopped{}", job.preempt_reason,
+        job.resume_checkpoint.empty() ? " before any checkpoint" : ", its last checkpoint is " + job.resume_checkpoint);
+    return {pb::JOB_FAILED, JobAction::kNone, result, result, {}};
+  }
+  return {pb::JOB_PENDING,
+          JobAction::kRequeue,
+          fmt::format("requeued after preemption {} ({}); resuming {}", job.preemptions + 1, job.preempt_reason, from),
+          {},
+          {}};
 }
 
 Decision OnTasksChanged(const JobView& job) {
@@ -112,9 +136,17 @@ Decision OnTasksChanged(const JobView& job) {
     case pb::JOB_CANCELLING:
       if (tasks.ended == tasks.total) return {pb::JOB_CANCELLED, JobAction::kNone, "every task stopped", {}, {}};
       return Stay();
+    case pb::JOB_PREEMPTED:
+      return OnPreemptedTasksChanged(job);
     default:
       return Stay();
   }
+}
+
+Decision OnPreempt(const JobView& job) {
+  if (job.state != pb::JOB_RUNNING) return Stay();  // only a running gang can checkpoint on request
+  const std::string what = job.preempt_for_time_limit ? "time limit reached" : "preempted";
+  return {pb::JOB_PREEMPTED, JobAction::kPreemptGang, fmt::format("{}: {}", what, job.preempt_reason), {}, {}};
 }
 
 }  // namespace
@@ -125,6 +157,8 @@ Decision NextTransition(const JobView& job, JobReport report) {
       return OnCancel(job);
     case JobReport::kTasksChanged:
       return OnTasksChanged(job);
+    case JobReport::kPreemptRequested:
+      return OnPreempt(job);
   }
   return Stay();
 }

@@ -6,7 +6,10 @@
 //      │                  └──────────┬───────────────┘
 //      └──── attempts left ◀──── RESTARTING (StopTask to the whole gang; wait until every task ended)
 //                                    └── no attempts left ──▶ FAILED
-//   PENDING | STARTING | RUNNING | RESTARTING ──cancel──▶ CANCELLING ──every task ended──▶ CANCELLED
+//   PENDING | STARTING | RUNNING | RESTARTING | PREEMPTED ──cancel──▶ CANCELLING ──every task ended──▶ CANCELLED
+//   RUNNING ──preempt (reclaim | time limit)──▶ PREEMPTED (PreemptTask to the gang: checkpoint, exit "preempted")
+//   PREEMPTED ──every task ended──▶ PENDING (reclaim: resume from the latest checkpoint; no attempt used)
+//                                 └▶ FAILED  (time limit: the checkpoint stays for a resubmit)
 //
 // Every edge is one WriteBatch with its JobEvent (coordinator/job_table.h). Each launch gets a new epoch (a
 // fencing token, strictly increasing); reports of an older epoch are ignored and their tasks told to stop.
@@ -26,7 +29,14 @@
 //   RESTARTING   tasks changed   all ended, attempt < max         -> PENDING     retry (clear tasks, resume)
 //   RESTARTING   tasks changed   all ended, attempt = max         -> FAILED      -
 //   CANCELLING   tasks changed   all ended                        -> CANCELLED   -
-//   PENDING | STARTING | RUNNING | RESTARTING   cancel requested  -> CANCELLING  stop the gang
+//   PREEMPTED    tasks changed   all ended, reclaim               -> PENDING     requeue (resume, preemptions+1)
+//   PREEMPTED    tasks changed   all ended, time limit            -> FAILED      -
+//   RUNNING      preempt requested                                -> PREEMPTED   preempt the gang
+//   PENDING | STARTING | RUNNING | RESTARTING | PREEMPTED   cancel requested  -> CANCELLING  stop the gang
+//
+// Attempts: max_attempts bounds failed attempts only. A placement ended by a preemption is not one: the
+// attempts used are attempt - preemptions (JobView::attempt). Preemptions have their own budget
+// (max_preemptions), enforced by the planner (a job whose budget is spent is never a victim).
 //   anything else                                                 -> stay
 //
 // Thread-safety: pure functions.
@@ -62,9 +72,12 @@ TaskSummary SummarizeTasks(const google::protobuf::Map<std::string, pb::TaskStat
 // What NextTransition reads of a job.
 struct JobView {
   pb::JobState state = pb::JOB_STATE_UNSPECIFIED;
-  uint32_t attempt = 0;
+  uint32_t attempt = 0;  // attempts used: placements not ended by a preemption
   uint32_t max_attempts = 1;
-  std::string result;  // the record's current result (the first failure's description, if any)
+  uint32_t preemptions = 0;
+  bool preempt_for_time_limit = false;  // PREEMPTED: by the time limit (ends FAILED), else a reclaim
+  std::string preempt_reason;           // PREEMPTED: the reason recorded when it was preempted
+  std::string result;                   // the record's current result (the first failure's description, if any)
   std::string output_dir;
   std::string resume_checkpoint;  // where a retry resumes: the latest committed checkpoint, else the record's
   TaskSummary tasks;
@@ -73,14 +86,17 @@ struct JobView {
 JobView ViewOf(const pb::JobRecord& record, const std::string& latest_checkpoint);
 
 enum class JobReport {
-  kTasksChanged,     // a task's state changed (a report, a lost node, a stop deadline), or a step was applied
-  kCancelRequested,  // a client asked to cancel
+  kTasksChanged,      // a task's state changed (a report, a lost node, a stop deadline), or a step was applied
+  kCancelRequested,   // a client asked to cancel
+  kPreemptRequested,  // the planner chose the job as a victim, or its time limit passed (record.preempt_* set)
 };
 
 enum class JobAction {
   kNone,
-  kStopGang,  // send StopTask to every task not ended, and start the stop deadline
-  kRetry,     // resume from JobView::resume_checkpoint, forget the tasks of the failed attempt
+  kStopGang,     // send StopTask to every task not ended, and start the stop deadline
+  kRetry,        // resume from JobView::resume_checkpoint, forget the tasks of the failed attempt
+  kPreemptGang,  // send PreemptTask to every task not ended, and start the preemption deadline
+  kRequeue,      // as kRetry, and count the preemption
 };
 
 struct Decision {

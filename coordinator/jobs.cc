@@ -193,15 +193,25 @@ void Coordinator::Reconcile(Job& job, JobReport report) {
     const Decision decision = NextTransition(view, report);
     if (decision.next == pb::JOB_STATE_UNSPECIFIED) return;
     if (decision.result) r.set_result(*decision.result);
-    if (decision.action == JobAction::kRetry) {
+    if (decision.action == JobAction::kRetry || decision.action == JobAction::kRequeue) {
       r.set_resume_checkpoint(view.resume_checkpoint);
       r.clear_task_states();
       job.task_last_seen_ms.clear();
     }
+    if (decision.action == JobAction::kRequeue) r.set_preemptions(r.preemptions() + 1);
+    if (decision.next != pb::JOB_PREEMPTED) r.set_preempt_deadline_ms(0);
     jobs_.Transition(job, decision.next, decision.message);
     if (decision.action == JobAction::kStopGang) {
       StopGang(job, decision.stop_reason);
       job.stop_deadline_ms = clock_->NowMs() + options_.stop_timeout_ms;
+    }
+    if (decision.action == JobAction::kPreemptGang) {
+      // The agents kill what has not stopped at the grace deadline; an unreachable node's task counts as ended
+      // a stop timeout later (CheckStopDeadlines), so a lost node cannot hold the slots forever.
+      const int64_t now = clock_->NowMs();
+      r.set_preempt_deadline_ms(now + options_.preemption_grace_ms);
+      PreemptGang(job);
+      job.stop_deadline_ms = now + options_.preemption_grace_ms + options_.stop_timeout_ms;
     }
     report = JobReport::kTasksChanged;
   }
@@ -211,6 +221,19 @@ void Coordinator::StopGang(Job& job, const std::string& reason) {
   for (const auto& [node_id, state] : job.record.task_states()) {
     if (protocol::TaskEnded(state)) continue;
     if (const Node* node = nodes_.Find(node_id)) SendStop(*node, job.record.job_id(), job.record.epoch(), reason);
+  }
+}
+
+void Coordinator::PreemptGang(Job& job) {
+  pb::CoordinatorToAgent message;
+  pb::PreemptTask* preempt = message.mutable_preempt();
+  preempt->set_job_id(job.record.job_id());
+  preempt->set_epoch(job.record.epoch());
+  preempt->set_grace_ms(static_cast<uint32_t>(options_.preemption_grace_ms));
+  preempt->set_reason(job.record.preempt_reason());
+  for (const auto& [node_id, state] : job.record.task_states()) {
+    if (protocol::TaskEnded(state)) continue;
+    if (const Node* node = nodes_.Find(node_id)) SendToNode(*node, message);
   }
 }
 

@@ -1,11 +1,11 @@
 // anneal-coordinator: the cluster's job queue, scheduler, node registry and checkpoint registry.
 // docs/coordinator.md describes the flags, the config file and the protocol; docs/operations.md how to run it.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <memory>
 #include <thread>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 
 #include "common/client_config.h"
 #include "common/log.h"
@@ -36,8 +36,9 @@ anneal::Status BootstrapIfFresh(anneal::coordinator::Coordinator& core, const st
                                 const std::string& server_key, const std::string& config_path) {
   if (core.HasUsers()) return anneal::Status::Ok();
   if (config_path.empty()) {
-    spdlog::warn("this cluster has no user yet and no --bootstrap-admin-config was given: nobody can use it; "
-                 "restart once with --bootstrap-admin-config ~/.anneal/config");
+    spdlog::warn(
+        "this cluster has no user yet and no --bootstrap-admin-config was given: nobody can use it; "
+        "restart once with --bootstrap-admin-config ~/.anneal/config");
     return anneal::Status::Ok();
   }
   ASSIGN_OR_RETURN(std::string token, core.BootstrapAdmin("admin"));
@@ -52,42 +53,46 @@ anneal::Status BootstrapIfFresh(anneal::coordinator::Coordinator& core, const st
 
 int main(int argc, char** argv) {
   using namespace anneal::coordinator;
-  CLI::App app{"anneal-coordinator: queues jobs, places them on nodes, restarts them on failure, keeps all "
-               "state in RocksDB"};
+  CLI::App app{
+      "anneal-coordinator: queues jobs, places them on nodes, restarts them on failure, keeps all "
+      "state in RocksDB"};
   app.set_version_flag("--version", std::string(anneal::Version()));
   CoordinatorConfig flags;
   std::string config_file;
   app.add_option("--config", config_file, "YAML config file (flags override it)")->check(CLI::ExistingFile);
-  auto* bind = app.add_option("--bind", flags.bind, "ZeroMQ endpoint for agents and clients")
-                   ->default_val(flags.bind);
-  auto* state_dir = app.add_option("--state-dir", flags.state_dir, "RocksDB state directory")
-                        ->default_val(flags.state_dir);
+  auto* bind = app.add_option("--bind", flags.bind, "ZeroMQ endpoint for agents and clients")->default_val(flags.bind);
+  auto* state_dir =
+      app.add_option("--state-dir", flags.state_dir, "RocksDB state directory")->default_val(flags.state_dir);
   auto* bootstrap_admin = app.add_option("--bootstrap-admin-config", flags.bootstrap_admin_config,
-                                   "on a fresh state dir: create the cluster admin and write its client config "
-                                   "(address + API token, mode 0600) to this path");
-  auto* audit_max = app.add_option("--audit-max-records", flags.audit_max_records,
-                                   "the audit log keeps the newest this many records")
-                        ->default_val(flags.audit_max_records);
-  auto* interval = app.add_option("--heartbeat-interval-ms", flags.heartbeat_interval_ms,
-                                  "heartbeat interval told to agents")->default_val(flags.heartbeat_interval_ms);
-  auto* timeout = app.add_option("--heartbeat-timeout-ms", flags.heartbeat_timeout_ms,
-                                 "a node silent this long is down")->default_val(flags.heartbeat_timeout_ms);
-  auto* stop_timeout = app.add_option("--stop-timeout-ms", flags.stop_timeout_ms,
-                                      "an unconfirmed StopTask counts as done after this")
-                           ->default_val(flags.stop_timeout_ms);
-  auto* log_timeout = app.add_option("--log-fetch-timeout-ms", flags.log_fetch_timeout_ms,
-                                     "GetLogs waits this long for the agent")->default_val(flags.log_fetch_timeout_ms);
+                                         "on a fresh state dir: create the cluster admin and write its client config "
+                                         "(address + API token, mode 0600) to this path");
+  auto* audit_max =
+      app.add_option("--audit-max-records", flags.audit_max_records, "the audit log keeps the newest this many records")
+          ->default_val(flags.audit_max_records);
+  auto* interval =
+      app.add_option("--heartbeat-interval-ms", flags.heartbeat_interval_ms, "heartbeat interval told to agents")
+          ->default_val(flags.heartbeat_interval_ms);
+  auto* timeout =
+      app.add_option("--heartbeat-timeout-ms", flags.heartbeat_timeout_ms, "a node silent this long is down")
+          ->default_val(flags.heartbeat_timeout_ms);
+  auto* stop_timeout =
+      app.add_option("--stop-timeout-ms", flags.stop_timeout_ms, "an unconfirmed StopTask counts as done after this")
+          ->default_val(flags.stop_timeout_ms);
+  auto* log_timeout =
+      app.add_option("--log-fetch-timeout-ms", flags.log_fetch_timeout_ms, "GetLogs waits this long for the agent")
+          ->default_val(flags.log_fetch_timeout_ms);
   auto* level = app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error, critical, off")
                     ->default_val(flags.log_level);
-  auto* http = app.add_option("--http-bind", flags.http_bind,
-                              "HOST:PORT for GET /metrics and GET /api/jobs (default: off)");
+  auto* http =
+      app.add_option("--http-bind", flags.http_bind, "HOST:PORT for GET /metrics and GET /api/jobs (default: off)");
   auto* bootstrap = app.add_option("--bootstrap-join-token-file", flags.bootstrap_join_token_file,
                                    "fresh cluster only: the join token in this file (created 0600 if missing) "
                                    "admits the first agents");
   auto* plaintext = app.add_flag("--insecure-plaintext", flags.insecure_plaintext,
                                  "serve without CurveZMQ encryption and authentication (tests, trusted networks)");
-  auto* max_message = app.add_option("--max-message-bytes", flags.max_message_bytes,
-                                     "largest frame accepted (ZMQ_MAXMSGSIZE)")->default_val(flags.max_message_bytes);
+  auto* max_message =
+      app.add_option("--max-message-bytes", flags.max_message_bytes, "largest frame accepted (ZMQ_MAXMSGSIZE)")
+          ->default_val(flags.max_message_bytes);
   CLI11_PARSE(app, argc, argv);
 
   CoordinatorConfig config;
@@ -136,12 +141,14 @@ int main(int argc, char** argv) {
   // ---- transport: the long-term CurveZMQ keypair in the state dir (protocol/curve.h), or loud plaintext
   std::optional<anneal::protocol::CurveKeyPair> curve;
   if (config.insecure_plaintext) {
-    spdlog::warn("INSECURE: --insecure-plaintext: agent and client traffic is neither encrypted nor authenticated; "
-                 "anyone who reaches {} can read it and impersonate the coordinator",
-                 config.bind);
+    spdlog::warn(
+        "INSECURE: --insecure-plaintext: agent and client traffic is neither encrypted nor authenticated; "
+        "anyone who reaches {} can read it and impersonate the coordinator",
+        config.bind);
   } else if (!anneal::protocol::CurveAvailable()) {
-    spdlog::critical("this libzmq has no CurveZMQ (zmq_has(\"curve\") is false): install a libzmq built with "
-                     "libsodium, or run with --insecure-plaintext");
+    spdlog::critical(
+        "this libzmq has no CurveZMQ (zmq_has(\"curve\") is false): install a libzmq built with "
+        "libsodium, or run with --insecure-plaintext");
     return 1;
   } else {
     auto keys = anneal::protocol::LoadOrCreateServerKeys(config.state_dir);
@@ -167,6 +174,13 @@ int main(int argc, char** argv) {
   options.stop_timeout_ms = config.stop_timeout_ms;
   options.log_fetch_timeout_ms = config.log_fetch_timeout_ms;
   ApplyIdentityConfig(config, &options);  // agent identity: join tokens, bounds
+  options.planner.preemption = config.preemption;
+  options.planner.min_runtime_ms = config.min_runtime_ms;
+  options.planner.share_horizon_s = config.share_horizon_s;
+  options.planner.backfill = config.backfill;
+  options.preemption_grace_ms = config.preemption_grace_ms;
+  options.usage_half_life_ms = config.usage_half_life_ms;
+  options.schedule_interval_ms = config.schedule_interval_ms;
   options.path_policy = std::make_shared<const anneal::jobspec::PathPolicy>(*config.path_policy);
   Coordinator core(options, store->get(), &clock);
   if (auto st = core.Recover(); !st.ok()) {
@@ -182,7 +196,9 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", st.ToString());
     return 1;
   }
-  if (auto st = BootstrapIfFresh(core, server.endpoint(), curve ? curve->public_key : "", config.bootstrap_admin_config); !st.ok()) {
+  if (auto st =
+          BootstrapIfFresh(core, server.endpoint(), curve ? curve->public_key : "", config.bootstrap_admin_config);
+      !st.ok()) {
     spdlog::critical("bootstrapping the cluster admin: {}", st.ToString());
     return 1;
   }
@@ -200,8 +216,8 @@ int main(int argc, char** argv) {
     }
     server.SetRoundHook([&] { http_server->Publish(core); });
   }
-  spdlog::info("anneal-coordinator {} ready (state {}, heartbeat timeout {} ms)", anneal::Version(),
-               config.state_dir, config.heartbeat_timeout_ms);
+  spdlog::info("anneal-coordinator {} ready (state {}, heartbeat timeout {} ms)", anneal::Version(), config.state_dir,
+               config.heartbeat_timeout_ms);
   // Tests and scripts wait for this line on stdout to know the endpoint (port 0 binds are resolved); the
   // server key comes first, so whoever waits for "listening" has it.
   if (curve) std::printf("server-key %s\n", curve->public_key.c_str());

@@ -9,9 +9,10 @@
 //      below its weighted share (lowest (decayed usage + slots held now x share_horizon_s) / weight, ties by
 //      team name); within a team, priority (higher first) then submit_seq (FIFO). A job is charged to its team
 //      in this ordering as soon as it is ordered, so one pass interleaves teams instead of draining one.
-//   3. Feasibility per job: node_selector (every key=value on the node), quota (the team's slots held on the
-//      matching pool, plus the job's, within `max`), the gang shape (PlaceGang's kNever is reported, never
-//      blocks anyone).
+//   3. Feasibility per job: node_selector (every key=value on the node), quota (the team's slots held on each
+//      matching pool, plus the job's, within `max`; a job's matching pools are "" and every pool whose label
+//      is one of its node_selector pairs), the gang shape (PlaceGang's kNever is reported, never blocks
+//      anyone).
 //   4. Placement in order, EASY backfill: the first job that fits quota but not the free capacity gets a
 //      reservation (the earliest time enough slots free, from running jobs' expected ends = started_at +
 //      time_limit; nodes and slots named). Later jobs start now only if they fit the free capacity and either
@@ -19,18 +20,24 @@
 //      job without a time limit backfills only into slots the reservation does not need. When no reservation
 //      time is known (some needed slots are held by jobs without a time limit), the reservation still holds
 //      the slots it would take first (the nodes whose holders end soonest, unknown ends last) and has no time.
-//   5. Preemption: a job whose team is within its guarantee (held + job <= guaranteed on the pool) and that
+//   5. Preemption: a job whose team is within its guarantee (held + job <= guaranteed on a matching pool) and that
 //      cannot be placed may reclaim slots from jobs of teams above their own guarantee (borrowers). Victims are
 //      whole gangs (never part of one), chosen in order: jobs of teams borrowing the most first, then lowest
 //      priority, then least work lost (now - last checkpoint or start), ties by job id; a job that started less
 //      than min_runtime_ms ago, one whose preemption budget is spent, or one already being preempted is never a
-//      victim. The fewest victims (in that order) whose slots let the job's gang be placed are chosen; if no
-//      such set exists, nobody is preempted. The beneficiary does not start in this pass (the victims still
-//      hold their slots); it keeps its place and is reported as waiting for them. Slots of jobs already being
-//      preempted count as freed for this decision (no second round of victims for the same need).
+//      victim. Victims are taken in that order until the job's gang fits (a team stops giving once it is no
+//      longer above its guarantee), then every victim the gang does not need is dropped, least preferred
+//      first (the fewest victims); if no such set exists, nobody is preempted. The beneficiary does not start
+//      in this pass (the victims still hold their slots); it keeps its place, holds the slots it will take
+//      (later jobs of the pass do not get them) and is reported as waiting for them. Slots of jobs already
+//      being preempted or stopped count as freed for this decision (no second round of victims for the same
+//      need).
 //   6. Explanations: every pending job not started gets a reason (over quota; behind K jobs of teams with lower
 //      usage; waiting for N nodes with M free slots; reserved for job X until T; no node has label k=v; waiting
-//      for the preemption of X) and an estimated start (0: unknown).
+//      for the preemption of X) and an estimated start (0: unknown): the reservation's time for the reserved
+//      job and for jobs that fit only the slots it holds; for other jobs waiting for capacity the earliest time
+//      enough slots of matching nodes free from expected ends (a lower bound: the jobs ahead are not counted);
+//      0 for jobs waiting for a preemption, over quota, or that can never fit.
 //
 // Pools and quotas: a quota entry names a label ("gpu=h100") or "" for the whole cluster; a slot on a node
 // counts toward every entry whose label the node has (and toward ""). A team without an entry for a pool has

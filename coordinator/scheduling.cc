@@ -1,4 +1,5 @@
-// The scheduling pass: walk the queue (priority, then FIFO), place gangs, send the launch orders.
+// The scheduling pass: build the planner's input from the loop's state, decide (coordinator/planner.h, pure),
+// apply the plan (preempt, launch, explain), and send the launch orders.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -7,38 +8,170 @@
 
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
+#include "protocol/states.h"
 
 namespace anneal::coordinator {
+namespace {
+
+// Jobs whose tasks hold slots: placed and not every task ended.
+bool HoldsSlots(pb::JobState state) {
+  return state == pb::JOB_STARTING || state == pb::JOB_RUNNING || state == pb::JOB_PREEMPTED ||
+         state == pb::JOB_RESTARTING || state == pb::JOB_CANCELLING;
+}
+
+// node id -> slots the job's not-ended tasks hold there.
+std::map<std::string, uint32_t> SlotsByNode(const pb::JobRecord& r) {
+  std::map<std::string, uint32_t> out;
+  for (const auto& node : r.placement().nodes()) {
+    auto state = r.task_states().find(node.node_id());
+    if (state == r.task_states().end() || protocol::TaskEnded(state->second)) continue;
+    out[node.node_id()] += static_cast<uint32_t>(node.ranks_size());
+  }
+  return out;
+}
+
+std::string Seconds(int64_t ms) {
+  return ms >= 120000 ? fmt::format("{} min", ms / 60000) : fmt::format("{} s", ms / 1000);
+}
+
+}  // namespace
+
+std::map<std::string, uint32_t> Coordinator::SlotsHeldByTeam() const {
+  std::map<std::string, uint32_t> held;
+  for (const auto& [id, job] : jobs_.all()) {
+    if (!HoldsSlots(job.record.state())) continue;
+    for (const auto& [node, slots] : SlotsByNode(job.record)) held[JobTeam(job.record)] += slots;
+  }
+  return held;
+}
+
+PlannerInput Coordinator::BuildPlannerInput(int64_t now) const {
+  PlannerInput in;
+  in.now_ms = now;
+  in.config = options_.planner;
+  for (auto& cap : nodes_.Capacities()) {
+    const Node* node = nodes_.Find(cap.node_id);
+    PlannerNode n{cap.node_id, {}, cap.total_slots, std::move(cap.free_slots), cap.has_free_port};
+    if (node != nullptr && node->record.state() == pb::NODE_UP) {
+      n.labels.insert(node->record.inventory().labels().begin(), node->record.inventory().labels().end());
+    }
+    in.nodes.push_back(std::move(n));
+  }
+  for (const auto& [id, job] : jobs_.all()) {
+    const pb::JobRecord& r = job.record;
+    if (!HoldsSlots(r.state())) continue;
+    RunningJob run;
+    run.job_id = id;
+    run.team = JobTeam(r);
+    run.priority = r.priority();
+    run.slots_by_node = SlotsByNode(r);
+    run.started_at_ms = r.attempt_started_at_ms() > 0 ? r.attempt_started_at_ms() : r.started_at_ms();
+    run.time_limit_ms = r.time_limit_ms();
+    if (const pb::CheckpointRecord* latest = checkpoints_.LatestCommitted(id)) {
+      run.last_checkpoint_ms = latest->committed_at_ms();
+    }
+    // Only a running gang can checkpoint on request; a starting one is protected until it runs.
+    run.preemptible = r.state() == pb::JOB_RUNNING && r.preemptions() < r.max_preemptions();
+    run.being_preempted = r.state() != pb::JOB_RUNNING && r.state() != pb::JOB_STARTING;
+    in.running.push_back(std::move(run));
+  }
+  for (const auto& id : jobs_.PendingInOrder()) {
+    const Job* job = jobs_.Find(id);
+    if (job == nullptr || job->record.state() != pb::JOB_PENDING) continue;
+    const pb::JobRecord& r = job->record;
+    PendingJob p;
+    p.job_id = id;
+    p.team = JobTeam(r);
+    p.priority = r.priority();
+    p.submit_seq = r.submit_seq();
+    p.gang = {r.resources().nodes(), r.resources().gpus_per_node(), r.resources().tensor_parallel()};
+    p.node_selector.insert(r.node_selector().begin(), r.node_selector().end());
+    p.time_limit_ms = r.time_limit_ms();
+    p.submitted_at_ms = r.submitted_at_ms();
+    in.pending.push_back(std::move(p));
+  }
+  for (const auto& team : identity_.Teams()) {
+    TeamPolicy policy;
+    policy.name = team.name();
+    policy.weight = team.weight() > 0 ? team.weight() : 1.0;
+    policy.decayed_usage = usage_.Of(team.name());
+    for (const auto& q : team.quotas()) policy.quotas.push_back({q.label(), q.guaranteed(), q.max()});
+    in.teams.push_back(std::move(policy));
+  }
+  return in;
+}
 
 void Coordinator::Schedule() {
+  const int64_t now = clock_->NowMs();
   schedule_dirty_ = false;
+  last_schedule_ms_ = now;
   jobs_.TakeQueueGrew();
-  if (jobs_.PendingCount() == 0) return;
-  std::vector<NodeCapacity> capacities = nodes_.Capacities();
-  // A copy of the order: placing a job removes it from the queue.
-  for (const auto& id : jobs_.PendingInOrder()) {
-    Job* job = jobs_.Find(id);
-    if (job == nullptr || job->record.state() != pb::JOB_PENDING) continue;
-    if (!TryPlace(*job, capacities)) break;  // strict order: the head waits, so nobody passes it
+  usage_.Accrue(SlotsHeldByTeam(), now);
+  PlannerInput input = BuildPlannerInput(now);
+  if (input.pending.empty() &&
+      std::none_of(input.running.begin(), input.running.end(), [](const RunningJob& r) { return r.time_limit_ms; })) {
+    return;
+  }
+  const SchedulePlan plan = PlanSchedule(input);
+  for (const Preemption& p : plan.preemptions) ApplyPreemption(p);
+  for (const PlannedStart& start : plan.starts) {
+    Job* job = jobs_.Find(start.job_id);
+    if (job != nullptr && job->record.state() == pb::JOB_PENDING) Launch(*job, start.nodes);
+  }
+  for (const auto& [id, why] : plan.pending) {
+    if (Job* job = jobs_.Find(id); job != nullptr && job->record.state() == pb::JOB_PENDING) Explain(*job, why);
   }
 }
 
-bool Coordinator::TryPlace(Job& job, std::vector<NodeCapacity>& capacities) {
-  pb::JobRecord& r = job.record;
-  GangRequest request{r.resources().nodes(), r.resources().gpus_per_node(), r.resources().tensor_parallel()};
-  PlacementResult result = PlaceGang(request, capacities);
-  if (result.outcome != PlacementOutcome::kPlaced) {
-    if (result.reason != job.wait_reason) {
-      job.wait_reason = result.reason;
-      jobs_.AddEvent(job, "placement", "not placed yet: " + result.reason);
+void Coordinator::ApplyPreemption(const Preemption& p) {
+  Job* victim = jobs_.Find(p.victim_job_id);
+  if (victim == nullptr || victim->record.state() != pb::JOB_RUNNING) return;
+  pb::JobRecord& r = victim->record;
+  const bool time_limit = p.kind == PreemptionKind::kTimeLimit;
+  r.set_preempt_for_time_limit(time_limit);
+  r.set_preempt_reason(time_limit ? fmt::format("time limit {} reached", Seconds(r.time_limit_ms())) : p.reason);
+  const std::string lost = fmt::format("up to {} of work since the last checkpoint if it cannot checkpoint in time",
+                                       Seconds(p.work_lost_ms));
+  if (time_limit) {
+    jobs_.AddEvent(*victim, "preemption", fmt::format("{}: checkpoint and stop ({})", r.preempt_reason(), lost));
+  } else {
+    Job* beneficiary = jobs_.Find(p.beneficiary_job_id);
+    const std::string their_team = beneficiary == nullptr ? "?" : JobTeam(beneficiary->record);
+    jobs_.AddEvent(*victim, "preemption",
+                   fmt::format("victim of job {} (team {}): {}; {}", p.beneficiary_job_id, their_team, p.reason, lost));
+    if (beneficiary != nullptr) {
+      jobs_.AddEvent(*beneficiary, "preemption",
+                     fmt::format("preempting job {} (team {}): {}", p.victim_job_id, JobTeam(r), p.reason));
     }
-    return result.outcome == PlacementOutcome::kNever;  // a job no current node set can hold blocks nobody
   }
+  spdlog::info("preempting job {}: {}", p.victim_job_id, r.preempt_reason());
+  Reconcile(*victim, JobReport::kPreemptRequested);
+}
+
+void Coordinator::Explain(Job& job, const PendingExplanation& why) {
+  pb::JobRecord& r = job.record;
+  r.set_queue_position(why.position);
+  const bool estimate_moved = std::abs(r.estimated_start_ms() - why.estimated_start_ms) > 60000 ||
+                              (r.estimated_start_ms() == 0) != (why.estimated_start_ms == 0);
+  r.set_estimated_start_ms(why.estimated_start_ms);
+  if (why.reason == r.wait_reason() && !estimate_moved) return;  // shown from memory; stored when it matters
+  if (why.reason != r.wait_reason()) jobs_.AddEvent(job, "placement", "not placed yet: " + why.reason);
+  r.set_wait_reason(why.reason);
+  job.wait_reason = why.reason;
+  jobs_.MarkChanged(job);
+}
+
+void Coordinator::Launch(Job& job, const std::vector<ChosenNode>& chosen_nodes) {
+  pb::JobRecord& r = job.record;
   job.wait_reason.clear();
+  r.clear_wait_reason();
+  r.clear_estimated_start_ms();
+  r.clear_queue_position();
+  r.clear_preempt_reason();
+  r.clear_preempt_for_time_limit();
 
   // Rendezvous on node rank 0: its inventory address and the lowest port of its range no running job holds.
-  const Node& master = *nodes_.Find(result.nodes[0].node_id);
-  const PortRange master_ports = nodes_.PortsOf(master);
+  const Node& master = *nodes_.Find(chosen_nodes[0].node_id);
   const uint32_t port = nodes_.FreePort(master);
 
   r.set_attempt(r.attempt() + 1);
@@ -51,9 +184,10 @@ bool Coordinator::TryPlace(Job& job, std::vector<NodeCapacity>& capacities) {
   r.clear_task_states();
   job.task_last_seen_ms.clear();
   const int64_t now = clock_->NowMs();
+  r.set_attempt_started_at_ms(now);
   std::vector<std::string> names;
   uint32_t global_rank = 0;
-  for (const auto& chosen : result.nodes) {
+  for (const auto& chosen : chosen_nodes) {
     auto* node_placement = placement->add_nodes();
     node_placement->set_node_id(chosen.node_id);
     for (uint32_t local = 0; local < chosen.slots.size(); ++local) {
@@ -65,28 +199,13 @@ bool Coordinator::TryPlace(Job& job, std::vector<NodeCapacity>& capacities) {
     (*r.mutable_task_states())[chosen.node_id] = pb::TASK_LAUNCHING;
     job.task_last_seen_ms[chosen.node_id] = now;
     names.push_back(chosen.node_id);
-    // Keep this pass's view current for the jobs behind this one.
-    auto cap = std::find_if(capacities.begin(), capacities.end(),
-                            [&](const NodeCapacity& c) { return c.node_id == chosen.node_id; });
-    if (cap != capacities.end()) {
-      std::vector<uint32_t> left;
-      std::set_difference(cap->free_slots.begin(), cap->free_slots.end(), chosen.slots.begin(), chosen.slots.end(),
-                          std::back_inserter(left));
-      cap->free_slots = std::move(left);
-    }
   }
   jobs_.Transition(job, pb::JOB_STARTING,
                    fmt::format("placed on {} (attempt {}, epoch {}, rendezvous {}:{}){}", fmt::join(names, ", "),
                                r.attempt(), r.epoch(), placement->master_addr(), port,
                                r.resume_checkpoint().empty() ? "" : ", resuming from " + r.resume_checkpoint()));
   nodes_.ReserveTasks(r);
-  auto master_cap = std::find_if(capacities.begin(), capacities.end(),
-                                 [&](const NodeCapacity& c) { return c.node_id == result.nodes[0].node_id; });
-  if (master_cap != capacities.end()) {
-    master_cap->has_free_port = master.used_ports.size() < master_ports.end - master_ports.begin;
-  }
-  for (const auto& chosen : result.nodes) SendLaunch(job, chosen.node_id);
-  return true;
+  for (const auto& chosen : chosen_nodes) SendLaunch(job, chosen.node_id);
 }
 
 void Coordinator::SendLaunch(const Job& job, const std::string& node_id) {

@@ -20,6 +20,13 @@ TEST(JobStateMachine, TransitionTableMatchesTheDiagram) {
   EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLED, pb::JOB_CANCELLING));
   EXPECT_FALSE(IsAllowedTransition(pb::JOB_FAILED, pb::JOB_PENDING));
   EXPECT_FALSE(IsAllowedTransition(pb::JOB_CANCELLING, pb::JOB_RUNNING));
+  EXPECT_TRUE(IsAllowedTransition(pb::JOB_RUNNING, pb::JOB_PREEMPTED));
+  EXPECT_TRUE(IsAllowedTransition(pb::JOB_PREEMPTED, pb::JOB_PENDING));
+  EXPECT_TRUE(IsAllowedTransition(pb::JOB_PREEMPTED, pb::JOB_FAILED));
+  EXPECT_TRUE(IsAllowedTransition(pb::JOB_PREEMPTED, pb::JOB_CANCELLING));
+  EXPECT_FALSE(IsAllowedTransition(pb::JOB_STARTING, pb::JOB_PREEMPTED));
+  EXPECT_FALSE(IsAllowedTransition(pb::JOB_PREEMPTED, pb::JOB_RUNNING));
+  EXPECT_FALSE(protocol::IsTerminal(pb::JOB_PREEMPTED));
   EXPECT_TRUE(protocol::IsTerminal(pb::JOB_CANCELLED));
   EXPECT_FALSE(protocol::IsTerminal(pb::JOB_RESTARTING));
 }
@@ -48,7 +55,7 @@ TEST(NextTransition, FollowsTheDecisionTable) {
   using R = JobReport;
   using A = JobAction;
   const auto run = pb::TASK_RUNNING, launching = pb::TASK_LAUNCHING, ok = pb::TASK_SUCCEEDED, failed = pb::TASK_FAILED,
-             stopped = pb::TASK_STOPPED, lost = pb::TASK_LOST;
+             stopped = pb::TASK_STOPPED, lost = pb::TASK_LOST, preempted = pb::TASK_PREEMPTED;
   const Row rows[] = {
       {"starting, one still launching", View(pb::JOB_STARTING, {run, launching}), R::kTasksChanged, kStay, A::kNone},
       {"starting, all up", View(pb::JOB_STARTING, {run, run}), R::kTasksChanged, pb::JOB_RUNNING, A::kNone},
@@ -82,6 +89,20 @@ TEST(NextTransition, FollowsTheDecisionTable) {
       {"succeeded, tasks changed", View(pb::JOB_SUCCEEDED, {ok, ok}), R::kTasksChanged, kStay, A::kNone},
       {"failed, cancel", View(pb::JOB_FAILED, {failed, stopped}), R::kCancelRequested, kStay, A::kNone},
       {"cancelled, cancel", View(pb::JOB_CANCELLED, {stopped}), R::kCancelRequested, kStay, A::kNone},
+      {"running, preempt", View(pb::JOB_RUNNING, {run, run}), R::kPreemptRequested, pb::JOB_PREEMPTED, A::kPreemptGang},
+      {"starting, preempt (cannot checkpoint yet)", View(pb::JOB_STARTING, {run, launching}), R::kPreemptRequested,
+       kStay, A::kNone},
+      {"pending, preempt", View(pb::JOB_PENDING, {}), R::kPreemptRequested, kStay, A::kNone},
+      {"preempted, preempt again", View(pb::JOB_PREEMPTED, {run, run}), R::kPreemptRequested, kStay, A::kNone},
+      {"preempted, one still running", View(pb::JOB_PREEMPTED, {preempted, run}), R::kTasksChanged, kStay, A::kNone},
+      {"preempted, all ended", View(pb::JOB_PREEMPTED, {preempted, preempted}), R::kTasksChanged, pb::JOB_PENDING,
+       A::kRequeue},
+      {"preempted, one killed one lost", View(pb::JOB_PREEMPTED, {preempted, lost}), R::kTasksChanged, pb::JOB_PENDING,
+       A::kRequeue},
+      {"preempted, cancel", View(pb::JOB_PREEMPTED, {preempted, run}), R::kCancelRequested, pb::JOB_CANCELLING,
+       A::kStopGang},
+      {"running, a task exited preempted on its own", View(pb::JOB_RUNNING, {preempted, run}), R::kTasksChanged,
+       pb::JOB_RESTARTING, A::kStopGang},
   };
   for (const Row& row : rows) {
     const Decision d = NextTransition(row.job, row.report);
@@ -130,6 +151,42 @@ TEST(NextTransition, ARetryResumesFromTheLatestCheckpointElseTheRecordsOwn) {
   EXPECT_EQ(d.message,
             "retrying (attempt 1 of 3 failed: task on node n1 failed); resuming from "
             "/out/run/checkpoint-10");
+}
+
+// A preempted job ends PENDING (reclaim) or FAILED (time limit) once its gang stopped; preemptions never use
+// up attempts.
+TEST(NextTransition, APreemptedJobRequeuesWithoutUsingAnAttemptOrFailsAtItsTimeLimit) {
+  pb::JobRecord record;
+  record.set_state(pb::JOB_PREEMPTED);
+  record.set_attempt(3);  // three placements, two of them ended by preemptions: one attempt used
+  record.set_preemptions(2);
+  record.set_max_attempts(1);
+  record.set_preempt_reason("team b reclaims 4 slots for job-b");
+  (*record.mutable_task_states())["n1"] = pb::TASK_PREEMPTED;
+  JobView view = ViewOf(record, "/out/run/checkpoint-7");
+  EXPECT_EQ(view.attempt, 1u);
+  Decision d = NextTransition(view, JobReport::kTasksChanged);
+  EXPECT_EQ(d.next, pb::JOB_PENDING);
+  EXPECT_EQ(d.action, JobAction::kRequeue);
+  EXPECT_EQ(d.message,
+            "requeued after preemption 3 (team b reclaims 4 slots for job-b); resuming from /out/run/checkpoint-7");
+
+  record.set_preempt_for_time_limit(true);
+  record.set_preempt_reason("time limit 60 min reached");
+  d = NextTransition(ViewOf(record, "/out/run/checkpoint-7"), JobReport::kTasksChanged);
+  EXPECT_EQ(d.next, pb::JOB_FAILED);
+  EXPECT_EQ(*d.result, "time limit 60 min reached; the gang stopped, its last checkpoint is /out/run/checkpoint-7");
+  d = NextTransition(ViewOf(record, ""), JobReport::kTasksChanged);
+  EXPECT_EQ(*d.result, "time limit 60 min reached; the gang stopped before any checkpoint");
+
+  // A failure after requeues still counts: attempt 4 with 2 preemptions is the 2nd attempt used.
+  record.set_state(pb::JOB_RESTARTING);
+  record.set_attempt(4);
+  record.set_max_attempts(2);
+  (*record.mutable_task_states())["n1"] = pb::TASK_FAILED;
+  EXPECT_EQ(NextTransition(ViewOf(record, ""), JobReport::kTasksChanged).next, pb::JOB_FAILED);
+  record.set_max_attempts(3);
+  EXPECT_EQ(NextTransition(ViewOf(record, ""), JobReport::kTasksChanged).next, pb::JOB_PENDING);
 }
 
 }  // namespace

@@ -81,8 +81,16 @@ TEST(SchedulerQueue, HigherPriorityFirstThenFifo) {
   EXPECT_EQ(h.State(low2), pb::JOB_PENDING);
 }
 
+// With backfill off (the coordinator setting `backfill: false`), the queue is strict: the head that waits for
+// capacity blocks everyone behind it.
+CoordinatorOptions StrictOrder() {
+  CoordinatorOptions o;
+  o.planner.backfill = false;
+  return o;
+}
+
 TEST(SchedulerQueue, ABlockedHeadIsNotPassedButAnImpossibleJobIs) {
-  Harness h;
+  Harness h(StrictOrder());
   h.Register("n1", 2);
   h.Register("n2", 4);
   const std::string small = h.Submit(BaseSpec("gpus_per_node: 2\n"));  // best fit: n1
@@ -113,6 +121,23 @@ TEST(SchedulerQueue, ABlockedHeadIsNotPassedButAnImpossibleJobIs) {
   h.ReportAll(big, pb::TASK_RUNNING);
   h.ReportAll(big, pb::TASK_SUCCEEDED);
   EXPECT_EQ(h.State(waits), pb::JOB_STARTING);
+}
+
+// With backfill (the default), a job behind the blocked head starts at once on slots the head's reservation
+// does not need, even without a time limit.
+TEST(SchedulerQueue, AJobBehindABlockedHeadBackfillsIntoSlotsItsReservationDoesNotNeed) {
+  Harness h;
+  h.Register("n1", 2);
+  h.Register("n2", 4);
+  const std::string big = h.Submit(BaseSpec("gpus_per_node: 4\n"));  // n2
+  ASSERT_EQ(h.State(big), pb::JOB_STARTING);
+  const std::string waits = h.Submit(BaseSpec("gpus_per_node: 4\n"));  // reserved on n2
+  const std::string behind = h.Submit(BaseSpec("gpus_per_node: 1\n"));
+  EXPECT_EQ(h.State(waits), pb::JOB_PENDING);
+  EXPECT_EQ(h.State(behind), pb::JOB_STARTING);
+  EXPECT_EQ(h.Job(behind).placement().nodes(0).node_id(), "n1");
+  EXPECT_EQ(h.Job(waits).queue_position(), 1u);
+  EXPECT_FALSE(h.Job(waits).wait_reason().empty());
 }
 
 TEST(SchedulerQueue, SubmitRejectsWhatTheClusterCanNeverRun) {

@@ -1,0 +1,303 @@
+// PlanSchedule: fair-share order, the placement walk with EASY backfill, and the explanations
+// (coordinator/planner.h). Time limits and reclaims are in planner_preempt.cc, the reservation in
+// planner_reserve.cc, the per-pass state in planner_state.cc.
+#include "coordinator/planner.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <climits>
+#include <queue>
+#include <unordered_map>
+
+#include "coordinator/planner_internal.h"
+
+namespace anneal::coordinator {
+
+using planner_detail::FreeIndex;
+using planner_detail::PlannerPass;
+using planner_detail::TeamState;
+using planner_detail::View;
+
+namespace planner_detail {
+
+std::optional<std::vector<uint32_t>> PlaceOn(const PlannerPass& pass, const FreeIndex& index, size_t view,
+                                             const GangRequest& gang) {
+  const size_t index_view = pass.views[view].index_view;
+  if (index.CountAtLeast(index_view, gang.ranks_per_node) < gang.nodes) return std::nullopt;
+  // PlaceGang's rule: rank 0 is the best-fitting node with a free port, the others follow in best-fit order.
+  std::optional<uint32_t> master;
+  std::vector<uint32_t> others;
+  others.reserve(gang.nodes);
+  index.WalkBestFit(index_view, gang.ranks_per_node, [&](uint32_t node) {
+    if (!master && pass.nodes[node]->has_free_port) {
+      master = node;
+    } else if (others.size() + 1 < gang.nodes) {
+      others.push_back(node);
+    }
+    return !(master && others.size() + 1 >= gang.nodes);
+  });
+  if (!master || others.size() + 1 < gang.nodes) return std::nullopt;
+  std::vector<uint32_t> chosen = {*master};
+  chosen.insert(chosen.end(), others.begin(), others.end());
+  return chosen;
+}
+
+}  // namespace planner_detail
+
+namespace {
+
+uint32_t GangSlots(const GangRequest& gang) {
+  return gang.nodes * gang.ranks_per_node;
+}
+
+// Stage 2: teams interleaved by fair share; within a team, priority then FIFO.
+std::vector<uint32_t> FairShareOrder(PlannerPass& pass) {
+  const auto& facts = pass.jobs;
+  std::vector<std::vector<uint32_t>> by_team(pass.teams.size());
+  for (uint32_t i = 0; i < facts.size(); ++i) by_team[facts[i].team].push_back(i);
+
+  struct Turn {
+    double key;
+    uint32_t team;
+    size_t next;
+  };
+  auto later = [&](const Turn& a, const Turn& b) {
+    if (a.key != b.key) return a.key > b.key;
+    return pass.teams[a.team].name > pass.teams[b.team].name;
+  };
+  std::priority_queue<Turn, std::vector<Turn>, decltype(later)> turns(later);
+  const double horizon = pass.in.config.share_horizon_s;
+  for (uint32_t t = 0; t < by_team.size(); ++t) {
+    auto& jobs = by_team[t];
+    if (jobs.empty()) continue;
+    std::sort(jobs.begin(), jobs.end(), [&](uint32_t a, uint32_t b) {
+      const auto& x = facts[a];
+      const auto& y = facts[b];
+      if (x.priority != y.priority) return x.priority > y.priority;
+      if (x.submit_seq != y.submit_seq) return x.submit_seq < y.submit_seq;
+      return pass.in.pending[a].job_id < pass.in.pending[b].job_id;
+    });
+    const auto& team = pass.teams[t];
+    turns.push({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, 0});
+  }
+  std::vector<uint32_t> order;
+  order.reserve(facts.size());
+  while (!turns.empty()) {
+    Turn turn = turns.top();
+    turns.pop();
+    const uint32_t job = by_team[turn.team][turn.next];
+    order.push_back(job);
+    turn.key += static_cast<double>(GangSlots(facts[job].gang)) * horizon / pass.teams[turn.team].weight;
+    if (++turn.next < by_team[turn.team].size()) turns.push(turn);
+  }
+  return order;
+}
+
+// Why a job can never be placed on these nodes (PlaceGang's kNever), or empty.
+std::string NeverReason(const GangRequest& g, const View& view, uint32_t max_slots) {
+  if (g.nodes == 0 || g.ranks_per_node == 0 || g.tensor_parallel == 0) {
+    return "the job asks for zero nodes, ranks or tensor-parallel size";
+  }
+  if (g.ranks_per_node % g.tensor_parallel != 0) {
+    return fmt::format(
+        "tensor_parallel {} does not divide the {} ranks per node, so a tensor-parallel group would "
+        "span nodes",
+        g.tensor_parallel, g.ranks_per_node);
+  }
+  const uint32_t idle = view.idle_at_least[std::min(g.ranks_per_node, max_slots + 1)];
+  if (idle < g.nodes) {
+    return fmt::format("needs {} node(s) with {} slot(s) each; only {} schedulable node(s){} have that many slots",
+                       g.nodes, g.ranks_per_node, idle, view.members.empty() ? "" : " matching its node_selector");
+  }
+  return "";
+}
+
+std::string OverQuotaReason(const PlannerPass& pass, const GangRequest& gang, uint32_t team, const View& view) {
+  const auto& t = pass.teams[team];
+  const uint32_t need = GangSlots(gang);
+  for (size_t p : view.pools) {
+    const QuotaEntry* q = t.Quota(p);
+    if (q == nullptr || q->max == 0 || t.held[p] + need <= q->max) continue;
+    return fmt::format("over quota: team {} holds {} of its max {} slots on {} and the job needs {}", t.name, t.held[p],
+                       q->max, pass.pools[p].empty() ? "the cluster" : "pool " + pass.pools[p], need);
+  }
+  return "";
+}
+
+// The matching pool on which the job's team is within its guarantee, if any (stage 5).
+std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const GangRequest& gang, uint32_t team,
+                                     const View& view) {
+  const auto& t = pass.teams[team];
+  for (size_t p : view.pools) {
+    const QuotaEntry* q = t.Quota(p);
+    if (q != nullptr && q->guaranteed > 0 && t.held[p] + GangSlots(gang) <= q->guaranteed) return p;
+  }
+  return std::nullopt;
+}
+
+// "waiting for N node(s) with M free slot(s); K have them now", cached per shape while the free slots do not
+// change (most passes explain thousands of jobs of a few shapes on a full cluster).
+class WaitingTexts {
+ public:
+  std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t behind) {
+    const uint64_t key = (uint64_t{view.index_view} << 40) ^ (uint64_t{gang.nodes} << 20) ^ gang.ranks_per_node;
+    auto& [version, text] = cache_[key];
+    if (text.empty() || version != pass.real.Version()) {
+      version = pass.real.Version();
+      text = fmt::format("waiting for {} node(s) with {} free slot(s); {} have them now", gang.nodes,
+                         gang.ranks_per_node, pass.real.CountAtLeast(view.index_view, gang.ranks_per_node));
+    }
+    if (behind == 0) return text;
+    return "behind " + std::to_string(behind) + " job(s) of teams with lower usage; " + text;
+  }
+
+ private:
+  std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> cache_;
+};
+
+struct Walk {
+  explicit Walk(PlannerPass& p) : pass(p) {}
+  PlannerPass& pass;
+  std::vector<std::string> reason;
+  std::vector<int64_t> estimate;
+  std::vector<char> started;
+  uint32_t blocked = 0;  // jobs ahead that wait for capacity
+  std::vector<uint32_t> blocked_of_team;
+  std::string strict_blocker;
+  std::string reserved_for;  // the reason of jobs that fit only the slots the reservation holds
+  WaitingTexts waiting;
+  std::vector<uint32_t> waiting_jobs;  // jobs that wait for capacity: estimated after the walk
+
+  void Start(uint32_t i, const std::vector<uint32_t>& nodes, bool outlives, uint32_t team) {
+    const auto& job = pass.jobs[i];
+    PlannedStart start;
+    start.job_id = pass.in.pending[i].job_id;
+    PlannerPass::Started held;
+    held.end_ms = job.time_limit_ms > 0 ? pass.in.now_ms + job.time_limit_ms : 0;
+    TeamState& t = pass.teams[team];
+    const std::vector<int64_t> held_before = t.held;
+    for (uint32_t node : nodes) {
+      start.nodes.push_back({pass.nodes[node]->node_id, pass.TakeFree(node, job.gang.ranks_per_node, outlives)});
+      pass.Charge(team, node, job.gang.ranks_per_node, +1);
+      held.slots.emplace_back(node, job.gang.ranks_per_node);
+    }
+    for (size_t p = 0; p < t.held.size(); ++p) {
+      const int64_t guaranteed = t.Quota(p) == nullptr ? 0 : t.Quota(p)->guaranteed;
+      // The team now borrows on that pool: its running jobs may become victims, so failed reclaims may not be.
+      if (held_before[p] <= guaranteed && t.held[p] > guaranteed) pass.reclaim_failed.clear();
+    }
+    pass.teams[team].held_total += GangSlots(job.gang);
+    pass.plan.starts.push_back(std::move(start));
+    pass.started.push_back(std::move(held));
+    started[i] = 1;
+  }
+
+  void Block(uint32_t i, uint32_t team, std::string why, int64_t when) {
+    reason[i] = std::move(why);
+    estimate[i] = when;
+    ++blocked;
+    ++blocked_of_team[team];
+  }
+
+  void Visit(uint32_t i) {
+    const auto& job = pass.jobs[i];
+    const PlannerInput& in = pass.in;
+    const uint32_t team = job.team;
+    const size_t v = job.view;
+    const View& view = pass.views[v];
+    if (!view.missing_label.empty()) {
+      reason[i] = "no node has label " + view.missing_label;
+      return;
+    }
+    if (std::string never = NeverReason(job.gang, view, pass.max_slots); !never.empty()) {
+      reason[i] = std::move(never);
+      return;
+    }
+    if (std::string over = OverQuotaReason(pass, job.gang, team, view); !over.empty()) {
+      reason[i] = std::move(over);
+      return;
+    }
+    if (!strict_blocker.empty()) {
+      Block(i, team, fmt::format("behind job {} (backfill is off: strict order)", strict_blocker), 0);
+      return;
+    }
+    const auto& res = pass.reservation;
+    const bool ends_before =
+        res && res->at_ms > 0 && job.time_limit_ms > 0 && in.now_ms + job.time_limit_ms <= res->at_ms;
+    const bool outlives = res.has_value() && !ends_before;
+    const FreeIndex& index = outlives ? *pass.guarded : pass.real;
+    if (auto nodes = planner_detail::PlaceOn(pass, index, v, job.gang)) {
+      Start(i, *nodes, outlives, team);
+      return;
+    }
+    if (in.config.preemption) {
+      if (auto pool = GuaranteedPool(pass, job.gang, team, view)) {
+        if (auto why = planner_detail::TryReclaim(pass, i, *pool, outlives)) {
+          reason[i] = std::move(*why);
+          return;
+        }
+      }
+    }
+    const uint32_t behind = blocked - blocked_of_team[team];
+    if (!res) {
+      planner_detail::Reserve(pass, i);
+      if (!in.config.backfill) strict_blocker = in.pending[i].job_id;
+      Block(i, team,
+            waiting.Get(pass, job.gang, view, behind) + "; its slots are reserved from " +
+                planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms),
+            pass.reservation->at_ms);
+      return;
+    }
+    if (outlives && pass.real.CountAtLeast(view.index_view, job.gang.ranks_per_node) >= job.gang.nodes) {
+      if (reserved_for.empty()) {
+        reserved_for = fmt::format("reserved for job {} until {}", in.pending[res->pending].job_id,
+                                   planner_detail::FormatWhen(res->at_ms, in.now_ms));
+      }
+      Block(i, team, reserved_for, res->at_ms);
+      return;
+    }
+    Block(i, team, waiting.Get(pass, job.gang, view, behind), 0);
+    waiting_jobs.push_back(i);
+  }
+};
+
+}  // namespace
+
+SchedulePlan PlanSchedule(const PlannerInput& input) {
+  PlannerPass pass(input);
+  planner_detail::StopJobsPastTimeLimit(pass);
+  pass.IndexPending();
+  const std::vector<uint32_t> order = FairShareOrder(pass);
+  const size_t count = input.pending.size();
+  Walk walk{pass};
+  walk.reason.resize(count);
+  walk.estimate.assign(count, 0);
+  walk.started.assign(count, 0);
+  walk.blocked_of_team.assign(pass.teams.size(), 0);
+  for (uint32_t i : order) walk.Visit(i);
+  planner_detail::EstimateStarts(pass, walk.waiting_jobs, walk.estimate);
+
+  SchedulePlan& plan = pass.plan;
+  if (pass.reservation) {
+    Reservation r;
+    r.job_id = input.pending[pass.reservation->pending].job_id;
+    r.at_ms = pass.reservation->at_ms;
+    const uint32_t per_node = input.pending[pass.reservation->pending].gang.ranks_per_node;
+    for (uint32_t node : pass.reservation->nodes) r.slots_by_node[pass.nodes[node]->node_id] = per_node;
+    plan.reservation = std::move(r);
+  }
+  // Written in input order: the pending jobs are read sequentially, not in the walk's order.
+  std::vector<uint32_t> position(count);
+  for (uint32_t p = 0; p < order.size(); ++p) position[order[p]] = p;
+  plan.order.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    plan.order[position[i]] = input.pending[i].job_id;
+    if (walk.started[i]) continue;
+    plan.pending.emplace(input.pending[i].job_id,
+                         PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
+  }
+  return std::move(plan);
+}
+
+}  // namespace anneal::coordinator

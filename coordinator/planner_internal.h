@@ -1,0 +1,185 @@
+// Internals of PlanSchedule (coordinator/planner.h), shared by planner*.cc. Not a public contract.
+//
+// One pass builds a PlannerPass from the input, then runs the stages in order: time limits
+// (planner_preempt.cc), fair-share order (planner.cc), the placement walk with EASY backfill (planner.cc,
+// planner_reserve.cc), reclaim preemption (planner_preempt.cc) and explanations (planner.cc).
+//
+// Speed (goal: 10 ms at 5,000 nodes x 8 slots and 10,000 pending jobs): nodes are bucketed by free-slot count
+// (FreeIndex), so "how many nodes of this selector have >= r free slots" costs O(max slots) and best fit walks
+// only the nodes that fit; nothing scans every node per job.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "coordinator/planner.h"
+
+namespace anneal::coordinator::planner_detail {
+
+// Free-slot count per node (nodes numbered in node-id order), bucketed by count, with a histogram per view (a
+// node subset: the nodes matching one node_selector; view 0 is every node).
+class FreeIndex {
+ public:
+  FreeIndex(std::vector<uint32_t> free, uint32_t max_slots);
+
+  uint32_t Free(uint32_t node) const { return free_[node]; }
+  uint64_t Version() const { return version_; }  // changes whenever a count does
+  void Set(uint32_t node, uint32_t count);
+  // Registers `members` (one flag per node) as the next view; returns its number.
+  size_t AddView(const std::vector<char>* members);
+  size_t CountAtLeast(size_t view, uint32_t slots) const;
+  // Nodes of `view` with >= `slots` free, fewest free first then node id (best fit), until fn returns false.
+  template <typename Fn>
+  void WalkBestFit(size_t view, uint32_t slots, Fn&& fn) const;
+
+ private:
+  std::vector<uint32_t> free_;
+  uint64_t version_ = 0;
+  std::vector<std::vector<uint64_t>> buckets_;    // buckets_[k]: bitset of the nodes with exactly k free
+  std::vector<const std::vector<char>*> views_;   // nullptr: every node
+  std::vector<std::vector<uint32_t>> histogram_;  // histogram_[view][k]: nodes of the view with k free
+};
+
+template <typename Fn>
+void FreeIndex::WalkBestFit(size_t view, uint32_t slots, Fn&& fn) const {
+  const std::vector<char>* members = views_[view];
+  for (size_t k = slots; k < buckets_.size(); ++k) {
+    if (histogram_[view][k] == 0) continue;
+    const auto& words = buckets_[k];
+    for (size_t w = 0; w < words.size(); ++w) {
+      uint64_t bits = words[w];
+      while (bits != 0) {
+        const uint32_t node = static_cast<uint32_t>(w * 64 + static_cast<size_t>(__builtin_ctzll(bits)));
+        bits &= bits - 1;
+        if (members != nullptr && !(*members)[node]) continue;
+        if (!fn(node)) return;
+      }
+    }
+  }
+}
+
+struct TeamState {
+  std::string name;
+  double weight = 1.0;
+  double usage = 0;
+  std::vector<const QuotaEntry*> quota;  // per pool; nullptr: no entry (guaranteed 0, no max)
+  std::vector<int64_t> held;             // per pool (PlannerPass::pools); pool of "" counts every held slot
+  uint64_t held_total = 0;
+  const QuotaEntry* Quota(size_t pool) const { return quota[pool]; }
+};
+
+// A node subset for one node_selector, with what follows from it.
+struct View {
+  std::vector<char> members;            // empty for view 0 (every node)
+  size_t index_view = 0;                // the number FreeIndex knows it by (the same in every index)
+  std::vector<size_t> pools;            // the job's matching pools ("" and the selector's labels that are pools)
+  std::vector<uint32_t> idle_at_least;  // idle_at_least[r]: member nodes with total_slots >= r
+  std::string missing_label;            // non-empty: no node has it ("k=v", or all pairs joined)
+};
+
+struct RunningState {
+  const RunningJob* job = nullptr;
+  uint32_t team = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> slots;  // (node, slots) on schedulable nodes
+  uint32_t total_slots = 0;
+  int64_t end_ms = 0;    // expected end; 0: unknown
+  bool freeing = false;  // being preempted or stopped (for its time limit, or chosen as a victim now)
+};
+
+struct ReservationState {
+  uint32_t pending = 0;  // index into input.pending
+  int64_t at_ms = 0;
+  std::vector<uint32_t> nodes;
+};
+
+struct PlannerPass {
+  explicit PlannerPass(const PlannerInput& input);
+
+  const PlannerInput& in;
+  std::vector<const PlannerNode*> nodes;  // by node id
+  std::unordered_map<std::string_view, uint32_t> node_index;
+  std::vector<const std::vector<uint32_t>*> slots;  // free slot indices per node, ascending; taken from slot_taken on
+  std::vector<uint32_t> slot_taken;
+  uint32_t max_slots = 0;
+  FreeIndex real;                    // free slots now
+  std::optional<FreeIndex> guarded;  // free slots a job that may outlive the reservation can use
+  std::vector<uint32_t> spare;       // per node: what the reservation leaves (UINT32_MAX: not reserved)
+
+  std::vector<View> views;
+  std::map<std::map<std::string, std::string>, size_t> view_of_selector;
+  std::deque<std::vector<char>> view_members_storage;  // stable addresses for the indexes' views
+  std::vector<std::string> pools;
+  std::vector<std::vector<char>> pool_members;
+
+  std::vector<TeamState> teams;
+  std::unordered_map<std::string, uint32_t> team_index;
+  std::vector<RunningState> running;
+  std::vector<uint32_t> freed;                     // per node: slots of freeing jobs not yet claimed
+  std::vector<std::vector<std::string>> freed_by;  // per node: ids of the freeing jobs there
+  std::vector<uint32_t> freed_nodes;               // nodes with freed > 0 at some point
+
+  struct Started {
+    std::vector<std::pair<uint32_t, uint32_t>> slots;  // (node, slots)
+    int64_t end_ms = 0;                                // 0: unknown
+  };
+  std::vector<Started> started;          // jobs started in this pass, for the reservation's forecast
+  std::vector<uint32_t> running_by_end;  // running jobs by expected end, sorted once (planner_reserve.cc)
+
+  // Reclaims that found no victims, by (pool, view, nodes, ranks per node, outlives); cleared when held slots
+  // or freeing jobs change, so identical shapes are answered at once while nothing changes.
+  std::set<std::tuple<size_t, size_t, uint32_t, uint32_t, bool>> reclaim_failed;
+  std::vector<uint32_t> scratch;  // per node, zero between uses
+  bool victims_built = false;     // the three below are built at the first reclaim (planner_preempt.cc)
+  std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
+  std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
+
+  SchedulePlan plan;
+  std::optional<ReservationState> reservation;
+
+  // The fields of each pending job the walk reads, packed (the walk visits jobs out of input order).
+  struct JobFacts {
+    GangRequest gang;
+    int32_t priority = 0;
+    uint32_t team = 0;
+    uint32_t view = 0;
+    uint64_t submit_seq = 0;
+    int64_t time_limit_ms = 0;
+  };
+  std::vector<JobFacts> jobs;  // per pending job, in input order
+
+  uint32_t TeamOf(const std::string& name);
+  void IndexPending();  // fills `jobs`
+  size_t ViewFor(const std::map<std::string, std::string>& selector);
+  size_t PoolIndex(const std::string& label) const;  // pools.size() when not a pool
+  // Adds `sign * slots` on `node` to the team's held slots on every pool holding that node.
+  void Charge(uint32_t team, uint32_t node, uint32_t slots, int sign);
+  // Takes `count` free slots on `node` (lowest first); `outlives` says the taker may run past the reservation.
+  std::vector<uint32_t> TakeFree(uint32_t node, uint32_t count, bool outlives);
+  void MarkFreeing(uint32_t running_index);
+};
+
+// Stage 1 (planner_preempt.cc): time-limit stops.
+void StopJobsPastTimeLimit(PlannerPass& pass);
+// Stage 5 (planner_preempt.cc): reclaim for `job` (a pending index) on pool `pool`, placing with `index`.
+// Returns the reason ("waiting for the preemption of ...") when the job's gang will fit once the freeing
+// jobs (already freeing, or victims chosen now) have ended; the job's slots are then claimed.
+std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives);
+// Stage 4 (planner_reserve.cc): the EASY reservation for `job`, which fits no free capacity now.
+void Reserve(PlannerPass& pass, uint32_t job);
+// Stage 6 (planner_reserve.cc): for each job of `waiting`, the earliest time enough nodes of its view have its
+// slots free, from expected ends (0: a needed end is unknown). A lower bound: the jobs ahead are not counted.
+void EstimateStarts(PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate);
+// Best-fit placement on `index`: node numbers, rank 0 first (with a free port); nullopt when it does not fit.
+std::optional<std::vector<uint32_t>> PlaceOn(const PlannerPass& pass, const FreeIndex& index, size_t view,
+                                             const GangRequest& gang);
+std::string FormatWhen(int64_t at_ms, int64_t now_ms);
+
+}  // namespace anneal::coordinator::planner_detail

@@ -1,0 +1,268 @@
+// Time-limit stops (stage 1) and reclaim preemption (stage 5) of coordinator/planner.h.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "coordinator/planner_internal.h"
+
+namespace anneal::coordinator::planner_detail {
+
+namespace {
+
+int64_t WorkLost(const RunningJob& job, int64_t now_ms) {
+  return std::max<int64_t>(0, now_ms - std::max(job.started_at_ms, job.last_checkpoint_ms));
+}
+
+uint32_t Guaranteed(const TeamState& team, size_t pool) {
+  const QuotaEntry* q = team.Quota(pool);
+  return q == nullptr ? 0 : q->guaranteed;
+}
+
+// Eligible victims per team (not freeing, preemptible, past the minimum runtime), each list in preference
+// order within a team (lowest priority, least work lost, job id); built once per pass, at the first reclaim.
+void BuildVictimLists(PlannerPass& pass) {
+  pass.victims_built = true;
+  const int64_t now = pass.in.now_ms;
+  std::vector<uint32_t> eligible;
+  for (uint32_t i = 0; i < pass.running.size(); ++i) {
+    const RunningState& r = pass.running[i];
+    if (r.freeing || !r.job->preemptible || now - r.job->started_at_ms < pass.in.config.min_runtime_ms) continue;
+    eligible.push_back(i);
+  }
+  std::sort(eligible.begin(), eligible.end(), [&](uint32_t a, uint32_t b) {
+    const RunningJob& x = *pass.running[a].job;
+    const RunningJob& y = *pass.running[b].job;
+    if (x.priority != y.priority) return x.priority < y.priority;
+    const int64_t lost_x = WorkLost(x, now);
+    const int64_t lost_y = WorkLost(y, now);
+    if (lost_x != lost_y) return lost_x < lost_y;
+    return x.job_id < y.job_id;
+  });
+  pass.victim_rank.assign(pass.running.size(), UINT32_MAX);
+  pass.victims_by_team.assign(pass.teams.size(), {});
+  for (uint32_t rank = 0; rank < eligible.size(); ++rank) {
+    pass.victim_rank[eligible[rank]] = rank;
+    pass.victims_by_team[pass.running[eligible[rank]].team].push_back(eligible[rank]);
+  }
+}
+
+// Reclaim for one beneficiary: which gangs to preempt so that its gang fits. `fitting_` counts the nodes of
+// the job's view with enough slots once the freeing jobs and the tentative victims (pass.scratch) are gone,
+// kept up to date as victims are added or dropped.
+class Reclaim {
+ public:
+  Reclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives)
+      : pass_(pass),
+        job_(pass.in.pending[job]),
+        view_(pass.views[pass.jobs[job].view]),
+        team_(pass.jobs[job].team),
+        index_(outlives ? *pass.guarded : pass.real),
+        pool_(pool),
+        per_node_(job_.gang.ranks_per_node) {
+    fitting_ = index_.CountAtLeast(view_.index_view, per_node_);
+    for (uint32_t node : pass_.freed_nodes) {
+      if (Member(node) && index_.Free(node) < per_node_ && Avail(node) >= per_node_) ++fitting_;
+    }
+  }
+  ~Reclaim() {
+    for (uint32_t node : touched_) pass_.scratch[node] = 0;
+  }
+  Reclaim(const Reclaim&) = delete;
+  Reclaim& operator=(const Reclaim&) = delete;
+
+  bool Fits() const { return fitting_ >= job_.gang.nodes; }
+
+  // The fewest victims, in preference order, that make the gang fit (none when the freeing jobs suffice);
+  // nullopt when no set of victims does.
+  std::optional<std::vector<uint32_t>> ChooseVictims() {
+    std::vector<uint32_t> chosen;
+    if (Fits()) return chosen;  // the jobs already freeing are enough: no second round of victims
+    if (!pass_.victims_built) BuildVictimLists(pass_);
+    for (const auto& group : BorrowerGroups()) {
+      for (uint32_t candidate : group) {
+        const RunningState& r = pass_.running[candidate];
+        int64_t& left = borrowed_left_[r.team];
+        if (r.freeing || left <= 0 || !Helps(r)) continue;  // left <= 0: it would go below its own guarantee
+        chosen.push_back(candidate);
+        Add(r, +1);
+        for (const auto& [node, count] : r.slots) {
+          if (pass_.pool_members[pool_][node]) left -= count;
+        }
+        if (Fits()) break;
+      }
+      if (Fits()) break;
+    }
+    if (!Fits()) return std::nullopt;
+    // Fewest: drop the least preferred victims the gang does not need.
+    for (size_t k = chosen.size(); k-- > 0;) {
+      Add(pass_.running[chosen[k]], -1);
+      if (Fits()) {
+        chosen.erase(chosen.begin() + static_cast<std::ptrdiff_t>(k));
+      } else {
+        Add(pass_.running[chosen[k]], +1);
+      }
+    }
+    return chosen;
+  }
+
+  // Holds the gang's slots (freeing first, then free) so later jobs do not take them; returns the ids of the
+  // jobs it waits for.
+  std::vector<std::string> Claim() {
+    const uint32_t per_node = job_.gang.ranks_per_node;
+    std::vector<uint32_t> nodes;
+    for (uint32_t node : pass_.freed_nodes) {
+      if (Member(node) && pass_.freed[node] > 0 && index_.Free(node) + pass_.freed[node] >= per_node) {
+        nodes.push_back(node);
+      }
+    }
+    std::sort(nodes.begin(), nodes.end(), [&](uint32_t a, uint32_t b) {
+      if (pass_.freed[a] != pass_.freed[b]) return pass_.freed[a] > pass_.freed[b];
+      return a < b;
+    });
+    if (nodes.size() > job_.gang.nodes) nodes.resize(job_.gang.nodes);
+    if (nodes.size() < job_.gang.nodes) {
+      index_.WalkBestFit(view_.index_view, per_node, [&](uint32_t node) {
+        if (std::find(nodes.begin(), nodes.end(), node) == nodes.end()) nodes.push_back(node);
+        return nodes.size() < job_.gang.nodes;
+      });
+    }
+    std::vector<std::string> waits_for;
+    const uint32_t team = team_;
+    for (uint32_t node : nodes) {
+      const uint32_t from_freed = std::min(pass_.freed[node], per_node);
+      pass_.freed[node] -= from_freed;
+      if (from_freed > 0) waits_for.insert(waits_for.end(), pass_.freed_by[node].begin(), pass_.freed_by[node].end());
+      if (per_node > from_freed) pass_.TakeFree(node, per_node - from_freed, /*outlives=*/true);
+      pass_.Charge(team, node, per_node, +1);
+    }
+    pass_.teams[team].held_total += job_.gang.nodes * per_node;
+    std::sort(waits_for.begin(), waits_for.end());
+    waits_for.erase(std::unique(waits_for.begin(), waits_for.end()), waits_for.end());
+    return waits_for;
+  }
+
+ private:
+  bool Member(uint32_t node) const { return view_.members.empty() || view_.members[node]; }
+  uint32_t Avail(uint32_t node) const { return index_.Free(node) + pass_.freed[node] + pass_.scratch[node]; }
+  bool Helps(const RunningState& r) const {
+    return std::any_of(r.slots.begin(), r.slots.end(), [&](const auto& s) { return Member(s.first); });
+  }
+  void Add(const RunningState& r, int sign) {
+    for (const auto& [node, count] : r.slots) {
+      if (!Member(node)) continue;
+      if (pass_.scratch[node] == 0 && sign > 0) touched_.push_back(node);
+      const bool before = Avail(node) >= per_node_;
+      pass_.scratch[node] = static_cast<uint32_t>(static_cast<int64_t>(pass_.scratch[node]) + sign * int64_t{count});
+      const bool after = Avail(node) >= per_node_;
+      if (before != after) fitting_ += after ? 1 : -1;
+    }
+  }
+  // Candidates grouped by how much their team borrows on the pool (most first); within a group in preference
+  // order (teams that borrow equally are merged by the pass-wide preference rank).
+  std::vector<std::vector<uint32_t>> BorrowerGroups() {
+    std::vector<std::pair<int64_t, uint32_t>> borrowers;
+    for (uint32_t t = 0; t < pass_.teams.size(); ++t) {
+      const TeamState& team = pass_.teams[t];
+      const int64_t borrowed = team.held[pool_] - static_cast<int64_t>(Guaranteed(team, pool_));
+      if (borrowed > 0 && !pass_.victims_by_team[t].empty()) {
+        borrowers.emplace_back(borrowed, t);
+        borrowed_left_[t] = borrowed;
+      }
+    }
+    std::sort(borrowers.begin(), borrowers.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    std::vector<std::vector<uint32_t>> groups;
+    for (size_t i = 0; i < borrowers.size();) {
+      size_t j = i;
+      std::vector<uint32_t> group;
+      for (; j < borrowers.size() && borrowers[j].first == borrowers[i].first; ++j) {
+        const auto& list = pass_.victims_by_team[borrowers[j].second];
+        group.insert(group.end(), list.begin(), list.end());
+      }
+      if (j - i > 1) {
+        std::sort(group.begin(), group.end(),
+                  [&](uint32_t a, uint32_t b) { return pass_.victim_rank[a] < pass_.victim_rank[b]; });
+      }
+      groups.push_back(std::move(group));
+      i = j;
+    }
+    return groups;
+  }
+
+  PlannerPass& pass_;
+  const PendingJob& job_;
+  const View& view_;
+  uint32_t team_;
+  const FreeIndex& index_;
+  size_t pool_;
+  uint32_t per_node_;
+  size_t fitting_ = 0;
+  std::vector<uint32_t> touched_;
+  std::unordered_map<uint32_t, int64_t> borrowed_left_;
+};
+
+std::string JoinIds(const std::vector<std::string>& ids) {
+  constexpr size_t kShown = 5;
+  std::vector<std::string> shown(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), kShown)));
+  std::string text = fmt::format("{}", fmt::join(shown, ", "));
+  if (ids.size() > kShown) text += fmt::format(" and {} more", ids.size() - kShown);
+  return text;
+}
+
+}  // namespace
+
+void StopJobsPastTimeLimit(PlannerPass& pass) {
+  const int64_t now = pass.in.now_ms;
+  for (uint32_t i = 0; i < pass.running.size(); ++i) {
+    const RunningJob& job = *pass.running[i].job;
+    const int64_t end = job.expected_end_ms();
+    if (job.being_preempted || end == 0 || now < end) continue;
+    Preemption stop;
+    stop.victim_job_id = job.job_id;
+    stop.kind = PreemptionKind::kTimeLimit;
+    stop.work_lost_ms = WorkLost(job, now);
+    stop.reason = fmt::format("job {} ran past its time limit of {} s: checkpoint and stop", job.job_id,
+                              job.time_limit_ms / 1000);
+    pass.plan.preemptions.push_back(std::move(stop));
+    pass.MarkFreeing(i);
+  }
+}
+
+std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives) {
+  const PendingJob& pending = pass.in.pending[job];
+  const size_t view = pass.jobs[job].view;
+  const auto key = std::make_tuple(pool, view, pending.gang.nodes, pending.gang.ranks_per_node, outlives);
+  if (pass.reclaim_failed.count(key) > 0) return std::nullopt;
+
+  Reclaim reclaim(pass, job, pool, outlives);
+  const TeamState& team = pass.teams[pass.jobs[job].team];
+  const int64_t held_before = team.held[pool];
+  const uint32_t guaranteed = Guaranteed(team, pool);
+  std::optional<std::vector<uint32_t>> chosen = reclaim.ChooseVictims();
+  if (!chosen) {
+    pass.reclaim_failed.insert(key);
+    return std::nullopt;
+  }
+  const std::vector<uint32_t>& victims = *chosen;
+  const std::string pool_name = pass.pools[pool].empty() ? "the cluster" : "pool " + pass.pools[pool];
+  for (uint32_t v : victims) {
+    RunningState& r = pass.running[v];
+    Preemption p;
+    p.victim_job_id = r.job->job_id;
+    p.beneficiary_job_id = pending.job_id;
+    p.kind = PreemptionKind::kReclaim;
+    p.work_lost_ms = WorkLost(*r.job, pass.in.now_ms);
+    p.reason = fmt::format("team {} below its guarantee ({} of {} slots on {}) reclaims {} slots for job {}",
+                           pending.team, held_before, guaranteed, pool_name, r.total_slots, pending.job_id);
+    pass.plan.preemptions.push_back(std::move(p));
+    pass.MarkFreeing(v);
+    for (const auto& [node, count] : r.slots) pass.Charge(r.team, node, count, -1);
+    pass.teams[r.team].held_total -= r.total_slots;
+  }
+  pass.reclaim_failed.clear();
+  return "waiting for the preemption of " + JoinIds(reclaim.Claim());
+}
+
+}  // namespace anneal::coordinator::planner_detail

@@ -1,0 +1,274 @@
+// The planner's per-pass state: the free-slot index, views per node_selector, quota pools, teams' held slots.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <climits>
+#include <set>
+
+#include "coordinator/planner_internal.h"
+
+namespace anneal::coordinator {
+
+bool NodeMatches(const std::map<std::string, std::string>& node_labels,
+                 const std::map<std::string, std::string>& selector) {
+  for (const auto& [key, value] : selector) {
+    auto it = node_labels.find(key);
+    if (it == node_labels.end() || it->second != value) return false;
+  }
+  return true;
+}
+
+bool NodeInPool(const std::map<std::string, std::string>& node_labels, const std::string& pool_label) {
+  if (pool_label.empty()) return true;
+  const size_t eq = pool_label.find('=');
+  if (eq == std::string::npos) return false;
+  auto it = node_labels.find(pool_label.substr(0, eq));
+  return it != node_labels.end() && it->second == std::string_view(pool_label).substr(eq + 1);
+}
+
+namespace planner_detail {
+
+FreeIndex::FreeIndex(std::vector<uint32_t> free, uint32_t max_slots) : free_(std::move(free)) {
+  const size_t words = (free_.size() + 63) / 64;
+  buckets_.assign(max_slots + 1, std::vector<uint64_t>(words, 0));
+  for (uint32_t node = 0; node < free_.size(); ++node) buckets_[free_[node]][node / 64] |= uint64_t{1} << (node % 64);
+  AddView(nullptr);
+}
+
+size_t FreeIndex::AddView(const std::vector<char>* members) {
+  views_.push_back(members);
+  std::vector<uint32_t> counts(buckets_.size(), 0);
+  for (uint32_t node = 0; node < free_.size(); ++node) {
+    if (members == nullptr || (*members)[node]) ++counts[free_[node]];
+  }
+  histogram_.push_back(std::move(counts));
+  return views_.size() - 1;
+}
+
+void FreeIndex::Set(uint32_t node, uint32_t count) {
+  const uint32_t old = free_[node];
+  if (old == count) return;
+  buckets_[old][node / 64] &= ~(uint64_t{1} << (node % 64));
+  buckets_[count][node / 64] |= uint64_t{1} << (node % 64);
+  free_[node] = count;
+  ++version_;
+  for (size_t v = 0; v < views_.size(); ++v) {
+    if (views_[v] != nullptr && !(*views_[v])[node]) continue;
+    --histogram_[v][old];
+    ++histogram_[v][count];
+  }
+}
+
+size_t FreeIndex::CountAtLeast(size_t view, uint32_t slots) const {
+  size_t count = 0;
+  for (size_t k = slots; k < histogram_[view].size(); ++k) count += histogram_[view][k];
+  return count;
+}
+
+namespace {
+
+std::vector<uint32_t> FreeCounts(const std::vector<const PlannerNode*>& nodes) {
+  std::vector<uint32_t> counts;
+  counts.reserve(nodes.size());
+  for (const auto* n : nodes) counts.push_back(static_cast<uint32_t>(n->free_slots.size()));
+  return counts;
+}
+
+uint32_t MaxSlots(const std::vector<PlannerNode>& nodes) {
+  uint32_t max = 0;
+  for (const auto& n : nodes) max = std::max({max, n.total_slots, static_cast<uint32_t>(n.free_slots.size())});
+  return max;
+}
+
+std::vector<const PlannerNode*> SortedNodes(const std::vector<PlannerNode>& nodes) {
+  std::vector<const PlannerNode*> sorted;
+  sorted.reserve(nodes.size());
+  for (const auto& n : nodes) sorted.push_back(&n);
+  auto by_id = [](const auto* a, const auto* b) { return a->node_id < b->node_id; };
+  if (!std::is_sorted(sorted.begin(), sorted.end(), by_id)) std::sort(sorted.begin(), sorted.end(), by_id);
+  return sorted;
+}
+
+}  // namespace
+
+PlannerPass::PlannerPass(const PlannerInput& input)
+    : in(input), nodes(SortedNodes(input.nodes)), real(FreeCounts(nodes), MaxSlots(input.nodes)) {
+  max_slots = MaxSlots(input.nodes);
+  node_index.reserve(nodes.size() * 2);
+  slots.reserve(nodes.size());
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    node_index.emplace(nodes[i]->node_id, i);
+    slots.push_back(&nodes[i]->free_slots);
+  }
+  slot_taken.assign(nodes.size(), 0);
+  freed.assign(nodes.size(), 0);
+  freed_by.resize(nodes.size());
+  scratch.assign(nodes.size(), 0);
+
+  std::set<std::string> labels = {""};
+  for (const auto& t : input.teams) {
+    for (const auto& q : t.quotas) labels.insert(q.label);
+  }
+  pools.assign(labels.begin(), labels.end());  // "" sorts first: pool 0
+  for (const auto& label : pools) {
+    std::vector<char> members(nodes.size(), label.empty() ? 1 : 0);
+    const size_t eq = label.find('=');
+    if (!label.empty() && eq != std::string::npos) {
+      const std::string key = label.substr(0, eq);
+      const std::string_view value = std::string_view(label).substr(eq + 1);
+      for (uint32_t i = 0; i < nodes.size(); ++i) {
+        auto it = nodes[i]->labels.find(key);
+        members[i] = it != nodes[i]->labels.end() && it->second == value ? 1 : 0;
+      }
+    }
+    pool_members.push_back(std::move(members));
+  }
+
+  for (const auto& t : input.teams) {
+    TeamState& team = teams[TeamOf(t.name)];
+    team.weight = t.weight > 0 ? t.weight : 1.0;  // the contract says > 0; anything else gets the default
+    team.usage = t.decayed_usage;
+    for (const auto& q : t.quotas) team.quota[PoolIndex(q.label)] = &q;
+  }
+  running.reserve(input.running.size());
+  for (const auto& job : input.running) {
+    RunningState r;
+    r.job = &job;
+    r.team = TeamOf(job.team);
+    r.end_ms = job.expected_end_ms();
+    for (const auto& [node_id, count] : job.slots_by_node) {
+      r.total_slots += count;
+      teams[r.team].held_total += count;
+      auto it = node_index.find(node_id);
+      if (it == node_index.end()) {  // a node that is not schedulable now: held, but not where we place
+        teams[r.team].held[0] += count;
+        continue;
+      }
+      r.slots.emplace_back(it->second, count);
+      Charge(r.team, it->second, count, +1);
+    }
+    running.push_back(std::move(r));
+  }
+  for (uint32_t i = 0; i < running.size(); ++i) {
+    if (running[i].job->being_preempted) MarkFreeing(i);
+  }
+
+  views.emplace_back();
+  View& all = views.back();
+  all.index_view = 0;
+  all.pools = {0};
+  all.idle_at_least.assign(max_slots + 2, 0);
+  for (const auto* n : nodes) ++all.idle_at_least[std::min(n->total_slots, max_slots)];
+  for (size_t r = max_slots; r-- > 0;) all.idle_at_least[r] += all.idle_at_least[r + 1];
+  view_of_selector.emplace(std::map<std::string, std::string>{}, 0);
+}
+
+uint32_t PlannerPass::TeamOf(const std::string& name) {
+  auto [it, inserted] = team_index.emplace(name, static_cast<uint32_t>(teams.size()));
+  if (inserted) {
+    TeamState t;
+    t.name = name;
+    t.held.assign(pools.size(), 0);
+    t.quota.assign(pools.size(), nullptr);
+    teams.push_back(std::move(t));
+  }
+  return it->second;
+}
+
+void PlannerPass::IndexPending() {
+  jobs.reserve(in.pending.size());
+  const std::string* last_name = nullptr;
+  uint32_t last_team = 0;
+  for (const auto& job : in.pending) {
+    if (last_name == nullptr || *last_name != job.team) last_team = TeamOf(job.team);
+    last_name = &job.team;
+    jobs.push_back({job.gang, job.priority, last_team, static_cast<uint32_t>(ViewFor(job.node_selector)),
+                    job.submit_seq, job.time_limit_ms});
+  }
+}
+
+size_t PlannerPass::PoolIndex(const std::string& label) const {
+  auto it = std::lower_bound(pools.begin(), pools.end(), label);
+  return it != pools.end() && *it == label ? static_cast<size_t>(it - pools.begin()) : pools.size();
+}
+
+size_t PlannerPass::ViewFor(const std::map<std::string, std::string>& selector) {
+  if (selector.empty()) return 0;
+  if (auto it = view_of_selector.find(selector); it != view_of_selector.end()) return it->second;
+  View view;
+  view.members.assign(nodes.size(), 0);
+  view.idle_at_least.assign(max_slots + 2, 0);
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    if (!NodeMatches(nodes[i]->labels, selector)) continue;
+    view.members[i] = 1;
+    ++view.idle_at_least[std::min(nodes[i]->total_slots, max_slots)];
+  }
+  for (size_t r = max_slots; r-- > 0;) view.idle_at_least[r] += view.idle_at_least[r + 1];
+  view.pools = {0};
+  std::vector<std::string> missing;
+  for (const auto& [key, value] : selector) {
+    const std::string label = key + "=" + value;
+    if (size_t p = PoolIndex(label); p < pools.size()) view.pools.push_back(p);
+    const bool somewhere = std::any_of(nodes.begin(), nodes.end(), [&](const PlannerNode* n) {
+      auto it = n->labels.find(key);
+      return it != n->labels.end() && it->second == value;
+    });
+    if (!somewhere) missing.push_back(label);
+  }
+  if (view.idle_at_least[0] == 0) {
+    if (!missing.empty()) {
+      view.missing_label = missing.front();
+    } else {
+      std::vector<std::string> all;
+      for (const auto& [key, value] : selector) all.push_back(key + "=" + value);
+      view.missing_label = fmt::format("{}", fmt::join(all, ","));
+    }
+  }
+  views.push_back(std::move(view));
+  const size_t id = views.size() - 1;
+  // The view's members live in `views`, which may grow: the indexes keep pointers to a stable copy.
+  view_members_storage.push_back(views[id].members);
+  views[id].index_view = real.AddView(&view_members_storage.back());
+  if (guarded) guarded->AddView(&view_members_storage.back());
+  view_of_selector.emplace(selector, id);
+  return id;
+}
+
+void PlannerPass::Charge(uint32_t team, uint32_t node, uint32_t count, int sign) {
+  TeamState& t = teams[team];
+  for (size_t p = 0; p < pools.size(); ++p) {
+    if (p == 0 || pool_members[p][node]) t.held[p] += sign * static_cast<int64_t>(count);
+  }
+}
+
+std::vector<uint32_t> PlannerPass::TakeFree(uint32_t node, uint32_t count, bool outlives) {
+  const uint32_t begin = slot_taken[node];
+  std::vector<uint32_t> taken(slots[node]->begin() + begin, slots[node]->begin() + begin + count);
+  slot_taken[node] += count;
+  const uint32_t left = static_cast<uint32_t>(slots[node]->size()) - slot_taken[node];
+  real.Set(node, left);
+  if (guarded) {
+    if (outlives && spare[node] != UINT32_MAX) spare[node] -= std::min(spare[node], count);
+    guarded->Set(node, std::min(left, spare[node]));
+  }
+  return taken;
+}
+
+void PlannerPass::MarkFreeing(uint32_t running_index) {
+  RunningState& r = running[running_index];
+  if (r.freeing) return;
+  r.freeing = true;
+  for (const auto& [node, count] : r.slots) {
+    if (freed[node] == 0 && freed_by[node].empty()) freed_nodes.push_back(node);
+    freed[node] += count;
+    freed_by[node].push_back(r.job->job_id);
+  }
+}
+
+std::string FormatWhen(int64_t at_ms, int64_t now_ms) {
+  if (at_ms <= 0) return "an unknown time (some needed slots are held by jobs without a time limit)";
+  return fmt::format("{} ms (in {} s)", at_ms, (std::max<int64_t>(at_ms - now_ms, 0) + 999) / 1000);
+}
+
+}  // namespace planner_detail
+}  // namespace anneal::coordinator
