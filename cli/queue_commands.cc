@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "jobspec/values.h"
 #include "protocol/states.h"
 
 namespace anneal::cli {
@@ -34,7 +35,7 @@ std::string WeightText(const pb::TeamRecord& team) {
 std::vector<std::pair<std::string, std::string>> SchedulingLines(const pb::JobRecord& job, int64_t now_ms) {
   std::vector<std::pair<std::string, std::string>> lines;
   std::vector<std::string> limits;
-  if (job.time_limit_ms() > 0) limits.push_back("time limit " + Duration(job.time_limit_ms()));
+  if (job.time_limit_ms() > 0) limits.push_back("time limit " + jobspec::FormatDuration(job.time_limit_ms() / 1000));
   if (!job.node_selector().empty()) {
     std::map<std::string, std::string> sorted;  // the proto map's order is unspecified
     for (const auto& [key, value] : job.node_selector()) sorted[key] = value;
@@ -48,7 +49,8 @@ std::vector<std::pair<std::string, std::string>> SchedulingLines(const pb::JobRe
                        fmt::format("{}, estimated start {}",
                                    job.queue_position() == 0 ? std::string("not ordered yet")
                                                              : fmt::format("position {}", job.queue_position()),
-                                   StartEstimate(job.estimated_start_ms(), now_ms)));
+                                   job.estimated_start_ms() > 0 ? StartEstimate(job.estimated_start_ms(), now_ms)
+                                                                : std::string("unknown")));
     if (!job.wait_reason().empty()) lines.emplace_back("Waiting", job.wait_reason());
   }
   if (job.preemptions() > 0 || job.state() == pb::JOB_PREEMPTED) {

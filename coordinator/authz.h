@@ -3,12 +3,13 @@
 //   operation                                       needs
 //   ─────────────────────────────────────────────   ──────────────────────────────────────────
 //   read a team's jobs (get, list, watch, logs,     viewer (or above) in the job's team
-//     checkpoints)
+//     checkpoints) and its queue (anneal queue)
 //   submit to a team, cancel a team's job           member (or above) in that team
 //   add, change or remove a team's members          admin in that team
 //   list nodes, list teams, whoami, own tokens      any authenticated user
 //   drain or remove nodes, join tokens, users,      cluster admin
-//     create/delete teams, others' tokens, audit
+//     create/delete teams, team weights and
+//     quotas, others' tokens, audit
 // A cluster admin passes every check. Refusals are PERMISSION_DENIED and name the user, the operation, the
 // role it needs, the team, and the role the user has there ("user 'bob' may not cancel jobs of team 'nlp':
 // that needs role member or above in team 'nlp' (bob is a viewer there)").

@@ -36,6 +36,12 @@ uint32_t GuaranteeOn(const pb::TeamRecord& team, const std::string& label) {
 StatusOr<pb::TeamRecord> IdentityRegistry::SetTeamQuota(const pb::SetTeamQuotaRequest& request,
                                                         const std::map<std::string, uint64_t>& pool_slots) {
   const std::string& name = request.team();
+  RETURN_IF_ERROR(ValidateIdentityName("team", name));
+  if (request.quotas_size() > static_cast<int>(kMaxQuotasPerTeam)) {
+    return InvalidArgumentError(
+        fmt::format("team '{}': {} quota entries in one request, above the limit of {} per team", name,
+                    request.quotas_size(), kMaxQuotasPerTeam));
+  }
   auto found = teams_.find(name);
   if (found == teams_.end()) return NotFoundError(fmt::format("no team '{}' (anneal team ls lists them)", name));
   const double weight = request.weight();

@@ -10,12 +10,7 @@ StatusOr<pb::QueueReply> Coordinator::Queue(const Principal& who, const std::str
   QueueSources sources;
   for (const auto& [id, job] : jobs_.all()) sources.jobs.push_back(&job.record);  // no copies of the specs
   sources.teams = identity_.Teams();
-  // Usage rows are written by the scheduling loop; the last committed ones are recent enough to show.
-  RETURN_IF_ERROR(
-      store_->ScanRecords<pb::TeamUsageRecord>(storage::Table::kUsage, "", [&](const pb::TeamUsageRecord& usage) {
-        sources.usage.push_back(usage);
-        return true;
-      }));
+  for (const auto& [name, usage] : usage_.all()) sources.usage.push_back(usage);  // as of the last pass
   return BuildQueueReply(who, team, sources);
 }
 

@@ -81,6 +81,7 @@ uint32_t HeldSlots(const pb::JobRecord& job) {
 StatusOr<pb::QueueReply> BuildQueueReply(const Principal& who, std::string_view team, const QueueSources& sources) {
   std::set<std::string, std::less<>> shown;
   if (!team.empty()) {
+    RETURN_IF_ERROR(ValidateIdentityName("team", team));
     const bool exists = std::any_of(sources.teams.begin(), sources.teams.end(),
                                     [&](const pb::TeamRecord& t) { return t.name() == team; });
     if (!exists) return NotFoundError(fmt::format("no team '{}' (anneal team ls lists them)", team));

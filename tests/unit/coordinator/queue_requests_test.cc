@@ -48,6 +48,8 @@ TEST_F(TeamsTest, TheQueueShowsOnlyTheTeamsTheCallerMayRead) {
   const std::string message = Refusal(As("nina", QueueOf("vision")), pb::PERMISSION_DENIED);
   EXPECT_NE(message.find("read the queue of team 'vision'"), std::string::npos) << message;
   EXPECT_NE(Refusal(As("nina", QueueOf("nope")), pb::NOT_FOUND).find("no team 'nope'"), std::string::npos);
+  EXPECT_NE(Refusal(As("nina", QueueOf(std::string(500, 'x'))), pb::INVALID_ARGUMENT).find("team name"),
+            std::string::npos);
 
   // A viewer reads their team's queue; the cluster admin reads every team's.
   EXPECT_EQ(As("vic", QueueOf("nlp")).queue().jobs_size(), 2);
@@ -57,15 +59,17 @@ TEST_F(TeamsTest, TheQueueShowsOnlyTheTeamsTheCallerMayRead) {
   EXPECT_EQ(admin.queue().teams_size(), 3);  // default, nlp, vision
 }
 
-TEST_F(TeamsTest, TheQueueCarriesUsageRowsAndHeldSlotsAndSurvivesARunningJob) {
+TEST_F(TeamsTest, TheQueueCarriesUsageAndHeldSlotsAndLeavesRunningJobsOut) {
   storage::WriteBatch batch;
   pb::TeamUsageRecord usage;
   usage.set_team("nlp");
   usage.set_decayed_slot_seconds(7200);
+  usage.set_updated_at_ms(h_.clock().NowMs());  // no decay: the fake clock stands still
   batch.Put(storage::Table::kUsage, "nlp", usage);
   usage.set_team("vision");
   batch.Put(storage::Table::kUsage, "vision", usage);
   ASSERT_TRUE(h_.store().Commit(batch).ok());
+  h_.Restart();  // the coordinator keeps usage in memory (coordinator/team_usage.h), loaded at recovery
   h_.Register("n1", 4);
   const std::string running = As("nina", SubmitTo("nlp", "gpus_per_node: 2\n")).submit().job_id();
   h_.Round();

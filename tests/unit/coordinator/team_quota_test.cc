@@ -145,6 +145,7 @@ TEST_F(TeamQuotaTest, BadValuesAreRefusedNamingTheValueAndTheServerGoesOn) {
       {Quota("nlp", -1), pb::INVALID_ARGUMENT, "weight -1 is not valid"},
       {Quota("nlp", 1000001), pb::INVALID_ARGUMENT, "weight 1000001 is not valid"},
       {Quota("nobody", 2), pb::NOT_FOUND, "no team 'nobody'"},
+      {Quota(std::string(5000, 'x'), 2), pb::INVALID_ARGUMENT, "team name 'xxxxxxxx"},
       {twice, pb::INVALID_ARGUMENT, "pool 'gpu=h100' is given twice"},
   };
   for (const Case& c : cases) {
