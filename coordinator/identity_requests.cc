@@ -188,6 +188,7 @@ bool Coordinator::HandleIdentityRequest(const Principal& who, const std::string&
         }
       }
       if (allowed.ok()) allowed = identity_.DeleteTeam(name);
+      if (allowed.ok()) usage_.Forget(name);  // a team created again later starts with no usage
       AuditAndReply(who, peer, request, name, name, allowed, Done(id, fmt::format("team '{}' deleted", name)));
       return true;
     }
