@@ -78,7 +78,8 @@ def events(c, job, kind=None):
 
 def case_preempt(bindir, tmp):
     prepare(tmp, bindir)
-    steps, every = 60, 5
+    # Long enough that a's jobs still run when b's arrive (a step takes ~0.1 s here), checkpointing often.
+    steps, every = 400, 20
     # Uninterrupted reference: the same job run straight through by anneal-train launch (2 ranks, TP 2).
     ref_cfg = yaml_one_node(tmp, "ref", steps, every)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -99,7 +100,7 @@ def case_preempt(bindir, tmp):
 
         # 1. A clean preemption: b's first job reclaims one node.
         t0 = time.time()
-        b1 = c.anneal("submit", "--team", "b", yaml_one_node(tmp, "b1", 10, 0)).stdout.strip()
+        b1 = c.anneal("submit", "--team", "b", yaml_one_node(tmp, "b1", 150, 0)).stdout.strip()
         wait_for("b's first job RUNNING", lambda: state(c, b1) == "RUNNING", GRACE_S + 10)
         took = time.time() - t0
         victims = [j for j in a_jobs if any(e.get("to_state", "").endswith("PREEMPTED") for e in events(c, j))]
