@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <iterator>
 #include <queue>
 #include <unordered_map>
 
@@ -200,15 +199,19 @@ class WaitingTexts {
                          gang.ranks_per_node, pass.real.CountAtLeast(view.index_view, gang.ranks_per_node));
     }
     if (guaranteed == 0 && lower == 0) return text;
-    // Built in one buffer: thousands of waiting jobs get this text in a pass.
-    fmt::memory_buffer out;
-    auto it = std::back_inserter(out);
-    fmt::format_to(it, "behind ");
-    if (guaranteed > 0) fmt::format_to(it, "{} job(s) of teams within their guarantee", guaranteed);
-    if (guaranteed > 0 && lower > 0) fmt::format_to(it, " and ");
-    if (lower > 0) fmt::format_to(it, "{} job(s) of teams with lower usage", lower);
-    fmt::format_to(it, "; {}", text);
-    return fmt::to_string(out);
+    // Built in one allocation: thousands of waiting jobs get this text in a pass.
+    std::string out;
+    out.reserve(text.size() + 112);
+    auto count = [&](uint32_t n, const char* what) {
+      const fmt::format_int digits(n);
+      out.append(digits.data(), digits.size()).append(what);
+    };
+    out += "behind ";
+    if (guaranteed > 0) count(guaranteed, " job(s) of teams within their guarantee");
+    if (guaranteed > 0 && lower > 0) out += " and ";
+    if (lower > 0) count(lower, " job(s) of teams with lower usage");
+    out.append("; ").append(text);
+    return out;
   }
 
  private:

@@ -269,6 +269,11 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   }
   const std::vector<uint32_t>& victims = *chosen;
   const std::string pool_name = pass.pools[pool].empty() ? "the cluster" : "pool " + pass.pools[pool];
+  // Freed slots per victim node before this reclaim (see the end).
+  std::vector<std::pair<uint32_t, uint32_t>> freed_before;
+  for (uint32_t v : victims) {
+    for (const auto& slot : pass.running[v].slots) freed_before.emplace_back(slot.first, pass.freed[slot.first]);
+  }
   for (uint32_t v : victims) {
     RunningState& r = pass.running[v];
     Preemption p;
@@ -283,8 +288,13 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
     for (const auto& [node, count] : r.slots) pass.Charge(r.team, node, count, -1);
     pass.teams[r.team].held_total -= r.total_slots;
   }
-  pass.reclaim_failed.clear();
-  return "waiting for the preemption of " + JoinIds(reclaim.Claim());
+  std::string why = "waiting for the preemption of " + JoinIds(reclaim.Claim());
+  // A reclaim that failed before can succeed now only if this one left freed slots unclaimed: everything else
+  // it changed (fewer free slots, fewer eligible victims, teams borrowing less) only makes a reclaim harder.
+  const bool left_some = std::any_of(freed_before.begin(), freed_before.end(),
+                                     [&](const auto& before) { return pass.freed[before.first] > before.second; });
+  if (left_some) pass.reclaim_failed.clear();
+  return why;
 }
 
 }  // namespace anneal::coordinator::planner_detail
