@@ -119,13 +119,15 @@ std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
   for (uint32_t t = 0; t < by_team.size(); ++t) {
     auto& jobs = by_team[t];
     if (jobs.empty()) continue;
-    std::sort(jobs.begin(), jobs.end(), [&](uint32_t a, uint32_t b) {
+    auto before = [&](uint32_t a, uint32_t b) {
       const auto& x = facts[a];
       const auto& y = facts[b];
       if (x.priority != y.priority) return x.priority > y.priority;
       if (x.submit_seq != y.submit_seq) return x.submit_seq < y.submit_seq;
       return pass.in.pending[a].job_id < pass.in.pending[b].job_id;
-    });
+    };
+    // Queues usually arrive in submission order: one linear check instead of a sort.
+    if (!std::is_sorted(jobs.begin(), jobs.end(), before)) std::sort(jobs.begin(), jobs.end(), before);
     const auto& team = pass.teams[t];
     turns.push({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, 0});
   }

@@ -23,27 +23,30 @@ uint32_t Guaranteed(const TeamState& team, size_t pool) {
 void BuildVictimLists(PlannerPass& pass) {
   pass.victims_built = true;
   const int64_t now = pass.in.now_ms;
-  std::vector<uint32_t> eligible;
+  struct Candidate {
+    int32_t priority;
+    int64_t lost;
+    uint32_t running;
+  };
+  std::vector<Candidate> eligible;
+  eligible.reserve(pass.running.size());
   for (uint32_t i = 0; i < pass.running.size(); ++i) {
     const RunningState& r = pass.running[i];
     if (r.freeing || !r.job->preemptible || now - r.job->started_at_ms < pass.in.config.min_runtime_ms) continue;
-    eligible.push_back(i);
+    eligible.push_back({r.job->priority, WorkLost(*r.job, now), i});
   }
-  std::sort(eligible.begin(), eligible.end(), [&](uint32_t a, uint32_t b) {
-    const RunningJob& x = *pass.running[a].job;
-    const RunningJob& y = *pass.running[b].job;
+  std::sort(eligible.begin(), eligible.end(), [&](const Candidate& x, const Candidate& y) {
     if (x.priority != y.priority) return x.priority < y.priority;
-    const int64_t lost_x = WorkLost(x, now);
-    const int64_t lost_y = WorkLost(y, now);
-    if (lost_x != lost_y) return lost_x < lost_y;
-    return x.job_id < y.job_id;
+    if (x.lost != y.lost) return x.lost < y.lost;
+    return pass.running[x.running].job->job_id < pass.running[y.running].job->job_id;
   });
   pass.victim_rank.assign(pass.running.size(), UINT32_MAX);
   pass.victims_by_team.assign(pass.teams.size(), {});
   pass.victims_head.assign(pass.teams.size(), 0);
   for (uint32_t rank = 0; rank < eligible.size(); ++rank) {
-    pass.victim_rank[eligible[rank]] = rank;
-    pass.victims_by_team[pass.running[eligible[rank]].team].push_back(eligible[rank]);
+    const uint32_t i = eligible[rank].running;
+    pass.victim_rank[i] = rank;
+    pass.victims_by_team[pass.running[i].team].push_back(i);
   }
 }
 
