@@ -51,8 +51,56 @@ uint32_t GangSlots(const GangRequest& gang) {
   return gang.nodes * gang.ranks_per_node;
 }
 
-// Stage 2: teams interleaved by fair share; within a team, priority then FIFO.
-std::vector<uint32_t> FairShareOrder(PlannerPass& pass) {
+// Can the job ever be placed on its view's nodes? (the cheap part of NeverReason, without the text)
+bool CanEverFit(const GangRequest& g, const View& view, uint32_t max_slots) {
+  return view.missing_label.empty() && g.nodes > 0 && g.ranks_per_node > 0 && g.tensor_parallel > 0 &&
+         g.ranks_per_node % g.tensor_parallel == 0 &&
+         view.idle_at_least[std::min(g.ranks_per_node, max_slots + 1)] >= g.nodes;
+}
+
+// Stage 2, second half: the jobs their team's guarantee covers (held + job <= guaranteed on a matching pool,
+// charged to every matching pool as they are taken, in fair-share order) go first, then the others in
+// fair-share order. Slots freed for a team below its guarantee (by preemption or by jobs ending) thus reach it
+// instead of a borrowing team with lower usage, which would make it reclaim again.
+// `covered` is set to how many jobs lead the order that way.
+std::vector<uint32_t> GuaranteedFirst(const PlannerPass& pass, const std::vector<uint32_t>& fair, size_t& covered) {
+  std::vector<std::vector<int64_t>> charged(pass.teams.size());
+  bool any = false;
+  for (uint32_t t = 0; t < pass.teams.size(); ++t) {
+    charged[t] = pass.teams[t].held;
+    for (const QuotaEntry* q : pass.teams[t].quota) any = any || (q != nullptr && q->guaranteed > 0);
+  }
+  covered = 0;
+  if (!any) return fair;
+  std::vector<uint32_t> order;
+  std::vector<uint32_t> borrowing;
+  order.reserve(fair.size());
+  borrowing.reserve(fair.size());
+  for (uint32_t job : fair) {
+    const auto& facts = pass.jobs[job];
+    const View& view = pass.views[facts.view];
+    const TeamState& team = pass.teams[facts.team];
+    std::vector<int64_t>& held = charged[facts.team];
+    const int64_t need = GangSlots(facts.gang);
+    const bool covered = CanEverFit(facts.gang, view, pass.max_slots) &&
+                         std::any_of(view.pools.begin(), view.pools.end(), [&](size_t p) {
+                           const QuotaEntry* q = team.Quota(p);
+                           return q != nullptr && q->guaranteed > 0 && held[p] + need <= int64_t{q->guaranteed};
+                         });
+    if (!covered) {
+      borrowing.push_back(job);
+      continue;
+    }
+    order.push_back(job);
+    for (size_t p : view.pools) held[p] += need;
+  }
+  covered = order.size();
+  order.insert(order.end(), borrowing.begin(), borrowing.end());
+  return order;
+}
+
+// Stage 2: teams interleaved by fair share; within a team, priority then FIFO; then guaranteed jobs first.
+std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
   const auto& facts = pass.jobs;
   std::vector<std::vector<uint32_t>> by_team(pass.teams.size());
   for (uint32_t i = 0; i < facts.size(); ++i) by_team[facts[i].team].push_back(i);
@@ -71,13 +119,15 @@ std::vector<uint32_t> FairShareOrder(PlannerPass& pass) {
   for (uint32_t t = 0; t < by_team.size(); ++t) {
     auto& jobs = by_team[t];
     if (jobs.empty()) continue;
-    std::sort(jobs.begin(), jobs.end(), [&](uint32_t a, uint32_t b) {
+    auto before = [&](uint32_t a, uint32_t b) {
       const auto& x = facts[a];
       const auto& y = facts[b];
       if (x.priority != y.priority) return x.priority > y.priority;
       if (x.submit_seq != y.submit_seq) return x.submit_seq < y.submit_seq;
       return pass.in.pending[a].job_id < pass.in.pending[b].job_id;
-    });
+    };
+    // Queues usually arrive in submission order: one linear check instead of a sort.
+    if (!std::is_sorted(jobs.begin(), jobs.end(), before)) std::sort(jobs.begin(), jobs.end(), before);
     const auto& team = pass.teams[t];
     turns.push({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, 0});
   }
@@ -91,7 +141,7 @@ std::vector<uint32_t> FairShareOrder(PlannerPass& pass) {
     turn.key += static_cast<double>(GangSlots(facts[job].gang)) * horizon / pass.teams[turn.team].weight;
     if (++turn.next < by_team[turn.team].size()) turns.push(turn);
   }
-  return order;
+  return GuaranteedFirst(pass, order, covered);
 }
 
 // Why a job can never be placed on these nodes (PlaceGang's kNever), or empty.
@@ -140,7 +190,9 @@ std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const GangRequest&
 // change (most passes explain thousands of jobs of a few shapes on a full cluster).
 class WaitingTexts {
  public:
-  std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t behind) {
+  // `guaranteed` jobs ahead are of teams within their guarantee, `lower` of teams with lower usage.
+  std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t guaranteed,
+                  uint32_t lower) {
     const uint64_t key = (uint64_t{view.index_view} << 40) ^ (uint64_t{gang.nodes} << 20) ^ gang.ranks_per_node;
     auto& [version, text] = cache_[key];
     if (text.empty() || version != pass.real.Version()) {
@@ -148,8 +200,20 @@ class WaitingTexts {
       text = fmt::format("waiting for {} node(s) with {} free slot(s); {} have them now", gang.nodes,
                          gang.ranks_per_node, pass.real.CountAtLeast(view.index_view, gang.ranks_per_node));
     }
-    if (behind == 0) return text;
-    return "behind " + std::to_string(behind) + " job(s) of teams with lower usage; " + text;
+    if (guaranteed == 0 && lower == 0) return text;
+    // Built in one allocation: thousands of waiting jobs get this text in a pass.
+    std::string out;
+    out.reserve(text.size() + 112);
+    auto count = [&](uint32_t n, const char* what) {
+      const fmt::format_int digits(n);
+      out.append(digits.data(), digits.size()).append(what);
+    };
+    out += "behind ";
+    if (guaranteed > 0) count(guaranteed, " job(s) of teams within their guarantee");
+    if (guaranteed > 0 && lower > 0) out += " and ";
+    if (lower > 0) count(lower, " job(s) of teams with lower usage");
+    out.append("; ").append(text);
+    return out;
   }
 
  private:
@@ -164,6 +228,9 @@ struct Walk {
   std::vector<char> started;
   uint32_t blocked = 0;  // jobs ahead that wait for capacity
   std::vector<uint32_t> blocked_of_team;
+  uint32_t blocked_covered = 0;  // of those, jobs their team's guarantee covers (stage 2)
+  std::vector<uint32_t> blocked_covered_of_team;
+  bool covered = false;  // the job being visited is covered by its team's guarantee
   std::string strict_blocker;
   std::string reserved_for;  // the reason of jobs that fit only the slots the reservation holds
   WaitingTexts waiting;
@@ -198,6 +265,10 @@ struct Walk {
     estimate[i] = when;
     ++blocked;
     ++blocked_of_team[team];
+    if (covered) {
+      ++blocked_covered;
+      ++blocked_covered_of_team[team];
+    }
   }
 
   void Visit(uint32_t i) {
@@ -239,12 +310,15 @@ struct Walk {
         }
       }
     }
-    const uint32_t behind = blocked - blocked_of_team[team];
+    // Jobs of other teams ahead: a covered job is behind covered jobs of lower usage only; an uncovered one
+    // is behind every covered job, then uncovered ones of lower usage.
+    const uint32_t ahead = blocked - blocked_of_team[team];
+    const uint32_t ahead_covered = covered ? 0 : blocked_covered - blocked_covered_of_team[team];
     if (!res) {
       planner_detail::Reserve(pass, i);
       if (!in.config.backfill) strict_blocker = in.pending[i].job_id;
       Block(i, team,
-            waiting.Get(pass, job.gang, view, behind) + "; its slots are reserved from " +
+            waiting.Get(pass, job.gang, view, ahead_covered, ahead - ahead_covered) + "; its slots are reserved from " +
                 planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms),
             pass.reservation->at_ms);
       return;
@@ -257,7 +331,7 @@ struct Walk {
       Block(i, team, reserved_for, res->at_ms);
       return;
     }
-    Block(i, team, waiting.Get(pass, job.gang, view, behind), 0);
+    Block(i, team, waiting.Get(pass, job.gang, view, ahead_covered, ahead - ahead_covered), 0);
     waiting_jobs.push_back(i);
   }
 };
@@ -268,14 +342,19 @@ SchedulePlan PlanSchedule(const PlannerInput& input) {
   PlannerPass pass(input);
   planner_detail::StopJobsPastTimeLimit(pass);
   pass.IndexPending();
-  const std::vector<uint32_t> order = FairShareOrder(pass);
+  size_t covered = 0;
+  const std::vector<uint32_t> order = FairShareOrder(pass, covered);
   const size_t count = input.pending.size();
   Walk walk{pass};
   walk.reason.resize(count);
   walk.estimate.assign(count, 0);
   walk.started.assign(count, 0);
   walk.blocked_of_team.assign(pass.teams.size(), 0);
-  for (uint32_t i : order) walk.Visit(i);
+  walk.blocked_covered_of_team.assign(pass.teams.size(), 0);
+  for (size_t k = 0; k < order.size(); ++k) {
+    walk.covered = k < covered;
+    walk.Visit(order[k]);
+  }
   planner_detail::EstimateStarts(pass, walk.waiting_jobs, walk.estimate);
 
   SchedulePlan& plan = pass.plan;
@@ -291,11 +370,21 @@ SchedulePlan PlanSchedule(const PlannerInput& input) {
   std::vector<uint32_t> position(count);
   for (uint32_t p = 0; p < order.size(); ++p) position[order[p]] = p;
   plan.order.resize(count);
+  std::vector<uint32_t> unstarted;
+  unstarted.reserve(count);
   for (uint32_t i = 0; i < count; ++i) {
     plan.order[position[i]] = input.pending[i].job_id;
-    if (walk.started[i]) continue;
-    plan.pending.emplace(input.pending[i].job_id,
-                         PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
+    if (!walk.started[i]) unstarted.push_back(i);
+  }
+  // Inserted in id order at the end of the map (one comparison each instead of a descent per job); stable, so
+  // of duplicate ids the first in input order wins, as with plain inserts.
+  auto by_id = [&](uint32_t a, uint32_t b) { return input.pending[a].job_id < input.pending[b].job_id; };
+  if (!std::is_sorted(unstarted.begin(), unstarted.end(), by_id)) {
+    std::stable_sort(unstarted.begin(), unstarted.end(), by_id);
+  }
+  for (uint32_t i : unstarted) {
+    plan.pending.emplace_hint(plan.pending.end(), input.pending[i].job_id,
+                              PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
   }
   return std::move(plan);
 }

@@ -9,6 +9,12 @@
 //      below its weighted share (lowest (decayed usage + slots held now x share_horizon_s) / weight, ties by
 //      team name); within a team, priority (higher first) then submit_seq (FIFO). A job is charged to its team
 //      in this ordering as soon as it is ordered, so one pass interleaves teams instead of draining one.
+//      Then guarantees first: the jobs their team's guarantee covers (held + the job <= guaranteed on one of its
+//      matching pools, see stage 3; each covered job is charged to every matching pool of its team as it is
+//      taken, in the fair-share order above) lead the order, in that fair-share order; every other job follows
+//      in fair-share order. So slots that free for a team below its guarantee (its victims' or any job's) go to
+//      it, not to a borrowing team with lower usage, which would make it reclaim again. A job that can never
+//      be placed (stage 3's kNever, a missing label) is never covered.
 //   3. Feasibility per job: node_selector (every key=value on the node), quota (the team's slots held on each
 //      matching pool, plus the job's, within `max`; a job's matching pools are "" and every pool whose label
 //      is one of its node_selector pairs), the gang shape (PlaceGang's kNever is reported, never blocks
@@ -32,12 +38,12 @@
 //      (later jobs of the pass do not get them) and is reported as waiting for them. Slots of jobs already
 //      being preempted or stopped count as freed for this decision (no second round of victims for the same
 //      need).
-//   6. Explanations: every pending job not started gets a reason (over quota; behind K jobs of teams with lower
-//      usage; waiting for N nodes with M free slots; reserved for job X until T; no node has label k=v; waiting
-//      for the preemption of X) and an estimated start (0: unknown): the reservation's time for the reserved
-//      job and for jobs that fit only the slots it holds; for other jobs waiting for capacity the earliest time
-//      enough slots of matching nodes free from expected ends (a lower bound: the jobs ahead are not counted);
-//      0 for jobs waiting for a preemption, over quota, or that can never fit.
+//   6. Explanations: every pending job not started gets a reason (over quota; behind K jobs of teams within
+//      their guarantee and/or L jobs of teams with lower usage; waiting for N nodes with M free slots; reserved for job
+//      X until T; no node has label k=v; waiting for the preemption of X) and an estimated start (0: unknown): the
+//      reservation's time for the reserved job and for jobs that fit only the slots it holds; for other jobs waiting
+//      for capacity the earliest time enough slots of matching nodes free from expected ends (a lower bound: the jobs
+//      ahead are not counted); 0 for jobs waiting for a preemption, over quota, or that can never fit.
 //
 // Pools and quotas: a quota entry names a label ("gpu=h100") or "" for the whole cluster; a slot on a node
 // counts toward every entry whose label the node has (and toward ""). A team without an entry for a pool has
@@ -91,10 +97,10 @@ struct RunningJob {
   int32_t priority = 0;
   std::map<std::string, uint32_t> slots_by_node;  // node id -> slots this job holds there
   int64_t started_at_ms = 0;
-  int64_t time_limit_ms = 0;           // 0: none
-  int64_t last_checkpoint_ms = 0;      // commit time of its latest checkpoint of this attempt; 0: none
-  bool preemptible = true;             // false once its preemption budget is spent
-  bool being_preempted = false;        // a preemption (or a stop) is under way: its slots are about to free
+  int64_t time_limit_ms = 0;       // 0: none
+  int64_t last_checkpoint_ms = 0;  // commit time of its latest checkpoint of this attempt; 0: none
+  bool preemptible = true;         // false once its preemption budget is spent
+  bool being_preempted = false;    // a preemption (or a stop) is under way: its slots are about to free
   int64_t expected_end_ms() const { return time_limit_ms > 0 ? started_at_ms + time_limit_ms : 0; }
 };
 
@@ -156,11 +162,11 @@ struct PendingExplanation {
 };
 
 struct SchedulePlan {
-  std::vector<PlannedStart> starts;       // in order; each fits the capacity left by the ones before it
-  std::vector<Preemption> preemptions;    // time limits first, then reclaims
-  std::optional<Reservation> reservation; // the first job that could not start (EASY: one reservation)
+  std::vector<PlannedStart> starts;                   // in order; each fits the capacity left by the ones before it
+  std::vector<Preemption> preemptions;                // time limits first, then reclaims
+  std::optional<Reservation> reservation;             // the first job that could not start (EASY: one reservation)
   std::map<std::string, PendingExplanation> pending;  // every pending job not in `starts`
-  std::vector<std::string> order;                      // the fair-share order of the pending jobs (stage 2)
+  std::vector<std::string> order;                     // the fair-share order of the pending jobs (stage 2)
 };
 
 SchedulePlan PlanSchedule(const PlannerInput& input);

@@ -124,7 +124,8 @@ struct PlannerPass {
   std::vector<RunningState> running;
   std::vector<uint32_t> freed;                     // per node: slots of freeing jobs not yet claimed
   std::vector<std::vector<std::string>> freed_by;  // per node: ids of the freeing jobs there
-  std::vector<uint32_t> freed_nodes;               // nodes with freed > 0 at some point
+  std::vector<uint32_t> freed_nodes;               // nodes with freed > 0 (and, until pruned, ones now at 0)
+  std::vector<char> freed_listed;                  // per node: in freed_nodes
 
   struct Started {
     std::vector<std::pair<uint32_t, uint32_t>> slots;  // (node, slots)
@@ -140,6 +141,7 @@ struct PlannerPass {
   bool victims_built = false;     // the three below are built at the first reclaim (planner_preempt.cc)
   std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
   std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
+  std::vector<size_t> victims_head;                    // per team: entries of victims_by_team before it are all freeing
 
   SchedulePlan plan;
   std::optional<ReservationState> reservation;
@@ -164,6 +166,7 @@ struct PlannerPass {
   // Takes `count` free slots on `node` (lowest first); `outlives` says the taker may run past the reservation.
   std::vector<uint32_t> TakeFree(uint32_t node, uint32_t count, bool outlives);
   void MarkFreeing(uint32_t running_index);
+  void PruneFreedNodes();  // drops the nodes whose freed slots are all claimed from freed_nodes
 };
 
 // Stage 1 (planner_preempt.cc): time-limit stops.

@@ -2,7 +2,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <unordered_map>
 
 #include "coordinator/planner_internal.h"
 
@@ -24,26 +23,30 @@ uint32_t Guaranteed(const TeamState& team, size_t pool) {
 void BuildVictimLists(PlannerPass& pass) {
   pass.victims_built = true;
   const int64_t now = pass.in.now_ms;
-  std::vector<uint32_t> eligible;
+  struct Candidate {
+    int32_t priority;
+    int64_t lost;
+    uint32_t running;
+  };
+  std::vector<Candidate> eligible;
+  eligible.reserve(pass.running.size());
   for (uint32_t i = 0; i < pass.running.size(); ++i) {
     const RunningState& r = pass.running[i];
     if (r.freeing || !r.job->preemptible || now - r.job->started_at_ms < pass.in.config.min_runtime_ms) continue;
-    eligible.push_back(i);
+    eligible.push_back({r.job->priority, WorkLost(*r.job, now), i});
   }
-  std::sort(eligible.begin(), eligible.end(), [&](uint32_t a, uint32_t b) {
-    const RunningJob& x = *pass.running[a].job;
-    const RunningJob& y = *pass.running[b].job;
+  std::sort(eligible.begin(), eligible.end(), [&](const Candidate& x, const Candidate& y) {
     if (x.priority != y.priority) return x.priority < y.priority;
-    const int64_t lost_x = WorkLost(x, now);
-    const int64_t lost_y = WorkLost(y, now);
-    if (lost_x != lost_y) return lost_x < lost_y;
-    return x.job_id < y.job_id;
+    if (x.lost != y.lost) return x.lost < y.lost;
+    return pass.running[x.running].job->job_id < pass.running[y.running].job->job_id;
   });
   pass.victim_rank.assign(pass.running.size(), UINT32_MAX);
   pass.victims_by_team.assign(pass.teams.size(), {});
+  pass.victims_head.assign(pass.teams.size(), 0);
   for (uint32_t rank = 0; rank < eligible.size(); ++rank) {
-    pass.victim_rank[eligible[rank]] = rank;
-    pass.victims_by_team[pass.running[eligible[rank]].team].push_back(eligible[rank]);
+    const uint32_t i = eligible[rank].running;
+    pass.victim_rank[i] = rank;
+    pass.victims_by_team[pass.running[i].team].push_back(i);
   }
 }
 
@@ -60,6 +63,7 @@ class Reclaim {
         index_(outlives ? *pass.guarded : pass.real),
         pool_(pool),
         per_node_(job_.gang.ranks_per_node) {
+    pass_.PruneFreedNodes();
     fitting_ = index_.CountAtLeast(view_.index_view, per_node_);
     for (uint32_t node : pass_.freed_nodes) {
       if (Member(node) && index_.Free(node) < per_node_ && Avail(node) >= per_node_) ++fitting_;
@@ -79,19 +83,13 @@ class Reclaim {
     std::vector<uint32_t> chosen;
     if (Fits()) return chosen;  // the jobs already freeing are enough: no second round of victims
     if (!pass_.victims_built) BuildVictimLists(pass_);
-    for (const auto& group : BorrowerGroups()) {
-      for (uint32_t candidate : group) {
-        const RunningState& r = pass_.running[candidate];
-        int64_t& left = borrowed_left_[r.team];
-        if (r.freeing || left <= 0 || !Helps(r)) continue;  // left <= 0: it would go below its own guarantee
-        chosen.push_back(candidate);
-        Add(r, +1);
-        for (const auto& [node, count] : r.slots) {
-          if (pass_.pool_members[pool_][node]) left -= count;
-        }
-        if (Fits()) break;
-      }
-      if (Fits()) break;
+    const std::vector<std::pair<int64_t, uint32_t>> borrowers = Borrowers();
+    // Teams that borrow equally form one group, whose candidates are taken in the pass-wide preference order.
+    for (size_t i = 0; i < borrowers.size() && !Fits();) {
+      size_t j = i;
+      while (j < borrowers.size() && borrowers[j].first == borrowers[i].first) ++j;
+      TakeFromGroup(borrowers.data() + i, borrowers.data() + j, chosen);
+      i = j;
     }
     if (!Fits()) return std::nullopt;
     // Fewest: drop the least preferred victims the gang does not need.
@@ -158,10 +156,11 @@ class Reclaim {
       if (before != after) fitting_ += after ? 1 : -1;
     }
   }
-  // Candidates grouped by how much their team borrows on the pool (most first); within a group in preference
-  // order (teams that borrow equally are merged by the pass-wide preference rank).
-  std::vector<std::vector<uint32_t>> BorrowerGroups() {
+  // Teams above their guarantee on the pool with eligible victims, borrowing the most first (ties by team);
+  // sets borrowed_left_ for each.
+  std::vector<std::pair<int64_t, uint32_t>> Borrowers() {
     std::vector<std::pair<int64_t, uint32_t>> borrowers;
+    borrowed_left_.assign(pass_.teams.size(), 0);
     for (uint32_t t = 0; t < pass_.teams.size(); ++t) {
       const TeamState& team = pass_.teams[t];
       const int64_t borrowed = team.held[pool_] - static_cast<int64_t>(Guaranteed(team, pool_));
@@ -173,22 +172,48 @@ class Reclaim {
     std::sort(borrowers.begin(), borrowers.end(), [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;
     });
-    std::vector<std::vector<uint32_t>> groups;
-    for (size_t i = 0; i < borrowers.size();) {
-      size_t j = i;
-      std::vector<uint32_t> group;
-      for (; j < borrowers.size() && borrowers[j].first == borrowers[i].first; ++j) {
-        const auto& list = pass_.victims_by_team[borrowers[j].second];
-        group.insert(group.end(), list.begin(), list.end());
-      }
-      if (j - i > 1) {
-        std::sort(group.begin(), group.end(),
-                  [&](uint32_t a, uint32_t b) { return pass_.victim_rank[a] < pass_.victim_rank[b]; });
-      }
-      groups.push_back(std::move(group));
-      i = j;
+    return borrowers;
+  }
+
+  // Takes candidates of the teams [begin, end) (one group) until the gang fits: a merge of the teams' lists
+  // by preference rank, skipping jobs already freeing, teams that would go below their own guarantee, and
+  // jobs with no slot on the job's nodes.
+  void TakeFromGroup(const std::pair<int64_t, uint32_t>* begin, const std::pair<int64_t, uint32_t>* end,
+                     std::vector<uint32_t>& chosen) {
+    struct Cursor {
+      uint32_t team;
+      size_t next;
+    };
+    std::vector<Cursor> cursors;
+    cursors.reserve(static_cast<size_t>(end - begin));
+    for (const auto* b = begin; b != end; ++b) {
+      const uint32_t t = b->second;
+      const auto& list = pass_.victims_by_team[t];
+      size_t& head = pass_.victims_head[t];
+      while (head < list.size() && pass_.running[list[head]].freeing) ++head;
+      cursors.push_back({t, head});
     }
-    return groups;
+    while (!Fits()) {
+      Cursor* best = nullptr;
+      for (Cursor& c : cursors) {
+        const auto& list = pass_.victims_by_team[c.team];
+        while (c.next < list.size() && pass_.running[list[c.next]].freeing) ++c.next;
+        if (c.next >= list.size() || borrowed_left_[c.team] <= 0) continue;  // <= 0: at its own guarantee
+        if (best == nullptr ||
+            pass_.victim_rank[list[c.next]] < pass_.victim_rank[pass_.victims_by_team[best->team][best->next]]) {
+          best = &c;
+        }
+      }
+      if (best == nullptr) return;
+      const uint32_t candidate = pass_.victims_by_team[best->team][best->next++];
+      const RunningState& r = pass_.running[candidate];
+      if (!Helps(r)) continue;
+      chosen.push_back(candidate);
+      Add(r, +1);
+      for (const auto& [node, count] : r.slots) {
+        if (pass_.pool_members[pool_][node]) borrowed_left_[best->team] -= count;
+      }
+    }
   }
 
   PlannerPass& pass_;
@@ -200,7 +225,7 @@ class Reclaim {
   uint32_t per_node_;
   size_t fitting_ = 0;
   std::vector<uint32_t> touched_;
-  std::unordered_map<uint32_t, int64_t> borrowed_left_;
+  std::vector<int64_t> borrowed_left_;  // per team: slots it borrows on the pool, less the victims taken
 };
 
 std::string JoinIds(const std::vector<std::string>& ids) {
@@ -247,6 +272,11 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   }
   const std::vector<uint32_t>& victims = *chosen;
   const std::string pool_name = pass.pools[pool].empty() ? "the cluster" : "pool " + pass.pools[pool];
+  // Freed slots per victim node before this reclaim (see the end).
+  std::vector<std::pair<uint32_t, uint32_t>> freed_before;
+  for (uint32_t v : victims) {
+    for (const auto& slot : pass.running[v].slots) freed_before.emplace_back(slot.first, pass.freed[slot.first]);
+  }
   for (uint32_t v : victims) {
     RunningState& r = pass.running[v];
     Preemption p;
@@ -261,8 +291,13 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
     for (const auto& [node, count] : r.slots) pass.Charge(r.team, node, count, -1);
     pass.teams[r.team].held_total -= r.total_slots;
   }
-  pass.reclaim_failed.clear();
-  return "waiting for the preemption of " + JoinIds(reclaim.Claim());
+  std::string why = "waiting for the preemption of " + JoinIds(reclaim.Claim());
+  // A reclaim that failed before can succeed now only if this one left freed slots unclaimed: everything else
+  // it changed (fewer free slots, fewer eligible victims, teams borrowing less) only makes a reclaim harder.
+  const bool left_some = std::any_of(freed_before.begin(), freed_before.end(),
+                                     [&](const auto& before) { return pass.freed[before.first] > before.second; });
+  if (left_some) pass.reclaim_failed.clear();
+  return why;
 }
 
 }  // namespace anneal::coordinator::planner_detail

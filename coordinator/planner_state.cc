@@ -103,6 +103,7 @@ PlannerPass::PlannerPass(const PlannerInput& input)
   slot_taken.assign(nodes.size(), 0);
   freed.assign(nodes.size(), 0);
   freed_by.resize(nodes.size());
+  freed_listed.assign(nodes.size(), 0);
   scratch.assign(nodes.size(), 0);
 
   std::set<std::string> labels = {""};
@@ -259,10 +260,25 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
   if (r.freeing) return;
   r.freeing = true;
   for (const auto& [node, count] : r.slots) {
-    if (freed[node] == 0 && freed_by[node].empty()) freed_nodes.push_back(node);
+    if (!freed_listed[node]) {
+      freed_listed[node] = 1;
+      freed_nodes.push_back(node);
+    }
     freed[node] += count;
     freed_by[node].push_back(r.job->job_id);
   }
+}
+
+void PlannerPass::PruneFreedNodes() {
+  size_t kept = 0;
+  for (uint32_t node : freed_nodes) {
+    if (freed[node] > 0) {
+      freed_nodes[kept++] = node;
+    } else {
+      freed_listed[node] = 0;
+    }
+  }
+  freed_nodes.resize(kept);
 }
 
 std::string FormatWhen(int64_t at_ms, int64_t now_ms) {

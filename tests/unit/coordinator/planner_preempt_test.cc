@@ -49,6 +49,20 @@ TEST(Planner, NoReclaimBeyondTheGuaranteeOrWhenOff) {
   EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
 }
 
+// The pass after a reclaim: the victim's slots (n1) are free. They go to the beneficiary b1, whose team is
+// below its guarantee, not to c1 of a borrowing team with lower usage (which would make b1 reclaim again).
+TEST(Planner, SlotsFreedByAPreemptionGoToTheBeneficiaryNotToALowerUsageBorrower) {
+  auto in = Input({Node("n1", 4, 0), Node("n2", 4, 4), Node("n3", 4, 4)},
+                  {Running("a1", "a", {{"n2", 4}}), Running("c0", "c", {{"n3", 4}})},
+                  {Pending("c1", "c", 1, 4, 1), Pending("b1", "b", 1, 4, 2)},
+                  {Team("a", {}, 1e6), Team("b", {{"", 4, 0}}, 1e9), Team("c", {}, 0)});
+  auto plan = PlanSchedule(in);
+  EXPECT_NE(StartOf(plan, "b1"), nullptr);
+  EXPECT_EQ(StartOf(plan, "c1"), nullptr);
+  EXPECT_TRUE(plan.preemptions.empty());  // no second round of victims
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"b1", "c1"}));
+}
+
 TEST(Planner, VictimsComeFromTheBiggestBorrowerThenLowestPriority) {
   auto in =
       Input({Node("n1", 4, 4), Node("n2", 4, 4), Node("n3", 4, 4)},

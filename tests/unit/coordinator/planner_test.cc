@@ -156,6 +156,73 @@ TEST(Planner, WithinATeamPriorityThenFifo) {
   EXPECT_NE(StartOf(plan, "high"), nullptr);
 }
 
+// ---- guarantees first ----
+
+TEST(Planner, ACoveredJobOfATeamWithHighUsageGoesBeforeAnUncoveredJobOfATeamWithLowUsage) {
+  auto in = Input({Node("a", 4, 0)}, {}, {Pending("low", "y", 1, 4, 1), Pending("high", "x", 1, 4, 2)},
+                  {Team("x", {{"", 4, 0}}, 1e9), Team("y", {}, 0)});
+  auto plan = PlanSchedule(in);
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"high", "low"}));
+  EXPECT_NE(StartOf(plan, "high"), nullptr);
+  EXPECT_TRUE(Has(ReasonOf(plan, "low"), "waiting for 1 node(s)")) << ReasonOf(plan, "low");
+  in.teams = {Team("x", {}, 1e9), Team("y", {}, 0)};  // no guarantee: fair share alone
+  EXPECT_EQ(PlanSchedule(in).order, (std::vector<std::string>{"low", "high"}));
+}
+
+TEST(Planner, TheGuaranteeCoversJobsOnlyUpToItsSlotsChargedAsTheyAreOrdered) {
+  // x holds 2 of its 4 guaranteed: x1 (2 slots) is covered, x2 and x3 would borrow and keep fair-share order.
+  auto plan = PlanSchedule(Input({Node("a", 8, 2), Node("b", 8, 8)}, {Running("r", "x", {{"a", 2}})},
+                                 {Pending("x1", "x", 1, 2, 1), Pending("x2", "x", 1, 2, 2), Pending("x3", "x", 1, 1, 3),
+                                  Pending("y1", "y", 1, 2, 4)},
+                                 {Team("x", {{"", 4, 0}}, 1e9), Team("y", {}, 0)}));
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"x1", "y1", "x2", "x3"}));
+}
+
+TEST(Planner, AGuaranteeOnALabelPoolCoversOnlyJobsThatSelectIt) {
+  auto pinned = Pending("pinned", "x", 1, 4, 2);
+  pinned.node_selector = {{"gpu", "h100"}};
+  auto in = Input({Node("h", 4, 0, {{"gpu", "h100"}}), Node("c", 4, 0)}, {},
+                  {Pending("anywhere", "x", 1, 4, 1), pinned, Pending("low", "y", 1, 4, 3)},
+                  {Team("x", {{"gpu=h100", 4, 0}}, 1e9), Team("y", {}, 0)});
+  auto plan = PlanSchedule(in);
+  // pinned's matching pools are "" and gpu=h100, where x is guaranteed 4; "anywhere" matches "" only.
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"pinned", "low", "anywhere"}));
+  const PlannedStart* start = StartOf(plan, "pinned");
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(start->nodes.at(0).node_id, "h");
+  EXPECT_NE(StartOf(plan, "low"), nullptr);
+  EXPECT_TRUE(Has(ReasonOf(plan, "anywhere"), "waiting for 1 node(s)")) << ReasonOf(plan, "anywhere");
+}
+
+TEST(Planner, AJobThatCanNeverFitIsNotCoveredAndUsesNoGuarantee) {
+  // Either of "missing" (no node has its label) or "wide" (3 nodes of a 2-node cluster), if covered, would
+  // use 2 or 3 of x's 4 guaranteed slots and leave x1 uncovered, behind y1.
+  auto missing = Pending("missing", "x", 1, 2, 1);
+  missing.node_selector = {{"gpu", "none"}};
+  auto plan = PlanSchedule(
+      Input({Node("a", 4, 0), Node("b", 4, 4)}, {Running("r", "y", {{"b", 4}})},
+            {missing, Pending("wide", "x", 3, 1, 2), Pending("x1", "x", 1, 4, 3), Pending("y1", "y", 1, 4, 4)},
+            {Team("x", {{"", 4, 0}}, 1e9), Team("y", {}, 0)}));
+  EXPECT_EQ(plan.order.front(), "x1");
+  EXPECT_NE(StartOf(plan, "x1"), nullptr);
+}
+
+TEST(Planner, ExplainsJobsBehindTeamsWithinTheirGuarantee) {
+  // z (guaranteed 8, high usage) and y (low usage) wait ahead of x's job, which nothing covers.
+  auto in = Input({Node("a", 8, 8)}, {Running("r", "w", {{"a", 8}})},
+                  {Pending("z1", "z", 1, 8, 1), Pending("y1", "y", 1, 8, 2), Pending("x1", "x", 1, 8, 3)},
+                  {Team("z", {{"", 8, 0}}, 1e9), Team("y", {}, 0), Team("x", {}, 1e6), Team("w", {}, 1e12)});
+  in.config.preemption = false;  // z1 waits for capacity instead of reclaiming w's slots
+  auto plan = PlanSchedule(in);
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"z1", "y1", "x1"}));
+  EXPECT_TRUE(Has(ReasonOf(plan, "x1"),
+                  "behind 1 job(s) of teams within their guarantee and 1 job(s) of teams with lower usage; "
+                  "waiting for 1 node(s)"))
+      << ReasonOf(plan, "x1");
+  EXPECT_TRUE(Has(ReasonOf(plan, "y1"), "behind 1 job(s) of teams within their guarantee; waiting"))
+      << ReasonOf(plan, "y1");
+}
+
 // ---- scale ----
 
 // A large random pass keeps its invariants: no node gets more slots than it has free, every pending job not
