@@ -294,14 +294,14 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   const std::vector<int64_t> team_held_before = team.held;
   std::string why = "waiting for the preemption of " + JoinIds(reclaim.Claim());
   // A reclaim that failed before can succeed now only if this one left freed slots unclaimed, or if the claim
-  // made the beneficiary's team borrow on some pool (its running jobs become victims there): everything else
-  // it changed (fewer free slots, fewer eligible victims, teams borrowing less) only makes a reclaim harder.
+  // made the beneficiary's team borrow more on some pool (its running jobs become victims there, or more of
+  // them): everything else it changed (fewer free slots, fewer eligible victims, the victims' teams borrowing
+  // less) only makes a reclaim harder.
   const bool left_some = std::any_of(freed_before.begin(), freed_before.end(),
                                      [&](const auto& before) { return pass.freed[before.first] > before.second; });
   bool now_borrows = false;
   for (size_t p = 0; p < team.held.size(); ++p) {
-    const int64_t guaranteed_there = Guaranteed(team, p);
-    now_borrows = now_borrows || (team_held_before[p] <= guaranteed_there && team.held[p] > guaranteed_there);
+    now_borrows = now_borrows || (team.held[p] > team_held_before[p] && team.held[p] > Guaranteed(team, p));
   }
   if (left_some || now_borrows) pass.reclaim_failed.clear();
   return why;
