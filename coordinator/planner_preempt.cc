@@ -291,12 +291,19 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
     for (const auto& [node, count] : r.slots) pass.Charge(r.team, node, count, -1);
     pass.teams[r.team].held_total -= r.total_slots;
   }
+  const std::vector<int64_t> team_held_before = team.held;
   std::string why = "waiting for the preemption of " + JoinIds(reclaim.Claim());
-  // A reclaim that failed before can succeed now only if this one left freed slots unclaimed: everything else
-  // it changed (fewer free slots, fewer eligible victims, teams borrowing less) only makes a reclaim harder.
+  // A reclaim that failed before can succeed now only if this one left freed slots unclaimed, or if the claim
+  // made the beneficiary's team borrow more on some pool (its running jobs become victims there, or more of
+  // them): everything else it changed (fewer free slots, fewer eligible victims, the victims' teams borrowing
+  // less) only makes a reclaim harder.
   const bool left_some = std::any_of(freed_before.begin(), freed_before.end(),
                                      [&](const auto& before) { return pass.freed[before.first] > before.second; });
-  if (left_some) pass.reclaim_failed.clear();
+  bool now_borrows = false;
+  for (size_t p = 0; p < team.held.size(); ++p) {
+    now_borrows = now_borrows || (team.held[p] > team_held_before[p] && team.held[p] > Guaranteed(team, p));
+  }
+  if (left_some || now_borrows) pass.reclaim_failed.clear();
   return why;
 }
 

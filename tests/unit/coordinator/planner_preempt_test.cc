@@ -140,6 +140,29 @@ TEST(Planner, GuaranteesApplyPerLabelPool) {
   EXPECT_TRUE(PlanSchedule(in).preemptions.empty());
 }
 
+// y1 finds no victim (v's job is too young; x and w are within their guarantees on the cluster). px then
+// reclaims w's slots on the h100 pool, and holding them makes x borrow on the cluster: y2, of y1's shape, now
+// finds x's job as a victim (a failed reclaim is retried once something can make it succeed).
+TEST(Planner, AReclaimThatMakesItsTeamBorrowLetsAFailedShapeTryAgain) {
+  auto px = Pending("px", "x", 1, 4, 2);
+  px.node_selector = {{"gpu", "h100"}};
+  const int64_t limit = 180 * kMinute;
+  auto in =
+      Input({Node("n1", 4, 4), Node("h1", 4, 4, {{"gpu", "h100"}}), Node("n2", 4, 4)},
+            {Running("rx", "x", {{"n1", 4}}, 60 * kMinute, limit), Running("rw", "w", {{"h1", 4}}, 60 * kMinute, limit),
+             Running("rv", "v", {{"n2", 4}}, 1 * kMinute, limit)},
+            {Pending("y1", "y", 1, 4, 1), px, Pending("y2", "y", 1, 4, 3, 30 * kMinute)},
+            {Team("x", {{"", 4, 0}, {"gpu=h100", 4, 0}}, 1e9), Team("y", {{"", 4, 0}}, 0), Team("w", {{"", 4, 0}}, 1e9),
+             Team("v", {}, 1e9)});
+  auto plan = PlanSchedule(in);
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"y1", "px", "y2"}));
+  EXPECT_EQ(Victims(plan), (std::vector<std::string>{"rw", "rx"}));
+  ASSERT_EQ(plan.preemptions.size(), 2u);
+  EXPECT_EQ(plan.preemptions[0].beneficiary_job_id, "px");
+  EXPECT_EQ(plan.preemptions[1].beneficiary_job_id, "y2");
+  EXPECT_EQ(ReasonOf(plan, "y2"), "waiting for the preemption of rx");
+}
+
 TEST(Planner, NoVictimSetMeansNobodyIsPreempted) {
   auto in = ReclaimCluster();
   in.running[1].preemptible = false;
