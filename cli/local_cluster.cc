@@ -313,9 +313,10 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
       if (eq == std::string::npos || key.empty() ||
           key.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos ||
           setting.find_first_of("\n\r#{}[]:") != std::string::npos) {
-        return InvalidArgumentError(fmt::format("--coordinator-set '{}': expected KEY=VALUE with a lower-case key "
-                                                "(e.g. min_runtime_ms=0) and a plain value",
-                                                setting));
+        return InvalidArgumentError(
+            fmt::format("--coordinator-set '{}': expected KEY=VALUE with a lower-case key "
+                        "(e.g. min_runtime_ms=0) and a plain value",
+                        setting));
       }
       cfg << key << ": " << setting.substr(eq + 1) << "\n";
     }

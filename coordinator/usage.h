@@ -1,7 +1,8 @@
 // Fair-share usage: slot-seconds a team consumed, decayed exponentially with a half-life (as Slurm's
 // multifactor priority does with PriorityDecayHalfLife), so last week's burst weighs less than this hour's.
 //
-//   usage(t + dt) = usage(t) * 2^(-dt / half_life) + integral over [t, t + dt] of slots * 2^(-(t + dt - s) / half_life) ds
+//   usage(t + dt) = usage(t) * 2^(-dt / half_life) + integral over [t, t + dt] of slots * 2^(-(t + dt - s) / half_life)
+//   ds
 //                 = usage(t) * d + slots * half_life / ln 2 * (1 - d),   d = 2^(-dt / half_life)
 // where `slots` is what the team held during [t, t + dt] (constant between scheduling events). The closed form
 // makes the result independent of how often it is called: accruing 10 s ten times equals accruing 100 s once.
