@@ -25,6 +25,17 @@ pb::MetricBatch* NewMetricBatch(TrainerEvent* ev, const TaskIdentity& id) {
   return batch;
 }
 
+// A report carrying one job event (a notable trainer message) of this task's attempt.
+void AddJobEvent(TrainerEvent* ev, const TaskIdentity& id, const std::string& kind, const std::string& message) {
+  pb::JobEvent* e = NewMetricBatch(ev, id)->add_events();
+  e->set_job_id(id.job_id);
+  e->set_time_ms(ev->time_ms);
+  e->set_attempt(id.attempt);
+  e->set_epoch(id.epoch);
+  e->set_kind(kind);
+  e->set_message(message);
+}
+
 std::string OptionalString(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
 }
@@ -133,26 +144,14 @@ StatusOr<TrainerEvent> ParseTrainerEvent(std::string_view line, const TaskIdenti
       c->set_node_id(id.node_id);
     } else if (ev.type == "message") {
       ev.message = j.value("text", "");
-      pb::MetricBatch* batch = NewMetricBatch(&ev, id);
-      pb::JobEvent* e = batch->add_events();
-      e->set_job_id(id.job_id);
-      e->set_time_ms(ev.time_ms);
-      e->set_attempt(id.attempt);
-      e->set_epoch(id.epoch);
-      e->set_kind("message");
-      e->set_message(fmt::format("[{}] rank {}: {}", j.value("level", std::string("info")), ev.rank, ev.message));
+      AddJobEvent(&ev, id, "message",
+                  fmt::format("[{}] rank {}: {}", j.value("level", std::string("info")), ev.rank, ev.message));
     } else if (ev.type == "preempted") {
       // The gang agreed to stop on a preemption: a job event, so the history says where it stopped.
       const std::string path = OptionalString(j, "checkpoint");
-      pb::MetricBatch* batch = NewMetricBatch(&ev, id);
-      pb::JobEvent* e = batch->add_events();
-      e->set_job_id(id.job_id);
-      e->set_time_ms(ev.time_ms);
-      e->set_attempt(id.attempt);
-      e->set_epoch(id.epoch);
-      e->set_kind("preempted");
-      e->set_message(fmt::format("preempted at step {}: {}", IntField(j, "step", 0),
-                                 path.empty() ? std::string("no checkpoint was written") : "checkpoint " + path));
+      AddJobEvent(&ev, id, "preempted",
+                  fmt::format("preempted at step {}: {}", IntField(j, "step", 0),
+                              path.empty() ? std::string("no checkpoint was written") : "checkpoint " + path));
     } else if (ev.type == "finished") {
       ev.finished_status = j.value("status", std::string("ok"));
       ev.message = j.value("message", "");

@@ -286,7 +286,10 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
   LocalCluster c;
   c.agents = o.agents.value_or(recorded != nullptr ? recorded->agents : 1);
   c.slots = o.slots.value_or(recorded != nullptr ? recorded->slots : o.default_slots);
-  if (c.agents < 1) return InvalidArgumentError(fmt::format("--agents must be at least 1, got {}", c.agents));
+  if (c.agents < 1 || c.agents > 64) {
+    return InvalidArgumentError(
+        fmt::format("--agents must be 1..64 (each local agent gets its own 100 rendezvous ports), got {}", c.agents));
+  }
   const std::string bin = o.bin_dir.empty() ? SelfDir() : o.bin_dir;
   const std::string coordinator_bin = bin + "/anneal-coordinator";
   const std::string agent_bin = bin + "/anneal-agent";
@@ -351,7 +354,7 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
                         agent_bin,
                         0,
                         o.state_dir + "/logs/agent-" + node + ".log",
-                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots, key_file, join_token_file),
+                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots, key_file, join_token_file, i),
                         node};
     auto pid = SpawnDaemon(agent.argv, agent.log);
     if (!pid.ok()) {
@@ -401,7 +404,7 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
 
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
                                    const std::string& work_dir, int slots, const std::string& server_key_file,
-                                   const std::string& join_token_file) {
+                                   const std::string& join_token_file, int index) {
   // --ranks-survive-agent: a crashed local agent is restarted by `anneal up` and re-adopts its ranks (the local
   // cluster heals); `anneal down` still stops them (SIGTERM to the agents, which stop their ranks).
   std::vector<std::string> argv = {
@@ -415,6 +418,9 @@ std::vector<std::string> AgentArgv(const std::string& program, const std::string
     argv.push_back("--join-token-file");
     argv.push_back(join_token_file);
   }
+  const int first_port = 29500 + 100 * index;
+  argv.push_back("--rendezvous-ports");
+  argv.push_back(fmt::format("{}-{}", first_port, first_port + 99));
   return argv;
 }
 

@@ -101,9 +101,11 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
                                          const std::string& config_file, const std::string& join_token_file = "");
 // slots 0: no --slots flag, so the agent schedules one rank per GPU it finds.
 // `server_key_file`: the coordinator's public key file the agent pins (--server-key-file).
+// `index`: the agent's number on this host; each gets its own 100 rendezvous ports (29500 + 100 * index ...), since
+// every local agent advertises the same address and two jobs' rank 0 must not share a port.
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
                                    const std::string& work_dir, int slots, const std::string& server_key_file,
-                                   const std::string& join_token_file = "");
+                                   const std::string& join_token_file = "", int index = 0);
 // <state_dir>/join-token, created (0600, a fresh "anj_" token) when missing; its path.
 StatusOr<std::string> EnsureLocalJoinToken(const std::string& state_dir);
 
