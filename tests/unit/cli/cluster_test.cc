@@ -131,7 +131,8 @@ TEST(CliCluster, UpPassesTheDocumentedFlagsAndTimesOutWhenNoNodeRegisters) {
   EXPECT_EQ(ReadFile(dir.path() + "/bin/anneal-agent.args"),
             "--coordinator tcp://127.0.0.1:45123 --node local-0 --work-dir " + state +
                 "/agents/local-0 --ranks-survive-agent --server-key-file " + state +
-                "/coordinator/curve.pub --slots 4 --join-token-file " + state + "/join-token");
+                "/coordinator/curve.pub --slots 4 --join-token-file " + state +
+                "/join-token --rendezvous-ports 29500-29599");
   EXPECT_EQ(fs::status(state + "/join-token").permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
   pid_t coordinator_pid = std::stoi(ReadFile(dir.path() + "/bin/anneal-coordinator.pids"));
