@@ -82,6 +82,11 @@ def case_preempt(bindir, tmp):
     steps, every = 400, 20
     # Uninterrupted reference: the same job run straight through by anneal-train launch (2 ranks, TP 2).
     ref_cfg = yaml_one_node(tmp, "ref", steps, every)
+    # Its own tokenized cache: this run is root's, and the cluster's ranks (nobody) must own theirs.
+    with open(ref_cfg) as f:
+        text = f.read().replace(f"tokenized_cache_dir: {tmp}/cache", f"tokenized_cache_dir: {tmp}/cache-ref")
+    with open(ref_cfg, "w") as f:
+        f.write(text)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run([os.path.join(bindir, "anneal-train"), "launch", "--nproc-per-node", "2", "--", "train",
                         "--config", ref_cfg], capture_output=True, text=True, env=env)
