@@ -207,7 +207,10 @@ size_t PlannerPass::ViewFor(const std::map<std::string, std::string>& selector) 
   for (size_t r = max_slots; r-- > 0;) view.idle_at_least[r] += view.idle_at_least[r + 1];
   view.pools = {0};
   std::vector<std::string> missing;
-  for (const auto& [key, value] : selector) {
+  for (const auto& pair : selector) {
+    // Named, not a structured binding: lambdas may not capture those before clang 16 (the sanitizer build).
+    const std::string& key = pair.first;
+    const std::string& value = pair.second;
     const std::string label = key + "=" + value;
     if (size_t p = PoolIndex(label); p < pools.size()) view.pools.push_back(p);
     const bool somewhere = std::any_of(nodes.begin(), nodes.end(), [&](const PlannerNode* n) {
