@@ -8,27 +8,11 @@
 
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/sharing.h"
 #include "protocol/states.h"
 
 namespace anneal::coordinator {
 namespace {
-
-// Jobs whose tasks hold slots: placed and not every task ended.
-bool HoldsSlots(pb::JobState state) {
-  return state == pb::JOB_STARTING || state == pb::JOB_RUNNING || state == pb::JOB_PREEMPTED ||
-         state == pb::JOB_RESTARTING || state == pb::JOB_CANCELLING;
-}
-
-// node id -> slots the job's not-ended tasks hold there.
-std::map<std::string, uint32_t> SlotsByNode(const pb::JobRecord& r) {
-  std::map<std::string, uint32_t> out;
-  for (const auto& node : r.placement().nodes()) {
-    auto state = r.task_states().find(node.node_id());
-    if (state == r.task_states().end() || protocol::TaskEnded(state->second)) continue;
-    out[node.node_id()] += static_cast<uint32_t>(node.ranks_size());
-  }
-  return out;
-}
 
 std::string Seconds(int64_t ms) {
   return ms >= 120000 ? fmt::format("{} min", ms / 60000) : fmt::format("{} s", ms / 1000);
@@ -39,8 +23,7 @@ std::string Seconds(int64_t ms) {
 std::map<std::string, uint32_t> Coordinator::SlotsHeldByTeam() const {
   std::map<std::string, uint32_t> held;
   for (const auto& [id, job] : jobs_.all()) {
-    if (!HoldsSlots(job.record.state())) continue;
-    for (const auto& [node, slots] : SlotsByNode(job.record)) held[JobTeam(job.record)] += slots;
+    if (const uint32_t slots = HeldSlots(job.record); slots > 0) held[JobTeam(job.record)] += slots;
   }
   return held;
 }
@@ -59,12 +42,13 @@ PlannerInput Coordinator::BuildPlannerInput(int64_t now) const {
   }
   for (const auto& [id, job] : jobs_.all()) {
     const pb::JobRecord& r = job.record;
-    if (!HoldsSlots(r.state())) continue;
+    std::map<std::string, uint32_t> held = HeldSlotsByNode(r);
+    if (held.empty()) continue;
     RunningJob run;
     run.job_id = id;
     run.team = JobTeam(r);
     run.priority = r.priority();
-    run.slots_by_node = SlotsByNode(r);
+    run.slots_by_node = std::move(held);
     run.started_at_ms = r.attempt_started_at_ms() > 0 ? r.attempt_started_at_ms() : r.started_at_ms();
     run.time_limit_ms = r.time_limit_ms();
     if (const pb::CheckpointRecord* latest = checkpoints_.LatestCommitted(id)) {

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "coordinator/authz.h"
+#include "protocol/states.h"
 
 namespace anneal::coordinator {
 
@@ -62,20 +63,30 @@ uint64_t PoolSlots(const std::vector<pb::NodeRecord>& nodes, std::string_view la
   return slots;
 }
 
-uint32_t HeldSlots(const pb::JobRecord& job) {
+std::map<std::string, uint32_t> HeldSlotsByNode(const pb::JobRecord& job) {
+  std::map<std::string, uint32_t> held;
   switch (job.state()) {
     case pb::JOB_STARTING:
     case pb::JOB_RUNNING:
     case pb::JOB_PREEMPTED:
     case pb::JOB_RESTARTING:
-    case pb::JOB_CANCELLING: {
-      uint32_t slots = 0;
-      for (const auto& node : job.placement().nodes()) slots += static_cast<uint32_t>(node.ranks_size());
-      return slots;
-    }
+    case pb::JOB_CANCELLING:
+      break;
     default:
-      return 0;
+      return held;
   }
+  for (const auto& node : job.placement().nodes()) {
+    auto task = job.task_states().find(node.node_id());
+    if (task == job.task_states().end() || protocol::TaskEnded(task->second)) continue;
+    held[node.node_id()] += static_cast<uint32_t>(node.ranks_size());
+  }
+  return held;
+}
+
+uint32_t HeldSlots(const pb::JobRecord& job) {
+  uint32_t slots = 0;
+  for (const auto& [node, count] : HeldSlotsByNode(job)) slots += count;
+  return slots;
 }
 
 StatusOr<pb::QueueReply> BuildQueueReply(const Principal& who, std::string_view team, const QueueSources& sources) {

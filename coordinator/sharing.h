@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,9 +44,11 @@ std::string PoolName(std::string_view label);
 // Slots of the nodes in the pool `label` (see Pools above).
 uint64_t PoolSlots(const std::vector<pb::NodeRecord>& nodes, std::string_view label);
 
-// Slots a job holds now: the ranks of its placement while it is STARTING, RUNNING, PREEMPTED, RESTARTING or
-// CANCELLING; 0 otherwise.
-uint32_t HeldSlots(const pb::JobRecord& job);
+// Slots a job holds now, per node: the ranks of its tasks that have not ended while it is STARTING, RUNNING,
+// PREEMPTED, RESTARTING or CANCELLING; empty otherwise. The scheduler (planner input, usage) and the queue's
+// "held" column both read this one definition.
+std::map<std::string, uint32_t> HeldSlotsByNode(const pb::JobRecord& job);
+uint32_t HeldSlots(const pb::JobRecord& job);  // the sum over its nodes
 
 // What the queue is built from: the active jobs (borrowed; they must outlive the call), every team, the usage
 // rows (Table::kUsage).

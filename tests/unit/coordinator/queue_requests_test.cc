@@ -129,7 +129,9 @@ pb::JobRecord Record(const std::string& id, const std::string& team, pb::JobStat
   r.set_submit_seq(seq);
   r.set_spec_yaml("spec");
   auto* node = r.mutable_placement()->add_nodes();
+  node->set_node_id("n-" + id);
   for (int i = 0; i < ranks; ++i) node->add_ranks();
+  (*r.mutable_task_states())[node->node_id()] = pb::TASK_RUNNING;  // its task has not ended
   return r;
 }
 
