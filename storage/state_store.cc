@@ -14,8 +14,9 @@
 namespace anneal::storage {
 namespace {
 
-constexpr std::string_view kTableNames[kTableCount] = {"jobs",  "events", "metrics", "checkpoints", "nodes", "meta",
-                                                       "users", "teams",  "tokens",  "audit",       "usage"};
+constexpr std::string_view kTableNames[kTableCount] = {"jobs",  "events",    "metrics",   "checkpoints", "nodes",
+                                                       "meta",  "users",     "teams",     "tokens",      "audit",
+                                                       "usage", "pipelines", "schedules", "models"};
 constexpr std::string_view kSchemaKey = "schema_version";
 
 // Names the cause of a failed open: another process holds the lock, the files are corrupt, or the directory

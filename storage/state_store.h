@@ -49,8 +49,23 @@ namespace anneal::storage {
 inline constexpr uint32_t kSchemaVersion = 1;
 
 // Append new tables at the end only (the enum value indexes the column-family handles).
-enum class Table { kJobs, kEvents, kMetrics, kCheckpoints, kNodes, kMeta, kUsers, kTeams, kTokens, kAudit, kUsage };
-inline constexpr int kTableCount = 11;
+enum class Table {
+  kJobs,
+  kEvents,
+  kMetrics,
+  kCheckpoints,
+  kNodes,
+  kMeta,
+  kUsers,
+  kTeams,
+  kTokens,
+  kAudit,
+  kUsage,
+  kPipelines,  // pipeline runs (coordinator/pipelines.h)
+  kSchedules,  // schedules and their fire bookkeeping (coordinator/schedules.h)
+  kModels,     // the model registry: models and versions (coordinator/model_registry.h)
+};
+inline constexpr int kTableCount = 14;
 std::string_view TableName(Table table);  // the column family name: "jobs", "events", ...
 
 // A set of puts and deletes applied atomically by StateStore::Commit.
