@@ -22,21 +22,33 @@ using planner_detail::View;
 namespace planner_detail {
 
 std::optional<std::vector<uint32_t>> PlaceOn(const PlannerPass& pass, const FreeIndex& index, size_t view,
-                                             const GangRequest& gang) {
-  const size_t index_view = pass.views[view].index_view;
-  if (index.CountAtLeast(index_view, gang.ranks_per_node) < gang.nodes) return std::nullopt;
-  // PlaceGang's rule: rank 0 is the best-fitting node with a free port, the others follow in best-fit order.
+                                             const GangRequest& gang, const std::vector<uint32_t>& preferred) {
+  const View& v = pass.views[view];
+  if (index.CountAtLeast(v.index_view, gang.ranks_per_node) < gang.nodes) return std::nullopt;
+  // PlaceGang's rule with a preference: rank 0 is the first node with a free port (preferred nodes first, then
+  // best fit), the others follow in that order.
   std::optional<uint32_t> master;
   std::vector<uint32_t> others;
   others.reserve(gang.nodes);
-  index.WalkBestFit(index_view, gang.ranks_per_node, [&](uint32_t node) {
+  auto taken = [&](uint32_t node) {
+    return master == node || std::find(others.begin(), others.end(), node) != others.end();
+  };
+  auto consider = [&](uint32_t node) {  // false once the gang is complete
     if (!master && pass.nodes[node]->has_free_port) {
       master = node;
     } else if (others.size() + 1 < gang.nodes) {
       others.push_back(node);
     }
     return !(master && others.size() + 1 >= gang.nodes);
-  });
+  };
+  bool more = true;
+  for (uint32_t node : preferred) {
+    const bool member = v.members.empty() || v.members[node];
+    if (more && member && index.Free(node) >= gang.ranks_per_node) more = consider(node);
+  }
+  if (more) {
+    index.WalkBestFit(v.index_view, gang.ranks_per_node, [&](uint32_t node) { return taken(node) || consider(node); });
+  }
   if (!master || others.size() + 1 < gang.nodes) return std::nullopt;
   std::vector<uint32_t> chosen = {*master};
   chosen.insert(chosen.end(), others.begin(), others.end());
@@ -99,6 +111,25 @@ std::vector<uint32_t> GuaranteedFirst(const PlannerPass& pass, const std::vector
   return order;
 }
 
+// Sorts one team's jobs by priority (high first), then submit_seq, then job id, on packed keys (a comparison
+// reads no job record unless priority and submit_seq tie).
+void SortByPriorityThenFifo(const PlannerPass& pass, std::vector<uint32_t>& jobs) {
+  struct Key {
+    int64_t priority;  // negated: ascending order puts the highest first
+    uint64_t seq;
+    uint32_t job;
+  };
+  std::vector<Key> keys;
+  keys.reserve(jobs.size());
+  for (uint32_t j : jobs) keys.push_back({-int64_t{pass.jobs[j].priority}, pass.jobs[j].submit_seq, j});
+  std::sort(keys.begin(), keys.end(), [&](const Key& a, const Key& b) {
+    if (a.priority != b.priority) return a.priority < b.priority;
+    if (a.seq != b.seq) return a.seq < b.seq;
+    return pass.in.pending[a.job].job_id < pass.in.pending[b.job].job_id;
+  });
+  for (size_t i = 0; i < keys.size(); ++i) jobs[i] = keys[i].job;
+}
+
 // Stage 2: teams interleaved by fair share; within a team, priority then FIFO; then guaranteed jobs first.
 std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
   const auto& facts = pass.jobs;
@@ -126,8 +157,8 @@ std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
       if (x.submit_seq != y.submit_seq) return x.submit_seq < y.submit_seq;
       return pass.in.pending[a].job_id < pass.in.pending[b].job_id;
     };
-    // Queues usually arrive in submission order: one linear check instead of a sort.
-    if (!std::is_sorted(jobs.begin(), jobs.end(), before)) std::sort(jobs.begin(), jobs.end(), before);
+    // The coordinator hands the queue in this order already (JobTable::PendingInOrder): one linear check.
+    if (!std::is_sorted(jobs.begin(), jobs.end(), before)) SortByPriorityThenFifo(pass, jobs);
     const auto& team = pass.teams[t];
     turns.push({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, 0});
   }
@@ -298,7 +329,7 @@ struct Walk {
         res && res->at_ms > 0 && job.time_limit_ms > 0 && in.now_ms + job.time_limit_ms <= res->at_ms;
     const bool outlives = res.has_value() && !ends_before;
     const FreeIndex& index = outlives ? *pass.guarded : pass.real;
-    if (auto nodes = planner_detail::PlaceOn(pass, index, v, job.gang)) {
+    if (auto nodes = planner_detail::PlaceOn(pass, index, v, job.gang, job.preferred)) {
       Start(i, *nodes, outlives, team);
       return;
     }
@@ -370,21 +401,16 @@ SchedulePlan PlanSchedule(const PlannerInput& input) {
   std::vector<uint32_t> position(count);
   for (uint32_t p = 0; p < order.size(); ++p) position[order[p]] = p;
   plan.order.resize(count);
-  std::vector<uint32_t> unstarted;
-  unstarted.reserve(count);
+  size_t unstarted = 0;
   for (uint32_t i = 0; i < count; ++i) {
     plan.order[position[i]] = input.pending[i].job_id;
-    if (!walk.started[i]) unstarted.push_back(i);
+    unstarted += walk.started[i] ? 0 : 1;
   }
-  // Inserted in id order at the end of the map (one comparison each instead of a descent per job); stable, so
-  // of duplicate ids the first in input order wins, as with plain inserts.
-  auto by_id = [&](uint32_t a, uint32_t b) { return input.pending[a].job_id < input.pending[b].job_id; };
-  if (!std::is_sorted(unstarted.begin(), unstarted.end(), by_id)) {
-    std::stable_sort(unstarted.begin(), unstarted.end(), by_id);
-  }
-  for (uint32_t i : unstarted) {
-    plan.pending.emplace_hint(plan.pending.end(), input.pending[i].job_id,
-                              PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
+  plan.pending.reserve(unstarted);
+  for (uint32_t i = 0; i < count; ++i) {  // of duplicate ids the first in input order wins
+    if (walk.started[i]) continue;
+    plan.pending.try_emplace(input.pending[i].job_id,
+                             PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
   }
   return std::move(plan);
 }

@@ -19,21 +19,24 @@
 //      matching pool, plus the job's, within `max`; a job's matching pools are "" and every pool whose label
 //      is one of its node_selector pairs), the gang shape (PlaceGang's kNever is reported, never blocks
 //      anyone).
-//   4. Placement in order, EASY backfill: the first job that fits quota but not the free capacity gets a
-//      reservation (the earliest time enough slots free, from running jobs' expected ends = started_at +
-//      time_limit; nodes and slots named). Later jobs start now only if they fit the free capacity and either
-//      end before the reservation (now + time_limit <= reserved_at) or use no slot the reservation needs. A
-//      job without a time limit backfills only into slots the reservation does not need. When no reservation
-//      time is known (some needed slots are held by jobs without a time limit), the reservation still holds
-//      the slots it would take first (the nodes whose holders end soonest, unknown ends last) and has no time.
+//   4. Placement in order, EASY backfill. A gang takes its preferred nodes that fit first (the nodes holding its
+//      checkpoint and data cache: a resumed job does not copy them again), rank 0 on the first of them with a free
+//      rendezvous port; the rest best fit (fewest free slots first). The first job that fits quota but not the free
+//      capacity gets a reservation (the earliest time enough slots free, from running jobs' expected ends = started_at
+//      + time_limit; nodes and slots named). Later jobs start now only if they fit the free capacity and either end
+//      before the reservation (now + time_limit <= reserved_at) or use no slot the reservation needs. A job without a
+//      time limit backfills only into slots the reservation does not need. When no reservation time is known (some
+//      needed slots are held by jobs without a time limit), the reservation still holds the slots it would take first
+//      (the nodes whose holders end soonest, unknown ends last) and has no time.
 //   5. Preemption: a job whose team is within its guarantee (held + job <= guaranteed on a matching pool) and that
 //      cannot be placed may reclaim slots from jobs of teams above their own guarantee (borrowers). Victims are
 //      whole gangs (never part of one), chosen in order: jobs of teams borrowing the most first, then lowest
 //      priority, then least work lost (now - last checkpoint or start), ties by job id; a job that started less
 //      than min_runtime_ms ago, one whose preemption budget is spent, or one already being preempted is never a
 //      victim. Victims are taken in that order until the job's gang fits (a team stops giving once it is no
-//      longer above its guarantee), then every victim the gang does not need is dropped, least preferred
-//      first (the fewest victims); if no such set exists, nobody is preempted. The beneficiary does not start
+//      longer above its guarantee; a job none of whose nodes could reach the gang's ranks per node even if every
+//      eligible victim there were taken is passed over), then every victim the gang does not need is dropped, least
+//      preferred first (the fewest victims); if no such set exists, nobody is preempted. The beneficiary does not start
 //      in this pass (the victims still hold their slots); it keeps its place, holds the slots it will take
 //      (later jobs of the pass do not get them) and is reported as waiting for them. Slots of jobs already
 //      being preempted or stopped count as freed for this decision (no second round of victims for the same
@@ -64,6 +67,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "coordinator/scheduler.h"
@@ -113,6 +117,9 @@ struct PendingJob {
   std::map<std::string, std::string> node_selector;  // every pair must be among the node's labels
   int64_t time_limit_ms = 0;                         // 0: none
   int64_t submitted_at_ms = 0;
+  // Nodes that already hold the job's files (its latest checkpoint, its previous attempt's dataset cache), most
+  // preferred first: placement takes those that fit before any other (stage 4).
+  std::vector<std::string> preferred_nodes;
 };
 
 struct PlannerConfig {
@@ -162,11 +169,11 @@ struct PendingExplanation {
 };
 
 struct SchedulePlan {
-  std::vector<PlannedStart> starts;                   // in order; each fits the capacity left by the ones before it
-  std::vector<Preemption> preemptions;                // time limits first, then reclaims
-  std::optional<Reservation> reservation;             // the first job that could not start (EASY: one reservation)
-  std::map<std::string, PendingExplanation> pending;  // every pending job not in `starts`
-  std::vector<std::string> order;                     // the fair-share order of the pending jobs (stage 2)
+  std::vector<PlannedStart> starts;        // in order; each fits the capacity left by the ones before it
+  std::vector<Preemption> preemptions;     // time limits first, then reclaims
+  std::optional<Reservation> reservation;  // the first job that could not start (EASY: one reservation)
+  std::unordered_map<std::string, PendingExplanation> pending;  // every pending job not in `starts` (no order)
+  std::vector<std::string> order;                               // the fair-share order of the pending jobs (stage 2)
 };
 
 SchedulePlan PlanSchedule(const PlannerInput& input);

@@ -142,6 +142,9 @@ struct PlannerPass {
   std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
   std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
   std::vector<size_t> victims_head;                    // per team: entries of victims_by_team before it are all freeing
+  // Per node: slots of eligible victims not yet freeing. free + freed + this bounds what any reclaim can make
+  // available there, so a victim whose nodes cannot reach a gang's ranks per node is never tried.
+  std::vector<uint32_t> reclaimable;
 
   SchedulePlan plan;
   std::optional<ReservationState> reservation;
@@ -154,6 +157,7 @@ struct PlannerPass {
     uint32_t view = 0;
     uint64_t submit_seq = 0;
     int64_t time_limit_ms = 0;
+    std::vector<uint32_t> preferred;  // PendingJob::preferred_nodes that are schedulable, as node numbers
   };
   std::vector<JobFacts> jobs;  // per pending job, in input order
 
@@ -180,9 +184,10 @@ void Reserve(PlannerPass& pass, uint32_t job);
 // Stage 6 (planner_reserve.cc): for each job of `waiting`, the earliest time enough nodes of its view have its
 // slots free, from expected ends (0: a needed end is unknown). A lower bound: the jobs ahead are not counted.
 void EstimateStarts(PlannerPass& pass, const std::vector<uint32_t>& waiting, std::vector<int64_t>& estimate);
-// Best-fit placement on `index`: node numbers, rank 0 first (with a free port); nullopt when it does not fit.
+// Placement on `index`: the `preferred` nodes that fit first, then best fit; node numbers, rank 0 first (with a
+// free port); nullopt when it does not fit.
 std::optional<std::vector<uint32_t>> PlaceOn(const PlannerPass& pass, const FreeIndex& index, size_t view,
-                                             const GangRequest& gang);
+                                             const GangRequest& gang, const std::vector<uint32_t>& preferred = {});
 std::string FormatWhen(int64_t at_ms, int64_t now_ms);
 
 }  // namespace anneal::coordinator::planner_detail

@@ -183,8 +183,20 @@ void PlannerPass::IndexPending() {
   for (const auto& job : in.pending) {
     if (last_name == nullptr || *last_name != job.team) last_team = TeamOf(job.team);
     last_name = &job.team;
-    jobs.push_back({job.gang, job.priority, last_team, static_cast<uint32_t>(ViewFor(job.node_selector)),
-                    job.submit_seq, job.time_limit_ms});
+    jobs.push_back({job.gang,
+                    job.priority,
+                    last_team,
+                    static_cast<uint32_t>(ViewFor(job.node_selector)),
+                    job.submit_seq,
+                    job.time_limit_ms,
+                    {}});
+    for (const std::string& id : job.preferred_nodes) {
+      auto it = node_index.find(id);
+      auto& preferred = jobs.back().preferred;
+      if (it != node_index.end() && std::find(preferred.begin(), preferred.end(), it->second) == preferred.end()) {
+        preferred.push_back(it->second);
+      }
+    }
   }
 }
 
@@ -262,7 +274,9 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
   RunningState& r = running[running_index];
   if (r.freeing) return;
   r.freeing = true;
+  const bool counted = victims_built && victim_rank[running_index] != UINT32_MAX;
   for (const auto& [node, count] : r.slots) {
+    if (counted) reclaimable[node] -= count;
     if (!freed_listed[node]) {
       freed_listed[node] = 1;
       freed_nodes.push_back(node);

@@ -72,6 +72,11 @@ PlannerInput Coordinator::BuildPlannerInput(int64_t now) const {
     p.node_selector.insert(r.node_selector().begin(), r.node_selector().end());
     p.time_limit_ms = r.time_limit_ms();
     p.submitted_at_ms = r.submitted_at_ms();
+    // A requeued job's files are where it ran: the latest checkpoint's node first, then its last placement.
+    if (const pb::CheckpointRecord* latest = checkpoints_.LatestCommitted(id); latest != nullptr) {
+      if (!latest->node_id().empty()) p.preferred_nodes.push_back(latest->node_id());
+    }
+    for (const auto& node : r.placement().nodes()) p.preferred_nodes.push_back(node.node_id());
     in.pending.push_back(std::move(p));
   }
   for (const auto& team : identity_.Teams()) {

@@ -194,6 +194,9 @@ coordinator::PlannerInput MakeSnapshot(uint32_t nodes, uint32_t slots_per_node, 
     p.submitted_at_ms = in.now_ms - draw.Int(0, 10 * kHour);
     in.pending.push_back(std::move(p));
   }
+  // The order the coordinator hands the queue to the planner (JobTable::PendingInOrder): priority, then submission.
+  std::stable_sort(in.pending.begin(), in.pending.end(),
+                   [](const auto& a, const auto& b) { return a.priority > b.priority; });
   double weights = 0;
   for (const auto& t : config.teams) weights += t.weight;
   for (const auto& t : config.teams) {

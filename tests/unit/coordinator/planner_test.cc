@@ -25,6 +25,42 @@ TEST(Planner, StartsWhatFitsWithBestFit) {
   EXPECT_TRUE(plan.pending.empty());
 }
 
+TEST(Planner, PreferredNodesThatFitComeBeforeBestFit) {
+  // "a" holds the job's checkpoint: it is taken although "b" fits better; rank 0 goes there.
+  auto job = Pending("j", "t", 2, 2, 1);
+  job.preferred_nodes = {"a", "gone", "a"};  // a node no longer schedulable and a duplicate are ignored
+  auto plan = PlanSchedule(Input({Node("a", 8, 0), Node("b", 8, 6), Node("c", 8, 5)}, {}, {job}));
+  ASSERT_EQ(plan.starts.size(), 1u);
+  ASSERT_EQ(plan.starts[0].nodes.size(), 2u);
+  EXPECT_EQ(plan.starts[0].nodes[0].node_id, "a");
+  EXPECT_EQ(plan.starts[0].nodes[1].node_id, "b");  // the rest best fit
+}
+
+TEST(Planner, APreferredNodeThatDoesNotFitOrLacksTheLabelIsPassedOver) {
+  auto full = Pending("full", "t", 1, 4, 1);
+  full.preferred_nodes = {"a"};  // 2 free of 4 needed
+  auto unlabelled = Pending("unlabelled", "t", 1, 1, 2);
+  unlabelled.node_selector = {{"gpu", "h100"}};
+  unlabelled.preferred_nodes = {"a"};  // fits, but does not carry gpu=h100
+  auto plan = PlanSchedule(Input({Node("a", 8, 6), Node("b", 8, 0, {{"gpu", "h100"}})}, {}, {full, unlabelled}));
+  ASSERT_NE(StartOf(plan, "full"), nullptr);
+  EXPECT_EQ(StartOf(plan, "full")->nodes[0].node_id, "b");
+  ASSERT_NE(StartOf(plan, "unlabelled"), nullptr);
+  EXPECT_EQ(StartOf(plan, "unlabelled")->nodes[0].node_id, "b");
+}
+
+TEST(Planner, RankZeroNeedsAFreePortEvenOnAPreferredNode) {
+  auto job = Pending("j", "t", 2, 2, 1);
+  job.preferred_nodes = {"a"};
+  PlannerNode a = Node("a", 8, 0);
+  a.has_free_port = false;
+  auto plan = PlanSchedule(Input({a, Node("b", 8, 4)}, {}, {job}));
+  ASSERT_EQ(plan.starts.size(), 1u);
+  ASSERT_EQ(plan.starts[0].nodes.size(), 2u);
+  EXPECT_EQ(plan.starts[0].nodes[0].node_id, "b");  // rank 0 where a port is free
+  EXPECT_EQ(plan.starts[0].nodes[1].node_id, "a");  // the preferred node still holds the others
+}
+
 TEST(Planner, PlacementMatchesPlaceGang) {
   std::mt19937 rng(7);
   for (int round = 0; round < 300; ++round) {

@@ -1,8 +1,9 @@
 // Gang placement: packing, gangs, tensor-parallel groups inside a node, nothing fits; and the queue order
 // (priority, then FIFO) through the Coordinator.
+#include "coordinator/scheduler.h"
+
 #include <gtest/gtest.h>
 
-#include "coordinator/scheduler.h"
 #include "harness.h"
 
 namespace anneal::coordinator {
@@ -98,7 +99,7 @@ TEST(SchedulerQueue, ABlockedHeadIsNotPassedButAnImpossibleJobIs) {
   ASSERT_EQ(h.State(small), pb::JOB_STARTING);
   ASSERT_EQ(h.State(big), pb::JOB_STARTING);
   EXPECT_EQ(h.Job(small).placement().nodes(0).node_id(), "n1");
-  const std::string waits = h.Submit(BaseSpec("gpus_per_node: 4\n"));  // needs n2 idle: waits
+  const std::string waits = h.Submit(BaseSpec("gpus_per_node: 4\n"));   // needs n2 idle: waits
   const std::string behind = h.Submit(BaseSpec("gpus_per_node: 1\n"));  // would fit nowhere now anyway
   EXPECT_EQ(h.State(waits), pb::JOB_PENDING);
   EXPECT_EQ(h.State(behind), pb::JOB_PENDING);
@@ -138,6 +139,23 @@ TEST(SchedulerQueue, AJobBehindABlockedHeadBackfillsIntoSlotsItsReservationDoesN
   EXPECT_EQ(h.Job(behind).placement().nodes(0).node_id(), "n1");
   EXPECT_EQ(h.Job(waits).queue_position(), 1u);
   EXPECT_FALSE(h.Job(waits).wait_reason().empty());
+}
+
+TEST(SchedulerQueue, ARetriedJobGoesBackToTheNodeHoldingItsCheckpoint) {
+  Harness h;
+  h.Register("n1", 2);
+  h.Register("n2", 2);
+  const std::string first = h.Submit(BaseSpec("gpus_per_node: 2\n"));  // n1 (ties go by node id)
+  const std::string job = h.Submit(BaseSpec("gpus_per_node: 2\nmax_attempts: 2\n"));
+  ASSERT_EQ(h.Job(job).placement().nodes(0).node_id(), "n2");
+  h.ReportAll(job, pb::TASK_RUNNING);
+  h.ReportCheckpoint("n2", job, 10);
+  h.ReportAll(first, pb::TASK_SUCCEEDED);  // n1 is free: best fit alone would now pick it (ties by id)
+  h.ReportAll(job, pb::TASK_FAILED);
+  const pb::JobRecord r = h.Job(job);
+  ASSERT_EQ(r.state(), pb::JOB_STARTING);
+  EXPECT_EQ(r.attempt(), 2u);
+  EXPECT_EQ(r.placement().nodes(0).node_id(), "n2") << "the retry resumes where its checkpoint is";
 }
 
 TEST(SchedulerQueue, SubmitRejectsWhatTheClusterCanNeverRun) {
