@@ -34,8 +34,7 @@
 //      priority, then least work lost (now - last checkpoint or start), ties by job id; a job that started less
 //      than min_runtime_ms ago, one whose preemption budget is spent, or one already being preempted is never a
 //      victim. Victims are taken in that order until the job's gang fits (a team stops giving once it is no
-//      longer above its guarantee; a job none of whose nodes could reach the gang's ranks per node even if every
-//      eligible victim there were taken is passed over), then every victim the gang does not need is dropped, least
+//      longer above its guarantee), then every victim the gang does not need is dropped, least
 //      preferred first (the fewest victims); if no such set exists, nobody is preempted. The beneficiary does not start
 //      in this pass (the victims still hold their slots); it keeps its place, holds the slots it will take
 //      (later jobs of the pass do not get them) and is reported as waiting for them. Slots of jobs already

@@ -142,9 +142,6 @@ struct PlannerPass {
   std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
   std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
   std::vector<size_t> victims_head;                    // per team: entries of victims_by_team before it are all freeing
-  // Per node: slots of eligible victims not yet freeing. free + freed + this bounds what any reclaim can make
-  // available there, so a victim whose nodes cannot reach a gang's ranks per node is never tried.
-  std::vector<uint32_t> reclaimable;
 
   SchedulePlan plan;
   std::optional<ReservationState> reservation;

@@ -43,12 +43,10 @@ void BuildVictimLists(PlannerPass& pass) {
   pass.victim_rank.assign(pass.running.size(), UINT32_MAX);
   pass.victims_by_team.assign(pass.teams.size(), {});
   pass.victims_head.assign(pass.teams.size(), 0);
-  pass.reclaimable.assign(pass.nodes.size(), 0);
   for (uint32_t rank = 0; rank < eligible.size(); ++rank) {
     const uint32_t i = eligible[rank].running;
     pass.victim_rank[i] = rank;
     pass.victims_by_team[pass.running[i].team].push_back(i);
-    for (const auto& [node, count] : pass.running[i].slots) pass.reclaimable[node] += count;
   }
 }
 
@@ -145,14 +143,8 @@ class Reclaim {
  private:
   bool Member(uint32_t node) const { return view_.members.empty() || view_.members[node]; }
   uint32_t Avail(uint32_t node) const { return index_.Free(node) + pass_.freed[node] + pass_.scratch[node]; }
-  // Can freeing `r` matter: is one of its nodes in the job's view and able to reach the gang's ranks per node
-  // if every eligible victim there were preempted? (A victim that cannot is never kept by the "fewest" step, and
-  // taking it would only use up its team's borrowing.)
-  bool CanHelp(const RunningState& r) const {
-    return std::any_of(r.slots.begin(), r.slots.end(), [&](const auto& s) {
-      const uint32_t node = s.first;
-      return Member(node) && index_.Free(node) + pass_.freed[node] + pass_.reclaimable[node] >= per_node_;
-    });
+  bool Helps(const RunningState& r) const {
+    return std::any_of(r.slots.begin(), r.slots.end(), [&](const auto& s) { return Member(s.first); });
   }
   void Add(const RunningState& r, int sign) {
     for (const auto& [node, count] : r.slots) {
@@ -215,7 +207,7 @@ class Reclaim {
       if (best == nullptr) return;
       const uint32_t candidate = pass_.victims_by_team[best->team][best->next++];
       const RunningState& r = pass_.running[candidate];
-      if (!CanHelp(r)) continue;
+      if (!Helps(r)) continue;
       chosen.push_back(candidate);
       Add(r, +1);
       for (const auto& [node, count] : r.slots) {

@@ -274,9 +274,7 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
   RunningState& r = running[running_index];
   if (r.freeing) return;
   r.freeing = true;
-  const bool counted = victims_built && victim_rank[running_index] != UINT32_MAX;
   for (const auto& [node, count] : r.slots) {
-    if (counted) reclaimable[node] -= count;
     if (!freed_listed[node]) {
       freed_listed[node] = 1;
       freed_nodes.push_back(node);
