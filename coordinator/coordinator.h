@@ -63,6 +63,7 @@
 #include "coordinator/job_table.h"
 #include "coordinator/join_tokens.h"
 #include "coordinator/limits.h"
+#include "coordinator/model_registry.h"
 #include "coordinator/node_registry.h"
 #include "coordinator/planner.h"
 #include "coordinator/team_usage.h"
@@ -181,6 +182,10 @@ class Coordinator {
   std::map<pb::JobState, size_t> ActiveJobsByState() const;
   // The pending queue `who` may see (coordinator/sharing.h BuildQueueReply; queue_requests.cc).
   StatusOr<pb::QueueReply> Queue(const Principal& who, const std::string& team) const;
+  // The model registry (coordinator/model_registry.h; model_registry_requests.cc): what `who` may read.
+  StatusOr<pb::ListModelsReply> ListModels(const Principal& who, const std::string& team) const;
+  StatusOr<pb::GetModelReply> GetModel(const Principal& who, const std::string& team, const std::string& name) const;
+  const ModelRegistry& models() const { return models_; }
 
  private:
   struct Watcher {
@@ -281,6 +286,11 @@ class Coordinator {
   StatusOr<std::vector<pb::JobEvent>> ReadEvents(const std::string& job_id, uint64_t after, size_t limit) const;
   StatusOr<std::vector<pb::MetricPoint>> ReadMetrics(const std::string& job_id, uint64_t after, size_t limit) const;
 
+  // ---- model_registry_requests.cc: list, show, register, promote, archive (authorized, audited)
+  void HandleModelRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  // `team`, or the one team `who` may read that has a model `name` (NOT_FOUND / INVALID_ARGUMENT otherwise).
+  StatusOr<std::string> ResolveModelTeam(const Principal& who, const std::string& team, const std::string& name) const;
+
   // ---- identity_requests.cc
   std::optional<Principal> AuthenticateClient(const std::string& peer, const pb::ClientRequest& request);
   // Identity requests (whoami, tokens, users, teams, audit); false when `request` is not one.
@@ -311,6 +321,7 @@ class Coordinator {
   int64_t last_schedule_ms_ = 0;
   // Normalized output_dir -> the job that writes it; entries of ended jobs are dropped when met (jobs.cc).
   std::map<std::string, std::string> output_dirs_;
+  ModelRegistry models_;  // model versions: protected from retention and output_dir reuse
   uint64_t next_request_id_ = 1;
 };
 

@@ -36,15 +36,15 @@
 namespace anneal::coordinator {
 
 struct PromotionInput {
-  std::string metric;
+  std::string metric{};
   bool higher_is_better = false;
   double margin = 0;
-  std::optional<double> candidate;   // nullopt: the candidate did not report the metric
-  std::string candidate_reported;    // the names it did report ("eval_accuracy, eval_loss"), for the message
-  uint32_t production_version = 0;   // 0: the model has no production version
-  std::optional<double> production;  // nullopt: no comparable production number
-  std::string production_source;     // where `production` came from, for the message
-  std::string eval_set;
+  std::optional<double> candidate{};   // nullopt: the candidate did not report the metric
+  std::string candidate_reported{};    // the names it did report ("eval_accuracy, eval_loss"), for the message
+  uint32_t production_version = 0;     // 0: the model has no production version
+  std::optional<double> production{};  // nullopt: no comparable production number
+  std::string production_source{};     // where `production` came from, for the message
+  std::string eval_set{};
 };
 
 struct PromotionOutcome {
