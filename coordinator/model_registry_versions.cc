@@ -194,6 +194,7 @@ StatusOr<PromoteResult> ModelRegistry::RegisterAndPromoteIfBetter(const PromoteR
                                                     now_ms, &existed, batch));
   auto& [model, version] = registered;
   if (existed) return PromoteResult{*version, version->stage() == pb::MODEL_PRODUCTION, version->decision().text()};
+  if (version->pipeline_id().empty()) version->set_pipeline_id(request.pipeline_id);  // a job made outside it
   if (!request.datasets.empty()) {
     version->clear_datasets();
     for (const auto& d : request.datasets) *version->add_datasets() = d;
@@ -253,7 +254,9 @@ StatusOr<PromoteResult> ModelRegistry::RegisterAndPromoteIfBetter(const PromoteR
   d->set_time_ms(now_ms);
   d->set_actor(request.actor);
   if (outcome.promote) {
-    MakeProduction(*model, *version, request.actor, outcome.text, now_ms, batch);
+    const std::string by_step =
+        request.pipeline_id.empty() ? "" : fmt::format("step '{}' of pipeline {}: ", request.step, request.pipeline_id);
+    MakeProduction(*model, *version, request.actor, by_step + outcome.text, now_ms, batch);
   } else {
     Write(*version, batch);
   }

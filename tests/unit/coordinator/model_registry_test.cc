@@ -126,6 +126,11 @@ TEST_F(ModelRegistryTest, ABetterCandidateReplacesProductionWhichIsArchived) {
   EXPECT_NE(r.decision.find("recorded for this eval set"), std::string::npos) << r.decision;
   const pb::ModelVersionRecord* old = models_.FindVersion("nlp", "summarizer", 1);
   EXPECT_EQ(old->history(old->history_size() - 1).reason(), "replaced by v2");
+  const pb::ModelStageChange& entered = r.version.history(r.version.history_size() - 1);
+  EXPECT_EQ(entered.to(), pb::MODEL_PRODUCTION);
+  EXPECT_EQ(entered.actor(), "nina");
+  EXPECT_EQ(entered.reason().rfind("step 'promote' of pipeline p-1: promoted: better by 0.1", 0), 0u)
+      << entered.reason();
 }
 
 TEST_F(ModelRegistryTest, AWorseCandidateStaysACandidateWithBothNumbersRecorded) {
