@@ -6,6 +6,7 @@
 //   CheckpointRegistry  committed checkpoints, the resume point, retention          coordinator/checkpoint_registry.h
 //   IdentityRegistry    users, teams, roles, API tokens                             coordinator/identity.h
 //   AuditLog            every mutating request and its outcome                      coordinator/audit.h
+//   ModelRegistry       model versions, stages, promote-if-better, their protection coordinator/model_registry.h
 //   Require*            the pure decision of who may do what                        coordinator/authz.h
 //   NextTransition      the pure decision of a job's next edge                      coordinator/job_state_machine.h
 //   PlaceGang           the pure placement of one gang                              coordinator/scheduler.h
