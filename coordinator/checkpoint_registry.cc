@@ -62,6 +62,7 @@ std::vector<pb::CheckpointRecord> CheckpointRegistry::ApplyRetention(const std::
   std::vector<pb::CheckpointRecord> doomed;
   for (int64_t step : jobspec::StepsToDelete(job.retention, committed)) {
     pb::CheckpointRecord& record = job.by_step[static_cast<uint64_t>(step)];
+    if (protects_ && protects_(record.path())) continue;  // a registered model version uses it
     record.set_state(pb::CHECKPOINT_DELETING);
     Put(record);
     doomed.push_back(record);

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -54,6 +55,10 @@ class CheckpointRegistry {
   void Forget(const std::string& job_id) { jobs_.erase(job_id); }
   bool Tracks(const std::string& job_id) const { return jobs_.count(job_id) > 0; }
 
+  // Retention never marks a checkpoint whose path `protects` says is in use (a registered model version,
+  // coordinator/model_registry.h): it stays COMMITTED. Unset: nothing is protected.
+  void SetProtector(std::function<bool(const std::string& path)> protects) { protects_ = std::move(protects); }
+
   // `record` is complete (state COMMITTED, node id, commit time).
   bool RecordCommitted(const pb::CheckpointRecord& record);
   std::vector<pb::CheckpointRecord> ApplyRetention(const std::string& job_id);
@@ -77,6 +82,7 @@ class CheckpointRegistry {
   storage::WriteBatch* batch_;
   const storage::StateStore* store_;
   std::map<std::string, JobCheckpoints> jobs_;
+  std::function<bool(const std::string& path)> protects_;
 };
 
 }  // namespace anneal::coordinator

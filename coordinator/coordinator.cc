@@ -21,7 +21,10 @@ Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store,
       identity_(&batch_, store, clock),
       audit_(&batch_, store, clock, options_.audit_max_records),
       join_tokens_(&batch_, store, clock),
-      usage_(&batch_, store, options_.usage_half_life_ms) {}
+      usage_(&batch_, store, options_.usage_half_life_ms) {
+  // A registered model version's files are never deleted by checkpoint retention.
+  checkpoints_.SetProtector([this](const std::string& path) { return models_.Protects(path); });
+}
 
 Coordinator::~Coordinator() = default;
 
@@ -32,6 +35,7 @@ Status Coordinator::Recover() {
   RETURN_IF_ERROR(join_tokens_.Recover());
   RETURN_IF_ERROR(usage_.Recover(clock_->NowMs()));
   RETURN_IF_ERROR(jobs_.Recover(options_.stop_timeout_ms));
+  RETURN_IF_ERROR(models_.Load(*store_));
   for (const auto& [id, job] : jobs_.all()) {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
     nodes_.ReserveTasks(job.record);
@@ -124,6 +128,13 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
       break;
     case pb::ClientRequest::kWatch:
       HandleWatch(*who, peer, request);
+      break;
+    case pb::ClientRequest::kListModels:
+    case pb::ClientRequest::kGetModel:
+    case pb::ClientRequest::kRegisterModel:
+    case pb::ClientRequest::kPromoteModel:
+    case pb::ClientRequest::kArchiveModel:
+      HandleModelRequest(*who, peer, request);
       break;
     case pb::ClientRequest::kGetJob:
     case pb::ClientRequest::kListJobs:

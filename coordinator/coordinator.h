@@ -6,6 +6,7 @@
 //   CheckpointRegistry  committed checkpoints, the resume point, retention          coordinator/checkpoint_registry.h
 //   IdentityRegistry    users, teams, roles, API tokens                             coordinator/identity.h
 //   AuditLog            every mutating request and its outcome                      coordinator/audit.h
+//   ModelRegistry       model versions, stages, promote-if-better, their protection coordinator/model_registry.h
 //   Require*            the pure decision of who may do what                        coordinator/authz.h
 //   NextTransition      the pure decision of a job's next edge                      coordinator/job_state_machine.h
 //   PlaceGang           the pure placement of one gang                              coordinator/scheduler.h
@@ -63,6 +64,7 @@
 #include "coordinator/job_table.h"
 #include "coordinator/join_tokens.h"
 #include "coordinator/limits.h"
+#include "coordinator/model_registry.h"
 #include "coordinator/node_registry.h"
 #include "coordinator/planner.h"
 #include "coordinator/team_usage.h"
@@ -181,6 +183,10 @@ class Coordinator {
   std::map<pb::JobState, size_t> ActiveJobsByState() const;
   // The pending queue `who` may see (coordinator/sharing.h BuildQueueReply; queue_requests.cc).
   StatusOr<pb::QueueReply> Queue(const Principal& who, const std::string& team) const;
+  // The model registry (coordinator/model_registry.h; model_registry_requests.cc): what `who` may read.
+  StatusOr<pb::ListModelsReply> ListModels(const Principal& who, const std::string& team) const;
+  StatusOr<pb::GetModelReply> GetModel(const Principal& who, const std::string& team, const std::string& name) const;
+  const ModelRegistry& models() const { return models_; }
 
  private:
   struct Watcher {
@@ -281,6 +287,11 @@ class Coordinator {
   StatusOr<std::vector<pb::JobEvent>> ReadEvents(const std::string& job_id, uint64_t after, size_t limit) const;
   StatusOr<std::vector<pb::MetricPoint>> ReadMetrics(const std::string& job_id, uint64_t after, size_t limit) const;
 
+  // ---- model_registry_requests.cc: list, show, register, promote, archive (authorized, audited)
+  void HandleModelRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  // `team`, or the one team `who` may read that has a model `name` (NOT_FOUND / INVALID_ARGUMENT otherwise).
+  StatusOr<std::string> ResolveModelTeam(const Principal& who, const std::string& team, const std::string& name) const;
+
   // ---- identity_requests.cc
   std::optional<Principal> AuthenticateClient(const std::string& peer, const pb::ClientRequest& request);
   // Identity requests (whoami, tokens, users, teams, audit); false when `request` is not one.
@@ -311,6 +322,7 @@ class Coordinator {
   int64_t last_schedule_ms_ = 0;
   // Normalized output_dir -> the job that writes it; entries of ended jobs are dropped when met (jobs.cc).
   std::map<std::string, std::string> output_dirs_;
+  ModelRegistry models_;  // model versions: protected from retention and output_dir reuse
   uint64_t next_request_id_ = 1;
 };
 

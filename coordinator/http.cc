@@ -13,6 +13,7 @@
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state_machine.h"
+#include "coordinator/model_registry_json.h"
 
 namespace anneal::coordinator {
 
@@ -189,7 +190,13 @@ void HttpServer::Publish(const Coordinator& core) {
           .count();
   if (now - last_publish_ms_ < 1000) return;
   last_publish_ms_ = now;
-  HttpSnapshot fresh{RenderMetrics(core), RenderJobs(core), RenderNodes(core), RenderQueue(core)};
+  HttpSnapshot fresh;
+  fresh.metrics = RenderMetrics(core);
+  fresh.jobs = RenderJobs(core);
+  fresh.nodes = RenderNodes(core);
+  fresh.queue = RenderQueue(core);
+  fresh.models = RenderModelsJson(core);
+  fresh.model_details = RenderModelDetailsJson(core);
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->snapshot = std::move(fresh);
 }

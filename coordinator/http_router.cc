@@ -57,6 +57,19 @@ HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& sn
   } else if (path == "/api/queue") {
     r.content_type = "application/json";
     r.body = snapshot.queue;
+  } else if (path == "/api/models") {
+    r.content_type = "application/json";
+    r.body = snapshot.models;
+  } else if (path.rfind("/api/models/", 0) == 0) {
+    const std::string name(path.substr(std::string_view("/api/models/").size()));
+    if (auto it = snapshot.model_details.find(name); it != snapshot.model_details.end()) {
+      r.content_type = "application/json";
+      r.body = it->second;
+    } else {
+      r.status = 404;
+      r.body = fmt::format("404 not found: no model '{}' (GET /api/models lists them as <team>/<name>)\n",
+                           name.substr(0, 200));
+    }
   } else {
     r.status = 404;
     r.body = "404 not found: try /metrics, /api/jobs, /api/nodes or /api/queue\n";

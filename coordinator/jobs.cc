@@ -116,6 +116,8 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
                     prepared.spec->train.output_dir, other->record.output_dir(), holder,
                     protocol::StateName(other->record.state()), holder, holder)));
   }
+  // Nor overwrites a registered model version (coordinator/model_registry.h).
+  if (Status st = models_.CheckOutputDir(output_key); !st.ok()) return refuse(st);
   Job& job = jobs_.Submit(NewJobRecord(prepared));
   output_dirs_[output_key] = job.record.job_id();
   checkpoints_.Track(job.record.job_id(), jobspec::RetentionPolicy::Of(prepared.spec->train));

@@ -10,6 +10,22 @@ Status CheckNameLength(std::string_view field, std::string_view value, const Lim
                                           value.size(), limits.max_name_bytes));
 }
 
+namespace {
+
+// A model request's team and name (max_name_bytes each) and one more field: a job id (max_name_bytes) or a
+// reason (4 x max_name_bytes: a sentence, not a document).
+Status CheckModelNames(const std::string& team, const std::string& name, const std::string& extra, const Limits& limits,
+                       std::string_view extra_field = "the job id") {
+  RETURN_IF_ERROR(CheckNameLength("the team", team, limits));
+  RETURN_IF_ERROR(CheckNameLength("the model name", name, limits));
+  if (extra_field == "the job id") return CheckNameLength(extra_field, extra, limits);
+  if (extra.size() <= 4 * limits.max_name_bytes) return Status::Ok();
+  return InvalidArgumentError(fmt::format("{} is {} bytes, above the limit of {} bytes (4 x max_name_bytes)",
+                                          extra_field, extra.size(), 4 * limits.max_name_bytes));
+}
+
+}  // namespace
+
 Status CheckClientRequestLimits(const pb::ClientRequest& request, const Limits& limits) {
   switch (request.body_case()) {
     case pb::ClientRequest::kSubmit: {
@@ -35,6 +51,20 @@ Status CheckClientRequestLimits(const pb::ClientRequest& request, const Limits& 
       return CheckNameLength("the job id", request.list_checkpoints().job_id(), limits);
     case pb::ClientRequest::kDrain:
       return CheckNameLength("the node id", request.drain().node_id(), limits);
+    // The model registry (coordinator/model_registry.h): names, a job id, a reason of at most 4 names' bytes.
+    case pb::ClientRequest::kListModels:
+      return CheckNameLength("the team", request.list_models().team(), limits);
+    case pb::ClientRequest::kGetModel:
+      return CheckModelNames(request.get_model().team(), request.get_model().name(), "", limits);
+    case pb::ClientRequest::kRegisterModel:
+      return CheckModelNames(request.register_model().team(), request.register_model().name(),
+                             request.register_model().job_id(), limits);
+    case pb::ClientRequest::kPromoteModel:
+      return CheckModelNames(request.promote_model().team(), request.promote_model().name(),
+                             request.promote_model().reason(), limits, "the reason");
+    case pb::ClientRequest::kArchiveModel:
+      return CheckModelNames(request.archive_model().team(), request.archive_model().name(),
+                             request.archive_model().reason(), limits, "the reason");
     default:
       return Status::Ok();
   }

@@ -6,6 +6,8 @@
 //   max_spec_bytes            SubmitJob's spec_yaml, and its overrides together           (1 MiB)
 //   max_name_bytes            every name and id a request carries: job name (the request's or the spec's
 //                             scheduling.name), job ids, node ids, label keys and values    (256 bytes)
+//                             model registry: team, model name, job id; a promote/archive reason may
+//                             be 4 x max_name_bytes
 //   max_watchers_per_peer     WatchJob long polls one connection may have waiting           (16)
 //   max_watchers_total        ... all connections together                                 (4096)
 //   max_log_fetches_per_peer  GetLogs waiting for an agent, per connection                 (8)
