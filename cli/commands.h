@@ -59,6 +59,7 @@ void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);    // mo
 // whoami, token, user, team (quota included), audit
 void AddIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);
 void AddQueueCommand(CLI::App& app, GlobalOptions& g, Action* action);  // queue
+void AddPipelineCommands(CLI::App& app, GlobalOptions& g, Action* action);  // pipeline submit ls show cancel retry
 
 // Sharing display (queue_commands.cc). "in 12m", "now", or "-" when the estimate is 0 (unknown).
 std::string StartEstimate(int64_t estimated_start_ms, int64_t now_ms);

@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   AddModelCommands(app, g, &action);
   AddIdentityCommands(app, g, &action);
   AddQueueCommand(app, g, &action);
+  AddPipelineCommands(app, g, &action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

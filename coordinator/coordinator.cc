@@ -21,7 +21,9 @@ Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store,
       identity_(&batch_, store, clock),
       audit_(&batch_, store, clock, options_.audit_max_records),
       join_tokens_(&batch_, store, clock),
-      usage_(&batch_, store, options_.usage_half_life_ms) {}
+      usage_(&batch_, store, options_.usage_half_life_ms),
+      pipeline_host_(MakePipelineHost(this)),
+      pipelines_(&batch_, store, clock, pipeline_host_.get()) {}
 
 Coordinator::~Coordinator() = default;
 
@@ -37,6 +39,7 @@ Status Coordinator::Recover() {
     nodes_.ReserveTasks(job.record);
     output_dirs_[OutputDirKey(job.record.output_dir())] = id;
   }
+  RETURN_IF_ERROR(pipelines_.Recover());
   spdlog::info("recovered {} node(s), {} active job(s) ({} pending) from {}", nodes_.all().size(), jobs_.all().size(),
                jobs_.PendingCount(), store_->dir());
   schedule_dirty_ = true;
@@ -125,6 +128,13 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
     case pb::ClientRequest::kWatch:
       HandleWatch(*who, peer, request);
       break;
+    case pb::ClientRequest::kSubmitPipeline:
+    case pb::ClientRequest::kListPipelines:
+    case pb::ClientRequest::kGetPipeline:
+    case pb::ClientRequest::kCancelPipeline:
+    case pb::ClientRequest::kRetryPipeline:
+      HandlePipelineRequest(*who, peer, request);
+      break;
     case pb::ClientRequest::kGetJob:
     case pb::ClientRequest::kListJobs:
     case pb::ClientRequest::kListCheckpoints:
@@ -155,6 +165,7 @@ void Coordinator::OnBadClientMessage(const std::string& peer, uint64_t request_i
 }
 
 void Coordinator::Tick() {
+  pipelines_.Advance();  // steps whose needs ended; jobs it creates are scheduled below
   DetectFailedNodes();
   CheckStopDeadlines();
   ExpireLogRequests();

@@ -64,6 +64,7 @@
 #include "coordinator/join_tokens.h"
 #include "coordinator/limits.h"
 #include "coordinator/node_registry.h"
+#include "coordinator/pipelines.h"
 #include "coordinator/planner.h"
 #include "coordinator/team_usage.h"
 #include "jobspec/jobspec.h"
@@ -182,6 +183,23 @@ class Coordinator {
   // The pending queue `who` may see (coordinator/sharing.h BuildQueueReply; queue_requests.cc).
   StatusOr<pb::QueueReply> Queue(const Principal& who, const std::string& team) const;
 
+  // ---- pipelines (coordinator/pipelines.h; pipeline_requests.cc)
+  // Creates a pipeline run from its YAML (jobspec/pipeline.h; step job specs inline) with "STEP.KEY" overrides,
+  // owned by `owner` in `team`, recording `origin` ("anneal pipeline submit by ana", "schedule nightly, fire
+  // ..."); its record goes into this round's batch, its first jobs are created by the next Tick (same round
+  // when called from a request). Audited. Errors: NOT_FOUND (team), PERMISSION_DENIED (owner not a member),
+  // INVALID_ARGUMENT naming the step and key (bad YAML, cycle, unknown step or reference, a job spec that does
+  // not parse), PERMISSION_DENIED naming the step, key and roots (path policy).
+  StatusOr<std::string> CreatePipelineRun(const std::string& yaml, const std::string& team, const Principal& owner,
+                                          const std::map<std::string, std::string>& overrides,
+                                          const std::string& origin);
+  bool PipelineRunActive(const std::string& run_id) const;  // created and not ended
+  // Cancels the run (its running jobs too); a run that ended is left as it is. NOT_FOUND for an unknown id.
+  Status CancelPipelineRun(const std::string& run_id, const std::string& reason);
+  StatusOr<pb::PipelineRunRecord> GetPipelineRun(const std::string& run_id) const;  // active or from the store
+  // The newest runs, ended ones included (HTTP).
+  StatusOr<std::vector<pb::PipelineRunRecord>> RecentPipelineRuns(size_t limit) const;
+
  private:
   struct Watcher {
     Principal who;
@@ -281,6 +299,18 @@ class Coordinator {
   StatusOr<std::vector<pb::JobEvent>> ReadEvents(const std::string& job_id, uint64_t after, size_t limit) const;
   StatusOr<std::vector<pb::MetricPoint>> ReadMetrics(const std::string& job_id, uint64_t after, size_t limit) const;
 
+  // ---- pipeline_requests.cc, pipeline_client.cc, pipeline_promote.cc
+  class PipelineJobs;  // the PipelineHost: jobs through the submit path
+  static std::unique_ptr<PipelineHost> MakePipelineHost(Coordinator* core);
+  StatusOr<pb::PipelineRunRecord> ValidatePipelineRun(const std::string& yaml, const std::string& team,
+                                                      const Principal& owner,
+                                                      const std::map<std::string, std::string>& overrides);
+  bool HandlePipelineRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  StatusOr<std::string> PipelineProductionPath(const std::string& team, const std::string& model);
+  StatusOr<PromoteOutcome> PipelinePromote(const pb::PipelineRunRecord& run, const pb::PipelineStepRecord& step);
+  // The admission checks of a prepared submission (name, fit, output directory) and the job's creation.
+  StatusOr<Job*> SubmitPrepared(const PreparedSubmit& prepared, std::vector<std::string>* warnings);
+
   // ---- identity_requests.cc
   std::optional<Principal> AuthenticateClient(const std::string& peer, const pb::ClientRequest& request);
   // Identity requests (whoami, tokens, users, teams, audit); false when `request` is not one.
@@ -312,6 +342,8 @@ class Coordinator {
   // Normalized output_dir -> the job that writes it; entries of ended jobs are dropped when met (jobs.cc).
   std::map<std::string, std::string> output_dirs_;
   uint64_t next_request_id_ = 1;
+  std::unique_ptr<PipelineHost> pipeline_host_;
+  PipelineManager pipelines_;
 };
 
 }  // namespace anneal::coordinator

@@ -190,6 +190,7 @@ void HttpServer::Publish(const Coordinator& core) {
   if (now - last_publish_ms_ < 1000) return;
   last_publish_ms_ = now;
   HttpSnapshot fresh{RenderMetrics(core), RenderJobs(core), RenderNodes(core), RenderQueue(core)};
+  RenderPipelines(core, &fresh);
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->snapshot = std::move(fresh);
 }

@@ -57,6 +57,13 @@ HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& sn
   } else if (path == "/api/queue") {
     r.content_type = "application/json";
     r.body = snapshot.queue;
+  } else if (path == "/api/pipelines") {
+    r.content_type = "application/json";
+    r.body = snapshot.pipelines;
+  } else if (path.rfind("/api/pipelines/", 0) == 0 &&
+             snapshot.pipeline_runs.count(std::string(path.substr(sizeof("/api/pipelines/") - 1)))) {
+    r.content_type = "application/json";
+    r.body = snapshot.pipeline_runs.at(std::string(path.substr(sizeof("/api/pipelines/") - 1)));
   } else {
     r.status = 404;
     r.body = "404 not found: try /metrics, /api/jobs, /api/nodes or /api/queue\n";

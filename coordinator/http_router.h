@@ -7,6 +7,8 @@
 //   /api/jobs   JSON of the active jobs
 //   /api/nodes  JSON of the nodes
 //   /api/queue  JSON of the pending queue per team (HttpServer::RenderQueue)
+//   /api/pipelines       JSON of the newest pipeline runs (HttpServer::RenderPipelines)
+//   /api/pipelines/<id>  JSON of one of them, its steps in full (404 for a run not among them)
 // Every route needs `Authorization: Bearer <token>` accepted by the authenticator, except a public /metrics.
 // Outcomes: 200 with the body; 401 (with WWW-Authenticate: Bearer) when the header is missing, not a Bearer
 // token, or refused (the body says which, with the authenticator's message); 405 for another method;
@@ -22,6 +24,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,6 +55,8 @@ struct HttpSnapshot {
   std::string jobs = "{\"jobs\":[]}";
   std::string nodes = "{\"nodes\":[]}";
   std::string queue = "{\"teams\":[],\"jobs\":[]}";
+  std::string pipelines = "{\"pipelines\":[]}";
+  std::map<std::string, std::string> pipeline_runs;  // run id -> its JSON
 };
 
 // OK when the bearer token may read the API; an error whose message the 401 body carries otherwise.
