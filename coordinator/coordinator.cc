@@ -40,6 +40,7 @@ Status Coordinator::Recover() {
     output_dirs_[OutputDirKey(job.record.output_dir())] = id;
   }
   RETURN_IF_ERROR(pipelines_.Recover());
+  RETURN_IF_ERROR(schedules_->Recover());
   spdlog::info("recovered {} node(s), {} active job(s) ({} pending) from {}", nodes_.all().size(), jobs_.all().size(),
                jobs_.PendingCount(), store_->dir());
   schedule_dirty_ = true;
@@ -109,6 +110,7 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
   if (!who) return;
   const uint64_t id = request.request_id();
   if (HandleIdentityRequest(*who, peer, request)) return;
+  if (HandleScheduleRequest(*who, peer, request)) return;
   switch (request.body_case()) {
     case pb::ClientRequest::kCancel:
       HandleCancel(*who, peer, id, request.cancel());
@@ -176,6 +178,7 @@ void Coordinator::Tick() {
   if (now - last_schedule_ms_ >= options_.schedule_interval_ms && !jobs_.all().empty()) schedule_dirty_ = true;
   if (schedule_dirty_) Schedule();
   usage_.Persist(now, options_.usage_persist_interval_ms);
+  schedules_->Tick();  // due fires: their records and pipeline runs go into this round's batch
 }
 
 StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
@@ -205,6 +208,7 @@ int64_t Coordinator::NextWakeupMs() const {
   for (const auto& [id, job] : jobs_.all()) {
     if (job.stop_deadline_ms > 0) wake = std::min(wake, job.stop_deadline_ms);
   }
+  wake = std::min(wake, schedules_->NextWakeupMs());
   return std::max(wake, now);
 }
 

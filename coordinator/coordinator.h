@@ -66,6 +66,7 @@
 #include "coordinator/node_registry.h"
 #include "coordinator/pipelines.h"
 #include "coordinator/planner.h"
+#include "coordinator/schedules.h"
 #include "coordinator/team_usage.h"
 #include "jobspec/jobspec.h"
 #include "jobspec/path_policy.h"
@@ -100,6 +101,8 @@ struct CoordinatorOptions {
   int64_t usage_half_life_ms = 7LL * 24 * 3600 * 1000;  // fair-share usage decay (Slurm's default: 7 days)
   int64_t schedule_interval_ms = 1000;        // a pass at least this often while jobs wait or have time limits
   int64_t usage_persist_interval_ms = 60000;  // team usage is written at most this often
+  // ---- schedules (coordinator/schedules.h, docs/pipelines.md "Schedules")
+  ScheduleOptions schedules;  // misfire grace, minimum data-check interval, history length
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -199,6 +202,19 @@ class Coordinator {
   StatusOr<pb::PipelineRunRecord> GetPipelineRun(const std::string& run_id) const;  // active or from the store
   // The newest runs, ended ones included (HTTP).
   StatusOr<std::vector<pb::PipelineRunRecord>> RecentPipelineRuns(size_t limit) const;
+  // ---- schedules (schedule_requests.cc, schedule_pipelines.cc; coordinator/schedules.h)
+  const ScheduleManager& schedules() const { return *schedules_; }
+  // What a schedule fires, through the pipelines part (schedule_pipelines.cc): the owner's pipeline run.
+  Status ValidateScheduledPipeline(const std::string& yaml, const std::string& team, const std::string& owner,
+                                   const std::map<std::string, std::string>& overrides);
+  StatusOr<std::string> CreateScheduledPipeline(const std::string& yaml, const std::string& team,
+                                                const std::string& owner,
+                                                const std::map<std::string, std::string>& overrides,
+                                                const std::string& origin);
+  bool ScheduledPipelineActive(const std::string& run_id) const;
+  Status CancelScheduledPipeline(const std::string& run_id, const std::string& reason);
+  // The content hash of a data trigger's datasets (called on the hasher's thread; schedule_pipelines.cc).
+  static StatusOr<std::string> HashScheduledDatasets(const std::vector<std::string>& paths);
 
  private:
   struct Watcher {
@@ -344,6 +360,17 @@ class Coordinator {
   uint64_t next_request_id_ = 1;
   std::unique_ptr<PipelineHost> pipeline_host_;
   PipelineManager pipelines_;
+
+  // ---- schedule_requests.cc (issue 16): schedules fire pipelines; data triggers hash off the loop.
+  std::unique_ptr<ScheduleManager> MakeScheduleManager();
+  bool HandleScheduleRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  void MutateSchedule(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  Status CheckDataPath(const std::string& team, const std::string& path) const;
+  StatusOr<Principal> ScheduleOwner(const std::string& owner, const std::string& team) const;
+  pb::ScheduleReply ScheduleReplyOf(const pb::ScheduleRecord& record, uint32_t next_count) const;
+  std::unique_ptr<PipelineLauncher> schedule_launcher_;
+  std::unique_ptr<DatasetHasher> dataset_hasher_;
+  std::unique_ptr<ScheduleManager> schedules_ = MakeScheduleManager();  // after every member it borrows
 };
 
 }  // namespace anneal::coordinator

@@ -13,6 +13,7 @@
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state_machine.h"
+#include "coordinator/schedule_http.h"
 
 namespace anneal::coordinator {
 
@@ -189,8 +190,13 @@ void HttpServer::Publish(const Coordinator& core) {
           .count();
   if (now - last_publish_ms_ < 1000) return;
   last_publish_ms_ = now;
-  HttpSnapshot fresh{RenderMetrics(core), RenderJobs(core), RenderNodes(core), RenderQueue(core)};
+  HttpSnapshot fresh;  // (assigned member by member: aggregate init would leave the later maps unnamed)
+  fresh.metrics = RenderMetrics(core);
+  fresh.jobs = RenderJobs(core);
+  fresh.nodes = RenderNodes(core);
+  fresh.queue = RenderQueue(core);
   RenderPipelines(core, &fresh);
+  fresh.schedules = RenderSchedules(core, &fresh.schedule_details);
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->snapshot = std::move(fresh);
 }

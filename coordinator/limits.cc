@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "coordinator/schedules.h"
+
 namespace anneal::coordinator {
 
 Status CheckNameLength(std::string_view field, std::string_view value, const Limits& limits) {
@@ -36,7 +38,7 @@ Status CheckClientRequestLimits(const pb::ClientRequest& request, const Limits& 
     case pb::ClientRequest::kDrain:
       return CheckNameLength("the node id", request.drain().node_id(), limits);
     default:
-      return Status::Ok();
+      return CheckScheduleRequestLimits(request, limits);  // OK for every other request
   }
 }
 
