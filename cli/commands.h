@@ -60,6 +60,8 @@ void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);    // mo
 void AddIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);
 void AddQueueCommand(CLI::App& app, GlobalOptions& g, Action* action);  // queue
 void AddModelRegistryCommands(CLI::App& app, GlobalOptions& g, Action* action);  // models ls|show|register|promote|archive
+void AddPipelineCommands(CLI::App& app, GlobalOptions& g, Action* action);  // pipeline submit ls show cancel retry
+void AddScheduleCommands(CLI::App& app, GlobalOptions& g, Action* action);  // schedule create|ls|show|...
 
 // Sharing display (queue_commands.cc). "in 12m", "now", or "-" when the estimate is 0 (unknown).
 std::string StartEstimate(int64_t estimated_start_ms, int64_t now_ms);

@@ -89,6 +89,8 @@ int main(int argc, char** argv) {
   AddIdentityCommands(app, g, &action);
   AddQueueCommand(app, g, &action);
   AddModelRegistryCommands(app, g, &action);
+  AddPipelineCommands(app, g, &action);
+  AddScheduleCommands(app, g, &action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -126,6 +126,8 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
       RETURN_IF_ERROR(Read(v, where, &config->backfill));
     else if (key == "schedule_interval_ms")
       RETURN_IF_ERROR(Read(v, where, &config->schedule_interval_ms));
+    else if (key == "schedule_misfire_grace_ms")
+      RETURN_IF_ERROR(Read(v, where, &config->schedule_misfire_grace_ms));
     else {
       return InvalidArgumentError(fmt::format(
           "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, "
@@ -135,7 +137,7 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
           "insecure_plaintext, max_message_bytes, max_spec_bytes, max_name_bytes, max_watchers_per_peer, "
           "max_watchers_total, max_log_fetches_per_peer, http_public_metrics, http_max_connections, "
           "http_max_request_bytes, path_policy, preemption, preemption_grace_ms, min_runtime_ms, "
-          "usage_half_life_ms, share_horizon_s, backfill, schedule_interval_ms)",
+          "usage_half_life_ms, share_horizon_s, backfill, schedule_interval_ms, schedule_misfire_grace_ms)",
           where));
     }
   }
@@ -200,6 +202,10 @@ Status ValidateConfig(const CoordinatorConfig& c) {
         fmt::format("min_runtime_ms ({}) and usage_half_life_ms ({}) must not be negative, "
                     "schedule_interval_ms ({}) must be positive",
                     c.min_runtime_ms, c.usage_half_life_ms, c.schedule_interval_ms));
+  }
+  if (c.schedule_misfire_grace_ms < 0) {
+    return InvalidArgumentError(
+        fmt::format("schedule_misfire_grace_ms must not be negative, got {}", c.schedule_misfire_grace_ms));
   }
   if (!(c.share_horizon_s >= 0)) {
     return InvalidArgumentError(fmt::format("share_horizon_s must not be negative, got {}", c.share_horizon_s));

@@ -45,6 +45,8 @@
 //   share_horizon_s: 3600          # weight of slots held now against decayed usage in the fair-share order
 //   backfill: true                 # EASY backfill; false: the first job that cannot start blocks the queue
 //   schedule_interval_ms: 1000     # a scheduling pass at least this often while any job is active
+// Schedules (docs/pipelines.md, "Schedules"):
+//   schedule_misfire_grace_ms: 60000  # a cron fire handled later than this counts as missed (--missed policy)
 // Unknown keys and wrong types are errors naming the file, line and key.
 //
 // Thread-safety: value type; LoadConfigFile is a pure function of the file.
@@ -110,6 +112,8 @@ struct CoordinatorConfig {
   double share_horizon_s = 3600;
   bool backfill = true;
   int64_t schedule_interval_ms = 1000;
+  // ---- schedules
+  int64_t schedule_misfire_grace_ms = 60000;
 };
 
 // Overwrites the fields the file sets.

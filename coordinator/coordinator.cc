@@ -21,7 +21,9 @@ Coordinator::Coordinator(CoordinatorOptions options, storage::StateStore* store,
       identity_(&batch_, store, clock),
       audit_(&batch_, store, clock, options_.audit_max_records),
       join_tokens_(&batch_, store, clock),
-      usage_(&batch_, store, options_.usage_half_life_ms) {
+      usage_(&batch_, store, options_.usage_half_life_ms),
+      pipeline_host_(MakePipelineHost(this)),
+      pipelines_(&batch_, store, clock, pipeline_host_.get()) {
   // A registered model version's files are never deleted by checkpoint retention.
   checkpoints_.SetProtector([this](const std::string& path) { return models_.Protects(path); });
 }
@@ -41,6 +43,8 @@ Status Coordinator::Recover() {
     nodes_.ReserveTasks(job.record);
     output_dirs_[OutputDirKey(job.record.output_dir())] = id;
   }
+  RETURN_IF_ERROR(pipelines_.Recover());
+  RETURN_IF_ERROR(schedules_->Recover());
   spdlog::info("recovered {} node(s), {} active job(s) ({} pending) from {}", nodes_.all().size(), jobs_.all().size(),
                jobs_.PendingCount(), store_->dir());
   schedule_dirty_ = true;
@@ -110,6 +114,7 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
   if (!who) return;
   const uint64_t id = request.request_id();
   if (HandleIdentityRequest(*who, peer, request)) return;
+  if (HandleScheduleRequest(*who, peer, request)) return;
   switch (request.body_case()) {
     case pb::ClientRequest::kCancel:
       HandleCancel(*who, peer, id, request.cancel());
@@ -135,6 +140,13 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
     case pb::ClientRequest::kPromoteModel:
     case pb::ClientRequest::kArchiveModel:
       HandleModelRequest(*who, peer, request);
+      break;
+    case pb::ClientRequest::kSubmitPipeline:
+    case pb::ClientRequest::kListPipelines:
+    case pb::ClientRequest::kGetPipeline:
+    case pb::ClientRequest::kCancelPipeline:
+    case pb::ClientRequest::kRetryPipeline:
+      HandlePipelineRequest(*who, peer, request);
       break;
     case pb::ClientRequest::kGetJob:
     case pb::ClientRequest::kListJobs:
@@ -166,6 +178,7 @@ void Coordinator::OnBadClientMessage(const std::string& peer, uint64_t request_i
 }
 
 void Coordinator::Tick() {
+  pipelines_.Advance();  // steps whose needs ended; jobs it creates are scheduled below
   DetectFailedNodes();
   CheckStopDeadlines();
   ExpireLogRequests();
@@ -176,6 +189,7 @@ void Coordinator::Tick() {
   if (now - last_schedule_ms_ >= options_.schedule_interval_ms && !jobs_.all().empty()) schedule_dirty_ = true;
   if (schedule_dirty_) Schedule();
   usage_.Persist(now, options_.usage_persist_interval_ms);
+  schedules_->Tick();  // due fires: their records and pipeline runs go into this round's batch
 }
 
 StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
@@ -205,6 +219,7 @@ int64_t Coordinator::NextWakeupMs() const {
   for (const auto& [id, job] : jobs_.all()) {
     if (job.stop_deadline_ms > 0) wake = std::min(wake, job.stop_deadline_ms);
   }
+  wake = std::min(wake, schedules_->NextWakeupMs());
   return std::max(wake, now);
 }
 

@@ -66,7 +66,9 @@
 #include "coordinator/limits.h"
 #include "coordinator/model_registry.h"
 #include "coordinator/node_registry.h"
+#include "coordinator/pipelines.h"
 #include "coordinator/planner.h"
+#include "coordinator/schedules.h"
 #include "coordinator/team_usage.h"
 #include "jobspec/jobspec.h"
 #include "jobspec/path_policy.h"
@@ -101,6 +103,8 @@ struct CoordinatorOptions {
   int64_t usage_half_life_ms = 7LL * 24 * 3600 * 1000;  // fair-share usage decay (Slurm's default: 7 days)
   int64_t schedule_interval_ms = 1000;        // a pass at least this often while jobs wait or have time limits
   int64_t usage_persist_interval_ms = 60000;  // team usage is written at most this often
+  // ---- schedules (coordinator/schedules.h, docs/pipelines.md "Schedules")
+  ScheduleOptions schedules;  // misfire grace, minimum data-check interval, history length
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -187,6 +191,36 @@ class Coordinator {
   StatusOr<pb::ListModelsReply> ListModels(const Principal& who, const std::string& team) const;
   StatusOr<pb::GetModelReply> GetModel(const Principal& who, const std::string& team, const std::string& name) const;
   const ModelRegistry& models() const { return models_; }
+
+  // ---- pipelines (coordinator/pipelines.h; pipeline_requests.cc)
+  // Creates a pipeline run from its YAML (jobspec/pipeline.h; step job specs inline) with "STEP.KEY" overrides,
+  // owned by `owner` in `team`, recording `origin` ("anneal pipeline submit by ana", "schedule nightly, fire
+  // ..."); its record goes into this round's batch, its first jobs are created by the next Tick (same round
+  // when called from a request). Audited. Errors: NOT_FOUND (team), PERMISSION_DENIED (owner not a member),
+  // INVALID_ARGUMENT naming the step and key (bad YAML, cycle, unknown step or reference, a job spec that does
+  // not parse), PERMISSION_DENIED naming the step, key and roots (path policy).
+  StatusOr<std::string> CreatePipelineRun(const std::string& yaml, const std::string& team, const Principal& owner,
+                                          const std::map<std::string, std::string>& overrides,
+                                          const std::string& origin);
+  bool PipelineRunActive(const std::string& run_id) const;  // created and not ended
+  // Cancels the run (its running jobs too); a run that ended is left as it is. NOT_FOUND for an unknown id.
+  Status CancelPipelineRun(const std::string& run_id, const std::string& reason);
+  StatusOr<pb::PipelineRunRecord> GetPipelineRun(const std::string& run_id) const;  // active or from the store
+  // The newest runs, ended ones included (HTTP).
+  StatusOr<std::vector<pb::PipelineRunRecord>> RecentPipelineRuns(size_t limit) const;
+  // ---- schedules (schedule_requests.cc, schedule_pipelines.cc; coordinator/schedules.h)
+  const ScheduleManager& schedules() const { return *schedules_; }
+  // What a schedule fires, through the pipelines part (schedule_pipelines.cc): the owner's pipeline run.
+  Status ValidateScheduledPipeline(const std::string& yaml, const std::string& team, const std::string& owner,
+                                   const std::map<std::string, std::string>& overrides);
+  StatusOr<std::string> CreateScheduledPipeline(const std::string& yaml, const std::string& team,
+                                                const std::string& owner,
+                                                const std::map<std::string, std::string>& overrides,
+                                                const std::string& origin);
+  bool ScheduledPipelineActive(const std::string& run_id) const;
+  Status CancelScheduledPipeline(const std::string& run_id, const std::string& reason);
+  // The content hash of a data trigger's datasets (called on the hasher's thread; schedule_pipelines.cc).
+  static StatusOr<std::string> HashScheduledDatasets(const std::vector<std::string>& paths);
 
  private:
   struct Watcher {
@@ -291,6 +325,17 @@ class Coordinator {
   void HandleModelRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
   // `team`, or the one team `who` may read that has a model `name` (NOT_FOUND / INVALID_ARGUMENT otherwise).
   StatusOr<std::string> ResolveModelTeam(const Principal& who, const std::string& team, const std::string& name) const;
+  // ---- pipeline_requests.cc, pipeline_client.cc, pipeline_promote.cc
+  class PipelineJobs;  // the PipelineHost: jobs through the submit path
+  static std::unique_ptr<PipelineHost> MakePipelineHost(Coordinator* core);
+  StatusOr<pb::PipelineRunRecord> ValidatePipelineRun(const std::string& yaml, const std::string& team,
+                                                      const Principal& owner,
+                                                      const std::map<std::string, std::string>& overrides);
+  bool HandlePipelineRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  StatusOr<std::string> PipelineProductionPath(const std::string& team, const std::string& model);
+  StatusOr<PromoteOutcome> PipelinePromote(const pb::PipelineRunRecord& run, const pb::PipelineStepRecord& step);
+  // The admission checks of a prepared submission (name, fit, output directory) and the job's creation.
+  StatusOr<Job*> SubmitPrepared(const PreparedSubmit& prepared, std::vector<std::string>* warnings);
 
   // ---- identity_requests.cc
   std::optional<Principal> AuthenticateClient(const std::string& peer, const pb::ClientRequest& request);
@@ -324,6 +369,19 @@ class Coordinator {
   std::map<std::string, std::string> output_dirs_;
   ModelRegistry models_;  // model versions: protected from retention and output_dir reuse
   uint64_t next_request_id_ = 1;
+  std::unique_ptr<PipelineHost> pipeline_host_;
+  PipelineManager pipelines_;
+
+  // ---- schedule_requests.cc (issue 16): schedules fire pipelines; data triggers hash off the loop.
+  std::unique_ptr<ScheduleManager> MakeScheduleManager();
+  bool HandleScheduleRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  void MutateSchedule(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
+  Status CheckDataPath(const std::string& team, const std::string& path) const;
+  StatusOr<Principal> ScheduleOwner(const std::string& owner, const std::string& team) const;
+  pb::ScheduleReply ScheduleReplyOf(const pb::ScheduleRecord& record, uint32_t next_count) const;
+  std::unique_ptr<PipelineLauncher> schedule_launcher_;
+  std::unique_ptr<DatasetHasher> dataset_hasher_;
+  std::unique_ptr<ScheduleManager> schedules_ = MakeScheduleManager();  // after every member it borrows
 };
 
 }  // namespace anneal::coordinator

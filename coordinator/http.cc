@@ -14,6 +14,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state_machine.h"
 #include "coordinator/model_registry_json.h"
+#include "coordinator/schedule_http.h"
 
 namespace anneal::coordinator {
 
@@ -190,13 +191,15 @@ void HttpServer::Publish(const Coordinator& core) {
           .count();
   if (now - last_publish_ms_ < 1000) return;
   last_publish_ms_ = now;
-  HttpSnapshot fresh;
+  HttpSnapshot fresh;  // (assigned member by member: aggregate init would leave the later maps unnamed)
   fresh.metrics = RenderMetrics(core);
   fresh.jobs = RenderJobs(core);
   fresh.nodes = RenderNodes(core);
   fresh.queue = RenderQueue(core);
   fresh.models = RenderModelsJson(core);
   fresh.model_details = RenderModelDetailsJson(core);
+  RenderPipelines(core, &fresh);
+  fresh.schedules = RenderSchedules(core, &fresh.schedule_details);
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->snapshot = std::move(fresh);
 }

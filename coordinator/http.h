@@ -69,6 +69,8 @@ class HttpServer {
   static std::string RenderJobs(const Coordinator& core);
   static std::string RenderNodes(const Coordinator& core);
   static std::string RenderQueue(const Coordinator& core);
+  // /api/pipelines and /api/pipelines/<id>: the newest runs (coordinator/pipeline_http.cc).
+  static void RenderPipelines(const Coordinator& core, HttpSnapshot* snapshot);
 
  private:
   struct Impl;

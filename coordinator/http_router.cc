@@ -70,9 +70,29 @@ HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& sn
       r.body = fmt::format("404 not found: no model '{}' (GET /api/models lists them as <team>/<name>)\n",
                            name.substr(0, 200));
     }
+  } else if (path == "/api/pipelines") {
+    r.content_type = "application/json";
+    r.body = snapshot.pipelines;
+  } else if (path.rfind("/api/pipelines/", 0) == 0 &&
+             snapshot.pipeline_runs.count(std::string(path.substr(sizeof("/api/pipelines/") - 1)))) {
+    r.content_type = "application/json";
+    r.body = snapshot.pipeline_runs.at(std::string(path.substr(sizeof("/api/pipelines/") - 1)));
+  } else if (path == "/api/schedules") {
+    r.content_type = "application/json";
+    r.body = snapshot.schedules;
+  } else if (path.starts_with("/api/schedules/")) {
+    auto it = snapshot.schedule_details.find(std::string(path.substr(std::string_view("/api/schedules/").size())));
+    if (it == snapshot.schedule_details.end()) {
+      r.status = 404;
+      r.body = fmt::format("404 not found: no schedule {} (GET /api/schedules lists them)\n",
+                           path.substr(std::string_view("/api/schedules/").size(), 256));
+    } else {
+      r.content_type = "application/json";
+      r.body = it->second;
+    }
   } else {
     r.status = 404;
-    r.body = "404 not found: try /metrics, /api/jobs, /api/nodes or /api/queue\n";
+    r.body = "404 not found: try /metrics, /api/jobs, /api/nodes, /api/queue, /api/pipelines, /api/schedules or /api/models\n";
   }
   return r;
 }

@@ -9,6 +9,9 @@
 //   /api/queue  JSON of the pending queue per team (HttpServer::RenderQueue)
 //   /api/models, /api/models/<team>/<name>   the model registry (coordinator/model_registry_json.h); an
 //               unknown model is 404 naming it
+//   /api/pipelines       JSON of the newest pipeline runs (HttpServer::RenderPipelines)
+//   /api/pipelines/<id>  JSON of one of them, its steps in full (404 for a run not among them)
+//   /api/schedules, /api/schedules/<team>/<name>   JSON of the schedules (coordinator/schedule_http.h)
 // Every route needs `Authorization: Bearer <token>` accepted by the authenticator, except a public /metrics.
 // Outcomes: 200 with the body; 401 (with WWW-Authenticate: Bearer) when the header is missing, not a Bearer
 // token, or refused (the body says which, with the authenticator's message); 405 for another method;
@@ -57,6 +60,10 @@ struct HttpSnapshot {
   std::string queue = "{\"teams\":[],\"jobs\":[]}";
   std::string models = "{\"models\":[]}";
   std::map<std::string, std::string> model_details{};  // "team/name" -> its /api/models/team/name body
+  std::string pipelines = "{\"pipelines\":[]}";
+  std::map<std::string, std::string> pipeline_runs;  // run id -> its JSON
+  std::string schedules = "{\"schedules\":[]}";
+  std::map<std::string, std::string> schedule_details;  // "<team>/<name>" -> body
 };
 
 // OK when the bearer token may read the API; an error whose message the 401 body carries otherwise.

@@ -89,45 +89,49 @@ std::optional<Coordinator::SubmitTicket> Coordinator::AdmitSubmit(const std::str
 }
 
 void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
-  const std::string& peer = prepared.peer;
   const pb::ClientRequest& request = prepared.request;
-  auto refuse = [&](const Status& error) {
-    AuditAndReply(prepared.submitter, peer, request, prepared.team, request.submit().name(), error, {});
-  };
-  if (!prepared.status.ok()) return refuse(prepared.status);
-  if (Status st = CheckNameLength("the job name (scheduling.name)", prepared.spec->scheduling.name, options_.limits);
-      !st.ok()) {
-    return refuse(st);
+  std::vector<std::string> warnings;
+  auto job = SubmitPrepared(prepared, &warnings);
+  if (!job.ok()) {
+    AuditAndReply(prepared.submitter, prepared.peer, request, prepared.team, request.submit().name(), job.status(),
+                  {});
+    return;
   }
-  std::vector<std::string> warnings = prepared.spec->warnings;
+  pb::ClientReply reply;
+  reply.set_request_id(request.request_id());
+  reply.mutable_submit()->set_job_id((*job)->record.job_id());
+  for (auto& w : warnings) reply.mutable_submit()->add_warnings(w);
+  AuditAndReply(prepared.submitter, prepared.peer, request, prepared.team, (*job)->record.job_id(), Status::Ok(),
+                std::move(reply), fmt::format("submitted '{}'", (*job)->record.name()));
+}
+
+StatusOr<Job*> Coordinator::SubmitPrepared(const PreparedSubmit& prepared, std::vector<std::string>* warnings) {
+  if (!prepared.status.ok()) return prepared.status;
+  RETURN_IF_ERROR(
+      CheckNameLength("the job name (scheduling.name)", prepared.spec->scheduling.name, options_.limits));
+  *warnings = prepared.spec->warnings;
   if (nodes_.empty()) {
-    warnings.push_back("no node has registered yet: the job's fit to the cluster is checked when nodes join");
+    warnings->push_back("no node has registered yet: the job's fit to the cluster is checked when nodes join");
   } else if (Status fit = jobspec::CheckFitsCluster(*prepared.spec, nodes_.Shape()); !fit.ok()) {
-    return refuse(fit.WithContext("the cluster can never run this job"));
+    return fit.WithContext("the cluster can never run this job");
   }
   // Two jobs never write one output directory (nor one inside the other): the second is refused here, and
   // the agents' output lock (docs/agent.md) refuses what this cannot see (a stale attempt of the same job).
   const std::string output_key = OutputDirKey(prepared.spec->train.output_dir);
   if (const std::string holder = OutputDirHolder(output_key); !holder.empty()) {
     const Job* other = jobs_.Find(holder);
-    return refuse(FailedPreconditionError(
+    return FailedPreconditionError(
         fmt::format("output_dir {} overlaps the output directory {} of active job {} ({}): two jobs never write one "
                     "directory; choose another output_dir, or wait for {} to end (anneal cancel {} stops it)",
                     prepared.spec->train.output_dir, other->record.output_dir(), holder,
-                    protocol::StateName(other->record.state()), holder, holder)));
+                    protocol::StateName(other->record.state()), holder, holder));
   }
   // Nor overwrites a registered model version (coordinator/model_registry.h).
   if (Status st = models_.CheckOutputDir(output_key); !st.ok()) return refuse(st);
   Job& job = jobs_.Submit(NewJobRecord(prepared));
   output_dirs_[output_key] = job.record.job_id();
   checkpoints_.Track(job.record.job_id(), jobspec::RetentionPolicy::Of(prepared.spec->train));
-
-  pb::ClientReply reply;
-  reply.set_request_id(request.request_id());
-  reply.mutable_submit()->set_job_id(job.record.job_id());
-  for (auto& w : warnings) reply.mutable_submit()->add_warnings(w);
-  AuditAndReply(prepared.submitter, peer, request, prepared.team, job.record.job_id(), Status::Ok(), std::move(reply),
-                fmt::format("submitted '{}'", job.record.name()));
+  return &job;
 }
 
 std::string Coordinator::OutputDirKey(const std::string& dir) {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "coordinator/schedules.h"
+
 namespace anneal::coordinator {
 
 Status CheckNameLength(std::string_view field, std::string_view value, const Limits& limits) {
@@ -66,7 +68,7 @@ Status CheckClientRequestLimits(const pb::ClientRequest& request, const Limits& 
       return CheckModelNames(request.archive_model().team(), request.archive_model().name(),
                              request.archive_model().reason(), limits, "the reason");
     default:
-      return Status::Ok();
+      return CheckScheduleRequestLimits(request, limits);  // OK for every other request
   }
 }
 

@@ -181,6 +181,7 @@ int main(int argc, char** argv) {
   options.preemption_grace_ms = config.preemption_grace_ms;
   options.usage_half_life_ms = config.usage_half_life_ms;
   options.schedule_interval_ms = config.schedule_interval_ms;
+  options.schedules.misfire_grace_ms = config.schedule_misfire_grace_ms;
   options.path_policy = std::make_shared<const anneal::jobspec::PathPolicy>(*config.path_policy);
   Coordinator core(options, store->get(), &clock);
   if (auto st = core.Recover(); !st.ok()) {
