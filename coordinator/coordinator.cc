@@ -34,6 +34,7 @@ Status Coordinator::Recover() {
   RETURN_IF_ERROR(join_tokens_.Recover());
   RETURN_IF_ERROR(usage_.Recover(clock_->NowMs()));
   RETURN_IF_ERROR(jobs_.Recover(options_.stop_timeout_ms));
+  RETURN_IF_ERROR(models_.Load(*store_));
   for (const auto& [id, job] : jobs_.all()) {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
     nodes_.ReserveTasks(job.record);

@@ -63,6 +63,7 @@
 #include "coordinator/job_table.h"
 #include "coordinator/join_tokens.h"
 #include "coordinator/limits.h"
+#include "coordinator/model_registry.h"
 #include "coordinator/node_registry.h"
 #include "coordinator/pipelines.h"
 #include "coordinator/planner.h"
@@ -341,6 +342,7 @@ class Coordinator {
   int64_t last_schedule_ms_ = 0;
   // Normalized output_dir -> the job that writes it; entries of ended jobs are dropped when met (jobs.cc).
   std::map<std::string, std::string> output_dirs_;
+  ModelRegistry models_;  // model versions: protected from retention and output_dir reuse
   uint64_t next_request_id_ = 1;
   std::unique_ptr<PipelineHost> pipeline_host_;
   PipelineManager pipelines_;

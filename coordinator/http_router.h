@@ -56,7 +56,7 @@ struct HttpSnapshot {
   std::string nodes = "{\"nodes\":[]}";
   std::string queue = "{\"teams\":[],\"jobs\":[]}";
   std::string pipelines = "{\"pipelines\":[]}";
-  std::map<std::string, std::string> pipeline_runs;  // run id -> its JSON
+  std::map<std::string, std::string> pipeline_runs{};  // run id -> its JSON
 };
 
 // OK when the bearer token may read the API; an error whose message the 401 body carries otherwise.
