@@ -345,6 +345,18 @@ TEST_F(PipelinesTest, HttpServesTheRunsReadOnly) {
   EXPECT_EQ(get("/api/pipelines", "POST").status, 405);
 }
 
+TEST_F(PipelinesTest, OversizedRequestsAreRefusedByTheLimits) {
+  pb::ClientReply big = Submit(std::string(kPipeline) + "# " + std::string(1 << 20, 'x') + "\n");
+  EXPECT_EQ(big.error().code(), pb::INVALID_ARGUMENT);
+  EXPECT_NE(big.error().message().find("max_spec_bytes"), std::string::npos) << big.error().message();
+  pb::ClientRequest show;
+  show.mutable_get_pipeline()->set_pipeline_id(std::string(300, 'p'));
+  pb::ClientReply refused = h_.Call(show);
+  EXPECT_EQ(refused.error().code(), pb::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error().message().find("the pipeline run id"), std::string::npos) << refused.error().message();
+  EXPECT_EQ(SubmitOk(), "pipe-000001");  // still serving
+}
+
 TEST(PipelinesPaths, AStepOutsideTheTeamsRootsIsRefusedAtSubmit) {
   auto policy =
       jobspec::ParsePathPolicy(YAML::Load("default: {models: [/models], datasets: [/data], outputs: [/out]}"), "test");
