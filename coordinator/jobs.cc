@@ -93,8 +93,7 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
   std::vector<std::string> warnings;
   auto job = SubmitPrepared(prepared, &warnings);
   if (!job.ok()) {
-    AuditAndReply(prepared.submitter, prepared.peer, request, prepared.team, request.submit().name(), job.status(),
-                  {});
+    AuditAndReply(prepared.submitter, prepared.peer, request, prepared.team, request.submit().name(), job.status(), {});
     return;
   }
   pb::ClientReply reply;
@@ -107,8 +106,7 @@ void Coordinator::HandleSubmit(const PreparedSubmit& prepared) {
 
 StatusOr<Job*> Coordinator::SubmitPrepared(const PreparedSubmit& prepared, std::vector<std::string>* warnings) {
   if (!prepared.status.ok()) return prepared.status;
-  RETURN_IF_ERROR(
-      CheckNameLength("the job name (scheduling.name)", prepared.spec->scheduling.name, options_.limits));
+  RETURN_IF_ERROR(CheckNameLength("the job name (scheduling.name)", prepared.spec->scheduling.name, options_.limits));
   *warnings = prepared.spec->warnings;
   if (nodes_.empty()) {
     warnings->push_back("no node has registered yet: the job's fit to the cluster is checked when nodes join");
@@ -127,7 +125,7 @@ StatusOr<Job*> Coordinator::SubmitPrepared(const PreparedSubmit& prepared, std::
                     protocol::StateName(other->record.state()), holder, holder));
   }
   // Nor overwrites a registered model version (coordinator/model_registry.h).
-  if (Status st = models_.CheckOutputDir(output_key); !st.ok()) return refuse(st);
+  RETURN_IF_ERROR(models_.CheckOutputDir(output_key));
   Job& job = jobs_.Submit(NewJobRecord(prepared));
   output_dirs_[output_key] = job.record.job_id();
   checkpoints_.Track(job.record.job_id(), jobspec::RetentionPolicy::Of(prepared.spec->train));

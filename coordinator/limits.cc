@@ -67,6 +67,26 @@ Status CheckClientRequestLimits(const pb::ClientRequest& request, const Limits& 
     case pb::ClientRequest::kArchiveModel:
       return CheckModelNames(request.archive_model().team(), request.archive_model().name(),
                              request.archive_model().reason(), limits, "the reason");
+    case pb::ClientRequest::kSubmitPipeline: {
+      const auto& submit = request.submit_pipeline();
+      size_t bytes = submit.yaml().size();
+      for (const auto& [key, value] : submit.overrides()) bytes += key.size() + value.size();
+      if (bytes > limits.max_spec_bytes) {
+        return InvalidArgumentError(fmt::format(
+            "the pipeline YAML (with its --set overrides) is {} bytes, above the limit of {} bytes (max_spec_bytes)",
+            bytes, limits.max_spec_bytes));
+      }
+      return CheckNameLength("the team name", submit.team(), limits);
+    }
+    case pb::ClientRequest::kListPipelines:
+      return CheckNameLength("the team name", request.list_pipelines().team(), limits);
+    case pb::ClientRequest::kGetPipeline:
+      return CheckNameLength("the pipeline run id", request.get_pipeline().pipeline_id(), limits);
+    case pb::ClientRequest::kCancelPipeline:
+      RETURN_IF_ERROR(CheckNameLength("the cancel reason", request.cancel_pipeline().reason(), limits));
+      return CheckNameLength("the pipeline run id", request.cancel_pipeline().pipeline_id(), limits);
+    case pb::ClientRequest::kRetryPipeline:
+      return CheckNameLength("the pipeline run id", request.retry_pipeline().pipeline_id(), limits);
     default:
       return CheckScheduleRequestLimits(request, limits);  // OK for every other request
   }

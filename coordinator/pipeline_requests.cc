@@ -24,34 +24,35 @@ struct SubmitValues {
   bool model_unresolved = false;  // a ${models...} reference with no production version yet: no path check
 };
 
+// One reference's value at submit (see StandInValues).
+std::string StandIn(const jobspec::Reference& ref, const std::string& run_id,
+                    const std::map<std::string, std::string>& output_dirs,
+                    const std::function<StatusOr<std::string>(const std::string&)>& production, SubmitValues* out) {
+  using Kind = jobspec::Reference::Kind;
+  switch (ref.kind) {
+    case Kind::kPipelineId:
+      return run_id;
+    case Kind::kStepOutputDir:
+      return output_dirs.at(ref.target);  // an ancestor: validated earlier in TopologicalOrder
+    case Kind::kStepJobId:
+      return std::string("job-000000");
+    case Kind::kStepMetric:
+      return std::string("1");
+    case Kind::kModelProductionPath: {
+      auto path = production(ref.target);
+      out->model_unresolved |= !path.ok();
+      return path.ok() ? *path : std::string("/unresolved-production-model");
+    }
+  }
+  return "";
+}
+
 StatusOr<SubmitValues> StandInValues(const jobspec::PipelineStep& step, const std::string& run_id,
                                      const std::map<std::string, std::string>& output_dirs,
                                      const std::function<StatusOr<std::string>(const std::string&)>& production) {
-  using Kind = jobspec::Reference::Kind;
   ASSIGN_OR_RETURN(auto refs, jobspec::FindReferences(step.job_yaml, fmt::format("step '{}'", step.name)));
   SubmitValues out;
-  for (const auto& ref : refs) {
-    switch (ref.kind) {
-      case Kind::kPipelineId:
-        out.values[ref.text] = run_id;
-        break;
-      case Kind::kStepOutputDir:
-        out.values[ref.text] = output_dirs.at(ref.target);  // an ancestor: validated earlier in TopologicalOrder
-        break;
-      case Kind::kStepJobId:
-        out.values[ref.text] = "job-000000";
-        break;
-      case Kind::kStepMetric:
-        out.values[ref.text] = "1";
-        break;
-      case Kind::kModelProductionPath: {
-        auto path = production(ref.target);
-        out.model_unresolved |= !path.ok();
-        out.values[ref.text] = path.ok() ? *path : "/unresolved-production-model";
-        break;
-      }
-    }
-  }
+  for (const auto& ref : refs) out.values.emplace(ref.text, StandIn(ref, run_id, output_dirs, production, &out));
   return out;
 }
 

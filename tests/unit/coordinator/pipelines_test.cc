@@ -2,7 +2,10 @@
 // state machines edge by edge, cancel, retry, recovery, validation refusals and authorization. A real
 // StateStore, a FakeClock, jobs driven by task reports like the other coordinator tests.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
+#include "coordinator/http.h"
+#include "coordinator/http_router.h"
 #include "harness.h"
 #include "teams_harness.h"
 
@@ -115,7 +118,10 @@ TEST_F(PipelinesTest, ReferencesFlowFromEarlierStepsAndTheRunSucceeds) {
   ASSERT_EQ(eval.state(), pb::PIPELINE_STEP_RUNNING);
   EXPECT_EQ(eval.params().at("steps.train.output_dir"), "/out/weekly/pipe-000001");
   EXPECT_EQ(eval.output_dir(), "/out/weekly/pipe-000001/eval");  // already the run's: nothing appended
-  EXPECT_NE(h_.Job(eval.job_id()).spec_yaml().find("adapter_name_or_path: /out/weekly/pipe-000001"), std::string::npos);
+  const std::string eval_spec = h_.Job(eval.job_id()).spec_yaml();
+  EXPECT_NE(eval_spec.find("adapter_name_or_path: "), std::string::npos) << eval_spec;
+  EXPECT_EQ(eval_spec.find("${"), std::string::npos) << eval_spec;  // every reference substituted
+  EXPECT_NE(eval_spec.find("/out/weekly/pipe-000001"), std::string::npos) << eval_spec;
   EXPECT_EQ(h_.Job(eval.job_id()).kind(), pb::JOB_EVAL);
 
   h_.ReportAll(eval.job_id(), pb::TASK_RUNNING);
@@ -237,15 +243,66 @@ TEST_F(PipelinesTest, AStepWhoseJobIsRefusedFails) {
   EXPECT_EQ(Run(id).state(), pb::PIPELINE_FAILED);
 }
 
-TEST_F(PipelinesTest, PromoteWithoutARegistryFailsTheStepNamingWhy) {
-  const std::string id = SubmitOk(std::string(kPipeline) +
-                                  "  - {name: promote, needs: [eval], promote: {model: bot, train_step: train, "
-                                  "eval_step: eval}}\n");
+// train -> eval -> promote into model `bot`; the eval reports `eval_loss`.
+std::string PromotePipeline(const std::string& model = "bot") {
+  return "steps:\n"
+         "  - {name: train, job: {model_name_or_path: /models/tiny, dataset: alpaca, output_dir: /out/bot}}\n"
+         "  - {name: eval, needs: [train], job: {kind: eval, model_name_or_path: /models/tiny, adapter_name_or_path: "
+         "\"${steps.train.output_dir}\", eval_dataset: heldout, output_dir: \"${steps.train.output_dir}/eval\"}}\n"
+         "  - {name: promote, needs: [eval], promote: {model: " +
+         model + ", train_step: train, eval_step: eval, metric: eval_loss, mode: min, margin: 0.1}}\n";
+}
+
+TEST_F(PipelinesTest, PromoteRegistersThenPromotesOnlyWhatIsBetter) {
+  auto run_with_loss = [&](double loss) {
+    const std::string id = SubmitOk(PromotePipeline());
+    Finish(Step(id, "train").job_id(), pb::TASK_SUCCEEDED);
+    const std::string eval = Step(id, "eval").job_id();
+    h_.ReportAll(eval, pb::TASK_RUNNING);
+    ReportMetric(eval, "eval_loss", loss);
+    h_.ReportAll(eval, pb::TASK_SUCCEEDED);
+    h_.Round();
+    return id;
+  };
+  const std::string first = run_with_loss(1.0);
+  pb::PipelineStepRecord promote = Step(first, "promote");
+  EXPECT_EQ(promote.state(), pb::PIPELINE_STEP_SUCCEEDED) << promote.message();
+  EXPECT_TRUE(promote.promoted());
+  EXPECT_EQ(promote.model_version(), "bot v1");
+  EXPECT_EQ(Run(first).state(), pb::PIPELINE_SUCCEEDED);
+
+  const std::string second = run_with_loss(1.05);  // better, but not by the margin 0.1
+  promote = Step(second, "promote");
+  EXPECT_EQ(promote.state(), pb::PIPELINE_STEP_SUCCEEDED) << promote.message();  // not promoted is no failure
+  EXPECT_FALSE(promote.promoted());
+  EXPECT_EQ(promote.model_version(), "bot v2");
+  EXPECT_NE(promote.message().find("eval_loss"), std::string::npos) << promote.message();
+
+  // ${models.bot.production.path} is the production version's directory: still the first run's.
+  const std::string third = SubmitOk(
+      "steps:\n  - {name: t, job: {model_name_or_path: /models/tiny, adapter_name_or_path: "
+      "\"${models.bot.production.path}\", dataset: alpaca, output_dir: /out/next}}\n");
+  EXPECT_EQ(Step(third, "t").params().at("models.bot.production.path"), Step(first, "train").output_dir());
+}
+
+TEST_F(PipelinesTest, ARegistryErrorFailsThePromoteStep) {
+  const std::string id = SubmitOk(PromotePipeline("'bad model!'"));
   Finish(Step(id, "train").job_id(), pb::TASK_SUCCEEDED);
   Finish(Step(id, "eval").job_id(), pb::TASK_SUCCEEDED);
   const pb::PipelineStepRecord promote = Step(id, "promote");
   EXPECT_EQ(promote.state(), pb::PIPELINE_STEP_FAILED);
-  EXPECT_NE(promote.message().find("registry"), std::string::npos) << promote.message();
+  EXPECT_NE(promote.message().find("the model registry refused"), std::string::npos) << promote.message();
+  EXPECT_EQ(Run(id).state(), pb::PIPELINE_FAILED);
+}
+
+TEST_F(PipelinesTest, AMissingProductionModelFailsTheStepThatNeedsIt) {
+  const std::string id = SubmitOk(
+      "steps:\n  - {name: t, job: {model_name_or_path: /models/tiny, adapter_name_or_path: "
+      "\"${models.nothing.production.path}\", dataset: alpaca, output_dir: /out/next}}\n");
+  const pb::PipelineStepRecord t = Step(id, "t");
+  EXPECT_EQ(t.state(), pb::PIPELINE_STEP_FAILED);
+  EXPECT_NE(t.message().find("model 'nothing'"), std::string::npos) << t.message();
+  EXPECT_NE(t.message().find("no production version"), std::string::npos) << t.message();
 }
 
 TEST_F(PipelinesTest, InvalidPipelinesAreRefusedNamingStepAndKeyAndTheCoordinatorStillServes) {
@@ -267,6 +324,39 @@ TEST_F(PipelinesTest, InvalidPipelinesAreRefusedNamingStepAndKeyAndTheCoordinato
   EXPECT_EQ(SubmitOk(), "pipe-000001");  // refusals used no id, and the coordinator still serves
 }
 
+TEST_F(PipelinesTest, HttpServesTheRunsReadOnly) {
+  const std::string id = SubmitOk();
+  HttpSnapshot snapshot;
+  HttpServer::RenderPipelines(h_.core(), &snapshot);
+  const HttpRouteOptions options{.public_metrics = false,
+                                 .authenticate = [](std::string_view) { return Status::Ok(); }};
+  auto get = [&](const std::string& target, const std::string& method = "GET") {
+    return RouteHttpRequest({.method = method, .target = target, .authorization = "Bearer t"}, snapshot, options);
+  };
+  HttpResponse list = get("/api/pipelines");
+  EXPECT_EQ(list.status, 200);
+  EXPECT_EQ(list.content_type, "application/json");
+  EXPECT_NE(list.body.find("\"pipeline_id\":\"" + id + "\""), std::string::npos) << list.body;
+  HttpResponse one = get("/api/pipelines/" + id);
+  EXPECT_EQ(one.status, 200);
+  EXPECT_NE(one.body.find("\"name\":\"train\""), std::string::npos) << one.body;
+  EXPECT_NE(one.body.find("\"state\":\"running\""), std::string::npos) << one.body;
+  EXPECT_EQ(get("/api/pipelines/pipe-999999").status, 404);
+  EXPECT_EQ(get("/api/pipelines", "POST").status, 405);
+}
+
+TEST_F(PipelinesTest, OversizedRequestsAreRefusedByTheLimits) {
+  pb::ClientReply big = Submit(std::string(kPipeline) + "# " + std::string(1 << 20, 'x') + "\n");
+  EXPECT_EQ(big.error().code(), pb::INVALID_ARGUMENT);
+  EXPECT_NE(big.error().message().find("max_spec_bytes"), std::string::npos) << big.error().message();
+  pb::ClientRequest show;
+  show.mutable_get_pipeline()->set_pipeline_id(std::string(300, 'p'));
+  pb::ClientReply refused = h_.Call(show);
+  EXPECT_EQ(refused.error().code(), pb::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error().message().find("the pipeline run id"), std::string::npos) << refused.error().message();
+  EXPECT_EQ(SubmitOk(), "pipe-000001");  // still serving
+}
+
 TEST(PipelinesPaths, AStepOutsideTheTeamsRootsIsRefusedAtSubmit) {
   auto policy =
       jobspec::ParsePathPolicy(YAML::Load("default: {models: [/models], datasets: [/data], outputs: [/out]}"), "test");
@@ -276,7 +366,8 @@ TEST(PipelinesPaths, AStepOutsideTheTeamsRootsIsRefusedAtSubmit) {
   Harness h(options);
   pb::ClientRequest req;
   req.mutable_submit_pipeline()->set_yaml(
-      "steps:\n  - {name: t, job: {model_name_or_path: /models/m, dataset: /data/d.json, output_dir: /etc/x}}\n");
+      "steps:\n  - {name: t, job: {model_name_or_path: /models/m, dataset: /data/d.json, dataset_dir: /data, "
+      "output_dir: /etc/x}}\n");
   pb::ClientReply reply = h.Call(req);
   EXPECT_EQ(reply.error().code(), pb::PERMISSION_DENIED);
   EXPECT_NE(reply.error().message().find("step 't'"), std::string::npos) << reply.error().message();

@@ -54,7 +54,7 @@ TEST(Pipeline, ParsesStepsKindsNeedsAndPromote) {
   EXPECT_EQ(p->steps[2].promote.model, "bot");
   EXPECT_DOUBLE_EQ(p->steps[2].promote.margin, 0.01);
   EXPECT_FALSE(p->steps[2].promote.higher_is_better);
-  EXPECT_EQ(p->steps[2].line, 18);
+  EXPECT_EQ(p->steps[2].line, 16);  // "  - name: promote"
 }
 
 TEST(Pipeline, CycleIsRefusedNamingTheSteps) {

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""End to end with real processes: a pipeline train -> eval -> promote on a local cluster (`anneal up`, one agent
+with 2 CPU slots, real anneal-train ranks), run twice.
+
+  promote: run 1 trains a LoRA adapter, evaluates it on demo_eval and promotes it (the model's first version);
+           run 2, with a learning rate too small to learn anything (so a worse eval_loss), is registered as a
+           candidate and NOT promoted; run 1's production files are intact (same sha256) after run 2 and its
+           checkpoint retention; each run wrote its own output directory.
+
+--bindir holds anneal and anneal-coordinator (this build); anneal-agent and anneal-train are taken from
+--bindir when there, else from $ANNEAL_TRAINER_BINDIR (e.g. /work/main/build/bin: a build with the trainer).
+"""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
+
+import subprocess  # noqa: E402
+
+
+def merged_bindir(bindir, tmp):
+    """One directory with this build's CLI and coordinator and a trainer build's agent and trainer."""
+    trainer_dir = bindir if os.path.exists(os.path.join(bindir, "anneal-train")) else \
+        os.environ.get("ANNEAL_TRAINER_BINDIR", "")
+    assert os.path.exists(os.path.join(trainer_dir, "anneal-train")), \
+        f"no anneal-train in {bindir}: set ANNEAL_TRAINER_BINDIR to a build with the trainer"
+    out = f"{tmp}/bin"
+    os.makedirs(out)
+    for name, where in (("anneal", bindir), ("anneal-coordinator", bindir), ("anneal-agent", trainer_dir),
+                        ("anneal-data", trainer_dir), ("anneal-train", trainer_dir)):
+        src = os.path.realpath(os.path.join(where, name))
+        if not os.path.exists(src):
+            continue
+        if name == "anneal":
+            shutil.copy(src, out)  # `anneal up` starts the daemons next to its own (resolved) path: this directory
+        else:
+            os.symlink(src, os.path.join(out, name))  # the agent runs the anneal-train next to its resolved path
+    return out
+
+
+class Cluster:
+    def __init__(self, bindir, home):
+        self.bindir, self.home = bindir, home
+        self.env = dict(os.environ, ANNEAL_HOME=home, OMP_NUM_THREADS="1")
+
+    def anneal(self, *args, check=True, timeout=300):
+        p = subprocess.run([os.path.join(self.bindir, "anneal"), *args], capture_output=True, text=True,
+                           env=self.env, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"anneal {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        return p
+
+    def __enter__(self):
+        tmp = os.path.dirname(self.home)
+        run(["bash", os.path.join(ROOT, "scripts/rank-access.sh"), self.bindir, os.path.join(ROOT, ".venv"), tmp])
+        self.anneal("up", "--agents", "1", "--slots", "2", "--allow-root", tmp, "--allow-root",
+                    os.path.join(ROOT, "examples"))
+        return self
+
+    def __exit__(self, *exc):
+        self.anneal("down", check=False)
+
+    def wait_run(self, run_id, timeout=240):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            shown = json.loads(self.anneal("--json", "pipeline", "show", run_id).stdout)
+            if shown["state"] != "PIPELINE_RUNNING":
+                return shown
+            time.sleep(1)
+        raise AssertionError(f"pipeline run {run_id} still running after {timeout}s:\n"
+                             f"{self.anneal('pipeline', 'show', run_id).stdout}")
+
+
+def pipeline_yaml(tmp):
+    path = f"{tmp}/pipeline.yaml"
+    common = f"""model_name_or_path: {tmp}/base
+      dataset_dir: {ROOT}/examples/data
+      template: qwen
+      cutoff_len: 96
+      tokenized_cache_dir: {tmp}/cache
+      device: cpu
+      nodes: 1
+      gpus_per_node: 1"""
+    with open(path, "w") as f:
+        f.write(f"""name: e2e-retrain
+steps:
+  - name: train
+    job:
+      {common}
+      finetuning_type: lora
+      lora_rank: 8
+      lora_target: all
+      dataset: demo_train
+      max_samples: 32
+      output_dir: {tmp}/train
+      per_device_train_batch_size: 4
+      learning_rate: 5.0e-3
+      max_steps: 12
+      logging_steps: 1
+      save_steps: 4
+      save_total_limit: 1
+  - name: eval
+    needs: [train]
+    job:
+      kind: eval
+      {common}
+      adapter_name_or_path: ${{steps.train.output_dir}}
+      dataset: demo_eval
+      output_dir: ${{steps.train.output_dir}}/eval
+  - name: promote
+    needs: [eval]
+    promote: {{model: demo-bot, train_step: train, eval_step: eval, metric: eval_loss, mode: min, margin: 0.0}}
+""")
+    return path
+
+
+def tree_hashes(d):
+    out = {}
+    for name in sorted(os.listdir(d)):
+        p = os.path.join(d, name)
+        if os.path.isfile(p):
+            out[name] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+def step(shown, name):
+    return next(s for s in shown["steps"] if s["name"] == name)
+
+
+def case_promote(bindir, tmp):
+    bindir = merged_bindir(bindir, tmp)
+    make_tokenizer(f"{tmp}/tok")
+    run([os.path.join(bindir, "anneal-train"), "model", "init", "--arch", "qwen2", "--preset", "tiny", "--tokenizer",
+         f"{tmp}/tok", "--out", f"{tmp}/base", "--seed", "2"])
+    spec = pipeline_yaml(tmp)
+    with Cluster(bindir, f"{tmp}/home") as c:
+        first = c.anneal("pipeline", "submit", spec).stdout.strip()
+        shown = c.wait_run(first)
+        assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
+        train1, eval1, promote1 = step(shown, "train"), step(shown, "eval"), step(shown, "promote")
+        assert train1["output_dir"] == f"{tmp}/train/{first}", train1
+        assert promote1.get("promoted") is True, promote1
+        loss1 = eval1["metrics"]["eval_loss"]
+        prod_dir = train1["output_dir"]
+        before = tree_hashes(prod_dir)
+        assert any(n.endswith(".safetensors") for n in before), before
+        jobs = c.anneal("ls").stdout
+        assert train1["job_id"] in jobs and eval1["job_id"] in jobs, jobs  # ordinary jobs
+
+        second = c.anneal("pipeline", "submit", spec, "--set", "train.learning_rate=1e-9").stdout.strip()
+        shown = c.wait_run(second)
+        assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
+        train2, eval2, promote2 = step(shown, "train"), step(shown, "eval"), step(shown, "promote")
+        assert train2["output_dir"] == f"{tmp}/train/{second}", train2  # its own directory
+        loss2 = eval2["metrics"]["eval_loss"]
+        assert loss2 > loss1, (loss1, loss2)
+        assert not promote2.get("promoted", False), promote2
+        assert "eval_loss" in promote2["message"], promote2
+        assert tree_hashes(prod_dir) == before, "the production version's files changed"
+        print(f"run 1 {first}: eval_loss {loss1:.4f} promoted ({promote1['model_version']}); "
+              f"run 2 {second}: eval_loss {loss2:.4f} candidate ({promote2['model_version']}): {promote2['message']}")
+
+
+if __name__ == "__main__":
+    run_cases({"promote": case_promote}, binary_flag="--bindir")
