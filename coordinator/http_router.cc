@@ -92,7 +92,9 @@ HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& sn
     }
   } else {
     r.status = 404;
-    r.body = "404 not found: try /metrics, /api/jobs, /api/nodes, /api/queue, /api/pipelines, /api/schedules or /api/models\n";
+    r.body =
+        "404 not found: try /metrics, /api/jobs, /api/nodes, /api/queue, /api/pipelines, /api/schedules or "
+        "/api/models\n";
   }
   return r;
 }

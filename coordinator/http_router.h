@@ -61,9 +61,9 @@ struct HttpSnapshot {
   std::string models = "{\"models\":[]}";
   std::map<std::string, std::string> model_details{};  // "team/name" -> its /api/models/team/name body
   std::string pipelines = "{\"pipelines\":[]}";
-  std::map<std::string, std::string> pipeline_runs;  // run id -> its JSON
+  std::map<std::string, std::string> pipeline_runs{};  // run id -> its JSON
   std::string schedules = "{\"schedules\":[]}";
-  std::map<std::string, std::string> schedule_details;  // "<team>/<name>" -> body
+  std::map<std::string, std::string> schedule_details{};  // "<team>/<name>" -> body
 };
 
 // OK when the bearer token may read the API; an error whose message the 401 body carries otherwise.

@@ -6,6 +6,9 @@ with 2 CPU slots, real anneal-train ranks), run twice.
            run 2, with a learning rate too small to learn anything (so a worse eval_loss), is registered as a
            candidate and NOT promoted; run 1's production files are intact (same sha256) after run 2 and its
            checkpoint retention; each run wrote its own output directory.
+  schedule: the same loop fired by schedules ("* * * * *"): the first fire's run is promoted; a second schedule
+           with --set train.learning_rate=1e-9 fires a run that is kept as a candidate; production stays v1 with
+           its files intact (about 3 minutes: each fire waits for a minute boundary).
 
 --bindir holds anneal and anneal-coordinator (this build); anneal-agent and anneal-train are taken from
 --bindir when there, else from $ANNEAL_TRAINER_BINDIR (e.g. /work/main/build/bin: a build with the trainer).
@@ -132,12 +135,17 @@ def step(shown, name):
     return next(s for s in shown["steps"] if s["name"] == name)
 
 
-def case_promote(bindir, tmp):
+def prepare(bindir, tmp):
+    """The merged bin directory, a tiny base model and the pipeline file."""
     bindir = merged_bindir(bindir, tmp)
     make_tokenizer(f"{tmp}/tok")
     run([os.path.join(bindir, "anneal-train"), "model", "init", "--arch", "qwen2", "--preset", "tiny", "--tokenizer",
          f"{tmp}/tok", "--out", f"{tmp}/base", "--seed", "2"])
-    spec = pipeline_yaml(tmp)
+    return bindir, pipeline_yaml(tmp)
+
+
+def case_promote(bindir, tmp):
+    bindir, spec = prepare(bindir, tmp)
     with Cluster(bindir, f"{tmp}/home") as c:
         first = c.anneal("pipeline", "submit", spec).stdout.strip()
         shown = c.wait_run(first)
@@ -166,5 +174,52 @@ def case_promote(bindir, tmp):
               f"run 2 {second}: eval_loss {loss2:.4f} candidate ({promote2['model_version']}): {promote2['message']}")
 
 
+def wait_fire(c, schedule, seen, timeout=150):
+    """The pipeline run started by the schedule's first fire whose run is not in `seen`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        shown = json.loads(c.anneal("--json", "schedule", "show", schedule).stdout)["schedule"]
+        for fire in shown.get("history", []):
+            if fire.get("run_id") and fire["run_id"] not in seen:
+                return fire["run_id"]
+        time.sleep(1)
+    raise AssertionError(f"schedule {schedule} did not fire within {timeout}s:\n"
+                         f"{c.anneal('schedule', 'show', schedule).stdout}")
+
+
+def case_schedule(bindir, tmp):
+    """The retraining loop by schedule: a schedule firing every minute runs train -> eval -> promote (promoted,
+    the model's first version); a second schedule of the same pipeline with a learning rate too small to learn
+    (--set) runs it again: a worse eval_loss, registered as a candidate and not promoted; production is still
+    version 1 with its files intact after the second run's checkpoint retention."""
+    bindir, spec = prepare(bindir, tmp)
+    with Cluster(bindir, f"{tmp}/home") as c:
+        c.anneal("schedule", "create", "weekly", "--cron", "* * * * *", spec)
+        first = wait_fire(c, "weekly", set())
+        c.anneal("schedule", "pause", "weekly")  # one run of the good learning rate
+        shown = c.wait_run(first)
+        assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
+        assert shown["origin"].startswith("schedule default/weekly fire at "), shown["origin"]
+        promote1, loss1 = step(shown, "promote"), step(shown, "eval")["metrics"]["eval_loss"]
+        assert promote1.get("promoted") is True, promote1
+        prod_dir = step(shown, "train")["output_dir"]
+        before = tree_hashes(prod_dir)
+
+        c.anneal("schedule", "create", "weekly-worse", "--cron", "* * * * *", "--set", "train.learning_rate=1e-9",
+                 spec)
+        second = wait_fire(c, "weekly-worse", {first})
+        c.anneal("schedule", "pause", "weekly-worse")
+        shown = c.wait_run(second)
+        assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
+        promote2, loss2 = step(shown, "promote"), step(shown, "eval")["metrics"]["eval_loss"]
+        assert loss2 > loss1, (loss1, loss2)
+        assert not promote2.get("promoted", False), promote2
+        assert tree_hashes(prod_dir) == before, "the production version's files changed"
+        models = c.anneal("models", "ls").stdout
+        assert "demo-bot" in models and " v1 " in models, models  # production is still version 1
+        print(f"schedule: fire 1 {first}: eval_loss {loss1:.4f} promoted; fire 2 {second} (--set learning_rate "
+              f"1e-9): eval_loss {loss2:.4f} kept as a candidate: {promote2['message']}")
+
+
 if __name__ == "__main__":
-    run_cases({"promote": case_promote}, binary_flag="--bindir")
+    run_cases({"promote": case_promote, "schedule": case_schedule}, binary_flag="--bindir")

@@ -335,7 +335,8 @@ TEST(NodeBounds, NodeIdLabelsGpusAndNodeCountAreBounded) {
        "max_gpus_per_node"},
       {"n1",
        [](pb::RegisterRequest* r) {
-         for (int i = 0; i < 65; ++i) (*r->mutable_inventory()->mutable_labels())["k" + std::to_string(i)] = "v";
+         for (int i = 0; i < 65; ++i)
+           (*r->mutable_inventory()->mutable_labels())[std::string("k").append(std::to_string(i))] = "v";
        },
        "max_labels_per_node"},
       {"n1", [](pb::RegisterRequest* r) { (*r->mutable_inventory()->mutable_labels())["k"] = std::string(300, 'v'); },
