@@ -181,6 +181,7 @@ StatusOr<std::string> Coordinator::CreatePipelineRun(const std::string& yaml, co
                                                      const std::map<std::string, std::string>& overrides,
                                                      const std::string& origin) {
   auto created = ValidatePipelineRun(yaml, team, owner, overrides);
+  if (created.ok()) created->set_pipeline_id(pipelines_.NextId());  // only a run that is created takes an id
   const std::string target = created.ok() ? created->pipeline_id() : "";
   audit_.Append({.user = owner.user, .team = team, .operation = "pipeline.submit", .target = target, .message = origin},
                 created.status());
@@ -232,9 +233,7 @@ StatusOr<pb::PipelineRunRecord> Coordinator::ValidatePipelineRun(const std::stri
       }
     }
   }
-  pb::PipelineRunRecord run = NewRunRecord(spec);
-  run.set_pipeline_id(pipelines_.NextId());
-  return run;
+  return NewRunRecord(spec);  // no id yet: validating (a schedule's create) uses none up
 }
 
 bool Coordinator::PipelineRunActive(const std::string& run_id) const {

@@ -111,6 +111,7 @@ TEST_F(ScheduleRequests, AFireCreatesOnePipelineRunAndARestartNeverRepeatsIt) {
   ASSERT_EQ(record->history_size(), 1);
   EXPECT_EQ(record->history(0).outcome(), pb::FIRE_STARTED) << record->history(0).message();
   const std::string run = record->last_run_id();
+  EXPECT_EQ(run, "pipe-000001") << "validating the pipeline at create uses no run id";
   auto created = h_.core().GetPipelineRun(run);
   ASSERT_TRUE(created.ok()) << created.status().ToString();
   EXPECT_EQ(created->owner(), "nina");
