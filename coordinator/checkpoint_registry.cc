@@ -95,11 +95,14 @@ const pb::CheckpointRecord* CheckpointRegistry::LatestCommitted(const std::strin
   return nullptr;
 }
 
+// Not those the protector protects now: a model version registered after retention marked them.
 std::vector<pb::CheckpointRecord> CheckpointRegistry::DeletingOn(const std::string& node_id) const {
   std::vector<pb::CheckpointRecord> out;
   for (const auto& [job_id, job] : jobs_) {
     for (const auto& [step, c] : job.by_step) {
-      if (c.state() == pb::CHECKPOINT_DELETING && c.node_id() == node_id) out.push_back(c);
+      if (c.state() != pb::CHECKPOINT_DELETING || c.node_id() != node_id) continue;
+      if (protects_ && protects_(c.path())) continue;  // registered as a model version since: never ordered again
+      out.push_back(c);
     }
   }
   return out;

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "storage/keys.h"
 #include "temp_store.h"
 
@@ -44,6 +46,24 @@ TEST(CheckpointRegistry, ACommitIsRecordedOnceAndTheLatestIsTheResumePoint) {
   auto stored = checkpoints.Read("job-000001");
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(Steps(*stored), (std::vector<uint64_t>{10, 20}));
+}
+
+TEST(CheckpointRegistry, AProtectedCheckpointIsNeverMarkedNorOrderedDeletedAgain) {
+  TempStore t;
+  CheckpointRegistry checkpoints(t.batch(), t.store());
+  std::set<std::string> protected_paths = {"/out/run/checkpoint-10"};
+  checkpoints.SetProtector([&](const std::string& path) { return protected_paths.count(path) > 0; });
+  checkpoints.Track("job-000001", {.save_total_limit = 1});
+  for (uint64_t step : {10, 20, 30}) ASSERT_TRUE(checkpoints.RecordCommitted(Committed(step)));
+  EXPECT_EQ(Steps(checkpoints.ApplyRetention("job-000001")), std::vector<uint64_t>{20});  // 10 is protected
+  t.Commit();
+  auto stored = checkpoints.Read("job-000001");
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ((*stored)[0].state(), pb::CHECKPOINT_COMMITTED);
+  // 20 was marked before a version came to use it: a re-registering node is not told to delete it again.
+  EXPECT_EQ(Steps(checkpoints.DeletingOn("n1")), std::vector<uint64_t>{20});
+  protected_paths.insert("/out/run/checkpoint-20");
+  EXPECT_TRUE(checkpoints.DeletingOn("n1").empty());
 }
 
 TEST(CheckpointRegistry, RetentionKeepsTheLatestAndTheBestAndMarksTheRestDeleting) {
