@@ -1,12 +1,13 @@
 #include "cli/output.h"
 
 #include <fmt/format.h>
-#include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
+
+#include "protocol/json.h"
 
 namespace anneal::cli {
 
@@ -77,12 +78,7 @@ int64_t NowMs() {
 }
 
 nlohmann::json ToJson(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string text;
-  if (!google::protobuf::util::MessageToJsonString(message, &text, options).ok()) return nlohmann::json::object();
-  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return protocol::MessageToJson(message);
 }
 
 }  // namespace anneal::cli
