@@ -28,8 +28,8 @@ from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
 
 
 class Cluster:
-    def __init__(self, bindir, home, up_args=()):
-        self.bindir, self.home, self.up_args = bindir, home, list(up_args)
+    def __init__(self, bindir, home, up_args=(), agents=2):
+        self.bindir, self.home, self.up_args, self.agents = bindir, home, list(up_args), agents
         self.env = dict(os.environ, ANNEAL_HOME=home, OMP_NUM_THREADS="1")
 
     def anneal(self, *args, check=True, timeout=300):
@@ -44,7 +44,7 @@ class Cluster:
         # (run as `nobody` when the agents run as root) must reach it, the trainer and LibTorch.
         tmp = os.path.dirname(self.home)
         run(["bash", os.path.join(ROOT, "scripts/rank-access.sh"), self.bindir, os.path.join(ROOT, ".venv"), tmp])
-        self.anneal("up", "--agents", "2", "--slots", "2", "--allow-root", tmp, "--allow-root", os.path.join(ROOT, "examples"),
+        self.anneal("up", "--agents", str(self.agents), "--slots", "2", "--allow-root", tmp, "--allow-root", os.path.join(ROOT, "examples"),
                     *self.up_args)
         return self
 

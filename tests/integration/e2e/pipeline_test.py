@@ -22,8 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
-
-import subprocess  # noqa: E402
+import e2e_test  # noqa: E402
 
 
 def merged_bindir(bindir, tmp):
@@ -46,27 +45,11 @@ def merged_bindir(bindir, tmp):
     return out
 
 
-class Cluster:
+class Cluster(e2e_test.Cluster):
+    """e2e_test's local cluster with one agent of 2 CPU slots, and a wait for a pipeline run to end."""
+
     def __init__(self, bindir, home):
-        self.bindir, self.home = bindir, home
-        self.env = dict(os.environ, ANNEAL_HOME=home, OMP_NUM_THREADS="1")
-
-    def anneal(self, *args, check=True, timeout=300):
-        p = subprocess.run([os.path.join(self.bindir, "anneal"), *args], capture_output=True, text=True,
-                           env=self.env, timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"anneal {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-        return p
-
-    def __enter__(self):
-        tmp = os.path.dirname(self.home)
-        run(["bash", os.path.join(ROOT, "scripts/rank-access.sh"), self.bindir, os.path.join(ROOT, ".venv"), tmp])
-        self.anneal("up", "--agents", "1", "--slots", "2", "--allow-root", tmp, "--allow-root",
-                    os.path.join(ROOT, "examples"))
-        return self
-
-    def __exit__(self, *exc):
-        self.anneal("down", check=False)
+        super().__init__(bindir, home, agents=1)
 
     def wait_run(self, run_id, timeout=240):
         deadline = time.time() + timeout
