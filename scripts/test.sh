@@ -2,6 +2,8 @@
 # Builds (scripts/build.sh) and runs every test through ctest; prints ctest's summary; non-zero on any failure.
 #
 #   scripts/test.sh [-R regex] [-L label] [--asan|--ubsan|--debug]   (other arguments go to ctest)
+#
+# Tests labelled `long` (every parallel layout; minutes each) are left out: scripts/test-long.sh runs them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,4 +23,6 @@ done
 bash scripts/build.sh "${BUILD_ARGS[@]}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 600 -j "${ANNEAL_TEST_JOBS:-2}" "${CTEST_ARGS[@]}"
+LONG_ARGS=(-LE long)
+[[ "${ANNEAL_TEST_LONG:-0}" == 1 ]] && LONG_ARGS=(-L long)
+ctest --output-on-failure --timeout 600 -j "${ANNEAL_TEST_JOBS:-2}" "${LONG_ARGS[@]}" "${CTEST_ARGS[@]}"
