@@ -42,6 +42,8 @@ std::string_view JobKindName(JobKind kind) {
       return "train";
     case JobKind::kEval:
       return "eval";
+    case JobKind::kExport:
+      return "export";
   }
   return "train";
 }
@@ -105,6 +107,7 @@ std::string ToYaml(const JobSpec& spec) {
   }
   for (const std::string& section : Sections()) {
     if (section.find('.') != std::string::npos) continue;  // alias sections (resources.parallel) are not written
+    if (section == "export" && spec.kind != JobKind::kExport) continue;  // only an export job has export keys
     out << YAML::Key << section << YAML::Value << YAML::BeginMap;
     for (const Field& f : KnownFields()) {
       if (f.section() != section) continue;

@@ -291,7 +291,8 @@ std::vector<Field> BuildFields() {
   std::vector<Field> f;
   // kind
   f.push_back(Make<JobKind>(
-      {"kind", "kind"}, "enum", "one of train, eval", "what the job does: train (fine-tune) or eval", REF(kind),
+      {"kind", "kind"}, "enum", "one of train, eval, export",
+      "what the job does: train (fine-tune), eval, or export (merge an adapter into its base model)", REF(kind),
       [](const YAML::Node& n, JobKind* out) {
         std::string s;
         if (!DecodeString(n, &s)) return false;
@@ -299,6 +300,8 @@ std::vector<Field> BuildFields() {
           *out = JobKind::kTrain;
         else if (s == "eval")
           *out = JobKind::kEval;
+        else if (s == "export")
+          *out = JobKind::kExport;
         else
           return false;
         return true;
@@ -511,6 +514,13 @@ std::vector<Field> BuildFields() {
   f.push_back(PositiveInt({"eval.num_samples", ""}, "generate: prompts to sample", REF(eval.num_samples)));
   f.push_back(
       Text({"eval.output_file", ""}, "results file; empty: <output_dir>/eval_results.json", REF(eval.output_file)));
+  // export
+  f.push_back(Text({"export.dir", "export_dir"},
+                   "kind export: where the merged HF model is written (the job's output_dir; either names both)",
+                   REF(export_.dir)));
+  f.push_back(PositiveInt({"export.size_gb", "export_size"},
+                          "kind export: largest safetensors shard in GB (10^9 bytes, as LLaMA-Factory's export_size)",
+                          REF(export_.size_gb)));
   // resources
   f.push_back(PositiveInt({"resources.nodes", "nodes"}, "nodes the job spans", REF(resources.nodes)));
   f.push_back(PositiveInt({"resources.gpus_per_node", "gpus_per_node"}, "ranks per node (GPUs, or CPU slots)",

@@ -37,50 +37,50 @@
 
 namespace anneal::jobspec {
 
-enum class JobKind { kTrain, kEval };
+enum class JobKind { kTrain, kEval, kExport };  // export: LLaMA-Factory's `llamafactory-cli export`
 enum class FinetuningType { kLora, kFull, kFreeze };
 enum class SaveStrategy { kNo, kSteps, kEpoch };         // HF TrainingArguments.save_strategy ("best" is refused)
 enum class Optimizer { kAdamWTorch, kAdamWTorchFused };  // HF optim names of the one AdamW the trainer has
 enum class Attention { kAuto, kSdpa, kFa2, kFa3 };       // LLaMA-Factory's flash_attn ("disabled" is refused)
 
 struct ModelSpec {
-  std::string model_name_or_path;          // a local HF model directory (config.json + safetensors)
-  std::string adapter_name_or_path;        // optional PEFT adapter to continue from / evaluate with
-  Attention flash_attn = Attention::kAuto; // every value runs PyTorch SDPA (see docs/job-spec.md)
+  std::string model_name_or_path;           // a local HF model directory (config.json + safetensors)
+  std::string adapter_name_or_path;         // optional PEFT adapter to continue from / evaluate with
+  Attention flash_attn = Attention::kAuto;  // every value runs PyTorch SDPA (see docs/job-spec.md)
 
   bool operator==(const ModelSpec&) const = default;
 };
 
 struct FinetuningSpec {
   FinetuningType type = FinetuningType::kLora;
-  std::string stage = "sft";               // sft: supervised; pt: raw text (rm, ppo, dpo, kto are refused)
+  std::string stage = "sft";  // sft: supervised; pt: raw text (rm, ppo, dpo, kto are refused)
   int lora_rank = 8;
-  double lora_alpha = 16;                  // LLaMA-Factory's default: 2 * lora_rank
+  double lora_alpha = 16;  // LLaMA-Factory's default: 2 * lora_rank
   double lora_dropout = 0.0;
   std::vector<std::string> lora_target = {"all"};  // "all" or module names: q_proj, k_proj, ..., down_proj
   bool use_rslora = false;
-  int freeze_trainable_layers = 2;         // freeze: train the last N layers (negative: the first -N)
+  int freeze_trainable_layers = 2;  // freeze: train the last N layers (negative: the first -N)
   std::vector<std::string> freeze_trainable_modules = {"all"};
 
   bool operator==(const FinetuningSpec&) const = default;
 };
 
 struct DataSpec {
-  std::vector<std::string> dataset;        // names in dataset_info.json, or file paths
+  std::vector<std::string> dataset;  // names in dataset_info.json, or file paths
   std::vector<std::string> eval_dataset;
   std::string dataset_dir = "data";
-  std::string template_name = "default";   // YAML key: template
+  std::string template_name = "default";  // YAML key: template
   int cutoff_len = 2048;
   std::optional<int64_t> max_samples;
-  double val_size = 0.0;                   // fraction (< 1) or a count (>= 1) of examples held out
-  bool packing = false;                    // default: true for stage pt, false for sft (LLaMA-Factory's rule)
+  double val_size = 0.0;  // fraction (< 1) or a count (>= 1) of examples held out
+  bool packing = false;   // default: true for stage pt, false for sft (LLaMA-Factory's rule)
   bool neat_packing = false;
   bool train_on_prompt = false;
   bool mask_history = false;
   bool skip_bad_rows = false;
-  std::string tokenized_cache_dir;         // empty: <output_dir>/../.anneal-cache
-  int preprocessing_batch_size = 1000;     // stage pt packing: rows grouped together (LLaMA-Factory's map batch)
-  int preprocessing_num_workers = 1;       // stage pt packing: contiguous shards, each grouped on its own
+  std::string tokenized_cache_dir;      // empty: <output_dir>/../.anneal-cache
+  int preprocessing_batch_size = 1000;  // stage pt packing: rows grouped together (LLaMA-Factory's map batch)
+  int preprocessing_num_workers = 1;    // stage pt packing: contiguous shards, each grouped on its own
 
   bool operator==(const DataSpec&) const = default;
 };
@@ -92,54 +92,63 @@ struct TrainSpec {
   int gradient_accumulation_steps = 1;
   double learning_rate = 5e-5;
   double num_train_epochs = 3.0;
-  int64_t max_steps = -1;                  // > 0 overrides num_train_epochs
+  int64_t max_steps = -1;                    // > 0 overrides num_train_epochs
   std::string lr_scheduler_type = "linear";  // linear, cosine, constant, constant_with_warmup
   double warmup_ratio = 0.0;
-  int64_t warmup_steps = 0;                // > 0 overrides warmup_ratio
+  int64_t warmup_steps = 0;  // > 0 overrides warmup_ratio
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
   Optimizer optim = Optimizer::kAdamWTorchFused;  // HF's default with torch >= 2.8; both are the same AdamW
-  double max_grad_norm = 1.0;              // <= 0 disables clipping
+  double max_grad_norm = 1.0;                     // <= 0 disables clipping
   bool bf16 = false;
-  bool fp16 = false;                       // always false: fp16: true is refused (no loss scaler; use bf16)
+  bool fp16 = false;  // always false: fp16: true is refused (no loss scaler; use bf16)
   int64_t seed = 42;
-  bool gradient_checkpointing = false;     // default true in a flat (LLaMA-Factory) document, false in a nested one
+  bool gradient_checkpointing = false;  // default true in a flat (LLaMA-Factory) document, false in a nested one
   int64_t logging_steps = 10;
   SaveStrategy save_strategy = SaveStrategy::kSteps;
-  int64_t save_steps = 500;                // save_strategy steps: every N steps and at the end; 0: only at the end
-  int64_t save_total_limit = 0;            // keep the latest N checkpoints; 0 keeps all
-  int64_t keep_best = 0;                   // also keep the best K by metric_for_best_model
+  int64_t save_steps = 500;      // save_strategy steps: every N steps and at the end; 0: only at the end
+  int64_t save_total_limit = 0;  // keep the latest N checkpoints; 0 keeps all
+  int64_t keep_best = 0;         // also keep the best K by metric_for_best_model
   std::string metric_for_best_model = "eval_loss";
   bool greater_is_better = false;
-  std::string eval_strategy = "no";        // no, steps, epoch
+  std::string eval_strategy = "no";  // no, steps, epoch
   int64_t eval_steps = 0;
-  std::string resume_from_checkpoint;      // a checkpoint-N path or "latest"
+  std::string resume_from_checkpoint;  // a checkpoint-N path or "latest"
   bool overwrite_output_dir = false;
-  std::string device = "auto";             // auto (cuda when available), cpu, cuda
+  std::string device = "auto";  // auto (cuda when available), cpu, cuda
 
   bool operator==(const TrainSpec&) const = default;
 };
 
 struct EvalSpec {
   std::vector<std::string> tasks = {"loss"};  // loss, mmlu, generate
-  std::string task_dir;                    // mmlu: directory of <subject>_dev.csv / <subject>_test.csv
+  std::string task_dir;                       // mmlu: directory of <subject>_dev.csv / <subject>_test.csv
   int n_shot = 5;
   int max_new_tokens = 64;
-  int min_new_tokens = 0;                  // generate: tokens before the end-of-sequence token may end an answer
-  int num_samples = 8;                     // generate: how many prompts to sample
-  std::string output_file;                 // empty: <output_dir>/eval_results.json
+  int min_new_tokens = 0;   // generate: tokens before the end-of-sequence token may end an answer
+  int num_samples = 8;      // generate: how many prompts to sample
+  std::string output_file;  // empty: <output_dir>/eval_results.json
 
   bool operator==(const EvalSpec&) const = default;
 };
 
+// kind: export merges an adapter (or applies a full/freeze checkpoint) into its base model and writes an HF
+// model (config.json, sharded safetensors, the tokenizer): LLaMA-Factory's export keys.
+struct ExportSpec {
+  std::string dir;  // flat: export_dir; the job's output_dir (each defaults to the other)
+  int size_gb = 5;  // flat: export_size; largest safetensors shard, in GB (10^9 bytes)
+
+  bool operator==(const ExportSpec&) const = default;
+};
+
 struct ResourceSpec {
   int nodes = 1;
-  int gpus_per_node = 1;                   // ranks per node (GPU slots, or CPU slots on CPU nodes)
-  int tensor_parallel = 1;                 // flat: tensor_model_parallel_size
-  int pipeline_parallel = 1;               // flat: pipeline_model_parallel_size
-  int zero_stage = 0;                      // 0 or 1 (optimizer state sharded across data parallel)
+  int gpus_per_node = 1;      // ranks per node (GPU slots, or CPU slots on CPU nodes)
+  int tensor_parallel = 1;    // flat: tensor_model_parallel_size
+  int pipeline_parallel = 1;  // flat: pipeline_model_parallel_size
+  int zero_stage = 0;         // 0 or 1 (optimizer state sharded across data parallel)
   bool sequence_parallel = false;
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
   std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)
@@ -159,12 +168,12 @@ struct ResourceSpec {
 
 struct SchedulingSpec {
   std::string name;
-  int priority = 0;                        // higher runs first; FIFO within a priority
-  int max_attempts = 3;                    // 1 = no retry
+  int priority = 0;      // higher runs first; FIFO within a priority
+  int max_attempts = 3;  // 1 = no retry
   // Anneal's sharing keys (docs/job-spec.md "Scheduling keys"), copied into the job record at submit.
-  std::optional<int64_t> time_limit_s;     // wall-clock limit of one run, checkpointed and stopped past it; none
+  std::optional<int64_t> time_limit_s;  // wall-clock limit of one run, checkpointed and stopped past it; none
   std::map<std::string, std::string> node_selector;  // labels every node of the placement must carry
-  int max_preemptions = 10;                // times the job may be preempted; 0: never
+  int max_preemptions = 10;                          // times the job may be preempted; 0: never
 
   bool operator==(const SchedulingSpec&) const = default;
 };
@@ -176,18 +185,19 @@ struct JobSpec {
   DataSpec data;
   TrainSpec train;
   EvalSpec eval;
+  ExportSpec export_;  // YAML section `export` (kind: export only)
   ResourceSpec resources;
   SchedulingSpec scheduling;
-  std::vector<std::string> warnings;       // accepted-but-ignored LLaMA-Factory keys, deprecations
+  std::vector<std::string> warnings;  // accepted-but-ignored LLaMA-Factory keys, deprecations
 
   bool operator==(const JobSpec&) const = default;
 };
 
-std::string_view JobKindName(JobKind kind);            // "train", "eval"
-std::string_view FinetuningTypeName(FinetuningType t); // "lora", "full", "freeze"
-std::string_view SaveStrategyName(SaveStrategy s);     // "no", "steps", "epoch"
-std::string_view OptimizerName(Optimizer o);           // "adamw_torch", "adamw_torch_fused"
-std::string_view AttentionName(Attention a);           // "auto", "sdpa", "fa2", "fa3"
+std::string_view JobKindName(JobKind kind);             // "train", "eval", "export"
+std::string_view FinetuningTypeName(FinetuningType t);  // "lora", "full", "freeze"
+std::string_view SaveStrategyName(SaveStrategy s);      // "no", "steps", "epoch"
+std::string_view OptimizerName(Optimizer o);            // "adamw_torch", "adamw_torch_fused"
+std::string_view AttentionName(Attention a);            // "auto", "sdpa", "fa2", "fa3"
 
 // Parses and validates. `source` names the text in messages ("job.yaml"). `overrides` are "key=value" strings
 // (flat or dotted nested keys, e.g. "train.learning_rate=1e-4" or "learning_rate=1e-4") applied before

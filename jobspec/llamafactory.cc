@@ -183,6 +183,21 @@ const std::vector<RefusedKey>& RefusedKeys() {
       {"use_unsloth", "false", "Unsloth is not built (it changes memory and rounding): remove the key"},
       {"torch_compile", "false", "torch.compile does not apply to the C++ trainer: remove the key"},
       {"predict_with_generate", "false", "use kind: eval with eval.tasks: [generate]"},
+      // LLaMA-Factory's export keys that kind: export does not build (export_dir and export_size it honours).
+      {"export_device", "cpu",
+       "an export merges on the CPU (export_device: cpu, LLaMA-Factory's default): remove the key"},
+      {"export_legacy_format", "false", "exports are always safetensors: remove the key"},
+      {"export_quantization_bit", "",
+       "quantized (GPTQ) export is not built: remove the key (the model is exported in its own dtype)"},
+      {"export_quantization_dataset", "",
+       "quantized (GPTQ) export is not built: remove the key (the model is exported in its own dtype)"},
+      {"export_quantization_nsamples", "128",
+       "quantized (GPTQ) export is not built: remove the key (the model is exported in its own dtype)"},
+      {"export_quantization_maxlen", "1024",
+       "quantized (GPTQ) export is not built: remove the key (the model is exported in its own dtype)"},
+      {"export_hub_model_id", "",
+       "pushing to the Hugging Face Hub is not built (the cluster reaches no registry): remove the key and copy "
+       "export_dir"},
   };
   return keys;
 }

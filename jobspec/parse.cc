@@ -135,7 +135,8 @@ class SpecReader {
       }
       RETURN_IF_ERROR(a.field->assign(value, a.key, a.where, spec));
     }
-    if (do_train_.has_value()) {
+    RETURN_IF_ERROR(ResolveExport(spec));
+    if (do_train_.has_value() && spec.kind != JobKind::kExport) {
       const Assignment* kind = Given("kind");
       if (!do_train_->value && kind && spec.kind == JobKind::kTrain) {
         return InvalidArgumentError(fmt::format("key '{}' {}: do_train: false contradicts key '{}' {} (kind: train)",
@@ -188,6 +189,48 @@ class SpecReader {
       if (a.field && a.field->nested == nested) return &a;
     }
     return nullptr;
+  }
+
+  // LLaMA-Factory's export config has no kind (it is run by `llamafactory-cli export`): export_dir makes the job
+  // an export. An export job's export_dir and output_dir are one directory: either names both.
+  Status ResolveExport(JobSpec& spec) const {
+    const Assignment* dir = spec.export_.dir.empty() ? nullptr : Given("export.dir");  // export_dir: null is none
+    if (dir && !Given("kind")) {
+      if (do_train_ && do_train_->value) {
+        return InvalidArgumentError(fmt::format("key '{}' {}: do_train: true contradicts key '{}' {} (an export job)",
+                                                do_train_->key, do_train_->where, dir->key, dir->where));
+      }
+      spec.kind = JobKind::kExport;
+    }
+    if (spec.kind != JobKind::kExport) {
+      for (const Assignment* a : {dir, Given("export.size_gb")}) {
+        if (a != nullptr) {
+          return InvalidArgumentError(
+              fmt::format("key '{}' {}: export keys belong to an export job (kind: export), "
+                          "this job is kind: {}",
+                          a->key, a->where, JobKindName(spec.kind)));
+        }
+      }
+      return Status::Ok();
+    }
+    const Assignment* out = Given("train.output_dir");
+    if (spec.export_.dir.empty()) {
+      spec.export_.dir = spec.train.output_dir;
+    } else if (!out) {
+      spec.train.output_dir = spec.export_.dir;
+    } else if (NormalDir(spec.export_.dir) != NormalDir(spec.train.output_dir)) {
+      return InvalidArgumentError(
+          fmt::format("key '{}' {} and key '{}' {} name different directories: an export job "
+                      "writes its model to one directory; give one of them",
+                      dir->key, dir->where, out->key, out->where));
+    }
+    return Status::Ok();
+  }
+
+  static std::string NormalDir(const std::string& path) {
+    std::string s = std::filesystem::path(path).lexically_normal().string();
+    while (s.size() > 1 && s.back() == '/') s.pop_back();
+    return s;
   }
 
   // "key 'bf16' at job.yaml:14" for a given field; "the default of 'train.bf16'" otherwise.
@@ -313,6 +356,23 @@ Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
                   r.source(), r.Located("data.val_size"), r.Located("data.eval_dataset")));
 }
 
+// An export job: a destination, and one process (the merge runs on the CPU of one node).
+Status CheckExport(const JobSpec& s, const SpecReader& r) {
+  if (s.export_.dir.empty()) {
+    return InvalidArgumentError(fmt::format(
+        "{}: missing required key 'export_dir' (nested: export.dir; or output_dir): where the merged model goes",
+        r.source()));
+  }
+  const ResourceSpec& res = s.resources;
+  if ((res.world_size_given && res.world_size() != 1) || res.tensor_parallel != 1 || res.pipeline_parallel != 1) {
+    return InvalidArgumentError(fmt::format(
+        "{}: an export job runs one process: nodes x gpus_per_node must be 1 (got {} x {}) and tensor/pipeline "
+        "parallel 1 (got {}, {})",
+        r.source(), res.nodes, res.gpus_per_node, res.tensor_parallel, res.pipeline_parallel));
+  }
+  return Status::Ok();
+}
+
 // Checks that involve several fields. Runs after Apply, so every value is in range on its own.
 Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   const std::string& src = r.source();
@@ -322,6 +382,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
         "directory",
         src));
   }
+  if (s.kind == JobKind::kExport) return CheckExport(s, r);
   if (s.train.output_dir.empty()) {
     return InvalidArgumentError(fmt::format(
         "{}: missing required key 'output_dir' (nested: train.output_dir): where checkpoints and results go", src));

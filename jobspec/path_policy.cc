@@ -340,6 +340,10 @@ std::vector<PathCheck> SpecPathChecks(const JobSpec& spec) {
   if (!spec.model.adapter_name_or_path.empty()) {
     c.push_back({"model.adapter_name_or_path", spec.model.adapter_name_or_path, false, PathCategory::kModels, false});
   }
+  if (spec.kind == JobKind::kExport) {  // reads no data and keeps no cache: the model, the adapter, the export
+    c.push_back({"export.dir (the job's output_dir)", spec.train.output_dir, true, PathCategory::kOutputs, true});
+    return c;
+  }
   c.push_back({"data.dataset_dir", spec.data.dataset_dir, false, PathCategory::kDatasets, false});
   // Checked before it is read (DatasetInfoChecks): a symlink there must not make the coordinator read elsewhere.
   if (struct stat st{}; ::lstat((spec.data.dataset_dir + "/dataset_info.json").c_str(), &st) == 0) {
@@ -374,8 +378,11 @@ Status CheckSpecPaths(const JobSpec& spec, std::string_view team, const PathPoli
   ASSIGN_OR_RETURN(PathRoots roots, policy.RootsFor(team));
   std::vector<PathCheck> checks = SpecPathChecks(spec);
   const size_t fixed = checks.size();
-  DatasetEntryChecks("data.dataset", spec.data.dataset, spec.data.dataset_dir, &checks);
-  DatasetEntryChecks("data.eval_dataset", spec.data.eval_dataset, spec.data.dataset_dir, &checks);
+  const bool reads_data = spec.kind != JobKind::kExport;
+  if (reads_data) {
+    DatasetEntryChecks("data.dataset", spec.data.dataset, spec.data.dataset_dir, &checks);
+    DatasetEntryChecks("data.eval_dataset", spec.data.eval_dataset, spec.data.dataset_dir, &checks);
+  }
   for (size_t i = 0; i < checks.size(); ++i) {
     const PathCheck& check = checks[i];
     std::vector<std::string> allowed = roots.Of(check.category);
@@ -388,7 +395,7 @@ Status CheckSpecPaths(const JobSpec& spec, std::string_view team, const PathPoli
     }
     RETURN_IF_ERROR(CheckPathUnderRoots(check.key, check.path, allowed, text, check.strict));
     // dataset_info.json is read only once dataset_dir itself passed (never a file outside the roots).
-    if (i + 1 == fixed) {
+    if (i + 1 == fixed && reads_data) {
       std::vector<PathCheck> info;
       DatasetInfoChecks(spec, &info);
       checks.insert(checks.end(), info.begin(), info.end());

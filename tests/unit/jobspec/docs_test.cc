@@ -101,11 +101,13 @@ TEST(JobSpecDocs, EveryDocumentedSpellingIsAcceptedWithItsDocumentedDefault) {
     }
     std::vector<std::string> spellings = row.nested;
     spellings.insert(spellings.end(), row.flat.begin(), row.flat.end());
+    // Export keys belong to an export job.
+    const char* base = field->section() == "export" ? "kind: export\nmodel_name_or_path: /m\noutput_dir: /o\n" : kBase;
     for (const std::string& key : spellings) {
       if (key == "do_train" || FindTranslatedKey(key)) continue;
       std::string value = row.default_value;
       if (value.empty() || value == "null") value = "null";
-      auto spec = ParseJobSpec(kBase, "job.yaml", {key + "=" + value});
+      auto spec = ParseJobSpec(base, "job.yaml", {key + "=" + value});
       EXPECT_TRUE(spec.ok()) << key << "=" << value << ": " << spec.status().ToString();
       ++checked;
     }
@@ -153,7 +155,13 @@ StatusOr<JobSpec> ParseRow(const LfRow& row) {
   const auto cwd = std::filesystem::current_path();
   std::filesystem::current_path(ANNEAL_SOURCE_DIR);
   std::string text;
-  for (const char* line : {"model_name_or_path: /m\n", "dataset: d\n", "output_dir: /o\n", "val_size: 0.1\n"}) {
+  // LLaMA-Factory's export keys come in an export config (`llamafactory-cli export`), not in a train one.
+  const bool export_key = row.key.rfind("export_", 0) == 0;
+  const std::vector<const char*> base =
+      export_key
+          ? std::vector<const char*>{"model_name_or_path: /m\n", "adapter_name_or_path: /a\n", "export_dir: /e\n"}
+          : std::vector<const char*>{"model_name_or_path: /m\n", "dataset: d\n", "output_dir: /o\n", "val_size: 0.1\n"};
+  for (const char* line : base) {
     if (std::string(line).rfind(row.key + ":", 0) == 0) continue;  // the row's key replaces the base's
     if (row.key == "eval_dataset" && std::string(line).rfind("val_size:", 0) == 0) continue;  // one or the other
     text += line;

@@ -210,6 +210,36 @@ TEST(JobSpecParse, DoTrainFalseMeansAnEvalJob) {
   EXPECT_EQ(spec->kind, JobKind::kEval);
 }
 
+TEST(JobSpecParse, ExportDirMeansAnExportJobWritingThere) {
+  auto spec =
+      ParseJobSpec("model_name_or_path: /m\nadapter_name_or_path: /a\nexport_dir: /e/\nexport_size: 2\n", "job.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->kind, JobKind::kExport);
+  EXPECT_EQ(spec->train.output_dir, "/e/");  // the job's output is the export
+  EXPECT_EQ(spec->export_.size_gb, 2);
+  // do_train: false beside it is still an export; output_dir alone names the export directory too.
+  auto no_train =
+      ParseJobSpec("model_name_or_path: /m\ndo_train: false\nexport_dir: /e\noutput_dir: /e/\n", "job.yaml");
+  ASSERT_TRUE(no_train.ok()) << no_train.status().ToString();
+  EXPECT_EQ(no_train->kind, JobKind::kExport);
+  auto nested = ParseJobSpec("kind: export\nmodel:\n  model_name_or_path: /m\ntrain:\n  output_dir: /e\n", "job.yaml");
+  ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+  EXPECT_EQ(nested->export_.dir, "/e");
+}
+
+TEST(JobSpecParse, OnlyAnExportJobWritesTheExportSection) {
+  auto exported = ParseJobSpec("model_name_or_path: /m\nexport_dir: /e\nexport_size: 3\n", "job.yaml");
+  ASSERT_TRUE(exported.ok()) << exported.status().ToString();
+  const std::string text = ToYaml(*exported);
+  EXPECT_NE(text.find("export:"), std::string::npos) << text;
+  auto back = ParseJobSpec(text, "emitted.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << text;
+  EXPECT_EQ(*back, *exported);
+  auto trained = ParseJobSpec(kMinimalFlat, "job.yaml");
+  ASSERT_TRUE(trained.ok());
+  EXPECT_EQ(ToYaml(*trained).find("export:"), std::string::npos);
+}
+
 TEST(JobSpecParse, NullValuesKeepTheDefault) {
   auto spec =
       ParseJobSpec(std::string(kMinimalFlat) + "resume_from_checkpoint: null\nmax_samples:\ntrain:\n", "job.yaml");
@@ -343,6 +373,16 @@ TEST(JobSpecExamples, LlamaFactoryFullExampleTakesItsZeroStageFromTheDeepSpeedCo
   EXPECT_EQ(spec->finetuning.type, FinetuningType::kFull);
   EXPECT_DOUBLE_EQ(spec->train.learning_rate, 1e-5);
   EXPECT_EQ(spec->resources.zero_stage, 1);
+}
+
+TEST(JobSpecExamples, LlamaFactoryMergeLoraExampleIsAnExportJob) {
+  auto spec = LoadJobSpecFile(kSourceDir + "/examples/llamafactory/llama3_lora_export.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->kind, JobKind::kExport);
+  EXPECT_EQ(spec->model.adapter_name_or_path, "/data/outputs/llama3-8b/lora/sft");
+  EXPECT_EQ(spec->export_.dir, "/data/outputs/llama3_lora_sft");
+  EXPECT_EQ(spec->train.output_dir, spec->export_.dir);
+  EXPECT_EQ(spec->export_.size_gb, 5);
 }
 
 TEST(JobSpecExamples, EveryExampleInTheRepositoryIsValid) {

@@ -97,6 +97,21 @@ TEST_F(PathPolicyTest, RefusesEveryPathKeyOutsideItsRoots) {
   }
 }
 
+TEST_F(PathPolicyTest, AnExportJobIsCheckedForItsModelAdapterAndExportDirOnly) {
+  JobSpec s;
+  s.kind = JobKind::kExport;
+  s.model.model_name_or_path = root_ + "/models/base";
+  s.model.adapter_name_or_path = root_ + "/out/nlp/job1";
+  s.train.output_dir = s.export_.dir = root_ + "/out/nlp/merged";
+  s.data.dataset_dir = "data";  // the default, relative: an export reads no data, so it is not checked
+  EXPECT_TRUE(Check(s).ok()) << Check(s).message();
+  s.train.output_dir = s.export_.dir = root_ + "/models/merged";  // written: outputs roots only
+  ExpectRefused(Check(s), "export.dir (the job's output_dir)", "team 'nlp'");
+  s.train.output_dir = s.export_.dir = root_ + "/out/nlp/merged";
+  s.model.adapter_name_or_path = root_ + "/secret";
+  ExpectRefused(Check(s), "model.adapter_name_or_path", "team 'nlp'");
+}
+
 TEST_F(PathPolicyTest, ErrorNamesKeyPathAndRoots) {
   JobSpec s = GoodSpec();
   s.model.model_name_or_path = "/etc";
