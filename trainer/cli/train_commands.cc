@@ -1,21 +1,18 @@
 // anneal-train train / eval / export.
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
-#include <map>
 
 #include "common/shutdown.h"
 #include "jobspec/jobspec.h"
-#include "trainer/checkpoint/checkpoint.h"
 #include "trainer/cli/commands.h"
 #include "trainer/eval/eval.h"
-#include "trainer/export/peft.h"
+#include "trainer/export/merge.h"
 #include "trainer/train/events.h"
-#include "trainer/train/finetune.h"
 #include "trainer/train/preemption.h"
-#include "trainer/train/state_io.h"
 #include "trainer/train/trainer.h"
 
 namespace anneal::trainer {
@@ -58,29 +55,21 @@ int RunWithBoundary(const std::function<Status()>& body) {
 }
 
 struct ExportArgs {
-  std::string model, adapter, out;
-  uint64_t max_shard_mb = 5120;
+  JobArgs job;  // --config: an export job's spec
+  train::ExportRequest request;
+  uint64_t max_shard_mb = 0;
 };
 
-// A full or freeze fine-tuning checkpoint (trainable-stage*.safetensors, any layout) applied on its base model.
-Status ExportCheckpoint(const ExportArgs& ex) {
-  ASSIGN_OR_RETURN(checkpoint::Manifest manifest, checkpoint::VerifyCheckpoint(ex.adapter));
-  (void)manifest;
-  ASSIGN_OR_RETURN(model::CausalLM lm, model::LoadCausalLM(ex.model));
-  ASSIGN_OR_RETURN(auto trained, train::ReadTrainable(ex.adapter));
-  std::map<std::string, at::Tensor> params;
-  for (auto& item : lm->named_parameters()) params[item.key()] = item.value();
-  torch::NoGradGuard no_grad;
-  for (const auto& [name, t] : trained) {
-    auto it = params.find(name);
-    if (it == params.end()) return InvalidArgumentError(ex.adapter + ": '" + name + "' is not a weight of " + ex.model);
-    if (it->second.sizes() != t.sizes()) {
-      return InvalidArgumentError(ex.adapter + ": '" + name + "' has shape " + c10::str(t.sizes()) + ", " + ex.model +
-                                  " has " + c10::str(it->second.sizes()));
-    }
-    it->second.copy_(t);
-  }
-  return train::ExportMergedModel(lm, ex.out, ex.model, ex.max_shard_mb << 20);
+// `anneal-train export --config job.yaml`: the job's events (started, finished) as the agent expects them.
+Status RunExportJob(const jobspec::JobSpec& spec) {
+  train::EventSink events = train::EventSink::FromEnvironment(0);
+  events.Emit("started", {{"world_size", 1}, {"pid", ::getpid()}});
+  ASSIGN_OR_RETURN(std::string written, train::MergeAndExport(train::ExportRequestFor(spec)));
+  std::cout << written << "\n";
+  events.Emit(
+      "finished",
+      {{"status", "ok"}, {"output", std::filesystem::absolute(spec.export_.dir).string()}, {"message", written}});
+  return Status::Ok();
 }
 
 }  // namespace
@@ -128,30 +117,40 @@ void AddTrainCommands(CLI::App& app) {
 
   auto ex = std::make_shared<ExportArgs>();
   CLI::App* exp = app.add_subcommand("export",
-                                     "Merge a PEFT adapter (or a checkpoint) into its base model and write "
-                                     "an HF model");
-  exp->add_option("--model", ex->model, "Base model directory")->required();
-  exp->add_option("--adapter", ex->adapter,
+                                     "Merge a PEFT adapter (or a checkpoint) into its base model and write an HF "
+                                     "model: an export job's --config, or --model/--adapter/--out");
+  CLI::Option* config = exp->add_option("--config", ex->job.config,
+                                        "Job YAML of kind export (LLaMA-Factory's export "
+                                        "config: export_dir, export_size)");
+  exp->add_option("--set", ex->job.overrides, "Override a key of --config: key=value (repeatable)")->needs(config);
+  CLI::Option* model = exp->add_option("--model", ex->request.model, "Base model directory")->excludes(config);
+  exp->add_option("--adapter", ex->request.adapter,
                   "PEFT adapter directory, or a checkpoint-N directory of a LoRA, full or freeze run (any layout)")
-      ->required();
-  exp->add_option("--out", ex->out, "Output directory for the merged model")->required();
-  exp->add_option("--max-shard-mb", ex->max_shard_mb, "Shard size limit in MiB");
-  exp->callback([ex] {
-    ExitCode() = RunWithBoundary([&]() -> Status {
-      const bool is_adapter = std::filesystem::exists(ex->adapter + "/adapter_config.json");
-      if (!is_adapter && std::filesystem::exists(ex->adapter + "/manifest.json")) {
-        RETURN_IF_ERROR(ExportCheckpoint(*ex));
-        std::cout << "model written to " << std::filesystem::absolute(ex->out).string() << "\n";
-        return Status::Ok();
+      ->excludes(config);
+  CLI::Option* out =
+      exp->add_option("--out", ex->request.out, "Output directory for the merged model")->excludes(config);
+  exp->add_option("--max-shard-mb", ex->max_shard_mb, "Shard size limit in MiB (default 5 GB)")->excludes(config);
+  model->needs(out);
+  out->needs(model);
+  exp->callback([ex, config] {
+    InstallShutdownHandlers();
+    if (config->count() > 0) {
+      auto spec = LoadSpec(ex->job, jobspec::JobKind::kExport);
+      if (!spec.ok()) {
+        ExitCode() = Report(spec.status(), true);
+        return;
       }
-      jobspec::JobSpec spec;
-      spec.model.model_name_or_path = ex->model;
-      spec.model.adapter_name_or_path = ex->adapter;
-      spec.finetuning.type = jobspec::FinetuningType::kLora;
-      ASSIGN_OR_RETURN(model::CausalLM lm, model::LoadCausalLM(ex->model));
-      ASSIGN_OR_RETURN(auto unused, train::ApplyFinetuning(lm, spec, 0));
-      RETURN_IF_ERROR(train::ExportMergedModel(lm, ex->out, ex->model, ex->max_shard_mb << 20));
-      std::cout << "merged model written to " << std::filesystem::absolute(ex->out).string() << "\n";
+      ExitCode() = RunWithBoundary([&] { return RunExportJob(*spec); });
+      return;
+    }
+    if (ex->request.model.empty()) {
+      ExitCode() = Report(InvalidArgumentError("export: give --config JOB.yaml, or --model and --out"), true);
+      return;
+    }
+    if (ex->max_shard_mb > 0) ex->request.max_shard_bytes = ex->max_shard_mb << 20;
+    ExitCode() = RunWithBoundary([&]() -> Status {
+      ASSIGN_OR_RETURN(std::string written, train::MergeAndExport(ex->request));
+      std::cout << written << "\n";
       return Status::Ok();
     });
   });
