@@ -10,19 +10,10 @@
 #include "trainer/model/config.h"
 #include "trainer/parallel/sharding.h"
 #include "trainer/parallel/tensor_parallel.h"
+#include "trainer/train/launcher_env.h"
 
 namespace anneal::train {
 namespace {
-
-StatusOr<int> EnvInt(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return fallback;
-  char* end = nullptr;
-  long x = std::strtol(v, &end, 10);
-  if (*end != '\0' || x < 0)
-    return InvalidArgumentError(std::string("environment ") + name + "='" + v + "' is not a non-negative integer");
-  return static_cast<int>(x);
-}
 
 std::string Fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
@@ -51,23 +42,22 @@ torch::ScalarType ComputeDtype(const jobspec::TrainSpec& train) {
 
 StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   Runtime rt;
-  ASSIGN_OR_RETURN(rt.rank, EnvInt("RANK", 0));
-  ASSIGN_OR_RETURN(rt.world, EnvInt("WORLD_SIZE", 1));
-  ASSIGN_OR_RETURN(rt.local_rank, EnvInt("LOCAL_RANK", 0));
-  if (rt.world < 1 || rt.rank >= rt.world) {
-    return InvalidArgumentError("RANK " + std::to_string(rt.rank) + " is not below WORLD_SIZE " +
-                                std::to_string(rt.world));
-  }
+  // torchrun's variables (the agent's, `anneal-train launch`'s), or Slurm's under srun.
+  ASSIGN_OR_RETURN(LauncherEnv env, ReadLauncherEnv([](const char* name) { return std::getenv(name); }));
+  rt.rank = env.rank;
+  rt.world = env.world;
+  rt.local_rank = env.local_rank;
   // The launcher (agent, torchrun, srun, anneal-train launch) decides the world size; resource keys in the spec
   // must agree with it.
   const jobspec::ResourceSpec& res = spec.resources;
   if (res.world_size_given && res.world_size() != rt.world) {
-    const char* env_world = std::getenv("WORLD_SIZE");
     return InvalidArgumentError(
         "the spec asks for nodes " + std::to_string(res.nodes) + " x gpus_per_node " +
         std::to_string(res.gpus_per_node) + " = " + std::to_string(res.world_size()) + " ranks but the launcher " +
-        (env_world != nullptr ? "started WORLD_SIZE=" + std::string(env_world)
-                              : std::string("started one process (no WORLD_SIZE)")) +
+        (env.launcher == "slurm" ? "started SLURM_NTASKS=" + std::to_string(env.world)
+         : env.launcher != "none" || std::getenv("WORLD_SIZE") != nullptr
+             ? "started WORLD_SIZE=" + std::to_string(env.world)
+             : std::string("started one process (no WORLD_SIZE)")) +
         "; remove nodes and gpus_per_node from the spec to run at the launcher's world size, or launch " +
         std::to_string(res.world_size()) + " ranks");
   }
@@ -77,7 +67,7 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   ASSIGN_OR_RETURN(rt.dims, parallel::ParallelDims::Make(rt.world, spec.resources.tensor_parallel,
                                                          spec.resources.pipeline_parallel, shape));
   // Like torchrun: several CPU ranks on one node share its cores instead of each spawning a thread per core.
-  ASSIGN_OR_RETURN(int local_world, EnvInt("LOCAL_WORLD_SIZE", 1));
+  const int local_world = env.local_world;
   if (local_world > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
     torch::set_num_threads(std::max(1, cores / local_world));
@@ -108,9 +98,9 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   rt.config_hash = Fnv1a(jobspec::ToYaml(hashed));
 
   if (rt.world > 1) {
-    const char* addr = std::getenv("MASTER_ADDR");
-    ASSIGN_OR_RETURN(int port, EnvInt("MASTER_PORT", 0));
-    if (addr == nullptr || port == 0) {
+    const std::string& addr = env.master_addr;
+    const int port = env.master_port;
+    if (addr.empty() || port == 0) {
       return InvalidArgumentError("WORLD_SIZE " + std::to_string(rt.world) + " needs MASTER_ADDR and MASTER_PORT");
     }
     const auto timeout = std::chrono::milliseconds(1000LL * spec.resources.comm_timeout_s);
