@@ -237,7 +237,9 @@ Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
     env["CUDA_VISIBLE_DEVICES"] = devices;
   }
   const std::string config_path = task->dir + "/config.yaml";
-  std::vector<std::string> args = {launch.kind() == pb::JOB_EVAL ? "eval" : "train", "--config", config_path};
+  // anneal-train's subcommand per job kind: train, eval, export (docs/trainer-contract.md).
+  const char* command = launch.kind() == pb::JOB_EVAL ? "eval" : launch.kind() == pb::JOB_EXPORT ? "export" : "train";
+  std::vector<std::string> args = {command, "--config", config_path};
   if (!launch.resume_checkpoint().empty()) {
     args.push_back("--set");
     args.push_back("resume_from_checkpoint=" + launch.resume_checkpoint());

@@ -334,6 +334,8 @@ class Coordinator {
   bool HandlePipelineRequest(const Principal& who, const std::string& peer, const pb::ClientRequest& request);
   StatusOr<std::string> PipelineProductionPath(const std::string& team, const std::string& model);
   StatusOr<PromoteOutcome> PipelinePromote(const pb::PipelineRunRecord& run, const pb::PipelineStepRecord& step);
+  // The run's train step whose output (or a checkpoint-N in it) an export job merged; none when not found.
+  std::optional<pb::JobRecord> TrainJobMergedBy(const pb::PipelineRunRecord& run, const pb::JobRecord& export_job);
   // The admission checks of a prepared submission (name, fit, output directory) and the job's creation.
   StatusOr<Job*> SubmitPrepared(const PreparedSubmit& prepared, std::vector<std::string>* warnings);
 

@@ -45,7 +45,9 @@ pb::JobRecord NewJobRecord(const PreparedSubmit& prepared) {
   const jobspec::JobSpec& spec = *prepared.spec;
   pb::JobRecord r;
   r.set_name(spec.scheduling.name);  // the job id when empty (JobTable::Submit)
-  r.set_kind(spec.kind == jobspec::JobKind::kEval ? pb::JOB_EVAL : pb::JOB_TRAIN);
+  r.set_kind(spec.kind == jobspec::JobKind::kEval     ? pb::JOB_EVAL
+             : spec.kind == jobspec::JobKind::kExport ? pb::JOB_EXPORT
+                                                      : pb::JOB_TRAIN);
   r.set_spec_yaml(prepared.resolved_yaml);
   r.set_submitted_spec_yaml(prepared.request.submit().spec_yaml());
   auto* res = r.mutable_resources();

@@ -81,6 +81,9 @@ struct PromoteRequest {
   // Optional: the training datasets' hashes when the caller has them; otherwise the registry hashes the
   // source spec's datasets itself (bounded, see FileInspector).
   std::vector<pb::DatasetFingerprint> datasets;
+  // Optional: the train job whose output the source (an export job) merged; its spec's training datasets are
+  // the version's, since the export itself reads none.
+  std::optional<pb::JobRecord> trained_by;
 };
 
 struct PromoteResult {

@@ -87,10 +87,10 @@ std::vector<pb::DatasetFingerprint> HashDatasets(const jobspec::DataSpec& data, 
 
 Status CheckSourceJob(const std::string& team, const pb::JobRecord& job) {
   if (job.job_id().empty()) return InvalidArgumentError("register a model version: no source job given");
-  if (job.kind() != pb::JOB_TRAIN || job.state() != pb::JOB_SUCCEEDED) {
+  if ((job.kind() != pb::JOB_TRAIN && job.kind() != pb::JOB_EXPORT) || job.state() != pb::JOB_SUCCEEDED) {
     return FailedPreconditionError(
-        fmt::format("job {} is a {} job in state {}: only a SUCCEEDED train job's output can become a model version",
-                    job.job_id(), job.kind() == pb::JOB_EVAL ? "eval" : "train", protocol::StateName(job.state())));
+        fmt::format("job {} ({} job, {}): only a SUCCEEDED train or export job's output can become a model version",
+                    job.job_id(), protocol::KindName(job.kind()), protocol::StateName(job.state())));
   }
   if (job.output_dir().empty()) {
     return FailedPreconditionError(fmt::format("job {} has no output_dir to register", job.job_id()));
@@ -158,7 +158,10 @@ StatusOr<std::pair<ModelRegistry::Model*, pb::ModelVersionRecord*>> ModelRegistr
   auto spec = jobspec::ParseJobSpec(job.spec_yaml(), "stored spec of " + job.job_id(), {}, {.open_files = false});
   if (spec.ok()) {
     v.set_base_model(spec->model.model_name_or_path);
-    v.set_artifact(spec->finetuning.type == jobspec::FinetuningType::kLora ? pb::MODEL_PEFT_ADAPTER : pb::MODEL_MERGED);
+    // A LoRA train job's output is its PEFT adapter; full and freeze runs and exports write a whole HF model.
+    const bool adapter =
+        spec->kind == jobspec::JobKind::kTrain && spec->finetuning.type == jobspec::FinetuningType::kLora;
+    v.set_artifact(adapter ? pb::MODEL_PEFT_ADAPTER : pb::MODEL_MERGED);
     if (inspector_.datasets) {
       for (auto& d : inspector_.datasets(spec->data, spec->data.dataset)) *v.add_datasets() = std::move(d);
     }
@@ -195,6 +198,14 @@ StatusOr<PromoteResult> ModelRegistry::RegisterAndPromoteIfBetter(const PromoteR
   auto& [model, version] = registered;
   if (existed) return PromoteResult{*version, version->stage() == pb::MODEL_PRODUCTION, version->decision().text()};
   if (version->pipeline_id().empty()) version->set_pipeline_id(request.pipeline_id);  // a job made outside it
+  if (request.datasets.empty() && request.trained_by && inspector_.datasets) {
+    auto trained = jobspec::ParseJobSpec(request.trained_by->spec_yaml(),
+                                         "stored spec of " + request.trained_by->job_id(), {}, {.open_files = false});
+    if (trained.ok()) {
+      version->clear_datasets();
+      for (auto& d : inspector_.datasets(trained->data, trained->data.dataset)) *version->add_datasets() = std::move(d);
+    }
+  }
   if (!request.datasets.empty()) {
     version->clear_datasets();
     for (const auto& d : request.datasets) *version->add_datasets() = d;

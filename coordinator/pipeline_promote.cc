@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "coordinator/coordinator.h"
 #include "coordinator/dataset_hash.h"
 
@@ -28,6 +30,25 @@ std::string EvalSetOf(const pb::JobRecord& eval_job) {
 }
 
 }  // namespace
+
+std::optional<pb::JobRecord> Coordinator::TrainJobMergedBy(const pb::PipelineRunRecord& run,
+                                                           const pb::JobRecord& export_job) {
+  auto spec = jobspec::ParseJobSpec(export_job.spec_yaml(), export_job.job_id(), {}, {.open_files = false});
+  if (!spec.ok() || spec->model.adapter_name_or_path.empty()) return std::nullopt;
+  auto normal = [](std::string path) {
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    return std::filesystem::path(path).lexically_normal();
+  };
+  const std::filesystem::path adapter = normal(spec->model.adapter_name_or_path);
+  for (const pb::PipelineStepRecord& step : run.steps()) {
+    if (step.kind() != "train" || step.job_id().empty()) continue;
+    const std::filesystem::path out = normal(step.output_dir());
+    // The adapter is the train step's output_dir, or a checkpoint-N inside it.
+    if (adapter != out && adapter.parent_path() != out) continue;
+    if (auto job = jobs_.GetRecord(step.job_id()); job.ok()) return *job;
+  }
+  return std::nullopt;
+}
 
 StatusOr<std::string> Coordinator::PipelineProductionPath(const std::string& team, const std::string& model) {
   const pb::ModelVersionRecord* version = models_.Production(team, model);
@@ -67,6 +88,7 @@ StatusOr<PromoteOutcome> Coordinator::PipelinePromote(const pb::PipelineRunRecor
     }
   }
   request.eval_set = EvalSetOf(eval_job);
+  if (request.source_job.kind() == pb::JOB_EXPORT) request.trained_by = TrainJobMergedBy(run, request.source_job);
   request.actor = run.owner();
   ASSIGN_OR_RETURN(PromoteResult result, models_.RegisterAndPromoteIfBetter(request, clock_->NowMs(), batch_));
   return PromoteOutcome{result.promoted, fmt::format("{} v{}", p.model(), result.version.version()), result.decision};

@@ -110,7 +110,11 @@ class Coordinator::PipelineJobs : public PipelineHost {
     submit->set_spec_yaml(spec_yaml);
     for (const auto& o : overrides) submit->add_overrides(o);
     const std::string output_dir = RunOutputDir(spec.train.output_dir, run.pipeline_id());
-    if (output_dir != spec.train.output_dir) submit->add_overrides("output_dir=" + output_dir);
+    if (output_dir != spec.train.output_dir) {
+      submit->add_overrides("output_dir=" + output_dir);
+      // An export job's export_dir is its output_dir: both move into the run's directory.
+      if (spec.kind == jobspec::JobKind::kExport) submit->add_overrides("export_dir=" + output_dir);
+    }
     submit->set_team(run.team());
     submit->set_name(spec.scheduling.name.empty() ? fmt::format("{}.{}", run.pipeline_id(), step.name())
                                                   : spec.scheduling.name);
@@ -226,6 +230,7 @@ StatusOr<pb::PipelineRunRecord> Coordinator::ValidatePipelineRun(const std::stri
                                               jobspec::JobKindName(job->kind), jobspec::StepKindName(step->kind)));
     }
     job->train.output_dir = RunOutputDir(job->train.output_dir, run_id);
+    if (job->kind == jobspec::JobKind::kExport) job->export_.dir = job->train.output_dir;
     output_dirs[step->name] = job->train.output_dir;
     if (options_.path_policy != nullptr && !values.model_unresolved) {
       if (Status paths = jobspec::CheckSpecPaths(*job, team, *options_.path_policy); !paths.ok()) {

@@ -116,10 +116,14 @@ Status DecodeJob(const Context& ctx, const YAML::Node& node, const std::string& 
   }
   std::string kind = "train";
   if (spec["kind"] && !DecodeString(spec["kind"], &kind)) kind = "?";
-  if (kind != "train" && kind != "eval") {
-    return ctx.Error(node, fmt::format("step '{}': job kind '{}' is not a step kind (train or eval)", step, kind));
+  // A LLaMA-Factory export config has no kind: export_dir makes it an export (as jobspec's parser decides).
+  const YAML::Node export_section = spec["export"];
+  if (!spec["kind"] && (spec["export_dir"] || (export_section.IsMap() && export_section["dir"]))) kind = "export";
+  if (kind != "train" && kind != "eval" && kind != "export") {
+    return ctx.Error(node,
+                     fmt::format("step '{}': job kind '{}' is not a step kind (train, eval or export)", step, kind));
   }
-  out->kind = kind == "eval" ? StepKind::kEval : StepKind::kTrain;
+  out->kind = kind == "eval" ? StepKind::kEval : kind == "export" ? StepKind::kExport : StepKind::kTrain;
   YAML::Emitter emitter;
   emitter << spec;
   out->job_yaml = std::string(emitter.c_str()) + "\n";
@@ -137,7 +141,7 @@ Status DecodeStep(const Context& ctx, const YAML::Node& node, const ParsePipelin
     const std::string key = kv.first.as<std::string>();
     if (kCommandKeys.count(key)) {
       return ctx.Error(kv.first, fmt::format("step '{}': key '{}' is refused: pipeline steps run no commands; a step "
-                                             "is a train or eval job (`job:`) or the built-in promote step "
+                                             "is a train, eval or export job (`job:`) or the built-in promote step "
                                              "(`promote:`)",
                                              name, key));
     }
@@ -147,20 +151,15 @@ Status DecodeStep(const Context& ctx, const YAML::Node& node, const ParsePipelin
   }
   std::string kind;
   if (node["kind"] && !DecodeString(node["kind"], &kind)) kind = "?";
-  if (kind == "export") {
-    return ctx.Error(node["kind"], fmt::format("step '{}': kind 'export' is refused: the trainer has no export job "
-                                               "kind; a train job writes its adapter or full model to its "
-                                               "output_dir itself (`anneal-train export` merges an adapter offline)",
-                                               name));
-  }
-  if (!kind.empty() && kind != "train" && kind != "eval" && kind != "promote") {
-    return ctx.Error(node["kind"], fmt::format("step '{}': unknown kind '{}' (train, eval or promote)", name, kind));
+  if (!kind.empty() && kind != "train" && kind != "eval" && kind != "export" && kind != "promote") {
+    return ctx.Error(node["kind"],
+                     fmt::format("step '{}': unknown kind '{}' (train, eval, export or promote)", name, kind));
   }
   const bool has_job = static_cast<bool>(node["job"]);
   const bool has_promote = static_cast<bool>(node["promote"]);
   if (has_job == has_promote) {
-    return ctx.Error(node,
-                     fmt::format("step '{}': give exactly one of `job` (a train or eval job) or `promote`", name));
+    return ctx.Error(
+        node, fmt::format("step '{}': give exactly one of `job` (a train, eval or export job) or `promote`", name));
   }
   if (node["needs"] && !DecodeList(node["needs"], &out->needs)) {
     return ctx.Error(node["needs"], fmt::format("step '{}': key 'needs' expects a list of step names, got {}", name,
@@ -226,6 +225,8 @@ std::string_view StepKindName(StepKind kind) {
       return "train";
     case StepKind::kEval:
       return "eval";
+    case StepKind::kExport:
+      return "export";
     case StepKind::kPromote:
       return "promote";
   }

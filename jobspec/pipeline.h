@@ -2,11 +2,14 @@
 //
 // A pipeline is a list of named steps forming a DAG through `needs:`. A step is one of
 //   - a job: `job:` holds a job spec (jobspec.h; inline mapping, or a file path read by the client), whose
-//     `kind` (train, the default, or eval) is the step's kind;
-//   - the built-in promote step: `promote:` holds model, train_step, eval_step, metric, mode (min|max),
+//     `kind` (train, the default, eval, or export: also when the spec gives export_dir without a kind, as a
+//     LLaMA-Factory export config does) is the step's kind;
+//   - the built-in promote step: `promote:` holds model, train_step (a train or export step), eval_step, metric,
+//     mode (min|max),
 //     margin, and optionally production_eval_step (the step that evaluated the production version).
-// No step runs a command: `run:`, `command:`, `script:` are refused, and so is `kind: export` (a train job
-// exports its adapter or model to its output_dir itself).
+// No step runs a command: `run:`, `command:`, `script:` are refused. An export step merges an adapter into its
+// base model (an HF model for serving); the promote step's train_step may name it, so the registry version is the
+// merged model.
 //
 //   name: weekly-retrain
 //   steps:
@@ -47,12 +50,12 @@
 
 namespace anneal::jobspec {
 
-enum class StepKind { kTrain, kEval, kPromote };
-std::string_view StepKindName(StepKind kind);  // "train", "eval", "promote"
+enum class StepKind { kTrain, kEval, kExport, kPromote };
+std::string_view StepKindName(StepKind kind);  // "train", "eval", "export", "promote"
 
 struct PromoteSpec {
   std::string model;       // registry model name (the run's team)
-  std::string train_step;  // registers this step's output_dir
+  std::string train_step;  // registers this step's output_dir (a train step, or an export step: a merged model)
   std::string eval_step;   // judges with this step's metrics
   std::string metric = "eval_loss";
   bool higher_is_better = false;     // mode: max (accuracy) / min (loss, the default)

@@ -75,9 +75,9 @@ Status CheckPromote(const PipelineSpec& pipeline, std::string_view source, const
   const PromoteSpec& p = step.promote;
   RETURN_IF_ERROR(CheckAncestor(pipeline, source, step, p.train_step, "promote.train_step"));
   RETURN_IF_ERROR(CheckAncestor(pipeline, source, step, p.eval_step, "promote.eval_step"));
-  if (pipeline.Find(p.train_step)->kind != StepKind::kTrain) {
-    return InvalidArgumentError(
-        fmt::format("{}: promote.train_step '{}' is not a train job step", StepAt(source, step), p.train_step));
+  if (const StepKind k = pipeline.Find(p.train_step)->kind; k != StepKind::kTrain && k != StepKind::kExport) {
+    return InvalidArgumentError(fmt::format("{}: promote.train_step '{}' is not a train or export job step",
+                                            StepAt(source, step), p.train_step));
   }
   if (pipeline.Find(p.eval_step)->kind != StepKind::kEval) {
     return InvalidArgumentError(

@@ -28,6 +28,10 @@ std::string_view StateName(pb::CheckpointState state) {
   return WithoutPrefix(pb::CheckpointState_Name(state), "CHECKPOINT_");
 }
 
+std::string_view KindName(pb::JobKind kind) {
+  return WithoutPrefix(pb::JobKind_Name(kind), "JOB_");
+}
+
 bool IsTerminal(pb::JobState state) {
   return state == pb::JOB_SUCCEEDED || state == pb::JOB_FAILED || state == pb::JOB_CANCELLED;
 }

@@ -33,6 +33,7 @@ std::string_view StateName(pb::JobState state);
 std::string_view StateName(pb::TaskState state);
 std::string_view StateName(pb::NodeState state);
 std::string_view StateName(pb::CheckpointState state);
+std::string_view KindName(pb::JobKind kind);  // "TRAIN", "EVAL", "EXPORT"
 
 bool IsTerminal(pb::JobState state);
 bool TaskEnded(pb::TaskState state);

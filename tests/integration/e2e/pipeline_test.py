@@ -9,6 +9,11 @@ with 2 CPU slots, real anneal-train ranks), run twice.
   schedule: the same loop fired by schedules ("* * * * *"): the first fire's run is promoted; a second schedule
            with --set train.learning_rate=1e-9 fires a run that is kept as a candidate; production stays v1 with
            its files intact (about 3 minutes: each fire waits for a minute boundary).
+  export:  train -> export (a LLaMA-Factory export config: export_dir, no kind) -> eval of the merged model and
+           eval of the adapter -> promote with train_step: the export step. The export job ran as an ordinary
+           job (anneal-train export --config on the agent) and wrote an HF model (config, safetensors, tokenizer);
+           the merged model's eval_loss equals the adapter's (rel 1e-4); the promoted version is the merged
+           model (artifact MERGED, its path the export's directory) with the train step's datasets.
 
 --bindir holds anneal and anneal-coordinator (this build); anneal-agent and anneal-train are taken from
 --bindir when there, else from $ANNEAL_TRAINER_BINDIR (e.g. /work/main/build/bin: a build with the trainer).
@@ -105,6 +110,53 @@ steps:
     return path
 
 
+def export_pipeline_yaml(tmp):
+    """train -> merge (LLaMA-Factory's export keys) -> eval of the merged model and of the adapter -> promote."""
+    path = f"{tmp}/export-pipeline.yaml"
+    with open(path, "w") as f:
+        f.write(open(pipeline_yaml(tmp)).read().split("  - name: eval")[0])
+        f.write(f"""  - name: merge
+    needs: [train]
+    job:
+      model_name_or_path: {tmp}/base
+      adapter_name_or_path: ${{steps.train.output_dir}}
+      template: qwen
+      export_dir: {tmp}/merged
+      export_size: 1
+      export_device: cpu
+      export_legacy_format: false
+  - name: eval_merged
+    needs: [merge]
+    job:
+      kind: eval
+      model_name_or_path: ${{steps.merge.output_dir}}
+      dataset_dir: {ROOT}/examples/data
+      template: qwen
+      cutoff_len: 96
+      tokenized_cache_dir: {tmp}/cache
+      device: cpu
+      dataset: demo_eval
+      output_dir: {tmp}/eval-merged
+  - name: eval_adapter
+    needs: [train]
+    job:
+      kind: eval
+      model_name_or_path: {tmp}/base
+      adapter_name_or_path: ${{steps.train.output_dir}}
+      dataset_dir: {ROOT}/examples/data
+      template: qwen
+      cutoff_len: 96
+      tokenized_cache_dir: {tmp}/cache
+      device: cpu
+      dataset: demo_eval
+      output_dir: {tmp}/eval-adapter
+  - name: promote
+    needs: [eval_merged, eval_adapter]
+    promote: {{model: demo-merged, train_step: merge, eval_step: eval_merged, metric: eval_loss, mode: min}}
+""")
+    return path
+
+
 def tree_hashes(d):
     out = {}
     for name in sorted(os.listdir(d)):
@@ -157,6 +209,34 @@ def case_promote(bindir, tmp):
               f"run 2 {second}: eval_loss {loss2:.4f} candidate ({promote2['model_version']}): {promote2['message']}")
 
 
+def case_export(bindir, tmp):
+    bindir, _ = prepare(bindir, tmp)
+    with Cluster(bindir, f"{tmp}/home") as c:
+        run_id = c.anneal("pipeline", "submit", export_pipeline_yaml(tmp)).stdout.strip()
+        shown = c.wait_run(run_id)
+        assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
+        merge = step(shown, "merge")
+        assert merge["kind"] == "export", merge
+        assert merge["output_dir"] == f"{tmp}/merged/{run_id}", merge
+        shown_job = json.loads(c.anneal("--json", "show", merge["job_id"]).stdout)
+        job = shown_job.get("job", shown_job)
+        assert job.get("kind") == "JOB_EXPORT" and job.get("state") == "JOB_SUCCEEDED", json.dumps(shown_job)[:3000]
+        files = sorted(os.listdir(merge["output_dir"]))
+        assert "config.json" in files and "tokenizer.json" in files, files
+        assert any(n.endswith(".safetensors") for n in files) and "adapter_config.json" not in files, files
+        merged, adapter = step(shown, "eval_merged"), step(shown, "eval_adapter")
+        lm, la = merged["metrics"]["eval_loss"], adapter["metrics"]["eval_loss"]
+        assert abs(lm - la) / la < 1e-4, f"the merged model's eval_loss {lm} differs from the adapter's {la}"
+        promote = step(shown, "promote")
+        assert promote.get("promoted") is True, promote
+        version = json.loads(c.anneal("--json", "models", "show", "demo-merged").stdout)
+        text = json.dumps(version)
+        assert "MODEL_MERGED" in text and merge["output_dir"] in text, text
+        assert "demo_train" in text, f"the version does not record the train step's dataset: {text}"
+        print(f"export: {merge['job_id']} wrote {files}; eval_loss merged {lm:.6f} = adapter {la:.6f}; "
+              f"promoted {promote['model_version']} (the merged model)")
+
+
 def wait_fire(c, schedule, seen, timeout=150):
     """The pipeline run started by the schedule's first fire whose run is not in `seen`."""
     deadline = time.time() + timeout
@@ -205,4 +285,4 @@ def case_schedule(bindir, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"promote": case_promote, "schedule": case_schedule}, binary_flag="--bindir")
+    run_cases({"promote": case_promote, "schedule": case_schedule, "export": case_export}, binary_flag="--bindir")

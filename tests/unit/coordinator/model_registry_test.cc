@@ -205,11 +205,11 @@ TEST_F(ModelRegistryTest, RefusalsNameWhatAndWhyAndLeaveNoTrace) {
   };
   const Case cases[] = {
       {"running job", [](PromoteRequest& r) { r.source_job.set_state(pb::JOB_RUNNING); },
-       StatusCode::kFailedPrecondition, "only a SUCCEEDED train job"},
+       StatusCode::kFailedPrecondition, "only a SUCCEEDED train or export job"},
       {"failed job", [](PromoteRequest& r) { r.source_job.set_state(pb::JOB_FAILED); }, StatusCode::kFailedPrecondition,
        "FAILED"},
       {"eval job", [](PromoteRequest& r) { r.source_job.set_kind(pb::JOB_EVAL); }, StatusCode::kFailedPrecondition,
-       "eval job"},
+       "EVAL job"},
       {"no output_dir", [](PromoteRequest& r) { r.source_job.set_output_dir(""); }, StatusCode::kFailedPrecondition,
        "no output_dir"},
       {"another team's job", [](PromoteRequest& r) { r.source_job.set_team("vision"); },

@@ -86,9 +86,27 @@ TEST(Pipeline, CommandKeysAreRefused) {
   }
 }
 
-TEST(Pipeline, ExportKindIsRefusedClearly) {
+TEST(Pipeline, ExportStepsMergeATrainStepsAdapterAndCanBePromoted) {
+  auto p = Parse(R"(steps:
+  - {name: train, job: {output_dir: /o}}
+  - name: merge
+    needs: [train]
+    job: {model_name_or_path: /m, adapter_name_or_path: "${steps.train.output_dir}", export_dir: /o/merged}
+  - {name: eval, needs: [merge], job: {kind: eval, model_name_or_path: "${steps.merge.output_dir}", output_dir: /e}}
+  - {name: promote, needs: [eval], promote: {model: m, train_step: merge, eval_step: eval}}
+)");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->steps[1].kind, StepKind::kExport);  // export_dir without a kind, as LLaMA-Factory's export config
+  EXPECT_EQ(StepKindName(p->steps[1].kind), "export");
+  auto nested =
+      Parse("steps:\n  - {name: x, kind: export, job: {kind: export, model_name_or_path: /m, export: {dir: /o}}}\n");
+  ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+  EXPECT_EQ(nested->steps[0].kind, StepKind::kExport);
+  // The step's kind and its job's kind must agree.
   ExpectError("steps:\n  - {name: x, kind: export, job: {output_dir: /o}}\n",
-              {"kind 'export'", "no export job kind", "output_dir"});
+              {"kind 'export' contradicts the job spec's kind 'train'"});
+  ExpectError("steps:\n  - {name: x, kind: publish, job: {output_dir: /o}}\n",
+              {"unknown kind 'publish' (train, eval, export or promote)"});
 }
 
 TEST(Pipeline, UnknownStepKeyGetsASuggestion) {
@@ -142,6 +160,11 @@ TEST(Pipeline, PromoteNeedsItsStepsAsAncestorsOfTheRightKind) {
   - {name: promote, needs: [train], promote: {model: m, train_step: train, eval_step: train}}
 )",
               {"promote.eval_step 'train' is not an eval job step"});
+  ExpectError(R"(steps:
+  - {name: ev, job: {kind: eval, output_dir: /o}}
+  - {name: promote, needs: [ev], promote: {model: m, train_step: ev, eval_step: ev}}
+)",
+              {"promote.train_step 'ev' is not a train or export job step"});
   ExpectError("steps:\n  - {name: p, promote: {model: m, train_step: t}}\n", {"promote needs key 'eval_step'"});
   ExpectError("steps:\n  - {name: p, promote: {model: m, train_step: t, eval_step: e, mode: up}}\n",
               {"promote.mode", "min or max"});
