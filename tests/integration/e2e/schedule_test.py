@@ -10,6 +10,11 @@
              in the schedule's history exactly once, each with its own pipeline run, and the coordinator holds
              exactly one run per fire time (the runs' origins are the fire times, none twice, none missing).
              About 2 minutes.
+  data_change: a schedule with --on-data-change on a dataset directory and --check-interval 10s. The first
+             check records a baseline and runs nothing; a check with the data unchanged runs nothing; a file
+             appended to fires exactly one pipeline run; a kill -9 of the coordinator after that fire neither
+             repeats it nor loses the new baseline (the next unchanged check runs nothing); a new file fires
+             again. About 1.5 minutes.
 """
 import json
 import os
@@ -146,5 +151,49 @@ def case_kill_fire(bindir, tmp):
         c.anneal("down", check=False)
 
 
+def wait_for(what, predicate, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def case_data_change(bindir, tmp):
+    c = Cluster(bindir, f"{tmp}/home")
+    os.makedirs(f"{tmp}/out")
+    data = f"{tmp}/data/support"
+    os.makedirs(data)
+    with open(f"{data}/week1.jsonl", "w") as f:
+        f.write('{"instruction": "hi", "output": "hello"}\n')
+    c.up(tmp)
+    try:
+        c.anneal("schedule", "create", SCHEDULE, "--on-data-change", data, "--check-interval", "10s",
+                 pipeline_yaml(tmp))
+        outcomes = lambda: [h["outcome"] for h in c.schedule().get("history", [])]  # noqa: E731
+        wait_for("the baseline check", lambda: "FIRE_BASELINE" in outcomes(), 30)
+        time.sleep(11)  # one more check of unchanged data
+        assert outcomes() == ["FIRE_BASELINE"], f"unchanged data fired: {outcomes()}"
+
+        with open(f"{data}/week1.jsonl", "a") as f:
+            f.write('{"instruction": "bye", "output": "goodbye"}\n')
+        wait_for("a fire after the data changed", lambda: "FIRE_STARTED" in outcomes(), 30)
+        c.kill9_and_heal(tmp, "after the data-change fire")
+        time.sleep(12)  # a check after the restart, data unchanged since the fire
+        assert outcomes().count("FIRE_STARTED") == 1, f"the change fired again after a restart: {outcomes()}"
+
+        with open(f"{data}/week2.jsonl", "w") as f:
+            f.write('{"instruction": "new", "output": "data"}\n')
+        wait_for("a second fire after a new file", lambda: outcomes().count("FIRE_STARTED") == 2, 30)
+        runs = [r for r in c.runs() if r["origin"].startswith(f"schedule default/{SCHEDULE}")]
+        assert len(runs) == 2, f"expected one run per data change, got {[r['origin'] for r in runs]}"
+        print(f"data_change: baseline, no fire on unchanged data, one run per change ({len(runs)} runs) across a "
+              f"kill -9: {outcomes()}")
+    finally:
+        c.anneal("down", check=False)
+
+
 if __name__ == "__main__":
-    run_cases({"kill_fire": case_kill_fire}, binary_flag="--bindir")
+    run_cases({"kill_fire": case_kill_fire, "data_change": case_data_change}, binary_flag="--bindir")
