@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -18,6 +19,17 @@ def run(cmd, check=True, **kw):
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
     return p
+
+
+def wait_for(what, predicate, timeout, poll_s=0.25):
+    """predicate()'s first truthy value within timeout seconds; an AssertionError naming `what` otherwise."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def make_tokenizer(out_dir, vocab_size=None):

@@ -110,9 +110,29 @@ steps:
     return path
 
 
+def eval_step(name, needs, model, adapter, output_dir, tmp):
+    """A pipeline step evaluating `model` (with `adapter` when given) on demo_eval."""
+    adapter_line = f"\n      adapter_name_or_path: {adapter}" if adapter else ""
+    return f"""  - name: {name}
+    needs: [{needs}]
+    job:
+      kind: eval
+      model_name_or_path: {model}{adapter_line}
+      dataset_dir: {ROOT}/examples/data
+      template: qwen
+      cutoff_len: 96
+      tokenized_cache_dir: {tmp}/cache
+      device: cpu
+      dataset: demo_eval
+      output_dir: {output_dir}
+"""
+
+
 def export_pipeline_yaml(tmp):
     """train -> merge (LLaMA-Factory's export keys) -> eval of the merged model and of the adapter -> promote."""
     path = f"{tmp}/export-pipeline.yaml"
+    evals = eval_step("eval_merged", "merge", "${steps.merge.output_dir}", "", f"{tmp}/eval-merged", tmp) + \
+        eval_step("eval_adapter", "train", f"{tmp}/base", "${steps.train.output_dir}", f"{tmp}/eval-adapter", tmp)
     with open(path, "w") as f:
         f.write(open(pipeline_yaml(tmp)).read().split("  - name: eval")[0])
         f.write(f"""  - name: merge
@@ -125,32 +145,7 @@ def export_pipeline_yaml(tmp):
       export_size: 1
       export_device: cpu
       export_legacy_format: false
-  - name: eval_merged
-    needs: [merge]
-    job:
-      kind: eval
-      model_name_or_path: ${{steps.merge.output_dir}}
-      dataset_dir: {ROOT}/examples/data
-      template: qwen
-      cutoff_len: 96
-      tokenized_cache_dir: {tmp}/cache
-      device: cpu
-      dataset: demo_eval
-      output_dir: {tmp}/eval-merged
-  - name: eval_adapter
-    needs: [train]
-    job:
-      kind: eval
-      model_name_or_path: {tmp}/base
-      adapter_name_or_path: ${{steps.train.output_dir}}
-      dataset_dir: {ROOT}/examples/data
-      template: qwen
-      cutoff_len: 96
-      tokenized_cache_dir: {tmp}/cache
-      device: cpu
-      dataset: demo_eval
-      output_dir: {tmp}/eval-adapter
-  - name: promote
+{evals}  - name: promote
     needs: [eval_merged, eval_adapter]
     promote: {{model: demo-merged, train_step: merge, eval_step: eval_merged, metric: eval_loss, mode: min}}
 """)

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from e2e_test import Cluster, final_loss, job_yaml, prepare  # noqa: E402
-from testlib import run_cases  # noqa: E402
+from testlib import run_cases, wait_for  # noqa: E402
 
 GRACE_S = 15
 ONE_NODE = "nodes: 1\ngpus_per_node: 2\ntensor_model_parallel_size: 2\nmax_attempts: 1\n"
@@ -41,16 +41,6 @@ def show(c, job):
 
 def state(c, job):
     return show(c, job)["job"]["state"].replace("JOB_", "")
-
-
-def wait_for(what, predicate, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def checkpoint_steps(c, job):

@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import ROOT, run_cases  # noqa: E402
+from testlib import ROOT, run_cases, wait_for  # noqa: E402
 
 SCHEDULE = "every-minute"
 
@@ -149,16 +149,6 @@ def case_kill_fire(bindir, tmp):
               f"(before, after, at a fire time)")
     finally:
         c.anneal("down", check=False)
-
-
-def wait_for(what, predicate, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def case_data_change(bindir, tmp):
