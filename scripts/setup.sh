@@ -14,6 +14,7 @@ APT_PACKAGES=(
   libssl-dev libgloo-dev libhowardhinnant-date-dev
   python3-venv procps clang-format
   clang libclang-rt-14-dev
+  systemd
 )
 
 log() { printf '[setup] %s\n' "$*"; }
