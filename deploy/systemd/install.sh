@@ -6,7 +6,8 @@
 #
 # --prefix     where binaries go ($prefix/bin) and the helper ($prefix/lib/anneal); units name these paths.
 # --destdir    staging root (also $DESTDIR): files land under DIR; users are not created, systemd not reloaded.
-# --bindir     the built binaries (default: build/bin of this checkout). anneal-train is installed when present.
+# --bindir     the built binaries (default: build/bin of this checkout); those present of anneal-coordinator,
+#              anneal-agent, anneal and anneal-train are installed (a coordinator host needs no trainer).
 # --torch-lib  LibTorch's lib/ (the torch wheel's torch/lib): copied to $prefix/lib/anneal/torch and put on the
 #              ranks' LD_LIBRARY_PATH in agent.env (anneal-train's RUNPATH names the build's virtualenv).
 # --dry-run    print what would be done, change nothing.
@@ -27,14 +28,13 @@ while (($#)); do
     --bindir) bindir="${2:?--bindir needs a directory}"; shift 2 ;;
     --torch-lib) torch_lib="${2:?--torch-lib needs a directory}"; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 [[ "$prefix" == /* ]] || die "--prefix must be absolute, got '$prefix'"
-for b in anneal-coordinator anneal-agent anneal; do
-  [ -x "$bindir/$b" ] || die "$bindir/$b is missing: build it first (scripts/build.sh) or pass --bindir"
-done
+[ -x "$bindir/anneal-coordinator" ] || [ -x "$bindir/anneal-agent" ] ||
+  die "neither anneal-coordinator nor anneal-agent in $bindir: build them first (scripts/build.sh) or pass --bindir"
 [ -z "$torch_lib" ] || [ -f "$torch_lib/libtorch.so" ] || die "--torch-lib $torch_lib has no libtorch.so"
 
 run() {
@@ -48,7 +48,11 @@ install_config() {
 
 echo "installing Anneal into ${destdir:-/} (prefix $prefix)"
 for b in anneal-coordinator anneal-agent anneal anneal-train; do
-  [ -x "$bindir/$b" ] || { echo "no $bindir/$b: skipped (GPU nodes need it next to anneal-agent)"; continue; }
+  if [ ! -x "$bindir/$b" ]; then
+    [ "$b" = anneal-train ] && echo "no $bindir/anneal-train: skipped (GPU nodes need it next to anneal-agent)" ||
+      echo "no $bindir/$b: skipped"
+    continue
+  fi
   run install -D -m 755 "$bindir/$b" "$destdir$prefix/bin/$b"
 done
 run install -D -m 755 "$HERE/anneal-wait-tcp" "$destdir$prefix/lib/anneal/anneal-wait-tcp"

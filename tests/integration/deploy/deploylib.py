@@ -78,3 +78,54 @@ output_dir: {tmp}/out/default
 max_steps: 1
 """)
     return path
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_shipped_configs(bindir, coordinator_yaml, agent_yaml, tmp, on_ready=None):
+    """Starts anneal-coordinator with `coordinator_yaml` and anneal-agent with `agent_yaml` (as shipped; only
+    paths and ports overridden on the command line) and waits until the agent logs "registered with coordinator"
+    (the documented readiness) and `anneal nodes` lists it. on_ready(port, home) runs while both serve. An unknown
+    key or a wrong type in either file fails here (the daemons exit 2 naming it)."""
+    import json
+    port = free_port()
+    state, home = f"{tmp}/cfg-state", f"{tmp}/cfg-home"
+    coord_log = open(f"{tmp}/cfg-coordinator.log", "w")
+    coord = subprocess.Popen([f"{bindir}/anneal-coordinator", "--config", coordinator_yaml, "--state-dir", state,
+                              "--bind", f"tcp://127.0.0.1:{port}", "--http-bind", "",
+                              "--bootstrap-admin-config", f"{home}/config",
+                              "--bootstrap-join-token-file", f"{tmp}/cfg-join-token"],
+                             stdout=subprocess.PIPE, stderr=coord_log, text=True)
+    agent = None
+    try:
+        line = coord.stdout.readline()
+        while line and not line.startswith("listening "):
+            line = coord.stdout.readline()
+        assert line, f"anneal-coordinator --config {coordinator_yaml} exited: {open(coord_log.name).read()}"
+        agent_log = f"{tmp}/cfg-agent.log"
+        agent = subprocess.Popen([f"{bindir}/anneal-agent", "--config", agent_yaml, "--coordinator",
+                                  f"tcp://127.0.0.1:{port}", "--server-key-file", f"{state}/curve.pub",
+                                  "--join-token-file", f"{tmp}/cfg-join-token", "--work-dir", f"{tmp}/cfg-work",
+                                  "--node", "cfg-node", "--slots", "1"], stdout=open(agent_log, "w"),
+                                 stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while "registered with coordinator" not in open(agent_log).read():
+            assert agent.poll() is None, f"anneal-agent --config {agent_yaml} exited {agent.returncode}: {open(agent_log).read()}"
+            assert time.time() < deadline, f"the agent did not register: {open(agent_log).read()}"
+            time.sleep(0.1)
+        env = dict(os.environ, ANNEAL_HOME=home)
+        p = subprocess.run([f"{bindir}/anneal", "--json", "nodes"], env=env, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and '"cfg-node"' in p.stdout, f"anneal nodes: {p.stdout}{p.stderr}"
+        if on_ready:
+            on_ready(port, home)
+    finally:
+        for proc in [agent, coord]:
+            if proc and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+    assert coord.returncode == 0, f"the coordinator did not exit 0 on SIGTERM: {open(coord_log.name).read()}"

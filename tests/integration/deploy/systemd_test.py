@@ -12,15 +12,11 @@
              closed one, the agent joins with a join token and logs "registered with coordinator" (the documented
              readiness), and `anneal nodes` lists it.
 """
-import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import time
 
-from deploylib import ROOT, skip
+from deploylib import ROOT, free_port, run_shipped_configs, skip
 from testlib import run, run_cases
 
 INSTALL = os.path.join(ROOT, "deploy/systemd/install.sh")
@@ -94,53 +90,18 @@ def case_verify(bindir, tmp):
     print("systemd-analyze verify: both units clean", flush=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def case_daemons(bindir, tmp):
     dest = f"{tmp}/root"
     install(bindir, dest)
     b, etc = f"{dest}/opt/anneal/bin", f"{dest}/etc/anneal"
-    port = free_port()
-    state, home = f"{tmp}/state", f"{tmp}/home"
-    coord_log = open(f"{tmp}/coordinator.log", "w")
-    coord = subprocess.Popen([f"{b}/anneal-coordinator", "--config", f"{etc}/coordinator.yaml", "--state-dir", state,
-                              "--bind", f"tcp://127.0.0.1:{port}", "--http-bind", "",
-                              "--bootstrap-admin-config", f"{home}/config",
-                              "--bootstrap-join-token-file", f"{tmp}/join-token"],
-                             stdout=subprocess.PIPE, stderr=coord_log, text=True)
-    agent = None
-    try:
-        wait_tcp = f"{dest}/opt/anneal/lib/anneal/anneal-wait-tcp"
+    wait_tcp = f"{dest}/opt/anneal/lib/anneal/anneal-wait-tcp"
+
+    def readiness_check(port, home):
         run([wait_tcp, f"127.0.0.1:{port}", "20"])
         p = run([wait_tcp, f"127.0.0.1:{free_port()}", "1"], check=False)
         assert p.returncode == 1 and "did not accept" in p.stderr, (p.returncode, p.stderr)
-        deadline = time.time() + 10
-        while not os.path.exists(f"{home}/config") and time.time() < deadline:
-            time.sleep(0.05)
-        agent_log = open(f"{tmp}/agent.log", "w")
-        agent = subprocess.Popen([f"{b}/anneal-agent", "--config", f"{etc}/agent.yaml", "--coordinator",
-                                  f"tcp://127.0.0.1:{port}", "--server-key-file", f"{state}/curve.pub",
-                                  "--join-token-file", f"{tmp}/join-token", "--work-dir", f"{tmp}/work",
-                                  "--node", "sd-node", "--slots", "1"], stdout=agent_log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while "registered with coordinator" not in open(f"{tmp}/agent.log").read():
-            assert agent.poll() is None, f"the agent exited {agent.returncode}: {open(f'{tmp}/agent.log').read()}"
-            assert time.time() < deadline, f"the agent did not register: {open(f'{tmp}/agent.log').read()}"
-            time.sleep(0.1)
-        env = dict(os.environ, ANNEAL_HOME=home)
-        nodes = json.loads(run([f"{b}/anneal", "--json", "nodes"], env=env).stdout)
-        nodes = nodes.get("nodes", nodes) if isinstance(nodes, dict) else nodes
-        assert any(n.get("node_id") == "sd-node" for n in nodes), f"anneal nodes: {nodes}"
-    finally:
-        for proc in [agent, coord]:
-            if proc and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
-    assert coord.returncode == 0, f"the coordinator did not exit 0 on SIGTERM: {open(f'{tmp}/coordinator.log').read()}"
+
+    run_shipped_configs(b, f"{etc}/coordinator.yaml", f"{etc}/agent.yaml", tmp, on_ready=readiness_check)
 
 
 if __name__ == "__main__":
