@@ -15,8 +15,11 @@ APT_PACKAGES=(
   python3-venv procps clang-format
   clang libclang-rt-14-dev
   systemd
+  slurmd slurmctld slurm-client munge
 )
 
+# systemd (systemd-analyze) and Slurm + munge: the deploy tests (tests/integration/deploy) verify the units and
+# start a throwaway Slurm (scripts/slurm-cluster.sh); nothing here starts or enables them.
 log() { printf '[setup] %s\n' "$*"; }
 
 missing=()

@@ -21,7 +21,7 @@ class Coordinator:
     """anneal-coordinator on tcp://127.0.0.1:<free port> with state in `state_dir`; `home` holds the admin's
     client config (written by the first start's bootstrap)."""
 
-    def __init__(self, bindir, tmp, state_dir, home):
+    def __init__(self, bindir, tmp, state_dir, home, extra_config=""):
         self.bindir, self.state_dir, self.home = bindir, state_dir, home
         self.config = os.path.join(tmp, f"coordinator-{os.path.basename(state_dir)}.yaml")
         with open(self.config, "w") as f:
@@ -31,7 +31,7 @@ bootstrap_admin_config: {home}/config
 heartbeat_timeout_ms: 60000
 path_policy:
   default: {{models: [{tmp}], datasets: [{tmp}, {ROOT}/examples], outputs: [{tmp}]}}
-""")
+{extra_config}""")
         self.log = open(os.path.join(tmp, f"coordinator-{os.path.basename(state_dir)}.log"), "a")
         self.proc = subprocess.Popen([os.path.join(bindir, "anneal-coordinator"), "--config", self.config],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
