@@ -29,8 +29,7 @@ dir="$(cd "$dir" && pwd)"
 
 stop_pidfile() {  # stop_pidfile FILE: TERM, then KILL after 5 s
   local pid
-  [ -f "$1" ] || return 0
-  pid="$(cat "$1")"
+  pid="$(cat "$1" 2>/dev/null)" || return 0  # gone: the daemon removed it on its way out
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -39,8 +38,31 @@ stop_pidfile() {  # stop_pidfile FILE: TERM, then KILL after 5 s
   rm -f "$1"
 }
 
+# The processes of this cluster's jobs (slurmstepd, job scripts, what they started in other sessions): they
+# carry SLURM_CONF=<dir>/slurm.conf in their environment. This script and its parents are left alone.
+job_processes() {
+  local pid self_chain=" $$ $PPID "
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    [[ "$self_chain" == *" $pid "* ]] && continue
+    if { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$dir/slurm.conf"; then
+      echo "$pid"
+    fi
+  done
+  return 0
+}
+
 if [ "$cmd" = stop ]; then
+  export SLURM_CONF="$dir/slurm.conf"
+  # Jobs first, while slurmctld can still end them (their steps stop their tasks), at most 10 s.
+  if [ -f "$dir/run/slurmctld.pid" ] && scancel --quiet --full $(squeue -h -o %i 2>/dev/null) 2>/dev/null; then
+    for _ in $(seq 50); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.2; done
+  fi
+  leftovers="$(job_processes)"
+  [ -z "$leftovers" ] || kill -TERM $leftovers 2>/dev/null || true
   for f in "$dir"/run/slurmd-*.pid "$dir"/run/slurmctld.pid "$dir"/run/munged.pid; do stop_pidfile "$f"; done
+  sleep 1
+  leftovers="$(job_processes)"
+  [ -z "$leftovers" ] || { echo "killing leftover job processes: $leftovers"; kill -KILL $leftovers 2>/dev/null || true; }
   echo "stopped the Slurm cluster in $dir"
   exit 0
 fi
