@@ -41,8 +41,9 @@ stop_pidfile() {  # stop_pidfile FILE: TERM, then KILL after 5 s
 # The processes of this cluster's jobs (slurmstepd, job scripts, what they started in other sessions): they
 # carry SLURM_CONF=<dir>/slurm.conf in their environment. This script and its parents are left alone.
 job_processes() {
-  local pid self_chain=" $$ $PPID "
-  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+  local proc pid self_chain=" $$ $PPID "
+  for proc in /proc/[0-9]*; do
+    pid="${proc#/proc/}"
     [[ "$self_chain" == *" $pid "* ]] && continue
     if { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$dir/slurm.conf"; then
       echo "$pid"
@@ -54,7 +55,8 @@ job_processes() {
 if [ "$cmd" = stop ]; then
   export SLURM_CONF="$dir/slurm.conf"
   # Jobs first, while slurmctld can still end them (their steps stop their tasks), at most 10 s.
-  if [ -f "$dir/run/slurmctld.pid" ] && scancel --quiet --full $(squeue -h -o %i 2>/dev/null) 2>/dev/null; then
+  mapfile -t jobs < <(squeue -h -o %i 2>/dev/null || true)
+  if [ -f "$dir/run/slurmctld.pid" ] && ((${#jobs[@]})) && scancel --quiet --full "${jobs[@]}" 2>/dev/null; then
     for _ in $(seq 50); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.2; done
   fi
   leftovers="$(job_processes)"
