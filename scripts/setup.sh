@@ -19,7 +19,8 @@ APT_PACKAGES=(
 )
 
 # systemd (systemd-analyze) and Slurm + munge: the deploy tests (tests/integration/deploy) verify the units and
-# start a throwaway Slurm (scripts/slurm-cluster.sh); nothing here starts or enables them.
+# start a throwaway Slurm (scripts/slurm-cluster.sh). Debian's slurmd and slurmctld services stay inactive
+# without /etc/slurm/slurm.conf (their units' condition); munge's own service starts with the key it generates.
 log() { printf '[setup] %s\n' "$*"; }
 
 missing=()
