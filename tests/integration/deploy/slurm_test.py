@@ -13,6 +13,11 @@ jobs run real anneal-train ranks on a tiny generated model.
            at the step they agree on and stop, the allocation ends cleanly, and the job waits (not FAILED) with
            that checkpoint committed. A second allocation's agents pick it up: it resumes from that checkpoint
            (its first logged step is past it) and SUCCEEDS.
+  srun_ranks: ranks under srun without Anneal's daemons: `srun -N2 --ntasks-per-node=1 anneal-train train` reads
+           Slurm's variables (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, ...): the two tasks are ranks 0 and 1 of one
+           data-parallel world of 2, and the job commits its checkpoints and adapter. MASTER_ADDR is set to
+           127.0.0.1 because this cluster's node names (n1, n2) are not host names; everything else comes from
+           Slurm. Skipped when the anneal-train binary predates Slurm support.
 Skipped (77, reason printed) without root, without Slurm and munge, or without an anneal-train binary.
 """
 import argparse
@@ -117,7 +122,7 @@ def logged_steps(out):
     return [r["current_steps"] for r in rows if "loss" in r]
 
 
-def setup(bindir, trainer, tmp):
+def start_slurm(trainer, tmp):
     if os.geteuid() != 0:
         skip("slurmd needs root")
     missing = [b for b in ["munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol"] if not shutil.which(b)]
@@ -133,6 +138,10 @@ def setup(bindir, trainer, tmp):
     make_tokenizer(f"{tmp}/tok")
     run([trainer, "model", "init", "--arch", "qwen2", "--preset", "tiny", "--tokenizer", f"{tmp}/tok", "--out",
          f"{tmp}/base", "--seed", "2"])
+
+
+def setup(bindir, trainer, tmp):
+    start_slurm(trainer, tmp)
     run(["bash", f"{ROOT}/scripts/rank-access.sh", os.path.dirname(trainer), os.path.join(ROOT, ".venv"), tmp])
     c = Coordinator(bindir, tmp, f"{tmp}/state", f"{tmp}/home",
                     extra_config=f"bootstrap_join_token_file: {tmp}/join-token\n")
@@ -215,15 +224,42 @@ def case_drain(bindir, trainer, tmp):
         run([f"{ROOT}/scripts/slurm-cluster.sh", "stop", f"{tmp}/slurm"], check=False)
 
 
+def case_srun_ranks(bindir, trainer, tmp):
+    if trainer and os.path.exists(trainer) and b"SLURM_PROCID" not in open(trainer, "rb").read():
+        skip(f"{trainer} predates Slurm support (it never reads SLURM_PROCID): rebuild the trainer")
+    start_slurm(trainer, tmp)
+    try:
+        # The world is srun's: no nodes / gpus_per_node in the spec (docs/trainer-contract.md).
+        spec = job_yaml(tmp, "srun", 4)
+        lines = [l for l in open(spec) if not l.startswith(("nodes:", "gpus_per_node:"))]
+        with open(spec, "w") as f:
+            f.write("".join(lines).replace("save_steps: 100000", "save_steps: 2"))
+        env = dict(os.environ, SLURM_CONF=f"{tmp}/slurm/slurm.conf", MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1")
+        for k in ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT"]:
+            env.pop(k, None)
+        p = run(["srun", "--nodes", "2", "--ntasks-per-node", "1", "--label", trainer, "train", "--config", spec],
+                env=env, check=False, timeout=120)
+        out = p.stdout + p.stderr
+        assert p.returncode == 0, f"srun anneal-train failed ({p.returncode}):\n{out[-4000:]}"
+        assert re.search(r"^0: \[train\] rank 0 \(tp 0, pp 0, dp 0\)", out, re.M), out
+        assert re.search(r"^1: \[train\] rank 1 \(tp 0, pp 0, dp 1\)", out, re.M), f"task 1 is not rank 1 of 2:\n{out}"
+        for path in ["checkpoint-2", "checkpoint-4", "adapter_model.safetensors"]:
+            assert os.path.exists(f"{tmp}/srun/{path}"), f"{path} missing: {os.listdir(f'{tmp}/srun')}"
+        assert logged_steps(f"{tmp}/srun") == [1, 2, 3, 4], logged_steps(f"{tmp}/srun")
+        print("srun: 2 tasks ran as ranks 0 and 1 of one data-parallel world and committed the job", flush=True)
+    finally:
+        run([f"{ROOT}/scripts/slurm-cluster.sh", "stop", f"{tmp}/slurm"], check=False)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bindir", required=True)
-    ap.add_argument("--case", required=True, choices=["succeed", "drain"])
+    ap.add_argument("--case", required=True, choices=["succeed", "drain", "srun_ranks"])
     ap.add_argument("--trainer", default=os.environ.get("ANNEAL_TRAIN_BIN", ""))
     args = ap.parse_args()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            {"succeed": case_succeed, "drain": case_drain}[args.case](os.path.abspath(args.bindir), args.trainer, tmp)
+            {"succeed": case_succeed, "drain": case_drain, "srun_ranks": case_srun_ranks}[args.case](os.path.abspath(args.bindir), args.trainer, tmp)
     except AssertionError as e:
         print(f"FAIL: {e}", file=sys.stderr)
         sys.exit(1)
