@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/shutdown.h"
 #include "common/version.h"
+#include "coordinator/backup.h"
 #include "coordinator/bootstrap.h"
 #include "coordinator/config.h"
 #include "coordinator/coordinator.h"
@@ -47,6 +48,31 @@ anneal::Status BootstrapIfFresh(anneal::coordinator::Coordinator& core, const st
   RETURN_IF_ERROR(core.Flush().status());
   spdlog::info("bootstrapped the cluster admin 'admin'; its client config is {}", config_path);
   return anneal::Status::Ok();
+}
+
+// `anneal-coordinator backup`: the state directory from --state-dir, else the config file's state_dir.
+int RunBackupCommand(const std::string& config_file, std::string state_dir, const std::string& out) {
+  if (state_dir.empty() && !config_file.empty()) {
+    anneal::coordinator::CoordinatorConfig config;
+    if (auto st = anneal::coordinator::LoadConfigFile(config_file, &config); !st.ok()) {
+      std::fprintf(stderr, "anneal-coordinator backup: %s\n", st.message().c_str());
+      return 2;
+    }
+    state_dir = config.state_dir;
+  }
+  if (state_dir.empty()) {
+    std::fprintf(stderr, "anneal-coordinator backup: give --state-dir DIR or --config FILE (its state_dir)\n");
+    return 2;
+  }
+  auto result = anneal::coordinator::TakeBackup(state_dir, out);
+  if (!result.ok()) {
+    std::fprintf(stderr, "anneal-coordinator backup: %s\n", result.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("backup of %s written to %s (sequence %llu, %s)\n", state_dir.c_str(), out.c_str(),
+              static_cast<unsigned long long>(result->sequence),
+              result->online ? "taken by the running coordinator" : "coordinator not running");
+  return 0;
 }
 
 }  // namespace
@@ -93,7 +119,15 @@ int main(int argc, char** argv) {
   auto* max_message =
       app.add_option("--max-message-bytes", flags.max_message_bytes, "largest frame accepted (ZMQ_MAXMSGSIZE)")
           ->default_val(flags.max_message_bytes);
+  std::string backup_config, backup_state_dir, backup_out;
+  auto* backup = app.add_subcommand("backup",
+                                    "write a consistent copy of the state directory (RocksDB checkpoint + CurveZMQ "
+                                    "keys) to a new directory, through the running coordinator if one serves it");
+  backup->add_option("--state-dir", backup_state_dir, "the coordinator's state directory");
+  backup->add_option("--config", backup_config, "coordinator config file (its state_dir)")->check(CLI::ExistingFile);
+  backup->add_option("--out", backup_out, "new directory for the backup (absent or empty)")->required();
   CLI11_PARSE(app, argc, argv);
+  if (backup->parsed()) return RunBackupCommand(backup_config, backup_state_dir, backup_out);
 
   CoordinatorConfig config;
   if (!config_file.empty()) {
@@ -203,6 +237,8 @@ int main(int argc, char** argv) {
     spdlog::critical("bootstrapping the cluster admin: {}", st.ToString());
     return 1;
   }
+  BackupServer backup_server(store->get(), config.state_dir);  // online backups (coordinator/backup.h)
+  if (auto st = backup_server.Start(); !st.ok()) spdlog::warn("online backups are off: {}", st.ToString());
   std::unique_ptr<HttpServer> http_server;
   if (!config.http_bind.empty()) {
     http_server = std::make_unique<HttpServer>();

@@ -14,8 +14,13 @@ APT_PACKAGES=(
   libssl-dev libgloo-dev libhowardhinnant-date-dev
   python3-venv procps clang-format
   clang libclang-rt-14-dev
+  systemd
+  slurmd slurmctld slurm-client munge
 )
 
+# systemd (systemd-analyze) and Slurm + munge: the deploy tests (tests/integration/deploy) verify the units and
+# start a throwaway Slurm (scripts/slurm-cluster.sh). Debian's slurmd and slurmctld services stay inactive
+# without /etc/slurm/slurm.conf (their units' condition); munge's own service starts with the key it generates.
 log() { printf '[setup] %s\n' "$*"; }
 
 missing=()

@@ -4,6 +4,7 @@
 #include <google/protobuf/message.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 #include <unistd.h>
 
@@ -250,6 +251,24 @@ StatusOr<std::optional<std::string>> StateStore::LastKeyWithPrefix(Table table, 
 Status StateStore::CorruptValue(Table table, std::string_view key) {
   return DataLossError(
       fmt::format("table {}: the value of key '{}' is not a valid record (corrupt state?)", TableName(table), key));
+}
+
+// ---- Checkpoint (backups) -------------------------------------------------------------------------------------
+
+StatusOr<uint64_t> StateStore::Checkpoint(const std::string& out_dir) const {
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::symlink_status(out_dir, ec))) {
+    return AlreadyExistsError(fmt::format("checkpoint of {}: {} already exists", dir_, out_dir));
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return InternalError(fmt::format("checkpoint of {}: {}", dir_, s.ToString()));
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  uint64_t sequence = 0;
+  // log_size_for_flush 0: the memtables are flushed first, so the copy needs no write-ahead log replay.
+  s = checkpoint->CreateCheckpoint(out_dir, /*log_size_for_flush=*/0, &sequence);
+  if (!s.ok()) return InternalError(fmt::format("checkpoint of {} into {}: {}", dir_, out_dir, s.ToString()));
+  return sequence;
 }
 
 }  // namespace anneal::storage

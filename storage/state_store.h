@@ -126,6 +126,13 @@ class StateStore {
   // The last key with `prefix` (nullopt when none).
   StatusOr<std::optional<std::string>> LastKeyWithPrefix(Table table, std::string_view prefix) const;
 
+  // Writes a consistent point-in-time copy of every table to `out_dir` (rocksdb::Checkpoint: hard links on the
+  // same filesystem, copies elsewhere): it holds every batch committed before the call and none half.
+  // `out_dir` must not exist (ALREADY_EXISTS naming it); its parent must. Unlike the other methods this one may
+  // run on any thread while the owner commits (coordinator/backup.h takes backups of a serving coordinator).
+  // Returns the sequence number the copy reflects. Opening `out_dir` as a state directory gives that state.
+  StatusOr<uint64_t> Checkpoint(const std::string& out_dir) const;
+
   // Typed scan: parses each value into T (DATA_LOSS naming the key on a bad value).
   template <typename T>
   Status ScanRecords(Table table, std::string_view prefix, const std::function<bool(const T&)>& visit,
