@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "jobspec/pipeline.h"
+#include "protocol/states.h"
 
 namespace anneal::cli {
 namespace {
@@ -15,40 +16,6 @@ struct SubmitOptions {
   std::string team;
   std::vector<std::string> sets;
 };
-
-std::string_view RunState(pb::PipelineRunState s) {
-  switch (s) {
-    case pb::PIPELINE_RUNNING:
-      return "RUNNING";
-    case pb::PIPELINE_SUCCEEDED:
-      return "SUCCEEDED";
-    case pb::PIPELINE_FAILED:
-      return "FAILED";
-    case pb::PIPELINE_CANCELLED:
-      return "CANCELLED";
-    default:
-      return "?";
-  }
-}
-
-std::string_view StepState(pb::PipelineStepState s) {
-  switch (s) {
-    case pb::PIPELINE_STEP_WAITING:
-      return "waiting";
-    case pb::PIPELINE_STEP_RUNNING:
-      return "running";
-    case pb::PIPELINE_STEP_SUCCEEDED:
-      return "succeeded";
-    case pb::PIPELINE_STEP_FAILED:
-      return "failed";
-    case pb::PIPELINE_STEP_SKIPPED:
-      return "skipped";
-    case pb::PIPELINE_STEP_CANCELLED:
-      return "cancelled";
-    default:
-      return "?";
-  }
-}
 
 int Submit(const GlobalOptions& g, const SubmitOptions& o) {
   std::map<std::string, std::string> overrides;
@@ -86,7 +53,8 @@ int Submit(const GlobalOptions& g, const SubmitOptions& o) {
 
 std::string StepsSummary(const pb::PipelineRunRecord& run) {
   std::vector<std::string> parts;
-  for (const auto& step : run.steps()) parts.push_back(fmt::format("{}:{}", step.name(), StepState(step.state())));
+  for (const auto& step : run.steps())
+    parts.push_back(fmt::format("{}:{}", step.name(), protocol::StateName(step.state())));
   return fmt::format("{}", fmt::join(parts, " "));
 }
 
@@ -107,7 +75,7 @@ int List(const GlobalOptions& g, const std::string& team, bool all, unsigned lim
   Table t({"PIPELINE", "NAME", "TEAM", "OWNER", "STATE", "AGE", "STEPS"});
   for (const auto& run : reply->list_pipelines().runs()) {
     t.Add({run.pipeline_id(), run.name().empty() ? "-" : run.name(), run.team(), run.owner(),
-           std::string(RunState(run.state())), Age(run.created_at_ms(), now), StepsSummary(run)});
+           std::string(protocol::StateName(run.state())), Age(run.created_at_ms(), now), StepsSummary(run)});
   }
   t.Print(std::cout);
   return kExitOk;
@@ -127,13 +95,13 @@ int Show(const GlobalOptions& g, const std::string& id) {
   }
   std::cout << fmt::format("pipeline  {} ({})\nteam      {}\nowner     {}\norigin    {}\nstate     {}\n",
                            run.pipeline_id(), run.name().empty() ? "-" : run.name(), run.team(), run.owner(),
-                           run.origin(), RunState(run.state()));
+                           run.origin(), protocol::StateName(run.state()));
   if (run.cancel_requested()) std::cout << "cancel    " << run.cancel_reason() << "\n";
   if (run.retries() > 0) std::cout << "retries   " << run.retries() << "\n";
   Table t({"STEP", "KIND", "NEEDS", "STATE", "JOB", "MESSAGE"});
   for (const auto& step : run.steps()) {
     t.Add({step.name(), step.kind(), step.needs().empty() ? "-" : fmt::format("{}", fmt::join(step.needs(), ",")),
-           std::string(StepState(step.state())), step.job_id().empty() ? "-" : step.job_id(),
+           std::string(protocol::StateName(step.state())), step.job_id().empty() ? "-" : step.job_id(),
            step.message().empty() ? "-" : step.message()});
   }
   std::cout << "\n";
@@ -161,7 +129,7 @@ int CancelOrRetry(const GlobalOptions& g, const std::string& id, bool cancel) {
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError(command, reply.status());
   if (cancel) {
-    std::cout << id << " " << RunState(reply->cancel_pipeline().state()) << "\n";
+    std::cout << id << " " << protocol::StateName(reply->cancel_pipeline().state()) << "\n";
   } else {
     std::cout << id << " retrying: " << fmt::format("{}", fmt::join(reply->retry_pipeline().steps(), ", ")) << "\n";
   }

@@ -5,6 +5,7 @@
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/pipelines.h"
+#include "protocol/states.h"
 
 namespace anneal::coordinator {
 
@@ -79,7 +80,7 @@ bool Coordinator::HandlePipelineRequest(const Principal& who, const std::string&
         auto state = pipelines_.Cancel(run_id, reason);
         result = state.status();
         if (state.ok()) reply.mutable_cancel_pipeline()->set_state(*state);
-        if (state.ok()) done = fmt::format("now {}", RunStateName(*state));
+        if (state.ok()) done = fmt::format("now {}", protocol::StateName(*state));
       } else if (result.ok()) {
         auto steps = pipelines_.Retry(run_id);
         result = steps.status();

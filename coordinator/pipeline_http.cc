@@ -5,6 +5,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/http.h"
 #include "coordinator/pipelines.h"
+#include "protocol/states.h"
 
 namespace anneal::coordinator {
 namespace {
@@ -16,7 +17,7 @@ nlohmann::json StepJson(const pb::PipelineStepRecord& step) {
       {"name", step.name()},
       {"kind", step.kind()},
       {"needs", std::vector<std::string>(step.needs().begin(), step.needs().end())},
-      {"state", StepStateName(step.state())},
+      {"state", protocol::StateName(step.state())},
       {"job_id", step.job_id()},
       {"previous_job_ids", std::vector<std::string>(step.previous_job_ids().begin(), step.previous_job_ids().end())},
       {"output_dir", step.output_dir()},
@@ -42,7 +43,7 @@ nlohmann::json RunJson(const pb::PipelineRunRecord& run) {
           {"team", run.team()},
           {"owner", run.owner()},
           {"origin", run.origin()},
-          {"state", RunStateName(run.state())},
+          {"state", protocol::StateName(run.state())},
           {"created_at_ms", run.created_at_ms()},
           {"finished_at_ms", run.finished_at_ms()},
           {"retries", run.retries()},

@@ -9,6 +9,7 @@
 
 #include "jobspec/pipeline.h"
 #include "jobspec/values.h"
+#include "protocol/states.h"
 
 namespace anneal::coordinator {
 
@@ -44,40 +45,6 @@ bool StepEnded(pb::PipelineStepState state) {
 
 bool RunEnded(pb::PipelineRunState state) {
   return state == pb::PIPELINE_SUCCEEDED || state == pb::PIPELINE_FAILED || state == pb::PIPELINE_CANCELLED;
-}
-
-std::string_view StepStateName(pb::PipelineStepState state) {
-  switch (state) {
-    case pb::PIPELINE_STEP_WAITING:
-      return "waiting";
-    case pb::PIPELINE_STEP_RUNNING:
-      return "running";
-    case pb::PIPELINE_STEP_SUCCEEDED:
-      return "succeeded";
-    case pb::PIPELINE_STEP_FAILED:
-      return "failed";
-    case pb::PIPELINE_STEP_SKIPPED:
-      return "skipped";
-    case pb::PIPELINE_STEP_CANCELLED:
-      return "cancelled";
-    default:
-      return "unknown";
-  }
-}
-
-std::string_view RunStateName(pb::PipelineRunState state) {
-  switch (state) {
-    case pb::PIPELINE_RUNNING:
-      return "running";
-    case pb::PIPELINE_SUCCEEDED:
-      return "succeeded";
-    case pb::PIPELINE_FAILED:
-      return "failed";
-    case pb::PIPELINE_CANCELLED:
-      return "cancelled";
-    default:
-      return "unknown";
-  }
 }
 
 std::string RunOutputDir(const std::string& spec_output_dir, const std::string& run_id) {
@@ -151,7 +118,7 @@ bool PipelineManager::AdvanceRun(pb::PipelineRunRecord& run) {
                 : run.cancel_requested() ? pb::PIPELINE_CANCELLED
                                          : pb::PIPELINE_FAILED);
   run.set_finished_at_ms(clock_->NowMs());
-  spdlog::info("pipeline run {} {}", run.pipeline_id(), RunStateName(run.state()));
+  spdlog::info("pipeline run {} {}", run.pipeline_id(), protocol::StateName(run.state()));
   return true;
 }
 
@@ -181,7 +148,7 @@ bool PipelineManager::AdvanceStep(pb::PipelineRunRecord& run, pb::PipelineStepRe
     const pb::PipelineStepRecord* other = FindStep(run, need);
     if (other != nullptr && Failedish(other->state())) {
       EndStep(step, pb::PIPELINE_STEP_SKIPPED,
-              fmt::format("step '{}' it needs {}", need, StepStateName(other->state())));
+              fmt::format("step '{}' it needs {}", need, protocol::StateName(other->state())));
       return true;
     }
   }

@@ -145,10 +145,8 @@ class PipelineManager {
 // The step's record in `run` (nullptr when it has no such step).
 pb::PipelineStepRecord* FindStep(pb::PipelineRunRecord& run, const std::string& name);
 const pb::PipelineStepRecord* FindStep(const pb::PipelineRunRecord& run, const std::string& name);
-bool StepEnded(pb::PipelineStepState state);                  // SUCCEEDED, FAILED, SKIPPED, CANCELLED
-bool RunEnded(pb::PipelineRunState state);                    // SUCCEEDED, FAILED, CANCELLED
-std::string_view StepStateName(pb::PipelineStepState state);  // "waiting", "running", ...
-std::string_view RunStateName(pb::PipelineRunState state);    // "running", "succeeded", ...
+bool StepEnded(pb::PipelineStepState state);  // SUCCEEDED, FAILED, SKIPPED, CANCELLED
+bool RunEnded(pb::PipelineRunState state);    // SUCCEEDED, FAILED, CANCELLED
 
 // The output_dir a step's job gets: the spec's, with "/<run id>" appended unless one of its components is
 // already the run id (a spec that uses ${pipeline.id}, or the output_dir of an earlier step of the run), so a

@@ -32,6 +32,40 @@ std::string_view KindName(pb::JobKind kind) {
   return WithoutPrefix(pb::JobKind_Name(kind), "JOB_");
 }
 
+std::string_view StateName(pb::PipelineStepState state) {
+  switch (state) {
+    case pb::PIPELINE_STEP_WAITING:
+      return "waiting";
+    case pb::PIPELINE_STEP_RUNNING:
+      return "running";
+    case pb::PIPELINE_STEP_SUCCEEDED:
+      return "succeeded";
+    case pb::PIPELINE_STEP_FAILED:
+      return "failed";
+    case pb::PIPELINE_STEP_SKIPPED:
+      return "skipped";
+    case pb::PIPELINE_STEP_CANCELLED:
+      return "cancelled";
+    default:
+      return "unknown";
+  }
+}
+
+std::string_view StateName(pb::PipelineRunState state) {
+  switch (state) {
+    case pb::PIPELINE_RUNNING:
+      return "running";
+    case pb::PIPELINE_SUCCEEDED:
+      return "succeeded";
+    case pb::PIPELINE_FAILED:
+      return "failed";
+    case pb::PIPELINE_CANCELLED:
+      return "cancelled";
+    default:
+      return "unknown";
+  }
+}
+
 bool IsTerminal(pb::JobState state) {
   return state == pb::JOB_SUCCEEDED || state == pb::JOB_FAILED || state == pb::JOB_CANCELLED;
 }

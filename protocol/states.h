@@ -34,6 +34,10 @@ std::string_view StateName(pb::TaskState state);
 std::string_view StateName(pb::NodeState state);
 std::string_view StateName(pb::CheckpointState state);
 std::string_view KindName(pb::JobKind kind);  // "TRAIN", "EVAL", "EXPORT"
+// Pipeline runs and steps in lower case ("running", "waiting", "skipped"): they read inside sentences, and the
+// CLI's tables and the HTTP JSON show them so.
+std::string_view StateName(pb::PipelineRunState state);
+std::string_view StateName(pb::PipelineStepState state);
 
 bool IsTerminal(pb::JobState state);
 bool TaskEnded(pb::TaskState state);
