@@ -41,19 +41,28 @@ int Nodes(const GlobalOptions& g) {
   return kExitOk;
 }
 
-int Drain(const GlobalOptions& g, const std::string& node, bool undrain) {
+int Drain(const GlobalOptions& g, const std::string& node, bool undrain, bool evict) {
   auto client = MakeClient(g);
   if (!client.ok()) return ReportError("drain", client.status());
   pb::ClientRequest req;
   req.mutable_drain()->set_node_id(node);
   req.mutable_drain()->set_undrain(undrain);
+  req.mutable_drain()->set_evict(evict);
   auto reply = (*client)->Call(req);
   if (!reply.ok()) return ReportError("drain", reply.status());
   const std::string state = std::string(protocol::StateName(reply->drain().state()));
-  if (g.json)
-    std::cout << nlohmann::json{{"node_id", node}, {"state", state}}.dump() << "\n";
-  else
-    std::cout << node << ": " << state << "\n";
+  const auto& evicted = reply->drain().evicted_job_ids();
+  if (g.json) {
+    std::cout << nlohmann::json{{"node_id", node},
+                                {"state", state},
+                                {"evicted_job_ids", std::vector<std::string>(evicted.begin(), evicted.end())}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << node << ": " << state;
+    if (!evicted.empty()) std::cout << "; evicting " << fmt::format("{}", fmt::join(evicted, ", "));
+    std::cout << "\n";
+  }
   return kExitOk;
 }
 
@@ -180,7 +189,12 @@ void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action) {
   drain->add_option("node", *node, "node name")->required();
   auto undrain = std::make_shared<bool>(false);
   drain->add_flag("--undrain", *undrain, "put a draining node back into service (it gets placements again)");
-  drain->callback([&g, node, undrain, action] { *action = [&g, node, undrain] { return Drain(g, *node, *undrain); }; });
+  auto evict = std::make_shared<bool>(false);
+  drain->add_flag("--evict", *evict,
+                  "also preempt its running jobs: they checkpoint and go back to the queue (not an attempt)");
+  drain->callback([&g, node, undrain, evict, action] {
+    *action = [&g, node, undrain, evict] { return Drain(g, *node, *undrain, *evict); };
+  });
 }
 
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action) {

@@ -176,16 +176,40 @@ void Coordinator::HandleDrain(const Principal& who, const std::string& peer, uin
   audited.set_request_id(request_id);
   *audited.mutable_drain() = request;
   Status allowed = RequireClusterAdmin(who, request.undrain() ? "undrain nodes" : "drain nodes");
+  if (allowed.ok() && request.undrain() && request.evict()) {
+    allowed = InvalidArgumentError("--evict goes with a drain, not with --undrain");
+  }
   StatusOr<pb::NodeState> state = allowed;
   if (allowed.ok()) state = nodes_.SetDraining(request.node_id(), request.undrain());
   pb::ClientReply reply;
   reply.set_request_id(request_id);
+  std::vector<std::string> evicted;
   if (state.ok()) {
     schedule_dirty_ = true;
     reply.mutable_drain()->set_state(*state);
+    if (request.evict()) evicted = EvictJobsOn(request.node_id(), who.user);
+    for (const auto& id : evicted) reply.mutable_drain()->add_evicted_job_ids(id);
   }
-  AuditAndReply(who, peer, audited, "", request.node_id(), state.status(), std::move(reply),
-                state.ok() ? fmt::format("now {}", pb::NodeState_Name(*state)) : "");
+  std::string message = state.ok() ? fmt::format("now {}", pb::NodeState_Name(*state)) : "";
+  if (!evicted.empty()) message += fmt::format("; evicting {}", fmt::join(evicted, ", "));
+  AuditAndReply(who, peer, audited, "", request.node_id(), state.status(), std::move(reply), message);
+}
+
+std::vector<std::string> Coordinator::EvictJobsOn(const std::string& node_id, const std::string& user) {
+  std::vector<std::string> victims;
+  for (const auto& [id, job] : jobs_.all()) {
+    if (job.record.state() != pb::JOB_RUNNING) continue;  // a job still starting is stopped by the drain's epoch
+    const auto& nodes = job.record.placement().nodes();
+    if (std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) { return n.node_id() == node_id; })) {
+      victims.push_back(id);
+    }
+  }
+  for (const std::string& id : victims) {
+    ApplyPreemption({.victim_job_id = id,
+                     .kind = PreemptionKind::kReclaim,
+                     .reason = fmt::format("node {} drained with --evict by {}", node_id, user)});
+  }
+  return victims;
 }
 
 StatusOr<std::vector<pb::JobEvent>> Coordinator::ReadEvents(const std::string& job_id, uint64_t after,

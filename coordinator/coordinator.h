@@ -292,6 +292,8 @@ class Coordinator {
   PlannerInput BuildPlannerInput(int64_t now) const;
   std::map<std::string, uint32_t> SlotsHeldByTeam() const;  // team -> slots its placed, not-ended tasks hold
   void ApplyPreemption(const Preemption& preemption);
+  // drain --evict: preempts every job RUNNING on the node (checkpoint, then back to the queue); their ids.
+  std::vector<std::string> EvictJobsOn(const std::string& node_id, const std::string& user);
   void Launch(Job& job, const std::vector<ChosenNode>& nodes);  // PENDING -> STARTING, LaunchTask to each node
   void Explain(Job& job, const PendingExplanation& why);        // the pending job's reason, position, estimate
   void SendLaunch(const Job& job, const std::string& node_id);

@@ -123,6 +123,8 @@ void Coordinator::ApplyPreemption(const Preemption& p) {
                                        Seconds(p.work_lost_ms));
   if (time_limit) {
     jobs_.AddEvent(*victim, "preemption", fmt::format("{}: checkpoint and stop ({})", r.preempt_reason(), lost));
+  } else if (p.beneficiary_job_id.empty()) {  // an eviction (a drain): back to the queue, for nobody in particular
+    jobs_.AddEvent(*victim, "preemption", fmt::format("{}: checkpoint and requeue", p.reason));
   } else {
     Job* beneficiary = jobs_.Find(p.beneficiary_job_id);
     const std::string their_team = beneficiary == nullptr ? "?" : JobTeam(beneficiary->record);

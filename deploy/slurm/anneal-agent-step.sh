@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One node's part of deploy/slurm/anneal-agents.sbatch (run by srun, one task per node).
 #   anneal-agent-step.sh run     start anneal-agent for this node and wait for it
-#   anneal-agent-step.sh drain   ranks checkpoint and stop (SIGUSR1, the trainer's preemption signal), then the
-#                                agent stops (SIGTERM); returns when it has exited
+#   anneal-agent-step.sh drain [signal|evicted]
+#                                ranks checkpoint and stop, then the agent stops (SIGTERM); returns when it has
+#                                exited. signal (default): SIGUSR1 (the trainer's preemption signal) to the ranks
+#                                from here; evicted: the coordinator already preempted them (`anneal drain
+#                                --evict`): only wait for them
 set -uo pipefail
 node="${SLURMD_NODENAME:?not inside a Slurm step}-slurm${SLURM_JOB_ID:?}"
 work="${ANNEAL_WORK_ROOT:-/tmp/anneal-slurm}/$SLURM_JOB_ID/$SLURMD_NODENAME"
@@ -37,9 +40,21 @@ case "${1:-}" in
     grace="${ANNEAL_DRAIN_GRACE_S:-240}"
     # The ranks are the agent's children (each in its own session).
     ranks=$(pgrep -P "$agent" | tr '\n' ' ')
-    [ -n "$ranks" ] && kill -USR1 $ranks 2>/dev/null
-    echo "anneal-agents: $node: SIGUSR1 to ranks [${ranks}], up to ${grace} s to checkpoint"
+    if [ "${2:-signal}" = evicted ]; then
+      echo "anneal-agents: $node: ranks [${ranks}] preempted by the coordinator, up to ${grace} s to checkpoint"
+    else
+      # shellcheck disable=SC2086
+      [ -n "$ranks" ] && kill -USR1 $ranks 2>/dev/null
+      echo "anneal-agents: $node: SIGUSR1 to ranks [${ranks}], up to ${grace} s to checkpoint"
+    fi
     deadline=$((SECONDS + grace))
+    if [ "${2:-signal}" = evicted ]; then
+      # A job still starting when the drain came was not preempted: halfway through, its ranks get SIGUSR1 too.
+      while [ -n "$(pgrep -P "$agent")" ] && ((SECONDS < deadline - grace / 2)); do sleep 0.5; done
+      left=$(pgrep -P "$agent" | tr '\n' ' ')
+      # shellcheck disable=SC2086
+      [ -n "$left" ] && kill -USR1 $left 2>/dev/null && echo "anneal-agents: $node: SIGUSR1 to ranks [${left}] still running"
+    fi
     while [ -n "$(pgrep -P "$agent")" ] && ((SECONDS < deadline)); do sleep 0.5; done
     kill -TERM "$agent" 2>/dev/null
     while kill -0 "$agent" 2>/dev/null; do sleep 0.2; done

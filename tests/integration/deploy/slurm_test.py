@@ -9,9 +9,10 @@ jobs run real anneal-train ranks on a tiny generated model.
            them. The walltime signal (the --signal=B:USR1 the allocation gets before its end, sent here with
            `scancel --batch --signal=USR1`) ends the allocation cleanly: the batch script exits 0, the agents
            exit, the nodes are removed from the cluster.
-  drain:   a longer job is running when the walltime signal comes: the nodes are drained, the ranks checkpoint
-           at the step they agree on and stop, the allocation ends cleanly, and the job waits (not FAILED) with
-           that checkpoint committed. A second allocation's agents pick it up: it resumes from that checkpoint
+  drain:   a longer job is running when the walltime signal comes: the nodes are drained with --evict, so the
+           coordinator preempts the job (counted as a preemption, not an attempt), the ranks checkpoint at the
+           step they agree on and stop, the allocation ends cleanly, and the job waits (not FAILED) with that
+           checkpoint committed. A second allocation's agents pick it up: it resumes from that checkpoint
            (its first logged step is past it) and SUCCEEDS.
   srun_ranks: ranks under srun without Anneal's daemons: `srun -N2 --ntasks-per-node=1 anneal-train train` reads
            Slurm's variables (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, ...): the two tasks are ranks 0 and 1 of one
@@ -206,12 +207,20 @@ def case_drain(bindir, trainer, tmp):
         step = max(int(ck["step"]) for ck in checkpoints)
         state = job_state(c, job_id)
         assert state in ("PENDING", "RESTARTING", "PREEMPTED"), f"{job_id} is {state} after the drain, not waiting"
+        shown = job(c, job_id)
+        record = shown.get("job") or shown
+        # `anneal drain --evict`: the coordinator preempted it (a preemption, not one of its attempts).
+        assert int(record.get("preemptions", 0)) == 1, f"{job_id}: not counted as a preemption: {record}"
+        assert "drained with --evict" in json.dumps(shown), f"{job_id}: no eviction event"
         before = len(logged_steps(out))
         print(f"drained at step {step} ({job_id} {state})", flush=True)
 
         b = start_agents(c, env, tmp)
         p = c.anneal("watch", job_id, check=False)
         assert p.returncode == 0 and job_state(c, job_id) == "SUCCEEDED", f"{job_id}: {job_state(c, job_id)}"
+        record = job(c, job_id).get("job") or job(c, job_id)
+        used = int(record.get("attempt", 0)) - int(record.get("preemptions", 0))
+        assert used == 1, f"{job_id} used {used} attempts (attempt {record.get('attempt')}, preemptions 1): the drain cost one"
         resumed = logged_steps(out)[before:]
         assert resumed and resumed[0] == step + 1, f"the resumed attempt logged steps {resumed[:5]}..., not {step + 1}"
         end_allocation(c, b)

@@ -112,6 +112,52 @@ TEST_F(PreemptionTest, ATeamWithinItsGuaranteeReclaimsBorrowedSlotsAndTheVictimR
   EXPECT_TRUE(v.wait_reason().empty());
 }
 
+TEST_F(PreemptionTest, DrainWithEvictPreemptsTheNodesJobsAsAPreemptionNotAnAttempt) {
+  const std::string victim = RunningJobOfA("max_attempts: 1\n");
+  pb::ClientRequest drain;
+  drain.mutable_drain()->set_node_id("n1");
+  drain.mutable_drain()->set_evict(true);
+  pb::ClientReply reply = h_.Call(drain);
+  Done(reply);
+  EXPECT_EQ(reply.drain().state(), pb::NODE_DRAINING);
+  ASSERT_EQ(reply.drain().evicted_job_ids_size(), 1);
+  EXPECT_EQ(reply.drain().evicted_job_ids(0), victim);
+  EXPECT_EQ(h_.State(victim), pb::JOB_PREEMPTED);
+  ASSERT_EQ(Preempts("n1").size(), 1u);
+  EXPECT_TRUE(HasEvent(victim, "preemption", "node n1 drained with --evict"));
+
+  // It checkpoints and leaves; it waits (the only node is draining) without having used an attempt.
+  h_.ReportCheckpoint("n1", victim, 6);
+  h_.ReportAll(victim, pb::TASK_PREEMPTED);
+  h_.Round();
+  pb::JobRecord v = h_.Job(victim);
+  EXPECT_EQ(v.state(), pb::JOB_PENDING);
+  EXPECT_EQ(v.preemptions(), 1u);
+  EXPECT_NE(v.resume_checkpoint().find("checkpoint-6"), std::string::npos) << v.resume_checkpoint();
+
+  // Back in service, it resumes: max_attempts 1 still allows it.
+  pb::ClientRequest undrain;
+  undrain.mutable_drain()->set_node_id("n1");
+  undrain.mutable_drain()->set_undrain(true);
+  Done(h_.Call(undrain));
+  h_.Round();
+  v = h_.Job(victim);
+  EXPECT_EQ(v.state(), pb::JOB_STARTING);
+  EXPECT_EQ(v.attempt(), 2u);
+}
+
+TEST_F(PreemptionTest, EvictGoesWithADrainNotAnUndrain) {
+  const std::string job = RunningJobOfA();
+  pb::ClientRequest r;
+  r.mutable_drain()->set_node_id("n1");
+  r.mutable_drain()->set_undrain(true);
+  r.mutable_drain()->set_evict(true);
+  pb::ClientReply reply = h_.Call(r);
+  EXPECT_EQ(reply.error().code(), pb::INVALID_ARGUMENT);
+  EXPECT_NE(reply.error().message().find("--evict goes with a drain"), std::string::npos) << reply.error().message();
+  EXPECT_EQ(h_.State(job), pb::JOB_RUNNING) << "a refused request preempts nothing";
+}
+
 TEST_F(PreemptionTest, AGangThatIgnoresThePreemptionIsCountedStoppedAfterTheDeadlineAndRequeued) {
   const std::string victim = RunningJobOfA();
   const std::string mine = SubmitTo("b");
