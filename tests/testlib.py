@@ -32,6 +32,20 @@ def wait_for(what, predicate, timeout, poll_s=0.25):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def lora_job_yaml(tmp, name, steps, extra="", **keys):
+    """Writes {tmp}/{name}.yaml: a LoRA SFT job on {tmp}/base and examples' demo_train, output in {tmp}/{name},
+    logging every step, with `keys` replacing or adding flat keys and `extra` (YAML text) appended; its path."""
+    spec = dict(model_name_or_path=f"{tmp}/base", stage="sft", finetuning_type="lora", lora_target="all", lora_rank=8,
+                dataset="demo_train", dataset_dir=f"{ROOT}/examples/data", template="qwen", cutoff_len=96,
+                output_dir=f"{tmp}/{name}", per_device_train_batch_size=2, learning_rate="5.0e-3", max_steps=steps,
+                logging_steps=1, tokenized_cache_dir=f"{tmp}/cache")
+    spec.update(keys)
+    path = f"{tmp}/{name}.yaml"
+    with open(path, "w") as f:
+        f.write("".join(f"{k}: {v}\n" for k, v in spec.items()) + extra)
+    return path
+
+
 def make_tokenizer(out_dir, vocab_size=None):
     """A small byte-level BPE tokenizer (scripts/make_tokenizer.py, HF tokenizers) in out_dir."""
     cmd = [PY, os.path.join(ROOT, "scripts/make_tokenizer.py"), "--out", out_dir]

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from deploylib import ROOT, Coordinator, skip
-from testlib import make_tokenizer, run
+from testlib import lora_job_yaml, make_tokenizer, run
 
 SBATCH = os.path.join(ROOT, "deploy/slurm/anneal-agents.sbatch")
 
@@ -93,28 +93,8 @@ def job_state(c, job_id):
 
 
 def job_yaml(tmp, name, steps):
-    path = f"{tmp}/{name}.yaml"
-    with open(path, "w") as f:
-        f.write(f"""model_name_or_path: {tmp}/base
-stage: sft
-finetuning_type: lora
-lora_target: all
-lora_rank: 4
-dataset: demo_train
-dataset_dir: {ROOT}/examples/data
-template: qwen
-cutoff_len: 64
-output_dir: {tmp}/{name}
-per_device_train_batch_size: 1
-learning_rate: 5.0e-3
-max_steps: {steps}
-logging_steps: 1
-save_steps: 100000
-nodes: 1
-gpus_per_node: 1
-tokenized_cache_dir: {tmp}/cache
-""")
-    return path
+    return lora_job_yaml(tmp, name, steps, lora_rank=4, cutoff_len=64, per_device_train_batch_size=1,
+                         save_steps=100000, nodes=1, gpus_per_node=1)
 
 
 def logged_steps(out):

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
+from testlib import ROOT, lora_job_yaml, make_tokenizer, run, run_cases  # noqa: E402
 
 
 class Cluster:
@@ -59,29 +59,8 @@ def prepare(tmp, bindir):
 
 
 def job_yaml(tmp, name, steps, save_steps, extra=""):
-    path = f"{tmp}/{name}.yaml"
-    with open(path, "w") as f:
-        f.write(f"""model_name_or_path: {tmp}/base
-stage: sft
-finetuning_type: lora
-lora_target: all
-lora_rank: 8
-dataset: demo_train
-dataset_dir: {ROOT}/examples/data
-template: qwen
-cutoff_len: 96
-output_dir: {tmp}/{name}
-per_device_train_batch_size: 2
-learning_rate: 5.0e-3
-max_steps: {steps}
-logging_steps: 1
-save_steps: {save_steps}
-nodes: 2
-gpus_per_node: 2
-tensor_model_parallel_size: 2
-tokenized_cache_dir: {tmp}/cache
-{extra}""")
-    return path
+    return lora_job_yaml(tmp, name, steps, extra, save_steps=save_steps, nodes=2, gpus_per_node=2,
+                         tensor_model_parallel_size=2)
 
 
 def final_loss(out):

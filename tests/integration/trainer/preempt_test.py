@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
+from testlib import lora_job_yaml, make_tokenizer, run, run_cases  # noqa: E402
 
 STEPS = 16
 PREEMPTED = 75
@@ -29,26 +29,7 @@ def prepare(binary, tmp):
 
 
 def job_yaml(tmp, name):
-    path = f"{tmp}/{name}.yaml"
-    with open(path, "w") as f:
-        f.write(f"""model_name_or_path: {tmp}/base
-stage: sft
-finetuning_type: lora
-lora_target: all
-lora_rank: 8
-dataset: demo_train
-dataset_dir: {ROOT}/examples/data
-template: qwen
-cutoff_len: 96
-output_dir: {tmp}/{name}
-per_device_train_batch_size: 2
-learning_rate: 5.0e-3
-max_steps: {STEPS}
-logging_steps: 1
-save_steps: 100
-tokenized_cache_dir: {tmp}/cache
-""")
-    return path
+    return lora_job_yaml(tmp, name, STEPS, save_steps=100)
 
 
 def env():
