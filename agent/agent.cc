@@ -86,6 +86,9 @@ Status Agent::Init() {
   RETURN_IF_ERROR(MakeDirs(config_.work_dir + "/jobs").WithContext("agent work directory"));
   RETURN_IF_ERROR(LockWorkDir());
   RETURN_IF_ERROR(LoadIdentity());
+  if (!config_.metrics_bind.empty()) {  // GET /metrics (agent/metrics_service.h); a bad setting stops the start
+    ASSIGN_OR_RETURN(metrics_, AgentMetricsService::Start(config_));
+  }
   ASSIGN_OR_RETURN(spool_, Spool::Open(config_.work_dir + "/spool", config_.spool_max_bytes));
   SupervisorOptions opts;
   opts.work_dir = config_.work_dir;
@@ -285,6 +288,7 @@ bool Agent::Send(const pb::AgentToCoordinator& msg) {
 }
 
 void Agent::Report(pb::AgentToCoordinator msg) {
+  if (metrics_) metrics_->ObserveReport(msg, clock_.SteadyMs());
   auto seq = spool_->Append(&msg);
   if (!seq.ok()) {
     // A full spool drops metric batches and has warned already (agent/spool.h).
@@ -439,6 +443,7 @@ void Agent::OnTick() {
   const int64_t now = clock_.SteadyMs();
   DrainSocket();
   supervisor_->Tick();
+  if (metrics_ && metrics_->PublishDue(now)) metrics_->Publish(supervisor_->Tasks(), now);
   if (!Registered() && now >= next_register_ms_) {
     // A fresh socket after a failed attempt drops stale queued messages and restarts ZeroMQ's reconnects.
     if (register_attempts_ > 0) OpenSocket();

@@ -45,6 +45,7 @@
 #include "agent/config.h"
 #include "agent/inventory.h"
 #include "agent/lifecycle.h"
+#include "agent/metrics_service.h"
 #include "agent/spool.h"
 #include "agent/supervisor.h"
 #include "common/status.h"
@@ -114,6 +115,7 @@ class Agent {
   uint64_t failed_handshakes_ = 0;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Supervisor> supervisor_;
+  std::unique_ptr<AgentMetricsService> metrics_;  // GET /metrics when config.metrics_bind is set
 
   void Connection(ConnectionEvent event) { connection_ = NextConnectionState(connection_, event); }
   bool Registered() const { return connection_ == ConnectionState::kRegistered; }

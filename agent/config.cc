@@ -143,6 +143,11 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
       // ---- node identity
       else if (key == "join_token_file")
         config->join_token_file = v.as<std::string>();
+      // ---- metrics endpoint (agent/metrics_service.h)
+      else if (key == "metrics_bind")
+        config->metrics_bind = v.as<std::string>();
+      else if (key == "metrics_token_file")
+        config->metrics_token_file = v.as<std::string>();
       else if (key == "rendezvous_ports") {
         RETURN_IF_ERROR(
             ParsePortRange(v.as<std::string>(), &config->rendezvous_port_begin, &config->rendezvous_port_end)
@@ -167,7 +172,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
                                     "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
                                     "log_retention_hours, join_token_file, server_key, server_key_file, "
                                     "insecure_plaintext, max_message_bytes, spool_max_bytes, run_as, rank_env_allow, "
-                                    "ranks_survive_agent)");
+                                    "ranks_survive_agent, metrics_bind, metrics_token_file)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -229,6 +234,11 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--join-token-file", c.join_token_file,
                  "file holding the join token of a new node (from `anneal node join-token create`)");
+  app.add_option("--metrics-bind", c.metrics_bind,
+                 "HOST:PORT for GET /metrics (Prometheus; default: off; port 0 picks one, written to "
+                 "<work dir>/metrics-address)");
+  app.add_option("--metrics-token-file", c.metrics_token_file,
+                 "file holding the bearer token every metrics request must carry (required with --metrics-bind)");
   app.add_option("--server-key", c.server_key, "the coordinator's CurveZMQ public key (Z85)");
   app.add_option("--server-key-file", c.server_key_file, "file holding the coordinator's public key (its curve.pub)");
   app.add_flag("--insecure-plaintext", c.insecure_plaintext,

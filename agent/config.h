@@ -13,6 +13,8 @@
 //   server_key_file: /etc/anneal/coordinator.pub   # or server_key: <Z85>; insecure_plaintext: true for none
 //   max_message_bytes: 67108864                    # largest frame accepted from the coordinator
 //   spool_max_bytes: 268435456                     # on-disk spool of unacknowledged reports (agent/spool.h)
+//   metrics_bind: 0.0.0.0:9401                     # GET /metrics for Prometheus (default: off; docs/agent.md)
+//   metrics_token_file: /etc/anneal/metrics-token  # its bearer token (required with metrics_bind)
 //
 // Transport: the coordinator's CurveZMQ public key is pinned from --server-key, else --server-key-file (read at
 // start; an unreadable or malformed file is an error naming it). Without a key the agent refuses to start unless
@@ -69,6 +71,9 @@ struct AgentConfig {
   uint64_t spool_max_bytes = 256ull << 20;  // spool limit: past it metric batches are dropped (agent/spool.h)
   RunAsConfig run_as;                     // an agent running as root starts a team's ranks as run_as's user
   std::vector<std::string> rank_env_allow;  // extra agent variables (or "PREFIX_*") ranks inherit
+  // ---- metrics endpoint (agent/metrics_service.h): off while metrics_bind is empty
+  std::string metrics_bind;        // HOST:PORT; port 0 picks one (written to <work_dir>/metrics-address)
+  std::string metrics_token_file;  // the bearer token every request must carry (required with metrics_bind)
 };
 
 struct ParsedFlags {

@@ -74,6 +74,7 @@ struct UpOptions {
   double wait_s = 30;
   std::vector<std::string> allow_roots;
   std::vector<std::string> coordinator_settings;
+  std::vector<std::string> agent_settings;
 };
 
 std::string Pids(const std::vector<DaemonProcess>& processes) {
@@ -96,6 +97,7 @@ int Up(const GlobalOptions& g, const UpOptions& o) {
   lo.client_config = ClientConfigPath(*home);
   lo.allow_roots = o.allow_roots;
   lo.coordinator_settings = o.coordinator_settings;
+  lo.agent_settings = o.agent_settings;
   auto up = UpLocalCluster(lo, std::cerr);
   if (!up.ok()) {
     const Status& st = up.status();
@@ -216,6 +218,9 @@ void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action) {
     cmd->add_option("--coordinator-set", o->coordinator_settings,
                     "a coordinator setting KEY=VALUE written into its coordinator.yaml, e.g. min_runtime_ms=0 "
                     "(repeatable; docs/coordinator.md lists the keys)");
+    cmd->add_option("--agent-set", o->agent_settings,
+                    "an agent setting KEY=VALUE written into agent.yaml, which every agent reads, e.g. "
+                    "metrics_bind=127.0.0.1:0 (repeatable; docs/agent.md lists the keys)");
     cmd->callback([&g, o, action] { *action = [&g, o] { return Up(g, *o); }; });
   }
   {

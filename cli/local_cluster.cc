@@ -315,15 +315,38 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
       const std::string key = setting.substr(0, eq);
       if (eq == std::string::npos || key.empty() ||
           key.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos ||
-          setting.find_first_of("\n\r#{}[]:") != std::string::npos) {
+          setting.find_first_of("\n\r#{}[]\"'") != std::string::npos) {
         return InvalidArgumentError(
             fmt::format("--coordinator-set '{}': expected KEY=VALUE with a lower-case key "
                         "(e.g. min_runtime_ms=0) and a plain value",
                         setting));
       }
-      cfg << key << ": " << setting.substr(eq + 1) << "\n";
+      const std::string value = setting.substr(eq + 1);
+      // A value with ':' (http_bind=127.0.0.1:7071) is quoted so that it stays one YAML scalar.
+      cfg << key << ": " << (value.find(':') == std::string::npos ? value : "\"" + value + "\"") << "\n";
     }
     if (!cfg) return InternalError(fmt::format("writing {}", config_file));
+  }
+  // --agent-set: one agent.yaml every agent reads (a value may hold ':' here: HOST:PORT is quoted).
+  std::string agent_config_file;
+  if (!o.agent_settings.empty()) {
+    agent_config_file = o.state_dir + "/agent.yaml";
+    std::ofstream cfg(agent_config_file, std::ios::trunc);
+    cfg << "# written by `anneal up --agent-set`: settings every local agent reads (agent/config.h)\n";
+    for (const auto& setting : o.agent_settings) {
+      const size_t eq = setting.find('=');
+      const std::string key = setting.substr(0, eq);
+      if (eq == std::string::npos || key.empty() ||
+          key.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos ||
+          setting.find_first_of("\n\r#{}[]\"'") != std::string::npos) {
+        return InvalidArgumentError(fmt::format(
+            "--agent-set '{}': expected KEY=VALUE with a lower-case key (e.g. metrics_bind=127.0.0.1:0) and a "
+            "plain value",
+            setting));
+      }
+      cfg << key << ": \"" << setting.substr(eq + 1) << "\"\n";
+    }
+    if (!cfg) return InternalError(fmt::format("writing {}", agent_config_file));
   }
   ASSIGN_OR_RETURN(const std::string join_token_file, EnsureLocalJoinToken(o.state_dir));
   const int64_t since_ms = WallMs();
@@ -350,12 +373,13 @@ StatusOr<UpResult> StartFresh(const LocalClusterOptions& o, const LocalCluster* 
     const std::string work = o.state_dir + "/agents/" + node;
     std::error_code ec;
     fs::create_directories(work, ec);
-    DaemonProcess agent{"agent " + node,
-                        agent_bin,
-                        0,
-                        o.state_dir + "/logs/agent-" + node + ".log",
-                        AgentArgv(agent_bin, c.coordinator, node, work, c.slots, key_file, join_token_file, i),
-                        node};
+    DaemonProcess agent{
+        "agent " + node,
+        agent_bin,
+        0,
+        o.state_dir + "/logs/agent-" + node + ".log",
+        AgentArgv(agent_bin, c.coordinator, node, work, c.slots, key_file, join_token_file, i, agent_config_file),
+        node};
     auto pid = SpawnDaemon(agent.argv, agent.log);
     if (!pid.ok()) {
       StopDaemons(c.processes, std::chrono::seconds(5), /*verify_program=*/false);
@@ -404,7 +428,7 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
 
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
                                    const std::string& work_dir, int slots, const std::string& server_key_file,
-                                   const std::string& join_token_file, int index) {
+                                   const std::string& join_token_file, int index, const std::string& config_file) {
   // --ranks-survive-agent: a crashed local agent is restarted by `anneal up` and re-adopts its ranks (the local
   // cluster heals); `anneal down` still stops them (SIGTERM to the agents, which stop their ranks).
   std::vector<std::string> argv = {
@@ -421,6 +445,10 @@ std::vector<std::string> AgentArgv(const std::string& program, const std::string
   const int first_port = 29500 + 100 * index;
   argv.push_back("--rendezvous-ports");
   argv.push_back(fmt::format("{}-{}", first_port, first_port + 99));
+  if (!config_file.empty()) {
+    argv.push_back("--config");
+    argv.push_back(config_file);
+  }
   return argv;
 }
 

@@ -68,6 +68,9 @@ struct LocalClusterOptions {
   // Extra coordinator settings (--coordinator-set KEY=VALUE): written into coordinator.yaml as `KEY: VALUE`;
   // the coordinator refuses an unknown key or a bad value (coordinator/config.h lists them).
   std::vector<std::string> coordinator_settings;
+  // Extra agent settings (--agent-set KEY=VALUE): written into <state>/agent.yaml, which every agent reads
+  // (--config); the agent refuses an unknown key (agent/config.h), e.g. metrics_bind=127.0.0.1:0.
+  std::vector<std::string> agent_settings;
 };
 
 struct LocalCluster {
@@ -105,7 +108,8 @@ std::vector<std::string> CoordinatorArgv(const std::string& program, const std::
 // every local agent advertises the same address and two jobs' rank 0 must not share a port.
 std::vector<std::string> AgentArgv(const std::string& program, const std::string& coordinator, const std::string& node,
                                    const std::string& work_dir, int slots, const std::string& server_key_file,
-                                   const std::string& join_token_file = "", int index = 0);
+                                   const std::string& join_token_file = "", int index = 0,
+                                   const std::string& config_file = "");
 // <state_dir>/join-token, created (0600, a fresh "anj_" token) when missing; its path.
 StatusOr<std::string> EnsureLocalJoinToken(const std::string& state_dir);
 

@@ -42,6 +42,7 @@ Status Coordinator::Recover() {
     RETURN_IF_ERROR(checkpoints_.Load(job.record));
     nodes_.ReserveTasks(job.record);
     output_dirs_[OutputDirKey(job.record.output_dir())] = id;
+    metrics_.Recovered(job.record);  // its placement and preemption are not counted again
   }
   RETURN_IF_ERROR(pipelines_.Recover());
   RETURN_IF_ERROR(schedules_->Recover());
@@ -187,14 +188,14 @@ void Coordinator::Tick() {
   // while anything waits or runs.
   const int64_t now = clock_->NowMs();
   if (now - last_schedule_ms_ >= options_.schedule_interval_ms && !jobs_.all().empty()) schedule_dirty_ = true;
-  if (schedule_dirty_) Schedule();
+  if (schedule_dirty_) RunSchedulingPass();
   usage_.Persist(now, options_.usage_persist_interval_ms);
   schedules_->Tick();  // due fires: their records and pipeline runs go into this round's batch
 }
 
 StatusOr<std::vector<Outgoing>> Coordinator::Flush() {
   if (jobs_.TakeQueueGrew()) schedule_dirty_ = true;
-  if (schedule_dirty_) Schedule();
+  if (schedule_dirty_) RunSchedulingPass();
   jobs_.WriteChanged();
   if (!batch_.empty()) {
     Status st = store_->Commit(batch_);

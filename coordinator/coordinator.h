@@ -64,6 +64,7 @@
 #include "coordinator/job_table.h"
 #include "coordinator/join_tokens.h"
 #include "coordinator/limits.h"
+#include "coordinator/metrics.h"
 #include "coordinator/model_registry.h"
 #include "coordinator/node_registry.h"
 #include "coordinator/pipelines.h"
@@ -191,6 +192,8 @@ class Coordinator {
   StatusOr<pb::ListModelsReply> ListModels(const Principal& who, const std::string& team) const;
   StatusOr<pb::GetModelReply> GetModel(const Principal& who, const std::string& team, const std::string& name) const;
   const ModelRegistry& models() const { return models_; }
+  // Scheduling latency, wait times, preemptions (coordinator/metrics.h; rendered for /metrics).
+  const CoordinatorMetrics& metrics() const { return metrics_; }
 
   // ---- pipelines (coordinator/pipelines.h; pipeline_requests.cc)
   // Creates a pipeline run from its YAML (jobspec/pipeline.h; step job specs inline) with "STEP.KEY" overrides,
@@ -289,6 +292,8 @@ class Coordinator {
   // ---- scheduling.cc
   // One pass: accrue usage, PlanSchedule over BuildPlannerInput, apply its preemptions, starts and reasons.
   void Schedule();
+  // Schedule() timed, then the active jobs shown to metrics_ (coordinator/metrics_hooks.cc).
+  void RunSchedulingPass();
   PlannerInput BuildPlannerInput(int64_t now) const;
   std::map<std::string, uint32_t> SlotsHeldByTeam() const;  // team -> slots its placed, not-ended tasks hold
   void ApplyPreemption(const Preemption& preemption);
@@ -375,6 +380,7 @@ class Coordinator {
   uint64_t next_request_id_ = 1;
   std::unique_ptr<PipelineHost> pipeline_host_;
   PipelineManager pipelines_;
+  CoordinatorMetrics metrics_;  // counted from Recover() on (coordinator/metrics.h)
 
   // ---- schedule_requests.cc (issue 16): schedules fire pipelines; data triggers hash off the loop.
   std::unique_ptr<ScheduleManager> MakeScheduleManager();

@@ -13,6 +13,7 @@
 #include "coordinator/authz.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state_machine.h"
+#include "coordinator/metrics.h"
 #include "coordinator/model_registry_json.h"
 #include "coordinator/schedule_http.h"
 
@@ -204,31 +205,7 @@ void HttpServer::Publish(const Coordinator& core) {
   impl_->snapshot = std::move(fresh);
 }
 std::string HttpServer::RenderMetrics(const Coordinator& core) {
-  std::string out;
-  out += "# HELP anneal_jobs Active (non-terminal) jobs by state.\n# TYPE anneal_jobs gauge\n";
-  auto by_state = core.ActiveJobsByState();
-  for (auto state : {pb::JOB_PENDING, pb::JOB_STARTING, pb::JOB_RUNNING, pb::JOB_RESTARTING, pb::JOB_CANCELLING}) {
-    out += fmt::format("anneal_jobs{{state=\"{}\"}} {}\n", protocol::StateName(state), by_state[state]);
-  }
-  out += fmt::format(
-      "# HELP anneal_queue_length Jobs waiting for a placement.\n# TYPE anneal_queue_length gauge\n"
-      "anneal_queue_length {}\n",
-      core.PendingJobCount());
-  std::map<pb::NodeState, size_t> nodes;
-  uint64_t slots = 0;
-  for (const auto& node : core.Nodes()) {
-    ++nodes[node.state()];
-    if (node.state() == pb::NODE_UP) slots += node.inventory().slots();
-  }
-  out += "# HELP anneal_nodes Registered nodes by state.\n# TYPE anneal_nodes gauge\n";
-  for (auto state : {pb::NODE_UP, pb::NODE_DRAINING, pb::NODE_DOWN}) {
-    out += fmt::format("anneal_nodes{{state=\"{}\"}} {}\n", protocol::StateName(state), nodes[state]);
-  }
-  out += fmt::format(
-      "# HELP anneal_slots_up Rank slots on nodes that are up.\n# TYPE anneal_slots_up gauge\n"
-      "anneal_slots_up {}\n",
-      slots);
-  return out;
+  return RenderCoordinatorMetrics(core);  // coordinator/metrics.h
 }
 
 std::string HttpServer::RenderJobs(const Coordinator& core) {

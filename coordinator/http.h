@@ -1,6 +1,7 @@
 // HttpServer: read-only HTTP endpoint of the coordinator (Boost.Beast), on --http-bind (default off).
 //
-//   GET /metrics   Prometheus text: jobs by state, pending queue length, nodes by state, slots used/total
+//   GET /metrics   Prometheus text (coordinator/metrics.h lists the series): jobs by state and team, queue
+//                  depth and wait-time histograms per team, scheduling pass latency, fair share, preemptions
 //   GET /api/jobs  JSON: {"jobs": [ {job_id, name, state, attempt, epoch, priority, placement nodes}, ... ]}
 //                  the active (non-terminal) jobs
 //   GET /api/nodes JSON: {"nodes": [ {node_id, state, slots, address, last_heartbeat_ms}, ... ]}

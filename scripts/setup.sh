@@ -16,10 +16,12 @@ APT_PACKAGES=(
   clang libclang-rt-14-dev
   systemd
   slurmd slurmctld slurm-client munge
+  prometheus
 )
 
 # systemd (systemd-analyze) and Slurm + munge: the deploy tests (tests/integration/deploy) verify the units and
-# start a throwaway Slurm (scripts/slurm-cluster.sh). Debian's slurmd and slurmctld services stay inactive
+# start a throwaway Slurm (scripts/slurm-cluster.sh). prometheus (and promtool): tests/integration/metrics runs
+# a real Prometheus on a temp dir and port against a local cluster. Debian's slurmd and slurmctld services stay inactive
 # without /etc/slurm/slurm.conf (their units' condition); munge's own service starts with the key it generates.
 log() { printf '[setup] %s\n' "$*"; }
 
