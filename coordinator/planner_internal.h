@@ -138,10 +138,25 @@ struct PlannerPass {
   // or freeing jobs change, so identical shapes are answered at once while nothing changes.
   std::set<std::tuple<size_t, size_t, uint32_t, uint32_t, bool>> reclaim_failed;
   std::vector<uint32_t> scratch;  // per node, zero between uses
-  bool victims_built = false;     // the three below are built at the first reclaim (planner_preempt.cc)
-  std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
-  std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
-  std::vector<size_t> victims_head;                    // per team: entries of victims_by_team before it are all freeing
+  // Eligible victims, built at the first reclaim (planner_preempt.cc): one packed entry per eligible running job,
+  // grouped by team, each team's entries in preference order (lowest priority, least work lost, job id), with
+  // their (node, slots) pairs in one flat array, so the victim walk reads memory in order.
+  struct Victim {
+    uint32_t running;     // index into `running`
+    uint32_t rank;        // place in the pass-wide preference order
+    uint32_t all_slots;   // slots on schedulable nodes (what it gives back on pool 0)
+    uint32_t slot_begin;  // its pairs: victim_slots[slot_begin, slot_end)
+    uint32_t slot_end;
+  };
+  bool victims_built = false;
+  std::vector<Victim> victims;
+  std::vector<std::pair<uint32_t, uint32_t>> victim_slots;     // (node, slots)
+  std::vector<std::pair<uint32_t, uint32_t>> victims_of_team;  // per team: [begin, end) in `victims`
+  std::vector<uint32_t> victims_head;                          // per team: its entries before this one are all freeing
+  std::vector<char> freeing;              // per running job: RunningState::freeing, packed (set by MarkFreeing)
+  std::vector<char> eligible;             // per running job: has an entry in `victims` (until it is freeing)
+  std::vector<uint32_t> victim_slots_on;  // per node: slots of eligible victims not freeing (an upper bound on
+                                          // what victims can add there)
 
   SchedulePlan plan;
   std::optional<ReservationState> reservation;

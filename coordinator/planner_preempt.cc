@@ -18,8 +18,8 @@ uint32_t Guaranteed(const TeamState& team, size_t pool) {
   return q == nullptr ? 0 : q->guaranteed;
 }
 
-// Eligible victims per team (not freeing, preemptible, past the minimum runtime), each list in preference
-// order within a team (lowest priority, least work lost, job id); built once per pass, at the first reclaim.
+// Eligible victims (not freeing, preemptible, past the minimum runtime), grouped by team, each team's entries in
+// preference order (lowest priority, least work lost, job id); built once per pass, at the first reclaim.
 void BuildVictimLists(PlannerPass& pass) {
   pass.victims_built = true;
   const int64_t now = pass.in.now_ms;
@@ -40,14 +40,37 @@ void BuildVictimLists(PlannerPass& pass) {
     if (x.lost != y.lost) return x.lost < y.lost;
     return pass.running[x.running].job->job_id < pass.running[y.running].job->job_id;
   });
-  pass.victim_rank.assign(pass.running.size(), UINT32_MAX);
-  pass.victims_by_team.assign(pass.teams.size(), {});
-  pass.victims_head.assign(pass.teams.size(), 0);
+  // Counting sort by team keeps each team's entries in preference order.
+  std::vector<uint32_t> count(pass.teams.size() + 1, 0);
+  for (const Candidate& c : eligible) ++count[pass.running[c.running].team + 1];
+  for (size_t t = 1; t < count.size(); ++t) count[t] += count[t - 1];
+  pass.victims_of_team.resize(pass.teams.size());
+  for (size_t t = 0; t < pass.teams.size(); ++t) pass.victims_of_team[t] = {count[t], count[t + 1]};
+  pass.victims.resize(eligible.size());
+  pass.victim_slots.clear();
+  pass.victim_slots.reserve(eligible.size() + eligible.size() / 4);
+  std::vector<uint32_t> next(count.begin(), count.end() - 1);
   for (uint32_t rank = 0; rank < eligible.size(); ++rank) {
-    const uint32_t i = eligible[rank].running;
-    pass.victim_rank[i] = rank;
-    pass.victims_by_team[pass.running[i].team].push_back(i);
+    const RunningState& r = pass.running[eligible[rank].running];
+    PlannerPass::Victim& v = pass.victims[next[r.team]++];
+    v.running = eligible[rank].running;
+    v.rank = rank;
+    v.all_slots = 0;
+    v.slot_begin = static_cast<uint32_t>(pass.victim_slots.size());
+    for (const auto& slot : r.slots) {
+      v.all_slots += slot.second;
+      pass.victim_slots.push_back(slot);
+    }
+    v.slot_end = static_cast<uint32_t>(pass.victim_slots.size());
   }
+  pass.eligible.assign(pass.running.size(), 0);
+  pass.victim_slots_on.assign(pass.nodes.size(), 0);
+  for (const Candidate& c : eligible) {
+    pass.eligible[c.running] = 1;
+    for (const auto& [node, count] : pass.running[c.running].slots) pass.victim_slots_on[node] += count;
+  }
+  pass.victims_head.assign(pass.teams.size(), 0);
+  for (size_t t = 0; t < pass.teams.size(); ++t) pass.victims_head[t] = pass.victims_of_team[t].first;
 }
 
 // Reclaim for one beneficiary: which gangs to preempt so that its gang fits. `fitting_` counts the nodes of
@@ -77,11 +100,11 @@ class Reclaim {
 
   bool Fits() const { return fitting_ >= job_.gang.nodes; }
 
-  // The fewest victims, in preference order, that make the gang fit (none when the freeing jobs suffice);
-  // nullopt when no set of victims does.
+  // The fewest victims (running job indices), in preference order, that make the gang fit (none when the
+  // freeing jobs suffice); nullopt when no set of victims does.
   std::optional<std::vector<uint32_t>> ChooseVictims() {
-    std::vector<uint32_t> chosen;
-    if (Fits()) return chosen;  // the jobs already freeing are enough: no second round of victims
+    std::vector<uint32_t> chosen;  // entries of pass_.victims
+    if (Fits()) return chosen;     // the jobs already freeing are enough: no second round of victims
     if (!pass_.victims_built) BuildVictimLists(pass_);
     const std::vector<std::pair<int64_t, uint32_t>> borrowers = Borrowers();
     // Teams that borrow equally form one group, whose candidates are taken in the pass-wide preference order.
@@ -92,15 +115,22 @@ class Reclaim {
       i = j;
     }
     if (!Fits()) return std::nullopt;
-    // Fewest: drop the least preferred victims the gang does not need.
+    // Fewest: drop the least preferred victims the gang does not need. A victim with no slot on a node that
+    // fits is dropped without a look at the count: nodes only lose slots as victims are dropped, so a node
+    // that does not fit now never will, and dropping it changes no count (most victims of a walk are such).
+    size_t kept = 0;
     for (size_t k = chosen.size(); k-- > 0;) {
-      Add(pass_.running[chosen[k]], -1);
-      if (Fits()) {
-        chosen.erase(chosen.begin() + static_cast<std::ptrdiff_t>(k));
-      } else {
-        Add(pass_.running[chosen[k]], +1);
+      const PlannerPass::Victim& v = pass_.victims[chosen[k]];
+      bool needed = false;
+      if (TouchesFittingNode(v)) {
+        Add(v, -1);
+        needed = !Fits();
+        if (needed) Add(v, +1);
       }
+      if (needed) chosen[chosen.size() - 1 - kept++] = chosen[k];
     }
+    chosen.erase(chosen.begin(), chosen.end() - static_cast<std::ptrdiff_t>(kept));
+    for (uint32_t& c : chosen) c = pass_.victims[c].running;
     return chosen;
   }
 
@@ -143,18 +173,41 @@ class Reclaim {
  private:
   bool Member(uint32_t node) const { return view_.members.empty() || view_.members[node]; }
   uint32_t Avail(uint32_t node) const { return index_.Free(node) + pass_.freed[node] + pass_.scratch[node]; }
-  bool Helps(const RunningState& r) const {
-    return std::any_of(r.slots.begin(), r.slots.end(), [&](const auto& s) { return Member(s.first); });
+  bool Helps(const PlannerPass::Victim& v) const {
+    if (view_.members.empty()) return v.slot_end > v.slot_begin;
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      if (Member(pass_.victim_slots[s].first)) return true;
+    }
+    return false;
   }
-  void Add(const RunningState& r, int sign) {
-    for (const auto& [node, count] : r.slots) {
+  bool TouchesFittingNode(const PlannerPass::Victim& v) const {
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      const uint32_t node = pass_.victim_slots[s].first;
+      if (Member(node) && Avail(node) >= per_node_) return true;
+    }
+    return false;
+  }
+  void Add(const PlannerPass::Victim& v, int sign) {
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      const auto [node, count] = pass_.victim_slots[s];
       if (!Member(node)) continue;
-      if (pass_.scratch[node] == 0 && sign > 0) touched_.push_back(node);
-      const bool before = Avail(node) >= per_node_;
-      pass_.scratch[node] = static_cast<uint32_t>(static_cast<int64_t>(pass_.scratch[node]) + sign * int64_t{count});
-      const bool after = Avail(node) >= per_node_;
+      uint32_t& scratch = pass_.scratch[node];
+      if (scratch == 0 && sign > 0) touched_.push_back(node);
+      const uint32_t base = index_.Free(node) + pass_.freed[node];
+      const bool before = base + scratch >= per_node_;
+      scratch = sign > 0 ? scratch + count : scratch - count;
+      const bool after = base + scratch >= per_node_;
       if (before != after) fitting_ += after ? 1 : -1;
     }
+  }
+  // What taking `v` takes from its team's borrowing on the reclaim's pool.
+  int64_t PoolSlots(const PlannerPass::Victim& v) const {
+    if (pool_ == 0) return v.all_slots;
+    int64_t slots = 0;
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      if (pass_.pool_members[pool_][pass_.victim_slots[s].first]) slots += pass_.victim_slots[s].second;
+    }
+    return slots;
   }
   // Teams above their guarantee on the pool with eligible victims, borrowing the most first (ties by team);
   // sets borrowed_left_ for each.
@@ -164,7 +217,8 @@ class Reclaim {
     for (uint32_t t = 0; t < pass_.teams.size(); ++t) {
       const TeamState& team = pass_.teams[t];
       const int64_t borrowed = team.held[pool_] - static_cast<int64_t>(Guaranteed(team, pool_));
-      if (borrowed > 0 && !pass_.victims_by_team[t].empty()) {
+      const auto [begin, end] = pass_.victims_of_team[t];
+      if (borrowed > 0 && end > begin) {
         borrowers.emplace_back(borrowed, t);
         borrowed_left_[t] = borrowed;
       }
@@ -175,44 +229,67 @@ class Reclaim {
     return borrowers;
   }
 
+  // The next entry of team `t`'s list at or after `next` that is not freeing (its end when none).
+  // The next entry of team `t`'s list at or after `next` that is not freeing (its end when none).
+  uint32_t SkipFreeing(uint32_t t, uint32_t next) const {
+    const uint32_t end = pass_.victims_of_team[t].second;
+    while (next < end && pass_.freeing[pass_.victims[next].running]) ++next;
+    return next;
+  }
+
+  // Can `v` be part of a fitting node: does one of its nodes reach per_node with every eligible victim there?
+  bool MayCompleteANode(const PlannerPass::Victim& v) const {
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      const uint32_t node = pass_.victim_slots[s].first;
+      if (Member(node) && index_.Free(node) + pass_.freed[node] + pass_.victim_slots_on[node] >= per_node_) return true;
+    }
+    return false;
+  }
+
+  // Takes candidate `entry` of `team`. A candidate none of whose nodes can ever fit is taken only in what it
+  // counts against its team's borrowing: it would change no fit count and the fewest step would drop it.
+  void Take(uint32_t entry, uint32_t team, std::vector<uint32_t>& chosen) {
+    const PlannerPass::Victim& v = pass_.victims[entry];
+    if (!Helps(v)) return;
+    borrowed_left_[team] -= PoolSlots(v);
+    if (!MayCompleteANode(v)) return;
+    chosen.push_back(entry);
+    Add(v, +1);
+  }
+
   // Takes candidates of the teams [begin, end) (one group) until the gang fits: a merge of the teams' lists
   // by preference rank, skipping jobs already freeing, teams that would go below their own guarantee, and
   // jobs with no slot on the job's nodes.
   void TakeFromGroup(const std::pair<int64_t, uint32_t>* begin, const std::pair<int64_t, uint32_t>* end,
                      std::vector<uint32_t>& chosen) {
+    for (const auto* b = begin; b != end; ++b) {
+      pass_.victims_head[b->second] = SkipFreeing(b->second, pass_.victims_head[b->second]);
+    }
+    if (end - begin == 1) {  // the usual case: one team, its list in order
+      const uint32_t t = begin->second;
+      const uint32_t last = pass_.victims_of_team[t].second;
+      for (uint32_t next = SkipFreeing(t, pass_.victims_head[t]); next < last && !Fits() && borrowed_left_[t] > 0;
+           next = SkipFreeing(t, next + 1)) {
+        Take(next, t, chosen);
+      }
+      return;
+    }
     struct Cursor {
       uint32_t team;
-      size_t next;
+      uint32_t next;
     };
     std::vector<Cursor> cursors;
     cursors.reserve(static_cast<size_t>(end - begin));
-    for (const auto* b = begin; b != end; ++b) {
-      const uint32_t t = b->second;
-      const auto& list = pass_.victims_by_team[t];
-      size_t& head = pass_.victims_head[t];
-      while (head < list.size() && pass_.running[list[head]].freeing) ++head;
-      cursors.push_back({t, head});
-    }
+    for (const auto* b = begin; b != end; ++b) cursors.push_back({b->second, pass_.victims_head[b->second]});
     while (!Fits()) {
       Cursor* best = nullptr;
       for (Cursor& c : cursors) {
-        const auto& list = pass_.victims_by_team[c.team];
-        while (c.next < list.size() && pass_.running[list[c.next]].freeing) ++c.next;
-        if (c.next >= list.size() || borrowed_left_[c.team] <= 0) continue;  // <= 0: at its own guarantee
-        if (best == nullptr ||
-            pass_.victim_rank[list[c.next]] < pass_.victim_rank[pass_.victims_by_team[best->team][best->next]]) {
-          best = &c;
-        }
+        c.next = SkipFreeing(c.team, c.next);
+        if (c.next >= pass_.victims_of_team[c.team].second || borrowed_left_[c.team] <= 0) continue;
+        if (best == nullptr || pass_.victims[c.next].rank < pass_.victims[best->next].rank) best = &c;
       }
       if (best == nullptr) return;
-      const uint32_t candidate = pass_.victims_by_team[best->team][best->next++];
-      const RunningState& r = pass_.running[candidate];
-      if (!Helps(r)) continue;
-      chosen.push_back(candidate);
-      Add(r, +1);
-      for (const auto& [node, count] : r.slots) {
-        if (pass_.pool_members[pool_][node]) borrowed_left_[best->team] -= count;
-      }
+      Take(best->next++, best->team, chosen);
     }
   }
 

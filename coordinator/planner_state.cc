@@ -150,6 +150,7 @@ PlannerPass::PlannerPass(const PlannerInput& input)
     }
     running.push_back(std::move(r));
   }
+  freeing.assign(running.size(), 0);
   for (uint32_t i = 0; i < running.size(); ++i) {
     if (running[i].job->being_preempted) MarkFreeing(i);
   }
@@ -274,6 +275,11 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
   RunningState& r = running[running_index];
   if (r.freeing) return;
   r.freeing = true;
+  freeing[running_index] = 1;
+  if (!eligible.empty() && eligible[running_index]) {
+    eligible[running_index] = 0;
+    for (const auto& [node, count] : r.slots) victim_slots_on[node] -= count;
+  }
   for (const auto& [node, count] : r.slots) {
     if (!freed_listed[node]) {
       freed_listed[node] = 1;
