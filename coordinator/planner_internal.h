@@ -169,7 +169,8 @@ struct PlannerPass {
     uint32_t view = 0;
     uint64_t submit_seq = 0;
     int64_t time_limit_ms = 0;
-    std::vector<uint32_t> preferred;  // PendingJob::preferred_nodes that are schedulable, as node numbers
+    std::vector<uint32_t> preferred;  // claimed_nodes then preferred_nodes that are schedulable, as node numbers
+    uint32_t claimed = 0;             // how many of `preferred` are claimed nodes (they come first)
   };
   std::vector<JobFacts> jobs;  // per pending job, in input order
 

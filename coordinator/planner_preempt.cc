@@ -80,6 +80,7 @@ class Reclaim {
  public:
   Reclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives)
       : pass_(pass),
+        job_index_(job),
         job_(pass.in.pending[job]),
         view_(pass.views[pass.jobs[job].view]),
         team_(pass.jobs[job].team),
@@ -144,7 +145,14 @@ class Reclaim {
         nodes.push_back(node);
       }
     }
+    // The job's claimed nodes (its earlier victims' slots) first, then the most freed slots.
+    const auto& facts = pass_.jobs[job_index_];
+    const auto claimed_begin = facts.preferred.begin();
+    const auto claimed_end = claimed_begin + facts.claimed;
+    auto claimed = [&](uint32_t node) { return std::find(claimed_begin, claimed_end, node) != claimed_end; };
     std::sort(nodes.begin(), nodes.end(), [&](uint32_t a, uint32_t b) {
+      const bool ca = facts.claimed > 0 && claimed(a), cb = facts.claimed > 0 && claimed(b);
+      if (ca != cb) return ca;
       if (pass_.freed[a] != pass_.freed[b]) return pass_.freed[a] > pass_.freed[b];
       return a < b;
     });
@@ -294,6 +302,7 @@ class Reclaim {
   }
 
   PlannerPass& pass_;
+  uint32_t job_index_;
   const PendingJob& job_;
   const View& view_;
   uint32_t team_;

@@ -191,13 +191,16 @@ void PlannerPass::IndexPending() {
                     job.submit_seq,
                     job.time_limit_ms,
                     {}});
-    for (const std::string& id : job.preferred_nodes) {
+    auto& preferred = jobs.back().preferred;
+    auto prefer = [&](const std::string& id) {
       auto it = node_index.find(id);
-      auto& preferred = jobs.back().preferred;
       if (it != node_index.end() && std::find(preferred.begin(), preferred.end(), it->second) == preferred.end()) {
         preferred.push_back(it->second);
       }
-    }
+    };
+    for (const std::string& id : job.claimed_nodes) prefer(id);
+    jobs.back().claimed = static_cast<uint32_t>(preferred.size());
+    for (const std::string& id : job.preferred_nodes) prefer(id);
   }
 }
 

@@ -37,6 +37,7 @@ struct Options {
   bool skip_timing = false;
   bool skip_simulation = false;
   bool digest = false;
+  bool claims = false;
   int snapshot = 0;  // 0: all three timed snapshots; 1-3: only that one (for callgrind)
   bool check_goals = false;
 };
@@ -131,6 +132,7 @@ int main(int argc, char** argv) {
   app.add_option("--snapshot", o.snapshot,
                  "time only one snapshot: 1 near guarantees, 2 far below, 3 preemption off (0: all)")
       ->check(CLI::Range(0, 3));
+  app.add_flag("--claims", o.claims, "carry a beneficiary's claim on its victims' nodes across passes (claimed_nodes)");
   app.add_flag("--digest", o.digest, "print a digest of each timed snapshot's plan (to compare planner versions)");
   app.add_flag("--check-goals", o.check_goals, "exit 3 when the utilization or fairness goal is missed");
   CLI11_PARSE(app, argc, argv);
@@ -146,6 +148,7 @@ int main(int argc, char** argv) {
   sim.nodes = o.nodes;
   sim.slots_per_node = trace_config.slots_per_node;
   sim.teams = trace_config.teams;
+  sim.carry_claims = o.claims;
 
   fmt::print("## Scheduler benchmark (seed {}, offered {:.0f} slot-hours, {:.1f}x capacity while jobs arrive)\n",
              o.seed, OfferedSlotHours(trace), o.overload);

@@ -128,6 +128,43 @@ TEST(Planner, SlotsBeingPreemptedCountAsFreedSoNoSecondRound) {
   EXPECT_EQ(Victims(plan), (std::vector<std::string>{"a-old"}));
 }
 
+// b1's victim of an earlier pass held n1. Without a claim, d1 (lower usage, also within its guarantee) goes
+// first and takes n1's slots, so b1 must reclaim again; with claimed_nodes = {n1}, b1 leads the order and gets
+// them, whether they are still freeing (the victim's grace period) or free already.
+TEST(Planner, AClaimantGetsTheSlotsItsVictimsFreeBeforeJobsAheadOfIt) {
+  auto cluster = [](bool freed_already) {
+    auto in = Input({Node("n1", 4, freed_already ? 0 : 4), Node("n2", 4, 4)}, {Running("a1", "a", {{"n2", 4}})},
+                    {Pending("d1", "d", 1, 4, 1), Pending("b1", "b", 1, 4, 2)},
+                    {Team("a"), Team("b", {{"", 4, 0}}, 1e9), Team("d", {{"", 4, 0}}, 0)});
+    if (!freed_already) {
+      in.running.push_back(Running("a0", "a", {{"n1", 4}}));
+      in.running.back().being_preempted = true;
+    }
+    return in;
+  };
+  for (bool freed_already : {true, false}) {
+    SCOPED_TRACE(freed_already ? "the victim's slots are free" : "the victim is in its grace period");
+    auto in = cluster(freed_already);
+    auto plan = PlanSchedule(in);
+    EXPECT_EQ(plan.order, (std::vector<std::string>{"d1", "b1"}));
+    ASSERT_EQ(plan.preemptions.size(), 1u);
+    EXPECT_EQ(plan.preemptions[0].beneficiary_job_id, "b1");  // b1 reclaims again: its slots went to d1
+
+    in.pending[1].claimed_nodes = {"n1"};
+    plan = PlanSchedule(in);
+    EXPECT_EQ(plan.order, (std::vector<std::string>{"b1", "d1"}));
+    if (freed_already) {
+      ASSERT_NE(StartOf(plan, "b1"), nullptr);
+      EXPECT_EQ(StartOf(plan, "b1")->nodes[0].node_id, "n1");
+    } else {
+      EXPECT_EQ(ReasonOf(plan, "b1"), "waiting for the preemption of a0");
+    }
+    ASSERT_EQ(plan.preemptions.size(), 1u);
+    EXPECT_EQ(plan.preemptions[0].beneficiary_job_id, "d1");  // d1 reclaims for itself
+    EXPECT_EQ(plan.preemptions[0].victim_job_id, "a1");
+  }
+}
+
 TEST(Planner, GuaranteesApplyPerLabelPool) {
   auto job = Pending("b1", "b", 1, 4, 1);
   job.node_selector = {{"gpu", "h100"}};
