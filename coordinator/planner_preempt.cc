@@ -63,6 +63,35 @@ void BuildVictimLists(PlannerPass& pass) {
     }
     v.slot_end = static_cast<uint32_t>(pass.victim_slots.size());
   }
+  pass.victim_entry.assign(pass.running.size(), UINT32_MAX);
+  for (uint32_t e = 0; e < pass.victims.size(); ++e) pass.victim_entry[pass.victims[e].running] = e;
+  // Fenwick trees, one per team's range: node i (1-based within the range) sums the i & -i entries ending at i.
+  pass.victim_tree.assign(pass.victims.size(), 0);
+  for (const auto& [begin, end] : pass.victims_of_team) {
+    for (uint32_t i = 1; i <= end - begin; ++i) {
+      pass.victim_tree[begin + i - 1] += pass.victims[begin + i - 1].all_slots;
+      const uint32_t parent = i + (i & (~i + 1));
+      if (parent <= end - begin) pass.victim_tree[begin + parent - 1] += pass.victim_tree[begin + i - 1];
+    }
+  }
+  pass.victims_live.clear();
+  pass.node_costs.clear();
+  pass.walks_per_key.clear();
+  pass.changed_nodes.clear();
+  pass.node_victims_begin.assign(pass.nodes.size() + 1, 0);
+  for (const auto& [node, count] : pass.victim_slots) ++pass.node_victims_begin[node + 1];
+  for (size_t n = 1; n < pass.node_victims_begin.size(); ++n)
+    pass.node_victims_begin[n] += pass.node_victims_begin[n - 1];
+  pass.node_victims.resize(pass.victim_slots.size());
+  {
+    std::vector<uint32_t> fill(pass.node_victims_begin.begin(), pass.node_victims_begin.end() - 1);
+    for (uint32_t e = 0; e < pass.victims.size(); ++e) {  // entries ascending: each node's list comes out sorted
+      const auto& v = pass.victims[e];
+      for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+        pass.node_victims[fill[pass.victim_slots[s].first]++] = {e, pass.victim_slots[s].second};
+      }
+    }
+  }
   pass.eligible.assign(pass.running.size(), 0);
   pass.victim_slots_on.assign(pass.nodes.size(), 0);
   for (const Candidate& c : eligible) {
@@ -168,6 +197,7 @@ class Reclaim {
     for (uint32_t node : nodes) {
       const uint32_t from_freed = std::min(pass_.freed[node], per_node);
       pass_.freed[node] -= from_freed;
+      pass_.NodeChanged(node);
       if (from_freed > 0) waits_for.insert(waits_for.end(), pass_.freed_by[node].begin(), pass_.freed_by[node].end());
       if (per_node > from_freed) pass_.TakeFree(node, per_node - from_freed, /*outlives=*/true);
       pass_.Charge(team, node, per_node, +1);
@@ -265,6 +295,141 @@ class Reclaim {
     Add(v, +1);
   }
 
+  // The last entry of team t's range that the walk may take: the first at which the slots of the entries not
+  // freeing, from the range's start, reach `borrowed` (a team gives while it is above its guarantee, counting
+  // every candidate taken); the range's last entry when they never do.
+  uint32_t Cutoff(uint32_t t, int64_t borrowed) const {
+    const auto [begin, end] = pass_.victims_of_team[t];
+    const uint32_t size = end - begin;
+    uint32_t pos = 0;  // the entries [0, pos) of the range sum to < borrowed
+    int64_t sum = 0;
+    uint32_t step = 1;
+    while (step * 2 <= size) step *= 2;
+    for (; step > 0; step /= 2) {
+      if (pos + step <= size && sum + pass_.victim_tree[begin + pos + step - 1] < borrowed) {
+        pos += step;
+        sum += pass_.victim_tree[begin + pos - 1];
+      }
+    }
+    return begin + std::min(pos, size - 1);
+  }
+
+  // The entry of team t's range at which `node` fits (with the free and freed slots and t's victims there that
+  // are not freeing, in preference order); UINT32_MAX when it fits already or never does.
+  uint32_t NodeCost(uint32_t t, uint32_t node) const {
+    const uint32_t base = index_.Free(node) + pass_.freed[node];
+    if (base >= per_node_) return UINT32_MAX;
+    const auto [begin, end] = pass_.victims_of_team[t];
+    uint32_t have = base;
+    for (uint32_t i = pass_.node_victims_begin[node]; i < pass_.node_victims_begin[node + 1]; ++i) {
+      const auto [entry, slots] = pass_.node_victims[i];
+      if (entry < begin || pass_.freeing[pass_.victims[entry].running]) continue;
+      if (entry >= end) break;
+      have += slots;
+      if (have >= per_node_) return entry;
+    }
+    return UINT32_MAX;
+  }
+
+  // The walk of one team on pool "" over every node, found from the nodes: the walk stops at the entry where
+  // the gang's last missing node fits, i.e. the (nodes still needed)-th smallest node cost, if that is within
+  // the team's cutoff. The victims it took there that touch those nodes are added (the fewest step drops every
+  // other one anyway: their nodes do not fit). Node costs are kept per (team, ranks per node, outlives) and
+  // brought up to date from pass.changed_nodes. Returns false (nothing taken) when the walk would not fit.
+  bool ByNodeCosts(uint32_t t, std::vector<uint32_t>& chosen) {
+    auto [it, fresh] = pass_.node_costs.try_emplace(std::make_tuple(t, per_node_, &index_ != &pass_.real));
+    PlannerPass::NodeCosts& nc = it->second;
+    auto later = [](const std::pair<uint32_t, uint32_t>& a, const std::pair<uint32_t, uint32_t>& b) { return a > b; };
+    if (fresh) {
+      nc.cost.resize(pass_.nodes.size());
+      for (uint32_t n = 0; n < pass_.nodes.size(); ++n) {
+        nc.cost[n] = NodeCost(t, n);
+        if (nc.cost[n] != UINT32_MAX) nc.heap.emplace_back(nc.cost[n], n);
+      }
+      std::make_heap(nc.heap.begin(), nc.heap.end(), later);
+      nc.synced = pass_.changed_nodes.size();
+    }
+    for (; nc.synced < pass_.changed_nodes.size(); ++nc.synced) {
+      const uint32_t n = pass_.changed_nodes[nc.synced];
+      const uint32_t cost = NodeCost(t, n);
+      if (cost == nc.cost[n]) continue;
+      nc.cost[n] = cost;
+      if (cost != UINT32_MAX) {
+        nc.heap.emplace_back(cost, n);
+        std::push_heap(nc.heap.begin(), nc.heap.end(), later);
+      }
+    }
+    const uint32_t needed = job_.gang.nodes - static_cast<uint32_t>(fitting_);
+    const uint32_t last = Cutoff(t, borrowed_left_[t]);
+    std::vector<std::pair<uint32_t, uint32_t>> taken;  // valid heap entries popped, pushed back below
+    uint32_t stop = UINT32_MAX;
+    while (!nc.heap.empty()) {
+      const auto top = nc.heap.front();
+      if (nc.cost[top.second] != top.first) {  // stale
+        std::pop_heap(nc.heap.begin(), nc.heap.end(), later);
+        nc.heap.pop_back();
+        continue;
+      }
+      if (top.first > last || (taken.size() >= needed && top.first != stop)) break;
+      std::pop_heap(nc.heap.begin(), nc.heap.end(), later);
+      nc.heap.pop_back();
+      taken.push_back(top);
+      if (taken.size() == needed) stop = top.first;
+    }
+    for (const auto& entry : taken) {
+      nc.heap.push_back(entry);
+      std::push_heap(nc.heap.begin(), nc.heap.end(), later);
+    }
+    if (taken.size() < needed) return false;
+    const auto [begin, end] = pass_.victims_of_team[t];
+    const size_t first = chosen.size();
+    for (const auto& [cost, node] : taken) {
+      for (uint32_t i = pass_.node_victims_begin[node]; i < pass_.node_victims_begin[node + 1]; ++i) {
+        const uint32_t entry = pass_.node_victims[i].first;
+        if (entry < begin || pass_.freeing[pass_.victims[entry].running]) continue;
+        if (entry > stop) break;
+        chosen.push_back(entry);
+      }
+    }
+    std::sort(chosen.begin() + static_cast<std::ptrdiff_t>(first), chosen.end());
+    chosen.erase(std::unique(chosen.begin() + static_cast<std::ptrdiff_t>(first), chosen.end()), chosen.end());
+    for (size_t k = first; k < chosen.size(); ++k) Add(pass_.victims[chosen[k]], +1);
+    return true;
+  }
+
+  // One team on pool "" over every node (the usual reclaim), with exactly the result of TakeFromGroup's walk:
+  // only the entries that may still complete a node are visited (the others would only count against the
+  // team's borrowing, which Cutoff sums), and the walk's next-live pointers skip the others from then on.
+  void WalkLive(uint32_t t, std::vector<uint32_t>& chosen) {
+    const auto [begin, end] = pass_.victims_of_team[t];
+    auto [it, fresh] = pass_.victims_live.try_emplace(std::make_tuple(t, per_node_, &index_ != &pass_.real));
+    std::vector<uint32_t>& next = it->second;  // next[i - begin]: i when live, else an entry before the next live
+    if (fresh) {
+      next.resize(end - begin);
+      for (uint32_t i = 0; i < next.size(); ++i) next[i] = begin + i;
+    }
+    auto find = [&](uint32_t i) {
+      uint32_t root = i;
+      while (root < end && next[root - begin] != root) root = next[root - begin];
+      while (i < end && next[i - begin] != i) {  // path compression
+        const uint32_t up = next[i - begin];
+        next[i - begin] = root;
+        i = up;
+      }
+      return root;
+    };
+    const uint32_t last = Cutoff(t, borrowed_left_[t]);
+    for (uint32_t e = find(begin); e <= last && e < end && !Fits(); e = find(e + 1)) {
+      const PlannerPass::Victim& v = pass_.victims[e];
+      if (pass_.freeing[v.running] || !MayCompleteANode(v)) {
+        next[e - begin] = e + 1;
+        continue;
+      }
+      chosen.push_back(e);
+      Add(v, +1);
+    }
+  }
+
   // Takes candidates of the teams [begin, end) (one group) until the gang fits: a merge of the teams' lists
   // by preference rank, skipping jobs already freeing, teams that would go below their own guarantee, and
   // jobs with no slot on the job's nodes.
@@ -273,7 +438,17 @@ class Reclaim {
     for (const auto* b = begin; b != end; ++b) {
       pass_.victims_head[b->second] = SkipFreeing(b->second, pass_.victims_head[b->second]);
     }
-    if (end - begin == 1) {  // the usual case: one team, its list in order
+    if (end - begin == 1 && pool_ == 0 && view_.members.empty()) {  // the usual case
+      // Both give the same victims: the walk is cheaper for the first reclaims of a key, the node costs (built
+      // once per key, then kept up to date) once a key has been walked a few times in the pass.
+      constexpr uint32_t kWalksBeforeNodeCosts = 8;
+      uint32_t& walks = pass_.walks_per_key[std::make_tuple(begin->second, per_node_, &index_ != &pass_.real)];
+      if (!(++walks > kWalksBeforeNodeCosts && touched_.empty() && ByNodeCosts(begin->second, chosen))) {
+        WalkLive(begin->second, chosen);
+      }
+      return;
+    }
+    if (end - begin == 1) {  // one team, its list in order
       const uint32_t t = begin->second;
       const uint32_t last = pass_.victims_of_team[t].second;
       for (uint32_t next = SkipFreeing(t, pass_.victims_head[t]); next < last && !Fits() && borrowed_left_[t] > 0;

@@ -267,6 +267,7 @@ std::vector<uint32_t> PlannerPass::TakeFree(uint32_t node, uint32_t count, bool 
   slot_taken[node] += count;
   const uint32_t left = static_cast<uint32_t>(slots[node]->size()) - slot_taken[node];
   real.Set(node, left);
+  NodeChanged(node);
   if (guarded) {
     if (outlives && spare[node] != UINT32_MAX) spare[node] -= std::min(spare[node], count);
     guarded->Set(node, std::min(left, spare[node]));
@@ -282,6 +283,12 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
   if (!eligible.empty() && eligible[running_index]) {
     eligible[running_index] = 0;
     for (const auto& [node, count] : r.slots) victim_slots_on[node] -= count;
+    // Its slots no longer count in its team's Fenwick tree (planner_preempt.cc Cutoff).
+    const uint32_t entry = victim_entry[running_index];
+    const uint32_t team_begin = victims_of_team[r.team].first;
+    const uint32_t size = victims_of_team[r.team].second - team_begin;
+    const int64_t value = victims[entry].all_slots;
+    for (uint32_t i = entry - team_begin + 1; i <= size; i += i & (~i + 1)) victim_tree[team_begin + i - 1] -= value;
   }
   for (const auto& [node, count] : r.slots) {
     if (!freed_listed[node]) {
@@ -290,6 +297,7 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
     }
     freed[node] += count;
     freed_by[node].push_back(r.job->job_id);
+    NodeChanged(node);
   }
 }
 
