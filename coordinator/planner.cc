@@ -90,14 +90,14 @@ std::vector<uint32_t> GuaranteedFirst(const PlannerPass& pass, const std::vector
   std::vector<uint32_t> borrowing;
   order.reserve(fair.size());
   borrowing.reserve(fair.size());
-  for (uint32_t job : fair) {  // claims first, charged like covered jobs
+  for (uint32_t job : claims ? fair : std::vector<uint32_t>{}) {  // claims first, charged like covered jobs
     const auto& facts = pass.jobs[job];
     if (facts.claimed == 0) continue;
     order.push_back(job);
     for (size_t p : pass.views[facts.view].pools) charged[facts.team][p] += GangSlots(facts.gang);
   }
   for (uint32_t job : fair) {
-    if (pass.jobs[job].claimed > 0) continue;
+    if (claims && pass.jobs[job].claimed > 0) continue;
     const auto& facts = pass.jobs[job];
     const View& view = pass.views[facts.view];
     const TeamState& team = pass.teams[facts.team];

@@ -76,8 +76,21 @@ void BuildVictimLists(PlannerPass& pass) {
   }
   pass.victims_live.clear();
   pass.node_costs.clear();
+  pass.node_victims_begin.clear();
   pass.walks_per_key.clear();
   pass.changed_nodes.clear();
+  pass.eligible.assign(pass.running.size(), 0);
+  pass.victim_slots_on.assign(pass.nodes.size(), 0);
+  for (const Candidate& c : eligible) {
+    pass.eligible[c.running] = 1;
+    for (const auto& [node, count] : pass.running[c.running].slots) pass.victim_slots_on[node] += count;
+  }
+  pass.victims_head.assign(pass.teams.size(), 0);
+  for (size_t t = 0; t < pass.teams.size(); ++t) pass.victims_head[t] = pass.victims_of_team[t].first;
+}
+
+// Per node, its eligible victims' entries ascending (built at the first reclaim found from the nodes).
+void BuildNodeVictims(PlannerPass& pass) {
   pass.node_victims_begin.assign(pass.nodes.size() + 1, 0);
   for (const auto& [node, count] : pass.victim_slots) ++pass.node_victims_begin[node + 1];
   for (size_t n = 1; n < pass.node_victims_begin.size(); ++n)
@@ -92,14 +105,6 @@ void BuildVictimLists(PlannerPass& pass) {
       }
     }
   }
-  pass.eligible.assign(pass.running.size(), 0);
-  pass.victim_slots_on.assign(pass.nodes.size(), 0);
-  for (const Candidate& c : eligible) {
-    pass.eligible[c.running] = 1;
-    for (const auto& [node, count] : pass.running[c.running].slots) pass.victim_slots_on[node] += count;
-  }
-  pass.victims_head.assign(pass.teams.size(), 0);
-  for (size_t t = 0; t < pass.teams.size(); ++t) pass.victims_head[t] = pass.victims_of_team[t].first;
 }
 
 // Reclaim for one beneficiary: which gangs to preempt so that its gang fits. `fitting_` counts the nodes of
@@ -341,6 +346,7 @@ class Reclaim {
     PlannerPass::NodeCosts& nc = it->second;
     auto later = [](const std::pair<uint32_t, uint32_t>& a, const std::pair<uint32_t, uint32_t>& b) { return a > b; };
     if (fresh) {
+      if (pass_.node_victims_begin.empty()) BuildNodeVictims(pass_);
       nc.cost.resize(pass_.nodes.size());
       for (uint32_t n = 0; n < pass_.nodes.size(); ++n) {
         nc.cost[n] = NodeCost(t, n);
@@ -441,7 +447,7 @@ class Reclaim {
     if (end - begin == 1 && pool_ == 0 && view_.members.empty()) {  // the usual case
       // Both give the same victims: the walk is cheaper for the first reclaims of a key, the node costs (built
       // once per key, then kept up to date) once a key has been walked a few times in the pass.
-      constexpr uint32_t kWalksBeforeNodeCosts = 8;
+      constexpr uint32_t kWalksBeforeNodeCosts = 24;
       uint32_t& walks = pass_.walks_per_key[std::make_tuple(begin->second, per_node_, &index_ != &pass_.real)];
       if (!(++walks > kWalksBeforeNodeCosts && touched_.empty() && ByNodeCosts(begin->second, chosen))) {
         WalkLive(begin->second, chosen);
