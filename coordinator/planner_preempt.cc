@@ -544,6 +544,10 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   for (uint32_t v : victims) {
     for (const auto& slot : pass.running[v].slots) freed_before.emplace_back(slot.first, pass.freed[slot.first]);
   }
+  // "team b below its guarantee (2 of 4 slots on the cluster) reclaims 4 slots for job-...", formatted once.
+  const std::string reason_head = fmt::format("team {} below its guarantee ({} of {} slots on {}) reclaims ",
+                                              pending.team, held_before, guaranteed, pool_name);
+  const std::string reason_tail = " slots for job " + pending.job_id;
   for (uint32_t v : victims) {
     RunningState& r = pass.running[v];
     Preemption p;
@@ -551,8 +555,9 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
     p.beneficiary_job_id = pending.job_id;
     p.kind = PreemptionKind::kReclaim;
     p.work_lost_ms = WorkLost(*r.job, pass.in.now_ms);
-    p.reason = fmt::format("team {} below its guarantee ({} of {} slots on {}) reclaims {} slots for job {}",
-                           pending.team, held_before, guaranteed, pool_name, r.total_slots, pending.job_id);
+    p.reason.reserve(reason_head.size() + reason_tail.size() + 10);
+    const fmt::format_int slots(r.total_slots);
+    p.reason.append(reason_head).append(slots.data(), slots.size()).append(reason_tail);
     pass.plan.preemptions.push_back(std::move(p));
     pass.MarkFreeing(v);
     for (const auto& [node, count] : r.slots) pass.Charge(r.team, node, count, -1);

@@ -166,6 +166,13 @@ PlannerPass::PlannerPass(const PlannerInput& input)
 }
 
 uint32_t PlannerPass::TeamOf(const std::string& name) {
+  // A few teams are the rule: comparing their names is cheaper than hashing one per running job.
+  constexpr size_t kScanned = 16;
+  if (teams.size() <= kScanned) {
+    for (uint32_t t = 0; t < teams.size(); ++t) {
+      if (teams[t].name == name) return t;
+    }
+  }
   auto [it, inserted] = team_index.emplace(name, static_cast<uint32_t>(teams.size()));
   if (inserted) {
     TeamState t;

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <string_view>
 
 #include "bench/scheduler/report.h"
@@ -95,19 +96,27 @@ TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bo
     for (const auto& [node, slots] : r.slots_by_node) held += slots;
   }
   t.fill = static_cast<double>(held) / (static_cast<double>(o.timing_nodes) * trace_config.slots_per_node);
-  std::vector<double> samples;
+  std::vector<double> samples, cpu_samples;
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+  };
   // At most `reps` repetitions, and no more than a minute of them (a slow planner must not stall the run).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   for (int i = 0; i < o.reps && (i < 3 || std::chrono::steady_clock::now() < deadline); ++i) {
+    const double cpu_begin = cpu_now();
     const auto begin = std::chrono::steady_clock::now();
     anneal::coordinator::SchedulePlan plan = anneal::coordinator::PlanSchedule(in);
     samples.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count());
+    cpu_samples.push_back(cpu_now() - cpu_begin);
     t.starts = plan.starts.size();
     t.preemptions = plan.preemptions.size();
     if (o.digest && i == 0) fmt::print("plan digest ({}): {:016x}\n", t.snapshot, PlanDigest(plan));
   }
   t.reps = static_cast<int>(samples.size());
   t.pass_ms = PercentilesOf(std::move(samples));
+  t.cpu_ms = PercentilesOf(std::move(cpu_samples));
   return t;
 }
 
