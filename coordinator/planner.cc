@@ -70,11 +70,12 @@ bool CanEverFit(const GangRequest& g, const View& view, uint32_t max_slots) {
          view.idle_at_least[std::min(g.ranks_per_node, max_slots + 1)] >= g.nodes;
 }
 
-// Stage 2, second half: the jobs their team's guarantee covers (held + job <= guaranteed on a matching pool,
-// charged to every matching pool as they are taken, in fair-share order) go first, then the others in
+// Stage 2, second half: the jobs with claimed nodes (their victims' slots are freeing or freed for them) go
+// first, then the jobs their team's guarantee covers (held + job <= guaranteed on a matching pool, charged to
+// every matching pool as they are taken, in fair-share order; claimants are charged too), then the others in
 // fair-share order. Slots freed for a team below its guarantee (by preemption or by jobs ending) thus reach it
 // instead of a borrowing team with lower usage, which would make it reclaim again.
-// `covered` is set to how many jobs lead the order that way.
+// `covered` is set to how many jobs lead the order that way (claimants included).
 std::vector<uint32_t> GuaranteedFirst(const PlannerPass& pass, const std::vector<uint32_t>& fair, size_t& covered) {
   std::vector<std::vector<int64_t>> charged(pass.teams.size());
   bool any = false;
@@ -83,12 +84,20 @@ std::vector<uint32_t> GuaranteedFirst(const PlannerPass& pass, const std::vector
     for (const QuotaEntry* q : pass.teams[t].quota) any = any || (q != nullptr && q->guaranteed > 0);
   }
   covered = 0;
-  if (!any) return fair;
+  const bool claims = std::any_of(fair.begin(), fair.end(), [&](uint32_t job) { return pass.jobs[job].claimed > 0; });
+  if (!any && !claims) return fair;
   std::vector<uint32_t> order;
   std::vector<uint32_t> borrowing;
   order.reserve(fair.size());
   borrowing.reserve(fair.size());
+  for (uint32_t job : claims ? fair : std::vector<uint32_t>{}) {  // claims first, charged like covered jobs
+    const auto& facts = pass.jobs[job];
+    if (facts.claimed == 0) continue;
+    order.push_back(job);
+    for (size_t p : pass.views[facts.view].pools) charged[facts.team][p] += GangSlots(facts.gang);
+  }
   for (uint32_t job : fair) {
+    if (claims && pass.jobs[job].claimed > 0) continue;
     const auto& facts = pass.jobs[job];
     const View& view = pass.views[facts.view];
     const TeamState& team = pass.teams[facts.team];

@@ -9,6 +9,9 @@
 //      below its weighted share (lowest (decayed usage + slots held now x share_horizon_s) / weight, ties by
 //      team name); within a team, priority (higher first) then submit_seq (FIFO). A job is charged to its team
 //      in this ordering as soon as it is ordered, so one pass interleaves teams instead of draining one.
+//      Claims first: jobs with claimed_nodes (victims were preempted for them in earlier passes and they have
+//      not started) lead the order, in that fair-share order, each charged to its team's matching pools like a
+//      covered job (below): the slots their victims free reach them, and their preemptions are not wasted.
 //      Then guarantees first: the jobs their team's guarantee covers (held + the job <= guaranteed on one of its
 //      matching pools, see stage 3; each covered job is charged to every matching pool of its team as it is
 //      taken, in the fair-share order above) lead the order, in that fair-share order; every other job follows
@@ -19,10 +22,11 @@
 //      matching pool, plus the job's, within `max`; a job's matching pools are "" and every pool whose label
 //      is one of its node_selector pairs), the gang shape (PlaceGang's kNever is reported, never blocks
 //      anyone).
-//   4. Placement in order, EASY backfill. A gang takes its preferred nodes that fit first (the nodes holding its
-//      checkpoint and data cache: a resumed job does not copy them again), rank 0 on the first of them with a free
-//      rendezvous port; the rest best fit (fewest free slots first). The first job that fits quota but not the free
-//      capacity gets a reservation (the earliest time enough slots free, from running jobs' expected ends = started_at
+//   4. Placement in order, EASY backfill. A gang takes its claimed nodes that fit first, then its preferred nodes
+//      that fit (the nodes holding its checkpoint and data cache: a resumed job does not copy them again), rank 0 on
+//      the first of them with a free rendezvous port; the rest best fit (fewest free slots first). The first job that
+//      fits quota but not the free capacity gets a reservation (the earliest time enough slots free, from running jobs'
+//      expected ends = started_at
 //      + time_limit; nodes and slots named). Later jobs start now only if they fit the free capacity and either end
 //      before the reservation (now + time_limit <= reserved_at) or use no slot the reservation needs. A job without a
 //      time limit backfills only into slots the reservation does not need. When no reservation time is known (some
@@ -36,7 +40,8 @@
 //      victim. Victims are taken in that order until the job's gang fits (a team stops giving once it is no
 //      longer above its guarantee), then every victim the gang does not need is dropped, least
 //      preferred first (the fewest victims); if no such set exists, nobody is preempted. The beneficiary does not start
-//      in this pass (the victims still hold their slots); it keeps its place, holds the slots it will take
+//      in this pass (the victims still hold their slots); it keeps its place, holds the slots it will take (freeing
+//      slots on its claimed nodes first, then the nodes with the most freeing slots)
 //      (later jobs of the pass do not get them) and is reported as waiting for them. Slots of jobs already
 //      being preempted or stopped count as freed for this decision (no second round of victims for the same
 //      need).
@@ -119,6 +124,10 @@ struct PendingJob {
   // Nodes that already hold the job's files (its latest checkpoint, its previous attempt's dataset cache), most
   // preferred first: placement takes those that fit before any other (stage 4).
   std::vector<std::string> preferred_nodes;
+  // The nodes of the jobs preempted for this job in earlier passes (a reclaim's victims), while it has not started:
+  // their slots are freeing or freed for it. Such a job leads the order (stage 2) and takes these nodes before
+  // any other (before preferred_nodes), so the slots its victims free reach it, not a job ahead of it.
+  std::vector<std::string> claimed_nodes;
 };
 
 struct PlannerConfig {

@@ -138,10 +138,47 @@ struct PlannerPass {
   // or freeing jobs change, so identical shapes are answered at once while nothing changes.
   std::set<std::tuple<size_t, size_t, uint32_t, uint32_t, bool>> reclaim_failed;
   std::vector<uint32_t> scratch;  // per node, zero between uses
-  bool victims_built = false;     // the three below are built at the first reclaim (planner_preempt.cc)
-  std::vector<std::vector<uint32_t>> victims_by_team;  // eligible running jobs per team, preferred first
-  std::vector<uint32_t> victim_rank;                   // per running job: its place in the preference order
-  std::vector<size_t> victims_head;                    // per team: entries of victims_by_team before it are all freeing
+  // Eligible victims, built at the first reclaim (planner_preempt.cc): one packed entry per eligible running job,
+  // grouped by team, each team's entries in preference order (lowest priority, least work lost, job id), with
+  // their (node, slots) pairs in one flat array, so the victim walk reads memory in order.
+  struct Victim {
+    uint32_t running;     // index into `running`
+    uint32_t rank;        // place in the pass-wide preference order
+    uint32_t all_slots;   // slots on schedulable nodes (what it gives back on pool 0)
+    uint32_t slot_begin;  // its pairs: victim_slots[slot_begin, slot_end)
+    uint32_t slot_end;
+  };
+  bool victims_built = false;
+  std::vector<Victim> victims;
+  std::vector<std::pair<uint32_t, uint32_t>> victim_slots;     // (node, slots)
+  std::vector<std::pair<uint32_t, uint32_t>> victims_of_team;  // per team: [begin, end) in `victims`
+  std::vector<uint32_t> victims_head;                          // per team: its entries before this one are all freeing
+  std::vector<char> freeing;           // per running job: RunningState::freeing, packed (set by MarkFreeing)
+  std::vector<char> eligible;          // per running job: has an entry in `victims` (until it is freeing)
+  std::vector<uint32_t> victim_entry;  // per running job: its entry in `victims` (UINT32_MAX: none)
+  std::vector<int64_t> victim_tree;    // Fenwick tree over each team's range of `victims`: all_slots, 0 once freeing
+  // The entries that may still complete a node, per (team, ranks per node, outlives): next-live pointers over
+  // the team's range (an entry that is freeing or whose nodes can never reach the ranks per node points past
+  // itself; both stay so for the rest of the pass, as free slots and victims only go down).
+  std::map<std::tuple<uint32_t, uint32_t, bool>, std::vector<uint32_t>> victims_live;
+  // Per node, its eligible victims' entries ascending with their slots there (CSR: node_victims_begin[n] ..
+  // node_victims_begin[n + 1]), and a log of the nodes whose free or freed slots or victims changed since the
+  // victims were built: the per-key node costs (planner_preempt.cc) are brought up to date from it.
+  std::vector<uint32_t> node_victims_begin;
+  std::vector<std::pair<uint32_t, uint32_t>> node_victims;  // (entry, slots on the node)
+  std::vector<uint32_t> changed_nodes;
+  struct NodeCosts {
+    std::vector<uint32_t> cost;                       // per node: the entry at which it fits; UINT32_MAX: never
+    std::vector<std::pair<uint32_t, uint32_t>> heap;  // (cost, node), min first; stale when cost[node] differs
+    size_t synced = 0;                                // changed_nodes seen
+  };
+  std::map<std::tuple<uint32_t, uint32_t, bool>, NodeCosts> node_costs;  // per (team, ranks per node, outlives)
+  std::map<std::tuple<uint32_t, uint32_t, bool>, uint32_t> walks_per_key;
+  void NodeChanged(uint32_t node) {
+    if (victims_built) changed_nodes.push_back(node);
+  }
+  std::vector<uint32_t> victim_slots_on;  // per node: slots of eligible victims not freeing (an upper bound on
+                                          // what victims can add there)
 
   SchedulePlan plan;
   std::optional<ReservationState> reservation;
@@ -154,7 +191,8 @@ struct PlannerPass {
     uint32_t view = 0;
     uint64_t submit_seq = 0;
     int64_t time_limit_ms = 0;
-    std::vector<uint32_t> preferred;  // PendingJob::preferred_nodes that are schedulable, as node numbers
+    std::vector<uint32_t> preferred;  // claimed_nodes then preferred_nodes that are schedulable, as node numbers
+    uint32_t claimed = 0;             // how many of `preferred` are claimed nodes (they come first)
   };
   std::vector<JobFacts> jobs;  // per pending job, in input order
 

@@ -18,8 +18,8 @@ uint32_t Guaranteed(const TeamState& team, size_t pool) {
   return q == nullptr ? 0 : q->guaranteed;
 }
 
-// Eligible victims per team (not freeing, preemptible, past the minimum runtime), each list in preference
-// order within a team (lowest priority, least work lost, job id); built once per pass, at the first reclaim.
+// Eligible victims (not freeing, preemptible, past the minimum runtime), grouped by team, each team's entries in
+// preference order (lowest priority, least work lost, job id); built once per pass, at the first reclaim.
 void BuildVictimLists(PlannerPass& pass) {
   pass.victims_built = true;
   const int64_t now = pass.in.now_ms;
@@ -40,13 +40,70 @@ void BuildVictimLists(PlannerPass& pass) {
     if (x.lost != y.lost) return x.lost < y.lost;
     return pass.running[x.running].job->job_id < pass.running[y.running].job->job_id;
   });
-  pass.victim_rank.assign(pass.running.size(), UINT32_MAX);
-  pass.victims_by_team.assign(pass.teams.size(), {});
-  pass.victims_head.assign(pass.teams.size(), 0);
+  // Counting sort by team keeps each team's entries in preference order.
+  std::vector<uint32_t> count(pass.teams.size() + 1, 0);
+  for (const Candidate& c : eligible) ++count[pass.running[c.running].team + 1];
+  for (size_t t = 1; t < count.size(); ++t) count[t] += count[t - 1];
+  pass.victims_of_team.resize(pass.teams.size());
+  for (size_t t = 0; t < pass.teams.size(); ++t) pass.victims_of_team[t] = {count[t], count[t + 1]};
+  pass.victims.resize(eligible.size());
+  pass.victim_slots.clear();
+  pass.victim_slots.reserve(eligible.size() + eligible.size() / 4);
+  std::vector<uint32_t> next(count.begin(), count.end() - 1);
   for (uint32_t rank = 0; rank < eligible.size(); ++rank) {
-    const uint32_t i = eligible[rank].running;
-    pass.victim_rank[i] = rank;
-    pass.victims_by_team[pass.running[i].team].push_back(i);
+    const RunningState& r = pass.running[eligible[rank].running];
+    PlannerPass::Victim& v = pass.victims[next[r.team]++];
+    v.running = eligible[rank].running;
+    v.rank = rank;
+    v.all_slots = 0;
+    v.slot_begin = static_cast<uint32_t>(pass.victim_slots.size());
+    for (const auto& slot : r.slots) {
+      v.all_slots += slot.second;
+      pass.victim_slots.push_back(slot);
+    }
+    v.slot_end = static_cast<uint32_t>(pass.victim_slots.size());
+  }
+  pass.victim_entry.assign(pass.running.size(), UINT32_MAX);
+  for (uint32_t e = 0; e < pass.victims.size(); ++e) pass.victim_entry[pass.victims[e].running] = e;
+  // Fenwick trees, one per team's range: node i (1-based within the range) sums the i & -i entries ending at i.
+  pass.victim_tree.assign(pass.victims.size(), 0);
+  for (const auto& [begin, end] : pass.victims_of_team) {
+    for (uint32_t i = 1; i <= end - begin; ++i) {
+      pass.victim_tree[begin + i - 1] += pass.victims[begin + i - 1].all_slots;
+      const uint32_t parent = i + (i & (~i + 1));
+      if (parent <= end - begin) pass.victim_tree[begin + parent - 1] += pass.victim_tree[begin + i - 1];
+    }
+  }
+  pass.victims_live.clear();
+  pass.node_costs.clear();
+  pass.node_victims_begin.clear();
+  pass.walks_per_key.clear();
+  pass.changed_nodes.clear();
+  pass.eligible.assign(pass.running.size(), 0);
+  pass.victim_slots_on.assign(pass.nodes.size(), 0);
+  for (const Candidate& c : eligible) {
+    pass.eligible[c.running] = 1;
+    for (const auto& [node, count] : pass.running[c.running].slots) pass.victim_slots_on[node] += count;
+  }
+  pass.victims_head.assign(pass.teams.size(), 0);
+  for (size_t t = 0; t < pass.teams.size(); ++t) pass.victims_head[t] = pass.victims_of_team[t].first;
+}
+
+// Per node, its eligible victims' entries ascending (built at the first reclaim found from the nodes).
+void BuildNodeVictims(PlannerPass& pass) {
+  pass.node_victims_begin.assign(pass.nodes.size() + 1, 0);
+  for (const auto& [node, count] : pass.victim_slots) ++pass.node_victims_begin[node + 1];
+  for (size_t n = 1; n < pass.node_victims_begin.size(); ++n)
+    pass.node_victims_begin[n] += pass.node_victims_begin[n - 1];
+  pass.node_victims.resize(pass.victim_slots.size());
+  {
+    std::vector<uint32_t> fill(pass.node_victims_begin.begin(), pass.node_victims_begin.end() - 1);
+    for (uint32_t e = 0; e < pass.victims.size(); ++e) {  // entries ascending: each node's list comes out sorted
+      const auto& v = pass.victims[e];
+      for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+        pass.node_victims[fill[pass.victim_slots[s].first]++] = {e, pass.victim_slots[s].second};
+      }
+    }
   }
 }
 
@@ -57,6 +114,7 @@ class Reclaim {
  public:
   Reclaim(PlannerPass& pass, uint32_t job, size_t pool, bool outlives)
       : pass_(pass),
+        job_index_(job),
         job_(pass.in.pending[job]),
         view_(pass.views[pass.jobs[job].view]),
         team_(pass.jobs[job].team),
@@ -77,11 +135,11 @@ class Reclaim {
 
   bool Fits() const { return fitting_ >= job_.gang.nodes; }
 
-  // The fewest victims, in preference order, that make the gang fit (none when the freeing jobs suffice);
-  // nullopt when no set of victims does.
+  // The fewest victims (running job indices), in preference order, that make the gang fit (none when the
+  // freeing jobs suffice); nullopt when no set of victims does.
   std::optional<std::vector<uint32_t>> ChooseVictims() {
-    std::vector<uint32_t> chosen;
-    if (Fits()) return chosen;  // the jobs already freeing are enough: no second round of victims
+    std::vector<uint32_t> chosen;  // entries of pass_.victims
+    if (Fits()) return chosen;     // the jobs already freeing are enough: no second round of victims
     if (!pass_.victims_built) BuildVictimLists(pass_);
     const std::vector<std::pair<int64_t, uint32_t>> borrowers = Borrowers();
     // Teams that borrow equally form one group, whose candidates are taken in the pass-wide preference order.
@@ -92,15 +150,22 @@ class Reclaim {
       i = j;
     }
     if (!Fits()) return std::nullopt;
-    // Fewest: drop the least preferred victims the gang does not need.
+    // Fewest: drop the least preferred victims the gang does not need. A victim with no slot on a node that
+    // fits is dropped without a look at the count: nodes only lose slots as victims are dropped, so a node
+    // that does not fit now never will, and dropping it changes no count (most victims of a walk are such).
+    size_t kept = 0;
     for (size_t k = chosen.size(); k-- > 0;) {
-      Add(pass_.running[chosen[k]], -1);
-      if (Fits()) {
-        chosen.erase(chosen.begin() + static_cast<std::ptrdiff_t>(k));
-      } else {
-        Add(pass_.running[chosen[k]], +1);
+      const PlannerPass::Victim& v = pass_.victims[chosen[k]];
+      bool needed = false;
+      if (TouchesFittingNode(v)) {
+        Add(v, -1);
+        needed = !Fits();
+        if (needed) Add(v, +1);
       }
+      if (needed) chosen[chosen.size() - 1 - kept++] = chosen[k];
     }
+    chosen.erase(chosen.begin(), chosen.end() - static_cast<std::ptrdiff_t>(kept));
+    for (uint32_t& c : chosen) c = pass_.victims[c].running;
     return chosen;
   }
 
@@ -114,7 +179,14 @@ class Reclaim {
         nodes.push_back(node);
       }
     }
+    // The job's claimed nodes (its earlier victims' slots) first, then the most freed slots.
+    const auto& facts = pass_.jobs[job_index_];
+    const auto claimed_begin = facts.preferred.begin();
+    const auto claimed_end = claimed_begin + facts.claimed;
+    auto claimed = [&](uint32_t node) { return std::find(claimed_begin, claimed_end, node) != claimed_end; };
     std::sort(nodes.begin(), nodes.end(), [&](uint32_t a, uint32_t b) {
+      const bool ca = facts.claimed > 0 && claimed(a), cb = facts.claimed > 0 && claimed(b);
+      if (ca != cb) return ca;
       if (pass_.freed[a] != pass_.freed[b]) return pass_.freed[a] > pass_.freed[b];
       return a < b;
     });
@@ -130,6 +202,7 @@ class Reclaim {
     for (uint32_t node : nodes) {
       const uint32_t from_freed = std::min(pass_.freed[node], per_node);
       pass_.freed[node] -= from_freed;
+      pass_.NodeChanged(node);
       if (from_freed > 0) waits_for.insert(waits_for.end(), pass_.freed_by[node].begin(), pass_.freed_by[node].end());
       if (per_node > from_freed) pass_.TakeFree(node, per_node - from_freed, /*outlives=*/true);
       pass_.Charge(team, node, per_node, +1);
@@ -143,18 +216,41 @@ class Reclaim {
  private:
   bool Member(uint32_t node) const { return view_.members.empty() || view_.members[node]; }
   uint32_t Avail(uint32_t node) const { return index_.Free(node) + pass_.freed[node] + pass_.scratch[node]; }
-  bool Helps(const RunningState& r) const {
-    return std::any_of(r.slots.begin(), r.slots.end(), [&](const auto& s) { return Member(s.first); });
+  bool Helps(const PlannerPass::Victim& v) const {
+    if (view_.members.empty()) return v.slot_end > v.slot_begin;
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      if (Member(pass_.victim_slots[s].first)) return true;
+    }
+    return false;
   }
-  void Add(const RunningState& r, int sign) {
-    for (const auto& [node, count] : r.slots) {
+  bool TouchesFittingNode(const PlannerPass::Victim& v) const {
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      const uint32_t node = pass_.victim_slots[s].first;
+      if (Member(node) && Avail(node) >= per_node_) return true;
+    }
+    return false;
+  }
+  void Add(const PlannerPass::Victim& v, int sign) {
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      const auto [node, count] = pass_.victim_slots[s];
       if (!Member(node)) continue;
-      if (pass_.scratch[node] == 0 && sign > 0) touched_.push_back(node);
-      const bool before = Avail(node) >= per_node_;
-      pass_.scratch[node] = static_cast<uint32_t>(static_cast<int64_t>(pass_.scratch[node]) + sign * int64_t{count});
-      const bool after = Avail(node) >= per_node_;
+      uint32_t& scratch = pass_.scratch[node];
+      if (scratch == 0 && sign > 0) touched_.push_back(node);
+      const uint32_t base = index_.Free(node) + pass_.freed[node];
+      const bool before = base + scratch >= per_node_;
+      scratch = sign > 0 ? scratch + count : scratch - count;
+      const bool after = base + scratch >= per_node_;
       if (before != after) fitting_ += after ? 1 : -1;
     }
+  }
+  // What taking `v` takes from its team's borrowing on the reclaim's pool.
+  int64_t PoolSlots(const PlannerPass::Victim& v) const {
+    if (pool_ == 0) return v.all_slots;
+    int64_t slots = 0;
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      if (pass_.pool_members[pool_][pass_.victim_slots[s].first]) slots += pass_.victim_slots[s].second;
+    }
+    return slots;
   }
   // Teams above their guarantee on the pool with eligible victims, borrowing the most first (ties by team);
   // sets borrowed_left_ for each.
@@ -164,7 +260,8 @@ class Reclaim {
     for (uint32_t t = 0; t < pass_.teams.size(); ++t) {
       const TeamState& team = pass_.teams[t];
       const int64_t borrowed = team.held[pool_] - static_cast<int64_t>(Guaranteed(team, pool_));
-      if (borrowed > 0 && !pass_.victims_by_team[t].empty()) {
+      const auto [begin, end] = pass_.victims_of_team[t];
+      if (borrowed > 0 && end > begin) {
         borrowers.emplace_back(borrowed, t);
         borrowed_left_[t] = borrowed;
       }
@@ -175,48 +272,227 @@ class Reclaim {
     return borrowers;
   }
 
+  // The next entry of team `t`'s list at or after `next` that is not freeing (its end when none).
+  // The next entry of team `t`'s list at or after `next` that is not freeing (its end when none).
+  uint32_t SkipFreeing(uint32_t t, uint32_t next) const {
+    const uint32_t end = pass_.victims_of_team[t].second;
+    while (next < end && pass_.freeing[pass_.victims[next].running]) ++next;
+    return next;
+  }
+
+  // Can `v` be part of a fitting node: does one of its nodes reach per_node with every eligible victim there?
+  bool MayCompleteANode(const PlannerPass::Victim& v) const {
+    for (uint32_t s = v.slot_begin; s < v.slot_end; ++s) {
+      const uint32_t node = pass_.victim_slots[s].first;
+      if (Member(node) && index_.Free(node) + pass_.freed[node] + pass_.victim_slots_on[node] >= per_node_) return true;
+    }
+    return false;
+  }
+
+  // Takes candidate `entry` of `team`. A candidate none of whose nodes can ever fit is taken only in what it
+  // counts against its team's borrowing: it would change no fit count and the fewest step would drop it.
+  void Take(uint32_t entry, uint32_t team, std::vector<uint32_t>& chosen) {
+    const PlannerPass::Victim& v = pass_.victims[entry];
+    if (!Helps(v)) return;
+    borrowed_left_[team] -= PoolSlots(v);
+    if (!MayCompleteANode(v)) return;
+    chosen.push_back(entry);
+    Add(v, +1);
+  }
+
+  // The last entry of team t's range that the walk may take: the first at which the slots of the entries not
+  // freeing, from the range's start, reach `borrowed` (a team gives while it is above its guarantee, counting
+  // every candidate taken); the range's last entry when they never do.
+  uint32_t Cutoff(uint32_t t, int64_t borrowed) const {
+    const auto [begin, end] = pass_.victims_of_team[t];
+    const uint32_t size = end - begin;
+    uint32_t pos = 0;  // the entries [0, pos) of the range sum to < borrowed
+    int64_t sum = 0;
+    uint32_t step = 1;
+    while (step * 2 <= size) step *= 2;
+    for (; step > 0; step /= 2) {
+      if (pos + step <= size && sum + pass_.victim_tree[begin + pos + step - 1] < borrowed) {
+        pos += step;
+        sum += pass_.victim_tree[begin + pos - 1];
+      }
+    }
+    return begin + std::min(pos, size - 1);
+  }
+
+  // The entry of team t's range at which `node` fits (with the free and freed slots and t's victims there that
+  // are not freeing, in preference order); UINT32_MAX when it fits already or never does.
+  uint32_t NodeCost(uint32_t t, uint32_t node) const {
+    const uint32_t base = index_.Free(node) + pass_.freed[node];
+    if (base >= per_node_) return UINT32_MAX;
+    const auto [begin, end] = pass_.victims_of_team[t];
+    uint32_t have = base;
+    for (uint32_t i = pass_.node_victims_begin[node]; i < pass_.node_victims_begin[node + 1]; ++i) {
+      const auto [entry, slots] = pass_.node_victims[i];
+      if (entry < begin || pass_.freeing[pass_.victims[entry].running]) continue;
+      if (entry >= end) break;
+      have += slots;
+      if (have >= per_node_) return entry;
+    }
+    return UINT32_MAX;
+  }
+
+  // The walk of one team on pool "" over every node, found from the nodes: the walk stops at the entry where
+  // the gang's last missing node fits, i.e. the (nodes still needed)-th smallest node cost, if that is within
+  // the team's cutoff. The victims it took there that touch those nodes are added (the fewest step drops every
+  // other one anyway: their nodes do not fit). Node costs are kept per (team, ranks per node, outlives) and
+  // brought up to date from pass.changed_nodes. Returns false (nothing taken) when the walk would not fit.
+  bool ByNodeCosts(uint32_t t, std::vector<uint32_t>& chosen) {
+    auto [it, fresh] = pass_.node_costs.try_emplace(std::make_tuple(t, per_node_, &index_ != &pass_.real));
+    PlannerPass::NodeCosts& nc = it->second;
+    auto later = [](const std::pair<uint32_t, uint32_t>& a, const std::pair<uint32_t, uint32_t>& b) { return a > b; };
+    if (fresh) {
+      if (pass_.node_victims_begin.empty()) BuildNodeVictims(pass_);
+      // Only nodes holding victims of team t can get a cost.
+      nc.cost.assign(pass_.nodes.size(), UINT32_MAX);
+      std::vector<char> seen(pass_.nodes.size(), 0);
+      const auto [team_begin, team_end] = pass_.victims_of_team[t];
+      for (uint32_t e = team_begin; e < team_end; ++e) {
+        const PlannerPass::Victim& v = pass_.victims[e];
+        for (uint32_t k = v.slot_begin; k < v.slot_end; ++k) {
+          const uint32_t n = pass_.victim_slots[k].first;
+          if (seen[n]) continue;
+          seen[n] = 1;
+          nc.cost[n] = NodeCost(t, n);
+          if (nc.cost[n] != UINT32_MAX) nc.heap.emplace_back(nc.cost[n], n);
+        }
+      }
+      std::make_heap(nc.heap.begin(), nc.heap.end(), later);
+      nc.synced = pass_.changed_nodes.size();
+    }
+    for (; nc.synced < pass_.changed_nodes.size(); ++nc.synced) {
+      const uint32_t n = pass_.changed_nodes[nc.synced];
+      const uint32_t cost = NodeCost(t, n);
+      if (cost == nc.cost[n]) continue;
+      nc.cost[n] = cost;
+      if (cost != UINT32_MAX) {
+        nc.heap.emplace_back(cost, n);
+        std::push_heap(nc.heap.begin(), nc.heap.end(), later);
+      }
+    }
+    const uint32_t needed = job_.gang.nodes - static_cast<uint32_t>(fitting_);
+    const uint32_t last = Cutoff(t, borrowed_left_[t]);
+    std::vector<std::pair<uint32_t, uint32_t>> taken;  // valid heap entries popped, pushed back below
+    uint32_t stop = UINT32_MAX;
+    while (!nc.heap.empty()) {
+      const auto top = nc.heap.front();
+      if (nc.cost[top.second] != top.first) {  // stale
+        std::pop_heap(nc.heap.begin(), nc.heap.end(), later);
+        nc.heap.pop_back();
+        continue;
+      }
+      if (top.first > last || (taken.size() >= needed && top.first != stop)) break;
+      std::pop_heap(nc.heap.begin(), nc.heap.end(), later);
+      nc.heap.pop_back();
+      taken.push_back(top);
+      if (taken.size() == needed) stop = top.first;
+    }
+    for (const auto& entry : taken) {
+      nc.heap.push_back(entry);
+      std::push_heap(nc.heap.begin(), nc.heap.end(), later);
+    }
+    if (taken.size() < needed) return false;
+    const auto [begin, end] = pass_.victims_of_team[t];
+    const size_t first = chosen.size();
+    for (const auto& [cost, node] : taken) {
+      for (uint32_t i = pass_.node_victims_begin[node]; i < pass_.node_victims_begin[node + 1]; ++i) {
+        const uint32_t entry = pass_.node_victims[i].first;
+        if (entry < begin || pass_.freeing[pass_.victims[entry].running]) continue;
+        if (entry > stop) break;
+        chosen.push_back(entry);
+      }
+    }
+    std::sort(chosen.begin() + static_cast<std::ptrdiff_t>(first), chosen.end());
+    chosen.erase(std::unique(chosen.begin() + static_cast<std::ptrdiff_t>(first), chosen.end()), chosen.end());
+    for (size_t k = first; k < chosen.size(); ++k) Add(pass_.victims[chosen[k]], +1);
+    return true;
+  }
+
+  // One team on pool "" over every node (the usual reclaim), with exactly the result of TakeFromGroup's walk:
+  // only the entries that may still complete a node are visited (the others would only count against the
+  // team's borrowing, which Cutoff sums), and the walk's next-live pointers skip the others from then on.
+  void WalkLive(uint32_t t, std::vector<uint32_t>& chosen) {
+    const auto [begin, end] = pass_.victims_of_team[t];
+    auto [it, fresh] = pass_.victims_live.try_emplace(std::make_tuple(t, per_node_, &index_ != &pass_.real));
+    std::vector<uint32_t>& next = it->second;  // next[i - begin]: i when live, else an entry before the next live
+    if (fresh) {
+      next.resize(end - begin);
+      for (uint32_t i = 0; i < next.size(); ++i) next[i] = begin + i;
+    }
+    auto find = [&](uint32_t i) {
+      uint32_t root = i;
+      while (root < end && next[root - begin] != root) root = next[root - begin];
+      while (i < end && next[i - begin] != i) {  // path compression
+        const uint32_t up = next[i - begin];
+        next[i - begin] = root;
+        i = up;
+      }
+      return root;
+    };
+    const uint32_t last = Cutoff(t, borrowed_left_[t]);
+    for (uint32_t e = find(begin); e <= last && e < end && !Fits(); e = find(e + 1)) {
+      const PlannerPass::Victim& v = pass_.victims[e];
+      if (pass_.freeing[v.running] || !MayCompleteANode(v)) {
+        next[e - begin] = e + 1;
+        continue;
+      }
+      chosen.push_back(e);
+      Add(v, +1);
+    }
+  }
+
   // Takes candidates of the teams [begin, end) (one group) until the gang fits: a merge of the teams' lists
   // by preference rank, skipping jobs already freeing, teams that would go below their own guarantee, and
   // jobs with no slot on the job's nodes.
   void TakeFromGroup(const std::pair<int64_t, uint32_t>* begin, const std::pair<int64_t, uint32_t>* end,
                      std::vector<uint32_t>& chosen) {
+    for (const auto* b = begin; b != end; ++b) {
+      pass_.victims_head[b->second] = SkipFreeing(b->second, pass_.victims_head[b->second]);
+    }
+    if (end - begin == 1 && pool_ == 0 && view_.members.empty()) {  // the usual case
+      // Both give the same victims: the walk is cheaper for the first reclaims of a key, the node costs (built
+      // once per key, then kept up to date) once a key has been walked a few times in the pass.
+      constexpr uint32_t kWalksBeforeNodeCosts = 24;
+      uint32_t& walks = pass_.walks_per_key[std::make_tuple(begin->second, per_node_, &index_ != &pass_.real)];
+      if (!(++walks > kWalksBeforeNodeCosts && touched_.empty() && ByNodeCosts(begin->second, chosen))) {
+        WalkLive(begin->second, chosen);
+      }
+      return;
+    }
+    if (end - begin == 1) {  // one team, its list in order
+      const uint32_t t = begin->second;
+      const uint32_t last = pass_.victims_of_team[t].second;
+      for (uint32_t next = SkipFreeing(t, pass_.victims_head[t]); next < last && !Fits() && borrowed_left_[t] > 0;
+           next = SkipFreeing(t, next + 1)) {
+        Take(next, t, chosen);
+      }
+      return;
+    }
     struct Cursor {
       uint32_t team;
-      size_t next;
+      uint32_t next;
     };
     std::vector<Cursor> cursors;
     cursors.reserve(static_cast<size_t>(end - begin));
-    for (const auto* b = begin; b != end; ++b) {
-      const uint32_t t = b->second;
-      const auto& list = pass_.victims_by_team[t];
-      size_t& head = pass_.victims_head[t];
-      while (head < list.size() && pass_.running[list[head]].freeing) ++head;
-      cursors.push_back({t, head});
-    }
+    for (const auto* b = begin; b != end; ++b) cursors.push_back({b->second, pass_.victims_head[b->second]});
     while (!Fits()) {
       Cursor* best = nullptr;
       for (Cursor& c : cursors) {
-        const auto& list = pass_.victims_by_team[c.team];
-        while (c.next < list.size() && pass_.running[list[c.next]].freeing) ++c.next;
-        if (c.next >= list.size() || borrowed_left_[c.team] <= 0) continue;  // <= 0: at its own guarantee
-        if (best == nullptr ||
-            pass_.victim_rank[list[c.next]] < pass_.victim_rank[pass_.victims_by_team[best->team][best->next]]) {
-          best = &c;
-        }
+        c.next = SkipFreeing(c.team, c.next);
+        if (c.next >= pass_.victims_of_team[c.team].second || borrowed_left_[c.team] <= 0) continue;
+        if (best == nullptr || pass_.victims[c.next].rank < pass_.victims[best->next].rank) best = &c;
       }
       if (best == nullptr) return;
-      const uint32_t candidate = pass_.victims_by_team[best->team][best->next++];
-      const RunningState& r = pass_.running[candidate];
-      if (!Helps(r)) continue;
-      chosen.push_back(candidate);
-      Add(r, +1);
-      for (const auto& [node, count] : r.slots) {
-        if (pass_.pool_members[pool_][node]) borrowed_left_[best->team] -= count;
-      }
+      Take(best->next++, best->team, chosen);
     }
   }
 
   PlannerPass& pass_;
+  uint32_t job_index_;
   const PendingJob& job_;
   const View& view_;
   uint32_t team_;
@@ -228,11 +504,18 @@ class Reclaim {
   std::vector<int64_t> borrowed_left_;  // per team: slots it borrows on the pool, less the victims taken
 };
 
-std::string JoinIds(const std::vector<std::string>& ids) {
+// "waiting for the preemption of a, b, c, d, e and 2 more" (built by hand: one per reclaim, thousands a pass).
+std::string WaitingFor(const std::vector<std::string>& ids) {
   constexpr size_t kShown = 5;
-  std::vector<std::string> shown(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), kShown)));
-  std::string text = fmt::format("{}", fmt::join(shown, ", "));
-  if (ids.size() > kShown) text += fmt::format(" and {} more", ids.size() - kShown);
+  std::string text = "waiting for the preemption of ";
+  for (size_t i = 0; i < std::min(ids.size(), kShown); ++i) {
+    if (i > 0) text += ", ";
+    text += ids[i];
+  }
+  if (ids.size() > kShown) {
+    const fmt::format_int more(ids.size() - kShown);
+    text.append(" and ").append(more.data(), more.size()).append(" more");
+  }
   return text;
 }
 
@@ -277,6 +560,10 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   for (uint32_t v : victims) {
     for (const auto& slot : pass.running[v].slots) freed_before.emplace_back(slot.first, pass.freed[slot.first]);
   }
+  // "team b below its guarantee (2 of 4 slots on the cluster) reclaims 4 slots for job-...", formatted once.
+  const std::string reason_head = fmt::format("team {} below its guarantee ({} of {} slots on {}) reclaims ",
+                                              pending.team, held_before, guaranteed, pool_name);
+  const std::string reason_tail = " slots for job " + pending.job_id;
   for (uint32_t v : victims) {
     RunningState& r = pass.running[v];
     Preemption p;
@@ -284,15 +571,16 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
     p.beneficiary_job_id = pending.job_id;
     p.kind = PreemptionKind::kReclaim;
     p.work_lost_ms = WorkLost(*r.job, pass.in.now_ms);
-    p.reason = fmt::format("team {} below its guarantee ({} of {} slots on {}) reclaims {} slots for job {}",
-                           pending.team, held_before, guaranteed, pool_name, r.total_slots, pending.job_id);
+    p.reason.reserve(reason_head.size() + reason_tail.size() + 10);
+    const fmt::format_int slots(r.total_slots);
+    p.reason.append(reason_head).append(slots.data(), slots.size()).append(reason_tail);
     pass.plan.preemptions.push_back(std::move(p));
     pass.MarkFreeing(v);
     for (const auto& [node, count] : r.slots) pass.Charge(r.team, node, count, -1);
     pass.teams[r.team].held_total -= r.total_slots;
   }
   const std::vector<int64_t> team_held_before = team.held;
-  std::string why = "waiting for the preemption of " + JoinIds(reclaim.Claim());
+  std::string why = WaitingFor(reclaim.Claim());
   // A reclaim that failed before can succeed now only if this one left freed slots unclaimed, or if the claim
   // made the beneficiary's team borrow more on some pool (its running jobs become victims there, or more of
   // them): everything else it changed (fewer free slots, fewer eligible victims, the victims' teams borrowing

@@ -150,6 +150,7 @@ PlannerPass::PlannerPass(const PlannerInput& input)
     }
     running.push_back(std::move(r));
   }
+  freeing.assign(running.size(), 0);
   for (uint32_t i = 0; i < running.size(); ++i) {
     if (running[i].job->being_preempted) MarkFreeing(i);
   }
@@ -165,6 +166,13 @@ PlannerPass::PlannerPass(const PlannerInput& input)
 }
 
 uint32_t PlannerPass::TeamOf(const std::string& name) {
+  // A few teams are the rule: comparing their names is cheaper than hashing one per running job.
+  constexpr size_t kScanned = 16;
+  if (teams.size() <= kScanned) {
+    for (uint32_t t = 0; t < teams.size(); ++t) {
+      if (teams[t].name == name) return t;
+    }
+  }
   auto [it, inserted] = team_index.emplace(name, static_cast<uint32_t>(teams.size()));
   if (inserted) {
     TeamState t;
@@ -190,13 +198,16 @@ void PlannerPass::IndexPending() {
                     job.submit_seq,
                     job.time_limit_ms,
                     {}});
-    for (const std::string& id : job.preferred_nodes) {
+    auto& preferred = jobs.back().preferred;
+    auto prefer = [&](const std::string& id) {
       auto it = node_index.find(id);
-      auto& preferred = jobs.back().preferred;
       if (it != node_index.end() && std::find(preferred.begin(), preferred.end(), it->second) == preferred.end()) {
         preferred.push_back(it->second);
       }
-    }
+    };
+    for (const std::string& id : job.claimed_nodes) prefer(id);
+    jobs.back().claimed = static_cast<uint32_t>(preferred.size());
+    for (const std::string& id : job.preferred_nodes) prefer(id);
   }
 }
 
@@ -263,6 +274,7 @@ std::vector<uint32_t> PlannerPass::TakeFree(uint32_t node, uint32_t count, bool 
   slot_taken[node] += count;
   const uint32_t left = static_cast<uint32_t>(slots[node]->size()) - slot_taken[node];
   real.Set(node, left);
+  NodeChanged(node);
   if (guarded) {
     if (outlives && spare[node] != UINT32_MAX) spare[node] -= std::min(spare[node], count);
     guarded->Set(node, std::min(left, spare[node]));
@@ -274,6 +286,17 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
   RunningState& r = running[running_index];
   if (r.freeing) return;
   r.freeing = true;
+  freeing[running_index] = 1;
+  if (!eligible.empty() && eligible[running_index]) {
+    eligible[running_index] = 0;
+    for (const auto& [node, count] : r.slots) victim_slots_on[node] -= count;
+    // Its slots no longer count in its team's Fenwick tree (planner_preempt.cc Cutoff).
+    const uint32_t entry = victim_entry[running_index];
+    const uint32_t team_begin = victims_of_team[r.team].first;
+    const uint32_t size = victims_of_team[r.team].second - team_begin;
+    const int64_t value = victims[entry].all_slots;
+    for (uint32_t i = entry - team_begin + 1; i <= size; i += i & (~i + 1)) victim_tree[team_begin + i - 1] -= value;
+  }
   for (const auto& [node, count] : r.slots) {
     if (!freed_listed[node]) {
       freed_listed[node] = 1;
@@ -281,6 +304,7 @@ void PlannerPass::MarkFreeing(uint32_t running_index) {
     }
     freed[node] += count;
     freed_by[node].push_back(r.job->job_id);
+    NodeChanged(node);
   }
 }
 

@@ -11,8 +11,11 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
+#include <string_view>
 
 #include "bench/scheduler/report.h"
 #include "bench/scheduler/simulator.h"
@@ -33,8 +36,49 @@ struct Options {
   int timing_pending = 10000;
   double timing_fill = 0.9;
   bool skip_timing = false;
+  bool skip_simulation = false;
+  bool digest = false;
+  bool claims = false;
+  int snapshot = 0;  // 0: all three timed snapshots; 1-3: only that one (for callgrind)
   bool check_goals = false;
 };
+
+// FNV-1a over everything a plan says (starts with their slots, preemptions, reservation, explanations by id).
+uint64_t PlanDigest(const anneal::coordinator::SchedulePlan& plan) {
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](std::string_view text) {
+    for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL;
+  };
+  for (const auto& s : plan.starts) {
+    mix(s.job_id);
+    for (const auto& n : s.nodes) {
+      mix(n.node_id);
+      for (uint32_t slot : n.slots) mix(std::to_string(slot));
+    }
+  }
+  for (const auto& p : plan.preemptions) {
+    mix(p.victim_job_id);
+    mix(p.beneficiary_job_id);
+    mix(p.reason);
+  }
+  if (plan.reservation) {
+    mix(plan.reservation->job_id);
+    mix(std::to_string(plan.reservation->at_ms));
+    for (const auto& [node, slots] : plan.reservation->slots_by_node) mix(node + std::to_string(slots));
+  }
+  std::vector<std::string> ids;
+  for (const auto& [id, why] : plan.pending) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (const auto& id : ids) {
+    const auto& why = plan.pending.at(id);
+    mix(id);
+    mix(why.reason);
+    mix(std::to_string(why.estimated_start_ms) + "/" + std::to_string(why.position));
+  }
+  for (const auto& id : plan.order) mix(id);
+  return h;
+}
 
 TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bool balanced, bool preemption) {
   anneal::coordinator::PlannerInput in = MakeSnapshot(o.timing_nodes, trace_config.slots_per_node, o.timing_pending,
@@ -52,18 +96,27 @@ TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bo
     for (const auto& [node, slots] : r.slots_by_node) held += slots;
   }
   t.fill = static_cast<double>(held) / (static_cast<double>(o.timing_nodes) * trace_config.slots_per_node);
-  std::vector<double> samples;
+  std::vector<double> samples, cpu_samples;
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+  };
   // At most `reps` repetitions, and no more than a minute of them (a slow planner must not stall the run).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   for (int i = 0; i < o.reps && (i < 3 || std::chrono::steady_clock::now() < deadline); ++i) {
+    const double cpu_begin = cpu_now();
     const auto begin = std::chrono::steady_clock::now();
     anneal::coordinator::SchedulePlan plan = anneal::coordinator::PlanSchedule(in);
     samples.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count());
+    cpu_samples.push_back(cpu_now() - cpu_begin);
     t.starts = plan.starts.size();
     t.preemptions = plan.preemptions.size();
+    if (o.digest && i == 0) fmt::print("plan digest ({}): {:016x}\n", t.snapshot, PlanDigest(plan));
   }
   t.reps = static_cast<int>(samples.size());
   t.pass_ms = PercentilesOf(std::move(samples));
+  t.cpu_ms = PercentilesOf(std::move(cpu_samples));
   return t;
 }
 
@@ -84,6 +137,12 @@ int main(int argc, char** argv) {
   app.add_option("--timing-pending", o.timing_pending, "pending jobs in the timing snapshot")
       ->check(CLI::Range(0, 10'000'000));
   app.add_flag("--skip-timing", o.skip_timing, "only the simulation");
+  app.add_flag("--skip-simulation", o.skip_simulation, "only the timed passes (for profiling)");
+  app.add_option("--snapshot", o.snapshot,
+                 "time only one snapshot: 1 near guarantees, 2 far below, 3 preemption off (0: all)")
+      ->check(CLI::Range(0, 3));
+  app.add_flag("--claims", o.claims, "carry a beneficiary's claim on its victims' nodes across passes (claimed_nodes)");
+  app.add_flag("--digest", o.digest, "print a digest of each timed snapshot's plan (to compare planner versions)");
   app.add_flag("--check-goals", o.check_goals, "exit 3 when the utilization or fairness goal is missed");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
@@ -98,28 +157,37 @@ int main(int argc, char** argv) {
   sim.nodes = o.nodes;
   sim.slots_per_node = trace_config.slots_per_node;
   sim.teams = trace_config.teams;
+  sim.carry_claims = o.claims;
 
   fmt::print("## Scheduler benchmark (seed {}, offered {:.0f} slot-hours, {:.1f}x capacity while jobs arrive)\n",
              o.seed, OfferedSlotHours(trace), o.overload);
-  const auto wall = std::chrono::steady_clock::now();
-  const SimResult fifo = Simulate(trace, sim, Policy::kFifo);
-  const SimResult planner = Simulate(trace, sim, Policy::kPlanner);
-  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall).count();
-  const Goals goals = PrintComparison(stdout, Measure("FIFO (today)", fifo, trace, sim),
-                                      Measure("Anneal planner", planner, trace, sim), sim, trace.size());
-  PrintReclaims(stdout, planner, sim);
-  fmt::print("\n(both simulations: {:.1f} s of wall time)\n", wall_s);
-  for (const SimResult* r : {&fifo, &planner}) {
-    for (const auto& v : r->violations) {
-      fmt::print("violation ({}): {}\n", r->policy == Policy::kFifo ? "FIFO" : "planner", v);
+  Goals goals{true, true};
+  uint64_t violations = 0;
+  if (!o.skip_simulation) {
+    const auto wall = std::chrono::steady_clock::now();
+    const SimResult fifo = Simulate(trace, sim, Policy::kFifo);
+    const SimResult planner = Simulate(trace, sim, Policy::kPlanner);
+    const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall).count();
+    goals = PrintComparison(stdout, Measure("FIFO (today)", fifo, trace, sim),
+                            Measure("Anneal planner", planner, trace, sim), sim, trace.size());
+    PrintReclaims(stdout, planner, sim);
+    fmt::print("\n(both simulations: {:.1f} s of wall time)\n", wall_s);
+    for (const SimResult* r : {&fifo, &planner}) {
+      for (const auto& v : r->violations) {
+        fmt::print("violation ({}): {}\n", r->policy == Policy::kFifo ? "FIFO" : "planner", v);
+      }
     }
+    violations = fifo.violation_count + planner.violation_count;
   }
   if (!o.skip_timing) {
-    PrintTiming(stdout, {TimeOnePass(o, trace_config, true, true), TimeOnePass(o, trace_config, false, true),
-                         TimeOnePass(o, trace_config, true, false)});
+    std::vector<TimingMeasures> rows;
+    if (o.snapshot == 0 || o.snapshot == 1) rows.push_back(TimeOnePass(o, trace_config, true, true));
+    if (o.snapshot == 0 || o.snapshot == 2) rows.push_back(TimeOnePass(o, trace_config, false, true));
+    if (o.snapshot == 0 || o.snapshot == 3) rows.push_back(TimeOnePass(o, trace_config, true, false));
+    PrintTiming(stdout, rows);
   }
   std::fflush(stdout);
-  if (fifo.violation_count + planner.violation_count > 0) return 2;
+  if (violations > 0) return 2;
   if (o.check_goals && !(goals.utilization && goals.fairness)) return 3;
   return 0;
 }

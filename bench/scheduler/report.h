@@ -77,7 +77,8 @@ struct TimingMeasures {
   size_t pending = 0;
   double fill = 0;
   int reps = 0;
-  Percentiles pass_ms;
+  Percentiles pass_ms;  // wall clock
+  Percentiles cpu_ms;   // the thread's CPU time (less sensitive to other processes on a loaded machine)
   size_t starts = 0;
   size_t preemptions = 0;
 };

@@ -194,6 +194,7 @@ class Sim {
     pending_.erase(job);
     JobOutcome& out = result_.jobs[job];
     if (out.first_start_ms < 0) out.first_start_ms = now;
+    claims_.erase(job);
     if (auto named = first_named_ms_.find(job); named != first_named_ms_.end()) {
       result_.beneficiary_delay_ms.push_back(static_cast<double>(now - named->second));
       first_named_ms_.erase(named);
@@ -285,6 +286,7 @@ class Sim {
       p.gang = t.gang;
       p.time_limit_ms = t.time_limit_ms;
       p.submitted_at_ms = t.submit_ms;
+      if (auto claim = claims_.find(job); claim != claims_.end()) p.claimed_nodes = claim->second;
       in.pending.push_back(std::move(p));
     }
     for (size_t i = 0; i < config_.teams.size(); ++i) {
@@ -330,6 +332,9 @@ class Sim {
           ++result_
                 .reclaims_by_team[static_cast<size_t>(trace_[job].team)][static_cast<size_t>(trace_[beneficiary].team)];
           victims_of_[beneficiary].push_back(job);
+          if (config_.carry_claims) {
+            for (const auto& n : r.placement) claims_[beneficiary].push_back(n.node_id);
+          }
           if (named_now.insert(beneficiary).second) {
             if (!first_named_ms_.emplace(beneficiary, now).second) {
               ++result_.repeated_reclaim_passes;
@@ -376,6 +381,7 @@ class Sim {
   std::map<size_t, int64_t> first_named_ms_;  // beneficiaries not started yet -> first reclaim for them
   std::set<size_t> ever_named_;
   std::map<size_t, std::vector<size_t>> victims_of_;
+  std::map<size_t, std::vector<std::string>> claims_;  // beneficiary not started yet -> its victims' nodes
 };
 
 }  // namespace

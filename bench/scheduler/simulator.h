@@ -15,7 +15,9 @@
 //   Policy::kPlanner - PlanSchedule (coordinator/planner.h) over a PlannerInput built from the simulated state:
 //                      nodes' free slots, running jobs (started_at, time_limit, last checkpoint, budget), the
 //                      queue, teams' weights, decayed usage (coordinator/usage.h AccrueUsage) and quotas
-//                      (guaranteed = the weighted share of the cluster, max = the whole cluster). The plan is
+//                      (guaranteed = the weighted share of the cluster, max = the whole cluster), and with
+//                      SimConfig::carry_claims, for each beneficiary of a reclaim that has not started, the nodes
+//                      of its victims (PendingJob::claimed_nodes). The plan is
 //                      applied as the coordinator would: starts take their slots now, preemptions free the
 //                      victims' slots after the grace period.
 // Every plan is checked against the state (a start must be a queued job on free slots; a victim must be a
@@ -48,6 +50,7 @@ struct SimConfig {
   int64_t grace_ms = 60 * 1000;
   int64_t usage_half_life_ms = 12LL * 3600 * 1000;
   uint32_t preemption_budget = 5;  // preemptions a job may take before it is no longer a victim
+  bool carry_claims = false;       // hand a beneficiary its victims' nodes (PendingJob::claimed_nodes) until it starts
   coordinator::PlannerConfig planner;
 };
 

@@ -128,6 +128,87 @@ TEST(Planner, SlotsBeingPreemptedCountAsFreedSoNoSecondRound) {
   EXPECT_EQ(Victims(plan), (std::vector<std::string>{"a-old"}));
 }
 
+// b1's victim of an earlier pass held n1. Without a claim, d1 (lower usage, also within its guarantee) goes
+// first and takes n1's slots, so b1 must reclaim again; with claimed_nodes = {n1}, b1 leads the order and gets
+// them, whether they are still freeing (the victim's grace period) or free already.
+TEST(Planner, AClaimantGetsTheSlotsItsVictimsFreeBeforeJobsAheadOfIt) {
+  auto cluster = [](bool freed_already) {
+    auto in = Input({Node("n1", 4, freed_already ? 0 : 4), Node("n2", 4, 4)}, {Running("a1", "a", {{"n2", 4}})},
+                    {Pending("d1", "d", 1, 4, 1), Pending("b1", "b", 1, 4, 2)},
+                    {Team("a"), Team("b", {{"", 4, 0}}, 1e9), Team("d", {{"", 4, 0}}, 0)});
+    if (!freed_already) {
+      in.running.push_back(Running("a0", "a", {{"n1", 4}}));
+      in.running.back().being_preempted = true;
+    }
+    return in;
+  };
+  for (bool freed_already : {true, false}) {
+    SCOPED_TRACE(freed_already ? "the victim's slots are free" : "the victim is in its grace period");
+    auto in = cluster(freed_already);
+    auto plan = PlanSchedule(in);
+    EXPECT_EQ(plan.order, (std::vector<std::string>{"d1", "b1"}));
+    ASSERT_EQ(plan.preemptions.size(), 1u);
+    EXPECT_EQ(plan.preemptions[0].beneficiary_job_id, "b1");  // b1 reclaims again: its slots went to d1
+
+    in.pending[1].claimed_nodes = {"n1"};
+    plan = PlanSchedule(in);
+    EXPECT_EQ(plan.order, (std::vector<std::string>{"b1", "d1"}));
+    if (freed_already) {
+      ASSERT_NE(StartOf(plan, "b1"), nullptr);
+      EXPECT_EQ(StartOf(plan, "b1")->nodes[0].node_id, "n1");
+    } else {
+      EXPECT_EQ(ReasonOf(plan, "b1"), "waiting for the preemption of a0");
+    }
+    ASSERT_EQ(plan.preemptions.size(), 1u);
+    EXPECT_EQ(plan.preemptions[0].beneficiary_job_id, "d1");  // d1 reclaims for itself
+    EXPECT_EQ(plan.preemptions[0].victim_job_id, "a1");
+  }
+}
+
+// Many reclaims of one shape in one pass (the planner finds the later ones from per-node costs instead of
+// walking the victims): 50 nodes x 4 slots, each held by four 1-slot jobs of team a with distinct work lost;
+// 40 jobs of b each need a whole node. Victims are the fewest (the four jobs of one node), and the walk in
+// preference order (least work lost first) completes first the node whose most-work-lost job loses least:
+// the k-th beneficiary gets the node with the k-th smallest such maximum.
+TEST(Planner, ManyReclaimsOfOneShapeTakeNodesInTheWalksOrder) {
+  std::mt19937 rng(15);
+  std::vector<int64_t> lost(200);
+  for (size_t i = 0; i < lost.size(); ++i) lost[i] = static_cast<int64_t>(i + 1) * 1000;
+  std::shuffle(lost.begin(), lost.end(), rng);
+  PlannerInput in;
+  in.now_ms = kNow;
+  std::vector<std::pair<int64_t, std::vector<std::string>>> nodes;  // (most work lost, its jobs)
+  for (int n = 0; n < 50; ++n) {
+    in.nodes.push_back(Node(Id("node", n), 4, 4));
+    nodes.push_back({0, {}});
+    for (int k = 0; k < 4; ++k) {
+      const size_t j = static_cast<size_t>(n * 4 + k);
+      in.running.push_back(Running(Id("a", j), "a", {{Id("node", n), 1}}));
+      in.running.back().last_checkpoint_ms = kNow - lost[j];
+      nodes.back().first = std::max(nodes.back().first, lost[j]);
+      nodes.back().second.push_back(Id("a", j));
+    }
+  }
+  for (int b = 0; b < 40; ++b) in.pending.push_back(Pending(Id("b", b), "b", 1, 4, static_cast<uint64_t>(b)));
+  in.teams = {Team("a"), Team("b", {{"", 160, 0}})};
+  std::sort(nodes.begin(), nodes.end());
+
+  const SchedulePlan plan = PlanSchedule(in);
+  ASSERT_EQ(plan.preemptions.size(), 40u * 4);
+  for (size_t b = 0; b < 40; ++b) {
+    std::vector<std::string> victims;
+    for (size_t k = 0; k < 4; ++k) {
+      const Preemption& p = plan.preemptions[b * 4 + k];
+      EXPECT_EQ(p.beneficiary_job_id, Id("b", b));
+      victims.push_back(p.victim_job_id);
+    }
+    std::sort(victims.begin(), victims.end());
+    std::vector<std::string> expected = nodes[b].second;
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(victims, expected) << "beneficiary " << b;
+  }
+}
+
 TEST(Planner, GuaranteesApplyPerLabelPool) {
   auto job = Pending("b1", "b", 1, 4, 1);
   job.node_selector = {{"gpu", "h100"}};
