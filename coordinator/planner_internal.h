@@ -1,7 +1,7 @@
 // Internals of PlanSchedule (coordinator/planner.h), shared by planner*.cc. Not a public contract.
 //
 // One pass builds a PlannerPass from the input, then runs the stages in order: time limits
-// (planner_preempt.cc), fair-share order (planner.cc), the placement walk with EASY backfill (planner.cc,
+// (planner_victims.cc), fair-share order (planner.cc), the placement walk with EASY backfill (planner.cc,
 // planner_reserve.cc), reclaim preemption (planner_preempt.cc) and explanations (planner.cc).
 //
 // Speed (goal: 10 ms at 5,000 nodes x 8 slots and 10,000 pending jobs): nodes are bucketed by free-slot count
@@ -138,7 +138,7 @@ struct PlannerPass {
   // or freeing jobs change, so identical shapes are answered at once while nothing changes.
   std::set<std::tuple<size_t, size_t, uint32_t, uint32_t, bool>> reclaim_failed;
   std::vector<uint32_t> scratch;  // per node, zero between uses
-  // Eligible victims, built at the first reclaim (planner_preempt.cc): one packed entry per eligible running job,
+  // Eligible victims, built at the first reclaim (planner_victims.cc): one packed entry per eligible running job,
   // grouped by team, each team's entries in preference order (lowest priority, least work lost, job id), with
   // their (node, slots) pairs in one flat array, so the victim walk reads memory in order.
   struct Victim {
@@ -208,8 +208,14 @@ struct PlannerPass {
   void PruneFreedNodes();  // drops the nodes whose freed slots are all claimed from freed_nodes
 };
 
-// Stage 1 (planner_preempt.cc): time-limit stops.
+// Stage 1 (planner_victims.cc): time-limit stops.
 void StopJobsPastTimeLimit(PlannerPass& pass);
+// now - max(started_at, last checkpoint): what a kill now would cost (planner_victims.cc).
+int64_t WorkLost(const RunningJob& job, int64_t now_ms);
+// Stage 5's victim lists (planner_victims.cc): the eligible victims per team in preference order, built at the
+// first reclaim of a pass; and, per node, its victims' entries (built at the first reclaim found from the nodes).
+void BuildVictimLists(PlannerPass& pass);
+void BuildNodeVictims(PlannerPass& pass);
 // Stage 5 (planner_preempt.cc): reclaim for `job` (a pending index) on pool `pool`, placing with `index`.
 // Returns the reason ("waiting for the preemption of ...") when the job's gang will fit once the freeing
 // jobs (already freeing, or victims chosen now) have ended; the job's slots are then claimed.
