@@ -31,6 +31,15 @@ pb::MetricBatch Batch(const std::string& job, uint32_t attempt, uint64_t step, i
   return b;
 }
 
+// Spins until this process has used some CPU time (a fresh test process may have used less than a clock tick).
+void BurnCpu() {
+  volatile double spin = 0;
+  for (int round = 0; round < 1000; ++round) {
+    for (int i = 0; i < 1000000; ++i) spin = spin + i * 0.5;
+    if (auto self = ReadProcessUsage(getpid()); self && self->cpu_seconds >= 0.05) return;
+  }
+}
+
 TEST(TrainingFigures, KeepTheLatestValuesAndTheStepTimeBetweenEvents) {
   TrainingFigures f;
   f.Observe(Batch("j1", 1, 10, 100000, {{"loss", 2.5}, {"lr", 1e-4}, {"tokens_per_s", 5000}}), 1);
@@ -67,8 +76,7 @@ TEST(TrainingFigures, AnEndedJobStaysForTheRetentionThenGoes) {
 }
 
 TEST(ProcessUsage, ReadsThisProcessAndNothingForAMissingOne) {
-  volatile double spin = 0;
-  for (int i = 0; i < 20000000; ++i) spin = spin + i * 0.5;  // some CPU time of our own
+  BurnCpu();
   auto self = ReadProcessUsage(getpid());
   ASSERT_TRUE(self);
   EXPECT_GT(self->rss_bytes, 1u << 20);
@@ -94,6 +102,7 @@ TEST(AgentMetricsText, WithoutNvmlThereIsNoGpuSeriesAndAGaugeSaysSo) {
   EXPECT_FALSE(absent.available());
   EXPECT_NE(absent.reason().find("libnvidia-ml-not-here.so.1"), std::string::npos) << absent.reason();
   EXPECT_TRUE(absent.Sample().empty());
+  BurnCpu();
   AgentMetricsView view;
   view.nvml_available = absent.available();
   pb::TaskStatus task;

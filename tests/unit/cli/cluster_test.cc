@@ -347,5 +347,33 @@ TEST(CliCluster, UpWritesAPathPolicyForTheHomeTheWorkingDirectoryAndEachAllowRoo
   EXPECT_TRUE(policy->teams.empty());
 }
 
+// --agent-set writes agent.yaml for every agent (values quoted: HOST:PORT stays one scalar); --coordinator-set
+// quotes a value with ':' too; a malformed setting is refused naming it, and nothing is started.
+TEST(CliCluster, UpWritesAgentAndCoordinatorSettingsAndRefusesAMalformedOne) {
+  TempDir dir;
+  const std::string anneal = CopyAnneal(dir);
+  WriteStandIn(dir, "anneal-coordinator", "exec sleep 30");
+  WriteStandIn(dir, "anneal-agent", "exec sleep 30");
+  const std::string state = dir.path() + "/state";
+  RunResult r =
+      RunProgram(anneal,
+                 {"up", "--state-dir", state, "--wait", "0.2", "--agent-set", "metrics_bind=127.0.0.1:0", "--agent-set",
+                  "metrics_token_file=/etc/anneal/metrics-token", "--coordinator-set", "http_bind=127.0.0.1:7071"},
+                 dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // the stand-ins never register
+  const YAML::Node agent = YAML::LoadFile(state + "/agent.yaml");
+  EXPECT_EQ(agent["metrics_bind"].as<std::string>(), "127.0.0.1:0");
+  EXPECT_EQ(agent["metrics_token_file"].as<std::string>(), "/etc/anneal/metrics-token");
+  EXPECT_EQ(YAML::LoadFile(state + "/coordinator.yaml")["http_bind"].as<std::string>(), "127.0.0.1:7071");
+  EXPECT_TRUE(Contains(ReadFile(dir.path() + "/bin/anneal-agent.args"), "--config " + state + "/agent.yaml"));
+
+  const std::string fresh = dir.path() + "/fresh";
+  RunResult bad =
+      RunProgram(anneal, {"up", "--state-dir", fresh, "--wait", "0.2", "--agent-set", "Metrics_Bind"}, dir.path());
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_TRUE(Contains(bad.err, "--agent-set 'Metrics_Bind': expected KEY=VALUE")) << bad.err;
+  EXPECT_FALSE(fs::exists(fresh + "/logs/coordinator.log")) << "nothing was started";
+}
+
 }  // namespace
 }  // namespace anneal::cli::testing
