@@ -324,7 +324,9 @@ class Reclaim {
   // only the entries that may still complete a node are visited (the others would only count against the
   // team's borrowing, which Cutoff sums), and the walk's next-live pointers skip the others from then on.
   void WalkLive(uint32_t t, std::vector<uint32_t>& chosen) {
-    const auto [begin, end] = pass_.victims_of_team[t];
+    // Plain variables, not a structured binding: the lambda below captures them (clang 14 refuses bindings).
+    const uint32_t begin = pass_.victims_of_team[t].first;
+    const uint32_t end = pass_.victims_of_team[t].second;
     auto [it, fresh] = pass_.victims_live.try_emplace(std::make_tuple(t, per_node_, &index_ != &pass_.real));
     std::vector<uint32_t>& next = it->second;  // next[i - begin]: i when live, else an entry before the next live
     if (fresh) {
