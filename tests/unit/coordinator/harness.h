@@ -191,10 +191,11 @@ class Harness {
     return {};
   }
 
-  // Submits and expects success; returns the job id.
-  std::string Submit(const std::string& yaml) {
+  // Submits (to `team` when set) and expects success; returns the job id.
+  std::string Submit(const std::string& yaml, const std::string& team = "") {
     pb::ClientRequest req;
     req.mutable_submit()->set_spec_yaml(yaml);
+    if (!team.empty()) req.mutable_submit()->set_team(team);
     pb::ClientReply reply = Call(req);
     EXPECT_EQ(reply.error().code(), pb::OK) << reply.error().message();
     return reply.submit().job_id();

@@ -90,12 +90,7 @@ class CoordinatorMetricsTest : public ::testing::Test {
     ASSERT_EQ(h_.Call(quota).error().code(), pb::OK);
   }
   std::string SubmitTo(const std::string& team, const std::string& extra = "") {
-    pb::ClientRequest r;
-    r.mutable_submit()->set_spec_yaml(BaseSpec("gpus_per_node: 2\n" + extra));
-    r.mutable_submit()->set_team(team);
-    pb::ClientReply reply = h_.Call(r);
-    EXPECT_EQ(reply.error().code(), pb::OK) << reply.error().message();
-    return reply.submit().job_id();
+    return h_.Submit(BaseSpec("gpus_per_node: 2\n" + extra), team);
   }
   std::string Running(const std::string& team, const std::string& extra = "") {
     const std::string job = SubmitTo(team, extra);

@@ -43,12 +43,7 @@ class PreemptionTest : public ::testing::Test {
   static void Done(const pb::ClientReply& reply) { ASSERT_EQ(reply.error().code(), pb::OK) << reply.error().message(); }
 
   std::string SubmitTo(const std::string& team, const std::string& extra = "") {
-    pb::ClientRequest r;
-    r.mutable_submit()->set_spec_yaml(BaseSpec("gpus_per_node: 2\n" + extra));
-    r.mutable_submit()->set_team(team);
-    pb::ClientReply reply = h_.Call(r);
-    EXPECT_EQ(reply.error().code(), pb::OK) << reply.error().message();
-    return reply.submit().job_id();
+    return h_.Submit(BaseSpec("gpus_per_node: 2\n" + extra), team);
   }
 
   // Team a's job fills the node and runs, with a committed checkpoint at step 4.
@@ -60,6 +55,20 @@ class PreemptionTest : public ::testing::Test {
     EXPECT_EQ(h_.State(job), pb::JOB_RUNNING);
     h_.ReportCheckpoint("n1", job, 4);
     return job;
+  }
+
+  // A preempted victim's ranks commit checkpoint `step` on n1 and exit "preempted": it is requeued (one
+  // preemption, resuming from that checkpoint). Returns its record after the round.
+  pb::JobRecord CheckpointAndLeave(const std::string& victim, uint64_t step) {
+    h_.ReportCheckpoint("n1", victim, step);
+    h_.ReportAll(victim, pb::TASK_PREEMPTED);
+    h_.Round();
+    pb::JobRecord v = h_.Job(victim);
+    EXPECT_EQ(v.state(), pb::JOB_PENDING);
+    EXPECT_EQ(v.preemptions(), 1u);
+    EXPECT_NE(v.resume_checkpoint().find("checkpoint-" + std::to_string(step)), std::string::npos)
+        << v.resume_checkpoint();
+    return v;
   }
 
   std::vector<pb::PreemptTask> Preempts(const std::string& node) const {
@@ -93,13 +102,7 @@ TEST_F(PreemptionTest, ATeamWithinItsGuaranteeReclaimsBorrowedSlotsAndTheVictimR
   EXPECT_TRUE(HasEvent(mine, "preemption", victim)) << "the beneficiary's event names the victim";
 
   // The ranks checkpointed and exited "preempted": the victim is requeued, resuming from that checkpoint.
-  h_.ReportCheckpoint("n1", victim, 6);
-  h_.ReportAll(victim, pb::TASK_PREEMPTED);
-  h_.Round();
-  pb::JobRecord v = h_.Job(victim);
-  EXPECT_EQ(v.state(), pb::JOB_PENDING);
-  EXPECT_EQ(v.preemptions(), 1u);
-  EXPECT_NE(v.resume_checkpoint().find("checkpoint-6"), std::string::npos) << v.resume_checkpoint();
+  pb::JobRecord v = CheckpointAndLeave(victim, 6);
   EXPECT_EQ(h_.State(mine), pb::JOB_STARTING) << "the beneficiary starts once the slots are free";
   EXPECT_FALSE(v.wait_reason().empty()) << "a pending job says why it waits";
 
@@ -127,13 +130,7 @@ TEST_F(PreemptionTest, DrainWithEvictPreemptsTheNodesJobsAsAPreemptionNotAnAttem
   EXPECT_TRUE(HasEvent(victim, "preemption", "node n1 drained with --evict"));
 
   // It checkpoints and leaves; it waits (the only node is draining) without having used an attempt.
-  h_.ReportCheckpoint("n1", victim, 6);
-  h_.ReportAll(victim, pb::TASK_PREEMPTED);
-  h_.Round();
-  pb::JobRecord v = h_.Job(victim);
-  EXPECT_EQ(v.state(), pb::JOB_PENDING);
-  EXPECT_EQ(v.preemptions(), 1u);
-  EXPECT_NE(v.resume_checkpoint().find("checkpoint-6"), std::string::npos) << v.resume_checkpoint();
+  pb::JobRecord v = CheckpointAndLeave(victim, 6);
 
   // Back in service, it resumes: max_attempts 1 still allows it.
   pb::ClientRequest undrain;
