@@ -93,6 +93,7 @@ Status Agent::Init() {
   SupervisorOptions opts;
   opts.work_dir = config_.work_dir;
   opts.node_id = config_.node;
+  opts.node_address = config_.address;
   opts.trainer = config_.trainer;
   for (const auto& g : nvml_.Query()) opts.gpu_indices.push_back(g.index());
   opts.slots = config_.slots != 0 ? config_.slots : static_cast<uint32_t>(opts.gpu_indices.size());

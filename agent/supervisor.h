@@ -56,6 +56,9 @@ namespace anneal::agent {
 struct SupervisorOptions {
   std::string work_dir;
   std::string node_id;
+  // The address other nodes reach this one at (--address; empty: not set): ranks get it as ANNEAL_NODE_ADDRESS
+  // and bind their collectives' transport to it, not to whatever the hostname resolves to (127.0.1.1 on Debian).
+  std::string node_address;
   std::string trainer;                // program started for every rank
   std::vector<uint32_t> gpu_indices;  // empty on CPU nodes (no CUDA_VISIBLE_DEVICES)
   uint32_t slots = 0;                 // rank slots on this node (RankAssignment.slot must be below)

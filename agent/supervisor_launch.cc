@@ -223,6 +223,7 @@ Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
   env["ANNEAL_JOB_ID"] = launch.job_id();
   env["ANNEAL_ATTEMPT"] = std::to_string(launch.attempt());
   env["ANNEAL_EPOCH"] = std::to_string(launch.epoch());
+  if (!options_.node_address.empty()) env["ANNEAL_NODE_ADDRESS"] = options_.node_address;
   env["ANNEAL_EVENTS_FD"] = std::to_string(kRankEventsFd);
   // The coordinator's checkpoint registry owns retention; the ranks never delete checkpoints themselves.
   env["ANNEAL_CHECKPOINT_RETENTION"] = "coordinator";

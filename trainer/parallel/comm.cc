@@ -1,8 +1,9 @@
 #include "trainer/parallel/comm.h"
 
-#include <algorithm>
-
 #include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -19,6 +20,27 @@ struct StoreHandle {
 struct Comm::Impl {
   c10::intrusive_ptr<c10d::Backend> backend;
 };
+
+namespace {
+
+// The Gloo transport device of this rank. GLOO_SOCKET_IFNAME (the operator's choice) wins; else the node's
+// address from the agent (ANNEAL_NODE_ADDRESS, its --address): peers on other nodes connect to the address the
+// device binds, and torch's default (the hostname's address, loopback when the hostname resolves to 127.0.1.1 as
+// on Debian) is unreachable from another host. An address that does not resolve falls back to the default.
+std::shared_ptr<::gloo::transport::Device> GlooDevice() {
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  const char* address = std::getenv("ANNEAL_NODE_ADDRESS");
+  if ((ifname == nullptr || *ifname == '\0') && address != nullptr && *address != '\0') {
+    try {
+      return c10d::ProcessGroupGloo::createDeviceForHostname(address);
+    } catch (const std::exception&) {
+      // not resolvable here: the default device below
+    }
+  }
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+}  // namespace
 
 StatusOr<std::shared_ptr<StoreHandle>> ConnectStore(const std::string& addr, int port, int rank, int world,
                                                     std::chrono::milliseconds timeout) {
@@ -63,7 +85,7 @@ StatusOr<std::shared_ptr<Comm>> Comm::Create(const std::shared_ptr<StoreHandle>&
 #endif
     auto opts = c10d::ProcessGroupGloo::Options::create();
     opts->timeout = timeout;
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    opts->devices.push_back(GlooDevice());
     c->impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, c->group_rank_, c->size(), opts);
   } catch (const std::exception& e) {
     return UnavailableError("cannot create process group " + name + ": " + e.what());
@@ -119,9 +141,13 @@ void Comm::Broadcast(at::Tensor& t, int group_root) {
   impl_->backend->broadcast(v, o)->wait(timeout_);
 }
 
-void Comm::Send(const at::Tensor& t, int group_dst) { SendRecv(&t, group_dst, nullptr, 0); }
+void Comm::Send(const at::Tensor& t, int group_dst) {
+  SendRecv(&t, group_dst, nullptr, 0);
+}
 
-void Comm::Recv(at::Tensor& t, int group_src) { SendRecv(nullptr, 0, &t, group_src); }
+void Comm::Recv(at::Tensor& t, int group_src) {
+  SendRecv(nullptr, 0, &t, group_src);
+}
 
 void Comm::SendRecv(const at::Tensor* send, int group_dst, at::Tensor* recv, int group_src) {
   std::vector<at::Tensor> out, in;

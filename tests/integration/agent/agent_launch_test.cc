@@ -382,6 +382,10 @@ TEST(AgentConfinement, TheAgentsSecretsNeverReachARank) {
   std::string rank_text((std::istreambuf_iterator<char>(rank_env)), std::istreambuf_iterator<char>());
   EXPECT_EQ(rank_text.find("agent-secret-value"), std::string::npos);
   EXPECT_NE(rank_text.find("FAKE_MARKER=" + f.tmp.path), std::string::npos) << "the job's variables reach it";
+  // The node's address (--address, default the hostname): ranks bind their collectives' transport to it.
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  EXPECT_NE(rank_text.find(std::string("ANNEAL_NODE_ADDRESS=") + host + '\0'), std::string::npos);
   pb::CoordinatorToAgent stop;
   stop.mutable_stop()->set_job_id("job-env");
   stop.mutable_stop()->set_epoch(1);
