@@ -1,0 +1,168 @@
+"""Fault scenarios on several hosts (tests/fault/hosts.py, cluster.py); docs/reliability.md.
+
+  harness    the harness itself: hosts reach each other only through their links; cut and heal; kill -9 of a
+             host kills what runs there; a small disk fills with ENOSPC; nothing is left behind, also when the
+             test body fails
+  host_kill  a 2-node LoRA job on 3 agent hosts; the host of one of its nodes is killed (agent and ranks, kill -9)
+             after a committed checkpoint: the node is declared lost within the heartbeat timeout plus a margin, the
+             gang restarts on the two healthy hosts from the newest committed checkpoint and ends with the final
+             loss of an uninterrupted run
+
+Exit status 0 and a "SKIP: why" line when this machine cannot make hosts (not root, no network namespaces).
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+from cluster import HostCluster, wait_until  # noqa: E402
+from hosts import FaultNet, Unavailable  # noqa: E402
+from testlib import lora_job_yaml, make_tokenizer, run, run_cases, wait_for  # noqa: E402
+
+ECHO_SERVER = ("import socket,sys\n"
+               "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+               "s.bind((sys.argv[1], 9000)); s.listen()\n"
+               "while True:\n"
+               "    c,_=s.accept(); c.sendall(b'hello from '+sys.argv[1].encode()); c.close()\n")
+
+
+def reach(address, timeout=1.0):
+    """The echo server's greeting at address:9000 from the test process (root namespace); None when unreachable."""
+    try:
+        with socket.create_connection((address, 9000), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(100).decode()
+    except OSError:
+        return None
+
+
+def case_harness(bindir, tmp):
+    net = FaultNet(3, tmp)
+    with net:
+        a, b, c = net.hosts
+        assert len({a.address, b.address, c.address}) == 3
+        for h in (b, c):
+            h.spawn([sys.executable, "-c", ECHO_SERVER, h.address], log=os.path.join(h.dir, "echo.log"))
+        wait_for("the echo servers", lambda: reach(b.address) and reach(c.address), 10)
+        # Host to host, through the bridge: a reaches c.
+        probe = a.run([sys.executable, "-c", f"import socket; print(socket.create_connection(('{c.address}', 9000), 2)"
+                                             f".recv(100).decode())"])
+        assert probe.returncode == 0 and c.address in probe.stdout, probe
+        # A host's loopback is its own: b's echo server is not on a's 127.0.0.1.
+        own = a.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 1)"])
+        assert own.returncode != 0, "a host reached another host's server on its own loopback"
+        # Cut and heal.
+        net.cut(b)
+        assert reach(b.address) is None, "a cut host still answers"
+        assert reach(c.address), "cutting b cut c too"
+        net.heal(b)
+        wait_for("b to answer again after heal", lambda: reach(b.address), 10)
+        # kill -9 of a host: everything on it is gone.
+        assert b.pids(), "nothing runs on b"
+        b.kill()
+        assert not b.pids() and reach(b.address) is None
+        # A small disk fills with ENOSPC.
+        disk = c.small_disk(1)
+        try:
+            with open(os.path.join(disk, "fill"), "wb") as f:
+                for _ in range(4):
+                    f.write(b"\0" * (512 << 10))
+                    f.flush()
+            raise AssertionError("a 1 MiB disk took 2 MiB")
+        except OSError as e:
+            assert e.errno == 28, e  # ENOSPC
+        try:
+            net.delay(c, 20)
+            net.undelay(c)
+            netem = "netem delay applied and removed"
+        except Unavailable as e:
+            netem = f"netem unavailable ({e})"
+    assert not net.leftovers(), f"left behind: {net.leftovers()}"
+    assert subprocess.run(["mountpoint", "-q", os.path.join(tmp, "host2", "disk")]).returncode != 0, "tmpfs left mounted"
+    # A failing test body still cleans up.
+    failing = FaultNet(2, os.path.join(tmp, "failing"))
+    try:
+        with failing:
+            failing.hosts[0].spawn(["sleep", "300"], log=os.path.join(tmp, "sleep.log"))
+            raise RuntimeError("the test body failed")
+    except RuntimeError:
+        pass
+    assert not failing.leftovers(), f"left behind after a failure: {failing.leftovers()}"
+    print(f"harness: 3 hosts, cut/heal, kill -9 of a host, ENOSPC on a 1 MiB disk, {netem}, nothing left behind")
+
+
+def prepare_model(tmp, bindir):
+    make_tokenizer(f"{tmp}/tok")
+    run([os.path.join(bindir, "anneal-train"), "model", "init", "--arch", "qwen2", "--preset", "tiny", "--tokenizer",
+         f"{tmp}/tok", "--out", f"{tmp}/base", "--seed", "2"])
+
+
+def final_loss(out):
+    rows = [json.loads(line) for line in open(f"{out}/trainer_log.jsonl") if '"loss"' in line]
+    return rows[-1]["current_steps"], rows[-1]["loss"]
+
+
+def placed_nodes(c, job):
+    show = json.loads(c.anneal("--json", "show", job).stdout)
+    return sorted(n["node_id"] for n in show.get("job", show).get("placement", {}).get("nodes", []))
+
+
+def committed_steps(c, job):
+    cks = json.loads(c.anneal("--json", "checkpoints", job).stdout)
+    cks = cks["checkpoints"] if isinstance(cks, dict) else cks
+    return sorted(int(k["step"]) for k in cks)
+
+
+def case_host_kill(bindir, tmp):
+    prepare_model(tmp, bindir)
+    steps, every = 30, 5
+
+    def spec(name):
+        return lora_job_yaml(tmp, name, steps, save_steps=every, nodes=2, gpus_per_node=2, tensor_model_parallel_size=2)
+
+    # 4 hosts: the coordinator and three agents, so a 2-node job has a spare host to restart on.
+    with FaultNet(4, tmp) as net, HostCluster(net, bindir, tmp) as c:
+        try:
+            ref = c.anneal("submit", spec("ref")).stdout.strip()
+            assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
+            job = c.anneal("submit", spec("killed")).stdout.strip()
+            wait_for("a committed checkpoint", lambda: committed_steps(c, job), 300)
+            before = placed_nodes(c, job)
+            victim = c.agent_host(before[0])
+            killed_at = time.time()
+            victim.kill()
+            _, detected_s = wait_until(f"{before[0]} to be declared lost",
+                                       lambda: c.node_state(before[0]) not in ("NODE_UP", None), 30)
+            w = c.anneal("watch", job, check=False, timeout=600)
+            assert w.returncode == 0, f"the job did not finish after its host died:\n{w.stdout[-3000:]}"
+            after = placed_nodes(c, job)
+            assert before[0] not in after and len(after) == 2, (before, after)
+            shown = json.dumps(json.loads(c.anneal("--json", "show", job).stdout))
+            assert "resuming from" in shown, "the restarted attempt did not resume from a checkpoint"
+            recovered_s = time.time() - killed_at
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{c.logs()}")
+    got, want = final_loss(f"{tmp}/killed"), final_loss(f"{tmp}/ref")
+    assert got[0] == want[0] == steps, (got, want)
+    assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
+    assert detected_s <= 10 + 5, f"node loss detected after {detected_s:.1f} s (heartbeat timeout 10 s)"
+    print(f"host_kill: host of {before[0]} killed -9; lost after {detected_s:.1f} s; the job moved {before} -> {after}, "
+          f"resumed from its checkpoint and ended at step {steps} with loss {got[1]:.6f} = uninterrupted "
+          f"{want[1]:.6f} ({recovered_s:.0f} s from the kill to the end)")
+
+
+def main():
+    why = FaultNet.unavailable()
+    if why:
+        print(f"SKIP: {why}")
+        sys.exit(0)
+    run_cases({"harness": case_harness, "host_kill": case_host_kill}, binary_flag="--bindir")
+
+
+if __name__ == "__main__":
+    main()
