@@ -95,6 +95,7 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
     reported.insert(task.job_id());
     ApplyTaskStatus(node, task);
   }
+  ReadoptDisconnectedTasks(node, reported);
   ResendMissedOrders(node, reported);
   schedule_dirty_ = true;
 }
@@ -293,9 +294,10 @@ void Coordinator::DetectFailedNodes() {
     MarkNodeDown(node, fmt::format("node {} silent for {} ms (timeout {} ms)", id, now - node.last_heartbeat_ms,
                                    options_.heartbeat_timeout_ms));
   }
+  ExpireDisconnectedTasks();
 }
 
-void Coordinator::MarkNodeDown(Node& node, const std::string& reason) {
+void Coordinator::MarkNodeDown(Node& node, const std::string& reason, bool may_reconnect) {
   spdlog::warn("{}: marking it down", reason);
   const std::string id = node.record.node_id();
   nodes_.MarkDown(node);
@@ -305,6 +307,8 @@ void Coordinator::MarkNodeDown(Node& node, const std::string& reason) {
     if (job == nullptr) continue;
     auto task = job->record.task_states().find(id);
     if (task == job->record.task_states().end() || protocol::TaskEnded(task->second)) continue;
+    if (may_reconnect && KeepDisconnectedTask(*job, id, reason)) continue;  // reconnect grace (reconnect.cc)
+    if (job->disconnected_ms.erase(id) > 0 && job->disconnected_ms.empty()) disconnected_jobs_.erase(job_id);
     if (job->record.state() == pb::JOB_STARTING || job->record.state() == pb::JOB_RUNNING) {
       job->record.set_result(reason + ": task lost");
     }

@@ -58,6 +58,8 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
       RETURN_IF_ERROR(Read(v, where, &config->heartbeat_timeout_ms));
     else if (key == "stop_timeout_ms")
       RETURN_IF_ERROR(Read(v, where, &config->stop_timeout_ms));
+    else if (key == "reconnect_grace_ms")
+      RETURN_IF_ERROR(Read(v, where, &config->reconnect_grace_ms));
     else if (key == "log_fetch_timeout_ms")
       RETURN_IF_ERROR(Read(v, where, &config->log_fetch_timeout_ms));
     else if (key == "log_level")
@@ -131,7 +133,9 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
     else {
       return InvalidArgumentError(fmt::format(
           "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, "
-          "heartbeat_interval_ms, heartbeat_timeout_ms, stop_timeout_ms, log_fetch_timeout_ms, log_level, http_bind, "
+          "heartbeat_interval_ms, heartbeat_timeout_ms, stop_timeout_ms, reconnect_grace_ms, log_fetch_timeout_ms, "
+          "log_level, "
+          "http_bind, "
           "join_token_ttl_ms, bootstrap_join_token_file, max_nodes, max_slots_per_node, max_gpus_per_node, "
           "max_labels_per_node, max_label_length, max_node_id_length, max_inventory_string_length, max_seq_ahead, "
           "insecure_plaintext, max_message_bytes, max_spec_bytes, max_name_bytes, max_watchers_per_peer, "
@@ -150,6 +154,10 @@ Status ValidateConfig(const CoordinatorConfig& c) {
     return InvalidArgumentError(
         "heartbeat interval, heartbeat timeout, stop timeout and log fetch timeout must be "
         "positive milliseconds");
+  }
+  if (c.reconnect_grace_ms < 0) {
+    return InvalidArgumentError(fmt::format(
+        "reconnect_grace_ms ({}) must be 0 (a DOWN node's tasks are lost at once) or positive", c.reconnect_grace_ms));
   }
   if (c.heartbeat_interval_ms >= c.heartbeat_timeout_ms) {
     return InvalidArgumentError(fmt::format("heartbeat_interval_ms ({}) must be below heartbeat_timeout_ms ({})",

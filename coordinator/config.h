@@ -9,6 +9,7 @@
 //   heartbeat_interval_ms: 2000
 //   heartbeat_timeout_ms: 10000
 //   stop_timeout_ms: 60000
+//   reconnect_grace_ms: 60000      # a DOWN node's running tasks are kept this long for it to reconnect
 //   log_fetch_timeout_ms: 5000
 //   log_level: info
 //   http_bind: 127.0.0.1:7071      # optional; empty = no HTTP endpoint
@@ -76,6 +77,7 @@ struct CoordinatorConfig {
   int64_t heartbeat_interval_ms = 2000;
   int64_t heartbeat_timeout_ms = 10000;
   int64_t stop_timeout_ms = 60000;
+  int64_t reconnect_grace_ms = 60000;
   int64_t log_fetch_timeout_ms = 5000;
   std::string log_level = "info";
   std::string http_bind;

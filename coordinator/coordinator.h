@@ -82,8 +82,12 @@ struct CoordinatorOptions {
   int64_t heartbeat_interval_ms = 2000;  // told to agents at Register
   int64_t heartbeat_timeout_ms = 10000;  // silent this long -> node DOWN, its tasks LOST
   int64_t stop_timeout_ms = 60000;       // a StopTask unconfirmed this long counts as done (node unreachable)
-  int64_t log_fetch_timeout_ms = 5000;   // GetLogs waits this long for the agent's LogChunk
-  uint32_t default_port_begin = 29500;   // rendezvous ports when an inventory advertises none
+  // A DOWN node's running tasks are kept this long (the job stays RUNNING) in case the node reconnects, as after
+  // a network partition: its ranks never needed the coordinator to train. 0: lost at once, as a dead node's.
+  // A failure elsewhere in the gang, a cancel or a preemption ends the wait (the tasks count as lost then).
+  int64_t reconnect_grace_ms = 60000;
+  int64_t log_fetch_timeout_ms = 5000;  // GetLogs waits this long for the agent's LogChunk
+  uint32_t default_port_begin = 29500;  // rendezvous ports when an inventory advertises none
   uint32_t default_port_end = 30000;
   uint32_t max_watch_items = 1000;         // events / metrics per WatchJob reply
   uint64_t audit_max_records = 1'000'000;  // the audit log keeps the newest this many
@@ -254,7 +258,13 @@ class Coordinator {
   void ApplyTaskStatus(Node& node, const pb::TaskStatus& status);
   void HandleLogChunk(const std::string& peer, const pb::LogChunk& chunk);
   void DetectFailedNodes();
-  void MarkNodeDown(Node& node, const std::string& reason);
+  // `may_reconnect`: a silent node (its running tasks get the reconnect grace); false: a removed node.
+  void MarkNodeDown(Node& node, const std::string& reason, bool may_reconnect = true);
+  // ---- reconnect.cc: the running tasks of a DOWN node, kept for reconnect_grace_ms (CoordinatorOptions)
+  bool KeepDisconnectedTask(Job& job, const std::string& node_id, const std::string& reason);
+  void ExpireDisconnectedTasks();
+  void ReadoptDisconnectedTasks(const Node& node, const std::set<std::string>& reported);
+  void ReleaseDisconnectedTasks(Job& job, const std::string& why);
   bool IsCurrentTask(const Job* job, const std::string& node_id, uint64_t epoch) const;
   void SendToNode(const Node& node, pb::CoordinatorToAgent message);
   void SendToPeer(const std::string& peer, pb::CoordinatorToAgent message);
@@ -371,6 +381,7 @@ class Coordinator {
   JoinTokenRegistry join_tokens_;
   std::deque<Watcher> watchers_;
   std::map<uint64_t, PendingLogRequest> log_requests_;
+  std::set<std::string> disconnected_jobs_;  // jobs with a task kept on a DOWN node (Job::disconnected_ms)
   TeamUsage usage_;
   bool schedule_dirty_ = true;
   int64_t last_schedule_ms_ = 0;

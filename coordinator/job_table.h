@@ -47,6 +47,7 @@ struct Job {
   std::optional<uint64_t> last_metric_step;
   int64_t stop_deadline_ms = 0;                      // RESTARTING / CANCELLING: StopTask unconfirmed until then
   std::map<std::string, int64_t> task_last_seen_ms;  // node -> last sign of the job's task there
+  std::map<std::string, int64_t> disconnected_ms;    // node (DOWN, task kept: reconnect grace) -> since when
   std::string wait_reason;                           // last "not placed" reason (evented once)
 };
 

@@ -199,7 +199,13 @@ void Coordinator::Reconcile(Job& job, JobReport report) {
     const Decision decision = NextTransition(view, report);
     if (decision.next == pb::JOB_STATE_UNSPECIFIED) return;
     if (decision.result) r.set_result(*decision.result);
+    if (decision.action == JobAction::kStopGang || decision.action == JobAction::kPreemptGang) {
+      // A task kept on a DOWN node can take no stop order: it counts as lost now, so the gang does not wait a
+      // stop timeout for it (its ranks cannot go on without their peers; a returning node stops them as stale).
+      ReleaseDisconnectedTasks(job, decision.message);
+    }
     if (decision.action == JobAction::kRetry || decision.action == JobAction::kRequeue) {
+      ReleaseDisconnectedTasks(job, decision.message);
       r.set_resume_checkpoint(view.resume_checkpoint);
       r.clear_task_states();
       job.task_last_seen_ms.clear();

@@ -104,6 +104,10 @@ int main(int argc, char** argv) {
   auto* stop_timeout =
       app.add_option("--stop-timeout-ms", flags.stop_timeout_ms, "an unconfirmed StopTask counts as done after this")
           ->default_val(flags.stop_timeout_ms);
+  auto* reconnect_grace =
+      app.add_option("--reconnect-grace-ms", flags.reconnect_grace_ms,
+                     "a DOWN node's running tasks are kept this long for it to reconnect (0: lost at once)")
+          ->default_val(flags.reconnect_grace_ms);
   auto* log_timeout =
       app.add_option("--log-fetch-timeout-ms", flags.log_fetch_timeout_ms, "GetLogs waits this long for the agent")
           ->default_val(flags.log_fetch_timeout_ms);
@@ -143,6 +147,7 @@ int main(int argc, char** argv) {
   if (interval->count()) config.heartbeat_interval_ms = flags.heartbeat_interval_ms;
   if (timeout->count()) config.heartbeat_timeout_ms = flags.heartbeat_timeout_ms;
   if (stop_timeout->count()) config.stop_timeout_ms = flags.stop_timeout_ms;
+  if (reconnect_grace->count()) config.reconnect_grace_ms = flags.reconnect_grace_ms;
   if (log_timeout->count()) config.log_fetch_timeout_ms = flags.log_fetch_timeout_ms;
   if (level->count()) config.log_level = flags.log_level;
   if (http->count()) config.http_bind = flags.http_bind;
@@ -205,6 +210,7 @@ int main(int argc, char** argv) {
                     .max_log_fetches_per_peer = static_cast<size_t>(config.max_log_fetches_per_peer)};
   options.heartbeat_interval_ms = config.heartbeat_interval_ms;
   options.heartbeat_timeout_ms = config.heartbeat_timeout_ms;
+  options.reconnect_grace_ms = config.reconnect_grace_ms;
   options.stop_timeout_ms = config.stop_timeout_ms;
   options.log_fetch_timeout_ms = config.log_fetch_timeout_ms;
   ApplyIdentityConfig(config, &options);  // agent identity: join tokens, bounds

@@ -207,7 +207,8 @@ StatusOr<pb::ClientReply> Coordinator::RemoveNode(const pb::RemoveNodeRequest& r
         request.node_id(), running.size(), fmt::join(running, ", ")));
   }
   const std::string id = request.node_id();
-  if (node->record.state() != pb::NODE_DOWN) MarkNodeDown(*node, fmt::format("node {} removed by an admin", id));
+  // Also for a DOWN node: the tasks its reconnect grace kept are lost now.
+  MarkNodeDown(*node, fmt::format("node {} removed by an admin", id), /*may_reconnect=*/false);
   nodes_.Remove(id);
   spdlog::info("node {} removed ({} task(s) marked lost); it must join again with a join token", id, running.size());
   schedule_dirty_ = true;

@@ -3,6 +3,10 @@
   harness    the harness itself: hosts reach each other only through their links; cut and heal; kill -9 of a
              host kills what runs there; a small disk fills with ENOSPC; nothing is left behind, also when the
              test body fails
+  partition  the coordinator's host is cut off from every agent for 30 s while a 2-node job trains: the nodes
+             are declared DOWN, but their running tasks are kept for the reconnect grace; when the link heals the
+             agents register again still running the tasks, which are re-adopted: the job never stops, uses no
+             attempt, and ends with the uninterrupted run's loss
   host_kill  a 2-node LoRA job on 3 agent hosts; the host of one of its nodes is killed (agent and ranks, kill -9)
              after a committed checkpoint: the node is declared lost within the heartbeat timeout plus a margin, the
              gang restarts on the two healthy hosts from the newest committed checkpoint and ends with the final
@@ -156,12 +160,50 @@ def case_host_kill(bindir, tmp):
           f"{want[1]:.6f} ({recovered_s:.0f} s from the kill to the end)")
 
 
+def attempts_of(c, job):
+    shown = json.loads(c.anneal("--json", "show", job).stdout)
+    return int(shown.get("job", shown).get("attempt", 0)), shown
+
+
+def case_partition(bindir, tmp):
+    prepare_model(tmp, bindir)
+    steps, every = 40, 5
+
+    def spec(name):
+        return lora_job_yaml(tmp, name, steps, save_steps=every, nodes=2, gpus_per_node=2, tensor_model_parallel_size=2)
+
+    with FaultNet(3, tmp) as net, HostCluster(net, bindir, tmp) as c:
+        try:
+            ref = c.anneal("submit", spec("ref")).stdout.strip()
+            assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
+            job = c.anneal("submit", spec("cut")).stdout.strip()
+            wait_for("a committed checkpoint", lambda: committed_steps(c, job), 300)
+            attempt_before, _ = attempts_of(c, job)
+            net.cut(c.coordinator_host)
+            time.sleep(30)
+            net.heal(c.coordinator_host)
+            w = c.anneal("watch", job, check=False, timeout=600)
+            assert w.returncode == 0, f"the job did not finish after the partition healed:\n{w.stdout[-3000:]}"
+            attempt_after, shown = attempts_of(c, job)
+            events = [f"{e.get('kind')}: {e.get('message')}" for e in shown.get("events", [])]
+            assert attempt_after == attempt_before, f"the partition cost an attempt ({attempt_before} -> " \
+                f"{attempt_after}):\n" + "\n".join(events)
+            assert any("re-adopted" in e for e in events), "\n".join(events)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{c.logs()}")
+    got, want = final_loss(f"{tmp}/cut"), final_loss(f"{tmp}/ref")
+    assert got[0] == want[0] == steps, (got, want)
+    assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
+    print(f"partition: coordinator cut off from every agent for 30 s; attempts {attempt_before} -> {attempt_after}; "
+          f"final loss {got[1]:.6f} = uninterrupted {want[1]:.6f}\n" + "\n".join(events[-15:]))
+
+
 def main():
     why = FaultNet.unavailable()
     if why:
         print(f"SKIP: {why}")
         sys.exit(0)
-    run_cases({"harness": case_harness, "host_kill": case_host_kill}, binary_flag="--bindir")
+    run_cases({"harness": case_harness, "host_kill": case_host_kill, "partition": case_partition}, binary_flag="--bindir")
 
 
 if __name__ == "__main__":

@@ -436,3 +436,33 @@ TEST(AgentConfinement, AnUnsetCacheDirInTheResolvedSpecIsTheDefaultPreparedForTh
 
 }  // namespace
 }  // namespace anneal::agent::testing
+
+namespace anneal::agent::testing {
+namespace {
+
+// A coordinator that declared the node down refuses its session; the agent registers again listing the task it
+// still runs, so the coordinator can re-adopt it (coordinator/reconnect.cc).
+TEST(AgentReconnect, ARefusedSessionRegistersAgainListingItsRunningTask) {
+  AgentFixture f;
+  f.coord.Send(MakeLaunch("job-r", 1, 1, f.Env({{"FAKE_STEPS", "0"}, {"FAKE_SLEEP_MS", "60000"}}), f.out));
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-r", pb::TASK_RUNNING)).has_value()) << f.agent->Log();
+  const size_t before = f.coord.registrations.size();
+  pb::CoordinatorToAgent refused;
+  refused.mutable_error()->set_code(pb::FAILED_PRECONDITION);
+  refused.mutable_error()->set_message("not registered with this coordinator (the node was declared down)");
+  f.coord.Send(refused);
+  for (int i = 0; i < 100 && f.coord.registrations.size() == before; ++i) f.coord.Pump(50);
+  ASSERT_GT(f.coord.registrations.size(), before) << f.agent->Log();
+  const pb::RegisterRequest& again = f.coord.registrations.back();
+  ASSERT_EQ(again.running_tasks_size(), 1) << f.agent->Log();
+  EXPECT_EQ(again.running_tasks(0).job_id(), "job-r");
+  EXPECT_EQ(again.running_tasks(0).state(), pb::TASK_RUNNING);
+  pb::CoordinatorToAgent stop;
+  stop.mutable_stop()->set_job_id("job-r");
+  stop.mutable_stop()->set_epoch(1);
+  f.coord.Send(stop);
+  ASSERT_TRUE(f.coord.WaitFor(TaskStateIs("job-r", pb::TASK_STOPPED)).has_value());
+}
+
+}  // namespace
+}  // namespace anneal::agent::testing

@@ -7,7 +7,10 @@
 namespace anneal::itest {
 namespace {
 
-const std::vector<std::string> kFastFlags = {"--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "1000"};
+// A silent node is dead here: its tasks are lost at once (the reconnect grace is tested in agents_test and
+// tests/fault's partition case).
+const std::vector<std::string> kFastFlags = {"--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "1000",
+                                             "--reconnect-grace-ms",    "0"};
 
 TEST(CoordinatorFailures, SilentAgentJobRestartsFromLastCheckpointOnAnotherNode) {
   TempDir dir;

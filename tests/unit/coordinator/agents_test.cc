@@ -13,7 +13,84 @@ CoordinatorOptions ShortTimeouts() {
   CoordinatorOptions o;
   o.heartbeat_interval_ms = 100;
   o.heartbeat_timeout_ms = 1000;
+  o.reconnect_grace_ms = 0;  // a silent node's tasks are lost at once (the grace has its own tests below)
   return o;
+}
+
+CoordinatorOptions WithReconnectGrace() {
+  CoordinatorOptions o = ShortTimeouts();
+  o.reconnect_grace_ms = 5000;
+  return o;
+}
+
+bool HasEvent(Harness& h, const std::string& job, const std::string& text) {
+  for (const auto& e : h.Events(job)) {
+    if (e.message().find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(ReconnectGrace, ADownNodesRunningTaskIsKeptAndReadoptedWhenTheNodeReturns) {
+  Harness h(WithReconnectGrace());
+  h.Register("n1", 1);
+  const std::string job = h.Submit(BaseSpec("max_attempts: 3\n"));
+  h.ReportAll(job, pb::TASK_RUNNING);
+  const pb::JobRecord before = h.Job(job);
+  h.Advance(1001);  // n1 silent past the heartbeat timeout
+  ASSERT_EQ(h.core().FindNode("n1")->state(), pb::NODE_DOWN);
+  EXPECT_EQ(h.State(job), pb::JOB_RUNNING) << "a partition must not stop a job that trains without us";
+  EXPECT_TRUE(HasEvent(h, job, "kept for up to 5000 ms"));
+  h.Advance(3000);  // still within the grace
+  EXPECT_EQ(h.State(job), pb::JOB_RUNNING);
+  h.Register("n1", 1, {Harness::Task(before, pb::TASK_RUNNING)});
+  EXPECT_EQ(h.core().FindNode("n1")->state(), pb::NODE_UP);
+  const pb::JobRecord after = h.Job(job);
+  EXPECT_EQ(after.state(), pb::JOB_RUNNING);
+  EXPECT_EQ(after.attempt(), before.attempt());
+  EXPECT_EQ(after.epoch(), before.epoch());
+  EXPECT_TRUE(h.Stops("n1").empty()) << "the re-adopted task is not stopped";
+  EXPECT_TRUE(HasEvent(h, job, "re-adopted"));
+  h.Advance(5000);  // the grace would have ended: nothing happens, the task is no longer kept
+  h.Heartbeat("n1", {Harness::Task(before, pb::TASK_RUNNING)});
+  EXPECT_EQ(h.State(job), pb::JOB_RUNNING);
+}
+
+TEST(ReconnectGrace, WhenTheGraceEndsTheTaskIsLostAndTheJobRestartsElsewhere) {
+  Harness h(WithReconnectGrace());
+  h.Register("n1", 1);
+  const std::string job = h.Submit(BaseSpec("max_attempts: 3\n"));
+  h.ReportAll(job, pb::TASK_RUNNING);
+  h.ReportCheckpoint("n1", job, 100);
+  h.Register("n2", 1);
+  for (int i = 0; i < 12; ++i) {  // n2 beats, n1 stays silent: DOWN after 1.2 s, lost 5 s later
+    h.Advance(600);
+    h.Heartbeat("n2");
+  }
+  const pb::JobRecord r = h.Job(job);
+  EXPECT_EQ(r.state(), pb::JOB_STARTING);
+  EXPECT_EQ(r.attempt(), 2u);
+  EXPECT_EQ(r.placement().nodes(0).node_id(), "n2");
+  EXPECT_EQ(r.resume_checkpoint(), r.output_dir() + "/checkpoint-100");
+  EXPECT_TRUE(HasEvent(h, job, "did not reconnect within 5000 ms"));
+}
+
+TEST(ReconnectGrace, AFailureElsewhereInTheGangEndsTheGraceAtOnce) {
+  Harness h(WithReconnectGrace());
+  h.Register("n1", 1);
+  h.Register("n2", 1);
+  const std::string job = h.Submit(BaseSpec("nodes: 2\nmax_attempts: 3\n"));
+  h.ReportAll(job, pb::TASK_RUNNING);
+  const pb::JobRecord first = h.Job(job);
+  h.Advance(600);
+  h.Heartbeat("n2", {Harness::Task(first, pb::TASK_RUNNING)});
+  h.Advance(600);  // n1 DOWN, its task kept
+  ASSERT_EQ(h.core().FindNode("n1")->state(), pb::NODE_DOWN);
+  ASSERT_EQ(h.State(job), pb::JOB_RUNNING);
+  h.ReportTask("n2", Harness::Task(first, pb::TASK_FAILED, 1));  // n2's ranks lost their peers
+  const pb::JobRecord r = h.Job(job);
+  EXPECT_NE(r.state(), pb::JOB_RUNNING);
+  EXPECT_NE(r.state(), pb::JOB_RESTARTING) << "no stop timeout is waited for the DOWN node's task";
+  EXPECT_TRUE(HasEvent(h, job, "node n1 is down: its task counts as lost"));
 }
 
 TEST(NodeRegistry, RegisterRepliesWithSessionIntervalAndLastAckedSeq) {

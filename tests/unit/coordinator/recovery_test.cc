@@ -48,6 +48,7 @@ TEST(Recovery, NodesThatDoNotReturnAreDetectedAfterAFullTimeout) {
   CoordinatorOptions o;
   o.heartbeat_timeout_ms = 1000;
   o.heartbeat_interval_ms = 100;
+  o.reconnect_grace_ms = 0;  // DOWN means lost here (agents_test covers the reconnect grace)
   Harness h(o);
   h.Register("n1", 1);
   const std::string job = h.Submit(BaseSpec("max_attempts: 1\n"));
