@@ -7,6 +7,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <deque>
+#include <limits>
 #include <thread>
 
 namespace anneal {
@@ -46,7 +47,10 @@ class Session : public HttpExchange, public std::enable_shared_from_this<Session
       : stream_(std::move(socket)), options_(options), open_sessions_(open_sessions) {
     ++*open_sessions_;
     parser_.header_limit(static_cast<uint32_t>(options_->max_request_bytes));
-    parser_.body_limit(options_->max_request_bytes);
+    // The body limit depends on the request (OnHeader checks Content-Length against it): the largest while the
+    // header is read, since Beast checks Content-Length then (not boost::none: Beast 1.74 compares an empty limit
+    // as smaller than any length).
+    parser_.body_limit(std::numeric_limits<std::uint64_t>::max());
   }
   ~Session() override { --*open_sessions_; }
 
@@ -78,7 +82,7 @@ class Session : public HttpExchange, public std::enable_shared_from_this<Session
   }
   void Write(std::string chunk) override {
     asio::post(stream_.get_executor(), [self = shared_from_this(), chunk = std::move(chunk)]() mutable {
-      if (self->streaming_ && !self->closed_) self->Enqueue(std::move(chunk));
+      if (self->streaming_ && !self->closing_ && !self->closed_) self->Enqueue(std::move(chunk));
     });
   }
   void Close() override {
@@ -106,7 +110,9 @@ class Session : public HttpExchange, public std::enable_shared_from_this<Session
     if (ec) return;  // timeout, reset, garbage: close
     FillHead();
     body_limit_ = options_->body_limit ? options_->body_limit(request_) : options_->max_request_bytes;
-    parser_.body_limit(body_limit_);
+    const auto declared = parser_.content_length();
+    if (declared && *declared > body_limit_) return RefuseTooLarge(http::error::body_limit);
+    parser_.body_limit(body_limit_);  // a chunked body is checked as it comes
     http::async_read(stream_, buffer_, parser_,
                      [self = shared_from_this()](beast::error_code read_ec, size_t) { self->OnRead(read_ec); });
   }

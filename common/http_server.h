@@ -45,16 +45,17 @@ struct HttpRequest {
   std::string method;         // "GET"
   std::string target;         // "/api/jobs?x=1"
   std::string authorization;  // the Authorization header's value; empty when absent
-  std::string content_type;   // the Content-Type header's value; empty when absent
-  std::string body;
-  std::string last_event_id;  // the Last-Event-ID header (an SSE client resuming); empty when absent
+  // (default member initializers: `{method, target, authorization}` stays a complete initializer)
+  std::string content_type{};  // the Content-Type header's value; empty when absent
+  std::string body{};
+  std::string last_event_id{};  // the Last-Event-ID header (an SSE client resuming); empty when absent
 };
 
 struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain";
   std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;  // extra headers (WWW-Authenticate)
+  std::vector<std::pair<std::string, std::string>> headers{};  // extra headers (WWW-Authenticate)
 };
 
 // The path of a request target without its query string.
