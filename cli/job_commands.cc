@@ -91,6 +91,8 @@ int Submit(const GlobalOptions& g, const SubmitOptions& o) {
 struct ListOptions {
   std::vector<std::string> states;
   unsigned limit = 0;
+  std::string team;
+  std::string page_token;
 };
 
 std::string Ranks(const pb::ResolvedResources& r) {
@@ -115,6 +117,8 @@ int List(const GlobalOptions& g, const ListOptions& o) {
     list->add_states(*state);
   }
   list->set_limit(o.limit);
+  list->set_team(o.team);
+  list->set_page_token(o.page_token);
   auto client = MakeClient(g);
   if (!client.ok()) return ReportError("ls", client.status());
   auto reply = (*client)->Call(req);
@@ -134,6 +138,9 @@ int List(const GlobalOptions& g, const ListOptions& o) {
            Age(job.submitted_at_ms(), now), Shorten(job.result(), 60)});
   }
   t.Print(std::cout);
+  if (!reply->list_jobs().next_page_token().empty()) {
+    std::cerr << "(older jobs: anneal ls --page-token " << reply->list_jobs().next_page_token() << ")\n";
+  }
   return kExitOk;
 }
 
@@ -396,6 +403,8 @@ void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action) {
         ->delimiter(',')
         ->allow_extra_args(false);
     cmd->add_option("--limit", o->limit, "the N most recent jobs (0: the coordinator's default, 100)");
+    cmd->add_option("--team", o->team, "only this team's jobs");
+    cmd->add_option("--page-token", o->page_token, "the jobs submitted before this one (the previous page's hint)");
     cmd->callback([&g, o, action] { *action = [&g, o] { return List(g, *o); }; });
   }
   {

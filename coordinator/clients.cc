@@ -274,15 +274,19 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
       break;
     }
     case pb::ClientRequest::kListJobs: {
-      const auto& filter = request.list_jobs().states();
-      const size_t limit = request.list_jobs().limit() == 0 ? 100 : request.list_jobs().limit();
+      const pb::ListJobsRequest& list = request.list_jobs();
+      const auto& filter = list.states();
+      const size_t limit = list.limit() == 0 ? 100 : list.limit();
       const bool active_only = !filter.empty() && std::all_of(filter.begin(), filter.end(), [](int s) {
         return !protocol::IsTerminal(static_cast<pb::JobState>(s));
       });
-      // Only the jobs of teams the caller may read (every job for a cluster admin).
+      // Only the jobs of teams the caller may read (every job for a cluster admin), of `team` when given, and
+      // submitted before the page token's job (job ids sort in submission order, as the store keys them).
       auto wanted = [&](const pb::JobRecord& r) {
         const bool state_ok = filter.empty() || std::find(filter.begin(), filter.end(), r.state()) != filter.end();
-        return state_ok && (read.who.cluster_admin || RoleIn(read.who, JobTeam(r)) >= pb::ROLE_VIEWER);
+        return state_ok && (list.team().empty() || JobTeam(r) == list.team()) &&
+               (list.page_token().empty() || r.job_id() < list.page_token()) &&
+               (read.who.cluster_admin || RoleIn(read.who, JobTeam(r)) >= pb::ROLE_VIEWER);
       };
       std::deque<pb::JobRecord> last;  // the most recent `limit` matches, in submission order
       if (active_only) {
@@ -298,8 +302,9 @@ void Coordinator::AnswerRead(const DeferredRead& read) {
           return last.size() < limit;
         });
       }
-      reply.mutable_list_jobs();  // an empty list is still a list_jobs reply
-      for (auto& r : last) *reply.mutable_list_jobs()->add_jobs() = std::move(r);
+      auto* out = reply.mutable_list_jobs();  // an empty list is still a list_jobs reply
+      if (last.size() == limit) out->set_next_page_token(last.front().job_id());
+      for (auto& r : last) *out->add_jobs() = std::move(r);
       break;
     }
     case pb::ClientRequest::kListCheckpoints: {

@@ -108,6 +108,12 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
       RETURN_IF_ERROR(Read(v, where, &config->http_max_connections));
     else if (key == "http_max_request_bytes")
       RETURN_IF_ERROR(Read(v, where, &config->http_max_request_bytes));
+    else if (key == "http_max_submit_bytes")
+      RETURN_IF_ERROR(Read(v, where, &config->http_max_submit_bytes));
+    else if (key == "http_max_streams")
+      RETURN_IF_ERROR(Read(v, where, &config->http_max_streams));
+    else if (key == "http_max_streams_per_token")
+      RETURN_IF_ERROR(Read(v, where, &config->http_max_streams_per_token));
     else if (key == "path_policy") {
       auto policy = jobspec::ParsePathPolicy(v, fmt::format("{}:{}", path, item.first.Mark().line + 1));
       if (!policy.ok()) return policy.status();
@@ -140,7 +146,8 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
           "max_labels_per_node, max_label_length, max_node_id_length, max_inventory_string_length, max_seq_ahead, "
           "insecure_plaintext, max_message_bytes, max_spec_bytes, max_name_bytes, max_watchers_per_peer, "
           "max_watchers_total, max_log_fetches_per_peer, http_public_metrics, http_max_connections, "
-          "http_max_request_bytes, path_policy, preemption, preemption_grace_ms, min_runtime_ms, "
+          "http_max_request_bytes, http_max_submit_bytes, http_max_streams, http_max_streams_per_token, path_policy, "
+          "preemption, preemption_grace_ms, min_runtime_ms, "
           "usage_half_life_ms, share_horizon_s, backfill, schedule_interval_ms, schedule_misfire_grace_ms)",
           where));
     }
@@ -196,7 +203,10 @@ Status ValidateConfig(const CoordinatorConfig& c) {
                                                     {"max_watchers_total", c.max_watchers_total},
                                                     {"max_log_fetches_per_peer", c.max_log_fetches_per_peer},
                                                     {"http_max_connections", c.http_max_connections},
-                                                    {"http_max_request_bytes", c.http_max_request_bytes}};
+                                                    {"http_max_request_bytes", c.http_max_request_bytes},
+                                                    {"http_max_submit_bytes", c.http_max_submit_bytes},
+                                                    {"http_max_streams", c.http_max_streams},
+                                                    {"http_max_streams_per_token", c.http_max_streams_per_token}};
   for (const auto& [name, value] : limits) {
     if (value <= 0) return InvalidArgumentError(fmt::format("{} must be positive, got {}", name, value));
   }

@@ -3,10 +3,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <atomic>
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -15,124 +11,63 @@
 #include "coordinator/job_state_machine.h"
 #include "coordinator/metrics.h"
 #include "coordinator/model_registry_json.h"
+#include "coordinator/openapi.h"
+#include "coordinator/rest_api.h"
+#include "coordinator/rest_stream.h"
 #include "coordinator/schedule_http.h"
 
 namespace anneal::coordinator {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
-
 struct HttpServer::Impl {
-  // Declared before `io`: the sessions destroyed with io's pending handlers still count themselves out.
   HttpServerOptions options;
-  size_t open_sessions = 0;  // on the HTTP thread only
-  asio::io_context io;
-  tcp::acceptor acceptor{io};
-  asio::steady_timer retry{io};
-  std::thread thread;
   mutable std::mutex mu;
   HttpSnapshot snapshot;  // under mu
-  std::atomic<uint64_t> accept_errors{0};
-  std::chrono::steady_clock::time_point last_warning{};
-
-  void Accept() {
-    acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
-      if (!acceptor.is_open() || ec == asio::error::operation_aborted) return;  // Stop()
-      if (ec) {
-        OnAcceptError(ec);
-        return;
-      }
-      if (open_sessions >= options.max_connections) {
-        RefuseBusy(std::move(socket));
-      } else {
-        std::make_shared<Session>(std::move(socket), this)->Start();
-      }
-      Accept();
-    });
-  }
-
-  // EMFILE and friends: the pending connection stays queued; wait a little (so a full fd table is not a busy
-  // loop) and accept again.
-  void OnAcceptError(const beast::error_code& ec) {
-    accept_errors.fetch_add(1);
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_warning > std::chrono::seconds(10)) {
-      spdlog::warn("HTTP accept failed: {} ({} so far); retrying in 100 ms", ec.message(), accept_errors.load());
-      last_warning = now;
-    }
-    retry.expires_after(std::chrono::milliseconds(100));
-    retry.async_wait([this](beast::error_code wait_ec) {
-      if (!wait_ec && acceptor.is_open()) Accept();
-    });
-  }
-
-  // Over max_connections: a short 503 and close, without reading the request.
-  void RefuseBusy(tcp::socket socket) {
-    auto text = std::make_shared<std::string>();
-    const std::string body =
-        fmt::format("503: too many HTTP connections (limit {}, http_max_connections)\n", options.max_connections);
-    *text = fmt::format(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {}"
-        "\r\n\r\n{}",
-        body.size(), body);
-    auto shared = std::make_shared<tcp::socket>(std::move(socket));
-    asio::async_write(*shared, asio::buffer(*text), [shared, text](beast::error_code, size_t) {
-      beast::error_code ignored;
-      shared->shutdown(tcp::socket::shutdown_both, ignored);
-    });
-  }
-
-  // One request per connection, asynchronous with a deadline, so a silent client never holds the thread.
-  struct Session : std::enable_shared_from_this<Session> {
-    Session(tcp::socket socket, Impl* owner) : stream(std::move(socket)), impl(owner) {
-      ++impl->open_sessions;
-      parser.header_limit(static_cast<uint32_t>(impl->options.max_request_bytes));
-      parser.body_limit(impl->options.max_request_bytes);
-    }
-    ~Session() { --impl->open_sessions; }
-    void Start() {
-      stream.expires_after(impl->options.request_timeout);
-      http::async_read(stream, buffer, parser,
-                       [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
-    }
-    void OnRead(beast::error_code ec) {
-      HttpResponse answer;
-      if (ec == http::error::header_limit || ec == http::error::body_limit || ec == http::error::buffer_overflow) {
-        answer.status = ec == http::error::body_limit ? 413 : 431;
-        answer.body = fmt::format("{}: the request is larger than {} bytes (http_max_request_bytes)\n", answer.status,
-                                  impl->options.max_request_bytes);
-      } else if (ec) {
-        return;  // timeout, reset, garbage: close
-      } else {
-        const auto& request = parser.get();
-        answer = impl->Respond({std::string(request.method_string()), std::string(request.target()),
-                                std::string(request[http::field::authorization])});
-      }
-      response.version(11);
-      response.keep_alive(false);
-      response.result(static_cast<http::status>(answer.status));
-      response.set(http::field::content_type, answer.content_type);
-      for (const auto& [name, value] : answer.headers) response.set(name, value);
-      response.body() = std::move(answer.body);
-      response.prepare_payload();
-      http::async_write(stream, response, [self = shared_from_this()](beast::error_code, size_t) {
-        beast::error_code ignored;
-        self->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-      });
-    }
-    beast::tcp_stream stream;
-    Impl* impl;
-    beast::flat_buffer buffer;
-    http::request_parser<http::string_body> parser;
-    http::response<http::string_body> response;
-  };
+  RestGateway gateway;
+  std::unique_ptr<RestStreams> streams;
+  bool gateway_running = false;
+  anneal::HttpServer server;  // last: stopped before the members above go
 
   HttpResponse Respond(const HttpRequest& request) const {
     HttpRouteOptions route{options.public_metrics, options.authenticate};
     std::lock_guard<std::mutex> lock(mu);
     return RouteHttpRequest(request, snapshot, route);
+  }
+
+  void Handle(const std::shared_ptr<HttpExchange>& exchange) {
+    const HttpRequest& request = exchange->request();
+    const std::string_view path = HttpPath(request.target);
+    if (path == "/api/openapi.json") {
+      HttpResponse r;
+      r.content_type = "application/json";
+      r.body = std::string(OpenApiDocument());
+      return exchange->Respond(std::move(r));
+    }
+    // (web console hook: static files of the console are served here, before the API routes)
+    if (path.starts_with("/api/v1/") || path == "/api/v1") return HandleRest(exchange);
+    exchange->Respond(Respond(request));
+  }
+
+  void HandleRest(const std::shared_ptr<HttpExchange>& exchange) {
+    RestCall call;
+    if (auto refused = BuildRestCall(exchange->request(), &call)) return exchange->Respond(std::move(*refused));
+    if (!gateway_running) {
+      return exchange->Respond(
+          RestErrorResponse(UnavailableError("this coordinator's HTTP port has no REST gateway configured")));
+    }
+    if (*call.route->body_field == '\0') {  // the event stream
+      return streams->Open(exchange, call.request.token(), call.path_params.at(0).second);
+    }
+    gateway.Call(std::move(call.request), call.extra_wait,
+                 [exchange, success = call.route->success_status](StatusOr<pb::ClientReply> reply) {
+                   exchange->Respond(RestReplyResponse(reply, success));
+                 });
+  }
+
+  size_t BodyLimit(const HttpRequest& head) const {
+    const std::string_view path = HttpPath(head.target);
+    const bool submit =
+        head.method == "POST" && (path == "/api/v1/jobs" || path == "/api/v1/pipelines" || path == "/api/v1/schedules");
+    return submit ? options.max_submit_bytes : options.max_request_bytes;
   }
 };
 
@@ -142,40 +77,40 @@ HttpServer::~HttpServer() {
 }
 
 Status HttpServer::Start(const std::string& host_port, HttpServerOptions options) {
-  const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos) {
-    return InvalidArgumentError(fmt::format("--http-bind '{}': expected HOST:PORT", host_port));
-  }
   impl_->options = std::move(options);
-  try {
-    tcp::resolver resolver(impl_->io);
-    auto endpoints = resolver.resolve(host_port.substr(0, colon), host_port.substr(colon + 1));
-    tcp::endpoint endpoint = *endpoints.begin();
-    impl_->acceptor.open(endpoint.protocol());
-    impl_->acceptor.set_option(asio::socket_base::reuse_address(true));
-    impl_->acceptor.bind(endpoint);
-    impl_->acceptor.listen();
-    port_ = impl_->acceptor.local_endpoint().port();
-  } catch (const std::exception& e) {
-    return UnavailableError(fmt::format("cannot serve HTTP on {}: {}", host_port, e.what()));
+  if (!impl_->options.gateway_endpoint.empty()) {
+    RETURN_IF_ERROR(impl_->gateway.Start({.endpoint = impl_->options.gateway_endpoint,
+                                          .server_public_key = impl_->options.gateway_server_key,
+                                          .max_sockets = 64,
+                                          .timeout = impl_->options.gateway_timeout}));
+    impl_->gateway_running = true;
   }
-  impl_->Accept();
-  impl_->thread = std::thread([this] { impl_->io.run(); });
+  impl_->streams = std::make_unique<RestStreams>(
+      &impl_->gateway, RestStreamOptions{.max_streams = impl_->options.max_streams,
+                                         .max_streams_per_token = impl_->options.max_streams_per_token,
+                                         .heartbeat = impl_->options.stream_heartbeat});
+  anneal::HttpServerOptions http;
+  http.handler = [impl = impl_.get()](std::shared_ptr<HttpExchange> exchange) { impl->Handle(exchange); };
+  http.max_connections = impl_->options.max_connections;
+  http.max_request_bytes = impl_->options.max_request_bytes;
+  http.body_limit = [impl = impl_.get()](const HttpRequest& head) { return impl->BodyLimit(head); };
+  http.request_timeout = impl_->options.request_timeout;
+  http.name = "HTTP";
+  http.busy_hint = ", http_max_connections";
+  http.size_hint = " (http_max_request_bytes; http_max_submit_bytes for submissions)";
+  RETURN_IF_ERROR(impl_->server.Start(host_port, std::move(http), "--http-bind"));
+  port_ = impl_->server.port();
   spdlog::info(
-      "HTTP on port {} (/metrics{}, /api/jobs, /api/nodes, /api/queue; bearer token required; up to {} connections)",
-      port_, impl_->options.public_metrics ? " public" : "", impl_->options.max_connections);
+      "HTTP on port {} (/api/v1 REST API{}, /metrics{}, /api/openapi.json; bearer token required; up to {} "
+      "connections)",
+      port_, impl_->gateway_running ? "" : " off: no gateway", impl_->options.public_metrics ? " public" : "",
+      impl_->options.max_connections);
   return Status::Ok();
 }
 
 void HttpServer::Stop() {
-  if (!impl_->thread.joinable()) return;
-  asio::post(impl_->io, [this] {
-    beast::error_code ec;
-    impl_->acceptor.close(ec);
-    impl_->retry.cancel();
-  });
-  impl_->io.stop();
-  impl_->thread.join();
+  impl_->gateway.Stop();  // answers the calls in flight (their exchanges are answered or dropped)
+  impl_->server.Stop();
 }
 
 HttpResponse HttpServer::Respond(const HttpRequest& request) const {
@@ -183,7 +118,7 @@ HttpResponse HttpServer::Respond(const HttpRequest& request) const {
 }
 
 uint64_t HttpServer::accept_errors() const {
-  return impl_->accept_errors.load();
+  return impl_->server.accept_errors();
 }
 
 void HttpServer::Publish(const Coordinator& core) {

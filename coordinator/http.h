@@ -9,18 +9,24 @@
 //                  slots_held}, ... ], "jobs": [ {job_id, name, team, state, priority, queue_position,
 //                  wait_reason, estimated_start_ms, nodes, gpus_per_node, submit_seq, submitted_at_ms,
 //                  preemptions, preempt_reason}, ... ]}: what `anneal queue` shows, every team
-// Every route needs `Authorization: Bearer <token>` (checked by HttpServerOptions.authenticate), except /metrics
-// when public_metrics is set; the routing is the pure RouteHttpRequest (coordinator/http_router.h).
+//   /api/v1/...    the REST API (coordinator/rest_api.h, docs/rest-api.md): every operation of the CLI, carried to
+//                  the coordinator's own ROUTER as the CLI's pb::ClientRequest by the RestGateway (same roles);
+//                  /api/v1/jobs/{id}/stream is server-sent events (coordinator/rest_stream.h)
+//   GET /api/openapi.json  the OpenAPI 3 document of /api/v1 (coordinator/openapi.json, embedded; public)
+// The /api/* and /metrics snapshot routes need `Authorization: Bearer <token>` of a cluster admin (checked by
+// HttpServerOptions.authenticate), except /metrics when public_metrics is set; their routing is the pure
+// RouteHttpRequest (coordinator/http_router.h). /api/v1 is the API; the snapshot routes stay for scripts.
 // The event loop publishes a snapshot (at most once a second, Publish()); the HTTP thread serves the latest
 // snapshot, so HTTP never touches the Coordinator's state.
 //
-// Limits: at most max_connections connections at once (one more is answered 503 and closed); a request whose
-// line, headers and body exceed max_request_bytes gets 431 and is closed; a connection silent for
-// request_timeout is closed. An accept error (EMFILE, ENFILE, ENOBUFS...) is logged (warn, at most every 10 s)
-// and accepting resumes after 100 ms: the server never stops accepting until Stop().
+// Limits (common/http_server.h): at most max_connections connections at once (one more is answered 503 and
+// closed); request line + headers over max_request_bytes get 431, a body over max_request_bytes (max_submit_bytes
+// for POST /api/v1/jobs, /api/v1/pipelines, /api/v1/schedules) 413; a connection silent for request_timeout is
+// closed. An accept error (EMFILE, ENFILE, ENOBUFS...) is logged and accepting resumes after 100 ms.
+// Streams: at most max_streams open, max_streams_per_token per bearer token; more are refused 429.
 //
-// Thread-safety: Publish() from the event loop thread; requests are served on the HttpServer's own thread;
-// the snapshot is swapped under a mutex.
+// Thread-safety: Publish() from the event loop thread; requests are served on the HttpServer's own thread and the
+// REST gateway's thread; the snapshot is swapped under a mutex.
 // Ownership: owns its thread and sockets; Stop() (or the destructor) joins the thread.
 //
 // Example:
@@ -49,6 +55,14 @@ struct HttpServerOptions {
   size_t max_connections = 64;
   size_t max_request_bytes = 16384;
   std::chrono::milliseconds request_timeout{5000};
+  size_t max_submit_bytes = 1 << 20;  // body of POST /api/v1/jobs, /pipelines, /schedules
+  // The REST gateway (coordinator/rest_gateway.h): the ROUTER as a client reaches it; empty: /api/v1 is 503.
+  std::string gateway_endpoint;
+  std::string gateway_server_key;  // CurveZMQ public key of the ROUTER; empty: plaintext
+  std::chrono::milliseconds gateway_timeout{10000};
+  size_t max_streams = 64;                            // SSE streams open at once
+  size_t max_streams_per_token = 4;                   // ... per bearer token
+  std::chrono::milliseconds stream_heartbeat{15000};  // an SSE comment at least this often
 };
 
 class HttpServer {

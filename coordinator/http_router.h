@@ -33,24 +33,15 @@
 #include <utility>
 #include <vector>
 
+#include "common/http_server.h"
 #include "common/status.h"
 #include "coordinator/clock.h"
 #include "storage/state_store.h"
 
 namespace anneal::coordinator {
 
-struct HttpRequest {
-  std::string method;         // "GET"
-  std::string target;         // "/api/jobs?x=1"
-  std::string authorization;  // the Authorization header's value; empty when absent
-};
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "text/plain";
-  std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;  // extra headers (WWW-Authenticate)
-};
+using HttpRequest = anneal::HttpRequest;  // common/http_server.h
+using HttpResponse = anneal::HttpResponse;
 
 // What the HTTP thread serves: bodies rendered by the event loop (HttpServer::Publish).
 struct HttpSnapshot {

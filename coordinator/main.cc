@@ -253,6 +253,12 @@ int main(int argc, char** argv) {
     http_options.authenticate = ClusterAdminTokenAuthenticator(store->get(), &clock);
     http_options.max_connections = static_cast<size_t>(config.http_max_connections);
     http_options.max_request_bytes = static_cast<size_t>(config.http_max_request_bytes);
+    http_options.max_submit_bytes = static_cast<size_t>(config.http_max_submit_bytes);
+    http_options.max_streams = static_cast<size_t>(config.http_max_streams);
+    http_options.max_streams_per_token = static_cast<size_t>(config.http_max_streams_per_token);
+    // The REST API's gateway: a client of this very ROUTER (coordinator/rest_gateway.h).
+    http_options.gateway_endpoint = ClientAddress(server.endpoint());
+    http_options.gateway_server_key = curve ? curve->public_key : "";
     if (auto st = http_server->Start(config.http_bind, std::move(http_options)); !st.ok()) {
       spdlog::critical("{}", st.ToString());
       return 1;
