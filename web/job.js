@@ -56,7 +56,8 @@ Anneal.pages.job = (main, ctx, jobId) => {
     cancel.hidden = api.isTerminal(job.state);
     spec.textContent = job.spec_yaml || job.submitted_spec_yaml || "";
     if (rankSelect.options.length !== Math.max(1, num(r.world_size))) {
-      clear(rankSelect).append(Array.from({ length: Math.max(1, num(r.world_size)) }, (_, i) => el("option", { value: i }, `rank ${i}`)));
+      Anneal.dom.append(clear(rankSelect), Array.from({ length: Math.max(1, num(r.world_size)) },
+                                                    (_, i) => el("option", { value: i }, `rank ${i}`)));
     }
   }
 
@@ -68,7 +69,7 @@ Anneal.pages.job = (main, ctx, jobId) => {
     const item = el("li", { class: `event event-${kind}` + (preempt ? " event-preempt" : ""), "data-seq": num(e.seq) },
       el("span", { class: "event-time" }, time(e.time_ms)),
       el("span", { class: "event-attempt", title: `attempt ${num(e.attempt)}, epoch ${num(e.epoch)}` }, `#${num(e.attempt)}`),
-      kind === "state" && e.to_state ? [from ? el("span", { class: "muted" }, from + " → ") : null, state(e.to_state)]
+      kind === "state" && e.to_state ? [from && from !== "state_unspecified" ? el("span", { class: "muted" }, from + " → ") : null, state(e.to_state)]
                                      : el("span", { class: "event-kind" }, kind),
       el("span", { class: "event-message" }, e.message || ""));
     timeline.append(item);
