@@ -18,7 +18,7 @@ Anneal.pages.queue = (main, ctx) => {
       jobs.forEach((j) => { j.__key = j.job_id; });
       clear(box).append(table([
         { title: "#", cell: (j) => String(num(j.queue_position) || "—") },
-        { title: "Job", cell: (j) => link(`/ui/jobs/${encodeURIComponent(j.job_id)}`, `${j.job_id} ${j.name || ""}`) },
+        { title: "Job", cell: (j) => link(`/ui/jobs/${encodeURIComponent(j.job_id)}`, j.name && j.name !== j.job_id ? `${j.job_id} (${j.name})` : j.job_id) },
         { title: "Team", cell: (j) => j.team || "" },
         { title: "Owner", cell: (j) => j.owner || "" },
         { title: "State", cell: (j) => state(j.state) },
