@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "coordinator/http_router.h"
@@ -33,6 +36,25 @@ TEST(WebConsole, EveryFileOfWebIsEmbeddedWithItsBytes) {
     for (const auto& f : files) found |= f.path == name && !f.bytes.empty();
     EXPECT_TRUE(found) << name << " is not embedded";
   }
+}
+
+TEST(WebConsole, EmbeddedBytesAreTheFilesOfWebExactly) {
+  size_t on_disk = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(ANNEAL_WEB_DIR)) {
+    if (!entry.is_regular_file()) continue;
+    ++on_disk;
+    const std::string relative = std::filesystem::relative(entry.path(), ANNEAL_WEB_DIR).string();
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    const EmbeddedFile* embedded = nullptr;
+    for (const auto& f : EmbeddedWebFiles()) {
+      if (f.path == relative) embedded = &f;
+    }
+    ASSERT_NE(embedded, nullptr) << relative << " is in web/ but not embedded";
+    EXPECT_EQ(embedded->bytes, bytes.str()) << relative << " differs from web/" << relative;
+  }
+  EXPECT_EQ(EmbeddedWebFiles().size(), on_disk);
 }
 
 TEST(WebConsole, IndexIsServedWithoutATokenForRootAndEveryPage) {
