@@ -14,6 +14,7 @@ Screenshots go to --artifacts (ctest: <build>/tests/integration/web/artifacts). 
 reason when chromium, chromium-driver, selenium or anneal-train is missing, or the coordinator has no REST API.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -40,6 +41,12 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_get(url, token):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read().decode()
 
 
 def http_status(url, token=None):
@@ -234,7 +241,16 @@ def case_cluster(cluster, console):
     console.wait_text("#nodes-table", "local-0")
     console.wait_text("#cluster-summary", r"slots in use 1 / 1", timeout=60)
     console.wait_text("#teams-table", "default")
-    console.shot("cluster")
+    # GPUs as the agent's heartbeats report them (NVML): one row each with its utilization and memory; a node
+    # without NVML says so.
+    reply = json.loads(http_get(f"{cluster.base}/api/v1/nodes", cluster.admin))
+    nodes = reply.get("list_nodes", reply)["nodes"]
+    gpus = nodes[0].get("inventory", {}).get("gpus", [])
+    if gpus:
+        wait_for(f"{len(gpus)} GPU rows", lambda: len(console.d.find_elements(console.by.CSS_SELECTOR, "#nodes-table [data-gpu]")) == len(gpus), 20)
+        console.wait_text("#nodes-table", r"\d+% util")
+    else:
+        console.wait_text("#nodes-table", "CPU only")
     console.open("/ui/queue")
     reason = console.wait_text(f"#queue-table tr[data-key='{waiting}'] td.reason", r"^(?!—)\S", timeout=30)
     console.shot("queue")
@@ -247,7 +263,7 @@ def case_cluster(cluster, console):
     console.wait_text("#nodes-table", r"\bup\b")
     cluster.anneal("cancel", running, token=cluster.tokens["alice"])
     cluster.anneal("cancel", waiting, token=cluster.tokens["alice"])
-    print(f"cluster: node, slots and team shown; queue reason for {waiting}: {reason!r}", flush=True)
+    print(f"cluster: node, slots, {len(gpus)} GPU(s) and team shown; queue reason for {waiting}: {reason!r}", flush=True)
 
 
 def main():
