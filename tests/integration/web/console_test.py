@@ -3,7 +3,7 @@
 
   job:     `anneal up` (1 agent x 1 CPU slot, the coordinator's HTTP port on), users alice (member of team
            default) and victor (viewer); alice submits a LoRA job run by the real anneal-train. In the browser:
-           victor logs in with his token (whoami shows him as a viewer), opens the job's page, sees its loss
+           a wrong token is refused at login with the server's reason; victor logs in with his token (whoami shows him as a viewer), opens the job's page, sees its loss
            curve grow as metrics arrive, presses Cancel and is refused with the server's reason shown on the
            page, and the job keeps running; alice logs in, sees the curve, presses Cancel and the page shows the
            job cancelled (the CLI agrees). The token never appears in a URL.
@@ -195,6 +195,10 @@ class Cluster:
 
 def case_job(cluster, console):
     job = cluster.anneal("submit", lora_job_yaml(cluster.tmp, "web-job", 3000), token=cluster.tokens["alice"]).stdout.strip()
+    # A wrong token: refused on the login page with the server's reason, nothing kept.
+    console.login("ant_000000000000_" + "0" * 64)
+    console.wait_text("#login-error", r"^Login refused: .*token")
+    assert console.d.execute_script("return sessionStorage.length") == 0, "a refused token was kept"
     # The viewer: sees the job and its curve grow, is refused the cancel with the server's reason.
     console.login(cluster.tokens["victor"])
     console.wait_text("#user-name", "^victor$")
