@@ -137,8 +137,8 @@ Anneal.api = (() => {
         if (reply.job) deliver("job", reply.job);
       } catch (e) {
         if (signal.aborted || e.name === "AbortError") return;
-        if (streamWorks && (e.status === 404 || e.status === 405 || e.status === 501 || e.code === "NOT_A_STREAM")) {
-          streamWorks = false;  // no stream on this server: long poll from now on
+        if (streamWorks && ([404, 405, 429, 501].includes(e.status) || e.code === "NOT_A_STREAM")) {
+          streamWorks = false;  // no stream here (or this token's streams are all taken): long poll from now on
           continue;
         }
         if (handlers.error) handlers.error(e);
