@@ -255,6 +255,7 @@ def case_cluster(cluster, console):
         console.wait_text("#nodes-table", r"\d+% util")
     else:
         console.wait_text("#nodes-table", "CPU only")
+    console.shot("cluster")
     console.open("/ui/queue")
     reason = console.wait_text(f"#queue-table tr[data-key='{waiting}'] td.reason", r"^(?!—)\S", timeout=30)
     console.shot("queue")
