@@ -1,30 +1,13 @@
 #include "agent/inventory.h"
 
-#include <dlfcn.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 namespace anneal::agent {
 namespace {
-
-// The few NVML entry points the agent uses (nvml.h is not needed: these signatures are NVML's stable ABI).
-using nvmlReturn_t = int;
-using nvmlDevice_t = void*;
-struct NvmlMemory {
-  unsigned long long total;
-  unsigned long long free;
-  unsigned long long used;
-};
-struct NvmlUtilization {
-  unsigned int gpu;
-  unsigned int memory;
-};
-constexpr nvmlReturn_t kNvmlSuccess = 0;
-constexpr int kNvmlTemperatureGpu = 0;
 
 std::string Hostname() {
   char buf[256] = {};
@@ -45,81 +28,29 @@ uint64_t TotalMemoryBytes() {
 
 }  // namespace
 
-struct Nvml::Api {
-  nvmlReturn_t (*init)();
-  nvmlReturn_t (*shutdown)();
-  nvmlReturn_t (*device_count)(unsigned int*);
-  nvmlReturn_t (*handle_by_index)(unsigned int, nvmlDevice_t*);
-  nvmlReturn_t (*name)(nvmlDevice_t, char*, unsigned int);
-  nvmlReturn_t (*uuid)(nvmlDevice_t, char*, unsigned int);
-  nvmlReturn_t (*memory)(nvmlDevice_t, NvmlMemory*);
-  nvmlReturn_t (*utilization)(nvmlDevice_t, NvmlUtilization*);
-  nvmlReturn_t (*temperature)(nvmlDevice_t, int, unsigned int*);
-};
-
-Nvml::Nvml(const std::string& library) {
-  handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle_ == nullptr) {
-    reason_ = library + " not loadable (no NVIDIA driver): " + std::string(dlerror());
-    spdlog::debug("NVML unavailable: {}", reason_);
-    return;
+Nvml::Nvml(const std::string& library) : library_(library) {
+  if (library_.available()) return;
+  // No driver is the normal case of a CPU node; a driver NVML refuses is worth a warning.
+  if (library_.loaded()) {
+    spdlog::warn("NVML unavailable: {}", library_.reason());
+  } else {
+    spdlog::debug("NVML unavailable: {}", library_.reason());
   }
-  api_ = new Api{};
-  auto sym = [&](const char* name) { return dlsym(handle_, name); };
-  api_->init = reinterpret_cast<decltype(api_->init)>(sym("nvmlInit_v2"));
-  api_->shutdown = reinterpret_cast<decltype(api_->shutdown)>(sym("nvmlShutdown"));
-  api_->device_count = reinterpret_cast<decltype(api_->device_count)>(sym("nvmlDeviceGetCount_v2"));
-  api_->handle_by_index = reinterpret_cast<decltype(api_->handle_by_index)>(sym("nvmlDeviceGetHandleByIndex_v2"));
-  api_->name = reinterpret_cast<decltype(api_->name)>(sym("nvmlDeviceGetName"));
-  api_->uuid = reinterpret_cast<decltype(api_->uuid)>(sym("nvmlDeviceGetUUID"));
-  api_->memory = reinterpret_cast<decltype(api_->memory)>(sym("nvmlDeviceGetMemoryInfo"));
-  api_->utilization = reinterpret_cast<decltype(api_->utilization)>(sym("nvmlDeviceGetUtilizationRates"));
-  api_->temperature = reinterpret_cast<decltype(api_->temperature)>(sym("nvmlDeviceGetTemperature"));
-  if (!api_->init || !api_->shutdown || !api_->device_count || !api_->handle_by_index) {
-    reason_ = library + " lacks the NVML entry points (nvmlInit_v2, nvmlDeviceGetCount_v2, ...)";
-    spdlog::warn("NVML unavailable: {}", reason_);
-    return;
-  }
-  const nvmlReturn_t rc = api_->init();
-  if (rc != kNvmlSuccess) {
-    reason_ = "nvmlInit_v2 failed with NVML error " + std::to_string(rc);
-    spdlog::warn("NVML unavailable: {}", reason_);
-    return;
-  }
-  initialized_ = true;
 }
 
-Nvml::~Nvml() {
-  if (initialized_) api_->shutdown();
-  delete api_;
-  if (handle_ != nullptr) dlclose(handle_);
-}
+Nvml::~Nvml() = default;
 
 std::vector<pb::GpuInfo> Nvml::Query() const {
   std::vector<pb::GpuInfo> gpus;
-  if (!available()) return gpus;
-  unsigned int count = 0;
-  if (api_->device_count(&count) != kNvmlSuccess) return gpus;
-  for (unsigned int i = 0; i < count; ++i) {
-    nvmlDevice_t dev = nullptr;
-    if (api_->handle_by_index(i, &dev) != kNvmlSuccess) continue;
+  for (const NvmlGpuReading& r : library_.Read()) {
     pb::GpuInfo g;
-    g.set_index(i);
-    char buf[128] = {};
-    if (api_->name && api_->name(dev, buf, sizeof(buf)) == kNvmlSuccess) g.set_name(buf);
-    char ubuf[128] = {};
-    if (api_->uuid && api_->uuid(dev, ubuf, sizeof(ubuf)) == kNvmlSuccess) g.set_uuid(ubuf);
-    NvmlMemory mem{};
-    if (api_->memory && api_->memory(dev, &mem) == kNvmlSuccess) {
-      g.set_memory_total_bytes(mem.total);
-      g.set_memory_used_bytes(mem.used);
-    }
-    NvmlUtilization util{};
-    if (api_->utilization && api_->utilization(dev, &util) == kNvmlSuccess) g.set_utilization_percent(util.gpu);
-    unsigned int temp = 0;
-    if (api_->temperature && api_->temperature(dev, kNvmlTemperatureGpu, &temp) == kNvmlSuccess) {
-      g.set_temperature_c(temp);
-    }
+    g.set_index(r.index);
+    g.set_name(r.name);
+    g.set_uuid(r.uuid);
+    g.set_memory_total_bytes(r.memory_total_bytes.value_or(0));
+    g.set_memory_used_bytes(r.memory_used_bytes.value_or(0));
+    g.set_utilization_percent(r.utilization_percent.value_or(0));
+    g.set_temperature_c(r.temperature_c.value_or(0));
     gpus.push_back(std::move(g));
   }
   return gpus;

@@ -4,8 +4,8 @@
 // A missing libnvidia-ml.so.1, or an NVML that fails to initialize, means "no GPUs" (logged at debug), never
 // an error: CPU nodes declare their rank slots with --slots N instead.
 //
-// Thread-safety: Nvml is not thread-safe (use it from the agent's loop). Ownership: Nvml owns the dlopen
-// handle and shuts NVML down in its destructor.
+// Thread-safety: Nvml is not thread-safe (use it from the agent's loop). Ownership: Nvml owns its
+// NvmlLibrary (agent/nvml.h: the dlopen handle, NVML shut down in its destructor).
 //
 // Example:
 //   anneal::agent::Nvml nvml;                       // tries dlopen once
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "agent/config.h"
+#include "agent/nvml.h"
 #include "protocol/anneal.pb.h"
 
 namespace anneal::agent {
@@ -29,18 +30,14 @@ class Nvml {
   Nvml(const Nvml&) = delete;
   Nvml& operator=(const Nvml&) = delete;
 
-  bool available() const { return handle_ != nullptr && initialized_; }
+  bool available() const { return library_.available(); }
   // Why NVML is not available ("" when it is).
-  const std::string& unavailable_reason() const { return reason_; }
+  const std::string& unavailable_reason() const { return library_.reason(); }
   // One entry per GPU with current memory use, utilization and temperature; empty without NVML.
   std::vector<pb::GpuInfo> Query() const;
 
  private:
-  void* handle_ = nullptr;
-  bool initialized_ = false;
-  std::string reason_;
-  struct Api;
-  Api* api_ = nullptr;
+  NvmlLibrary library_;
 };
 
 // The inventory reported at registration. slots = config.slots when set, else the GPU count.

@@ -6,8 +6,8 @@
 // A GPU whose query fails is left out of that sample; a GPU that does not report its power draw has no power.
 //
 // Thread-safety: NVML itself is thread-safe; one GpuSampler is used by one thread (the agent's HTTP thread).
-// Ownership: owns the dlopen handle; the destructor calls nvmlShutdown (NVML counts its initializations, so the
-// agent's inventory Nvml is not disturbed).
+// Ownership: owns its NvmlLibrary (agent/nvml.h; NVML counts its initializations, so the agent's inventory Nvml
+// is not disturbed).
 //
 // Example:
 //   GpuSampler gpus;                       // tries libnvidia-ml.so.1 once
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "agent/metrics.h"
+#include "agent/nvml.h"
 
 namespace anneal::agent {
 
@@ -28,16 +29,12 @@ class GpuSampler {
   GpuSampler(const GpuSampler&) = delete;
   GpuSampler& operator=(const GpuSampler&) = delete;
 
-  bool available() const { return initialized_; }
-  const std::string& reason() const { return reason_; }
+  bool available() const { return library_.available(); }
+  const std::string& reason() const { return library_.reason(); }
   std::vector<GpuSample> Sample() const;
 
  private:
-  struct Api;
-  void* handle_ = nullptr;
-  Api* api_ = nullptr;
-  bool initialized_ = false;
-  std::string reason_;
+  NvmlLibrary library_;
 };
 
 }  // namespace anneal::agent

@@ -244,6 +244,7 @@ std::vector<pb::NodeRecord> Coordinator::Nodes() const {
     out.push_back(node.record);
     out.back().set_last_heartbeat_ms(node.last_heartbeat_ms);
     out.back().clear_credential_hash();  // a node's secret never leaves the coordinator, not even hashed
+    out.back().set_slots_used(static_cast<uint32_t>(node.used_slots.size()));
   }
   return out;
 }

@@ -185,6 +185,7 @@ class Coordinator {
   const pb::JobRecord* FindActiveJob(const std::string& job_id) const;
   StatusOr<pb::JobRecord> GetJobRecord(const std::string& job_id) const;  // active or from the store
   const pb::NodeRecord* FindNode(const std::string& node_id) const;
+  // Every node: the latest GPU figures of its heartbeats (memory only), slots_used, no credential hash.
   std::vector<pb::NodeRecord> Nodes() const;
   std::vector<pb::JobRecord> ActiveJobs() const;
   size_t ActiveJobCount() const { return jobs_.all().size(); }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "coordinator/authz.h"
+#include "coordinator/web_console.h"
 
 namespace anneal::coordinator {
 namespace {
@@ -33,6 +34,7 @@ StatusOr<std::string_view> BearerToken(std::string_view header) {
 
 HttpResponse RouteHttpRequest(const HttpRequest& request, const HttpSnapshot& snapshot,
                               const HttpRouteOptions& options) {
+  if (auto page = ServeWebConsole(request)) return *page;  // the web console's static files (no token)
   const std::string_view path = std::string_view(request.target).substr(0, request.target.find('?'));
   const bool public_route = options.public_metrics && path == "/metrics";
   if (!public_route) {
