@@ -107,6 +107,8 @@ struct TrainSpec {
   int64_t seed = 42;
   bool gradient_checkpointing = false;  // default true in a flat (LLaMA-Factory) document, false in a nested one
   int64_t logging_steps = 10;
+  std::string report_to = "none";  // none or tensorboard (LLaMA-Factory's all = tensorboard): event files in runs/
+  bool plot_loss = false;          // training_loss.png (+ training_eval_loss.png) in output_dir at the end
   SaveStrategy save_strategy = SaveStrategy::kSteps;
   int64_t save_steps = 500;      // save_strategy steps: every N steps and at the end; 0: only at the end
   int64_t save_total_limit = 0;  // keep the latest N checkpoints; 0 keeps all
