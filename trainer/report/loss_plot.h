@@ -22,6 +22,10 @@ struct Curve {
   std::vector<double> values;  // same length as steps
 };
 
+// False in a trainer-only build without cairo (trainer/report/CMakeLists.txt), where every function below
+// returns FAILED_PRECONDITION saying so.
+bool PlotsAvailable();
+
 // LLaMA-Factory's smooth(): an exponential moving average whose weight is a sigmoid of the curve's length,
 // 1.8 * (1 / (1 + exp(-0.05 * n)) - 0.5), starting from the first value.
 std::vector<double> Smooth(const std::vector<double>& values);
