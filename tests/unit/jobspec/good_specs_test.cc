@@ -361,6 +361,8 @@ TEST(JobSpecExamples, LlamaFactoryLoraExampleParsesUnchanged) {
   EXPECT_TRUE(HasWarningContaining(*spec, "'trust_remote_code'"));
   EXPECT_EQ(spec->data.preprocessing_num_workers, 16);
   EXPECT_TRUE(spec->train.gradient_checkpointing);  // LLaMA-Factory's default
+  EXPECT_TRUE(spec->train.plot_loss);
+  EXPECT_FALSE(HasWarningContaining(*spec, "'plot_loss'"));
 }
 
 TEST(JobSpecExamples, LlamaFactoryFullExampleTakesItsZeroStageFromTheDeepSpeedConfig) {
