@@ -24,6 +24,8 @@ constexpr FigureSeries kFigureSeries[] = {
     {"tokens_per_s", "anneal_job_tokens_per_second", "The trainer's throughput in tokens per second."},
     {"epoch", "anneal_job_epoch", "The trainer's fractional epoch."},
     {"eval_loss", "anneal_job_eval_loss", "The latest evaluation loss."},
+    {"mfu", "anneal_job_model_flops_utilization_ratio",
+     "The trainer's model FLOPs utilization (0-1) against its GPUs' dense bf16 peak; only on GPUs of known peak."},
 };
 
 std::string ReadSmallFile(const std::string& path) {

@@ -13,13 +13,14 @@
 //   anneal_task_resident_memory_bytes{job_id,attempt} gauge    RSS summed over the task's live ranks
 //   anneal_job_step{job_id}, anneal_job_total_steps{job_id}   gauge    the trainer's latest metrics event
 //   anneal_job_loss, anneal_job_learning_rate, anneal_job_grad_norm, anneal_job_tokens_per_second,
-//   anneal_job_epoch, anneal_job_eval_loss            gauge    its values (each only once the trainer sent it)
+//   anneal_job_epoch, anneal_job_eval_loss,
+//   anneal_job_model_flops_utilization_ratio          gauge    its values (each only once the trainer sent it;
+//                                                              MFU only on a GPU whose peak the trainer knows)
 //   anneal_job_step_seconds{job_id}                   gauge    (time between the last two metrics events) /
 //                                                              (steps between them)
 // Training figures come from the MetricBatch reports the agent relays (rank 0's events), so a job appears on the
 // agent that hosts its global rank 0. They stay for `kEndedJobRetentionMs` after the job's task ended here, so
-// the last value is scraped even when the job ends between two scrapes. MFU is not exported: the trainer does
-// not report its FLOPs per token.
+// the last value is scraped even when the job ends between two scrapes.
 //
 // Thread-safety: value types and pure functions.
 #pragma once

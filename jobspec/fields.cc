@@ -190,6 +190,36 @@ Field Enum(Names n, std::vector<std::pair<std::string, E>> values, std::string u
       });
 }
 
+// report_to: LLaMA-Factory's string or list of integrations. Only TensorBoard (files in output_dir) is built;
+// wandb, mlflow and the other services are refused rather than ignored: they would send the job's metrics to an
+// outside service. Stored normalized: "none" or "tensorboard".
+Field ReportTo() {
+  return Make<std::string>(
+      {"train.report_to", "report_to"}, "enum",
+      "none, tensorboard or all (= tensorboard), a string or a list (wandb, mlflow and other services are not "
+      "supported: they would send the job's metrics outside the cluster; use tensorboard)",
+      "where training metrics also go: none, or tensorboard (event files in output_dir/runs/)",
+      [](JobSpec& s) -> std::string& { return s.train.report_to; },
+      [](const YAML::Node& n, std::string* out) {
+        std::vector<std::string> items;
+        if (!DecodeList(n, &items)) return false;
+        bool tensorboard = false, none = false;
+        for (const std::string& item : items) {
+          if (item == "tensorboard" || item == "all") {
+            tensorboard = true;
+          } else if (item == "none") {
+            none = true;
+          } else {
+            return false;
+          }
+        }
+        if (tensorboard && none) return false;
+        *out = tensorboard ? "tensorboard" : "none";
+        return true;
+      },
+      EncString);
+}
+
 // ---- sharing keys ------------------------------------------------------------------------------------------
 
 // Node labels are bounded as the coordinator bounds an agent's (AgentLimits: max_label_length,
@@ -472,6 +502,11 @@ std::vector<Field> BuildFields() {
                    "recompute activations in backward to save memory", REF(train.gradient_checkpointing)));
   f.push_back(PositiveInt64({"train.logging_steps", "logging_steps"}, "report metrics every N steps",
                             REF(train.logging_steps)));
+  f.push_back(ReportTo());
+  f.push_back(
+      Flag({"train.plot_loss", "plot_loss"},
+           "write training_loss.png (and training_eval_loss.png) in output_dir at the end, as LLaMA-Factory does",
+           REF(train.plot_loss)));
   f.push_back(
       Enum<SaveStrategy>({"train.save_strategy", "save_strategy"},
                          {{"no", SaveStrategy::kNo}, {"steps", SaveStrategy::kSteps}, {"epoch", SaveStrategy::kEpoch}},

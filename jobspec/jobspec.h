@@ -8,7 +8,7 @@
 // Unknown keys are errors that name the key, its location (file:line) and the closest known key. Every
 // LLaMA-Factory key the parser knows is honoured (it means what it means in LLaMA-Factory), refused (an error
 // saying what to use instead: quantization_bit, fp16: true, stage: dpo, ...), or ignored with a warning in
-// JobSpec::warnings (only keys that change neither the result nor the memory: report_to, plot_loss, ...);
+// JobSpec::warnings (only keys that change neither the result nor the memory: logging_dir, disable_tqdm, ...);
 // docs/job-spec.md tables which is which. Two LLaMA-Factory keys are translated: `deepspeed` (its JSON's
 // zero_optimization.stage becomes resources.zero_stage) and `disable_gradient_checkpointing` (the inverse of
 // train.gradient_checkpointing, whose default is true in a flat LLaMA-Factory document, as there).
@@ -107,6 +107,8 @@ struct TrainSpec {
   int64_t seed = 42;
   bool gradient_checkpointing = false;  // default true in a flat (LLaMA-Factory) document, false in a nested one
   int64_t logging_steps = 10;
+  std::string report_to = "none";  // none or tensorboard (LLaMA-Factory's all = tensorboard): event files in runs/
+  bool plot_loss = false;          // training_loss.png (+ training_eval_loss.png) in output_dir at the end
   SaveStrategy save_strategy = SaveStrategy::kSteps;
   int64_t save_steps = 500;      // save_strategy steps: every N steps and at the end; 0: only at the end
   int64_t save_total_limit = 0;  // keep the latest N checkpoints; 0 keeps all

@@ -60,8 +60,6 @@ const Field* FindField(std::string_view key) {
 
 const std::vector<IgnoredKey>& IgnoredKeys() {
   static const std::vector<IgnoredKey> keys = {
-      {"report_to", "metrics go to the coordinator (anneal watch, the web UI)"},
-      {"plot_loss", "loss curves are in anneal watch and the web UI"},
       {"logging_dir", "logs are kept by the agent (anneal logs)"},
       {"dataloader_num_workers", "data loading runs in the trainer"},
       {"overwrite_cache", "the tokenized cache is keyed by dataset, tokenizer and template"},

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libboost-dev libboost-system-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   libssl-dev libgloo-dev libhowardhinnant-date-dev
+  libcairo2-dev
   python3-venv procps clang-format
   clang libclang-rt-14-dev
   systemd

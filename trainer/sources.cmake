@@ -14,7 +14,7 @@ add_library(anneal_trainer STATIC ${ANNEAL_TRAINER_SOURCES})
 target_include_directories(anneal_trainer PUBLIC ${CMAKE_SOURCE_DIR})
 find_package(OpenSSL REQUIRED)
 target_link_libraries(anneal_trainer PUBLIC anneal_common_core anneal_jobspec anneal_data anneal_data_commands
-                      anneal_safetensors_header anneal_trainer_preemption anneal_trainer_launcher_env
+                      anneal_safetensors_header anneal_trainer_preemption anneal_trainer_launcher_env anneal_report
                       ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json CLI11::CLI11 OpenSSL::Crypto)
 # libtorch.so exports its own copies of std::filesystem symbols, which crash when an executable binds to them.
 # Put libstdc++ first among the needed libraries so the executable's references bind to the real ones.

@@ -2,6 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
+
+#ifdef ANNEAL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+#include "trainer/model/config.h"
+#include "trainer/report/loss_plot.h"
 
 namespace anneal::train {
 
@@ -9,27 +17,46 @@ using json = nlohmann::json;
 
 MetricsLogger::MetricsLogger(const jobspec::TrainSpec& train, const Runtime& rt, const EventSink& events,
                              const std::string& out)
-    : train_(&train), rt_(&rt), events_(&events), log_(out + "/trainer_log.jsonl"), leader_(rt.rank == 0) {}
+    : train_(&train), rt_(&rt), events_(&events), log_(out + "/trainer_log.jsonl"), leader_(rt.rank == 0), out_(out) {}
 
-void MetricsLogger::StartAttempt(const Progress& p) {
+void MetricsLogger::SetModelFlops(double flops_per_token, std::optional<double> peak_flops_per_gpu) {
+  flops_per_token_ = flops_per_token;
+  peak_flops_ = peak_flops_per_gpu;
+}
+
+Status MetricsLogger::StartAttempt(const Progress& p) {
+  if (leader_ && train_->plot_loss && !report::PlotsAvailable()) {
+    return report::PlotTrainerLog(out_).status();  // refused now, not after the whole run
+  }
   if (leader_ && p.step > 0) log_.TruncateAfter(p.step);
+  if (leader_ && train_->report_to == "tensorboard") {
+    ASSIGN_OR_RETURN(tensorboard_, report::TensorBoardWriter::Open(out_, p.step));
+    std::cerr << "[train] TensorBoard event files in " << tensorboard_->run_dir() << "\n";
+  }
   start_ = std::chrono::steady_clock::now();
   window_loss_ = 0;
   window_steps_ = 0;
+  return Status::Ok();
 }
 
 bool MetricsLogger::Due(const Progress& p) const {
   return p.step % std::max<int64_t>(1, train_->logging_steps) == 0 || p.last();
 }
 
-void MetricsLogger::Record(const Progress& p, const StepResult& r) {
+std::optional<double> MetricsLogger::Mfu(double tokens_per_second) const {
+  if (!peak_flops_) return std::nullopt;
+  return report::Mfu(flops_per_token_, tokens_per_second, *peak_flops_, rt_->world);
+}
+
+Status MetricsLogger::Record(const Progress& p, const StepResult& r) {
   window_loss_ += r.loss;
   ++window_steps_;
-  if (!leader_ || !Due(p)) return;
+  if (!leader_ || !Due(p)) return Status::Ok();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, p.step - p.start_step));
   const double dp = rt_->dp;
-  const double throughput = static_cast<double>(p.attempt_tokens) * dp / std::max(elapsed, 1e-9);
+  const double throughput =
+      std::round(100.0 * static_cast<double>(p.attempt_tokens) * dp / std::max(elapsed, 1e-9)) / 100.0;
   const double mean_loss = window_loss_ / static_cast<double>(window_steps_);
   const json entry = {{"current_steps", p.step},
                       {"total_steps", p.total_steps},
@@ -39,28 +66,75 @@ void MetricsLogger::Record(const Progress& p, const StepResult& r) {
                       {"percentage", std::round(10000.0 * p.step / p.total_steps) / 100.0},
                       {"elapsed_time", FormatDuration(elapsed)},
                       {"remaining_time", FormatDuration(per_step * static_cast<double>(p.total_steps - p.step))},
-                      {"throughput", std::round(100.0 * throughput) / 100.0},
+                      {"throughput", throughput},
                       {"total_tokens", p.total_tokens * rt_->dp},
                       {"grad_norm", r.grad_norm}};
   log_.Append(entry);
-  events_->Emit("metrics", {{"step", p.step},
-                            {"total_steps", p.total_steps},
-                            {"values",
-                             {{"loss", mean_loss},
-                              {"lr", r.lr},
-                              {"grad_norm", r.grad_norm},
-                              {"tokens_per_s", entry["throughput"]},
-                              {"epoch", p.epoch()}}}});
+  json values = {{"loss", mean_loss},
+                 {"lr", r.lr},
+                 {"grad_norm", r.grad_norm},
+                 {"tokens_per_s", throughput},
+                 {"epoch", p.epoch()}};
+  // HF's TensorBoardCallback names (rewrite_logs: train/<key>, learning_rate for lr) plus Anneal's own.
+  report::Scalars scalars = {{"train/loss", mean_loss},
+                             {"train/learning_rate", r.lr},
+                             {"train/grad_norm", r.grad_norm},
+                             {"train/epoch", p.epoch()},
+                             {"train/tokens_per_second", throughput}};
+  if (const auto mfu = Mfu(throughput)) {
+    values["mfu"] = *mfu;
+    scalars.emplace_back("train/mfu", *mfu);
+  }
   window_loss_ = 0;
   window_steps_ = 0;
+  // The files first, then the event: whoever sees step N's event finds step N in trainer_log.jsonl and TensorBoard.
+  if (tensorboard_) RETURN_IF_ERROR(tensorboard_->Add(p.step, scalars));
+  events_->Emit("metrics", {{"step", p.step}, {"total_steps", p.total_steps}, {"values", values}});
+  return Status::Ok();
 }
 
-void MetricsLogger::RecordEval(const Progress& p, double eval_loss) {
-  if (!leader_) return;
+Status MetricsLogger::RecordEval(const Progress& p, double eval_loss) {
+  if (!leader_) return Status::Ok();
   log_.Append(
       {{"current_steps", p.step}, {"total_steps", p.total_steps}, {"eval_loss", eval_loss}, {"epoch", p.epoch()}});
+  if (tensorboard_) RETURN_IF_ERROR(tensorboard_->Add(p.step, {{"eval/loss", eval_loss}}));
   events_->Emit("eval",
                 {{"step", p.step}, {"values", {{"eval_loss", eval_loss}, {"eval_perplexity", std::exp(eval_loss)}}}});
+  return Status::Ok();
+}
+
+Status MetricsLogger::Finish() {
+  if (!leader_ || !train_->plot_loss) return Status::Ok();
+  ASSIGN_OR_RETURN(std::vector<std::string> written, report::PlotTrainerLog(out_));
+  for (const std::string& path : written) std::cerr << "[train] plot_loss: wrote " << path << "\n";
+  return Status::Ok();
+}
+
+std::optional<report::DecoderShape> DecoderShapeOf(const std::string& model_dir) {
+  auto config = model::LoadModelConfig(model_dir);
+  if (!config.ok()) return std::nullopt;
+  const model::ModelConfig& c = *config;
+  return report::DecoderShape{.vocab = c.vocab_size,
+                              .hidden = c.hidden_size,
+                              .intermediate = c.intermediate_size,
+                              .layers = c.num_hidden_layers,
+                              .heads = c.num_attention_heads,
+                              .kv_heads = c.num_key_value_heads,
+                              .head_dim = c.head_dim,
+                              .tied_embeddings = c.tie_word_embeddings,
+                              .qkv_bias = c.attention_bias,
+                              .o_bias = c.o_proj_bias,
+                              .mlp_bias = c.mlp_bias};
+}
+
+std::string DeviceName(const torch::Device& device) {
+#ifdef ANNEAL_WITH_CUDA
+  if (device.is_cuda()) {
+    return at::cuda::getDeviceProperties(device.has_index() ? device.index() : at::cuda::current_device())->name;
+  }
+#endif
+  (void)device;
+  return "";
 }
 
 }  // namespace anneal::train

@@ -43,13 +43,14 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Setup(const jobspec::JobSpec& spec) 
   t->logger_.emplace(t->spec_.train, t->rt_, t->events_, t->out_);
   RETURN_IF_ERROR(t->SetupData());
   RETURN_IF_ERROR(t->SetupModel());
+  t->SetupModelFlops();
   RETURN_IF_ERROR(t->SetupPlan());
   RETURN_IF_ERROR(t->Resume());
   return t;
 }
 
 StatusOr<TrainOutcome> Trainer::Train() {
-  logger_->StartAttempt(progress_);
+  RETURN_IF_ERROR(logger_->StartAttempt(progress_));
   while (progress_.step < progress_.total_steps) {
     if (ShutdownRequested()) {
       return CancelledError("stopped by signal " + std::to_string(ShutdownSignal()) + " at step " +
@@ -63,8 +64,8 @@ StatusOr<TrainOutcome> Trainer::Train() {
     ASSIGN_OR_RETURN(StepResult result, TrainStep());
     last_result_ = result;
     const std::optional<double> eval_loss = validator_->MaybeEvaluate(lm_, progress_);
-    logger_->Record(progress_, result);
-    if (eval_loss) logger_->RecordEval(progress_, *eval_loss);
+    RETURN_IF_ERROR(logger_->Record(progress_, result));
+    if (eval_loss) RETURN_IF_ERROR(logger_->RecordEval(progress_, *eval_loss));
     if (checkpointer_->Due(progress_)) {
       json metrics = {{"loss", result.loss}};
       if (eval_loss) metrics["eval_loss"] = *eval_loss;
@@ -72,6 +73,7 @@ StatusOr<TrainOutcome> Trainer::Train() {
       committed_step_ = progress_.step;
     }
   }
+  RETURN_IF_ERROR(logger_->Finish());
   RETURN_IF_ERROR(Export());
   return TrainOutcome::kCompleted;
 }
@@ -254,6 +256,28 @@ Status Trainer::Export() {
   }
   std::cerr << "[train] done: " << progress_.step << " steps; output in " << output << "\n";
   return Status::Ok();
+}
+
+// MFU's inputs (trainer/report/mfu.h): the model's shape from config.json, the trained parameters of one
+// data-parallel replica (every rank holds a tensor/pipeline share of one; norms replicated across tensor-parallel
+// ranks count once per rank, an over-count the formula caps), and this GPU's peak. Collective: every rank calls it.
+void Trainer::SetupModelFlops() {
+  double trained = 0;
+  for (const auto& p : trainable_.params) trained += static_cast<double>(p.param.numel());
+  trained = rt_.SumOverWorld(trained, true) / std::max(1, rt_.dp);
+  const auto shape = DecoderShapeOf(spec_.model.model_name_or_path);
+  if (!shape) return;
+  const std::string device = DeviceName(rt_.device);
+  const std::optional<double> peak = report::PeakBf16Flops(device);
+  const double flops_per_token =
+      report::TrainingFlopsPerToken(*shape, static_cast<int64_t>(trained), spec_.data.cutoff_len);
+  logger_->SetModelFlops(flops_per_token, peak);
+  if (rt_.rank == 0) {
+    const std::string mfu = peak             ? "MFU against the bf16 peak of " + device
+                            : device.empty() ? std::string("no MFU: not a CUDA device")
+                                             : "no MFU: no peak known for " + device;
+    std::cerr << "[train] " << flops_per_token << " training FLOPs per token; " << mfu << "\n";
+  }
 }
 
 // What this rank holds: the numbers that tensor, pipeline and ZeRO-1 sharding shrink.

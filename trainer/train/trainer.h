@@ -68,6 +68,7 @@ class Trainer {
   Status SetupData();
   Status SetupModel();
   Status SetupPlan();
+  void SetupModelFlops();
   Status Resume();
   StatusOr<StepResult> TrainStep();
   Status Export();

@@ -126,7 +126,19 @@ TEST(AgentMetricsText, WithoutNvmlThereIsNoGpuSeriesAndAGaugeSaysSo) {
   EXPECT_EQ(SampleValue(m, "anneal_job_grad_norm", {{"job_id", "job-1"}}), 0.5);
   EXPECT_EQ(SampleValue(m, "anneal_job_step", {{"job_id", "job-1"}}), 7);
   EXPECT_TRUE(std::isnan(SampleValue(m, "anneal_job_tokens_per_second"))) << "never sent: no sample";
+  EXPECT_TRUE(std::isnan(SampleValue(m, "anneal_job_model_flops_utilization_ratio"))) << "CPU trainer: no MFU";
   EXPECT_NE(text.find("# TYPE anneal_task_cpu_seconds_total counter"), std::string::npos) << text;
+}
+
+TEST(AgentMetricsText, MfuFromTheTrainerIsAPerJobRatioGauge) {
+  AgentMetricsView view;
+  TrainingFigures f;
+  f.Observe(Batch("job-2", 1, 20, 1000, {{"loss", 1.5}, {"tokens_per_s", 24000}, {"mfu", 0.4125}}), 0);
+  view.jobs = f.Latest();
+  const std::string text = RenderAgentMetrics(view);
+  const auto m = ParseExposition(text);
+  EXPECT_EQ(SampleValue(m, "anneal_job_model_flops_utilization_ratio", {{"job_id", "job-2"}}), 0.4125);
+  EXPECT_NE(text.find("# TYPE anneal_job_model_flops_utilization_ratio gauge"), std::string::npos) << text;
 }
 
 TEST(AgentMetricsText, GpuSeriesCarryIndexUuidAndNameAndPowerOnlyWhenReported) {

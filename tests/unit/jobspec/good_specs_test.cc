@@ -192,12 +192,12 @@ TEST(JobSpecParse, NestedParallelKeysAndFlatResourceKeysAgree) {
 
 TEST(JobSpecParse, IgnoredLlamaFactoryKeysBecomeWarnings) {
   auto spec = ParseJobSpec(std::string(kMinimalFlat) +
-                               "report_to: none\nplot_loss: true\nlogging_dir: logs\n"
+                               "dataloader_num_workers: 4\ndisable_tqdm: true\nlogging_dir: logs\n"
                                "evaluation_strategy: \"no\"\nddp_timeout: 180000000\n",
                            "job.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-  EXPECT_TRUE(HasWarningContaining(*spec, "key 'report_to' at job.yaml:5 is ignored"));
-  EXPECT_TRUE(HasWarningContaining(*spec, "key 'plot_loss' at job.yaml:6 is ignored"));
+  EXPECT_TRUE(HasWarningContaining(*spec, "key 'dataloader_num_workers' at job.yaml:5 is ignored"));
+  EXPECT_TRUE(HasWarningContaining(*spec, "key 'disable_tqdm' at job.yaml:6 is ignored"));
   EXPECT_TRUE(HasWarningContaining(*spec, "key 'logging_dir' at job.yaml:7 is ignored: logs are kept by the agent"));
   EXPECT_TRUE(
       HasWarningContaining(*spec, "key 'evaluation_strategy' at job.yaml:8 is deprecated: use 'eval_strategy'"));
@@ -331,7 +331,7 @@ scheduling: {name: "weird \"name\"", priority: -2}
 }
 
 TEST(JobSpecRoundTrip, WarningsAreNotPartOfTheYaml) {
-  auto spec = ParseJobSpec(std::string(kMinimalFlat) + "plot_loss: true\n", "job.yaml");
+  auto spec = ParseJobSpec(std::string(kMinimalFlat) + "disable_tqdm: true\n", "job.yaml");
   ASSERT_TRUE(spec.ok());
   ASSERT_EQ(spec->warnings.size(), 1u);
   JobSpec without = *spec;
@@ -361,6 +361,8 @@ TEST(JobSpecExamples, LlamaFactoryLoraExampleParsesUnchanged) {
   EXPECT_TRUE(HasWarningContaining(*spec, "'trust_remote_code'"));
   EXPECT_EQ(spec->data.preprocessing_num_workers, 16);
   EXPECT_TRUE(spec->train.gradient_checkpointing);  // LLaMA-Factory's default
+  EXPECT_TRUE(spec->train.plot_loss);
+  EXPECT_FALSE(HasWarningContaining(*spec, "'plot_loss'"));
 }
 
 TEST(JobSpecExamples, LlamaFactoryFullExampleTakesItsZeroStageFromTheDeepSpeedConfig) {

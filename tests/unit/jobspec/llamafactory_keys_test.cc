@@ -236,5 +236,59 @@ TEST(LlamaFactoryEvalDataset, ReplacesTheValSizeSplitAndBothTogetherAreRefused) 
       << both.status().message();
 }
 
+TEST(LlamaFactoryReportTo, NoneTensorboardAndAllAreAcceptedAsStringOrList) {
+  const std::pair<std::string, std::string> cases[] = {{"none", "none"},       {"tensorboard", "tensorboard"},
+                                                       {"all", "tensorboard"}, {"[tensorboard]", "tensorboard"},
+                                                       {"[none]", "none"},     {"\"tensorboard, all\"", "tensorboard"},
+                                                       {"[]", "none"}};
+  for (const auto& [value, stored] : cases) {
+    auto spec = ParseJobSpec(std::string(kBase) + "report_to: " + value + "\n", "job.yaml");
+    ASSERT_TRUE(spec.ok()) << value << ": " << spec.status().ToString();
+    EXPECT_EQ(spec->train.report_to, stored) << value;
+    EXPECT_TRUE(spec->warnings.empty()) << value << ": not ignored any more";
+  }
+  auto nested = ParseJobSpec(
+      "model: {model_name_or_path: /m}\ndata: {dataset: d}\n"
+      "train: {output_dir: /o, report_to: tensorboard, plot_loss: true}\n",
+      "job.yaml");
+  ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+  EXPECT_EQ(nested->train.report_to, "tensorboard");
+  EXPECT_TRUE(nested->train.plot_loss);
+  auto defaults = ParseJobSpec(kBase, "job.yaml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->train.report_to, "none");
+  EXPECT_FALSE(defaults->train.plot_loss);
+}
+
+TEST(LlamaFactoryReportTo, OutsideServicesAreRefusedNamingTheKeyAndWhatIsSupported) {
+  for (const std::string value : {"wandb", "mlflow", "[tensorboard, wandb]", "comet_ml", "swanlab", "clearml"}) {
+    auto spec = ParseJobSpec(std::string(kBase) + "report_to: " + value + "\n", "job.yaml");
+    ASSERT_FALSE(spec.ok()) << value;
+    const std::string m = spec.status().message();
+    EXPECT_NE(m.find("key 'report_to' at job.yaml:4: expected none, tensorboard or all (= tensorboard)"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("wandb, mlflow and other services are not supported: they would send the job's metrics "
+                     "outside the cluster"),
+              std::string::npos)
+        << m;
+  }
+  auto both = ParseJobSpec(std::string(kBase) + "report_to: [none, tensorboard]\n", "job.yaml");
+  ASSERT_FALSE(both.ok()) << "none and tensorboard contradict each other";
+  EXPECT_NE(both.status().message().find("got a list"), std::string::npos) << both.status().message();
+}
+
+TEST(LlamaFactoryPlotLoss, IsAFlagNowHonoured) {
+  auto on = ParseJobSpec(std::string(kBase) + "plot_loss: true\n", "job.yaml");
+  ASSERT_TRUE(on.ok());
+  EXPECT_TRUE(on->train.plot_loss);
+  EXPECT_TRUE(on->warnings.empty());
+  auto bad = ParseJobSpec(std::string(kBase) + "plot_loss: sometimes\n", "job.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("key 'plot_loss' at job.yaml:4: expected true or false, got 'sometimes'"),
+            std::string::npos)
+      << bad.status().message();
+}
+
 }  // namespace
 }  // namespace anneal::jobspec
