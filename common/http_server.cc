@@ -148,7 +148,12 @@ class Session : public HttpExchange, public std::enable_shared_from_this<Session
     http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code, size_t) { self->Shutdown(); });
   }
 
+  // A reader slower than the stream's writer is cut off past kMaxQueuedBytes, so a stream's backlog (and the
+  // coordinator's memory) stays bounded; closed() then tells the writer to stop.
   void Enqueue(std::string piece) {
+    if (closed_) return;
+    queued_bytes_ += piece.size();
+    if (queued_bytes_ > kMaxQueuedBytes) return Shutdown();
     queue_.push_back(std::move(piece));
     if (!writing_) WriteNext();
   }
@@ -157,9 +162,10 @@ class Session : public HttpExchange, public std::enable_shared_from_this<Session
     writing_ = true;
     stream_.expires_after(options_->request_timeout);
     asio::async_write(stream_, asio::buffer(queue_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->queued_bytes_ -= self->queue_.front().size();
       self->queue_.pop_front();
       self->writing_ = false;
-      if (ec) return self->Shutdown();  // the client went away
+      if (ec || self->closed_) return self->Shutdown();  // the client went away, or was cut off
       if (!self->queue_.empty()) return self->WriteNext();
       if (self->closing_) return self->Shutdown();
       self->stream_.expires_never();
@@ -168,7 +174,10 @@ class Session : public HttpExchange, public std::enable_shared_from_this<Session
 
   void Shutdown() {
     closed_ = true;
-    queue_.clear();
+    if (!writing_) {  // a write in flight still owns queue_.front()
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
@@ -187,6 +196,8 @@ class Session : public HttpExchange, public std::enable_shared_from_this<Session
   bool writing_ = false;
   bool closing_ = false;
   std::deque<std::string> queue_;
+  size_t queued_bytes_ = 0;                            // of queue_
+  static constexpr size_t kMaxQueuedBytes = 1u << 20;  // per connection
   std::atomic<bool> closed_{false};
 };
 
@@ -267,13 +278,12 @@ Status HttpServer::Start(const std::string& host_port, HttpServerOptions options
 
 void HttpServer::Stop() {
   if (!impl_->thread.joinable()) return;
-  asio::post(impl_->io, [this] {
-    beast::error_code ec;
-    impl_->acceptor.close(ec);
-    impl_->retry.cancel();
-  });
   impl_->io.stop();
   impl_->thread.join();
+  // After the thread: the listening socket closes now, so no connection waits in its backlog unanswered.
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
+  impl_->retry.cancel();
 }
 
 uint64_t HttpServer::accept_errors() const {

@@ -206,6 +206,7 @@ std::vector<std::string> Coordinator::EvictJobsOn(const std::string& node_id, co
   }
   for (const std::string& id : victims) {
     ApplyPreemption({.victim_job_id = id,
+                     .beneficiary_job_id = "",  // an eviction: nobody takes the slots
                      .kind = PreemptionKind::kReclaim,
                      .reason = fmt::format("node {} drained with --evict by {}", node_id, user)});
   }

@@ -210,6 +210,12 @@ Status ValidateConfig(const CoordinatorConfig& c) {
   for (const auto& [name, value] : limits) {
     if (value <= 0) return InvalidArgumentError(fmt::format("{} must be positive, got {}", name, value));
   }
+  if (c.http_max_streams >= c.http_max_connections) {
+    return InvalidArgumentError(fmt::format(
+        "http_max_streams ({}) must be below http_max_connections ({}): open streams would leave no connection "
+        "for the API, the console or /metrics",
+        c.http_max_streams, c.http_max_connections));
+  }
   // ---- sharing
   if (c.preemption_grace_ms <= 0 || c.preemption_grace_ms > 0xffffffffLL) {
     return InvalidArgumentError(

@@ -36,7 +36,8 @@
 //   http_max_connections: 64       # concurrent HTTP connections; more get 503
 //   http_max_request_bytes: 16384  # request line + headers + body; larger gets 431/413
 //   http_max_submit_bytes: 1048576 # body of POST /api/v1/jobs, /pipelines, /schedules; larger gets 413
-//   http_max_streams: 64           # SSE streams (GET /api/v1/jobs/{id}/stream) open at once; more get 429
+//   http_max_streams: 32           # SSE streams (GET /api/v1/jobs/{id}/stream) open at once; more get 429;
+//                                  # below http_max_connections, so streams never take every connection
 //   http_max_streams_per_token: 4  # ... per bearer token
 //   path_policy:                   # required: where each team's jobs may read and write (jobspec/path_policy.h)
 //     default: {models: [/shared/models], datasets: [/shared/data], outputs: ["/data/{team}/outputs"]}
@@ -107,7 +108,7 @@ struct CoordinatorConfig {
   int64_t http_max_connections = 64;
   int64_t http_max_request_bytes = 16384;
   int64_t http_max_submit_bytes = 1 << 20;
-  int64_t http_max_streams = 64;
+  int64_t http_max_streams = 32;
   int64_t http_max_streams_per_token = 4;
   // Allowed roots per team for models, datasets and outputs, checked at submit. anneal-coordinator refuses to
   // start without one (`anneal up` writes one for its local cluster); allow everything with roots [/].

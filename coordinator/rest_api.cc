@@ -166,7 +166,18 @@ StatusOr<json> RequestFields(const HttpRequest& request, const RestRoute& route,
     if (route.yaml_field != nullptr && IsYaml(request.content_type)) {
       fields[route.yaml_field] = request.body;
     } else {
-      fields = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+      // Nesting is bounded before anything recursive (the dump below) sees the document: a megabyte of '['
+      // would otherwise overflow the HTTP thread's stack, and the token is not checked yet at this point.
+      bool too_deep = false;
+      const json::parser_callback_t depth_guard = [&too_deep](int depth, json::parse_event_t, json&) {
+        if (depth > kMaxRestJsonDepth) too_deep = true;
+        return !too_deep;
+      };
+      fields = json::parse(request.body, depth_guard, /*allow_exceptions=*/false);
+      if (too_deep) {
+        return InvalidArgumentError(
+            fmt::format("the request body nests deeper than {} levels (objects and arrays)", kMaxRestJsonDepth));
+      }
       if (fields.is_discarded() || !fields.is_object()) {
         return InvalidArgumentError(
             fmt::format("the request body is not a JSON object{}",
@@ -223,12 +234,9 @@ const std::vector<RestRoute>& RestRoutes() {
       {"GET", "/api/v1/schedules", "list_schedules", 200, nullptr, "List schedules"},
       {"POST", "/api/v1/schedules", "create_schedule", 201, nullptr, "Create a schedule"},
       {"GET", "/api/v1/schedules/{team}/{name}", "get_schedule", 200, nullptr, "A schedule"},
-      {"POST", "/api/v1/schedules/{team}/{name}/pause", "pause_schedule", 200, nullptr,
-       "Pause a schedule"},
-      {"POST", "/api/v1/schedules/{team}/{name}/resume", "resume_schedule", 200, nullptr,
-       "Resume a schedule"},
-      {"DELETE", "/api/v1/schedules/{team}/{name}", "delete_schedule", 200, nullptr,
-       "Delete a schedule"},
+      {"POST", "/api/v1/schedules/{team}/{name}/pause", "pause_schedule", 200, nullptr, "Pause a schedule"},
+      {"POST", "/api/v1/schedules/{team}/{name}/resume", "resume_schedule", 200, nullptr, "Resume a schedule"},
+      {"DELETE", "/api/v1/schedules/{team}/{name}", "delete_schedule", 200, nullptr, "Delete a schedule"},
       {"GET", "/api/v1/models", "list_models", 200, nullptr, "List registered models"},
       {"GET", "/api/v1/models/{team}/{name}", "get_model", 200, nullptr, "A model and its versions"},
       {"POST", "/api/v1/models/{team}/{name}/versions", "register_model", 201, nullptr,

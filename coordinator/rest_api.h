@@ -43,6 +43,8 @@ namespace anneal::coordinator {
 
 // The longest long poll of GET /api/v1/jobs/{id}/watch (timeout_ms above it is 400).
 inline constexpr uint32_t kMaxRestWatchMs = 30000;
+// A JSON request body nesting objects/arrays deeper than this is refused (400) before it is converted.
+inline constexpr int kMaxRestJsonDepth = 64;
 
 struct RestRoute {
   const char* method;      // GET, POST, DELETE

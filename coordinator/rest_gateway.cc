@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -55,6 +56,18 @@ struct RestGateway::Impl {
     if (::write(wake_fd, &one, sizeof(one)) < 0) spdlog::debug("REST gateway wake-up write failed");
   }
 
+  // zmq::poll, false when a signal interrupted it (EINTR: the process's shutdown handlers may run on this
+  // thread; cppzmq throws for it, which would end the process instead of its orderly stop).
+  static bool Poll(zmq::pollitem_t* items, size_t count, int64_t timeout_ms) {
+    try {
+      zmq::poll(items, count, std::chrono::milliseconds(timeout_ms));
+      return true;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) return false;
+      throw;
+    }
+  }
+
   void Run() {
     while (!stop.load()) {
       std::vector<zmq::pollitem_t> items;
@@ -64,7 +77,7 @@ struct RestGateway::Impl {
         items.push_back({dealer.socket->handle(), 0, ZMQ_POLLIN, 0});
         tokens.push_back(token);
       }
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(NextTimeoutMs()));
+      if (!Poll(items.data(), items.size(), NextTimeoutMs())) continue;  // a signal: look at `stop` again
       if (items[0].revents & ZMQ_POLLIN) {
         uint64_t count = 0;
         if (::read(wake_fd, &count, sizeof(count)) < 0) spdlog::debug("REST gateway wake-up read failed");
@@ -158,7 +171,7 @@ struct RestGateway::Impl {
     zmq::socket_t& socket = *it->second.socket;
     while (true) {
       zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&item, 1, std::chrono::milliseconds(0)) <= 0) return;
+      if (!Poll(&item, 1, 0) || !(item.revents & ZMQ_POLLIN)) return;
       auto frames = protocol::Receive(socket, /*routed=*/false);
       if (!frames.ok()) return;
       pb::ClientReply reply;

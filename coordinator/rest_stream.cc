@@ -79,6 +79,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
       exchange_->Write("retry: 2000\n\n");
     }
     const pb::WatchJobReply& watch = reply->watch();
+    const std::string before = Id();  // the job event leads the chunk: a client resuming from it misses nothing
     std::string text;
     for (const auto& event : watch.events()) {
       after_event_ = std::max<uint64_t>(after_event_, event.seq());
@@ -89,7 +90,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
       text += fmt::format("event: metric\nid: {}\ndata: {}\n\n", Id(), Json(metric));
     }
     if (std::string job = Json(watch.job()); job != last_job_) {
-      text = fmt::format("event: job\nid: {}\ndata: {}\n\n", Id(), job) + text;
+      text = fmt::format("event: job\nid: {}\ndata: {}\n\n", before, job) + text;
       last_job_ = std::move(job);
     }
     if (text.empty()) text = ": heartbeat\n\n";

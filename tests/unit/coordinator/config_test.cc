@@ -1,11 +1,11 @@
 // The YAML config file: known keys, unknown keys named with their line, validation.
+#include "coordinator/config.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include "coordinator/config.h"
 
 namespace anneal::coordinator {
 namespace {
@@ -74,7 +74,7 @@ TEST(CoordinatorConfig, TransportAndLimitKeysHaveDefaultsAndAreRead) {
   const std::string path = WriteTemp(
       "insecure_plaintext: true\nmax_message_bytes: 4194304\nmax_spec_bytes: 65536\nmax_name_bytes: 64\n"
       "max_watchers_per_peer: 3\nmax_watchers_total: 30\nmax_log_fetches_per_peer: 2\nhttp_public_metrics: true\n"
-      "http_max_connections: 5\nhttp_max_request_bytes: 2048\n");
+      "http_max_connections: 5\nhttp_max_request_bytes: 2048\nhttp_max_streams: 2\nreconnect_grace_ms: 0\n");
   CoordinatorConfig c;
   ASSERT_TRUE(LoadConfigFile(path, &c).ok());
   EXPECT_TRUE(c.insecure_plaintext);
@@ -87,6 +87,8 @@ TEST(CoordinatorConfig, TransportAndLimitKeysHaveDefaultsAndAreRead) {
   EXPECT_TRUE(c.http_public_metrics);
   EXPECT_EQ(c.http_max_connections, 5);
   EXPECT_EQ(c.http_max_request_bytes, 2048);
+  EXPECT_EQ(c.http_max_streams, 2);
+  EXPECT_EQ(c.reconnect_grace_ms, 0);
   EXPECT_TRUE(ValidateConfig(c).ok());
   std::filesystem::remove(path);
 }
@@ -101,6 +103,14 @@ TEST(CoordinatorConfig, LimitsMustBePositiveAndTheSpecMustFitInAFrame) {
   c.max_spec_bytes = c.max_message_bytes;
   Status big = ValidateConfig(c);
   EXPECT_NE(big.message().find("max_spec_bytes"), std::string::npos) << big.message();
+  c = CoordinatorConfig{};
+  c.http_max_streams = c.http_max_connections;
+  Status streams = ValidateConfig(c);
+  EXPECT_NE(streams.message().find("http_max_streams (64) must be below http_max_connections (64)"), std::string::npos)
+      << streams.message();
+  c = CoordinatorConfig{};
+  c.reconnect_grace_ms = -1;
+  EXPECT_NE(ValidateConfig(c).message().find("reconnect_grace_ms"), std::string::npos);
   const std::string path = WriteTemp("http_public_metrics: maybe\n");
   Status type = LoadConfigFile(path, &c);
   EXPECT_NE(type.message().find("expected true or false"), std::string::npos) << type.message();

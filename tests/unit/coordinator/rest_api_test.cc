@@ -86,6 +86,18 @@ TEST(RestApi, RefusalsNameWhatWasRefused) {
   ASSERT_TRUE(bad_json.has_value());
   EXPECT_EQ(bad_json->status, 400);
 
+  // A megabyte of nesting is refused by its depth, not converted recursively (which would overflow the stack).
+  const std::string deep = "{\"name\": " + std::string(500000, '[') + std::string(500000, ']') + "}";
+  auto too_deep = BuildRestCall(Req("POST", "/api/v1/jobs", deep, "application/json"), &call);
+  ASSERT_TRUE(too_deep.has_value());
+  EXPECT_EQ(too_deep->status, 400);
+  EXPECT_NE(Error(*too_deep)["message"].get<std::string>().find("deeper than 64"), std::string::npos) << too_deep->body;
+  const std::string nested_ok = R"({"name": [[[1]]]})";
+  auto shallow = BuildRestCall(Req("POST", "/api/v1/teams", nested_ok, "application/json"), &call);
+  ASSERT_TRUE(shallow.has_value()) << "a shallow body is converted (and refused only for not fitting)";
+  EXPECT_EQ(shallow->status, 400);
+  EXPECT_EQ(Error(*shallow)["message"].get<std::string>().find("deeper"), std::string::npos);
+
   auto wrong_field = BuildRestCall(Req("POST", "/api/v1/teams", R"({"nmae": "x"})", "application/json"), &call);
   ASSERT_TRUE(wrong_field.has_value());
   EXPECT_NE(Error(*wrong_field)["message"].get<std::string>().find("nmae"), std::string::npos) << wrong_field->body;
