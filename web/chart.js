@@ -44,9 +44,11 @@ Anneal.LineChart = class {
       add("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "chart-empty" }, "no data yet");
       return;
     }
-    const xs = this.points.map((p) => p[0]), ys = this.points.map((p) => p[1]);
-    let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-    let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+    // Loops, not Math.min(...xs): spreading 100k points overflows the call stack.
+    let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+    for (const [x, y] of this.points) {
+      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    }
     if (x0 === x1) { x0 -= 1; x1 += 1; }
     if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
     const yTicks = niceTicks(y0, y1, 4);
@@ -74,7 +76,13 @@ function niceTicks(lo, hi, count) {
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
   const ticks = [];
-  for (let t = Math.floor(lo / step) * step; t <= hi + step * 0.5; t += step) ticks.push(Number(t.toPrecision(12)));
+  // By index, at most 50: `t += step` stops moving when step is below half an ulp of t.
+  const first = Math.floor(lo / step) * step;
+  for (let i = 0; i < 50; i++) {
+    const t = first + i * step;
+    if (t > hi + step * 0.5) break;
+    ticks.push(Number(t.toPrecision(12)));
+  }
   return ticks;
 }
 

@@ -44,7 +44,11 @@ std::vector<double> Ticks(const Range& r) {
     }
   }
   std::vector<double> ticks;
-  for (double t = std::ceil(r.lo / step) * step; t <= r.hi + step * 1e-9; t += step) {
+  // By index, at most 50: `t += step` stops moving when step is below half an ulp of t (a range of one ulp).
+  const double first = std::ceil(r.lo / step) * step;
+  for (int i = 0; i < 50; ++i) {
+    const double t = first + i * step;
+    if (t > r.hi + step * 1e-9) break;
     ticks.push_back(std::fabs(t) < step * 1e-9 ? 0 : t);
   }
   return ticks;
@@ -197,11 +201,18 @@ StatusOr<Curve> ReadTrainerLogCurve(const std::string& output_dir, const std::st
     if (line.empty()) continue;
     const auto entry = nlohmann::json::parse(line, nullptr, false);
     if (entry.is_discarded() || !entry.is_object()) {
-      return InvalidArgumentError("plot_loss: " + path + " line " + std::to_string(number) + " is not a JSON object");
+      ++curve.skipped_lines;
+      continue;
     }
     if (!entry.contains(key) || !entry[key].is_number()) continue;
-    curve.steps.push_back(entry.value("current_steps", int64_t{0}));
-    curve.values.push_back(entry[key].get<double>());
+    const auto step = entry.find("current_steps");
+    const double value = entry[key].get<double>();
+    if (step == entry.end() || !step->is_number_integer() || !std::isfinite(value)) {
+      ++curve.skipped_lines;
+      continue;
+    }
+    curve.steps.push_back(step->get<int64_t>());
+    curve.values.push_back(value);
   }
   return curve;
 }

@@ -20,6 +20,7 @@ namespace anneal::report {
 struct Curve {
   std::vector<int64_t> steps;
   std::vector<double> values;  // same length as steps
+  int64_t skipped_lines = 0;   // ReadTrainerLogCurve: lines that are not JSON objects (a torn last write)
 };
 
 // False in a trainer-only build without cairo (trainer/report/CMakeLists.txt), where every function below
@@ -35,7 +36,8 @@ std::vector<double> Smooth(const std::vector<double>& values);
 Status PlotCurve(const std::string& png_path, const std::string& title, const std::string& ylabel, const Curve& curve);
 
 // The curve of `key` ("loss", "eval_loss") in <output_dir>/trainer_log.jsonl: every entry holding it, by
-// current_steps. Errors: NOT_FOUND when the file is missing; INVALID_ARGUMENT naming the line that is not JSON.
+// current_steps. A line that is not a JSON object (an attempt killed mid-write), or whose step or value is not a
+// finite number, is skipped and counted (skipped_lines). Errors: NOT_FOUND when the file is missing.
 StatusOr<Curve> ReadTrainerLogCurve(const std::string& output_dir, const std::string& key);
 
 // LLaMA-Factory's plot_loss(keys=["loss", "eval_loss"]): training_<key>.png for each key with at least one value;

@@ -26,12 +26,22 @@ void MetricsLogger::SetModelFlops(double flops_per_token, std::optional<double> 
 
 Status MetricsLogger::StartAttempt(const Progress& p) {
   if (leader_ && train_->plot_loss && !report::PlotsAvailable()) {
-    return report::PlotTrainerLog(out_).status();  // refused now, not after the whole run
+    // A build without cairo: said at the start, not after the whole run; the plot changes no result.
+    std::cerr << "[train] warning: plot_loss: " << report::PlotTrainerLog(out_).status().message()
+              << "; no training_loss.png will be written\n";
   }
   if (leader_ && p.step > 0) log_.TruncateAfter(p.step);
   if (leader_ && train_->report_to == "tensorboard") {
-    ASSIGN_OR_RETURN(tensorboard_, report::TensorBoardWriter::Open(out_, p.step));
-    std::cerr << "[train] TensorBoard event files in " << tensorboard_->run_dir() << "\n";
+    auto writer = report::TensorBoardWriter::Open(out_, p.step);
+    // A build without TensorBoard support refuses the key at the start (FAILED_PRECONDITION); any other
+    // error stops only the view.
+    if (!writer.ok() && writer.status().code() == StatusCode::kFailedPrecondition) return writer.status();
+    if (writer.ok()) {
+      tensorboard_ = std::move(*writer);
+      std::cerr << "[train] TensorBoard event files in " << tensorboard_->run_dir() << "\n";
+    } else {
+      TensorBoardFailed(writer.status());
+    }
   }
   start_ = std::chrono::steady_clock::now();
   window_loss_ = 0;
@@ -88,7 +98,9 @@ Status MetricsLogger::Record(const Progress& p, const StepResult& r) {
   window_loss_ = 0;
   window_steps_ = 0;
   // The files first, then the event: whoever sees step N's event finds step N in trainer_log.jsonl and TensorBoard.
-  if (tensorboard_) RETURN_IF_ERROR(tensorboard_->Add(p.step, scalars));
+  if (tensorboard_) {
+    if (Status st = tensorboard_->Add(p.step, scalars); !st.ok()) TensorBoardFailed(st);
+  }
   events_->Emit("metrics", {{"step", p.step}, {"total_steps", p.total_steps}, {"values", values}});
   return Status::Ok();
 }
@@ -97,17 +109,32 @@ Status MetricsLogger::RecordEval(const Progress& p, double eval_loss) {
   if (!leader_) return Status::Ok();
   log_.Append(
       {{"current_steps", p.step}, {"total_steps", p.total_steps}, {"eval_loss", eval_loss}, {"epoch", p.epoch()}});
-  if (tensorboard_) RETURN_IF_ERROR(tensorboard_->Add(p.step, {{"eval/loss", eval_loss}}));
+  if (tensorboard_) {
+    if (Status st = tensorboard_->Add(p.step, {{"eval/loss", eval_loss}}); !st.ok()) TensorBoardFailed(st);
+  }
   events_->Emit("eval",
                 {{"step", p.step}, {"values", {{"eval_loss", eval_loss}, {"eval_perplexity", std::exp(eval_loss)}}}});
   return Status::Ok();
 }
 
-Status MetricsLogger::Finish() {
-  if (!leader_ || !train_->plot_loss) return Status::Ok();
-  ASSIGN_OR_RETURN(std::vector<std::string> written, report::PlotTrainerLog(out_));
-  for (const std::string& path : written) std::cerr << "[train] plot_loss: wrote " << path << "\n";
-  return Status::Ok();
+// The event files are a view of trainer_log.jsonl and the metrics events, which stay complete: a full disk or
+// a corrupt earlier file stops the TensorBoard view (said in the rank log and as an event), not the training.
+void MetricsLogger::TensorBoardFailed(const Status& error) {
+  tensorboard_.reset();
+  const std::string text = "report_to: tensorboard stopped writing event files: " + error.message() +
+                           " (training goes on; trainer_log.jsonl and the metrics are complete)";
+  std::cerr << "[train] warning: " << text << "\n";
+  events_->Emit("message", {{"level", "warn"}, {"text", text}});
+}
+
+void MetricsLogger::Finish() {
+  if (!leader_ || !train_->plot_loss || !report::PlotsAvailable()) return;
+  auto written = report::PlotTrainerLog(out_);
+  if (!written.ok()) {  // the plot changes no result: a warning, never a failed job
+    std::cerr << "[train] warning: plot_loss: " << written.status().message() << "\n";
+    return;
+  }
+  for (const std::string& path : *written) std::cerr << "[train] plot_loss: wrote " << path << "\n";
 }
 
 std::optional<report::DecoderShape> DecoderShapeOf(const std::string& model_dir) {

@@ -16,7 +16,7 @@
 //   logger.SetModelFlops(flops_per_token, peak);   // optional: enables mfu
 //   RETURN_IF_ERROR(logger.StartAttempt(progress));      // after any resume
 //   RETURN_IF_ERROR(logger.Record(progress, result));    // every step
-//   RETURN_IF_ERROR(logger.Finish());                    // after the last step
+//   logger.Finish();                                     // after the model is written
 #pragma once
 
 #include <chrono>
@@ -46,10 +46,12 @@ class MetricsLogger {
   Status Record(const Progress& p, const StepResult& r);
   Status RecordEval(const Progress& p, double eval_loss);
   // After the last step: plot_loss's images (rank 0). Errors: those of report::PlotTrainerLog.
-  Status Finish();
+  // Draws the plots (plot_loss) after the model is written; a failure is a warning in the rank log.
+  void Finish();
 
  private:
   bool Due(const Progress& p) const;
+  void TensorBoardFailed(const Status& error);
   std::optional<double> Mfu(double tokens_per_second) const;
 
   const jobspec::TrainSpec* train_;

@@ -73,8 +73,8 @@ StatusOr<TrainOutcome> Trainer::Train() {
       committed_step_ = progress_.step;
     }
   }
-  RETURN_IF_ERROR(logger_->Finish());
   RETURN_IF_ERROR(Export());
+  logger_->Finish();  // the plots, after the model: they change no result
   return TrainOutcome::kCompleted;
 }
 
