@@ -4,10 +4,13 @@ and exit status 1 for ctest.
 """
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -30,6 +33,32 @@ def wait_for(what, predicate, timeout, poll_s=0.25):
             return got
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+SKIP = 77  # ctest's SKIP_RETURN_CODE in the tests that use skip()
+
+
+def skip(why):
+    """Ends the test as skipped (exit 77), saying why (a tool this machine lacks)."""
+    print(f"SKIPPED: {why}", flush=True)
+    sys.exit(SKIP)
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for a daemon told to bind it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, token=None, timeout=5):
+    """GET url (with a bearer token when given): (status, body text); an HTTP error status is returned, not raised."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def lora_job_yaml(tmp, name, steps, extra="", **keys):

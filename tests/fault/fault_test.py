@@ -122,20 +122,28 @@ def committed_steps(c, job):
     return sorted(int(k["step"]) for k in cks)
 
 
+def two_node_job(tmp, name, steps):
+    """A LoRA job over 2 nodes x 2 ranks (tensor parallel 2 in a node, data parallel 2 across), checkpoint every 5."""
+    return lora_job_yaml(tmp, name, steps, save_steps=5, nodes=2, gpus_per_node=2, tensor_model_parallel_size=2)
+
+
+def start_after_reference(c, tmp, name, steps):
+    """Runs the uninterrupted reference `ref` to its end, then submits `name` and waits for its first committed
+    checkpoint; the job id."""
+    ref = c.anneal("submit", two_node_job(tmp, "ref", steps)).stdout.strip()
+    assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
+    job = c.anneal("submit", two_node_job(tmp, name, steps)).stdout.strip()
+    wait_for("a committed checkpoint", lambda: committed_steps(c, job), 300)
+    return job
+
+
 def case_host_kill(bindir, tmp):
     prepare_model(tmp, bindir)
-    steps, every = 30, 5
-
-    def spec(name):
-        return lora_job_yaml(tmp, name, steps, save_steps=every, nodes=2, gpus_per_node=2, tensor_model_parallel_size=2)
-
+    steps = 30
     # 4 hosts: the coordinator and three agents, so a 2-node job has a spare host to restart on.
     with FaultNet(4, tmp) as net, HostCluster(net, bindir, tmp) as c:
         try:
-            ref = c.anneal("submit", spec("ref")).stdout.strip()
-            assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
-            job = c.anneal("submit", spec("killed")).stdout.strip()
-            wait_for("a committed checkpoint", lambda: committed_steps(c, job), 300)
+            job = start_after_reference(c, tmp, "killed", steps)
             before = placed_nodes(c, job)
             victim = c.agent_host(before[0])
             killed_at = time.time()
@@ -167,17 +175,10 @@ def attempts_of(c, job):
 
 def case_partition(bindir, tmp):
     prepare_model(tmp, bindir)
-    steps, every = 40, 5
-
-    def spec(name):
-        return lora_job_yaml(tmp, name, steps, save_steps=every, nodes=2, gpus_per_node=2, tensor_model_parallel_size=2)
-
+    steps = 40
     with FaultNet(3, tmp) as net, HostCluster(net, bindir, tmp) as c:
         try:
-            ref = c.anneal("submit", spec("ref")).stdout.strip()
-            assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
-            job = c.anneal("submit", spec("cut")).stdout.strip()
-            wait_for("a committed checkpoint", lambda: committed_steps(c, job), 300)
+            job = start_after_reference(c, tmp, "cut", steps)
             attempt_before, _ = attempts_of(c, job)
             net.cut(c.coordinator_host)
             time.sleep(30)

@@ -18,38 +18,14 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import ROOT, make_tokenizer, run, wait_for  # noqa: E402
-
-SKIP = 77
-
-
-def skip(why):
-    print(f"SKIPPED: {why}", flush=True)
-    sys.exit(SKIP)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(url, token=None, timeout=5):
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+from testlib import ROOT, free_port, http_get, make_tokenizer, run, skip, wait_for  # noqa: E402
 
 
 def job_yaml(tmp, steps):

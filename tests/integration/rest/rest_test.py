@@ -217,6 +217,30 @@ def case_roles(bindir, tmp):
              {A: 200, TA: 200, N: 401, B: 401}, 403),
             # Each principal cancels a fresh job of team nlp (a cancelled job is not cancelled twice).
             ("POST", "/api/v1/jobs/{fresh}/cancel", None, {V: 403, O: 403, N: 401, B: 401}, 200),
+            # The job is not placed (no agent here): its readers learn it has no rank 0.
+            ("GET", f"/api/v1/jobs/{job}/logs?rank=0", None, {O: 403, N: 401, B: 401}, 404),
+            ("GET", "/api/v1/teams", None, {N: 401, B: 401}, 200),
+            ("DELETE", "/api/v1/teams/ghost", None, {A: 404, N: 401, B: 401}, 403),
+            ("POST", "/api/v1/teams/nlp/quota", {"weight": 2}, {A: 200, N: 401, B: 401}, 403),
+            ("POST", "/api/v1/users", {"name": "u-{who}"}, {A: 201, N: 401, B: 401}, 403),
+            ("POST", "/api/v1/tokens", {"description": "t-{who}"}, {N: 401, B: 401}, 201),
+            ("DELETE", "/api/v1/tokens/ghost", None, {N: 401, B: 401}, 404),
+            ("POST", "/api/v1/join-tokens", {}, {A: 201, N: 401, B: 401}, 403),
+            ("DELETE", "/api/v1/join-tokens/ghost", None, {A: 404, N: 401, B: 401}, 403),
+            ("DELETE", "/api/v1/nodes/ghost", None, {A: 404, N: 401, B: 401}, 403),
+            ("GET", "/api/v1/models?team=nlp", None, {O: 403, N: 401, B: 401}, 200),
+            ("GET", "/api/v1/models/nlp/ghost", None, {O: 403, N: 401, B: 401}, 404),
+            ("POST", "/api/v1/models/nlp/ghost/promote", {"version": 1}, {V: 403, O: 403, N: 401, B: 401}, 404),
+            ("POST", "/api/v1/models/nlp/ghost/archive", {"version": 1}, {V: 403, O: 403, N: 401, B: 401}, 404),
+            ("GET", "/api/v1/schedules?team=nlp", None, {O: 403, N: 401, B: 401}, 200),
+            ("GET", "/api/v1/schedules/nlp/ghost", None, {O: 403, N: 401, B: 401}, 404),
+            ("POST", "/api/v1/schedules/nlp/ghost/pause", None, {V: 403, O: 403, N: 401, B: 401}, 404),
+            ("POST", "/api/v1/schedules/nlp/ghost/resume", None, {V: 403, O: 403, N: 401, B: 401}, 404),
+            ("DELETE", "/api/v1/schedules/nlp/ghost", None, {V: 403, O: 403, N: 401, B: 401}, 404),
+            ("GET", "/api/v1/pipelines?team=nlp", None, {O: 403, N: 401, B: 401}, 200),
+            ("GET", "/api/v1/pipelines/ghost", None, {N: 401, B: 401}, 404),
+            ("POST", "/api/v1/pipelines/ghost/cancel", None, {N: 401, B: 401}, 404),
+            ("POST", "/api/v1/pipelines/ghost/retry", None, {N: 401, B: 401}, 404),
         ]
         failures = []
         for method, path, body, special, rest in matrix:

@@ -18,44 +18,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import ROOT, lora_job_yaml, make_tokenizer, run, wait_for  # noqa: E402
+from testlib import ROOT, free_port, http_get, lora_job_yaml, make_tokenizer, run, skip, wait_for  # noqa: E402
 
-SKIP = 77
-
-
-def skip(why):
-    print(f"SKIPPED: {why}", flush=True)
-    sys.exit(SKIP)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(url, token):
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return r.read().decode()
-
-
-def http_status(url, token=None):
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def browser():
@@ -168,7 +138,7 @@ class Cluster:
         self.base = f"http://127.0.0.1:{self.port}"
         config = open(f"{tmp}/home/config").read()
         self.admin = re.search(r'^token:\s*"?([^"\n]+)"?', config, re.M).group(1)
-        if http_status(f"{self.base}/api/v1/whoami", self.admin) == 404:
+        if http_get(f"{self.base}/api/v1/whoami", self.admin)[0] == 404:
             skip("this coordinator has no REST API (/api/v1/whoami is 404): the console needs it")
         self.tokens = {}
         for user, role in (("alice", "member"), ("victor", "viewer")):
@@ -247,7 +217,7 @@ def case_cluster(cluster, console):
     console.wait_text("#teams-table", "default")
     # GPUs as the agent's heartbeats report them (NVML): one row each with its utilization and memory; a node
     # without NVML says so.
-    reply = json.loads(http_get(f"{cluster.base}/api/v1/nodes", cluster.admin))
+    reply = json.loads(http_get(f"{cluster.base}/api/v1/nodes", cluster.admin)[1])
     nodes = reply.get("list_nodes", reply)["nodes"]
     gpus = nodes[0].get("inventory", {}).get("gpus", [])
     if gpus:
