@@ -86,7 +86,8 @@ def case_harness(bindir, tmp):
             netem = "netem delay applied and removed"
         except Unavailable as e:
             netem = f"netem unavailable ({e})"
-    assert not net.leftovers(), f"left behind: {net.leftovers()}"
+    left = net.leftovers()
+    assert not left, f"left behind: {left}"
     assert subprocess.run(["mountpoint", "-q", os.path.join(tmp, "host2", "disk")]).returncode != 0, "tmpfs left mounted"
     # A failing test body still cleans up.
     failing = FaultNet(2, os.path.join(tmp, "failing"))
@@ -96,7 +97,8 @@ def case_harness(bindir, tmp):
             raise RuntimeError("the test body failed")
     except RuntimeError:
         pass
-    assert not failing.leftovers(), f"left behind after a failure: {failing.leftovers()}"
+    left = failing.leftovers()
+    assert not left, f"left behind after a failure: {left}"
     print(f"harness: 3 hosts, cut/heal, kill -9 of a host, ENOSPC on a 1 MiB disk, {netem}, nothing left behind")
 
 

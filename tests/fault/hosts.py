@@ -160,6 +160,8 @@ class Host:
         if self._mounted:
             subprocess.run(["umount", "-l", self.disk], capture_output=True)
             self._mounted = False
+        # The pair first: a namespace is destroyed asynchronously, and its veth with it.
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
