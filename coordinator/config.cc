@@ -210,6 +210,12 @@ Status ValidateConfig(const CoordinatorConfig& c) {
   for (const auto& [name, value] : limits) {
     if (value <= 0) return InvalidArgumentError(fmt::format("{} must be positive, got {}", name, value));
   }
+  if (c.http_max_submit_bytes >= c.max_message_bytes) {
+    return InvalidArgumentError(
+        fmt::format("http_max_submit_bytes ({}) must be below max_message_bytes ({}): a larger body would not fit "
+                    "the request frame the REST gateway sends",
+                    c.http_max_submit_bytes, c.max_message_bytes));
+  }
   if (c.http_max_streams >= c.http_max_connections) {
     return InvalidArgumentError(fmt::format(
         "http_max_streams ({}) must be below http_max_connections ({}): open streams would leave no connection "

@@ -1,4 +1,7 @@
-// HttpServer: read-only HTTP endpoint of the coordinator (Boost.Beast), on --http-bind (default off).
+// HttpServer: the coordinator's HTTP port (common/http_server.h, Boost.Beast), on --http-bind (default off).
+//
+//   GET /, /ui/... the web console's static files (coordinator/web_console.h; public: they carry no data, every
+//                  figure comes from /api/v1 with the token the user types)
 //
 //   GET /metrics   Prometheus text (coordinator/metrics.h lists the series): jobs by state and team, queue
 //                  depth and wait-time histograms per team, scheduling pass latency, fair share, preemptions
@@ -13,11 +16,11 @@
 //                  the coordinator's own ROUTER as the CLI's pb::ClientRequest by the RestGateway (same roles);
 //                  /api/v1/jobs/{id}/stream is server-sent events (coordinator/rest_stream.h)
 //   GET /api/openapi.json  the OpenAPI 3 document of /api/v1 (coordinator/openapi.json, embedded; public)
-// The /api/* and /metrics snapshot routes need `Authorization: Bearer <token>` of a cluster admin (checked by
-// HttpServerOptions.authenticate), except /metrics when public_metrics is set; their routing is the pure
-// RouteHttpRequest (coordinator/http_router.h). /api/v1 is the API; the snapshot routes stay for scripts.
-// The event loop publishes a snapshot (at most once a second, Publish()); the HTTP thread serves the latest
-// snapshot, so HTTP never touches the Coordinator's state.
+// The console and /api/openapi.json are public. The /api/* and /metrics snapshot routes need `Authorization: Bearer
+// <token>` of a cluster admin (checked by HttpServerOptions.authenticate), except /metrics when public_metrics is set;
+// their routing is the pure RouteHttpRequest (coordinator/http_router.h). /api/v1 is the API; the snapshot routes stay
+// for scripts. The event loop publishes a snapshot (at most once a second, Publish()); the HTTP thread serves the
+// latest snapshot, so HTTP never touches the Coordinator's state.
 //
 // Limits (common/http_server.h): at most max_connections connections at once (one more is answered 503 and
 // closed); request line + headers over max_request_bytes get 431, a body over max_request_bytes (max_submit_bytes

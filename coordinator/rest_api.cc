@@ -251,11 +251,16 @@ StatusOr<std::string> RestBearerToken(std::string_view header) {
   if (header.empty()) {
     return UnauthenticatedError("no Authorization header; send 'Authorization: Bearer <API token>'");
   }
-  constexpr std::string_view kScheme = "Bearer ";
-  if (header.size() <= kScheme.size() || header.substr(0, kScheme.size()) != kScheme) {
-    return UnauthenticatedError("the Authorization header is not 'Bearer <API token>'");
-  }
-  return std::string(header.substr(kScheme.size()));
+  // The scheme is case-insensitive (RFC 9110); the token is what follows the spaces.
+  constexpr std::string_view kScheme = "bearer ";
+  const bool bearer = header.size() > kScheme.size() &&
+                      std::equal(kScheme.begin(), kScheme.end(), header.begin(),
+                                 [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
+  std::string_view token = bearer ? header.substr(kScheme.size()) : std::string_view();
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+  if (token.empty()) return UnauthenticatedError("the Authorization header is not 'Bearer <API token>'");
+  return std::string(token);
 }
 
 std::optional<HttpResponse> BuildRestCall(const HttpRequest& request, RestCall* call) {

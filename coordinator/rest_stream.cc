@@ -2,7 +2,8 @@
 
 #include <fmt/format.h>
 
-#include <cstdio>
+#include <charconv>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -37,12 +38,24 @@ class Stream : public std::enable_shared_from_this<Stream> {
         token_(std::move(token)),
         job_id_(std::move(job_id)),
         heartbeat_(heartbeat) {
-    unsigned long long e = 0, m = 0;
-    if (std::sscanf(exchange_->request().last_event_id.c_str(), "%llu:%llu", &e, &m) == 2) {
-      after_event_ = e;
-      after_metric_ = m;
-    }
+    ParseLastEventId(exchange_->request().last_event_id);
   }
+  // "<event seq>:<metric step>" as this stream writes ids; anything else (a sign, garbage) starts from the
+  // beginning rather than wrapping to 2^64 - 1 and showing nothing.
+  void ParseLastEventId(const std::string& id) {
+    const auto colon = id.find(':');
+    if (colon == std::string::npos) return;
+    uint64_t e = 0, m = 0;
+    const char* end = id.data() + id.size();
+    auto first = std::from_chars(id.data(), id.data() + colon, e);
+    auto second = std::from_chars(id.data() + colon + 1, end, m);
+    if (first.ec != std::errc() || first.ptr != id.data() + colon || second.ec != std::errc() || second.ptr != end) {
+      return;
+    }
+    after_event_ = e;
+    after_metric_ = m;
+  }
+
   ~Stream() {
     std::lock_guard<std::mutex> lock(counts_->mu);
     --counts_->total;

@@ -74,7 +74,8 @@ TEST(CoordinatorConfig, TransportAndLimitKeysHaveDefaultsAndAreRead) {
   const std::string path = WriteTemp(
       "insecure_plaintext: true\nmax_message_bytes: 4194304\nmax_spec_bytes: 65536\nmax_name_bytes: 64\n"
       "max_watchers_per_peer: 3\nmax_watchers_total: 30\nmax_log_fetches_per_peer: 2\nhttp_public_metrics: true\n"
-      "http_max_connections: 5\nhttp_max_request_bytes: 2048\nhttp_max_streams: 2\nreconnect_grace_ms: 0\n");
+      "http_max_connections: 5\nhttp_max_request_bytes: 2048\nhttp_max_streams: 2\nhttp_max_streams_per_token: 2\n"
+      "reconnect_grace_ms: 0\n");
   CoordinatorConfig c;
   ASSERT_TRUE(LoadConfigFile(path, &c).ok());
   EXPECT_TRUE(c.insecure_plaintext);
@@ -108,6 +109,9 @@ TEST(CoordinatorConfig, LimitsMustBePositiveAndTheSpecMustFitInAFrame) {
   Status streams = ValidateConfig(c);
   EXPECT_NE(streams.message().find("http_max_streams (64) must be below http_max_connections (64)"), std::string::npos)
       << streams.message();
+  c = CoordinatorConfig{};
+  c.http_max_submit_bytes = c.max_message_bytes;
+  EXPECT_NE(ValidateConfig(c).message().find("http_max_submit_bytes"), std::string::npos);
   c = CoordinatorConfig{};
   c.reconnect_grace_ms = -1;
   EXPECT_NE(ValidateConfig(c).message().find("reconnect_grace_ms"), std::string::npos);

@@ -120,6 +120,12 @@ TEST(RestApi, RefusalsNameWhatWasRefused) {
   EXPECT_EQ(Error(*none)["code"], "UNAUTHENTICATED");
   anonymous.authorization = "Basic eDp5";
   EXPECT_EQ(BuildRestCall(anonymous, &call)->status, 401);
+  anonymous.authorization = "Bearer   ";
+  EXPECT_EQ(BuildRestCall(anonymous, &call)->status, 401);
+  // The scheme is case-insensitive; spaces around the token are not part of it.
+  anonymous.authorization = "bearer  tok ";
+  EXPECT_FALSE(BuildRestCall(anonymous, &call).has_value());
+  EXPECT_EQ(call.request.token(), "tok");
 }
 
 TEST(RestApi, ErrorCodesMapToHttpStatuses) {
