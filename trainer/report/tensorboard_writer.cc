@@ -8,6 +8,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <map>
 
 #include "common/fsutil.h"
 #include "trainer/report/tensorboard_event.pb.h"
@@ -73,17 +74,26 @@ void RemovePendingCopies(const std::string& run_dir) {
 }
 
 // Serialized summary events of `files` at steps <= last_step, in file order.
+// The summaries of steps <= last_step, in step order. A step found in several files (oldest name first) is taken
+// from the newest: a resume interrupted after its copy took its final name and before the earlier files were
+// removed leaves both, and the copy already holds what they held.
 StatusOr<std::vector<std::string>> KeptRecords(const std::vector<std::string>& files, int64_t last_step) {
-  std::vector<std::string> kept;
+  std::map<int64_t, std::vector<std::string>> by_step;
   for (const std::string& file : files) {
     ASSIGN_OR_RETURN(std::string bytes, ReadFile(file));
     auto records = ParseRecords(bytes);
     if (!records.ok()) return DataLossError(file + ": " + records.status().message());
+    std::map<int64_t, std::vector<std::string>> in_file;
     for (std::string& data : *records) {
       tb::Event event;
       if (!event.ParseFromString(data)) return DataLossError(file + ": a record is not an Event message");
-      if (event.has_summary() && event.step() <= last_step) kept.push_back(std::move(data));
+      if (event.has_summary() && event.step() <= last_step) in_file[event.step()].push_back(std::move(data));
     }
+    for (auto& [step, records_at_step] : in_file) by_step[step] = std::move(records_at_step);
+  }
+  std::vector<std::string> kept;
+  for (auto& [step, records_at_step] : by_step) {
+    for (std::string& data : records_at_step) kept.push_back(std::move(data));
   }
   return kept;
 }
@@ -131,15 +141,16 @@ StatusOr<std::unique_ptr<TensorBoardWriter>> TensorBoardWriter::Open(const std::
   RETURN_IF_ERROR(writer->WriteRecord(FileVersionEvent()));
   for (const std::string& data : kept) RETURN_IF_ERROR(writer->WriteRecord(data));
   if (write_path != path) {
-    // The copy is durable before the earlier files go; then it takes its final name (the FILE stays open).
+    // The copy is durable and takes its final name before the earlier files go (the FILE stays open): a crash
+    // in between leaves both, and KeptRecords takes each step once, from the copy.
     if (::fsync(::fileno(file)) != 0)
       return InternalError("tensorboard: fsync " + write_path + ": " + ErrnoText(errno));
     std::error_code ec;
+    fs::rename(write_path, path, ec);
+    if (ec) return InternalError("tensorboard: cannot rename " + write_path + " to " + path + ": " + ec.message());
     for (const std::string& old : earlier) {
       if (!fs::remove(old, ec) && ec) return InternalError("tensorboard: cannot remove " + old + ": " + ec.message());
     }
-    fs::rename(write_path, path, ec);
-    if (ec) return InternalError("tensorboard: cannot rename " + write_path + " to " + path + ": " + ec.message());
   }
   return writer;
 }

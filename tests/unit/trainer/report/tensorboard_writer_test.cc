@@ -128,6 +128,21 @@ TEST_F(TensorBoardWriterTest, FreshStartMakesANewRunAndLeavesTheOldOne) {
   EXPECT_TRUE(SummarySteps(ReadRun((*again)->run_dir())).empty());
 }
 
+TEST_F(TensorBoardWriterTest, AResumeInterruptedBeforeTheOldFilesWentTakesEachStepOnce) {
+  std::string path;
+  {
+    auto first = TensorBoardWriter::Open(dir_, 0);
+    WriteSteps(**first, 1, 4);
+    path = (*first)->path();
+  }
+  // The copy took its final name (it sorts after the original) and the original was not removed yet.
+  fs::copy_file(path, path + ".copy");
+  auto second = TensorBoardWriter::Open(dir_, 3);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(SummarySteps(ReadRun((*second)->run_dir())), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(EventFiles((*second)->run_dir()).size(), 1u);
+}
+
 TEST_F(TensorBoardWriterTest, TornEarlierFileKeepsItsWholeRecords) {
   std::string path;
   {
