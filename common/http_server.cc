@@ -1,8 +1,11 @@
 #include "common/http_server.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -31,6 +34,16 @@ struct HttpServer::Impl {
   std::thread thread;
   std::atomic<uint64_t> accept_errors{0};
   std::chrono::steady_clock::time_point last_warning{};
+  // Two descriptors held in reserve and let go while the accept error is logged: with the fd table full, the
+  // logger (and a sanitizer's checks, which open a pipe) would have none.
+  std::array<int, 2> spare_fds{OpenSpare(), OpenSpare()};
+
+  ~Impl() {
+    for (int fd : spare_fds) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  static int OpenSpare() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
   void Accept();
   void OnAcceptError(const beast::error_code& ec);
@@ -222,8 +235,13 @@ void HttpServer::Impl::OnAcceptError(const beast::error_code& ec) {
   accept_errors.fetch_add(1);
   const auto now = std::chrono::steady_clock::now();
   if (now - last_warning > std::chrono::seconds(10)) {
+    for (int& fd : spare_fds) {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
     spdlog::warn("{} accept failed: {} ({} so far); retrying in 100 ms", options.name, ec.message(),
                  accept_errors.load());
+    for (int& fd : spare_fds) fd = OpenSpare();  // -1 while the table is still full: tried again next time
     last_warning = now;
   }
   retry.expires_after(std::chrono::milliseconds(100));

@@ -302,6 +302,12 @@ TEST(TransportHttp, EveryEndpointNeedsTheTokenAndMetricsArePublicOnlyWhenConfigu
 }
 
 TEST(TransportHttp, TheAcceptLoopSurvivesRunningOutOfFileDescriptors) {
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+  GTEST_SKIP() << "under the sanitizers: UBSan's vptr check opens a pipe, which fails while the coordinator's "
+                  "descriptor table is full (a false 'invalid vptr' on any virtual call); the plain build runs it";
+#endif
+#endif
   TempDir dir;
   const std::string config = dir.str() + "/c.yaml";
   std::ofstream(config) << "http_max_connections: 1000\n"
