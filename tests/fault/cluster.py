@@ -11,6 +11,7 @@ Daemons are started as `anneal up` starts them (cli/local_cluster.cc): a CURVE c
 admin's client config and a join token; agents that join with the token and keep their node credential in their
 work dir. Ranks run as `nobody` (the agents run as root), so the test's files must be reachable: `prepare_access`.
 """
+import json
 import os
 import subprocess
 import sys
@@ -85,16 +86,10 @@ class HostCluster:
     def agent_host(self, node):
         return self.agents[node]
 
-    def nodes(self):
-        import json
-        out = json.loads(self.anneal("--json", "nodes").stdout)
-        return out["nodes"] if isinstance(out, dict) else out
-
     def node_state(self, node):
         p = self.anneal("--json", "nodes", check=False, timeout=30)
         if p.returncode != 0:
             return None
-        import json
         out = json.loads(p.stdout)
         for n in (out["nodes"] if isinstance(out, dict) else out):
             if n.get("node_id") == node:

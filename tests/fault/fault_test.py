@@ -113,6 +113,14 @@ def final_loss(out):
     return rows[-1]["current_steps"], rows[-1]["loss"]
 
 
+def same_final_loss_as_reference(tmp, name, steps):
+    """The final (step, loss) of job `name`, asserted equal to the uninterrupted `ref` run's (1e-5 relative)."""
+    got, want = final_loss(f"{tmp}/{name}"), final_loss(f"{tmp}/ref")
+    assert got[0] == want[0] == steps, (got, want)
+    assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
+    return got[1], want[1]
+
+
 def placed_nodes(c, job):
     show = json.loads(c.anneal("--json", "show", job).stdout)
     return sorted(n["node_id"] for n in show.get("job", show).get("placement", {}).get("nodes", []))
@@ -161,13 +169,11 @@ def case_host_kill(bindir, tmp):
             recovered_s = time.time() - killed_at
         except AssertionError as e:
             raise AssertionError(f"{e}\n{c.logs()}")
-    got, want = final_loss(f"{tmp}/killed"), final_loss(f"{tmp}/ref")
-    assert got[0] == want[0] == steps, (got, want)
-    assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
+    got, want = same_final_loss_as_reference(tmp, "killed", steps)
     assert detected_s <= 10 + 5, f"node loss detected after {detected_s:.1f} s (heartbeat timeout 10 s)"
     print(f"host_kill: host of {before[0]} killed -9; lost after {detected_s:.1f} s; the job moved {before} -> {after}, "
-          f"resumed from its checkpoint and ended at step {steps} with loss {got[1]:.6f} = uninterrupted "
-          f"{want[1]:.6f} ({recovered_s:.0f} s from the kill to the end)")
+          f"resumed from its checkpoint and ended at step {steps} with loss {got:.6f} = uninterrupted "
+          f"{want:.6f} ({recovered_s:.0f} s from the kill to the end)")
 
 
 def attempts_of(c, job):
@@ -194,11 +200,9 @@ def case_partition(bindir, tmp):
             assert any("re-adopted" in e for e in events), "\n".join(events)
         except AssertionError as e:
             raise AssertionError(f"{e}\n{c.logs()}")
-    got, want = final_loss(f"{tmp}/cut"), final_loss(f"{tmp}/ref")
-    assert got[0] == want[0] == steps, (got, want)
-    assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
+    got, want = same_final_loss_as_reference(tmp, "cut", steps)
     print(f"partition: coordinator cut off from every agent for 30 s; attempts {attempt_before} -> {attempt_after}; "
-          f"final loss {got[1]:.6f} = uninterrupted {want[1]:.6f}\n" + "\n".join(events[-15:]))
+          f"final loss {got:.6f} = uninterrupted {want:.6f}\n" + "\n".join(events[-15:]))
 
 
 def main():
