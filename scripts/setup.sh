@@ -19,12 +19,14 @@ APT_PACKAGES=(
   slurmd slurmctld slurm-client munge
   prometheus
   chromium chromium-driver
+  iproute2
 )
 
 # systemd (systemd-analyze) and Slurm + munge: the deploy tests (tests/integration/deploy) verify the units and
 # start a throwaway Slurm (scripts/slurm-cluster.sh). prometheus (and promtool): tests/integration/metrics runs
 # a real Prometheus on a temp dir and port against a local cluster. chromium + chromium-driver: the web console's
-# browser tests (tests/integration/web, label `browser`) drive a headless Chromium through selenium. Debian's slurmd and slurmctld services stay inactive
+# browser tests (tests/integration/web, label `browser`) drive a headless Chromium through selenium. iproute2 (ip, tc): tests/fault makes hosts as
+# network namespaces. Debian's slurmd and slurmctld services stay inactive
 # without /etc/slurm/slurm.conf (their units' condition); munge's own service starts with the key it generates.
 log() { printf '[setup] %s\n' "$*"; }
 
