@@ -601,6 +601,14 @@ std::vector<Field> BuildFields() {
   f.push_back(NonNegativeInt({"scheduling.max_preemptions", "max_preemptions"},
                              "times the job may be preempted (checkpointed and requeued); 0: never preempted",
                              REF(scheduling.max_preemptions)));
+  f.push_back(NonNegativeInt({"scheduling.max_infra_restarts", "max_infra_restarts"},
+                             "restarts after a lost node or agent (infrastructure faults), counted apart from "
+                             "max_attempts",
+                             REF(scheduling.max_infra_restarts)));
+  f.push_back(Text({"scheduling.stage_from", "stage_from"},
+                   "without a shared filesystem: the node whose disk holds the model, adapter and dataset paths "
+                   "(empty: the coordinator's --artifact-source)",
+                   REF(scheduling.stage_from)));
   return f;
 }
 

@@ -176,6 +176,13 @@ struct SchedulingSpec {
   std::optional<int64_t> time_limit_s;  // wall-clock limit of one run, checkpointed and stopped past it; none
   std::map<std::string, std::string> node_selector;  // labels every node of the placement must carry
   int max_preemptions = 10;                          // times the job may be preempted; 0: never
+  // Restarts after an infrastructure fault (a node of the gang lost: dead host, agent gone past its reconnect
+  // grace, node removed), counted apart from max_attempts, which counts the job's own failures.
+  int max_infra_restarts = 10;
+  // Without a shared filesystem (coordinator --no-shared-filesystem): the node whose disk holds the spec's model,
+  // adapter and dataset paths; they are staged from it to every node of the job. Empty: the coordinator's
+  // --artifact-source node. Ignored with a shared filesystem.
+  std::string stage_from;
 
   bool operator==(const SchedulingSpec&) const = default;
 };
