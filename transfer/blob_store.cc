@@ -1,0 +1,1 @@
+#include "transfer/client.h"

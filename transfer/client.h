@@ -1,0 +1,108 @@
+// The reading side of transfers: FetchManifest asks a TransferServer (transfer/server.h) for a tree's manifest;
+// BlobStore keeps a node's content-addressed copy of every file it fetched and materializes trees from it.
+// Used by agents (staging a job's model and dataset, replicating checkpoints) and the CLI (`anneal fetch`).
+//
+// Requests: each goes out on a DEALER socket (CurveZMQ client pinning Source::server_public_key). A request with
+// no reply within timeout_ms is sent again on a fresh socket, up to max_retries more times; then
+// DEADLINE_EXCEEDED naming the endpoint (a wrong server public key looks exactly like this: the Curve handshake
+// never completes). Errors the server answers (PERMISSION_DENIED, NOT_FOUND, ...) are returned at once, with the
+// endpoint as context. Read requests are pipelined (FetchOptions::window chunks in flight).
+//
+// BlobStore layout (one per node, e.g. <agent state>/store):
+//   <root>/blobs/sha256/<hex>     complete, verified files, read-only (0444); named by their SHA-256
+//   <root>/partial/<hex>.part     downloads in progress; a later Fetch resumes from the .part's length
+//   <root>/trees/<manifest id>/   materialized trees (hard links to the blobs), TreePath(id)
+// A blob only appears by rename after its size and SHA-256 were checked, so a blob is always whole and right.
+// Two fetches of the same blob (threads or processes sharing the store) serialize on an flock of its .part;
+// the second finds the blob done. Trees are built in "<dest>.partial-<pid>-<n>" and renamed into place (an
+// existing different tree is exchanged atomically: common/durable_dirs.h ReplaceDirectory), so a reader never
+// sees half a tree.
+//
+// BlobStore::Fetch outcomes:
+//   OK                  every file is in the store and dest_dir holds exactly the manifest's tree
+//   DATA_LOSS           a file's bytes did not match its size or SHA-256, again after one refetch from scratch
+//                       (the message names the file, expected and got); no blob is left for it
+//   CANCELLED           *options.cancel was set (the .part files stay, for a resume)
+//   DEADLINE_EXCEEDED   the server did not answer (see above)
+//   the server's error  PERMISSION_DENIED (ticket, path), NOT_FOUND, UNAVAILABLE, ... with the endpoint named
+//   UNAVAILABLE         a local disk error, naming the path
+//
+// Thread-safety: the free functions are thread-safe (each call has its own sockets). A BlobStore may be used by
+// several threads and processes at once (flock per blob; unique temp names + rename for trees).
+//
+// Example (an agent staging a job's model):
+//   BlobStore store(state_dir + "/store");
+//   Source src{.endpoint = order.source_endpoint(), .server_public_key = order.source_key(), .ticket = order.ticket()};
+//   ASSIGN_OR_RETURN(Manifest m, FetchManifest(src, ""));
+//   if (m.Id() != order.manifest_id()) return DataLossError("the source's model changed since the job was submitted");
+//   RETURN_IF_ERROR(store.Fetch(src, m, store.TreePath(m.Id()), {.cancel = &stop}));
+//   launch ranks with model_path = store.TreePath(m.Id());
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <string>
+
+#include "common/status.h"
+#include "transfer/manifest.h"
+
+namespace anneal::transfer {
+
+struct Source {
+  std::string endpoint;           // the serving agent's TransferServer::endpoint()
+  std::string server_public_key;  // its TransferServer::public_key() (Z85)
+  std::string ticket;             // signed by the coordinator for that node and root
+};
+
+struct FetchOptions {
+  std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;  // may be empty
+  const std::atomic<bool>* cancel = nullptr;  // set -> CANCELLED promptly (checked between chunks)
+  int timeout_ms = 30000;                     // per request; a timed-out request is retried on a fresh socket
+  int max_retries = 5;
+  int window = 4;                     // Read requests in flight per file
+  uint64_t chunk_bytes = 4ull << 20;  // bytes per Read (<= kMaxChunkBytes)
+};
+
+// The manifest of <ticket root>/<subpath> on the source ("" = the root).
+StatusOr<Manifest> FetchManifest(const Source& source, const std::string& subpath, const FetchOptions& options = {});
+
+// Reads one whole file <ticket root>/<path> into `dest_path` (created/truncated), without checks beyond the
+// size the server reports. For small one-off reads; BlobStore::Fetch is the checked, resumable way.
+Status FetchFile(const Source& source, const std::string& path, const std::string& dest_path,
+                 const FetchOptions& options = {});
+
+class BlobStore {
+ public:
+  explicit BlobStore(std::string root);  // creates the directories (errors surface on first use)
+
+  bool Has(const std::string& sha256) const;
+  std::string BlobPath(const std::string& sha256) const;
+  const std::string& root() const { return root_; }
+
+  // See the header comment.
+  Status Fetch(const Source& source, const Manifest& manifest, const std::string& dest_dir,
+               const FetchOptions& options = {});
+  // Adds the files of `manifest` found under `root` (a directory, or the single file) to the store without a
+  // transfer: each is copied (never linked: the caller's file stays writable and its own) and checked against
+  // its SHA-256 (DATA_LOSS naming the file when it differs).
+  Status AddLocal(const std::string& root, const Manifest& manifest);
+  // Materializes `manifest` at dest_dir from blobs already in the store (NOT_FOUND naming a missing blob).
+  Status Materialize(const Manifest& manifest, const std::string& dest_dir);
+
+  std::string TreePath(const std::string& manifest_id) const;
+  // Removes, least recently used first, blobs no tree refers to (link count 1), stale .part files, and trees not
+  // in `pinned_manifest_ids`, until the store holds at most max_bytes. RESOURCE_EXHAUSTED naming the bytes still
+  // held when the pinned trees alone exceed it.
+  Status Prune(uint64_t max_bytes, const std::set<std::string>& pinned_manifest_ids);
+  // Bytes the store holds (blobs, .part files, tree files that are copies rather than links).
+  uint64_t UsedBytes() const;
+
+ private:
+  Status FetchBlob(const Source& source, const FileEntry& entry, const FetchOptions& options,
+                   const std::function<void(uint64_t)>& on_bytes);
+  std::string root_;
+};
+
+}  // namespace anneal::transfer
