@@ -63,6 +63,9 @@ struct FetchOptions {
   int max_retries = 5;
   int window = 4;                     // Read requests in flight per file
   uint64_t chunk_bytes = 4ull << 20;  // bytes per Read (<= kMaxChunkBytes)
+  // BlobStore::Fetch / FetchFile: the manifest's paths are relative to <ticket root>/<subpath> (the subpath its
+  // FetchManifest was given; "" = the ticket's root).
+  std::string subpath;
 };
 
 // The manifest of <ticket root>/<subpath> on the source ("" = the root).
@@ -91,6 +94,7 @@ class BlobStore {
   // Materializes `manifest` at dest_dir from blobs already in the store (NOT_FOUND naming a missing blob).
   Status Materialize(const Manifest& manifest, const std::string& dest_dir);
 
+  // <root>/trees/<manifest id>: where the agent materializes a staged tree to hand its path to ranks.
   std::string TreePath(const std::string& manifest_id) const;
   // Removes, least recently used first, blobs no tree refers to (link count 1), stale .part files, and trees not
   // in `pinned_manifest_ids`, until the store holds at most max_bytes. RESOURCE_EXHAUSTED naming the bytes still
@@ -100,8 +104,6 @@ class BlobStore {
   uint64_t UsedBytes() const;
 
  private:
-  Status FetchBlob(const Source& source, const FileEntry& entry, const FetchOptions& options,
-                   const std::function<void(uint64_t)>& on_bytes);
   std::string root_;
 };
 

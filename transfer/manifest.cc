@@ -201,6 +201,26 @@ StatusOr<Manifest> BuildManifest(const std::string& root, HashCache* cache) {
   return std::move(walker.manifest);
 }
 
+Status ValidateManifest(const Manifest& manifest) {
+  if (manifest.files.size() > kMaxManifestFiles) {
+    return InvalidArgumentError(
+        fmt::format("manifest: {} files, more than the {} allowed", manifest.files.size(), kMaxManifestFiles));
+  }
+  for (size_t i = 0; i < manifest.files.size(); ++i) {
+    const FileEntry& e = manifest.files[i];
+    if (Status st = CheckRelativePath(e.path); !st.ok()) return st.WithContext(fmt::format("manifest: files[{}]", i));
+    if (!IsLowerHex(e.sha256, 64)) {
+      return InvalidArgumentError(
+          fmt::format("manifest: files[{}] ({}): sha256 is not 64 lowercase hex digits", i, e.path));
+    }
+    if (i > 0 && !(manifest.files[i - 1].path < e.path)) {
+      return InvalidArgumentError(fmt::format("manifest: files[{}] ({}) is not after '{}' (unsorted or duplicate)", i,
+                                              e.path, manifest.files[i - 1].path));
+    }
+  }
+  return Status::Ok();
+}
+
 std::string ManifestToJson(const Manifest& manifest) {
   nlohmann::json files = nlohmann::json::array();
   for (const auto& f : manifest.files) files.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
@@ -225,18 +245,9 @@ StatusOr<Manifest> ManifestFromJson(std::string_view json) {
       return InvalidArgumentError(
           fmt::format("manifest: files[{}] needs a string path, unsigned size, string sha256", i));
     }
-    FileEntry e{f["path"].get<std::string>(), f["size"].get<uint64_t>(), f["sha256"].get<std::string>()};
-    if (Status st = CheckRelativePath(e.path); !st.ok()) return st.WithContext(fmt::format("manifest: files[{}]", i));
-    if (!IsLowerHex(e.sha256, 64)) {
-      return InvalidArgumentError(
-          fmt::format("manifest: files[{}] ({}): sha256 is not 64 lowercase hex digits", i, e.path));
-    }
-    if (!out.files.empty() && !(out.files.back().path < e.path)) {
-      return InvalidArgumentError(fmt::format("manifest: files[{}] ({}) is not after '{}' (unsorted or duplicate)", i,
-                                              e.path, out.files.back().path));
-    }
-    out.files.push_back(std::move(e));
+    out.files.push_back({f["path"].get<std::string>(), f["size"].get<uint64_t>(), f["sha256"].get<std::string>()});
   }
+  if (Status st = ValidateManifest(out); !st.ok()) return st;
   return out;
 }
 

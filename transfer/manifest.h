@@ -102,6 +102,11 @@ class HashCache {
 // See the header comment. `cache` may be null (every file is hashed).
 StatusOr<Manifest> BuildManifest(const std::string& root, HashCache* cache);
 
+// OK when every path passes CheckRelativePath, every sha256 is 64 lowercase hex digits, the paths are sorted
+// and unique, and there are at most kMaxManifestFiles entries; INVALID_ARGUMENT naming the entry otherwise.
+// (A manifest that came over the wire is checked with this before any of its paths is used.)
+Status ValidateManifest(const Manifest& manifest);
+
 // {"files":[{"path":..,"size":..,"sha256":..},...]}
 std::string ManifestToJson(const Manifest& manifest);
 // INVALID_ARGUMENT naming the entry for bad JSON, a bad path ("..", absolute, empty parts), a bad sha256, an
