@@ -16,6 +16,7 @@
 #include "common/version.h"
 #include "protocol/curve.h"
 #include "protocol/framing.h"
+#include "transfer/server.h"
 
 namespace anneal::agent {
 
@@ -129,6 +130,14 @@ Status Agent::Init() {
       Version(), config_.node, opts.slots, opts.gpu_indices.size(), config_.work_dir, adopted.size(),
       spool_->Pending().size(), spool_->next_seq());
   if (opts.slots == 0) spdlog::warn("this node has no GPUs and no --slots: it cannot run any rank");
+  RETURN_IF_ERROR(StartTransfers());
+  StagerOptions staging;
+  staging.node_id = config_.node;
+  staging.store_dir = config_.work_dir + "/artifacts";
+  staging.store_max_bytes = config_.artifact_cache_max_bytes;
+  staging.run_as = config_.run_as;
+  staging.agent_is_root = opts.agent_is_root;
+  stager_ = std::make_unique<Stager>(io_, std::move(staging));
   OpenSocket();
   return Status::Ok();
 }
@@ -320,11 +329,13 @@ void Agent::SendRegister() {
   pb::RegisterRequest* r = msg.mutable_register_();
   r->set_node_id(config_.node);
   *r->mutable_inventory() = BuildInventory(config_, nvml_);
+  r->mutable_inventory()->set_transfer_endpoint(transfer_server_->endpoint());
+  r->mutable_inventory()->set_transfer_public_key(transfer_server_->public_key());
   r->set_agent_version(Version());
   r->set_node_credential(node_credential_);
   r->set_join_token(join_token_);  // used only when the coordinator does not know this node
   r->set_spool_acked_seq(spool_->last_acked());
-  for (auto& t : supervisor_->Tasks()) *r->add_running_tasks() = std::move(t);
+  for (auto& t : AllTasks()) *r->add_running_tasks() = std::move(t);
   spdlog::info("registering with coordinator {} as node {} (attempt {})", config_.coordinator, config_.node,
                register_attempts_ + 1);
   Connection(Send(msg) ? ConnectionEvent::kRegisterSent : ConnectionEvent::kRegisterNotSent);
@@ -335,7 +346,7 @@ void Agent::SendHeartbeat() {
   pb::Heartbeat* h = msg.mutable_heartbeat();
   h->set_node_id(config_.node);
   h->set_session(session_);
-  for (auto& t : supervisor_->Tasks()) *h->add_tasks() = std::move(t);
+  for (auto& t : AllTasks()) *h->add_tasks() = std::move(t);
   for (auto& g : nvml_.Query()) *h->add_gpus() = std::move(g);
   Send(msg);
 }
@@ -381,6 +392,7 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
       register_attempts_ = 0;
       register_backoff_ms_ = 0;
       if (reply.heartbeat_interval_ms() != 0) heartbeat_ms_ = reply.heartbeat_interval_ms();
+      transfer_server_->SetSignerPublicKey(reply.transfer_signer_key());
       if (Status st = spool_->AdoptCoordinatorWatermark(reply.last_acked_seq()); !st.ok()) {
         spdlog::error("spool: {}", st.ToString());
       }
@@ -398,13 +410,22 @@ void Agent::Handle(const pb::CoordinatorToAgent& msg) {
         spdlog::warn("launch of job {} ignored: the agent is shutting down", msg.launch().job_id());
         return;
       }
-      supervisor_->Launch(msg.launch());
+      Launch(msg.launch());
       return;
     case pb::CoordinatorToAgent::kStop:
+      stager_->Cancel(msg.stop().job_id(), msg.stop().epoch(), "stopped: " + msg.stop().reason());
       supervisor_->Stop(msg.stop());
       return;
     case pb::CoordinatorToAgent::kPreempt:
+      stager_->Cancel(msg.preempt().job_id(), msg.preempt().epoch(), "preempted: " + msg.preempt().reason());
       supervisor_->Preempt(msg.preempt());
+      return;
+    case pb::CoordinatorToAgent::kReplicateCheckpoint:
+      stager_->Replicate(msg.replicate_checkpoint(), [this](pb::CheckpointReplicated done) {
+        pb::AgentToCoordinator out;
+        *out.mutable_checkpoint_replicated() = std::move(done);
+        Report(std::move(out));
+      });
       return;
     case pb::CoordinatorToAgent::kAck:
       if (msg.ack().seq() > spool_->last_acked()) last_ack_progress_ms_ = clock_.SteadyMs();
@@ -463,7 +484,7 @@ void Agent::OnTick() {
     }
     if (!spool_->Pending().empty() && now - last_ack_progress_ms_ >= timing_.resend_after_ms) ResendPending();
   }
-  if (shutting_down_ && supervisor_->Idle()) {
+  if (shutting_down_ && supervisor_->Idle() && stager_->Idle()) {
     if (shutdown_deadline_ms_ == 0) shutdown_deadline_ms_ = now + (Registered() ? 2000 : 0);
     if (spool_->Pending().empty() || now >= shutdown_deadline_ms_) {
       if (!spool_->Pending().empty()) {
@@ -504,6 +525,7 @@ void Agent::WatchSigchld() {
 void Agent::RequestShutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
+  stager_->CancelAll("agent shutdown");
   if (config_.keep_tasks_on_exit) {
     spdlog::info("shutting down; --keep-tasks-on-exit: leaving {} task(s) running for the next agent",
                  supervisor_->Tasks().size());

@@ -47,9 +47,14 @@
 #include "agent/lifecycle.h"
 #include "agent/metrics_service.h"
 #include "agent/spool.h"
+#include "agent/stager.h"
 #include "agent/supervisor.h"
 #include "common/status.h"
 #include "protocol/anneal.pb.h"
+
+namespace anneal::transfer {
+class TransferServer;
+}
 
 namespace anneal::agent {
 
@@ -116,6 +121,13 @@ class Agent {
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Supervisor> supervisor_;
   std::unique_ptr<AgentMetricsService> metrics_;  // GET /metrics when config.metrics_bind is set
+  // No shared filesystem (docs/transfers.md): the file server other nodes copy from, and the staging of inputs.
+  std::unique_ptr<transfer::TransferServer> transfer_server_;
+  std::unique_ptr<Stager> stager_;
+  Status StartTransfers();
+  void Launch(const pb::LaunchTask& launch);  // staged first when it names inputs to copy
+  void StagingDone(const pb::LaunchTask& launch, StatusOr<pb::LaunchTask> ready);
+  std::vector<pb::TaskStatus> AllTasks() const;  // the Supervisor's and the Stager's
 
   void Connection(ConnectionEvent event) { connection_ = NextConnectionState(connection_, event); }
   bool Registered() const { return connection_ == ConnectionState::kRegistered; }

@@ -9,8 +9,14 @@ namespace anneal::agent {
 namespace fs = std::filesystem;
 
 StatusOr<std::string> ResolveDeletablePath(const std::string& path, const std::string& output_dir) {
+  return ResolvePathInsideOutputDir(path, output_dir, "delete");
+}
+
+StatusOr<std::string> ResolvePathInsideOutputDir(const std::string& path, const std::string& output_dir,
+                                                 const std::string& verb) {
   const auto refuse = [&](const std::string& why) {
-    return PermissionDeniedError("refusing to delete '" + path + "' (output directory '" + output_dir + "'): " + why);
+    return PermissionDeniedError("refusing to " + verb + " '" + path + "' (output directory '" + output_dir +
+                                 "'): " + why);
   };
   if (path.empty() || output_dir.empty()) return refuse("empty path or output directory");
   const auto strip = [](std::string s) {

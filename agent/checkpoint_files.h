@@ -20,6 +20,9 @@ namespace anneal::agent {
 
 // Checks the rules above without deleting; returns the resolved path to delete.
 StatusOr<std::string> ResolveDeletablePath(const std::string& path, const std::string& output_dir);
+// The same rules for writing there (a checkpoint copy, agent/stager.h); `verb` names the act in the refusal.
+StatusOr<std::string> ResolvePathInsideOutputDir(const std::string& path, const std::string& output_dir,
+                                                 const std::string& verb);
 Status DeleteCheckpointDir(const std::string& path, const std::string& output_dir);
 
 }  // namespace anneal::agent

@@ -140,6 +140,11 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         config->max_message_bytes = v.as<int64_t>();
       else if (key == "spool_max_bytes")
         config->spool_max_bytes = v.as<uint64_t>();
+      // ---- transfers (agent/stager.h, docs/transfers.md)
+      else if (key == "transfer_port")
+        config->transfer_port = v.as<uint16_t>();
+      else if (key == "artifact_cache_max_bytes")
+        config->artifact_cache_max_bytes = v.as<uint64_t>();
       // ---- node identity
       else if (key == "join_token_file")
         config->join_token_file = v.as<std::string>();
@@ -172,7 +177,8 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
                                     "rendezvous_ports, log_max_bytes, shutdown_grace_ms, min_free_bytes, "
                                     "log_retention_hours, join_token_file, server_key, server_key_file, "
                                     "insecure_plaintext, max_message_bytes, spool_max_bytes, run_as, rank_env_allow, "
-                                    "ranks_survive_agent, metrics_bind, metrics_token_file)");
+                                    "ranks_survive_agent, metrics_bind, metrics_token_file, transfer_port, "
+                                    "artifact_cache_max_bytes)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -244,6 +250,12 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   app.add_flag("--insecure-plaintext", c.insecure_plaintext,
                "talk to a coordinator run with --insecure-plaintext (no encryption, no server authentication)");
   app.add_option("--max-message-bytes", c.max_message_bytes, "largest frame accepted from the coordinator")
+      ->capture_default_str();
+  app.add_option("--transfer-port", c.transfer_port,
+                 "port of the file server other nodes and `anneal fetch` copy from, on --address (0: pick one)")
+      ->capture_default_str();
+  app.add_option("--artifact-cache-max-bytes", c.artifact_cache_max_bytes,
+                 "staged models and datasets kept in <work dir>/artifacts up to this size (0: no limit)")
       ->capture_default_str();
   app.add_option("--spool-max-bytes", c.spool_max_bytes, "spool size past which metric batches are dropped")
       ->capture_default_str();

@@ -15,6 +15,8 @@
 //   spool_max_bytes: 268435456                     # on-disk spool of unacknowledged reports (agent/spool.h)
 //   metrics_bind: 0.0.0.0:9401                     # GET /metrics for Prometheus (default: off; docs/agent.md)
 //   metrics_token_file: /etc/anneal/metrics-token  # its bearer token (required with metrics_bind)
+//   transfer_port: 7072                            # file server for other nodes and `anneal fetch` (0: any port)
+//   artifact_cache_max_bytes: 214748364800         # staged inputs kept in <work_dir>/artifacts (0: no limit)
 //
 // Transport: the coordinator's CurveZMQ public key is pinned from --server-key, else --server-key-file (read at
 // start; an unreadable or malformed file is an error naming it). Without a key the agent refuses to start unless
@@ -69,11 +71,14 @@ struct AgentConfig {
   bool insecure_plaintext = false;
   int64_t max_message_bytes = 64ll << 20;   // ZMQ_MAXMSGSIZE of the DEALER
   uint64_t spool_max_bytes = 256ull << 20;  // spool limit: past it metric batches are dropped (agent/spool.h)
-  RunAsConfig run_as;                     // an agent running as root starts a team's ranks as run_as's user
+  RunAsConfig run_as;                       // an agent running as root starts a team's ranks as run_as's user
   std::vector<std::string> rank_env_allow;  // extra agent variables (or "PREFIX_*") ranks inherit
   // ---- metrics endpoint (agent/metrics_service.h): off while metrics_bind is empty
   std::string metrics_bind;        // HOST:PORT; port 0 picks one (written to <work_dir>/metrics-address)
   std::string metrics_token_file;  // the bearer token every request must carry (required with metrics_bind)
+  // ---- transfers (no shared filesystem; agent/stager.h, transfer/server.h): always served, on --address
+  uint16_t transfer_port = 0;                        // 0: an ephemeral port (reported at registration)
+  uint64_t artifact_cache_max_bytes = 200ull << 30;  // the artifact store is pruned down to this (0: never)
 };
 
 struct ParsedFlags {

@@ -8,10 +8,10 @@
 
 #include <cerrno>
 #include <charconv>
-#include <optional>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 namespace anneal::agent {
@@ -68,6 +68,8 @@ uint64_t ReportSeq(const pb::AgentToCoordinator& msg) {
       return msg.metric_batch().seq();
     case pb::AgentToCoordinator::kCheckpointDeleted:
       return msg.checkpoint_deleted().seq();
+    case pb::AgentToCoordinator::kCheckpointReplicated:
+      return msg.checkpoint_replicated().seq();
     default:
       return 0;
   }
@@ -86,6 +88,9 @@ bool SetReportSeq(pb::AgentToCoordinator* msg, uint64_t seq) {
       return true;
     case pb::AgentToCoordinator::kCheckpointDeleted:
       msg->mutable_checkpoint_deleted()->set_seq(seq);
+      return true;
+    case pb::AgentToCoordinator::kCheckpointReplicated:
+      msg->mutable_checkpoint_replicated()->set_seq(seq);
       return true;
     default:
       return false;
@@ -110,8 +115,10 @@ Status Spool::Load() {
     std::string text((std::istreambuf_iterator<char>(acked)), std::istreambuf_iterator<char>());
     const std::optional<uint64_t> watermark = ParseAcked(text);
     if (!watermark) {
-      spdlog::warn("spool {}: acked file unreadable ('{}'), counting from 0: reports the coordinator already "
-                   "applied are resent and dropped there", dir_, text.substr(0, 40));
+      spdlog::warn(
+          "spool {}: acked file unreadable ('{}'), counting from 0: reports the coordinator already "
+          "applied are resent and dropped there",
+          dir_, text.substr(0, 40));
     }
     last_acked_ = watermark.value_or(0);
   }

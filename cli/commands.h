@@ -9,14 +9,13 @@
 // Thread-safety: main thread only.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "cli/client.h"
 #include "common/status.h"
@@ -32,11 +31,11 @@ enum ExitCode : int {
 };
 
 struct GlobalOptions {
-  std::string coordinator;  // --coordinator
-  std::string token;        // --token
-  bool json = false;        // --json
-  double timeout_s = 5.0;   // --timeout
-  double reconnect_s = 60;  // watch --reconnect: how long a watch waits for a coordinator that went away
+  std::string coordinator;          // --coordinator
+  std::string token;                // --token
+  bool json = false;                // --json
+  double timeout_s = 5.0;           // --timeout
+  double reconnect_s = 60;          // watch --reconnect: how long a watch waits for a coordinator that went away
   std::string server_key;           // --server-key (the coordinator's CurveZMQ public key)
   bool insecure_plaintext = false;  // --insecure-plaintext
 };
@@ -51,15 +50,17 @@ int ReportError(std::string_view command, const Status& status);
 StatusOr<std::unique_ptr<CoordinatorClient>> MakeClient(const GlobalOptions& g);
 
 void AddJobCommands(CLI::App& app, GlobalOptions& g, Action* action);      // submit ls show logs cancel checkpoints
+void AddFetchCommand(CLI::App& app, GlobalOptions& g, Action* action);     // fetch
 void AddWatchCommand(CLI::App& app, GlobalOptions& g, Action* action);     // watch
 void AddNodeCommands(CLI::App& app, GlobalOptions& g, Action* action);     // nodes drain
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, Action* action);  // up down
 void AddNodeIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);  // node join-token, node remove
-void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);    // model init
+void AddModelCommands(CLI::App& app, GlobalOptions& g, Action* action);         // model init
 // whoami, token, user, team (quota included), audit
 void AddIdentityCommands(CLI::App& app, GlobalOptions& g, Action* action);
 void AddQueueCommand(CLI::App& app, GlobalOptions& g, Action* action);  // queue
-void AddModelRegistryCommands(CLI::App& app, GlobalOptions& g, Action* action);  // models ls|show|register|promote|archive
+void AddModelRegistryCommands(CLI::App& app, GlobalOptions& g,
+                              Action* action);                              // models ls|show|register|promote|archive
 void AddPipelineCommands(CLI::App& app, GlobalOptions& g, Action* action);  // pipeline submit ls show cancel retry
 void AddScheduleCommands(CLI::App& app, GlobalOptions& g, Action* action);  // schedule create|ls|show|...
 

@@ -1,9 +1,9 @@
 // anneal: the command-line client of an Anneal cluster (docs/user-guide.md).
-#include <algorithm>
-#include <iostream>
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
+#include <algorithm>
+#include <iostream>
 
 #include "cli/commands.h"
 #include "cli/settings.h"
@@ -13,14 +13,19 @@ namespace anneal::cli {
 
 int ExitCodeFor(const Status& status) {
   switch (status.code()) {
-    case StatusCode::kOk: return kExitOk;
-    case StatusCode::kInvalidArgument: return kExitUsage;
+    case StatusCode::kOk:
+      return kExitOk;
+    case StatusCode::kInvalidArgument:
+      return kExitUsage;
     case StatusCode::kUnavailable:
-    case StatusCode::kDeadlineExceeded: return kExitUnreachable;
+    case StatusCode::kDeadlineExceeded:
+      return kExitUnreachable;
     case StatusCode::kNotFound:
     case StatusCode::kUnauthenticated:
-    case StatusCode::kPermissionDenied: return kExitNotFound;
-    default: return kExitFailed;
+    case StatusCode::kPermissionDenied:
+      return kExitNotFound;
+    default:
+      return kExitFailed;
   }
 }
 
@@ -35,7 +40,8 @@ int ReportError(std::string_view command, const Status& status) {
 }
 
 StatusOr<int64_t> ParseDurationMs(std::string_view text) {
-  static constexpr std::pair<char, int64_t> kUnits[] = {{'s', 1000}, {'m', 60'000}, {'h', 3'600'000}, {'d', 86'400'000}};
+  static constexpr std::pair<char, int64_t> kUnits[] = {
+      {'s', 1000}, {'m', 60'000}, {'h', 3'600'000}, {'d', 86'400'000}};
   std::string_view digits = text;
   int64_t unit = 1000;
   for (const auto& [suffix, ms] : kUnits) {
@@ -54,11 +60,11 @@ StatusOr<int64_t> ParseDurationMs(std::string_view text) {
 StatusOr<std::unique_ptr<CoordinatorClient>> MakeClient(const GlobalOptions& g) {
   ASSIGN_OR_RETURN(Settings s, ResolveSettings(g.coordinator, g.token, {g.server_key, g.insecure_plaintext}));
   if (g.timeout_s <= 0) return InvalidArgumentError(fmt::format("--timeout must be positive, got {}", g.timeout_s));
-  return std::make_unique<CoordinatorClient>(
-      s.coordinator, s.token, std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)),
-      ClientTransport{.server_key = s.server_key,
-                      .server_key_from = s.server_key_from,
-                      .insecure_plaintext = s.insecure_plaintext});
+  return std::make_unique<CoordinatorClient>(s.coordinator, s.token,
+                                             std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)),
+                                             ClientTransport{.server_key = s.server_key,
+                                                             .server_key_from = s.server_key_from,
+                                                             .insecure_plaintext = s.insecure_plaintext});
 }
 
 }  // namespace anneal::cli
@@ -81,6 +87,7 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", g.timeout_s, "seconds to wait for the coordinator")->capture_default_str();
   Action action;
   AddJobCommands(app, g, &action);
+  AddFetchCommand(app, g, &action);
   AddWatchCommand(app, g, &action);
   AddNodeCommands(app, g, &action);
   AddClusterCommands(app, g, &action);

@@ -6,6 +6,7 @@
 
 #include "coordinator/coordinator.h"
 #include "protocol/states.h"
+#include "transfer/ticket.h"
 
 namespace anneal::coordinator {
 
@@ -78,6 +79,7 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
   auto* r = reply.mutable_register_reply();
   r->set_accepted(true);
   r->set_heartbeat_interval_ms(static_cast<uint32_t>(options_.heartbeat_interval_ms));
+  if (options_.artifacts.signer) r->set_transfer_signer_key(options_.artifacts.signer->public_key());
   r->set_session(node.record.session());
   r->set_last_acked_seq(node.last_applied_seq);
   r->set_node_credential(credential);  // only on a join: shown once
@@ -105,7 +107,7 @@ void Coordinator::HandleRegister(const std::string& peer, const pb::RegisterRequ
 void Coordinator::ResendMissedOrders(Node& node, const std::set<std::string>& reported) {
   const std::string& id = node.record.node_id();
   for (const auto& checkpoint : checkpoints_.DeletingOn(id)) {
-    if (const Job* job = jobs_.Find(checkpoint.job_id())) SendDeleteCheckpoint(*job, checkpoint);
+    if (const Job* job = jobs_.Find(checkpoint.job_id())) SendDeleteCheckpointTo(*job, checkpoint, id);
   }
   const int64_t now = clock_->NowMs();
   const std::set<std::string> on_node = node.task_jobs;
@@ -213,6 +215,9 @@ void Coordinator::HandleSequenced(const std::string& peer, uint64_t seq, const p
           break;
         case pb::AgentToCoordinator::kCheckpointDeleted:
           HandleCheckpointDeleted(*node, message.checkpoint_deleted());
+          break;
+        case pb::AgentToCoordinator::kCheckpointReplicated:
+          HandleCheckpointReplicated(*node, message.checkpoint_replicated());
           break;
         default:
           break;

@@ -16,6 +16,7 @@
 #include "common/version.h"
 #include "coordinator/backup_internal.h"
 #include "protocol/curve.h"
+#include "transfer/ticket.h"
 
 namespace anneal::coordinator {
 namespace fs = std::filesystem;
@@ -39,9 +40,12 @@ Status CheckBackupTarget(const fs::path& out) {
 }
 
 // The CurveZMQ keypair travels with the backup: a restored coordinator with a new key would lock every agent
-// and client out until they pin it.
+// and client out until they pin it. So does the transfer ticket key (agents pin it at registration).
 Status CopyKeys(const std::string& state_dir, const fs::path& staging) {
-  for (auto [name, mode] : {std::pair{protocol::kCurveSecretKeyFile, 0600u}, {protocol::kCurvePublicKeyFile, 0644u}}) {
+  for (auto [name, mode] : {std::pair{protocol::kCurveSecretKeyFile, 0600u},
+                            {protocol::kCurvePublicKeyFile, 0644u},
+                            {transfer::kTicketSecretKeyFile, 0600u},
+                            {transfer::kTicketPublicKeyFile, 0644u}}) {
     const std::string from = state_dir + "/" + name;
     std::error_code ec;
     if (!fs::exists(from, ec)) continue;  // an --insecure-plaintext coordinator has none

@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "storage/keys.h"
 
 namespace anneal::coordinator {
@@ -48,6 +50,53 @@ bool CheckpointRegistry::RecordCommitted(const pb::CheckpointRecord& record) {
   by_step[record.step()] = record;
   Put(record);
   return true;
+}
+
+std::optional<pb::CheckpointRecord> CheckpointRegistry::AddHolder(const std::string& job_id, uint64_t step,
+                                                                  const std::string& node_id,
+                                                                  std::optional<size_t> commit_with) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return std::nullopt;
+  auto c = it->second.by_step.find(step);
+  if (c == it->second.by_step.end()) return std::nullopt;
+  pb::CheckpointRecord& record = c->second;
+  const auto& replicas = record.replica_nodes();
+  if (!node_id.empty() && node_id != record.node_id() &&
+      std::find(replicas.begin(), replicas.end(), node_id) == replicas.end()) {
+    record.add_replica_nodes(node_id);
+  }
+  if (record.state() == pb::CHECKPOINT_REPLICATING && commit_with &&
+      static_cast<size_t>(record.replica_nodes_size()) >= *commit_with) {
+    record.set_state(pb::CHECKPOINT_COMMITTED);
+  }
+  Put(record);
+  return record;
+}
+
+const pb::CheckpointRecord* CheckpointRegistry::Find(const std::string& job_id, uint64_t step) const {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return nullptr;
+  auto c = it->second.by_step.find(step);
+  return c == it->second.by_step.end() ? nullptr : &c->second;
+}
+
+const pb::CheckpointRecord* CheckpointRegistry::FindByPath(const std::string& job_id, const std::string& path) const {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return nullptr;
+  for (const auto& [step, c] : it->second.by_step) {
+    if (c.path() == path && c.state() != pb::CHECKPOINT_DELETED) return &c;
+  }
+  return nullptr;
+}
+
+std::vector<pb::CheckpointRecord> CheckpointRegistry::Replicating() const {
+  std::vector<pb::CheckpointRecord> out;
+  for (const auto& [job_id, job] : jobs_) {
+    for (const auto& [step, c] : job.by_step) {
+      if (c.state() == pb::CHECKPOINT_REPLICATING) out.push_back(c);
+    }
+  }
+  return out;
 }
 
 std::vector<pb::CheckpointRecord> CheckpointRegistry::ApplyRetention(const std::string& job_id) {
@@ -100,7 +149,9 @@ std::vector<pb::CheckpointRecord> CheckpointRegistry::DeletingOn(const std::stri
   std::vector<pb::CheckpointRecord> out;
   for (const auto& [job_id, job] : jobs_) {
     for (const auto& [step, c] : job.by_step) {
-      if (c.state() != pb::CHECKPOINT_DELETING || c.node_id() != node_id) continue;
+      const bool holds = c.node_id() == node_id || std::find(c.replica_nodes().begin(), c.replica_nodes().end(),
+                                                             node_id) != c.replica_nodes().end();
+      if (c.state() != pb::CHECKPOINT_DELETING || !holds) continue;
       if (protects_ && protects_(c.path())) continue;  // registered as a model version since: never ordered again
       out.push_back(c);
     }

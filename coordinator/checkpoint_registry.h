@@ -3,15 +3,22 @@
 //
 // Checkpoint states (protocol CheckpointState):
 //   (reported) ──RecordCommitted──▶ COMMITTED ──ApplyRetention──▶ DELETING ──agent deleted──▶ DELETED
-//                                       ▲                            │ agent could not delete
-//                                       └────────────────────────────┘ (retried at the next commit)
-// The agent deletes the files first; the record says DELETED only once it confirmed.
+//        │                              ▲   ▲                        │ agent could not delete
+//        │                              │   └────────────────────────┘ (retried at the next commit)
+//        └──RecordCommitted (no shared ─┘ AddHolder: enough verified copies on other nodes
+//           filesystem)──▶ REPLICATING ─┘ (coordinator/artifacts.h)
+// The agent deletes the files first; the record says DELETED only once the node that wrote it confirmed (copies
+// on other nodes are deleted too, and their answers only logged).
 //
 // Contract per method (record changes go into the borrowed batch; the Coordinator commits it in Flush):
 //   Track / Load   a job enters the registry at submit (its retention policy) or at recovery (its stored
 //                  spec's policy, every policy field at "keep everything" when the spec no longer parses, and
 //                  its checkpoints from the store); Forget when it leaves the coordinator's memory.
-//   RecordCommitted   a tracked job's checkpoint: true when new (a step already COMMITTED or DELETING is a
+//   AddHolder      a node holds a verified copy (a replica, or a copy staged for a resume): added to
+//                  replica_nodes; a REPLICATING checkpoint with at least `commit_with` copies becomes COMMITTED.
+//                  The record after the change; nullopt when unknown.
+//   RecordCommitted   a tracked job's checkpoint (state COMMITTED, or REPLICATING): true when new (a step already
+//   COMMITTED or DELETING is a
 //                  duplicate report; a DELETED step may be committed again). An untracked job's checkpoint
 //                  (a late report after the job ended) is written once if the store has no record of it.
 //   ApplyRetention the checkpoints retention (jobspec::StepsToDelete) no longer keeps: marked DELETING and
@@ -59,14 +66,20 @@ class CheckpointRegistry {
   // coordinator/model_registry.h): it stays COMMITTED. Unset: nothing is protected.
   void SetProtector(std::function<bool(const std::string& path)> protects) { protects_ = std::move(protects); }
 
-  // `record` is complete (state COMMITTED, node id, commit time).
+  // `record` is complete (state COMMITTED or REPLICATING, node id, commit time).
   bool RecordCommitted(const pb::CheckpointRecord& record);
+  std::optional<pb::CheckpointRecord> AddHolder(const std::string& job_id, uint64_t step, const std::string& node_id,
+                                                std::optional<size_t> commit_with = std::nullopt);
+  const pb::CheckpointRecord* Find(const std::string& job_id, uint64_t step) const;
+  const pb::CheckpointRecord* FindByPath(const std::string& job_id, const std::string& path) const;
+  // REPLICATING checkpoints of tracked jobs.
+  std::vector<pb::CheckpointRecord> Replicating() const;
   std::vector<pb::CheckpointRecord> ApplyRetention(const std::string& job_id);
   std::optional<pb::CheckpointRecord> ConfirmDeleted(const pb::CheckpointDeleted& deleted);
 
   // The latest COMMITTED checkpoint of a tracked job; nullptr when it has none.
   const pb::CheckpointRecord* LatestCommitted(const std::string& job_id) const;
-  // DELETING checkpoints on the node (their deletion is ordered again when the node registers).
+  // DELETING checkpoints the node wrote or holds a copy of (their deletion is ordered again when it registers).
   std::vector<pb::CheckpointRecord> DeletingOn(const std::string& node_id) const;
   const Retention* RetentionFor(const std::string& job_id) const;
   // Every stored checkpoint of the job, by step (tracked or not).

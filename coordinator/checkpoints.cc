@@ -2,6 +2,7 @@
 // with its event and retention runs; retention's deletions are ordered to the node that holds the files; the
 // node's answer is recorded with its event.
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "coordinator/coordinator.h"
 
@@ -9,21 +10,40 @@ namespace anneal::coordinator {
 
 void Coordinator::HandleCheckpointCommitted(Node& node, const pb::CheckpointRecord& reported) {
   pb::CheckpointRecord record = reported;
-  record.set_state(pb::CHECKPOINT_COMMITTED);
+  // Without a shared filesystem it counts only once copies on other nodes are verified (coordinator/artifacts.h).
+  record.set_state(ReplicationNeeded() ? pb::CHECKPOINT_REPLICATING : pb::CHECKPOINT_COMMITTED);
   record.set_node_id(node.record.node_id());
+  record.clear_replica_nodes();
   if (record.committed_at_ms() == 0) record.set_committed_at_ms(clock_->NowMs());
   Job* job = jobs_.Find(record.job_id());
   if (job == nullptr) {
-    // A late report for a job that already ended: recorded once, no retention.
+    // A late report for a job that already ended: recorded once, no retention (nor copies: nothing resumes it).
+    record.set_state(pb::CHECKPOINT_COMMITTED);
     if (jobs_.GetRecord(record.job_id()).ok()) checkpoints_.RecordCommitted(record);
     return;
   }
   if (!checkpoints_.RecordCommitted(record)) return;  // a duplicate report
+  if (record.state() == pb::CHECKPOINT_REPLICATING) {
+    jobs_.AddEvent(
+        *job, "checkpoint",
+        fmt::format("checkpoint at step {} written on node {}: {}", record.step(), record.node_id(), record.path()));
+    StartReplication(job, record);
+    return;
+  }
   jobs_.AddEvent(*job, "checkpoint", fmt::format("checkpoint at step {} committed: {}", record.step(), record.path()));
   ApplyRetention(*job);
 }
 
 void Coordinator::HandleCheckpointDeleted(Node& node, const pb::CheckpointDeleted& deleted) {
+  if (const pb::CheckpointRecord* c = checkpoints_.Find(deleted.job_id(), deleted.step());
+      c != nullptr && c->node_id() != node.record.node_id()) {
+    // A copy on another node: its deletion is best effort, the record follows the node that wrote it.
+    if (!deleted.ok()) {
+      spdlog::warn("node {}: could not delete its copy of checkpoint {} of job {}: {}", node.record.node_id(),
+                   deleted.step(), deleted.job_id(), deleted.error());
+    }
+    return;
+  }
   if (!checkpoints_.ConfirmDeleted(deleted)) return;  // not being deleted: a duplicate or unknown
   if (Job* job = jobs_.Find(deleted.job_id())) {
     jobs_.AddEvent(*job, deleted.ok() ? "checkpoint" : "error",
@@ -45,7 +65,13 @@ void Coordinator::ApplyRetention(Job& job) {
 }
 
 void Coordinator::SendDeleteCheckpoint(const Job& job, const pb::CheckpointRecord& checkpoint) {
-  const Node* node = nodes_.Find(checkpoint.node_id());
+  SendDeleteCheckpointTo(job, checkpoint, checkpoint.node_id());
+  for (const auto& holder : checkpoint.replica_nodes()) SendDeleteCheckpointTo(job, checkpoint, holder);
+}
+
+void Coordinator::SendDeleteCheckpointTo(const Job& job, const pb::CheckpointRecord& checkpoint,
+                                         const std::string& node_id) {
+  const Node* node = nodes_.Find(node_id);
   if (node == nullptr) return;
   pb::CoordinatorToAgent message;
   auto* del = message.mutable_delete_checkpoint();

@@ -136,6 +136,15 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
       RETURN_IF_ERROR(Read(v, where, &config->schedule_interval_ms));
     else if (key == "schedule_misfire_grace_ms")
       RETURN_IF_ERROR(Read(v, where, &config->schedule_misfire_grace_ms));
+    // ---- artifacts
+    else if (key == "shared_filesystem")
+      RETURN_IF_ERROR(Read(v, where, &config->shared_filesystem));
+    else if (key == "artifact_source")
+      RETURN_IF_ERROR(Read(v, where, &config->artifact_source));
+    else if (key == "checkpoint_replicas")
+      RETURN_IF_ERROR(Read(v, where, &config->checkpoint_replicas));
+    else if (key == "transfer_ticket_ttl_ms")
+      RETURN_IF_ERROR(Read(v, where, &config->transfer_ticket_ttl_ms));
     else {
       return InvalidArgumentError(fmt::format(
           "{}: unknown setting (known: bind, state_dir, bootstrap_admin_config, audit_max_records, "
@@ -148,7 +157,8 @@ Status LoadConfigFile(const std::string& path, CoordinatorConfig* config) {
           "max_watchers_total, max_log_fetches_per_peer, http_public_metrics, http_max_connections, "
           "http_max_request_bytes, http_max_submit_bytes, http_max_streams, http_max_streams_per_token, path_policy, "
           "preemption, preemption_grace_ms, min_runtime_ms, "
-          "usage_half_life_ms, share_horizon_s, backfill, schedule_interval_ms, schedule_misfire_grace_ms)",
+          "usage_half_life_ms, share_horizon_s, backfill, schedule_interval_ms, schedule_misfire_grace_ms, "
+          "shared_filesystem, artifact_source, checkpoint_replicas, transfer_ticket_ttl_ms)",
           where));
     }
   }
@@ -165,6 +175,15 @@ Status ValidateConfig(const CoordinatorConfig& c) {
   if (c.reconnect_grace_ms < 0) {
     return InvalidArgumentError(fmt::format(
         "reconnect_grace_ms ({}) must be 0 (a DOWN node's tasks are lost at once) or positive", c.reconnect_grace_ms));
+  }
+  if (c.checkpoint_replicas < 0 || c.checkpoint_replicas > 8) {
+    return InvalidArgumentError(
+        fmt::format("checkpoint_replicas ({}) must be between 0 and 8 (copies on other nodes)", c.checkpoint_replicas));
+  }
+  if (c.transfer_ticket_ttl_ms < 60000) {
+    return InvalidArgumentError(fmt::format(
+        "transfer_ticket_ttl_ms ({}) must be at least 60000: a ticket must outlive a transfer's first request",
+        c.transfer_ticket_ttl_ms));
   }
   if (c.heartbeat_interval_ms >= c.heartbeat_timeout_ms) {
     return InvalidArgumentError(fmt::format("heartbeat_interval_ms ({}) must be below heartbeat_timeout_ms ({})",

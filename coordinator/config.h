@@ -50,6 +50,11 @@
 //   share_horizon_s: 3600          # weight of slots held now against decayed usage in the fair-share order
 //   backfill: true                 # EASY backfill; false: the first job that cannot start blocks the queue
 //   schedule_interval_ms: 1000     # a scheduling pass at least this often while any job is active
+// Artifacts without a shared filesystem (docs/transfers.md):
+//   shared_filesystem: true        # false: inputs staged to each node, checkpoints replicated, outputs fetched
+//   artifact_source: ""            # the node whose disk holds jobs' inputs when a spec names no stage_from
+//   checkpoint_replicas: 1         # verified copies on other nodes before a checkpoint counts (0: none)
+//   transfer_ticket_ttl_ms: 21600000  # a transfer ticket's lifetime (6 h: long enough for a large model)
 // Schedules (docs/pipelines.md, "Schedules"):
 //   schedule_misfire_grace_ms: 60000  # a cron fire handled later than this counts as missed (--missed policy)
 // Unknown keys and wrong types are errors naming the file, line and key.
@@ -121,6 +126,11 @@ struct CoordinatorConfig {
   double share_horizon_s = 3600;
   bool backfill = true;
   int64_t schedule_interval_ms = 1000;
+  // ---- artifacts without a shared filesystem
+  bool shared_filesystem = true;
+  std::string artifact_source;
+  int64_t checkpoint_replicas = 1;
+  int64_t transfer_ticket_ttl_ms = 6LL * 3600 * 1000;
   // ---- schedules
   int64_t schedule_misfire_grace_ms = 60000;
 };

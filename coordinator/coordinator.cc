@@ -78,6 +78,9 @@ void Coordinator::OnAgentMessage(const std::string& peer, const pb::AgentToCoord
     case pb::AgentToCoordinator::kCheckpointDeleted:
       HandleSequenced(peer, message.checkpoint_deleted().seq(), message);
       break;
+    case pb::AgentToCoordinator::kCheckpointReplicated:
+      HandleSequenced(peer, message.checkpoint_replicated().seq(), message);
+      break;
     case pb::AgentToCoordinator::kLogChunk:
       HandleLogChunk(peer, message.log_chunk());
       break;
@@ -122,6 +125,9 @@ void Coordinator::OnClientRequest(const std::string& peer, const pb::ClientReque
       break;
     case pb::ClientRequest::kGetLogs:
       HandleGetLogs(*who, peer, id, request.get_logs());
+      break;
+    case pb::ClientRequest::kFetchOutputs:
+      HandleFetchOutputs(*who, peer, id, request.fetch_outputs());
       break;
     case pb::ClientRequest::kDrain:
       HandleDrain(*who, peer, id, request.drain());
@@ -183,6 +189,7 @@ void Coordinator::Tick() {
   DetectFailedNodes();
   CheckStopDeadlines();
   ExpireLogRequests();
+  TickReplication();
   if (jobs_.TakeQueueGrew()) schedule_dirty_ = true;
   // Time moves the plan too (time limits, minimum runtimes, reservations): a pass at least every interval
   // while anything waits or runs.

@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/artifacts.h"
 #include "coordinator/audit.h"
 #include "coordinator/checkpoint_registry.h"
 #include "coordinator/clock.h"
@@ -110,6 +111,8 @@ struct CoordinatorOptions {
   int64_t usage_persist_interval_ms = 60000;  // team usage is written at most this often
   // ---- schedules (coordinator/schedules.h, docs/pipelines.md "Schedules")
   ScheduleOptions schedules;  // misfire grace, minimum data-check interval, history length
+  // ---- artifacts without a shared filesystem (coordinator/artifacts.h)
+  ArtifactOptions artifacts;
 };
 
 // A SubmitJob whose spec was parsed and resolved (possibly on another thread: coordinator/spec_workers.h).
@@ -312,13 +315,34 @@ class Coordinator {
   std::vector<std::string> EvictJobsOn(const std::string& node_id, const std::string& user);
   void Launch(Job& job, const std::vector<ChosenNode>& nodes);  // PENDING -> STARTING, LaunchTask to each node
   void Explain(Job& job, const PendingExplanation& why);        // the pending job's reason, position, estimate
-  void SendLaunch(const Job& job, const std::string& node_id);
+  void SendLaunch(Job& job, const std::string& node_id);
 
   // ---- checkpoints.cc
   void HandleCheckpointCommitted(Node& node, const pb::CheckpointRecord& checkpoint);
   void HandleCheckpointDeleted(Node& node, const pb::CheckpointDeleted& deleted);
   void ApplyRetention(Job& job);
-  void SendDeleteCheckpoint(const Job& job, const pb::CheckpointRecord& checkpoint);
+  void SendDeleteCheckpoint(const Job& job, const pb::CheckpointRecord& checkpoint);  // to every holder
+  void SendDeleteCheckpointTo(const Job& job, const pb::CheckpointRecord& checkpoint, const std::string& node_id);
+
+  // ---- artifacts.cc, replication.cc: no shared filesystem (coordinator/artifacts.h)
+  struct ReplicaOrders {
+    std::map<std::string, int64_t> pending;  // node -> when the ReplicateCheckpoint was sent
+    std::set<std::string> failed;            // nodes that could not copy it (never asked again)
+  };
+  std::string SignTicket(const std::string& node_id, const std::string& root, const std::string& purpose,
+                         const pb::JobRecord& job) const;
+  // Fills the source fields and a fresh ticket; false when the node is unknown or serves no transfers.
+  bool FillSource(const std::string& node_id, const std::string& path, const std::string& purpose,
+                  const pb::JobRecord& job, pb::StageInput* input) const;
+  void AddStaging(Job& job, const std::string& node_id, pb::LaunchTask* launch);
+  void HandleFetchOutputs(const Principal& who, const std::string& peer, uint64_t request_id,
+                          const pb::FetchOutputsRequest& request);
+  bool ReplicationNeeded() const;
+  std::vector<std::string> ReplicaTargets(const Job* job, const pb::CheckpointRecord& c, const ReplicaOrders& orders,
+                                          size_t wanted) const;
+  void StartReplication(Job* job, const pb::CheckpointRecord& c);
+  void HandleCheckpointReplicated(Node& node, const pb::CheckpointReplicated& done);
+  void TickReplication();
 
   // ---- clients.cc
   void HandleMetricBatch(const pb::MetricBatch& batch);
@@ -383,6 +407,7 @@ class Coordinator {
   std::deque<Watcher> watchers_;
   std::map<uint64_t, PendingLogRequest> log_requests_;
   std::set<std::string> disconnected_jobs_;  // jobs with a task kept on a DOWN node (Job::disconnected_ms)
+  std::map<std::pair<std::string, uint64_t>, ReplicaOrders> replications_;  // (job, step) of REPLICATING checkpoints
   TeamUsage usage_;
   bool schedule_dirty_ = true;
   int64_t last_schedule_ms_ = 0;

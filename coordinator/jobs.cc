@@ -115,6 +115,16 @@ StatusOr<Job*> Coordinator::SubmitPrepared(const PreparedSubmit& prepared, std::
   } else if (Status fit = jobspec::CheckFitsCluster(*prepared.spec, nodes_.Shape()); !fit.ok()) {
     return fit.WithContext("the cluster can never run this job");
   }
+  if (!options_.artifacts.shared_filesystem) {  // inputs staged from one node (coordinator/artifacts.h)
+    RETURN_IF_ERROR(CheckStageable(*prepared.spec, options_.artifacts.default_source));
+    const std::string source = StageSource(*prepared.spec, options_.artifacts.default_source);
+    if (nodes_.Find(source) == nullptr) {
+      warnings->push_back(
+          fmt::format("stage_from node '{}' has not registered: the job's inputs are copied from it "
+                      "when it starts, and fail then if it is still unknown",
+                      source));
+    }
+  }
   // Two jobs never write one output directory (nor one inside the other): the second is refused here, and
   // the agents' output lock (docs/agent.md) refuses what this cannot see (a stale attempt of the same job).
   const std::string output_key = OutputDirKey(prepared.spec->train.output_dir);

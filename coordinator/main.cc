@@ -19,6 +19,7 @@
 #include "coordinator/server.h"
 #include "protocol/curve.h"
 #include "storage/state_store.h"
+#include "transfer/ticket.h"
 
 namespace {
 
@@ -123,6 +124,15 @@ int main(int argc, char** argv) {
   auto* max_message =
       app.add_option("--max-message-bytes", flags.max_message_bytes, "largest frame accepted (ZMQ_MAXMSGSIZE)")
           ->default_val(flags.max_message_bytes);
+  auto* no_shared_fs = app.add_flag("--no-shared-filesystem", flags.shared_filesystem,
+                                    "nodes share no filesystem: stage inputs to each node, replicate checkpoints "
+                                    "(docs/transfers.md)");
+  auto* artifact_source = app.add_option("--artifact-source", flags.artifact_source,
+                                         "without a shared filesystem: the node holding jobs' inputs when a spec "
+                                         "names no stage_from");
+  auto* replicas = app.add_option("--checkpoint-replicas", flags.checkpoint_replicas,
+                                  "verified copies of a checkpoint on other nodes before it counts")
+                       ->default_val(flags.checkpoint_replicas);
   std::string backup_config, backup_state_dir, backup_out;
   auto* backup = app.add_subcommand("backup",
                                     "write a consistent copy of the state directory (RocksDB checkpoint + CurveZMQ "
@@ -154,6 +164,9 @@ int main(int argc, char** argv) {
   if (bootstrap->count()) config.bootstrap_join_token_file = flags.bootstrap_join_token_file;
   if (plaintext->count()) config.insecure_plaintext = flags.insecure_plaintext;
   if (max_message->count()) config.max_message_bytes = flags.max_message_bytes;
+  if (no_shared_fs->count()) config.shared_filesystem = false;
+  if (artifact_source->count()) config.artifact_source = flags.artifact_source;
+  if (replicas->count()) config.checkpoint_replicas = flags.checkpoint_replicas;
   if (auto st = ValidateConfig(config); !st.ok()) {
     std::fprintf(stderr, "anneal-coordinator: %s\n", st.message().c_str());
     return 2;
@@ -223,6 +236,23 @@ int main(int argc, char** argv) {
   options.schedule_interval_ms = config.schedule_interval_ms;
   options.schedules.misfire_grace_ms = config.schedule_misfire_grace_ms;
   options.path_policy = std::make_shared<const anneal::jobspec::PathPolicy>(*config.path_policy);
+  // Transfer tickets (docs/transfers.md): the signing key lives beside the CurveZMQ keys in the state directory.
+  auto signer = anneal::transfer::TicketSigner::LoadOrCreate(config.state_dir);
+  if (!signer.ok()) {
+    spdlog::critical("transfer ticket key: {}", signer.status().ToString());
+    return 1;
+  }
+  options.artifacts = {.shared_filesystem = config.shared_filesystem,
+                       .default_source = config.artifact_source,
+                       .replicas = static_cast<int>(config.checkpoint_replicas),
+                       .ticket_ttl_ms = config.transfer_ticket_ttl_ms,
+                       .signer = std::make_shared<const anneal::transfer::TicketSigner>(std::move(*signer))};
+  if (!config.shared_filesystem) {
+    spdlog::info(
+        "no shared filesystem: inputs staged from '{}' unless a spec names stage_from; {} checkpoint "
+        "replica(s)",
+        config.artifact_source, config.checkpoint_replicas);
+  }
   Coordinator core(options, store->get(), &clock);
   if (auto st = core.Recover(); !st.ok()) {
     spdlog::critical("recovering state from {}: {}", config.state_dir, st.ToString());

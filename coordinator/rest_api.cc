@@ -204,6 +204,8 @@ const std::vector<RestRoute>& RestRoutes() {
       {"POST", "/api/v1/jobs/{job_id}/cancel", "cancel", 200, nullptr, "Cancel a job"},
       {"GET", "/api/v1/jobs/{job_id}/checkpoints", "list_checkpoints", 200, nullptr, "A job's checkpoints"},
       {"GET", "/api/v1/jobs/{job_id}/logs", "get_logs", 200, nullptr, "A rank's log from an offset (data as text)"},
+      {"GET", "/api/v1/jobs/{job_id}/outputs", "fetch_outputs", 200, nullptr,
+       "Where a job's outputs are, with a ticket to copy them from that node (anneal fetch)"},
       {"GET", "/api/v1/jobs/{job_id}/watch", "watch", 200, nullptr, "Long poll: new events and metrics of a job"},
       {"GET", "/api/v1/jobs/{job_id}/stream", "", 200, nullptr, "Server-sent events: job, event and metric"},
       {"GET", "/api/v1/nodes", "list_nodes", 200, nullptr, "List nodes"},

@@ -199,7 +199,7 @@ void Coordinator::Launch(Job& job, const std::vector<ChosenNode>& chosen_nodes) 
   for (const auto& chosen : chosen_nodes) SendLaunch(job, chosen.node_id);
 }
 
-void Coordinator::SendLaunch(const Job& job, const std::string& node_id) {
+void Coordinator::SendLaunch(Job& job, const std::string& node_id) {
   const pb::JobRecord& r = job.record;
   const Node* node = nodes_.Find(node_id);
   if (node == nullptr) return;
@@ -232,6 +232,7 @@ void Coordinator::SendLaunch(const Job& job, const std::string& node_id) {
       for (const auto& root : roots->outputs) launch->add_output_roots(root);
     }
   }
+  AddStaging(job, node_id, launch);  // no shared filesystem: inputs and the resume checkpoint (artifacts.h)
   SendToNode(*node, std::move(message));
 }
 

@@ -98,13 +98,15 @@ class Host:
         self.ns = f"{PREFIX}{net.pid}-{index}"
         self.veth = f"anv{net.pid}-{index}"[:15]
         self.disk = os.path.join(directory, "disk")
+        # With FaultNet(private_path=P): this host's own files at P (no filesystem shared with the other hosts).
+        self.fs = os.path.join(directory, "fs")
         self.procs = []
         self._mounted = False
 
     def spawn(self, argv, log, env=None, cwd=None):
         """Starts argv inside this host's namespace (stdout and stderr to `log`, in its own session); a Popen."""
         out = open(log, "ab")
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns, *map(str, argv)], stdout=out, stderr=subprocess.STDOUT,
+        p = subprocess.Popen(self._in_ns(argv), stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
         out.close()
         self.procs.append(p)
@@ -112,8 +114,15 @@ class Host:
 
     def run(self, argv, env=None, timeout=60):
         """Runs argv inside this host's namespace to completion; a CompletedProcess (text)."""
-        return subprocess.run(["ip", "netns", "exec", self.ns, *map(str, argv)], capture_output=True, text=True,
-                              env=env, timeout=timeout)
+        return subprocess.run(self._in_ns(argv), capture_output=True, text=True, env=env, timeout=timeout)
+
+    def _in_ns(self, argv):
+        # `ip netns exec` gives every command its own mount namespace (mounts are slaves of the root's): a bind of
+        # this host's fs directory over the private path there is seen by the command and its children only.
+        if self.net.private_path is None:
+            return ["ip", "netns", "exec", self.ns, *map(str, argv)]
+        bind = 'mount --bind "$1" "$2" || exit 97; shift 2; exec "$@"'
+        return ["ip", "netns", "exec", self.ns, "sh", "-c", bind, "sh", self.fs, self.net.private_path, *map(str, argv)]
 
     def pids(self):
         return _ns_pids(self.ns)
@@ -182,9 +191,12 @@ class FaultNet:
         subprocess.run(["ip", "netns", "del", probe], capture_output=True)
         return None
 
-    def __init__(self, count, directory):
+    def __init__(self, count, directory, private_path=None):
+        """`private_path`: a directory every host sees with its own contents (host.fs), as on nodes without a shared
+        filesystem; the test process (root namespace) reads a host's files under host.fs."""
         self.pid = os.getpid() % 100000
         self.count, self.root = count, directory
+        self.private_path = private_path
         # A /24 per test process, so that fault tests running at once do not share addresses.
         self.subnet = f"10.{200 + (self.pid // 250) % 50}.{self.pid % 250}"
         self.bridge = f"anb{self.pid}"
@@ -215,6 +227,10 @@ class FaultNet:
         directory = os.path.join(self.root, f"host{i}")
         os.makedirs(directory, exist_ok=True)
         host = Host(self, i, f"{self.subnet}.{i + 1}", directory)
+        if self.private_path is not None:
+            os.makedirs(self.private_path, exist_ok=True)
+            os.makedirs(host.fs, exist_ok=True)
+            os.chmod(host.fs, 0o755)
         self.hosts.append(host)
         subprocess.run(["ip", "netns", "add", host.ns], check=True, capture_output=True)
         _ip("link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.ns)

@@ -219,6 +219,8 @@ def case_roles(bindir, tmp):
             ("POST", "/api/v1/jobs/{fresh}/cancel", None, {V: 403, O: 403, N: 401, B: 401}, 200),
             # The job is not placed (no agent here): its readers learn it has no rank 0.
             ("GET", f"/api/v1/jobs/{job}/logs?rank=0", None, {O: 403, N: 401, B: 401}, 404),
+            # ... and that it has no outputs to fetch yet.
+            ("GET", f"/api/v1/jobs/{job}/outputs", None, {O: 403, N: 401, B: 401}, 409),
             ("GET", "/api/v1/teams", None, {N: 401, B: 401}, 200),
             ("DELETE", "/api/v1/teams/ghost", None, {A: 404, N: 401, B: 401}, 403),
             ("POST", "/api/v1/teams/nlp/quota", {"weight": 2}, {A: 200, N: 401, B: 401}, 403),
