@@ -107,7 +107,7 @@ struct BlobFetch {
       close_fd();  // the .part stays: the next fetch resumes from its length
       return st;
     }
-    std::string got = st.ok() ? "" : "(" + st.message() + ")";
+    std::string got = st.ok() ? "" : st.message();
     if (st.ok()) {
       if (::fsync(fd) != 0) {
         close_fd();
