@@ -61,6 +61,9 @@ struct FetchOptions {
   const std::atomic<bool>* cancel = nullptr;  // set -> CANCELLED promptly (checked between chunks)
   int timeout_ms = 30000;                     // per request; a timed-out request is retried on a fresh socket
   int max_retries = 5;
+  // A Manifest request's wait: the server hashes files it has not hashed before (about 1 GB/s), so the first
+  // manifest of a large tree takes a while; later ones come from its hash cache.
+  int manifest_timeout_ms = 600000;
   int window = 4;                     // Read requests in flight per file
   uint64_t chunk_bytes = 4ull << 20;  // bytes per Read (<= kMaxChunkBytes)
   // BlobStore::Fetch / FetchFile: the manifest's paths are relative to <ticket root>/<subpath> (the subpath its

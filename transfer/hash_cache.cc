@@ -65,7 +65,7 @@ Status HashCache::Flush() {
     if (persist_path_.empty() || !dirty_) return Status::Ok();
     nlohmann::json files = nlohmann::json::object();
     for (const auto& [path, e] : entries_) files[path] = {e.size, e.mtime_ns, e.inode, e.sha256};
-    text = nlohmann::json{{"files", std::move(files)}}.dump();
+    text = nlohmann::json{{"files", std::move(files)}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     dirty_ = false;
   }
   Status st = WriteFileAtomic(persist_path_, text, 0600);

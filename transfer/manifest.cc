@@ -35,6 +35,20 @@ bool IsLowerHex(std::string_view s, size_t length) {
          std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
 // True when `path` (lexically normal, absolute) is `root` or lies under it.
 bool IsInside(const fs::path& path, const fs::path& root) {
   auto [r, p] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
@@ -90,6 +104,10 @@ struct Walker {
     for (const auto& entry : entries) {
       const std::string name = entry.path().filename().string();
       const std::string rel = prefix.empty() ? name : prefix + "/" + name;
+      if (!IsValidUtf8(name)) {
+        return InvalidArgumentError(fmt::format("{}: the name of {} is not valid UTF-8 (cannot be transferred)",
+                                                root.string(), fs::path(dir / name).string()));
+      }
       fs::path real = entry.path();
       fs::file_status status = entry.symlink_status(ec);
       if (ec) return UnavailableError(fmt::format("cannot stat {}: {}", real.string(), ec.message()));
@@ -166,6 +184,7 @@ StatusOr<std::string> Sha256File(const std::string& path) {
 Status CheckRelativePath(std::string_view path) {
   if (path.empty()) return InvalidArgumentError("empty path");
   if (path.find('\0') != std::string_view::npos) return InvalidArgumentError("path contains a NUL byte");
+  if (!IsValidUtf8(path)) return InvalidArgumentError(fmt::format("path '{}' is not valid UTF-8", path));
   if (path.front() == '/') return InvalidArgumentError(fmt::format("path '{}' is absolute", path));
   size_t start = 0;
   while (start <= path.size()) {
@@ -224,7 +243,8 @@ Status ValidateManifest(const Manifest& manifest) {
 std::string ManifestToJson(const Manifest& manifest) {
   nlohmann::json files = nlohmann::json::array();
   for (const auto& f : manifest.files) files.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
-  return nlohmann::json{{"files", std::move(files)}}.dump();
+  // Paths from BuildManifest are valid UTF-8; any other byte would throw, so it is replaced (and then refused).
+  return nlohmann::json{{"files", std::move(files)}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 StatusOr<Manifest> ManifestFromJson(std::string_view json) {

@@ -63,7 +63,8 @@ struct Manifest {
 StatusOr<std::string> Sha256File(const std::string& path);
 std::string Sha256Hex(std::string_view bytes);
 
-// OK when `path` is a relative '/'-separated path with no empty, "." or ".." parts and no NUL;
+// OK when `path` is a relative '/'-separated path of valid UTF-8 (protobuf strings must be) with no empty, "."
+// or ".." parts and no NUL;
 // INVALID_ARGUMENT naming `path` and what is wrong otherwise.
 Status CheckRelativePath(std::string_view path);
 

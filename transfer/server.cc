@@ -96,7 +96,13 @@ void TransferServer::Impl::WorkerLoop() {
                  &reply);
         ++refused;
       } else {
-        Handle(parts[1], &reply, &data);
+        try {
+          Handle(parts[1], &reply, &data);
+        } catch (const std::exception& e) {  // never expected; a request must not take the server down
+          reply.Clear();
+          SetError(InternalError(fmt::format("transfer server failed on this request: {}", e.what())), &reply);
+          ++refused;
+        }
         has_data = !reply.has_error() && reply.has_read();
       }
       std::array<zmq::message_t, 3> out{zmq::message_t(parts[0].data(), parts[0].size()),
@@ -273,6 +279,10 @@ const std::string& TransferServer::public_key() const {
 void TransferServer::SetSignerPublicKey(std::string key) {
   std::lock_guard lock(impl_->signer_mu);
   impl_->signer_public_key = std::move(key);
+}
+
+StatusOr<Manifest> TransferServer::LocalManifest(const std::string& path) {
+  return BuildManifest(path, &impl_->hash_cache);
 }
 
 ServerStats TransferServer::stats() const {

@@ -40,6 +40,7 @@
 
 #include "common/status.h"
 #include "protocol/curve.h"
+#include "transfer/manifest.h"
 
 namespace anneal::transfer {
 
@@ -74,11 +75,15 @@ class TransferServer {
   TransferServer(const TransferServer&) = delete;
   TransferServer& operator=(const TransferServer&) = delete;
 
-  // The bound endpoint with the real port ("tcp://10.1.2.3:41234"); a "*" host is reported as given.
+  // The bound endpoint with the real port ("tcp://10.1.2.3:41234"); a "*" bind reports "tcp://0.0.0.0:<port>"
+  // (the agent advertises its own address with that port).
   std::string endpoint() const;
   const std::string& public_key() const;
   void SetSignerPublicKey(std::string key);
   ServerStats stats() const;
+  // The manifest of a local path through the server's HashCache (the agent computes a tree's id for the
+  // coordinator at stage time; the files are then not hashed again when a reader asks). Errors: BuildManifest's.
+  StatusOr<Manifest> LocalManifest(const std::string& path);
 
   struct Impl;
 

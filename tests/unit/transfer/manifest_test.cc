@@ -99,6 +99,16 @@ TEST(Manifest, ADanglingSymlinkAndAFifoAreRefusedNamingThePath) {
   EXPECT_NE(fifo.status().message().find("pipe"), std::string::npos) << fifo.status().message();
 }
 
+TEST(Manifest, AFileNameThatIsNotUtf8IsRefusedNamingIt) {
+  TempDir t;
+  MakeTree(t.path + "/m");
+  WriteBytes(t.path + "/m/bad\xff\xfe.bin", "x");
+  auto m = BuildManifest(t.path + "/m", nullptr);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("UTF-8"), std::string::npos) << m.status().message();
+}
+
 TEST(Manifest, AMissingRootIsNotFound) {
   auto m = BuildManifest("/nonexistent/anneal-model", nullptr);
   ASSERT_FALSE(m.ok());

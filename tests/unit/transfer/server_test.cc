@@ -60,6 +60,14 @@ TEST_F(ServerTest, ServesAManifestAndReads) {
   EXPECT_EQ(testing::RawRequest(*f.server, {Read("sub/b.txt").SerializeAsString()}).at(1), "world");
 }
 
+TEST_F(ServerTest, LocalManifestIsTheManifestReadersGet) {
+  auto local = f.server->LocalManifest(root);
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  auto remote = FetchManifest(f.SourceFor(root), "");
+  ASSERT_TRUE(remote.ok()) << remote.status().ToString();
+  EXPECT_EQ(local->Id(), remote->Id());
+}
+
 TEST_F(ServerTest, PathsLeavingTheRootAreRefusedNamingThePath) {
   fs::create_symlink(t.path + "/outside.txt", root + "/sub/link");
   ExpectError(RawCall(*f.server, Read("../outside.txt")), StatusCode::kPermissionDenied, "../outside.txt");
@@ -135,6 +143,7 @@ TEST_F(ServerTest, AClientWithTheWrongServerKeyTimesOutNamingTheEndpoint) {
   wrong.server_public_key = protocol::GenerateCurveKeyPair()->public_key;
   FetchOptions options;
   options.timeout_ms = 200;
+  options.manifest_timeout_ms = 200;
   options.max_retries = 2;
   const auto start = std::chrono::steady_clock::now();
   auto m = FetchManifest(wrong, "", options);
