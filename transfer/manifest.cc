@@ -60,6 +60,10 @@ struct Walker {
   fs::path resolved_root;  // realpath
   HashCache* cache;
   Manifest manifest;
+  // Symlinked directories can make loops or exponentially many paths: the directories on the current path
+  // (a loop is refused) and a budget of directory visits (RESOURCE_EXHAUSTED).
+  std::vector<std::pair<dev_t, ino_t>> open_dirs;
+  size_t dirs_visited = 0;
 
   Status Hash(const fs::path& file, const std::string& rel) {
     struct stat st {};
@@ -97,6 +101,26 @@ struct Walker {
 
   Status Walk(const fs::path& dir, const std::string& prefix, int depth) {
     if (depth > 64) return InvalidArgumentError(fmt::format("{}: directories nested deeper than 64", root.string()));
+    if (++dirs_visited > kMaxManifestFiles) {
+      return ResourceExhaustedError(
+          fmt::format("{}: more than {} directories (through symlinks?)", root.string(), kMaxManifestFiles));
+    }
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+      return UnavailableError(fmt::format("cannot stat {}: {}", dir.string(), ErrnoText(errno)));
+    }
+    const std::pair<dev_t, ino_t> id{st.st_dev, st.st_ino};
+    if (std::find(open_dirs.begin(), open_dirs.end(), id) != open_dirs.end()) {
+      return InvalidArgumentError(
+          fmt::format("{}: '{}' is a symlink loop (a directory inside itself)", root.string(), prefix));
+    }
+    open_dirs.push_back(id);
+    Status st_walk = WalkEntries(dir, prefix, depth);
+    open_dirs.pop_back();
+    return st_walk;
+  }
+
+  Status WalkEntries(const fs::path& dir, const std::string& prefix, int depth) {
     std::error_code ec;
     std::vector<fs::directory_entry> entries;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) entries.push_back(*it);
@@ -204,7 +228,7 @@ StatusOr<Manifest> BuildManifest(const std::string& root, HashCache* cache) {
   const fs::path abs = fs::absolute(root, ec).lexically_normal();
   const fs::file_status status = fs::symlink_status(abs, ec);
   if (ec || !fs::exists(status)) return NotFoundError(fmt::format("{}: no such file or directory", root));
-  Walker walker{abs, fs::canonical(abs, ec), cache, {}};
+  Walker walker{abs, fs::canonical(abs, ec), cache, {}, {}, 0};
   if (ec) return NotFoundError(fmt::format("{}: cannot be resolved: {}", root, ec.message()));
   const fs::file_status target = fs::status(abs, ec);
   if (fs::is_regular_file(target)) {

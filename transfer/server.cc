@@ -29,7 +29,7 @@ int64_t SystemNowMs() {
 
 struct TransferServer::Impl {
   ServerOptions options;
-  zmq::context_t context;
+  zmq::context_t context{2};  // two I/O threads: CurveZMQ encrypts there, so one would cap a server at one core
   zmq::socket_t frontend{context, zmq::socket_type::router};
   zmq::socket_t backend{context, zmq::socket_type::dealer};
   zmq::socket_t control_in{context, zmq::socket_type::pair};   // the proxy's end

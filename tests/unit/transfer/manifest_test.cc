@@ -109,6 +109,17 @@ TEST(Manifest, AFileNameThatIsNotUtf8IsRefusedNamingIt) {
   EXPECT_NE(m.status().message().find("UTF-8"), std::string::npos) << m.status().message();
 }
 
+TEST(Manifest, SymlinkLoopsAreRefusedQuickly) {
+  TempDir t;
+  fs::create_directories(t.path + "/m/d");
+  fs::create_symlink(".", t.path + "/m/d/self");
+  fs::create_symlink("..", t.path + "/m/d/parent");
+  auto m = BuildManifest(t.path + "/m", nullptr);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("symlink loop"), std::string::npos) << m.status().message();
+}
+
 TEST(Manifest, AMissingRootIsNotFound) {
   auto m = BuildManifest("/nonexistent/anneal-model", nullptr);
   ASSERT_FALSE(m.ok());
