@@ -69,6 +69,9 @@ struct FetchOptions {
   // BlobStore::Fetch / FetchFile: the manifest's paths are relative to <ticket root>/<subpath> (the subpath its
   // FetchManifest was given; "" = the ticket's root).
   std::string subpath;
+  // BlobStore::Fetch: dest_dir gets writable copies (0644, the caller's own) instead of hard links to the
+  // read-only blobs -- for `anneal fetch`, whose user edits what it gets. Costs the disk space twice.
+  bool materialize_copies = false;
 };
 
 // The manifest of <ticket root>/<subpath> on the source ("" = the root).
@@ -94,8 +97,9 @@ class BlobStore {
   // transfer: each is copied (never linked: the caller's file stays writable and its own) and checked against
   // its SHA-256 (DATA_LOSS naming the file when it differs).
   Status AddLocal(const std::string& root, const Manifest& manifest);
-  // Materializes `manifest` at dest_dir from blobs already in the store (NOT_FOUND naming a missing blob).
-  Status Materialize(const Manifest& manifest, const std::string& dest_dir);
+  // Materializes `manifest` at dest_dir from blobs already in the store (NOT_FOUND naming a missing blob):
+  // hard links (copies across filesystems), or writable copies when `copies`.
+  Status Materialize(const Manifest& manifest, const std::string& dest_dir, bool copies = false);
 
   // <root>/trees/<manifest id>: where the agent materializes a staged tree to hand its path to ranks.
   std::string TreePath(const std::string& manifest_id) const;

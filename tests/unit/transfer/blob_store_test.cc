@@ -203,6 +203,20 @@ TEST_F(BlobStoreTest, MaterializingOnAnotherFilesystemCopies) {
   EXPECT_EQ(st.st_ino, inode) << "a complete copy with the same content is left as is";
 }
 
+TEST_F(BlobStoreTest, WritableCopiesAreTheCallersOwn) {
+  const Manifest m = GetManifest();
+  FetchOptions options;
+  options.materialize_copies = true;
+  ASSERT_TRUE(store.Fetch(f.SourceFor(root), m, t.path + "/fetched", options).ok());
+  ExpectSameTree(t.path + "/fetched");
+  struct stat st {};
+  ASSERT_EQ(::stat((t.path + "/fetched/config.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  EXPECT_EQ(st.st_nlink, 1u);
+  WriteBytes(t.path + "/fetched/config.json", "edited");
+  EXPECT_EQ(ReadBytes(store.BlobPath(m.files[1].sha256)), "{\"hidden\": 64}") << "the blob is untouched";
+}
+
 TEST_F(BlobStoreTest, AddLocalStoresCopiesAndRefusesAFileThatNoLongerMatches) {
   auto m = BuildManifest(root, nullptr);
   ASSERT_TRUE(m.ok());
