@@ -12,17 +12,20 @@
 //                                         end of the file) and the file's current size; length <= kMaxChunkBytes
 //
 // Every request is checked, in order, and refused with an error reply (never a crash, never silence):
+//   INVALID_ARGUMENT   not one frame, larger than kMaxRequestBytes, not a TransferRequest
 //   UNAVAILABLE        no signer public key yet (the agent has not registered)
-//   INVALID_ARGUMENT   not a TransferRequest, larger than kMaxRequestBytes, length 0 or > kMaxChunkBytes
 //   UNAUTHENTICATED / PERMISSION_DENIED / DEADLINE_EXCEEDED   the ticket (VerifyTicket's outcomes)
+//   INVALID_ARGUMENT   neither Manifest nor Read; a Read's length 0 or > kMaxChunkBytes
 //   PERMISSION_DENIED  a path that leaves the root: "..", absolute, or resolving (realpath) outside the
 //                      resolved root through a symlink -- the message names the path
 //   NOT_FOUND          no such file under the root
 // Frames above 1 MiB are dropped by ZeroMQ itself (ZMQ_MAXMSGSIZE: the peer is disconnected).
 // Each served request is logged at debug level with the ticket's purpose and job id; refusals at warn.
 //
-// Threads: one proxy thread (ROUTER <-> inproc DEALER) and `threads` workers; the destructor stops and joins them.
-// Thread-safety: SetSignerPublicKey, endpoint, public_key and stats may be called from any thread.
+// Threads: one proxy thread (ROUTER <-> inproc DEALER), `threads` workers, two ZeroMQ I/O threads (Curve); the
+// destructor stops and joins them. A first Manifest of a large tree keeps one worker hashing (about 1 GB/s);
+// Reads go on in the others.
+// Thread-safety: SetSignerPublicKey, endpoint, public_key, stats and LocalManifest may be called from any thread.
 //
 // Example:
 //   ASSIGN_OR_RETURN(auto keys, protocol::LoadOrCreateServerKeys(state_dir + "/transfer"));
