@@ -108,6 +108,25 @@ TEST_F(BlobStoreTest, ACancelledTransferResumesFromThePartFile) {
   EXPECT_FALSE(fs::exists(part));
 }
 
+TEST_F(BlobStoreTest, AServerRestartMidTransferIsBridgedByRetries) {
+  const Manifest m = GetManifest();
+  const Source source = f.SourceFor(root);  // taken before: the server object is replaced meanwhile
+  std::atomic<bool> restarting{false};
+  std::thread restart;
+  FetchOptions options;
+  options.chunk_bytes = 256 << 10;
+  options.timeout_ms = 300;
+  options.max_retries = 10;  // with 0 this fails: the requests lost in the restart are sent again
+  options.progress = [&](uint64_t done, uint64_t) {
+    if (done >= (2u << 20) && !restarting.exchange(true)) restart = std::thread([&] { f.Restart(); });
+  };
+  Status st = store.Fetch(source, m, store.TreePath(m.Id()), options);
+  if (restart.joinable()) restart.join();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(restarting.load());
+  ExpectSameTree(store.TreePath(m.Id()));
+}
+
 TEST_F(BlobStoreTest, AFileChangedOnTheServerIsDataLossAfterOneRefetchAndLeavesNoBlob) {
   const Manifest m = GetManifest();
   WriteBytes(root + "/tok/nested/deep/vocab.txt", RandomBytes(70000, 99));  // same size, other bytes

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "protocol/curve.h"
 #include "tests/unit/transfer/transfer_test_support.h"
@@ -154,6 +155,35 @@ TEST_F(ServerTest, AClientWithTheWrongServerKeyTimesOutNamingTheEndpoint) {
   EXPECT_NE(m.status().message().find("3 tries"), std::string::npos) << m.status().message();
   EXPECT_LT(took, std::chrono::seconds(3));
   ExpectStillServes();
+}
+
+TEST_F(ServerTest, ARequestTimedOutWhileTheServerWasDownIsRetriedWhenItIsBack) {
+  const Source source = f.SourceFor(root);
+  ServerOptions options;
+  options.bind_endpoint = f.server->endpoint();  // the same port, after a restart
+  options.node_id = "node-a";
+  options.signer_public_key = f.signer.public_key();
+  options.now_ms = [clock = f.now] { return clock->load(); };
+  auto keys = protocol::GenerateCurveKeyPair();
+  f.server.reset();
+  // The restarted server keeps its keypair (LoadOrCreateServerKeys); here the test's source pins it.
+  Source pinned = source;
+  pinned.server_public_key = keys->public_key;
+  options.server_keys = *keys;
+  std::thread restart([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto started = TransferServer::Start(options);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    f.server = std::move(started).value();
+  });
+  FetchOptions fetch;
+  fetch.timeout_ms = 200;
+  fetch.manifest_timeout_ms = 200;
+  fetch.max_retries = 10;
+  auto m = FetchManifest(pinned, "", fetch);
+  restart.join();
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->files.size(), 2u);
 }
 
 TEST_F(ServerTest, StartRefusesBadOptionsAndAnEndpointItCannotBind) {

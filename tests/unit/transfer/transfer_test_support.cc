@@ -51,16 +51,26 @@ std::string ReadBytes(const std::string& path) {
 ServerFixture::ServerFixture() {
   auto keys = protocol::GenerateCurveKeyPair();
   if (!keys.ok()) std::abort();
-  ServerOptions options;
   options.bind_endpoint = "tcp://127.0.0.1:0";
   options.node_id = "node-a";
   options.signer_public_key = signer.public_key();
   options.server_keys = *keys;
   options.now_ms = [clock = now] { return clock->load(); };
-  auto started = TransferServer::Start(std::move(options));
+  auto started = TransferServer::Start(options);
   if (!started.ok()) {
     ADD_FAILURE() << started.status().ToString();
     std::abort();
+  }
+  server = std::move(started).value();
+  options.bind_endpoint = server->endpoint();
+}
+
+void ServerFixture::Restart() {
+  server.reset();
+  auto started = TransferServer::Start(options);
+  if (!started.ok()) {
+    ADD_FAILURE() << started.status().ToString();
+    return;
   }
   server = std::move(started).value();
 }

@@ -32,9 +32,12 @@ struct ServerFixture {
   ServerFixture();
   std::string Ticket(const std::string& root, int64_t ttl_ms = 600000, const std::string& node = "node-a") const;
   Source SourceFor(const std::string& root) const;
+  // Stops the server and starts it again on the same endpoint with the same keys (an agent restart).
+  void Restart();
 
   TicketSigner signer = TicketSigner::Generate();
   std::shared_ptr<std::atomic<int64_t>> now = std::make_shared<std::atomic<int64_t>>(1'700'000'000'000);
+  ServerOptions options;
   std::unique_ptr<TransferServer> server;
 };
 
