@@ -54,7 +54,15 @@ void HashCache::Load() {
         !e[2].is_number_unsigned() || !e[3].is_string()) {
       continue;
     }
-    entries_[path] = Entry{e[0].get<uint64_t>(), e[1].get<int64_t>(), e[2].get<uint64_t>(), e[3].get<std::string>()};
+    Entry entry{e[0].get<uint64_t>(), e[1].get<int64_t>(), e[2].get<uint64_t>(), e[3].get<std::string>()};
+    // Entries of files that are gone or changed are dropped here, once per start, so the file does not grow
+    // with every tree the node ever served.
+    auto now = Stamp(path);
+    if (!now.ok() || !(*now == FileStamp{entry.size, entry.mtime_ns, entry.inode})) {
+      dirty_ = true;
+      continue;
+    }
+    entries_[path] = std::move(entry);
   }
 }
 

@@ -168,6 +168,19 @@ TEST(HashCache, APersistedCacheSparesARestartTheHashing) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
+TEST(HashCache, ARestartDropsEntriesOfFilesThatAreGone) {
+  TempDir t;
+  MakeTree(t.path + "/m");
+  const std::string persist = t.path + "/hash-cache.json";
+  {
+    HashCache cache(persist);
+    ASSERT_TRUE(BuildManifest(t.path + "/m", &cache).ok());
+  }
+  fs::remove_all(t.path + "/m/weights");
+  HashCache restarted(persist);
+  EXPECT_EQ(restarted.size(), 3u);
+}
+
 TEST(HashCache, ACorruptPersistFileStartsEmpty) {
   TempDir t;
   WriteBytes(t.path + "/hash-cache.json", "{not json");
