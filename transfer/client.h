@@ -77,8 +77,9 @@ struct FetchOptions {
 // The manifest of <ticket root>/<subpath> on the source ("" = the root).
 StatusOr<Manifest> FetchManifest(const Source& source, const std::string& subpath, const FetchOptions& options = {});
 
-// Reads one whole file <ticket root>/<path> into `dest_path` (created/truncated), without checks beyond the
-// size the server reports. For small one-off reads; BlobStore::Fetch is the checked, resumable way.
+// Reads one whole file <ticket root>/<subpath>/<path> into `dest_path` (created/truncated) and checks it against
+// the SHA-256 of the file's manifest (DATA_LOSS naming it). No store, no resume: for small one-off reads;
+// BlobStore::Fetch is the cached, resumable way.
 Status FetchFile(const Source& source, const std::string& path, const std::string& dest_path,
                  const FetchOptions& options = {});
 

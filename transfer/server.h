@@ -53,8 +53,8 @@ inline constexpr size_t kMaxRequestBytes = 64 << 10;    // one request message
 struct ServerOptions {
   std::string bind_endpoint;  // e.g. "tcp://10.1.2.3:0" (port 0: pick one) or "tcp://*:7070"
   std::string node_id;
-  std::string
-      signer_public_key;  // may be empty until the coordinator tells it (then every request is refused UNAVAILABLE)
+  // May be empty until the coordinator tells it (then every request is refused UNAVAILABLE).
+  std::string signer_public_key;
   protocol::CurveKeyPair server_keys;
   std::function<int64_t()> now_ms;  // wall clock, injectable for tests (empty: the system clock)
   int threads = 2;
