@@ -278,6 +278,16 @@ TEST_F(BlobStoreTest, PruneDropsUnpinnedTreesOldestFirstAndKeepsPinnedOnes) {
   EXPECT_EQ(store.UsedBytes(), 0u);
 }
 
+TEST_F(BlobStoreTest, FetchFileCopiesOneCheckedFileAndRefusesADirectory) {
+  ASSERT_TRUE(FetchFile(f.SourceFor(root), "tok/nested/deep/vocab.txt", t.path + "/vocab.txt").ok());
+  EXPECT_EQ(ReadBytes(t.path + "/vocab.txt"), ReadBytes(root + "/tok/nested/deep/vocab.txt"));
+  Status dir = FetchFile(f.SourceFor(root), "tok", t.path + "/tok.txt");
+  ASSERT_EQ(dir.code(), StatusCode::kInvalidArgument) << dir.ToString();
+  EXPECT_NE(dir.message().find("directory"), std::string::npos);
+  Status escape = FetchFile(f.SourceFor(root), "../x", t.path + "/x");
+  EXPECT_EQ(escape.code(), StatusCode::kPermissionDenied) << escape.ToString();
+}
+
 TEST_F(BlobStoreTest, AManifestWithForgedPathsIsRefusedBeforeAnyRequest) {
   Manifest forged;
   forged.files.push_back({"../../etc/passwd", 10, Sha256Hex("x")});
