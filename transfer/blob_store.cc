@@ -21,7 +21,8 @@
 namespace anneal::transfer {
 namespace fs = std::filesystem;
 
-Status MaterializeTree(const BlobStore& store, const Manifest& manifest, const std::string& dest);  // store_tree.cc
+Status MaterializeTree(const BlobStore& store, const Manifest& manifest, const std::string& dest,
+                       bool copies);  // store_tree.cc
 
 namespace {
 
@@ -107,7 +108,7 @@ struct BlobFetch {
       close_fd();  // the .part stays: the next fetch resumes from its length
       return st;
     }
-    std::string got = st.ok() ? "" : "(" + st.message() + ")";
+    std::string got = st.ok() ? "" : st.message();
     if (st.ok()) {
       if (::fsync(fd) != 0) {
         close_fd();
@@ -198,7 +199,7 @@ Status BlobStore::Fetch(const Source& source, const Manifest& manifest, const st
     BlobFetch fetch{*this, channel, options, entry, on_bytes};
     RETURN_IF_ERROR(fetch.Run());
   }
-  return MaterializeTree(*this, manifest, dest_dir);
+  return MaterializeTree(*this, manifest, dest_dir, options.materialize_copies);
 }
 
 }  // namespace anneal::transfer

@@ -33,7 +33,7 @@ class Channel {
  private:
   Status Open();
   Status CheckCancel() const;
-  Status NoReply() const;
+  Status NoReply(int timeout_ms) const;
 
   Source source_;
   const FetchOptions& options_;

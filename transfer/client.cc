@@ -61,11 +61,11 @@ Status Channel::CheckCancel() const {
   return Status::Ok();
 }
 
-Status Channel::NoReply() const {
+Status Channel::NoReply(int timeout_ms) const {
   return DeadlineExceededError(fmt::format(
       "no reply from transfer server {} after {} tries of {} ms: it is down or unreachable, or its public key is "
       "not the one this client was given",
-      source_.endpoint, options_.max_retries + 1, options_.timeout_ms));
+      source_.endpoint, options_.max_retries + 1, timeout_ms));
 }
 
 namespace {
@@ -110,7 +110,8 @@ StatusOr<Manifest> Channel::GetManifest(const std::string& subpath) {
     request.set_ticket(source_.ticket);
     request.mutable_manifest()->set_subpath(subpath);
     SendRequest(*socket_, request);
-    const auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
+    const auto deadline =
+        Clock::now() + std::chrono::milliseconds(std::max(options_.timeout_ms, options_.manifest_timeout_ms));
     while (Clock::now() < deadline) {
       RETURN_IF_ERROR(CheckCancel());
       auto reply = ReceiveReply(*socket_, kPollSliceMs);
@@ -129,7 +130,7 @@ StatusOr<Manifest> Channel::GetManifest(const std::string& subpath) {
       return manifest;
     }
   }
-  return NoReply();
+  return NoReply(std::max(options_.timeout_ms, options_.manifest_timeout_ms));
 }
 
 Status Channel::ReadRange(const std::string& path, uint64_t from, uint64_t size,
@@ -160,7 +161,7 @@ Status Channel::ReadRange(const std::string& path, uint64_t from, uint64_t size,
     auto reply = ReceiveReply(*socket_, kPollSliceMs);
     if (!reply) {
       if (Clock::now() - last_progress < std::chrono::milliseconds(options_.timeout_ms)) continue;
-      if (++retries > options_.max_retries) return NoReply();
+      if (++retries > options_.max_retries) return NoReply(options_.timeout_ms);
       RETURN_IF_ERROR(Open());  // the lost requests are sent again on a fresh socket
       in_flight.clear();
       next_send = next_write;

@@ -61,18 +61,25 @@ struct FetchOptions {
   const std::atomic<bool>* cancel = nullptr;  // set -> CANCELLED promptly (checked between chunks)
   int timeout_ms = 30000;                     // per request; a timed-out request is retried on a fresh socket
   int max_retries = 5;
+  // A Manifest request's wait: the server hashes files it has not hashed before (about 1 GB/s), so the first
+  // manifest of a large tree takes a while; later ones come from its hash cache.
+  int manifest_timeout_ms = 600000;
   int window = 4;                     // Read requests in flight per file
   uint64_t chunk_bytes = 4ull << 20;  // bytes per Read (<= kMaxChunkBytes)
   // BlobStore::Fetch / FetchFile: the manifest's paths are relative to <ticket root>/<subpath> (the subpath its
   // FetchManifest was given; "" = the ticket's root).
   std::string subpath;
+  // BlobStore::Fetch: dest_dir gets writable copies (0644, the caller's own) instead of hard links to the
+  // read-only blobs -- for `anneal fetch`, whose user edits what it gets. Costs the disk space twice.
+  bool materialize_copies = false;
 };
 
 // The manifest of <ticket root>/<subpath> on the source ("" = the root).
 StatusOr<Manifest> FetchManifest(const Source& source, const std::string& subpath, const FetchOptions& options = {});
 
-// Reads one whole file <ticket root>/<path> into `dest_path` (created/truncated), without checks beyond the
-// size the server reports. For small one-off reads; BlobStore::Fetch is the checked, resumable way.
+// Reads one whole file <ticket root>/<subpath>/<path> into `dest_path` (created/truncated) and checks it against
+// the SHA-256 of the file's manifest (DATA_LOSS naming it). No store, no resume: for small one-off reads;
+// BlobStore::Fetch is the cached, resumable way.
 Status FetchFile(const Source& source, const std::string& path, const std::string& dest_path,
                  const FetchOptions& options = {});
 
@@ -91,8 +98,9 @@ class BlobStore {
   // transfer: each is copied (never linked: the caller's file stays writable and its own) and checked against
   // its SHA-256 (DATA_LOSS naming the file when it differs).
   Status AddLocal(const std::string& root, const Manifest& manifest);
-  // Materializes `manifest` at dest_dir from blobs already in the store (NOT_FOUND naming a missing blob).
-  Status Materialize(const Manifest& manifest, const std::string& dest_dir);
+  // Materializes `manifest` at dest_dir from blobs already in the store (NOT_FOUND naming a missing blob):
+  // hard links (copies across filesystems), or writable copies when `copies`.
+  Status Materialize(const Manifest& manifest, const std::string& dest_dir, bool copies = false);
 
   // <root>/trees/<manifest id>: where the agent materializes a staged tree to hand its path to ranks.
   std::string TreePath(const std::string& manifest_id) const;

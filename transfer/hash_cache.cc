@@ -54,7 +54,15 @@ void HashCache::Load() {
         !e[2].is_number_unsigned() || !e[3].is_string()) {
       continue;
     }
-    entries_[path] = Entry{e[0].get<uint64_t>(), e[1].get<int64_t>(), e[2].get<uint64_t>(), e[3].get<std::string>()};
+    Entry entry{e[0].get<uint64_t>(), e[1].get<int64_t>(), e[2].get<uint64_t>(), e[3].get<std::string>()};
+    // Entries of files that are gone or changed are dropped here, once per start, so the file does not grow
+    // with every tree the node ever served.
+    auto now = Stamp(path);
+    if (!now.ok() || !(*now == FileStamp{entry.size, entry.mtime_ns, entry.inode})) {
+      dirty_ = true;
+      continue;
+    }
+    entries_[path] = std::move(entry);
   }
 }
 
@@ -65,7 +73,7 @@ Status HashCache::Flush() {
     if (persist_path_.empty() || !dirty_) return Status::Ok();
     nlohmann::json files = nlohmann::json::object();
     for (const auto& [path, e] : entries_) files[path] = {e.size, e.mtime_ns, e.inode, e.sha256};
-    text = nlohmann::json{{"files", std::move(files)}}.dump();
+    text = nlohmann::json{{"files", std::move(files)}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     dirty_ = false;
   }
   Status st = WriteFileAtomic(persist_path_, text, 0600);

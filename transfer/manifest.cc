@@ -35,6 +35,20 @@ bool IsLowerHex(std::string_view s, size_t length) {
          std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
 // True when `path` (lexically normal, absolute) is `root` or lies under it.
 bool IsInside(const fs::path& path, const fs::path& root) {
   auto [r, p] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
@@ -46,6 +60,10 @@ struct Walker {
   fs::path resolved_root;  // realpath
   HashCache* cache;
   Manifest manifest;
+  // Symlinked directories can make loops or exponentially many paths: the directories on the current path
+  // (a loop is refused) and a budget of directory visits (RESOURCE_EXHAUSTED).
+  std::vector<std::pair<dev_t, ino_t>> open_dirs;
+  size_t dirs_visited = 0;
 
   Status Hash(const fs::path& file, const std::string& rel) {
     struct stat st {};
@@ -83,6 +101,26 @@ struct Walker {
 
   Status Walk(const fs::path& dir, const std::string& prefix, int depth) {
     if (depth > 64) return InvalidArgumentError(fmt::format("{}: directories nested deeper than 64", root.string()));
+    if (++dirs_visited > kMaxManifestFiles) {
+      return ResourceExhaustedError(
+          fmt::format("{}: more than {} directories (through symlinks?)", root.string(), kMaxManifestFiles));
+    }
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+      return UnavailableError(fmt::format("cannot stat {}: {}", dir.string(), ErrnoText(errno)));
+    }
+    const std::pair<dev_t, ino_t> id{st.st_dev, st.st_ino};
+    if (std::find(open_dirs.begin(), open_dirs.end(), id) != open_dirs.end()) {
+      return InvalidArgumentError(
+          fmt::format("{}: '{}' is a symlink loop (a directory inside itself)", root.string(), prefix));
+    }
+    open_dirs.push_back(id);
+    Status st_walk = WalkEntries(dir, prefix, depth);
+    open_dirs.pop_back();
+    return st_walk;
+  }
+
+  Status WalkEntries(const fs::path& dir, const std::string& prefix, int depth) {
     std::error_code ec;
     std::vector<fs::directory_entry> entries;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) entries.push_back(*it);
@@ -90,6 +128,10 @@ struct Walker {
     for (const auto& entry : entries) {
       const std::string name = entry.path().filename().string();
       const std::string rel = prefix.empty() ? name : prefix + "/" + name;
+      if (!IsValidUtf8(name)) {
+        return InvalidArgumentError(fmt::format("{}: the name of {} is not valid UTF-8 (cannot be transferred)",
+                                                root.string(), fs::path(dir / name).string()));
+      }
       fs::path real = entry.path();
       fs::file_status status = entry.symlink_status(ec);
       if (ec) return UnavailableError(fmt::format("cannot stat {}: {}", real.string(), ec.message()));
@@ -166,6 +208,7 @@ StatusOr<std::string> Sha256File(const std::string& path) {
 Status CheckRelativePath(std::string_view path) {
   if (path.empty()) return InvalidArgumentError("empty path");
   if (path.find('\0') != std::string_view::npos) return InvalidArgumentError("path contains a NUL byte");
+  if (!IsValidUtf8(path)) return InvalidArgumentError(fmt::format("path '{}' is not valid UTF-8", path));
   if (path.front() == '/') return InvalidArgumentError(fmt::format("path '{}' is absolute", path));
   size_t start = 0;
   while (start <= path.size()) {
@@ -185,7 +228,7 @@ StatusOr<Manifest> BuildManifest(const std::string& root, HashCache* cache) {
   const fs::path abs = fs::absolute(root, ec).lexically_normal();
   const fs::file_status status = fs::symlink_status(abs, ec);
   if (ec || !fs::exists(status)) return NotFoundError(fmt::format("{}: no such file or directory", root));
-  Walker walker{abs, fs::canonical(abs, ec), cache, {}};
+  Walker walker{abs, fs::canonical(abs, ec), cache, {}, {}, 0};
   if (ec) return NotFoundError(fmt::format("{}: cannot be resolved: {}", root, ec.message()));
   const fs::file_status target = fs::status(abs, ec);
   if (fs::is_regular_file(target)) {
@@ -224,7 +267,8 @@ Status ValidateManifest(const Manifest& manifest) {
 std::string ManifestToJson(const Manifest& manifest) {
   nlohmann::json files = nlohmann::json::array();
   for (const auto& f : manifest.files) files.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
-  return nlohmann::json{{"files", std::move(files)}}.dump();
+  // Paths from BuildManifest are valid UTF-8; any other byte would throw, so it is replaced (and then refused).
+  return nlohmann::json{{"files", std::move(files)}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 StatusOr<Manifest> ManifestFromJson(std::string_view json) {

@@ -17,7 +17,8 @@
 // HashCache remembers each file's SHA-256 keyed by (absolute path, size, mtime ns, inode), so a 14 GB model is
 // hashed once per change, not per request. A file that changes while it is hashed (its size or mtime differs
 // after the read) is UNAVAILABLE "changed while hashing" and is not cached. With a persist_path, the cache is
-// loaded from that JSON file at construction (a missing or corrupt file starts empty, logged) and written back
+// loaded from that JSON file at construction (a missing or corrupt file starts empty, logged; entries of files
+// that are gone or changed are dropped) and written back
 // atomically by Flush() (BuildManifest flushes when it added entries; the destructor flushes too).
 //
 // Thread-safety: HashCache is thread-safe (one mutex around the map; hashing happens outside it, so two threads
@@ -63,7 +64,8 @@ struct Manifest {
 StatusOr<std::string> Sha256File(const std::string& path);
 std::string Sha256Hex(std::string_view bytes);
 
-// OK when `path` is a relative '/'-separated path with no empty, "." or ".." parts and no NUL;
+// OK when `path` is a relative '/'-separated path of valid UTF-8 (protobuf strings must be) with no empty, "."
+// or ".." parts and no NUL;
 // INVALID_ARGUMENT naming `path` and what is wrong otherwise.
 Status CheckRelativePath(std::string_view path);
 

@@ -1,24 +1,17 @@
 #include "transfer/server.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
-#include <climits>
-#include <cstdlib>
-#include <mutex>
 #include <thread>
 #include <vector>
 #include <zmq_addon.hpp>
 
-#include "common/fsutil.h"
 #include "transfer/manifest.h"
-#include "transfer/path_confine.h"
-#include "transfer/ticket.h"
+#include "transfer/request_handler.h"
 #include "transfer/transfer.pb.h"
 
 namespace anneal::transfer {
@@ -32,16 +25,11 @@ int64_t SystemNowMs() {
       .count();
 }
 
-void SetError(const Status& st, transferpb::TransferReply* reply) {
-  reply->mutable_error()->set_code(static_cast<int>(st.code()));
-  reply->mutable_error()->set_message(st.message());
-}
-
 }  // namespace
 
 struct TransferServer::Impl {
   ServerOptions options;
-  zmq::context_t context;
+  zmq::context_t context{2};  // two I/O threads: CurveZMQ encrypts there, so one would cap a server at one core
   zmq::socket_t frontend{context, zmq::socket_type::router};
   zmq::socket_t backend{context, zmq::socket_type::dealer};
   zmq::socket_t control_in{context, zmq::socket_type::pair};   // the proxy's end
@@ -51,29 +39,13 @@ struct TransferServer::Impl {
   std::thread proxy_thread;
   std::vector<std::thread> workers;
   std::atomic<bool> stopping{false};
-  HashCache hash_cache;
+  RequestHandler handler;
 
-  mutable std::mutex signer_mu;
-  std::string signer_public_key;
-
-  std::atomic<uint64_t> manifest_requests{0}, read_requests{0}, bytes_served{0}, refused{0};
-
-  explicit Impl(ServerOptions opts) : options(std::move(opts)), hash_cache(options.hash_cache_path) {
-    signer_public_key = options.signer_public_key;
-  }
-
-  std::string SignerKey() const {
-    std::lock_guard lock(signer_mu);
-    return signer_public_key;
-  }
+  explicit Impl(ServerOptions opts)
+      : options(std::move(opts)),
+        handler(options.node_id, options.signer_public_key, options.now_ms, options.hash_cache_path) {}
 
   void WorkerLoop();
-  // Handles one request; `data` receives a Read's bytes.
-  void Handle(const zmq::message_t& request, transferpb::TransferReply* reply, zmq::message_t* data);
-  StatusOr<Ticket> Authorize(const transferpb::TransferRequest& request);
-  Status ServeManifest(const Ticket& ticket, const transferpb::ManifestRequest& req, transferpb::TransferReply* reply);
-  Status ServeRead(const Ticket& ticket, const transferpb::ReadRequest& req, transferpb::TransferReply* reply,
-                   zmq::message_t* data);
 };
 
 void TransferServer::Impl::WorkerLoop() {
@@ -89,16 +61,10 @@ void TransferServer::Impl::WorkerLoop() {
       if (parts.empty()) continue;
       transferpb::TransferReply reply;
       zmq::message_t data;
-      bool has_data = false;
-      if (parts.size() != 2) {
-        // [routing id, request] is the only shape a DEALER client sends.
-        SetError(InvalidArgumentError(fmt::format("a transfer request is one frame, got {}", parts.size() - 1)),
-                 &reply);
-        ++refused;
-      } else {
-        Handle(parts[1], &reply, &data);
-        has_data = !reply.has_error() && reply.has_read();
-      }
+      // [routing id, request] is the only shape a DEALER client sends.
+      handler.Handle(parts.size() == 2 ? std::string_view(parts[1].data<char>(), parts[1].size()) : std::string_view(),
+                     parts.size() - 1, &reply, &data);
+      const bool has_data = !reply.has_error() && reply.has_read();
       std::array<zmq::message_t, 3> out{zmq::message_t(parts[0].data(), parts[0].size()),
                                         zmq::message_t(reply.SerializeAsString()), std::move(data)};
       socket.send(out[0], zmq::send_flags::sndmore);
@@ -111,111 +77,12 @@ void TransferServer::Impl::WorkerLoop() {
   }
 }
 
-void TransferServer::Impl::Handle(const zmq::message_t& frame, transferpb::TransferReply* reply, zmq::message_t* data) {
-  transferpb::TransferRequest request;
-  Status st;
-  if (frame.size() > kMaxRequestBytes) {
-    st = InvalidArgumentError(
-        fmt::format("transfer request of {} bytes, more than the {} allowed", frame.size(), kMaxRequestBytes));
-  } else if (!request.ParseFromArray(frame.data(), static_cast<int>(frame.size()))) {
-    st = InvalidArgumentError("not a transfer request (the frame does not parse as TransferRequest)");
-  } else {
-    reply->set_request_id(request.request_id());
-    auto ticket = Authorize(request);
-    if (!ticket.ok()) {
-      st = ticket.status();
-    } else if (request.has_manifest()) {
-      ++manifest_requests;
-      st = ServeManifest(*ticket, request.manifest(), reply);
-    } else if (request.has_read()) {
-      ++read_requests;
-      st = ServeRead(*ticket, request.read(), reply, data);
-    } else {
-      st = InvalidArgumentError("transfer request names no operation (manifest or read)");
-    }
-  }
-  if (!st.ok()) {
-    ++refused;
-    reply->clear_kind();
-    SetError(st, reply);
-    spdlog::warn("transfer server {}: refused: {}", options.node_id, st.ToString());
-  }
-}
-
-StatusOr<Ticket> TransferServer::Impl::Authorize(const transferpb::TransferRequest& request) {
-  const std::string key = SignerKey();
-  if (key.empty()) {
-    return UnavailableError(fmt::format(
-        "node '{}' cannot check tickets yet (it has not learned the coordinator's signer key): try again later",
-        options.node_id));
-  }
-  return VerifyTicket(request.ticket(), key, options.node_id, options.now_ms());
-}
-
-Status TransferServer::Impl::ServeManifest(const Ticket& ticket, const transferpb::ManifestRequest& req,
-                                           transferpb::TransferReply* reply) {
-  RETURN_IF_ERROR(ConfinePath(ticket.root, req.subpath(), /*allow_root=*/true).status());
-  // Built from the path as the ticket names it, so a single file's entry carries the name the reader asks for.
-  const std::string target = req.subpath().empty() ? ticket.root : ticket.root + "/" + req.subpath();
-  ASSIGN_OR_RETURN(Manifest manifest, BuildManifest(target, &hash_cache));
-  auto* out = reply->mutable_manifest();
-  for (const auto& f : manifest.files) {
-    auto* e = out->add_files();
-    e->set_path(f.path);
-    e->set_size(f.size);
-    e->set_sha256(f.sha256);
-  }
-  spdlog::debug("transfer server {}: manifest of {}/{} ({} files) for {} of job {}", options.node_id, ticket.root,
-                req.subpath(), manifest.files.size(), ticket.purpose, ticket.job_id);
-  return Status::Ok();
-}
-
-Status TransferServer::Impl::ServeRead(const Ticket& ticket, const transferpb::ReadRequest& req,
-                                       transferpb::TransferReply* reply, zmq::message_t* data) {
-  if (req.length() == 0 || req.length() > kMaxChunkBytes) {
-    return InvalidArgumentError(
-        fmt::format("read of {} bytes: a read asks for 1 to {} bytes", req.length(), kMaxChunkBytes));
-  }
-  ASSIGN_OR_RETURN(std::string target, ConfinePath(ticket.root, req.path(), /*allow_root=*/false));
-  const int fd = ::open(target.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return UnavailableError(fmt::format("cannot open '{}': {}", req.path(), ErrnoText(errno)));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return InvalidArgumentError(fmt::format("'{}' is not a regular file", req.path()));
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const uint64_t n = req.offset() >= size ? 0 : std::min<uint64_t>(req.length(), size - req.offset());
-  zmq::message_t bytes(n);
-  uint64_t done = 0;
-  while (done < n) {
-    const ssize_t got =
-        ::pread(fd, static_cast<char*>(bytes.data()) + done, n - done, static_cast<off_t>(req.offset() + done));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) {
-      const int err = got < 0 ? errno : 0;
-      ::close(fd);
-      return UnavailableError(fmt::format("cannot read '{}' at {}: {}", req.path(), req.offset() + done,
-                                          got < 0 ? ErrnoText(err) : "the file shrank"));
-    }
-    done += static_cast<uint64_t>(got);
-  }
-  ::close(fd);
-  reply->mutable_read()->set_file_size(size);
-  reply->mutable_read()->set_offset(req.offset());
-  *data = std::move(bytes);
-  bytes_served += n;
-  spdlog::debug("transfer server {}: read {} [{}, +{}) for {} of job {}", options.node_id, req.path(), req.offset(), n,
-                ticket.purpose, ticket.job_id);
-  return Status::Ok();
-}
-
 TransferServer::TransferServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 StatusOr<std::unique_ptr<TransferServer>> TransferServer::Start(ServerOptions options) {
   if (options.node_id.empty()) return InvalidArgumentError("transfer server: node_id is empty");
   if (options.threads < 1) return InvalidArgumentError("transfer server: threads must be at least 1");
-  if (!options.now_ms) options.now_ms = SystemNowMs;
+  if (!options.now_ms) options.now_ms = SystemNowMs;  // before Impl copies it into the handler
   RETURN_IF_ERROR(protocol::CheckCurveKeyText(options.server_keys.public_key, "transfer server public key"));
   RETURN_IF_ERROR(protocol::CheckCurveKeyText(options.server_keys.secret_key, "transfer server secret key"));
   auto impl = std::make_unique<Impl>(std::move(options));
@@ -271,13 +138,15 @@ const std::string& TransferServer::public_key() const {
 }
 
 void TransferServer::SetSignerPublicKey(std::string key) {
-  std::lock_guard lock(impl_->signer_mu);
-  impl_->signer_public_key = std::move(key);
+  impl_->handler.SetSignerPublicKey(std::move(key));
+}
+
+StatusOr<Manifest> TransferServer::LocalManifest(const std::string& path) {
+  return impl_->handler.LocalManifest(path);
 }
 
 ServerStats TransferServer::stats() const {
-  return {impl_->manifest_requests.load(), impl_->read_requests.load(), impl_->bytes_served.load(),
-          impl_->refused.load()};
+  return impl_->handler.stats();
 }
 
 }  // namespace anneal::transfer

@@ -12,17 +12,20 @@
 //                                         end of the file) and the file's current size; length <= kMaxChunkBytes
 //
 // Every request is checked, in order, and refused with an error reply (never a crash, never silence):
+//   INVALID_ARGUMENT   not one frame, larger than kMaxRequestBytes, not a TransferRequest
 //   UNAVAILABLE        no signer public key yet (the agent has not registered)
-//   INVALID_ARGUMENT   not a TransferRequest, larger than kMaxRequestBytes, length 0 or > kMaxChunkBytes
 //   UNAUTHENTICATED / PERMISSION_DENIED / DEADLINE_EXCEEDED   the ticket (VerifyTicket's outcomes)
+//   INVALID_ARGUMENT   neither Manifest nor Read; a Read's length 0 or > kMaxChunkBytes
 //   PERMISSION_DENIED  a path that leaves the root: "..", absolute, or resolving (realpath) outside the
 //                      resolved root through a symlink -- the message names the path
 //   NOT_FOUND          no such file under the root
 // Frames above 1 MiB are dropped by ZeroMQ itself (ZMQ_MAXMSGSIZE: the peer is disconnected).
 // Each served request is logged at debug level with the ticket's purpose and job id; refusals at warn.
 //
-// Threads: one proxy thread (ROUTER <-> inproc DEALER) and `threads` workers; the destructor stops and joins them.
-// Thread-safety: SetSignerPublicKey, endpoint, public_key and stats may be called from any thread.
+// Threads: one proxy thread (ROUTER <-> inproc DEALER), `threads` workers, two ZeroMQ I/O threads (Curve); the
+// destructor stops and joins them. A first Manifest of a large tree keeps one worker hashing (about 1 GB/s);
+// Reads go on in the others.
+// Thread-safety: SetSignerPublicKey, endpoint, public_key, stats and LocalManifest may be called from any thread.
 //
 // Example:
 //   ASSIGN_OR_RETURN(auto keys, protocol::LoadOrCreateServerKeys(state_dir + "/transfer"));
@@ -40,6 +43,7 @@
 
 #include "common/status.h"
 #include "protocol/curve.h"
+#include "transfer/manifest.h"
 
 namespace anneal::transfer {
 
@@ -49,8 +53,8 @@ inline constexpr size_t kMaxRequestBytes = 64 << 10;    // one request message
 struct ServerOptions {
   std::string bind_endpoint;  // e.g. "tcp://10.1.2.3:0" (port 0: pick one) or "tcp://*:7070"
   std::string node_id;
-  std::string
-      signer_public_key;  // may be empty until the coordinator tells it (then every request is refused UNAVAILABLE)
+  // May be empty until the coordinator tells it (then every request is refused UNAVAILABLE).
+  std::string signer_public_key;
   protocol::CurveKeyPair server_keys;
   std::function<int64_t()> now_ms;  // wall clock, injectable for tests (empty: the system clock)
   int threads = 2;
@@ -74,11 +78,15 @@ class TransferServer {
   TransferServer(const TransferServer&) = delete;
   TransferServer& operator=(const TransferServer&) = delete;
 
-  // The bound endpoint with the real port ("tcp://10.1.2.3:41234"); a "*" host is reported as given.
+  // The bound endpoint with the real port ("tcp://10.1.2.3:41234"); a "*" bind reports "tcp://0.0.0.0:<port>"
+  // (the agent advertises its own address with that port).
   std::string endpoint() const;
   const std::string& public_key() const;
   void SetSignerPublicKey(std::string key);
   ServerStats stats() const;
+  // The manifest of a local path through the server's HashCache (the agent computes a tree's id for the
+  // coordinator at stage time; the files are then not hashed again when a reader asks). Errors: BuildManifest's.
+  StatusOr<Manifest> LocalManifest(const std::string& path);
 
   struct Impl;
 

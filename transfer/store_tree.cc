@@ -37,11 +37,11 @@ StatusOr<int> Lock(const std::string& root, int how) {
   return fd;
 }
 
-Status CopyReadOnly(const std::string& from, const std::string& to) {
+Status CopyWithMode(const std::string& from, const std::string& to, mode_t mode) {
   std::error_code ec;
   fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
   if (ec) return UnavailableError(fmt::format("cannot copy {} to {}: {}", from, to, ec.message()));
-  if (::chmod(to.c_str(), 0444) != 0) return UnavailableError(fmt::format("cannot chmod {}: {}", to, ErrnoText(errno)));
+  if (::chmod(to.c_str(), mode) != 0) return UnavailableError(fmt::format("cannot chmod {}: {}", to, ErrnoText(errno)));
   return Status::Ok();
 }
 
@@ -77,17 +77,21 @@ bool TreeMatches(const BlobStore& store, const Manifest& manifest, const std::st
   return true;
 }
 
-Status BuildTree(const BlobStore& store, const Manifest& manifest, const std::string& dir) {
+Status BuildTree(const BlobStore& store, const Manifest& manifest, const std::string& dir, bool copies) {
   for (const FileEntry& e : manifest.files) {
     const std::string target = dir + "/" + e.path;
     RETURN_IF_ERROR(MakeDirs(fs::path(target).parent_path().string()));
     const std::string blob = store.BlobPath(e.sha256);
+    if (copies) {
+      RETURN_IF_ERROR(CopyWithMode(blob, target, 0644));  // the caller's own, writable
+      continue;
+    }
     if (::link(blob.c_str(), target.c_str()) == 0) continue;
     const int err = errno;
     if (err != EXDEV && err != EMLINK && err != EPERM) {
       return UnavailableError(fmt::format("cannot link {} to {}: {}", blob, target, ErrnoText(err)));
     }
-    RETURN_IF_ERROR(CopyReadOnly(blob, target));  // another filesystem (or too many links): a copy
+    RETURN_IF_ERROR(CopyWithMode(blob, target, 0444));  // another filesystem (or too many links): a copy
   }
   return FsyncPath(dir);
 }
@@ -106,7 +110,7 @@ StoreLock::~StoreLock() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Status MaterializeTree(const BlobStore& store, const Manifest& manifest, const std::string& dest) {
+Status MaterializeTree(const BlobStore& store, const Manifest& manifest, const std::string& dest, bool copies) {
   for (const FileEntry& e : manifest.files) {
     if (!store.Has(e.sha256)) {
       return NotFoundError(fmt::format("blob store {} has no blob {} for '{}'", store.root(), e.sha256, e.path));
@@ -120,7 +124,7 @@ Status MaterializeTree(const BlobStore& store, const Manifest& manifest, const s
   std::error_code ec;
   fs::remove_all(staged, ec);
   RETURN_IF_ERROR(MakeDirs(staged));
-  if (Status st = BuildTree(store, manifest, staged); !st.ok()) {
+  if (Status st = BuildTree(store, manifest, staged, copies); !st.ok()) {
     fs::remove_all(staged, ec);
     return st;
   }
@@ -144,10 +148,10 @@ Status MaterializeTree(const BlobStore& store, const Manifest& manifest, const s
   return ReplaceDirectory(staged, dest);
 }
 
-Status BlobStore::Materialize(const Manifest& manifest, const std::string& dest_dir) {
+Status BlobStore::Materialize(const Manifest& manifest, const std::string& dest_dir, bool copies) {
   RETURN_IF_ERROR(ValidateManifest(manifest));
   ASSIGN_OR_RETURN(StoreLock lock, StoreLock::Shared(root_));
-  return MaterializeTree(*this, manifest, dest_dir);
+  return MaterializeTree(*this, manifest, dest_dir, copies);
 }
 
 Status BlobStore::AddLocal(const std::string& root, const Manifest& manifest) {
@@ -160,7 +164,7 @@ Status BlobStore::AddLocal(const std::string& root, const Manifest& manifest) {
     const std::string source = single_file ? root : root + "/" + e.path;
     const std::string staged =
         fmt::format("{}/partial/{}.local-{}-{}", root_, e.sha256, ::getpid(), g_tree_counter.fetch_add(1));
-    RETURN_IF_ERROR(CopyReadOnly(source, staged));
+    RETURN_IF_ERROR(CopyWithMode(source, staged, 0444));
     auto sha = Sha256File(staged);
     const auto size = fs::file_size(staged, ec);
     if (!sha.ok() || ec || *sha != e.sha256 || size != e.size) {

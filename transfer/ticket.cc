@@ -136,7 +136,7 @@ std::string TicketSigner::Sign(const Ticket& ticket) const {
       {"r", ticket.root},
       {"e", ticket.expires_at_ms},
       {"p", ticket.purpose},
-      {"j", ticket.job_id}}.dump();
+      {"j", ticket.job_id}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   unsigned char sig[crypto_sign_BYTES];
   crypto_sign_detached(sig, nullptr, reinterpret_cast<const unsigned char*>(payload.data()), payload.size(),
                        reinterpret_cast<const unsigned char*>(secret_key_.data()));

@@ -29,6 +29,7 @@ TARGETS_AND_MAX_LEN=(
   "tokenizer 65536"
   "safetensors_header 4096"
   "http 8192"
+  "transfer_request 4096"
 )
 
 BUILD=1
