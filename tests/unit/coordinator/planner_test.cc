@@ -165,7 +165,7 @@ TEST(Planner, OrderFavoursTheTeamFurthestBelowItsWeightedShare) {
   auto plan = PlanSchedule(in);
   EXPECT_EQ(plan.order.front(), "a1");
   EXPECT_NE(StartOf(plan, "a1"), nullptr);
-  EXPECT_EQ(plan.pending.at("b1").position, 2u);
+  EXPECT_EQ(PendingOf(plan, "b1").position, 2u);
 }
 
 TEST(Planner, SlotsHeldNowCountTowardUsage) {
@@ -282,7 +282,7 @@ TEST(Planner, ALargePassNeverOversubscribesANode) {
   EXPECT_FALSE(plan.starts.empty());
   EXPECT_EQ(plan.starts.size() + plan.pending.size(), in.pending.size());
   EXPECT_EQ(plan.order.size(), in.pending.size());
-  for (const auto& [id, why] : plan.pending) EXPECT_FALSE(why.reason.empty()) << id;
+  for (const auto& why : plan.pending) EXPECT_FALSE(why.reason.empty()) << why.job_id;
 }
 
 }  // namespace
