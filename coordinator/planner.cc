@@ -226,19 +226,20 @@ std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const GangRequest&
   return std::nullopt;
 }
 
-// "waiting for N node(s) with M free slot(s); K have them now", cached per shape while the free slots do not
-// change (most passes explain thousands of jobs of a few shapes on a full cluster).
+// "waiting for N node(s) with M free slot(s); K have them now", cached per shape with the K it was built for (most
+// passes explain thousands of jobs of a few shapes on a full cluster, and a start rarely changes K).
 class WaitingTexts {
  public:
   // `guaranteed` jobs ahead are of teams within their guarantee, `lower` of teams with lower usage.
   std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t guaranteed,
                   uint32_t lower) {
     const uint64_t key = (uint64_t{view.index_view} << 40) ^ (uint64_t{gang.nodes} << 20) ^ gang.ranks_per_node;
-    auto& [version, text] = cache_[key];
-    if (text.empty() || version != pass.real.Version()) {
-      version = pass.real.Version();
+    auto& [have, text] = cache_[key];
+    const size_t have_now = pass.real.CountAtLeast(view.index_view, gang.ranks_per_node);
+    if (text.empty() || have != have_now) {
+      have = have_now;
       text = fmt::format("waiting for {} node(s) with {} free slot(s); {} have them now", gang.nodes,
-                         gang.ranks_per_node, pass.real.CountAtLeast(view.index_view, gang.ranks_per_node));
+                         gang.ranks_per_node, have_now);
     }
     if (guaranteed == 0 && lower == 0) return text;
     // Built in one allocation: thousands of waiting jobs get this text in a pass.
@@ -257,7 +258,7 @@ class WaitingTexts {
   }
 
  private:
-  std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> cache_;
+  std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> cache_;  // shape -> (K, text)
 };
 
 struct Walk {
@@ -416,12 +417,18 @@ SchedulePlan PlanSchedule(const PlannerInput& input) {
     unstarted += walk.started[i] ? 0 : 1;
   }
   plan.pending.reserve(unstarted);
-  for (uint32_t i = 0; i < count; ++i) {  // of duplicate ids the first in input order wins
+  for (uint32_t i = 0; i < count; ++i) {
     if (walk.started[i]) continue;
-    plan.pending.try_emplace(input.pending[i].job_id,
-                             PendingExplanation{std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
+    plan.pending.push_back({input.pending[i].job_id, std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
   }
   return std::move(plan);
+}
+
+const PendingExplanation* FindPending(const SchedulePlan& plan, std::string_view job_id) {
+  for (const PendingExplanation& why : plan.pending) {
+    if (why.job_id == job_id) return &why;
+  }
+  return nullptr;
 }
 
 }  // namespace anneal::coordinator

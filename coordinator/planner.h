@@ -64,14 +64,14 @@
 //   SchedulePlan plan = PlanSchedule(in);
 //   for (const auto& s : plan.starts) launch(s.job_id, s.placement.nodes);
 //   for (const auto& p : plan.preemptions) preempt(p.victim_job_id, p.reason);
-//   for (const auto& [id, why] : plan.pending) record(id, why.reason, why.estimated_start_ms);
+//   for (const auto& why : plan.pending) record(why.job_id, why.reason, why.estimated_start_ms);
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
-#include <unordered_map>
+#include <string_view>
 #include <vector>
 
 #include "coordinator/scheduler.h"
@@ -171,6 +171,7 @@ struct Reservation {
 };
 
 struct PendingExplanation {
+  std::string job_id;
   std::string reason;
   int64_t estimated_start_ms = 0;  // 0: unknown
   uint32_t position = 0;           // 1-based place in the fair-share order of this pass
@@ -180,11 +181,18 @@ struct SchedulePlan {
   std::vector<PlannedStart> starts;        // in order; each fits the capacity left by the ones before it
   std::vector<Preemption> preemptions;     // time limits first, then reclaims
   std::optional<Reservation> reservation;  // the first job that could not start (EASY: one reservation)
-  std::unordered_map<std::string, PendingExplanation> pending;  // every pending job not in `starts` (no order)
-  std::vector<std::string> order;                               // the fair-share order of the pending jobs (stage 2)
+  // Every pending job not in `starts`, in input order (PlannerInput::pending): a flat vector, not a map by id, since
+  // one pass explains up to every queued job and a map node per job was a tenth of the pass (docs/benchmarks.md).
+  // A job id that appears twice in the input gets two entries.
+  std::vector<PendingExplanation> pending;
+  std::vector<std::string> order;  // the fair-share order of the pending jobs (stage 2)
 };
 
 SchedulePlan PlanSchedule(const PlannerInput& input);
+
+// The explanation of pending job `job_id` in `plan`, or nullptr when the job started or was not in the input. A
+// linear search, for tests and tools that look up a few jobs; a caller explaining every job iterates plan.pending.
+const PendingExplanation* FindPending(const SchedulePlan& plan, std::string_view job_id);
 
 // Does `node` carry every label of `selector`? Also "key=value" labels of quota pools ("" matches every node).
 bool NodeMatches(const std::map<std::string, std::string>& node_labels,

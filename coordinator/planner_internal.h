@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -31,7 +32,6 @@ class FreeIndex {
   FreeIndex(std::vector<uint32_t> free, uint32_t max_slots);
 
   uint32_t Free(uint32_t node) const { return free_[node]; }
-  uint64_t Version() const { return version_; }  // changes whenever a count does
   void Set(uint32_t node, uint32_t count);
   // Registers `members` (one flag per node) as the next view; returns its number.
   size_t AddView(const std::vector<char>* members);
@@ -42,7 +42,6 @@ class FreeIndex {
 
  private:
   std::vector<uint32_t> free_;
-  uint64_t version_ = 0;
   std::vector<std::vector<uint64_t>> buckets_;    // buckets_[k]: bitset of the nodes with exactly k free
   std::vector<const std::vector<char>*> views_;   // nullptr: every node
   std::vector<std::vector<uint32_t>> histogram_;  // histogram_[view][k]: nodes of the view with k free
@@ -66,6 +65,21 @@ void FreeIndex::WalkBestFit(size_t view, uint32_t slots, Fn&& fn) const {
   }
 }
 
+// Node id -> node number over one flat open-addressing table: a hash-map node per node (5,000 of them) was a
+// fifth of a pass's allocations. Built once per pass; duplicate ids keep the first (lowest) number.
+class NodeIndex {
+ public:
+  explicit NodeIndex(const std::vector<const PlannerNode*>& nodes);
+  static constexpr uint32_t kNone = UINT32_MAX;
+  uint32_t Find(std::string_view id) const;  // kNone: not a schedulable node
+
+ private:
+  static uint64_t Hash(std::string_view id);
+  const std::vector<const PlannerNode*>& nodes_;
+  std::vector<uint32_t> table_;  // node number + 1; 0: empty
+  uint64_t mask_ = 0;
+};
+
 struct TeamState {
   std::string name;
   double weight = 1.0;
@@ -88,7 +102,7 @@ struct View {
 struct RunningState {
   const RunningJob* job = nullptr;
   uint32_t team = 0;
-  std::vector<std::pair<uint32_t, uint32_t>> slots;  // (node, slots) on schedulable nodes
+  std::span<const std::pair<uint32_t, uint32_t>> slots;  // (node, slots) on schedulable nodes (in running_slots)
   uint32_t total_slots = 0;
   int64_t end_ms = 0;    // expected end; 0: unknown
   bool freeing = false;  // being preempted or stopped (for its time limit, or chosen as a victim now)
@@ -105,7 +119,7 @@ struct PlannerPass {
 
   const PlannerInput& in;
   std::vector<const PlannerNode*> nodes;  // by node id
-  std::unordered_map<std::string_view, uint32_t> node_index;
+  NodeIndex node_index;
   std::vector<const std::vector<uint32_t>*> slots;  // free slot indices per node, ascending; taken from slot_taken on
   std::vector<uint32_t> slot_taken;
   uint32_t max_slots = 0;
@@ -122,10 +136,11 @@ struct PlannerPass {
   std::vector<TeamState> teams;
   std::unordered_map<std::string, uint32_t> team_index;
   std::vector<RunningState> running;
-  std::vector<uint32_t> freed;                     // per node: slots of freeing jobs not yet claimed
-  std::vector<std::vector<std::string>> freed_by;  // per node: ids of the freeing jobs there
-  std::vector<uint32_t> freed_nodes;               // nodes with freed > 0 (and, until pruned, ones now at 0)
-  std::vector<char> freed_listed;                  // per node: in freed_nodes
+  std::vector<std::pair<uint32_t, uint32_t>> running_slots;  // every RunningState::slots, one allocation
+  std::vector<uint32_t> freed;                               // per node: slots of freeing jobs not yet claimed
+  std::vector<std::vector<std::string>> freed_by;            // per node: ids of the freeing jobs there
+  std::vector<uint32_t> freed_nodes;                         // nodes with freed > 0 (and, until pruned, ones now at 0)
+  std::vector<char> freed_listed;                            // per node: in freed_nodes
 
   struct Started {
     std::vector<std::pair<uint32_t, uint32_t>> slots;  // (node, slots)

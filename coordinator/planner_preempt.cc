@@ -49,9 +49,15 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   for (uint32_t v : victims) {
     for (const auto& slot : pass.running[v].slots) freed_before.emplace_back(slot.first, pass.freed[slot.first]);
   }
-  // "team b below its guarantee (2 of 4 slots on the cluster) reclaims 4 slots for job-...", formatted once.
-  const std::string reason_head = fmt::format("team {} below its guarantee ({} of {} slots on {}) reclaims ",
-                                              pending.team, held_before, guaranteed, pool_name);
+  // "team b below its guarantee (2 of 4 slots on the cluster) reclaims 4 slots for job-...", built once per reclaim
+  // by hand (fmt::format was a tenth of a reclaim's cost).
+  const fmt::format_int held_text(held_before), guaranteed_text(guaranteed);
+  std::string reason_head;
+  reason_head.reserve(64 + pending.team.size() + pool_name.size());
+  reason_head.append("team ").append(pending.team).append(" below its guarantee (");
+  reason_head.append(held_text.data(), held_text.size()).append(" of ");
+  reason_head.append(guaranteed_text.data(), guaranteed_text.size()).append(" slots on ").append(pool_name);
+  reason_head.append(") reclaims ");
   const std::string reason_tail = " slots for job " + pending.job_id;
   for (uint32_t v : victims) {
     RunningState& r = pass.running[v];

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <climits>
 #include <iterator>
+#include <span>
 #include <unordered_map>
 
 #include "coordinator/planner_internal.h"
@@ -14,7 +15,7 @@ namespace {
 
 struct Release {
   int64_t end_ms;  // 0: unknown (sorted last)
-  const std::vector<std::pair<uint32_t, uint32_t>>* slots;
+  std::span<const std::pair<uint32_t, uint32_t>> slots;
   uint32_t seq;  // ties: running jobs in input order, then the ones started in this pass
 };
 
@@ -29,31 +30,37 @@ bool EndsBefore(const Release& a, const Release& b) {
 std::vector<Release> ReleasesInOrder(PlannerPass& pass) {
   const int64_t now = pass.in.now_ms;
   auto end_of = [&](const RunningState& r) { return r.end_ms > 0 ? std::max(r.end_ms, now) : 0; };
+  // EndsBefore's order as plain (end, seq) pairs, unknown ends as the largest: sorting thousands of running jobs
+  // compares integers inline instead of calling EndsBefore.
+  auto sort_key = [](int64_t end_ms) { return end_ms > 0 ? end_ms : INT64_MAX; };
   if (pass.running_by_end.empty() && !pass.running.empty()) {
-    std::vector<Release> all;
+    std::vector<std::pair<int64_t, uint32_t>> all;
     all.reserve(pass.running.size());
-    for (uint32_t i = 0; i < pass.running.size(); ++i) all.push_back({end_of(pass.running[i]), nullptr, i});
-    std::sort(all.begin(), all.end(), EndsBefore);
+    for (uint32_t i = 0; i < pass.running.size(); ++i) all.emplace_back(sort_key(end_of(pass.running[i])), i);
+    std::sort(all.begin(), all.end());
     pass.running_by_end.reserve(all.size());
-    for (const Release& r : all) pass.running_by_end.push_back(r.seq);
+    for (const auto& [key, seq] : all) pass.running_by_end.push_back(seq);
   }
   std::vector<Release> releases;
   releases.reserve(pass.running.size() + pass.started.size());
   for (uint32_t i = 0; i < pass.running.size(); ++i) {
-    if (pass.running[i].freeing) releases.push_back({now, &pass.running[i].slots, i});
+    if (pass.running[i].freeing) releases.push_back({now, pass.running[i].slots, i});
   }
   std::vector<Release> rest;
   rest.reserve(pass.running.size());
   for (uint32_t i : pass.running_by_end) {
     const RunningState& r = pass.running[i];
-    if (!r.freeing) rest.push_back({end_of(r), &r.slots, i});
+    if (!r.freeing) rest.push_back({end_of(r), r.slots, i});
   }
+  std::vector<std::pair<int64_t, uint32_t>> started_order;
+  started_order.reserve(pass.started.size());
+  for (uint32_t k = 0; k < pass.started.size(); ++k) started_order.emplace_back(sort_key(pass.started[k].end_ms), k);
+  std::sort(started_order.begin(), started_order.end());
   std::vector<Release> started;
   started.reserve(pass.started.size());
-  for (size_t k = 0; k < pass.started.size(); ++k) {
-    started.push_back({pass.started[k].end_ms, &pass.started[k].slots, static_cast<uint32_t>(pass.running.size() + k)});
+  for (const auto& [key, k] : started_order) {
+    started.push_back({pass.started[k].end_ms, pass.started[k].slots, static_cast<uint32_t>(pass.running.size() + k)});
   }
-  std::sort(started.begin(), started.end(), EndsBefore);
   std::merge(rest.begin(), rest.end(), started.begin(), started.end(), std::back_inserter(releases), EndsBefore);
   return releases;
 }
@@ -86,7 +93,7 @@ void Reserve(PlannerPass& pass, uint32_t job) {
     } else {
       at = release.end_ms;
     }
-    for (const auto& [node, count] : *release.slots) {
+    for (const auto& [node, count] : release.slots) {
       if (!member(node)) continue;
       const uint32_t before = projected[node];
       projected[node] += count;
@@ -118,10 +125,12 @@ void EstimateStarts(PlannerPass& pass, const std::vector<uint32_t>& waiting, std
   std::vector<Shape> shapes;
   std::unordered_map<uint64_t, uint32_t> shape_of;
   std::vector<uint32_t> job_shape;
+  job_shape.reserve(waiting.size());
   for (uint32_t job : waiting) {
     const auto& f = pass.jobs[job];
     const uint64_t key = (uint64_t{f.view} << 40) ^ (uint64_t{f.gang.nodes} << 20) ^ f.gang.ranks_per_node;
-    auto [it, inserted] = shape_of.emplace(key, static_cast<uint32_t>(shapes.size()));
+    // try_emplace: no map node is built for the thousands of jobs whose shape is known already.
+    auto [it, inserted] = shape_of.try_emplace(key, static_cast<uint32_t>(shapes.size()));
     if (inserted) shapes.push_back({f.view, f.gang.nodes, f.gang.ranks_per_node});
     job_shape.push_back(it->second);
   }
@@ -154,7 +163,7 @@ void EstimateStarts(PlannerPass& pass, const std::vector<uint32_t>& waiting, std
   for (uint32_t node = 0; node < projected.size(); ++node) projected[node] = pass.real.Free(node);
   for (const Release& release : ReleasesInOrder(pass)) {
     if (open == 0 || release.end_ms == 0) break;  // past here the time is unknown: those stay 0
-    for (const auto& [node, count] : *release.slots) {
+    for (const auto& [node, count] : release.slots) {
       const uint32_t before = std::min(projected[node], top);
       projected[node] += count;
       const uint32_t after = std::min(projected[node], top);

@@ -51,7 +51,6 @@ void FreeIndex::Set(uint32_t node, uint32_t count) {
   buckets_[old][node / 64] &= ~(uint64_t{1} << (node % 64));
   buckets_[count][node / 64] |= uint64_t{1} << (node % 64);
   free_[node] = count;
-  ++version_;
   for (size_t v = 0; v < views_.size(); ++v) {
     if (views_[v] != nullptr && !(*views_[v])[node]) continue;
     --histogram_[v][old];
@@ -91,15 +90,43 @@ std::vector<const PlannerNode*> SortedNodes(const std::vector<PlannerNode>& node
 
 }  // namespace
 
-PlannerPass::PlannerPass(const PlannerInput& input)
-    : in(input), nodes(SortedNodes(input.nodes)), real(FreeCounts(nodes), MaxSlots(input.nodes)) {
-  max_slots = MaxSlots(input.nodes);
-  node_index.reserve(nodes.size() * 2);
-  slots.reserve(nodes.size());
+NodeIndex::NodeIndex(const std::vector<const PlannerNode*>& nodes) : nodes_(nodes) {
+  size_t size = 16;
+  while (size < nodes.size() * 2) size *= 2;  // at most half full: short probes
+  table_.assign(size, 0);
+  mask_ = size - 1;
   for (uint32_t i = 0; i < nodes.size(); ++i) {
-    node_index.emplace(nodes[i]->node_id, i);
-    slots.push_back(&nodes[i]->free_slots);
+    for (uint64_t at = Hash(nodes[i]->node_id) & mask_;; at = (at + 1) & mask_) {
+      if (table_[at] == 0) {
+        table_[at] = i + 1;
+        break;
+      }
+      if (nodes[table_[at] - 1]->node_id == nodes[i]->node_id) break;  // a duplicate id: the first keeps it
+    }
   }
+}
+
+uint32_t NodeIndex::Find(std::string_view id) const {
+  for (uint64_t at = Hash(id) & mask_;; at = (at + 1) & mask_) {
+    const uint32_t entry = table_[at];
+    if (entry == 0) return kNone;
+    if (nodes_[entry - 1]->node_id == id) return entry - 1;
+  }
+}
+
+uint64_t NodeIndex::Hash(std::string_view id) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a, then a final mix so the low bits (the table index) vary
+  for (unsigned char c : id) h = (h ^ c) * 1099511628211ULL;
+  h ^= h >> 32;
+  h *= 0x9e3779b97f4a7c15ULL;
+  return h ^ (h >> 29);
+}
+
+PlannerPass::PlannerPass(const PlannerInput& input)
+    : in(input), nodes(SortedNodes(input.nodes)), node_index(nodes), real(FreeCounts(nodes), MaxSlots(input.nodes)) {
+  max_slots = MaxSlots(input.nodes);
+  slots.reserve(nodes.size());
+  for (uint32_t i = 0; i < nodes.size(); ++i) slots.push_back(&nodes[i]->free_slots);
   slot_taken.assign(nodes.size(), 0);
   freed.assign(nodes.size(), 0);
   freed_by.resize(nodes.size());
@@ -132,23 +159,32 @@ PlannerPass::PlannerPass(const PlannerInput& input)
     for (const auto& q : t.quotas) team.quota[PoolIndex(q.label)] = &q;
   }
   running.reserve(input.running.size());
+  size_t pairs = 0;
+  for (const auto& job : input.running) pairs += job.slots_by_node.size();
+  running_slots.reserve(pairs);                 // exact: the spans into it stay valid
+  const std::string* last_team_name = nullptr;  // running jobs come grouped by team more often than not
+  uint32_t last_team = 0;
   for (const auto& job : input.running) {
     RunningState r;
     r.job = &job;
-    r.team = TeamOf(job.team);
+    if (last_team_name == nullptr || *last_team_name != job.team) last_team = TeamOf(job.team);
+    last_team_name = &job.team;
+    r.team = last_team;
     r.end_ms = job.expected_end_ms();
+    const size_t begin = running_slots.size();
     for (const auto& [node_id, count] : job.slots_by_node) {
       r.total_slots += count;
       teams[r.team].held_total += count;
-      auto it = node_index.find(node_id);
-      if (it == node_index.end()) {  // a node that is not schedulable now: held, but not where we place
+      const uint32_t node = node_index.Find(node_id);
+      if (node == NodeIndex::kNone) {  // a node that is not schedulable now: held, but not where we place
         teams[r.team].held[0] += count;
         continue;
       }
-      r.slots.emplace_back(it->second, count);
-      Charge(r.team, it->second, count, +1);
+      running_slots.emplace_back(node, count);
+      Charge(r.team, node, count, +1);
     }
-    running.push_back(std::move(r));
+    r.slots = std::span(running_slots).subspan(begin, running_slots.size() - begin);
+    running.push_back(r);
   }
   freeing.assign(running.size(), 0);
   for (uint32_t i = 0; i < running.size(); ++i) {
@@ -200,9 +236,9 @@ void PlannerPass::IndexPending() {
                     {}});
     auto& preferred = jobs.back().preferred;
     auto prefer = [&](const std::string& id) {
-      auto it = node_index.find(id);
-      if (it != node_index.end() && std::find(preferred.begin(), preferred.end(), it->second) == preferred.end()) {
-        preferred.push_back(it->second);
+      const uint32_t node = node_index.Find(id);
+      if (node != NodeIndex::kNone && std::find(preferred.begin(), preferred.end(), node) == preferred.end()) {
+        preferred.push_back(node);
       }
     };
     for (const std::string& id : job.claimed_nodes) prefer(id);

@@ -107,8 +107,8 @@ void Coordinator::Schedule() {
     Job* job = jobs_.Find(start.job_id);
     if (job != nullptr && job->record.state() == pb::JOB_PENDING) Launch(*job, start.nodes);
   }
-  for (const auto& [id, why] : plan.pending) {
-    if (Job* job = jobs_.Find(id); job != nullptr && job->record.state() == pb::JOB_PENDING) Explain(*job, why);
+  for (const PendingExplanation& why : plan.pending) {
+    if (Job* job = jobs_.Find(why.job_id); job != nullptr && job->record.state() == pb::JOB_PENDING) Explain(*job, why);
   }
 }
 

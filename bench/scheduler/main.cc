@@ -67,12 +67,12 @@ uint64_t PlanDigest(const anneal::coordinator::SchedulePlan& plan) {
     mix(std::to_string(plan.reservation->at_ms));
     for (const auto& [node, slots] : plan.reservation->slots_by_node) mix(node + std::to_string(slots));
   }
-  std::vector<std::string> ids;
-  for (const auto& [id, why] : plan.pending) ids.push_back(id);
-  std::sort(ids.begin(), ids.end());
-  for (const auto& id : ids) {
-    const auto& why = plan.pending.at(id);
-    mix(id);
+  std::vector<const anneal::coordinator::PendingExplanation*> by_id;  // by id: the digest does not depend on order
+  for (const auto& why : plan.pending) by_id.push_back(&why);
+  std::sort(by_id.begin(), by_id.end(), [](const auto* a, const auto* b) { return a->job_id < b->job_id; });
+  for (const auto* entry : by_id) {
+    const auto& why = *entry;
+    mix(why.job_id);
     mix(why.reason);
     mix(std::to_string(why.estimated_start_ms) + "/" + std::to_string(why.position));
   }

@@ -97,6 +97,22 @@ PolicyMeasures Measure(const std::string& name, const SimResult& result, const s
   }
   m.makespan_h = static_cast<double>(last_end - first_arrival) / kHourMs;
   m.waiting_h = waiting_ms / kHourMs;
+  int64_t last_waiting = first_arrival;
+  for (const auto& s : result.timeline) {
+    if (s.any_pending) last_waiting = std::max(last_waiting, s.end_ms);
+  }
+  m.drain_h = static_cast<double>(last_end - last_waiting) / kHourMs;
+  for (size_t i = 0; i < result.jobs.size() && i < trace.size(); ++i) {
+    const JobOutcome& o = result.jobs[i];
+    if (o.end_ms != last_end || last_end == 0) continue;
+    const TraceJob& j = trace[i];
+    m.last_job = fmt::format(
+        "{} (team {}, {} slots, {:.1f} h): submitted {:.1f} h, first started {:.1f} h, {} preemption(s)", j.id,
+        config.teams[static_cast<size_t>(j.team)].name, j.slots(), static_cast<double>(j.duration_ms) / kHourMs,
+        static_cast<double>(j.submit_ms - first_arrival) / kHourMs,
+        static_cast<double>(o.first_start_ms - first_arrival) / kHourMs, o.preemptions);
+    break;
+  }
   m.utilization_makespan = busy / (capacity * static_cast<double>(std::max<int64_t>(last_end - first_arrival, 1)));
   m.utilization_waiting = waiting_ms > 0 ? busy_waiting / (capacity * waiting_ms) : 0;
 
@@ -167,6 +183,8 @@ Goals PrintComparison(std::FILE* out, const PolicyMeasures& fifo, const PolicyMe
       Pct(planner.utilization_window));
   row("makespan (first arrival to last end)", Hours(fifo.makespan_h), Hours(planner.makespan_h));
   row("time with jobs waiting", Hours(fifo.waiting_h), Hours(planner.waiting_h));
+  row("drain: last time a job waited to the last end", Hours(fifo.drain_h), Hours(planner.drain_h));
+  row("job that ends last (sets the makespan)", fifo.last_job, planner.last_job);
   row("all teams backlogged (window)", fmt::format("{:.1f}-{:.1f} h", fifo.window_begin_h, fifo.window_end_h),
       fmt::format("{:.1f}-{:.1f} h", planner.window_begin_h, planner.window_end_h));
   for (size_t t = 0; t < config.teams.size(); ++t) {

@@ -32,7 +32,7 @@ TEST(Planner, TheFirstBlockedJobGetsAReservationFromExpectedEnds) {
   EXPECT_EQ(plan.reservation->job_id, "head");
   EXPECT_EQ(plan.reservation->at_ms, kNow + 100'000);
   EXPECT_EQ(plan.reservation->slots_by_node, (std::map<std::string, uint32_t>{{"n1", 4}, {"n2", 4}}));
-  EXPECT_EQ(plan.pending.at("head").estimated_start_ms, kNow + 100'000);
+  EXPECT_EQ(PendingOf(plan, "head").estimated_start_ms, kNow + 100'000);
   EXPECT_TRUE(Has(ReasonOf(plan, "head"), "waiting for 2 node(s) with 4 free slot(s); 1 have them now"))
       << ReasonOf(plan, "head");
 }
@@ -65,7 +65,7 @@ TEST(Planner, AReservationWithUnknownTimeStillHoldsItsSlots) {
   ASSERT_TRUE(plan.reservation.has_value());
   EXPECT_EQ(plan.reservation->at_ms, 0);
   EXPECT_EQ(plan.reservation->slots_by_node.size(), 3u);
-  EXPECT_EQ(plan.pending.at("head").estimated_start_ms, 0);
+  EXPECT_EQ(PendingOf(plan, "head").estimated_start_ms, 0);
   EXPECT_TRUE(Has(ReasonOf(plan, "head"), "unknown time")) << ReasonOf(plan, "head");
   // short ends in 1 s but no reservation time is known, so it may only use what the head leaves: 2 on n2.
   ASSERT_NE(StartOf(plan, "short"), nullptr);
@@ -86,13 +86,13 @@ TEST(Planner, EstimatesWhenWaitingJobsCouldStart) {
   auto plan = PlanSchedule(
       BackfillCluster({Pending("wide", "t", 1, 8, 2), Pending("three", "t", 3, 4, 3), Pending("five", "t", 1, 5, 4)}));
   // wide needs a whole node: n2 has 8 free once y ends at +50 s (a lower bound: the head is ahead of it).
-  EXPECT_EQ(plan.pending.at("wide").estimated_start_ms, kNow + 50'000);
+  EXPECT_EQ(PendingOf(plan, "wide").estimated_start_ms, kNow + 50'000);
   EXPECT_EQ(ReasonOf(plan, "wide"), "waiting for 1 node(s) with 8 free slot(s); 0 have them now");
   // three needs n3 too, held by a job without a time limit: unknown.
-  EXPECT_EQ(plan.pending.at("three").estimated_start_ms, 0);
+  EXPECT_EQ(PendingOf(plan, "three").estimated_start_ms, 0);
   // five fits n2's 6 free slots, but only 4 are not reserved: it may start when the head does.
   EXPECT_TRUE(Has(ReasonOf(plan, "five"), "reserved for job head")) << ReasonOf(plan, "five");
-  EXPECT_EQ(plan.pending.at("five").estimated_start_ms, kNow + 100'000);
+  EXPECT_EQ(PendingOf(plan, "five").estimated_start_ms, kNow + 100'000);
 }
 
 TEST(Planner, ExplainsJobsBehindOtherTeams) {
@@ -103,7 +103,7 @@ TEST(Planner, ExplainsJobsBehindOtherTeams) {
   EXPECT_TRUE(Has(ReasonOf(plan, "theirs"), "behind 2 job(s) of teams with lower usage; waiting for 1 node(s)"))
       << ReasonOf(plan, "theirs");
   EXPECT_FALSE(Has(ReasonOf(plan, "mine"), "behind")) << ReasonOf(plan, "mine");
-  EXPECT_EQ(plan.pending.at("theirs").position, 3u);
+  EXPECT_EQ(PendingOf(plan, "theirs").position, 3u);
 }
 
 // Random small clusters: every running job and every backfilled job honours its time limit. Simulated forward

@@ -124,6 +124,43 @@ TEST(Planner, NodeMatchesAndPools) {
   EXPECT_FALSE(NodeInPool(labels, "gpu"));
 }
 
+TEST(Planner, PendingIsListedInInputOrderAndFoundById) {
+  // Input order differs from the queue order (submit_seq): the list keeps the input's, positions the queue's.
+  auto plan = PlanSchedule(
+      Input({Node("a", 4, 0)}, {},
+            {Pending("late", "t", 1, 4, 3), Pending("never", "t", 1, 8, 1), Pending("fits", "t", 1, 2, 2)}));
+  ASSERT_EQ(plan.starts.size(), 1u);
+  EXPECT_EQ(plan.starts[0].job_id, "fits");
+  ASSERT_EQ(plan.pending.size(), 2u);
+  EXPECT_EQ(plan.pending[0].job_id, "late");
+  EXPECT_EQ(plan.pending[1].job_id, "never");
+  const PendingExplanation* late = FindPending(plan, "late");
+  ASSERT_NE(late, nullptr);
+  EXPECT_EQ(late, &plan.pending[0]);
+  EXPECT_EQ(late->position, 3u);
+  EXPECT_EQ(PendingOf(plan, "never").position, 1u);
+  EXPECT_EQ(FindPending(plan, "fits"), nullptr);    // started
+  EXPECT_EQ(FindPending(plan, "nobody"), nullptr);  // not in the input
+}
+
+TEST(Planner, RunningJobsAreFoundOnTheirNodesAmongMany) {
+  // 300 full nodes; the job on n217 ends first, so the reservation is there and then (node ids resolved through
+  // the pass's node index, every one of them probed).
+  std::vector<PlannerNode> nodes;
+  std::vector<RunningJob> running;
+  for (int i = 0; i < 300; ++i) {
+    const std::string id = Id("n", static_cast<uint64_t>(i));
+    nodes.push_back(Node(id, 2, 2));
+    const int64_t limit = (i == 217 ? 30 : 90 + i) * kMinute;
+    running.push_back(Running(Id("r", static_cast<uint64_t>(i)), "t", {{id, 2}}, 10 * kMinute, limit));
+  }
+  auto plan = PlanSchedule(Input(std::move(nodes), std::move(running), {Pending("next", "t", 1, 2, 1)}));
+  EXPECT_TRUE(plan.starts.empty());
+  ASSERT_TRUE(plan.reservation.has_value());
+  EXPECT_EQ(plan.reservation->at_ms, kNow + 20 * kMinute);
+  EXPECT_EQ(plan.reservation->slots_by_node, (std::map<std::string, uint32_t>{{"n217", 2}}));
+}
+
 // ---- quotas ----
 
 TEST(Planner, MaxLimitsBorrowing) {
@@ -165,7 +202,7 @@ TEST(Planner, OrderFavoursTheTeamFurthestBelowItsWeightedShare) {
   auto plan = PlanSchedule(in);
   EXPECT_EQ(plan.order.front(), "a1");
   EXPECT_NE(StartOf(plan, "a1"), nullptr);
-  EXPECT_EQ(plan.pending.at("b1").position, 2u);
+  EXPECT_EQ(PendingOf(plan, "b1").position, 2u);
 }
 
 TEST(Planner, SlotsHeldNowCountTowardUsage) {
@@ -282,7 +319,7 @@ TEST(Planner, ALargePassNeverOversubscribesANode) {
   EXPECT_FALSE(plan.starts.empty());
   EXPECT_EQ(plan.starts.size() + plan.pending.size(), in.pending.size());
   EXPECT_EQ(plan.order.size(), in.pending.size());
-  for (const auto& [id, why] : plan.pending) EXPECT_FALSE(why.reason.empty()) << id;
+  for (const auto& why : plan.pending) EXPECT_FALSE(why.reason.empty()) << why.job_id;
 }
 
 }  // namespace

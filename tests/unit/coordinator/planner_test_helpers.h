@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,8 +78,15 @@ inline const PlannedStart* StartOf(const SchedulePlan& plan, const std::string& 
 }
 
 inline std::string ReasonOf(const SchedulePlan& plan, const std::string& id) {
-  auto it = plan.pending.find(id);
-  return it == plan.pending.end() ? "<started>" : it->second.reason;
+  const PendingExplanation* why = FindPending(plan, id);
+  return why == nullptr ? "<started>" : why->reason;
+}
+
+// The explanation of a job the test expects to be pending (throws, failing the test, when it is not).
+inline const PendingExplanation& PendingOf(const SchedulePlan& plan, const std::string& id) {
+  const PendingExplanation* why = FindPending(plan, id);
+  if (why == nullptr) throw std::out_of_range("no pending explanation for job " + id);
+  return *why;
 }
 
 // Built with append, not "x" + std::to_string(i): GCC 12 warns falsely (-Wrestrict) on the latter at -O2.
