@@ -2,6 +2,7 @@
 // staged first (agent/stager.h).
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 
@@ -29,7 +30,17 @@ Status Agent::StartTransfers() {
           },
       .threads = 2,
       .hash_cache_path = dir + "/hash-cache.json",
+      .read_as = {},
   };
+  if (::geteuid() == 0) {
+    // A root agent reads what it serves as the job team's rank user: a ticket for /etc (a spec can name any
+    // path the coordinator's policy allows) reaches no more than that team's ranks could read themselves.
+    options.read_as = [run_as = config_.run_as](const std::string& team) -> StatusOr<std::pair<uid_t, gid_t>> {
+      ASSIGN_OR_RETURN(std::optional<RankUser> user, RankUserFor(run_as, team, /*agent_is_root=*/true));
+      if (!user) return FailedPreconditionError("no rank user");
+      return std::make_pair(user->uid, user->gid);
+    };
+  }
   auto server = transfer::TransferServer::Start(std::move(options));
   if (!server.ok()) return server.status().WithContext("starting the transfer server (--transfer-port)");
   transfer_server_ = std::move(*server);

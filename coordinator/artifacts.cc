@@ -101,7 +101,8 @@ std::string Coordinator::SignTicket(const std::string& node_id, const std::strin
                                           .root = root,
                                           .expires_at_ms = clock_->NowMs() + options_.artifacts.ticket_ttl_ms,
                                           .purpose = purpose,
-                                          .job_id = job.job_id()});
+                                          .job_id = job.job_id(),
+                                          .team = JobTeam(job)});
 }
 
 bool Coordinator::FillSource(const std::string& node_id, const std::string& path, const std::string& purpose,

@@ -40,6 +40,9 @@ std::string BaseName(std::string path) {
 StatusOr<std::string> ConfinePath(const std::string& root, const std::string& rel, bool allow_root) {
   int err = 0;
   const auto resolved_root = RealPath(root, &err);
+  if (!resolved_root && err == EACCES) {
+    return PermissionDeniedError(fmt::format("the ticket's root {} is not readable here: {}", root, ErrnoText(err)));
+  }
   if (!resolved_root) {
     return NotFoundError(fmt::format("the ticket's root {} cannot be resolved on this node: {}", root, ErrnoText(err)));
   }

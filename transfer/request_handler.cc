@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <exception>
+#include <optional>
 
 #include "common/fsutil.h"
 #include "transfer/path_confine.h"
@@ -23,12 +25,34 @@ void SetError(const Status& st, transferpb::TransferReply* reply) {
   reply->mutable_error()->set_message(st.message());
 }
 
+// This thread's filesystem identity (setfsuid/setfsgid act on the calling thread only; the raw syscalls, as glibc
+// does not broadcast them) for the life of the object: opens and stats are checked as that user, with the
+// filesystem capabilities (CAP_DAC_OVERRIDE, ...) dropped while the fsuid is not 0.
+class ScopedFsIdentity {
+ public:
+  ScopedFsIdentity(uid_t uid, gid_t gid) {
+    old_gid_ = static_cast<gid_t>(::syscall(SYS_setfsgid, gid));
+    old_uid_ = static_cast<uid_t>(::syscall(SYS_setfsuid, uid));
+  }
+  ~ScopedFsIdentity() {
+    ::syscall(SYS_setfsuid, old_uid_);
+    ::syscall(SYS_setfsgid, old_gid_);
+  }
+  ScopedFsIdentity(const ScopedFsIdentity&) = delete;
+  ScopedFsIdentity& operator=(const ScopedFsIdentity&) = delete;
+
+ private:
+  uid_t old_uid_;
+  gid_t old_gid_;
+};
+
 }  // namespace
 
 RequestHandler::RequestHandler(std::string node_id, std::string signer_public_key, std::function<int64_t()> now_ms,
-                               const std::string& hash_cache_path)
+                               const std::string& hash_cache_path, ReadAs read_as)
     : node_id_(std::move(node_id)),
       now_ms_(std::move(now_ms)),
+      read_as_(std::move(read_as)),
       hash_cache_(hash_cache_path),
       signer_public_key_(std::move(signer_public_key)) {}
 
@@ -79,6 +103,15 @@ Status RequestHandler::Dispatch(std::string_view frame, size_t frames, transferp
   }
   reply->set_request_id(request.request_id());
   ASSIGN_OR_RETURN(Ticket ticket, Authorize(request));
+  std::optional<ScopedFsIdentity> as_team;
+  if (read_as_) {
+    auto ids = read_as_(ticket.team);
+    if (!ids.ok()) {
+      return PermissionDeniedError(
+          fmt::format("no user to read files as for team '{}': {}", ticket.team, ids.status().message()));
+    }
+    as_team.emplace(ids->first, ids->second);
+  }
   if (request.has_manifest()) {
     ++manifest_requests_;
     return ServeManifest(ticket, request.manifest(), reply);
@@ -126,7 +159,11 @@ Status RequestHandler::ServeRead(const Ticket& ticket, const transferpb::ReadReq
   }
   ASSIGN_OR_RETURN(std::string target, ConfinePath(ticket.root, req.path(), /*allow_root=*/false));
   const int fd = ::open(target.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return UnavailableError(fmt::format("cannot open '{}': {}", req.path(), ErrnoText(errno)));
+  if (fd < 0) {
+    const int err = errno;
+    const std::string text = fmt::format("cannot open '{}': {}", req.path(), ErrnoText(err));
+    return err == EACCES ? PermissionDeniedError(text) : UnavailableError(text);
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

@@ -25,8 +25,9 @@ namespace anneal::transfer {
 
 class RequestHandler {
  public:
+  using ReadAs = std::function<StatusOr<std::pair<uid_t, gid_t>>(const std::string& team)>;
   RequestHandler(std::string node_id, std::string signer_public_key, std::function<int64_t()> now_ms,
-                 const std::string& hash_cache_path);
+                 const std::string& hash_cache_path, ReadAs read_as = {});
 
   // `frame`: the request; `frames`: how many frames the peer sent after its routing id (1 is the only valid).
   void Handle(std::string_view frame, size_t frames, transferpb::TransferReply* reply, zmq::message_t* data);
@@ -44,6 +45,7 @@ class RequestHandler {
 
   const std::string node_id_;
   const std::function<int64_t()> now_ms_;
+  const ReadAs read_as_;
   HashCache hash_cache_;
   mutable std::mutex signer_mu_;
   std::string signer_public_key_;

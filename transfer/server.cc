@@ -43,7 +43,7 @@ struct TransferServer::Impl {
 
   explicit Impl(ServerOptions opts)
       : options(std::move(opts)),
-        handler(options.node_id, options.signer_public_key, options.now_ms, options.hash_cache_path) {}
+        handler(options.node_id, options.signer_public_key, options.now_ms, options.hash_cache_path, options.read_as) {}
 
   void WorkerLoop();
 };

@@ -35,11 +35,14 @@
 //   ... later, from the registration reply: server->SetSignerPublicKey(reply.transfer_signer_key());
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/status.h"
 #include "protocol/curve.h"
@@ -59,6 +62,11 @@ struct ServerOptions {
   std::function<int64_t()> now_ms;  // wall clock, injectable for tests (empty: the system clock)
   int threads = 2;
   std::string hash_cache_path;  // optional: HashCache persistence (JSON), so a restart does not rehash
+  // Who reads a ticket's files: (uid, gid) for the ticket's team. Set by an agent running as root: each request's
+  // opens and stats run with the worker thread's filesystem identity switched to it (setfsuid/setfsgid are
+  // per thread), so a root server never serves what the team's ranks could not read (EACCES -> PERMISSION_DENIED).
+  // An error refuses the request. Empty: files are read as the server's own user.
+  std::function<StatusOr<std::pair<uid_t, gid_t>>(const std::string& team)> read_as;
 };
 
 // Counters since Start (tests count reads; the agent can export them as metrics).

@@ -131,12 +131,9 @@ StatusOr<TicketSigner> TicketSigner::LoadOrCreate(const std::string& dir) {
 }
 
 std::string TicketSigner::Sign(const Ticket& ticket) const {
-  const std::string payload = nlohmann::json{
-      {"n", ticket.node_id},
-      {"r", ticket.root},
-      {"e", ticket.expires_at_ms},
-      {"p", ticket.purpose},
-      {"j", ticket.job_id}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  const std::string payload = nlohmann::json{{"n", ticket.node_id}, {"r", ticket.root},   {"e", ticket.expires_at_ms},
+                                             {"p", ticket.purpose}, {"j", ticket.job_id}, {"t", ticket.team}}
+                                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   unsigned char sig[crypto_sign_BYTES];
   crypto_sign_detached(sig, nullptr, reinterpret_cast<const unsigned char*>(payload.data()), payload.size(),
                        reinterpret_cast<const unsigned char*>(secret_key_.data()));
@@ -180,8 +177,12 @@ StatusOr<Ticket> VerifyTicket(std::string_view token, std::string_view signer_pu
       !doc["p"].is_string() || !doc.contains("j") || !doc["j"].is_string()) {
     return UnauthenticatedError("ticket refused: signed, but its payload is not a ticket");
   }
-  Ticket t{doc["n"].get<std::string>(), doc["r"].get<std::string>(), doc["e"].get<int64_t>(),
-           doc["p"].get<std::string>(), doc["j"].get<std::string>()};
+  Ticket t{doc["n"].get<std::string>(),
+           doc["r"].get<std::string>(),
+           doc["e"].get<int64_t>(),
+           doc["p"].get<std::string>(),
+           doc["j"].get<std::string>(),
+           doc.contains("t") && doc["t"].is_string() ? doc["t"].get<std::string>() : std::string()};
   if (t.node_id != serving_node_id) {
     return PermissionDeniedError(
         fmt::format("ticket refused: it is for node '{}', this is node '{}'", t.node_id, serving_node_id));

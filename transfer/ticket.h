@@ -49,6 +49,9 @@ struct Ticket {
   int64_t expires_at_ms = 0;  // wall clock (ms since epoch)
   std::string purpose;        // "stage", "replicate", "fetch" (logged by the server)
   std::string job_id;         // for the server's log
+  // The job's team: a server running as root reads the files as the team's rank user (ServerOptions::read_as), so
+  // a ticket never reaches what the team could not read itself. Empty: read as the server's own user.
+  std::string team;
   bool operator==(const Ticket&) const = default;
 };
 

@@ -54,13 +54,13 @@ struct World {
   std::string Ticket(uint8_t which, std::string_view garbage) const {
     switch (which % 5) {
       case 0:
-        return signer.Sign({"node-a", root, kNow + 1000, "stage", "j"});
+        return signer.Sign({"node-a", root, kNow + 1000, "stage", "j", ""});
       case 1:
-        return signer.Sign({"node-a", root + "/sub", kNow + 1000, "stage", "j"});
+        return signer.Sign({"node-a", root + "/sub", kNow + 1000, "stage", "j", ""});
       case 2:
-        return signer.Sign({"node-b", root, kNow + 1000, "stage", "j"});
+        return signer.Sign({"node-b", root, kNow + 1000, "stage", "j", ""});
       case 3:
-        return signer.Sign({"node-a", root, kNow - 1, "stage", "j"});
+        return signer.Sign({"node-a", root, kNow - 1, "stage", "j", ""});
       default:
         return std::string(garbage);
     }

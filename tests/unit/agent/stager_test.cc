@@ -15,6 +15,7 @@
 
 #include "jobspec/jobspec.h"
 #include "protocol/curve.h"
+#include "transfer/client.h"
 #include "transfer/manifest.h"
 #include "transfer/server.h"
 #include "transfer/ticket.h"
@@ -76,7 +77,8 @@ class StagerTest : public ::testing::Test {
                                 .root = path.string(),
                                 .expires_at_ms = WallMs() + 600000,
                                 .purpose = "stage",
-                                .job_id = "j1"}));
+                                .job_id = "j1",
+                                .team = ""}));
     return in;
   }
   pb::LaunchTask Launch() {
@@ -248,6 +250,53 @@ TEST_F(StagerTest, ReplicateCopiesOnlyTheCommittedFiles) {
   EXPECT_TRUE(answer.ok()) << answer.error();
   EXPECT_EQ(answer.step(), 10u);
   EXPECT_EQ(Read(dir_ / "out/checkpoint-10/trainable-stage0.safetensors"), "weights");
+}
+
+// A root server reads as the ticket's team: what that team's ranks cannot read is refused, not served.
+TEST(TransferServerReadAs, ARootServerReadsAsTheTicketsTeam) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (setfsuid)";
+  const fs::path dir = fs::temp_directory_path() / ("anneal-readas-" + std::to_string(getpid()));
+  fs::create_directories(dir / "model");
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  Write(dir / "model/secret.bin", "root only");
+  fs::permissions(dir / "model/secret.bin", fs::perms::owner_read | fs::perms::owner_write);
+  Write(dir / "model/public.bin", "anyone");
+  fs::permissions(dir / "model/public.bin", fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  const transfer::TicketSigner signer = transfer::TicketSigner::Generate();
+  transfer::ServerOptions options;
+  options.bind_endpoint = "tcp://127.0.0.1:0";
+  options.node_id = "src";
+  options.signer_public_key = signer.public_key();
+  options.server_keys = *protocol::GenerateCurveKeyPair();
+  options.read_as = [](const std::string& team) -> StatusOr<std::pair<uid_t, gid_t>> {
+    if (team != "nlp") return NotFoundError("unknown team " + team);
+    return std::make_pair(uid_t{65534}, gid_t{65534});
+  };
+  auto server = transfer::TransferServer::Start(std::move(options));
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto source = [&](const std::string& team) {
+    return transfer::Source{.endpoint = (*server)->endpoint(),
+                            .server_public_key = (*server)->public_key(),
+                            .ticket = signer.Sign({.node_id = "src",
+                                                   .root = (dir / "model").string(),
+                                                   .expires_at_ms = WallMs() + 60000,
+                                                   .purpose = "stage",
+                                                   .job_id = "j1",
+                                                   .team = team})};
+  };
+  transfer::FetchOptions quick;
+  quick.timeout_ms = 5000;
+  quick.max_retries = 0;
+  const fs::path out = dir / "out.bin";
+  EXPECT_TRUE(transfer::FetchFile(source("nlp"), "public.bin", out.string(), quick).ok());
+  EXPECT_EQ(Read(out), "anyone");
+  Status refused = transfer::FetchFile(source("nlp"), "secret.bin", out.string(), quick);
+  EXPECT_EQ(refused.code(), StatusCode::kPermissionDenied) << refused.ToString();
+  Status unknown = transfer::FetchFile(source("vision"), "public.bin", out.string(), quick);
+  EXPECT_EQ(unknown.code(), StatusCode::kPermissionDenied) << unknown.ToString();
+  EXPECT_NE(unknown.message().find("vision"), std::string::npos);
+  server->reset();
+  fs::remove_all(dir);
 }
 
 }  // namespace

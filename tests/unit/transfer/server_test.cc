@@ -94,7 +94,7 @@ TEST_F(ServerTest, TicketsForAnotherNodeExpiredOrUnsignedAreRefused) {
   ExpectError(RawCall(*f.server, Read("a.txt", "ant1.e30.AAAA")), StatusCode::kUnauthenticated, "ticket refused");
   ExpectError(RawCall(*f.server, Read("a.txt", "no ticket at all")), StatusCode::kUnauthenticated, "malformed");
   const TicketSigner stranger = TicketSigner::Generate();
-  const std::string forged = stranger.Sign({"node-a", root, f.now->load() + 60000, "stage", "job-1"});
+  const std::string forged = stranger.Sign({"node-a", root, f.now->load() + 60000, "stage", "job-1", ""});
   ExpectError(RawCall(*f.server, Read("a.txt", forged)), StatusCode::kUnauthenticated, "bad signature");
   // A ticket for another root does not reach this one.
   WriteBytes(t.path + "/other/c.txt", "c");

@@ -76,7 +76,7 @@ void ServerFixture::Restart() {
 }
 
 std::string ServerFixture::Ticket(const std::string& root, int64_t ttl_ms, const std::string& node) const {
-  return signer.Sign({node, root, now->load() + ttl_ms, "stage", "job-1"});
+  return signer.Sign({node, root, now->load() + ttl_ms, "stage", "job-1", ""});
 }
 
 Source ServerFixture::SourceFor(const std::string& root) const {
