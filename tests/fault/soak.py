@@ -27,6 +27,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,9 +136,10 @@ class Soak:
         name = self.jobs[job][0]
         epoch0, step0 = record.get("epoch"), last_step(f"{self.tmp}/{name}")
         t0 = time.time()
-        fault = dict(kind=kind, target=f"{job[:8]}@{node}", detected_s=None, restarted_s=None, lost_steps=0)
-        if recover:
-            recover()
+        fault = dict(kind=kind, target=f"{job}@{node}", detected_s=None, restarted_s=None, lost_steps=0)
+        healer = threading.Thread(target=recover, daemon=True) if recover else None
+        if healer:
+            healer.start()  # the host, daemon or link comes back while the job is being watched
         while time.time() - t0 < 150:
             v = job_view(self.c, job)
             now = time.time() - t0
@@ -155,9 +157,14 @@ class Soak:
                 fault["restarted_s"] = now
                 fault["lost_steps"] = max(0, step0 - checkpoint_step(v.get("resume_checkpoint", "")))
                 break
-            if state == "JOB_RUNNING" and (kind == "kill_coord" or (kind == "cut_host" and now > 40)):
+            if state == "JOB_RUNNING" and kind == "kill_coord":
+                fault["restarted_s"] = now  # the new coordinator answers and has re-adopted the running job
+                break
+            if state == "JOB_RUNNING" and kind == "cut_host" and now > 40:
                 break  # re-adopted: the job never stopped
             time.sleep(0.5)
+        if healer:
+            healer.join()
         self.faults.append(fault)
 
     def run(self):
@@ -176,7 +183,7 @@ class Soak:
             kind = self.rng.choice(KINDS)
             recover = self.inject(kind, target)
             injected += 1
-            print(f"fault {injected}/{self.args.faults}: {kind} on {target[2]} (job {target[0][:8]})", flush=True)
+            print(f"fault {injected}/{self.args.faults}: {kind} on {target[2]} (job {target[0]})", flush=True)
             self.observe(kind, target, recover)
         while len(self.jobs) < self.args.jobs:
             self.submit_next()
