@@ -246,6 +246,8 @@ int Show(const GlobalOptions& g, const ShowOptions& o) {
   }
   line("Failed", failures.empty() ? "no attempt failed"
                                   : fmt::format("{} attempt(s): {}", failures.size(), fmt::join(failures, "; ")));
+  // Attempts ended by a lost node: their own budget, not the attempts' (coordinator/job_state_machine.h).
+  std::cout << fmt::format("Infrastructure restarts: {} of {}\n", job.infra_restarts(), job.max_infra_restarts());
   auto spec = jobspec::ParseJobSpec(job.spec_yaml(), job.job_id());
   if (spec.ok()) {
     line("Kind",

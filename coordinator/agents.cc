@@ -170,9 +170,7 @@ void Coordinator::HandleHeartbeat(const std::string& peer, const pb::Heartbeat& 
       continue;
     }
     if (now - job->task_last_seen_ms[id] <= options_.heartbeat_timeout_ms) continue;
-    job->record.set_result(fmt::format("node {} no longer reports the job's task", id));
-    jobs_.AddEvent(*job, "error", job->record.result());
-    SetTaskState(*job, id, pb::TASK_LOST);
+    LoseTask(*job, id, fmt::format("node {} no longer reports the job's task", id));
     Reconcile(*job);
   }
 }
@@ -313,12 +311,7 @@ void Coordinator::MarkNodeDown(Node& node, const std::string& reason, bool may_r
     auto task = job->record.task_states().find(id);
     if (task == job->record.task_states().end() || protocol::TaskEnded(task->second)) continue;
     if (may_reconnect && KeepDisconnectedTask(*job, id, reason)) continue;  // reconnect grace (reconnect.cc)
-    if (job->disconnected_ms.erase(id) > 0 && job->disconnected_ms.empty()) disconnected_jobs_.erase(job_id);
-    if (job->record.state() == pb::JOB_STARTING || job->record.state() == pb::JOB_RUNNING) {
-      job->record.set_result(reason + ": task lost");
-    }
-    jobs_.AddEvent(*job, "error", reason + ": task lost");
-    SetTaskState(*job, id, pb::TASK_LOST);
+    LoseTask(*job, id, reason + ": task lost");
     Reconcile(*job);
   }
   // Log requests waiting on this node cannot be answered.

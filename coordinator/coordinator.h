@@ -269,6 +269,12 @@ class Coordinator {
   void ExpireDisconnectedTasks();
   void ReadoptDisconnectedTasks(const Node& node, const std::set<std::string>& reported);
   void ReleaseDisconnectedTasks(Job& job, const std::string& why);
+  // The one way a task becomes LOST, and so the one place an attempt becomes an infrastructure restart
+  // (job_state_machine.h): `what` is recorded as an "error" event, and as the job's result while the job is
+  // STARTING or RUNNING (the first failure of an attempt describes it; a task lost while the gang is already
+  // stopping does not replace that); the task leaves the reconnect grace and its slots are released. No-op for
+  // a task already ended. The caller reconciles the job (one Reconcile after several losses).
+  void LoseTask(Job& job, const std::string& node_id, const std::string& what);
   bool IsCurrentTask(const Job* job, const std::string& node_id, uint64_t epoch) const;
   void SendToNode(const Node& node, pb::CoordinatorToAgent message);
   void SendToPeer(const std::string& peer, pb::CoordinatorToAgent message);

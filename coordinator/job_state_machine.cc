@@ -36,6 +36,7 @@ TaskSummary SummarizeTasks(const google::protobuf::Map<std::string, pb::TaskStat
     if (state == pb::TASK_RUNNING || state == pb::TASK_SUCCEEDED) ++summary.up;
     if (state == pb::TASK_SUCCEEDED) ++summary.succeeded;
     if (protocol::TaskEnded(state)) ++summary.ended;
+    if (state == pb::TASK_LOST) ++summary.lost;
     if (protocol::TaskEndedUnsuccessfully(state) && summary.first_unsuccessful_node.empty()) {
       summary.first_unsuccessful_node = node;
     }
@@ -46,9 +47,12 @@ TaskSummary SummarizeTasks(const google::protobuf::Map<std::string, pb::TaskStat
 JobView ViewOf(const pb::JobRecord& record, const std::string& latest_checkpoint) {
   JobView view;
   view.state = record.state();
-  view.attempt = record.attempt() >= record.preemptions() ? record.attempt() - record.preemptions() : 0;
+  const uint32_t not_charged = record.preemptions() + record.infra_restarts();
+  view.attempt = record.attempt() >= not_charged ? record.attempt() - not_charged : 0;
   view.max_attempts = record.max_attempts();
   view.preemptions = record.preemptions();
+  view.infra_restarts = record.infra_restarts();
+  view.max_infra_restarts = record.max_infra_restarts();
   view.preempt_for_time_limit = record.preempt_for_time_limit();
   view.preempt_reason = record.preempt_reason();
   view.result = record.result();
@@ -95,6 +99,25 @@ Decision OnPreemptedTasksChanged(const JobView& job) {
           {}};
 }
 
+// Every task of an attempt ended and at least one was LOST: an infrastructure fault, charged to
+// infra_restarts while the budget lasts (job_state_machine.h, "Infrastructure restarts").
+Decision OnNodeLostAttemptEnded(const JobView& job) {
+  if (job.infra_restarts < job.max_infra_restarts) {
+    const std::string from = job.resume_checkpoint.empty() ? "from the start" : "from " + job.resume_checkpoint;
+    return {
+        pb::JOB_PENDING,
+        JobAction::kInfraRetry,
+        fmt::format("restarting after a lost node (infrastructure restart {} of {}, not an attempt: {}); resuming {}",
+                    job.infra_restarts + 1, job.max_infra_restarts, job.result, from),
+        {},
+        {}};
+  }
+  const std::string result =
+      fmt::format("infrastructure restart budget spent ({} of {}, scheduling.max_infra_restarts): {}",
+                  job.infra_restarts, job.max_infra_restarts, job.result);
+  return {pb::JOB_FAILED, JobAction::kNone, result, result, {}};
+}
+
 Decision OnTasksChanged(const JobView& job) {
   const TaskSummary& tasks = job.tasks;
   switch (job.state) {
@@ -118,6 +141,7 @@ Decision OnTasksChanged(const JobView& job) {
       return Stay();
     case pb::JOB_RESTARTING: {
       if (tasks.ended < tasks.total) return Stay();
+      if (tasks.lost > 0) return OnNodeLostAttemptEnded(job);
       if (job.attempt < job.max_attempts) {
         const std::string from = job.resume_checkpoint.empty() ? "from the start" : "from " + job.resume_checkpoint;
         return {pb::JOB_PENDING,

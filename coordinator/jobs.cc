@@ -59,7 +59,7 @@ pb::JobRecord NewJobRecord(const PreparedSubmit& prepared) {
   res->set_data_parallel(spec.resources.data_parallel());
   r.set_priority(spec.scheduling.priority);
   r.set_max_attempts(std::max(1, spec.scheduling.max_attempts));
-  CopySchedulingKeys(spec, &r);  // time_limit, node_selector, max_preemptions (coordinator/sharing.h)
+  CopySchedulingKeys(spec, &r);  // time_limit, node_selector, max_preemptions, max_infra_restarts
   r.set_output_dir(spec.train.output_dir);
   r.set_owner(prepared.submitter.user);
   r.set_team(prepared.team);
@@ -209,20 +209,23 @@ void Coordinator::Reconcile(Job& job, JobReport report) {
     const Decision decision = NextTransition(view, report);
     if (decision.next == pb::JOB_STATE_UNSPECIFIED) return;
     if (decision.result) r.set_result(*decision.result);
-    if (decision.action == JobAction::kStopGang || decision.action == JobAction::kPreemptGang) {
-      // A task kept on a DOWN node can take no stop order: it counts as lost now, so the gang does not wait a
-      // stop timeout for it (its ranks cannot go on without their peers; a returning node stops them as stale).
-      ReleaseDisconnectedTasks(job, decision.message);
-    }
-    if (decision.action == JobAction::kRetry || decision.action == JobAction::kRequeue) {
+    if (decision.action == JobAction::kRetry || decision.action == JobAction::kRequeue ||
+        decision.action == JobAction::kInfraRetry) {
       ReleaseDisconnectedTasks(job, decision.message);
       r.set_resume_checkpoint(view.resume_checkpoint);
       r.clear_task_states();
       job.task_last_seen_ms.clear();
     }
     if (decision.action == JobAction::kRequeue) r.set_preemptions(r.preemptions() + 1);
+    if (decision.action == JobAction::kInfraRetry) r.set_infra_restarts(r.infra_restarts() + 1);
     if (decision.next != pb::JOB_PREEMPTED) r.set_preempt_deadline_ms(0);
     jobs_.Transition(job, decision.next, decision.message);
+    if (decision.action == JobAction::kStopGang || decision.action == JobAction::kPreemptGang) {
+      // A task kept on a DOWN node can take no stop order: it counts as lost now (after the transition, so the
+      // attempt's result stays the failure that stopped it), and the gang does not wait a stop timeout for it
+      // (its ranks cannot go on without their peers; a returning node stops them as stale).
+      ReleaseDisconnectedTasks(job, decision.message);
+    }
     if (decision.action == JobAction::kStopGang) {
       StopGang(job, decision.stop_reason);
       job.stop_deadline_ms = clock_->NowMs() + options_.stop_timeout_ms;
@@ -273,6 +276,13 @@ void Coordinator::CheckStopDeadlines() {
     const auto tasks = job.record.task_states();  // a copy: SetTaskState changes the map
     for (const auto& [node_id, state] : tasks) {
       if (protocol::TaskEnded(state)) continue;
+      const Node* node = nodes_.Find(node_id);
+      if (node == nullptr || node->record.state() == pb::NODE_DOWN) {  // gone, not slow: an infrastructure fault
+        LoseTask(job, node_id,
+                 fmt::format("node {} is down and did not confirm the stop within {} ms: task lost", node_id,
+                             options_.stop_timeout_ms));
+        continue;
+      }
       jobs_.AddEvent(job, "error",
                      fmt::format("node {} did not confirm the stop within {} ms; its slots are released", node_id,
                                  options_.stop_timeout_ms));

@@ -11,6 +11,8 @@
 //   kept --node registers without it--> RUNNING until heartbeats show it missing (HandleHeartbeat: LOST)
 //   kept --grace over--> LOST (the job retries)
 //   kept --the job stops or is preempted for another reason--> LOST
+// Every LOST goes through LoseTask (below), which the node-down path (agents.cc MarkNodeDown) and the
+// missing-task path (HandleHeartbeat) share: an attempt with a LOST task is an infrastructure restart.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -47,12 +49,11 @@ void Coordinator::ExpireDisconnectedTasks() {
         ++d;
         continue;
       }
-      const std::string what = fmt::format("node {} did not reconnect within {} ms (reconnect_grace_ms): task lost",
-                                           d->first, options_.reconnect_grace_ms);
-      job->record.set_result(what);
-      jobs_.AddEvent(*job, "error", what);
-      SetTaskState(*job, d->first, pb::TASK_LOST);
-      d = job->disconnected_ms.erase(d);
+      const std::string node_id = d->first;
+      ++d;  // LoseTask erases the entry
+      LoseTask(*job, node_id,
+               fmt::format("node {} did not reconnect within {} ms (reconnect_grace_ms): task lost", node_id,
+                           options_.reconnect_grace_ms));
       expired = true;
     }
     if (job->disconnected_ms.empty()) disconnected_jobs_.erase(job_id);
@@ -77,13 +78,22 @@ void Coordinator::ReadoptDisconnectedTasks(const Node& node, const std::set<std:
 
 void Coordinator::ReleaseDisconnectedTasks(Job& job, const std::string& why) {
   if (job.disconnected_ms.empty()) return;
-  const auto kept = job.disconnected_ms;  // a copy: SetTaskState edits the node's task index
+  const auto kept = job.disconnected_ms;  // a copy: LoseTask erases the entries
   for (const auto& [node_id, since] : kept) {
-    jobs_.AddEvent(job, "error", fmt::format("node {} is down: its task counts as lost ({})", node_id, why));
-    SetTaskState(job, node_id, pb::TASK_LOST);
+    LoseTask(job, node_id, fmt::format("node {} is down: its task counts as lost ({})", node_id, why));
   }
-  job.disconnected_ms.clear();
-  disconnected_jobs_.erase(job.record.job_id());
+}
+
+void Coordinator::LoseTask(Job& job, const std::string& node_id, const std::string& what) {
+  if (job.disconnected_ms.erase(node_id) > 0 && job.disconnected_ms.empty()) {
+    disconnected_jobs_.erase(job.record.job_id());
+  }
+  auto task = job.record.task_states().find(node_id);
+  if (task == job.record.task_states().end() || protocol::TaskEnded(task->second)) return;
+  const pb::JobState state = job.record.state();
+  if (state == pb::JOB_STARTING || state == pb::JOB_RUNNING) job.record.set_result(what);
+  jobs_.AddEvent(job, "error", what);
+  SetTaskState(job, node_id, pb::TASK_LOST);
 }
 
 }  // namespace anneal::coordinator

@@ -27,6 +27,7 @@ void CopySchedulingKeys(const jobspec::JobSpec& spec, pb::JobRecord* record) {
   record->mutable_node_selector()->clear();
   for (const auto& [key, value] : spec.scheduling.node_selector) (*record->mutable_node_selector())[key] = value;
   record->set_max_preemptions(static_cast<uint32_t>(std::max(0, spec.scheduling.max_preemptions)));
+  record->set_max_infra_restarts(static_cast<uint32_t>(std::max(0, spec.scheduling.max_infra_restarts)));
 }
 
 Status ValidatePoolLabel(std::string_view label) {

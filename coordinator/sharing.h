@@ -1,6 +1,7 @@
 // Sharing: the user-facing side of quotas, fair share and the queue, as pure functions over plain values.
 //
-//   CopySchedulingKeys   the spec's time_limit / node_selector / max_preemptions into the job record (submit)
+//   CopySchedulingKeys   the spec's time_limit / node_selector / max_preemptions / max_infra_restarts into the
+//                        job record (submit)
 //   PoolSlots            the slots of one pool ("" = every registered node, "k=v" = nodes labelled k=v)
 //   ValidatePoolLabel    "" or "key=value" with the bounds of an agent's labels
 //   BuildQueueReply      the pending queue a caller may see (anneal queue, GET /api/queue)
@@ -33,7 +34,8 @@
 
 namespace anneal::coordinator {
 
-// Fills JobRecord fields 24-26 from the spec: time_limit_ms (0: none), node_selector, max_preemptions.
+// Fills JobRecord fields 24-26 and 40 from the spec: time_limit_ms (0: none), node_selector, max_preemptions,
+// max_infra_restarts.
 void CopySchedulingKeys(const jobspec::JobSpec& spec, pb::JobRecord* record);
 
 // INVALID_ARGUMENT naming the label unless it is "" or "key=value" (key 1-256 bytes without '=', value at most

@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from testlib import ROOT, run, wait_for  # noqa: E402
+from workload import trainer_binary  # noqa: E402
 
 COORDINATOR_PORT = 7070
 
@@ -44,7 +45,8 @@ class HostCluster:
         return p
 
     def __enter__(self):
-        run(["bash", os.path.join(ROOT, "scripts/rank-access.sh"), self.bindir, os.path.join(ROOT, ".venv"), self.tmp])
+        run(["bash", os.path.join(ROOT, "scripts/rank-access.sh"), self.bindir, os.path.join(ROOT, ".venv"), self.tmp,
+             os.path.dirname(trainer_binary(self.bindir))])
         os.makedirs(self.home, exist_ok=True)
         config = os.path.join(self.coordinator_host.dir, "coordinator.yaml")
         with open(config, "w") as f:
@@ -80,8 +82,18 @@ class HostCluster:
                            "--address", host.address, "--work-dir", os.path.join(host.dir, "agent"), "--slots",
                            self.slots, "--server-key-file", os.path.join(self.state, "curve.pub"), "--join-token-file",
                            os.path.join(self.coordinator_host.dir, "join-token"), "--rendezvous-ports",
-                           f"{begin}-{begin + 99}", *self.agent_args],
+                           f"{begin}-{begin + 99}", "--trainer", trainer_binary(self.bindir), *self.agent_args],
                           log=os.path.join(host.dir, "agent.log"), env=self.env)
+
+    def kill_coordinator(self):
+        """kill -9 of the coordinator daemon (its host and the agents stay up)."""
+        return self.coordinator_host.kill_matching("anneal-coordinator")
+
+    def restart_coordinator(self):
+        """A new coordinator on the same state dir and address (after kill_coordinator); waits until it answers."""
+        self.start_coordinator()
+        wait_for("the restarted coordinator to answer", lambda: self.anneal("nodes", check=False, timeout=10)
+                 .returncode == 0, 60)
 
     def agent_host(self, node):
         return self.agents[node]

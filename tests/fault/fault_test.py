@@ -26,7 +26,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from cluster import HostCluster, wait_until  # noqa: E402
 from hosts import FaultNet, Unavailable  # noqa: E402
-from testlib import lora_job_yaml, make_tokenizer, run, run_cases, wait_for  # noqa: E402
+from testlib import run_cases, wait_for  # noqa: E402
+from workload import (committed_steps, placed_nodes, prepare_model, same_final_loss, trainer_binary,  # noqa: E402
+                      two_node_job)
 
 ECHO_SERVER = ("import socket,sys\n"
                "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -102,39 +104,9 @@ def case_harness(bindir, tmp):
     print(f"harness: 3 hosts, cut/heal, kill -9 of a host, ENOSPC on a 1 MiB disk, {netem}, nothing left behind")
 
 
-def prepare_model(tmp, bindir):
-    make_tokenizer(f"{tmp}/tok")
-    run([os.path.join(bindir, "anneal-train"), "model", "init", "--arch", "qwen2", "--preset", "tiny", "--tokenizer",
-         f"{tmp}/tok", "--out", f"{tmp}/base", "--seed", "2"])
-
-
-def final_loss(out):
-    rows = [json.loads(line) for line in open(f"{out}/trainer_log.jsonl") if '"loss"' in line]
-    return rows[-1]["current_steps"], rows[-1]["loss"]
-
-
 def same_final_loss_as_reference(tmp, name, steps):
     """The final (step, loss) of job `name`, asserted equal to the uninterrupted `ref` run's (1e-5 relative)."""
-    got, want = final_loss(f"{tmp}/{name}"), final_loss(f"{tmp}/ref")
-    assert got[0] == want[0] == steps, (got, want)
-    assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
-    return got[1], want[1]
-
-
-def placed_nodes(c, job):
-    show = json.loads(c.anneal("--json", "show", job).stdout)
-    return sorted(n["node_id"] for n in show.get("job", show).get("placement", {}).get("nodes", []))
-
-
-def committed_steps(c, job):
-    cks = json.loads(c.anneal("--json", "checkpoints", job).stdout)
-    cks = cks["checkpoints"] if isinstance(cks, dict) else cks
-    return sorted(int(k["step"]) for k in cks)
-
-
-def two_node_job(tmp, name, steps):
-    """A LoRA job over 2 nodes x 2 ranks (tensor parallel 2 in a node, data parallel 2 across), checkpoint every 5."""
-    return lora_job_yaml(tmp, name, steps, save_steps=5, nodes=2, gpus_per_node=2, tensor_model_parallel_size=2)
+    return same_final_loss(f"{tmp}/{name}", f"{tmp}/ref", steps)
 
 
 def start_after_reference(c, tmp, name, steps):
@@ -148,7 +120,7 @@ def start_after_reference(c, tmp, name, steps):
 
 
 def case_host_kill(bindir, tmp):
-    prepare_model(tmp, bindir)
+    prepare_model(tmp, trainer_binary(bindir))
     steps = 30
     # 4 hosts: the coordinator and three agents, so a 2-node job has a spare host to restart on.
     with FaultNet(4, tmp) as net, HostCluster(net, bindir, tmp) as c:
@@ -182,7 +154,7 @@ def attempts_of(c, job):
 
 
 def case_partition(bindir, tmp):
-    prepare_model(tmp, bindir)
+    prepare_model(tmp, trainer_binary(bindir))
     steps = 40
     with FaultNet(3, tmp) as net, HostCluster(net, bindir, tmp) as c:
         try:

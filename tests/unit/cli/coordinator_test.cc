@@ -228,6 +228,8 @@ TEST(CliCoordinator, ShowPrintsSummaryPlacementMetricsCheckpointsAndEvents) {
     auto* r = reply.mutable_get_job();
     *r->mutable_job() = Job("j-7", pb::JOB_RUNNING);
     r->mutable_job()->set_finished_at_ms(1'700'000'000'000);  // finished without ever starting
+    r->mutable_job()->set_infra_restarts(2);
+    r->mutable_job()->set_max_infra_restarts(10);
     r->mutable_job()->set_spec_yaml("model_name_or_path: /models/tiny\ndataset: alpaca\noutput_dir: /out/j-7\n");
     auto* node = r->mutable_job()->mutable_placement()->add_nodes();
     node->set_node_id("node-a");
@@ -256,7 +258,7 @@ TEST(CliCoordinator, ShowPrintsSummaryPlacementMetricsCheckpointsAndEvents) {
        {"Job:         j-7  (demo-j-7)", "State:       RUNNING  attempt 1/3", "Model:       /models/tiny",
         "Kind:        train / lora (rank 8, alpha 16)", "node-a ranks 0,1", "step 40/100", "loss=1.25",
         "Checkpoints:", "/out/j-7/checkpoint-20", "2.0 KiB", "Events:", "PENDING->STARTING", "placed on node-a",
-        "(never started)", "Failed:      no attempt failed"}) {
+        "(never started)", "Failed:      no attempt failed", "Infrastructure restarts: 2 of 10"}) {
     EXPECT_TRUE(Contains(r.out, text)) << "missing '" << text << "' in:\n" << r.out;
   }
   RunResult missing = RunAnneal({"--coordinator", coordinator.address(), "show", "j-9"}, home.path());

@@ -143,15 +143,16 @@ TEST(NodeRegistry, SilentNodeIsDownAndItsJobRestartsFromTheLastCheckpointElsewhe
   EXPECT_EQ(launches[0].resume_checkpoint(), h.Job(job).output_dir() + "/checkpoint-200");
 }
 
-TEST(NodeRegistry, SilentNodeFailsTheJobWhenAttemptsRunOut) {
+TEST(NodeRegistry, SilentNodeFailsTheJobWhenTheInfrastructureRestartsRunOut) {
   Harness h(ShortTimeouts());
   h.Register("n1", 1);
-  const std::string job = h.Submit(BaseSpec("max_attempts: 1\n"));
+  const std::string job = h.Submit(BaseSpec("max_attempts: 1\nmax_infra_restarts: 0\n"));
   h.ReportAll(job, pb::TASK_RUNNING);
   h.Advance(1001);
   pb::JobRecord r = h.Job(job);
   EXPECT_EQ(r.state(), pb::JOB_FAILED);
   EXPECT_NE(r.result().find("silent"), std::string::npos) << r.result();
+  EXPECT_NE(r.result().find("scheduling.max_infra_restarts"), std::string::npos) << r.result();
 }
 
 TEST(NodeRegistry, ReturningNodeIsToldToStopTasksOfAnOldEpoch) {
@@ -192,7 +193,7 @@ TEST(NodeRegistry, HeartbeatOfAnUnregisteredPeerAsksToRegister) {
 TEST(NodeRegistry, TaskMissingFromHeartbeatsPastTheTimeoutIsLost) {
   Harness h(ShortTimeouts());
   h.Register("n1", 1);
-  const std::string job = h.Submit(BaseSpec("max_attempts: 1\n"));
+  const std::string job = h.Submit(BaseSpec("max_attempts: 1\nmax_infra_restarts: 0\n"));
   h.ReportAll(job, pb::TASK_RUNNING);
   pb::JobRecord r = h.Job(job);
   for (int i = 0; i < 5; ++i) {  // listed: fine

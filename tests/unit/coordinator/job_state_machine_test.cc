@@ -189,5 +189,72 @@ TEST(NextTransition, APreemptedJobRequeuesWithoutUsingAnAttemptOrFailsAtItsTimeL
   EXPECT_EQ(NextTransition(ViewOf(record, ""), JobReport::kTasksChanged).next, pb::JOB_PENDING);
 }
 
+// Infrastructure restarts (job_state_machine.h): the RESTARTING rows, edge by edge. A job on attempt 2 of 2 (its
+// attempts are spent) with infra_restarts used of max_infra_restarts, whose gang ended with these tasks.
+JobView Restarting(std::vector<pb::TaskState> tasks, uint32_t infra_used, uint32_t infra_max) {
+  pb::JobRecord record;
+  record.set_state(pb::JOB_RESTARTING);
+  record.set_attempt(2 + infra_used);  // every earlier infrastructure restart was a placement too
+  record.set_max_attempts(2);
+  record.set_infra_restarts(infra_used);
+  record.set_max_infra_restarts(infra_max);
+  record.set_result("node n1 silent for 10000 ms (timeout 10000 ms): task lost");
+  const char* const nodes[] = {"n1", "n2", "n3"};
+  for (size_t i = 0; i < tasks.size(); ++i) (*record.mutable_task_states())[nodes[i]] = tasks[i];
+  return ViewOf(record, "/out/run/checkpoint-20");
+}
+
+TEST(InfraRestarts, AnAttemptWithALostTaskIsChargedToTheInfraBudgetNotToTheAttempts) {
+  const JobView view = Restarting({pb::TASK_LOST, pb::TASK_STOPPED}, 3, 10);
+  EXPECT_EQ(view.attempt, 2u) << "placements ended by a lost node are not attempts";
+  const Decision d = NextTransition(view, JobReport::kTasksChanged);
+  EXPECT_EQ(d.next, pb::JOB_PENDING) << "attempts are spent, yet a lost node restarts the job";
+  EXPECT_EQ(d.action, JobAction::kInfraRetry);
+  EXPECT_EQ(d.message,
+            "restarting after a lost node (infrastructure restart 4 of 10, not an attempt: node n1 silent for "
+            "10000 ms (timeout 10000 ms): task lost); resuming from /out/run/checkpoint-20");
+}
+
+TEST(InfraRestarts, ALostTaskCountsWhateverEndedFirstInTheGang) {
+  // The usual sign of a dead host: the survivors fail first (their peers are gone), then the node is lost.
+  const Decision d = NextTransition(Restarting({pb::TASK_LOST, pb::TASK_FAILED}, 0, 10), JobReport::kTasksChanged);
+  EXPECT_EQ(d.action, JobAction::kInfraRetry);
+}
+
+TEST(InfraRestarts, WithoutALostTaskTheAttemptsDecide) {
+  Decision d = NextTransition(Restarting({pb::TASK_FAILED, pb::TASK_STOPPED}, 3, 10), JobReport::kTasksChanged);
+  EXPECT_EQ(d.next, pb::JOB_FAILED) << "attempt 2 of 2 failed with every node reachable";
+  EXPECT_EQ(d.action, JobAction::kNone);
+  EXPECT_EQ(d.message.rfind("no attempts left (2 of 2)", 0), 0u) << d.message;
+  JobView view = Restarting({pb::TASK_FAILED, pb::TASK_STOPPED}, 3, 10);
+  view.max_attempts = 3;
+  EXPECT_EQ(NextTransition(view, JobReport::kTasksChanged).action, JobAction::kRetry);
+}
+
+TEST(InfraRestarts, PastTheBudgetTheJobFailsNamingIt) {
+  const Decision d = NextTransition(Restarting({pb::TASK_LOST, pb::TASK_STOPPED}, 10, 10), JobReport::kTasksChanged);
+  EXPECT_EQ(d.next, pb::JOB_FAILED);
+  EXPECT_EQ(d.action, JobAction::kNone);
+  ASSERT_TRUE(d.result.has_value());
+  EXPECT_EQ(*d.result,
+            "infrastructure restart budget spent (10 of 10, scheduling.max_infra_restarts): node n1 silent for "
+            "10000 ms (timeout 10000 ms): task lost");
+  EXPECT_EQ(d.message, *d.result);
+  // A budget of 0: the first lost node fails the job.
+  EXPECT_EQ(NextTransition(Restarting({pb::TASK_LOST}, 0, 0), JobReport::kTasksChanged).next, pb::JOB_FAILED);
+}
+
+TEST(InfraRestarts, TheGangIsWaitedForAndAPreemptedGangIsRequeuedUncharged) {
+  EXPECT_EQ(NextTransition(Restarting({pb::TASK_LOST, pb::TASK_RUNNING}, 0, 10), JobReport::kTasksChanged).next, kStay)
+      << "a survivor still running: the gang has not stopped yet";
+  JobView preempted = Restarting({pb::TASK_LOST, pb::TASK_PREEMPTED}, 0, 10);
+  preempted.state = pb::JOB_PREEMPTED;
+  EXPECT_EQ(NextTransition(preempted, JobReport::kTasksChanged).action, JobAction::kRequeue);
+  JobView running = Restarting({pb::TASK_LOST, pb::TASK_RUNNING}, 0, 10);
+  running.state = pb::JOB_RUNNING;
+  EXPECT_EQ(NextTransition(running, JobReport::kTasksChanged).action, JobAction::kStopGang)
+      << "a lost task stops the gang like any other end";
+}
+
 }  // namespace
 }  // namespace anneal::coordinator

@@ -377,7 +377,9 @@ TEST(NodeRemoval, RefusedWhileTasksRunUnlessForcedThenTheNodeMustJoinAgain) {
   ASSERT_EQ(removed.error().code(), pb::OK) << removed.error().message();
   EXPECT_EQ(removed.remove_node().tasks_lost(), 1u);
   EXPECT_EQ(h.core().FindNode("n1"), nullptr);
-  EXPECT_EQ(h.State(job), pb::JOB_FAILED);
+  // A removed node is an infrastructure fault: the job waits for another node, no attempt used.
+  EXPECT_EQ(h.State(job), pb::JOB_PENDING);
+  EXPECT_EQ(h.Job(job).infra_restarts(), 1u);
   // Its old credential is void now; the join token admits it again (a new credential).
   const std::string old = h.Credential("n1");
   pb::AgentToCoordinator msg = Harness::RegisterMessage("n1", 1);
