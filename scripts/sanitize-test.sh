@@ -45,7 +45,7 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILE
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined" \
   -DANNEAL_SANITIZE=address,undefined -DANNEAL_BUILD_TRAINER=OFF -DANNEAL_FUZZ=ON \
   -DANNEAL_PYTHON="$ROOT/.venv/bin/python" \
-  -DANNEAL_TEST_FILTER='unit/(agent|cli|common|coordinator|jobspec|protocol|storage)|integration/(agent|coordinator)' \
+  -DANNEAL_TEST_FILTER='unit/(agent|cli|common|coordinator|jobspec|protocol|storage|transfer)|integration/(agent|coordinator)' \
   >"$BUILD_DIR/configure.log" 2>&1 || { cat "$BUILD_DIR/configure.log"; echo "sanitize-test.sh: configure failed" >&2; exit 1; }
 # Only the fuzz targets when the tests are not run (bench/fuzz/run.sh's build).
 NINJA_TARGETS=()
