@@ -122,4 +122,24 @@ TEST(CoordinatorConfig, LimitsMustBePositiveAndTheSpecMustFitInAFrame) {
 }
 
 }  // namespace
+TEST(CoordinatorConfig, ArtifactKeysAreReadAndBounded) {
+  CoordinatorConfig c;
+  EXPECT_TRUE(c.shared_filesystem);
+  EXPECT_EQ(c.checkpoint_replicas, 1);
+  ASSERT_TRUE(LoadConfigFile(WriteTemp("shared_filesystem: false\nartifact_source: store-1\ncheckpoint_replicas: 2\n"
+                                       "transfer_ticket_ttl_ms: 600000\n"),
+                             &c)
+                  .ok());
+  EXPECT_FALSE(c.shared_filesystem);
+  EXPECT_EQ(c.artifact_source, "store-1");
+  EXPECT_EQ(c.checkpoint_replicas, 2);
+  EXPECT_EQ(c.transfer_ticket_ttl_ms, 600000);
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  c.checkpoint_replicas = 9;
+  EXPECT_NE(ValidateConfig(c).message().find("checkpoint_replicas"), std::string::npos);
+  c.checkpoint_replicas = 1;
+  c.transfer_ticket_ttl_ms = 1000;
+  EXPECT_NE(ValidateConfig(c).message().find("transfer_ticket_ttl_ms"), std::string::npos);
+}
+
 }  // namespace anneal::coordinator
