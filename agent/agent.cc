@@ -329,7 +329,7 @@ void Agent::SendRegister() {
   pb::RegisterRequest* r = msg.mutable_register_();
   r->set_node_id(config_.node);
   *r->mutable_inventory() = BuildInventory(config_, nvml_);
-  r->mutable_inventory()->set_transfer_endpoint(transfer_server_->endpoint());
+  r->mutable_inventory()->set_transfer_endpoint(transfer_endpoint_);
   r->mutable_inventory()->set_transfer_public_key(transfer_server_->public_key());
   r->set_agent_version(Version());
   r->set_node_credential(node_credential_);

@@ -124,6 +124,7 @@ class Agent {
   // No shared filesystem (docs/transfers.md): the file server other nodes copy from, and the staging of inputs.
   std::unique_ptr<transfer::TransferServer> transfer_server_;
   std::unique_ptr<Stager> stager_;
+  std::string transfer_endpoint_;  // what other nodes connect to: tcp://<--address>:<bound port>
   Status StartTransfers();
   void Launch(const pb::LaunchTask& launch);  // staged first when it names inputs to copy
   void StagingDone(const pb::LaunchTask& launch, StatusOr<pb::LaunchTask> ready);

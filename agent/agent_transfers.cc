@@ -1,5 +1,6 @@
 // The agent's part in "no shared filesystem" (docs/transfers.md): its file server, and launches whose inputs are
 // staged first (agent/stager.h).
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -16,9 +17,13 @@ Status Agent::StartTransfers() {
   // Its own CurveZMQ keypair (clients pin it from the coordinator's node record), kept across restarts.
   const std::string dir = config_.work_dir + "/transfer";
   ASSIGN_OR_RETURN(protocol::CurveKeyPair keys, protocol::LoadOrCreateServerKeys(dir));
+  // ZeroMQ binds interfaces, not names: an --address that is an IP literal is bound; a hostname (the default) binds
+  // every interface and is what other nodes are told to connect to (they resolve it).
   const std::string host = config_.address.empty() ? "127.0.0.1" : config_.address;
+  in6_addr ip{};
+  const bool literal = ::inet_pton(AF_INET, host.c_str(), &ip) == 1 || ::inet_pton(AF_INET6, host.c_str(), &ip) == 1;
   transfer::ServerOptions options{
-      .bind_endpoint = fmt::format("tcp://{}:{}", host, config_.transfer_port),
+      .bind_endpoint = fmt::format("tcp://{}:{}", literal ? host : "*", config_.transfer_port),
       .node_id = config_.node,
       .signer_public_key = "",  // from the registration reply
       .server_keys = std::move(keys),
@@ -44,7 +49,10 @@ Status Agent::StartTransfers() {
   auto server = transfer::TransferServer::Start(std::move(options));
   if (!server.ok()) return server.status().WithContext("starting the transfer server (--transfer-port)");
   transfer_server_ = std::move(*server);
-  spdlog::info("serving transfers on {} (key {})", transfer_server_->endpoint(), transfer_server_->public_key());
+  const std::string bound = transfer_server_->endpoint();
+  transfer_endpoint_ = fmt::format("tcp://{}:{}", host.find(':') != std::string::npos ? "[" + host + "]" : host,
+                                   bound.substr(bound.rfind(':') + 1));
+  spdlog::info("serving transfers on {} as {} (key {})", bound, transfer_endpoint_, transfer_server_->public_key());
   return Status::Ok();
 }
 

@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from cluster import HostCluster, wait_until  # noqa: E402
-from fault_test import placed_nodes, prepare_model  # noqa: E402
+from workload import placed_nodes, prepare_model, trainer_binary  # noqa: E402
 from hosts import FaultNet  # noqa: E402
 from testlib import ROOT, lora_job_yaml, run, run_cases, wait_for  # noqa: E402
 
@@ -55,7 +55,7 @@ def case_no_shared_fs(bindir, tmp):
             HostCluster(net, bindir, tmp, coordinator_settings=SETTINGS) as c:
         try:
             source = net.hosts[1]
-            prepare_model(source.fs, bindir)  # base model + tokenizer on node1's disk only
+            prepare_model(source.fs, trainer_binary(bindir))  # base model + tokenizer on node1's disk only
             shutil.copytree(os.path.join(ROOT, "examples/data"), os.path.join(source.fs, "data"))
             run(["chmod", "-R", "a+rX", source.fs])
             for h in net.hosts[2:]:
