@@ -102,6 +102,7 @@ Status Agent::Init() {
   opts.min_free_bytes = config_.min_free_bytes;
   opts.log_retention_ms = static_cast<int64_t>(config_.log_retention_hours) * 3600 * 1000;
   opts.fail_grace_ms = config_.shutdown_grace_ms;
+  opts.output_lock_wait_ms = static_cast<int64_t>(config_.output_lock_wait_ms);
   opts.reap_orphans = ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0;
   // Ranks unprivileged (docs/agent.md, "Ranks run unprivileged").
   opts.run_as = config_.run_as;

@@ -129,6 +129,8 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         config->min_free_bytes = v.as<uint64_t>();
       else if (key == "log_retention_hours")
         config->log_retention_hours = v.as<uint32_t>();
+      else if (key == "output_lock_wait_ms")
+        config->output_lock_wait_ms = v.as<uint64_t>();
       // ---- transport and limits
       else if (key == "server_key")
         config->server_key = v.as<std::string>();
@@ -178,7 +180,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
                                     "log_retention_hours, join_token_file, server_key, server_key_file, "
                                     "insecure_plaintext, max_message_bytes, spool_max_bytes, run_as, rank_env_allow, "
                                     "ranks_survive_agent, metrics_bind, metrics_token_file, transfer_port, "
-                                    "artifact_cache_max_bytes)");
+                                    "artifact_cache_max_bytes, output_lock_wait_ms)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -237,6 +239,10 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
                  "config file's run_as)");
   app.add_option("--log-retention-hours", c.log_retention_hours,
                  "delete rank logs of tasks that ended longer ago (0: keep them)")
+      ->capture_default_str();
+  app.add_option("--output-lock-wait-ms", c.output_lock_wait_ms,
+                 "how long a launch waits for an older epoch of its job to release the output lock (0: no wait)")
+      ->check(CLI::NonNegativeNumber)  // CLI11 would take -5 for an unsigned as 2^64 - 5
       ->capture_default_str();
   app.add_option("--join-token-file", c.join_token_file,
                  "file holding the join token of a new node (from `anneal node join-token create`)");

@@ -63,6 +63,9 @@ struct AgentConfig {
   uint32_t shutdown_grace_ms = 10000;     // SIGTERM -> SIGKILL when the agent stops its ranks on exit
   uint64_t min_free_bytes = 64ull << 20;  // pre-launch check on the output and work directories
   uint32_t log_retention_hours = 168;     // rank logs of tasks ended longer ago are deleted (0: keep)
+  // A launch whose output directory is locked by an older epoch of the same job (a stale attempt being stopped, or
+  // on a host cut off) waits this long for the lock before it fails (agent/lifecycle.h, AWAITING_LOCK; 0: no wait).
+  uint64_t output_lock_wait_ms = 15ull * 60 * 1000;
   // ---- node identity: a new node joins with this token; afterwards <work_dir>/node-credential proves it
   std::string join_token_file;
   // ---- transport and limits

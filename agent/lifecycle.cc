@@ -38,6 +38,16 @@ TaskPhase NextTaskPhase(TaskPhase phase, TaskEvent event) {
       if (event == TaskEvent::kLaunchFailed || event == TaskEvent::kRankFailed) return TaskPhase::kFailing;
       if (event == TaskEvent::kStopOrdered) return TaskPhase::kStopping;
       if (event == TaskEvent::kAllRanksExited) return TaskPhase::kEnded;  // launch failed before any rank
+      if (event == TaskEvent::kOutputLockBusy) return TaskPhase::kAwaitingLock;
+      return phase;
+    case TaskPhase::kAwaitingLock:
+      if (event == TaskEvent::kRanksStarted) return TaskPhase::kRunning;
+      if (event == TaskEvent::kLaunchFailed) return TaskPhase::kFailing;  // some ranks started, then one failed to
+      // No rank runs while waiting: a stop, a preemption or a failure with no rank started ends the task at once.
+      if (event == TaskEvent::kStopOrdered || event == TaskEvent::kPreemptOrdered ||
+          event == TaskEvent::kAllRanksExited) {
+        return TaskPhase::kEnded;
+      }
       return phase;
     case TaskPhase::kRunning:
       if (event == TaskEvent::kRankFailed) return TaskPhase::kFailing;
@@ -64,6 +74,8 @@ std::string_view TaskPhaseName(TaskPhase phase) {
   switch (phase) {
     case TaskPhase::kLaunching:
       return "LAUNCHING";
+    case TaskPhase::kAwaitingLock:
+      return "AWAITING_LOCK";
     case TaskPhase::kRunning:
       return "RUNNING";
     case TaskPhase::kPreempting:

@@ -21,13 +21,28 @@
 //   LAUNCHING | RUNNING ──StopTask / superseded / shutdown──▶ STOPPING [RUNNING] ──all exited──▶ ENDED [STOPPED]
 //   FAILING and STOPPING absorb a further stop order (the shorter grace wins) and further rank failures.
 //
+//   Waiting for a stale attempt's output lock (agent/output_lock.h; only the task hosting global rank 0 takes it):
+//
+//   LAUNCHING ──lock held by an OLDER epoch of the same job──▶ AWAITING_LOCK [LAUNCHING] (no rank runs; Tick retries
+//      the lock every ~1 s, and heartbeats list the task, so the coordinator keeps it)
+//   AWAITING_LOCK ──lock taken, every rank started──▶ RUNNING [RUNNING]
+//   AWAITING_LOCK ──still held (retry)──▶ AWAITING_LOCK
+//   AWAITING_LOCK ──waited past --output-lock-wait-ms, or the lock now refused for another reason (another job or
+//                   a newer epoch holds it), or a rank start failed with no rank started──▶ ENDED [FAILED]
+//   AWAITING_LOCK ──a rank start failed after some ranks started──▶ FAILING [FAILED]
+//   AWAITING_LOCK ──StopTask / superseded by a newer epoch / shutdown──▶ ENDED [STOPPED] (at once: no rank ran)
+//   AWAITING_LOCK ──PreemptTask of its epoch──▶ ENDED [PREEMPTED] (at once: no rank ran, nothing to checkpoint)
+//   A lock held by another job (or by a newer epoch of this one) is no stale attempt: LAUNCHING ──▶ ENDED [FAILED] at
+//   once, as any launch failure.
+//
 //   Preemption (PreemptTask of the running epoch; SIGUSR1 to each rank's own pid, SIGKILL at the deadline):
 //
 //   RUNNING ──PreemptTask──▶ PREEMPTING [RUNNING] ──all exited (75, 0, or killed at the deadline)──▶ ENDED [PREEMPTED]
 //                               │  │  └── a rank failed (another code or signal) ──▶ FAILING [FAILED, reported at once]
 //                               │  └── StopTask / superseded / shutdown ──▶ STOPPING [RUNNING] ──▶ ENDED [STOPPED]
 //                               └── PreemptTask again ──▶ PREEMPTING (the first deadline stays)
-//   A PreemptTask finds no edge from LAUNCHING (a launch completes before the next message is read), FAILING or
+//   A PreemptTask finds no edge from LAUNCHING (a launch completes or starts waiting before the next message is
+//   read), FAILING or
 //   STOPPING (already ending) or ENDED: ignored. Every rank exiting 0 while PREEMPTING (the training finished
 //   before it saw the signal) still ends SUCCEEDED: there is nothing left to resume.
 //   ENDED is final: its status was reported and persisted, and the task leaves the supervisor.
@@ -59,7 +74,7 @@ enum class ConnectionEvent {
 ConnectionState NextConnectionState(ConnectionState state, ConnectionEvent event);
 std::string_view ConnectionStateName(ConnectionState state);  // "UNREGISTERED", ...
 
-enum class TaskPhase { kLaunching, kRunning, kPreempting, kFailing, kStopping, kEnded };
+enum class TaskPhase { kLaunching, kAwaitingLock, kRunning, kPreempting, kFailing, kStopping, kEnded };
 
 enum class TaskEvent {
   kRanksStarted,    // every local rank process started
@@ -68,6 +83,7 @@ enum class TaskEvent {
   kStopOrdered,     // StopTask, a newer epoch, or the agent's shutdown
   kAllRanksExited,  // the last live rank exited
   kPreemptOrdered,  // PreemptTask of this task's epoch: checkpoint and exit, SIGKILL at the deadline
+  kOutputLockBusy,  // the output lock is held by an older epoch of the same job (a stale attempt): wait for it
 };
 
 // The phase after `event`. An event that has no edge from `phase` leaves it unchanged (for example a stop order

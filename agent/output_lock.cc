@@ -6,13 +6,38 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cstdlib>
 
 #include "common/fsutil.h"
 
 namespace anneal::agent {
 
-StatusOr<int> LockOutputDir(const std::string& output_dir, const std::string& job_id, uint64_t epoch) {
+namespace {
+
+// "<job> <epoch> <agent pid>\n", as LockOutputDir writes it; anything else leaves fields unknown.
+OutputLockHolder ParseHolder(std::string record) {
+  OutputLockHolder who;
+  while (!record.empty() && (record.back() == '\n' || record.back() == ' ')) record.pop_back();
+  const auto a = record.find(' ');
+  if (a == std::string::npos) return who;
+  who.job_id = record.substr(0, a);
+  const auto b = record.find(' ', a + 1);
+  const std::string ep = record.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+  if (b != std::string::npos) who.agent_pid = record.substr(b + 1);
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long value = std::strtoull(ep.c_str(), &end, 10);
+  who.epoch_known = !ep.empty() && std::isdigit(static_cast<unsigned char>(ep[0])) && errno == 0 && *end == '\0';
+  if (who.epoch_known) who.epoch = value;
+  return who;
+}
+
+}  // namespace
+
+StatusOr<int> LockOutputDir(const std::string& output_dir, const std::string& job_id, uint64_t epoch,
+                            OutputLockHolder* holder) {
   const std::string path = output_dir + "/" + kOutputLockName;
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return InternalError("opening the output lock " + path + ": " + ErrnoText(errno));
@@ -28,17 +53,12 @@ StatusOr<int> LockOutputDir(const std::string& output_dir, const std::string& jo
     const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
     ::close(fd);
     if (err != EWOULDBLOCK) return InternalError("locking " + path + ": " + ErrnoText(err));
-    std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("? ? ?");
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-    std::string job = "?", ep = "?", pid = "?";
-    if (auto a = holder.find(' '); a != std::string::npos) {
-      job = holder.substr(0, a);
-      const auto b = holder.find(' ', a + 1);
-      ep = holder.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
-      if (b != std::string::npos) pid = holder.substr(b + 1);
-    }
-    return FailedPreconditionError("output directory " + output_dir + " is locked by job " + job + " epoch " + ep +
-                                   " (agent pid " + pid + ", " + path +
+    std::string record = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("? ? ?");
+    const OutputLockHolder who = ParseHolder(record);
+    if (holder != nullptr) *holder = who;
+    const std::string ep = who.epoch_known ? std::to_string(who.epoch) : "?";
+    return FailedPreconditionError("output directory " + output_dir + " is locked by job " + who.job_id + " epoch " +
+                                   ep + " (agent pid " + who.agent_pid + ", " + path +
                                    "): two attempts never write one output directory");
   }
   const std::string text = job_id + " " + std::to_string(epoch) + " " + std::to_string(::getpid()) + "\n";

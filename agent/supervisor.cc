@@ -128,6 +128,13 @@ void Supervisor::Preempt(const pb::PreemptTask& preempt) {
     return;
   }
   Task* task = it->second.get();
+  if (task->phase == TaskPhase::kAwaitingLock) {
+    // No rank ran: nothing to checkpoint. The coordinator resumes from the last committed checkpoint.
+    task->exit_code = protocol::kPreemptedExitCode;
+    const std::string reason = "preempted" + (preempt.reason().empty() ? std::string() : " (" + preempt.reason() + ")");
+    FinishWithoutRanks(task, pb::TASK_PREEMPTED, reason + " while waiting for the output lock; no rank ran");
+    return;
+  }
   if (task->phase == TaskPhase::kPreempting) {
     spdlog::info("preempt of job {} epoch {}: already preempting; the first deadline stays", job, preempt.epoch());
     return;
@@ -155,7 +162,13 @@ void Supervisor::Preempt(const pb::PreemptTask& preempt) {
 
 void Supervisor::StopAll(uint32_t grace_ms, const std::string& reason) {
   queued_.clear();
-  for (auto& [job, task] : tasks_) BeginStop(task.get(), grace_ms, reason, TaskEvent::kStopOrdered);
+  std::vector<std::string> jobs;  // BeginStop ends a task that is only waiting for its lock (erases it)
+  for (const auto& [job, task] : tasks_) jobs.push_back(job);
+  for (const auto& job : jobs) {
+    if (auto it = tasks_.find(job); it != tasks_.end()) {
+      BeginStop(it->second.get(), grace_ms, reason, TaskEvent::kStopOrdered);
+    }
+  }
 }
 
 void Supervisor::Detach() {
@@ -172,6 +185,11 @@ void Supervisor::Detach() {
 }
 
 void Supervisor::BeginStop(Task* task, uint32_t grace_ms, const std::string& reason, TaskEvent event) {
+  if (task->phase == TaskPhase::kAwaitingLock) {
+    // No rank runs: the task ends at once (a superseding launch starts now, from FinishWithoutRanks).
+    FinishWithoutRanks(task, pb::TASK_STOPPED, reason + " while waiting for the output lock; no rank ran");
+    return;
+  }
   const int64_t deadline = clock_.SteadyMs() + grace_ms;
   if (IsStopping(task->phase)) {
     task->kill_at_ms = std::min(task->kill_at_ms, deadline);  // a shorter grace wins
@@ -342,12 +360,18 @@ void Supervisor::FinishWithoutRanks(Task* task, pb::TaskState state, const std::
   const std::string job = task->id.job_id;
   finished_[job] = StatusOf(*task);
   Persist(*task);
-  tasks_.erase(job);
+  tasks_.erase(job);  // `task` is gone from here on
+  if (auto q = queued_.find(job); q != queued_.end()) {
+    pb::LaunchTask next = q->second;
+    queued_.erase(q);
+    StartTask(next);
+  }
 }
 
 void Supervisor::Tick() {
   Reap();
   const int64_t now = clock_.SteadyMs();
+  RetryOutputLocks(now);
   std::vector<Task*> to_kill;
   for (auto& [job, task] : tasks_) {
     if (HasKillDeadline(task->phase) && now >= task->kill_at_ms) to_kill.push_back(task.get());
@@ -380,6 +404,18 @@ void Supervisor::Tick() {
           spdlog::warn("{}", st.message());
         }
       }
+    }
+  }
+}
+
+void Supervisor::RetryOutputLocks(int64_t now) {
+  std::vector<std::string> due;  // ContinueLaunch may end (erase) a task
+  for (const auto& [job, task] : tasks_) {
+    if (task->phase == TaskPhase::kAwaitingLock && now >= task->next_lock_try_ms) due.push_back(job);
+  }
+  for (const auto& job : due) {
+    if (auto it = tasks_.find(job); it != tasks_.end() && it->second->phase == TaskPhase::kAwaitingLock) {
+      ContinueLaunch(it->second.get());
     }
   }
 }

@@ -20,6 +20,11 @@
 // - Confinement (docs/agent.md, "Ranks run unprivileged"): ranks run as the team's mapped user when the agent
 //   is root, with an allow-listed environment, die with the agent (unless re-adoption is on), live in a task
 //   cgroup where cgroup v2 is writable; the task hosting global rank 0 holds the output directory's lock.
+// - Output lock held by a stale attempt: when an older epoch of the same job holds it (its ranks are being stopped,
+//   or its host is cut off), the launch waits without starting any rank (AWAITING_LOCK, reported LAUNCHING), Tick
+//   retries every output_lock_retry_ms, and the ranks start once it is free; a stop, a preemption or a newer epoch
+//   ends the wait at once, and output_lock_wait_ms bounds it (then TASK_FAILED naming the holder and the wait). A
+//   lock held by another job is refused at once.
 // Every report goes to `report` (the agent spools and sends it); nothing here talks to the network.
 //
 // Thread-safety: none; everything runs on the io_context's single thread (the agent's loop). Tick() must be
@@ -46,6 +51,7 @@
 
 #include "agent/clock.h"
 #include "agent/lifecycle.h"
+#include "agent/output_lock.h"
 #include "agent/rank_identity.h"
 #include "agent/task_record.h"
 #include "common/status.h"
@@ -71,6 +77,12 @@ struct SupervisorOptions {
   // (task.json) stay, so epoch fencing survives. 0 keeps everything.
   int64_t log_retention_ms = 7ll * 24 * 3600 * 1000;
   int64_t prune_check_ms = 3600 * 1000;
+  // A launch whose output directory is locked by an older epoch of its own job (a stale attempt: being stopped, or
+  // on a host cut off past the coordinator's grace) waits for the lock (agent/lifecycle.h, AWAITING_LOCK): retried
+  // every output_lock_retry_ms, logged every output_lock_log_ms, failed after output_lock_wait_ms (0: no wait).
+  int64_t output_lock_wait_ms = 15ll * 60 * 1000;
+  int64_t output_lock_retry_ms = 1000;
+  int64_t output_lock_log_ms = 60 * 1000;
   // waitpid(-1): reap every child, not only ranks. Set by the agent, which is a child subreaper
   // (PR_SET_CHILD_SUBREAPER) so orphaned grandchildren of ranks end up as its children, never as zombies.
   bool reap_orphans = false;
@@ -127,14 +139,26 @@ class Supervisor {
   struct Task;
 
   Status PreLaunchChecks(const pb::LaunchTask& launch, const std::optional<RankUser>& user) const;
-  // Output lock and task cgroup of a task whose ranks started (or are about to): taken in StartTask.
+  // The output lock (the task hosting global rank 0 with an output directory; others need none): OK when taken or
+  // not needed; the refusal otherwise, with its holder in *holder.
+  Status TakeOutputLock(Task* task, OutputLockHolder* holder);
+  // The task cgroup of a task whose ranks are about to start.
   Status AcquireTaskResources(Task* task);
   // Closes the output lock and kills/removes the task cgroup (an ended task; its ranks are gone).
   void ReleaseTaskResources(Task* task);
   void KillCgroupOf(const Task& task);  // cgroup.kill of the task's cgroup, when it has one
   void StartTask(const pb::LaunchTask& launch);
+  // After the pre-launch checks (and at every retry while AWAITING_LOCK): the output lock, then the ranks. A lock
+  // held by an older epoch of the job makes the task wait (WaitForOutputLock); anything else refused fails it.
+  void ContinueLaunch(Task* task);
+  // AWAITING_LOCK: enters it (logged), logs every output_lock_log_ms, schedules the next try; past
+  // output_lock_wait_ms fails the task naming the holder and the wait.
+  void WaitForOutputLock(Task* task, const Status& refusal);
+  // A launch that failed: ranks already started are killed (FAILING), else the task ends FAILED at once.
+  void FailLaunch(Task* task, const Status& why);
   Status StartRanks(Task* task, const pb::LaunchTask& launch);
   void StartReading(Task* task, Rank* rank);
+  // Ends a task none of whose ranks runs (reported, persisted, forgotten); then starts the job's queued launch.
   void FinishWithoutRanks(Task* task, pb::TaskState state, const std::string& message);
   void DrainEvents(Task* task, Rank* rank);
   void HandleEventBytes(Task* task, Rank* rank, std::string_view bytes);
@@ -149,6 +173,8 @@ class Supervisor {
   void Persist(const Task& task);
   pb::TaskStatus StatusOf(const Task& task) const;
   void PruneOldLogs();
+  // Tick: tries the output lock again for the tasks AWAITING_LOCK whose retry time came.
+  void RetryOutputLocks(int64_t now);
 
   boost::asio::io_context& io_;
   const Clock& clock_;

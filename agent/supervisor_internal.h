@@ -91,7 +91,11 @@ struct Supervisor::Task {
   std::string message;
   std::optional<RankUser> user;  // who the ranks run as (nullopt: the agent's user)
   int output_lock_fd = -1;       // agent/output_lock.h: held while the ranks of the rank-0 task run
-  std::string cgroup;            // agent/task_cgroup.h: empty when none
+  // AWAITING_LOCK (a stale epoch of this job holds the output lock): since when, and when to retry and log next.
+  int64_t lock_wait_since_ms = 0;
+  int64_t next_lock_try_ms = 0;
+  int64_t next_lock_log_ms = 0;
+  std::string cgroup;  // agent/task_cgroup.h: empty when none
 
   bool AllExited() const {
     for (const auto& r : ranks) {

@@ -172,38 +172,86 @@ void Supervisor::StartTask(const pb::LaunchTask& launch) {
   if (st.ok() && task->user) st = CheckAccessibleBy("task directory", task->dir, *task->user, /*writable=*/false);
   if (st.ok()) st = WriteFileAtomic(task->dir + "/config.yaml", launch.trainer_config_yaml());
   if (st.ok()) st = PreLaunchChecks(launch, task->user);
-  if (st.ok()) st = AcquireTaskResources(task);
-  if (st.ok()) st = StartRanks(task, launch);
   if (!st.ok()) {
-    // Ranks started before the failure are killed; the task ends when they are reaped.
-    bool any_started = false;
-    for (auto& r : task->ranks) {
-      if (r->rec.pid <= 0) {
-        r->exited = true;  // never started
-        r->exit.exit_code = 127;
-        if (r->reader) r->reader->Close();
-      } else {
-        SignalGroup(r->rec.pid, SIGKILL);
-        any_started = true;
-      }
-    }
-    if (any_started) {
-      task->state = pb::TASK_FAILED;
-      task->message = "launch failed: " + st.message();
-      ReportStatus(*task);
-      task->phase = NextTaskPhase(task->phase, TaskEvent::kLaunchFailed);  // -> FAILING: the failure is reported
-      task->stop_reason = task->message;
-      task->kill_at_ms = clock_.SteadyMs();
-      Persist(*task);
-    } else {
-      FinishWithoutRanks(task, pb::TASK_FAILED, "launch failed: " + st.message());
-    }
+    FailLaunch(task, st);
+    return;
+  }
+  ContinueLaunch(task);
+}
+
+void Supervisor::ContinueLaunch(Task* task) {
+  OutputLockHolder holder;
+  Status st = TakeOutputLock(task, &holder);
+  if (!st.ok() && holder.IsOlderEpochOf(task->id.job_id, task->id.epoch)) {
+    WaitForOutputLock(task, st);  // a stale attempt of this job: it ends (stopped, or its host's lock released)
+    return;
+  }
+  if (st.ok() && task->phase == TaskPhase::kAwaitingLock) {
+    spdlog::info("job {} epoch {}: the output lock is free after {} ms; starting the ranks", task->id.job_id,
+                 task->id.epoch, clock_.SteadyMs() - task->lock_wait_since_ms);
+    task->message.clear();
+    st = PreLaunchChecks(task->launch, task->user);  // time has passed: the port, the free space
+  }
+  if (st.ok()) st = AcquireTaskResources(task);
+  if (st.ok()) st = StartRanks(task, task->launch);
+  if (!st.ok()) {
+    FailLaunch(task, st);
     return;
   }
   task->phase = NextTaskPhase(task->phase, TaskEvent::kRanksStarted);
   task->state = pb::TASK_RUNNING;
   Persist(*task);
   ReportStatus(*task);
+}
+
+void Supervisor::WaitForOutputLock(Task* task, const Status& refusal) {
+  const int64_t now = clock_.SteadyMs();
+  if (task->phase != TaskPhase::kAwaitingLock) {
+    task->phase = NextTaskPhase(task->phase, TaskEvent::kOutputLockBusy);
+    task->lock_wait_since_ms = now;
+    task->next_lock_log_ms = now;
+  }
+  const int64_t waited = now - task->lock_wait_since_ms;
+  if (waited >= options_.output_lock_wait_ms) {
+    FailLaunch(task, FailedPreconditionError(refusal.message() + "; waited " + std::to_string(waited / 1000) +
+                                             " s for that stale attempt to release it (--output-lock-wait-ms " +
+                                             std::to_string(options_.output_lock_wait_ms) + ")"));
+    return;
+  }
+  task->message = "waiting for the output lock: " + refusal.message();
+  if (now >= task->next_lock_log_ms) {
+    spdlog::warn("job {} epoch {}: {}; waited {} s of at most {} s (retried every {} ms)", task->id.job_id,
+                 task->id.epoch, task->message, waited / 1000, options_.output_lock_wait_ms / 1000,
+                 options_.output_lock_retry_ms);
+    task->next_lock_log_ms = now + options_.output_lock_log_ms;
+  }
+  task->next_lock_try_ms = now + options_.output_lock_retry_ms;
+}
+
+void Supervisor::FailLaunch(Task* task, const Status& why) {
+  // Ranks started before the failure are killed; the task ends when they are reaped.
+  bool any_started = false;
+  for (auto& r : task->ranks) {
+    if (r->rec.pid <= 0) {
+      r->exited = true;  // never started
+      r->exit.exit_code = 127;
+      if (r->reader) r->reader->Close();
+    } else {
+      SignalGroup(r->rec.pid, SIGKILL);
+      any_started = true;
+    }
+  }
+  if (!any_started) {
+    FinishWithoutRanks(task, pb::TASK_FAILED, "launch failed: " + why.message());
+    return;
+  }
+  task->state = pb::TASK_FAILED;
+  task->message = "launch failed: " + why.message();
+  ReportStatus(*task);
+  task->phase = NextTaskPhase(task->phase, TaskEvent::kLaunchFailed);  // -> FAILING: the failure is reported
+  task->stop_reason = task->message;
+  task->kill_at_ms = clock_.SteadyMs();
+  Persist(*task);
 }
 
 Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
@@ -300,13 +348,17 @@ Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
   return Status::Ok();
 }
 
-Status Supervisor::AcquireTaskResources(Task* task) {
+Status Supervisor::TakeOutputLock(Task* task, OutputLockHolder* holder) {
   const pb::LaunchTask& launch = task->launch;
   const bool hosts_rank0 = std::any_of(launch.ranks().begin(), launch.ranks().end(),
                                        [](const pb::RankAssignment& r) { return r.global_rank() == 0; });
-  if (hosts_rank0 && !launch.output_dir().empty()) {
-    ASSIGN_OR_RETURN(task->output_lock_fd, LockOutputDir(launch.output_dir(), launch.job_id(), launch.epoch()));
-  }
+  if (!hosts_rank0 || launch.output_dir().empty() || task->output_lock_fd >= 0) return Status::Ok();
+  ASSIGN_OR_RETURN(task->output_lock_fd, LockOutputDir(launch.output_dir(), launch.job_id(), launch.epoch(), holder));
+  return Status::Ok();
+}
+
+Status Supervisor::AcquireTaskResources(Task* task) {
+  const pb::LaunchTask& launch = task->launch;
   if (!options_.cgroup_base.empty()) {
     std::string node = options_.node_id;
     for (char& c : node) {

@@ -97,6 +97,28 @@ TEST(AgentConfig, FileFillsWhatFlagsDoNotSay) {
   EXPECT_EQ(p->config.rendezvous_port_begin, 40000u);
 }
 
+TEST(AgentConfig, TheOutputLockWaitComesFromAFlagOrTheFile) {
+  auto defaults = Parse({"--insecure-plaintext"});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->config.output_lock_wait_ms, 15u * 60 * 1000);
+  auto flag = Parse({"--insecure-plaintext", "--output-lock-wait-ms", "0"});
+  ASSERT_TRUE(flag.ok()) << flag.status().ToString();
+  EXPECT_EQ(flag->config.output_lock_wait_ms, 0u);
+  const std::string path = WriteYaml("output-lock-wait-ms: 30000\ninsecure_plaintext: true\n");
+  auto file = Parse({"--config", path});
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ(file->config.output_lock_wait_ms, 30000u);
+  std::ofstream(path) << "output_lock_wait_ms: soon\n";
+  auto bad = Parse({"--config", path});
+  std::filesystem::remove(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("output_lock_wait_ms"), std::string::npos) << bad.status().message();
+  auto bad_flag = Parse({"--insecure-plaintext", "--output-lock-wait-ms", "-5"});
+  ASSERT_FALSE(bad_flag.ok());
+  EXPECT_NE(bad_flag.status().message().find("--output-lock-wait-ms"), std::string::npos)
+      << bad_flag.status().message();
+}
+
 TEST(AgentConfig, ErrorsNameTheFlagOrKey) {
   auto bad_flag = Parse({"--slots", "many"});
   ASSERT_FALSE(bad_flag.ok());
@@ -208,7 +230,8 @@ TEST(AgentConfig, JoinTokenFileComesFromTheFlagOrTheFileNeverTheSecretItself) {
   ASSERT_TRUE(file.ok()) << file.status().ToString();
   EXPECT_EQ(file->config.join_token_file, "/srv/token");
   std::filesystem::remove(yaml);
-  EXPECT_FALSE(Parse({"--insecure-plaintext", "--join-token", "anj_x"}).ok()) << "there is no flag that takes the token itself";
+  EXPECT_FALSE(Parse({"--insecure-plaintext", "--join-token", "anj_x"}).ok())
+      << "there is no flag that takes the token itself";
 }
 
 }  // namespace

@@ -70,6 +70,14 @@ TEST(TaskLifecycle, EveryEdgeOfTheDiagram) {
       {TP::kPreempting, TE::kRankFailed, TP::kFailing},
       {TP::kPreempting, TE::kStopOrdered, TP::kStopping},
       {TP::kPreempting, TE::kPreemptOrdered, TP::kPreempting},  // repeated order: idempotent
+      // Waiting for a stale attempt's output lock.
+      {TP::kLaunching, TE::kOutputLockBusy, TP::kAwaitingLock},
+      {TP::kAwaitingLock, TE::kOutputLockBusy, TP::kAwaitingLock},  // still held: retried
+      {TP::kAwaitingLock, TE::kRanksStarted, TP::kRunning},
+      {TP::kAwaitingLock, TE::kLaunchFailed, TP::kFailing},  // some ranks had started
+      {TP::kAwaitingLock, TE::kAllRanksExited, TP::kEnded},  // the bound, or refused, with no rank started
+      {TP::kAwaitingLock, TE::kStopOrdered, TP::kEnded},     // no rank runs: nothing to wait for
+      {TP::kAwaitingLock, TE::kPreemptOrdered, TP::kEnded},
   };
   for (const Row& row : rows) {
     EXPECT_EQ(NextTaskPhase(row.from, row.event), row.to)
@@ -83,9 +91,19 @@ TEST(TaskLifecycle, EventsWithoutAnEdgeLeaveThePhase) {
   EXPECT_EQ(NextTaskPhase(TP::kStopping, TE::kStopOrdered), TP::kStopping);
   EXPECT_EQ(NextTaskPhase(TP::kRunning, TE::kRanksStarted), TP::kRunning);
   for (TE event : {TE::kRanksStarted, TE::kLaunchFailed, TE::kRankFailed, TE::kStopOrdered, TE::kAllRanksExited,
-                   TE::kPreemptOrdered}) {
+                   TE::kPreemptOrdered, TE::kOutputLockBusy}) {
     EXPECT_EQ(NextTaskPhase(TP::kEnded, event), TP::kEnded) << "ENDED is final";
   }
+}
+
+TEST(TaskLifecycle, OnlyALaunchWaitsForTheOutputLock) {
+  for (TP phase : {TP::kRunning, TP::kPreempting, TP::kFailing, TP::kStopping}) {
+    EXPECT_EQ(NextTaskPhase(phase, TE::kOutputLockBusy), phase) << TaskPhaseName(phase);
+  }
+  EXPECT_EQ(NextTaskPhase(TP::kAwaitingLock, TE::kRankFailed), TP::kAwaitingLock);  // no rank runs
+  EXPECT_FALSE(IsStopping(TP::kAwaitingLock));
+  EXPECT_FALSE(HasKillDeadline(TP::kAwaitingLock)) << "no rank to kill";
+  EXPECT_EQ(TaskPhaseName(TP::kAwaitingLock), "AWAITING_LOCK");
 }
 
 TEST(TaskLifecycle, APreemptOrderHasNoEdgeOutsideRunning) {
