@@ -220,7 +220,6 @@ void Stager::CancelAll(const std::string& reason) {
 }
 
 void Stager::Replicate(const pb::ReplicateCheckpoint& order, ReplicaDone done) {
-  ++replicas_;
   const uint64_t id = next_replica_++;
   replica_threads_[id] = std::thread([this, id, order, done = std::move(done), stopping = stopping_] {
     Status st = ReplicateOnce(order, options_, *stopping);
@@ -231,7 +230,6 @@ void Stager::Replicate(const pb::ReplicateCheckpoint& order, ReplicaDone done) {
     if (!st.ok()) answer.set_error(st.ToString());
     boost::asio::post(io_, [this, id, done, stopping, answer = std::move(answer)]() mutable {
       if (stopping->load()) return;
-      --replicas_;
       replica_threads_[id].join();  // it posted this as its last act
       replica_threads_.erase(id);
       done(std::move(answer));

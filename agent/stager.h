@@ -93,7 +93,6 @@ class Stager {
   std::vector<std::shared_ptr<Work>> finished_;           // to join
   std::map<uint64_t, std::thread> replica_threads_;       // joined when their answer reaches the loop
   uint64_t next_replica_ = 0;
-  int replicas_ = 0;
   std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
 };
 

@@ -94,12 +94,23 @@ class StagerTest : public ::testing::Test {
     launch.add_ranks()->set_global_rank(0);
     return launch;
   }
-  Stager MakeStager(int64_t timeout_ms = 30000) {
+  Stager MakeStager(int64_t timeout_ms = 30000, const std::string& node_id = "dst") {
     StagerOptions options;
-    options.node_id = "dst";
+    options.node_id = node_id;
     options.store_dir = (dir_ / "store").string();
     options.request_timeout_ms = timeout_ms;
     return Stager(io_, std::move(options));
+  }
+  // Starts the staging of `launch` and runs the loop until its result arrives.
+  StatusOr<pb::LaunchTask> StageAndWait(Stager& stager, const pb::LaunchTask& launch) {
+    bool done = false;
+    StatusOr<pb::LaunchTask> result = InternalError("not run");
+    stager.Start(launch, [&](StatusOr<pb::LaunchTask> r) {
+      result = std::move(r);
+      done = true;
+    });
+    RunUntil(done);
+    return result;
   }
   // Runs the loop until `done` is set (at most 20 s).
   void RunUntil(const bool& done) {
@@ -156,19 +167,10 @@ TEST_F(StagerTest, StagesInputsAndRewritesTheConfig) {
 }
 
 TEST_F(StagerTest, AnInputOnThisNodeIsUsedInPlace) {
-  StagerOptions options;
-  options.node_id = "src";
-  options.store_dir = (dir_ / "store").string();
-  Stager stager(io_, std::move(options));
+  Stager stager = MakeStager(30000, /*node_id=*/"src");
   pb::LaunchTask launch = Launch();
   *launch.add_stage() = Input("model.model_name_or_path", dir_ / "models/tiny");
-  bool done = false;
-  StatusOr<pb::LaunchTask> result = InternalError("not run");
-  stager.Start(launch, [&](StatusOr<pb::LaunchTask> r) {
-    result = std::move(r);
-    done = true;
-  });
-  RunUntil(done);
+  StatusOr<pb::LaunchTask> result = StageAndWait(stager, launch);
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(jobspec::ParseJobSpec(result->trainer_config_yaml(), "t")->model.model_name_or_path,
             (dir_ / "models/tiny").string());
@@ -178,13 +180,7 @@ TEST_F(StagerTest, ACheckpointOutsideTheOutputDirectoryIsRefused) {
   Stager stager = MakeStager();
   pb::LaunchTask launch = Launch();
   *launch.add_stage() = Input("checkpoint", dir_ / "models/tiny", (dir_ / "elsewhere/checkpoint-1").string());
-  bool done = false;
-  StatusOr<pb::LaunchTask> result = InternalError("not run");
-  stager.Start(launch, [&](StatusOr<pb::LaunchTask> r) {
-    result = std::move(r);
-    done = true;
-  });
-  RunUntil(done);
+  StatusOr<pb::LaunchTask> result = StageAndWait(stager, launch);
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), StatusCode::kPermissionDenied) << result.status().ToString();
   EXPECT_FALSE(fs::exists(dir_ / "elsewhere"));
