@@ -55,6 +55,7 @@ built=$(date +%s)
 echo "sanitize-test.sh: build took $((built - start)) s"
 
 status=0
+rm -f "$BUILD_DIR/why-failed.txt"
 if [ "$RUN_TESTS" = 1 ]; then
   # detect_leaks: LeakSanitizer on (the default on x86-64 Linux, spelled out); the tests' child processes
   # (real daemons) inherit these and fail their test when a sanitizer reports.
@@ -65,9 +66,12 @@ if [ "$RUN_TESTS" = 1 ]; then
   # purpose. The sanitizer runtime itself needs descriptors (its symbolizer, /proc/self/maps for UBSan's vptr
   # check) and reports a false "invalid vptr" when it has none.
   (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 600 -j "${ANNEAL_TEST_JOBS:-2}" \
-    -E 'TransportHttp.TheAcceptLoopSurvivesRunningOutOfFileDescriptors' "${CTEST_ARGS[@]}") || status=1
+    --output-junit Testing/junit.xml -E 'TransportHttp.TheAcceptLoopSurvivesRunningOutOfFileDescriptors' \
+    "${CTEST_ARGS[@]}") || status=1
   tested=$(date +%s)
   echo "sanitize-test.sh: tests took $((tested - built)) s"
+  # Why each test failed, printed again as the run's last lines (CI shows only the tail of a run).
+  [ "$status" = 0 ] || python3 scripts/test_failures.py "$BUILD_DIR/Testing/junit.xml" >"$BUILD_DIR/why-failed.txt" || true
 fi
 if [ "$RUN_FUZZ" = 1 ]; then
   # Repeatable in CI: a fixed seed and a fixed number of executions per target (FUZZ_SECONDS only caps a slow
@@ -76,4 +80,5 @@ if [ "$RUN_FUZZ" = 1 ]; then
   bash bench/fuzz/run.sh --no-build --seed 1 --runs "$FUZZ_RUNS" "$FUZZ_SECONDS" || status=1
 fi
 echo "sanitize-test.sh: total $(($(date +%s) - start)) s"
+[ ! -s "$BUILD_DIR/why-failed.txt" ] || cat "$BUILD_DIR/why-failed.txt"
 exit $status

@@ -25,4 +25,12 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cd "$BUILD_DIR"
 LONG_ARGS=(-LE long)
 [[ "${ANNEAL_TEST_LONG:-0}" == 1 ]] && LONG_ARGS=(-L long)
-ctest --output-on-failure --timeout 600 -j "${ANNEAL_TEST_JOBS:-2}" "${LONG_ARGS[@]}" "${CTEST_ARGS[@]}"
+# On failure the reasons are printed last (scripts/test_failures.py reads ctest's JUnit report): CI shows only
+# the tail of the run.
+rc=0
+ctest --output-on-failure --timeout 600 -j "${ANNEAL_TEST_JOBS:-2}" --output-junit Testing/junit.xml \
+  "${LONG_ARGS[@]}" "${CTEST_ARGS[@]}" || rc=$?
+if [ "$rc" != 0 ]; then
+  python3 "$ROOT/scripts/test_failures.py" Testing/junit.xml || true
+fi
+exit "$rc"

@@ -158,6 +158,8 @@ def case_partition_past_grace(bindir, tmp):
             assert before[0] not in after, (before, after)
             time.sleep(5)  # the new attempt is placed (its rank 0 waiting for the lock) while the stale ranks run
             stale_alive = watch.sample().get(job, {}).get(int(first["epoch"]), [])
+            victim_log = os.path.join(victim.dir, "agent.log")
+            log_at_heal = os.path.getsize(victim_log)  # what the returning agent logs after the heal starts here
             healed_at = time.time()
             net.heal(victim)
             _, fenced_s = wait_until("the stale ranks to be stopped after the heal",
@@ -171,9 +173,13 @@ def case_partition_past_grace(bindir, tmp):
             training = watch.concurrent_training(job)
             assert not training, "two epochs of the job trained at once:\n" + "\n".join(training[:10])
             coordinator_log = open(os.path.join(c.coordinator_host.dir, "coordinator.log"), errors="replace").read()
-            registered = re.findall(rf"node {before[0]} registered \([^)]*, (\d+) running task", coordinator_log)
-            agent_log = open(os.path.join(victim.dir, "agent.log"), errors="replace").read()
-            after_heal = agent_log[agent_log.rfind("registering with coordinator"):] if stale_alive else ""
+            registered = re.findall(
+                rf"node {before[0]} registered \(\d+ slot\(s\), session [^,]*, (\d+) running task", coordinator_log)
+            # Everything the agent logged since the heal (it may register several times: a stale connection's
+            # disconnect after the first registration makes it register again).
+            with open(victim_log, "rb") as f:
+                f.seek(log_at_heal)
+                after_heal = f.read().decode(errors="replace")
             assert not stale_alive or "stale task" in after_heal, \
                 f"the returning agent's stale ranks were not stopped as stale:\n{after_heal[-3000:]}"
             # The new rank 0 waited for the stale attempt's output lock (agent/lifecycle.h, AWAITING_LOCK) rather
