@@ -60,19 +60,8 @@ Status CheckStageable(const jobspec::JobSpec& spec, std::string_view default_sou
         "key 'scheduling.stage_from': the cluster has no shared filesystem and no artifact_source node, so the "
         "spec must name the node whose disk holds its model and dataset (stage_from: <node id>)");
   }
-  const jobspec::ResourceSpec& r = spec.resources;
-  if (r.nodes > 1 && r.pipeline_parallel > 1) {
-    return InvalidArgumentError(fmt::format(
-        "key 'resources.pipeline_parallel': {} pipeline stages over {} nodes need a shared filesystem (each stage "
-        "writes its checkpoint files on its own node); use one node, or tensor/data parallelism across nodes",
-        r.pipeline_parallel, r.nodes));
-  }
-  if (r.nodes > 1 && r.zero_stage == 1) {
-    return InvalidArgumentError(fmt::format(
-        "key 'resources.zero_stage': ZeRO-1 over {} nodes needs a shared filesystem (each data-parallel rank "
-        "writes its optimizer shard on its own node); use zero_stage: 0",
-        r.nodes));
-  }
+  // Pipeline stages and ZeRO-1 shards across nodes are fine: the trainer gathers the files other nodes wrote on
+  // their own disks to rank 0 before it commits a checkpoint or joins an export (trainer/train/file_gather.h).
   if (spec.kind != jobspec::JobKind::kExport) {
     RETURN_IF_ERROR(CheckDatasetEntries("data.dataset", spec.data.dataset, spec.data.dataset_dir));
     RETURN_IF_ERROR(CheckDatasetEntries("data.eval_dataset", spec.data.eval_dataset, spec.data.dataset_dir));

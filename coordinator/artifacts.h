@@ -65,9 +65,9 @@ std::string StageSource(const jobspec::JobSpec& spec, std::string_view default_s
 
 // Submit-time refusals without a shared filesystem (INVALID_ARGUMENT naming the key):
 //   - no source node (neither stage_from nor artifact_source);
-//   - a dataset entry naming a path outside dataset_dir (only dataset_dir is staged);
-//   - pipeline stages or ZeRO-1 optimizer shards across several nodes (each stage's and shard's files would be
-//     written on its own node's disk; the checkpoint must be whole on rank 0's node).
+//   - a dataset entry naming a path outside dataset_dir (only dataset_dir is staged).
+// Pipeline stages and ZeRO-1 shards over several nodes are accepted: the trainer sends what other nodes wrote on
+// their own disks to rank 0 before a checkpoint commits (trainer/train/file_gather.h).
 Status CheckStageable(const jobspec::JobSpec& spec, std::string_view default_source);
 
 // "<output_dir>/<sub>" when `sub` is empty or a relative path without "." or ".." parts; INVALID_ARGUMENT

@@ -6,11 +6,16 @@
                 restarts on node1 + the surviving node, the checkpoint copy is staged from the survivor, and the job
                 ends with the final loss of an uninterrupted run (1e-5), read from the outputs `anneal fetch` copied
                 to the test machine.
+  no_shared_fs_pp_zero  the same with 2 pipeline stages over the 2 nodes (2 ranks each, ZeRO-1 in each stage): the
+                stage on the other node writes its weights and optimizer shards on its own disk and the trainer sends
+                them to rank 0 before the commit (trainer/train/file_gather.h), so the checkpoint copies are whole,
+                the resumed job finds every shard, and the final adapter joins both stages.
 
 Exit status 0 and a "SKIP: why" line when this machine cannot make hosts (not root, no network namespaces).
 """
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -21,6 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from cluster import HostCluster, wait_until  # noqa: E402
 from workload import placed_nodes, prepare_model, trainer_binary  # noqa: E402
 from hosts import FaultNet  # noqa: E402
+from safetensors import safe_open  # noqa: E402
 from testlib import ROOT, lora_job_yaml, run, run_cases, wait_for  # noqa: E402
 
 SETTINGS = "shared_filesystem: false\nartifact_source: node1\ncheckpoint_replicas: 1\n"
@@ -36,19 +42,37 @@ def replicated(c, job):
     return [k for k in checkpoints(c, job) if k.get("state") == "CHECKPOINT_COMMITTED" and k.get("replica_nodes")]
 
 
-def fetched_final_loss(c, job, dest):
+def fetched_final_loss(c, job, dest, layers):
+    """The final (step, loss) of the outputs `anneal fetch` copied to `dest`, after checking that the adapter there
+    holds LoRA weights for each of the base model's `layers` layers (every pipeline stage's part joined)."""
     c.anneal("fetch", job, "--to", dest)
+    with safe_open(f"{dest}/adapter_model.safetensors", "pt") as f:
+        found = {int(m.group(1)) for m in map(re.compile(r"\.layers\.(\d+)\.").search, f.keys()) if m}
+    assert found == set(range(layers)), f"the fetched adapter has LoRA weights for layers {sorted(found)} of {layers}"
     rows = [json.loads(line) for line in open(f"{dest}/trainer_log.jsonl") if '"loss"' in line]
     return rows[-1]["current_steps"], rows[-1]["loss"]
 
 
-def job_yaml(tmp, shared, name, steps):
-    return lora_job_yaml(tmp, name, steps, save_steps=5, nodes=2, gpus_per_node=1,
-                         model_name_or_path=f"{shared}/base", dataset_dir=f"{shared}/data",
-                         output_dir=f"{shared}/{name}", tokenized_cache_dir=f"{shared}/cache")
+def job_yaml(tmp, shared, name, steps, **layout):
+    layout = layout or dict(nodes=2, gpus_per_node=1)
+    return lora_job_yaml(tmp, name, steps, save_steps=5, model_name_or_path=f"{shared}/base",
+                         dataset_dir=f"{shared}/data", output_dir=f"{shared}/{name}",
+                         tokenized_cache_dir=f"{shared}/cache", **layout)
 
 
 def case_no_shared_fs(bindir, tmp):
+    moved_elsewhere(bindir, tmp, "no_shared_fs", {})
+
+
+def case_no_shared_fs_pp_zero(bindir, tmp):
+    # Ranks 0-1 (stage 0) on one node, 2-3 (stage 1) on the other; ZeRO-1 shards each stage's optimizer state.
+    moved_elsewhere(bindir, tmp, "no_shared_fs_pp_zero",
+                    dict(nodes=2, gpus_per_node=2, pipeline_model_parallel_size=2, zero_stage=1))
+
+
+def moved_elsewhere(bindir, tmp, name, layout):
+    """Inputs only on node1, a reference run, then the same job with rank 0's host killed after a replicated
+    checkpoint: it resumes elsewhere from the copy and ends with the reference's final loss."""
     shared = os.path.join(tmp, "cluster-fs")  # each host has its own files here
     steps = 30
     with FaultNet(4, tmp, private_path=shared) as net, \
@@ -62,11 +86,13 @@ def case_no_shared_fs(bindir, tmp):
                 assert not os.listdir(h.fs), f"{h.name} is not empty: the hosts share files"
             c.anneal("drain", "node1")  # it serves its files, runs nothing
 
-            ref = c.anneal("submit", job_yaml(tmp, shared, "ref", steps)).stdout.strip()
+            ref = c.anneal("submit", job_yaml(tmp, shared, "ref", steps, **layout)).stdout.strip()
             assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
-            want = fetched_final_loss(c, ref, os.path.join(tmp, "fetched-ref"))
+            with open(os.path.join(source.fs, "base", "config.json")) as f:
+                layers = json.load(f)["num_hidden_layers"]
+            want = fetched_final_loss(c, ref, os.path.join(tmp, "fetched-ref"), layers)
 
-            job = c.anneal("submit", job_yaml(tmp, shared, "moved", steps)).stdout.strip()
+            job = c.anneal("submit", job_yaml(tmp, shared, "moved", steps, **layout)).stdout.strip()
             wait_for("a checkpoint copied to a second node", lambda: replicated(c, job), 300)
             before = placed_nodes(c, job)
             assert "node1" not in before, before
@@ -85,13 +111,13 @@ def case_no_shared_fs(bindir, tmp):
             shown = json.dumps(json.loads(c.anneal("--json", "show", job).stdout))
             assert "resuming from" in shown, "the restarted attempt did not resume from a checkpoint"
             assert "copies on" in shown, "no checkpoint was recorded with its copies"
-            got = fetched_final_loss(c, job, os.path.join(tmp, "fetched-moved"))
+            got = fetched_final_loss(c, job, os.path.join(tmp, "fetched-moved"), layers)
             recovered_s = time.time() - killed_at
         except AssertionError as e:
             raise AssertionError(f"{e}\n{c.logs()}")
     assert got[0] == want[0] == steps, (got, want)
     assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
-    print(f"no_shared_fs: inputs on node1 only, staged to {before}; rank 0's host ({writer}) killed -9 after a "
+    print(f"{name}: {layout or '2 nodes x 1 rank'}: inputs on node1 only, staged to {before}; rank 0's host ({writer}) killed -9 after a "
           f"replicated checkpoint; the job moved to {after}, resumed from the copy and ended at step {steps} with loss "
           f"{got[1]:.6f} = uninterrupted {want[1]:.6f} ({recovered_s:.0f} s from the kill); outputs fetched with "
           f"anneal fetch")
@@ -102,7 +128,8 @@ def main():
     if why:
         print(f"SKIP: {why}")
         sys.exit(0)
-    run_cases({"no_shared_fs": case_no_shared_fs}, binary_flag="--bindir")
+    run_cases({"no_shared_fs": case_no_shared_fs, "no_shared_fs_pp_zero": case_no_shared_fs_pp_zero},
+              binary_flag="--bindir")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
 #include "common/durable_dirs.h"
 #include "trainer/export/peft.h"
+#include "trainer/train/file_gather.h"
 #include "trainer/train/finetune.h"
 
 namespace anneal::train {
@@ -91,15 +92,24 @@ bool Checkpointer::Due(const Progress& p) const {
 Status Checkpointer::Save(const Progress& p, const json& metrics, model::CausalLM& lm, const TrainableSet& trainable,
                           const TrainerOptimizer& opt) const {
   const bool leader = rt_->rank == 0;
+  const std::string tmp = checkpoint::TmpCheckpointDir(out_, p.step);
   std::optional<checkpoint::CheckpointWriter> writer;
   if (leader) {
     ASSIGN_OR_RETURN(writer, checkpoint::CheckpointWriter::Begin(out_, p.step));
   }
+  // Nodes with their own disk write into their own copy of the directory; rank 0 gathers those files before
+  // it commits (no shared filesystem). Probe ends with a barrier.
+  ASSIGN_OR_RETURN(FileGather gather, FileGather::Probe(*rt_, tmp, /*reset_remote=*/true));
+  RETURN_IF_ERROR(WriteTrainingState(trainable, opt, *rt_, tmp));
   rt_->Barrier();
-  RETURN_IF_ERROR(WriteTrainingState(trainable, opt, *rt_, checkpoint::TmpCheckpointDir(out_, p.step)));
-  rt_->Barrier();
+  ASSIGN_OR_RETURN(int64_t gathered, gather.Gather(*rt_, [](const std::string&) { return true; }));
+  if (gathered > 0) {
+    std::cerr << "[train] checkpoint-" << p.step << ": " << gathered << " file(s) gathered from "
+              << gather.senders().size() << " node(s) without a shared filesystem\n";
+  }
   if (leader) RETURN_IF_ERROR(Commit(p, metrics, lm, opt, *writer));
   rt_->Barrier();
+  gather.RemoveRemoteCopy();
   return Status::Ok();
 }
 

@@ -4,10 +4,13 @@
 // owns retention — deletes old ones.
 //
 // Save protocol (a collective over the world group):
-//   rank 0: CheckpointWriter::Begin (<out>/.tmp-checkpoint-N/)          ── barrier ──
+//   rank 0: CheckpointWriter::Begin (<out>/.tmp-checkpoint-N/)
+//   every rank: FileGather::Probe (does my node see rank 0's directory?)  ── barrier ──
 //   every rank: its share of trainable / optimizer files (state_io.h)   ── barrier ──
+//   nodes with their own disk: their files sent to rank 0 (FileGather; nothing on a shared filesystem)
 //   rank 0: all files present (CheckStateFiles), PEFT copy for LoRA, manifest + atomic rename (the commit),
 //           the `checkpoint` event, then retention if it owns it          ── barrier ──
+//   senders: their own copy of the temporary directory removed
 //
 // Retention has one owner. Launched by an agent (ANNEAL_CHECKPOINT_RETENTION=coordinator) the coordinator's
 // registry decides and the agent deletes; the trainer never deletes. Standalone (variable unset, or "trainer")

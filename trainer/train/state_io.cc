@@ -206,8 +206,7 @@ StatusOr<NamedTensors> ReadStageExports(const std::string& out, int stages) {
     const std::string path = out + "/.export-stage" + std::to_string(s) + ".safetensors";
     if (!fs::exists(path)) {
       return FailedPreconditionError(path + " is missing: pipeline stage " + std::to_string(s) +
-                                     " wrote it on another "
-                                     "node, which this node cannot see; put output_dir on a shared filesystem");
+                                     " did not write it, or it was not gathered from its node (file_gather.h)");
     }
     ASSIGN_OR_RETURN(auto f, model::SafetensorsFile::Open(path));
     for (const auto& [name, _] : f->entries()) {

@@ -12,6 +12,7 @@
 #include "trainer/data/pipeline.h"
 #include "trainer/export/peft.h"
 #include "trainer/train/data_config.h"
+#include "trainer/train/file_gather.h"
 #include "trainer/train/finetune.h"
 #include "trainer/train/pipeline.h"
 #include "trainer/train/preemption.h"
@@ -237,8 +238,12 @@ StatusOr<StepResult> Trainer::TrainStep() {
 Status Trainer::Export() {
   const bool lora = spec_.finetuning.type == FinetuningType::kLora;
   const std::string output = fs::absolute(out_).string();
+  // Stages on nodes with their own disk send their part to rank 0 (no shared filesystem: file_gather.h).
+  ASSIGN_OR_RETURN(FileGather gather, FileGather::Probe(rt_, out_, /*reset_remote=*/false));
   RETURN_IF_ERROR(WriteStageExport(lm_, rt_, lora, out_));
   rt_.Barrier();
+  auto stage_export = [](const std::string& rel) { return rel.rfind(".export-stage", 0) == 0; };
+  RETURN_IF_ERROR(gather.Gather(rt_, stage_export, /*remove_sent=*/true).status());
   if (rt_.rank == 0) {
     ASSIGN_OR_RETURN(auto tensors, ReadStageExports(out_, rt_.dims.pp()));
     if (lora) {
