@@ -137,7 +137,7 @@ Status Trainer::SetupModel() {
   trainable_ = WithLayouts(lm_, params);
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
-      rt_.dp_comm.get(), rt_.zero);
+      rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)));
   LogHoldings();
   return Status::Ok();
 }
@@ -167,8 +167,10 @@ Status Trainer::SetupPlan() {
                                                       ts.warmup_steps, ts.warmup_ratio));
   if (rt_.dp_comm && rt_.dp > 1) {
     const auto bucket_bytes = static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20));
+    // ZeRO-2: reduce-scattered into the optimizer's shards.
     reducer_ =
-        std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes));
+        std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes),
+                                          opt_->sharded_grads() ? &opt_->grad_params() : nullptr);
   }
   stage_ctx_ = rt_.stage_context();
   if (reducer_) stage_ctx_.before_last_backward = [this] { reducer_->Arm(); };
@@ -208,20 +210,25 @@ StatusOr<StepResult> Trainer::TrainStep() {
   if (reducer_) {
     const size_t early = reducer_->Finish();
     if (rt_.rank == 0 && progress_.step == progress_.start_step) {
-      std::cerr << "[train] data-parallel all-reduce: " << reducer_->buckets() << " bucket(s), " << early
-                << " started during backward\n";
+      std::cerr << "[train] data-parallel " << reducer_->collective() << ": " << reducer_->buckets() << " bucket(s), "
+                << early << " started during backward\n";
     }
   }
   StepResult r;
   // The last stage holds the loss; count it once per data-parallel replica.
   r.loss = rt_.SumOverWorld(loss_part, rt_.stage.last && rt_.tp_rank == 0);
-  rt_.SyncGradients(trainable_.params, trainable_.layouts);
+  // Under ZeRO-2 the gradients are this rank's shards (same ranges on every tensor-parallel rank and both ends of
+  // a tied pipeline): summed there.
+  const std::vector<model::ParamLayout> grad_layouts = opt_->GradLayouts(trainable_.layouts);
+  rt_.SyncGradients(opt_->grad_params(), grad_layouts);
   const std::string at_step = "step " + std::to_string(progress_.step + 1);
   if (!std::isfinite(r.loss)) {
     return DataLossError(at_step + ": the loss is " + (std::isnan(r.loss) ? "NaN" : "Inf") +
                          " (lower the learning rate, or check the data)");
   }
-  r.grad_norm = rt_.ClipGradNorm(trainable_.params, trainable_.layouts, spec_.train.max_grad_norm);
+  r.grad_norm = opt_->sharded_grads()
+                    ? ClipShardedGradNorm(rt_, *opt_, grad_layouts, spec_.train.max_grad_norm)
+                    : rt_.ClipGradNorm(trainable_.params, trainable_.layouts, spec_.train.max_grad_norm);
   if (!std::isfinite(r.grad_norm)) return DataLossError(at_step + ": the gradient norm is not finite");
   opt_->Step(schedule_.LrAt(progress_.step));
   opt_->ZeroGrad();
@@ -280,7 +287,7 @@ void Trainer::SetupModelFlops() {
   }
 }
 
-// What this rank holds: the numbers that tensor, pipeline and ZeRO-1 sharding shrink.
+// What this rank holds: the numbers that tensor, pipeline and ZeRO sharding shrink.
 void Trainer::LogHoldings() const {
   int64_t held = 0, trained = 0, state_bytes = 0;
   for (const auto& p : lm_->parameters()) held += p.numel();
@@ -289,7 +296,7 @@ void Trainer::LogHoldings() const {
   std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp " << rt_.dp_rank
             << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held << " parameters ("
             << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
-            << (rt_.zero ? " (ZeRO-1 share)" : "")
+            << (opt_->stage() > 0 ? " (ZeRO-" + std::to_string(opt_->stage()) + " share)" : std::string())
             << (spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off")
             << "\n";
 }
