@@ -7,10 +7,15 @@
 #include <filesystem>
 #include <iostream>
 
+#ifdef ANNEAL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
 #include "common/fsutil.h"
 #include "common/shutdown.h"
 #include "trainer/data/pipeline.h"
 #include "trainer/export/peft.h"
+#include "trainer/parallel/memory_plan.h"
 #include "trainer/train/data_config.h"
 #include "trainer/train/finetune.h"
 #include "trainer/train/pipeline.h"
@@ -22,6 +27,43 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using jobspec::FinetuningType;
+
+// The device memory this rank sees (0 on CPU: no check).
+int64_t DeviceBytes(const torch::Device& device) {
+#ifdef ANNEAL_WITH_CUDA
+  if (device.is_cuda()) {
+    const int index = device.has_index() ? device.index() : at::cuda::current_device();
+    return static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
+  }
+#endif
+  (void)device;
+  return 0;
+}
+
+// The bytes this rank will hold (parallel::MemoryPlan), logged on every rank; a plan over the device's memory is
+// an error before the first step.
+Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet& trainable,
+                      const TrainerOptimizer& opt, const jobspec::JobSpec& spec, int64_t micro_rows,
+                      int64_t micro_count) {
+  parallel::MemoryPlanInput in;
+  in.stage = opt.stage();
+  in.dp = rt.dp;
+  in.dp_rank = rt.dp_rank;
+  in.accumulation = static_cast<int>(micro_count);
+  for (const auto& p : lm->parameters()) in.held_params += p.numel();
+  in.param_bytes = static_cast<int64_t>(c10::elementSize(rt.dtype));
+  for (const auto& p : trainable.params) in.trainable.push_back(p.param.numel());
+  if (!trainable.params.empty()) in.trainable_bytes = trainable.params.front().param.element_size();
+  in.bucket_bytes = static_cast<int64_t>(spec.resources.bucket_cap_mb * (1 << 20));
+  in.micro_rows = micro_rows;
+  in.seq_len = spec.data.cutoff_len;
+  in.hidden = lm->config().hidden_size;
+  in.layers = rt.stage.layer_end - rt.stage.layer_begin;
+  in.checkpointing = spec.train.gradient_checkpointing;
+  const parallel::MemoryPlan plan = parallel::PlanMemory(in);
+  std::cerr << "[train] rank " << rt.rank << " " << plan.Describe() << "\n";
+  return plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str());
+}
 
 }  // namespace
 
@@ -174,6 +216,13 @@ Status Trainer::SetupPlan() {
   }
   stage_ctx_ = rt_.stage_context();
   if (reducer_) stage_ctx_.before_last_backward = [this] { reducer_->Arm(); };
+  // Every rank stops together when any plan does not fit (a lone failure would leave the others in a collective).
+  const Status fits = PlanRankMemory(rt_, lm_, trainable_, *opt_, spec_, rows_per_step / micro_count_, micro_count_);
+  if (rt_.AnyOverWorld(!fits.ok())) {
+    return fits.ok()
+               ? FailedPreconditionError("another rank's memory plan does not fit its device (its log says which)")
+               : fits;
+  }
   sampler_ = std::make_unique<data::Sampler>(n, static_cast<uint64_t>(ts.seed));
   return Status::Ok();
 }
