@@ -565,9 +565,11 @@ std::vector<Field> BuildFields() {
   f.push_back(
       PositiveInt({"resources.pipeline_parallel", "pipeline_model_parallel_size", {"resources.parallel.pipeline"}},
                   "pipeline-parallel stages", REF(resources.pipeline_parallel)));
-  f.push_back(Make<int>({"resources.zero_stage", "zero_stage", {"resources.parallel.zero"}}, "integer", "0 or 1",
-                        "1: shard optimizer state across data parallel (ZeRO-1)", REF(resources.zero_stage),
-                        IntIn(0, 1), EncInt));
+  f.push_back(Make<int>({"resources.zero_stage", "zero_stage", {"resources.parallel.zero"}}, "integer",
+                        "0, 1 or 2 (3, ZeRO-3, is not built yet)",
+                        "1: shard optimizer state across data parallel (ZeRO-1); 2: also reduce-scatter the gradients "
+                        "so each rank keeps only its shard's (ZeRO-2)",
+                        REF(resources.zero_stage), IntIn(0, 2), EncInt));
   f.push_back(Flag({"resources.sequence_parallel", "sequence_parallel", {"resources.parallel.sequence_parallel"}},
                    "split the activations between tensor-parallel regions along the sequence (Megatron-LM's sequence "
                    "parallelism; needs tensor parallel > 1)",

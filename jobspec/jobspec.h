@@ -150,7 +150,7 @@ struct ResourceSpec {
   int gpus_per_node = 1;      // ranks per node (GPU slots, or CPU slots on CPU nodes)
   int tensor_parallel = 1;    // flat: tensor_model_parallel_size
   int pipeline_parallel = 1;  // flat: pipeline_model_parallel_size
-  int zero_stage = 0;         // 0 or 1 (optimizer state sharded across data parallel)
+  int zero_stage = 0;         // 0, 1 (optimizer state sharded across data parallel) or 2 (and gradients)
   bool sequence_parallel = false;
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
   std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)

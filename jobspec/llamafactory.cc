@@ -53,8 +53,10 @@ bool IsAuto(const YAML::Node& n) {
 }
 
 // The ZeRO stage of a DeepSpeed JSON (HF TrainingArguments' `deepspeed`): the file is resolved against the
-// working directory, as HF opens it. Stage 0 and 1 are built; 2 and 3, CPU/NVMe offload, a DeepSpeed
-// optimizer or scheduler, and explicit values for what the spec owns are refused, naming the file.
+// working directory, as HF opens it. Stages 0, 1 and 2 are built (with their bucket sizes and overlap_comm,
+// contiguous_gradients, reduce_scatter, allgather_partitions, round_robin_gradients: none changes the results);
+// stage 3, CPU/NVMe offload, a DeepSpeed optimizer or scheduler, and explicit values for what the spec owns are
+// refused, naming the file.
 StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string_view key, std::string_view where) {
   std::string path;
   if (!DecodeString(value, &path) || path.empty()) {
@@ -88,12 +90,11 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
   if (stage_node.IsDefined() && !DecodeInt64(stage_node, &stage)) {
     return refuse(fmt::format("has zero_optimization.stage {}: expected 0, 1, 2 or 3", Describe(stage_node)));
   }
-  if (stage == 2 || stage == 3) {
-    return refuse(fmt::format(
-        "asks for ZeRO stage {}, which is not built yet (ZeRO-2/3: issue 22): use zero_stage: 1 (optimizer state "
-        "sharded across data parallel) or a DeepSpeed config with stage 0 or 1, or finetuning_type: lora to fit the "
-        "model",
-        stage));
+  if (stage == 3) {
+    return refuse(
+        "asks for ZeRO stage 3, which is not built yet (ZeRO-3: issue 22): use zero_stage: 2 (optimizer state and "
+        "gradients sharded across data parallel) or a DeepSpeed config with stage 0, 1 or 2, or finetuning_type: "
+        "lora to fit the model");
   }
   if (stage < 0 || stage > 3) {
     return refuse(fmt::format("has zero_optimization.stage {}: expected 0, 1, 2 or 3", stage));
@@ -103,9 +104,19 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
     if (At(root, fmt::format("zero_optimization.{}", offload)).IsDefined() &&
         !(device.IsScalar() && device.Scalar() == "none")) {
       return refuse(fmt::format(
-          "offloads to {} (zero_optimization.{}), which is not built: remove it; zero_stage: 1 shards the optimizer "
-          "state across GPUs instead",
+          "offloads to {} (zero_optimization.{}), which is not built yet: remove it; zero_stage: 2 shards the "
+          "optimizer state and gradients across GPUs instead",
           device.IsScalar() ? device.Scalar() : "another device", offload));
+    }
+  }
+  // Bucket sizes (elements) and the communication switches change how gradients and parameters travel, never
+  // the sums: accepted. (Anneal's buckets are sized by ddp_bucket_cap_mb.)
+  for (const char* bucket : {"reduce_bucket_size", "allgather_bucket_size"}) {
+    const YAML::Node v = At(root, fmt::format("zero_optimization.{}", bucket));
+    double elements = 0;
+    if (v.IsDefined() && !v.IsNull() && !IsAuto(v) && !(DecodeNumber(v, &elements) && elements > 0)) {
+      return refuse(fmt::format("has zero_optimization.{} {}: expected a positive number of elements or \"auto\"",
+                                bucket, Describe(v)));
     }
   }
   for (const char* section : {"optimizer", "scheduler"}) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -131,6 +132,30 @@ at::Tensor Comm::ReduceScatterSum(const at::Tensor& in) {
   at::Tensor t = in.contiguous().clone();
   AllReduceSum(t);
   return t.chunk(size(), 0)[group_rank_].contiguous();
+}
+
+std::function<void()> Comm::ReduceScatterSumAsync(at::Tensor& in, at::Tensor& out) {
+  const int64_t n = out.numel();
+  if (in.numel() != n * size()) {
+    throw std::invalid_argument("reduce-scatter: input of " + std::to_string(in.numel()) + " elements for " +
+                                std::to_string(size()) + " ranks of " + std::to_string(n));
+  }
+  if (size() == 1) {
+    out.copy_(in);
+    return [] {};
+  }
+  const auto timeout = timeout_;
+  if (cuda_) {
+    c10::intrusive_ptr<c10d::Work> work = impl_->backend->_reduce_scatter_base(out, in);
+    return [work, timeout] { work->wait(timeout); };
+  }
+  std::vector<at::Tensor> v = {in};
+  c10::intrusive_ptr<c10d::Work> work = impl_->backend->allreduce(v);
+  const int64_t offset = n * group_rank_;
+  return [work, timeout, in, out, offset, n]() mutable {
+    work->wait(timeout);
+    out.copy_(in.narrow(0, offset, n));
+  };
 }
 
 void Comm::Broadcast(at::Tensor& t, int group_root) {

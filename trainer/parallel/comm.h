@@ -54,6 +54,12 @@ class Comm {
   at::Tensor AllGather(const at::Tensor& in);
   // Sum over ranks, then rank i keeps chunk i of dim 0.
   at::Tensor ReduceScatterSum(const at::Tensor& in);
+  // Starts the sum of every rank's flat `in` [size * n] whose chunk i (elements [i * n, (i + 1) * n)) lands in
+  // rank i's `out` [n], and returns at once; the returned function waits for it (with the group's timeout) and
+  // leaves the result in `out`. Both tensors must stay alive and untouched until then; `in` is overwritten.
+  // NCCL reduce-scatters; Gloo all-reduces `in` and copies this rank's chunk (its reduce-scatter does not take
+  // every dtype), which costs the bandwidth of an all-reduce but gives the same sums.
+  std::function<void()> ReduceScatterSumAsync(at::Tensor& in, at::Tensor& out);
   void Broadcast(at::Tensor& t, int group_root);
   void Send(const at::Tensor& t, int group_dst);
   void Recv(at::Tensor& t, int group_src);

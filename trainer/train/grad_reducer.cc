@@ -1,11 +1,12 @@
 #include "trainer/train/grad_reducer.h"
 
-#include <map>
-
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include <map>
+
+#include "trainer/parallel/flat_shard.h"
 #include "trainer/parallel/sharding.h"
 
 namespace anneal::train {
@@ -21,8 +22,8 @@ struct ReadyHook : public torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 GradientReducer::GradientReducer(const std::vector<optim::TrainableParam>& params, parallel::Comm* dp,
-                                 int64_t bucket_bytes)
-    : dp_(dp) {
+                                 int64_t bucket_bytes, const std::vector<optim::TrainableParam>* shards)
+    : dp_(dp), shards_(shards) {
   std::map<at::ScalarType, size_t> open;  // dtype -> index of its bucket being filled
   std::map<at::ScalarType, int64_t> bytes;
   for (auto it = params.rbegin(); it != params.rend(); ++it) {
@@ -34,7 +35,11 @@ GradientReducer::GradientReducer(const std::vector<optim::TrainableParam>& param
       buckets_.emplace_back();
       bytes[dtype] = 0;
     }
-    buckets_[open[dtype]].params.push_back(p);
+    Bucket& b = buckets_[open[dtype]];
+    b.params.push_back(p);
+    b.index.push_back(static_cast<size_t>(params.rend() - it) - 1);
+    b.offset.push_back(b.rank_elements);
+    b.rank_elements += parallel::FlatShard::Of(p.numel(), dp_->size(), dp_->rank()).chunk;
     bytes[dtype] += size;
   }
   for (size_t b = 0; b < buckets_.size(); ++b) {
@@ -66,6 +71,7 @@ void GradientReducer::OnReady(size_t bucket) {
 }
 
 void GradientReducer::Launch(Bucket& b) {
+  if (shards_) return LaunchReduceScatter(b);
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> grads;
   for (auto& p : b.params) {
@@ -89,6 +95,10 @@ size_t GradientReducer::Finish() {
     }
   }
   for (auto& b : buckets_) {
+    if (shards_) {
+      FinishReduceScatter(b);
+      continue;
+    }
     b.wait();
     std::vector<at::Tensor> grads;
     for (auto& p : b.params) grads.push_back(p.grad());
@@ -96,7 +106,51 @@ size_t GradientReducer::Finish() {
     b.flat = at::Tensor();
     b.wait = nullptr;
   }
+  in_flight_.clear();
   return early;
+}
+
+// Rank-major input: row r holds rank r's chunk of every parameter (zero padded); the full gradients are
+// freed once copied, so a rank keeps at most the buckets still in flight.
+void GradientReducer::LaunchReduceScatter(Bucket& b) {
+  torch::NoGradGuard no_grad;
+  const int ranks = dp_->size();
+  const at::Tensor& first = b.params.front();
+  at::Tensor in = torch::zeros({ranks, b.rank_elements}, first.options());
+  for (size_t i = 0; i < b.params.size(); ++i) {
+    at::Tensor& p = b.params[i];
+    if (!p.grad().defined()) continue;  // no gradient in this step: zeros
+    const auto s = parallel::FlatShard::Of(p.numel(), ranks, dp_->rank());
+    at::Tensor padded = torch::zeros({ranks * s.chunk}, p.options());
+    padded.narrow(0, 0, s.numel).copy_(p.grad().reshape({-1}));
+    in.narrow(1, b.offset[i], s.chunk).copy_(padded.view({ranks, s.chunk}));
+    p.mutable_grad() = at::Tensor();
+  }
+  b.flat = in.view({-1});
+  b.shard = torch::empty({b.rank_elements}, first.options());
+  b.wait = dp_->ReduceScatterSumAsync(b.flat, b.shard);
+  b.launched = true;
+  // At most kMaxInFlight buckets' inputs alive: the oldest is finished (its input freed) before backward goes on.
+  in_flight_.push_back(static_cast<size_t>(&b - buckets_.data()));
+  while (in_flight_.size() > kMaxInFlight) {
+    FinishReduceScatter(buckets_[in_flight_.front()]);
+    in_flight_.pop_front();
+  }
+}
+
+void GradientReducer::FinishReduceScatter(Bucket& b) {
+  if (!b.wait) return;  // finished already, during backward
+  b.wait();
+  for (size_t i = 0; i < b.params.size(); ++i) {
+    at::Tensor& p = b.params[i];
+    p.mutable_grad() = at::Tensor();  // a gradient accumulated after the launch (none in a correct backward)
+    const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), dp_->rank());
+    at::Tensor shard = (*shards_)[b.index[i]].param;
+    shard.mutable_grad() = b.shard.narrow(0, b.offset[i], s.owned());
+  }
+  b.flat = at::Tensor();
+  b.shard = at::Tensor();
+  b.wait = nullptr;
 }
 
 }  // namespace anneal::train

@@ -73,7 +73,7 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
     torch::set_num_threads(std::max(1, cores / local_world));
   }
   rt.sequence_parallel = spec.resources.sequence_parallel && rt.dims.tp() > 1;
-  rt.zero = spec.resources.zero_stage == 1;
+  rt.zero = spec.resources.zero_stage >= 1;  // optimizer state sharded (stage 2 also shards gradients)
   rt.schedule = spec.resources.pipeline_schedule == "gpipe" ? PipelineSchedule::kGPipe : PipelineSchedule::kOneFOneB;
   rt.dp = rt.dims.dp();
   rt.dp_rank = rt.dims.DpRank(rt.rank);

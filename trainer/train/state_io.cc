@@ -105,11 +105,13 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
     }
     if (rt.tp_rank == 0) RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
   }
-  // Optimizer state: every replica under ZeRO-1 (each owns different parameters), else replica 0.
+  // Optimizer state, full per parameter: every replica under ZeRO-1 and 2 (each writes the parameters it owns,
+  // ZeRO-2's gathered over data parallel first), else replica 0.
   if (rt.zero || rt.dp_rank == 0) {
     NamedTensors full;
-    for (const auto& [key, t] : opt.StateTensors()) {
+    for (const auto& [key, t] : opt.CheckpointState()) {
       const std::string param = key.substr(key.find('.') + 1);  // exp_avg.<param> -> <param>
+      if (!opt.WritesCheckpointState(param)) continue;          // the same on every tensor-parallel rank
       at::Tensor g = parallel::GatherFull(t, trainable.LayoutOf(param), tp);
       if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(param)) full.emplace_back(key, g);
     }
@@ -154,12 +156,12 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
   }
   ASSIGN_OR_RETURN(NamedTensorFiles state, NamedTensorFiles::Open(dir, "optimizer-"));
   NamedTensors mine;
-  for (const auto& [key, t] : opt.StateTensors()) {
+  for (const auto& [key, t] : opt.CheckpointShapes()) {
     const std::string param = key.substr(key.find('.') + 1);
     ASSIGN_OR_RETURN(at::Tensor piece, PieceOf(state, key, t, trainable.LayoutOf(param)));
     mine.emplace_back(key, piece.to(t.device()));
   }
-  RETURN_IF_ERROR(opt.LoadStateTensors(mine, optimizer_steps));
+  RETURN_IF_ERROR(opt.LoadCheckpointState(mine, optimizer_steps));
   // The RNG streams continue where the checkpoint left them: the CPU's, and the GPU's when both the writer and
   // this rank ran on CUDA (a CPU checkpoint resumed on a GPU keeps the GPU's fresh stream, and vice versa).
   model::RngState rng;

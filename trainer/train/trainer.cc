@@ -7,10 +7,15 @@
 #include <filesystem>
 #include <iostream>
 
+#ifdef ANNEAL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
 #include "common/fsutil.h"
 #include "common/shutdown.h"
 #include "trainer/data/pipeline.h"
 #include "trainer/export/peft.h"
+#include "trainer/parallel/memory_plan.h"
 #include "trainer/train/data_config.h"
 #include "trainer/train/file_gather.h"
 #include "trainer/train/finetune.h"
@@ -23,6 +28,43 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using jobspec::FinetuningType;
+
+// The device memory this rank sees (0 on CPU: no check).
+int64_t DeviceBytes(const torch::Device& device) {
+#ifdef ANNEAL_WITH_CUDA
+  if (device.is_cuda()) {
+    const int index = device.has_index() ? device.index() : at::cuda::current_device();
+    return static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
+  }
+#endif
+  (void)device;
+  return 0;
+}
+
+// The bytes this rank will hold (parallel::MemoryPlan), logged on every rank; a plan over the device's memory is
+// an error before the first step.
+Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet& trainable,
+                      const TrainerOptimizer& opt, const jobspec::JobSpec& spec, int64_t micro_rows,
+                      int64_t micro_count) {
+  parallel::MemoryPlanInput in;
+  in.stage = opt.stage();
+  in.dp = rt.dp;
+  in.dp_rank = rt.dp_rank;
+  in.accumulation = static_cast<int>(micro_count);
+  for (const auto& p : lm->parameters()) in.held_params += p.numel();
+  in.param_bytes = static_cast<int64_t>(c10::elementSize(rt.dtype));
+  for (const auto& p : trainable.params) in.trainable.push_back(p.param.numel());
+  if (!trainable.params.empty()) in.trainable_bytes = trainable.params.front().param.element_size();
+  in.bucket_bytes = static_cast<int64_t>(spec.resources.bucket_cap_mb * (1 << 20));
+  in.micro_rows = micro_rows;
+  in.seq_len = spec.data.cutoff_len;
+  in.hidden = lm->config().hidden_size;
+  in.layers = rt.stage.layer_end - rt.stage.layer_begin;
+  in.checkpointing = spec.train.gradient_checkpointing;
+  const parallel::MemoryPlan plan = parallel::PlanMemory(in);
+  std::cerr << "[train] rank " << rt.rank << " " << plan.Describe() << "\n";
+  return plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str());
+}
 
 }  // namespace
 
@@ -138,7 +180,7 @@ Status Trainer::SetupModel() {
   trainable_ = WithLayouts(lm_, params);
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
-      rt_.dp_comm.get(), rt_.zero);
+      rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)));
   LogHoldings();
   return Status::Ok();
 }
@@ -168,11 +210,20 @@ Status Trainer::SetupPlan() {
                                                       ts.warmup_steps, ts.warmup_ratio));
   if (rt_.dp_comm && rt_.dp > 1) {
     const auto bucket_bytes = static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20));
+    // ZeRO-2: reduce-scattered into the optimizer's shards.
     reducer_ =
-        std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes));
+        std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes),
+                                          opt_->sharded_grads() ? &opt_->grad_params() : nullptr);
   }
   stage_ctx_ = rt_.stage_context();
   if (reducer_) stage_ctx_.before_last_backward = [this] { reducer_->Arm(); };
+  // Every rank stops together when any plan does not fit (a lone failure would leave the others in a collective).
+  const Status fits = PlanRankMemory(rt_, lm_, trainable_, *opt_, spec_, rows_per_step / micro_count_, micro_count_);
+  if (rt_.AnyOverWorld(!fits.ok())) {
+    return fits.ok()
+               ? FailedPreconditionError("another rank's memory plan does not fit its device (its log says which)")
+               : fits;
+  }
   sampler_ = std::make_unique<data::Sampler>(n, static_cast<uint64_t>(ts.seed));
   return Status::Ok();
 }
@@ -209,20 +260,25 @@ StatusOr<StepResult> Trainer::TrainStep() {
   if (reducer_) {
     const size_t early = reducer_->Finish();
     if (rt_.rank == 0 && progress_.step == progress_.start_step) {
-      std::cerr << "[train] data-parallel all-reduce: " << reducer_->buckets() << " bucket(s), " << early
-                << " started during backward\n";
+      std::cerr << "[train] data-parallel " << reducer_->collective() << ": " << reducer_->buckets() << " bucket(s), "
+                << early << " started during backward\n";
     }
   }
   StepResult r;
   // The last stage holds the loss; count it once per data-parallel replica.
   r.loss = rt_.SumOverWorld(loss_part, rt_.stage.last && rt_.tp_rank == 0);
-  rt_.SyncGradients(trainable_.params, trainable_.layouts);
+  // Under ZeRO-2 the gradients are this rank's shards (same ranges on every tensor-parallel rank and both ends of
+  // a tied pipeline): summed there.
+  const std::vector<model::ParamLayout> grad_layouts = opt_->GradLayouts(trainable_.layouts);
+  rt_.SyncGradients(opt_->grad_params(), grad_layouts);
   const std::string at_step = "step " + std::to_string(progress_.step + 1);
   if (!std::isfinite(r.loss)) {
     return DataLossError(at_step + ": the loss is " + (std::isnan(r.loss) ? "NaN" : "Inf") +
                          " (lower the learning rate, or check the data)");
   }
-  r.grad_norm = rt_.ClipGradNorm(trainable_.params, trainable_.layouts, spec_.train.max_grad_norm);
+  r.grad_norm = opt_->sharded_grads()
+                    ? ClipShardedGradNorm(rt_, *opt_, grad_layouts, spec_.train.max_grad_norm)
+                    : rt_.ClipGradNorm(trainable_.params, trainable_.layouts, spec_.train.max_grad_norm);
   if (!std::isfinite(r.grad_norm)) return DataLossError(at_step + ": the gradient norm is not finite");
   opt_->Step(schedule_.LrAt(progress_.step));
   opt_->ZeroGrad();
@@ -285,7 +341,7 @@ void Trainer::SetupModelFlops() {
   }
 }
 
-// What this rank holds: the numbers that tensor, pipeline and ZeRO-1 sharding shrink.
+// What this rank holds: the numbers that tensor, pipeline and ZeRO sharding shrink.
 void Trainer::LogHoldings() const {
   int64_t held = 0, trained = 0, state_bytes = 0;
   for (const auto& p : lm_->parameters()) held += p.numel();
@@ -294,7 +350,7 @@ void Trainer::LogHoldings() const {
   std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp " << rt_.dp_rank
             << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held << " parameters ("
             << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
-            << (rt_.zero ? " (ZeRO-1 share)" : "")
+            << (opt_->stage() > 0 ? " (ZeRO-" + std::to_string(opt_->stage()) + " share)" : std::string())
             << (spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off")
             << "\n";
 }

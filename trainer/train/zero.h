@@ -1,12 +1,26 @@
-// The trainer's optimizer over this rank's trainable parameters: AdamW over all of them, or ZeRO-1 — each
-// data-parallel rank keeps AdamW state (moments and fp32 master weights) only for the parameters it owns and
-// updates only those; after the step every owner broadcasts its updated parameters to the other replicas.
-// Ownership is dealt out whole parameters at a time, largest first, to the least loaded rank (as
-// torch.distributed.optim.ZeroRedundancyOptimizer does), so every replica computes the same assignment.
+// The trainer's optimizer over this rank's trainable parameters, by ZeRO stage over the data-parallel group:
 //
-// Gradients must already be summed over data parallel (all-reduce) when Step runs.
+//   0  AdamW over every parameter; gradients all-reduced before Step.
+//   1  each data-parallel rank keeps AdamW state (moments and fp32 master weights) only for the parameters it
+//      owns and updates only those; after the step every owner broadcasts its updated parameters. Ownership is
+//      dealt out whole parameters at a time, largest first, to the least loaded rank (as
+//      torch.distributed.optim.ZeroRedundancyOptimizer does), so every replica computes the same assignment.
+//   2  ownership by flat range (parallel::FlatShard: rank r owns chunk r of every parameter): the gradient
+//      reducer reduce-scatters into the shard tensors (grad_params(): 1-D views of each parameter's owned range,
+//      holding the summed gradient), AdamW runs on the shards (fp32 master of the shard), and the parameters are
+//      all-gathered after the step in buckets of `allgather_bucket_bytes`. ZeRO-3 will keep the same shards and
+//      free the full parameters between uses.
 //
-// Thread-safety: one thread at a time; Step is a collective over the data-parallel group under ZeRO-1.
+// With one data-parallel rank every stage is stage 0. Checkpoints hold full per-parameter state whatever the
+// stage (CheckpointState gathers it; LoadCheckpointState takes it back), so any stage resumes any other.
+//
+// Thread-safety: one thread at a time; Step (stages 1 and 2) and CheckpointState (stage 2) are collectives over
+// the data-parallel group.
+//
+// Example:
+//   TrainerOptimizer opt(params, adamw, dp_comm, /*stage=*/2, 64 << 20);
+//   GradientReducer reducer(params, dp_comm, 64 << 20, opt.sharded_grads() ? &opt.grad_params() : nullptr);
+//   ... backward, reducer.Finish(), clip over opt.grad_params() ...; opt.Step(lr); opt.ZeroGrad();
 #pragma once
 
 #include <map>
@@ -14,38 +28,67 @@
 #include <string>
 #include <vector>
 
+#include "trainer/model/linear.h"
 #include "trainer/optim/adamw.h"
 #include "trainer/parallel/comm.h"
 
 namespace anneal::train {
 
+struct Runtime;
+
 class TrainerOptimizer {
  public:
-  // `dp` may be null (one replica); `zero` selects ZeRO-1.
+  // `dp` may be null (one replica); `stage` is the ZeRO stage (0, 1 or 2).
   TrainerOptimizer(std::vector<optim::TrainableParam> params, optim::AdamWOptions options, parallel::Comm* dp,
-                   bool zero);
+                   int stage, int64_t allgather_bucket_bytes = int64_t{64} << 20);
 
   void Step(double lr);
   void ZeroGrad();
   int64_t step_count() const { return adam_->step_count(); }
-  bool Owns(const std::string& name) const { return owner_.at(name) == my_rank_; }
-  // The data-parallel rank that owns `name` (0 without ZeRO).
-  int OwnerOf(const std::string& name) const { return owner_.at(name); }
-  // This rank's state (owned parameters), named as AdamW names it: exp_avg.<param>, exp_avg_sq.<param>,
-  // master.<param>.
+  // The stage in effect (0 with one data-parallel rank).
+  int stage() const { return stage_; }
+  // Stage 2: gradients live in the shards (grad_params), not in the parameters.
+  bool sharded_grads() const { return stage_ == 2; }
+  // Where the step's gradients are after the data-parallel reduction, aligned with the constructor's params:
+  // the parameters themselves, or under stage 2 their owned ranges (1-D, named as the parameter).
+  const std::vector<optim::TrainableParam>& grad_params() const { return sharded_grads() ? shards_ : all_; }
+  // The tensor-parallel layouts of grad_params(): the parameters' own, or under stage 2 the same pieces cut
+  // along dim 0 of the 1-D shard (every tensor-parallel rank owns the same range of its piece).
+  std::vector<model::ParamLayout> GradLayouts(const std::vector<model::ParamLayout>& layouts) const;
+  // This rank's state as AdamW names it (exp_avg.<param>, exp_avg_sq.<param>, master.<param>): owned
+  // parameters (stage 1) or owned ranges (stage 2). What this rank holds in memory.
   std::vector<std::pair<std::string, at::Tensor>> StateTensors() const { return adam_->StateTensors(); }
-  Status LoadStateTensors(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t step) {
-    return adam_->LoadStateTensors(tensors, step);
-  }
-  const std::vector<optim::TrainableParam>& owned() const { return adam_->params(); }
+  // The state to checkpoint, each tensor shaped as its parameter: StateTensors() for stages 0 and 1, gathered
+  // over data parallel under stage 2 (a collective: every data-parallel rank calls it; all get the result).
+  std::vector<std::pair<std::string, at::Tensor>> CheckpointState() const;
+  // For every state tensor this rank keeps: its key and a tensor of the checkpointed shape (no collective).
+  std::vector<std::pair<std::string, at::Tensor>> CheckpointShapes() const;
+  // Whether this rank writes `param`'s state into its checkpoint file: its owner under stage 1, one rank per
+  // parameter (round robin over data parallel) under stage 2, always under stage 0 (only replica 0 writes).
+  bool WritesCheckpointState(const std::string& param) const;
+  // Loads state shaped as CheckpointState's (stage 2 keeps its owned range of each).
+  Status LoadCheckpointState(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t step);
 
  private:
+  void AssignWholeParameters();
+  void AllGatherShards();
+
   std::vector<optim::TrainableParam> all_;
-  std::map<std::string, int> owner_;
+  std::vector<optim::TrainableParam> shards_;  // stage 2: owned range of all_[i]
+  std::map<std::string, size_t> index_;        // parameter name -> position in all_
+  std::map<std::string, int> owner_;           // stage 1
   std::unique_ptr<optim::AdamW> adam_;
   parallel::Comm* dp_;
-  bool zero_;
+  int stage_ = 0;
+  int64_t allgather_bucket_bytes_;
   int my_rank_ = 0;
 };
+
+// Runtime::ClipGradNorm over stage 2's shards: every data-parallel rank contributes the squares of its owned
+// ranges (each element of a replica counted once), summed over the world, so the norm equals the unsharded one;
+// clips the shard gradients by torch.nn.utils.clip_grad_norm_'s coefficient (max_norm 0: no clipping). A
+// collective over the world group. `layouts` are opt.GradLayouts(...).
+double ClipShardedGradNorm(const Runtime& rt, const TrainerOptimizer& opt,
+                           const std::vector<model::ParamLayout>& layouts, double max_norm);
 
 }  // namespace anneal::train

@@ -16,6 +16,13 @@
            layout above; without it (the README's test command, CI) each runs the subset that still covers every
            feature at once: (2,2,2) with sequence parallelism and ZeRO-1, (1,4,2), GPipe; tied_gqa (2,2,1) and tp 4
            with sequence parallelism; reshard (2,2,2) -> (1,4,2) for both fine-tuning types.
+  zero2: ZeRO-2 (gradients reduce-scattered into each rank's flat shard, AdamW on the shard, parameters
+           all-gathered) under dp 2, tp 2 x dp 2 and pp 2 x dp 2 gives the single-process losses, eval losses and
+           exported weights (full fine-tuning; LoRA under dp 2; with ANNEAL_TEST_LONG=1 LoRA on every layout and
+           dp 4 for both); every bucket's reduce-scatter starts during backward; each rank holds about 1/dp of the
+           optimizer state.
+  zero_resume: a ZeRO-2 checkpoint resumes under ZeRO-1 and under stage 0, and a ZeRO-1 checkpoint under ZeRO-2,
+           with the losses of the uninterrupted single-process run (full; LoRA ZeRO-2 -> ZeRO-1, every pair long).
   deadpeer: ranks started directly (no launcher to clean up), dp 2 and then tp 2 x pp 2; one is killed with
            SIGKILL mid-run; every other rank must exit with an error within the configured collective timeout
            (comm_timeout_s) plus slack.
@@ -209,6 +216,67 @@ def case_reshard(binary, tmp):
                     first_step=6)
 
 
+def state_kib(stderr):
+    """Optimizer state KiB per global rank from the trainer's holdings lines."""
+    return {int(m.group(1)): int(m.group(2))
+            for m in re.finditer(r"\[train\] rank (\d+) .*optimizer state (\d+) KiB", stderr)}
+
+
+def case_zero2(binary, tmp):
+    model = setup(tmp, binary, layers=4)
+    zero0_state = None
+    for ft in ("full", "lora"):
+        ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single")
+        layouts = [(1, 1, 2), (2, 1, 2), (1, 2, 2)] if ft == "full" or LONG else [(1, 1, 2)]
+        if LONG:
+            layouts.append((1, 1, 4))
+        for tp, pp, dp in layouts:
+            # Small buckets (10 KiB): the reduce-scatter runs in several pieces, each started during backward.
+            out = train_layout(binary, tmp, model, ft, tp, pp, dp, f"{ft}-zero2-tp{tp}-pp{pp}-dp{dp}",
+                               ["zero_stage: 2", "ddp_bucket_cap_mb: 0.01"])
+            compare(ft, ref, out, f"(tp {tp}, pp {pp}, dp {dp}) with ZeRO-2")
+        if ft == "full":
+            # The same job at stage 0 and stage 2 on dp 2: the logs show the reduce-scatter overlapping backward and
+            # each rank's optimizer state at about half of the replicated one.
+            cfg = job(tmp, model, os.path.join(tmp, "full-z0"), ft, ["per_device_train_batch_size: 4", "max_steps: 1"])
+            p0 = run([binary, "launch", "--nproc-per-node", "2", "--", "train", "--config", cfg])
+            cfg = job(tmp, model, os.path.join(tmp, "full-z2"), ft,
+                      ["per_device_train_batch_size: 4", "max_steps: 1", "zero_stage: 2", "ddp_bucket_cap_mb: 0.01"])
+            p2 = run([binary, "launch", "--nproc-per-node", "2", "--", "train", "--config", cfg])
+            m = re.search(r"data-parallel reduce-scatter: (\d+) bucket\(s\), (\d+) started during backward", p2.stderr)
+            assert m, p2.stderr[-2000:]
+            buckets, early = int(m.group(1)), int(m.group(2))
+            assert buckets > 1 and early == buckets, (buckets, early)
+            assert "(ZeRO-2 share)" in p2.stderr, p2.stderr[-2000:]
+            zero0_state, zero2_state = state_kib(p0.stderr), state_kib(p2.stderr)
+            assert sorted(zero0_state) == sorted(zero2_state) == [0, 1], (zero0_state, zero2_state)
+            for r in (0, 1):
+                share = zero2_state[r] / zero0_state[r]
+                assert 0.45 < share < 0.55, f"rank {r}: ZeRO-2 state {zero2_state[r]} KiB of {zero0_state[r]} KiB"
+            print(f"zero2: reduce-scatter in {buckets} buckets, {early} started during backward; optimizer state per "
+                  f"rank {zero2_state} KiB under ZeRO-2 against {zero0_state} KiB replicated")
+
+
+def case_zero_resume(binary, tmp):
+    model = setup(tmp, binary, layers=4)
+    for ft in ("full", "lora"):
+        ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single", ["save_steps: 5"])
+        pairs = [(2, 1), (2, 0), (1, 2)] if ft == "full" or LONG else [(2, 1)]
+        for saved_stage, resumed_stage in pairs:
+            saved = train_layout(binary, tmp, model, ft, 1, 1, 2, f"{ft}-saved-z{saved_stage}-{resumed_stage}",
+                                 ["save_steps: 5", f"zero_stage: {saved_stage}"])
+            out = os.path.join(tmp, f"{ft}-z{saved_stage}-resumed-z{resumed_stage}")
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(saved, out)
+            shutil.rmtree(os.path.join(out, "checkpoint-10"))
+            os.remove(os.path.join(out, "trainer_log.jsonl"))
+            train_layout(binary, tmp, model, ft, 1, 1, 2, os.path.basename(out),
+                         ["resume_from_checkpoint: " + os.path.join(out, "checkpoint-5"), "save_steps: 5",
+                          f"zero_stage: {resumed_stage}"])
+            compare(ft, ref, out, f"saved with ZeRO-{saved_stage} (dp 2), resumed with ZeRO-{resumed_stage} (dp 2)",
+                    first_step=6)
+
+
 def deadpeer(binary, tmp, model, tp, pp, dp, victim):
     world = tp * pp * dp
     out = os.path.join(tmp, f"dead-tp{tp}-pp{pp}-dp{dp}")
@@ -290,4 +358,4 @@ def case_deadpeer(binary, tmp):
 if __name__ == "__main__":
     run_cases({"dp": case_dp, "deadpeer": case_deadpeer, "layouts_lora": case_layouts_lora,
                "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa,
-               "bad_layouts": case_bad_layouts})
+               "bad_layouts": case_bad_layouts, "zero2": case_zero2, "zero_resume": case_zero_resume})

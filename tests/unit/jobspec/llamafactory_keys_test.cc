@@ -56,16 +56,60 @@ TEST(LlamaFactoryDeepSpeed, StageZeroIsPlainDataParallelAndStageOneIsZeroOne) {
   EXPECT_EQ(none->resources.zero_stage, 0);
 }
 
-TEST(LlamaFactoryDeepSpeed, StagesTwoAndThreeAreRefusedNamingTheStage) {
-  for (int stage : {2, 3}) {
-    auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": )" + std::to_string(stage) + "}}");
-    ASSERT_FALSE(spec.ok());
-    EXPECT_NE(spec.status().message().find("asks for ZeRO stage " + std::to_string(stage) +
-                                           ", which is not built yet (ZeRO-2/3: issue 22): use zero_stage: 1"),
-              std::string::npos)
-        << spec.status().message();
-    EXPECT_NE(spec.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
-  }
+// The keys and values of LLaMA-Factory's examples/deepspeed/ds_z2_config.json (its bucket sizes, communication
+// switches, fp16 loss-scale settings, comms and monitor sections), which its README passes unchanged.
+constexpr const char* kLlamaFactoryZ2 = R"({
+  "train_batch_size": "auto",
+  "train_micro_batch_size_per_gpu": "auto",
+  "gradient_accumulation_steps": "auto",
+  "gradient_clipping": "auto",
+  "zero_allow_untested_optimizer": true,
+  "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
+           "hysteresis": 2, "min_loss_scale": 1},
+  "bf16": {"enabled": "auto"},
+  "zero_optimization": {"stage": 2, "allgather_partitions": true, "allgather_bucket_size": 5e8,
+                        "overlap_comm": false, "reduce_scatter": true, "reduce_bucket_size": 5e8,
+                        "contiguous_gradients": true, "round_robin_gradients": true},
+  "comms_config": {"verbose": false},
+  "monitor_config": {"enabled": true, "tag": "DeepSpeedMonitor", "csv_monitor": {"enabled": false}}
+})";
+
+TEST(LlamaFactoryDeepSpeed, LlamaFactorysStageTwoConfigIsZeroTwo) {
+  auto spec = WithDeepSpeed(kLlamaFactoryZ2);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->resources.zero_stage, 2);
+  auto auto_buckets = WithDeepSpeed(
+      R"({"zero_optimization": {"stage": 2, "reduce_bucket_size": "auto", "allgather_bucket_size": "auto"}})");
+  ASSERT_TRUE(auto_buckets.ok()) << auto_buckets.status().ToString();
+  EXPECT_EQ(auto_buckets->resources.zero_stage, 2);
+}
+
+TEST(LlamaFactoryDeepSpeed, StageThreeIsRefusedNamingTheStage) {
+  auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 3}})");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find(
+                "asks for ZeRO stage 3, which is not built yet (ZeRO-3: issue 22): use zero_stage: 2"),
+            std::string::npos)
+      << spec.status().message();
+  EXPECT_NE(spec.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
+}
+
+TEST(LlamaFactoryDeepSpeed, ABucketSizeThatIsNotAPositiveNumberIsRefusedByName) {
+  auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "reduce_bucket_size": "big"}})");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find(
+                "has zero_optimization.reduce_bucket_size 'big': expected a positive number of elements or \"auto\""),
+            std::string::npos)
+      << spec.status().message();
+}
+
+TEST(LlamaFactoryDeepSpeed, OffloadInAStageTwoConfigIsRefusedByName) {
+  auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}})");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(
+      spec.status().message().find("offloads to cpu (zero_optimization.offload_optimizer), which is not built yet"),
+      std::string::npos)
+      << spec.status().message();
 }
 
 TEST(LlamaFactoryDeepSpeed, OffloadOptimizerAndExplicitSpecValuesAreRefused) {

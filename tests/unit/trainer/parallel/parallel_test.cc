@@ -1,6 +1,7 @@
 // The parallel layout's pure parts: ParallelDims (validation, rank order, groups, stage split), ParamLayout
-// slicing, and pipeline-stage models (which parameters a stage holds, and loading a stage's part of a full
-// checkpoint). The collectives themselves run in tests/parity/parallel with real processes.
+// slicing, pipeline-stage models (which parameters a stage holds, and loading a stage's part of a full
+// checkpoint), and the memory plan's arithmetic for ZeRO stages 0, 1 and 2. The collectives themselves run in
+// tests/parity/parallel with real processes.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include "trainer/model/decoder.h"
 #include "trainer/model/presets.h"
 #include "trainer/parallel/dims.h"
+#include "trainer/parallel/memory_plan.h"
 #include "trainer/parallel/sharding.h"
 #include "trainer/train/state_io.h"
 
@@ -143,6 +145,68 @@ TEST(CheckStateFiles, NamesAShardWrittenOnANodeThisOneCannotSee) {
   std::ofstream(dir / "optimizer-stage1-dp1.safetensors") << "x";
   EXPECT_TRUE(train::CheckStateFiles(rt, dir.string()).ok());
   fs::remove_all(dir);
+}
+
+// bf16 compute (2 bytes), three trainable parameters of 600, 300 and 100 elements, data-parallel rank 1 of 2,
+// buckets of 100 bytes; one micro-batch of 2 rows x 8 tokens, hidden 4, 3 layers.
+parallel::MemoryPlanInput PlanInput(int stage) {
+  parallel::MemoryPlanInput in;
+  in.stage = stage;
+  in.dp = 2;
+  in.dp_rank = 1;
+  in.held_params = 1000;
+  in.param_bytes = 2;
+  in.trainable = {600, 300, 100};
+  in.trainable_bytes = 2;
+  in.bucket_bytes = 100;
+  in.micro_rows = 2;
+  in.seq_len = 8;
+  in.hidden = 4;
+  in.layers = 3;
+  return in;
+}
+
+TEST(MemoryPlan, StagesZeroOneAndTwoMatchTheHandComputedBytes) {
+  // Activations: 2 * 8 * 4 values * 2 bytes = 128 per layer value; 17 per layer over 3 layers.
+  const auto zero = parallel::PlanMemory(PlanInput(0));
+  EXPECT_EQ(zero.parameters, 2000);
+  EXPECT_EQ(zero.gradients, 2000);
+  EXPECT_EQ(zero.optimizer, 1000 * 12) << "two fp32 moments and an fp32 master per element";
+  EXPECT_EQ(zero.activations, 128 * 17 * 3);
+  EXPECT_EQ(zero.total(), 2000 + 2000 + 12000 + 6528);
+  // ZeRO-1: 600 goes to rank 0, then 300 and 100 to the less loaded rank 1.
+  const auto one = parallel::PlanMemory(PlanInput(1));
+  EXPECT_EQ(one.gradients, 2000);
+  EXPECT_EQ(one.optimizer, 400 * 12);
+  // ZeRO-2: rank 1 owns 300 + 150 + 50 elements; gradients are that plus three 100-byte buckets.
+  const auto two = parallel::PlanMemory(PlanInput(2));
+  EXPECT_EQ(two.parameters, 2000);
+  EXPECT_EQ(two.gradients, 500 * 2 + 3 * 100);
+  EXPECT_EQ(two.optimizer, 500 * 12);
+}
+
+TEST(MemoryPlan, AccumulationKeepsFullGradientsAndCheckpointingShrinksActivations) {
+  auto in = PlanInput(2);
+  in.accumulation = 2;
+  EXPECT_EQ(parallel::PlanMemory(in).gradients, 2000) << "earlier micro-batches sum into full gradients";
+  in.checkpointing = true;
+  EXPECT_EQ(parallel::PlanMemory(in).activations, 128 * (3 + 17)) << "layer inputs plus one layer recomputed";
+  in = PlanInput(0);
+  in.trainable_bytes = 4;  // fp32 trainable (LoRA adapters): no master copy
+  EXPECT_EQ(parallel::PlanMemory(in).optimizer, 1000 * 8);
+}
+
+TEST(MemoryPlan, APlanOverTheDeviceFailsNamingTheNumbers) {
+  const auto plan = parallel::PlanMemory(PlanInput(0));
+  EXPECT_TRUE(plan.CheckFits(plan.total(), "cuda:0").ok());
+  EXPECT_TRUE(plan.CheckFits(0, "cpu").ok()) << "unknown device memory: no check";
+  const Status too_big = plan.CheckFits(plan.total() - 1, "cuda:0");
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(too_big.message().find("memory plan (ZeRO-0): parameters 0.0 MiB"), std::string::npos) << too_big.message();
+  EXPECT_NE(too_big.message().find("does not fit the 0.0 MiB of cuda:0: raise zero_stage"), std::string::npos)
+      << too_big.message();
+  EXPECT_EQ(parallel::MemoryPlan::MiB(int64_t{3} << 19), "1.5 MiB");
 }
 
 }  // namespace

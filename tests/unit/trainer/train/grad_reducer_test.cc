@@ -1,7 +1,10 @@
 // GradientReducer over a real Gloo group of two ranks (two threads of this process, each with its own TCPStore
 // client and process group on loopback): the bucketed all-reduce started from backward's hooks gives the same
 // sums as the plain reference (every rank's gradient added up), buckets split by size and dtype, and a
-// parameter that got no gradient in the step is reduced as zeros after backward.
+// parameter that got no gradient in the step is reduced as zeros after backward. Under ZeRO-2 (the reducer
+// filling a TrainerOptimizer's shards) each rank ends with only the sums of the range it owns, the full
+// gradients freed, and a step of the sharded AdamW followed by the all-gather gives every rank the parameters of
+// one AdamW step on the summed gradients.
 #include "trainer/train/grad_reducer.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +17,8 @@
 
 #include "common/net.h"
 #include "trainer/parallel/comm.h"
+#include "trainer/parallel/flat_shard.h"
+#include "trainer/train/zero.h"
 
 namespace anneal::train {
 namespace {
@@ -98,6 +103,109 @@ TEST(GradientReducer, OneBucketPerDtypeWhenTheCapIsLarge) {
   ExpectSummedGradients(results);
   EXPECT_EQ(results[0].buckets, 2u) << "float32 {a, b, u} and float64 {c}";
   EXPECT_EQ(results[0].early, 1u) << "the float32 bucket waits for u, which never gets a gradient";
+}
+
+// ZeRO-2 over two ranks: a [5] (3 + 2 owned), b [3] (2 + 1), c [2] f64 (1 + 1), u [2] (no gradient). What
+// rank `rank` holds after Finish (the shard gradients and whether any full gradient survived) and after one
+// optimizer step (the parameters).
+struct Zero2Result {
+  std::string error;
+  std::vector<at::Tensor> shard_grads, params;
+  bool full_grad_left = false;
+  std::string collective;
+};
+
+std::vector<optim::TrainableParam> Zero2Params() {
+  return {{"a", torch::linspace(-1.0, 1.0, 5).requires_grad_(true)},
+          {"b", torch::linspace(0.5, 2.0, 3).requires_grad_(true)},
+          {"c", torch::linspace(-2.0, 3.0, 2, torch::kFloat64).requires_grad_(true)},
+          {"u", torch::ones({2}).requires_grad_(true)}};
+}
+
+// (rank + 1) * sum(a * xa + b * xb + c * xc): each gradient (rank + 1) * x, the sum over both ranks 3 * x.
+at::Tensor Zero2Loss(const std::vector<optim::TrainableParam>& params, double coeff) {
+  const at::Tensor xa = torch::linspace(0.3, -0.7, 5), xb = torch::linspace(1.5, -0.25, 3),
+                   xc = torch::linspace(0.125, 0.75, 2, torch::kFloat64);
+  return coeff * ((params[0].param * xa).sum() + (params[1].param * xb).sum() +
+                  (params[2].param * xc).sum().to(torch::kFloat32));
+}
+
+constexpr optim::AdamWOptions kAdam{.lr = 0.1, .weight_decay = 0.01};
+
+void RunZero2Rank(int rank, int port, int64_t bucket_bytes, Zero2Result* out) {
+  auto store = parallel::ConnectStore("127.0.0.1", port, rank, 2, std::chrono::seconds(30));
+  if (!store.ok()) {
+    out->error = store.status().ToString();
+    return;
+  }
+  auto comm = parallel::Comm::Create(*store, "dp", {0, 1}, rank, false, std::chrono::seconds(30));
+  if (!comm.ok()) {
+    out->error = comm.status().ToString();
+    return;
+  }
+  std::vector<optim::TrainableParam> params = Zero2Params();
+  TrainerOptimizer opt(params, kAdam, comm->get(), /*stage=*/2, bucket_bytes);
+  GradientReducer reducer(params, comm->get(), bucket_bytes, &opt.grad_params());
+  out->collective = reducer.collective();
+  reducer.Arm();
+  Zero2Loss(params, rank + 1).backward();
+  reducer.Finish();
+  for (const auto& p : params) out->full_grad_left = out->full_grad_left || p.param.grad().defined();
+  for (const auto& s : opt.grad_params()) out->shard_grads.push_back(s.param.grad().clone());
+  opt.Step(0.1);
+  opt.ZeroGrad();
+  for (const auto& p : params) out->params.push_back(p.param.detach().clone());
+}
+
+void ExpectZero2(int64_t bucket_bytes) {
+  std::array<Zero2Result, 2> results;
+  const int port = FreeLoopbackPort().value();
+  std::thread r1(RunZero2Rank, 1, port, bucket_bytes, &results[1]);
+  RunZero2Rank(0, port, bucket_bytes, &results[0]);
+  r1.join();
+  // The reference: one process, the summed gradients (3 * x), plain AdamW.
+  std::vector<optim::TrainableParam> ref = Zero2Params();
+  Zero2Loss(ref, 3.0).backward();
+  std::vector<at::Tensor> summed;
+  // u got no gradient: the reducer reduces it as zeros, so AdamW steps it (weight decay) with a zero gradient.
+  ref[3].param.mutable_grad() = torch::zeros({2});
+  for (const auto& p : ref) summed.push_back(p.param.grad().clone());
+  optim::AdamW adam(ref, kAdam);
+  adam.Step(0.1);
+  for (int rank = 0; rank < 2; ++rank) {
+    const Zero2Result& r = results[rank];
+    ASSERT_TRUE(r.error.empty()) << r.error;
+    EXPECT_EQ(r.collective, "reduce-scatter");
+    EXPECT_FALSE(r.full_grad_left) << "rank " << rank << " kept a full gradient after its bucket was reduced";
+    ASSERT_EQ(r.shard_grads.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+      const auto s = parallel::FlatShard::Of(summed[i].numel(), 2, rank);
+      EXPECT_EQ(r.shard_grads[i].numel(), s.owned());
+      EXPECT_TRUE(torch::allclose(r.shard_grads[i], summed[i].reshape({-1}).narrow(0, s.begin, s.owned())))
+          << "rank " << rank << " parameter " << i << ": " << r.shard_grads[i];
+      EXPECT_TRUE(torch::allclose(r.params[i], ref[i].param.detach(), 1e-6, 1e-7))
+          << "rank " << rank << " parameter " << i << " after the step: " << r.params[i] << " vs "
+          << ref[i].param.detach();
+    }
+  }
+}
+
+TEST(GradientReducer, Zero2LeavesEachRankTheSumsOfItsRangeAndTheStepEqualsPlainAdamW) {
+  ExpectZero2(16);                // a bucket per parameter
+  ExpectZero2(int64_t{1} << 20);  // one bucket per dtype
+}
+
+TEST(FlatShard, CutsIntoEqualChunksTheLastShorterOrEmpty) {
+  const auto last = parallel::FlatShard::Of(10, 4, 3);
+  EXPECT_EQ(last.chunk, 3);
+  EXPECT_EQ(last.begin, 9);
+  EXPECT_EQ(last.owned(), 1);
+  const auto empty = parallel::FlatShard::Of(2, 4, 3);
+  EXPECT_EQ(empty.chunk, 1);
+  EXPECT_EQ(empty.owned(), 0);
+  int64_t covered = 0;
+  for (int r = 0; r < 4; ++r) covered += parallel::FlatShard::Of(10, 4, r).owned();
+  EXPECT_EQ(covered, 10);
 }
 
 }  // namespace

@@ -1,0 +1,117 @@
+// MemoryPlan: the bytes one rank will hold during training, by kind, for ZeRO stages 0, 1 and 2, computed before
+// training so a job that cannot fit fails at once with the numbers instead of running out of memory mid-step.
+//
+//   parameters   every parameter this rank holds (its tensor / pipeline share) in the compute dtype
+//   gradients    stage 0 and 1: one per trainable element; stage 2: the owned chunks (FlatShard) plus the
+//                reducer's buckets in flight (kBucketsHeld x bucket_bytes, the inputs being reduce-scattered and
+//                the one filling up) — but with gradient accumulation the full gradients live across the earlier
+//                micro-batches (they sum into them), so then the full size is counted
+//   optimizer    AdamW's two fp32 moments plus an fp32 master when the compute dtype is not fp32, for the elements
+//                this rank updates: all (stage 0), the whole parameters dealt to it largest first to the least
+//                loaded rank (stage 1, as TrainerOptimizer), its chunk of every parameter (stage 2)
+//   activations  an estimate for one micro-batch: per decoder layer about 17 values per token and hidden unit
+//                (Korthikanti et al. 2022's 34 bytes at 2 bytes a value, attention scores excluded: SDPA does not
+//                keep them); with activation checkpointing, each layer's input plus one layer recomputed
+//
+// Thread-safety: plain functions of their arguments.
+//
+// Example:
+//   MemoryPlan plan = PlanMemory(input);
+//   std::cerr << plan.Describe() << "\n";
+//   RETURN_IF_ERROR(plan.CheckFits(device_bytes, "cuda:0"));
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "trainer/parallel/flat_shard.h"
+
+namespace anneal::parallel {
+
+struct MemoryPlanInput {
+  int stage = 0;  // ZeRO stage in effect (0 with one data-parallel rank)
+  int dp = 1;     // data-parallel ranks
+  int dp_rank = 0;
+  int accumulation = 1;             // micro-batches per step
+  int64_t held_params = 0;          // elements of every parameter this rank holds
+  int64_t param_bytes = 4;          // bytes per element of the compute dtype
+  std::vector<int64_t> trainable;   // elements of each trainable parameter, in registration order
+  int64_t trainable_bytes = 4;      // bytes per element of the trainable parameters (and their gradients)
+  int64_t bucket_bytes = 25 << 20;  // the reducer's bucket cap
+  // Activations of one micro-batch.
+  int64_t micro_rows = 1, seq_len = 0, hidden = 0, layers = 0;
+  bool checkpointing = false;
+};
+
+struct MemoryPlan {
+  static constexpr int64_t kBucketsHeld = 3;
+  static constexpr int64_t kActivationValuesPerLayer = 17;  // per token and hidden unit
+
+  int stage = 0;
+  int64_t parameters = 0, gradients = 0, optimizer = 0, activations = 0;
+
+  int64_t total() const { return parameters + gradients + optimizer + activations; }
+
+  static std::string MiB(int64_t bytes) {
+    const int64_t tenths = (bytes * 10 + (1 << 19)) >> 20;
+    return std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " MiB";
+  }
+  std::string Describe() const {
+    return "memory plan (ZeRO-" + std::to_string(stage) + "): parameters " + MiB(parameters) + ", gradients " +
+           MiB(gradients) + ", optimizer state " + MiB(optimizer) + ", activations ~" + MiB(activations) + ", total ~" +
+           MiB(total());
+  }
+  // OK when the plan fits `device_bytes` (0: unknown, always OK); else a FAILED_PRECONDITION naming the device,
+  // both numbers and what would shrink the plan.
+  Status CheckFits(int64_t device_bytes, const std::string& device) const {
+    if (device_bytes <= 0 || total() <= device_bytes) return Status::Ok();
+    return FailedPreconditionError(
+        Describe() + " does not fit the " + MiB(device_bytes) + " of " + device +
+        ": raise zero_stage (2 shards gradients and optimizer state over data parallel), add tensor or pipeline "
+        "parallel, use finetuning_type: lora, lower per_device_train_batch_size or cutoff_len, or turn on "
+        "gradient_checkpointing");
+  }
+};
+
+// The elements whose optimizer state rank `dp_rank` keeps under ZeRO-1: TrainerOptimizer's whole-parameter deal.
+inline int64_t ZeroOneOwnedElements(const std::vector<int64_t>& sizes, int dp, int dp_rank) {
+  std::vector<size_t> order(sizes.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
+  std::vector<int64_t> load(std::max(1, dp), 0);
+  for (size_t i : order) {
+    auto least = std::min_element(load.begin(), load.end());
+    *least += sizes[i];
+  }
+  return load[std::clamp(dp_rank, 0, std::max(1, dp) - 1)];
+}
+
+inline MemoryPlan PlanMemory(const MemoryPlanInput& in) {
+  MemoryPlan plan;
+  plan.stage = in.stage;
+  plan.parameters = in.held_params * in.param_bytes;
+  const int64_t trainable = std::accumulate(in.trainable.begin(), in.trainable.end(), int64_t{0});
+  int64_t shard = 0;
+  for (int64_t n : in.trainable) shard += FlatShard::Of(n, in.dp, in.dp_rank).owned();
+  if (in.stage == 2 && in.accumulation <= 1) {
+    plan.gradients = std::min(trainable * in.trainable_bytes,
+                              shard * in.trainable_bytes + MemoryPlan::kBucketsHeld * in.bucket_bytes);
+  } else {
+    plan.gradients = trainable * in.trainable_bytes;
+  }
+  const int64_t updated = in.stage == 2   ? shard
+                          : in.stage == 1 ? ZeroOneOwnedElements(in.trainable, in.dp, in.dp_rank)
+                                          : trainable;
+  const int64_t per_element = 8 + (in.trainable_bytes == 4 ? 0 : 4);  // moments, plus the fp32 master
+  plan.optimizer = updated * per_element;
+  const int64_t per_layer = in.micro_rows * in.seq_len * in.hidden * in.param_bytes;
+  plan.activations = in.checkpointing ? per_layer * (in.layers + MemoryPlan::kActivationValuesPerLayer)
+                                      : per_layer * MemoryPlan::kActivationValuesPerLayer * in.layers;
+  return plan;
+}
+
+}  // namespace anneal::parallel
