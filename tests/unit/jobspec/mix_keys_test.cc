@@ -11,13 +11,13 @@ namespace {
 constexpr const char* kBase = "model_name_or_path: /m\ndataset: a,b\noutput_dir: /o\n";
 
 TEST(MixKeys, StrategyAndProbabilitiesInBothSpellingsRoundTrip) {
-  auto flat = ParseJobSpec(std::string(kBase) + "mix_strategy: interleave_under\ninterleave_probs: 0.7, 0.3\n",
-                           "job.yaml");
+  auto flat =
+      ParseJobSpec(std::string(kBase) + "mix_strategy: interleave_under\ninterleave_probs: 0.7, 0.3\n", "job.yaml");
   ASSERT_TRUE(flat.ok()) << flat.status().message();
   EXPECT_EQ(flat->data.mix_strategy, "interleave_under");
   EXPECT_EQ(flat->data.interleave_probs, (std::vector<double>{0.7, 0.3}));
-  auto list = ParseJobSpec(std::string(kBase) + "mix_strategy: interleave_once\ninterleave_probs: [0.25, 0.75]\n",
-                           "job.yaml");
+  auto list =
+      ParseJobSpec(std::string(kBase) + "mix_strategy: interleave_once\ninterleave_probs: [0.25, 0.75]\n", "job.yaml");
   ASSERT_TRUE(list.ok()) << list.status().message();
   EXPECT_EQ(list->data.interleave_probs, (std::vector<double>{0.25, 0.75}));
   auto again = ParseJobSpec(ToYaml(*list), "round-trip");
