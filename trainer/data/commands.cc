@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "trainer/data/chat_template.h"
+#include "trainer/data/clean.h"
 #include "trainer/data/dataset.h"
 #include "trainer/data/sft.h"
 #include "trainer/data/tokenizer.h"
@@ -169,6 +170,60 @@ void RunLoad(LoadArgs a) {
   std::cerr << fmt::format("{} rows read, {} skipped, {} conversations\n", report.rows, report.skipped, rows->size());
 }
 
+struct CleanArgs {
+  LoadArgs load;
+  std::string out, report;
+  CleanOptions clean;
+};
+
+json ConversationJson(const Conversation& c) {
+  if (c.pretokenized) {
+    json o = {{"input_ids", c.input_ids}};
+    if (!c.labels.empty()) o["labels"] = c.labels;
+    return o;
+  }
+  json msgs = json::array();
+  if (!c.system.empty()) msgs.push_back(json{{"role", "system"}, {"content", c.system}});
+  for (const Message& m : c.messages) msgs.push_back(json{{"role", std::string(RoleName(m.role))}, {"content", m.content}});
+  return json{{"messages", std::move(msgs)}};
+}
+
+// `data clean`: load (as `data load`), clean (clean.h), write the kept conversations as JSON lines that load
+// back as sharegpt messages (a system prompt is the leading system turn) and a JSON report of the drops.
+void RunClean(const CleanArgs& a) {
+  LoadOptions lo = a.load.options;
+  if (a.load.max_samples >= 0) lo.max_samples = a.load.max_samples;
+  LoadReport load_report;
+  auto rows = LoadDatasets(a.load.datasets, a.load.dataset_dir, lo, &load_report);
+  if (!rows.ok()) Fail(rows.status());
+  auto result = CleanConversations(*rows, a.clean);
+  if (!result.ok()) Fail(result.status());
+  std::ofstream out(a.out, std::ios::binary);
+  if (!out) Fail(InvalidArgumentError("cannot write --out " + a.out));
+  for (const Conversation& c : result->kept)
+    out << ConversationJson(c).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  json dropped = json::array();
+  for (const DroppedRow& d : result->dropped) {
+    json row = {{"origin", d.origin}, {"reason", d.reason}};
+    if (!d.duplicate_of.empty()) row["duplicate_of"] = d.duplicate_of;
+    dropped.push_back(std::move(row));
+  }
+  json report = {{"rows", rows->size()},
+                 {"skipped_bad_rows", load_report.skipped},
+                 {"kept", result->kept.size()},
+                 {"dropped", result->dropped_by_reason},
+                 {"lsh", {{"bands", result->lsh_bands}, {"rows", result->lsh_rows}}},
+                 {"dropped_rows", std::move(dropped)}};
+  if (!a.report.empty()) {
+    std::ofstream rep(a.report, std::ios::binary);
+    if (!rep) Fail(InvalidArgumentError("cannot write --report " + a.report));
+    rep << report.dump(1) << "\n";
+  }
+  std::cerr << fmt::format("{} rows, {} kept, {} dropped", rows->size(), result->kept.size(), result->dropped.size());
+  for (const auto& [reason, n] : result->dropped_by_reason) std::cerr << fmt::format(", {} {}", n, reason);
+  std::cerr << "\n";
+}
+
 }  // namespace
 
 void AddDataCommands(CLI::App& app) {
@@ -208,6 +263,28 @@ void AddDataCommands(CLI::App& app) {
   load->add_option("--seed", largs->options.seed, "Seed of num_samples and interleave_probs")->default_val(42);
   load->add_flag("--skip-bad-rows", largs->options.skip_bad_rows, "Skip malformed rows (counted)");
   load->callback([largs] { RunLoad(*largs); });
+
+  auto cargs = std::make_shared<CleanArgs>();
+  CLI::App* clean = data->add_subcommand("clean", "Normalize, strip markup, filter by length, dedup (exact and MinHash-LSH)");
+  clean->add_option("--dataset", cargs->load.datasets, "dataset_info.json names or file/directory paths")
+      ->required()
+      ->delimiter(',');
+  clean->add_option("--dataset-dir", cargs->load.dataset_dir, "Directory holding dataset_info.json")->default_val("data");
+  clean->add_option("--out", cargs->out, "Cleaned conversations (JSON lines, sharegpt messages)")->required();
+  clean->add_option("--report", cargs->report, "JSON report: counts by reason and every dropped row");
+  clean->add_option("--normalize", cargs->clean.normalize, "NFC, NFKC, NFD, NFKD or none")->default_val("NFC");
+  clean->add_flag("--strip-markup", cargs->clean.strip_markup, "Remove HTML/XML tags, decode entities");
+  clean->add_option("--min-chars", cargs->clean.min_chars, "Drop conversations shorter than this (code points)");
+  clean->add_option("--max-chars", cargs->clean.max_chars, "Drop conversations longer than this (code points)");
+  clean->add_flag("!--no-exact-dedup", cargs->clean.exact_dedup, "Keep exact duplicates");
+  clean->add_flag("--near-dedup", cargs->clean.near_dedup, "Drop near-duplicates (MinHash-LSH)");
+  clean->add_option("--jaccard", cargs->clean.jaccard_threshold, "Near-dup Jaccard threshold")->default_val(0.8);
+  clean->add_option("--num-perm", cargs->clean.num_perm, "MinHash permutations")->default_val(128);
+  clean->add_option("--shingle", cargs->clean.shingle, "Character shingle length (code points)")->default_val(5);
+  clean->add_option("--minhash-seed", cargs->clean.seed, "MinHash seed (datasketch's)")->default_val(1);
+  clean->add_option("--max-samples", cargs->load.max_samples, "Keep the first N rows of each dataset");
+  clean->add_flag("--skip-bad-rows", cargs->load.options.skip_bad_rows, "Skip malformed rows (counted)");
+  clean->callback([cargs] { RunClean(*cargs); });
 
   auto eargs = std::make_shared<EncodeArgs>();
   CLI::App* encode = data->add_subcommand("encode", "Encode conversations with a chat template (ids and labels)");

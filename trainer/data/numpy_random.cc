@@ -99,6 +99,11 @@ std::vector<int64_t> NumpyLegacyRandom::Choice(int64_t n, int64_t size) {
   return out;
 }
 
+uint32_t NumpyLegacyRandom::RandintUint32(uint64_t high) {
+  if (high >= (uint64_t{1} << 32)) return mt_();  // rng == 0xFFFFFFFF: the raw 32-bit draw
+  return static_cast<uint32_t>(Interval(high - 1));
+}
+
 NumpyGenerator::NumpyGenerator(uint64_t seed) {
   std::array<uint64_t, 4> s = SeedSequenceState(seed);
   unsigned __int128 init_state = (static_cast<unsigned __int128>(s[0]) << 64) | s[1];

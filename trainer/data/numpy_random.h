@@ -31,6 +31,8 @@ class NumpyLegacyRandom {
   std::vector<int64_t> Permutation(int64_t n);
   // np.random.choice(n, size): uniform in [0, n) with replacement (randint's masked rejection). n >= 1.
   std::vector<int64_t> Choice(int64_t n, int64_t size);
+  // np.random.randint(0, high, dtype=np.uint32) for 1 <= high <= 2^32 (datasketch's MinHash permutations).
+  uint32_t RandintUint32(uint64_t high);
 
  private:
   uint64_t Interval(uint64_t max);  // uniform in [0, max], masked rejection
