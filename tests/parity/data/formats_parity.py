@@ -153,18 +153,49 @@ def check_formats(binary, work):
         print("formats %-12s identical conversations over %s" % (stem, ", ".join(n[len(stem) + 1:] for n in ns)))
         if stem == "tokenized":
             continue
-        previews = set()
-        for n in ns:
-            job = os.path.join(work, "job.yaml")
-            with open(job, "w") as f:
-                f.write("model_name_or_path: %s\nstage: sft\nfinetuning_type: lora\ndataset: %s\ndataset_dir: %s\n"
-                        "template: llama3\ncutoff_len: 256\noutput_dir: %s\n" % (tdir, n, d, os.path.join(work, "out")))
-            out = run([binary, "data", "preview", "--config", job, "--num", "10"])
-            assert out.returncode == 0, (n, out.stderr)
-            assert "input_ids:" in out.stdout, out.stdout
-            previews.add(out.stdout)
-        assert len(previews) == 1, (stem, "token ids differ between formats")
+        # One preview over every format's copy, concatenated: the examples of each copy must be identical.
+        job = os.path.join(work, "job.yaml")
+        with open(job, "w") as f:
+            f.write("model_name_or_path: %s\nstage: sft\nfinetuning_type: lora\ndataset: %s\ndataset_dir: %s\n"
+                    "template: llama3\ncutoff_len: 256\noutput_dir: %s\n" % (tdir, ",".join(ns), d,
+                                                                            os.path.join(work, "out")))
+        rows_per_copy = len(sets[stem][0])
+        out = run([binary, "data", "preview", "--config", job, "--num", str(rows_per_copy * len(ns))])
+        assert out.returncode == 0, (stem, out.stderr)
+        examples = [e.split("\n", 1)[1] for e in out.stdout.split("--- example ")[1:]]
+        assert len(examples) == rows_per_copy * len(ns), (stem, len(examples))
+        assert all("input_ids:" in e for e in examples), out.stdout
+        copies = [examples[k * rows_per_copy:(k + 1) * rows_per_copy] for k in range(len(ns))]
+        assert all(c == copies[0] for c in copies), (stem, "token ids differ between formats")
         print("formats %-12s identical token ids (data preview, llama3 template)" % stem)
+
+
+def check_arrow_types(binary, work):
+    """Dictionary, large_string, string_view and large_list<struct> columns read as their plain values."""
+    d = os.path.join(work, "types")
+    os.makedirs(d, exist_ok=True)
+    flat = [{k: r[k] for k in ("instruction", "input", "output")} for r in ALPACA]
+    table = pa.table({
+        "instruction": pa.array([r["instruction"] for r in flat]).dictionary_encode(),
+        "input": pa.array([r["input"] for r in flat], pa.large_string()),
+        "output": pa.array([r["output"] for r in flat], pa.string_view()),
+    })
+    with pa.ipc.new_file(os.path.join(d, "flat.arrow"), table.schema) as w:
+        w.write_table(table)
+    msg = pa.struct([("from", pa.large_string()), ("value", pa.large_string())])
+    sg = pa.table({"conversations": pa.array([r["conversations"] for r in SHAREGPT], pa.large_list(msg))})
+    pq.write_table(sg, os.path.join(d, "sg.parquet"))
+    ids = pa.table({"input_ids": pa.array([r["input_ids"] for r in TOKENIZED], pa.list_(pa.int32())),
+                    "labels": pa.array([r["labels"] for r in TOKENIZED], pa.large_list(pa.int64()))})
+    with pa.ipc.new_stream(os.path.join(d, "ids.arrow"), ids.schema) as w:
+        w.write_table(ids)
+    for name, rows in (("flat.arrow", flat), ("sg.parquet", SHAREGPT), ("ids.arrow", TOKENIZED)):
+        with open(os.path.join(d, name + ".jsonl"), "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        got = load(binary, "--dataset", os.path.join(d, name))
+        assert got == load(binary, "--dataset", os.path.join(d, name + ".jsonl")), (name, got)
+    print("arrow types: dictionary, large_string, string_view, large_list<struct>, int32 lists as plain values")
 
 
 def check_errors(binary, work):
@@ -271,6 +302,7 @@ def main():
     os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["HF_DATASETS_CACHE"] = os.path.join(work, "hf-cache")
     check_formats(binary, work)
+    check_arrow_types(binary, work)
     check_errors(binary, work)
     check_num_samples(binary, work)
     check_mixing(binary, work)
