@@ -262,6 +262,7 @@ void AddDataCommands(CLI::App& app) {
   load->add_option("--interleave-probs", largs->interleave_probs, "Comma-separated probabilities, one per dataset");
   load->add_option("--seed", largs->options.seed, "Seed of num_samples and interleave_probs")->default_val(42);
   load->add_flag("--skip-bad-rows", largs->options.skip_bad_rows, "Skip malformed rows (counted)");
+  load->add_flag("--pretrain", largs->options.response_optional, "Stage pt: alpaca rows may lack a response");
   load->callback([largs] { RunLoad(*largs); });
 
   auto cargs = std::make_shared<CleanArgs>();

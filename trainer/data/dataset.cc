@@ -80,6 +80,23 @@ StatusOr<std::vector<RawRow>> SplitJsonArray(const std::string& text, const std:
   return InvalidArgumentError(fmt::format("{}:{}: unterminated JSON array", path, line));
 }
 
+// HF datasets' "text" builder (sample_by "line", keep_linebreaks false): the file is read with Python's
+// universal newlines (\r\n and \r become \n) and cut at \n; one {"text": line} row per line.
+StatusOr<std::vector<RawRow>> TextLines(const std::string& text, const std::string& path) {
+  std::vector<RawRow> rows;
+  size_t start = 0;
+  int64_t line = 1;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    bool end = i == text.size();
+    if (!end && text[i] != '\n' && text[i] != '\r') continue;
+    if (end && start == text.size()) break;  // no row after a final newline
+    rows.push_back({json{{"text", text.substr(start, i - start)}}, fmt::format("{}:{}", path, line++), ""});
+    if (!end && text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    start = i + 1;
+  }
+  return rows;
+}
+
 StatusOr<std::vector<RawRow>> ReadRows(const std::string& path) {
   std::string ext = fs::path(path).extension().string();
   if (IsColumnarExtension(ext)) {
@@ -92,8 +109,9 @@ StatusOr<std::vector<RawRow>> ReadRows(const std::string& path) {
   }
   ASSIGN_OR_RETURN(std::string text, internal::ReadText(path));
   if (ext == ".json") return SplitJsonArray(text, path);
+  if (ext == ".txt") return TextLines(text, path);
   if (ext != ".jsonl")
-    return InvalidArgumentError(path + ": unsupported dataset file type (json, jsonl, csv, parquet, arrow)");
+    return InvalidArgumentError(path + ": unsupported dataset file type (json, jsonl, csv, parquet, arrow, txt)");
   std::vector<RawRow> rows;
   std::istringstream in(text);
   std::string l;

@@ -190,7 +190,7 @@ Status ListFiles(const std::string& where, DatasetAttr* a) {
     std::string e = p.extension().string();
     return e == ".jsonl" ? std::string(".json") : e;
   };
-  auto readable = [](const std::string& e) { return e == ".json" || IsColumnarExtension(e); };
+  auto readable = [](const std::string& e) { return e == ".json" || e == ".txt" || IsColumnarExtension(e); };
   if (fs::is_regular_file(a->file_path, ec)) {
     a->files = {a->file_path};
   } else if (fs::is_directory(a->file_path, ec)) {
@@ -206,7 +206,7 @@ Status ListFiles(const std::string& where, DatasetAttr* a) {
   for (const auto& f : a->files) {
     if (!readable(type_of(f)))
       return InvalidArgumentError(
-          fmt::format("{}: {}: unsupported file type (json, jsonl, csv, parquet, arrow)", where, f));
+          fmt::format("{}: {}: unsupported file type (json, jsonl, csv, parquet, arrow, txt)", where, f));
     if (type_of(f) != type)
       return InvalidArgumentError(
           fmt::format("{}: {} and {}: the files of a directory must have one type", where, a->files[0], f));

@@ -80,7 +80,7 @@ def main():
     with open(path, "w") as f:
         for i, d in enumerate(docs):
             f.write(json.dumps({"instruction": "doc %d" % i, "output": d}) + "\n")
-    loaded = [json.loads(line) for line in run([binary, "data", "load", "--dataset", path]).stdout.splitlines()]
+    loaded = [json.loads(line) for line in run([binary, "data", "load", "--dataset", path]).stdout.split("\n") if line]
     texts = [conversation_text(r) for r in loaded]
     assert len(texts) == len(docs)
 

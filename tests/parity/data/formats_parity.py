@@ -33,7 +33,7 @@ def run(cmd):
 def load(binary, *args):
     out = run([binary, "data", "load", *args])
     assert out.returncode == 0, (args, out.stderr)
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    rows = [json.loads(line) for line in out.stdout.split("\n") if line]  # not splitlines: U+2028 is text
     for r in rows:
         r.pop("origin")
     return rows
@@ -198,6 +198,24 @@ def check_arrow_types(binary, work):
     print("arrow types: dictionary, large_string, string_view, large_list<struct>, int32 lists as plain values")
 
 
+def check_text_files(binary, work):
+    """.txt files: one row per line as HF datasets' text builder cuts them (str.splitlines)."""
+    import datasets
+
+    d = os.path.join(work, "text")
+    os.makedirs(d, exist_ok=True)
+    body = "first line\nsecond\r\nthird\rfourth\u2028fifth\x0csixth\n\nafter an empty line\u00e9\nlast without newline"
+    with open(os.path.join(d, "lines.txt"), "w", newline="") as f:
+        f.write(body)
+    with open(os.path.join(d, "dataset_info.json"), "w") as f:
+        json.dump({"wiki": {"file_name": "lines.txt", "columns": {"prompt": "text"}}}, f)
+    got = [r["messages"][0]["content"] for r in load(binary, "--dataset", "wiki", "--dataset-dir", d, "--pretrain")]
+    want = datasets.load_dataset("text", data_files=os.path.join(d, "lines.txt"), split="train",
+                                 cache_dir=os.path.join(work, "hf-cache"))["text"]
+    assert got == want, (got, want)
+    print("txt: %d lines as HF datasets' text builder" % len(got))
+
+
 def check_errors(binary, work):
     d = os.path.join(work, "errors")
     os.makedirs(d, exist_ok=True)
@@ -303,6 +321,7 @@ def main():
     os.environ["HF_DATASETS_CACHE"] = os.path.join(work, "hf-cache")
     check_formats(binary, work)
     check_arrow_types(binary, work)
+    check_text_files(binary, work)
     check_errors(binary, work)
     check_num_samples(binary, work)
     check_mixing(binary, work)

@@ -40,7 +40,7 @@ TEST(DatasetInfo, RefusesWhatIsNotBuiltByName) {
       {R"({"file_name": "rows.jsonl", "num_samples": -1})", "\"num_samples\" must be a non-negative integer"},
       {R"({"file_name": "rows.jsonl", "columns": {"prompt": 3}})", "\"prompt\" must be a string"},
       {R"({"file_name": "nothing.jsonl"})", "not found"},
-      {R"({"file_name": "rows.txt"})", "not found"},
+      {R"({"file_name": "rows.xml"})", "not found"},
   };
   for (const auto& [entry, want] : cases) {
     std::string got = Error(d, entry);
