@@ -216,17 +216,31 @@ std::vector<std::string> CharShingles(std::string_view text, int k) {
   return out;
 }
 
-std::vector<uint32_t> MinHashSignature(const std::vector<std::string>& shingles, int num_perm, uint32_t seed) {
-  NumpyLegacyRandom gen(seed);
-  std::vector<uint32_t> a(num_perm), b(num_perm);
-  for (int k = 0; k < num_perm; ++k) a[k] = gen.RandintUint32(uint64_t{1} << 31) * 2u + 1u;
-  for (int k = 0; k < num_perm; ++k) b[k] = gen.RandintUint32(uint64_t{1} << 32);
-  std::vector<uint32_t> sig(num_perm, std::numeric_limits<uint32_t>::max());
-  for (const std::string& sh : shingles) {
-    uint32_t h = Fmix32(Sha1Hash32(sh));
-    for (int k = 0; k < num_perm; ++k) sig[k] = std::min(sig[k], a[k] * h + b[k]);
+namespace {
+
+// datasketch's affine32 permutations: a = 2 * randint(0, 2^31) + 1, then b = randint(0, 2^32), from
+// np.random.RandomState(seed).
+struct Permutations {
+  std::vector<uint32_t> a, b;
+  Permutations(int num_perm, uint32_t seed) : a(num_perm), b(num_perm) {
+    NumpyLegacyRandom gen(seed);
+    for (int k = 0; k < num_perm; ++k) a[k] = gen.RandintUint32(uint64_t{1} << 31) * 2u + 1u;
+    for (int k = 0; k < num_perm; ++k) b[k] = gen.RandintUint32(uint64_t{1} << 32);
   }
-  return sig;
+  std::vector<uint32_t> Sign(const std::vector<std::string>& shingles) const {
+    std::vector<uint32_t> sig(a.size(), std::numeric_limits<uint32_t>::max());
+    for (const std::string& sh : shingles) {
+      uint32_t h = Fmix32(Sha1Hash32(sh));
+      for (size_t k = 0; k < a.size(); ++k) sig[k] = std::min(sig[k], a[k] * h + b[k]);
+    }
+    return sig;
+  }
+};
+
+}  // namespace
+
+std::vector<uint32_t> MinHashSignature(const std::vector<std::string>& shingles, int num_perm, uint32_t seed) {
+  return Permutations(num_perm, seed).Sign(shingles);
 }
 
 std::pair<int, int> LshParameters(double threshold, int num_perm) {
@@ -258,6 +272,7 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
   if (o.near_dedup) std::tie(r.lsh_bands, r.lsh_rows) = LshParameters(o.jaccard_threshold, o.num_perm);
   std::unordered_map<std::string, std::string> exact;  // key -> kept origin
   std::vector<std::unordered_map<std::string, std::vector<size_t>>> bands(r.lsh_bands);
+  const Permutations perms(o.near_dedup ? o.num_perm : 0, o.seed);
   auto drop = [&](const Conversation& c, std::string reason, std::string of = "") {
     ++r.dropped_by_reason[reason];
     r.dropped.push_back({c.origin, std::move(reason), std::move(of)});
@@ -289,7 +304,7 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
       }
     }
     if (o.near_dedup && !c.pretokenized) {
-      std::vector<uint32_t> sig = MinHashSignature(CharShingles(ConversationText(c), o.shingle), o.num_perm, o.seed);
+      std::vector<uint32_t> sig = perms.Sign(CharShingles(ConversationText(c), o.shingle));
       std::vector<std::string> band_keys(r.lsh_bands);
       std::optional<size_t> match;
       for (int b = 0; b < r.lsh_bands; ++b) {
