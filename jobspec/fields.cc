@@ -453,7 +453,7 @@ std::vector<Field> BuildFields() {
       },
       [](const std::vector<double>& v) {
         YAML::Node n(YAML::NodeType::Sequence);
-        for (double x : v) n.push_back(x);
+        for (double x : v) n.push_back(EncNumber(x));  // shortest text that reads back to x
         return n;
       }));
   f.push_back(Number(
