@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <sstream>
 
 #include "jobspec/schema.h"
 #include "jobspec/values.h"
@@ -422,6 +423,39 @@ std::vector<Field> BuildFields() {
         return true;
       },
       [](const std::optional<int64_t>& v) { return v ? YAML::Node(std::to_string(*v)) : YAML::Node(); }));
+  f.push_back(Choice({"data.mix_strategy", "mix_strategy"},
+                     {"concat", "interleave_under", "interleave_over", "interleave_once"},
+                     "several datasets: one after another (concat), or interleaved as HF datasets' "
+                     "interleave_datasets (under: stop at the first exhausted, over: at the last, once: every row "
+                     "once)",
+                     REF(data.mix_strategy)));
+  f.push_back(Make<std::vector<double>>(
+      {"data.interleave_probs", "interleave_probs"}, "list", "a list (or comma-separated string) of numbers >= 0",
+      "interleave_*: the probability of drawing each dataset (one per dataset, summing to 1; empty: round-robin)",
+      REF(data.interleave_probs),
+      [](const YAML::Node& n, std::vector<double>* out) {
+        out->clear();
+        std::vector<YAML::Node> items;
+        if (n.IsSequence()) {
+          for (const auto& item : n) items.push_back(item);
+        } else {
+          std::string s;
+          if (!DecodeString(n, &s)) return false;
+          std::stringstream in(s);
+          for (std::string part; std::getline(in, part, ',');) items.push_back(YAML::Node(part));
+        }
+        for (const auto& item : items) {
+          double v;
+          if (!DecodeNumber(item, &v) || v < 0) return false;
+          out->push_back(v);
+        }
+        return true;
+      },
+      [](const std::vector<double>& v) {
+        YAML::Node n(YAML::NodeType::Sequence);
+        for (double x : v) n.push_back(EncNumber(x));  // shortest text that reads back to x
+        return n;
+      }));
   f.push_back(Number(
       {"data.val_size", "val_size"}, "a number >= 0", [](double v) { return v >= 0; },
       "held-out validation split: a fraction (< 1) or a count (>= 1)", REF(data.val_size)));

@@ -72,6 +72,8 @@ struct DataSpec {
   std::string template_name = "default";  // YAML key: template
   int cutoff_len = 2048;
   std::optional<int64_t> max_samples;
+  std::string mix_strategy = "concat";   // concat, interleave_under, interleave_over, interleave_once
+  std::vector<double> interleave_probs;  // one per dataset, summing to 1; empty: round-robin interleave
   double val_size = 0.0;  // fraction (< 1) or a count (>= 1) of examples held out
   bool packing = false;   // default: true for stage pt, false for sft (LLaMA-Factory's rule)
   bool neat_packing = false;

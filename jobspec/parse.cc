@@ -356,6 +356,24 @@ Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
                   r.source(), r.Located("data.val_size"), r.Located("data.eval_dataset")));
 }
 
+// What LLaMA-Factory refuses about interleave_probs (hparams/data_args.py __post_init__).
+Status CheckInterleaveProbs(const JobSpec& s, const SpecReader& r) {
+  const size_t n = s.data.interleave_probs.size();
+  if (n == 0) return Status::Ok();
+  if (s.data.mix_strategy == "concat")
+    return InvalidArgumentError(
+        fmt::format("{}: {} is only valid with an interleave_* mix_strategy (as LLaMA-Factory): use mix_strategy: "
+                    "interleave_under, interleave_over or interleave_once, or remove it",
+                    r.source(), r.Located("data.interleave_probs")));
+  for (const auto* list : {&s.data.dataset, &s.data.eval_dataset}) {
+    if (!list->empty() && list->size() != n)
+      return InvalidArgumentError(fmt::format("{}: {} has {} probabilities for {} datasets ({}); give one per dataset",
+                                              r.source(), r.Located("data.interleave_probs"), n, list->size(),
+                                              list == &s.data.dataset ? "dataset" : "eval_dataset"));
+  }
+  return Status::Ok();
+}
+
 // An export job: a destination, and one process (the merge runs on the CPU of one node).
 Status CheckExport(const JobSpec& s, const SpecReader& r) {
   if (s.export_.dir.empty()) {
@@ -412,6 +430,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
                     r.Located("train.eval_strategy"), s.train.eval_strategy));
   }
   RETURN_IF_ERROR(CheckTrainEvalSet(s, r));
+  RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
   if (s.kind == JobKind::kEval && std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() &&
       s.eval.task_dir.empty()) {
     return InvalidArgumentError(fmt::format(

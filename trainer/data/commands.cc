@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "trainer/data/chat_template.h"
+#include "trainer/data/clean.h"
+#include "trainer/data/dataset.h"
 #include "trainer/data/sft.h"
 #include "trainer/data/tokenizer.h"
 #include "trainer/data/preview.h"
@@ -130,6 +132,98 @@ void RunEncode(const EncodeArgs& a) {
                       {"segment_ids", p.segment_ids}}.dump() << "\n";
 }
 
+struct LoadArgs {
+  std::vector<std::string> datasets;
+  std::string dataset_dir = "data", interleave_probs;
+  LoadOptions options;
+  int64_t max_samples = -1;
+};
+
+// `data load`: the conversations a job's datasets become (after num_samples, max_samples and mixing), one
+// JSON object per line; the format and mixing parity tests compare them with HF datasets / LLaMA-Factory.
+void RunLoad(LoadArgs a) {
+  if (a.max_samples >= 0) a.options.max_samples = a.max_samples;
+  std::stringstream probs(a.interleave_probs);
+  for (std::string p; std::getline(probs, p, ',');) {
+    try {
+      a.options.interleave_probs.push_back(std::stod(p));
+    } catch (const std::exception&) {
+      Fail(InvalidArgumentError("--interleave-probs: '" + p + "' is not a number"));
+    }
+  }
+  LoadReport report;
+  auto rows = LoadDatasets(a.datasets, a.dataset_dir, a.options, &report);
+  if (!rows.ok()) Fail(rows.status());
+  for (const Conversation& c : *rows) {
+    json o = {{"origin", c.origin}};
+    if (c.pretokenized) {
+      o["input_ids"] = c.input_ids;
+      o["labels"] = c.labels;
+    } else {
+      json msgs = json::array();
+      for (const Message& m : c.messages) msgs.push_back(json{{"role", std::string(RoleName(m.role))}, {"content", m.content}});
+      o["messages"] = std::move(msgs);
+      o["system"] = c.system;
+    }
+    std::cout << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  }
+  std::cerr << fmt::format("{} rows read, {} skipped, {} conversations\n", report.rows, report.skipped, rows->size());
+}
+
+struct CleanArgs {
+  LoadArgs load;
+  std::string out, report;
+  CleanOptions clean;
+};
+
+json ConversationJson(const Conversation& c) {
+  if (c.pretokenized) {
+    json o = {{"input_ids", c.input_ids}};
+    if (!c.labels.empty()) o["labels"] = c.labels;
+    return o;
+  }
+  json msgs = json::array();
+  if (!c.system.empty()) msgs.push_back(json{{"role", "system"}, {"content", c.system}});
+  for (const Message& m : c.messages) msgs.push_back(json{{"role", std::string(RoleName(m.role))}, {"content", m.content}});
+  return json{{"messages", std::move(msgs)}};
+}
+
+// `data clean`: load (as `data load`), clean (clean.h), write the kept conversations as JSON lines that load
+// back as sharegpt messages (a system prompt is the leading system turn) and a JSON report of the drops.
+void RunClean(const CleanArgs& a) {
+  LoadOptions lo = a.load.options;
+  if (a.load.max_samples >= 0) lo.max_samples = a.load.max_samples;
+  LoadReport load_report;
+  auto rows = LoadDatasets(a.load.datasets, a.load.dataset_dir, lo, &load_report);
+  if (!rows.ok()) Fail(rows.status());
+  auto result = CleanConversations(*rows, a.clean);
+  if (!result.ok()) Fail(result.status());
+  std::ofstream out(a.out, std::ios::binary);
+  if (!out) Fail(InvalidArgumentError("cannot write --out " + a.out));
+  for (const Conversation& c : result->kept)
+    out << ConversationJson(c).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  json dropped = json::array();
+  for (const DroppedRow& d : result->dropped) {
+    json row = {{"origin", d.origin}, {"reason", d.reason}};
+    if (!d.duplicate_of.empty()) row["duplicate_of"] = d.duplicate_of;
+    dropped.push_back(std::move(row));
+  }
+  json report = {{"rows", rows->size()},
+                 {"skipped_bad_rows", load_report.skipped},
+                 {"kept", result->kept.size()},
+                 {"dropped", result->dropped_by_reason},
+                 {"lsh", {{"bands", result->lsh_bands}, {"rows", result->lsh_rows}}},
+                 {"dropped_rows", std::move(dropped)}};
+  if (!a.report.empty()) {
+    std::ofstream rep(a.report, std::ios::binary);
+    if (!rep) Fail(InvalidArgumentError("cannot write --report " + a.report));
+    rep << report.dump(1) << "\n";
+  }
+  std::cerr << fmt::format("{} rows, {} kept, {} dropped", rows->size(), result->kept.size(), result->dropped.size());
+  for (const auto& [reason, n] : result->dropped_by_reason) std::cerr << fmt::format(", {} {}", n, reason);
+  std::cerr << "\n";
+}
+
 }  // namespace
 
 void AddDataCommands(CLI::App& app) {
@@ -154,6 +248,44 @@ void AddDataCommands(CLI::App& app) {
     Status s = RunPreview(*pargs, std::cout);
     if (!s.ok()) Fail(s);
   });
+
+  auto largs = std::make_shared<LoadArgs>();
+  CLI::App* load = data->add_subcommand("load", "Print the conversations datasets load to (JSON lines)");
+  load->add_option("--dataset", largs->datasets, "dataset_info.json names or file/directory paths")
+      ->required()
+      ->delimiter(',');
+  load->add_option("--dataset-dir", largs->dataset_dir, "Directory holding dataset_info.json")->default_val("data");
+  load->add_option("--max-samples", largs->max_samples, "Keep the first N rows of each dataset");
+  load->add_option("--mix-strategy", largs->options.mix_strategy, "concat, interleave_under, interleave_over, "
+                                                                   "interleave_once")
+      ->default_val("concat");
+  load->add_option("--interleave-probs", largs->interleave_probs, "Comma-separated probabilities, one per dataset");
+  load->add_option("--seed", largs->options.seed, "Seed of num_samples and interleave_probs")->default_val(42);
+  load->add_flag("--skip-bad-rows", largs->options.skip_bad_rows, "Skip malformed rows (counted)");
+  load->add_flag("--pretrain", largs->options.response_optional, "Stage pt: alpaca rows may lack a response");
+  load->callback([largs] { RunLoad(*largs); });
+
+  auto cargs = std::make_shared<CleanArgs>();
+  CLI::App* clean = data->add_subcommand("clean", "Normalize, strip markup, filter by length, dedup (exact and MinHash-LSH)");
+  clean->add_option("--dataset", cargs->load.datasets, "dataset_info.json names or file/directory paths")
+      ->required()
+      ->delimiter(',');
+  clean->add_option("--dataset-dir", cargs->load.dataset_dir, "Directory holding dataset_info.json")->default_val("data");
+  clean->add_option("--out", cargs->out, "Cleaned conversations (JSON lines, sharegpt messages)")->required();
+  clean->add_option("--report", cargs->report, "JSON report: counts by reason and every dropped row");
+  clean->add_option("--normalize", cargs->clean.normalize, "NFC, NFKC, NFD, NFKD or none")->default_val("NFC");
+  clean->add_flag("--strip-markup", cargs->clean.strip_markup, "Remove HTML/XML tags, decode entities");
+  clean->add_option("--min-chars", cargs->clean.min_chars, "Drop conversations shorter than this (code points)");
+  clean->add_option("--max-chars", cargs->clean.max_chars, "Drop conversations longer than this (code points)");
+  clean->add_flag("!--no-exact-dedup", cargs->clean.exact_dedup, "Keep exact duplicates");
+  clean->add_flag("--near-dedup", cargs->clean.near_dedup, "Drop near-duplicates (MinHash-LSH)");
+  clean->add_option("--jaccard", cargs->clean.jaccard_threshold, "Near-dup Jaccard threshold")->default_val(0.8);
+  clean->add_option("--num-perm", cargs->clean.num_perm, "MinHash permutations")->default_val(128);
+  clean->add_option("--shingle", cargs->clean.shingle, "Character shingle length (code points)")->default_val(5);
+  clean->add_option("--minhash-seed", cargs->clean.seed, "MinHash seed (datasketch's)")->default_val(1);
+  clean->add_option("--max-samples", cargs->load.max_samples, "Keep the first N rows of each dataset");
+  clean->add_flag("--skip-bad-rows", cargs->load.options.skip_bad_rows, "Skip malformed rows (counted)");
+  clean->callback([cargs] { RunClean(*cargs); });
 
   auto eargs = std::make_shared<EncodeArgs>();
   CLI::App* encode = data->add_subcommand("encode", "Encode conversations with a chat template (ids and labels)");

@@ -2,13 +2,19 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
 
+#include "trainer/data/columnar.h"
+#include "trainer/data/dataset_internal.h"
+#include "trainer/data/mix.h"
+#include "trainer/data/numpy_random.h"
 #include "trainer/data/sampler.h"
 
 namespace anneal::data {
@@ -17,18 +23,10 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return NotFoundError("cannot open dataset file " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// A row of a file with the line it starts on.
+// A row of a file with where it comes from ("file:line" for JSON, "file:row N" for columnar files).
 struct RawRow {
   json value;
-  int64_t line;
+  std::string origin;
   std::string parse_error;  // non-empty: the row is not valid JSON
 };
 
@@ -70,7 +68,8 @@ StatusOr<std::vector<RawRow>> SplitJsonArray(const std::string& text, const std:
       --depth;
     else if ((c == ',' || c == ']') && depth == 0) {
       if (start != std::string::npos) {
-        RawRow r{json::parse(text.substr(start, i - start), nullptr, false), start_line, ""};
+        RawRow r{json::parse(text.substr(start, i - start), nullptr, false), fmt::format("{}:{}", path, start_line),
+                 ""};
         if (r.value.is_discarded()) r.parse_error = "not valid JSON";
         rows.push_back(std::move(r));
         start = std::string::npos;
@@ -81,17 +80,44 @@ StatusOr<std::vector<RawRow>> SplitJsonArray(const std::string& text, const std:
   return InvalidArgumentError(fmt::format("{}:{}: unterminated JSON array", path, line));
 }
 
+// HF datasets' "text" builder (sample_by "line", keep_linebreaks false): the file is read with Python's
+// universal newlines (\r\n and \r become \n) and cut at \n; one {"text": line} row per line.
+StatusOr<std::vector<RawRow>> TextLines(const std::string& text, const std::string& path) {
+  std::vector<RawRow> rows;
+  size_t start = 0;
+  int64_t line = 1;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    bool end = i == text.size();
+    if (!end && text[i] != '\n' && text[i] != '\r') continue;
+    if (end && start == text.size()) break;  // no row after a final newline
+    rows.push_back({json{{"text", text.substr(start, i - start)}}, fmt::format("{}:{}", path, line++), ""});
+    if (!end && text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    start = i + 1;
+  }
+  return rows;
+}
+
 StatusOr<std::vector<RawRow>> ReadRows(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadText(path));
   std::string ext = fs::path(path).extension().string();
+  if (IsColumnarExtension(ext)) {
+    ASSIGN_OR_RETURN(std::vector<json> values, ReadColumnarFile(path));
+    std::vector<RawRow> rows;
+    rows.reserve(values.size());
+    for (size_t r = 0; r < values.size(); ++r)
+      rows.push_back({std::move(values[r]), fmt::format("{}:row {}", path, r), ""});
+    return rows;
+  }
+  ASSIGN_OR_RETURN(std::string text, internal::ReadText(path));
   if (ext == ".json") return SplitJsonArray(text, path);
-  if (ext != ".jsonl") return InvalidArgumentError(path + ": unsupported dataset file type (use .json or .jsonl)");
+  if (ext == ".txt") return TextLines(text, path);
+  if (ext != ".jsonl")
+    return InvalidArgumentError(path + ": unsupported dataset file type (json, jsonl, csv, parquet, arrow, txt)");
   std::vector<RawRow> rows;
   std::istringstream in(text);
   std::string l;
   for (int64_t n = 1; std::getline(in, l); ++n) {
     if (l.find_first_not_of(" \t\r") == std::string::npos) continue;
-    RawRow r{json::parse(l, nullptr, false), n, ""};
+    RawRow r{json::parse(l, nullptr, false), fmt::format("{}:{}", path, n), ""};
     if (r.value.is_discarded()) r.parse_error = "not valid JSON";
     rows.push_back(std::move(r));
   }
@@ -238,14 +264,6 @@ StatusOr<Conversation> ConvertTokenized(const DatasetAttr& a, const json& row) {
   return c;
 }
 
-void SetColumn(const json& obj, const char* key, std::optional<std::string>* dst) {
-  auto it = obj.find(key);
-  if (it != obj.end() && it->is_string())
-    *dst = it->get<std::string>();
-  else
-    *dst = std::nullopt;  // LLaMA-Factory: set_attr(key, columns) with default None
-}
-
 // Guesses the format of a file given by path from its first row.
 void DetectFormat(const json& row, DatasetAttr* a) {
   if (!row.is_object()) return;
@@ -268,88 +286,52 @@ void DetectFormat(const json& row, DatasetAttr* a) {
 
 }  // namespace
 
-StatusOr<std::vector<DatasetAttr>> ResolveDatasets(const std::vector<std::string>& names,
-                                                   const std::string& dataset_dir) {
-  std::vector<DatasetAttr> out;
-  fs::path info_path = fs::path(dataset_dir) / "dataset_info.json";
-  json info;
-  std::error_code ec;
-  if (fs::exists(info_path, ec)) {
-    ASSIGN_OR_RETURN(std::string text, ReadText(info_path.string()));
-    info = json::parse(text, nullptr, false);
-    if (info.is_discarded() || !info.is_object())
-      return InvalidArgumentError(info_path.string() + ": not a JSON object");
+namespace {
+
+// LLaMA-Factory's _load_single_dataset order: split slice, num_samples (numpy's global stream), max_samples.
+StatusOr<std::vector<RawRow>> SelectRows(std::vector<RawRow> rows, const DatasetAttr& attr, const LoadOptions& o,
+                                         NumpyLegacyRandom* rng) {
+  ASSIGN_OR_RETURN(auto range, internal::SplitRange(attr.split, static_cast<int64_t>(rows.size())));
+  if (range.first != 0 || range.second != static_cast<int64_t>(rows.size())) {
+    rows.erase(rows.begin() + range.second, rows.end());
+    rows.erase(rows.begin(), rows.begin() + range.first);
   }
-  for (const std::string& name : names) {
-    DatasetAttr a;
-    a.name = name;
-    if (info.is_object() && info.contains(name)) {
-      const json& e = info[name];
-      std::string where = info_path.string() + ": dataset '" + name + "'";
-      if (!e.is_object() || !e.contains("file_name") || !e["file_name"].is_string())
-        return InvalidArgumentError(where + ": needs \"file_name\" (hub datasets are not supported)");
-      a.file_path = (fs::path(dataset_dir) / e["file_name"].get<std::string>()).string();
-      a.formatting = e.value("formatting", std::string("alpaca"));
-      if (a.formatting != "alpaca" && a.formatting != "sharegpt" && a.formatting != "tokenized")
-        return InvalidArgumentError(where + ": formatting '" + a.formatting + "' (known: alpaca, sharegpt, tokenized)");
-      if (e.value("ranking", false))
-        return InvalidArgumentError(where +
-                                    ": ranking (pairwise preference) datasets are not supported; SFT needs "
-                                    "one answer per conversation");
-      if (e.contains("num_samples") && e["num_samples"].is_number_integer())
-        a.num_samples = e["num_samples"].get<int64_t>();
-      if (e.contains("columns") && e["columns"].is_object()) {
-        const json& c = e["columns"];
-        for (auto [key, dst] : {std::pair{"prompt", &a.prompt},
-                                {"query", &a.query},
-                                {"response", &a.response},
-                                {"history", &a.history},
-                                {"messages", &a.messages},
-                                {"system", &a.system},
-                                {"tools", &a.tools}})
-          SetColumn(c, key, dst);
-        if (c.contains("input_ids")) SetColumn(c, "input_ids", &a.input_ids);
-        if (c.contains("labels")) SetColumn(c, "labels", &a.labels);
-      }
-      if (e.contains("tags") && e["tags"].is_object()) {
-        const json& t = e["tags"];
-        for (auto [key, dst] : {std::pair{"role_tag", &a.role_tag},
-                                {"content_tag", &a.content_tag},
-                                {"user_tag", &a.user_tag},
-                                {"assistant_tag", &a.assistant_tag},
-                                {"observation_tag", &a.observation_tag},
-                                {"function_tag", &a.function_tag},
-                                {"system_tag", &a.system_tag}})
-          SetColumn(t, key, dst);
-      }
-    } else {
-      fs::path p = fs::path(name);
-      if (!fs::exists(p, ec) && fs::exists(fs::path(dataset_dir) / name, ec)) p = fs::path(dataset_dir) / name;
-      if (!fs::exists(p, ec))
-        return NotFoundError(
-            fmt::format("dataset '{}' is neither in {} nor an existing file", name, info_path.string()));
-      a.file_path = p.string();
-      a.formatting = "auto";
+  if (attr.num_samples) {
+    int64_t n = static_cast<int64_t>(rows.size()), want = *attr.num_samples;
+    if (n == 0 && want > 0)
+      return InvalidArgumentError(fmt::format("dataset '{}': num_samples {} from an empty dataset", attr.name, want));
+    std::vector<int64_t> idx = rng->Permutation(n);
+    if (static_cast<int64_t>(idx.size()) > want) idx.resize(static_cast<size_t>(want));
+    if (want > n) {
+      std::vector<int64_t> more = rng->Choice(n, want - n);
+      idx.insert(idx.end(), more.begin(), more.end());
     }
-    out.push_back(std::move(a));
+    std::vector<RawRow> picked;
+    picked.reserve(idx.size());
+    for (int64_t i : idx) picked.push_back(rows[static_cast<size_t>(i)]);
+    rows = std::move(picked);
   }
-  return out;
+  if (o.max_samples && *o.max_samples < static_cast<int64_t>(rows.size()))
+    rows.resize(static_cast<size_t>(std::max<int64_t>(*o.max_samples, 0)));
+  return rows;
 }
 
-StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr_in, const LoadOptions& o, LoadReport* report) {
+StatusOr<std::vector<Conversation>> LoadOne(const DatasetAttr& attr_in, const LoadOptions& o, LoadReport* report,
+                                            NumpyLegacyRandom* rng) {
   DatasetAttr attr = attr_in;
-  ASSIGN_OR_RETURN(std::vector<RawRow> rows, ReadRows(attr.file_path));
+  std::vector<std::string> files = attr.files.empty() ? std::vector<std::string>{attr.file_path} : attr.files;
+  std::vector<RawRow> rows;
+  for (const std::string& f : files) {
+    ASSIGN_OR_RETURN(std::vector<RawRow> part, ReadRows(f));
+    std::move(part.begin(), part.end(), std::back_inserter(rows));
+  }
   if (attr.formatting == "auto") {
     attr.formatting = "alpaca";
     if (!rows.empty()) DetectFormat(rows[0].value, &attr);
   }
-  int64_t limit = static_cast<int64_t>(rows.size());
-  if (attr.num_samples) limit = std::min(limit, *attr.num_samples);
-  if (o.max_samples) limit = std::min(limit, *o.max_samples);
+  ASSIGN_OR_RETURN(rows, SelectRows(std::move(rows), attr, o, rng));
   std::vector<Conversation> out;
-  for (int64_t r = 0; r < static_cast<int64_t>(rows.size()) && static_cast<int64_t>(out.size()) < limit; ++r) {
-    const RawRow& row = rows[r];
-    std::string origin = fmt::format("{}:{}", attr.file_path, row.line);
+  for (const RawRow& row : rows) {
     StatusOr<Conversation> c = InvalidArgumentError(row.parse_error);
     if (row.parse_error.empty()) {
       if (!row.value.is_object())
@@ -363,7 +345,7 @@ StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr_in, cons
     }
     if (report) ++report->rows;
     if (!c.ok()) {
-      Status s = c.status().WithContext(origin);
+      Status s = c.status().WithContext(row.origin);
       if (!o.skip_bad_rows) return InvalidArgumentError(s.message() + " (set skip_bad_rows to skip such rows)");
       if (report) {
         ++report->skipped;
@@ -371,22 +353,50 @@ StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr_in, cons
       }
       continue;
     }
-    c->origin = origin;
+    c->origin = row.origin;
     out.push_back(std::move(*c));
   }
   return out;
+}
+
+StatusOr<NumpyLegacyRandom> SeededLegacy(uint64_t seed) {
+  if (seed > 0xffffffffULL)
+    return InvalidArgumentError(fmt::format("seed {}: must be below 2^32 (numpy's np.random.seed)", seed));
+  return NumpyLegacyRandom(static_cast<uint32_t>(seed));
+}
+
+}  // namespace
+
+StatusOr<std::vector<Conversation>> LoadDataset(const DatasetAttr& attr, const LoadOptions& o, LoadReport* report) {
+  ASSIGN_OR_RETURN(NumpyLegacyRandom rng, SeededLegacy(o.seed));
+  return LoadOne(attr, o, report, &rng);
+}
+
+StatusOr<std::vector<Conversation>> LoadAndMixDatasets(const std::vector<DatasetAttr>& attrs, const LoadOptions& o,
+                                                       LoadReport* report) {
+  ASSIGN_OR_RETURN(NumpyLegacyRandom rng, SeededLegacy(o.seed));
+  std::vector<std::vector<Conversation>> parts;
+  std::vector<int64_t> lengths;
+  for (const auto& a : attrs) {
+    ASSIGN_OR_RETURN(auto rows, LoadOne(a, o, report, &rng));
+    lengths.push_back(static_cast<int64_t>(rows.size()));
+    parts.push_back(std::move(rows));
+  }
+  ASSIGN_OR_RETURN(std::vector<int64_t> order, MixIndices(lengths, o.mix_strategy, o.interleave_probs, o.seed));
+  std::vector<const Conversation*> flat;
+  for (const auto& p : parts)
+    for (const auto& c : p) flat.push_back(&c);
+  std::vector<Conversation> all;
+  all.reserve(order.size());
+  for (int64_t i : order) all.push_back(*flat[static_cast<size_t>(i)]);
+  return all;
 }
 
 StatusOr<std::vector<Conversation>> LoadDatasets(const std::vector<std::string>& names, const std::string& dataset_dir,
                                                  const LoadOptions& o, LoadReport* report) {
   if (names.empty()) return InvalidArgumentError("no dataset given (data.dataset is empty)");
   ASSIGN_OR_RETURN(auto attrs, ResolveDatasets(names, dataset_dir));
-  std::vector<Conversation> all;
-  for (const auto& a : attrs) {
-    ASSIGN_OR_RETURN(auto rows, LoadDataset(a, o, report));
-    for (auto& r : rows) all.push_back(std::move(r));
-  }
-  return all;
+  return LoadAndMixDatasets(attrs, o, report);
 }
 
 StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>> SplitTrainVal(int64_t n, double val_size,

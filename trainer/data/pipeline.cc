@@ -104,10 +104,14 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   ASSIGN_OR_RETURN(auto attrs, ResolveDatasets(c.datasets, c.dataset_dir));
   std::vector<std::string> parts = {fmt::format("{:016x}", d.tokenizer->fingerprint()), c.template_name};
   for (const auto& a : attrs) {
-    ASSIGN_OR_RETURN(std::string sum, FileChecksum(a.file_path));
-    parts.push_back(
-        fmt::format("{}|{}|{}|{}", a.name, a.formatting, std::filesystem::path(a.file_path).filename().string(), sum));
+    for (const auto& f : a.files) {
+      ASSIGN_OR_RETURN(std::string sum, FileChecksum(f));
+      parts.push_back(fmt::format("{}|{}|{}|{}|{}|{}", a.name, a.formatting, a.split,
+                                  a.num_samples ? *a.num_samples : -1, std::filesystem::path(f).filename().string(),
+                                  sum));
+    }
   }
+  parts.push_back(fmt::format("mix={} probs={} seed={}", c.mix_strategy, fmt::join(c.interleave_probs, ","), c.seed));
   parts.push_back(fmt::format("cutoff={} top={} mh={} max={} skip={}", c.sft.cutoff_len, c.sft.train_on_prompt,
                               c.sft.mask_history, c.max_samples ? *c.max_samples : -1, c.skip_bad_rows));
   if (c.pretrain) {
@@ -121,11 +125,10 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
     lo.max_samples = c.max_samples;
     lo.skip_bad_rows = c.skip_bad_rows;
     lo.response_optional = c.pretrain;
-    std::vector<Conversation> rows;
-    for (const auto& a : attrs) {
-      ASSIGN_OR_RETURN(auto part, LoadDataset(a, lo, &d.report));
-      for (auto& r : part) rows.push_back(std::move(r));
-    }
+    lo.mix_strategy = c.mix_strategy;
+    lo.interleave_probs = c.interleave_probs;
+    lo.seed = c.seed;
+    ASSIGN_OR_RETURN(std::vector<Conversation> rows, LoadAndMixDatasets(attrs, lo, &d.report));
     if (progress) progress("load", static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows.size()));
     std::vector<SftExample> examples;
     if (c.pretrain) {

@@ -48,6 +48,8 @@ struct DataConfig {
   int preprocessing_batch_size = 1000;
   int preprocessing_num_workers = 1;
   std::optional<int64_t> max_samples;
+  std::string mix_strategy = "concat";   // dataset.h / mix.h
+  std::vector<double> interleave_probs;  // empty: round-robin interleave
   double val_size = 0.0;
   bool skip_bad_rows = false;
   std::string cache_dir;  // empty: no cache (encode in memory)

@@ -22,6 +22,8 @@ DataConfig DataConfigFromJob(const jobspec::JobSpec& spec) {
   c.preprocessing_batch_size = spec.data.preprocessing_batch_size;
   c.preprocessing_num_workers = spec.data.preprocessing_num_workers;
   c.max_samples = spec.data.max_samples;
+  c.mix_strategy = spec.data.mix_strategy;
+  c.interleave_probs = spec.data.interleave_probs;
   c.val_size = spec.data.val_size;
   c.skip_bad_rows = spec.data.skip_bad_rows;
   c.seed = static_cast<uint64_t>(spec.train.seed);
@@ -41,6 +43,9 @@ Status RunPreview(const PreviewArgs& args, std::ostream& out) {
   lo.max_samples = args.num;
   lo.skip_bad_rows = c.skip_bad_rows;
   lo.response_optional = c.pretrain;
+  lo.mix_strategy = c.mix_strategy;
+  lo.interleave_probs = c.interleave_probs;
+  lo.seed = c.seed;
   LoadReport report;
   ASSIGN_OR_RETURN(auto rows, LoadDatasets(c.datasets, c.dataset_dir, lo, &report));
   if (static_cast<int>(rows.size()) > args.num) rows.resize(args.num);

@@ -18,6 +18,8 @@ data::DataConfig DataConfigFor(const jobspec::JobSpec& spec, const std::vector<s
   dc.preprocessing_batch_size = spec.data.preprocessing_batch_size;
   dc.preprocessing_num_workers = spec.data.preprocessing_num_workers;
   dc.max_samples = spec.data.max_samples;
+  dc.mix_strategy = spec.data.mix_strategy;  // trainer/data/mix.h
+  dc.interleave_probs = spec.data.interleave_probs;
   dc.skip_bad_rows = spec.data.skip_bad_rows;
   dc.seed = static_cast<uint64_t>(spec.train.seed);
   const std::filesystem::path out = std::filesystem::absolute(spec.train.output_dir);

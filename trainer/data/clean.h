@@ -1,0 +1,69 @@
+// `data clean`: filters a dataset's conversations and reports what was dropped and why.
+//
+// Steps, in order, on each conversation's text (system prompt and every message):
+//   1. Unicode normalization (NFC by default; NFKC, NFD, NFKD or none), ICU (utf8.h).
+//   2. Markup stripping (optional): tags removed, <script>/<style> bodies and comments dropped, HTML entities
+//      decoded (&amp; &lt; &gt; &quot; &apos; &#39; &nbsp; &#NNN; &#xHH;).
+//   3. Length filters: min_chars / max_chars over the conversation's text in code points (0: no limit).
+//   4. Exact dedup: a conversation equal to an earlier kept one (system, roles and contents, after 1-2).
+//   5. Near dedup (optional): MinHash-LSH as datasketch 2.x does it (scheme affine32, sha1_hash32, seed,
+//      num_perm; bands x rows minimizing datasketch's weighted false positive + negative integral for the
+//      threshold), over the set of character shingles of `shingle` code points of the text (the whole text
+//      when shorter). Conversations are visited in order; one whose LSH query finds a kept candidate is dropped
+//      as its near-duplicate, otherwise it is kept and inserted (the usual datasketch dedup loop).
+// Pre-tokenized rows are kept unchanged except for exact dedup on their ids.
+//
+// Ownership: values in, values out. Thread-safety: pure functions.
+//
+// Example:
+//   CleanOptions o; o.near_dedup = true; o.jaccard_threshold = 0.7;
+//   ASSIGN_OR_RETURN(CleanResult r, CleanConversations(rows, o));
+//   // r.kept, r.dropped[i].reason ("near_duplicate"), r.dropped[i].duplicate_of (an origin)
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "trainer/data/dataset.h"
+
+namespace anneal::data {
+
+struct CleanOptions {
+  std::string normalize = "NFC";  // NFC, NFKC, NFD, NFKD, none
+  bool strip_markup = false;
+  int64_t min_chars = 0, max_chars = 0;  // 0: no limit
+  bool exact_dedup = true;
+  bool near_dedup = false;
+  double jaccard_threshold = 0.8;
+  int num_perm = 128;
+  int shingle = 5;
+  uint32_t seed = 1;
+};
+
+struct DroppedRow {
+  std::string origin;
+  std::string reason;        // too_short, too_long, exact_duplicate, near_duplicate
+  std::string duplicate_of;  // the kept row's origin, for duplicates
+};
+
+struct CleanResult {
+  std::vector<Conversation> kept;
+  std::vector<DroppedRow> dropped;
+  std::map<std::string, int64_t> dropped_by_reason;
+  int lsh_bands = 0, lsh_rows = 0;  // near dedup's LSH parameters
+};
+
+StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, const CleanOptions& options);
+
+// Building blocks, exposed for tests.
+std::string StripMarkup(std::string_view html);
+// datasketch MinHash(num_perm, seed) (scheme affine32) updated with each shingle's UTF-8 bytes.
+std::vector<uint32_t> MinHashSignature(const std::vector<std::string>& shingles, int num_perm, uint32_t seed);
+std::vector<std::string> CharShingles(std::string_view text, int k);
+// datasketch's _optimal_param(threshold, num_perm, 0.5, 0.5): (bands, rows).
+std::pair<int, int> LshParameters(double threshold, int num_perm);
+
+}  // namespace anneal::data
