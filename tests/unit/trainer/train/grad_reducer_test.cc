@@ -23,6 +23,12 @@
 namespace anneal::train {
 namespace {
 
+// Rank `rank` of a 2-rank Gloo data-parallel group over a TCP store on `port`.
+StatusOr<std::shared_ptr<parallel::Comm>> ConnectPair(int rank, int port) {
+  ASSIGN_OR_RETURN(auto store, parallel::ConnectStore("127.0.0.1", port, rank, 2, std::chrono::seconds(30)));
+  return parallel::Comm::Create(store, "dp", {0, 1}, rank, false, std::chrono::seconds(30));
+}
+
 // What one rank saw after Finish.
 struct RankResult {
   std::string error;
@@ -33,12 +39,7 @@ struct RankResult {
 // Rank `rank` of 2: parameters a [4] f32, b [3] f32, c [2] f64 and an unused u [2] f32; the loss is
 // (rank + 1) * sum(a * xa + b * xb + c * xc), so each gradient is (rank + 1) * x and the reduced one 3 * x.
 void RunRank(int rank, int port, int64_t bucket_bytes, RankResult* out) {
-  auto store = parallel::ConnectStore("127.0.0.1", port, rank, 2, std::chrono::seconds(30));
-  if (!store.ok()) {
-    out->error = store.status().ToString();
-    return;
-  }
-  auto comm = parallel::Comm::Create(*store, "dp", {0, 1}, rank, false, std::chrono::seconds(30));
+  StatusOr<std::shared_ptr<parallel::Comm>> comm = ConnectPair(rank, port);
   if (!comm.ok()) {
     out->error = comm.status().ToString();
     return;
@@ -133,12 +134,7 @@ at::Tensor Zero2Loss(const std::vector<optim::TrainableParam>& params, double co
 constexpr optim::AdamWOptions kAdam{.lr = 0.1, .weight_decay = 0.01};
 
 void RunZero2Rank(int rank, int port, int64_t bucket_bytes, Zero2Result* out) {
-  auto store = parallel::ConnectStore("127.0.0.1", port, rank, 2, std::chrono::seconds(30));
-  if (!store.ok()) {
-    out->error = store.status().ToString();
-    return;
-  }
-  auto comm = parallel::Comm::Create(*store, "dp", {0, 1}, rank, false, std::chrono::seconds(30));
+  StatusOr<std::shared_ptr<parallel::Comm>> comm = ConnectPair(rank, port);
   if (!comm.ok()) {
     out->error = comm.status().ToString();
     return;
