@@ -123,6 +123,8 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
     ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm));
     RETURN_IF_ERROR(WritePeftAdapter(tensors, options, writer.dir(), spec.model.model_name_or_path));
   }
+  json layout = rt_->LayoutJson();
+  layout["zero_stage"] = opt.stage();  // the stage in effect (0 with one data-parallel rank), 2 included
   const json md = {{"step", p.step},
                    {"consumed_samples", p.consumed},
                    {"total_tokens", p.total_tokens},
@@ -130,7 +132,7 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
                    {"epoch", p.epoch()},
                    {"total_steps", p.total_steps},
                    {"finetuning_type", std::string(jobspec::FinetuningTypeName(spec.finetuning.type))},
-                   {"layout", rt_->LayoutJson()},
+                   {"layout", layout},
                    {"config_hash", rt_->config_hash},
                    {"metrics", metrics}};
   std::vector<checkpoint::FileEntry> files;
@@ -140,7 +142,7 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
   events_->Emit("checkpoint", {{"step", p.step},
                                {"path", fs::absolute(final_dir).string()},
                                {"files", listed},
-                               {"layout", rt_->LayoutJson()},
+                               {"layout", layout},
                                {"metrics", metrics}});
   if (!owns_retention_) return Status::Ok();
   ASSIGN_OR_RETURN(std::vector<int64_t> deleted,

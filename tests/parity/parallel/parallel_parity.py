@@ -265,6 +265,8 @@ def case_zero_resume(binary, tmp):
         for saved_stage, resumed_stage in pairs:
             saved = train_layout(binary, tmp, model, ft, 1, 1, 2, f"{ft}-saved-z{saved_stage}-{resumed_stage}",
                                  ["save_steps: 5", f"zero_stage: {saved_stage}"])
+            manifest = json.load(open(os.path.join(saved, "checkpoint-5", "manifest.json")))
+            assert manifest["metadata"]["layout"]["zero_stage"] == saved_stage, manifest["metadata"]["layout"]
             out = os.path.join(tmp, f"{ft}-z{saved_stage}-resumed-z{resumed_stage}")
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(saved, out)
