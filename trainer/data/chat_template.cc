@@ -67,6 +67,15 @@ const std::map<std::string, ChatTemplate>& Registry() {
                  {T("<|im_start|>user\n<tool_response>\n{{content}}\n</tool_response><|im_end|>\n<|im_start|>assistant\n")},
                  {}, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", {"<|im_end|>"}, false,
                  true));
+    // Qwen3: qwen's slots without a default system; qwen3 is a reasoning template (an empty thought is
+    // prepended to answers without one), qwen3_nothink a plain one (what LLaMA-Factory's examples use).
+    for (const auto& [name, cls] : {std::pair{"qwen3", C::kReasoning}, std::pair{"qwen3_nothink", C::kDefault}}) {
+      add(Register(name, {T("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n")},
+                   {T("{{content}}<|im_end|>\n")}, {T("<|im_start|>system\n{{content}}<|im_end|>\n")},
+                   {T("<|im_start|>user\n<tool_response>\n{{content}}\n</tool_response><|im_end|>\n"
+                      "<|im_start|>assistant\n")},
+                   {}, "", {"<|im_end|>"}, false, true, cls));
+    }
     return m;
   }();
   return templates;

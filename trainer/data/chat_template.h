@@ -1,5 +1,5 @@
-// Chat templates as code: the LLaMA-Factory templates llama3, qwen, deepseek, deepseek3, deepseekr1, mistral,
-// llama2, alpaca, empty and default, rendering exactly what LLaMA-Factory (src/llamafactory/data/template.py,
+// Chat templates as code: the LLaMA-Factory templates llama3, qwen, qwen3, qwen3_nothink, deepseek, deepseek3,
+// deepseekr1, mistral, llama2, alpaca, empty and default, rendering exactly what LLaMA-Factory (src/llamafactory/data/template.py,
 // formatter.py, v0.9.5) renders: the same slot strings, default system, stop words, efficient_eos and
 // replace_eos, the Llama2 class (system folded into the first user turn) and the reasoning class (an empty
 // "<think>\n\n</think>\n\n" prepended to answers that carry no thought).

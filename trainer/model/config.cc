@@ -80,18 +80,84 @@ Status ParseRopeScaling(const json& j, const std::string& source, ModelConfig& c
   return Status::Ok();
 }
 
+constexpr const char* kSupportedTypes = "llama, qwen2, mistral, qwen3, qwen3_moe";
+
+bool IsQwen3(const std::string& type) { return type == "qwen3" || type == "qwen3_moe"; }
+
+// Qwen3 sliding-window attention applies to some layers only (layer_types / max_window_layers); refused by name
+// until per-layer masks exist. A window that covers no layer is accepted: it changes nothing.
+Status ParseQwen3Window(const json& j, const std::string& source, const ModelConfig& c) {
+  bool use_sliding = false;
+  RETURN_IF_ERROR(ReadBool(j, source, "use_sliding_window", use_sliding));
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    for (const json& t : j["layer_types"]) {
+      if (t != "full_attention") {
+        return KeyError(source, "layer_types",
+                        "layer type " + t.dump() + " is not implemented for " + c.model_type +
+                            " (supported: full_attention)");
+      }
+    }
+  }
+  if (!use_sliding) return Status::Ok();
+  int64_t max_window_layers = c.model_type == "qwen3" ? 28 : 0;
+  RETURN_IF_ERROR(ReadInt(j, source, "max_window_layers", max_window_layers, /*positive=*/false));
+  if (c.model_type == "qwen3_moe" || max_window_layers < c.num_hidden_layers) {
+    return KeyError(source, "use_sliding_window",
+                    c.model_type + " sliding window attention is not implemented (supported: false)");
+  }
+  return Status::Ok();
+}
+
+Status ParseMoe(const json& j, const std::string& source, ModelConfig& c) {
+  MoeConfig& m = c.moe;
+  // transformers 5 writes num_local_experts; Qwen's releases write num_experts.
+  RETURN_IF_ERROR(ReadInt(j, source, "num_local_experts", m.num_experts, /*positive=*/false));
+  RETURN_IF_ERROR(ReadInt(j, source, "num_experts", m.num_experts, /*positive=*/false));
+  RETURN_IF_ERROR(ReadInt(j, source, "num_experts_per_tok", m.num_experts_per_tok));
+  m.moe_intermediate_size = 768;
+  RETURN_IF_ERROR(ReadInt(j, source, "moe_intermediate_size", m.moe_intermediate_size));
+  RETURN_IF_ERROR(ReadBool(j, source, "norm_topk_prob", m.norm_topk_prob));
+  RETURN_IF_ERROR(ReadInt(j, source, "decoder_sparse_step", m.decoder_sparse_step));
+  RETURN_IF_ERROR(ReadDouble(j, source, "router_aux_loss_coef", m.router_aux_loss_coef));
+  RETURN_IF_ERROR(ReadBool(j, source, "output_router_logits", m.output_router_logits));
+  if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+    const json& v = j["mlp_only_layers"];
+    if (!v.is_array()) return KeyError(source, "mlp_only_layers", "expected a list of layer indices, got " + v.dump());
+    for (const json& i : v) {
+      if (!i.is_number_integer() || i.get<int64_t>() < 0 || i.get<int64_t>() >= c.num_hidden_layers) {
+        return KeyError(source, "mlp_only_layers", "entry " + i.dump() + " is not a layer index in [0, " +
+                                                       std::to_string(c.num_hidden_layers) + ")");
+      }
+      m.mlp_only_layers.push_back(i.get<int64_t>());
+    }
+  }
+  if (m.num_experts > 0 && m.num_experts_per_tok > m.num_experts) {
+    return KeyError(source, "num_experts_per_tok",
+                    std::to_string(m.num_experts_per_tok) + " exceeds num_experts " + std::to_string(m.num_experts));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+bool ModelConfig::IsMoeLayer(int64_t layer) const {
+  if (moe.num_experts <= 0) return false;
+  for (int64_t i : moe.mlp_only_layers) {
+    if (i == layer) return false;
+  }
+  return (layer + 1) % moe.decoder_sparse_step == 0;
+}
 
 StatusOr<ModelConfig> ParseModelConfig(const json& j, const std::string& source) {
   if (!j.is_object()) return InvalidArgumentError(source + ": expected a JSON object");
   ModelConfig c;
   if (!j.contains("model_type") || !j["model_type"].is_string()) {
-    return KeyError(source, "model_type", "missing (supported: llama, qwen2, mistral)");
+    return KeyError(source, "model_type", "missing (supported: " + std::string(kSupportedTypes) + ")");
   }
   c.model_type = j["model_type"].get<std::string>();
-  if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral") {
+  if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral" && !IsQwen3(c.model_type)) {
     return KeyError(source, "model_type",
-                    "unsupported model type '" + c.model_type + "' (supported: llama, qwen2, mistral)");
+                    "unsupported model type '" + c.model_type + "' (supported: " + kSupportedTypes + ")");
   }
   if (c.model_type == "qwen2") {
     c.attention_bias = true;  // Qwen2 always has q/k/v biases and no o_proj bias
@@ -113,9 +179,17 @@ StatusOr<ModelConfig> ParseModelConfig(const json& j, const std::string& source)
   RETURN_IF_ERROR(ReadBool(j, source, "tie_word_embeddings", c.tie_word_embeddings));
   RETURN_IF_ERROR(ReadDouble(j, source, "initializer_range", c.initializer_range));
   RETURN_IF_ERROR(ParseRopeScaling(j, source, c));
-  if (c.model_type == "llama") {
+  if (c.model_type == "llama" || IsQwen3(c.model_type)) {
+    // Qwen3's attention_bias adds biases to q, k, v and o as LLaMA's does.
     RETURN_IF_ERROR(ReadBool(j, source, "attention_bias", c.attention_bias));
     c.o_proj_bias = c.attention_bias;
+  }
+  if (IsQwen3(c.model_type)) {
+    c.qk_norm = true;
+    RETURN_IF_ERROR(ParseQwen3Window(j, source, c));
+  }
+  if (c.model_type == "qwen3_moe") RETURN_IF_ERROR(ParseMoe(j, source, c));
+  if (c.model_type == "llama") {
     RETURN_IF_ERROR(ReadBool(j, source, "mlp_bias", c.mlp_bias));
   }
   if (c.model_type == "mistral" && j.contains("sliding_window") && !j["sliding_window"].is_null()) {
@@ -166,9 +240,11 @@ StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
 }
 
 json ModelConfigToJson(const ModelConfig& c) {
-  const char* arch = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
-                     : c.model_type == "mistral" ? "MistralForCausalLM"
-                                                 : "LlamaForCausalLM";
+  const char* arch = c.model_type == "qwen2"       ? "Qwen2ForCausalLM"
+                     : c.model_type == "mistral"   ? "MistralForCausalLM"
+                     : c.model_type == "qwen3"     ? "Qwen3ForCausalLM"
+                     : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                                                   : "LlamaForCausalLM";
   json j = {
       {"architectures", {arch}},
       {"model_type", c.model_type},
@@ -197,6 +273,23 @@ json ModelConfigToJson(const ModelConfig& c) {
   if (c.model_type == "qwen2") {
     j["use_sliding_window"] = false;
     j["sliding_window"] = nullptr;
+  }
+  if (IsQwen3(c.model_type)) {
+    j["attention_bias"] = c.attention_bias;
+    j["attention_dropout"] = 0.0;
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+  }
+  if (c.model_type == "qwen3_moe") {
+    const MoeConfig& m = c.moe;
+    j["num_experts"] = m.num_experts;
+    j["num_experts_per_tok"] = m.num_experts_per_tok;
+    j["moe_intermediate_size"] = m.moe_intermediate_size;
+    j["norm_topk_prob"] = m.norm_topk_prob;
+    j["decoder_sparse_step"] = m.decoder_sparse_step;
+    j["mlp_only_layers"] = m.mlp_only_layers;
+    j["router_aux_loss_coef"] = m.router_aux_loss_coef;
+    j["output_router_logits"] = m.output_router_logits;
   }
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;

@@ -1,7 +1,8 @@
 // ModelConfig: the architecture of a LLaMA-family decoder, read from a Hugging Face config.json.
 //
 // Supported model_type values: llama (LLaMA 2/3, DeepSeek-LLM, DeepSeek-R1-Distill-Llama), qwen2 (Qwen2,
-// Qwen2.5, DeepSeek-R1-Distill-Qwen) and mistral. Anything else, or an option we do not implement, is an
+// Qwen2.5, DeepSeek-R1-Distill-Qwen), mistral, qwen3 (per-head RMSNorm on q and k) and qwen3_moe (qwen3's
+// attention with sparse mixture-of-experts MLPs, trainer/model/moe.h). Anything else, or an option we do not implement, is an
 // INVALID_ARGUMENT error that names the key and lists what is supported; nothing is silently ignored.
 //
 // Thread-safety: a plain value.
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -32,8 +34,21 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 8192;
 };
 
+// Mixture-of-experts MLPs (qwen3_moe; the fields DeepSeek-V2/V3 need join here). num_experts == 0: dense.
+struct MoeConfig {
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 1;         // top-k
+  int64_t moe_intermediate_size = 0;       // F of each routed expert
+  bool norm_topk_prob = false;             // renormalise the top-k routing weights to sum to 1
+  int64_t decoder_sparse_step = 1;         // layer i is sparse when (i + 1) % step == 0 ...
+  std::vector<int64_t> mlp_only_layers;    // ... and i is not listed here
+  int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert (qwen3_moe has none)
+  double router_aux_loss_coef = 0.001;     // weight of the load-balancing loss when training
+  bool output_router_logits = false;       // HF adds the aux loss to the training loss only when true
+};
+
 struct ModelConfig {
-  std::string model_type = "llama";        // llama, qwen2, mistral
+  std::string model_type = "llama";        // llama, qwen2, mistral, qwen3, qwen3_moe
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -56,6 +71,10 @@ struct ModelConfig {
   std::optional<int64_t> eos_token_id;     // the first one when config.json lists several
   std::optional<int64_t> pad_token_id;
   std::string hidden_act = "silu";
+  bool qk_norm = false;                    // qwen3, qwen3_moe: RMSNorm over each q and k head before RoPE
+  MoeConfig moe;
+  // Whether decoder layer `layer` has a sparse MoE MLP (HF's Qwen3MoeDecoderLayer rule).
+  bool IsMoeLayer(int64_t layer) const;
 };
 
 // Parses config.json text. `source` names it in messages.

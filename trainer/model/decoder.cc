@@ -102,6 +102,10 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, const LinearFactory& f, int64
       "v_proj", f.Make({c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, "v_proj", LinearSplit::kColumn}, opts));
   o_proj = register_module(
       "o_proj", f.Make({heads_ * head_dim_, c.hidden_size, c.o_proj_bias, "o_proj", LinearSplit::kRow}, opts));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim_, c.rms_norm_eps, opts));
+    k_norm = register_module("k_norm", RMSNorm(head_dim_, c.rms_norm_eps, opts));
+  }
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -113,8 +117,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   const int64_t H = q_out.size(2) / head_dim_;
   const int64_t K = k_out.size(2) / head_dim_;
   // [B, T, C] -> [B, T, H*D] -> [B, H, T, D]
-  torch::Tensor q = q_out.view({B, T, H, head_dim_}).transpose(1, 2);
-  torch::Tensor k = k_out.view({B, T, K, head_dim_}).transpose(1, 2);
+  torch::Tensor q = q_out.view({B, T, H, head_dim_});
+  torch::Tensor k = k_out.view({B, T, K, head_dim_});
+  if (q_norm) {  // Qwen3: each head normalised over D before RoPE
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
   torch::Tensor v = v_out.view({B, T, K, head_dim_}).transpose(1, 2);
   q = ApplyRotary(q, cos, sin);
   k = ApplyRotary(k, cos, sin);
@@ -163,7 +173,17 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const LinearFactory& f, int64_t layer_index,
                                    const torch::TensorOptions& options) {
   self_attn = register_module("self_attn", Attention(c, f, layer_index));
-  mlp = register_module("mlp", Mlp(c, f));
+  if (c.IsMoeLayer(layer_index)) {
+    const MoeLayerSpec spec{.hidden = c.hidden_size,
+                            .num_experts = c.moe.num_experts,
+                            .top_k = c.moe.num_experts_per_tok,
+                            .expert_intermediate = c.moe.moe_intermediate_size,
+                            .norm_topk_prob = c.moe.norm_topk_prob,
+                            .shared_intermediate = c.moe.shared_expert_intermediate_size};
+    moe = register_module("mlp", SparseMoe(spec, f, options));
+  } else {
+    mlp = register_module("mlp", Mlp(c, f));
+  }
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
   post_attention_layernorm =
       register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
@@ -172,7 +192,8 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const LinearFactory& f,
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                         const std::optional<torch::Tensor>& mask, KvCache* cache) {
   torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask, cache);
-  return h + mlp->forward(post_attention_layernorm->forward(h));
+  torch::Tensor normed = post_attention_layernorm->forward(h);
+  return h + (moe ? moe->forward(normed) : mlp->forward(normed));
 }
 
 namespace {
@@ -242,10 +263,24 @@ std::optional<torch::Tensor> OptionalMask(const torch::Tensor& mask) {
   return mask.defined() && mask.numel() > 0 ? std::optional<torch::Tensor>(mask) : std::nullopt;
 }
 
-// Runs one decoder layer without keeping its activations; backward recomputes them.
+// Runs `layer` with its MoE router logits (if it is sparse and collecting) redirected into `routed`.
+torch::Tensor ForwardRouted(DecoderLayerImpl* layer, const torch::Tensor& x, const torch::Tensor& cos,
+                            const torch::Tensor& sin, const torch::Tensor& mask, std::vector<torch::Tensor>* routed) {
+  SparseMoeImpl* moe = layer->moe ? layer->moe.get() : nullptr;
+  std::vector<torch::Tensor>* sink = moe ? moe->router_logits_sink() : nullptr;
+  if (sink != nullptr) moe->CollectRouterLogits(routed);
+  torch::Tensor y = layer->forward(x, cos, sin, OptionalMask(mask), nullptr);
+  if (sink != nullptr) moe->CollectRouterLogits(sink);
+  return y;
+}
+
+// Runs one decoder layer without keeping its activations; backward recomputes them. Outputs: the layer's
+// output, then the router logits of a collecting MoE layer, so the load-balancing loss built on them sends its
+// gradient back through the recomputed router.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor cos,
-                               torch::Tensor sin, torch::Tensor mask, int64_t layer_address) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                                                torch::Tensor cos, torch::Tensor sin, torch::Tensor mask,
+                                                int64_t layer_address) {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_address);
     ctx->saved_data["layer"] = layer_address;
     // The RNG of the device the layer runs on (and the CPU's): dropout in the recomputed forward draws the same
@@ -255,7 +290,10 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     if (rng.device.defined()) ctx->saved_data["rng.device"] = rng.device;
     ctx->save_for_backward({x, cos, sin, mask});
     torch::NoGradGuard no_grad;
-    return layer->forward(x, cos, sin, OptionalMask(mask), nullptr);
+    std::vector<torch::Tensor> routed;
+    torch::autograd::variable_list out{ForwardRouted(layer, x, cos, sin, mask, &routed)};
+    out.insert(out.end(), routed.begin(), routed.end());
+    return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -268,13 +306,19 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     if (ctx->saved_data.count("rng.device")) forward_rng.device = ctx->saved_data["rng.device"].toTensor();
     forward_rng.Restore();
     torch::Tensor x = saved[0].detach().requires_grad_(true);
+    std::vector<torch::Tensor> routed;
     torch::Tensor y;
     {
       torch::AutoGradMode enable(true);
-      y = layer->forward(x, saved[1], saved[2], OptionalMask(saved[3]), nullptr);
+      y = ForwardRouted(layer, x, saved[1], saved[2], saved[3], &routed);
+    }
+    std::vector<torch::Tensor> outputs{y}, grads{grad_out[0]};
+    for (size_t i = 0; i < routed.size() && i + 1 < grad_out.size(); ++i) {
+      outputs.push_back(routed[i]);
+      grads.push_back(grad_out[i + 1]);
     }
     rng_now.Restore();
-    torch::autograd::backward({y}, {grad_out[0]});
+    torch::autograd::backward(outputs, grads);
     return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -298,6 +342,23 @@ CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& optio
         "lm_head",
         factory_->Make({config_.hidden_size, config_.vocab_size, false, "lm_head", LinearSplit::kColumn}, options));
   }
+}
+
+bool CausalLMImpl::HasSparseLayers() const { return config_.moe.num_experts > 0; }
+
+void CausalLMImpl::CollectRouterLogits(bool on) {
+  router_logits_.clear();
+  for (const auto& layer : model->layers->children()) {
+    auto* decoder_layer = layer->as<DecoderLayerImpl>();
+    if (decoder_layer != nullptr && decoder_layer->moe) decoder_layer->moe->CollectRouterLogits(on ? &router_logits_ : nullptr);
+  }
+}
+
+torch::Tensor CausalLMImpl::TakeAuxLoss(const torch::Tensor& attention_mask) {
+  torch::Tensor aux = LoadBalancingLoss(router_logits_, config_.moe.num_experts, config_.moe.num_experts_per_tok,
+                                        attention_mask);
+  router_logits_.clear();
+  return aux * config_.moe.router_aux_loss_coef;
 }
 
 torch::Tensor CausalLMImpl::head_weight() {
@@ -324,7 +385,10 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
     auto* layer = model->layers[i]->as<DecoderLayerImpl>();
     TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is held by another pipeline stage");
     if (checkpoint) {
-      x = CheckpointedLayer::apply(x, cos, sin, MaskArgument(mask, x.device()), reinterpret_cast<int64_t>(layer));
+      torch::autograd::variable_list out =
+          CheckpointedLayer::apply(x, cos, sin, MaskArgument(mask, x.device()), reinterpret_cast<int64_t>(layer));
+      x = out[0];
+      router_logits_.insert(router_logits_.end(), out.begin() + 1, out.end());
     } else {
       x = layer->forward(x, cos, sin, mask, in.cache);
     }
@@ -404,6 +468,18 @@ std::vector<LayoutParam> CausalLMImpl::LayoutParameters() {
       if (owner.size() > suffix.size() && owner.compare(owner.size() - suffix.size(), suffix.size(), suffix) == 0) {
         local = suffix.substr(1) + "." + local;
         owner = owner.substr(0, owner.size() - suffix.size());
+      }
+    }
+    // q_norm / k_norm are replicated; under tensor parallelism each rank normalises only its own heads, so
+    // their gradients are partial whenever the sibling q_proj is split.
+    for (const char* norm : {".q_norm", ".k_norm"}) {
+      const std::string suffix = norm;
+      if (owner.size() > suffix.size() && owner.compare(owner.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        auto q = modules.find(owner.substr(0, owner.size() - suffix.size()) + ".q_proj");
+        auto* lin = q == modules.end() ? nullptr : dynamic_cast<LinearImpl*>(q->second.get());
+        ParamLayout layout;
+        layout.partial_grad = lin != nullptr && lin->Layout("weight").sharded();
+        return layout;
       }
     }
     auto it = modules.find(owner);

@@ -1,9 +1,13 @@
-// The LLaMA-family decoder (LLaMA 2/3, Qwen2, Mistral, DeepSeek-LLM / R1 distills) in LibTorch.
+// The LLaMA-family decoder (LLaMA 2/3, Qwen2, Mistral, DeepSeek-LLM / R1 distills, Qwen3, Qwen3-MoE) in
+// LibTorch.
 //
 // Module and parameter names equal Hugging Face's, so named_parameters() are HF weight names both ways:
 //   model.embed_tokens.weight, model.layers.{i}.self_attn.{q,k,v,o}_proj.{weight,bias},
 //   model.layers.{i}.mlp.{gate,up,down}_proj.weight, model.layers.{i}.{input,post_attention}_layernorm.weight,
 //   model.norm.weight, lm_head.weight (absent when tie_word_embeddings: the head reuses the embedding).
+// Qwen3 adds model.layers.{i}.self_attn.{q,k}_norm.weight [D] (RMSNorm over each head, before RoPE); a sparse
+// layer's MLP is a SparseMoe (trainer/model/moe.h): model.layers.{i}.mlp.gate.weight and
+// model.layers.{i}.mlp.experts.{e}.{gate,up,down}_proj.weight.
 // Shapes: B batch, T tokens (query), S keys (cache + T), H query heads, K kv heads, D head dim, C hidden,
 // F intermediate, V vocab.
 //
@@ -31,6 +35,7 @@
 
 #include "trainer/model/config.h"
 #include "trainer/model/linear.h"
+#include "trainer/model/moe.h"
 
 namespace anneal::model {
 
@@ -79,6 +84,9 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const std::optional<torch::Tensor>& mask, KvCache* cache);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  // qk_norm (Qwen3): [D] weights shared by every head, so tensor parallelism replicates them (their gradients
+  // are then partial on each rank: LayoutParameters marks them).
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
  private:
   int64_t heads_, kv_heads_, head_dim_, layer_index_;
@@ -100,7 +108,9 @@ class DecoderLayerImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const std::optional<torch::Tensor>& mask, KvCache* cache);
   Attention self_attn{nullptr};
+  // Exactly one of them is set and registered as "mlp": the dense MLP, or on a sparse layer the MoE block.
   Mlp mlp{nullptr};
+  SparseMoe moe{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
 };
 TORCH_MODULE(DecoderLayer);
@@ -170,6 +180,13 @@ class CausalLMImpl : public torch::nn::Module {
   const StageSpec& stage() const { return stage_; }
   const LinearFactory& factory() const { return *factory_; }
 
+  // Mixture-of-experts models: while collecting, every sparse layer's forward appends its router logits
+  // [N, E]; TakeAuxLoss turns what was collected into router_aux_loss_coef * LoadBalancingLoss (fp32 scalar,
+  // zero when nothing was collected) and clears it. attention_mask [B, T] (optional) leaves padding out.
+  bool HasSparseLayers() const;
+  void CollectRouterLogits(bool on);
+  torch::Tensor TakeAuxLoss(const torch::Tensor& attention_mask);
+
   DecoderModel model{nullptr};
   Linear lm_head{nullptr};
 
@@ -179,6 +196,7 @@ class CausalLMImpl : public torch::nn::Module {
   StageSpec stage_;
   RotaryEmbedding rotary_;
   bool checkpointing_ = false;
+  std::vector<torch::Tensor> router_logits_;
 };
 TORCH_MODULE(CausalLM);
 

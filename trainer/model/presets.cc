@@ -7,8 +7,9 @@
 namespace anneal::model {
 
 StatusOr<ModelConfig> PresetConfig(const std::string& arch, const std::string& preset, int64_t vocab_size) {
-  if (arch != "llama" && arch != "qwen2" && arch != "mistral") {
-    return InvalidArgumentError("--arch: unknown architecture '" + arch + "' (supported: llama, qwen2, mistral)");
+  if (arch != "llama" && arch != "qwen2" && arch != "mistral" && arch != "qwen3" && arch != "qwen3_moe") {
+    return InvalidArgumentError("--arch: unknown architecture '" + arch +
+                                "' (supported: llama, qwen2, mistral, qwen3, qwen3_moe)");
   }
   ModelConfig c;
   c.model_type = arch;
@@ -38,6 +39,19 @@ StatusOr<ModelConfig> PresetConfig(const std::string& arch, const std::string& p
     c.tie_word_embeddings = preset != "1b";
   }
   if (arch == "mistral") c.sliding_window = 4096;
+  if (arch == "qwen3" || arch == "qwen3_moe") {
+    c.qk_norm = true;
+    c.rms_norm_eps = 1e-6;
+    c.rope_theta = 1000000.0;
+    c.tie_word_embeddings = arch == "qwen3" && preset != "1b";
+  }
+  if (arch == "qwen3_moe") {
+    // A few small experts per sparse layer (Qwen3-30B-A3B's shape, scaled down: 128 experts, top-8).
+    c.moe.num_experts = preset == "1b" ? 64 : 8;
+    c.moe.num_experts_per_tok = 2;
+    c.moe.moe_intermediate_size = c.intermediate_size / 4;
+    c.moe.norm_topk_prob = true;
+  }
   return c;
 }
 

@@ -52,6 +52,8 @@ class Stage {
     torch::Tensor out = RunLayers(b, input);
     if (!last()) return out;
     torch::Tensor loss = out / denom;
+    // Mixture-of-experts: + router_aux_loss_coef * the load-balancing loss of this micro-batch, as HF adds it.
+    if (lm_->HasSparseLayers()) loss = loss + lm_->TakeAuxLoss(b.attention_mask).to(loss.device());
     *loss_sum += loss.item<double>();
     return loss;
   }

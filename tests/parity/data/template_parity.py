@@ -26,7 +26,8 @@ os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tokenizer_parity  # noqa: E402
 
-TEMPLATES = ["alpaca", "deepseek", "deepseek3", "deepseekr1", "default", "empty", "llama2", "llama3", "mistral", "qwen"]
+TEMPLATES = ["alpaca", "deepseek", "deepseek3", "deepseekr1", "default", "empty", "llama2", "llama3", "mistral", "qwen",
+             "qwen3", "qwen3_nothink"]
 
 CONVERSATIONS = [
     {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}]},

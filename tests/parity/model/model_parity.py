@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
 
 torch.set_num_threads(1)
 
@@ -45,6 +45,21 @@ def make_config(case):
         return Qwen2Config(**c, num_key_value_heads=2)
     if case == "mistral_window":
         return MistralConfig(**COMMON, num_key_value_heads=2, sliding_window=6)
+    if case == "qwen3":
+        # head_dim explicit and unlike hidden / heads (16), as in Qwen3's releases.
+        return Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=24, rope_theta=1000000.0)
+    if case == "qwen3_bias_tied":
+        c = dict(COMMON, tie_word_embeddings=True)
+        return Qwen3Config(**c, num_key_value_heads=1, head_dim=16, attention_bias=True)
+    if case == "qwen3_moe":
+        # Three layers: two sparse ones (4 experts, top-2, renormalised weights) around one dense (mlp_only).
+        c = dict(COMMON, num_hidden_layers=3)
+        return Qwen3MoeConfig(**c, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                              moe_intermediate_size=32, norm_topk_prob=True, mlp_only_layers=[1])
+    if case == "qwen3_moe_step":
+        # decoder_sparse_step 2: layer 1 sparse, layer 0 dense; raw top-k weights; 6 experts, top-3.
+        return Qwen3MoeConfig(**COMMON, num_key_value_heads=4, head_dim=16, num_experts=6, num_experts_per_tok=3,
+                              moe_intermediate_size=24, norm_topk_prob=False, decoder_sparse_step=2)
     raise SystemExit(f"unknown case {case}")
 
 
@@ -138,19 +153,21 @@ def main():
             for name, p in model.named_parameters():
                 if "norm" in name or name.endswith("bias"):
                     p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "norm" in name else 0.0))
+                elif name.endswith("mlp.gate.weight"):
+                    p.copy_(torch.randn_like(p))  # a router that routes (HF starts it at zero: all ties)
         model.save_pretrained(model_dir, safe_serialization=True)
         vocab = config.vocab_size
         ids, mask, pos = padded_batch(vocab, gen)
         err = check_logits(args.bin, model_dir, model, tmp, ids, mask, pos)
         print(f"{args.case}: padded batch logits rel err {err:.2e}")
-        if args.case in ("llama_gqa", "qwen2_tied"):
+        if args.case in ("llama_gqa", "qwen2_tied", "qwen3", "qwen3_moe"):
             # Packing: two rows, each holding 2-3 sequences; attention confined to each, positions restart.
             seg = torch.tensor([[0] * 7 + [1] * 9 + [2] * 4, [0] * 12 + [1] * 8])
             pos_p = torch.cat([torch.arange((seg[b] == s).sum()) for b in range(2) for s in seg[b].unique()]).view(2, 20)
             ids_p = torch.randint(3, vocab, (2, 20), generator=gen)
             err = check_logits(args.bin, model_dir, model, tmp, ids_p, None, pos_p, segments=seg)
             print(f"{args.case}: packed segments logits rel err {err:.2e}")
-        if args.case in ("llama_gqa", "qwen2_tied", "mistral_window", "llama3_rope_headdim"):
+        if args.case in ("llama_gqa", "qwen2_tied", "mistral_window", "llama3_rope_headdim", "qwen3", "qwen3_moe"):
             check_generate(args.bin, model_dir, model, vocab, gen)
             print(f"{args.case}: greedy generation of 32 tokens equals HF generate")
 

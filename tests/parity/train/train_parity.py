@@ -10,6 +10,10 @@ Cases (one ctest each):
   resume : kill -9 at a checkpoint, resume from latest: final weights bit-identical to an uninterrupted run;
            then a corrupted checkpoint is refused with a message naming the file and offering the previous one.
   eval   : eval job loss/perplexity and MMLU-style accuracy equal references computed with HF here.
+  moe_lora / moe_full : a tiny Qwen3-MoE (4 experts, top-2): LoRA on attention and expert projections (peft's
+           per-expert module names) and full fine-tuning; per-step losses include router_aux_loss_coef * the
+           load-balancing loss as HF adds it; the LoRA case also runs with activation checkpointing and checks
+           the exported adapter in peft.
 
 Each step's batch is the whole 8-example dataset (global batch = 8), so the data order cannot matter.
 """
@@ -22,7 +26,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3MoeConfig
 from transformers.optimization import get_scheduler
 
 torch.set_num_threads(1)
@@ -32,8 +36,19 @@ from testlib import make_tokenizer, run, run_cases  # noqa: E402
 STEPS = 20
 
 
-def setup(tmp, binary):
-    """A tokenizer, a random llama model (HF writes it), and a pre-tokenized dataset of 8 rows."""
+def moe_config(vocab_size):
+    # Every layer sparse (peft maps gate_proj/up_proj/down_proj targets onto the experts only); an aux loss
+    # coefficient large enough to move the losses.
+    return Qwen3MoeConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                          rms_norm_eps=1e-6, tie_word_embeddings=False, num_experts=4, num_experts_per_tok=2,
+                          moe_intermediate_size=32, norm_topk_prob=True, router_aux_loss_coef=0.05,
+                          output_router_logits=True)
+
+
+def setup(tmp, binary, make_config=None):
+    """A tokenizer, a random llama model (HF writes it; `make_config(vocab)` for another), and a pre-tokenized
+    dataset of 8 rows."""
     tok = make_tokenizer(os.path.join(tmp, "tok"), 300)
     vocab = json.load(open(os.path.join(tok, "tokenizer.json")))
     vocab_size = max(vocab["model"]["vocab"].values()) + 1
@@ -42,11 +57,15 @@ def setup(tmp, binary):
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       rms_norm_eps=1e-6, tie_word_embeddings=False)
+    if make_config is not None:
+        cfg = make_config(vocab_size)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.add_(torch.randn_like(p) * 0.1)
+            if n.endswith("mlp.gate.weight"):
+                p.copy_(torch.randn_like(p))  # decisive routing: no near-ties for rounding to flip
     model_dir = os.path.join(tmp, "base")
     model.save_pretrained(model_dir)
     for f in ("tokenizer.json", "tokenizer_config.json"):
@@ -80,8 +99,10 @@ def job_yaml(path, model_dir, data, out, extra):
     return path
 
 
-def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None, schedule="cosine"):
-    """HF-style loop: sum of token CE over the whole batch / label tokens; clip 1.0; AdamW; cosine + warmup."""
+def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None, schedule="cosine", aux=False):
+    """HF-style loop: sum of token CE over the whole batch / label tokens; clip 1.0; AdamW; cosine + warmup.
+    aux: + router_aux_loss_coef * the model's load-balancing loss (padding masked), as Qwen3MoeForCausalLM adds
+    it to its loss."""
     groups = [{"params": [p for n, p in params if decay_names is None or n in decay_names], "weight_decay": weight_decay},
               {"params": [p for n, p in params if decay_names is not None and n not in decay_names], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
@@ -99,10 +120,13 @@ def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None, sc
     losses = []
     model.train()
     for _ in range(STEPS):
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        out = model(input_ids=ids, attention_mask=mask)
+        logits = out.logits.float()
         shift_logits, shift_labels = logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
         n_tok = (shift_labels != -100).sum()
         loss = torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum") / n_tok
+        if aux:
+            loss = loss + model.config.router_aux_loss_coef * out.aux_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
         opt.step()
@@ -377,6 +401,94 @@ def case_eval(binary, tmp):
           f"mmlu accuracy {res['mmlu']['accuracy']} = HF")
 
 
+def per_expert_adapter(model_dir, tmp, config):
+    """A LoRA adapter in peft's per-module layout (what peft writes for Qwen3-MoE under transformers 4, and what
+    peft converts onto transformers 5's fused experts): attention and every expert's gate/up/down projection,
+    random A and non-zero B."""
+    from peft import LoraConfig
+    g = torch.Generator().manual_seed(11)
+    r, C, F, D = 4, config.hidden_size, config.moe_intermediate_size, config.head_dim
+    shapes = {"self_attn.q_proj": (C, config.num_attention_heads * D), "self_attn.k_proj": (C, config.num_key_value_heads * D),
+              "self_attn.v_proj": (C, config.num_key_value_heads * D), "self_attn.o_proj": (config.num_attention_heads * D, C)}
+    for e in range(config.num_experts):
+        shapes.update({f"mlp.experts.{e}.gate_proj": (C, F), f"mlp.experts.{e}.up_proj": (C, F),
+                       f"mlp.experts.{e}.down_proj": (F, C)})
+    tensors = {}
+    for i in range(config.num_hidden_layers):
+        for name, (fan_in, fan_out) in shapes.items():
+            key = f"base_model.model.model.layers.{i}.{name}"
+            tensors[key + ".lora_A.weight"] = (torch.rand(r, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
+            tensors[key + ".lora_B.weight"] = torch.randn(fan_out, r, generator=g) * 0.05
+    path = os.path.join(tmp, "init_adapter")
+    LoraConfig(r=r, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM", base_model_name_or_path=model_dir,
+               target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+               ).save_pretrained(path)
+    save_file(tensors, os.path.join(path, "adapter_model.safetensors"))
+    return path
+
+
+MOE_BATCH = ["per_device_train_batch_size: 8", "gradient_accumulation_steps: 1"]  # the aux loss is per micro-batch
+
+
+def case_moe_lora(binary, tmp):
+    from peft import PeftModel
+    model_dir, data, rows = setup(tmp, binary, moe_config)
+    config = moe_config(0)
+    adapter = per_expert_adapter(model_dir, tmp, config)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   MOE_BATCH + ["finetuning_type: lora", f"adapter_name_or_path: {adapter}"])
+    run([binary, "train", "--config", cfg, "--set", "disable_gradient_checkpointing=true"])
+    ours = our_losses(out)
+    ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                          adapter, is_trainable=True)
+    params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
+    assert any("experts" in n for n, _ in params), "peft put no adapter on the experts"
+    # peft 0.21 loads a per-expert adapter onto transformers 5's fused gate_up_proj as one rank-2r adapter per
+    # expert whose B is block-diagonal (gate rows use the gate ranks, up rows the up ranks). Its zero
+    # off-diagonal blocks are trainable there, so training would mix gate and up; per-module LoRA (peft on
+    # transformers 4, and ours) keeps them zero. Masking their gradients gives the per-module adapter exactly.
+    for n, p in params:
+        if "experts" in n and "lora_B" in n:
+            keep = (p.detach() != 0).to(p.dtype)
+            p.register_hook(lambda g, keep=keep: g * keep)
+    worst = compare_losses(ours, reference_losses(ref_model, rows, params, aux=True))
+    print(f"moe_lora: {STEPS} per-step losses (with the aux loss) equal peft + torch.optim.AdamW (max rel {worst:.2e})")
+    out_ckpt = os.path.join(tmp, "out-ckpt")
+    run([binary, "train", "--config", cfg, "--set", f"output_dir={out_ckpt}"])
+    ckpt_err = max(abs(a - b) / abs(b) for a, b in zip(our_losses(out_ckpt), ours))
+    assert ckpt_err < 1e-6, f"gradient_checkpointing changes the MoE losses ({ckpt_err:.2e})"
+    print(f"moe_lora: with activation checkpointing the same losses (rel {ckpt_err:.1e})")
+    ids = torch.tensor([rows[7]["input_ids"]])
+    mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
+    with torch.no_grad():
+        theirs = loaded(input_ids=ids).logits.float()
+    err = rel(mine, theirs)
+    assert err < 1e-5, f"peft-loaded MoE adapter logits differ from ours: rel {err:.2e}"
+    print(f"moe_lora: the exported adapter loads in peft and reproduces our logits (rel {err:.1e})")
+
+
+def case_moe_full(binary, tmp):
+    model_dir, data, rows = setup(tmp, binary, moe_config)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out, MOE_BATCH + ["finetuning_type: full"])
+    run([binary, "train", "--config", cfg])
+    ours = our_losses(out)
+    ref_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    params = list(ref_model.named_parameters())
+    worst = compare_losses(ours, reference_losses(ref_model, rows, params, aux=True))
+    ids = torch.tensor([rows[3]["input_ids"]])
+    exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    ref_model.eval()
+    with torch.no_grad():
+        err = rel(exported(input_ids=ids).logits, ref_model(input_ids=ids).logits)
+    assert err < 1e-3, f"exported MoE model differs from the reference-trained one: rel {err:.2e}"
+    print(f"moe_full: {STEPS} per-step losses (with the aux loss) equal torch.optim.AdamW (max rel {worst:.2e}); "
+          f"the export loads in HF (rel {err:.1e})")
+
+
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "lora_rslora": case_lora_rslora, "full": case_full, "freeze": case_freeze,
-               "resume": case_resume, "eval": case_eval, "schedules": case_schedules, "bf16": case_bf16})
+               "resume": case_resume, "eval": case_eval, "schedules": case_schedules, "bf16": case_bf16,
+               "moe_lora": case_moe_lora, "moe_full": case_moe_full})

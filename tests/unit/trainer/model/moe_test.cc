@@ -1,0 +1,118 @@
+// The mixture-of-experts layer: sorted dispatch against the dense reference, routing, the load-balancing loss.
+#include "trainer/model/moe.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace anneal::model {
+namespace {
+
+double RelErr(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item<double>();
+}
+
+SparseMoe MakeMoe(bool norm_topk, int64_t shared = 0) {
+  torch::manual_seed(3);
+  MoeLayerSpec spec{.hidden = 16,
+                    .num_experts = 6,
+                    .top_k = 2,
+                    .expert_intermediate = 8,
+                    .norm_topk_prob = norm_topk,
+                    .shared_intermediate = shared};
+  SparseMoe moe(spec, LinearFactory(), torch::TensorOptions().dtype(torch::kFloat32));
+  torch::NoGradGuard no_grad;
+  for (auto& p : moe->parameters()) p.normal_(0.0, 0.3);
+  return moe;
+}
+
+// Values and gradients of the sorted dispatch equal every-expert-on-every-token masked by the routing weights.
+void ExpectDispatchEqualsDense(bool norm_topk) {
+  SparseMoe moe = MakeMoe(norm_topk);
+  torch::Tensor x = torch::randn({37, 16}).requires_grad_(true);
+  Routing r = moe->Route(x);
+  torch::Tensor grad_out = torch::randn({37, 16});
+
+  torch::Tensor sorted = moe->Dispatch(x, r);
+  auto sorted_grads =
+      torch::autograd::grad({sorted}, {x, moe->gate->weight, moe->experts[4]->as<ExpertMlpImpl>()->down_proj->weight},
+                            {grad_out}, /*retain_graph=*/true);
+  torch::Tensor dense = moe->DenseReference(x, r);
+  auto dense_grads =
+      torch::autograd::grad({dense}, {x, moe->gate->weight, moe->experts[4]->as<ExpertMlpImpl>()->down_proj->weight},
+                            {grad_out}, /*retain_graph=*/true);
+  EXPECT_LT(RelErr(sorted, dense), 1e-5);
+  for (size_t i = 0; i < sorted_grads.size(); ++i) EXPECT_LT(RelErr(sorted_grads[i], dense_grads[i]), 1e-5) << i;
+  EXPECT_GT(dense.abs().max().item<double>(), 0.0);  // the comparison compares something
+}
+
+TEST(SparseMoe, SortedDispatchEqualsDenseReference) {
+  ExpectDispatchEqualsDense(false);
+}
+TEST(SparseMoe, SortedDispatchEqualsDenseReferenceWithNormalizedTopK) {
+  ExpectDispatchEqualsDense(true);
+}
+
+TEST(SparseMoe, RoutingPicksTheLargestProbabilitiesAndNormalizes) {
+  SparseMoe moe = MakeMoe(true);
+  torch::Tensor x = torch::randn({9, 16});
+  Routing r = moe->Route(x);
+  ASSERT_EQ(r.experts.sizes(), (std::vector<int64_t>{9, 2}));
+  EXPECT_LT((r.weights.sum(-1) - 1).abs().max().item<double>(), 1e-6);
+  torch::Tensor probs = torch::softmax(r.logits, -1);
+  torch::Tensor best = std::get<1>(probs.max(-1));
+  EXPECT_TRUE(r.experts.select(1, 0).equal(best));
+  SparseMoe plain = MakeMoe(false);
+  Routing rp = plain->Route(x);
+  EXPECT_LT((rp.weights - probs.gather(1, rp.experts)).abs().max().item<double>(), 1e-6);
+}
+
+TEST(SparseMoe, SharedExpertIsAddedToEveryToken) {
+  SparseMoe moe = MakeMoe(false, /*shared=*/12);
+  ASSERT_TRUE(moe->shared_expert);
+  torch::Tensor x = torch::randn({2, 5, 16});
+  torch::Tensor flat = x.reshape({10, 16});
+  torch::Tensor expected = moe->DenseReference(flat, moe->Route(flat)) + moe->shared_expert->forward(flat);
+  EXPECT_LT(RelErr(moe->forward(x).reshape({10, 16}), expected), 1e-5);
+}
+
+TEST(SparseMoe, CollectsRouterLogitsOnlyWhileTraining) {
+  SparseMoe moe = MakeMoe(false);
+  std::vector<torch::Tensor> logits;
+  moe->CollectRouterLogits(&logits);
+  moe->eval();
+  moe->forward(torch::randn({1, 3, 16}));
+  EXPECT_TRUE(logits.empty());
+  moe->train();
+  moe->forward(torch::randn({1, 3, 16}));
+  ASSERT_EQ(logits.size(), 1u);
+  EXPECT_EQ(logits[0].sizes(), (std::vector<int64_t>{3, 6}));
+}
+
+TEST(LoadBalancingLoss, KnownValues) {
+  // Two experts, top-1. Both tokens prefer expert 0: f = (1, 0), P_0 = sigmoid(1): loss = 2 * sigmoid(1).
+  const double s = 1.0 / (1.0 + std::exp(-1.0));
+  torch::Tensor same = torch::tensor({{1.0f, 0.0f}, {1.0f, 0.0f}});
+  EXPECT_NEAR(LoadBalancingLoss({same}, 2, 1, {}).item<double>(), 2 * s, 1e-6);
+  // Balanced: f = P = (1/2, 1/2): loss = 1, the minimum.
+  torch::Tensor balanced = torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}});
+  EXPECT_NEAR(LoadBalancingLoss({balanced}, 2, 1, {}).item<double>(), 1.0, 1e-6);
+  // Averaged over layers as one pool of rows: (2s*2 + 1*2 ... ) -> f = (3/4, 1/4), P_0 = (2s + s + (1 - s)) / 4.
+  const double p0 = (3 * s + (1 - s)) / 4;
+  EXPECT_NEAR(LoadBalancingLoss({same, balanced}, 2, 1, {}).item<double>(), 2 * (0.75 * p0 + 0.25 * (1 - p0)), 1e-6);
+  // A mask leaves the padded second token of `balanced` out: only token 0 (expert 0, P_0 = s) counts.
+  torch::Tensor mask = torch::tensor({{1, 0}});
+  EXPECT_NEAR(LoadBalancingLoss({balanced}, 2, 1, mask).item<double>(), 2 * s, 1e-6);
+  EXPECT_EQ(LoadBalancingLoss({}, 2, 1, {}).item<double>(), 0.0);
+}
+
+TEST(LoadBalancingLoss, GradientReachesTheRouterLogits) {
+  torch::Tensor logits = torch::randn({8, 4}).requires_grad_(true);
+  LoadBalancingLoss({logits}, 4, 2, {}).backward();
+  ASSERT_TRUE(logits.grad().defined());
+  EXPECT_GT(logits.grad().abs().sum().item<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace anneal::model

@@ -1,0 +1,121 @@
+#include "trainer/model/moe.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/functional/activation.h>
+
+#include "common/status.h"
+
+namespace anneal::model {
+
+// ---- Experts -------------------------------------------------------------------------------------------------
+
+ExpertMlpImpl::ExpertMlpImpl(int64_t hidden, int64_t intermediate, const LinearFactory& f,
+                             const torch::TensorOptions& options) {
+  // Experts are not split by tensor parallelism (kNone): expert parallelism will place whole experts.
+  gate_proj =
+      register_module("gate_proj", f.Make({hidden, intermediate, false, "gate_proj", LinearSplit::kNone}, options));
+  up_proj = register_module("up_proj", f.Make({hidden, intermediate, false, "up_proj", LinearSplit::kNone}, options));
+  down_proj =
+      register_module("down_proj", f.Make({intermediate, hidden, false, "down_proj", LinearSplit::kNone}, options));
+}
+
+torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {
+  // [.., C] -> [.., F] -> [.., C]
+  return down_proj->forward(torch::silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+// ---- The sparse block ----------------------------------------------------------------------------------------
+
+SparseMoeImpl::SparseMoeImpl(const MoeLayerSpec& spec, const LinearFactory& f, const torch::TensorOptions& options)
+    : spec_(spec) {
+  ANNEAL_CHECK(spec.num_experts > 0 && spec.top_k > 0 && spec.top_k <= spec.num_experts);
+  gate = register_module("gate", f.Make({spec.hidden, spec.num_experts, false, "gate", LinearSplit::kNone}, options));
+  experts = register_module("experts", torch::nn::ModuleList());
+  for (int64_t e = 0; e < spec.num_experts; ++e) {
+    experts->push_back(ExpertMlp(spec.hidden, spec.expert_intermediate, f, options));
+  }
+  if (spec.shared_intermediate > 0) {
+    shared_expert = register_module("shared_expert", ExpertMlp(spec.hidden, spec.shared_intermediate, f, options));
+  }
+}
+
+Routing SparseMoeImpl::Route(const torch::Tensor& x) {
+  Routing r;
+  r.logits = gate->forward(x);  // [N, E]
+  torch::Tensor probs = torch::softmax(r.logits, -1, torch::kFloat32);
+  auto [top, idx] = torch::topk(probs, spec_.top_k, -1);  // [N, k] each
+  if (spec_.norm_topk_prob) top = top / top.sum(-1, /*keepdim=*/true);
+  r.weights = top.to(r.logits.scalar_type());
+  r.experts = idx;
+  return r;
+}
+
+torch::Tensor SparseMoeImpl::Dispatch(const torch::Tensor& x, const Routing& r) {
+  const int64_t k = spec_.top_k;
+  // Token slots [N*k] sorted by expert: slot s of the sorted order is token order[s] / k going to
+  // flat_experts[order[s]]; equal experts keep token order (stable), so results do not depend on ties.
+  torch::Tensor flat_experts = r.experts.reshape({-1});
+  torch::Tensor order = std::get<1>(flat_experts.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  torch::Tensor tokens = order.div(k, "floor");                                               // [N*k]
+  torch::Tensor slot_weights = r.weights.reshape({-1}).index_select(0, order).unsqueeze(-1);  // [N*k, 1]
+  torch::Tensor gathered = x.index_select(0, tokens);  // [N*k, C], grouped by expert
+  // Slots per expert, on the host: the loop below walks the contiguous groups.
+  torch::Tensor counts = torch::bincount(flat_experts, /*weights=*/{}, spec_.num_experts).cpu();
+  const int64_t* count = counts.data_ptr<int64_t>();
+  std::vector<torch::Tensor> outputs;
+  outputs.reserve(spec_.num_experts);
+  int64_t begin = 0;
+  for (int64_t e = 0; e < spec_.num_experts; ++e) {
+    if (count[e] == 0) continue;
+    outputs.push_back(experts[e]->as<ExpertMlpImpl>()->forward(gathered.narrow(0, begin, count[e])));
+    begin += count[e];
+  }
+  torch::Tensor y = torch::cat(outputs, 0) * slot_weights;  // [N*k, C]
+  return torch::zeros_like(x).index_add(0, tokens, y.to(x.scalar_type()));
+}
+
+torch::Tensor SparseMoeImpl::DenseReference(const torch::Tensor& x, const Routing& r) {
+  // weight of expert e for each token: [N, E] (zero where e is not among its top-k)
+  torch::Tensor dense_weights =
+      torch::zeros({x.size(0), spec_.num_experts}, r.weights.options()).scatter_add(1, r.experts, r.weights);
+  torch::Tensor y = torch::zeros_like(x);
+  for (int64_t e = 0; e < spec_.num_experts; ++e) {
+    y = y + experts[e]->as<ExpertMlpImpl>()->forward(x) * dense_weights.select(1, e).unsqueeze(-1);
+  }
+  return y;
+}
+
+torch::Tensor SparseMoeImpl::forward(const torch::Tensor& x) {
+  // [B, T, C] -> [N, C] -> [B, T, C]
+  torch::Tensor flat = x.reshape({-1, x.size(-1)});
+  Routing r = Route(flat);
+  if (sink_ != nullptr && is_training()) sink_->push_back(r.logits);  // evaluation adds no aux loss
+  torch::Tensor y = Dispatch(flat, r);
+  if (shared_expert) y = y + shared_expert->forward(flat);
+  return y.view(x.sizes());
+}
+
+torch::Tensor LoadBalancingLoss(const std::vector<torch::Tensor>& router_logits, int64_t num_experts, int64_t top_k,
+                                const torch::Tensor& attention_mask) {
+  if (router_logits.empty()) return torch::zeros({}, torch::kFloat32);
+  const torch::Device device = router_logits.front().device();
+  auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  torch::Tensor tokens_per_expert = torch::zeros({num_experts}, fp32);
+  torch::Tensor prob_per_expert = torch::zeros({num_experts}, fp32);
+  torch::Tensor rows = torch::zeros({}, fp32);
+  torch::Tensor mask;  // [N] fp32
+  if (attention_mask.defined()) mask = attention_mask.reshape({-1}).to(fp32);
+  for (const torch::Tensor& layer_logits : router_logits) {
+    torch::Tensor probs = torch::softmax(layer_logits.to(device), -1);    // [N, E], as HF: in the logits dtype
+    torch::Tensor selected = std::get<1>(torch::topk(probs, top_k, -1));  // [N, k]
+    torch::Tensor row_weight = mask.defined() ? mask : torch::ones({layer_logits.size(0)}, fp32);  // [N]
+    tokens_per_expert =
+        tokens_per_expert +
+        torch::zeros({num_experts}, fp32).scatter_add(0, selected.reshape({-1}), row_weight.repeat_interleave(top_k));
+    prob_per_expert = prob_per_expert + (probs.to(torch::kFloat32) * row_weight.unsqueeze(-1)).sum(0);
+    rows = rows + row_weight.sum();
+  }
+  return (tokens_per_expert / rows * (prob_per_expert / rows)).sum() * static_cast<double>(num_experts);
+}
+
+}  // namespace anneal::model
