@@ -125,7 +125,9 @@ arrow::Result<std::shared_ptr<arrow::Table>> ReadCsv(const std::string& path) {
   auto parse = arrow::csv::ParseOptions::Defaults();
   parse.newlines_in_values = true;  // pandas reads quoted multi-line cells
   auto convert = arrow::csv::ConvertOptions::Defaults();
-  convert.strings_can_be_null = true;  // pandas: an empty cell is NaN, None in HF datasets
+  convert.strings_can_be_null = true;     // pandas: an empty cell is NaN, None in HF datasets
+  convert.null_values.push_back("None");  // Arrow's defaults are pandas' na_values but these two
+  convert.null_values.push_back("<NA>");
   ARROW_ASSIGN_OR_RAISE(auto reader,
                         arrow::csv::TableReader::Make(arrow::io::default_io_context(), input, read, parse, convert));
   return reader->Read();

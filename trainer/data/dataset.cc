@@ -269,6 +269,8 @@ void DetectFormat(const json& row, DatasetAttr* a) {
   if (!row.is_object()) return;
   if (row.contains("input_ids"))
     a->formatting = "tokenized";
+  else if (row.contains("text") && !row.contains("instruction"))  // raw text (.txt files, c4-style jsonl)
+    a->prompt = "text";
   else if (row.contains("conversations"))
     a->formatting = "sharegpt";
   else if (row.contains("messages")) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <mutex>
@@ -111,7 +112,11 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
                                   sum));
     }
   }
-  parts.push_back(fmt::format("mix={} probs={} seed={}", c.mix_strategy, fmt::join(c.interleave_probs, ","), c.seed));
+  // The seed changes rows only through num_samples and interleave_probs; otherwise a new seed keeps the cache.
+  bool seeded = !c.interleave_probs.empty() ||
+                std::any_of(attrs.begin(), attrs.end(), [](const DatasetAttr& a) { return a.num_samples.has_value(); });
+  parts.push_back(fmt::format("mix={} probs={} seed={}", c.mix_strategy, fmt::join(c.interleave_probs, ","),
+                              seeded ? static_cast<int64_t>(c.seed) : -1));
   parts.push_back(fmt::format("cutoff={} top={} mh={} max={} skip={}", c.sft.cutoff_len, c.sft.train_on_prompt,
                               c.sft.mask_history, c.max_samples ? *c.max_samples : -1, c.skip_bad_rows));
   if (c.pretrain) {

@@ -216,6 +216,31 @@ def check_text_files(binary, work):
     print("txt: %d lines as HF datasets' text builder" % len(got))
 
 
+def check_csv_like_hf(binary, work):
+    """A csv with pandas' NA spellings, quotes and multi-line cells: the same values HF datasets (pandas) reads."""
+    import datasets
+
+    d = os.path.join(work, "csv")
+    os.makedirs(d, exist_ok=True)
+    text = ('instruction,input,output\n'
+            'plain,,answer\n'
+            'na,NA,"quoted, with comma"\n'
+            'none,None,"two\nlines"\n'
+            'null,null,"say ""hi"""\n'
+            'pandas,<NA>,é ü 世界\n'
+            'nan,nan,x\n'
+            'kept,N/A-not,y\n')
+    path = os.path.join(d, "t.csv")
+    with open(path, "w") as f:
+        f.write(text)
+    hf = datasets.load_dataset("csv", data_files=path, split="train", cache_dir=os.path.join(work, "hf-cache"))
+    want = [{"messages": [{"role": "user", "content": "\n".join(x for x in (r["instruction"], r["input"]) if x)},
+                          {"role": "assistant", "content": r["output"]}], "system": ""} for r in hf]
+    got = load(binary, "--dataset", path)
+    assert got == want, (got, want)
+    print("csv: %d rows with NA spellings, quotes, multi-line cells as HF datasets (pandas) reads them" % len(got))
+
+
 def check_errors(binary, work):
     d = os.path.join(work, "errors")
     os.makedirs(d, exist_ok=True)
@@ -322,6 +347,7 @@ def main():
     check_formats(binary, work)
     check_arrow_types(binary, work)
     check_text_files(binary, work)
+    check_csv_like_hf(binary, work)
     check_errors(binary, work)
     check_num_samples(binary, work)
     check_mixing(binary, work)

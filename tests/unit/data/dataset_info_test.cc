@@ -129,5 +129,18 @@ TEST(DatasetInfo, NumSamplesFollowsNumpysSeededPermutationThenMaxSamples) {
   EXPECT_EQ((*cut)[0].messages[0].content, "q7");
 }
 
+TEST(DatasetInfo, TextFilesAreOneRowPerLineWithTheirTextAsPrompt) {
+  TempDir d;
+  std::string path = d.Write("w.txt", "first\r\nsecond\rthird\n\nlast");
+  LoadOptions o;
+  o.response_optional = true;  // stage pt
+  auto rows = LoadDatasets({path}, d.path(), o, nullptr);
+  ASSERT_TRUE(rows.ok()) << rows.status().message();
+  std::vector<std::string> got;
+  for (const auto& c : *rows) got.push_back(c.messages[0].content);
+  EXPECT_EQ(got, (std::vector<std::string>{"first", "second", "third", "", "last"}));
+  EXPECT_NE((*rows)[1].origin.find("w.txt:2"), std::string::npos) << (*rows)[1].origin;
+}
+
 }  // namespace
 }  // namespace anneal::data

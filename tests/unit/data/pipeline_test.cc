@@ -15,8 +15,8 @@ std::string ByteTokenizerJson() {
   const auto& alpha = ByteLevelAlphabet();
   for (int b = 0; b < 256; ++b) vocab[alpha[b]] = b;
   nlohmann::json j = {
-      {"added_tokens", {{{"id", 256}, {"content", "<s>"}, {"special", true}},
-                        {{"id", 257}, {"content", "</s>"}, {"special", true}}}},
+      {"added_tokens",
+       {{{"id", 256}, {"content", "<s>"}, {"special", true}}, {{"id", 257}, {"content", "</s>"}, {"special", true}}}},
       {"normalizer", nullptr},
       {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
       {"decoder", {{"type", "ByteLevel"}}},
@@ -69,6 +69,56 @@ TEST(Pipeline, TokenizesOnceIntoTheCacheAndSplits) {
   ASSERT_TRUE(third.ok());
   EXPECT_NE(third->cache_key, first->cache_key);
   EXPECT_LE(third->cache->input_ids(0).size(), 8u);
+}
+
+// Mixing reaches the cache: interleave_under with probabilities takes the rows HF datasets would, a new
+// strategy or seed is a new cache, and a csv file gives the same tokens as its jsonl twin.
+TEST(Pipeline, MixStrategyAndFileTypesReachTheCache) {
+  TempDir d;
+  d.Write("tokenizer.json", ByteTokenizerJson());
+  d.Write("tokenizer_config.json", R"({"bos_token": "<s>", "eos_token": "</s>"})");
+  std::string a, b, csv = "instruction,output\n";
+  for (int i = 0; i < 6; ++i) a += "{\"instruction\": \"a" + std::to_string(i) + "\", \"output\": \"x\"}\n";
+  for (int i = 0; i < 3; ++i) {
+    b += "{\"instruction\": \"b" + std::to_string(i) + "\", \"output\": \"y\"}\n";
+    csv += "b" + std::to_string(i) + ",y\n";
+  }
+  d.Write("a.jsonl", a);
+  d.Write("b.jsonl", b);
+  d.Write("b.csv", csv);
+  DataConfig c;
+  c.tokenizer_dir = d.path();
+  c.datasets = {"a.jsonl", "b.jsonl"};
+  c.dataset_dir = d.path();
+  c.cache_dir = d.path() + "/cache";
+  auto concat = PrepareSftData(c);
+  ASSERT_TRUE(concat.ok()) << concat.status().message();
+  EXPECT_EQ(concat->cache->size(), 9);
+  c.mix_strategy = "interleave_under";  // round-robin: a0 b0 a1 b1 a2 b2
+  auto under = PrepareSftData(c);
+  ASSERT_TRUE(under.ok()) << under.status().message();
+  EXPECT_NE(under->cache_key, concat->cache_key);
+  ASSERT_EQ(under->cache->size(), 6);
+  auto first_char = [](const PreparedData& p, int64_t row) {
+    auto ids = p.cache->input_ids(row);
+    return std::string{static_cast<char>(ids[7]), static_cast<char>(ids[8])};  // after "Human: "
+  };
+  EXPECT_EQ(first_char(*under, 1), "b0");
+  EXPECT_EQ(first_char(*under, 2), "a1");
+  c.datasets = {"a.jsonl", "b.csv"};
+  auto csv_under = PrepareSftData(c);
+  ASSERT_TRUE(csv_under.ok()) << csv_under.status().message();
+  for (int64_t r = 0; r < 6; ++r) {
+    auto x = under->cache->input_ids(r), y = csv_under->cache->input_ids(r);
+    EXPECT_EQ(std::vector<int32_t>(x.begin(), x.end()), std::vector<int32_t>(y.begin(), y.end())) << r;
+  }
+  c.interleave_probs = {0.5, 0.5};
+  auto seeded = PrepareSftData(c);
+  ASSERT_TRUE(seeded.ok()) << seeded.status().message();
+  c.seed = 7;
+  auto reseeded = PrepareSftData(c);
+  ASSERT_TRUE(reseeded.ok());
+  EXPECT_NE(seeded->cache_key, reseeded->cache_key);  // the seed picks the rows now
 }
 
 }  // namespace
