@@ -70,6 +70,7 @@ torch::Tensor SparseMoeImpl::Dispatch(const torch::Tensor& x, const Routing& r) 
     outputs.push_back(experts[e]->as<ExpertMlpImpl>()->forward(gathered.narrow(0, begin, count[e])));
     begin += count[e];
   }
+  if (outputs.empty()) return torch::zeros_like(x);         // no tokens (N == 0)
   torch::Tensor y = torch::cat(outputs, 0) * slot_weights;  // [N*k, C]
   return torch::zeros_like(x).index_add(0, tokens, y.to(x.scalar_type()));
 }

@@ -23,6 +23,10 @@
            optimizer state.
   zero_resume: a ZeRO-2 checkpoint resumes under ZeRO-1 and under stage 0, and a ZeRO-1 checkpoint under ZeRO-2,
            with the losses of the uninterrupted single-process run (full; LoRA ZeRO-2 -> ZeRO-1, every pair long).
+  qwen3: a qwen3 model (per-head q/k RMSNorm, replicated over tensor-parallel ranks with partial gradients)
+           with tp 2 x pp 2 and tp 2 with sequence parallelism gives the single-process run (full fine-tuning;
+           LoRA too with ANNEAL_TEST_LONG=1); a qwen3_moe model
+           with tp 2 or pp 2 is refused naming the layout (expert parallelism is not built).
   deadpeer: ranks started directly (no launcher to clean up), dp 2 and then tp 2 x pp 2; one is killed with
            SIGKILL mid-run; every other rank must exit with an error within the configured collective timeout
            (comm_timeout_s) plus slack.
@@ -349,6 +353,27 @@ def case_bad_layouts(binary, tmp):
         print(f"bad layout {extra}: {p.stderr.strip().splitlines()[-1][:200]}")
 
 
+def case_qwen3(binary, tmp):
+    model = setup(tmp, binary, layers=4, arch="qwen3")
+    for ft in ("full", "lora") if LONG else ("full",):  # full trains q_norm / k_norm: the part qwen3 adds
+        ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single")
+        out = train_layout(binary, tmp, model, ft, 2, 2, 1, f"{ft}-tp2-pp2-dp1")
+        compare(ft, ref, out, "qwen3 (tp 2, pp 2, dp 1)")
+        out = train_layout(binary, tmp, model, ft, 2, 1, 1, f"{ft}-sp", ["sequence_parallel: true"])
+        compare(ft, ref, out, "qwen3 (tp 2, pp 1, dp 1) with sequence parallelism")
+    moe = os.path.join(tmp, "moe")
+    run([binary, "model", "init", "--arch", "qwen3_moe", "--preset", "tiny", "--tokenizer", os.path.join(tmp, "tok"),
+         "--out", moe, "--seed", "3"])
+    for extra in (["tensor_model_parallel_size: 2"], ["pipeline_model_parallel_size: 2"]):
+        out = os.path.join(tmp, "moe-" + extra[0].split(":")[0])
+        p = run([binary, "launch", "--nproc-per-node", "2", "--", "train", "--config",
+                 job(tmp, moe, out, "lora", extra + ["gpus_per_node: 2"])], check=False)
+        assert p.returncode != 0, (extra, p.stdout[-500:], p.stderr[-1500:])
+        assert "qwen3_moe (mixture of experts)" in p.stderr and "expert parallelism" in p.stderr, p.stderr[-1500:]
+        assert not os.path.exists(os.path.join(out, "trainer_log.jsonl")), f"{extra}: training started"
+        print(f"qwen3_moe with {extra[0]}: refused ({[l for l in p.stderr.splitlines() if 'mixture' in l][0][:160]})")
+
+
 def case_deadpeer(binary, tmp):
     # Ranks started directly (no launcher to clean up): data parallel 2, then tp 2 x pp 2 where the last
     # stage's second rank dies and its tensor-parallel peer and the first stage (waiting on send/recv) must go.
@@ -360,4 +385,5 @@ def case_deadpeer(binary, tmp):
 if __name__ == "__main__":
     run_cases({"dp": case_dp, "deadpeer": case_deadpeer, "layouts_lora": case_layouts_lora,
                "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa,
-               "bad_layouts": case_bad_layouts, "zero2": case_zero2, "zero_resume": case_zero_resume})
+               "bad_layouts": case_bad_layouts, "zero2": case_zero2, "zero_resume": case_zero_resume,
+               "qwen3": case_qwen3})

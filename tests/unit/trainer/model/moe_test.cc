@@ -77,6 +77,12 @@ TEST(SparseMoe, SharedExpertIsAddedToEveryToken) {
   EXPECT_LT(RelErr(moe->forward(x).reshape({10, 16}), expected), 1e-5);
 }
 
+TEST(SparseMoe, NoTokensGiveAnEmptyOutput) {
+  SparseMoe moe = MakeMoe(true);
+  torch::Tensor y = moe->forward(torch::zeros({1, 0, 16}));
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 0, 16}));
+}
+
 TEST(SparseMoe, CollectsRouterLogitsOnlyWhileTraining) {
   SparseMoe moe = MakeMoe(false);
   std::vector<torch::Tensor> logits;
