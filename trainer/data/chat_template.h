@@ -1,8 +1,8 @@
 // Chat templates as code: the LLaMA-Factory templates llama3, qwen, qwen3, qwen3_nothink, deepseek, deepseek3,
-// deepseekr1, mistral, llama2, alpaca, empty and default, rendering exactly what LLaMA-Factory (src/llamafactory/data/template.py,
-// formatter.py, v0.9.5) renders: the same slot strings, default system, stop words, efficient_eos and
-// replace_eos, the Llama2 class (system folded into the first user turn) and the reasoning class (an empty
-// "<think>\n\n</think>\n\n" prepended to answers that carry no thought).
+// deepseekr1, mistral, llama2, alpaca, empty and default, rendering exactly what LLaMA-Factory v0.9.5
+// (src/llamafactory/data/template.py, formatter.py) renders: the same slot strings, default system, stop words,
+// efficient_eos and replace_eos, the Llama2 class (system folded into the first user turn) and the reasoning
+// class (an empty "<think>\n\n</think>\n\n" prepended to answers that carry no thought).
 //
 // Like LLaMA-Factory, each slot string is tokenized on its own (add_special_tokens=false) and {bos,eos}
 // slots become the tokenizer's ids, so token boundaries match too.

@@ -344,19 +344,22 @@ CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& optio
   }
 }
 
-bool CausalLMImpl::HasSparseLayers() const { return config_.moe.num_experts > 0; }
+bool CausalLMImpl::HasSparseLayers() const {
+  return config_.moe.num_experts > 0;
+}
 
 void CausalLMImpl::CollectRouterLogits(bool on) {
   router_logits_.clear();
   for (const auto& layer : model->layers->children()) {
     auto* decoder_layer = layer->as<DecoderLayerImpl>();
-    if (decoder_layer != nullptr && decoder_layer->moe) decoder_layer->moe->CollectRouterLogits(on ? &router_logits_ : nullptr);
+    if (decoder_layer != nullptr && decoder_layer->moe)
+      decoder_layer->moe->CollectRouterLogits(on ? &router_logits_ : nullptr);
   }
 }
 
 torch::Tensor CausalLMImpl::TakeAuxLoss(const torch::Tensor& attention_mask) {
-  torch::Tensor aux = LoadBalancingLoss(router_logits_, config_.moe.num_experts, config_.moe.num_experts_per_tok,
-                                        attention_mask);
+  torch::Tensor aux =
+      LoadBalancingLoss(router_logits_, config_.moe.num_experts, config_.moe.num_experts_per_tok, attention_mask);
   router_logits_.clear();
   return aux * config_.moe.router_aux_loss_coef;
 }
