@@ -87,7 +87,10 @@ Status ParseColumns(const json& c, const std::string& where, DatasetAttr* a) {
   if (!c.is_object()) return InvalidArgumentError(where + ": \"columns\" must be an object");
   static const std::set<std::string> kKnown = {"prompt", "query", "response",  "history", "messages",
                                                "system", "tools", "input_ids", "labels"};
-  for (const auto& [key, value] : c.items()) {
+  for (const auto& item : c.items()) {
+    // Named, not structured bindings: the lambda below captures `key` (clang 14 cannot capture a binding).
+    const std::string& key = item.key();
+    const json& value = item.value();
     for (const auto& [name, why] : kRefusedColumns)
       if (key == name && !value.is_null())
         return InvalidArgumentError(fmt::format("{}: column \"{}\": {}", where, key, why));
@@ -127,12 +130,14 @@ Status ParseTags(const json& t, const std::string& where, DatasetAttr* a) {
       {"observation_tag", &a->observation_tag},
       {"function_tag", &a->function_tag},
       {"system_tag", &a->system_tag}};
-  for (const auto& [key, value] : t.items())
+  for (const auto& item : t.items()) {
+    const std::string& key = item.key();  // named for the lambda's capture (see ParseColumns)
     if (std::none_of(tags.begin(), tags.end(), [&](const auto& p) { return p.first == key; }))
       return InvalidArgumentError(
           fmt::format("{}: unknown tag \"{}\" (known: role_tag, content_tag, user_tag, assistant_tag, observation_tag, "
                       "function_tag, system_tag)",
                       where, key));
+  }
   for (const auto& [key, dst] : tags) {
     ASSIGN_OR_RETURN(*dst, StringOrNull(t, key, where + ": tags"));
   }

@@ -361,10 +361,17 @@ void Trainer::LogHoldings() const {
   for (const auto& p : lm_->parameters()) held += p.numel();
   for (const auto& p : trainable_.params) trained += p.param.numel();
   for (const auto& [name, t] : opt_->StateTensors()) state_bytes += static_cast<int64_t>(t.nbytes());
+  // The stage in effect; the one asked for when a single data-parallel rank leaves nothing to shard.
+  std::string sharding;
+  if (opt_->stage() > 0) {
+    sharding = " (ZeRO-" + std::to_string(opt_->stage()) + " share)";
+  } else if (spec_.resources.zero_stage > 0) {
+    sharding = " (zero_stage " + std::to_string(spec_.resources.zero_stage) +
+               " asked: one data-parallel rank, nothing to shard)";
+  }
   std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp " << rt_.dp_rank
             << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held << " parameters ("
-            << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB"
-            << (opt_->stage() > 0 ? " (ZeRO-" + std::to_string(opt_->stage()) + " share)" : std::string())
+            << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB" << sharding
             << (spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off")
             << "\n";
 }
