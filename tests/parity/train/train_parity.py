@@ -277,14 +277,19 @@ def case_full(binary, tmp):
     decay = {n for n, _ in params if not any(k in n for k in ("bias", "norm"))}
     ref = reference_losses(ref_model, rows, params, weight_decay=0.01, decay_names=decay)
     worst = compare_losses(ours, ref)
+    err = exported_error(out, ref_model, rows)
+    assert err < 1e-3, f"exported model differs from the reference-trained one: rel {err:.2e}"
+    print(f"full: {STEPS} per-step losses equal torch.optim.AdamW with decay groups (max rel {worst:.2e}); "
+          f"the exported model loads in HF (rel {err:.1e} to the reference model)")
+
+
+def exported_error(out, ref_model, rows):
+    """Relative error between the logits of the HF model we exported to `out` and the reference-trained one."""
     ids = torch.tensor([rows[3]["input_ids"]])
     exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     ref_model.eval()
     with torch.no_grad():
-        err = rel(exported(input_ids=ids).logits, ref_model(input_ids=ids).logits)
-    assert err < 1e-3, f"exported model differs from the reference-trained one: rel {err:.2e}"
-    print(f"full: {STEPS} per-step losses equal torch.optim.AdamW with decay groups (max rel {worst:.2e}); "
-          f"the exported model loads in HF (rel {err:.1e} to the reference model)")
+        return rel(exported(input_ids=ids).logits, ref_model(input_ids=ids).logits)
 
 
 def case_freeze(binary, tmp):
@@ -478,11 +483,7 @@ def case_moe_full(binary, tmp):
     ref_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     params = list(ref_model.named_parameters())
     worst = compare_losses(ours, reference_losses(ref_model, rows, params, aux=True))
-    ids = torch.tensor([rows[3]["input_ids"]])
-    exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    ref_model.eval()
-    with torch.no_grad():
-        err = rel(exported(input_ids=ids).logits, ref_model(input_ids=ids).logits)
+    err = exported_error(out, ref_model, rows)
     assert err < 1e-3, f"exported MoE model differs from the reference-trained one: rel {err:.2e}"
     print(f"moe_full: {STEPS} per-step losses (with the aux loss) equal torch.optim.AdamW (max rel {worst:.2e}); "
           f"the export loads in HF (rel {err:.1e})")
