@@ -369,11 +369,12 @@ void Trainer::LogHoldings() const {
     sharding = " (zero_stage " + std::to_string(spec_.resources.zero_stage) +
                " asked: one data-parallel rank, nothing to shard)";
   }
-  std::cerr << "[train] rank " << rt_.rank << " (tp " << rt_.tp_rank << ", pp " << rt_.pp_rank << ", dp " << rt_.dp_rank
-            << "): layers [" << rt_.stage.layer_begin << ", " << rt_.stage.layer_end << "), " << held << " parameters ("
-            << trained << " trainable), optimizer state " << (state_bytes >> 10) << " KiB" << sharding
-            << (spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off")
-            << "\n";
+  // One write: the ranks share the launcher's stderr, and a line written piecewise interleaves with another rank's.
+  std::cerr << c10::str(
+      "[train] rank ", rt_.rank, " (tp ", rt_.tp_rank, ", pp ", rt_.pp_rank, ", dp ", rt_.dp_rank, "): layers [",
+      rt_.stage.layer_begin, ", ", rt_.stage.layer_end, "), ", held, " parameters (", trained,
+      " trainable), optimizer state ", state_bytes >> 10, " KiB", sharding,
+      spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off", "\n");
 }
 
 }  // namespace anneal::train
