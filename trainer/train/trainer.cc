@@ -274,8 +274,8 @@ StatusOr<StepResult> Trainer::TrainStep() {
   if (reducer_) {
     const size_t early = reducer_->Finish();
     if (rt_.rank == 0 && progress_.step == progress_.start_step) {
-      std::cerr << "[train] data-parallel " << reducer_->collective() << ": " << reducer_->buckets() << " bucket(s), "
-                << early << " started during backward\n";
+      std::cerr << c10::str("[train] data-parallel ", reducer_->collective(), ": ", reducer_->buckets(), " bucket(s), ",
+                            early, " started during backward\n");  // one write (see LogHoldings)
     }
   }
   StepResult r;
