@@ -70,7 +70,7 @@ StatusOr<Progress> Checkpointer::Restore(const std::string& dir, const Trainable
   progress.total_tokens = md.value("total_tokens", int64_t{0});
   progress.attempt_tokens = 0;
   RETURN_IF_ERROR(ReadTrainingState(trainable, opt, dir, md.value("optimizer_steps", progress.step)));
-  std::cerr << "[train] resumed from " << dir << " at step " << progress.step << "\n";
+  std::cerr << c10::str("[train] resumed from ", dir, " at step ", progress.step, "\n");
   return progress;
 }
 
@@ -104,8 +104,8 @@ Status Checkpointer::Save(const Progress& p, const json& metrics, model::CausalL
   rt_->Barrier();
   ASSIGN_OR_RETURN(int64_t gathered, gather.Gather(*rt_, [](const std::string&) { return true; }));
   if (gathered > 0) {
-    std::cerr << "[train] checkpoint-" << p.step << ": " << gathered << " file(s) gathered from "
-              << gather.senders().size() << " node(s) without a shared filesystem\n";
+    std::cerr << c10::str("[train] checkpoint-", p.step, ": ", gathered, " file(s) gathered from ",
+                          gather.senders().size(), " node(s) without a shared filesystem\n");
   }
   if (leader) RETURN_IF_ERROR(Commit(p, metrics, lm, opt, *writer));
   rt_->Barrier();
@@ -147,7 +147,7 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
   if (!owns_retention_) return Status::Ok();
   ASSIGN_OR_RETURN(std::vector<int64_t> deleted,
                    checkpoint::ApplyRetention(out_, jobspec::RetentionPolicy::Of(spec.train)));
-  for (int64_t step : deleted) std::cerr << "[train] retention: deleted checkpoint-" << step << "\n";
+  for (int64_t step : deleted) std::cerr << c10::str("[train] retention: deleted checkpoint-", step, "\n");
   return Status::Ok();
 }
 

@@ -62,7 +62,7 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   in.layers = rt.stage.layer_end - rt.stage.layer_begin;
   in.checkpointing = spec.train.gradient_checkpointing;
   const parallel::MemoryPlan plan = parallel::PlanMemory(in);
-  std::cerr << "[train] rank " << rt.rank << " " << plan.Describe() << "\n";
+  std::cerr << c10::str("[train] rank ", rt.rank, " ", plan.Describe(), "\n");
   return plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str());
 }
 
@@ -135,7 +135,7 @@ Status Trainer::StopPreempted() {
   const std::string message = "preempted at step " + std::to_string(step) +
                               (path.empty() ? ": nothing trained yet, no checkpoint" : ": checkpoint " + path);
   events_.Emit("finished", {{"status", "preempted"}, {"message", message}});
-  std::cerr << "[train] " << message << "\n";
+  std::cerr << c10::str("[train] ", message, "\n");
   return Status::Ok();
 }
 
@@ -148,7 +148,7 @@ Status Trainer::SetupData() {
   ASSIGN_OR_RETURN(data::PreparedData data,
                    data::PrepareSftData(dc, [&](std::string_view stage, int64_t done, int64_t total) {
                      if (leader && (done == total || done % 10000 == 0))
-                       std::cerr << "[data] " << stage << " " << done << "/" << total << "\n";
+                       std::cerr << c10::str("[data] ", stage, " ", done, "/", total, "\n");
                    }));
   if (data.report.skipped > 0 && leader) {
     events_.Emit("message",
@@ -329,7 +329,7 @@ Status Trainer::Export() {
   } else {
     events_.Emit("finished", {{"status", "ok"}});
   }
-  std::cerr << "[train] done: " << progress_.step << " steps; output in " << output << "\n";
+  std::cerr << c10::str("[train] done: ", progress_.step, " steps; output in ", output, "\n");
   return Status::Ok();
 }
 
@@ -351,7 +351,7 @@ void Trainer::SetupModelFlops() {
     const std::string mfu = peak             ? "MFU against the bf16 peak of " + device
                             : device.empty() ? std::string("no MFU: not a CUDA device")
                                              : "no MFU: no peak known for " + device;
-    std::cerr << "[train] " << flops_per_token << " training FLOPs per token; " << mfu << "\n";
+    std::cerr << c10::str("[train] ", flops_per_token, " training FLOPs per token; ", mfu, "\n");
   }
 }
 
