@@ -7,11 +7,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "trainer/data/numpy_random.h"
+#include "trainer/data/pii.h"
+#include "trainer/data/script_filter.h"
 #include "trainer/data/utf8.h"
 
 namespace anneal::data {
@@ -268,7 +271,13 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
     return InvalidArgumentError(fmt::format("jaccard threshold {} must be in (0, 1)", o.jaccard_threshold));
   if (o.num_perm < 2 || o.shingle < 1)
     return InvalidArgumentError(fmt::format("num_perm {} must be >= 2 and shingle {} >= 1", o.num_perm, o.shingle));
+  ASSIGN_OR_RETURN(const PiiMasker masker, PiiMasker::Create(o.mask_pii));
+  std::optional<ScriptFilter> script_filter;
+  if (!o.scripts.empty()) {
+    ASSIGN_OR_RETURN(script_filter, ScriptFilter::Create(o.scripts, o.script_fraction));
+  }
   CleanResult r;
+  PiiCounts pii;
   if (o.near_dedup) std::tie(r.lsh_bands, r.lsh_rows) = LshParameters(o.jaccard_threshold, o.num_perm);
   std::unordered_map<std::string, std::string> exact;  // key -> kept origin
   std::vector<std::unordered_map<std::string, std::vector<size_t>>> bands(r.lsh_bands);
@@ -285,6 +294,10 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
       for (Message& m : c.messages) {
         ASSIGN_OR_RETURN(m.content, CleanText(m.content, o));
       }
+      if (!masker.empty()) {
+        c.system = masker.Mask(c.system, &pii);
+        for (Message& m : c.messages) m.content = masker.Mask(m.content, &pii);
+      }
       size_t n = CodePoints(ConversationText(c));
       if (o.min_chars > 0 && static_cast<int64_t>(n) < o.min_chars) {
         drop(c, "too_short");
@@ -292,6 +305,10 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
       }
       if (o.max_chars > 0 && static_cast<int64_t>(n) > o.max_chars) {
         drop(c, "too_long");
+        continue;
+      }
+      if (script_filter && !script_filter->Keeps(ConversationText(c))) {
+        drop(c, "wrong_script");
         continue;
       }
     }
@@ -321,6 +338,7 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
     exact.emplace(std::move(key), c.origin);
     r.kept.push_back(std::move(c));
   }
+  r.pii_masked = std::move(pii.by_kind);
   return r;
 }
 
