@@ -77,10 +77,23 @@ bool IsBlockTag(std::string_view s, size_t lt) {
 }
 
 // SHA-1 of the bytes, first 4 bytes little-endian: datasketch.hashfunc.sha1_hash32.
+// One fetched SHA-1 and one digest context per thread: EVP_Digest(..., EVP_sha1()) fetches the algorithm on
+// every call under OpenSSL 3, which was most of near-dedup's time (bench/data/clean_bench.py).
 uint32_t Sha1Hash32(std::string_view bytes) {
+  struct Sha1 {
+    EVP_MD* md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Sha1() {
+      EVP_MD_CTX_free(ctx);
+      EVP_MD_free(md);
+    }
+  };
+  thread_local Sha1 sha1;
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha1(), nullptr);
+  EVP_DigestInit_ex(sha1.ctx, sha1.md, nullptr);
+  EVP_DigestUpdate(sha1.ctx, bytes.data(), bytes.size());
+  EVP_DigestFinal_ex(sha1.ctx, digest, &len);
   return static_cast<uint32_t>(digest[0]) | static_cast<uint32_t>(digest[1]) << 8 |
          static_cast<uint32_t>(digest[2]) << 16 | static_cast<uint32_t>(digest[3]) << 24;
 }
