@@ -562,6 +562,12 @@ std::vector<Field> BuildFields() {
                      "when to evaluate during training (old name: evaluation_strategy)", REF(train.eval_strategy)));
   f.push_back(NonNegativeInt64({"train.eval_steps", "eval_steps"},
                                "eval_strategy steps: every N steps; 0: every logging_steps", REF(train.eval_steps)));
+  f.push_back(NonNegativeInt64({"train.early_stopping_steps", "early_stopping_steps"},
+                               "stop after N evaluations without improvement of metric_for_best_model; 0: never",
+                               REF(train.early_stopping_steps)));
+  f.push_back(Flag({"train.load_best_model_at_end", "load_best_model_at_end"},
+                   "export the best evaluated checkpoint's weights (save steps must be a multiple of eval steps)",
+                   REF(train.load_best_model_at_end)));
   f.push_back(Text({"train.resume_from_checkpoint", "resume_from_checkpoint"},
                    "a checkpoint-N directory or 'latest' to resume from", REF(train.resume_from_checkpoint)));
   f.push_back(Flag({"train.overwrite_output_dir", "overwrite_output_dir"},

@@ -109,13 +109,26 @@ StatusOr<TrainOutcome> Trainer::Train() {
     const std::optional<double> eval_loss = validator_->MaybeEvaluate(lm_, progress_);
     RETURN_IF_ERROR(logger_->Record(progress_, result));
     if (eval_loss) RETURN_IF_ERROR(logger_->RecordEval(progress_, *eval_loss));
-    if (checkpointer_->Due(progress_)) {
+    // Every rank has the same eval_loss; the vote only makes the agreement explicit.
+    const bool stop = rt_.AnyOverWorld(eval_loss && stopping_.Observe(*eval_loss, &progress_));
+    // An early stop is the end of training: checkpointed as the last step is (save_strategy permitting).
+    const bool save_at_stop = stop && spec_.train.save_strategy != jobspec::SaveStrategy::kNo;
+    if (checkpointer_->Due(progress_) || save_at_stop) {
       json metrics = {{"loss", result.loss}};
       if (eval_loss) metrics["eval_loss"] = *eval_loss;
       RETURN_IF_ERROR(checkpointer_->Save(progress_, metrics, lm_, trainable_, *opt_));
       committed_step_ = progress_.step;
     }
+    if (stop) {
+      const std::string why =
+          c10::str("early stopping at step ", progress_.step, " of ", progress_.total_steps, ": ",
+                   stopping_.Describe(progress_), ", early_stopping_steps ", spec_.train.early_stopping_steps);
+      if (rt_.rank == 0) events_.Emit("message", {{"level", "info"}, {"text", why}});
+      std::cerr << c10::str("[train] ", why, "\n");
+      break;
+    }
   }
+  RETURN_IF_ERROR(LoadBestWeights());
   RETURN_IF_ERROR(Export());
   logger_->Finish();  // the plots, after the model: they change no result
   return TrainOutcome::kCompleted;
@@ -303,6 +316,24 @@ StatusOr<StepResult> Trainer::TrainStep() {
 }
 
 // ---- export ----
+
+Status Trainer::LoadBestWeights() {
+  if (!stopping_.load_best()) return Status::Ok();
+  ASSIGN_OR_RETURN(const int64_t best, checkpointer_->BestCheckpointStep());
+  std::string what;
+  if (best == 0) {
+    what = "no checkpoint has " + spec_.train.metric_for_best_model + ": the last weights are exported";
+  } else if (best == progress_.step) {
+    what = c10::str("the last step's checkpoint-", best, " is the best: its weights are exported");
+  } else {
+    RETURN_IF_ERROR(checkpointer_->LoadWeights(best, trainable_, *opt_));
+    what = c10::str("the weights of checkpoint-", best, " (the best ", spec_.train.metric_for_best_model,
+                    ") are exported, not the last step's (", progress_.step, ")");
+  }
+  if (rt_.rank == 0) events_.Emit("message", {{"level", "info"}, {"text", "load_best_model_at_end: " + what}});
+  std::cerr << c10::str("[train] load_best_model_at_end: ", what, "\n");
+  return Status::Ok();
+}
 
 // Every stage writes its gathered part, rank 0 joins them into one PEFT or HF directory.
 Status Trainer::Export() {
