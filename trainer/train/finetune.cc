@@ -32,8 +32,10 @@ int LayerIndexOf(const std::string& name) {
 }  // namespace
 
 const std::vector<std::string>& LoraTargetNames() {
-  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                 "gate_proj", "up_proj", "down_proj"};
+  // The last four are MLA's (deepseek_v2, deepseek_v3); "all" targets whichever the model has.
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",   "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj",  "down_proj", "q_a_proj",
+                                                 "q_b_proj",  "kv_a_proj_with_mqa", "kv_b_proj"};
   return names;
 }
 
@@ -76,7 +78,8 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
           targets.insert(t);
         } else {
           return InvalidArgumentError("lora_target: unknown module '" + t +
-                                      "' (allowed: all, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+                                      "' (allowed: all, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                                      "down_proj, q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj)");
         }
       }
     }
