@@ -43,7 +43,8 @@
 
 namespace anneal::model {
 
-// Key/value cache for generation: per layer [B, K, capacity, D], filled up to `length`.
+// Key/value cache for generation: per layer [B, K, capacity, D] (MLA layers: keys [B, H, capacity, Dn+Dr],
+// values [B, H, capacity, Dv]; trainer/model/mla.h), filled up to `length`.
 struct KvCache {
   std::vector<torch::Tensor> keys, values;
   int64_t length = 0;
