@@ -586,6 +586,22 @@ def case_deepseek_lora(binary, tmp):
     our_fused = {m.rsplit(".experts.", 1)[0] + ".experts" if ".experts." in m else m for m in our_modules}
     assert our_fused == peft_modules, f"lora_target all adapts other modules than peft:\n{our_fused ^ peft_modules}"
     assert not any("shared_experts" in m or ".mlp.gate_proj" in m for m in our_modules), our_modules
+    # An adapter that does adapt a shared expert (trained elsewhere) is refused by name, not silently dropped.
+    shared = os.path.join(tmp, "shared_adapter")
+    os.makedirs(shared)
+    for f in ("adapter_config.json",):
+        os.link(os.path.join(adapter, f), os.path.join(shared, f))
+    tensors = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+    key = "base_model.model.model.layers.1.mlp.shared_experts.up_proj"
+    tensors[key + ".lora_A.weight"] = torch.zeros(4, 64)
+    tensors[key + ".lora_B.weight"] = torch.zeros(32, 4)
+    save_file(tensors, os.path.join(shared, "adapter_model.safetensors"))
+    p = subprocess.run([binary, "train", "--config", job_yaml(
+        os.path.join(tmp, "shared.yaml"), model_dir, data, os.path.join(tmp, "out-shared"),
+        MOE_BATCH + ["finetuning_type: lora", f"adapter_name_or_path: {shared}"])], capture_output=True, text=True)
+    assert p.returncode != 0 and "shared_experts.up_proj.lora_A.weight" in p.stderr and \
+        "outside the routed experts" in p.stderr, p.stderr[-1500:]
+    print("deepseek_lora: lora_target all adapts what peft adapts; an adapter on a shared expert is refused")
     ids = torch.tensor([rows[7]["input_ids"]])
     mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
