@@ -308,8 +308,19 @@ Field Duration(Names n, std::string doc, Ref<std::optional<int64_t>> ref) {
       [](const std::optional<int64_t>& v) { return v ? YAML::Node(FormatDuration(*v)) : YAML::Node(); });
 }
 
-const std::vector<std::string> kLoraTargets = {"all",    "q_proj",    "k_proj",  "v_proj",
-                                               "o_proj", "gate_proj", "up_proj", "down_proj"};
+// The MLA projections (q_a_proj ... kv_b_proj) exist in deepseek_v2 / deepseek_v3 models only.
+const std::vector<std::string> kLoraTargets = {"all",
+                                               "q_proj",
+                                               "k_proj",
+                                               "v_proj",
+                                               "o_proj",
+                                               "gate_proj",
+                                               "up_proj",
+                                               "down_proj",
+                                               "q_a_proj",
+                                               "q_b_proj",
+                                               "kv_a_proj_with_mqa",
+                                               "kv_b_proj"};
 
 #define REF(expr)            \
   [](JobSpec & s) -> auto& { \

@@ -82,7 +82,16 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
     }
   }
   for (const auto& [name, _] : adapter.weights) {
-    if (!used.count(name)) return InvalidArgumentError(adapter.source + ": adapter weight '" + name + "' matches no module");
+    if (used.count(name)) continue;
+    const bool moe_mlp = lm->config().moe.num_experts > 0 && name.find(".mlp.experts.") == std::string::npos &&
+                         (name.find("_proj.lora_") != std::string::npos) && name.find(".mlp.") != std::string::npos;
+    if (moe_mlp) {
+      return InvalidArgumentError(adapter.source + ": adapter weight '" + name +
+                                  "' adapts an MLP outside the routed experts of a mixture-of-experts model (a dense "
+                                  "layer or a shared expert): peft 0.21 on transformers 5 does not load such "
+                                  "adapters, and Anneal adapts the routed experts only");
+    }
+    return InvalidArgumentError(adapter.source + ": adapter weight '" + name + "' matches no module");
   }
   return Status::Ok();
 }

@@ -182,7 +182,8 @@ Status Trainer::SetupData() {
 
 // What a mixture-of-experts model cannot run with yet, by name (expert parallelism is later work).
 static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt) {
-  const std::string what = c.model_type + " (mixture of experts)";
+  const std::string what =
+      c.model_type + (c.mla.enabled ? " (multi-head latent attention, mixture of experts)" : " (mixture of experts)");
   if (rt.dims.tp() > 1 || rt.dims.pp() > 1) {
     return InvalidArgumentError(what + ": tensor_model_parallel_size " + std::to_string(rt.dims.tp()) +
                                 " and pipeline_model_parallel_size " + std::to_string(rt.dims.pp()) +
@@ -197,7 +198,7 @@ Status Trainer::SetupModel() {
   model::LoadOptions lo{rt_.dtype, rt_.device, rt_.factory, rt_.stage};
   ASSIGN_OR_RETURN(lm_, model::LoadCausalLM(spec_.model.model_name_or_path, lo));
   lm_->SetActivationCheckpointing(ts.gradient_checkpointing);
-  if (lm_->HasSparseLayers()) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_));
+  if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_));
   lm_->CollectRouterLogits(lm_->HasSparseLayers());
   torch::manual_seed(static_cast<uint64_t>(ts.seed));
   ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params,

@@ -176,7 +176,7 @@ const std::vector<BadSpec>& Table() {
        Base("lora_target: q_proj,qkv\n"),
        {},
        "key 'lora_target' at job.yaml:4: expected a list (or comma-separated string) of all, q_proj, k_proj, v_proj, "
-       "o_proj, gate_proj, up_proj, down_proj, got 'q_proj,qkv'"},
+       "o_proj, gate_proj, up_proj, down_proj, q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj, got 'q_proj,qkv'"},
       {"EvalTaskUnknown",
        Base("eval:\n  tasks: [loss, bleu]\n"),
        {},
