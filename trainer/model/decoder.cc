@@ -420,7 +420,7 @@ torch::Tensor CausalLMImpl::Forward(const ForwardInputs& in) {
     in.cache->capacity = cap;
     for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
       auto* attn = model->layers[i]->as<DecoderLayerImpl>()->self_attn.get();
-      const int64_t K = attn->k_proj->weight.size(0) / config_.head_dim;
+      const int64_t K = attn->k_proj->local_out() / config_.head_dim;
       in.cache->keys.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
       in.cache->values.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
     }
