@@ -16,6 +16,8 @@ Cases (one ctest each):
             there. The holdings line and the memory plan count the 4-bit bytes.
   qlora_parallel: tensor parallel 2 and data parallel 2 QLoRA runs give the single-process QLoRA losses
             (rel < 1e-5): every rank keeps its piece of the whole tensor's quantization.
+  qlora_eval_refusals: kind: eval with quantization_bit gives peft's loss on bnb's dequantized base; a layer whose
+            input width is not a multiple of 64, a mixture-of-experts model and quantization_bit: 8 are refused.
 """
 import json
 import math
@@ -202,5 +204,55 @@ def case_qlora_parallel(binary, tmp):
         print(f"qlora_parallel: {name} gives the single-process QLoRA losses (max rel {worst:.1e})")
 
 
+def case_qlora_eval_refusals(binary, tmp):
+    """kind: eval with quantization_bit evaluates the adapter on the 4-bit base (loss = peft on bnb's dequantized
+    base); what cannot be quantized is refused by the trainer with the layer or model named."""
+    from peft import PeftModel
+    from train_parity import moe_config
+    model_dir, data, rows = setup(tmp, binary, qlora_config)
+    adapter = initial_adapter(model_dir, tmp)
+    out = os.path.join(tmp, "eval")
+    cfg = os.path.join(tmp, "eval.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"kind: eval\nmodel_name_or_path: {model_dir}\nadapter_name_or_path: {adapter}\ndataset: toy\n"
+                f"dataset_dir: {data}\ntemplate: empty\noutput_dir: {out}\ncutoff_len: 256\nquantization_bit: 4\n"
+                f"eval:\n  tasks: [loss]\n")
+    run([binary, "eval", "--config", cfg])
+    got = json.load(open(os.path.join(out, "eval_results.json")))["loss"]["eval_loss"]
+    total, n = {}, 0
+    for name, base in (("4-bit", dequantized_base(model_dir, "nf4", True)),
+                       ("unquantized", AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))):
+        model = PeftModel.from_pretrained(base, adapter).eval()
+        total[name], n = 0.0, 0
+        with torch.no_grad():
+            for r in rows:
+                lg = model(input_ids=torch.tensor([r["input_ids"]])).logits.float()[0, :-1]
+                tgt = torch.tensor(r["labels"][1:])
+                total[name] += torch.nn.functional.cross_entropy(lg, tgt, ignore_index=-100, reduction="sum").item()
+                n += (tgt != -100).sum().item()
+    want, plain = total["4-bit"] / n, total["unquantized"] / n
+    assert abs(got - want) / want < 1e-5, f"eval loss {got} vs peft on the 4-bit base {want}"
+    assert abs(plain - want) / want > 1e-4, "the 4-bit base does not change the eval loss: the test proves nothing"
+    print(f"qlora_eval_refusals: eval on the 4-bit base {got:.6f} = peft on bnb's dequantized base {want:.6f} "
+          f"(unquantized {plain:.6f})")
+
+    def refused(sub, make_config, extra, want_text):
+        d = os.path.join(tmp, sub)
+        os.makedirs(d)
+        m, dat, _ = setup(d, binary, make_config)
+        cfg = job_yaml(os.path.join(d, "job.yaml"), m, dat, os.path.join(d, "out"),
+                       ["finetuning_type: lora", "quantization_bit: 4"] + extra)
+        p = run([binary, "train", "--config", cfg], check=False)
+        assert p.returncode != 0 and want_text in p.stderr, f"{sub}: exit {p.returncode}\n{p.stderr[-2000:]}"
+        print(f"qlora_eval_refusals: {sub} refused: {want_text}")
+
+    # intermediate_size 96: down_proj's input width is not a multiple of bnb's 64-block.
+    refused("width96", None, [], "weight 'model.layers.0.mlp.down_proj.weight': down_proj: 4-bit quantization needs "
+            "the input width of every linear layer (per tensor-parallel rank) to be a multiple of 64")
+    refused("moe", moe_config, [], "4-bit (QLoRA) training of a mixture-of-experts model (qwen3_moe) is not built")
+    refused("bits8", qlora_config, ["quantization_bit: 8"], "'quantization_bit' at ")
+
+
 if __name__ == "__main__":
-    run_cases({"quant4": case_quant4, "qlora": case_qlora, "qlora_parallel": case_qlora_parallel})
+    run_cases({"quant4": case_quant4, "qlora": case_qlora, "qlora_parallel": case_qlora_parallel,
+               "qlora_eval_refusals": case_qlora_eval_refusals})
