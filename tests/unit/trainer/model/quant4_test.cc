@@ -76,6 +76,11 @@ TEST(QuantizedLinearWeight, PiecesDequantizeToTheWholeTensorsValues) {
               << "dim " << dim << " shards " << shards << " index " << index << " double " << double_quant;
           EXPECT_TRUE(torch::equal(piece->DequantizeRows(5, 9, torch::kFloat32),
                                    whole.chunk(shards, dim)[index].narrow(0, 5, 4)));
+          // bf16 rounds the same fp32 values; the generic ATen path (other dtypes) computes the same values.
+          EXPECT_TRUE(torch::equal(piece->DequantizeRows(5, 9, torch::kBFloat16),
+                                   whole.chunk(shards, dim)[index].narrow(0, 5, 4).to(torch::kBFloat16)));
+          EXPECT_TRUE(torch::equal(piece->DequantizeRows(5, 9, torch::kFloat64),
+                                   whole.chunk(shards, dim)[index].narrow(0, 5, 4).to(torch::kFloat64)));
         }
       }
     }
