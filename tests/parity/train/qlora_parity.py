@@ -14,8 +14,11 @@ Cases (one ctest each):
             Linear4bit, peft's lora.bnb.Linear4bit, on the CPU); FP4 without double quantization equals its
             reference too. The exported adapter loads in peft on the unquantized base and reproduces our logits
             there. The holdings line and the memory plan count the 4-bit bytes.
+  qlora_bf16: bf16: true follows peft's bf16 QLoRA (bnb_4bit_compute_dtype bf16) to bf16 rounding (rel < 2e-3).
   qlora_parallel: tensor parallel 2 and data parallel 2 QLoRA runs give the single-process QLoRA losses
             (rel < 1e-5): every rank keeps its piece of the whole tensor's quantization.
+  qlora_resume: a QLoRA checkpoint holds the adapter and optimizer state only; resuming from it gives the
+            uninterrupted run's adapter bit for bit.
   qlora_eval_refusals: kind: eval with quantization_bit gives peft's loss on bnb's dequantized base; a layer whose
             input width is not a multiple of 64, a mixture-of-experts model and quantization_bit: 8 are refused.
 """
@@ -104,13 +107,13 @@ def dequantized_base(model_dir, qtype, double_quant):
     return model
 
 
-def bnb_qlora_base(model_dir, qtype, double_quant):
-    """transformers' bitsandbytes 4-bit model (Linear4bit layers), as LLaMA-Factory's QLoRA loads it."""
+def bnb_qlora_base(model_dir, qtype, double_quant, dtype=torch.float32):
+    """transformers' bitsandbytes 4-bit model (Linear4bit layers), as LLaMA-Factory's QLoRA loads it (compute and
+    storage dtype = the run's dtype)."""
     from transformers import BitsAndBytesConfig
     qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=qtype, bnb_4bit_use_double_quant=double_quant,
-                            bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.uint8)
-    return AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=qc, dtype=torch.float32,
-                                                device_map="cpu")
+                            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+    return AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=qc, dtype=dtype, device_map="cpu")
 
 
 def expected_4bit_bytes(config, double_quant):
@@ -185,6 +188,23 @@ def case_qlora(binary, tmp):
               f"unquantized base (logits rel {err:.1e})")
 
 
+def case_qlora_bf16(binary, tmp):
+    """bf16: true, as LLaMA-Factory's QLoRA examples: the base quantized from its bf16 values and dequantized to
+    bf16, fp32 adapters; the per-step losses follow peft's QLoRA with bnb_4bit_compute_dtype bf16 to bf16
+    rounding (the tolerance of the plain LoRA bf16 case)."""
+    from peft import PeftModel
+    model_dir, data, rows = setup(tmp, binary, qlora_config)
+    adapter = initial_adapter(model_dir, tmp)
+    out, _ = qlora_run(binary, tmp, model_dir, data, adapter, "out", ["bf16: true"])
+    ours = our_losses(out)
+    bnb_model = PeftModel.from_pretrained(bnb_qlora_base(model_dir, "nf4", True, torch.bfloat16), adapter,
+                                          is_trainable=True)
+    params = [(n, p) for n, p in bnb_model.named_parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for _, p in params), "peft did not keep the adapters in fp32"
+    worst = compare_losses(ours, reference_losses(bnb_model, rows, params), tol=2e-3)
+    print(f"qlora_bf16: {STEPS} per-step losses follow peft's bf16 QLoRA on bnb Linear4bit (max rel {worst:.2e})")
+
+
 def case_qlora_parallel(binary, tmp):
     # Fresh adapters (A drawn whole and sliced, B zero: the same start on every layout); continuing from a peft
     # adapter is not sliced for tensor parallelism yet.
@@ -202,6 +222,32 @@ def case_qlora_parallel(binary, tmp):
         assert worst < 1e-5, f"QLoRA {name} differs from one process (max rel {worst:.2e})\n{base}\n{theirs}"
         assert "4-bit base" in stderr, stderr[-2000:]
         print(f"qlora_parallel: {name} gives the single-process QLoRA losses (max rel {worst:.1e})")
+
+
+def case_qlora_resume(binary, tmp):
+    """A QLoRA checkpoint holds the adapter and its optimizer state, never the 4-bit base; resuming from it
+    (the base quantized again at load) finishes with the uninterrupted run's adapter bit for bit."""
+    import shutil
+    model_dir, data, rows = setup(tmp, binary, qlora_config)
+    extra = ["save_strategy: steps", "save_steps: 10"]
+    straight, _ = qlora_run(binary, tmp, model_dir, data, None, "straight", extra)
+    ck = os.path.join(straight, "checkpoint-10")
+    names = set()
+    for f in os.listdir(ck):
+        if f.endswith(".safetensors"):
+            names |= set(load_file(os.path.join(ck, f)).keys())
+    base = [n for n in names if "lora_" not in n and n != "rng.cpu"]
+    assert names and not base, f"checkpoint-10 holds more than the adapter: {sorted(base)[:5]}"
+    resumed = os.path.join(tmp, "resumed")
+    os.makedirs(resumed)
+    shutil.copytree(ck, os.path.join(resumed, "checkpoint-10"))
+    qlora_run(binary, tmp, model_dir, data, None, "resumed", extra + ["resume_from_checkpoint: latest"])
+    a = load_file(os.path.join(straight, "adapter_model.safetensors"))
+    b = load_file(os.path.join(resumed, "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "the resumed adapter differs"
+    assert our_losses(straight)[10:] == our_losses(resumed)[-10:], "the resumed losses differ"
+    print(f"qlora_resume: checkpoint-10 holds {len(names)} tensors, adapter and optimizer state only; resumed from it "
+          f"the run ends with the uninterrupted adapter bit for bit")
 
 
 def case_qlora_eval_refusals(binary, tmp):
@@ -255,4 +301,5 @@ def case_qlora_eval_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"quant4": case_quant4, "qlora": case_qlora, "qlora_parallel": case_qlora_parallel,
-               "qlora_eval_refusals": case_qlora_eval_refusals})
+               "qlora_eval_refusals": case_qlora_eval_refusals, "qlora_resume": case_qlora_resume,
+               "qlora_bf16": case_qlora_bf16})
