@@ -206,10 +206,9 @@ def case_qlora_bf16(binary, tmp):
 
 
 def case_qlora_parallel(binary, tmp):
-    # Fresh adapters (A drawn whole and sliced, B zero: the same start on every layout); continuing from a peft
-    # adapter is not sliced for tensor parallelism yet.
+    # Every layout continues from the same peft adapter (non-zero B), each rank taking its piece.
     model_dir, data, rows = setup(tmp, binary, qlora_config)
-    adapter = None
+    adapter = initial_adapter(model_dir, tmp)
     single, _ = qlora_run(binary, tmp, model_dir, data, adapter, "single", [])
     base = our_losses(single)
     layouts = {"tp2": ["tensor_model_parallel_size: 2"],
