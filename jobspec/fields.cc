@@ -362,6 +362,40 @@ std::vector<Field> BuildFields() {
       "(disabled, eager attention, is not built: use auto, the same result up to rounding "
       "with less memory)",
       "attention kernel: every value runs PyTorch SDPA (fa2/fa3 with a warning)", REF(model.flash_attn)));
+  f.push_back(Make<int>(
+      {"model.quantization_bit", "quantization_bit"}, "integer",
+      "4 (bitsandbytes 4-bit; 8, LLM.int8, is not built) or null",
+      "QLoRA: store the frozen base linear layers 4-bit (bitsandbytes' block-wise NF4/FP4), quantized at load; "
+      "0 or null: not quantized",
+      REF(model.quantization_bit),
+      [](const YAML::Node& n, int* out) {
+        if (n.IsNull()) {
+          *out = 0;
+          return true;
+        }
+        int64_t v;
+        if (!DecodeInt64(n, &v) || (v != 0 && v != 4 && v != 8)) return false;
+        *out = static_cast<int>(v);
+        return true;
+      },
+      EncInt));
+  f.push_back(Make<std::string>(
+      {"model.quantization_method", "quantization_method"}, "enum",
+      "bnb (bitsandbytes, quantized at load; gptq, awq, aqlm, quanto, eetq, hqq, fp8 "
+      "and mxfp4 are not built: use bnb)",
+      "how quantization_bit quantizes: bnb, bitsandbytes' on-the-fly scheme", REF(model.quantization_method),
+      [](const YAML::Node& n, std::string* out) {
+        // LLaMA-Factory's older spelling of bnb
+        if (!DecodeString(n, out) || (*out != "bnb" && *out != "bitsandbytes")) return false;
+        *out = "bnb";
+        return true;
+      },
+      EncString));
+  f.push_back(Choice({"model.quantization_type", "quantization_type"}, {"nf4", "fp4"},
+                     "the 4-bit data type: nf4 (NormalFloat) or fp4", REF(model.quantization_type)));
+  f.push_back(Flag({"model.double_quantization", "double_quantization"},
+                   "quantize the 4-bit blocks' absmax again (8-bit blocks of 256 around their mean)",
+                   REF(model.double_quantization)));
   // finetuning
   f.push_back(Make<FinetuningType>(
       {"finetuning.type", "finetuning_type"}, "enum", "one of lora, full, freeze",

@@ -7,7 +7,7 @@
 //     LLaMA-Factory config runs unchanged. Flat and nested keys may be mixed; a key given twice is an error.
 // Unknown keys are errors that name the key, its location (file:line) and the closest known key. Every
 // LLaMA-Factory key the parser knows is honoured (it means what it means in LLaMA-Factory), refused (an error
-// saying what to use instead: quantization_bit, fp16: true, stage: dpo, ...), or ignored with a warning in
+// saying what to use instead: use_dora, fp16: true, stage: dpo, ...), or ignored with a warning in
 // JobSpec::warnings (only keys that change neither the result nor the memory: logging_dir, disable_tqdm, ...);
 // docs/job-spec.md tables which is which. Two LLaMA-Factory keys are translated: `deepspeed` (its JSON's
 // zero_optimization.stage becomes resources.zero_stage) and `disable_gradient_checkpointing` (the inverse of
@@ -47,6 +47,12 @@ struct ModelSpec {
   std::string model_name_or_path;           // a local HF model directory (config.json + safetensors)
   std::string adapter_name_or_path;         // optional PEFT adapter to continue from / evaluate with
   Attention flash_attn = Attention::kAuto;  // every value runs PyTorch SDPA (see docs/job-spec.md)
+  // QLoRA (LLaMA-Factory's quantization keys): the frozen base linear layers are stored 4-bit as bitsandbytes'
+  // Linear4bit stores them, quantized at load. 0: not quantized; 4: NF4/FP4 (8, LLM.int8, is refused).
+  int quantization_bit = 0;
+  std::string quantization_method = "bnb";  // bnb (bitsandbytes) only
+  std::string quantization_type = "nf4";    // nf4 or fp4
+  bool double_quantization = true;          // the block absmax quantized 8-bit too (bnb_4bit_use_double_quant)
 
   bool operator==(const ModelSpec&) const = default;
 };

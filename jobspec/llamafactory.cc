@@ -166,8 +166,6 @@ const TranslatedKey* FindTranslatedKey(std::string_view key) {
 
 const std::vector<RefusedKey>& RefusedKeys() {
   static const std::vector<RefusedKey> keys = {
-      {"quantization_bit", "", "quantized (QLoRA) training is not built: use finetuning_type: lora with bf16: true"},
-      {"quantization_method", "bnb", "quantized (QLoRA) training is not built: use finetuning_type: lora with bf16"},
       {"use_dora", "false", "DoRA is not built: use plain LoRA (optionally use_rslora: true)"},
       {"pissa_init", "false", "PiSSA initialization is not built: use plain LoRA"},
       {"use_galore", "false", "GaLore is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},

@@ -431,6 +431,33 @@ Status CheckExport(const JobSpec& s, const SpecReader& r) {
   return Status::Ok();
 }
 
+// QLoRA: what LLaMA-Factory refuses with quantization_bit (hparams/parser.py), and the 8-bit scheme, which is not
+// built (LLM.int8 quantizes the activations too and computes outlier columns apart: a different matmul).
+Status CheckQuantization(const JobSpec& s, const SpecReader& r) {
+  if (s.model.quantization_bit == 0) return Status::Ok();
+  const std::string key = r.Located("model.quantization_bit");
+  if (s.model.quantization_bit == 8) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} is 8, which is not built: bitsandbytes' 8-bit layer (LLM.int8) quantizes the activations row-wise "
+        "too and computes outlier columns (|x| > 6) in 16-bit apart, a matmul Anneal does not have; use "
+        "quantization_bit: 4 (NF4 takes half the memory of 8-bit) or remove the key",
+        r.source(), key));
+  }
+  if (s.kind == JobKind::kExport) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} is set on an export job: an adapter cannot be merged into a quantized model (as in LLaMA-Factory); "
+        "remove quantization_bit: the export merges the adapter into the unquantized base",
+        r.source(), key));
+  }
+  if (s.kind == JobKind::kTrain && s.finetuning.type != FinetuningType::kLora) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} asks for a quantized base, whose weights are frozen, but {} is {}: quantization is only compatible "
+        "with LoRA (as in LLaMA-Factory); use finetuning_type: lora, or remove quantization_bit",
+        r.source(), key, r.Located("finetuning.type"), FinetuningTypeName(s.finetuning.type)));
+  }
+  return Status::Ok();
+}
+
 // Checks that involve several fields. Runs after Apply, so every value is in range on its own.
 Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   const std::string& src = r.source();
@@ -440,7 +467,10 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
         "directory",
         src));
   }
-  if (s.kind == JobKind::kExport) return CheckExport(s, r);
+  if (s.kind == JobKind::kExport) {
+    RETURN_IF_ERROR(CheckQuantization(s, r));
+    return CheckExport(s, r);
+  }
   if (s.train.output_dir.empty()) {
     return InvalidArgumentError(fmt::format(
         "{}: missing required key 'output_dir' (nested: train.output_dir): where checkpoints and results go", src));
@@ -472,6 +502,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   RETURN_IF_ERROR(CheckTrainEvalSet(s, r));
   RETURN_IF_ERROR(CheckEarlyStopping(s, r));
   RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
+  RETURN_IF_ERROR(CheckQuantization(s, r));
   if (s.kind == JobKind::kEval && std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() &&
       s.eval.task_dir.empty()) {
     return InvalidArgumentError(fmt::format(

@@ -1,7 +1,7 @@
 # Trainer targets (included from trainer/CMakeLists.txt once LibTorch is found).
 set(ANNEAL_TRAINER_SOURCES
   model/config.cc model/safetensors.cc model/linear.cc model/decoder.cc model/weights.cc model/generate.cc
-  model/presets.cc model/rng.cc model/moe.cc model/mla.cc
+  model/presets.cc model/rng.cc model/moe.cc model/mla.cc model/quant4.cc
   kernels/rmsnorm.cc
   optim/adamw.cc optim/schedule.cc
   parallel/dims.cc parallel/comm.cc parallel/tensor_parallel.cc parallel/sharding.cc
@@ -23,7 +23,8 @@ target_compile_options(anneal_trainer PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${ANNEAL
 target_precompile_headers(anneal_trainer PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${CMAKE_CURRENT_SOURCE_DIR}/pch.h>)
 
 if(ANNEAL_TRAINER_CUDA)
-  add_library(anneal_kernels_cuda STATIC ${CMAKE_CURRENT_SOURCE_DIR}/kernels/rmsnorm_cuda.cu)
+  add_library(anneal_kernels_cuda STATIC ${CMAKE_CURRENT_SOURCE_DIR}/kernels/rmsnorm_cuda.cu
+              ${CMAKE_CURRENT_SOURCE_DIR}/kernels/dequant4_cuda.cu)
   target_include_directories(anneal_kernels_cuda PUBLIC ${CMAKE_SOURCE_DIR})
   set_target_properties(anneal_kernels_cuda PROPERTIES CUDA_ARCHITECTURES 90 CUDA_STANDARD 17
                         POSITION_INDEPENDENT_CODE ON)

@@ -11,6 +11,7 @@
 #include "trainer/model/decoder.h"
 #include "trainer/model/generate.h"
 #include "trainer/model/presets.h"
+#include "trainer/model/quant4.h"
 #include "trainer/data/tokenizer.h"
 #include "trainer/model/safetensors.h"
 #include "trainer/export/peft.h"
@@ -182,6 +183,39 @@ int RunLogits(const LogitsArgs& a) {
   return 0;
 }
 
+struct QuantizeArgs {
+  std::string in, out, type = "nf4";
+  bool no_double_quant = false;
+};
+
+// Quantizes every tensor of a safetensors file 4-bit (bitsandbytes' quantize_4bit layout, blocksize 64) and
+// writes, per tensor <n>: <n>.packed (uint8), <n>.absmax (uint8 with double quantization, else fp32),
+// <n>.absmax2 and <n>.offset (double quantization), <n>.dequantized (fp32) and <n>.dequantized_own (the input's
+// dtype): the bridge tests/parity/train/qlora_parity.py compares with bitsandbytes.
+int RunQuantize(const QuantizeArgs& a) {
+  auto type = model::Quant4TypeFromName(a.type);
+  if (!type.ok()) return Fail(type.status());
+  const model::Quant4Options options{*type, !a.no_double_quant};
+  auto file = model::SafetensorsFile::Open(a.in);
+  if (!file.ok()) return Fail(file.status());
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [name, entry] : (*file)->entries()) {
+    auto t = (*file)->Tensor(name);
+    if (!t.ok()) return Fail(t.status());
+    const model::Quant4Tensor q = model::Quantize4bit(*t, options);
+    out.emplace_back(name + ".packed", q.packed);
+    out.emplace_back(name + ".absmax", q.absmax);
+    if (options.double_quant) {
+      out.emplace_back(name + ".absmax2", q.absmax2);
+      out.emplace_back(name + ".offset", torch::tensor({q.offset}, torch::kFloat32));
+    }
+    out.emplace_back(name + ".dequantized", model::Dequantize4bit(q, torch::kFloat32));
+    out.emplace_back(name + ".dequantized_own", model::Dequantize4bit(q, t->scalar_type()));
+  }
+  if (auto st = model::WriteSafetensors(a.out, out); !st.ok()) return Fail(st);
+  return 0;
+}
+
 }  // namespace
 
 void AddModelCommands(CLI::App& app) {
@@ -236,6 +270,15 @@ void AddModelCommands(CLI::App& app) {
   logits->add_option("--dtype", logits_args->dtype, "float32 | bfloat16 | float16 (default: the model's)");
   logits->add_option("--device", logits_args->device, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   logits->callback([logits_args] { ExitCode() = RunLogits(*logits_args); });
+
+  auto quantize_args = std::make_shared<QuantizeArgs>();
+  CLI::App* quantize =
+      model_cmd->add_subcommand("quantize", "Quantize tensors 4-bit as bitsandbytes does (safetensors in, out)");
+  quantize->add_option("--in", quantize_args->in, "Input safetensors file (fp32, bf16 or fp16 tensors)")->required();
+  quantize->add_option("--out", quantize_args->out, "Output safetensors file")->required();
+  quantize->add_option("--type", quantize_args->type, "nf4 | fp4")->check(CLI::IsMember({"nf4", "fp4"}));
+  quantize->add_flag("--no-double-quant", quantize_args->no_double_quant, "Keep the block absmax fp32");
+  quantize->callback([quantize_args] { ExitCode() = RunQuantize(*quantize_args); });
 }
 
 }  // namespace anneal::trainer

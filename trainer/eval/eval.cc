@@ -148,6 +148,7 @@ StatusOr<json> RunEvaluation(const jobspec::JobSpec& spec) {
   model::LoadOptions lo;
   lo.device = device;
   lo.dtype = train::ComputeDtype(spec.train);
+  ASSIGN_OR_RETURN(lo.quantize_linears, train::BaseQuantization(spec));
   ASSIGN_OR_RETURN(model::CausalLM lm, model::LoadCausalLM(spec.model.model_name_or_path, lo));
   if (!spec.model.adapter_name_or_path.empty()) {
     ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> unused, train::ApplyFinetuning(lm, spec, 0));

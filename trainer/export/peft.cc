@@ -73,11 +73,14 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
       if (it == adapter.weights.end()) {
         return NotFoundError(adapter.source + ": adapter has no weight for " + name + suffix);
       }
-      if (it->second.sizes() != dst->sizes()) {
+      // The adapter holds full tensors; under tensor parallelism this rank takes its piece.
+      const model::ParamLayout layout = lin->Layout(std::string(suffix).substr(1));
+      const std::vector<int64_t> full = layout.FullShape(dst->sizes());
+      if (it->second.sizes() != c10::IntArrayRef(full)) {
         return InvalidArgumentError(adapter.source + ": " + name + suffix + " has shape " +
-                                    c10::str(it->second.sizes()) + ", the model expects " + c10::str(dst->sizes()));
+                                    c10::str(it->second.sizes()) + ", the model expects " + c10::str(full));
       }
-      dst->copy_(it->second);
+      dst->copy_(layout.Slice(it->second));
       used.insert(name + suffix);
     }
   }

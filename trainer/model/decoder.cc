@@ -488,7 +488,7 @@ torch::Tensor CausalLMImpl::Forward(const ForwardInputs& in) {
         in.cache->values.push_back(torch::zeros(value_shape, x.options()));
         continue;
       }
-      const int64_t K = layer->self_attn->k_proj->weight.size(0) / config_.head_dim;
+      const int64_t K = layer->self_attn->k_proj->local_out() / config_.head_dim;
       in.cache->keys.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
       in.cache->values.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
     }

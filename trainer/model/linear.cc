@@ -28,15 +28,40 @@ LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& optio
 
 LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options, int64_t local_out,
                        int64_t local_in)
-    : spec_(spec) {
+    : spec_(spec), local_out_(local_out), local_in_(local_in) {
   weight = register_parameter("weight", torch::empty({local_out, local_in}, options));
   if (spec.bias) bias = register_parameter("bias", torch::zeros({local_out}, options));
 }
 
 ParamLayout LinearImpl::Layout(const std::string& /*name*/) const { return {}; }
 
+torch::Tensor LinearImpl::BaseLinear(const torch::Tensor& x, const torch::Tensor& bias_or_undefined) {
+  if (quantized_) return Quant4Linear(x, *quantized_, bias_or_undefined, quant4_matmul_);
+  return torch::nn::functional::linear(x, weight, bias_or_undefined);
+}
+
+Status LinearImpl::QuantizeBase(const torch::Tensor& full, const Quant4Options& options) {
+  if (quantized_) return FailedPreconditionError(spec_.role + ": the base weight is already quantized");
+  if (merged_) return FailedPreconditionError(spec_.role + ": cannot quantize a weight with LoRA merged into it");
+  const ParamLayout layout = Layout("weight");
+  auto q = QuantizedLinearWeight::Make(full, layout.dim, layout.shards, layout.index, options);
+  if (!q.ok()) return InvalidArgumentError(spec_.role + ": " + q.status().message());
+  quantized_ = std::make_shared<QuantizedLinearWeight>(std::move(*q));
+  ANNEAL_CHECK(quantized_->rows == local_out_ && quantized_->cols == local_in_);
+  // Buffers share the tensors, so module->to(device) moves what quantized_ reads.
+  quantized_->packed = register_buffer("weight_q4", quantized_->packed);
+  quantized_->absmax = register_buffer("weight_q4_absmax", quantized_->absmax);
+  if (quantized_->absmax2.defined()) {
+    quantized_->absmax2 = register_buffer("weight_q4_absmax2", quantized_->absmax2);
+  }
+  // Drop the dense weight: an undefined parameter is skipped by parameters() and to().
+  parameters_["weight"] = torch::Tensor();
+  weight = torch::Tensor();
+  return Status::Ok();
+}
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
+  torch::Tensor y = BaseLinear(x, bias);
   if (has_lora() && !merged_) y = y + LoraDelta(x);
   return y;
 }
@@ -57,7 +82,8 @@ void LinearImpl::EnableLora(const LoraOptions& options, uint64_t seed) {
   lora_options_ = options;
   lora_scaling_ = options.use_rslora ? options.alpha / std::sqrt(static_cast<double>(options.rank))
                                      : options.alpha / static_cast<double>(options.rank);
-  auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(weight.device());
+  const torch::Device device = quantized_ ? quantized_->packed.device() : weight.device();
+  auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   // peft: nn.init.kaiming_uniform_(lora_A.weight, a=math.sqrt(5)) -> bound = 1 / sqrt(in_features).
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const double bound = 1.0 / std::sqrt(static_cast<double>(spec_.in));
@@ -65,7 +91,7 @@ void LinearImpl::EnableLora(const LoraOptions& options, uint64_t seed) {
   a = Layout("lora_A.weight").Slice(a).contiguous();
   lora_A = register_module("lora_A", LoraWeight(a.to(fp32)));
   // B [out or out/tp, r]: as many rows as this rank's weight.
-  lora_B = register_module("lora_B", LoraWeight(torch::zeros({weight.size(0), options.rank}, fp32)));
+  lora_B = register_module("lora_B", LoraWeight(torch::zeros({local_out_, options.rank}, fp32)));
 }
 
 torch::Tensor LinearImpl::DeltaWeight() {
@@ -74,13 +100,14 @@ torch::Tensor LinearImpl::DeltaWeight() {
 }
 
 torch::Tensor LinearImpl::MergedWeight() {
+  ANNEAL_CHECK(!quantized_);  // a quantized base is never merged (refused at parse time)
   torch::NoGradGuard no_grad;
   if (!has_lora() || merged_) return weight.detach().clone();
   return (weight.to(torch::kFloat32) + DeltaWeight()).to(weight.scalar_type());
 }
 
 void LinearImpl::MergeLora() {
-  ANNEAL_CHECK(has_lora() && !merged_);
+  ANNEAL_CHECK(has_lora() && !merged_ && !quantized_);
   torch::NoGradGuard no_grad;
   weight.copy_((weight.to(torch::kFloat32) + DeltaWeight()).to(weight.scalar_type()));
   merged_ = true;

@@ -16,6 +16,11 @@
 // tensor is cut into `shards` equal pieces along `dim` and this rank holds piece `index`. Loading slices by it,
 // exports and checkpoints gather by it, so files always hold full tensors whatever the layout.
 //
+// QLoRA: QuantizeBase replaces a frozen base weight by its 4-bit form (trainer/model/quant4.h, bitsandbytes'
+// layout); the "weight" parameter is then undefined (no parameter, no gradient), the 4-bit tensors are buffers
+// (weight_q4, weight_q4_absmax, weight_q4_absmax2: they move with the module), and forward computes the base term
+// with Quant4Linear. LoRA, the bias and every parallel layout work unchanged on top.
+//
 // Thread-safety: one thread at a time (LibTorch modules).
 //
 // Example:
@@ -30,6 +35,9 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
+
+#include "common/status.h"
+#include "trainer/model/quant4.h"
 
 namespace anneal::model {
 
@@ -97,7 +105,16 @@ class LinearImpl : public torch::nn::Module {
   // rank's piece of the merged weight (laid out as Layout("weight")).
   torch::Tensor MergedWeight();
 
+  // Stores the base weight 4-bit: `full` is the whole HF tensor [spec.out, spec.in] (in the compute dtype); this
+  // rank keeps the piece Layout("weight") selects. The dense weight is dropped. INVALID_ARGUMENT when the layer
+  // cannot be quantized (an input width per rank that is not a multiple of 64), or it has LoRA merged.
+  Status QuantizeBase(const torch::Tensor& full, const Quant4Options& options);
+  const QuantizedLinearWeight* quantized() const { return quantized_.get(); }
+  // The 4-bit matmul (fused by default; the reference for tests and benchmarks).
+  void set_quant4_matmul(Quant4Matmul how) { quant4_matmul_ = how; }
+
   const LinearSpec& spec() const { return spec_; }
+  int64_t local_out() const { return local_out_; }  // rows of this rank's weight (out, or out / tp)
   double lora_scaling() const { return lora_scaling_; }
   const LoraOptions& lora_options() const { return lora_options_; }
 
@@ -108,6 +125,8 @@ class LinearImpl : public torch::nn::Module {
  protected:
   // For subclasses whose weight is a piece [local_out, local_in] of the full [spec.out, spec.in].
   LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options, int64_t local_out, int64_t local_in);
+  // x [.., in] -> x W^T (+ bias when given) with the dense or the 4-bit weight.
+  torch::Tensor BaseLinear(const torch::Tensor& x, const torch::Tensor& bias_or_undefined);
   torch::Tensor LoraDelta(const torch::Tensor& x);  // x [.., in] -> [.., out] in x's dtype
   torch::Tensor DeltaWeight();                       // B A * scaling, [out, in] fp32
 
@@ -115,6 +134,9 @@ class LinearImpl : public torch::nn::Module {
   LoraOptions lora_options_;
   double lora_scaling_ = 0.0;
   bool merged_ = false;
+  int64_t local_out_ = 0, local_in_ = 0;  // this rank's weight shape, kept when the weight is quantized
+  std::shared_ptr<QuantizedLinearWeight> quantized_;
+  Quant4Matmul quant4_matmul_ = Quant4Matmul::kFused;
 };
 TORCH_MODULE(Linear);
 

@@ -1,5 +1,6 @@
 // Loading, saving and initialising CausalLM weights in Hugging Face format.
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -18,6 +19,20 @@ StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions&
   CausalLM lm(config, torch::TensorOptions().dtype(dtype), options.factory, options.stage);
   const StageSpec& stage = lm->stage();
   std::set<std::string> expected;
+  // QLoRA: the linear layers to store 4-bit, by weight name (every Linear but the head, as transformers'
+  // bitsandbytes integration converts every nn.Linear but the output embedding).
+  std::map<std::string, std::shared_ptr<LinearImpl>> quantize;
+  if (options.quantize_linears) {
+    if (lm->HasSparseLayers()) {
+      return InvalidArgumentError(c10::str(
+          model_dir, ": quantization_bit: 4-bit (QLoRA) training of a mixture-of-experts model (", config.model_type,
+          ") is not built: use finetuning_type: lora without quantization_bit"));
+    }
+    for (const auto& item : lm->named_modules("", /*include_self=*/false)) {
+      auto lin = std::dynamic_pointer_cast<LinearImpl>(item.value());
+      if (lin && lin->spec().role != "lm_head") quantize[item.key() + ".weight"] = lin;
+    }
+  }
   {
     torch::NoGradGuard no_grad;
     for (const LayoutParam& p : lm->LayoutParameters()) {
@@ -32,6 +47,12 @@ StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions&
         return InvalidArgumentError(c10::str(model_dir, ": weight '", name, "' has shape ", c10::IntArrayRef(e->shape), " but config.json implies ", c10::IntArrayRef(full)));
       }
       ASSIGN_OR_RETURN(at::Tensor t, ck.Tensor(name));
+      if (auto q = quantize.find(name); q != quantize.end()) {
+        // Quantized from the load dtype, as bitsandbytes quantizes the weight transformers loaded.
+        Status st = q->second->QuantizeBase(t.to(dtype), *options.quantize_linears);
+        if (!st.ok()) return InvalidArgumentError(c10::str(model_dir, ": weight '", name, "': ", st.message()));
+        continue;
+      }
       p.tensor.copy_(p.layout.Slice(t));  // this rank's piece; converts dtype
     }
   }

@@ -1,7 +1,8 @@
 // MemoryPlan: the bytes one rank will hold during training, by kind, for ZeRO stages 0, 1 and 2, computed before
 // training so a job that cannot fit fails at once with the numbers instead of running out of memory mid-step.
 //
-//   parameters   every parameter this rank holds (its tensor / pipeline share) in the compute dtype
+//   parameters   every parameter this rank holds (its tensor / pipeline share) in the compute dtype, plus the
+//                4-bit base weights under QLoRA (packed values, absmax and the double-quantized absmax)
 //   gradients    stage 0 and 1: one per trainable element; stage 2: the owned chunks (FlatShard) plus the
 //                reducer's buckets in flight (kBucketsHeld x bucket_bytes, the inputs being reduce-scattered and
 //                the one filling up) — but with gradient accumulation the full gradients live across the earlier
@@ -39,6 +40,7 @@ struct MemoryPlanInput {
   int accumulation = 1;             // micro-batches per step
   int64_t held_params = 0;          // elements of every parameter this rank holds
   int64_t param_bytes = 4;          // bytes per element of the compute dtype
+  int64_t quantized_bytes = 0;      // 4-bit base weights (QLoRA: packed values and their absmax), not in held_params
   std::vector<int64_t> trainable;   // elements of each trainable parameter, in registration order
   int64_t trainable_bytes = 4;      // bytes per element of the trainable parameters (and their gradients)
   int64_t bucket_bytes = 25 << 20;  // the reducer's bucket cap
@@ -53,6 +55,7 @@ struct MemoryPlan {
 
   int stage = 0;
   int64_t parameters = 0, gradients = 0, optimizer = 0, activations = 0;
+  int64_t quantized = 0;  // the part of `parameters` held 4-bit (QLoRA)
 
   int64_t total() const { return parameters + gradients + optimizer + activations; }
 
@@ -61,9 +64,9 @@ struct MemoryPlan {
     return std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " MiB";
   }
   std::string Describe() const {
-    return "memory plan (ZeRO-" + std::to_string(stage) + "): parameters " + MiB(parameters) + ", gradients " +
-           MiB(gradients) + ", optimizer state " + MiB(optimizer) + ", activations ~" + MiB(activations) + ", total ~" +
-           MiB(total());
+    return "memory plan (ZeRO-" + std::to_string(stage) + "): parameters " + MiB(parameters) +
+           (quantized > 0 ? " (4-bit base " + MiB(quantized) + ")" : "") + ", gradients " + MiB(gradients) +
+           ", optimizer state " + MiB(optimizer) + ", activations ~" + MiB(activations) + ", total ~" + MiB(total());
   }
   // OK when the plan fits `device_bytes` (0: unknown, always OK); else a FAILED_PRECONDITION naming the device,
   // both numbers and what would shrink the plan.
@@ -93,7 +96,8 @@ inline int64_t ZeroOneOwnedElements(const std::vector<int64_t>& sizes, int dp, i
 inline MemoryPlan PlanMemory(const MemoryPlanInput& in) {
   MemoryPlan plan;
   plan.stage = in.stage;
-  plan.parameters = in.held_params * in.param_bytes;
+  plan.parameters = in.held_params * in.param_bytes + in.quantized_bytes;
+  plan.quantized = in.quantized_bytes;
   const int64_t trainable = std::accumulate(in.trainable.begin(), in.trainable.end(), int64_t{0});
   int64_t shard = 0;
   for (int64_t n : in.trainable) shard += FlatShard::Of(n, in.dp, in.dp_rank).owned();

@@ -104,7 +104,7 @@ class ColumnParallelLinearImpl : public model::LinearImpl {
   torch::Tensor forward(const torch::Tensor& x) override {
     // x [B, T, in] replicated (or [B, T/tp, in] with sequence parallelism) -> [B, T, out/shards]
     torch::Tensor xin = gather_ ? gather_->Gather(x, tp_.get()) : CopyToGroup(x, tp_.get());
-    torch::Tensor y = torch::nn::functional::linear(xin, weight, bias);
+    torch::Tensor y = BaseLinear(xin, bias);
     if (has_lora() && !merged()) y = y + LoraDelta(xin);
     return y;
   }
@@ -131,7 +131,7 @@ class RowParallelLinearImpl : public model::LinearImpl {
   torch::Tensor forward(const torch::Tensor& x) override {
     // x [B, T, in/tp] -> partial [B, T, out] -> summed over the group ([B, T/tp, out] with sequence
     // parallelism) -> + bias
-    torch::Tensor y = torch::nn::functional::linear(x, weight);
+    torch::Tensor y = BaseLinear(x, torch::Tensor());
     if (has_lora() && !merged()) y = y + LoraDelta(x);  // (x A_piece^T) B^T: this rank's share of the delta
     y = sp_ ? ReduceScatterSequence(y, tp_.get()) : ReduceFromGroup(y, tp_.get());
     if (bias.defined()) y = y + bias;

@@ -58,6 +58,18 @@ std::vector<std::pair<std::string, model::Linear>> LoraModules(model::CausalLM& 
   return out;
 }
 
+StatusOr<std::optional<model::Quant4Options>> BaseQuantization(const jobspec::JobSpec& spec) {
+  const auto& m = spec.model;
+  if (m.quantization_bit == 0) return std::optional<model::Quant4Options>();
+  // The parser refuses the rest (8-bit, other methods, full or freeze tuning); a spec built by hand may not.
+  if (m.quantization_bit != 4 || m.quantization_method != "bnb") {
+    return InvalidArgumentError(c10::str("quantization_bit ", m.quantization_bit, " with quantization_method ",
+                                         m.quantization_method, " is not built: use quantization_bit: 4 (bnb)"));
+  }
+  ASSIGN_OR_RETURN(model::Quant4Type type, model::Quant4TypeFromName(m.quantization_type));
+  return std::optional<model::Quant4Options>(model::Quant4Options{type, m.double_quantization});
+}
+
 StatusOr<model::LoraOptions> LoraOptionsOf(model::CausalLM& lm) {
   auto modules = LoraModules(lm);
   if (modules.empty()) return FailedPreconditionError("export: the model has no LoRA adapters");

@@ -41,6 +41,16 @@ int64_t DeviceBytes(const torch::Device& device) {
   return 0;
 }
 
+// Bytes of the 4-bit base weights this rank holds (QLoRA; 0 otherwise).
+int64_t QuantizedBytes(const model::CausalLM& lm) {
+  int64_t bytes = 0;
+  for (const auto& item : lm->named_modules("", /*include_self=*/false)) {
+    auto lin = std::dynamic_pointer_cast<model::LinearImpl>(item.value());
+    if (lin && lin->quantized()) bytes += lin->quantized()->bytes();
+  }
+  return bytes;
+}
+
 // The bytes this rank will hold (parallel::MemoryPlan), logged on every rank; a plan over the device's memory is
 // an error before the first step.
 Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet& trainable,
@@ -52,6 +62,7 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   in.dp_rank = rt.dp_rank;
   in.accumulation = static_cast<int>(micro_count);
   for (const auto& p : lm->parameters()) in.held_params += p.numel();
+  in.quantized_bytes = QuantizedBytes(lm);
   in.param_bytes = static_cast<int64_t>(c10::elementSize(rt.dtype));
   for (const auto& p : trainable.params) in.trainable.push_back(p.param.numel());
   if (!trainable.params.empty()) in.trainable_bytes = trainable.params.front().param.element_size();
@@ -196,6 +207,10 @@ static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt) {
 Status Trainer::SetupModel() {
   const auto& ts = spec_.train;
   model::LoadOptions lo{rt_.dtype, rt_.device, rt_.factory, rt_.stage};
+  ASSIGN_OR_RETURN(lo.quantize_linears, BaseQuantization(spec_));
+  if (lo.quantize_linears && spec_.finetuning.type != jobspec::FinetuningType::kLora) {
+    return InvalidArgumentError("quantization_bit: a quantized base is frozen; use finetuning_type: lora");
+  }
   ASSIGN_OR_RETURN(lm_, model::LoadCausalLM(spec_.model.model_name_or_path, lo));
   lm_->SetActivationCheckpointing(ts.gradient_checkpointing);
   if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_));
@@ -392,6 +407,11 @@ void Trainer::LogHoldings() const {
   int64_t held = 0, trained = 0, state_bytes = 0;
   for (const auto& p : lm_->parameters()) held += p.numel();
   for (const auto& p : trainable_.params) trained += p.param.numel();
+  const int64_t quantized = QuantizedBytes(lm_);
+  const std::string base4 = quantized > 0
+                                ? c10::str(" + 4-bit base ", quantized >> 10, " KiB (", spec_.model.quantization_type,
+                                           spec_.model.double_quantization ? ", double quantization)" : ")")
+                                : std::string();
   for (const auto& [name, t] : opt_->StateTensors()) state_bytes += static_cast<int64_t>(t.nbytes());
   // The stage in effect; the one asked for when a single data-parallel rank leaves nothing to shard.
   std::string sharding;
@@ -404,8 +424,8 @@ void Trainer::LogHoldings() const {
   // One write: the ranks share the launcher's stderr, and a line written piecewise interleaves with another rank's.
   std::cerr << c10::str(
       "[train] rank ", rt_.rank, " (tp ", rt_.tp_rank, ", pp ", rt_.pp_rank, ", dp ", rt_.dp_rank, "): layers [",
-      rt_.stage.layer_begin, ", ", rt_.stage.layer_end, "), ", held, " parameters (", trained,
-      " trainable), optimizer state ", state_bytes >> 10, " KiB", sharding,
+      rt_.stage.layer_begin, ", ", rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4,
+      ", optimizer state ", state_bytes >> 10, " KiB", sharding,
       spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off", "\n");
 }
 

@@ -365,6 +365,30 @@ TEST(JobSpecExamples, LlamaFactoryLoraExampleParsesUnchanged) {
   EXPECT_FALSE(HasWarningContaining(*spec, "'plot_loss'"));
 }
 
+TEST(JobSpecExamples, LlamaFactoryQloraExampleAsksForA4BitBase) {
+  auto spec = LoadJobSpecFile(kSourceDir + "/examples/llamafactory/qwen3_lora_sft_otfq.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->model.quantization_bit, 4);
+  EXPECT_EQ(spec->model.quantization_method, "bnb");
+  EXPECT_EQ(spec->model.quantization_type, "nf4");  // LLaMA-Factory's defaults
+  EXPECT_TRUE(spec->model.double_quantization);
+  EXPECT_EQ(spec->finetuning.type, FinetuningType::kLora);
+  EXPECT_TRUE(spec->train.bf16);
+  // The emitted spec keeps the keys (what the coordinator stores and the trainer reads).
+  auto back = ParseJobSpec(ToYaml(*spec), "emitted.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->model.quantization_bit, 4);
+  // LLaMA-Factory's older spelling of the method.
+  auto old = ParseJobSpec(
+      "model_name_or_path: /m\ndataset: d\noutput_dir: /o\nquantization_bit: 4\n"
+      "quantization_method: bitsandbytes\nquantization_type: fp4\ndouble_quantization: false\n",
+      "job.yaml");
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->model.quantization_method, "bnb");
+  EXPECT_EQ(old->model.quantization_type, "fp4");
+  EXPECT_FALSE(old->model.double_quantization);
+}
+
 TEST(JobSpecExamples, LlamaFactoryFullExampleTakesItsZeroStageFromTheDeepSpeedConfig) {
   // The deepspeed path is relative to the working directory, as in LLaMA-Factory (run from the repository root).
   const auto cwd = std::filesystem::current_path();

@@ -196,6 +196,17 @@ TEST(MemoryPlan, AccumulationKeepsFullGradientsAndCheckpointingShrinksActivation
   EXPECT_EQ(parallel::PlanMemory(in).optimizer, 1000 * 8);
 }
 
+TEST(MemoryPlan, QloraCountsThe4BitBaseInTheParameters) {
+  auto in = PlanInput(0);
+  in.quantized_bytes = int64_t{3} << 20;  // packed 4-bit weights and their absmax
+  const auto plan = parallel::PlanMemory(in);
+  EXPECT_EQ(plan.parameters, 2000 + (int64_t{3} << 20));
+  EXPECT_EQ(plan.quantized, int64_t{3} << 20);
+  EXPECT_NE(plan.Describe().find("parameters 3.0 MiB (4-bit base 3.0 MiB), gradients"), std::string::npos)
+      << plan.Describe();
+  EXPECT_EQ(parallel::PlanMemory(PlanInput(0)).Describe().find("4-bit"), std::string::npos);
+}
+
 TEST(MemoryPlan, APlanOverTheDeviceFailsNamingTheNumbers) {
   const auto plan = parallel::PlanMemory(PlanInput(0));
   EXPECT_TRUE(plan.CheckFits(plan.total(), "cuda:0").ok());
