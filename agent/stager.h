@@ -101,4 +101,15 @@ class Stager {
 StatusOr<std::string> RewriteStagedPaths(const std::string& config_yaml,
                                          const std::map<std::string, std::string>& local);
 
+// The arguments of every rank of the launch: anneal-train's subcommand for the job's kind, --config, and
+//   --set resume_from_checkpoint=<path>   the checkpoint the coordinator resumes from, when it names one;
+//   --set overwrite_output_dir=true       a later attempt (attempt > 1) that the coordinator starts over (no
+//                                         committed checkpoint): checkpoints an earlier attempt left in the
+//                                         output directory without committing them (a replica never finished)
+//                                         are this job's own and count for nothing, so they must not stop it
+//                                         (the trainer refuses such a directory otherwise, to protect a first
+//                                         run's user from overwriting another run).
+// Pure.
+std::vector<std::string> RankCommandArgs(const pb::LaunchTask& launch, const std::string& config_path);
+
 }  // namespace anneal::agent

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "agent/output_lock.h"
+#include "agent/stager.h"
 #include "agent/supervisor.h"
 #include "agent/supervisor_internal.h"
 #include "agent/task_cgroup.h"
@@ -286,13 +287,7 @@ Status Supervisor::StartRanks(Task* task, const pb::LaunchTask& launch) {
     env["CUDA_VISIBLE_DEVICES"] = devices;
   }
   const std::string config_path = task->dir + "/config.yaml";
-  // anneal-train's subcommand per job kind: train, eval, export (docs/trainer-contract.md).
-  const char* command = launch.kind() == pb::JOB_EVAL ? "eval" : launch.kind() == pb::JOB_EXPORT ? "export" : "train";
-  std::vector<std::string> args = {command, "--config", config_path};
-  if (!launch.resume_checkpoint().empty()) {
-    args.push_back("--set");
-    args.push_back("resume_from_checkpoint=" + launch.resume_checkpoint());
-  }
+  const std::vector<std::string> args = RankCommandArgs(launch, config_path);
   for (const auto& a : ranks) {
     auto rank = std::make_unique<Rank>();
     rank->rec.global_rank = a.global_rank();

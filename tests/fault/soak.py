@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from cluster import HostCluster  # noqa: E402
 from hosts import FaultNet, Unavailable  # noqa: E402
 from testlib import lora_job_yaml  # noqa: E402
-from workload import (RankWatch, final_loss, prepare_model, rank_processes, show, trainer_binary,  # noqa: E402
+from workload import (RankWatch, events, final_loss, prepare_model, rank_processes, show, trainer_binary,  # noqa: E402
                       unverified_checkpoints)
 
 KINDS = ["kill_host", "kill_agent", "kill_rank", "kill_coord", "cut_host"]
@@ -216,7 +216,10 @@ def check(soak, c, net, tmp, steps, watch):
         c.anneal("watch", job, check=False, timeout=1800)
         record = job_view(c, job) or {}
         if record.get("state") != "JOB_SUCCEEDED":
-            failures.append(f"job {job} ({name}) ended {record.get('state')}: {record.get('result')}")
+            failures.append(f"job {job} ({name}) ended {record.get('state')}: {record.get('result')} (attempt "
+                            f"{record.get('attempt')}, infra restarts {record.get('infra_restarts')}, preemptions "
+                            f"{record.get('preemptions')}); its last events:\n    " +
+                            "\n    ".join(events(c, job)[-12:]))
             continue
         got, want = final_loss(f"{tmp}/{name}"), final_loss(f"{tmp}/ref{nodes}")
         if got[0] != steps or abs(got[1] - want[1]) > 1e-5 * abs(want[1]):

@@ -30,7 +30,9 @@ Status MetricsLogger::StartAttempt(const Progress& p) {
     std::cerr << c10::str("[train] warning: plot_loss: ", report::PlotTrainerLog(out_).status().message(),
                           "; no training_loss.png will be written\n");
   }
-  if (leader_ && p.step > 0) log_.TruncateAfter(p.step);
+  // The log holds this run's steps once each: a resumed attempt drops what was logged past its checkpoint, a run
+  // started over (overwrite_output_dir, or a later attempt with no committed checkpoint) everything.
+  if (leader_) log_.TruncateAfter(p.step);
   if (leader_ && train_->report_to == "tensorboard") {
     auto writer = report::TensorBoardWriter::Open(out_, p.step);
     // A build without TensorBoard support refuses the key at the start (FAILED_PRECONDITION); any other

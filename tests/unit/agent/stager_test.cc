@@ -141,6 +141,27 @@ TEST(RewriteStagedPaths, PointsEachStagedKeyAtItsLocalCopy) {
   EXPECT_FALSE(RewriteStagedPaths(yaml, {{"train.output_dir", "/x"}}).ok());
 }
 
+TEST(RankCommandArgs, ResumesWhatTheCoordinatorNamesAndStartsLaterAttemptsOver) {
+  pb::LaunchTask launch;
+  launch.set_kind(pb::JOB_TRAIN);
+  launch.set_attempt(1);
+  EXPECT_EQ(RankCommandArgs(launch, "/t/config.yaml"),
+            (std::vector<std::string>{"train", "--config", "/t/config.yaml"}))
+      << "a first attempt keeps the trainer's refusal of a directory holding checkpoints";
+  launch.set_attempt(3);
+  EXPECT_EQ(RankCommandArgs(launch, "/t/c.yaml"),
+            (std::vector<std::string>{"train", "--config", "/t/c.yaml", "--set", "overwrite_output_dir=true"}))
+      << "a later attempt with no committed checkpoint starts over past an earlier attempt's uncommitted ones";
+  launch.set_resume_checkpoint("/out/checkpoint-5");
+  EXPECT_EQ(RankCommandArgs(launch, "/t/c.yaml"),
+            (std::vector<std::string>{"train", "--config", "/t/c.yaml", "--set",
+                                      "resume_from_checkpoint=/out/checkpoint-5"}));
+  pb::LaunchTask eval;
+  eval.set_kind(pb::JOB_EVAL);
+  eval.set_attempt(2);
+  EXPECT_EQ(RankCommandArgs(eval, "/t/c.yaml"), (std::vector<std::string>{"eval", "--config", "/t/c.yaml"}));
+}
+
 TEST_F(StagerTest, StagesInputsAndRewritesTheConfig) {
   Stager stager = MakeStager();
   pb::LaunchTask launch = Launch();
