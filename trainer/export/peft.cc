@@ -1,5 +1,6 @@
 #include "trainer/export/peft.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 
@@ -83,8 +84,19 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
       used.insert(name + suffix);
     }
   }
+  // Under pipeline parallelism the layers of other stages are not here: their weights are theirs to take.
+  const model::StageSpec& stage = lm->stage();
+  auto other_stage = [&](const std::string& name) {
+    const std::string key = "layers.";
+    const auto pos = name.find(key);
+    if (pos == std::string::npos) return false;
+    const int64_t layer = std::atoll(name.c_str() + pos + key.size());
+    return layer < stage.layer_begin || layer >= stage.layer_end;
+  };
   for (const auto& [name, _] : adapter.weights) {
-    if (!used.count(name)) return InvalidArgumentError(adapter.source + ": adapter weight '" + name + "' matches no module");
+    if (!used.count(name) && !other_stage(name)) {
+      return InvalidArgumentError(adapter.source + ": adapter weight '" + name + "' matches no module");
+    }
   }
   return Status::Ok();
 }

@@ -15,7 +15,7 @@ Cases (one ctest each):
             reference too. The exported adapter loads in peft on the unquantized base and reproduces our logits
             there. The holdings line and the memory plan count the 4-bit bytes.
   qlora_bf16: bf16: true follows peft's bf16 QLoRA (bnb_4bit_compute_dtype bf16) to bf16 rounding (rel < 2e-3).
-  qlora_parallel: tensor parallel 2 and data parallel 2 QLoRA runs give the single-process QLoRA losses
+  qlora_parallel: tensor parallel 2, pipeline parallel 2 and data parallel 2 QLoRA runs give the single-process QLoRA losses
             (rel < 1e-5): every rank keeps its piece of the whole tensor's quantization.
   qlora_resume: a QLoRA checkpoint holds the adapter and optimizer state only; resuming from it gives the
             uninterrupted run's adapter bit for bit.
@@ -232,6 +232,7 @@ def case_qlora_parallel(binary, tmp):
     single, _ = qlora_run(binary, tmp, model_dir, data, adapter, "single", [])
     base = our_losses(single)
     layouts = {"tp2": ["tensor_model_parallel_size: 2"],
+               "pp2": ["pipeline_model_parallel_size: 2"],
                "dp2": ["per_device_train_batch_size: 2"]}
     for name, extra in layouts.items():
         out, stderr = qlora_run(binary, tmp, model_dir, data, adapter, name, extra, launch=2)
