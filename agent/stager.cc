@@ -119,6 +119,10 @@ StatusOr<pb::LaunchTask> StageLaunch(pb::LaunchTask launch, const StagerOptions&
     if (!dest.ok()) return dest.status().WithContext("staging " + Describe(in));
     if (checkpoint) RETURN_IF_ERROR(OwnCopyDirs(*dest, launch.team(), options));
     if (!checkpoint) local[in.key()] = *dest;
+    if (in.key() == "model.model_name_or_path") {  // the adapter names the user's path (trainer/export/peft.cc)
+      (*launch.mutable_env())["ANNEAL_BASE_MODEL_SOURCE"] = in.source_path();
+      (*launch.mutable_env())["ANNEAL_BASE_MODEL_STAGED"] = *dest;
+    }
   }
   if (!local.empty()) {
     ASSIGN_OR_RETURN(std::string yaml, RewriteStagedPaths(launch.trainer_config_yaml(), local));

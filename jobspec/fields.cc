@@ -308,8 +308,19 @@ Field Duration(Names n, std::string doc, Ref<std::optional<int64_t>> ref) {
       [](const std::optional<int64_t>& v) { return v ? YAML::Node(FormatDuration(*v)) : YAML::Node(); });
 }
 
-const std::vector<std::string> kLoraTargets = {"all",    "q_proj",    "k_proj",  "v_proj",
-                                               "o_proj", "gate_proj", "up_proj", "down_proj"};
+// The MLA projections (q_a_proj ... kv_b_proj) exist in deepseek_v2 / deepseek_v3 models only.
+const std::vector<std::string> kLoraTargets = {"all",
+                                               "q_proj",
+                                               "k_proj",
+                                               "v_proj",
+                                               "o_proj",
+                                               "gate_proj",
+                                               "up_proj",
+                                               "down_proj",
+                                               "q_a_proj",
+                                               "q_b_proj",
+                                               "kv_a_proj_with_mqa",
+                                               "kv_b_proj"};
 
 #define REF(expr)            \
   [](JobSpec & s) -> auto& { \
@@ -596,6 +607,12 @@ std::vector<Field> BuildFields() {
                      "when to evaluate during training (old name: evaluation_strategy)", REF(train.eval_strategy)));
   f.push_back(NonNegativeInt64({"train.eval_steps", "eval_steps"},
                                "eval_strategy steps: every N steps; 0: every logging_steps", REF(train.eval_steps)));
+  f.push_back(NonNegativeInt64({"train.early_stopping_steps", "early_stopping_steps"},
+                               "stop after N evaluations without improvement of metric_for_best_model; 0: never",
+                               REF(train.early_stopping_steps)));
+  f.push_back(Flag({"train.load_best_model_at_end", "load_best_model_at_end"},
+                   "export the best evaluated checkpoint's weights (save steps must be a multiple of eval steps)",
+                   REF(train.load_best_model_at_end)));
   f.push_back(Text({"train.resume_from_checkpoint", "resume_from_checkpoint"},
                    "a checkpoint-N directory or 'latest' to resume from", REF(train.resume_from_checkpoint)));
   f.push_back(Flag({"train.overwrite_output_dir", "overwrite_output_dir"},

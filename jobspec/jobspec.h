@@ -125,6 +125,10 @@ struct TrainSpec {
   bool greater_is_better = false;
   std::string eval_strategy = "no";  // no, steps, epoch
   int64_t eval_steps = 0;
+  // Stop after this many evaluations without improvement of metric_for_best_model (LLaMA-Factory's key, HF's
+  // EarlyStoppingCallback patience); 0: never.
+  int64_t early_stopping_steps = 0;
+  bool load_best_model_at_end = false;  // export the best evaluated checkpoint's weights, not the last ones
   std::string resume_from_checkpoint;  // a checkpoint-N path or "latest"
   bool overwrite_output_dir = false;
   std::string device = "auto";  // auto (cuda when available), cpu, cuda

@@ -179,9 +179,6 @@ const std::vector<RefusedKey>& RefusedKeys() {
       {"loraplus_lr_ratio", "", "LoRA+ is not built: use one learning_rate for both LoRA factors"},
       {"additional_target", "", "extra trainable modules are not built: use finetuning_type: full or freeze"},
       {"resize_vocab", "false", "resizing the vocabulary is not built: use a model whose tokenizer has the tokens"},
-      {"load_best_model_at_end", "false",
-       "loading the best checkpoint at the end is not built: use keep_best to keep it, and its directory as "
-       "adapter_name_or_path"},
       {"lr_scheduler_kwargs", "", "scheduler arguments are not built: use lr_scheduler_type and warmup_steps"},
       {"streaming", "false",
        "streaming changes the data order (buffered shuffle): remove it; datasets are tokenized once and cached"},

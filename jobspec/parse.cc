@@ -356,6 +356,46 @@ Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
                   r.source(), r.Located("data.val_size"), r.Located("data.eval_dataset")));
 }
 
+// early_stopping_steps and load_best_model_at_end as HF's Trainer requires them (EarlyStoppingCallback.
+// on_train_begin, TrainingArguments.__post_init__): an evaluation to judge by, an evaluation metric, and with
+// load_best_model_at_end a checkpoint at every evaluation (save strategy = eval strategy, save steps a multiple of
+// the eval steps), so the best evaluation has weights to load.
+Status CheckEarlyStopping(const JobSpec& s, const SpecReader& r) {
+  const TrainSpec& t = s.train;
+  if (s.kind != JobKind::kTrain || (t.early_stopping_steps == 0 && !t.load_best_model_at_end)) return Status::Ok();
+  const std::string what =
+      t.early_stopping_steps > 0 ? r.Located("train.early_stopping_steps") : r.Located("train.load_best_model_at_end");
+  if (t.eval_strategy == "no") {
+    return InvalidArgumentError(
+        fmt::format("{}: {} needs evaluations during training: set eval_strategy (steps or "
+                    "epoch) with val_size or eval_dataset",
+                    r.source(), what));
+  }
+  if (t.metric_for_best_model != "eval_loss") {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} judges by {} = '{}', but the only metric evaluated during training is eval_loss (and 'loss' means "
+        "the training loss to keep_best): set metric_for_best_model: eval_loss",
+        r.source(), what, r.Located("train.metric_for_best_model"), t.metric_for_best_model));
+  }
+  if (!t.load_best_model_at_end) return Status::Ok();
+  const bool same_strategy = (t.save_strategy == SaveStrategy::kSteps && t.eval_strategy == "steps") ||
+                             (t.save_strategy == SaveStrategy::kEpoch && t.eval_strategy == "epoch");
+  if (!same_strategy) {
+    return InvalidArgumentError(
+        fmt::format("{}: {} needs a checkpoint at every evaluation: save_strategy must equal "
+                    "eval_strategy ('{}')",
+                    r.source(), r.Located("train.load_best_model_at_end"), t.eval_strategy));
+  }
+  const int64_t eval_steps = t.eval_steps > 0 ? t.eval_steps : t.logging_steps;
+  if (t.eval_strategy == "steps" && (t.save_steps <= 0 || eval_steps <= 0 || t.save_steps % eval_steps != 0)) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} needs a checkpoint at every evaluation: save_steps ({}) must be a multiple of eval_steps ({}), as "
+        "HF's Trainer requires",
+        r.source(), r.Located("train.load_best_model_at_end"), t.save_steps, eval_steps));
+  }
+  return Status::Ok();
+}
+
 // What LLaMA-Factory refuses about interleave_probs (hparams/data_args.py __post_init__).
 Status CheckInterleaveProbs(const JobSpec& s, const SpecReader& r) {
   const size_t n = s.data.interleave_probs.size();
@@ -460,6 +500,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
                     r.Located("train.eval_strategy"), s.train.eval_strategy));
   }
   RETURN_IF_ERROR(CheckTrainEvalSet(s, r));
+  RETURN_IF_ERROR(CheckEarlyStopping(s, r));
   RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
   RETURN_IF_ERROR(CheckQuantization(s, r));
   if (s.kind == JobKind::kEval && std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() &&

@@ -7,7 +7,9 @@
 namespace anneal::jobspec {
 
 RetentionPolicy RetentionPolicy::Of(const TrainSpec& train) {
-  return {train.save_total_limit, train.keep_best, train.metric_for_best_model, train.greater_is_better};
+  // load_best_model_at_end exports the best checkpoint at the end: it is kept whatever save_total_limit says.
+  const int64_t keep_best = train.load_best_model_at_end ? std::max<int64_t>(train.keep_best, 1) : train.keep_best;
+  return {train.save_total_limit, keep_best, train.metric_for_best_model, train.greater_is_better};
 }
 
 std::vector<int64_t> StepsToDelete(const RetentionPolicy& policy, const std::vector<ScoredCheckpoint>& committed) {

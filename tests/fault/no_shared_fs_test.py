@@ -42,10 +42,14 @@ def replicated(c, job):
     return [k for k in checkpoints(c, job) if k.get("state") == "CHECKPOINT_COMMITTED" and k.get("replica_nodes")]
 
 
-def fetched_final_loss(c, job, dest, layers):
+def fetched_final_loss(c, job, dest, layers, base):
     """The final (step, loss) of the outputs `anneal fetch` copied to `dest`, after checking that the adapter there
-    holds LoRA weights for each of the base model's `layers` layers (every pipeline stage's part joined)."""
+    holds LoRA weights for each of the base model's `layers` layers (every pipeline stage's part joined) and names
+    the base model as the spec did (`base`), not the copy staged on a training node."""
     c.anneal("fetch", job, "--to", dest)
+    with open(f"{dest}/adapter_config.json") as f:
+        named = json.load(f)["base_model_name_or_path"]
+    assert named == base, f"adapter_config.json names base model {named!r}, the spec {base!r}"
     with safe_open(f"{dest}/adapter_model.safetensors", "pt") as f:
         found = {int(m.group(1)) for m in map(re.compile(r"\.layers\.(\d+)\.").search, f.keys()) if m}
     assert found == set(range(layers)), f"the fetched adapter has LoRA weights for layers {sorted(found)} of {layers}"
@@ -90,7 +94,7 @@ def moved_elsewhere(bindir, tmp, name, layout):
             assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
             with open(os.path.join(source.fs, "base", "config.json")) as f:
                 layers = json.load(f)["num_hidden_layers"]
-            want = fetched_final_loss(c, ref, os.path.join(tmp, "fetched-ref"), layers)
+            want = fetched_final_loss(c, ref, os.path.join(tmp, "fetched-ref"), layers, f"{shared}/base")
 
             job = c.anneal("submit", job_yaml(tmp, shared, "moved", steps, **layout)).stdout.strip()
             wait_for("a checkpoint copied to a second node", lambda: replicated(c, job), 300)
@@ -111,7 +115,7 @@ def moved_elsewhere(bindir, tmp, name, layout):
             shown = json.dumps(json.loads(c.anneal("--json", "show", job).stdout))
             assert "resuming from" in shown, "the restarted attempt did not resume from a checkpoint"
             assert "copies on" in shown, "no checkpoint was recorded with its copies"
-            got = fetched_final_loss(c, job, os.path.join(tmp, "fetched-moved"), layers)
+            got = fetched_final_loss(c, job, os.path.join(tmp, "fetched-moved"), layers, f"{shared}/base")
             recovered_s = time.time() - killed_at
         except AssertionError as e:
             raise AssertionError(f"{e}\n{c.logs()}")

@@ -244,8 +244,8 @@ void AddModelCommands(CLI::App& app) {
   model_cmd->require_subcommand(1);
   auto init_args = std::make_shared<InitArgs>();
   CLI::App* init = model_cmd->add_subcommand("init", "Write a random model in Hugging Face format");
-  init->add_option("--arch", init_args->arch, "llama | qwen2 | mistral | qwen3 | qwen3_moe")
-      ->check(CLI::IsMember({"llama", "qwen2", "mistral", "qwen3", "qwen3_moe"}));
+  init->add_option("--arch", init_args->arch, "llama | qwen2 | mistral | qwen3 | qwen3_moe | deepseek_v2 | deepseek_v3")
+      ->check(CLI::IsMember({"llama", "qwen2", "mistral", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3"}));
   init->add_option("--preset", init_args->preset, "tiny | small | 1b")->check(CLI::IsMember({"tiny", "small", "1b"}));
   init->add_option("--out", init_args->out, "Output directory")->required();
   init->add_option("--vocab-size", init_args->vocab_size, "Vocabulary size (default: the tokenizer's, else 1024)");

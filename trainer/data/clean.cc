@@ -7,11 +7,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "trainer/data/numpy_random.h"
+#include "trainer/data/pii.h"
+#include "trainer/data/script_filter.h"
 #include "trainer/data/utf8.h"
 
 namespace anneal::data {
@@ -74,10 +77,23 @@ bool IsBlockTag(std::string_view s, size_t lt) {
 }
 
 // SHA-1 of the bytes, first 4 bytes little-endian: datasketch.hashfunc.sha1_hash32.
+// One fetched SHA-1 and one digest context per thread: EVP_Digest(..., EVP_sha1()) fetches the algorithm on
+// every call under OpenSSL 3, which was most of near-dedup's time (bench/data/clean_bench.py).
 uint32_t Sha1Hash32(std::string_view bytes) {
+  struct Sha1 {
+    EVP_MD* md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Sha1() {
+      EVP_MD_CTX_free(ctx);
+      EVP_MD_free(md);
+    }
+  };
+  thread_local Sha1 sha1;
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha1(), nullptr);
+  EVP_DigestInit_ex(sha1.ctx, sha1.md, nullptr);
+  EVP_DigestUpdate(sha1.ctx, bytes.data(), bytes.size());
+  EVP_DigestFinal_ex(sha1.ctx, digest, &len);
   return static_cast<uint32_t>(digest[0]) | static_cast<uint32_t>(digest[1]) << 8 |
          static_cast<uint32_t>(digest[2]) << 16 | static_cast<uint32_t>(digest[3]) << 24;
 }
@@ -268,7 +284,13 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
     return InvalidArgumentError(fmt::format("jaccard threshold {} must be in (0, 1)", o.jaccard_threshold));
   if (o.num_perm < 2 || o.shingle < 1)
     return InvalidArgumentError(fmt::format("num_perm {} must be >= 2 and shingle {} >= 1", o.num_perm, o.shingle));
+  ASSIGN_OR_RETURN(const PiiMasker masker, PiiMasker::Create(o.mask_pii));
+  std::optional<ScriptFilter> script_filter;
+  if (!o.scripts.empty()) {
+    ASSIGN_OR_RETURN(script_filter, ScriptFilter::Create(o.scripts, o.script_fraction));
+  }
   CleanResult r;
+  PiiCounts pii;
   if (o.near_dedup) std::tie(r.lsh_bands, r.lsh_rows) = LshParameters(o.jaccard_threshold, o.num_perm);
   std::unordered_map<std::string, std::string> exact;  // key -> kept origin
   std::vector<std::unordered_map<std::string, std::vector<size_t>>> bands(r.lsh_bands);
@@ -285,6 +307,10 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
       for (Message& m : c.messages) {
         ASSIGN_OR_RETURN(m.content, CleanText(m.content, o));
       }
+      if (!masker.empty()) {
+        c.system = masker.Mask(c.system, &pii);
+        for (Message& m : c.messages) m.content = masker.Mask(m.content, &pii);
+      }
       size_t n = CodePoints(ConversationText(c));
       if (o.min_chars > 0 && static_cast<int64_t>(n) < o.min_chars) {
         drop(c, "too_short");
@@ -292,6 +318,10 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
       }
       if (o.max_chars > 0 && static_cast<int64_t>(n) > o.max_chars) {
         drop(c, "too_long");
+        continue;
+      }
+      if (script_filter && !script_filter->Keeps(ConversationText(c))) {
+        drop(c, "wrong_script");
         continue;
       }
     }
@@ -321,6 +351,7 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
     exact.emplace(std::move(key), c.origin);
     r.kept.push_back(std::move(c));
   }
+  r.pii_masked = std::move(pii.by_kind);
   return r;
 }
 

@@ -4,9 +4,13 @@
 //   1. Unicode normalization (NFC by default; NFKC, NFD, NFKD or none), ICU (utf8.h).
 //   2. Markup stripping (optional): tags removed, <script>/<style> bodies and comments dropped, HTML entities
 //      decoded (&amp; &lt; &gt; &quot; &apos; &#39; &nbsp; &#NNN; &#xHH;).
-//   3. Length filters: min_chars / max_chars over the conversation's text in code points (0: no limit).
-//   4. Exact dedup: a conversation equal to an earlier kept one (system, roles and contents, after 1-2).
-//   5. Near dedup (optional): MinHash-LSH as datasketch 2.x does it (scheme affine32, sha1_hash32, seed,
+//   3. PII masking (optional, pii.h): e-mail addresses, ID numbers and phone numbers replaced by <EMAIL>, <ID>,
+//      <PHONE>; counted by kind in the report.
+//   4. Length filters: min_chars / max_chars over the conversation's text in code points (0: no limit).
+//   5. Script filter (optional, script_filter.h): dropped as "wrong_script" when less than script_fraction of
+//      its letters are in the scripts asked for (a language filter for languages with their own script).
+//   6. Exact dedup: a conversation equal to an earlier kept one (system, roles and contents, after 1-3).
+//   7. Near dedup (optional): MinHash-LSH as datasketch 2.x does it (scheme affine32, sha1_hash32, seed,
 //      num_perm; bands x rows minimizing datasketch's weighted false positive + negative integral for the
 //      threshold), over the set of character shingles of `shingle` code points of the text (the whole text
 //      when shorter). Conversations are visited in order; one whose LSH query finds a kept candidate is dropped
@@ -34,6 +38,9 @@ namespace anneal::data {
 struct CleanOptions {
   std::string normalize = "NFC";  // NFC, NFKC, NFD, NFKD, none
   bool strip_markup = false;
+  std::vector<std::string> mask_pii;     // any of email, phone, id; empty: no masking
+  std::vector<std::string> scripts;      // Unicode scripts or zh/ja/ko/...; empty: no script filter
+  double script_fraction = 0.5;          // share of letters that must be in `scripts`
   int64_t min_chars = 0, max_chars = 0;  // 0: no limit
   bool exact_dedup = true;
   bool near_dedup = false;
@@ -45,7 +52,7 @@ struct CleanOptions {
 
 struct DroppedRow {
   std::string origin;
-  std::string reason;        // too_short, too_long, exact_duplicate, near_duplicate
+  std::string reason;        // too_short, too_long, wrong_script, exact_duplicate, near_duplicate
   std::string duplicate_of;  // the kept row's origin, for duplicates
 };
 
@@ -53,7 +60,8 @@ struct CleanResult {
   std::vector<Conversation> kept;
   std::vector<DroppedRow> dropped;
   std::map<std::string, int64_t> dropped_by_reason;
-  int lsh_bands = 0, lsh_rows = 0;  // near dedup's LSH parameters
+  std::map<std::string, int64_t> pii_masked;  // kind -> spans masked in the kept and dropped rows
+  int lsh_bands = 0, lsh_rows = 0;            // near dedup's LSH parameters
 };
 
 StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, const CleanOptions& options);

@@ -1,5 +1,6 @@
 #include "trainer/data/commands.h"
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "trainer/data/clean.h"
 #include "trainer/data/dataset.h"
 #include "trainer/data/sft.h"
+#include "trainer/data/split.h"
 #include "trainer/data/tokenizer.h"
 #include "trainer/data/preview.h"
 
@@ -212,6 +214,7 @@ void RunClean(const CleanArgs& a) {
                  {"skipped_bad_rows", load_report.skipped},
                  {"kept", result->kept.size()},
                  {"dropped", result->dropped_by_reason},
+                 {"pii_masked", result->pii_masked},
                  {"lsh", {{"bands", result->lsh_bands}, {"rows", result->lsh_rows}}},
                  {"dropped_rows", std::move(dropped)}};
   if (!a.report.empty()) {
@@ -220,8 +223,66 @@ void RunClean(const CleanArgs& a) {
     rep << report.dump(1) << "\n";
   }
   std::cerr << fmt::format("{} rows, {} kept, {} dropped", rows->size(), result->kept.size(), result->dropped.size());
-  for (const auto& [reason, n] : result->dropped_by_reason) std::cerr << fmt::format(", {} {}", n, reason);
-  std::cerr << "\n";
+  std::string summary =
+      fmt::format("{} rows, {} kept, {} dropped", rows->size(), result->kept.size(), result->dropped.size());
+  for (const auto& [reason, n] : result->dropped_by_reason) summary += fmt::format(", {} {}", n, reason);
+  for (const auto& [kind, n] : result->pii_masked) summary += fmt::format("; {} {} masked", n, kind);
+  std::cerr << summary << "\n";
+}
+
+struct SplitArgs {
+  LoadArgs load;
+  std::string ratios = "8:1:1", out_dir, name = "split";
+  uint64_t seed = 42;
+};
+
+// `data split`: load (as `data load`), split (split.h), write <name>_train/_val/_test.jsonl into --out-dir as
+// `data clean` writes conversations, and a dataset_info.json there naming them (sharegpt messages), so a job
+// uses them as `dataset: <name>_train` and `eval_dataset: <name>_val` with `dataset_dir: <out-dir>`.
+void RunSplit(const SplitArgs& a) {
+  auto ratios = ParseSplitRatios(a.ratios);
+  if (!ratios.ok()) Fail(ratios.status());
+  LoadOptions lo = a.load.options;
+  if (a.load.max_samples >= 0) lo.max_samples = a.load.max_samples;
+  auto rows = LoadDatasets(a.load.datasets, a.load.dataset_dir, lo, nullptr);
+  if (!rows.ok()) Fail(rows.status());
+  auto split = SplitRows(static_cast<int64_t>(rows->size()), *ratios, a.seed);
+  if (!split.ok()) Fail(split.status().WithContext(fmt::format("{} row(s) of {}", rows->size(), fmt::join(a.load.datasets, ","))));
+  std::error_code ec;
+  std::filesystem::create_directories(a.out_dir, ec);
+  if (ec) Fail(InvalidArgumentError(fmt::format("cannot create --out-dir {}: {}", a.out_dir, ec.message())));
+  json info = json::object();
+  std::string summary = fmt::format("{} rows split {} (seed {}):", rows->size(), a.ratios, a.seed);
+  for (const auto& [part, indices] : {std::pair{"train", &split->train}, std::pair{"val", &split->val},
+                                      std::pair{"test", &split->test}}) {
+    if (indices->empty()) continue;
+    const std::string file = fmt::format("{}_{}.jsonl", a.name, part);
+    std::ofstream out(a.out_dir + "/" + file, std::ios::binary);
+    if (!out) Fail(InvalidArgumentError("cannot write " + a.out_dir + "/" + file));
+    for (int64_t i : *indices) {
+      out << ConversationJson((*rows)[static_cast<size_t>(i)]).dump(-1, ' ', false, json::error_handler_t::replace)
+          << "\n";
+    }
+    if (!out.flush()) Fail(InternalError("writing " + a.out_dir + "/" + file + " failed"));
+    const bool tokenized = !rows->empty() && rows->front().pretokenized;
+    info[fmt::format("{}_{}", a.name, part)] =
+        tokenized ? json{{"file_name", file}, {"formatting", "tokenized"}}
+                  : json{{"file_name", file},
+                         {"formatting", "sharegpt"},
+                         {"columns", {{"messages", "messages"}}},
+                         {"tags",
+                          {{"role_tag", "role"},
+                           {"content_tag", "content"},
+                           {"user_tag", "user"},
+                           {"assistant_tag", "assistant"},
+                           {"observation_tag", "observation"},
+                           {"function_tag", "function_call"},
+                           {"system_tag", "system"}}}};
+    summary += fmt::format(" {} {}", indices->size(), part);
+  }
+  std::ofstream info_out(a.out_dir + "/dataset_info.json", std::ios::binary);
+  if (!info_out || !(info_out << info.dump(2) << "\n")) Fail(InternalError("cannot write " + a.out_dir + "/dataset_info.json"));
+  std::cerr << summary << "\n";
 }
 
 }  // namespace
@@ -285,7 +346,30 @@ void AddDataCommands(CLI::App& app) {
   clean->add_option("--minhash-seed", cargs->clean.seed, "MinHash seed (datasketch's)")->default_val(1);
   clean->add_option("--max-samples", cargs->load.max_samples, "Keep the first N rows of each dataset");
   clean->add_flag("--skip-bad-rows", cargs->load.options.skip_bad_rows, "Skip malformed rows (counted)");
+  clean->add_option("--mask-pii", cargs->clean.mask_pii, "Mask e-mails, phone numbers, ID numbers: email,phone,id")
+      ->delimiter(',');
+  clean->add_option("--scripts", cargs->clean.scripts,
+                    "Keep conversations written in these scripts (Latin,Han,...; zh, ja, ko, ru, ar, ...)")
+      ->delimiter(',');
+  clean->add_option("--script-fraction", cargs->clean.script_fraction, "Share of letters in --scripts to keep a row")
+      ->default_val(0.5);
   clean->callback([cargs] { RunClean(*cargs); });
+
+  auto sargs = std::make_shared<SplitArgs>();
+  CLI::App* split = data->add_subcommand("split", "Split datasets into train/val/test files (as HF datasets splits)");
+  split->add_option("--dataset", sargs->load.datasets, "dataset_info.json names or file/directory paths")
+      ->required()
+      ->delimiter(',');
+  split->add_option("--dataset-dir", sargs->load.dataset_dir, "Directory holding dataset_info.json")->default_val("data");
+  split->add_option("--ratios", sargs->ratios, "train:val:test (or train:val)")->default_val("8:1:1");
+  split->add_option("--seed", sargs->seed, "Seed of the shuffle (np.random.default_rng, as HF datasets)")
+      ->default_val(42);
+  split->add_option("--out-dir", sargs->out_dir, "Where the split files and their dataset_info.json go")->required();
+  split->add_option("--name", sargs->name, "Dataset name prefix: <name>_train, <name>_val, <name>_test")
+      ->default_val("split");
+  split->add_option("--max-samples", sargs->load.max_samples, "Keep the first N rows of each dataset");
+  split->add_flag("--skip-bad-rows", sargs->load.options.skip_bad_rows, "Skip malformed rows");
+  split->callback([sargs] { RunSplit(*sargs); });
 
   auto eargs = std::make_shared<EncodeArgs>();
   CLI::App* encode = data->add_subcommand("encode", "Encode conversations with a chat template (ids and labels)");

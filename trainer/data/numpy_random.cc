@@ -123,6 +123,42 @@ uint64_t NumpyGenerator::NextUint64() {
   return (x >> rot) | (x << ((64 - rot) & 63));
 }
 
+uint32_t NumpyGenerator::NextUint32() {
+  if (has_uint32_) {
+    has_uint32_ = false;
+    return uinteger_;
+  }
+  const uint64_t next = NextUint64();
+  has_uint32_ = true;
+  uinteger_ = static_cast<uint32_t>(next >> 32);
+  return static_cast<uint32_t>(next & 0xffffffffu);
+}
+
+uint64_t NumpyGenerator::Interval(uint64_t max) {
+  if (max == 0) return 0;
+  uint64_t mask = max;
+  for (int shift : {1, 2, 4, 8, 16, 32}) mask |= mask >> shift;
+  uint64_t value = 0;
+  if (max <= 0xffffffffu) {
+    while ((value = (NextUint32() & mask)) > max) {
+    }
+  } else {
+    while ((value = (NextUint64() & mask)) > max) {
+    }
+  }
+  return value;
+}
+
+std::vector<int64_t> NumpyGenerator::Permutation(int64_t n) {
+  std::vector<int64_t> out(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    const auto j = static_cast<size_t>(Interval(static_cast<uint64_t>(i)));
+    std::swap(out[static_cast<size_t>(i)], out[j]);
+  }
+  return out;
+}
+
 double NumpyGenerator::Random() {
   return static_cast<double>(NextUint64() >> 11) * (1.0 / 9007199254740992.0);
 }

@@ -7,6 +7,9 @@
 //   NumpyGenerator     np.random.default_rng(s): SeedSequence(s) -> PCG64 (XSL-RR 128/64); random() doubles
 //                      ((next64 >> 11) * 2^-53) and choice(n, size, p) as cdf.searchsorted(u, side='right') over
 //                      p.cumsum() / its last value. HF datasets' interleave_datasets draws sources this way.
+//                      permutation(n): arange(n) shuffled from the end with random_interval over next_uint32
+//                      (PCG64 hands out the two halves of one 64-bit output, low half first). HF datasets'
+//                      train_test_split permutes rows this way.
 // tests/parity/data/numpy_random_parity.py checks both against numpy.
 //
 // Ownership: plain values. Thread-safety: none (one stream per user, as numpy's).
@@ -47,9 +50,15 @@ class NumpyGenerator {
   double Random();  // Generator.random()
   // Generator.choice(n, size, p=probs): probs.size() == n, non-negative; callers check they sum to 1.
   std::vector<int64_t> Choice(int64_t n, int64_t size, const std::vector<double>& probs);
+  // Generator.permutation(n), n >= 0.
+  std::vector<int64_t> Permutation(int64_t n);
 
  private:
+  uint32_t NextUint32();            // numpy's pcg64_next32: buffered halves of NextUint64
+  uint64_t Interval(uint64_t max);  // numpy's random_interval: uniform in [0, max], masked rejection
   unsigned __int128 state_ = 0, inc_ = 0;
+  bool has_uint32_ = false;
+  uint32_t uinteger_ = 0;
 };
 
 }  // namespace anneal::data

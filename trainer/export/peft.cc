@@ -94,9 +94,16 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
     return layer < stage.layer_begin || layer >= stage.layer_end;
   };
   for (const auto& [name, _] : adapter.weights) {
-    if (!used.count(name) && !other_stage(name)) {
-      return InvalidArgumentError(adapter.source + ": adapter weight '" + name + "' matches no module");
+    if (used.count(name) || other_stage(name)) continue;  // another stage's layer: theirs to check
+    const bool moe_mlp = lm->config().moe.num_experts > 0 && name.find(".mlp.experts.") == std::string::npos &&
+                         (name.find("_proj.lora_") != std::string::npos) && name.find(".mlp.") != std::string::npos;
+    if (moe_mlp) {
+      return InvalidArgumentError(adapter.source + ": adapter weight '" + name +
+                                  "' adapts an MLP outside the routed experts of a mixture-of-experts model (a dense "
+                                  "layer or a shared expert): peft 0.21 on transformers 5 does not load such "
+                                  "adapters, and Anneal adapts the routed experts only");
     }
+    return InvalidArgumentError(adapter.source + ": adapter weight '" + name + "' matches no module");
   }
   return Status::Ok();
 }
@@ -111,6 +118,21 @@ Status ExportPeftAdapter(model::CausalLM& lm, const std::string& dir, const std:
   }
   return WritePeftAdapter(tensors, opts, dir, base_model);
 }
+
+namespace {
+
+// The base model as the user named it. Without a shared filesystem the agent staged the model into its node's
+// store and the spec this rank reads names that copy; the agent passes the spec's own path in
+// ANNEAL_BASE_MODEL_SOURCE (and the copy in ANNEAL_BASE_MODEL_STAGED), so the adapter names a path that means
+// something where the user fetches it, not a directory on a training node.
+std::string UserBaseModelName(const std::string& base_model) {
+  const char* staged = std::getenv("ANNEAL_BASE_MODEL_STAGED");
+  const char* source = std::getenv("ANNEAL_BASE_MODEL_SOURCE");
+  if (staged != nullptr && source != nullptr && base_model == staged) return source;
+  return base_model;
+}
+
+}  // namespace
 
 Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& lora, const model::LoraOptions& opts,
                         const std::string& dir, const std::string& base_model) {
@@ -127,7 +149,7 @@ Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& l
   RETURN_IF_ERROR(MakeDirs(dir));
   RETURN_IF_ERROR(model::WriteSafetensors(dir + "/adapter_model.safetensors", tensors));
   json cfg = {
-      {"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"base_model_name_or_path", base_model},
+      {"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"base_model_name_or_path", UserBaseModelName(base_model)},
       {"r", opts.rank}, {"lora_alpha", opts.alpha}, {"lora_dropout", opts.dropout},
       {"use_rslora", opts.use_rslora}, {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
       {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true}, {"init_lora_weights", true},

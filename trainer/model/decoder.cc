@@ -5,8 +5,10 @@
 #include <torch/nn/functional/embedding.h>
 #include <torch/nn/functional/loss.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "trainer/kernels/rmsnorm.h"
 #include "trainer/model/rng.h"
@@ -26,6 +28,44 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 
 // ---- Rotary embeddings ---------------------------------------------------------------------------------------
 
+namespace {
+
+// transformers' _compute_yarn_parameters: (inv_freq [D/2] fp32, attention_factor).
+std::pair<torch::Tensor, double> YarnInvFreq(const ModelConfig& config) {
+  const RopeScaling& rs = config.rope_scaling;
+  const double dim = static_cast<double>(config.head_dim), base = config.rope_theta, factor = rs.factor;
+  auto get_mscale = [](double scale, double mscale) { return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; };
+  double attention_factor = 0;
+  if (rs.attention_factor) {
+    attention_factor = *rs.attention_factor;
+  } else if (rs.mscale != 0 && rs.mscale_all_dim != 0) {
+    attention_factor = get_mscale(factor, rs.mscale) / get_mscale(factor, rs.mscale_all_dim);
+  } else {
+    attention_factor = get_mscale(factor, 1.0);
+  }
+  const double orig = static_cast<double>(rs.original_max_position_embeddings);
+  auto correction_dim = [&](double rotations) {
+    return (dim * std::log(orig / (rotations * 2 * M_PI))) / (2 * std::log(base));
+  };
+  double low = correction_dim(rs.beta_fast), high = correction_dim(rs.beta_slow);
+  if (rs.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, dim - 1);
+  if (low == high) high += 0.001;  // prevent a singularity
+  torch::Tensor pos_freqs =
+      torch::pow(base, torch::arange(0, config.head_dim, 2, torch::kInt64).to(torch::kFloat32) / dim);
+  torch::Tensor extrapolation = 1.0 / pos_freqs;
+  torch::Tensor interpolation = 1.0 / (factor * pos_freqs);
+  torch::Tensor ramp = torch::clamp((torch::arange(config.head_dim / 2, torch::kFloat32) - low) / (high - low), 0, 1);
+  torch::Tensor extrapolation_factor = 1 - ramp;
+  return {interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor, attention_factor};
+}
+
+}  // namespace
+
 RotaryEmbedding::RotaryEmbedding(const ModelConfig& config) : config_(config) {
   const int64_t dim = config.head_dim;
   // inv_freq = 1 / theta^(2i / D), i in [0, D/2): computed in fp32 exactly as transformers does.
@@ -34,6 +74,8 @@ RotaryEmbedding::RotaryEmbedding(const ModelConfig& config) : config_(config) {
   const RopeScaling& rs = config.rope_scaling;
   if (rs.type == RopeScalingType::kLinear) {
     inv_freq = inv_freq / rs.factor;
+  } else if (rs.type == RopeScalingType::kYarn) {
+    std::tie(inv_freq, attention_factor_) = YarnInvFreq(config);
   } else if (rs.type == RopeScalingType::kLlama3) {
     const double old_len = static_cast<double>(rs.original_max_position_embeddings);
     const double low_wavelen = old_len / rs.low_freq_factor;
@@ -68,6 +110,8 @@ std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::CosSin(const torch::Ten
   torch::Tensor inv_freq = InvFreq(seq_len, position_ids.device());                 // [D/2]
   torch::Tensor freqs = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [B, T, D/2]
   torch::Tensor emb = torch::cat({freqs, freqs}, -1);                               // [B, T, D]
+  if (attention_factor_ != 1.0)
+    return {(emb.cos() * attention_factor_).to(dtype), (emb.sin() * attention_factor_).to(dtype)};
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
@@ -172,14 +216,28 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const LinearFactory& f, int64_t layer_index,
                                    const torch::TensorOptions& options) {
-  self_attn = register_module("self_attn", Attention(c, f, layer_index));
+  if (c.mla.enabled) {
+    mla = register_module("self_attn", MlaAttention(c, f, layer_index));
+  } else {
+    self_attn = register_module("self_attn", Attention(c, f, layer_index));
+  }
   if (c.IsMoeLayer(layer_index)) {
-    const MoeLayerSpec spec{.hidden = c.hidden_size,
-                            .num_experts = c.moe.num_experts,
-                            .top_k = c.moe.num_experts_per_tok,
-                            .expert_intermediate = c.moe.moe_intermediate_size,
-                            .norm_topk_prob = c.moe.norm_topk_prob,
-                            .shared_intermediate = c.moe.shared_expert_intermediate_size};
+    MoeLayerSpec spec{.hidden = c.hidden_size,
+                      .num_experts = c.moe.num_experts,
+                      .top_k = c.moe.num_experts_per_tok,
+                      .expert_intermediate = c.moe.moe_intermediate_size,
+                      .norm_topk_prob = c.moe.norm_topk_prob,
+                      .shared_intermediate = c.moe.shared_expert_intermediate_size};
+    if (c.moe.deepseek_moe) {
+      spec.router = c.moe.sigmoid_scoring ? RouterKind::kDeepseekSigmoid : RouterKind::kDeepseekSoftmax;
+      spec.routed_scaling_factor = c.moe.routed_scaling_factor;
+      spec.group_limited = c.moe.group_limited;
+      spec.n_group = c.moe.n_group;
+      spec.topk_group = c.moe.topk_group;
+      spec.shared_intermediate = c.moe.moe_intermediate_size * c.moe.n_shared_experts;
+      spec.shared_name = "shared_experts";
+      spec.shared_bias = c.mlp_bias;
+    }
     moe = register_module("mlp", SparseMoe(spec, f, options));
   } else {
     mlp = register_module("mlp", Mlp(c, f));
@@ -191,7 +249,9 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const LinearFactory& f,
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                         const std::optional<torch::Tensor>& mask, KvCache* cache) {
-  torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask, cache);
+  torch::Tensor normed_in = input_layernorm->forward(x);
+  torch::Tensor h =
+      x + (mla ? mla->forward(normed_in, cos, sin, mask, cache) : self_attn->forward(normed_in, cos, sin, mask, cache));
   torch::Tensor normed = post_attention_layernorm->forward(h);
   return h + (moe ? moe->forward(normed) : mlp->forward(normed));
 }
@@ -350,6 +410,8 @@ bool CausalLMImpl::HasSparseLayers() const {
 
 void CausalLMImpl::CollectRouterLogits(bool on) {
   router_logits_.clear();
+  // HF's DeepseekV2/V3ForCausalLM add no load-balancing loss (whatever aux_loss_alpha or output_router_logits say).
+  if (config_.moe.deepseek_moe) on = false;
   for (const auto& layer : model->layers->children()) {
     auto* decoder_layer = layer->as<DecoderLayerImpl>();
     if (decoder_layer != nullptr && decoder_layer->moe)
@@ -419,8 +481,14 @@ torch::Tensor CausalLMImpl::Forward(const ForwardInputs& in) {
     const int64_t cap = std::max<int64_t>(in.cache->capacity, T);
     in.cache->capacity = cap;
     for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-      auto* attn = model->layers[i]->as<DecoderLayerImpl>()->self_attn.get();
-      const int64_t K = attn->k_proj->local_out() / config_.head_dim;
+      auto* layer = model->layers[i]->as<DecoderLayerImpl>();
+      if (layer->mla) {
+        auto [key_shape, value_shape] = layer->mla->CacheShapes(x.size(0), cap);
+        in.cache->keys.push_back(torch::zeros(key_shape, x.options()));
+        in.cache->values.push_back(torch::zeros(value_shape, x.options()));
+        continue;
+      }
+      const int64_t K = layer->self_attn->k_proj->local_out() / config_.head_dim;
       in.cache->keys.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
       in.cache->values.push_back(torch::zeros({x.size(0), K, cap, config_.head_dim}, x.options()));
     }
@@ -454,6 +522,7 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::HfStateDict() {
     if (item.key().find(".lora_") != std::string::npos) continue;
     out.emplace_back(item.key(), item.value());
   }
+  for (const auto& item : named_buffers(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
   return out;
 }
 
@@ -495,6 +564,7 @@ std::vector<LayoutParam> CausalLMImpl::LayoutParameters() {
   for (const auto& item : named_parameters(/*recurse=*/true)) {
     out.push_back({item.key(), item.value(), layout_of(item.key())});
   }
+  for (const auto& item : named_buffers(/*recurse=*/true)) out.push_back({item.key(), item.value(), {}});
   return out;
 }
 

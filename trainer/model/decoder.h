@@ -7,7 +7,9 @@
 //   model.norm.weight, lm_head.weight (absent when tie_word_embeddings: the head reuses the embedding).
 // Qwen3 adds model.layers.{i}.self_attn.{q,k}_norm.weight [D] (RMSNorm over each head, before RoPE); a sparse
 // layer's MLP is a SparseMoe (trainer/model/moe.h): model.layers.{i}.mlp.gate.weight and
-// model.layers.{i}.mlp.experts.{e}.{gate,up,down}_proj.weight.
+// model.layers.{i}.mlp.experts.{e}.{gate,up,down}_proj.weight. DeepSeek-V2/V3 attend with MLA
+// (trainer/model/mla.h) and carry shared experts; V3's router has the buffer mlp.gate.e_score_correction_bias,
+// which loads, saves and exports with the parameters (HfStateDict, LayoutParameters) but is never trained.
 // Shapes: B batch, T tokens (query), S keys (cache + T), H query heads, K kv heads, D head dim, C hidden,
 // F intermediate, V vocab.
 //
@@ -35,11 +37,14 @@
 
 #include "trainer/model/config.h"
 #include "trainer/model/linear.h"
+#include "trainer/model/mla.h"
 #include "trainer/model/moe.h"
+#include "trainer/model/norm.h"
 
 namespace anneal::model {
 
-// Key/value cache for generation: per layer [B, K, capacity, D], filled up to `length`.
+// Key/value cache for generation: per layer [B, K, capacity, D] (MLA layers: keys [B, H, capacity, Dn+Dr],
+// values [B, H, capacity, Dv]; trainer/model/mla.h), filled up to `length`.
 struct KvCache {
   std::vector<torch::Tensor> keys, values;
   int64_t length = 0;
@@ -55,16 +60,8 @@ struct ForwardInputs {
   KvCache* cache = nullptr;      // optional: appended to, and attended over
 };
 
-class RMSNormImpl : public torch::nn::Module {
- public:
-  RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x);  // [.., C] -> [.., C], computed in fp32 as HF does
-  torch::Tensor weight;
-  double eps;
-};
-TORCH_MODULE(RMSNorm);
-
-// Rotary position embedding tables (with linear / dynamic / llama3 frequency scaling).
+// Rotary position embedding tables (with linear / dynamic / llama3 / yarn frequency scaling; yarn also scales
+// cos and sin by its attention factor, as transformers does).
 class RotaryEmbedding {
  public:
   explicit RotaryEmbedding(const ModelConfig& config);
@@ -75,6 +72,7 @@ class RotaryEmbedding {
   torch::Tensor InvFreq(int64_t seq_len, const torch::Device& device) const;  // [D/2] fp32
   ModelConfig config_;
   torch::Tensor base_inv_freq_;  // [D/2] fp32 on CPU, scaling applied (except dynamic)
+  double attention_factor_ = 1.0;  // yarn's cos/sin scale
 };
 
 class AttentionImpl : public torch::nn::Module {
@@ -107,7 +105,9 @@ class DecoderLayerImpl : public torch::nn::Module {
                    const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const std::optional<torch::Tensor>& mask, KvCache* cache);
+  // Exactly one of them is set and registered as "self_attn": attention, or MLA (deepseek_v2, deepseek_v3).
   Attention self_attn{nullptr};
+  MlaAttention mla{nullptr};
   // Exactly one of them is set and registered as "mlp": the dense MLP, or on a sparse layer the MoE block.
   Mlp mlp{nullptr};
   SparseMoe moe{nullptr};
@@ -176,9 +176,10 @@ class CausalLMImpl : public torch::nn::Module {
   void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
   torch::Tensor head_weight();  // [V, C]: lm_head or the tied embedding
 
-  // HF names -> parameters (lm_head.weight omitted when tied), this rank's pieces.
+  // HF names -> parameters and persistent buffers (lm_head.weight omitted when tied), this rank's pieces.
   std::vector<std::pair<std::string, torch::Tensor>> HfStateDict();
-  // Every parameter of this rank (LoRA included) with its layout.
+  // Every parameter of this rank (LoRA included), then every buffer (V3's e_score_correction_bias), with its
+  // layout.
   std::vector<LayoutParam> LayoutParameters();
   const StageSpec& stage() const { return stage_; }
   const LinearFactory& factory() const { return *factory_; }

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/functional/activation.h>
 
+#include <limits>
+
 #include "common/status.h"
 
 namespace anneal::model {
@@ -10,13 +12,13 @@ namespace anneal::model {
 // ---- Experts -------------------------------------------------------------------------------------------------
 
 ExpertMlpImpl::ExpertMlpImpl(int64_t hidden, int64_t intermediate, const LinearFactory& f,
-                             const torch::TensorOptions& options) {
+                             const torch::TensorOptions& options, bool bias) {
   // Experts are not split by tensor parallelism (kNone): expert parallelism will place whole experts.
   gate_proj =
-      register_module("gate_proj", f.Make({hidden, intermediate, false, "gate_proj", LinearSplit::kNone}, options));
-  up_proj = register_module("up_proj", f.Make({hidden, intermediate, false, "up_proj", LinearSplit::kNone}, options));
+      register_module("gate_proj", f.Make({hidden, intermediate, bias, "gate_proj", LinearSplit::kNone}, options));
+  up_proj = register_module("up_proj", f.Make({hidden, intermediate, bias, "up_proj", LinearSplit::kNone}, options));
   down_proj =
-      register_module("down_proj", f.Make({intermediate, hidden, false, "down_proj", LinearSplit::kNone}, options));
+      register_module("down_proj", f.Make({intermediate, hidden, bias, "down_proj", LinearSplit::kNone}, options));
 }
 
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {
@@ -35,11 +37,64 @@ SparseMoeImpl::SparseMoeImpl(const MoeLayerSpec& spec, const LinearFactory& f, c
     experts->push_back(ExpertMlp(spec.hidden, spec.expert_intermediate, f, options));
   }
   if (spec.shared_intermediate > 0) {
-    shared_expert = register_module("shared_expert", ExpertMlp(spec.hidden, spec.shared_intermediate, f, options));
+    shared_expert = register_module(spec.shared_name,
+                                    ExpertMlp(spec.hidden, spec.shared_intermediate, f, options, spec.shared_bias));
+  }
+  if (spec.router == RouterKind::kDeepseekSigmoid || spec.group_limited) {
+    ANNEAL_CHECK(spec.n_group > 0 && spec.num_experts % spec.n_group == 0 && spec.topk_group <= spec.n_group);
+  }
+  if (spec.router == RouterKind::kDeepseekSigmoid) {
+    e_score_correction_bias = gate->register_buffer("e_score_correction_bias",
+                                                    torch::zeros({spec.num_experts}, options.dtype(torch::kFloat32)));
   }
 }
 
+namespace {
+
+// scores [N, E] -> a [N, E] bool mask of the experts in each token's topk_group best groups, a group's score
+// being `group_score` of its [N, G, E/G] slice.
+template <typename GroupScore>
+torch::Tensor GroupMask(const torch::Tensor& scores, int64_t n_group, int64_t topk_group, GroupScore group_score) {
+  const int64_t N = scores.size(0), E = scores.size(1);
+  torch::Tensor groups = group_score(scores.view({N, n_group, E / n_group}));  // [N, G]
+  torch::Tensor group_idx = std::get<1>(torch::topk(groups, topk_group, -1, /*largest=*/true, /*sorted=*/false));
+  torch::Tensor group_mask = torch::zeros_like(groups).scatter(1, group_idx, 1.0);  // [N, G]
+  return group_mask.unsqueeze(-1).expand({N, n_group, E / n_group}).reshape({N, E}).to(torch::kBool);
+}
+
+}  // namespace
+
+Routing SparseMoeImpl::RouteDeepseek(const torch::Tensor& x) {
+  // HF's DeepseekV2TopkRouter / DeepseekV3TopkRouter: everything in fp32.
+  Routing r;
+  r.logits = torch::linear(x.to(torch::kFloat32), gate->weight.to(torch::kFloat32));  // [N, E]
+  const int64_t k = spec_.top_k;
+  if (spec_.router == RouterKind::kDeepseekSoftmax) {
+    torch::Tensor scores = torch::softmax(r.logits, -1, torch::kFloat32);
+    if (spec_.group_limited) {
+      torch::Tensor keep = GroupMask(scores, spec_.n_group, spec_.topk_group,
+                                     [](const torch::Tensor& g) { return std::get<0>(g.max(-1)); });
+      scores = scores.masked_fill(keep.logical_not(), 0.0);
+    }
+    auto [top, idx] = torch::topk(scores, k, -1, /*largest=*/true, /*sorted=*/false);
+    r.weights = top * spec_.routed_scaling_factor;
+    r.experts = idx;
+    return r;
+  }
+  torch::Tensor scores = r.logits.sigmoid();
+  torch::Tensor choice = scores + e_score_correction_bias;
+  torch::Tensor keep = GroupMask(choice, spec_.n_group, spec_.topk_group,
+                                 [](const torch::Tensor& g) { return std::get<0>(g.topk(2, -1)).sum(-1); });
+  choice = choice.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  r.experts = std::get<1>(torch::topk(choice, k, -1, /*largest=*/true, /*sorted=*/false));
+  torch::Tensor w = scores.gather(1, r.experts);
+  if (spec_.norm_topk_prob) w = w / (w.sum(-1, /*keepdim=*/true) + 1e-20);
+  r.weights = w * spec_.routed_scaling_factor;
+  return r;
+}
+
 Routing SparseMoeImpl::Route(const torch::Tensor& x) {
+  if (spec_.router != RouterKind::kSoftmax) return RouteDeepseek(x);
   Routing r;
   r.logits = gate->forward(x);  // [N, E]
   torch::Tensor probs = torch::softmax(r.logits, -1, torch::kFloat32);

@@ -1,9 +1,17 @@
-// The sparse mixture-of-experts MLP (Qwen3-MoE's Qwen3MoeSparseMoeBlock; built to be reused by DeepSeek-V2/V3).
+// The sparse mixture-of-experts MLP (Qwen3-MoE's Qwen3MoeSparseMoeBlock, DeepSeek-V2/V3's DeepseekV2Moe /
+// DeepseekV3MoE).
 //
 //   router:  logits = x Wg^T [N, E]; p = softmax(logits) in fp32; (w, e) = top-k(p) [N, k];
 //            norm_topk_prob: w /= sum(w)
 //   experts: y = sum_j w_j * down_e(silu(gate_e(x)) * up_e(x))      (SwiGLU experts, e = e_j)
 //   shared:  y += down_s(silu(gate_s(x)) * up_s(x))                   (only when a shared expert is configured)
+//
+// DeepSeek routing (RouterKind::kDeepseekSoftmax / kDeepseekSigmoid), logits computed in fp32 as HF does:
+//   V2: s = softmax(logits); group-limited: keep the topk_group groups (of E / n_group experts) with the highest
+//       max score, zero the rest; (w, e) = top-k(s); w *= routed_scaling_factor (norm_topk_prob is not applied).
+//   V3: s = sigmoid(logits); c = s + e_score_correction_bias; keep the topk_group groups with the highest sum of
+//       their two best c, the rest -inf; e = top-k(c); w = s[e]; norm_topk_prob: w /= sum(w) + 1e-20;
+//       w *= routed_scaling_factor. The bias is a buffer "gate.e_score_correction_bias" [E] (not trained).
 //
 // Dispatch sorts the N*k token slots by expert (a stable argsort), so each expert sees one contiguous slice of
 // the gathered tokens; a loop over the experts runs each on its slice and index_add scatters the weighted
@@ -11,7 +19,8 @@
 // token, masked by the routing weights) for tests.
 //
 // Parameter names are HF's: "gate.weight" [E, C] (the router), "experts.{e}.{gate,up,down}_proj.weight",
-// "shared_expert.{gate,up,down}_proj.weight". Expert projections are Linear layers, so LoRA attaches to them by
+// "shared_expert.{gate,up,down}_proj.weight" (Qwen) or "shared_experts.{gate,up,down}_proj.{weight,bias}"
+// (DeepSeek). Expert projections are Linear layers, so LoRA attaches to them by
 // their module names exactly as peft names them ("...mlp.experts.3.gate_proj").
 //
 // The load-balancing loss needs every sparse layer's router logits: while a RouterLogits collector is attached
@@ -34,11 +43,14 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "trainer/model/linear.h"
 
 namespace anneal::model {
+
+enum class RouterKind { kSoftmax, kDeepseekSoftmax, kDeepseekSigmoid };
 
 struct MoeLayerSpec {
   int64_t hidden = 0;               // C
@@ -47,20 +59,27 @@ struct MoeLayerSpec {
   int64_t expert_intermediate = 0;  // F of each routed expert
   bool norm_topk_prob = false;
   int64_t shared_intermediate = 0;  // F of the shared expert; 0 = none
+  RouterKind router = RouterKind::kSoftmax;
+  double routed_scaling_factor = 1.0;  // DeepSeek routers only
+  bool group_limited = false;          // kDeepseekSoftmax: group_limited_greedy (kDeepseekSigmoid always groups)
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  std::string shared_name = "shared_expert";  // "shared_experts" for DeepSeek
+  bool shared_bias = false;                   // DeepSeek-V2's mlp_bias
 };
 
 // Which experts each token goes to, and with what weight.
 struct Routing {
-  torch::Tensor logits;   // [N, E] in the input dtype (what the aux loss reads)
-  torch::Tensor weights;  // [N, k] in the input dtype
+  torch::Tensor logits;   // [N, E] in the input dtype, fp32 for DeepSeek routers (what the aux loss reads)
+  torch::Tensor weights;  // [N, k] in the input dtype (fp32 for DeepSeek routers, as HF)
   torch::Tensor experts;  // [N, k] int64
 };
 
 // One SwiGLU expert: down(silu(gate(x)) * up(x)).
 class ExpertMlpImpl : public torch::nn::Module {
  public:
-  ExpertMlpImpl(int64_t hidden, int64_t intermediate, const LinearFactory& factory,
-                const torch::TensorOptions& options);
+  ExpertMlpImpl(int64_t hidden, int64_t intermediate, const LinearFactory& factory, const torch::TensorOptions& options,
+                bool bias = false);
   torch::Tensor forward(const torch::Tensor& x);  // [.., C] -> [.., C]
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
@@ -74,6 +93,7 @@ class SparseMoeImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   // x [N, C] -> the routing of each token.
   Routing Route(const torch::Tensor& x);
+  Routing RouteDeepseek(const torch::Tensor& x);
   // x [N, C] -> [N, C]: the routed experts by sorted dispatch (no shared expert).
   torch::Tensor Dispatch(const torch::Tensor& x, const Routing& routing);
   // x [N, C] -> [N, C]: the same as Dispatch, computed densely (every expert on every token). For tests.
@@ -86,7 +106,8 @@ class SparseMoeImpl : public torch::nn::Module {
 
   Linear gate{nullptr};
   torch::nn::ModuleList experts{nullptr};
-  ExpertMlp shared_expert{nullptr};
+  ExpertMlp shared_expert{nullptr};       // registered as spec.shared_name
+  torch::Tensor e_score_correction_bias;  // [E] fp32 buffer of `gate` (kDeepseekSigmoid only)
 
  private:
   MoeLayerSpec spec_;

@@ -7,9 +7,10 @@
 namespace anneal::model {
 
 StatusOr<ModelConfig> PresetConfig(const std::string& arch, const std::string& preset, int64_t vocab_size) {
-  if (arch != "llama" && arch != "qwen2" && arch != "mistral" && arch != "qwen3" && arch != "qwen3_moe") {
+  if (arch != "llama" && arch != "qwen2" && arch != "mistral" && arch != "qwen3" && arch != "qwen3_moe" &&
+      arch != "deepseek_v2" && arch != "deepseek_v3") {
     return InvalidArgumentError("--arch: unknown architecture '" + arch +
-                                "' (supported: llama, qwen2, mistral, qwen3, qwen3_moe)");
+                                "' (supported: llama, qwen2, mistral, qwen3, qwen3_moe, deepseek_v2, deepseek_v3)");
   }
   ModelConfig c;
   c.model_type = arch;
@@ -51,6 +52,35 @@ StatusOr<ModelConfig> PresetConfig(const std::string& arch, const std::string& p
     c.moe.num_experts_per_tok = 2;
     c.moe.moe_intermediate_size = c.intermediate_size / 4;
     c.moe.norm_topk_prob = true;
+  }
+  if (arch == "deepseek_v2" || arch == "deepseek_v3") {
+    // DeepSeek-V2-Lite's shape (no q_lora_rank, greedy softmax routing, 2 shared experts) and V3's (compressed
+    // queries, sigmoid routing over groups, 1 shared expert), scaled down; the first layer dense.
+    const bool v3 = arch == "deepseek_v3";
+    const int64_t C = c.hidden_size;
+    c.num_key_value_heads = c.num_attention_heads;
+    c.mla = {.enabled = true,
+             .q_lora_rank = v3 ? C / 2 : 0,
+             .kv_lora_rank = C / 4,
+             .qk_nope_head_dim = C / c.num_attention_heads,
+             .qk_rope_head_dim = C / (2 * c.num_attention_heads),
+             .v_head_dim = C / c.num_attention_heads,
+             .rope_interleave = true};
+    c.head_dim = c.mla.qk_rope_head_dim;
+    c.rms_norm_eps = 1e-6;
+    c.tie_word_embeddings = false;
+    MoeConfig& m = c.moe;
+    m.deepseek_moe = true;
+    m.num_experts = preset == "1b" ? 64 : 8;
+    m.num_experts_per_tok = 2;
+    m.moe_intermediate_size = c.intermediate_size / 4;
+    m.first_k_dense_replace = 1;
+    m.n_shared_experts = v3 ? 1 : 2;
+    m.sigmoid_scoring = v3;
+    m.norm_topk_prob = v3;
+    m.routed_scaling_factor = v3 ? 2.5 : 1.0;
+    m.n_group = v3 ? 4 : 1;
+    m.topk_group = v3 ? 2 : 1;
   }
   return c;
 }

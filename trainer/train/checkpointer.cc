@@ -69,8 +69,13 @@ StatusOr<Progress> Checkpointer::Restore(const std::string& dir, const Trainable
   progress.consumed = md.value("consumed_samples", int64_t{0});
   progress.total_tokens = md.value("total_tokens", int64_t{0});
   progress.attempt_tokens = 0;
+  if (const auto es = md.find("early_stopping"); es != md.end() && es->is_object()) {
+    progress.best_metric = es->value("best_metric", 0.0);
+    progress.best_step = es->value("best_step", int64_t{0});
+    progress.evals_without_improvement = es->value("evals_without_improvement", int64_t{0});
+  }
   RETURN_IF_ERROR(ReadTrainingState(trainable, opt, dir, md.value("optimizer_steps", progress.step)));
-  std::cerr << "[train] resumed from " << dir << " at step " << progress.step << "\n";
+  std::cerr << c10::str("[train] resumed from ", dir, " at step ", progress.step, "\n");
   return progress;
 }
 
@@ -104,8 +109,8 @@ Status Checkpointer::Save(const Progress& p, const json& metrics, model::CausalL
   rt_->Barrier();
   ASSIGN_OR_RETURN(int64_t gathered, gather.Gather(*rt_, [](const std::string&) { return true; }));
   if (gathered > 0) {
-    std::cerr << "[train] checkpoint-" << p.step << ": " << gathered << " file(s) gathered from "
-              << gather.senders().size() << " node(s) without a shared filesystem\n";
+    std::cerr << c10::str("[train] checkpoint-", p.step, ": ", gathered, " file(s) gathered from ",
+                          gather.senders().size(), " node(s) without a shared filesystem\n");
   }
   if (leader) RETURN_IF_ERROR(Commit(p, metrics, lm, opt, *writer));
   rt_->Barrier();
@@ -125,16 +130,21 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
   }
   json layout = rt_->LayoutJson();
   layout["zero_stage"] = opt.stage();  // the stage in effect (0 with one data-parallel rank), 2 included
-  const json md = {{"step", p.step},
-                   {"consumed_samples", p.consumed},
-                   {"total_tokens", p.total_tokens},
-                   {"optimizer_steps", opt.step_count()},
-                   {"epoch", p.epoch()},
-                   {"total_steps", p.total_steps},
-                   {"finetuning_type", std::string(jobspec::FinetuningTypeName(spec.finetuning.type))},
-                   {"layout", layout},
-                   {"config_hash", rt_->config_hash},
-                   {"metrics", metrics}};
+  json md = {{"step", p.step},
+             {"consumed_samples", p.consumed},
+             {"total_tokens", p.total_tokens},
+             {"optimizer_steps", opt.step_count()},
+             {"epoch", p.epoch()},
+             {"total_steps", p.total_steps},
+             {"finetuning_type", std::string(jobspec::FinetuningTypeName(spec.finetuning.type))},
+             {"layout", layout},
+             {"config_hash", rt_->config_hash},
+             {"metrics", metrics}};
+  if (p.best_metric) {  // early_stopping.h: a resumed run stops where the uninterrupted one would
+    md["early_stopping"] = {{"best_metric", *p.best_metric},
+                            {"best_step", p.best_step},
+                            {"evals_without_improvement", p.evals_without_improvement}};
+  }
   std::vector<checkpoint::FileEntry> files;
   ASSIGN_OR_RETURN(std::string final_dir, writer.Commit(md, &files));
   json listed = json::array();
@@ -147,8 +157,40 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
   if (!owns_retention_) return Status::Ok();
   ASSIGN_OR_RETURN(std::vector<int64_t> deleted,
                    checkpoint::ApplyRetention(out_, jobspec::RetentionPolicy::Of(spec.train)));
-  for (int64_t step : deleted) std::cerr << "[train] retention: deleted checkpoint-" << step << "\n";
+  for (int64_t step : deleted) std::cerr << c10::str("[train] retention: deleted checkpoint-", step, "\n");
   return Status::Ok();
+}
+
+StatusOr<int64_t> Checkpointer::BestCheckpointStep() const {
+  int64_t best_step = 0;
+  if (rt_->rank == 0) {
+    std::optional<double> best;
+    for (const auto& [step, dir] : checkpoint::ListCheckpoints(out_)) {
+      auto manifest = checkpoint::ReadManifest(dir);
+      if (!manifest.ok()) continue;  // an unreadable checkpoint cannot be the one exported
+      const json metrics = manifest->metadata.value("metrics", json::object());
+      const auto m = metrics.find(spec_->train.metric_for_best_model);
+      if (m == metrics.end() || !m->is_number()) continue;
+      const double v = m->get<double>();
+      if (!best || (spec_->train.greater_is_better ? v > *best : v < *best)) {
+        best = v;
+        best_step = step;
+      }
+    }
+  }
+  return static_cast<int64_t>(rt_->SumOverWorld(static_cast<double>(best_step), rt_->rank == 0));
+}
+
+Status Checkpointer::LoadWeights(int64_t step, const TrainableSet& trainable, TrainerOptimizer& opt) const {
+  const std::string dir = checkpoint::CheckpointDir(out_, step);
+  auto manifest = checkpoint::ReadManifest(dir);
+  if (rt_->AnyOverWorld(!manifest.ok())) {
+    return FailedPreconditionError(
+        "load_best_model_at_end: " + dir + " (the best checkpoint) is not readable from every rank" +
+        (manifest.ok() ? std::string() : ": " + manifest.status().message()) +
+        "; its weights are there (use it as adapter_name_or_path or export it); the last weights were not exported");
+  }
+  return ReadTrainingState(trainable, opt, dir, manifest->metadata.value("optimizer_steps", step));
 }
 
 }  // namespace anneal::train

@@ -58,6 +58,13 @@ class Checkpointer {
   Status Save(const Progress& p, const nlohmann::json& metrics, model::CausalLM& lm, const TrainableSet& trainable,
               const TrainerOptimizer& opt) const;
   bool owns_retention() const { return owns_retention_; }
+  // load_best_model_at_end: the step of the committed checkpoint of this output directory with the best
+  // metric_for_best_model (strictly better wins, so the earliest of equals), 0 when none has it. Rank 0 reads the
+  // manifests; every rank gets the answer (collective).
+  StatusOr<int64_t> BestCheckpointStep() const;
+  // Loads checkpoint-<step>'s trainable parameters (and optimizer state) into the model on every rank (collective).
+  // FAILED_PRECONDITION when some rank cannot read it (an output directory not shared between nodes).
+  Status LoadWeights(int64_t step, const TrainableSet& trainable, TrainerOptimizer& opt) const;
 
  private:
   Checkpointer() = default;

@@ -22,6 +22,15 @@ std::string LastComponent(const std::string& name) {
   return pos == std::string::npos ? name : name.substr(pos + 1);
 }
 
+// peft 0.21 on transformers 5 maps gate_proj / up_proj / down_proj targets of a mixture-of-experts model onto
+// the fused routed experts only (peft's _convert_peft_config_moe): dense-layer MLPs and shared experts get no
+// adapter, and an adapter that has one does not load there. LoRA does the same here, so adapters round-trip.
+bool MlpOutsideTheExperts(const model::CausalLM& lm, const std::string& name) {
+  if (lm->config().moe.num_experts <= 0 || name.find(".mlp.experts.") != std::string::npos) return false;
+  const std::string last = LastComponent(name);
+  return last == "gate_proj" || last == "up_proj" || last == "down_proj";
+}
+
 int LayerIndexOf(const std::string& name) {
   const std::string key = "layers.";
   auto pos = name.find(key);
@@ -32,8 +41,10 @@ int LayerIndexOf(const std::string& name) {
 }  // namespace
 
 const std::vector<std::string>& LoraTargetNames() {
-  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                 "gate_proj", "up_proj", "down_proj"};
+  // The last four are MLA's (deepseek_v2, deepseek_v3); "all" targets whichever the model has.
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",   "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj",  "down_proj", "q_a_proj",
+                                                 "q_b_proj",  "kv_a_proj_with_mqa", "kv_b_proj"};
   return names;
 }
 
@@ -88,13 +99,14 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
           targets.insert(t);
         } else {
           return InvalidArgumentError("lora_target: unknown module '" + t +
-                                      "' (allowed: all, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+                                      "' (allowed: all, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                                      "down_proj, q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj)");
         }
       }
     }
     for (const auto& item : lm->named_modules("", false)) {
       auto lin = std::dynamic_pointer_cast<model::LinearImpl>(item.value());
-      if (!lin || !targets.count(LastComponent(item.key()))) continue;
+      if (!lin || !targets.count(LastComponent(item.key())) || MlpOutsideTheExperts(lm, item.key())) continue;
       lin->EnableLora(lora, ModuleSeed(seed, item.key()));
     }
     if (adapter) RETURN_IF_ERROR(ApplyPeftWeights(lm, *adapter));

@@ -1,9 +1,12 @@
 // Turns a loaded model into a fine-tuning target: LoRA adapters, full fine-tuning, or freeze (partial) tuning,
 // and lists the trainable parameters (with their weight-decay group) for the optimizer.
 //
-//   lora   : base frozen; LoRA on lora_target ("all" = every linear except lm_head, as LLaMA-Factory; or
-//            names among q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj); or continue from an
-//            existing PEFT adapter (adapter_name_or_path: its adapter_config.json decides rank, alpha, targets).
+//   lora   : base frozen; LoRA on lora_target ("all" = every linear except lm_head and MoE routers, as
+//            LLaMA-Factory; or names among q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj and MLA's
+//            q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj; in mixture-of-experts models gate_proj, up_proj
+//            and down_proj adapt the routed experts only, as peft 0.21 on transformers 5 does: dense-layer MLPs
+//            and shared experts stay frozen); or continue from an existing PEFT adapter
+//            (adapter_name_or_path: its adapter_config.json decides rank, alpha, targets).
 //   full   : every parameter trainable (bf16 parameters get fp32 master weights in the optimizer).
 //   freeze : the last freeze_trainable_layers layers trainable (negative: the first -N), restricted to
 //            freeze_trainable_modules ("all", or module names such as self_attn, mlp).

@@ -27,8 +27,8 @@ void MetricsLogger::SetModelFlops(double flops_per_token, std::optional<double> 
 Status MetricsLogger::StartAttempt(const Progress& p) {
   if (leader_ && train_->plot_loss && !report::PlotsAvailable()) {
     // A build without cairo: said at the start, not after the whole run; the plot changes no result.
-    std::cerr << "[train] warning: plot_loss: " << report::PlotTrainerLog(out_).status().message()
-              << "; no training_loss.png will be written\n";
+    std::cerr << c10::str("[train] warning: plot_loss: ", report::PlotTrainerLog(out_).status().message(),
+                          "; no training_loss.png will be written\n");
   }
   if (leader_ && p.step > 0) log_.TruncateAfter(p.step);
   if (leader_ && train_->report_to == "tensorboard") {
@@ -38,7 +38,7 @@ Status MetricsLogger::StartAttempt(const Progress& p) {
     if (!writer.ok() && writer.status().code() == StatusCode::kFailedPrecondition) return writer.status();
     if (writer.ok()) {
       tensorboard_ = std::move(*writer);
-      std::cerr << "[train] TensorBoard event files in " << tensorboard_->run_dir() << "\n";
+      std::cerr << c10::str("[train] TensorBoard event files in ", tensorboard_->run_dir(), "\n");
     } else {
       TensorBoardFailed(writer.status());
     }
@@ -123,7 +123,7 @@ void MetricsLogger::TensorBoardFailed(const Status& error) {
   tensorboard_.reset();
   const std::string text = "report_to: tensorboard stopped writing event files: " + error.message() +
                            " (training goes on; trainer_log.jsonl and the metrics are complete)";
-  std::cerr << "[train] warning: " << text << "\n";
+  std::cerr << c10::str("[train] warning: ", text, "\n");
   events_->Emit("message", {{"level", "warn"}, {"text", text}});
 }
 
@@ -131,10 +131,10 @@ void MetricsLogger::Finish() {
   if (!leader_ || !train_->plot_loss || !report::PlotsAvailable()) return;
   auto written = report::PlotTrainerLog(out_);
   if (!written.ok()) {  // the plot changes no result: a warning, never a failed job
-    std::cerr << "[train] warning: plot_loss: " << written.status().message() << "\n";
+    std::cerr << c10::str("[train] warning: plot_loss: ", written.status().message(), "\n");
     return;
   }
-  for (const std::string& path : *written) std::cerr << "[train] plot_loss: wrote " << path << "\n";
+  for (const std::string& path : *written) std::cerr << c10::str("[train] plot_loss: wrote ", path, "\n");
 }
 
 std::optional<report::DecoderShape> DecoderShapeOf(const std::string& model_dir) {

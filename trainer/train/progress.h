@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 namespace anneal::train {
 
@@ -17,6 +18,11 @@ struct Progress {
   int64_t total_tokens = 0;    // this rank's input tokens over the whole run (restored on resume)
   int64_t start_step = 0;      // where this attempt started (0, or the resumed checkpoint's step)
   int64_t attempt_tokens = 0;  // this rank's input tokens in this attempt alone: what throughput counts
+  // The best evaluation so far (early_stopping.h; kept in checkpoints): its metric, its step, and the evaluations
+  // since it without improvement.
+  std::optional<double> best_metric;
+  int64_t best_step = 0;
+  int64_t evals_without_improvement = 0;
 
   bool last() const { return step == total_steps; }
   bool epoch_end() const { return steps_per_epoch > 0 && step % steps_per_epoch == 0; }

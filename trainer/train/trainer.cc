@@ -73,7 +73,7 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   in.layers = rt.stage.layer_end - rt.stage.layer_begin;
   in.checkpointing = spec.train.gradient_checkpointing;
   const parallel::MemoryPlan plan = parallel::PlanMemory(in);
-  std::cerr << "[train] rank " << rt.rank << " " << plan.Describe() << "\n";
+  std::cerr << c10::str("[train] rank ", rt.rank, " ", plan.Describe(), "\n");
   return plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str());
 }
 
@@ -120,13 +120,26 @@ StatusOr<TrainOutcome> Trainer::Train() {
     const std::optional<double> eval_loss = validator_->MaybeEvaluate(lm_, progress_);
     RETURN_IF_ERROR(logger_->Record(progress_, result));
     if (eval_loss) RETURN_IF_ERROR(logger_->RecordEval(progress_, *eval_loss));
-    if (checkpointer_->Due(progress_)) {
+    // Every rank has the same eval_loss; the vote only makes the agreement explicit.
+    const bool stop = rt_.AnyOverWorld(eval_loss && stopping_.Observe(*eval_loss, &progress_));
+    // An early stop is the end of training: checkpointed as the last step is (save_strategy permitting).
+    const bool save_at_stop = stop && spec_.train.save_strategy != jobspec::SaveStrategy::kNo;
+    if (checkpointer_->Due(progress_) || save_at_stop) {
       json metrics = {{"loss", result.loss}};
       if (eval_loss) metrics["eval_loss"] = *eval_loss;
       RETURN_IF_ERROR(checkpointer_->Save(progress_, metrics, lm_, trainable_, *opt_));
       committed_step_ = progress_.step;
     }
+    if (stop) {
+      const std::string why =
+          c10::str("early stopping at step ", progress_.step, " of ", progress_.total_steps, ": ",
+                   stopping_.Describe(progress_), ", early_stopping_steps ", spec_.train.early_stopping_steps);
+      if (rt_.rank == 0) events_.Emit("message", {{"level", "info"}, {"text", why}});
+      std::cerr << c10::str("[train] ", why, "\n");
+      break;
+    }
   }
+  RETURN_IF_ERROR(LoadBestWeights());
   RETURN_IF_ERROR(Export());
   logger_->Finish();  // the plots, after the model: they change no result
   return TrainOutcome::kCompleted;
@@ -146,7 +159,7 @@ Status Trainer::StopPreempted() {
   const std::string message = "preempted at step " + std::to_string(step) +
                               (path.empty() ? ": nothing trained yet, no checkpoint" : ": checkpoint " + path);
   events_.Emit("finished", {{"status", "preempted"}, {"message", message}});
-  std::cerr << "[train] " << message << "\n";
+  std::cerr << c10::str("[train] ", message, "\n");
   return Status::Ok();
 }
 
@@ -159,7 +172,7 @@ Status Trainer::SetupData() {
   ASSIGN_OR_RETURN(data::PreparedData data,
                    data::PrepareSftData(dc, [&](std::string_view stage, int64_t done, int64_t total) {
                      if (leader && (done == total || done % 10000 == 0))
-                       std::cerr << "[data] " << stage << " " << done << "/" << total << "\n";
+                       std::cerr << c10::str("[data] ", stage, " ", done, "/", total, "\n");
                    }));
   if (data.report.skipped > 0 && leader) {
     events_.Emit("message",
@@ -180,7 +193,8 @@ Status Trainer::SetupData() {
 
 // What a mixture-of-experts model cannot run with yet, by name (expert parallelism is later work).
 static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt) {
-  const std::string what = c.model_type + " (mixture of experts)";
+  const std::string what =
+      c.model_type + (c.mla.enabled ? " (multi-head latent attention, mixture of experts)" : " (mixture of experts)");
   if (rt.dims.tp() > 1 || rt.dims.pp() > 1) {
     return InvalidArgumentError(what + ": tensor_model_parallel_size " + std::to_string(rt.dims.tp()) +
                                 " and pipeline_model_parallel_size " + std::to_string(rt.dims.pp()) +
@@ -199,7 +213,7 @@ Status Trainer::SetupModel() {
   }
   ASSIGN_OR_RETURN(lm_, model::LoadCausalLM(spec_.model.model_name_or_path, lo));
   lm_->SetActivationCheckpointing(ts.gradient_checkpointing);
-  if (lm_->HasSparseLayers()) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_));
+  if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_));
   lm_->CollectRouterLogits(lm_->HasSparseLayers());
   torch::manual_seed(static_cast<uint64_t>(ts.seed));
   ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params,
@@ -319,6 +333,24 @@ StatusOr<StepResult> Trainer::TrainStep() {
 
 // ---- export ----
 
+Status Trainer::LoadBestWeights() {
+  if (!stopping_.load_best()) return Status::Ok();
+  ASSIGN_OR_RETURN(const int64_t best, checkpointer_->BestCheckpointStep());
+  std::string what;
+  if (best == 0) {
+    what = "no checkpoint has " + spec_.train.metric_for_best_model + ": the last weights are exported";
+  } else if (best == progress_.step) {
+    what = c10::str("the last step's checkpoint-", best, " is the best: its weights are exported");
+  } else {
+    RETURN_IF_ERROR(checkpointer_->LoadWeights(best, trainable_, *opt_));
+    what = c10::str("the weights of checkpoint-", best, " (the best ", spec_.train.metric_for_best_model,
+                    ") are exported, not the last step's (", progress_.step, ")");
+  }
+  if (rt_.rank == 0) events_.Emit("message", {{"level", "info"}, {"text", "load_best_model_at_end: " + what}});
+  std::cerr << c10::str("[train] load_best_model_at_end: ", what, "\n");
+  return Status::Ok();
+}
+
 // Every stage writes its gathered part, rank 0 joins them into one PEFT or HF directory.
 Status Trainer::Export() {
   const bool lora = spec_.finetuning.type == FinetuningType::kLora;
@@ -344,7 +376,7 @@ Status Trainer::Export() {
   } else {
     events_.Emit("finished", {{"status", "ok"}});
   }
-  std::cerr << "[train] done: " << progress_.step << " steps; output in " << output << "\n";
+  std::cerr << c10::str("[train] done: ", progress_.step, " steps; output in ", output, "\n");
   return Status::Ok();
 }
 
@@ -366,7 +398,7 @@ void Trainer::SetupModelFlops() {
     const std::string mfu = peak             ? "MFU against the bf16 peak of " + device
                             : device.empty() ? std::string("no MFU: not a CUDA device")
                                              : "no MFU: no peak known for " + device;
-    std::cerr << "[train] " << flops_per_token << " training FLOPs per token; " << mfu << "\n";
+    std::cerr << c10::str("[train] ", flops_per_token, " training FLOPs per token; ", mfu, "\n");
   }
 }
 

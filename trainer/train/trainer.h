@@ -4,8 +4,10 @@
 //   Setup      runtime and layout, data (TrainRows), model + fine-tuning + optimizer, the step plan (micro-batches,
 //              total steps, LR schedule), the data-parallel reducer, and the resume point (Checkpointer)
 //   Train      while steps remain: TrainStep, then each component decides whether to act —
-//                Validator (validation loss), MetricsLogger (trainer_log.jsonl + events), Checkpointer (save)
-//   Export     the adapter (LoRA) or the model (full / freeze) joined from every stage into output_dir
+//                Validator (validation loss), MetricsLogger (trainer_log.jsonl + events), EarlyStopping (stop
+//                when eval_loss stalls), Checkpointer (save)
+//   Export     the adapter (LoRA) or the model (full / freeze) joined from every stage into output_dir (with
+//              load_best_model_at_end, the weights of the best evaluated checkpoint)
 //
 // One optimizer step = gradient_accumulation_steps micro-batches of per_device_train_batch_size rows on each
 // data-parallel rank; the loss is the sum of token losses divided by the label-token count of the whole
@@ -35,6 +37,7 @@
 #include "trainer/data/sampler.h"
 #include "trainer/optim/schedule.h"
 #include "trainer/train/checkpointer.h"
+#include "trainer/train/early_stopping.h"
 #include "trainer/train/events.h"
 #include "trainer/train/grad_reducer.h"
 #include "trainer/train/metrics_logger.h"
@@ -72,6 +75,8 @@ class Trainer {
   Status Resume();
   StatusOr<StepResult> TrainStep();
   Status Export();
+  // load_best_model_at_end: the best evaluated checkpoint's weights into the model before Export.
+  Status LoadBestWeights();
   // The agreed preemption at the current step boundary: checkpoint (if needed) and the events.
   Status StopPreempted();
   void LogHoldings() const;
@@ -82,6 +87,7 @@ class Trainer {
   std::string out_;
   TrainRows rows_;
   std::optional<Validator> validator_;
+  EarlyStopping stopping_{spec_.train};
   model::CausalLM lm_{nullptr};
   TrainableSet trainable_;
   std::unique_ptr<TrainerOptimizer> opt_;

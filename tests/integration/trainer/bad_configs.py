@@ -35,7 +35,8 @@ def main():
             # (name, replaced/added lines, extra args, exit code, expected substring)
             ("missing model", [f"model_name_or_path: {tmp}/nope"], [], 1, f"model config not found: {tmp}/nope/config.json"),
             ("unsupported model type", [f"model_name_or_path: {tmp}/bad-model"], [], 1,
-             "key 'model_type': unsupported model type 'gpt2' (supported: llama, qwen2, mistral, qwen3, qwen3_moe)"),
+             "key 'model_type': unsupported model type 'gpt2' (supported: llama, qwen2, mistral, qwen3, qwen3_moe, deepseek_v2, "
+             "deepseek_v3)"),
             ("unknown lora target", ["lora_target: q_proj,lm_head"], [], 2, "key 'lora_target' at"),
             ("truncated weights", [f"model_name_or_path: {tmp}/trunc"], [], 1,
              "truncated or trailing garbage"),

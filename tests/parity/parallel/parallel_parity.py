@@ -374,6 +374,24 @@ def case_qwen3(binary, tmp):
         print(f"qwen3_moe with {extra[0]}: refused ({[l for l in p.stderr.splitlines() if 'mixture' in l][0][:160]})")
 
 
+def case_deepseek_refused(binary, tmp):
+    # MLA and DeepSeek's MoE under tensor or pipeline parallelism: refused by name before training starts.
+    setup(tmp, binary)
+    for arch in ("deepseek_v2", "deepseek_v3"):
+        model = os.path.join(tmp, arch)
+        run([binary, "model", "init", "--arch", arch, "--preset", "tiny", "--tokenizer", os.path.join(tmp, "tok"),
+             "--out", model, "--seed", "3"])
+        for extra in (["tensor_model_parallel_size: 2"], ["pipeline_model_parallel_size: 2"]):
+            out = os.path.join(tmp, f"{arch}-" + extra[0].split(":")[0])
+            p = run([binary, "launch", "--nproc-per-node", "2", "--", "train", "--config",
+                     job(tmp, model, out, "lora", extra + ["gpus_per_node: 2"])], check=False)
+            assert p.returncode != 0, (extra, p.stdout[-500:], p.stderr[-1500:])
+            assert f"{arch} (multi-head latent attention, mixture of experts)" in p.stderr, p.stderr[-1500:]
+            assert "expert parallelism" in p.stderr, p.stderr[-1500:]
+            assert not os.path.exists(os.path.join(out, "trainer_log.jsonl")), f"{extra}: training started"
+            print(f"{arch} with {extra[0]}: refused")
+
+
 def case_deadpeer(binary, tmp):
     # Ranks started directly (no launcher to clean up): data parallel 2, then tp 2 x pp 2 where the last
     # stage's second rank dies and its tensor-parallel peer and the first stage (waiting on send/recv) must go.
@@ -386,4 +404,4 @@ if __name__ == "__main__":
     run_cases({"dp": case_dp, "deadpeer": case_deadpeer, "layouts_lora": case_layouts_lora,
                "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa,
                "bad_layouts": case_bad_layouts, "zero2": case_zero2, "zero_resume": case_zero_resume,
-               "qwen3": case_qwen3})
+               "qwen3": case_qwen3, "deepseek_refused": case_deepseek_refused})

@@ -14,6 +14,12 @@ Cases (one ctest each):
            per-expert module names) and full fine-tuning; per-step losses include router_aux_loss_coef * the
            load-balancing loss as HF adds it; the LoRA case also runs with activation checkpointing and checks
            the exported adapter in peft.
+  deepseek_lora / deepseek_full : tiny DeepSeek-V3 (MLA with q_lora_rank, sigmoid routing with a correction bias,
+           n_group, shared expert, one dense layer) under LoRA on every MLA and routed-expert projection (peft's
+           module names; peft on transformers 5 adapts neither the dense MLP nor the shared experts, and neither
+           do we), and a tiny DeepSeek-V2-Lite shape (plain q_proj, group-limited softmax routing) under full
+           fine-tuning; 20 per-step losses equal (HF's DeepSeek models add no aux loss); the adapter loads in
+           peft, the merged and the full exports load in HF.
 
 Each step's batch is the whole 8-example dataset (global batch = 8), so the data order cannot matter.
 """
@@ -26,7 +32,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3MoeConfig
+from transformers import AutoModelForCausalLM, DeepseekV2Config, DeepseekV3Config, LlamaConfig, Qwen3MoeConfig
 from transformers.optimization import get_scheduler
 
 torch.set_num_threads(1)
@@ -44,6 +50,24 @@ def moe_config(vocab_size):
                           rms_norm_eps=1e-6, tie_word_embeddings=False, num_experts=4, num_experts_per_tok=2,
                           moe_intermediate_size=32, norm_topk_prob=True, router_aux_loss_coef=0.05,
                           output_router_logits=True)
+
+
+DEEPSEEK = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4, max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, moe_intermediate_size=32,
+                first_k_dense_replace=1)
+
+
+def deepseek_v3_config(vocab_size):
+    return DeepseekV3Config(vocab_size=vocab_size, **DEEPSEEK, q_lora_rank=48, n_routed_experts=8,
+                            num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
+                            routed_scaling_factor=2.5, norm_topk_prob=True)
+
+
+def deepseek_v2_lite_config(vocab_size):
+    return DeepseekV2Config(vocab_size=vocab_size, **DEEPSEEK, q_lora_rank=None, n_routed_experts=8,
+                            num_experts_per_tok=2, n_group=4, topk_group=2, topk_method="group_limited_greedy",
+                            n_shared_experts=2, routed_scaling_factor=1.0)
 
 
 def setup(tmp, binary, make_config=None):
@@ -66,6 +90,9 @@ def setup(tmp, binary, make_config=None):
                 p.add_(torch.randn_like(p) * 0.1)
             if n.endswith("mlp.gate.weight"):
                 p.copy_(torch.randn_like(p))  # decisive routing: no near-ties for rounding to flip
+        for n, b in model.named_buffers():
+            if n.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn_like(b) * 0.2)
     model_dir = os.path.join(tmp, "base")
     model.save_pretrained(model_dir)
     for f in ("tokenizer.json", "tokenizer_config.json"):
@@ -489,7 +516,127 @@ def case_moe_full(binary, tmp):
           f"the export loads in HF (rel {err:.1e})")
 
 
+def deepseek_adapter(model_dir, tmp, config):
+    """A peft adapter (per-module layout) on the projections of a DeepSeek model peft adapts on transformers 5:
+    MLA's and every routed expert's (not the dense MLP's or the shared experts'); random A, non-zero B."""
+    from peft import LoraConfig
+    g = torch.Generator().manual_seed(13)
+    r, C, H = 4, config.hidden_size, config.num_attention_heads
+    qk = config.qk_nope_head_dim + config.qk_rope_head_dim
+    attn = {"self_attn.kv_a_proj_with_mqa": (C, config.kv_lora_rank + config.qk_rope_head_dim),
+            "self_attn.kv_b_proj": (config.kv_lora_rank, H * (config.qk_nope_head_dim + config.v_head_dim)),
+            "self_attn.o_proj": (H * config.v_head_dim, C)}
+    if config.q_lora_rank is None:
+        attn["self_attn.q_proj"] = (C, H * qk)
+    else:
+        attn.update({"self_attn.q_a_proj": (C, config.q_lora_rank), "self_attn.q_b_proj": (config.q_lora_rank, H * qk)})
+    tensors = {}
+    for i in range(config.num_hidden_layers):
+        shapes = dict(attn)
+        if i >= config.first_k_dense_replace:
+            F = config.moe_intermediate_size
+            for e in range(config.n_routed_experts):
+                shapes.update({f"mlp.experts.{e}.gate_proj": (C, F), f"mlp.experts.{e}.up_proj": (C, F),
+                               f"mlp.experts.{e}.down_proj": (F, C)})
+        for name, (fan_in, fan_out) in shapes.items():
+            key = f"base_model.model.model.layers.{i}.{name}"
+            tensors[key + ".lora_A.weight"] = (torch.rand(r, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
+            tensors[key + ".lora_B.weight"] = torch.randn(fan_out, r, generator=g) * 0.05
+    path = os.path.join(tmp, "init_adapter")
+    LoraConfig(r=r, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM", base_model_name_or_path=model_dir,
+               target_modules=["q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj",
+                               "gate_proj", "up_proj", "down_proj"]).save_pretrained(path)
+    save_file(tensors, os.path.join(path, "adapter_model.safetensors"))
+    return path
+
+
+def case_deepseek_lora(binary, tmp):
+    from peft import PeftModel
+    model_dir, data, rows = setup(tmp, binary, deepseek_v3_config)
+    adapter = deepseek_adapter(model_dir, tmp, deepseek_v3_config(0))
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   MOE_BATCH + ["finetuning_type: lora", f"adapter_name_or_path: {adapter}"])
+    run([binary, "train", "--config", cfg])  # with activation checkpointing (the default here)
+    ours = our_losses(out)
+    ref_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                          adapter, is_trainable=True)
+    params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
+    for needed in ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "mlp.experts"):
+        assert any(needed in n for n, _ in params), f"peft put no adapter on {needed}"
+    for n, p in params:  # peft's fused-expert adapter: keep its zero blocks zero (see case_moe_lora)
+        if "experts" in n and "shared_experts" not in n and "lora_B" in n:
+            keep = (p.detach() != 0).to(p.dtype)
+            p.register_hook(lambda g, keep=keep: g * keep)
+    worst = compare_losses(ours, reference_losses(ref_model, rows, params))
+    print(f"deepseek_lora: {STEPS} per-step losses equal peft + torch.optim.AdamW (max rel {worst:.2e})")
+    # lora_target all (LLaMA-Factory's default) adapts the same modules as peft does on transformers 5.
+    out_all = os.path.join(tmp, "out-all")
+    run([binary, "train", "--config", job_yaml(os.path.join(tmp, "all.yaml"), model_dir, data, out_all,
+                                               MOE_BATCH + ["finetuning_type: lora", "lora_target: all",
+                                                            "max_steps: 1"])])
+    ours_all = sorted(load_file(os.path.join(out_all, "adapter_model.safetensors")))
+    from peft import LoraConfig, get_peft_model
+    theirs_all = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), LoraConfig(
+        r=8, target_modules=["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj",
+                             "up_proj", "down_proj"]))
+    peft_modules = {n.split(".lora_")[0].replace("base_model.model.", "").replace(".base_layer", "")
+                    for n, _ in theirs_all.named_parameters() if ".lora_" in n}
+    our_modules = {n.split(".lora_")[0].replace("base_model.model.", "") for n in ours_all}
+    our_fused = {m.rsplit(".experts.", 1)[0] + ".experts" if ".experts." in m else m for m in our_modules}
+    assert our_fused == peft_modules, f"lora_target all adapts other modules than peft:\n{our_fused ^ peft_modules}"
+    assert not any("shared_experts" in m or ".mlp.gate_proj" in m for m in our_modules), our_modules
+    # An adapter that does adapt a shared expert (trained elsewhere) is refused by name, not silently dropped.
+    shared = os.path.join(tmp, "shared_adapter")
+    os.makedirs(shared)
+    for f in ("adapter_config.json",):
+        os.link(os.path.join(adapter, f), os.path.join(shared, f))
+    tensors = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+    key = "base_model.model.model.layers.1.mlp.shared_experts.up_proj"
+    tensors[key + ".lora_A.weight"] = torch.zeros(4, 64)
+    tensors[key + ".lora_B.weight"] = torch.zeros(32, 4)
+    save_file(tensors, os.path.join(shared, "adapter_model.safetensors"))
+    p = subprocess.run([binary, "train", "--config", job_yaml(
+        os.path.join(tmp, "shared.yaml"), model_dir, data, os.path.join(tmp, "out-shared"),
+        MOE_BATCH + ["finetuning_type: lora", f"adapter_name_or_path: {shared}"])], capture_output=True, text=True)
+    assert p.returncode != 0 and "shared_experts.up_proj.lora_A.weight" in p.stderr and \
+        "outside the routed experts" in p.stderr, p.stderr[-1500:]
+    print("deepseek_lora: lora_target all adapts what peft adapts; an adapter on a shared expert is refused")
+    ids = torch.tensor([rows[7]["input_ids"]])
+    mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
+    with torch.no_grad():
+        theirs = loaded(input_ids=ids).logits.float()
+    err = rel(mine, theirs)
+    assert err < 1e-5, f"peft-loaded DeepSeek adapter logits differ from ours: rel {err:.2e}"
+    merged = os.path.join(tmp, "merged")
+    run([binary, "export", "--model", model_dir, "--adapter", out, "--out", merged])
+    hf_merged = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    with torch.no_grad():
+        err2 = rel(hf_merged(input_ids=ids).logits.float(), mine)
+    assert err2 < 1e-5, f"merged DeepSeek export logits differ: rel {err2:.2e}"
+    print(f"deepseek_lora: the adapter loads in peft (rel {err:.1e}), the merged export in HF (rel {err2:.1e})")
+
+
+def case_deepseek_full(binary, tmp):
+    model_dir, data, rows = setup(tmp, binary, deepseek_v2_lite_config)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   MOE_BATCH + ["finetuning_type: full", "weight_decay: 0.01"])
+    run([binary, "train", "--config", cfg])
+    ours = our_losses(out)
+    ref_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    params = list(ref_model.named_parameters())
+    decay = {n for n, _ in params if not any(k in n for k in ("bias", "norm"))}
+    worst = compare_losses(ours, reference_losses(ref_model, rows, params, weight_decay=0.01, decay_names=decay))
+    err = exported_error(out, ref_model, rows)
+    assert err < 1e-3, f"exported DeepSeek model differs from the reference-trained one: rel {err:.2e}"
+    print(f"deepseek_full: {STEPS} per-step losses equal torch.optim.AdamW (max rel {worst:.2e}); "
+          f"the export loads in HF (rel {err:.1e})")
+
+
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "lora_rslora": case_lora_rslora, "full": case_full, "freeze": case_freeze,
                "resume": case_resume, "eval": case_eval, "schedules": case_schedules, "bf16": case_bf16,
-               "moe_lora": case_moe_lora, "moe_full": case_moe_full})
+               "moe_lora": case_moe_lora, "moe_full": case_moe_full, "deepseek_lora": case_deepseek_lora,
+               "deepseek_full": case_deepseek_full})

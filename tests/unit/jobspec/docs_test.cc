@@ -166,6 +166,8 @@ StatusOr<JobSpec> ParseRow(const LfRow& row) {
     if (row.key == "eval_dataset" && std::string(line).rfind("val_size:", 0) == 0) continue;  // one or the other
     text += line;
   }
+  // Early stopping judges evaluations: those rows come with eval_strategy (HF's Trainer requires it too).
+  if (row.key == "early_stopping_steps" || row.key == "load_best_model_at_end") text += "eval_strategy: steps\n";
   auto spec = ParseJobSpec(text + row.key + ": " + row.example + "\n", "job.yaml");
   std::filesystem::current_path(cwd);
   return spec;

@@ -32,6 +32,16 @@ TEST(RetentionPolicy, AlsoKeepsTheBestBySmallerMetric) {
   EXPECT_EQ(doomed, (Steps{10, 30})) << "keeps 40 (latest) and 20 (best eval_loss)";
 }
 
+TEST(RetentionPolicy, LoadBestModelAtEndKeepsTheBestCheckpoint) {
+  TrainSpec train;
+  train.save_total_limit = 1;
+  EXPECT_EQ(RetentionPolicy::Of(train).keep_best, 0);
+  train.load_best_model_at_end = true;
+  EXPECT_EQ(RetentionPolicy::Of(train).keep_best, 1) << "the checkpoint exported at the end must survive";
+  train.keep_best = 3;
+  EXPECT_EQ(RetentionPolicy::Of(train).keep_best, 3);
+}
+
 TEST(RetentionPolicy, GreaterIsBetterAndTiesGoToTheEarlierStep) {
   RetentionPolicy p{.save_total_limit = 1, .keep_best = 1, .metric = "accuracy", .greater_is_better = true};
   EXPECT_EQ(StepsToDelete(p, {At(10, {{"accuracy", 0.5}}), At(20, {{"accuracy", 0.9}}), At(30, {{"accuracy", 0.9}}),

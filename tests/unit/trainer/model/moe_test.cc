@@ -120,5 +120,84 @@ TEST(LoadBalancingLoss, GradientReachesTheRouterLogits) {
   EXPECT_GT(logits.grad().abs().sum().item<double>(), 0.0);
 }
 
+SparseMoe MakeDeepseekMoe(RouterKind router, bool group_limited) {
+  torch::manual_seed(5);
+  MoeLayerSpec spec{.hidden = 16,
+                    .num_experts = 8,
+                    .top_k = 3,
+                    .expert_intermediate = 8,
+                    .norm_topk_prob = router == RouterKind::kDeepseekSigmoid,
+                    .shared_intermediate = 16,
+                    .router = router,
+                    .routed_scaling_factor = 2.5,
+                    .group_limited = group_limited,
+                    .n_group = 4,
+                    .topk_group = 2,
+                    .shared_name = "shared_experts"};
+  SparseMoe moe(spec, LinearFactory(), torch::TensorOptions().dtype(torch::kFloat32));
+  torch::NoGradGuard no_grad;
+  for (auto& p : moe->parameters()) p.normal_(0.0, 0.3);
+  if (moe->e_score_correction_bias.defined()) moe->e_score_correction_bias.normal_(0.0, 0.3);
+  return moe;
+}
+
+// Which of the 4 groups (of 2 experts) each token's experts fall in, as a [N, 4] bool.
+torch::Tensor GroupsUsed(const torch::Tensor& experts) {
+  return torch::zeros({experts.size(0), 4}, torch::kInt64).scatter(1, experts.div(2, "floor"), 1).to(torch::kBool);
+}
+
+TEST(SparseMoe, DeepseekV2GroupLimitedRoutingStaysInTheBestGroups) {
+  SparseMoe moe = MakeDeepseekMoe(RouterKind::kDeepseekSoftmax, /*group_limited=*/true);
+  EXPECT_FALSE(moe->e_score_correction_bias.defined());
+  ASSERT_TRUE(moe->named_children().contains("shared_experts"));
+  torch::Tensor x = torch::randn({50, 16});
+  Routing r = moe->Route(x);
+  torch::Tensor probs = torch::softmax(r.logits, -1);                      // [N, 8]
+  torch::Tensor group_best = std::get<0>(probs.view({50, 4, 2}).max(-1));  // [N, 4]
+  torch::Tensor kept =
+      torch::zeros({50, 4}, torch::kInt64).scatter(1, std::get<1>(group_best.topk(2, -1)), 1).to(torch::kBool);
+  // Every chosen expert lies in one of the two kept groups, and its weight is its probability times 2.5.
+  EXPECT_FALSE(GroupsUsed(r.experts).logical_and(kept.logical_not()).any().item<bool>());
+  EXPECT_LT((r.weights - probs.gather(1, r.experts) * 2.5).abs().max().item<double>(), 1e-6);
+  // Greedy routing takes the global top-3 instead; some token picks differently.
+  SparseMoe greedy = MakeDeepseekMoe(RouterKind::kDeepseekSoftmax, /*group_limited=*/false);
+  Routing g = greedy->Route(x);
+  torch::Tensor global_top = std::get<0>(std::get<1>(probs.topk(3, -1)).sort(-1));
+  EXPECT_TRUE(std::get<0>(g.experts.sort(-1)).equal(global_top));
+  EXPECT_FALSE(std::get<0>(r.experts.sort(-1)).equal(global_top));
+}
+
+TEST(SparseMoe, DeepseekV3SigmoidRoutingUsesTheBiasForChoiceOnly) {
+  SparseMoe moe = MakeDeepseekMoe(RouterKind::kDeepseekSigmoid, /*group_limited=*/false);
+  ASSERT_TRUE(moe->e_score_correction_bias.defined());
+  // The bias is a buffer of the router, named as HF names it, and not a parameter.
+  EXPECT_TRUE(moe->gate->named_buffers().contains("e_score_correction_bias"));
+  EXPECT_FALSE(moe->gate->named_parameters().contains("e_score_correction_bias"));
+  torch::Tensor x = torch::randn({50, 16});
+  Routing r = moe->Route(x);
+  torch::Tensor scores = r.logits.sigmoid();
+  torch::Tensor choice = scores + moe->e_score_correction_bias;                          // [N, 8]
+  torch::Tensor group_score = std::get<0>(choice.view({50, 4, 2}).topk(2, -1)).sum(-1);  // [N, 4]
+  torch::Tensor kept =
+      torch::zeros({50, 4}, torch::kInt64).scatter(1, std::get<1>(group_score.topk(2, -1)), 1).to(torch::kBool);
+  EXPECT_FALSE(GroupsUsed(r.experts).logical_and(kept.logical_not()).any().item<bool>());
+  // Weights: the unbiased scores of the chosen experts, normalised, times 2.5.
+  torch::Tensor w = scores.gather(1, r.experts);
+  EXPECT_LT((r.weights - w / w.sum(-1, true) * 2.5).abs().max().item<double>(), 1e-6);
+  // The bias changes the choice: without it some token routes elsewhere.
+  torch::Tensor bias = moe->e_score_correction_bias.clone();
+  {
+    torch::NoGradGuard no_grad;
+    moe->e_score_correction_bias.zero_();
+  }
+  EXPECT_FALSE(std::get<0>(moe->Route(x).experts.sort(-1)).equal(std::get<0>(r.experts.sort(-1))));
+  {
+    torch::NoGradGuard no_grad;
+    moe->e_score_correction_bias.copy_(bias);
+  }
+  // Sorted dispatch equals the dense reference for these routers too.
+  EXPECT_LT(RelErr(moe->Dispatch(x, r), moe->DenseReference(x, r)), 1e-5);
+}
+
 }  // namespace
 }  // namespace anneal::model
