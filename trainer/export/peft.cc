@@ -84,8 +84,17 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
       used.insert(name + suffix);
     }
   }
+  // Under pipeline parallelism the layers of other stages are not here: their weights are theirs to take.
+  const model::StageSpec& stage = lm->stage();
+  auto other_stage = [&](const std::string& name) {
+    const std::string key = "layers.";
+    const auto pos = name.find(key);
+    if (pos == std::string::npos) return false;
+    const int64_t layer = std::atoll(name.c_str() + pos + key.size());
+    return layer < stage.layer_begin || layer >= stage.layer_end;
+  };
   for (const auto& [name, _] : adapter.weights) {
-    if (used.count(name)) continue;
+    if (used.count(name) || other_stage(name)) continue;  // another stage's layer: theirs to check
     const bool moe_mlp = lm->config().moe.num_experts > 0 && name.find(".mlp.experts.") == std::string::npos &&
                          (name.find("_proj.lora_") != std::string::npos) && name.find(".mlp.") != std::string::npos;
     if (moe_mlp) {

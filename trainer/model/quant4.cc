@@ -224,28 +224,43 @@ StatusOr<QuantizedLinearWeight> QuantizedLinearWeight::Make(const torch::Tensor&
                                                             int64_t index, const Quant4Options& options) {
   if (full.dim() != 2) return InvalidArgumentError("4-bit quantization: expected a 2-D linear weight");
   const int64_t out = full.size(0), in = full.size(1);
-  const int64_t piece_in = dim == 1 ? in / std::max<int64_t>(shards, 1) : in;
-  if (in % kQuant4Block != 0 || piece_in % kQuant4Block != 0) {
-    return InvalidArgumentError(c10::str(
-        "4-bit quantization needs the input width of every linear layer (per tensor-parallel rank) to be a multiple "
-        "of ",
-        kQuant4Block, " (bitsandbytes' block), got ", piece_in, " of ", in,
-        ": use another tensor_model_parallel_size, or remove quantization_bit"));
+  const bool column_pieces = shards > 1 && dim == 1;
+  const int64_t piece_in = column_pieces ? in / shards : in;
+  // Blocks follow rows when the width is a multiple of 64; otherwise they run across rows (the flat layout),
+  // which a piece of whole rows can keep but a piece of columns cannot.
+  if (in % 2 != 0 || (column_pieces && (in % kQuant4Block != 0 || piece_in % kQuant4Block != 0))) {
+    return InvalidArgumentError(
+        c10::str("4-bit quantization needs an even input width, and under tensor parallelism the input width of the "
+                 "row-parallel layers (o_proj, down_proj) per rank to be a multiple of ",
+                 kQuant4Block, " (bitsandbytes' block), got ", piece_in, " of ", in,
+                 ": use another tensor_model_parallel_size, or remove quantization_bit"));
   }
   QuantizedLinearWeight w;
   w.options = options;
   Quant4Tensor q = Quantize4bit(full, options);
   torch::Tensor packed = q.packed.view({out, in / 2});
-  torch::Tensor absmax = q.absmax.view({out, in / kQuant4Block});
-  w.full_blocks_per_row = in / kQuant4Block;
-  if (shards > 1) {
-    packed = packed.chunk(shards, dim)[index];
-    absmax = absmax.chunk(shards, dim)[index];
-    if (dim == 0) {
-      w.row0 = index * packed.size(0);
-    } else {
-      w.col_block0 = index * absmax.size(1);
+  torch::Tensor absmax;
+  if (in % kQuant4Block == 0) {
+    absmax = q.absmax.view({out, in / kQuant4Block});
+    w.full_blocks_per_row = in / kQuant4Block;
+    if (shards > 1) {
+      packed = packed.chunk(shards, dim)[index];
+      absmax = absmax.chunk(shards, dim)[index];
+      if (dim == 0) {
+        w.row0 = index * packed.size(0);
+      } else {
+        w.col_block0 = index * absmax.size(1);
+      }
     }
+  } else {
+    // Flat: the piece's rows [row0, row0 + rows) cover the full tensor's blocks [row0 * in / 64, ...).
+    if (shards > 1) {
+      packed = packed.chunk(shards, 0)[index];
+      w.row0 = index * packed.size(0);
+    }
+    const int64_t first = w.row0 * in / kQuant4Block;
+    const int64_t last = ((w.row0 + packed.size(0)) * in + kQuant4Block - 1) / kQuant4Block;
+    absmax = q.absmax.narrow(0, first, last - first);
   }
   // Copies, so the rest of the full tensor's storage is freed.
   w.packed = packed.clone(at::MemoryFormat::Contiguous);
@@ -280,13 +295,16 @@ torch::Tensor DequantizeRowsCuda(const QuantizedLinearWeight& w, int64_t r0, int
   const torch::Device device = w.packed.device();
   torch::Tensor out = torch::empty({r1 - r0, w.cols}, w.packed.options().dtype(dtype));
   const int64_t col_blocks = w.cols / kQuant4Block;
-  const auto* absmax = static_cast<const uint8_t*>(w.absmax.data_ptr()) + r0 * col_blocks * w.absmax.element_size();
+  // The flat layout (width not a multiple of 64) passes its absmax whole: the kernel finds each block from the
+  // element's index in the full tensor.
+  const int64_t skip = w.absmax.dim() == 1 ? 0 : r0 * col_blocks;
+  const auto* absmax = static_cast<const uint8_t*>(w.absmax.data_ptr()) + skip * w.absmax.element_size();
   kernels::LaunchDequant4(w.packed.data_ptr<uint8_t>() + r0 * (w.cols / 2), absmax,
                           w.options.double_quant ? w.absmax2.data_ptr<float>() : nullptr, w.offset,
                           DeviceCode(Quant4Code(w.options.type).data(), 16, device).data_ptr<float>(),
                           DeviceCode(kDynamic8.data(), 256, device).data_ptr<float>(), r1 - r0, w.cols, w.row0 + r0,
-                          w.col_block0, w.full_blocks_per_row, out.data_ptr(), kind,
-                          c10::cuda::getCurrentCUDAStream(device.index()).stream());
+                          w.col_block0, w.absmax.dim() == 1 ? 0 : w.full_blocks_per_row, w.row0 * w.cols / kQuant4Block,
+                          out.data_ptr(), kind, c10::cuda::getCurrentCUDAStream(device.index()).stream());
   return out;
 }
 
@@ -303,29 +321,45 @@ __attribute__((optimize("fp-contract=off")))
 #endif
 void DequantizeRowsCpu(const QuantizedLinearWeight& w, int64_t r0, int64_t r1, T* out) {
   const std::array<float, 16>& code = Quant4Code(w.options.type);
-  const int64_t col_blocks = w.cols / kQuant4Block, bytes_per_row = w.cols / 2;
+  const int64_t bytes_per_row = w.cols / 2;
   const uint8_t* packed = w.packed.data_ptr<uint8_t>();
-  const bool double_quant = w.options.double_quant;
+  const bool double_quant = w.options.double_quant, flat = w.absmax.dim() == 1;
   const uint8_t* absmax8 = double_quant ? w.absmax.data_ptr<uint8_t>() : nullptr;
   const float* absmax32 = double_quant ? nullptr : w.absmax.data_ptr<float>();
   const float* absmax2 = double_quant ? w.absmax2.data_ptr<float>() : nullptr;
+  // The fp32 absmax of a block: `local` indexes this piece's absmax, `global` the full tensor's blocks.
+  auto scale_of = [&](int64_t local, int64_t global) {
+    if (!double_quant) return absmax32[local];
+    const float product = kDynamic8[absmax8[local]] * absmax2[global / kQuant8Block];
+    return product + w.offset;
+  };
   at::parallel_for(r0, r1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      for (int64_t c = 0; c < col_blocks; ++c) {
-        float scale;
-        if (double_quant) {
-          const int64_t group = ((w.row0 + r) * w.full_blocks_per_row + w.col_block0 + c) / kQuant8Block;
-          const float product = kDynamic8[absmax8[r * col_blocks + c]] * absmax2[group];
-          scale = product + w.offset;
-        } else {
-          scale = absmax32[r * col_blocks + c];
+      const uint8_t* src = packed + r * bytes_per_row;
+      T* dst = out + (r - r0) * w.cols;
+      if (flat) {
+        // Blocks run across rows: element (r, c) is element (row0 + r) * cols + c of the full tensor.
+        const int64_t first = w.row0 * w.cols / kQuant4Block, start = (w.row0 + r) * w.cols;
+        int64_t block = -1;
+        float scale = 0.0f;
+        for (int64_t k = 0; k < bytes_per_row; ++k) {
+          const int64_t b_global = (start + 2 * k) / kQuant4Block;  // even index: both nibbles in one block
+          if (b_global != block) {
+            block = b_global;
+            scale = scale_of(block - first, block);
+          }
+          dst[2 * k] = static_cast<T>(code[src[k] >> 4] * scale);
+          dst[2 * k + 1] = static_cast<T>(code[src[k] & 15] * scale);
         }
-        const uint8_t* src = packed + r * bytes_per_row + c * (kQuant4Block / 2);
-        T* dst = out + (r - r0) * w.cols + c * kQuant4Block;
+        continue;
+      }
+      const int64_t col_blocks = w.cols / kQuant4Block;
+      for (int64_t c = 0; c < col_blocks; ++c) {
+        const float scale = scale_of(r * col_blocks + c, (w.row0 + r) * w.full_blocks_per_row + w.col_block0 + c);
         for (int64_t k = 0; k < kQuant4Block / 2; ++k) {
-          const uint8_t b = src[k];
-          dst[2 * k] = static_cast<T>(code[b >> 4] * scale);
-          dst[2 * k + 1] = static_cast<T>(code[b & 15] * scale);
+          const uint8_t b = src[c * (kQuant4Block / 2) + k];
+          dst[c * kQuant4Block + 2 * k] = static_cast<T>(code[b >> 4] * scale);
+          dst[c * kQuant4Block + 2 * k + 1] = static_cast<T>(code[b & 15] * scale);
         }
       }
     }
@@ -357,6 +391,20 @@ torch::Tensor QuantizedLinearWeight::DequantizeRows(int64_t r0, int64_t r1, torc
   torch::Tensor p = packed.narrow(0, r0, n_rows);  // [R, cols / 2]
   torch::Tensor idx = torch::stack({p.bitwise_right_shift(4), p.bitwise_and(15)}, 2).reshape({-1});
   const torch::Tensor code = CodeTensor(Quant4Code(options.type).data(), 16, device);
+  if (absmax.dim() == 1) {
+    // Flat layout: each element's block by its index in the full tensor.
+    auto long_opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+    torch::Tensor global = torch::arange((row0 + r0) * cols, (row0 + r1) * cols, long_opts).div(kQuant4Block, "floor");
+    torch::Tensor local = global - row0 * cols / kQuant4Block;
+    torch::Tensor scale = absmax.index_select(0, local);
+    if (options.double_quant) {
+      const torch::Tensor code8 = CodeTensor(kDynamic8.data(), 256, device);
+      scale =
+          code8.index_select(0, scale.to(torch::kInt64)) * absmax2.index_select(0, global.div(kQuant8Block, "floor")) +
+          offset;
+    }
+    return (code.index_select(0, idx.to(torch::kInt64)) * scale).view({n_rows, cols}).to(dtype);
+  }
   torch::Tensor values = code.index_select(0, idx.to(torch::kInt64)).view({n_rows, col_blocks, kQuant4Block});
   torch::Tensor scale = absmax.narrow(0, r0, n_rows);  // [R, cols / 64]
   if (options.double_quant) {

@@ -81,11 +81,14 @@ std::pair<torch::Tensor, torch::Tensor> QuantizeBlockwise8(const torch::Tensor& 
 
 // The 4-bit weight of one linear layer: this rank's piece [rows, cols] of the full [out, in] tensor (the full
 // tensor cut into `shards` equal pieces along `dim`, piece `index`). Stored row-major: packed uint8
-// [rows, cols / 2], absmax [rows, cols / 64] (uint8 with double quantization, else fp32), and the whole tensor's
-// second-level absmax (1 / 16384 of the elements).
+// [rows, cols / 2], absmax (uint8 with double quantization, else fp32) and the whole tensor's second-level absmax
+// (1 / 16384 of the elements). When `in` is a multiple of 64 the blocks follow the rows: absmax [rows, cols / 64].
+// Otherwise they run across rows as bnb's flat blocks do (the flat layout): absmax is 1-D, the full tensor's blocks
+// from the one holding element row0 * cols to the one holding the piece's last element.
 class QuantizedLinearWeight {
  public:
-  // INVALID_ARGUMENT when the piece's width (in / shards for dim 1) is not a multiple of 64 or `full` is not 2-D.
+  // INVALID_ARGUMENT when `full` is not 2-D, `in` is odd, or a piece of columns (dim 1) is not a multiple of 64
+  // wide (nor `in`): whole rows keep bnb's flat blocks, columns cannot.
   static StatusOr<QuantizedLinearWeight> Make(const torch::Tensor& full, int64_t dim, int64_t shards, int64_t index,
                                               const Quant4Options& options);
 
@@ -102,7 +105,7 @@ class QuantizedLinearWeight {
   torch::Tensor absmax2;  // fp32 [ceil(full blocks / 256)] (double quantization only)
   float offset = 0.0f;
   // Where the piece's blocks sit in the full tensor's flat block order (for absmax2): block (r, c) of the piece
-  // is full block (row0 + r) * full_blocks_per_row + col_block0 + c.
+  // is full block (row0 + r) * full_blocks_per_row + col_block0 + c (row-aligned blocks; the flat layout uses row0).
   int64_t row0 = 0, col_block0 = 0, full_blocks_per_row = 0;
 };
 

@@ -59,9 +59,6 @@ def main():
             ("diverging run (NaN loss)", ["finetuning_type: full", "learning_rate: 1.0e+20", "max_grad_norm: 0",
                                           "max_steps: 10"], [], 1,
              "step 2: the loss is NaN (lower the learning rate, or check the data)"),
-            ("4-bit base, width off the 64-block", ["quantization_bit: 4"], [], 1,
-             "weight 'model.layers.0.mlp.down_proj.weight': down_proj: 4-bit quantization needs the input width of "
-             "every linear layer (per tensor-parallel rank) to be a multiple of 64 (bitsandbytes' block), got 176"),
             ("missing config file", None, [], 2, f"{tmp}/absent.yaml"),
             ("bad override", [], ["--set", "learning_rate=fast"], 2, "learning_rate"),
             ("unknown retention owner", [], [], 1,

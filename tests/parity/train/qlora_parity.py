@@ -15,12 +15,14 @@ Cases (one ctest each):
             reference too. The exported adapter loads in peft on the unquantized base and reproduces our logits
             there. The holdings line and the memory plan count the 4-bit bytes.
   qlora_bf16: bf16: true follows peft's bf16 QLoRA (bnb_4bit_compute_dtype bf16) to bf16 rounding (rel < 2e-3).
-  qlora_parallel: tensor parallel 2 and data parallel 2 QLoRA runs give the single-process QLoRA losses
+  qlora_parallel: tensor parallel 2, pipeline parallel 2 and data parallel 2 QLoRA runs give the single-process QLoRA losses
             (rel < 1e-5): every rank keeps its piece of the whole tensor's quantization.
   qlora_resume: a QLoRA checkpoint holds the adapter and optimizer state only; resuming from it gives the
             uninterrupted run's adapter bit for bit.
-  qlora_eval_refusals: kind: eval with quantization_bit gives peft's loss on bnb's dequantized base; a layer whose
-            input width is not a multiple of 64, a mixture-of-experts model and quantization_bit: 8 are refused.
+  qlora_flat: a width that is not a multiple of 64 (bnb's blocks across rows) trains to peft's losses too.
+  qlora_eval_refusals: kind: eval with quantization_bit gives peft's loss on bnb's dequantized base; tensor
+            parallelism cutting a row-parallel layer's 64-blocks, a mixture-of-experts model and quantization_bit: 8
+            are refused.
 """
 import json
 import math
@@ -46,6 +48,23 @@ def bnb_functional():
     return F
 
 
+def bnb_dequantize(packed, state):
+    """bnb's dequantize_4bit. For a width that is not a multiple of 64 (blocks across rows) this is bnb's own torch
+    implementation of it (its default backend; the flat block layout its quantizer and CUDA kernel use): bnb
+    0.50.2's AVX-512 CPU kernel indexes the absmax by row there and returns other values (its NEON kernel guards
+    against that case; this machine's CPU takes the AVX-512 path)."""
+    F = bnb_functional()
+    if state.shape[-1] % 64 == 0 or state.shape[-1] % 2 != 0:  # odd widths take that torch code in bnb too
+        return F.dequantize_4bit(packed, state)
+    from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
+    from bitsandbytes.backends.utils import _get_4bit_code
+    absmax = state.absmax
+    if state.state2 is not None:
+        absmax = F.dequantize_blockwise(state.absmax, state.state2) + state.offset
+    return _dequantize_4bit_compute(packed.reshape(-1), absmax.float(), _get_4bit_code(state.quant_type, packed.device),
+                                    state.blocksize, state.shape, state.dtype)
+
+
 def qlora_config(vocab_size):
     # Every linear's input width a multiple of 64 (bnb's block) also per tensor-parallel rank: o_proj reads
     # hidden/tp = 64 columns under tp 2, down_proj 256/2.
@@ -66,6 +85,7 @@ def case_quant4(binary, tmp):
         "partial": torch.randn(3, 33, generator=g),  # 99 elements: a partial last block, an odd count
         "zeros_block": zeros_block,
         "outliers": torch.randn(64, 192, generator=g) * torch.where(torch.rand(64, 192, generator=g) < 0.01, 50.0, 1.0),
+        "rows96": torch.randn(64, 96, generator=g),  # blocks across rows
     }
     inp = os.path.join(tmp, "in.safetensors")
     save_file({k: v.contiguous() for k, v in tensors.items()}, inp)
@@ -84,7 +104,7 @@ def case_quant4(binary, tmp):
                 if dq:
                     assert torch.equal(ours[f"{name}.absmax2"], state.state2.absmax), f"{where}: absmax2 differs"
                     assert ours[f"{name}.offset"].item() == state.offset.item(), f"{where}: offset differs"
-                theirs = F.dequantize_4bit(packed, state)  # in the input's dtype, as bnb keeps it
+                theirs = bnb_dequantize(packed, state)  # in the input's dtype, as bnb keeps it
                 assert theirs.dtype == t.dtype
                 assert torch.equal(ours[f"{name}.dequantized_own"], theirs), f"{where}: dequantized values differ"
                 if t.dtype == torch.float32:
@@ -103,7 +123,7 @@ def dequantized_base(model_dir, qtype, double_quant):
             if isinstance(mod, torch.nn.Linear) and name != "lm_head":
                 packed, state = F.quantize_4bit(mod.weight.data, blocksize=64, compress_statistics=double_quant,
                                                 quant_type=qtype)
-                mod.weight.copy_(F.dequantize_4bit(packed, state))
+                mod.weight.copy_(bnb_dequantize(packed, state))
     return model
 
 
@@ -212,6 +232,7 @@ def case_qlora_parallel(binary, tmp):
     single, _ = qlora_run(binary, tmp, model_dir, data, adapter, "single", [])
     base = our_losses(single)
     layouts = {"tp2": ["tensor_model_parallel_size: 2"],
+               "pp2": ["pipeline_model_parallel_size: 2"],
                "dp2": ["per_device_train_batch_size: 2"]}
     for name, extra in layouts.items():
         out, stderr = qlora_run(binary, tmp, model_dir, data, adapter, name, extra, launch=2)
@@ -281,24 +302,48 @@ def case_qlora_eval_refusals(binary, tmp):
     print(f"qlora_eval_refusals: eval on the 4-bit base {got:.6f} = peft on bnb's dequantized base {want:.6f} "
           f"(unquantized {plain:.6f})")
 
-    def refused(sub, make_config, extra, want_text):
+    def refused(sub, make_config, extra, want_text, launch=False):
         d = os.path.join(tmp, sub)
         os.makedirs(d)
         m, dat, _ = setup(d, binary, make_config)
         cfg = job_yaml(os.path.join(d, "job.yaml"), m, dat, os.path.join(d, "out"),
                        ["finetuning_type: lora", "quantization_bit: 4"] + extra)
-        p = run([binary, "train", "--config", cfg], check=False)
+        cmd = [binary, "train", "--config", cfg]
+        if launch:
+            cmd = [binary, "launch", "--nproc-per-node", "2", "--"] + cmd[1:]
+        p = run(cmd, check=False)
         assert p.returncode != 0 and want_text in p.stderr, f"{sub}: exit {p.returncode}\n{p.stderr[-2000:]}"
         print(f"qlora_eval_refusals: {sub} refused: {want_text}")
 
-    # intermediate_size 96: down_proj's input width is not a multiple of bnb's 64-block.
-    refused("width96", None, [], "weight 'model.layers.0.mlp.down_proj.weight': down_proj: 4-bit quantization needs "
-            "the input width of every linear layer (per tensor-parallel rank) to be a multiple of 64")
+    # hidden 64 over tp 2: o_proj's 32 input columns per rank would cut bnb's 64-blocks.
+    refused("tp2_width32", None, ["tensor_model_parallel_size: 2"],
+            "weight 'model.layers.0.self_attn.o_proj.weight': o_proj: 4-bit quantization needs an even input width, "
+            "and under tensor parallelism the input width of the row-parallel layers (o_proj, down_proj) per rank to "
+            "be a multiple of 64 (bitsandbytes' block), got 32 of 64", launch=True)
     refused("moe", moe_config, [], "4-bit (QLoRA) training of a mixture-of-experts model (qwen3_moe) is not built")
     refused("bits8", qlora_config, ["quantization_bit: 8"], "'quantization_bit' at ")
+
+
+def case_qlora_flat(binary, tmp):
+    """intermediate_size 96 (not a multiple of 64): bnb's blocks run across down_proj's rows; 20 QLoRA steps
+    equal peft on bnb's dequantized base (bnb_dequantize: its torch code for this layout), single-process and with
+    data parallel 2."""
+    from peft import PeftModel
+    model_dir, data, rows = setup(tmp, binary)  # train_parity's llama: hidden 64, intermediate 96
+    adapter = initial_adapter(model_dir, tmp)
+    out, _ = qlora_run(binary, tmp, model_dir, data, adapter, "out", [])
+    ours = our_losses(out)
+    ref_model = PeftModel.from_pretrained(dequantized_base(model_dir, "nf4", True), adapter, is_trainable=True)
+    params = [(n, p) for n, p in ref_model.named_parameters() if p.requires_grad]
+    worst = compare_losses(ours, reference_losses(ref_model, rows, params), tol=1e-5)
+    dp2, _ = qlora_run(binary, tmp, model_dir, data, adapter, "dp2", ["per_device_train_batch_size: 2"], launch=2)
+    worst_dp = max(abs(a - b) / abs(b) for a, b in zip(our_losses(dp2), ours))
+    assert len(our_losses(dp2)) == STEPS and worst_dp < 1e-5, f"dp 2 differs (max rel {worst_dp:.2e})"
+    print(f"qlora_flat: width 96 (blocks across rows): {STEPS} losses equal peft on bnb's dequantized base "
+          f"(max rel {worst:.1e}); dp 2 equal (max rel {worst_dp:.1e})")
 
 
 if __name__ == "__main__":
     run_cases({"quant4": case_quant4, "qlora": case_qlora, "qlora_parallel": case_qlora_parallel,
                "qlora_eval_refusals": case_qlora_eval_refusals, "qlora_resume": case_qlora_resume,
-               "qlora_bf16": case_qlora_bf16})
+               "qlora_bf16": case_qlora_bf16, "qlora_flat": case_qlora_flat})

@@ -87,13 +87,47 @@ TEST(QuantizedLinearWeight, PiecesDequantizeToTheWholeTensorsValues) {
   }
 }
 
-TEST(QuantizedLinearWeight, RefusesAnInputWidthThatIsNotAMultipleOf64) {
-  auto bad = QuantizedLinearWeight::Make(torch::randn({8, 96}), 0, 1, 0, {});
-  ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("multiple of 64"), std::string::npos) << bad.status().message();
-  auto bad_piece = QuantizedLinearWeight::Make(torch::randn({8, 128}), 1, 4, 0, {});
-  ASSERT_FALSE(bad_piece.ok());
-  EXPECT_NE(bad_piece.status().message().find("got 32 of 128"), std::string::npos) << bad_piece.status().message();
+// A width that is not a multiple of 64: bnb's blocks run across rows, and a piece of whole rows (which may start
+// inside a block) keeps them.
+TEST(QuantizedLinearWeight, FlatBlocksAcrossRowsDequantizeToTheWholeTensorsValues) {
+  torch::manual_seed(7);
+  torch::Tensor w = torch::randn({45, 96});  // 67.5 blocks: the last one partial; pieces of 15 rows start mid-block
+  for (bool double_quant : {true, false}) {
+    const Quant4Options o{.type = Quant4Type::kNf4, .double_quant = double_quant};
+    const torch::Tensor whole = Dequantize4bit(Quantize4bit(w, o), torch::kFloat32);
+    for (int64_t shards : {1, 3}) {
+      for (int64_t index = 0; index < shards; ++index) {
+        auto piece = QuantizedLinearWeight::Make(w, 0, shards, index, o);
+        ASSERT_TRUE(piece.ok()) << piece.status().message();
+        EXPECT_EQ(piece->absmax.dim(), 1);
+        const torch::Tensor want = whole.chunk(shards, 0)[index];
+        EXPECT_TRUE(torch::equal(piece->Dequantize(torch::kFloat32), want)) << shards << " " << index;
+        EXPECT_TRUE(
+            torch::equal(piece->DequantizeRows(2, 7, torch::kBFloat16), want.narrow(0, 2, 5).to(torch::kBFloat16)));
+        EXPECT_TRUE(
+            torch::equal(piece->DequantizeRows(2, 7, torch::kFloat64), want.narrow(0, 2, 5).to(torch::kFloat64)));
+      }
+    }
+  }
+  // The fused matmul tiles such a weight too (2^20 / 96 rows a tile: two tiles).
+  auto q = QuantizedLinearWeight::Make(torch::randn({12000, 96}) * 0.05, 0, 1, 0, {});
+  ASSERT_TRUE(q.ok());
+  const torch::Tensor x = torch::randn({3, 96});
+  EXPECT_LT(MaxRel(Quant4Linear(x, *q, {}, Quant4Matmul::kFused), Quant4Linear(x, *q, {}, Quant4Matmul::kReference)),
+            1e-5);
+}
+
+TEST(QuantizedLinearWeight, RefusesColumnPiecesOffThe64BlockAndOddWidths) {
+  auto columns = QuantizedLinearWeight::Make(torch::randn({8, 128}), 1, 4, 0, {});
+  ASSERT_FALSE(columns.ok());
+  EXPECT_NE(columns.status().message().find("multiple of 64 (bitsandbytes' block), got 32 of 128"), std::string::npos)
+      << columns.status().message();
+  auto flat_columns = QuantizedLinearWeight::Make(torch::randn({8, 192}), 1, 2, 0, {});
+  EXPECT_FALSE(flat_columns.ok()) << "96 columns a piece: blocks would cross the pieces";
+  auto odd = QuantizedLinearWeight::Make(torch::randn({8, 97}), 0, 1, 0, {});
+  ASSERT_FALSE(odd.ok());
+  EXPECT_NE(odd.status().message().find("an even input width"), std::string::npos) << odd.status().message();
+  EXPECT_TRUE(QuantizedLinearWeight::Make(torch::randn({8, 96}), 0, 2, 1, {}).ok()) << "whole rows: the flat layout";
 }
 
 // The fused matmul (tiles of W's rows, forward and backward) against the reference (W dequantized whole).
@@ -138,16 +172,18 @@ TEST(Quant4Linear, CudaKernelEqualsTheCpuDequantizationAndReference) {
   const torch::Device gpu(torch::kCUDA, 0);
   torch::manual_seed(6);
   const torch::Tensor w = torch::randn({96, 64 * 10}) * 0.05;  // 960 blocks: four 256-block groups
+  const torch::Tensor narrow = torch::randn({90, 96}) * 0.05;  // the flat layout: blocks across rows
   for (bool double_quant : {true, false}) {
-    for (int64_t dim : {0, 1}) {
-      auto piece = QuantizedLinearWeight::Make(w, dim, 2, 1, {.type = Quant4Type::kFp4, .double_quant = double_quant});
+    for (int64_t dim : {0, 1, 2}) {  // 2: row pieces of the flat layout
+      auto piece = QuantizedLinearWeight::Make(dim == 2 ? narrow : w, dim == 2 ? 0 : dim, dim == 2 ? 3 : 2, 1,
+                                               {.type = Quant4Type::kFp4, .double_quant = double_quant});
       ASSERT_TRUE(piece.ok());
       QuantizedLinearWeight on_gpu = *piece;
       on_gpu.packed = piece->packed.to(gpu);
       on_gpu.absmax = piece->absmax.to(gpu);
       if (double_quant) on_gpu.absmax2 = piece->absmax2.to(gpu);
       for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-        EXPECT_TRUE(torch::equal(on_gpu.DequantizeRows(3, 40, dtype).cpu(), piece->DequantizeRows(3, 40, dtype)))
+        EXPECT_TRUE(torch::equal(on_gpu.DequantizeRows(3, 25, dtype).cpu(), piece->DequantizeRows(3, 25, dtype)))
             << "dim " << dim << " double " << double_quant << " dtype " << dtype;
       }
       const torch::Tensor x = torch::randn({4, 7, piece->cols});
