@@ -190,6 +190,28 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
+def adapter_reproduces_logits(binary, model_dir, rows, out, tmp, what, merged=True):
+    """The adapter in `out` loaded in peft on the base gives our logits (with it) on a row, and, with `merged`, so
+    does our merged export loaded in HF transformers. Returns (peft rel, merged rel or None)."""
+    from peft import PeftModel
+    ids = torch.tensor([rows[7]["input_ids"]])
+    mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
+    with torch.no_grad():
+        theirs = loaded(input_ids=ids).logits.float()
+    err = rel(mine, theirs)
+    assert err < 1e-5, f"peft-loaded {what} adapter logits differ from ours: rel {err:.2e}"
+    if not merged:
+        return err, None
+    merged_dir = os.path.join(tmp, "merged")
+    run([binary, "export", "--model", model_dir, "--adapter", out, "--out", merged_dir])
+    hf_merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        err2 = rel(hf_merged(input_ids=ids).logits.float(), mine)
+    assert err2 < 1e-5, f"merged {what} export logits differ: rel {err2:.2e}"
+    return err, err2
+
+
 def initial_adapter(model_dir, tmp, rslora=False):
     """A peft adapter on every projection with random non-zero B (so it matters from step 1), saved for both
     sides to start from."""
@@ -245,21 +267,8 @@ def case_lora(binary, tmp, rslora=False, schedule="cosine", quick=False):
         return
     print(f"lora: {STEPS} per-step losses equal peft + torch.optim.AdamW (max rel diff {worst:.2e}); "
           f"with activation checkpointing too (rel {ckpt_err:.1e})")
-    # The exported adapter loads in peft unchanged and reproduces our logits.
-    ids = torch.tensor([rows[7]["input_ids"]])
-    mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
-    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
-    with torch.no_grad():
-        theirs = loaded(input_ids=ids).logits.float()
-    err = rel(mine, theirs)
-    assert err < 1e-5, f"peft-loaded adapter logits differ from ours: rel {err:.2e}"
-    # Merged export loads in HF and reproduces them too.
-    merged = os.path.join(tmp, "merged")
-    run([binary, "export", "--model", model_dir, "--adapter", out, "--out", merged])
-    hf_merged = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
-    with torch.no_grad():
-        err2 = rel(hf_merged(input_ids=ids).logits.float(), mine)
-    assert err2 < 1e-5, f"merged export logits differ: rel {err2:.2e}"
+    # The exported adapter loads in peft unchanged and reproduces our logits; so does the merged export in HF.
+    err, err2 = adapter_reproduces_logits(binary, model_dir, rows, out, tmp, "LoRA")
     print(f"lora: exported adapter in peft (rel {err:.1e}) and merged model in HF (rel {err2:.1e}) reproduce our logits")
 
 
@@ -491,13 +500,7 @@ def case_moe_lora(binary, tmp):
     ckpt_err = max(abs(a - b) / abs(b) for a, b in zip(our_losses(out_ckpt), ours))
     assert ckpt_err < 1e-6, f"gradient_checkpointing changes the MoE losses ({ckpt_err:.2e})"
     print(f"moe_lora: with activation checkpointing the same losses (rel {ckpt_err:.1e})")
-    ids = torch.tensor([rows[7]["input_ids"]])
-    mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
-    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
-    with torch.no_grad():
-        theirs = loaded(input_ids=ids).logits.float()
-    err = rel(mine, theirs)
-    assert err < 1e-5, f"peft-loaded MoE adapter logits differ from ours: rel {err:.2e}"
+    err, _ = adapter_reproduces_logits(binary, model_dir, rows, out, tmp, "MoE", merged=False)
     print(f"moe_lora: the exported adapter loads in peft and reproduces our logits (rel {err:.1e})")
 
 
@@ -602,19 +605,7 @@ def case_deepseek_lora(binary, tmp):
     assert p.returncode != 0 and "shared_experts.up_proj.lora_A.weight" in p.stderr and \
         "outside the routed experts" in p.stderr, p.stderr[-1500:]
     print("deepseek_lora: lora_target all adapts what peft adapts; an adapter on a shared expert is refused")
-    ids = torch.tensor([rows[7]["input_ids"]])
-    mine = our_logits(binary, model_dir, ids, tmp, adapter=out)
-    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out).eval()
-    with torch.no_grad():
-        theirs = loaded(input_ids=ids).logits.float()
-    err = rel(mine, theirs)
-    assert err < 1e-5, f"peft-loaded DeepSeek adapter logits differ from ours: rel {err:.2e}"
-    merged = os.path.join(tmp, "merged")
-    run([binary, "export", "--model", model_dir, "--adapter", out, "--out", merged])
-    hf_merged = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
-    with torch.no_grad():
-        err2 = rel(hf_merged(input_ids=ids).logits.float(), mine)
-    assert err2 < 1e-5, f"merged DeepSeek export logits differ: rel {err2:.2e}"
+    err, err2 = adapter_reproduces_logits(binary, model_dir, rows, out, tmp, "DeepSeek")
     print(f"deepseek_lora: the adapter loads in peft (rel {err:.1e}), the merged export in HF (rel {err2:.1e})")
 
 
