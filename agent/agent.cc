@@ -151,6 +151,7 @@ void Agent::OpenSocket() {
   socket_->set(zmq::sockopt::sndhwm, 100000);  // a backlog after an outage; FlushPending handles a full queue
   socket_->set(zmq::sockopt::reconnect_ivl, timing_.zmq_reconnect_ivl_ms);
   socket_->set(zmq::sockopt::reconnect_ivl_max, timing_.zmq_reconnect_ivl_max_ms);
+  socket_->set(zmq::sockopt::connect_timeout, timing_.zmq_connect_timeout_ms);
   socket_->set(zmq::sockopt::heartbeat_ivl, 1000);
   socket_->set(zmq::sockopt::heartbeat_timeout, 5000);
   // ---- transport: CurveZMQ with the pinned coordinator key (protocol/curve.h), frame limit

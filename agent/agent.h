@@ -65,6 +65,10 @@ struct AgentTiming {
   int64_t resend_after_ms = 3000;  // no ack progress for this long: resend every pending report
   int zmq_reconnect_ivl_ms = 100;
   int zmq_reconnect_ivl_max_ms = 2000;
+  // A connect() the network swallows (a cut host) is abandoned after this and retried every reconnect interval;
+  // without it the kernel's SYN backoff (1, 2, 4 ... 64 s) decides, and a healed host re-registers up to a
+  // minute late while its stale ranks run on.
+  int zmq_connect_timeout_ms = 2000;
 };
 
 class Agent {

@@ -132,6 +132,12 @@ def disk_full_run(c, tmp, disk):
     return first, size, result, registered, leftovers
 
 
+def log_since(path, offset):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
 def case_partition_past_grace(bindir, tmp):
     prepare_model(tmp, trainer_binary(bindir))
     steps = 30
@@ -164,6 +170,11 @@ def case_partition_past_grace(bindir, tmp):
             net.heal(victim)
             _, fenced_s = wait_until("the stale ranks to be stopped after the heal",
                                      lambda: not watch.sample().get(job, {}).get(int(first["epoch"])), 60, poll_s=0.5)
+            # The agent's connect() attempts made during the cut time out (agent.h, zmq_connect_timeout_ms), so it
+            # registers again within seconds of the heal, not after the kernel's SYN backoff.
+            wait_for("the returning agent to register again",
+                     lambda: "registered with coordinator" in log_since(victim_log, log_at_heal), 30, poll_s=0.5)
+            registered_s = time.time() - healed_at
             w = c.anneal("watch", job, check=False, timeout=900)
             watch.stop()
             record, _ = show(c, job)
@@ -176,11 +187,14 @@ def case_partition_past_grace(bindir, tmp):
             registered = re.findall(
                 rf"node {before[0]} registered \(\d+ slot\(s\), session [^,]*, (\d+) running task", coordinator_log)
             # Everything the agent logged since the heal (it may register several times: a stale connection's
-            # disconnect after the first registration makes it register again).
-            with open(victim_log, "rb") as f:
-                f.seek(log_at_heal)
-                after_heal = f.read().decode(errors="replace")
-            assert not stale_alive or "stale task" in after_heal, \
+            # disconnect after the first registration makes it register again). A stale rank is stopped as stale
+            # once the agent is back; one whose peer's connection reset reached it first exits on its own (its
+            # gang's other ranks were stopped during the cut), before the agent registered: either way it is gone.
+            after_heal = log_since(victim_log, log_at_heal)
+            registered_at = after_heal.find("registered with coordinator")
+            died_first = re.search(r"rank \d+ \(pid \d+\) exited with code", after_heal[:registered_at])
+            stopped_how = "as stale" if "stale task" in after_heal else "on its own (peer gone)" if died_first else ""
+            assert not stale_alive or stopped_how, \
                 f"the returning agent's stale ranks were not stopped as stale:\n{after_heal[-3000:]}"
             # The new rank 0 waited for the stale attempt's output lock (agent/lifecycle.h, AWAITING_LOCK) rather
             # than failing on it; printed, not asserted: a stale rank 0 that died first leaves nothing to wait for.
@@ -191,7 +205,8 @@ def case_partition_past_grace(bindir, tmp):
     got, want = same_final_loss(f"{tmp}/cut", f"{tmp}/ref", steps)
     print(f"partition_past_grace: {before[0]} cut off {healed_at - cut_at:.0f} s (grace 5 s): the job restarted on "
           f"{after} after {moved_s:.1f} s, infra_restarts 1, max_attempts 1; {len(stale_alive)} stale rank(s) alive "
-          f"at the heal, stopped {fenced_s:.1f} s after it; registrations of {before[0]} listed {registered} running "
+          f"at the heal, stopped {stopped_how or '-'} {fenced_s:.1f} s after it; the agent registered again "
+          f"{registered_s:.1f} s after it; registrations of {before[0]} listed {registered} running "
           f"task(s); the new rank 0 waited for the stale output lock on {waited or 'no node'}; never two epochs "
           f"training at once ({watch.samples} samples); final loss {got:.6f} = uninterrupted {want:.6f}")
 
