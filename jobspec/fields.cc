@@ -415,10 +415,23 @@ std::vector<Field> BuildFields() {
       },
       [](const FinetuningType& t) { return YAML::Node(std::string(FinetuningTypeName(t))); }));
   f.push_back(Make<std::string>({"finetuning.stage", "stage"}, "enum",
-                                "one of sft, pt (rm, ppo, dpo and kto are not built yet, issue 21: use sft or pt)",
+                                "one of sft, pt, dpo (rm, ppo and kto are not built yet: use sft, pt or dpo)",
                                 "sft: supervised (prompt masked, chat template); pt: raw text, no template, grouped "
-                                "into cutoff_len blocks",
-                                REF(finetuning.stage), OneOf({"sft", "pt"}), EncString));
+                                "into cutoff_len blocks; dpo: preference pairs (ranking datasets) with pref_loss",
+                                REF(finetuning.stage), OneOf({"sft", "pt", "dpo"}), EncString));
+  f.push_back(Choice({"finetuning.pref_loss", "pref_loss"}, {"sigmoid", "hinge", "ipo", "orpo", "simpo"},
+                     "stage dpo's loss: sigmoid (DPO), hinge, ipo (against the reference model), orpo or simpo "
+                     "(reference-free); kto_pair is not built",
+                     REF(finetuning.pref_loss)));
+  f.push_back(Number(
+      {"finetuning.pref_beta", "pref_beta"}, "a positive number", [](double v) { return v > 0; },
+      "stage dpo: beta of the preference loss", REF(finetuning.pref_beta)));
+  f.push_back(Number(
+      {"finetuning.pref_ftx", "pref_ftx"}, "a non-negative number", [](double v) { return v >= 0; },
+      "stage dpo: weight of the chosen answer's SFT loss added to the preference loss", REF(finetuning.pref_ftx)));
+  f.push_back(Number(
+      {"finetuning.simpo_gamma", "simpo_gamma"}, "a number", [](double) { return true; },
+      "stage dpo, pref_loss simpo: the target reward margin", REF(finetuning.simpo_gamma)));
   f.push_back(PositiveInt({"finetuning.lora_rank", "lora_rank"}, "LoRA rank r", REF(finetuning.lora_rank)));
   f.push_back(Number(
       {"finetuning.lora_alpha", "lora_alpha"}, "a positive number", [](double v) { return v > 0; },

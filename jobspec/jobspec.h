@@ -59,7 +59,7 @@ struct ModelSpec {
 
 struct FinetuningSpec {
   FinetuningType type = FinetuningType::kLora;
-  std::string stage = "sft";  // sft: supervised; pt: raw text (rm, ppo, dpo, kto are refused)
+  std::string stage = "sft";  // sft: supervised; pt: raw text; dpo: preference pairs (rm, ppo, kto are refused)
   int lora_rank = 8;
   double lora_alpha = 16;  // LLaMA-Factory's default: 2 * lora_rank
   double lora_dropout = 0.0;
@@ -67,6 +67,13 @@ struct FinetuningSpec {
   bool use_rslora = false;
   int freeze_trainable_layers = 2;  // freeze: train the last N layers (negative: the first -N)
   std::vector<std::string> freeze_trainable_modules = {"all"};
+  // stage dpo (LLaMA-Factory's RLHFArguments): the loss over (chosen, rejected) pairs. sigmoid, hinge and ipo
+  // compare with a reference model (the base: LoRA's adapters switched off, or a frozen copy for full / freeze);
+  // orpo and simpo need none.
+  std::string pref_loss = "sigmoid";  // sigmoid, hinge, ipo, orpo, simpo
+  double pref_beta = 0.1;
+  double pref_ftx = 0.0;     // + pref_ftx * the chosen answer's SFT loss
+  double simpo_gamma = 0.5;  // simpo's target reward margin
 
   bool operator==(const FinetuningSpec&) const = default;
 };

@@ -188,6 +188,15 @@ const std::vector<RefusedKey>& RefusedKeys() {
       {"use_unsloth", "false", "Unsloth is not built (it changes memory and rounding): remove the key"},
       {"torch_compile", "false", "torch.compile does not apply to the C++ trainer: remove the key"},
       {"predict_with_generate", "false", "use kind: eval with eval.tasks: [generate]"},
+      // Preference training (stage dpo) that is not built.
+      {"dpo_label_smoothing", "0", "robust DPO label smoothing (cDPO) is not built: remove the key"},
+      {"pref_bco_weight", "0", "the BCO term of DPO is not built: remove the key"},
+      {"ld_alpha", "", "LD-DPO's length weighting is not built: remove the key"},
+      {"ref_model", "",
+       "a separate reference model is not built: remove the key; stage dpo compares with the base model (LoRA: "
+       "the adapters switched off; full or freeze: a frozen copy of model_name_or_path)"},
+      {"ref_model_adapters", "", "a separate reference model is not built: remove the key"},
+      {"ref_model_quantization_bit", "", "a separate reference model is not built: remove the key"},
       // LLaMA-Factory's export keys that kind: export does not build (export_dir and export_size it honours).
       {"export_device", "cpu",
        "an export merges on the CPU (export_device: cpu, LLaMA-Factory's default): remove the key"},

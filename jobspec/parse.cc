@@ -148,8 +148,17 @@ class SpecReader {
     // LLaMA-Factory checkpoints activations unless disable_gradient_checkpointing: true; the nested spelling
     // keeps Anneal's default (off). A document is LLaMA-Factory's when it has no section.
     if (!Given("train.gradient_checkpointing")) spec.train.gradient_checkpointing = !saw_section_;
+    if (spec.finetuning.stage != "sft") RETURN_IF_ERROR(CheckSftOnlyKeys(spec.finetuning.stage));
+    if (spec.finetuning.stage == "dpo") {
+      if (const Assignment* a = Given("data.packing"); a && spec.data.packing) {
+        warnings_.push_back(
+            fmt::format("key '{}' {} is ignored: stage dpo does not pack preference pairs (as "
+                        "LLaMA-Factory)",
+                        a->key, a->where));
+        spec.data.packing = false;
+      }
+    }
     if (spec.finetuning.stage == "pt") {
-      RETURN_IF_ERROR(CheckPretrainKeys());
       // LLaMA-Factory: packing (concatenate and cut into cutoff_len blocks) is on for pt unless given.
       if (!Given("data.packing")) spec.data.packing = true;
     }
@@ -167,17 +176,19 @@ class SpecReader {
   }
 
   // LLaMA-Factory refuses these outside sft (hparams/parser.py); so does Anneal, naming the key.
-  Status CheckPretrainKeys() const {
+  Status CheckSftOnlyKeys(const std::string& stage_name) const {
     const Assignment* stage = Given("finetuning.stage");
     if (!stage) return Status::Ok();
+    const bool pt = stage_name == "pt";
     for (const char* nested : {"data.neat_packing", "data.train_on_prompt", "data.mask_history"}) {
       const Assignment* a = Given(nested);
       bool on = false;
       if (a && DecodeBool(a->value, &on) && on) {
-        return InvalidArgumentError(fmt::format(
-            "key '{}' {}: only for stage sft, but '{}' {} is pt (pt trains on every token of the raw text{})", a->key,
-            a->where, stage->key, stage->where,
-            std::string_view(nested) == "data.neat_packing" ? "; use packing" : ""));
+        const std::string why = pt ? std::string("pt trains on every token of the raw text") +
+                                         (std::string_view(nested) == "data.neat_packing" ? "; use packing" : "")
+                                   : "dpo trains on the answers of preference pairs";
+        return InvalidArgumentError(fmt::format("key '{}' {}: only for stage sft, but '{}' {} is {} ({})", a->key,
+                                                a->where, stage->key, stage->where, stage_name, why));
       }
     }
     return Status::Ok();

@@ -176,16 +176,63 @@ StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row, bool
   std::string joined;
   for (size_t k = 0; k < query.size(); ++k) joined += (k ? "\n" : "") + query[k];
   c.messages.push_back({Role::kUser, joined});
-  const json& response = Col(row, a.response);
-  if (response_optional && response.is_null()) return c;  // LLaMA-Factory: an empty response (unsupervised)
-  if (!response.is_string())
-    return InvalidArgumentError(fmt::format("field '{}': {}", a.response.value_or("output"),
-                                            response.is_null() ? "missing" : "must be a string"));
-  c.messages.push_back({Role::kAssistant, response.get<std::string>()});
+  if (a.ranking) {
+    // LLaMA-Factory's pairwise example: the chosen and rejected answers as strings.
+    for (const auto& [column, what] : {std::pair{&a.chosen, "chosen"}, std::pair{&a.rejected, "rejected"}}) {
+      const json& answer = Col(row, *column);
+      if (!answer.is_string())
+        return InvalidArgumentError(
+            fmt::format("field '{}': {}", column->value_or(std::string("(no \"") + what + "\" column in \"columns\")"),
+                        answer.is_null() ? std::string("missing (the ") + what + " answer of a ranking dataset)"
+                                         : "must be a string"));
+    }
+    c.messages.push_back({Role::kAssistant, Col(row, a.chosen).get<std::string>()});
+    c.rejected = Message{Role::kAssistant, Col(row, a.rejected).get<std::string>()};
+  } else {
+    const json& response = Col(row, a.response);
+    if (response_optional && response.is_null()) return c;  // LLaMA-Factory: an empty response (unsupervised)
+    if (!response.is_string())
+      return InvalidArgumentError(fmt::format("field '{}': {}", a.response.value_or("output"),
+                                              response.is_null() ? "missing" : "must be a string"));
+    c.messages.push_back({Role::kAssistant, response.get<std::string>()});
+  }
   const json& system = Col(row, a.system);
   if (!system.is_null() && !system.is_string())
     return InvalidArgumentError(fmt::format("field '{}': must be a string", *a.system));
   if (system.is_string()) c.system = system.get<std::string>();
+  return c;
+}
+
+// A ranking row: the messages are the prompt (ending with a user or observation turn); the chosen and rejected
+// columns are one assistant (or function) message each, as LLaMA-Factory's sharegpt converter reads them.
+StatusOr<Conversation> AddSharegptPair(const DatasetAttr& a, const json& row, const std::string& field,
+                                       const std::string& role_tag, const std::string& content_tag, Conversation c) {
+  if (c.messages.size() % 2 == 0)
+    return InvalidArgumentError(fmt::format(
+        "field '{}': {} turns; the prompt of a ranking row must end with a user turn (its answers are the chosen "
+        "and rejected columns)",
+        field, c.messages.size()));
+  Message answers[2];
+  for (int k = 0; k < 2; ++k) {
+    const std::optional<std::string>& column = k == 0 ? a.chosen : a.rejected;
+    const char* what = k == 0 ? "chosen" : "rejected";
+    const json& m = Col(row, column);
+    const std::string name = column.value_or(std::string("(no \"") + what + "\" column in \"columns\")");
+    if (!m.is_object() || !m.contains(role_tag) || !m[role_tag].is_string() || !m.contains(content_tag) ||
+        !m[content_tag].is_string())
+      return InvalidArgumentError(fmt::format("field '{}': the {} answer must be a message with string '{}' and '{}'",
+                                              name, what, role_tag, content_tag));
+    const std::string r = m[role_tag].get<std::string>();
+    if (a.assistant_tag && r == *a.assistant_tag)
+      answers[k] = {Role::kAssistant, m[content_tag].get<std::string>()};
+    else if (a.function_tag && r == *a.function_tag)
+      answers[k] = {Role::kFunction, m[content_tag].get<std::string>()};
+    else
+      return InvalidArgumentError(fmt::format("field '{}'.{}: role '{}' is invalid for an answer (expected {})", name,
+                                              role_tag, r, a.assistant_tag.value_or("an assistant tag")));
+  }
+  c.messages.push_back(std::move(answers[0]));
+  c.rejected = std::move(answers[1]);
   return c;
 }
 
@@ -233,6 +280,7 @@ StatusOr<Conversation> ConvertSharegpt(const DatasetAttr& a, const json& row) {
                       odd_turn ? "a user or observation turn" : "an assistant or function turn"));
     c.messages.push_back({role, msgs[k][content_tag].get<std::string>()});
   }
+  if (a.ranking) return AddSharegptPair(a, row, field, role_tag, content_tag, std::move(c));
   if (c.messages.size() % 2 != 0)
     return InvalidArgumentError(
         fmt::format("field '{}': {} turns; a conversation must end with an answer", field, c.messages.size()));

@@ -61,6 +61,10 @@ struct DatasetAttr {
   std::optional<std::string> prompt = "instruction", query = "input", response = "output", history, system, tools;
   std::optional<std::string> messages = "conversations";
   std::optional<std::string> input_ids = "input_ids", labels = "labels";
+  // ranking: true (pairwise preference data for stage dpo): the chosen and rejected answer columns (unset
+  // unless "columns" names them, as LLaMA-Factory): alpaca strings, sharegpt message objects.
+  bool ranking = false;
+  std::optional<std::string> chosen, rejected;
   // sharegpt tags
   std::optional<std::string> role_tag = "from", content_tag = "value", user_tag = "human", assistant_tag = "gpt",
                              observation_tag = "observation", function_tag = "function_call", system_tag = "system";
@@ -68,7 +72,8 @@ struct DatasetAttr {
 
 // One row, converted.
 struct Conversation {
-  std::vector<Message> messages;  // prompt turns then the answer
+  std::vector<Message> messages;    // prompt turns then the answer (ranking: the chosen answer)
+  std::optional<Message> rejected;  // ranking: the rejected answer to the same prompt
   std::string system;
   bool pretokenized = false;
   std::vector<int32_t> input_ids, labels;

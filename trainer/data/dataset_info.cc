@@ -72,8 +72,6 @@ const std::vector<std::pair<std::string, std::string>> kRefusedColumns = {
     {"images", "multimodal data (images) is not supported"},
     {"videos", "multimodal data (videos) is not supported"},
     {"audios", "multimodal data (audios) is not supported"},
-    {"chosen", "preference data (chosen/rejected) needs the preference stages, which are not built yet"},
-    {"rejected", "preference data (chosen/rejected) needs the preference stages, which are not built yet"},
     {"kto_tag", "KTO data (kto_tag) needs the kto stage, which is not built yet"}};
 
 StatusOr<std::optional<std::string>> StringOrNull(const json& obj, const std::string& key, const std::string& where) {
@@ -85,8 +83,8 @@ StatusOr<std::optional<std::string>> StringOrNull(const json& obj, const std::st
 
 Status ParseColumns(const json& c, const std::string& where, DatasetAttr* a) {
   if (!c.is_object()) return InvalidArgumentError(where + ": \"columns\" must be an object");
-  static const std::set<std::string> kKnown = {"prompt", "query", "response",  "history", "messages",
-                                               "system", "tools", "input_ids", "labels"};
+  static const std::set<std::string> kKnown = {"prompt", "query",     "response", "history", "messages", "system",
+                                               "tools",  "input_ids", "labels",   "chosen",  "rejected"};
   for (const auto& item : c.items()) {
     // Named, not structured bindings: the lambda below captures `key` (clang 14 cannot capture a binding).
     const std::string& key = item.key();
@@ -99,7 +97,7 @@ Status ParseColumns(const json& c, const std::string& where, DatasetAttr* a) {
     if (!kKnown.count(key) && !refused_but_null)
       return InvalidArgumentError(fmt::format(
           "{}: unknown column key \"{}\" (known: prompt, query, response, history, messages, system, tools, "
-          "input_ids, labels)",
+          "input_ids, labels, chosen, rejected)",
           where, key));
   }
   for (auto [key, dst] : {std::pair{"prompt", &a->prompt},
@@ -108,7 +106,9 @@ Status ParseColumns(const json& c, const std::string& where, DatasetAttr* a) {
                           {"history", &a->history},
                           {"messages", &a->messages},
                           {"system", &a->system},
-                          {"tools", &a->tools}}) {
+                          {"tools", &a->tools},
+                          {"chosen", &a->chosen},
+                          {"rejected", &a->rejected}}) {
     ASSIGN_OR_RETURN(*dst, StringOrNull(c, key, where + ": columns"));  // omitted: unset, as LLaMA-Factory
   }
   if (c.contains("input_ids")) {
@@ -167,10 +167,11 @@ Status ParseEntry(const json& e, const std::string& dataset_dir, const std::stri
     return InvalidArgumentError(where + ": formatting \"" + a->formatting + "\" (known: alpaca, sharegpt, tokenized)");
   if (e.contains("ranking") && !e["ranking"].is_boolean())
     return InvalidArgumentError(where + ": \"ranking\" must be true or false");
-  if (e.value("ranking", false))
+  a->ranking = e.value("ranking", false);
+  if (a->ranking && a->formatting == "tokenized")
     return InvalidArgumentError(where +
-                                ": \"ranking\": true (pairwise preference data) needs the preference stages (rm, "
-                                "dpo), which are not built yet");
+                                ": \"ranking\": true needs alpaca or sharegpt rows (chosen and rejected "
+                                "answers), not formatting \"tokenized\"");
   ASSIGN_OR_RETURN(auto split, StringOrNull(e, "split", where));
   a->split = split.value_or("train");
   RETURN_IF_ERROR(internal::SplitRange(a->split, -1).status().WithContext(where));

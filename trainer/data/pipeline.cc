@@ -5,16 +5,24 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <thread>
 
+#include "trainer/data/pairwise.h"
+
 namespace anneal::data {
 
-StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, const Tokenizer& tok,
-                                                      const std::vector<Conversation>& rows, const SftOptions& o,
-                                                      bool skip_bad_rows, int threads, LoadReport* report,
-                                                      const ProgressFn& progress) {
-  std::vector<std::optional<SftExample>> out(rows.size());
+namespace {
+
+// Encodes every row on `threads` threads with `encode` (one row -> its examples, in order), then flattens in
+// row order. A row that fails is an error naming its origin, or with skip_bad_rows skipped and counted.
+using RowEncoder = std::function<StatusOr<std::vector<SftExample>>(const Conversation&)>;
+
+StatusOr<std::vector<SftExample>> EncodeRows(const std::vector<Conversation>& rows, const RowEncoder& encode,
+                                             bool skip_bad_rows, int threads, LoadReport* report,
+                                             const ProgressFn& progress) {
+  std::vector<std::vector<SftExample>> out(rows.size());
   std::vector<Status> errors(rows.size());
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   threads = std::max(1, std::min<int>(threads, static_cast<int>(rows.size())));
@@ -22,21 +30,11 @@ StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, con
   std::mutex progress_mu;
   auto work = [&] {
     for (size_t i; (i = next.fetch_add(1)) < rows.size();) {
-      const Conversation& c = rows[i];
-      if (c.pretokenized) {
-        SftExample ex = FromTokens(c.input_ids, c.labels);
-        if (static_cast<int>(ex.input_ids.size()) > o.cutoff_len) {
-          ex.input_ids.resize(o.cutoff_len);
-          ex.labels.resize(o.cutoff_len);
-        }
-        out[i] = std::move(ex);
-      } else {
-        auto ex = EncodeSupervised(t, tok, c.messages, c.system, o);
-        if (ex.ok())
-          out[i] = std::move(*ex);
-        else
-          errors[i] = ex.status().WithContext(c.origin);
-      }
+      auto ex = encode(rows[i]);
+      if (ex.ok())
+        out[i] = std::move(*ex);
+      else
+        errors[i] = ex.status().WithContext(rows[i].origin);
       size_t d = done.fetch_add(1) + 1;
       if (progress && (d % 1024 == 0 || d == rows.size())) {
         std::lock_guard<std::mutex> lock(progress_mu);
@@ -59,9 +57,40 @@ StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, con
       }
       continue;
     }
-    result.push_back(std::move(*out[i]));
+    for (auto& ex : out[i]) result.push_back(std::move(ex));
   }
   return result;
+}
+
+}  // namespace
+
+StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, const Tokenizer& tok,
+                                                      const std::vector<Conversation>& rows, const SftOptions& o,
+                                                      bool skip_bad_rows, int threads, LoadReport* report,
+                                                      const ProgressFn& progress) {
+  auto encode = [&](const Conversation& c) -> StatusOr<std::vector<SftExample>> {
+    if (!c.pretokenized) {
+      ASSIGN_OR_RETURN(SftExample ex, EncodeSupervised(t, tok, c.messages, c.system, o));
+      return std::vector<SftExample>{std::move(ex)};
+    }
+    SftExample ex = FromTokens(c.input_ids, c.labels);
+    if (static_cast<int>(ex.input_ids.size()) > o.cutoff_len) {
+      ex.input_ids.resize(o.cutoff_len);
+      ex.labels.resize(o.cutoff_len);
+    }
+    return std::vector<SftExample>{std::move(ex)};
+  };
+  return EncodeRows(rows, encode, skip_bad_rows, threads, report, progress);
+}
+
+StatusOr<std::vector<SftExample>> EncodePairs(const ChatTemplate& t, const Tokenizer& tok,
+                                              const std::vector<Conversation>& rows, int cutoff_len, bool skip_bad_rows,
+                                              int threads, LoadReport* report, const ProgressFn& progress) {
+  auto encode = [&](const Conversation& c) -> StatusOr<std::vector<SftExample>> {
+    ASSIGN_OR_RETURN(PairExample pair, EncodePairwise(t, tok, c, cutoff_len));
+    return std::vector<SftExample>{std::move(pair.chosen), std::move(pair.rejected)};
+  };
+  return EncodeRows(rows, encode, skip_bad_rows, threads, report, progress);
 }
 
 StatusOr<std::vector<SftExample>> EncodePretrainTexts(const Tokenizer& tok, std::string_view template_name,
@@ -105,6 +134,19 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   ASSIGN_OR_RETURN(auto attrs, ResolveDatasets(c.datasets, c.dataset_dir));
   std::vector<std::string> parts = {fmt::format("{:016x}", d.tokenizer->fingerprint()), c.template_name};
   for (const auto& a : attrs) {
+    // LLaMA-Factory (data/loader.py): a ranking dataset only for the pairwise stages, and only ranking ones there.
+    if (a.ranking != c.pairwise) {
+      return InvalidArgumentError(fmt::format(
+          "dataset {}: {} but the stage {} (set \"ranking\": true in dataset_info.json for preference data; "
+          "stage dpo needs (chosen, rejected) pairs)",
+          a.name, a.ranking ? "holds preference pairs (\"ranking\": true)" : "is not a ranking dataset",
+          c.pairwise ? "is dpo" : "is not dpo"));
+    }
+    if (a.ranking) {
+      parts.push_back(fmt::format("ranking chosen={} rejected={} messages={} prompt={} query={}",
+                                  a.chosen.value_or("-"), a.rejected.value_or("-"), a.messages.value_or("-"),
+                                  a.prompt.value_or("-"), a.query.value_or("-")));
+    }
     for (const auto& f : a.files) {
       ASSIGN_OR_RETURN(std::string sum, FileChecksum(f));
       parts.push_back(fmt::format("{}|{}|{}|{}|{}|{}", a.name, a.formatting, a.split,
@@ -138,6 +180,9 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
     std::vector<SftExample> examples;
     if (c.pretrain) {
       ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*d.tokenizer, c.template_name, rows, c, progress));
+    } else if (c.pairwise) {
+      ASSIGN_OR_RETURN(examples, EncodePairs(d.chat_template, *d.tokenizer, rows, c.sft.cutoff_len, c.skip_bad_rows,
+                                             c.threads, &d.report, progress));
     } else {
       ASSIGN_OR_RETURN(examples, EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows,
                                                      c.threads, &d.report, progress));
@@ -149,9 +194,14 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   std::string description = fmt::format("template={} datasets={}", c.template_name, fmt::join(c.datasets, ","));
   ASSIGN_OR_RETURN(d.cache,
                    TokenCache::OpenOrBuild(c.cache_dir, d.cache_key, description, build, c.cache_wait_timeout_s));
-  ASSIGN_OR_RETURN(auto split, SplitTrainVal(d.cache->size(), c.val_size, c.seed));
+  // Pairs are split, not rows: every index then names a pair's chosen row (its rejected row follows).
+  const int64_t per_example = c.pairwise ? 2 : 1;
+  ASSIGN_OR_RETURN(auto split, SplitTrainVal(d.cache->size() / per_example, c.val_size, c.seed));
+  for (int64_t& i : split.first) i *= per_example;
+  for (int64_t& i : split.second) i *= per_example;
   d.train = std::move(split.first);
   d.val = std::move(split.second);
+  d.pairwise = c.pairwise;
   return d;
 }
 

@@ -45,6 +45,8 @@ struct DataConfig {
   // fixes the tokenizer (its eos), as in LLaMA-Factory. sft's options other than cutoff_len do not apply.
   bool pretrain = false;
   bool pretrain_packing = true;
+  // Stage dpo: ranking datasets encoded as (chosen, rejected) pairs (pairwise.h); every pair is two cache rows.
+  bool pairwise = false;
   int preprocessing_batch_size = 1000;
   int preprocessing_num_workers = 1;
   std::optional<int64_t> max_samples;
@@ -67,12 +69,18 @@ StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, con
                                                       bool skip_bad_rows, int threads, LoadReport* report,
                                                       const ProgressFn& progress = {});
 
+// Stage dpo: each ranking row encoded as a pair (pairwise.h), returned as two examples, chosen then rejected.
+StatusOr<std::vector<SftExample>> EncodePairs(const ChatTemplate& t, const Tokenizer& tok,
+                                              const std::vector<Conversation>& rows, int cutoff_len, bool skip_bad_rows,
+                                              int threads, LoadReport* report, const ProgressFn& progress = {});
+
 struct PreparedData {
   std::shared_ptr<Tokenizer> tokenizer;
   ChatTemplate chat_template;
   std::shared_ptr<TokenCache> cache;  // every example, tokenized
-  std::vector<int64_t> train, val;    // cache row indices
-  LoadReport report;                  // rows read and skipped: filled only by the process that built the cache
+  std::vector<int64_t> train, val;    // cache row indices (pairwise: the chosen rows; rejected = chosen + 1)
+  bool pairwise = false;
+  LoadReport report;  // rows read and skipped: filled only by the process that built the cache
   std::string cache_key;
 };
 

@@ -62,14 +62,14 @@ Status LinearImpl::QuantizeBase(const torch::Tensor& full, const Quant4Options& 
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = BaseLinear(x, bias);
-  if (has_lora() && !merged_) y = y + LoraDelta(x);
+  if (has_lora() && !merged_ && lora_enabled_) y = y + LoraDelta(x);
   return y;
 }
 
 torch::Tensor LinearImpl::LoraDelta(const torch::Tensor& x) {
   // x [.., in] -> fp32 -> dropout -> A: [.., r] -> B: [.., out] -> * scaling -> x dtype
   torch::Tensor h = x.to(lora_A->weight.scalar_type());
-  if (lora_options_.dropout > 0.0 && is_training()) {
+  if (lora_options_.dropout > 0.0 && is_training() && !lora_dropout_off_) {
     h = torch::dropout(h, lora_options_.dropout, /*train=*/true);
   }
   h = torch::nn::functional::linear(torch::nn::functional::linear(h, lora_A->weight), lora_B->weight);

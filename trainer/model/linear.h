@@ -97,6 +97,10 @@ class LinearImpl : public torch::nn::Module {
   // full size and sliced by Layout("lora_A.weight"), so every layout starts from the same adapter.
   void EnableLora(const LoraOptions& options, uint64_t seed);
   bool has_lora() const { return !lora_A.is_empty(); }
+  // Off: the forward is the base layer's alone (peft's disable_adapter; stage dpo's reference model).
+  void set_lora_enabled(bool on) { lora_enabled_ = on; }
+  // peft's dropout module with p = 0 (trl's disable_dropout_in_model); the options, and the export, keep it.
+  void disable_lora_dropout() { lora_dropout_off_ = true; }
   // W += B A * scaling (and back). Merging twice, or unmerging an unmerged layer, is a programmer error.
   void MergeLora();
   void UnmergeLora();
@@ -133,6 +137,7 @@ class LinearImpl : public torch::nn::Module {
   LinearSpec spec_;
   LoraOptions lora_options_;
   double lora_scaling_ = 0.0;
+  bool lora_enabled_ = true, lora_dropout_off_ = false;
   bool merged_ = false;
   int64_t local_out_ = 0, local_in_ = 0;  // this rank's weight shape, kept when the weight is quantized
   std::shared_ptr<QuantizedLinearWeight> quantized_;

@@ -63,6 +63,10 @@ std::optional<double> MetricsLogger::Mfu(double tokens_per_second) const {
 Status MetricsLogger::Record(const Progress& p, const StepResult& r) {
   window_loss_ += r.loss;
   ++window_steps_;
+  for (size_t k = 0; k < r.metrics.size(); ++k) {
+    if (window_metrics_.size() <= k) window_metrics_.emplace_back(r.metrics[k].first, 0.0);
+    window_metrics_[k].second += r.metrics[k].second;
+  }
   if (!leader_ || !Due(p)) return Status::Ok();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, p.step - p.start_step));
@@ -70,18 +74,17 @@ Status MetricsLogger::Record(const Progress& p, const StepResult& r) {
   const double throughput =
       std::round(100.0 * static_cast<double>(p.attempt_tokens) * dp / std::max(elapsed, 1e-9)) / 100.0;
   const double mean_loss = window_loss_ / static_cast<double>(window_steps_);
-  const json entry = {{"current_steps", p.step},
-                      {"total_steps", p.total_steps},
-                      {"loss", mean_loss},
-                      {"lr", r.lr},
-                      {"epoch", p.epoch()},
-                      {"percentage", std::round(10000.0 * p.step / p.total_steps) / 100.0},
-                      {"elapsed_time", FormatDuration(elapsed)},
-                      {"remaining_time", FormatDuration(per_step * static_cast<double>(p.total_steps - p.step))},
-                      {"throughput", throughput},
-                      {"total_tokens", p.total_tokens * rt_->dp},
-                      {"grad_norm", r.grad_norm}};
-  log_.Append(entry);
+  json entry = {{"current_steps", p.step},
+                {"total_steps", p.total_steps},
+                {"loss", mean_loss},
+                {"lr", r.lr},
+                {"epoch", p.epoch()},
+                {"percentage", std::round(10000.0 * p.step / p.total_steps) / 100.0},
+                {"elapsed_time", FormatDuration(elapsed)},
+                {"remaining_time", FormatDuration(per_step * static_cast<double>(p.total_steps - p.step))},
+                {"throughput", throughput},
+                {"total_tokens", p.total_tokens * rt_->dp},
+                {"grad_norm", r.grad_norm}};
   json values = {{"loss", mean_loss},
                  {"lr", r.lr},
                  {"grad_norm", r.grad_norm},
@@ -93,6 +96,16 @@ Status MetricsLogger::Record(const Progress& p, const StepResult& r) {
                              {"train/grad_norm", r.grad_norm},
                              {"train/epoch", p.epoch()},
                              {"train/tokens_per_second", throughput}};
+  // Stage dpo's metrics, averaged over the window's steps as HF averages its stored metrics; LLaMA-Factory's
+  // trainer_log.jsonl carries rewards/accuracies as "accuracy".
+  for (auto& [name, sum] : window_metrics_) {
+    const double mean = sum / static_cast<double>(window_steps_);
+    values[name] = mean;
+    scalars.emplace_back("train/" + name, mean);
+    if (name == "rewards/accuracies") entry["accuracy"] = mean;
+    sum = 0;
+  }
+  log_.Append(entry);
   if (const auto mfu = Mfu(throughput)) {
     values["mfu"] = *mfu;
     scalars.emplace_back("train/mfu", *mfu);

@@ -62,6 +62,7 @@ class MetricsLogger {
   std::chrono::steady_clock::time_point start_;
   double window_loss_ = 0;
   int64_t window_steps_ = 0;
+  std::vector<std::pair<std::string, double>> window_metrics_;  // stage dpo: sums over the window
   double flops_per_token_ = 0;
   std::optional<double> peak_flops_;
   std::unique_ptr<report::TensorBoardWriter> tensorboard_;  // rank 0 with report_to: tensorboard

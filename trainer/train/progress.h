@@ -6,6 +6,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace anneal::train {
 
@@ -34,6 +37,8 @@ struct StepResult {
   double loss = 0;       // mean token loss of the global batch
   double grad_norm = 0;  // before clipping
   double lr = 0;         // the schedule's learning rate after this step (what LLaMA-Factory logs)
+  // Stage dpo: rewards/chosen, rewards/accuracies, logps/rejected, ... (preference.h), logged with the loss.
+  std::vector<std::pair<std::string, double>> metrics;
 };
 
 }  // namespace anneal::train

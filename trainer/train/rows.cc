@@ -17,6 +17,7 @@ TrainRows CommonRows(const data::PreparedData& prepared, const jobspec::DataSpec
   rows.cache = prepared.cache;
   rows.pad_id = prepared.tokenizer->pad_id().value_or(prepared.tokenizer->eos_id().value_or(0));
   rows.cutoff_len = spec.cutoff_len;
+  rows.pairwise = prepared.pairwise;
   return rows;
 }
 
@@ -27,7 +28,7 @@ TrainRows TrainRows::ForTraining(const data::PreparedData& prepared, const jobsp
   TrainRows rows = CommonRows(prepared, spec);
   rows.examples = prepared.train;
   // Stage pt packs while preprocessing (the cache rows are the cutoff_len blocks); sft packs rows into bins.
-  rows.packed = stage_packs_bins && (spec.packing || spec.neat_packing);
+  rows.packed = stage_packs_bins && !rows.pairwise && (spec.packing || spec.neat_packing);
   rows.neat = spec.neat_packing;
   if (rows.packed) rows.bins = data::PackRows(*prepared.cache, prepared.train, spec.cutoff_len);
   return rows;
@@ -57,6 +58,11 @@ Batch TrainRows::Make(const std::vector<int64_t>& positions) const {
   }
   std::vector<int64_t> rows;
   for (int64_t p : positions) rows.push_back(examples[p]);
+  if (pairwise) {
+    for (int64_t p : positions) rows.push_back(examples[p] + 1);  // the rejected rows after the chosen ones
+    // LLaMA-Factory's pairwise collator pads to a multiple of 8; only the logits metrics see the padding.
+    return PadSequenceTo(ToTensors(data::PadBatch(*cache, rows, pad_id), false, false), 8, pad_id);
+  }
   return ToTensors(data::PadBatch(*cache, rows, pad_id), false, false);
 }
 

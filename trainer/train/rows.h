@@ -28,6 +28,9 @@ struct TrainRows {
   std::vector<int64_t> examples;           // cache rows (unpacked)
   std::vector<std::vector<int64_t>> bins;  // packing bins of cache rows (packing on)
   bool packed = false, neat = false;
+  // Preference pairs: examples are chosen rows (rejected = chosen + 1); a micro-batch of n pairs is the n chosen
+  // rows then the n rejected rows (LLaMA-Factory's PairwiseDataCollatorWithPadding), [2n, T].
+  bool pairwise = false;
   int cutoff_len = 0;
   int32_t pad_id = 0;
 

@@ -53,15 +53,19 @@ int64_t QuantizedBytes(const model::CausalLM& lm) {
 
 // The bytes this rank will hold (parallel::MemoryPlan), logged on every rank; a plan over the device's memory is
 // an error before the first step.
+// Stage dpo: a micro-batch of n pairs is 2n rows, and full / freeze tuning holds the frozen reference too.
 Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet& trainable,
                       const TrainerOptimizer& opt, const jobspec::JobSpec& spec, int64_t micro_rows,
-                      int64_t micro_count) {
+                      int64_t micro_count, model::CausalLM* reference) {
   parallel::MemoryPlanInput in;
   in.stage = opt.stage();
   in.dp = rt.dp;
   in.dp_rank = rt.dp_rank;
   in.accumulation = static_cast<int>(micro_count);
   for (const auto& p : lm->parameters()) in.held_params += p.numel();
+  if (reference != nullptr && *reference) {
+    for (const auto& p : (*reference)->parameters()) in.held_params += p.numel();
+  }
   in.quantized_bytes = QuantizedBytes(lm);
   in.param_bytes = static_cast<int64_t>(c10::elementSize(rt.dtype));
   for (const auto& p : trainable.params) in.trainable.push_back(p.param.numel());
@@ -220,11 +224,42 @@ Status Trainer::SetupModel() {
                    ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));
   lm_->to(rt_.device);
   lm_->train();
+  if (spec_.finetuning.stage == "dpo") RETURN_IF_ERROR(SetupPreference(lo));
   trainable_ = WithLayouts(lm_, params);
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
       rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)));
   LogHoldings();
+  return Status::Ok();
+}
+
+// Stage dpo: the preference trainer, and for full / freeze tuning against a reference the frozen base loaded a
+// second time (LLaMA-Factory's create_ref_model); LoRA's reference is the policy with its adapters off.
+Status Trainer::SetupPreference(const model::LoadOptions& load) {
+  if (rt_.dims.tp() > 1 || rt_.dims.pp() > 1) {
+    return InvalidArgumentError("stage dpo: tensor_model_parallel_size " + std::to_string(rt_.dims.tp()) +
+                                " and pipeline_model_parallel_size " + std::to_string(rt_.dims.pp()) +
+                                " are not supported yet for preference training (use data parallelism: tp = pp = 1)");
+  }
+  // LLaMA-Factory's DPO trainer adds no router auxiliary loss (it reads only the logits).
+  lm_->CollectRouterLogits(false);
+  const PreferenceOptions options = PreferenceOptions::From(spec_.finetuning);
+  if (options.uses_reference() && spec_.finetuning.type != FinetuningType::kLora) {
+    ASSIGN_OR_RETURN(reference_lm_, model::LoadCausalLM(spec_.model.model_name_or_path, load));
+    for (auto& p : reference_lm_->parameters()) p.set_requires_grad(false);
+    reference_lm_->to(rt_.device);
+    reference_lm_->eval();
+  }
+  preference_ = std::make_unique<PreferenceTrainer>(options, &lm_, reference_lm_ ? &reference_lm_ : nullptr);
+  validator_->set_preference(preference_.get());
+  if (rt_.rank == 0) {
+    std::cerr << c10::str("[train] stage dpo: pref_loss ", options.loss, ", pref_beta ", options.beta, ", pref_ftx ",
+                          options.ftx, "; reference: ",
+                          !options.uses_reference() ? "none (reference-free loss)"
+                          : reference_lm_           ? "a frozen copy of the base model"
+                                                    : "the base model (the adapters switched off)",
+                          "\n");
+  }
   return Status::Ok();
 }
 
@@ -261,7 +296,8 @@ Status Trainer::SetupPlan() {
   stage_ctx_ = rt_.stage_context();
   if (reducer_) stage_ctx_.before_last_backward = [this] { reducer_->Arm(); };
   // Every rank stops together when any plan does not fit (a lone failure would leave the others in a collective).
-  const Status fits = PlanRankMemory(rt_, lm_, trainable_, *opt_, spec_, rows_per_step / micro_count_, micro_count_);
+  const int64_t micro_rows = rows_per_step / micro_count_ * (rows_.pairwise ? 2 : 1);
+  const Status fits = PlanRankMemory(rt_, lm_, trainable_, *opt_, spec_, micro_rows, micro_count_, &reference_lm_);
   if (rt_.AnyOverWorld(!fits.ok())) {
     return fits.ok()
                ? FailedPreconditionError("another rank's memory plan does not fit its device (its log says which)")
@@ -298,8 +334,18 @@ StatusOr<StepResult> Trainer::TrainStep() {
     progress_.total_tokens += micro.back().input_tokens;
     progress_.attempt_tokens += micro.back().input_tokens;
   }
-  const int64_t denom = std::max<int64_t>(1, rt_.ReduceSum(label_tokens));
-  const double loss_part = TrainMicroBatches(lm_, micro, static_cast<double>(denom), stage_ctx_);
+  double loss_part = 0;
+  std::vector<std::pair<std::string, double>> metrics;
+  if (preference_) {
+    // HF Trainer: each micro-batch's mean pair loss / gradient_accumulation_steps; DDP averages the ranks.
+    loss_part = preference_->TrainMicroBatches(micro, 1.0 / static_cast<double>(micro_count_ * dp),
+                                               stage_ctx_.before_last_backward);
+    metrics = preference_->TakeMetrics();
+    for (auto& [name, value] : metrics) value = rt_.SumOverWorld(value, true) / static_cast<double>(rt_.world);
+  } else {
+    const int64_t denom = std::max<int64_t>(1, rt_.ReduceSum(label_tokens));
+    loss_part = TrainMicroBatches(lm_, micro, static_cast<double>(denom), stage_ctx_);
+  }
   if (reducer_) {
     const size_t early = reducer_->Finish();
     if (rt_.rank == 0 && progress_.step == progress_.start_step) {
@@ -308,6 +354,7 @@ StatusOr<StepResult> Trainer::TrainStep() {
     }
   }
   StepResult r;
+  r.metrics = std::move(metrics);
   // The last stage holds the loss; count it once per data-parallel replica.
   r.loss = rt_.SumOverWorld(loss_part, rt_.stage.last && rt_.tp_rank == 0);
   // Under ZeRO-2 the gradients are this rank's shards (same ranges on every tensor-parallel rank and both ends of

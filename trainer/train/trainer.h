@@ -1,4 +1,5 @@
-// The training run of `anneal-train train` (LoRA, full or freeze fine-tuning; SFT or pre-training data), as a
+// The training run of `anneal-train train` (LoRA, full or freeze fine-tuning; SFT, pre-training or preference
+// (stage dpo: trainer/train/preference.h) data), as a
 // Trainer with named phases, in the manner of torchtitan's train():
 //
 //   Setup      runtime and layout, data (TrainRows), model + fine-tuning + optimizer, the step plan (micro-batches,
@@ -41,6 +42,7 @@
 #include "trainer/train/events.h"
 #include "trainer/train/grad_reducer.h"
 #include "trainer/train/metrics_logger.h"
+#include "trainer/train/preference.h"
 #include "trainer/train/progress.h"
 #include "trainer/train/rows.h"
 #include "trainer/train/runtime.h"
@@ -70,6 +72,7 @@ class Trainer {
   explicit Trainer(const jobspec::JobSpec& spec) : spec_(spec) {}
   Status SetupData();
   Status SetupModel();
+  Status SetupPreference(const model::LoadOptions& load);
   Status SetupPlan();
   void SetupModelFlops();
   Status Resume();
@@ -102,6 +105,9 @@ class Trainer {
   Progress progress_;
   int64_t committed_step_ = -1;  // the step of the checkpoint last saved or restored (-1: none)
   std::optional<StepResult> last_result_;
+  // Stage dpo: the preference loss, and the frozen reference model of full / freeze tuning (null under LoRA).
+  model::CausalLM reference_lm_{nullptr};
+  std::unique_ptr<PreferenceTrainer> preference_;
 };
 
 }  // namespace anneal::train

@@ -9,8 +9,10 @@
 
 namespace anneal::train {
 
-double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt) {
-  lm->eval();
+namespace {
+
+// This rank's share of `rows` (positions rank, rank + dp, ...) in micro-batches of `batch` rows, on the device.
+std::vector<Batch> RankMicroBatches(const TrainRows& rows, int batch, const Runtime& rt) {
   std::vector<Batch> micro;
   std::vector<int64_t> part;
   for (int64_t p = rt.dp_rank; p < rows.size(); p += rt.dp) {
@@ -21,11 +23,29 @@ double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Run
     }
   }
   if (!part.empty()) micro.push_back(Prepare(rows.Make(part), rt, rows.pad_id));
+  return micro;
+}
+
+}  // namespace
+
+double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt) {
+  lm->eval();
+  const std::vector<Batch> micro = RankMicroBatches(rows, batch, rt);
   auto [sum, count] = EvalMicroBatches(lm, micro, rt.stage_context());
   lm->train();
   const bool counts = rt.stage.last && rt.tp_rank == 0;
   const double total = rt.SumOverWorld(sum, counts), tokens = rt.SumOverWorld(static_cast<double>(count), counts);
   return tokens > 0 ? total / tokens : std::nan("");
+}
+
+double EvalPreferenceLoss(PreferenceTrainer& preference, model::CausalLM& lm, const TrainRows& rows, int batch,
+                          const Runtime& rt) {
+  lm->eval();
+  auto [sum, pairs] = preference.EvalMicroBatches(RankMicroBatches(rows, batch, rt));
+  (void)preference.TakeMetrics();  // the training step's metrics are taken already; these are not logged
+  lm->train();
+  const double total = rt.SumOverWorld(sum, true), count = rt.SumOverWorld(static_cast<double>(pairs), true);
+  return count > 0 ? total / count : std::nan("");
 }
 
 // HF's DefaultFlowCallback: steps = every eval_steps (logging_steps when 0, as HF's None) and at the end;
@@ -42,6 +62,9 @@ bool Validator::Due(const Progress& p) const {
 
 std::optional<double> Validator::MaybeEvaluate(model::CausalLM& lm, const Progress& p) const {
   if (!Due(p)) return std::nullopt;
+  if (preference_ != nullptr) {
+    return EvalPreferenceLoss(*preference_, lm, rows_, train_->per_device_eval_batch_size, *rt_);
+  }
   return EvalLoss(lm, rows_, train_->per_device_eval_batch_size, *rt_);
 }
 

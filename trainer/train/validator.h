@@ -14,6 +14,7 @@
 
 #include "jobspec/jobspec.h"
 #include "trainer/model/decoder.h"
+#include "trainer/train/preference.h"
 #include "trainer/train/progress.h"
 #include "trainer/train/rows.h"
 #include "trainer/train/runtime.h"
@@ -23,11 +24,18 @@ namespace anneal::train {
 // Validation loss over `rows` (sum of token losses / label tokens): positions dealt out over data parallel in
 // micro-batches of `batch` rows and run through the pipeline. NaN when there are no label tokens.
 double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt);
+// Stage dpo: the preference loss averaged over every validation pair (HF's evaluation loop: each batch's mean
+// loss weighted by its size), `batch` pairs per micro-batch.
+double EvalPreferenceLoss(PreferenceTrainer& preference, model::CausalLM& lm, const TrainRows& rows, int batch,
+                          const Runtime& rt);
 
 class Validator {
  public:
   Validator(const jobspec::TrainSpec& train, TrainRows rows, const Runtime& rt)
       : train_(&train), rows_(std::move(rows)), rt_(&rt) {}
+
+  // Stage dpo: validate with the preference loss (borrowed; outlives the validator).
+  void set_preference(PreferenceTrainer* preference) { preference_ = preference; }
 
   bool Due(const Progress& p) const;
   // The validation loss when Due, else nothing.
@@ -37,6 +45,7 @@ class Validator {
   const jobspec::TrainSpec* train_;
   TrainRows rows_;
   const Runtime* rt_;
+  PreferenceTrainer* preference_ = nullptr;
 };
 
 }  // namespace anneal::train

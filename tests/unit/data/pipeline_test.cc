@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <span>
+
 #include "tests/unit/data/test_dir.h"
 
 namespace anneal::data {
@@ -119,6 +122,136 @@ TEST(Pipeline, MixStrategyAndFileTypesReachTheCache) {
   auto reseeded = PrepareSftData(c);
   ASSERT_TRUE(reseeded.ok());
   EXPECT_NE(seeded->cache_key, reseeded->cache_key);  // the seed picks the rows now
+}
+
+
+// ---- preference pairs (stage dpo): ranking rows -> two cache rows each (trainer/data/pairwise.h) ----
+
+DataConfig PairConfig(const TempDir& d, const std::vector<std::string>& datasets) {
+  d.Write("tokenizer.json", ByteTokenizerJson());
+  d.Write("tokenizer_config.json", R"({"bos_token": "<s>", "eos_token": "</s>"})");
+  d.Write("pairs.json", R"([
+    {"instruction": "Name a color", "input": "", "chosen": "blue", "rejected": "a long wrong answer"},
+    {"instruction": "Add", "input": "2 and 3", "chosen": "5", "rejected": "7"}])");
+  d.Write("chat.json", R"([{"conversations": [{"from": "system", "value": "terse"}, {"from": "human", "value": "hi"},
+    {"from": "gpt", "value": "hello"}, {"from": "human", "value": "capital?"}],
+    "chosen": {"from": "gpt", "value": "Paris"}, "rejected": {"from": "gpt", "value": "Lyon"}}])");
+  d.Write("plain.json", R"([{"instruction": "q", "output": "a"}])");
+  d.Write("dataset_info.json", R"({
+    "pairs": {"file_name": "pairs.json", "ranking": true,
+              "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
+    "chat": {"file_name": "chat.json", "formatting": "sharegpt", "ranking": true,
+             "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+    "plain": {"file_name": "plain.json"}})");
+  DataConfig c;
+  c.tokenizer_dir = d.path();
+  c.template_name = "default";
+  c.datasets = datasets;
+  c.dataset_dir = d.path();
+  c.cache_dir = d.path() + "/cache";
+  c.pairwise = true;
+  return c;
+}
+
+// The trained (label) bytes of a cache row, as text (the byte tokenizer's ids are the bytes; specials dropped).
+std::string LabelText(const TokenCache& cache, int64_t row) {
+  std::string text;
+  for (int32_t id : cache.labels(row)) {
+    if (id >= 0 && id < 256) text += static_cast<char>(id);
+  }
+  return text;
+}
+
+TEST(PairwiseData, RankingRowsBecomeAdjacentChosenAndRejectedRowsWithOnePrompt) {
+  TempDir d;
+  auto data = PrepareSftData(PairConfig(d, {"pairs", "chat"}));
+  ASSERT_TRUE(data.ok()) << data.status().message();
+  ASSERT_TRUE(data->pairwise);
+  ASSERT_EQ(data->cache->size(), 6);  // three pairs
+  EXPECT_EQ(data->train, (std::vector<int64_t>{0, 2, 4}));  // the chosen rows
+  const std::vector<std::pair<std::string, std::string>> answers = {
+      {"blue", "a long wrong answer"}, {"5", "7"}, {"Paris", "Lyon"}};
+  for (int64_t pair = 0; pair < 3; ++pair) {
+    const int64_t chosen = 2 * pair, rejected = chosen + 1;
+    EXPECT_EQ(LabelText(*data->cache, chosen).rfind(answers[pair].first, 0), 0u) << LabelText(*data->cache, chosen);
+    EXPECT_EQ(LabelText(*data->cache, rejected).rfind(answers[pair].second, 0), 0u);
+    // The same prompt tokens, masked in both.
+    auto ci = data->cache->input_ids(chosen), ri = data->cache->input_ids(rejected);
+    auto cl = data->cache->labels(chosen);
+    size_t prompt = 0;
+    while (prompt < cl.size() && cl[prompt] == kIgnoreIndex) ++prompt;
+    ASSERT_GT(prompt, 0u);
+    EXPECT_TRUE(std::equal(ci.begin(), ci.begin() + static_cast<int64_t>(prompt), ri.begin()));
+    EXPECT_EQ(data->cache->labels(rejected)[prompt - 1], kIgnoreIndex);
+    EXPECT_NE(data->cache->labels(rejected)[prompt], kIgnoreIndex);
+  }
+  // The sharegpt prompt carries its system text and history.
+  std::string prompt_text;
+  for (int32_t id : data->cache->input_ids(4)) {
+    if (id < 256) prompt_text += static_cast<char>(id);
+  }
+  EXPECT_NE(prompt_text.find("terse"), std::string::npos) << prompt_text;
+  EXPECT_NE(prompt_text.find("hello"), std::string::npos) << prompt_text;
+}
+
+TEST(PairwiseData, CutoffCutsThePromptOnceAndBothAnswersToTheLongerOnesShare) {
+  TempDir d;
+  DataConfig c = PairConfig(d, {"pairs"});
+  c.sft.cutoff_len = 16;
+  auto data = PrepareSftData(c);
+  ASSERT_TRUE(data.ok()) << data.status().message();
+  // Pair 0: "Human: Name a color..." and an answer of 20+ bytes: infer_seqlen shares 16 tokens.
+  auto chosen = data->cache->input_ids(0), rejected = data->cache->input_ids(1);
+  EXPECT_LE(rejected.size(), 16u);
+  auto cl = data->cache->labels(0), rl = data->cache->labels(1);
+  const auto masked = [](std::span<const int32_t> labels) {
+    return std::count(labels.begin(), labels.end(), kIgnoreIndex);
+  };
+  EXPECT_EQ(masked(cl), masked(rl)) << "the prompt is cut once for both answers";
+  EXPECT_EQ(std::vector<int32_t>(chosen.begin(), chosen.begin() + masked(cl)),
+            std::vector<int32_t>(rejected.begin(), rejected.begin() + masked(rl)));
+}
+
+TEST(PairwiseData, StageAndDatasetMustAgreeAndBadRowsAreNamed) {
+  TempDir d;
+  auto plain = PrepareSftData(PairConfig(d, {"plain"}));
+  ASSERT_FALSE(plain.ok());
+  EXPECT_NE(plain.status().message().find("is not a ranking dataset"), std::string::npos) << plain.status().message();
+  DataConfig sft = PairConfig(d, {"pairs"});
+  sft.pairwise = false;
+  auto ranked = PrepareSftData(sft);
+  ASSERT_FALSE(ranked.ok());
+  EXPECT_NE(ranked.status().message().find("holds preference pairs"), std::string::npos);
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"([{"instruction": "q", "chosen": "a"}])", "field 'rejected': missing"},
+      {R"([{"instruction": "q", "chosen": "a", "rejected": 3}])", "field 'rejected': must be a string"},
+  };
+  for (const auto& [rows, want] : bad) {
+    DataConfig c = PairConfig(d, {"pairs"});
+    d.Write("pairs.json", rows);  // over the good rows PairConfig wrote
+    auto r = PrepareSftData(c);
+    ASSERT_FALSE(r.ok()) << rows;
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("pairs.json"), std::string::npos) << "names the file";
+  }
+  const std::vector<std::pair<std::string, std::string>> bad_chat = {
+      {R"([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+           "chosen": {"from": "gpt", "value": "x"}, "rejected": {"from": "gpt", "value": "y"}}])",
+       "must end with a user turn"},
+      {R"([{"conversations": [{"from": "human", "value": "q"}],
+           "chosen": {"from": "human", "value": "x"}, "rejected": {"from": "gpt", "value": "y"}}])",
+       "role 'human' is invalid for an answer"},
+      {R"([{"conversations": [{"from": "human", "value": "q"}], "chosen": "x", "rejected": {"from": "gpt", "value": "y"}}])",
+       "the chosen answer must be a message"},
+  };
+  for (const auto& [rows, want] : bad_chat) {
+    DataConfig c = PairConfig(d, {"chat"});
+    d.Write("chat.json", rows);
+    auto r = PrepareSftData(c);
+    ASSERT_FALSE(r.ok()) << rows;
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+  }
 }
 
 }  // namespace

@@ -245,9 +245,26 @@ TEST(LlamaFactoryStage, PtPacksByDefaultAndRefusesSftOnlyKeys) {
               std::string::npos)
         << bad.status().message();
   }
-  auto dpo = ParseJobSpec(std::string(kBase) + "stage: dpo\n", "job.yaml");
-  ASSERT_FALSE(dpo.ok());
-  EXPECT_NE(dpo.status().message().find("rm, ppo, dpo and kto are not built yet, issue 21"), std::string::npos);
+  for (const char* key : {"neat_packing", "train_on_prompt", "mask_history"}) {
+    auto bad = ParseJobSpec(std::string(kBase) + "stage: dpo\n" + key + ": true\n", "job.yaml");
+    ASSERT_FALSE(bad.ok()) << key;
+    EXPECT_NE(bad.status().message().find("'stage' at job.yaml:4 is dpo (dpo trains on the answers of preference "
+                                          "pairs)"),
+              std::string::npos)
+        << bad.status().message();
+  }
+  // LLaMA-Factory's pairwise processor never packs: packing is ignored with a warning, not silently.
+  auto dpo =
+      ParseJobSpec(std::string(kBase) + "stage: dpo\npacking: true\npref_loss: ipo\npref_beta: 0.3\n", "job.yaml");
+  ASSERT_TRUE(dpo.ok()) << dpo.status().message();
+  EXPECT_FALSE(dpo->data.packing);
+  EXPECT_EQ(dpo->finetuning.pref_loss, "ipo");
+  EXPECT_EQ(dpo->finetuning.pref_beta, 0.3);
+  ASSERT_EQ(dpo->warnings.size(), 1u);
+  EXPECT_NE(dpo->warnings[0].find("stage dpo does not pack preference pairs"), std::string::npos);
+  auto rm = ParseJobSpec(std::string(kBase) + "stage: rm\n", "job.yaml");
+  ASSERT_FALSE(rm.ok());
+  EXPECT_NE(rm.status().message().find("rm, ppo and kto are not built yet"), std::string::npos);
 }
 
 TEST(LlamaFactoryTrainLoopKeys, SaveAndEvalStrategiesAreRepresentedForTheTrainer) {

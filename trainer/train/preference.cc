@@ -1,0 +1,157 @@
+#include "trainer/train/preference.h"
+
+#include <torch/torch.h>
+
+#include "trainer/train/finetune.h"
+
+namespace anneal::train {
+namespace {
+
+namespace F = torch::nn::functional;
+
+model::ForwardInputs InputsOf(const Batch& b) {
+  return {.input_ids = b.input_ids, .attention_mask = b.attention_mask, .position_ids = b.position_ids};
+}
+
+// Logits [2n, T, V] in fp32 (LLaMA-Factory: model(...).logits.to(torch.float32)).
+torch::Tensor LogitsOf(model::CausalLM& lm, const Batch& b) {
+  return lm->Logits(lm->Forward(InputsOf(b))).to(torch::kFloat32);
+}
+
+}  // namespace
+
+PreferenceOptions PreferenceOptions::From(const jobspec::FinetuningSpec& ft) {
+  return PreferenceOptions{ft.pref_loss, ft.pref_beta, ft.pref_ftx, ft.simpo_gamma};
+}
+
+std::pair<torch::Tensor, torch::Tensor> SequenceLogps(const torch::Tensor& logits, const torch::Tensor& labels) {
+  // LLaMA-Factory's get_batch_logps: labels[:, 1:] against logits[:, :-1].
+  const int64_t t = labels.size(1);
+  torch::Tensor next = labels.slice(1, 1, t);
+  torch::Tensor mask = next.ne(-100);
+  torch::Tensor logp = logits.slice(1, 0, t - 1).to(torch::kFloat32).log_softmax(-1);
+  torch::Tensor picked = logp.gather(2, next.masked_fill(mask.logical_not(), 0).unsqueeze(2)).squeeze(2);
+  return {(picked * mask).sum(-1), mask.sum(-1).to(torch::kFloat32)};
+}
+
+PreferenceTerms PreferenceLoss(const PreferenceOptions& o, const torch::Tensor& chosen, const torch::Tensor& rejected,
+                               const torch::Tensor& ref_chosen, const torch::Tensor& ref_rejected,
+                               const torch::Tensor& chosen_avg) {
+  PreferenceTerms t;
+  if (o.uses_reference()) {
+    const torch::Tensor d = (chosen - rejected) - (ref_chosen - ref_rejected);
+    if (o.loss == "sigmoid") {
+      t.losses = -F::logsigmoid(o.beta * d);
+    } else if (o.loss == "hinge") {
+      t.losses = torch::relu(1 - o.beta * d);
+    } else {  // ipo (logps are per-token means)
+      t.losses = (d - 1 / (2 * o.beta)).pow(2);
+    }
+    t.chosen_rewards = o.beta * (chosen - ref_chosen).detach();
+    t.rejected_rewards = o.beta * (rejected - ref_rejected).detach();
+  } else {
+    if (o.loss == "orpo") {
+      const torch::Tensor log_odds =
+          (chosen - rejected) - (torch::log1p(-torch::exp(chosen)) - torch::log1p(-torch::exp(rejected)));
+      t.losses = -chosen + o.beta * -F::logsigmoid(log_odds);
+    } else {  // simpo
+      t.losses = -F::logsigmoid(o.beta * ((chosen - rejected) - o.simpo_gamma / o.beta));
+    }
+    t.chosen_rewards = o.beta * chosen.detach();
+    t.rejected_rewards = o.beta * rejected.detach();
+  }
+  if (o.ftx > 1e-6) t.losses = t.losses + o.ftx * -chosen_avg;
+  return t;
+}
+
+PreferenceTrainer::PreferenceTrainer(PreferenceOptions options, model::CausalLM* policy, model::CausalLM* reference)
+    : options_(std::move(options)), policy_(policy), reference_(reference) {
+  // TRL's disable_dropout_in_model: LoRA dropout off (the adapter_config keeps the configured value).
+  for (auto& [name, lin] : LoraModules(*policy_)) lin->disable_lora_dropout();
+}
+
+std::pair<torch::Tensor, torch::Tensor> PreferenceTrainer::ReferenceLogps(const Batch& b) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor logits;
+  if (reference_ != nullptr) {
+    logits = LogitsOf(*reference_, b);
+  } else {
+    // peft's disable_adapter: the base model is the policy without its adapters.
+    auto lora = LoraModules(*policy_);
+    for (auto& [name, lin] : lora) lin->set_lora_enabled(false);
+    logits = LogitsOf(*policy_, b);
+    for (auto& [name, lin] : lora) lin->set_lora_enabled(true);
+  }
+  auto [sum, count] = SequenceLogps(logits, b.labels);
+  if (options_.averages_logps()) sum = sum / count;
+  const int64_t n = sum.size(0) / 2;
+  return {sum.slice(0, 0, n), sum.slice(0, n, 2 * n)};
+}
+
+torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b) {
+  torch::Tensor ref_chosen, ref_rejected;
+  if (options_.uses_reference()) std::tie(ref_chosen, ref_rejected) = ReferenceLogps(b);
+  const torch::Tensor logits = LogitsOf(*policy_, b);
+  auto [logps, count] = SequenceLogps(logits, b.labels);
+  if (options_.averages_logps()) logps = logps / count;
+  const int64_t n = logps.size(0) / 2;
+  const torch::Tensor chosen = logps.slice(0, 0, n), rejected = logps.slice(0, n, 2 * n);
+  const torch::Tensor chosen_avg = options_.averages_logps() ? chosen : chosen / count.slice(0, 0, n);
+  const PreferenceTerms t = PreferenceLoss(options_, chosen, rejected, ref_chosen, ref_rejected, chosen_avg);
+
+  std::vector<std::pair<std::string, double>> m = {
+      {"rewards/chosen", t.chosen_rewards.mean().item<double>()},
+      {"rewards/rejected", t.rejected_rewards.mean().item<double>()},
+      {"rewards/accuracies", t.chosen_rewards.gt(t.rejected_rewards).to(torch::kFloat32).mean().item<double>()},
+      {"rewards/margins", (t.chosen_rewards - t.rejected_rewards).mean().item<double>()},
+      {"logps/chosen", chosen.detach().mean().item<double>()},
+      {"logps/rejected", rejected.detach().mean().item<double>()},
+      {"logits/chosen", logits.slice(0, 0, n).detach().mean().item<double>()},
+      {"logits/rejected", logits.slice(0, n, 2 * n).detach().mean().item<double>()}};
+  if (options_.loss == "orpo") {
+    const torch::Tensor sft = -chosen_avg.detach();
+    m.emplace_back("sft_loss", sft.mean().item<double>());
+    m.emplace_back("odds_ratio_loss", ((t.losses.detach() - sft) / options_.beta).mean().item<double>());
+  }
+  if (sums_.empty()) {
+    sums_ = m;
+  } else {
+    for (size_t k = 0; k < m.size(); ++k) sums_[k].second += m[k].second;
+  }
+  ++recorded_;
+  return t.losses.mean();
+}
+
+double PreferenceTrainer::TrainMicroBatches(const std::vector<Batch>& micro, double scale,
+                                            const std::function<void()>& before_last) {
+  double total = 0;
+  for (size_t m = 0; m < micro.size(); ++m) {
+    torch::Tensor loss = MicroBatchLoss(micro[m]) * scale;
+    total += loss.item<double>();
+    if (m + 1 == micro.size() && before_last) before_last();
+    loss.backward();
+  }
+  return total;
+}
+
+std::pair<double, int64_t> PreferenceTrainer::EvalMicroBatches(const std::vector<Batch>& micro) {
+  torch::NoGradGuard no_grad;
+  double total = 0;
+  int64_t pairs = 0;
+  for (const Batch& b : micro) {
+    const int64_t n = b.input_ids.size(0) / 2;
+    total += MicroBatchLoss(b).item<double>() * static_cast<double>(n);
+    pairs += n;
+  }
+  return {total, pairs};
+}
+
+std::vector<std::pair<std::string, double>> PreferenceTrainer::TakeMetrics() {
+  std::vector<std::pair<std::string, double>> out = std::move(sums_);
+  for (auto& [name, value] : out) value /= static_cast<double>(std::max<int64_t>(1, recorded_));
+  sums_.clear();
+  recorded_ = 0;
+  return out;
+}
+
+}  // namespace anneal::train

@@ -1,0 +1,94 @@
+// Stage dpo: preference optimization over (chosen, rejected) pairs, as LLaMA-Factory's CustomDPOTrainer computes
+// it (train/dpo/trainer.py, v0.9.5, on TRL's DPO losses):
+//
+//   logps(y)  = sum over the answer's label tokens of log p(token)  (SequenceLogps; fp32 log_softmax)
+//               ipo, orpo and simpo use the mean instead of the sum (divided by the label count)
+//   sigmoid   = -logsigmoid(beta * d)       d = (pi(c) - pi(r)) - (ref(c) - ref(r))   (DPO)
+//   hinge     = relu(1 - beta * d)
+//   ipo       = (d - 1 / (2 beta))^2
+//   orpo      = -pi(c) + beta * -logsigmoid(log_odds)
+//               log_odds = (pi(c) - pi(r)) - (log1p(-e^pi(c)) - log1p(-e^pi(r)))
+//   simpo     = -logsigmoid(beta * ((pi(c) - pi(r)) - simpo_gamma / beta))
+//   + pref_ftx * -pi_avg(c)   (the chosen answer's mean token log-likelihood; pi(c) itself for ipo/orpo/simpo)
+//
+// The reference (sigmoid, hinge, ipo) is the base model: under LoRA the same model with its adapters switched
+// off (peft's disable_adapter: no second copy), for full and freeze a frozen copy loaded from the base. Rewards
+// are beta * (pi - ref) (beta * pi without a reference). Dropout is off in preference training (TRL's
+// disable_dropout_in_model, which LLaMA-Factory applies).
+//
+// A micro-batch holds n pairs as [2n, T] (chosen rows, then rejected rows: trainer/train/rows.h); its loss is the
+// mean over its pairs, scaled by 1 / (gradient_accumulation_steps x data-parallel ranks) so the summed gradients
+// equal HF Trainer's (loss / accumulation, DDP mean). Metrics are the means LLaMA-Factory logs: rewards/chosen,
+// rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected, logits/chosen,
+// logits/rejected (the mean logit over the padded [n, T, V] block, as LLaMA-Factory), and for orpo sft_loss and
+// odds_ratio_loss.
+//
+// Thread-safety: one thread at a time (it runs the model).
+//
+// Example:
+//   PreferenceTrainer pref(PreferenceOptions::From(spec.finetuning), &lm, reference_lm);
+//   double loss = pref.TrainMicroBatches(micro, /*scale=*/1.0 / (accumulation * dp), before_last_backward);
+//   std::vector<std::pair<std::string, double>> metrics = pref.TakeMetrics();   // means over the micro-batches
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "jobspec/jobspec.h"
+#include "trainer/model/decoder.h"
+#include "trainer/train/batch.h"
+
+namespace anneal::train {
+
+struct PreferenceOptions {
+  std::string loss = "sigmoid";  // sigmoid, hinge, ipo, orpo, simpo
+  double beta = 0.1, ftx = 0.0, simpo_gamma = 0.5;
+
+  static PreferenceOptions From(const jobspec::FinetuningSpec& ft);
+  bool uses_reference() const { return loss != "orpo" && loss != "simpo"; }
+  bool averages_logps() const { return loss == "ipo" || loss == "orpo" || loss == "simpo"; }
+};
+
+// logits [B, T, V] (any dtype), labels [B, T] unshifted (-100 where no loss) -> (sum of the label tokens' log
+// probabilities [B] fp32, label token count [B] fp32). Position t predicts label t + 1.
+std::pair<torch::Tensor, torch::Tensor> SequenceLogps(const torch::Tensor& logits, const torch::Tensor& labels);
+
+// The per-pair loss [n] and rewards [n] from the policy's (and the reference's) logps [n] of the chosen and
+// rejected answers; chosen_avg [n] is the chosen answer's mean token log-likelihood (for pref_ftx).
+struct PreferenceTerms {
+  torch::Tensor losses, chosen_rewards, rejected_rewards;
+};
+PreferenceTerms PreferenceLoss(const PreferenceOptions& o, const torch::Tensor& chosen, const torch::Tensor& rejected,
+                               const torch::Tensor& ref_chosen, const torch::Tensor& ref_rejected,
+                               const torch::Tensor& chosen_avg);
+
+class PreferenceTrainer {
+ public:
+  // `policy` is trained; `reference` is the frozen base for full / freeze tuning (null under LoRA, whose
+  // reference is the policy with its adapters off, and for orpo / simpo). Both are borrowed.
+  PreferenceTrainer(PreferenceOptions options, model::CausalLM* policy, model::CausalLM* reference);
+
+  // Forward and backward of every micro-batch (pairs, on the device); each one's loss is its pair mean times
+  // `scale`. Returns the sum of those losses. Gradients accumulate in the parameters' .grad().
+  double TrainMicroBatches(const std::vector<Batch>& micro, double scale, const std::function<void()>& before_last);
+  // Forward only (no grad): (the loss summed over every pair, the pair count). Metrics are collected too (take
+  // them before the next training step).
+  std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro);
+  // The metrics of the micro-batches since the last call, each the mean over those micro-batches; clears them.
+  std::vector<std::pair<std::string, double>> TakeMetrics();
+
+ private:
+  // One micro-batch: its loss (pair mean, with grad when training) and its metrics recorded.
+  torch::Tensor MicroBatchLoss(const Batch& b);
+  std::pair<torch::Tensor, torch::Tensor> ReferenceLogps(const Batch& b);
+
+  PreferenceOptions options_;
+  model::CausalLM* policy_;
+  model::CausalLM* reference_;
+  std::vector<std::pair<std::string, double>> sums_;
+  int64_t recorded_ = 0;
+};
+
+}  // namespace anneal::train
