@@ -432,6 +432,17 @@ std::vector<Field> BuildFields() {
   f.push_back(Number(
       {"finetuning.simpo_gamma", "simpo_gamma"}, "a number", [](double) { return true; },
       "stage dpo, pref_loss simpo: the target reward margin", REF(finetuning.simpo_gamma)));
+  f.push_back(Make<double>(
+      {"finetuning.loraplus_lr_ratio", "loraplus_lr_ratio"}, "number", "a non-negative number or null",
+      "LoRA+: lora_B trains at learning_rate x this ratio (0 or null: off)", REF(finetuning.loraplus_lr_ratio),
+      [](const YAML::Node& n, double* out) {
+        if (n.IsNull()) {
+          *out = 0;
+          return true;
+        }
+        return DecodeNumber(n, out) && *out >= 0;
+      },
+      EncNumber));
   f.push_back(PositiveInt({"finetuning.lora_rank", "lora_rank"}, "LoRA rank r", REF(finetuning.lora_rank)));
   f.push_back(Number(
       {"finetuning.lora_alpha", "lora_alpha"}, "a positive number", [](double v) { return v > 0; },
@@ -444,6 +455,8 @@ std::vector<Field> BuildFields() {
                    REF(finetuning.lora_target)));
   f.push_back(Flag({"finetuning.use_rslora", "use_rslora"}, "rank-stabilized scaling alpha/sqrt(r)",
                    REF(finetuning.use_rslora)));
+  f.push_back(Flag({"finetuning.use_dora", "use_dora"},
+                   "DoRA: LoRA with a trained magnitude per output row (peft's use_dora)", REF(finetuning.use_dora)));
   f.push_back(Make<int>(
       {"finetuning.freeze_trainable_layers", "freeze_trainable_layers"}, "integer", "a non-zero integer",
       "freeze: train the last N layers (negative: the first -N)", REF(finetuning.freeze_trainable_layers),
@@ -585,6 +598,19 @@ std::vector<Field> BuildFields() {
   f.push_back(Number(
       {"train.max_grad_norm", "max_grad_norm"}, "a number", [](double) { return true; },
       "global gradient-norm clipping; <= 0 disables it", REF(train.max_grad_norm)));
+  f.push_back(Make<double>(
+      {"train.neftune_noise_alpha", "neftune_noise_alpha"}, "number", "a non-negative number or null",
+      "NEFTune: uniform noise of +-alpha / sqrt(tokens x hidden) on the input embeddings while training (0 or null: "
+      "off)",
+      REF(train.neftune_noise_alpha),
+      [](const YAML::Node& n, double* out) {
+        if (n.IsNull()) {
+          *out = 0;
+          return true;
+        }
+        return DecodeNumber(n, out) && *out >= 0;
+      },
+      EncNumber));
   f.push_back(
       Flag({"train.bf16", "bf16"}, "bfloat16 compute (fp32 master weights and optimizer state)", REF(train.bf16)));
   f.push_back(Flag({"train.fp16", "fp16"}, "refused when true: float16 needs a loss scaler, not built (use bf16)",

@@ -7,7 +7,7 @@
 //     LLaMA-Factory config runs unchanged. Flat and nested keys may be mixed; a key given twice is an error.
 // Unknown keys are errors that name the key, its location (file:line) and the closest known key. Every
 // LLaMA-Factory key the parser knows is honoured (it means what it means in LLaMA-Factory), refused (an error
-// saying what to use instead: use_dora, fp16: true, stage: dpo, ...), or ignored with a warning in
+// saying what to use instead: pissa_init, fp16: true, stage: kto, ...), or ignored with a warning in
 // JobSpec::warnings (only keys that change neither the result nor the memory: logging_dir, disable_tqdm, ...);
 // docs/job-spec.md tables which is which. Two LLaMA-Factory keys are translated: `deepspeed` (its JSON's
 // zero_optimization.stage becomes resources.zero_stage) and `disable_gradient_checkpointing` (the inverse of
@@ -65,6 +65,7 @@ struct FinetuningSpec {
   double lora_dropout = 0.0;
   std::vector<std::string> lora_target = {"all"};  // "all" or module names: q_proj, k_proj, ..., down_proj
   bool use_rslora = false;
+  bool use_dora = false;            // DoRA: LoRA with a trained magnitude per output row (peft's use_dora)
   int freeze_trainable_layers = 2;  // freeze: train the last N layers (negative: the first -N)
   std::vector<std::string> freeze_trainable_modules = {"all"};
   // stage dpo (LLaMA-Factory's RLHFArguments): the loss over (chosen, rejected) pairs. sigmoid, hinge and ipo
@@ -74,6 +75,8 @@ struct FinetuningSpec {
   double pref_beta = 0.1;
   double pref_ftx = 0.0;     // + pref_ftx * the chosen answer's SFT loss
   double simpo_gamma = 0.5;  // simpo's target reward margin
+  // LoRA+ (LLaMA-Factory's loraplus_lr_ratio): lora_B trains at learning_rate x this ratio; 0: off.
+  double loraplus_lr_ratio = 0.0;
 
   bool operator==(const FinetuningSpec&) const = default;
 };
@@ -87,8 +90,8 @@ struct DataSpec {
   std::optional<int64_t> max_samples;
   std::string mix_strategy = "concat";   // concat, interleave_under, interleave_over, interleave_once
   std::vector<double> interleave_probs;  // one per dataset, summing to 1; empty: round-robin interleave
-  double val_size = 0.0;  // fraction (< 1) or a count (>= 1) of examples held out
-  bool packing = false;   // default: true for stage pt, false for sft (LLaMA-Factory's rule)
+  double val_size = 0.0;                 // fraction (< 1) or a count (>= 1) of examples held out
+  bool packing = false;                  // default: true for stage pt, false for sft (LLaMA-Factory's rule)
   bool neat_packing = false;
   bool train_on_prompt = false;
   bool mask_history = false;
@@ -117,6 +120,7 @@ struct TrainSpec {
   double adam_epsilon = 1e-8;
   Optimizer optim = Optimizer::kAdamWTorchFused;  // HF's default with torch >= 2.8; both are the same AdamW
   double max_grad_norm = 1.0;                     // <= 0 disables clipping
+  double neftune_noise_alpha = 0.0;  // NEFTune: uniform noise on the input embeddings while training; 0: off
   bool bf16 = false;
   bool fp16 = false;  // always false: fp16: true is refused (no loss scaler; use bf16)
   int64_t seed = 42;
@@ -136,7 +140,7 @@ struct TrainSpec {
   // EarlyStoppingCallback patience); 0: never.
   int64_t early_stopping_steps = 0;
   bool load_best_model_at_end = false;  // export the best evaluated checkpoint's weights, not the last ones
-  std::string resume_from_checkpoint;  // a checkpoint-N path or "latest"
+  std::string resume_from_checkpoint;   // a checkpoint-N path or "latest"
   bool overwrite_output_dir = false;
   std::string device = "auto";  // auto (cuda when available), cpu, cuda
 

@@ -166,7 +166,6 @@ const TranslatedKey* FindTranslatedKey(std::string_view key) {
 
 const std::vector<RefusedKey>& RefusedKeys() {
   static const std::vector<RefusedKey> keys = {
-      {"use_dora", "false", "DoRA is not built: use plain LoRA (optionally use_rslora: true)"},
       {"pissa_init", "false", "PiSSA initialization is not built: use plain LoRA"},
       {"use_galore", "false", "GaLore is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},
       {"use_apollo", "false", "APOLLO is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},
@@ -175,8 +174,6 @@ const std::vector<RefusedKey>& RefusedKeys() {
       {"rope_scaling", "",
        "RoPE scaling is not built: remove it and keep cutoff_len within the model's max_position_embeddings"},
       {"shift_attn", "false", "S^2-Attn is not built: remove it and keep cutoff_len within the model's context"},
-      {"neftune_noise_alpha", "0", "NEFTune noise is not built: remove the key"},
-      {"loraplus_lr_ratio", "", "LoRA+ is not built: use one learning_rate for both LoRA factors"},
       {"additional_target", "", "extra trainable modules are not built: use finetuning_type: full or freeze"},
       {"resize_vocab", "false", "resizing the vocabulary is not built: use a model whose tokenizer has the tokens"},
       {"lr_scheduler_kwargs", "", "scheduler arguments are not built: use lr_scheduler_type and warmup_steps"},

@@ -149,6 +149,14 @@ class SpecReader {
     // keeps Anneal's default (off). A document is LLaMA-Factory's when it has no section.
     if (!Given("train.gradient_checkpointing")) spec.train.gradient_checkpointing = !saw_section_;
     if (spec.finetuning.stage != "sft") RETURN_IF_ERROR(CheckSftOnlyKeys(spec.finetuning.stage));
+    // LLaMA-Factory: "`loraplus_lr_ratio` is only valid for LoRA training."
+    if (const Assignment* a = Given("finetuning.loraplus_lr_ratio");
+        a && spec.finetuning.loraplus_lr_ratio > 0 && spec.finetuning.type != FinetuningType::kLora) {
+      return InvalidArgumentError(
+          fmt::format("key '{}' {}: LoRA+ is only for finetuning_type lora (this job is {}); "
+                      "remove the key",
+                      a->key, a->where, FinetuningTypeName(spec.finetuning.type)));
+    }
     if (spec.finetuning.stage == "dpo") {
       if (const Assignment* a = Given("data.packing"); a && spec.data.packing) {
         warnings_.push_back(

@@ -78,6 +78,7 @@ const std::vector<IgnoredKey>& IgnoredKeys() {
       {"log_level", "the agent keeps every rank's log"},
       {"print_param_status", "the trainer logs its trainable parameter count"},
       {"save_safetensors", "checkpoints and exports are always safetensors"},
+      {"loraplus_lr_embedding", "it applies to LoRA on embedding layers, which are never adapted here"},
   };
   return keys;
 }

@@ -1,15 +1,15 @@
 #include "trainer/export/peft.h"
 
-#include <cstdlib>
-#include <filesystem>
-#include <set>
-
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
 #include "common/fsutil.h"
-#include "trainer/model/safetensors.h"
 #include "trainer/model/config.h"
+#include "trainer/model/safetensors.h"
 #include "trainer/train/finetune.h"
 
 namespace anneal::train {
@@ -29,13 +29,13 @@ StatusOr<PeftAdapter> LoadPeftAdapter(const std::string& dir) {
   if (cfg.value("peft_type", "") != "LORA") {
     return InvalidArgumentError(cfg_path + ": peft_type '" + cfg.value("peft_type", "") + "' is not supported (LORA)");
   }
-  if (cfg.value("use_dora", false)) return InvalidArgumentError(cfg_path + ": use_dora is not supported");
   PeftAdapter a;
   a.source = dir;
   a.options.rank = cfg.value("r", 8);
   a.options.alpha = cfg.value("lora_alpha", 8.0);
   a.options.dropout = cfg.value("lora_dropout", 0.0);
   a.options.use_rslora = cfg.value("use_rslora", false);
+  a.options.use_dora = cfg.value("use_dora", false);
   const json& tm = cfg["target_modules"];
   if (tm.is_string()) {
     return InvalidArgumentError(cfg_path + ": target_modules as a regex is not supported; list the module names");
@@ -52,6 +52,11 @@ StatusOr<PeftAdapter> LoadPeftAdapter(const std::string& dir) {
   for (const std::string& key : ck.Names()) {
     std::string name = key;
     if (name.rfind(kPrefix, 0) == 0) name = name.substr(std::string(kPrefix).size());
+    // DoRA's magnitude as peft names it in memory ("...lora_magnitude_vector.default.weight") or saved.
+    for (const char* infix : {".lora_magnitude_vector.default.weight", ".lora_magnitude_vector.weight"}) {
+      auto pos = name.find(infix);
+      if (pos != std::string::npos) name = name.substr(0, pos) + ".lora_magnitude_vector";
+    }
     // peft may keep the adapter name in keys written by some versions: "...lora_A.default.weight".
     for (const char* infix : {".lora_A.default.weight", ".lora_B.default.weight"}) {
       auto pos = name.find(infix);
@@ -67,8 +72,8 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
   torch::NoGradGuard no_grad;
   std::set<std::string> used;
   for (auto& [name, lin] : LoraModules(lm)) {
-    for (auto [suffix, dst] : {std::pair{".lora_A.weight", &lin->lora_A->weight},
-                               {".lora_B.weight", &lin->lora_B->weight}}) {
+    for (auto [suffix, dst] :
+         {std::pair{".lora_A.weight", &lin->lora_A->weight}, {".lora_B.weight", &lin->lora_B->weight}}) {
       auto it = adapter.weights.find(name + suffix);
       if (it == adapter.weights.end()) {
         return NotFoundError(adapter.source + ": adapter has no weight for " + name + suffix);
@@ -82,6 +87,19 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
       }
       dst->copy_(layout.Slice(it->second));
       used.insert(name + suffix);
+    }
+    if (lin->lora_magnitude_vector.defined()) {
+      auto it = adapter.weights.find(name + ".lora_magnitude_vector");
+      if (it == adapter.weights.end()) {
+        return NotFoundError(adapter.source + ": a DoRA adapter (use_dora) has no lora_magnitude_vector for " + name);
+      }
+      if (it->second.sizes() != lin->lora_magnitude_vector.sizes()) {
+        return InvalidArgumentError(adapter.source + ": " + name + ".lora_magnitude_vector has shape " +
+                                    c10::str(it->second.sizes()) + ", the model expects " +
+                                    c10::str(lin->lora_magnitude_vector.sizes()));
+      }
+      lin->lora_magnitude_vector.copy_(it->second);
+      used.insert(name + ".lora_magnitude_vector");
     }
   }
   // Under pipeline parallelism the layers of other stages are not here: their weights are theirs to take.
@@ -114,6 +132,8 @@ Status ExportPeftAdapter(model::CausalLM& lm, const std::string& dir, const std:
   for (auto& [name, lin] : LoraModules(lm)) {
     tensors.emplace_back(name + ".lora_A.weight", lin->lora_A->weight);
     tensors.emplace_back(name + ".lora_B.weight", lin->lora_B->weight);
+    if (lin->lora_magnitude_vector.defined())
+      tensors.emplace_back(name + ".lora_magnitude_vector", lin->lora_magnitude_vector);
     opts = lin->lora_options();
   }
   return WritePeftAdapter(tensors, opts, dir, base_model);
@@ -148,14 +168,25 @@ Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& l
   if (tensors.empty()) return FailedPreconditionError("export: the model has no LoRA adapters");
   RETURN_IF_ERROR(MakeDirs(dir));
   RETURN_IF_ERROR(model::WriteSafetensors(dir + "/adapter_model.safetensors", tensors));
-  json cfg = {
-      {"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"base_model_name_or_path", UserBaseModelName(base_model)},
-      {"r", opts.rank}, {"lora_alpha", opts.alpha}, {"lora_dropout", opts.dropout},
-      {"use_rslora", opts.use_rslora}, {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
-      {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true}, {"init_lora_weights", true},
-      {"modules_to_save", nullptr}, {"layers_to_transform", nullptr}, {"layers_pattern", nullptr},
-      {"rank_pattern", json::object()}, {"alpha_pattern", json::object()}, {"use_dora", false},
-      {"revision", nullptr}};
+  json cfg = {{"peft_type", "LORA"},
+              {"task_type", "CAUSAL_LM"},
+              {"base_model_name_or_path", UserBaseModelName(base_model)},
+              {"r", opts.rank},
+              {"lora_alpha", opts.alpha},
+              {"lora_dropout", opts.dropout},
+              {"use_rslora", opts.use_rslora},
+              {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
+              {"bias", "none"},
+              {"fan_in_fan_out", false},
+              {"inference_mode", true},
+              {"init_lora_weights", true},
+              {"modules_to_save", nullptr},
+              {"layers_to_transform", nullptr},
+              {"layers_pattern", nullptr},
+              {"rank_pattern", json::object()},
+              {"alpha_pattern", json::object()},
+              {"use_dora", opts.use_dora},
+              {"revision", nullptr}};
   return WriteFileAtomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
 }
 
@@ -183,8 +214,9 @@ Status ExportMergedModel(model::CausalLM& lm, const std::string& dir, const std:
   return WriteMergedModel(tensors, lm->config(), dir, base_model, max_shard_bytes);
 }
 
-Status WriteMergedModel(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const model::ModelConfig& config,
-                        const std::string& dir, const std::string& base_model, uint64_t max_shard_bytes) {
+Status WriteMergedModel(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                        const model::ModelConfig& config, const std::string& dir, const std::string& base_model,
+                        uint64_t max_shard_bytes) {
   RETURN_IF_ERROR(MakeDirs(dir));
   RETURN_IF_ERROR(model::WriteSafetensorsCheckpoint(dir, "model", tensors, max_shard_bytes));
   RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", model::ModelConfigToJson(config).dump(2) + "\n"));

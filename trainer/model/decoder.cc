@@ -463,7 +463,16 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
 
 torch::Tensor CausalLMImpl::Embed(const torch::Tensor& input_ids) {
   TORCH_CHECK(stage_.first, "Embed on a pipeline stage without the embedding");
-  return model->embed_tokens->forward(input_ids);  // [B, T] -> [B, T, C]
+  return AddEmbeddingNoise(model->embed_tokens->forward(input_ids));  // [B, T] -> [B, T, C]
+}
+
+torch::Tensor CausalLMImpl::AddEmbeddingNoise(torch::Tensor x) {
+  if (embedding_noise_alpha_ <= 0 || !is_training()) return x;
+  // transformers' neftune_post_forward_hook: mag_norm = alpha / sqrt(tensor(T * C)) in float32, then
+  // zeros_like(output).uniform_(-mag_norm, mag_norm).
+  const float dims = static_cast<float>(x.size(1) * x.size(2));
+  const float mag_norm = static_cast<float>(embedding_noise_alpha_) / std::sqrt(dims);
+  return x + torch::zeros_like(x).uniform_(-mag_norm, mag_norm);
 }
 
 torch::Tensor CausalLMImpl::FinalNorm(const torch::Tensor& x) {
@@ -474,7 +483,7 @@ torch::Tensor CausalLMImpl::FinalNorm(const torch::Tensor& x) {
 torch::Tensor CausalLMImpl::Forward(const ForwardInputs& in) {
   TORCH_CHECK(stage_.first && stage_.last, "Forward needs the whole model; pipeline stages run their part");
   // [B, T] -> [B, T, C]
-  torch::Tensor x = model->embed_tokens->forward(in.input_ids);
+  torch::Tensor x = AddEmbeddingNoise(model->embed_tokens->forward(in.input_ids));
   const int64_t T = in.input_ids.size(1);
   if (in.cache != nullptr && in.cache->keys.empty()) {
     // Preallocate [B, K, capacity, D] per layer.

@@ -26,14 +26,14 @@
 //   torch::Tensor logits = lm->Logits(lm->Forward({.input_ids = ids}));   // [B, T, V]
 #pragma once
 
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <torch/nn/module.h>
-#include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/pimpl.h>
 
 #include "trainer/model/config.h"
 #include "trainer/model/linear.h"
@@ -49,7 +49,12 @@ struct KvCache {
   std::vector<torch::Tensor> keys, values;
   int64_t length = 0;
   int64_t capacity = 0;
-  void Reset() { keys.clear(); values.clear(); length = 0; capacity = 0; }
+  void Reset() {
+    keys.clear();
+    values.clear();
+    length = 0;
+    capacity = 0;
+  }
 };
 
 struct ForwardInputs {
@@ -57,7 +62,7 @@ struct ForwardInputs {
   torch::Tensor attention_mask = {};  // optional [B, S] 1 = token, 0 = padding (S includes cached positions)
   torch::Tensor position_ids = {};    // optional [B, T]; default: cache length + arange(T)
   torch::Tensor segment_ids = {};     // optional [B, T]: packed sequences attend only within their segment
-  KvCache* cache = nullptr;      // optional: appended to, and attended over
+  KvCache* cache = nullptr;           // optional: appended to, and attended over
 };
 
 // Rotary position embedding tables (with linear / dynamic / llama3 / yarn frequency scaling; yarn also scales
@@ -71,7 +76,7 @@ class RotaryEmbedding {
  private:
   torch::Tensor InvFreq(int64_t seq_len, const torch::Device& device) const;  // [D/2] fp32
   ModelConfig config_;
-  torch::Tensor base_inv_freq_;  // [D/2] fp32 on CPU, scaling applied (except dynamic)
+  torch::Tensor base_inv_freq_;    // [D/2] fp32 on CPU, scaling applied (except dynamic)
   double attention_factor_ = 1.0;  // yarn's cos/sin scale
 };
 
@@ -174,6 +179,9 @@ class CausalLMImpl : public torch::nn::Module {
   // Activation checkpointing: each decoder layer keeps only its input during forward and recomputes its
   // activations in backward (a custom autograd function; the CPU RNG is replayed so dropout masks match).
   void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
+  // NEFTune (HF Trainer's neftune_post_forward_hook): while training, the embedding output [B, T, C] gets uniform
+  // noise in +-alpha / sqrt(T * C) (float32 arithmetic, drawn from the default generator); 0: off.
+  void SetEmbeddingNoise(double alpha) { embedding_noise_alpha_ = alpha; }
   torch::Tensor head_weight();  // [V, C]: lm_head or the tied embedding
 
   // HF names -> parameters and persistent buffers (lm_head.weight omitted when tied), this rank's pieces.
@@ -200,6 +208,8 @@ class CausalLMImpl : public torch::nn::Module {
   StageSpec stage_;
   RotaryEmbedding rotary_;
   bool checkpointing_ = false;
+  double embedding_noise_alpha_ = 0.0;
+  torch::Tensor AddEmbeddingNoise(torch::Tensor x);  // x [B, T, C]
   std::vector<torch::Tensor> router_logits_;
 };
 TORCH_MODULE(CausalLM);
@@ -209,9 +219,8 @@ torch::Tensor ShiftLabels(const torch::Tensor& labels);
 
 // Builds the boolean attention mask [B, 1, T, S] (true = may attend), or nullopt when plain causal attention
 // (SDPA is_causal) computes the same thing.
-std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t batch, int64_t q_len,
-                                                int64_t past_len, std::optional<int64_t> sliding_window,
-                                                const torch::Device& device);
+std::optional<torch::Tensor> BuildAttentionMask(const ForwardInputs& in, int64_t batch, int64_t q_len, int64_t past_len,
+                                                std::optional<int64_t> sliding_window, const torch::Device& device);
 
 // Loads config.json + safetensors weights (single or sharded) into a new model; with a factory or a stage,
 // each parameter gets its piece of the full tensor.

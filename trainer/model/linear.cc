@@ -1,12 +1,12 @@
 #include "trainer/model/linear.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
 #include <torch/nn/functional/dropout.h>
 #include <torch/nn/functional/linear.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/init.h>
+
+#include <cmath>
 
 #include "common/status.h"
 
@@ -26,14 +26,15 @@ std::vector<int64_t> ParamLayout::FullShape(c10::IntArrayRef local) const {
 LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options)
     : LinearImpl(spec, options, spec.out, spec.in) {}
 
-LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options, int64_t local_out,
-                       int64_t local_in)
+LinearImpl::LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options, int64_t local_out, int64_t local_in)
     : spec_(spec), local_out_(local_out), local_in_(local_in) {
   weight = register_parameter("weight", torch::empty({local_out, local_in}, options));
   if (spec.bias) bias = register_parameter("bias", torch::zeros({local_out}, options));
 }
 
-ParamLayout LinearImpl::Layout(const std::string& /*name*/) const { return {}; }
+ParamLayout LinearImpl::Layout(const std::string& /*name*/) const {
+  return {};
+}
 
 torch::Tensor LinearImpl::BaseLinear(const torch::Tensor& x, const torch::Tensor& bias_or_undefined) {
   if (quantized_) return Quant4Linear(x, *quantized_, bias_or_undefined, quant4_matmul_);
@@ -62,7 +63,7 @@ Status LinearImpl::QuantizeBase(const torch::Tensor& full, const Quant4Options& 
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = BaseLinear(x, bias);
-  if (has_lora() && !merged_ && lora_enabled_) y = y + LoraDelta(x);
+  if (has_lora() && !merged_ && lora_enabled_) y = lora_magnitude_vector.defined() ? AddDora(x, y) : y + LoraDelta(x);
   return y;
 }
 
@@ -92,6 +93,46 @@ void LinearImpl::EnableLora(const LoraOptions& options, uint64_t seed) {
   lora_A = register_module("lora_A", LoraWeight(a.to(fp32)));
   // B [out or out/tp, r]: as many rows as this rank's weight.
   lora_B = register_module("lora_B", LoraWeight(torch::zeros({local_out_, options.rank}, fp32)));
+  if (options.use_dora) {
+    // peft's DoraLinearLayer.update_layer: ||W + scaling * B A||_row with B = 0, in W's dtype, kept fp32.
+    torch::NoGradGuard no_grad;
+    const torch::Tensor w = DenseWeight();
+    torch::Tensor norm = at::linalg_vector_norm(w, 2, {1}).to(w.scalar_type());
+    lora_magnitude_vector = register_parameter("lora_magnitude_vector", norm.to(fp32).contiguous());
+  }
+}
+
+torch::Tensor LinearImpl::DenseWeight() {
+  // A 4-bit base keeps no dtype of its own: fp32 (the callers cast to the compute dtype).
+  return quantized_ ? quantized_->Dequantize(torch::kFloat32) : weight;
+}
+
+torch::Tensor LinearImpl::AddDora(const torch::Tensor& x, const torch::Tensor& y) {
+  // peft's DoraLinearLayer.forward (tuners/lora/dora.py): with m the magnitude,
+  //   scale = m / ||W + scaling * B A||_row (detached)                                      [1, out]
+  //   y += (scale - 1) * (x W^T) + scale * B A x * scaling
+  // where x W^T is the base output without bias, recomputed from the dropped-out input when dropout applies.
+  const bool dropout = lora_options_.dropout > 0.0 && is_training() && !lora_dropout_off_;
+  torch::Tensor h = x.to(lora_A->weight.scalar_type());
+  if (dropout) h = torch::dropout(h, lora_options_.dropout, /*train=*/true);
+  const torch::Tensor w = DenseWeight().to(x.scalar_type());
+  torch::Tensor weight_norm;
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor lora_weight = torch::matmul(lora_B->weight, lora_A->weight).to(x.scalar_type());
+    weight_norm = at::linalg_vector_norm(w + lora_scaling_ * lora_weight, 2, {1}).to(w.scalar_type());
+  }
+  const torch::Tensor scale = (lora_magnitude_vector / weight_norm).view({1, -1});
+  const torch::Tensor lora_result =
+      torch::nn::functional::linear(torch::nn::functional::linear(h, lora_A->weight), lora_B->weight);
+  torch::Tensor base_result;
+  if (dropout) {
+    base_result = torch::nn::functional::linear(h.to(x.scalar_type()), w);
+  } else {
+    base_result = bias.defined() ? y - bias : y;
+  }
+  const torch::Tensor term = (scale - 1) * base_result + scale * lora_result * lora_scaling_;
+  return y + term.to(y.scalar_type());
 }
 
 torch::Tensor LinearImpl::DeltaWeight() {
@@ -99,24 +140,44 @@ torch::Tensor LinearImpl::DeltaWeight() {
   return torch::matmul(lora_B->weight, lora_A->weight) * lora_scaling_;
 }
 
+// DoRA's merge (peft's DoraLinearVariant.merge_safe): m / ||W + delta||_row * (W + delta); `norm` gets the
+// row norms [out] (UnmergeLora divides by the same factor).
+static torch::Tensor DoraMerged(const torch::Tensor& w32, const torch::Tensor& delta, const torch::Tensor& magnitude,
+                                torch::Tensor* norm) {
+  const torch::Tensor sum = w32 + delta;
+  *norm = at::linalg_vector_norm(sum, 2, {1});
+  return (magnitude / *norm).view({-1, 1}) * sum;
+}
+
 torch::Tensor LinearImpl::MergedWeight() {
   ANNEAL_CHECK(!quantized_);  // a quantized base is never merged (refused at parse time)
   torch::NoGradGuard no_grad;
   if (!has_lora() || merged_) return weight.detach().clone();
+  if (lora_magnitude_vector.defined()) {
+    torch::Tensor norm;
+    return DoraMerged(weight.to(torch::kFloat32), DeltaWeight(), lora_magnitude_vector, &norm).to(weight.scalar_type());
+  }
   return (weight.to(torch::kFloat32) + DeltaWeight()).to(weight.scalar_type());
 }
 
 void LinearImpl::MergeLora() {
   ANNEAL_CHECK(has_lora() && !merged_ && !quantized_);
   torch::NoGradGuard no_grad;
-  weight.copy_((weight.to(torch::kFloat32) + DeltaWeight()).to(weight.scalar_type()));
+  if (lora_magnitude_vector.defined()) {
+    weight.copy_(DoraMerged(weight.to(torch::kFloat32), DeltaWeight(), lora_magnitude_vector, &dora_merge_norm_)
+                     .to(weight.scalar_type()));
+  } else {
+    weight.copy_((weight.to(torch::kFloat32) + DeltaWeight()).to(weight.scalar_type()));
+  }
   merged_ = true;
 }
 
 void LinearImpl::UnmergeLora() {
   ANNEAL_CHECK(has_lora() && merged_);
   torch::NoGradGuard no_grad;
-  weight.copy_((weight.to(torch::kFloat32) - DeltaWeight()).to(weight.scalar_type()));
+  torch::Tensor w = weight.to(torch::kFloat32);
+  if (lora_magnitude_vector.defined()) w = w / (lora_magnitude_vector / dora_merge_norm_).view({-1, 1});
+  weight.copy_((w - DeltaWeight()).to(weight.scalar_type()));
   merged_ = false;
 }
 
@@ -124,7 +185,9 @@ EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOpti
   weight = register_parameter("weight", torch::empty({vocab, dim}, options));
 }
 
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  return torch::embedding(weight, ids);
+}
 
 Linear LinearFactory::Make(const LinearSpec& spec, const torch::TensorOptions& options) const {
   return Linear(spec, options);

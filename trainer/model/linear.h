@@ -29,12 +29,12 @@
 //   torch::Tensor y = q->forward(x);   // [.., 64]
 #pragma once
 
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <torch/nn/module.h>
-#include <torch/nn/pimpl.h>
 
 #include "common/status.h"
 #include "trainer/model/quant4.h"
@@ -46,6 +46,9 @@ struct LoraOptions {
   double alpha = 16;
   double dropout = 0.0;
   bool use_rslora = false;
+  // DoRA (peft's use_dora): the output rows rescaled to a trained magnitude m / ||W + B A * scaling||_row (the
+  // norm detached from the gradient, as peft).
+  bool use_dora = false;
 };
 
 // How a linear is split under tensor parallelism (ignored when the degree is 1).
@@ -53,9 +56,9 @@ enum class LinearSplit { kNone, kColumn, kRow };
 
 // How one parameter of this rank maps onto the full (unsplit) tensor. The default: the whole tensor.
 struct ParamLayout {
-  int64_t dim = 0;        // the dimension cut into shards (meaningless when shards == 1)
-  int64_t shards = 1;     // equal pieces of the full tensor; 1 = this rank holds it whole (replicated)
-  int64_t index = 0;      // the piece this rank holds
+  int64_t dim = 0;     // the dimension cut into shards (meaningless when shards == 1)
+  int64_t shards = 1;  // equal pieces of the full tensor; 1 = this rank holds it whole (replicated)
+  int64_t index = 0;   // the piece this rank holds
   // Set when the tensor-parallel ranks holding the same piece each compute only part of its gradient (a
   // replicated LoRA factor, or kv heads replicated over several ranks): their gradients must be summed.
   bool partial_grad = false;
@@ -71,7 +74,7 @@ struct LinearSpec {
   int64_t in = 0;
   int64_t out = 0;
   bool bias = false;
-  std::string role = {};          // q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head
+  std::string role = {};  // q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head
   LinearSplit split = LinearSplit::kNone;
 };
 
@@ -94,7 +97,8 @@ class LinearImpl : public torch::nn::Module {
   virtual ParamLayout Layout(const std::string& name) const;
 
   // Adds zero-initialised-B LoRA adapters: A kaiming-uniform(a=sqrt(5)) as peft, B zeros. fp32. A is drawn at
-  // full size and sliced by Layout("lora_A.weight"), so every layout starts from the same adapter.
+  // full size and sliced by Layout("lora_A.weight"), so every layout starts from the same adapter. With use_dora
+  // also the magnitude "lora_magnitude_vector" [out] fp32 = ||W||_row (B is zero), peft's parameter name.
   void EnableLora(const LoraOptions& options, uint64_t seed);
   bool has_lora() const { return !lora_A.is_empty(); }
   // Off: the forward is the base layer's alone (peft's disable_adapter; stage dpo's reference model).
@@ -125,6 +129,7 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out] or undefined
   LoraWeight lora_A{nullptr}, lora_B{nullptr};
+  torch::Tensor lora_magnitude_vector;  // DoRA: [out] fp32; undefined otherwise
 
  protected:
   // For subclasses whose weight is a piece [local_out, local_in] of the full [spec.out, spec.in].
@@ -132,7 +137,11 @@ class LinearImpl : public torch::nn::Module {
   // x [.., in] -> x W^T (+ bias when given) with the dense or the 4-bit weight.
   torch::Tensor BaseLinear(const torch::Tensor& x, const torch::Tensor& bias_or_undefined);
   torch::Tensor LoraDelta(const torch::Tensor& x);  // x [.., in] -> [.., out] in x's dtype
-  torch::Tensor DeltaWeight();                       // B A * scaling, [out, in] fp32
+  torch::Tensor DeltaWeight();                      // B A * scaling, [out, in] fp32
+  // DoRA: y (the base output, bias included) -> y + peft's DoraLinearLayer term, [.., out].
+  torch::Tensor AddDora(const torch::Tensor& x, const torch::Tensor& y);
+  torch::Tensor DenseWeight();     // W [out, in]: the weight, or the 4-bit one dequantized to fp32
+  torch::Tensor dora_merge_norm_;  // the row norms a DoRA merge divided by (UnmergeLora needs them)
 
   LinearSpec spec_;
   LoraOptions lora_options_;
@@ -152,7 +161,7 @@ class EmbeddingImpl : public torch::nn::Module {
   virtual ~EmbeddingImpl() = default;
   virtual torch::Tensor forward(const torch::Tensor& ids);  // [B, T] -> [B, T, C]
   virtual ParamLayout Layout() const { return {}; }
-  torch::Tensor weight;                                     // [V, C] (or [V/tp, C])
+  torch::Tensor weight;  // [V, C] (or [V/tp, C])
 };
 TORCH_MODULE(Embedding);
 

@@ -1,10 +1,10 @@
 #include "trainer/optim/adamw.h"
 
-#include <cmath>
-#include <map>
-
 #include <ATen/ATen.h>
 #include <torch/torch.h>
+
+#include <cmath>
+#include <map>
 
 namespace anneal::optim {
 
@@ -16,8 +16,7 @@ bool DecayParameter(const std::string& name) {
   return true;
 }
 
-AdamW::AdamW(std::vector<TrainableParam> params, AdamWOptions options)
-    : params_(std::move(params)), options_(options) {
+AdamW::AdamW(std::vector<TrainableParam> params, AdamWOptions options) : params_(std::move(params)), options_(options) {
   state_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i].param;
@@ -34,7 +33,6 @@ void AdamW::Step(double lr) {
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double bias_correction1 = 1 - std::pow(b1, static_cast<double>(step_));
   const double bias_correction2 = 1 - std::pow(b2, static_cast<double>(step_));
-  const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor p = params_[i].param;
@@ -42,8 +40,10 @@ void AdamW::Step(double lr) {
     State& s = state_[i];
     at::Tensor master = s.master.defined() ? s.master : p;
     at::Tensor grad = p.grad().to(at::kFloat);
+    const double group_lr = lr * params_[i].lr_scale;  // its optimizer group's lr
+    const double step_size = group_lr / bias_correction1;
     // The same sequence of ops as torch.optim.adamw._single_tensor_adamw.
-    if (params_[i].decay && options_.weight_decay != 0) master.mul_(1 - lr * options_.weight_decay);
+    if (params_[i].decay && options_.weight_decay != 0) master.mul_(1 - group_lr * options_.weight_decay);
     s.exp_avg.lerp_(grad, 1 - b1);
     s.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
     at::Tensor denom = (s.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);

@@ -12,11 +12,11 @@
 //   loss.backward(); opt.Step(scheduler.LrAt(step)); opt.ZeroGrad();
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "common/status.h"
 
@@ -34,6 +34,9 @@ struct TrainableParam {
   std::string name;
   at::Tensor param;
   bool decay = true;
+  // This parameter's learning rate is the step's times this (its own optimizer group's lr: LoRA+ trains lora_B
+  // faster); weight decay scales with it as torch.optim.AdamW's per-group lr does.
+  double lr_scale = 1.0;
 };
 
 // HF Trainer's rule: no decay for biases and normalisation weights.

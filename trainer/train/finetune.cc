@@ -1,9 +1,9 @@
 #include "trainer/train/finetune.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <set>
-
-#include <torch/torch.h>
 
 #include "trainer/export/peft.h"
 
@@ -42,9 +42,9 @@ int LayerIndexOf(const std::string& name) {
 
 const std::vector<std::string>& LoraTargetNames() {
   // The last four are MLA's (deepseek_v2, deepseek_v3); "all" targets whichever the model has.
-  static const std::vector<std::string> names = {"q_proj",    "k_proj",   "v_proj",   "o_proj",
-                                                 "gate_proj", "up_proj",  "down_proj", "q_a_proj",
-                                                 "q_b_proj",  "kv_a_proj_with_mqa", "kv_b_proj"};
+  static const std::vector<std::string> names = {"q_proj",   "k_proj",    "v_proj",   "o_proj",   "gate_proj",
+                                                 "up_proj",  "down_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa",
+                                                 "kv_b_proj"};
   return names;
 }
 
@@ -85,7 +85,7 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
 
   if (ft.type == jobspec::FinetuningType::kLora) {
     std::set<std::string> targets;
-    model::LoraOptions lora{ft.lora_rank, ft.lora_alpha, ft.lora_dropout, ft.use_rslora};
+    model::LoraOptions lora{ft.lora_rank, ft.lora_alpha, ft.lora_dropout, ft.use_rslora, ft.use_dora};
     std::optional<PeftAdapter> adapter;
     if (!spec.model.adapter_name_or_path.empty()) {
       ASSIGN_OR_RETURN(adapter, LoadPeftAdapter(spec.model.adapter_name_or_path));
@@ -107,13 +107,23 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
     for (const auto& item : lm->named_modules("", false)) {
       auto lin = std::dynamic_pointer_cast<model::LinearImpl>(item.value());
       if (!lin || !targets.count(LastComponent(item.key())) || MlpOutsideTheExperts(lm, item.key())) continue;
+      if (lora.use_dora && item.key().find(".mlp.experts.") != std::string::npos) {
+        return InvalidArgumentError(
+            "use_dora: DoRA on the routed experts of a mixture-of-experts model is not "
+            "supported (peft does not apply it to experts either): leave the expert "
+            "projections out of lora_target, or use plain LoRA");
+      }
       lin->EnableLora(lora, ModuleSeed(seed, item.key()));
     }
     if (adapter) RETURN_IF_ERROR(ApplyPeftWeights(lm, *adapter));
+    // LoRA+ (LLaMA-Factory's create_loraplus_optimizer): lora_B in its own group at learning_rate x ratio.
+    const double lora_b_scale = ft.loraplus_lr_ratio > 0 ? ft.loraplus_lr_ratio : 1.0;
     for (auto& item : lm->named_parameters(true)) {
       if (item.key().find(".lora_") == std::string::npos) continue;
       item.value().set_requires_grad(true);
-      trainable.push_back({item.key(), item.value(), /*decay=*/true});
+      // LLaMA-Factory puts lora_B and every 1-D LoRA parameter (DoRA's magnitude) in the LoRA+ group.
+      const bool lora_b = item.key().find(".lora_B.") != std::string::npos || item.value().dim() == 1;
+      trainable.push_back({item.key(), item.value(), /*decay=*/true, lora_b ? lora_b_scale : 1.0});
     }
     if (trainable.empty()) return InvalidArgumentError("lora_target: no module of the model matches the targets");
     return trainable;
@@ -129,8 +139,8 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
     }
     for (int i = 0; i < std::abs(n); ++i) train_layers.insert(n > 0 ? static_cast<int>(layers) - 1 - i : i);
   }
-  const bool all_modules = std::find(ft.freeze_trainable_modules.begin(), ft.freeze_trainable_modules.end(),
-                                     "all") != ft.freeze_trainable_modules.end();
+  const bool all_modules = std::find(ft.freeze_trainable_modules.begin(), ft.freeze_trainable_modules.end(), "all") !=
+                           ft.freeze_trainable_modules.end();
   for (auto& item : lm->named_parameters(true)) {
     const std::string& name = item.key();
     if (ft.type == jobspec::FinetuningType::kFreeze) {

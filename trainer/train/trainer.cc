@@ -217,6 +217,12 @@ Status Trainer::SetupModel() {
   }
   ASSIGN_OR_RETURN(lm_, model::LoadCausalLM(spec_.model.model_name_or_path, lo));
   lm_->SetActivationCheckpointing(ts.gradient_checkpointing);
+  if (ts.neftune_noise_alpha > 0 && rt_.sequence_parallel) {
+    return InvalidArgumentError(
+        "neftune_noise_alpha: NEFTune with sequence_parallel is not supported (the noise is "
+        "drawn for the whole sequence); turn sequence_parallel off");
+  }
+  lm_->SetEmbeddingNoise(ts.neftune_noise_alpha);
   if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_));
   lm_->CollectRouterLogits(lm_->HasSparseLayers());
   torch::manual_seed(static_cast<uint64_t>(ts.seed));
@@ -224,6 +230,12 @@ Status Trainer::SetupModel() {
                    ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));
   lm_->to(rt_.device);
   lm_->train();
+  if (rt_.dims.tp() > 1 && !LoraModules(lm_).empty() && LoraModules(lm_).front().second->lora_options().use_dora) {
+    return InvalidArgumentError("use_dora: DoRA under tensor parallelism (tensor_model_parallel_size " +
+                                std::to_string(rt_.dims.tp()) +
+                                ") is not supported yet (its row norms need whole rows): use data or pipeline "
+                                "parallelism");
+  }
   if (spec_.finetuning.stage == "dpo") RETURN_IF_ERROR(SetupPreference(lo));
   trainable_ = WithLayouts(lm_, params);
   opt_ = std::make_unique<TrainerOptimizer>(

@@ -33,7 +33,7 @@ TrainerOptimizer::TrainerOptimizer(std::vector<optim::TrainableParam> params, op
       TORCH_CHECK(p.param.is_contiguous(), "ZeRO-2 needs contiguous parameters; ", p.name, " is not");
       const auto s = parallel::FlatShard::Of(p.param.numel(), dp_->size(), my_rank_);
       // A view of the parameter's storage: the step updates the owned range in place.
-      shards_.push_back({p.name, p.param.detach().view({-1}).narrow(0, s.begin, s.owned()), p.decay});
+      shards_.push_back({p.name, p.param.detach().view({-1}).narrow(0, s.begin, s.owned()), p.decay, p.lr_scale});
     }
     adam_ = std::make_unique<optim::AdamW>(shards_, options);
     return;

@@ -19,12 +19,14 @@ import os
 import subprocess
 import sys
 import types
-from unittest import mock
 
 os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tokenizer_parity  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from testlib import import_stubbing  # noqa: E402
 
 TEMPLATES = ["alpaca", "deepseek", "deepseek3", "deepseekr1", "default", "empty", "llama2", "llama3", "mistral", "qwen",
              "qwen3", "qwen3_nothink"]
@@ -55,26 +57,11 @@ OPTIONS = [
 
 
 def import_llamafactory():
-    for _ in range(20):
-        try:
-            from llamafactory.data.template import get_template_and_fix_tokenizer
-            from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
-            return get_template_and_fix_tokenizer, SupervisedDatasetProcessor
-        except ModuleNotFoundError as e:
-            parts = e.name.split(".")
-            if parts[0] == "llamafactory":
-                raise
-            for i in range(1, len(parts) + 1):
-                n = ".".join(parts[:i])
-                if n not in sys.modules:
-                    m = mock.MagicMock()
-                    m.__path__ = []
-                    m.__spec__ = None
-                    sys.modules[n] = m
-            for k in list(sys.modules):
-                if k.startswith("llamafactory"):
-                    del sys.modules[k]
-    raise RuntimeError("cannot import llamafactory")
+    def do_import():
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
+        return get_template_and_fix_tokenizer, SupervisedDatasetProcessor
+    return import_stubbing(do_import)
 
 
 PACK_TEMPLATES = ["qwen", "llama2", "default"]

@@ -28,11 +28,9 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
 """
 import json
 import os
-import re
 import subprocess
 import sys
 import types
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -43,42 +41,21 @@ torch.set_num_threads(1)
 os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
 os.environ["DISABLE_VERSION_CHECK"] = "1"  # LLaMA-Factory 0.9.5 pins an older transformers; its code runs here
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import make_tokenizer, run, run_cases  # noqa: E402
+from testlib import import_stubbing, make_tokenizer, run, run_cases  # noqa: E402
 
 STEPS = 10
 PAIRS = 4
 
 
 def import_llamafactory():
-    """LLaMA-Factory's DPO trainer and pairwise processor, with its optional heavy modules (torchaudio, ...) and
-    names newer TRL no longer has mocked out; only the code used here runs."""
-    for _ in range(40):
-        try:
-            from llamafactory.data.processor.pairwise import PairwiseDatasetProcessor
-            from llamafactory.data.template import get_template_and_fix_tokenizer
-            from llamafactory.train.dpo.trainer import CustomDPOTrainer
-            return CustomDPOTrainer, PairwiseDatasetProcessor, get_template_and_fix_tokenizer
-        except ImportError as e:
-            missing = re.match(r"cannot import name '(\w+)' from '([\w.]+)'", str(e))
-            if isinstance(e, ModuleNotFoundError):
-                parts = e.name.split(".")
-                if parts[0] == "llamafactory":
-                    raise
-                for i in range(1, len(parts) + 1):
-                    name = ".".join(parts[:i])
-                    if name not in sys.modules:
-                        m = mock.MagicMock()
-                        m.__path__ = []
-                        m.__spec__ = None
-                        sys.modules[name] = m
-            elif missing and missing.group(2) in sys.modules:
-                setattr(sys.modules[missing.group(2)], missing.group(1), mock.MagicMock())
-            else:
-                raise
-            for k in list(sys.modules):
-                if k.startswith("llamafactory"):
-                    del sys.modules[k]
-    raise RuntimeError("cannot import llamafactory")
+    """LLaMA-Factory's DPO trainer and pairwise processor (testlib.import_stubbing: its optional heavy modules and
+    the names newer TRL no longer has are stubbed; only the code used here runs)."""
+    def do_import():
+        from llamafactory.data.processor.pairwise import PairwiseDatasetProcessor
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.train.dpo.trainer import CustomDPOTrainer
+        return CustomDPOTrainer, PairwiseDatasetProcessor, get_template_and_fix_tokenizer
+    return import_stubbing(do_import)
 
 
 ALPACA = [

@@ -126,15 +126,8 @@ def job_yaml(path, model_dir, data, out, extra):
     return path
 
 
-def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None, schedule="cosine", aux=False):
-    """HF-style loop: sum of token CE over the whole batch / label tokens; clip 1.0; AdamW; cosine + warmup.
-    aux: + router_aux_loss_coef * the model's load-balancing loss (padding masked), as Qwen3MoeForCausalLM adds
-    it to its loss."""
-    groups = [{"params": [p for n, p in params if decay_names is None or n in decay_names], "weight_decay": weight_decay},
-              {"params": [p for n, p in params if decay_names is not None and n not in decay_names], "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, foreach=False)
-    sched = get_scheduler(schedule, opt, num_warmup_steps=2, num_training_steps=STEPS)
+def padded_batch(rows):
+    """input_ids, labels (-100 on padding), attention_mask [B, T] of rows right-padded to the longest."""
     T = max(len(r["input_ids"]) for r in rows)
     ids = torch.zeros(len(rows), T, dtype=torch.long)
     labels = torch.full((len(rows), T), -100, dtype=torch.long)
@@ -144,6 +137,19 @@ def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None, sc
         ids[i, :n] = torch.tensor(r["input_ids"])
         labels[i, :n] = torch.tensor(r["labels"])
         mask[i, :n] = 1
+    return ids, labels, mask
+
+
+def reference_losses(model, rows, params, weight_decay=0.0, decay_names=None, schedule="cosine", aux=False):
+    """HF-style loop: sum of token CE over the whole batch / label tokens; clip 1.0; AdamW; cosine + warmup.
+    aux: + router_aux_loss_coef * the model's load-balancing loss (padding masked), as Qwen3MoeForCausalLM adds
+    it to its loss."""
+    groups = [{"params": [p for n, p in params if decay_names is None or n in decay_names], "weight_decay": weight_decay},
+              {"params": [p for n, p in params if decay_names is not None and n not in decay_names], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    sched = get_scheduler(schedule, opt, num_warmup_steps=2, num_training_steps=STEPS)
+    ids, labels, mask = padded_batch(rows)
     losses = []
     model.train()
     for _ in range(STEPS):
