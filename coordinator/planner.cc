@@ -7,7 +7,7 @@
 
 #include <algorithm>
 #include <climits>
-#include <queue>
+#include <span>
 #include <unordered_map>
 
 #include "coordinator/planner_internal.h"
@@ -122,7 +122,9 @@ std::vector<uint32_t> GuaranteedFirst(const PlannerPass& pass, const std::vector
 
 // Sorts one team's jobs by priority (high first), then submit_seq, then job id, on packed keys (a comparison
 // reads no job record unless priority and submit_seq tie).
-void SortByPriorityThenFifo(const PlannerPass& pass, std::vector<uint32_t>& jobs) {
+void SortByPriorityThenFifo(const PlannerPass& pass, std::vector<uint32_t>::iterator begin,
+                            std::vector<uint32_t>::iterator end) {
+  const std::span<uint32_t> jobs(begin, end);
   struct Key {
     int64_t priority;  // negated: ascending order puts the highest first
     uint64_t seq;
@@ -142,23 +144,27 @@ void SortByPriorityThenFifo(const PlannerPass& pass, std::vector<uint32_t>& jobs
 // Stage 2: teams interleaved by fair share; within a team, priority then FIFO; then guaranteed jobs first.
 std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
   const auto& facts = pass.jobs;
-  std::vector<std::vector<uint32_t>> by_team(pass.teams.size());
-  for (uint32_t i = 0; i < facts.size(); ++i) by_team[facts[i].team].push_back(i);
+  // Each team's jobs in one flat array (a counting sort by team keeps input order within a team).
+  std::vector<uint32_t> team_begin(pass.teams.size() + 1, 0);
+  for (const auto& f : facts) ++team_begin[f.team + 1];
+  for (size_t t = 1; t < team_begin.size(); ++t) team_begin[t] += team_begin[t - 1];
+  std::vector<uint32_t> by_team(facts.size());
+  {
+    std::vector<uint32_t> fill(team_begin.begin(), team_begin.end() - 1);
+    for (uint32_t i = 0; i < facts.size(); ++i) by_team[fill[facts[i].team]++] = i;
+  }
 
   struct Turn {
     double key;
     uint32_t team;
-    size_t next;
+    uint32_t next;  // into by_team
   };
-  auto later = [&](const Turn& a, const Turn& b) {
-    if (a.key != b.key) return a.key > b.key;
-    return pass.teams[a.team].name > pass.teams[b.team].name;
-  };
-  std::priority_queue<Turn, std::vector<Turn>, decltype(later)> turns(later);
+  std::vector<Turn> turns;  // one per team with jobs left; the next job comes from the lowest (key, name)
   const double horizon = pass.in.config.share_horizon_s;
-  for (uint32_t t = 0; t < by_team.size(); ++t) {
-    auto& jobs = by_team[t];
-    if (jobs.empty()) continue;
+  for (uint32_t t = 0; t < pass.teams.size(); ++t) {
+    const auto jobs_begin = by_team.begin() + team_begin[t];
+    const auto jobs_end = by_team.begin() + team_begin[t + 1];
+    if (jobs_begin == jobs_end) continue;
     auto before = [&](uint32_t a, uint32_t b) {
       const auto& x = facts[a];
       const auto& y = facts[b];
@@ -167,19 +173,27 @@ std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
       return pass.in.pending[a].job_id < pass.in.pending[b].job_id;
     };
     // The coordinator hands the queue in this order already (JobTable::PendingInOrder): one linear check.
-    if (!std::is_sorted(jobs.begin(), jobs.end(), before)) SortByPriorityThenFifo(pass, jobs);
+    if (!std::is_sorted(jobs_begin, jobs_end, before)) SortByPriorityThenFifo(pass, jobs_begin, jobs_end);
     const auto& team = pass.teams[t];
-    turns.push({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, 0});
+    turns.push_back({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, team_begin[t]});
   }
+  // A few teams are the rule: a scan of the turns is cheaper than a heap, and gives the same order.
+  auto earlier = [&](const Turn& a, const Turn& b) {
+    if (a.key != b.key) return a.key < b.key;
+    return pass.teams[a.team].name < pass.teams[b.team].name;
+  };
   std::vector<uint32_t> order;
   order.reserve(facts.size());
   while (!turns.empty()) {
-    Turn turn = turns.top();
-    turns.pop();
-    const uint32_t job = by_team[turn.team][turn.next];
+    size_t best = 0;
+    for (size_t k = 1; k < turns.size(); ++k) {
+      if (earlier(turns[k], turns[best])) best = k;
+    }
+    Turn& turn = turns[best];
+    const uint32_t job = by_team[turn.next];
     order.push_back(job);
     turn.key += static_cast<double>(GangSlots(facts[job].gang)) * horizon / pass.teams[turn.team].weight;
-    if (++turn.next < by_team[turn.team].size()) turns.push(turn);
+    if (++turn.next == team_begin[turn.team + 1]) turns.erase(turns.begin() + static_cast<std::ptrdiff_t>(best));
   }
   return GuaranteedFirst(pass, order, covered);
 }
@@ -227,12 +241,15 @@ std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const GangRequest&
 }
 
 // "waiting for N node(s) with M free slot(s); K have them now", cached per shape with the K it was built for (most
-// passes explain thousands of jobs of a few shapes on a full cluster, and a start rarely changes K).
+// passes explain thousands of jobs of a few shapes on a full cluster, and a start rarely changes K). The whole text
+// with "behind ..." is cached too, per (team, shape) with the counts it was built for: consecutive waiting jobs of
+// one team and shape mostly get the same text (half to three quarters of them in the bench's snapshots), and a
+// copy costs a fraction of building it.
 class WaitingTexts {
  public:
   // `guaranteed` jobs ahead are of teams within their guarantee, `lower` of teams with lower usage.
-  std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t guaranteed,
-                  uint32_t lower) {
+  std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t team,
+                  uint32_t guaranteed, uint32_t lower) {
     const uint64_t key = (uint64_t{view.index_view} << 40) ^ (uint64_t{gang.nodes} << 20) ^ gang.ranks_per_node;
     auto& [have, text] = cache_[key];
     const size_t have_now = pass.real.CountAtLeast(view.index_view, gang.ranks_per_node);
@@ -242,7 +259,12 @@ class WaitingTexts {
                          gang.ranks_per_node, have_now);
     }
     if (guaranteed == 0 && lower == 0) return text;
-    // Built in one allocation: thousands of waiting jobs get this text in a pass.
+    if (team >= last_.size()) last_.resize(team + 1);
+    Full& last = last_[team][key];
+    if (!last.text.empty() && last.have == have_now && last.guaranteed == guaranteed && last.lower == lower) {
+      return last.text;
+    }
+    // Built in one allocation.
     std::string out;
     out.reserve(text.size() + 112);
     auto count = [&](uint32_t n, const char* what) {
@@ -254,11 +276,19 @@ class WaitingTexts {
     if (guaranteed > 0 && lower > 0) out += " and ";
     if (lower > 0) count(lower, " job(s) of teams with lower usage");
     out.append("; ").append(text);
+    last = {have_now, guaranteed, lower, out};
     return out;
   }
 
  private:
+  struct Full {
+    size_t have = 0;
+    uint32_t guaranteed = 0;
+    uint32_t lower = 0;
+    std::string text;  // empty: none yet
+  };
   std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> cache_;  // shape -> (K, text)
+  std::vector<std::unordered_map<uint64_t, Full>> last_;                  // per team: shape -> its last full text
 };
 
 struct Walk {
@@ -359,8 +389,8 @@ struct Walk {
       planner_detail::Reserve(pass, i);
       if (!in.config.backfill) strict_blocker = in.pending[i].job_id;
       Block(i, team,
-            waiting.Get(pass, job.gang, view, ahead_covered, ahead - ahead_covered) + "; its slots are reserved from " +
-                planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms),
+            waiting.Get(pass, job.gang, view, team, ahead_covered, ahead - ahead_covered) +
+                "; its slots are reserved from " + planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms),
             pass.reservation->at_ms);
       return;
     }
@@ -372,7 +402,7 @@ struct Walk {
       Block(i, team, reserved_for, res->at_ms);
       return;
     }
-    Block(i, team, waiting.Get(pass, job.gang, view, ahead_covered, ahead - ahead_covered), 0);
+    Block(i, team, waiting.Get(pass, job.gang, view, team, ahead_covered, ahead - ahead_covered), 0);
     waiting_jobs.push_back(i);
   }
 };

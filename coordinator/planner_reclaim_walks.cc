@@ -84,7 +84,9 @@ bool Reclaim::ByNodeCosts(uint32_t t, std::vector<uint32_t>& chosen) {
   }
   const uint32_t needed = job_.gang.nodes - static_cast<uint32_t>(fitting_);
   const uint32_t last = Cutoff(t, borrowed_left_[t]);
-  std::vector<std::pair<uint32_t, uint32_t>> taken;  // valid heap entries popped, pushed back below
+  std::vector<std::pair<uint32_t, uint32_t>>& taken =
+      pass_.reclaim_buffers.taken;  // valid entries popped, pushed back below
+  taken.clear();
   uint32_t stop = UINT32_MAX;
   while (!nc.heap.empty()) {
     const auto top = nc.heap.front();
