@@ -209,6 +209,7 @@ struct PlannerPass {
     std::vector<int64_t> held_before;                         // the beneficiary's team's held slots per pool
     std::vector<uint32_t> claim_nodes;                        // the nodes the claim takes
     std::vector<const std::string*> waits_for;                // ids of the jobs the claim waits for
+    std::string reason_head;                                  // "team b below its guarantee (...) reclaims "
   };
   ReclaimBuffers reclaim_buffers;
 

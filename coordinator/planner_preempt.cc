@@ -53,8 +53,8 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   // "team b below its guarantee (2 of 4 slots on the cluster) reclaims 4 slots for job-...", built once per reclaim
   // by hand (fmt::format was a tenth of a reclaim's cost).
   const fmt::format_int held_text(held_before), guaranteed_text(guaranteed);
-  std::string reason_head;
-  reason_head.reserve(64 + pending.team.size() + pool_name.size());
+  std::string& reason_head = pass.reclaim_buffers.reason_head;
+  reason_head.clear();
   reason_head.append("team ").append(pending.team).append(" below its guarantee (");
   reason_head.append(held_text.data(), held_text.size()).append(" of ");
   reason_head.append(guaranteed_text.data(), guaranteed_text.size()).append(" slots on ");

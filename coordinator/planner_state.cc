@@ -125,9 +125,9 @@ uint64_t NodeIndex::Hash(std::string_view id) {
     h = (h ^ word) * 0xff51afd7ed558ccdULL;
     h ^= h >> 32;
   }
-  if (at < id.size()) {
+  if (at < id.size()) {  // the last one to seven bytes, without a call to memcpy
     uint64_t word = 0;
-    std::memcpy(&word, id.data() + at, id.size() - at);
+    for (size_t k = 0; at + k < id.size(); ++k) word |= uint64_t{static_cast<unsigned char>(id[at + k])} << (8 * k);
     h = (h ^ word) * 0xff51afd7ed558ccdULL;
   }
   h ^= h >> 33;
