@@ -291,6 +291,7 @@ struct Walk {
   std::optional<uint32_t> reserved_for;  // the reason of jobs that fit only the slots the reservation holds
   WaitingTexts waiting;
   std::vector<uint32_t> waiting_jobs;  // jobs that wait for capacity: estimated after the walk
+  std::vector<int64_t> held_before;    // Start: the team's held slots per pool before the start
 
   void Start(uint32_t i, const std::vector<uint32_t>& nodes, bool outlives, uint32_t team) {
     const auto& job = pass.jobs[i];
@@ -299,7 +300,9 @@ struct Walk {
     PlannerPass::Started held;
     held.end_ms = job.time_limit_ms > 0 ? pass.in.now_ms + job.time_limit_ms : 0;
     TeamState& t = pass.teams[team];
-    const std::vector<int64_t> held_before = t.held;
+    held_before.assign(t.held.begin(), t.held.end());
+    start.nodes.reserve(nodes.size());
+    held.slots.reserve(nodes.size());
     for (uint32_t node : nodes) {
       start.nodes.push_back({pass.nodes[node]->node_id, pass.TakeFree(node, job.gang.ranks_per_node, outlives)});
       pass.Charge(team, node, job.gang.ranks_per_node, +1);

@@ -217,9 +217,11 @@ PlannerPass::PlannerPass(const PlannerInput& input)
 uint32_t PlannerPass::TeamOf(const std::string& name) {
   // A few teams are the rule: comparing their names is cheaper than hashing one per running job.
   constexpr size_t kScanned = 16;
-  if (teams.size() <= kScanned) {
+  if (teams.size() <= kScanned && !name.empty()) {
     for (uint32_t t = 0; t < teams.size(); ++t) {
-      if (teams[t].name == name) return t;
+      // Size and last character first (names of a few teams mostly differ there), inline, before the full compare.
+      const std::string& known = teams[t].name;
+      if (known.size() == name.size() && known.back() == name.back() && known == name) return t;
     }
   }
   auto [it, inserted] = team_index.emplace(name, static_cast<uint32_t>(teams.size()));
