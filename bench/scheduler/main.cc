@@ -82,7 +82,7 @@ uint64_t PlanDigest(const anneal::coordinator::SchedulePlan& plan) {
 
 // What the coordinator does with every pending job's reason after a pass (coordinator/scheduling.cc): renders it
 // into one buffer to compare it with the one it stored. Timed with the pass, since the plan carries reasons as texts
-// shared by many jobs plus counts, rendered here (until session 21 the pass built one text per job itself). Its
+// shared by many jobs plus counts, rendered here (the pass used to build one text per job itself). Its
 // own function so that callgrind can count it too (--toggle-collect='*RenderReasons*').
 [[gnu::noinline]] size_t RenderReasons(const anneal::coordinator::SchedulePlan& plan) {
   std::string reason;
