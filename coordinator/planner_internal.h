@@ -205,6 +205,7 @@ struct PlannerPass {
     std::vector<std::pair<int64_t, uint32_t>> borrowers;      // (borrowed, team)
     std::vector<uint32_t> chosen;                             // victims' entries, then running indices
     std::vector<std::pair<uint32_t, uint32_t>> taken;         // ByNodeCosts: (cost, node) popped from the heap
+    std::vector<uint32_t> have;                               // ByNodeCosts: per node, slots found by a fresh build
     std::vector<std::pair<uint32_t, uint32_t>> freed_before;  // (node, freed slots) before the claim
     std::vector<int64_t> held_before;                         // the beneficiary's team's held slots per pool
     std::vector<uint32_t> claim_nodes;                        // the nodes the claim takes
