@@ -245,7 +245,7 @@ void PlannerPass::IndexPending() {
     jobs.push_back({job.gang,
                     job.priority,
                     last_team,
-                    static_cast<uint32_t>(ViewFor(job.node_selector)),
+                    static_cast<uint32_t>(job.node_selector.empty() ? 0 : ViewFor(job.node_selector)),
                     job.submit_seq,
                     job.time_limit_ms,
                     {}});
