@@ -320,7 +320,8 @@ class Coordinator {
   // drain --evict: preempts every job RUNNING on the node (checkpoint, then back to the queue); their ids.
   std::vector<std::string> EvictJobsOn(const std::string& node_id, const std::string& user);
   void Launch(Job& job, const std::vector<ChosenNode>& nodes);  // PENDING -> STARTING, LaunchTask to each node
-  void Explain(Job& job, const PendingExplanation& why);        // the pending job's reason, position, estimate
+  // The pending job's reason (rendered from the plan), position and estimate.
+  void Explain(Job& job, const PendingExplanation& why, const std::string& reason);
   void SendLaunch(Job& job, const std::string& node_id);
 
   // ---- checkpoints.cc

@@ -7,7 +7,8 @@
 
 #include <algorithm>
 #include <climits>
-#include <queue>
+#include <cstring>
+#include <span>
 #include <unordered_map>
 
 #include "coordinator/planner_internal.h"
@@ -122,7 +123,9 @@ std::vector<uint32_t> GuaranteedFirst(const PlannerPass& pass, const std::vector
 
 // Sorts one team's jobs by priority (high first), then submit_seq, then job id, on packed keys (a comparison
 // reads no job record unless priority and submit_seq tie).
-void SortByPriorityThenFifo(const PlannerPass& pass, std::vector<uint32_t>& jobs) {
+void SortByPriorityThenFifo(const PlannerPass& pass, std::vector<uint32_t>::iterator begin,
+                            std::vector<uint32_t>::iterator end) {
+  const std::span<uint32_t> jobs(begin, end);
   struct Key {
     int64_t priority;  // negated: ascending order puts the highest first
     uint64_t seq;
@@ -142,23 +145,27 @@ void SortByPriorityThenFifo(const PlannerPass& pass, std::vector<uint32_t>& jobs
 // Stage 2: teams interleaved by fair share; within a team, priority then FIFO; then guaranteed jobs first.
 std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
   const auto& facts = pass.jobs;
-  std::vector<std::vector<uint32_t>> by_team(pass.teams.size());
-  for (uint32_t i = 0; i < facts.size(); ++i) by_team[facts[i].team].push_back(i);
+  // Each team's jobs in one flat array (a counting sort by team keeps input order within a team).
+  std::vector<uint32_t> team_begin(pass.teams.size() + 1, 0);
+  for (const auto& f : facts) ++team_begin[f.team + 1];
+  for (size_t t = 1; t < team_begin.size(); ++t) team_begin[t] += team_begin[t - 1];
+  std::vector<uint32_t> by_team(facts.size());
+  {
+    std::vector<uint32_t> fill(team_begin.begin(), team_begin.end() - 1);
+    for (uint32_t i = 0; i < facts.size(); ++i) by_team[fill[facts[i].team]++] = i;
+  }
 
   struct Turn {
     double key;
     uint32_t team;
-    size_t next;
+    uint32_t next;  // into by_team
   };
-  auto later = [&](const Turn& a, const Turn& b) {
-    if (a.key != b.key) return a.key > b.key;
-    return pass.teams[a.team].name > pass.teams[b.team].name;
-  };
-  std::priority_queue<Turn, std::vector<Turn>, decltype(later)> turns(later);
+  std::vector<Turn> turns;  // one per team with jobs left; the next job comes from the lowest (key, name)
   const double horizon = pass.in.config.share_horizon_s;
-  for (uint32_t t = 0; t < by_team.size(); ++t) {
-    auto& jobs = by_team[t];
-    if (jobs.empty()) continue;
+  for (uint32_t t = 0; t < pass.teams.size(); ++t) {
+    const auto jobs_begin = by_team.begin() + team_begin[t];
+    const auto jobs_end = by_team.begin() + team_begin[t + 1];
+    if (jobs_begin == jobs_end) continue;
     auto before = [&](uint32_t a, uint32_t b) {
       const auto& x = facts[a];
       const auto& y = facts[b];
@@ -167,19 +174,27 @@ std::vector<uint32_t> FairShareOrder(PlannerPass& pass, size_t& covered) {
       return pass.in.pending[a].job_id < pass.in.pending[b].job_id;
     };
     // The coordinator hands the queue in this order already (JobTable::PendingInOrder): one linear check.
-    if (!std::is_sorted(jobs.begin(), jobs.end(), before)) SortByPriorityThenFifo(pass, jobs);
+    if (!std::is_sorted(jobs_begin, jobs_end, before)) SortByPriorityThenFifo(pass, jobs_begin, jobs_end);
     const auto& team = pass.teams[t];
-    turns.push({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, 0});
+    turns.push_back({(team.usage + static_cast<double>(team.held_total) * horizon) / team.weight, t, team_begin[t]});
   }
+  // A few teams are the rule: a scan of the turns is cheaper than a heap, and gives the same order.
+  auto earlier = [&](const Turn& a, const Turn& b) {
+    if (a.key != b.key) return a.key < b.key;
+    return pass.teams[a.team].name < pass.teams[b.team].name;
+  };
   std::vector<uint32_t> order;
   order.reserve(facts.size());
   while (!turns.empty()) {
-    Turn turn = turns.top();
-    turns.pop();
-    const uint32_t job = by_team[turn.team][turn.next];
+    size_t best = 0;
+    for (size_t k = 1; k < turns.size(); ++k) {
+      if (earlier(turns[k], turns[best])) best = k;
+    }
+    Turn& turn = turns[best];
+    const uint32_t job = by_team[turn.next];
     order.push_back(job);
     turn.key += static_cast<double>(GangSlots(facts[job].gang)) * horizon / pass.teams[turn.team].weight;
-    if (++turn.next < by_team[turn.team].size()) turns.push(turn);
+    if (++turn.next == team_begin[turn.team + 1]) turns.erase(turns.begin() + static_cast<std::ptrdiff_t>(best));
   }
   return GuaranteedFirst(pass, order, covered);
 }
@@ -226,45 +241,44 @@ std::optional<size_t> GuaranteedPool(const PlannerPass& pass, const GangRequest&
   return std::nullopt;
 }
 
-// "waiting for N node(s) with M free slot(s); K have them now", cached per shape with the K it was built for (most
-// passes explain thousands of jobs of a few shapes on a full cluster, and a start rarely changes K).
+// The pending jobs' reasons: texts in the plan (SchedulePlan::reason_texts), shared by the jobs that wait for the
+// same thing, and per job the counts of its "behind ..." prefix (planner.h PendingExplanation).
+struct Why {
+  uint32_t text = 0;
+  uint32_t behind_guaranteed = 0;
+  uint32_t behind_lower = 0;
+};
+
+uint32_t AddText(SchedulePlan& plan, std::string text) {
+  plan.reason_texts.push_back(std::move(text));
+  return static_cast<uint32_t>(plan.reason_texts.size() - 1);
+}
+
+// "waiting for N node(s) with M free slot(s); K have them now", one text per shape and K (most passes explain
+// thousands of jobs of a few shapes on a full cluster, and a start rarely changes K).
 class WaitingTexts {
  public:
-  // `guaranteed` jobs ahead are of teams within their guarantee, `lower` of teams with lower usage.
-  std::string Get(const PlannerPass& pass, const GangRequest& gang, const View& view, uint32_t guaranteed,
-                  uint32_t lower) {
+  uint32_t Get(PlannerPass& pass, const GangRequest& gang, const View& view) {
     const uint64_t key = (uint64_t{view.index_view} << 40) ^ (uint64_t{gang.nodes} << 20) ^ gang.ranks_per_node;
-    auto& [have, text] = cache_[key];
+    auto [it, fresh] = cache_.try_emplace(key);
+    auto& [have, text] = it->second;
     const size_t have_now = pass.real.CountAtLeast(view.index_view, gang.ranks_per_node);
-    if (text.empty() || have != have_now) {
+    if (fresh || have != have_now) {
       have = have_now;
-      text = fmt::format("waiting for {} node(s) with {} free slot(s); {} have them now", gang.nodes,
-                         gang.ranks_per_node, have_now);
+      text = AddText(pass.plan, fmt::format("waiting for {} node(s) with {} free slot(s); {} have them now", gang.nodes,
+                                            gang.ranks_per_node, have_now));
     }
-    if (guaranteed == 0 && lower == 0) return text;
-    // Built in one allocation: thousands of waiting jobs get this text in a pass.
-    std::string out;
-    out.reserve(text.size() + 112);
-    auto count = [&](uint32_t n, const char* what) {
-      const fmt::format_int digits(n);
-      out.append(digits.data(), digits.size()).append(what);
-    };
-    out += "behind ";
-    if (guaranteed > 0) count(guaranteed, " job(s) of teams within their guarantee");
-    if (guaranteed > 0 && lower > 0) out += " and ";
-    if (lower > 0) count(lower, " job(s) of teams with lower usage");
-    out.append("; ").append(text);
-    return out;
+    return text;
   }
 
  private:
-  std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> cache_;  // shape -> (K, text)
+  std::unordered_map<uint64_t, std::pair<uint64_t, uint32_t>> cache_;  // shape -> (K, its text)
 };
 
 struct Walk {
   explicit Walk(PlannerPass& p) : pass(p) {}
   PlannerPass& pass;
-  std::vector<std::string> reason;
+  std::vector<Why> reason;
   std::vector<int64_t> estimate;
   std::vector<char> started;
   uint32_t blocked = 0;  // jobs ahead that wait for capacity
@@ -273,9 +287,11 @@ struct Walk {
   std::vector<uint32_t> blocked_covered_of_team;
   bool covered = false;  // the job being visited is covered by its team's guarantee
   std::string strict_blocker;
-  std::string reserved_for;  // the reason of jobs that fit only the slots the reservation holds
+  std::optional<uint32_t> strict_text;   // "behind job X (backfill is off: strict order)"
+  std::optional<uint32_t> reserved_for;  // the reason of jobs that fit only the slots the reservation holds
   WaitingTexts waiting;
   std::vector<uint32_t> waiting_jobs;  // jobs that wait for capacity: estimated after the walk
+  std::vector<int64_t> held_before;    // Start: the team's held slots per pool before the start
 
   void Start(uint32_t i, const std::vector<uint32_t>& nodes, bool outlives, uint32_t team) {
     const auto& job = pass.jobs[i];
@@ -284,7 +300,9 @@ struct Walk {
     PlannerPass::Started held;
     held.end_ms = job.time_limit_ms > 0 ? pass.in.now_ms + job.time_limit_ms : 0;
     TeamState& t = pass.teams[team];
-    const std::vector<int64_t> held_before = t.held;
+    held_before.assign(t.held.begin(), t.held.end());
+    start.nodes.reserve(nodes.size());
+    held.slots.reserve(nodes.size());
     for (uint32_t node : nodes) {
       start.nodes.push_back({pass.nodes[node]->node_id, pass.TakeFree(node, job.gang.ranks_per_node, outlives)});
       pass.Charge(team, node, job.gang.ranks_per_node, +1);
@@ -301,8 +319,10 @@ struct Walk {
     started[i] = 1;
   }
 
-  void Block(uint32_t i, uint32_t team, std::string why, int64_t when) {
-    reason[i] = std::move(why);
+  uint32_t Text(std::string text) { return AddText(pass.plan, std::move(text)); }
+
+  void Block(uint32_t i, uint32_t team, Why why, int64_t when) {
+    reason[i] = why;
     estimate[i] = when;
     ++blocked;
     ++blocked_of_team[team];
@@ -319,19 +339,21 @@ struct Walk {
     const size_t v = job.view;
     const View& view = pass.views[v];
     if (!view.missing_label.empty()) {
-      reason[i] = "no node has label " + view.missing_label;
+      reason[i].text = Text("no node has label " + view.missing_label);
       return;
     }
     if (std::string never = NeverReason(job.gang, view, pass.max_slots); !never.empty()) {
-      reason[i] = std::move(never);
+      reason[i].text = Text(std::move(never));
       return;
     }
     if (std::string over = OverQuotaReason(pass, job.gang, team, view); !over.empty()) {
-      reason[i] = std::move(over);
+      reason[i].text = Text(std::move(over));
       return;
     }
     if (!strict_blocker.empty()) {
-      Block(i, team, fmt::format("behind job {} (backfill is off: strict order)", strict_blocker), 0);
+      if (!strict_text)
+        strict_text = Text(fmt::format("behind job {} (backfill is off: strict order)", strict_blocker));
+      Block(i, team, {*strict_text}, 0);
       return;
     }
     const auto& res = pass.reservation;
@@ -346,7 +368,7 @@ struct Walk {
     if (in.config.preemption) {
       if (auto pool = GuaranteedPool(pass, job.gang, team, view)) {
         if (auto why = planner_detail::TryReclaim(pass, i, *pool, outlives)) {
-          reason[i] = std::move(*why);
+          reason[i].text = Text(std::move(*why));
           return;
         }
       }
@@ -358,21 +380,21 @@ struct Walk {
     if (!res) {
       planner_detail::Reserve(pass, i);
       if (!in.config.backfill) strict_blocker = in.pending[i].job_id;
-      Block(i, team,
-            waiting.Get(pass, job.gang, view, ahead_covered, ahead - ahead_covered) + "; its slots are reserved from " +
-                planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms),
-            pass.reservation->at_ms);
+      const uint32_t waits = waiting.Get(pass, job.gang, view);
+      const uint32_t text = Text(pass.plan.reason_texts[waits] + "; its slots are reserved from " +
+                                 planner_detail::FormatWhen(pass.reservation->at_ms, in.now_ms));
+      Block(i, team, {text, ahead_covered, ahead - ahead_covered}, pass.reservation->at_ms);
       return;
     }
     if (outlives && pass.real.CountAtLeast(view.index_view, job.gang.ranks_per_node) >= job.gang.nodes) {
-      if (reserved_for.empty()) {
-        reserved_for = fmt::format("reserved for job {} until {}", in.pending[res->pending].job_id,
-                                   planner_detail::FormatWhen(res->at_ms, in.now_ms));
+      if (!reserved_for) {
+        reserved_for = Text(fmt::format("reserved for job {} until {}", in.pending[res->pending].job_id,
+                                        planner_detail::FormatWhen(res->at_ms, in.now_ms)));
       }
-      Block(i, team, reserved_for, res->at_ms);
+      Block(i, team, {*reserved_for}, res->at_ms);
       return;
     }
-    Block(i, team, waiting.Get(pass, job.gang, view, ahead_covered, ahead - ahead_covered), 0);
+    Block(i, team, {waiting.Get(pass, job.gang, view), ahead_covered, ahead - ahead_covered}, 0);
     waiting_jobs.push_back(i);
   }
 };
@@ -419,9 +441,47 @@ SchedulePlan PlanSchedule(const PlannerInput& input) {
   plan.pending.reserve(unstarted);
   for (uint32_t i = 0; i < count; ++i) {
     if (walk.started[i]) continue;
-    plan.pending.push_back({input.pending[i].job_id, std::move(walk.reason[i]), walk.estimate[i], position[i] + 1});
+    const Why& why = walk.reason[i];
+    plan.pending.push_back({input.pending[i].job_id, walk.estimate[i], position[i] + 1, why.text, why.behind_guaranteed,
+                            why.behind_lower});
   }
   return std::move(plan);
+}
+
+std::string SchedulePlan::Reason(const PendingExplanation& why) const {
+  std::string out;
+  AppendReason(why, out);
+  return out;
+}
+
+void SchedulePlan::AppendReason(const PendingExplanation& why, std::string& out) const {
+  if (why.behind_guaranteed > 0 || why.behind_lower > 0) {
+    // The prefix is put together on the stack and appended at once: every pending job's reason is rendered
+    // after each pass.
+    constexpr std::string_view kBehind = "behind ", kGuaranteed = " job(s) of teams within their guarantee",
+                               kAnd = " and ", kLower = " job(s) of teams with lower usage", kEnd = "; ";
+    char prefix[160];  // at most 106: two 10-digit counts and the words
+    size_t size = 0;
+    auto put = [&](std::string_view part) {
+      std::memcpy(prefix + size, part.data(), part.size());
+      size += part.size();
+    };
+    put(kBehind);
+    if (why.behind_guaranteed > 0) {
+      const fmt::format_int digits(why.behind_guaranteed);
+      put({digits.data(), digits.size()});
+      put(kGuaranteed);
+    }
+    if (why.behind_guaranteed > 0 && why.behind_lower > 0) put(kAnd);
+    if (why.behind_lower > 0) {
+      const fmt::format_int digits(why.behind_lower);
+      put({digits.data(), digits.size()});
+      put(kLower);
+    }
+    put(kEnd);
+    out.append(prefix, size);
+  }
+  if (why.text < reason_texts.size()) out += reason_texts[why.text];
 }
 
 const PendingExplanation* FindPending(const SchedulePlan& plan, std::string_view job_id) {

@@ -56,7 +56,8 @@
 // counts toward every entry whose label the node has (and toward ""). A team without an entry for a pool has
 // guaranteed 0 and max unlimited there; a team with no entry at all is unlimited and guaranteed nothing.
 //
-// Thread-safety: pure function over values; safe to call concurrently on different inputs.
+// Thread-safety: pure function over values; safe to call concurrently on different inputs. A SchedulePlan is a
+// value: its const members may be called from several threads at once.
 // Complexity goal: one pass <= 10 ms p99 at 5,000 nodes and 10,000 pending jobs (bench/scheduler).
 //
 // Example:
@@ -64,7 +65,7 @@
 //   SchedulePlan plan = PlanSchedule(in);
 //   for (const auto& s : plan.starts) launch(s.job_id, s.placement.nodes);
 //   for (const auto& p : plan.preemptions) preempt(p.victim_job_id, p.reason);
-//   for (const auto& why : plan.pending) record(why.job_id, why.reason, why.estimated_start_ms);
+//   for (const auto& why : plan.pending) record(why.job_id, plan.Reason(why), why.estimated_start_ms);
 #pragma once
 
 #include <cstdint>
@@ -170,11 +171,20 @@ struct Reservation {
   std::map<std::string, uint32_t> slots_by_node;  // what it will take
 };
 
+// Why a pending job did not start. The reason's text is rendered from the plan (SchedulePlan::Reason or
+// AppendReason), not stored per job: one pass explains up to every queued job, and a text of its own for each (an
+// allocation each, "behind 1234 job(s) of teams with lower usage; waiting for ...") was a quarter of a pass without
+// preemptions (docs/benchmarks.md). A caller that keeps reasons renders into one buffer and copies only those that
+// changed (coordinator/scheduling.cc).
 struct PendingExplanation {
   std::string job_id;
-  std::string reason;
   int64_t estimated_start_ms = 0;  // 0: unknown
   uint32_t position = 0;           // 1-based place in the fair-share order of this pass
+  // The reason: "behind G job(s) of teams within their guarantee and L job(s) of teams with lower usage; " when G
+  // or L is not 0 (either part alone when the other is 0), then SchedulePlan::reason_texts[text].
+  uint32_t text = 0;
+  uint32_t behind_guaranteed = 0;  // G: jobs of other teams ahead, of teams within their guarantee
+  uint32_t behind_lower = 0;       // L: jobs of other teams ahead, of teams with lower usage
 };
 
 struct SchedulePlan {
@@ -185,7 +195,15 @@ struct SchedulePlan {
   // one pass explains up to every queued job and a map node per job was a tenth of the pass (docs/benchmarks.md).
   // A job id that appears twice in the input gets two entries.
   std::vector<PendingExplanation> pending;
-  std::vector<std::string> order;  // the fair-share order of the pending jobs (stage 2)
+  std::vector<std::string> reason_texts;  // shared by the explanations: many jobs wait for the same thing
+  std::vector<std::string> order;         // the fair-share order of the pending jobs (stage 2)
+
+  // The reason of `why` (an entry of `pending`), e.g. "behind 3 job(s) of teams with lower usage; waiting for 2
+  // node(s) with 8 free slot(s); 0 have them now".
+  std::string Reason(const PendingExplanation& why) const;
+  // Appends the same text to `out`: no allocation once `out` has the room (the coordinator renders every pending
+  // job's reason into one buffer and compares it with the one it stored).
+  void AppendReason(const PendingExplanation& why, std::string& out) const;
 };
 
 SchedulePlan PlanSchedule(const PlannerInput& input);

@@ -11,12 +11,12 @@ namespace anneal::coordinator::planner_detail {
 namespace {
 
 // "waiting for the preemption of a, b, c, d, e and 2 more" (built by hand: one per reclaim, thousands a pass).
-std::string WaitingFor(const std::vector<std::string>& ids) {
+std::string WaitingFor(const std::vector<const std::string*>& ids) {
   constexpr size_t kShown = 5;
   std::string text = "waiting for the preemption of ";
   for (size_t i = 0; i < std::min(ids.size(), kShown); ++i) {
     if (i > 0) text += ", ";
-    text += ids[i];
+    text += *ids[i];
   }
   if (ids.size() > kShown) {
     const fmt::format_int more(ids.size() - kShown);
@@ -37,28 +37,34 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
   const TeamState& team = pass.teams[pass.jobs[job].team];
   const int64_t held_before = team.held[pool];
   const uint32_t guaranteed = Guaranteed(team, pool);
-  std::optional<std::vector<uint32_t>> chosen = reclaim.ChooseVictims();
-  if (!chosen) {
+  const std::vector<uint32_t>* chosen = reclaim.ChooseVictims();
+  if (chosen == nullptr) {
     pass.reclaim_failed.insert(key);
     return std::nullopt;
   }
   const std::vector<uint32_t>& victims = *chosen;
-  const std::string pool_name = pass.pools[pool].empty() ? "the cluster" : "pool " + pass.pools[pool];
+  const std::string_view pool_name = pass.pools[pool];
   // Freed slots per victim node before this reclaim (see the end).
-  std::vector<std::pair<uint32_t, uint32_t>> freed_before;
+  auto& freed_before = pass.reclaim_buffers.freed_before;
+  freed_before.clear();
   for (uint32_t v : victims) {
     for (const auto& slot : pass.running[v].slots) freed_before.emplace_back(slot.first, pass.freed[slot.first]);
   }
   // "team b below its guarantee (2 of 4 slots on the cluster) reclaims 4 slots for job-...", built once per reclaim
   // by hand (fmt::format was a tenth of a reclaim's cost).
   const fmt::format_int held_text(held_before), guaranteed_text(guaranteed);
-  std::string reason_head;
-  reason_head.reserve(64 + pending.team.size() + pool_name.size());
+  std::string& reason_head = pass.reclaim_buffers.reason_head;
+  reason_head.clear();
   reason_head.append("team ").append(pending.team).append(" below its guarantee (");
   reason_head.append(held_text.data(), held_text.size()).append(" of ");
-  reason_head.append(guaranteed_text.data(), guaranteed_text.size()).append(" slots on ").append(pool_name);
+  reason_head.append(guaranteed_text.data(), guaranteed_text.size()).append(" slots on ");
+  if (pool_name.empty()) {
+    reason_head.append("the cluster");
+  } else {
+    reason_head.append("pool ").append(pool_name);
+  }
   reason_head.append(") reclaims ");
-  const std::string reason_tail = " slots for job " + pending.job_id;
+  constexpr std::string_view kFor = " slots for job ";
   for (uint32_t v : victims) {
     RunningState& r = pass.running[v];
     Preemption p;
@@ -66,15 +72,16 @@ std::optional<std::string> TryReclaim(PlannerPass& pass, uint32_t job, size_t po
     p.beneficiary_job_id = pending.job_id;
     p.kind = PreemptionKind::kReclaim;
     p.work_lost_ms = WorkLost(*r.job, pass.in.now_ms);
-    p.reason.reserve(reason_head.size() + reason_tail.size() + 10);
+    p.reason.reserve(reason_head.size() + kFor.size() + pending.job_id.size() + 10);
     const fmt::format_int slots(r.total_slots);
-    p.reason.append(reason_head).append(slots.data(), slots.size()).append(reason_tail);
+    p.reason.append(reason_head).append(slots.data(), slots.size()).append(kFor).append(pending.job_id);
     pass.plan.preemptions.push_back(std::move(p));
     pass.MarkFreeing(v);
     for (const auto& [node, count] : r.slots) pass.Charge(r.team, node, count, -1);
     pass.teams[r.team].held_total -= r.total_slots;
   }
-  const std::vector<int64_t> team_held_before = team.held;
+  auto& team_held_before = pass.reclaim_buffers.held_before;
+  team_held_before.assign(team.held.begin(), team.held.end());
   std::string why = WaitingFor(reclaim.Claim());
   // A reclaim that failed before can succeed now only if this one left freed slots unclaimed, or if the claim
   // made the beneficiary's team borrow more on some pool (its running jobs become victims there, or more of

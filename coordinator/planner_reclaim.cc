@@ -7,12 +7,13 @@
 namespace anneal::coordinator::planner_detail {
 
 // The fewest victims (running job indices), in preference order, that make the gang fit (none when the
-// freeing jobs suffice); nullopt when no set of victims does.
-std::optional<std::vector<uint32_t>> Reclaim::ChooseVictims() {
-  std::vector<uint32_t> chosen;  // entries of pass_.victims
-  if (Fits()) return chosen;     // the jobs already freeing are enough: no second round of victims
+// freeing jobs suffice); nullptr when no set of victims does.
+const std::vector<uint32_t>* Reclaim::ChooseVictims() {
+  std::vector<uint32_t>& chosen = pass_.reclaim_buffers.chosen;  // entries of pass_.victims
+  chosen.clear();
+  if (Fits()) return &chosen;  // the jobs already freeing are enough: no second round of victims
   if (!pass_.victims_built) BuildVictimLists(pass_);
-  const std::vector<std::pair<int64_t, uint32_t>> borrowers = Borrowers();
+  const std::vector<std::pair<int64_t, uint32_t>>& borrowers = Borrowers();
   // Teams that borrow equally form one group, whose candidates are taken in the pass-wide preference order.
   for (size_t i = 0; i < borrowers.size() && !Fits();) {
     size_t j = i;
@@ -20,7 +21,7 @@ std::optional<std::vector<uint32_t>> Reclaim::ChooseVictims() {
     TakeFromGroup(borrowers.data() + i, borrowers.data() + j, chosen);
     i = j;
   }
-  if (!Fits()) return std::nullopt;
+  if (!Fits()) return nullptr;
   // Fewest: drop the least preferred victims the gang does not need. A victim with no slot on a node that
   // fits is dropped without a look at the count: nodes only lose slots as victims are dropped, so a node
   // that does not fit now never will, and dropping it changes no count (most victims of a walk are such).
@@ -37,14 +38,15 @@ std::optional<std::vector<uint32_t>> Reclaim::ChooseVictims() {
   }
   chosen.erase(chosen.begin(), chosen.end() - static_cast<std::ptrdiff_t>(kept));
   for (uint32_t& c : chosen) c = pass_.victims[c].running;
-  return chosen;
+  return &chosen;
 }
 
 // Holds the gang's slots (freeing first, then free) so later jobs do not take them; returns the ids of the
 // jobs it waits for.
-std::vector<std::string> Reclaim::Claim() {
+const std::vector<const std::string*>& Reclaim::Claim() {
   const uint32_t per_node = job_.gang.ranks_per_node;
-  std::vector<uint32_t> nodes;
+  std::vector<uint32_t>& nodes = pass_.reclaim_buffers.claim_nodes;
+  nodes.clear();
   for (uint32_t node : pass_.freed_nodes) {
     if (Member(node) && pass_.freed[node] > 0 && index_.Free(node) + pass_.freed[node] >= per_node) {
       nodes.push_back(node);
@@ -68,19 +70,24 @@ std::vector<std::string> Reclaim::Claim() {
       return nodes.size() < job_.gang.nodes;
     });
   }
-  std::vector<std::string> waits_for;
+  std::vector<const std::string*>& waits_for = pass_.reclaim_buffers.waits_for;
+  waits_for.clear();
   const uint32_t team = team_;
   for (uint32_t node : nodes) {
     const uint32_t from_freed = std::min(pass_.freed[node], per_node);
     pass_.freed[node] -= from_freed;
     pass_.NodeChanged(node);
-    if (from_freed > 0) waits_for.insert(waits_for.end(), pass_.freed_by[node].begin(), pass_.freed_by[node].end());
+    if (from_freed > 0) {
+      for (const std::string& id : pass_.freed_by[node]) waits_for.push_back(&id);
+    }
     if (per_node > from_freed) pass_.TakeFree(node, per_node - from_freed, /*outlives=*/true);
     pass_.Charge(team, node, per_node, +1);
   }
   pass_.teams[team].held_total += job_.gang.nodes * per_node;
-  std::sort(waits_for.begin(), waits_for.end());
-  waits_for.erase(std::unique(waits_for.begin(), waits_for.end()), waits_for.end());
+  std::sort(waits_for.begin(), waits_for.end(), [](const std::string* a, const std::string* b) { return *a < *b; });
+  waits_for.erase(std::unique(waits_for.begin(), waits_for.end(),
+                              [](const std::string* a, const std::string* b) { return *a == *b; }),
+                  waits_for.end());
   return waits_for;
 }
 
@@ -126,8 +133,9 @@ int64_t Reclaim::PoolSlots(const PlannerPass::Victim& v) const {
 
 // Teams above their guarantee on the pool with eligible victims, borrowing the most first (ties by team);
 // sets borrowed_left_ for each.
-std::vector<std::pair<int64_t, uint32_t>> Reclaim::Borrowers() {
-  std::vector<std::pair<int64_t, uint32_t>> borrowers;
+const std::vector<std::pair<int64_t, uint32_t>>& Reclaim::Borrowers() {
+  std::vector<std::pair<int64_t, uint32_t>>& borrowers = pass_.reclaim_buffers.borrowers;
+  borrowers.clear();
   borrowed_left_.assign(pass_.teams.size(), 0);
   for (uint32_t t = 0; t < pass_.teams.size(); ++t) {
     const TeamState& team = pass_.teams[t];

@@ -35,7 +35,10 @@ class Reclaim {
         team_(pass.jobs[job].team),
         index_(outlives ? *pass.guarded : pass.real),
         pool_(pool),
-        per_node_(job_.gang.ranks_per_node) {
+        per_node_(job_.gang.ranks_per_node),
+        touched_(pass.reclaim_buffers.touched),
+        borrowed_left_(pass.reclaim_buffers.borrowed_left) {
+    touched_.clear();
     pass_.PruneFreedNodes();
     fitting_ = index_.CountAtLeast(view_.index_view, per_node_);
     for (uint32_t node : pass_.freed_nodes) {
@@ -51,11 +54,12 @@ class Reclaim {
   bool Fits() const { return fitting_ >= job_.gang.nodes; }
 
   // The fewest victims (running job indices), in preference order, that make the gang fit (none when the
-  // freeing jobs suffice); nullopt when no set of victims does.
-  std::optional<std::vector<uint32_t>> ChooseVictims();
+  // freeing jobs suffice); nullptr when no set of victims does. The vector is the pass's reclaim buffer: valid
+  // until the next reclaim.
+  const std::vector<uint32_t>* ChooseVictims();
   // Holds the gang's slots (freeing first, then free) so later jobs do not take them; returns the ids of the
-  // jobs it waits for.
-  std::vector<std::string> Claim();
+  // jobs it waits for, sorted and distinct (a reclaim buffer of the pass, valid until the next reclaim).
+  const std::vector<const std::string*>& Claim();
 
  private:
   bool Member(uint32_t node) const { return view_.members.empty() || view_.members[node]; }
@@ -66,8 +70,8 @@ class Reclaim {
   // What taking `v` takes from its team's borrowing on the reclaim's pool.
   int64_t PoolSlots(const PlannerPass::Victim& v) const;
   // Teams above their guarantee on the pool with eligible victims, borrowing the most first (ties by team);
-  // sets borrowed_left_ for each.
-  std::vector<std::pair<int64_t, uint32_t>> Borrowers();
+  // sets borrowed_left_ for each. Fills the pass's reclaim buffer `borrowers`.
+  const std::vector<std::pair<int64_t, uint32_t>>& Borrowers();
   // The next entry of team `t`'s list at or after `next` that is not freeing (its end when none).
   uint32_t SkipFreeing(uint32_t t, uint32_t next) const;
   // Can `v` be part of a fitting node: does one of its nodes reach per_node with every eligible victim there?
@@ -107,8 +111,8 @@ class Reclaim {
   size_t pool_;
   uint32_t per_node_;
   size_t fitting_ = 0;
-  std::vector<uint32_t> touched_;
-  std::vector<int64_t> borrowed_left_;  // per team: slots it borrows on the pool, less the victims taken
+  std::vector<uint32_t>& touched_;       // the pass's reclaim buffer
+  std::vector<int64_t>& borrowed_left_;  // per team: slots it borrows on the pool, less the victims taken
 };
 
 }  // namespace anneal::coordinator::planner_detail

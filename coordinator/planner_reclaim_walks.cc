@@ -55,18 +55,34 @@ bool Reclaim::ByNodeCosts(uint32_t t, std::vector<uint32_t>& chosen) {
   auto later = [](const std::pair<uint32_t, uint32_t>& a, const std::pair<uint32_t, uint32_t>& b) { return a > b; };
   if (fresh) {
     if (pass_.node_victims_begin.empty()) BuildNodeVictims(pass_);
-    // Only nodes holding victims of team t can get a cost.
+    // Only nodes holding victims of team t can get a cost. NodeCost's answer for all of them in one sweep over the
+    // team's entries in preference order (not freeing), adding each one's slots to its nodes until a node reaches
+    // the ranks per node: the entries of each node come in the same order as NodeCost reads them.
     nc.cost.assign(pass_.nodes.size(), UINT32_MAX);
-    std::vector<char> seen(pass_.nodes.size(), 0);
+    constexpr uint32_t kUnseen = UINT32_MAX, kDone = UINT32_MAX - 1;
+    std::vector<uint32_t>& have = pass_.reclaim_buffers.have;  // per node: the slots found so far
+    have.assign(pass_.nodes.size(), kUnseen);
     const auto [team_begin, team_end] = pass_.victims_of_team[t];
     for (uint32_t e = team_begin; e < team_end; ++e) {
       const PlannerPass::Victim& v = pass_.victims[e];
+      if (pass_.freeing[v.running]) continue;
       for (uint32_t k = v.slot_begin; k < v.slot_end; ++k) {
-        const uint32_t n = pass_.victim_slots[k].first;
-        if (seen[n]) continue;
-        seen[n] = 1;
-        nc.cost[n] = NodeCost(t, n);
-        if (nc.cost[n] != UINT32_MAX) nc.heap.emplace_back(nc.cost[n], n);
+        const auto [n, slots] = pass_.victim_slots[k];
+        uint32_t& found = have[n];
+        if (found == kDone) continue;
+        if (found == kUnseen) {
+          found = index_.Free(n) + pass_.freed[n];
+          if (found >= per_node_) {  // fits already: no cost
+            found = kDone;
+            continue;
+          }
+        }
+        found += slots;
+        if (found >= per_node_) {
+          nc.cost[n] = e;
+          nc.heap.emplace_back(e, n);
+          found = kDone;
+        }
       }
     }
     std::make_heap(nc.heap.begin(), nc.heap.end(), later);
@@ -84,7 +100,9 @@ bool Reclaim::ByNodeCosts(uint32_t t, std::vector<uint32_t>& chosen) {
   }
   const uint32_t needed = job_.gang.nodes - static_cast<uint32_t>(fitting_);
   const uint32_t last = Cutoff(t, borrowed_left_[t]);
-  std::vector<std::pair<uint32_t, uint32_t>> taken;  // valid heap entries popped, pushed back below
+  std::vector<std::pair<uint32_t, uint32_t>>& taken =
+      pass_.reclaim_buffers.taken;  // valid entries popped, pushed back below
+  taken.clear();
   uint32_t stop = UINT32_MAX;
   while (!nc.heap.empty()) {
     const auto top = nc.heap.front();

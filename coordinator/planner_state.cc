@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <set>
 
 #include "coordinator/planner_internal.h"
@@ -37,11 +38,12 @@ FreeIndex::FreeIndex(std::vector<uint32_t> free, uint32_t max_slots) : free_(std
 
 size_t FreeIndex::AddView(const std::vector<char>* members) {
   views_.push_back(members);
-  std::vector<uint32_t> counts(buckets_.size(), 0);
+  std::vector<uint32_t> at_least(buckets_.size() + 1, 0);
   for (uint32_t node = 0; node < free_.size(); ++node) {
-    if (members == nullptr || (*members)[node]) ++counts[free_[node]];
+    if (members == nullptr || (*members)[node]) ++at_least[free_[node]];
   }
-  histogram_.push_back(std::move(counts));
+  for (size_t k = buckets_.size(); k-- > 0;) at_least[k] += at_least[k + 1];
+  at_least_.push_back(std::move(at_least));
   return views_.size() - 1;
 }
 
@@ -53,15 +55,13 @@ void FreeIndex::Set(uint32_t node, uint32_t count) {
   free_[node] = count;
   for (size_t v = 0; v < views_.size(); ++v) {
     if (views_[v] != nullptr && !(*views_[v])[node]) continue;
-    --histogram_[v][old];
-    ++histogram_[v][count];
+    uint32_t* at_least = at_least_[v].data();
+    if (count < old) {
+      for (uint32_t k = count + 1; k <= old; ++k) --at_least[k];
+    } else {
+      for (uint32_t k = old + 1; k <= count; ++k) ++at_least[k];
+    }
   }
-}
-
-size_t FreeIndex::CountAtLeast(size_t view, uint32_t slots) const {
-  size_t count = 0;
-  for (size_t k = slots; k < histogram_[view].size(); ++k) count += histogram_[view][k];
-  return count;
 }
 
 namespace {
@@ -115,10 +115,23 @@ uint32_t NodeIndex::Find(std::string_view id) const {
 }
 
 uint64_t NodeIndex::Hash(std::string_view id) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a, then a final mix so the low bits (the table index) vary
-  for (unsigned char c : id) h = (h ^ c) * 1099511628211ULL;
-  h ^= h >> 32;
-  h *= 0x9e3779b97f4a7c15ULL;
+  // Eight bytes at a time (node ids are short: one or two words), then a final mix so the low bits (the table
+  // index) vary.
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ id.size();
+  size_t at = 0;
+  for (; at + 8 <= id.size(); at += 8) {
+    uint64_t word;
+    std::memcpy(&word, id.data() + at, 8);
+    h = (h ^ word) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
+  }
+  if (at < id.size()) {  // the last one to seven bytes, without a call to memcpy
+    uint64_t word = 0;
+    for (size_t k = 0; at + k < id.size(); ++k) word |= uint64_t{static_cast<unsigned char>(id[at + k])} << (8 * k);
+    h = (h ^ word) * 0xff51afd7ed558ccdULL;
+  }
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
   return h ^ (h >> 29);
 }
 
@@ -204,9 +217,11 @@ PlannerPass::PlannerPass(const PlannerInput& input)
 uint32_t PlannerPass::TeamOf(const std::string& name) {
   // A few teams are the rule: comparing their names is cheaper than hashing one per running job.
   constexpr size_t kScanned = 16;
-  if (teams.size() <= kScanned) {
+  if (teams.size() <= kScanned && !name.empty()) {
     for (uint32_t t = 0; t < teams.size(); ++t) {
-      if (teams[t].name == name) return t;
+      // Size and last character first (names of a few teams mostly differ there), inline, before the full compare.
+      const std::string& known = teams[t].name;
+      if (known.size() == name.size() && known.back() == name.back() && known == name) return t;
     }
   }
   auto [it, inserted] = team_index.emplace(name, static_cast<uint32_t>(teams.size()));
@@ -230,7 +245,7 @@ void PlannerPass::IndexPending() {
     jobs.push_back({job.gang,
                     job.priority,
                     last_team,
-                    static_cast<uint32_t>(ViewFor(job.node_selector)),
+                    static_cast<uint32_t>(job.node_selector.empty() ? 0 : ViewFor(job.node_selector)),
                     job.submit_seq,
                     job.time_limit_ms,
                     {}});

@@ -107,8 +107,13 @@ void Coordinator::Schedule() {
     Job* job = jobs_.Find(start.job_id);
     if (job != nullptr && job->record.state() == pb::JOB_PENDING) Launch(*job, start.nodes);
   }
+  std::string reason;  // every pending job's reason is rendered here; only the ones that changed are copied
   for (const PendingExplanation& why : plan.pending) {
-    if (Job* job = jobs_.Find(why.job_id); job != nullptr && job->record.state() == pb::JOB_PENDING) Explain(*job, why);
+    Job* job = jobs_.Find(why.job_id);
+    if (job == nullptr || job->record.state() != pb::JOB_PENDING) continue;
+    reason.clear();
+    plan.AppendReason(why, reason);
+    Explain(*job, why, reason);
   }
 }
 
@@ -139,16 +144,16 @@ void Coordinator::ApplyPreemption(const Preemption& p) {
   Reconcile(*victim, JobReport::kPreemptRequested);
 }
 
-void Coordinator::Explain(Job& job, const PendingExplanation& why) {
+void Coordinator::Explain(Job& job, const PendingExplanation& why, const std::string& reason) {
   pb::JobRecord& r = job.record;
   r.set_queue_position(why.position);
   const bool estimate_moved = std::abs(r.estimated_start_ms() - why.estimated_start_ms) > 60000 ||
                               (r.estimated_start_ms() == 0) != (why.estimated_start_ms == 0);
   r.set_estimated_start_ms(why.estimated_start_ms);
-  if (why.reason == r.wait_reason() && !estimate_moved) return;  // shown from memory; stored when it matters
-  if (why.reason != r.wait_reason()) jobs_.AddEvent(job, "placement", "not placed yet: " + why.reason);
-  r.set_wait_reason(why.reason);
-  job.wait_reason = why.reason;
+  if (reason == r.wait_reason() && !estimate_moved) return;  // shown from memory; stored when it matters
+  if (reason != r.wait_reason()) jobs_.AddEvent(job, "placement", "not placed yet: " + reason);
+  r.set_wait_reason(reason);
+  job.wait_reason = reason;
   jobs_.MarkChanged(job);
 }
 

@@ -73,11 +73,26 @@ uint64_t PlanDigest(const anneal::coordinator::SchedulePlan& plan) {
   for (const auto* entry : by_id) {
     const auto& why = *entry;
     mix(why.job_id);
-    mix(why.reason);
+    mix(plan.Reason(why));
     mix(std::to_string(why.estimated_start_ms) + "/" + std::to_string(why.position));
   }
   for (const auto& id : plan.order) mix(id);
   return h;
+}
+
+// What the coordinator does with every pending job's reason after a pass (coordinator/scheduling.cc): renders it
+// into one buffer to compare it with the one it stored. Timed with the pass, since the plan carries reasons as texts
+// shared by many jobs plus counts, rendered here (the pass used to build one text per job itself). Its
+// own function so that callgrind can count it too (--toggle-collect='*RenderReasons*').
+[[gnu::noinline]] size_t RenderReasons(const anneal::coordinator::SchedulePlan& plan) {
+  std::string reason;
+  size_t total = 0;
+  for (const auto& why : plan.pending) {
+    reason.clear();
+    plan.AppendReason(why, reason);
+    total += reason.size();
+  }
+  return total;
 }
 
 TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bool balanced, bool preemption) {
@@ -108,6 +123,7 @@ TimingMeasures TimeOnePass(const Options& o, const TraceConfig& trace_config, bo
     const double cpu_begin = cpu_now();
     const auto begin = std::chrono::steady_clock::now();
     anneal::coordinator::SchedulePlan plan = anneal::coordinator::PlanSchedule(in);
+    t.reason_chars = RenderReasons(plan);
     samples.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count());
     cpu_samples.push_back(cpu_now() - cpu_begin);
     t.starts = plan.starts.size();

@@ -85,6 +85,7 @@ struct TimingMeasures {
   Percentiles cpu_ms;   // the thread's CPU time (less sensitive to other processes on a loaded machine)
   size_t starts = 0;
   size_t preemptions = 0;
+  size_t reason_chars = 0;  // the pending jobs' reasons, rendered with the pass (their total length)
 };
 
 // Who preempted whom and whether the reclaimed slots reached their beneficiary.

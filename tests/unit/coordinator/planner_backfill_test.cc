@@ -106,6 +106,50 @@ TEST(Planner, ExplainsJobsBehindOtherTeams) {
   EXPECT_EQ(PendingOf(plan, "theirs").position, 3u);
 }
 
+// Jobs that wait for the same thing share one text of the plan; each keeps its own "behind ..." counts.
+TEST(Planner, WaitingJobsShareTheirReasonTextAndKeepTheirOwnCounts) {
+  auto in = BackfillCluster({Pending("t1", "t", 1, 8, 2), Pending("v1", "v", 1, 8, 3), Pending("t2", "t", 1, 8, 4),
+                             Pending("v2", "v", 1, 8, 5)});
+  in.teams = {Team("t", {}, 0), Team("v", {}, 1e12)};
+  auto plan = PlanSchedule(in);
+  EXPECT_EQ(plan.order, (std::vector<std::string>{"head", "t1", "t2", "v1", "v2"}));
+  const PendingExplanation& t2 = PendingOf(plan, "t2");
+  const PendingExplanation& v2 = PendingOf(plan, "v2");
+  EXPECT_EQ(t2.text, PendingOf(plan, "t1").text);
+  EXPECT_EQ(v2.text, t2.text);
+  EXPECT_EQ(ReasonOf(plan, "t2"), "waiting for 1 node(s) with 8 free slot(s); 0 have them now");  // none ahead
+  EXPECT_EQ(t2.behind_lower, 0u);
+  EXPECT_EQ(v2.behind_lower, 3u);  // the head, t1 and t2 (v1 is of its own team)
+  EXPECT_EQ(v2.behind_guaranteed, 0u);
+  EXPECT_EQ(ReasonOf(plan, "v2"),
+            "behind 3 job(s) of teams with lower usage; waiting for 1 node(s) with 8 free "
+            "slot(s); 0 have them now");
+}
+
+// AppendReason renders the counts, then the shared text, after what the buffer holds; Reason is the same text.
+TEST(Planner, AppendReasonRendersTheCountsThenTheText) {
+  SchedulePlan plan;
+  plan.reason_texts = {"waiting for 1 node(s) with 8 free slot(s); 0 have them now", "no node has label gpu=x"};
+  PendingExplanation why;
+  why.text = 0;
+  std::string out = "kept: ";
+  plan.AppendReason(why, out);
+  EXPECT_EQ(out, "kept: waiting for 1 node(s) with 8 free slot(s); 0 have them now");
+  why.behind_guaranteed = 12;
+  EXPECT_EQ(plan.Reason(why),
+            "behind 12 job(s) of teams within their guarantee; waiting for 1 node(s) with 8 free slot(s); 0 have "
+            "them now");
+  why.behind_lower = 4294967295u;
+  why.text = 1;
+  EXPECT_EQ(plan.Reason(why),
+            "behind 12 job(s) of teams within their guarantee and 4294967295 job(s) of teams with lower usage; no "
+            "node has label gpu=x");
+  why.behind_guaranteed = 0;
+  EXPECT_EQ(plan.Reason(why), "behind 4294967295 job(s) of teams with lower usage; no node has label gpu=x");
+  why.text = 2;  // not a text of this plan (a caller's bug): the counts only, no read past the texts
+  EXPECT_EQ(plan.Reason(why), "behind 4294967295 job(s) of teams with lower usage; ");
+}
+
 // Random small clusters: every running job and every backfilled job honours its time limit. Simulated forward
 // to the reservation time, the reserved job's gang fits on the slots the reservation names.
 TEST(Planner, BackfillNeverDelaysTheReservation) {

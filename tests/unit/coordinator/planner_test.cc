@@ -319,7 +319,7 @@ TEST(Planner, ALargePassNeverOversubscribesANode) {
   EXPECT_FALSE(plan.starts.empty());
   EXPECT_EQ(plan.starts.size() + plan.pending.size(), in.pending.size());
   EXPECT_EQ(plan.order.size(), in.pending.size());
-  for (const auto& why : plan.pending) EXPECT_FALSE(why.reason.empty()) << why.job_id;
+  for (const auto& why : plan.pending) EXPECT_FALSE(plan.Reason(why).empty()) << why.job_id;
 }
 
 }  // namespace

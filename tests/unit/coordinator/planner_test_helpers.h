@@ -79,7 +79,7 @@ inline const PlannedStart* StartOf(const SchedulePlan& plan, const std::string& 
 
 inline std::string ReasonOf(const SchedulePlan& plan, const std::string& id) {
   const PendingExplanation* why = FindPending(plan, id);
-  return why == nullptr ? "<started>" : why->reason;
+  return why == nullptr ? "<started>" : plan.Reason(*why);
 }
 
 // The explanation of a job the test expects to be pending (throws, failing the test, when it is not).

@@ -141,6 +141,24 @@ TEST(SchedulerQueue, AJobBehindABlockedHeadBackfillsIntoSlotsItsReservationDoesN
   EXPECT_FALSE(h.Job(waits).wait_reason().empty());
 }
 
+// Every pending job stores the reason the plan renders for it: the coordinator renders them all into one buffer
+// (coordinator/scheduling.cc), and each job gets its own text, not its predecessor's with its own appended.
+TEST(SchedulerQueue, EachPendingJobStoresItsOwnRenderedReason) {
+  Harness h;
+  h.Register("n1", 4);
+  const std::string big = h.Submit(BaseSpec("gpus_per_node: 4\n"));
+  ASSERT_EQ(h.State(big), pb::JOB_STARTING);
+  const std::string first = h.Submit(BaseSpec("gpus_per_node: 4\n"));
+  const std::string second = h.Submit(BaseSpec("gpus_per_node: 2\n"));
+  const std::string first_reason = h.Job(first).wait_reason();
+  EXPECT_EQ(first_reason.rfind("waiting for 1 node(s) with 4 free slot(s); 0 have them now; its slots are reserved "
+                               "from ",
+                               0),
+            0u)
+      << first_reason;
+  EXPECT_EQ(h.Job(second).wait_reason(), "waiting for 1 node(s) with 2 free slot(s); 0 have them now");
+}
+
 TEST(SchedulerQueue, ARetriedJobGoesBackToTheNodeHoldingItsCheckpoint) {
   Harness h;
   h.Register("n1", 2);
