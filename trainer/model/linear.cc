@@ -63,7 +63,7 @@ Status LinearImpl::QuantizeBase(const torch::Tensor& full, const Quant4Options& 
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = BaseLinear(x, bias);
-  if (has_lora() && !merged_ && lora_enabled_) y = lora_magnitude_vector.defined() ? AddDora(x, y) : y + LoraDelta(x);
+  if (lora_active()) y = lora_magnitude_vector.defined() ? AddDora(x, y) : y + LoraDelta(x);
   return y;
 }
 
@@ -200,6 +200,13 @@ Embedding LinearFactory::MakeEmbedding(int64_t vocab, int64_t dim, const torch::
 torch::Tensor LinearFactory::HeadLogits(const torch::Tensor& hidden, const torch::Tensor& weight) const {
   // [.., C] x [V, C]^T -> [.., V]
   return torch::matmul(hidden, weight.t());
+}
+
+torch::Tensor LinearFactory::TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& labels) const {
+  const torch::Tensor valid = labels.ne(-100);
+  const torch::Tensor picked =
+      logits.log_softmax(-1).gather(1, labels.masked_fill(valid.logical_not(), 0).unsqueeze(1)).squeeze(1);
+  return picked * valid.to(picked.scalar_type());
 }
 
 torch::Tensor LinearFactory::CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) const {

@@ -136,6 +136,8 @@ class LinearImpl : public torch::nn::Module {
   LinearImpl(const LinearSpec& spec, const torch::TensorOptions& options, int64_t local_out, int64_t local_in);
   // x [.., in] -> x W^T (+ bias when given) with the dense or the 4-bit weight.
   torch::Tensor BaseLinear(const torch::Tensor& x, const torch::Tensor& bias_or_undefined);
+  // The adapter takes part in the forward: present, not merged, not switched off.
+  bool lora_active() const { return has_lora() && !merged_ && lora_enabled_; }
   torch::Tensor LoraDelta(const torch::Tensor& x);  // x [.., in] -> [.., out] in x's dtype
   torch::Tensor DeltaWeight();                      // B A * scaling, [out, in] fp32
   // DoRA: y (the base output, bias included) -> y + peft's DoraLinearLayer term, [.., out].
@@ -177,6 +179,9 @@ class LinearFactory {
   virtual torch::Tensor FullLogits(const torch::Tensor& logits) const { return logits; }
   // Sum of token cross-entropies: logits [N, V or V/tp] fp32, labels [N] (-100 ignored) -> scalar.
   virtual torch::Tensor CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) const;
+  // logits [N, V] (this rank's vocabulary piece [N, V/tp] under tensor parallelism) fp32, labels [N] -> the log
+  // probability of each label [N] (0 where the label is -100); differentiable in the logits.
+  virtual torch::Tensor TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& labels) const;
 };
 
 }  // namespace anneal::model

@@ -105,7 +105,7 @@ class ColumnParallelLinearImpl : public model::LinearImpl {
     // x [B, T, in] replicated (or [B, T/tp, in] with sequence parallelism) -> [B, T, out/shards]
     torch::Tensor xin = gather_ ? gather_->Gather(x, tp_.get()) : CopyToGroup(x, tp_.get());
     torch::Tensor y = BaseLinear(xin, bias);
-    if (has_lora() && !merged()) y = y + LoraDelta(xin);
+    if (lora_active()) y = y + LoraDelta(xin);
     return y;
   }
 
@@ -132,7 +132,7 @@ class RowParallelLinearImpl : public model::LinearImpl {
     // x [B, T, in/tp] -> partial [B, T, out] -> summed over the group ([B, T/tp, out] with sequence
     // parallelism) -> + bias
     torch::Tensor y = BaseLinear(x, torch::Tensor());
-    if (has_lora() && !merged()) y = y + LoraDelta(x);  // (x A_piece^T) B^T: this rank's share of the delta
+    if (lora_active()) y = y + LoraDelta(x);  // (x A_piece^T) B^T: this rank's share of the delta
     y = sp_ ? ReduceScatterSequence(y, tp_.get()) : ReduceFromGroup(y, tp_.get());
     if (bias.defined()) y = y + bias;
     return y;
@@ -238,7 +238,11 @@ torch::Tensor TensorParallelFactory::FullLogits(const torch::Tensor& logits) con
 }
 
 torch::Tensor TensorParallelFactory::CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) const {
-  // logits [N, V/tp] fp32, labels [N]. loss_i = log(sum_v exp(l_iv - m_i)) - (l_i,label - m_i), m_i = max_v l_iv.
+  return -TokenLogProbs(logits, labels).sum();
+}
+
+torch::Tensor TensorParallelFactory::TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& labels) const {
+  // logits [N, V/tp] fp32, labels [N]. log p_i = (l_i,label - m_i) - log(sum_v exp(l_iv - m_i)), m_i = max_v l_iv.
   at::Tensor max = std::get<0>(logits.detach().max(-1)).contiguous();  // [N]
   tp_->AllReduceMax(max);
   torch::Tensor shifted = logits - max.unsqueeze(1);                    // [N, V/tp]
@@ -249,7 +253,7 @@ torch::Tensor TensorParallelFactory::CrossEntropySum(const torch::Tensor& logits
   torch::Tensor target = shifted.gather(1, local.unsqueeze(1)).squeeze(1) * mine.to(shifted.scalar_type());  // [N]
   target = ReduceFromGroup(target, tp_.get());
   torch::Tensor sum_exp = ReduceFromGroup(shifted.exp().sum(-1), tp_.get());  // [N]
-  return ((sum_exp.log() - target) * valid.to(shifted.scalar_type())).sum();
+  return (target - sum_exp.log()) * valid.to(shifted.scalar_type());
 }
 
 }  // namespace anneal::parallel

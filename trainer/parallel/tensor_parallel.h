@@ -58,6 +58,7 @@ class TensorParallelFactory : public model::LinearFactory {
   torch::Tensor FullLogits(const torch::Tensor& logits) const override;
   // logits [N, V/tp] fp32, labels [N] global ids -> sum of token losses (identical on every rank)
   torch::Tensor CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) const override;
+  torch::Tensor TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& labels) const override;
 
  private:
   std::shared_ptr<Comm> tp_;

@@ -13,9 +13,19 @@ model::ForwardInputs InputsOf(const Batch& b) {
   return {.input_ids = b.input_ids, .attention_mask = b.attention_mask, .position_ids = b.position_ids};
 }
 
-// Logits [2n, T, V] in fp32 (LLaMA-Factory: model(...).logits.to(torch.float32)).
-torch::Tensor LogitsOf(model::CausalLM& lm, const Batch& b) {
-  return lm->Logits(lm->Forward(InputsOf(b))).to(torch::kFloat32);
+// This rank's logits [2n, T, V or V/tp] in fp32 (LLaMA-Factory: model(...).logits.to(torch.float32)).
+torch::Tensor LocalLogitsOf(model::CausalLM& lm, const Batch& b) {
+  return lm->factory().HeadLogits(lm->Forward(InputsOf(b)), lm->head_weight()).to(torch::kFloat32);
+}
+
+// The mean logit of rows [begin, end) over the whole vocabulary (LLaMA-Factory's logits/chosen, padding
+// included): this rank's sums [rows, 1] gathered over the vocabulary pieces.
+double LogitsMean(const model::LinearFactory& factory, const torch::Tensor& local, int64_t begin, int64_t end,
+                  int64_t vocab) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor rows = local.slice(0, begin, end);
+  const torch::Tensor sums = factory.FullLogits(rows.sum({1, 2}).unsqueeze(1));  // [rows, tp]
+  return sums.sum().item<double>() / static_cast<double>((end - begin) * rows.size(1) * vocab);
 }
 
 }  // namespace
@@ -24,14 +34,14 @@ PreferenceOptions PreferenceOptions::From(const jobspec::FinetuningSpec& ft) {
   return PreferenceOptions{ft.pref_loss, ft.pref_beta, ft.pref_ftx, ft.simpo_gamma};
 }
 
-std::pair<torch::Tensor, torch::Tensor> SequenceLogps(const torch::Tensor& logits, const torch::Tensor& labels) {
+std::pair<torch::Tensor, torch::Tensor> SequenceLogps(const model::LinearFactory& factory, const torch::Tensor& logits,
+                                                      const torch::Tensor& labels) {
   // LLaMA-Factory's get_batch_logps: labels[:, 1:] against logits[:, :-1].
-  const int64_t t = labels.size(1);
-  torch::Tensor next = labels.slice(1, 1, t);
-  torch::Tensor mask = next.ne(-100);
-  torch::Tensor logp = logits.slice(1, 0, t - 1).to(torch::kFloat32).log_softmax(-1);
-  torch::Tensor picked = logp.gather(2, next.masked_fill(mask.logical_not(), 0).unsqueeze(2)).squeeze(2);
-  return {(picked * mask).sum(-1), mask.sum(-1).to(torch::kFloat32)};
+  const int64_t b = labels.size(0), t = labels.size(1);
+  const torch::Tensor next = labels.slice(1, 1, t);
+  const torch::Tensor flat = logits.slice(1, 0, t - 1).to(torch::kFloat32).reshape({b * (t - 1), logits.size(2)});
+  const torch::Tensor picked = factory.TokenLogProbs(flat, next.reshape({-1})).view({b, t - 1});
+  return {picked.sum(-1), next.ne(-100).sum(-1).to(torch::kFloat32)};
 }
 
 PreferenceTerms PreferenceLoss(const PreferenceOptions& o, const torch::Tensor& chosen, const torch::Tensor& rejected,
@@ -72,17 +82,14 @@ PreferenceTrainer::PreferenceTrainer(PreferenceOptions options, model::CausalLM*
 
 std::pair<torch::Tensor, torch::Tensor> PreferenceTrainer::ReferenceLogps(const Batch& b) {
   torch::NoGradGuard no_grad;
-  torch::Tensor logits;
-  if (reference_ != nullptr) {
-    logits = LogitsOf(*reference_, b);
-  } else {
-    // peft's disable_adapter: the base model is the policy without its adapters.
-    auto lora = LoraModules(*policy_);
-    for (auto& [name, lin] : lora) lin->set_lora_enabled(false);
-    logits = LogitsOf(*policy_, b);
-    for (auto& [name, lin] : lora) lin->set_lora_enabled(true);
-  }
-  auto [sum, count] = SequenceLogps(logits, b.labels);
+  model::CausalLM& lm = reference_ != nullptr ? *reference_ : *policy_;
+  // peft's disable_adapter: without a frozen copy, the base model is the policy without its adapters.
+  std::vector<std::pair<std::string, model::Linear>> lora;
+  if (reference_ == nullptr) lora = LoraModules(lm);
+  for (auto& [name, lin] : lora) lin->set_lora_enabled(false);
+  const torch::Tensor logits = LocalLogitsOf(lm, b);
+  for (auto& [name, lin] : lora) lin->set_lora_enabled(true);
+  auto [sum, count] = SequenceLogps(lm->factory(), logits, b.labels);
   if (options_.averages_logps()) sum = sum / count;
   const int64_t n = sum.size(0) / 2;
   return {sum.slice(0, 0, n), sum.slice(0, n, 2 * n)};
@@ -91,13 +98,15 @@ std::pair<torch::Tensor, torch::Tensor> PreferenceTrainer::ReferenceLogps(const 
 torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b) {
   torch::Tensor ref_chosen, ref_rejected;
   if (options_.uses_reference()) std::tie(ref_chosen, ref_rejected) = ReferenceLogps(b);
-  const torch::Tensor logits = LogitsOf(*policy_, b);
-  auto [logps, count] = SequenceLogps(logits, b.labels);
+  const model::LinearFactory& factory = (*policy_)->factory();
+  const torch::Tensor logits = LocalLogitsOf(*policy_, b);
+  auto [logps, count] = SequenceLogps(factory, logits, b.labels);
   if (options_.averages_logps()) logps = logps / count;
   const int64_t n = logps.size(0) / 2;
   const torch::Tensor chosen = logps.slice(0, 0, n), rejected = logps.slice(0, n, 2 * n);
   const torch::Tensor chosen_avg = options_.averages_logps() ? chosen : chosen / count.slice(0, 0, n);
   const PreferenceTerms t = PreferenceLoss(options_, chosen, rejected, ref_chosen, ref_rejected, chosen_avg);
+  const int64_t vocab = (*policy_)->config().vocab_size;
 
   std::vector<std::pair<std::string, double>> m = {
       {"rewards/chosen", t.chosen_rewards.mean().item<double>()},
@@ -106,8 +115,8 @@ torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b) {
       {"rewards/margins", (t.chosen_rewards - t.rejected_rewards).mean().item<double>()},
       {"logps/chosen", chosen.detach().mean().item<double>()},
       {"logps/rejected", rejected.detach().mean().item<double>()},
-      {"logits/chosen", logits.slice(0, 0, n).detach().mean().item<double>()},
-      {"logits/rejected", logits.slice(0, n, 2 * n).detach().mean().item<double>()}};
+      {"logits/chosen", LogitsMean(factory, logits, 0, n, vocab)},
+      {"logits/rejected", LogitsMean(factory, logits, n, 2 * n, vocab)}};
   if (options_.loss == "orpo") {
     const torch::Tensor sft = -chosen_avg.detach();
     m.emplace_back("sft_loss", sft.mean().item<double>());

@@ -16,6 +16,9 @@
 // are beta * (pi - ref) (beta * pi without a reference). Dropout is off in preference training (TRL's
 // disable_dropout_in_model, which LLaMA-Factory applies).
 //
+// Tensor parallelism: the head's logits stay split over the vocabulary; log probabilities and the logits metrics
+// are combined over the group (LinearFactory::TokenLogProbs), so every layout computes the single-process values.
+//
 // A micro-batch holds n pairs as [2n, T] (chosen rows, then rejected rows: trainer/train/rows.h); its loss is the
 // mean over its pairs, scaled by 1 / (gradient_accumulation_steps x data-parallel ranks) so the summed gradients
 // equal HF Trainer's (loss / accumulation, DDP mean). Metrics are the means LLaMA-Factory logs: rewards/chosen,
@@ -51,9 +54,11 @@ struct PreferenceOptions {
   bool averages_logps() const { return loss == "ipo" || loss == "orpo" || loss == "simpo"; }
 };
 
-// logits [B, T, V] (any dtype), labels [B, T] unshifted (-100 where no loss) -> (sum of the label tokens' log
-// probabilities [B] fp32, label token count [B] fp32). Position t predicts label t + 1.
-std::pair<torch::Tensor, torch::Tensor> SequenceLogps(const torch::Tensor& logits, const torch::Tensor& labels);
+// logits [B, T, V] (any dtype; under tensor parallelism this rank's vocabulary piece [B, T, V/tp], which `factory`
+// turns into log probabilities across the group), labels [B, T] unshifted (-100 where no loss) -> (sum of the
+// label tokens' log probabilities [B] fp32, label token count [B] fp32). Position t predicts label t + 1.
+std::pair<torch::Tensor, torch::Tensor> SequenceLogps(const model::LinearFactory& factory, const torch::Tensor& logits,
+                                                      const torch::Tensor& labels);
 
 // The per-pair loss [n] and rewards [n] from the policy's (and the reference's) logps [n] of the chosen and
 // rejected answers; chosen_avg [n] is the chosen answer's mean token log-likelihood (for pref_ftx).

@@ -248,10 +248,9 @@ Status Trainer::SetupModel() {
 // Stage dpo: the preference trainer, and for full / freeze tuning against a reference the frozen base loaded a
 // second time (LLaMA-Factory's create_ref_model); LoRA's reference is the policy with its adapters off.
 Status Trainer::SetupPreference(const model::LoadOptions& load) {
-  if (rt_.dims.tp() > 1 || rt_.dims.pp() > 1) {
-    return InvalidArgumentError("stage dpo: tensor_model_parallel_size " + std::to_string(rt_.dims.tp()) +
-                                " and pipeline_model_parallel_size " + std::to_string(rt_.dims.pp()) +
-                                " are not supported yet for preference training (use data parallelism: tp = pp = 1)");
+  if (rt_.dims.pp() > 1) {
+    return InvalidArgumentError("stage dpo: pipeline_model_parallel_size " + std::to_string(rt_.dims.pp()) +
+                                " is not supported yet for preference training (use data and tensor parallelism)");
   }
   // LLaMA-Factory's DPO trainer adds no router auxiliary loss (it reads only the logits).
   lm_->CollectRouterLogits(false);

@@ -23,7 +23,9 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
   freeze_hinge : freeze tuning (the last layer), hinge, against a frozen reference.
   lora_simpo_dp2 : simpo run as dp 2 (anneal-train launch, 2 pairs per rank) equals the single-process run and
                  the reference.
-  refusals     : a ranking dataset under stage sft, a plain dataset under stage dpo, tensor parallelism with dpo,
+  lora_sigmoid_tp2 / full_ipo_tp2_sp : tensor parallel 2 (the second with sequence parallelism and the frozen
+                 reference split too) equal the reference on one process, logits metrics included.
+  refusals     : a ranking dataset under stage sft, a plain dataset under stage dpo, pipeline parallelism with dpo,
                  and refused preference keys each fail with a message naming the problem.
 """
 import json
@@ -383,15 +385,15 @@ def case_lora_simpo_dp2(binary, tmp):
           f"(max rel {worst:.2e}), metrics max rel {worst_m:.2e}; loss {ref[0]:.4f} -> {ref[-1]:.4f}")
 
 
-def run_with_reference(binary, tmp, finetuning, loss_type, micro_pairs, trainable):
+def run_with_reference(binary, tmp, finetuning, loss_type, micro_pairs, trainable, layout=(), launch=None):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
     extra = [f"finetuning_type: {finetuning}", f"pref_loss: {loss_type}", "learning_rate: 1.0e-3",
              f"per_device_train_batch_size: {micro_pairs}", f"gradient_accumulation_steps: {PAIRS // micro_pairs}"]
     if finetuning == "freeze":
         extra += ["freeze_trainable_layers: 1"]
-    train_with_events([binary, "train", "--config", job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out, extra)],
-                      out)
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out, extra + list(layout))
+    train_with_events(launch + ["--", "train", "--config", cfg] if launch else [binary, "train", "--config", cfg], out)
     features, pad_id = encode_pairs(model_dir, "pairs_alpaca", "qwen")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     for n, p in model.named_parameters():
@@ -408,6 +410,26 @@ def case_full_ipo(binary, tmp):
           f"(max rel {worst:.2e}), reward metrics max rel {worst_m:.2e}; loss {ref[0]:.4f} -> {ref[-1]:.4f}")
 
 
+def case_lora_sigmoid_tp2(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    _, _, ours, mine, ref, theirs = run_lora(binary, tmp, "sigmoid", "pairs_alpaca", "qwen",
+                                             ["tensor_model_parallel_size: 2"], launch=launch)
+    worst, worst_m = compare(ours, mine, ref, theirs, REWARD_KEYS + ["logits/chosen", "logits/rejected"])
+    print(f"lora_sigmoid_tp2: the vocabulary split over 2 ranks (log probabilities and logits metrics combined over "
+          f"the group): {STEPS} losses equal LLaMA-Factory's DPO on one process (max rel {worst:.2e}), metrics with "
+          f"logits max rel {worst_m:.2e}")
+
+
+def case_full_ipo_tp2_sp(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    (worst, worst_m), ref = run_with_reference(binary, tmp, "full", "ipo", 2, lambda n: True,
+                                               layout=["tensor_model_parallel_size: 2", "sequence_parallel: true"],
+                                               launch=launch)
+    print(f"full_ipo_tp2_sp: tensor parallel 2 with sequence parallelism, the frozen reference split the same way: "
+          f"{STEPS} losses equal LLaMA-Factory's IPO on one process (max rel {worst:.2e}), metrics max rel "
+          f"{worst_m:.2e}")
+
+
 def case_freeze_hinge(binary, tmp):
     (worst, worst_m), ref = run_with_reference(binary, tmp, "freeze", "hinge", 4, lambda n: ".layers.1." in n)
     print(f"freeze_hinge: the last layer trained against a frozen reference: {STEPS} losses equal "
@@ -421,7 +443,7 @@ def case_refusals(binary, tmp):
     bad = [
         (["stage: sft", "dataset: pairs_alpaca"], "holds preference pairs"),
         (["dataset: plain"], "is not a ranking dataset"),
-        (["tensor_model_parallel_size: 2"], "stage dpo: tensor_model_parallel_size 2"),
+        (["pipeline_model_parallel_size: 2"], "stage dpo: pipeline_model_parallel_size 2"),
         (["dpo_label_smoothing: 0.1"], "dpo_label_smoothing"),
         (["pref_loss: kto_pair"], "pref_loss"),
         (["ref_model: /models/other"], "a separate reference model is not built"),
@@ -430,7 +452,7 @@ def case_refusals(binary, tmp):
     for extra, want in bad:
         cfg = job_yaml(os.path.join(tmp, "bad.yaml"), model_dir, data, out, extra)
         cmd = [binary, "train", "--config", cfg]
-        if "tensor_model_parallel_size: 2" in extra:
+        if "pipeline_model_parallel_size: 2" in extra:
             cmd = [binary, "launch", "--nproc-per-node", "2", "--"] + cmd[1:]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert p.returncode != 0, f"{extra} was accepted"
@@ -440,4 +462,5 @@ def case_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora_sigmoid": case_lora_sigmoid, "lora_orpo": case_lora_orpo, "lora_simpo_dp2": case_lora_simpo_dp2,
-               "full_ipo": case_full_ipo, "freeze_hinge": case_freeze_hinge, "refusals": case_refusals})
+               "full_ipo": case_full_ipo, "freeze_hinge": case_freeze_hinge, "lora_sigmoid_tp2": case_lora_sigmoid_tp2,
+               "full_ipo_tp2_sp": case_full_ipo_tp2_sp, "refusals": case_refusals})

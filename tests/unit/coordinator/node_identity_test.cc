@@ -336,7 +336,8 @@ TEST(NodeBounds, NodeIdLabelsGpusAndNodeCountAreBounded) {
       {"n1",
        [](pb::RegisterRequest* r) {
          for (int i = 0; i < 65; ++i)
-           (*r->mutable_inventory()->mutable_labels())[std::string("k").append(std::to_string(i))] = "v";
+           (*r->mutable_inventory()->mutable_labels())[std::string("k").append(std::to_string(i))] =
+               std::string(1, 'v');
        },
        "max_labels_per_node"},
       {"n1", [](pb::RegisterRequest* r) { (*r->mutable_inventory()->mutable_labels())["k"] = std::string(300, 'v'); },

@@ -19,7 +19,7 @@ TEST(SequenceLogps, SumsTheNextTokenLogProbabilitiesOfTheLabelsOnly) {
   torch::manual_seed(0);
   const torch::Tensor logits = torch::randn({2, 5, 7}, torch::kFloat64);
   const torch::Tensor labels = torch::tensor({{-100, -100, 3, 1, -100}, {-100, 6, 0, 2, 5}}, torch::kLong);
-  auto [sum, count] = SequenceLogps(logits, labels);
+  auto [sum, count] = SequenceLogps(model::LinearFactory(), logits, labels);
   for (int64_t b = 0; b < 2; ++b) {
     double want = 0;
     int tokens = 0;
