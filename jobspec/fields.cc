@@ -455,6 +455,9 @@ std::vector<Field> BuildFields() {
                    REF(finetuning.lora_target)));
   f.push_back(Flag({"finetuning.use_rslora", "use_rslora"}, "rank-stabilized scaling alpha/sqrt(r)",
                    REF(finetuning.use_rslora)));
+  f.push_back(List({"finetuning.additional_target", "additional_target"}, {"embed_tokens", "lm_head"}, false,
+                   "LoRA: modules trained in full next to the adapters and saved in them (peft's modules_to_save)",
+                   REF(finetuning.additional_target)));
   f.push_back(Flag({"finetuning.use_dora", "use_dora"},
                    "DoRA: LoRA with a trained magnitude per output row (peft's use_dora)", REF(finetuning.use_dora)));
   f.push_back(Make<int>(

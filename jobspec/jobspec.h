@@ -65,7 +65,10 @@ struct FinetuningSpec {
   double lora_dropout = 0.0;
   std::vector<std::string> lora_target = {"all"};  // "all" or module names: q_proj, k_proj, ..., down_proj
   bool use_rslora = false;
-  bool use_dora = false;            // DoRA: LoRA with a trained magnitude per output row (peft's use_dora)
+  bool use_dora = false;  // DoRA: LoRA with a trained magnitude per output row (peft's use_dora)
+  // LoRA: modules trained in full next to the adapters and saved in it (LLaMA-Factory's additional_target, peft's
+  // modules_to_save): embed_tokens, lm_head.
+  std::vector<std::string> additional_target;
   int freeze_trainable_layers = 2;  // freeze: train the last N layers (negative: the first -N)
   std::vector<std::string> freeze_trainable_modules = {"all"};
   // stage dpo (LLaMA-Factory's RLHFArguments): the loss over (chosen, rejected) pairs. sigmoid, hinge and ipo

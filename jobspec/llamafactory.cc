@@ -174,7 +174,6 @@ const std::vector<RefusedKey>& RefusedKeys() {
       {"rope_scaling", "",
        "RoPE scaling is not built: remove it and keep cutoff_len within the model's max_position_embeddings"},
       {"shift_attn", "false", "S^2-Attn is not built: remove it and keep cutoff_len within the model's context"},
-      {"additional_target", "", "extra trainable modules are not built: use finetuning_type: full or freeze"},
       {"resize_vocab", "false", "resizing the vocabulary is not built: use a model whose tokenizer has the tokens"},
       {"lr_scheduler_kwargs", "", "scheduler arguments are not built: use lr_scheduler_type and warmup_steps"},
       {"streaming", "false",

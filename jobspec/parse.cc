@@ -149,6 +149,13 @@ class SpecReader {
     // keeps Anneal's default (off). A document is LLaMA-Factory's when it has no section.
     if (!Given("train.gradient_checkpointing")) spec.train.gradient_checkpointing = !saw_section_;
     if (spec.finetuning.stage != "sft") RETURN_IF_ERROR(CheckSftOnlyKeys(spec.finetuning.stage));
+    if (const Assignment* a = Given("finetuning.additional_target");
+        a && !spec.finetuning.additional_target.empty() && spec.finetuning.type != FinetuningType::kLora) {
+      warnings_.push_back(
+          fmt::format("key '{}' {} is ignored: it adds modules to LoRA, and this job is {} (as "
+                      "LLaMA-Factory)",
+                      a->key, a->where, FinetuningTypeName(spec.finetuning.type)));
+    }
     // LLaMA-Factory: "`loraplus_lr_ratio` is only valid for LoRA training."
     if (const Assignment* a = Given("finetuning.loraplus_lr_ratio");
         a && spec.finetuning.loraplus_lr_ratio > 0 && spec.finetuning.type != FinetuningType::kLora) {

@@ -36,6 +36,19 @@ StatusOr<PeftAdapter> LoadPeftAdapter(const std::string& dir) {
   a.options.dropout = cfg.value("lora_dropout", 0.0);
   a.options.use_rslora = cfg.value("use_rslora", false);
   a.options.use_dora = cfg.value("use_dora", false);
+  if (cfg.contains("modules_to_save") && !cfg["modules_to_save"].is_null()) {
+    if (!cfg["modules_to_save"].is_array()) {
+      return InvalidArgumentError(cfg_path + ": modules_to_save must be a list of module names");
+    }
+    for (const auto& m : cfg["modules_to_save"]) {
+      const std::string name = m.is_string() ? m.get<std::string>() : "";
+      if (name != "embed_tokens" && name != "lm_head") {
+        return InvalidArgumentError(cfg_path + ": modules_to_save '" + (m.is_string() ? name : m.dump()) +
+                                    "' is not supported (embed_tokens, lm_head)");
+      }
+      a.modules_to_save.push_back(name);
+    }
+  }
   const json& tm = cfg["target_modules"];
   if (tm.is_string()) {
     return InvalidArgumentError(cfg_path + ": target_modules as a regex is not supported; list the module names");
@@ -102,6 +115,18 @@ Status ApplyPeftWeights(model::CausalLM& lm, const PeftAdapter& adapter) {
       used.insert(name + ".lora_magnitude_vector");
     }
   }
+  // modules_to_save: whole weights, this rank's piece of each.
+  for (const model::LayoutParam& p : lm->LayoutParameters()) {
+    auto it = adapter.weights.find(p.name);
+    if (it == adapter.weights.end() || p.name.find(".lora_") != std::string::npos) continue;
+    const std::vector<int64_t> full = p.layout.FullShape(p.tensor.sizes());
+    if (it->second.sizes() != c10::IntArrayRef(full)) {
+      return InvalidArgumentError(adapter.source + ": " + p.name + " has shape " + c10::str(it->second.sizes()) +
+                                  ", the model expects " + c10::str(full));
+    }
+    p.tensor.detach().copy_(p.layout.Slice(it->second));
+    used.insert(p.name);
+  }
   // Under pipeline parallelism the layers of other stages are not here: their weights are theirs to take.
   const model::StageSpec& stage = lm->stage();
   auto other_stage = [&](const std::string& name) {
@@ -157,10 +182,19 @@ std::string UserBaseModelName(const std::string& base_model) {
 Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& lora, const model::LoraOptions& opts,
                         const std::string& dir, const std::string& base_model) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  std::set<std::string> targets;
+  std::set<std::string> targets, saved_modules;
   for (const auto& [name, t] : lora) {
     const auto pos = name.find(".lora_");
-    if (pos == std::string::npos) continue;
+    if (pos == std::string::npos) {
+      // A module trained in full next to the adapter (modules_to_save): saved under its HF name, as peft does.
+      for (const char* module : {"embed_tokens", "lm_head"}) {
+        if (name == std::string(module) + ".weight" || name.ends_with(std::string(".") + module + ".weight")) {
+          tensors.emplace_back(kPrefix + name, t);
+          saved_modules.insert(module);
+        }
+      }
+      continue;
+    }
     tensors.emplace_back(kPrefix + name, t);
     const std::string module = name.substr(0, pos);
     targets.insert(module.substr(module.rfind('.') + 1));
@@ -180,7 +214,9 @@ Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& l
               {"fan_in_fan_out", false},
               {"inference_mode", true},
               {"init_lora_weights", true},
-              {"modules_to_save", nullptr},
+              {"modules_to_save", saved_modules.empty()
+                                      ? json(nullptr)
+                                      : json(std::vector<std::string>(saved_modules.begin(), saved_modules.end()))},
               {"layers_to_transform", nullptr},
               {"layers_pattern", nullptr},
               {"rank_pattern", json::object()},

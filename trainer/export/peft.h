@@ -23,6 +23,7 @@ namespace anneal::train {
 struct PeftAdapter {
   model::LoraOptions options;
   std::vector<std::string> target_modules;
+  std::vector<std::string> modules_to_save;   // trained in full, their weights in `weights` by HF name
   std::map<std::string, at::Tensor> weights;  // module name ("model.layers.0.self_attn.q_proj") + ".lora_A.weight"
   std::string source;
 };
@@ -40,8 +41,9 @@ Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& t
 Status ExportMergedModel(model::CausalLM& lm, const std::string& dir, const std::string& base_model,
                          uint64_t max_shard_bytes = 5ull << 30);
 // The same from full HF-named tensors (LoRA already merged).
-Status WriteMergedModel(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const model::ModelConfig& config,
-                        const std::string& dir, const std::string& base_model, uint64_t max_shard_bytes = 5ull << 30);
+Status WriteMergedModel(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                        const model::ModelConfig& config, const std::string& dir, const std::string& base_model,
+                        uint64_t max_shard_bytes = 5ull << 30);
 // Copies tokenizer files (tokenizer.json, tokenizer_config.json, ...) that exist in `from` into `to`.
 Status CopyTokenizerFiles(const std::string& from, const std::string& to);
 

@@ -115,10 +115,24 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
       }
       lin->EnableLora(lora, ModuleSeed(seed, item.key()));
     }
+    // additional_target (peft's modules_to_save): whole weights trained next to the adapters.
+    const std::vector<std::string>& saved = adapter ? adapter->modules_to_save : ft.additional_target;
+    if (lm->config().tie_word_embeddings && std::find(saved.begin(), saved.end(), "lm_head") != saved.end()) {
+      return InvalidArgumentError(
+          "additional_target: lm_head is tied to embed_tokens in this model "
+          "(tie_word_embeddings): list embed_tokens only");
+    }
     if (adapter) RETURN_IF_ERROR(ApplyPeftWeights(lm, *adapter));
     // LoRA+ (LLaMA-Factory's create_loraplus_optimizer): lora_B in its own group at learning_rate x ratio.
     const double lora_b_scale = ft.loraplus_lr_ratio > 0 ? ft.loraplus_lr_ratio : 1.0;
     for (auto& item : lm->named_parameters(true)) {
+      const std::string module = LastComponent(item.key().substr(0, item.key().rfind('.')));
+      if (item.key().find(".lora_") == std::string::npos &&
+          std::find(saved.begin(), saved.end(), module) != saved.end()) {
+        item.value().set_requires_grad(true);  // LoRA+ keeps it in the base group (2-D, not lora_B)
+        trainable.push_back({item.key(), item.value(), optim::DecayParameter(item.key())});
+        continue;
+      }
       if (item.key().find(".lora_") == std::string::npos) continue;
       item.value().set_requires_grad(true);
       // LLaMA-Factory puts lora_B and every 1-D LoRA parameter (DoRA's magnitude) in the LoRA+ group.

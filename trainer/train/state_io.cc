@@ -192,7 +192,9 @@ Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, 
   NamedTensors full;
   for (const model::LayoutParam& p : lm->LayoutParameters()) {
     const bool lora = p.name.find(".lora_") != std::string::npos;
-    if (lora != lora_only) continue;
+    // An adapter also carries the modules trained in full next to it (additional_target: peft's modules_to_save).
+    const bool saved_module = !lora && p.tensor.requires_grad();
+    if (lora_only ? !(lora || saved_module) : lora) continue;
     auto it = merged.find(p.name);
     at::Tensor t =
         parallel::GatherFull(it != merged.end() ? it->second : p.tensor.detach(), p.layout, rt.tp_comm.get());

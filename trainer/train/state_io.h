@@ -48,9 +48,9 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
 // The checkpoint's trainable tensors as one list (all stages), for the PEFT copy of a LoRA checkpoint.
 StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadTrainable(const std::string& dir);
 
-// Writes this stage's part of the final export to <out>/.export-stage<s>.safetensors: the LoRA factors
-// (`lora_only`) or every weight with LoRA merged. Then ReadStageExports on rank 0 joins the parts (and
-// removes them).
+// Writes this stage's part of the final export to <out>/.export-stage<s>.safetensors: the LoRA factors and the
+// weights trained in full next to them (`lora_only`; additional_target), or every weight with LoRA merged. Then
+// ReadStageExports on rank 0 joins the parts (and removes them).
 Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out);
 StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadStageExports(const std::string& out, int stages);
 

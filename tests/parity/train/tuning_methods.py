@@ -11,8 +11,11 @@ Cases (one ctest each), on train_parity.py's tiny llama, tokenizer and 8 pre-tok
   dora     : use_dora from a peft DoRA adapter (random B, perturbed magnitudes): 20 losses equal peft's DoRA; the
              trained adapter (use_dora, lora_magnitude_vector) loads in peft and our merged export in HF with our
              logits; a fresh DoRA adapter's magnitudes equal peft's ||W||_row.
-  refusals : loraplus_lr_ratio with full tuning, neftune_noise_alpha with sequence_parallel and DoRA under tensor
-             parallelism are refused naming the key.
+  modules_to_save : additional_target embed_tokens,lm_head (peft's modules_to_save): from a peft adapter with
+             them (perturbed copies), 20 losses equal peft with weight decay; the adapter saves them under peft's
+             keys and loads in peft with our logits, the merged export too; from scratch likewise.
+  refusals : loraplus_lr_ratio with full tuning, neftune_noise_alpha with sequence_parallel, DoRA under tensor
+             parallelism and additional_target lm_head on a model with tied embeddings are refused naming the key.
 """
 import json
 import os
@@ -195,6 +198,50 @@ def case_dora(binary, tmp):
           f"and the merged export equals it (rel {err_merged:.1e}); fresh magnitudes equal peft's (rel {worst_init:.1e})")
 
 
+def case_modules_to_save(binary, tmp):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    model_dir, data, rows = tp.setup(tmp, binary)
+    torch.manual_seed(1)
+    init = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                          LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"],
+                                     modules_to_save=["embed_tokens", "lm_head"]))
+    with torch.no_grad():
+        for n, p in init.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn_like(p) * 0.05)
+            if "modules_to_save" in n:  # the trained copies start apart from the base
+                p.add_(torch.randn_like(p) * 0.01)
+    adapter = os.path.join(tmp, "mts_init")
+    init.save_pretrained(adapter)
+    out = os.path.join(tmp, "out")
+    run([binary, "train", "--config", tp.job_yaml(os.path.join(tmp, "mts.yaml"), model_dir, data, out,
+                                                  ["finetuning_type: lora", f"adapter_name_or_path: {adapter}",
+                                                   "weight_decay: 0.01"])])
+    model, params = lora_model(model_dir, adapter)
+    assert sum("modules_to_save" in n for n, _ in params) == 2, [n for n, _ in params]
+    opt = torch.optim.AdamW([p for _, p in params], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                            foreach=False)
+    worst = tp.compare_losses(tp.our_losses(out), train_reference(model, params, opt, rows, tp.STEPS))
+    cfg = json.load(open(os.path.join(out, "adapter_config.json")))
+    assert sorted(cfg["modules_to_save"] or []) == ["embed_tokens", "lm_head"], cfg["modules_to_save"]
+    keys = set(load_file(os.path.join(out, "adapter_model.safetensors")))
+    assert {"base_model.model.model.embed_tokens.weight", "base_model.model.lm_head.weight"} <= keys, sorted(keys)[:5]
+    err, err_merged = tp.adapter_reproduces_logits(binary, model_dir, rows, out, tmp, "modules_to_save")
+    # From scratch: additional_target names them; the adapter saves them as peft does and loads in peft.
+    fresh = os.path.join(tmp, "fresh")
+    run([binary, "train", "--config", tp.job_yaml(os.path.join(tmp, "fresh.yaml"), model_dir, data, fresh,
+                                                  ["finetuning_type: lora", "additional_target: embed_tokens,lm_head",
+                                                   "max_steps: 3"])])
+    assert sorted(json.load(open(os.path.join(fresh, "adapter_config.json")))["modules_to_save"]) == \
+        ["embed_tokens", "lm_head"]
+    err_fresh, _ = tp.adapter_reproduces_logits(binary, model_dir, rows, fresh, tmp, "fresh modules_to_save",
+                                                merged=False)
+    print(f"modules_to_save: embed_tokens and lm_head trained next to LoRA: {tp.STEPS} losses equal peft's "
+          f"modules_to_save (max rel {worst:.2e}); the adapter loads in peft (rel {err:.1e}), the merged export "
+          f"equals it (rel {err_merged:.1e}); additional_target from scratch loads in peft too (rel {err_fresh:.1e})")
+
+
 def case_refusals(binary, tmp):
     model_dir, data, _ = tp.setup(tmp, binary)
     out = os.path.join(tmp, "out")
@@ -203,6 +250,14 @@ def case_refusals(binary, tmp):
             "NEFTune with sequence_parallel is not supported", 2),
            (["finetuning_type: lora", "use_dora: true", "tensor_model_parallel_size: 2"],
             "DoRA under tensor parallelism", 2)]
+    # A model whose head is tied to its embedding cannot train lm_head on its own.
+    from transformers import LlamaConfig
+    os.makedirs(os.path.join(tmp, "tied"))
+    tied_dir, _, _ = tp.setup(os.path.join(tmp, "tied"), binary, make_config=lambda v: LlamaConfig(
+        vocab_size=v, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True))
+    bad.append(([f"model_name_or_path: {tied_dir}", "finetuning_type: lora", "additional_target: lm_head"],
+                "lm_head is tied to embed_tokens", None))
     for extra, want, nproc in bad:
         cfg = tp.job_yaml(os.path.join(tmp, "bad.yaml"), model_dir, data, out, extra)
         cmd = [binary, "train", "--config", cfg]
@@ -215,4 +270,5 @@ def case_refusals(binary, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"loraplus": case_loraplus, "neftune": case_neftune, "dora": case_dora, "refusals": case_refusals})
+    run_cases({"loraplus": case_loraplus, "neftune": case_neftune, "dora": case_dora,
+               "modules_to_save": case_modules_to_save, "refusals": case_refusals})

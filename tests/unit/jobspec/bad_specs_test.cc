@@ -181,6 +181,11 @@ const std::vector<BadSpec>& Table() {
        {},
        "key 'loraplus_lr_ratio' at job.yaml:5: LoRA+ is only for finetuning_type lora (this job is full); remove the "
        "key"},
+      {"AdditionalTargetUnknown",
+       Base("additional_target: norm\n"),
+       {},
+       "key 'additional_target' at job.yaml:4: expected a list (or comma-separated string) of embed_tokens, lm_head, "
+       "got 'norm'"},
       {"NeftuneNegative",
        Base("neftune_noise_alpha: -1\n"),
        {},

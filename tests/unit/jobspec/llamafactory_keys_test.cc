@@ -262,6 +262,11 @@ TEST(LlamaFactoryStage, PtPacksByDefaultAndRefusesSftOnlyKeys) {
   EXPECT_EQ(dpo->finetuning.pref_beta, 0.3);
   ASSERT_EQ(dpo->warnings.size(), 1u);
   EXPECT_NE(dpo->warnings[0].find("stage dpo does not pack preference pairs"), std::string::npos);
+  // additional_target adds modules to LoRA; LLaMA-Factory ignores it for full and freeze, Anneal says so.
+  auto full = ParseJobSpec(std::string(kBase) + "finetuning_type: full\nadditional_target: embed_tokens\n", "job.yaml");
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  ASSERT_EQ(full->warnings.size(), 1u);
+  EXPECT_NE(full->warnings[0].find("it adds modules to LoRA, and this job is full"), std::string::npos);
   auto rm = ParseJobSpec(std::string(kBase) + "stage: rm\n", "job.yaml");
   ASSERT_FALSE(rm.ok());
   EXPECT_NE(rm.status().message().find("rm, ppo and kto are not built yet"), std::string::npos);
