@@ -1,9 +1,10 @@
 """Transfers cut or corrupted midway (docs/transfers.md, docs/reliability.md), on hosts whose disks are their own.
 
-Both cases: the base model (17 MB: the tiny preset with a 32768-token vocabulary, untied) and the dataset exist only
-on node1's disk (the cluster's artifact_source, drained: it serves, runs nothing); node1's link sends at most
+Every case: the base model (17 MB: the tiny preset with a 32768-token vocabulary, untied) and the dataset exist
+only on node1's disk (the cluster's artifact_source, drained: it serves, runs nothing); node1's link sends at most
 32 Mbit/s (tc tbf), so staging the model takes about 5 s in 4 MiB reads; agents ask again after 2.5 s without a
-reply (--transfer-timeout-ms). A reference run stages to node3; the faulted job stages to node2 (its own store).
+reply (--transfer-timeout-ms; transfer_cut_past_retries: 64 Mbit/s and 1 s). A reference run stages to node3; the
+faulted job (1 rank, 20 steps) stages to node2 (its own, empty store).
 
   transfer_cut      once node2's .part of model.safetensors holds at least one 4 MiB chunk, node2's link goes down
                     for 6 s, then up. The staging does not fail and does not start over: node2's agent logs "no
