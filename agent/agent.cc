@@ -136,6 +136,7 @@ Status Agent::Init() {
   staging.node_id = config_.node;
   staging.store_dir = config_.work_dir + "/artifacts";
   staging.store_max_bytes = config_.artifact_cache_max_bytes;
+  staging.request_timeout_ms = config_.transfer_timeout_ms;
   staging.run_as = config_.run_as;
   staging.agent_is_root = opts.agent_is_root;
   stager_ = std::make_unique<Stager>(io_, std::move(staging));

@@ -147,6 +147,8 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
         config->transfer_port = v.as<uint16_t>();
       else if (key == "artifact_cache_max_bytes")
         config->artifact_cache_max_bytes = v.as<uint64_t>();
+      else if (key == "transfer_timeout_ms")
+        config->transfer_timeout_ms = v.as<int64_t>();
       // ---- node identity
       else if (key == "join_token_file")
         config->join_token_file = v.as<std::string>();
@@ -180,7 +182,7 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
                                     "log_retention_hours, join_token_file, server_key, server_key_file, "
                                     "insecure_plaintext, max_message_bytes, spool_max_bytes, run_as, rank_env_allow, "
                                     "ranks_survive_agent, metrics_bind, metrics_token_file, transfer_port, "
-                                    "artifact_cache_max_bytes, output_lock_wait_ms)");
+                                    "artifact_cache_max_bytes, transfer_timeout_ms, output_lock_wait_ms)");
       }
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(where + ": wrong type (" + e.what() + ")");
@@ -191,6 +193,10 @@ Status ApplyConfigFile(const std::string& path, const std::map<std::string, bool
 
 Status ResolveServerKey(AgentConfig* c) {
   if (c->max_message_bytes <= 0) return InvalidArgumentError("--max-message-bytes must be positive");
+  if (c->transfer_timeout_ms < 100 || c->transfer_timeout_ms > 3600000) {
+    return InvalidArgumentError("transfer_timeout_ms (--transfer-timeout-ms) must be 100..3600000 ms, got " +
+                                std::to_string(c->transfer_timeout_ms));
+  }
   if (c->server_key.empty() && !c->server_key_file.empty()) {
     auto key = protocol::ReadCurveKeyFile(c->server_key_file);
     if (!key.ok()) return key.status().WithContext("anneal-agent: --server-key-file");
@@ -263,6 +269,11 @@ StatusOr<ParsedFlags> ParseAgentFlags(int argc, const char* const* argv) {
   app.add_option("--artifact-cache-max-bytes", c.artifact_cache_max_bytes,
                  "staged models and datasets kept in <work dir>/artifacts up to this size (0: no limit)")
       ->capture_default_str();
+  app.add_option("--transfer-timeout-ms", c.transfer_timeout_ms,
+                 "a staging or checkpoint copy's read with no reply this long is sent again on a fresh socket, from "
+                 "the last byte written (5 times in a row, then the copy fails)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
   app.add_option("--spool-max-bytes", c.spool_max_bytes, "spool size past which metric batches are dropped")
       ->capture_default_str();
   try {

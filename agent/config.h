@@ -17,6 +17,7 @@
 //   metrics_token_file: /etc/anneal/metrics-token  # its bearer token (required with metrics_bind)
 //   transfer_port: 7072                            # file server for other nodes and `anneal fetch` (0: any port)
 //   artifact_cache_max_bytes: 214748364800         # staged inputs kept in <work_dir>/artifacts (0: no limit)
+//   transfer_timeout_ms: 30000                     # a copy's request with no reply this long is sent again
 //
 // Transport: the coordinator's CurveZMQ public key is pinned from --server-key, else --server-key-file (read at
 // start; an unreadable or malformed file is an error naming it). Without a key the agent refuses to start unless
@@ -82,6 +83,9 @@ struct AgentConfig {
   // ---- transfers (no shared filesystem; agent/stager.h, transfer/server.h): always served, on --address
   uint16_t transfer_port = 0;                        // 0: an ephemeral port (reported at registration)
   uint64_t artifact_cache_max_bytes = 200ull << 30;  // the artifact store is pruned down to this (0: never)
+  // A staging or replica read with no reply this long is sent again on a fresh socket from the last byte written
+  // (up to 5 times in a row, then the copy fails: transfer/client.h FetchOptions::timeout_ms). At least 100.
+  int64_t transfer_timeout_ms = 30000;
 };
 
 struct ParsedFlags {

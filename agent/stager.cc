@@ -72,6 +72,15 @@ std::string Describe(const pb::StageInput& in) {
   return fmt::format("{} ({} on node {})", in.key(), in.source_path(), in.source_node());
 }
 
+// "N bytes received, M resumed from .part files, K re-requests, J refetched": how the copy went (the fault tests
+// read it; docs/reliability.md).
+std::string DescribeStats(const transfer::FetchStats& stats) {
+  return fmt::format(
+      "{} bytes received, {} resumed from .part files, {} re-requests, {} refetched after a checksum "
+      "mismatch",
+      stats.bytes_received, stats.resumed_bytes, stats.re_requests, stats.refetched_files);
+}
+
 // One input into the store (and at dest_path when it names one); the local path the ranks read.
 StatusOr<std::string> StageOne(const pb::StageInput& in, transfer::BlobStore& store,
                                const transfer::FetchOptions& fetch) {
@@ -82,10 +91,13 @@ StatusOr<std::string> StageOne(const pb::StageInput& in, transfer::BlobStore& st
   const auto begin = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(transfer::Manifest manifest, transfer::FetchManifest(SourceOf(in), "", fetch));
   const std::string dest = in.dest_path().empty() ? store.TreePath(manifest.Id()) : in.dest_path();
-  RETURN_IF_ERROR(store.Fetch(SourceOf(in), manifest, dest, fetch));
+  transfer::FetchStats stats;
+  transfer::FetchOptions counted = fetch;
+  counted.stats = &stats;
+  RETURN_IF_ERROR(store.Fetch(SourceOf(in), manifest, dest, counted));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-  spdlog::info("staged {}: {} file(s), {} bytes in {:.1f} s -> {}", Describe(in), manifest.files.size(),
-               manifest.total_bytes(), seconds, dest);
+  spdlog::info("staged {}: {} file(s), {} bytes in {:.1f} s -> {} ({})", Describe(in), manifest.files.size(),
+               manifest.total_bytes(), seconds, dest, DescribeStats(stats));
   return dest;
 }
 

@@ -94,7 +94,15 @@ struct BlobFetch {
       }
       from = 0;
     }
-    if (from > 0) on_bytes(from);
+    if (from > 0) {
+      spdlog::info("transfer: resuming '{}' from {} at byte {} of {} (its .part, kept from an earlier fetch)",
+                   entry.path, channel.endpoint(), from, entry.size);
+      if (options.stats != nullptr) {
+        options.stats->resumed_bytes += from;
+        ++options.stats->resumed_files;
+      }
+      on_bytes(from);
+    }
     Status st = channel.ReadRange(
         JoinPath(options.subpath, entry.path), from, entry.size, [&](uint64_t offset, std::string_view bytes) {
           if (::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset)) !=
@@ -102,6 +110,7 @@ struct BlobFetch {
             return UnavailableError(fmt::format("cannot write {}: {}", part, ErrnoText(errno)));
           }
           on_bytes(bytes.size());
+          if (options.stats != nullptr) options.stats->bytes_received += bytes.size();
           return Status::Ok();
         });
     if (!st.ok() && st.code() != StatusCode::kDataLoss) {
@@ -144,6 +153,7 @@ struct BlobFetch {
       ASSIGN_OR_RETURN(std::string wrong, Attempt(/*from_scratch=*/attempt > 0));
       if (wrong.empty()) return Status::Ok();
       if (attempt == 0) {
+        if (options.stats != nullptr) ++options.stats->refetched_files;
         spdlog::warn("transfer: '{}' from {} did not match its sha256 ({}): fetching it again from scratch", entry.path,
                      channel.endpoint(), wrong);
       }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -163,6 +164,14 @@ Status Channel::ReadRange(const std::string& path, uint64_t from, uint64_t size,
       if (Clock::now() - last_progress < std::chrono::milliseconds(options_.timeout_ms)) continue;
       if (++retries > options_.max_retries) return NoReply(options_.timeout_ms);
       RETURN_IF_ERROR(Open());  // the lost requests are sent again on a fresh socket
+      spdlog::warn(
+          "transfer: no reply from {} for {} ms reading '{}': resumed at byte {} of {} on a fresh socket "
+          "(retry {} of {})",
+          source_.endpoint, options_.timeout_ms, path, next_write, size, retries, options_.max_retries);
+      if (options_.stats != nullptr) {
+        ++options_.stats->re_requests;
+        options_.stats->last_re_request_offset = next_write;
+      }
       in_flight.clear();
       next_send = next_write;
       ready.clear();

@@ -56,6 +56,17 @@ struct Source {
   std::string ticket;             // signed by the coordinator for that node and root
 };
 
+// What a BlobStore::Fetch did to get its bytes (FetchOptions::stats), beyond what the log says: how much came from
+// earlier fetches' .part files, how often stalled requests were sent again, which files were refetched.
+struct FetchStats {
+  uint64_t bytes_received = 0;          // file bytes that came over the wire and were written to .part files
+  uint64_t resumed_bytes = 0;           // bytes of .part files an earlier fetch left, kept and not fetched again
+  int resumed_files = 0;                // files continued from such a .part
+  int re_requests = 0;                  // times a stalled file's reads were sent again on a fresh socket
+  uint64_t last_re_request_offset = 0;  // the byte the last of those asked from (every byte before it was kept)
+  int refetched_files = 0;              // files fetched again from scratch after their size or SHA-256 did not match
+};
+
 struct FetchOptions {
   std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;  // may be empty
   const std::atomic<bool>* cancel = nullptr;  // set -> CANCELLED promptly (checked between chunks)
@@ -72,6 +83,9 @@ struct FetchOptions {
   // BlobStore::Fetch: dest_dir gets writable copies (0644, the caller's own) instead of hard links to the
   // read-only blobs -- for `anneal fetch`, whose user edits what it gets. Costs the disk space twice.
   bool materialize_copies = false;
+  // BlobStore::Fetch adds to *stats (may be null; the caller's, not reset). Each resume is also logged: "resuming
+  // '<path>' from <endpoint> at byte N of M (its .part)" and "... resumed at byte N of M on a fresh socket".
+  FetchStats* stats = nullptr;
 };
 
 // The manifest of <ticket root>/<subpath> on the source ("" = the root).

@@ -9,6 +9,7 @@ with Host.spawn run inside the host's namespace, and so do their children (an ag
     net.cut(host)            the host's link goes down: it reaches nobody and nobody reaches it
     net.heal(host)           the link comes back up
     net.delay(host, ms, loss_pct)   tc netem on the host's link (raises Unavailable where the kernel lacks netem)
+    net.limit_rate(host, mbit)      a token bucket (tc tbf) on what the host sends: a slow link (e.g. a slow copy)
     host.small_disk(mb)      a tmpfs of `mb` MiB mounted at host.disk: writes there fail with ENOSPC when full
 
 Everything created (namespaces, bridge, veths, mounts, processes) is removed by close(), which runs on leaving the
@@ -275,6 +276,15 @@ class FaultNet:
         if loss_pct:
             args += ["loss", f"{loss_pct}%"]
         subprocess.run(["ip", "netns", "exec", host.ns, *args], check=True, capture_output=True)
+
+    def limit_rate(self, host, mbit):
+        """Everything the host sends goes through a token bucket of `mbit` Mbit/s (tc tbf; what it receives is not
+        limited): a slow link, e.g. so that copying a file from this host takes seconds. undelay() removes it."""
+        args = ["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", f"{mbit}mbit", "burst", "64kb",
+                "latency", "400ms"]
+        p = subprocess.run(["ip", "netns", "exec", host.ns, *args], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise Unavailable(f"tc tbf is not available here: {p.stderr.strip()}")
 
     def undelay(self, host):
         subprocess.run(["ip", "netns", "exec", host.ns, "tc", "qdisc", "del", "dev", "eth0", "root"],

@@ -119,6 +119,29 @@ TEST(AgentConfig, TheOutputLockWaitComesFromAFlagOrTheFile) {
       << bad_flag.status().message();
 }
 
+TEST(AgentConfig, TheTransferTimeoutComesFromAFlagOrTheFileAndIsBounded) {
+  auto defaults = Parse({"--insecure-plaintext"});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->config.transfer_timeout_ms, 30000);
+  auto flag = Parse({"--insecure-plaintext", "--transfer-timeout-ms", "2000"});
+  ASSERT_TRUE(flag.ok()) << flag.status().ToString();
+  EXPECT_EQ(flag->config.transfer_timeout_ms, 2000);
+  const std::string path = WriteYaml("transfer_timeout_ms: 5000\ninsecure_plaintext: true\n");
+  auto file = Parse({"--config", path});
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ(file->config.transfer_timeout_ms, 5000);
+  std::ofstream(path) << "transfer_timeout_ms: 10\ninsecure_plaintext: true\n";
+  auto too_short = Parse({"--config", path});
+  std::filesystem::remove(path);
+  ASSERT_FALSE(too_short.ok());
+  EXPECT_NE(too_short.status().message().find("transfer_timeout_ms"), std::string::npos)
+      << too_short.status().message();
+  auto bad_flag = Parse({"--insecure-plaintext", "--transfer-timeout-ms", "0"});
+  ASSERT_FALSE(bad_flag.ok());
+  EXPECT_NE(bad_flag.status().message().find("--transfer-timeout-ms"), std::string::npos)
+      << bad_flag.status().message();
+}
+
 TEST(AgentConfig, ErrorsNameTheFlagOrKey) {
   auto bad_flag = Parse({"--slots", "many"});
   ASSERT_FALSE(bad_flag.ok());

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <thread>
 
@@ -101,9 +102,16 @@ TEST_F(BlobStoreTest, ACancelledTransferResumesFromThePartFile) {
   const uint64_t served_before = f.server->stats().bytes_served;
   cancel = false;
   options.progress = nullptr;
+  FetchStats stats;
+  options.stats = &stats;
   ASSERT_TRUE(store.Fetch(f.SourceFor(root), m, store.TreePath(m.Id()), options).ok());
   const uint64_t served = f.server->stats().bytes_served - served_before;
   EXPECT_LE(served, m.total_bytes() - kept) << "the second fetch continued from the .part";
+  EXPECT_EQ(stats.resumed_bytes, kept) << "resumed at the .part's length";
+  EXPECT_EQ(stats.resumed_files, 1);
+  EXPECT_EQ(stats.bytes_received, (kBig - kept) + 70000) << "the rest of the big file and the vocab, nothing twice";
+  EXPECT_EQ(stats.re_requests, 0);
+  EXPECT_EQ(stats.refetched_files, 0);
   ExpectSameTree(store.TreePath(m.Id()));
   EXPECT_FALSE(fs::exists(part));
 }
@@ -124,6 +132,41 @@ TEST_F(BlobStoreTest, AServerRestartMidTransferIsBridgedByRetries) {
   if (restart.joinable()) restart.join();
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_TRUE(restarting.load());
+  ExpectSameTree(store.TreePath(m.Id()));
+}
+
+TEST_F(BlobStoreTest, AStalledTransferAsksAgainFromTheLastByteWrittenAndKeepsTheRest) {
+  const Manifest m = GetManifest();
+  const Source source = f.SourceFor(root);
+  uint64_t before_big = 0;  // bytes of the files sorted before model.safetensors (in the store before it)
+  for (size_t i = 0; i < 3; ++i) before_big += m.files[i].size;
+  ASSERT_EQ(m.files[3].path, "model.safetensors");
+  uint64_t stopped_at = 0;  // bytes of model.safetensors written when the server went away
+  std::thread restart;
+  FetchOptions options;
+  options.chunk_bytes = 256 << 10;
+  options.window = 1;  // nothing in flight when the server stops: the stall starts exactly at a chunk's end
+  options.timeout_ms = 200;
+  options.max_retries = 20;
+  FetchStats stats;
+  options.stats = &stats;
+  options.progress = [&](uint64_t done, uint64_t) {
+    if (done < before_big + (2u << 20) || stopped_at != 0) return;
+    stopped_at = done - before_big;
+    f.server.reset();  // down for longer than the request timeout: the fetch must ask again
+    restart = std::thread([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(700));
+      f.Restart();
+    });
+  };
+  Status st = store.Fetch(source, m, store.TreePath(m.Id()), options);
+  if (restart.joinable()) restart.join();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_GT(stopped_at, 0u);
+  EXPECT_GE(stats.re_requests, 1);
+  EXPECT_EQ(stats.last_re_request_offset, stopped_at) << "asked again from the last byte written, not from 0";
+  EXPECT_EQ(stats.bytes_received, m.total_bytes() - 14) << "every byte received once (the duplicate config once)";
+  EXPECT_EQ(stats.resumed_bytes, 0u);
   ExpectSameTree(store.TreePath(m.Id()));
 }
 
@@ -156,8 +199,13 @@ TEST_F(BlobStoreTest, ACorruptPartOnTheClientIsCaughtBySha256AndRefetched) {
   const Manifest m = GetManifest();
   const FileEntry& big = m.files[3];
   WriteBytes(store.root() + "/partial/" + big.sha256 + ".part", RandomBytes(5 << 20, 7));  // wrong bytes
-  ASSERT_TRUE(store.Fetch(f.SourceFor(root), m, store.TreePath(m.Id())).ok());
+  FetchStats stats;
+  FetchOptions options;
+  options.stats = &stats;
+  ASSERT_TRUE(store.Fetch(f.SourceFor(root), m, store.TreePath(m.Id()), options).ok());
   ExpectSameTree(store.TreePath(m.Id()));
+  EXPECT_EQ(stats.resumed_bytes, 5u << 20) << "the .part was resumed first";
+  EXPECT_EQ(stats.refetched_files, 1) << "then fetched again from scratch after the SHA-256 mismatch";
 }
 
 TEST_F(BlobStoreTest, TwoConcurrentFetchesOfOneTreeIntoOneStoreBothSucceed) {
