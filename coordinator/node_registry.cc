@@ -138,7 +138,8 @@ StatusOr<Node*> NodeRegistry::Register(const std::string& peer, const pb::Regist
   node.last_heartbeat_ms = now;
   node.record.set_node_id(id);
   *node.record.mutable_inventory() = request.inventory();
-  node.record.set_state(previous == pb::NODE_DRAINING ? pb::NODE_DRAINING : pb::NODE_UP);
+  const bool drained = previous == pb::NODE_DRAINING || node.record.drain_requested();
+  node.record.set_state(drained ? pb::NODE_DRAINING : pb::NODE_UP);
   node.record.set_registered_at_ms(now);
   node.record.set_last_heartbeat_ms(now);
   node.record.set_agent_version(request.agent_version());
@@ -184,6 +185,8 @@ std::vector<std::string> NodeRegistry::SilentNodes(int64_t heartbeat_timeout_ms)
 }
 
 void NodeRegistry::MarkDown(Node& node) {
+  // A drain outlives the outage (records stored before drain_requested existed carry it in their state).
+  if (node.record.state() == pb::NODE_DRAINING) node.record.set_drain_requested(true);
   node.record.set_state(pb::NODE_DOWN);
   node.record.set_last_heartbeat_ms(node.last_heartbeat_ms);
   if (!node.routing_id.empty()) node_by_peer_.erase(node.routing_id);
@@ -195,15 +198,18 @@ StatusOr<pb::NodeState> NodeRegistry::SetDraining(const std::string& node_id, bo
   Node* node = Find(node_id);
   if (node == nullptr) return NotFoundError(fmt::format("no node '{}'", node_id));
   const pb::NodeState from = node->record.state();
+  node->record.set_drain_requested(!undrain);
   if (!undrain && from == pb::NODE_UP) {
     node->record.set_state(pb::NODE_DRAINING);
-    Persist(*node);
     spdlog::info("node {} draining", node_id);
   } else if (undrain && from == pb::NODE_DRAINING) {
     node->record.set_state(pb::NODE_UP);
-    Persist(*node);
     spdlog::info("node {} back in service", node_id);
+  } else if (from == pb::NODE_DOWN) {
+    spdlog::info("node {} is down: it {} when it registers again", node_id,
+                 undrain ? "comes back in service" : "comes back draining");
   }
+  Persist(*node);
   return node->record.state();
 }
 

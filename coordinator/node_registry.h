@@ -19,7 +19,9 @@
 //   Heartbeat      refreshes the liveness and the GPU telemetry.
 //   SilentNodes    the nodes not DOWN whose last heartbeat is older than the timeout.
 //   MarkDown       DOWN, unbound; its tasks are the caller's to mark lost.
-//   SetDraining    UP -> DRAINING, or back (undrain); any other state is left as is.
+//   SetDraining    UP -> DRAINING, or back (undrain); the request is recorded (drain_requested) in every state, so
+//                  a DOWN node registers DRAINING (or UP after an undrain) and a drained node that goes DOWN
+//                  and comes back is still DRAINING.
 //   ApplySeq       true (and the seq recorded durably) when a sequenced report is new; false for a resend.
 //   SeqInWindow    seq <= last applied + max_seq_ahead (a seq far ahead would swallow every later report).
 //   Recover        skips (with a warning) a stored node whose inventory is out of AgentLimits.

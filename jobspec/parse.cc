@@ -529,6 +529,13 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   RETURN_IF_ERROR(CheckEarlyStopping(s, r));
   RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
   RETURN_IF_ERROR(CheckQuantization(s, r));
+  if (s.kind == JobKind::kEval && s.finetuning.stage == "dpo") {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} is dpo but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read plain datasets: "
+        "use stage: sft for kind: eval; a dpo training job evaluates its preference loss on eval_dataset or "
+        "val_size",
+        src, r.Located("finetuning.stage")));
+  }
   if (s.kind == JobKind::kEval && std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() &&
       s.eval.task_dir.empty()) {
     return InvalidArgumentError(fmt::format(

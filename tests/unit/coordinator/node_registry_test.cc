@@ -64,11 +64,19 @@ TEST(NodeRegistry, SilentNodesGoDownAndComeBackUpButDrainingStaysDraining) {
   EXPECT_TRUE(nodes.SilentNodes(10000).empty());  // DOWN is not silent again
   auto back = nodes.Register("p2", Request("n2", 1));
   ASSERT_TRUE(back.ok());
-  EXPECT_EQ((*back)->record.state(), pb::NODE_UP);  // DOWN -> UP (the drain was on a node that came back)
-  ASSERT_EQ(*nodes.SetDraining("n2", false), pb::NODE_DRAINING);
+  EXPECT_EQ((*back)->record.state(), pb::NODE_DRAINING);  // a drained node that was DOWN (a reboot) stays drained
   ASSERT_TRUE(nodes.Register("p3", Request("n2", 1)).ok());
   EXPECT_EQ(nodes.Find("n2")->record.state(), pb::NODE_DRAINING);  // a re-register keeps the drain
   EXPECT_EQ(*nodes.SetDraining("n2", true), pb::NODE_UP);
+  // Undrained while DOWN: it comes back UP; drained while DOWN: it comes back DRAINING.
+  nodes.MarkDown(*nodes.Find("n2"));
+  EXPECT_EQ(*nodes.SetDraining("n2", false), pb::NODE_DOWN);
+  ASSERT_TRUE(nodes.Register("p4", Request("n2", 1)).ok());
+  EXPECT_EQ(nodes.Find("n2")->record.state(), pb::NODE_DRAINING);
+  nodes.MarkDown(*nodes.Find("n2"));
+  EXPECT_EQ(*nodes.SetDraining("n2", true), pb::NODE_DOWN);
+  ASSERT_TRUE(nodes.Register("p5", Request("n2", 1)).ok());
+  EXPECT_EQ(nodes.Find("n2")->record.state(), pb::NODE_UP);
   auto unknown = nodes.SetDraining("n9", false);
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);

@@ -181,6 +181,11 @@ const std::vector<BadSpec>& Table() {
        {},
        "key 'loraplus_lr_ratio' at job.yaml:5: LoRA+ is only for finetuning_type lora (this job is full); remove the "
        "key"},
+      {"EvalJobWithStageDpo",
+       Base("kind: eval\nstage: dpo\n"),
+       {},
+       "'stage' at job.yaml:5 is dpo but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read "
+       "plain datasets: use stage: sft for kind: eval"},
       {"AdditionalTargetUnknown",
        Base("additional_target: norm\n"),
        {},
