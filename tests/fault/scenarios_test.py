@@ -6,8 +6,8 @@ docs/reliability.md has their results.
                            (re-adopted), every COMMITTED record's files exist and verify, the in-flight
                            checkpoints are registered, never two epochs of the job alive, and the final loss equals
                            the uninterrupted run's
-  disk_full_checkpoint     the output disk of the job's host (a small tmpfs) is filled after the first committed
-                           checkpoint: the next checkpoint fails cleanly (no checkpoint-N directory without its
+  disk_full_checkpoint     the output disk of the job's host (a small tmpfs) has room for one and a half
+                           checkpoints (measured by a probe job): the second checkpoint fails cleanly (no checkpoint-N directory without its
                            manifest, nothing of it registered), the previous one stays intact and registered, and
                            the job fails with an error that names the full disk and the path
   partition_past_grace     one agent host of a 2-node job is cut off for longer than the heartbeat timeout plus a
@@ -23,6 +23,7 @@ Exit status 0 and a "SKIP: why" line when this machine cannot make hosts (not ro
 """
 import os
 import re
+import shutil
 import sys
 import time
 
@@ -89,29 +90,29 @@ def case_disk_full_checkpoint(bindir, tmp):
         host = net.hosts[1]
         # Mounted before the agent starts: `ip netns exec` gives each daemon a copy of the mount table.
         disk = host.small_disk(64)
-        with HostCluster(net, bindir, tmp) as c:
+        # The agent's pre-launch check (64 MiB free by default) would refuse the nearly full disk: this scenario
+        # is about a disk that fills while the job runs.
+        with HostCluster(net, bindir, tmp, agent_args=["--min-free-bytes", "0"]) as c:
             first, size, result, registered, leftovers = disk_full_run(c, tmp, disk)
-    print(f"disk_full_checkpoint: checkpoint-{first} ({size} bytes) committed, then the disk filled: the job failed "
+    print(f"disk_full_checkpoint: room for 1.5 checkpoints of {size} bytes; checkpoint-{first} committed: the job failed "
           f"with: {result[:300]}; registered {registered}, verified; no half checkpoint visible; temporary "
           f"directories left: {leftovers or 'none'}")
 
 
 def disk_full_run(c, tmp, disk):
-    """Fills the disk right after the first checkpoint of a one-rank job writing to it; what it found."""
+    """Runs a one-rank job on a disk with room for one and a half checkpoints; what it found.
+
+    The room is measured first with a probe job of `every` steps (its checkpoint's allocated size): a step takes
+    milliseconds, so filling the disk after the first checkpoint appears would race the trainer's next ones."""
     steps, every = 60, 10
+    first = every
+    size = probe_checkpoint_size(c, tmp, disk, every)
+    fill(disk, size * 3 // 2)
     out = os.path.join(disk, "full")
     spec = lora_job_yaml(tmp, "full", steps, save_steps=every, nodes=1, gpus_per_node=1, output_dir=out,
                          max_attempts=1, save_total_limit=0)
     try:
         job = c.anneal("submit", spec).stdout.strip()
-        first = every
-        wait_for_dir(f"{out}/checkpoint-{first}", 600)
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(f"{out}/checkpoint-{first}")
-                   for f in fs)
-        # Leave less than half a checkpoint free: the next checkpoint cannot fit.
-        st = os.statvfs(disk)
-        with open(os.path.join(disk, "filler"), "wb") as f:
-            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - size // 2))
         w = c.anneal("watch", job, check=False, timeout=900)
         record, _ = show(c, job)
         result = record.get("result", "")
@@ -130,6 +131,28 @@ def disk_full_run(c, tmp, disk):
     except AssertionError as e:
         raise AssertionError(f"{e}\n{c.logs()}")
     return first, size, result, registered, leftovers
+
+
+def probe_checkpoint_size(c, tmp, disk, steps):
+    """The bytes allocated on `disk` by the checkpoint of a `steps`-step job saving once at its end; the probe's
+    output is removed."""
+    out = os.path.join(disk, "probe")
+    spec = lora_job_yaml(tmp, "probe", steps, save_steps=steps, nodes=1, gpus_per_node=1, output_dir=out,
+                         max_attempts=1, save_total_limit=0)
+    job = c.anneal("submit", spec).stdout.strip()
+    assert c.anneal("watch", job, check=False, timeout=600).returncode == 0, f"the probe job failed\n{c.logs()}"
+    checkpoint = f"{out}/checkpoint-{steps}"
+    size = sum(os.stat(os.path.join(d, f)).st_blocks * 512 for d, _, fs in os.walk(checkpoint) for f in fs)
+    assert size > 0, f"the probe's {checkpoint} is empty"
+    shutil.rmtree(out)
+    return size
+
+
+def fill(disk, leave):
+    """Fills `disk` until `leave` bytes are free."""
+    st = os.statvfs(disk)
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
 
 
 def log_since(path, offset):
