@@ -102,7 +102,10 @@ class CoordinatorProcess {
       : state_dir_(std::move(state_dir)), extra_(std::move(extra_flags)) {}
   ~CoordinatorProcess() {
     Kill(SIGKILL);
-    std::filesystem::remove(join_token_file());
+    // Files beside the state dir (a TempDir removes only the directory itself).
+    std::error_code ignored;
+    for (const std::string& file : {join_token_file(), state_dir_ + ".yaml", client_config()})
+      std::filesystem::remove(file, ignored);
   }
   std::string join_token_file() const { return state_dir_ + ".join-token"; }
   std::string join_token() const { return ReadTrimmed(join_token_file()); }

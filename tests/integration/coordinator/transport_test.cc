@@ -122,8 +122,11 @@ TEST(Transport, ACorruptSecretKeyFileStopsTheCoordinatorNamingTheFile) {
     coordinator.Start();
   }
   std::ofstream(dir.str() + "/curve.key", std::ios::trunc) << "garbage\n";
+  TempDir config_dir;  // the path policy CoordinatorProcess writes (and removes with it)
+  const std::string config = config_dir.str() + "/coordinator.yaml";
+  std::ofstream(config) << "path_policy: {default: {models: [/], datasets: [/], outputs: [/]}}\n";
   const std::string cmd = std::string(ANNEAL_COORDINATOR_BIN) + " --bind tcp://127.0.0.1:0 --state-dir " + dir.str() +
-                          " --config " + dir.str() + ".yaml 2>&1";  // the policy CoordinatorProcess wrote
+                          " --config " + config + " 2>&1";
   FILE* out = popen(cmd.c_str(), "r");
   ASSERT_NE(out, nullptr);
   std::string text;

@@ -6,15 +6,27 @@
 
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 namespace anneal::coordinator {
 namespace {
 
+// The files WriteTemp made, removed when the test program exits (also after a failed assertion).
+struct TempFiles {
+  std::vector<std::filesystem::path> paths;
+  ~TempFiles() {
+    std::error_code ignored;
+    for (const auto& path : paths) std::filesystem::remove(path, ignored);
+  }
+};
+
 std::string WriteTemp(const std::string& text) {
   static int n = 0;
+  static TempFiles written;
   auto path = std::filesystem::temp_directory_path() /
               ("anneal-coord-config-" + std::to_string(getpid()) + "-" + std::to_string(n++) + ".yaml");
   std::ofstream(path) << text;
+  written.paths.push_back(path);
   return path.string();
 }
 

@@ -389,6 +389,25 @@ TEST(JobSpecExamples, LlamaFactoryQloraExampleAsksForA4BitBase) {
   EXPECT_FALSE(old->model.double_quantization);
 }
 
+TEST(JobSpecExamples, LlamaFactoryDpoExampleParsesUnchanged) {
+  auto spec = LoadJobSpecFile(kSourceDir + "/examples/llamafactory/qwen3_lora_dpo.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->finetuning.stage, "dpo");
+  EXPECT_EQ(spec->finetuning.type, FinetuningType::kLora);
+  EXPECT_EQ(spec->finetuning.pref_loss, "sigmoid");
+  EXPECT_DOUBLE_EQ(spec->finetuning.pref_beta, 0.1);
+  EXPECT_EQ(spec->data.dataset, (std::vector<std::string>{"dpo_en_demo"}));
+  EXPECT_EQ(spec->data.template_name, "qwen3_nothink");
+  EXPECT_DOUBLE_EQ(spec->train.learning_rate, 5e-6);
+  EXPECT_EQ(spec->train.report_to, "none");
+  EXPECT_TRUE(spec->train.resume_from_checkpoint.empty());  // null: start from scratch
+  EXPECT_TRUE(HasWarningContaining(*spec, "'save_only_model'"));
+  EXPECT_TRUE(HasWarningContaining(*spec, "'dataloader_num_workers'"));
+  auto back = ParseJobSpec(ToYaml(*spec), "emitted.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->finetuning.stage, "dpo");
+}
+
 TEST(JobSpecExamples, LlamaFactoryFullExampleTakesItsZeroStageFromTheDeepSpeedConfig) {
   // The deepspeed path is relative to the working directory, as in LLaMA-Factory (run from the repository root).
   const auto cwd = std::filesystem::current_path();
