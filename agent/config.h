@@ -92,6 +92,9 @@ struct ParsedFlags {
   AgentConfig config;
   bool exit_now = false;  // --help or --version: print `output` and exit 0
   std::string output;
+  // --verify-artifacts: hash every file of <work dir>/artifacts again, remove those that no longer match, report
+  // and exit (main.cc; 0 when none was damaged) instead of running the agent.
+  bool verify_artifacts = false;
 };
 
 // Parses argv (argv[0] = the program path, used for the default trainer path) and the --config file.

@@ -8,6 +8,26 @@
 #include "agent/config.h"
 #include "common/log.h"
 #include "common/shutdown.h"
+#include "transfer/client.h"
+
+namespace {
+
+// --verify-artifacts: the store's blobs hashed again (transfer/client.h BlobStore::Verify).
+int VerifyArtifacts(const std::string& store_dir) {
+  anneal::transfer::BlobStore store(store_dir);
+  auto report = store.Verify();
+  if (!report.ok()) {
+    std::cerr << "anneal-agent --verify-artifacts: " << report.status().ToString() << "\n";
+    return 2;
+  }
+  std::cout << store_dir << ": " << report->blobs_checked << (report->blobs_checked == 1 ? " file (" : " files (")
+            << report->bytes_checked << " bytes) checked, " << report->removed.size()
+            << " damaged and removed (fetched again when next needed)\n";
+  for (const std::string& name : report->removed) std::cout << "  removed " << name << "\n";
+  return report->removed.empty() ? 0 : 1;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   auto parsed = anneal::agent::ParseAgentFlags(argc, argv);
@@ -24,6 +44,7 @@ int main(int argc, char** argv) {
     std::cerr << st.message() << "\n";
     return 2;
   }
+  if (parsed->verify_artifacts) return VerifyArtifacts(config.work_dir + "/artifacts");
   anneal::InstallShutdownHandlers();
   anneal::agent::SystemClock clock;
   anneal::agent::Nvml nvml;

@@ -138,6 +138,7 @@ struct BlobFetch {
         }
         close_fd();
         FsyncPath(fs::path(blob).parent_path().string()).IgnoreError();
+        store.RememberBlob(entry.sha256);
         return std::string();
       }
       got = fmt::format("sha256 {} size {}", *sha, size.ok() ? *size : 0);
@@ -171,6 +172,7 @@ BlobStore::BlobStore(std::string root) : root_(std::move(root)) {
   for (const char* dir : {"/blobs/sha256", "/partial", "/trees"}) {
     if (Status st = MakeDirs(root_ + dir); !st.ok()) spdlog::warn("blob store: {}", st.ToString());
   }
+  verified_ = std::make_shared<HashCache>(root_ + "/verified.json");
 }
 
 std::string BlobStore::BlobPath(const std::string& sha256) const {
@@ -202,13 +204,21 @@ Status BlobStore::Fetch(const Source& source, const Manifest& manifest, const st
     if (options.cancel != nullptr && options.cancel->load()) {
       return CancelledError(fmt::format("transfer from {} cancelled", source.endpoint));
     }
-    if (Has(entry.sha256) || !fetched.insert(entry.sha256).second) {
+    if (!fetched.insert(entry.sha256).second) {  // the same content earlier in this manifest
       on_bytes(entry.size);
       continue;
     }
+    const bool had = Has(entry.sha256);
+    ASSIGN_OR_RETURN(bool intact, CheckBlob(entry));
+    if (intact) {
+      on_bytes(entry.size);
+      continue;
+    }
+    if (had && options.stats != nullptr) ++options.stats->replaced_blobs;
     BlobFetch fetch{*this, channel, options, entry, on_bytes};
     RETURN_IF_ERROR(fetch.Run());
   }
+  if (Status st = verified_->Flush(); !st.ok()) spdlog::warn("blob store {}: {}", root_, st.ToString());
   return MaterializeTree(*this, manifest, dest_dir, options.materialize_copies);
 }
 

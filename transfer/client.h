@@ -12,7 +12,15 @@
 //   <root>/blobs/sha256/<hex>     complete, verified files, read-only (0444); named by their SHA-256
 //   <root>/partial/<hex>.part     downloads in progress; a later Fetch resumes from the .part's length
 //   <root>/trees/<manifest id>/   materialized trees (hard links to the blobs), TreePath(id)
-// A blob only appears by rename after its size and SHA-256 were checked, so a blob is always whole and right.
+//   <root>/verified.json          each blob's size, mtime and inode when its SHA-256 was last checked (HashCache)
+// A blob only appears by rename after its size and SHA-256 were checked, so a blob enters whole and right. Before
+// a blob is used again (Fetch, Materialize, AddLocal), its size, mtime and inode are compared with those recorded
+// when it was checked; a blob that differs (written in place, replaced, or entered before records were kept) is
+// hashed again, and one that no longer matches its name is removed (logged; Fetch then fetches it again and
+// FetchStats::replaced_blobs counts it). A change that keeps size, mtime and inode (bit rot; a deliberate
+// `touch -d`) is only caught by Verify(), which hashes every blob again (`anneal-agent --verify-artifacts`).
+// Records are per BlobStore object, loaded at construction and written at the end of each Fetch / AddLocal; two
+// processes writing at once may lose each other's records, which costs a hash, never a wrong blob.
 // Two fetches of the same blob (threads or processes sharing the store) serialize on an flock of its .part;
 // the second finds the blob done. Trees are built in "<dest>.partial-<pid>-<n>" and renamed into place (an
 // existing different tree is exchanged atomically: common/durable_dirs.h ReplaceDirectory), so a reader never
@@ -22,6 +30,7 @@
 //   OK                  every file is in the store and dest_dir holds exactly the manifest's tree
 //   DATA_LOSS           a file's bytes did not match its size or SHA-256, again after one refetch from scratch
 //                       (the message names the file, expected and got); no blob is left for it
+//   UNAVAILABLE         a blob in the store changed while it was being checked again ("changed while hashing")
 //   CANCELLED           *options.cancel was set (the .part files stay, for a resume)
 //   DEADLINE_EXCEEDED   the server did not answer (see above)
 //   the server's error  PERMISSION_DENIED (ticket, path), NOT_FOUND, UNAVAILABLE, ... with the endpoint named
@@ -42,8 +51,10 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "transfer/manifest.h"
@@ -65,6 +76,7 @@ struct FetchStats {
   int re_requests = 0;                  // times a stalled file's reads were sent again on a fresh socket
   uint64_t last_re_request_offset = 0;  // the byte the last of those asked from (every byte before it was kept)
   int refetched_files = 0;              // files fetched again from scratch after their size or SHA-256 did not match
+  int replaced_blobs = 0;               // blobs in the store found changed since they were checked: removed, fetched
 };
 
 struct FetchOptions {
@@ -97,11 +109,31 @@ StatusOr<Manifest> FetchManifest(const Source& source, const std::string& subpat
 Status FetchFile(const Source& source, const std::string& path, const std::string& dest_path,
                  const FetchOptions& options = {});
 
+// What BlobStore::Verify found.
+struct StoreVerifyReport {
+  size_t blobs_checked = 0;
+  uint64_t bytes_checked = 0;
+  std::vector<std::string> removed;  // names (SHA-256) of the blobs whose bytes no longer matched, now gone
+};
+
 class BlobStore {
  public:
   explicit BlobStore(std::string root);  // creates the directories (errors surface on first use)
 
+  // Whether a file named sha256 is in the store (not checked: see CheckBlob).
   bool Has(const std::string& sha256) const;
+  // true when the blob of `entry` is in the store and still matches its size and SHA-256 (hashed again only when
+  // its size, mtime or inode differ from the record: see the header comment); false when it is absent, or was
+  // removed just now because it no longer matched (logged as a warning naming entry.path). UNAVAILABLE when it
+  // cannot be read or changes while it is hashed.
+  StatusOr<bool> CheckBlob(const FileEntry& entry) const;
+  // Hashes every blob again, records the ones that match and removes the ones that do not (trees that link them
+  // keep their copy until a Fetch or Materialize of their manifest rebuilds them). Takes the store exclusively:
+  // UNAVAILABLE "in use" while a fetch runs. Reads every byte of the store.
+  StatusOr<StoreVerifyReport> Verify();
+  // Records the blob's current size, mtime and inode as checked: for the store's own code, right after it hashed
+  // the bytes and renamed them into place (a failure is logged: the blob is hashed again before its next use).
+  void RememberBlob(const std::string& sha256) const;
   std::string BlobPath(const std::string& sha256) const;
   const std::string& root() const { return root_; }
 
@@ -127,6 +159,7 @@ class BlobStore {
 
  private:
   std::string root_;
+  std::shared_ptr<HashCache> verified_;  // shared: BlobStore stays copyable; HashCache is thread-safe
 };
 
 }  // namespace anneal::transfer

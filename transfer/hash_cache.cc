@@ -105,6 +105,14 @@ StatusOr<std::string> HashCache::Sha256(const std::string& abs_path) {
   return sha;
 }
 
+Status HashCache::Remember(const std::string& abs_path, const std::string& sha256) {
+  ASSIGN_OR_RETURN(FileStamp now, Stamp(abs_path));
+  std::lock_guard lock(mu_);
+  entries_[abs_path] = Entry{now.size, now.mtime_ns, now.inode, sha256};
+  dirty_ = true;
+  return Status::Ok();
+}
+
 uint64_t HashCache::hashes_computed() const {
   std::lock_guard lock(mu_);
   return hashes_computed_;

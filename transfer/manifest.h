@@ -79,6 +79,10 @@ class HashCache {
   // SHA-256 (hex) of the file at abs_path, from the cache when its size, mtime and inode are unchanged.
   // NOT_FOUND / PERMISSION_DENIED / UNAVAILABLE naming the path otherwise.
   StatusOr<std::string> Sha256(const std::string& abs_path);
+  // Records `sha256` as the hash of the file at abs_path with its current size, mtime and inode, without reading
+  // it: for a caller that has just hashed those bytes itself (a blob entering a store). NOT_FOUND /
+  // UNAVAILABLE naming the path when it cannot be stat'ed.
+  Status Remember(const std::string& abs_path, const std::string& sha256);
   // Writes the cache to persist_path (atomic rename) when it changed since the last flush; OK without a path.
   Status Flush();
   // How many files were read and hashed (cache misses): tests count them.

@@ -151,6 +151,11 @@ Status MaterializeTree(const BlobStore& store, const Manifest& manifest, const s
 Status BlobStore::Materialize(const Manifest& manifest, const std::string& dest_dir, bool copies) {
   RETURN_IF_ERROR(ValidateManifest(manifest));
   ASSIGN_OR_RETURN(StoreLock lock, StoreLock::Shared(root_));
+  for (const FileEntry& e : manifest.files) {
+    ASSIGN_OR_RETURN(bool intact, CheckBlob(e));
+    if (!intact)
+      return NotFoundError(fmt::format("blob store {} has no intact blob {} for '{}'", root_, e.sha256, e.path));
+  }
   return MaterializeTree(*this, manifest, dest_dir, copies);
 }
 
@@ -160,7 +165,8 @@ Status BlobStore::AddLocal(const std::string& root, const Manifest& manifest) {
   std::error_code ec;
   const bool single_file = fs::is_regular_file(root, ec);
   for (const FileEntry& e : manifest.files) {
-    if (Has(e.sha256)) continue;
+    ASSIGN_OR_RETURN(bool intact, CheckBlob(e));
+    if (intact) continue;
     const std::string source = single_file ? root : root + "/" + e.path;
     const std::string staged =
         fmt::format("{}/partial/{}.local-{}-{}", root_, e.sha256, ::getpid(), g_tree_counter.fetch_add(1));
@@ -180,7 +186,9 @@ Status BlobStore::AddLocal(const std::string& root, const Manifest& manifest) {
       fs::remove(staged, ec);
       return UnavailableError(fmt::format("cannot move {} into the store: {}", staged, ErrnoText(err)));
     }
+    RememberBlob(e.sha256);
   }
+  if (Status st = verified_->Flush(); !st.ok()) spdlog::warn("blob store {}: {}", root_, st.ToString());
   return FsyncPath(root_ + "/blobs/sha256");
 }
 

@@ -46,6 +46,36 @@ TEST(AgentBinary, PrintsVersionAndHelp) {
   EXPECT_NE(std::system((std::string(ANNEAL_AGENT_BIN) + " --slots nope 2> /dev/null").c_str()), 0);
 }
 
+// Runs `anneal-agent --verify-artifacts --work-dir work`; its exit code, its stdout in *out.
+int VerifyArtifacts(const std::string& work, std::string* out) {
+  const std::string cmd = std::string(ANNEAL_AGENT_BIN) + " --verify-artifacts --work-dir " + work + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[512];
+  out->clear();
+  while (std::fgets(buf, sizeof(buf), p) != nullptr) *out += buf;
+  const int status = ::pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(AgentBinary, VerifyArtifactsRemovesDamagedFilesAndReportsThem) {
+  TempDir tmp;
+  const std::string blobs = tmp.path + "/work/artifacts/blobs/sha256/";
+  std::filesystem::create_directories(blobs);
+  const std::string good = "770e607624d689265ca6c44884d0807d9b054d23c473c106c72be9de08b7376c";     // sha256("good")
+  const std::string damaged = "d9298a10d1b0735837dc4bd85dac641b0f3cef27a47e5d53a54f2f3f5b2fcffa";  // sha256("other")
+  std::ofstream(blobs + good) << "good";
+  std::ofstream(blobs + damaged) << "0ther";
+  std::string out;
+  EXPECT_EQ(VerifyArtifacts(tmp.path + "/work", &out), 1) << out;
+  EXPECT_NE(out.find("2 files (9 bytes) checked, 1 damaged and removed"), std::string::npos) << out;
+  EXPECT_NE(out.find("removed " + damaged), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::exists(blobs + good));
+  EXPECT_FALSE(std::filesystem::exists(blobs + damaged));
+  EXPECT_EQ(VerifyArtifacts(tmp.path + "/work", &out), 0) << out;
+  EXPECT_NE(out.find("1 file (4 bytes) checked, 0 damaged"), std::string::npos) << out;
+}
+
 TEST(AgentBinary, RefusesAWorkDirInUseByAnotherAgent) {
   AgentFixture f;
   AgentProcess second(f.work, f.coord.endpoint());

@@ -150,6 +150,21 @@ TEST(HashCache, HashesEachFileOnceAndAgainOnlyWhenItChanges) {
   EXPECT_EQ(cache.hashes_computed(), 7u);
 }
 
+TEST(HashCache, ARememberedHashIsTrustedUntilTheFileChanges) {
+  TempDir t;
+  WriteBytes(t.path + "/blob", "abc");
+  HashCache cache;
+  ASSERT_TRUE(cache.Remember(t.path + "/blob", "remembered").ok());
+  EXPECT_EQ(*cache.Sha256(t.path + "/blob"), "remembered") << "the caller hashed it: not read again";
+  EXPECT_EQ(cache.hashes_computed(), 0u);
+  WriteBytes(t.path + "/blob", "abd");
+  struct timeval times[2] = {{1000, 0}, {1000, 0}};
+  ASSERT_EQ(::utimes((t.path + "/blob").c_str(), times), 0);
+  EXPECT_NE(*cache.Sha256(t.path + "/blob"), "remembered");
+  EXPECT_EQ(cache.hashes_computed(), 1u);
+  EXPECT_EQ(cache.Remember(t.path + "/gone", "x").code(), StatusCode::kNotFound);
+}
+
 TEST(HashCache, APersistedCacheSparesARestartTheHashing) {
   TempDir t;
   MakeTree(t.path + "/m");

@@ -14,7 +14,7 @@ using testing::TempDir;
 constexpr int64_t kNow = 1'700'000'000'000;
 
 Ticket Sample() {
-  return {"node-a", "/models/llama", kNow + 60000, "stage", "job-7"};
+  return {"node-a", "/models/llama", kNow + 60000, "stage", "job-7", ""};
 }
 
 void ExpectRefused(const StatusOr<Ticket>& t, StatusCode code, const std::string& reason) {
