@@ -77,8 +77,8 @@ std::string Describe(const pb::StageInput& in) {
 std::string DescribeStats(const transfer::FetchStats& stats) {
   return fmt::format(
       "{} bytes received, {} resumed from .part files, {} re-requests, {} refetched after a checksum "
-      "mismatch",
-      stats.bytes_received, stats.resumed_bytes, stats.re_requests, stats.refetched_files);
+      "mismatch, {} replaced after a change in the store",
+      stats.bytes_received, stats.resumed_bytes, stats.re_requests, stats.refetched_files, stats.replaced_blobs);
 }
 
 // One input into the store (and at dest_path when it names one); the local path the ranks read.
