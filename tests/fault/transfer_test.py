@@ -24,6 +24,14 @@ faulted job (1 rank, 20 steps) stages to node2 (its own, empty store).
                     staging continues the .part the first one left: "resuming 'model.safetensors' ... at byte N"
                     with N at least the .part's length at the cut, and its "staged ..." line counts N bytes resumed
                     and only the rest received; the job succeeds with the reference's final loss.
+  transfer_cut_past_heartbeat  node2 is cut off for 24 s, longer than the coordinator's heartbeat timeout (10 s)
+                    and than the agent's 6 tries of 2.5 s: the coordinator declares node2 DOWN and its staging task
+                    lost at once (the reconnect grace keeps only running tasks): an infrastructure restart, no
+                    attempt charged (max_attempts 1; the record's `attempt` counts placements), the job PENDING for
+                    a node; node2's agent gives up the stale staging meanwhile. When node2 comes back, that stale
+                    failure changes nothing, the job is placed on node2 again (the only node not drained) and the
+                    new epoch's staging continues the .part at the byte the cut left (only the rest received); the
+                    job succeeds with the reference's final loss.
 
 Exit status 0 and a "SKIP: why" line when this machine cannot make hosts (not root, no network namespaces, no tc tbf).
 """
@@ -50,6 +58,7 @@ STEPS = 20
 # coordinator's heartbeat timeout (10 s) as far as it can.
 WITHIN_RETRIES = (32, 2500, 6)
 PAST_RETRIES = (64, 1000, 9)
+PAST_HEARTBEAT = (32, 2500, 24)
 
 
 def prepare_big_model(fs, trainer):
@@ -58,10 +67,10 @@ def prepare_big_model(fs, trainer):
          f"{fs}/base", "--seed", "2", "--vocab-size", "32768", "--untied"])
 
 
-def job_yaml(tmp, shared, name):
+def job_yaml(tmp, shared, name, **keys):
     return lora_job_yaml(tmp, name, STEPS, save_steps=1000, model_name_or_path=f"{shared}/base",
                          dataset_dir=f"{shared}/data", output_dir=f"{shared}/{name}",
-                         tokenized_cache_dir=f"{shared}/cache", nodes=1, gpus_per_node=1)
+                         tokenized_cache_dir=f"{shared}/cache", nodes=1, gpus_per_node=1, **keys)
 
 
 def final_loss(c, job, dest):
@@ -124,7 +133,9 @@ def transfer_fault(bindir, tmp, corrupt=False, timing=WITHIN_RETRIES):
                 drain(c, "node2", undrain=True)
                 drain(c, "node3")
 
-                job = c.anneal("submit", job_yaml(tmp, shared, "faulted")).stdout.strip()
+                # Past the heartbeat, a lost staging must cost no attempt: max_attempts 1 would fail the job.
+                keys = dict(max_attempts=1) if timing == PAST_HEARTBEAT else {}
+                job = c.anneal("submit", job_yaml(tmp, shared, "faulted", **keys)).stdout.strip()
                 # At least one whole 4 MiB read written, and the file not complete: the copy is midway.
                 part, at_cut = wait_for("node2's .part of the model to hold a chunk",
                                         lambda: next(((p, n) for p, n in model_part(node2)
@@ -135,6 +146,7 @@ def transfer_fault(bindir, tmp, corrupt=False, timing=WITHIN_RETRIES):
                     with open(part, "r+b") as f:  # bytes already received: the resumed copy does not rewrite them
                         f.write(b"\0" * (1 << 20))
                 time.sleep(cut_s)
+                during_cut = show(c, job)[0]  # past the heartbeat: the task is lost and the job waits for a node
                 net.heal(node2)
                 w = c.anneal("watch", job, check=False, timeout=600)
                 assert w.returncode == 0, f"the job failed after the transfer fault:\n{w.stdout[-3000:]}"
@@ -143,6 +155,8 @@ def transfer_fault(bindir, tmp, corrupt=False, timing=WITHIN_RETRIES):
                 attempt = int(record.get("attempt", 1))
                 got = final_loss(c, job, os.path.join(tmp, "fetched-faulted"))
                 log = agent_log(node2)
+                if timing == PAST_HEARTBEAT:
+                    return past_heartbeat(log, at_cut, model_bytes, later, record, during_cut, got, want, cut_s)
             except AssertionError as e:
                 raise AssertionError(f"{e}\n{c.logs()}")
 
@@ -206,6 +220,36 @@ def past_retries(log, at_cut, model_bytes, later, attempt, got, want, timeout_ms
           f"{got[1]:.6f} = uninterrupted {want[1]:.6f}")
 
 
+def past_heartbeat(log, at_cut, model_bytes, later, record, during_cut, got, want, cut_s):
+    """The checks of transfer_cut_past_heartbeat (see the module docstring)."""
+    assert during_cut.get("state") in ("JOB_PENDING", "JOB_RESTARTING"), \
+        f"the job was {during_cut.get('state')} at the end of the cut, not waiting for a node: {during_cut}"
+    assert int(record.get("infra_restarts", 0)) >= 1, f"no infrastructure restart: {record}"
+    charged = int(record.get("attempt", 1)) - int(record.get("infra_restarts", 0)) - int(record.get("preemptions", 0))
+    assert charged == 1, f"the lost staging cost an attempt: {record}"
+    assert int(record.get("epoch", 1)) >= 2, f"the job was not placed again: {record}"
+    gave_up = re.search(r"no reply from transfer server \S+ after (\d+) tries of (\d+) ms", log)
+    resumed = [(int(a), int(b)) for a, b in re.findall(
+        r"resuming 'model\.safetensors' from \S+ at byte (\d+) of (\d+) \(its \.part", log)]
+    assert resumed, f"the new epoch's staging did not continue the .part:\n{log[-3000:]}"
+    first = resumed[0][0]
+    assert at_cut <= first < model_bytes and resumed[0][1] == model_bytes, (at_cut, resumed, model_bytes)
+    staged = re.findall(r"staged model\.model_name_or_path .* (\d+) bytes in ([\d.]+) s -> \S+ \((\d+) bytes received, "
+                        r"(\d+) resumed from \.part files, (\d+) re-requests, (\d+) refetched", log)
+    assert len(staged) == 1, f"expected one staged model (the new epoch's):\n{log[-3000:]}"
+    total, seconds, received, kept, re_requests, refetched = (float(x) for x in staged[0])
+    assert kept == first and received == model_bytes - first + later and refetched == 0, (staged, later)
+    assert got[0] == want[0] == STEPS, (got, want)
+    assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
+    print(f"transfer_cut_past_heartbeat: node2's copy of model.safetensors ({model_bytes} bytes) cut off at byte "
+          f"{at_cut} for {cut_s} s: the job was {during_cut.get('state')} at the end of the cut (node2's task lost), "
+          f"the stale staging {'gave up after ' + gave_up.group(1) + ' tries' if gave_up else 'was stopped'}; "
+          f"epoch {record.get('epoch')} on node2 resumed the .part at byte {first}: {int(kept)} bytes kept, "
+          f"{int(received)} received for {int(total)}, staged in {seconds} s; placement {record.get('attempt')}, "
+          f"infra_restarts {record.get('infra_restarts')}, 1 attempt charged of max_attempts 1; final loss {got[1]:.6f} = uninterrupted "
+          f"{want[1]:.6f}")
+
+
 def case_transfer_cut(bindir, tmp):
     transfer_fault(bindir, tmp, corrupt=False)
 
@@ -218,13 +262,18 @@ def case_transfer_cut_past_retries(bindir, tmp):
     transfer_fault(bindir, tmp, timing=PAST_RETRIES)
 
 
+def case_transfer_cut_past_heartbeat(bindir, tmp):
+    transfer_fault(bindir, tmp, timing=PAST_HEARTBEAT)
+
+
 def main():
     why = FaultNet.unavailable()
     if why:
         print(f"SKIP: {why}")
         sys.exit(0)
     run_cases({"transfer_cut": case_transfer_cut, "transfer_corrupt": case_transfer_corrupt,
-               "transfer_cut_past_retries": case_transfer_cut_past_retries}, binary_flag="--bindir")
+               "transfer_cut_past_retries": case_transfer_cut_past_retries,
+               "transfer_cut_past_heartbeat": case_transfer_cut_past_heartbeat}, binary_flag="--bindir")
 
 
 if __name__ == "__main__":
