@@ -196,10 +196,9 @@ def transfer_fault(bindir, tmp, corrupt=False, timing=WITHIN_RETRIES):
               f"({time.time() - cut_at:.0f} s from the cut to the checks)")
 
 
-def past_retries(log, at_cut, model_bytes, later, attempt, got, want, timeout_ms, cut_s):
-    """The checks of transfer_cut_past_retries on node2's agent log (see the module docstring)."""
-    gave_up = re.search(r"no reply from transfer server \S+ after (\d+) tries of (\d+) ms", log)
-    assert gave_up, f"the staging did not give up during the cut:\n{log[-3000:]}"
+def resumed_part(log, at_cut, model_bytes, later):
+    """Checks that the one successful staging in node2's log continued the .part the cut left (every byte before it
+    kept, only the rest received, no refetch); (first byte asked, total, seconds, received, kept)."""
     resumed = [(int(a), int(b)) for a, b in re.findall(
         r"resuming 'model\.safetensors' from \S+ at byte (\d+) of (\d+) \(its \.part", log)]
     assert resumed, f"the next staging did not continue the .part:\n{log[-3000:]}"
@@ -207,9 +206,17 @@ def past_retries(log, at_cut, model_bytes, later, attempt, got, want, timeout_ms
     assert at_cut <= first < model_bytes and resumed[0][1] == model_bytes, (at_cut, resumed, model_bytes)
     staged = re.findall(r"staged model\.model_name_or_path .* (\d+) bytes in ([\d.]+) s -> \S+ \((\d+) bytes received, "
                         r"(\d+) resumed from \.part files, (\d+) re-requests, (\d+) refetched", log)
-    assert len(staged) == 1, f"expected one staged model (the second attempt's):\n{log[-3000:]}"
-    total, seconds, received, kept, re_requests, refetched = (float(x) for x in staged[0])
+    assert len(staged) == 1, f"expected one staged model (the one after the failed staging):\n{log[-3000:]}"
+    total, seconds, received, kept, _, refetched = (float(x) for x in staged[0])
     assert kept == first and received == model_bytes - first + later and refetched == 0, (staged, later)
+    return first, total, seconds, received, kept
+
+
+def past_retries(log, at_cut, model_bytes, later, attempt, got, want, timeout_ms, cut_s):
+    """The checks of transfer_cut_past_retries on node2's agent log (see the module docstring)."""
+    gave_up = re.search(r"no reply from transfer server \S+ after (\d+) tries of (\d+) ms", log)
+    assert gave_up, f"the staging did not give up during the cut:\n{log[-3000:]}"
+    first, total, seconds, received, kept = resumed_part(log, at_cut, model_bytes, later)
     assert attempt >= 2, f"the staging failure cost no attempt ({attempt})"
     assert got[0] == want[0] == STEPS, (got, want)
     assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
@@ -229,16 +236,7 @@ def past_heartbeat(log, at_cut, model_bytes, later, record, during_cut, got, wan
     assert charged == 1, f"the lost staging cost an attempt: {record}"
     assert int(record.get("epoch", 1)) >= 2, f"the job was not placed again: {record}"
     gave_up = re.search(r"no reply from transfer server \S+ after (\d+) tries of (\d+) ms", log)
-    resumed = [(int(a), int(b)) for a, b in re.findall(
-        r"resuming 'model\.safetensors' from \S+ at byte (\d+) of (\d+) \(its \.part", log)]
-    assert resumed, f"the new epoch's staging did not continue the .part:\n{log[-3000:]}"
-    first = resumed[0][0]
-    assert at_cut <= first < model_bytes and resumed[0][1] == model_bytes, (at_cut, resumed, model_bytes)
-    staged = re.findall(r"staged model\.model_name_or_path .* (\d+) bytes in ([\d.]+) s -> \S+ \((\d+) bytes received, "
-                        r"(\d+) resumed from \.part files, (\d+) re-requests, (\d+) refetched", log)
-    assert len(staged) == 1, f"expected one staged model (the new epoch's):\n{log[-3000:]}"
-    total, seconds, received, kept, re_requests, refetched = (float(x) for x in staged[0])
-    assert kept == first and received == model_bytes - first + later and refetched == 0, (staged, later)
+    first, total, seconds, received, kept = resumed_part(log, at_cut, model_bytes, later)
     assert got[0] == want[0] == STEPS, (got, want)
     assert abs(got[1] - want[1]) <= 1e-5 * abs(want[1]), f"final loss {got[1]} differs from the uninterrupted {want[1]}"
     print(f"transfer_cut_past_heartbeat: node2's copy of model.safetensors ({model_bytes} bytes) cut off at byte "
