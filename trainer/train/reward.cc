@@ -1,8 +1,8 @@
 #include "trainer/train/reward.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>

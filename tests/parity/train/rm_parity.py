@@ -24,6 +24,9 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
   lora_dp2 : the lora case as data parallel 2 (anneal-train launch, 2 pairs per rank) equals the reference.
   resume : checkpoint-5 (with its value_head.safetensors) resumed in a fresh output directory: steps 6-10 and the
            final value head bit-identical to the uninterrupted run.
+  lf_example : LLaMA-Factory's examples/train_lora/qwen3_lora_reward.yaml (v0.9.5, written out below: the wheel
+           does not ship examples/) runs unchanged but for the model path and a dpo_en_demo of ranking rows:
+           the adapter, value_head.safetensors and checkpoint-3 with its value head are written.
   refusals : a plain dataset under rm, tensor and pipeline parallelism with rm, train_on_prompt with rm, each
            refused naming the problem.
 """
@@ -330,6 +333,73 @@ def case_resume(binary, tmp):
           f"value head are bit-identical ({len(b)} losses)")
 
 
+LF_REWARD_EXAMPLE = """### model
+model_name_or_path: {model}
+trust_remote_code: true
+
+### method
+stage: rm
+do_train: true
+finetuning_type: lora
+lora_rank: 8
+lora_target: all
+
+### dataset
+dataset: dpo_en_demo
+template: qwen3_nothink
+cutoff_len: 2048
+max_samples: 1000
+preprocessing_num_workers: 16
+dataloader_num_workers: 4
+
+### output
+output_dir: saves/qwen3-4b/lora/reward
+logging_steps: 10
+save_steps: 500
+plot_loss: true
+overwrite_output_dir: true
+save_only_model: false
+report_to: none  # choices: [none, wandb, tensorboard, swanlab, mlflow]
+
+### train
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 1.0e-4
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+ddp_timeout: 180000000
+resume_from_checkpoint: null
+
+### eval
+# eval_dataset: dpo_en_demo
+# val_size: 0.1
+# per_device_eval_batch_size: 1
+# eval_strategy: steps
+# eval_steps: 500
+"""
+
+
+def case_lf_example(binary, tmp):
+    model_dir, data = setup(tmp)
+    info = json.load(open(os.path.join(data, "dataset_info.json")))
+    info["dpo_en_demo"] = info["pairs_sharegpt"]  # LLaMA-Factory's demo is sharegpt ranking rows too
+    json.dump(info, open(os.path.join(data, "dataset_info.json"), "w"))
+    assert data == os.path.join(tmp, "data")  # LLaMA-Factory's default dataset_dir "data", from the working dir
+    cfg = os.path.join(tmp, "qwen3_lora_reward.yaml")
+    with open(cfg, "w") as f:
+        f.write(LF_REWARD_EXAMPLE.format(model=model_dir))
+    p = subprocess.run([binary, "train", "--config", cfg], capture_output=True, text=True, timeout=600, cwd=tmp)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = os.path.join(tmp, "saves", "qwen3-4b", "lora", "reward")
+    for f in ("adapter_model.safetensors", "adapter_config.json", "value_head.safetensors",
+              "checkpoint-3/value_head.safetensors", "trainer_log.jsonl"):
+        assert os.path.exists(os.path.join(out, f)), f"{f} missing from {sorted(os.listdir(out))}"
+    print(f"lf_example: LLaMA-Factory's qwen3_lora_reward.yaml ran unchanged but for the model path: "
+          f"{sorted(os.listdir(out))}")
+
+
 def case_refusals(binary, tmp):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
@@ -352,4 +422,4 @@ def case_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "resume": case_resume,
-               "refusals": case_refusals})
+               "lf_example": case_lf_example, "refusals": case_refusals})

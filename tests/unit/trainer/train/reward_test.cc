@@ -25,9 +25,9 @@ TEST(PairScores, TakesEachRowsValueAtItsLastNonPadTokenChosenRowsFirst) {
   const torch::Tensor mask = torch::tensor({{1, 1, 1, 0}, {1, 1, 1, 1}, {1, 0, 0, 0}, {1, 1, 0, 0}}, torch::kLong);
   auto [chosen, rejected] = PairScores(values, mask);
   ASSERT_EQ(chosen.sizes(), torch::IntArrayRef({2}));
-  EXPECT_EQ(chosen[0].item<float>(), 2.0f);    // row 0, position 2
-  EXPECT_EQ(chosen[1].item<float>(), 7.0f);    // row 1, position 3
-  EXPECT_EQ(rejected[0].item<float>(), 8.0f);  // row 2, position 0
+  EXPECT_EQ(chosen[0].item<float>(), 2.0f);     // row 0, position 2
+  EXPECT_EQ(chosen[1].item<float>(), 7.0f);     // row 1, position 3
+  EXPECT_EQ(rejected[0].item<float>(), 8.0f);   // row 2, position 0
   EXPECT_EQ(rejected[1].item<float>(), 13.0f);  // row 3, position 1
 }
 
