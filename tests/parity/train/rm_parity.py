@@ -21,7 +21,8 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
   full   : full fine-tuning, weight decay 0.01, 2 micro-batches of 2 pairs (accumulation): losses equal (lm_head,
            without a gradient, is skipped by torch's AdamW as by ours); the exported model + value head rank pairs
            as the reference.
-  lora_dp2 : the lora case as data parallel 2 (anneal-train launch, 2 pairs per rank) equals the reference.
+  lora_dp2 : the lora case as data parallel 2 with ZeRO-2 (anneal-train launch, 2 pairs per rank; the value head
+           sharded with the adapters) equals the reference.
   resume : checkpoint-5 (with its value_head.safetensors) resumed in a fresh output directory: steps 6-10 and the
            final value head bit-identical to the uninterrupted run.
   lf_example : LLaMA-Factory's examples/train_lora/qwen3_lora_reward.yaml (v0.9.5, written out below: the wheel
@@ -279,8 +280,9 @@ def case_lora(binary, tmp):
 
 def case_lora_dp2(binary, tmp):
     launch = [binary, "launch", "--nproc-per-node", "2"]
-    worst, ours_eval, _, err, _ = run_lora(binary, tmp, launch=launch, extra=["per_device_train_batch_size: 2"])
-    print(f"lora_dp2: 2 ranks x 2 pairs: {STEPS} losses equal the single-process reference (max rel {worst:.2e}); "
+    extra = ["per_device_train_batch_size: 2", "zero_stage: 2"]
+    worst, ours_eval, _, err, _ = run_lora(binary, tmp, launch=launch, extra=extra)
+    print(f"lora_dp2: 2 ranks x 2 pairs, ZeRO-2: {STEPS} losses equal the single-process reference (max rel {worst:.2e}); "
           f"evals {ours_eval}; export rel {err:.1e}")
 
 
