@@ -21,6 +21,7 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
   full   : full fine-tuning, weight decay 0.01, 2 micro-batches of 2 pairs (accumulation): losses equal (lm_head,
            without a gradient, is skipped by torch's AdamW as by ours); the exported model + value head rank pairs
            as the reference.
+  freeze : the last layer trained next to the value head, as full otherwise.
   lora_dp2 : the lora case as data parallel 2 with ZeRO-2 (anneal-train launch, 2 pairs per rank; the value head
            sharded with the adapters) equals the reference.
   resume : checkpoint-5 (with its value_head.safetensors) resumed in a fresh output directory: steps 6-10 and the
@@ -286,15 +287,18 @@ def case_lora_dp2(binary, tmp):
           f"evals {ours_eval}; export rel {err:.1e}")
 
 
-def case_full(binary, tmp):
+def run_base_tuning(binary, tmp, finetuning, trainable, extra):
+    """Full or freeze tuning of the base next to the value head, 2 micro-batches of 2 pairs, weight decay 0.01."""
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
-                   ["finetuning_type: full", "learning_rate: 1.0e-3", "weight_decay: 0.01",
-                    "per_device_train_batch_size: 2", "gradient_accumulation_steps: 2"])
+                   [f"finetuning_type: {finetuning}", "learning_rate: 1.0e-3", "weight_decay: 0.01",
+                    "per_device_train_batch_size: 2", "gradient_accumulation_steps: 2"] + extra)
     train_with_events([binary, "train", "--config", cfg], out)
     features, pad_id = dpo.encode_pairs(model_dir, "pairs_alpaca", "qwen")
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    for n, p in base.named_parameters():
+        p.requires_grad_(trainable(n))
     model = WithValueHead(base, base.config)
     initial_value_head(model.v_head, base.config.hidden_size)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -303,10 +307,22 @@ def case_full(binary, tmp):
     assert torch.equal(base.lm_head.weight, lm_head_before), "the reference's lm_head moved without a gradient"
     worst = compare_losses(our_losses(out), ref)
     exported = types.SimpleNamespace(out=out, model=AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32))
-    err = check_exported_scores(model, exported, features, pad_id, "full", 1e-3)
+    err = check_exported_scores(model, exported, features, pad_id, finetuning, 1e-3)
+    return worst, err, ref
+
+
+def case_full(binary, tmp):
+    worst, err, ref = run_base_tuning(binary, tmp, "full", lambda n: True, [])
     print(f"full: weight decay 0.01, 2 micro-batches of 2 pairs: {STEPS} losses equal LLaMA-Factory's "
           f"PairwiseTrainer (max rel {worst:.2e}); loss {ref[0]:.4f} -> {ref[-1]:.4f}; the exported model + value "
           f"head rank pairs with the reference's margins (rel {err:.1e})")
+
+
+def case_freeze(binary, tmp):
+    worst, err, ref = run_base_tuning(binary, tmp, "freeze", lambda n: ".layers.1." in n,
+                                      ["freeze_trainable_layers: 1"])
+    print(f"freeze: the last layer + the value head: {STEPS} losses equal LLaMA-Factory's PairwiseTrainer "
+          f"(max rel {worst:.2e}); loss {ref[0]:.4f} -> {ref[-1]:.4f}; export rel {err:.1e}")
 
 
 def case_resume(binary, tmp):
@@ -423,5 +439,5 @@ def case_refusals(binary, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "resume": case_resume,
+    run_cases({"lora": case_lora, "full": case_full, "freeze": case_freeze, "lora_dp2": case_lora_dp2, "resume": case_resume,
                "lf_example": case_lf_example, "refusals": case_refusals})
