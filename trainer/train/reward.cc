@@ -115,6 +115,20 @@ Status WriteValueHead(const std::vector<std::pair<std::string, torch::Tensor>>& 
   return model::WriteSafetensors(dir + "/" + kValueHeadFile, head);
 }
 
+StatusOr<std::string> CopyValueHead(const std::string& model_dir, const std::string& adapter_dir,
+                                    const std::string& out_dir) {
+  const std::string dir = adapter_dir.empty() ? model_dir : adapter_dir;
+  for (const std::string name : {std::string(kValueHeadFile), std::string("value_head.bin")}) {
+    const fs::path from = fs::path(dir) / name;
+    if (!fs::exists(from)) continue;
+    std::error_code ec;
+    fs::copy_file(from, fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return InternalError("cannot copy " + from.string() + " into " + out_dir + ": " + ec.message());
+    return (fs::path(out_dir) / name).string();
+  }
+  return std::string();
+}
+
 torch::Tensor RewardTrainer::MicroBatchLoss(const Batch& b, bool training) {
   const torch::Tensor values = head_->Values((*lm_)->Forward(InputsOf(b)), training);
   auto [chosen, rejected] = PairScores(values, b.attention_mask);

@@ -78,6 +78,12 @@ torch::Tensor PairwiseRankingLoss(const torch::Tensor& chosen, const torch::Tens
 // Writes `tensors`' v_head.* entries to <dir>/value_head.safetensors (FAILED_PRECONDITION when there are none).
 Status WriteValueHead(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const std::string& dir);
 
+// LLaMA-Factory's export of a reward model (export_model with stage rm): value_head.safetensors (else
+// value_head.bin) of `adapter_dir` when given, else of `model_dir`, copied into `out_dir`. Returns the copied file's
+// path, or "" when there is none (LLaMA-Factory exports without it too).
+StatusOr<std::string> CopyValueHead(const std::string& model_dir, const std::string& adapter_dir,
+                                    const std::string& out_dir);
+
 class RewardTrainer : public PairStage {
  public:
   // Both borrowed; `lm` is the tuned decoder (one pipeline stage holding every layer), `head` its value head.

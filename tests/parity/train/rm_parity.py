@@ -277,6 +277,33 @@ def case_lora(binary, tmp):
     print(f"lora: {STEPS} losses equal LLaMA-Factory's PairwiseTrainer (max rel {worst:.2e}); loss {ref[0]:.4f} -> "
           f"{ref[-1]:.4f}; eval (loss, accuracy) every 2 steps equal: {ours_eval} vs {ref_eval}; the exported "
           f"adapter + value head rank pairs with the reference's margins (rel {err:.1e})")
+    # LLaMA-Factory's export (merge_lora with stage: rm) copies the value head next to the merged model.
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    model_dir, out, merged = os.path.join(tmp, "base"), os.path.join(tmp, "out"), os.path.join(tmp, "merged")
+    cfg = os.path.join(tmp, "export.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model_name_or_path: {model_dir}\nadapter_name_or_path: {out}\ntemplate: qwen\nstage: rm\n"
+                f"export_dir: {merged}\nexport_size: 5\n")
+    p = run([binary, "export", "--config", cfg])
+    assert "value head copied to" in p.stdout, p.stdout
+    assert load_file(os.path.join(merged, "value_head.safetensors")).keys() == \
+        load_file(os.path.join(out, "value_head.safetensors")).keys()
+    features, pad_id = dpo.encode_pairs(model_dir, "pairs_alpaca", "qwen")
+    inputs = dpo.collate(features, list(range(PAIRS)), pad_id)
+    scores = []
+    for m in (PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out),
+              AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)):
+        wrapped = WithValueHead(m, m.config).eval()
+        head = load_file(os.path.join(merged, "value_head.safetensors"))
+        wrapped.v_head.load_state_dict({"summary.weight": head["v_head.summary.weight"],
+                                        "summary.bias": head["v_head.summary.bias"]})
+        with torch.no_grad():
+            scores.append(torch.cat(compute_loss(wrapped, inputs)[1][1:]))
+    merr = ((scores[1] - scores[0]).abs().max() / scores[0].abs().max()).item()
+    assert merr < 1e-5, f"the merged model + value head score differently from the adapter: rel {merr:.2e}"
+    print(f"lora: export with stage: rm merges the adapter and copies value_head.safetensors; the scores agree "
+          f"(rel {merr:.1e})")
 
 
 def case_lora_dp2(binary, tmp):
