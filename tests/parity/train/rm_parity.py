@@ -26,8 +26,9 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
            sharded with the adapters) equals the reference.
   resume : checkpoint-5 (with its value_head.safetensors) resumed in a fresh output directory: steps 6-10 and the
            final value head bit-identical to the uninterrupted run.
-  lf_example : LLaMA-Factory's examples/train_lora/qwen3_lora_reward.yaml (v0.9.5, written out below: the wheel
-           does not ship examples/) runs unchanged but for the model path and a dpo_en_demo of ranking rows:
+  lf_example : LLaMA-Factory's examples/train_lora/qwen3_lora_reward.yaml (v0.9.5, copied into
+           llamafactory_examples/: the wheel does not ship examples/) runs unchanged but for the model path and
+           a dpo_en_demo of ranking rows:
            the adapter, value_head.safetensors and checkpoint-3 with its value head are written.
   refusals : a plain dataset under rm, tensor and pipeline parallelism with rm, train_on_prompt with rm, each
            refused naming the problem.
@@ -41,7 +42,6 @@ import sys
 import types
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 from transformers.optimization import get_scheduler
 
@@ -131,7 +131,8 @@ def reference_run(model, params, features, pad_id, micro_pairs, lr, weight_decay
     batch; each batch's loss weighted by its size; ComputeAccuracy over the gathered scores)."""
     decay = [p for n, p in params if not ("bias" in n or "norm" in n)]
     no_decay = [p for n, p in params if "bias" in n or "norm" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=False)
     sched = get_scheduler("cosine", opt, num_warmup_steps=2, num_training_steps=STEPS)
     groups = [list(range(k, min(k + micro_pairs, PAIRS))) for k in range(0, PAIRS, micro_pairs)]
@@ -310,7 +311,8 @@ def case_lora_dp2(binary, tmp):
     launch = [binary, "launch", "--nproc-per-node", "2"]
     extra = ["per_device_train_batch_size: 2", "zero_stage: 2"]
     worst, ours_eval, _, err, _ = run_lora(binary, tmp, launch=launch, extra=extra)
-    print(f"lora_dp2: 2 ranks x 2 pairs, ZeRO-2: {STEPS} losses equal the single-process reference (max rel {worst:.2e}); "
+    print(f"lora_dp2: 2 ranks x 2 pairs, ZeRO-2: {STEPS} losses equal the single-process reference "
+          f"(max rel {worst:.2e}); "
           f"evals {ours_eval}; export rel {err:.1e}")
 
 
@@ -378,52 +380,6 @@ def case_resume(binary, tmp):
           f"value head are bit-identical ({len(b)} losses)")
 
 
-LF_REWARD_EXAMPLE = """### model
-model_name_or_path: {model}
-trust_remote_code: true
-
-### method
-stage: rm
-do_train: true
-finetuning_type: lora
-lora_rank: 8
-lora_target: all
-
-### dataset
-dataset: dpo_en_demo
-template: qwen3_nothink
-cutoff_len: 2048
-max_samples: 1000
-preprocessing_num_workers: 16
-dataloader_num_workers: 4
-
-### output
-output_dir: saves/qwen3-4b/lora/reward
-logging_steps: 10
-save_steps: 500
-plot_loss: true
-overwrite_output_dir: true
-save_only_model: false
-report_to: none  # choices: [none, wandb, tensorboard, swanlab, mlflow]
-
-### train
-per_device_train_batch_size: 1
-gradient_accumulation_steps: 8
-learning_rate: 1.0e-4
-num_train_epochs: 3.0
-lr_scheduler_type: cosine
-warmup_ratio: 0.1
-bf16: true
-ddp_timeout: 180000000
-resume_from_checkpoint: null
-
-### eval
-# eval_dataset: dpo_en_demo
-# val_size: 0.1
-# per_device_eval_batch_size: 1
-# eval_strategy: steps
-# eval_steps: 500
-"""
 
 
 def case_lf_example(binary, tmp):
@@ -432,9 +388,11 @@ def case_lf_example(binary, tmp):
     info["dpo_en_demo"] = info["pairs_sharegpt"]  # LLaMA-Factory's demo is sharegpt ranking rows too
     json.dump(info, open(os.path.join(data, "dataset_info.json"), "w"))
     assert data == os.path.join(tmp, "data")  # LLaMA-Factory's default dataset_dir "data", from the working dir
+    here = os.path.dirname(os.path.abspath(__file__))
+    example = os.path.join(here, "llamafactory_examples", "qwen3_lora_reward.yaml")
     cfg = os.path.join(tmp, "qwen3_lora_reward.yaml")
-    with open(cfg, "w") as f:
-        f.write(LF_REWARD_EXAMPLE.format(model=model_dir))
+    with open(example) as f, open(cfg, "w") as g:
+        g.write(f.read().replace("{model}", model_dir))
     p = subprocess.run([binary, "train", "--config", cfg], capture_output=True, text=True, timeout=600, cwd=tmp)
     assert p.returncode == 0, p.stderr[-3000:]
     out = os.path.join(tmp, "saves", "qwen3-4b", "lora", "reward")
@@ -450,7 +408,8 @@ def case_refusals(binary, tmp):
     out = os.path.join(tmp, "out")
     bad = [
         (["dataset: plain"], "is not a ranking dataset"),
-        (["tensor_model_parallel_size: 2"], "stage rm: pipeline_model_parallel_size 1 and tensor_model_parallel_size 2"),
+        (["tensor_model_parallel_size: 2"],
+         "stage rm: pipeline_model_parallel_size 1 and tensor_model_parallel_size 2"),
         (["pipeline_model_parallel_size: 2"], "stage rm: pipeline_model_parallel_size 2"),
         (["train_on_prompt: true"], "is rm (rm scores the answers of preference pairs)"),
     ]
@@ -466,5 +425,5 @@ def case_refusals(binary, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"lora": case_lora, "full": case_full, "freeze": case_freeze, "lora_dp2": case_lora_dp2, "resume": case_resume,
-               "lf_example": case_lf_example, "refusals": case_refusals})
+    run_cases({"lora": case_lora, "full": case_full, "freeze": case_freeze, "lora_dp2": case_lora_dp2,
+               "resume": case_resume, "lf_example": case_lf_example, "refusals": case_refusals})
