@@ -390,6 +390,12 @@ Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
 Status CheckEarlyStopping(const JobSpec& s, const SpecReader& r) {
   const TrainSpec& t = s.train;
   if (s.kind != JobKind::kTrain || (t.early_stopping_steps == 0 && !t.load_best_model_at_end)) return Status::Ok();
+  if (t.load_best_model_at_end && s.finetuning.stage == "rm") {  // LLaMA-Factory's parser refuses it the same way
+    return InvalidArgumentError(fmt::format(
+        "{}: {}: stage rm does not support load_best_model_at_end (as LLaMA-Factory); remove it (keep_best with "
+        "metric_for_best_model: eval_accuracy and greater_is_better: true keeps the best checkpoints)",
+        r.source(), r.Located("train.load_best_model_at_end")));
+  }
   const std::string what =
       t.early_stopping_steps > 0 ? r.Located("train.early_stopping_steps") : r.Located("train.load_best_model_at_end");
   if (t.eval_strategy == "no") {

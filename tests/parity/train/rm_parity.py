@@ -26,6 +26,7 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
            sharded with the adapters) equals the reference.
   resume : checkpoint-5 (with its value_head.safetensors) resumed in a fresh output directory: steps 6-10 and the
            final value head bit-identical to the uninterrupted run.
+  keep_best : checkpoints record eval_accuracy: keep_best 1 by it keeps the best evaluated checkpoint and the last.
   lf_example : LLaMA-Factory's examples/train_lora/qwen3_lora_reward.yaml (v0.9.5, copied into
            llamafactory_examples/: the wheel does not ship examples/) runs unchanged but for the model path and
            a dpo_en_demo of ranking rows:
@@ -403,6 +404,27 @@ def case_lf_example(binary, tmp):
           f"{sorted(os.listdir(out))}")
 
 
+def case_keep_best(binary, tmp):
+    """Checkpoints record eval_accuracy, so retention can keep the best by it (load_best_model_at_end is refused
+    under stage rm, as LLaMA-Factory)."""
+    model_dir, data = setup(tmp)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   ["finetuning_type: lora", "eval_dataset: pairs_sharegpt,pairs_alpaca", "eval_strategy: steps",
+                    "eval_steps: 2", "save_strategy: steps", "save_steps: 2", "keep_best: 1", "save_total_limit: 1",
+                    "metric_for_best_model: eval_accuracy", "greater_is_better: true"])
+    run([binary, "train", "--config", cfg])
+    evals = {s: a for s, (_, a) in zip(range(2, STEPS + 1, 2), our_evals(out))}
+    best = min(s for s, a in evals.items() if a == max(evals.values()))  # the earliest of equals
+    kept = sorted(int(d.split("-")[1]) for d in os.listdir(out) if d.startswith("checkpoint-"))
+    assert kept == sorted({best, STEPS}), f"eval_accuracy by step {evals}: kept {kept}, expected the best {best} " \
+                                          f"and the last {STEPS}"
+    assert len(set(evals.values())) > 1, f"eval_accuracy never moved: {evals}"
+    with open(os.path.join(out, f"checkpoint-{best}", "manifest.json")) as f:
+        assert json.load(f)["metadata"]["metrics"]["eval_accuracy"] == evals[best]
+    print(f"keep_best: eval_accuracy by step {evals}: checkpoint-{best} (the best) and checkpoint-{STEPS} kept")
+
+
 def case_refusals(binary, tmp):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
@@ -412,6 +434,8 @@ def case_refusals(binary, tmp):
          "stage rm: pipeline_model_parallel_size 1 and tensor_model_parallel_size 2"),
         (["pipeline_model_parallel_size: 2"], "stage rm: pipeline_model_parallel_size 2"),
         (["train_on_prompt: true"], "is rm (rm scores the answers of preference pairs)"),
+        (["load_best_model_at_end: true", "eval_dataset: pairs_sharegpt", "eval_strategy: steps", "eval_steps: 5",
+          "save_strategy: steps", "save_steps: 5"], "stage rm does not support load_best_model_at_end"),
     ]
     for extra, want in bad:
         cfg = job_yaml(os.path.join(tmp, "bad.yaml"), model_dir, data, out, extra)
@@ -426,4 +450,4 @@ def case_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "freeze": case_freeze, "lora_dp2": case_lora_dp2,
-               "resume": case_resume, "lf_example": case_lf_example, "refusals": case_refusals})
+               "resume": case_resume, "keep_best": case_keep_best, "lf_example": case_lf_example, "refusals": case_refusals})

@@ -191,6 +191,10 @@ const std::vector<BadSpec>& Table() {
        {},
        "'stage' at job.yaml:5 is rm but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read "
        "plain datasets: use stage: sft for kind: eval; a rm training job evaluates its pairwise loss and accuracy"},
+      {"LoadBestModelWithStageRm",
+       Base("stage: rm\nload_best_model_at_end: true\n"),
+       {},
+       "'load_best_model_at_end' at job.yaml:5: stage rm does not support load_best_model_at_end (as LLaMA-Factory)"},
       {"AdditionalTargetUnknown",
        Base("additional_target: norm\n"),
        {},
