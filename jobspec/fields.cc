@@ -415,10 +415,11 @@ std::vector<Field> BuildFields() {
       },
       [](const FinetuningType& t) { return YAML::Node(std::string(FinetuningTypeName(t))); }));
   f.push_back(Make<std::string>({"finetuning.stage", "stage"}, "enum",
-                                "one of sft, pt, dpo (rm, ppo and kto are not built yet: use sft, pt or dpo)",
+                                "one of sft, pt, dpo, rm (ppo and kto are not built yet: use sft, pt, dpo or rm)",
                                 "sft: supervised (prompt masked, chat template); pt: raw text, no template, grouped "
-                                "into cutoff_len blocks; dpo: preference pairs (ranking datasets) with pref_loss",
-                                REF(finetuning.stage), OneOf({"sft", "pt", "dpo"}), EncString));
+                                "into cutoff_len blocks; dpo: preference pairs (ranking datasets) with pref_loss; "
+                                "rm: a reward model (value head, pairwise loss) on ranking datasets",
+                                REF(finetuning.stage), OneOf({"sft", "pt", "dpo", "rm"}), EncString));
   f.push_back(Choice({"finetuning.pref_loss", "pref_loss"}, {"sigmoid", "hinge", "ipo", "orpo", "simpo"},
                      "stage dpo's loss: sigmoid (DPO), hinge, ipo (against the reference model), orpo or simpo "
                      "(reference-free); kto_pair is not built",

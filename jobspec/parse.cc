@@ -164,12 +164,12 @@ class SpecReader {
                       "remove the key",
                       a->key, a->where, FinetuningTypeName(spec.finetuning.type)));
     }
-    if (spec.finetuning.stage == "dpo") {
+    if (spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm") {
       if (const Assignment* a = Given("data.packing"); a && spec.data.packing) {
         warnings_.push_back(
-            fmt::format("key '{}' {} is ignored: stage dpo does not pack preference pairs (as "
+            fmt::format("key '{}' {} is ignored: stage {} does not pack preference pairs (as "
                         "LLaMA-Factory)",
-                        a->key, a->where));
+                        a->key, a->where, spec.finetuning.stage));
         spec.data.packing = false;
       }
     }
@@ -199,9 +199,10 @@ class SpecReader {
       const Assignment* a = Given(nested);
       bool on = false;
       if (a && DecodeBool(a->value, &on) && on) {
-        const std::string why = pt ? std::string("pt trains on every token of the raw text") +
-                                         (std::string_view(nested) == "data.neat_packing" ? "; use packing" : "")
-                                   : "dpo trains on the answers of preference pairs";
+        const std::string why =
+            pt ? std::string("pt trains on every token of the raw text") +
+                     (std::string_view(nested) == "data.neat_packing" ? "; use packing" : "")
+               : stage_name + (stage_name == "rm" ? " scores" : " trains on") + " the answers of preference pairs";
         return InvalidArgumentError(fmt::format("key '{}' {}: only for stage sft, but '{}' {} is {} ({})", a->key,
                                                 a->where, stage->key, stage->where, stage_name, why));
       }
@@ -389,6 +390,12 @@ Status CheckTrainEvalSet(const JobSpec& s, const SpecReader& r) {
 Status CheckEarlyStopping(const JobSpec& s, const SpecReader& r) {
   const TrainSpec& t = s.train;
   if (s.kind != JobKind::kTrain || (t.early_stopping_steps == 0 && !t.load_best_model_at_end)) return Status::Ok();
+  if (t.load_best_model_at_end && s.finetuning.stage == "rm") {  // LLaMA-Factory's parser refuses it the same way
+    return InvalidArgumentError(fmt::format(
+        "{}: {}: stage rm does not support load_best_model_at_end (as LLaMA-Factory); remove it (keep_best with "
+        "metric_for_best_model: eval_accuracy and greater_is_better: true keeps the best checkpoints)",
+        r.source(), r.Located("train.load_best_model_at_end")));
+  }
   const std::string what =
       t.early_stopping_steps > 0 ? r.Located("train.early_stopping_steps") : r.Located("train.load_best_model_at_end");
   if (t.eval_strategy == "no") {
@@ -529,12 +536,12 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   RETURN_IF_ERROR(CheckEarlyStopping(s, r));
   RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
   RETURN_IF_ERROR(CheckQuantization(s, r));
-  if (s.kind == JobKind::kEval && s.finetuning.stage == "dpo") {
+  if (s.kind == JobKind::kEval && (s.finetuning.stage == "dpo" || s.finetuning.stage == "rm")) {
     return InvalidArgumentError(fmt::format(
-        "{}: {} is dpo but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read plain datasets: "
-        "use stage: sft for kind: eval; a dpo training job evaluates its preference loss on eval_dataset or "
-        "val_size",
-        src, r.Located("finetuning.stage")));
+        "{}: {} is {} but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read plain datasets: "
+        "use stage: sft for kind: eval; a {} training job evaluates its {} on eval_dataset or val_size",
+        src, r.Located("finetuning.stage"), s.finetuning.stage, s.finetuning.stage,
+        s.finetuning.stage == "rm" ? "pairwise loss and accuracy" : "preference loss"));
   }
   if (s.kind == JobKind::kEval && std::find(s.eval.tasks.begin(), s.eval.tasks.end(), "mmlu") != s.eval.tasks.end() &&
       s.eval.task_dir.empty()) {

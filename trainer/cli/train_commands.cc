@@ -65,6 +65,11 @@ Status RunExportJob(const jobspec::JobSpec& spec) {
   train::EventSink events = train::EventSink::FromEnvironment(0);
   events.Emit("started", {{"world_size", 1}, {"pid", ::getpid()}});
   ASSIGN_OR_RETURN(std::string written, train::MergeAndExport(train::ExportRequestFor(spec)));
+  if (spec.finetuning.stage == "rm") {  // LLaMA-Factory's export_model: the reward model's value head goes along
+    ASSIGN_OR_RETURN(std::string head, train::CopyValueHead(spec.model.model_name_or_path,
+                                                            spec.model.adapter_name_or_path, spec.export_.dir));
+    written += head.empty() ? "; stage rm: no value head to copy" : "; value head copied to " + head;
+  }
   std::cout << written << "\n";
   events.Emit(
       "finished",

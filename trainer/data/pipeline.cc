@@ -138,9 +138,9 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
     if (a.ranking != c.pairwise) {
       return InvalidArgumentError(fmt::format(
           "dataset {}: {} but the stage {} (set \"ranking\": true in dataset_info.json for preference data; "
-          "stage dpo needs (chosen, rejected) pairs)",
+          "stages dpo and rm need (chosen, rejected) pairs)",
           a.name, a.ranking ? "holds preference pairs (\"ranking\": true)" : "is not a ranking dataset",
-          c.pairwise ? "is dpo" : "is not dpo"));
+          c.pairwise ? "is pairwise (dpo or rm)" : "is neither dpo nor rm"));
     }
     if (a.ranking) {
       parts.push_back(fmt::format("ranking chosen={} rejected={} messages={} prompt={} query={}",

@@ -10,6 +10,7 @@
 #include "trainer/export/peft.h"
 #include "trainer/train/file_gather.h"
 #include "trainer/train/finetune.h"
+#include "trainer/train/reward.h"
 
 namespace anneal::train {
 namespace {
@@ -122,11 +123,16 @@ Status Checkpointer::Commit(const Progress& p, const json& metrics, model::Causa
                             checkpoint::CheckpointWriter& writer) const {
   RETURN_IF_ERROR(CheckStateFiles(*rt_, writer.dir()));
   const jobspec::JobSpec& spec = *spec_;
-  if (spec.finetuning.type == jobspec::FinetuningType::kLora) {
-    // A PEFT copy of the adapter, so a checkpoint loads in peft (and as adapter_name_or_path) as it is.
+  const bool lora = spec.finetuning.type == jobspec::FinetuningType::kLora, reward = spec.finetuning.stage == "rm";
+  if (lora || reward) {
     ASSIGN_OR_RETURN(auto tensors, ReadTrainable(writer.dir()));
-    ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm));
-    RETURN_IF_ERROR(WritePeftAdapter(tensors, options, writer.dir(), spec.model.model_name_or_path));
+    if (lora) {
+      // A PEFT copy of the adapter, so a checkpoint loads in peft (and as adapter_name_or_path) as it is.
+      ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm));
+      RETURN_IF_ERROR(WritePeftAdapter(tensors, options, writer.dir(), spec.model.model_name_or_path));
+    }
+    // Stage rm: the value head as LLaMA-Factory's checkpoints hold it (FixValueHeadModelCallback).
+    if (reward) RETURN_IF_ERROR(WriteValueHead(tensors, writer.dir()));
   }
   json layout = rt_->LayoutJson();
   layout["zero_stage"] = opt.stage();  // the stage in effect (0 with one data-parallel rank), 2 included

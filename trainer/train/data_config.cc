@@ -15,7 +15,8 @@ data::DataConfig DataConfigFor(const jobspec::JobSpec& spec, const std::vector<s
   dc.sft.mask_history = spec.data.mask_history;
   dc.pretrain = spec.finetuning.stage == "pt";  // raw text blocks (trainer/data/pretrain.h)
   dc.pretrain_packing = spec.data.packing;
-  dc.pairwise = spec.finetuning.stage == "dpo";  // (chosen, rejected) pairs (trainer/data/pairwise.h)
+  // (chosen, rejected) pairs (trainer/data/pairwise.h): preference training and reward modeling
+  dc.pairwise = spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm";
   dc.preprocessing_batch_size = spec.data.preprocessing_batch_size;
   dc.preprocessing_num_workers = spec.data.preprocessing_num_workers;
   dc.max_samples = spec.data.max_samples;

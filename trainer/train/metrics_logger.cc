@@ -120,15 +120,23 @@ Status MetricsLogger::Record(const Progress& p, const StepResult& r) {
   return Status::Ok();
 }
 
-Status MetricsLogger::RecordEval(const Progress& p, double eval_loss) {
+Status MetricsLogger::RecordEval(const Progress& p, double eval_loss,
+                                 const std::vector<std::pair<std::string, double>>& metrics) {
   if (!leader_) return Status::Ok();
-  log_.Append(
-      {{"current_steps", p.step}, {"total_steps", p.total_steps}, {"eval_loss", eval_loss}, {"epoch", p.epoch()}});
-  if (tensorboard_) {
-    if (Status st = tensorboard_->Add(p.step, {{"eval/loss", eval_loss}}); !st.ok()) TensorBoardFailed(st);
+  json entry = {{"current_steps", p.step}, {"total_steps", p.total_steps}, {"eval_loss", eval_loss}};
+  json values = {{"eval_loss", eval_loss}, {"eval_perplexity", std::exp(eval_loss)}};
+  report::Scalars scalars = {{"eval/loss", eval_loss}};
+  for (const auto& [name, value] : metrics) {  // eval_accuracy -> eval/accuracy, as HF's rewrite_logs
+    entry[name] = value;
+    values[name] = value;
+    scalars.emplace_back("eval/" + name.substr(name.rfind("eval_", 0) == 0 ? 5 : 0), value);
   }
-  events_->Emit("eval",
-                {{"step", p.step}, {"values", {{"eval_loss", eval_loss}, {"eval_perplexity", std::exp(eval_loss)}}}});
+  entry["epoch"] = p.epoch();
+  log_.Append(entry);
+  if (tensorboard_) {
+    if (Status st = tensorboard_->Add(p.step, scalars); !st.ok()) TensorBoardFailed(st);
+  }
+  events_->Emit("eval", {{"step", p.step}, {"values", values}});
   return Status::Ok();
 }
 

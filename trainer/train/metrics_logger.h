@@ -44,7 +44,10 @@ class MetricsLogger {
   Status StartAttempt(const Progress& p);
   // One step's result; writes the window's mean when logging is due. Errors: a failed TensorBoard write.
   Status Record(const Progress& p, const StepResult& r);
-  Status RecordEval(const Progress& p, double eval_loss);
+  // An evaluation: eval_loss and the stage's other eval metrics (stage rm: eval_accuracy) into
+  // trainer_log.jsonl, the eval event and TensorBoard (eval/<name>).
+  Status RecordEval(const Progress& p, double eval_loss,
+                    const std::vector<std::pair<std::string, double>>& metrics = {});
   // After the last step: plot_loss's images (rank 0). Errors: those of report::PlotTrainerLog.
   // Draws the plots (plot_loss) after the model is written; a failure is a warning in the rank log.
   void Finish();

@@ -42,6 +42,7 @@
 #include "jobspec/jobspec.h"
 #include "trainer/model/decoder.h"
 #include "trainer/train/batch.h"
+#include "trainer/train/pair_stage.h"
 
 namespace anneal::train {
 
@@ -69,7 +70,7 @@ PreferenceTerms PreferenceLoss(const PreferenceOptions& o, const torch::Tensor& 
                                const torch::Tensor& ref_chosen, const torch::Tensor& ref_rejected,
                                const torch::Tensor& chosen_avg);
 
-class PreferenceTrainer {
+class PreferenceTrainer : public PairStage {
  public:
   // `policy` is trained; `reference` is the frozen base for full / freeze tuning (null under LoRA, whose
   // reference is the policy with its adapters off, and for orpo / simpo). Both are borrowed.
@@ -77,12 +78,13 @@ class PreferenceTrainer {
 
   // Forward and backward of every micro-batch (pairs, on the device); each one's loss is its pair mean times
   // `scale`. Returns the sum of those losses. Gradients accumulate in the parameters' .grad().
-  double TrainMicroBatches(const std::vector<Batch>& micro, double scale, const std::function<void()>& before_last);
+  double TrainMicroBatches(const std::vector<Batch>& micro, double scale,
+                           const std::function<void()>& before_last) override;
   // Forward only (no grad): (the loss summed over every pair, the pair count). Metrics are collected too (take
   // them before the next training step).
-  std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro);
+  std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro) override;
   // The metrics of the micro-batches since the last call, each the mean over those micro-batches; clears them.
-  std::vector<std::pair<std::string, double>> TakeMetrics();
+  std::vector<std::pair<std::string, double>> TakeMetrics() override;
 
  private:
   // One micro-batch: its loss (pair mean, with grad when training) and its metrics recorded.

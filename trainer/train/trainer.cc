@@ -123,7 +123,8 @@ StatusOr<TrainOutcome> Trainer::Train() {
     last_result_ = result;
     const std::optional<double> eval_loss = validator_->MaybeEvaluate(lm_, progress_);
     RETURN_IF_ERROR(logger_->Record(progress_, result));
-    if (eval_loss) RETURN_IF_ERROR(logger_->RecordEval(progress_, *eval_loss));
+    const std::vector<std::pair<std::string, double>> eval_metrics = validator_->TakeEvalMetrics();
+    if (eval_loss) RETURN_IF_ERROR(logger_->RecordEval(progress_, *eval_loss, eval_metrics));
     // Every rank has the same eval_loss; the vote only makes the agreement explicit.
     const bool stop = rt_.AnyOverWorld(eval_loss && stopping_.Observe(*eval_loss, &progress_));
     // An early stop is the end of training: checkpointed as the last step is (save_strategy permitting).
@@ -131,6 +132,7 @@ StatusOr<TrainOutcome> Trainer::Train() {
     if (checkpointer_->Due(progress_) || save_at_stop) {
       json metrics = {{"loss", result.loss}};
       if (eval_loss) metrics["eval_loss"] = *eval_loss;
+      for (const auto& [name, value] : eval_metrics) metrics[name] = value;
       RETURN_IF_ERROR(checkpointer_->Save(progress_, metrics, lm_, trainable_, *opt_));
       committed_step_ = progress_.step;
     }
@@ -237,6 +239,7 @@ Status Trainer::SetupModel() {
                                 "parallelism");
   }
   if (spec_.finetuning.stage == "dpo") RETURN_IF_ERROR(SetupPreference(lo));
+  if (spec_.finetuning.stage == "rm") RETURN_IF_ERROR(SetupReward(&params));
   trainable_ = WithLayouts(lm_, params);
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
@@ -261,8 +264,8 @@ Status Trainer::SetupPreference(const model::LoadOptions& load) {
     reference_lm_->to(rt_.device);
     reference_lm_->eval();
   }
-  preference_ = std::make_unique<PreferenceTrainer>(options, &lm_, reference_lm_ ? &reference_lm_ : nullptr);
-  validator_->set_preference(preference_.get());
+  pair_stage_ = std::make_unique<PreferenceTrainer>(options, &lm_, reference_lm_ ? &reference_lm_ : nullptr);
+  validator_->set_pair_stage(pair_stage_.get());
   if (rt_.rank == 0) {
     std::cerr << c10::str("[train] stage dpo: pref_loss ", options.loss, ", pref_beta ", options.beta, ", pref_ftx ",
                           options.ftx, "; reference: ",
@@ -270,6 +273,35 @@ Status Trainer::SetupPreference(const model::LoadOptions& load) {
                           : reference_lm_           ? "a frozen copy of the base model"
                                                     : "the base model (the adapters switched off)",
                           "\n");
+  }
+  return Status::Ok();
+}
+
+// Stage rm: the value head (reward.h) trained next to the tuned parameters, on one pipeline stage without
+// tensor parallelism (the head reads whole final hidden states; neither split is built for it yet).
+Status Trainer::SetupReward(std::vector<optim::TrainableParam>* params) {
+  if (rt_.dims.pp() > 1 || rt_.dims.tp() > 1) {
+    return InvalidArgumentError(c10::str(
+        "stage rm: pipeline_model_parallel_size ", rt_.dims.pp(), " and tensor_model_parallel_size ", rt_.dims.tp(),
+        ": reward modeling is built for data parallelism only (the value head reads the whole final hidden "
+        "states): set both to 1 and use more data-parallel ranks (zero_stage 1 or 2 to save memory)"));
+  }
+  // LLaMA-Factory's reward trainer reads the values only: no router auxiliary loss, and no logits (so lm_head,
+  // untied, gets no gradient and torch's AdamW would skip it: it is not trained).
+  lm_->CollectRouterLogits(false);
+  if (!lm_->config().tie_word_embeddings) {
+    std::erase_if(*params, [](const optim::TrainableParam& p) { return p.name == "lm_head.weight"; });
+  }
+  ASSIGN_OR_RETURN(ValueHead head,
+                   ValueHead::ForModel(spec_.model.model_name_or_path, spec_.model.adapter_name_or_path,
+                                       lm_->config().hidden_size, static_cast<uint64_t>(spec_.train.seed), rt_.device));
+  value_head_ = std::move(head);
+  for (optim::TrainableParam& p : value_head_->Params()) params->push_back(std::move(p));
+  pair_stage_ = std::make_unique<RewardTrainer>(&lm_, &*value_head_);
+  validator_->set_pair_stage(pair_stage_.get());
+  if (rt_.rank == 0) {
+    std::cerr << c10::str("[train] stage rm: value head [1, ", lm_->config().hidden_size, "] + bias, summary dropout ",
+                          value_head_->dropout(), "\n");
   }
   return Status::Ok();
 }
@@ -347,11 +379,11 @@ StatusOr<StepResult> Trainer::TrainStep() {
   }
   double loss_part = 0;
   std::vector<std::pair<std::string, double>> metrics;
-  if (preference_) {
+  if (pair_stage_) {
     // HF Trainer: each micro-batch's mean pair loss / gradient_accumulation_steps; DDP averages the ranks.
-    loss_part = preference_->TrainMicroBatches(micro, 1.0 / static_cast<double>(micro_count_ * dp),
+    loss_part = pair_stage_->TrainMicroBatches(micro, 1.0 / static_cast<double>(micro_count_ * dp),
                                                stage_ctx_.before_last_backward);
-    metrics = preference_->TakeMetrics();
+    metrics = pair_stage_->TakeMetrics();
     for (auto& [name, value] : metrics) value = rt_.SumOverWorld(value, true) / static_cast<double>(rt_.world);
   } else {
     const int64_t denom = std::max<int64_t>(1, rt_.ReduceSum(label_tokens));
@@ -428,6 +460,8 @@ Status Trainer::Export() {
     } else {
       RETURN_IF_ERROR(WriteMergedModel(tensors, lm_->config(), out_, spec_.model.model_name_or_path));
     }
+    // Stage rm: LLaMA-Factory's fix_valuehead_checkpoint writes the head next to the adapter or model.
+    if (value_head_) RETURN_IF_ERROR(WriteValueHead(value_head_->Named(), out_));
     events_.Emit("finished", {{"status", "ok"},
                               {"output", output},
                               {"message", std::string(lora ? "adapter" : "model") + " written to " + output}});

@@ -1,5 +1,5 @@
-// The training run of `anneal-train train` (LoRA, full or freeze fine-tuning; SFT, pre-training or preference
-// (stage dpo: trainer/train/preference.h) data), as a
+// The training run of `anneal-train train` (LoRA, full or freeze fine-tuning; SFT, pre-training, preference
+// (stage dpo: trainer/train/preference.h) or reward modeling (stage rm: trainer/train/reward.h)), as a
 // Trainer with named phases, in the manner of torchtitan's train():
 //
 //   Setup      runtime and layout, data (TrainRows), model + fine-tuning + optimizer, the step plan (micro-batches,
@@ -44,6 +44,7 @@
 #include "trainer/train/metrics_logger.h"
 #include "trainer/train/preference.h"
 #include "trainer/train/progress.h"
+#include "trainer/train/reward.h"
 #include "trainer/train/rows.h"
 #include "trainer/train/runtime.h"
 #include "trainer/train/state_io.h"
@@ -73,6 +74,7 @@ class Trainer {
   Status SetupData();
   Status SetupModel();
   Status SetupPreference(const model::LoadOptions& load);
+  Status SetupReward(std::vector<optim::TrainableParam>* params);
   Status SetupPlan();
   void SetupModelFlops();
   Status Resume();
@@ -105,9 +107,11 @@ class Trainer {
   Progress progress_;
   int64_t committed_step_ = -1;  // the step of the checkpoint last saved or restored (-1: none)
   std::optional<StepResult> last_result_;
-  // Stage dpo: the preference loss, and the frozen reference model of full / freeze tuning (null under LoRA).
+  // Stage dpo: the frozen reference model of full / freeze tuning (null under LoRA). Stage rm: the value head.
   model::CausalLM reference_lm_{nullptr};
-  std::unique_ptr<PreferenceTrainer> preference_;
+  std::optional<ValueHead> value_head_;
+  // Stages dpo and rm: the pairwise loss (PreferenceTrainer, RewardTrainer); null for sft and pt.
+  std::unique_ptr<PairStage> pair_stage_;
 };
 
 }  // namespace anneal::train

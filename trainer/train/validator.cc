@@ -38,13 +38,17 @@ double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Run
   return tokens > 0 ? total / tokens : std::nan("");
 }
 
-double EvalPreferenceLoss(PreferenceTrainer& preference, model::CausalLM& lm, const TrainRows& rows, int batch,
-                          const Runtime& rt) {
+double EvalPairLoss(PairStage& stage, model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt,
+                    std::vector<std::pair<std::string, double>>* metrics) {
   lm->eval();
-  auto [sum, pairs] = preference.EvalMicroBatches(RankMicroBatches(rows, batch, rt));
-  (void)preference.TakeMetrics();  // the training step's metrics are taken already; these are not logged
+  auto [sum, pairs] = stage.EvalMicroBatches(RankMicroBatches(rows, batch, rt));
+  (void)stage.TakeMetrics();  // the training step's metrics are taken already; these are not logged
   lm->train();
   const double total = rt.SumOverWorld(sum, true), count = rt.SumOverWorld(static_cast<double>(pairs), true);
+  for (const auto& [name, part] : stage.TakeEvalSums()) {  // every rank calls: the same sums in the same order
+    const double all = rt.SumOverWorld(part, true);
+    if (metrics != nullptr) metrics->emplace_back("eval_" + name, count > 0 ? all / count : std::nan(""));
+  }
   return count > 0 ? total / count : std::nan("");
 }
 
@@ -62,8 +66,9 @@ bool Validator::Due(const Progress& p) const {
 
 std::optional<double> Validator::MaybeEvaluate(model::CausalLM& lm, const Progress& p) const {
   if (!Due(p)) return std::nullopt;
-  if (preference_ != nullptr) {
-    return EvalPreferenceLoss(*preference_, lm, rows_, train_->per_device_eval_batch_size, *rt_);
+  eval_metrics_.clear();
+  if (pair_stage_ != nullptr) {
+    return EvalPairLoss(*pair_stage_, lm, rows_, train_->per_device_eval_batch_size, *rt_, &eval_metrics_);
   }
   return EvalLoss(lm, rows_, train_->per_device_eval_batch_size, *rt_);
 }

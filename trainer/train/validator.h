@@ -11,10 +11,13 @@
 #pragma once
 
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "jobspec/jobspec.h"
 #include "trainer/model/decoder.h"
-#include "trainer/train/preference.h"
+#include "trainer/train/pair_stage.h"
 #include "trainer/train/progress.h"
 #include "trainer/train/rows.h"
 #include "trainer/train/runtime.h"
@@ -24,28 +27,32 @@ namespace anneal::train {
 // Validation loss over `rows` (sum of token losses / label tokens): positions dealt out over data parallel in
 // micro-batches of `batch` rows and run through the pipeline. NaN when there are no label tokens.
 double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt);
-// Stage dpo: the preference loss averaged over every validation pair (HF's evaluation loop: each batch's mean
-// loss weighted by its size), `batch` pairs per micro-batch.
-double EvalPreferenceLoss(PreferenceTrainer& preference, model::CausalLM& lm, const TrainRows& rows, int batch,
-                          const Runtime& rt);
+// Stages dpo and rm: the pairwise loss averaged over every validation pair (HF's evaluation loop: each batch's
+// mean loss weighted by its size), `batch` pairs per micro-batch. `metrics` (optional) receives the stage's
+// evaluation metrics over every pair of every rank, named eval_<name> (stage rm: eval_accuracy).
+double EvalPairLoss(PairStage& stage, model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt,
+                    std::vector<std::pair<std::string, double>>* metrics = nullptr);
 
 class Validator {
  public:
   Validator(const jobspec::TrainSpec& train, TrainRows rows, const Runtime& rt)
       : train_(&train), rows_(std::move(rows)), rt_(&rt) {}
 
-  // Stage dpo: validate with the preference loss (borrowed; outlives the validator).
-  void set_preference(PreferenceTrainer* preference) { preference_ = preference; }
+  // Stages dpo and rm: validate with the pairwise loss (borrowed; outlives the validator).
+  void set_pair_stage(PairStage* stage) { pair_stage_ = stage; }
 
   bool Due(const Progress& p) const;
   // The validation loss when Due, else nothing.
   std::optional<double> MaybeEvaluate(model::CausalLM& lm, const Progress& p) const;
+  // The metrics besides the loss of the last evaluation (stage rm: eval_accuracy); empty after the call.
+  std::vector<std::pair<std::string, double>> TakeEvalMetrics() const { return std::exchange(eval_metrics_, {}); }
 
  private:
   const jobspec::TrainSpec* train_;
   TrainRows rows_;
   const Runtime* rt_;
-  PreferenceTrainer* preference_ = nullptr;
+  PairStage* pair_stage_ = nullptr;
+  mutable std::vector<std::pair<std::string, double>> eval_metrics_;
 };
 
 }  // namespace anneal::train

@@ -6,6 +6,7 @@ files, models, adapters, datasets, layouts and checkpoints.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,12 +23,28 @@ def main():
                         "--out", f"{tmp}/m"], check=True, capture_output=True)
         os.makedirs(f"{tmp}/bad-model")
         json.dump({"model_type": "gpt2", "hidden_size": 8}, open(f"{tmp}/bad-model/config.json", "w"))
-        import shutil
         shutil.copytree(f"{tmp}/m", f"{tmp}/trunc")
         st = f"{tmp}/trunc/model.safetensors"
         os.truncate(st, os.path.getsize(st) - 1000)
         os.makedirs(f"{tmp}/bad-adapter")
         json.dump({"peft_type": "PREFIX_TUNING"}, open(f"{tmp}/bad-adapter/adapter_config.json", "w"))
+        # Stage rm: a ranking dataset, a model whose value head belongs to another hidden size, and one whose
+        # config asks for an impossible value-head dropout.
+        os.makedirs(f"{tmp}/rdata")
+        json.dump([{"instruction": "hi", "chosen": "hello", "rejected": "go"}], open(f"{tmp}/rdata/pairs.json", "w"))
+        json.dump({"pairs": {"file_name": "pairs.json", "ranking": True,
+                             "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}}},
+                  open(f"{tmp}/rdata/dataset_info.json", "w"))
+        shutil.copytree(f"{tmp}/m", f"{tmp}/m-vhead")
+        from safetensors.numpy import save_file
+        import numpy as np
+        save_file({"v_head.summary.weight": np.zeros((1, 7), np.float32), "v_head.summary.bias": np.zeros(1, np.float32)},
+                  f"{tmp}/m-vhead/value_head.safetensors")
+        shutil.copytree(f"{tmp}/m", f"{tmp}/m-dropout")
+        cfg = json.load(open(f"{tmp}/m-dropout/config.json"))
+        cfg["summary_dropout_prob"] = 2
+        json.dump(cfg, open(f"{tmp}/m-dropout/config.json", "w"))
+        rm = ["stage: rm", "dataset: pairs", f"dataset_dir: {tmp}/rdata"]
         base = [f"model_name_or_path: {tmp}/m", "dataset: demo_train", f"dataset_dir: {ROOT}/examples/data",
                 "template: qwen", "cutoff_len: 64", f"output_dir: {tmp}/out", "max_steps: 2", "save_strategy: \"no\"",
                 "overwrite_output_dir: true", f"tokenized_cache_dir: {tmp}/cache"]
@@ -59,6 +76,11 @@ def main():
             ("diverging run (NaN loss)", ["finetuning_type: full", "learning_rate: 1.0e+20", "max_grad_norm: 0",
                                           "max_steps: 10"], [], 1,
              "step 2: the loss is NaN (lower the learning rate, or check the data)"),
+            ("stage rm on a plain dataset", ["stage: rm"], [], 1, "dataset demo_train: is not a ranking dataset"),
+            ("stage rm: another model's value head", rm + [f"model_name_or_path: {tmp}/m-vhead"], [], 1,
+             f"{tmp}/m-vhead/value_head.safetensors: 'v_head.summary.weight' has shape [1, 7], this model's hidden size"),
+            ("stage rm: value-head dropout 2", rm + [f"model_name_or_path: {tmp}/m-dropout"], [], 1,
+             "summary_dropout_prob 2 is not a probability in [0, 1)"),
             ("missing config file", None, [], 2, f"{tmp}/absent.yaml"),
             ("bad override", [], ["--set", "learning_rate=fast"], 2, "learning_rate"),
             ("unknown retention owner", [], [], 1,

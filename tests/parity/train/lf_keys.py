@@ -139,7 +139,7 @@ def case_deepspeed(binary, tmp):
 def case_refusals(binary, tmp):
     model, data = setup(tmp, binary)
     cases = [("fp16: true", "use bf16: true"), ("optim: adamw_8bit", "use adamw_torch"),
-             ("flash_attn: disabled", "use auto"), ("stage: kto", "use sft, pt or dpo")]
+             ("flash_attn: disabled", "use auto"), ("stage: kto", "use sft, pt, dpo or rm")]
     for line, want in cases:
         _, r = train(binary, tmp, "refused", model, data, [line], check=False)
         key = line.split(":")[0]

@@ -170,8 +170,8 @@ const std::vector<BadSpec>& Table() {
       {"StageUnsupported",
        Base("stage: kto\n"),
        {},
-       "key 'stage' at job.yaml:4: expected one of sft, pt, dpo (rm, ppo and kto are not built yet: use sft, pt or "
-       "dpo), got 'kto'"},
+       "key 'stage' at job.yaml:4: expected one of sft, pt, dpo, rm (ppo and kto are not built yet: use sft, pt, "
+       "dpo or rm), got 'kto'"},
       {"PrefLossUnsupported",
        Base("stage: dpo\npref_loss: kto_pair\n"),
        {},
@@ -186,6 +186,15 @@ const std::vector<BadSpec>& Table() {
        {},
        "'stage' at job.yaml:5 is dpo but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read "
        "plain datasets: use stage: sft for kind: eval"},
+      {"EvalJobWithStageRm",
+       Base("kind: eval\nstage: rm\n"),
+       {},
+       "'stage' at job.yaml:5 is rm but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read "
+       "plain datasets: use stage: sft for kind: eval; a rm training job evaluates its pairwise loss and accuracy"},
+      {"LoadBestModelWithStageRm",
+       Base("stage: rm\nload_best_model_at_end: true\n"),
+       {},
+       "'load_best_model_at_end' at job.yaml:5: stage rm does not support load_best_model_at_end (as LLaMA-Factory)"},
       {"AdditionalTargetUnknown",
        Base("additional_target: norm\n"),
        {},

@@ -267,9 +267,20 @@ TEST(LlamaFactoryStage, PtPacksByDefaultAndRefusesSftOnlyKeys) {
   ASSERT_TRUE(full.ok()) << full.status().message();
   ASSERT_EQ(full->warnings.size(), 1u);
   EXPECT_NE(full->warnings[0].find("it adds modules to LoRA, and this job is full"), std::string::npos);
-  auto rm = ParseJobSpec(std::string(kBase) + "stage: rm\n", "job.yaml");
-  ASSERT_FALSE(rm.ok());
-  EXPECT_NE(rm.status().message().find("rm, ppo and kto are not built yet"), std::string::npos);
+  // Stage rm (reward modeling) reads the same pairs: packing ignored the same way, sft-only keys refused.
+  auto rm = ParseJobSpec(std::string(kBase) + "stage: rm\npacking: true\n", "job.yaml");
+  ASSERT_TRUE(rm.ok()) << rm.status().message();
+  EXPECT_EQ(rm->finetuning.stage, "rm");
+  EXPECT_FALSE(rm->data.packing);
+  ASSERT_EQ(rm->warnings.size(), 1u);
+  EXPECT_NE(rm->warnings[0].find("stage rm does not pack preference pairs"), std::string::npos);
+  auto rm_prompt = ParseJobSpec(std::string(kBase) + "stage: rm\ntrain_on_prompt: true\n", "job.yaml");
+  ASSERT_FALSE(rm_prompt.ok());
+  EXPECT_NE(rm_prompt.status().message().find("is rm (rm scores the answers of preference pairs)"), std::string::npos)
+      << rm_prompt.status().message();
+  auto ppo = ParseJobSpec(std::string(kBase) + "stage: ppo\n", "job.yaml");
+  ASSERT_FALSE(ppo.ok());
+  EXPECT_NE(ppo.status().message().find("ppo and kto are not built yet"), std::string::npos);
 }
 
 TEST(LlamaFactoryTrainLoopKeys, SaveAndEvalStrategiesAreRepresentedForTheTrainer) {
