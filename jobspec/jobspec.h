@@ -59,7 +59,7 @@ struct ModelSpec {
 
 struct FinetuningSpec {
   FinetuningType type = FinetuningType::kLora;
-  std::string stage = "sft";  // sft: supervised; pt: raw text; dpo: preference pairs (rm, ppo, kto are refused)
+  std::string stage = "sft";  // sft: supervised; pt: raw text; dpo / rm: preference pairs (ppo, kto refused)
   int lora_rank = 8;
   double lora_alpha = 16;  // LLaMA-Factory's default: 2 * lora_rank
   double lora_dropout = 0.0;
