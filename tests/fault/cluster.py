@@ -37,8 +37,14 @@ class HostCluster:
         self.agents = {}  # node name -> host
 
     def anneal(self, *args, check=True, timeout=300):
-        p = subprocess.run([os.path.join(self.bindir, "anneal"), *map(str, args)], capture_output=True, text=True,
-                           env=self.env, timeout=timeout)
+        """Runs the CLI; a command that outlasts `timeout` is an AssertionError naming it (so the scenarios' handlers
+        add the daemons' logs), raised well before ctest's own timeout would kill the test without them."""
+        try:
+            p = subprocess.run([os.path.join(self.bindir, "anneal"), *map(str, args)], capture_output=True,
+                               text=True, env=self.env, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"anneal {' '.join(map(str, args))} did not finish within {timeout} s:\n"
+                                 f"{(e.stdout or '')[-3000:] if isinstance(e.stdout, str) else ''}")
         if check and p.returncode != 0:
             raise AssertionError(f"anneal {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout[-3000:]}\n"
                                  f"{p.stderr[-3000:]}")

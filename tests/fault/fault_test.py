@@ -113,7 +113,7 @@ def start_after_reference(c, tmp, name, steps):
     """Runs the uninterrupted reference `ref` to its end, then submits `name` and waits for its first committed
     checkpoint; the job id."""
     ref = c.anneal("submit", two_node_job(tmp, "ref", steps)).stdout.strip()
-    assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
+    assert c.anneal("watch", ref, check=False, timeout=400).returncode == 0, "the reference run failed"
     job = c.anneal("submit", two_node_job(tmp, name, steps)).stdout.strip()
     wait_for("a committed checkpoint", lambda: committed_steps(c, job), 300)
     return job
@@ -132,7 +132,7 @@ def case_host_kill(bindir, tmp):
             victim.kill()
             _, detected_s = wait_until(f"{before[0]} to be declared lost",
                                        lambda: c.node_state(before[0]) not in ("NODE_UP", None), 30)
-            w = c.anneal("watch", job, check=False, timeout=600)
+            w = c.anneal("watch", job, check=False, timeout=400)
             assert w.returncode == 0, f"the job did not finish after its host died:\n{w.stdout[-3000:]}"
             after = placed_nodes(c, job)
             assert before[0] not in after and len(after) == 2, (before, after)
@@ -163,7 +163,7 @@ def case_partition(bindir, tmp):
             net.cut(c.coordinator_host)
             time.sleep(30)
             net.heal(c.coordinator_host)
-            w = c.anneal("watch", job, check=False, timeout=600)
+            w = c.anneal("watch", job, check=False, timeout=400)
             assert w.returncode == 0, f"the job did not finish after the partition healed:\n{w.stdout[-3000:]}"
             attempt_after, shown = attempts_of(c, job)
             events = [f"{e.get('kind')}: {e.get('message')}" for e in shown.get("events", [])]

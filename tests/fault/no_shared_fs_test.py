@@ -91,7 +91,7 @@ def moved_elsewhere(bindir, tmp, name, layout):
             c.anneal("drain", "node1")  # it serves its files, runs nothing
 
             ref = c.anneal("submit", job_yaml(tmp, shared, "ref", steps, **layout)).stdout.strip()
-            assert c.anneal("watch", ref, check=False, timeout=600).returncode == 0, "the reference run failed"
+            assert c.anneal("watch", ref, check=False, timeout=400).returncode == 0, "the reference run failed"
             with open(os.path.join(source.fs, "base", "config.json")) as f:
                 layers = json.load(f)["num_hidden_layers"]
             want = fetched_final_loss(c, ref, os.path.join(tmp, "fetched-ref"), layers, f"{shared}/base")
@@ -108,7 +108,7 @@ def moved_elsewhere(bindir, tmp, name, layout):
             c.agent_host(writer).kill()
             wait_until(f"{writer} to be declared lost", lambda: c.node_state(writer) not in ("NODE_UP", None), 30)
             c.anneal("drain", "node1", "--undrain")
-            w = c.anneal("watch", job, check=False, timeout=600)
+            w = c.anneal("watch", job, check=False, timeout=400)
             assert w.returncode == 0, f"the job did not finish after rank 0's host died:\n{w.stdout[-3000:]}"
             after = placed_nodes(c, job)
             assert writer not in after, (before, after)

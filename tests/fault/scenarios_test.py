@@ -39,7 +39,7 @@ from workload import (RankWatch, checkpoints, committed_steps, events, placed_no
 
 def run_reference(c, tmp, steps, **keys):
     ref = c.anneal("submit", two_node_job(tmp, "ref", steps, **keys)).stdout.strip()
-    assert c.anneal("watch", ref, check=False, timeout=900).returncode == 0, "the reference run failed"
+    assert c.anneal("watch", ref, check=False, timeout=400).returncode == 0, "the reference run failed"
 
 
 def wait_for_dir(path, timeout):
@@ -62,7 +62,7 @@ def case_coordinator_kill_commit(bindir, tmp):
                 kills.append(step)
                 time.sleep(2)
                 c.restart_coordinator()
-            w = c.anneal("watch", job, check=False, timeout=900)
+            w = c.anneal("watch", job, check=False, timeout=400)
             watch.stop()
             record, _ = show(c, job)
             log = "\n".join(events(c, job)[-25:])
@@ -113,7 +113,7 @@ def disk_full_run(c, tmp, disk):
                          max_attempts=1, save_total_limit=0)
     try:
         job = c.anneal("submit", spec).stdout.strip()
-        w = c.anneal("watch", job, check=False, timeout=900)
+        w = c.anneal("watch", job, check=False, timeout=400)
         record, _ = show(c, job)
         result = record.get("result", "")
         log = "\n".join(events(c, job)[-20:])
@@ -198,7 +198,7 @@ def case_partition_past_grace(bindir, tmp):
             wait_for("the returning agent to register again",
                      lambda: "registered with coordinator" in log_since(victim_log, log_at_heal), 30, poll_s=0.5)
             registered_s = time.time() - healed_at
-            w = c.anneal("watch", job, check=False, timeout=900)
+            w = c.anneal("watch", job, check=False, timeout=400)
             watch.stop()
             record, _ = show(c, job)
             log = "\n".join(events(c, job)[-30:])
