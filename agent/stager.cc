@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <chrono>
@@ -206,16 +207,26 @@ Stager::Stager(boost::asio::io_context& io, StagerOptions options) : io_(io), op
 Stager::~Stager() {
   stopping_->store(true);
   for (auto& [job, work] : staging_) work->cancel.store(true);
+  for (auto& work : superseded_) work->cancel.store(true);
   for (auto& [job, work] : staging_) work->thread.join();
+  for (auto& work : superseded_) work->thread.join();
   for (auto& work : finished_) work->thread.join();
   for (auto& [id, t] : replica_threads_) t.join();
 }
 
 bool Stager::Start(const pb::LaunchTask& launch, LaunchDone done) {
   Reap();
+  for (const auto& [job, epoch] : ended_) {
+    if (job == launch.job_id() && launch.epoch() <= epoch) {
+      spdlog::info("job {} epoch {}: launch ignored: the staging of epoch {} already ended and was reported",
+                   launch.job_id(), launch.epoch(), epoch);
+      return false;
+    }
+  }
   if (auto it = staging_.find(launch.job_id()); it != staging_.end()) {
     if (it->second->launch.epoch() >= launch.epoch()) return false;  // a resend, or older than what stages
     Cancel(launch.job_id(), it->second->launch.epoch(), "a newer attempt was launched");
+    superseded_.push_back(it->second);  // its thread must still be joined (a joinable thread must never be dropped)
   }
   auto work = std::make_shared<Work>();
   work->launch = launch;
@@ -230,8 +241,11 @@ bool Stager::Start(const pb::LaunchTask& launch, LaunchDone done) {
       auto it = staging_.find(work->launch.job_id());
       if (it != staging_.end() && it->second == work) {
         staging_.erase(it);
-        finished_.push_back(work);
+      } else {
+        superseded_.erase(std::remove(superseded_.begin(), superseded_.end(), work), superseded_.end());
       }
+      finished_.push_back(work);  // its thread posted this as its last act: joined without waiting
+      RememberEnded(work->launch.job_id(), work->launch.epoch());
       done(std::move(result));
     });
   });
@@ -280,6 +294,17 @@ std::vector<pb::TaskStatus> Stager::Tasks() const {
     out.push_back(std::move(s));
   }
   return out;
+}
+
+void Stager::RememberEnded(const std::string& job_id, uint64_t epoch) {
+  for (auto it = ended_.begin(); it != ended_.end(); ++it) {
+    if (it->first != job_id) continue;
+    epoch = std::max(epoch, it->second);
+    ended_.erase(it);
+    break;
+  }
+  ended_.emplace_back(job_id, epoch);
+  if (ended_.size() > kEndedRemembered) ended_.pop_front();
 }
 
 void Stager::Reap() {

@@ -31,6 +31,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -66,7 +67,9 @@ class Stager {
   Stager& operator=(const Stager&) = delete;
 
   // Stages `launch`'s inputs; `done` runs on the loop. A launch of an epoch already staging or older is ignored
-  // (false); a newer one cancels the older staging first (its `done` gets CANCELLED).
+  // (false); a newer one cancels the older staging first (its `done` gets CANCELLED). A launch of an epoch whose
+  // staging already ended is ignored too (false): the coordinator resends the launches a reconnecting node does
+  // not report before it reads that node's spooled reports, which carry that staging's result.
   bool Start(const pb::LaunchTask& launch, LaunchDone done);
   // Cancels the job's staging of epoch <= `epoch` (`done` then gets CANCELLED with `reason`).
   void Cancel(const std::string& job_id, uint64_t epoch, const std::string& reason);
@@ -86,12 +89,19 @@ class Stager {
     std::thread thread;
   };
   void Reap();  // joins finished workers
+  void RememberEnded(const std::string& job_id, uint64_t epoch);
 
   boost::asio::io_context& io_;
   StagerOptions options_;
   std::map<std::string, std::shared_ptr<Work>> staging_;  // job id -> its staging
-  std::vector<std::shared_ptr<Work>> finished_;           // to join
-  std::map<uint64_t, std::thread> replica_threads_;       // joined when their answer reaches the loop
+  // Stagings a newer epoch of their job replaced (cancelled, maybe still running): their threads are joined once
+  // their result reaches the loop (then they move to finished_), or by the destructor.
+  std::vector<std::shared_ptr<Work>> superseded_;
+  std::vector<std::shared_ptr<Work>> finished_;  // to join
+  // The newest ended staging of each job, (job id, epoch), the most recent last; at most kEndedRemembered.
+  std::deque<std::pair<std::string, uint64_t>> ended_;
+  static constexpr size_t kEndedRemembered = 4096;
+  std::map<uint64_t, std::thread> replica_threads_;  // joined when their answer reaches the loop
   uint64_t next_replica_ = 0;
   std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
 };

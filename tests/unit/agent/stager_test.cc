@@ -229,6 +229,67 @@ TEST_F(StagerTest, CancelEndsAStagingStuckOnAnUnreachableSource) {
   EXPECT_NE(result.status().message().find("user cancel"), std::string::npos);
 }
 
+// A launch of a newer epoch while the older one still stages (seen when a node came back from a cut: the
+// coordinator resent the old epoch's launch, then launched the next one): the old staging is cancelled and its
+// thread joined once it ends; the agent crashed (std::terminate: a joinable thread dropped) before.
+TEST_F(StagerTest, ANewerEpochSupersedesAStagingInProgress) {
+  Stager stager = MakeStager(/*timeout_ms=*/20000);
+  pb::LaunchTask stuck = Launch();
+  pb::StageInput unreachable = Input("model.model_name_or_path", dir_ / "models/tiny");
+  unreachable.set_source_endpoint("tcp://127.0.0.1:9");  // discard port: nothing answers
+  *stuck.add_stage() = unreachable;
+  bool old_done = false;
+  StatusOr<pb::LaunchTask> old_result = InternalError("not run");
+  ASSERT_TRUE(stager.Start(stuck, [&](StatusOr<pb::LaunchTask> r) {
+    old_result = std::move(r);
+    old_done = true;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the old worker waits on the silent source
+  pb::LaunchTask newer = Launch();
+  newer.set_epoch(4);
+  *newer.add_stage() = Input("model.model_name_or_path", dir_ / "models/tiny");
+  EXPECT_FALSE(stager.Start(stuck, [](StatusOr<pb::LaunchTask>) { ADD_FAILURE() << "a resend was started"; }));
+  auto result = StageAndWait(stager, newer);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  RunUntil(old_done);
+  ASSERT_FALSE(old_result.ok());
+  EXPECT_EQ(old_result.status().code(), StatusCode::kCancelled);
+  EXPECT_NE(old_result.status().message().find("a newer attempt was launched"), std::string::npos);
+  EXPECT_TRUE(stager.Idle());
+}
+
+TEST_F(StagerTest, AResentLaunchOfAnEpochWhoseStagingEndedIsIgnored) {
+  Stager stager = MakeStager();
+  pb::LaunchTask failing = Launch();
+  *failing.add_stage() = Input("model.model_name_or_path", dir_ / "models/missing");  // the source has no such path
+  auto result = StageAndWait(stager, failing);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), StatusCode::kNotFound) << result.status().ToString();
+  // The coordinator resends it after a reconnect, before it reads the spooled failure: not staged again.
+  EXPECT_FALSE(stager.Start(failing, [](StatusOr<pb::LaunchTask>) { ADD_FAILURE() << "staged again"; }));
+  EXPECT_TRUE(stager.Idle());
+  pb::LaunchTask next = Launch();
+  next.set_epoch(4);
+  *next.add_stage() = Input("model.model_name_or_path", dir_ / "models/tiny");
+  auto staged = StageAndWait(stager, next);
+  EXPECT_TRUE(staged.ok()) << staged.status().ToString();
+}
+
+TEST_F(StagerTest, DestroyingTheStagerJoinsSupersededStagingsStillRunning) {
+  Stager stager = MakeStager(/*timeout_ms=*/20000);
+  for (uint64_t epoch : {3, 4}) {
+    pb::LaunchTask launch = Launch();
+    launch.set_epoch(epoch);
+    pb::StageInput in = Input("model.model_name_or_path", dir_ / "models/tiny");
+    in.set_source_endpoint("tcp://127.0.0.1:9");
+    *launch.add_stage() = in;
+    ASSERT_TRUE(stager.Start(launch, [](StatusOr<pb::LaunchTask>) {}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  // Leaving the scope destroys the stager with both workers waiting on the silent source: they are cancelled and
+  // joined (a dropped joinable thread would abort the test binary).
+}
+
 TEST_F(StagerTest, ReplicateCopiesOnlyTheCommittedFiles) {
   Write(dir_ / "out-src/checkpoint-10/trainable-stage0.safetensors", "weights");
   Write(dir_ / "out-src/checkpoint-10/manifest.json", "{}");
