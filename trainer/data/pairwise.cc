@@ -41,8 +41,11 @@ StatusOr<PairExample> EncodePairwise(const ChatTemplate& t, const Tokenizer& tok
     chosen_ids.push_back(eos);
     rejected_ids.push_back(eos);
   }
-  const auto [source_len, target_len] = InferSeqlen(
-      static_cast<int>(prompt.size()), static_cast<int>(std::max(chosen_ids.size(), rejected_ids.size())), cutoff_len);
+  // Plain variables, not a structured binding: clang 14 (the sanitizer build) cannot capture one in the lambda.
+  const auto lengths = InferSeqlen(static_cast<int>(prompt.size()),
+                                   static_cast<int>(std::max(chosen_ids.size(), rejected_ids.size())), cutoff_len);
+  const int source_len = lengths.first;
+  const int target_len = lengths.second;
   prompt.resize(std::min<size_t>(prompt.size(), static_cast<size_t>(source_len)));
   auto build = [&](std::vector<int32_t>& answer) {
     answer.resize(std::min<size_t>(answer.size(), static_cast<size_t>(target_len)));
