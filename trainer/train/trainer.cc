@@ -357,7 +357,9 @@ Status Trainer::SetupPlan() {
     for (const auto& p : trainable_.params)
       (model::RoutedExpertOf(p.name) ? expert_params_ : shared_params_).push_back(p);
     reducer_ = std::make_unique<GradientReducer>(shared_params_, rt_.dp_comm.get(), bucket_bytes);
-    if (!expert_params_.empty() && rt_.edp_comm->size() > 1) {
+    // Also with one rank per expert group (ep = dp): the reducer gives an expert that got no token a zero gradient,
+    // so AdamW steps it (weight decay, moments) as it does every parameter under data parallelism.
+    if (!expert_params_.empty()) {
       expert_reducer_ = std::make_unique<GradientReducer>(expert_params_, rt_.edp_comm.get(), bucket_bytes);
     }
   } else if (rt_.dp_comm && rt_.dp > 1) {

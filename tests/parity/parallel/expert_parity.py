@@ -9,12 +9,13 @@
            expert, by its HF name) of (dp, ep 1); each rank holds fewer parameters. A checkpoint saved at step 5
            with (dp 4, ep 2) resumes with (dp 4, ep 1) and (dp 4, ep 4) and continues with the same losses.
   ep_lora: the same with LoRA on every linear (the routed experts' adapters included) under (dp 2, ep 2) and
-           (dp 4, ep 4): losses, eval losses and the exported PEFT adapter.
+           (dp 4, ep 4): losses, eval losses and the exported PEFT adapter; the (dp 4, ep 4) checkpoint resumes
+           with (dp 4, ep 1) and (dp 4, ep 2).
   ep_deepseek: a tiny deepseek_v3 (sigmoid group-limited routing, a shared expert, MLA), full and LoRA, with
            (dp 2, ep 2) and (dp 4, ep 4) against one process.
   ep_refused: impossible or unbuilt expert-parallel layouts stop before training with a line naming each problem:
            ep not dividing the data-parallel size or the experts, ep on a dense model, ep with tensor
-           parallelism, ep with ZeRO.
+           parallelism, ep with ZeRO, validation rows that give the ranks unequal evaluation batch counts.
 """
 import os
 import re
@@ -23,7 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from parallel_parity import GLOBAL_BATCH, compare, job, losses, setup  # noqa: E402
+from parallel_parity import GLOBAL_BATCH, compare, job, losses, setup, weights  # noqa: E402
 from testlib import run, run_cases  # noqa: E402
 
 
@@ -63,29 +64,39 @@ def layouts(binary, tmp, ft, arch="qwen3_moe", pairs=((2, 2), (4, 2), (4, 4)), s
         ref = refs[1 if single else dp]
         out, p = train(binary, tmp, model, ft, dp, ep, f"{arch}-{ft}-dp{dp}-ep{ep}", ["save_steps: 5"])
         compare(ft, ref, out, f"{arch} (dp {dp}, ep {ep}) against {os.path.basename(ref)}")
+        experts = {int(m.group(1)) for k in weights(out, ft) for m in [re.search(r"\.mlp\.experts\.(\d+)\.", k)] if m}
+        assert experts == set(range(8)), f"the export holds experts {sorted(experts)}, not all 8"
         held = held_parameters(p.stderr)
         assert len(held) == dp and all(h < whole[1 if single else dp] for h in held.values()), (whole, held)
     return model, refs
 
 
-def case_ep_full(binary, tmp):
-    model, refs = layouts(binary, tmp, "full")
-    # A checkpoint of (dp 4, ep 2) holds every expert: it resumes without expert parallelism and with ep 4.
-    saved = os.path.join(tmp, "qwen3_moe-full-dp4-ep2")
-    for dp, ep in ((4, 1), (4, 4)):
-        out = os.path.join(tmp, f"resumed-dp{dp}-ep{ep}")
+def resume(binary, tmp, model, ft, ref, saved_as, onto):
+    """The step-5 checkpoint of the run saved with (dp, ep) `saved_as` resumes with each (dp, ep) of `onto` and
+    continues with the losses of `ref`."""
+    saved = os.path.join(tmp, f"qwen3_moe-{ft}-dp{saved_as[0]}-ep{saved_as[1]}")
+    for dp, ep in onto:
+        out = os.path.join(tmp, f"{ft}-resumed-dp{dp}-ep{ep}")
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(saved, out)
         shutil.rmtree(os.path.join(out, "checkpoint-10"))
         os.remove(os.path.join(out, "trainer_log.jsonl"))
-        train(binary, tmp, model, "full", dp, ep, os.path.basename(out),
+        train(binary, tmp, model, ft, dp, ep, os.path.basename(out),
               ["resume_from_checkpoint: " + os.path.join(out, "checkpoint-5"), "save_steps: 5"])
         assert len(losses(out)) == 5, losses(out)
-        compare("full", refs[4], out, f"saved with (dp 4, ep 2), resumed with (dp {dp}, ep {ep})", first_step=6)
+        compare(ft, ref, out, f"saved with (dp {saved_as[0]}, ep {saved_as[1]}), resumed with (dp {dp}, ep {ep})",
+                first_step=6)
+
+
+def case_ep_full(binary, tmp):
+    model, refs = layouts(binary, tmp, "full")
+    # A checkpoint of (dp 4, ep 2) holds every expert: it resumes without expert parallelism and with ep 4.
+    resume(binary, tmp, model, "full", refs[4], (4, 2), ((4, 1), (4, 4)))
 
 
 def case_ep_lora(binary, tmp):
-    layouts(binary, tmp, "lora", pairs=((2, 2), (4, 4)))
+    model, refs = layouts(binary, tmp, "lora", pairs=((2, 2), (4, 4)))
+    resume(binary, tmp, model, "lora", refs[4], (4, 4), ((4, 1), (4, 2)))
 
 
 def case_ep_deepseek(binary, tmp):
@@ -109,6 +120,10 @@ def case_ep_refused(binary, tmp):
          ["expert parallel 2 with tensor parallel 2 and pipeline parallel 1 is not built"]),
         (moe, 2, ["expert_model_parallel_size: 2", "zero_stage: 1"],
          ["expert_model_parallel_size 2 with zero_stage 1 is not built"]),
+        # Every forward is a collective over the expert-parallel group: ranks with unequal evaluation batch counts
+        # (3 and 2 validation rows in batches of 2) would wait on each other forever.
+        (moe, 2, ["expert_model_parallel_size: 2", "val_size: 5", "per_device_eval_batch_size: 2"],
+         ["the 5 validation rows give the 2 data-parallel ranks unequal numbers of evaluation batches"]),
     ]
     for i, (model, world, extra, expected) in enumerate(cases):
         out = os.path.join(tmp, f"bad{i}")
