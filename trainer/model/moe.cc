@@ -170,8 +170,7 @@ torch::Tensor SparseMoeImpl::Dispatch(const torch::Tensor& x, const Routing& r) 
   } else {
     y = DispatchExpertParallel(gathered, counts);
   }
-  if (y.size(0) == 0) return torch::zeros_like(x);  // no tokens (N == 0)
-  y = y * slot_weights;                             // [N*k, C]
+  y = y * slot_weights;  // [N*k, C]
   return torch::zeros_like(x).index_add(0, tokens, y.to(x.scalar_type()));
 }
 
