@@ -516,7 +516,10 @@ Status Trainer::Export() {
 // ranks count once per rank, an over-count the formula caps), and this GPU's peak. Collective: every rank calls it.
 void Trainer::SetupModelFlops() {
   double trained = 0;
-  for (const auto& p : trainable_.params) trained += static_cast<double>(p.param.numel());
+  // A rank holds 1 / ep of the routed experts: counted ep times, the sum over the world is dp replicas.
+  for (const auto& p : trainable_.params) {
+    trained += static_cast<double>(p.param.numel()) * (model::RoutedExpertOf(p.name) ? rt_.ep : 1);
+  }
   trained = rt_.SumOverWorld(trained, true) / std::max(1, rt_.dp);
   const auto shape = DecoderShapeOf(spec_.model.model_name_or_path);
   if (!shape) return;
@@ -554,9 +557,10 @@ void Trainer::LogHoldings() const {
   }
   // One write: the ranks share the launcher's stderr, and a line written piecewise interleaves with another rank's.
   std::cerr << c10::str(
-      "[train] rank ", rt_.rank, " (tp ", rt_.tp_rank, ", pp ", rt_.pp_rank, ", dp ", rt_.dp_rank, "): layers [",
-      rt_.stage.layer_begin, ", ", rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4,
-      ", optimizer state ", state_bytes >> 10, " KiB", sharding,
+      "[train] rank ", rt_.rank, " (tp ", rt_.tp_rank, ", pp ", rt_.pp_rank, ", dp ", rt_.dp_rank,
+      rt_.ep > 1 ? c10::str(", ep ", rt_.ep_rank) : std::string(), "): layers [", rt_.stage.layer_begin, ", ",
+      rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4, ", optimizer state ",
+      state_bytes >> 10, " KiB", sharding,
       spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off", "\n");
 }
 
