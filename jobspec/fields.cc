@@ -693,6 +693,10 @@ std::vector<Field> BuildFields() {
   f.push_back(
       PositiveInt({"resources.pipeline_parallel", "pipeline_model_parallel_size", {"resources.parallel.pipeline"}},
                   "pipeline-parallel stages", REF(resources.pipeline_parallel)));
+  f.push_back(PositiveInt({"resources.expert_parallel", "expert_model_parallel_size", {"resources.parallel.expert"}},
+                          "expert-parallel size: ranks sharing one replica's routed experts (mixture-of-experts "
+                          "models; divides the data-parallel size and the experts)",
+                          REF(resources.expert_parallel)));
   f.push_back(Make<int>({"resources.zero_stage", "zero_stage", {"resources.parallel.zero"}}, "integer",
                         "0, 1 or 2 (3, ZeRO-3, is not built yet)",
                         "1: shard optimizer state across data parallel (ZeRO-1); 2: also reduce-scatter the gradients "

@@ -176,6 +176,7 @@ struct ResourceSpec {
   int gpus_per_node = 1;      // ranks per node (GPU slots, or CPU slots on CPU nodes)
   int tensor_parallel = 1;    // flat: tensor_model_parallel_size
   int pipeline_parallel = 1;  // flat: pipeline_model_parallel_size
+  int expert_parallel = 1;    // flat: expert_model_parallel_size; carved from data parallel (MoE models only)
   int zero_stage = 0;         // 0, 1 (optimizer state sharded across data parallel) or 2 (and gradients)
   bool sequence_parallel = false;
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps

@@ -455,11 +455,12 @@ Status CheckExport(const JobSpec& s, const SpecReader& r) {
         r.source()));
   }
   const ResourceSpec& res = s.resources;
-  if ((res.world_size_given && res.world_size() != 1) || res.tensor_parallel != 1 || res.pipeline_parallel != 1) {
+  if ((res.world_size_given && res.world_size() != 1) || res.tensor_parallel != 1 || res.pipeline_parallel != 1 ||
+      res.expert_parallel != 1) {
     return InvalidArgumentError(fmt::format(
-        "{}: an export job runs one process: nodes x gpus_per_node must be 1 (got {} x {}) and tensor/pipeline "
-        "parallel 1 (got {}, {})",
-        r.source(), res.nodes, res.gpus_per_node, res.tensor_parallel, res.pipeline_parallel));
+        "{}: an export job runs one process: nodes x gpus_per_node must be 1 (got {} x {}) and tensor/pipeline/"
+        "expert parallel 1 (got {}, {}, {})",
+        r.source(), res.nodes, res.gpus_per_node, res.tensor_parallel, res.pipeline_parallel, res.expert_parallel));
   }
   return Status::Ok();
 }

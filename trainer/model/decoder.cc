@@ -215,7 +215,7 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 // ---- Layers --------------------------------------------------------------------------------------------------
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const LinearFactory& f, int64_t layer_index,
-                                   const torch::TensorOptions& options) {
+                                   const torch::TensorOptions& options, const ExpertParallel& ep) {
   if (c.mla.enabled) {
     mla = register_module("self_attn", MlaAttention(c, f, layer_index));
   } else {
@@ -227,7 +227,8 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const LinearFactory& f,
                       .top_k = c.moe.num_experts_per_tok,
                       .expert_intermediate = c.moe.moe_intermediate_size,
                       .norm_topk_prob = c.moe.norm_topk_prob,
-                      .shared_intermediate = c.moe.shared_expert_intermediate_size};
+                      .shared_intermediate = c.moe.shared_expert_intermediate_size,
+                      .ep = ep};
     if (c.moe.deepseek_moe) {
       spec.router = c.moe.sigmoid_scoring ? RouterKind::kDeepseekSigmoid : RouterKind::kDeepseekSoftmax;
       spec.routed_scaling_factor = c.moe.routed_scaling_factor;
@@ -271,7 +272,7 @@ DecoderModelImpl::DecoderModelImpl(const ModelConfig& c, const LinearFactory& f,
   const int64_t end = stage.layer_end < 0 ? c.num_hidden_layers : stage.layer_end;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     if (i >= stage.layer_begin && i < end) {
-      layers->push_back(DecoderLayer(c, f, i, options));
+      layers->push_back(DecoderLayer(c, f, i, options, stage.experts));
     } else {
       layers->push_back(std::make_shared<AbsentLayerImpl>());
     }

@@ -107,7 +107,7 @@ TORCH_MODULE(Mlp);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, const LinearFactory& factory, int64_t layer_index,
-                   const torch::TensorOptions& options);
+                   const torch::TensorOptions& options, const ExpertParallel& ep = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const std::optional<torch::Tensor>& mask, KvCache* cache);
   // Exactly one of them is set and registered as "self_attn": attention, or MLA (deepseek_v2, deepseek_v3).
@@ -126,6 +126,7 @@ struct StageSpec {
   int64_t layer_end = -1;  // exclusive; -1 = num_hidden_layers
   bool first = true;       // holds the embedding
   bool last = true;        // holds the final norm and the head
+  ExpertParallel experts = {};  // which routed experts this rank holds (all by default)
 };
 
 // The transformer body: "model." in HF names.

@@ -1,11 +1,13 @@
 #include "trainer/model/moe.h"
 
 #include <ATen/ATen.h>
+#include <torch/autograd.h>
 #include <torch/nn/functional/activation.h>
 
 #include <limits>
 
 #include "common/status.h"
+#include "trainer/parallel/comm.h"
 
 namespace anneal::model {
 
@@ -32,9 +34,13 @@ SparseMoeImpl::SparseMoeImpl(const MoeLayerSpec& spec, const LinearFactory& f, c
     : spec_(spec) {
   ANNEAL_CHECK(spec.num_experts > 0 && spec.top_k > 0 && spec.top_k <= spec.num_experts);
   gate = register_module("gate", f.Make({spec.hidden, spec.num_experts, false, "gate", LinearSplit::kNone}, options));
-  experts = register_module("experts", torch::nn::ModuleList());
-  for (int64_t e = 0; e < spec.num_experts; ++e) {
-    experts->push_back(ExpertMlp(spec.hidden, spec.expert_intermediate, f, options));
+  ANNEAL_CHECK(spec.ep.size >= 1 && spec.num_experts % spec.ep.size == 0 && spec.ep.rank < spec.ep.size);
+  ANNEAL_CHECK(spec.ep.size == 1 || spec.ep.comm != nullptr);
+  experts = register_module("experts", std::make_shared<torch::nn::Module>());
+  const int64_t first = spec.ep.First(spec.num_experts);
+  for (int64_t e = first; e < first + spec.ep.Count(spec.num_experts); ++e) {
+    local_.push_back(
+        experts->register_module(std::to_string(e), ExpertMlp(spec.hidden, spec.expert_intermediate, f, options)));
   }
   if (spec.shared_intermediate > 0) {
     shared_expert = register_module(spec.shared_name,
@@ -105,8 +111,49 @@ Routing SparseMoeImpl::Route(const torch::Tensor& x) {
   return r;
 }
 
+ExpertMlp SparseMoeImpl::Expert(int64_t e) const {
+  ANNEAL_CHECK(spec_.ep.Holds(e, spec_.num_experts));
+  return local_[static_cast<size_t>(e - spec_.ep.First(spec_.num_experts))];
+}
+
+torch::Tensor SparseMoeImpl::RunLocalExperts(const torch::Tensor& x, const std::vector<int64_t>& counts) {
+  std::vector<torch::Tensor> outputs;
+  int64_t begin = 0;
+  for (size_t i = 0; i < local_.size(); ++i) {
+    if (counts[i] == 0) continue;
+    outputs.push_back(local_[i]->forward(x.narrow(0, begin, counts[i])));
+    begin += counts[i];
+  }
+  if (outputs.empty()) return x.narrow(0, 0, 0).clone();  // no slots
+  return torch::cat(outputs, 0);
+}
+
+namespace {
+
+// The all-to-all of token slots as an autograd function: backward sends the gradients back the way the slots
+// came (the reverse all-to-all, splits swapped).
+class AllToAllSlots : public torch::autograd::Function<AllToAllSlots> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, parallel::Comm* comm,
+                               const std::vector<int64_t>& in_splits, const std::vector<int64_t>& out_splits) {
+    ctx->saved_data["comm"] = reinterpret_cast<int64_t>(comm);
+    ctx->saved_data["in"] = in_splits;
+    ctx->saved_data["out"] = out_splits;
+    return comm->AllToAll(x, in_splits, out_splits);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* comm = reinterpret_cast<parallel::Comm*>(ctx->saved_data["comm"].toInt());
+    const std::vector<int64_t> in = ctx->saved_data["in"].toIntVector();
+    const std::vector<int64_t> out = ctx->saved_data["out"].toIntVector();
+    return {comm->AllToAll(grads[0], out, in), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 torch::Tensor SparseMoeImpl::Dispatch(const torch::Tensor& x, const Routing& r) {
-  const int64_t k = spec_.top_k;
+  const int64_t k = spec_.top_k, E = spec_.num_experts;
   // Token slots [N*k] sorted by expert: slot s of the sorted order is token order[s] / k going to
   // flat_experts[order[s]]; equal experts keep token order (stable), so results do not depend on ties.
   torch::Tensor flat_experts = r.experts.reshape({-1});
@@ -114,20 +161,63 @@ torch::Tensor SparseMoeImpl::Dispatch(const torch::Tensor& x, const Routing& r) 
   torch::Tensor tokens = order.div(k, "floor");                                               // [N*k]
   torch::Tensor slot_weights = r.weights.reshape({-1}).index_select(0, order).unsqueeze(-1);  // [N*k, 1]
   torch::Tensor gathered = x.index_select(0, tokens);  // [N*k, C], grouped by expert
-  // Slots per expert, on the host: the loop below walks the contiguous groups.
-  torch::Tensor counts = torch::bincount(flat_experts, /*weights=*/{}, spec_.num_experts).cpu();
-  const int64_t* count = counts.data_ptr<int64_t>();
-  std::vector<torch::Tensor> outputs;
-  outputs.reserve(spec_.num_experts);
-  int64_t begin = 0;
-  for (int64_t e = 0; e < spec_.num_experts; ++e) {
-    if (count[e] == 0) continue;
-    outputs.push_back(experts[e]->as<ExpertMlpImpl>()->forward(gathered.narrow(0, begin, count[e])));
-    begin += count[e];
+  // Slots per expert, on the host.
+  torch::Tensor counts = torch::bincount(flat_experts, /*weights=*/{}, E).cpu();
+  torch::Tensor y;
+  if (spec_.ep.size == 1) {
+    const int64_t* c = counts.data_ptr<int64_t>();
+    y = RunLocalExperts(gathered, std::vector<int64_t>(c, c + E));
+  } else {
+    y = DispatchExpertParallel(gathered, counts);
   }
-  if (outputs.empty()) return torch::zeros_like(x);         // no tokens (N == 0)
-  torch::Tensor y = torch::cat(outputs, 0) * slot_weights;  // [N*k, C]
+  y = y * slot_weights;  // [N*k, C]
   return torch::zeros_like(x).index_add(0, tokens, y.to(x.scalar_type()));
+}
+
+// gathered [S, C]: this rank's slots sorted by (global) expert, counts [E] on the host -> [S, C] the experts'
+// unweighted outputs in the same order. Slots go to their expert's rank in one all-to-all (each source's block
+// sorted by expert); the owner regroups them by local expert, runs its experts, and the reverse permutation and
+// all-to-all bring the outputs home.
+torch::Tensor SparseMoeImpl::DispatchExpertParallel(const torch::Tensor& gathered, const torch::Tensor& counts) {
+  const int64_t ep = spec_.ep.size, L = spec_.ep.Count(spec_.num_experts);
+  parallel::Comm* comm = spec_.ep.comm;
+  // How many slots each source sends to each of this rank's experts: [ep, L] (row j from rank j).
+  const std::vector<int64_t> ones(static_cast<size_t>(ep), 1);
+  torch::Tensor sent = counts.view({ep, L}).to(gathered.device());
+  torch::Tensor received = comm->AllToAll(sent, ones, ones).cpu().contiguous();
+  const int64_t* rc = received.data_ptr<int64_t>();
+  std::vector<int64_t> in_splits(ep), out_splits(ep), local_counts(L, 0);
+  const torch::Tensor per_rank = counts.view({ep, L}).sum(1).contiguous();
+  for (int64_t j = 0; j < ep; ++j) {
+    in_splits[j] = per_rank.data_ptr<int64_t>()[j];
+    out_splits[j] = 0;
+    for (int64_t i = 0; i < L; ++i) {
+      out_splits[j] += rc[j * L + i];
+      local_counts[i] += rc[j * L + i];
+    }
+  }
+  torch::Tensor arrived = AllToAllSlots::apply(gathered, comm, in_splits, out_splits);  // [R, C] by source
+  // Regroup by local expert: row order (expert i, source j) from (source j, expert i).
+  std::vector<int64_t> source_offset(ep * L);
+  int64_t at = 0;
+  for (int64_t j = 0; j < ep; ++j) {
+    for (int64_t i = 0; i < L; ++i) {
+      source_offset[j * L + i] = at;
+      at += rc[j * L + i];
+    }
+  }
+  std::vector<int64_t> by_expert;
+  by_expert.reserve(static_cast<size_t>(at));
+  for (int64_t i = 0; i < L; ++i) {
+    for (int64_t j = 0; j < ep; ++j) {
+      for (int64_t s = 0; s < rc[j * L + i]; ++s) by_expert.push_back(source_offset[j * L + i] + s);
+    }
+  }
+  torch::Tensor perm = torch::tensor(by_expert, torch::kInt64).to(gathered.device());
+  torch::Tensor out = RunLocalExperts(arrived.index_select(0, perm), local_counts);
+  // Back to source order (the inverse permutation), then home.
+  torch::Tensor inverse = torch::empty_like(perm).scatter_(0, perm, torch::arange(at, perm.options()));
+  return AllToAllSlots::apply(out.index_select(0, inverse), comm, out_splits, in_splits);
 }
 
 torch::Tensor SparseMoeImpl::DenseReference(const torch::Tensor& x, const Routing& r) {
@@ -136,7 +226,7 @@ torch::Tensor SparseMoeImpl::DenseReference(const torch::Tensor& x, const Routin
       torch::zeros({x.size(0), spec_.num_experts}, r.weights.options()).scatter_add(1, r.experts, r.weights);
   torch::Tensor y = torch::zeros_like(x);
   for (int64_t e = 0; e < spec_.num_experts; ++e) {
-    y = y + experts[e]->as<ExpertMlpImpl>()->forward(x) * dense_weights.select(1, e).unsqueeze(-1);
+    y = y + Expert(e)->forward(x) * dense_weights.select(1, e).unsqueeze(-1);
   }
   return y;
 }
@@ -149,6 +239,20 @@ torch::Tensor SparseMoeImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = Dispatch(flat, r);
   if (shared_expert) y = y + shared_expert->forward(flat);
   return y.view(x.sizes());
+}
+
+std::optional<int64_t> RoutedExpertOf(const std::string& name) {
+  static const std::string kMarker = ".mlp.experts.";
+  const size_t at = name.find(kMarker);
+  if (at == std::string::npos) return std::nullopt;
+  const size_t begin = at + kMarker.size(), end = name.find('.', begin);
+  if (end == std::string::npos || end == begin) return std::nullopt;
+  int64_t e = 0;
+  for (size_t i = begin; i < end; ++i) {
+    if (name[i] < '0' || name[i] > '9') return std::nullopt;
+    e = e * 10 + (name[i] - '0');
+  }
+  return e;
 }
 
 torch::Tensor LoadBalancingLoss(const std::vector<torch::Tensor>& router_logits, int64_t num_experts, int64_t top_k,

@@ -43,12 +43,36 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "trainer/model/linear.h"
 
+namespace anneal::parallel {
+class Comm;
+}
+
 namespace anneal::model {
+
+// Expert parallelism (Megatron's expert_model_parallel_size): the `size` ranks of one expert-parallel group each
+// hold num_experts / size routed experts, rank r the contiguous ids [r * E / size, (r + 1) * E / size). Token
+// slots travel to their expert's rank and back by all-to-all over `comm` (SparseMoeImpl::Dispatch).
+// size 1 (the default): every expert is local and nothing is exchanged.
+struct ExpertParallel {
+  int64_t size = 1;
+  int64_t rank = 0;
+  parallel::Comm* comm = nullptr;  // the expert-parallel group (size ranks); null when size == 1
+  int64_t First(int64_t num_experts) const { return rank * (num_experts / size); }
+  int64_t Count(int64_t num_experts) const { return num_experts / size; }
+  bool Holds(int64_t expert, int64_t num_experts) const {
+    return expert >= First(num_experts) && expert < First(num_experts) + Count(num_experts);
+  }
+};
+
+// The routed expert id in a parameter name ("model.layers.3.mlp.experts.5.up_proj.weight" -> 5); nullopt when
+// the name is not a routed expert's.
+std::optional<int64_t> RoutedExpertOf(const std::string& name);
 
 enum class RouterKind { kSoftmax, kDeepseekSoftmax, kDeepseekSigmoid };
 
@@ -66,6 +90,7 @@ struct MoeLayerSpec {
   int64_t topk_group = 1;
   std::string shared_name = "shared_expert";  // "shared_experts" for DeepSeek
   bool shared_bias = false;                   // DeepSeek-V2's mlp_bias
+  ExpertParallel ep = {};                     // which experts this rank holds
 };
 
 // Which experts each token goes to, and with what weight.
@@ -94,8 +119,16 @@ class SparseMoeImpl : public torch::nn::Module {
   // x [N, C] -> the routing of each token.
   Routing Route(const torch::Tensor& x);
   Routing RouteDeepseek(const torch::Tensor& x);
-  // x [N, C] -> [N, C]: the routed experts by sorted dispatch (no shared expert).
+  // x [N, C] -> [N, C]: the routed experts by sorted dispatch (no shared expert); under expert parallelism
+  // the slots of other ranks' experts go there and back by all-to-all (a collective over spec.ep.comm).
   torch::Tensor Dispatch(const torch::Tensor& x, const Routing& routing);
+  // The local experts on token slots sorted by expert: x [S, C] with counts[i] slots for local expert i
+  // (counts on the host, summing to S) -> [S, C] unweighted outputs.
+  torch::Tensor RunLocalExperts(const torch::Tensor& x, const std::vector<int64_t>& counts);
+  // Routed expert `e` (a global id); it must be held here.
+  ExpertMlp Expert(int64_t e) const;
+  // gathered [S, C] sorted by expert with counts [E] (host) -> [S, C]: the all-to-all path of Dispatch.
+  torch::Tensor DispatchExpertParallel(const torch::Tensor& gathered, const torch::Tensor& counts);
   // x [N, C] -> [N, C]: the same as Dispatch, computed densely (every expert on every token). For tests.
   torch::Tensor DenseReference(const torch::Tensor& x, const Routing& routing);
 
@@ -105,12 +138,14 @@ class SparseMoeImpl : public torch::nn::Module {
   const MoeLayerSpec& spec() const { return spec_; }
 
   Linear gate{nullptr};
-  torch::nn::ModuleList experts{nullptr};
+  // "experts": its children are the held routed experts, named by their global ids ("5").
+  std::shared_ptr<torch::nn::Module> experts;
   ExpertMlp shared_expert{nullptr};       // registered as spec.shared_name
   torch::Tensor e_score_correction_bias;  // [E] fp32 buffer of `gate` (kDeepseekSigmoid only)
 
  private:
   MoeLayerSpec spec_;
+  std::vector<ExpertMlp> local_;  // the held experts, by local index
   std::vector<torch::Tensor>* sink_ = nullptr;
 };
 TORCH_MODULE(SparseMoe);

@@ -56,14 +56,17 @@ StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions&
       p.tensor.copy_(p.layout.Slice(t));  // this rank's piece; converts dtype
     }
   }
-  // Weights held by other pipeline stages are expected in the file but not here.
+  // Weights held by other pipeline stages (or expert-parallel ranks) are expected in the file but not here: they
+  // are never read.
   auto other_stage = [&](const std::string& name) {
     if (name.rfind("model.layers.", 0) == 0) {
       const int64_t i = std::stoll(name.substr(13));
-      return i < stage.layer_begin || i >= stage.layer_end;
+      if (i < stage.layer_begin || i >= stage.layer_end) return true;
     }
     if (name == "model.embed_tokens.weight") return !lm->model->embed_tokens;
     if (name == "model.norm.weight") return !stage.last;
+    // Routed experts held by the other ranks of this rank's expert-parallel group.
+    if (auto e = RoutedExpertOf(name)) return !stage.experts.Holds(*e, config.moe.num_experts);
     return false;
   };
   for (const std::string& name : ck.Names()) {

@@ -158,6 +158,21 @@ std::function<void()> Comm::ReduceScatterSumAsync(at::Tensor& in, at::Tensor& ou
   };
 }
 
+at::Tensor Comm::AllToAll(const at::Tensor& in, const std::vector<int64_t>& in_splits,
+                          const std::vector<int64_t>& out_splits) {
+  int64_t rows = 0;
+  for (int64_t n : out_splits) rows += n;
+  std::vector<int64_t> shape = in.sizes().vec();
+  shape[0] = rows;
+  if (size() == 1) return in.clone();
+  at::Tensor input = in.contiguous();
+  at::Tensor out = at::empty(shape, input.options());
+  // Copies: the backend moves the split vectors into its work item.
+  std::vector<int64_t> out_counts = out_splits, in_counts = in_splits;
+  impl_->backend->alltoall_base(out, input, out_counts, in_counts)->wait(timeout_);
+  return out;
+}
+
 void Comm::Broadcast(at::Tensor& t, int group_root) {
   if (size() == 1) return;
   std::vector<at::Tensor> v = {t};

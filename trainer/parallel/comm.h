@@ -60,6 +60,11 @@ class Comm {
   // NCCL reduce-scatters; Gloo all-reduces `in` and copies this rank's chunk (its reduce-scatter does not take
   // every dtype), which costs the bandwidth of an all-reduce but gives the same sums.
   std::function<void()> ReduceScatterSumAsync(at::Tensor& in, at::Tensor& out);
+  // All-to-all along dim 0: the first in_splits[0] rows of `in` go to group rank 0, the next in_splits[1] to
+  // rank 1, ...; returns [sum(out_splits), ...] whose first out_splits[0] rows came from rank 0, and so on.
+  // Every rank's in_splits[j] must equal rank j's out_splits[this rank]. Gloo on CPU, NCCL on CUDA.
+  at::Tensor AllToAll(const at::Tensor& in, const std::vector<int64_t>& in_splits,
+                      const std::vector<int64_t>& out_splits);
   void Broadcast(at::Tensor& t, int group_root);
   void Send(const at::Tensor& t, int group_dst);
   void Recv(at::Tensor& t, int group_src);

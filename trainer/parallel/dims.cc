@@ -2,12 +2,13 @@
 
 namespace anneal::parallel {
 
-StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, const ModelShape& shape) {
+StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, const ModelShape& shape, int ep) {
   const int64_t heads = shape.heads, kv_heads = shape.kv_heads, layers = shape.layers;
   std::vector<std::string> problems;
   if (tp < 1) problems.push_back("tensor parallel size must be >= 1 (got " + std::to_string(tp) + ")");
   if (pp < 1) problems.push_back("pipeline parallel size must be >= 1 (got " + std::to_string(pp) + ")");
   if (world < 1) problems.push_back("world size must be >= 1 (got " + std::to_string(world) + ")");
+  if (ep < 1) problems.push_back("expert parallel size must be >= 1 (got " + std::to_string(ep) + ")");
   if (problems.empty()) {
     if (world % (tp * pp) != 0) {
       problems.push_back("world size " + std::to_string(world) + " is not divisible by tensor " + std::to_string(tp) +
@@ -35,9 +36,27 @@ StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, const Model
                          " layers");
     }
   }
+  if (problems.empty() && ep > 1) {
+    const int dp = world / (tp * pp);
+    const std::string e = "expert parallel " + std::to_string(ep);
+    if (shape.routed_experts <= 0) {
+      problems.push_back(e + " needs a mixture-of-experts model (this one is dense)");
+    } else if (shape.routed_experts % ep != 0) {
+      problems.push_back(e + " does not divide the " + std::to_string(shape.routed_experts) + " routed experts");
+    }
+    if (dp % ep != 0) {
+      problems.push_back(e + " does not divide the data parallel size " + std::to_string(dp) +
+                         " (world / (tp * pp); expert parallelism is carved from data parallelism)");
+    }
+    if (tp > 1 || pp > 1) {
+      problems.push_back(e + " with tensor parallel " + std::to_string(tp) + " and pipeline parallel " +
+                         std::to_string(pp) + " is not built (expert parallelism needs tp = pp = 1)");
+    }
+  }
   if (!problems.empty()) {
     std::string msg = "invalid parallel layout (tp=" + std::to_string(tp) + ", pp=" + std::to_string(pp) +
-                      ", world=" + std::to_string(world) + "): ";
+                      (ep != 1 ? ", ep=" + std::to_string(ep) : std::string()) + ", world=" + std::to_string(world) +
+                      "): ";
     for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
     return InvalidArgumentError(msg);
   }
@@ -46,6 +65,7 @@ StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, const Model
   d.tp_ = tp;
   d.pp_ = pp;
   d.dp_ = world / (tp * pp);
+  d.ep_ = ep;
   return d;
 }
 
@@ -69,9 +89,21 @@ std::vector<int> ParallelDims::PpGroup(int rank) const {
   return g;
 }
 
+std::vector<int> ParallelDims::EpGroup(int rank) const {
+  std::vector<int> g;
+  const int base = EdpRank(rank) * ep_;
+  for (int e = 0; e < ep_; ++e) g.push_back(RankOf(TpRank(rank), base + e, PpRank(rank)));
+  return g;
+}
+std::vector<int> ParallelDims::EdpGroup(int rank) const {
+  std::vector<int> g;
+  for (int d = 0; d < dp_ / ep_; ++d) g.push_back(RankOf(TpRank(rank), d * ep_ + EpRank(rank), PpRank(rank)));
+  return g;
+}
+
 std::string ParallelDims::ToString() const {
   return "tp=" + std::to_string(tp_) + " pp=" + std::to_string(pp_) + " dp=" + std::to_string(dp_) +
-         " (world " + std::to_string(world_) + ")";
+         (ep_ > 1 ? " ep=" + std::to_string(ep_) : std::string()) + " (world " + std::to_string(world_) + ")";
 }
 
 }  // namespace anneal::parallel

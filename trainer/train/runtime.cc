@@ -63,9 +63,10 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   }
   ASSIGN_OR_RETURN(model::ModelConfig mc, model::LoadModelConfig(spec.model.model_name_or_path));
   const parallel::ModelShape shape{mc.num_attention_heads, mc.num_key_value_heads, mc.num_hidden_layers,
-                                   mc.intermediate_size, mc.vocab_size};
-  ASSIGN_OR_RETURN(rt.dims, parallel::ParallelDims::Make(rt.world, spec.resources.tensor_parallel,
-                                                         spec.resources.pipeline_parallel, shape));
+                                   mc.intermediate_size,   mc.vocab_size,          mc.moe.num_experts};
+  ASSIGN_OR_RETURN(
+      rt.dims, parallel::ParallelDims::Make(rt.world, spec.resources.tensor_parallel, spec.resources.pipeline_parallel,
+                                            shape, spec.resources.expert_parallel));
   // Like torchrun: several CPU ranks on one node share its cores instead of each spawning a thread per core.
   const int local_world = env.local_world;
   if (local_world > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
@@ -79,6 +80,9 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
   rt.dp_rank = rt.dims.DpRank(rt.rank);
   rt.tp_rank = rt.dims.TpRank(rt.rank);
   rt.pp_rank = rt.dims.PpRank(rt.rank);
+  rt.ep = rt.dims.ep();
+  rt.ep_rank = rt.dims.EpRank(rt.rank);
+  rt.edp_rank = rt.dims.EdpRank(rt.rank);
   const auto [layer_begin, layer_end] = rt.dims.StageLayers(rt.pp_rank, mc.num_hidden_layers);
   rt.stage = {.layer_begin = layer_begin,
               .layer_end = layer_end,
@@ -123,6 +127,14 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
       ASSIGN_OR_RETURN(rt.tied_comm,
                        parallel::Comm::Create(rt.store, "tied-dp" + d + "-tp" + t, ends, rt.rank, cuda, timeout));
     }
+    if (rt.ep > 1) {
+      const std::string e = std::to_string(rt.ep_rank), g = std::to_string(rt.edp_rank);
+      ASSIGN_OR_RETURN(rt.ep_comm, parallel::Comm::Create(rt.store, "ep-pp" + p + "-tp" + t + "-edp" + g,
+                                                          rt.dims.EpGroup(rt.rank), rt.rank, cuda, timeout));
+      ASSIGN_OR_RETURN(rt.edp_comm, parallel::Comm::Create(rt.store, "edp-pp" + p + "-tp" + t + "-ep" + e,
+                                                           rt.dims.EdpGroup(rt.rank), rt.rank, cuda, timeout));
+      rt.stage.experts = {.size = rt.ep, .rank = rt.ep_rank, .comm = rt.ep_comm.get()};
+    }
     if (rt.dims.tp() > 1) {
       rt.factory = std::make_shared<parallel::TensorParallelFactory>(rt.tp_comm, mc.head_dim, rt.sequence_parallel);
     }
@@ -163,13 +175,17 @@ double Runtime::ClipGradNorm(const std::vector<optim::TrainableParam>& params,
                              const std::vector<model::ParamLayout>& layouts, double max_norm) const {
   // Squared norms of the pieces this rank counts (each piece once over tp, the tied copy once over pp, one
   // data-parallel replica), summed over the world.
-  std::vector<optim::TrainableParam> counted;
+  // Under expert parallelism the routed experts count on the ranks of the first expert-data-parallel replica
+  // (edp_rank 0: one expert-parallel group, every expert once), everything else on dp_rank 0.
+  std::vector<optim::TrainableParam> counted, experts;
   for (size_t i = 0; i < params.size(); ++i) {
     if (parallel::CountsOnce(layouts[i], tp_rank, dims.tp()) && !IsTiedDuplicate(params[i].name)) {
-      counted.push_back(params[i]);
+      (ep > 1 && model::RoutedExpertOf(params[i].name) ? experts : counted).push_back(params[i]);
     }
   }
-  const double norm = std::sqrt(SumOverWorld(optim::GradNormSquared(counted), dp_rank == 0));
+  double squared = dp_rank == 0 ? optim::GradNormSquared(counted) : 0.0;
+  if (!experts.empty() && edp_rank == 0) squared += optim::GradNormSquared(experts);
+  const double norm = std::sqrt(SumOverWorld(squared, true));
   if (max_norm > 0 && std::isfinite(norm)) {
     // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped to 1.
     const double coef = std::min(1.0, max_norm / (norm + 1e-6));
@@ -198,8 +214,13 @@ void Runtime::Barrier() const {
 }
 
 nlohmann::json Runtime::LayoutJson() const {
-  return {{"world_size", world},        {"tensor_parallel", dims.tp()}, {"pipeline_parallel", dims.pp()},
-          {"data_parallel", dims.dp()}, {"zero_stage", zero ? 1 : 0},   {"sequence_parallel", sequence_parallel}};
+  return {{"world_size", world},
+          {"tensor_parallel", dims.tp()},
+          {"pipeline_parallel", dims.pp()},
+          {"data_parallel", dims.dp()},
+          {"expert_parallel", dims.ep()},
+          {"zero_stage", zero ? 1 : 0},
+          {"sequence_parallel", sequence_parallel}};
 }
 
 }  // namespace anneal::train

@@ -4,7 +4,8 @@
 // WORLD_SIZE 1 every collective is a no-op.
 //
 // Groups: tp (consecutive ranks), dp, pp (one rank per stage), world, and "tied" (the first and last stage of
-// one pipeline, when the head is tied to the embedding: their two copies' gradients are summed).
+// one pipeline, when the head is tied to the embedding: their two copies' gradients are summed); with expert
+// parallelism also ep and edp (dims.h).
 //
 // Thread-safety: one thread at a time.
 #pragma once
@@ -35,6 +36,7 @@ torch::ScalarType ComputeDtype(const jobspec::TrainSpec& train);
 struct Runtime {
   int rank = 0, world = 1, local_rank = 0;
   int dp = 1, dp_rank = 0, tp_rank = 0, pp_rank = 0;
+  int ep = 1, ep_rank = 0, edp_rank = 0;  // expert parallelism (dims.h): ep ranks share one replica's experts
   parallel::ParallelDims dims;
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;
@@ -47,6 +49,9 @@ struct Runtime {
   bool tied_embeddings = false;
   std::shared_ptr<parallel::StoreHandle> store;
   std::shared_ptr<parallel::Comm> world_comm, dp_comm, tp_comm, pp_comm, tied_comm;
+  // With ep > 1: the expert-parallel group (token all-to-all) and the expert-data-parallel group (expert
+  // gradients are summed over it instead of dp_comm).
+  std::shared_ptr<parallel::Comm> ep_comm, edp_comm;
 
   StageContext stage_context() const {
     return {pp_comm.get(), device, dtype, schedule, nullptr, sequence_parallel ? dims.tp() : 1};

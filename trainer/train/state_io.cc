@@ -69,6 +69,38 @@ StatusOr<at::Tensor> PieceOf(const NamedTensorFiles& files, const std::string& k
   return layout.Slice(full);
 }
 
+// Expert parallelism: `mine` (this rank's tensors, in the same order on every rank of the expert-parallel group)
+// with each routed expert's tensor replaced by the group's: one all-gather per tensor, the peers' copies named
+// by their own expert ids. A collective over rt.ep_comm; `mine` unchanged when ep is 1.
+NamedTensors WithPeerExperts(NamedTensors mine, const Runtime& rt) {
+  if (rt.ep <= 1) return mine;
+  NamedTensors all;
+  for (auto& [name, t] : mine) {
+    const std::optional<int64_t> expert = model::RoutedExpertOf(name);
+    if (!expert) {
+      all.emplace_back(name, t);
+      continue;
+    }
+    const at::Tensor ids =
+        rt.ep_comm->AllGather(torch::tensor({*expert}, torch::kInt64).to(t.device())).cpu().contiguous();
+    const at::Tensor stacked = rt.ep_comm->AllGather(t.contiguous().unsqueeze(0));  // [ep, ...]
+    const std::string marker = ".mlp.experts." + std::to_string(*expert) + ".";
+    const size_t at = name.find(marker);
+    for (int r = 0; r < rt.ep; ++r) {
+      const std::string peer = name.substr(0, at) + ".mlp.experts." + std::to_string(ids.data_ptr<int64_t>()[r]) + "." +
+                               name.substr(at + marker.size());
+      all.emplace_back(peer, stacked[r]);
+    }
+  }
+  return all;
+}
+
+// The rank that writes a replica's files: data-parallel rank 0; under expert parallelism the whole first
+// expert-parallel group takes part (its members hold the experts), and its rank 0 writes.
+bool InWritingReplica(const Runtime& rt) {
+  return rt.ep > 1 ? rt.edp_rank == 0 : rt.dp_rank == 0;
+}
+
 std::string StageFile(const std::string& dir, const std::string& stem, const Runtime& rt) {
   return dir + "/" + stem + "-stage" + std::to_string(rt.pp_rank) + ".safetensors";
 }
@@ -96,18 +128,21 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
                           const std::string& dir) {
   parallel::Comm* tp = rt.tp_comm.get();
   // Trainable parameters: replica 0 of each stage gathers over tp; its tp rank 0 writes.
-  if (rt.dp_rank == 0) {
+  if (InWritingReplica(rt)) {
     NamedTensors full;
     for (size_t i = 0; i < trainable.params.size(); ++i) {
       const auto& p = trainable.params[i];
       at::Tensor t = parallel::GatherFull(p.param.detach(), trainable.layouts[i], tp);
       if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
     }
-    if (rt.tp_rank == 0) RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
+    full = WithPeerExperts(std::move(full), rt);
+    if (rt.tp_rank == 0 && rt.dp_rank == 0) {
+      RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
+    }
   }
   // Optimizer state, full per parameter: every replica under ZeRO-1 and 2 (each writes the parameters it owns,
   // ZeRO-2's gathered over data parallel first), else replica 0.
-  if (rt.zero || rt.dp_rank == 0) {
+  if (rt.zero || InWritingReplica(rt)) {
     NamedTensors full;
     for (const auto& [key, t] : opt.CheckpointState()) {
       const std::string param = key.substr(key.find('.') + 1);  // exp_avg.<param> -> <param>
@@ -115,7 +150,8 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
       at::Tensor g = parallel::GatherFull(t, trainable.LayoutOf(param), tp);
       if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(param)) full.emplace_back(key, g);
     }
-    if (rt.tp_rank == 0) {
+    full = WithPeerExperts(std::move(full), rt);
+    if (rt.tp_rank == 0 && (rt.zero || rt.dp_rank == 0)) {
       const model::RngState rng = model::RngState::Capture(rt.device);
       full.emplace_back("rng.cpu", rng.cpu);
       if (rng.device.defined()) full.emplace_back("rng.cuda", rng.device);
@@ -184,7 +220,7 @@ StatusOr<NamedTensors> ReadTrainable(const std::string& dir) {
 }
 
 Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out) {
-  if (rt.dp_rank != 0) return Status::Ok();  // replicas hold the same weights
+  if (!InWritingReplica(rt)) return Status::Ok();  // replicas hold the same weights
   std::map<std::string, at::Tensor> merged;
   if (!lora_only) {
     for (auto& [name, lin] : LoraModules(lm)) merged[name + ".weight"] = lin->MergedWeight();
@@ -200,7 +236,8 @@ Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, 
         parallel::GatherFull(it != merged.end() ? it->second : p.tensor.detach(), p.layout, rt.tp_comm.get());
     if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
   }
-  if (rt.tp_rank != 0) return Status::Ok();
+  full = WithPeerExperts(std::move(full), rt);
+  if (rt.tp_rank != 0 || rt.dp_rank != 0) return Status::Ok();
   return model::WriteSafetensors(out + "/.export-stage" + std::to_string(rt.pp_rank) + ".safetensors", full);
 }
 

@@ -197,15 +197,33 @@ Status Trainer::SetupData() {
   return Status::Ok();
 }
 
-// What a mixture-of-experts model cannot run with yet, by name (expert parallelism is later work).
-static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt) {
+// What a mixture-of-experts model cannot run with yet, by name.
+static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt, const jobspec::JobSpec& spec) {
   const std::string what =
       c.model_type + (c.mla.enabled ? " (multi-head latent attention, mixture of experts)" : " (mixture of experts)");
   if (rt.dims.tp() > 1 || rt.dims.pp() > 1) {
     return InvalidArgumentError(what + ": tensor_model_parallel_size " + std::to_string(rt.dims.tp()) +
                                 " and pipeline_model_parallel_size " + std::to_string(rt.dims.pp()) +
-                                " are not supported yet (only data parallelism: tp = pp = 1; expert parallelism "
-                                "is not implemented)");
+                                " are not supported yet (only data and expert parallelism: tp = pp = 1)");
+  }
+  if (rt.ep <= 1) return Status::Ok();
+  const std::string ep = "expert_model_parallel_size " + std::to_string(rt.ep);
+  if (spec.resources.zero_stage > 0) {
+    return InvalidArgumentError(ep + " with zero_stage " + std::to_string(spec.resources.zero_stage) +
+                                " is not built (the expert and the other parameters shard over different groups): "
+                                "use zero_stage 0 with expert parallelism");
+  }
+  if (spec.finetuning.stage != "sft" && spec.finetuning.stage != "pt") {
+    return InvalidArgumentError(ep + " with stage " + spec.finetuning.stage +
+                                " is not built (expert parallelism is built for stages sft and pt)");
+  }
+  if (!spec.model.adapter_name_or_path.empty()) {
+    return InvalidArgumentError(ep +
+                                " with adapter_name_or_path (continuing an adapter) is not built: train it "
+                                "with expert_model_parallel_size 1");
+  }
+  if (spec.model.quantization_bit != 0) {
+    return InvalidArgumentError(ep + " with quantization_bit is not built");
   }
   return Status::Ok();
 }
@@ -225,7 +243,7 @@ Status Trainer::SetupModel() {
         "drawn for the whole sequence); turn sequence_parallel off");
   }
   lm_->SetEmbeddingNoise(ts.neftune_noise_alpha);
-  if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_));
+  if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_, spec_));
   lm_->CollectRouterLogits(lm_->HasSparseLayers());
   torch::manual_seed(static_cast<uint64_t>(ts.seed));
   ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params,
@@ -329,7 +347,22 @@ Status Trainer::SetupPlan() {
                               : static_cast<int64_t>(std::ceil(ts.num_train_epochs * progress_.steps_per_epoch));
   ASSIGN_OR_RETURN(schedule_, optim::LrSchedule::Make(ts.lr_scheduler_type, ts.learning_rate, progress_.total_steps,
                                                       ts.warmup_steps, ts.warmup_ratio));
-  if (rt_.dp_comm && rt_.dp > 1) {
+  if (rt_.dp_comm && rt_.dp > 1 && rt_.ep > 1) {
+    // Expert parallelism (no ZeRO): the routed experts (and their LoRA factors) are summed over the ranks holding
+    // the same experts, everything else over the whole data-parallel group.
+    const auto bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)));
+    if (validator_) RETURN_IF_ERROR(validator_->CheckEqualShares());
+    expert_params_.clear();
+    shared_params_.clear();
+    for (const auto& p : trainable_.params)
+      (model::RoutedExpertOf(p.name) ? expert_params_ : shared_params_).push_back(p);
+    reducer_ = std::make_unique<GradientReducer>(shared_params_, rt_.dp_comm.get(), bucket_bytes);
+    // Also with one rank per expert group (ep = dp): the reducer gives an expert that got no token a zero gradient,
+    // so AdamW steps it (weight decay, moments) as it does every parameter under data parallelism.
+    if (!expert_params_.empty()) {
+      expert_reducer_ = std::make_unique<GradientReducer>(expert_params_, rt_.edp_comm.get(), bucket_bytes);
+    }
+  } else if (rt_.dp_comm && rt_.dp > 1) {
     const auto bucket_bytes = static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20));
     // ZeRO-2: reduce-scattered into the optimizer's shards.
     reducer_ =
@@ -337,7 +370,12 @@ Status Trainer::SetupPlan() {
                                           opt_->sharded_grads() ? &opt_->grad_params() : nullptr);
   }
   stage_ctx_ = rt_.stage_context();
-  if (reducer_) stage_ctx_.before_last_backward = [this] { reducer_->Arm(); };
+  if (reducer_) {
+    stage_ctx_.before_last_backward = [this] {
+      reducer_->Arm();
+      if (expert_reducer_) expert_reducer_->Arm();
+    };
+  }
   // Every rank stops together when any plan does not fit (a lone failure would leave the others in a collective).
   const int64_t micro_rows = rows_per_step / micro_count_ * (rows_.pairwise ? 2 : 1);
   const Status fits = PlanRankMemory(rt_, lm_, trainable_, *opt_, spec_, micro_rows, micro_count_, &reference_lm_);
@@ -389,6 +427,7 @@ StatusOr<StepResult> Trainer::TrainStep() {
     const int64_t denom = std::max<int64_t>(1, rt_.ReduceSum(label_tokens));
     loss_part = TrainMicroBatches(lm_, micro, static_cast<double>(denom), stage_ctx_);
   }
+  if (expert_reducer_) expert_reducer_->Finish();
   if (reducer_) {
     const size_t early = reducer_->Finish();
     if (rt_.rank == 0 && progress_.step == progress_.start_step) {
@@ -477,7 +516,10 @@ Status Trainer::Export() {
 // ranks count once per rank, an over-count the formula caps), and this GPU's peak. Collective: every rank calls it.
 void Trainer::SetupModelFlops() {
   double trained = 0;
-  for (const auto& p : trainable_.params) trained += static_cast<double>(p.param.numel());
+  // A rank holds 1 / ep of the routed experts: counted ep times, the sum over the world is dp replicas.
+  for (const auto& p : trainable_.params) {
+    trained += static_cast<double>(p.param.numel()) * (model::RoutedExpertOf(p.name) ? rt_.ep : 1);
+  }
   trained = rt_.SumOverWorld(trained, true) / std::max(1, rt_.dp);
   const auto shape = DecoderShapeOf(spec_.model.model_name_or_path);
   if (!shape) return;
@@ -515,9 +557,10 @@ void Trainer::LogHoldings() const {
   }
   // One write: the ranks share the launcher's stderr, and a line written piecewise interleaves with another rank's.
   std::cerr << c10::str(
-      "[train] rank ", rt_.rank, " (tp ", rt_.tp_rank, ", pp ", rt_.pp_rank, ", dp ", rt_.dp_rank, "): layers [",
-      rt_.stage.layer_begin, ", ", rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4,
-      ", optimizer state ", state_bytes >> 10, " KiB", sharding,
+      "[train] rank ", rt_.rank, " (tp ", rt_.tp_rank, ", pp ", rt_.pp_rank, ", dp ", rt_.dp_rank,
+      rt_.ep > 1 ? c10::str(", ep ", rt_.ep_rank) : std::string(), "): layers [", rt_.stage.layer_begin, ", ",
+      rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4, ", optimizer state ",
+      state_bytes >> 10, " KiB", sharding,
       spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off", "\n");
 }
 

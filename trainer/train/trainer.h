@@ -99,6 +99,9 @@ class Trainer {
   int64_t batch_size_ = 1, accumulation_ = 1, micro_count_ = 1;
   optim::LrSchedule schedule_;
   std::unique_ptr<GradientReducer> reducer_;
+  // Expert parallelism: the routed experts' gradients, summed over the expert-data-parallel group.
+  std::unique_ptr<GradientReducer> expert_reducer_;
+  std::vector<optim::TrainableParam> expert_params_, shared_params_;  // the reducers' parameter lists
   StageContext stage_ctx_;
   std::unique_ptr<data::Sampler> sampler_;
   std::optional<Checkpointer> checkpointer_;

@@ -52,6 +52,22 @@ double EvalPairLoss(PairStage& stage, model::CausalLM& lm, const TrainRows& rows
   return count > 0 ? total / count : std::nan("");
 }
 
+Status Validator::CheckEqualShares() const {
+  if (rt_->ep <= 1 || rows_.size() == 0) return Status::Ok();
+  const int64_t n = rows_.size(), dp = rt_->dp, batch = std::max(1, train_->per_device_eval_batch_size);
+  auto micro_batches = [&](int64_t d) { return ((n - d + dp - 1) / dp + batch - 1) / batch; };
+  if (micro_batches(0) == micro_batches(dp - 1)) return Status::Ok();
+  return InvalidArgumentError(
+      "expert_model_parallel_size " + std::to_string(rt_->ep) + ": the " + std::to_string(n) +
+      " validation rows give the " + std::to_string(dp) +
+      " data-parallel ranks unequal numbers of evaluation "
+      "batches (per_device_eval_batch_size " +
+      std::to_string(batch) +
+      "), and every forward is an all-to-all over the expert-parallel group: choose val_size (or the eval "
+      "dataset) as a multiple of " +
+      std::to_string(dp * batch));
+}
+
 // HF's DefaultFlowCallback: steps = every eval_steps (logging_steps when 0, as HF's None) and at the end;
 // epoch = at each epoch's end (the last, possibly partial, epoch ends with the run).
 bool Validator::Due(const Progress& p) const {

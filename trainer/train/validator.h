@@ -37,6 +37,10 @@ class Validator {
  public:
   Validator(const jobspec::TrainSpec& train, TrainRows rows, const Runtime& rt)
       : train_(&train), rows_(std::move(rows)), rt_(&rt) {}
+  // Under expert parallelism every rank of an expert-parallel group must run as many evaluation forwards as
+  // the others (each forward is an all-to-all over the group): an error naming the sizes when the validation
+  // rows do not split into equal micro-batch counts per data-parallel rank.
+  Status CheckEqualShares() const;
 
   // Stages dpo and rm: validate with the pairwise loss (borrowed; outlives the validator).
   void set_pair_stage(PairStage* stage) { pair_stage_ = stage; }

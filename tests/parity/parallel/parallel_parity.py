@@ -26,7 +26,8 @@
   qwen3: a qwen3 model (per-head q/k RMSNorm, replicated over tensor-parallel ranks with partial gradients)
            with tp 2 x pp 2 and tp 2 with sequence parallelism gives the single-process run (full fine-tuning;
            LoRA too with ANNEAL_TEST_LONG=1); a qwen3_moe model
-           with tp 2 or pp 2 is refused naming the layout (expert parallelism is not built).
+           with tp 2 or pp 2 is refused naming the layout (only data and expert parallelism are built for MoE;
+           expert parallelism: expert_parity.py).
   deadpeer: ranks started directly (no launcher to clean up), dp 2 and then tp 2 x pp 2; one is killed with
            SIGKILL mid-run; every other rank must exit with an error within the configured collective timeout
            (comm_timeout_s) plus slack.

@@ -173,10 +173,12 @@ scheduling: {priority: 5, max_attempts: 4}
 
 TEST(JobSpecParse, NestedParallelKeysAndFlatResourceKeysAgree) {
   auto a = ParseJobSpec(std::string(kMinimalFlat) +
-                            "resources: {gpus_per_node: 4, parallel: {tensor: 2, zero: 1, sequence_parallel: true}}\n",
+                            "resources: {gpus_per_node: 4, parallel: {tensor: 2, zero: 1, sequence_parallel: true, "
+                            "expert: 2}}\n",
                         "a.yaml");
   auto b = ParseJobSpec(std::string(kMinimalFlat) +
-                            "gpus_per_node: 4\ntensor_model_parallel_size: 2\nzero_stage: 1\nsequence_parallel: true\n",
+                            "gpus_per_node: 4\ntensor_model_parallel_size: 2\nzero_stage: 1\nsequence_parallel: true\n"
+                            "expert_model_parallel_size: 2\n",
                         "b.yaml");
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   ASSERT_TRUE(b.ok()) << b.status().ToString();
@@ -188,6 +190,7 @@ TEST(JobSpecParse, NestedParallelKeysAndFlatResourceKeysAgree) {
   EXPECT_EQ(*a, *b);
   EXPECT_EQ(a->resources.zero_stage, 1);
   EXPECT_TRUE(a->resources.sequence_parallel);
+  EXPECT_EQ(a->resources.expert_parallel, 2);
 }
 
 TEST(JobSpecParse, IgnoredLlamaFactoryKeysBecomeWarnings) {

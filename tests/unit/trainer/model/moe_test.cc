@@ -35,13 +35,11 @@ void ExpectDispatchEqualsDense(bool norm_topk) {
   torch::Tensor grad_out = torch::randn({37, 16});
 
   torch::Tensor sorted = moe->Dispatch(x, r);
-  auto sorted_grads =
-      torch::autograd::grad({sorted}, {x, moe->gate->weight, moe->experts[4]->as<ExpertMlpImpl>()->down_proj->weight},
-                            {grad_out}, /*retain_graph=*/true);
+  auto sorted_grads = torch::autograd::grad({sorted}, {x, moe->gate->weight, moe->Expert(4)->down_proj->weight},
+                                            {grad_out}, /*retain_graph=*/true);
   torch::Tensor dense = moe->DenseReference(x, r);
-  auto dense_grads =
-      torch::autograd::grad({dense}, {x, moe->gate->weight, moe->experts[4]->as<ExpertMlpImpl>()->down_proj->weight},
-                            {grad_out}, /*retain_graph=*/true);
+  auto dense_grads = torch::autograd::grad({dense}, {x, moe->gate->weight, moe->Expert(4)->down_proj->weight},
+                                           {grad_out}, /*retain_graph=*/true);
   EXPECT_LT(RelErr(sorted, dense), 1e-5);
   for (size_t i = 0; i < sorted_grads.size(); ++i) EXPECT_LT(RelErr(sorted_grads[i], dense_grads[i]), 1e-5) << i;
   EXPECT_GT(dense.abs().max().item<double>(), 0.0);  // the comparison compares something

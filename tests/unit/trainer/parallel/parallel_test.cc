@@ -60,6 +60,42 @@ TEST(ParallelDims, AllowsReplicatedKvHeadsWhenTensorParallelIsAMultiple) {
   EXPECT_FALSE(ParallelDims::Make(2, 0, 1, gqa).ok());
 }
 
+TEST(ParallelDims, CarvesExpertParallelFromDataParallel) {
+  ModelShape moe = kShape;
+  moe.routed_experts = 8;
+  auto d = ParallelDims::Make(8, 1, 1, moe, /*ep=*/2);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->dp(), 8);
+  EXPECT_EQ(d->ep(), 2);
+  // dp_rank = edp_rank * ep + ep_rank: expert-parallel groups of consecutive data-parallel ranks.
+  EXPECT_EQ(d->EpRank(5), 1);
+  EXPECT_EQ(d->EdpRank(5), 2);
+  EXPECT_EQ(d->EpGroup(5), (std::vector<int>{4, 5}));
+  EXPECT_EQ(d->EdpGroup(5), (std::vector<int>{1, 3, 5, 7}));
+  EXPECT_NE(d->ToString().find("ep=2"), std::string::npos) << d->ToString();
+}
+
+TEST(ParallelDims, NamesEveryViolatedExpertParallelConstraint) {
+  ModelShape moe = kShape;
+  moe.routed_experts = 6;
+  auto d = ParallelDims::Make(8, 2, 2, moe, /*ep=*/4);
+  ASSERT_FALSE(d.ok());
+  const std::string m = d.status().message();
+  EXPECT_NE(m.find("invalid parallel layout (tp=2, pp=2, ep=4, world=8)"), std::string::npos) << m;
+  EXPECT_NE(m.find("expert parallel 4 does not divide the 6 routed experts"), std::string::npos) << m;
+  EXPECT_NE(m.find("expert parallel 4 does not divide the data parallel size 2"), std::string::npos) << m;
+  EXPECT_NE(m.find("expert parallel 4 with tensor parallel 2 and pipeline parallel 2 is not built"), std::string::npos)
+      << m;
+  auto dense = ParallelDims::Make(4, 1, 1, kShape, 2);
+  ASSERT_FALSE(dense.ok());
+  EXPECT_NE(dense.status().message().find("expert parallel 2 needs a mixture-of-experts model (this one is dense)"),
+            std::string::npos)
+      << dense.status().message();
+  EXPECT_NE(ParallelDims::Make(4, 1, 1, moe, 0).status().message().find("expert parallel size must be >= 1"),
+            std::string::npos);
+  EXPECT_TRUE(ParallelDims::Make(4, 1, 1, moe, 1).ok());  // ep 1: nothing asked of the model
+}
+
 TEST(ParallelDims, SplitsLayersEvenlyOverStages) {
   auto d = ParallelDims::Make(3, 1, 3, kShape);
   ASSERT_TRUE(d.ok());
