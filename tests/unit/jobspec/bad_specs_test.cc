@@ -154,7 +154,7 @@ const std::vector<BadSpec>& Table() {
       {"KindUnknown",
        Base("kind: predict\n"),
        {},
-       "key 'kind' at job.yaml:4: expected one of train, eval, export, got 'predict'"},
+       "key 'kind' at job.yaml:4: expected one of train, eval, export, clean, got 'predict'"},
       {"DeviceUnknown",
        Base("train:\n  device: tpu\n"),
        {},
