@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """KTO (stage kto) of anneal-train against LLaMA-Factory's own KTO trainer code with TRL 1.16's KTO loss, HF
-transformers, peft and torch.optim.AdamW (peers nobody here wrote).
+transformers, peft and torch.optim.AdamW, and against trl 1.16's own KTOTrainer (peers nobody here wrote).
 
 The reference runs LLaMA-Factory v0.9.5 itself where it can: its converter's reading of kto_tag rows is the
 (_prompt, _response) built below exactly as converter.py builds it ([answer, ""] for a desirable answer, ["",
@@ -27,10 +27,12 @@ micro-batch, so the grouping matters; anneal_epoch_order):
               ranks' means, TRL's gather) equals LLaMA-Factory's code on 2 emulated DDP ranks (reference_run_ranks:
               each rank's rows in anneal-train's order, padded on their own; pref_ftx's rescale per rank), every
               metric included.
+  trl_peft  : 10 steps against trl 1.16's own KTOTrainer with peft (case_trl_peft says what is compared).
   refusals  : a kto_tag dataset under stage dpo, a plain dataset under stage kto, kto with tensor parallelism,
               "ranking" with a kto_tag column, and a row whose kto_tag is not a boolean each fail naming the problem.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +44,11 @@ from transformers import AutoModelForCausalLM
 from transformers.optimization import get_scheduler
 
 torch.set_num_threads(1)
+os.environ.setdefault("TQDM_DISABLE", "1")
+# TRL before LLaMA-Factory: the LLaMA-Factory import stubs optional modules TRL must see as absent.
+from datasets import Dataset  # noqa: E402
+from trl import KTOConfig, KTOTrainer  # noqa: E402
+
 os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
 os.environ["DISABLE_VERSION_CHECK"] = "1"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -304,7 +311,19 @@ def reference_run_ranks(model, params, lf, features, pad_id, lr, seed, ranks):
 KEYS = ["rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"]
 
 
-def compare(ours, mine, ref, theirs, keys, micro_count, tol=1e-4):
+def fp32_resolution(step_metrics, key, beta=0.2):
+    """The absolute error a metric computed from fp32 log probabilities of magnitude |logps| carries when each input
+    is off by one unit in the last place: rewards/* and kl are differences of two such values (x beta for rewards),
+    margins of four. TRL 1.16 computes log probabilities in tiles (its fused LM head), so near-zero rewards differ
+    from ours by that much, e.g. 1.5e-6 = 0.2 x ulp(102.4) on a reward of -0.003 (1.5e-4 relative to 1e-2)."""
+    if not (key.startswith("rewards/") or key == "kl"):
+        return 0.0
+    ulp = 2.0 ** (math.floor(math.log2(max(abs(step_metrics["logps/chosen"]), abs(step_metrics["logps/rejected"]))))
+                  - 23)
+    return {"rewards/margins": 4 * beta, "kl": 2.0}.get(key, 2 * beta) * ulp
+
+
+def compare(ours, mine, ref, theirs, keys, micro_count, tol=1e-4, ulp_allowance=False):
     assert len(ours) == len(ref) == len(mine) == STEPS, f"steps: ours {len(ours)}/{len(mine)}, reference {len(ref)}"
     worst = max(abs(a - b) / max(abs(b), 1e-3) for a, b in zip(ours, ref))
     assert worst < tol, f"per-step losses differ (max rel {worst:.2e}):\nours {ours}\nref  {ref}"
@@ -314,7 +333,8 @@ def compare(ours, mine, ref, theirs, keys, micro_count, tol=1e-4):
         for k in keys:
             assert k in m, f"step {step + 1}: metric {k} missing from ours: {sorted(m)}"
             want = t[k] / micro_count if k == "kl" else t[k]  # LLaMA-Factory sums kl over micro-batches
-            err = abs(m[k] - want) / max(abs(want), 1e-2)
+            slack = fp32_resolution(t, k) if ulp_allowance else 0.0
+            err = max(0.0, abs(m[k] - want) - slack) / max(abs(want), 1e-2)
             worst_metric = max(worst_metric, err)
             assert err < tol, f"step {step + 1}: {k} ours {m[k]} LLaMA-Factory {want}"
     kls = [t["kl"] for t in theirs]
@@ -371,6 +391,71 @@ def case_full(binary, tmp):
           f"LLaMA-Factory's (max rel {worst:.2e}), metrics max rel {worst_m:.2e}; kl {min(kls):.4f}..{max(kls):.4f}")
 
 
+class PreTokenizedKTOTrainer(KTOTrainer):
+    """trl.KTOTrainer for rows that already hold prompt_ids / completion_ids / KL_completion_ids / label."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        assert set(dataset.column_names) == {"prompt_ids", "completion_ids", "KL_completion_ids", "label"}
+        return dataset
+
+
+def trl_rows(features):
+    """LLaMA-Factory's feedback features -> TRL's columns (each sequence split at its first label)."""
+    def split(ids, labels):
+        start = next(k for k, l in enumerate(labels) if l != -100)
+        assert labels[start:] == ids[start:], "labels are not a suffix"
+        return ids[:start], ids[start:]
+    rows = []
+    for i in range(len(features["input_ids"])):
+        prompt, completion = split(features["input_ids"][i], features["labels"][i])
+        kl_prompt, kl_completion = split(features["kl_input_ids"][i], features["kl_labels"][i])
+        assert kl_prompt == prompt, "the KL row's prompt is not the row's own"
+        rows.append({"prompt_ids": prompt, "completion_ids": completion, "KL_completion_ids": kl_completion,
+                     "label": bool(features["kto_tags"][i])})
+    return rows
+
+
+def case_trl_peft(binary, tmp):
+    """KTO against trl 1.16's own KTOTrainer with peft: a fresh LoRA adapter from a peft LoraConfig (the reference is
+    the base with the adapter off, as LLaMA-Factory's and Anneal's), saved before training as anneal-train's
+    adapter_name_or_path; the one method replaced is _prepare_dataset (text -> ids): the rows are LLaMA-Factory's
+    FeedbackDatasetProcessor output split at the first label (TRL's KL completion of row i is row i-1's completion
+    within a batch, the same rotation for a batch of the whole dataset). Compared per step at 1e-4: the loss and
+    rewards/*, logps/*, kl (rewards and kl less the fp32 resolution of the log probabilities they are differences
+    of: fp32_resolution; the logps themselves and the loss at 1e-4 as everywhere). Not compared: logits/* (TRL 1.16 averages the mean logit over completion tokens,
+    LLaMA-Factory sums every logit of the padded rows per example) and pref_ftx (TRL's KTO has none; 0 here)."""
+    from peft import LoraConfig
+    from transformers import PreTrainedTokenizerFast
+    model_dir, data = setup(tmp)
+    features, _ = encode_feedback(model_dir, "kto_alpaca")
+    args = KTOConfig(output_dir=os.path.join(tmp, "trl"), per_device_train_batch_size=ROWS,
+                     gradient_accumulation_steps=1, learning_rate=5e-3, max_steps=STEPS, lr_scheduler_type="cosine",
+                     warmup_steps=2, max_grad_norm=1.0, weight_decay=0.0, optim="adamw_torch", logging_steps=1,
+                     save_strategy="no", report_to=[], use_cpu=True, bf16=False, fp16=False, seed=3, beta=0.2,
+                     desirable_weight=1.0, undesirable_weight=0.7, max_length=None, disable_dropout=True,
+                     remove_unused_columns=False)
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    trainer = PreTokenizedKTOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                     args=args, train_dataset=Dataset.from_list(trl_rows(features)),
+                                     processing_class=PreTrainedTokenizerFast.from_pretrained(model_dir),
+                                     peft_config=lora)
+    assert trainer.ref_model is None and "ref" not in trainer.model.peft_config, "TRL's reference is not the base"
+    init_adapter = os.path.join(tmp, "init_adapter")
+    trainer.model.save_pretrained(init_adapter)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", "pref_ftx: 0",
+                    "kto_chosen_weight: 1.0", "kto_rejected_weight: 0.7"])
+    train_with_events([binary, "train", "--config", cfg], out)
+    trainer.train()
+    theirs = [h for h in trainer.state.log_history if "loss" in h and "kl" in h]
+    worst, worst_m, kls = compare([e["loss"] for e in our_log(out)], our_metrics(out), [h["loss"] for h in theirs],
+                                  theirs, KEYS, 1, ulp_allowance=True)
+    print(f"trl_peft: {STEPS} KTO steps equal trl {__import__('trl').__version__}'s KTOTrainer with peft: losses max "
+          f"rel {worst:.2e}, {len(KEYS)} metrics per step max rel {worst_m:.2e}; kl {min(kls):.4f}..{max(kls):.4f}")
+
+
 def case_refusals(binary, tmp):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
@@ -393,4 +478,5 @@ def case_refusals(binary, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "refusals": case_refusals})
+    run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "trl_peft": case_trl_peft,
+               "refusals": case_refusals})
