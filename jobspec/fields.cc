@@ -419,21 +419,30 @@ std::vector<Field> BuildFields() {
       },
       [](const FinetuningType& t) { return YAML::Node(std::string(FinetuningTypeName(t))); }));
   f.push_back(Make<std::string>({"finetuning.stage", "stage"}, "enum",
-                                "one of sft, pt, dpo, rm (ppo and kto are not built yet: use sft, pt, dpo or rm)",
+                                "one of sft, pt, dpo, rm, kto (ppo is not built yet: use sft, pt, dpo, rm or kto)",
                                 "sft: supervised (prompt masked, chat template); pt: raw text, no template, grouped "
                                 "into cutoff_len blocks; dpo: preference pairs (ranking datasets) with pref_loss; "
-                                "rm: a reward model (value head, pairwise loss) on ranking datasets",
-                                REF(finetuning.stage), OneOf({"sft", "pt", "dpo", "rm"}), EncString));
+                                "rm: a reward model (value head, pairwise loss) on ranking datasets; kto: answers "
+                                "tagged desirable or undesirable (kto_tag datasets), LLaMA-Factory's KTO",
+                                REF(finetuning.stage), OneOf({"sft", "pt", "dpo", "rm", "kto"}), EncString));
   f.push_back(Choice({"finetuning.pref_loss", "pref_loss"}, {"sigmoid", "hinge", "ipo", "orpo", "simpo"},
                      "stage dpo's loss: sigmoid (DPO), hinge, ipo (against the reference model), orpo or simpo "
                      "(reference-free); kto_pair is not built",
                      REF(finetuning.pref_loss)));
   f.push_back(Number(
       {"finetuning.pref_beta", "pref_beta"}, "a positive number", [](double v) { return v > 0; },
-      "stage dpo: beta of the preference loss", REF(finetuning.pref_beta)));
+      "stages dpo and kto: beta of the preference loss", REF(finetuning.pref_beta)));
   f.push_back(Number(
       {"finetuning.pref_ftx", "pref_ftx"}, "a non-negative number", [](double v) { return v >= 0; },
-      "stage dpo: weight of the chosen answer's SFT loss added to the preference loss", REF(finetuning.pref_ftx)));
+      "stages dpo and kto: weight of the chosen answer's SFT loss added to the preference loss",
+      REF(finetuning.pref_ftx)));
+  f.push_back(Number(
+      {"finetuning.kto_chosen_weight", "kto_chosen_weight"}, "a non-negative number", [](double v) { return v >= 0; },
+      "stage kto: weight of the desirable answers' losses", REF(finetuning.kto_chosen_weight)));
+  f.push_back(Number(
+      {"finetuning.kto_rejected_weight", "kto_rejected_weight"}, "a non-negative number",
+      [](double v) { return v >= 0; }, "stage kto: weight of the undesirable answers' losses",
+      REF(finetuning.kto_rejected_weight)));
   f.push_back(Number(
       {"finetuning.simpo_gamma", "simpo_gamma"}, "a number", [](double) { return true; },
       "stage dpo, pref_loss simpo: the target reward margin", REF(finetuning.simpo_gamma)));

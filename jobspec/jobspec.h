@@ -60,7 +60,8 @@ struct ModelSpec {
 
 struct FinetuningSpec {
   FinetuningType type = FinetuningType::kLora;
-  std::string stage = "sft";  // sft: supervised; pt: raw text; dpo / rm: preference pairs (ppo, kto refused)
+  // sft: supervised; pt: raw text; dpo / rm: preference pairs; kto: answers tagged desirable or not (ppo refused)
+  std::string stage = "sft";
   int lora_rank = 8;
   double lora_alpha = 16;  // LLaMA-Factory's default: 2 * lora_rank
   double lora_dropout = 0.0;
@@ -79,6 +80,8 @@ struct FinetuningSpec {
   double pref_beta = 0.1;
   double pref_ftx = 0.0;     // + pref_ftx * the chosen answer's SFT loss
   double simpo_gamma = 0.5;  // simpo's target reward margin
+  // stage kto (pref_beta and pref_ftx too): the weights of the desirable and undesirable answers' losses
+  double kto_chosen_weight = 1.0, kto_rejected_weight = 1.0;
   // LoRA+ (LLaMA-Factory's loraplus_lr_ratio): lora_B trains at learning_rate x this ratio; 0: off.
   double loraplus_lr_ratio = 0.0;
 

@@ -166,7 +166,7 @@ class SpecReader {
                       "remove the key",
                       a->key, a->where, FinetuningTypeName(spec.finetuning.type)));
     }
-    if (spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm") {
+    if (spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm" || spec.finetuning.stage == "kto") {
       if (const Assignment* a = Given("data.packing"); a && spec.data.packing) {
         warnings_.push_back(
             fmt::format("key '{}' {} is ignored: stage {} does not pack preference pairs (as "
@@ -201,10 +201,10 @@ class SpecReader {
       const Assignment* a = Given(nested);
       bool on = false;
       if (a && DecodeBool(a->value, &on) && on) {
-        const std::string why =
-            pt ? std::string("pt trains on every token of the raw text") +
-                     (std::string_view(nested) == "data.neat_packing" ? "; use packing" : "")
-               : stage_name + (stage_name == "rm" ? " scores" : " trains on") + " the answers of preference pairs";
+        const std::string why = pt ? std::string("pt trains on every token of the raw text") +
+                                         (std::string_view(nested) == "data.neat_packing" ? "; use packing" : "")
+                                   : stage_name + (stage_name == "rm" ? " scores" : " trains on") +
+                                         (stage_name == "kto" ? " tagged answers" : " the answers of preference pairs");
         return InvalidArgumentError(fmt::format("key '{}' {}: only for stage sft, but '{}' {} is {} ({})", a->key,
                                                 a->where, stage->key, stage->where, stage_name, why));
       }
@@ -588,7 +588,8 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   RETURN_IF_ERROR(CheckEarlyStopping(s, r));
   RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
   RETURN_IF_ERROR(CheckQuantization(s, r));
-  if (s.kind == JobKind::kEval && (s.finetuning.stage == "dpo" || s.finetuning.stage == "rm")) {
+  if (s.kind == JobKind::kEval &&
+      (s.finetuning.stage == "dpo" || s.finetuning.stage == "rm" || s.finetuning.stage == "kto")) {
     return InvalidArgumentError(fmt::format(
         "{}: {} is {} but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read plain datasets: "
         "use stage: sft for kind: eval; a {} training job evaluates its {} on eval_dataset or val_size",

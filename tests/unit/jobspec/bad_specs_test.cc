@@ -168,10 +168,14 @@ const std::vector<BadSpec>& Table() {
        {},
        "key 'template' at job.yaml:4: expected a non-empty string, got ''"},
       {"StageUnsupported",
-       Base("stage: kto\n"),
+       Base("stage: ppo\n"),
        {},
-       "key 'stage' at job.yaml:4: expected one of sft, pt, dpo, rm (ppo and kto are not built yet: use sft, pt, "
-       "dpo or rm), got 'kto'"},
+       "key 'stage' at job.yaml:4: expected one of sft, pt, dpo, rm, kto (ppo is not built yet: use sft, pt, dpo, rm "
+       "or kto), got 'ppo'"},
+      {"KtoWeightNegative",
+       Base("stage: kto\nkto_rejected_weight: -1\n"),
+       {},
+       "key 'kto_rejected_weight' at job.yaml:5: expected a non-negative number, got '-1'"},
       {"PrefLossUnsupported",
        Base("stage: dpo\npref_loss: kto_pair\n"),
        {},
