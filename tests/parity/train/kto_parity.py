@@ -28,6 +28,7 @@ micro-batch, so the grouping matters; anneal_epoch_order):
               each rank's rows in anneal-train's order, padded on their own; pref_ftx's rescale per rank), every
               metric included.
   trl_peft  : 10 steps against trl 1.16's own KTOTrainer with peft (case_trl_peft says what is compared).
+  lf_example: LLaMA-Factory's examples/train_lora/qwen3_lora_kto.yaml runs unchanged but for the model path.
   refusals  : a kto_tag dataset under stage dpo, a plain dataset under stage kto, kto with tensor parallelism,
               "ranking" with a kto_tag column, and a row whose kto_tag is not a boolean each fail naming the problem.
 """
@@ -456,6 +457,31 @@ def case_trl_peft(binary, tmp):
           f"rel {worst:.2e}, {len(KEYS)} metrics per step max rel {worst_m:.2e}; kl {min(kls):.4f}..{max(kls):.4f}")
 
 
+def case_lf_example(binary, tmp):
+    """LLaMA-Factory's examples/train_lora/qwen3_lora_kto.yaml (v0.9.5, copied into llamafactory_examples/) runs
+    unchanged but for the model path, on a kto_en_demo of sharegpt rows tagged by a `label` column as
+    LLaMA-Factory's data/dataset_info.json declares it."""
+    model_dir, data = setup(tmp)
+    assert data == os.path.join(tmp, "data")  # LLaMA-Factory's default dataset_dir "data", from the working dir
+    info = json.load(open(os.path.join(data, "dataset_info.json")))
+    info["kto_en_demo"] = dict(DATASET_INFO["kto_sharegpt"])
+    json.dump(info, open(os.path.join(data, "dataset_info.json"), "w"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    cfg = os.path.join(tmp, "qwen3_lora_kto.yaml")
+    with open(os.path.join(here, "llamafactory_examples", "qwen3_lora_kto.yaml")) as f, open(cfg, "w") as g:
+        g.write(f.read().replace("{model}", model_dir))
+    p = subprocess.run([binary, "train", "--config", cfg], capture_output=True, text=True, timeout=600, cwd=tmp)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = os.path.join(tmp, "saves", "qwen3-4b", "lora", "kto")
+    for f in ("adapter_model.safetensors", "adapter_config.json", "trainer_log.jsonl"):
+        assert os.path.exists(os.path.join(out, f)), f"{f} missing from {sorted(os.listdir(out))}"
+    logs = [json.loads(line) for line in open(os.path.join(out, "trainer_log.jsonl"))]
+    losses = [r["loss"] for r in logs if "loss" in r]
+    assert all(math.isfinite(x) for x in losses), logs
+    print(f"lf_example: LLaMA-Factory's qwen3_lora_kto.yaml ran unchanged but for the model path: "
+          f"{sorted(os.listdir(out))}, {len(losses)} logged losses")
+
+
 def case_refusals(binary, tmp):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
@@ -479,4 +505,4 @@ def case_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "trl_peft": case_trl_peft,
-               "refusals": case_refusals})
+               "lf_example": case_lf_example, "refusals": case_refusals})
