@@ -127,12 +127,15 @@ TrainableSet WithLayouts(model::CausalLM& lm, std::vector<optim::TrainableParam>
 Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer& opt, const Runtime& rt,
                           const std::string& dir) {
   parallel::Comm* tp = rt.tp_comm.get();
-  // Trainable parameters: replica 0 of each stage gathers over tp; its tp rank 0 writes.
-  if (InWritingReplica(rt)) {
+  // Trainable parameters: replica 0 of each stage gathers over tp; its tp rank 0 writes. Under ZeRO-3 every
+  // replica takes part in gathering each sharded parameter, one at a time (the others drop it at once).
+  if (InWritingReplica(rt) || opt.shards_parameters()) {
     NamedTensors full;
     for (size_t i = 0; i < trainable.params.size(); ++i) {
       const auto& p = trainable.params[i];
-      at::Tensor t = parallel::GatherFull(p.param.detach(), trainable.layouts[i], tp);
+      at::Tensor local = opt.FullParam(p.name);
+      if (!InWritingReplica(rt)) continue;
+      at::Tensor t = parallel::GatherFull(local, trainable.layouts[i], tp);
       if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
     }
     full = WithPeerExperts(std::move(full), rt);
@@ -188,7 +191,7 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
   for (size_t i = 0; i < trainable.params.size(); ++i) {
     const auto& p = trainable.params[i];
     ASSIGN_OR_RETURN(at::Tensor piece, PieceOf(params, p.name, p.param, trainable.layouts[i]));
-    p.param.copy_(piece);
+    opt.SetParam(p.name, piece);  // ZeRO-3: into the owned range of the shard
   }
   ASSIGN_OR_RETURN(NamedTensorFiles state, NamedTensorFiles::Open(dir, "optimizer-"));
   NamedTensors mine;
