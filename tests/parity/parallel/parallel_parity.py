@@ -294,12 +294,13 @@ def case_zero3(binary, tmp):
                                ["zero_stage: 3", "ddp_bucket_cap_mb: 0.01"])
             compare(ft, ref, out, f"(tp {tp}, pp {pp}, dp {dp}) with ZeRO-3")
     # Full fine-tuning at dp 4, stage 0 against stage 3: each rank keeps a quarter of the parameters (the shards;
-    # every unit freed between uses) and of the optimizer state, and its plan a quarter of the gradients.
+    # every unit freed between uses) and of the optimizer state, and its plan a quarter of the gradients (one
+    # micro-batch: with accumulation the full gradients live across the micro-batches, as under ZeRO-2).
     runs = {}
     for stage in (0, 3):
         cfg = job(tmp, model, os.path.join(tmp, f"full-dp4-z{stage}"), "full",
-                  ["per_device_train_batch_size: 2", "max_steps: 1", f"zero_stage: {stage}",
-                   "ddp_bucket_cap_mb: 0.01"])
+                  ["per_device_train_batch_size: 2", "gradient_accumulation_steps: 1", "max_steps: 1",
+                   f"zero_stage: {stage}", "ddp_bucket_cap_mb: 0.01"])
         runs[stage] = run([binary, "launch", "--nproc-per-node", "4", "--", "train", "--config", cfg]).stderr
     h0, h3 = holdings(runs[0]), holdings(runs[3])
     p0, p3 = plans(runs[0]), plans(runs[3])
