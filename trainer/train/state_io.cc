@@ -222,11 +222,17 @@ StatusOr<NamedTensors> ReadTrainable(const std::string& dir) {
   return files.All();
 }
 
-Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out) {
-  if (!InWritingReplica(rt)) return Status::Ok();  // replicas hold the same weights
+Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out,
+                        const TrainerOptimizer* opt) {
+  const bool sharded = opt != nullptr && opt->shards_parameters();
+  if (!InWritingReplica(rt) && !sharded) return Status::Ok();  // replicas hold the same weights
   std::map<std::string, at::Tensor> merged;
-  if (!lora_only) {
+  if (!lora_only && !sharded) {
     for (auto& [name, lin] : LoraModules(lm)) merged[name + ".weight"] = lin->MergedWeight();
+  }
+  if (!lora_only && sharded && !LoraModules(lm).empty()) {
+    // The trainer exports LoRA as an adapter; merging would need every layer's sharded factors gathered.
+    return InternalError("a merged export of LoRA under ZeRO-3 is not built: export the adapter");
   }
   NamedTensors full;
   for (const model::LayoutParam& p : lm->LayoutParameters()) {
@@ -235,10 +241,15 @@ Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, 
     const bool saved_module = !lora && p.tensor.requires_grad();
     if (lora_only ? !(lora || saved_module) : lora) continue;
     auto it = merged.find(p.name);
-    at::Tensor t =
-        parallel::GatherFull(it != merged.end() ? it->second : p.tensor.detach(), p.layout, rt.tp_comm.get());
+    // ZeRO-3: a trainable parameter all-gathered from the shards (a collective over data parallel).
+    const at::Tensor local = it != merged.end()              ? it->second
+                             : sharded && opt->Holds(p.name) ? opt->FullParam(p.name)
+                                                             : p.tensor.detach();
+    if (!InWritingReplica(rt)) continue;
+    at::Tensor t = parallel::GatherFull(local, p.layout, rt.tp_comm.get());
     if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
   }
+  if (!InWritingReplica(rt)) return Status::Ok();  // ZeRO-3: took part in the gathers only
   full = WithPeerExperts(std::move(full), rt);
   if (rt.tp_rank != 0 || rt.dp_rank != 0) return Status::Ok();
   return model::WriteSafetensors(out + "/.export-stage" + std::to_string(rt.pp_rank) + ".safetensors", full);

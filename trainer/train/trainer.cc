@@ -507,11 +507,10 @@ Status Trainer::Export() {
   const std::string output = fs::absolute(out_).string();
   // Stages on nodes with their own disk send their part to rank 0 (no shared filesystem: file_gather.h).
   ASSIGN_OR_RETURN(FileGather gather, FileGather::Probe(rt_, out_, /*reset_remote=*/false));
-  // ZeRO-3: the export reads the module's parameters, so every layer is gathered (the whole model on every rank:
-  // the export is not streamed per tensor yet).
-  opt_->GatherAllLayers();
-  RETURN_IF_ERROR(WriteStageExport(lm_, rt_, lora, out_));
-  opt_->FreeAllLayers();
+  // ZeRO-3: each sharded parameter is gathered on its own (only the writing replica keeps them); the root unit
+  // (a value head among it) as a whole.
+  opt_->GatherRoot();
+  RETURN_IF_ERROR(WriteStageExport(lm_, rt_, lora, out_, opt_.get()));
   rt_.Barrier();
   auto stage_export = [](const std::string& rel) { return rel.rfind(".export-stage", 0) == 0; };
   RETURN_IF_ERROR(gather.Gather(rt_, stage_export, /*remove_sent=*/true).status());

@@ -76,6 +76,8 @@ class TrainerOptimizer {
   // The full value of trainable parameter `name` (its shape): the parameter itself, or under stage 3 for a
   // sharded one a new tensor all-gathered from the shards (a collective: every data-parallel rank calls it).
   at::Tensor FullParam(const std::string& name) const;
+  // Whether `name` is one of the trainable parameters this optimizer was made with.
+  bool Holds(const std::string& name) const { return index_.count(name) > 0; }
   // Sets trainable parameter `name` from its full value (`full` has its shape): under stage 3 a sharded one
   // keeps only its owned range. No collective.
   void SetParam(const std::string& name, const at::Tensor& full);
