@@ -143,11 +143,13 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
       RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
     }
   }
-  // Optimizer state, full per parameter: every replica under ZeRO-1 and 2 (each writes the parameters it owns,
-  // ZeRO-2's gathered over data parallel first), else replica 0.
+  // Optimizer state, full per parameter: every replica under ZeRO-1, 2 and 3 (each writes the parameters it owns,
+  // ZeRO-2/3's gathered over data parallel first), else replica 0.
   if (rt.zero || InWritingReplica(rt)) {
     NamedTensors full;
-    for (const auto& [key, t] : opt.CheckpointState()) {
+    // One state tensor gathered at a time (ZeRO-2/3); each rank keeps only those it writes.
+    for (const auto& [key, local] : opt.StateTensors()) {
+      const at::Tensor t = opt.CheckpointStateOf(key, local);
       const std::string param = key.substr(key.find('.') + 1);  // exp_avg.<param> -> <param>
       if (!opt.WritesCheckpointState(param)) continue;          // the same on every tensor-parallel rank
       at::Tensor g = parallel::GatherFull(t, trainable.LayoutOf(param), tp);

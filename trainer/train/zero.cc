@@ -245,19 +245,14 @@ void TrainerOptimizer::ZeroGrad() {
   for (auto& s : shards_) s.param.mutable_grad() = at::Tensor();
 }
 
-std::vector<std::pair<std::string, at::Tensor>> TrainerOptimizer::CheckpointState() const {
-  std::vector<std::pair<std::string, at::Tensor>> state = adam_->StateTensors();
-  if (stage_ < 2) return state;
+at::Tensor TrainerOptimizer::CheckpointStateOf(const std::string& key, const at::Tensor& local) const {
+  if (stage_ < 2) return local;
   torch::NoGradGuard no_grad;
-  const int ranks = dp_->size();
-  for (auto& [key, t] : state) {
-    const at::Tensor& p = all_[index_.at(ParamOfKey(key))].param;
-    const auto s = parallel::FlatShard::Of(p.numel(), ranks, my_rank_);
-    at::Tensor padded = torch::zeros({s.chunk}, t.options());
-    padded.narrow(0, 0, s.owned()).copy_(t);
-    t = dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
-  }
-  return state;
+  const at::Tensor& p = all_[index_.at(ParamOfKey(key))].param;
+  const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
+  at::Tensor padded = torch::zeros({s.chunk}, local.options());
+  padded.narrow(0, 0, s.owned()).copy_(local);
+  return dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
 }
 
 std::vector<std::pair<std::string, at::Tensor>> TrainerOptimizer::CheckpointShapes() const {

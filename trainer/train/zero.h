@@ -24,7 +24,7 @@
 // With one data-parallel rank every stage is stage 0. Checkpoints hold full per-parameter state whatever the
 // stage (CheckpointState gathers it; LoadCheckpointState takes it back), so any stage resumes any other.
 //
-// Thread-safety: one thread at a time; Step (stages 1 to 3), CheckpointState (stages 2 and 3), FullParam and
+// Thread-safety: one thread at a time; Step (stages 1 to 3), CheckpointStateOf (stages 2 and 3), FullParam and
 // GatherAllLayers (stage 3) and the layer hook are collectives over the data-parallel group.
 //
 // Example:
@@ -90,17 +90,20 @@ class TrainerOptimizer {
   // along dim 0 of the 1-D shard (every tensor-parallel rank owns the same range of its piece).
   std::vector<model::ParamLayout> GradLayouts(const std::vector<model::ParamLayout>& layouts) const;
   // This rank's state as AdamW names it (exp_avg.<param>, exp_avg_sq.<param>, master.<param>): owned
-  // parameters (stage 1) or owned ranges (stage 2). What this rank holds in memory.
+  // parameters (stage 1) or owned ranges (stages 2 and 3). What this rank holds in memory.
   std::vector<std::pair<std::string, at::Tensor>> StateTensors() const { return adam_->StateTensors(); }
-  // The state to checkpoint, each tensor shaped as its parameter: StateTensors() for stages 0 and 1, gathered
-  // over data parallel under stage 2 (a collective: every data-parallel rank calls it; all get the result).
-  std::vector<std::pair<std::string, at::Tensor>> CheckpointState() const;
-  // For every state tensor this rank keeps: its key and a tensor of the checkpointed shape (no collective).
+  // One of StateTensors() (`key`, this rank's `local` tensor) shaped as its parameter for a checkpoint: `local`
+  // for stages 0 and 1, gathered over data parallel under stages 2 and 3 (a collective: every data-parallel rank
+  // calls it for the same key, in StateTensors() order). One tensor at a time, so a save never holds the whole
+  // gathered state.
+  at::Tensor CheckpointStateOf(const std::string& key, const at::Tensor& local) const;
+  // For every state tensor this rank keeps: its key and a tensor of the checkpointed shape (no collective; a
+  // stage 3 parameter, freed, has its shape but no bytes: only shapes and devices may be read).
   std::vector<std::pair<std::string, at::Tensor>> CheckpointShapes() const;
   // Whether this rank writes `param`'s state into its checkpoint file: its owner under stage 1, one rank per
   // parameter (round robin over data parallel) under stage 2, always under stage 0 (only replica 0 writes).
   bool WritesCheckpointState(const std::string& param) const;
-  // Loads state shaped as CheckpointState's (stage 2 keeps its owned range of each).
+  // Loads state shaped as CheckpointStateOf's (stages 2 and 3 keep their owned range of each).
   Status LoadCheckpointState(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t step);
 
  private:
