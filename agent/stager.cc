@@ -43,13 +43,17 @@ StatusOr<std::string> RewriteStagedPaths(const std::string& config_yaml,
 }
 
 std::vector<std::string> RankCommandArgs(const pb::LaunchTask& launch, const std::string& config_path) {
-  // anneal-train's subcommand per job kind: train, eval, export (docs/trainer-contract.md).
-  const char* command = launch.kind() == pb::JOB_EVAL ? "eval" : launch.kind() == pb::JOB_EXPORT ? "export" : "train";
+  // anneal-train's subcommand per job kind: train, eval, export, clean (docs/trainer-contract.md).
+  const char* command = launch.kind() == pb::JOB_EVAL     ? "eval"
+                        : launch.kind() == pb::JOB_EXPORT ? "export"
+                        : launch.kind() == pb::JOB_CLEAN  ? "clean"
+                                                          : "train";
   std::vector<std::string> args = {command, "--config", config_path};
   if (!launch.resume_checkpoint().empty()) {
     args.push_back("--set");
     args.push_back("resume_from_checkpoint=" + launch.resume_checkpoint());
-  } else if (launch.attempt() > 1 && launch.kind() != pb::JOB_EVAL && launch.kind() != pb::JOB_EXPORT) {
+  } else if (launch.attempt() > 1 && launch.kind() != pb::JOB_EVAL && launch.kind() != pb::JOB_EXPORT &&
+             launch.kind() != pb::JOB_CLEAN) {
     args.push_back("--set");
     args.push_back("overwrite_output_dir=true");
   }

@@ -15,8 +15,10 @@ namespace anneal::coordinator {
 
 std::vector<StagedPath> InputsToStage(const jobspec::JobSpec& spec) {
   std::vector<StagedPath> out;
-  out.push_back({"model.model_name_or_path", spec.model.model_name_or_path});
-  if (!spec.model.adapter_name_or_path.empty()) {
+  if (spec.kind != jobspec::JobKind::kClean) {  // a clean job reads no model
+    out.push_back({"model.model_name_or_path", spec.model.model_name_or_path});
+  }
+  if (spec.kind != jobspec::JobKind::kClean && !spec.model.adapter_name_or_path.empty()) {
     out.push_back({"model.adapter_name_or_path", spec.model.adapter_name_or_path});
   }
   if (spec.kind != jobspec::JobKind::kExport) {

@@ -47,6 +47,7 @@ pb::JobRecord NewJobRecord(const PreparedSubmit& prepared) {
   r.set_name(spec.scheduling.name);  // the job id when empty (JobTable::Submit)
   r.set_kind(spec.kind == jobspec::JobKind::kEval     ? pb::JOB_EVAL
              : spec.kind == jobspec::JobKind::kExport ? pb::JOB_EXPORT
+             : spec.kind == jobspec::JobKind::kClean  ? pb::JOB_CLEAN
                                                       : pb::JOB_TRAIN);
   r.set_spec_yaml(prepared.resolved_yaml);
   r.set_submitted_spec_yaml(prepared.request.submit().spec_yaml());

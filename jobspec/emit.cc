@@ -42,6 +42,8 @@ std::string_view JobKindName(JobKind kind) {
       return "train";
     case JobKind::kEval:
       return "eval";
+    case JobKind::kClean:
+      return "clean";
     case JobKind::kExport:
       return "export";
   }
@@ -108,6 +110,8 @@ std::string ToYaml(const JobSpec& spec) {
   for (const std::string& section : Sections()) {
     if (section.find('.') != std::string::npos) continue;  // alias sections (resources.parallel) are not written
     if (section == "export" && spec.kind != JobKind::kExport) continue;  // only an export job has export keys
+    if (section == "clean" && spec.kind != JobKind::kClean) continue;    // only a clean job has clean keys
+    if (section == "model" && spec.kind == JobKind::kClean) continue;    // a clean job reads no model
     out << YAML::Key << section << YAML::Value << YAML::BeginMap;
     for (const Field& f : KnownFields()) {
       if (f.section() != section) continue;

@@ -333,8 +333,10 @@ std::vector<Field> BuildFields() {
   std::vector<Field> f;
   // kind
   f.push_back(Make<JobKind>(
-      {"kind", "kind"}, "enum", "one of train, eval, export",
-      "what the job does: train (fine-tune), eval, or export (merge an adapter into its base model)", REF(kind),
+      {"kind", "kind"}, "enum", "one of train, eval, export, clean",
+      "what the job does: train (fine-tune), eval, export (merge an adapter into its base model), or clean (data "
+      "clean: filter and dedup a dataset)",
+      REF(kind),
       [](const YAML::Node& n, JobKind* out) {
         std::string s;
         if (!DecodeString(n, &s)) return false;
@@ -344,6 +346,8 @@ std::vector<Field> BuildFields() {
           *out = JobKind::kEval;
         else if (s == "export")
           *out = JobKind::kExport;
+        else if (s == "clean")
+          *out = JobKind::kClean;
         else
           return false;
         return true;
@@ -415,21 +419,30 @@ std::vector<Field> BuildFields() {
       },
       [](const FinetuningType& t) { return YAML::Node(std::string(FinetuningTypeName(t))); }));
   f.push_back(Make<std::string>({"finetuning.stage", "stage"}, "enum",
-                                "one of sft, pt, dpo, rm (ppo and kto are not built yet: use sft, pt, dpo or rm)",
+                                "one of sft, pt, dpo, rm, kto (ppo is not built yet: use sft, pt, dpo, rm or kto)",
                                 "sft: supervised (prompt masked, chat template); pt: raw text, no template, grouped "
                                 "into cutoff_len blocks; dpo: preference pairs (ranking datasets) with pref_loss; "
-                                "rm: a reward model (value head, pairwise loss) on ranking datasets",
-                                REF(finetuning.stage), OneOf({"sft", "pt", "dpo", "rm"}), EncString));
+                                "rm: a reward model (value head, pairwise loss) on ranking datasets; kto: answers "
+                                "tagged desirable or undesirable (kto_tag datasets), LLaMA-Factory's KTO",
+                                REF(finetuning.stage), OneOf({"sft", "pt", "dpo", "rm", "kto"}), EncString));
   f.push_back(Choice({"finetuning.pref_loss", "pref_loss"}, {"sigmoid", "hinge", "ipo", "orpo", "simpo"},
                      "stage dpo's loss: sigmoid (DPO), hinge, ipo (against the reference model), orpo or simpo "
                      "(reference-free); kto_pair is not built",
                      REF(finetuning.pref_loss)));
   f.push_back(Number(
       {"finetuning.pref_beta", "pref_beta"}, "a positive number", [](double v) { return v > 0; },
-      "stage dpo: beta of the preference loss", REF(finetuning.pref_beta)));
+      "stages dpo and kto: beta of the preference loss", REF(finetuning.pref_beta)));
   f.push_back(Number(
       {"finetuning.pref_ftx", "pref_ftx"}, "a non-negative number", [](double v) { return v >= 0; },
-      "stage dpo: weight of the chosen answer's SFT loss added to the preference loss", REF(finetuning.pref_ftx)));
+      "stages dpo and kto: weight of the chosen answer's SFT loss added to the preference loss",
+      REF(finetuning.pref_ftx)));
+  f.push_back(Number(
+      {"finetuning.kto_chosen_weight", "kto_chosen_weight"}, "a non-negative number", [](double v) { return v >= 0; },
+      "stage kto: weight of the desirable answers' losses", REF(finetuning.kto_chosen_weight)));
+  f.push_back(Number(
+      {"finetuning.kto_rejected_weight", "kto_rejected_weight"}, "a non-negative number",
+      [](double v) { return v >= 0; }, "stage kto: weight of the undesirable answers' losses",
+      REF(finetuning.kto_rejected_weight)));
   f.push_back(Number(
       {"finetuning.simpo_gamma", "simpo_gamma"}, "a number", [](double) { return true; },
       "stage dpo, pref_loss simpo: the target reward margin", REF(finetuning.simpo_gamma)));
@@ -684,6 +697,42 @@ std::vector<Field> BuildFields() {
   f.push_back(PositiveInt({"export.size_gb", "export_size"},
                           "kind export: largest safetensors shard in GB (10^9 bytes, as LLaMA-Factory's export_size)",
                           REF(export_.size_gb)));
+  // clean (kind clean: `data clean`'s options, trainer/data/clean.h)
+  f.push_back(RequiredText({"clean.dataset_name", ""},
+                           "kind clean: the name of the cleaned dataset in output_dir/dataset_info.json",
+                           REF(clean.dataset_name)));
+  f.push_back(Choice({"clean.normalize", ""}, {"NFC", "NFKC", "NFD", "NFKD", "none"}, "Unicode normalization",
+                     REF(clean.normalize)));
+  f.push_back(Flag({"clean.strip_markup", ""}, "remove HTML/XML tags, decode entities", REF(clean.strip_markup)));
+  f.push_back(List({"clean.mask_pii", ""}, {"email", "phone", "id"}, false,
+                   "mask e-mail addresses, phone numbers, ID numbers", REF(clean.mask_pii)));
+  f.push_back(List({"clean.scripts", ""}, {}, false,
+                   "keep conversations written in these Unicode scripts (Latin, Han, ...; zh, ja, ko, ru, ...)",
+                   REF(clean.scripts)));
+  f.push_back(Number(
+      {"clean.script_fraction", ""}, "a number in (0, 1]", [](double v) { return v > 0 && v <= 1; },
+      "share of letters in `scripts` to keep a row", REF(clean.script_fraction)));
+  f.push_back(List({"clean.languages", ""}, {}, false,
+                   "keep conversations in these languages (CLD2 statistical detection; codes en, zh, fr, ...)",
+                   REF(clean.languages)));
+  f.push_back(Number(
+      {"clean.language_confidence", ""}, "a number in (0, 1]", [](double v) { return v > 0 && v <= 1; },
+      "share of the text in `languages` to keep a row", REF(clean.language_confidence)));
+  f.push_back(NonNegativeInt64({"clean.min_chars", ""}, "drop conversations shorter than this (code points; 0: none)",
+                               REF(clean.min_chars)));
+  f.push_back(NonNegativeInt64({"clean.max_chars", ""}, "drop conversations longer than this (code points; 0: none)",
+                               REF(clean.max_chars)));
+  f.push_back(Flag({"clean.exact_dedup", ""}, "drop exact duplicates", REF(clean.exact_dedup)));
+  f.push_back(Flag({"clean.near_dedup", ""}, "drop near-duplicates (MinHash-LSH)", REF(clean.near_dedup)));
+  f.push_back(Number(
+      {"clean.jaccard_threshold", ""}, "a number in (0, 1)", [](double v) { return v > 0 && v < 1; },
+      "near-dup Jaccard threshold", REF(clean.jaccard_threshold)));
+  f.push_back(Make<int>({"clean.num_perm", ""}, "integer", "an integer >= 2", "MinHash permutations",
+                        REF(clean.num_perm), IntIn(2, kIntMax), EncInt));
+  f.push_back(PositiveInt({"clean.shingle", ""}, "character shingle length (code points)", REF(clean.shingle)));
+  f.push_back(Make<int64_t>({"clean.minhash_seed", ""}, "integer", "an integer in [0, 4294967295]",
+                            "MinHash seed (datasketch's)", REF(clean.minhash_seed), Int64In(0, 4294967295LL),
+                            EncInt64));
   // resources
   f.push_back(PositiveInt({"resources.nodes", "nodes"}, "nodes the job spans", REF(resources.nodes)));
   f.push_back(PositiveInt({"resources.gpus_per_node", "gpus_per_node"}, "ranks per node (GPUs, or CPU slots)",

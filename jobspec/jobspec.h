@@ -37,7 +37,8 @@
 
 namespace anneal::jobspec {
 
-enum class JobKind { kTrain, kEval, kExport };  // export: LLaMA-Factory's `llamafactory-cli export`
+// export: LLaMA-Factory's `llamafactory-cli export`; clean: `anneal-train data clean` as a job (CleanSpec)
+enum class JobKind { kTrain, kEval, kExport, kClean };
 enum class FinetuningType { kLora, kFull, kFreeze };
 enum class SaveStrategy { kNo, kSteps, kEpoch };         // HF TrainingArguments.save_strategy ("best" is refused)
 enum class Optimizer { kAdamWTorch, kAdamWTorchFused };  // HF optim names of the one AdamW the trainer has
@@ -59,7 +60,8 @@ struct ModelSpec {
 
 struct FinetuningSpec {
   FinetuningType type = FinetuningType::kLora;
-  std::string stage = "sft";  // sft: supervised; pt: raw text; dpo / rm: preference pairs (ppo, kto refused)
+  // sft: supervised; pt: raw text; dpo / rm: preference pairs; kto: answers tagged desirable or not (ppo refused)
+  std::string stage = "sft";
   int lora_rank = 8;
   double lora_alpha = 16;  // LLaMA-Factory's default: 2 * lora_rank
   double lora_dropout = 0.0;
@@ -78,6 +80,8 @@ struct FinetuningSpec {
   double pref_beta = 0.1;
   double pref_ftx = 0.0;     // + pref_ftx * the chosen answer's SFT loss
   double simpo_gamma = 0.5;  // simpo's target reward margin
+  // stage kto (pref_beta and pref_ftx too): the weights of the desirable and undesirable answers' losses
+  double kto_chosen_weight = 1.0, kto_rejected_weight = 1.0;
   // LoRA+ (LLaMA-Factory's loraplus_lr_ratio): lora_B trains at learning_rate x this ratio; 0: off.
   double loraplus_lr_ratio = 0.0;
 
@@ -171,6 +175,31 @@ struct ExportSpec {
   bool operator==(const ExportSpec&) const = default;
 };
 
+// kind: clean runs `data clean` (trainer/data/clean.h; docs/data.md) over data.dataset (data.dataset_dir,
+// max_samples, skip_bad_rows) and writes into the job's output_dir: <dataset_name>.jsonl (the kept rows),
+// dataset_info.json naming it <dataset_name>, and clean_report.json. No model: model keys are not needed.
+// The YAML section `clean` (nested keys only), each the `data clean` option of the same name.
+struct CleanSpec {
+  std::string dataset_name = "cleaned";  // the name written in output_dir/dataset_info.json
+  std::string normalize = "NFC";         // NFC, NFKC, NFD, NFKD, none
+  bool strip_markup = false;
+  std::vector<std::string> mask_pii;   // email, phone, id
+  std::vector<std::string> scripts;    // Unicode scripts (Latin, Han, ...) or zh, ja, ko, ru, ...
+  double script_fraction = 0.5;        // (0, 1]
+  std::vector<std::string> languages;  // CLD2 language codes (en, zh, ...): the statistical language filter
+  double language_confidence = 0.5;    // (0, 1]
+  int64_t min_chars = 0;               // 0: no limit
+  int64_t max_chars = 0;               // 0: no limit
+  bool exact_dedup = true;
+  bool near_dedup = false;
+  double jaccard_threshold = 0.8;  // (0, 1)
+  int num_perm = 128;              // >= 2
+  int shingle = 5;                 // >= 1
+  int64_t minhash_seed = 1;        // 0 .. 2^32-1
+
+  bool operator==(const CleanSpec&) const = default;
+};
+
 struct ResourceSpec {
   int nodes = 1;
   int gpus_per_node = 1;      // ranks per node (GPU slots, or CPU slots on CPU nodes)
@@ -222,6 +251,7 @@ struct JobSpec {
   TrainSpec train;
   EvalSpec eval;
   ExportSpec export_;  // YAML section `export` (kind: export only)
+  CleanSpec clean;     // YAML section `clean` (kind: clean only)
   ResourceSpec resources;
   SchedulingSpec scheduling;
   std::vector<std::string> warnings;  // accepted-but-ignored LLaMA-Factory keys, deprecations
@@ -229,7 +259,7 @@ struct JobSpec {
   bool operator==(const JobSpec&) const = default;
 };
 
-std::string_view JobKindName(JobKind kind);             // "train", "eval", "export"
+std::string_view JobKindName(JobKind kind);             // "train", "eval", "export", "clean"
 std::string_view FinetuningTypeName(FinetuningType t);  // "lora", "full", "freeze"
 std::string_view SaveStrategyName(SaveStrategy s);      // "no", "steps", "epoch"
 std::string_view OptimizerName(Optimizer o);            // "adamw_torch", "adamw_torch_fused"

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "jobspec/jobspec.h"
+#include "jobspec/language_codes.h"
 #include "jobspec/schema.h"
 #include "jobspec/values.h"
 
@@ -136,6 +137,7 @@ class SpecReader {
       RETURN_IF_ERROR(a.field->assign(value, a.key, a.where, spec));
     }
     RETURN_IF_ERROR(ResolveExport(spec));
+    RETURN_IF_ERROR(RefuseCleanKeysOutsideClean(spec));
     if (do_train_.has_value() && spec.kind != JobKind::kExport) {
       const Assignment* kind = Given("kind");
       if (!do_train_->value && kind && spec.kind == JobKind::kTrain) {
@@ -164,7 +166,7 @@ class SpecReader {
                       "remove the key",
                       a->key, a->where, FinetuningTypeName(spec.finetuning.type)));
     }
-    if (spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm") {
+    if (spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm" || spec.finetuning.stage == "kto") {
       if (const Assignment* a = Given("data.packing"); a && spec.data.packing) {
         warnings_.push_back(
             fmt::format("key '{}' {} is ignored: stage {} does not pack preference pairs (as "
@@ -199,10 +201,10 @@ class SpecReader {
       const Assignment* a = Given(nested);
       bool on = false;
       if (a && DecodeBool(a->value, &on) && on) {
-        const std::string why =
-            pt ? std::string("pt trains on every token of the raw text") +
-                     (std::string_view(nested) == "data.neat_packing" ? "; use packing" : "")
-               : stage_name + (stage_name == "rm" ? " scores" : " trains on") + " the answers of preference pairs";
+        const std::string why = pt ? std::string("pt trains on every token of the raw text") +
+                                         (std::string_view(nested) == "data.neat_packing" ? "; use packing" : "")
+                                   : stage_name + (stage_name == "rm" ? " scores" : " trains on") +
+                                         (stage_name == "kto" ? " tagged answers" : " the answers of preference pairs");
         return InvalidArgumentError(fmt::format("key '{}' {}: only for stage sft, but '{}' {} is {} ({})", a->key,
                                                 a->where, stage->key, stage->where, stage_name, why));
       }
@@ -216,6 +218,20 @@ class SpecReader {
       if (a.field && a.field->nested == nested) return &a;
     }
     return nullptr;
+  }
+
+  // `clean` keys belong to a clean job: on any other kind they would be silently unused.
+  Status RefuseCleanKeysOutsideClean(const JobSpec& spec) const {
+    if (spec.kind == JobKind::kClean) return Status::Ok();
+    for (const Assignment& a : assignments_) {
+      if (a.field && a.field->nested.rfind("clean.", 0) == 0) {
+        return InvalidArgumentError(
+            fmt::format("key '{}' {}: clean keys belong to a clean job (kind: clean), this "
+                        "job is kind: {}",
+                        a.key, a.where, JobKindName(spec.kind)));
+      }
+    }
+    return Status::Ok();
   }
 
   // LLaMA-Factory's export config has no kind (it is run by `llamafactory-cli export`): export_dir makes the job
@@ -465,6 +481,40 @@ Status CheckExport(const JobSpec& s, const SpecReader& r) {
   return Status::Ok();
 }
 
+// A clean job: datasets to read, a directory to write, one process; language codes known to CLD2.
+Status CheckClean(const JobSpec& s, const SpecReader& r) {
+  if (s.train.output_dir.empty()) {
+    return InvalidArgumentError(
+        fmt::format("{}: missing required key 'output_dir' (nested: train.output_dir): where the cleaned dataset goes",
+                    r.source()));
+  }
+  if (s.data.dataset.empty()) {
+    return InvalidArgumentError(fmt::format(
+        "{}: missing required key 'dataset' (nested: data.dataset): the datasets a clean job reads", r.source()));
+  }
+  const ResourceSpec& res = s.resources;
+  if ((res.world_size_given && res.world_size() != 1) || res.tensor_parallel != 1 || res.pipeline_parallel != 1 ||
+      res.expert_parallel != 1) {
+    return InvalidArgumentError(fmt::format(
+        "{}: a clean job runs one process: nodes x gpus_per_node must be 1 (got {} x {}) and tensor/pipeline/"
+        "expert parallel 1 (got {}, {}, {})",
+        r.source(), res.nodes, res.gpus_per_node, res.tensor_parallel, res.pipeline_parallel, res.expert_parallel));
+  }
+  for (const std::string& code : s.clean.languages) {
+    if (!IsKnownLanguageCode(code)) {
+      return InvalidArgumentError(fmt::format(
+          "{}: {}: unknown language '{}' (CLD2 codes: en, zh, ja, ko, fr, de, es, ru, ar, ...; 'un' keeps text too "
+          "short to tell)",
+          r.source(), r.Located("clean.languages"), code));
+    }
+  }
+  if (s.clean.dataset_name.find_first_of("/\\,") != std::string::npos) {
+    return InvalidArgumentError(fmt::format("{}: {}: '{}' is a dataset name, not a path (no '/', '\\' or ',')",
+                                            r.source(), r.Located("clean.dataset_name"), s.clean.dataset_name));
+  }
+  return Status::Ok();
+}
+
 // QLoRA: what LLaMA-Factory refuses with quantization_bit (hparams/parser.py), and the 8-bit scheme, which is not
 // built (LLM.int8 quantizes the activations too and computes outlier columns apart: a different matmul).
 Status CheckQuantization(const JobSpec& s, const SpecReader& r) {
@@ -495,6 +545,7 @@ Status CheckQuantization(const JobSpec& s, const SpecReader& r) {
 // Checks that involve several fields. Runs after Apply, so every value is in range on its own.
 Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   const std::string& src = r.source();
+  if (s.kind == JobKind::kClean) return CheckClean(s, r);
   if (s.model.model_name_or_path.empty()) {
     return InvalidArgumentError(fmt::format(
         "{}: missing required key 'model_name_or_path' (nested: model.model_name_or_path): the local HF model "
@@ -537,7 +588,8 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   RETURN_IF_ERROR(CheckEarlyStopping(s, r));
   RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
   RETURN_IF_ERROR(CheckQuantization(s, r));
-  if (s.kind == JobKind::kEval && (s.finetuning.stage == "dpo" || s.finetuning.stage == "rm")) {
+  if (s.kind == JobKind::kEval &&
+      (s.finetuning.stage == "dpo" || s.finetuning.stage == "rm" || s.finetuning.stage == "kto")) {
     return InvalidArgumentError(fmt::format(
         "{}: {} is {} but this is an eval job, whose tasks (loss, perplexity, mmlu, generate) read plain datasets: "
         "use stage: sft for kind: eval; a {} training job evaluates its {} on eval_dataset or val_size",

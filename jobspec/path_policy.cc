@@ -336,8 +336,10 @@ void DatasetEntryChecks(const char* key, const std::vector<std::string>& entries
 
 std::vector<PathCheck> SpecPathChecks(const JobSpec& spec) {
   std::vector<PathCheck> c;
-  c.push_back({"model.model_name_or_path", spec.model.model_name_or_path, false, PathCategory::kModels, false});
-  if (!spec.model.adapter_name_or_path.empty()) {
+  if (spec.kind != JobKind::kClean) {  // a clean job reads no model
+    c.push_back({"model.model_name_or_path", spec.model.model_name_or_path, false, PathCategory::kModels, false});
+  }
+  if (spec.kind != JobKind::kClean && !spec.model.adapter_name_or_path.empty()) {
     c.push_back({"model.adapter_name_or_path", spec.model.adapter_name_or_path, false, PathCategory::kModels, false});
   }
   if (spec.kind == JobKind::kExport) {  // reads no data and keeps no cache: the model, the adapter, the export

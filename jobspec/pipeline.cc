@@ -119,11 +119,14 @@ Status DecodeJob(const Context& ctx, const YAML::Node& node, const std::string& 
   // A LLaMA-Factory export config has no kind: export_dir makes it an export (as jobspec's parser decides).
   const YAML::Node export_section = spec["export"];
   if (!spec["kind"] && (spec["export_dir"] || (export_section.IsMap() && export_section["dir"]))) kind = "export";
-  if (kind != "train" && kind != "eval" && kind != "export") {
-    return ctx.Error(node,
-                     fmt::format("step '{}': job kind '{}' is not a step kind (train, eval or export)", step, kind));
+  if (kind != "train" && kind != "eval" && kind != "export" && kind != "clean") {
+    return ctx.Error(
+        node, fmt::format("step '{}': job kind '{}' is not a step kind (train, eval, export or clean)", step, kind));
   }
-  out->kind = kind == "eval" ? StepKind::kEval : kind == "export" ? StepKind::kExport : StepKind::kTrain;
+  out->kind = kind == "eval"     ? StepKind::kEval
+              : kind == "export" ? StepKind::kExport
+              : kind == "clean"  ? StepKind::kClean
+                                 : StepKind::kTrain;
   YAML::Emitter emitter;
   emitter << spec;
   out->job_yaml = std::string(emitter.c_str()) + "\n";
@@ -140,10 +143,11 @@ Status DecodeStep(const Context& ctx, const YAML::Node& node, const ParsePipelin
   for (const auto& kv : node) {
     const std::string key = kv.first.as<std::string>();
     if (kCommandKeys.count(key)) {
-      return ctx.Error(kv.first, fmt::format("step '{}': key '{}' is refused: pipeline steps run no commands; a step "
-                                             "is a train, eval or export job (`job:`) or the built-in promote step "
-                                             "(`promote:`)",
-                                             name, key));
+      return ctx.Error(kv.first,
+                       fmt::format("step '{}': key '{}' is refused: pipeline steps run no commands; a step "
+                                   "is a train, eval, export or clean job (`job:`) or the built-in promote step "
+                                   "(`promote:`)",
+                                   name, key));
     }
     if (std::find(kStepKeys.begin(), kStepKeys.end(), key) == kStepKeys.end()) {
       return ctx.Error(kv.first, fmt::format("step '{}': unknown key '{}'{}", name, key, Suggest(key, kStepKeys)));
@@ -151,9 +155,9 @@ Status DecodeStep(const Context& ctx, const YAML::Node& node, const ParsePipelin
   }
   std::string kind;
   if (node["kind"] && !DecodeString(node["kind"], &kind)) kind = "?";
-  if (!kind.empty() && kind != "train" && kind != "eval" && kind != "export" && kind != "promote") {
+  if (!kind.empty() && kind != "train" && kind != "eval" && kind != "export" && kind != "clean" && kind != "promote") {
     return ctx.Error(node["kind"],
-                     fmt::format("step '{}': unknown kind '{}' (train, eval, export or promote)", name, kind));
+                     fmt::format("step '{}': unknown kind '{}' (train, eval, export, clean or promote)", name, kind));
   }
   const bool has_job = static_cast<bool>(node["job"]);
   const bool has_promote = static_cast<bool>(node["promote"]);
@@ -227,6 +231,8 @@ std::string_view StepKindName(StepKind kind) {
       return "eval";
     case StepKind::kExport:
       return "export";
+    case StepKind::kClean:
+      return "clean";
     case StepKind::kPromote:
       return "promote";
   }

@@ -2,8 +2,9 @@
 //
 // A pipeline is a list of named steps forming a DAG through `needs:`. A step is one of
 //   - a job: `job:` holds a job spec (jobspec.h; inline mapping, or a file path read by the client), whose
-//     `kind` (train, the default, eval, or export: also when the spec gives export_dir without a kind, as a
-//     LLaMA-Factory export config does) is the step's kind;
+//     `kind` (train, the default, eval, export: also when the spec gives export_dir without a kind, as a
+//     LLaMA-Factory export config does, or clean: `data clean` writing a dataset into its output_dir that a later
+//     step reads with dataset_dir: ${steps.NAME.output_dir}) is the step's kind;
 //   - the built-in promote step: `promote:` holds model, train_step (a train or export step), eval_step, metric,
 //     mode (min|max),
 //     margin, and optionally production_eval_step (the step that evaluated the production version).
@@ -50,8 +51,8 @@
 
 namespace anneal::jobspec {
 
-enum class StepKind { kTrain, kEval, kExport, kPromote };
-std::string_view StepKindName(StepKind kind);  // "train", "eval", "export", "promote"
+enum class StepKind { kTrain, kEval, kExport, kClean, kPromote };
+std::string_view StepKindName(StepKind kind);  // "train", "eval", "export", "clean", "promote"
 
 struct PromoteSpec {
   std::string model;       // registry model name (the run's team)

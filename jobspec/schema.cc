@@ -28,7 +28,8 @@ const std::vector<Field>& KnownFields() {
 
 const std::vector<std::string>& Sections() {
   static const std::vector<std::string> sections = {
-      "model", "finetuning", "data", "train", "eval", "export", "resources", "scheduling", "resources.parallel"};
+      "model",  "finetuning", "data",      "train",      "eval",
+      "export", "clean",      "resources", "scheduling", "resources.parallel"};
   return sections;
 }
 

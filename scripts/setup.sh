@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   libssl-dev libgloo-dev libhowardhinnant-date-dev
   libcairo2-dev
+  libcld2-dev
   python3-venv procps clang-format
   clang libclang-rt-14-dev
   systemd
@@ -22,6 +23,7 @@ APT_PACKAGES=(
   iproute2
 )
 
+# libcld2-dev: `data clean --languages` (Compact Language Detector 2, trainer/data/language_filter.h).
 # systemd (systemd-analyze) and Slurm + munge: the deploy tests (tests/integration/deploy) verify the units and
 # start a throwaway Slurm (scripts/slurm-cluster.sh). prometheus (and promtool): tests/integration/metrics runs
 # a real Prometheus on a temp dir and port against a local cluster. chromium + chromium-driver: the web console's

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "trainer/data/language_filter.h"
 #include "trainer/data/numpy_random.h"
 #include "trainer/data/pii.h"
 #include "trainer/data/script_filter.h"
@@ -289,6 +290,10 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
   if (!o.scripts.empty()) {
     ASSIGN_OR_RETURN(script_filter, ScriptFilter::Create(o.scripts, o.script_fraction));
   }
+  std::optional<LanguageFilter> language_filter;
+  if (!o.languages.empty()) {
+    ASSIGN_OR_RETURN(language_filter, LanguageFilter::Create(o.languages, o.language_confidence));
+  }
   CleanResult r;
   PiiCounts pii;
   if (o.near_dedup) std::tie(r.lsh_bands, r.lsh_rows) = LshParameters(o.jaccard_threshold, o.num_perm);
@@ -323,6 +328,16 @@ StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, 
       if (script_filter && !script_filter->Keeps(ConversationText(c))) {
         drop(c, "wrong_script");
         continue;
+      }
+      if (language_filter) {
+        const LanguageDetection d = language_filter->Detect(ConversationText(c));
+        if (!language_filter->Keeps(d)) {
+          drop(c, "wrong_language");
+          r.dropped.back().language = d.language;
+          r.dropped.back().language_confidence = d.confidence;
+          ++r.dropped_by_language[d.language];
+          continue;
+        }
       }
     }
     std::string key = ExactKey(c);

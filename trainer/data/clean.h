@@ -9,8 +9,11 @@
 //   4. Length filters: min_chars / max_chars over the conversation's text in code points (0: no limit).
 //   5. Script filter (optional, script_filter.h): dropped as "wrong_script" when less than script_fraction of
 //      its letters are in the scripts asked for (a language filter for languages with their own script).
-//   6. Exact dedup: a conversation equal to an earlier kept one (system, roles and contents, after 1-3).
-//   7. Near dedup (optional): MinHash-LSH as datasketch 2.x does it (scheme affine32, sha1_hash32, seed,
+//   6. Language filter (optional, language_filter.h): CLD2's statistical language identification; dropped as
+//      "wrong_language" when less than language_confidence of the text is in the languages asked for, the
+//      dropped row naming the language detected (DroppedRow::language).
+//   7. Exact dedup: a conversation equal to an earlier kept one (system, roles and contents, after 1-3).
+//   8. Near dedup (optional): MinHash-LSH as datasketch 2.x does it (scheme affine32, sha1_hash32, seed,
 //      num_perm; bands x rows minimizing datasketch's weighted false positive + negative integral for the
 //      threshold), over the set of character shingles of `shingle` code points of the text (the whole text
 //      when shorter). Conversations are visited in order; one whose LSH query finds a kept candidate is dropped
@@ -41,6 +44,8 @@ struct CleanOptions {
   std::vector<std::string> mask_pii;     // any of email, phone, id; empty: no masking
   std::vector<std::string> scripts;      // Unicode scripts or zh/ja/ko/...; empty: no script filter
   double script_fraction = 0.5;          // share of letters that must be in `scripts`
+  std::vector<std::string> languages;    // CLD2 language codes (en, zh, ...); empty: no language filter
+  double language_confidence = 0.5;      // share of the text that must be in `languages`
   int64_t min_chars = 0, max_chars = 0;  // 0: no limit
   bool exact_dedup = true;
   bool near_dedup = false;
@@ -52,16 +57,19 @@ struct CleanOptions {
 
 struct DroppedRow {
   std::string origin;
-  std::string reason;        // too_short, too_long, wrong_script, exact_duplicate, near_duplicate
-  std::string duplicate_of;  // the kept row's origin, for duplicates
+  std::string reason;              // too_short, too_long, wrong_script, wrong_language, exact_duplicate, near_duplicate
+  std::string duplicate_of;        // the kept row's origin, for duplicates
+  std::string language;            // wrong_language: the language detected (CLD2 code, "un": undetermined)
+  double language_confidence = 0;  // wrong_language: share of the text in the languages asked for
 };
 
 struct CleanResult {
   std::vector<Conversation> kept;
   std::vector<DroppedRow> dropped;
   std::map<std::string, int64_t> dropped_by_reason;
-  std::map<std::string, int64_t> pii_masked;  // kind -> spans masked in the kept and dropped rows
-  int lsh_bands = 0, lsh_rows = 0;            // near dedup's LSH parameters
+  std::map<std::string, int64_t> dropped_by_language;  // wrong_language drops by detected language
+  std::map<std::string, int64_t> pii_masked;           // kind -> spans masked in the kept and dropped rows
+  int lsh_bands = 0, lsh_rows = 0;                     // near dedup's LSH parameters
 };
 
 StatusOr<CleanResult> CleanConversations(const std::vector<Conversation>& rows, const CleanOptions& options);

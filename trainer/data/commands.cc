@@ -11,6 +11,7 @@
 
 #include "trainer/data/chat_template.h"
 #include "trainer/data/clean.h"
+#include "trainer/data/clean_job.h"
 #include "trainer/data/dataset.h"
 #include "trainer/data/sft.h"
 #include "trainer/data/split.h"
@@ -178,18 +179,6 @@ struct CleanArgs {
   CleanOptions clean;
 };
 
-json ConversationJson(const Conversation& c) {
-  if (c.pretokenized) {
-    json o = {{"input_ids", c.input_ids}};
-    if (!c.labels.empty()) o["labels"] = c.labels;
-    return o;
-  }
-  json msgs = json::array();
-  if (!c.system.empty()) msgs.push_back(json{{"role", "system"}, {"content", c.system}});
-  for (const Message& m : c.messages) msgs.push_back(json{{"role", std::string(RoleName(m.role))}, {"content", m.content}});
-  return json{{"messages", std::move(msgs)}};
-}
-
 // `data clean`: load (as `data load`), clean (clean.h), write the kept conversations as JSON lines that load
 // back as sharegpt messages (a system prompt is the leading system turn) and a JSON report of the drops.
 void RunClean(const CleanArgs& a) {
@@ -204,29 +193,13 @@ void RunClean(const CleanArgs& a) {
   if (!out) Fail(InvalidArgumentError("cannot write --out " + a.out));
   for (const Conversation& c : result->kept)
     out << ConversationJson(c).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
-  json dropped = json::array();
-  for (const DroppedRow& d : result->dropped) {
-    json row = {{"origin", d.origin}, {"reason", d.reason}};
-    if (!d.duplicate_of.empty()) row["duplicate_of"] = d.duplicate_of;
-    dropped.push_back(std::move(row));
-  }
-  json report = {{"rows", rows->size()},
-                 {"skipped_bad_rows", load_report.skipped},
-                 {"kept", result->kept.size()},
-                 {"dropped", result->dropped_by_reason},
-                 {"pii_masked", result->pii_masked},
-                 {"lsh", {{"bands", result->lsh_bands}, {"rows", result->lsh_rows}}},
-                 {"dropped_rows", std::move(dropped)}};
+  const json report = CleanReportJson(rows->size(), load_report.skipped, *result);
   if (!a.report.empty()) {
     std::ofstream rep(a.report, std::ios::binary);
     if (!rep) Fail(InvalidArgumentError("cannot write --report " + a.report));
     rep << report.dump(1) << "\n";
   }
-  std::cerr << fmt::format("{} rows, {} kept, {} dropped", rows->size(), result->kept.size(), result->dropped.size());
-  std::string summary =
-      fmt::format("{} rows, {} kept, {} dropped", rows->size(), result->kept.size(), result->dropped.size());
-  for (const auto& [reason, n] : result->dropped_by_reason) summary += fmt::format(", {} {}", n, reason);
-  for (const auto& [kind, n] : result->pii_masked) summary += fmt::format("; {} {} masked", n, kind);
+  const std::string summary = CleanSummary(rows->size(), *result);
   std::cerr << summary << "\n";
 }
 
@@ -265,19 +238,7 @@ void RunSplit(const SplitArgs& a) {
     }
     if (!out.flush()) Fail(InternalError("writing " + a.out_dir + "/" + file + " failed"));
     const bool tokenized = !rows->empty() && rows->front().pretokenized;
-    info[fmt::format("{}_{}", a.name, part)] =
-        tokenized ? json{{"file_name", file}, {"formatting", "tokenized"}}
-                  : json{{"file_name", file},
-                         {"formatting", "sharegpt"},
-                         {"columns", {{"messages", "messages"}}},
-                         {"tags",
-                          {{"role_tag", "role"},
-                           {"content_tag", "content"},
-                           {"user_tag", "user"},
-                           {"assistant_tag", "assistant"},
-                           {"observation_tag", "observation"},
-                           {"function_tag", "function_call"},
-                           {"system_tag", "system"}}}};
+    info[fmt::format("{}_{}", a.name, part)] = ConversationsDatasetInfo(file, tokenized);
     summary += fmt::format(" {} {}", indices->size(), part);
   }
   std::ofstream info_out(a.out_dir + "/dataset_info.json", std::ios::binary);
@@ -288,6 +249,7 @@ void RunSplit(const SplitArgs& a) {
 }  // namespace
 
 void AddDataCommands(CLI::App& app) {
+  AddCleanJobCommand(app);  // `clean --config`: the job kind clean (clean_job.h)
   auto targs = std::make_shared<TokenizeArgs>();
   CLI::App* tokenize = app.add_subcommand("tokenize", "Tokenize text with a tokenizer.json (HF-identical ids)");
   tokenize->add_option("--tokenizer", targs->tokenizer, "Directory with tokenizer.json (or the file)")->required();
@@ -352,6 +314,12 @@ void AddDataCommands(CLI::App& app) {
                     "Keep conversations written in these scripts (Latin,Han,...; zh, ja, ko, ru, ar, ...)")
       ->delimiter(',');
   clean->add_option("--script-fraction", cargs->clean.script_fraction, "Share of letters in --scripts to keep a row")
+      ->default_val(0.5);
+  clean->add_option("--languages", cargs->clean.languages,
+                    "Keep conversations in these languages (CLD2 statistical detection): en,zh,fr,...")
+      ->delimiter(',');
+  clean->add_option("--language-confidence", cargs->clean.language_confidence,
+                    "Share of the text in --languages to keep a row (0..1]")
       ->default_val(0.5);
   clean->callback([cargs] { RunClean(*cargs); });
 

@@ -150,6 +150,20 @@ Status RejectTools(const DatasetAttr& a, const json& row) {
   return Status::Ok();
 }
 
+// A kto_tag dataset's row: its tag, a boolean (LLaMA-Factory reads a row without one as untagged and its
+// feedback processor drops it; here it is an error naming the field, or skipped with skip_bad_rows).
+Status ReadKtoTag(const DatasetAttr& a, const json& row, Conversation* c) {
+  if (!a.kto_tag) return Status::Ok();
+  const json& tag = Col(row, a.kto_tag);
+  if (!tag.is_boolean())
+    return InvalidArgumentError(
+        fmt::format("field '{}': {} (the kto_tag column: true for a desirable answer, false "
+                    "for an undesirable one)",
+                    *a.kto_tag, tag.is_null() ? "missing" : "must be true or false"));
+  c->kto_tag = tag.get<bool>();
+  return Status::Ok();
+}
+
 StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row, bool response_optional) {
   RETURN_IF_ERROR(RejectTools(a, row));
   Conversation c;
@@ -200,6 +214,7 @@ StatusOr<Conversation> ConvertAlpaca(const DatasetAttr& a, const json& row, bool
   if (!system.is_null() && !system.is_string())
     return InvalidArgumentError(fmt::format("field '{}': must be a string", *a.system));
   if (system.is_string()) c.system = system.get<std::string>();
+  RETURN_IF_ERROR(ReadKtoTag(a, row, &c));
   return c;
 }
 
@@ -284,6 +299,7 @@ StatusOr<Conversation> ConvertSharegpt(const DatasetAttr& a, const json& row) {
   if (c.messages.size() % 2 != 0)
     return InvalidArgumentError(
         fmt::format("field '{}': {} turns; a conversation must end with an answer", field, c.messages.size()));
+  RETURN_IF_ERROR(ReadKtoTag(a, row, &c));
   return c;
 }
 

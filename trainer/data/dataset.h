@@ -15,8 +15,7 @@
 // sharegpt, tokenized), ranking, subset, split, folder, num_samples, columns, tags. When "columns" (or "tags")
 // is given, the ones it omits are unset, as LLaMA-Factory does. Refused by name, with why: hub / script /
 // cloud entries (hf_hub_url, ms_hub_url, om_hub_url, script_url, cloud_file_name), formatting "openai",
-// ranking: true and the chosen / rejected / kto_tag columns (preference stages are not built), the images /
-// videos / audios columns (multimodal), splits other than "train" or its slices ("train[:100]",
+// the images / videos / audios columns (multimodal), splits other than "train" or its slices ("train[:100]",
 // "train[10%:50%]"), and any key LLaMA-Factory does not know. subset and folder are accepted and ignored for
 // local files, as LLaMA-Factory ignores them there. A name that is not in dataset_info.json but is an
 // existing file or directory is loaded directly, its format detected from the first row's keys.
@@ -65,6 +64,8 @@ struct DatasetAttr {
   // unless "columns" names them, as LLaMA-Factory): alpaca strings, sharegpt message objects.
   bool ranking = false;
   std::optional<std::string> chosen, rejected;
+  // kto_tag (stage kto; unset unless "columns" names it): a boolean column, true for a desirable answer.
+  std::optional<std::string> kto_tag;
   // sharegpt tags
   std::optional<std::string> role_tag = "from", content_tag = "value", user_tag = "human", assistant_tag = "gpt",
                              observation_tag = "observation", function_tag = "function_call", system_tag = "system";
@@ -74,6 +75,7 @@ struct DatasetAttr {
 struct Conversation {
   std::vector<Message> messages;    // prompt turns then the answer (ranking: the chosen answer)
   std::optional<Message> rejected;  // ranking: the rejected answer to the same prompt
+  std::optional<bool> kto_tag;      // kto_tag datasets: whether the answer (the last message) is desirable
   std::string system;
   bool pretokenized = false;
   std::vector<int32_t> input_ids, labels;

@@ -71,8 +71,7 @@ const std::vector<std::pair<std::string, std::string>> kRemoteKeys = {{"hf_hub_u
 const std::vector<std::pair<std::string, std::string>> kRefusedColumns = {
     {"images", "multimodal data (images) is not supported"},
     {"videos", "multimodal data (videos) is not supported"},
-    {"audios", "multimodal data (audios) is not supported"},
-    {"kto_tag", "KTO data (kto_tag) needs the kto stage, which is not built yet"}};
+    {"audios", "multimodal data (audios) is not supported"}};
 
 StatusOr<std::optional<std::string>> StringOrNull(const json& obj, const std::string& key, const std::string& where) {
   auto it = obj.find(key);
@@ -84,7 +83,7 @@ StatusOr<std::optional<std::string>> StringOrNull(const json& obj, const std::st
 Status ParseColumns(const json& c, const std::string& where, DatasetAttr* a) {
   if (!c.is_object()) return InvalidArgumentError(where + ": \"columns\" must be an object");
   static const std::set<std::string> kKnown = {"prompt", "query",     "response", "history", "messages", "system",
-                                               "tools",  "input_ids", "labels",   "chosen",  "rejected"};
+                                               "tools",  "input_ids", "labels",   "chosen",  "rejected", "kto_tag"};
   for (const auto& item : c.items()) {
     // Named, not structured bindings: the lambda below captures `key` (clang 14 cannot capture a binding).
     const std::string& key = item.key();
@@ -97,7 +96,7 @@ Status ParseColumns(const json& c, const std::string& where, DatasetAttr* a) {
     if (!kKnown.count(key) && !refused_but_null)
       return InvalidArgumentError(fmt::format(
           "{}: unknown column key \"{}\" (known: prompt, query, response, history, messages, system, tools, "
-          "input_ids, labels, chosen, rejected)",
+          "input_ids, labels, chosen, rejected, kto_tag)",
           where, key));
   }
   for (auto [key, dst] : {std::pair{"prompt", &a->prompt},
@@ -108,7 +107,8 @@ Status ParseColumns(const json& c, const std::string& where, DatasetAttr* a) {
                           {"system", &a->system},
                           {"tools", &a->tools},
                           {"chosen", &a->chosen},
-                          {"rejected", &a->rejected}}) {
+                          {"rejected", &a->rejected},
+                          {"kto_tag", &a->kto_tag}}) {
     ASSIGN_OR_RETURN(*dst, StringOrNull(c, key, where + ": columns"));  // omitted: unset, as LLaMA-Factory
   }
   if (c.contains("input_ids")) {
@@ -186,6 +186,14 @@ Status ParseEntry(const json& e, const std::string& dataset_dir, const std::stri
   }
   if (e.contains("columns")) RETURN_IF_ERROR(ParseColumns(e["columns"], where, a));
   if (e.contains("tags")) RETURN_IF_ERROR(ParseTags(e["tags"], where, a));
+  if (a->ranking && a->kto_tag)
+    return InvalidArgumentError(where +
+                                ": \"ranking\": true with a \"kto_tag\" column: a dataset holds either preference "
+                                "pairs (ranking) or tagged answers (kto_tag), not both");
+  if (a->kto_tag && a->formatting == "tokenized")
+    return InvalidArgumentError(where +
+                                ": a \"kto_tag\" column needs alpaca or sharegpt rows, not formatting "
+                                "\"tokenized\"");
   return Status::Ok();
 }
 

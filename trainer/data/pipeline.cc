@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "trainer/data/feedback.h"
 #include "trainer/data/pairwise.h"
 
 namespace anneal::data {
@@ -93,6 +94,24 @@ StatusOr<std::vector<SftExample>> EncodePairs(const ChatTemplate& t, const Token
   return EncodeRows(rows, encode, skip_bad_rows, threads, report, progress);
 }
 
+StatusOr<std::vector<SftExample>> EncodeFeedbackRows(const ChatTemplate& t, const Tokenizer& tok,
+                                                     const std::vector<Conversation>& rows, const DataConfig& c,
+                                                     LoadReport* report, const ProgressFn& progress) {
+  const std::vector<int64_t> partner =
+      KlPartners(static_cast<int64_t>(rows.size()), c.preprocessing_batch_size, c.preprocessing_num_workers);
+  auto encode = [&](const Conversation& row) -> StatusOr<std::vector<SftExample>> {
+    const size_t i = static_cast<size_t>(&row - rows.data());  // EncodeRows passes the rows themselves
+    const Conversation& other = rows[static_cast<size_t>(partner[i])];
+    if (other.messages.empty()) return InvalidArgumentError("the KL completion's row has no answer");
+    ASSIGN_OR_RETURN(FeedbackExample f, EncodeFeedback(t, tok, row, other.messages.back(), c.sft.cutoff_len));
+    SftExample tag;
+    tag.input_ids = {f.desirable ? 1 : 0};
+    tag.labels = {kIgnoreIndex};
+    return std::vector<SftExample>{std::move(f.target), std::move(f.kl), std::move(tag)};
+  };
+  return EncodeRows(rows, encode, c.skip_bad_rows, c.threads, report, progress);
+}
+
 StatusOr<std::vector<SftExample>> EncodePretrainTexts(const Tokenizer& tok, std::string_view template_name,
                                                       const std::vector<Conversation>& rows, const DataConfig& c,
                                                       const ProgressFn& progress) {
@@ -134,6 +153,13 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   ASSIGN_OR_RETURN(auto attrs, ResolveDatasets(c.datasets, c.dataset_dir));
   std::vector<std::string> parts = {fmt::format("{:016x}", d.tokenizer->fingerprint()), c.template_name};
   for (const auto& a : attrs) {
+    if (c.kto != a.kto_tag.has_value()) {
+      return InvalidArgumentError(fmt::format(
+          "dataset {}: {} but the stage {} (dataset_info.json \"columns\": {{\"kto_tag\": \"<column>\"}} names "
+          "the boolean column of a KTO dataset)",
+          a.name, a.kto_tag ? "holds KTO rows (a kto_tag column)" : "has no kto_tag column",
+          c.kto ? "is kto, which trains on answers tagged desirable or undesirable" : "is not kto"));
+    }
     // LLaMA-Factory (data/loader.py): a ranking dataset only for the pairwise stages, and only ranking ones there.
     if (a.ranking != c.pairwise) {
       return InvalidArgumentError(fmt::format(
@@ -141,6 +167,11 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
           "stages dpo and rm need (chosen, rejected) pairs)",
           a.name, a.ranking ? "holds preference pairs (\"ranking\": true)" : "is not a ranking dataset",
           c.pairwise ? "is pairwise (dpo or rm)" : "is neither dpo nor rm"));
+    }
+    if (a.kto_tag) {
+      parts.push_back(fmt::format("kto kto_tag={} messages={} prompt={} query={} response={} batch={} shards={}",
+                                  *a.kto_tag, a.messages.value_or("-"), a.prompt.value_or("-"), a.query.value_or("-"),
+                                  a.response.value_or("-"), c.preprocessing_batch_size, c.preprocessing_num_workers));
     }
     if (a.ranking) {
       parts.push_back(fmt::format("ranking chosen={} rejected={} messages={} prompt={} query={}",
@@ -180,6 +211,8 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
     std::vector<SftExample> examples;
     if (c.pretrain) {
       ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*d.tokenizer, c.template_name, rows, c, progress));
+    } else if (c.kto) {
+      ASSIGN_OR_RETURN(examples, EncodeFeedbackRows(d.chat_template, *d.tokenizer, rows, c, &d.report, progress));
     } else if (c.pairwise) {
       ASSIGN_OR_RETURN(examples, EncodePairs(d.chat_template, *d.tokenizer, rows, c.sft.cutoff_len, c.skip_bad_rows,
                                              c.threads, &d.report, progress));
@@ -195,13 +228,14 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   ASSIGN_OR_RETURN(d.cache,
                    TokenCache::OpenOrBuild(c.cache_dir, d.cache_key, description, build, c.cache_wait_timeout_s));
   // Pairs are split, not rows: every index then names a pair's chosen row (its rejected row follows).
-  const int64_t per_example = c.pairwise ? 2 : 1;
+  const int64_t per_example = c.kto ? 3 : c.pairwise ? 2 : 1;
   ASSIGN_OR_RETURN(auto split, SplitTrainVal(d.cache->size() / per_example, c.val_size, c.seed));
   for (int64_t& i : split.first) i *= per_example;
   for (int64_t& i : split.second) i *= per_example;
   d.train = std::move(split.first);
   d.val = std::move(split.second);
   d.pairwise = c.pairwise;
+  d.kto = c.kto;
   return d;
 }
 

@@ -47,6 +47,9 @@ struct DataConfig {
   bool pretrain_packing = true;
   // Stage dpo: ranking datasets encoded as (chosen, rejected) pairs (pairwise.h); every pair is two cache rows.
   bool pairwise = false;
+  // Stage kto: kto_tag datasets encoded with their KL completions (feedback.h); every example is three cache rows.
+  // preprocessing_batch_size and _num_workers place the KL rotation, as LLaMA-Factory's map batches.
+  bool kto = false;
   int preprocessing_batch_size = 1000;
   int preprocessing_num_workers = 1;
   std::optional<int64_t> max_samples;
@@ -74,12 +77,20 @@ StatusOr<std::vector<SftExample>> EncodePairs(const ChatTemplate& t, const Token
                                               const std::vector<Conversation>& rows, int cutoff_len, bool skip_bad_rows,
                                               int threads, LoadReport* report, const ProgressFn& progress = {});
 
+// Stage kto: each tagged row encoded with its KL completion (feedback.h), returned as three examples: the target,
+// the KL row, and the tag row (one token, 1 for a desirable answer). A row that fails to encode is an error, or
+// skipped with skip_bad_rows after the KL completions are assigned (as LLaMA-Factory drops invalid examples).
+StatusOr<std::vector<SftExample>> EncodeFeedbackRows(const ChatTemplate& t, const Tokenizer& tok,
+                                                     const std::vector<Conversation>& rows, const DataConfig& c,
+                                                     LoadReport* report, const ProgressFn& progress = {});
+
 struct PreparedData {
   std::shared_ptr<Tokenizer> tokenizer;
   ChatTemplate chat_template;
   std::shared_ptr<TokenCache> cache;  // every example, tokenized
   std::vector<int64_t> train, val;    // cache row indices (pairwise: the chosen rows; rejected = chosen + 1)
   bool pairwise = false;
+  bool kto = false;   // train / val index the target rows; the KL row and the tag row follow each
   LoadReport report;  // rows read and skipped: filled only by the process that built the cache
   std::string cache_key;
 };

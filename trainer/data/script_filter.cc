@@ -51,8 +51,8 @@ StatusOr<ScriptFilter> ScriptFilter::Create(const std::vector<std::string>& scri
     if (IsLatinLanguage(name)) {
       return InvalidArgumentError(fmt::format(
           "scripts: '{}' is a language written in the Latin script; telling it from other Latin-script languages "
-          "needs a statistical language model, which Anneal does not ship: ask for the script (Latin)",
-          name));
+          "needs a statistical language model: use languages (--languages {}, CLD2) or ask for the script (Latin)",
+          name, name));
     }
     const int32_t code = u_getPropertyValueEnum(UCHAR_SCRIPT, name.c_str());
     if (code == UCHAR_INVALID_CODE || code == USCRIPT_COMMON || code == USCRIPT_INHERITED || code == USCRIPT_UNKNOWN) {

@@ -9,8 +9,8 @@
 // Hani, Cyrillic / Cyrl, Arabic, Hangul, Hiragana, Katakana, Greek, Hebrew, Thai, Devanagari, ... The language
 // shortcuts "zh" (Han), "ja" (Han, Hiragana, Katakana), "ko" (Hangul, Han), "ru" (Cyrillic), "ar" (Arabic), "el"
 // (Greek), "he" (Hebrew), "th" (Thai) and "hi" (Devanagari) stand for their scripts. Telling apart languages
-// that share a script (English from French, both Latin) needs a statistical language model, which Anneal does
-// not ship: "en", "fr", ... are refused with that reason, naming the script to ask for instead.
+// that share a script (English from French, both Latin) needs a statistical language model (language_filter.h,
+// `--languages`): "en", "fr", ... are refused here with that reason, naming both.
 //
 // Thread-safety: immutable after Create.
 //

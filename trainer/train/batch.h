@@ -9,9 +9,9 @@
 // Thread-safety: pure functions.
 #pragma once
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "trainer/data/batch.h"
 
@@ -23,6 +23,7 @@ struct Batch {
   at::Tensor attention_mask;  // [B, T] int64; undefined with neat packing
   at::Tensor position_ids;    // [B, T] int64; packed only
   at::Tensor segment_ids;     // [B, T] int64; neat packing only
+  at::Tensor kto_tags;        // [B / 2] bool; stage kto only: whether target row k's answer is desirable
   int64_t label_tokens = 0;   // labels != -100 after the shift: this micro-batch's share of the loss denominator
   int64_t input_tokens = 0;   // non-padding tokens
 };

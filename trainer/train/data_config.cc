@@ -17,6 +17,7 @@ data::DataConfig DataConfigFor(const jobspec::JobSpec& spec, const std::vector<s
   dc.pretrain_packing = spec.data.packing;
   // (chosen, rejected) pairs (trainer/data/pairwise.h): preference training and reward modeling
   dc.pairwise = spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm";
+  dc.kto = spec.finetuning.stage == "kto";  // tagged answers with KL completions (trainer/data/feedback.h)
   dc.preprocessing_batch_size = spec.data.preprocessing_batch_size;
   dc.preprocessing_num_workers = spec.data.preprocessing_num_workers;
   dc.max_samples = spec.data.max_samples;

@@ -1,6 +1,8 @@
-// PairStage: what the trainer asks of a stage that trains on (chosen, rejected) pairs (stage dpo:
-// preference.h, stage rm: reward.h). A micro-batch holds n pairs as [2n, T], the n chosen rows then the n
-// rejected ones (trainer/train/rows.h); its loss is the mean over its pairs.
+// PairStage: what the trainer asks of a stage that trains on two rows per example (stage dpo: preference.h,
+// stage rm: reward.h, stage kto: kto.h). A micro-batch holds n examples as [2n, T]: for dpo and rm the n chosen
+// rows then the n rejected ones, for kto the n target rows then their n KL rows (trainer/train/rows.h); its loss
+// is the mean over its examples. The training and evaluation loops are the same for every stage (here); a stage
+// supplies one micro-batch's loss and its metrics.
 //
 // Thread-safety: one thread at a time (implementations run the model).
 //
@@ -23,18 +25,22 @@ class PairStage {
  public:
   virtual ~PairStage() = default;
 
-  // Forward and backward of every micro-batch (pairs, on the device); each one's loss is its pair mean times
+  // Forward and backward of every micro-batch (on the device); each one's loss is its example mean times
   // `scale`. Returns the sum of those losses. Gradients accumulate in the parameters' .grad(); `before_last` runs
   // before the last backward (the data-parallel reducer's arming).
-  virtual double TrainMicroBatches(const std::vector<Batch>& micro, double scale,
-                                   const std::function<void()>& before_last) = 0;
-  // Forward only, no grad, in evaluation mode: (the loss summed over every pair, the pair count).
-  virtual std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro) = 0;
-  // The training metrics of the micro-batches since the last call, each their mean; clears them.
+  double TrainMicroBatches(const std::vector<Batch>& micro, double scale, const std::function<void()>& before_last);
+  // Forward only, no grad (the caller puts the model in evaluation mode): (the loss summed over every example,
+  // the example count).
+  std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro);
+  // The training metrics of the micro-batches since the last call; clears them.
   virtual std::vector<std::pair<std::string, double>> TakeMetrics() = 0;
-  // The evaluation metrics' sums over the pairs EvalMicroBatches saw since the last call (divided by the pair
-  // count by the caller, e.g. {"accuracy", pairs ranked right}); clears them. None by default.
+  // The evaluation metrics' sums over the examples EvalMicroBatches saw since the last call (divided by the
+  // example count by the caller, e.g. {"accuracy", pairs ranked right}); clears them. None by default.
   virtual std::vector<std::pair<std::string, double>> TakeEvalSums() { return {}; }
+
+ protected:
+  // One micro-batch [2n, T]: the mean of its n examples' losses (with grad when `training`), its metrics recorded.
+  virtual at::Tensor MicroBatchLoss(const Batch& b, bool training) = 0;
 };
 
 }  // namespace anneal::train

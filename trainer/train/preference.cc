@@ -95,7 +95,7 @@ std::pair<torch::Tensor, torch::Tensor> PreferenceTrainer::ReferenceLogps(const 
   return {sum.slice(0, 0, n), sum.slice(0, n, 2 * n)};
 }
 
-torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b) {
+torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b, bool /*training*/) {
   torch::Tensor ref_chosen, ref_rejected;
   if (options_.uses_reference()) std::tie(ref_chosen, ref_rejected) = ReferenceLogps(b);
   const model::LinearFactory& factory = (*policy_)->factory();
@@ -129,30 +129,6 @@ torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b) {
   }
   ++recorded_;
   return t.losses.mean();
-}
-
-double PreferenceTrainer::TrainMicroBatches(const std::vector<Batch>& micro, double scale,
-                                            const std::function<void()>& before_last) {
-  double total = 0;
-  for (size_t m = 0; m < micro.size(); ++m) {
-    torch::Tensor loss = MicroBatchLoss(micro[m]) * scale;
-    total += loss.item<double>();
-    if (m + 1 == micro.size() && before_last) before_last();
-    loss.backward();
-  }
-  return total;
-}
-
-std::pair<double, int64_t> PreferenceTrainer::EvalMicroBatches(const std::vector<Batch>& micro) {
-  torch::NoGradGuard no_grad;
-  double total = 0;
-  int64_t pairs = 0;
-  for (const Batch& b : micro) {
-    const int64_t n = b.input_ids.size(0) / 2;
-    total += MicroBatchLoss(b).item<double>() * static_cast<double>(n);
-    pairs += n;
-  }
-  return {total, pairs};
 }
 
 std::vector<std::pair<std::string, double>> PreferenceTrainer::TakeMetrics() {

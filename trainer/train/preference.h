@@ -76,19 +76,14 @@ class PreferenceTrainer : public PairStage {
   // reference is the policy with its adapters off, and for orpo / simpo). Both are borrowed.
   PreferenceTrainer(PreferenceOptions options, model::CausalLM* policy, model::CausalLM* reference);
 
-  // Forward and backward of every micro-batch (pairs, on the device); each one's loss is its pair mean times
-  // `scale`. Returns the sum of those losses. Gradients accumulate in the parameters' .grad().
-  double TrainMicroBatches(const std::vector<Batch>& micro, double scale,
-                           const std::function<void()>& before_last) override;
-  // Forward only (no grad): (the loss summed over every pair, the pair count). Metrics are collected too (take
-  // them before the next training step).
-  std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro) override;
+  // (TrainMicroBatches and EvalMicroBatches: pair_stage.h. Evaluation collects metrics too: take them before the
+  // next training step.)
   // The metrics of the micro-batches since the last call, each the mean over those micro-batches; clears them.
   std::vector<std::pair<std::string, double>> TakeMetrics() override;
 
  private:
   // One micro-batch: its loss (pair mean, with grad when training) and its metrics recorded.
-  torch::Tensor MicroBatchLoss(const Batch& b);
+  torch::Tensor MicroBatchLoss(const Batch& b, bool training) override;
   std::pair<torch::Tensor, torch::Tensor> ReferenceLogps(const Batch& b);
 
   PreferenceOptions options_;

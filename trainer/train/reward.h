@@ -89,9 +89,6 @@ class RewardTrainer : public PairStage {
   // Both borrowed; `lm` is the tuned decoder (one pipeline stage holding every layer), `head` its value head.
   RewardTrainer(model::CausalLM* lm, const ValueHead* head) : lm_(lm), head_(head) {}
 
-  double TrainMicroBatches(const std::vector<Batch>& micro, double scale,
-                           const std::function<void()>& before_last) override;
-  std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro) override;
   // No training metrics: LLaMA-Factory's reward training logs the loss only.
   std::vector<std::pair<std::string, double>> TakeMetrics() override { return {}; }
   // {"accuracy", pairs with chosen > rejected} since the last call.
@@ -99,7 +96,7 @@ class RewardTrainer : public PairStage {
 
  private:
   // One micro-batch's pair-mean loss (with grad when training); counts the right-ranked pairs when evaluating.
-  torch::Tensor MicroBatchLoss(const Batch& b, bool training);
+  torch::Tensor MicroBatchLoss(const Batch& b, bool training) override;
 
   model::CausalLM* lm_;
   const ValueHead* head_;

@@ -6,7 +6,7 @@ namespace anneal::train {
 namespace {
 
 Batch ToDevice(Batch b, const torch::Device& d) {
-  for (at::Tensor* t : {&b.input_ids, &b.labels, &b.attention_mask, &b.position_ids, &b.segment_ids}) {
+  for (at::Tensor* t : {&b.input_ids, &b.labels, &b.attention_mask, &b.position_ids, &b.segment_ids, &b.kto_tags}) {
     if (t->defined()) *t = t->to(d);
   }
   return b;
@@ -18,6 +18,7 @@ TrainRows CommonRows(const data::PreparedData& prepared, const jobspec::DataSpec
   rows.pad_id = prepared.tokenizer->pad_id().value_or(prepared.tokenizer->eos_id().value_or(0));
   rows.cutoff_len = spec.cutoff_len;
   rows.pairwise = prepared.pairwise;
+  rows.kto = prepared.kto;
   return rows;
 }
 
@@ -28,7 +29,7 @@ TrainRows TrainRows::ForTraining(const data::PreparedData& prepared, const jobsp
   TrainRows rows = CommonRows(prepared, spec);
   rows.examples = prepared.train;
   // Stage pt packs while preprocessing (the cache rows are the cutoff_len blocks); sft packs rows into bins.
-  rows.packed = stage_packs_bins && !rows.pairwise && (spec.packing || spec.neat_packing);
+  rows.packed = stage_packs_bins && !rows.pairwise && !rows.kto && (spec.packing || spec.neat_packing);
   rows.neat = spec.neat_packing;
   if (rows.packed) rows.bins = data::PackRows(*prepared.cache, prepared.train, spec.cutoff_len);
   return rows;
@@ -58,6 +59,17 @@ Batch TrainRows::Make(const std::vector<int64_t>& positions) const {
   }
   std::vector<int64_t> rows;
   for (int64_t p : positions) rows.push_back(examples[p]);
+  if (kto) {
+    std::vector<uint8_t> tags;
+    for (int64_t p : positions) {
+      rows.push_back(examples[p] + 1);  // the KL rows after the target ones
+      tags.push_back(cache->input_ids(examples[p] + 2)[0] != 0 ? 1 : 0);
+    }
+    // Padded to a multiple of 8 (LLaMA-Factory's collator); the stage cuts each half to its own width.
+    Batch b = PadSequenceTo(ToTensors(data::PadBatch(*cache, rows, pad_id), false, false), 8, pad_id);
+    b.kto_tags = torch::tensor(at::ArrayRef<uint8_t>(tags), torch::kUInt8).to(torch::kBool);
+    return b;
+  }
   if (pairwise) {
     for (int64_t p : positions) rows.push_back(examples[p] + 1);  // the rejected rows after the chosen ones
     // LLaMA-Factory's pairwise collator pads to a multiple of 8; only the logits metrics see the padding.

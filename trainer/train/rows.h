@@ -31,6 +31,9 @@ struct TrainRows {
   // Preference pairs: examples are chosen rows (rejected = chosen + 1); a micro-batch of n pairs is the n chosen
   // rows then the n rejected rows (LLaMA-Factory's PairwiseDataCollatorWithPadding), [2n, T].
   bool pairwise = false;
+  // Stage kto: examples are target rows; each is followed by its KL row and its tag row (trainer/data/feedback.h);
+  // a micro-batch of n examples is the n target rows then the n KL rows, [2n, T], with kto_tags [n].
+  bool kto = false;
   int cutoff_len = 0;
   int32_t pad_id = 0;
 

@@ -21,6 +21,7 @@
 #include "trainer/train/data_config.h"
 #include "trainer/train/file_gather.h"
 #include "trainer/train/finetune.h"
+#include "trainer/train/kto.h"
 #include "trainer/train/pipeline.h"
 #include "trainer/train/preemption.h"
 
@@ -275,7 +276,7 @@ Status Trainer::SetupModel() {
                                 ") is not supported yet (its row norms need whole rows): use data or pipeline "
                                 "parallelism");
   }
-  if (spec_.finetuning.stage == "dpo") RETURN_IF_ERROR(SetupPreference(lo));
+  if (spec_.finetuning.stage == "dpo" || spec_.finetuning.stage == "kto") RETURN_IF_ERROR(SetupPreference(lo));
   if (spec_.finetuning.stage == "rm") RETURN_IF_ERROR(SetupReward(&params));
   trainable_ = WithLayouts(lm_, params);
   opt_ = std::make_unique<TrainerOptimizer>(
@@ -290,6 +291,32 @@ Status Trainer::SetupModel() {
 // Stage dpo: the preference trainer, and for full / freeze tuning against a reference the frozen base loaded a
 // second time (LLaMA-Factory's create_ref_model); LoRA's reference is the policy with its adapters off.
 Status Trainer::SetupPreference(const model::LoadOptions& load) {
+  if (spec_.finetuning.stage == "kto") {
+    if (rt_.dims.pp() > 1 || rt_.dims.tp() > 1) {
+      return InvalidArgumentError(c10::str(
+          "stage kto: pipeline_model_parallel_size ", rt_.dims.pp(), " and tensor_model_parallel_size ", rt_.dims.tp(),
+          ": KTO is built for data parallelism only: set both to 1 and use more data-parallel ranks (zero_stage 1 "
+          "or 2 to save memory)"));
+    }
+    lm_->CollectRouterLogits(false);  // LLaMA-Factory's KTO trainer reads only the logits
+    if (spec_.finetuning.type != FinetuningType::kLora) {
+      ASSIGN_OR_RETURN(reference_lm_, model::LoadCausalLM(spec_.model.model_name_or_path, load));
+      for (auto& p : reference_lm_->parameters()) p.set_requires_grad(false);
+      reference_lm_->to(rt_.device);
+      reference_lm_->eval();
+    }
+    const KtoOptions options = KtoOptions::From(spec_.finetuning);
+    pair_stage_ = std::make_unique<KtoTrainer>(options, &lm_, reference_lm_ ? &reference_lm_ : nullptr,
+                                               rt_.dp > 1 ? rt_.dp_comm.get() : nullptr);
+    validator_->set_pair_stage(pair_stage_.get());
+    if (rt_.rank == 0) {
+      std::cerr << c10::str(
+          "[train] stage kto: pref_beta ", options.beta, ", pref_ftx ", options.ftx, ", kto_chosen_weight ",
+          options.chosen_weight, ", kto_rejected_weight ", options.rejected_weight, "; reference: ",
+          reference_lm_ ? "a frozen copy of the base model" : "the base model (the adapters switched off)", "\n");
+    }
+    return Status::Ok();
+  }
   if (rt_.dims.pp() > 1) {
     return InvalidArgumentError("stage dpo: pipeline_model_parallel_size " + std::to_string(rt_.dims.pp()) +
                                 " is not supported yet for preference training (use data and tensor parallelism)");
@@ -398,7 +425,7 @@ Status Trainer::SetupPlan() {
     };
   }
   // Every rank stops together when any plan does not fit (a lone failure would leave the others in a collective).
-  const int64_t micro_rows = rows_per_step / micro_count_ * (rows_.pairwise ? 2 : 1);
+  const int64_t micro_rows = rows_per_step / micro_count_ * (rows_.pairwise || rows_.kto ? 2 : 1);
   const Status fits = PlanRankMemory(rt_, lm_, trainable_, *opt_, spec_, micro_rows, micro_count_, &reference_lm_);
   if (rt_.AnyOverWorld(!fits.ok())) {
     return fits.ok()

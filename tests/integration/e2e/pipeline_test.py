@@ -14,6 +14,11 @@ with 2 CPU slots, real anneal-train ranks), run twice.
            job (anneal-train export --config on the agent) and wrote an HF model (config, safetensors, tokenizer);
            the merged model's eval_loss equals the adapter's (rel 1e-4); the promoted version is the merged
            model (artifact MERGED, its path the export's directory) with the train step's datasets.
+  clean:   clean (kind: clean, on a dataset of 40 distinct rows plus 10 planted exact duplicates) -> train on the
+           cleaned dataset (dataset_dir: ${steps.clean.output_dir}) -> eval -> promote. The clean job wrote the
+           cleaned rows, a dataset_info.json naming them and its report; its job record carries the counts (kept 40,
+           dropped_exact_duplicate 10) and `anneal show` prints them; the train step trained on the 40 cleaned
+           rows (1 epoch of batch 4: total_steps 10, not the 13 the 50 raw rows would give).
 
 --bindir holds anneal and anneal-coordinator (this build); anneal-agent and anneal-train are taken from
 --bindir when there, else from $ANNEAL_TRAINER_BINDIR (e.g. /work/main/build/bin: a build with the trainer).
@@ -152,6 +157,72 @@ def export_pipeline_yaml(tmp):
     return path
 
 
+def clean_pipeline_yaml(tmp):
+    """clean (planted duplicates) -> train on the cleaned dataset -> eval -> promote."""
+    rows, seen = [], set()
+    for r in json.load(open(f"{ROOT}/examples/data/demo_train.json")):
+        key = json.dumps(r, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            rows.append(r)
+        if len(rows) == 40:
+            break
+    raw = rows + rows[:10]  # 10 planted exact duplicates
+    os.makedirs(f"{tmp}/raw")
+    with open(f"{tmp}/raw/support.json", "w") as f:
+        json.dump(raw, f)
+    with open(f"{tmp}/raw/dataset_info.json", "w") as f:
+        json.dump({"support_raw": {"file_name": "support.json"}}, f)
+    path = f"{tmp}/clean-pipeline.yaml"
+    common = f"""model_name_or_path: {tmp}/base
+      template: qwen
+      cutoff_len: 96
+      tokenized_cache_dir: {tmp}/cache
+      device: cpu
+      nodes: 1
+      gpus_per_node: 1"""
+    with open(path, "w") as f:
+        f.write(f"""name: e2e-clean
+steps:
+  - name: clean
+    job:
+      kind: clean
+      dataset: support_raw
+      dataset_dir: {tmp}/raw
+      output_dir: {tmp}/cleaned
+      clean:
+        dataset_name: support_clean
+        min_chars: 5
+  - name: train
+    needs: [clean]
+    job:
+      {common}
+      finetuning_type: lora
+      lora_rank: 8
+      dataset: support_clean
+      dataset_dir: ${{steps.clean.output_dir}}
+      output_dir: {tmp}/train
+      per_device_train_batch_size: 4
+      learning_rate: 5.0e-3
+      num_train_epochs: 1
+      logging_steps: 1
+      save_steps: 0
+  - name: eval
+    needs: [train]
+    job:
+      kind: eval
+      {common}
+      adapter_name_or_path: ${{steps.train.output_dir}}
+      dataset_dir: {ROOT}/examples/data
+      dataset: demo_eval
+      output_dir: ${{steps.train.output_dir}}/eval
+  - name: promote
+    needs: [eval]
+    promote: {{model: clean-bot, train_step: train, eval_step: eval, metric: eval_loss, mode: min}}
+""")
+    return path
+
+
 def tree_hashes(d):
     out = {}
     for name in sorted(os.listdir(d)):
@@ -232,6 +303,39 @@ def case_export(bindir, tmp):
               f"promoted {promote['model_version']} (the merged model)")
 
 
+def case_clean(bindir, tmp):
+    bindir, _ = prepare(bindir, tmp)
+    with Cluster(bindir, f"{tmp}/home") as c:
+        run_id = c.anneal("pipeline", "submit", clean_pipeline_yaml(tmp)).stdout.strip()
+        shown = c.wait_run(run_id)
+        assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
+        clean, train = step(shown, "clean"), step(shown, "train")
+        assert clean["kind"] == "clean", clean
+        out = clean["output_dir"]
+        assert out == f"{tmp}/cleaned/{run_id}", clean
+        info = json.load(open(f"{out}/dataset_info.json"))
+        assert list(info) == ["support_clean"] and info["support_clean"]["file_name"] == "support_clean.jsonl", info
+        kept_rows = [line for line in open(f"{out}/support_clean.jsonl") if line.strip()]
+        report = json.load(open(f"{out}/clean_report.json"))
+        assert len(kept_rows) == 40 and report["kept"] == 40 and report["rows"] == 50, report
+        assert report["dropped"] == {"exact_duplicate": 10}, report["dropped"]
+        # The job record carries the counts (a metrics point) and `anneal show` prints them.
+        assert clean["metrics"]["kept"] == 40 and clean["metrics"]["dropped_exact_duplicate"] == 10, clean
+        shown_job = json.loads(c.anneal("--json", "show", clean["job_id"]).stdout)
+        job = shown_job.get("job", shown_job)
+        assert job.get("kind") == "JOB_CLEAN" and job.get("state") == "JOB_SUCCEEDED", json.dumps(shown_job)[:3000]
+        text = c.anneal("show", clean["job_id"]).stdout
+        assert "40 kept" in text and "10 exact_duplicate" in text, text
+        # The train step read the cleaned dataset: 40 rows, 1 epoch of batch 4 = 10 steps (50 raw rows: 13).
+        train_job = json.loads(c.anneal("--json", "show", train["job_id"]).stdout)
+        totals = {int(m["total_steps"]) for m in train_job.get("last_metrics", []) if int(m.get("total_steps", 0))}
+        assert totals == {10}, json.dumps(train_job.get("last_metrics", []))[:2000]
+        promote = step(shown, "promote")
+        assert promote.get("promoted") is True, promote
+        print(f"clean: {clean['job_id']} kept 40 of 50 rows (10 exact duplicates) into {out}; train "
+              f"{train['job_id']} ran {totals.pop()} steps on them; promoted {promote['model_version']}")
+
+
 def wait_fire(c, schedule, seen, timeout=150):
     """The pipeline run started by the schedule's first fire whose run is not in `seen`."""
     deadline = time.time() + timeout
@@ -280,4 +384,5 @@ def case_schedule(bindir, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"promote": case_promote, "schedule": case_schedule, "export": case_export}, binary_flag="--bindir")
+    run_cases({"promote": case_promote, "schedule": case_schedule, "export": case_export, "clean": case_clean},
+              binary_flag="--bindir")

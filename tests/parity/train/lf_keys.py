@@ -12,7 +12,7 @@ keys"), one case per key (one ctest each):
                     turns it off, and the losses are the same
   deepspeed       : a ZeRO-1 DeepSpeed JSON shards the optimizer state; LLaMA-Factory's ZeRO-3 JSON is stage 3;
                     an offloading one is refused naming the offload
-  refusals        : fp16, optim adamw_8bit, flash_attn disabled, stage kto: exit 2 with what to use instead
+  refusals        : fp16, optim adamw_8bit, flash_attn disabled, stage ppo: exit 2 with what to use instead
 
 The model is `anneal-train model init --preset tiny`; data are 8 pre-tokenized rows (4 per step: 2 steps an
 epoch) or a small text file.
@@ -145,7 +145,7 @@ def case_deepspeed(binary, tmp):
 def case_refusals(binary, tmp):
     model, data = setup(tmp, binary)
     cases = [("fp16: true", "use bf16: true"), ("optim: adamw_8bit", "use adamw_torch"),
-             ("flash_attn: disabled", "use auto"), ("stage: kto", "use sft, pt, dpo or rm")]
+             ("flash_attn: disabled", "use auto"), ("stage: ppo", "use sft, pt, dpo, rm or kto")]
     for line, want in cases:
         _, r = train(binary, tmp, "refused", model, data, [line], check=False)
         key = line.split(":")[0]

@@ -160,6 +160,10 @@ TEST(RankCommandArgs, ResumesWhatTheCoordinatorNamesAndStartsLaterAttemptsOver) 
   eval.set_kind(pb::JOB_EVAL);
   eval.set_attempt(2);
   EXPECT_EQ(RankCommandArgs(eval, "/t/c.yaml"), (std::vector<std::string>{"eval", "--config", "/t/c.yaml"}));
+  pb::LaunchTask clean;  // kind clean: anneal-train clean; a retry rewrites its files, no overwrite flag
+  clean.set_kind(pb::JOB_CLEAN);
+  clean.set_attempt(2);
+  EXPECT_EQ(RankCommandArgs(clean, "/t/c.yaml"), (std::vector<std::string>{"clean", "--config", "/t/c.yaml"}));
 }
 
 TEST_F(StagerTest, StagesInputsAndRewritesTheConfig) {

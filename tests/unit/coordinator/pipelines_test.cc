@@ -324,6 +324,56 @@ TEST_F(PipelinesTest, InvalidPipelinesAreRefusedNamingStepAndKeyAndTheCoordinato
   EXPECT_EQ(SubmitOk(), "pipe-000001");  // refusals used no id, and the coordinator still serves
 }
 
+// clean -> train: the clean step is a JOB_CLEAN job with no model; its counts are its metrics; the train step
+// reads its output_dir. Bad clean keys are refused at submit naming the step and the key.
+TEST_F(PipelinesTest, ACleanStepFeedsTheTrainStepAndBadCleanKeysAreRefused) {
+  const char* pipeline = R"(steps:
+  - name: clean
+    job: {kind: clean, dataset: raw, dataset_dir: /data/raw, output_dir: /out/clean, clean: {near_dedup: true}}
+  - name: train
+    needs: [clean]
+    job:
+      model_name_or_path: /models/tiny
+      dataset: cleaned
+      dataset_dir: ${steps.clean.output_dir}
+      max_samples: ${steps.clean.metrics.kept}
+      output_dir: /out/train
+)";
+  const std::string id = SubmitOk(pipeline);
+  const pb::PipelineStepRecord clean = Step(id, "clean");
+  ASSERT_EQ(clean.state(), pb::PIPELINE_STEP_RUNNING);
+  EXPECT_EQ(clean.kind(), "clean");
+  const pb::JobRecord job = h_.Job(clean.job_id());
+  EXPECT_EQ(job.kind(), pb::JOB_CLEAN);
+  EXPECT_EQ(job.output_dir(), "/out/clean/" + id);
+  EXPECT_EQ(job.spec_yaml().find("model_name_or_path"), std::string::npos) << job.spec_yaml();
+  h_.ReportAll(clean.job_id(), pb::TASK_RUNNING);
+  ReportMetric(clean.job_id(), "kept", 40);
+  h_.ReportAll(clean.job_id(), pb::TASK_SUCCEEDED);
+  h_.Round();
+  EXPECT_EQ(Step(id, "clean").metrics().at("kept"), 40);
+  const pb::PipelineStepRecord train = Step(id, "train");
+  ASSERT_EQ(train.state(), pb::PIPELINE_STEP_RUNNING);
+  const std::string spec = h_.Job(train.job_id()).spec_yaml();
+  EXPECT_NE(spec.find("dataset_dir: \"/out/clean/" + id + "\""), std::string::npos) << spec;
+  EXPECT_NE(spec.find("max_samples: 40"), std::string::npos) << spec;
+
+  const std::vector<std::pair<std::string, std::vector<std::string>>> refused = {
+      {"steps:\n  - {name: c, job: {kind: clean, dataset: d, output_dir: /o, clean: {languages: [en, xx]}}}\n",
+       {"step 'c'", "clean.languages", "unknown language 'xx'"}},
+      {"steps:\n  - {name: c, job: {kind: clean, dataset: d, output_dir: /o, clean: {near_dedupe: true}}}\n",
+       {"step 'c'", "clean.near_dedupe"}},
+      {"steps:\n  - {name: c, job: {kind: clean, dataset: d, output_dir: /o, clean: {jaccard_threshold: 2}}}\n",
+       {"step 'c'", "clean.jaccard_threshold"}},
+  };
+  for (const auto& [yaml, parts] : refused) {
+    pb::ClientReply reply = Submit(yaml);
+    EXPECT_EQ(reply.error().code(), pb::INVALID_ARGUMENT) << yaml;
+    for (const auto& part : parts)
+      EXPECT_NE(reply.error().message().find(part), std::string::npos) << reply.error().message();
+  }
+}
+
 TEST_F(PipelinesTest, HttpServesTheRunsReadOnly) {
   const std::string id = SubmitOk();
   HttpSnapshot snapshot;

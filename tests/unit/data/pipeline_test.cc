@@ -6,6 +6,7 @@
 #include <span>
 
 #include "tests/unit/data/test_dir.h"
+#include "trainer/data/feedback.h"
 
 namespace anneal::data {
 namespace {
@@ -124,7 +125,6 @@ TEST(Pipeline, MixStrategyAndFileTypesReachTheCache) {
   EXPECT_NE(seeded->cache_key, reseeded->cache_key);  // the seed picks the rows now
 }
 
-
 // ---- preference pairs (stage dpo): ranking rows -> two cache rows each (trainer/data/pairwise.h) ----
 
 DataConfig PairConfig(const TempDir& d, const std::vector<std::string>& datasets) {
@@ -167,7 +167,7 @@ TEST(PairwiseData, RankingRowsBecomeAdjacentChosenAndRejectedRowsWithOnePrompt) 
   auto data = PrepareSftData(PairConfig(d, {"pairs", "chat"}));
   ASSERT_TRUE(data.ok()) << data.status().message();
   ASSERT_TRUE(data->pairwise);
-  ASSERT_EQ(data->cache->size(), 6);  // three pairs
+  ASSERT_EQ(data->cache->size(), 6);                        // three pairs
   EXPECT_EQ(data->train, (std::vector<int64_t>{0, 2, 4}));  // the chosen rows
   const std::vector<std::pair<std::string, std::string>> answers = {
       {"blue", "a long wrong answer"}, {"5", "7"}, {"Paris", "Lyon"}};
@@ -252,6 +252,85 @@ TEST(PairwiseData, StageAndDatasetMustAgreeAndBadRowsAreNamed) {
     ASSERT_FALSE(r.ok()) << rows;
     EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
   }
+}
+
+// ---- tagged answers (stage kto): kto_tag rows -> target, KL and tag rows (trainer/data/feedback.h) ----
+
+DataConfig KtoConfig(const TempDir& d) {
+  DataConfig c = PairConfig(d, {"kto"});
+  d.Write("kto.json", R"([
+    {"instruction": "q0", "output": "a0", "tag": true},
+    {"instruction": "q1", "output": "a1", "tag": false},
+    {"instruction": "q2", "output": "a2", "tag": true}])");
+  d.Write("kto_chat.json", R"([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant",
+    "content": "yo"}], "label": false}])");
+  d.Write("dataset_info.json", R"({
+    "kto": {"file_name": "kto.json", "columns": {"prompt": "instruction", "response": "output", "kto_tag": "tag"}},
+    "kto_chat": {"file_name": "kto_chat.json", "formatting": "sharegpt",
+                 "columns": {"messages": "messages", "kto_tag": "label"},
+                 "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
+    "plain": {"file_name": "plain.json"}})");
+  c.pairwise = false;
+  c.kto = true;
+  return c;
+}
+
+std::string InputText(const TokenCache& cache, int64_t row) {
+  std::string text;
+  for (int32_t id : cache.input_ids(row)) {
+    if (id >= 0 && id < 256) text += static_cast<char>(id);
+  }
+  return text;
+}
+
+TEST(KtoData, KlPartnersRotateByOneWithinEachMapBatchOfEachShard) {
+  EXPECT_EQ(KlPartners(4, 1000, 1), (std::vector<int64_t>{3, 0, 1, 2}));
+  EXPECT_EQ(KlPartners(5, 2, 1), (std::vector<int64_t>{1, 0, 3, 2, 4}));  // batches [0,1] [2,3] [4]
+  // Two contiguous shards of 3 and 2 rows (the first n % shards get one more), each its own batch.
+  EXPECT_EQ(KlPartners(5, 1000, 2), (std::vector<int64_t>{2, 0, 1, 4, 3}));
+}
+
+TEST(KtoData, EachRowBecomesTargetKlAndTagRowsWithThePreviousAnswerAsKlCompletion) {
+  TempDir d;
+  auto data = PrepareSftData(KtoConfig(d));
+  ASSERT_TRUE(data.ok()) << data.status().message();
+  ASSERT_TRUE(data->kto);
+  ASSERT_EQ(data->cache->size(), 9);
+  EXPECT_EQ(data->train, (std::vector<int64_t>{0, 3, 6}));
+  const int previous[] = {2, 0, 1};
+  const int32_t tags[] = {1, 0, 1};
+  for (int i = 0; i < 3; ++i) {
+    const int64_t row = 3 * i;
+    EXPECT_EQ(LabelText(*data->cache, row).rfind("a" + std::to_string(i), 0), 0u) << LabelText(*data->cache, row);
+    EXPECT_EQ(LabelText(*data->cache, row + 1).rfind("a" + std::to_string(previous[i]), 0), 0u);
+    EXPECT_NE(InputText(*data->cache, row + 1).find("q" + std::to_string(i)), std::string::npos) << "its own prompt";
+    ASSERT_EQ(data->cache->input_ids(row + 2).size(), 1u);
+    EXPECT_EQ(data->cache->input_ids(row + 2)[0], tags[i]);
+  }
+}
+
+TEST(KtoData, StageAndDatasetMustAgreeAndTheTagMustBeABoolean) {
+  TempDir d;
+  DataConfig plain = KtoConfig(d);
+  plain.datasets = {"plain"};
+  auto r = PrepareSftData(plain);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("has no kto_tag column"), std::string::npos) << r.status().message();
+  DataConfig sft = KtoConfig(d);
+  sft.kto = false;
+  r = PrepareSftData(sft);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("holds KTO rows"), std::string::npos) << r.status().message();
+  DataConfig chat = KtoConfig(d);
+  chat.datasets = {"kto_chat"};
+  r = PrepareSftData(chat);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->cache->input_ids(2)[0], 0);
+  DataConfig bad = KtoConfig(d);
+  d.Write("kto.json", R"([{"instruction": "q", "output": "a", "tag": "yes"}])");
+  r = PrepareSftData(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("field 'tag': must be true or false"), std::string::npos) << r.status().message();
 }
 
 }  // namespace

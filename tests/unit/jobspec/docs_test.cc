@@ -101,8 +101,10 @@ TEST(JobSpecDocs, EveryDocumentedSpellingIsAcceptedWithItsDocumentedDefault) {
     }
     std::vector<std::string> spellings = row.nested;
     spellings.insert(spellings.end(), row.flat.begin(), row.flat.end());
-    // Export keys belong to an export job.
-    const char* base = field->section() == "export" ? "kind: export\nmodel_name_or_path: /m\noutput_dir: /o\n" : kBase;
+    // Export keys belong to an export job, clean keys to a clean job.
+    const char* base = field->section() == "export"  ? "kind: export\nmodel_name_or_path: /m\noutput_dir: /o\n"
+                       : field->section() == "clean" ? "kind: clean\ndataset: d\noutput_dir: /o\n"
+                                                     : kBase;
     for (const std::string& key : spellings) {
       if (key == "do_train" || FindTranslatedKey(key)) continue;
       std::string value = row.default_value;

@@ -302,7 +302,12 @@ TEST(LlamaFactoryStage, PtPacksByDefaultAndRefusesSftOnlyKeys) {
       << rm_prompt.status().message();
   auto ppo = ParseJobSpec(std::string(kBase) + "stage: ppo\n", "job.yaml");
   ASSERT_FALSE(ppo.ok());
-  EXPECT_NE(ppo.status().message().find("ppo and kto are not built yet"), std::string::npos);
+  EXPECT_NE(ppo.status().message().find("ppo is not built yet"), std::string::npos);
+  auto kto =
+      ParseJobSpec(std::string(kBase) + "stage: kto\nkto_chosen_weight: 1.5\nkto_rejected_weight: 0.5\n", "job.yaml");
+  ASSERT_TRUE(kto.ok()) << kto.status().ToString();
+  EXPECT_EQ(kto->finetuning.kto_chosen_weight, 1.5);
+  EXPECT_EQ(kto->finetuning.kto_rejected_weight, 0.5);
 }
 
 TEST(LlamaFactoryTrainLoopKeys, SaveAndEvalStrategiesAreRepresentedForTheTrainer) {

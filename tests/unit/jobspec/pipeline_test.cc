@@ -106,7 +106,7 @@ TEST(Pipeline, ExportStepsMergeATrainStepsAdapterAndCanBePromoted) {
   ExpectError("steps:\n  - {name: x, kind: export, job: {output_dir: /o}}\n",
               {"kind 'export' contradicts the job spec's kind 'train'"});
   ExpectError("steps:\n  - {name: x, kind: publish, job: {output_dir: /o}}\n",
-              {"unknown kind 'publish' (train, eval, export or promote)"});
+              {"unknown kind 'publish' (train, eval, export, clean or promote)"});
 }
 
 TEST(Pipeline, UnknownStepKeyGetsASuggestion) {
