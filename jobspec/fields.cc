@@ -746,11 +746,11 @@ std::vector<Field> BuildFields() {
                           "expert-parallel size: ranks sharing one replica's routed experts (mixture-of-experts "
                           "models; divides the data-parallel size and the experts)",
                           REF(resources.expert_parallel)));
-  f.push_back(Make<int>({"resources.zero_stage", "zero_stage", {"resources.parallel.zero"}}, "integer",
-                        "0, 1 or 2 (3, ZeRO-3, is not built yet)",
+  f.push_back(Make<int>({"resources.zero_stage", "zero_stage", {"resources.parallel.zero"}}, "integer", "0, 1, 2 or 3",
                         "1: shard optimizer state across data parallel (ZeRO-1); 2: also reduce-scatter the gradients "
-                        "so each rank keeps only its shard's (ZeRO-2)",
-                        REF(resources.zero_stage), IntIn(0, 2), EncInt));
+                        "so each rank keeps only its shard's (ZeRO-2); 3: also the decoder layers' trainable "
+                        "parameters, gathered only while their layer computes (ZeRO-3)",
+                        REF(resources.zero_stage), IntIn(0, 3), EncInt));
   f.push_back(Flag({"resources.sequence_parallel", "sequence_parallel", {"resources.parallel.sequence_parallel"}},
                    "split the activations between tensor-parallel regions along the sequence (Megatron-LM's sequence "
                    "parallelism; needs tensor parallel > 1)",

@@ -53,10 +53,12 @@ bool IsAuto(const YAML::Node& n) {
 }
 
 // The ZeRO stage of a DeepSpeed JSON (HF TrainingArguments' `deepspeed`): the file is resolved against the
-// working directory, as HF opens it. Stages 0, 1 and 2 are built (with their bucket sizes and overlap_comm,
-// contiguous_gradients, reduce_scatter, allgather_partitions, round_robin_gradients: none changes the results);
-// stage 3, CPU/NVMe offload, a DeepSpeed optimizer or scheduler, and explicit values for what the spec owns are
-// refused, naming the file.
+// working directory, as HF opens it. Stages 0 to 3 are built (with their bucket sizes and overlap_comm,
+// contiguous_gradients, reduce_scatter, allgather_partitions, round_robin_gradients, sub_group_size and stage 3's
+// stage3_prefetch_bucket_size, stage3_param_persistence_threshold, stage3_max_live_parameters,
+// stage3_max_reuse_distance and stage3_gather_16bit_weights_on_model_save: each changes only memory or how tensors
+// travel, never the results, and checkpoints and exports always hold full tensors); CPU/NVMe offload, a
+// DeepSpeed optimizer or scheduler, and explicit values for what the spec owns are refused, naming the file.
 StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string_view key, std::string_view where) {
   std::string path;
   if (!DecodeString(value, &path) || path.empty()) {
@@ -90,12 +92,6 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
   if (stage_node.IsDefined() && !DecodeInt64(stage_node, &stage)) {
     return refuse(fmt::format("has zero_optimization.stage {}: expected 0, 1, 2 or 3", Describe(stage_node)));
   }
-  if (stage == 3) {
-    return refuse(
-        "asks for ZeRO stage 3, which is not built yet (ZeRO-3: issue 22): use zero_stage: 2 (optimizer state and "
-        "gradients sharded across data parallel) or a DeepSpeed config with stage 0, 1 or 2, or finetuning_type: "
-        "lora to fit the model");
-  }
   if (stage < 0 || stage > 3) {
     return refuse(fmt::format("has zero_optimization.stage {}: expected 0, 1, 2 or 3", stage));
   }
@@ -104,17 +100,22 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
     if (At(root, fmt::format("zero_optimization.{}", offload)).IsDefined() &&
         !(device.IsScalar() && device.Scalar() == "none")) {
       return refuse(fmt::format(
-          "offloads to {} (zero_optimization.{}), which is not built yet: remove it; zero_stage: 2 shards the "
-          "optimizer state and gradients across GPUs instead",
+          "offloads to {} (zero_optimization.{}), which is not built yet: remove it; zero_stage: 3 shards the "
+          "parameters, gradients and optimizer state across GPUs instead",
           device.IsScalar() ? device.Scalar() : "another device", offload));
     }
   }
   // Bucket sizes (elements) and the communication switches change how gradients and parameters travel, never
   // the sums: accepted. (Anneal's buckets are sized by ddp_bucket_cap_mb.)
-  for (const char* bucket : {"reduce_bucket_size", "allgather_bucket_size"}) {
+  for (const char* bucket : {"reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
+                             "stage3_param_persistence_threshold", "stage3_max_live_parameters",
+                             "stage3_max_reuse_distance", "sub_group_size"}) {
     const YAML::Node v = At(root, fmt::format("zero_optimization.{}", bucket));
     double elements = 0;
-    if (v.IsDefined() && !v.IsNull() && !IsAuto(v) && !(DecodeNumber(v, &elements) && elements > 0)) {
+    // A persistence threshold of 0 (shard every parameter) is valid; the other sizes must be positive.
+    const bool zero_ok = std::string_view(bucket) == "stage3_param_persistence_threshold";
+    if (v.IsDefined() && !v.IsNull() && !IsAuto(v) &&
+        !(DecodeNumber(v, &elements) && (elements > 0 || (zero_ok && elements == 0)))) {
       return refuse(fmt::format("has zero_optimization.{} {}: expected a positive number of elements or \"auto\"",
                                 bucket, Describe(v)));
     }

@@ -335,15 +335,24 @@ torch::Tensor ForwardRouted(DecoderLayerImpl* layer, const torch::Tensor& x, con
   return y;
 }
 
-// Runs one decoder layer without keeping its activations; backward recomputes them. Outputs: the layer's
+// Calls the model's LayerUseHook (its address; 0: none) for `layer`.
+void UseLayer(int64_t hook_address, int64_t layer, bool in_use) {
+  const auto* hook = reinterpret_cast<const CausalLMImpl::LayerUseHook*>(hook_address);
+  if (hook != nullptr && *hook) (*hook)(layer, in_use);
+}
+
+// Runs one decoder layer without keeping its activations; backward recomputes them (between LayerUseHook calls,
+// so ZeRO-3 gathers the layer's parameters for the forward and again for the recomputation). Outputs: the layer's
 // output, then the router logits of a collecting MoE layer, so the load-balancing loss built on them sends its
 // gradient back through the recomputed router.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                                 torch::Tensor cos, torch::Tensor sin, torch::Tensor mask,
-                                                int64_t layer_address) {
+                                                int64_t layer_address, int64_t hook_address, int64_t layer_index) {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_address);
     ctx->saved_data["layer"] = layer_address;
+    ctx->saved_data["hook"] = hook_address;
+    ctx->saved_data["index"] = layer_index;
     // The RNG of the device the layer runs on (and the CPU's): dropout in the recomputed forward draws the same
     // masks as this one.
     const RngState rng = RngState::Capture(x.device());
@@ -352,7 +361,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     ctx->save_for_backward({x, cos, sin, mask});
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor> routed;
+    UseLayer(hook_address, layer_index, true);
     torch::autograd::variable_list out{ForwardRouted(layer, x, cos, sin, mask, &routed)};
+    UseLayer(hook_address, layer_index, false);
     out.insert(out.end(), routed.begin(), routed.end());
     return out;
   }
@@ -369,6 +380,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     torch::Tensor x = saved[0].detach().requires_grad_(true);
     std::vector<torch::Tensor> routed;
     torch::Tensor y;
+    const int64_t hook_address = ctx->saved_data["hook"].toInt(), layer_index = ctx->saved_data["index"].toInt();
+    UseLayer(hook_address, layer_index, true);
     {
       torch::AutoGradMode enable(true);
       y = ForwardRouted(layer, x, saved[1], saved[2], saved[3], &routed);
@@ -380,7 +393,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     }
     rng_now.Restore();
     torch::autograd::backward(outputs, grads);
-    return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    UseLayer(hook_address, layer_index, false);
+    return {x.grad(),        torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -443,7 +458,12 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
   }
   auto [cos, sin] = rotary_.CosSin(pos.to(x.device()), x.scalar_type());  // [B, T, D]
   std::optional<torch::Tensor> mask = BuildAttentionMask(in, B, T, past, config_.sliding_window, x.device());
-  const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled() && in.cache == nullptr;
+  const bool grad = torch::GradMode::is_enabled();
+  // Under a LayerUseHook (ZeRO-3) autograd must not hold the parameters between forward and backward.
+  const bool checkpoint = ((checkpointing_ && is_training()) || layer_use_hook_) && grad && in.cache == nullptr;
+  TORCH_CHECK(!layer_use_hook_ || !grad || checkpoint,
+              "a KV cache with gradients enabled cannot run with sharded (ZeRO-3) parameters");
+  const int64_t hook_address = layer_use_hook_ ? reinterpret_cast<int64_t>(&layer_use_hook_) : 0;
   // A frozen embedding gives an input without grad; the checkpointed layers still need a graph to recompute
   // into (transformers' enable_input_require_grads does the same for LoRA with gradient checkpointing).
   if (checkpoint && !x.requires_grad()) x = x.detach().requires_grad_(true);
@@ -451,12 +471,14 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
     auto* layer = model->layers[i]->as<DecoderLayerImpl>();
     TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is held by another pipeline stage");
     if (checkpoint) {
-      torch::autograd::variable_list out =
-          CheckpointedLayer::apply(x, cos, sin, MaskArgument(mask, x.device()), reinterpret_cast<int64_t>(layer));
+      torch::autograd::variable_list out = CheckpointedLayer::apply(x, cos, sin, MaskArgument(mask, x.device()),
+                                                                    reinterpret_cast<int64_t>(layer), hook_address, i);
       x = out[0];
       router_logits_.insert(router_logits_.end(), out.begin() + 1, out.end());
     } else {
+      UseLayer(hook_address, i, true);
       x = layer->forward(x, cos, sin, mask, in.cache);
+      UseLayer(hook_address, i, false);
     }
   }
   return x;

@@ -30,6 +30,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -180,6 +181,14 @@ class CausalLMImpl : public torch::nn::Module {
   // Activation checkpointing: each decoder layer keeps only its input during forward and recomputes its
   // activations in backward (a custom autograd function; the CPU RNG is replayed so dropout masks match).
   void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
+  // ZeRO-3 (trainer/train/zero.h): called with (layer, true) right before decoder layer `layer` computes (its
+  // forward, and its recomputation in backward) and with (layer, false) right after, so the owner of the
+  // parameters can all-gather them and free them again. While a hook is set, a layer run with gradients enabled
+  // is checkpointed whatever SetActivationCheckpointing says (autograd keeps no reference to its parameters
+  // between forward and backward; backward gathers them again and recomputes); without gradients it runs plainly
+  // between the two calls. Must outlive the model's use; an empty function clears it.
+  using LayerUseHook = std::function<void(int64_t layer, bool in_use)>;
+  void SetLayerUseHook(LayerUseHook hook) { layer_use_hook_ = std::move(hook); }
   // NEFTune (HF Trainer's neftune_post_forward_hook): while training, the embedding output [B, T, C] gets uniform
   // noise in +-alpha / sqrt(T * C) (float32 arithmetic, drawn from the default generator); 0: off.
   void SetEmbeddingNoise(double alpha) { embedding_noise_alpha_ = alpha; }
@@ -209,6 +218,7 @@ class CausalLMImpl : public torch::nn::Module {
   StageSpec stage_;
   RotaryEmbedding rotary_;
   bool checkpointing_ = false;
+  LayerUseHook layer_use_hook_;
   double embedding_noise_alpha_ = 0.0;
   torch::Tensor AddEmbeddingNoise(torch::Tensor x);  // x [B, T, C]
   std::vector<torch::Tensor> router_logits_;

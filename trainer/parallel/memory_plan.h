@@ -1,18 +1,21 @@
-// MemoryPlan: the bytes one rank will hold during training, by kind, for ZeRO stages 0, 1 and 2, computed before
+// MemoryPlan: the bytes one rank will hold during training, by kind, for ZeRO stages 0 to 3, computed before
 // training so a job that cannot fit fails at once with the numbers instead of running out of memory mid-step.
 //
 //   parameters   every parameter this rank holds (its tensor / pipeline share) in the compute dtype, plus the
-//                4-bit base weights under QLoRA (packed values, absmax and the double-quantized absmax)
-//   gradients    stage 0 and 1: one per trainable element; stage 2: the owned chunks (FlatShard) plus the
+//                4-bit base weights under QLoRA (packed values, absmax and the double-quantized absmax); stage 3:
+//                the sharded (trainable) parameters count only their owned chunk, plus what is gathered at
+//                once (the root unit and the largest decoder layer)
+//   gradients    stage 0 and 1: one per trainable element; stages 2 and 3: the owned chunks (FlatShard) plus the
 //                reducer's buckets in flight (kBucketsHeld x bucket_bytes, the inputs being reduce-scattered and
 //                the one filling up) — but with gradient accumulation the full gradients live across the earlier
 //                micro-batches (they sum into them), so then the full size is counted
 //   optimizer    AdamW's two fp32 moments plus an fp32 master when the compute dtype is not fp32, for the elements
 //                this rank updates: all (stage 0), the whole parameters dealt to it largest first to the least
-//                loaded rank (stage 1, as TrainerOptimizer), its chunk of every parameter (stage 2)
+//                loaded rank (stage 1, as TrainerOptimizer), its chunk of every parameter (stages 2 and 3)
 //   activations  an estimate for one micro-batch: per decoder layer about 17 values per token and hidden unit
 //                (Korthikanti et al. 2022's 34 bytes at 2 bytes a value, attention scores excluded: SDPA does not
-//                keep them); with activation checkpointing, each layer's input plus one layer recomputed
+//                keep them); with activation checkpointing (always under stage 3), each layer's input plus one
+//                layer recomputed
 //
 // Thread-safety: plain functions of their arguments.
 //
@@ -44,6 +47,10 @@ struct MemoryPlanInput {
   std::vector<int64_t> trainable;   // elements of each trainable parameter, in registration order
   int64_t trainable_bytes = 4;      // bytes per element of the trainable parameters (and their gradients)
   int64_t bucket_bytes = 25 << 20;  // the reducer's bucket cap
+  // Stage 3: elements of each parameter stored as a flat shard (counted in held_params as a whole), and the most
+  // gathered at once: the root unit's (embedding, norm, head: the whole step) plus the largest decoder layer's.
+  std::vector<int64_t> sharded_params;
+  int64_t largest_unit = 0;
   // Activations of one micro-batch.
   int64_t micro_rows = 1, seq_len = 0, hidden = 0, layers = 0;
   bool checkpointing = false;
@@ -74,7 +81,8 @@ struct MemoryPlan {
     if (device_bytes <= 0 || total() <= device_bytes) return Status::Ok();
     return FailedPreconditionError(
         Describe() + " does not fit the " + MiB(device_bytes) + " of " + device +
-        ": raise zero_stage (2 shards gradients and optimizer state over data parallel), add tensor or pipeline "
+        ": raise zero_stage (2 shards gradients and optimizer state over data parallel, 3 the parameters too), add "
+        "tensor or pipeline "
         "parallel, use finetuning_type: lora, lower per_device_train_batch_size or cutoff_len, or turn on "
         "gradient_checkpointing");
   }
@@ -96,25 +104,31 @@ inline int64_t ZeroOneOwnedElements(const std::vector<int64_t>& sizes, int dp, i
 inline MemoryPlan PlanMemory(const MemoryPlanInput& in) {
   MemoryPlan plan;
   plan.stage = in.stage;
-  plan.parameters = in.held_params * in.param_bytes + in.quantized_bytes;
+  int64_t held = in.held_params;
+  if (in.stage == 3) {
+    for (int64_t n : in.sharded_params) held += FlatShard::Of(n, in.dp, in.dp_rank).owned() - n;
+    held += in.largest_unit;
+  }
+  plan.parameters = held * in.param_bytes + in.quantized_bytes;
   plan.quantized = in.quantized_bytes;
   const int64_t trainable = std::accumulate(in.trainable.begin(), in.trainable.end(), int64_t{0});
   int64_t shard = 0;
   for (int64_t n : in.trainable) shard += FlatShard::Of(n, in.dp, in.dp_rank).owned();
-  if (in.stage == 2 && in.accumulation <= 1) {
+  if (in.stage >= 2 && in.accumulation <= 1) {
     plan.gradients = std::min(trainable * in.trainable_bytes,
                               shard * in.trainable_bytes + MemoryPlan::kBucketsHeld * in.bucket_bytes);
   } else {
     plan.gradients = trainable * in.trainable_bytes;
   }
-  const int64_t updated = in.stage == 2   ? shard
+  const int64_t updated = in.stage >= 2   ? shard
                           : in.stage == 1 ? ZeroOneOwnedElements(in.trainable, in.dp, in.dp_rank)
                                           : trainable;
   const int64_t per_element = 8 + (in.trainable_bytes == 4 ? 0 : 4);  // moments, plus the fp32 master
   plan.optimizer = updated * per_element;
   const int64_t per_layer = in.micro_rows * in.seq_len * in.hidden * in.param_bytes;
-  plan.activations = in.checkpointing ? per_layer * (in.layers + MemoryPlan::kActivationValuesPerLayer)
-                                      : per_layer * MemoryPlan::kActivationValuesPerLayer * in.layers;
+  // Stage 3 checkpoints every layer (its backward gathers the parameters again and recomputes).
+  plan.activations = in.checkpointing || in.stage == 3 ? per_layer * (in.layers + MemoryPlan::kActivationValuesPerLayer)
+                                                       : per_layer * MemoryPlan::kActivationValuesPerLayer * in.layers;
   return plan;
 }
 

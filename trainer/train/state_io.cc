@@ -127,12 +127,15 @@ TrainableSet WithLayouts(model::CausalLM& lm, std::vector<optim::TrainableParam>
 Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer& opt, const Runtime& rt,
                           const std::string& dir) {
   parallel::Comm* tp = rt.tp_comm.get();
-  // Trainable parameters: replica 0 of each stage gathers over tp; its tp rank 0 writes.
-  if (InWritingReplica(rt)) {
+  // Trainable parameters: replica 0 of each stage gathers over tp; its tp rank 0 writes. Under ZeRO-3 every
+  // replica takes part in gathering each sharded parameter, one at a time (the others drop it at once).
+  if (InWritingReplica(rt) || opt.shards_parameters()) {
     NamedTensors full;
     for (size_t i = 0; i < trainable.params.size(); ++i) {
       const auto& p = trainable.params[i];
-      at::Tensor t = parallel::GatherFull(p.param.detach(), trainable.layouts[i], tp);
+      at::Tensor local = opt.FullParam(p.name);
+      if (!InWritingReplica(rt)) continue;
+      at::Tensor t = parallel::GatherFull(local, trainable.layouts[i], tp);
       if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
     }
     full = WithPeerExperts(std::move(full), rt);
@@ -140,11 +143,13 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
       RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
     }
   }
-  // Optimizer state, full per parameter: every replica under ZeRO-1 and 2 (each writes the parameters it owns,
-  // ZeRO-2's gathered over data parallel first), else replica 0.
+  // Optimizer state, full per parameter: every replica under ZeRO-1, 2 and 3 (each writes the parameters it owns,
+  // ZeRO-2/3's gathered over data parallel first), else replica 0.
   if (rt.zero || InWritingReplica(rt)) {
     NamedTensors full;
-    for (const auto& [key, t] : opt.CheckpointState()) {
+    // One state tensor gathered at a time (ZeRO-2/3); each rank keeps only those it writes.
+    for (const auto& [key, local] : opt.StateTensors()) {
+      const at::Tensor t = opt.CheckpointStateOf(key, local);
       const std::string param = key.substr(key.find('.') + 1);  // exp_avg.<param> -> <param>
       if (!opt.WritesCheckpointState(param)) continue;          // the same on every tensor-parallel rank
       at::Tensor g = parallel::GatherFull(t, trainable.LayoutOf(param), tp);
@@ -188,7 +193,7 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
   for (size_t i = 0; i < trainable.params.size(); ++i) {
     const auto& p = trainable.params[i];
     ASSIGN_OR_RETURN(at::Tensor piece, PieceOf(params, p.name, p.param, trainable.layouts[i]));
-    p.param.copy_(piece);
+    opt.SetParam(p.name, piece);  // ZeRO-3: into the owned range of the shard
   }
   ASSIGN_OR_RETURN(NamedTensorFiles state, NamedTensorFiles::Open(dir, "optimizer-"));
   NamedTensors mine;
@@ -219,11 +224,17 @@ StatusOr<NamedTensors> ReadTrainable(const std::string& dir) {
   return files.All();
 }
 
-Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out) {
-  if (!InWritingReplica(rt)) return Status::Ok();  // replicas hold the same weights
+Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out,
+                        const TrainerOptimizer* opt) {
+  const bool sharded = opt != nullptr && opt->shards_parameters();
+  if (!InWritingReplica(rt) && !sharded) return Status::Ok();  // replicas hold the same weights
   std::map<std::string, at::Tensor> merged;
-  if (!lora_only) {
+  if (!lora_only && !sharded) {
     for (auto& [name, lin] : LoraModules(lm)) merged[name + ".weight"] = lin->MergedWeight();
+  }
+  if (!lora_only && sharded && !LoraModules(lm).empty()) {
+    // The trainer exports LoRA as an adapter; merging would need every layer's sharded factors gathered.
+    return InternalError("a merged export of LoRA under ZeRO-3 is not built: export the adapter");
   }
   NamedTensors full;
   for (const model::LayoutParam& p : lm->LayoutParameters()) {
@@ -232,10 +243,15 @@ Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, 
     const bool saved_module = !lora && p.tensor.requires_grad();
     if (lora_only ? !(lora || saved_module) : lora) continue;
     auto it = merged.find(p.name);
-    at::Tensor t =
-        parallel::GatherFull(it != merged.end() ? it->second : p.tensor.detach(), p.layout, rt.tp_comm.get());
+    // ZeRO-3: a trainable parameter all-gathered from the shards (a collective over data parallel).
+    const at::Tensor local = it != merged.end()              ? it->second
+                             : sharded && opt->Holds(p.name) ? opt->FullParam(p.name)
+                                                             : p.tensor.detach();
+    if (!InWritingReplica(rt)) continue;
+    at::Tensor t = parallel::GatherFull(local, p.layout, rt.tp_comm.get());
     if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
   }
+  if (!InWritingReplica(rt)) return Status::Ok();  // ZeRO-3: took part in the gathers only
   full = WithPeerExperts(std::move(full), rt);
   if (rt.tp_rank != 0 || rt.dp_rank != 0) return Status::Ok();
   return model::WriteSafetensors(out + "/.export-stage" + std::to_string(rt.pp_rank) + ".safetensors", full);

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <set>
 
 #ifdef ANNEAL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -69,7 +71,19 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   }
   in.quantized_bytes = QuantizedBytes(lm);
   in.param_bytes = static_cast<int64_t>(c10::elementSize(rt.dtype));
-  for (const auto& p : trainable.params) in.trainable.push_back(p.param.numel());
+  std::map<int64_t, int64_t> unit_elements;  // ZeRO-3: decoder layer -> its sharded elements
+  for (const auto& p : trainable.params) {
+    in.trainable.push_back(p.param.numel());
+    if (opt.shards_parameters()) {
+      in.sharded_params.push_back(p.param.numel());
+      unit_elements[ZeroThreeUnitOf(p.name)] += p.param.numel();
+    }
+  }
+  // Gathered at once: the root unit (the whole step) and one decoder layer.
+  for (const auto& [layer, n] : unit_elements) {
+    if (layer >= 0) in.largest_unit = std::max(in.largest_unit, n);
+  }
+  in.largest_unit += unit_elements.count(-1) ? unit_elements[-1] : 0;
   if (!trainable.params.empty()) in.trainable_bytes = trainable.params.front().param.element_size();
   in.bucket_bytes = static_cast<int64_t>(spec.resources.bucket_cap_mb * (1 << 20));
   in.micro_rows = micro_rows;
@@ -120,9 +134,14 @@ StatusOr<TrainOutcome> Trainer::Train() {
       RETURN_IF_ERROR(StopPreempted());
       return TrainOutcome::kPreempted;
     }
+    // ZeRO-3: the root unit (embedding, final norm, head) gathered for the step (whose optimizer step frees it)
+    // and for an evaluation; the decoder layers gather themselves around their use.
+    opt_->GatherRoot();
     ASSIGN_OR_RETURN(StepResult result, TrainStep());
     last_result_ = result;
+    if (validator_->Due(progress_)) opt_->GatherRoot();
     const std::optional<double> eval_loss = validator_->MaybeEvaluate(lm_, progress_);
+    opt_->FreeRoot();
     RETURN_IF_ERROR(logger_->Record(progress_, result));
     const std::vector<std::pair<std::string, double>> eval_metrics = validator_->TakeEvalMetrics();
     if (eval_loss) RETURN_IF_ERROR(logger_->RecordEval(progress_, *eval_loss, eval_metrics));
@@ -263,6 +282,8 @@ Status Trainer::SetupModel() {
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
       rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)));
+  // ZeRO-3: each decoder layer's parameters are gathered around its use (and checkpointed: zero.h).
+  if (opt_->shards_parameters()) lm_->SetLayerUseHook(opt_->LayerUseHook());
   LogHoldings();
   return Status::Ok();
 }
@@ -513,7 +534,10 @@ Status Trainer::Export() {
   const std::string output = fs::absolute(out_).string();
   // Stages on nodes with their own disk send their part to rank 0 (no shared filesystem: file_gather.h).
   ASSIGN_OR_RETURN(FileGather gather, FileGather::Probe(rt_, out_, /*reset_remote=*/false));
-  RETURN_IF_ERROR(WriteStageExport(lm_, rt_, lora, out_));
+  // ZeRO-3: each sharded parameter is gathered on its own (only the writing replica keeps them); the root unit
+  // (a value head among it) as a whole.
+  opt_->GatherRoot();
+  RETURN_IF_ERROR(WriteStageExport(lm_, rt_, lora, out_, opt_.get()));
   rt_.Barrier();
   auto stage_export = [](const std::string& rel) { return rel.rfind(".export-stage", 0) == 0; };
   RETURN_IF_ERROR(gather.Gather(rt_, stage_export, /*remove_sent=*/true).status());
@@ -565,8 +589,15 @@ void Trainer::SetupModelFlops() {
 
 // What this rank holds: the numbers that tensor, pipeline and ZeRO sharding shrink.
 void Trainer::LogHoldings() const {
-  int64_t held = 0, trained = 0, state_bytes = 0;
-  for (const auto& p : lm_->parameters()) held += p.numel();
+  int64_t held = 0, trained = 0, state_bytes = 0, resident = 0;
+  std::set<const void*> storages;  // each storage once (a tied weight, a loader's shared buffer)
+  for (const auto& p : lm_->parameters()) {
+    held += p.numel();
+    if (storages.insert(p.storage().unsafeGetStorageImpl()).second) {
+      resident += static_cast<int64_t>(p.storage().nbytes());  // 0 for ZeRO-3's freed parameters
+    }
+  }
+  resident += opt_->ShardedParamBytes();
   for (const auto& p : trainable_.params) trained += p.param.numel();
   const int64_t quantized = QuantizedBytes(lm_);
   const std::string base4 = quantized > 0
@@ -586,8 +617,8 @@ void Trainer::LogHoldings() const {
   std::cerr << c10::str(
       "[train] rank ", rt_.rank, " (tp ", rt_.tp_rank, ", pp ", rt_.pp_rank, ", dp ", rt_.dp_rank,
       rt_.ep > 1 ? c10::str(", ep ", rt_.ep_rank) : std::string(), "): layers [", rt_.stage.layer_begin, ", ",
-      rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4, ", optimizer state ",
-      state_bytes >> 10, " KiB", sharding,
+      rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4, ", parameter bytes ",
+      resident >> 10, " KiB resident, optimizer state ", state_bytes >> 10, " KiB", sharding,
       spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off", "\n");
 }
 

@@ -1,5 +1,7 @@
 #include "trainer/train/zero.h"
 
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/StorageImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -17,25 +19,69 @@ std::string ParamOfKey(const std::string& key) {
   return key.substr(key.find('.') + 1);
 }
 
+// ZeRO-3's free and gather: the parameter keeps its TensorImpl (autograd's accumulator, the reducer's hooks and
+// the module all refer to it) and its shape; only the bytes of its storage go (FSDP1's storage resize to 0).
+void ReleaseStorage(const at::Tensor& p) {
+  c10::StorageImpl* s = p.storage().unsafeGetStorageImpl();
+  s->set_data_ptr_noswap(c10::DataPtr(nullptr, p.device()));
+  s->set_nbytes(0);
+}
+
+void AllocateStorage(const at::Tensor& p) {
+  c10::StorageImpl* s = p.storage().unsafeGetStorageImpl();
+  const size_t bytes = static_cast<size_t>(p.numel()) * p.element_size();
+  c10::Allocator* allocator = s->allocator() != nullptr ? s->allocator() : c10::GetAllocator(p.device().type());
+  s->set_data_ptr_noswap(allocator->allocate(bytes));
+  s->set_nbytes(bytes);
+}
+
+// Whether `p` is the only tensor of its storage, all of it: freeing that storage frees exactly `p`.
+bool OwnsWholeStorage(const at::Tensor& p) {
+  return p.is_contiguous() && p.storage_offset() == 0 &&
+         p.storage().nbytes() == static_cast<size_t>(p.numel()) * p.element_size() && p.storage().use_count() == 1;
+}
+
 }  // namespace
+
+int64_t ZeroThreeUnitOf(const std::string& name) {
+  static const std::string kPrefix = "model.layers.";
+  if (name.rfind(kPrefix, 0) != 0) return -1;
+  size_t end = kPrefix.size();
+  while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+  if (end == kPrefix.size() || end >= name.size() || name[end] != '.') return -1;
+  return std::stoll(name.substr(kPrefix.size(), end - kPrefix.size()));
+}
 
 TrainerOptimizer::TrainerOptimizer(std::vector<optim::TrainableParam> params, optim::AdamWOptions options,
                                    parallel::Comm* dp, int stage, int64_t allgather_bucket_bytes)
     : all_(std::move(params)),
       dp_(dp),
-      stage_(dp != nullptr && dp->size() > 1 ? std::clamp(stage, 0, 2) : 0),
+      stage_(dp != nullptr && dp->size() > 1 ? std::clamp(stage, 0, 3) : 0),
       allgather_bucket_bytes_(std::max<int64_t>(1, allgather_bucket_bytes)) {
   my_rank_ = stage_ > 0 ? dp_->rank() : 0;
   for (size_t i = 0; i < all_.size(); ++i) index_[all_[i].name] = i;
-  if (stage_ == 2) {
+  if (stage_ >= 2) {
     torch::NoGradGuard no_grad;
-    for (const auto& p : all_) {
-      TORCH_CHECK(p.param.is_contiguous(), "ZeRO-2 needs contiguous parameters; ", p.name, " is not");
+    for (size_t i = 0; i < all_.size(); ++i) {
+      auto& p = all_[i];
+      TORCH_CHECK(p.param.is_contiguous(), "ZeRO-", stage_, " needs contiguous parameters; ", p.name, " is not");
       const auto s = parallel::FlatShard::Of(p.param.numel(), dp_->size(), my_rank_);
-      // A view of the parameter's storage: the step updates the owned range in place.
-      shards_.push_back({p.name, p.param.detach().view({-1}).narrow(0, s.begin, s.owned()), p.decay, p.lr_scale});
+      if (stage_ == 2) {
+        // A view of the parameter's storage: the step updates the owned range in place.
+        shards_.push_back({p.name, p.param.detach().view({-1}).narrow(0, s.begin, s.owned()), p.decay, p.lr_scale});
+        root_.push_back(i);
+        continue;
+      }
+      // Freed below: the parameter must not share its storage (a loader's buffer, another view).
+      if (!OwnsWholeStorage(p.param)) p.param.set_data(p.param.detach().clone());
+      shards_.push_back(
+          {p.name, p.param.detach().view({-1}).narrow(0, s.begin, s.owned()).clone(), p.decay, p.lr_scale});
+      const int64_t unit = ZeroThreeUnitOf(p.name);  // -1: the root unit
+      layer_params_[unit].push_back(i);
+      layer_gathered_[unit] = true;
     }
     adam_ = std::make_unique<optim::AdamW>(shards_, options);
+    FreeAllLayers();
     return;
   }
   AssignWholeParameters();
@@ -71,7 +117,9 @@ std::vector<model::ParamLayout> TrainerOptimizer::GradLayouts(const std::vector<
 
 void TrainerOptimizer::Step(double lr) {
   adam_->Step(lr);
-  if (stage_ == 2) return AllGatherShards();
+  if (stage_ == 2) return AllGatherInto(root_);
+  // Stage 3: every unit is gathered when it next computes; the root, gathered for the step, is stale now.
+  if (stage_ == 3) return FreeLayer(-1);
   if (stage_ != 1) return;
   // Each owner broadcasts its updated parameters, one flat tensor per (owner, dtype).
   torch::NoGradGuard no_grad;
@@ -89,14 +137,15 @@ void TrainerOptimizer::Step(double lr) {
 }
 
 // Buckets of one dtype and at most allgather_bucket_bytes_ of parameters, laid out rank-major (FlatShard): each
-// rank contributes its owned chunks, every rank gets every chunk back.
-void TrainerOptimizer::AllGatherShards() {
+// rank contributes its owned chunks, every rank gets every chunk back. Written through variable_data() (a
+// fresh version counter): no autograd graph sees the parameter change.
+void TrainerOptimizer::AllGatherInto(const std::vector<size_t>& indices) const {
   torch::NoGradGuard no_grad;
   const int ranks = dp_->size();
   std::map<at::ScalarType, size_t> open;  // dtype -> its bucket being filled
   std::vector<std::vector<size_t>> buckets;
   std::map<at::ScalarType, int64_t> bytes;
-  for (size_t i = 0; i < all_.size(); ++i) {
+  for (size_t i : indices) {
     const at::Tensor& p = all_[i].param;
     const int64_t size = static_cast<int64_t>(p.numel()) * static_cast<int64_t>(p.element_size());
     const auto dtype = p.scalar_type();
@@ -122,11 +171,70 @@ void TrainerOptimizer::AllGatherShards() {
     }
     at::Tensor gathered = dp_->AllGather(local).view({ranks, per_rank});
     for (size_t k = 0; k < bucket.size(); ++k) {
-      at::Tensor p = all_[bucket[k]].param.detach();
+      at::Tensor p = all_[bucket[k]].param.variable_data();
       const auto s = parallel::FlatShard::Of(p.numel(), ranks, my_rank_);
       p.view({-1}).copy_(gathered.narrow(1, offset[k], s.chunk).reshape({-1}).narrow(0, 0, s.numel));
     }
   }
+}
+
+std::function<void(int64_t, bool)> TrainerOptimizer::LayerUseHook() {
+  if (stage_ != 3) return nullptr;
+  return [this](int64_t layer, bool in_use) { in_use ? GatherLayer(layer) : FreeLayer(layer); };
+}
+
+void TrainerOptimizer::GatherLayer(int64_t layer) {
+  auto it = layer_params_.find(layer);
+  if (it == layer_params_.end() || layer_gathered_[layer]) return;
+  for (size_t i : it->second) AllocateStorage(all_[i].param);
+  AllGatherInto(it->second);
+  layer_gathered_[layer] = true;
+}
+
+void TrainerOptimizer::FreeLayer(int64_t layer) {
+  auto it = layer_params_.find(layer);
+  if (it == layer_params_.end() || !layer_gathered_[layer]) return;
+  for (size_t i : it->second) ReleaseStorage(all_[i].param);
+  layer_gathered_[layer] = false;
+}
+
+void TrainerOptimizer::GatherAllLayers() {
+  for (const auto& [layer, indices] : layer_params_) GatherLayer(layer);
+}
+
+void TrainerOptimizer::FreeAllLayers() {
+  for (const auto& [layer, indices] : layer_params_) FreeLayer(layer);
+}
+
+at::Tensor TrainerOptimizer::FullParam(const std::string& name) const {
+  const size_t i = index_.at(name);
+  const at::Tensor& p = all_[i].param;
+  if (stage_ != 3) return p.detach();
+  torch::NoGradGuard no_grad;
+  const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
+  at::Tensor padded = torch::zeros({s.chunk}, p.options());
+  padded.narrow(0, 0, s.owned()).copy_(shards_[i].param);
+  return dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
+}
+
+void TrainerOptimizer::SetParam(const std::string& name, const at::Tensor& full) {
+  torch::NoGradGuard no_grad;
+  const size_t i = index_.at(name);
+  if (stage_ != 3) {
+    all_[i].param.copy_(full);
+    return;
+  }
+  const auto s = parallel::FlatShard::Of(all_[i].param.numel(), dp_->size(), my_rank_);
+  shards_[i].param.copy_(full.reshape({-1}).narrow(0, s.begin, s.owned()));
+  if (layer_gathered_[ZeroThreeUnitOf(name)]) all_[i].param.variable_data().copy_(full);
+}
+
+int64_t TrainerOptimizer::ShardedParamBytes() const {
+  int64_t bytes = 0;
+  for (const auto& [layer, indices] : layer_params_) {
+    for (size_t i : indices) bytes += static_cast<int64_t>(shards_[i].param.nbytes());
+  }
+  return bytes;
 }
 
 void TrainerOptimizer::ZeroGrad() {
@@ -137,37 +245,33 @@ void TrainerOptimizer::ZeroGrad() {
   for (auto& s : shards_) s.param.mutable_grad() = at::Tensor();
 }
 
-std::vector<std::pair<std::string, at::Tensor>> TrainerOptimizer::CheckpointState() const {
-  std::vector<std::pair<std::string, at::Tensor>> state = adam_->StateTensors();
-  if (stage_ != 2) return state;
+at::Tensor TrainerOptimizer::CheckpointStateOf(const std::string& key, const at::Tensor& local) const {
+  if (stage_ < 2) return local;
   torch::NoGradGuard no_grad;
-  const int ranks = dp_->size();
-  for (auto& [key, t] : state) {
-    const at::Tensor& p = all_[index_.at(ParamOfKey(key))].param;
-    const auto s = parallel::FlatShard::Of(p.numel(), ranks, my_rank_);
-    at::Tensor padded = torch::zeros({s.chunk}, t.options());
-    padded.narrow(0, 0, s.owned()).copy_(t);
-    t = dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
-  }
-  return state;
+  const at::Tensor& p = all_[index_.at(ParamOfKey(key))].param;
+  const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
+  at::Tensor padded = torch::zeros({s.chunk}, local.options());
+  padded.narrow(0, 0, s.owned()).copy_(local);
+  return dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
 }
 
 std::vector<std::pair<std::string, at::Tensor>> TrainerOptimizer::CheckpointShapes() const {
   std::vector<std::pair<std::string, at::Tensor>> state = adam_->StateTensors();
-  if (stage_ != 2) return state;
+  if (stage_ < 2) return state;
+  // Only the shape and device are read (a stage 3 parameter keeps its shape while freed).
   for (auto& [key, t] : state) t = all_[index_.at(ParamOfKey(key))].param;
   return state;
 }
 
 bool TrainerOptimizer::WritesCheckpointState(const std::string& param) const {
   if (stage_ == 1) return owner_.at(param) == my_rank_;
-  if (stage_ == 2) return static_cast<int>(index_.at(param) % static_cast<size_t>(dp_->size())) == my_rank_;
+  if (stage_ >= 2) return static_cast<int>(index_.at(param) % static_cast<size_t>(dp_->size())) == my_rank_;
   return true;
 }
 
 Status TrainerOptimizer::LoadCheckpointState(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                                              int64_t step) {
-  if (stage_ != 2) return adam_->LoadStateTensors(tensors, step);
+  if (stage_ < 2) return adam_->LoadStateTensors(tensors, step);
   std::vector<std::pair<std::string, at::Tensor>> owned;
   for (const auto& [key, t] : tensors) {
     auto it = index_.find(ParamOfKey(key));

@@ -8,14 +8,24 @@
 //   2  ownership by flat range (parallel::FlatShard: rank r owns chunk r of every parameter): the gradient
 //      reducer reduce-scatters into the shard tensors (grad_params(): 1-D views of each parameter's owned range,
 //      holding the summed gradient), AdamW runs on the shards (fp32 master of the shard), and the parameters are
-//      all-gathered after the step in buckets of `allgather_bucket_bytes`. ZeRO-3 will keep the same shards and
-//      free the full parameters between uses.
+//      all-gathered after the step in buckets of `allgather_bucket_bytes`.
+//   3  as 2, and the trainable parameters of each decoder layer (a "unit": model.layers.<i>.*) are stored only
+//      as this rank's flat shard (FSDP's scheme): the shard is a tensor of its own, and the full parameter keeps
+//      its shape but no storage (0 bytes) except while its layer computes. LayerUseHook() (installed with
+//      CausalLM::SetLayerUseHook) all-gathers a layer's parameters right before its forward and again before the
+//      recomputation in its backward, and frees them right after each; the gradients are reduce-scattered into
+//      the shards as under stage 2. The decoder checkpoints every layer under the hook (backward recomputes the
+//      layer: one more forward per layer and step, as activation checkpointing). Trainable parameters outside
+//      decoder layers (embedding, final norm, lm_head, a value head) form the root unit, sharded the same way
+//      and gathered for a whole step (GatherRoot before it; Step frees it) and around an evaluation, as FSDP
+//      keeps its root module gathered through forward and backward. Frozen parameters (a LoRA or QLoRA base)
+//      stay replicated.
 //
 // With one data-parallel rank every stage is stage 0. Checkpoints hold full per-parameter state whatever the
 // stage (CheckpointState gathers it; LoadCheckpointState takes it back), so any stage resumes any other.
 //
-// Thread-safety: one thread at a time; Step (stages 1 and 2) and CheckpointState (stage 2) are collectives over
-// the data-parallel group.
+// Thread-safety: one thread at a time; Step (stages 1 to 3), CheckpointStateOf (stages 2 and 3), FullParam and
+// GatherAllLayers (stage 3) and the layer hook are collectives over the data-parallel group.
 //
 // Example:
 //   TrainerOptimizer opt(params, adamw, dp_comm, /*stage=*/2, 64 << 20);
@@ -23,6 +33,7 @@
 //   ... backward, reducer.Finish(), clip over opt.grad_params() ...; opt.Step(lr); opt.ZeroGrad();
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,7 +49,8 @@ struct Runtime;
 
 class TrainerOptimizer {
  public:
-  // `dp` may be null (one replica); `stage` is the ZeRO stage (0, 1 or 2).
+  // `dp` may be null (one replica); `stage` is the ZeRO stage (0 to 3). Under stage 3 the decoder layers'
+  // trainable parameters are freed on return (they must each own their storage, else they are copied first).
   TrainerOptimizer(std::vector<optim::TrainableParam> params, optim::AdamWOptions options, parallel::Comm* dp,
                    int stage, int64_t allgather_bucket_bytes = int64_t{64} << 20);
 
@@ -47,8 +59,30 @@ class TrainerOptimizer {
   int64_t step_count() const { return adam_->step_count(); }
   // The stage in effect (0 with one data-parallel rank).
   int stage() const { return stage_; }
-  // Stage 2: gradients live in the shards (grad_params), not in the parameters.
-  bool sharded_grads() const { return stage_ == 2; }
+  // Stages 2 and 3: gradients live in the shards (grad_params), not in the parameters.
+  bool sharded_grads() const { return stage_ >= 2; }
+  // Stage 3: decoder layers' trainable parameters live in the shards, gathered only while their layer computes.
+  bool shards_parameters() const { return stage_ == 3; }
+  // Stage 3: for CausalLM::SetLayerUseHook; gathers / frees layer `layer`'s sharded parameters (no-op for a layer
+  // without any, and when already in that state). A collective over data parallel. Null below stage 3.
+  std::function<void(int64_t layer, bool in_use)> LayerUseHook();
+  // Stage 3: gathers every unit, the root included (before an export that reads the module's parameters) /
+  // frees them again. Collectives; no-ops below stage 3.
+  void GatherAllLayers();
+  void FreeAllLayers();
+  // Stage 3: gathers / frees the root unit (for the step and for an evaluation). Collectives; no-ops below.
+  void GatherRoot() { GatherLayer(-1); }
+  void FreeRoot() { FreeLayer(-1); }
+  // The full value of trainable parameter `name` (its shape): the parameter itself, or under stage 3 for a
+  // sharded one a new tensor all-gathered from the shards (a collective: every data-parallel rank calls it).
+  at::Tensor FullParam(const std::string& name) const;
+  // Whether `name` is one of the trainable parameters this optimizer was made with.
+  bool Holds(const std::string& name) const { return index_.count(name) > 0; }
+  // Sets trainable parameter `name` from its full value (`full` has its shape): under stage 3 a sharded one
+  // keeps only its owned range. No collective.
+  void SetParam(const std::string& name, const at::Tensor& full);
+  // Bytes of the shards that are the home of stage 3's parameters (0 below stage 3).
+  int64_t ShardedParamBytes() const;
   // Where the step's gradients are after the data-parallel reduction, aligned with the constructor's params:
   // the parameters themselves, or under stage 2 their owned ranges (1-D, named as the parameter).
   const std::vector<optim::TrainableParam>& grad_params() const { return sharded_grads() ? shards_ : all_; }
@@ -56,33 +90,46 @@ class TrainerOptimizer {
   // along dim 0 of the 1-D shard (every tensor-parallel rank owns the same range of its piece).
   std::vector<model::ParamLayout> GradLayouts(const std::vector<model::ParamLayout>& layouts) const;
   // This rank's state as AdamW names it (exp_avg.<param>, exp_avg_sq.<param>, master.<param>): owned
-  // parameters (stage 1) or owned ranges (stage 2). What this rank holds in memory.
+  // parameters (stage 1) or owned ranges (stages 2 and 3). What this rank holds in memory.
   std::vector<std::pair<std::string, at::Tensor>> StateTensors() const { return adam_->StateTensors(); }
-  // The state to checkpoint, each tensor shaped as its parameter: StateTensors() for stages 0 and 1, gathered
-  // over data parallel under stage 2 (a collective: every data-parallel rank calls it; all get the result).
-  std::vector<std::pair<std::string, at::Tensor>> CheckpointState() const;
-  // For every state tensor this rank keeps: its key and a tensor of the checkpointed shape (no collective).
+  // One of StateTensors() (`key`, this rank's `local` tensor) shaped as its parameter for a checkpoint: `local`
+  // for stages 0 and 1, gathered over data parallel under stages 2 and 3 (a collective: every data-parallel rank
+  // calls it for the same key, in StateTensors() order). One tensor at a time, so a save never holds the whole
+  // gathered state.
+  at::Tensor CheckpointStateOf(const std::string& key, const at::Tensor& local) const;
+  // For every state tensor this rank keeps: its key and a tensor of the checkpointed shape (no collective; a
+  // stage 3 parameter, freed, has its shape but no bytes: only shapes and devices may be read).
   std::vector<std::pair<std::string, at::Tensor>> CheckpointShapes() const;
   // Whether this rank writes `param`'s state into its checkpoint file: its owner under stage 1, one rank per
   // parameter (round robin over data parallel) under stage 2, always under stage 0 (only replica 0 writes).
   bool WritesCheckpointState(const std::string& param) const;
-  // Loads state shaped as CheckpointState's (stage 2 keeps its owned range of each).
+  // Loads state shaped as CheckpointStateOf's (stages 2 and 3 keep their owned range of each).
   Status LoadCheckpointState(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t step);
 
  private:
   void AssignWholeParameters();
-  void AllGatherShards();
+  // All-gathers all_[i] for i in `indices` from shards_[i] (the parameters must have storage).
+  void AllGatherInto(const std::vector<size_t>& indices) const;
+  void GatherLayer(int64_t layer);
+  void FreeLayer(int64_t layer);
 
   std::vector<optim::TrainableParam> all_;
-  std::vector<optim::TrainableParam> shards_;  // stage 2: owned range of all_[i]
-  std::map<std::string, size_t> index_;        // parameter name -> position in all_
-  std::map<std::string, int> owner_;           // stage 1
+  std::vector<optim::TrainableParam> shards_;            // stages 2 and 3: owned range of all_[i]
+  std::vector<size_t> root_;                             // stage 2: all_ indices (each shard a view of its parameter)
+  std::map<int64_t, std::vector<size_t>> layer_params_;  // stage 3: unit (layer, -1 root) -> its all_ indices
+  std::map<int64_t, bool> layer_gathered_;               // stage 3
+  std::map<std::string, size_t> index_;                  // parameter name -> position in all_
+  std::map<std::string, int> owner_;                     // stage 1
   std::unique_ptr<optim::AdamW> adam_;
   parallel::Comm* dp_;
   int stage_ = 0;
   int64_t allgather_bucket_bytes_;
   int my_rank_ = 0;
 };
+
+// The ZeRO-3 unit of a parameter named as HF names it: the decoder layer index of "model.layers.<i>.*", or -1
+// (the root unit: embedding, final norm, lm_head, anything else).
+int64_t ZeroThreeUnitOf(const std::string& name);
 
 // Runtime::ClipGradNorm over stage 2's shards: every data-parallel rank contributes the squares of its owned
 // ranges (each element of a replica counted once), summed over the world, so the norm equals the unsharded one;

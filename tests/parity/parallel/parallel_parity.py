@@ -21,8 +21,14 @@
            exported weights (full fine-tuning; LoRA under dp 2; with ANNEAL_TEST_LONG=1 LoRA on every layout and
            dp 4 for both); every bucket's reduce-scatter starts during backward; each rank holds about 1/dp of the
            optimizer state.
-  zero_resume: a ZeRO-2 checkpoint resumes under ZeRO-1 and under stage 0, and a ZeRO-1 checkpoint under ZeRO-2,
-           with the losses of the uninterrupted single-process run (full; LoRA ZeRO-2 -> ZeRO-1, every pair long).
+  zero3: ZeRO-3 (the trainable parameters stored as flat shards, each decoder layer gathered around its forward
+           and its recomputing backward, the root unit around the step) under dp 2 and dp 4 gives the single-process
+           losses, eval losses and exported weights (full fine-tuning; LoRA under dp 2; with ANNEAL_TEST_LONG=1 LoRA
+           at dp 4 and tp 2 x dp 2, pp 2 x dp 2 for both); at dp 4 each rank holds a quarter of stage 0's parameters
+           and optimizer state, and its memory plan under a third of the gradients.
+  zero_resume: a ZeRO-2 checkpoint resumes under ZeRO-1 and under stage 0, a ZeRO-1 checkpoint under ZeRO-2, and
+           ZeRO-3 under 1 and 0 and 1 under 3, with the losses of the uninterrupted single-process run (full; LoRA
+           ZeRO-2 -> ZeRO-1 and ZeRO-3 -> ZeRO-1, every pair long).
   qwen3: a qwen3 model (per-head q/k RMSNorm, replicated over tensor-parallel ranks with partial gradients)
            with tp 2 x pp 2 and tp 2 with sequence parallelism gives the single-process run (full fine-tuning;
            LoRA too with ANNEAL_TEST_LONG=1); a qwen3_moe model
@@ -262,11 +268,65 @@ def case_zero2(binary, tmp):
                   f"rank {zero2_state} KiB under ZeRO-2 against {zero0_state} KiB replicated")
 
 
+def holdings(stderr):
+    """(resident parameter KiB, optimizer state KiB) per global rank from the trainer's holdings lines."""
+    return {int(m.group(1)): (int(m.group(2)), int(m.group(3))) for m in re.finditer(
+        r"\[train\] rank (\d+) .*parameter bytes (\d+) KiB resident, optimizer state (\d+) KiB", stderr)}
+
+
+def plans(stderr):
+    """The memory plan's MiB per global rank: {rank: (stage, parameters, gradients, optimizer)}."""
+    return {int(m.group(1)): (int(m.group(2)), float(m.group(3)), float(m.group(4)), float(m.group(5)))
+            for m in re.finditer(r"\[train\] rank (\d+) memory plan \(ZeRO-(\d)\): parameters ([\d.]+) MiB, "
+                                 r"gradients ([\d.]+) MiB, optimizer state ([\d.]+) MiB", stderr)}
+
+
+def case_zero3(binary, tmp):
+    model = setup(tmp, binary, layers=4)
+    for ft in ("full", "lora"):
+        ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single")
+        layouts = [(1, 1, 2), (1, 1, 4)] if ft == "full" or LONG else [(1, 1, 2)]
+        if LONG:
+            layouts += [(2, 1, 2), (1, 2, 2)]
+        for tp, pp, dp in layouts:
+            # Small buckets (10 KiB): the reduce-scatter runs in several pieces, each started during backward.
+            out = train_layout(binary, tmp, model, ft, tp, pp, dp, f"{ft}-zero3-tp{tp}-pp{pp}-dp{dp}",
+                               ["zero_stage: 3", "ddp_bucket_cap_mb: 0.01"])
+            compare(ft, ref, out, f"(tp {tp}, pp {pp}, dp {dp}) with ZeRO-3")
+    # Full fine-tuning at dp 4, stage 0 against stage 3: each rank keeps a quarter of the parameters (the shards;
+    # every unit freed between uses) and of the optimizer state, and its plan a quarter of the gradients (one
+    # micro-batch: with accumulation the full gradients live across the micro-batches, as under ZeRO-2).
+    runs = {}
+    for stage in (0, 3):
+        cfg = job(tmp, model, os.path.join(tmp, f"full-dp4-z{stage}"), "full",
+                  ["per_device_train_batch_size: 2", "gradient_accumulation_steps: 1", "max_steps: 1",
+                   f"zero_stage: {stage}", "ddp_bucket_cap_mb: 0.01"])
+        runs[stage] = run([binary, "launch", "--nproc-per-node", "4", "--", "train", "--config", cfg]).stderr
+    h0, h3 = holdings(runs[0]), holdings(runs[3])
+    p0, p3 = plans(runs[0]), plans(runs[3])
+    assert sorted(h0) == sorted(h3) == sorted(p0) == sorted(p3) == [0, 1, 2, 3], (h0, h3, p0, p3)
+    assert "(ZeRO-3 share)" in runs[3], runs[3][-2000:]
+    m = re.search(r"data-parallel reduce-scatter: (\d+) bucket\(s\), (\d+) started during backward", runs[3])
+    assert m and int(m.group(1)) > 1 and int(m.group(2)) == int(m.group(1)), runs[3][-2000:]
+    for r in range(4):
+        params = h3[r][0] / h0[r][0]
+        state = h3[r][1] / h0[r][1]
+        assert 0.23 < params < 0.27, f"rank {r}: ZeRO-3 holds {h3[r][0]} KiB of parameters against {h0[r][0]} KiB"
+        assert 0.23 < state < 0.27, f"rank {r}: ZeRO-3 optimizer state {h3[r][1]} KiB against {h0[r][1]} KiB"
+        assert p3[r][0] == 3 and p0[r][0] == 0, (p0[r], p3[r])
+        # The plan: parameters are the shards plus the root unit and one layer gathered; gradients the shards
+        # plus three 10 KiB buckets; optimizer state a quarter.
+        assert p3[r][1] < 0.75 * p0[r][1] and p3[r][2] < 0.5 * p0[r][2] and p3[r][3] < 0.3 * p0[r][3], (p0[r], p3[r])
+    print(f"zero3: parameters resident per rank {[h3[r][0] for r in range(4)]} KiB against "
+          f"{[h0[r][0] for r in range(4)]} KiB at stage 0; optimizer state {[h3[r][1] for r in range(4)]} KiB against "
+          f"{[h0[r][1] for r in range(4)]} KiB; plans (stage, params, grads, optimizer MiB) {p3[0]} vs {p0[0]}")
+
+
 def case_zero_resume(binary, tmp):
     model = setup(tmp, binary, layers=4)
     for ft in ("full", "lora"):
         ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single", ["save_steps: 5"])
-        pairs = [(2, 1), (2, 0), (1, 2)] if ft == "full" or LONG else [(2, 1)]
+        pairs = [(2, 1), (2, 0), (1, 2), (3, 1), (1, 3), (3, 0)] if ft == "full" or LONG else [(2, 1), (3, 1)]
         for saved_stage, resumed_stage in pairs:
             saved = train_layout(binary, tmp, model, ft, 1, 1, 2, f"{ft}-saved-z{saved_stage}-{resumed_stage}",
                                  ["save_steps: 5", f"zero_stage: {saved_stage}"])
@@ -404,5 +464,6 @@ def case_deadpeer(binary, tmp):
 if __name__ == "__main__":
     run_cases({"dp": case_dp, "deadpeer": case_deadpeer, "layouts_lora": case_layouts_lora,
                "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa,
-               "bad_layouts": case_bad_layouts, "zero2": case_zero2, "zero_resume": case_zero_resume,
+               "bad_layouts": case_bad_layouts, "zero2": case_zero2, "zero3": case_zero3,
+               "zero_resume": case_zero_resume,
                "qwen3": case_qwen3, "deepseek_refused": case_deepseek_refused})

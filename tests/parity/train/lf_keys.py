@@ -10,7 +10,8 @@ keys"), one case per key (one ctest each):
                     HF tokenizers: sum of (tokens + eos) // cutoff_len), or per text with packing: false
   gradient_ckpt   : a flat config checkpoints activations (LLaMA-Factory's default), disable_gradient_checkpointing
                     turns it off, and the losses are the same
-  deepspeed       : a ZeRO-1 DeepSpeed JSON shards the optimizer state; ZeRO-3 is refused naming the stage
+  deepspeed       : a ZeRO-1 DeepSpeed JSON shards the optimizer state; LLaMA-Factory's ZeRO-3 JSON is stage 3;
+                    an offloading one is refused naming the offload
   refusals        : fp16, optim adamw_8bit, flash_attn disabled, stage ppo: exit 2 with what to use instead
 
 The model is `anneal-train model init --preset tiny`; data are 8 pre-tokenized rows (4 per step: 2 steps an
@@ -21,7 +22,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import make_tokenizer, run, run_cases  # noqa: E402
+from testlib import ROOT, make_tokenizer, run, run_cases  # noqa: E402
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello there", "Anneal trains models on a cluster.",
          "a b c d e f g h i j k l m n o p", "Short one.", "Another line of plain pre-training text here.",
@@ -128,12 +129,17 @@ def case_deepspeed(binary, tmp):
     model, data = setup(tmp, binary)
     ds1, ds3 = os.path.join(tmp, "ds_z1.json"), os.path.join(tmp, "ds_z3.json")
     json.dump({"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 1}}, open(ds1, "w"))
-    json.dump({"zero_optimization": {"stage": 3}}, open(ds3, "w"))
+    json.dump({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}}, open(ds3, "w"))
     _, r = train(binary, tmp, "z1", model, data, [f"deepspeed: {ds1}", "save_strategy: \"no\""])
     # One rank: the stage the JSON asked for is reported, with nothing to shard.
     assert "zero_stage 1 asked" in r.stderr, r.stderr[-2000:]
-    _, r = train(binary, tmp, "z3", model, data, [f"deepspeed: {ds3}"], check=False)
-    assert r.returncode == 2 and "asks for ZeRO stage 3, which is not built yet" in r.stderr, (r.returncode, r.stderr)
+    # LLaMA-Factory's ZeRO-3 config unchanged: stage 3 (nothing to shard on one rank).
+    _, r = train(binary, tmp, "z3", model, data,
+                 [f"deepspeed: {os.path.join(ROOT, 'examples/deepspeed/ds_z3_config.json')}", "save_strategy: \"no\""])
+    assert "zero_stage 3 asked" in r.stderr, r.stderr[-2000:]
+    _, r = train(binary, tmp, "z3-offload", model, data, [f"deepspeed: {ds3}"], check=False)
+    assert r.returncode == 2 and "offloads to nvme (zero_optimization.offload_param), which is not built yet" in \
+        r.stderr, (r.returncode, r.stderr)
 
 
 def case_refusals(binary, tmp):

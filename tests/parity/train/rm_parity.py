@@ -24,6 +24,8 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
   freeze : the last layer trained next to the value head, as full otherwise.
   lora_dp2 : the lora case as data parallel 2 with ZeRO-2 (anneal-train launch, 2 pairs per rank; the value head
            sharded with the adapters) equals the reference.
+  lora_dp2_zero3 : the same with ZeRO-3 (the adapters stored as shards and gathered per layer, the value head in
+           the root unit) equals the reference, and so does the exported value head.
   resume : checkpoint-5 (with its value_head.safetensors) resumed in a fresh output directory: steps 6-10 and the
            final value head bit-identical to the uninterrupted run.
   keep_best : checkpoints record eval_accuracy: keep_best 1 by it keeps the best evaluated checkpoint and the last.
@@ -317,6 +319,14 @@ def case_lora_dp2(binary, tmp):
           f"evals {ours_eval}; export rel {err:.1e}")
 
 
+def case_lora_dp2_zero3(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    worst, ours_eval, _, err, _ = run_lora(binary, tmp, launch=launch,
+                                           extra=["per_device_train_batch_size: 2", "zero_stage: 3"])
+    print(f"lora_dp2_zero3: 2 ranks x 2 pairs, ZeRO-3: {STEPS} losses equal the single-process reference "
+          f"(max rel {worst:.2e}); evals {ours_eval}; export rel {err:.1e}")
+
+
 def run_base_tuning(binary, tmp, finetuning, trainable, extra):
     """Full or freeze tuning of the base next to the value head, 2 micro-batches of 2 pairs, weight decay 0.01."""
     model_dir, data = setup(tmp)
@@ -450,4 +460,4 @@ def case_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "freeze": case_freeze, "lora_dp2": case_lora_dp2,
-               "resume": case_resume, "keep_best": case_keep_best, "lf_example": case_lf_example, "refusals": case_refusals})
+               "lora_dp2_zero3": case_lora_dp2_zero3, "resume": case_resume, "keep_best": case_keep_best, "lf_example": case_lf_example, "refusals": case_refusals})

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "jobspec/jobspec.h"
@@ -19,6 +20,11 @@ bool HasWarningContaining(const JobSpec& s, const std::string& text) {
     if (w.find(text) != std::string::npos) return true;
   }
   return false;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // A DeepSpeed JSON in a fresh directory.
@@ -84,14 +90,30 @@ TEST(LlamaFactoryDeepSpeed, LlamaFactorysStageTwoConfigIsZeroTwo) {
   EXPECT_EQ(auto_buckets->resources.zero_stage, 2);
 }
 
-TEST(LlamaFactoryDeepSpeed, StageThreeIsRefusedNamingTheStage) {
-  auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 3}})");
+TEST(LlamaFactoryDeepSpeed, LlamaFactorysStageThreeConfigIsZeroThree) {
+  // examples/deepspeed/ds_z3_config.json is LLaMA-Factory's file unchanged (stage3_* sizes, sub_group_size,
+  // stage3_gather_16bit_weights_on_model_save: memory and transport only).
+  auto spec = WithDeepSpeed(ReadFile(std::string(ANNEAL_SOURCE_DIR) + "/examples/deepspeed/ds_z3_config.json"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->resources.zero_stage, 3);
+  auto no_persistence =
+      WithDeepSpeed(R"({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}})");
+  ASSERT_TRUE(no_persistence.ok()) << no_persistence.status().ToString();
+}
+
+TEST(LlamaFactoryDeepSpeed, AStageThreeSizeThatIsNotANumberAndStageThreeOffloadAreRefusedByName) {
+  auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 3, "stage3_max_live_parameters": -1}})");
   ASSERT_FALSE(spec.ok());
-  EXPECT_NE(spec.status().message().find(
-                "asks for ZeRO stage 3, which is not built yet (ZeRO-3: issue 22): use zero_stage: 2"),
+  EXPECT_NE(spec.status().message().find("has zero_optimization.stage3_max_live_parameters '-1': expected a "
+                                         "positive number of elements or \"auto\""),
             std::string::npos)
       << spec.status().message();
-  EXPECT_NE(spec.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
+  auto offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}})");
+  ASSERT_FALSE(offload.ok());
+  EXPECT_NE(offload.status().message().find("offloads to cpu (zero_optimization.offload_param), which is not built"),
+            std::string::npos)
+      << offload.status().message();
+  EXPECT_NE(offload.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
 }
 
 TEST(LlamaFactoryDeepSpeed, ABucketSizeThatIsNotAPositiveNumberIsRefusedByName) {

@@ -221,6 +221,24 @@ TEST(MemoryPlan, StagesZeroOneAndTwoMatchTheHandComputedBytes) {
   EXPECT_EQ(two.optimizer, 500 * 12);
 }
 
+TEST(MemoryPlan, StageThreeHoldsTheOwnedChunksOfShardedParametersPlusTheLargestLayer) {
+  // The 600 and 300 element parameters are two decoder layers', the 100 the root unit's: all sharded.
+  auto in = PlanInput(3);
+  in.sharded_params = {600, 300, 100};
+  in.largest_unit = 100 + 600;  // the root and the largest layer gathered at once
+  const auto three = parallel::PlanMemory(in);
+  // Rank 1 owns 300 + 150 + 50 and holds 700 gathered.
+  EXPECT_EQ(three.parameters, (500 + 700) * 2);
+  EXPECT_EQ(three.gradients, 500 * 2 + 3 * 100) << "as ZeRO-2";
+  EXPECT_EQ(three.optimizer, 500 * 12);
+  EXPECT_EQ(three.activations, 128 * (3 + 17)) << "every layer checkpointed under ZeRO-3";
+  in.dp_rank = 0;
+  EXPECT_EQ(parallel::PlanMemory(in).parameters, (500 + 700) * 2) << "rank 0 owns as much";
+  in.dp = 4;
+  in.dp_rank = 3;  // chunks of 150, 75, 25: rank 3 owns 150 + 75 + 25
+  EXPECT_EQ(parallel::PlanMemory(in).parameters, (250 + 700) * 2);
+}
+
 TEST(MemoryPlan, AccumulationKeepsFullGradientsAndCheckpointingShrinksActivations) {
   auto in = PlanInput(2);
   in.accumulation = 2;
