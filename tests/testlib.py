@@ -84,6 +84,20 @@ def make_tokenizer(out_dir, vocab_size=None):
     return out_dir
 
 
+def expect_refused(binary, bad, write_config, what):
+    """Each (extra keys, wanted text) of `bad` must fail naming its problem: write_config(extra) gives the job's
+    YAML path; a job whose extra keys ask for 2-way tensor or pipeline parallelism runs under `anneal-train launch
+    --nproc-per-node 2` (the refusal must come from the layout check, not from a missing rank)."""
+    for extra, want in bad:
+        cmd = [binary, "train", "--config", write_config(extra)]
+        if any("parallel_size: 2" in e for e in extra):
+            cmd = [binary, "launch", "--nproc-per-node", "2", "--"] + cmd[1:]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert p.returncode != 0, f"{extra} was accepted"
+        assert want in p.stderr + p.stdout, f"{extra}: the error does not say '{want}':\n{p.stderr[-2000:]}"
+    print(f"refusals: {len(bad)} bad {what} refused, each naming its problem")
+
+
 def run_cases(cases, binary_flag="--bin"):
     """Entry point: `script BINARY_FLAG PATH --case NAME` calls cases[NAME](abs PATH, a fresh temp dir)."""
     ap = argparse.ArgumentParser()

@@ -57,7 +57,7 @@ import dpo_parity  # noqa: E402
 from dpo_parity import frozen, initial_adapter, lora_reference, our_log, our_metrics, train_with_events  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from testlib import import_stubbing, run_cases  # noqa: E402
+from testlib import expect_refused, import_stubbing, run_cases  # noqa: E402
 
 STEPS = 10
 ROWS = 4
@@ -492,15 +492,8 @@ def case_refusals(binary, tmp):
         (["dataset: kto_ranking"], "a dataset holds either preference pairs (ranking) or tagged answers"),
         (["dataset: kto_bad_tag"], "must be true or false"),
     ]
-    for extra, want in bad:
-        cfg = job_yaml(os.path.join(tmp, "bad.yaml"), model_dir, data, out, extra)
-        cmd = [binary, "train", "--config", cfg]
-        if "tensor_model_parallel_size: 2" in extra:
-            cmd = [binary, "launch", "--nproc-per-node", "2", "--"] + cmd[1:]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert p.returncode != 0, f"{extra} was accepted"
-        assert want in p.stderr + p.stdout, f"{extra}: the error does not say '{want}':\n{p.stderr[-2000:]}"
-    print(f"refusals: {len(bad)} bad KTO jobs refused, each naming its problem")
+    expect_refused(binary, bad, lambda extra: job_yaml(os.path.join(tmp, "bad.yaml"), model_dir, data, out, extra),
+                   "KTO jobs")
 
 
 if __name__ == "__main__":
