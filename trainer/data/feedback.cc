@@ -15,15 +15,9 @@ StatusOr<SftExample> EncodeAnswer(const ChatTemplate& t, const Tokenizer& tok, s
   std::vector<int32_t>& prompt = pair.first;
   std::vector<int32_t>& answer = pair.second;
   if (t.efficient_eos) answer.push_back(tok.eos_id().value_or(kIgnoreIndex));
-  const auto lengths = InferSeqlen(static_cast<int>(prompt.size()), static_cast<int>(answer.size()), cutoff_len);
-  prompt.resize(std::min<size_t>(prompt.size(), static_cast<size_t>(lengths.first)));
-  answer.resize(std::min<size_t>(answer.size(), static_cast<size_t>(lengths.second)));
-  SftExample ex;
-  ex.input_ids = prompt;
-  ex.input_ids.insert(ex.input_ids.end(), answer.begin(), answer.end());
-  ex.labels.assign(prompt.size(), kIgnoreIndex);
-  ex.labels.insert(ex.labels.end(), answer.begin(), answer.end());
-  return ex;
+  const auto [prompt_len, answer_len] =
+      InferSeqlen(static_cast<int>(prompt.size()), static_cast<int>(answer.size()), cutoff_len);
+  return PromptAnswerExample(std::move(prompt), std::move(answer), prompt_len, answer_len);
 }
 
 }  // namespace

@@ -41,22 +41,22 @@ StatusOr<PairExample> EncodePairwise(const ChatTemplate& t, const Tokenizer& tok
     chosen_ids.push_back(eos);
     rejected_ids.push_back(eos);
   }
-  // Plain variables, not a structured binding: clang 14 (the sanitizer build) cannot capture one in the lambda.
-  const auto lengths = InferSeqlen(static_cast<int>(prompt.size()),
-                                   static_cast<int>(std::max(chosen_ids.size(), rejected_ids.size())), cutoff_len);
-  const int source_len = lengths.first;
-  const int target_len = lengths.second;
-  prompt.resize(std::min<size_t>(prompt.size(), static_cast<size_t>(source_len)));
-  auto build = [&](std::vector<int32_t>& answer) {
-    answer.resize(std::min<size_t>(answer.size(), static_cast<size_t>(target_len)));
-    SftExample ex;
-    ex.input_ids = prompt;
-    ex.input_ids.insert(ex.input_ids.end(), answer.begin(), answer.end());
-    ex.labels.assign(prompt.size(), kIgnoreIndex);
-    ex.labels.insert(ex.labels.end(), answer.begin(), answer.end());
-    return ex;
-  };
-  return PairExample{build(chosen_ids), build(rejected_ids)};
+  const auto [source_len, target_len] = InferSeqlen(
+      static_cast<int>(prompt.size()), static_cast<int>(std::max(chosen_ids.size(), rejected_ids.size())), cutoff_len);
+  return PairExample{PromptAnswerExample(prompt, std::move(chosen_ids), source_len, target_len),
+                     PromptAnswerExample(std::move(prompt), std::move(rejected_ids), source_len, target_len)};
+}
+
+SftExample PromptAnswerExample(std::vector<int32_t> prompt, std::vector<int32_t> answer, int prompt_len,
+                               int answer_len) {
+  prompt.resize(std::min<size_t>(prompt.size(), static_cast<size_t>(std::max(prompt_len, 0))));
+  answer.resize(std::min<size_t>(answer.size(), static_cast<size_t>(std::max(answer_len, 0))));
+  SftExample ex;
+  ex.labels.assign(prompt.size(), kIgnoreIndex);
+  ex.labels.insert(ex.labels.end(), answer.begin(), answer.end());
+  ex.input_ids = std::move(prompt);
+  ex.input_ids.insert(ex.input_ids.end(), answer.begin(), answer.end());
+  return ex;
 }
 
 }  // namespace anneal::data

@@ -35,6 +35,12 @@ struct PairExample {
 StatusOr<EncodedPair> EncodeOneturn(const ChatTemplate& t, const Tokenizer& tok, const std::vector<Message>& messages,
                                     std::string_view system);
 
+// One training example from a prompt and an answer, each cut to its length from InferSeqlen (longer ones are
+// truncated, shorter ones kept): input_ids = prompt + answer, labels = kIgnoreIndex over the prompt then the answer,
+// as LLaMA-Factory's pairwise and feedback processors build them.
+SftExample PromptAnswerExample(std::vector<int32_t> prompt, std::vector<int32_t> answer, int prompt_len,
+                               int answer_len);
+
 // `c` is a ranking row: c.messages = prompt turns then the chosen answer, c.rejected the rejected answer.
 // INVALID_ARGUMENT when it is not (no rejected answer, or an even number of prompt turns).
 StatusOr<PairExample> EncodePairwise(const ChatTemplate& t, const Tokenizer& tok, const Conversation& c,
