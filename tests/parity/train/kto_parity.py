@@ -257,18 +257,23 @@ def reference_run(model, params, lf, features, pad_id, micro_rows, lr=5e-3, seed
             total += loss.item() / len(groups)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
         losses.append(total)
-        logged = {"kl": sums["kl"]}
-        for side in ("chosen", "rejected"):
-            for key in ("rewards", "logps", "logits"):
-                logged[f"{key}/{side}"] = sums[f"{key}/{side}_sum"] / sums[f"count/{side}"]
-        logged["rewards/margins"] = logged["rewards/chosen"] - logged["rewards/rejected"]
-        metrics.append(logged)
+        metrics.append(step_and_log(params, opt, sched, sums))
     return losses, metrics, len(groups)
+
+
+def step_and_log(params, opt, sched, sums):
+    """HF Trainer's step (clip 1.0, AdamW, the schedule) and LLaMA-Factory's log() of the step's metric sums."""
+    torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    logged = {"kl": sums["kl"]}
+    for side in ("chosen", "rejected"):
+        for key in ("rewards", "logps", "logits"):
+            logged[f"{key}/{side}"] = sums[f"{key}/{side}_sum"] / sums[f"count/{side}"]
+    logged["rewards/margins"] = logged["rewards/chosen"] - logged["rewards/rejected"]
+    return logged
 
 
 def reference_run_ranks(model, params, lf, features, pad_id, lr, seed, ranks):
@@ -295,17 +300,8 @@ def reference_run_ranks(model, params, lf, features, pad_id, lr, seed, ranks):
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
         lf.kl_gathered = None
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
         losses.append(total)
-        logged = {"kl": sums["kl"]}
-        for side in ("chosen", "rejected"):
-            for key in ("rewards", "logps", "logits"):
-                logged[f"{key}/{side}"] = sums[f"{key}/{side}_sum"] / sums[f"count/{side}"]
-        logged["rewards/margins"] = logged["rewards/chosen"] - logged["rewards/rejected"]
-        metrics.append(logged)
+        metrics.append(step_and_log(params, opt, sched, sums))
     return losses, metrics, ranks
 
 
