@@ -206,7 +206,7 @@ struct ResourceSpec {
   int tensor_parallel = 1;    // flat: tensor_model_parallel_size
   int pipeline_parallel = 1;  // flat: pipeline_model_parallel_size
   int expert_parallel = 1;    // flat: expert_model_parallel_size; carved from data parallel (MoE models only)
-  int zero_stage = 0;         // 0, 1 (optimizer state sharded across data parallel) or 2 (and gradients)
+  int zero_stage = 0;         // 0, 1 (optimizer state sharded over dp), 2 (and gradients), 3 (and parameters)
   bool sequence_parallel = false;
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
   std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)
