@@ -158,8 +158,23 @@ Field List(Names n, std::vector<std::string> allowed, bool non_empty, std::strin
   std::string expected = allowed.empty() ? (non_empty ? "a non-empty list (or comma-separated string)"
                                                       : "a list (or comma-separated string)")
                                          : "a list (or comma-separated string) of " + Join(allowed);
-  return Make<std::vector<std::string>>(std::move(n), "list", std::move(expected), std::move(doc), ref,
-                                        ListOf(allowed, non_empty), EncList);
+  Field f = Make<std::vector<std::string>>(std::move(n), "list", std::move(expected), std::move(doc), ref,
+                                           ListOf(allowed, non_empty), EncList);
+  if (allowed.empty()) return f;
+  // A refused list names its first item that is not allowed: "[email, address]" alone leaves the user to find it.
+  f.assign = [assign = f.assign, allowed](const YAML::Node& value, std::string_view key, std::string_view where,
+                                          JobSpec& spec) -> Status {
+    Status status = assign(value, key, where, spec);
+    std::vector<std::string> items;
+    if (status.ok() || !DecodeList(value, &items)) return status;
+    for (const auto& item : items) {
+      if (std::find(allowed.begin(), allowed.end(), item) == allowed.end()) {
+        return InvalidArgumentError(fmt::format("{} ('{}' is not one of them)", status.message(), item));
+      }
+    }
+    return status;
+  };
+  return f;
 }
 
 // An enum field: the names in `values` map to E. `unsupported` (may be empty) follows the list in messages and

@@ -87,7 +87,8 @@ TEST(CleanKeys, DefaultsAreDataCleansAndOtherKindsWriteNoCleanSection) {
 
 TEST(CleanKeys, BadValuesAreRefusedNamingTheKey) {
   ExpectRefused(std::string(kClean) + "clean: {normalize: NFX}\n", {"clean.normalize", "NFKC"});
-  ExpectRefused(std::string(kClean) + "clean: {mask_pii: [email, address]}\n", {"clean.mask_pii", "email, phone, id"});
+  ExpectRefused(std::string(kClean) + "clean: {mask_pii: [email, address]}\n",
+                {"clean.mask_pii", "email, phone, id", "'address' is not one of them"});
   ExpectRefused(std::string(kClean) + "clean: {jaccard_threshold: 1}\n", {"clean.jaccard_threshold", "(0, 1)"});
   ExpectRefused(std::string(kClean) + "clean: {script_fraction: 0}\n", {"clean.script_fraction"});
   ExpectRefused(std::string(kClean) + "clean: {language_confidence: 1.5}\n", {"clean.language_confidence"});
