@@ -317,6 +317,10 @@ void Supervisor::MaybeFinish(Task* task) {
                task->message);
   // A failure was reported the moment it happened; a stop of an already failed task reports nothing new.
   if (!failure_reported) ReportStatus(*task);
+  Retire(task);
+}
+
+void Supervisor::Retire(Task* task) {
   ReleaseTaskResources(task);
   const std::string job = task->id.job_id;
   finished_[job] = StatusOf(*task);
@@ -356,16 +360,7 @@ void Supervisor::FinishWithoutRanks(Task* task, pb::TaskState state, const std::
   }
   spdlog::warn("job {} epoch {}: {}", task->id.job_id, task->id.epoch, message);
   ReportStatus(*task);
-  ReleaseTaskResources(task);
-  const std::string job = task->id.job_id;
-  finished_[job] = StatusOf(*task);
-  Persist(*task);
-  tasks_.erase(job);  // `task` is gone from here on
-  if (auto q = queued_.find(job); q != queued_.end()) {
-    pb::LaunchTask next = q->second;
-    queued_.erase(q);
-    StartTask(next);
-  }
+  Retire(task);
 }
 
 void Supervisor::Tick() {

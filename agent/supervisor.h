@@ -160,6 +160,9 @@ class Supervisor {
   void StartReading(Task* task, Rank* rank);
   // Ends a task none of whose ranks runs (reported, persisted, forgotten); then starts the job's queued launch.
   void FinishWithoutRanks(Task* task, pb::TaskState state, const std::string& message);
+  // An ended, reported task: its resources released, its outcome kept and persisted, the task forgotten (`task`
+  // dangles afterwards); then the job's queued launch starts.
+  void Retire(Task* task);
   void DrainEvents(Task* task, Rank* rank);
   void HandleEventBytes(Task* task, Rank* rank, std::string_view bytes);
   void Reap();

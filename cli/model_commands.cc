@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "protocol/states.h"
 
 namespace anneal::cli {
 
@@ -31,17 +32,9 @@ StatusOr<ModelRef> ParseModelRef(const std::string& text, const std::string& tea
   return ModelRef{text.substr(0, slash), text.substr(slash + 1)};
 }
 
+// "-" for a stage the record does not set (protocol::StateName says "unspecified" in sentences).
 std::string StageText(pb::ModelStage stage) {
-  switch (stage) {
-    case pb::MODEL_CANDIDATE:
-      return "candidate";
-    case pb::MODEL_PRODUCTION:
-      return "production";
-    case pb::MODEL_ARCHIVED:
-      return "archived";
-    default:
-      return "-";
-  }
+  return stage == pb::MODEL_STAGE_UNSPECIFIED ? "-" : std::string(protocol::StateName(stage));
 }
 
 std::string ArtifactText(pb::ModelArtifact a) {

@@ -35,19 +35,6 @@ std::string VersionName(const pb::ModelVersionRecord& v) {
 
 }  // namespace
 
-std::string_view StageName(pb::ModelStage stage) {
-  switch (stage) {
-    case pb::MODEL_CANDIDATE:
-      return "candidate";
-    case pb::MODEL_PRODUCTION:
-      return "production";
-    case pb::MODEL_ARCHIVED:
-      return "archived";
-    default:
-      return "unspecified";
-  }
-}
-
 Status CheckModelName(const std::string& name, const std::string& what) {
   auto bad = [&](const std::string& why) {
     return InvalidArgumentError(
@@ -70,12 +57,12 @@ Status CheckStageChange(const pb::ModelVersionRecord& version, pb::ModelStage to
   const pb::ModelStage from = version.stage();
   const std::string name = VersionName(version);
   if (from == to) {
-    return FailedPreconditionError(fmt::format("{} is already {}", name, StageName(to)));
+    return FailedPreconditionError(fmt::format("{} is already {}", name, protocol::StateName(to)));
   }
   if (to == pb::MODEL_CANDIDATE) {
     return FailedPreconditionError(fmt::format(
         "{} is {}: a version never becomes a candidate again (promote it to production, or register the job anew)",
-        name, StageName(from)));
+        name, protocol::StateName(from)));
   }
   if (from == pb::MODEL_PRODUCTION && to == pb::MODEL_ARCHIVED) {
     // Allowed only through MakeProduction (replaced); by hand it would leave the model without production.
@@ -89,7 +76,7 @@ Status CheckStageChange(const pb::ModelVersionRecord& version, pb::ModelStage to
                        (from == pb::MODEL_ARCHIVED && to == pb::MODEL_PRODUCTION);
   if (!allowed) {
     return FailedPreconditionError(
-        fmt::format("{}: no stage change from {} to {}", name, StageName(from), StageName(to)));
+        fmt::format("{}: no stage change from {} to {}", name, protocol::StateName(from), protocol::StateName(to)));
   }
   return Status::Ok();
 }
@@ -187,7 +174,7 @@ Status ModelRegistry::CheckOutputDir(const std::string& output_dir) const {
   return FailedPreconditionError(
       fmt::format("output_dir {} overlaps {}, which holds registered model version {} ({}): a run must not overwrite a "
                   "registered model; choose another output_dir",
-                  output_dir, v->path(), VersionName(*v), StageName(v->stage())));
+                  output_dir, v->path(), VersionName(*v), protocol::StateName(v->stage())));
 }
 
 void ModelRegistry::Write(const Model& model, storage::WriteBatch& batch) const {

@@ -115,7 +115,6 @@ FileInspector InspectLocalFiles();
 Status CheckModelName(const std::string& name, const std::string& what = "model name");
 // OK when the version may move to `to` (the edges drawn above); FAILED_PRECONDITION naming why not.
 Status CheckStageChange(const pb::ModelVersionRecord& version, pb::ModelStage to);
-std::string_view StageName(pb::ModelStage stage);  // "candidate", "production", "archived"
 
 // Keys in Table::kModels.
 std::string ModelKey(const std::string& team, const std::string& name);

@@ -66,6 +66,19 @@ std::string_view StateName(pb::PipelineRunState state) {
   }
 }
 
+std::string_view StateName(pb::ModelStage stage) {
+  switch (stage) {
+    case pb::MODEL_CANDIDATE:
+      return "candidate";
+    case pb::MODEL_PRODUCTION:
+      return "production";
+    case pb::MODEL_ARCHIVED:
+      return "archived";
+    default:
+      return "unspecified";
+  }
+}
+
 bool IsTerminal(pb::JobState state) {
   return state == pb::JOB_SUCCEEDED || state == pb::JOB_FAILED || state == pb::JOB_CANCELLED;
 }

@@ -38,6 +38,8 @@ std::string_view KindName(pb::JobKind kind);  // "TRAIN", "EVAL", "EXPORT"
 // CLI's tables and the HTTP JSON show them so.
 std::string_view StateName(pb::PipelineRunState state);
 std::string_view StateName(pb::PipelineStepState state);
+// Model registry stages, lower case: "candidate", "production", "archived"; "unspecified" for the zero value.
+std::string_view StateName(pb::ModelStage stage);
 
 bool IsTerminal(pb::JobState state);
 bool TaskEnded(pb::TaskState state);

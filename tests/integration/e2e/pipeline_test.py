@@ -72,16 +72,17 @@ class Cluster(e2e_test.Cluster):
                              f"{self.anneal('pipeline', 'show', run_id).stdout}")
 
 
+def job_keys(tmp, dataset_dir=None):
+    """The keys every train and eval job of these pipelines shares (indented as a step's job mapping)."""
+    keys = [f"model_name_or_path: {tmp}/base"] + ([f"dataset_dir: {dataset_dir}"] if dataset_dir else []) + [
+        "template: qwen", "cutoff_len: 96", f"tokenized_cache_dir: {tmp}/cache", "device: cpu", "nodes: 1",
+        "gpus_per_node: 1"]
+    return "\n      ".join(keys)
+
+
 def pipeline_yaml(tmp):
     path = f"{tmp}/pipeline.yaml"
-    common = f"""model_name_or_path: {tmp}/base
-      dataset_dir: {ROOT}/examples/data
-      template: qwen
-      cutoff_len: 96
-      tokenized_cache_dir: {tmp}/cache
-      device: cpu
-      nodes: 1
-      gpus_per_node: 1"""
+    common = job_keys(tmp, dataset_dir=f"{ROOT}/examples/data")
     with open(path, "w") as f:
         f.write(f"""name: e2e-retrain
 steps:
@@ -174,13 +175,7 @@ def clean_pipeline_yaml(tmp):
     with open(f"{tmp}/raw/dataset_info.json", "w") as f:
         json.dump({"support_raw": {"file_name": "support.json"}}, f)
     path = f"{tmp}/clean-pipeline.yaml"
-    common = f"""model_name_or_path: {tmp}/base
-      template: qwen
-      cutoff_len: 96
-      tokenized_cache_dir: {tmp}/cache
-      device: cpu
-      nodes: 1
-      gpus_per_node: 1"""
+    common = job_keys(tmp)
     with open(path, "w") as f:
         f.write(f"""name: e2e-clean
 steps:
