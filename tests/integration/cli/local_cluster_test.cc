@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "cli_harness.h"
+#include "local_cluster_fixture.h"
 
 namespace anneal::cli::testing {
 namespace {
@@ -55,38 +56,10 @@ std::string ReadFileText(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-class LocalClusterTest : public ::testing::Test {
+// Every rank of every job runs 40 steps 300 ms apart (about 12 s).
+class LocalClusterTest : public LocalClusterFixture {
  protected:
-  void SetUp() override {
-    // Run as root, the agents start ranks as nobody: the fake trainer and the work dirs must be reachable.
-    fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                     fs::perms::others_read | fs::perms::others_exec);
-    fs::create_directories(dir_.path() + "/bin");
-    for (const auto& [from, to] : std::map<std::string, std::string>{{ANNEAL_BINARY, "anneal"},
-                                                                     {ANNEAL_COORDINATOR_BIN, "anneal-coordinator"},
-                                                                     {ANNEAL_AGENT_BIN, "anneal-agent"},
-                                                                     {FAKE_RANK_BIN, "anneal-train"}}) {
-      fs::copy_file(from, dir_.path() + "/bin/" + to, fs::copy_options::overwrite_existing);
-    }
-    anneal_ = dir_.path() + "/bin/anneal";
-  }
-
-  void TearDown() override { Anneal({"down", "--grace", "5"}); }
-
-  // anneal with HOME in the temp dir: the state is <dir>/.anneal, the client config <dir>/.anneal/config.
-  // Every rank of every job runs FAKE_STEPS steps FAKE_INTERVAL_MS apart (about 12 s).
-  RunResult Anneal(std::vector<std::string> args, double timeout_s = 60) {
-    // The jobs' model and outputs are in the temp dir: the local cluster's path policy must allow it.
-    if (!args.empty() && args[0] == "up") args.insert(args.end(), {"--allow-root", dir_.path()});
-    return RunProgram(anneal_, args, dir_.path(),
-                      // The client config that anneal up writes pins the cluster's key (not the harness's fake one).
-                      {{"FAKE_STEPS", "40"},
-                       {"FAKE_INTERVAL_MS", "300"},
-                       {"FAKE_OUTPUT_DIR", dir_.path() + "/out/job"},
-                       {"ANNEAL_SERVER_KEY", ""},
-                       {"ANNEAL_RANK_ENV_ALLOW", "FAKE_*"}},  // the agents pass these on to the ranks (an allow-list)
-                      timeout_s);
-  }
+  LocalClusterTest() : LocalClusterFixture({.steps = 40, .interval_ms = 300, .output_subdir = "out/job"}) {}
 
   // name -> pid, as cluster.yaml records them now.
   std::map<std::string, pid_t> Pids() {
@@ -134,9 +107,6 @@ class LocalClusterTest : public ::testing::Test {
     EXPECT_EQ(j["job"]["attempt"], 1);
     EXPECT_EQ(j["failed_attempts"], json::array()) << j.dump(2);
   }
-
-  TempDir dir_;
-  std::string anneal_;
 };
 
 TEST_F(LocalClusterTest, UpAfterTheCoordinatorWasKilledRestartsOnlyItAndTheJobGoesOn) {

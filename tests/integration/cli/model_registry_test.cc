@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_harness.h"
+#include "local_cluster_fixture.h"
 
 namespace anneal::cli::testing {
 namespace {
@@ -23,41 +24,16 @@ bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-class ModelRegistryCliTest : public ::testing::Test {
+class ModelRegistryCliTest : public LocalClusterFixture {
  protected:
-  void SetUp() override {
-    fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                     fs::perms::others_read | fs::perms::others_exec);
-    fs::create_directories(dir_.path() + "/bin");
-    for (const auto& [from, to] : std::map<std::string, std::string>{{ANNEAL_BINARY, "anneal"},
-                                                                     {ANNEAL_COORDINATOR_BIN, "anneal-coordinator"},
-                                                                     {ANNEAL_AGENT_BIN, "anneal-agent"},
-                                                                     {FAKE_RANK_BIN, "anneal-train"}}) {
-      fs::copy_file(from, dir_.path() + "/bin/" + to, fs::copy_options::overwrite_existing);
-    }
-    anneal_ = dir_.path() + "/bin/anneal";
-  }
-  void TearDown() override { Anneal({"down", "--grace", "5"}); }
+  ModelRegistryCliTest() : LocalClusterFixture({.steps = 3, .interval_ms = 100, .output_subdir = "out/run-1"}) {}
 
-  RunResult Anneal(std::vector<std::string> args, double timeout_s = 60) {
-    if (!args.empty() && args[0] == "up") args.insert(args.end(), {"--allow-root", dir_.path()});
-    return RunProgram(anneal_, args, dir_.path(),
-                      {{"FAKE_STEPS", "3"},
-                       {"FAKE_INTERVAL_MS", "100"},
-                       {"FAKE_OUTPUT_DIR", dir_.path() + "/out/run-1"},
-                       {"ANNEAL_SERVER_KEY", ""},
-                       {"ANNEAL_RANK_ENV_ALLOW", "FAKE_*"}},
-                      timeout_s);
-  }
   std::string Spec(const std::string& output_dir) {
     const std::string spec = dir_.path() + "/job.yaml";
     std::ofstream(spec) << "model_name_or_path: " << dir_.path()
                         << "/models/tiny\ndataset: alpaca\noutput_dir: " << output_dir << "\n";
     return spec;
   }
-
-  TempDir dir_;
-  std::string anneal_;
 };
 
 TEST_F(ModelRegistryCliTest, RegisterPromoteShowProtectAndSurviveARestart) {
