@@ -16,6 +16,8 @@ Cases (one ctest each):
             depend on the start is compared: the adapter's row space is peft's (projectors within 1e-3) and
             diag(A A^T) = S_r / s equals peft's (1e-3); the run trains 20 finite steps and the converted adapter
             on the original base gives our logits (W = residual + s B A held through training).
+  pissa_parallel: data parallel 2 and pipeline parallel 2 give the single-process losses (1e-5) and converted
+            adapter (1e-4).
   pissa_refusals: pissa_init with finetuning_type full, stage kto, quantization_bit, DoRA and tensor
             parallelism is refused naming the keys.
 """
@@ -190,6 +192,25 @@ def case_pissa_fast(binary, tmp):
     del labels
 
 
+def case_pissa_parallel(binary, tmp):
+    """Data parallel 2 and pipeline parallel 2 give the single-process PiSSA losses and converted adapter (each
+    rank computes the SVD of its own layers' whole weights; pissa_init/ is joined from the stages)."""
+    model_dir, data, _ = setup(tmp, binary)
+    single = our_run(binary, tmp, model_dir, data, "single", ["pissa_iter: -1"])
+    want = load_file(os.path.join(single, "pissa_converted", "adapter_model.safetensors"))
+    for name, extra in (("dp2", ["per_device_train_batch_size: 2"]), ("pp2", ["pipeline_model_parallel_size: 2"])):
+        out = our_run(binary, tmp, model_dir, data, name, ["pissa_iter: -1"] + extra, launch=2)
+        a, b = our_losses(single), our_losses(out)
+        worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+        assert len(b) == STEPS and worst < 1e-5, f"PiSSA {name} differs from one process (max rel {worst:.1e})"
+        got = load_file(os.path.join(out, "pissa_converted", "adapter_model.safetensors"))
+        assert got.keys() == want.keys(), sorted(set(got) ^ set(want))[:4]
+        conv = max(max_rel(got[k], want[k]) for k in want)
+        assert conv < 1e-4, f"PiSSA {name}: the converted adapter differs from one process's (rel {conv:.1e})"
+        print(f"pissa_parallel: {name} gives the single-process losses (max rel {worst:.1e}) and converted adapter "
+              f"(rel {conv:.1e})")
+
+
 def case_pissa_refusals(binary, tmp):
     model_dir, data, _ = setup(tmp, binary)
 
@@ -211,4 +232,5 @@ def case_pissa_refusals(binary, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"pissa": case_pissa, "pissa_fast": case_pissa_fast, "pissa_refusals": case_pissa_refusals})
+    run_cases({"pissa": case_pissa, "pissa_fast": case_pissa_fast, "pissa_parallel": case_pissa_parallel,
+               "pissa_refusals": case_pissa_refusals})
