@@ -382,10 +382,10 @@ std::vector<Field> BuildFields() {
       "with less memory)",
       "attention kernel: every value runs PyTorch SDPA (fa2/fa3 with a warning)", REF(model.flash_attn)));
   f.push_back(Make<int>(
-      {"model.quantization_bit", "quantization_bit"}, "integer",
-      "4 (bitsandbytes 4-bit; 8, LLM.int8, is not built) or null",
-      "QLoRA: store the frozen base linear layers 4-bit (bitsandbytes' block-wise NF4/FP4), quantized at load; "
-      "0 or null: not quantized",
+      {"model.quantization_bit", "quantization_bit"}, "integer", "4 or 8 (bitsandbytes) or null",
+      "QLoRA: store the frozen base linear layers 4-bit (bitsandbytes' block-wise NF4/FP4) or 8-bit (bitsandbytes' "
+      "Linear8bitLt: row-wise int8, LLM.int8 matmul with outlier threshold 6), quantized at load; 0 or null: not "
+      "quantized",
       REF(model.quantization_bit),
       [](const YAML::Node& n, int* out) {
         if (n.IsNull()) {
@@ -411,7 +411,8 @@ std::vector<Field> BuildFields() {
       },
       EncString));
   f.push_back(Choice({"model.quantization_type", "quantization_type"}, {"nf4", "fp4"},
-                     "the 4-bit data type: nf4 (NormalFloat) or fp4", REF(model.quantization_type)));
+                     "the 4-bit data type: nf4 (NormalFloat) or fp4 (unused with quantization_bit: 8)",
+                     REF(model.quantization_type)));
   f.push_back(Flag({"model.double_quantization", "double_quantization"},
                    "quantize the 4-bit blocks' absmax again (8-bit blocks of 256 around their mean)",
                    REF(model.double_quantization)));
@@ -489,6 +490,25 @@ std::vector<Field> BuildFields() {
                    REF(finetuning.additional_target)));
   f.push_back(Flag({"finetuning.use_dora", "use_dora"},
                    "DoRA: LoRA with a trained magnitude per output row (peft's use_dora)", REF(finetuning.use_dora)));
+  f.push_back(Flag({"finetuning.pissa_init", "pissa_init"},
+                   "PiSSA: the LoRA adapter starts from the weight's top singular triplets, the base keeps the "
+                   "residual (peft's init_lora_weights pissa)",
+                   REF(finetuning.pissa_init)));
+  f.push_back(Make<int>(
+      {"finetuning.pissa_iter", "pissa_iter"}, "integer", "-1 or an integer >= 0",
+      "PiSSA: subspace iterations of the randomized SVD (peft's pissa_niter_N); -1: the full SVD",
+      REF(finetuning.pissa_iter),
+      [](const YAML::Node& n, int* out) {
+        int64_t v;
+        if (!DecodeInt64(n, &v) || v < -1 || v > 1000000) return false;
+        *out = static_cast<int>(v);
+        return true;
+      },
+      EncInt));
+  f.push_back(Flag({"finetuning.pissa_convert", "pissa_convert"},
+                   "PiSSA: also save the initial adapter (pissa_init/) and the trained one converted to plain LoRA "
+                   "for the original base (pissa_converted/)",
+                   REF(finetuning.pissa_convert)));
   f.push_back(Make<int>(
       {"finetuning.freeze_trainable_layers", "freeze_trainable_layers"}, "integer", "a non-zero integer",
       "freeze: train the last N layers (negative: the first -N)", REF(finetuning.freeze_trainable_layers),

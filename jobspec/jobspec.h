@@ -48,8 +48,8 @@ struct ModelSpec {
   std::string model_name_or_path;           // a local HF model directory (config.json + safetensors)
   std::string adapter_name_or_path;         // optional PEFT adapter to continue from / evaluate with
   Attention flash_attn = Attention::kAuto;  // every value runs PyTorch SDPA (see docs/job-spec.md)
-  // QLoRA (LLaMA-Factory's quantization keys): the frozen base linear layers are stored 4-bit as bitsandbytes'
-  // Linear4bit stores them, quantized at load. 0: not quantized; 4: NF4/FP4 (8, LLM.int8, is refused).
+  // QLoRA (LLaMA-Factory's quantization keys): the frozen base linear layers are stored as bitsandbytes'
+  // Linear4bit / Linear8bitLt store them, quantized at load. 0: not quantized; 4: NF4/FP4; 8: LLM.int8.
   int quantization_bit = 0;
   std::string quantization_method = "bnb";  // bnb (bitsandbytes) only
   std::string quantization_type = "nf4";    // nf4 or fp4
@@ -84,6 +84,13 @@ struct FinetuningSpec {
   double kto_chosen_weight = 1.0, kto_rejected_weight = 1.0;
   // LoRA+ (LLaMA-Factory's loraplus_lr_ratio): lora_B trains at learning_rate x this ratio; 0: off.
   double loraplus_lr_ratio = 0.0;
+  // PiSSA (LLaMA-Factory's pissa_init / pissa_iter / pissa_convert; peft's init_lora_weights "pissa" or
+  // "pissa_niter_<pissa_iter>"): the adapter starts from W's top lora_rank singular triplets and the frozen base
+  // keeps the residual. pissa_convert also saves the initial adapter (output_dir/pissa_init) and, at the end, the
+  // trained one converted to a plain LoRA adapter of rank 2r for the original base (output_dir/pissa_converted).
+  bool pissa_init = false;
+  int pissa_iter = 16;  // -1: full SVD; otherwise randomized SVD with this many subspace iterations
+  bool pissa_convert = false;
 
   bool operator==(const FinetuningSpec&) const = default;
 };

@@ -167,7 +167,6 @@ const TranslatedKey* FindTranslatedKey(std::string_view key) {
 
 const std::vector<RefusedKey>& RefusedKeys() {
   static const std::vector<RefusedKey> keys = {
-      {"pissa_init", "false", "PiSSA initialization is not built: use plain LoRA"},
       {"use_galore", "false", "GaLore is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},
       {"use_apollo", "false", "APOLLO is not built: use AdamW (optim: adamw_torch), with LoRA to save memory"},
       {"use_badam", "false", "BAdam is not built: use AdamW (optim: adamw_torch), with zero_stage: 1 to save memory"},

@@ -166,6 +166,7 @@ class SpecReader {
                       "remove the key",
                       a->key, a->where, FinetuningTypeName(spec.finetuning.type)));
     }
+    RETURN_IF_ERROR(CheckPissa(spec));
     if (spec.finetuning.stage == "dpo" || spec.finetuning.stage == "rm" || spec.finetuning.stage == "kto") {
       if (const Assignment* a = Given("data.packing"); a && spec.data.packing) {
         warnings_.push_back(
@@ -189,6 +190,50 @@ class SpecReader {
     }
     spec.resources.world_size_given = Given("resources.nodes") || Given("resources.gpus_per_node");
     spec.warnings = warnings_;
+    return Status::Ok();
+  }
+
+  // PiSSA: what LLaMA-Factory refuses with pissa_init (hparams/parser.py, finetuning_args.py, model/adapter.py),
+  // and what Anneal does not build with it. Each names both keys.
+  Status CheckPissa(const JobSpec& spec) const {
+    const Assignment* pissa = Given("finetuning.pissa_init");
+    if (!pissa || !spec.finetuning.pissa_init) return Status::Ok();
+    const std::string at = fmt::format("key '{}' {}", pissa->key, pissa->where);
+    auto refuse = [&](const std::string& other, const std::string& why) {
+      const Assignment* a = Given(other);
+      const std::string named = a ? fmt::format("'{}' {}", a->key, a->where) : other;
+      return InvalidArgumentError(fmt::format("{}: PiSSA cannot be used with {}: {}", at, named, why));
+    };
+    const auto& ft = spec.finetuning;
+    if (ft.type != FinetuningType::kLora) {
+      return refuse("finetuning.type",
+                    "pissa_init is only valid for LoRA training (as in LLaMA-Factory): use finetuning_type: lora or "
+                    "remove pissa_init");
+    }
+    if (ft.stage == "kto" || ft.stage == "ppo" ||
+        (ft.stage == "dpo" && ft.pref_loss != "orpo" && ft.pref_loss != "simpo")) {
+      return refuse("finetuning.stage",
+                    "LLaMA-Factory refuses PiSSA for stages that need a reference model (kto, ppo, and dpo unless "
+                    "pref_loss is orpo or simpo): remove pissa_init");
+    }
+    if (spec.model.quantization_bit != 0) {
+      return refuse("model.quantization_bit",
+                    "a quantized base cannot be initialized with PiSSA (as in LLaMA-Factory, which points to its "
+                    "scripts/pissa_init.py): remove one of the keys");
+    }
+    if (spec.resources.zero_stage == 3) {
+      return refuse(
+          "resources.zero_stage",
+          "PiSSA under ZeRO-3 is refused by LLaMA-Factory too: use zero_stage 2 or lower, or remove pissa_init");
+    }
+    if (ft.use_dora)
+      return refuse("finetuning.use_dora",
+                    "PiSSA with DoRA is not built: use one of them (remove pissa_init or use_dora)");
+    if (!spec.model.adapter_name_or_path.empty()) {
+      return refuse("model.adapter_name_or_path",
+                    "the adapter keeps its own initialization (peft reads init_lora_weights from its "
+                    "adapter_config.json); remove pissa_init");
+    }
     return Status::Ok();
   }
 
@@ -515,18 +560,10 @@ Status CheckClean(const JobSpec& s, const SpecReader& r) {
   return Status::Ok();
 }
 
-// QLoRA: what LLaMA-Factory refuses with quantization_bit (hparams/parser.py), and the 8-bit scheme, which is not
-// built (LLM.int8 quantizes the activations too and computes outlier columns apart: a different matmul).
+// QLoRA: what LLaMA-Factory refuses with quantization_bit (hparams/parser.py).
 Status CheckQuantization(const JobSpec& s, const SpecReader& r) {
   if (s.model.quantization_bit == 0) return Status::Ok();
   const std::string key = r.Located("model.quantization_bit");
-  if (s.model.quantization_bit == 8) {
-    return InvalidArgumentError(fmt::format(
-        "{}: {} is 8, which is not built: bitsandbytes' 8-bit layer (LLM.int8) quantizes the activations row-wise "
-        "too and computes outlier columns (|x| > 6) in 16-bit apart, a matmul Anneal does not have; use "
-        "quantization_bit: 4 (NF4 takes half the memory of 8-bit) or remove the key",
-        r.source(), key));
-  }
   if (s.kind == JobKind::kExport) {
     return InvalidArgumentError(fmt::format(
         "{}: {} is set on an export job: an adapter cannot be merged into a quantized model (as in LLaMA-Factory); "

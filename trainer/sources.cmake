@@ -1,7 +1,7 @@
 # Trainer targets (included from trainer/CMakeLists.txt once LibTorch is found).
 set(ANNEAL_TRAINER_SOURCES
   model/config.cc model/safetensors.cc model/linear.cc model/decoder.cc model/weights.cc model/generate.cc
-  model/presets.cc model/rng.cc model/moe.cc model/mla.cc model/quant4.cc
+  model/presets.cc model/rng.cc model/moe.cc model/mla.cc model/quant4.cc model/quant8.cc
   kernels/rmsnorm.cc
   optim/adamw.cc optim/schedule.cc
   parallel/dims.cc parallel/comm.cc parallel/tensor_parallel.cc parallel/sharding.cc

@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <tuple>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "trainer/model/generate.h"
 #include "trainer/model/presets.h"
 #include "trainer/model/quant4.h"
+#include "trainer/model/quant8.h"
 #include "trainer/data/tokenizer.h"
 #include "trainer/model/safetensors.h"
 #include "trainer/export/peft.h"
@@ -184,15 +186,61 @@ int RunLogits(const LogitsArgs& a) {
 }
 
 struct QuantizeArgs {
-  std::string in, out, type = "nf4";
+  std::string in, out, type = "nf4", inputs;
+  int bits = 4;
   bool no_double_quant = false;
 };
+
+// --bits 8: per 2-D tensor <n> [out, in]: <n>.CB (int8) and <n>.SCB (fp32) as bitsandbytes' Int8Params holds
+// them, <n>.dequantized (MatMul8bitFp's weight, fp32); with --inputs holding <n> (x [N, in] fp32): the layer
+// outputs x W^T of both matmuls and both implementations, <n>.llm_int8 / .llm_int8_reference (MatMul8bitLt,
+// threshold 6) and <n>.dequant / .dequant_reference (MatMul8bitFp), and <n>.grad (d sum(llm_int8) / dx).
+int RunQuantize8(const QuantizeArgs& a) {
+  auto file = model::SafetensorsFile::Open(a.in);
+  if (!file.ok()) return Fail(file.status());
+  std::shared_ptr<model::SafetensorsFile> inputs;
+  if (!a.inputs.empty()) {
+    auto in = model::SafetensorsFile::Open(a.inputs);
+    if (!in.ok()) return Fail(in.status());
+    inputs = std::move(*in);
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [name, entry] : (*file)->entries()) {
+    auto t = (*file)->Tensor(name);
+    if (!t.ok()) return Fail(t.status());
+    auto w = model::Int8LinearWeight::Make(*t, 0, 1, 0);
+    if (!w.ok()) return Fail(w.status());
+    out.emplace_back(name + ".CB", w->CB);
+    out.emplace_back(name + ".SCB", w->SCB);
+    out.emplace_back(name + ".dequantized", w->Dequantize(torch::kFloat32));
+    if (!inputs || !inputs->Contains(name)) continue;
+    auto x = inputs->Tensor(name);
+    if (!x.ok()) return Fail(x.status());
+    using model::Int8Impl;
+    using model::Int8Matmul;
+    for (auto [suffix, how, impl] : {std::tuple{".llm_int8", Int8Matmul::kLlmInt8, Int8Impl::kFast},
+                                     std::tuple{".llm_int8_reference", Int8Matmul::kLlmInt8, Int8Impl::kReference},
+                                     std::tuple{".dequant", Int8Matmul::kDequantized, Int8Impl::kFast},
+                                     std::tuple{".dequant_reference", Int8Matmul::kDequantized, Int8Impl::kReference}}) {
+      torch::Tensor xi = x->clone().requires_grad_(true);
+      torch::Tensor y = model::Int8Linear(xi, *w, {}, {.how = how, .impl = impl});
+      out.emplace_back(name + suffix, y.detach());
+      if (std::string(suffix) == ".llm_int8") {
+        y.sum().backward();
+        out.emplace_back(name + ".grad", xi.grad());
+      }
+    }
+  }
+  if (auto st = model::WriteSafetensors(a.out, out); !st.ok()) return Fail(st);
+  return 0;
+}
 
 // Quantizes every tensor of a safetensors file 4-bit (bitsandbytes' quantize_4bit layout, blocksize 64) and
 // writes, per tensor <n>: <n>.packed (uint8), <n>.absmax (uint8 with double quantization, else fp32),
 // <n>.absmax2 and <n>.offset (double quantization), <n>.dequantized (fp32) and <n>.dequantized_own (the input's
 // dtype): the bridge tests/parity/train/qlora_parity.py compares with bitsandbytes.
 int RunQuantize(const QuantizeArgs& a) {
+  if (a.bits == 8) return RunQuantize8(a);
   auto type = model::Quant4TypeFromName(a.type);
   if (!type.ok()) return Fail(type.status());
   const model::Quant4Options options{*type, !a.no_double_quant};
@@ -273,11 +321,15 @@ void AddModelCommands(CLI::App& app) {
 
   auto quantize_args = std::make_shared<QuantizeArgs>();
   CLI::App* quantize =
-      model_cmd->add_subcommand("quantize", "Quantize tensors 4-bit as bitsandbytes does (safetensors in, out)");
+      model_cmd->add_subcommand("quantize", "Quantize tensors 4- or 8-bit as bitsandbytes does (safetensors in, out)");
   quantize->add_option("--in", quantize_args->in, "Input safetensors file (fp32, bf16 or fp16 tensors)")->required();
   quantize->add_option("--out", quantize_args->out, "Output safetensors file")->required();
   quantize->add_option("--type", quantize_args->type, "nf4 | fp4")->check(CLI::IsMember({"nf4", "fp4"}));
   quantize->add_flag("--no-double-quant", quantize_args->no_double_quant, "Keep the block absmax fp32");
+  quantize->add_option("--bits", quantize_args->bits, "4 (NF4/FP4 blocks) or 8 (bnb's Int8Params, row-wise int8)")
+      ->check(CLI::IsMember({4, 8}));
+  quantize->add_option("--inputs", quantize_args->inputs,
+                       "--bits 8: safetensors of layer inputs x [N, in] by weight name (writes the layer outputs)");
   quantize->callback([quantize_args] { ExitCode() = RunQuantize(*quantize_args); });
 }
 

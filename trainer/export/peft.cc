@@ -36,6 +36,21 @@ StatusOr<PeftAdapter> LoadPeftAdapter(const std::string& dir) {
   a.options.dropout = cfg.value("lora_dropout", 0.0);
   a.options.use_rslora = cfg.value("use_rslora", false);
   a.options.use_dora = cfg.value("use_dora", false);
+  // peft's init_lora_weights: how the adapter was started. PiSSA also changed the base (W - scaling B A from W's
+  // SVD): peft redoes that when it loads the adapter, and so does Anneal. Other data-driven starts are refused.
+  if (cfg.contains("init_lora_weights") && cfg["init_lora_weights"].is_string()) {
+    const std::string init = cfg["init_lora_weights"].get<std::string>();
+    if (init == "pissa") {
+      a.options.pissa = true;
+    } else if (init.rfind("pissa_niter_", 0) == 0 && init.size() > 12 &&
+               init.find_first_not_of("0123456789", 12) == std::string::npos) {
+      a.options.pissa = true;
+      a.options.pissa_niter = std::stoi(init.substr(12));
+    } else if (init != "gaussian") {
+      return InvalidArgumentError(cfg_path + ": init_lora_weights '" + init +
+                                  "' is not supported (true, gaussian, pissa, pissa_niter_<n>)");
+    }
+  }
   if (cfg.contains("modules_to_save") && !cfg["modules_to_save"].is_null()) {
     if (!cfg["modules_to_save"].is_array()) {
       return InvalidArgumentError(cfg_path + ": modules_to_save must be a list of module names");
@@ -213,7 +228,9 @@ Status WritePeftAdapter(const std::vector<std::pair<std::string, at::Tensor>>& l
               {"bias", "none"},
               {"fan_in_fan_out", false},
               {"inference_mode", true},
-              {"init_lora_weights", true},
+              {"init_lora_weights", !opts.pissa                ? json(true)
+                                    : opts.pissa_niter < 0 ? json("pissa")
+                                                           : json("pissa_niter_" + std::to_string(opts.pissa_niter))},
               {"modules_to_save", saved_modules.empty()
                                       ? json(nullptr)
                                       : json(std::vector<std::string>(saved_modules.begin(), saved_modules.end()))},

@@ -153,9 +153,9 @@ struct LoadOptions {
   torch::Device device = torch::kCPU;
   std::shared_ptr<const LinearFactory> factory = nullptr;  // default: plain layers
   StageSpec stage = {};
-  // QLoRA: every linear layer except lm_head stored 4-bit as it is loaded (QuantizeBase on the checkpoint's
+  // QLoRA: every linear layer except lm_head stored 4- or 8-bit as it is loaded (QuantizeBase on the checkpoint's
   // tensor in the load dtype), so the dense weights are never all held.
-  std::optional<Quant4Options> quantize_linears = std::nullopt;
+  std::optional<BaseQuantOptions> quantize_linears = std::nullopt;
 };
 
 class CausalLMImpl : public torch::nn::Module {

@@ -38,13 +38,37 @@ ParamLayout LinearImpl::Layout(const std::string& /*name*/) const {
 
 torch::Tensor LinearImpl::BaseLinear(const torch::Tensor& x, const torch::Tensor& bias_or_undefined) {
   if (quantized_) return Quant4Linear(x, *quantized_, bias_or_undefined, quant4_matmul_);
+  if (quantized8_) {
+    // bnb.matmul: MatMul8bitFp when the module trains on CPU, MatMul8bitLt (LLM.int8) otherwise.
+    const Int8Matmul bnb_choice =
+        is_training() && x.device().is_cpu() ? Int8Matmul::kDequantized : Int8Matmul::kLlmInt8;
+    const Int8MatmulOptions o{.how = int8_matmul_.value_or(bnb_choice),
+                              .impl = int8_impl_,
+                              .threshold = int8_threshold_,
+                              .reduce_row_max = int8_row_max_};
+    return Int8Linear(x, *quantized8_, bias_or_undefined, o);
+  }
   return torch::nn::functional::linear(x, weight, bias_or_undefined);
 }
 
-Status LinearImpl::QuantizeBase(const torch::Tensor& full, const Quant4Options& options) {
-  if (quantized_) return FailedPreconditionError(spec_.role + ": the base weight is already quantized");
+Status LinearImpl::QuantizeBase(const torch::Tensor& full, const BaseQuantOptions& base) {
+  if (quantized_ || quantized8_) return FailedPreconditionError(spec_.role + ": the base weight is already quantized");
   if (merged_) return FailedPreconditionError(spec_.role + ": cannot quantize a weight with LoRA merged into it");
   const ParamLayout layout = Layout("weight");
+  if (base.bits == 8) {
+    auto q8 = Int8LinearWeight::Make(full, layout.dim, layout.shards, layout.index);
+    if (!q8.ok()) return InvalidArgumentError(spec_.role + ": " + q8.status().message());
+    quantized8_ = std::make_shared<Int8LinearWeight>(std::move(*q8));
+    ANNEAL_CHECK(quantized8_->rows == local_out_ && quantized8_->cols == local_in_);
+    quantized8_->CB = register_buffer("weight_int8", quantized8_->CB);
+    quantized8_->SCB = register_buffer("weight_int8_scb", quantized8_->SCB);
+    int8_threshold_ = base.eight.threshold;
+    parameters_["weight"] = torch::Tensor();
+    weight = torch::Tensor();
+    return Status::Ok();
+  }
+  if (base.bits != 4) return InvalidArgumentError(c10::str(spec_.role, ": cannot quantize to ", base.bits, " bits"));
+  const Quant4Options& options = base.four;
   auto q = QuantizedLinearWeight::Make(full, layout.dim, layout.shards, layout.index, options);
   if (!q.ok()) return InvalidArgumentError(spec_.role + ": " + q.status().message());
   quantized_ = std::make_shared<QuantizedLinearWeight>(std::move(*q));
@@ -59,6 +83,12 @@ Status LinearImpl::QuantizeBase(const torch::Tensor& full, const Quant4Options& 
   parameters_["weight"] = torch::Tensor();
   weight = torch::Tensor();
   return Status::Ok();
+}
+
+int64_t LinearImpl::quantized_bytes() const {
+  if (quantized_) return quantized_->bytes();
+  if (quantized8_) return quantized8_->bytes();
+  return 0;
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
@@ -83,7 +113,8 @@ void LinearImpl::EnableLora(const LoraOptions& options, uint64_t seed) {
   lora_options_ = options;
   lora_scaling_ = options.use_rslora ? options.alpha / std::sqrt(static_cast<double>(options.rank))
                                      : options.alpha / static_cast<double>(options.rank);
-  const torch::Device device = quantized_ ? quantized_->packed.device() : weight.device();
+  const torch::Device device =
+      quantized_ ? quantized_->packed.device() : (quantized8_ ? quantized8_->CB.device() : weight.device());
   auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   // peft: nn.init.kaiming_uniform_(lora_A.weight, a=math.sqrt(5)) -> bound = 1 / sqrt(in_features).
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -93,6 +124,7 @@ void LinearImpl::EnableLora(const LoraOptions& options, uint64_t seed) {
   lora_A = register_module("lora_A", LoraWeight(a.to(fp32)));
   // B [out or out/tp, r]: as many rows as this rank's weight.
   lora_B = register_module("lora_B", LoraWeight(torch::zeros({local_out_, options.rank}, fp32)));
+  if (options.pissa) PissaInit(gen);
   if (options.use_dora) {
     // peft's DoraLinearLayer.update_layer: ||W + scaling * B A||_row with B = 0, in W's dtype, kept fp32.
     torch::NoGradGuard no_grad;
@@ -102,8 +134,55 @@ void LinearImpl::EnableLora(const LoraOptions& options, uint64_t seed) {
   }
 }
 
+// torch.svd_lowrank(a, q, niter) as torch/_lowrank.py computes it (Halko et al.'s algorithm 5.1), its random
+// start drawn from `gen`: a [m, n] -> U [m, q], S [q], V [n, q].
+static std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> SvdLowrank(const torch::Tensor& a_in, int64_t q,
+                                                                          int64_t niter, at::Generator& gen) {
+  const bool wide = a_in.size(0) < a_in.size(1);
+  const torch::Tensor a = wide ? a_in.t() : a_in;  // "assume that A is tall"
+  const torch::Tensor r = at::randn({a.size(1), q}, gen, torch::kFloat32).to(a.device());
+  torch::Tensor qm = std::get<0>(at::linalg_qr(torch::matmul(a, r)));
+  for (int64_t i = 0; i < niter; ++i) {
+    qm = std::get<0>(at::linalg_qr(torch::matmul(a.t(), qm)));
+    qm = std::get<0>(at::linalg_qr(torch::matmul(a, qm)));
+  }
+  const torch::Tensor b = torch::matmul(qm.t(), a);
+  auto [u, s, vh] = at::linalg_svd(b, /*full_matrices=*/false);
+  torch::Tensor v = vh.t();
+  u = qm.matmul(u);
+  if (wide) std::swap(u, v);
+  return {u, s, v};
+}
+
+void LinearImpl::PissaInit(at::Generator& gen) {
+  // peft's LoraLayer.pissa_init (tuners/lora/layer.py), step by step.
+  ANNEAL_CHECK(!quantized_ && !quantized8_ && !Layout("weight").sharded());  // refused before training starts
+  torch::NoGradGuard no_grad;
+  const torch::Tensor w = weight.to(torch::kFloat32);
+  const int64_t r = lora_options_.rank;
+  torch::Tensor vr, sr, uhr;
+  if (lora_options_.pissa_niter < 0) {
+    auto [v, s, uh] = at::linalg_svd(w, /*full_matrices=*/false);
+    vr = v.narrow(1, 0, r);
+    sr = s.narrow(0, 0, r);
+    uhr = uh.narrow(0, 0, r);
+  } else {
+    auto [v, s, u] = SvdLowrank(w, r, lora_options_.pissa_niter, gen);
+    vr = v;
+    sr = s;
+    uhr = u.t();
+  }
+  sr = sr / lora_scaling_;
+  const torch::Tensor a = torch::diag(torch::sqrt(sr)).matmul(uhr);
+  const torch::Tensor b = vr.matmul(torch::diag(torch::sqrt(sr)));
+  lora_A->weight.copy_(a);
+  lora_B->weight.copy_(b);
+  weight.copy_((w - (lora_scaling_ * b).matmul(a)).to(weight.scalar_type()));
+}
+
 torch::Tensor LinearImpl::DenseWeight() {
-  // A 4-bit base keeps no dtype of its own: fp32 (the callers cast to the compute dtype).
+  // A quantized base keeps no dtype of its own: fp32 (the callers cast to the compute dtype).
+  if (quantized8_) return quantized8_->Dequantize(torch::kFloat32);
   return quantized_ ? quantized_->Dequantize(torch::kFloat32) : weight;
 }
 
@@ -150,7 +229,7 @@ static torch::Tensor DoraMerged(const torch::Tensor& w32, const torch::Tensor& d
 }
 
 torch::Tensor LinearImpl::MergedWeight() {
-  ANNEAL_CHECK(!quantized_);  // a quantized base is never merged (refused at parse time)
+  ANNEAL_CHECK(!quantized_ && !quantized8_);  // a quantized base is never merged (refused at parse time)
   torch::NoGradGuard no_grad;
   if (!has_lora() || merged_) return weight.detach().clone();
   if (lora_magnitude_vector.defined()) {
@@ -161,7 +240,7 @@ torch::Tensor LinearImpl::MergedWeight() {
 }
 
 void LinearImpl::MergeLora() {
-  ANNEAL_CHECK(has_lora() && !merged_ && !quantized_);
+  ANNEAL_CHECK(has_lora() && !merged_ && !quantized_ && !quantized8_);
   torch::NoGradGuard no_grad;
   if (lora_magnitude_vector.defined()) {
     weight.copy_(DoraMerged(weight.to(torch::kFloat32), DeltaWeight(), lora_magnitude_vector, &dora_merge_norm_)

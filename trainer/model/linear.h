@@ -19,7 +19,10 @@
 // QLoRA: QuantizeBase replaces a frozen base weight by its 4-bit form (trainer/model/quant4.h, bitsandbytes'
 // layout); the "weight" parameter is then undefined (no parameter, no gradient), the 4-bit tensors are buffers
 // (weight_q4, weight_q4_absmax, weight_q4_absmax2: they move with the module), and forward computes the base term
-// with Quant4Linear. LoRA, the bias and every parallel layout work unchanged on top.
+// with Quant4Linear. With BaseQuantOptions::bits 8 the weight is stored as bitsandbytes' Linear8bitLt stores it
+// (trainer/model/quant8.h; buffers weight_int8 and weight_int8_scb) and forward computes Int8Linear the way bnb
+// chooses: the dequantized matmul in training mode on CPU, LLM.int8 otherwise (CUDA, or eval mode).
+// LoRA, the bias and every parallel layout work unchanged on top.
 //
 // Thread-safety: one thread at a time (LibTorch modules).
 //
@@ -33,11 +36,14 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "trainer/model/quant4.h"
+#include "trainer/model/quant8.h"
 
 namespace anneal::model {
 
@@ -49,6 +55,17 @@ struct LoraOptions {
   // DoRA (peft's use_dora): the output rows rescaled to a trained magnitude m / ||W + B A * scaling||_row (the
   // norm detached from the gradient, as peft).
   bool use_dora = false;
+  // PiSSA (peft's init_lora_weights "pissa" / "pissa_niter_<n>"): with W = U S V^T (fp32), the top-r triplets
+  // give B = U_r diag(sqrt(S_r / scaling)), A = diag(sqrt(S_r / scaling)) V_r^T, and W becomes W - scaling B A.
+  bool pissa = false;
+  int pissa_niter = -1;  // -1: full SVD (torch.linalg.svd); else torch.svd_lowrank's subspace iterations
+};
+
+// How QLoRA stores a frozen base linear (LLaMA-Factory's quantization_bit): 4 (quant4.h) or 8 (quant8.h).
+struct BaseQuantOptions {
+  int bits = 4;
+  Quant4Options four = {};  // bits 4
+  Int8Options eight = {};   // bits 8
 };
 
 // How a linear is split under tensor parallelism (ignored when the degree is 1).
@@ -113,11 +130,18 @@ class LinearImpl : public torch::nn::Module {
   // rank's piece of the merged weight (laid out as Layout("weight")).
   torch::Tensor MergedWeight();
 
-  // Stores the base weight 4-bit: `full` is the whole HF tensor [spec.out, spec.in] (in the compute dtype); this
-  // rank keeps the piece Layout("weight") selects. The dense weight is dropped. INVALID_ARGUMENT when the layer
-  // cannot be quantized (an input width per rank that is not a multiple of 64), or it has LoRA merged.
-  Status QuantizeBase(const torch::Tensor& full, const Quant4Options& options);
+  // Stores the base weight 4- or 8-bit: `full` is the whole HF tensor [spec.out, spec.in] (in the compute dtype);
+  // this rank keeps the piece Layout("weight") selects. The dense weight is dropped. INVALID_ARGUMENT when the
+  // layer cannot be quantized (4-bit: an input width per rank that is not a multiple of 64), or it has LoRA merged.
+  Status QuantizeBase(const torch::Tensor& full, const BaseQuantOptions& options);
   const QuantizedLinearWeight* quantized() const { return quantized_.get(); }
+  const Int8LinearWeight* quantized8() const { return quantized8_.get(); }
+  // Bytes of the quantized base (0 when the weight is dense).
+  int64_t quantized_bytes() const;
+  // The 8-bit matmul's implementation (fast by default; the reference for tests), and its kind (by default bnb's
+  // choice from the device and training mode; set to force one for tests).
+  void set_int8_impl(Int8Impl impl) { int8_impl_ = impl; }
+  void set_int8_matmul(std::optional<Int8Matmul> how) { int8_matmul_ = how; }
   // The 4-bit matmul (fused by default; the reference for tests and benchmarks).
   void set_quant4_matmul(Quant4Matmul how) { quant4_matmul_ = how; }
 
@@ -142,7 +166,11 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor DeltaWeight();                      // B A * scaling, [out, in] fp32
   // DoRA: y (the base output, bias included) -> y + peft's DoraLinearLayer term, [.., out].
   torch::Tensor AddDora(const torch::Tensor& x, const torch::Tensor& y);
-  torch::Tensor DenseWeight();     // W [out, in]: the weight, or the 4-bit one dequantized to fp32
+  // PiSSA (LoraOptions::pissa): A, B from W's SVD, W replaced by the residual. `gen` draws svd_lowrank's start.
+  void PissaInit(at::Generator& gen);
+  torch::Tensor DenseWeight();     // W [out, in]: the weight, or the quantized one dequantized to fp32
+  // 8-bit base under a piece of the input columns: the LLM.int8 row maxima's all-reduce over the group.
+  void set_int8_row_max(std::function<void(at::Tensor&)> reduce) { int8_row_max_ = std::move(reduce); }
   torch::Tensor dora_merge_norm_;  // the row norms a DoRA merge divided by (UnmergeLora needs them)
 
   LinearSpec spec_;
@@ -153,6 +181,11 @@ class LinearImpl : public torch::nn::Module {
   int64_t local_out_ = 0, local_in_ = 0;  // this rank's weight shape, kept when the weight is quantized
   std::shared_ptr<QuantizedLinearWeight> quantized_;
   Quant4Matmul quant4_matmul_ = Quant4Matmul::kFused;
+  std::shared_ptr<Int8LinearWeight> quantized8_;
+  Int8Impl int8_impl_ = Int8Impl::kFast;
+  std::optional<Int8Matmul> int8_matmul_;
+  double int8_threshold_ = 6.0;
+  std::function<void(at::Tensor&)> int8_row_max_;
 };
 TORCH_MODULE(Linear);
 

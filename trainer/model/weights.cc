@@ -25,7 +25,7 @@ StatusOr<CausalLM> LoadCausalLM(const std::string& model_dir, const LoadOptions&
   if (options.quantize_linears) {
     if (lm->HasSparseLayers()) {
       return InvalidArgumentError(c10::str(
-          model_dir, ": quantization_bit: 4-bit (QLoRA) training of a mixture-of-experts model (", config.model_type,
+          model_dir, ": quantization_bit: quantized (QLoRA) training of a mixture-of-experts model (", config.model_type,
           ") is not built: use finetuning_type: lora without quantization_bit"));
     }
     for (const auto& item : lm->named_modules("", /*include_self=*/false)) {

@@ -2,7 +2,8 @@
 // training so a job that cannot fit fails at once with the numbers instead of running out of memory mid-step.
 //
 //   parameters   every parameter this rank holds (its tensor / pipeline share) in the compute dtype, plus the
-//                4-bit base weights under QLoRA (packed values, absmax and the double-quantized absmax); stage 3:
+//                4-bit base weights under QLoRA (packed values, absmax and the double-quantized absmax) or 8-bit ones
+//                (1 byte a weight and an fp32 scale a row); stage 3:
 //                the sharded (trainable) parameters count only their owned chunk, plus what is gathered at
 //                once (the root unit and the largest decoder layer)
 //   gradients    stage 0 and 1: one per trainable element; stages 2 and 3: the owned chunks (FlatShard) plus the
@@ -43,7 +44,9 @@ struct MemoryPlanInput {
   int accumulation = 1;             // micro-batches per step
   int64_t held_params = 0;          // elements of every parameter this rank holds
   int64_t param_bytes = 4;          // bytes per element of the compute dtype
-  int64_t quantized_bytes = 0;      // 4-bit base weights (QLoRA: packed values and their absmax), not in held_params
+  int64_t quantized_bytes = 0;      // quantized base weights (QLoRA: 4-bit packed values and their absmax, or 8-bit
+                                    // values, 1 byte each, and their fp32 row scales), not in held_params
+  int quantized_bits = 4;           // 4 or 8
   std::vector<int64_t> trainable;   // elements of each trainable parameter, in registration order
   int64_t trainable_bytes = 4;      // bytes per element of the trainable parameters (and their gradients)
   int64_t bucket_bytes = 25 << 20;  // the reducer's bucket cap
@@ -62,7 +65,8 @@ struct MemoryPlan {
 
   int stage = 0;
   int64_t parameters = 0, gradients = 0, optimizer = 0, activations = 0;
-  int64_t quantized = 0;  // the part of `parameters` held 4-bit (QLoRA)
+  int64_t quantized = 0;  // the part of `parameters` held quantized (QLoRA)
+  int quantized_bits = 4;
 
   int64_t total() const { return parameters + gradients + optimizer + activations; }
 
@@ -72,8 +76,9 @@ struct MemoryPlan {
   }
   std::string Describe() const {
     return "memory plan (ZeRO-" + std::to_string(stage) + "): parameters " + MiB(parameters) +
-           (quantized > 0 ? " (4-bit base " + MiB(quantized) + ")" : "") + ", gradients " + MiB(gradients) +
-           ", optimizer state " + MiB(optimizer) + ", activations ~" + MiB(activations) + ", total ~" + MiB(total());
+           (quantized > 0 ? " (" + std::to_string(quantized_bits) + "-bit base " + MiB(quantized) + ")" : "") +
+           ", gradients " + MiB(gradients) + ", optimizer state " + MiB(optimizer) + ", activations ~" +
+           MiB(activations) + ", total ~" + MiB(total());
   }
   // OK when the plan fits `device_bytes` (0: unknown, always OK); else a FAILED_PRECONDITION naming the device,
   // both numbers and what would shrink the plan.
@@ -111,6 +116,7 @@ inline MemoryPlan PlanMemory(const MemoryPlanInput& in) {
   }
   plan.parameters = held * in.param_bytes + in.quantized_bytes;
   plan.quantized = in.quantized_bytes;
+  plan.quantized_bits = in.quantized_bits;
   const int64_t trainable = std::accumulate(in.trainable.begin(), in.trainable.end(), int64_t{0});
   int64_t shard = 0;
   for (int64_t n : in.trainable) shard += FlatShard::Of(n, in.dp, in.dp_rank).owned();

@@ -126,7 +126,10 @@ class RowParallelLinearImpl : public model::LinearImpl {
  public:
   RowParallelLinearImpl(const model::LinearSpec& spec, const torch::TensorOptions& options, std::shared_ptr<Comm> tp,
                         bool sequence_parallel)
-      : LinearImpl(spec, options, spec.out, spec.in / tp->size()), tp_(std::move(tp)), sp_(sequence_parallel) {}
+      : LinearImpl(spec, options, spec.out, spec.in / tp->size()), tp_(std::move(tp)), sp_(sequence_parallel) {
+    // LLM.int8 quantizes each input row by its maximum over the whole row: all ranks' columns.
+    set_int8_row_max([comm = tp_](at::Tensor& row_max) { comm->AllReduceMax(row_max); });
+  }
 
   torch::Tensor forward(const torch::Tensor& x) override {
     // x [B, T, in/tp] -> partial [B, T, out] -> summed over the group ([B, T/tp, out] with sequence

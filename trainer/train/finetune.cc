@@ -58,16 +58,24 @@ std::vector<std::pair<std::string, model::Linear>> LoraModules(model::CausalLM& 
   return out;
 }
 
-StatusOr<std::optional<model::Quant4Options>> BaseQuantization(const jobspec::JobSpec& spec) {
+// The seed of PiSSA's randomized SVD (per module: ModuleSeed(kPissaSeed, name)), independent of the job's seed.
+constexpr uint64_t kPissaSeed = 0x5155;
+
+StatusOr<std::optional<model::BaseQuantOptions>> BaseQuantization(const jobspec::JobSpec& spec) {
   const auto& m = spec.model;
-  if (m.quantization_bit == 0) return std::optional<model::Quant4Options>();
-  // The parser refuses the rest (8-bit, other methods, full or freeze tuning); a spec built by hand may not.
-  if (m.quantization_bit != 4 || m.quantization_method != "bnb") {
+  if (m.quantization_bit == 0) return std::optional<model::BaseQuantOptions>();
+  // The parser refuses the rest (other widths and methods, full or freeze tuning); a spec built by hand may not.
+  if ((m.quantization_bit != 4 && m.quantization_bit != 8) || m.quantization_method != "bnb") {
     return InvalidArgumentError(c10::str("quantization_bit ", m.quantization_bit, " with quantization_method ",
-                                         m.quantization_method, " is not built: use quantization_bit: 4 (bnb)"));
+                                         m.quantization_method, " is not built: use quantization_bit: 4 or 8 (bnb)"));
   }
-  ASSIGN_OR_RETURN(model::Quant4Type type, model::Quant4TypeFromName(m.quantization_type));
-  return std::optional<model::Quant4Options>(model::Quant4Options{type, m.double_quantization});
+  model::BaseQuantOptions base;
+  base.bits = m.quantization_bit;
+  if (m.quantization_bit == 4) {
+    ASSIGN_OR_RETURN(model::Quant4Type type, model::Quant4TypeFromName(m.quantization_type));
+    base.four = model::Quant4Options{type, m.double_quantization};
+  }
+  return std::optional<model::BaseQuantOptions>(base);
 }
 
 StatusOr<model::LoraOptions> LoraOptionsOf(model::CausalLM& lm) {
@@ -86,6 +94,8 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
   if (ft.type == jobspec::FinetuningType::kLora) {
     std::set<std::string> targets;
     model::LoraOptions lora{ft.lora_rank, ft.lora_alpha, ft.lora_dropout, ft.use_rslora, ft.use_dora};
+    lora.pissa = ft.pissa_init;  // LLaMA-Factory: init_lora_weights "pissa" (pissa_iter -1) or "pissa_niter_<iter>"
+    lora.pissa_niter = ft.pissa_iter;
     std::optional<PeftAdapter> adapter;
     if (!spec.model.adapter_name_or_path.empty()) {
       ASSIGN_OR_RETURN(adapter, LoadPeftAdapter(spec.model.adapter_name_or_path));
@@ -113,7 +123,15 @@ StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm
             "supported (peft does not apply it to experts either): leave the expert "
             "projections out of lora_target, or use plain LoRA");
       }
-      lin->EnableLora(lora, ModuleSeed(seed, item.key()));
+      if (lora.pissa && (lin->Layout("weight").sharded() || lin->quantized() || lin->quantized8())) {
+        return InvalidArgumentError(
+            "pissa_init: PiSSA needs each whole dense weight for its SVD: under tensor parallelism "
+            "(tensor_model_parallel_size > 1) or on a quantized base it is not built; use data or pipeline "
+            "parallelism");
+      }
+            // PiSSA's randomized SVD draws its start from a generator seeded by the module's name alone, so every later
+      // load of the adapter (eval, logits, export, resume) recomputes the same residual base.
+      lin->EnableLora(lora, ModuleSeed(lora.pissa ? kPissaSeed : seed, item.key()));
     }
     // additional_target (peft's modules_to_save): whole weights trained next to the adapters.
     const std::vector<std::string>& saved = adapter ? adapter->modules_to_save : ft.additional_target;

@@ -30,8 +30,8 @@ const std::vector<std::string>& LoraTargetNames();
 StatusOr<std::vector<optim::TrainableParam>> ApplyFinetuning(model::CausalLM& lm, const jobspec::JobSpec& spec,
                                                              uint64_t seed);
 
-// The 4-bit storage of the base the spec asks for (quantization_bit: 4), or none.
-StatusOr<std::optional<model::Quant4Options>> BaseQuantization(const jobspec::JobSpec& spec);
+// The quantized storage of the base the spec asks for (quantization_bit: 4 or 8), or none.
+StatusOr<std::optional<model::BaseQuantOptions>> BaseQuantization(const jobspec::JobSpec& spec);
 
 // Every Linear with LoRA, with its HF module name (e.g. "model.layers.0.self_attn.q_proj").
 std::vector<std::pair<std::string, model::Linear>> LoraModules(model::CausalLM& lm);

@@ -44,12 +44,12 @@ int64_t DeviceBytes(const torch::Device& device) {
   return 0;
 }
 
-// Bytes of the 4-bit base weights this rank holds (QLoRA; 0 otherwise).
+// Bytes of the quantized base weights this rank holds (QLoRA, 4- or 8-bit; 0 otherwise).
 int64_t QuantizedBytes(const model::CausalLM& lm) {
   int64_t bytes = 0;
   for (const auto& item : lm->named_modules("", /*include_self=*/false)) {
     auto lin = std::dynamic_pointer_cast<model::LinearImpl>(item.value());
-    if (lin && lin->quantized()) bytes += lin->quantized()->bytes();
+    if (lin) bytes += lin->quantized_bytes();
   }
   return bytes;
 }
@@ -70,6 +70,7 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
     for (const auto& p : (*reference)->parameters()) in.held_params += p.numel();
   }
   in.quantized_bytes = QuantizedBytes(lm);
+  in.quantized_bits = spec.model.quantization_bit == 8 ? 8 : 4;
   in.param_bytes = static_cast<int64_t>(c10::elementSize(rt.dtype));
   std::map<int64_t, int64_t> unit_elements;  // ZeRO-3: decoder layer -> its sharded elements
   for (const auto& p : trainable.params) {
@@ -94,6 +95,46 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   const parallel::MemoryPlan plan = parallel::PlanMemory(in);
   std::cerr << c10::str("[train] rank ", rt.rank, " ", plan.Describe(), "\n");
   return plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str());
+}
+
+// The adapter as it stands, in peft's format in `dir` (each pipeline stage's part joined on rank 0), with
+// `options` in its adapter_config.json. Every rank calls it.
+Status WriteAdapterDir(model::CausalLM& lm, Runtime& rt, const std::string& dir, const model::LoraOptions& options,
+                       const std::string& base_model) {
+  RETURN_IF_ERROR(MakeDirs(dir));
+  ASSIGN_OR_RETURN(FileGather gather, FileGather::Probe(rt, dir, /*reset_remote=*/false));
+  RETURN_IF_ERROR(WriteStageExport(lm, rt, /*lora_only=*/true, dir));
+  rt.Barrier();
+  auto stage_export = [](const std::string& rel) { return rel.rfind(".export-stage", 0) == 0; };
+  RETURN_IF_ERROR(gather.Gather(rt, stage_export, /*remove_sent=*/true).status());
+  if (rt.rank != 0) return Status::Ok();
+  ASSIGN_OR_RETURN(auto tensors, ReadStageExports(dir, rt.dims.pp()));
+  return WritePeftAdapter(tensors, options, dir, base_model);
+}
+
+// LLaMA-Factory's pissa_convert (PissaConvertCallback: peft's save_pretrained with
+// path_initial_model_for_weight_conversion, LoraModel.subtract_mutated_init): from the initial adapter A0, B0
+// (output_dir/pissa_init) and the trained A, B, the plain LoRA adapter for the original base W:
+//   A' = [A; A0] (rows), B' = [B, -B0] (columns), r and lora_alpha doubled (alpha x sqrt(2) under rslora),
+// so W + s' B' A' = W_res + s B A. As peft, only the LoRA factors are written (no modules_to_save).
+Status WritePissaConverted(const std::vector<std::pair<std::string, at::Tensor>>& trained, const std::string& out,
+                           model::LoraOptions options, const std::string& base_model) {
+  ASSIGN_OR_RETURN(PeftAdapter initial, LoadPeftAdapter(out + "/pissa_init"));
+  std::vector<std::pair<std::string, at::Tensor>> converted;
+  for (const auto& [name, t] : trained) {
+    const bool a = name.find(".lora_A.") != std::string::npos, b = name.find(".lora_B.") != std::string::npos;
+    if (!a && !b) continue;
+    auto it = initial.weights.find(name);
+    if (it == initial.weights.end()) {
+      return InternalError(c10::str(out, "/pissa_init: the initial adapter has no ", name));
+    }
+    converted.emplace_back(
+        name, a ? torch::cat({t, it->second.to(t.dtype())}, 0) : torch::cat({t, -it->second.to(t.dtype())}, 1));
+  }
+  options.rank *= 2;
+  options.alpha *= options.use_rslora ? std::sqrt(2.0) : 2.0;
+  options.pissa = false;
+  return WritePeftAdapter(converted, options, out + "/pissa_converted", base_model);
 }
 
 }  // namespace
@@ -270,6 +311,13 @@ Status Trainer::SetupModel() {
                    ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));
   lm_->to(rt_.device);
   lm_->train();
+  if (spec_.finetuning.pissa_init && spec_.finetuning.pissa_convert && !LoraModules(lm_).empty()) {
+    // LLaMA-Factory's PissaConvertCallback.on_train_begin: the initial adapter, saved with init_lora_weights true
+    // (a resumed run computes the same start again and rewrites it unchanged).
+    model::LoraOptions initial = LoraModules(lm_).front().second->lora_options();
+    initial.pissa = false;
+    RETURN_IF_ERROR(WriteAdapterDir(lm_, rt_, out_ + "/pissa_init", initial, spec_.model.model_name_or_path));
+  }
   if (rt_.dims.tp() > 1 && !LoraModules(lm_).empty() && LoraModules(lm_).front().second->lora_options().use_dora) {
     return InvalidArgumentError("use_dora: DoRA under tensor parallelism (tensor_model_parallel_size " +
                                 std::to_string(rt_.dims.tp()) +
@@ -547,6 +595,9 @@ Status Trainer::Export() {
       ASSIGN_OR_RETURN(model::LoraOptions options, LoraOptionsOf(lm_));
       RETURN_IF_ERROR(WritePeftAdapter(tensors, options, out_, spec_.model.model_name_or_path));
       RETURN_IF_ERROR(CopyTokenizerFiles(spec_.model.model_name_or_path, out_));
+      if (options.pissa && spec_.finetuning.pissa_convert) {
+        RETURN_IF_ERROR(WritePissaConverted(tensors, out_, options, spec_.model.model_name_or_path));
+      }
     } else {
       RETURN_IF_ERROR(WriteMergedModel(tensors, lm_->config(), out_, spec_.model.model_name_or_path));
     }
@@ -600,10 +651,13 @@ void Trainer::LogHoldings() const {
   resident += opt_->ShardedParamBytes();
   for (const auto& p : trainable_.params) trained += p.param.numel();
   const int64_t quantized = QuantizedBytes(lm_);
-  const std::string base4 = quantized > 0
-                                ? c10::str(" + 4-bit base ", quantized >> 10, " KiB (", spec_.model.quantization_type,
-                                           spec_.model.double_quantization ? ", double quantization)" : ")")
-                                : std::string();
+  std::string base4;
+  if (quantized > 0 && spec_.model.quantization_bit == 8) {
+    base4 = c10::str(" + 8-bit base ", quantized >> 10, " KiB (LLM.int8)");
+  } else if (quantized > 0) {
+    base4 = c10::str(" + 4-bit base ", quantized >> 10, " KiB (", spec_.model.quantization_type,
+                     spec_.model.double_quantization ? ", double quantization)" : ")");
+  }
   for (const auto& [name, t] : opt_->StateTensors()) state_bytes += static_cast<int64_t>(t.nbytes());
   // The stage in effect; the one asked for when a single data-parallel rank leaves nothing to shard.
   std::string sharding;

@@ -392,6 +392,16 @@ TEST(JobSpecExamples, LlamaFactoryQloraExampleAsksForA4BitBase) {
   EXPECT_FALSE(old->model.double_quantization);
 }
 
+TEST(JobSpecExamples, EightBitQloraParses) {
+  // LLaMA-Factory: quantization_bit: 8 -> BitsAndBytesConfig(load_in_8bit=True); the 4-bit keys stay unused.
+  auto spec = ParseJobSpec("model_name_or_path: /m\ndataset: d\noutput_dir: /o\nquantization_bit: 8\n", "job.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->model.quantization_bit, 8);
+  auto back = ParseJobSpec(ToYaml(*spec), "emitted.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->model.quantization_bit, 8);
+}
+
 TEST(JobSpecExamples, LlamaFactoryDpoExampleParsesUnchanged) {
   auto spec = LoadJobSpecFile(kSourceDir + "/examples/llamafactory/qwen3_lora_dpo.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();

@@ -394,5 +394,42 @@ TEST(LlamaFactoryPlotLoss, IsAFlagNowHonoured) {
       << bad.status().message();
 }
 
+TEST(LlamaFactoryPissa, KeysAreReadWithLlamaFactorysDefaults) {
+  auto plain = ParseJobSpec(kBase, "job.yaml");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_FALSE(plain->finetuning.pissa_init);
+  EXPECT_EQ(plain->finetuning.pissa_iter, 16);  // LLaMA-Factory's default
+  EXPECT_FALSE(plain->finetuning.pissa_convert);
+  auto spec = ParseJobSpec(std::string(kBase) + "pissa_init: true\npissa_iter: -1\npissa_convert: true\n", "job.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_TRUE(spec->finetuning.pissa_init);
+  EXPECT_EQ(spec->finetuning.pissa_iter, -1);
+  EXPECT_TRUE(spec->finetuning.pissa_convert);
+  auto back = ParseJobSpec(ToYaml(*spec), "emitted.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->finetuning, spec->finetuning);
+  EXPECT_FALSE(ParseJobSpec(std::string(kBase) + "pissa_iter: -2\n", "job.yaml").ok());
+}
+
+TEST(LlamaFactoryPissa, CombinationsLlamaFactoryRefusesAreRefusedNamingBothKeys) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"finetuning_type: full\n", "PiSSA cannot be used with 'finetuning_type' at job.yaml:"},
+      {"stage: kto\n", "PiSSA cannot be used with 'stage' at job.yaml:"},
+      {"stage: dpo\n", "PiSSA cannot be used with 'stage' at job.yaml:"},
+      {"quantization_bit: 8\n", "PiSSA cannot be used with 'quantization_bit' at job.yaml:"},
+      {"zero_stage: 3\n", "PiSSA cannot be used with 'zero_stage' at job.yaml:"},
+      {"use_dora: true\n", "PiSSA cannot be used with 'use_dora' at job.yaml:"},
+      {"adapter_name_or_path: /a\n", "PiSSA cannot be used with 'adapter_name_or_path' at job.yaml:"},
+  };
+  for (const auto& [extra, want] : cases) {
+    auto spec = ParseJobSpec(std::string(kBase) + "pissa_init: true\n" + extra, "job.yaml");
+    ASSERT_FALSE(spec.ok()) << extra;
+    EXPECT_NE(spec.status().message().find("key 'pissa_init' at job.yaml:4: " + std::string(want)), std::string::npos)
+        << spec.status().message();
+  }
+  // dpo without a reference model (orpo, simpo) may use PiSSA, as in LLaMA-Factory.
+  EXPECT_TRUE(ParseJobSpec(std::string(kBase) + "pissa_init: true\nstage: dpo\npref_loss: orpo\n", "job.yaml").ok());
+}
+
 }  // namespace
 }  // namespace anneal::jobspec
