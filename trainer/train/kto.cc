@@ -10,11 +10,12 @@
 namespace anneal::train {
 namespace {
 
-// The longest of rows [begin, begin + n) rounded up to 8 (LLaMA-Factory's collator: pad_to_multiple_of 8), at
-// most the batch's width.
-int64_t HalfWidth(const Batch& b, int64_t begin, int64_t n) {
+// The longest of rows [begin, begin + n) rounded up to 8 (LLaMA-Factory's collator: pad_to_multiple_of 8), then
+// to `multiple`, at most the batch's width (itself a multiple of both).
+int64_t HalfWidth(const Batch& b, int64_t begin, int64_t n, int64_t multiple) {
   const int64_t longest = b.attention_mask.slice(0, begin, begin + n).sum(1).max().item<int64_t>();
-  return std::min<int64_t>(b.input_ids.size(1), (longest + 7) / 8 * 8);
+  const int64_t width = (longest + 7) / 8 * 8;
+  return std::min<int64_t>(b.input_ids.size(1), (width + multiple - 1) / multiple * multiple);
 }
 
 enum Sum {
@@ -45,8 +46,13 @@ KtoTerms KtoLoss(const KtoOptions& o, const torch::Tensor& chosen, const torch::
           o.beta * chosen_ratios.detach(), o.beta * rejected_ratios.detach()};
 }
 
-KtoTrainer::KtoTrainer(KtoOptions options, model::CausalLM* policy, model::CausalLM* reference, parallel::Comm* dp)
-    : options_(options), policy_(policy), reference_(reference), dp_(dp) {
+KtoTrainer::KtoTrainer(KtoOptions options, model::CausalLM* policy, model::CausalLM* reference, parallel::Comm* dp,
+                       int64_t width_multiple)
+    : options_(options),
+      policy_(policy),
+      reference_(reference),
+      dp_(dp),
+      width_multiple_(std::max<int64_t>(1, width_multiple)) {
   // TRL's disable_dropout_in_model (LLaMA-Factory applies it): LoRA dropout off.
   for (auto& [name, lin] : LoraModules(*policy_)) lin->disable_lora_dropout();
 }
@@ -70,7 +76,7 @@ KtoTrainer::Forward KtoTrainer::Run(model::CausalLM& lm, const Batch& b, int64_t
 
 torch::Tensor KtoTrainer::MicroBatchLoss(const Batch& b, bool training) {
   const int64_t n = b.input_ids.size(0) / 2;
-  const int64_t target_width = HalfWidth(b, 0, n), kl_width = HalfWidth(b, n, n);
+  const int64_t target_width = HalfWidth(b, 0, n, width_multiple_), kl_width = HalfWidth(b, n, n, width_multiple_);
   const torch::Tensor tags = b.kto_tags.to(torch::kBool);
   const Forward policy = Run(*policy_, b, 0, n, target_width, false);
   torch::Tensor policy_kl, ref_logps, ref_kl;
@@ -97,7 +103,8 @@ torch::Tensor KtoTrainer::MicroBatchLoss(const Batch& b, bool training) {
   }
   {
     torch::NoGradGuard no_grad;
-    const torch::Tensor logits_sums = policy.logits.sum({1, 2});  // [n]
+    // [n]: each row's sum over its positions and the whole vocabulary (the pieces' sums gathered under tp).
+    const torch::Tensor logits_sums = (*policy_)->factory().FullLogits(policy.logits.sum({1, 2}).unsqueeze(1)).sum(1);
     sums_[kChosenReward] += t.chosen_rewards.nansum().item<double>();
     sums_[kChosenLogps] += chosen.detach().nansum().item<double>();
     sums_[kChosenLogits] += logits_sums.index({tags}).nansum().item<double>();

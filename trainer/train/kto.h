@@ -24,9 +24,15 @@
 // logits/rejected (the sum of every logit of the padded rows over the count, LLaMA-Factory's logits/*_sum /
 // count), rewards/margins (chosen - rejected), kl (the mean over the step's micro-batches, as trl 1.16 logs it;
 // LLaMA-Factory 0.9.5 logs their sum over micro-batches and ranks). A side with no example in the step logs 0
-// (LLaMA-Factory leaves the key out).
+// (LLaMA-Factory leaves the key out). Evaluation logs the same metrics over the evaluation batches with the
+// "eval_" prefix (eval_rewards/chosen, ..., eval_kl: the mean of the batches' KL estimates, each this rank's;
+// LLaMA-Factory logs that sum unprefixed as "kl").
 //
-// Tensor and pipeline parallelism are not built for kto (the trainer refuses them); data parallelism is.
+// Data and tensor parallelism (with or without sequence parallelism) are built; pipeline parallelism is not (the
+// trainer refuses it). Under tensor parallelism the log probabilities and the logits sums are combined over the
+// vocabulary pieces (LinearFactory::TokenLogProbs / FullLogits), so every rank of the group holds the same
+// logps, KL estimate and metrics; the KL mean and the metrics are reduced over `dp` only. With sequence
+// parallelism each half's width is also a multiple of tp (the sequence is cut into tp pieces).
 //
 // Thread-safety: one thread at a time (it runs the model; TakeMetrics is a collective over `dp`).
 //
@@ -68,13 +74,17 @@ class KtoTrainer : public PairStage {
  public:
   // `policy` is trained; `reference` is the frozen base for full / freeze tuning (null under LoRA: the policy
   // with its adapters off). `dp` (null: one replica) averages the KL estimate and sums the metrics. Borrowed.
-  KtoTrainer(KtoOptions options, model::CausalLM* policy, model::CausalLM* reference, parallel::Comm* dp);
+  // `width_multiple`: each half's width is rounded up to it as well (tp under sequence parallelism, else 1).
+  KtoTrainer(KtoOptions options, model::CausalLM* policy, model::CausalLM* reference, parallel::Comm* dp,
+             int64_t width_multiple = 1);
 
   // (TrainMicroBatches and EvalMicroBatches: pair_stage.h. In evaluation the KL estimate is this rank's:
   // evaluation batches need not be equal in number on every rank.)
   // The metrics since the last call (see the file comment), summed over the data-parallel ranks; clears them.
   // Every rank must call it.
   std::vector<std::pair<std::string, double>> TakeMetrics() override;
+  // Evaluation logs the same metrics over the evaluation batches (eval_rewards/chosen, ..., eval_kl).
+  bool LogsEvalMetrics() const override { return true; }
 
  private:
   // `training`: the KL estimate is averaged over the data-parallel ranks (a collective).
@@ -90,6 +100,7 @@ class KtoTrainer : public PairStage {
   model::CausalLM* policy_;
   model::CausalLM* reference_;
   parallel::Comm* dp_;
+  int64_t width_multiple_;
   // rewards/chosen, logps/chosen, logits/chosen, count/chosen, the same for rejected, then kl (and its count).
   std::vector<double> sums_ = std::vector<double>(10, 0.0);
 };

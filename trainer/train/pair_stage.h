@@ -34,6 +34,9 @@ class PairStage {
   std::pair<double, int64_t> EvalMicroBatches(const std::vector<Batch>& micro);
   // The training metrics of the micro-batches since the last call; clears them.
   virtual std::vector<std::pair<std::string, double>> TakeMetrics() = 0;
+  // Whether TakeMetrics after EvalMicroBatches gives evaluation metrics to log (as "eval_" + name; stage kto,
+  // as LLaMA-Factory logs eval_rewards/... for it). Every rank answers the same. False by default.
+  virtual bool LogsEvalMetrics() const { return false; }
   // The evaluation metrics' sums over the examples EvalMicroBatches saw since the last call (divided by the
   // example count by the caller, e.g. {"accuracy", pairs ranked right}); clears them. None by default.
   virtual std::vector<std::pair<std::string, double>> TakeEvalSums() { return {}; }

@@ -9,6 +9,7 @@
 
 #include "common/fsutil.h"
 #include "trainer/model/safetensors.h"
+#include "trainer/parallel/tensor_parallel.h"
 
 namespace anneal::train {
 namespace {
@@ -130,7 +131,14 @@ StatusOr<std::string> CopyValueHead(const std::string& model_dir, const std::str
 }
 
 torch::Tensor RewardTrainer::MicroBatchLoss(const Batch& b, bool training) {
-  const torch::Tensor values = head_->Values((*lm_)->Forward(InputsOf(b)), training);
+  torch::Tensor values = head_->Values((*lm_)->Forward(InputsOf(b)), training);
+  if (sequence_tp_ != nullptr && sequence_tp_->size() > 1) {
+    // [2n, T/tp] -> [2n, T]. Every rank computes the same loss from the whole values; the gather's backward sums
+    // the tp identical gradients of each position, so each is divided by tp first.
+    values = parallel::GatherSequence(values, sequence_tp_);
+    const double tp = static_cast<double>(sequence_tp_->size());
+    if (values.requires_grad()) values.register_hook([tp](const torch::Tensor& g) { return g / tp; });
+  }
   auto [chosen, rejected] = PairScores(values, b.attention_mask);
   if (!training) eval_correct_ += chosen.gt(rejected).sum().item<double>();
   return PairwiseRankingLoss(chosen, rejected);

@@ -16,6 +16,13 @@
 // applies while training only. Under full tuning lm_head gets no gradient (the logits are not computed), so it
 // is not among the trained parameters (torch's AdamW skips a parameter without a gradient).
 //
+// Tensor parallelism: the final hidden states are whole on every rank of the group, so is the value head (its
+// gradient is then whole there too, nothing to sum). With sequence parallelism each rank holds [B, T/tp, H]: the
+// head scores its own positions, the values are all-gathered along the sequence, and the loss (computed whole
+// on every rank) sends each rank's positions their gradient once (the gather's reduce-scatter of tp identical
+// gradients is divided by tp); the head's gradients are then partial and summed over the group with the other
+// replicated parameters (parallel::SumPartialGradients). Dropout draws from each rank's generator (seeded alike).
+//
 // Output as LLaMA-Factory's fix_valuehead_checkpoint: value_head.safetensors with v_head.summary.weight and
 // v_head.summary.bias next to the adapter or model, and in every checkpoint.
 //
@@ -34,6 +41,7 @@
 #include "common/status.h"
 #include "trainer/model/decoder.h"
 #include "trainer/optim/adamw.h"
+#include "trainer/parallel/comm.h"
 #include "trainer/train/pair_stage.h"
 
 namespace anneal::train {
@@ -86,8 +94,11 @@ StatusOr<std::string> CopyValueHead(const std::string& model_dir, const std::str
 
 class RewardTrainer : public PairStage {
  public:
-  // Both borrowed; `lm` is the tuned decoder (one pipeline stage holding every layer), `head` its value head.
-  RewardTrainer(model::CausalLM* lm, const ValueHead* head) : lm_(lm), head_(head) {}
+  // All borrowed; `lm` is the tuned decoder (one pipeline stage holding every layer), `head` its value head.
+  // `sequence_tp`: the tensor-parallel group when the model runs sequence parallel (its hidden states split along
+  // the sequence), else null.
+  RewardTrainer(model::CausalLM* lm, const ValueHead* head, parallel::Comm* sequence_tp = nullptr)
+      : lm_(lm), head_(head), sequence_tp_(sequence_tp) {}
 
   // No training metrics: LLaMA-Factory's reward training logs the loss only.
   std::vector<std::pair<std::string, double>> TakeMetrics() override { return {}; }
@@ -100,6 +111,7 @@ class RewardTrainer : public PairStage {
 
   model::CausalLM* lm_;
   const ValueHead* head_;
+  parallel::Comm* sequence_tp_;
   double eval_correct_ = 0;
 };
 

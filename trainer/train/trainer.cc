@@ -340,11 +340,11 @@ Status Trainer::SetupModel() {
 // second time (LLaMA-Factory's create_ref_model); LoRA's reference is the policy with its adapters off.
 Status Trainer::SetupPreference(const model::LoadOptions& load) {
   if (spec_.finetuning.stage == "kto") {
-    if (rt_.dims.pp() > 1 || rt_.dims.tp() > 1) {
-      return InvalidArgumentError(c10::str(
-          "stage kto: pipeline_model_parallel_size ", rt_.dims.pp(), " and tensor_model_parallel_size ", rt_.dims.tp(),
-          ": KTO is built for data parallelism only: set both to 1 and use more data-parallel ranks (zero_stage 1 "
-          "or 2 to save memory)"));
+    if (rt_.dims.pp() > 1) {
+      return InvalidArgumentError(
+          c10::str("stage kto: pipeline_model_parallel_size ", rt_.dims.pp(),
+                   ": KTO is not built for pipeline parallelism yet: set it to 1 and use data or tensor parallelism "
+                   "(zero_stage 1 or 2 to save memory)"));
     }
     lm_->CollectRouterLogits(false);  // LLaMA-Factory's KTO trainer reads only the logits
     if (spec_.finetuning.type != FinetuningType::kLora) {
@@ -355,7 +355,8 @@ Status Trainer::SetupPreference(const model::LoadOptions& load) {
     }
     const KtoOptions options = KtoOptions::From(spec_.finetuning);
     pair_stage_ = std::make_unique<KtoTrainer>(options, &lm_, reference_lm_ ? &reference_lm_ : nullptr,
-                                               rt_.dp > 1 ? rt_.dp_comm.get() : nullptr);
+                                               rt_.dp > 1 ? rt_.dp_comm.get() : nullptr,
+                                               rt_.sequence_parallel ? rt_.dims.tp() : 1);
     validator_->set_pair_stage(pair_stage_.get());
     if (rt_.rank == 0) {
       std::cerr << c10::str(
@@ -391,14 +392,14 @@ Status Trainer::SetupPreference(const model::LoadOptions& load) {
   return Status::Ok();
 }
 
-// Stage rm: the value head (reward.h) trained next to the tuned parameters, on one pipeline stage without
-// tensor parallelism (the head reads whole final hidden states; neither split is built for it yet).
+// Stage rm: the value head (reward.h) trained next to the tuned parameters, on one pipeline stage (the head reads
+// the final hidden states), with or without tensor parallelism.
 Status Trainer::SetupReward(std::vector<optim::TrainableParam>* params) {
-  if (rt_.dims.pp() > 1 || rt_.dims.tp() > 1) {
+  if (rt_.dims.pp() > 1) {
     return InvalidArgumentError(c10::str(
-        "stage rm: pipeline_model_parallel_size ", rt_.dims.pp(), " and tensor_model_parallel_size ", rt_.dims.tp(),
-        ": reward modeling is built for data parallelism only (the value head reads the whole final hidden "
-        "states): set both to 1 and use more data-parallel ranks (zero_stage 1 or 2 to save memory)"));
+        "stage rm: pipeline_model_parallel_size ", rt_.dims.pp(),
+        ": reward modeling is not built for pipeline parallelism yet (the value head reads the last stage's hidden "
+        "states): set it to 1 and use data or tensor parallelism (zero_stage 1 or 2 to save memory)"));
   }
   // LLaMA-Factory's reward trainer reads the values only: no router auxiliary loss, and no logits (so lm_head,
   // untied, gets no gradient and torch's AdamW would skip it: it is not trained).
@@ -411,7 +412,8 @@ Status Trainer::SetupReward(std::vector<optim::TrainableParam>* params) {
                                        lm_->config().hidden_size, static_cast<uint64_t>(spec_.train.seed), rt_.device));
   value_head_ = std::move(head);
   for (optim::TrainableParam& p : value_head_->Params()) params->push_back(std::move(p));
-  pair_stage_ = std::make_unique<RewardTrainer>(&lm_, &*value_head_);
+  pair_stage_ =
+      std::make_unique<RewardTrainer>(&lm_, &*value_head_, rt_.sequence_parallel ? rt_.tp_comm.get() : nullptr);
   validator_->set_pair_stage(pair_stage_.get());
   if (rt_.rank == 0) {
     std::cerr << c10::str("[train] stage rm: value head [1, ", lm_->config().hidden_size, "] + bias, summary dropout ",

@@ -42,8 +42,15 @@ double EvalPairLoss(PairStage& stage, model::CausalLM& lm, const TrainRows& rows
                     std::vector<std::pair<std::string, double>>* metrics) {
   lm->eval();
   auto [sum, pairs] = stage.EvalMicroBatches(RankMicroBatches(rows, batch, rt));
-  (void)stage.TakeMetrics();  // the training step's metrics are taken already; these are not logged
+  // The training step's metrics are taken already: these are the evaluation batches' (every rank calls).
+  std::vector<std::pair<std::string, double>> batch_metrics = stage.TakeMetrics();
   lm->train();
+  if (stage.LogsEvalMetrics()) {
+    for (const auto& [name, value] : batch_metrics) {  // averaged over the ranks as the training metrics
+      const double all = rt.SumOverWorld(value, true) / static_cast<double>(rt.world);
+      if (metrics != nullptr) metrics->emplace_back("eval_" + name, all);
+    }
+  }
   const double total = rt.SumOverWorld(sum, true), count = rt.SumOverWorld(static_cast<double>(pairs), true);
   for (const auto& [name, part] : stage.TakeEvalSums()) {  // every rank calls: the same sums in the same order
     const double all = rt.SumOverWorld(part, true);

@@ -67,6 +67,16 @@ ALPACA = [
     {"instruction": "Translate 'gato' to English", "input": "", "chosen": "cat", "rejected": "The word means dog in English."},
 ]
 
+# One-token prompts (under the `empty` template the prompt is the instruction's own token): TRL's ORPO takes its NLL
+# term over prompt and completion, LLaMA-Factory's over the completion; the first token is never predicted, so with a
+# one-token prompt both cover the same tokens (dpo_trl_parity.trl_orpo_peft).
+SHORT = [
+    {"instruction": "S", "input": "", "chosen": "Blue, on a clear day.", "rejected": "Green."},
+    {"instruction": "+", "input": "", "chosen": "2 + 3 = 5", "rejected": "It is 7, surely."},
+    {"instruction": "H", "input": "", "chosen": "Hello, nice to meet you!", "rejected": "Go away"},
+    {"instruction": "T", "input": "", "chosen": "cat", "rejected": "The word means dog in English."},
+]
+
 SHAREGPT = [
     {"conversations": [{"from": "system", "value": "You are terse."}, {"from": "human", "value": "Hi"},
                        {"from": "gpt", "value": "Hello."}, {"from": "human", "value": "Capital of France?"}],
@@ -85,8 +95,11 @@ DATASET_INFO = {
                      "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
     "pairs_sharegpt": {"file_name": "pairs_sharegpt.json", "formatting": "sharegpt", "ranking": True,
                        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+    "pairs_short": {"file_name": "pairs_short.json", "ranking": True,
+                    "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
     "plain": {"file_name": "plain.json"},
 }
+ALPACA_ROWS = {"pairs_alpaca": ALPACA, "pairs_short": SHORT}
 
 
 def setup(tmp):
@@ -106,6 +119,7 @@ def setup(tmp):
     data = os.path.join(tmp, "data")
     os.makedirs(data)
     json.dump(ALPACA, open(os.path.join(data, "pairs_alpaca.json"), "w"))
+    json.dump(SHORT, open(os.path.join(data, "pairs_short.json"), "w"))
     json.dump(SHAREGPT, open(os.path.join(data, "pairs_sharegpt.json"), "w"))
     json.dump([{"instruction": "hi", "output": "hello"}], open(os.path.join(data, "plain.json"), "w"))
     json.dump(DATASET_INFO, open(os.path.join(data, "dataset_info.json"), "w"))
@@ -136,8 +150,8 @@ def encode_pairs(model_dir, dataset, template, cutoff_len=256):
     tmpl = get_template(tok, args)
     proc = Processor(template=tmpl, tokenizer=tok, processor=None, data_args=args)
     prompts, responses, systems = [], [], []
-    if dataset == "pairs_alpaca":
-        for r in ALPACA:
+    if dataset in ALPACA_ROWS:
+        for r in ALPACA_ROWS[dataset]:
             query = "\n".join(x for x in (r["instruction"], r["input"]) if x)
             prompts.append([{"role": "user", "content": query}])
             responses.append([{"role": "assistant", "content": r["chosen"]}, {"role": "assistant", "content": r["rejected"]}])

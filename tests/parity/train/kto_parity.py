@@ -20,16 +20,25 @@ accumulation the reference groups the micro-batches' rows in anneal-train's samp
 micro-batch, so the grouping matters; anneal_epoch_order):
   lora      : alpaca kto_tag rows, qwen template, LoRA from a random adapter (so the reference differs from the
               policy at step 1), pref_ftx 0.3, kto_chosen_weight 1.0, kto_rejected_weight 0.7: per-step losses and
-              every metric (rewards, margins, logps, logits, kl) equal.
+              every metric (rewards, margins, logps, logits, kl) equal; every 5 steps the evaluation on a sharegpt
+              eval set (batches of 2) equals HF's evaluation loop over LLaMA-Factory's KTO code: eval_loss and
+              eval_rewards/*, eval_logps/*, eval_logits/*, eval_kl (evaluate_reference says how kl is logged).
   full      : sharegpt kto_tag rows (system prompt, history), full fine-tuning against a frozen reference, 2
               micro-batches of 2 (accumulation): losses and metrics equal.
   lora_dp2  : the lora case run as dp 2 (anneal-train launch, 2 rows per rank; the KL estimate is the mean of the
               ranks' means, TRL's gather) equals LLaMA-Factory's code on 2 emulated DDP ranks (reference_run_ranks:
               each rank's rows in anneal-train's order, padded on their own; pref_ftx's rescale per rank), every
               metric included.
+  lora_tp2  : the lora case under tensor parallel 2 (log probabilities and logits sums combined over the
+              vocabulary pieces) equals the single-process reference, every metric included.
+  full_tp2_sp : the full case under tensor parallel 2 with sequence parallelism, the frozen reference split the
+              same way, equals the single-process reference.
+  lora_tp2_dp2 : the lora_dp2 case on 4 ranks, tp 2 x dp 2 (the KL mean over the 2 replicas) equals the
+              2-rank emulation.
+  resume    : checkpoint-5 resumed in a fresh directory: steps 6-10 and the adapter bit-identical.
   trl_peft  : 10 steps against trl 1.16's own KTOTrainer with peft (case_trl_peft says what is compared).
   lf_example: LLaMA-Factory's examples/train_lora/qwen3_lora_kto.yaml runs unchanged but for the model path.
-  refusals  : a kto_tag dataset under stage dpo, a plain dataset under stage kto, kto with tensor parallelism,
+  refusals  : a kto_tag dataset under stage dpo, a plain dataset under stage kto, kto with pipeline parallelism,
               "ranking" with a kto_tag column, and a row whose kto_tag is not a boolean each fail naming the problem.
 """
 import json
@@ -234,12 +243,14 @@ def anneal_epoch_order(n, seed, epoch):
     return perm
 
 
-def reference_run(model, params, lf, features, pad_id, micro_rows, lr=5e-3, seed=3, ranks=1):
+def reference_run(model, params, lf, features, pad_id, micro_rows, lr=5e-3, seed=3, ranks=1, evaluate=None):
     """HF Trainer's steps over the whole dataset (each step one epoch; its micro-batches group the rows in
     anneal-train's order); per step LLaMA-Factory's logged metrics (its log(): sums over the micro-batches and
     ranks / counts; kl summed) and the loss. ranks > 1 emulates DDP on one process: rank r's micro-batch holds the
     step's positions r, r + ranks, ... (each rank padded on its own), the KL estimate is the mean of the ranks'
-    (TRL's gather_for_metrics), each rank's loss counts 1 / ranks (DDP's gradient mean)."""
+    (TRL's gather_for_metrics), each rank's loss counts 1 / ranks (DDP's gradient mean). evaluate (one rank
+    only): {"every", "features", "batch"}: HF's evaluation loop every `every` steps, its results appended to
+    evaluate["results"] (evaluate_reference)."""
     if ranks > 1:
         return reference_run_ranks(model, params, lf, features, pad_id, lr, seed, ranks)
     opt = torch.optim.AdamW([p for _, p in params], lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -259,7 +270,55 @@ def reference_run(model, params, lf, features, pad_id, micro_rows, lr=5e-3, seed
                 sums[k] = sums.get(k, 0.0) + v
         losses.append(total)
         metrics.append(step_and_log(params, opt, sched, sums))
+        if evaluate and len(losses) % evaluate["every"] == 0:
+            evaluate["results"].append(evaluate_reference(model, lf, evaluate["features"], pad_id, evaluate["batch"]))
     return losses, metrics, len(groups)
+
+
+def evaluate_reference(model, lf, features, pad_id, batch):
+    """HF's evaluation loop over LLaMA-Factory's KTO trainer (model.eval(), no grad, batches of `batch` rows in
+    order; eval_loss the batch losses weighted by their sizes) and its log() of the stored eval metrics: sums over
+    the batches / counts, prefixed eval_. LLaMA-Factory logs the batches' KL sum unprefixed as "kl"; Anneal logs
+    eval_kl as their mean (as trl 1.16 and its own training kl): here the sum / the batch count."""
+    rows = len(features["input_ids"])
+    model.eval()
+    total, sums, batches = 0.0, {}, 0
+    with torch.no_grad():
+        for k in range(0, rows, batch):
+            idx = list(range(k, min(k + batch, rows)))
+            loss, m = lf.get_batch_loss_metrics(model, collate(features, idx, pad_id))
+            total += loss.item() * len(idx)
+            batches += 1
+            for key, v in m.items():
+                sums[key] = sums.get(key, 0.0) + v
+    model.train()
+    logged = {"eval_loss": total / rows, "eval_kl": sums["kl"] / batches}
+    for side in ("chosen", "rejected"):
+        for key in ("rewards", "logps", "logits"):
+            logged[f"eval_{key}/{side}"] = sums[f"{key}/{side}_sum"] / sums[f"count/{side}"]
+    logged["eval_rewards/margins"] = logged["eval_rewards/chosen"] - logged["eval_rewards/rejected"]
+    return logged
+
+
+EVAL_KEYS = ["eval_loss", "eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/margins", "eval_logps/chosen",
+             "eval_logps/rejected", "eval_logits/chosen", "eval_logits/rejected", "eval_kl"]
+
+
+def compare_evals(out, evaluate, tol=1e-4):
+    """trainer_log.jsonl's eval records equal evaluate_reference's, every key; (count, worst relative error)."""
+    with open(os.path.join(out, "trainer_log.jsonl")) as f:
+        ours = [r for r in map(json.loads, f) if "eval_loss" in r]
+    theirs = evaluate["results"]
+    assert len(ours) == len(theirs) == STEPS // evaluate["every"], f"evals: ours {ours}, LLaMA-Factory {theirs}"
+    worst = 0.0
+    for o, t in zip(ours, theirs):
+        for k in EVAL_KEYS:
+            assert k in o, f"{k} missing from our eval record {sorted(o)}"
+            err = abs(o[k] - t[k]) / max(abs(t[k]), 1e-2)
+            worst = max(worst, err)
+            assert err < tol, f"{k}: ours {o[k]}, LLaMA-Factory {t[k]} (eval after step {o.get('current_steps')})"
+    assert max(t["eval_kl"] for t in theirs) > 0, f"the eval KL estimate was always 0: {theirs}"
+    return len(ours), worst
 
 
 def step_and_log(params, opt, sched, sums):
@@ -339,26 +398,34 @@ def compare(ours, mine, ref, theirs, keys, micro_count, tol=1e-4, ulp_allowance=
     return worst, worst_metric, kls
 
 
-def run_lora(binary, tmp, extra, ftx, launch=None, micro_rows=ROWS, ranks=1):
+def run_lora(binary, tmp, extra, ftx, launch=None, micro_rows=ROWS, ranks=1, evaluate=None):
     model_dir, data = setup(tmp)
     init_adapter = initial_adapter(model_dir, tmp)
     out = os.path.join(tmp, "out")
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
                    ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", f"pref_ftx: {ftx}",
-                    "kto_chosen_weight: 1.0", "kto_rejected_weight: 0.7"] + extra)
+                    "kto_chosen_weight: 1.0", "kto_rejected_weight: 0.7"] + extra +
+                   (["eval_dataset: kto_sharegpt", "eval_strategy: steps", f"eval_steps: {evaluate['every']}",
+                     f"per_device_eval_batch_size: {evaluate['batch']}"] if evaluate else []))
     train_with_events(launch + ["--", "train", "--config", cfg] if launch else [binary, "train", "--config", cfg], out)
     features, pad_id = encode_feedback(model_dir, "kto_alpaca")
     model, params = lora_reference(model_dir, init_adapter)
+    if evaluate:
+        evaluate.update(features=encode_feedback(model_dir, "kto_sharegpt")[0], results=[])
     ref, theirs, micro = reference_run(model, params, LlamaFactoryKTO(0.2, ftx, 1.0, 0.7), features, pad_id,
-                                       micro_rows, ranks=ranks)
+                                       micro_rows, ranks=ranks, evaluate=evaluate)
     return [e["loss"] for e in our_log(out)], our_metrics(out), ref, theirs, micro
 
 
 def case_lora(binary, tmp):
-    ours, mine, ref, theirs, micro = run_lora(binary, tmp, [], 0.3)
+    evaluate = {"every": 5, "batch": 2}
+    ours, mine, ref, theirs, micro = run_lora(binary, tmp, [], 0.3, evaluate=evaluate)
     worst, worst_m, kls = compare(ours, mine, ref, theirs, KEYS + ["logits/chosen", "logits/rejected"], micro)
+    evals, worst_e = compare_evals(os.path.join(tmp, "out"), evaluate)
     print(f"lora: {STEPS} KTO losses equal LLaMA-Factory's (max rel {worst:.2e}), {len(KEYS) + 2} metrics per step "
-          f"(max rel {worst_m:.2e}); loss {ref[0]:.4f} -> {ref[-1]:.4f}, kl {min(kls):.4f}..{max(kls):.4f}")
+          f"(max rel {worst_m:.2e}); loss {ref[0]:.4f} -> {ref[-1]:.4f}, kl {min(kls):.4f}..{max(kls):.4f}; {evals} "
+          f"evaluations on a sharegpt eval set (batches of 2), {len(EVAL_KEYS)} eval metrics each equal LLaMA-Factory's "
+          f"(max rel {worst_e:.2e})")
 
 
 def case_lora_dp2(binary, tmp):
@@ -370,13 +437,71 @@ def case_lora_dp2(binary, tmp):
           f"{worst:.2e}), metrics (logits too) max rel {worst_m:.2e}")
 
 
-def case_full(binary, tmp):
+def case_lora_tp2(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    evaluate = {"every": 5, "batch": 2}
+    ours, mine, ref, theirs, micro = run_lora(binary, tmp, ["tensor_model_parallel_size: 2"], 0.3, launch=launch,
+                                              evaluate=evaluate)
+    worst, worst_m, kls = compare(ours, mine, ref, theirs, KEYS + ["logits/chosen", "logits/rejected"], micro)
+    evals, worst_e = compare_evals(os.path.join(tmp, "out"), evaluate)
+    print(f"lora_tp2: the vocabulary split over 2 ranks (logps and logits sums combined over the group): {STEPS} KTO "
+          f"losses equal LLaMA-Factory's on one process (max rel {worst:.2e}), metrics (logits, kl too) max rel "
+          f"{worst_m:.2e}; kl {min(kls):.4f}..{max(kls):.4f}; {evals} evaluations equal (max rel {worst_e:.2e})")
+
+
+def case_lora_tp2_dp2(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "4"]
+    ours, mine, ref, theirs, micro = run_lora(
+        binary, tmp, ["tensor_model_parallel_size: 2", "per_device_train_batch_size: 2"], 0.3, launch=launch, ranks=2)
+    worst, worst_m, _ = compare(ours, mine, ref, theirs, KEYS + ["logits/chosen", "logits/rejected"], micro)
+    print(f"lora_tp2_dp2: 4 ranks (tp 2 x dp 2, 2 rows per replica; the KL mean over the 2 replicas): {STEPS} KTO "
+          f"losses equal LLaMA-Factory's on 2 emulated DDP ranks (max rel {worst:.2e}), metrics max rel {worst_m:.2e}")
+
+
+def case_resume(binary, tmp):
+    """checkpoint-5 of a LoRA KTO run resumed in a fresh output directory: steps 6-10 (losses and every metric,
+    the KL estimate included) and the final adapter bit-identical to the uninterrupted run (as rm_parity.resume)."""
+    import shutil
+    from safetensors.torch import load_file
+    model_dir, data = setup(tmp)
+    init = initial_adapter(model_dir, tmp)
+    common = ["finetuning_type: lora", f"adapter_name_or_path: {init}", "pref_ftx: 0.3", "save_strategy: steps",
+              "save_steps: 5", "per_device_train_batch_size: 2", "gradient_accumulation_steps: 1"]
+    straight = os.path.join(tmp, "straight")
+    train_with_events([binary, "train", "--config", job_yaml(os.path.join(tmp, "a.yaml"), model_dir, data, straight,
+                                                             common)], straight)
+    resumed = os.path.join(tmp, "resumed")
+    os.makedirs(resumed)
+    shutil.copytree(os.path.join(straight, "checkpoint-5"), os.path.join(resumed, "checkpoint-5"))
+    cfg = job_yaml(os.path.join(tmp, "b.yaml"), model_dir, data, resumed, common)
+    train_with_events([binary, "train", "--config", cfg, "--set", "resume_from_checkpoint=latest"], resumed)
+    a, b = [e["loss"] for e in our_log(straight)][5:], [e["loss"] for e in our_log(resumed)]
+    assert len(b) == STEPS - 5 and a == b, f"steps 6-10 differ after resume:\n{a}\n{b}"
+    timing = {"tokens_per_s"}  # wall-clock, not training state
+    ma, mb = ([{k: v for k, v in m.items() if k not in timing} for m in our_metrics(d)] for d in (straight, resumed))
+    ma = ma[5:]
+    assert ma == mb, f"the metrics of steps 6-10 differ after resume:\n{ma}\n{mb}"
+    assert any(m["kl"] > 0 for m in mb), f"the KL estimate was 0 at every resumed step: {mb}"
+    final, again = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (straight, resumed))
+    assert sorted(final) == sorted(again), "the adapters hold different tensors"
+    for k in final:
+        assert torch.equal(final[k], again[k]), f"{k} differs after resuming from checkpoint-5"
+    print(f"resume: 2 rows per step (an epoch is 2 steps, so checkpoint-5 sits mid-epoch); checkpoint-5 resumed in a "
+          f"fresh directory: steps 6-10 (losses, {len(mb[0])} metrics each) and the final adapter bit-identical")
+
+
+def case_full_tp2_sp(binary, tmp):
+    case_full(binary, tmp, layout=["tensor_model_parallel_size: 2", "sequence_parallel: true"],
+              launch=[binary, "launch", "--nproc-per-node", "2"])
+
+
+def case_full(binary, tmp, layout=(), launch=None):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
                    ["finetuning_type: full", "dataset: kto_sharegpt", "learning_rate: 1.0e-3",
-                    "per_device_train_batch_size: 2", "gradient_accumulation_steps: 2"])
-    train_with_events([binary, "train", "--config", cfg], out)
+                    "per_device_train_batch_size: 2", "gradient_accumulation_steps: 2"] + list(layout))
+    train_with_events(launch + ["--", "train", "--config", cfg] if launch else [binary, "train", "--config", cfg], out)
     features, pad_id = encode_feedback(model_dir, "kto_sharegpt")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     params = list(model.named_parameters())
@@ -384,7 +509,8 @@ def case_full(binary, tmp):
                                        features, pad_id, 2, lr=1e-3)
     worst, worst_m, kls = compare([e["loss"] for e in our_log(out)], our_metrics(out), ref, theirs,
                                   KEYS + ["logits/chosen", "logits/rejected"], micro)
-    print(f"full: sharegpt rows, frozen reference, 2 micro-batches per step: {STEPS} KTO losses equal "
+    print(f"full{' ' + ' '.join(layout) if layout else ''}: sharegpt rows, frozen reference (split as the policy), "
+          f"2 micro-batches per step: {STEPS} KTO losses equal "
           f"LLaMA-Factory's (max rel {worst:.2e}), metrics max rel {worst_m:.2e}; kl {min(kls):.4f}..{max(kls):.4f}")
 
 
@@ -484,7 +610,7 @@ def case_refusals(binary, tmp):
     bad = [
         (["stage: dpo"], "holds KTO rows (a kto_tag column)"),
         (["dataset: plain"], "has no kto_tag column"),
-        (["tensor_model_parallel_size: 2"], "stage kto: pipeline_model_parallel_size 1 and tensor_model_parallel_size 2"),
+        (["pipeline_model_parallel_size: 2"], "stage kto: pipeline_model_parallel_size 2"),
         (["dataset: kto_ranking"], "a dataset holds either preference pairs (ranking) or tagged answers"),
         (["dataset: kto_bad_tag"], "must be true or false"),
     ]
@@ -494,4 +620,5 @@ def case_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "trl_peft": case_trl_peft,
-               "lf_example": case_lf_example, "refusals": case_refusals})
+               "lf_example": case_lf_example, "refusals": case_refusals, "lora_tp2": case_lora_tp2, "resume": case_resume,
+               "full_tp2_sp": case_full_tp2_sp, "lora_tp2_dp2": case_lora_tp2_dp2})

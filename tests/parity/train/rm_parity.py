@@ -33,8 +33,13 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
            llamafactory_examples/: the wheel does not ship examples/) runs unchanged but for the model path and
            a dpo_en_demo of ranking rows:
            the adapter, value_head.safetensors and checkpoint-3 with its value head are written.
-  refusals : a plain dataset under rm, tensor and pipeline parallelism with rm, train_on_prompt with rm, each
-           refused naming the problem.
+  lora_tp2 : the lora case under tensor parallel 2 (the value head whole on both ranks) equals the reference,
+           evals and export included.
+  full_tp2_sp : the full case under tensor parallel 2 with sequence parallelism (values gathered along the
+           sequence, the head's gradient summed over the group) equals the reference, export included.
+  lora_tp2_dp2 : the lora case on 4 ranks, tp 2 x dp 2 (2 pairs per replica), equals the reference.
+  refusals : a plain dataset under rm, pipeline parallelism with rm, train_on_prompt with rm, each refused naming
+           the problem.
 """
 import json
 import math
@@ -245,7 +250,7 @@ def initial_adapter(model_dir, tmp):
     return path
 
 
-def run_lora(binary, tmp, launch=None, extra=()):
+def run_lora(binary, tmp, launch=None, extra=(), micro_pairs=None):
     model_dir, data = setup(tmp)
     init = initial_adapter(model_dir, tmp)
     out = os.path.join(tmp, "out")
@@ -260,7 +265,8 @@ def run_lora(binary, tmp, launch=None, extra=()):
     eval_features = {k: list(eval_features[k]) + list(more[k]) for k in eval_features}  # the merged eval set
     model, params = lora_reference(model_dir, init)
     evaluate = {"every": 2, "features": eval_features, "batch": 3, "results": []}
-    ref = reference_run(model, params, features, pad_id, PAIRS if not launch else 2, lr=5e-3, evaluate=evaluate)
+    micro_pairs = micro_pairs or (PAIRS if not launch else 2)
+    ref = reference_run(model, params, features, pad_id, micro_pairs, lr=5e-3, evaluate=evaluate)
     worst = compare_losses(our_losses(out), ref)
     ours_eval = our_evals(out)
     assert len(ours_eval) == STEPS // 2, f"expected evals every 2 steps: {ours_eval}"
@@ -327,14 +333,15 @@ def case_lora_dp2_zero3(binary, tmp):
           f"(max rel {worst:.2e}); evals {ours_eval}; export rel {err:.1e}")
 
 
-def run_base_tuning(binary, tmp, finetuning, trainable, extra):
-    """Full or freeze tuning of the base next to the value head, 2 micro-batches of 2 pairs, weight decay 0.01."""
+def run_base_tuning(binary, tmp, finetuning, trainable, extra, launch=None):
+    """Full or freeze tuning of the base next to the value head, 2 micro-batches of 2 pairs, weight decay 0.01
+    (anneal-train under `launch` when given; the reference is one process)."""
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
                    [f"finetuning_type: {finetuning}", "learning_rate: 1.0e-3", "weight_decay: 0.01",
                     "per_device_train_batch_size: 2", "gradient_accumulation_steps: 2"] + extra)
-    train_with_events([binary, "train", "--config", cfg], out)
+    train_with_events(launch + ["--", "train", "--config", cfg] if launch else [binary, "train", "--config", cfg], out)
     features, pad_id = dpo.encode_pairs(model_dir, "pairs_alpaca", "qwen")
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     for n, p in base.named_parameters():
@@ -363,6 +370,35 @@ def case_freeze(binary, tmp):
                                       ["freeze_trainable_layers: 1"])
     print(f"freeze: the last layer + the value head: {STEPS} losses equal LLaMA-Factory's PairwiseTrainer "
           f"(max rel {worst:.2e}); loss {ref[0]:.4f} -> {ref[-1]:.4f}; export rel {err:.1e}")
+
+
+def case_lora_tp2(binary, tmp):
+    """Tensor parallel 2: the final hidden states and the value head whole on both ranks (its gradient whole too)."""
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    worst, ours_eval, _, err, _ = run_lora(binary, tmp, launch=launch, extra=["tensor_model_parallel_size: 2"],
+                                           micro_pairs=PAIRS)
+    print(f"lora_tp2: tensor parallel 2, 4 pairs per step: {STEPS} losses equal the single-process reference "
+          f"(max rel {worst:.2e}); evals {ours_eval}; the exported adapter + value head rank pairs as the reference "
+          f"(rel {err:.1e})")
+
+
+def case_full_tp2_sp(binary, tmp):
+    """Tensor parallel 2 with sequence parallelism: each rank scores its half of the sequence, the values are
+    gathered, the value head's gradient halves summed over the group (reward.h)."""
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    worst, err, ref = run_base_tuning(binary, tmp, "full", lambda n: True,
+                                      ["tensor_model_parallel_size: 2", "sequence_parallel: true"], launch=launch)
+    print(f"full_tp2_sp: tensor parallel 2 with sequence parallelism, 2 micro-batches of 2 pairs: {STEPS} losses "
+          f"equal the single-process reference (max rel {worst:.2e}); loss {ref[0]:.4f} -> {ref[-1]:.4f}; the "
+          f"exported model + value head rank pairs as the reference (rel {err:.1e})")
+
+
+def case_lora_tp2_dp2(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "4"]
+    worst, ours_eval, _, err, _ = run_lora(binary, tmp, launch=launch, micro_pairs=2,
+                                           extra=["tensor_model_parallel_size: 2", "per_device_train_batch_size: 2"])
+    print(f"lora_tp2_dp2: 4 ranks (tp 2 x dp 2, 2 pairs per replica): {STEPS} losses equal the single-process "
+          f"reference (max rel {worst:.2e}); evals {ours_eval}; export rel {err:.1e}")
 
 
 def case_resume(binary, tmp):
@@ -440,8 +476,6 @@ def case_refusals(binary, tmp):
     out = os.path.join(tmp, "out")
     bad = [
         (["dataset: plain"], "is not a ranking dataset"),
-        (["tensor_model_parallel_size: 2"],
-         "stage rm: pipeline_model_parallel_size 1 and tensor_model_parallel_size 2"),
         (["pipeline_model_parallel_size: 2"], "stage rm: pipeline_model_parallel_size 2"),
         (["train_on_prompt: true"], "is rm (rm scores the answers of preference pairs)"),
         (["load_best_model_at_end: true", "eval_dataset: pairs_sharegpt", "eval_strategy: steps", "eval_steps: 5",
@@ -453,4 +487,5 @@ def case_refusals(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "freeze": case_freeze, "lora_dp2": case_lora_dp2,
-               "lora_dp2_zero3": case_lora_dp2_zero3, "resume": case_resume, "keep_best": case_keep_best, "lf_example": case_lf_example, "refusals": case_refusals})
+               "lora_dp2_zero3": case_lora_dp2_zero3, "resume": case_resume, "keep_best": case_keep_best, "lf_example": case_lf_example, "refusals": case_refusals,
+               "lora_tp2": case_lora_tp2, "full_tp2_sp": case_full_tp2_sp, "lora_tp2_dp2": case_lora_tp2_dp2})
