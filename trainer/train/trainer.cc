@@ -228,12 +228,15 @@ static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt, con
                                 ": sequence_parallel is not built (the experts see token slots, not "
                                 "sequences; MLA is replicated over tp): turn sequence_parallel off");
   }
-  if (rt.dims.pp() > 1 && !c.moe.deepseek_moe && c.moe.router_aux_loss_coef != 0) {
-    return InvalidArgumentError(what + ": pipeline_model_parallel_size " + std::to_string(rt.dims.pp()) +
-                                " with the load-balancing loss (router_aux_loss_coef " +
-                                c10::str(c.moe.router_aux_loss_coef) +
-                                " in config.json) is not built (the loss spans every stage's router logits): set "
-                                "router_aux_loss_coef to 0 in config.json or use pipeline_model_parallel_size 1");
+  // The pipeline assembles the load-balancing loss from each stage's router logits, which recomputed layers
+  // (activation checkpointing, ZeRO-3) hand to the model instead (trainer/train/pipeline.cc).
+  if (rt.dims.pp() > 1 && !c.moe.deepseek_moe && c.moe.router_aux_loss_coef != 0 &&
+      (spec.train.gradient_checkpointing || spec.resources.zero_stage == 3)) {
+    return InvalidArgumentError(what + ": the load-balancing loss (router_aux_loss_coef " +
+                                c10::str(c.moe.router_aux_loss_coef) + ") under pipeline_model_parallel_size " +
+                                std::to_string(rt.dims.pp()) + " with " +
+                                (spec.train.gradient_checkpointing ? "gradient_checkpointing" : "zero_stage 3") +
+                                " is not built: set gradient_checkpointing: false (and zero_stage below 3)");
   }
   if (rt.ep <= 1) return Status::Ok();
   const std::string ep = "expert_model_parallel_size " + std::to_string(rt.ep);
@@ -273,7 +276,8 @@ Status Trainer::SetupModel() {
   }
   lm_->SetEmbeddingNoise(ts.neftune_noise_alpha);
   if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_, spec_));
-  lm_->CollectRouterLogits(lm_->HasSparseLayers() && lm_->config().moe.router_aux_loss_coef != 0);
+  // Under pipeline parallelism the pipeline collects each stage's router logits itself (trainer/train/pipeline.cc).
+  lm_->CollectRouterLogits(lm_->HasSparseLayers() && lm_->config().moe.router_aux_loss_coef != 0 && rt_.dims.pp() == 1);
   torch::manual_seed(static_cast<uint64_t>(ts.seed));
   ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params,
                    ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));

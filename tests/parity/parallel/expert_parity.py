@@ -15,14 +15,16 @@
            (dp 2, ep 2) and (dp 4, ep 4) against one process.
   ep_refused: impossible or unbuilt expert-parallel layouts stop before training with a line naming each problem:
            ep not dividing the data-parallel size or the experts, ep on a dense model, qwen3_moe's load-balancing
-           loss under pipeline parallelism, MoE with sequence parallelism, ep with ZeRO, validation rows that give
-           the ranks unequal evaluation batch counts.
+           loss under pp with activation checkpointing, MoE with sequence parallelism, ep with ZeRO, validation rows that give the ranks unequal evaluation batch counts.
   ep_tp: tensor parallel 2 x expert parallel 2 (world 4: dp 2; every expert split over tp like a dense MLP,
            Megatron-core's default expert_tensor_parallel_size = tp): qwen3_moe full and LoRA against (dp 2, ep 1);
            deepseek_v3 (MLA replicated over tp) full and LoRA against one process; the step-5 checkpoints resume
-           with (dp 2, ep 1) / one process and continue with the reference's losses.
-  ep_pp: pipeline parallel 2 x expert parallel 2 (world 4: dp 2): qwen3_moe with router_aux_loss_coef 0 and a
-           4-layer deepseek_v3, full and LoRA, against one process; the full checkpoints resume on one process.
+           with (dp 2, ep 1) / one process and continue with the reference's losses (qwen3_moe LoRA and
+           deepseek_v3 full only in the .long twin, ANNEAL_TEST_LONG=1).
+  ep_pp: pipeline parallel 2 x expert parallel 2 (world 4: dp 2): qwen3_moe (its load-balancing loss over both
+           stages; gradient_checkpointing off) against (dp 2, ep 1) and a 4-layer deepseek_v3 against one process, full and LoRA; the full
+           checkpoints resume with (dp 2, ep 1) / on one process (qwen3_moe LoRA and deepseek_v3 full only in the
+           .long twin).
 """
 import json
 import os
@@ -123,13 +125,14 @@ def case_ep_deepseek(binary, tmp):
         layouts(binary, tmp, ft, arch="deepseek_v3", pairs=((2, 2), (4, 4)), single=True)
 
 
-def composed(binary, tmp, arch, ft, ref_dp, tp, pp, layers=2, aux_loss=True, resume_onto=None):
+def composed(binary, tmp, arch, ft, ref_dp, tp, pp, layers=2, aux_loss=True, resume_onto=None, extra=()):
     """(tp, pp, dp 2, ep 2) against (dp ref_dp, ep 1) without tp or pp: per-step losses, eval losses, the export
     (every expert); with resume_onto (dp, ep) the step-5 checkpoint continues there with the reference's losses."""
     model = moe_model(binary, tmp, arch, layers, aux_loss)
     tag = f"{os.path.basename(model)}-{ft}"
-    ref, _ = train(binary, tmp, model, ft, ref_dp, 1, f"{tag}-dp{ref_dp}", ["save_steps: 5"])
-    out, p = train(binary, tmp, model, ft, 2, 2, f"{tag}-tp{tp}-pp{pp}-ep2", ["save_steps: 5"], tp=tp, pp=pp)
+    extra = ["save_steps: 5"] + list(extra)
+    ref, _ = train(binary, tmp, model, ft, ref_dp, 1, f"{tag}-dp{ref_dp}", extra)
+    out, p = train(binary, tmp, model, ft, 2, 2, f"{tag}-tp{tp}-pp{pp}-ep2", extra, tp=tp, pp=pp)
     compare(ft, ref, out, f"{arch} (tp {tp}, pp {pp}, dp 2, ep 2) against {os.path.basename(ref)}")
     experts = {int(m.group(1)) for k in weights(out, ft) for m in [re.search(r"\.mlp\.experts\.(\d+)\.", k)] if m}
     assert experts == set(range(8)), f"the export holds experts {sorted(experts)}, not all 8"
@@ -141,29 +144,38 @@ def composed(binary, tmp, arch, ft, ref_dp, tp, pp, layers=2, aux_loss=True, res
         shutil.rmtree(os.path.join(resumed, "checkpoint-10"))
         os.remove(os.path.join(resumed, "trainer_log.jsonl"))
         train(binary, tmp, model, ft, dp, ep, os.path.basename(resumed),
-              ["resume_from_checkpoint: " + os.path.join(resumed, "checkpoint-5"), "save_steps: 5"])
+              ["resume_from_checkpoint: " + os.path.join(resumed, "checkpoint-5")] + extra)
         assert len(losses(resumed)) == 5, losses(resumed)
         compare(ft, ref, resumed, f"{arch} saved with (tp {tp}, pp {pp}, dp 2, ep 2), resumed with (dp {dp}, ep {ep})",
                 first_step=6)
 
 
+LONG = os.environ.get("ANNEAL_TEST_LONG") == "1"
+
+
 def case_ep_tp(binary, tmp):
     # Experts split over tp like dense MLPs (Megatron-core's default expert tensor parallel size = tp). qwen3_moe's
     # load-balancing loss is per data-parallel rank, so its reference is dp 2; DeepSeek-V3 (none) equals one process.
+    # By default qwen3_moe full and deepseek_v3 LoRA; the .long twin adds the other two.
     composed(binary, tmp, "qwen3_moe", "full", 2, tp=2, pp=1, resume_onto=(2, 1))
-    composed(binary, tmp, "qwen3_moe", "lora", 2, tp=2, pp=1)
-    composed(binary, tmp, "deepseek_v3", "full", 1, tp=2, pp=1, resume_onto=(1, 1))
     composed(binary, tmp, "deepseek_v3", "lora", 1, tp=2, pp=1, resume_onto=(1, 1))
+    if LONG:
+        composed(binary, tmp, "qwen3_moe", "lora", 2, tp=2, pp=1)
+        composed(binary, tmp, "deepseek_v3", "full", 1, tp=2, pp=1, resume_onto=(1, 1))
 
 
 def case_ep_pp(binary, tmp):
-    # Each stage's MoE layers use its own expert groups. qwen3_moe without its load-balancing loss (refused under
-    # pp: the loss spans every stage's router logits) and a 4-layer DeepSeek-V3 (stage 0 holds the dense layer 0
-    # and the sparse layer 1) equal one process.
-    composed(binary, tmp, "qwen3_moe", "full", 1, tp=1, pp=2, aux_loss=False, resume_onto=(1, 1))
-    composed(binary, tmp, "qwen3_moe", "lora", 1, tp=1, pp=2, aux_loss=False)
-    composed(binary, tmp, "deepseek_v3", "full", 1, tp=1, pp=2, layers=4, resume_onto=(1, 1))
-    composed(binary, tmp, "deepseek_v3", "lora", 1, tp=1, pp=2, layers=4)
+    # Each stage's MoE layers use its own expert groups; qwen3_moe's load-balancing loss spans both stages (its parts
+    # travel with the activations and gradients), per data-parallel rank as ever, so its reference is dp 2. A
+    # 4-layer DeepSeek-V3 (stage 0 holds the dense layer 0 and the sparse layer 1) equals one process.
+    # (The recomputed layers of activation checkpointing hand their router logits to the model, not the pipeline:
+    # refused with the load-balancing loss under pp, see ep_refused.)
+    no_ckpt = ["gradient_checkpointing: false"]
+    composed(binary, tmp, "qwen3_moe", "full", 2, tp=1, pp=2, resume_onto=(2, 1), extra=no_ckpt)
+    composed(binary, tmp, "deepseek_v3", "lora", 1, tp=1, pp=2, layers=4, resume_onto=(1, 1))
+    if LONG:
+        composed(binary, tmp, "qwen3_moe", "lora", 2, tp=1, pp=2, extra=no_ckpt)
+        composed(binary, tmp, "deepseek_v3", "full", 1, tp=1, pp=2, layers=4)
 
 
 def case_ep_refused(binary, tmp):
@@ -178,8 +190,8 @@ def case_ep_refused(binary, tmp):
         (dense, 2, ["expert_model_parallel_size: 2"],
          ["expert parallel 2 needs a mixture-of-experts model (this one is dense)"]),
         (moe, 4, ["expert_model_parallel_size: 2", "pipeline_model_parallel_size: 2"],
-         ["pipeline_model_parallel_size 2 with the load-balancing loss (router_aux_loss_coef 0.001 in config.json) "
-          "is not built"]),
+         ["qwen3_moe (mixture of experts): the load-balancing loss (router_aux_loss_coef 0.001) under "
+          "pipeline_model_parallel_size 2 with gradient_checkpointing is not built"]),
         (moe, 4, ["expert_model_parallel_size: 2", "tensor_model_parallel_size: 2", "sequence_parallel: true"],
          ["qwen3_moe (mixture of experts): sequence_parallel is not built"]),
         (moe, 2, ["expert_model_parallel_size: 2", "zero_stage: 1"],
