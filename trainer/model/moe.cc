@@ -15,12 +15,13 @@ namespace anneal::model {
 
 ExpertMlpImpl::ExpertMlpImpl(int64_t hidden, int64_t intermediate, const LinearFactory& f,
                              const torch::TensorOptions& options, bool bias) {
-  // Experts are not split by tensor parallelism (kNone): expert parallelism will place whole experts.
+  // Under tensor parallelism an expert is split like a dense MLP (Megatron-core's default expert tensor parallel
+  // size = tp): gate/up by columns, down by rows, its partial outputs summed over the tp group by down_proj.
   gate_proj =
-      register_module("gate_proj", f.Make({hidden, intermediate, bias, "gate_proj", LinearSplit::kNone}, options));
-  up_proj = register_module("up_proj", f.Make({hidden, intermediate, bias, "up_proj", LinearSplit::kNone}, options));
+      register_module("gate_proj", f.Make({hidden, intermediate, bias, "gate_proj", LinearSplit::kColumn}, options));
+  up_proj = register_module("up_proj", f.Make({hidden, intermediate, bias, "up_proj", LinearSplit::kColumn}, options));
   down_proj =
-      register_module("down_proj", f.Make({intermediate, hidden, bias, "down_proj", LinearSplit::kNone}, options));
+      register_module("down_proj", f.Make({intermediate, hidden, bias, "down_proj", LinearSplit::kRow}, options));
 }
 
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {

@@ -21,7 +21,9 @@
 // Parameter names are HF's: "gate.weight" [E, C] (the router), "experts.{e}.{gate,up,down}_proj.weight",
 // "shared_expert.{gate,up,down}_proj.weight" (Qwen) or "shared_experts.{gate,up,down}_proj.{weight,bias}"
 // (DeepSeek). Expert projections are Linear layers, so LoRA attaches to them by
-// their module names exactly as peft names them ("...mlp.experts.3.gate_proj").
+// their module names exactly as peft names them ("...mlp.experts.3.gate_proj"). Under tensor parallelism (a
+// LinearFactory that splits) every expert is split like a dense MLP: gate/up by columns, down by rows; the router
+// is replicated, so the tp ranks route identically and each exchanges its pieces' slots with its own ep peers.
 //
 // The load-balancing loss needs every sparse layer's router logits: while a RouterLogits collector is attached
 // (CollectRouterLogits), forward in training mode appends its [N, E] logits to it. LoadBalancingLoss then computes HF's

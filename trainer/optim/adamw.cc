@@ -87,6 +87,11 @@ Status AdamW::LoadStateTensors(const std::vector<std::pair<std::string, at::Tens
       state_[i].master.copy_(it->second);
       params_[i].param.copy_(state_[i].master);
     }
+    // A parameter that had a gradient before the checkpoint keeps a (zeroed) one in the uninterrupted run
+    // (ZeroGrad zeroes in place), so Step goes on moving it by its moments even in a step that gives it no
+    // gradient (a routed expert no token chose): resumed, it must too.
+    at::Tensor p = params_[i].param;
+    if (!p.grad().defined() && state_[i].exp_avg_sq.ne(0).any().item<bool>()) p.mutable_grad() = at::zeros_like(p);
   }
   step_ = step;
   return Status::Ok();

@@ -48,9 +48,16 @@ StatusOr<ParallelDims> ParallelDims::Make(int world, int tp, int pp, const Model
       problems.push_back(e + " does not divide the data parallel size " + std::to_string(dp) +
                          " (world / (tp * pp); expert parallelism is carved from data parallelism)");
     }
-    if (tp > 1 || pp > 1) {
-      problems.push_back(e + " with tensor parallel " + std::to_string(tp) + " and pipeline parallel " +
-                         std::to_string(pp) + " is not built (expert parallelism needs tp = pp = 1)");
+  }
+  if (tp > 1 && shape.routed_experts > 0) {
+    if (shape.expert_intermediate % tp != 0) {
+      problems.push_back("tensor parallel " + std::to_string(tp) + " does not divide the routed experts' width " +
+                         "(moe_intermediate_size " + std::to_string(shape.expert_intermediate) +
+                         "; experts are split over tp like dense MLPs)");
+    }
+    if (shape.shared_intermediate % tp != 0) {
+      problems.push_back("tensor parallel " + std::to_string(tp) + " does not divide the shared experts' width " +
+                         std::to_string(shape.shared_intermediate));
     }
   }
   if (!problems.empty()) {

@@ -7,7 +7,10 @@
 // Expert parallelism (ep) is carved from data parallel as Megatron does: the dp ranks of one (tp, pp) position
 // form dp / ep expert-parallel groups of ep consecutive dp ranks (dp_rank = edp_rank * ep + ep_rank); each member
 // holds num_experts / ep routed experts. The ranks holding the same experts (equal ep_rank) form the
-// expert-data-parallel group (dp / ep ranks), over which expert gradients are summed.
+// expert-data-parallel group (dp / ep ranks), over which expert gradients are summed. Expert groups never mix
+// tp or pp positions: with tp > 1 every expert is split over the tp group like a dense MLP (Megatron-core's
+// default expert_tensor_parallel_size = tensor_model_parallel_size) and each tp rank exchanges its pieces' token
+// slots with the same tp rank of the other ep members; with pp > 1 each stage's MoE layers use that stage's groups.
 //
 // Thread-safety: immutable value.
 //
@@ -28,7 +31,8 @@ namespace anneal::parallel {
 // The model sizes the layout must split evenly.
 struct ModelShape {
   int64_t heads = 1, kv_heads = 1, layers = 1, intermediate = 1, vocab = 1;
-  int64_t routed_experts = 0;  // 0: a dense model
+  int64_t routed_experts = 0;                                // 0: a dense model
+  int64_t expert_intermediate = 0, shared_intermediate = 0;  // SwiGLU widths of a routed / the shared expert
 };
 
 class ParallelDims {
@@ -36,8 +40,8 @@ class ParallelDims {
   // Checks world = tp * pp * dp; tp divides the attention heads, the kv heads (or is a multiple of them: kv
   // heads are then replicated), the MLP width and the vocabulary; pp <= layers. Every violated constraint is
   // named in the error.
-  // ep (expert parallelism) must divide dp and the routed experts, needs a mixture-of-experts model, and is
-  // built for tp = pp = 1 only.
+  // ep (expert parallelism) must divide dp and the routed experts and needs a mixture-of-experts model; tp
+  // must divide the routed and shared experts' widths (experts are split over tp like dense MLPs).
   static StatusOr<ParallelDims> Make(int world, int tp, int pp, const ModelShape& shape, int ep = 1);
   // The decoder layers [begin, end) of pipeline stage `pp_rank`: an even split, earlier stages taking one
   // fewer when the layers do not divide.

@@ -2,11 +2,45 @@
 
 #include <torch/torch.h>
 
+#include <deque>
+
 namespace anneal::train {
 namespace {
 
+// Qwen3-MoE's load-balancing loss over several stages. HF's load_balancing_loss_func over a micro-batch's router
+// logits of every layer is coef * E * sum_e (F_e / R) * (P_e / R): F_e the (unmasked) top-k picks of expert e, P_e
+// its summed probabilities, R the rows, all summed over the layers. Each stage computes its layers' parts (F^s, P^s,
+// R^s); the cumulative parts travel forward with the activation (fp32 [2E + 1], the bytes appended to the message),
+// so the last stage adds the loss's value; the totals (F, R) travel back with the gradient ([E + 1]) and every other
+// stage backpropagates coef * E * sum_e F_e P^s_e / R^2, the loss's gradient in P^s (F and R carry none).
+struct RouterParts {
+  torch::Tensor picks;  // [E] fp32, no graph
+  torch::Tensor probs;  // [E] fp32, with graph
+  torch::Tensor rows;   // [1] fp32
+};
+
+// t [..] and fp32 `extra` [n] -> one flat message in t's dtype (extra's bytes reinterpreted); t when undefined.
+torch::Tensor Pack(const torch::Tensor& t, const torch::Tensor& extra) {
+  if (!extra.defined()) return t;
+  return torch::cat({t.reshape(-1), extra.to(torch::kFloat32).contiguous().view(t.scalar_type()).reshape(-1)});
+}
+// Elements of `dtype` that n fp32 values occupy in a message.
+int64_t PackedLength(int64_t n, torch::ScalarType dtype) {
+  return n * 4 / static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+// A micro-batch in flight: its stage input (a leaf that collects the input gradient) and output; with the
+// load-balancing loss over stages, this stage's summed router probabilities (P^s, with graph; not on the last stage)
+// and, on the last stage, the totals [F, R] to send back.
+struct InFlight {
+  torch::Tensor input, output;
+  torch::Tensor aux_probs, aux_totals;
+};
+
 model::ForwardInputs InputsOf(const Batch& b) {
-  return {.input_ids = b.input_ids, .attention_mask = b.attention_mask, .position_ids = b.position_ids,
+  return {.input_ids = b.input_ids,
+          .attention_mask = b.attention_mask,
+          .position_ids = b.position_ids,
           .segment_ids = b.segment_ids};
 }
 
@@ -18,7 +52,23 @@ class Stage {
     const bool multi = ctx.pp != nullptr && ctx.pp->size() > 1;
     rank_ = multi ? ctx.pp->rank() : 0;
     size_ = multi ? ctx.pp->size() : 1;
+    const model::MoeConfig& moe = lm->config().moe;
+    if (micro_batches > 0 && size_ > 1 && lm->HasSparseLayers() && !moe.deepseek_moe && moe.router_aux_loss_coef != 0) {
+      experts_ = moe.num_experts;
+      for (const auto& layer : lm->model->layers->children()) {
+        auto* decoder_layer = layer->as<model::DecoderLayerImpl>();
+        if (decoder_layer == nullptr || !decoder_layer->moe) continue;
+        decoder_layer->moe->CollectRouterLogits(&router_logits_);
+        routed_.push_back(decoder_layer->moe.get());
+      }
+    }
   }
+  ~Stage() {
+    for (model::SparseMoeImpl* m : routed_) m->CollectRouterLogits(nullptr);
+  }
+  Stage(const Stage&) = delete;
+  Stage& operator=(const Stage&) = delete;
+  bool aux() const { return experts_ > 0; }
   bool first() const { return rank_ == 0; }
   bool last() const { return rank_ == size_ - 1; }
   int rank() const { return rank_; }
@@ -33,9 +83,49 @@ class Stage {
     return torch::empty({b.input_ids.size(0), b.input_ids.size(1) / ctx_.sequence_shards, lm_->config().hidden_size},
                         torch::TensorOptions().dtype(ctx_.dtype).device(ctx_.device));
   }
+  // A message buffer: an activation (or its gradient) of `b` followed by `extra` fp32 values.
+  torch::Tensor EmptyMessage(const Batch& b, int64_t extra) const {
+    torch::Tensor t = Empty(b);
+    if (!aux()) return t;
+    return torch::empty({t.numel() + PackedLength(extra, ctx_.dtype)}, t.options());
+  }
+  // Splits a received message into the activation (returned) and its fp32 extra values (appended to `queue`).
+  torch::Tensor Unpack(const Batch& b, const torch::Tensor& message, std::deque<torch::Tensor>* queue) const {
+    if (!aux()) return message;
+    torch::Tensor t = Empty(b);
+    queue->push_back(message.narrow(0, t.numel(), message.numel() - t.numel()).clone().view(torch::kFloat32));
+    return message.narrow(0, 0, t.numel()).view(t.sizes()).clone();  // its own leaf, not a view
+  }
+  torch::Tensor PopFront(std::deque<torch::Tensor>* queue) {
+    if (!aux()) return {};
+    torch::Tensor t = queue->front();
+    queue->pop_front();
+    return t;
+  }
 
-  // This stage's layers on one micro-batch. `input` is the received activation (undefined on the first stage,
-  // which embeds). Returns the activation to send, or on the last stage the summed token losses and their count.
+  // This stage's parts of the load-balancing loss from the router logits its layers just produced (the sums of
+  // LoadBalancingLoss in trainer/model/moe.cc, before they are combined).
+  RouterParts TakeRouterParts(const torch::Tensor& attention_mask) {
+    const int64_t k = lm_->config().moe.num_experts_per_tok;
+    auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(ctx_.device);
+    RouterParts parts{torch::zeros({experts_}, fp32), torch::zeros({experts_}, fp32), torch::zeros({1}, fp32)};
+    for (const torch::Tensor& layer_logits : router_logits_) {
+      torch::Tensor probs = torch::softmax(layer_logits.to(ctx_.device), -1);  // [N, E]
+      torch::Tensor selected = std::get<1>(torch::topk(probs, k, -1));         // [N, k]
+      torch::Tensor row_weight =
+          attention_mask.defined() ? attention_mask.reshape({-1}).to(fp32) : torch::ones({layer_logits.size(0)}, fp32);
+      parts.picks =
+          parts.picks +
+          torch::zeros({experts_}, fp32).scatter_add(0, selected.reshape({-1}), row_weight.repeat_interleave(k));
+      parts.probs = parts.probs + (probs.to(torch::kFloat32) * row_weight.unsqueeze(-1)).sum(0);
+      parts.rows = parts.rows + row_weight.sum();
+    }
+    router_logits_.clear();
+    return parts;
+  }
+
+  // This stage's layers on one micro-batch. `input` is the received activation (undefined on the first stage, which
+  // embeds). Returns the activation to send, or on the last stage the summed token losses and their count.
   torch::Tensor RunLayers(const Batch& b, const torch::Tensor& input, int64_t* label_tokens = nullptr) {
     torch::Tensor x = first() ? lm_->Embed(b.input_ids) : input;
     const auto& st = lm_->stage();
@@ -46,47 +136,87 @@ class Stage {
     return sum;
   }
 
-  // Training forward: the loss (summed token losses / denom) on the last stage, added to *loss_sum; elsewhere
-  // the activation to send.
-  torch::Tensor Forward(const Batch& b, const torch::Tensor& input, double denom, double* loss_sum) {
+  // Training forward: the loss (summed token losses / denom) on the last stage, added to *loss_sum; elsewhere the
+  // activation to send.
+  torch::Tensor Forward(const Batch& b, const torch::Tensor& input, double denom, double* loss_sum, InFlight* f) {
     torch::Tensor out = RunLayers(b, input);
+    torch::Tensor aux_loss;
+    if (aux()) {
+      // The load-balancing loss over stages: earlier stages' cumulative parts [F, P, R] and this stage's.
+      const int64_t E = experts_;
+      RouterParts mine = TakeRouterParts(b.attention_mask);
+      torch::Tensor before = first() ? torch::zeros({2 * E + 1}, mine.picks.options()) : PopFront(&stats_in_);
+      torch::Tensor picks = before.narrow(0, 0, E) + mine.picks, rows = before.narrow(0, 2 * E, 1) + mine.rows;
+      torch::Tensor probs_before = before.narrow(0, E, E);
+      if (!last()) {
+        stats_out_.push_back(torch::cat({picks, probs_before + mine.probs.detach(), rows}));
+        f->aux_probs = mine.probs;
+      } else {
+        f->aux_totals = torch::cat({picks, rows});
+        aux_loss = AuxLoss(f->aux_totals, probs_before + mine.probs);
+      }
+    }
     if (!last()) return out;
     torch::Tensor loss = out / denom;
     // Mixture-of-experts: + router_aux_loss_coef * the load-balancing loss of this micro-batch, as HF adds it.
-    if (lm_->HasSparseLayers()) loss = loss + lm_->TakeAuxLoss(b.attention_mask).to(loss.device());
+    if (aux_loss.defined()) {
+      loss = loss + aux_loss.to(loss.device());
+    } else if (lm_->HasSparseLayers()) {
+      loss = loss + lm_->TakeAuxLoss(b.attention_mask).to(loss.device());
+    }
     *loss_sum += loss.item<double>();
     return loss;
   }
+  // coef * E * sum_e F_e P_e / R^2 from totals [F, R] and summed probabilities P [E].
+  torch::Tensor AuxLoss(const torch::Tensor& totals, const torch::Tensor& probs) const {
+    const int64_t E = experts_;
+    torch::Tensor rows = totals.narrow(0, E, 1).squeeze(0);
+    return (totals.narrow(0, 0, E) * probs).sum() / (rows * rows) *
+           (static_cast<double>(E) * lm_->config().moe.router_aux_loss_coef);
+  }
+  // The totals of the micro-batch now going backward: received with its gradient, or on the last stage its own.
+  torch::Tensor BackwardTotals(const InFlight& f) { return last() ? f.aux_totals : PopFront(&totals_in_); }
+  void QueueTotalsBack(const torch::Tensor& totals) {
+    if (aux() && !first()) totals_out_.push_back(totals);
+  }
 
-  // Posts what is given (forward activation to the next stage, input gradient to the previous) and receives
-  // what is asked, pairing the operations with one neighbour.
-  void SendNext(const torch::Tensor& t) { if (!last()) ctx_.pp->Send(t, rank_ + 1); }
-  void SendPrev(const torch::Tensor& t) { if (!first()) ctx_.pp->Send(t, rank_ - 1); }
+  // Posts what is given (forward activation to the next stage, input gradient to the previous) and receives what is
+  // asked, pairing the operations with one neighbour. With the load-balancing loss over stages, every activation
+  // message carries its micro-batch's cumulative router parts and every gradient message its totals (queued in
+  // micro-batch order: forward and backward each visit the micro-batches in order).
+  void SendNext(const torch::Tensor& t) {
+    if (!last()) ctx_.pp->Send(Pack(t, PopFront(&stats_out_)), rank_ + 1);
+  }
+  void SendPrev(const torch::Tensor& t) {
+    if (!first()) ctx_.pp->Send(Pack(t, PopFront(&totals_out_)), rank_ - 1);
+  }
   torch::Tensor RecvPrev(const Batch& b) {
     if (first()) return {};
-    torch::Tensor t = Empty(b);
+    torch::Tensor t = EmptyMessage(b, 2 * experts_ + 1);
     ctx_.pp->Recv(t, rank_ - 1);
-    return t;
+    return Unpack(b, t, &stats_in_);
   }
   torch::Tensor RecvNext(const Batch& b) {
     if (last()) return {};
-    torch::Tensor t = Empty(b);
+    torch::Tensor t = EmptyMessage(b, experts_ + 1);
     ctx_.pp->Recv(t, rank_ + 1);
-    return t;
+    return Unpack(b, t, &totals_in_);
   }
   // Send the activation forward while receiving the gradient of an earlier one from the next stage.
   torch::Tensor SendNextRecvNext(const torch::Tensor& act, const Batch& grad_of) {
     if (last()) return {};
-    torch::Tensor g = Empty(grad_of);
-    ctx_.pp->SendRecv(&act, rank_ + 1, &g, rank_ + 1);
-    return g;
+    torch::Tensor g = EmptyMessage(grad_of, experts_ + 1);
+    const torch::Tensor message = Pack(act, PopFront(&stats_out_));
+    ctx_.pp->SendRecv(&message, rank_ + 1, &g, rank_ + 1);
+    return Unpack(grad_of, g, &totals_in_);
   }
   // Send an input gradient back while receiving the next activation from the previous stage.
   torch::Tensor SendPrevRecvPrev(const torch::Tensor& grad, const Batch& act_of) {
     if (first()) return {};
-    torch::Tensor a = Empty(act_of);
-    ctx_.pp->SendRecv(&grad, rank_ - 1, &a, rank_ - 1);
-    return a;
+    torch::Tensor a = EmptyMessage(act_of, 2 * experts_ + 1);
+    const torch::Tensor message = Pack(grad, PopFront(&totals_out_));
+    ctx_.pp->SendRecv(&message, rank_ - 1, &a, rank_ - 1);
+    return Unpack(act_of, a, &stats_in_);
   }
 
  private:
@@ -94,29 +224,39 @@ class Stage {
   const StageContext& ctx_;
   int64_t micro_batches_ = 0, backwards_ = 0;
   int rank_ = 0, size_ = 1;
-};
-
-// A micro-batch in flight: its stage input (a leaf that collects the input gradient) and output.
-struct InFlight {
-  torch::Tensor input, output;
+  // The load-balancing loss over stages (experts_ > 0): this stage's router logits and the queued parts.
+  int64_t experts_ = 0;
+  std::vector<model::SparseMoeImpl*> routed_;
+  std::vector<torch::Tensor> router_logits_;
+  std::deque<torch::Tensor> stats_in_, stats_out_, totals_in_, totals_out_;
 };
 
 InFlight RunForward(Stage& stage, const Batch& b, torch::Tensor received, double denom, double* loss_sum) {
   InFlight f;
   if (received.defined()) f.input = received.requires_grad_(true);
-  f.output = stage.Forward(b, f.input, denom, loss_sum);
+  f.output = stage.Forward(b, f.input, denom, loss_sum, &f);
   return f;
 }
 
-// Backward of one micro-batch: from the loss on the last stage, else from the gradient received for the
-// output. Returns the gradient of the stage input to send back (zeros when nothing upstream needs it).
+// Backward of one micro-batch: from the loss on the last stage, else from the gradient received for the output.
+// Returns the gradient of the stage input to send back (zeros when nothing upstream needs it).
 torch::Tensor RunBackward(Stage& stage, InFlight& f, const torch::Tensor& output_grad) {
   stage.BeforeBackward();
+  const torch::Tensor totals = stage.aux() ? stage.BackwardTotals(f) : torch::Tensor();
   if (stage.last()) {
     f.output.backward();
+  } else if (totals.defined() && f.aux_probs.requires_grad()) {
+    // This stage's share of the load-balancing loss's gradient joins the gradient from the next stage.
+    torch::Tensor aux_loss = stage.AuxLoss(totals, f.aux_probs);
+    if (f.output.requires_grad()) {
+      torch::autograd::backward({f.output, aux_loss}, {output_grad, torch::ones_like(aux_loss)});
+    } else {
+      aux_loss.backward();
+    }
   } else if (f.output.requires_grad()) {
     torch::autograd::backward({f.output}, {output_grad});
   }
+  if (totals.defined()) stage.QueueTotalsBack(totals);
   torch::Tensor g;
   if (!stage.first()) g = f.input.grad().defined() ? f.input.grad() : torch::zeros_like(f.input);
   f = InFlight{};  // free the activations
@@ -125,8 +265,7 @@ torch::Tensor RunBackward(Stage& stage, InFlight& f, const torch::Tensor& output
 
 }  // namespace
 
-double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, double denom,
-                         const StageContext& ctx) {
+double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, double denom, const StageContext& ctx) {
   const int64_t m_count = static_cast<int64_t>(micro.size());
   Stage stage(lm, ctx, m_count);
   double loss_sum = 0;
@@ -162,8 +301,8 @@ double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, d
   for (int64_t i = 0; i < steady; ++i) {
     const int64_t fwd = warmup + i, bwd = i;
     flight[fwd] = RunForward(stage, micro[fwd], received, denom, &loss_sum);
-    torch::Tensor out_grad = stage.last() ? torch::Tensor()
-                                          : stage.SendNextRecvNext(flight[fwd].output.detach(), micro[bwd]);
+    torch::Tensor out_grad =
+        stage.last() ? torch::Tensor() : stage.SendNextRecvNext(flight[fwd].output.detach(), micro[bwd]);
     torch::Tensor in_grad = RunBackward(stage, flight[bwd], out_grad);
     if (i == steady - 1) {
       stage.SendPrev(in_grad);

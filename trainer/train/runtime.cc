@@ -62,8 +62,16 @@ StatusOr<Runtime> Runtime::FromEnvironment(const jobspec::JobSpec& spec) {
         std::to_string(res.world_size()) + " ranks");
   }
   ASSIGN_OR_RETURN(model::ModelConfig mc, model::LoadModelConfig(spec.model.model_name_or_path));
-  const parallel::ModelShape shape{mc.num_attention_heads, mc.num_key_value_heads, mc.num_hidden_layers,
-                                   mc.intermediate_size,   mc.vocab_size,          mc.moe.num_experts};
+  const parallel::ModelShape shape{.heads = mc.num_attention_heads,
+                                   .kv_heads = mc.num_key_value_heads,
+                                   .layers = mc.num_hidden_layers,
+                                   .intermediate = mc.intermediate_size,
+                                   .vocab = mc.vocab_size,
+                                   .routed_experts = mc.moe.num_experts,
+                                   .expert_intermediate = mc.moe.moe_intermediate_size,
+                                   .shared_intermediate = mc.moe.deepseek_moe
+                                                              ? mc.moe.moe_intermediate_size * mc.moe.n_shared_experts
+                                                              : mc.moe.shared_expert_intermediate_size};
   ASSIGN_OR_RETURN(
       rt.dims, parallel::ParallelDims::Make(rt.world, spec.resources.tensor_parallel, spec.resources.pipeline_parallel,
                                             shape, spec.resources.expert_parallel));

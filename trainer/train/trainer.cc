@@ -262,10 +262,22 @@ Status Trainer::SetupData() {
 static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt, const jobspec::JobSpec& spec) {
   const std::string what =
       c.model_type + (c.mla.enabled ? " (multi-head latent attention, mixture of experts)" : " (mixture of experts)");
-  if (rt.dims.tp() > 1 || rt.dims.pp() > 1) {
-    return InvalidArgumentError(what + ": tensor_model_parallel_size " + std::to_string(rt.dims.tp()) +
-                                " and pipeline_model_parallel_size " + std::to_string(rt.dims.pp()) +
-                                " are not supported yet (only data and expert parallelism: tp = pp = 1)");
+  // Under tp the experts are split like dense MLPs and MLA is replicated; under pp each stage routes its own
+  // layers. What is not built:
+  if (rt.sequence_parallel) {
+    return InvalidArgumentError(what +
+                                ": sequence_parallel is not built (the experts see token slots, not "
+                                "sequences; MLA is replicated over tp): turn sequence_parallel off");
+  }
+  // The pipeline assembles the load-balancing loss from each stage's router logits, which recomputed layers
+  // (activation checkpointing, ZeRO-3) hand to the model instead (trainer/train/pipeline.cc).
+  if (rt.dims.pp() > 1 && !c.moe.deepseek_moe && c.moe.router_aux_loss_coef != 0 &&
+      (spec.train.gradient_checkpointing || spec.resources.zero_stage == 3)) {
+    return InvalidArgumentError(what + ": the load-balancing loss (router_aux_loss_coef " +
+                                c10::str(c.moe.router_aux_loss_coef) + ") under pipeline_model_parallel_size " +
+                                std::to_string(rt.dims.pp()) + " with " +
+                                (spec.train.gradient_checkpointing ? "gradient_checkpointing" : "zero_stage 3") +
+                                " is not built: set gradient_checkpointing: false (and zero_stage below 3)");
   }
   if (rt.ep <= 1) return Status::Ok();
   const std::string ep = "expert_model_parallel_size " + std::to_string(rt.ep);
@@ -305,7 +317,8 @@ Status Trainer::SetupModel() {
   }
   lm_->SetEmbeddingNoise(ts.neftune_noise_alpha);
   if (lm_->HasSparseLayers() || lm_->config().mla.enabled) RETURN_IF_ERROR(CheckMoeLayout(lm_->config(), rt_, spec_));
-  lm_->CollectRouterLogits(lm_->HasSparseLayers());
+  // Under pipeline parallelism the pipeline collects each stage's router logits itself (trainer/train/pipeline.cc).
+  lm_->CollectRouterLogits(lm_->HasSparseLayers() && lm_->config().moe.router_aux_loss_coef != 0 && rt_.dims.pp() == 1);
   torch::manual_seed(static_cast<uint64_t>(ts.seed));
   ASSIGN_OR_RETURN(std::vector<optim::TrainableParam> params,
                    ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));

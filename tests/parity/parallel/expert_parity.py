@@ -14,9 +14,19 @@
   ep_deepseek: a tiny deepseek_v3 (sigmoid group-limited routing, a shared expert, MLA), full and LoRA, with
            (dp 2, ep 2) and (dp 4, ep 4) against one process.
   ep_refused: impossible or unbuilt expert-parallel layouts stop before training with a line naming each problem:
-           ep not dividing the data-parallel size or the experts, ep on a dense model, ep with tensor
-           parallelism, ep with ZeRO, validation rows that give the ranks unequal evaluation batch counts.
+           ep not dividing the data-parallel size or the experts, ep on a dense model, qwen3_moe's load-balancing
+           loss under pp with activation checkpointing, MoE with sequence parallelism, ep with ZeRO, validation rows that give the ranks unequal evaluation batch counts.
+  ep_tp: tensor parallel 2 x expert parallel 2 (world 4: dp 2; every expert split over tp like a dense MLP,
+           Megatron-core's default expert_tensor_parallel_size = tp): qwen3_moe full and LoRA against (dp 2, ep 1);
+           deepseek_v3 (MLA replicated over tp) full and LoRA against one process; the step-5 checkpoints resume
+           with (dp 2, ep 1) / one process and continue with the reference's losses (qwen3_moe LoRA and
+           deepseek_v3 full only in the .long twin, ANNEAL_TEST_LONG=1).
+  ep_pp: pipeline parallel 2 x expert parallel 2 (world 4: dp 2): qwen3_moe (its load-balancing loss over both
+           stages; gradient_checkpointing off) against (dp 2, ep 1) and a 4-layer deepseek_v3 against one process, full and LoRA; the full
+           checkpoints resume with (dp 2, ep 1) / on one process (qwen3_moe LoRA and deepseek_v3 full only in the
+           .long twin).
 """
+import json
 import os
 import re
 import shutil
@@ -28,21 +38,31 @@ from parallel_parity import GLOBAL_BATCH, compare, job, losses, setup, weights  
 from testlib import run, run_cases  # noqa: E402
 
 
-def moe_model(binary, tmp, arch="qwen3_moe"):
+def moe_model(binary, tmp, arch="qwen3_moe", layers=2, aux_loss=True):
+    """A tiny `arch` model; aux_loss=False sets qwen3_moe's router_aux_loss_coef to 0 in its config.json."""
     setup(tmp, binary)  # the tokenizer (and a dense llama model, for the refusals)
-    model = os.path.join(tmp, arch)
+    model = os.path.join(tmp, f"{arch}-{layers}" + ("" if aux_loss else "-noaux"))
+    if os.path.exists(model):
+        return model
     run([binary, "model", "init", "--arch", arch, "--preset", "tiny", "--tokenizer", os.path.join(tmp, "tok"),
-         "--out", model, "--seed", "3", "--layers", "2"])
+         "--out", model, "--seed", "3", "--layers", str(layers)])
+    if not aux_loss:
+        path = os.path.join(model, "config.json")
+        config = json.load(open(path))
+        config["router_aux_loss_coef"] = 0.0
+        json.dump(config, open(path, "w"), indent=2)
     return model
 
 
-def train(binary, tmp, model, ft, dp, ep, name, extra=()):
+def train(binary, tmp, model, ft, dp, ep, name, extra=(), tp=1, pp=1):
     out = os.path.join(tmp, name)
+    world = dp * tp * pp
     cfg = job(tmp, model, out, ft, [f"per_device_train_batch_size: {GLOBAL_BATCH // dp}", "max_steps: 10",
-                                    "eval_steps: 5", f"expert_model_parallel_size: {ep}", f"gpus_per_node: {dp}"]
+                                    "eval_steps: 5", f"expert_model_parallel_size: {ep}", f"gpus_per_node: {world}",
+                                    f"tensor_model_parallel_size: {tp}", f"pipeline_model_parallel_size: {pp}"]
               + list(extra))
-    cmd = [binary, "train", "--config", cfg] if dp == 1 else \
-        [binary, "launch", "--nproc-per-node", str(dp), "--", "train", "--config", cfg]
+    cmd = [binary, "train", "--config", cfg] if world == 1 else \
+        [binary, "launch", "--nproc-per-node", str(world), "--", "train", "--config", cfg]
     return out, run(cmd)
 
 
@@ -105,6 +125,59 @@ def case_ep_deepseek(binary, tmp):
         layouts(binary, tmp, ft, arch="deepseek_v3", pairs=((2, 2), (4, 4)), single=True)
 
 
+def composed(binary, tmp, arch, ft, ref_dp, tp, pp, layers=2, aux_loss=True, resume_onto=None, extra=()):
+    """(tp, pp, dp 2, ep 2) against (dp ref_dp, ep 1) without tp or pp: per-step losses, eval losses, the export
+    (every expert); with resume_onto (dp, ep) the step-5 checkpoint continues there with the reference's losses."""
+    model = moe_model(binary, tmp, arch, layers, aux_loss)
+    tag = f"{os.path.basename(model)}-{ft}"
+    extra = ["save_steps: 5"] + list(extra)
+    ref, _ = train(binary, tmp, model, ft, ref_dp, 1, f"{tag}-dp{ref_dp}", extra)
+    out, p = train(binary, tmp, model, ft, 2, 2, f"{tag}-tp{tp}-pp{pp}-ep2", extra, tp=tp, pp=pp)
+    compare(ft, ref, out, f"{arch} (tp {tp}, pp {pp}, dp 2, ep 2) against {os.path.basename(ref)}")
+    experts = {int(m.group(1)) for k in weights(out, ft) for m in [re.search(r"\.mlp\.experts\.(\d+)\.", k)] if m}
+    assert experts == set(range(8)), f"the export holds experts {sorted(experts)}, not all 8"
+    if resume_onto:
+        dp, ep = resume_onto
+        resumed = os.path.join(tmp, f"{tag}-tp{tp}-pp{pp}-ep2-resumed-dp{dp}-ep{ep}")
+        shutil.rmtree(resumed, ignore_errors=True)
+        shutil.copytree(out, resumed)
+        shutil.rmtree(os.path.join(resumed, "checkpoint-10"))
+        os.remove(os.path.join(resumed, "trainer_log.jsonl"))
+        train(binary, tmp, model, ft, dp, ep, os.path.basename(resumed),
+              ["resume_from_checkpoint: " + os.path.join(resumed, "checkpoint-5")] + extra)
+        assert len(losses(resumed)) == 5, losses(resumed)
+        compare(ft, ref, resumed, f"{arch} saved with (tp {tp}, pp {pp}, dp 2, ep 2), resumed with (dp {dp}, ep {ep})",
+                first_step=6)
+
+
+LONG = os.environ.get("ANNEAL_TEST_LONG") == "1"
+
+
+def case_ep_tp(binary, tmp):
+    # Experts split over tp like dense MLPs (Megatron-core's default expert tensor parallel size = tp). qwen3_moe's
+    # load-balancing loss is per data-parallel rank, so its reference is dp 2; DeepSeek-V3 (none) equals one process.
+    # By default qwen3_moe full and deepseek_v3 LoRA; the .long twin adds the other two.
+    composed(binary, tmp, "qwen3_moe", "full", 2, tp=2, pp=1, resume_onto=(2, 1))
+    composed(binary, tmp, "deepseek_v3", "lora", 1, tp=2, pp=1, resume_onto=(1, 1))
+    if LONG:
+        composed(binary, tmp, "qwen3_moe", "lora", 2, tp=2, pp=1)
+        composed(binary, tmp, "deepseek_v3", "full", 1, tp=2, pp=1, resume_onto=(1, 1))
+
+
+def case_ep_pp(binary, tmp):
+    # Each stage's MoE layers use its own expert groups; qwen3_moe's load-balancing loss spans both stages (its parts
+    # travel with the activations and gradients), per data-parallel rank as ever, so its reference is dp 2. A
+    # 4-layer DeepSeek-V3 (stage 0 holds the dense layer 0 and the sparse layer 1) equals one process.
+    # (The recomputed layers of activation checkpointing hand their router logits to the model, not the pipeline:
+    # refused with the load-balancing loss under pp, see ep_refused.)
+    no_ckpt = ["gradient_checkpointing: false"]
+    composed(binary, tmp, "qwen3_moe", "full", 2, tp=1, pp=2, resume_onto=(2, 1), extra=no_ckpt)
+    composed(binary, tmp, "deepseek_v3", "lora", 1, tp=1, pp=2, layers=4, resume_onto=(1, 1))
+    if LONG:
+        composed(binary, tmp, "qwen3_moe", "lora", 2, tp=1, pp=2, extra=no_ckpt)
+        composed(binary, tmp, "deepseek_v3", "full", 1, tp=1, pp=2, layers=4)
+
+
 def case_ep_refused(binary, tmp):
     moe = moe_model(binary, tmp)
     dense = os.path.join(tmp, "model")
@@ -116,8 +189,11 @@ def case_ep_refused(binary, tmp):
          ["expert parallel 3 does not divide the 8 routed experts"]),
         (dense, 2, ["expert_model_parallel_size: 2"],
          ["expert parallel 2 needs a mixture-of-experts model (this one is dense)"]),
-        (moe, 4, ["expert_model_parallel_size: 2", "tensor_model_parallel_size: 2"],
-         ["expert parallel 2 with tensor parallel 2 and pipeline parallel 1 is not built"]),
+        (moe, 4, ["expert_model_parallel_size: 2", "pipeline_model_parallel_size: 2"],
+         ["qwen3_moe (mixture of experts): the load-balancing loss (router_aux_loss_coef 0.001) under "
+          "pipeline_model_parallel_size 2 with gradient_checkpointing is not built"]),
+        (moe, 4, ["expert_model_parallel_size: 2", "tensor_model_parallel_size: 2", "sequence_parallel: true"],
+         ["qwen3_moe (mixture of experts): sequence_parallel is not built"]),
         (moe, 2, ["expert_model_parallel_size: 2", "zero_stage: 1"],
          ["expert_model_parallel_size 2 with zero_stage 1 is not built"]),
         # Every forward is a collective over the expert-parallel group: ranks with unequal evaluation batch counts
@@ -138,4 +214,4 @@ def case_ep_refused(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"ep_full": case_ep_full, "ep_lora": case_ep_lora, "ep_deepseek": case_ep_deepseek,
-               "ep_refused": case_ep_refused})
+               "ep_tp": case_ep_tp, "ep_pp": case_ep_pp, "ep_refused": case_ep_refused})

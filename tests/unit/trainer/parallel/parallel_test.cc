@@ -84,8 +84,16 @@ TEST(ParallelDims, NamesEveryViolatedExpertParallelConstraint) {
   EXPECT_NE(m.find("invalid parallel layout (tp=2, pp=2, ep=4, world=8)"), std::string::npos) << m;
   EXPECT_NE(m.find("expert parallel 4 does not divide the 6 routed experts"), std::string::npos) << m;
   EXPECT_NE(m.find("expert parallel 4 does not divide the data parallel size 2"), std::string::npos) << m;
-  EXPECT_NE(m.find("expert parallel 4 with tensor parallel 2 and pipeline parallel 2 is not built"), std::string::npos)
-      << m;
+  moe.expert_intermediate = 15;  // tp 2 cannot split an expert of width 15, nor a shared expert of width 9
+  moe.shared_intermediate = 9;
+  auto odd = ParallelDims::Make(8, 2, 2, moe, /*ep=*/4);
+  ASSERT_FALSE(odd.ok());
+  const std::string o = odd.status().message();
+  EXPECT_NE(o.find("expert parallel 4 does not divide the 6 routed experts"), std::string::npos) << o;
+  EXPECT_NE(o.find("tensor parallel 2 does not divide the routed experts' width (moe_intermediate_size 15"),
+            std::string::npos)
+      << o;
+  EXPECT_NE(o.find("tensor parallel 2 does not divide the shared experts' width 9"), std::string::npos) << o;
   auto dense = ParallelDims::Make(4, 1, 1, kShape, 2);
   ASSERT_FALSE(dense.ok());
   EXPECT_NE(dense.status().message().find("expert parallel 2 needs a mixture-of-experts model (this one is dense)"),
@@ -94,6 +102,23 @@ TEST(ParallelDims, NamesEveryViolatedExpertParallelConstraint) {
   EXPECT_NE(ParallelDims::Make(4, 1, 1, moe, 0).status().message().find("expert parallel size must be >= 1"),
             std::string::npos);
   EXPECT_TRUE(ParallelDims::Make(4, 1, 1, moe, 1).ok());  // ep 1: nothing asked of the model
+}
+
+TEST(ParallelDims, ComposesExpertParallelWithTensorAndPipelineParallel) {
+  ModelShape moe = kShape;
+  moe.routed_experts = 8;
+  moe.expert_intermediate = 16;
+  // tp 2 x pp 2 x dp 4, ep 2: rank = pp * 8 + dp * 2 + tp. Expert groups stay inside one (tp, pp) position.
+  auto d = ParallelDims::Make(16, 2, 2, moe, /*ep=*/2);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->dp(), 4);
+  // rank 13: pp 1, dp 2, tp 1 -> ep_rank 0, edp_rank 1.
+  EXPECT_EQ(d->EpGroup(13), (std::vector<int>{13, 15}));
+  EXPECT_EQ(d->EdpGroup(13), (std::vector<int>{9, 13}));
+  EXPECT_EQ(d->TpGroup(13), (std::vector<int>{12, 13}));
+  // tp 2 x ep 2 in a world of 4 and pp 2 x ep 2 in a world of 4.
+  EXPECT_TRUE(ParallelDims::Make(4, 2, 1, moe, 2).ok());
+  EXPECT_TRUE(ParallelDims::Make(4, 1, 2, moe, 2).ok());
 }
 
 TEST(ParallelDims, SplitsLayersEvenlyOverStages) {
