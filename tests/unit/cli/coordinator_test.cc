@@ -110,6 +110,7 @@ TEST(CliCoordinator, SubmitSendsTheZeroStageOfTheDeepSpeedConfigItRead) {
   ASSERT_GE(overrides.size(), 1);
   // The coordinator (elsewhere, without the file) gets the stage as an override that replaces the deepspeed key.
   EXPECT_EQ(overrides[overrides.size() - 1], "resources.zero_stage=1");
+  EXPECT_EQ(overrides[overrides.size() - 2], "resources.offload=none");
 }
 
 TEST(CliCoordinator, SubmitPrintsLocalWarnings) {
