@@ -640,7 +640,9 @@ void Trainer::LogHoldings() const {
       resident >> 10, " KiB resident, optimizer state ", state_bytes >> 10, " KiB", sharding,
       opt_->offload() == Offload::kNone
           ? std::string()
-          : c10::str(", offloaded to host memory (", spec_.resources.offload, "): ", opt_->HostBytes() >> 10, " KiB"),
+          : c10::str(", offloaded to host memory (",
+                     opt_->offload() == Offload::kOptimizer ? "optimizer" : "optimizer+params",
+                     "): ", opt_->HostBytes() >> 10, " KiB"),
       spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off", "\n");
 }
 
