@@ -41,8 +41,9 @@ std::vector<std::string> AbsolutePathOverrides(const jobspec::JobSpec& spec) {
   add("train.resume_from_checkpoint", spec.train.resume_from_checkpoint);
   add("eval.task_dir", spec.eval.task_dir);
   add("eval.output_file", spec.eval.output_file);
-  // A `deepspeed` JSON is read here, where its relative path means something; the coordinator gets the stage it
-  // named (an override replaces the deepspeed key, so the coordinator never opens the file).
+  // A `deepspeed` JSON is read here, where its relative path means something; the coordinator gets the stage and
+  // offload it named (an override replaces the deepspeed key, so the coordinator never opens the file).
+  out.push_back("resources.offload=" + spec.resources.offload);
   out.push_back("resources.zero_stage=" + std::to_string(spec.resources.zero_stage));
   return out;
 }

@@ -786,6 +786,12 @@ std::vector<Field> BuildFields() {
                         "so each rank keeps only its shard's (ZeRO-2); 3: also the decoder layers' trainable "
                         "parameters, gathered only while their layer computes (ZeRO-3)",
                         REF(resources.zero_stage), IntIn(0, 3), EncInt));
+  f.push_back(Choice({"resources.offload", "offload"}, {"none", "optimizer", "optimizer+params"},
+                     "CPU offload (DeepSpeed's offload_optimizer / offload_param with device cpu): optimizer keeps "
+                     "AdamW's moments and fp32 master weights in host memory and runs the step there (zero_stage 1, "
+                     "2 or 3); optimizer+params also keeps ZeRO-3's parameter shards there, copied to the device for "
+                     "each gather (zero_stage 3)",
+                     REF(resources.offload)));
   f.push_back(Flag({"resources.sequence_parallel", "sequence_parallel", {"resources.parallel.sequence_parallel"}},
                    "split the activations between tensor-parallel regions along the sequence (Megatron-LM's sequence "
                    "parallelism; needs tensor parallel > 1)",

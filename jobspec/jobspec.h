@@ -214,6 +214,9 @@ struct ResourceSpec {
   int pipeline_parallel = 1;  // flat: pipeline_model_parallel_size
   int expert_parallel = 1;    // flat: expert_model_parallel_size; carved from data parallel (MoE models only)
   int zero_stage = 0;         // 0, 1 (optimizer state sharded over dp), 2 (and gradients), 3 (and parameters)
+  // none, optimizer (AdamW's state and step in host memory; zero_stage >= 1) or optimizer+params (and ZeRO-3's
+  // parameter shards; zero_stage 3). DeepSpeed's offload_optimizer / offload_param with device cpu.
+  std::string offload = "none";
   bool sequence_parallel = false;
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
   std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "jobspec/schema.h"
@@ -57,8 +58,9 @@ bool IsAuto(const YAML::Node& n) {
 // contiguous_gradients, reduce_scatter, allgather_partitions, round_robin_gradients, sub_group_size and stage 3's
 // stage3_prefetch_bucket_size, stage3_param_persistence_threshold, stage3_max_live_parameters,
 // stage3_max_reuse_distance and stage3_gather_16bit_weights_on_model_save: each changes only memory or how tensors
-// travel, never the results, and checkpoints and exports always hold full tensors); CPU/NVMe offload, a
-// DeepSpeed optimizer or scheduler, and explicit values for what the spec owns are refused, naming the file.
+// travel, never the results, and checkpoints and exports always hold full tensors), CPU offload (resources.offload:
+// the translation then sets two fields); NVMe offload, a DeepSpeed optimizer or scheduler, and explicit values for what
+// the spec owns are refused, naming the file.
 StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string_view key, std::string_view where) {
   std::string path;
   if (!DecodeString(value, &path) || path.empty()) {
@@ -95,15 +97,43 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
   if (stage < 0 || stage > 3) {
     return refuse(fmt::format("has zero_optimization.stage {}: expected 0, 1, 2 or 3", stage));
   }
-  for (const char* offload : {"offload_optimizer", "offload_param"}) {
-    const YAML::Node device = At(root, fmt::format("zero_optimization.{}.device", offload));
-    if (At(root, fmt::format("zero_optimization.{}", offload)).IsDefined() &&
-        !(device.IsScalar() && device.Scalar() == "none")) {
-      return refuse(fmt::format(
-          "offloads to {} (zero_optimization.{}), which is not built yet: remove it; zero_stage: 3 shards the "
-          "parameters, gradients and optimizer state across GPUs instead",
-          device.IsScalar() ? device.Scalar() : "another device", offload));
+  // CPU offload (DeepSpeed's offload_optimizer / offload_param): device cpu becomes resources.offload; the other
+  // keys of the section change only where bytes wait and how they travel (pin_memory: host tensors are pinned
+  // whenever the device is CUDA). offload_param implies the optimizer's (the step runs where the shards live).
+  std::string offload = "none";
+  for (const char* section : {"offload_optimizer", "offload_param"}) {
+    const std::string path = fmt::format("zero_optimization.{}", section);
+    const YAML::Node node = At(root, path);
+    if (!node.IsDefined() || node.IsNull()) continue;
+    if (!node.IsMap()) return refuse(fmt::format("has {} {}: expected an object", path, Describe(node)));
+    const YAML::Node device = node["device"];
+    const std::string name = device.IsScalar() ? device.Scalar() : "none";
+    if (name == "nvme") {
+      return refuse(
+          fmt::format("offloads to nvme ({}.device), which is not built: use \"device\": \"cpu\" (host "
+                      "memory) or remove {}",
+                      path, section));
     }
+    if (device.IsDefined() && !device.IsNull() && name != "cpu" && name != "none") {
+      return refuse(fmt::format("has {}.device {}: expected \"cpu\" or \"none\"", path, Describe(device)));
+    }
+    for (const auto& kv : node) {
+      const std::string k = kv.first.as<std::string>();
+      static const std::set<std::string> kNeutral = {"device",     "pin_memory", "buffer_count",  "buffer_size",
+                                                     "max_in_cpu", "fast_init",  "pipeline_read", "pipeline_write",
+                                                     "nvme_path",  "ratio"};
+      if (!kNeutral.count(k)) return refuse(fmt::format("has {}.{}, which Anneal does not know: remove it", path, k));
+    }
+    if (name != "cpu") continue;
+    const bool params = std::string_view(section) == "offload_param";
+    if (stage < (params ? 3 : 1)) {
+      return refuse(
+          fmt::format("offloads {} with zero_optimization.stage {}: DeepSpeed offloads {} only under stage "
+                      "{}; raise the stage or remove {}",
+                      params ? "parameters" : "the optimizer", stage, params ? "parameters" : "the optimizer",
+                      params ? "3" : "1, 2 or 3", section));
+    }
+    offload = params ? "optimizer+params" : (offload == "none" ? "optimizer" : offload);
   }
   // Bucket sizes (elements) and the communication switches change how gradients and parameters travel, never
   // the sums: accepted. (Anneal's buckets are sized by ddp_bucket_cap_mb.)
@@ -135,7 +165,11 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
                                 Describe(v), owned.spec_key));
     }
   }
-  return YAML::Node(std::to_string(stage));
+  if (offload == "none") return YAML::Node(std::to_string(stage));
+  YAML::Node both(YAML::NodeType::Map);  // two fields: the stage and resources.offload
+  both["resources.zero_stage"] = std::to_string(stage);
+  both["resources.offload"] = offload;
+  return both;
 }
 
 StatusOr<YAML::Node> GradientCheckpointingFromDisable(const YAML::Node& value, std::string_view key,

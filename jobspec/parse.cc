@@ -134,6 +134,20 @@ class SpecReader {
       if (a.translated) {
         ASSIGN_OR_RETURN(value, a.translated->translate(a.value, a.key, a.where));
       }
+      if (a.translated && value.IsMap()) {  // a translation setting more than its target: {nested path: value}
+        for (const auto& kv : value) {
+          const std::string path = kv.first.as<std::string>();
+          const Field* field = FindNestedField(path);
+          if (const Assignment* other = Given(path); field != a.field && other != nullptr) {
+            return InvalidArgumentError(
+                fmt::format("key '{}' {} sets {} too, which is already given as '{}' {}; "
+                            "give it once",
+                            a.key, a.where, path, other->key, other->where));
+          }
+          RETURN_IF_ERROR(field->assign(kv.second, a.key, a.where, spec));
+        }
+        continue;
+      }
       RETURN_IF_ERROR(a.field->assign(value, a.key, a.where, spec));
     }
     RETURN_IF_ERROR(ResolveExport(spec));
@@ -605,6 +619,15 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
     return InvalidArgumentError(
         fmt::format("{}: nothing to train: {} is 0 and max_steps is not set; set num_train_epochs > 0 or max_steps > 0",
                     src, r.Located("train.num_train_epochs")));
+  }
+  if (s.resources.offload != "none" && s.resources.zero_stage < (s.resources.offload == "optimizer" ? 1 : 3)) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} with {}: offloading {} needs zero_stage {} (as DeepSpeed's {}); raise zero_stage or set offload: {}",
+        src, r.Located("resources.offload"), r.Located("resources.zero_stage"),
+        s.resources.offload == "optimizer" ? "the optimizer" : "the parameters",
+        s.resources.offload == "optimizer" ? "1, 2 or 3" : "3",
+        s.resources.offload == "optimizer" ? "offload_optimizer" : "offload_param",
+        s.resources.offload == "optimizer" ? "none" : "optimizer"));
   }
   if (s.train.fp16) {
     return InvalidArgumentError(fmt::format(

@@ -5,11 +5,11 @@
 //                4-bit base weights under QLoRA (packed values, absmax and the double-quantized absmax) or 8-bit ones
 //                (1 byte a weight and an fp32 scale a row); stage 3:
 //                the sharded (trainable) parameters count only their owned chunk, plus what is gathered at
-//                once (the root unit and the largest decoder layer)
+//                once (the root unit and the two largest decoder layers: one computing, the next prefetched)
 //   gradients    stage 0 and 1: one per trainable element; stages 2 and 3: the owned chunks (FlatShard) plus the
 //                reducer's buckets in flight (kBucketsHeld x bucket_bytes, the inputs being reduce-scattered and
-//                the one filling up) — but with gradient accumulation the full gradients live across the earlier
-//                micro-batches (they sum into them), so then the full size is counted
+//                the one filling up), with gradient accumulation too (each micro-batch is reduce-scattered into the
+//                owned chunks as its backward completes a bucket)
 //   optimizer    AdamW's two fp32 moments plus an fp32 master when the compute dtype is not fp32, for the elements
 //                this rank updates: all (stage 0), the whole parameters dealt to it largest first to the least
 //                loaded rank (stage 1, as TrainerOptimizer), its chunk of every parameter (stages 2 and 3)
@@ -17,6 +17,10 @@
 //                (Korthikanti et al. 2022's 34 bytes at 2 bytes a value, attention scores excluded: SDPA does not
 //                keep them); with activation checkpointing (always under stage 3), each layer's input plus one
 //                layer recomputed
+//   host         CPU offload (resources.offload): the optimizer state above moves to host memory, with a host
+//                copy of the elements the step updates and of their gradients (the step runs there); under
+//                optimizer+params (stage 3) the owned chunks of the sharded parameters live only there too
+//                (what is gathered stays on the device). total() and CheckFits count device bytes only.
 //
 // Thread-safety: plain functions of their arguments.
 //
@@ -51,12 +55,16 @@ struct MemoryPlanInput {
   int64_t trainable_bytes = 4;      // bytes per element of the trainable parameters (and their gradients)
   int64_t bucket_bytes = 25 << 20;  // the reducer's bucket cap
   // Stage 3: elements of each parameter stored as a flat shard (counted in held_params as a whole), and the most
-  // gathered at once: the root unit's (embedding, norm, head: the whole step) plus the largest decoder layer's.
+  // gathered at once: the root unit's (embedding, norm, head: the whole step) plus the two largest decoder layers'
+  // (one computing, the next prefetched).
   std::vector<int64_t> sharded_params;
   int64_t largest_unit = 0;
   // Activations of one micro-batch.
   int64_t micro_rows = 1, seq_len = 0, hidden = 0, layers = 0;
   bool checkpointing = false;
+  // CPU offload: the optimizer state and step on the host; `offload_params` (stage 3) the parameter shards too.
+  bool offload_optimizer = false;
+  bool offload_params = false;
 };
 
 struct MemoryPlan {
@@ -67,8 +75,11 @@ struct MemoryPlan {
   int64_t parameters = 0, gradients = 0, optimizer = 0, activations = 0;
   int64_t quantized = 0;  // the part of `parameters` held quantized (QLoRA)
   int quantized_bits = 4;
+  int64_t host = 0;  // host memory under CPU offload (the optimizer state included)
+  bool optimizer_on_host = false;
 
-  int64_t total() const { return parameters + gradients + optimizer + activations; }
+  // Device bytes: what must fit the device (host memory is not checked).
+  int64_t total() const { return parameters + gradients + (optimizer_on_host ? 0 : optimizer) + activations; }
 
   static std::string MiB(int64_t bytes) {
     const int64_t tenths = (bytes * 10 + (1 << 19)) >> 20;
@@ -77,8 +88,9 @@ struct MemoryPlan {
   std::string Describe() const {
     return "memory plan (ZeRO-" + std::to_string(stage) + "): parameters " + MiB(parameters) +
            (quantized > 0 ? " (" + std::to_string(quantized_bits) + "-bit base " + MiB(quantized) + ")" : "") +
-           ", gradients " + MiB(gradients) + ", optimizer state " + MiB(optimizer) + ", activations ~" +
-           MiB(activations) + ", total ~" + MiB(total());
+           ", gradients " + MiB(gradients) + ", optimizer state " + MiB(optimizer) +
+           (optimizer_on_host ? " (host)" : "") + ", activations ~" + MiB(activations) + ", total ~" + MiB(total()) +
+           (host > 0 ? " on the device, host memory " + MiB(host) : "");
   }
   // OK when the plan fits `device_bytes` (0: unknown, always OK); else a FAILED_PRECONDITION naming the device,
   // both numbers and what would shrink the plan.
@@ -89,7 +101,8 @@ struct MemoryPlan {
         ": raise zero_stage (2 shards gradients and optimizer state over data parallel, 3 the parameters too), add "
         "tensor or pipeline "
         "parallel, use finetuning_type: lora, lower per_device_train_batch_size or cutoff_len, or turn on "
-        "gradient_checkpointing");
+        "gradient_checkpointing" +
+        (optimizer_on_host ? "" : " (or offload: optimizer, which moves the optimizer state to host memory)"));
   }
 };
 
@@ -120,7 +133,7 @@ inline MemoryPlan PlanMemory(const MemoryPlanInput& in) {
   const int64_t trainable = std::accumulate(in.trainable.begin(), in.trainable.end(), int64_t{0});
   int64_t shard = 0;
   for (int64_t n : in.trainable) shard += FlatShard::Of(n, in.dp, in.dp_rank).owned();
-  if (in.stage >= 2 && in.accumulation <= 1) {
+  if (in.stage >= 2) {
     plan.gradients = std::min(trainable * in.trainable_bytes,
                               shard * in.trainable_bytes + MemoryPlan::kBucketsHeld * in.bucket_bytes);
   } else {
@@ -131,6 +144,17 @@ inline MemoryPlan PlanMemory(const MemoryPlanInput& in) {
                                           : trainable;
   const int64_t per_element = 8 + (in.trainable_bytes == 4 ? 0 : 4);  // moments, plus the fp32 master
   plan.optimizer = updated * per_element;
+  if (in.offload_optimizer) {
+    // The step's host side: state, a copy of the updated elements and of their gradients.
+    plan.optimizer_on_host = true;
+    plan.host = plan.optimizer + 2 * updated * in.trainable_bytes;
+    if (in.offload_params && in.stage == 3) {
+      // The owned chunks of the sharded parameters are the host copies above: they leave the device.
+      int64_t owned = 0;
+      for (int64_t n : in.sharded_params) owned += FlatShard::Of(n, in.dp, in.dp_rank).owned();
+      plan.parameters -= owned * in.param_bytes;
+    }
+  }
   const int64_t per_layer = in.micro_rows * in.seq_len * in.hidden * in.param_bytes;
   // Stage 3 checkpoints every layer (its backward gathers the parameters again and recomputes).
   plan.activations = in.checkpointing || in.stage == 3 ? per_layer * (in.layers + MemoryPlan::kActivationValuesPerLayer)

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
 
 #include "trainer/parallel/flat_shard.h"
@@ -67,7 +68,11 @@ void GradientReducer::Arm() {
 void GradientReducer::OnReady(size_t bucket) {
   if (!armed_) return;
   Bucket& b = buckets_[bucket];
-  if (b.pending > 0 && --b.pending == 0) Launch(b);
+  if (b.pending > 0 && --b.pending == 0) {
+    Launch(b);
+    // ZeRO-2/3: armed for every micro-batch of the step; the bucket counts the next backward's gradients.
+    if (shards_) b.pending = b.params.size();
+  }
 }
 
 void GradientReducer::Launch(Bucket& b) {
@@ -88,11 +93,9 @@ size_t GradientReducer::Finish() {
   torch::NoGradGuard no_grad;
   size_t early = 0;
   for (auto& b : buckets_) {
-    if (b.launched) {
-      ++early;
-    } else {
-      Launch(b);
-    }
+    if (b.launched) ++early;
+    // A bucket that never launched, or (ZeRO-2/3) holds gradients of a backward that did not complete it.
+    if (!b.launched || (shards_ && b.pending != b.params.size())) Launch(b);
   }
   for (auto& b : buckets_) {
     if (shards_) {
@@ -114,6 +117,12 @@ size_t GradientReducer::Finish() {
 // freed once copied, so a rank keeps at most the buckets still in flight.
 void GradientReducer::LaunchReduceScatter(Bucket& b) {
   torch::NoGradGuard no_grad;
+  // Launched again (the next micro-batch) while the last reduction is in flight: that one is added first.
+  if (b.wait) {
+    FinishReduceScatter(b);
+    auto it = std::find(in_flight_.begin(), in_flight_.end(), static_cast<size_t>(&b - buckets_.data()));
+    if (it != in_flight_.end()) in_flight_.erase(it);
+  }
   const int ranks = dp_->size();
   const at::Tensor& first = b.params.front();
   at::Tensor in = torch::zeros({ranks, b.rank_elements}, first.options());
@@ -143,10 +152,16 @@ void GradientReducer::FinishReduceScatter(Bucket& b) {
   b.wait();
   for (size_t i = 0; i < b.params.size(); ++i) {
     at::Tensor& p = b.params[i];
-    p.mutable_grad() = at::Tensor();  // a gradient accumulated after the launch (none in a correct backward)
     const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), dp_->rank());
     at::Tensor shard = (*shards_)[b.index[i]].param;
-    shard.mutable_grad() = b.shard.narrow(0, b.offset[i], s.owned());
+    // The step's first reduction of this range is its gradient; those of later micro-batches add to it.
+    // (A gradient accumulated after the launch, from the next micro-batch, stays for that one's launch.)
+    at::Tensor part = b.shard.narrow(0, b.offset[i], s.owned());
+    if (shard.grad().defined()) {
+      shard.mutable_grad().add_(part);
+    } else {
+      shard.mutable_grad() = part;
+    }
   }
   b.flat = at::Tensor();
   b.shard = at::Tensor();

@@ -10,8 +10,12 @@
 // The full gradients of the bucket are freed (set undefined) as soon as the bucket is launched; Finish leaves
 // the owned sums as the .grad() of the shard tensors (shards[i] is parameter i's owned range, a 1-D view).
 // At most kMaxInFlight buckets are in flight: launching one more first waits for the oldest and frees its input,
-// so a rank holds its shards plus a few buckets rather than every gradient (with gradient accumulation the full
-// gradients still live across the earlier micro-batches, which sum into them).
+// so a rank holds its shards plus a few buckets rather than every gradient. With gradient accumulation the
+// reducer is armed once for the whole step (as DeepSpeed's ZeRO-2 reduces every micro-batch): a bucket launches
+// whenever the current backward has completed it and counts again for the next one, and each reduction adds
+// into the shard gradients, so no full gradient outlives its micro-batch. (Every rank must launch the same
+// buckets: a parameter that gets a gradient on one rank and none on another in some micro-batch, data-dependent
+// routing, would desynchronise them; dense models give every trainable parameter a gradient in every backward.)
 //
 // Thread-safety: used from the training thread; the hooks run inside backward on that thread (CPU) or on the
 // autograd device thread (CUDA), never concurrently with Arm/Finish.
@@ -19,6 +23,7 @@
 // Example:
 //   GradientReducer reducer(params, dp_comm, 64 << 20);
 //   ... backward of micro-batches 0..m-2 ...; reducer.Arm(); ... backward of the last ...; reducer.Finish();
+//   // ZeRO-2/3 (shards given): reducer.Arm(); ... backward of every micro-batch ...; reducer.Finish();
 #pragma once
 
 #include <deque>

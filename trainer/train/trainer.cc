@@ -80,10 +80,13 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
       unit_elements[ZeroThreeUnitOf(p.name)] += p.param.numel();
     }
   }
-  // Gathered at once: the root unit (the whole step) and one decoder layer.
+  // Gathered at once: the root unit (the whole step) and two decoder layers (one computing, the next prefetched).
+  std::vector<int64_t> layer_sizes;
   for (const auto& [layer, n] : unit_elements) {
-    if (layer >= 0) in.largest_unit = std::max(in.largest_unit, n);
+    if (layer >= 0) layer_sizes.push_back(n);
   }
+  std::sort(layer_sizes.rbegin(), layer_sizes.rend());
+  for (size_t k = 0; k < std::min<size_t>(2, layer_sizes.size()); ++k) in.largest_unit += layer_sizes[k];
   in.largest_unit += unit_elements.count(-1) ? unit_elements[-1] : 0;
   if (!trainable.params.empty()) in.trainable_bytes = trainable.params.front().param.element_size();
   in.bucket_bytes = static_cast<int64_t>(spec.resources.bucket_cap_mb * (1 << 20));
@@ -92,6 +95,8 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   in.hidden = lm->config().hidden_size;
   in.layers = rt.stage.layer_end - rt.stage.layer_begin;
   in.checkpointing = spec.train.gradient_checkpointing;
+  in.offload_optimizer = opt.offload() != Offload::kNone;
+  in.offload_params = opt.offload() == Offload::kOptimizerAndParams;
   const parallel::MemoryPlan plan = parallel::PlanMemory(in);
   std::cerr << c10::str("[train] rank ", rt.rank, " ", plan.Describe(), "\n");
   return plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str());
@@ -342,9 +347,16 @@ Status Trainer::SetupModel() {
   trainable_ = WithLayouts(lm_, params);
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
-      rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)));
+      rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)),
+      OffloadOf(spec_.resources.offload));
   // ZeRO-3: each decoder layer's parameters are gathered around its use (and checkpointed: zero.h).
-  if (opt_->shards_parameters()) lm_->SetLayerUseHook(opt_->LayerUseHook());
+  // Each layer's gather also starts the next one's (prefetch), overlapping it with the layer's compute;
+  // ANNEAL_ZERO3_PREFETCH=0 turns that off (a benchmark's baseline: bench/parallel/zero.py).
+  if (opt_->shards_parameters()) {
+    lm_->SetLayerUseHook(opt_->LayerUseHook());
+    const char* prefetch = std::getenv("ANNEAL_ZERO3_PREFETCH");
+    opt_->SetPrefetch(prefetch == nullptr || std::string(prefetch) != "0");
+  }
   LogHoldings();
   return Status::Ok();
 }
@@ -481,7 +493,9 @@ Status Trainer::SetupPlan() {
                                           opt_->sharded_grads() ? &opt_->grad_params() : nullptr);
   }
   stage_ctx_ = rt_.stage_context();
-  if (reducer_) {
+  // ZeRO-2/3: the reducer is armed for the whole step (TrainStep): each micro-batch's gradients are
+  // reduce-scattered into the shards as its backward completes them. Otherwise before the last backward.
+  if (reducer_ && !opt_->sharded_grads()) {
     stage_ctx_.before_last_backward = [this] {
       reducer_->Arm();
       if (expert_reducer_) expert_reducer_->Arm();
@@ -526,6 +540,7 @@ StatusOr<StepResult> Trainer::TrainStep() {
     progress_.total_tokens += micro.back().input_tokens;
     progress_.attempt_tokens += micro.back().input_tokens;
   }
+  if (reducer_ && opt_->sharded_grads()) reducer_->Arm();
   double loss_part = 0;
   std::vector<std::pair<std::string, double>> metrics;
   if (pair_stage_) {
@@ -544,6 +559,10 @@ StatusOr<StepResult> Trainer::TrainStep() {
     if (rt_.rank == 0 && progress_.step == progress_.start_step) {
       std::cerr << c10::str("[train] data-parallel ", reducer_->collective(), ": ", reducer_->buckets(), " bucket(s), ",
                             early, " started during backward\n");  // one write (see LogHoldings)
+    }
+    if (rt_.rank == 0 && progress_.step == progress_.start_step && opt_->shards_parameters()) {
+      std::cerr << c10::str("[train] ZeRO-3 prefetch: ", opt_->prefetched_gathers(), " of ", opt_->layer_gathers(),
+                            " decoder-layer gathers found their layer prefetched\n");
     }
   }
   StepResult r;
@@ -688,6 +707,11 @@ void Trainer::LogHoldings() const {
       rt_.ep > 1 ? c10::str(", ep ", rt_.ep_rank) : std::string(), "): layers [", rt_.stage.layer_begin, ", ",
       rt_.stage.layer_end, "), ", held, " parameters (", trained, " trainable)", base4, ", parameter bytes ",
       resident >> 10, " KiB resident, optimizer state ", state_bytes >> 10, " KiB", sharding,
+      opt_->offload() == Offload::kNone
+          ? std::string()
+          : c10::str(", offloaded to host memory (",
+                     opt_->offload() == Offload::kOptimizer ? "optimizer" : "optimizer+params",
+                     "): ", opt_->HostBytes() >> 10, " KiB"),
       spec_.train.gradient_checkpointing ? ", activation checkpointing on" : ", activation checkpointing off", "\n");
 }
 

@@ -41,7 +41,21 @@ bool OwnsWholeStorage(const at::Tensor& p) {
          p.storage().nbytes() == static_cast<size_t>(p.numel()) * p.element_size() && p.storage().use_count() == 1;
 }
 
+// A host tensor holding `t`'s value: pinned when `t` is on a CUDA device (fast, asynchronous copies), a distinct
+// tensor even when `t` is on the CPU (so CPU runs take the offload path as GPU runs do).
+at::Tensor HostCopy(const at::Tensor& t) {
+  at::Tensor h = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(t.is_cuda()));
+  h.copy_(t.detach());
+  return h;
+}
+
 }  // namespace
+
+Offload OffloadOf(const std::string& name) {
+  if (name == "optimizer") return Offload::kOptimizer;
+  if (name == "optimizer+params") return Offload::kOptimizerAndParams;
+  return Offload::kNone;
+}
 
 int64_t ZeroThreeUnitOf(const std::string& name) {
   static const std::string kPrefix = "model.layers.";
@@ -53,12 +67,14 @@ int64_t ZeroThreeUnitOf(const std::string& name) {
 }
 
 TrainerOptimizer::TrainerOptimizer(std::vector<optim::TrainableParam> params, optim::AdamWOptions options,
-                                   parallel::Comm* dp, int stage, int64_t allgather_bucket_bytes)
+                                   parallel::Comm* dp, int stage, int64_t allgather_bucket_bytes, Offload offload)
     : all_(std::move(params)),
       dp_(dp),
       stage_(dp != nullptr && dp->size() > 1 ? std::clamp(stage, 0, 3) : 0),
-      allgather_bucket_bytes_(std::max<int64_t>(1, allgather_bucket_bytes)) {
+      allgather_bucket_bytes_(std::max<int64_t>(1, allgather_bucket_bytes)),
+      offload_(offload) {
   my_rank_ = stage_ > 0 ? dp_->rank() : 0;
+  if (offload_ == Offload::kOptimizerAndParams && stage_ != 3) offload_ = Offload::kOptimizer;
   for (size_t i = 0; i < all_.size(); ++i) index_[all_[i].name] = i;
   if (stage_ >= 2) {
     torch::NoGradGuard no_grad;
@@ -74,22 +90,33 @@ TrainerOptimizer::TrainerOptimizer(std::vector<optim::TrainableParam> params, op
       }
       // Freed below: the parameter must not share its storage (a loader's buffer, another view).
       if (!OwnsWholeStorage(p.param)) p.param.set_data(p.param.detach().clone());
+      // Offloaded parameters: the shard lives on the host only (the gather copies it to the device).
+      at::Tensor owned = p.param.detach().view({-1}).narrow(0, s.begin, s.owned());
       shards_.push_back(
-          {p.name, p.param.detach().view({-1}).narrow(0, s.begin, s.owned()).clone(), p.decay, p.lr_scale});
+          {p.name, offload_ == Offload::kOptimizerAndParams ? HostCopy(owned) : owned.clone(), p.decay, p.lr_scale});
       const int64_t unit = ZeroThreeUnitOf(p.name);  // -1: the root unit
       layer_params_[unit].push_back(i);
       layer_gathered_[unit] = true;
     }
-    adam_ = std::make_unique<optim::AdamW>(shards_, options);
-    FreeAllLayers();
-    return;
+    updated_ = shards_;
+  } else {
+    AssignWholeParameters();
+    for (const auto& p : all_) {
+      if (owner_[p.name] == my_rank_) updated_.push_back(p);
+    }
   }
-  AssignWholeParameters();
-  std::vector<optim::TrainableParam> mine;
-  for (const auto& p : all_) {
-    if (owner_[p.name] == my_rank_) mine.push_back(p);
+  for (size_t i = 0; i < updated_.size(); ++i) updated_index_[updated_[i].name] = i;
+  if (offload_ == Offload::kOptimizerAndParams) {
+    host_ = updated_;  // the shards are host tensors already
+  } else if (offload_ == Offload::kOptimizer) {
+    for (const auto& p : updated_) host_.push_back({p.name, HostCopy(p.param), p.decay, p.lr_scale});
   }
-  adam_ = std::make_unique<optim::AdamW>(std::move(mine), options);
+  adam_ = std::make_unique<optim::AdamW>(offload_ == Offload::kNone ? updated_ : host_, options);
+  if (stage_ == 3) FreeAllLayers();
+}
+
+TrainerOptimizer::~TrainerOptimizer() {
+  if (prefetching_ >= 0) FinishPrefetch(/*keep=*/false);
 }
 
 // Largest first to the least loaded rank; ties by position so every replica agrees.
@@ -115,8 +142,24 @@ std::vector<model::ParamLayout> TrainerOptimizer::GradLayouts(const std::vector<
   return out;
 }
 
+void TrainerOptimizer::GradsToHost() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < updated_.size(); ++i) {
+    const at::Tensor grad = updated_[i].param.grad();
+    host_[i].param.mutable_grad() = grad.defined() ? HostCopy(grad) : at::Tensor();
+  }
+}
+
+void TrainerOptimizer::ValuesToDevice() {
+  if (offload_ != Offload::kOptimizer) return;  // kOptimizerAndParams: the shards are the host tensors
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < updated_.size(); ++i) updated_[i].param.copy_(host_[i].param, /*non_blocking=*/true);
+}
+
 void TrainerOptimizer::Step(double lr) {
+  if (offload_ != Offload::kNone) GradsToHost();
   adam_->Step(lr);
+  ValuesToDevice();
   if (stage_ == 2) return AllGatherInto(root_);
   // Stage 3: every unit is gathered when it next computes; the root, gathered for the step, is stale now.
   if (stage_ == 3) return FreeLayer(-1);
@@ -186,9 +229,81 @@ std::function<void(int64_t, bool)> TrainerOptimizer::LayerUseHook() {
 void TrainerOptimizer::GatherLayer(int64_t layer) {
   auto it = layer_params_.find(layer);
   if (it == layer_params_.end() || layer_gathered_[layer]) return;
-  for (size_t i : it->second) AllocateStorage(all_[i].param);
-  AllGatherInto(it->second);
-  layer_gathered_[layer] = true;
+  if (prefetching_ >= 0) FinishPrefetch(/*keep=*/prefetching_ == layer);
+  if (layer >= 0) ++layer_gathers_;
+  if (!layer_gathered_[layer]) {
+    for (size_t i : it->second) AllocateStorage(all_[i].param);
+    AllGatherInto(it->second);
+    layer_gathered_[layer] = true;
+  } else {
+    ++prefetched_gathers_;
+  }
+  if (!prefetch_ || layer < 0) return;
+  // The next layer in the direction the layers are going (onwards from the last one gathered); the same layer
+  // again turns round: a backward starts where its forward ended, the next forward where a backward ended (up
+  // from the stage's first decoder layer).
+  const int64_t first = layer_params_.upper_bound(-1)->first;
+  const int64_t step = layer > last_layer_ ? 1 : layer < last_layer_ ? -1 : (layer == first ? 1 : -1);
+  last_layer_ = layer;
+  const int64_t next = layer + step;
+  if (next >= 0 && layer_params_.count(next) && !layer_gathered_[next]) StartPrefetch(next);
+}
+
+void TrainerOptimizer::StartPrefetch(int64_t layer) {
+  torch::NoGradGuard no_grad;
+  const int ranks = dp_->size();
+  const std::vector<size_t>& indices = layer_params_.at(layer);
+  for (size_t i : indices) AllocateStorage(all_[i].param);
+  // Buckets as AllGatherInto's: one dtype, at most allgather_bucket_bytes_.
+  std::map<at::ScalarType, size_t> open;
+  std::map<at::ScalarType, int64_t> bytes;
+  for (size_t i : indices) {
+    const at::Tensor& p = all_[i].param;
+    const int64_t size = static_cast<int64_t>(p.numel()) * static_cast<int64_t>(p.element_size());
+    const auto dtype = p.scalar_type();
+    if (!open.count(dtype) || (bytes[dtype] > 0 && bytes[dtype] + size > allgather_bucket_bytes_)) {
+      open[dtype] = in_flight_.size();
+      in_flight_.emplace_back();
+      bytes[dtype] = 0;
+    }
+    in_flight_[open[dtype]].indices.push_back(i);
+    bytes[dtype] += size;
+  }
+  for (InFlightBucket& b : in_flight_) {
+    int64_t per_rank = 0;
+    for (size_t i : b.indices) {
+      b.offset.push_back(per_rank);
+      per_rank += parallel::FlatShard::Of(all_[i].param.numel(), ranks, my_rank_).chunk;
+    }
+    b.rows = torch::zeros({ranks, per_rank}, all_[b.indices.front()].param.options());
+    for (size_t k = 0; k < b.indices.size(); ++k) {
+      const at::Tensor& s = shards_[b.indices[k]].param;
+      b.rows[my_rank_].narrow(0, b.offset[k], s.numel()).copy_(s);
+    }
+    b.wait = dp_->AllReduceSumAsync(b.rows);
+  }
+  prefetching_ = layer;
+}
+
+void TrainerOptimizer::FinishPrefetch(bool keep) {
+  torch::NoGradGuard no_grad;
+  const int ranks = dp_->size();
+  for (InFlightBucket& b : in_flight_) {
+    b.wait();
+    if (!keep) continue;
+    for (size_t k = 0; k < b.indices.size(); ++k) {
+      at::Tensor p = all_[b.indices[k]].param.variable_data();
+      const auto s = parallel::FlatShard::Of(p.numel(), ranks, my_rank_);
+      p.view({-1}).copy_(b.rows.narrow(1, b.offset[k], s.chunk).reshape({-1}).narrow(0, 0, s.numel));
+    }
+  }
+  in_flight_.clear();
+  if (keep) {
+    layer_gathered_[prefetching_] = true;
+  } else {
+    for (size_t i : layer_params_.at(prefetching_)) ReleaseStorage(all_[i].param);
+  }
+  prefetching_ = -1;
 }
 
 void TrainerOptimizer::FreeLayer(int64_t layer) {
@@ -203,6 +318,7 @@ void TrainerOptimizer::GatherAllLayers() {
 }
 
 void TrainerOptimizer::FreeAllLayers() {
+  if (prefetching_ >= 0) FinishPrefetch(/*keep=*/false);
   for (const auto& [layer, indices] : layer_params_) FreeLayer(layer);
 }
 
@@ -220,20 +336,38 @@ at::Tensor TrainerOptimizer::FullParam(const std::string& name) const {
 void TrainerOptimizer::SetParam(const std::string& name, const at::Tensor& full) {
   torch::NoGradGuard no_grad;
   const size_t i = index_.at(name);
+  // Offload: the host copy AdamW updates follows (the parameter, or the owned range of stage 2/3's shard).
+  auto sync_host = [&] {
+    auto it = updated_index_.find(name);
+    if (offload_ == Offload::kOptimizer && it != updated_index_.end()) {
+      host_[it->second].param.copy_(updated_[it->second].param);
+    }
+  };
   if (stage_ != 3) {
     all_[i].param.copy_(full);
-    return;
+    return sync_host();
   }
+  if (prefetching_ >= 0) FinishPrefetch(/*keep=*/false);  // it would write the values from before
   const auto s = parallel::FlatShard::Of(all_[i].param.numel(), dp_->size(), my_rank_);
   shards_[i].param.copy_(full.reshape({-1}).narrow(0, s.begin, s.owned()));
   if (layer_gathered_[ZeroThreeUnitOf(name)]) all_[i].param.variable_data().copy_(full);
+  sync_host();
 }
 
 int64_t TrainerOptimizer::ShardedParamBytes() const {
   int64_t bytes = 0;
+  if (offload_ == Offload::kOptimizerAndParams) return 0;
   for (const auto& [layer, indices] : layer_params_) {
     for (size_t i : indices) bytes += static_cast<int64_t>(shards_[i].param.nbytes());
   }
+  return bytes;
+}
+
+int64_t TrainerOptimizer::HostBytes() const {
+  if (offload_ == Offload::kNone) return 0;
+  int64_t bytes = 0;
+  for (const auto& p : host_) bytes += static_cast<int64_t>(p.param.nbytes());
+  for (const auto& [key, t] : adam_->StateTensors()) bytes += static_cast<int64_t>(t.nbytes());
   return bytes;
 }
 
@@ -243,6 +377,7 @@ void TrainerOptimizer::ZeroGrad() {
   }
   // Stage 2: the shard gradients are views of the reducer's buffers; the next reduction replaces them.
   for (auto& s : shards_) s.param.mutable_grad() = at::Tensor();
+  for (auto& h : host_) h.param.mutable_grad() = at::Tensor();  // offload: the host copies of the gradients
 }
 
 at::Tensor TrainerOptimizer::CheckpointStateOf(const std::string& key, const at::Tensor& local) const {
@@ -250,7 +385,8 @@ at::Tensor TrainerOptimizer::CheckpointStateOf(const std::string& key, const at:
   torch::NoGradGuard no_grad;
   const at::Tensor& p = all_[index_.at(ParamOfKey(key))].param;
   const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
-  at::Tensor padded = torch::zeros({s.chunk}, local.options());
+  // On the parameter's device (an offloaded state tensor is on the host; the collective runs on the device).
+  at::Tensor padded = torch::zeros({s.chunk}, local.options().device(p.device()));
   padded.narrow(0, 0, s.owned()).copy_(local);
   return dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
 }
@@ -271,7 +407,11 @@ bool TrainerOptimizer::WritesCheckpointState(const std::string& param) const {
 
 Status TrainerOptimizer::LoadCheckpointState(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                                              int64_t step) {
-  if (stage_ < 2) return adam_->LoadStateTensors(tensors, step);
+  if (stage_ < 2) {
+    RETURN_IF_ERROR(adam_->LoadStateTensors(tensors, step));
+    ValuesToDevice();  // offload: the masters loaded into the host copies
+    return Status::Ok();
+  }
   std::vector<std::pair<std::string, at::Tensor>> owned;
   for (const auto& [key, t] : tensors) {
     auto it = index_.find(ParamOfKey(key));
@@ -284,7 +424,9 @@ Status TrainerOptimizer::LoadCheckpointState(const std::vector<std::pair<std::st
     const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
     owned.emplace_back(key, t.reshape({-1}).narrow(0, s.begin, s.owned()));
   }
-  return adam_->LoadStateTensors(owned, step);
+  RETURN_IF_ERROR(adam_->LoadStateTensors(owned, step));
+  ValuesToDevice();
+  return Status::Ok();
 }
 
 double ClipShardedGradNorm(const Runtime& rt, const TrainerOptimizer& opt,

@@ -19,10 +19,25 @@
 //      decoder layers (embedding, final norm, lm_head, a value head) form the root unit, sharded the same way
 //      and gathered for a whole step (GatherRoot before it; Step frees it) and around an evaluation, as FSDP
 //      keeps its root module gathered through forward and backward. Frozen parameters (a LoRA or QLoRA base)
-//      stay replicated.
+//      stay replicated. With SetPrefetch(true) the gather of a decoder layer also starts the next layer's (the
+//      next in the direction the layers are going: ascending in forward, descending in backward; from the
+//      stage's first layer up, from its last down) as an asynchronous collective that runs while the current
+//      layer computes, so at most two layers are gathered at once; the next GatherLayer of that layer waits for
+//      it and writes it in, and a gather of another layer first drops it (freed, gathered again when asked).
+//      The prefetch is an all-reduce of a zero buffer in which each rank wrote its chunks (the sum is the
+//      all-gather, exactly: every element is one rank's value plus zeros), costing about twice an
+//      all-gather's bandwidth; a synchronous gather uses the all-gather.
 //
-// With one data-parallel rank every stage is stage 0. Checkpoints hold full per-parameter state whatever the
-// stage (CheckpointState gathers it; LoadCheckpointState takes it back), so any stage resumes any other.
+// CPU offload (`offload`, DeepSpeed's offload_optimizer / offload_param with device cpu): AdamW runs over host
+// copies of the tensors this rank updates (pinned when the device is CUDA; distinct tensors on a CPU device too,
+// so CPU runs take the same path): its moments and fp32 masters live in host memory; Step copies the (reduced,
+// clipped) gradients to the host, steps there and copies the updated values back to the device tensors (the
+// parameters, or stage 2/3's shards, all-gathered as above). kOptimizerAndParams under stage 3 keeps stage 3's
+// shards themselves on the host (no device copy): each gather copies them to the device, and the step updates
+// them in place. Below stage 3 it is kOptimizer.
+//
+// With one data-parallel rank every stage is stage 0 (offload still applies). Checkpoints hold full per-parameter state
+// whatever the stage (CheckpointState gathers it; LoadCheckpointState takes it back), so any stage resumes any other.
 //
 // Thread-safety: one thread at a time; Step (stages 1 to 3), CheckpointStateOf (stages 2 and 3), FullParam and
 // GatherAllLayers (stage 3) and the layer hook are collectives over the data-parallel group.
@@ -47,12 +62,20 @@ namespace anneal::train {
 
 struct Runtime;
 
+enum class Offload { kNone, kOptimizer, kOptimizerAndParams };
+
+// resources.offload's spelling: "none", "optimizer", "optimizer+params".
+Offload OffloadOf(const std::string& name);
+
 class TrainerOptimizer {
  public:
   // `dp` may be null (one replica); `stage` is the ZeRO stage (0 to 3). Under stage 3 the decoder layers'
   // trainable parameters are freed on return (they must each own their storage, else they are copied first).
   TrainerOptimizer(std::vector<optim::TrainableParam> params, optim::AdamWOptions options, parallel::Comm* dp,
-                   int stage, int64_t allgather_bucket_bytes = int64_t{64} << 20);
+                   int stage, int64_t allgather_bucket_bytes = int64_t{64} << 20, Offload offload = Offload::kNone);
+  ~TrainerOptimizer();  // waits for a prefetch still in flight
+  TrainerOptimizer(const TrainerOptimizer&) = delete;
+  TrainerOptimizer& operator=(const TrainerOptimizer&) = delete;
 
   void Step(double lr);
   void ZeroGrad();
@@ -66,6 +89,11 @@ class TrainerOptimizer {
   // Stage 3: for CausalLM::SetLayerUseHook; gathers / frees layer `layer`'s sharded parameters (no-op for a layer
   // without any, and when already in that state). A collective over data parallel. Null below stage 3.
   std::function<void(int64_t layer, bool in_use)> LayerUseHook();
+  // Stage 3: whether a layer's gather starts the next layer's (above). Off by default; the trainer turns it on.
+  void SetPrefetch(bool on) { prefetch_ = on && stage_ == 3; }
+  // Stage 3: decoder-layer gathers so far, and how many of them found their layer prefetched.
+  int64_t layer_gathers() const { return layer_gathers_; }
+  int64_t prefetched_gathers() const { return prefetched_gathers_; }
   // Stage 3: gathers every unit, the root included (before an export that reads the module's parameters) /
   // frees them again. Collectives; no-ops below stage 3.
   void GatherAllLayers();
@@ -81,8 +109,12 @@ class TrainerOptimizer {
   // Sets trainable parameter `name` from its full value (`full` has its shape): under stage 3 a sharded one
   // keeps only its owned range. No collective.
   void SetParam(const std::string& name, const at::Tensor& full);
-  // Bytes of the shards that are the home of stage 3's parameters (0 below stage 3).
+  // Device bytes of the shards that are the home of stage 3's parameters (0 below stage 3 and when offloaded).
   int64_t ShardedParamBytes() const;
+  // Host bytes under CPU offload: the optimizer state, the host copies it updates (stage 3's shards under
+  // kOptimizerAndParams). 0 without offload.
+  int64_t HostBytes() const;
+  Offload offload() const { return offload_; }
   // Where the step's gradients are after the data-parallel reduction, aligned with the constructor's params:
   // the parameters themselves, or under stage 2 their owned ranges (1-D, named as the parameter).
   const std::vector<optim::TrainableParam>& grad_params() const { return sharded_grads() ? shards_ : all_; }
@@ -112,6 +144,13 @@ class TrainerOptimizer {
   void AllGatherInto(const std::vector<size_t>& indices) const;
   void GatherLayer(int64_t layer);
   void FreeLayer(int64_t layer);
+  // Prefetch: starts layer `layer`'s gather (its parameters allocated, the collectives in flight) / waits for the
+  // one in flight and writes it into its parameters (`keep`) or frees them again.
+  void StartPrefetch(int64_t layer);
+  void FinishPrefetch(bool keep);
+  // Offload: the gradients of updated_ to the host tensors' .grad(), and after the step the values back.
+  void GradsToHost();
+  void ValuesToDevice();
 
   std::vector<optim::TrainableParam> all_;
   std::vector<optim::TrainableParam> shards_;            // stages 2 and 3: owned range of all_[i]
@@ -120,10 +159,26 @@ class TrainerOptimizer {
   std::map<int64_t, bool> layer_gathered_;               // stage 3
   std::map<std::string, size_t> index_;                  // parameter name -> position in all_
   std::map<std::string, int> owner_;                     // stage 1
+  std::vector<optim::TrainableParam> updated_;   // the device tensors the step updates (all_, stage 1's, shards_)
+  std::vector<optim::TrainableParam> host_;      // offload: AdamW's tensors, host copies of updated_ (or shards_)
+  std::map<std::string, size_t> updated_index_;  // parameter name -> position in updated_ / host_
   std::unique_ptr<optim::AdamW> adam_;
   parallel::Comm* dp_;
   int stage_ = 0;
   int64_t allgather_bucket_bytes_;
+  Offload offload_ = Offload::kNone;
+  // Stage 3 prefetch.
+  struct InFlightBucket {
+    std::vector<size_t> indices;  // all_ indices
+    std::vector<int64_t> offset;  // each one's chunk in a rank's row
+    at::Tensor rows;              // [ranks, per_rank], summed over the ranks in flight
+    std::function<void()> wait;
+  };
+  bool prefetch_ = false;
+  int64_t prefetching_ = -1;  // the layer in flight, -1: none
+  std::vector<InFlightBucket> in_flight_;
+  int64_t last_layer_ = -1;  // the last decoder layer gathered (the direction of the next)
+  int64_t layer_gathers_ = 0, prefetched_gathers_ = 0;
   int my_rank_ = 0;
 };
 

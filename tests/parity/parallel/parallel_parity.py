@@ -22,13 +22,21 @@
            dp 4 for both); every bucket's reduce-scatter starts during backward; each rank holds about 1/dp of the
            optimizer state.
   zero3: ZeRO-3 (the trainable parameters stored as flat shards, each decoder layer gathered around its forward
-           and its recomputing backward, the root unit around the step) under dp 2 and dp 4 gives the single-process
+           and its recomputing backward, the next layer's gather prefetched while one computes, the root unit around
+           the step) under dp 2 and dp 4 gives the single-process
            losses, eval losses and exported weights (full fine-tuning; LoRA under dp 2; with ANNEAL_TEST_LONG=1 LoRA
            at dp 4 and tp 2 x dp 2, pp 2 x dp 2 for both); at dp 4 each rank holds a quarter of stage 0's parameters
            and optimizer state, and its memory plan under a third of the gradients.
   zero_resume: a ZeRO-2 checkpoint resumes under ZeRO-1 and under stage 0, a ZeRO-1 checkpoint under ZeRO-2, and
            ZeRO-3 under 1 and 0 and 1 under 3, with the losses of the uninterrupted single-process run (full; LoRA
            ZeRO-2 -> ZeRO-1 and ZeRO-3 -> ZeRO-1, every pair long).
+  zero_offload: CPU offload (AdamW's state and step in host memory; under ZeRO-3 the parameter shards too) gives the
+           single-process losses, eval losses and exported weights: LLaMA-Factory's ds_z2_offload_config.json and
+           ds_z3_offload_config.json unchanged at dp 2 (full; LoRA the z3 one, with ANNEAL_TEST_LONG=1 both), and
+           with ANNEAL_TEST_LONG=1 `zero_stage: 3` with `offload: optimizer` at dp 4 (full) and the z3 JSON at dp 4
+           (LoRA); the holdings line shows the host bytes (full fine-tuning
+           with the parameters offloaded keeps no parameter bytes on the device) and the memory plan marks the
+           optimizer state as host memory. A checkpoint of an offloaded ZeRO-3 run resumes under ZeRO-1.
   qwen3: a qwen3 model (per-head q/k RMSNorm, replicated over tensor-parallel ranks with partial gradients)
            with tp 2 x pp 2 and tp 2 with sequence parallelism gives the single-process run (full fine-tuning;
            LoRA too with ANNEAL_TEST_LONG=1); a qwen3_moe model under pp 2 (1F1B and GPipe), its load-balancing
@@ -315,10 +323,14 @@ def case_zero3(binary, tmp):
         assert 0.23 < params < 0.27, f"rank {r}: ZeRO-3 holds {h3[r][0]} KiB of parameters against {h0[r][0]} KiB"
         assert 0.23 < state < 0.27, f"rank {r}: ZeRO-3 optimizer state {h3[r][1]} KiB against {h0[r][1]} KiB"
         assert p3[r][0] == 3 and p0[r][0] == 0, (p0[r], p3[r])
-        # The plan: parameters are the shards plus the root unit and one layer gathered; gradients the shards
-        # plus three 10 KiB buckets; optimizer state a quarter.
-        assert p3[r][1] < 0.75 * p0[r][1] and p3[r][2] < 0.5 * p0[r][2] and p3[r][3] < 0.3 * p0[r][3], (p0[r], p3[r])
-    print(f"zero3: parameters resident per rank {[h3[r][0] for r in range(4)]} KiB against "
+        # The plan: parameters are the shards plus the root unit and two layers gathered (one computing, the next
+        # prefetched); gradients the shards plus three 10 KiB buckets; optimizer state a quarter.
+        assert p3[r][1] < p0[r][1] and p3[r][2] < 0.5 * p0[r][2] and p3[r][3] < 0.3 * p0[r][3], (p0[r], p3[r])
+    # Prefetch: each layer's gather started the next one's (forward up, backward down): of the 8 decoder-layer
+    # gathers of the first step (4 layers, forward and recomputing backward) 6 found their layer prefetched.
+    m = re.search(r"ZeRO-3 prefetch: (\d+) of (\d+) decoder-layer gathers found their layer prefetched", runs[3])
+    assert m and (int(m.group(1)), int(m.group(2))) == (6, 8), runs[3][-2000:]
+    print(f"zero3: prefetch {m.group(1)} of {m.group(2)} layer gathers in the first step; parameters resident per rank {[h3[r][0] for r in range(4)]} KiB against "
           f"{[h0[r][0] for r in range(4)]} KiB at stage 0; optimizer state {[h3[r][1] for r in range(4)]} KiB against "
           f"{[h0[r][1] for r in range(4)]} KiB; plans (stage, params, grads, optimizer MiB) {p3[0]} vs {p0[0]}")
 
@@ -343,6 +355,57 @@ def case_zero_resume(binary, tmp):
                           f"zero_stage: {resumed_stage}"])
             compare(ft, ref, out, f"saved with ZeRO-{saved_stage} (dp 2), resumed with ZeRO-{resumed_stage} (dp 2)",
                     first_step=6)
+
+
+def offload_holdings(stderr):
+    """{rank: (resident parameter KiB, offload, host KiB)} from the trainer's holdings lines."""
+    return {int(m.group(1)): (int(m.group(2)), m.group(3), int(m.group(4))) for m in re.finditer(
+        r"\[train\] rank (\d+) .*parameter bytes (\d+) KiB resident, .*offloaded to host memory \(([a-z+]+)\): "
+        r"(\d+) KiB", stderr)}
+
+
+def case_zero_offload(binary, tmp):
+    model = setup(tmp, binary, layers=4)
+    z2 = os.path.join(ROOT, "examples", "deepspeed", "ds_z2_offload_config.json")
+    z3 = os.path.join(ROOT, "examples", "deepspeed", "ds_z3_offload_config.json")
+    for ft in ("full", "lora"):
+        ref = train_layout(binary, tmp, model, ft, 1, 1, 1, f"{ft}-single")
+        runs = [(2, [f"deepspeed: {z2}"], "optimizer")] if ft == "full" or LONG else []
+        runs.append((2, [f"deepspeed: {z3}"], "optimizer+params"))
+        if LONG:
+            runs.append((4, ["zero_stage: 3", "offload: optimizer"], "optimizer") if ft == "full" else
+                        (4, [f"deepspeed: {z3}"], "optimizer+params"))
+        for dp, extra, offload in runs:
+            name = f"{ft}-offload-dp{dp}-" + os.path.basename(extra[0].split(": ")[1]).split(".")[0]
+            out = os.path.join(tmp, name)
+            world = dp
+            cfg = job(tmp, model, out, ft, [f"per_device_train_batch_size: {GLOBAL_BATCH // dp}", "max_steps: 10",
+                                            "eval_steps: 5", f"gpus_per_node: {world}", "ddp_bucket_cap_mb: 0.01"]
+                      + extra)
+            p = run([binary, "launch", "--nproc-per-node", str(world), "--", "train", "--config", cfg])
+            compare(ft, ref, out, f"(dp {dp}) with {' '.join(extra)} (offload {offload})")
+            held = offload_holdings(p.stderr)
+            assert sorted(held) == list(range(world)), p.stderr[-3000:]
+            for r, (resident, where, host_kib) in held.items():
+                assert where == offload and host_kib > 0, (r, held[r])
+                if ft == "full" and offload == "optimizer+params":
+                    assert resident == 0, f"rank {r}: {resident} KiB of parameters on the device with offload_param"
+            plan = re.search(r"\[train\] rank 0 memory plan .*optimizer state [\d.]+ MiB \(host\).*host memory", p.stderr)
+            assert plan, p.stderr[-3000:]
+            print(f"{ft} dp {dp} {offload}: host KiB per rank {[held[r][2] for r in sorted(held)]}, device-resident "
+                  f"parameter KiB {[held[r][0] for r in sorted(held)]}")
+    # An offloaded ZeRO-3 checkpoint (state gathered from host tensors) resumes under ZeRO-1 without offload.
+    ref = train_layout(binary, tmp, model, "full", 1, 1, 1, "full-single-saved", ["save_steps: 5"])
+    saved = train_layout(binary, tmp, model, "full", 1, 1, 2, "full-saved-offload",
+                         ["save_steps: 5", f"deepspeed: {z3}"])
+    out = os.path.join(tmp, "full-offload-resumed-z1")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(saved, out)
+    shutil.rmtree(os.path.join(out, "checkpoint-10"))
+    os.remove(os.path.join(out, "trainer_log.jsonl"))
+    train_layout(binary, tmp, model, "full", 1, 1, 2, os.path.basename(out),
+                 ["resume_from_checkpoint: " + os.path.join(out, "checkpoint-5"), "save_steps: 5", "zero_stage: 1"])
+    compare("full", ref, out, "saved with ZeRO-3 + offload (dp 2), resumed with ZeRO-1 (dp 2)", first_step=6)
 
 
 def deadpeer(binary, tmp, model, tp, pp, dp, victim):
@@ -460,5 +523,5 @@ if __name__ == "__main__":
     run_cases({"dp": case_dp, "deadpeer": case_deadpeer, "layouts_lora": case_layouts_lora,
                "layouts_full": case_layouts_full, "reshard": case_reshard, "tied_gqa": case_tied_gqa,
                "bad_layouts": case_bad_layouts, "zero2": case_zero2, "zero3": case_zero3,
-               "zero_resume": case_zero_resume,
+               "zero_resume": case_zero_resume, "zero_offload": case_zero_offload,
                "qwen3": case_qwen3, "deepseek_layouts": case_deepseek_layouts})

@@ -23,6 +23,9 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
   freeze_hinge : freeze tuning (the last layer), hinge, against a frozen reference.
   lora_simpo_dp2 : simpo run as dp 2 (anneal-train launch, 2 pairs per rank) equals the single-process run and
                  the reference.
+  full_ipo_dp2_zero3 : full_ipo as dp 2 with ZeRO-3 (the policy stored as shards and gathered per layer, the
+                 frozen reference replicated; 1 pair per rank and micro-batch, 2 micro-batches each reduce-scattered)
+                 equals the reference on one process.
   lora_sigmoid_tp2 / full_ipo_tp2_sp : tensor parallel 2 (the second with sequence parallelism and the frozen
                  reference split too) equal the reference on one process, logits metrics included.
   refusals     : a ranking dataset under stage sft, a plain dataset under stage dpo, pipeline parallelism with dpo,
@@ -406,6 +409,7 @@ def run_with_reference(binary, tmp, finetuning, loss_type, micro_pairs, trainabl
              f"per_device_train_batch_size: {micro_pairs}", f"gradient_accumulation_steps: {PAIRS // micro_pairs}"]
     if finetuning == "freeze":
         extra += ["freeze_trainable_layers: 1"]
+    extra = [e for e in extra if e.split(":")[0] not in {l.split(":")[0] for l in layout}]  # the layout's win
     cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out, extra + list(layout))
     train_with_events(launch + ["--", "train", "--config", cfg] if launch else [binary, "train", "--config", cfg], out)
     features, pad_id = encode_pairs(model_dir, "pairs_alpaca", "qwen")
@@ -422,6 +426,15 @@ def case_full_ipo(binary, tmp):
     (worst, worst_m), ref = run_with_reference(binary, tmp, "full", "ipo", 2, lambda n: True)
     print(f"full_ipo: frozen reference, 2 micro-batches per step: {STEPS} losses equal LLaMA-Factory's IPO "
           f"(max rel {worst:.2e}), reward metrics max rel {worst_m:.2e}; loss {ref[0]:.4f} -> {ref[-1]:.4f}")
+
+
+def case_full_ipo_dp2_zero3(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    (worst, worst_m), ref = run_with_reference(binary, tmp, "full", "ipo", 1, lambda n: True,
+                                               layout=["gradient_accumulation_steps: 2", "zero_stage: 3",
+                                                       "ddp_bucket_cap_mb: 0.01"], launch=launch)
+    print(f"full_ipo_dp2_zero3: 2 ranks x 1 pair x 2 micro-batches, ZeRO-3: {STEPS} losses equal LLaMA-Factory's "
+          f"IPO on one process (max rel {worst:.2e}), reward metrics max rel {worst_m:.2e}")
 
 
 def case_lora_sigmoid_tp2(binary, tmp):
@@ -470,4 +483,4 @@ def case_refusals(binary, tmp):
 if __name__ == "__main__":
     run_cases({"lora_sigmoid": case_lora_sigmoid, "lora_orpo": case_lora_orpo, "lora_simpo_dp2": case_lora_simpo_dp2,
                "full_ipo": case_full_ipo, "freeze_hinge": case_freeze_hinge, "lora_sigmoid_tp2": case_lora_sigmoid_tp2,
-               "full_ipo_tp2_sp": case_full_ipo_tp2_sp, "refusals": case_refusals})
+               "full_ipo_tp2_sp": case_full_ipo_tp2_sp, "full_ipo_dp2_zero3": case_full_ipo_dp2_zero3, "refusals": case_refusals})

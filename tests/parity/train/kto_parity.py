@@ -36,6 +36,8 @@ micro-batch, so the grouping matters; anneal_epoch_order):
   lora_tp2_dp2 : the lora_dp2 case on 4 ranks, tp 2 x dp 2 (the KL mean over the 2 replicas) equals the
               2-rank emulation.
   resume    : checkpoint-5 resumed in a fresh directory: steps 6-10 and the adapter bit-identical.
+  lora_dp2_zero3 : lora_dp2 with ZeRO-3 (the adapters stored as shards, gathered per layer) equals the same
+              reference.
   trl_peft  : 10 steps against trl 1.16's own KTOTrainer with peft (case_trl_peft says what is compared).
   lf_example: LLaMA-Factory's examples/train_lora/qwen3_lora_kto.yaml runs unchanged but for the model path.
   refusals  : a kto_tag dataset under stage dpo, a plain dataset under stage kto, kto with pipeline parallelism,
@@ -437,6 +439,15 @@ def case_lora_dp2(binary, tmp):
           f"{worst:.2e}), metrics (logits too) max rel {worst_m:.2e}")
 
 
+def case_lora_dp2_zero3(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    ours, mine, ref, theirs, micro = run_lora(binary, tmp, ["per_device_train_batch_size: 2", "zero_stage: 3",
+                                                            "ddp_bucket_cap_mb: 0.01"], 0.3, launch=launch, ranks=2)
+    worst, worst_m, _ = compare(ours, mine, ref, theirs, KEYS + ["logits/chosen", "logits/rejected"], micro)
+    print(f"lora_dp2_zero3: 2 ranks x 2 rows, ZeRO-3: {STEPS} KTO losses equal LLaMA-Factory's on 2 emulated DDP "
+          f"ranks (max rel {worst:.2e}), metrics max rel {worst_m:.2e}")
+
+
 def case_lora_tp2(binary, tmp):
     launch = [binary, "launch", "--nproc-per-node", "2"]
     evaluate = {"every": 5, "batch": 2}
@@ -619,6 +630,7 @@ def case_refusals(binary, tmp):
 
 
 if __name__ == "__main__":
-    run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "trl_peft": case_trl_peft,
-               "lf_example": case_lf_example, "refusals": case_refusals, "lora_tp2": case_lora_tp2, "resume": case_resume,
-               "full_tp2_sp": case_full_tp2_sp, "lora_tp2_dp2": case_lora_tp2_dp2})
+    run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "lora_dp2_zero3": case_lora_dp2_zero3,
+               "trl_peft": case_trl_peft, "lf_example": case_lf_example, "refusals": case_refusals,
+               "lora_tp2": case_lora_tp2, "resume": case_resume, "full_tp2_sp": case_full_tp2_sp,
+               "lora_tp2_dp2": case_lora_tp2_dp2})

@@ -11,7 +11,8 @@ keys"), one case per key (one ctest each):
   gradient_ckpt   : a flat config checkpoints activations (LLaMA-Factory's default), disable_gradient_checkpointing
                     turns it off, and the losses are the same
   deepspeed       : a ZeRO-1 DeepSpeed JSON shards the optimizer state; LLaMA-Factory's ZeRO-3 JSON is stage 3;
-                    an offloading one is refused naming the offload
+                    its CPU offload JSONs run unchanged (one rank: the optimizer on the host); NVMe offload is
+                    refused naming it
   refusals        : fp16, optim adamw_8bit, flash_attn disabled, stage ppo: exit 2 with what to use instead
 
 The model is `anneal-train model init --preset tiny`; data are 8 pre-tokenized rows (4 per step: 2 steps an
@@ -137,9 +138,15 @@ def case_deepspeed(binary, tmp):
     _, r = train(binary, tmp, "z3", model, data,
                  [f"deepspeed: {os.path.join(ROOT, 'examples/deepspeed/ds_z3_config.json')}", "save_strategy: \"no\""])
     assert "zero_stage 3 asked" in r.stderr, r.stderr[-2000:]
-    _, r = train(binary, tmp, "z3-offload", model, data, [f"deepspeed: {ds3}"], check=False)
-    assert r.returncode == 2 and "offloads to nvme (zero_optimization.offload_param), which is not built yet" in \
+    _, r = train(binary, tmp, "z3-nvme", model, data, [f"deepspeed: {ds3}"], check=False)
+    assert r.returncode == 2 and "offloads to nvme (zero_optimization.offload_param.device), which is not built" in \
         r.stderr, (r.returncode, r.stderr)
+    # LLaMA-Factory's CPU offload configs unchanged: on one rank nothing is sharded, so only the optimizer moves to
+    # the host (its state and step), whichever file asked.
+    for name in ("ds_z2_offload_config.json", "ds_z3_offload_config.json"):
+        _, r = train(binary, tmp, name.split(".")[0], model, data,
+                     [f"deepspeed: {os.path.join(ROOT, 'examples/deepspeed', name)}", "save_strategy: \"no\""])
+        assert "offloaded to host memory (optimizer): " in r.stderr, r.stderr[-2000:]
 
 
 def case_refusals(binary, tmp):

@@ -101,19 +101,111 @@ TEST(LlamaFactoryDeepSpeed, LlamaFactorysStageThreeConfigIsZeroThree) {
   ASSERT_TRUE(no_persistence.ok()) << no_persistence.status().ToString();
 }
 
-TEST(LlamaFactoryDeepSpeed, AStageThreeSizeThatIsNotANumberAndStageThreeOffloadAreRefusedByName) {
+TEST(LlamaFactoryDeepSpeed, AStageThreeSizeThatIsNotANumberIsRefusedByName) {
   auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 3, "stage3_max_live_parameters": -1}})");
   ASSERT_FALSE(spec.ok());
   EXPECT_NE(spec.status().message().find("has zero_optimization.stage3_max_live_parameters '-1': expected a "
                                          "positive number of elements or \"auto\""),
             std::string::npos)
       << spec.status().message();
-  auto offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}})");
-  ASSERT_FALSE(offload.ok());
-  EXPECT_NE(offload.status().message().find("offloads to cpu (zero_optimization.offload_param), which is not built"),
+  EXPECT_NE(spec.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
+}
+
+TEST(LlamaFactoryDeepSpeed, LlamaFactorysOffloadConfigsOffloadToTheHost) {
+  // examples/deepspeed/ds_z{2,3}_offload_config.json are LLaMA-Factory's files unchanged (pin_memory: true).
+  auto two = WithDeepSpeed(ReadFile(std::string(ANNEAL_SOURCE_DIR) + "/examples/deepspeed/ds_z2_offload_config.json"));
+  ASSERT_TRUE(two.ok()) << two.status().ToString();
+  EXPECT_EQ(two->resources.zero_stage, 2);
+  EXPECT_EQ(two->resources.offload, "optimizer");
+  auto three =
+      WithDeepSpeed(ReadFile(std::string(ANNEAL_SOURCE_DIR) + "/examples/deepspeed/ds_z3_offload_config.json"));
+  ASSERT_TRUE(three.ok()) << three.status().ToString();
+  EXPECT_EQ(three->resources.zero_stage, 3);
+  EXPECT_EQ(three->resources.offload, "optimizer+params");
+  auto none = WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}})");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->resources.offload, "none");
+  // offload_param alone: the step runs where the shards live, so the optimizer is offloaded too.
+  auto params = WithDeepSpeed(R"({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}})");
+  ASSERT_TRUE(params.ok()) << params.status().ToString();
+  EXPECT_EQ(params->resources.offload, "optimizer+params");
+}
+
+TEST(LlamaFactoryDeepSpeed, NvmeOffloadAnUnknownOffloadKeyAndOffloadBelowItsStageAreRefusedByName) {
+  auto nvme = WithDeepSpeed(
+      R"({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/nvme"}}})");
+  ASSERT_FALSE(nvme.ok());
+  EXPECT_NE(nvme.status().message().find("offloads to nvme (zero_optimization.offload_param.device), which is not "
+                                         "built"),
             std::string::npos)
-      << offload.status().message();
-  EXPECT_NE(offload.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
+      << nvme.status().message();
+  EXPECT_NE(nvme.status().message().find("key 'deepspeed' at job.yaml:4"), std::string::npos);
+  auto unknown =
+      WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "turbo": 1}}})");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("has zero_optimization.offload_optimizer.turbo, which Anneal does not "
+                                            "know"),
+            std::string::npos)
+      << unknown.status().message();
+  auto params_at_two = WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}})");
+  ASSERT_FALSE(params_at_two.ok());
+  EXPECT_NE(params_at_two.status().message().find("offloads parameters with zero_optimization.stage 2: DeepSpeed "
+                                                  "offloads parameters only under stage 3"),
+            std::string::npos)
+      << params_at_two.status().message();
+  auto optimizer_at_zero =
+      WithDeepSpeed(R"({"zero_optimization": {"stage": 0, "offload_optimizer": {"device": "cpu"}}})");
+  ASSERT_FALSE(optimizer_at_zero.ok());
+  EXPECT_NE(optimizer_at_zero.status().message().find("offloads the optimizer with zero_optimization.stage 0"),
+            std::string::npos)
+      << optimizer_at_zero.status().message();
+  auto disk = WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "disk"}}})");
+  ASSERT_FALSE(disk.ok());
+  EXPECT_NE(disk.status().message().find("has zero_optimization.offload_optimizer.device 'disk': expected \"cpu\" "
+                                         "or \"none\""),
+            std::string::npos)
+      << disk.status().message();
+}
+
+TEST(LlamaFactoryDeepSpeed, AnOffloadingConfigAndAnExplicitOffloadAreTheSameSettingTwice) {
+  DeepSpeedConfig ds(R"({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}})");
+  auto both = ParseJobSpec(std::string(kBase) + "offload: optimizer\ndeepspeed: " + ds.path() + "\n", "job.yaml");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("key 'deepspeed' at job.yaml:5 sets resources.offload too, which is "
+                                         "already given as 'offload' at job.yaml:4"),
+            std::string::npos)
+      << both.status().message();
+  // What `anneal submit` sends: the stage and offload as overrides, which replace the file.
+  auto sent = ParseJobSpec(std::string(kBase) + "deepspeed: /only/on/the/laptop.json\n", "job.yaml",
+                           {"resources.zero_stage=3", "resources.offload=optimizer+params"});
+  ASSERT_TRUE(sent.ok()) << sent.status().ToString();
+  EXPECT_EQ(sent->resources.offload, "optimizer+params");
+}
+
+TEST(Offload, TheNativeSpellingNeedsItsZeroStage) {
+  auto optimizer = ParseJobSpec(std::string(kBase) + "zero_stage: 1\noffload: optimizer\n", "job.yaml");
+  ASSERT_TRUE(optimizer.ok()) << optimizer.status().ToString();
+  EXPECT_EQ(optimizer->resources.offload, "optimizer");
+  auto nested =
+      ParseJobSpec(std::string(kBase) + "resources:\n  zero_stage: 3\n  offload: optimizer+params\n", "job.yaml");
+  ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+  EXPECT_EQ(nested->resources.offload, "optimizer+params");
+  auto unsharded = ParseJobSpec(std::string(kBase) + "offload: optimizer\n", "job.yaml");
+  ASSERT_FALSE(unsharded.ok());
+  EXPECT_NE(unsharded.status().message().find("job.yaml: 'offload' at job.yaml:4 with 'resources.zero_stage' "
+                                              "(default): offloading the optimizer needs zero_stage 1, 2 or 3 (as "
+                                              "DeepSpeed's offload_optimizer)"),
+            std::string::npos)
+      << unsharded.status().message();
+  auto params = ParseJobSpec(std::string(kBase) + "zero_stage: 2\noffload: optimizer+params\n", "job.yaml");
+  ASSERT_FALSE(params.ok());
+  EXPECT_NE(params.status().message().find("offloading the parameters needs zero_stage 3 (as DeepSpeed's "
+                                           "offload_param); raise zero_stage or set offload: optimizer"),
+            std::string::npos)
+      << params.status().message();
+  auto bad = ParseJobSpec(std::string(kBase) + "zero_stage: 3\noffload: nvme\n", "job.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("offload"), std::string::npos) << bad.status().message();
 }
 
 TEST(LlamaFactoryDeepSpeed, ABucketSizeThatIsNotAPositiveNumberIsRefusedByName) {
@@ -125,20 +217,10 @@ TEST(LlamaFactoryDeepSpeed, ABucketSizeThatIsNotAPositiveNumberIsRefusedByName) 
       << spec.status().message();
 }
 
-TEST(LlamaFactoryDeepSpeed, OffloadInAStageTwoConfigIsRefusedByName) {
-  auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}})");
-  ASSERT_FALSE(spec.ok());
-  EXPECT_NE(
-      spec.status().message().find("offloads to cpu (zero_optimization.offload_optimizer), which is not built yet"),
-      std::string::npos)
-      << spec.status().message();
-}
-
-TEST(LlamaFactoryDeepSpeed, OffloadOptimizerAndExplicitSpecValuesAreRefused) {
+TEST(LlamaFactoryDeepSpeed, ADeepSpeedOptimizerAndExplicitSpecValuesAreRefused) {
   auto offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}}})");
-  ASSERT_FALSE(offload.ok());
-  EXPECT_NE(offload.status().message().find("offloads to cpu (zero_optimization.offload_optimizer)"), std::string::npos)
-      << offload.status().message();
+  ASSERT_TRUE(offload.ok()) << offload.status().ToString();
+  EXPECT_EQ(offload->resources.offload, "optimizer");
   auto no_offload = WithDeepSpeed(R"({"zero_optimization": {"stage": 1, "offload_param": {"device": "none"}}})");
   EXPECT_TRUE(no_offload.ok()) << no_offload.status().ToString();
   auto optimizer = WithDeepSpeed(R"({"optimizer": {"type": "AdamW"}})");

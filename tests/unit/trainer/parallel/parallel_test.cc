@@ -264,10 +264,13 @@ TEST(MemoryPlan, StageThreeHoldsTheOwnedChunksOfShardedParametersPlusTheLargestL
   EXPECT_EQ(parallel::PlanMemory(in).parameters, (250 + 700) * 2);
 }
 
-TEST(MemoryPlan, AccumulationKeepsFullGradientsAndCheckpointingShrinksActivations) {
+TEST(MemoryPlan, AccumulationKeepsShardGradientsAndCheckpointingShrinksActivations) {
   auto in = PlanInput(2);
   in.accumulation = 2;
-  EXPECT_EQ(parallel::PlanMemory(in).gradients, 2000) << "earlier micro-batches sum into full gradients";
+  EXPECT_EQ(parallel::PlanMemory(in).gradients, 500 * 2 + 3 * 100) << "each micro-batch reduce-scattered";
+  in.stage = 1;
+  EXPECT_EQ(parallel::PlanMemory(in).gradients, 2000) << "ZeRO-1: micro-batches sum into full gradients";
+  in.stage = 2;
   in.checkpointing = true;
   EXPECT_EQ(parallel::PlanMemory(in).activations, 128 * (3 + 17)) << "layer inputs plus one layer recomputed";
   in = PlanInput(0);
@@ -284,6 +287,38 @@ TEST(MemoryPlan, QloraCountsThe4BitBaseInTheParameters) {
   EXPECT_NE(plan.Describe().find("parameters 3.0 MiB (4-bit base 3.0 MiB), gradients"), std::string::npos)
       << plan.Describe();
   EXPECT_EQ(parallel::PlanMemory(PlanInput(0)).Describe().find("4-bit"), std::string::npos);
+}
+
+TEST(MemoryPlan, OffloadMovesTheOptimizerStateAndParameterShardsToTheHostAndOnlyDeviceBytesMustFit) {
+  auto in = PlanInput(2);
+  const auto device_only = parallel::PlanMemory(in);
+  in.offload_optimizer = true;
+  const auto two = parallel::PlanMemory(in);
+  // Rank 1 updates 500 elements: 12 bytes of state each, plus host copies of the 500 bf16 values and gradients.
+  EXPECT_EQ(two.optimizer, 500 * 12);
+  EXPECT_TRUE(two.optimizer_on_host);
+  EXPECT_EQ(two.host, 500 * 12 + 2 * 500 * 2);
+  EXPECT_EQ(two.parameters, device_only.parameters);
+  EXPECT_EQ(two.gradients, device_only.gradients) << "the reduced shard gradients are made on the device";
+  EXPECT_EQ(two.total(), device_only.total() - 500 * 12);
+  EXPECT_NE(two.Describe().find("optimizer state 0.0 MiB (host)"), std::string::npos) << two.Describe();
+  EXPECT_NE(two.Describe().find("on the device, host memory 0.0 MiB"), std::string::npos) << two.Describe();
+  EXPECT_TRUE(two.CheckFits(two.total(), "cuda:0").ok()) << "the host bytes are not the device's";
+  EXPECT_FALSE(two.CheckFits(two.total() - 1, "cuda:0").ok());
+  // Stage 3 with the parameters offloaded: the owned chunks (500) leave the device; the gathered 700 stay.
+  in = PlanInput(3);
+  in.sharded_params = {600, 300, 100};
+  in.largest_unit = 700;
+  in.offload_optimizer = in.offload_params = true;
+  const auto three = parallel::PlanMemory(in);
+  EXPECT_EQ(three.parameters, 700 * 2);
+  EXPECT_EQ(three.host, 500 * 12 + 2 * 500 * 2);
+  in.offload_params = false;
+  EXPECT_EQ(parallel::PlanMemory(in).parameters, (500 + 700) * 2) << "optimizer offload keeps the shards";
+  // Without offload the fit message names offload as a way out; the host plan says nothing of host memory.
+  const Status too_big = device_only.CheckFits(1, "cuda:0");
+  EXPECT_NE(too_big.message().find("or offload: optimizer"), std::string::npos) << too_big.message();
+  EXPECT_EQ(device_only.Describe().find("host"), std::string::npos) << device_only.Describe();
 }
 
 TEST(MemoryPlan, APlanOverTheDeviceFailsNamingTheNumbers) {

@@ -133,7 +133,8 @@ at::Tensor Zero2Loss(const std::vector<optim::TrainableParam>& params, double co
 
 constexpr optim::AdamWOptions kAdam{.lr = 0.1, .weight_decay = 0.01};
 
-void RunZero2Rank(int rank, int port, int64_t bucket_bytes, Zero2Result* out) {
+// `micro` backwards per step (gradient accumulation): the reducer is armed once for all of them.
+void RunZero2Rank(int rank, int port, int64_t bucket_bytes, int micro, Zero2Result* out) {
   StatusOr<std::shared_ptr<parallel::Comm>> comm = ConnectPair(rank, port);
   if (!comm.ok()) {
     out->error = comm.status().ToString();
@@ -144,7 +145,13 @@ void RunZero2Rank(int rank, int port, int64_t bucket_bytes, Zero2Result* out) {
   GradientReducer reducer(params, comm->get(), bucket_bytes, &opt.grad_params());
   out->collective = reducer.collective();
   reducer.Arm();
-  Zero2Loss(params, rank + 1).backward();
+  for (int m = 0; m < micro; ++m) {
+    Zero2Loss(params, (rank + 1) * (m + 1)).backward();
+    // A bucket per parameter: a, b and c launched during their backward, so no full gradient outlives it.
+    if (bucket_bytes <= 16) {
+      for (size_t i = 0; i < 3; ++i) out->full_grad_left = out->full_grad_left || params[i].param.grad().defined();
+    }
+  }
   reducer.Finish();
   for (const auto& p : params) out->full_grad_left = out->full_grad_left || p.param.grad().defined();
   for (const auto& s : opt.grad_params()) out->shard_grads.push_back(s.param.grad().clone());
@@ -153,15 +160,15 @@ void RunZero2Rank(int rank, int port, int64_t bucket_bytes, Zero2Result* out) {
   for (const auto& p : params) out->params.push_back(p.param.detach().clone());
 }
 
-void ExpectZero2(int64_t bucket_bytes) {
+void ExpectZero2(int64_t bucket_bytes, int micro = 1) {
   std::array<Zero2Result, 2> results;
   const int port = FreeLoopbackPort().value();
-  std::thread r1(RunZero2Rank, 1, port, bucket_bytes, &results[1]);
-  RunZero2Rank(0, port, bucket_bytes, &results[0]);
+  std::thread r1(RunZero2Rank, 1, port, bucket_bytes, micro, &results[1]);
+  RunZero2Rank(0, port, bucket_bytes, micro, &results[0]);
   r1.join();
-  // The reference: one process, the summed gradients (3 * x), plain AdamW.
+  // The reference: one process, the summed gradients (3 * x per micro-batch m, times m + 1), plain AdamW.
   std::vector<optim::TrainableParam> ref = Zero2Params();
-  Zero2Loss(ref, 3.0).backward();
+  Zero2Loss(ref, 3.0 * micro * (micro + 1) / 2).backward();
   std::vector<at::Tensor> summed;
   // u got no gradient: the reducer reduces it as zeros, so AdamW steps it (weight decay) with a zero gradient.
   ref[3].param.mutable_grad() = torch::zeros({2});
@@ -189,6 +196,13 @@ void ExpectZero2(int64_t bucket_bytes) {
 TEST(GradientReducer, Zero2LeavesEachRankTheSumsOfItsRangeAndTheStepEqualsPlainAdamW) {
   ExpectZero2(16);                // a bucket per parameter
   ExpectZero2(int64_t{1} << 20);  // one bucket per dtype
+}
+
+// Gradient accumulation: each micro-batch's gradients are reduce-scattered and added into the shard gradients
+// (bucket {u} and, per dtype, {a, b, u} never complete: Finish reduces what is left, u as zeros).
+TEST(GradientReducer, Zero2ReduceScattersEveryMicroBatchIntoTheShardGradients) {
+  ExpectZero2(16, /*micro=*/3);
+  ExpectZero2(int64_t{1} << 20, /*micro=*/2);
 }
 
 TEST(FlatShard, CutsIntoEqualChunksTheLastShorterOrEmpty) {

@@ -2,7 +2,8 @@
 // process): the decoder layers' trainable parameters keep their shape but no storage except between the layer
 // hook's gather and free; a step through gather, backward, reduce-scatter and free equals plain AdamW on the
 // summed gradients; FullParam / SetParam read and write the full value from the shards; the root unit
-// (parameters outside decoder layers) is gathered by GatherRoot and freed by the step.
+// (parameters outside decoder layers) is gathered by GatherRoot and freed by the step. The same with CPU offload
+// (the optimizer, and the parameter shards: host tensors distinct from the device's even on a CPU device).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -47,16 +48,19 @@ struct Result {
   at::Tensor a_gathered, full_b, after_set;
   std::vector<at::Tensor> stepped;  // a, b, n after one step, gathered
   std::vector<size_t> bytes_after_step;
+  int64_t device_shard_bytes = -1, host_bytes = -1;
 };
 
-void RunRank(int rank, int port, Result* out) {
+void RunRank(int rank, int port, Result* out, Offload offload = Offload::kNone) {
   auto comm = ConnectPair(rank, port);
   if (!comm.ok()) {
     out->error = comm.status().ToString();
     return;
   }
   std::vector<optim::TrainableParam> params = Params();
-  TrainerOptimizer opt(params, kAdam, comm->get(), /*stage=*/3, 1 << 20);
+  TrainerOptimizer opt(params, kAdam, comm->get(), /*stage=*/3, 1 << 20, offload);
+  out->device_shard_bytes = opt.ShardedParamBytes();
+  out->host_bytes = opt.HostBytes();
   for (const auto& p : params) out->bytes_after_setup.push_back(p.param.storage().nbytes());
   out->numel_after_setup = params[0].param.sizes().vec();
   auto hook = opt.LayerUseHook();
@@ -95,11 +99,11 @@ TEST(ZeroThree, UnitOfNamesTheDecoderLayerOrTheRoot) {
   EXPECT_EQ(ZeroThreeUnitOf("model.layers.3"), -1);
 }
 
-TEST(ZeroThree, LayersHoldStorageOnlyWhileInUseAndTheStepEqualsPlainAdamW) {
+void CheckStageThree(Offload offload) {
   std::array<Result, 2> results;
   const int port = FreeLoopbackPort().value();
-  std::thread r1(RunRank, 1, port, &results[1]);
-  RunRank(0, port, &results[0]);
+  std::thread r1(RunRank, 1, port, &results[1], offload);
+  RunRank(0, port, &results[0], offload);
   r1.join();
   std::vector<optim::TrainableParam> ref = Params();
   const std::vector<at::Tensor> initial = {ref[0].param.detach().clone(), ref[1].param.detach().clone()};
@@ -121,7 +125,129 @@ TEST(ZeroThree, LayersHoldStorageOnlyWhileInUseAndTheStepEqualsPlainAdamW) {
           << "rank " << rank << " parameter " << i << ": " << r.stepped[i] << " vs " << ref[i].param.detach();
     }
     EXPECT_TRUE(torch::equal(r.after_set, torch::tensor({7.0f, 8.0f, 9.0f}))) << r.after_set;
+    // Rank 0 owns a[0:3], b[0:2], n[0:1]; rank 1 a[3:6], b[2:3], n[1:2]: 6 and 5 fp32 elements.
+    const int64_t owned = rank == 0 ? 6 : 5;
+    if (offload == Offload::kNone) {
+      EXPECT_EQ(r.device_shard_bytes, owned * 4);
+      EXPECT_EQ(r.host_bytes, 0);
+    } else {
+      // On the host: the shards (AdamW's tensors) and two fp32 moments each.
+      EXPECT_EQ(r.host_bytes, owned * 4 * 3) << "rank " << rank;
+      EXPECT_EQ(r.device_shard_bytes, offload == Offload::kOptimizerAndParams ? 0 : owned * 4) << "rank " << rank;
+    }
   }
+}
+
+TEST(ZeroThree, LayersHoldStorageOnlyWhileInUseAndTheStepEqualsPlainAdamW) {
+  CheckStageThree(Offload::kNone);
+}
+
+TEST(ZeroThree, OffloadedOptimizerStepsOnHostCopiesAndEqualsPlainAdamW) {
+  CheckStageThree(Offload::kOptimizer);
+}
+
+TEST(ZeroThree, OffloadedParameterShardsLeaveTheDeviceAndTheStepEqualsPlainAdamW) {
+  CheckStageThree(Offload::kOptimizerAndParams);
+}
+
+// Prefetch: layer 0's gather starts layer 1's; layer 1's gather then only waits for it (the values are the
+// gathered ones), and backward's descending order prefetches downwards. The step still equals plain AdamW.
+struct PrefetchResult {
+  std::string error;
+  size_t b_bytes_while_a_gathered = 0;
+  at::Tensor b_prefetched;
+  int64_t gathers = 0, prefetched = 0;
+  std::vector<at::Tensor> stepped;
+};
+
+void RunPrefetchRank(int rank, int port, PrefetchResult* out) {
+  auto comm = ConnectPair(rank, port);
+  if (!comm.ok()) {
+    out->error = comm.status().ToString();
+    return;
+  }
+  std::vector<optim::TrainableParam> params = Params();
+  TrainerOptimizer opt(params, kAdam, comm->get(), /*stage=*/3, 1 << 20);
+  opt.SetPrefetch(true);
+  GradientReducer reducer(params, comm->get(), 16, &opt.grad_params());
+  auto hook = opt.LayerUseHook();
+  reducer.Arm();
+  opt.GatherRoot();
+  hook(0, true);  // forward: prefetches layer 1
+  out->b_bytes_while_a_gathered = params[1].param.storage().nbytes();
+  hook(0, false);
+  hook(1, true);
+  out->b_prefetched = params[1].param.detach().clone();
+  hook(1, false);
+  hook(1, true);  // backward, descending: prefetches layer 0
+  hook(0, true);
+  Loss(params, rank + 1).backward();
+  hook(0, false);
+  hook(1, false);
+  reducer.Finish();
+  opt.Step(0.1);
+  opt.ZeroGrad();
+  out->gathers = opt.layer_gathers();
+  out->prefetched = opt.prefetched_gathers();
+  opt.GatherAllLayers();
+  for (const auto& p : params) out->stepped.push_back(p.param.detach().clone());
+  opt.FreeAllLayers();
+}
+
+TEST(ZeroThree, PrefetchGathersTheNextLayerWhileOneComputesAndChangesNoResult) {
+  std::array<PrefetchResult, 2> results;
+  const int port = FreeLoopbackPort().value();
+  std::thread r1(RunPrefetchRank, 1, port, &results[1]);
+  RunPrefetchRank(0, port, &results[0]);
+  r1.join();
+  std::vector<optim::TrainableParam> ref = Params();
+  const at::Tensor initial_b = ref[1].param.detach().clone();
+  Loss(ref, 3.0).backward();
+  optim::AdamW adam(ref, kAdam);
+  adam.Step(0.1);
+  for (int rank = 0; rank < 2; ++rank) {
+    const PrefetchResult& r = results[rank];
+    ASSERT_TRUE(r.error.empty()) << r.error;
+    EXPECT_EQ(r.b_bytes_while_a_gathered, 3u * 4) << "rank " << rank << ": layer 1 allocated by the prefetch";
+    EXPECT_TRUE(torch::equal(r.b_prefetched, initial_b)) << r.b_prefetched;
+    // Forward 0 (gathered), 1 (prefetched); backward 1 (gathered: the same layer turns round), 0 (prefetched).
+    EXPECT_EQ(r.gathers, 4);
+    EXPECT_EQ(r.prefetched, 2);
+    ASSERT_EQ(r.stepped.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_TRUE(torch::allclose(r.stepped[i], ref[i].param.detach(), 1e-6, 1e-7))
+          << "rank " << rank << " parameter " << i << ": " << r.stepped[i] << " vs " << ref[i].param.detach();
+    }
+  }
+}
+
+// One rank (stage 0 in effect): the step runs on host copies; a parameter set afterwards (a checkpoint's) is
+// what the next step starts from, so the host copy follows SetParam.
+TEST(ZeroOffload, OneRankStepsOnHostCopiesThatFollowSetParam) {
+  std::vector<optim::TrainableParam> params = Params(), ref = Params();
+  TrainerOptimizer opt(params, kAdam, nullptr, /*stage=*/2, 1 << 20, Offload::kOptimizer);
+  EXPECT_EQ(opt.offload(), Offload::kOptimizer);
+  EXPECT_EQ(opt.HostBytes(), 11 * 4 * 3) << "11 fp32 elements: host copies and two moments";
+  for (const auto& [key, t] : opt.StateTensors()) EXPECT_TRUE(t.device().is_cpu()) << key;
+  const at::Tensor b = torch::tensor({7.0f, 8.0f, 9.0f});
+  opt.SetParam("model.layers.1.mlp.b", b);
+  {
+    torch::NoGradGuard no_grad;
+    ref[1].param.copy_(b);
+  }
+  Loss(params, 2.0).backward();
+  Loss(ref, 2.0).backward();
+  opt.Step(0.1);
+  optim::AdamW adam(ref, kAdam);
+  adam.Step(0.1);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(torch::equal(params[i].param.detach(), ref[i].param.detach()))
+        << params[i].name << ": " << params[i].param << " vs " << ref[i].param;
+  }
+  opt.ZeroGrad();
+  Loss(params, 1.0).backward();
+  opt.Step(0.05);
+  EXPECT_FALSE(torch::equal(params[1].param.detach(), ref[1].param.detach())) << "a second step moves it again";
 }
 
 }  // namespace
