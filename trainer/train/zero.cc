@@ -381,9 +381,10 @@ void TrainerOptimizer::ZeroGrad() {
 }
 
 at::Tensor TrainerOptimizer::CheckpointStateOf(const std::string& key, const at::Tensor& local) const {
-  if (stage_ < 2) return local;
   torch::NoGradGuard no_grad;
   const at::Tensor& p = all_[index_.at(ParamOfKey(key))].param;
+  // Stages 0 and 1: whole, but on the parameter's device too, since the caller gathers it over tensor parallel.
+  if (stage_ < 2) return local.to(p.device());
   const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
   // On the parameter's device (an offloaded state tensor is on the host; the collective runs on the device).
   at::Tensor padded = torch::zeros({s.chunk}, local.options().device(p.device()));

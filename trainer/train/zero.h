@@ -125,7 +125,8 @@ class TrainerOptimizer {
   // parameters (stage 1) or owned ranges (stages 2 and 3). What this rank holds in memory.
   std::vector<std::pair<std::string, at::Tensor>> StateTensors() const { return adam_->StateTensors(); }
   // One of StateTensors() (`key`, this rank's `local` tensor) shaped as its parameter for a checkpoint: `local`
-  // for stages 0 and 1, gathered over data parallel under stages 2 and 3 (a collective: every data-parallel rank
+  // for stages 0 and 1 (on the parameter's device: an offloaded state lives on the host, and the caller gathers
+  // over tensor parallel), gathered over data parallel under stages 2 and 3 (a collective: every data-parallel rank
   // calls it for the same key, in StateTensors() order). One tensor at a time, so a save never holds the whole
   // gathered state.
   at::Tensor CheckpointStateOf(const std::string& key, const at::Tensor& local) const;
