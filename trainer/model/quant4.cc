@@ -9,6 +9,8 @@
 #include <map>
 #include <vector>
 
+#include "trainer/model/tiled_dequant.h"
+
 #ifdef ANNEAL_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
 
@@ -436,30 +438,6 @@ int64_t TileRows(const QuantizedLinearWeight& w) {
   return std::max<int64_t>(1, kQuant4TileElements / std::max<int64_t>(w.cols, 1));
 }
 
-// x2 [N, cols] -> [N, rows], W dequantized a tile of rows at a time.
-torch::Tensor FusedForward(const torch::Tensor& x2, const QuantizedLinearWeight& w) {
-  const int64_t tile = TileRows(w);
-  if (tile >= w.rows) return torch::mm(x2, w.Dequantize(x2.scalar_type()).t());
-  torch::Tensor y = torch::empty({x2.size(0), w.rows}, x2.options());
-  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
-    const int64_t r1 = std::min(w.rows, r0 + tile);
-    y.narrow(1, r0, r1 - r0).copy_(torch::mm(x2, w.DequantizeRows(r0, r1, x2.scalar_type()).t()));
-  }
-  return y;
-}
-
-// g2 [N, rows] -> grad of x [N, cols] = g2 W, a tile of W's rows at a time.
-torch::Tensor FusedInputGrad(const torch::Tensor& g2, const QuantizedLinearWeight& w) {
-  const int64_t tile = TileRows(w);
-  if (tile >= w.rows) return torch::mm(g2, w.Dequantize(g2.scalar_type()));
-  torch::Tensor gx = torch::zeros({g2.size(0), w.cols}, g2.options());
-  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
-    const int64_t r1 = std::min(w.rows, r0 + tile);
-    gx.addmm_(g2.narrow(1, r0, r1 - r0), w.DequantizeRows(r0, r1, g2.scalar_type()));
-  }
-  return gx;
-}
-
 const QuantizedLinearWeight& WeightOf(int64_t address) {
   return *reinterpret_cast<const QuantizedLinearWeight*>(address);
 }
@@ -470,14 +448,14 @@ struct Quant4LinearFn : public torch::autograd::Function<Quant4LinearFn> {
     const QuantizedLinearWeight& w = WeightOf(weight);
     std::vector<int64_t> out_shape = x.sizes().vec();
     out_shape.back() = w.rows;
-    return FusedForward(x.reshape({-1, w.cols}), w).view(out_shape);
+    return TiledLinear(x.reshape({-1, w.cols}), w, torch::Tensor(), TileRows(w)).view(out_shape);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     const QuantizedLinearWeight& w = WeightOf(ctx->saved_data["weight"].toInt());
     std::vector<int64_t> in_shape = grad[0].sizes().vec();
     in_shape.back() = w.cols;
     torch::Tensor g = grad[0].contiguous().reshape({-1, w.rows});
-    return {FusedInputGrad(g, w).view(in_shape), at::Tensor()};
+    return {TiledInputGrad(g, w, TileRows(w)).view(in_shape), at::Tensor()};
   }
 };
 

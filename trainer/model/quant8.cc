@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "trainer/model/tiled_dequant.h"
+
 namespace anneal::model {
 
 // bnb's constants (backends/default/ops.py): 1 / 127 as MatMul8bitFp writes it, int8_vectorwise_dequant's
@@ -57,27 +59,12 @@ int64_t TileRows(const Int8LinearWeight& w) {
 // or whole (kReference).
 torch::Tensor DequantizedForward(const torch::Tensor& x2, const Int8LinearWeight& w, const torch::Tensor& bias,
                                  Int8Impl impl) {
-  const int64_t tile = impl == Int8Impl::kFast ? TileRows(w) : w.rows;
-  if (tile >= w.rows) return torch::nn::functional::linear(x2, w.Dequantize(x2.scalar_type()), bias);
-  torch::Tensor y = torch::empty({x2.size(0), w.rows}, x2.options());
-  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
-    const int64_t r1 = std::min(w.rows, r0 + tile);
-    const torch::Tensor b = bias.defined() ? bias.narrow(0, r0, r1 - r0) : bias;
-    y.narrow(1, r0, r1 - r0).copy_(torch::nn::functional::linear(x2, w.DequantizeRows(r0, r1, x2.scalar_type()), b));
-  }
-  return y;
+  return TiledLinear(x2, w, bias, impl == Int8Impl::kFast ? TileRows(w) : w.rows);
 }
 
 // g2 [N, rows] -> g2 W' [N, cols] (bnb's grad_A: the dequantized weight, in the input's dtype).
 torch::Tensor InputGrad(const torch::Tensor& g2, const Int8LinearWeight& w, Int8Impl impl) {
-  const int64_t tile = impl == Int8Impl::kFast ? TileRows(w) : w.rows;
-  if (tile >= w.rows) return torch::mm(g2, w.Dequantize(g2.scalar_type()));
-  torch::Tensor gx = torch::zeros({g2.size(0), w.cols}, g2.options());
-  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
-    const int64_t r1 = std::min(w.rows, r0 + tile);
-    gx.addmm_(g2.narrow(1, r0, r1 - r0), w.DequantizeRows(r0, r1, g2.scalar_type()));
-  }
-  return gx;
+  return TiledInputGrad(g2, w, impl == Int8Impl::kFast ? TileRows(w) : w.rows);
 }
 
 // MatMul8bitLt's forward (threshold > 0: int8_mixed_scaled_mm; else int8_scaled_mm): x2 [N, cols] -> [N, rows].

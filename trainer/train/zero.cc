@@ -179,15 +179,10 @@ void TrainerOptimizer::Step(double lr) {
   }
 }
 
-// Buckets of one dtype and at most allgather_bucket_bytes_ of parameters, laid out rank-major (FlatShard): each
-// rank contributes its owned chunks, every rank gets every chunk back. Written through variable_data() (a
-// fresh version counter): no autograd graph sees the parameter change.
-void TrainerOptimizer::AllGatherInto(const std::vector<size_t>& indices) const {
-  torch::NoGradGuard no_grad;
-  const int ranks = dp_->size();
+std::vector<std::vector<size_t>> TrainerOptimizer::GatherBuckets(const std::vector<size_t>& indices) const {
   std::map<at::ScalarType, size_t> open;  // dtype -> its bucket being filled
-  std::vector<std::vector<size_t>> buckets;
   std::map<at::ScalarType, int64_t> bytes;
+  std::vector<std::vector<size_t>> buckets;
   for (size_t i : indices) {
     const at::Tensor& p = all_[i].param;
     const int64_t size = static_cast<int64_t>(p.numel()) * static_cast<int64_t>(p.element_size());
@@ -200,7 +195,16 @@ void TrainerOptimizer::AllGatherInto(const std::vector<size_t>& indices) const {
     buckets[open[dtype]].push_back(i);
     bytes[dtype] += size;
   }
-  for (const auto& bucket : buckets) {
+  return buckets;
+}
+
+// Buckets of one dtype and at most allgather_bucket_bytes_ of parameters, laid out rank-major (FlatShard): each
+// rank contributes its owned chunks, every rank gets every chunk back. Written through variable_data() (a
+// fresh version counter): no autograd graph sees the parameter change.
+void TrainerOptimizer::AllGatherInto(const std::vector<size_t>& indices) const {
+  torch::NoGradGuard no_grad;
+  const int ranks = dp_->size();
+  for (const auto& bucket : GatherBuckets(indices)) {
     std::vector<int64_t> offset;
     int64_t per_rank = 0;
     for (size_t i : bucket) {
@@ -254,21 +258,7 @@ void TrainerOptimizer::StartPrefetch(int64_t layer) {
   const int ranks = dp_->size();
   const std::vector<size_t>& indices = layer_params_.at(layer);
   for (size_t i : indices) AllocateStorage(all_[i].param);
-  // Buckets as AllGatherInto's: one dtype, at most allgather_bucket_bytes_.
-  std::map<at::ScalarType, size_t> open;
-  std::map<at::ScalarType, int64_t> bytes;
-  for (size_t i : indices) {
-    const at::Tensor& p = all_[i].param;
-    const int64_t size = static_cast<int64_t>(p.numel()) * static_cast<int64_t>(p.element_size());
-    const auto dtype = p.scalar_type();
-    if (!open.count(dtype) || (bytes[dtype] > 0 && bytes[dtype] + size > allgather_bucket_bytes_)) {
-      open[dtype] = in_flight_.size();
-      in_flight_.emplace_back();
-      bytes[dtype] = 0;
-    }
-    in_flight_[open[dtype]].indices.push_back(i);
-    bytes[dtype] += size;
-  }
+  for (auto& bucket : GatherBuckets(indices)) in_flight_.push_back(InFlightBucket{.indices = std::move(bucket)});
   for (InFlightBucket& b : in_flight_) {
     int64_t per_rank = 0;
     for (size_t i : b.indices) {

@@ -141,6 +141,9 @@ class TrainerOptimizer {
 
  private:
   void AssignWholeParameters();
+  // `indices` (into all_) grouped for the gathers: one dtype per bucket, at most allgather_bucket_bytes_ each
+  // (a bigger parameter alone), in order.
+  std::vector<std::vector<size_t>> GatherBuckets(const std::vector<size_t>& indices) const;
   // All-gathers all_[i] for i in `indices` from shards_[i] (the parameters must have storage).
   void AllGatherInto(const std::vector<size_t>& indices) const;
   void GatherLayer(int64_t layer);
