@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 from testlib import run, run_cases  # noqa: E402
 from train_parity import (STEPS, compare_losses, initial_adapter, job_yaml, our_logits, our_losses,  # noqa: E402
                           reference_losses, rel, setup)
-from qlora_parity import qlora_config  # noqa: E402
+from qlora_parity import qlora_config, quantized_eval_loss  # noqa: E402
 
 
 def bnb_linear8(w):
@@ -177,14 +177,7 @@ def case_qlora8_eval(binary, tmp):
     model_dir, data, rows = setup(tmp, binary, qlora_config)
     plant_outlier_features(model_dir)
     adapter = initial_adapter(model_dir, tmp)
-    out = os.path.join(tmp, "eval")
-    cfg = os.path.join(tmp, "eval.yaml")
-    with open(cfg, "w") as f:
-        f.write(f"kind: eval\nmodel_name_or_path: {model_dir}\nadapter_name_or_path: {adapter}\ndataset: toy\n"
-                f"dataset_dir: {data}\ntemplate: empty\noutput_dir: {out}\ncutoff_len: 256\nquantization_bit: 8\n"
-                f"eval:\n  tasks: [loss]\n")
-    run([binary, "eval", "--config", cfg])
-    got = json.load(open(os.path.join(out, "eval_results.json")))["loss"]["eval_loss"]
+    got = quantized_eval_loss(binary, tmp, model_dir, adapter, data, bits=8)
     model = PeftModel.from_pretrained(bnb_8bit_base(model_dir), adapter)
     total = {}
     for mode in ("eval", "train"):  # eval: MatMul8bitLt (LLM.int8); train: MatMul8bitFp

@@ -270,6 +270,18 @@ def case_qlora_resume(binary, tmp):
           f"the run ends with the uninterrupted adapter bit for bit")
 
 
+def quantized_eval_loss(binary, tmp, model_dir, adapter, data, bits):
+    """eval_loss of a `kind: eval` job: `adapter` on the `bits`-bit base of `model_dir`, dataset toy of `data`."""
+    out = os.path.join(tmp, "eval")
+    cfg = os.path.join(tmp, "eval.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"kind: eval\nmodel_name_or_path: {model_dir}\nadapter_name_or_path: {adapter}\ndataset: toy\n"
+                f"dataset_dir: {data}\ntemplate: empty\noutput_dir: {out}\ncutoff_len: 256\n"
+                f"quantization_bit: {bits}\neval:\n  tasks: [loss]\n")
+    run([binary, "eval", "--config", cfg])
+    return json.load(open(os.path.join(out, "eval_results.json")))["loss"]["eval_loss"]
+
+
 def case_qlora_eval_refusals(binary, tmp):
     """kind: eval with quantization_bit evaluates the adapter on the 4-bit base (loss = peft on bnb's dequantized
     base); what cannot be quantized is refused by the trainer with the layer or model named."""
@@ -277,14 +289,7 @@ def case_qlora_eval_refusals(binary, tmp):
     from train_parity import moe_config
     model_dir, data, rows = setup(tmp, binary, qlora_config)
     adapter = initial_adapter(model_dir, tmp)
-    out = os.path.join(tmp, "eval")
-    cfg = os.path.join(tmp, "eval.yaml")
-    with open(cfg, "w") as f:
-        f.write(f"kind: eval\nmodel_name_or_path: {model_dir}\nadapter_name_or_path: {adapter}\ndataset: toy\n"
-                f"dataset_dir: {data}\ntemplate: empty\noutput_dir: {out}\ncutoff_len: 256\nquantization_bit: 4\n"
-                f"eval:\n  tasks: [loss]\n")
-    run([binary, "eval", "--config", cfg])
-    got = json.load(open(os.path.join(out, "eval_results.json")))["loss"]["eval_loss"]
+    got = quantized_eval_loss(binary, tmp, model_dir, adapter, data, bits=4)
     total, n = {}, 0
     for name, base in (("4-bit", dequantized_base(model_dir, "nf4", True)),
                        ("unquantized", AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))):
