@@ -91,18 +91,23 @@ def layouts(binary, tmp, ft, arch="qwen3_moe", pairs=((2, 2), (4, 2), (4, 4)), s
     return model, refs
 
 
+def copy_at_step_5(run_dir, copy):
+    """`run_dir` copied to `copy` as it stood after step 5 (checkpoint-10 and the log gone): its checkpoint-5."""
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(os.path.join(copy, "checkpoint-10"))
+    os.remove(os.path.join(copy, "trainer_log.jsonl"))
+    return os.path.join(copy, "checkpoint-5")
+
+
 def resume(binary, tmp, model, ft, ref, saved_as, onto):
     """The step-5 checkpoint of the run saved with (dp, ep) `saved_as` resumes with each (dp, ep) of `onto` and
     continues with the losses of `ref`."""
     saved = os.path.join(tmp, f"qwen3_moe-{ft}-dp{saved_as[0]}-ep{saved_as[1]}")
     for dp, ep in onto:
         out = os.path.join(tmp, f"{ft}-resumed-dp{dp}-ep{ep}")
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(saved, out)
-        shutil.rmtree(os.path.join(out, "checkpoint-10"))
-        os.remove(os.path.join(out, "trainer_log.jsonl"))
         train(binary, tmp, model, ft, dp, ep, os.path.basename(out),
-              ["resume_from_checkpoint: " + os.path.join(out, "checkpoint-5"), "save_steps: 5"])
+              ["resume_from_checkpoint: " + copy_at_step_5(saved, out), "save_steps: 5"])
         assert len(losses(out)) == 5, losses(out)
         compare(ft, ref, out, f"saved with (dp {saved_as[0]}, ep {saved_as[1]}), resumed with (dp {dp}, ep {ep})",
                 first_step=6)
@@ -139,12 +144,8 @@ def composed(binary, tmp, arch, ft, ref_dp, tp, pp, layers=2, aux_loss=True, res
     if resume_onto:
         dp, ep = resume_onto
         resumed = os.path.join(tmp, f"{tag}-tp{tp}-pp{pp}-ep2-resumed-dp{dp}-ep{ep}")
-        shutil.rmtree(resumed, ignore_errors=True)
-        shutil.copytree(out, resumed)
-        shutil.rmtree(os.path.join(resumed, "checkpoint-10"))
-        os.remove(os.path.join(resumed, "trainer_log.jsonl"))
         train(binary, tmp, model, ft, dp, ep, os.path.basename(resumed),
-              ["resume_from_checkpoint: " + os.path.join(resumed, "checkpoint-5")] + extra)
+              ["resume_from_checkpoint: " + copy_at_step_5(out, resumed)] + extra)
         assert len(losses(resumed)) == 5, losses(resumed)
         compare(ft, ref, resumed, f"{arch} saved with (tp {tp}, pp {pp}, dp 2, ep 2), resumed with (dp {dp}, ep {ep})",
                 first_step=6)
