@@ -1,10 +1,11 @@
-// anneal schedule create|ls|show|pause|resume|delete|next: pipelines run at cron times or when datasets change
+// anneal schedule create|ls|show|pause|resume|trigger|delete|next: pipelines run at cron times or when datasets change
 // (docs/pipelines.md "Schedules").
 //
 //   anneal schedule create NAME --cron "0 3 * * 1" [--tz Europe/Berlin] [--concurrency forbid|queue|replace]
 //                               [--missed run-once|skip] [--set k=v]... [--team T] PIPELINE.yaml
 //   anneal schedule create NAME --on-data-change PATH... --check-interval 10m [...] PIPELINE.yaml
 //   anneal schedule ls [--team T] | show NAME | pause NAME | resume NAME | delete NAME | next NAME [-n N]
+//   anneal schedule trigger NAME   (fire now, by hand: prints what the fire did, e.g. the run it started)
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -150,8 +151,10 @@ void PrintSchedule(const pb::ScheduleReply& reply) {
   if (s.history().empty()) return;
   Table t({"FIRE TIME", "OUTCOME", "RUN", "MISSED", "MESSAGE"});
   for (const auto& fire : s.history()) {
+    std::string message = fire.message().empty() ? "-" : fire.message();
+    if (!fire.triggered_by().empty()) message = fmt::format("triggered by {}; {}", fire.triggered_by(), message);
     t.Add({Timestamp(fire.fire_time_ms()), OutcomeName(fire.outcome()), fire.run_id().empty() ? "-" : fire.run_id(),
-           std::to_string(fire.missed_count()), fire.message().empty() ? "-" : fire.message()});
+           std::to_string(fire.missed_count()), message});
   }
   std::cout << "\n";
   t.Print(std::cout);
@@ -166,8 +169,16 @@ int RunRequest(const GlobalOptions& g, const std::string& command, pb::ClientReq
     std::cout << ToJson(reply->schedule()).dump(2) << "\n";
     return kExitOk;
   }
+  const auto& history = reply->schedule().schedule().history();
   if (show_all) {
     PrintSchedule(reply->schedule());
+  } else if (command == "schedule trigger" && !history.empty()) {
+    const pb::ScheduleFire& fire = *history.rbegin();
+    std::cout << fmt::format("schedule {}/{} fired: {}", reply->schedule().schedule().team(),
+                             reply->schedule().schedule().name(), OutcomeName(fire.outcome()));
+    if (!fire.run_id().empty()) std::cout << fmt::format(", pipeline run {}", fire.run_id());
+    if (!fire.message().empty()) std::cout << fmt::format(": {}", fire.message());
+    std::cout << "\n";
   } else {
     const auto& s = reply->schedule().schedule();
     std::cout << fmt::format("schedule {}/{} {}\n", s.team(), s.name(), StateName(s.state()));
@@ -221,6 +232,8 @@ void AddRefCommand(CLI::App& schedule, GlobalOptions& g, Action* action, const s
         ref = req.mutable_pause_schedule()->mutable_schedule();
       } else if (name == "resume") {
         ref = req.mutable_resume_schedule()->mutable_schedule();
+      } else if (name == "trigger") {
+        ref = req.mutable_trigger_schedule()->mutable_schedule();
       } else {
         ref = req.mutable_delete_schedule()->mutable_schedule();
       }
@@ -263,6 +276,8 @@ void AddScheduleCommands(CLI::App& app, GlobalOptions& g, Action* action) {
   AddRefCommand(*schedule, g, action, "next", "The next fire times of a schedule");
   AddRefCommand(*schedule, g, action, "pause", "Pause a schedule (no fires until resumed)");
   AddRefCommand(*schedule, g, action, "resume", "Resume a paused schedule (the pause's fires are not caught up)");
+  AddRefCommand(*schedule, g, action, "trigger",
+                "Fire a schedule now, by hand (its policies apply; its next fire times do not change)");
   AddRefCommand(*schedule, g, action, "delete", "Delete a schedule (its runs are kept)");
 }
 

@@ -86,7 +86,7 @@ const Descriptor* ReplyType(const std::string& request_field) {
       {"revoke_token", "identity_done"}, {"create_user", "identity_done"}, {"delete_user", "identity_done"},
       {"create_team", "identity_done"},  {"delete_team", "identity_done"}, {"set_role", "identity_done"},
       {"create_schedule", "schedule"},   {"get_schedule", "schedule"},     {"pause_schedule", "schedule"},
-      {"resume_schedule", "schedule"},   {"delete_schedule", "schedule"}};
+      {"resume_schedule", "schedule"},   {"delete_schedule", "schedule"},  {"trigger_schedule", "schedule"}};
   auto it = kOther.find(request_field);
   const std::string name = it == kOther.end() ? request_field : it->second;
   const FieldDescriptor* f = anneal::pb::ClientReply::descriptor()->FindFieldByName(name);

@@ -238,6 +238,8 @@ const std::vector<RestRoute>& RestRoutes() {
       {"GET", "/api/v1/schedules/{team}/{name}", "get_schedule", 200, nullptr, "A schedule"},
       {"POST", "/api/v1/schedules/{team}/{name}/pause", "pause_schedule", 200, nullptr, "Pause a schedule"},
       {"POST", "/api/v1/schedules/{team}/{name}/resume", "resume_schedule", 200, nullptr, "Resume a schedule"},
+      {"POST", "/api/v1/schedules/{team}/{name}/trigger", "trigger_schedule", 200, nullptr,
+       "Fire a schedule now, by hand"},
       {"DELETE", "/api/v1/schedules/{team}/{name}", "delete_schedule", 200, nullptr, "Delete a schedule"},
       {"GET", "/api/v1/models", "list_models", 200, nullptr, "List registered models"},
       {"GET", "/api/v1/models/{team}/{name}", "get_model", 200, nullptr, "A model and its versions"},

@@ -1,9 +1,10 @@
-// The schedule requests (`anneal schedule create|ls|show|pause|resume|delete|next`) and the coordinator's side
+// The schedule requests (`anneal schedule create|ls|show|pause|resume|trigger|delete|next`) and the coordinator's side
 // of the ScheduleManager (coordinator/schedules.h): the pipelines it fires, the hasher of its data triggers.
 //
 //   request            needs (coordinator/authz.h)          audited as
 //   create             member in the schedule's team        schedule.create
 //   pause / resume     member                               schedule.pause / schedule.resume
+//   trigger            member (the run runs as the owner)   schedule.trigger
 //   delete             member                               schedule.delete
 //   list / get (next)  viewer                               (reads are not audited)
 #include <fmt/format.h>
@@ -37,6 +38,8 @@ std::string OperationOf(const pb::ClientRequest& request) {
       return "schedule.pause";
     case pb::ClientRequest::kResumeSchedule:
       return "schedule.resume";
+    case pb::ClientRequest::kTriggerSchedule:
+      return "schedule.trigger";
     default:
       return "schedule.delete";
   }
@@ -50,6 +53,8 @@ const pb::ScheduleRef& RefOf(const pb::ClientRequest& request) {
       return request.resume_schedule().schedule();
     case pb::ClientRequest::kDeleteSchedule:
       return request.delete_schedule().schedule();
+    case pb::ClientRequest::kTriggerSchedule:
+      return request.trigger_schedule().schedule();
     default:
       return request.get_schedule().schedule();
   }
@@ -115,6 +120,7 @@ bool Coordinator::HandleScheduleRequest(const Principal& who, const std::string&
     case pb::ClientRequest::kPauseSchedule:
     case pb::ClientRequest::kResumeSchedule:
     case pb::ClientRequest::kDeleteSchedule:
+    case pb::ClientRequest::kTriggerSchedule:
       MutateSchedule(who, peer, request);
       return true;
     case pb::ClientRequest::kListSchedules: {
@@ -190,6 +196,8 @@ void Coordinator::MutateSchedule(const Principal& who, const std::string& peer, 
       result = schedules_->Pause(*team, name);
     } else if (request.has_resume_schedule()) {
       result = schedules_->Resume(*team, name);
+    } else if (request.has_trigger_schedule()) {
+      result = schedules_->Trigger(*team, name, who.user);
     } else {
       result = schedules_->Delete(*team, name);
     }

@@ -62,6 +62,8 @@ Status CheckScheduleRequestLimits(const pb::ClientRequest& request, const Limits
       return CheckRef(request.resume_schedule().schedule(), limits);
     case pb::ClientRequest::kDeleteSchedule:
       return CheckRef(request.delete_schedule().schedule(), limits);
+    case pb::ClientRequest::kTriggerSchedule:
+      return CheckRef(request.trigger_schedule().schedule(), limits);
     default:
       return Status::Ok();
   }

@@ -160,6 +160,18 @@ StatusOr<pb::ScheduleRecord> ScheduleManager::Delete(const std::string& team, co
   return record;
 }
 
+StatusOr<pb::ScheduleRecord> ScheduleManager::Trigger(const std::string& team, const std::string& name,
+                                                      const std::string& user) {
+  Entry* entry = FindEntry(team, name);
+  if (entry == nullptr) return NotFoundError(fmt::format("team '{}' has no schedule '{}'", team, name));
+  const int64_t now = clock_->NowMs();
+  pb::ScheduleFire fire;
+  fire.set_fire_time_ms(now);
+  fire.set_triggered_by(user);
+  Fire(*entry, now, std::move(fire));
+  return entry->record;
+}
+
 void ScheduleManager::AppendHistory(Entry& entry, pb::ScheduleFire fire) {
   fire.set_recorded_ms(clock_->NowMs());
   auto* history = entry.record.mutable_history();
@@ -278,7 +290,10 @@ void ScheduleManager::Fire(Entry& entry, int64_t fire_time_ms, pb::ScheduleFire 
 void ScheduleManager::StartRun(Entry& entry, int64_t fire_time_ms, pb::ScheduleFire fire) {
   const auto& record = entry.record;
   const std::string origin =
-      fmt::format("schedule {}/{} fire at {}", record.team(), record.name(), IsoUtc(fire_time_ms));
+      fire.triggered_by().empty()
+          ? fmt::format("schedule {}/{} fire at {}", record.team(), record.name(), IsoUtc(fire_time_ms))
+          : fmt::format("schedule {}/{} triggered by {} at {}", record.team(), record.name(), fire.triggered_by(),
+                        IsoUtc(fire_time_ms));
   auto run = launcher_->Create(record.pipeline_yaml(), record.team(), record.owner(), Overrides(record), origin);
   if (run.ok()) {
     fire.set_outcome(pb::FIRE_STARTED);

@@ -14,6 +14,8 @@
 //   pause of a paused, resume of an active schedule: FAILED_PRECONDITION; anything on a deleted (absent)
 //   schedule: NOT_FOUND. Only ACTIVE schedules fire. Resume does not catch up on the pause: its cron cursor
 //   moves to the resume time; a data trigger checks soon after and fires if the data changed meanwhile.
+//   Trigger (`anneal schedule trigger`, "run now") fires an ACTIVE or PAUSED schedule at once, by hand: it changes
+//   no state, no cron cursor and no data baseline, so the scheduled fires happen as they would have.
 //
 // Exactly once (cron): the record holds a cursor, the instant up to which every fire time was handled.
 // DecideCronFire (pure) takes the fire times in (cursor, now] and decides; Tick applies the decision by writing
@@ -137,6 +139,10 @@ class ScheduleManager {
   StatusOr<pb::ScheduleRecord> Pause(const std::string& team, const std::string& name);
   StatusOr<pb::ScheduleRecord> Resume(const std::string& team, const std::string& name);
   StatusOr<pb::ScheduleRecord> Delete(const std::string& team, const std::string& name);  // the record, DELETED
+  // Fires now, by hand, as `user` asked (recorded as triggered_by; the run's origin says so). The concurrency
+  // policy applies as to any fire: the reply's newest history entry says what happened (FIRE_STARTED with the
+  // run, FIRE_SKIPPED_ACTIVE, FIRE_QUEUED, ...). NOT_FOUND for an absent schedule. The run runs as the owner.
+  StatusOr<pb::ScheduleRecord> Trigger(const std::string& team, const std::string& name, const std::string& user);
 
   const pb::ScheduleRecord* Find(const std::string& team, const std::string& name) const;
   std::vector<const pb::ScheduleRecord*> List(const std::string& team) const;  // "" = all, by team then name

@@ -6,9 +6,9 @@ with 2 CPU slots, real anneal-train ranks), run twice.
            run 2, with a learning rate too small to learn anything (so a worse eval_loss), is registered as a
            candidate and NOT promoted; run 1's production files are intact (same sha256) after run 2 and its
            checkpoint retention; each run wrote its own output directory.
-  schedule: the same loop fired by schedules ("* * * * *"): the first fire's run is promoted; a second schedule
-           with --set train.learning_rate=1e-9 fires a run that is kept as a candidate; production stays v1 with
-           its files intact (about 3 minutes: each fire waits for a minute boundary).
+  schedule: the same loop fired from schedules by `anneal schedule trigger` (fire now): the first schedule's run is
+           promoted; a second schedule with --set train.learning_rate=1e-9 fires a run that is kept as a
+           candidate; production stays v1 with its files intact.
   export:  train -> export (a LLaMA-Factory export config: export_dir, no kind) -> eval of the merged model and
            eval of the adapter -> promote with train_step: the export step. The export job ran as an ordinary
            job (anneal-train export --config on the agent) and wrote an HF model (config, safetensors, tokenizer);
@@ -331,41 +331,38 @@ def case_clean(bindir, tmp):
               f"{train['job_id']} ran {totals.pop()} steps on them; promoted {promote['model_version']}")
 
 
-def wait_fire(c, schedule, seen, timeout=150):
-    """The pipeline run started by the schedule's first fire whose run is not in `seen`."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        shown = json.loads(c.anneal("--json", "schedule", "show", schedule).stdout)["schedule"]
-        for fire in shown.get("history", []):
-            if fire.get("run_id") and fire["run_id"] not in seen:
-                return fire["run_id"]
-        time.sleep(1)
-    raise AssertionError(f"schedule {schedule} did not fire within {timeout}s:\n"
-                         f"{c.anneal('schedule', 'show', schedule).stdout}")
+def trigger(c, schedule):
+    """`anneal schedule trigger`: the run the fire started (the CLI's line names it)."""
+    out = c.anneal("schedule", "trigger", schedule).stdout
+    assert f"schedule default/{schedule} fired: started, pipeline run " in out, out
+    run = out.split("pipeline run ", 1)[1].split()[0].rstrip(":")
+    shown = json.loads(c.anneal("--json", "schedule", "show", schedule).stdout)["schedule"]
+    fire = shown["history"][-1]
+    assert fire["run_id"] == run and fire["triggered_by"], fire
+    return run
 
 
 def case_schedule(bindir, tmp):
-    """The retraining loop by schedule: a schedule firing every minute runs train -> eval -> promote (promoted,
-    the model's first version); a second schedule of the same pipeline with a learning rate too small to learn
-    (--set) runs it again: a worse eval_loss, registered as a candidate and not promoted; production is still
-    version 1 with its files intact after the second run's checkpoint retention."""
+    """The retraining loop by schedule: a schedule's stored pipeline, fired now by hand (`anneal schedule trigger`;
+    cron fire times are e2e.schedule_kill_fire's), runs train -> eval -> promote (promoted, the model's first
+    version); a second schedule of the same pipeline with a learning rate too small to learn (--set) runs it again:
+    a worse eval_loss, registered as a candidate and not promoted; production is still version 1 with its files
+    intact after the second run's checkpoint retention."""
     bindir, spec = prepare(bindir, tmp)
     with Cluster(bindir, f"{tmp}/home") as c:
-        c.anneal("schedule", "create", "weekly", "--cron", "* * * * *", spec)
-        first = wait_fire(c, "weekly", set())
-        c.anneal("schedule", "pause", "weekly")  # one run of the good learning rate
+        c.anneal("schedule", "create", "weekly", "--cron", "0 3 * * 1", spec)
+        first = trigger(c, "weekly")
         shown = c.wait_run(first)
         assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
-        assert shown["origin"].startswith("schedule default/weekly fire at "), shown["origin"]
+        assert shown["origin"].startswith("schedule default/weekly triggered by "), shown["origin"]
         promote1, loss1 = step(shown, "promote"), step(shown, "eval")["metrics"]["eval_loss"]
         assert promote1.get("promoted") is True, promote1
         prod_dir = step(shown, "train")["output_dir"]
         before = tree_hashes(prod_dir)
 
-        c.anneal("schedule", "create", "weekly-worse", "--cron", "* * * * *", "--set", "train.learning_rate=1e-9",
+        c.anneal("schedule", "create", "weekly-worse", "--cron", "0 3 * * 1", "--set", "train.learning_rate=1e-9",
                  spec)
-        second = wait_fire(c, "weekly-worse", {first})
-        c.anneal("schedule", "pause", "weekly-worse")
+        second = trigger(c, "weekly-worse")
         shown = c.wait_run(second)
         assert shown["state"] == "PIPELINE_SUCCEEDED", json.dumps(shown, indent=1)
         promote2, loss2 = step(shown, "promote"), step(shown, "eval")["metrics"]["eval_loss"]
@@ -374,9 +371,8 @@ def case_schedule(bindir, tmp):
         assert tree_hashes(prod_dir) == before, "the production version's files changed"
         models = c.anneal("models", "ls").stdout
         assert "demo-bot" in models and " v1 " in models, models  # production is still version 1
-        print(f"schedule: fire 1 {first}: eval_loss {loss1:.4f} promoted; fire 2 {second} (--set learning_rate "
-              f"1e-9): eval_loss {loss2:.4f} kept as a candidate: {promote2['message']}")
-
+        print(f"schedule: trigger 1 {first}: eval_loss {loss1:.4f} promoted; trigger 2 {second} (--set "
+              f"learning_rate 1e-9): eval_loss {loss2:.4f} kept as a candidate: {promote2['message']}")
 
 if __name__ == "__main__":
     run_cases({"promote": case_promote, "schedule": case_schedule, "export": case_export, "clean": case_clean},

@@ -1,4 +1,4 @@
-// Schedules through the coordinator's client channel: who may create, read, pause, resume and delete them
+// Schedules through the coordinator's client channel: who may create, read, pause, resume, trigger and delete them
 // (each refusal names the permission and the team, changes nothing, and the coordinator serves on), the bounds,
 // and fires that create real pipeline runs exactly once across a restart (FakeClock, a real StateStore).
 #include <gtest/gtest.h>
@@ -45,6 +45,13 @@ pb::ClientRequest Pause(const std::string& team, const std::string& name) {
   return r;
 }
 
+pb::ClientRequest Trigger(const std::string& team, const std::string& name) {
+  pb::ClientRequest r;
+  r.mutable_trigger_schedule()->mutable_schedule()->set_team(team);
+  r.mutable_trigger_schedule()->mutable_schedule()->set_name(name);
+  return r;
+}
+
 pb::ClientRequest Delete(const std::string& team, const std::string& name) {
   pb::ClientRequest r;
   r.mutable_delete_schedule()->mutable_schedule()->set_team(team);
@@ -88,6 +95,36 @@ TEST_F(ScheduleRequests, RefusalsNameThePermissionChangeNothingAndTheCoordinator
   // Nothing changed, and the coordinator still serves.
   EXPECT_EQ(As("vic", Get("nlp", "nightly")).schedule().schedule().state(), pb::SCHEDULE_ACTIVE);
   EXPECT_EQ(As("nina", Pause("nlp", "nightly")).schedule().schedule().state(), pb::SCHEDULE_PAUSED);
+}
+
+TEST_F(ScheduleRequests, AMemberTriggersARunNowThatRunsAsTheOwnerAndIsAudited) {
+  Done(As("nina", Create("nlp", "weekly", "0 3 * * 1")));
+  EXPECT_NE(Refusal(As("vic", Trigger("nlp", "weekly")), pb::PERMISSION_DENIED)
+                .find("may not change the schedules of team 'nlp'"),
+            std::string::npos);
+  EXPECT_NE(Refusal(As("walt", Trigger("nlp", "weekly")), pb::PERMISSION_DENIED).find("walt is not in team 'nlp'"),
+            std::string::npos);
+  EXPECT_EQ(Refusal(As("nina", Trigger("nlp", "absent")), pb::NOT_FOUND), "team 'nlp' has no schedule 'absent'");
+  EXPECT_EQ(h_.core().schedules().Find("nlp", "weekly")->history_size(), 0) << "a refusal fired nothing";
+
+  pb::ClientReply fired = As("nina", Trigger("", "weekly"));
+  ASSERT_EQ(fired.error().code(), pb::OK) << fired.error().message();
+  ASSERT_EQ(fired.schedule().schedule().history_size(), 1);
+  const pb::ScheduleFire& fire = fired.schedule().schedule().history(0);
+  EXPECT_EQ(fire.outcome(), pb::FIRE_STARTED) << fire.message();
+  EXPECT_EQ(fire.triggered_by(), "nina");
+  EXPECT_EQ(fired.schedule().next_fire_ms_size(), 5) << "the cron schedule goes on";
+  auto run = h_.core().GetPipelineRun(fire.run_id());
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->owner(), "nina");
+  EXPECT_NE(run->origin().find("schedule nlp/weekly triggered by nina at "), std::string::npos) << run->origin();
+
+  pb::ClientRequest audit;
+  audit.mutable_list_audit()->set_team("nlp");
+  int triggers = 0;
+  const pb::ClientReply audited = Admin(audit);
+  for (const auto& a : audited.list_audit().records()) triggers += a.operation() == "schedule.trigger";
+  EXPECT_EQ(triggers, 4) << "three refusals and the trigger";
 }
 
 TEST_F(ScheduleRequests, BadInputIsRefusedNamingWhatAndWhere) {

@@ -499,6 +499,49 @@ TEST_F(Schedules, PausedDoesNotFireAndResumeDoesNotCatchUp) {
   EXPECT_EQ(launcher_->CountRuns(), 1u);
 }
 
+TEST_F(Schedules, ATriggerFiresNowAsTheUserAskedAndLeavesTheCronCursorAlone) {
+  CreateOk(CronRequest("hourly", "0 * * * *"));
+  const int64_t cursor = Record("hourly").cursor_ms();
+  clock_.Advance(10 * kMinute);  // 00:40
+  auto fired = manager_->Trigger("nlp", "hourly", "bob");
+  ASSERT_TRUE(fired.ok()) << fired.status().ToString();
+  Commit();
+  ASSERT_EQ(fired->history_size(), 1);
+  EXPECT_EQ(fired->history(0).outcome(), pb::FIRE_STARTED);
+  EXPECT_EQ(fired->history(0).triggered_by(), "bob");
+  EXPECT_EQ(fired->history(0).fire_time_ms(), kMonday + 40 * kMinute);
+  EXPECT_EQ(fired->last_run_id(), fired->history(0).run_id());
+  EXPECT_EQ(fired->cursor_ms(), cursor);
+  EXPECT_EQ(launcher_->Origins().front(), "schedule nlp/hourly triggered by bob at 2026-01-05T00:40:00Z");
+  // The scheduled fire still happens at 01:00 (once), its policy applied: forbid skips while the run is active.
+  clock_.Advance(20 * kMinute);
+  Round();
+  EXPECT_EQ(launcher_->CountRuns(), 1u);
+  ASSERT_EQ(Record("hourly").history_size(), 2);
+  EXPECT_EQ(Record("hourly").history(1).outcome(), pb::FIRE_SKIPPED_ACTIVE);
+  EXPECT_EQ(Record("hourly").history(1).fire_time_ms(), kMonday + 60 * kMinute);
+  // A trigger while the run is active follows the policy too; the reply's newest entry says so.
+  auto skipped = manager_->Trigger("nlp", "hourly", "bob");
+  ASSERT_TRUE(skipped.ok());
+  EXPECT_EQ(skipped->history().rbegin()->outcome(), pb::FIRE_SKIPPED_ACTIVE);
+  EXPECT_EQ(launcher_->CountRuns(), 1u);
+}
+
+TEST_F(Schedules, APausedScheduleCanBeTriggeredAndStaysPaused) {
+  CreateOk(CronRequest("weekly", "0 3 * * 1"));
+  ASSERT_TRUE(manager_->Pause("nlp", "weekly").ok());
+  auto fired = manager_->Trigger("nlp", "weekly", "alice");
+  ASSERT_TRUE(fired.ok()) << fired.status().ToString();
+  Commit();
+  EXPECT_EQ(fired->state(), pb::SCHEDULE_PAUSED);
+  EXPECT_EQ(fired->history().rbegin()->outcome(), pb::FIRE_STARTED);
+  EXPECT_EQ(launcher_->CountRuns(), 1u);
+  CrashAndRestart();  // the fire and its run are durable
+  EXPECT_EQ(Record("weekly").fire_count(), 1u);
+  EXPECT_EQ(Record("weekly").history(0).triggered_by(), "alice");
+  EXPECT_EQ(manager_->Trigger("nlp", "absent", "alice").status().code(), StatusCode::kNotFound);
+}
+
 TEST_F(Schedules, CreateRefusalsNameTheField) {
   CreateOk(CronRequest("weekly", "0 3 * * 1"));
   struct Case {
