@@ -113,6 +113,9 @@ TEST(CliCoordinator, SubmitSendsTheZeroStageOfTheDeepSpeedConfigItRead) {
   // The coordinator (elsewhere, without the file) gets the stage as an override that replaces the deepspeed key.
   EXPECT_EQ(overrides[overrides.size() - 1], "resources.zero_stage=1");
   EXPECT_EQ(overrides[overrides.size() - 2], "resources.offload=none");
+  // And its bucket sizes (DeepSpeed's defaults, in elements, when the file names none).
+  EXPECT_EQ(overrides[overrides.size() - 3], "resources.gather_bucket_size=500000000");
+  EXPECT_EQ(overrides[overrides.size() - 4], "resources.reduce_bucket_size=500000000");
 }
 
 TEST(CliCoordinator, SubmitPrintsLocalWarnings) {
