@@ -42,7 +42,11 @@ std::vector<std::string> AbsolutePathOverrides(const jobspec::JobSpec& spec) {
   add("eval.task_dir", spec.eval.task_dir);
   add("eval.output_file", spec.eval.output_file);
   // A `deepspeed` JSON is read here, where its relative path means something; the coordinator gets the stage and
-  // offload it named (an override replaces the deepspeed key, so the coordinator never opens the file).
+  // offload and bucket sizes it named (an override replaces the deepspeed key, so the coordinator never opens it).
+  for (const auto& [key, size] : {std::pair{"reduce_bucket_size", spec.resources.reduce_bucket_size},
+                                  std::pair{"gather_bucket_size", spec.resources.gather_bucket_size}}) {
+    out.push_back(std::string("resources.") + key + "=" + (size == -1 ? "auto" : std::to_string(size)));
+  }
   out.push_back("resources.offload=" + spec.resources.offload);
   out.push_back("resources.zero_stage=" + std::to_string(spec.resources.zero_stage));
   return out;

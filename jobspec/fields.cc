@@ -806,6 +806,24 @@ std::vector<Field> BuildFields() {
       {"resources.bucket_cap_mb", "ddp_bucket_cap_mb"}, "a number > 0", [](double v) { return v > 0; },
       "data-parallel gradient all-reduce bucket (MiB), started during backward as buckets fill",
       REF(resources.bucket_cap_mb)));
+  // DeepSpeed's bucket sizes (elements); the translation of `deepspeed: <json>` sets them (llamafactory.cc).
+  const auto bucket_elements = [](const YAML::Node& n, int64_t* out) {
+    if (n.IsScalar() && n.Scalar() == "auto") return *out = -1, true;
+    return DecodeInt64(n, out) && *out >= 0;
+  };
+  const auto encode_bucket = [](const int64_t& v) { return v == -1 ? YAML::Node("auto") : EncInt64(v); };
+  f.push_back(Make<int64_t>({"resources.reduce_bucket_size", "reduce_bucket_size"}, "integer",
+                            "an integer >= 0 or \"auto\"",
+                            "gradient reduce (ZeRO-2/3: reduce-scatter) bucket in elements, DeepSpeed's "
+                            "zero_optimization.reduce_bucket_size; auto: hidden_size^2 (as HF fills it); 0: "
+                            "ddp_bucket_cap_mb",
+                            REF(resources.reduce_bucket_size), bucket_elements, encode_bucket));
+  f.push_back(Make<int64_t>({"resources.gather_bucket_size", "gather_bucket_size"}, "integer",
+                            "an integer >= 0 or \"auto\"",
+                            "ZeRO parameter all-gather bucket in elements: DeepSpeed's allgather_bucket_size (stage "
+                            "1/2: after the step; auto: hidden_size^2) or stage3_prefetch_bucket_size (stage 3: each "
+                            "layer's gather; auto: 0.9 x hidden_size^2, as HF fills it); 0: ddp_bucket_cap_mb",
+                            REF(resources.gather_bucket_size), bucket_elements, encode_bucket));
   f.push_back(PositiveInt({"resources.comm_timeout_s", "comm_timeout_s", {}, {"ddp_timeout"}},
                           "collective timeout in seconds (LLaMA-Factory's ddp_timeout)",
                           REF(resources.comm_timeout_s)));

@@ -221,7 +221,11 @@ struct ResourceSpec {
   int pipeline_microbatches = 0;           // 0: gradient_accumulation_steps
   std::string pipeline_schedule = "1f1b";  // 1f1b or gpipe (the simple reference schedule)
   double bucket_cap_mb = 25;               // data-parallel all-reduce bucket size (flat: ddp_bucket_cap_mb)
-  int comm_timeout_s = 600;                // collective timeout: a dead peer becomes an error after this
+  // DeepSpeed's bucket sizes in elements (0: bucket_cap_mb; -1: "auto", resolved from the model's hidden_size as
+  // HF's deepspeed integration does): the gradient reduce(-scatter) buckets, and the ZeRO parameter gathers.
+  int64_t reduce_bucket_size = 0;
+  int64_t gather_bucket_size = 0;
+  int comm_timeout_s = 600;  // collective timeout: a dead peer becomes an error after this
   // Whether the spec names nodes or gpus_per_node. The resource keys are the coordinator's business: a spec
   // without them runs under any launcher (torchrun, srun) at the world size its environment gives, which
   // tp x pp must divide; with them, the launcher's world size must equal nodes x gpus_per_node. ToYaml writes

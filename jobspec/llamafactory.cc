@@ -4,9 +4,11 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -135,8 +137,15 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
     }
     offload = params ? "optimizer+params" : (offload == "none" ? "optimizer" : offload);
   }
-  // Bucket sizes (elements) and the communication switches change how gradients and parameters travel, never
-  // the sums: accepted. (Anneal's buckets are sized by ddp_bucket_cap_mb.)
+  // Bucket sizes (elements): reduce_bucket_size sizes the gradient reduce(-scatter) buckets, allgather_bucket_size
+  // (stages 1/2) or stage3_prefetch_bucket_size (stage 3) the parameter gathers: resources.reduce_bucket_size and
+  // resources.gather_bucket_size, DeepSpeed's defaults (5e8, 5e8, 5e7) when absent, "auto" resolved by the trainer
+  // from hidden_size as HF fills it. They, the persistence threshold, the live-parameter and reuse limits,
+  // sub_group_size and the communication switches change how tensors travel and wait, never the sums: the other
+  // ones are accepted and not used (Anneal shards every parameter and prefetches one decoder layer ahead).
+  std::map<std::string, int64_t> sizes = {{"reduce_bucket_size", 500000000},
+                                          {"allgather_bucket_size", 500000000},
+                                          {"stage3_prefetch_bucket_size", 50000000}};
   for (const char* bucket : {"reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
                              "stage3_param_persistence_threshold", "stage3_max_live_parameters",
                              "stage3_max_reuse_distance", "sub_group_size"}) {
@@ -144,12 +153,24 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
     double elements = 0;
     // A persistence threshold of 0 (shard every parameter) is valid; the other sizes must be positive.
     const bool zero_ok = std::string_view(bucket) == "stage3_param_persistence_threshold";
-    if (v.IsDefined() && !v.IsNull() && !IsAuto(v) &&
-        !(DecodeNumber(v, &elements) && (elements > 0 || (zero_ok && elements == 0)))) {
+    const bool used = sizes.count(bucket) > 0;
+    if (!v.IsDefined() || v.IsNull()) continue;
+    if (IsAuto(v)) {
+      if (used) sizes[bucket] = -1;
+      continue;
+    }
+    if (!(DecodeNumber(v, &elements) && (elements > 0 || (zero_ok && elements == 0)))) {
       return refuse(fmt::format("has zero_optimization.{} {}: expected a positive number of elements or \"auto\"",
                                 bucket, Describe(v)));
     }
+    if (used && (elements != std::floor(elements) || elements >= 9e18)) {
+      return refuse(
+          fmt::format("has zero_optimization.{} {}: expected a whole number of elements", bucket, Describe(v)));
+    }
+    if (used) sizes[bucket] = static_cast<int64_t>(elements);
   }
+  const int64_t gather = stage == 3 ? sizes["stage3_prefetch_bucket_size"] : sizes["allgather_bucket_size"];
+  const auto size_text = [](int64_t v) { return v == -1 ? std::string("auto") : std::to_string(v); };
   for (const char* section : {"optimizer", "scheduler"}) {
     if (At(root, section).IsDefined()) {
       return refuse(fmt::format(
@@ -165,11 +186,12 @@ StatusOr<YAML::Node> ZeroStageFromDeepSpeed(const YAML::Node& value, std::string
                                 Describe(v), owned.spec_key));
     }
   }
-  if (offload == "none") return YAML::Node(std::to_string(stage));
-  YAML::Node both(YAML::NodeType::Map);  // two fields: the stage and resources.offload
-  both["resources.zero_stage"] = std::to_string(stage);
-  both["resources.offload"] = offload;
-  return both;
+  YAML::Node fields(YAML::NodeType::Map);  // the stage, the bucket sizes and (when offloading) resources.offload
+  fields["resources.zero_stage"] = std::to_string(stage);
+  fields["resources.reduce_bucket_size"] = size_text(sizes["reduce_bucket_size"]);
+  fields["resources.gather_bucket_size"] = size_text(gather);
+  if (offload != "none") fields["resources.offload"] = offload;
+  return fields;
 }
 
 StatusOr<YAML::Node> GradientCheckpointingFromDisable(const YAML::Node& value, std::string_view key,

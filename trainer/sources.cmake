@@ -1,6 +1,6 @@
 # Trainer targets (included from trainer/CMakeLists.txt once LibTorch is found).
 set(ANNEAL_TRAINER_SOURCES
-  model/config.cc model/safetensors.cc model/linear.cc model/decoder.cc model/weights.cc model/generate.cc
+  model/config.cc model/safetensors.cc model/safetensors_stream.cc model/linear.cc model/decoder.cc model/weights.cc model/generate.cc
   model/presets.cc model/rng.cc model/moe.cc model/mla.cc model/quant4.cc model/quant8.cc
   kernels/rmsnorm.cc
   optim/adamw.cc optim/schedule.cc

@@ -127,6 +127,30 @@ at::Tensor Comm::AllGather(const at::Tensor& in) {
   return at::cat(output[0], 0);
 }
 
+std::function<void()> Comm::AllGatherAsync(const at::Tensor& in, at::Tensor& out) {
+  const int64_t n = in.numel();
+  if (out.numel() != n * size() || !in.is_contiguous() || !out.is_contiguous() || in.dim() != 1 || out.dim() != 1) {
+    throw std::invalid_argument("all-gather: flat contiguous input of " + std::to_string(n) +
+                                " elements and output of " + std::to_string(out.numel()) + " for " +
+                                std::to_string(size()) + " ranks expected");
+  }
+  if (size() == 1) {
+    out.copy_(in);
+    return [] {};
+  }
+  const auto timeout = timeout_;
+  at::Tensor input = in;
+  if (cuda_) {
+    c10::intrusive_ptr<c10d::Work> work = impl_->backend->_allgather_base(out, input);
+    return [work, timeout] { work->wait(timeout); };
+  }
+  std::vector<at::Tensor> inputs = {input};
+  std::vector<std::vector<at::Tensor>> outputs(1);
+  for (int i = 0; i < size(); ++i) outputs[0].push_back(out.narrow(0, i * n, n));
+  c10::intrusive_ptr<c10d::Work> work = impl_->backend->allgather(outputs, inputs);
+  return [work, timeout] { work->wait(timeout); };
+}
+
 at::Tensor Comm::ReduceScatterSum(const at::Tensor& in) {
   // All-reduce then slice: Gloo has no reduce_scatter for CPU tensors of every dtype.
   at::Tensor t = in.contiguous().clone();

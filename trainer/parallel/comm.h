@@ -13,18 +13,24 @@
 //   dp->AllReduceSum(grad);
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include <ATen/core/Tensor.h>
-
 #include "common/status.h"
 
-namespace c10d { class Store; class Backend; }
-namespace c10 { template <class T, class NullType> class intrusive_ptr; }
+namespace c10d {
+class Store;
+class Backend;
+}  // namespace c10d
+namespace c10 {
+template <class T, class NullType>
+class intrusive_ptr;
+}
 
 namespace anneal::parallel {
 
@@ -52,6 +58,11 @@ class Comm {
   std::function<void()> AllReduceSumAsync(at::Tensor& t);
   // out [size * n...] from every rank's `in` [n...] concatenated along dim 0.
   at::Tensor AllGather(const at::Tensor& in);
+  // Starts an all-gather of every rank's flat `in` [n] into `out` [size * n] (rank i's in elements
+  // [i * n, (i + 1) * n)) and returns at once; the returned function waits for it (with the group's timeout).
+  // Both tensors must stay alive and untouched until then. NCCL's _allgather_base, Gloo's allgather into views of
+  // `out`: an all-gather's bytes (not an all-reduce's).
+  std::function<void()> AllGatherAsync(const at::Tensor& in, at::Tensor& out);
   // Sum over ranks, then rank i keeps chunk i of dim 0.
   at::Tensor ReduceScatterSum(const at::Tensor& in);
   // Starts the sum of every rank's flat `in` [size * n] whose chunk i (elements [i * n, (i + 1) * n)) lands in

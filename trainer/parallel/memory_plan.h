@@ -20,7 +20,8 @@
 //   host         CPU offload (resources.offload): the optimizer state above moves to host memory, with a host
 //                copy of the elements the step updates and of their gradients (the step runs there); under
 //                optimizer+params (stage 3) the owned chunks of the sharded parameters live only there too
-//                (what is gathered stays on the device). total() and CheckFits count device bytes only.
+//                (what is gathered stays on the device). total() and CheckFits count device bytes only;
+//                CheckHostFits checks the host bytes of the machine's ranks against its MemAvailable.
 //
 // Thread-safety: plain functions of their arguments.
 //
@@ -104,7 +105,34 @@ struct MemoryPlan {
         "gradient_checkpointing" +
         (optimizer_on_host ? "" : " (or offload: optimizer, which moves the optimizer state to host memory)"));
   }
+  // CPU offload: OK when the host bytes of the `ranks_on_host` ranks sharing this machine (each holding what this
+  // plan says) fit `available_bytes` (the machine's MemAvailable; 0: unknown, always OK); else a
+  // FAILED_PRECONDITION with both numbers and what would shrink them.
+  Status CheckHostFits(int64_t available_bytes, int ranks_on_host, const std::string& machine) const {
+    const int64_t need = host * std::max(1, ranks_on_host);
+    if (available_bytes <= 0 || need <= available_bytes) return Status::Ok();
+    return FailedPreconditionError(
+        "CPU offload needs host memory " + MiB(host) + " a rank x " + std::to_string(std::max(1, ranks_on_host)) +
+        " rank(s) on " + machine + " = " + MiB(need) + ", more than its available " + MiB(available_bytes) +
+        " (MemAvailable in /proc/meminfo): raise zero_stage or the data-parallel size (each rank then keeps a "
+        "smaller shard), use offload: none (or optimizer instead of optimizer+params), or run fewer ranks per node");
+  }
 };
+
+// The MemAvailable figure of a /proc/meminfo text in bytes ("MemAvailable:  123 kB"), 0 when it has none.
+inline int64_t MemAvailableBytes(const std::string& meminfo) {
+  const std::string key = "MemAvailable:";
+  const size_t at = meminfo.find(key);
+  if (at == std::string::npos) return 0;
+  size_t i = at + key.size();
+  while (i < meminfo.size() && meminfo[i] == ' ') ++i;
+  int64_t kib = 0;
+  bool digits = false;
+  for (; i < meminfo.size() && meminfo[i] >= '0' && meminfo[i] <= '9'; ++i, digits = true) {
+    kib = kib * 10 + (meminfo[i] - '0');
+  }
+  return digits ? kib * 1024 : 0;
+}
 
 // The elements whose optimizer state rank `dp_rank` keeps under ZeRO-1: TrainerOptimizer's whole-parameter deal.
 inline int64_t ZeroOneOwnedElements(const std::vector<int64_t>& sizes, int dp, int dp_rank) {

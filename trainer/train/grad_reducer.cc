@@ -66,7 +66,7 @@ void GradientReducer::Arm() {
 }
 
 void GradientReducer::OnReady(size_t bucket) {
-  if (!armed_) return;
+  if (!armed_ || deferred_) return;
   Bucket& b = buckets_[bucket];
   if (b.pending > 0 && --b.pending == 0) {
     Launch(b);

@@ -15,7 +15,8 @@
 // whenever the current backward has completed it and counts again for the next one, and each reduction adds
 // into the shard gradients, so no full gradient outlives its micro-batch. (Every rank must launch the same
 // buckets: a parameter that gets a gradient on one rank and none on another in some micro-batch, data-dependent
-// routing, would desynchronise them; dense models give every trainable parameter a gradient in every backward.)
+// routing, would desynchronise them; dense models give every trainable parameter a gradient in every backward,
+// and the trainer defers a model with routed experts to Finish: DeferToFinish.)
 //
 // Thread-safety: used from the training thread; the hooks run inside backward on that thread (CPU) or on the
 // autograd device thread (CUDA), never concurrently with Arm/Finish.
@@ -45,6 +46,12 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
+  // Every bucket launched by Finish, in bucket order, none during backward (no overlap; under ZeRO-2/3 the full
+  // gradients then live until the step ends, as without per-micro-batch reduction): for models whose parameters
+  // may get a gradient on some ranks and not on others (routed experts without expert parallelism), so every
+  // rank issues the same collectives in the same order, a missing gradient reduced as zeros.
+  void DeferToFinish() { deferred_ = true; }
+  bool deferred() const { return deferred_; }
   void Arm();
   // Returns how many buckets had started during backward (the overlap achieved).
   size_t Finish();
@@ -76,6 +83,7 @@ class GradientReducer {
   parallel::Comm* dp_;
   const std::vector<optim::TrainableParam>* shards_;
   bool armed_ = false;
+  bool deferred_ = false;
 };
 
 }  // namespace anneal::train

@@ -7,6 +7,7 @@
 
 #include "trainer/model/rng.h"
 #include "trainer/model/safetensors.h"
+#include "trainer/model/safetensors_stream.h"
 #include "trainer/parallel/sharding.h"
 #include "trainer/train/finetune.h"
 
@@ -124,46 +125,112 @@ TrainableSet WithLayouts(model::CausalLM& lm, std::vector<optim::TrainableParam>
   return set;
 }
 
+// A stage file's tensors as they arrive: streamed into the file on the rank that writes it (the header first,
+// from `entries`: a ZeRO-3 save never holds more than the tensor being gathered), or, under expert parallelism,
+// collected and written at the end (the peers' experts join the list: WithPeerExperts). Every rank of the gathers
+// calls Add for every tensor in the same order (`keep` false where this rank does not write it); a failed write
+// is kept and returned by Finish, so the collectives of the other ranks still complete.
+class StageFileSink {
+ public:
+  StageFileSink(const Runtime& rt, std::string path, bool writes,
+                std::vector<model::SafetensorsStreamWriter::Entry> entries)
+      : rt_(rt), path_(std::move(path)), writes_(writes), collect_(rt.ep > 1) {
+    if (!writes_ || collect_) return;
+    auto writer = model::SafetensorsStreamWriter::Open(path_, std::move(entries));
+    if (writer.ok()) {
+      writer_ = std::move(*writer);
+    } else {
+      status_ = writer.status();
+    }
+  }
+  void Add(const std::string& name, const at::Tensor& t, bool keep) {
+    if (!keep) return;
+    if (collect_) {
+      collected_.emplace_back(name, t);
+    } else if (writer_ && status_.ok()) {
+      status_ = writer_->Append(t);
+    }
+  }
+  // Expert parallelism: a collective over the expert-parallel group (every rank that called Add).
+  Status Finish() {
+    if (collect_) {
+      NamedTensors all = WithPeerExperts(std::move(collected_), rt_);
+      return writes_ ? model::WriteSafetensors(path_, all) : Status::Ok();
+    }
+    if (!status_.ok() || !writer_) return status_;
+    return writer_->Close();
+  }
+
+ private:
+  const Runtime& rt_;
+  std::string path_;
+  bool writes_, collect_;
+  std::unique_ptr<model::SafetensorsStreamWriter> writer_;
+  NamedTensors collected_;
+  Status status_ = Status::Ok();
+};
+
 Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer& opt, const Runtime& rt,
                           const std::string& dir) {
   parallel::Comm* tp = rt.tp_comm.get();
+  using Entry = model::SafetensorsStreamWriter::Entry;
   // Trainable parameters: replica 0 of each stage gathers over tp; its tp rank 0 writes. Under ZeRO-3 every
-  // replica takes part in gathering each sharded parameter, one at a time (the others drop it at once).
+  // replica takes part in gathering each sharded parameter, one at a time (the others drop it at once), and the
+  // writing rank streams each into the file as it arrives.
   if (InWritingReplica(rt) || opt.shards_parameters()) {
-    NamedTensors full;
+    const auto keeps = [&](const std::string& name) {
+      return InWritingReplica(rt) && rt.tp_rank == 0 && !rt.IsTiedDuplicate(name);
+    };
+    std::vector<Entry> entries;
+    for (size_t i = 0; i < trainable.params.size(); ++i) {
+      const auto& p = trainable.params[i];
+      if (keeps(p.name)) {
+        entries.push_back({p.name, p.param.scalar_type(), trainable.layouts[i].FullShape(p.param.sizes())});
+      }
+    }
+    StageFileSink sink(rt, StageFile(dir, "trainable", rt), InWritingReplica(rt) && rt.tp_rank == 0 && rt.dp_rank == 0,
+                       std::move(entries));
     for (size_t i = 0; i < trainable.params.size(); ++i) {
       const auto& p = trainable.params[i];
       at::Tensor local = opt.FullParam(p.name);
       if (!InWritingReplica(rt)) continue;
-      at::Tensor t = parallel::GatherFull(local, trainable.layouts[i], tp);
-      if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
+      sink.Add(p.name, parallel::GatherFull(local, trainable.layouts[i], tp), keeps(p.name));
     }
-    full = WithPeerExperts(std::move(full), rt);
-    if (rt.tp_rank == 0 && rt.dp_rank == 0) {
-      RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
-    }
+    RETURN_IF_ERROR(sink.Finish());
   }
   // Optimizer state, full per parameter: every replica under ZeRO-1, 2 and 3 (each writes the parameters it owns,
   // ZeRO-2/3's gathered over data parallel first), else replica 0.
   if (rt.zero || InWritingReplica(rt)) {
-    NamedTensors full;
+    const bool writes = rt.tp_rank == 0 && (rt.zero || rt.dp_rank == 0);
+    const auto keeps = [&](const std::string& param) {
+      return opt.WritesCheckpointState(param) && rt.tp_rank == 0 && !rt.IsTiedDuplicate(param);
+    };
+    const model::RngState rng = model::RngState::Capture(rt.device);
+    std::map<std::string, at::Tensor> shapes;
+    for (auto& [key, t] : opt.CheckpointShapes()) shapes.emplace(key, t);
+    std::vector<Entry> entries;
+    for (const auto& [key, local] : opt.StateTensors()) {
+      const std::string param = key.substr(key.find('.') + 1);  // exp_avg.<param> -> <param>
+      if (!keeps(param)) continue;
+      auto it = shapes.find(key);
+      if (it == shapes.end()) return InternalError("optimizer state '" + key + "' has no checkpoint shape");
+      entries.push_back({key, it->second.scalar_type(), trainable.LayoutOf(param).FullShape(it->second.sizes())});
+    }
+    entries.push_back({"rng.cpu", rng.cpu.scalar_type(), rng.cpu.sizes().vec()});
+    if (rng.device.defined()) entries.push_back({"rng.cuda", rng.device.scalar_type(), rng.device.sizes().vec()});
+    const std::string path =
+        dir + "/optimizer-stage" + std::to_string(rt.pp_rank) + "-dp" + std::to_string(rt.dp_rank) + ".safetensors";
+    StageFileSink sink(rt, path, writes, std::move(entries));
     // One state tensor gathered at a time (ZeRO-2/3); each rank keeps only those it writes.
     for (const auto& [key, local] : opt.StateTensors()) {
       const at::Tensor t = opt.CheckpointStateOf(key, local);
-      const std::string param = key.substr(key.find('.') + 1);  // exp_avg.<param> -> <param>
-      if (!opt.WritesCheckpointState(param)) continue;          // the same on every tensor-parallel rank
-      at::Tensor g = parallel::GatherFull(t, trainable.LayoutOf(param), tp);
-      if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(param)) full.emplace_back(key, g);
+      const std::string param = key.substr(key.find('.') + 1);
+      if (!opt.WritesCheckpointState(param)) continue;  // the same on every tensor-parallel rank
+      sink.Add(key, parallel::GatherFull(t, trainable.LayoutOf(param), tp), keeps(param));
     }
-    full = WithPeerExperts(std::move(full), rt);
-    if (rt.tp_rank == 0 && (rt.zero || rt.dp_rank == 0)) {
-      const model::RngState rng = model::RngState::Capture(rt.device);
-      full.emplace_back("rng.cpu", rng.cpu);
-      if (rng.device.defined()) full.emplace_back("rng.cuda", rng.device);
-      const std::string path =
-          dir + "/optimizer-stage" + std::to_string(rt.pp_rank) + "-dp" + std::to_string(rt.dp_rank) + ".safetensors";
-      RETURN_IF_ERROR(model::WriteSafetensors(path, full));
-    }
+    sink.Add("rng.cpu", rng.cpu, writes);
+    if (rng.device.defined()) sink.Add("rng.cuda", rng.device, writes);
+    RETURN_IF_ERROR(sink.Finish());
   }
   return Status::Ok();
 }
@@ -225,36 +292,52 @@ StatusOr<NamedTensors> ReadTrainable(const std::string& dir) {
 }
 
 Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out,
-                        const TrainerOptimizer* opt) {
+                        TrainerOptimizer* opt) {
   const bool sharded = opt != nullptr && opt->shards_parameters();
   if (!InWritingReplica(rt) && !sharded) return Status::Ok();  // replicas hold the same weights
-  std::map<std::string, at::Tensor> merged;
-  if (!lora_only && !sharded) {
-    for (auto& [name, lin] : LoraModules(lm)) merged[name + ".weight"] = lin->MergedWeight();
+  std::map<std::string, model::Linear> lora_modules;           // "<module>.weight" -> its LoRA layer (a merged export)
+  if (!lora_only) {
+    for (auto& [name, lin] : LoraModules(lm)) lora_modules.emplace(name + ".weight", lin);
   }
-  if (!lora_only && sharded && !LoraModules(lm).empty()) {
-    // The trainer exports LoRA as an adapter; merging would need every layer's sharded factors gathered.
-    return InternalError("a merged export of LoRA under ZeRO-3 is not built: export the adapter");
-  }
-  NamedTensors full;
-  for (const model::LayoutParam& p : lm->LayoutParameters()) {
+  // ZeRO-3, merged: a LoRA layer's factors are sharded, so its decoder layer is gathered (the layer hook, a
+  // collective) while its merged weights are computed, one layer at a time, and freed when the next one comes.
+  const auto use_layer = sharded ? opt->LayerUseHook() : nullptr;
+  int64_t gathered = -1;
+  const auto exported = [&](const model::LayoutParam& p) {
     const bool lora = p.name.find(".lora_") != std::string::npos;
     // An adapter also carries the modules trained in full next to it (additional_target: peft's modules_to_save).
     const bool saved_module = !lora && p.tensor.requires_grad();
-    if (lora_only ? !(lora || saved_module) : lora) continue;
-    auto it = merged.find(p.name);
+    return lora_only ? (lora || saved_module) : !lora;
+  };
+  const auto keeps = [&](const std::string& name) {
+    return InWritingReplica(rt) && rt.tp_rank == 0 && !rt.IsTiedDuplicate(name);
+  };
+  // Streamed into the stage file as each tensor is gathered (the header from the names, dtypes and full shapes).
+  std::vector<model::SafetensorsStreamWriter::Entry> entries;
+  for (const model::LayoutParam& p : lm->LayoutParameters()) {
+    if (exported(p) && keeps(p.name))
+      entries.push_back({p.name, p.tensor.scalar_type(), p.layout.FullShape(p.tensor.sizes())});
+  }
+  StageFileSink sink(rt, out + "/.export-stage" + std::to_string(rt.pp_rank) + ".safetensors",
+                     InWritingReplica(rt) && rt.tp_rank == 0 && rt.dp_rank == 0, std::move(entries));
+  for (const model::LayoutParam& p : lm->LayoutParameters()) {
+    if (!exported(p)) continue;
+    auto it = lora_modules.find(p.name);
+    if (it != lora_modules.end() && use_layer && ZeroThreeUnitOf(p.name) != gathered) {
+      if (gathered >= 0) use_layer(gathered, false);
+      gathered = ZeroThreeUnitOf(p.name);
+      if (gathered >= 0) use_layer(gathered, true);  // the root unit is gathered by the caller
+    }
     // ZeRO-3: a trainable parameter all-gathered from the shards (a collective over data parallel).
-    const at::Tensor local = it != merged.end()              ? it->second
+    const at::Tensor local = it != lora_modules.end()        ? it->second->MergedWeight()
                              : sharded && opt->Holds(p.name) ? opt->FullParam(p.name)
                                                              : p.tensor.detach();
     if (!InWritingReplica(rt)) continue;
-    at::Tensor t = parallel::GatherFull(local, p.layout, rt.tp_comm.get());
-    if (rt.tp_rank == 0 && !rt.IsTiedDuplicate(p.name)) full.emplace_back(p.name, t);
+    sink.Add(p.name, parallel::GatherFull(local, p.layout, rt.tp_comm.get()), keeps(p.name));
   }
+  if (gathered >= 0) use_layer(gathered, false);
   if (!InWritingReplica(rt)) return Status::Ok();  // ZeRO-3: took part in the gathers only
-  full = WithPeerExperts(std::move(full), rt);
-  if (rt.tp_rank != 0 || rt.dp_rank != 0) return Status::Ok();
-  return model::WriteSafetensors(out + "/.export-stage" + std::to_string(rt.pp_rank) + ".safetensors", full);
+  return sink.Finish();
 }
 
 StatusOr<NamedTensors> ReadStageExports(const std::string& out, int stages) {

@@ -52,9 +52,10 @@ StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadTrainable(const st
 // weights trained in full next to them (`lora_only`; additional_target), or every weight with LoRA merged. Then
 // ReadStageExports on rank 0 joins the parts (and removes them). Under ZeRO-3 (`opt` sharding the parameters)
 // every data-parallel rank takes part, each sharded parameter gathered on its own (only the writing replica
-// keeps them), and LoRA is not merged (its factors are sharded; an adapter export reads them one by one).
+// keeps them); a merged LoRA export gathers one decoder layer at a time (its sharded factors) through `opt`'s
+// layer hook while that layer's merged weights are computed (the caller gathers the root unit: GatherRoot).
 Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out,
-                        const TrainerOptimizer* opt = nullptr);
+                        TrainerOptimizer* opt = nullptr);
 StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadStageExports(const std::string& out, int stages);
 
 }  // namespace anneal::train

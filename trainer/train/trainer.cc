@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -89,7 +92,10 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   for (size_t k = 0; k < std::min<size_t>(2, layer_sizes.size()); ++k) in.largest_unit += layer_sizes[k];
   in.largest_unit += unit_elements.count(-1) ? unit_elements[-1] : 0;
   if (!trainable.params.empty()) in.trainable_bytes = trainable.params.front().param.element_size();
-  in.bucket_bytes = static_cast<int64_t>(spec.resources.bucket_cap_mb * (1 << 20));
+  in.bucket_bytes =
+      ResolveBucketBytes(spec.resources.reduce_bucket_size, spec.resources.gather_bucket_size,
+                         spec.resources.bucket_cap_mb, opt.stage(), lm->config().hidden_size, in.trainable_bytes)
+          .reduce;
   in.micro_rows = micro_rows;
   in.seq_len = spec.data.cutoff_len;
   in.hidden = lm->config().hidden_size;
@@ -99,7 +105,14 @@ Status PlanRankMemory(const Runtime& rt, model::CausalLM& lm, const TrainableSet
   in.offload_params = opt.offload() == Offload::kOptimizerAndParams;
   const parallel::MemoryPlan plan = parallel::PlanMemory(in);
   std::cerr << c10::str("[train] rank ", rt.rank, " ", plan.Describe(), "\n");
-  return plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str());
+  RETURN_IF_ERROR(plan.CheckFits(DeviceBytes(rt.device), "rank " + std::to_string(rt.rank) + "'s " + rt.device.str()));
+  if (plan.host == 0) return Status::Ok();
+  // Offload: every rank of this machine (LOCAL_WORLD_SIZE, as torchrun and the agent set it) holds its host part.
+  const char* local_world = std::getenv("LOCAL_WORLD_SIZE");
+  const int ranks_on_host = local_world != nullptr ? std::max(1, std::atoi(local_world)) : 1;
+  std::ifstream meminfo("/proc/meminfo");
+  const std::string text((std::istreambuf_iterator<char>(meminfo)), std::istreambuf_iterator<char>());
+  return plan.CheckHostFits(parallel::MemAvailableBytes(text), ranks_on_host, "this machine");
 }
 
 // The adapter as it stands, in peft's format in `dir` (each pipeline stage's part joined on rank 0), with
@@ -345,10 +358,13 @@ Status Trainer::SetupModel() {
   if (spec_.finetuning.stage == "dpo" || spec_.finetuning.stage == "kto") RETURN_IF_ERROR(SetupPreference(lo));
   if (spec_.finetuning.stage == "rm") RETURN_IF_ERROR(SetupReward(&params));
   trainable_ = WithLayouts(lm_, params);
+  // DeepSpeed's reduce / gather bucket sizes (elements, "auto" from hidden_size), else ddp_bucket_cap_mb.
+  buckets_ = ResolveBucketBytes(spec_.resources.reduce_bucket_size, spec_.resources.gather_bucket_size,
+                                spec_.resources.bucket_cap_mb, spec_.resources.zero_stage, lm_->config().hidden_size,
+                                params.empty() ? 4 : static_cast<int64_t>(params.front().param.element_size()));
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
-      rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)),
-      OffloadOf(spec_.resources.offload));
+      rt_.dp_comm.get(), spec_.resources.zero_stage, buckets_.gather, OffloadOf(spec_.resources.offload));
   // ZeRO-3: each decoder layer's parameters are gathered around its use (and checkpointed: zero.h).
   // Each layer's gather also starts the next one's (prefetch), overlapping it with the layer's compute;
   // ANNEAL_ZERO3_PREFETCH=0 turns that off (a benchmark's baseline: bench/parallel/zero.py).
@@ -473,7 +489,7 @@ Status Trainer::SetupPlan() {
   if (rt_.dp_comm && rt_.dp > 1 && rt_.ep > 1) {
     // Expert parallelism (no ZeRO): the routed experts (and their LoRA factors) are summed over the ranks holding
     // the same experts, everything else over the whole data-parallel group.
-    const auto bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)));
+    const int64_t bucket_bytes = buckets_.reduce;
     if (validator_) RETURN_IF_ERROR(validator_->CheckEqualShares());
     expert_params_.clear();
     shared_params_.clear();
@@ -486,11 +502,15 @@ Status Trainer::SetupPlan() {
       expert_reducer_ = std::make_unique<GradientReducer>(expert_params_, rt_.edp_comm.get(), bucket_bytes);
     }
   } else if (rt_.dp_comm && rt_.dp > 1) {
-    const auto bucket_bytes = static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20));
     // ZeRO-2: reduce-scattered into the optimizer's shards.
-    reducer_ =
-        std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), std::max<int64_t>(1, bucket_bytes),
-                                          opt_->sharded_grads() ? &opt_->grad_params() : nullptr);
+    reducer_ = std::make_unique<GradientReducer>(trainable_.params, rt_.dp_comm.get(), buckets_.reduce,
+                                                 opt_->sharded_grads() ? &opt_->grad_params() : nullptr);
+    // Routed experts without expert parallelism: a rank whose tokens miss an expert gets no gradient for it in
+    // that backward, so the buckets wait for Finish and go in order (every rank the same collectives).
+    if (std::any_of(trainable_.params.begin(), trainable_.params.end(),
+                    [](const optim::TrainableParam& p) { return model::RoutedExpertOf(p.name).has_value(); })) {
+      reducer_->DeferToFinish();
+    }
   }
   stage_ctx_ = rt_.stage_context();
   // ZeRO-2/3: the reducer is armed for the whole step (TrainStep): each micro-batch's gradients are
@@ -558,7 +578,10 @@ StatusOr<StepResult> Trainer::TrainStep() {
     const size_t early = reducer_->Finish();
     if (rt_.rank == 0 && progress_.step == progress_.start_step) {
       std::cerr << c10::str("[train] data-parallel ", reducer_->collective(), ": ", reducer_->buckets(), " bucket(s), ",
-                            early, " started during backward\n");  // one write (see LogHoldings)
+                            early, " started during backward",
+                            reducer_->deferred() ? " (routed experts: every bucket after backward)" : "",
+                            "; buckets of at most ", buckets_.reduce, " bytes, parameter gathers of at most ",
+                            buckets_.gather, " bytes\n");  // one write (see LogHoldings)
     }
     if (rt_.rank == 0 && progress_.step == progress_.start_step && opt_->shards_parameters()) {
       std::cerr << c10::str("[train] ZeRO-3 prefetch: ", opt_->prefetched_gathers(), " of ", opt_->layer_gathers(),

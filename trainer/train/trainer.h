@@ -96,6 +96,7 @@ class Trainer {
   model::CausalLM lm_{nullptr};
   TrainableSet trainable_;
   std::unique_ptr<TrainerOptimizer> opt_;
+  BucketBytes buckets_;  // data-parallel reduce / gather bucket sizes
   int64_t batch_size_ = 1, accumulation_ = 1, micro_count_ = 1;
   optim::LrSchedule schedule_;
   std::unique_ptr<GradientReducer> reducer_;

@@ -57,6 +57,17 @@ Offload OffloadOf(const std::string& name) {
   return Offload::kNone;
 }
 
+BucketBytes ResolveBucketBytes(int64_t reduce_elements, int64_t gather_elements, double bucket_cap_mb, int stage,
+                               int64_t hidden_size, int64_t element_size) {
+  const int64_t cap = static_cast<int64_t>(bucket_cap_mb * (1 << 20));
+  const auto bytes = [&](int64_t elements, double auto_factor) {
+    if (elements == 0) return std::max<int64_t>(1, cap);
+    if (elements == -1) elements = static_cast<int64_t>(auto_factor * static_cast<double>(hidden_size * hidden_size));
+    return std::max<int64_t>(1, elements * element_size);
+  };
+  return {.reduce = bytes(reduce_elements, 1.0), .gather = bytes(gather_elements, stage == 3 ? 0.9 : 1.0)};
+}
+
 int64_t ZeroThreeUnitOf(const std::string& name) {
   static const std::string kPrefix = "model.layers.";
   if (name.rfind(kPrefix, 0) != 0) return -1;
@@ -164,15 +175,18 @@ void TrainerOptimizer::Step(double lr) {
   // Stage 3: every unit is gathered when it next computes; the root, gathered for the step, is stale now.
   if (stage_ == 3) return FreeLayer(-1);
   if (stage_ != 1) return;
-  // Each owner broadcasts its updated parameters, one flat tensor per (owner, dtype).
+  // Each owner broadcasts its updated parameters, one flat tensor per (owner, gather bucket).
   torch::NoGradGuard no_grad;
   for (int owner = 0; owner < dp_->size(); ++owner) {
-    std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
-    for (const auto& p : all_) {
-      if (owner_[p.name] == owner) by_dtype[p.param.scalar_type()].push_back(p.param);
+    std::vector<size_t> owned;
+    for (size_t i = 0; i < all_.size(); ++i) {
+      if (owner_[all_[i].name] == owner) owned.push_back(i);
     }
-    for (auto& [dtype, list] : by_dtype) {
+    for (const auto& bucket : GatherBuckets(owned)) {
+      std::vector<at::Tensor> list;
+      for (size_t i : bucket) list.push_back(all_[i].param);
       at::Tensor flat = parallel::Flatten(list);
+      ++gather_collectives_;
       dp_->Broadcast(flat, owner);
       if (owner != my_rank_) parallel::CopyFromFlat(flat, list);
     }
@@ -216,6 +230,7 @@ void TrainerOptimizer::AllGatherInto(const std::vector<size_t>& indices) const {
       const at::Tensor& s = shards_[bucket[k]].param;
       local.narrow(0, offset[k], s.numel()).copy_(s);
     }
+    ++gather_collectives_;
     at::Tensor gathered = dp_->AllGather(local).view({ranks, per_rank});
     for (size_t k = 0; k < bucket.size(); ++k) {
       at::Tensor p = all_[bucket[k]].param.variable_data();
@@ -265,12 +280,16 @@ void TrainerOptimizer::StartPrefetch(int64_t layer) {
       b.offset.push_back(per_rank);
       per_rank += parallel::FlatShard::Of(all_[i].param.numel(), ranks, my_rank_).chunk;
     }
-    b.rows = torch::zeros({ranks, per_rank}, all_[b.indices.front()].param.options());
+    const auto options = all_[b.indices.front()].param.options();
+    b.local = torch::zeros({per_rank}, options);  // the last rank's short chunks padded with zeros
     for (size_t k = 0; k < b.indices.size(); ++k) {
       const at::Tensor& s = shards_[b.indices[k]].param;
-      b.rows[my_rank_].narrow(0, b.offset[k], s.numel()).copy_(s);
+      b.local.narrow(0, b.offset[k], s.numel()).copy_(s);
     }
-    b.wait = dp_->AllReduceSumAsync(b.rows);
+    b.rows = torch::empty({ranks, per_rank}, options);
+    at::Tensor flat = b.rows.view({-1});
+    ++gather_collectives_;
+    b.wait = dp_->AllGatherAsync(b.local, flat);
   }
   prefetching_ = layer;
 }

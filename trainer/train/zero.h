@@ -8,7 +8,8 @@
 //   2  ownership by flat range (parallel::FlatShard: rank r owns chunk r of every parameter): the gradient
 //      reducer reduce-scatters into the shard tensors (grad_params(): 1-D views of each parameter's owned range,
 //      holding the summed gradient), AdamW runs on the shards (fp32 master of the shard), and the parameters are
-//      all-gathered after the step in buckets of `allgather_bucket_bytes`.
+//      all-gathered after the step in buckets of `allgather_bucket_bytes` (stage 1's broadcasts are bucketed
+//      the same way).
 //   3  as 2, and the trainable parameters of each decoder layer (a "unit": model.layers.<i>.*) are stored only
 //      as this rank's flat shard (FSDP's scheme): the shard is a tensor of its own, and the full parameter keeps
 //      its shape but no storage (0 bytes) except while its layer computes. LayerUseHook() (installed with
@@ -24,9 +25,8 @@
 //      stage's first layer up, from its last down) as an asynchronous collective that runs while the current
 //      layer computes, so at most two layers are gathered at once; the next GatherLayer of that layer waits for
 //      it and writes it in, and a gather of another layer first drops it (freed, gathered again when asked).
-//      The prefetch is an all-reduce of a zero buffer in which each rank wrote its chunks (the sum is the
-//      all-gather, exactly: every element is one rank's value plus zeros), costing about twice an
-//      all-gather's bandwidth; a synchronous gather uses the all-gather.
+//      The prefetch is an asynchronous all-gather (Comm::AllGatherAsync) of the same buckets as a synchronous
+//      gather, so both give the same values.
 //
 // CPU offload (`offload`, DeepSpeed's offload_optimizer / offload_param with device cpu): AdamW runs over host
 // copies of the tensors this rank updates (pinned when the device is CUDA; distinct tensors on a CPU device too,
@@ -94,6 +94,9 @@ class TrainerOptimizer {
   // Stage 3: decoder-layer gathers so far, and how many of them found their layer prefetched.
   int64_t layer_gathers() const { return layer_gathers_; }
   int64_t prefetched_gathers() const { return prefetched_gathers_; }
+  // Parameter collectives so far (one per gather bucket: stage 1's broadcasts, stage 2/3's all-gathers and
+  // prefetches), which the gather bucket size steers.
+  int64_t gather_collectives() const { return gather_collectives_; }
   // Stage 3: gathers every unit, the root included (before an export that reads the module's parameters) /
   // frees them again. Collectives; no-ops below stage 3.
   void GatherAllLayers();
@@ -175,7 +178,8 @@ class TrainerOptimizer {
   struct InFlightBucket {
     std::vector<size_t> indices;  // all_ indices
     std::vector<int64_t> offset;  // each one's chunk in a rank's row
-    at::Tensor rows;              // [ranks, per_rank], summed over the ranks in flight
+    at::Tensor local;             // [per_rank]: this rank's chunks, being sent
+    at::Tensor rows;              // [ranks, per_rank], being all-gathered
     std::function<void()> wait;
   };
   bool prefetch_ = false;
@@ -183,8 +187,21 @@ class TrainerOptimizer {
   std::vector<InFlightBucket> in_flight_;
   int64_t last_layer_ = -1;  // the last decoder layer gathered (the direction of the next)
   int64_t layer_gathers_ = 0, prefetched_gathers_ = 0;
+  mutable int64_t gather_collectives_ = 0;
   int my_rank_ = 0;
 };
+
+// The data-parallel bucket sizes in bytes. `reduce_elements` / `gather_elements` are resources.reduce_bucket_size
+// / gather_bucket_size (DeepSpeed's elements; -1: "auto", resolved from `hidden_size` as HF's deepspeed
+// integration fills it: reduce hidden^2, stage 3's prefetch (gather) 0.9 x hidden^2, stage 1/2's allgather
+// hidden^2), times `element_size` (the trainable parameters' and their gradients'); 0 takes ddp_bucket_cap_mb
+// (`bucket_cap_mb` MiB). Never below one byte.
+struct BucketBytes {
+  int64_t reduce = 1;
+  int64_t gather = 1;
+};
+BucketBytes ResolveBucketBytes(int64_t reduce_elements, int64_t gather_elements, double bucket_cap_mb, int stage,
+                               int64_t hidden_size, int64_t element_size);
 
 // The ZeRO-3 unit of a parameter named as HF names it: the decoder layer index of "model.layers.<i>.*", or -1
 // (the root unit: embedding, final norm, lm_head, anything else).

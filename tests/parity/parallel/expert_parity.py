@@ -21,6 +21,9 @@
            deepseek_v3 (MLA replicated over tp) full and LoRA against one process; the step-5 checkpoints resume
            with (dp 2, ep 1) / one process and continue with the reference's losses (qwen3_moe LoRA and
            deepseek_v3 full only in the .long twin, ANNEAL_TEST_LONG=1).
+  moe_zero2: qwen3_moe without load-balancing loss, full, ZeRO-2 and ZeRO-3 at dp 2 without ep (one row per rank
+           and micro-batch, so a rank's tokens may miss an expert): the reducer defers its buckets to the end of
+           the step (logged) and the run equals one process.
   ep_pp: pipeline parallel 2 x expert parallel 2 (world 4: dp 2): qwen3_moe (its load-balancing loss over both
            stages; gradient_checkpointing off) against (dp 2, ep 1) and a 4-layer deepseek_v3 against one process, full and LoRA; the full
            checkpoints resume with (dp 2, ep 1) / on one process (qwen3_moe LoRA and deepseek_v3 full only in the
@@ -179,6 +182,28 @@ def case_ep_pp(binary, tmp):
         composed(binary, tmp, "deepseek_v3", "full", 1, tp=1, pp=2, layers=4)
 
 
+def case_moe_zero2(binary, tmp):
+    """A tiny qwen3_moe without load-balancing loss (so one process is the reference), full fine-tuning under
+    ZeRO-2 and ZeRO-3 at dp 2 without expert parallelism, one row per rank and micro-batch: a rank whose tokens miss
+    an expert gets no gradient for it, and the reducer defers its buckets to the end of the step so both ranks issue
+    the same collectives; losses, eval losses and the export equal one process."""
+    model = moe_model(binary, tmp, aux_loss=False)
+
+    def run_dp(dp, name, extra=()):
+        out = os.path.join(tmp, name)
+        cfg = job(tmp, model, out, "full", [f"per_device_train_batch_size: {2 // dp}", "max_steps: 6",
+                                            "eval_steps: 3", f"gpus_per_node: {dp}"] + list(extra))
+        cmd = [binary, "train", "--config", cfg] if dp == 1 else \
+            [binary, "launch", "--nproc-per-node", str(dp), "--", "train", "--config", cfg]
+        return out, run(cmd)
+
+    ref, _ = run_dp(1, "moe-full-single")
+    for stage in (2, 3):
+        out, p = run_dp(2, f"moe-full-zero{stage}", [f"zero_stage: {stage}"])
+        assert "(routed experts: every bucket after backward)" in p.stderr, p.stderr[-2000:]
+        compare("full", ref, out, f"qwen3_moe (dp 2, ZeRO-{stage}, no ep) against one process")
+
+
 def case_ep_refused(binary, tmp):
     moe = moe_model(binary, tmp)
     dense = os.path.join(tmp, "model")
@@ -215,4 +240,4 @@ def case_ep_refused(binary, tmp):
 
 if __name__ == "__main__":
     run_cases({"ep_full": case_ep_full, "ep_lora": case_ep_lora, "ep_deepseek": case_ep_deepseek,
-               "ep_tp": case_ep_tp, "ep_pp": case_ep_pp, "ep_refused": case_ep_refused})
+               "ep_tp": case_ep_tp, "ep_pp": case_ep_pp, "ep_refused": case_ep_refused, "moe_zero2": case_moe_zero2})

@@ -145,7 +145,8 @@ def train_layout(binary, tmp, model, ft, tp, pp, dp, name, extra=()):
                                     f"pipeline_model_parallel_size: {pp}"] + resources + list(extra))
     cmd = [binary, "train", "--config", cfg] if world == 1 else \
         [binary, "launch", "--nproc-per-node", str(world), "--", "train", "--config", cfg]
-    run(cmd)
+    with open(f"{out}.log", "w") as f:  # the trainer's log, for cases that read it
+        f.write(run(cmd).stderr)
     return out
 
 
@@ -275,6 +276,20 @@ def case_zero2(binary, tmp):
                 assert 0.45 < share < 0.55, f"rank {r}: ZeRO-2 state {zero2_state[r]} KiB of {zero0_state[r]} KiB"
             print(f"zero2: reduce-scatter in {buckets} buckets, {early} started during backward; optimizer state per "
                   f"rank {zero2_state} KiB under ZeRO-2 against {zero0_state} KiB replicated")
+            # DeepSpeed's bucket sizes (elements, fp32 here): 2560 = 10 KiB reduce-scatter buckets, 1000 = 4000-byte
+            # gathers after the step; the losses stay those of one process and the log shows the sizes in bytes.
+            ds = os.path.join(tmp, "ds_z2_buckets.json")
+            with open(ds, "w") as f:
+                json.dump({"zero_optimization": {"stage": 2, "reduce_bucket_size": 2560,
+                                                 "allgather_bucket_size": 1000}}, f)
+            out = train_layout(binary, tmp, model, ft, 1, 1, 2, "full-zero2-ds-buckets", [f"deepspeed: {ds}"])
+            compare(ft, ref, out, "(dp 2) with ZeRO-2 and DeepSpeed's reduce/allgather_bucket_size")
+            with open(f"{out}.log") as f:
+                log = f.read()
+            m = re.search(r"reduce-scatter: (\d+) bucket\(s\), (\d+) started during backward; buckets of at most "
+                          r"10240 bytes, parameter gathers of at most 4000 bytes", log)
+            assert m and int(m.group(1)) > 1, log[-2000:]
+            print(f"zero2: DeepSpeed's bucket sizes give {m.group(1)} reduce-scatter buckets of <= 10240 bytes")
 
 
 def holdings(stderr):

@@ -69,16 +69,18 @@ TEST(CliCoordinator, SubmitSendsTheFileTextOverridesAndTokenAndPrintsTheJobId) {
   ASSERT_TRUE(req.has_submit());
   EXPECT_EQ(req.submit().spec_yaml(), ReadFile(spec));
   // The user's overrides first, then the spec's relative paths resolved against the CLI's working directory
-  // (agents run elsewhere), then the offload and the ZeRO stage (a deepspeed JSON is read by the CLI, not the
-  // coordinator).
+  // (agents run elsewhere), then the bucket sizes, the offload and the ZeRO stage (a deepspeed JSON is read by
+  // the CLI, not the coordinator).
   ASSERT_GE(req.submit().overrides_size(), 4);
   EXPECT_EQ(req.submit().overrides(0), "lora_rank=16");
   EXPECT_EQ(req.submit().overrides(1), "train.learning_rate=3e-4");
   const int last = req.submit().overrides_size() - 1;
   EXPECT_EQ(req.submit().overrides(last), "resources.zero_stage=0");
   EXPECT_EQ(req.submit().overrides(last - 1), "resources.offload=none");
+  EXPECT_EQ(req.submit().overrides(last - 2), "resources.gather_bucket_size=0");  // no deepspeed: ddp_bucket_cap_mb
+  EXPECT_EQ(req.submit().overrides(last - 3), "resources.reduce_bucket_size=0");
   bool dataset_dir_resolved = false;
-  for (int i = 2; i < last - 1; ++i) {
+  for (int i = 2; i < last - 3; ++i) {
     const std::string& ov = req.submit().overrides(i);
     const auto eq = ov.find('=');
     ASSERT_NE(eq, std::string::npos) << ov;
@@ -113,6 +115,9 @@ TEST(CliCoordinator, SubmitSendsTheZeroStageOfTheDeepSpeedConfigItRead) {
   // The coordinator (elsewhere, without the file) gets the stage as an override that replaces the deepspeed key.
   EXPECT_EQ(overrides[overrides.size() - 1], "resources.zero_stage=1");
   EXPECT_EQ(overrides[overrides.size() - 2], "resources.offload=none");
+  // And its bucket sizes (DeepSpeed's defaults, in elements, when the file names none).
+  EXPECT_EQ(overrides[overrides.size() - 3], "resources.gather_bucket_size=500000000");
+  EXPECT_EQ(overrides[overrides.size() - 4], "resources.reduce_bucket_size=500000000");
 }
 
 TEST(CliCoordinator, SubmitPrintsLocalWarnings) {

@@ -90,6 +90,65 @@ TEST(LlamaFactoryDeepSpeed, LlamaFactorysStageTwoConfigIsZeroTwo) {
   EXPECT_EQ(auto_buckets->resources.zero_stage, 2);
 }
 
+TEST(LlamaFactoryDeepSpeed, BucketSizesBecomeTheResourceBucketsWithDeepSpeedsDefaults) {
+  auto z2 = WithDeepSpeed(kLlamaFactoryZ2);  // 5e8 elements for both
+  ASSERT_TRUE(z2.ok()) << z2.status().ToString();
+  EXPECT_EQ(z2->resources.reduce_bucket_size, 500000000);
+  EXPECT_EQ(z2->resources.gather_bucket_size, 500000000);
+  // Stage 3 gathers by stage3_prefetch_bucket_size; allgather_bucket_size is stage 1/2's.
+  auto z3 = WithDeepSpeed(
+      R"({"zero_optimization": {"stage": 3, "reduce_bucket_size": 1000, "allgather_bucket_size": 7,
+                                "stage3_prefetch_bucket_size": 300}})");
+  ASSERT_TRUE(z3.ok()) << z3.status().ToString();
+  EXPECT_EQ(z3->resources.reduce_bucket_size, 1000);
+  EXPECT_EQ(z3->resources.gather_bucket_size, 300);
+  // "auto" (LLaMA-Factory's ds_z3_config.json) stays auto: the trainer resolves it from hidden_size.
+  auto lf3 = WithDeepSpeed(ReadFile(std::string(ANNEAL_SOURCE_DIR) + "/examples/deepspeed/ds_z3_config.json"));
+  ASSERT_TRUE(lf3.ok()) << lf3.status().ToString();
+  EXPECT_EQ(lf3->resources.reduce_bucket_size, -1);
+  EXPECT_EQ(lf3->resources.gather_bucket_size, -1);
+  // Absent: DeepSpeed's defaults (reduce and allgather 5e8, stage-3 prefetch 5e7).
+  auto bare = WithDeepSpeed(R"({"zero_optimization": {"stage": 3}})");
+  ASSERT_TRUE(bare.ok()) << bare.status().ToString();
+  EXPECT_EQ(bare->resources.reduce_bucket_size, 500000000);
+  EXPECT_EQ(bare->resources.gather_bucket_size, 50000000);
+  // Without a deepspeed key the buckets follow ddp_bucket_cap_mb (0).
+  auto native = ParseJobSpec(std::string(kBase) + "zero_stage: 2\n", "job.yaml");
+  ASSERT_TRUE(native.ok()) << native.status().ToString();
+  EXPECT_EQ(native->resources.reduce_bucket_size, 0);
+  EXPECT_EQ(native->resources.gather_bucket_size, 0);
+}
+
+TEST(LlamaFactoryDeepSpeed, AFractionalBucketSizeIsRefusedByName) {
+  auto spec = WithDeepSpeed(R"({"zero_optimization": {"stage": 2, "reduce_bucket_size": 2.5}})");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("has zero_optimization.reduce_bucket_size '2.5': expected a whole "
+                                         "number of elements"),
+            std::string::npos)
+      << spec.status().message();
+}
+
+TEST(BucketSizes, TheNativeSpellingTakesElementsOrAutoAndCannotRepeatTheDeepSpeedFile) {
+  auto native = ParseJobSpec(std::string(kBase) + "reduce_bucket_size: 4096\ngather_bucket_size: auto\n", "job.yaml");
+  ASSERT_TRUE(native.ok()) << native.status().ToString();
+  EXPECT_EQ(native->resources.reduce_bucket_size, 4096);
+  EXPECT_EQ(native->resources.gather_bucket_size, -1);
+  auto round_trip = ParseJobSpec(ToYaml(*native), "again.yaml");
+  ASSERT_TRUE(round_trip.ok()) << round_trip.status().ToString();
+  EXPECT_EQ(*round_trip, *native);
+  auto negative = ParseJobSpec(std::string(kBase) + "reduce_bucket_size: -5\n", "job.yaml");
+  ASSERT_FALSE(negative.ok());
+  EXPECT_NE(negative.status().message().find("expected an integer >= 0 or \"auto\", got '-5'"), std::string::npos)
+      << negative.status().message();
+  DeepSpeedConfig ds(R"({"zero_optimization": {"stage": 2}})");
+  auto both = ParseJobSpec(std::string(kBase) + "reduce_bucket_size: 4096\ndeepspeed: " + ds.path() + "\n", "job.yaml");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("sets resources.reduce_bucket_size too, which is already given as "
+                                         "'reduce_bucket_size' at job.yaml:4"),
+            std::string::npos)
+      << both.status().message();
+}
+
 TEST(LlamaFactoryDeepSpeed, LlamaFactorysStageThreeConfigIsZeroThree) {
   // examples/deepspeed/ds_z3_config.json is LLaMA-Factory's file unchanged (stage3_* sizes, sub_group_size,
   // stage3_gather_16bit_weights_on_model_save: memory and transport only).

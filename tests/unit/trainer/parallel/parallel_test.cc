@@ -321,6 +321,30 @@ TEST(MemoryPlan, OffloadMovesTheOptimizerStateAndParameterShardsToTheHostAndOnly
   EXPECT_EQ(device_only.Describe().find("host"), std::string::npos) << device_only.Describe();
 }
 
+TEST(MemoryPlan, OffloadedHostBytesOfEveryRankOnTheMachineMustFitMemAvailable) {
+  auto in = PlanInput(2);
+  in.offload_optimizer = true;
+  const auto plan = parallel::PlanMemory(in);
+  const int64_t host = 500 * 12 + 2 * 500 * 2;  // as above: 8000 bytes a rank
+  ASSERT_EQ(plan.host, host);
+  EXPECT_TRUE(plan.CheckHostFits(2 * host, 2, "node-a").ok());
+  EXPECT_TRUE(plan.CheckHostFits(0, 8, "node-a").ok()) << "unknown available memory: no check";
+  const Status short_by_one = plan.CheckHostFits(2 * host - 1, 2, "node-a");
+  ASSERT_FALSE(short_by_one.ok());
+  EXPECT_EQ(short_by_one.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(short_by_one.message().find("CPU offload needs host memory 0.0 MiB a rank x 2 rank(s) on node-a"),
+            std::string::npos)
+      << short_by_one.message();
+  EXPECT_NE(short_by_one.message().find("(MemAvailable in /proc/meminfo)"), std::string::npos);
+  // The figure injected as /proc/meminfo gives it (kB).
+  const std::string meminfo = "MemTotal:       16384 kB\nMemFree:        1024 kB\nMemAvailable:      15 kB\n";
+  EXPECT_EQ(parallel::MemAvailableBytes(meminfo), 15 * 1024);
+  EXPECT_TRUE(plan.CheckHostFits(parallel::MemAvailableBytes(meminfo), 1, "node-a").ok()) << "8000 <= 15360";
+  EXPECT_FALSE(plan.CheckHostFits(parallel::MemAvailableBytes(meminfo), 2, "node-a").ok()) << "2 x 8000 > 15360";
+  EXPECT_EQ(parallel::MemAvailableBytes("MemTotal: 5 kB\n"), 0) << "no MemAvailable line: unknown";
+  EXPECT_EQ(parallel::MemAvailableBytes("MemAvailable: kB\n"), 0);
+}
+
 TEST(MemoryPlan, APlanOverTheDeviceFailsNamingTheNumbers) {
   const auto plan = parallel::PlanMemory(PlanInput(0));
   EXPECT_TRUE(plan.CheckFits(plan.total(), "cuda:0").ok());

@@ -106,6 +106,22 @@ TEST(GradientReducer, OneBucketPerDtypeWhenTheCapIsLarge) {
   EXPECT_EQ(results[0].early, 1u) << "the float32 bucket waits for u, which never gets a gradient";
 }
 
+TEST(GradientReducer, DeepSpeedsReduceBucketSizeInElementsSetsTheBuckets) {
+  // reduce_bucket_size 7 fp32 elements (28 bytes), filled in reverse order: u + b (20 bytes) share a bucket, a
+  // (16 more) starts the next, c (float64) has its own: 3 all-reduces.
+  const BucketBytes seven = ResolveBucketBytes(7, 0, 25, 2, 4096, 4);
+  EXPECT_EQ(seven.reduce, 28);
+  const auto results = RunPair(seven.reduce);
+  ExpectSummedGradients(results);
+  EXPECT_EQ(results[0].buckets, 3u);
+  // "auto" is hidden_size^2 (as HF fills it): hidden 2 gives 4 elements, 16 bytes, one parameter per bucket.
+  const BucketBytes automatic = ResolveBucketBytes(-1, -1, 25, 2, 2, 4);
+  EXPECT_EQ(automatic.reduce, 16);
+  const auto small = RunPair(automatic.reduce);
+  ExpectSummedGradients(small);
+  EXPECT_EQ(small[0].buckets, 4u);
+}
+
 // ZeRO-2 over two ranks: a [5] (3 + 2 owned), b [3] (2 + 1), c [2] f64 (1 + 1), u [2] (no gradient). What
 // rank `rank` holds after Finish (the shard gradients and whether any full gradient survived) and after one
 // optimizer step (the parameters).
@@ -189,6 +205,50 @@ void ExpectZero2(int64_t bucket_bytes, int micro = 1) {
       EXPECT_TRUE(torch::allclose(r.params[i], ref[i].param.detach(), 1e-6, 1e-7))
           << "rank " << rank << " parameter " << i << " after the step: " << r.params[i] << " vs "
           << ref[i].param.detach();
+    }
+  }
+}
+
+// A routed expert without expert parallelism: u gets a gradient on rank 0 in the first of two micro-batches
+// only. Deferred to Finish, both ranks reduce every bucket once, in order (a bucket per parameter, which would
+// otherwise launch during rank 0's backward alone), and the sums equal the one-process reference.
+void RunRoutedRank(int rank, int port, Zero2Result* out) {
+  StatusOr<std::shared_ptr<parallel::Comm>> comm = ConnectPair(rank, port);
+  if (!comm.ok()) {
+    out->error = comm.status().ToString();
+    return;
+  }
+  std::vector<optim::TrainableParam> params = Zero2Params();
+  TrainerOptimizer opt(params, kAdam, comm->get(), /*stage=*/2, 16);
+  GradientReducer reducer(params, comm->get(), 16, &opt.grad_params());
+  reducer.DeferToFinish();
+  reducer.Arm();
+  for (int m = 0; m < 2; ++m) {
+    at::Tensor loss = Zero2Loss(params, (rank + 1) * (m + 1));
+    if (rank == 0 && m == 0) loss = loss + (params[3].param * torch::tensor({0.25f, -4.0f})).sum();
+    loss.backward();
+  }
+  reducer.Finish();
+  for (const auto& s : opt.grad_params()) out->shard_grads.push_back(s.param.grad().clone());
+}
+
+TEST(GradientReducer, DeferredBucketsStayInStepWhenAParameterGetsAGradientOnOneRankOnly) {
+  std::array<Zero2Result, 2> results;
+  const int port = FreeLoopbackPort().value();
+  std::thread r1(RunRoutedRank, 1, port, &results[1]);
+  RunRoutedRank(0, port, &results[0]);
+  r1.join();
+  std::vector<optim::TrainableParam> ref = Zero2Params();
+  (Zero2Loss(ref, 3.0 * 3) + (ref[3].param * torch::tensor({0.25f, -4.0f})).sum()).backward();
+  for (int rank = 0; rank < 2; ++rank) {
+    const Zero2Result& r = results[rank];
+    ASSERT_TRUE(r.error.empty()) << r.error;
+    ASSERT_EQ(r.shard_grads.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+      const at::Tensor summed = ref[i].param.grad().reshape({-1});
+      const auto s = parallel::FlatShard::Of(summed.numel(), 2, rank);
+      EXPECT_TRUE(torch::allclose(r.shard_grads[i], summed.narrow(0, s.begin, s.owned())))
+          << "rank " << rank << " parameter " << i << ": " << r.shard_grads[i];
     }
   }
 }

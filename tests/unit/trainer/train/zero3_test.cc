@@ -221,6 +221,91 @@ TEST(ZeroThree, PrefetchGathersTheNextLayerWhileOneComputesAndChangesNoResult) {
   }
 }
 
+// Gather buckets (resources.gather_bucket_size, DeepSpeed's allgather / stage3_prefetch_bucket_size): layers 0
+// and 1 hold four [6] fp32 parameters each. Stage 3: gathering layer 0 with prefetch on issues one collective
+// per bucket of layer 0 and of layer 1; stage 1: each owner broadcasts its four parameters per bucket.
+struct GatherBucketResult {
+  std::string error;
+  int64_t stage3_collectives = -1, stage1_collectives = -1;
+  bool gathered_equal = false, stepped_equal = false;
+};
+
+std::vector<optim::TrainableParam> EightParams() {
+  std::vector<optim::TrainableParam> params;
+  for (int i = 0; i < 8; ++i) {
+    params.push_back(
+        {c10::str("model.layers.", i / 4, ".mlp.p", i), torch::linspace(-1.0 + i, 1.0 + i, 6).requires_grad_(true)});
+  }
+  return params;
+}
+
+void RunGatherBucketRank(int rank, int port, int64_t bucket_bytes, GatherBucketResult* out) {
+  auto comm = ConnectPair(rank, port);
+  if (!comm.ok()) {
+    out->error = comm.status().ToString();
+    return;
+  }
+  const std::vector<optim::TrainableParam> initial = EightParams();
+  std::vector<optim::TrainableParam> params = EightParams();
+  TrainerOptimizer three(params, kAdam, comm->get(), /*stage=*/3, bucket_bytes);
+  three.SetPrefetch(true);
+  three.LayerUseHook()(0, true);
+  out->stage3_collectives = three.gather_collectives();
+  out->gathered_equal = true;
+  for (int i = 0; i < 4; ++i) out->gathered_equal &= torch::equal(params[i].param.detach(), initial[i].param);
+  three.LayerUseHook()(0, false);
+  std::vector<optim::TrainableParam> replicated = EightParams();
+  TrainerOptimizer one(replicated, kAdam, comm->get(), /*stage=*/1, bucket_bytes);
+  for (auto& p : replicated) p.param.mutable_grad() = torch::ones({6});
+  one.Step(0.1);
+  out->stage1_collectives = one.gather_collectives();
+  std::vector<optim::TrainableParam> ref = EightParams();
+  for (auto& p : ref) p.param.mutable_grad() = torch::ones({6});
+  optim::AdamW(ref, kAdam).Step(0.1);
+  out->stepped_equal = true;
+  for (int i = 0; i < 8; ++i) out->stepped_equal &= torch::allclose(replicated[i].param, ref[i].param);
+}
+
+std::array<GatherBucketResult, 2> RunGatherBuckets(int64_t bucket_bytes) {
+  std::array<GatherBucketResult, 2> results;
+  const int port = FreeLoopbackPort().value();
+  std::thread r1(RunGatherBucketRank, 1, port, bucket_bytes, &results[1]);
+  RunGatherBucketRank(0, port, bucket_bytes, &results[0]);
+  r1.join();
+  return results;
+}
+
+TEST(ZeroGatherBuckets, EveryBucketOfTheGatherBucketSizeIsOneCollective) {
+  // {bucket elements as the job spec gives them, collectives of stage 3's gather + prefetch, of stage 1's step}.
+  struct Case {
+    int64_t elements;
+    int64_t stage3, stage1;
+  };
+  for (const Case& c : {Case{12, 4, 4}, Case{6, 8, 8}, Case{24, 2, 2}, Case{0, 2, 2}}) {
+    // 0: ddp_bucket_cap_mb (25 MiB) holds everything.
+    const int64_t bytes = ResolveBucketBytes(0, c.elements, 25, 3, 64, 4).gather;
+    EXPECT_EQ(bytes, c.elements == 0 ? int64_t{25} << 20 : c.elements * 4);
+    for (const GatherBucketResult& r : RunGatherBuckets(bytes)) {
+      ASSERT_TRUE(r.error.empty()) << r.error;
+      EXPECT_EQ(r.stage3_collectives, c.stage3) << c.elements << " elements";
+      EXPECT_EQ(r.stage1_collectives, c.stage1) << c.elements << " elements";
+      EXPECT_TRUE(r.gathered_equal);
+      EXPECT_TRUE(r.stepped_equal) << "stage 1's step in buckets equals plain AdamW";
+    }
+  }
+}
+
+TEST(ZeroGatherBuckets, AutoFollowsHFsDeepSpeedFillAndZeroTakesDdpBucketCapMb) {
+  // HF's deepspeed integration: reduce_bucket_size hidden^2, stage3_prefetch_bucket_size int(0.9 hidden^2);
+  // allgather_bucket_size (stages 1/2, not filled by HF) hidden^2. Elements times the parameters' bytes.
+  EXPECT_EQ(ResolveBucketBytes(-1, -1, 25, 3, 4096, 2).reduce, int64_t{4096} * 4096 * 2);
+  EXPECT_EQ(ResolveBucketBytes(-1, -1, 25, 3, 4096, 2).gather, int64_t{15099494} * 2);
+  EXPECT_EQ(ResolveBucketBytes(-1, -1, 25, 2, 4096, 4).gather, int64_t{4096} * 4096 * 4);
+  EXPECT_EQ(ResolveBucketBytes(0, 0, 25, 2, 4096, 2).reduce, int64_t{25} << 20);
+  EXPECT_EQ(ResolveBucketBytes(0, 0, 0.5, 2, 4096, 2).gather, int64_t{1} << 19);
+  EXPECT_EQ(ResolveBucketBytes(500000000, 50000000, 25, 3, 4096, 4).gather, 200000000);
+}
+
 // One rank (stage 0 in effect): the step runs on host copies; a parameter set afterwards (a checkpoint's) is
 // what the next step starts from, so the host copy follows SetParam.
 TEST(ZeroOffload, OneRankStepsOnHostCopiesThatFollowSetParam) {
