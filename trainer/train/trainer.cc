@@ -391,10 +391,6 @@ Status Trainer::SetupPreference(const model::LoadOptions& load) {
     }
     return Status::Ok();
   }
-  if (rt_.dims.pp() > 1) {
-    return InvalidArgumentError("stage dpo: pipeline_model_parallel_size " + std::to_string(rt_.dims.pp()) +
-                                " is not supported yet for preference training (use data and tensor parallelism)");
-  }
   // LLaMA-Factory's DPO trainer adds no router auxiliary loss (it reads only the logits).
   lm_->CollectRouterLogits(false);
   const PreferenceOptions options = PreferenceOptions::From(spec_.finetuning);
@@ -545,10 +541,8 @@ StatusOr<StepResult> Trainer::TrainStep() {
   std::vector<std::pair<std::string, double>> metrics;
   if (pair_stage_) {
     // HF Trainer: each micro-batch's mean pair loss / gradient_accumulation_steps; DDP averages the ranks.
-    loss_part = pair_stage_->TrainMicroBatches(micro, 1.0 / static_cast<double>(micro_count_ * dp),
-                                               stage_ctx_.before_last_backward);
-    metrics = pair_stage_->TakeMetrics();
-    for (auto& [name, value] : metrics) value = rt_.SumOverWorld(value, true) / static_cast<double>(rt_.world);
+    loss_part = pair_stage_->TrainMicroBatches(micro, 1.0 / static_cast<double>(micro_count_ * dp), stage_ctx_);
+    metrics = PairStageMetrics(*pair_stage_, rt_);
   } else {
     const int64_t denom = std::max<int64_t>(1, rt_.ReduceSum(label_tokens));
     loss_part = TrainMicroBatches(lm_, micro, static_cast<double>(denom), stage_ctx_);
