@@ -20,7 +20,7 @@ double PairStage::TrainMicroBatches(const std::vector<Batch>& micro, double scal
     pair_ctx.last_stage_loss = [&](const torch::Tensor& hidden, int64_t m) {
       return LastStageLoss(micro[m], hidden, m, /*training=*/true) * scale;
     };
-    return train::TrainMicroBatches(*lm, micro, /*denom=*/1.0, pair_ctx);
+    return train::TrainMicroBatches(*lm, PipelineInputs(micro), /*denom=*/1.0, pair_ctx);
   }
   double total = 0;
   for (size_t m = 0; m < micro.size(); ++m) {
@@ -40,7 +40,7 @@ std::pair<double, int64_t> PairStage::EvalMicroBatches(const std::vector<Batch>&
     model::CausalLM* lm = PipelineModel();
     TORCH_CHECK(lm != nullptr, "this training stage is not built for pipeline parallelism");
     BeforePipeline(micro, ctx);
-    ForwardMicroBatches(*lm, micro, ctx, [&](int64_t m, const torch::Tensor& hidden) {
+    ForwardMicroBatches(*lm, PipelineInputs(micro), ctx, [&](int64_t m, const torch::Tensor& hidden) {
       const int64_t n = micro[m].input_ids.size(0) / 2;
       total += LastStageLoss(micro[m], hidden, m, /*training=*/false).item<double>() * static_cast<double>(n);
       examples += n;

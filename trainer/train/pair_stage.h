@@ -58,10 +58,13 @@ class PairStage {
   virtual at::Tensor MicroBatchLoss(const Batch& b, bool training) = 0;
   // Pipeline parallelism: the trained model (this rank's stage of it), or null when not built.
   virtual model::CausalLM* PipelineModel() { return nullptr; }
+  // Pipeline parallelism: what travels through the stages for micro-batch m (stage kto: its target half); the
+  // micro-batches themselves by default.
+  virtual std::vector<Batch> PipelineInputs(const std::vector<Batch>& micro) { return micro; }
   // Pipeline parallelism, on every stage before the micro-batches' pass (e.g. a reference pass).
   virtual void BeforePipeline(const std::vector<Batch>& /*micro*/, const StageContext& /*ctx*/) {}
-  // Pipeline parallelism, on the last stage: micro-batch m's example-mean loss from its final-normed hidden states
-  // [2n, T, C] (with grad when `training`), its metrics recorded.
+  // Pipeline parallelism, on the last stage: micro-batch m's example-mean loss from the final-normed hidden states
+  // [B, T, C] of PipelineInputs' m-th batch (with grad when `training`), its metrics recorded.
   virtual at::Tensor LastStageLoss(const Batch& b, const at::Tensor& hidden, int64_t m, bool training);
 };
 
