@@ -35,6 +35,9 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
                  and the eval_ metrics); checkpoint-5 resumed on one process continues the reference's losses.
   full_ipo_pp2_gpipe : full fine-tuning under pp 2 with the GPipe schedule, the frozen reference held per stage.
   lora_simpo_pp2 : a reference-free loss under pp 2 (1F1B).
+  qlora8_sigmoid : quantization_bit 8 (LLM.int8 base) with LoRA against LLaMA-Factory's DPO on peft over transformers'
+                 bitsandbytes 8-bit model on CPU (the reference: the quantized base with the adapters off): losses and
+                 reward metrics equal, while plain LoRA on the unquantized base differs by far more.
   refusals     : a ranking dataset under stage sft, a plain dataset under stage dpo, and refused preference keys
                  each fail with a message naming the problem.
 """
@@ -562,6 +565,39 @@ def case_lora_simpo_pp2(binary, tmp):
           f"on one process (max rel {worst:.2e}), metrics max rel {worst_m:.2e}")
 
 
+def case_qlora8_sigmoid(binary, tmp):
+    """quantization_bit: 8 under stage dpo against LLaMA-Factory's DPO on peft over transformers' bitsandbytes 8-bit
+    model (Linear8bitLt on CPU); the reference is the quantized base with the adapters off in both."""
+    from peft import PeftModel
+    from transformers import BitsAndBytesConfig
+    model_dir, data = setup(tmp)
+    init_adapter = initial_adapter(model_dir, tmp)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", "pref_loss: sigmoid",
+                    "quantization_bit: 8"])
+    train_with_events([binary, "train", "--config", cfg], out)
+    features, pad_id = encode_pairs(model_dir, "pairs_alpaca", "qwen")
+    bnb = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+                                               dtype=torch.float32, device_map="cpu")
+    model = PeftModel.from_pretrained(bnb, init_adapter, is_trainable=True)
+    assert "Linear8bitLt" in type(model.base_model.model.model.layers[0].self_attn.q_proj).__name__
+    for m in model.modules():  # TRL's disable_dropout_in_model
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    ref, theirs = reference_run(model, params, LlamaFactoryDPO("sigmoid", 0.2, 0.0), features, pad_id, PAIRS)
+    ours = [e["loss"] for e in our_log(out)]
+    worst, worst_m = compare(ours, our_metrics(out), ref, theirs, REWARD_KEYS)
+    plain, plain_params = lora_reference(model_dir, init_adapter)
+    plain_ref, _ = reference_run(plain, plain_params, LlamaFactoryDPO("sigmoid", 0.2, 0.0), features, pad_id, PAIRS)
+    gap = max(abs(a - b) / abs(b) for a, b in zip(ours, plain_ref))
+    assert gap > 10 * worst, f"the 8-bit base changed the losses by only {gap:.1e}: the comparison proves nothing"
+    print(f"qlora8_sigmoid: {STEPS} DPO losses equal LLaMA-Factory's on peft over bnb Linear8bitLt (max rel "
+          f"{worst:.2e}), reward metrics max rel {worst_m:.2e}; plain LoRA on the unquantized base differs by "
+          f"{gap:.1e}")
+
+
 def case_refusals(binary, tmp):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
@@ -582,4 +618,4 @@ if __name__ == "__main__":
                "full_ipo": case_full_ipo, "freeze_hinge": case_freeze_hinge, "lora_sigmoid_tp2": case_lora_sigmoid_tp2,
                "full_ipo_tp2_sp": case_full_ipo_tp2_sp, "full_ipo_dp2_zero3": case_full_ipo_dp2_zero3,
                "lora_sigmoid_pp2": case_lora_sigmoid_pp2, "full_ipo_pp2_gpipe": case_full_ipo_pp2_gpipe,
-               "lora_simpo_pp2": case_lora_simpo_pp2, "refusals": case_refusals})
+               "lora_simpo_pp2": case_lora_simpo_pp2, "qlora8_sigmoid": case_qlora8_sigmoid, "refusals": case_refusals})
