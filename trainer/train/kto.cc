@@ -18,6 +18,15 @@ int64_t HalfWidth(const Batch& b, int64_t begin, int64_t n, int64_t multiple) {
   return std::min<int64_t>(b.input_ids.size(1), (width + multiple - 1) / multiple * multiple);
 }
 
+// Rows [begin, begin + n) of `b` cut to `width` (what Run feeds the model: ids, mask, labels; positions from 0).
+Batch HalfOf(const Batch& b, int64_t begin, int64_t n, int64_t width) {
+  Batch h;
+  h.input_ids = b.input_ids.slice(0, begin, begin + n).slice(1, 0, width).contiguous();
+  h.attention_mask = b.attention_mask.slice(0, begin, begin + n).slice(1, 0, width).contiguous();
+  h.labels = b.labels.slice(0, begin, begin + n).slice(1, 0, width).contiguous();
+  return h;
+}
+
 enum Sum {
   kChosenReward,
   kChosenLogps,
@@ -77,7 +86,6 @@ KtoTrainer::Forward KtoTrainer::Run(model::CausalLM& lm, const Batch& b, int64_t
 torch::Tensor KtoTrainer::MicroBatchLoss(const Batch& b, bool training) {
   const int64_t n = b.input_ids.size(0) / 2;
   const int64_t target_width = HalfWidth(b, 0, n, width_multiple_), kl_width = HalfWidth(b, n, n, width_multiple_);
-  const torch::Tensor tags = b.kto_tags.to(torch::kBool);
   const Forward policy = Run(*policy_, b, 0, n, target_width, false);
   torch::Tensor policy_kl, ref_logps, ref_kl;
   {
@@ -87,6 +95,58 @@ torch::Tensor KtoTrainer::MicroBatchLoss(const Batch& b, bool training) {
     ref_logps = Run(ref, b, 0, n, target_width, reference_ == nullptr).logps;
     ref_kl = Run(ref, b, n, n, kl_width, reference_ == nullptr).logps;
   }
+  return Loss(b, policy, policy_kl, ref_logps, ref_kl, training);
+}
+
+std::vector<Batch> KtoTrainer::PipelineInputs(const std::vector<Batch>& micro) {
+  std::vector<Batch> targets;
+  for (const Batch& b : micro) {
+    const int64_t n = b.input_ids.size(0) / 2;
+    targets.push_back(HalfOf(b, 0, n, HalfWidth(b, 0, n, width_multiple_)));
+  }
+  return targets;
+}
+
+void KtoTrainer::BeforePipeline(const std::vector<Batch>& micro, const StageContext& ctx) {
+  torch::NoGradGuard no_grad;
+  std::vector<Batch> targets = PipelineInputs(micro), kls;
+  for (const Batch& b : micro) {
+    const int64_t n = b.input_ids.size(0) / 2;
+    kls.push_back(HalfOf(b, n, n, HalfWidth(b, n, n, width_multiple_)));
+  }
+  pipeline_logps_.assign(micro.size(), NoGradLogps());
+  StageContext forward = ctx;
+  forward.before_last_backward = nullptr;
+  auto logps_into = [&](model::CausalLM& lm, const std::vector<Batch>& halves, torch::Tensor NoGradLogps::*field) {
+    ForwardMicroBatches(lm, halves, forward, [&](int64_t m, const torch::Tensor& hidden) {
+      const torch::Tensor logits = lm->factory().HeadLogits(hidden, lm->head_weight()).to(torch::kFloat32);
+      pipeline_logps_[m].*field = SequenceLogps(lm->factory(), logits, halves[m].labels).first;
+    });
+  };
+  logps_into(*policy_, kls, &NoGradLogps::policy_kl);
+  model::CausalLM& ref = reference_ != nullptr ? *reference_ : *policy_;
+  std::vector<std::pair<std::string, model::Linear>> lora;
+  if (reference_ == nullptr) lora = LoraModules(*policy_);  // peft's disable_adapter
+  for (auto& [name, lin] : lora) lin->set_lora_enabled(false);
+  logps_into(ref, targets, &NoGradLogps::ref_logps);
+  logps_into(ref, kls, &NoGradLogps::ref_kl);
+  for (auto& [name, lin] : lora) lin->set_lora_enabled(true);
+}
+
+torch::Tensor KtoTrainer::LastStageLoss(const Batch& b, const torch::Tensor& hidden, int64_t m, bool training) {
+  const int64_t n = b.input_ids.size(0) / 2;
+  const Batch target = HalfOf(b, 0, n, HalfWidth(b, 0, n, width_multiple_));
+  Forward policy;
+  policy.logits = (*policy_)->factory().HeadLogits(hidden, (*policy_)->head_weight()).to(torch::kFloat32);
+  std::tie(policy.logps, policy.counts) = SequenceLogps((*policy_)->factory(), policy.logits, target.labels);
+  const NoGradLogps& done = pipeline_logps_.at(m);
+  return Loss(b, policy, done.policy_kl, done.ref_logps, done.ref_kl, training);
+}
+
+torch::Tensor KtoTrainer::Loss(const Batch& b, const Forward& policy, const torch::Tensor& policy_kl,
+                               const torch::Tensor& ref_logps, const torch::Tensor& ref_kl, bool training) {
+  const int64_t n = b.input_ids.size(0) / 2;
+  const torch::Tensor tags = b.kto_tags.to(torch::kBool);
   torch::Tensor kl = (policy_kl - ref_kl).mean().detach();
   if (training && dp_ != nullptr && dp_->size() > 1) {  // TRL: gather_for_metrics(kl).mean()
     dp_->AllReduceSum(kl);
@@ -117,6 +177,11 @@ torch::Tensor KtoTrainer::MicroBatchLoss(const Batch& b, bool training) {
     sums_[kKlCount] += 1;
   }
   return loss;
+}
+
+std::vector<std::string> KtoTrainer::MetricNames() const {
+  return {"rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen",
+          "logps/rejected", "logits/chosen",    "logits/rejected", "kl"};
 }
 
 std::vector<std::pair<std::string, double>> KtoTrainer::TakeMetrics() {

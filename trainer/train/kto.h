@@ -28,17 +28,19 @@
 // "eval_" prefix (eval_rewards/chosen, ..., eval_kl: the mean of the batches' KL estimates, each this rank's;
 // LLaMA-Factory logs that sum unprefixed as "kl").
 //
-// Data and tensor parallelism (with or without sequence parallelism) are built; pipeline parallelism is not (the
-// trainer refuses it). Under tensor parallelism the log probabilities and the logits sums are combined over the
-// vocabulary pieces (LinearFactory::TokenLogProbs / FullLogits), so every rank of the group holds the same
-// logps, KL estimate and metrics; the KL mean and the metrics are reduced over `dp` only. With sequence
-// parallelism each half's width is also a multiple of tp (the sequence is cut into tp pieces).
+// Data, tensor (with or without sequence parallelism) and pipeline parallelism are built: under pp each step
+// first runs the KL rows (policy) and both halves (reference) through the stages without grad, then the target
+// rows with grad; the last stage computes the loss, the KL estimate and the metrics. Under tensor parallelism the log
+// probabilities and the logits sums are combined over the vocabulary pieces (LinearFactory::TokenLogProbs /
+// FullLogits), so every rank of the group holds the same logps, KL estimate and metrics; the KL mean and the metrics
+// are reduced over `dp` only. With sequence parallelism each half's width is also a multiple of tp (the sequence is cut
+// into tp pieces).
 //
 // Thread-safety: one thread at a time (it runs the model; TakeMetrics is a collective over `dp`).
 //
 // Example:
 //   KtoTrainer kto(KtoOptions::From(spec.finetuning), &lm, /*reference=*/nullptr, rt.dp_comm.get());
-//   double loss = kto.TrainMicroBatches(micro, /*scale=*/1.0 / (accumulation * dp), before_last_backward);
+//   double loss = kto.TrainMicroBatches(micro, /*scale=*/1.0 / (accumulation * dp), rt.stage_context());
 //   std::vector<std::pair<std::string, double>> metrics = kto.TakeMetrics();
 #pragma once
 
@@ -83,6 +85,7 @@ class KtoTrainer : public PairStage {
   // The metrics since the last call (see the file comment), summed over the data-parallel ranks; clears them.
   // Every rank must call it.
   std::vector<std::pair<std::string, double>> TakeMetrics() override;
+  std::vector<std::string> MetricNames() const override;
   // Evaluation logs the same metrics over the evaluation batches (eval_rewards/chosen, ..., eval_kl).
   bool LogsEvalMetrics() const override { return true; }
 
@@ -95,6 +98,22 @@ class KtoTrainer : public PairStage {
     torch::Tensor logps, counts, logits;
   };
   Forward Run(model::CausalLM& lm, const Batch& b, int64_t begin, int64_t n, int64_t width, bool adapters_off);
+  // The loss from the policy's forward of the target rows, the no-grad log-probs of the policy on the KL rows and
+  // of the reference on both; records the metrics.
+  torch::Tensor Loss(const Batch& b, const Forward& policy, const torch::Tensor& policy_kl,
+                     const torch::Tensor& ref_logps, const torch::Tensor& ref_kl, bool training);
+
+  // Pipeline parallelism (pair_stage.h): the target rows travel through the stages with grad; before them the KL
+  // rows (policy) and both halves (reference) without grad, the last stage keeping their log-probs.
+  model::CausalLM* PipelineModel() override { return policy_; }
+  std::vector<Batch> PipelineInputs(const std::vector<Batch>& micro) override;
+  void BeforePipeline(const std::vector<Batch>& micro, const StageContext& ctx) override;
+  torch::Tensor LastStageLoss(const Batch& b, const torch::Tensor& hidden, int64_t m, bool training) override;
+  // (policy KL, reference targets, reference KL) log-probs of each micro-batch, on the last stage.
+  struct NoGradLogps {
+    torch::Tensor policy_kl, ref_logps, ref_kl;
+  };
+  std::vector<NoGradLogps> pipeline_logps_;
 
   KtoOptions options_;
   model::CausalLM* policy_;

@@ -53,7 +53,8 @@ class Stage {
     rank_ = multi ? ctx.pp->rank() : 0;
     size_ = multi ? ctx.pp->size() : 1;
     const model::MoeConfig& moe = lm->config().moe;
-    if (micro_batches > 0 && size_ > 1 && lm->HasSparseLayers() && !moe.deepseek_moe && moe.router_aux_loss_coef != 0) {
+    if (micro_batches > 0 && size_ > 1 && !ctx.last_stage_loss && lm->HasSparseLayers() && !moe.deepseek_moe &&
+        moe.router_aux_loss_coef != 0) {
       experts_ = moe.num_experts;
       for (const auto& layer : lm->model->layers->children()) {
         auto* decoder_layer = layer->as<model::DecoderLayerImpl>();
@@ -124,13 +125,15 @@ class Stage {
     return parts;
   }
 
-  // This stage's layers on one micro-batch. `input` is the received activation (undefined on the first stage, which
-  // embeds). Returns the activation to send, or on the last stage the summed token losses and their count.
-  torch::Tensor RunLayers(const Batch& b, const torch::Tensor& input, int64_t* label_tokens = nullptr) {
+  // This stage's layers on micro-batch m. `input` is the received activation (undefined on the first stage, which
+  // embeds). Returns the activation to send, or on the last stage the summed token losses and their count (the
+  // context's last_stage_loss when it has one).
+  torch::Tensor RunLayers(const Batch& b, int64_t m, const torch::Tensor& input, int64_t* label_tokens = nullptr) {
     torch::Tensor x = first() ? lm_->Embed(b.input_ids) : input;
     const auto& st = lm_->stage();
     x = lm_->RunLayers(x, InputsOf(b), st.layer_begin, st.layer_end);
     if (!last()) return x;
+    if (ctx_.last_stage_loss) return ctx_.last_stage_loss(lm_->FinalNorm(x), m);
     auto [sum, count] = lm_->LossSum(lm_->FinalNorm(x), model::ShiftLabels(b.labels));
     if (label_tokens != nullptr) *label_tokens += count;
     return sum;
@@ -138,8 +141,9 @@ class Stage {
 
   // Training forward: the loss (summed token losses / denom) on the last stage, added to *loss_sum; elsewhere the
   // activation to send.
-  torch::Tensor Forward(const Batch& b, const torch::Tensor& input, double denom, double* loss_sum, InFlight* f) {
-    torch::Tensor out = RunLayers(b, input);
+  torch::Tensor Forward(const Batch& b, int64_t m, const torch::Tensor& input, double denom, double* loss_sum,
+                        InFlight* f) {
+    torch::Tensor out = RunLayers(b, m, input);
     torch::Tensor aux_loss;
     if (aux()) {
       // The load-balancing loss over stages: earlier stages' cumulative parts [F, P, R] and this stage's.
@@ -157,6 +161,10 @@ class Stage {
       }
     }
     if (!last()) return out;
+    if (ctx_.last_stage_loss) {
+      *loss_sum += out.item<double>();
+      return out;
+    }
     torch::Tensor loss = out / denom;
     // Mixture-of-experts: + router_aux_loss_coef * the load-balancing loss of this micro-batch, as HF adds it.
     if (aux_loss.defined()) {
@@ -231,10 +239,11 @@ class Stage {
   std::deque<torch::Tensor> stats_in_, stats_out_, totals_in_, totals_out_;
 };
 
-InFlight RunForward(Stage& stage, const Batch& b, torch::Tensor received, double denom, double* loss_sum) {
+InFlight RunForward(Stage& stage, const std::vector<Batch>& micro, int64_t m, torch::Tensor received, double denom,
+                    double* loss_sum) {
   InFlight f;
   if (received.defined()) f.input = received.requires_grad_(true);
-  f.output = stage.Forward(b, f.input, denom, loss_sum, &f);
+  f.output = stage.Forward(micro[m], m, f.input, denom, loss_sum, &f);
   return f;
 }
 
@@ -274,13 +283,13 @@ double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, d
     // All forwards, then all backwards (with one stage: forward and backward of each micro-batch in turn).
     if (stage.size() == 1) {
       for (int64_t m = 0; m < m_count; ++m) {
-        flight[m] = RunForward(stage, micro[m], {}, denom, &loss_sum);
+        flight[m] = RunForward(stage, micro, m, {}, denom, &loss_sum);
         RunBackward(stage, flight[m], {});
       }
       return loss_sum;
     }
     for (int64_t m = 0; m < m_count; ++m) {
-      flight[m] = RunForward(stage, micro[m], stage.RecvPrev(micro[m]), denom, &loss_sum);
+      flight[m] = RunForward(stage, micro, m, stage.RecvPrev(micro[m]), denom, &loss_sum);
       if (!stage.last()) stage.SendNext(flight[m].output.detach());
     }
     for (int64_t m = 0; m < m_count; ++m) {
@@ -294,13 +303,13 @@ double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, d
   const int64_t warmup = std::min<int64_t>(stage.size() - stage.rank() - 1, m_count);
   const int64_t steady = m_count - warmup;
   for (int64_t m = 0; m < warmup; ++m) {
-    flight[m] = RunForward(stage, micro[m], stage.RecvPrev(micro[m]), denom, &loss_sum);
+    flight[m] = RunForward(stage, micro, m, stage.RecvPrev(micro[m]), denom, &loss_sum);
     if (!stage.last()) stage.SendNext(flight[m].output.detach());
   }
   torch::Tensor received = steady > 0 ? stage.RecvPrev(micro[warmup]) : torch::Tensor();
   for (int64_t i = 0; i < steady; ++i) {
     const int64_t fwd = warmup + i, bwd = i;
-    flight[fwd] = RunForward(stage, micro[fwd], received, denom, &loss_sum);
+    flight[fwd] = RunForward(stage, micro, fwd, received, denom, &loss_sum);
     torch::Tensor out_grad =
         stage.last() ? torch::Tensor() : stage.SendNextRecvNext(flight[fwd].output.detach(), micro[bwd]);
     torch::Tensor in_grad = RunBackward(stage, flight[bwd], out_grad);
@@ -318,14 +327,32 @@ double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, d
   return loss_sum;
 }
 
+void ForwardMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, const StageContext& ctx,
+                         const std::function<void(int64_t m, const torch::Tensor& hidden)>& on_last) {
+  torch::NoGradGuard no_grad;
+  StageContext forward_only = ctx;
+  forward_only.last_stage_loss = [&on_last](const torch::Tensor& hidden, int64_t m) {
+    on_last(m, hidden);
+    return torch::Tensor();
+  };
+  Stage stage(lm, forward_only);
+  for (int64_t m = 0; m < static_cast<int64_t>(micro.size()); ++m) {
+    torch::Tensor out = stage.RunLayers(micro[m], m, stage.RecvPrev(micro[m]));
+    if (!stage.last()) stage.SendNext(out);
+  }
+}
+
 std::pair<double, int64_t> EvalMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro,
                                             const StageContext& ctx) {
   torch::NoGradGuard no_grad;
-  Stage stage(lm, ctx);
+  StageContext lm_loss = ctx;
+  lm_loss.last_stage_loss = nullptr;
+  Stage stage(lm, lm_loss);
   double sum = 0;
   int64_t count = 0;
-  for (const Batch& b : micro) {
-    torch::Tensor out = stage.RunLayers(b, stage.RecvPrev(b), &count);
+  for (int64_t m = 0; m < static_cast<int64_t>(micro.size()); ++m) {
+    const Batch& b = micro[m];
+    torch::Tensor out = stage.RunLayers(b, m, stage.RecvPrev(b), &count);
     if (stage.last()) {
       sum += out.item<double>();
     } else {

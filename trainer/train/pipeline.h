@@ -36,6 +36,10 @@ struct StageContext {
   std::function<void()> before_last_backward = nullptr;
   // Sequence parallelism: the activations between stages hold 1/sequence_shards of the sequence.
   int64_t sequence_shards = 1;
+  // Preference stages (pair_stage.h): replaces the language-model loss on the last stage. Micro-batch m's
+  // final-normed hidden states [B, T, C] -> its loss (a scalar, with graph in training; `denom` is not applied
+  // and no router auxiliary loss is added).
+  std::function<torch::Tensor(const torch::Tensor& hidden, int64_t m)> last_stage_loss = nullptr;
 };
 
 // Forward and backward of every micro-batch (already on the device); each micro-batch's loss is its summed
@@ -43,6 +47,11 @@ struct StageContext {
 // in the parameters' .grad().
 double TrainMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, double denom,
                          const StageContext& ctx);
+
+// Forward only (no grad) of every micro-batch through the stages, in order; on the last stage `on_last(m, hidden)`
+// receives micro-batch m's final-normed hidden states [B, T, C]. (The reference pass of stage dpo.)
+void ForwardMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro, const StageContext& ctx,
+                         const std::function<void(int64_t m, const torch::Tensor& hidden)>& on_last);
 
 // Forward only (no grad): (sum of token losses, label tokens) on the last stage, (0, 0) elsewhere.
 std::pair<double, int64_t> EvalMicroBatches(model::CausalLM& lm, const std::vector<Batch>& micro,

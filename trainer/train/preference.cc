@@ -13,9 +13,13 @@ model::ForwardInputs InputsOf(const Batch& b) {
   return {.input_ids = b.input_ids, .attention_mask = b.attention_mask, .position_ids = b.position_ids};
 }
 
-// This rank's logits [2n, T, V or V/tp] in fp32 (LLaMA-Factory: model(...).logits.to(torch.float32)).
+// This rank's logits [2n, T, V or V/tp] in fp32 (LLaMA-Factory: model(...).logits.to(torch.float32)) from the final
+// hidden states [2n, T, C].
+torch::Tensor LogitsOf(model::CausalLM& lm, const torch::Tensor& hidden) {
+  return lm->factory().HeadLogits(hidden, lm->head_weight()).to(torch::kFloat32);
+}
 torch::Tensor LocalLogitsOf(model::CausalLM& lm, const Batch& b) {
-  return lm->factory().HeadLogits(lm->Forward(InputsOf(b)), lm->head_weight()).to(torch::kFloat32);
+  return LogitsOf(lm, lm->Forward(InputsOf(b)));
 }
 
 // The mean logit of rows [begin, end) over the whole vocabulary (LLaMA-Factory's logits/chosen, padding
@@ -80,26 +84,57 @@ PreferenceTrainer::PreferenceTrainer(PreferenceOptions options, model::CausalLM*
   for (auto& [name, lin] : LoraModules(*policy_)) lin->disable_lora_dropout();
 }
 
-std::pair<torch::Tensor, torch::Tensor> PreferenceTrainer::ReferenceLogps(const Batch& b) {
-  torch::NoGradGuard no_grad;
-  model::CausalLM& lm = reference_ != nullptr ? *reference_ : *policy_;
-  // peft's disable_adapter: without a frozen copy, the base model is the policy without its adapters.
-  std::vector<std::pair<std::string, model::Linear>> lora;
-  if (reference_ == nullptr) lora = LoraModules(lm);
-  for (auto& [name, lin] : lora) lin->set_lora_enabled(false);
-  const torch::Tensor logits = LocalLogitsOf(lm, b);
-  for (auto& [name, lin] : lora) lin->set_lora_enabled(true);
-  auto [sum, count] = SequenceLogps(lm->factory(), logits, b.labels);
+model::CausalLM& PreferenceTrainer::ReferenceModel() {
+  return reference_ != nullptr ? *reference_ : *policy_;
+}
+
+// peft's disable_adapter: without a frozen copy, the base model is the policy without its adapters.
+void PreferenceTrainer::SetPolicyAdapters(bool enabled) {
+  if (reference_ != nullptr) return;
+  for (auto& [name, lin] : LoraModules(*policy_)) lin->set_lora_enabled(enabled);
+}
+
+PreferenceTrainer::RefLogps PreferenceTrainer::ReferenceFromLogits(const Batch& b, const torch::Tensor& logits) const {
+  auto [sum, count] = SequenceLogps((reference_ != nullptr ? *reference_ : *policy_)->factory(), logits, b.labels);
   if (options_.averages_logps()) sum = sum / count;
   const int64_t n = sum.size(0) / 2;
   return {sum.slice(0, 0, n), sum.slice(0, n, 2 * n)};
 }
 
+void PreferenceTrainer::BeforePipeline(const std::vector<Batch>& micro, const StageContext& ctx) {
+  pipeline_refs_.assign(micro.size(), RefLogps());
+  if (!options_.uses_reference()) return;
+  torch::NoGradGuard no_grad;
+  model::CausalLM& lm = ReferenceModel();
+  SetPolicyAdapters(false);
+  StageContext forward = ctx;
+  forward.before_last_backward = nullptr;
+  ForwardMicroBatches(lm, micro, forward, [&](int64_t m, const torch::Tensor& hidden) {
+    pipeline_refs_[m] = ReferenceFromLogits(micro[m], LogitsOf(lm, hidden));
+  });
+  SetPolicyAdapters(true);
+}
+
+torch::Tensor PreferenceTrainer::LastStageLoss(const Batch& b, const torch::Tensor& hidden, int64_t m,
+                                               bool /*training*/) {
+  return LossFromLogits(b, LogitsOf(*policy_, hidden), pipeline_refs_.at(m));
+}
+
 torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b, bool /*training*/) {
-  torch::Tensor ref_chosen, ref_rejected;
-  if (options_.uses_reference()) std::tie(ref_chosen, ref_rejected) = ReferenceLogps(b);
+  RefLogps ref;
+  if (options_.uses_reference()) {
+    torch::NoGradGuard no_grad;
+    SetPolicyAdapters(false);
+    const torch::Tensor ref_logits = LocalLogitsOf(ReferenceModel(), b);
+    SetPolicyAdapters(true);
+    ref = ReferenceFromLogits(b, ref_logits);
+  }
+  return LossFromLogits(b, LocalLogitsOf(*policy_, b), ref);
+}
+
+torch::Tensor PreferenceTrainer::LossFromLogits(const Batch& b, const torch::Tensor& logits, const RefLogps& ref) {
+  const auto& [ref_chosen, ref_rejected] = ref;
   const model::LinearFactory& factory = (*policy_)->factory();
-  const torch::Tensor logits = LocalLogitsOf(*policy_, b);
   auto [logps, count] = SequenceLogps(factory, logits, b.labels);
   if (options_.averages_logps()) logps = logps / count;
   const int64_t n = logps.size(0) / 2;
@@ -129,6 +164,13 @@ torch::Tensor PreferenceTrainer::MicroBatchLoss(const Batch& b, bool /*training*
   }
   ++recorded_;
   return t.losses.mean();
+}
+
+std::vector<std::string> PreferenceTrainer::MetricNames() const {
+  std::vector<std::string> names = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                                    "logps/chosen",   "logps/rejected",   "logits/chosen",      "logits/rejected"};
+  if (options_.loss == "orpo") names.insert(names.end(), {"sft_loss", "odds_ratio_loss"});
+  return names;
 }
 
 std::vector<std::pair<std::string, double>> PreferenceTrainer::TakeMetrics() {

@@ -19,6 +19,11 @@
 // Tensor parallelism: the head's logits stay split over the vocabulary; log probabilities and the logits metrics
 // are combined over the group (LinearFactory::TokenLogProbs), so every layout computes the single-process values.
 //
+// Pipeline parallelism (pair_stage.h): a pair's chosen and rejected rows travel through the stages together; each
+// step first runs the reference through the stages without grad (the frozen copy, held per stage, or every stage's
+// layers with their adapters off), the last stage keeping each micro-batch's reference log-probs; then the policy's
+// pass, whose last stage computes the log-probs, the loss and the metrics.
+//
 // A micro-batch holds n pairs as [2n, T] (chosen rows, then rejected rows: trainer/train/rows.h); its loss is the
 // mean over its pairs, scaled by 1 / (gradient_accumulation_steps x data-parallel ranks) so the summed gradients
 // equal HF Trainer's (loss / accumulation, DDP mean). Metrics are the means LLaMA-Factory logs: rewards/chosen,
@@ -30,7 +35,7 @@
 //
 // Example:
 //   PreferenceTrainer pref(PreferenceOptions::From(spec.finetuning), &lm, reference_lm);
-//   double loss = pref.TrainMicroBatches(micro, /*scale=*/1.0 / (accumulation * dp), before_last_backward);
+//   double loss = pref.TrainMicroBatches(micro, /*scale=*/1.0 / (accumulation * dp), rt.stage_context());
 //   std::vector<std::pair<std::string, double>> metrics = pref.TakeMetrics();   // means over the micro-batches
 #pragma once
 
@@ -80,15 +85,30 @@ class PreferenceTrainer : public PairStage {
   // next training step.)
   // The metrics of the micro-batches since the last call, each the mean over those micro-batches; clears them.
   std::vector<std::pair<std::string, double>> TakeMetrics() override;
+  std::vector<std::string> MetricNames() const override;
+  // LLaMA-Factory logs the evaluation batches' metric means as eval_rewards/..., eval_logps/..., eval_logits/...
+  bool LogsEvalMetrics() const override { return true; }
 
  private:
+  // The reference's (chosen, rejected) log-probs [n] each; undefined for a reference-free loss.
+  using RefLogps = std::pair<torch::Tensor, torch::Tensor>;
   // One micro-batch: its loss (pair mean, with grad when training) and its metrics recorded.
   torch::Tensor MicroBatchLoss(const Batch& b, bool training) override;
-  std::pair<torch::Tensor, torch::Tensor> ReferenceLogps(const Batch& b);
+  model::CausalLM* PipelineModel() override { return policy_; }
+  void BeforePipeline(const std::vector<Batch>& micro, const StageContext& ctx) override;
+  torch::Tensor LastStageLoss(const Batch& b, const torch::Tensor& hidden, int64_t m, bool training) override;
+  // The reference log-probs from its logits [2n, T, V(/tp)] fp32.
+  RefLogps ReferenceFromLogits(const Batch& b, const torch::Tensor& logits) const;
+  // The policy's loss from its logits [2n, T, V(/tp)] fp32 and the reference's log-probs; records the metrics.
+  torch::Tensor LossFromLogits(const Batch& b, const torch::Tensor& logits, const RefLogps& ref);
+  // The model the reference log-probs come from: the frozen copy, or the policy (with its adapters set off).
+  model::CausalLM& ReferenceModel();
+  void SetPolicyAdapters(bool enabled);
 
   PreferenceOptions options_;
   model::CausalLM* policy_;
   model::CausalLM* reference_;
+  std::vector<RefLogps> pipeline_refs_;  // pipeline parallelism: each micro-batch's, on the last stage
   std::vector<std::pair<std::string, double>> sums_;
   int64_t recorded_ = 0;
 };

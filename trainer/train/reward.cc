@@ -131,7 +131,15 @@ StatusOr<std::string> CopyValueHead(const std::string& model_dir, const std::str
 }
 
 torch::Tensor RewardTrainer::MicroBatchLoss(const Batch& b, bool training) {
-  torch::Tensor values = head_->Values((*lm_)->Forward(InputsOf(b)), training);
+  return ScoreLoss(b, (*lm_)->Forward(InputsOf(b)), training);
+}
+
+torch::Tensor RewardTrainer::LastStageLoss(const Batch& b, const torch::Tensor& hidden, int64_t /*m*/, bool training) {
+  return ScoreLoss(b, hidden, training);
+}
+
+torch::Tensor RewardTrainer::ScoreLoss(const Batch& b, const torch::Tensor& hidden, bool training) {
+  torch::Tensor values = head_->Values(hidden, training);
   if (sequence_tp_ != nullptr && sequence_tp_->size() > 1) {
     // [2n, T/tp] -> [2n, T]. Every rank computes the same loss from the whole values; the gather's backward sums
     // the tp identical gradients of each position, so each is divided by tp first.

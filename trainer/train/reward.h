@@ -94,7 +94,8 @@ StatusOr<std::string> CopyValueHead(const std::string& model_dir, const std::str
 
 class RewardTrainer : public PairStage {
  public:
-  // All borrowed; `lm` is the tuned decoder (one pipeline stage holding every layer), `head` its value head.
+  // All borrowed; `lm` is the tuned decoder (this rank's pipeline stage of it), `head` its value head (trained on
+  // the last stage only under pipeline parallelism: it reads the final hidden states there).
   // `sequence_tp`: the tensor-parallel group when the model runs sequence parallel (its hidden states split along
   // the sequence), else null.
   RewardTrainer(model::CausalLM* lm, const ValueHead* head, parallel::Comm* sequence_tp = nullptr)
@@ -108,6 +109,11 @@ class RewardTrainer : public PairStage {
  private:
   // One micro-batch's pair-mean loss (with grad when training); counts the right-ranked pairs when evaluating.
   torch::Tensor MicroBatchLoss(const Batch& b, bool training) override;
+  // Pipeline parallelism (pair_stage.h): the last stage scores the final hidden states it receives.
+  model::CausalLM* PipelineModel() override { return lm_; }
+  torch::Tensor LastStageLoss(const Batch& b, const torch::Tensor& hidden, int64_t m, bool training) override;
+  // The pair-mean loss from the final hidden states [2n, T(/tp under sequence parallelism), C].
+  torch::Tensor ScoreLoss(const Batch& b, const torch::Tensor& hidden, bool training);
 
   model::CausalLM* lm_;
   const ValueHead* head_;

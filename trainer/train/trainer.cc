@@ -381,12 +381,6 @@ Status Trainer::SetupModel() {
 // second time (LLaMA-Factory's create_ref_model); LoRA's reference is the policy with its adapters off.
 Status Trainer::SetupPreference(const model::LoadOptions& load) {
   if (spec_.finetuning.stage == "kto") {
-    if (rt_.dims.pp() > 1) {
-      return InvalidArgumentError(
-          c10::str("stage kto: pipeline_model_parallel_size ", rt_.dims.pp(),
-                   ": KTO is not built for pipeline parallelism yet: set it to 1 and use data or tensor parallelism "
-                   "(zero_stage 1 or 2 to save memory)"));
-    }
     lm_->CollectRouterLogits(false);  // LLaMA-Factory's KTO trainer reads only the logits
     if (spec_.finetuning.type != FinetuningType::kLora) {
       ASSIGN_OR_RETURN(reference_lm_, model::LoadCausalLM(spec_.model.model_name_or_path, load));
@@ -406,10 +400,6 @@ Status Trainer::SetupPreference(const model::LoadOptions& load) {
           reference_lm_ ? "a frozen copy of the base model" : "the base model (the adapters switched off)", "\n");
     }
     return Status::Ok();
-  }
-  if (rt_.dims.pp() > 1) {
-    return InvalidArgumentError("stage dpo: pipeline_model_parallel_size " + std::to_string(rt_.dims.pp()) +
-                                " is not supported yet for preference training (use data and tensor parallelism)");
   }
   // LLaMA-Factory's DPO trainer adds no router auxiliary loss (it reads only the logits).
   lm_->CollectRouterLogits(false);
@@ -433,15 +423,9 @@ Status Trainer::SetupPreference(const model::LoadOptions& load) {
   return Status::Ok();
 }
 
-// Stage rm: the value head (reward.h) trained next to the tuned parameters, on one pipeline stage (the head reads
-// the final hidden states), with or without tensor parallelism.
+// Stage rm: the value head (reward.h) trained next to the tuned parameters, with or without tensor parallelism;
+// under pipeline parallelism on the last stage (the head reads the final hidden states).
 Status Trainer::SetupReward(std::vector<optim::TrainableParam>* params) {
-  if (rt_.dims.pp() > 1) {
-    return InvalidArgumentError(c10::str(
-        "stage rm: pipeline_model_parallel_size ", rt_.dims.pp(),
-        ": reward modeling is not built for pipeline parallelism yet (the value head reads the last stage's hidden "
-        "states): set it to 1 and use data or tensor parallelism (zero_stage 1 or 2 to save memory)"));
-  }
   // LLaMA-Factory's reward trainer reads the values only: no router auxiliary loss, and no logits (so lm_head,
   // untied, gets no gradient and torch's AdamW would skip it: it is not trained).
   lm_->CollectRouterLogits(false);
@@ -452,7 +436,9 @@ Status Trainer::SetupReward(std::vector<optim::TrainableParam>* params) {
                    ValueHead::ForModel(spec_.model.model_name_or_path, spec_.model.adapter_name_or_path,
                                        lm_->config().hidden_size, static_cast<uint64_t>(spec_.train.seed), rt_.device));
   value_head_ = std::move(head);
-  for (optim::TrainableParam& p : value_head_->Params()) params->push_back(std::move(p));
+  if (rt_.stage.last) {
+    for (optim::TrainableParam& p : value_head_->Params()) params->push_back(std::move(p));
+  }
   pair_stage_ =
       std::make_unique<RewardTrainer>(&lm_, &*value_head_, rt_.sequence_parallel ? rt_.tp_comm.get() : nullptr);
   validator_->set_pair_stage(pair_stage_.get());
@@ -565,10 +551,8 @@ StatusOr<StepResult> Trainer::TrainStep() {
   std::vector<std::pair<std::string, double>> metrics;
   if (pair_stage_) {
     // HF Trainer: each micro-batch's mean pair loss / gradient_accumulation_steps; DDP averages the ranks.
-    loss_part = pair_stage_->TrainMicroBatches(micro, 1.0 / static_cast<double>(micro_count_ * dp),
-                                               stage_ctx_.before_last_backward);
-    metrics = pair_stage_->TakeMetrics();
-    for (auto& [name, value] : metrics) value = rt_.SumOverWorld(value, true) / static_cast<double>(rt_.world);
+    loss_part = pair_stage_->TrainMicroBatches(micro, 1.0 / static_cast<double>(micro_count_ * dp), stage_ctx_);
+    metrics = PairStageMetrics(*pair_stage_, rt_);
   } else {
     const int64_t denom = std::max<int64_t>(1, rt_.ReduceSum(label_tokens));
     loss_part = TrainMicroBatches(lm_, micro, static_cast<double>(denom), stage_ctx_);
@@ -646,6 +630,15 @@ Status Trainer::Export() {
   rt_.Barrier();
   auto stage_export = [](const std::string& rel) { return rel.rfind(".export-stage", 0) == 0; };
   RETURN_IF_ERROR(gather.Gather(rt_, stage_export, /*remove_sent=*/true).status());
+  if (value_head_ && rt_.dims.pp() > 1) {
+    // Stage rm under pipeline parallelism: the last stage trained the value head; the first (rank 0) writes it.
+    torch::NoGradGuard no_grad;
+    for (auto& [name, t] : value_head_->Named()) {
+      torch::Tensor trained = t.detach().clone();
+      rt_.pp_comm->Broadcast(trained, rt_.dims.pp() - 1);
+      t.detach().copy_(trained);
+    }
+  }
   if (rt_.rank == 0) {
     ASSIGN_OR_RETURN(auto tensors, ReadStageExports(out_, rt_.dims.pp()));
     if (lora) {

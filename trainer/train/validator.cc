@@ -28,6 +28,18 @@ std::vector<Batch> RankMicroBatches(const TrainRows& rows, int batch, const Runt
 
 }  // namespace
 
+std::vector<std::pair<std::string, double>> PairStageMetrics(PairStage& stage, const Runtime& rt) {
+  std::vector<std::pair<std::string, double>> metrics = stage.TakeMetrics();
+  if (!rt.stage.last) {
+    metrics.clear();  // a pipeline stage before the last computed none: zeros under the same names
+    for (const std::string& name : stage.MetricNames()) metrics.emplace_back(name, 0.0);
+  }
+  // Averaged over the ranks of the last pipeline stage (every data- and tensor-parallel rank holds them).
+  const double holders = static_cast<double>(rt.world / rt.dims.pp());
+  for (auto& [name, value] : metrics) value = rt.SumOverWorld(value, rt.stage.last) / holders;
+  return metrics;
+}
+
 double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt) {
   lm->eval();
   const std::vector<Batch> micro = RankMicroBatches(rows, batch, rt);
@@ -41,15 +53,16 @@ double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Run
 double EvalPairLoss(PairStage& stage, model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt,
                     std::vector<std::pair<std::string, double>>* metrics) {
   lm->eval();
-  auto [sum, pairs] = stage.EvalMicroBatches(RankMicroBatches(rows, batch, rt));
-  // The training step's metrics are taken already: these are the evaluation batches' (every rank calls).
-  std::vector<std::pair<std::string, double>> batch_metrics = stage.TakeMetrics();
+  auto [sum, pairs] = stage.EvalMicroBatches(RankMicroBatches(rows, batch, rt), rt.stage_context());
   lm->train();
+  // The training step's metrics are taken already: these are the evaluation batches' (every rank calls),
+  // averaged over the ranks as the training metrics.
   if (stage.LogsEvalMetrics()) {
-    for (const auto& [name, value] : batch_metrics) {  // averaged over the ranks as the training metrics
-      const double all = rt.SumOverWorld(value, true) / static_cast<double>(rt.world);
-      if (metrics != nullptr) metrics->emplace_back("eval_" + name, all);
+    for (const auto& [name, value] : PairStageMetrics(stage, rt)) {
+      if (metrics != nullptr) metrics->emplace_back("eval_" + name, value);
     }
+  } else {
+    stage.TakeMetrics();
   }
   const double total = rt.SumOverWorld(sum, true), count = rt.SumOverWorld(static_cast<double>(pairs), true);
   for (const auto& [name, part] : stage.TakeEvalSums()) {  // every rank calls: the same sums in the same order

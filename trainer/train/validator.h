@@ -33,6 +33,10 @@ double EvalLoss(model::CausalLM& lm, const TrainRows& rows, int batch, const Run
 double EvalPairLoss(PairStage& stage, model::CausalLM& lm, const TrainRows& rows, int batch, const Runtime& rt,
                     std::vector<std::pair<std::string, double>>* metrics = nullptr);
 
+// The metrics of a pair stage's micro-batches since the last call (PairStage::TakeMetrics), each averaged over the
+// ranks that computed them (the last pipeline stage's: zeros under the same names elsewhere). Every rank calls it.
+std::vector<std::pair<std::string, double>> PairStageMetrics(PairStage& stage, const Runtime& rt);
+
 class Validator {
  public:
   Validator(const jobspec::TrainSpec& train, TrainRows rows, const Runtime& rt)

@@ -14,8 +14,9 @@ cosine schedule with warmup.
 Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so the data order cannot matter:
   lora_sigmoid : alpaca ranking rows, qwen template, LoRA from a random adapter, sigmoid + pref_ftx 0.3, one
                  micro-batch per step: per-step losses and every metric (logits included) equal; the eval loss on
-                 a sharegpt eval_dataset every 5 steps equals HF's evaluation loop; the adapter loads in peft with
-                 our logits.
+                 a sharegpt eval_dataset every 5 steps and the eval_rewards/*, eval_logps/*, eval_logits/* metrics
+                 LLaMA-Factory logs equal HF's evaluation loop over its code; the adapter loads in peft with our
+                 logits.
   full_ipo     : full fine-tuning against a frozen reference, ipo, 2 micro-batches of 2 pairs (accumulation):
                  losses and the reward metrics equal.
   lora_orpo    : sharegpt ranking rows with a system prompt and history, qwen3 (reasoning) template, orpo (no
@@ -28,8 +29,17 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
                  equals the reference on one process.
   lora_sigmoid_tp2 / full_ipo_tp2_sp : tensor parallel 2 (the second with sequence parallelism and the frozen
                  reference split too) equal the reference on one process, logits metrics included.
-  refusals     : a ranking dataset under stage sft, a plain dataset under stage dpo, pipeline parallelism with dpo,
-                 and refused preference keys each fail with a message naming the problem.
+  lora_sigmoid_pp2 : pipeline parallel 2 (1F1B; one layer per stage), 2 micro-batches of 2 pairs: the reference
+                 pass (adapters off on each stage) and the policy pass through the stages equal LLaMA-Factory's DPO on
+                 one process, reward metrics; evaluation through the pipeline (batches of 3 and 1 pairs: eval_loss
+                 and the eval_ metrics); checkpoint-5 resumed on one process continues the reference's losses.
+  full_ipo_pp2_gpipe : full fine-tuning under pp 2 with the GPipe schedule, the frozen reference held per stage.
+  lora_simpo_pp2 : a reference-free loss under pp 2 (1F1B).
+  qlora8_sigmoid : quantization_bit 8 (LLM.int8 base) with LoRA against LLaMA-Factory's DPO on peft over transformers'
+                 bitsandbytes 8-bit model on CPU (the reference: the quantized base with the adapters off): losses and
+                 reward metrics equal, while plain LoRA on the unquantized base differs by far more.
+  refusals     : a ranking dataset under stage sft, a plain dataset under stage dpo, and refused preference keys
+                 each fail with a message naming the problem.
 """
 import json
 import os
@@ -220,11 +230,55 @@ class LlamaFactoryDPO:
         return losses, self.beta * (chosen - ref_chosen).detach(), self.beta * (rejected - ref_rejected).detach()
 
 
+def evaluate_once(model, lf, evaluate, pad_id):
+    """HF's evaluation loop over LLaMA-Factory's get_batch_loss_metrics(..., "eval") (model.eval(), batches of
+    evaluate["batch"] pairs, default 1): eval_loss the batch losses weighted by their sizes, appended to
+    evaluate["losses"]; and what LLaMA-Factory's log() adds from the stored eval metrics, each eval_<name> the mean
+    over the batches (one process), appended to evaluate["metrics"] when that list is given."""
+    model.eval()
+    pairs = len(evaluate["features"]["chosen_input_ids"])
+    batch = evaluate.get("batch", 1)
+    total, sums, batches = 0.0, {}, 0
+    with torch.no_grad():
+        for k in range(0, pairs, batch):
+            idx = list(range(k, min(k + batch, pairs)))
+            loss, m = lf.get_batch_loss_metrics(model, collate(evaluate["features"], idx, pad_id), "eval")
+            total += loss.item() * len(idx)
+            batches += 1
+            for key, v in m.items():
+                sums[key] = sums.get(key, 0.0) + float(v)
+    evaluate["losses"].append(total / pairs)
+    if "metrics" in evaluate:
+        evaluate["metrics"].append({key: v / batches for key, v in sums.items()})
+    model.train()
+
+
+def compare_eval(out, evaluate, tol=1e-4):
+    """Our trainer_log.jsonl's eval rows against evaluate_once's: eval_loss and every eval_ metric LLaMA-Factory
+    logs. Returns the largest relative error."""
+    with open(os.path.join(out, "trainer_log.jsonl")) as f:
+        ours = [r for r in map(json.loads, f) if "eval_loss" in r]
+    assert len(ours) == len(evaluate["losses"]), f"{len(ours)} evaluations, LLaMA-Factory {len(evaluate['losses'])}"
+    worst = 0.0
+    for k, (row, loss) in enumerate(zip(ours, evaluate["losses"])):
+        expected = dict(evaluate["metrics"][k]) if "metrics" in evaluate else {}
+        expected["eval_loss"] = loss
+        for key, v in expected.items():
+            assert key in row, f"evaluation {k + 1}: {key} missing from trainer_log.jsonl: {sorted(row)}"
+            err = abs(row[key] - v) / max(abs(v), 1e-2)
+            worst = max(worst, err)
+            assert err < tol, f"evaluation {k + 1}: {key} ours {row[key]}, LLaMA-Factory {v}"
+    return worst
+
+
+EVAL_KEYS = ["eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/accuracies", "eval_rewards/margins",
+             "eval_logps/chosen", "eval_logps/rejected", "eval_logits/chosen", "eval_logits/rejected"]
+
+
 def reference_run(model, params, lf, features, pad_id, micro_pairs, lr=5e-3, evaluate=None):
     """HF Trainer's steps over the whole dataset: per micro-batch loss / accumulation, clip 1.0, AdamW, cosine.
     Returns (losses, metrics per step: each the mean over the step's micro-batches). evaluate: (every, eval
-    features): HF's evaluation loop (one pair per batch, model.eval()) every `every` steps, its losses appended to
-    evaluate's list "losses"."""
+    features, ...): evaluate_once every `every` steps."""
     opt = torch.optim.AdamW([p for _, p in params], lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                             foreach=False)
     sched = get_scheduler("cosine", opt, num_warmup_steps=2, num_training_steps=STEPS)
@@ -246,12 +300,7 @@ def reference_run(model, params, lf, features, pad_id, micro_pairs, lr=5e-3, eva
         losses.append(total)
         metrics.append(step_metrics)
         if evaluate and len(losses) % evaluate["every"] == 0:
-            model.eval()
-            with torch.no_grad():
-                pairs = len(evaluate["features"]["chosen_input_ids"])
-                evaluate["losses"].append(sum(lf.get_batch_loss_metrics(model, collate(evaluate["features"], [i], pad_id),
-                                                                         "eval")[0].item() for i in range(pairs)) / pairs)
-            model.train()
+            evaluate_once(model, lf, evaluate, pad_id)
     return losses, metrics
 
 
@@ -352,15 +401,13 @@ def run_lora(binary, tmp, loss_type, dataset, template, extra, micro_pairs=PAIRS
 
 
 def case_lora_sigmoid(binary, tmp):
-    evaluate = {"every": 5, "dataset": "pairs_sharegpt", "losses": []}
+    evaluate = {"every": 5, "dataset": "pairs_sharegpt", "losses": [], "metrics": []}
     model_dir, out, ours, mine, ref, theirs = run_lora(
         binary, tmp, "sigmoid", "pairs_alpaca", "qwen",
         ["eval_dataset: pairs_sharegpt", "eval_strategy: steps", "eval_steps: 5"], ftx=0.3, evaluate=evaluate)
     worst, worst_m = compare(ours, mine, ref, theirs, REWARD_KEYS + ["logits/chosen", "logits/rejected"])
-    with open(os.path.join(out, "trainer_log.jsonl")) as f:
-        our_eval = [json.loads(l)["eval_loss"] for l in f if "eval_loss" in json.loads(l)]
-    assert len(our_eval) == 2 and all(abs(a - b) / abs(b) < 1e-4 for a, b in zip(our_eval, evaluate["losses"])), \
-        f"eval losses (the preference loss over the eval pairs) differ: ours {our_eval}, LLaMA-Factory {evaluate['losses']}"
+    worst_eval = compare_eval(out, evaluate)
+    assert sorted(evaluate["metrics"][0]) == sorted(EVAL_KEYS), f"LLaMA-Factory logs {sorted(evaluate['metrics'][0])}"
     log = our_log(out)
     assert all(abs(e["accuracy"] - m["rewards/accuracies"]) < 1e-9 for e, m in zip(log, mine)), \
         "trainer_log.jsonl's accuracy is not rewards/accuracies"
@@ -382,7 +429,8 @@ def case_lora_sigmoid(binary, tmp):
     assert cfg["lora_dropout"] == 0.1, f"adapter_config lora_dropout {cfg['lora_dropout']} (the configured 0.1)"
     print(f"lora_sigmoid: {STEPS} losses equal LLaMA-Factory's DPO (max rel {worst:.2e}), metrics "
           f"{len(REWARD_KEYS) + 2} per step (max rel {worst_m:.2e}); loss {ref[0]:.4f} -> {ref[-1]:.4f}, "
-          f"accuracy {theirs[-1]['rewards/accuracies']:.2f}; eval losses at steps 5 and 10 equal ({our_eval}); the "
+          f"accuracy {theirs[-1]['rewards/accuracies']:.2f}; eval_loss and {len(EVAL_KEYS)} eval_ metrics at steps 5 and "
+          f"10 equal HF's evaluation loop over LLaMA-Factory's DPO (max rel {worst_eval:.2e}); the "
           f"adapter loads in peft (rel {err:.1e})")
 
 
@@ -464,13 +512,98 @@ def case_freeze_hinge(binary, tmp):
           f"loss {ref[0]:.4f} -> {ref[-1]:.4f}")
 
 
+PP2 = ["pipeline_model_parallel_size: 2", "per_device_train_batch_size: 2", "gradient_accumulation_steps: 2"]
+
+
+def case_lora_sigmoid_pp2(binary, tmp):
+    import shutil
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    evaluate = {"every": 5, "dataset": "pairs_sharegpt", "losses": [], "metrics": [], "batch": 3}
+    model_dir, out, ours, mine, ref, theirs = run_lora(
+        binary, tmp, "sigmoid", "pairs_alpaca", "qwen",
+        PP2 + ["eval_dataset: pairs_sharegpt", "eval_strategy: steps", "eval_steps: 5", "per_device_eval_batch_size: 3",
+               "save_strategy: steps", "save_steps: 5"], micro_pairs=2, ftx=0.3, launch=launch, evaluate=evaluate)
+    # (The logits metrics are means over each micro-batch's padded block, so they depend on which pairs the sampler
+    # put together: compared in evaluation, whose batches follow the dataset's order.)
+    worst, worst_m = compare(ours, mine, ref, theirs, REWARD_KEYS)
+    worst_eval = compare_eval(out, evaluate)
+    # checkpoint-5 of the pipeline run resumed on one process continues LLaMA-Factory's steps 6-10.
+    resumed = os.path.join(tmp, "resumed")
+    os.makedirs(resumed)
+    shutil.copytree(os.path.join(out, "checkpoint-5"), os.path.join(resumed, "checkpoint-5"))
+    cfg = job_yaml(os.path.join(tmp, "resume.yaml"), model_dir, os.path.join(tmp, "data"), resumed,
+                   ["finetuning_type: lora", f"adapter_name_or_path: {os.path.join(tmp, 'init_adapter')}",
+                    "pref_loss: sigmoid", "pref_ftx: 0.3", "per_device_train_batch_size: 2",
+                    "gradient_accumulation_steps: 2"])
+    train_with_events([binary, "train", "--config", cfg, "--set", "resume_from_checkpoint=latest"], resumed)
+    after = [e["loss"] for e in our_log(resumed)]
+    assert len(after) == STEPS - 5, f"the resumed run logged {len(after)} steps, not {STEPS - 5}"
+    worst_resume = max(abs(a - b) / max(abs(b), 1e-3) for a, b in zip(after, ref[5:]))
+    assert worst_resume < 1e-4, f"steps 6-10 resumed on one process differ: ours {after}, LLaMA-Factory {ref[5:]}"
+    print(f"lora_sigmoid_pp2: 2 stages (1F1B), 2 micro-batches of 2 pairs: {STEPS} losses equal LLaMA-Factory's DPO "
+          f"on one process (max rel {worst:.2e}), reward metrics max rel {worst_m:.2e}; eval_loss and "
+          f"{len(EVAL_KEYS)} eval_ metrics through the pipeline max rel {worst_eval:.2e}; checkpoint-5 resumed on one "
+          f"process: steps 6-10 max rel {worst_resume:.2e}")
+
+
+def case_full_ipo_pp2_gpipe(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    (worst, worst_m), ref = run_with_reference(binary, tmp, "full", "ipo", 2, lambda n: True,
+                                               layout=["pipeline_model_parallel_size: 2", "pipeline_schedule: gpipe"],
+                                               launch=launch)
+    print(f"full_ipo_pp2_gpipe: 2 stages (GPipe), the frozen reference held per stage, 2 micro-batches of 2 pairs: "
+          f"{STEPS} losses equal LLaMA-Factory's IPO on one process (max rel {worst:.2e}), metrics max rel "
+          f"{worst_m:.2e}")
+
+
+def case_lora_simpo_pp2(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    _, _, ours, mine, ref, theirs = run_lora(binary, tmp, "simpo", "pairs_alpaca", "qwen", PP2, micro_pairs=2,
+                                             launch=launch)
+    worst, worst_m = compare(ours, mine, ref, theirs, REWARD_KEYS)
+    print(f"lora_simpo_pp2: a reference-free loss through 2 stages (1F1B): {STEPS} losses equal LLaMA-Factory's SimPO "
+          f"on one process (max rel {worst:.2e}), metrics max rel {worst_m:.2e}")
+
+
+def case_qlora8_sigmoid(binary, tmp):
+    """quantization_bit: 8 under stage dpo against LLaMA-Factory's DPO on peft over transformers' bitsandbytes 8-bit
+    model (Linear8bitLt on CPU); the reference is the quantized base with the adapters off in both."""
+    from peft import PeftModel
+    from transformers import BitsAndBytesConfig
+    model_dir, data = setup(tmp)
+    init_adapter = initial_adapter(model_dir, tmp)
+    out = os.path.join(tmp, "out")
+    cfg = job_yaml(os.path.join(tmp, "job.yaml"), model_dir, data, out,
+                   ["finetuning_type: lora", f"adapter_name_or_path: {init_adapter}", "pref_loss: sigmoid",
+                    "quantization_bit: 8"])
+    train_with_events([binary, "train", "--config", cfg], out)
+    features, pad_id = encode_pairs(model_dir, "pairs_alpaca", "qwen")
+    bnb = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+                                               dtype=torch.float32, device_map="cpu")
+    model = PeftModel.from_pretrained(bnb, init_adapter, is_trainable=True)
+    assert "Linear8bitLt" in type(model.base_model.model.model.layers[0].self_attn.q_proj).__name__
+    for m in model.modules():  # TRL's disable_dropout_in_model
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    ref, theirs = reference_run(model, params, LlamaFactoryDPO("sigmoid", 0.2, 0.0), features, pad_id, PAIRS)
+    ours = [e["loss"] for e in our_log(out)]
+    worst, worst_m = compare(ours, our_metrics(out), ref, theirs, REWARD_KEYS)
+    plain, plain_params = lora_reference(model_dir, init_adapter)
+    plain_ref, _ = reference_run(plain, plain_params, LlamaFactoryDPO("sigmoid", 0.2, 0.0), features, pad_id, PAIRS)
+    gap = max(abs(a - b) / abs(b) for a, b in zip(ours, plain_ref))
+    assert gap > 10 * worst, f"the 8-bit base changed the losses by only {gap:.1e}: the comparison proves nothing"
+    print(f"qlora8_sigmoid: {STEPS} DPO losses equal LLaMA-Factory's on peft over bnb Linear8bitLt (max rel "
+          f"{worst:.2e}), reward metrics max rel {worst_m:.2e}; plain LoRA on the unquantized base differs by "
+          f"{gap:.1e}")
+
+
 def case_refusals(binary, tmp):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
     bad = [
         (["stage: sft", "dataset: pairs_alpaca"], "holds preference pairs"),
         (["dataset: plain"], "is not a ranking dataset"),
-        (["pipeline_model_parallel_size: 2"], "stage dpo: pipeline_model_parallel_size 2"),
         (["dpo_label_smoothing: 0.1"], "dpo_label_smoothing"),
         (["pref_loss: kto_pair"], "pref_loss"),
         (["ref_model: /models/other"], "a separate reference model is not built"),
@@ -483,4 +616,6 @@ def case_refusals(binary, tmp):
 if __name__ == "__main__":
     run_cases({"lora_sigmoid": case_lora_sigmoid, "lora_orpo": case_lora_orpo, "lora_simpo_dp2": case_lora_simpo_dp2,
                "full_ipo": case_full_ipo, "freeze_hinge": case_freeze_hinge, "lora_sigmoid_tp2": case_lora_sigmoid_tp2,
-               "full_ipo_tp2_sp": case_full_ipo_tp2_sp, "full_ipo_dp2_zero3": case_full_ipo_dp2_zero3, "refusals": case_refusals})
+               "full_ipo_tp2_sp": case_full_ipo_tp2_sp, "full_ipo_dp2_zero3": case_full_ipo_dp2_zero3,
+               "lora_sigmoid_pp2": case_lora_sigmoid_pp2, "full_ipo_pp2_gpipe": case_full_ipo_pp2_gpipe,
+               "lora_simpo_pp2": case_lora_simpo_pp2, "qlora8_sigmoid": case_qlora8_sigmoid, "refusals": case_refusals})

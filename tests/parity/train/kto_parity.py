@@ -35,6 +35,9 @@ micro-batch, so the grouping matters; anneal_epoch_order):
               same way, equals the single-process reference.
   lora_tp2_dp2 : the lora_dp2 case on 4 ranks, tp 2 x dp 2 (the KL mean over the 2 replicas) equals the
               2-rank emulation.
+  lora_pp2  : the lora case under pipeline parallel 2 (1F1B), 2 micro-batches of 2 rows, evaluation through the
+              pipeline: every metric and the evaluations equal the single-process reference.
+  full_pp2_gpipe : the full case under pp 2 with the GPipe schedule, the frozen reference held per stage.
   resume    : checkpoint-5 resumed in a fresh directory: steps 6-10 and the adapter bit-identical.
   lora_dp2_zero3 : lora_dp2 with ZeRO-3 (the adapters stored as shards, gathered per layer) equals the same
               reference.
@@ -506,6 +509,25 @@ def case_full_tp2_sp(binary, tmp):
               launch=[binary, "launch", "--nproc-per-node", "2"])
 
 
+def case_lora_pp2(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    evaluate = {"every": 5, "batch": 2}
+    ours, mine, ref, theirs, micro = run_lora(
+        binary, tmp, ["pipeline_model_parallel_size: 2", "per_device_train_batch_size: 2",
+                      "gradient_accumulation_steps: 2"], 0.3, launch=launch, micro_rows=2, evaluate=evaluate)
+    worst, worst_m, kls = compare(ours, mine, ref, theirs, KEYS + ["logits/chosen", "logits/rejected"], micro)
+    evals, worst_e = compare_evals(os.path.join(tmp, "out"), evaluate)
+    print(f"lora_pp2: 2 stages (1F1B), 2 micro-batches of 2 rows (the KL rows and the reference through the stages "
+          f"without grad first): {STEPS} KTO losses equal LLaMA-Factory's on one process (max rel {worst:.2e}), "
+          f"metrics (logits, kl too) max rel {worst_m:.2e}; kl {min(kls):.4f}..{max(kls):.4f}; {evals} evaluations "
+          f"through the pipeline equal (max rel {worst_e:.2e})")
+
+
+def case_full_pp2_gpipe(binary, tmp):
+    case_full(binary, tmp, layout=["pipeline_model_parallel_size: 2", "pipeline_schedule: gpipe"],
+              launch=[binary, "launch", "--nproc-per-node", "2"])
+
+
 def case_full(binary, tmp, layout=(), launch=None):
     model_dir, data = setup(tmp)
     out = os.path.join(tmp, "out")
@@ -621,7 +643,6 @@ def case_refusals(binary, tmp):
     bad = [
         (["stage: dpo"], "holds KTO rows (a kto_tag column)"),
         (["dataset: plain"], "has no kto_tag column"),
-        (["pipeline_model_parallel_size: 2"], "stage kto: pipeline_model_parallel_size 2"),
         (["dataset: kto_ranking"], "a dataset holds either preference pairs (ranking) or tagged answers"),
         (["dataset: kto_bad_tag"], "must be true or false"),
     ]
@@ -633,4 +654,4 @@ if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "lora_dp2": case_lora_dp2, "lora_dp2_zero3": case_lora_dp2_zero3,
                "trl_peft": case_trl_peft, "lf_example": case_lf_example, "refusals": case_refusals,
                "lora_tp2": case_lora_tp2, "resume": case_resume, "full_tp2_sp": case_full_tp2_sp,
-               "lora_tp2_dp2": case_lora_tp2_dp2})
+               "lora_tp2_dp2": case_lora_tp2_dp2, "lora_pp2": case_lora_pp2, "full_pp2_gpipe": case_full_pp2_gpipe})

@@ -38,8 +38,10 @@ Cases (one ctest each); every step's batch is the whole dataset of 4 pairs, so t
   full_tp2_sp : the full case under tensor parallel 2 with sequence parallelism (values gathered along the
            sequence, the head's gradient summed over the group) equals the reference, export included.
   lora_tp2_dp2 : the lora case on 4 ranks, tp 2 x dp 2 (2 pairs per replica), equals the reference.
-  refusals : a plain dataset under rm, pipeline parallelism with rm, train_on_prompt with rm, each refused naming
-           the problem.
+  lora_pp2 : the lora case under pipeline parallel 2 (1F1B; the value head on the last stage), 2 micro-batches of 2
+           pairs, evaluation through the pipeline and the export (the last stage's value head) included.
+  full_pp2_gpipe : the full case under pp 2 with the GPipe schedule, export included.
+  refusals : a plain dataset under rm, train_on_prompt with rm, each refused naming the problem.
 """
 import json
 import math
@@ -401,6 +403,28 @@ def case_lora_tp2_dp2(binary, tmp):
           f"reference (max rel {worst:.2e}); evals {ours_eval}; export rel {err:.1e}")
 
 
+PP2 = ["pipeline_model_parallel_size: 2", "per_device_train_batch_size: 2", "gradient_accumulation_steps: 2"]
+
+
+def case_lora_pp2(binary, tmp):
+    """Pipeline parallel 2 (1F1B): the value head on the last stage scores the final hidden states; the exported
+    value head is the last stage's."""
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    worst, ours_eval, _, err, _ = run_lora(binary, tmp, launch=launch, extra=PP2, micro_pairs=2)
+    print(f"lora_pp2: 2 stages (1F1B), 2 micro-batches of 2 pairs: {STEPS} losses equal the single-process reference "
+          f"(max rel {worst:.2e}); evals through the pipeline {ours_eval}; the exported adapter + value head rank "
+          f"pairs as the reference (rel {err:.1e})")
+
+
+def case_full_pp2_gpipe(binary, tmp):
+    launch = [binary, "launch", "--nproc-per-node", "2"]
+    worst, err, ref = run_base_tuning(binary, tmp, "full", lambda n: True,
+                                      ["pipeline_model_parallel_size: 2", "pipeline_schedule: gpipe"], launch=launch)
+    print(f"full_pp2_gpipe: 2 stages (GPipe), 2 micro-batches of 2 pairs: {STEPS} losses equal the single-process "
+          f"reference (max rel {worst:.2e}); the exported model + value head rank pairs as the reference "
+          f"(rel {err:.1e})")
+
+
 def case_resume(binary, tmp):
     from safetensors.torch import load_file
     model_dir, data = setup(tmp)
@@ -476,7 +500,6 @@ def case_refusals(binary, tmp):
     out = os.path.join(tmp, "out")
     bad = [
         (["dataset: plain"], "is not a ranking dataset"),
-        (["pipeline_model_parallel_size: 2"], "stage rm: pipeline_model_parallel_size 2"),
         (["train_on_prompt: true"], "is rm (rm scores the answers of preference pairs)"),
         (["load_best_model_at_end: true", "eval_dataset: pairs_sharegpt", "eval_strategy: steps", "eval_steps: 5",
           "save_strategy: steps", "save_steps: 5"], "stage rm does not support load_best_model_at_end"),
@@ -488,4 +511,5 @@ def case_refusals(binary, tmp):
 if __name__ == "__main__":
     run_cases({"lora": case_lora, "full": case_full, "freeze": case_freeze, "lora_dp2": case_lora_dp2,
                "lora_dp2_zero3": case_lora_dp2_zero3, "resume": case_resume, "keep_best": case_keep_best, "lf_example": case_lf_example, "refusals": case_refusals,
-               "lora_tp2": case_lora_tp2, "full_tp2_sp": case_full_tp2_sp, "lora_tp2_dp2": case_lora_tp2_dp2})
+               "lora_tp2": case_lora_tp2, "full_tp2_sp": case_full_tp2_sp, "lora_tp2_dp2": case_lora_tp2_dp2,
+               "lora_pp2": case_lora_pp2, "full_pp2_gpipe": case_full_pp2_gpipe})
