@@ -11,6 +11,7 @@
 
 #include "trainer/data/feedback.h"
 #include "trainer/data/pairwise.h"
+#include "trainer/data/stream.h"
 
 namespace anneal::data {
 
@@ -198,6 +199,11 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   }
   d.cache_key = CacheKey(parts);
 
+  // Stage pt groups texts across preprocessing batches and kto pairs rows across them (both need the row count);
+  // split slices and num_samples need it too (stream.h): those load every row first.
+  std::string why_not_streamed;
+  const bool streamed = c.bounded_memory && !c.pretrain && !c.kto && CanStream(attrs, &why_not_streamed);
+  d.streamed = streamed;
   auto build = [&](TokenCacheWriter& w) -> Status {
     LoadOptions lo;
     lo.max_samples = c.max_samples;
@@ -206,6 +212,29 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
     lo.mix_strategy = c.mix_strategy;
     lo.interleave_probs = c.interleave_probs;
     lo.seed = c.seed;
+    auto encode = [&](const std::vector<Conversation>& rows, const ProgressFn& p) -> StatusOr<std::vector<SftExample>> {
+      if (c.pairwise)
+        return EncodePairs(d.chat_template, *d.tokenizer, rows, c.sft.cutoff_len, c.skip_bad_rows, c.threads, &d.report,
+                           p);
+      return EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows, c.threads, &d.report, p);
+    };
+    if (streamed) {
+      // Bounded memory: a chunk of conversations read, encoded and written at a time (stream.h).
+      ASSIGN_OR_RETURN(std::unique_ptr<ConversationStream> stream, ConversationStream::Open(attrs, lo, &d.report));
+      std::vector<Conversation> chunk;
+      int64_t done = 0;
+      for (bool more = true; more;) {
+        chunk.clear();
+        ASSIGN_OR_RETURN(more, stream->Next(static_cast<size_t>(std::max(1, c.stream_chunk_rows)), &chunk));
+        if (chunk.empty()) continue;
+        ASSIGN_OR_RETURN(std::vector<SftExample> examples, encode(chunk, {}));
+        for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
+        done += static_cast<int64_t>(chunk.size());
+        if (progress) progress("tokenize", done, -1);
+      }
+      if (progress) progress("tokenize", done, done);
+      return Status::Ok();
+    }
     ASSIGN_OR_RETURN(std::vector<Conversation> rows, LoadAndMixDatasets(attrs, lo, &d.report));
     if (progress) progress("load", static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows.size()));
     std::vector<SftExample> examples;
@@ -213,12 +242,8 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
       ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*d.tokenizer, c.template_name, rows, c, progress));
     } else if (c.kto) {
       ASSIGN_OR_RETURN(examples, EncodeFeedbackRows(d.chat_template, *d.tokenizer, rows, c, &d.report, progress));
-    } else if (c.pairwise) {
-      ASSIGN_OR_RETURN(examples, EncodePairs(d.chat_template, *d.tokenizer, rows, c.sft.cutoff_len, c.skip_bad_rows,
-                                             c.threads, &d.report, progress));
     } else {
-      ASSIGN_OR_RETURN(examples, EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows,
-                                                     c.threads, &d.report, progress));
+      ASSIGN_OR_RETURN(examples, encode(rows, progress));
     }
     for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
     return Status::Ok();
