@@ -233,23 +233,36 @@ arrow::Result<std::shared_ptr<arrow::RecordBatchReader>> CsvBatches(const std::s
   return std::static_pointer_cast<arrow::RecordBatchReader>(reader);
 }
 
-arrow::Result<std::shared_ptr<arrow::RecordBatchReader>> ParquetBatches(const std::string& path) {
-  ARROW_ASSIGN_OR_RAISE(auto input, arrow::io::ReadableFile::Open(path));
-  ARROW_ASSIGN_OR_RAISE(auto reader, parquet::arrow::OpenFile(input, arrow::default_memory_pool()));
-  std::shared_ptr<parquet::arrow::FileReader> shared(std::move(reader));
-  ARROW_ASSIGN_OR_RAISE(std::unique_ptr<arrow::RecordBatchReader> batches, shared->GetRecordBatchReader());
-  // The batch reader reads through the file reader: keep it alive as long as the batches.
-  struct Holder : arrow::RecordBatchReader {
-    std::shared_ptr<parquet::arrow::FileReader> file;
-    std::unique_ptr<arrow::RecordBatchReader> inner;
-    std::shared_ptr<arrow::Schema> schema() const override { return inner->schema(); }
-    arrow::Status ReadNext(std::shared_ptr<arrow::RecordBatch>* batch) override { return inner->ReadNext(batch); }
-  };
-  auto holder = std::make_shared<Holder>();
-  holder->file = std::move(shared);
-  holder->inner = std::move(batches);
-  return std::static_pointer_cast<arrow::RecordBatchReader>(holder);
-}
+// Parquet: one row group at a time, read whole (no read-ahead or pre-buffering of later row groups).
+class ParquetRowGroups : public ColumnarBatchReader {
+ public:
+  ParquetRowGroups(std::string path, std::unique_ptr<parquet::arrow::FileReader> reader)
+      : path_(std::move(path)), reader_(std::move(reader)) {}
+  StatusOr<bool> Next(std::vector<json>* rows) override {
+    if (next_ >= reader_->num_row_groups()) return false;
+    auto table = reader_->ReadRowGroup(next_++);
+    RETURN_IF_ERROR(FromArrow(table.status(), path_));
+    auto combined = (*table)->CombineChunks();
+    RETURN_IF_ERROR(FromArrow(combined.status(), path_));
+    std::vector<std::shared_ptr<arrow::Array>> columns;
+    for (const auto& column : (*combined)->columns()) {
+      if (column->chunks().empty()) return true;  // an empty row group
+      columns.push_back(column->chunk(0));
+    }
+    AppendRows(*(*combined)->schema(), columns, (*combined)->num_rows(), rows);
+    return true;
+  }
+  const arrow::Schema* schema() {
+    if (!schema_) (void)reader_->GetSchema(&schema_);
+    return schema_.get();
+  }
+
+ private:
+  std::string path_;
+  std::unique_ptr<parquet::arrow::FileReader> reader_;
+  std::shared_ptr<arrow::Schema> schema_;
+  int next_ = 0;
+};
 
 }  // namespace
 
@@ -271,13 +284,18 @@ StatusOr<std::unique_ptr<ColumnarBatchReader>> OpenColumnarBatches(const std::st
     RETURN_IF_ERROR(CheckSchema(*(*stream)->schema(), path));
     return std::unique_ptr<ColumnarBatchReader>(new BatchReader(path, *stream, false));
   }
-  arrow::Result<std::shared_ptr<arrow::RecordBatchReader>> reader;
-  if (ext == ".csv")
-    reader = CsvBatches(path);
-  else if (ext == ".parquet")
-    reader = ParquetBatches(path);
-  else
-    return InvalidArgumentError(path + ": not a csv, parquet or arrow file");
+  if (ext == ".parquet") {
+    auto input = arrow::io::ReadableFile::Open(path);
+    RETURN_IF_ERROR(FromArrow(input.status(), path));
+    auto file = parquet::arrow::OpenFile(*input, arrow::default_memory_pool());
+    RETURN_IF_ERROR(FromArrow(file.status(), path));
+    auto groups = std::make_unique<ParquetRowGroups>(path, std::move(*file));
+    if (groups->schema() == nullptr) return InvalidArgumentError(path + ": cannot read the parquet schema");
+    RETURN_IF_ERROR(CheckSchema(*groups->schema(), path));
+    return std::unique_ptr<ColumnarBatchReader>(std::move(groups));
+  }
+  if (ext != ".csv") return InvalidArgumentError(path + ": not a csv, parquet or arrow file");
+  arrow::Result<std::shared_ptr<arrow::RecordBatchReader>> reader = CsvBatches(path);
   RETURN_IF_ERROR(FromArrow(reader.status(), path));
   RETURN_IF_ERROR(CheckSchema(*(*reader)->schema(), path));
   return std::unique_ptr<ColumnarBatchReader>(new BatchReader(path, *reader, ext == ".csv"));
