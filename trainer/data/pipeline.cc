@@ -64,6 +64,35 @@ StatusOr<std::vector<SftExample>> EncodeRows(const std::vector<Conversation>& ro
   return result;
 }
 
+// How many conversations each chunk of a bounded-memory build holds (the last entry repeats). Stage pt with
+// packing groups each map batch (preprocessing_batch_size rows of each of preprocessing_num_workers contiguous
+// shards), so its chunks are whole batches; with several shards the shard bounds need the row count, found by
+// a counting pass over the datasets.
+StatusOr<std::vector<int64_t>> StreamChunks(const std::vector<DatasetAttr>& attrs, const LoadOptions& lo,
+                                            const DataConfig& c) {
+  const int64_t rows = std::max(1, c.stream_chunk_rows);
+  if (!c.pretrain || !c.pretrain_packing) return std::vector<int64_t>{rows};
+  const int64_t batch = std::max(1, c.preprocessing_batch_size);
+  if (c.preprocessing_num_workers <= 1) return std::vector<int64_t>{batch * std::max<int64_t>(1, rows / batch)};
+  ASSIGN_OR_RETURN(std::unique_ptr<ConversationStream> counter, ConversationStream::Open(attrs, lo, nullptr));
+  int64_t n = 0;
+  std::vector<Conversation> chunk;
+  for (bool more = true; more;) {
+    chunk.clear();
+    ASSIGN_OR_RETURN(more, counter->Next(static_cast<size_t>(rows), &chunk));
+    n += static_cast<int64_t>(chunk.size());
+  }
+  // As GroupPretrainTexts: map(num_proc) never uses more processes than rows.
+  const int shards = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(c.preprocessing_num_workers, n)));
+  std::vector<int64_t> chunks;
+  for (int s = 0; s < shards; ++s) {
+    auto [lo_row, hi_row] = ContiguousShard(n, shards, s);
+    for (int64_t b = lo_row; b < hi_row; b += batch) chunks.push_back(std::min(hi_row, b + batch) - b);
+  }
+  if (chunks.empty()) chunks.push_back(rows);
+  return chunks;
+}
+
 }  // namespace
 
 StatusOr<std::vector<SftExample>> EncodeConversations(const ChatTemplate& t, const Tokenizer& tok,
@@ -199,10 +228,10 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   }
   d.cache_key = CacheKey(parts);
 
-  // Stage pt groups texts across preprocessing batches and kto pairs rows across them (both need the row count);
-  // split slices and num_samples need it too (stream.h): those load every row first.
+  // kto pairs rows across map batches of shards; split slices and num_samples need the row count first (stream.h):
+  // those load every row first.
   std::string why_not_streamed;
-  const bool streamed = c.bounded_memory && !c.pretrain && !c.kto && CanStream(attrs, &why_not_streamed);
+  const bool streamed = c.bounded_memory && !c.kto && CanStream(attrs, &why_not_streamed);
   d.streamed = streamed;
   auto build = [&](TokenCacheWriter& w) -> Status {
     LoadOptions lo;
@@ -220,17 +249,28 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
     };
     if (streamed) {
       // Bounded memory: a chunk of conversations read, encoded and written at a time (stream.h).
+      ASSIGN_OR_RETURN(std::vector<int64_t> chunks, StreamChunks(attrs, lo, c));
       ASSIGN_OR_RETURN(std::unique_ptr<ConversationStream> stream, ConversationStream::Open(attrs, lo, &d.report));
+      DataConfig one_shard = c;  // each pt chunk is whole map batches of one shard
+      one_shard.preprocessing_num_workers = 1;
       std::vector<Conversation> chunk;
       int64_t done = 0;
-      for (bool more = true; more;) {
+      for (size_t k = 0;; ++k) {
+        const int64_t want = chunks[std::min(k, chunks.size() - 1)];
         chunk.clear();
-        ASSIGN_OR_RETURN(more, stream->Next(static_cast<size_t>(std::max(1, c.stream_chunk_rows)), &chunk));
-        if (chunk.empty()) continue;
-        ASSIGN_OR_RETURN(std::vector<SftExample> examples, encode(chunk, {}));
-        for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
-        done += static_cast<int64_t>(chunk.size());
-        if (progress) progress("tokenize", done, -1);
+        ASSIGN_OR_RETURN(bool more, stream->Next(static_cast<size_t>(want), &chunk));
+        if (!chunk.empty()) {
+          std::vector<SftExample> examples;
+          if (c.pretrain) {
+            ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*d.tokenizer, c.template_name, chunk, one_shard, {}));
+          } else {
+            ASSIGN_OR_RETURN(examples, encode(chunk, {}));
+          }
+          for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
+          done += static_cast<int64_t>(chunk.size());
+          if (progress) progress("tokenize", done, -1);
+        }
+        if (!more) break;
       }
       if (progress) progress("tokenize", done, done);
       return Status::Ok();

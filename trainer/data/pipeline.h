@@ -6,7 +6,7 @@
 // the template, each data file's checksum and every option that changes tokens. Later calls (other ranks,
 // restarted attempts) open the cache without tokenizing. The train/val split is computed over cache rows.
 // Progress is reported through the callback (stage name, done, total; total is -1 while a bounded-memory build
-// does not know it yet). Files larger than memory: stages sft, dpo and rm build the cache a chunk at a time
+// does not know it yet). Files larger than memory: stages sft, pt, dpo and rm build the cache a chunk at a time
 // (DataConfig::bounded_memory, stream.h); the trainer reads the cache through its memory mapping.
 //
 // Ownership: PreparedData shares the tokenizer and the cache (shared_ptr); rows index into that cache.
@@ -63,9 +63,10 @@ struct DataConfig {
   uint64_t seed = 42;
   int threads = 0;  // 0: hardware concurrency
   double cache_wait_timeout_s = 1800;
-  // Bounded memory (stream.h): stages sft and dpo/rm read, encode and write the cache stream_chunk_rows
-  // conversations at a time, so peak memory does not grow with the files; the cache is byte for byte the one
-  // loading everything first would write. Stages pt and kto, split slices and num_samples load every row first.
+  // Bounded memory (stream.h): stages sft, pt and dpo/rm read, encode and write the cache stream_chunk_rows
+  // conversations at a time (pt with packing: whole preprocessing batches; with preprocessing_num_workers > 1
+  // after a counting pass), so peak memory does not grow with the files; the cache is byte for byte the one
+  // loading everything first would write. Stage kto, split slices and num_samples load every row first.
   // false: always load everything first (tests compare the two).
   bool bounded_memory = true;
   int stream_chunk_rows = 4096;

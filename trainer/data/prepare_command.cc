@@ -36,8 +36,10 @@ void RunPrepare(PrepareArgs a) {
     std::exit(2);
   };
   DataConfig& c = a.config;
-  if (a.stage != "sft" && a.stage != "dpo") fail(InvalidArgumentError("--stage: sft or dpo, got " + a.stage));
+  if (a.stage != "sft" && a.stage != "dpo" && a.stage != "pt")
+    fail(InvalidArgumentError("--stage: sft, pt or dpo, got " + a.stage));
   c.pairwise = a.stage == "dpo";
+  c.pretrain = a.stage == "pt";
   c.bounded_memory = !a.in_memory;
   if (a.max_samples >= 0) c.max_samples = a.max_samples;
   std::stringstream probs(a.interleave_probs);
@@ -71,7 +73,12 @@ void AddPrepareCommand(CLI::App& data) {
   p->add_option("--dataset", c.datasets, "dataset_info.json names or file/directory paths")->required()->delimiter(',');
   p->add_option("--dataset-dir", c.dataset_dir, "Directory holding dataset_info.json")->default_val("data");
   p->add_option("--cache-dir", c.cache_dir, "Where the tokenized cache goes")->required();
-  p->add_option("--stage", args->stage, "sft or dpo (ranking datasets)")->default_val("sft");
+  p->add_option("--stage", args->stage, "sft, pt (raw text) or dpo (ranking datasets)")->default_val("sft");
+  p->add_flag("!--no-packing", c.pretrain_packing, "Stage pt: one cut text per row instead of packed blocks");
+  p->add_option("--preprocessing-batch-size", c.preprocessing_batch_size, "Stage pt: rows per packing group")
+      ->default_val(1000);
+  p->add_option("--preprocessing-num-workers", c.preprocessing_num_workers, "Stage pt: contiguous shards")
+      ->default_val(1);
   p->add_option("--cutoff-len", c.sft.cutoff_len, "Truncation length")->default_val(2048);
   p->add_option("--max-samples", args->max_samples, "Keep the first N rows of each dataset");
   p->add_option("--mix-strategy", c.mix_strategy, "concat, interleave_under, interleave_over, interleave_once")

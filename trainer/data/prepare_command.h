@@ -2,7 +2,8 @@
 // job spec, and reports what it cost. Used by the bounded-memory tests and bench/data/prepare_memory.py.
 //
 //   data prepare --tokenizer DIR --template NAME --dataset a,b [--dataset-dir D] --cache-dir C
-//       [--stage sft|dpo] [--cutoff-len N] [--max-samples N] [--mix-strategy S] [--interleave-probs p,q]
+//       [--stage sft|pt|dpo] [--no-packing] [--preprocessing-batch-size N] [--preprocessing-num-workers N]
+//       [--cutoff-len N] [--max-samples N] [--mix-strategy S] [--interleave-probs p,q]
 //       [--seed N] [--skip-bad-rows] [--threads N] [--chunk-rows N] [--in-memory]
 //   -> one JSON object on stdout: {"cache": dir, "key", "examples", "tokens", "streamed", "built",
 //      "rows", "skipped", "seconds", "peak_rss_kib"} (peak_rss_kib: VmHWM of this process, /proc/self/status)

@@ -4,7 +4,8 @@
    `data prepare --in-memory` write byte-identical input_ids.bin / labels.bin / index.bin for json arrays with
    multi-line elements, jsonl with bad rows (skip_bad_rows), csv, parquet in many row groups, arrow IPC stream
    and file formats in many record batches, a directory of shards, max_samples, every mix_strategy with and
-   without interleave_probs, and a dpo ranking dataset (pairs); split slices and num_samples fall back to the
+   without interleave_probs, a dpo ranking dataset (pairs) and stage pt (packing in map batches of one or
+   several contiguous shards, and without packing); split slices and num_samples fall back to the
    in-memory path (reported "streamed": false) and still match.
 2. Bounded memory: the peak resident set (VmHWM) of a bounded-memory build stays flat while the jsonl and the
    parquet file grow 4x (and ends well below the largest file), while loading every row first grows with the
@@ -106,6 +107,9 @@ def check_same_cache(binary, work, tok):
     for k in range(3):
         pq.write_table(pa.Table.from_pylist(alpaca_rows(40, 10 + k)), os.path.join(d, "shards", f"part-{k}.parquet"),
                        row_group_size=5)
+    with open(os.path.join(d, "t.txt"), "w") as f:
+        for i in range(157):
+            f.write(f"line {i} " + "z" * (i % 23) + ("\r\n" if i % 5 == 0 else "\n"))
     sharegpt = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]}
                 for i in range(90)]
     pq.write_table(pa.Table.from_pylist(sharegpt), os.path.join(d, "g.parquet"), row_group_size=4)
@@ -134,6 +138,10 @@ def check_same_cache(binary, work, tok):
         (["--dataset", "bad.jsonl,s.arrow", "--skip-bad-rows", "--mix-strategy", "interleave_once",
           "--interleave-probs", "0.5,0.5"], True),
         (["--dataset", "pairs", "--stage", "dpo"], True),
+        (["--dataset", "t.txt", "--stage", "pt", "--cutoff-len", "32", "--preprocessing-batch-size", "10"], True),
+        (["--dataset", "t.txt,a.json", "--stage", "pt", "--cutoff-len", "24", "--preprocessing-batch-size", "7",
+          "--preprocessing-num-workers", "3"], True),
+        (["--dataset", "t.txt", "--stage", "pt", "--cutoff-len", "16", "--no-packing"], True),
         (["--dataset", "sliced"], False),
         (["--dataset", "sampled,a.json"], False),
     ]
