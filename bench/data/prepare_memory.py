@@ -5,7 +5,7 @@ cache of each with `anneal-data data prepare` twice (bounded memory, then --in-m
 byte-identical, and prints a markdown table for docs/benchmarks.md. The byte-level test tokenizer
 (tests/parity/data/stream_parity.py) keeps tokenization cheap, so the figures are about reading and memory.
 
-Usage: .venv/bin/python bench/data/prepare_memory.py build/bin/anneal-data [--sizes-mib 16,64,128] [--work DIR]
+Usage: .venv/bin/python bench/data/prepare_memory.py build/bin/anneal-data [--sizes-mib 16,64,256] [--cap-mib 64] [--work DIR]
 """
 import os
 import sys
@@ -26,12 +26,18 @@ def main():
     os.makedirs(work)
     tok = os.path.join(work, "tok")
     stream_parity.write_tokenizer(tok)
-    rows = stream_parity.check_memory(binary, work, tok, sizes)
+    cap = int(sys.argv[sys.argv.index("--cap-mib") + 1]) if "--cap-mib" in sys.argv else 64
+    rows = stream_parity.check_memory(binary, work, tok, sizes, cap)
+    capped = [r for r in rows if "cap_mib" in r]
+    rows = [r for r in rows if "cap_mib" not in r]
     print("| format | file MiB | examples | peak RSS bounded MiB | peak RSS whole MiB | rows/s bounded | rows/s whole |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['format']} | {r['file_mib']} | {r['examples']} | {r['streamed_peak_mib']} | "
               f"{r['in_memory_peak_mib']} | {r['streamed_rows_per_s']} | {r['in_memory_rows_per_s']} |")
+    for r in capped:
+        print(f"\nUnder RLIMIT_DATA {r['cap_mib']} MiB, the {r['file_mib']} MiB jsonl: "
+              f"{'loading whole' if r['in_memory'] else 'bounded build'} {'ok' if r['ok'] else 'runs out of memory'}")
     shutil.rmtree(work, ignore_errors=True)
 
 

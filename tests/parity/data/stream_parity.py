@@ -8,8 +8,8 @@
    several contiguous shards, and without packing); split slices and num_samples fall back to the
    in-memory path (reported "streamed": false) and still match.
 2. Bounded memory: the peak resident set (VmHWM) of a bounded-memory build stays flat while the jsonl and the
-   parquet file grow 4x (and ends well below the largest file), while loading every row first grows with the
-   file. A csv whose column changes type after the first 16 MiB block is refused by name.
+   parquet file grow 4x, while loading every row first grows with the file; under a 64 MiB RLIMIT_DATA cap the
+   bounded build of the largest jsonl succeeds and loading it whole runs out of memory. A csv whose column changes type after the first 16 MiB block is refused by name.
 
 The datasets library's rows for the streamed readers are checked by formats_parity.py run with
 ANNEAL_LOAD_STREAM=1 (ctest data_formats_parity_streamed).
@@ -21,6 +21,7 @@ runs --part memory with larger sizes and prints the table for docs/benchmarks.md
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -179,7 +180,7 @@ def write_big(path, mib, seed):
             i += 1
 
 
-def check_memory(binary, work, tok, sizes):
+def check_memory(binary, work, tok, sizes, cap_mib=64):
     d = os.path.join(work, "big")
     os.makedirs(d)
     results = []
@@ -204,6 +205,20 @@ def check_memory(binary, work, tok, sizes):
             print("memory:", json.dumps(row))
             os.remove(os.path.join(streamed["cache"], "input_ids.bin"))  # keep the work dir small
             shutil.rmtree(whole["cache"])
+    # Under a data-segment cap (RLIMIT_DATA: heap and private mappings) of `cap_mib`, the bounded build of the
+    # largest jsonl succeeds and loading it whole runs out of memory.
+    largest = os.path.join(d, f"big{sizes[-1]}.jsonl")
+    for whole, want_ok in (([], True), (["--in-memory"], False)):
+        cmd = [binary, "data", "prepare", "--tokenizer", tok, "--template", "default", "--dataset", largest,
+               "--cache-dir", os.path.join(work, "cache-cap" + "".join(whole)), "--cutoff-len", "512", *whole]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (cap_mib << 20,) * 2))
+        assert (out.returncode == 0) == want_ok, (whole, out.returncode, out.stderr[-300:])
+        results.append({"format": "jsonl under RLIMIT_DATA", "cap_mib": cap_mib, "file_mib": sizes[-1],
+                        "in_memory": bool(whole), "ok": out.returncode == 0})
+        print(f"cap {cap_mib} MiB, {sizes[-1]} MiB jsonl, {'whole' if whole else 'bounded'}: "
+              f"{'ok' if out.returncode == 0 else 'out of memory'}")
+        shutil.rmtree(os.path.join(work, "cache-cap" + "".join(whole)), ignore_errors=True)
     for name in ("jsonl", "parquet"):
         rows = [r for r in results if r["format"] == name]
         small, large = rows[0], rows[-1]
