@@ -232,8 +232,14 @@ const std::vector<RefusedKey>& RefusedKeys() {
       {"shift_attn", "false", "S^2-Attn is not built: remove it and keep cutoff_len within the model's context"},
       {"resize_vocab", "false", "resizing the vocabulary is not built: use a model whose tokenizer has the tokens"},
       {"lr_scheduler_kwargs", "", "scheduler arguments are not built: use lr_scheduler_type and warmup_steps"},
+      // LLaMA-Factory's streaming loads local files whole anyway (load_dataset, then to_iterable_dataset) and only
+      // changes the order (HF's buffered shuffle, reseeded every epoch): not reproduced. Files larger than memory
+      // need no key here (DataConfig::bounded_memory, trainer/data/stream.h).
       {"streaming", "false",
-       "streaming changes the data order (buffered shuffle): remove it; datasets are tokenized once and cached"},
+       "LLaMA-Factory's streaming order (HF datasets' buffered shuffle of an iterable dataset, reseeded every epoch) "
+       "is not reproduced: remove it (and buffer_size); files larger than memory need no key, stages sft, dpo and rm "
+       "tokenize them into the cache a chunk at a time in bounded memory (docs/user-guide.md, \"Files larger than "
+       "memory\")"},
       {"enable_liger_kernel", "false",
        "Liger kernels are not built (they change memory and rounding): remove the key; the trainer uses its own "
        "kernels"},

@@ -64,6 +64,7 @@ const std::vector<IgnoredKey>& IgnoredKeys() {
       {"logging_dir", "logs are kept by the agent (anneal logs)"},
       {"dataloader_num_workers", "data loading runs in the trainer"},
       {"overwrite_cache", "the tokenized cache is keyed by dataset, tokenizer and template"},
+      {"buffer_size", "LLaMA-Factory reads it only with streaming, which is refused"},
       {"trust_remote_code", "only built-in LLaMA-family architectures are loaded; no remote code runs"},
       {"save_only_model", "checkpoints always hold what resuming needs"},
       {"do_eval", "evaluation follows eval_strategy"},

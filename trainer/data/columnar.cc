@@ -156,7 +156,150 @@ arrow::Result<std::shared_ptr<arrow::Table>> ReadArrowIpc(const std::string& pat
   return stream_reader->ToTable();
 }
 
+Status CheckSchema(const arrow::Schema& schema, const std::string& path) {
+  for (const auto& f : schema.fields())
+    RETURN_IF_ERROR(CheckType(*f->type(), fmt::format("{}: column '{}'", path, f->name())));
+  return Status::Ok();
+}
+
+void AppendRows(const arrow::Schema& schema, const std::vector<std::shared_ptr<arrow::Array>>& columns,
+                int64_t num_rows, std::vector<json>* rows) {
+  const size_t first = rows->size();
+  rows->resize(first + static_cast<size_t>(num_rows), json::object());
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const std::string& name = schema.field(static_cast<int>(c))->name();
+    for (int64_t r = 0; r < num_rows; ++r) (*rows)[first + static_cast<size_t>(r)][name] = ToJson(*columns[c], r);
+  }
+}
+
+// Any Arrow RecordBatchReader (csv streaming, parquet row groups, IPC stream), one batch per Next.
+class BatchReader : public ColumnarBatchReader {
+ public:
+  BatchReader(std::string path, std::shared_ptr<arrow::RecordBatchReader> reader, bool csv)
+      : path_(std::move(path)), reader_(std::move(reader)), csv_(csv) {}
+  StatusOr<bool> Next(std::vector<json>* rows) override {
+    std::shared_ptr<arrow::RecordBatch> batch;
+    arrow::Status s = reader_->ReadNext(&batch);
+    if (!s.ok() && csv_ && s.IsInvalid()) {
+      return InvalidArgumentError(fmt::format(
+          "{}: {} (streaming reads a csv in 16 MiB blocks and infers column types from the first one: quote that "
+          "column's values or convert the file to jsonl or parquet)",
+          path_, s.message()));
+    }
+    RETURN_IF_ERROR(FromArrow(s, path_));
+    if (batch == nullptr) return false;
+    AppendRows(*batch->schema(), batch->columns(), batch->num_rows(), rows);
+    return true;
+  }
+
+ private:
+  std::string path_;
+  std::shared_ptr<arrow::RecordBatchReader> reader_;
+  bool csv_;
+};
+
+// The IPC file format (Feather v2): batches by index.
+class IpcFileBatches : public ColumnarBatchReader {
+ public:
+  IpcFileBatches(std::string path, std::shared_ptr<arrow::ipc::RecordBatchFileReader> reader)
+      : path_(std::move(path)), reader_(std::move(reader)) {}
+  StatusOr<bool> Next(std::vector<json>* rows) override {
+    if (next_ >= reader_->num_record_batches()) return false;
+    auto batch = reader_->ReadRecordBatch(next_++);
+    RETURN_IF_ERROR(FromArrow(batch.status(), path_));
+    AppendRows(*(*batch)->schema(), (*batch)->columns(), (*batch)->num_rows(), rows);
+    return true;
+  }
+
+ private:
+  std::string path_;
+  std::shared_ptr<arrow::ipc::RecordBatchFileReader> reader_;
+  int next_ = 0;
+};
+
+arrow::Result<std::shared_ptr<arrow::RecordBatchReader>> CsvBatches(const std::string& path) {
+  ARROW_ASSIGN_OR_RAISE(auto input, arrow::io::ReadableFile::Open(path));
+  auto read = arrow::csv::ReadOptions::Defaults();
+  read.block_size = 16 << 20;
+  read.use_threads = false;
+  auto parse = arrow::csv::ParseOptions::Defaults();
+  parse.newlines_in_values = true;
+  auto convert = arrow::csv::ConvertOptions::Defaults();
+  convert.strings_can_be_null = true;
+  convert.null_values.push_back("None");
+  convert.null_values.push_back("<NA>");
+  ARROW_ASSIGN_OR_RAISE(
+      auto reader, arrow::csv::StreamingReader::Make(arrow::io::default_io_context(), input, read, parse, convert));
+  return std::static_pointer_cast<arrow::RecordBatchReader>(reader);
+}
+
+// Parquet: one row group at a time, read whole (no read-ahead or pre-buffering of later row groups).
+class ParquetRowGroups : public ColumnarBatchReader {
+ public:
+  ParquetRowGroups(std::string path, std::unique_ptr<parquet::arrow::FileReader> reader)
+      : path_(std::move(path)), reader_(std::move(reader)) {}
+  StatusOr<bool> Next(std::vector<json>* rows) override {
+    if (next_ >= reader_->num_row_groups()) return false;
+    auto table = reader_->ReadRowGroup(next_++);
+    RETURN_IF_ERROR(FromArrow(table.status(), path_));
+    auto combined = (*table)->CombineChunks();
+    RETURN_IF_ERROR(FromArrow(combined.status(), path_));
+    std::vector<std::shared_ptr<arrow::Array>> columns;
+    for (const auto& column : (*combined)->columns()) {
+      if (column->chunks().empty()) return true;  // an empty row group
+      columns.push_back(column->chunk(0));
+    }
+    AppendRows(*(*combined)->schema(), columns, (*combined)->num_rows(), rows);
+    return true;
+  }
+  const arrow::Schema* schema() {
+    if (!schema_) (void)reader_->GetSchema(&schema_);
+    return schema_.get();
+  }
+
+ private:
+  std::string path_;
+  std::unique_ptr<parquet::arrow::FileReader> reader_;
+  std::shared_ptr<arrow::Schema> schema_;
+  int next_ = 0;
+};
+
 }  // namespace
+
+StatusOr<std::unique_ptr<ColumnarBatchReader>> OpenColumnarBatches(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return NotFoundError("cannot open dataset file " + path);
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext == ".arrow") {
+    auto input = arrow::io::ReadableFile::Open(path);
+    RETURN_IF_ERROR(FromArrow(input.status(), path));
+    auto file_reader = arrow::ipc::RecordBatchFileReader::Open(*input);
+    if (file_reader.ok()) {
+      RETURN_IF_ERROR(CheckSchema(*(*file_reader)->schema(), path));
+      return std::unique_ptr<ColumnarBatchReader>(new IpcFileBatches(path, *file_reader));
+    }
+    RETURN_IF_ERROR(FromArrow((*input)->Seek(0), path));
+    auto stream = arrow::ipc::RecordBatchStreamReader::Open(*input);
+    RETURN_IF_ERROR(FromArrow(stream.status(), path));
+    RETURN_IF_ERROR(CheckSchema(*(*stream)->schema(), path));
+    return std::unique_ptr<ColumnarBatchReader>(new BatchReader(path, *stream, false));
+  }
+  if (ext == ".parquet") {
+    auto input = arrow::io::ReadableFile::Open(path);
+    RETURN_IF_ERROR(FromArrow(input.status(), path));
+    auto file = parquet::arrow::OpenFile(*input, arrow::default_memory_pool());
+    RETURN_IF_ERROR(FromArrow(file.status(), path));
+    auto groups = std::make_unique<ParquetRowGroups>(path, std::move(*file));
+    if (groups->schema() == nullptr) return InvalidArgumentError(path + ": cannot read the parquet schema");
+    RETURN_IF_ERROR(CheckSchema(*groups->schema(), path));
+    return std::unique_ptr<ColumnarBatchReader>(std::move(groups));
+  }
+  if (ext != ".csv") return InvalidArgumentError(path + ": not a csv, parquet or arrow file");
+  arrow::Result<std::shared_ptr<arrow::RecordBatchReader>> reader = CsvBatches(path);
+  RETURN_IF_ERROR(FromArrow(reader.status(), path));
+  RETURN_IF_ERROR(CheckSchema(*(*reader)->schema(), path));
+  return std::unique_ptr<ColumnarBatchReader>(new BatchReader(path, *reader, ext == ".csv"));
+}
 
 bool IsColumnarExtension(const std::string& e) {
   return e == ".csv" || e == ".parquet" || e == ".arrow";
@@ -179,16 +322,15 @@ StatusOr<std::vector<json>> ReadColumnarFile(const std::string& path) {
   auto combined = (*table)->CombineChunks();
   RETURN_IF_ERROR(FromArrow(combined.status(), path));
   const arrow::Table& t = **combined;
-  for (int c = 0; c < t.num_columns(); ++c)
-    RETURN_IF_ERROR(CheckType(*t.field(c)->type(), fmt::format("{}: column '{}'", path, t.field(c)->name())));
-  std::vector<json> rows(static_cast<size_t>(t.num_rows()), json::object());
+  RETURN_IF_ERROR(CheckSchema(*t.schema(), path));
+  std::vector<json> rows;
+  std::vector<std::shared_ptr<arrow::Array>> columns;
   for (int c = 0; c < t.num_columns(); ++c) {
-    const std::string& name = t.field(c)->name();
     const auto& chunks = t.column(c)->chunks();
-    if (chunks.empty()) continue;  // zero rows
-    const arrow::Array& column = *chunks[0];
-    for (int64_t r = 0; r < t.num_rows(); ++r) rows[static_cast<size_t>(r)][name] = ToJson(column, r);
+    if (chunks.empty()) return rows;  // zero rows
+    columns.push_back(chunks[0]);
   }
+  AppendRows(*t.schema(), columns, t.num_rows(), &rows);
   return rows;
 }
 

@@ -17,7 +17,16 @@
 //   .arrow    Arrow IPC: the *stream* format (what HF datasets' save_to_disk / cache files hold) or the file
 //             format (Feather v2); the stream format is tried when the file's magic is absent.
 //
-// Ownership: results are values; the file is closed when the call returns.
+// Batches (OpenColumnarBatches; what streaming preparation reads, so memory holds one batch, not the file):
+//   .csv      Arrow's csv::StreamingReader, 16 MiB blocks; column types are inferred from the first block
+//             (ReadColumnarFile infers them over the whole file). A later cell that does not fit the inferred
+//             type is an INVALID_ARGUMENT naming the file and saying so (quote the column's values, or convert
+//             the file to jsonl / parquet). Files under 16 MiB give the same types both ways.
+//   .parquet  row group by row group (parquet::arrow::FileReader::GetRecordBatchReader)
+//   .arrow    record batch by record batch (IPC file or stream format)
+//
+// Ownership: results are values; ReadColumnarFile closes the file when it returns, a batch reader when it is
+// destroyed.
 // Thread-safety: pure function over a file; Arrow's CPU pool may use its own threads while reading.
 //
 // Example:
@@ -25,6 +34,7 @@
 //   // rows[0]["instruction"].get<std::string>()
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -39,5 +49,15 @@ bool IsColumnarExtension(const std::string& extension);
 // Every row of the file as a JSON object. Errors: NOT_FOUND (cannot open), INVALID_ARGUMENT (not a valid
 // file of its type, or a column of an unsupported type: "<path>: column '<name>': type <t> is not supported").
 StatusOr<std::vector<nlohmann::json>> ReadColumnarFile(const std::string& path);
+
+class ColumnarBatchReader {
+ public:
+  virtual ~ColumnarBatchReader() = default;
+  // Appends the next batch's rows to *rows (same JSON values as ReadColumnarFile); false once the file is done.
+  virtual StatusOr<bool> Next(std::vector<nlohmann::json>* rows) = 0;
+};
+
+// Errors as ReadColumnarFile's, raised when opening (the schema's column types are checked before any row).
+StatusOr<std::unique_ptr<ColumnarBatchReader>> OpenColumnarBatches(const std::string& path);
 
 }  // namespace anneal::data

@@ -12,12 +12,22 @@ bool IsColumnarExtension(const std::string& e) {
   return e == ".csv" || e == ".parquet" || e == ".arrow";
 }
 
-StatusOr<std::vector<nlohmann::json>> ReadColumnarFile(const std::string& path) {
+namespace {
+Status NoArrow(const std::string& path) {
   return FailedPreconditionError(fmt::format(
       "{}: this anneal-train was built without Apache Arrow C++ (its python had no pyarrow at build time), so it "
       "cannot read csv, parquet or arrow files: convert the dataset to .json / .jsonl, or rebuild after "
       "`pip install pyarrow` (scripts/requirements.txt pins it)",
       path));
+}
+}  // namespace
+
+StatusOr<std::vector<nlohmann::json>> ReadColumnarFile(const std::string& path) {
+  return NoArrow(path);
+}
+
+StatusOr<std::unique_ptr<ColumnarBatchReader>> OpenColumnarBatches(const std::string& path) {
+  return NoArrow(path);
 }
 
 }  // namespace anneal::data

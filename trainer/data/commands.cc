@@ -17,6 +17,8 @@
 #include "trainer/data/split.h"
 #include "trainer/data/tokenizer.h"
 #include "trainer/data/preview.h"
+#include "trainer/data/prepare_command.h"
+#include "trainer/data/stream.h"
 
 namespace anneal::data {
 namespace {
@@ -140,10 +142,13 @@ struct LoadArgs {
   std::string dataset_dir = "data", interleave_probs;
   LoadOptions options;
   int64_t max_samples = -1;
+  bool stream = false;
 };
 
 // `data load`: the conversations a job's datasets become (after num_samples, max_samples and mixing), one
 // JSON object per line; the format and mixing parity tests compare them with HF datasets / LLaMA-Factory.
+void PrintConversation(const Conversation& c);
+
 void RunLoad(LoadArgs a) {
   if (a.max_samples >= 0) a.options.max_samples = a.max_samples;
   std::stringstream probs(a.interleave_probs);
@@ -155,22 +160,49 @@ void RunLoad(LoadArgs a) {
     }
   }
   LoadReport report;
-  auto rows = LoadDatasets(a.datasets, a.dataset_dir, a.options, &report);
-  if (!rows.ok()) Fail(rows.status());
-  for (const Conversation& c : *rows) {
-    json o = {{"origin", c.origin}};
-    if (c.pretokenized) {
-      o["input_ids"] = c.input_ids;
-      o["labels"] = c.labels;
-    } else {
-      json msgs = json::array();
-      for (const Message& m : c.messages) msgs.push_back(json{{"role", std::string(RoleName(m.role))}, {"content", m.content}});
-      o["messages"] = std::move(msgs);
-      o["system"] = c.system;
+  std::vector<Conversation> rows;
+  size_t printed = 0;
+  auto print = [&] {
+    for (const Conversation& c : rows) PrintConversation(c);
+    printed += rows.size();
+    rows.clear();
+  };
+  auto attrs = a.datasets.empty() ? StatusOr<std::vector<DatasetAttr>>(InvalidArgumentError("no dataset given (data.dataset is empty)"))
+                                  : ResolveDatasets(a.datasets, a.dataset_dir);
+  if (!attrs.ok()) Fail(attrs.status());
+  std::string why;
+  if (a.stream && CanStream(*attrs, &why)) {
+    // Bounded memory (stream.h): the same rows, a batch at a time.
+    auto stream = ConversationStream::Open(*attrs, a.options, &report);
+    if (!stream.ok()) Fail(stream.status());
+    for (bool more = true; more;) {
+      auto next = (*stream)->Next(1024, &rows);
+      if (!next.ok()) Fail(next.status());
+      more = *next;
+      print();
     }
-    std::cout << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  } else {
+    if (a.stream) std::cerr << "not streamed: " << why << "\n";
+    auto all = LoadAndMixDatasets(*attrs, a.options, &report);
+    if (!all.ok()) Fail(all.status());
+    rows = std::move(*all);
+    print();
   }
-  std::cerr << fmt::format("{} rows read, {} skipped, {} conversations\n", report.rows, report.skipped, rows->size());
+  std::cerr << fmt::format("{} rows read, {} skipped, {} conversations\n", report.rows, report.skipped, printed);
+}
+
+void PrintConversation(const Conversation& c) {
+  json o = {{"origin", c.origin}};
+  if (c.pretokenized) {
+    o["input_ids"] = c.input_ids;
+    o["labels"] = c.labels;
+  } else {
+    json msgs = json::array();
+    for (const Message& m : c.messages) msgs.push_back(json{{"role", std::string(RoleName(m.role))}, {"content", m.content}});
+    o["messages"] = std::move(msgs);
+    o["system"] = c.system;
+  }
+  std::cout << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
 }
 
 struct CleanArgs {
@@ -286,7 +318,10 @@ void AddDataCommands(CLI::App& app) {
   load->add_option("--seed", largs->options.seed, "Seed of num_samples and interleave_probs")->default_val(42);
   load->add_flag("--skip-bad-rows", largs->options.skip_bad_rows, "Skip malformed rows (counted)");
   load->add_flag("--pretrain", largs->options.response_optional, "Stage pt: alpaca rows may lack a response");
+  load->add_flag("--stream", largs->stream,
+                 "Read a batch at a time (bounded memory) where the datasets allow it (no split slice, no num_samples)");
   load->callback([largs] { RunLoad(*largs); });
+  AddPrepareCommand(*data);
 
   auto cargs = std::make_shared<CleanArgs>();
   CLI::App* clean = data->add_subcommand("clean", "Normalize, strip markup, filter by length, dedup (exact and MinHash-LSH)");

@@ -10,7 +10,9 @@
 //       -> {"input_ids": [...], "labels": [...]} per line (template parity tests); with --pack, packed
 //       sequences {"input_ids", "labels", "position_ids", "segment_ids"} of cutoff_len + 1 tokens instead
 //   clean --config job.yaml [--set key=value]   a kind: clean job (clean_job.h): the agent's `clean` subcommand
-//   data load / data clean / data split          (docs/data.md)
+//   data load / data clean / data split          (docs/data.md); data load --stream reads through the
+//                                                bounded-memory ConversationStream (stream.h) where it can
+//   data prepare ...                             the tokenized cache as the trainer builds it (prepare_command.h)
 // Errors print one line to stderr and exit with status 2.
 //
 // Ownership: the registered callbacks own their parsed arguments (shared_ptr captured by the lambdas).

@@ -15,6 +15,7 @@
 #include "trainer/data/dataset_internal.h"
 #include "trainer/data/mix.h"
 #include "trainer/data/numpy_random.h"
+#include "trainer/data/row_reader.h"
 #include "trainer/data/sampler.h"
 
 namespace anneal::data {
@@ -23,106 +24,7 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-// A row of a file with where it comes from ("file:line" for JSON, "file:row N" for columnar files).
-struct RawRow {
-  json value;
-  std::string origin;
-  std::string parse_error;  // non-empty: the row is not valid JSON
-};
-
-// Top-level elements of a JSON array with their starting lines (nlohmann reports no positions, so a small
-// scanner finds where each element starts; each element is then parsed on its own).
-StatusOr<std::vector<RawRow>> SplitJsonArray(const std::string& text, const std::string& path) {
-  std::vector<RawRow> rows;
-  size_t i = text.find_first_not_of(" \t\r\n\xEF\xBB\xBF");
-  if (i == std::string::npos || text[i] != '[')
-    return InvalidArgumentError(path + ":1: a .json dataset must be an array of rows");
-  int64_t line = 1;
-  for (size_t k = 0; k < i; ++k) line += text[k] == '\n';
-  ++i;
-  int depth = 0;
-  bool in_string = false, escape = false;
-  size_t start = std::string::npos;
-  int64_t start_line = line;
-  for (; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '\n') ++line;
-    if (in_string) {
-      if (escape)
-        escape = false;
-      else if (c == '\\')
-        escape = true;
-      else if (c == '"')
-        in_string = false;
-      continue;
-    }
-    if (start == std::string::npos && c != ' ' && c != '\t' && c != '\r' && c != '\n' && c != ',' && c != ']') {
-      start = i;
-      start_line = line;
-    }
-    if (c == '"')
-      in_string = true;
-    else if (c == '{' || c == '[')
-      ++depth;
-    else if ((c == '}' || c == ']') && depth > 0)
-      --depth;
-    else if ((c == ',' || c == ']') && depth == 0) {
-      if (start != std::string::npos) {
-        RawRow r{json::parse(text.substr(start, i - start), nullptr, false), fmt::format("{}:{}", path, start_line),
-                 ""};
-        if (r.value.is_discarded()) r.parse_error = "not valid JSON";
-        rows.push_back(std::move(r));
-        start = std::string::npos;
-      }
-      if (c == ']') return rows;
-    }
-  }
-  return InvalidArgumentError(fmt::format("{}:{}: unterminated JSON array", path, line));
-}
-
-// HF datasets' "text" builder (sample_by "line", keep_linebreaks false): the file is read with Python's
-// universal newlines (\r\n and \r become \n) and cut at \n; one {"text": line} row per line.
-StatusOr<std::vector<RawRow>> TextLines(const std::string& text, const std::string& path) {
-  std::vector<RawRow> rows;
-  size_t start = 0;
-  int64_t line = 1;
-  for (size_t i = 0; i <= text.size(); ++i) {
-    bool end = i == text.size();
-    if (!end && text[i] != '\n' && text[i] != '\r') continue;
-    if (end && start == text.size()) break;  // no row after a final newline
-    rows.push_back({json{{"text", text.substr(start, i - start)}}, fmt::format("{}:{}", path, line++), ""});
-    if (!end && text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-    start = i + 1;
-  }
-  return rows;
-}
-
-StatusOr<std::vector<RawRow>> ReadRows(const std::string& path) {
-  std::string ext = fs::path(path).extension().string();
-  if (IsColumnarExtension(ext)) {
-    ASSIGN_OR_RETURN(std::vector<json> values, ReadColumnarFile(path));
-    std::vector<RawRow> rows;
-    rows.reserve(values.size());
-    for (size_t r = 0; r < values.size(); ++r)
-      rows.push_back({std::move(values[r]), fmt::format("{}:row {}", path, r), ""});
-    return rows;
-  }
-  ASSIGN_OR_RETURN(std::string text, internal::ReadText(path));
-  if (ext == ".json") return SplitJsonArray(text, path);
-  if (ext == ".txt") return TextLines(text, path);
-  if (ext != ".jsonl")
-    return InvalidArgumentError(path + ": unsupported dataset file type (json, jsonl, csv, parquet, arrow, txt)");
-  std::vector<RawRow> rows;
-  std::istringstream in(text);
-  std::string l;
-  for (int64_t n = 1; std::getline(in, l); ++n) {
-    if (l.find_first_not_of(" \t\r") == std::string::npos) continue;
-    RawRow r{json::parse(l, nullptr, false), fmt::format("{}:{}", path, n), ""};
-    if (r.value.is_discarded()) r.parse_error = "not valid JSON";
-    rows.push_back(std::move(r));
-  }
-  return rows;
-}
+using internal::RawRow;
 
 // Column value: null when the column is unset or absent from the row (HF datasets fills absent keys with None).
 const json& Col(const json& row, const std::optional<std::string>& column) {
@@ -328,7 +230,10 @@ StatusOr<Conversation> ConvertTokenized(const DatasetAttr& a, const json& row) {
   return c;
 }
 
-// Guesses the format of a file given by path from its first row.
+}  // namespace
+
+namespace internal {
+
 void DetectFormat(const json& row, DatasetAttr* a) {
   if (!row.is_object()) return;
   if (row.contains("input_ids"))
@@ -350,7 +255,15 @@ void DetectFormat(const json& row, DatasetAttr* a) {
   }
 }
 
-}  // namespace
+StatusOr<Conversation> ConvertRow(const DatasetAttr& attr, const RawRow& row, const LoadOptions& o) {
+  if (!row.parse_error.empty()) return InvalidArgumentError(row.parse_error);
+  if (!row.value.is_object()) return InvalidArgumentError("row: must be a JSON object");
+  if (attr.formatting == "sharegpt") return ConvertSharegpt(attr, row.value);
+  if (attr.formatting == "tokenized") return ConvertTokenized(attr, row.value);
+  return ConvertAlpaca(attr, row.value, o.response_optional);
+}
+
+}  // namespace internal
 
 namespace {
 
@@ -388,27 +301,17 @@ StatusOr<std::vector<Conversation>> LoadOne(const DatasetAttr& attr_in, const Lo
   std::vector<std::string> files = attr.files.empty() ? std::vector<std::string>{attr.file_path} : attr.files;
   std::vector<RawRow> rows;
   for (const std::string& f : files) {
-    ASSIGN_OR_RETURN(std::vector<RawRow> part, ReadRows(f));
+    ASSIGN_OR_RETURN(std::vector<RawRow> part, internal::ReadAllRows(f));
     std::move(part.begin(), part.end(), std::back_inserter(rows));
   }
   if (attr.formatting == "auto") {
     attr.formatting = "alpaca";
-    if (!rows.empty()) DetectFormat(rows[0].value, &attr);
+    if (!rows.empty()) internal::DetectFormat(rows[0].value, &attr);
   }
   ASSIGN_OR_RETURN(rows, SelectRows(std::move(rows), attr, o, rng));
   std::vector<Conversation> out;
   for (const RawRow& row : rows) {
-    StatusOr<Conversation> c = InvalidArgumentError(row.parse_error);
-    if (row.parse_error.empty()) {
-      if (!row.value.is_object())
-        c = InvalidArgumentError("row: must be a JSON object");
-      else if (attr.formatting == "sharegpt")
-        c = ConvertSharegpt(attr, row.value);
-      else if (attr.formatting == "tokenized")
-        c = ConvertTokenized(attr, row.value);
-      else
-        c = ConvertAlpaca(attr, row.value, o.response_optional);
-    }
+    StatusOr<Conversation> c = internal::ConvertRow(attr, row, o);
     if (report) ++report->rows;
     if (!c.ok()) {
       Status s = c.status().WithContext(row.origin);

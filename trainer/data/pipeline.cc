@@ -11,6 +11,7 @@
 
 #include "trainer/data/feedback.h"
 #include "trainer/data/pairwise.h"
+#include "trainer/data/stream.h"
 
 namespace anneal::data {
 
@@ -61,6 +62,35 @@ StatusOr<std::vector<SftExample>> EncodeRows(const std::vector<Conversation>& ro
     for (auto& ex : out[i]) result.push_back(std::move(ex));
   }
   return result;
+}
+
+// How many conversations each chunk of a bounded-memory build holds (the last entry repeats). Stage pt with
+// packing groups each map batch (preprocessing_batch_size rows of each of preprocessing_num_workers contiguous
+// shards), so its chunks are whole batches; with several shards the shard bounds need the row count, found by
+// a counting pass over the datasets.
+StatusOr<std::vector<int64_t>> StreamChunks(const std::vector<DatasetAttr>& attrs, const LoadOptions& lo,
+                                            const DataConfig& c) {
+  const int64_t rows = std::max(1, c.stream_chunk_rows);
+  if (!c.pretrain || !c.pretrain_packing) return std::vector<int64_t>{rows};
+  const int64_t batch = std::max(1, c.preprocessing_batch_size);
+  if (c.preprocessing_num_workers <= 1) return std::vector<int64_t>{batch * std::max<int64_t>(1, rows / batch)};
+  ASSIGN_OR_RETURN(std::unique_ptr<ConversationStream> counter, ConversationStream::Open(attrs, lo, nullptr));
+  int64_t n = 0;
+  std::vector<Conversation> chunk;
+  for (bool more = true; more;) {
+    chunk.clear();
+    ASSIGN_OR_RETURN(more, counter->Next(static_cast<size_t>(rows), &chunk));
+    n += static_cast<int64_t>(chunk.size());
+  }
+  // As GroupPretrainTexts: map(num_proc) never uses more processes than rows.
+  const int shards = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(c.preprocessing_num_workers, n)));
+  std::vector<int64_t> chunks;
+  for (int s = 0; s < shards; ++s) {
+    auto [lo_row, hi_row] = ContiguousShard(n, shards, s);
+    for (int64_t b = lo_row; b < hi_row; b += batch) chunks.push_back(std::min(hi_row, b + batch) - b);
+  }
+  if (chunks.empty()) chunks.push_back(rows);
+  return chunks;
 }
 
 }  // namespace
@@ -198,6 +228,11 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
   }
   d.cache_key = CacheKey(parts);
 
+  // kto pairs rows across map batches of shards; split slices and num_samples need the row count first (stream.h):
+  // those load every row first.
+  std::string why_not_streamed;
+  const bool streamed = c.bounded_memory && !c.kto && CanStream(attrs, &why_not_streamed);
+  d.streamed = streamed;
   auto build = [&](TokenCacheWriter& w) -> Status {
     LoadOptions lo;
     lo.max_samples = c.max_samples;
@@ -206,6 +241,40 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
     lo.mix_strategy = c.mix_strategy;
     lo.interleave_probs = c.interleave_probs;
     lo.seed = c.seed;
+    auto encode = [&](const std::vector<Conversation>& rows, const ProgressFn& p) -> StatusOr<std::vector<SftExample>> {
+      if (c.pairwise)
+        return EncodePairs(d.chat_template, *d.tokenizer, rows, c.sft.cutoff_len, c.skip_bad_rows, c.threads, &d.report,
+                           p);
+      return EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows, c.threads, &d.report, p);
+    };
+    if (streamed) {
+      // Bounded memory: a chunk of conversations read, encoded and written at a time (stream.h).
+      ASSIGN_OR_RETURN(std::vector<int64_t> chunks, StreamChunks(attrs, lo, c));
+      ASSIGN_OR_RETURN(std::unique_ptr<ConversationStream> stream, ConversationStream::Open(attrs, lo, &d.report));
+      DataConfig one_shard = c;  // each pt chunk is whole map batches of one shard
+      one_shard.preprocessing_num_workers = 1;
+      std::vector<Conversation> chunk;
+      int64_t done = 0;
+      for (size_t k = 0;; ++k) {
+        const int64_t want = chunks[std::min(k, chunks.size() - 1)];
+        chunk.clear();
+        ASSIGN_OR_RETURN(bool more, stream->Next(static_cast<size_t>(want), &chunk));
+        if (!chunk.empty()) {
+          std::vector<SftExample> examples;
+          if (c.pretrain) {
+            ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*d.tokenizer, c.template_name, chunk, one_shard, {}));
+          } else {
+            ASSIGN_OR_RETURN(examples, encode(chunk, {}));
+          }
+          for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
+          done += static_cast<int64_t>(chunk.size());
+          if (progress) progress("tokenize", done, -1);
+        }
+        if (!more) break;
+      }
+      if (progress) progress("tokenize", done, done);
+      return Status::Ok();
+    }
     ASSIGN_OR_RETURN(std::vector<Conversation> rows, LoadAndMixDatasets(attrs, lo, &d.report));
     if (progress) progress("load", static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows.size()));
     std::vector<SftExample> examples;
@@ -213,12 +282,8 @@ StatusOr<PreparedData> PrepareSftData(const DataConfig& c, const ProgressFn& pro
       ASSIGN_OR_RETURN(examples, EncodePretrainTexts(*d.tokenizer, c.template_name, rows, c, progress));
     } else if (c.kto) {
       ASSIGN_OR_RETURN(examples, EncodeFeedbackRows(d.chat_template, *d.tokenizer, rows, c, &d.report, progress));
-    } else if (c.pairwise) {
-      ASSIGN_OR_RETURN(examples, EncodePairs(d.chat_template, *d.tokenizer, rows, c.sft.cutoff_len, c.skip_bad_rows,
-                                             c.threads, &d.report, progress));
     } else {
-      ASSIGN_OR_RETURN(examples, EncodeConversations(d.chat_template, *d.tokenizer, rows, c.sft, c.skip_bad_rows,
-                                                     c.threads, &d.report, progress));
+      ASSIGN_OR_RETURN(examples, encode(rows, progress));
     }
     for (const auto& ex : examples) RETURN_IF_ERROR(w.Add(ex.input_ids, ex.labels));
     return Status::Ok();

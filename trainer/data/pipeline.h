@@ -5,7 +5,9 @@
 // LLaMA-Factory), and stores the result in the tokenized cache keyed by a hash of tokenizer.json + config,
 // the template, each data file's checksum and every option that changes tokens. Later calls (other ranks,
 // restarted attempts) open the cache without tokenizing. The train/val split is computed over cache rows.
-// Progress is reported through the callback (stage name, done, total).
+// Progress is reported through the callback (stage name, done, total; total is -1 while a bounded-memory build
+// does not know it yet). Files larger than memory: stages sft, pt, dpo and rm build the cache a chunk at a time
+// (DataConfig::bounded_memory, stream.h); the trainer reads the cache through its memory mapping.
 //
 // Ownership: PreparedData shares the tokenizer and the cache (shared_ptr); rows index into that cache.
 // Thread-safety: PrepareSftData may run in several processes at once (the cache lock serializes building).
@@ -61,6 +63,13 @@ struct DataConfig {
   uint64_t seed = 42;
   int threads = 0;  // 0: hardware concurrency
   double cache_wait_timeout_s = 1800;
+  // Bounded memory (stream.h): stages sft, pt and dpo/rm read, encode and write the cache stream_chunk_rows
+  // conversations at a time (pt with packing: whole preprocessing batches; with preprocessing_num_workers > 1
+  // after a counting pass), so peak memory does not grow with the files; the cache is byte for byte the one
+  // loading everything first would write. Stage kto, split slices and num_samples load every row first.
+  // false: always load everything first (tests compare the two).
+  bool bounded_memory = true;
+  int stream_chunk_rows = 4096;
 };
 
 using ProgressFn = std::function<void(std::string_view stage, int64_t done, int64_t total)>;
@@ -93,6 +102,7 @@ struct PreparedData {
   bool kto = false;   // train / val index the target rows; the KL row and the tag row follow each
   LoadReport report;  // rows read and skipped: filled only by the process that built the cache
   std::string cache_key;
+  bool streamed = false;  // the cache was (or would have been) built by the bounded-memory path
 };
 
 // With config.pretrain the cache holds stage pt examples (blocks, or one cut text per row without packing).

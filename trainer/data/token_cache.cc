@@ -52,31 +52,32 @@ class FileWriter : public TokenCacheWriter {
   Status Open() {
     ids_.open(dir_ / "input_ids.bin", std::ios::binary);
     labels_.open(dir_ / "labels.bin", std::ios::binary);
-    if (!ids_ || !labels_) return Errno("cannot create cache files in " + dir_.string());
-    offsets_.push_back(0);
+    index_.open(dir_ / "index.bin", std::ios::binary);
+    if (!ids_ || !labels_ || !index_) return Errno("cannot create cache files in " + dir_.string());
+    WriteOffset();
     return Status::Ok();
   }
   Status Add(std::span<const int32_t> ids, std::span<const int32_t> labels) override {
     if (ids.size() != labels.size())
-      return InvalidArgumentError(fmt::format("cache example {}: {} ids but {} labels", offsets_.size() - 1, ids.size(),
-                                              labels.size()));
+      return InvalidArgumentError(
+          fmt::format("cache example {}: {} ids but {} labels", num_examples_, ids.size(), labels.size()));
     ids_.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size_bytes()));
     labels_.write(reinterpret_cast<const char*>(labels.data()), static_cast<std::streamsize>(labels.size_bytes()));
-    offsets_.push_back(offsets_.back() + static_cast<int64_t>(ids.size()));
+    num_tokens_ += static_cast<int64_t>(ids.size());
+    ++num_examples_;
+    WriteOffset();
     return Status::Ok();
   }
   Status Finish(const std::string& key, const std::string& description) {
     ids_.close();
     labels_.close();
-    std::ofstream index(dir_ / "index.bin", std::ios::binary);
-    index.write(reinterpret_cast<const char*>(offsets_.data()), static_cast<std::streamsize>(offsets_.size() * 8));
-    index.close();
-    nlohmann::json meta = {{"key", key}, {"num_examples", offsets_.size() - 1}, {"num_tokens", offsets_.back()},
+    index_.close();
+    nlohmann::json meta = {{"key", key}, {"num_examples", num_examples_}, {"num_tokens", num_tokens_},
                            {"description", description}};
     std::ofstream m(dir_ / "meta.json");
     m << meta.dump(2) << "\n";
     m.close();
-    if (!ids_ || !labels_ || !index || !m) return Errno("writing the cache in " + dir_.string());
+    if (!ids_ || !labels_ || !index_ || !m) return Errno("writing the cache in " + dir_.string());
     // Make the data durable before the rename publishes it.
     for (const char* name : {"input_ids.bin", "labels.bin", "index.bin", "meta.json"}) {
       int fd = ::open((dir_ / name).c_str(), O_RDONLY);
@@ -86,9 +87,12 @@ class FileWriter : public TokenCacheWriter {
   }
 
  private:
+  // index.bin is written as examples arrive (nothing grows with the dataset in memory).
+  void WriteOffset() { index_.write(reinterpret_cast<const char*>(&num_tokens_), sizeof(num_tokens_)); }
+
   fs::path dir_;
-  std::ofstream ids_, labels_;
-  std::vector<int64_t> offsets_;
+  std::ofstream ids_, labels_, index_;
+  int64_t num_examples_ = 0, num_tokens_ = 0;
 };
 
 }  // namespace

@@ -7,8 +7,9 @@
 //   index.bin      int64 offsets, num_examples + 1 of them
 //   meta.json      {"key", "num_examples", "num_tokens", "description"}; written last: its presence marks a
 //                  complete cache
-// Files are memory-mapped read-only. A builder writes into <key>.tmp-<pid>/ and renames it to <key>/
-// (atomic on one filesystem). Exactly one process per node builds: it holds flock(LOCK_EX) on
+// The writer streams all three files as examples arrive (its memory does not grow with the dataset); readers
+// memory-map them read-only (nothing is loaded whole). A builder writes into <key>.tmp-<pid>/ and renames it
+// to <key>/ (atomic on one filesystem). Exactly one process per node builds: it holds flock(LOCK_EX) on
 // <cache_dir>/<key>.lock; the others poll (every 50 ms) until the cache appears, taking over when the lock
 // is released without a cache (a builder that died), or fail with DEADLINE_EXCEEDED after wait_timeout_s
 // naming the lock file.

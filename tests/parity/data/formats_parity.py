@@ -12,6 +12,8 @@
    the rows of HF datasets' interleave_datasets (first_exhausted / all_exhausted /
    all_exhausted_without_replacement) in the same order, for several seeds.
 
+With ANNEAL_LOAD_STREAM=1 every `data load` streams (bounded memory) where it can: the same rows as HF datasets.
+
 Usage: formats_parity.py ANNEAL_DATA_BINARY WORK_DIR
 """
 import json
@@ -26,7 +28,14 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 
+# ANNEAL_LOAD_STREAM=1 (ctest data_formats_parity_streamed): every `data load` reads through the bounded-memory
+# stream (trainer/data/stream.h) where the datasets allow it, so the same checks hold for that path.
+STREAM = ["--stream"] if os.environ.get("ANNEAL_LOAD_STREAM") == "1" else []
+
+
 def run(cmd):
+    if STREAM and cmd[1:3] == ["data", "load"]:
+        cmd = cmd + STREAM
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 

@@ -162,6 +162,46 @@ std::string LabelText(const TokenCache& cache, int64_t row) {
   return text;
 }
 
+// Bounded memory (stream.h): chunks of 5 conversations give the cache loading everything first gives; stages and
+// datasets the stream cannot take fall back (PreparedData::streamed says which path built it).
+TEST(Pipeline, BoundedMemoryBuildWritesTheInMemoryCache) {
+  TempDir d;
+  d.Write("tokenizer.json", ByteTokenizerJson());
+  d.Write("tokenizer_config.json", R"({"bos_token": "<s>", "eos_token": "</s>"})");
+  std::string a;
+  for (int i = 0; i < 23; ++i)
+    a += i == 9 ? "{\"instruction\": 1}\n" : "{\"instruction\": \"a" + std::to_string(i) + "\", \"output\": \"x\"}\n";
+  d.Write("a.jsonl", a);
+  d.Write("dataset_info.json", R"({"half": {"file_name": "a.jsonl", "split": "train[:50%]"}})");
+  for (const char* dataset : {"a.jsonl", "half"}) {
+    DataConfig c;
+    c.tokenizer_dir = d.path();
+    c.datasets = {dataset};
+    c.dataset_dir = d.path();
+    c.skip_bad_rows = true;
+    c.stream_chunk_rows = 5;
+    c.cache_dir = d.path() + "/streamed";
+    auto streamed = PrepareSftData(c);
+    c.bounded_memory = false;
+    c.cache_dir = d.path() + "/whole";
+    auto whole = PrepareSftData(c);
+    ASSERT_TRUE(streamed.ok() && whole.ok()) << streamed.status().message() << whole.status().message();
+    EXPECT_EQ(streamed->streamed, std::string(dataset) == "a.jsonl") << dataset;
+    EXPECT_FALSE(whole->streamed);
+    EXPECT_EQ(streamed->report.skipped, 1);
+    ASSERT_EQ(streamed->cache->size(), whole->cache->size());
+    EXPECT_EQ(streamed->cache->size(), std::string(dataset) == "a.jsonl" ? 22 : 11);
+    for (int64_t i = 0; i < whole->cache->size(); ++i) {
+      auto x = streamed->cache->input_ids(i), y = whole->cache->input_ids(i);
+      ASSERT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << dataset << " row " << i;
+      auto lx = streamed->cache->labels(i), ly = whole->cache->labels(i);
+      ASSERT_TRUE(std::equal(lx.begin(), lx.end(), ly.begin(), ly.end())) << dataset << " row " << i;
+    }
+    EXPECT_EQ(streamed->train, whole->train);
+    EXPECT_EQ(streamed->val, whole->val);
+  }
+}
+
 TEST(PairwiseData, RankingRowsBecomeAdjacentChosenAndRejectedRowsWithOnePrompt) {
   TempDir d;
   auto data = PrepareSftData(PairConfig(d, {"pairs", "chat"}));

@@ -60,5 +60,23 @@ TEST(MixKeys, ProbabilitiesNeedInterleavingAndOnePerDataset) {
   EXPECT_NE(eval.status().message().find("(eval_dataset)"), std::string::npos) << eval.status().message();
 }
 
+// LLaMA-Factory's streaming: refused by name, pointing at the bounded-memory cache build; buffer_size (read only
+// with streaming) ignored with a warning; streaming: false changes nothing.
+TEST(MixKeys, StreamingIsRefusedPointingAtTheBoundedMemoryBuild) {
+  auto streaming = ParseJobSpec(std::string(kBase) + "streaming: true\nbuffer_size: 128\nmax_steps: 10\n", "job.yaml");
+  ASSERT_FALSE(streaming.ok());
+  const std::string message = streaming.status().message();
+  EXPECT_NE(message.find("'streaming'"), std::string::npos) << message;
+  EXPECT_NE(message.find("buffered shuffle"), std::string::npos) << message;
+  EXPECT_NE(message.find("files larger than memory need no key"), std::string::npos) << message;
+  auto plain = ParseJobSpec(kBase, "job.yaml");
+  auto off = ParseJobSpec(std::string(kBase) + "streaming: false\nbuffer_size: 128\n", "job.yaml");
+  ASSERT_TRUE(plain.ok() && off.ok()) << off.status().message();
+  EXPECT_EQ(off->data, plain->data);
+  bool warned = false;
+  for (const std::string& w : off->warnings) warned |= w.find("'buffer_size'") != std::string::npos;
+  EXPECT_TRUE(warned);
+}
+
 }  // namespace
 }  // namespace anneal::jobspec
