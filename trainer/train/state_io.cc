@@ -351,7 +351,7 @@ StatusOr<NamedTensors> ReadStageExports(const std::string& out, int stages) {
     ASSIGN_OR_RETURN(auto f, model::SafetensorsFile::Open(path));
     for (const auto& [name, _] : f->entries()) {
       ASSIGN_OR_RETURN(at::Tensor t, f->Tensor(name));
-      all.emplace_back(name, t.clone());  // detach from the mapping before the file goes
+      all.emplace_back(name, std::move(t));  // a view of the mapping, which outlives the unlinked file
     }
   }
   for (int s = 0; s < stages; ++s) {

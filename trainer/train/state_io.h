@@ -54,6 +54,9 @@ StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadTrainable(const st
 // every data-parallel rank takes part, each sharded parameter gathered on its own (only the writing replica
 // keeps them); a merged LoRA export gathers one decoder layer at a time (its sharded factors) through `opt`'s
 // layer hook while that layer's merged weights are computed (the caller gathers the root unit: GatherRoot).
+// ReadStageExports' tensors view the stage files' memory mappings (no copy: the files are unlinked, the mappings
+// live as long as the tensors), so rank 0 writing a 70B model holds file-backed pages the kernel can evict, not
+// the whole model in its own memory.
 Status WriteStageExport(model::CausalLM& lm, const Runtime& rt, bool lora_only, const std::string& out,
                         TrainerOptimizer* opt = nullptr);
 StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadStageExports(const std::string& out, int stages);
