@@ -237,9 +237,51 @@ torch::Tensor SparseMoeImpl::forward(const torch::Tensor& x) {
   torch::Tensor flat = x.reshape({-1, x.size(-1)});
   Routing r = Route(flat);
   if (sink_ != nullptr && is_training()) sink_->push_back(r.logits);  // evaluation adds no aux loss
+  if (load_armed_ && load_.defined()) {
+    // Slots per expert, each token weighted by its mask value (padding 0): [N] -> [N * k] -> [E].
+    torch::Tensor weight =
+        load_weight_.defined() ? load_weight_.to(load_.device()) : torch::ones({flat.size(0)}, load_.options());
+    TORCH_CHECK(weight.size(0) == flat.size(0), "expert load: ", weight.size(0), " token weights for ", flat.size(0),
+                " tokens");
+    load_.index_add_(0, r.experts.reshape({-1}).to(load_.device()), weight.repeat_interleave(spec_.top_k));
+  }
   torch::Tensor y = Dispatch(flat, r);
   if (shared_expert) y = y + shared_expert->forward(flat);
   return y.view(x.sizes());
+}
+
+void SparseMoeImpl::CountLoad(bool on) {
+  TORCH_CHECK(!on || e_score_correction_bias.defined(),
+              "expert load counting needs a router with e_score_correction_bias (sigmoid routing)");
+  load_ = on ? torch::zeros({spec_.num_experts}, e_score_correction_bias.options()) : torch::Tensor();
+  load_armed_ = false;
+  load_weight_ = torch::Tensor();
+}
+
+void SparseMoeImpl::ArmLoadCount(const torch::Tensor& token_weight) {
+  if (!load_.defined()) return;
+  load_armed_ = true;
+  load_weight_ = token_weight.defined() ? token_weight.reshape({-1}).to(torch::kFloat32) : torch::Tensor();
+}
+
+void SparseMoeImpl::DisarmLoadCount() {
+  load_armed_ = false;
+  load_weight_ = torch::Tensor();
+}
+
+torch::Tensor SparseMoeImpl::TakeLoad() {
+  TORCH_CHECK(load_.defined(), "TakeLoad: load counting is off");
+  torch::Tensor load = load_.clone();
+  load_.zero_();
+  return load;
+}
+
+void SparseMoeImpl::UpdateExpertBias(const torch::Tensor& load, double rate) {
+  // Megatron-core's get_updated_expert_bias: average = sum / E; bias + sign(average - load) * rate.
+  torch::NoGradGuard no_grad;
+  torch::Tensor l = load.to(e_score_correction_bias.device(), torch::kFloat32);
+  torch::Tensor average = l.sum(-1, /*keepdim=*/true) / static_cast<double>(l.size(-1));
+  e_score_correction_bias.add_(torch::sign(average - l) * rate);
 }
 
 std::optional<int64_t> RoutedExpertOf(const std::string& name) {

@@ -29,6 +29,12 @@
 // (CollectRouterLogits), forward in training mode appends its [N, E] logits to it. LoadBalancingLoss then computes HF's
 // load_balancing_loss_func over them.
 //
+// Auxiliary-loss-free balancing (DeepSeek-V3; Megatron-core's moe_router_enable_expert_bias): while load counting is
+// on (CountLoad), a forward armed by ArmLoadCount adds to this layer's load [E] the token slots each expert was
+// routed (padding tokens weigh 0); CausalLM::RunLayers arms only training forwards with gradients enabled, once per
+// micro-batch (not evaluation, not activation-checkpoint recomputation). After the optimizer step the trainer sums
+// the loads over data parallel and calls UpdateExpertBias: bias_e += rate * sign(mean(load) - load_e).
+//
 // Thread-safety: one thread at a time (LibTorch modules).
 //
 // Example:
@@ -139,6 +145,19 @@ class SparseMoeImpl : public torch::nn::Module {
   std::vector<torch::Tensor>* router_logits_sink() const { return sink_; }
   const MoeLayerSpec& spec() const { return spec_; }
 
+  // Load counting (auxiliary-loss-free balancing; kDeepseekSigmoid only): on zeroes the load, off drops it.
+  void CountLoad(bool on);
+  bool counts_load() const { return load_.defined(); }
+  // While counting, the next forwards (until DisarmLoadCount) add their routed slots to the load; token_weight [N]
+  // (1 = token, 0 = padding; undefined: every token counts) is the flattened attention mask of their input.
+  void ArmLoadCount(const torch::Tensor& token_weight);
+  void DisarmLoadCount();
+  // The load [E] (fp32 slot counts) since the last take, leaving zeros.
+  torch::Tensor TakeLoad();
+  // DeepSeek-V3's update (Megatron-core's get_updated_expert_bias): bias += rate * sign(mean(load) - load).
+  // load [E] summed over every data-parallel rank, so every rank applies the same update.
+  void UpdateExpertBias(const torch::Tensor& load, double rate);
+
   Linear gate{nullptr};
   // "experts": its children are the held routed experts, named by their global ids ("5").
   std::shared_ptr<torch::nn::Module> experts;
@@ -149,6 +168,9 @@ class SparseMoeImpl : public torch::nn::Module {
   MoeLayerSpec spec_;
   std::vector<ExpertMlp> local_;  // the held experts, by local index
   std::vector<torch::Tensor>* sink_ = nullptr;
+  torch::Tensor load_;  // [E] fp32 while counting; undefined otherwise
+  bool load_armed_ = false;
+  torch::Tensor load_weight_;  // [N] fp32 of the armed forward, or undefined (every token)
 };
 TORCH_MODULE(SparseMoe);
 

@@ -140,6 +140,7 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
     }
     full = WithPeerExperts(std::move(full), rt);
     if (rt.tp_rank == 0 && rt.dp_rank == 0) {
+      for (const auto& [name, t] : trainable.buffers) full.emplace_back(name, t.detach());
       RETURN_IF_ERROR(model::WriteSafetensors(StageFile(dir, "trainable", rt), full));
     }
   }
@@ -194,6 +195,15 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
     const auto& p = trainable.params[i];
     ASSIGN_OR_RETURN(at::Tensor piece, PieceOf(params, p.name, p.param, trainable.layouts[i]));
     opt.SetParam(p.name, piece);  // ZeRO-3: into the owned range of the shard
+  }
+  for (const auto& [name, buffer] : trainable.buffers) {
+    if (!params.Contains(name)) continue;  // written by a run that did not carry it: the base model's value stands
+    ASSIGN_OR_RETURN(at::Tensor t, params.Tensor(name));
+    if (t.sizes() != buffer.sizes()) {
+      return DataLossError("'" + name + "' has shape " + c10::str(t.sizes()) + ", this model needs " +
+                           c10::str(buffer.sizes()));
+    }
+    buffer.copy_(t);
   }
   ASSIGN_OR_RETURN(NamedTensorFiles state, NamedTensorFiles::Open(dir, "optimizer-"));
   NamedTensors mine;

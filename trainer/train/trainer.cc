@@ -329,6 +329,16 @@ Status Trainer::SetupModel() {
                    ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));
   lm_->to(rt_.device);
   lm_->train();
+  if (spec_.model.moe_router_enable_expert_bias) {
+    ASSIGN_OR_RETURN(ExpertBias balance, ExpertBias::Start(lm_, spec_.model.moe_router_bias_update_rate,
+                                                           rt_.dp > 1 ? rt_.dp_comm.get() : nullptr));
+    if (rt_.rank == 0) {
+      std::cerr << c10::str("[train] auxiliary-loss-free balancing: e_score_correction_bias of ", balance.layers(),
+                            " sparse layer(s) moves by ", spec_.model.moe_router_bias_update_rate,
+                            " after each step\n");
+    }
+    expert_bias_ = std::move(balance);
+  }
   if (spec_.finetuning.pissa_init && spec_.finetuning.pissa_convert && !LoraModules(lm_).empty()) {
     // LLaMA-Factory's PissaConvertCallback.on_train_begin: the initial adapter, saved with init_lora_weights true
     // (a resumed run computes the same start again and rewrites it unchanged).
@@ -345,6 +355,9 @@ Status Trainer::SetupModel() {
   if (spec_.finetuning.stage == "dpo" || spec_.finetuning.stage == "kto") RETURN_IF_ERROR(SetupPreference(lo));
   if (spec_.finetuning.stage == "rm") RETURN_IF_ERROR(SetupReward(&params));
   trainable_ = WithLayouts(lm_, params);
+  // Full and freeze checkpoints carry DeepSeek-V3's expert biases (a LoRA checkpoint is an adapter: the key is
+  // refused).
+  if (spec_.finetuning.type != FinetuningType::kLora) trainable_.buffers = ExpertBiasBuffers(lm_);
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
       rt_.dp_comm.get(), spec_.resources.zero_stage, static_cast<int64_t>(spec_.resources.bucket_cap_mb * (1 << 20)),
@@ -584,6 +597,7 @@ StatusOr<StepResult> Trainer::TrainStep() {
   if (!std::isfinite(r.grad_norm)) return DataLossError(at_step + ": the gradient norm is not finite");
   opt_->Step(schedule_.LrAt(progress_.step));
   opt_->ZeroGrad();
+  if (expert_bias_) expert_bias_->Update();
   ++progress_.step;
   progress_.consumed += bs * accumulation_ * dp;
   r.lr = schedule_.LrAt(progress_.step);

@@ -40,6 +40,7 @@
 #include "trainer/train/checkpointer.h"
 #include "trainer/train/early_stopping.h"
 #include "trainer/train/events.h"
+#include "trainer/train/expert_bias.h"
 #include "trainer/train/grad_reducer.h"
 #include "trainer/train/metrics_logger.h"
 #include "trainer/train/preference.h"
@@ -115,6 +116,8 @@ class Trainer {
   std::optional<ValueHead> value_head_;
   // Stages dpo and rm: the pairwise loss (PreferenceTrainer, RewardTrainer); null for sft and pt.
   std::unique_ptr<PairStage> pair_stage_;
+  // moe_router_enable_expert_bias: the expert-bias update after each optimizer step.
+  std::optional<ExpertBias> expert_bias_;
 };
 
 }  // namespace anneal::train
