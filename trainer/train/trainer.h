@@ -76,6 +76,7 @@ class Trainer {
   Status SetupModel();
   Status SetupPreference(const model::LoadOptions& load);
   Status SetupReward(std::vector<optim::TrainableParam>* params);
+  Status SetupCapacity();
   Status SetupPlan();
   void SetupModelFlops();
   Status Resume();
@@ -118,6 +119,8 @@ class Trainer {
   std::unique_ptr<PairStage> pair_stage_;
   // moe_router_enable_expert_bias: the expert-bias update after each optimizer step.
   std::optional<ExpertBias> expert_bias_;
+  // moe_expert_capacity_factor: the sparse layers that drop token slots (their counts go to the step metrics).
+  std::vector<model::SparseMoeImpl*> capacity_layers_;
 };
 
 }  // namespace anneal::train
