@@ -287,5 +287,28 @@ TEST(CausalLMExpertLoad, EachTrainingForwardCountsOnce) {
   EXPECT_EQ(moe->TakeLoad().abs().sum().item<double>(), 0.0);
 }
 
+// Megatron-core's capacity: ceil(N * k / E * factor) slots per expert; probs keeps the highest weights, and a
+// dropped slot contributes nothing (as its weight zeroed).
+TEST(SparseMoe, CapacityKeepsTheHighestWeightsAndDropsTheRest) {
+  SparseMoe moe = MakeMoe(/*norm_topk=*/false);  // 6 experts, k 2
+  torch::Tensor x = torch::randn({4, 16});
+  Routing r = moe->Route(x);
+  // Hand-made routing: expert 2 gets tokens 0, 1, 2; expert 0 tokens 0 and 3; the others one token or none.
+  r.experts = torch::tensor({2, 0, 2, 1, 2, 3, 5, 0}, torch::kInt64).view({4, 2});
+  r.weights = torch::tensor({0.5f, 0.3f, 0.9f, 0.3f, 0.7f, 0.3f, 0.4f, 0.3f}).view({4, 2});
+  moe->SetCapacity({.factor = 1.2, .policy = TokenDropPolicy::kProbs});  // ceil(8 / 6 * 1.2) = 2 slots per expert
+  torch::Tensor kept = moe->CapacityMask(r);
+  torch::Tensor want = torch::ones({4, 2}, torch::kBool);
+  want[0][0] = false;  // expert 2's lowest weight
+  EXPECT_TRUE(kept.equal(want)) << kept;
+  moe->SetCapacity({.factor = 1.2, .policy = TokenDropPolicy::kPosition});
+  EXPECT_EQ(moe->CapacityMask(r).sum().item<int64_t>(), 7);  // which of expert 2's tokens: torch.topk's choice
+  r.kept = kept;
+  Routing zeroed = r;
+  zeroed.kept = torch::Tensor();
+  zeroed.weights = r.weights * kept;
+  EXPECT_LT(RelErr(moe->Dispatch(x, r), moe->Dispatch(x, zeroed)), 1e-6);
+}
+
 }  // namespace
 }  // namespace anneal::model
