@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <sstream>
@@ -416,6 +417,39 @@ std::vector<Field> BuildFields() {
   f.push_back(Flag({"model.double_quantization", "double_quantization"},
                    "quantize the 4-bit blocks' absmax again (8-bit blocks of 256 around their mean)",
                    REF(model.double_quantization)));
+  f.push_back(Flag({"model.moe_router_enable_expert_bias", "moe_router_enable_expert_bias"},
+                   "auxiliary-loss-free balancing (DeepSeek-V3, Megatron-core): after each optimizer step every "
+                   "sparse layer's e_score_correction_bias moves by moe_router_bias_update_rate towards balance, "
+                   "from the tokens routed to each expert over the whole global batch (sigmoid routers only: "
+                   "deepseek_v3; full or freeze tuning, stage sft or pt)",
+                   REF(model.moe_router_enable_expert_bias)));
+  f.push_back(Number(
+      {"model.moe_router_bias_update_rate", "moe_router_bias_update_rate"}, "a number > 0",
+      [](double v) { return v > 0 && std::isfinite(v); },
+      "the step of the expert-bias update: bias_e += rate * sign(mean load - load_e)",
+      REF(model.moe_router_bias_update_rate)));
+  f.push_back(Make<double>(
+      {"model.moe_expert_capacity_factor", "moe_expert_capacity_factor"}, "number", "a number > 0 or null",
+      "token dropping (Megatron-core): each expert takes at most ceil(tokens * k / experts * factor) token slots "
+      "of a micro-batch, the rest are dropped (moe_token_drop_policy picks which); 0 or null: no capacity, no "
+      "token dropped",
+      REF(model.moe_expert_capacity_factor),
+      [](const YAML::Node& n, double* out) {
+        if (n.IsNull()) {
+          *out = 0;
+          return true;
+        }
+        return DecodeNumber(n, out) && *out >= 0 && std::isfinite(*out);
+      },
+      EncNumber));
+  f.push_back(Choice({"model.moe_token_drop_policy", "moe_token_drop_policy"}, {"probs", "position"},
+                     "with moe_expert_capacity_factor: probs keeps each expert's slots of the highest routing "
+                     "weights, position its earliest tokens (Megatron-core's torch.topk over the routing map)",
+                     REF(model.moe_token_drop_policy)));
+  f.push_back(Flag({"model.moe_pad_expert_input_to_capacity", "moe_pad_expert_input_to_capacity"},
+                   "Megatron-core pads every expert's input to its capacity with zero-weight tokens: the same "
+                   "result, so accepted and not done",
+                   REF(model.moe_pad_expert_input_to_capacity)));
   // finetuning
   f.push_back(Make<FinetuningType>(
       {"finetuning.type", "finetuning_type"}, "enum", "one of lora, full, freeze",

@@ -54,6 +54,16 @@ struct ModelSpec {
   std::string quantization_method = "bnb";  // bnb (bitsandbytes) only
   std::string quantization_type = "nf4";    // nf4 or fp4
   bool double_quantization = true;          // the block absmax quantized 8-bit too (bnb_4bit_use_double_quant)
+  // Mixture-of-experts training options (Megatron-core's spelling). Auxiliary-loss-free balancing (DeepSeek-V3):
+  // after each optimizer step every sparse layer's e_score_correction_bias moves by rate * sign(mean load - load).
+  bool moe_router_enable_expert_bias = false;
+  double moe_router_bias_update_rate = 1e-3;
+  // Token dropping: each expert takes at most ceil(tokens * k / experts * factor) slots of a micro-batch; 0 (YAML
+  // null, the default): no capacity, no token dropped. Policy probs or position; padding to capacity is
+  // result-neutral (the padded slots weigh 0) and only accepted.
+  double moe_expert_capacity_factor = 0;
+  std::string moe_token_drop_policy = "probs";
+  bool moe_pad_expert_input_to_capacity = false;
 
   bool operator==(const ModelSpec&) const = default;
 };

@@ -593,6 +593,25 @@ Status CheckQuantization(const JobSpec& s, const SpecReader& r) {
   return Status::Ok();
 }
 
+// Auxiliary-loss-free balancing moves a buffer of the base model: what it is built for (which routers have the bias
+// is the trainer's check, against the model).
+Status CheckExpertBias(const JobSpec& s, const SpecReader& r) {
+  if (s.kind != JobKind::kTrain || !s.model.moe_router_enable_expert_bias) return Status::Ok();
+  const std::string key = r.Located("model.moe_router_enable_expert_bias");
+  if (s.finetuning.type == FinetuningType::kLora) {
+    return InvalidArgumentError(fmt::format(
+        "{}: {} with {} lora is not built: the bias it trains is a buffer of the base model, which a PEFT adapter "
+        "does not carry; use finetuning_type: full or freeze, or remove moe_router_enable_expert_bias",
+        r.source(), key, r.Located("finetuning.type")));
+  }
+  if (s.finetuning.stage != "sft" && s.finetuning.stage != "pt") {
+    return InvalidArgumentError(
+        fmt::format("{}: {} with {} {} is not built (stages sft and pt count the routed tokens)", r.source(), key,
+                    r.Located("finetuning.stage"), s.finetuning.stage));
+  }
+  return Status::Ok();
+}
+
 // Checks that involve several fields. Runs after Apply, so every value is in range on its own.
 Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   const std::string& src = r.source();
@@ -648,6 +667,7 @@ Status CheckCrossField(const JobSpec& s, const SpecReader& r) {
   RETURN_IF_ERROR(CheckEarlyStopping(s, r));
   RETURN_IF_ERROR(CheckInterleaveProbs(s, r));
   RETURN_IF_ERROR(CheckQuantization(s, r));
+  RETURN_IF_ERROR(CheckExpertBias(s, r));
   if (s.kind == JobKind::kEval &&
       (s.finetuning.stage == "dpo" || s.finetuning.stage == "rm" || s.finetuning.stage == "kto")) {
     return InvalidArgumentError(fmt::format(

@@ -5,7 +5,7 @@ set(ANNEAL_TRAINER_SOURCES
   kernels/rmsnorm.cc
   optim/adamw.cc optim/schedule.cc
   parallel/dims.cc parallel/comm.cc parallel/tensor_parallel.cc parallel/sharding.cc
-  train/finetune.cc train/batch.cc train/data_config.cc train/events.cc train/runtime.cc train/grad_reducer.cc train/pipeline.cc train/state_io.cc train/zero.cc train/rows.cc train/validator.cc train/metrics_logger.cc train/checkpointer.cc train/early_stopping.cc train/pair_stage.cc train/preference.cc train/reward.cc train/kto.cc train/file_gather.cc train/trainer.cc
+  train/finetune.cc train/batch.cc train/data_config.cc train/events.cc train/runtime.cc train/grad_reducer.cc train/pipeline.cc train/state_io.cc train/zero.cc train/rows.cc train/validator.cc train/metrics_logger.cc train/checkpointer.cc train/early_stopping.cc train/pair_stage.cc train/preference.cc train/reward.cc train/kto.cc train/expert_bias.cc train/file_gather.cc train/trainer.cc
   checkpoint/checkpoint.cc export/peft.cc export/merge.cc eval/eval.cc
   cli/model_commands.cc cli/train_commands.cc cli/launch_command.cc)
 list(TRANSFORM ANNEAL_TRAINER_SOURCES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)

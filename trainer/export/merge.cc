@@ -53,6 +53,8 @@ Status ApplyCheckpoint(model::CausalLM& lm, const ExportRequest& r) {
   ASSIGN_OR_RETURN(auto trained, ReadTrainable(r.adapter));
   std::map<std::string, at::Tensor> params;
   for (auto& item : lm->named_parameters()) params[item.key()] = item.value();
+  // DeepSeek-V3's expert biases, moved by auxiliary-loss-free balancing (trainer/train/expert_bias.h).
+  for (auto& item : lm->named_buffers()) params[item.key()] = item.value();
   torch::NoGradGuard no_grad;
   for (const auto& [name, t] : trained) {
     auto it = params.find(name);

@@ -442,6 +442,12 @@ torch::Tensor CausalLMImpl::TakeAuxLoss(const torch::Tensor& attention_mask) {
   return aux * config_.moe.router_aux_loss_coef;
 }
 
+std::vector<torch::Tensor> CausalLMImpl::TakeRouterLogits() {
+  std::vector<torch::Tensor> taken;
+  taken.swap(router_logits_);
+  return taken;
+}
+
 torch::Tensor CausalLMImpl::head_weight() {
   return config_.tie_word_embeddings ? model->embed_tokens->weight : lm_head->weight;
 }
@@ -467,9 +473,15 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
   // A frozen embedding gives an input without grad; the checkpointed layers still need a graph to recompute
   // into (transformers' enable_input_require_grads does the same for LoRA with gradient checkpointing).
   if (checkpoint && !x.requires_grad()) x = x.detach().requires_grad_(true);
+  // Expert loads (auxiliary-loss-free balancing) and dropped slots (capacity) count training forwards only, once per
+  // micro-batch: the layer is armed for this call (its first forward) and disarmed before a checkpoint's
+  // recomputation.
+  const bool count_load = is_training() && grad;
   for (int64_t i = begin; i < end; ++i) {
     auto* layer = model->layers[i]->as<DecoderLayerImpl>();
     TORCH_CHECK(layer != nullptr, "decoder layer ", i, " is held by another pipeline stage");
+    SparseMoeImpl* counting = count_load && layer->moe ? layer->moe.get() : nullptr;
+    if (counting != nullptr) counting->ArmLoadCount(in.attention_mask);
     if (checkpoint) {
       torch::autograd::variable_list out = CheckpointedLayer::apply(x, cos, sin, MaskArgument(mask, x.device()),
                                                                     reinterpret_cast<int64_t>(layer), hook_address, i);
@@ -480,6 +492,7 @@ torch::Tensor CausalLMImpl::RunLayers(torch::Tensor x, const ForwardInputs& in, 
       x = layer->forward(x, cos, sin, mask, in.cache);
       UseLayer(hook_address, i, false);
     }
+    if (counting != nullptr) counting->DisarmLoadCount();
   }
   return x;
 }

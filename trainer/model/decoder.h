@@ -208,6 +208,11 @@ class CausalLMImpl : public torch::nn::Module {
   bool HasSparseLayers() const;
   void CollectRouterLogits(bool on);
   torch::Tensor TakeAuxLoss(const torch::Tensor& attention_mask);
+  // The router logits [N, E] that checkpointed layers (activation checkpointing, ZeRO-3) handed to the model since
+  // the last take, in layer order, leaving none: a recomputed layer returns them as outputs of its autograd
+  // function (so the loss built on them reaches the recomputed router), whichever sink its MoE had attached. The
+  // pipeline takes them into its own per-stage sums (trainer/train/pipeline.cc).
+  std::vector<torch::Tensor> TakeRouterLogits();
 
   DecoderModel model{nullptr};
   Linear lm_head{nullptr};

@@ -4,6 +4,8 @@
 #include <torch/autograd.h>
 #include <torch/nn/functional/activation.h>
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "common/status.h"
@@ -155,15 +157,19 @@ class AllToAllSlots : public torch::autograd::Function<AllToAllSlots> {
 
 torch::Tensor SparseMoeImpl::Dispatch(const torch::Tensor& x, const Routing& r) {
   const int64_t k = spec_.top_k, E = spec_.num_experts;
-  // Token slots [N*k] sorted by expert: slot s of the sorted order is token order[s] / k going to
-  // flat_experts[order[s]]; equal experts keep token order (stable), so results do not depend on ties.
+  // Token slots [S] (S = N*k, or the slots within capacity) sorted by expert: slot s of the sorted order is token
+  // order[s] / k going to flat_experts[order[s]]; equal experts keep token order (stable), so results do not
+  // depend on ties. Dropped slots (r.kept false) are not dispatched: they contribute nothing.
   torch::Tensor flat_experts = r.experts.reshape({-1});
-  torch::Tensor order = std::get<1>(flat_experts.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
-  torch::Tensor tokens = order.div(k, "floor");                                               // [N*k]
-  torch::Tensor slot_weights = r.weights.reshape({-1}).index_select(0, order).unsqueeze(-1);  // [N*k, 1]
-  torch::Tensor gathered = x.index_select(0, tokens);  // [N*k, C], grouped by expert
+  torch::Tensor kept_slots = r.kept.defined() ? r.kept.reshape({-1}).nonzero().squeeze(1) : torch::Tensor();
+  torch::Tensor slot_experts = kept_slots.defined() ? flat_experts.index_select(0, kept_slots) : flat_experts;
+  torch::Tensor order = std::get<1>(slot_experts.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  if (kept_slots.defined()) order = kept_slots.index_select(0, order);                        // back to slot ids
+  torch::Tensor tokens = order.div(k, "floor");                                               // [S]
+  torch::Tensor slot_weights = r.weights.reshape({-1}).index_select(0, order).unsqueeze(-1);  // [S, 1]
+  torch::Tensor gathered = x.index_select(0, tokens);  // [S, C], grouped by expert
   // Slots per expert, on the host.
-  torch::Tensor counts = torch::bincount(flat_experts, /*weights=*/{}, E).cpu();
+  torch::Tensor counts = torch::bincount(slot_experts, /*weights=*/{}, E).cpu();
   torch::Tensor y;
   if (spec_.ep.size == 1) {
     const int64_t* c = counts.data_ptr<int64_t>();
@@ -237,9 +243,83 @@ torch::Tensor SparseMoeImpl::forward(const torch::Tensor& x) {
   torch::Tensor flat = x.reshape({-1, x.size(-1)});
   Routing r = Route(flat);
   if (sink_ != nullptr && is_training()) sink_->push_back(r.logits);  // evaluation adds no aux loss
+  if (capacity_.factor > 0) {
+    r.kept = CapacityMask(r);
+    if (load_armed_) dropped_slots_ += r.kept.numel() - r.kept.sum().item<int64_t>();
+  }
+  if (load_armed_ && load_.defined()) {
+    // Slots per expert (those kept, as Megatron-core counts its routing map), each token weighted by its mask value
+    // (padding 0): [N] -> [N * k] -> [E].
+    torch::Tensor weight =
+        load_weight_.defined() ? load_weight_.to(load_.device()) : torch::ones({flat.size(0)}, load_.options());
+    TORCH_CHECK(weight.size(0) == flat.size(0), "expert load: ", weight.size(0), " token weights for ", flat.size(0),
+                " tokens");
+    torch::Tensor slot_weight = weight.repeat_interleave(spec_.top_k);
+    if (r.kept.defined()) slot_weight = slot_weight * r.kept.reshape({-1}).to(slot_weight.device(), torch::kFloat32);
+    load_.index_add_(0, r.experts.reshape({-1}).to(load_.device()), slot_weight);
+  }
   torch::Tensor y = Dispatch(flat, r);
   if (shared_expert) y = y + shared_expert->forward(flat);
   return y.view(x.sizes());
+}
+
+void SparseMoeImpl::CountLoad(bool on) {
+  TORCH_CHECK(!on || e_score_correction_bias.defined(),
+              "expert load counting needs a router with e_score_correction_bias (sigmoid routing)");
+  load_ = on ? torch::zeros({spec_.num_experts}, e_score_correction_bias.options()) : torch::Tensor();
+  load_armed_ = false;
+  load_weight_ = torch::Tensor();
+}
+
+void SparseMoeImpl::ArmLoadCount(const torch::Tensor& token_weight) {
+  load_armed_ = true;
+  load_weight_ = token_weight.defined() ? token_weight.reshape({-1}).to(torch::kFloat32) : torch::Tensor();
+}
+
+void SparseMoeImpl::DisarmLoadCount() {
+  load_armed_ = false;
+  load_weight_ = torch::Tensor();
+}
+
+torch::Tensor SparseMoeImpl::TakeLoad() {
+  TORCH_CHECK(load_.defined(), "TakeLoad: load counting is off");
+  torch::Tensor load = load_.clone();
+  load_.zero_();
+  return load;
+}
+
+int64_t SparseMoeImpl::TakeDroppedSlots() {
+  const int64_t dropped = dropped_slots_;
+  dropped_slots_ = 0;
+  return dropped;
+}
+
+torch::Tensor SparseMoeImpl::CapacityMask(const Routing& r) const {
+  // Megatron-core's topk_softmax_with_capacity: capacity = ceil((N * k / E) * factor) slots per expert; the dense
+  // routing weights [N, E] (probs) or the routing map (position) pick which tokens each expert keeps, by torch.topk
+  // down the tokens; kept = routed and picked.
+  const int64_t N = r.experts.size(0), E = spec_.num_experts;
+  const double per_expert = static_cast<double>(N * spec_.top_k) / static_cast<double>(E);
+  const int64_t capacity = std::min<int64_t>(N, static_cast<int64_t>(std::ceil(per_expert * capacity_.factor)));
+  torch::Tensor map =
+      torch::zeros({N, E}, r.experts.options().dtype(torch::kInt32)).scatter(1, r.experts, 1);  // [N, E]
+  torch::Tensor picked;
+  if (capacity_.policy == TokenDropPolicy::kProbs) {
+    torch::Tensor gates = torch::zeros({N, E}, r.weights.options()).scatter(1, r.experts, r.weights.detach());
+    picked = std::get<1>(torch::topk(gates, capacity, 0, /*largest=*/true, /*sorted=*/false));
+  } else {
+    picked = std::get<1>(torch::topk(map, capacity, 0, /*largest=*/true, /*sorted=*/false));
+  }
+  torch::Tensor within = torch::zeros({N, E}, r.experts.options().dtype(torch::kBool)).scatter(0, picked, true);
+  return within.logical_and(map.to(torch::kBool)).gather(1, r.experts);  // [N, k]
+}
+
+void SparseMoeImpl::UpdateExpertBias(const torch::Tensor& load, double rate) {
+  // Megatron-core's get_updated_expert_bias: average = sum / E; bias + sign(average - load) * rate.
+  torch::NoGradGuard no_grad;
+  torch::Tensor l = load.to(e_score_correction_bias.device(), torch::kFloat32);
+  torch::Tensor average = l.sum(-1, /*keepdim=*/true) / static_cast<double>(l.size(-1));
+  e_score_correction_bias.add_(torch::sign(average - l) * rate);
 }
 
 std::optional<int64_t> RoutedExpertOf(const std::string& name) {

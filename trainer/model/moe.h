@@ -29,6 +29,12 @@
 // (CollectRouterLogits), forward in training mode appends its [N, E] logits to it. LoadBalancingLoss then computes HF's
 // load_balancing_loss_func over them.
 //
+// Auxiliary-loss-free balancing (DeepSeek-V3; Megatron-core's moe_router_enable_expert_bias): while load counting is
+// on (CountLoad), a forward armed by ArmLoadCount adds to this layer's load [E] the token slots each expert was
+// routed (padding tokens weigh 0); CausalLM::RunLayers arms only training forwards with gradients enabled, once per
+// micro-batch (not evaluation, not activation-checkpoint recomputation). After the optimizer step the trainer sums
+// the loads over data parallel and calls UpdateExpertBias: bias_e += rate * sign(mean(load) - load_e).
+//
 // Thread-safety: one thread at a time (LibTorch modules).
 //
 // Example:
@@ -78,6 +84,15 @@ std::optional<int64_t> RoutedExpertOf(const std::string& name);
 
 enum class RouterKind { kSoftmax, kDeepseekSoftmax, kDeepseekSigmoid };
 
+// Megatron-core's token dropping (moe_expert_capacity_factor, moe_token_drop_policy): each expert takes at most
+// capacity = ceil(N * k / E * factor) of a forward's N tokens' slots; kProbs keeps the slots with the highest routing
+// weights, kPosition the earliest tokens. Dropped slots contribute nothing (their weight is 0).
+enum class TokenDropPolicy { kProbs, kPosition };
+struct ExpertCapacity {
+  double factor = 0;  // 0: no capacity (no token dropped)
+  TokenDropPolicy policy = TokenDropPolicy::kProbs;
+};
+
 struct MoeLayerSpec {
   int64_t hidden = 0;               // C
   int64_t num_experts = 0;          // E
@@ -100,6 +115,7 @@ struct Routing {
   torch::Tensor logits;   // [N, E] in the input dtype, fp32 for DeepSeek routers (what the aux loss reads)
   torch::Tensor weights;  // [N, k] in the input dtype (fp32 for DeepSeek routers, as HF)
   torch::Tensor experts;  // [N, k] int64
+  torch::Tensor kept;     // [N, k] bool: the slots within capacity (ExpertCapacity); undefined: every slot
 };
 
 // One SwiGLU expert: down(silu(gate(x)) * up(x)).
@@ -139,6 +155,27 @@ class SparseMoeImpl : public torch::nn::Module {
   std::vector<torch::Tensor>* router_logits_sink() const { return sink_; }
   const MoeLayerSpec& spec() const { return spec_; }
 
+  // Load counting (auxiliary-loss-free balancing; kDeepseekSigmoid only): on zeroes the load, off drops it.
+  void CountLoad(bool on);
+  bool counts_load() const { return load_.defined(); }
+  // The next forwards (until DisarmLoadCount) count: their routed slots within capacity go to the load (while
+  // counting), their dropped slots to the dropped count; token_weight [N] (1 = token, 0 = padding; undefined:
+  // every token counts) is the flattened attention mask of their input.
+  void ArmLoadCount(const torch::Tensor& token_weight);
+  void DisarmLoadCount();
+  // The load [E] (fp32 slot counts) since the last take, leaving zeros.
+  torch::Tensor TakeLoad();
+  // Token dropping from the next forward on (ExpertCapacity{}: none), in training and evaluation alike as
+  // Megatron-core; armed forwards (ArmLoadCount: CausalLM::RunLayers' training forwards) count the dropped slots,
+  // which TakeDroppedSlots returns (and zeroes).
+  void SetCapacity(const ExpertCapacity& capacity) { capacity_ = capacity; }
+  // routing [N, k] -> a [N, k] bool mask of the slots within their expert's capacity (Megatron-core's rule).
+  torch::Tensor CapacityMask(const Routing& routing) const;
+  int64_t TakeDroppedSlots();
+  // DeepSeek-V3's update (Megatron-core's get_updated_expert_bias): bias += rate * sign(mean(load) - load).
+  // load [E] summed over every data-parallel rank, so every rank applies the same update.
+  void UpdateExpertBias(const torch::Tensor& load, double rate);
+
   Linear gate{nullptr};
   // "experts": its children are the held routed experts, named by their global ids ("5").
   std::shared_ptr<torch::nn::Module> experts;
@@ -149,6 +186,11 @@ class SparseMoeImpl : public torch::nn::Module {
   MoeLayerSpec spec_;
   std::vector<ExpertMlp> local_;  // the held experts, by local index
   std::vector<torch::Tensor>* sink_ = nullptr;
+  torch::Tensor load_;  // [E] fp32 while counting; undefined otherwise
+  bool load_armed_ = false;
+  torch::Tensor load_weight_;  // [N] fp32 of the armed forward, or undefined (every token)
+  ExpertCapacity capacity_;
+  int64_t dropped_slots_ = 0;
 };
 TORCH_MODULE(SparseMoe);
 

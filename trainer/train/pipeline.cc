@@ -110,6 +110,8 @@ class Stage {
     const int64_t k = lm_->config().moe.num_experts_per_tok;
     auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(ctx_.device);
     RouterParts parts{torch::zeros({experts_}, fp32), torch::zeros({experts_}, fp32), torch::zeros({1}, fp32)};
+    // Checkpointed layers (activation checkpointing, ZeRO-3) hand their logits to the model instead of our sink.
+    for (torch::Tensor& t : lm_->TakeRouterLogits()) router_logits_.push_back(std::move(t));
     for (const torch::Tensor& layer_logits : router_logits_) {
       torch::Tensor probs = torch::softmax(layer_logits.to(ctx_.device), -1);  // [N, E]
       torch::Tensor selected = std::get<1>(torch::topk(probs, k, -1));         // [N, k]

@@ -188,14 +188,19 @@ Status WriteTrainingState(const TrainableSet& trainable, const TrainerOptimizer&
         entries.push_back({p.name, p.param.scalar_type(), trainable.layouts[i].FullShape(p.param.sizes())});
       }
     }
-    StageFileSink sink(rt, StageFile(dir, "trainable", rt), InWritingReplica(rt) && rt.tp_rank == 0 && rt.dp_rank == 0,
-                       std::move(entries));
+    // DeepSeek-V3's expert biases (buffers, replicated) follow the parameters, from the writing rank.
+    const bool writes = InWritingReplica(rt) && rt.tp_rank == 0 && rt.dp_rank == 0;
+    if (writes) {
+      for (const auto& [name, t] : trainable.buffers) entries.push_back({name, t.scalar_type(), t.sizes().vec()});
+    }
+    StageFileSink sink(rt, StageFile(dir, "trainable", rt), writes, std::move(entries));
     for (size_t i = 0; i < trainable.params.size(); ++i) {
       const auto& p = trainable.params[i];
       at::Tensor local = opt.FullParam(p.name);
       if (!InWritingReplica(rt)) continue;
       sink.Add(p.name, parallel::GatherFull(local, trainable.layouts[i], tp), keeps(p.name));
     }
+    for (const auto& [name, t] : trainable.buffers) sink.Add(name, t.detach(), writes);
     RETURN_IF_ERROR(sink.Finish());
   }
   // Optimizer state, full per parameter: every replica under ZeRO-1, 2 and 3 (each writes the parameters it owns,
@@ -261,6 +266,15 @@ Status ReadTrainingState(const TrainableSet& trainable, TrainerOptimizer& opt, c
     const auto& p = trainable.params[i];
     ASSIGN_OR_RETURN(at::Tensor piece, PieceOf(params, p.name, p.param, trainable.layouts[i]));
     opt.SetParam(p.name, piece);  // ZeRO-3: into the owned range of the shard
+  }
+  for (const auto& [name, buffer] : trainable.buffers) {
+    if (!params.Contains(name)) continue;  // written by a run that did not carry it: the base model's value stands
+    ASSIGN_OR_RETURN(at::Tensor t, params.Tensor(name));
+    if (t.sizes() != buffer.sizes()) {
+      return DataLossError("'" + name + "' has shape " + c10::str(t.sizes()) + ", this model needs " +
+                           c10::str(buffer.sizes()));
+    }
+    buffer.copy_(t);
   }
   ASSIGN_OR_RETURN(NamedTensorFiles state, NamedTensorFiles::Open(dir, "optimizer-"));
   NamedTensors mine;

@@ -3,7 +3,7 @@
 // the tensor-parallel group, and any layout reads them back by slicing (resharding comes for free: a run saved
 // with tp2 pp2 dp2 resumes with tp1 pp4 dp2).
 //
-//   trainable-stage<s>.safetensors          trainable parameters of pipeline stage s
+//   trainable-stage<s>.safetensors          trainable parameters of pipeline stage s (and its TrainableSet::buffers)
 //   optimizer-stage<s>-dp<d>.safetensors    AdamW state of the parameters data-parallel rank d owns (every
 //                                           replica under ZeRO-1, else only d = 0) and the RNG (rng.cpu, and
 //                                           rng.cuda on a GPU)
@@ -30,6 +30,9 @@ namespace anneal::train {
 struct TrainableSet {
   std::vector<optim::TrainableParam> params;
   std::vector<model::ParamLayout> layouts;
+  // Buffers trained without gradients that the checkpoint carries next to the parameters (whole, the same on every
+  // rank that holds them): DeepSeek-V3's expert biases under full or freeze tuning (expert_bias.h).
+  std::vector<std::pair<std::string, at::Tensor>> buffers;
   const model::ParamLayout& LayoutOf(const std::string& name) const;
 };
 

@@ -287,16 +287,6 @@ static Status CheckMoeLayout(const model::ModelConfig& c, const Runtime& rt, con
                                 ": sequence_parallel is not built (the experts see token slots, not "
                                 "sequences; MLA is replicated over tp): turn sequence_parallel off");
   }
-  // The pipeline assembles the load-balancing loss from each stage's router logits, which recomputed layers
-  // (activation checkpointing, ZeRO-3) hand to the model instead (trainer/train/pipeline.cc).
-  if (rt.dims.pp() > 1 && !c.moe.deepseek_moe && c.moe.router_aux_loss_coef != 0 &&
-      (spec.train.gradient_checkpointing || spec.resources.zero_stage == 3)) {
-    return InvalidArgumentError(what + ": the load-balancing loss (router_aux_loss_coef " +
-                                c10::str(c.moe.router_aux_loss_coef) + ") under pipeline_model_parallel_size " +
-                                std::to_string(rt.dims.pp()) + " with " +
-                                (spec.train.gradient_checkpointing ? "gradient_checkpointing" : "zero_stage 3") +
-                                " is not built: set gradient_checkpointing: false (and zero_stage below 3)");
-  }
   if (rt.ep <= 1) return Status::Ok();
   const std::string ep = "expert_model_parallel_size " + std::to_string(rt.ep);
   if (spec.resources.zero_stage > 0) {
@@ -342,6 +332,17 @@ Status Trainer::SetupModel() {
                    ApplyFinetuning(lm_, spec_, static_cast<uint64_t>(ts.seed)));
   lm_->to(rt_.device);
   lm_->train();
+  if (spec_.model.moe_router_enable_expert_bias) {
+    ASSIGN_OR_RETURN(ExpertBias balance, ExpertBias::Start(lm_, spec_.model.moe_router_bias_update_rate,
+                                                           rt_.dp > 1 ? rt_.dp_comm.get() : nullptr));
+    if (rt_.rank == 0) {
+      std::cerr << c10::str("[train] auxiliary-loss-free balancing: e_score_correction_bias of ", balance.layers(),
+                            " sparse layer(s) moves by ", spec_.model.moe_router_bias_update_rate,
+                            " after each step\n");
+    }
+    expert_bias_ = std::move(balance);
+  }
+  RETURN_IF_ERROR(SetupCapacity());
   if (spec_.finetuning.pissa_init && spec_.finetuning.pissa_convert && !LoraModules(lm_).empty()) {
     // LLaMA-Factory's PissaConvertCallback.on_train_begin: the initial adapter, saved with init_lora_weights true
     // (a resumed run computes the same start again and rewrites it unchanged).
@@ -362,6 +363,9 @@ Status Trainer::SetupModel() {
   buckets_ = ResolveBucketBytes(spec_.resources.reduce_bucket_size, spec_.resources.gather_bucket_size,
                                 spec_.resources.bucket_cap_mb, spec_.resources.zero_stage, lm_->config().hidden_size,
                                 params.empty() ? 4 : static_cast<int64_t>(params.front().param.element_size()));
+  // Full and freeze checkpoints carry DeepSeek-V3's expert biases (a LoRA checkpoint is an adapter: the key is
+  // refused).
+  if (spec_.finetuning.type != FinetuningType::kLora) trainable_.buffers = ExpertBiasBuffers(lm_);
   opt_ = std::make_unique<TrainerOptimizer>(
       params, optim::AdamWOptions{ts.learning_rate, ts.adam_beta1, ts.adam_beta2, ts.adam_epsilon, ts.weight_decay},
       rt_.dp_comm.get(), spec_.resources.zero_stage, buckets_.gather, OffloadOf(spec_.resources.offload));
@@ -374,6 +378,32 @@ Status Trainer::SetupModel() {
     opt_->SetPrefetch(prefetch == nullptr || std::string(prefetch) != "0");
   }
   LogHoldings();
+  return Status::Ok();
+}
+
+// moe_expert_capacity_factor: every sparse layer this rank holds drops the slots past its experts' capacity.
+Status Trainer::SetupCapacity() {
+  const jobspec::ModelSpec& m = spec_.model;
+  if (m.moe_expert_capacity_factor <= 0) return Status::Ok();
+  if (!lm_->HasSparseLayers()) {
+    return InvalidArgumentError("moe_expert_capacity_factor: " + lm_->config().model_type +
+                                " has no mixture-of-experts layers: remove the key");
+  }
+  const model::ExpertCapacity capacity{.factor = m.moe_expert_capacity_factor,
+                                       .policy = m.moe_token_drop_policy == "position"
+                                                     ? model::TokenDropPolicy::kPosition
+                                                     : model::TokenDropPolicy::kProbs};
+  for (const auto& layer : lm_->model->layers->children()) {
+    auto* decoder_layer = layer->as<model::DecoderLayerImpl>();
+    if (decoder_layer != nullptr && decoder_layer->moe) {
+      decoder_layer->moe->SetCapacity(capacity);
+      capacity_layers_.push_back(decoder_layer->moe.get());
+    }
+  }
+  if (rt_.rank == 0) {
+    std::cerr << c10::str("[train] expert capacity: factor ", capacity.factor, ", drop policy ",
+                          m.moe_token_drop_policy, " (moe_dropped_slots in the step metrics)\n");
+  }
   return Status::Ok();
 }
 
@@ -591,6 +621,14 @@ StatusOr<StepResult> Trainer::TrainStep() {
   if (!std::isfinite(r.grad_norm)) return DataLossError(at_step + ": the gradient norm is not finite");
   opt_->Step(schedule_.LrAt(progress_.step));
   opt_->ZeroGrad();
+  if (expert_bias_) expert_bias_->Update();
+  if (spec_.model.moe_expert_capacity_factor > 0) {
+    // Token slots dropped by this step's training forwards, over the whole model and every data-parallel rank
+    // (each tensor-parallel group counts once).
+    int64_t dropped = 0;
+    for (model::SparseMoeImpl* m : capacity_layers_) dropped += m->TakeDroppedSlots();
+    r.metrics.emplace_back("moe_dropped_slots", rt_.SumOverWorld(static_cast<double>(dropped), rt_.tp_rank == 0));
+  }
   ++progress_.step;
   progress_.consumed += bs * accumulation_ * dp;
   r.lr = schedule_.LrAt(progress_.step);

@@ -40,6 +40,7 @@
 #include "trainer/train/checkpointer.h"
 #include "trainer/train/early_stopping.h"
 #include "trainer/train/events.h"
+#include "trainer/train/expert_bias.h"
 #include "trainer/train/grad_reducer.h"
 #include "trainer/train/metrics_logger.h"
 #include "trainer/train/preference.h"
@@ -75,6 +76,7 @@ class Trainer {
   Status SetupModel();
   Status SetupPreference(const model::LoadOptions& load);
   Status SetupReward(std::vector<optim::TrainableParam>* params);
+  Status SetupCapacity();
   Status SetupPlan();
   void SetupModelFlops();
   Status Resume();
@@ -116,6 +118,10 @@ class Trainer {
   std::optional<ValueHead> value_head_;
   // Stages dpo and rm: the pairwise loss (PreferenceTrainer, RewardTrainer); null for sft and pt.
   std::unique_ptr<PairStage> pair_stage_;
+  // moe_router_enable_expert_bias: the expert-bias update after each optimizer step.
+  std::optional<ExpertBias> expert_bias_;
+  // moe_expert_capacity_factor: the sparse layers that drop token slots (their counts go to the step metrics).
+  std::vector<model::SparseMoeImpl*> capacity_layers_;
 };
 
 }  // namespace anneal::train

@@ -14,8 +14,7 @@
   ep_deepseek: a tiny deepseek_v3 (sigmoid group-limited routing, a shared expert, MLA), full and LoRA, with
            (dp 2, ep 2) and (dp 4, ep 4) against one process.
   ep_refused: impossible or unbuilt expert-parallel layouts stop before training with a line naming each problem:
-           ep not dividing the data-parallel size or the experts, ep on a dense model, qwen3_moe's load-balancing
-           loss under pp with activation checkpointing, MoE with sequence parallelism, ep with ZeRO, validation rows that give the ranks unequal evaluation batch counts.
+           ep not dividing the data-parallel size or the experts, ep on a dense model, MoE with sequence parallelism, ep with ZeRO, validation rows that give the ranks unequal evaluation batch counts.
   ep_tp: tensor parallel 2 x expert parallel 2 (world 4: dp 2; every expert split over tp like a dense MLP,
            Megatron-core's default expert_tensor_parallel_size = tp): qwen3_moe full and LoRA against (dp 2, ep 1);
            deepseek_v3 (MLA replicated over tp) full and LoRA against one process; the step-5 checkpoints resume
@@ -25,7 +24,7 @@
            and micro-batch, so a rank's tokens may miss an expert): the reducer defers its buckets to the end of
            the step (logged) and the run equals one process.
   ep_pp: pipeline parallel 2 x expert parallel 2 (world 4: dp 2): qwen3_moe (its load-balancing loss over both
-           stages; gradient_checkpointing off) against (dp 2, ep 1) and a 4-layer deepseek_v3 against one process, full and LoRA; the full
+           stages) against (dp 2, ep 1) and a 4-layer deepseek_v3 against one process, full and LoRA; the full
            checkpoints resume with (dp 2, ep 1) / on one process (qwen3_moe LoRA and deepseek_v3 full only in the
            .long twin).
 """
@@ -172,8 +171,7 @@ def case_ep_pp(binary, tmp):
     # Each stage's MoE layers use its own expert groups; qwen3_moe's load-balancing loss spans both stages (its parts
     # travel with the activations and gradients), per data-parallel rank as ever, so its reference is dp 2. A
     # 4-layer DeepSeek-V3 (stage 0 holds the dense layer 0 and the sparse layer 1) equals one process.
-    # (The recomputed layers of activation checkpointing hand their router logits to the model, not the pipeline:
-    # refused with the load-balancing loss under pp, see ep_refused.)
+    # (qwen3_moe with activation checkpointing under pp: parallel_parity.py qwen3.)
     no_ckpt = ["gradient_checkpointing: false"]
     composed(binary, tmp, "qwen3_moe", "full", 2, tp=1, pp=2, resume_onto=(2, 1), extra=no_ckpt)
     composed(binary, tmp, "deepseek_v3", "lora", 1, tp=1, pp=2, layers=4, resume_onto=(1, 1))
@@ -215,9 +213,6 @@ def case_ep_refused(binary, tmp):
          ["expert parallel 3 does not divide the 8 routed experts"]),
         (dense, 2, ["expert_model_parallel_size: 2"],
          ["expert parallel 2 needs a mixture-of-experts model (this one is dense)"]),
-        (moe, 4, ["expert_model_parallel_size: 2", "pipeline_model_parallel_size: 2"],
-         ["qwen3_moe (mixture of experts): the load-balancing loss (router_aux_loss_coef 0.001) under "
-          "pipeline_model_parallel_size 2 with gradient_checkpointing is not built"]),
         (moe, 4, ["expert_model_parallel_size: 2", "tensor_model_parallel_size: 2", "sequence_parallel: true"],
          ["qwen3_moe (mixture of experts): sequence_parallel is not built"]),
         (moe, 2, ["expert_model_parallel_size: 2", "zero_stage: 1"],

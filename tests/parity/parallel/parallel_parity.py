@@ -39,8 +39,10 @@
            optimizer state as host memory. A checkpoint of an offloaded ZeRO-3 run resumes under ZeRO-1.
   qwen3: a qwen3 model (per-head q/k RMSNorm, replicated over tensor-parallel ranks with partial gradients)
            with tp 2 x pp 2 and tp 2 with sequence parallelism gives the single-process run (full fine-tuning;
-           LoRA too with ANNEAL_TEST_LONG=1); a qwen3_moe model under pp 2 (1F1B and GPipe), its load-balancing
-           loss summed over both stages, gives the single-process run (MoE under tp / pp / ep: expert_parity.py).
+           LoRA too with ANNEAL_TEST_LONG=1); a qwen3_moe model under pp 2 (1F1B and GPipe, and 1F1B with
+           activation checkpointing), its load-balancing loss summed over both stages, gives the single-process
+           run; with ANNEAL_TEST_LONG=1 also pp 2 x dp 2 under zero_stage 3 against dp 2 (MoE under tp / pp / ep:
+           expert_parity.py).
   deepseek_layouts: a 4-layer deepseek_v2 (MLA replicated over tp, experts and shared experts split over tp)
            under tp 2 and pp 2 gives the single-process run, full and LoRA.
   deadpeer: ranks started directly (no launcher to clean up), dp 2 and then tp 2 x pp 2; one is killed with
@@ -506,12 +508,20 @@ def case_qwen3(binary, tmp):
     moe = os.path.join(tmp, "moe")
     run([binary, "model", "init", "--arch", "qwen3_moe", "--preset", "tiny", "--tokenizer", os.path.join(tmp, "tok"),
          "--out", moe, "--seed", "3"])
-    no_ckpt = ["gradient_checkpointing: false"]  # with it the loss under pp is refused (expert_parity.py ep_refused)
+    no_ckpt = ["gradient_checkpointing: false"]
     ref = train_layout(binary, tmp, moe, "full", 1, 1, 1, "moe-single", no_ckpt)
     for schedule in ("1f1b", "gpipe"):
         out = train_layout(binary, tmp, moe, "full", 1, 2, 1, f"moe-pp2-{schedule}",
                            [f"pipeline_schedule: {schedule}"] + no_ckpt)
         compare("full", ref, out, f"qwen3_moe (tp 1, pp 2, dp 1, {schedule}) with its load-balancing loss")
+    # Recomputed layers (activation checkpointing; ZeRO-3 always recomputes) hand their router logits to the model;
+    # each stage takes them from there (CausalLM::TakeRouterLogits) into its parts of the loss.
+    out = train_layout(binary, tmp, moe, "full", 1, 2, 1, "moe-pp2-ckpt", ["gradient_checkpointing: true"])
+    compare("full", ref, out, "qwen3_moe (tp 1, pp 2, dp 1) with activation checkpointing and its load-balancing loss")
+    if LONG:  # the loss is per data-parallel rank (as under HF's DDP): the reference is dp 2
+        ref2 = train_layout(binary, tmp, moe, "full", 1, 1, 2, "moe-dp2", no_ckpt)
+        out = train_layout(binary, tmp, moe, "full", 1, 2, 2, "moe-pp2-dp2-zero3", ["zero_stage: 3"] + no_ckpt)
+        compare("full", ref2, out, "qwen3_moe (tp 1, pp 2, dp 2, zero_stage 3) with its load-balancing loss")
 
 
 def case_deepseek_layouts(binary, tmp):

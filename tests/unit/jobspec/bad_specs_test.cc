@@ -390,6 +390,18 @@ const std::vector<BadSpec>& Table() {
        {"gpus_per_node=1", "tensor_model_parallel_size=2"},
        "tensor parallel (tp=2) x pipeline parallel (pp=1) = 2 does not divide the world size 1 (nodes 1 x "
        "gpus_per_node 1)"},
+      // ---- mixture-of-experts balancing ----
+      {"ExpertBiasWithLora",
+       Base("moe_router_enable_expert_bias: true\n"),
+       {},
+       "'moe_router_enable_expert_bias' at job.yaml:4 with 'finetuning.type' (default) lora is not built: the bias "
+       "it trains is a buffer of the base model"},
+      {"ExpertBiasRateNotPositive",
+       Base("finetuning_type: full\nmoe_router_bias_update_rate: 0\n"),
+       {},
+       "moe_router_bias_update_rate"},
+      {"CapacityFactorNegative", Base("moe_expert_capacity_factor: -1\n"), {}, "moe_expert_capacity_factor"},
+      {"UnknownDropPolicy", Base("moe_token_drop_policy: random\n"), {}, "moe_token_drop_policy"},
   };
   return table;
 }

@@ -392,6 +392,28 @@ TEST(JobSpecExamples, LlamaFactoryQloraExampleAsksForA4BitBase) {
   EXPECT_FALSE(old->model.double_quantization);
 }
 
+TEST(JobSpecMoeKeys, MegatronSpellingsParseAndRoundTrip) {
+  auto spec = ParseJobSpec(
+      "model_name_or_path: /m\ndataset: d\noutput_dir: /o\nfinetuning_type: full\n"
+      "moe_router_enable_expert_bias: true\nmoe_router_bias_update_rate: 0.01\nmoe_expert_capacity_factor: 1.25\n"
+      "moe_token_drop_policy: position\nmoe_pad_expert_input_to_capacity: true\n",
+      "job.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_TRUE(spec->model.moe_router_enable_expert_bias);
+  EXPECT_EQ(spec->model.moe_router_bias_update_rate, 0.01);
+  EXPECT_EQ(spec->model.moe_expert_capacity_factor, 1.25);
+  EXPECT_EQ(spec->model.moe_token_drop_policy, "position");
+  EXPECT_TRUE(spec->model.moe_pad_expert_input_to_capacity);
+  auto back = ParseJobSpec(ToYaml(*spec), "emitted.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->model, spec->model);
+  // Megatron-core's default: no capacity (null).
+  auto none = ParseJobSpec("model_name_or_path: /m\ndataset: d\noutput_dir: /o\nmoe_expert_capacity_factor: null\n",
+                           "job.yaml");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->model.moe_expert_capacity_factor, 0);
+}
+
 TEST(JobSpecExamples, EightBitQloraParses) {
   // LLaMA-Factory: quantization_bit: 8 -> BitsAndBytesConfig(load_in_8bit=True); the 4-bit keys stay unused.
   auto spec = ParseJobSpec("model_name_or_path: /m\ndataset: d\noutput_dir: /o\nquantization_bit: 8\n", "job.yaml");

@@ -5,6 +5,10 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "trainer/model/config.h"
+#include "trainer/model/decoder.h"
 
 namespace anneal::model {
 namespace {
@@ -195,6 +199,115 @@ TEST(SparseMoe, DeepseekV3SigmoidRoutingUsesTheBiasForChoiceOnly) {
   }
   // Sorted dispatch equals the dense reference for these routers too.
   EXPECT_LT(RelErr(moe->Dispatch(x, r), moe->DenseReference(x, r)), 1e-5);
+}
+
+// Auxiliary-loss-free balancing: an armed forward adds each token's k routed slots, weighted by its mask value.
+TEST(SparseMoe, ArmedForwardCountsRoutedSlotsWithoutPadding) {
+  SparseMoe moe = MakeDeepseekMoe(RouterKind::kDeepseekSigmoid, /*group_limited=*/false);
+  moe->train();
+  moe->CountLoad(true);
+  torch::Tensor x = torch::randn({2, 5, 16});
+  torch::Tensor mask = torch::ones({2, 5}, torch::kInt64);
+  mask.index_put_({1, torch::indexing::Slice(3, 5)}, 0);
+  moe->ArmLoadCount(mask);
+  moe->forward(x);
+  moe->DisarmLoadCount();
+  torch::Tensor experts = moe->Route(x.reshape({10, 16})).experts;  // [10, 3]
+  torch::Tensor want = torch::zeros({8});
+  for (int64_t n = 0; n < 10; ++n) {
+    if (mask.reshape({-1})[n].item<int64_t>() == 0) continue;
+    for (int64_t j = 0; j < 3; ++j) want[experts[n][j].item<int64_t>()] += 1;
+  }
+  torch::Tensor load = moe->TakeLoad();
+  EXPECT_TRUE(load.equal(want)) << load << want;
+  EXPECT_EQ(load.sum().item<double>(), 8 * 3);  // 8 tokens, 3 slots each
+  // Disarmed: nothing more is counted, and the take left zeros.
+  moe->forward(x);
+  EXPECT_EQ(moe->TakeLoad().abs().sum().item<double>(), 0.0);
+}
+
+// Megatron-core's get_updated_expert_bias on known loads: overloaded experts down, idle up, exactly average none.
+TEST(SparseMoe, ExpertBiasMovesTowardsTheMeanLoad) {
+  SparseMoe moe = MakeDeepseekMoe(RouterKind::kDeepseekSigmoid, /*group_limited=*/false);
+  torch::Tensor before = moe->e_score_correction_bias.clone();
+  torch::Tensor load = torch::tensor({10.f, 0.f, 4.f, 4.f, 2.f, 6.f, 3.f, 3.f});  // mean 4
+  moe->UpdateExpertBias(load, 0.01);
+  torch::Tensor step = torch::tensor({-0.01f, 0.01f, 0.f, 0.f, 0.01f, -0.01f, 0.01f, 0.01f});
+  EXPECT_TRUE(moe->e_score_correction_bias.equal(before + step)) << moe->e_score_correction_bias - before;
+  // A softmax router has no bias to count for.
+  SparseMoe v2 = MakeDeepseekMoe(RouterKind::kDeepseekSoftmax, /*group_limited=*/true);
+  EXPECT_THROW(v2->CountLoad(true), c10::Error);
+}
+
+// A tiny DeepSeek-V3 (layer 0 dense, layer 1 sparse: 8 experts, top-2) to check what CausalLM counts.
+CausalLM TinyDeepseekV3() {
+  auto config = ParseModelConfig(nlohmann::json::parse(R"({
+    "model_type": "deepseek_v3", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64,
+    "first_k_dense_replace": 1, "kv_lora_rank": 8, "q_lora_rank": 8, "qk_nope_head_dim": 4, "qk_rope_head_dim": 4,
+    "v_head_dim": 4, "moe_intermediate_size": 8, "n_routed_experts": 8, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 4, "topk_group": 2, "norm_topk_prob": true, "routed_scaling_factor": 2.5,
+    "scoring_func": "sigmoid", "topk_method": "noaux_tc", "rms_norm_eps": 1e-6, "rope_theta": 10000,
+    "tie_word_embeddings": false})"),
+                                 "config.json");
+  EXPECT_TRUE(config.ok()) << config.status().ToString();
+  torch::manual_seed(7);
+  CausalLM lm(*config, torch::TensorOptions().dtype(torch::kFloat32));
+  torch::NoGradGuard no_grad;
+  for (auto& p : lm->parameters()) p.normal_(0.0, 0.3);
+  return lm;
+}
+
+// Counted once per training micro-batch: activation checkpointing's recomputation adds nothing, and neither do
+// evaluation or a forward without gradients (a preference reference pass).
+TEST(CausalLMExpertLoad, EachTrainingForwardCountsOnce) {
+  CausalLM lm = TinyDeepseekV3();
+  SparseMoeImpl* moe = lm->model->layers[1]->as<DecoderLayerImpl>()->moe.get();
+  ASSERT_NE(moe, nullptr);
+  moe->CountLoad(true);
+  torch::Tensor ids = torch::randint(0, 32, {2, 6});
+  torch::Tensor mask = torch::ones({2, 6}, torch::kInt64);
+  mask.index_put_({1, torch::indexing::Slice(4, 6)}, 0);
+  auto train_step = [&](bool checkpointing) {
+    lm->train();
+    lm->SetActivationCheckpointing(checkpointing);
+    lm->Forward({.input_ids = ids, .attention_mask = mask}).sum().backward();
+    return moe->TakeLoad();
+  };
+  torch::Tensor plain = train_step(false);
+  EXPECT_EQ(plain.sum().item<double>(), 10 * 2);  // 10 tokens (2 padding left out), 2 slots each
+  torch::Tensor checkpointed = train_step(true);
+  EXPECT_TRUE(checkpointed.equal(plain)) << checkpointed << plain;
+  {
+    torch::NoGradGuard no_grad;
+    lm->Forward({.input_ids = ids, .attention_mask = mask});  // training mode, no gradients
+    lm->eval();
+    lm->Forward({.input_ids = ids, .attention_mask = mask});
+  }
+  EXPECT_EQ(moe->TakeLoad().abs().sum().item<double>(), 0.0);
+}
+
+// Megatron-core's capacity: ceil(N * k / E * factor) slots per expert; probs keeps the highest weights, and a
+// dropped slot contributes nothing (as its weight zeroed).
+TEST(SparseMoe, CapacityKeepsTheHighestWeightsAndDropsTheRest) {
+  SparseMoe moe = MakeMoe(/*norm_topk=*/false);  // 6 experts, k 2
+  torch::Tensor x = torch::randn({4, 16});
+  Routing r = moe->Route(x);
+  // Hand-made routing: expert 2 gets tokens 0, 1, 2; expert 0 tokens 0 and 3; the others one token or none.
+  r.experts = torch::tensor({2, 0, 2, 1, 2, 3, 5, 0}, torch::kInt64).view({4, 2});
+  r.weights = torch::tensor({0.5f, 0.3f, 0.9f, 0.3f, 0.7f, 0.3f, 0.4f, 0.3f}).view({4, 2});
+  moe->SetCapacity({.factor = 1.2, .policy = TokenDropPolicy::kProbs});  // ceil(8 / 6 * 1.2) = 2 slots per expert
+  torch::Tensor kept = moe->CapacityMask(r);
+  torch::Tensor want = torch::ones({4, 2}, torch::kBool);
+  want[0][0] = false;  // expert 2's lowest weight
+  EXPECT_TRUE(kept.equal(want)) << kept;
+  moe->SetCapacity({.factor = 1.2, .policy = TokenDropPolicy::kPosition});
+  EXPECT_EQ(moe->CapacityMask(r).sum().item<int64_t>(), 7);  // which of expert 2's tokens: torch.topk's choice
+  r.kept = kept;
+  Routing zeroed = r;
+  zeroed.kept = torch::Tensor();
+  zeroed.weights = r.weights * kept;
+  EXPECT_LT(RelErr(moe->Dispatch(x, r), moe->Dispatch(x, zeroed)), 1e-6);
 }
 
 }  // namespace
