@@ -103,6 +103,7 @@ Status MetricsLogger::Record(const Progress& p, const StepResult& r) {
     values[name] = mean;
     scalars.emplace_back("train/" + name, mean);
     if (name == "rewards/accuracies") entry["accuracy"] = mean;
+    if (name == "moe_dropped_slots") entry[name] = mean;  // Anneal's own: token slots past the experts' capacity
     sum = 0;
   }
   log_.Append(entry);
