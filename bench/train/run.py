@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Training throughput and peak memory on CPU: anneal-train vs HF transformers + peft, same model, data,
-batch and threads, in one run. LoRA (r=16, all linears) and full fine-tuning.
+batch and threads, in one run. LoRA (r=16, all linears), QLoRA (the same LoRA on a 4-bit NF4 base with double
+quantization, as LLaMA-Factory's quantization_bit: 4 asks bitsandbytes for) and full fine-tuning.
 
-    .venv/bin/python bench/train/run.py [--preset small] [--steps 20] [--batch 8] [--seq 256]
+    .venv/bin/python bench/train/run.py [--preset small] [--steps 20] [--batch 8] [--seq 256] [--modes lora,qlora]
     GPU (bf16, ~1B LLaMA shape, seq 2048):
     python3 bench/train/run.py --device cuda --dtype bfloat16 --preset 1b --batch 1 --seq 2048
 
@@ -27,8 +28,15 @@ model_dir, data, ft, steps, warm, threads = sys.argv[1], sys.argv[2], sys.argv[3
 device, dtype = sys.argv[7], {"float32": torch.float32, "bfloat16": torch.bfloat16}[sys.argv[8]]
 torch.set_num_threads(threads)
 rows = [json.loads(l) for l in open(data)]
-model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
-if ft == "lora":
+if ft == "qlora":  # LLaMA-Factory's quantization_bit: 4 (model/model_utils/quantization.py)
+    from transformers import BitsAndBytesConfig
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa",
+                                                 quantization_config=quant, device_map={"": device})
+else:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+if ft in ("lora", "qlora"):
     from peft import LoraConfig, get_peft_model
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
@@ -77,6 +85,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--modes", default="lora,qlora,full", help="comma-separated: lora, qlora, full")
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     results = []
@@ -93,11 +102,13 @@ def main():
             for _ in range(args.batch):
                 f.write(json.dumps({"input_ids": torch.randint(3, vocab, (args.seq,), generator=g).tolist()}) + "\n")
         json.dump({"bench": {"file_name": "bench.jsonl", "formatting": "tokenized"}}, open(f"{tmp}/data/dataset_info.json", "w"))
-        for ft in ("lora", "full"):
+        for ft in args.modes.split(","):
             out = f"{tmp}/out-{ft}"
             cfg = f"{tmp}/{ft}.yaml"
+            quant = "quantization_bit: 4\nquantization_type: nf4\ndouble_quantization: true\n" if ft == "qlora" else ""
             with open(cfg, "w") as f:
-                f.write(f"model_name_or_path: {tmp}/model\nfinetuning_type: {ft}\nlora_rank: 16\nlora_target: all\n"
+                f.write(f"model_name_or_path: {tmp}/model\nfinetuning_type: {'lora' if ft == 'qlora' else ft}\n{quant}"
+                        f"lora_rank: 16\nlora_target: all\n"
                         f"dataset: bench\ndataset_dir: {tmp}/data\ntemplate: empty\ncutoff_len: {args.seq}\n"
                         f"stage: pt\noutput_dir: {out}\nper_device_train_batch_size: {args.batch}\n"
                         f"max_steps: {args.warmup + args.steps}\nlogging_steps: 1\nsave_steps: 0\nlearning_rate: 1.0e-4\n"
