@@ -119,7 +119,7 @@ Status WriteValueHead(const std::vector<std::pair<std::string, torch::Tensor>>& 
 StatusOr<std::string> CopyValueHead(const std::string& model_dir, const std::string& adapter_dir,
                                     const std::string& out_dir) {
   const std::string dir = adapter_dir.empty() ? model_dir : adapter_dir;
-  for (const std::string name : {std::string(kValueHeadFile), std::string("value_head.bin")}) {
+  for (const std::string& name : {std::string(kValueHeadFile), std::string("value_head.bin")}) {
     const fs::path from = fs::path(dir) / name;
     if (!fs::exists(from)) continue;
     std::error_code ec;

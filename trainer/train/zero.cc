@@ -273,7 +273,11 @@ void TrainerOptimizer::StartPrefetch(int64_t layer) {
   const int ranks = dp_->size();
   const std::vector<size_t>& indices = layer_params_.at(layer);
   for (size_t i : indices) AllocateStorage(all_[i].param);
-  for (auto& bucket : GatherBuckets(indices)) in_flight_.push_back(InFlightBucket{.indices = std::move(bucket)});
+  for (auto& bucket : GatherBuckets(indices)) {
+    InFlightBucket b;
+    b.indices = std::move(bucket);
+    in_flight_.push_back(std::move(b));
+  }
   for (InFlightBucket& b : in_flight_) {
     int64_t per_rank = 0;
     for (size_t i : b.indices) {
