@@ -110,7 +110,7 @@ def main():
                 f.write(f"model_name_or_path: {tmp}/model\nfinetuning_type: {'lora' if ft == 'qlora' else ft}\n{quant}"
                         f"lora_rank: 16\nlora_target: all\n"
                         f"dataset: bench\ndataset_dir: {tmp}/data\ntemplate: empty\ncutoff_len: {args.seq}\n"
-                        f"stage: pt\noutput_dir: {out}\nper_device_train_batch_size: {args.batch}\n"
+                        f"stage: sft\noutput_dir: {out}\nper_device_train_batch_size: {args.batch}\n"
                         f"max_steps: {args.warmup + args.steps}\nlogging_steps: 1\nsave_steps: 0\nlearning_rate: 1.0e-4\n"
                         f"device: {args.device}\nbf16: {str(args.dtype == 'bfloat16').lower()}\n")
             _, ours_mb = child_peak_rss_mb([args.bin, "train", "--config", cfg], env)
