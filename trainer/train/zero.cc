@@ -340,10 +340,7 @@ at::Tensor TrainerOptimizer::FullParam(const std::string& name) const {
   const at::Tensor& p = all_[i].param;
   if (stage_ != 3) return p.detach();
   torch::NoGradGuard no_grad;
-  const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
-  at::Tensor padded = torch::zeros({s.chunk}, p.options());
-  padded.narrow(0, 0, s.owned()).copy_(shards_[i].param);
-  return dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
+  return GatherShard(shards_[i].param, p, p.options());
 }
 
 void TrainerOptimizer::SetParam(const std::string& name, const at::Tensor& full) {
@@ -398,10 +395,17 @@ at::Tensor TrainerOptimizer::CheckpointStateOf(const std::string& key, const at:
   const at::Tensor& p = all_[index_.at(ParamOfKey(key))].param;
   // Stages 0 and 1: whole, but on the parameter's device too, since the caller gathers it over tensor parallel.
   if (stage_ < 2) return local.to(p.device());
-  const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
   // On the parameter's device (an offloaded state tensor is on the host; the collective runs on the device).
-  at::Tensor padded = torch::zeros({s.chunk}, local.options().device(p.device()));
-  padded.narrow(0, 0, s.owned()).copy_(local);
+  return GatherShard(local, p, local.options().device(p.device()));
+}
+
+// A rank's flat shard of `p` (its owned range) gathered over data parallel into p's full shape, as `options`
+// (dtype and device of the collective); the last rank's short chunk travels zero-padded.
+at::Tensor TrainerOptimizer::GatherShard(const at::Tensor& owned, const at::Tensor& p,
+                                         const at::TensorOptions& options) const {
+  const auto s = parallel::FlatShard::Of(p.numel(), dp_->size(), my_rank_);
+  at::Tensor padded = torch::zeros({s.chunk}, options);
+  padded.narrow(0, 0, s.owned()).copy_(owned);
   return dp_->AllGather(padded).narrow(0, 0, s.numel).view(p.sizes());
 }
 

@@ -143,6 +143,7 @@ class TrainerOptimizer {
   Status LoadCheckpointState(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t step);
 
  private:
+  at::Tensor GatherShard(const at::Tensor& owned, const at::Tensor& p, const at::TensorOptions& options) const;
   void AssignWholeParameters();
   // `indices` (into all_) grouped for the gathers: one dtype per bucket, at most allgather_bucket_bytes_ each
   // (a bigger parameter alone), in order.
